@@ -1,0 +1,73 @@
+import { helpText, parseCommand, type Subcommand } from '../lib/cli.ts';
+import { describeError, EdgemeshError } from '../lib/errors.ts';
+
+// Each part owns its flags in its own cli.ts; this file only dispatches. Parts are loaded
+// lazily so `edgemesh init` (in every pod) does not pay for the webhook's dependencies.
+const commands: Record<string, { summary: string; load: () => Promise<Subcommand> }> = {
+  webhook: {
+    summary: 'HTTPS mutating admission webhook that injects edgemesh into pods',
+    load: async () => (await import('../webhook/cli.ts')).webhookCommand as Subcommand,
+  },
+  inject: {
+    summary: 'print manifests with edgemesh injected (for GitOps without a webhook)',
+    load: async () => (await import('../webhook/cli.ts')).injectCommand as Subcommand,
+  },
+  init: {
+    summary: "install the pod's traffic-capture iptables rules (init container)",
+    load: async () => (await import('../init/cli.ts')).initCommand as Subcommand,
+  },
+  sidecar: {
+    summary: 'per-pod DNS server and transparent TCP/HTTP proxy',
+    load: async () => (await import('../sidecar/cli.ts')).sidecarCommand as Subcommand,
+  },
+  gateway: {
+    summary: 'per-node catalog watcher, sidecar feed and tunnel to peer nodes',
+    load: async () => (await import('../gateway/cli.ts')).gatewayCommand as Subcommand,
+  },
+  'tunnel-server': {
+    summary: 'rendezvous and relay for gateways behind NATs',
+    load: async () => (await import('../tunnel-server/cli.ts')).tunnelServerCommand as Subcommand,
+  },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length)) + 2;
+  const rows = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`);
+  return `Usage: edgemesh <command> [options]\n\nCommands:\n${rows.join('\n')}\n\nRun 'edgemesh <command> --help' for a command's options.\n`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage());
+    return name ? 0 : 2;
+  }
+  const entry = commands[name];
+  if (!entry) {
+    process.stderr.write(`edgemesh: unknown command ${JSON.stringify(name)}\n\n${usage()}`);
+    return 2;
+  }
+  const command = await entry.load();
+  try {
+    const options = parseCommand(command.spec, rest);
+    if (options.help) {
+      process.stdout.write(helpText(command.spec));
+      return 0;
+    }
+    return (await command.run(options)) ?? 0;
+  } catch (err) {
+    process.stderr.write(`edgemesh ${name}: ${describeError(err)}\n`);
+    return err instanceof EdgemeshError && err.code === 'EDGEMESH_ERR_CONFIG' ? 2 : 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    // Long-running parts keep the event loop alive and exit through their shutdown handler.
+    if (code !== 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`edgemesh: ${describeError(err)}\n`);
+    process.exitCode = 1;
+  },
+);

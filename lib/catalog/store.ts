@@ -1,0 +1,65 @@
+import type { Catalog, CatalogUpdate } from './types.ts';
+
+export type CatalogListener = (catalog: Catalog, update: CatalogUpdate) => void;
+
+/**
+ * Holds the current catalog in memory and tells listeners about every change. Sources (the
+ * gateway feed, a catalog file, --objects) write to it; the DNS server and the proxy read
+ * `current` on each query/connection, so an update is visible at once. `synced` is false
+ * until the first snapshot: DNS answers SERVFAIL for cluster names until then.
+ */
+export class CatalogStore {
+  #catalog: Catalog | undefined;
+  #listeners = new Set<CatalogListener>();
+
+  get current(): Catalog | undefined {
+    return this.#catalog;
+  }
+
+  get synced(): boolean {
+    return this.#catalog !== undefined;
+  }
+
+  /** Applies an update. Returns false (and changes nothing) for an out-of-order increment. */
+  apply(update: CatalogUpdate): boolean {
+    const next = applyUpdate(this.#catalog, update);
+    if (!next) return false;
+    this.#catalog = next;
+    for (const listener of this.#listeners) listener(next, update);
+    return true;
+  }
+
+  subscribe(listener: CatalogListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+}
+
+/**
+ * Pure: the catalog after `update`, or undefined when the update cannot apply (an increment
+ * before any snapshot, or one whose revision is not the next). Unchanged parts are shared.
+ */
+export function applyUpdate(catalog: Catalog | undefined, update: CatalogUpdate): Catalog | undefined {
+  if (update.type === 'snapshot') return update.catalog;
+  if (!catalog || update.revision !== catalog.revision + 1) return undefined;
+  switch (update.type) {
+    case 'service': {
+      const services = { ...catalog.services };
+      if (update.entry) services[update.key] = update.entry;
+      else delete services[update.key];
+      return { ...catalog, revision: update.revision, services };
+    }
+    case 'pod': {
+      const pods = { ...catalog.pods };
+      if (update.pod) pods[update.ip] = update.pod;
+      else delete pods[update.ip];
+      return { ...catalog, revision: update.revision, pods };
+    }
+    case 'node': {
+      const nodes = { ...catalog.nodes };
+      if (update.node) nodes[update.name] = update.node;
+      else delete nodes[update.name];
+      return { ...catalog, revision: update.revision, nodes };
+    }
+  }
+}

@@ -1,0 +1,185 @@
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import YAML from 'yaml';
+import { configError } from './errors.ts';
+
+/**
+ * One config path for every subcommand: flags, then EDGEMESH_* environment variables, then
+ * an optional `--config FILE` (JSON or YAML, e.g. a mounted ConfigMap), then defaults.
+ * Values are validated once here into a frozen object; every error names its flag.
+ */
+export type OptionType = 'string' | 'boolean' | 'integer' | 'list';
+
+export interface OptionSpec {
+  type: OptionType;
+  description: string;
+  default?: string | number | boolean | readonly string[];
+  short?: string;
+  /** For integers. */
+  min?: number;
+  max?: number;
+  choices?: readonly string[];
+  /** Extra check on the parsed value; returns a problem description or undefined. */
+  validate?: (value: never) => string | undefined;
+}
+
+export interface CommandSpec {
+  name: string;
+  summary: string;
+  /** Text after the option list: examples, notes. */
+  details?: string;
+  options: Record<string, OptionSpec>;
+  /** Whether bare arguments are accepted (returned as `_`). */
+  positionals?: boolean;
+}
+
+type ValueOf<O extends OptionSpec> = O['type'] extends 'boolean'
+  ? boolean
+  : O['type'] extends 'integer'
+    ? number
+    : O['type'] extends 'list'
+      ? string[]
+      : string;
+
+export type ParsedOptions<S extends CommandSpec> = {
+  readonly [K in keyof S['options']]: S['options'][K] extends { default: unknown }
+    ? ValueOf<S['options'][K]>
+    : ValueOf<S['options'][K]> | undefined;
+} & { readonly _: readonly string[]; readonly help: boolean };
+
+const envName = (flag: string) => `EDGEMESH_${flag.toUpperCase().replace(/-/g, '_')}`;
+
+function convert(flag: string, spec: OptionSpec, raw: unknown, source: string): unknown {
+  const where = source === 'flag' ? `--${flag}` : `${flag} (from ${source})`;
+  switch (spec.type) {
+    case 'boolean': {
+      if (typeof raw === 'boolean') return raw;
+      const s = String(raw).toLowerCase();
+      if (['true', '1', 'yes', 'on'].includes(s)) return true;
+      if (['false', '0', 'no', 'off'].includes(s)) return false;
+      throw configError(`${where}: expected true or false, got ${JSON.stringify(raw)}`);
+    }
+    case 'integer': {
+      const s = String(raw).trim();
+      if (!/^-?\d+$/.test(s)) throw configError(`${where}: expected an integer, got ${JSON.stringify(raw)}`);
+      const n = Number(s);
+      if (spec.min !== undefined && n < spec.min)
+        throw configError(`${where}: must be >= ${spec.min}, got ${n}`);
+      if (spec.max !== undefined && n > spec.max)
+        throw configError(`${where}: must be <= ${spec.max}, got ${n}`);
+      return n;
+    }
+    case 'list': {
+      const items = Array.isArray(raw) ? raw.map(String) : String(raw).split(',');
+      return items.map((s) => s.trim()).filter((s) => s.length > 0);
+    }
+    default: {
+      if (typeof raw === 'object' && raw !== null) throw configError(`${where}: expected a string`);
+      const s = String(raw);
+      if (spec.choices && !spec.choices.includes(s)) {
+        throw configError(`${where}: must be one of ${spec.choices.join(', ')}, got ${JSON.stringify(s)}`);
+      }
+      return s;
+    }
+  }
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw configError(`--config: cannot read ${path}: ${(err as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = path.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+  } catch (err) {
+    throw configError(`--config: ${path} is not valid JSON/YAML: ${(err as Error).message}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc))
+    throw configError(`--config: ${path} must hold a mapping of option names to values`);
+  return doc as Record<string, unknown>;
+}
+
+export function parseCommand<S extends CommandSpec>(
+  spec: S,
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): ParsedOptions<S> {
+  const parseOptions: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {
+    help: { type: 'boolean', short: 'h' },
+  };
+  for (const [flag, o] of Object.entries(spec.options)) {
+    parseOptions[flag] = {
+      type: o.type === 'boolean' ? 'boolean' : 'string',
+      ...(o.short ? { short: o.short } : {}),
+    };
+  }
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: [...argv], options: parseOptions, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw configError(`${spec.name}: ${(err as Error).message} (see 'edgemesh ${spec.name} --help')`);
+  }
+  if (!spec.positionals && parsed.positionals.length > 0) {
+    throw configError(`${spec.name}: unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+  }
+  const flags = parsed.values as Record<string, unknown>;
+  const fileValues =
+    'config' in spec.options && typeof flags.config === 'string'
+      ? readConfigFile(flags.config)
+      : ({} as Record<string, unknown>);
+  for (const key of Object.keys(fileValues)) {
+    if (!(key in spec.options) || key === 'config') {
+      throw configError(`--config: unknown option ${JSON.stringify(key)} for 'edgemesh ${spec.name}'`);
+    }
+  }
+  const out: Record<string, unknown> = { _: parsed.positionals, help: flags.help === true };
+  for (const [flag, o] of Object.entries(spec.options)) {
+    let value: unknown;
+    if (flags[flag] !== undefined) value = convert(flag, o, flags[flag], 'flag');
+    else if (env[envName(flag)] !== undefined) value = convert(flag, o, env[envName(flag)], envName(flag));
+    else if (fileValues[flag] !== undefined) value = convert(flag, o, fileValues[flag], 'config file');
+    else value = Array.isArray(o.default) ? [...o.default] : o.default;
+    if (value !== undefined && o.validate) {
+      const problem = o.validate(value as never);
+      if (problem) throw configError(`--${flag}: ${problem}`);
+    }
+    out[flag] = value;
+  }
+  return Object.freeze(out) as ParsedOptions<S>;
+}
+
+export function helpText(spec: CommandSpec): string {
+  const lines = [`Usage: edgemesh ${spec.name} [options]`, '', spec.summary, '', 'Options:'];
+  const rows = Object.entries(spec.options).map(([flag, o]) => {
+    const arg =
+      o.type === 'boolean' ? '' : o.type === 'integer' ? ' N' : o.type === 'list' ? ' A,B,...' : ' VALUE';
+    const def =
+      o.default === undefined || (Array.isArray(o.default) && o.default.length === 0)
+        ? ''
+        : ` (default: ${String(o.default)})`;
+    const choices = o.choices ? ` [${o.choices.join('|')}]` : '';
+    return [
+      `  ${o.short ? `-${o.short}, ` : ''}--${flag}${arg}`,
+      `${o.description}${choices}${def}; env ${envName(flag)}`,
+    ];
+  });
+  rows.push(['  -h, --help', 'show this help']);
+  const width = Math.max(...rows.map((r) => r[0].length)) + 2;
+  for (const [left, right] of rows) lines.push(left.padEnd(width) + right);
+  if (spec.details) lines.push('', spec.details.trimEnd());
+  return `${lines.join('\n')}\n`;
+}
+
+/** A subcommand: its spec plus what to run with the parsed options. */
+export interface Subcommand<S extends CommandSpec = CommandSpec> {
+  spec: S;
+  run(options: ParsedOptions<S>): Promise<number | undefined | void>;
+}
+
+export function defineCommand<S extends CommandSpec>(spec: S, run: Subcommand<S>['run']): Subcommand<S> {
+  return { spec, run };
+}

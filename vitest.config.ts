@@ -1,0 +1,29 @@
+import { defineConfig } from 'vitest/config';
+
+// Two layers: pure/unit tests run in parallel; system tests (network namespaces, real
+// iptables, the local control plane) run one file at a time because they share the
+// kernel's namespace list and this machine has only two cores.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['**/*.test.ts'],
+          exclude: ['**/node_modules/**', '**/*.netns.test.ts', '**/*.e2e.test.ts'],
+          testTimeout: 20_000,
+        },
+      },
+      {
+        test: {
+          name: 'system',
+          include: ['**/*.netns.test.ts', '**/*.e2e.test.ts'],
+          exclude: ['**/node_modules/**'],
+          fileParallelism: false,
+          testTimeout: 120_000,
+          hookTimeout: 600_000,
+        },
+      },
+    ],
+  },
+});
