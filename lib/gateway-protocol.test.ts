@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import {
+  formatReply,
+  formatRequest,
+  MAX_HEADER_BYTES,
+  parseReply,
+  parseRequest,
+  takeLine,
+} from './gateway-protocol.ts';
+
+describe('gateway protocol', () => {
+  it('round-trips requests and replies', () => {
+    const reqs = [
+      { kind: 'feed', revision: 0 },
+      { kind: 'feed', revision: 123456 },
+      { kind: 'connect', node: 'edge-a.site-1', ip: '10.1.2.3', port: 8080 },
+      { kind: 'connect', node: 'n1', ip: 'fd00::1', port: 1 },
+    ] as const;
+    for (const r of reqs) expect(parseRequest(formatRequest(r).trimEnd())).toEqual(r);
+    const replies = [
+      { ok: true, path: 'relay' },
+      { ok: false, code: 'EDGEMESH_ERR_DIAL_REFUSED', message: '10.0.0.9:22 is not a local pod endpoint' },
+    ] as const;
+    for (const r of replies) expect(parseReply(formatReply(r).trimEnd())).toEqual(r);
+  });
+
+  it('rejects malformed requests with a reason', () => {
+    const bad: Array<[string, RegExp]> = [
+      ['GET / HTTP/1.1', /expected EDGEMESH\/1/],
+      ['EDGEMESH/1 FEED -1', /non-negative/],
+      ['EDGEMESH/1 FEED 1 2', /unknown request/],
+      ['EDGEMESH/1 CONNECT Node_A 10.0.0.1 80', /node name/],
+      ['EDGEMESH/1 CONNECT n1 10.0.0.300 80', /IP address/],
+      ['EDGEMESH/1 CONNECT n1 10.0.0.1 0', /1\.\.65535/],
+      ['EDGEMESH/1 CONNECT n1 10.0.0.1 65536', /1\.\.65535/],
+    ];
+    for (const [line, reason] of bad) expect(() => parseRequest(line)).toThrow(reason);
+    expect(() => parseReply('OK teleport')).toThrow(/unknown path/);
+    expect(() => parseReply('HTTP/1.1 200 OK')).toThrow(/malformed/);
+  });
+
+  it('takes one line and bounds the header size', () => {
+    expect(takeLine(Buffer.from('EDGEMESH/1 FEED 0'))).toBeUndefined();
+    const got = takeLine(Buffer.from('EDGEMESH/1 FEED 0\r\nrest'));
+    expect(got?.line).toBe('EDGEMESH/1 FEED 0');
+    expect(got?.rest.toString()).toBe('rest');
+    expect(() => takeLine(Buffer.alloc(MAX_HEADER_BYTES, 0x41))).toThrow(/longer than/);
+    expect(() => takeLine(Buffer.from('a\x00b\n'))).toThrow(/non-printable/);
+  });
+});

@@ -1,0 +1,92 @@
+/**
+ * The sidecar ↔ gateway protocol on hostIP:15080 (TCP, plain: it never leaves the node).
+ * A connection starts with one ASCII header line from the sidecar, at most
+ * MAX_HEADER_BYTES including the "\n":
+ *
+ *   EDGEMESH/1 FEED <revision>\n                 catalog feed: the gateway answers with
+ *                                                newline-delimited JSON CatalogUpdate lines
+ *                                                (a snapshot first, then increments)
+ *   EDGEMESH/1 CONNECT <node> <ip> <port>\n      a stream to <ip>:<port> on node <node>
+ *
+ * To CONNECT the gateway answers one line, then (on OK) the connection is a raw byte pipe
+ * to the target, half-close carried both ways:
+ *
+ *   OK <path>\n          path: local | direct | punched | relay
+ *   ERR <code> <text>\n  code: an EDGEMESH_ERR_* code; the gateway closes after it
+ */
+import { isIP } from 'node:net';
+
+export const PROTOCOL_TAG = 'EDGEMESH/1';
+export const MAX_HEADER_BYTES = 512;
+export const GATEWAY_PORT = 15080;
+
+export type PathKind = 'local' | 'direct' | 'punched' | 'relay';
+const PATHS: readonly PathKind[] = ['local', 'direct', 'punched', 'relay'];
+
+export type Request =
+  | { kind: 'feed'; revision: number }
+  | { kind: 'connect'; node: string; ip: string; port: number };
+export type Reply = { ok: true; path: PathKind } | { ok: false; code: string; message: string };
+
+// RFC 1123 subdomain, as Kubernetes node names are.
+const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+export function formatRequest(req: Request): string {
+  return req.kind === 'feed'
+    ? `${PROTOCOL_TAG} FEED ${req.revision}\n`
+    : `${PROTOCOL_TAG} CONNECT ${req.node} ${req.ip} ${req.port}\n`;
+}
+
+/** Parses a header line (without its "\n"); throws an Error whose message says what is wrong. */
+export function parseRequest(line: string): Request {
+  const parts = line.split(' ');
+  if (parts[0] !== PROTOCOL_TAG) throw new Error(`expected ${PROTOCOL_TAG} header`);
+  if (parts[1] === 'FEED' && parts.length === 3) {
+    const revision = Number(parts[2]);
+    if (!/^\d{1,15}$/.test(parts[2])) throw new Error('FEED revision must be a non-negative integer');
+    return { kind: 'feed', revision };
+  }
+  if (parts[1] === 'CONNECT' && parts.length === 5) {
+    const [, , node, ip, portText] = parts;
+    if (node.length > 253 || !NODE_NAME.test(node)) throw new Error('CONNECT node is not a valid node name');
+    if (isIP(ip) === 0) throw new Error('CONNECT target is not an IP address');
+    const port = Number(portText);
+    if (!/^\d{1,5}$/.test(portText) || port < 1 || port > 65535)
+      throw new Error('CONNECT port must be 1..65535');
+    return { kind: 'connect', node, ip, port };
+  }
+  throw new Error('unknown request; expected FEED <revision> or CONNECT <node> <ip> <port>');
+}
+
+export function formatReply(reply: Reply): string {
+  return reply.ok ? `OK ${reply.path}\n` : `ERR ${reply.code} ${reply.message.replace(/[\r\n]+/g, ' ')}\n`;
+}
+
+export function parseReply(line: string): Reply {
+  if (line.startsWith('OK ')) {
+    const path = line.slice(3) as PathKind;
+    if (!PATHS.includes(path)) throw new Error(`unknown path ${JSON.stringify(path)} in gateway reply`);
+    return { ok: true, path };
+  }
+  const m = /^ERR (EDGEMESH_ERR_[A-Z_]+) (.*)$/.exec(line);
+  if (m) return { ok: false, code: m[1], message: m[2] };
+  throw new Error('malformed gateway reply');
+}
+
+/**
+ * Splits the first line off a growing buffer. Returns undefined while no "\n" has arrived,
+ * and throws once the header would exceed MAX_HEADER_BYTES (a peer that never sends a
+ * newline must not make us buffer forever).
+ */
+export function takeLine(buffer: Buffer): { line: string; rest: Buffer } | undefined {
+  const nl = buffer.indexOf(0x0a);
+  if (nl === -1) {
+    if (buffer.length >= MAX_HEADER_BYTES)
+      throw new Error(`header line longer than ${MAX_HEADER_BYTES} bytes`);
+    return undefined;
+  }
+  if (nl + 1 > MAX_HEADER_BYTES) throw new Error(`header line longer than ${MAX_HEADER_BYTES} bytes`);
+  const line = buffer.subarray(0, nl).toString('latin1').replace(/\r$/, '');
+  if (!/^[\x20-\x7e]*$/.test(line)) throw new Error('header line has non-printable characters');
+  return { line, rest: buffer.subarray(nl + 1) };
+}
