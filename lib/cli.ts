@@ -31,6 +31,11 @@ export interface CommandSpec {
   options: Record<string, OptionSpec>;
   /** Whether bare arguments are accepted (returned as `_`). */
   positionals?: boolean;
+  /**
+   * Mappings the `--config` file may hold besides option values (e.g. the webhook's
+   * `injection:` settings); returned raw under `sections` for the part to validate.
+   */
+  sections?: readonly string[];
 }
 
 type ValueOf<O extends OptionSpec> = O['type'] extends 'boolean'
@@ -45,7 +50,7 @@ export type ParsedOptions<S extends CommandSpec> = {
   readonly [K in keyof S['options']]: S['options'][K] extends { default: unknown }
     ? ValueOf<S['options'][K]>
     : ValueOf<S['options'][K]> | undefined;
-} & { readonly _: readonly string[]; readonly help: boolean };
+} & { readonly _: readonly string[]; readonly help: boolean; readonly sections: Readonly<Record<string, unknown>> };
 
 const envName = (flag: string) => `EDGEMESH_${flag.toUpperCase().replace(/-/g, '_')}`;
 
@@ -131,12 +136,16 @@ export function parseCommand<S extends CommandSpec>(
     'config' in spec.options && typeof flags.config === 'string'
       ? readConfigFile(flags.config)
       : ({} as Record<string, unknown>);
+  const sections: Record<string, unknown> = {};
   for (const key of Object.keys(fileValues)) {
-    if (!(key in spec.options) || key === 'config') {
+    if (spec.sections?.includes(key)) {
+      sections[key] = fileValues[key];
+      delete fileValues[key];
+    } else if (!(key in spec.options) || key === 'config') {
       throw configError(`--config: unknown option ${JSON.stringify(key)} for 'edgemesh ${spec.name}'`);
     }
   }
-  const out: Record<string, unknown> = { _: parsed.positionals, help: flags.help === true };
+  const out: Record<string, unknown> = { _: parsed.positionals, help: flags.help === true, sections };
   for (const [flag, o] of Object.entries(spec.options)) {
     let value: unknown;
     if (flags[flag] !== undefined) value = convert(flag, o, flags[flag], 'flag');
@@ -177,6 +186,7 @@ export function helpText(spec: CommandSpec): string {
 /** A subcommand: its spec plus what to run with the parsed options. */
 export interface Subcommand<S extends CommandSpec = CommandSpec> {
   spec: S;
+  // biome-ignore lint/suspicious/noConfusingVoidType: long-running parts resolve with nothing once listening.
   run(options: ParsedOptions<S>): Promise<number | undefined | void>;
 }
 
