@@ -50,7 +50,11 @@ export type ParsedOptions<S extends CommandSpec> = {
   readonly [K in keyof S['options']]: S['options'][K] extends { default: unknown }
     ? ValueOf<S['options'][K]>
     : ValueOf<S['options'][K]> | undefined;
-} & { readonly _: readonly string[]; readonly help: boolean; readonly sections: Readonly<Record<string, unknown>> };
+} & {
+  readonly _: readonly string[];
+  readonly help: boolean;
+  readonly sections: Readonly<Record<string, unknown>>;
+};
 
 const envName = (flag: string) => `EDGEMESH_${flag.toUpperCase().replace(/-/g, '_')}`;
 
