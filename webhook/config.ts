@@ -1,0 +1,142 @@
+import { readFileSync } from 'node:fs';
+import YAML from 'yaml';
+import { configError } from '../lib/errors.ts';
+
+/**
+ * What the webhook injects, as one typed, validated, frozen object. It comes from the
+ * `edgemesh-injector` ConfigMap (mounted as a file and passed with `--config`), so a
+ * cluster admin changes images or resources without rebuilding anything. Unknown keys are
+ * errors: a typo must not silently fall back to a default.
+ */
+export interface InjectionConfig {
+  /** Image holding the `edgemesh` entrypoint, used for both injected containers. */
+  image: string;
+  imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
+  proxyUid: number;
+  proxyGid: number;
+  proxyPort: number;
+  dnsPort: number;
+  healthPort: number;
+  metricsPort: number;
+  gatewayPort: number;
+  clusterDomain: string;
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  sidecarResources: Resources;
+  initResources: Resources;
+  /** Namespaces never injected, whatever their labels (the contract's list is always included). */
+  excludedNamespaces: readonly string[];
+}
+
+export interface Resources {
+  requests: Record<string, string>;
+  limits: Record<string, string>;
+}
+
+/** The version recorded in `sidecar.edgemesh.io/status`; bump when the injected shape changes. */
+export const INJECTION_VERSION = '1';
+
+export const ALWAYS_EXCLUDED_NAMESPACES = [
+  'kube-system',
+  'kube-public',
+  'kube-node-lease',
+  'edgemesh-system',
+] as const;
+
+export const DEFAULT_CONFIG: InjectionConfig = Object.freeze({
+  image: 'ghcr.io/edgemesh/edgemesh:0.1.0',
+  imagePullPolicy: 'IfNotPresent',
+  proxyUid: 1337,
+  proxyGid: 1337,
+  proxyPort: 15001,
+  dnsPort: 15053,
+  healthPort: 15021,
+  metricsPort: 15020,
+  gatewayPort: 15080,
+  clusterDomain: 'cluster.local',
+  logLevel: 'info',
+  sidecarResources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
+  initResources: { requests: { cpu: '10m', memory: '16Mi' }, limits: { memory: '64Mi' } },
+  excludedNamespaces: ALWAYS_EXCLUDED_NAMESPACES,
+}) as InjectionConfig;
+
+const PORT_KEYS = [
+  'proxyUid',
+  'proxyGid',
+  'proxyPort',
+  'dnsPort',
+  'healthPort',
+  'metricsPort',
+  'gatewayPort',
+] as const;
+// A Kubernetes quantity, e.g. 10m, 1.5, 128Mi, 1G.
+const QUANTITY = /^[+]?(\d+(\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e\d+)?$/;
+const DNS_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** Validates a partial config (from a file) over the defaults; errors name the key. */
+export function resolveConfig(partial: Record<string, unknown>, source = 'config'): InjectionConfig {
+  const out: Record<string, unknown> = { ...DEFAULT_CONFIG };
+  for (const [key, value] of Object.entries(partial)) {
+    if (!(key in DEFAULT_CONFIG)) throw configError(`${source}: unknown key ${JSON.stringify(key)}`);
+    out[key] = value;
+  }
+  const c = out as unknown as InjectionConfig;
+  const fail = (key: string, why: string) => configError(`${source}: ${key} ${why}`);
+  if (typeof c.image !== 'string' || c.image.length === 0 || /\s/.test(c.image))
+    throw fail('image', 'must be a non-empty image reference');
+  if (!['Always', 'IfNotPresent', 'Never'].includes(c.imagePullPolicy))
+    throw fail('imagePullPolicy', 'must be Always, IfNotPresent or Never');
+  for (const key of PORT_KEYS) {
+    const v = c[key];
+    const max = key.endsWith('Uid') || key.endsWith('Gid') ? 2 ** 31 - 1 : 65535;
+    if (!Number.isInteger(v) || v < 1 || v > max) throw fail(key, `must be an integer 1..${max}`);
+  }
+  if (c.proxyUid === 0) throw fail('proxyUid', 'must not be 0 (root traffic would bypass capture)');
+  if (typeof c.clusterDomain !== 'string' || !DNS_NAME.test(c.clusterDomain))
+    throw fail('clusterDomain', 'must be a DNS name such as cluster.local');
+  if (!['trace', 'debug', 'info', 'warn', 'error'].includes(c.logLevel))
+    throw fail('logLevel', 'must be trace, debug, info, warn or error');
+  for (const key of ['sidecarResources', 'initResources'] as const)
+    validateResources(c[key], `${source}: ${key}`);
+  if (
+    !Array.isArray(c.excludedNamespaces) ||
+    !c.excludedNamespaces.every((n) => typeof n === 'string' && DNS_NAME.test(n))
+  ) {
+    throw fail('excludedNamespaces', 'must be a list of namespace names');
+  }
+  c.excludedNamespaces = [...new Set([...ALWAYS_EXCLUDED_NAMESPACES, ...c.excludedNamespaces])];
+  return deepFreeze(c);
+}
+
+function validateResources(r: unknown, where: string): void {
+  if (typeof r !== 'object' || r === null) throw configError(`${where} must be {requests, limits}`);
+  for (const part of ['requests', 'limits'] as const) {
+    const m = (r as Record<string, unknown>)[part];
+    if (typeof m !== 'object' || m === null || Array.isArray(m))
+      throw configError(`${where}.${part} must be a mapping`);
+    for (const [name, q] of Object.entries(m)) {
+      if (typeof q !== 'string' || !QUANTITY.test(q))
+        throw configError(`${where}.${part}.${name}: ${JSON.stringify(q)} is not a quantity`);
+    }
+  }
+}
+
+export function loadConfigFile(path: string | undefined): InjectionConfig {
+  if (!path) return DEFAULT_CONFIG;
+  let doc: unknown;
+  try {
+    doc = YAML.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw configError(`--config ${path}: ${(err as Error).message}`);
+  }
+  if (doc === null || doc === undefined) return resolveConfig({}, path);
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw configError(`--config ${path}: must be a mapping`);
+  return resolveConfig(doc as Record<string, unknown>, path);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,232 @@
+import type { V1Container, V1Pod } from '@kubernetes/client-node';
+import { TRAFFIC_OPTIONS } from '../lib/traffic.ts';
+import { INJECTION_VERSION, type InjectionConfig } from './config.ts';
+
+/**
+ * Pure injection: what a pod gets, as RFC 6902 JSON Patch operations against the pod as
+ * submitted. The webhook returns these ops; `edgemesh inject` applies them to workload
+ * templates; golden files pin both. Nothing here does I/O.
+ */
+export const INIT_NAME = 'edgemesh-init';
+export const PROXY_NAME = 'edgemesh-proxy';
+export const STATUS_ANNOTATION = 'sidecar.edgemesh.io/status';
+export const INJECT_LABEL = 'sidecar.edgemesh.io/inject';
+const RESERVED_PORTS_SYSCTL = 'net.ipv4.ip_local_reserved_ports';
+const RESERVED_PORTS = '15000-15100';
+
+export type PatchOp = { op: 'add' | 'replace'; path: string; value: unknown };
+
+/** A pod that must not be admitted as is (e.g. a malformed traffic annotation). */
+export class InjectionError extends Error {
+  override name = 'InjectionError';
+}
+
+/** RFC 6901: `~` → `~0`, `/` → `~1` inside one path segment. */
+export const escapePointer = (segment: string): string => segment.replace(/~/g, '~0').replace(/\//g, '~1');
+
+export type SkipCode = 'excluded-namespace' | 'host-network' | 'opted-out' | 'already-injected';
+
+/** Why this pod is not injected (a stable code for metrics and a message for logs), or undefined. */
+export function skipReason(
+  pod: V1Pod,
+  namespace: string,
+  config: InjectionConfig,
+): { code: SkipCode; message: string } | undefined {
+  if (config.excludedNamespaces.includes(namespace))
+    return { code: 'excluded-namespace', message: `namespace ${namespace} is never injected` };
+  if (pod.spec?.hostNetwork) return { code: 'host-network', message: 'pod uses hostNetwork' };
+  if (pod.metadata?.labels?.[INJECT_LABEL] === 'false')
+    return { code: 'opted-out', message: `pod has label ${INJECT_LABEL}=false` };
+  if (pod.metadata?.annotations?.[STATUS_ANNOTATION] !== undefined) {
+    return { code: 'already-injected', message: `${STATUS_ANNOTATION} is present` };
+  }
+  const names = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].map((c) => c.name);
+  const clash = names.find((n) => n === INIT_NAME || n === PROXY_NAME);
+  if (clash) return { code: 'already-injected', message: `pod already has a container named ${clash}` };
+  return undefined;
+}
+
+/** Turns the pod's traffic annotations into init flags, validating each (throws InjectionError). */
+export function trafficFlags(pod: V1Pod): string[] {
+  const annotations = pod.metadata?.annotations ?? {};
+  const flags: string[] = [];
+  for (const option of TRAFFIC_OPTIONS) {
+    const value = annotations[option.annotation];
+    if (value === undefined) continue;
+    try {
+      option.parse(value);
+    } catch (err) {
+      throw new InjectionError(`annotation ${option.annotation}: ${(err as Error).message}`);
+    }
+    flags.push(`--${option.flag}=${value.trim()}`);
+  }
+  return flags;
+}
+
+export function initContainer(pod: V1Pod, config: InjectionConfig): V1Container {
+  return {
+    name: INIT_NAME,
+    image: config.image,
+    imagePullPolicy: config.imagePullPolicy,
+    args: [
+      'init',
+      `--proxy-uid=${config.proxyUid}`,
+      `--proxy-gid=${config.proxyGid}`,
+      `--proxy-port=${config.proxyPort}`,
+      `--dns-port=${config.dnsPort}`,
+      ...trafficFlags(pod),
+    ],
+    resources: structuredClone(config.initResources),
+    // Root with only the two capabilities iptables needs; explicit so a pod-level
+    // runAsNonRoot/runAsUser does not stop the rules from being written.
+    securityContext: {
+      runAsUser: 0,
+      runAsGroup: 0,
+      runAsNonRoot: false,
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] },
+    },
+  };
+}
+
+const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
+
+export function proxyContainer(config: InjectionConfig): V1Container {
+  const probe = { httpGet: { path: '/ready', port: config.healthPort } };
+  return {
+    name: PROXY_NAME,
+    image: config.image,
+    imagePullPolicy: config.imagePullPolicy,
+    args: [
+      'sidecar',
+      `--proxy-port=${config.proxyPort}`,
+      `--dns-port=${config.dnsPort}`,
+      `--health-port=${config.healthPort}`,
+      `--metrics-port=${config.metricsPort}`,
+      `--cluster-domain=${config.clusterDomain}`,
+    ],
+    // Native sidecar: starts before the app containers and outlives them.
+    restartPolicy: 'Always',
+    env: [
+      fieldEnv('POD_NAME', 'metadata.name'),
+      fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
+      fieldEnv('POD_IP', 'status.podIP'),
+      fieldEnv('NODE_NAME', 'spec.nodeName'),
+      fieldEnv('HOST_IP', 'status.hostIP'),
+      { name: 'EDGEMESH_GATEWAY', value: `$(HOST_IP):${config.gatewayPort}` },
+      { name: 'EDGEMESH_LOG_LEVEL', value: config.logLevel },
+    ],
+    ports: [{ name: 'edgemesh-metrics', containerPort: config.metricsPort, protocol: 'TCP' }],
+    // The startup probe holds the app containers back until DNS and the proxy listen.
+    startupProbe: { ...probe, periodSeconds: 1, failureThreshold: 120 },
+    readinessProbe: { ...probe, periodSeconds: 5, failureThreshold: 3 },
+    resources: structuredClone(config.sidecarResources),
+    securityContext: {
+      runAsUser: config.proxyUid,
+      runAsGroup: config.proxyGid,
+      runAsNonRoot: true,
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+    },
+  };
+}
+
+export function statusAnnotation(): string {
+  return JSON.stringify({
+    version: INJECTION_VERSION,
+    initContainers: [INIT_NAME, PROXY_NAME],
+    containers: [],
+  });
+}
+
+/**
+ * The patch that injects `pod`. Callers check skipReason first; throws InjectionError for
+ * a pod that cannot be injected as configured.
+ */
+export function injectionPatch(pod: V1Pod, config: InjectionConfig): PatchOp[] {
+  const ops: PatchOp[] = [];
+  const init = initContainer(pod, config);
+  const proxy = proxyContainer(config);
+
+  if (pod.metadata?.annotations) {
+    ops.push({
+      op: 'add',
+      path: `/metadata/annotations/${escapePointer(STATUS_ANNOTATION)}`,
+      value: statusAnnotation(),
+    });
+  } else {
+    ops.push({
+      op: 'add',
+      path: '/metadata/annotations',
+      value: { [STATUS_ANNOTATION]: statusAnnotation() },
+    });
+  }
+
+  // edgemesh-init first, edgemesh-proxy right after it, then the pod's own init containers
+  // untouched: their traffic is captured too.
+  if (pod.spec?.initContainers && pod.spec.initContainers.length > 0) {
+    ops.push({ op: 'add', path: '/spec/initContainers/0', value: init });
+    ops.push({ op: 'add', path: '/spec/initContainers/1', value: proxy });
+  } else {
+    ops.push({
+      op: pod.spec?.initContainers ? 'replace' : 'add',
+      path: '/spec/initContainers',
+      value: [init, proxy],
+    });
+  }
+
+  ops.push(...reservedPortsOps(pod));
+  return ops;
+}
+
+/**
+ * Reserve the sidecar's port range through the pod's sysctls (a "safe" sysctl since
+ * Kubernetes 1.27), so an app's ephemeral port can never take 15001/15053. An existing
+ * value is kept and extended.
+ */
+function reservedPortsOps(pod: V1Pod): PatchOp[] {
+  const securityContext = pod.spec?.securityContext;
+  if (!securityContext) {
+    return [
+      {
+        op: 'add',
+        path: '/spec/securityContext',
+        value: { sysctls: [{ name: RESERVED_PORTS_SYSCTL, value: RESERVED_PORTS }] },
+      },
+    ];
+  }
+  const sysctls = securityContext.sysctls;
+  if (!sysctls) {
+    return [
+      {
+        op: 'add',
+        path: '/spec/securityContext/sysctls',
+        value: [{ name: RESERVED_PORTS_SYSCTL, value: RESERVED_PORTS }],
+      },
+    ];
+  }
+  const index = sysctls.findIndex((s) => s.name === RESERVED_PORTS_SYSCTL);
+  if (index === -1) {
+    return [
+      {
+        op: 'add',
+        path: '/spec/securityContext/sysctls/-',
+        value: { name: RESERVED_PORTS_SYSCTL, value: RESERVED_PORTS },
+      },
+    ];
+  }
+  const existing = sysctls[index].value ?? '';
+  if (
+    existing
+      .split(',')
+      .map((s) => s.trim())
+      .includes(RESERVED_PORTS)
+  )
+    return [];
+  const value = existing.trim() === '' ? RESERVED_PORTS : `${existing},${RESERVED_PORTS}`;
+  return [{ op: 'replace', path: `/spec/securityContext/sysctls/${index}/value`, value }];
+}
