@@ -1,0 +1,481 @@
+/**
+ * Kubernetes objects → catalog. Pure: no I/O, no clock. The gateway feeds it informer events
+ * and forwards the CatalogUpdates it returns; `edgemesh sidecar --objects` feeds it the
+ * objects of a file and takes the resulting catalog. Same code, same catalog.
+ *
+ * Inputs are read defensively (a file may hold anything): a field of the wrong type is
+ * treated as absent or the object is skipped with a problem reported, never a crash. Every
+ * built item then passes the catalog validators, so the output is always a valid catalog.
+ *
+ * Rules (as kube-proxy and CoreDNS read the same objects):
+ * - Services: ClusterIP 'None' → headless; spec.clusterIPs (dual stack) else spec.clusterIP;
+ *   ExternalName keeps spec.externalName and no IPs; sessionAffinity ClientIP with
+ *   timeoutSeconds (default 10800); annotations edgemesh.io/lb-policy (a bad value → the
+ *   default, reported) and edgemesh.io/lb-hash-header.
+ * - EndpointSlices (discovery.k8s.io/v1) belong to the service named by their
+ *   `kubernetes.io/service-name` label; FQDN slices are skipped; conditions: ready unset →
+ *   true, serving unset → ready, terminating unset → false; ports without a port number
+ *   ("all ports") are skipped; duplicates across slices are merged (first slice by name wins).
+ * - Pods: only those with IPs, not hostNetwork, not finished (Succeeded/Failed pods may
+ *   have their IP reused). One catalog entry per pod IP (dual stack gives two).
+ * - Nodes: InternalIP addresses.
+ */
+import {
+  type Catalog,
+  type CatalogUpdate,
+  type Endpoint,
+  type EndpointPort,
+  emptyCatalog,
+  HASH_HEADER_ANNOTATION,
+  LB_POLICIES,
+  LB_POLICY_ANNOTATION,
+  type LbPolicy,
+  type NodeInfo,
+  type PodInfo,
+  type Protocol,
+  type Service,
+  type ServiceEntry,
+  type ServicePort,
+  serviceKey,
+} from './types.ts';
+import { canonicalIP, validateNode, validatePod, validateServiceEntry } from './validate.ts';
+
+export type ObjectKind = 'Service' | 'EndpointSlice' | 'Pod' | 'Node';
+export type EventType = 'add' | 'update' | 'delete';
+
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+const DEFAULT_AFFINITY_TIMEOUT = 10800;
+
+/** The kind of a Kubernetes object we use, or undefined for any other kind. */
+export function objectKind(obj: unknown): ObjectKind | undefined {
+  const o = asRecord(obj);
+  const kind = o.kind;
+  const apiVersion = o.apiVersion;
+  if (apiVersion === 'v1' && (kind === 'Service' || kind === 'Pod' || kind === 'Node')) return kind;
+  if (apiVersion === 'discovery.k8s.io/v1' && kind === 'EndpointSlice') return kind;
+  return undefined;
+}
+
+// ---- defensive field access -------------------------------------------------------------
+
+type Loose = Record<string, unknown>;
+const asRecord = (v: unknown): Loose =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Loose) : {};
+const asArray = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+const asString = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+const asBool = (v: unknown): boolean | undefined => (typeof v === 'boolean' ? v : undefined);
+const asPort = (v: unknown): number | undefined =>
+  typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 65535 ? v : undefined;
+
+function meta(obj: unknown): { namespace: string; name: string; labels: Loose; annotations: Loose } {
+  const m = asRecord(asRecord(obj).metadata);
+  return {
+    // Objects in files may omit the namespace, as with `kubectl apply`.
+    namespace: asString(m.namespace) || 'default',
+    name: asString(m.name) ?? '',
+    labels: asRecord(m.labels),
+    annotations: asRecord(m.annotations),
+  };
+}
+
+function protocol(v: unknown): Protocol | undefined {
+  if (v === undefined) return 'TCP';
+  return v === 'TCP' || v === 'UDP' || v === 'SCTP' ? v : undefined;
+}
+
+function portOf(raw: unknown, where: string, problems: string[]): ServicePort | undefined {
+  const p = asRecord(raw);
+  const port = asPort(p.port);
+  const proto = protocol(p.protocol);
+  if (port === undefined || proto === undefined) {
+    problems.push(`${where}: skipped a port with an invalid port number or protocol`);
+    return undefined;
+  }
+  const out: ServicePort = { name: asString(p.name) ?? '', port, protocol: proto };
+  const appProtocol = asString(p.appProtocol);
+  if (appProtocol) out.appProtocol = appProtocol;
+  return out;
+}
+
+// ---- per-object conversions ----------------------------------------------------------------
+
+/** A Service object → catalog Service (undefined when unusable), with problems reported. */
+export function serviceFromObject(obj: unknown, problems: string[] = []): Service | undefined {
+  const { namespace, name, annotations } = meta(obj);
+  const where = `Service ${namespace}/${name}`;
+  if (!name) {
+    problems.push('Service without metadata.name skipped');
+    return undefined;
+  }
+  const spec = asRecord(asRecord(obj).spec);
+  const typeText = asString(spec.type) ?? 'ClusterIP';
+  if (!['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'].includes(typeText)) {
+    problems.push(`${where}: unknown type ${JSON.stringify(typeText)}; skipped`);
+    return undefined;
+  }
+  const type = typeText as Service['type'];
+  const rawIPs = asArray(spec.clusterIPs).length > 0 ? asArray(spec.clusterIPs) : [spec.clusterIP];
+  const ipTexts = rawIPs.map(asString).filter((s): s is string => !!s);
+  const headless = type !== 'ExternalName' && ipTexts.includes('None');
+  const clusterIPs: string[] = [];
+  if (type !== 'ExternalName' && !headless) {
+    for (const text of ipTexts) {
+      const ip = canonicalIP(text);
+      if (ip) clusterIPs.push(ip);
+      else problems.push(`${where}: ignored invalid cluster IP ${JSON.stringify(text)}`);
+    }
+  }
+  const ports = asArray(spec.ports)
+    .map((p) => portOf(p, where, problems))
+    .filter((p): p is ServicePort => !!p);
+
+  let sessionAffinity: Service['sessionAffinity'] = { type: 'None' };
+  if (spec.sessionAffinity === 'ClientIP') {
+    const timeout = asRecord(asRecord(spec.sessionAffinityConfig).clientIP).timeoutSeconds;
+    const ok = typeof timeout === 'number' && Number.isInteger(timeout) && timeout >= 1 && timeout <= 86400;
+    if (timeout !== undefined && !ok) problems.push(`${where}: invalid sessionAffinity timeout; using 10800`);
+    sessionAffinity = { type: 'ClientIP', timeoutSeconds: ok ? timeout : DEFAULT_AFFINITY_TIMEOUT };
+  }
+
+  let lbPolicy: LbPolicy = 'round-robin';
+  const policyText = annotations[LB_POLICY_ANNOTATION];
+  if (policyText !== undefined) {
+    if (LB_POLICIES.includes(policyText as LbPolicy)) lbPolicy = policyText as LbPolicy;
+    else
+      problems.push(
+        `${where}: annotation ${LB_POLICY_ANNOTATION}=${JSON.stringify(policyText)} is not one of ${LB_POLICIES.join(', ')}; using round-robin`,
+      );
+  }
+
+  const service: Service = {
+    namespace,
+    name,
+    type,
+    clusterIPs,
+    headless,
+    ports,
+    sessionAffinity,
+    lbPolicy,
+    publishNotReadyAddresses: asBool(spec.publishNotReadyAddresses) ?? false,
+  };
+  if (type === 'ExternalName') {
+    const externalName = asString(spec.externalName);
+    if (!externalName) {
+      problems.push(`${where}: ExternalName service without spec.externalName; skipped`);
+      return undefined;
+    }
+    service.externalName = externalName;
+  }
+  const header = annotations[HASH_HEADER_ANNOTATION];
+  if (header !== undefined) {
+    if (typeof header === 'string' && /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/.test(header)) {
+      service.hashHeader = header;
+    } else {
+      problems.push(`${where}: annotation ${HASH_HEADER_ANNOTATION} is not an HTTP header name; ignored`);
+    }
+  }
+  return service;
+}
+
+export interface SliceInfo {
+  /** `namespace/name` of the service this slice belongs to. */
+  service: string;
+  endpoints: Endpoint[];
+}
+
+/** An EndpointSlice → its service key and endpoints (undefined when it has no usable service). */
+export function sliceFromObject(obj: unknown, problems: string[] = []): SliceInfo | undefined {
+  const { namespace, name, labels } = meta(obj);
+  const where = `EndpointSlice ${namespace}/${name}`;
+  const serviceName = asString(labels[SERVICE_NAME_LABEL]);
+  if (!serviceName) return undefined; // not managed for a service: not ours to route
+  const o = asRecord(obj);
+  const addressType = o.addressType;
+  if (addressType !== 'IPv4' && addressType !== 'IPv6') return undefined; // FQDN slices are deprecated
+  const ports = asArray(o.ports)
+    .filter((p) => asRecord(p).port !== undefined && asRecord(p).port !== null)
+    .map((p) => portOf(p, where, problems))
+    .filter((p): p is EndpointPort => !!p);
+  const endpoints: Endpoint[] = [];
+  for (const raw of asArray(o.endpoints)) {
+    const e = asRecord(raw);
+    const conditions = asRecord(e.conditions);
+    const ready = asBool(conditions.ready) ?? true;
+    const serving = asBool(conditions.serving) ?? ready;
+    const terminating = asBool(conditions.terminating) ?? false;
+    const targetRef = asRecord(e.targetRef);
+    for (const addressText of asArray(e.addresses)) {
+      const ip = typeof addressText === 'string' ? canonicalIP(addressText) : undefined;
+      if (!ip || (addressType === 'IPv4') !== !ip.includes(':')) {
+        problems.push(
+          `${where}: skipped address ${JSON.stringify(addressText)} (not an ${addressType} address)`,
+        );
+        continue;
+      }
+      const endpoint: Endpoint = { ip, ready, serving, terminating, ports };
+      const hostname = asString(e.hostname);
+      const nodeName = asString(e.nodeName);
+      if (hostname) endpoint.hostname = hostname;
+      if (nodeName) endpoint.nodeName = nodeName;
+      if (targetRef.kind === 'Pod' && asString(targetRef.name)) endpoint.podName = targetRef.name as string;
+      endpoints.push(endpoint);
+    }
+  }
+  return { service: serviceKey(namespace, serviceName), endpoints };
+}
+
+/** A Pod → one PodInfo per pod IP (empty for hostNetwork, finished or IP-less pods). */
+export function podsFromObject(obj: unknown): PodInfo[] {
+  const { namespace, name } = meta(obj);
+  const o = asRecord(obj);
+  const spec = asRecord(o.spec);
+  const status = asRecord(o.status);
+  const nodeName = asString(spec.nodeName);
+  if (!name || !nodeName || spec.hostNetwork === true) return [];
+  if (status.phase === 'Succeeded' || status.phase === 'Failed') return [];
+  const texts = asArray(status.podIPs).map((p) => asString(asRecord(p).ip));
+  if (texts.length === 0) texts.push(asString(status.podIP));
+  const ips = [
+    ...new Set(texts.map((t) => (t ? canonicalIP(t) : undefined)).filter((ip): ip is string => !!ip)),
+  ];
+  return ips.map((ip) => ({ ip, namespace, name, nodeName }));
+}
+
+/** A Node → its name and InternalIP addresses. */
+export function nodeFromObject(obj: unknown): NodeInfo | undefined {
+  const name = asString(asRecord(asRecord(obj).metadata).name);
+  if (!name) return undefined;
+  const addresses: string[] = [];
+  for (const a of asArray(asRecord(asRecord(obj).status).addresses)) {
+    const r = asRecord(a);
+    const ip = r.type === 'InternalIP' && typeof r.address === 'string' ? canonicalIP(r.address) : undefined;
+    if (ip && !addresses.includes(ip)) addresses.push(ip);
+  }
+  return { name, addresses };
+}
+
+// ---- the incremental builder ----------------------------------------------------------------
+
+function addTo(index: Map<string, Set<string>>, key: string, value: string): void {
+  const set = index.get(key);
+  if (set) set.add(value);
+  else index.set(key, new Set([value]));
+}
+
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * Keeps the objects seen so far and the catalog they make. `handle` takes one informer event
+ * and returns the CatalogUpdates it causes (none when the catalog does not change), each with
+ * revision = previous + 1, already applied to `catalog`.
+ */
+export class CatalogBuilder {
+  #catalog: Catalog;
+  readonly #onProblem: (problem: string) => void;
+  readonly #services = new Map<string, Service>();
+  readonly #slices = new Map<string, SliceInfo>(); // by slice namespace/name
+  readonly #slicesByService = new Map<string, Set<string>>();
+  readonly #podIps = new Map<string, PodInfo[]>(); // by pod namespace/name
+  readonly #podsByIp = new Map<string, Set<string>>();
+  readonly #nodes = new Map<string, NodeInfo>();
+
+  constructor(
+    opts: { clusterDomain?: string; revision?: number; onProblem?: (problem: string) => void } = {},
+  ) {
+    this.#catalog = { ...emptyCatalog(opts.clusterDomain), revision: opts.revision ?? 0 };
+    this.#onProblem = opts.onProblem ?? (() => {});
+  }
+
+  get catalog(): Catalog {
+    return this.#catalog;
+  }
+
+  /** Renumbers: the next update will carry `revision + 1` (used when the gateway adopts the built catalog). */
+  rebase(revision: number): void {
+    this.#catalog = { ...this.#catalog, revision };
+  }
+
+  handle(kind: ObjectKind, event: EventType, obj: unknown): CatalogUpdate[] {
+    switch (kind) {
+      case 'Service':
+        return this.#onService(event, obj);
+      case 'EndpointSlice':
+        return this.#onSlice(event, obj);
+      case 'Pod':
+        return this.#onPod(event, obj);
+      case 'Node':
+        return this.#onNode(event, obj);
+    }
+  }
+
+  #report(problems: string[]): void {
+    for (const p of problems) this.#onProblem(p);
+  }
+
+  #onService(event: EventType, obj: unknown): CatalogUpdate[] {
+    const { namespace, name } = meta(obj);
+    const key = serviceKey(namespace, name);
+    const problems: string[] = [];
+    const service = event === 'delete' ? undefined : serviceFromObject(obj, problems);
+    this.#report(problems);
+    if (service) this.#services.set(key, service);
+    else this.#services.delete(key);
+    return this.#refreshService(key);
+  }
+
+  #onSlice(event: EventType, obj: unknown): CatalogUpdate[] {
+    const { namespace, name } = meta(obj);
+    const sliceKey = `${namespace}/${name}`;
+    const previous = this.#slices.get(sliceKey);
+    const problems: string[] = [];
+    const slice = event === 'delete' ? undefined : sliceFromObject(obj, problems);
+    this.#report(problems);
+    if (previous) this.#slicesByService.get(previous.service)?.delete(sliceKey);
+    if (slice) {
+      this.#slices.set(sliceKey, slice);
+      addTo(this.#slicesByService, slice.service, sliceKey);
+    } else this.#slices.delete(sliceKey);
+    const keys = new Set([previous?.service, slice?.service].filter((k): k is string => !!k));
+    return [...keys].flatMap((k) => this.#refreshService(k));
+  }
+
+  #onPod(event: EventType, obj: unknown): CatalogUpdate[] {
+    const { namespace, name } = meta(obj);
+    const podKey = `${namespace}/${name}`;
+    const previous = this.#podIps.get(podKey) ?? [];
+    const next = event === 'delete' ? [] : podsFromObject(obj);
+    for (const p of previous) this.#podsByIp.get(p.ip)?.delete(podKey);
+    if (next.length > 0) this.#podIps.set(podKey, next);
+    else this.#podIps.delete(podKey);
+    for (const p of next) {
+      addTo(this.#podsByIp, p.ip, podKey);
+    }
+    const ips = new Set([...previous, ...next].map((p) => p.ip));
+    return [...ips].flatMap((ip) => this.#refreshPod(ip));
+  }
+
+  #onNode(event: EventType, obj: unknown): CatalogUpdate[] {
+    const node = nodeFromObject(obj);
+    if (!node) return [];
+    if (event === 'delete') this.#nodes.delete(node.name);
+    else this.#nodes.set(node.name, node);
+    return this.#refreshNode(node.name);
+  }
+
+  #refreshService(key: string): CatalogUpdate[] {
+    const service = this.#services.get(key);
+    let entry: ServiceEntry | null = null;
+    if (service) {
+      const sliceKeys = [...(this.#slicesByService.get(key) ?? [])].sort(compare);
+      const seen = new Set<string>();
+      const endpoints: Endpoint[] = [];
+      for (const sk of sliceKeys) {
+        for (const e of this.#slices.get(sk)?.endpoints ?? []) {
+          const id = `${e.ip} ${JSON.stringify(e.ports)}`;
+          if (seen.has(id)) continue;
+          seen.add(id);
+          endpoints.push(e);
+        }
+      }
+      endpoints.sort((a, b) => compare(a.ip, b.ip));
+      entry = this.#checked(`service ${key}`, () => validateServiceEntry({ service, endpoints }, key));
+    }
+    const current = this.#catalog.services[key] ?? null;
+    if (same(current, entry)) return [];
+    const services = { ...this.#catalog.services };
+    if (entry) services[key] = entry;
+    else delete services[key];
+    const revision = this.#catalog.revision + 1;
+    this.#catalog = { ...this.#catalog, revision, services };
+    return [{ type: 'service', revision, key, entry }];
+  }
+
+  #refreshPod(ip: string): CatalogUpdate[] {
+    // Several pods may claim an IP for a moment (one going, one coming): the first by name wins.
+    const owners = [...(this.#podsByIp.get(ip) ?? [])].sort(compare);
+    if (owners.length === 0) this.#podsByIp.delete(ip);
+    const info = owners.length > 0 ? this.#podIps.get(owners[0])?.find((p) => p.ip === ip) : undefined;
+    const pod = info ? this.#checked(`pod ${owners[0]}`, () => validatePod(info, owners[0])) : null;
+    const current = this.#catalog.pods[ip] ?? null;
+    if (same(current, pod)) return [];
+    const pods = { ...this.#catalog.pods };
+    if (pod) pods[ip] = pod;
+    else delete pods[ip];
+    const revision = this.#catalog.revision + 1;
+    this.#catalog = { ...this.#catalog, revision, pods };
+    return [{ type: 'pod', revision, ip, pod }];
+  }
+
+  #refreshNode(name: string): CatalogUpdate[] {
+    const info = this.#nodes.get(name);
+    const node = info ? this.#checked(`node ${name}`, () => validateNode(info, name)) : null;
+    const current = this.#catalog.nodes[name] ?? null;
+    if (same(current, node)) return [];
+    const nodes = { ...this.#catalog.nodes };
+    if (node) nodes[name] = node;
+    else delete nodes[name];
+    const revision = this.#catalog.revision + 1;
+    this.#catalog = { ...this.#catalog, revision, nodes };
+    return [{ type: 'node', revision, name, node }];
+  }
+
+  /** Runs a validator over a built item; an item that fails is left out and reported. */
+  #checked<T>(what: string, validate: () => T): T | null {
+    try {
+      return validate();
+    } catch (err) {
+      this.#onProblem(`${what} left out of the catalog: ${(err as Error).message}`);
+      return null;
+    }
+  }
+}
+
+/**
+ * All objects at once → catalog (revision 1). Objects of other kinds are ignored; `kindOf`
+ * defaults to the object's own kind/apiVersion (list items from the API lack them).
+ */
+export function buildCatalog(
+  objects: readonly unknown[],
+  opts: { clusterDomain?: string; kindOf?: (obj: unknown) => ObjectKind | undefined } = {},
+): { catalog: Catalog; problems: string[]; ignored: number } {
+  const problems: string[] = [];
+  const builder = new CatalogBuilder({
+    clusterDomain: opts.clusterDomain,
+    onProblem: (p) => problems.push(p),
+  });
+  const kindOf = opts.kindOf ?? objectKind;
+  let ignored = 0;
+  for (const obj of objects) {
+    const kind = kindOf(obj);
+    if (kind) builder.handle(kind, 'add', obj);
+    else ignored++;
+  }
+  return { catalog: { ...builder.catalog, revision: 1 }, problems, ignored };
+}
+
+/**
+ * The updates that turn `from` into `to` (content of `to`, revisions continuing from
+ * `from.revision`). The gateway uses it to move sidecars from the catalog it persisted to
+ * the one the API gave it after a restart, without a full snapshot.
+ */
+export function diffCatalogs(from: Catalog, to: Catalog): CatalogUpdate[] {
+  const updates: CatalogUpdate[] = [];
+  let revision = from.revision;
+  const keys = (a: object, b: object) => [...new Set([...Object.keys(a), ...Object.keys(b)])].sort(compare);
+  for (const key of keys(from.services, to.services)) {
+    const entry = to.services[key] ?? null;
+    if (!same(from.services[key] ?? null, entry))
+      updates.push({ type: 'service', revision: ++revision, key, entry });
+  }
+  for (const ip of keys(from.pods, to.pods)) {
+    const pod = to.pods[ip] ?? null;
+    if (!same(from.pods[ip] ?? null, pod)) updates.push({ type: 'pod', revision: ++revision, ip, pod });
+  }
+  for (const name of keys(from.nodes, to.nodes)) {
+    const node = to.nodes[name] ?? null;
+    if (!same(from.nodes[name] ?? null, node))
+      updates.push({ type: 'node', revision: ++revision, name, node });
+  }
+  return updates;
+}

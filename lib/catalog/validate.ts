@@ -1,0 +1,407 @@
+/**
+ * Strict validation of catalog JSON from outside the process (a catalog file, a feed line, the
+ * gateway's own state file). Every check names the path of the offending value, e.g.
+ * `services["demo/web"].service.ports[0].port: must be 1..65535`.
+ *
+ * The validators build fresh objects from the checked fields only: unknown fields are errors,
+ * nothing of the input's prototype or extra properties survives, and IPv6 addresses come out
+ * in canonical lower-case form (the form the catalog is keyed by).
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+import { EdgemeshError, ErrorCodes } from '../errors.ts';
+import {
+  CATALOG_FORMAT,
+  type Catalog,
+  type CatalogUpdate,
+  type Endpoint,
+  type EndpointPort,
+  LB_POLICIES,
+  type LbPolicy,
+  type NodeInfo,
+  type PodInfo,
+  type Protocol,
+  type Service,
+  type ServiceEntry,
+  type ServicePort,
+  serviceKey,
+} from './types.ts';
+
+/** Upper bounds that keep a hostile or broken input from exhausting memory or CPU. */
+export const LIMITS = {
+  services: 50_000,
+  pods: 500_000,
+  nodes: 20_000,
+  endpointsPerService: 10_000,
+  portsPerService: 250,
+  portsPerEndpoint: 250,
+  ipsPerService: 2,
+  addressesPerNode: 16,
+} as const;
+
+export class CatalogValidationError extends EdgemeshError {
+  readonly path: string;
+  constructor(path: string, problem: string) {
+    super(ErrorCodes.CATALOG, `${path || '(root)'}: ${problem}`);
+    this.name = 'CatalogValidationError';
+    this.path = path;
+  }
+}
+
+const fail = (path: string, problem: string): never => {
+  throw new CatalogValidationError(path, problem);
+};
+
+// RFC 1123 label (namespaces, service names) and subdomain (node names, pod names).
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+// Service names are RFC 1035 labels (start with a letter); be lenient and accept RFC 1123.
+// A port name is an IANA_SVC_NAME (≤15 chars, lower-case alphanumerics and '-').
+const PORT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+// appProtocol: an IANA service name or a domain-prefixed name like 'kubernetes.io/h2c'.
+const APP_PROTOCOL =
+  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+// An HTTP header field name (RFC 9110 token).
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// A DNS name as written in ExternalName / the cluster domain: labels, optional trailing dot.
+const DNS_NAME =
+  /^([A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9])?)(\.[A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9])?)*\.?$/;
+
+const SERVICE_TYPES = ['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'] as const;
+const PROTOCOLS: readonly Protocol[] = ['TCP', 'UDP', 'SCTP'];
+
+const sub = (path: string, key: string): string =>
+  /^[A-Za-z_][A-Za-z0-9_]*$/.test(key)
+    ? `${path}${path ? '.' : ''}${key}`
+    : `${path}[${JSON.stringify(key)}]`;
+
+function record(value: unknown, path: string): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, 'must be an object');
+  return value as Record<string, unknown>;
+}
+
+/** An object with exactly the allowed keys (the optional ones may be absent). */
+function fields(value: unknown, path: string, required: readonly string[], optional: readonly string[] = []) {
+  const obj = record(value, path);
+  for (const key of Object.keys(obj)) {
+    if (!required.includes(key) && !optional.includes(key)) fail(sub(path, key), 'unknown field');
+  }
+  for (const key of required) if (!(key in obj)) fail(sub(path, key), 'is required');
+  return obj;
+}
+
+function array(value: unknown, path: string, max: number): unknown[] {
+  if (!Array.isArray(value)) fail(path, 'must be an array');
+  const arr = value as unknown[];
+  if (arr.length > max) fail(path, `must have at most ${max} items, has ${arr.length}`);
+  return arr;
+}
+
+function string(value: unknown, path: string, pattern: RegExp, max: number, what: string): string {
+  if (typeof value !== 'string') fail(path, 'must be a string');
+  const s = value as string;
+  if (s.length === 0 || s.length > max || !pattern.test(s))
+    fail(path, `must be ${what} (at most ${max} chars)`);
+  return s;
+}
+
+function boolean(value: unknown, path: string): boolean {
+  if (typeof value !== 'boolean') fail(path, 'must be true or false');
+  return value as boolean;
+}
+
+function integer(value: unknown, path: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    fail(path, `must be ${min}..${max}`);
+  }
+  return value as number;
+}
+
+function oneOf<T extends string>(value: unknown, path: string, choices: readonly T[]): T {
+  if (typeof value !== 'string' || !choices.includes(value as T))
+    fail(path, `must be one of ${choices.join(', ')}`);
+  return value as T;
+}
+
+/**
+ * Canonical text of an IP address: IPv4 dotted quad as given, IPv6 compressed lower-case
+ * (RFC 5952, via the URL parser). Undefined when `text` is not an IP address.
+ */
+export function canonicalIP(text: string): string | undefined {
+  if (isIPv4(text)) return text;
+  if (!isIPv6(text) || text.includes('%')) return undefined;
+  return new URL(`http://[${text}]/`).hostname.slice(1, -1);
+}
+
+function ip(value: unknown, path: string): string {
+  if (typeof value !== 'string' || value.length > 45) fail(path, 'must be an IP address');
+  const canonical = canonicalIP(value as string);
+  if (canonical === undefined) fail(path, `must be an IP address, got ${JSON.stringify(value)}`);
+  return canonical as string;
+}
+
+const port = (value: unknown, path: string) => integer(value, path, 1, 65535);
+const namespaceName = (value: unknown, path: string) => string(value, path, DNS_LABEL, 63, 'a DNS label');
+const objectName = (value: unknown, path: string) =>
+  string(value, path, DNS_SUBDOMAIN, 253, 'a DNS subdomain');
+const portName = (value: unknown, path: string) =>
+  value === '' ? '' : string(value, path, PORT_NAME, 63, "a port name or ''");
+const appProtocol = (value: unknown, path: string) =>
+  string(value, path, APP_PROTOCOL, 256, 'an application protocol name');
+
+function validateServicePort(value: unknown, path: string): ServicePort {
+  const o = fields(value, path, ['name', 'port', 'protocol'], ['appProtocol']);
+  const out: ServicePort = {
+    name: portName(o.name, sub(path, 'name')),
+    port: port(o.port, sub(path, 'port')),
+    protocol: oneOf(o.protocol, sub(path, 'protocol'), PROTOCOLS),
+  };
+  if (o.appProtocol !== undefined) out.appProtocol = appProtocol(o.appProtocol, sub(path, 'appProtocol'));
+  return out;
+}
+
+export function validateService(value: unknown, path = 'service'): Service {
+  const o = fields(
+    value,
+    path,
+    [
+      'namespace',
+      'name',
+      'type',
+      'clusterIPs',
+      'headless',
+      'ports',
+      'sessionAffinity',
+      'lbPolicy',
+      'publishNotReadyAddresses',
+    ],
+    ['externalName', 'hashHeader'],
+  );
+  const type = oneOf(o.type, sub(path, 'type'), SERVICE_TYPES);
+  const clusterIPs = array(o.clusterIPs, sub(path, 'clusterIPs'), LIMITS.ipsPerService).map((v, i) =>
+    ip(v, `${sub(path, 'clusterIPs')}[${i}]`),
+  );
+  const headless = boolean(o.headless, sub(path, 'headless'));
+  if (headless && clusterIPs.length > 0)
+    fail(sub(path, 'clusterIPs'), 'must be empty for a headless service');
+  const portsPath = sub(path, 'ports');
+  const ports = array(o.ports, portsPath, LIMITS.portsPerService).map((v, i) =>
+    validateServicePort(v, `${portsPath}[${i}]`),
+  );
+  const affinityPath = sub(path, 'sessionAffinity');
+  const affinityType = oneOf(record(o.sessionAffinity, affinityPath).type, sub(affinityPath, 'type'), [
+    'None',
+    'ClientIP',
+  ] as const);
+  let sessionAffinity: Service['sessionAffinity'] = { type: 'None' };
+  if (affinityType === 'None') fields(o.sessionAffinity, affinityPath, ['type']);
+  else {
+    const affinity = fields(o.sessionAffinity, affinityPath, ['type', 'timeoutSeconds']);
+    const timeoutSeconds = integer(affinity.timeoutSeconds, sub(affinityPath, 'timeoutSeconds'), 1, 86400);
+    sessionAffinity = { type: 'ClientIP', timeoutSeconds };
+  }
+  const out: Service = {
+    namespace: namespaceName(o.namespace, sub(path, 'namespace')),
+    name: namespaceName(o.name, sub(path, 'name')),
+    type,
+    clusterIPs,
+    headless,
+    ports,
+    sessionAffinity,
+    lbPolicy: oneOf<LbPolicy>(o.lbPolicy, sub(path, 'lbPolicy'), LB_POLICIES),
+    publishNotReadyAddresses: boolean(o.publishNotReadyAddresses, sub(path, 'publishNotReadyAddresses')),
+  };
+  if (type === 'ExternalName') {
+    if (o.externalName === undefined)
+      fail(sub(path, 'externalName'), 'is required for an ExternalName service');
+    if (clusterIPs.length > 0) fail(sub(path, 'clusterIPs'), 'must be empty for an ExternalName service');
+  }
+  if (o.externalName !== undefined) {
+    if (type !== 'ExternalName')
+      fail(sub(path, 'externalName'), 'is only allowed on an ExternalName service');
+    out.externalName = string(o.externalName, sub(path, 'externalName'), DNS_NAME, 253, 'a DNS name');
+  }
+  if (o.hashHeader !== undefined) {
+    out.hashHeader = string(o.hashHeader, sub(path, 'hashHeader'), HEADER_NAME, 128, 'an HTTP header name');
+  }
+  return out;
+}
+
+function validateEndpointPort(value: unknown, path: string): EndpointPort {
+  return validateServicePort(value, path);
+}
+
+export function validateEndpoint(value: unknown, path = 'endpoint'): Endpoint {
+  const o = fields(
+    value,
+    path,
+    ['ip', 'ready', 'serving', 'terminating', 'ports'],
+    ['hostname', 'nodeName', 'podName'],
+  );
+  const portsPath = sub(path, 'ports');
+  const out: Endpoint = {
+    ip: ip(o.ip, sub(path, 'ip')),
+    ready: boolean(o.ready, sub(path, 'ready')),
+    serving: boolean(o.serving, sub(path, 'serving')),
+    terminating: boolean(o.terminating, sub(path, 'terminating')),
+    ports: array(o.ports, portsPath, LIMITS.portsPerEndpoint).map((v, i) =>
+      validateEndpointPort(v, `${portsPath}[${i}]`),
+    ),
+  };
+  if (o.hostname !== undefined)
+    out.hostname = string(o.hostname, sub(path, 'hostname'), DNS_LABEL, 63, 'a DNS label');
+  if (o.nodeName !== undefined) out.nodeName = objectName(o.nodeName, sub(path, 'nodeName'));
+  if (o.podName !== undefined) out.podName = objectName(o.podName, sub(path, 'podName'));
+  return out;
+}
+
+export function validateServiceEntry(value: unknown, path = 'entry'): ServiceEntry {
+  const o = fields(value, path, ['service', 'endpoints']);
+  const endpointsPath = sub(path, 'endpoints');
+  return {
+    service: validateService(o.service, sub(path, 'service')),
+    endpoints: array(o.endpoints, endpointsPath, LIMITS.endpointsPerService).map((v, i) =>
+      validateEndpoint(v, `${endpointsPath}[${i}]`),
+    ),
+  };
+}
+
+export function validatePod(value: unknown, path = 'pod'): PodInfo {
+  const o = fields(value, path, ['ip', 'namespace', 'name', 'nodeName']);
+  return {
+    ip: ip(o.ip, sub(path, 'ip')),
+    namespace: namespaceName(o.namespace, sub(path, 'namespace')),
+    name: objectName(o.name, sub(path, 'name')),
+    nodeName: objectName(o.nodeName, sub(path, 'nodeName')),
+  };
+}
+
+export function validateNode(value: unknown, path = 'node'): NodeInfo {
+  const o = fields(value, path, ['name', 'addresses']);
+  const addressesPath = sub(path, 'addresses');
+  return {
+    name: objectName(o.name, sub(path, 'name')),
+    addresses: array(o.addresses, addressesPath, LIMITS.addressesPerNode).map((v, i) =>
+      ip(v, `${addressesPath}[${i}]`),
+    ),
+  };
+}
+
+function keyedRecord<T>(
+  value: unknown,
+  path: string,
+  max: number,
+  validateItem: (item: unknown, path: string) => T,
+  keyOf: (item: T) => string,
+  keyProblem: string,
+): Record<string, T> {
+  const obj = record(value, path);
+  const keys = Object.keys(obj);
+  if (keys.length > max) fail(path, `must have at most ${max} entries, has ${keys.length}`);
+  const out: Record<string, T> = {};
+  for (const key of keys) {
+    const itemPath = `${path}[${JSON.stringify(key)}]`;
+    const item = validateItem(obj[key], itemPath);
+    const expected = keyOf(item);
+    // Keys must name their entry exactly (this also rules out keys such as "__proto__").
+    if (expected !== key) fail(itemPath, `${keyProblem} (expected key ${JSON.stringify(expected)})`);
+    out[key] = item;
+  }
+  return out;
+}
+
+const revision = (value: unknown, path: string) => integer(value, path, 0, Number.MAX_SAFE_INTEGER);
+
+export function validateCatalog(value: unknown, path = ''): Catalog {
+  const o = fields(value, path, ['format', 'revision', 'clusterDomain', 'services', 'pods', 'nodes']);
+  if (o.format !== CATALOG_FORMAT)
+    fail(sub(path, 'format'), `must be ${CATALOG_FORMAT} (catalog format version)`);
+  return {
+    format: CATALOG_FORMAT,
+    revision: revision(o.revision, sub(path, 'revision')),
+    clusterDomain: string(o.clusterDomain, sub(path, 'clusterDomain'), DNS_NAME, 253, 'a DNS name').replace(
+      /\.$/,
+      '',
+    ),
+    services: keyedRecord(
+      o.services,
+      sub(path, 'services'),
+      LIMITS.services,
+      validateServiceEntry,
+      (e) => serviceKey(e.service.namespace, e.service.name),
+      'key must be "<namespace>/<name>" of its service',
+    ),
+    pods: keyedRecord(
+      o.pods,
+      sub(path, 'pods'),
+      LIMITS.pods,
+      validatePod,
+      (p) => p.ip,
+      'key must be the pod IP',
+    ),
+    nodes: keyedRecord(
+      o.nodes,
+      sub(path, 'nodes'),
+      LIMITS.nodes,
+      validateNode,
+      (n) => n.name,
+      'key must be the node name',
+    ),
+  };
+}
+
+/** Validates one catalog update (a feed line after JSON parsing). */
+export function validateUpdate(value: unknown, path = ''): CatalogUpdate {
+  const type = oneOf(record(value, path).type, sub(path, 'type'), [
+    'snapshot',
+    'service',
+    'pod',
+    'node',
+  ] as const);
+  switch (type) {
+    case 'snapshot': {
+      const o = fields(value, path, ['type', 'catalog']);
+      return { type, catalog: validateCatalog(o.catalog, sub(path, 'catalog')) };
+    }
+    case 'service': {
+      const o = fields(value, path, ['type', 'revision', 'key', 'entry']);
+      const key = string(o.key, sub(path, 'key'), /^[a-z0-9-]+\/[a-z0-9-]+$/, 127, '"<namespace>/<name>"');
+      const entry = o.entry === null ? null : validateServiceEntry(o.entry, sub(path, 'entry'));
+      if (entry && serviceKey(entry.service.namespace, entry.service.name) !== key) {
+        fail(sub(path, 'key'), 'must be "<namespace>/<name>" of the entry\'s service');
+      }
+      return { type, revision: revision(o.revision, sub(path, 'revision')), key, entry };
+    }
+    case 'pod': {
+      const o = fields(value, path, ['type', 'revision', 'ip', 'pod']);
+      const podIp = ip(o.ip, sub(path, 'ip'));
+      const pod = o.pod === null ? null : validatePod(o.pod, sub(path, 'pod'));
+      if (pod && pod.ip !== podIp) fail(sub(path, 'ip'), "must equal the pod's ip");
+      return { type, revision: revision(o.revision, sub(path, 'revision')), ip: podIp, pod };
+    }
+    case 'node': {
+      const o = fields(value, path, ['type', 'revision', 'name', 'node']);
+      const name = objectName(o.name, sub(path, 'name'));
+      const node = o.node === null ? null : validateNode(o.node, sub(path, 'node'));
+      if (node && node.name !== name) fail(sub(path, 'name'), "must equal the node's name");
+      return { type, revision: revision(o.revision, sub(path, 'revision')), name, node };
+    }
+  }
+}
+
+/** Parses and validates catalog JSON text (a catalog file or state file). */
+export function parseCatalogJSON(text: string, source: string): Catalog {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new EdgemeshError(ErrorCodes.CATALOG, `${source}: not valid JSON: ${(err as Error).message}`);
+  }
+  try {
+    return validateCatalog(doc);
+  } catch (err) {
+    if (err instanceof CatalogValidationError) {
+      throw new EdgemeshError(ErrorCodes.CATALOG, `${source}: ${err.message}`, { cause: err });
+    }
+    throw err;
+  }
+}
