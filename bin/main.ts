@@ -12,6 +12,10 @@ const commands: Record<string, { summary: string; load: () => Promise<Subcommand
     summary: 'print manifests with edgemesh injected (for GitOps without a webhook)',
     load: async () => (await import('../webhook/cli.ts')).injectCommand as Subcommand,
   },
+  'webhook-tls': {
+    summary: "create/rotate the webhook's certificates and caBundle (TLS bootstrap)",
+    load: async () => (await import('../webhook/tls/cli.ts')).webhookTlsCommand as Subcommand,
+  },
   init: {
     summary: "install the pod's traffic-capture iptables rules (init container)",
     load: async () => (await import('../init/cli.ts')).initCommand as Subcommand,

@@ -65,21 +65,32 @@ export async function startWebhookServer(opts: WebhookServerOptions): Promise<We
     registers: [opts.registry],
   });
 
+  const bodyLimit = opts.bodyLimit ?? 3 * 1024 * 1024;
   const app = Fastify({
     https: { cert, key, minVersion: 'TLSv1.2' },
     bodyLimit: opts.bodyLimit ?? 3 * 1024 * 1024,
     logger: false,
   });
 
+  // Fastify's own errors for bodies, restated for someone reading an API server event.
+  const clearer: Record<string, string> = {
+    FST_ERR_CTP_INVALID_MEDIA_TYPE: 'content-type must be application/json (an AdmissionReview)',
+    FST_ERR_CTP_BODY_TOO_LARGE: `body is larger than ${bodyLimit} bytes`,
+    FST_ERR_CTP_EMPTY_JSON_BODY: 'body is empty; expected an AdmissionReview',
+    FST_ERR_CTP_INVALID_JSON_BODY: 'body is not valid JSON',
+  };
   app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, _req, reply) => {
     const status =
       err instanceof EdgemeshError && err.code === ErrorCodes.BAD_REQUEST ? 400 : (err.statusCode ?? 500);
+    const message =
+      (err.code && clearer[err.code]) ??
+      (err instanceof SyntaxError ? `body is not valid JSON: ${err.message}` : err.message);
     badRequests.inc({ status: String(status) });
     if (status >= 500) log.error({ err }, 'internal error handling request');
-    else log.warn({ status, error: describeError(err) }, 'rejected request');
+    else log.warn({ status, error: message }, 'rejected request');
     reply
       .code(status)
-      .send({ error: err instanceof EdgemeshError ? err.code : (err.code ?? 'ERROR'), message: err.message });
+      .send({ error: err instanceof EdgemeshError ? err.code : (err.code ?? 'ERROR'), message });
   });
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send({ error: 'NOT_FOUND', message: `no route ${req.method} ${req.url}` });

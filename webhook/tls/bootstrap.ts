@@ -1,0 +1,147 @@
+import {
+  AdmissionregistrationV1Api,
+  ApiException,
+  CoreV1Api,
+  type KubeConfig,
+  type V1Secret,
+} from '@kubernetes/client-node';
+import type { Logger } from '../../lib/log.ts';
+import {
+  createCa,
+  createServingCert,
+  rotationReason,
+  serviceDnsNames,
+  type WebhookCertificates,
+} from './certs.ts';
+
+/**
+ * The webhook's TLS bootstrap against the current kube context: make (or keep) a CA and a
+ * serving certificate, store them in a Secret the webhook mounts, and put the CA into the
+ * MutatingWebhookConfiguration's caBundle. Idempotent: with valid certificates and the
+ * right caBundle in place it writes nothing. The CA is kept across serving-cert rotations
+ * so the caBundle only changes when the CA itself is replaced.
+ */
+export interface BootstrapOptions {
+  namespace: string;
+  service: string;
+  secretName: string;
+  webhookConfigName: string;
+  clusterDomain: string;
+  /** Extra IP SANs, e.g. when the API server reaches the webhook by URL at an address. */
+  ipAddresses: string[];
+  /** Extra DNS SANs. */
+  extraDnsNames: string[];
+  rotate: boolean;
+  now: Date;
+}
+
+export interface BootstrapResult {
+  secret: 'created' | 'updated' | 'unchanged';
+  caBundle: 'updated' | 'unchanged' | 'no-webhook-config';
+  reason: string;
+}
+
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+const unb64 = (s: string | undefined) => (s === undefined ? undefined : Buffer.from(s, 'base64').toString());
+
+function fromSecret(secret: V1Secret | undefined): Partial<WebhookCertificates> | undefined {
+  const d = secret?.data;
+  if (!d) return undefined;
+  const ca =
+    d['ca.crt'] && d['ca.key'] ? { certPem: unb64(d['ca.crt'])!, keyPem: unb64(d['ca.key'])! } : undefined;
+  const serving =
+    d['tls.crt'] && d['tls.key']
+      ? { certPem: unb64(d['tls.crt'])!, keyPem: unb64(d['tls.key'])! }
+      : undefined;
+  return { ca, serving };
+}
+
+async function readOrUndefined<T>(read: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await read();
+  } catch (err) {
+    if (err instanceof ApiException && err.code === 404) return undefined;
+    throw err;
+  }
+}
+
+export async function bootstrapTls(
+  kc: KubeConfig,
+  opts: BootstrapOptions,
+  log: Logger,
+): Promise<BootstrapResult> {
+  const core = kc.makeApiClient(CoreV1Api);
+  const admission = kc.makeApiClient(AdmissionregistrationV1Api);
+  const dnsNames = [
+    ...serviceDnsNames(opts.service, opts.namespace, opts.clusterDomain),
+    ...opts.extraDnsNames,
+  ];
+
+  const existing = await readOrUndefined(() =>
+    core.readNamespacedSecret({ name: opts.secretName, namespace: opts.namespace }),
+  );
+  const stored = fromSecret(existing);
+  const reason = opts.rotate ? 'rotation forced (--rotate)' : rotationReason(stored, dnsNames, opts.now);
+  // An IP SAN asked for but missing also needs a new certificate.
+  let certs = stored as WebhookCertificates | undefined;
+  let secretResult: BootstrapResult['secret'] = 'unchanged';
+  if (reason) {
+    const caStillGood = stored?.ca && !opts.rotate && !/CA expires|not signed|unreadable/.test(reason);
+    const ca = caStillGood ? stored.ca! : createCa(opts.now);
+    const serving = createServingCert(ca, dnsNames, opts.now, opts.ipAddresses);
+    certs = { ca, serving };
+    const body: V1Secret = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: 'kubernetes.io/tls',
+      metadata: {
+        name: opts.secretName,
+        namespace: opts.namespace,
+        labels: { 'app.kubernetes.io/part-of': 'edgemesh', 'app.kubernetes.io/component': 'webhook' },
+        ...(existing?.metadata?.resourceVersion
+          ? { resourceVersion: existing.metadata.resourceVersion }
+          : {}),
+      },
+      data: {
+        'tls.crt': b64(serving.certPem),
+        'tls.key': b64(serving.keyPem),
+        'ca.crt': b64(ca.certPem),
+        'ca.key': b64(ca.keyPem),
+      },
+    };
+    if (existing) {
+      await core.replaceNamespacedSecret({ name: opts.secretName, namespace: opts.namespace, body });
+      secretResult = 'updated';
+    } else {
+      await core.createNamespacedSecret({ namespace: opts.namespace, body });
+      secretResult = 'created';
+    }
+    log.info(
+      { secret: `${opts.namespace}/${opts.secretName}`, reason, newCa: !caStillGood },
+      'webhook certificates written',
+    );
+  } else {
+    log.info({ secret: `${opts.namespace}/${opts.secretName}` }, 'webhook certificates are valid; kept');
+  }
+
+  const config = await readOrUndefined(() =>
+    admission.readMutatingWebhookConfiguration({ name: opts.webhookConfigName }),
+  );
+  if (!config) {
+    log.warn(
+      { name: opts.webhookConfigName },
+      'MutatingWebhookConfiguration not found; apply the manifests, then run this again',
+    );
+    return { secret: secretResult, caBundle: 'no-webhook-config', reason: reason ?? 'valid' };
+  }
+  const bundle = b64(certs!.ca.certPem);
+  const webhooks = config.webhooks ?? [];
+  if (webhooks.every((w) => w.clientConfig.caBundle === bundle)) {
+    return { secret: secretResult, caBundle: 'unchanged', reason: reason ?? 'valid' };
+  }
+  for (const w of webhooks) w.clientConfig.caBundle = bundle;
+  // replace carries resourceVersion: a concurrent edit makes this fail loudly instead of being lost.
+  await admission.replaceMutatingWebhookConfiguration({ name: opts.webhookConfigName, body: config });
+  log.info({ name: opts.webhookConfigName, webhooks: webhooks.length }, 'caBundle updated');
+  return { secret: secretResult, caBundle: 'updated', reason: reason ?? 'valid' };
+}
