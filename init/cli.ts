@@ -1,6 +1,180 @@
-import { defineCommand } from '../lib/cli.ts';
+import { readFileSync } from 'node:fs';
+import { type CommandSpec, defineCommand, type ParsedOptions } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
-// Placeholder until this part lands; replace the whole file.
-export const initCommand = defineCommand({ name: 'init', summary: 'init', options: {} }, async () => {
-  throw configError('init: not built yet');
+import { createLogger } from '../lib/log.ts';
+import { cleanupCapture, type InitConfig, installCapture } from './apply.ts';
+import type { BackendChoice } from './backend.ts';
+import { realHost } from './host.ts';
+import {
+  type CaptureOptions,
+  captureOptions,
+  hasGlobalIpv6,
+  parseBooleanText,
+  parseCidrList,
+  parseIncludeRanges,
+  parsePortList,
+  problemOf,
+} from './options.ts';
+import { installedTable, renderCleanup, renderInstall } from './render.ts';
+import { parsePortRanges } from './reserved-ports.ts';
+import { buildRules, type Family } from './rules.ts';
+
+const spec = {
+  name: 'init',
+  summary:
+    "Installs the pod's traffic-capture rules (run as the first init container, with NET_ADMIN): " +
+    'outbound TCP to the sidecar proxy, DNS (UDP and TCP 53) to the sidecar DNS server; the ' +
+    "sidecar's own traffic (its uid/gid) goes out untouched.",
+  details: [
+    'The traffic options take the values of the pod annotations traffic.edgemesh.io/* unchanged.',
+    'Examples:',
+    '  edgemesh init --dry-run',
+    '  edgemesh init --exclude-outbound-ports=5432,6379 --exclude-outbound-ip-ranges=10.96.0.1/32',
+    '  edgemesh init --include-outbound-ip-ranges=10.0.0.0/8,fd00::/8 --capture-dns=false',
+    '  edgemesh init --cleanup',
+  ].join('\n'),
+  options: {
+    'dry-run': { type: 'boolean', description: 'print the iptables-restore input instead of applying it' },
+    cleanup: {
+      type: 'boolean',
+      description: 'remove every edgemesh chain and rule (with --dry-run: print how)',
+    },
+    'exclude-outbound-ports': {
+      type: 'string',
+      default: '',
+      description: 'comma-separated TCP ports that go straight out',
+      validate: (v: string) => problemOf(() => parsePortList(v)),
+    },
+    'exclude-outbound-ip-ranges': {
+      type: 'string',
+      default: '',
+      description: 'comma-separated CIDRs (IPv4/IPv6) whose TCP goes straight out',
+      validate: (v: string) => problemOf(() => parseCidrList(v)),
+    },
+    'include-outbound-ip-ranges': {
+      type: 'string',
+      default: '*',
+      description: 'comma-separated CIDRs whose TCP is captured, * for all, empty for none',
+      validate: (v: string) => problemOf(() => parseIncludeRanges(v)),
+    },
+    'capture-dns': {
+      type: 'string',
+      default: 'true',
+      description: 'send DNS (UDP and TCP port 53) to the sidecar: true or false',
+      validate: (v: string) => problemOf(() => parseBooleanText(v)),
+    },
+    'proxy-uid': {
+      type: 'integer',
+      default: 1337,
+      min: 0,
+      max: 4294967294,
+      description: "the sidecar's uid",
+    },
+    'proxy-gid': {
+      type: 'integer',
+      default: 1337,
+      min: 0,
+      max: 4294967294,
+      description: "the sidecar's gid",
+    },
+    'proxy-port': {
+      type: 'integer',
+      default: 15001,
+      min: 1,
+      max: 65535,
+      description: 'sidecar outbound TCP port',
+    },
+    'dns-port': { type: 'integer', default: 15053, min: 1, max: 65535, description: 'sidecar DNS port' },
+    ipv6: {
+      type: 'string',
+      default: 'auto',
+      choices: ['auto', 'true', 'false'],
+      description: 'also install ip6tables rules; auto = when the pod has a global IPv6 address',
+    },
+    'iptables-backend': {
+      type: 'string',
+      default: 'auto',
+      choices: ['auto', 'nft', 'legacy'],
+      description: 'auto = the one that already has rules, else the system iptables',
+    },
+    'reserved-ports': {
+      type: 'string',
+      default: '15000-15100',
+      description: 'ports to add to net.ipv4.ip_local_reserved_ports (never ephemeral); empty to skip',
+      validate: (v: string) => problemOf(() => parsePortRanges(v)),
+    },
+    config: { type: 'string', description: 'JSON/YAML file with any of these options' },
+  },
+} as const satisfies CommandSpec;
+
+type InitFlags = ParsedOptions<typeof spec>;
+
+function ipv6Enabled(flag: string): boolean {
+  if (flag !== 'auto') return flag === 'true';
+  try {
+    return hasGlobalIpv6(readFileSync('/proc/net/if_inet6', 'utf8'));
+  } catch {
+    return false; // IPv6 disabled in this kernel or namespace
+  }
+}
+
+/** Flags (already checked one by one by their validators) → one frozen config. */
+export function configFromFlags(flags: InitFlags): InitConfig {
+  if (flags['proxy-port'] === flags['dns-port']) {
+    throw configError(`--proxy-port and --dns-port must differ (both ${flags['proxy-port']})`);
+  }
+  const capture: CaptureOptions = captureOptions({
+    proxyUid: flags['proxy-uid'],
+    proxyGid: flags['proxy-gid'],
+    proxyPort: flags['proxy-port'],
+    dnsPort: flags['dns-port'],
+    captureDns: parseBooleanText(flags['capture-dns']),
+    excludeOutboundPorts: parsePortList(flags['exclude-outbound-ports']),
+    excludeOutboundRanges: parseCidrList(flags['exclude-outbound-ip-ranges']),
+    includeOutboundRanges: parseIncludeRanges(flags['include-outbound-ip-ranges']),
+    ipv6: ipv6Enabled(flags.ipv6),
+  });
+  return Object.freeze({
+    capture,
+    backend: flags['iptables-backend'] as BackendChoice,
+    reservedPorts: flags['reserved-ports'].trim(),
+  });
+}
+
+/** What --dry-run prints: the restore input per family, as a fresh install would apply it. */
+export function dryRunText(config: InitConfig, cleanup = false): string {
+  const fams: Family[] = config.capture.ipv6 ? [4, 6] : [4];
+  return fams
+    .map((family) => {
+      const ruleset = buildRules(config.capture, family);
+      const tool = family === 4 ? 'iptables-restore' : 'ip6tables-restore';
+      const text = cleanup ? renderCleanup(installedTable(ruleset)) : renderInstall(ruleset);
+      return `# IPv${family}: ${tool} --noflush\n${text}`;
+    })
+    .join('');
+}
+
+export const initCommand = defineCommand(spec, async (flags) => {
+  const config = configFromFlags(flags);
+  if (flags['dry-run']) {
+    process.stdout.write(dryRunText(config, flags.cleanup));
+    return 0;
+  }
+  const log = createLogger('init');
+  if (flags.cleanup) {
+    const cleaned = await cleanupCapture(realHost, config, log);
+    process.stdout.write(
+      cleaned.length > 0
+        ? `edgemesh init: removed the capture rules (iptables backend ${cleaned.join(' and ')})\n`
+        : 'edgemesh init: no edgemesh rules were present\n',
+    );
+    return 0;
+  }
+  const report = await installCapture(realHost, config, log);
+  const rules = report.families.map((f) => `IPv${f.family} ${f.rules} rules`).join(', ');
+  process.stdout.write(
+    `edgemesh init: capture installed with iptables backend ${report.backend.name} ` +
+      `(${report.backend.reason}); ${rules}; reserved ports ${report.reservedPorts || 'not managed'}\n`,
+  );
+  return 0;
 });

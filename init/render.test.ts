@@ -1,0 +1,152 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { parseCommand } from '../lib/cli.ts';
+import { EDGEMESH_BIN } from '../test/harness/netns.ts';
+import { configFromFlags, dryRunText, initCommand } from './cli.ts';
+import { captureOptions } from './options.ts';
+import { installedSlugs, installedTable, parseSave, renderCleanup, renderInstall } from './render.ts';
+import { buildRules } from './rules.ts';
+import { expectGolden, unusedGoldens } from './testing/golden.ts';
+
+const testdata = new URL('./testdata/', import.meta.url).pathname;
+
+/**
+ * Each case is the argv of `edgemesh init`, in the annotation syntax the webhook passes
+ * on; its golden file is exactly what `edgemesh init --dry-run <argv>` prints.
+ */
+const cases: { name: string; argv: string[] }[] = [
+  { name: 'defaults', argv: ['--ipv6=false'] },
+  { name: 'ipv6', argv: ['--ipv6=true'] },
+  {
+    name: 'exclusions',
+    argv: [
+      '--ipv6=true',
+      '--exclude-outbound-ports=5432, 6379,5432',
+      '--exclude-outbound-ip-ranges=10.96.0.0/12,169.254.169.254, fd00:10::7/64',
+    ],
+  },
+  { name: 'dns-off', argv: ['--ipv6=true', '--capture-dns=false'] },
+  {
+    name: 'include-ranges',
+    argv: ['--ipv6=true', '--include-outbound-ip-ranges=10.0.0.0/8,192.168.0.0/16,fd00::/8'],
+  },
+  { name: 'include-ipv4-only', argv: ['--ipv6=true', '--include-outbound-ip-ranges=10.0.0.0/8'] },
+  { name: 'include-none', argv: ['--ipv6=false', '--include-outbound-ip-ranges='] },
+  {
+    name: 'custom-ids-ports',
+    argv: ['--ipv6=false', '--proxy-uid=2000', '--proxy-gid=3000', '--proxy-port=16001', '--dns-port=16053'],
+  },
+  { name: 'cleanup-defaults', argv: ['--ipv6=false', '--cleanup'] },
+  { name: 'cleanup-ipv6', argv: ['--ipv6=true', '--cleanup'] },
+];
+
+function dryRun(argv: string[]): string {
+  const flags = parseCommand(initCommand.spec, argv, {});
+  return dryRunText(configFromFlags(flags), flags.cleanup);
+}
+
+describe('rendered rules (golden)', () => {
+  for (const c of cases) {
+    it(c.name, () => expectGolden(testdata, c.name, dryRun(c.argv)));
+  }
+
+  it('reconciles a table left by an older run in one transaction', () => {
+    const stale = parseSave(
+      [
+        '*nat',
+        ':PREROUTING ACCEPT [0:0]',
+        ':OUTPUT ACCEPT [0:0]',
+        ':EDGEMESH_OUTPUT - [0:0]',
+        ':EDGEMESH_OLD - [0:0]',
+        ':KUBE-SOMETHING - [0:0]',
+        '-A OUTPUT -j KUBE-SOMETHING',
+        '-A OUTPUT -m comment --comment "edgemesh/hook-output" -j EDGEMESH_OUTPUT',
+        '-A OUTPUT -p tcp -j EDGEMESH_OLD',
+        '-A EDGEMESH_OUTPUT -p tcp -m comment --comment "edgemesh/capture-tcp" -j EDGEMESH_OLD',
+        'COMMIT',
+      ].join('\n'),
+    );
+    expectGolden(testdata, 'reconcile-stale', renderInstall(buildRules(captureOptions(), 4), stale));
+  });
+
+  it('has no golden file without a case', () => {
+    expect(unusedGoldens(testdata, [...cases.map((c) => c.name), 'reconcile-stale'])).toEqual([]);
+  });
+
+  it('matches what the real CLI prints with --dry-run', async () => {
+    for (const c of [cases[2], cases[8]]) {
+      const { stdout } = await promisify(execFile)(EDGEMESH_BIN, ['init', '--dry-run', ...c.argv], {
+        env: { PATH: process.env.PATH },
+      });
+      expect(stdout).toBe(dryRun(c.argv));
+    }
+  });
+});
+
+describe('ruleset invariants', () => {
+  const variants = [
+    captureOptions(),
+    captureOptions({ captureDns: false, includeOutboundRanges: [] }),
+    captureOptions({
+      excludeOutboundPorts: [1, 65535],
+      excludeOutboundRanges: [
+        { family: 4, text: '10.0.0.0/8' },
+        { family: 6, text: 'fd00::/8' },
+      ],
+      includeOutboundRanges: [{ family: 6, text: '2001:db8::/32' }],
+    }),
+  ];
+  for (const [i, options] of variants.entries()) {
+    for (const family of [4, 6] as const) {
+      it(`variant ${i} IPv${family}: owned chains, unique slugs, hooks only into built-ins`, () => {
+        const rs = buildRules(options, family);
+        const slugs = rs.rules.map((r) => r.slug);
+        expect(new Set(slugs).size).toBe(slugs.length);
+        for (const r of rs.rules) {
+          expect(r.slug).toMatch(/^[a-z0-9][a-z0-9.:/-]*$/);
+          if (!rs.chains.includes(r.chain)) {
+            expect(r.chain).toBe('OUTPUT');
+            expect(rs.chains).toContain(r.target[1]);
+          }
+        }
+        // Cleanup derived from the installed state removes every chain and hook it created.
+        const installed = installedTable(rs);
+        expect(installedSlugs(installed)).toEqual(slugs);
+        const cleanup = renderCleanup(installed) ?? '';
+        for (const chain of rs.chains) expect(cleanup).toContain(`-X ${chain}\n`);
+        const hooks = rs.rules.filter((r) => !rs.chains.includes(r.chain));
+        expect(cleanup.split('\n').filter((l) => l.startsWith('-D ')).length).toBe(hooks.length);
+        expect(renderCleanup(parseSave('*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j ACCEPT\nCOMMIT\n'))).toBe(
+          undefined,
+        );
+      });
+    }
+  }
+
+  it('the uid/gid RETURN comes before DNS capture, and DNS before the loopback RETURN', () => {
+    const slugs = buildRules(captureOptions(), 4).rules.map((r) => r.slug);
+    const at = (s: string) => slugs.indexOf(s);
+    expect(at('proxy-uid')).toBeLessThan(at('dns-udp'));
+    expect(at('proxy-gid')).toBeLessThan(at('dns-tcp'));
+    expect(at('dns-udp')).toBeLessThan(at('loopback-interface'));
+    expect(at('dns-tcp')).toBeLessThan(at('loopback-destination'));
+    expect(at('loopback-destination')).toBeLessThan(at('capture-tcp'));
+  });
+});
+
+describe('parseSave', () => {
+  it('reads user chains and rules of the first table only, ignoring comments', () => {
+    const t = parseSave(
+      '# Warning: iptables-legacy tables present\n*nat\n:OUTPUT ACCEPT [3:180]\n:EDGEMESH_OUTPUT - [0:0]\n' +
+        '-A OUTPUT -m comment --comment "edgemesh/hook-output" -j EDGEMESH_OUTPUT\nCOMMIT\n' +
+        '*filter\n:X - [0:0]\n-A X -j DROP\nCOMMIT\n',
+    );
+    expect(t).toEqual({
+      chains: ['EDGEMESH_OUTPUT'],
+      rules: ['-A OUTPUT -m comment --comment "edgemesh/hook-output" -j EDGEMESH_OUTPUT'],
+    });
+    expect(installedSlugs(t)).toEqual(['hook-output']);
+    expect(parseSave('')).toEqual({ chains: [], rules: [] });
+  });
+});

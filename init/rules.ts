@@ -1,0 +1,95 @@
+import type { Cidr } from './cidr.ts';
+import type { CaptureOptions } from './options.ts';
+
+/**
+ * The capture rules as data. Nothing here runs iptables: render.ts turns a Ruleset into
+ * iptables-restore text, and cleanup is derived from the same ownership marks, so install
+ * and uninstall cannot drift apart. Invariants (see README.md):
+ *  - every chain we create starts with CHAIN_PREFIX;
+ *  - every rule carries `-m comment --comment edgemesh/<slug>`, slugs unique per ruleset;
+ *  - the only rules outside our chains are the hooks (jumps) from built-in chains.
+ */
+export const CHAIN_PREFIX = 'EDGEMESH_';
+export const OUTPUT_CHAIN = 'EDGEMESH_OUTPUT';
+export const REDIRECT_CHAIN = 'EDGEMESH_REDIRECT';
+export const COMMENT_PREFIX = 'edgemesh/';
+
+export type Family = 4 | 6;
+
+export interface Rule {
+  readonly chain: string;
+  /** Match arguments in order, e.g. ['-p', 'udp', '--dport', '53']. */
+  readonly match: readonly string[];
+  /** Target arguments, e.g. ['-j', 'RETURN']. */
+  readonly target: readonly string[];
+  /** Unique within its ruleset; rendered as `--comment edgemesh/<slug>`. */
+  readonly slug: string;
+}
+
+export interface Ruleset {
+  readonly family: Family;
+  readonly table: 'nat';
+  /** Chains this ruleset owns: created (or flushed) on install, deleted on cleanup. */
+  readonly chains: readonly string[];
+  /** In the order they are appended; hooks into built-in chains first. */
+  readonly rules: readonly Rule[];
+}
+
+const LOOPBACK: Record<Family, string> = { 4: '127.0.0.0/8', 6: '::1/128' };
+
+export function buildRules(options: CaptureOptions, family: Family): Ruleset {
+  const rules: Rule[] = [];
+  const add = (chain: string, slug: string, match: string[], target: string[]) =>
+    rules.push({ chain, slug, match, target });
+  const ret = ['-j', 'RETURN'];
+  const ofFamily = (cidrs: readonly Cidr[]) => cidrs.filter((c) => c.family === family);
+
+  // Every new outbound connection of the pod passes through our chain (nat OUTPUT sees only
+  // the first packet of each connection; conntrack handles the rest).
+  add('OUTPUT', 'hook-output', [], ['-j', OUTPUT_CHAIN]);
+
+  // The sidecar's own traffic (its upstream DNS, its dials to endpoints and the gateway)
+  // must go straight out, or it would be redirected back into itself.
+  add(OUTPUT_CHAIN, 'proxy-uid', ['-m', 'owner', '--uid-owner', String(options.proxyUid)], ret);
+  add(OUTPUT_CHAIN, 'proxy-gid', ['-m', 'owner', '--gid-owner', String(options.proxyGid)], ret);
+
+  // DNS before the loopback RETURN, so queries to a local stub (127.0.0.53) are captured too.
+  if (options.captureDns) {
+    for (const proto of ['udp', 'tcp']) {
+      add(OUTPUT_CHAIN, `dns-${proto}`, ['-p', proto, '--dport', '53'], redirectTo(options.dnsPort));
+    }
+  }
+
+  // Loopback stays local: the app talking to itself, and the app reaching the sidecar's own
+  // ports (15000-15100 listen on the pod's loopback), are never redirected.
+  add(OUTPUT_CHAIN, 'loopback-interface', ['-o', 'lo'], ret);
+  add(OUTPUT_CHAIN, 'loopback-destination', ['-d', LOOPBACK[family]], ret);
+  // A connection already addressed to a sidecar's outbound port is not sent into this one
+  // again (no proxy-to-proxy chains).
+  add(OUTPUT_CHAIN, 'proxy-port', ['-p', 'tcp', '--dport', String(options.proxyPort)], ret);
+
+  for (const cidr of ofFamily(options.excludeOutboundRanges)) {
+    add(OUTPUT_CHAIN, `exclude-range-${cidr.text}`, ['-d', cidr.text], ret);
+  }
+  for (const port of options.excludeOutboundPorts) {
+    add(OUTPUT_CHAIN, `exclude-port-${port}`, ['-p', 'tcp', '--dport', String(port)], ret);
+  }
+
+  const include = options.includeOutboundRanges;
+  if (include === '*') {
+    add(OUTPUT_CHAIN, 'capture-tcp', ['-p', 'tcp'], ['-j', REDIRECT_CHAIN]);
+  } else {
+    for (const cidr of ofFamily(include)) {
+      add(OUTPUT_CHAIN, `capture-range-${cidr.text}`, ['-p', 'tcp', '-d', cidr.text], ['-j', REDIRECT_CHAIN]);
+    }
+  }
+  // Anything not matched above falls off the end of EDGEMESH_OUTPUT and goes out unchanged.
+
+  add(REDIRECT_CHAIN, 'redirect-to-proxy', ['-p', 'tcp'], redirectTo(options.proxyPort));
+
+  return Object.freeze({ family, table: 'nat', chains: [OUTPUT_CHAIN, REDIRECT_CHAIN], rules });
+}
+
+function redirectTo(port: number): string[] {
+  return ['-j', 'REDIRECT', '--to-ports', String(port)];
+}
