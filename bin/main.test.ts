@@ -1,0 +1,63 @@
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import YAML from 'yaml';
+
+// The real entrypoint as a user runs it: exit codes, help, and errors that name the flag.
+const bin = new URL('./edgemesh', import.meta.url).pathname;
+const run = (args: string[], input?: string, env: Record<string, string> = {}) =>
+  spawnSync(bin, args, { input, encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30_000 });
+
+describe('edgemesh CLI', () => {
+  it('lists commands, and every command has --help', () => {
+    const top = run(['--help']);
+    expect(top.status).toBe(0);
+    const names = ['webhook', 'inject', 'webhook-tls', 'init', 'sidecar', 'gateway', 'tunnel-server'];
+    for (const name of names) {
+      expect(top.stdout).toContain(`  ${name} `);
+      const help = run([name, '--help']);
+      expect(help.status, `${name} --help: ${help.stderr}`).toBe(0);
+      expect(help.stdout).toMatch(new RegExp(`^Usage: edgemesh ${name} \\[options\\]`));
+    }
+  });
+
+  it('fails clearly on unknown commands and bad flags', () => {
+    const unknown = run(['frobnicate']);
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toContain('unknown command "frobnicate"');
+    const badPort = run(['webhook', '--port', 'eighty']);
+    expect(badPort.status).toBe(2);
+    expect(badPort.stderr).toContain('--port: expected an integer, got "eighty"');
+    const badEnv = run(['webhook', '--tls-cert', '/nonexistent'], undefined, { EDGEMESH_PORT: '70000' });
+    expect(badEnv.stderr).toContain('port (from EDGEMESH_PORT): must be <= 65535');
+    const missingCert = run(['webhook', '--tls-cert', '/nonexistent/tls.crt']);
+    expect(missingCert.status).toBe(2);
+    expect(missingCert.stderr).toContain('--tls-cert: cannot read /nonexistent/tls.crt');
+    const unknownFlag = run(['inject', '--flie', 'x']);
+    expect(unknownFlag.status).toBe(2);
+    expect(unknownFlag.stderr).toMatch(/Unknown option '--flie'/);
+  });
+
+  it('inject reads stdin and writes injected YAML, same as the library', () => {
+    const manifest = readFileSync(
+      new URL('../webhook/testdata/manual/workloads.yaml', import.meta.url),
+      'utf8',
+    );
+    const r = run(['inject', '-f', '-', '--image', 'registry.example/edgemesh:test'], manifest);
+    expect(r.status, r.stderr).toBe(0);
+    const docs = YAML.parseAllDocuments(r.stdout).map((d) => d.toJS());
+    const deployment = docs.find((d) => d.kind === 'Deployment' && d.metadata.name === 'nginx');
+    expect(deployment.spec.template.spec.initContainers.map((c: { name: string }) => c.name)).toEqual([
+      'edgemesh-init',
+      'edgemesh-proxy',
+    ]);
+    expect(deployment.spec.template.spec.initContainers[0].image).toBe('registry.example/edgemesh:test');
+    expect(r.stderr).toContain('Deployment/host-agent: not injected: pod uses hostNetwork');
+    const bad = run(
+      ['inject', '-f', '-'],
+      'kind: Pod\nmetadata: {name: x, annotations: {traffic.edgemesh.io/capture-dns: maybe}}\nspec: {containers: [{name: a}]}\n',
+    );
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain('traffic.edgemesh.io/capture-dns: "maybe" is not true or false');
+  });
+});
