@@ -1,9 +1,80 @@
 import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
-// Placeholder until this part lands; replace the whole file.
+import { GATEWAY_PORT } from '../lib/gateway-protocol.ts';
+import { createLogger } from '../lib/log.ts';
+import { onShutdown } from '../lib/shutdown.ts';
+import { startGateway } from './gateway.ts';
+import { loadKubeConfig } from './watcher.ts';
+
+const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
 export const gatewayCommand = defineCommand(
-  { name: 'gateway', summary: 'gateway', options: {} },
-  async () => {
-    throw configError('gateway: not built yet');
+  {
+    name: 'gateway',
+    summary:
+      'Per-node gateway: watches Services, EndpointSlices, Pods and Nodes, keeps the catalog on disk, ' +
+      'feeds it to the sidecars on this node and carries their streams to pods (here or on peer nodes).',
+    details:
+      'The catalog is persisted to STATE-DIR/catalog.json and served at once after a restart, before the API ' +
+      'answers. Sidecars connect to LISTEN:PORT (protocol in lib/gateway-protocol.ts).',
+    options: {
+      'node-name': {
+        type: 'string',
+        description: 'this node (default: env NODE_NAME, as a DaemonSet sets it from spec.nodeName)',
+        default: process.env.NODE_NAME,
+        validate: (v: string) => (NODE_NAME.test(v) && v.length <= 253 ? undefined : 'must be a node name'),
+      },
+      kubeconfig: { type: 'string', description: 'kubeconfig file (in-cluster config when absent)' },
+      'api-server': {
+        type: 'string',
+        description: "API server URL without auth, e.g. KubeEdge's edge API http://127.0.0.1:10550",
+        validate: (v: string) =>
+          /^https?:\/\/[^\s/]+\/?$/.test(v) ? undefined : 'must be http(s)://HOST:PORT',
+      },
+      'state-dir': {
+        type: 'string',
+        description: 'directory for the persisted catalog',
+        default: '/var/lib/edgemesh',
+      },
+      listen: {
+        type: 'string',
+        description: 'address for the sidecar listener (default: env HOST_IP, else 0.0.0.0)',
+        default: process.env.HOST_IP || '0.0.0.0',
+        validate: (v: string) => (/^[0-9a-fA-F.:]+$/.test(v) ? undefined : 'must be an IP address'),
+      },
+      port: {
+        type: 'integer',
+        description: 'port for the sidecar listener',
+        default: GATEWAY_PORT,
+        min: 1,
+        max: 65535,
+      },
+      'cluster-domain': { type: 'string', description: 'cluster DNS domain', default: 'cluster.local' },
+      'metrics-port': {
+        type: 'integer',
+        description: 'port for /metrics and /ready (0 = off)',
+        default: 15090,
+        min: 0,
+        max: 65535,
+      },
+      config: { type: 'string', description: 'config file (JSON or YAML) with any of these options' },
+    },
+  },
+  async (o) => {
+    if (!o['node-name']) throw configError('--node-name is required (or set NODE_NAME)');
+    if (o.kubeconfig && o['api-server'])
+      throw configError('--kubeconfig and --api-server exclude each other');
+    const log = createLogger('gateway');
+    const gateway = await startGateway({
+      nodeName: o['node-name'],
+      stateDir: o['state-dir'],
+      listenHost: o.listen,
+      listenPort: o.port,
+      clusterDomain: o['cluster-domain'],
+      kubeConfig: loadKubeConfig({ kubeconfig: o.kubeconfig, apiServer: o['api-server'] }),
+      metricsPort: o['metrics-port'] === 0 ? undefined : o['metrics-port'],
+      log,
+    });
+    onShutdown(log, () => gateway.close());
   },
 );

@@ -1,0 +1,113 @@
+/**
+ * One gateway per node: the persisted catalog first (served at once, before the API
+ * answers), then the API watcher, the sidecar listener (feed + CONNECT) and persistence.
+ */
+
+import type { Server } from 'node:http';
+import type net from 'node:net';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { CatalogStore } from '../lib/catalog/store.ts';
+import type { Logger } from '../lib/log.ts';
+import { createRegistry, serveMetrics } from '../lib/metrics.ts';
+import { FeedHub } from './feed.ts';
+import { gatewayMetrics } from './metrics.ts';
+import { CatalogPersister, loadCatalog } from './persist.ts';
+import { startSidecarServer } from './server.ts';
+import { InProcessTunnel, LocalDialer, type TunnelManager } from './streams.ts';
+import { ClusterWatcher } from './watcher.ts';
+
+export interface GatewayOptions {
+  nodeName: string;
+  stateDir: string;
+  listenHost: string;
+  listenPort: number;
+  clusterDomain: string;
+  /** Absent: no API watch (the gateway serves its persisted catalog only; used by tests). */
+  kubeConfig?: KubeConfig;
+  /** Absent: no metrics listener. */
+  metricsPort?: number;
+  metricsHost?: string;
+  /** The tunnel to peer gateways; absent: only same-node streams (others are refused). */
+  tunnel?: TunnelManager;
+  log: Logger;
+  persistDelayMs?: number;
+}
+
+export interface Gateway {
+  store: CatalogStore;
+  dialer: LocalDialer;
+  server: net.Server;
+  watcher: ClusterWatcher | undefined;
+  persister: CatalogPersister;
+  close(): Promise<void>;
+}
+
+export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
+  const { log } = opts;
+  const store = new CatalogStore();
+  const persisted = await loadCatalog(opts.stateDir, log);
+  if (persisted) {
+    store.apply({ type: 'snapshot', catalog: persisted });
+    log.info(
+      { revision: persisted.revision, services: Object.keys(persisted.services).length },
+      'serving the persisted catalog until the API answers',
+    );
+  }
+  const persister = new CatalogPersister(opts.stateDir, store, { log, delayMs: opts.persistDelayMs });
+  const feed = new FeedHub(store, { log });
+  const registry = createRegistry('gateway');
+  const metrics = gatewayMetrics(registry, store, () => feed.clients);
+  const dialer = new LocalDialer(opts.nodeName, store);
+  const server = await startSidecarServer({
+    host: opts.listenHost,
+    port: opts.listenPort,
+    nodeName: opts.nodeName,
+    store,
+    feed,
+    dialer,
+    // Without a tunnel, a stream to another node gets a clear UNAVAILABLE answer.
+    tunnel: opts.tunnel ?? new InProcessTunnel(),
+    log,
+    metrics,
+  });
+  log.info(
+    { listen: `${opts.listenHost}:${opts.listenPort}`, node: opts.nodeName },
+    'sidecar listener ready',
+  );
+  let metricsServer: Server | undefined;
+  if (opts.metricsPort !== undefined) {
+    metricsServer = await serveMetrics(registry, {
+      port: opts.metricsPort,
+      host: opts.metricsHost,
+      routes: {
+        '/ready': () =>
+          store.synced ? { status: 200, body: 'ready\n' } : { status: 503, body: 'no catalog yet\n' },
+      },
+    });
+  }
+  let watcher: ClusterWatcher | undefined;
+  if (opts.kubeConfig) {
+    watcher = new ClusterWatcher({
+      kubeConfig: opts.kubeConfig,
+      store,
+      clusterDomain: opts.clusterDomain,
+      log,
+      metrics,
+    });
+    watcher.start();
+  }
+  return {
+    store,
+    dialer,
+    server,
+    watcher,
+    persister,
+    async close() {
+      await watcher?.stop();
+      feed.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      metricsServer?.close();
+      await persister.close();
+    },
+  };
+}

@@ -1,0 +1,37 @@
+/**
+ * What a gateway may dial on its own node: only current endpoints of pods on this node. A
+ * gateway runs with hostNetwork, so without this check any pod (or any peer gateway) could use
+ * it to reach the kubelet, host ports or other hosts on the LAN.
+ */
+import type { Catalog } from '../lib/catalog/types.ts';
+
+// Per catalog object (each revision is a new object): ip → TCP ports of the endpoints at that IP.
+const indexes = new WeakMap<Catalog, Map<string, Set<number>>>();
+
+function endpointPorts(catalog: Catalog): Map<string, Set<number>> {
+  let index = indexes.get(catalog);
+  if (index) return index;
+  index = new Map();
+  for (const { endpoints } of Object.values(catalog.services)) {
+    for (const e of endpoints) {
+      const pod = catalog.pods[e.ip];
+      // The endpoint and the pod must agree on the node, when the slice names one.
+      if (!pod || (e.nodeName !== undefined && e.nodeName !== pod.nodeName)) continue;
+      const ports = index.get(e.ip) ?? new Set<number>();
+      index.set(e.ip, ports);
+      for (const p of e.ports) if (p.protocol === 'TCP') ports.add(p.port);
+    }
+  }
+  indexes.set(catalog, index);
+  return index;
+}
+
+/**
+ * True only when ip:port is a TCP port of an endpoint (in some service's EndpointSlices) whose
+ * IP belongs to a pod scheduled on `nodeName`. hostNetwork pods are not in the catalog's pod
+ * table, so node addresses and host ports never qualify. `ip` must be in canonical form.
+ */
+export function isLocalPodEndpoint(catalog: Catalog, nodeName: string, ip: string, port: number): boolean {
+  if (catalog.pods[ip]?.nodeName !== nodeName) return false;
+  return endpointPorts(catalog).get(ip)?.has(port) ?? false;
+}

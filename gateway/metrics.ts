@@ -1,0 +1,71 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { CatalogStore } from '../lib/catalog/store.ts';
+
+export interface GatewayMetrics {
+  feedClients: Gauge;
+  streams: Counter<'path'>;
+  errors: Counter<'code'>;
+  kubeEvents: Counter<'kind' | 'event'>;
+}
+
+/** Gateway metrics; catalog gauges are read from the store at scrape time. */
+export function gatewayMetrics(
+  registry: Registry,
+  store: CatalogStore,
+  feedClients: () => number,
+): GatewayMetrics {
+  new Gauge({
+    name: 'edgemesh_gateway_catalog_revision',
+    help: 'Revision of the catalog the gateway serves (-1 before it has one)',
+    registers: [registry],
+    collect() {
+      this.set(store.current?.revision ?? -1);
+    },
+  });
+  new Gauge({
+    name: 'edgemesh_gateway_catalog_services',
+    help: 'Services in the catalog',
+    registers: [registry],
+    collect() {
+      this.set(Object.keys(store.current?.services ?? {}).length);
+    },
+  });
+  new Gauge({
+    name: 'edgemesh_gateway_catalog_endpoints',
+    help: 'Endpoints in the catalog, over all services',
+    registers: [registry],
+    collect() {
+      let n = 0;
+      for (const entry of Object.values(store.current?.services ?? {})) n += entry.endpoints.length;
+      this.set(n);
+    },
+  });
+  return {
+    feedClients: new Gauge({
+      name: 'edgemesh_gateway_feed_clients',
+      help: 'Sidecars connected to the catalog feed',
+      registers: [registry],
+      collect() {
+        this.set(feedClients());
+      },
+    }),
+    streams: new Counter({
+      name: 'edgemesh_gateway_streams_total',
+      help: 'CONNECT streams opened, by path (local, direct, punched, relay)',
+      labelNames: ['path'],
+      registers: [registry],
+    }),
+    errors: new Counter({
+      name: 'edgemesh_gateway_errors_total',
+      help: 'Errors by EDGEMESH_ERR_* code (refused targets, bad requests, failed dials, API errors)',
+      labelNames: ['code'],
+      registers: [registry],
+    }),
+    kubeEvents: new Counter({
+      name: 'edgemesh_gateway_kube_events_total',
+      help: 'Kubernetes object events seen by the watcher',
+      labelNames: ['kind', 'event'],
+      registers: [registry],
+    }),
+  };
+}

@@ -1,0 +1,125 @@
+/**
+ * Streams the gateway carries for sidecars: the local dialer (targets on this node) and the
+ * interface the tunnel manager (gateway/tunnel/) implements for targets on other nodes.
+ */
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { CatalogStore } from '../lib/catalog/store.ts';
+import { canonicalIP } from '../lib/catalog/validate.ts';
+import { EdgemeshError, ErrorCodes } from '../lib/errors.ts';
+import type { PathKind } from '../lib/gateway-protocol.ts';
+import { isLocalPodEndpoint } from './local-endpoint.ts';
+
+export interface StreamTarget {
+  ip: string;
+  port: number;
+}
+
+export type RemotePath = Exclude<PathKind, 'local'>;
+
+/**
+ * Carries a stream to a pod endpoint on another node. The far gateway must dial the target
+ * only through its own LocalDialer (which refuses anything but its local pod endpoints) and
+ * the returned promise rejects with an EdgemeshError (DIAL_REFUSED, UNAVAILABLE, ...) when
+ * it cannot. `path` is the path the stream took.
+ */
+export interface TunnelManager {
+  openStream(peerNode: string, target: StreamTarget): Promise<{ stream: Duplex; path: RemotePath }>;
+}
+
+export const DIAL_TIMEOUT_MS = 5_000;
+
+/** Dials targets on this node, after checking they are current endpoints of local pods. */
+export class LocalDialer {
+  readonly nodeName: string;
+  readonly #store: CatalogStore;
+  readonly #timeoutMs: number;
+
+  constructor(nodeName: string, store: CatalogStore, timeoutMs = DIAL_TIMEOUT_MS) {
+    this.nodeName = nodeName;
+    this.#store = store;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  /** Throws DIAL_REFUSED unless the target is a local pod endpoint, UNAVAILABLE without a catalog. */
+  check(target: StreamTarget): void {
+    const catalog = this.#store.current;
+    if (!catalog) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'gateway has no catalog yet');
+    const ip = canonicalIP(target.ip);
+    if (!ip || !isLocalPodEndpoint(catalog, this.nodeName, ip, target.port)) {
+      throw new EdgemeshError(
+        ErrorCodes.DIAL_REFUSED,
+        `${target.ip}:${target.port} is not an endpoint of a pod on node ${this.nodeName}`,
+      );
+    }
+  }
+
+  /** Checks, then connects (half-close allowed); rejects with UNAVAILABLE when the dial fails. */
+  dial(target: StreamTarget): Promise<net.Socket> {
+    this.check(target);
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: target.ip, port: target.port, allowHalfOpen: true });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, `dial ${target.ip}:${target.port} timed out`));
+      }, this.#timeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        resolve(socket);
+      });
+      socket.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, `dial ${target.ip}:${target.port}: ${err.message}`));
+      });
+    });
+  }
+}
+
+/**
+ * A tunnel manager inside one process: "peer gateways" are LocalDialers registered by node
+ * name. For tests, and as the reference for what a real tunnel must do at the far end.
+ */
+export class InProcessTunnel implements TunnelManager {
+  readonly #peers = new Map<string, LocalDialer>();
+
+  register(dialer: LocalDialer): void {
+    this.#peers.set(dialer.nodeName, dialer);
+  }
+
+  async openStream(peerNode: string, target: StreamTarget): Promise<{ stream: Duplex; path: RemotePath }> {
+    const far = this.#peers.get(peerNode);
+    if (!far) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, `no tunnel to node ${peerNode}`);
+    return { stream: await far.dial(target), path: 'direct' };
+  }
+}
+
+/**
+ * Joins two streams both ways, carrying half-close (an end on one side ends the other's
+ * writable side) and tearing both down when either fails. Resolves when both are closed.
+ */
+export function splice(a: Duplex, b: Duplex): Promise<void> {
+  return new Promise((resolve) => {
+    let closed = 0;
+    const onClose = () => {
+      if (++closed === 2) resolve();
+    };
+    const fail = () => {
+      a.destroy();
+      b.destroy();
+    };
+    a.on('error', fail);
+    b.on('error', fail);
+    a.on('close', () => {
+      onClose();
+      // A side that closed without a clean end (reset) takes the other down.
+      if (!b.destroyed && !a.readableEnded) b.destroy();
+    });
+    b.on('close', () => {
+      onClose();
+      if (!a.destroyed && !b.readableEnded) a.destroy();
+    });
+    a.pipe(b);
+    b.pipe(a);
+  });
+}
