@@ -1,0 +1,378 @@
+import dnsPacket from 'dns-packet';
+import type { Counter, Histogram, Registry } from 'prom-client';
+import client from 'prom-client';
+import type { CatalogStore } from '../../lib/catalog/store.ts';
+import { describeError } from '../../lib/errors.ts';
+import { type Logger, silentLogger } from '../../lib/log.ts';
+import { type CacheOptions, ResponseCache } from './cache.ts';
+import { Forwarder, type Upstream } from './forwarder.ts';
+import { inspectResponse } from './message.ts';
+import { type ExtraRecords, emptyResponse, forwardedResponse, localResponse } from './response.ts';
+import {
+  CLASS_IN,
+  encodeName,
+  errorResponse,
+  isProblem,
+  parseQuery,
+  type Query,
+  Rcode,
+  rcodeName,
+  Type,
+  typeName,
+  udpLimit,
+} from './wire.ts';
+import { buildZone, type LocalAnswer, type Zone } from './zone.ts';
+
+/**
+ * The decision for each query, independent of sockets (so tests and the fuzz loop drive it
+ * directly):
+ *
+ *   malformed header/question        → FORMERR / NOTIMP / BADVERS, or dropped (responses, < 12 bytes)
+ *   name in the cluster zone         → SERVFAIL until the catalog synced, then the zone's answer
+ *   reverse name of a cluster IP     → PTR from the zone
+ *   <cluster name>.<search domain>   → NXDOMAIN (an ndots search expansion; never leaves the pod)
+ *   anything else                    → cache, else the upstream resolvers
+ */
+export interface ResolverOptions {
+  store: CatalogStore;
+  clusterDomain?: string;
+  /** Upstream resolvers for names outside the cluster; none: such names are REFUSED. */
+  upstreams: Upstream[];
+  /** The pod's search list; expansions of cluster names under its non-cluster entries answer NXDOMAIN. */
+  searchDomains?: string[];
+  ttl?: number;
+  cache?: CacheOptions;
+  /** Longest time an upstream answer is cached, seconds. */
+  maxCacheTtl?: number;
+  upstreamTimeoutMs?: number;
+  maxInFlight?: number;
+  log?: Logger;
+  registry?: Registry;
+}
+
+export type Transport = 'udp' | 'tcp';
+export type Reply = (response: Buffer) => void;
+
+const TCP_LIMIT = 65535;
+
+export class Resolver {
+  readonly #store: CatalogStore;
+  readonly #domain: string;
+  readonly #dotDomain: string;
+  readonly #ttl: number | undefined;
+  readonly #searchSuffixes: string[];
+  readonly #cache: ResponseCache;
+  /** Absent when no upstream is configured: names outside the cluster are REFUSED. */
+  readonly #forwarder: Forwarder | undefined;
+  readonly #maxCacheTtl: number;
+  readonly #log: Logger;
+  readonly #metrics: ReturnType<typeof createMetrics>;
+  readonly #unsubscribe: () => void;
+  #zone: Zone | undefined;
+  #dirty = true;
+
+  constructor(opts: ResolverOptions) {
+    this.#store = opts.store;
+    this.#domain = (opts.clusterDomain ?? opts.store.current?.clusterDomain ?? 'cluster.local')
+      .toLowerCase()
+      .replace(/\.$/, '');
+    this.#dotDomain = `.${this.#domain}`;
+    this.#ttl = opts.ttl;
+    this.#searchSuffixes = (opts.searchDomains ?? [])
+      .map((s) => s.toLowerCase().replace(/\.$/, ''))
+      .filter((s) => s !== '' && s !== this.#domain && !s.endsWith(this.#dotDomain))
+      .map((s) => `.${s}`);
+    this.#log = opts.log ?? silentLogger;
+    this.#cache = new ResponseCache(opts.cache);
+    this.#maxCacheTtl = opts.maxCacheTtl ?? 3600;
+    this.#metrics = createMetrics(opts.registry, this);
+    this.#forwarder =
+      opts.upstreams.length === 0
+        ? undefined
+        : new Forwarder({
+            upstreams: opts.upstreams,
+            timeoutMs: opts.upstreamTimeoutMs,
+            maxInFlight: opts.maxInFlight,
+            log: this.#log,
+            onEvent: (e) => this.#metrics.upstream.labels(e).inc(),
+          });
+    // Rebuild lazily (the next query) and soon (next tick), so a burst of updates costs one build.
+    this.#unsubscribe = this.#store.subscribe(() => {
+      this.#dirty = true;
+      setImmediate(() => this.#currentZone());
+    });
+  }
+
+  get zone(): Zone | undefined {
+    return this.#currentZone();
+  }
+
+  get cacheSize(): number {
+    return this.#cache.size;
+  }
+
+  get upstreamInFlight(): number {
+    return this.#forwarder?.inFlight ?? 0;
+  }
+
+  close(): void {
+    this.#unsubscribe();
+    this.#forwarder?.close();
+  }
+
+  /**
+   * Answers one DNS message. Never throws; `reply` is called exactly once, now or later,
+   * unless the message is dropped (responses, fragments under 12 bytes): then it returns false.
+   */
+  handle(msg: Buffer, transport: Transport, reply: Reply): boolean {
+    const start = performance.now();
+    let q: Query | undefined;
+    try {
+      const parsed = parseQuery(msg);
+      if (isProblem(parsed)) {
+        this.#metrics.malformed.labels(parsed.reason).inc();
+        if (parsed.rcode === undefined) return false;
+        reply(errorResponse(parsed));
+        return true;
+      }
+      q = parsed;
+      this.#answer(msg, q, transport === 'udp' ? udpLimit(q) : TCP_LIMIT, start, reply);
+      return true;
+    } catch (err) {
+      // A bug, not bad input: answer SERVFAIL rather than leave the client waiting.
+      this.#log.error({ err: describeError(err) }, 'DNS query failed');
+      this.#metrics.malformed.labels('internal').inc();
+      if (!q) return false;
+      reply(emptyResponse(msg, q, Rcode.SERVFAIL));
+      return true;
+    }
+  }
+
+  #answer(msg: Buffer, q: Query, limit: number, start: number, reply: Reply): void {
+    const local = this.#local(msg, q, limit, start, reply);
+    if (local) this.#done(q, 'local', start, reply, local);
+  }
+
+  /** The answer when it is known now; otherwise starts the asynchronous part and returns undefined. */
+  #local(msg: Buffer, q: Query, limit: number, start: number, reply: Reply): Buffer | undefined {
+    const name = q.name;
+    if (q.qtype === Type.AXFR || q.qtype === Type.IXFR) return emptyResponse(msg, q, Rcode.NOTIMP, limit);
+    if (name === this.#domain || name.endsWith(this.#dotDomain)) {
+      if (q.qclass !== CLASS_IN) return emptyResponse(msg, q, Rcode.REFUSED, limit);
+      const zone = this.#currentZone();
+      if (!zone) return emptyResponse(msg, q, Rcode.SERVFAIL, limit);
+      const a = zone.lookup(name, q.qtype, q.oddName)!;
+      if (a.cnameTarget && q.qtype !== Type.CNAME && q.qtype !== Type.ANY) {
+        return this.#chase(msg, q, a, limit, start, reply);
+      }
+      return localResponse(msg, q, a, limit);
+    }
+    if (q.qclass === CLASS_IN && name.endsWith('.arpa')) {
+      const a = this.#currentZone()?.lookup(name, q.qtype);
+      if (a) return localResponse(msg, q, a, limit);
+    }
+    for (const suffix of this.#searchSuffixes) {
+      if (!name.endsWith(suffix)) continue;
+      const stem = name.slice(0, -suffix.length);
+      if (stem === this.#domain || stem.endsWith(this.#dotDomain)) {
+        return emptyResponse(msg, q, Rcode.NXDOMAIN, limit);
+      }
+    }
+    if (!this.#forwarder) return emptyResponse(msg, q, Rcode.REFUSED, limit);
+    this.#forward(msg, q).then(
+      ({ response, source }) =>
+        this.#done(q, source, start, reply, forwardedResponse(msg, q, response, limit)),
+      () => this.#done(q, 'upstream', start, reply, emptyResponse(msg, q, Rcode.SERVFAIL, limit)),
+    );
+    return undefined;
+  }
+
+  /** Cached or upstream answer (OPT removed) for the query's question. Rejects → SERVFAIL. */
+  #forward(msg: Buffer, q: Query): Promise<{ response: Buffer; source: Source }> {
+    const dnssecOk = q.edns?.dnssecOk ?? false;
+    const key = ResponseCache.key(q.name, q.qtype, q.qclass, q.flags, dnssecOk);
+    const hit = this.#cache.get(key);
+    if (hit) return Promise.resolve({ response: hit, source: 'cache' as const });
+    const question = msg.subarray(12, q.questionEnd);
+    if (!this.#forwarder) return Promise.reject(new Error('no upstream resolvers'));
+    return this.#forwarder.resolve(key, question, q.flags, dnssecOk).then((raw) => {
+      const r = inspectResponse(raw, q.questionEnd, this.#maxCacheTtl);
+      if (!r) {
+        this.#metrics.upstream.labels('malformed').inc();
+        throw new Error('malformed upstream response');
+      }
+      this.#cache.put(key, r);
+      return { response: r.bytes, source: 'upstream' as const };
+    });
+  }
+
+  /**
+   * ExternalName: the CNAME plus the target's records, as CoreDNS does, so stub resolvers
+   * that do not chase CNAMEs themselves (glibc, musl) still get addresses. A target in the
+   * zone is looked up locally (one level); any other goes upstream. A failed chase still
+   * returns the CNAME.
+   */
+  #chase(
+    msg: Buffer,
+    q: Query,
+    a: LocalAnswer,
+    limit: number,
+    start: number,
+    reply: Reply,
+  ): Buffer | undefined {
+    const target = a.cnameTarget!;
+    if (target === this.#domain || target.endsWith(this.#dotDomain)) {
+      const t = this.#currentZone()?.lookup(target, q.qtype);
+      const extra = t?.answer && !t.cnameTarget ? renamed(t.answer.bytes, t.answer.count, target) : undefined;
+      return localResponse(msg, q, a, limit, true, extra);
+    }
+    const question = Buffer.concat([
+      encodeName(target),
+      Buffer.from([q.qtype >> 8, q.qtype & 0xff, 0, CLASS_IN]),
+    ]);
+    const tq: Query = { ...q, name: target, qclass: CLASS_IN, questionEnd: 12 + question.length };
+    const tmsg = Buffer.concat([msg.subarray(0, 12), question]);
+    this.#forward(tmsg, tq).then(
+      ({ response }) => {
+        let extra: ExtraRecords | undefined;
+        try {
+          const decoded = dnsPacket.decode(response);
+          const records = (decoded.answers ?? []).filter((r) => r.type !== 'OPT');
+          extra = {
+            count: records.length,
+            bytes: Buffer.concat(records.map((r) => encodeAnswer(r))),
+          };
+        } catch {
+          extra = undefined;
+        }
+        this.#done(q, 'upstream', start, reply, localResponse(msg, q, a, limit, true, extra));
+      },
+      () => this.#done(q, 'upstream', start, reply, localResponse(msg, q, a, limit)),
+    );
+    return undefined;
+  }
+
+  #done(q: Query, source: Source, start: number, reply: Reply, response: Buffer): void {
+    reply(response);
+    const rcode = response.readUInt16BE(2) & 0xf;
+    this.#metrics.count(q.qtype, rcode, source);
+    this.#metrics.latency[source].observe((performance.now() - start) / 1000);
+  }
+
+  #currentZone(): Zone | undefined {
+    if (!this.#dirty) return this.#zone;
+    const catalog = this.#store.current;
+    if (!catalog) return undefined;
+    this.#dirty = false;
+    try {
+      const t0 = performance.now();
+      const { zone, problems } = buildZone(catalog, { domain: this.#domain, ttl: this.#ttl });
+      this.#zone = zone;
+      this.#metrics.zoneBuilds.inc();
+      const ms = Math.round((performance.now() - t0) * 10) / 10;
+      this.#log.debug({ revision: catalog.revision, names: zone.size, ms }, 'DNS zone rebuilt');
+      if (problems.length > 0)
+        this.#log.warn(
+          { problems: problems.slice(0, 20), count: problems.length },
+          'catalog entries skipped in DNS',
+        );
+    } catch (err) {
+      this.#log.error({ err: describeError(err) }, 'DNS zone rebuild failed; keeping the previous zone');
+    }
+    return this.#zone;
+  }
+}
+
+type Source = 'local' | 'cache' | 'upstream';
+
+// dns-packet encodes single records (uncompressed) but its types do not declare it.
+const encodeAnswer = (dnsPacket as unknown as { answer: { encode(a: dnsPacket.Answer): Buffer } }).answer
+  .encode;
+
+/** Pre-encoded records (owner 0xC00C) re-owned by `name`, for records appended after a CNAME. */
+function renamed(bytes: Buffer, count: number, name: string): ExtraRecords {
+  const owner = encodeName(name);
+  const parts: Buffer[] = [];
+  let o = 0;
+  for (let i = 0; i < count; i++) {
+    const rdlen = bytes.readUInt16BE(o + 10);
+    parts.push(owner, bytes.subarray(o + 2, o + 12 + rdlen));
+    o += 12 + rdlen;
+  }
+  return { count, bytes: Buffer.concat(parts) };
+}
+
+function createMetrics(registry: Registry | undefined, resolver: Resolver) {
+  const registers = registry ? [registry] : [];
+  const queries: Counter<'qtype' | 'rcode' | 'source'> = new client.Counter({
+    name: 'edgemesh_dns_queries_total',
+    help: 'DNS queries answered, by query type, response code and source (local zone, cache, upstream)',
+    labelNames: ['qtype', 'rcode', 'source'],
+    registers,
+  });
+  const duration: Histogram<'source'> = new client.Histogram({
+    name: 'edgemesh_dns_query_duration_seconds',
+    help: 'Time from receiving a DNS query to sending its answer',
+    labelNames: ['source'],
+    buckets: [
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+    ],
+    registers,
+  });
+  const malformed = new client.Counter({
+    name: 'edgemesh_dns_rejected_total',
+    help: 'DNS messages rejected before answering (FORMERR/NOTIMP/BADVERS or dropped), by reason',
+    labelNames: ['reason'],
+    registers,
+  });
+  const upstream = new client.Counter({
+    name: 'edgemesh_dns_upstream_events_total',
+    help: 'Upstream resolver events: udp/tcp queries sent, timeouts, errors, busy (in-flight bound reached), malformed',
+    labelNames: ['event'],
+    registers,
+  });
+  const zoneBuilds = new client.Counter({
+    name: 'edgemesh_dns_zone_builds_total',
+    help: 'Times the cluster zone tables were rebuilt from the catalog',
+    registers,
+  });
+  new client.Gauge({
+    name: 'edgemesh_dns_cache_entries',
+    help: 'Upstream answers in the DNS cache',
+    registers,
+    collect() {
+      this.set(resolver.cacheSize);
+    },
+  });
+  new client.Gauge({
+    name: 'edgemesh_dns_upstream_in_flight',
+    help: 'Upstream DNS queries awaiting an answer',
+    registers,
+    collect() {
+      this.set(resolver.upstreamInFlight);
+    },
+  });
+  const children = new Map<string, ReturnType<typeof queries.labels>>();
+  const latency = {
+    local: duration.labels('local'),
+    cache: duration.labels('cache'),
+    upstream: duration.labels('upstream'),
+  };
+  return {
+    malformed,
+    upstream,
+    zoneBuilds,
+    latency,
+    count(qtype: number, rcode: number, source: Source) {
+      // Keyed by label values, so odd query types cannot grow the map.
+      const type = typeName(qtype);
+      const key = `${type}|${rcode}|${source}`;
+      let c = children.get(key);
+      if (!c) {
+        c = queries.labels(type, rcodeName(rcode), source);
+        children.set(key, c);
+      }
+      c.inc();
+    },
+  };
+}

@@ -1,0 +1,166 @@
+import dgram from 'node:dgram';
+import net from 'node:net';
+import client from 'prom-client';
+import { silentLogger } from '../../lib/log.ts';
+import { Resolver, type ResolverOptions } from './resolver.ts';
+import { HEADER_LEN } from './wire.ts';
+
+/**
+ * The sockets around the Resolver: UDP and TCP on 127.0.0.1 and ::1 (never 0.0.0.0: with
+ * iptables REDIRECT, conntrack only rewrites replies that leave from the address the query
+ * was redirected to). TCP follows RFC 7766: 2-byte length prefix, several (pipelined)
+ * queries per connection, answers possibly out of order, an idle timeout, bounded buffers.
+ */
+export interface DnsServerOptions extends Omit<ResolverOptions, 'upstreams'> {
+  upstreams: ResolverOptions['upstreams'];
+  port?: number;
+  /** Listen addresses (default 127.0.0.1 and ::1; ::1 is skipped with a warning where IPv6 is off). */
+  hosts?: string[];
+  /** Close a TCP connection after this long without a complete query. */
+  tcpIdleMs?: number;
+  maxTcpConnections?: number;
+}
+
+export interface DnsServer {
+  readonly port: number;
+  readonly resolver: Resolver;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_DNS_PORT = 15053;
+const MAX_TCP_PENDING = 32; // answers owed on one connection before we stop reading it
+const MAX_TCP_BUFFERED = 2 * (2 + 65535);
+const MAX_TCP_UNSENT = 256 * 1024;
+
+export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer> {
+  const log = opts.log ?? silentLogger;
+  const port = opts.port ?? DEFAULT_DNS_PORT;
+  const hosts = opts.hosts ?? ['127.0.0.1', '::1'];
+  const idleMs = opts.tcpIdleMs ?? 10_000;
+  const resolver = new Resolver({ ...opts, log });
+  const udpSockets: dgram.Socket[] = [];
+  const tcpServers: net.Server[] = [];
+  const connections = new Set<net.Socket>();
+  if (opts.registry) {
+    new client.Gauge({
+      name: 'edgemesh_dns_tcp_connections',
+      help: 'Open TCP connections to the DNS server',
+      registers: [opts.registry],
+      collect() {
+        this.set(connections.size);
+      },
+    });
+  }
+
+  const close = async () => {
+    resolver.close();
+    for (const s of udpSockets) s.close();
+    for (const c of connections) c.destroy();
+    await Promise.all(tcpServers.map((s) => new Promise((r) => s.close(r))));
+  };
+
+  try {
+    for (const host of hosts) {
+      const v6 = net.isIPv6(host);
+      try {
+        udpSockets.push(await bindUdp(host, port, resolver));
+        tcpServers.push(
+          await listenTcp(host, port, resolver, connections, idleMs, opts.maxTcpConnections ?? 256),
+        );
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (v6 && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT') && hosts.length > 1) {
+          log.warn({ host, code }, 'IPv6 loopback unavailable; DNS listens on IPv4 only');
+          continue;
+        }
+        throw err;
+      }
+    }
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  log.info({ port, hosts, upstreams: opts.upstreams }, 'DNS server listening');
+  return { port, resolver, close };
+}
+
+function bindUdp(host: string, port: number, resolver: Resolver): Promise<dgram.Socket> {
+  const sock = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', ipv6Only: net.isIPv6(host) });
+  return new Promise((resolve, reject) => {
+    sock.once('error', reject);
+    sock.bind({ address: host, port, exclusive: true }, () => {
+      sock.off('error', reject);
+      // Send errors (e.g. the client's port closed) concern one datagram only.
+      sock.on('error', () => {});
+      sock.on('message', (msg, rinfo) => {
+        resolver.handle(msg, 'udp', (answer) => {
+          sock.send(answer, rinfo.port, rinfo.address, noop);
+        });
+      });
+      resolve(sock);
+    });
+  });
+}
+
+function listenTcp(
+  host: string,
+  port: number,
+  resolver: Resolver,
+  connections: Set<net.Socket>,
+  idleMs: number,
+  maxConnections: number,
+): Promise<net.Server> {
+  const server = net.createServer({ noDelay: true }, (sock) => serveTcp(sock, resolver, connections, idleMs));
+  server.maxConnections = maxConnections;
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port, ipv6Only: net.isIPv6(host) }, () => {
+      server.off('error', reject);
+      resolve(server);
+    });
+  });
+}
+
+function serveTcp(sock: net.Socket, resolver: Resolver, connections: Set<net.Socket>, idleMs: number): void {
+  connections.add(sock);
+  let buffered: Buffer = Buffer.alloc(0);
+  let pending = 0;
+  let closed = false;
+  sock.setTimeout(idleMs, () => sock.destroy());
+  sock.on('error', () => {});
+  sock.on('close', () => {
+    closed = true;
+    connections.delete(sock);
+  });
+  const maybeResume = () => {
+    if (!closed && sock.isPaused() && pending < MAX_TCP_PENDING && sock.writableLength < MAX_TCP_UNSENT)
+      sock.resume();
+  };
+  sock.on('drain', maybeResume);
+  sock.on('data', (chunk: Buffer) => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    if (buffered.length > MAX_TCP_BUFFERED) return sock.destroy();
+    while (buffered.length >= 2) {
+      const len = buffered.readUInt16BE(0);
+      // Nothing shorter than a header can be answered, and we could not resynchronise after it.
+      if (len < HEADER_LEN) return sock.destroy();
+      if (buffered.length < 2 + len) break;
+      const msg = buffered.subarray(2, 2 + len);
+      buffered = buffered.subarray(2 + len);
+      pending++;
+      const willAnswer = resolver.handle(msg, 'tcp', (answer) => {
+        pending--;
+        if (closed) return;
+        const framed = Buffer.allocUnsafe(2 + answer.length);
+        framed.writeUInt16BE(answer.length, 0);
+        answer.copy(framed, 2);
+        sock.write(framed);
+        maybeResume();
+      });
+      if (!willAnswer) pending--;
+    }
+    if (pending >= MAX_TCP_PENDING || sock.writableLength >= MAX_TCP_UNSENT) sock.pause();
+  });
+}
+
+function noop() {}
