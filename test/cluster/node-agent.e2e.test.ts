@@ -1,0 +1,315 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NetnsLab, waitFor } from '../harness/netns.ts';
+import { ControlPlane } from './control-plane.ts';
+import { NodeAgent, type TestNode } from './node-agent.ts';
+
+// Pods run for real: a Deployment behind a Service on two nodes (each its own namespace,
+// linked to the cloud namespace that holds the control plane), pods in namespaces of
+// their own with addresses from their node's CIDR, EndpointSlices filled from the status
+// the agent reports, curl between pods, init containers and native sidecars, deletion.
+//
+//   cloud 192.168.50.1 (API server) ── 192.168.51.0/24 ── node-a 192.168.51.11, pods 10.244.1.0/24
+//                                   └─ 192.168.52.0/24 ── node-b 192.168.52.11, pods 10.244.2.0/24
+// The cloud routes each pod CIDR to its node (host-gw style) so pods reach across nodes.
+describe('node agent', () => {
+  const lab = new NetnsLab('emk');
+  let cp: ControlPlane;
+  let agent: NodeAgent;
+  const nodes: TestNode[] = [];
+
+  beforeAll(async () => {
+    const cloud = await lab.add('cloud');
+    await lab.exec(cloud, ['ip', 'link', 'add', 'api0', 'type', 'dummy']);
+    await lab.exec(cloud, ['ip', 'addr', 'add', '192.168.50.1/32', 'dev', 'api0']);
+    await lab.exec(cloud, ['ip', 'link', 'set', 'api0', 'up']);
+    await lab.exec(cloud, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    for (const [i, name] of ['node-a', 'node-b'].entries()) {
+      const site = 51 + i;
+      const ns = await lab.add(name);
+      await lab.link(
+        { ns: cloud, ifname: `to-${name}`, addr: `192.168.${site}.1/24` },
+        { ns, ifname: 'eth0', addr: `192.168.${site}.11/24` },
+      );
+      await lab.exec(ns, ['ip', 'route', 'add', 'default', 'via', `192.168.${site}.1`]);
+      await lab.exec(cloud, ['ip', 'route', 'add', `10.244.${i + 1}.0/24`, 'via', `192.168.${site}.11`]);
+      nodes.push({ name, netns: ns, address: `192.168.${site}.11`, podCidr: `10.244.${i + 1}.0/24` });
+    }
+    cp = await ControlPlane.start({ netns: cloud, address: '192.168.50.1' });
+    agent = await NodeAgent.start({ kubeConfig: cp.kubeConfig(), nodes, netnsPrefix: lab.tag });
+    await cp.kubectl(['create', 'namespace', 'demo']);
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+    await cp?.stop();
+    await lab.cleanup();
+  });
+
+  const getJson = async (args: string[]) => JSON.parse(await cp.kubectl([...args, '-o', 'json']));
+  const apply = (obj: object) => cp.kubectl(['apply', '-f', '-'], { input: JSON.stringify(obj) });
+  type Pod = {
+    metadata: { name: string; uid: string };
+    spec: { nodeName: string };
+    status: {
+      phase: string;
+      podIP?: string;
+      hostIP?: string;
+      conditions?: { type: string; status: string }[];
+      initContainerStatuses?: { name: string; state: Record<string, { exitCode?: number }> }[];
+      containerStatuses?: { name: string; state: Record<string, unknown> }[];
+    };
+  };
+  const ready = (p: Pod) =>
+    p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+  const podsOf = async (selector: string): Promise<Pod[]> =>
+    (await getJson(['get', 'pods', '-n', 'demo', '-l', selector])).items;
+  const readyPods = (selector: string, count: number) =>
+    waitFor(
+      async () => {
+        const pods = await podsOf(selector);
+        return pods.length === count && pods.every(ready) && pods;
+      },
+      60_000,
+      250,
+      `${count} ready pods ${selector}`,
+    );
+  const inCidr = (ip: string, node: TestNode) => ip.startsWith(node.podCidr.replace(/0\/24$/, ''));
+  const nodeByName = (name: string) => nodes.find((n) => n.name === name) as TestNode;
+
+  it('registers Ready nodes with their InternalIP, pod CIDR and a fresh Lease', async () => {
+    const list = await waitFor(
+      async () => {
+        const items = (await getJson(['get', 'nodes'])).items;
+        // The node lifecycle controller lifts the not-ready taint once it sees Ready.
+        return (
+          items.length === 2 &&
+          items.every((n: { spec: { taints?: unknown[] } }) => !n.spec.taints?.length) &&
+          items
+        );
+      },
+      60_000,
+      250,
+      'two untainted nodes',
+    );
+    for (const node of nodes) {
+      const obj = list.find((n: { metadata: { name: string } }) => n.metadata.name === node.name);
+      expect(obj.spec.podCIDR).toBe(node.podCidr);
+      expect(obj.status.addresses).toContainEqual({ type: 'InternalIP', address: node.address });
+      expect(obj.status.conditions.find((c: { type: string }) => c.type === 'Ready').status).toBe('True');
+      const lease = await getJson(['get', 'lease', node.name, '-n', 'kube-node-lease']);
+      expect(lease.spec.holderIdentity).toBe(node.name);
+      expect(Date.now() - Date.parse(lease.spec.renewTime)).toBeLessThan(30_000);
+    }
+  });
+
+  it('runs a Deployment behind a Service: pods Running with IPs from their node, listed in the EndpointSlice', async () => {
+    await apply({
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'web', namespace: 'demo' },
+      spec: {
+        replicas: 2,
+        selector: { matchLabels: { app: 'web' } },
+        template: {
+          metadata: { labels: { app: 'web' } },
+          spec: {
+            // One per node, so the client below talks both to its own node and across.
+            topologySpreadConstraints: [
+              {
+                maxSkew: 1,
+                topologyKey: 'kubernetes.io/hostname',
+                whenUnsatisfiable: 'DoNotSchedule',
+                labelSelector: { matchLabels: { app: 'web' } },
+              },
+            ],
+            containers: [
+              {
+                name: 'nginx',
+                image: 'nginx:1.27',
+                ports: [{ containerPort: 80 }],
+                readinessProbe: { httpGet: { path: '/', port: 80 }, periodSeconds: 1 },
+              },
+            ],
+          },
+        },
+      },
+    });
+    await apply({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'web', namespace: 'demo' },
+      spec: { selector: { app: 'web' }, ports: [{ name: 'http', port: 12345, targetPort: 80 }] },
+    });
+    const pods = await readyPods('app=web', 2);
+    expect(new Set(pods.map((p) => p.spec.nodeName))).toEqual(new Set(['node-a', 'node-b']));
+    for (const p of pods) {
+      const node = nodeByName(p.spec.nodeName);
+      expect(p.status.phase).toBe('Running');
+      expect(p.status.hostIP).toBe(node.address);
+      expect(inCidr(p.status.podIP ?? '', node), `${p.status.podIP} in ${node.podCidr}`).toBe(true);
+    }
+    const ips = pods.map((p) => p.status.podIP).sort();
+    const slice = await waitFor(
+      async () => {
+        const items = (
+          await getJson(['get', 'endpointslices', '-n', 'demo', '-l', 'kubernetes.io/service-name=web'])
+        ).items;
+        const addrs = (items[0]?.endpoints ?? [])
+          .filter((e: { conditions: { ready: boolean } }) => e.conditions.ready)
+          .map((e: { addresses: string[] }) => e.addresses[0])
+          .sort();
+        return JSON.stringify(addrs) === JSON.stringify(ips) && items[0];
+      },
+      30_000,
+      250,
+      'EndpointSlice with both pod IPs ready',
+    );
+    expect(slice.ports).toEqual([{ name: 'http', port: 80, protocol: 'TCP' }]);
+  });
+
+  it('lets a client pod curl each server pod by IP (same node and across), with downward-API env resolved', async () => {
+    const field = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
+    await apply({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'client', namespace: 'demo', labels: { app: 'client' } },
+      spec: {
+        nodeSelector: { 'kubernetes.io/hostname': 'node-a' },
+        containers: [
+          {
+            name: 'curl',
+            image: 'curlimages/curl:8.10.1',
+            command: [
+              'sh',
+              '-c',
+              'echo "env $(POD_NAME) $POD_NAMESPACE $POD_IP $NODE_NAME $HOST_IP"; exec sleep infinity',
+            ],
+            env: [
+              field('POD_NAME', 'metadata.name'),
+              field('POD_NAMESPACE', 'metadata.namespace'),
+              field('POD_IP', 'status.podIP'),
+              field('NODE_NAME', 'spec.nodeName'),
+              field('HOST_IP', 'status.hostIP'),
+            ],
+          },
+        ],
+      },
+    });
+    const [client] = await readyPods('app=client', 1);
+    const expected = `env client demo ${client?.status.podIP} node-a ${nodeByName('node-a').address}`;
+    await waitFor(
+      async () => (await agent.logs('demo', 'client', 'curl')).includes(expected),
+      10_000,
+      100,
+      expected,
+    );
+    for (const server of await podsOf('app=web')) {
+      const r = await agent.exec('demo', 'client', [
+        'curl',
+        '-sS',
+        '--max-time',
+        '5',
+        `http://${server.status.podIP}/`,
+      ]);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toContain(
+        `served by pod demo/${server.metadata.name} on node ${server.spec.nodeName} port 80`,
+      );
+      expect(r.stdout).toContain(`to ${client?.status.podIP}`);
+    }
+  });
+
+  it('runs init containers in order (our edgemesh init writes iptables in the pod) and keeps a native sidecar running as its uid', async () => {
+    await apply({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'meshed', namespace: 'demo', labels: { app: 'meshed' } },
+      spec: {
+        initContainers: [
+          {
+            name: 'edgemesh-init',
+            image: 'ghcr.io/edgemesh/edgemesh:0.1.0',
+            args: ['init', '--proxy-uid=1337', '--proxy-gid=1337'],
+          },
+          {
+            name: 'sidecar',
+            image: 'busybox',
+            restartPolicy: 'Always',
+            command: ['sleep', 'infinity'],
+            securityContext: { runAsUser: 1337, runAsGroup: 1337 },
+          },
+        ],
+        containers: [{ name: 'app', image: 'nginx', ports: [{ containerPort: 8080 }] }],
+      },
+    });
+    const [pod] = await readyPods('app=meshed', 1);
+    expect(pod?.status.initContainerStatuses?.[0]?.state.terminated?.exitCode).toBe(0);
+    expect(pod?.status.initContainerStatuses?.[1]?.state.running).toBeDefined();
+    const netns = agent.podNetns('demo', 'meshed') as string;
+    const rules = execFileSync('ip', ['netns', 'exec', netns, 'iptables-save'], { encoding: 'utf8' });
+    expect(rules).toMatch(/edgemesh/i);
+    expect(rules).toMatch(/REDIRECT --to-ports 15001/);
+    const uids = execFileSync('ip', ['netns', 'pids', netns], { encoding: 'utf8' })
+      .split(/\s+/)
+      .filter(Boolean)
+      .map((pid) => {
+        const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+        const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+        return { cmd, uid: /^Uid:\s+(\d+)/m.exec(status)?.[1] };
+      });
+    expect(uids).toContainEqual({ cmd: 'sleep infinity', uid: '1337' });
+    expect(uids.find((u) => u.cmd.includes('http-server.ts'))?.uid).toBe('0');
+  });
+
+  it('holds a pod at Init:Error when an init container fails, without starting its app', async () => {
+    await apply({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'broken', namespace: 'demo', labels: { app: 'broken' } },
+      spec: {
+        initContainers: [{ name: 'fail', image: 'busybox', command: ['sh', '-c', 'exit 3'] }],
+        containers: [{ name: 'app', image: 'nginx' }],
+      },
+    });
+    await waitFor(
+      async () =>
+        (await cp.kubectl(['get', 'pod', 'broken', '-n', 'demo', '--no-headers'])).includes('Init:Error'),
+      30_000,
+      250,
+      'kubectl showing Init:Error',
+    );
+    const [pod] = await podsOf('app=broken');
+    expect(pod?.status.phase).toBe('Pending');
+    expect(pod?.status.initContainerStatuses?.[0]?.state.terminated?.exitCode).toBe(3);
+    expect(pod?.status.containerStatuses?.[0]?.state.waiting).toBeDefined();
+  });
+
+  it('deletes a pod gracefully: processes stopped, namespace removed, pod gone, replaced and re-listed', async () => {
+    const [victim] = await podsOf('app=web');
+    if (!victim) throw new Error('no web pod');
+    const netns = agent.podNetns('demo', victim.metadata.name) as string;
+    const pids = execFileSync('ip', ['netns', 'pids', netns], { encoding: 'utf8' })
+      .split(/\s+/)
+      .filter(Boolean);
+    expect(pids.length).toBeGreaterThan(0);
+    await cp.kubectl(['delete', 'pod', victim.metadata.name, '-n', 'demo', '--wait=true', '--timeout=60s']);
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(netns);
+    for (const pid of pids) expect(() => process.kill(Number(pid), 0)).toThrow();
+    const pods = await readyPods('app=web', 2);
+    expect(pods.map((p) => p.metadata.uid)).not.toContain(victim.metadata.uid);
+    await waitFor(
+      async () => {
+        const items = (
+          await getJson(['get', 'endpointslices', '-n', 'demo', '-l', 'kubernetes.io/service-name=web'])
+        ).items;
+        const addrs = (items[0]?.endpoints ?? []).map((e: { addresses: string[] }) => e.addresses[0]).sort();
+        return JSON.stringify(addrs) === JSON.stringify(pods.map((p) => p.status.podIP).sort());
+      },
+      30_000,
+      250,
+      'EndpointSlice following the replacement',
+    );
+  });
+});

@@ -1,0 +1,745 @@
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import {
+  ApiException,
+  CoordinationV1Api,
+  CoreV1Api,
+  type Informer,
+  type KubeConfig,
+  type KubernetesObject,
+  makeInformer,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Container,
+  type V1Pod,
+  type V1Probe,
+} from '@kubernetes/client-node';
+import { createLogger } from '../../lib/log.ts';
+import { EDGEMESH_BIN } from '../harness/netns.ts';
+import { containerArgv, ImageError } from './images.ts';
+import { containerEnv, EnvError, type PodFacts } from './pod-env.ts';
+import { createPodSandbox, deletePodSandbox, IpPool, setUpNodeNetwork } from './pod-network.ts';
+import { type ContainerRecord, type PodRecord, podStatus } from './pod-status.ts';
+import { ManagedProcess } from './process.ts';
+
+const execFileP = promisify(execFile);
+const log = createLogger('test-node-agent');
+
+const PROGRAMS = {
+  edgemeshBin: EDGEMESH_BIN,
+  node: new URL('../../node_modules/.bin/node', import.meta.url).pathname,
+  httpServer: new URL('./images/http-server.ts', import.meta.url).pathname,
+};
+
+/** A node the agent plays the kubelet for: its network namespace is the node's host network. */
+export interface TestNode {
+  name: string;
+  /** The node's network namespace ("host network" of its pods). */
+  netns: string;
+  /** InternalIP, reachable from the control plane and other nodes. */
+  address: string;
+  /** Pod addresses come from here (the first address goes to the node's bridge). */
+  podCidr: string;
+  labels?: Record<string, string>;
+}
+
+export interface NodeAgentOptions {
+  kubeConfig: KubeConfig;
+  nodes: TestNode[];
+  /** Prefix of pod namespace names (e.g. a NetnsLab tag); keep it short. */
+  netnsPrefix: string;
+  /** Nameserver in pods' resolv.conf (ClusterFirst DNS); default 10.96.0.10. */
+  clusterDns?: string;
+  clusterDomain?: string;
+  /** The API server's ClusterIP service, for KUBERNETES_SERVICE_HOST (default 10.96.0.1:443). */
+  kubernetesService?: { host: string; port: number };
+  kubeletVersion?: string;
+}
+
+// Leases are renewed well inside their duration (the kubelet uses 40 s and renews every 10 s)
+// so the node lifecycle controller never sees a node go quiet while the agent lives.
+const LEASE_SECONDS = 40;
+const LEASE_RENEW_MS = 10_000;
+const NODE_STATUS_MS = 30_000;
+const MAX_BACKOFF_MS = 30_000;
+
+interface PodRun {
+  pod: V1Pod;
+  node: TestNode;
+  record: PodRecord;
+  netns: string;
+  ownsNetns: boolean;
+  logDir: string;
+  processes: Map<string, ManagedProcess>;
+  terminating: boolean;
+  /** Set when the pod is gone or being torn down: loops and restarts stop. */
+  stopped: boolean;
+  patching: boolean;
+  patchAgain: boolean;
+}
+
+/**
+ * Plays the kubelet for a few test nodes: registers them (Ready, InternalIP, podCIDR), keeps
+ * their Leases fresh, and runs every pod bound to them as real processes in a network
+ * namespace of its own: init containers in order, native sidecars kept running (startup
+ * probes hold the next container back), then the app containers, each as its
+ * securityContext's uid. Pod status is patched as the kubelet would, so EndpointSlices
+ * fill. Graceful deletion: a deletionTimestamp stops the containers (SIGTERM, then
+ * SIGKILL at the grace period), removes the namespace and deletes the pod with grace 0.
+ */
+export class NodeAgent {
+  readonly dataDir: string;
+  readonly #opts: NodeAgentOptions;
+  readonly #core: CoreV1Api;
+  readonly #coordination: CoordinationV1Api;
+  readonly #nodes: Map<string, TestNode>;
+  readonly #pools = new Map<string, IpPool>();
+  readonly #pods = new Map<string, PodRun>();
+  readonly #timers: NodeJS.Timeout[] = [];
+  #informer: (Informer<V1Pod> & { stop(): Promise<void> }) | undefined;
+  #stopped = false;
+
+  private constructor(opts: NodeAgentOptions, dataDir: string) {
+    this.#opts = opts;
+    this.dataDir = dataDir;
+    this.#core = opts.kubeConfig.makeApiClient(CoreV1Api);
+    this.#coordination = opts.kubeConfig.makeApiClient(CoordinationV1Api);
+    this.#nodes = new Map(opts.nodes.map((n) => [n.name, n]));
+    for (const n of opts.nodes) this.#pools.set(n.name, new IpPool(n.podCidr));
+  }
+
+  static async start(opts: NodeAgentOptions): Promise<NodeAgent> {
+    const agent = new NodeAgent(opts, await mkdtemp(join(tmpdir(), 'edgemesh-node-agent-')));
+    try {
+      for (const node of opts.nodes) {
+        await setUpNodeNetwork(node.netns, node.podCidr);
+        await agent.#register(node);
+      }
+      agent.#every(LEASE_RENEW_MS, () => Promise.all(opts.nodes.map((n) => agent.#renewLease(n))));
+      agent.#every(NODE_STATUS_MS, () => Promise.all(opts.nodes.map((n) => agent.#patchNodeStatus(n))));
+      await agent.#watchPods();
+    } catch (err) {
+      await agent.stop();
+      throw err;
+    }
+    return agent;
+  }
+
+  /** The network namespace a pod runs in (undefined until the agent has set it up). */
+  podNetns(namespace: string, name: string): string | undefined {
+    return this.#find(namespace, name)?.netns;
+  }
+
+  /** Runs argv in the pod's network namespace (as `container`'s uid when given); never throws on exit codes. */
+  async exec(
+    namespace: string,
+    name: string,
+    argv: string[],
+    opts: { container?: string; timeoutMs?: number } = {},
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
+    const run = this.#find(namespace, name);
+    if (!run) throw new Error(`pod ${namespace}/${name} is not running on this agent's nodes`);
+    const container = [...(run.pod.spec?.initContainers ?? []), ...(run.pod.spec?.containers ?? [])].find(
+      (c) => c.name === opts.container,
+    );
+    if (opts.container && !container)
+      throw new Error(`pod ${namespace}/${name} has no container ${opts.container}`);
+    const user = container ? userOf(run.pod, container) : undefined;
+    const full = [
+      'ip',
+      'netns',
+      'exec',
+      run.netns,
+      ...(user ? ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--'] : []),
+      ...argv,
+    ];
+    try {
+      const r = await execFileP(full[0] as string, full.slice(1), { timeout: opts.timeoutMs ?? 30_000 });
+      return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    } catch (err) {
+      const e = err as { code?: number | string; stdout?: string; stderr?: string };
+      return {
+        code: typeof e.code === 'number' ? e.code : 1,
+        stdout: e.stdout ?? '',
+        stderr: e.stderr ?? String(err),
+      };
+    }
+  }
+
+  /** A container's output so far (stdout and stderr together). */
+  async logs(namespace: string, name: string, container: string): Promise<string> {
+    const run = this.#find(namespace, name);
+    if (!run) throw new Error(`pod ${namespace}/${name} is not running on this agent's nodes`);
+    return readFile(join(run.logDir, `${container}.log`), 'utf8').catch(() => '');
+  }
+
+  /** Stops watching and heartbeating, kills every pod's processes and deletes their namespaces. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    for (const t of this.#timers.splice(0)) clearInterval(t);
+    await this.#informer?.stop().catch(() => undefined);
+    await Promise.all([...this.#pods.values()].map((run) => this.#teardown(run, 0)));
+    if (!process.env.EDGEMESH_KEEP_CLUSTER_DATA) await rm(this.dataDir, { recursive: true, force: true });
+  }
+
+  // --- nodes ---------------------------------------------------------------------------
+
+  async #register(node: TestNode): Promise<void> {
+    const labels = {
+      'kubernetes.io/hostname': node.name,
+      'kubernetes.io/os': 'linux',
+      'kubernetes.io/arch': 'amd64',
+      ...node.labels,
+    };
+    try {
+      await this.#core.createNode({
+        body: {
+          metadata: { name: node.name, labels },
+          spec: { podCIDR: node.podCidr, podCIDRs: [node.podCidr] },
+        },
+      });
+    } catch (err) {
+      if (!(err instanceof ApiException && err.code === 409)) throw err;
+      await this.#core.patchNode(
+        { name: node.name, body: { metadata: { labels } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+    }
+    await this.#patchNodeStatus(node);
+    try {
+      await this.#coordination.createNamespacedLease({
+        namespace: 'kube-node-lease',
+        body: {
+          metadata: { name: node.name },
+          spec: { holderIdentity: node.name, leaseDurationSeconds: LEASE_SECONDS },
+        },
+      });
+    } catch (err) {
+      if (!(err instanceof ApiException && err.code === 409)) throw err;
+    }
+    await this.#renewLease(node);
+    log.info({ node: node.name, address: node.address, podCidr: node.podCidr }, 'node registered');
+  }
+
+  async #patchNodeStatus(node: TestNode): Promise<void> {
+    const now = rfc3339(new Date());
+    const condition = (type: string, status: string, reason: string) => ({
+      type,
+      status,
+      reason,
+      message: `edgemesh test node agent: ${reason}`,
+      lastHeartbeatTime: now,
+    });
+    const capacity = { cpu: '8', memory: '16Gi', pods: '110', 'ephemeral-storage': '100Gi' };
+    const version = this.#opts.kubeletVersion ?? 'v1.36.3';
+    const body = {
+      status: {
+        conditions: [
+          condition('Ready', 'True', 'KubeletReady'),
+          condition('MemoryPressure', 'False', 'KubeletHasSufficientMemory'),
+          condition('DiskPressure', 'False', 'KubeletHasNoDiskPressure'),
+          condition('PIDPressure', 'False', 'KubeletHasSufficientPID'),
+        ],
+        addresses: [
+          { type: 'InternalIP', address: node.address },
+          { type: 'Hostname', address: node.name },
+        ],
+        capacity,
+        allocatable: capacity,
+        daemonEndpoints: { kubeletEndpoint: { Port: 10250 } },
+        nodeInfo: {
+          machineID: node.name,
+          systemUUID: node.name,
+          bootID: node.name,
+          kernelVersion: '',
+          osImage: 'edgemesh test node',
+          containerRuntimeVersion: 'edgemesh-test://0',
+          kubeletVersion: version,
+          kubeProxyVersion: '',
+          operatingSystem: 'linux',
+          architecture: 'amd64',
+        },
+      },
+    };
+    await this.#core
+      .patchNodeStatus(
+        { name: node.name, body },
+        setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+      )
+      .catch((err) => log.warn({ node: node.name, err: describe(err) }, 'node status patch failed'));
+  }
+
+  async #renewLease(node: TestNode): Promise<void> {
+    const body = {
+      spec: {
+        holderIdentity: node.name,
+        leaseDurationSeconds: LEASE_SECONDS,
+        renewTime: microTime(new Date()),
+      },
+    };
+    await this.#coordination
+      .patchNamespacedLease(
+        { name: node.name, namespace: 'kube-node-lease', body },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      )
+      .catch((err) => log.warn({ node: node.name, err: describe(err) }, 'lease renewal failed'));
+  }
+
+  #every(ms: number, fn: () => Promise<unknown>): void {
+    this.#timers.push(setInterval(() => void fn().catch(() => undefined), ms));
+  }
+
+  // --- pods ----------------------------------------------------------------------------
+
+  async #watchPods(): Promise<void> {
+    const informer = makeInformer<V1Pod>(this.#opts.kubeConfig, '/api/v1/pods', () =>
+      this.#core.listPodForAllNamespaces(),
+    );
+    const onPod = (pod: V1Pod) =>
+      void this.#onPod(pod).catch((err) => log.error({ err: describe(err) }, 'pod handling failed'));
+    informer.on('add', onPod);
+    informer.on('update', onPod);
+    informer.on('delete', (pod: V1Pod) => {
+      const run = this.#pods.get(pod.metadata?.uid ?? '');
+      if (run) void this.#teardown(run, 0);
+    });
+    informer.on('error', (err: unknown) => {
+      if (this.#stopped) return;
+      log.warn({ err: describe(err) }, 'pod watch failed; restarting in 1 s');
+      setTimeout(() => void (this.#stopped ? undefined : informer.start().catch(() => undefined)), 1_000);
+    });
+    this.#informer = informer as Informer<V1Pod> & { stop(): Promise<void> };
+    await informer.start();
+  }
+
+  async #onPod(pod: V1Pod): Promise<void> {
+    if (this.#stopped) return;
+    const uid = pod.metadata?.uid ?? '';
+    const node = this.#nodes.get(pod.spec?.nodeName ?? '');
+    if (!node || !uid) return;
+    const existing = this.#pods.get(uid);
+    if (existing) {
+      existing.pod = pod;
+      if (pod.metadata?.deletionTimestamp && !existing.terminating) {
+        await this.#terminate(existing, pod.metadata.deletionGracePeriodSeconds ?? 30);
+      }
+      return;
+    }
+    if (pod.metadata?.deletionTimestamp) {
+      await this.#deleteFromApi(pod);
+      return;
+    }
+    if (pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return;
+    await this.#startPod(pod, node);
+  }
+
+  async #startPod(pod: V1Pod, node: TestNode): Promise<void> {
+    const uid = pod.metadata?.uid ?? '';
+    const namespace = pod.metadata?.namespace ?? 'default';
+    const name = pod.metadata?.name ?? '';
+    const hostNetwork = pod.spec?.hostNetwork === true;
+    const ip = hostNetwork ? node.address : (this.#pools.get(node.name) as IpPool).allocate();
+    const containers: ContainerRecord[] = [
+      ...(pod.spec?.initContainers ?? []).map((c) =>
+        record(c, c.restartPolicy === 'Always' ? 'sidecar' : 'init', 'PodInitializing'),
+      ),
+      ...(pod.spec?.containers ?? []).map((c) => record(c, 'app', 'PodInitializing')),
+    ];
+    const run: PodRun = {
+      pod,
+      node,
+      netns: hostNetwork ? node.netns : `${this.#opts.netnsPrefix}-p${uid.slice(0, 8)}`,
+      ownsNetns: !hostNetwork,
+      logDir: join(this.dataDir, `${namespace}_${name}_${uid.slice(0, 8)}`),
+      record: {
+        uid,
+        podIP: ip,
+        hostIP: node.address,
+        startTime: rfc3339(new Date()),
+        sandboxReady: false,
+        containers,
+      },
+      processes: new Map(),
+      terminating: false,
+      stopped: false,
+      patching: false,
+      patchAgain: false,
+    };
+    this.#pods.set(uid, run);
+    log.info({ pod: `${namespace}/${name}`, node: node.name, ip }, 'starting pod');
+    await mkdir(run.logDir, { recursive: true });
+    if (run.ownsNetns) {
+      const domain = this.#opts.clusterDomain ?? 'cluster.local';
+      await createPodSandbox({
+        nodeNs: node.netns,
+        netns: run.netns,
+        hostVeth: `ve${uid.slice(0, 8)}`,
+        ip,
+        podCidr: node.podCidr,
+        resolvConf: `search ${namespace}.svc.${domain} svc.${domain} ${domain}\nnameserver ${this.#opts.clusterDns ?? '10.96.0.10'}\noptions ndots:5\n`,
+        hosts: `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n${ip}\t${name}\n`,
+      });
+    }
+    run.record.sandboxReady = true;
+    this.#statusChanged(run);
+    await this.#runContainers(run);
+  }
+
+  /** Init containers in order (sidecars started and left running), then the app containers. */
+  async #runContainers(run: PodRun): Promise<void> {
+    for (const c of run.pod.spec?.initContainers ?? []) {
+      if (run.stopped) return;
+      const rec = findRecord(run, c.name);
+      if (rec.role === 'sidecar') {
+        this.#startContainer(run, c, rec);
+        // The next container starts once the sidecar has started (startup probe, if any).
+        while (!rec.started && !run.stopped) await sleep(100);
+        continue;
+      }
+      const code = await this.#startContainer(run, c, rec);
+      if (code !== 0) {
+        log.warn({ pod: podName(run.pod), container: c.name, code }, 'init container failed');
+        if ((run.pod.spec?.restartPolicy ?? 'Always') === 'Never') {
+          run.record.failed = {
+            reason: 'InitContainerFailed',
+            message: `init container ${c.name} exited ${code}`,
+          };
+        }
+        // Held at Init:Error: the kubelet would retry with back-off; a test wants to see it.
+        for (const other of run.record.containers) {
+          if (other.role === 'app') other.state = { kind: 'waiting', reason: 'PodInitializing' };
+        }
+        this.#statusChanged(run);
+        return;
+      }
+    }
+    for (const c of run.pod.spec?.containers ?? []) {
+      if (!run.stopped) this.#startContainer(run, c, findRecord(run, c.name));
+    }
+  }
+
+  /**
+   * Starts one container; resolves with its exit code when it ends. Sidecars and app
+   * containers are restarted per the pod's restart policy (sidecars always), with back-off.
+   */
+  async #startContainer(run: PodRun, c: V1Container, rec: ContainerRecord): Promise<number> {
+    const pod = run.pod;
+    let argv: string[];
+    let env: Record<string, string>;
+    try {
+      env = containerEnv(pod, c, await this.#facts(run));
+      argv = containerArgv(
+        c,
+        { namespace: pod.metadata?.namespace ?? '', name: pod.metadata?.name ?? '', node: run.node.name },
+        env,
+        PROGRAMS,
+      );
+    } catch (err) {
+      const reason =
+        err instanceof ImageError
+          ? 'ErrImagePull'
+          : err instanceof EnvError
+            ? 'CreateContainerConfigError'
+            : 'CreateContainerError';
+      rec.state = { kind: 'waiting', reason, message: (err as Error).message };
+      this.#statusChanged(run);
+      return 128;
+    }
+    const user = userOf(pod, c);
+    const kube = this.#opts.kubernetesService ?? { host: '10.96.0.1', port: 443 };
+    const proc = new ManagedProcess(c.name, argv, {
+      netns: run.netns,
+      uid: user?.uid,
+      gid: user?.gid,
+      logFile: join(run.logDir, `${c.name}.log`),
+      env: {
+        PATH: process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+        HOSTNAME: pod.metadata?.name ?? '',
+        HOME: user && user.uid !== 0 ? '/tmp' : '/root',
+        KUBERNETES_SERVICE_HOST: kube.host,
+        KUBERNETES_SERVICE_PORT: String(kube.port),
+        ...env,
+      },
+    });
+    run.processes.set(c.name, proc);
+    rec.state = { kind: 'running', startedAt: rfc3339(new Date()) };
+    rec.started = !c.startupProbe;
+    rec.ready = rec.role !== 'init' && !c.startupProbe && !c.readinessProbe;
+    this.#statusChanged(run);
+    if (rec.role !== 'init') void this.#probeLoop(run, c, rec, proc);
+
+    const code = await proc.exited;
+    if (run.stopped || run.terminating) return code;
+    rec.state = {
+      kind: 'terminated',
+      exitCode: code,
+      reason: code === 0 ? 'Completed' : 'Error',
+      startedAt: rec.state.kind === 'running' ? rec.state.startedAt : undefined,
+      finishedAt: rfc3339(new Date()),
+    };
+    rec.ready = false;
+    if (code !== 0) log.warn({ pod: podName(pod), container: c.name, code }, 'container exited');
+    this.#statusChanged(run);
+    const policy = rec.role === 'sidecar' ? 'Always' : (pod.spec?.restartPolicy ?? 'Always');
+    const restart = rec.role !== 'init' && (policy === 'Always' || (policy === 'OnFailure' && code !== 0));
+    if (restart) {
+      const backoff = Math.min(1_000 * 2 ** rec.restartCount, MAX_BACKOFF_MS);
+      rec.lastTerminated = {
+        exitCode: code,
+        reason: code === 0 ? 'Completed' : 'Error',
+        finishedAt: rfc3339(new Date()),
+      };
+      rec.restartCount += 1;
+      rec.state = {
+        kind: 'waiting',
+        reason: 'CrashLoopBackOff',
+        message: `back-off ${backoff / 1000}s restarting ${c.name}`,
+      };
+      this.#statusChanged(run);
+      await sleep(backoff);
+      if (!run.stopped && !run.terminating) void this.#startContainer(run, c, rec);
+    }
+    return code;
+  }
+
+  /** Startup probe until it passes, then readiness probes every periodSeconds while the container runs. */
+  async #probeLoop(run: PodRun, c: V1Container, rec: ContainerRecord, proc: ManagedProcess): Promise<void> {
+    const alive = () => proc.running && !run.stopped && !run.terminating;
+    if (c.startupProbe) {
+      await sleep((c.startupProbe.initialDelaySeconds ?? 0) * 1000);
+      while (alive() && !(await this.#probe(run, c, c.startupProbe))) await sleep(periodMs(c.startupProbe));
+      if (!alive()) return;
+      rec.started = true;
+      rec.ready = !c.readinessProbe;
+      this.#statusChanged(run);
+    }
+    const probe = c.readinessProbe;
+    if (!probe) return;
+    await sleep((probe.initialDelaySeconds ?? 0) * 1000);
+    let failures = 0;
+    while (alive()) {
+      const ok = await this.#probe(run, c, probe);
+      failures = ok ? 0 : failures + 1;
+      const ready = ok || (rec.ready && failures < (probe.failureThreshold ?? 3));
+      if (ready !== rec.ready && alive()) {
+        rec.ready = ready;
+        this.#statusChanged(run);
+      }
+      await sleep(periodMs(probe));
+    }
+  }
+
+  /** One probe, from the node's namespace to the pod IP as the kubelet does (exec: inside the pod). */
+  async #probe(run: PodRun, c: V1Container, probe: V1Probe): Promise<boolean> {
+    const timeout = String(probe.timeoutSeconds ?? 1);
+    const port = (p: number | string | object) =>
+      typeof p === 'string' ? c.ports?.find((cp) => cp.name === p)?.containerPort : Number(p);
+    let argv: string[];
+    let ns = run.node.netns;
+    if (probe.httpGet) {
+      const scheme = (probe.httpGet.scheme ?? 'HTTP').toLowerCase();
+      const host = probe.httpGet.host ?? run.record.podIP;
+      const url = `${scheme}://${host}:${port(probe.httpGet.port)}${probe.httpGet.path ?? '/'}`;
+      argv = ['curl', '-sk', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', timeout, url];
+      const r = await execFileP('ip', ['netns', 'exec', ns, ...argv], { timeout: 10_000 }).catch(() => ({
+        stdout: '',
+      }));
+      const status = Number(r.stdout);
+      return status >= 200 && status < 400;
+    }
+    if (probe.tcpSocket) {
+      const host = probe.tcpSocket.host ?? run.record.podIP;
+      argv = [
+        'socat',
+        '-u',
+        '/dev/null',
+        `TCP:${host}:${port(probe.tcpSocket.port)},connect-timeout=${timeout}`,
+      ];
+    } else if (probe.exec?.command) {
+      ns = run.netns;
+      const user = userOf(run.pod, c);
+      argv = [
+        ...(user ? ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--'] : []),
+        ...probe.exec.command,
+      ];
+    } else {
+      log.warn({ pod: podName(run.pod), container: c.name }, 'unsupported probe kind; never passes');
+      return false;
+    }
+    return execFileP('ip', ['netns', 'exec', ns, ...argv], { timeout: 10_000 }).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** ConfigMaps and Secrets the pod's env refers to, read from the API. */
+  async #facts(run: PodRun): Promise<PodFacts> {
+    const ns = run.pod.metadata?.namespace ?? 'default';
+    const facts: PodFacts = {
+      podIP: run.record.podIP,
+      hostIP: run.record.hostIP,
+      configMaps: {},
+      secrets: {},
+    };
+    const containers = [...(run.pod.spec?.initContainers ?? []), ...(run.pod.spec?.containers ?? [])];
+    for (const v of containers.flatMap((c) => c.env ?? [])) {
+      const cm = v.valueFrom?.configMapKeyRef?.name;
+      const secret = v.valueFrom?.secretKeyRef?.name;
+      if (cm && facts.configMaps && !facts.configMaps[`${ns}/${cm}`]) {
+        const obj = await this.#core
+          .readNamespacedConfigMap({ name: cm, namespace: ns })
+          .catch(() => undefined);
+        facts.configMaps[`${ns}/${cm}`] = obj?.data ?? {};
+      }
+      if (secret && facts.secrets && !facts.secrets[`${ns}/${secret}`]) {
+        const obj = await this.#core
+          .readNamespacedSecret({ name: secret, namespace: ns })
+          .catch(() => undefined);
+        facts.secrets[`${ns}/${secret}`] = Object.fromEntries(
+          Object.entries(obj?.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]),
+        );
+      }
+    }
+    return facts;
+  }
+
+  /** Patches the pod's status; coalesces bursts so at most one patch is in flight per pod. */
+  #statusChanged(run: PodRun): void {
+    if (run.patching) {
+      run.patchAgain = true;
+      return;
+    }
+    run.patching = true;
+    void (async () => {
+      do {
+        run.patchAgain = false;
+        const status = podStatus(run.pod, run.record, rfc3339(new Date()));
+        try {
+          await this.#core.patchNamespacedPodStatus(
+            {
+              name: run.pod.metadata?.name ?? '',
+              namespace: run.pod.metadata?.namespace ?? '',
+              body: { status },
+            },
+            setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+          );
+        } catch (err) {
+          if (!(err instanceof ApiException && err.code === 404)) {
+            log.warn({ pod: podName(run.pod), err: describe(err) }, 'pod status patch failed');
+          }
+        }
+      } while (run.patchAgain && !this.#stopped);
+      run.patching = false;
+    })();
+  }
+
+  /** Graceful deletion: apps get SIGTERM, then sidecars (in reverse order), SIGKILL at the grace period. */
+  async #terminate(run: PodRun, graceSeconds: number): Promise<void> {
+    run.terminating = true;
+    log.info({ pod: podName(run.pod), graceSeconds }, 'terminating pod');
+    for (const rec of run.record.containers) rec.ready = false;
+    this.#statusChanged(run);
+    await this.#teardown(run, graceSeconds * 1000);
+    await this.#deleteFromApi(run.pod);
+  }
+
+  async #teardown(run: PodRun, graceMs: number): Promise<void> {
+    if (run.stopped) return;
+    run.stopped = true;
+    run.terminating = true;
+    const deadline = Date.now() + graceMs;
+    const sidecarNames = new Set(
+      run.record.containers.filter((c) => c.role === 'sidecar').map((c) => c.name),
+    );
+    const apps = [...run.processes.values()].filter((p) => !sidecarNames.has(p.name));
+    const sidecars = [...run.processes.values()].filter((p) => sidecarNames.has(p.name)).reverse();
+    await Promise.all(apps.map((p) => p.stop(Math.max(0, deadline - Date.now()))));
+    for (const p of sidecars) await p.stop(Math.max(0, deadline - Date.now()));
+    if (run.ownsNetns) {
+      await deletePodSandbox(run.netns);
+      this.#pools.get(run.node.name)?.release(run.record.podIP);
+    }
+    this.#pods.delete(run.record.uid);
+    log.info({ pod: podName(run.pod) }, 'pod torn down');
+  }
+
+  async #deleteFromApi(pod: V1Pod): Promise<void> {
+    if (this.#stopped) return;
+    await this.#core
+      .deleteNamespacedPod({
+        name: pod.metadata?.name ?? '',
+        namespace: pod.metadata?.namespace ?? '',
+        gracePeriodSeconds: 0,
+        body: { gracePeriodSeconds: 0, preconditions: { uid: pod.metadata?.uid } },
+      })
+      .catch((err) => {
+        if (!(err instanceof ApiException && (err.code === 404 || err.code === 409))) {
+          log.warn({ pod: podName(pod), err: describe(err) }, 'pod delete failed');
+        }
+      });
+  }
+
+  #find(namespace: string, name: string): PodRun | undefined {
+    for (const run of this.#pods.values()) {
+      if (run.pod.metadata?.namespace === namespace && run.pod.metadata?.name === name) return run;
+    }
+    return undefined;
+  }
+}
+
+function record(c: V1Container, role: ContainerRecord['role'], reason: string): ContainerRecord {
+  return {
+    name: c.name,
+    image: c.image ?? '',
+    role,
+    state: { kind: 'waiting', reason },
+    restartCount: 0,
+    started: false,
+    ready: false,
+  };
+}
+
+function findRecord(run: PodRun, name: string): ContainerRecord {
+  const rec = run.record.containers.find((c) => c.name === name);
+  if (!rec) throw new Error(`no record for container ${name}`);
+  return rec;
+}
+
+/** The uid/gid a container runs as (container securityContext over the pod's); undefined: root. */
+function userOf(pod: V1Pod, c: V1Container): { uid: number; gid: number } | undefined {
+  const uid = c.securityContext?.runAsUser ?? pod.spec?.securityContext?.runAsUser;
+  if (uid === undefined || uid === 0) return undefined;
+  const gid = c.securityContext?.runAsGroup ?? pod.spec?.securityContext?.runAsGroup ?? 0;
+  return { uid, gid };
+}
+
+function periodMs(probe: V1Probe): number {
+  return (probe.periodSeconds ?? 10) * 1000;
+}
+
+function podName(pod: V1Pod | KubernetesObject): string {
+  return `${pod.metadata?.namespace}/${pod.metadata?.name}`;
+}
+
+function rfc3339(d: Date): string {
+  return d.toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+/** metav1.MicroTime wants exactly six fractional digits. */
+function microTime(d: Date): string {
+  return d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
+}
+
+function describe(err: unknown): string {
+  if (err instanceof ApiException)
+    return `HTTP ${err.code}: ${typeof err.body === 'string' ? err.body : JSON.stringify(err.body)}`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
