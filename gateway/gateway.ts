@@ -6,6 +6,7 @@
 import type { Server } from 'node:http';
 import type net from 'node:net';
 import type { KubeConfig } from '@kubernetes/client-node';
+import type { Registry } from 'prom-client';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Logger } from '../lib/log.ts';
 import { createRegistry, serveMetrics } from '../lib/metrics.ts';
@@ -31,10 +32,12 @@ export interface GatewayOptions {
   tunnel?: TunnelManager;
   log: Logger;
   persistDelayMs?: number;
+  headerTimeoutMs?: number;
 }
 
 export interface Gateway {
   store: CatalogStore;
+  registry: Registry;
   dialer: LocalDialer;
   server: net.Server;
   watcher: ClusterWatcher | undefined;
@@ -69,6 +72,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     tunnel: opts.tunnel ?? new InProcessTunnel(),
     log,
     metrics,
+    headerTimeoutMs: opts.headerTimeoutMs,
   });
   log.info(
     { listen: `${opts.listenHost}:${opts.listenPort}`, node: opts.nodeName },
@@ -98,6 +102,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   }
   return {
     store,
+    registry,
     dialer,
     server,
     watcher,
