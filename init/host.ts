@@ -32,16 +32,21 @@ const RUN_TIMEOUT_MS = 30_000;
 export const realHost: Host = {
   run(command, args, stdin) {
     return new Promise((resolve) => {
-      const child = spawn(command, [...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: RUN_TIMEOUT_MS });
+      const child = spawn(command, [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+      // Our own timer, cleared on every outcome: spawn's `timeout` option keeps the event
+      // loop alive for its full length when the binary does not exist.
+      const timer = setTimeout(() => child.kill('SIGKILL'), RUN_TIMEOUT_MS);
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       child.stdout.on('data', (b: Buffer) => out.push(b));
       child.stderr.on('data', (b: Buffer) => err.push(b));
       child.stdin.on('error', () => undefined); // the binary may exit before reading stdin
       child.on('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
         resolve({ code: 127, stdout: '', stderr: e.message, notFound: e.code === 'ENOENT' });
       });
       child.on('close', (code, signal) => {
+        clearTimeout(timer);
         resolve({
           code: code ?? 128,
           stdout: Buffer.concat(out).toString('utf8'),

@@ -58,6 +58,9 @@ export function buildRules(options: CaptureOptions, family: Family): Ruleset {
     for (const proto of ['udp', 'tcp']) {
       add(OUTPUT_CHAIN, `dns-${proto}`, ['-p', proto, '--dport', '53'], redirectTo(options.dnsPort));
     }
+  } else {
+    // DNS not captured means untouched: TCP 53 must not fall into the TCP capture below.
+    add(OUTPUT_CHAIN, 'dns-tcp-uncaptured', ['-p', 'tcp', '--dport', '53'], ret);
   }
 
   // Loopback stays local: the app talking to itself, and the app reaching the sidecar's own

@@ -1,0 +1,337 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
+
+/**
+ * `edgemesh init` (the real CLI) in real network namespaces, with both iptables backends.
+ *
+ *   pod ns                                        net ns ("the internet")
+ *   eth0 10.60.0.2/24  fd00:60::2/64  ── veth ──  eth0 10.60.0.1/24  fd00:60::1/64
+ *   :15001 HTTP "proxy"                           lo 198.51.100.10, 203.0.113.10,
+ *   :15053 DNS 127.0.0.1/::1 → 192.0.2.153           2001:db8::10, 2001:db8::11: HTTP "direct" :80 :8080
+ *   :8081  HTTP "local"                           lo 198.51.100.53, 2001:db8::53: DNS → 192.0.2.1
+ *
+ * An HTTP answer names the listener and the address it was reached on, so "proxy" means the
+ * connection was redirected to :15001, "direct <dst>" that it reached the real destination.
+ */
+const node = new URL('../node_modules/.bin/node', import.meta.url).pathname;
+const servers = new URL('./testing/servers.ts', import.meta.url).pathname;
+
+const APP = { uid: 1000, gid: 1000 };
+const SIDECAR = { uid: 1337, gid: 1337 };
+const SIDECAR_DNS = '192.0.2.153';
+const OUTSIDE_DNS = '192.0.2.1';
+
+interface Pod {
+  lab: NetnsLab;
+  pod: string;
+  net: string;
+}
+
+async function startServers(lab: NetnsLab, ns: string, spec: object): Promise<void> {
+  const child = lab.spawn(ns, [node, servers, JSON.stringify(spec)]);
+  let out = '';
+  child.stdout?.on('data', (b: Buffer) => {
+    out += b.toString();
+  });
+  child.stderr?.on('data', (b: Buffer) => {
+    out += b.toString();
+  });
+  await waitFor(() => out.includes('ready') || child.exitCode !== null, 15_000, 50, `servers in ${ns}`);
+  if (!out.includes('ready')) throw new Error(`servers in ${ns} failed: ${out}`);
+}
+
+async function makePod(lab: NetnsLab, name: string): Promise<Pod> {
+  const pod = await lab.add(`${name}p`);
+  const net = await lab.add(`${name}n`);
+  await lab.link(
+    { ns: pod, ifname: 'eth0', addr: ['10.60.0.2/24', 'fd00:60::2/64'] },
+    { ns: net, ifname: 'eth0', addr: ['10.60.0.1/24', 'fd00:60::1/64'] },
+  );
+  await lab.exec(pod, ['ip', 'route', 'add', 'default', 'via', '10.60.0.1']);
+  await lab.exec(pod, ['ip', '-6', 'route', 'add', 'default', 'via', 'fd00:60::1']);
+  for (const addr of ['198.51.100.10/32', '198.51.100.53/32', '203.0.113.10/32']) {
+    await lab.exec(net, ['ip', 'addr', 'add', addr, 'dev', 'lo']);
+  }
+  for (const addr of ['2001:db8::10/128', '2001:db8::11/128', '2001:db8::53/128']) {
+    await lab.exec(net, ['ip', 'addr', 'add', addr, 'dev', 'lo', 'nodad']);
+  }
+  await startServers(lab, net, {
+    http: [80, 8080],
+    label: 'direct',
+    dns: ['198.51.100.53:53', '[2001:db8::53]:53'],
+    answer: OUTSIDE_DNS,
+  });
+  await startServers(lab, pod, {
+    http: [15001],
+    label: 'proxy',
+    dns: ['127.0.0.1:15053', '[::1]:15053'],
+    answer: SIDECAR_DNS,
+  });
+  await startServers(lab, pod, { http: [8081], label: 'local' });
+  return { lab, pod, net };
+}
+
+async function init(p: Pod, args: string[], as?: { uid: number; gid: number }) {
+  return p.lab.run(p.pod, [EDGEMESH_BIN, 'init', ...args], { ...as, timeoutMs: 60_000 });
+}
+
+async function initOk(p: Pod, args: string[]): Promise<string> {
+  const r = await init(p, args);
+  expect(r.code, `edgemesh init ${args.join(' ')}: ${r.stderr}`).toBe(0);
+  return r.stdout;
+}
+
+async function curl(p: Pod, url: string, as: { uid: number; gid: number }): Promise<string> {
+  const r = await p.lab.run(p.pod, ['curl', '-sS', '-g', '--max-time', '5', url], as);
+  return r.code === 0 ? r.stdout.trim() : `curl failed (${r.code}): ${r.stderr.trim()}`;
+}
+
+async function dig(p: Pod, server: string, tcp: boolean, as: { uid: number; gid: number }): Promise<string> {
+  const args = [
+    'dig',
+    '+short',
+    '+time=2',
+    '+tries=1',
+    ...(tcp ? ['+tcp'] : []),
+    `@${server}`,
+    'example.com',
+    'A',
+  ];
+  const r = await p.lab.run(p.pod, args, as);
+  return r.code === 0 ? r.stdout.trim() : `dig failed (${r.code}): ${r.stdout.trim()} ${r.stderr.trim()}`;
+}
+
+/** iptables-save of the nat table without timestamps and counters, for comparing runs. */
+async function natRules(p: Pod, backend: string, family: 4 | 6): Promise<string> {
+  const bin = `${family === 4 ? 'iptables' : 'ip6tables'}-${backend}-save`;
+  const { stdout } = await p.lab.exec(p.pod, [bin, '-t', 'nat']);
+  return stdout
+    .split('\n')
+    .filter((l) => !l.startsWith('#'))
+    .map((l) => l.replace(/\[\d+:\d+\]/, '[0:0]'))
+    .join('\n');
+}
+
+const edgemeshLines = (save: string) => save.split('\n').filter((l) => /edgemesh|EDGEMESH/.test(l));
+
+for (const backend of ['nft', 'legacy'] as const) {
+  describe(`capture with the ${backend} backend`, () => {
+    const lab = new NetnsLab('emi');
+    let p: Pod;
+    const flag = `--iptables-backend=${backend}`;
+    let firstInstall: { v4: string; v6: string };
+
+    beforeAll(async () => {
+      p = await makePod(lab, backend.slice(0, 3));
+      // Something already reserved must survive the merge.
+      await lab.exec(p.pod, ['sh', '-c', 'echo 8000 > /proc/sys/net/ipv4/ip_local_reserved_ports']);
+    });
+    afterAll(() => lab.cleanup());
+
+    it('without rules, the app reaches the outside directly (the lab itself works)', async () => {
+      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('direct 198.51.100.10:80');
+      expect(await curl(p, 'http://[2001:db8::10]/', APP)).toBe('direct [2001:db8::10]:80');
+      expect(await dig(p, '198.51.100.53', false, APP)).toBe(OUTSIDE_DNS);
+    });
+
+    it('installs with defaults (IPv6 auto-detected from the pod address) and says which backend', async () => {
+      const out = await initOk(p, [flag]);
+      expect(out).toContain(`capture installed with iptables backend ${backend}`);
+      expect(out).toContain('IPv4 10 rules, IPv6 10 rules');
+      firstInstall = { v4: await natRules(p, backend, 4), v6: await natRules(p, backend, 6) };
+      expect(edgemeshLines(firstInstall.v4)).toHaveLength(12); // 2 chains + 10 rules
+      expect(edgemeshLines(firstInstall.v6)).toHaveLength(12);
+      const other = backend === 'nft' ? 'legacy' : 'nft';
+      expect(edgemeshLines(await natRules(p, other, 4))).toEqual([]);
+    });
+
+    it('app TCP to outside addresses (IPv4 and IPv6) lands on :15001', async () => {
+      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('proxy 127.0.0.1:15001');
+      expect(await curl(p, 'http://203.0.113.10:8080/', APP)).toBe('proxy 127.0.0.1:15001');
+      expect(await curl(p, 'http://[2001:db8::10]/', APP)).toBe('proxy [::1]:15001');
+    });
+
+    it('app DNS over UDP and TCP, IPv4 and IPv6, lands on :15053 — also to a loopback resolver', async () => {
+      for (const server of ['198.51.100.53', '2001:db8::53', '127.0.0.53']) {
+        expect(await dig(p, server, false, APP), `udp @${server}`).toBe(SIDECAR_DNS);
+        expect(await dig(p, server, true, APP), `tcp @${server}`).toBe(SIDECAR_DNS);
+      }
+    });
+
+    it('the sidecar (uid 1337, and gid 1337 alone) goes straight out, DNS included', async () => {
+      expect(await curl(p, 'http://198.51.100.10/', SIDECAR)).toBe('direct 198.51.100.10:80');
+      expect(await curl(p, 'http://[2001:db8::10]/', SIDECAR)).toBe('direct [2001:db8::10]:80');
+      expect(await curl(p, 'http://198.51.100.10/', { uid: 1001, gid: 1337 })).toBe(
+        'direct 198.51.100.10:80',
+      );
+      for (const tcp of [false, true]) {
+        expect(await dig(p, '198.51.100.53', tcp, SIDECAR)).toBe(OUTSIDE_DNS);
+        expect(await dig(p, '2001:db8::53', tcp, SIDECAR)).toBe(OUTSIDE_DNS);
+      }
+    });
+
+    it('loopback and the pod talking to its own address stay local', async () => {
+      expect(await curl(p, 'http://127.0.0.1:8081/', APP)).toBe('local 127.0.0.1:8081');
+      expect(await curl(p, 'http://[::1]:8081/', APP)).toBe('local [::1]:8081');
+      expect(await curl(p, 'http://10.60.0.2:8081/', APP)).toBe('local 10.60.0.2:8081');
+    });
+
+    it('reserves 15000-15100, keeping what was reserved before', async () => {
+      const { stdout } = await lab.exec(p.pod, ['cat', '/proc/sys/net/ipv4/ip_local_reserved_ports']);
+      expect(stdout.trim()).toBe('8000,15000-15100');
+    });
+
+    it('running it again leaves an identical ruleset', async () => {
+      await initOk(p, [flag]);
+      await initOk(p, []); // auto-detection now finds our rules in this backend
+      expect(await natRules(p, backend, 4)).toBe(firstInstall.v4);
+      expect(await natRules(p, backend, 6)).toBe(firstInstall.v6);
+    });
+
+    it('excluded ports and CIDRs go straight out, the rest is still captured', async () => {
+      await initOk(p, [
+        flag,
+        '--exclude-outbound-ports=8080',
+        '--exclude-outbound-ip-ranges=203.0.113.0/24, 2001:db8::10/128',
+      ]);
+      expect(await curl(p, 'http://198.51.100.10:8080/', APP)).toBe('direct 198.51.100.10:8080');
+      expect(await curl(p, 'http://203.0.113.10/', APP)).toBe('direct 203.0.113.10:80');
+      expect(await curl(p, 'http://[2001:db8::10]/', APP)).toBe('direct [2001:db8::10]:80');
+      expect(await curl(p, 'http://[2001:db8::11]:8080/', APP)).toBe('direct [2001:db8::11]:8080');
+      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('proxy 127.0.0.1:15001');
+      expect(await curl(p, 'http://[2001:db8::11]/', APP)).toBe('proxy [::1]:15001');
+      expect(await dig(p, '198.51.100.53', false, APP)).toBe(SIDECAR_DNS);
+    });
+
+    it('include ranges: only those are captured', async () => {
+      await initOk(p, [flag, '--include-outbound-ip-ranges=203.0.113.0/24,2001:db8::11']);
+      expect(await curl(p, 'http://203.0.113.10/', APP)).toBe('proxy 127.0.0.1:15001');
+      expect(await curl(p, 'http://[2001:db8::11]/', APP)).toBe('proxy [::1]:15001');
+      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('direct 198.51.100.10:80');
+      expect(await curl(p, 'http://[2001:db8::10]/', APP)).toBe('direct [2001:db8::10]:80');
+    });
+
+    it('--capture-dns=false lets DNS out while TCP is still captured', async () => {
+      await initOk(p, [flag, '--capture-dns=false']);
+      for (const tcp of [false, true]) {
+        expect(await dig(p, '198.51.100.53', tcp, APP)).toBe(OUTSIDE_DNS);
+        expect(await dig(p, '2001:db8::53', tcp, APP)).toBe(OUTSIDE_DNS);
+      }
+      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('proxy 127.0.0.1:15001');
+    });
+
+    it('--cleanup removes every edgemesh chain and rule, and traffic flows directly again', async () => {
+      // A foreign rule in nat OUTPUT must survive our cleanup.
+      const iptables = `iptables-${backend}`;
+      await lab.exec(p.pod, [iptables, '-t', 'nat', '-A', 'OUTPUT', '-p', 'icmp', '-j', 'ACCEPT']);
+      const out = await initOk(p, ['--cleanup']);
+      expect(out).toContain(`removed the capture rules (iptables backend ${backend})`);
+      const v4 = await natRules(p, backend, 4);
+      expect(edgemeshLines(v4)).toEqual([]);
+      expect(edgemeshLines(await natRules(p, backend, 6))).toEqual([]);
+      expect(v4).toContain('-A OUTPUT -p icmp -j ACCEPT');
+      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('direct 198.51.100.10:80');
+      expect(await dig(p, '198.51.100.53', true, APP)).toBe(OUTSIDE_DNS);
+      expect(await initOk(p, ['--cleanup'])).toContain('no edgemesh rules were present');
+      await lab.exec(p.pod, [iptables, '-t', 'nat', '-D', 'OUTPUT', '-p', 'icmp', '-j', 'ACCEPT']);
+    });
+
+    it('replaces a stale ruleset from an older run with exactly the current one', async () => {
+      const stale = [
+        '*nat',
+        ':EDGEMESH_OUTPUT - [0:0]',
+        ':EDGEMESH_OLD - [0:0]',
+        '-A OUTPUT -p tcp -j EDGEMESH_OLD',
+        '-A OUTPUT -m comment --comment edgemesh/hook-output -j EDGEMESH_OUTPUT',
+        '-A EDGEMESH_OUTPUT -p tcp -m comment --comment edgemesh/capture-tcp -j EDGEMESH_OLD',
+        '-A EDGEMESH_OLD -p tcp -j REDIRECT --to-ports 15999',
+        'COMMIT',
+        '',
+      ].join('\n');
+      await lab.exec(p.pod, [`iptables-${backend}-restore`, '--noflush'], { input: stale });
+      await initOk(p, [flag]);
+      expect(await natRules(p, backend, 4)).toBe(firstInstall.v4);
+      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('proxy 127.0.0.1:15001');
+    });
+  });
+}
+
+describe('backend auto-detection and refusals', () => {
+  const lab = new NetnsLab('emi');
+  let p: Pod;
+  beforeAll(async () => {
+    p = await makePod(lab, 'aut');
+  });
+  afterAll(() => lab.cleanup());
+
+  it('with no rules anywhere, uses the system iptables', async () => {
+    const { stdout: version } = await lab.exec(p.pod, ['iptables', '--version']);
+    const system = version.includes('nf_tables') ? 'nft' : 'legacy';
+    const out = await initOk(p, []);
+    expect(out).toContain(`iptables backend ${system} (no rules yet; the system iptables is ${system}`);
+    await initOk(p, ['--cleanup']);
+  });
+
+  it('prefers the backend that already has rules (legacy, then nft)', async () => {
+    // legacy has a rule, nft none → legacy
+    await lab.exec(p.pod, ['iptables-legacy', '-A', 'INPUT', '-p', 'icmp', '-j', 'ACCEPT']);
+    let out = await initOk(p, []);
+    expect(out).toMatch(
+      /iptables backend legacy \(rules already present \(nft 0 rules, legacy \d+ rules\)\)/,
+    );
+    expect(edgemeshLines(await natRules(p, 'legacy', 4)).length).toBeGreaterThan(0);
+    expect(edgemeshLines(await natRules(p, 'nft', 4))).toEqual([]);
+    await initOk(p, ['--cleanup']);
+    await lab.exec(p.pod, ['iptables-legacy', '-D', 'INPUT', '-p', 'icmp', '-j', 'ACCEPT']);
+    // nft has a rule → nft, even though legacy tables exist (empty)
+    await lab.exec(p.pod, ['iptables-nft', '-A', 'INPUT', '-p', 'icmp', '-j', 'ACCEPT']);
+    out = await initOk(p, []);
+    expect(out).toMatch(/iptables backend nft \(rules already present \(nft \d+ rules, legacy 0 rules\)\)/);
+    expect(edgemeshLines(await natRules(p, 'nft', 4)).length).toBeGreaterThan(0);
+    await initOk(p, ['--cleanup']);
+  });
+
+  it('without NET_ADMIN it exits non-zero naming the capability, installing nothing', async () => {
+    const r = await init(p, [], APP);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('EDGEMESH_ERR_IPTABLES');
+    expect(r.stderr).toContain('needs the NET_ADMIN capability');
+    expect(edgemeshLines(await natRules(p, 'nft', 4))).toEqual([]);
+  });
+
+  it('without iptables binaries it exits non-zero naming them', async () => {
+    const r = await p.lab.run(p.pod, ['env', 'PATH=/usr/bin:/bin', EDGEMESH_BIN, 'init'], {
+      timeoutMs: 10_000,
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('iptables-nft-save not found');
+    expect(r.stderr).toContain('iptables-legacy-save not found');
+    expect(r.stderr).toContain('the image needs the iptables package');
+  });
+
+  it('with a read-only /proc/sys it names the sysctl and how to set it', async () => {
+    await lab.exec(p.pod, ['sh', '-c', 'echo > /proc/sys/net/ipv4/ip_local_reserved_ports']);
+    const r = await p.lab.run(p.pod, [
+      'unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      'sh',
+      '-c',
+      `mount --bind -o ro /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec ${EDGEMESH_BIN} init`,
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      'cannot reserve ports 15000-15100 in net.ipv4.ip_local_reserved_ports (EROFS)',
+    );
+    await initOk(p, ['--cleanup']);
+  });
+
+  it('a bad flag value exits 2 naming the flag, before touching iptables', async () => {
+    await initOk(p, ['--cleanup']);
+    const r = await init(p, ['--exclude-outbound-ip-ranges=10.0.0.0/8,nonsense']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--exclude-outbound-ip-ranges: "nonsense" is not an IPv4 or IPv6 address');
+    expect(edgemeshLines(await natRules(p, 'nft', 4))).toEqual([]);
+  });
+});
