@@ -52,7 +52,9 @@ export interface LabNode {
   pods: PodHost[];
 }
 
-export interface LabSite extends SiteSpec {
+export interface LabSite {
+  mapping: SiteSpec['mapping'];
+  inbound: SiteSpec['inbound'];
   index: number;
   /** The NAT router's namespace and its public (WAN) address. */
   natNs: string;
@@ -166,7 +168,8 @@ export class NatLab {
       nodes.push({ name, ns, addr, pods });
     }
     return {
-      ...spec,
+      mapping: spec.mapping,
+      inbound: spec.inbound,
       index: k,
       natNs,
       ispNs,

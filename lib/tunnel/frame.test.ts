@@ -1,0 +1,133 @@
+import { describe, expect, it } from 'vitest';
+import {
+  decodeFrame,
+  encodeFrame,
+  type Frame,
+  FrameDecoder,
+  FrameError,
+  FrameType,
+  MAX_DATA,
+} from './frame.ts';
+
+// Wire bytes pinned by hand: a change to the format must change this table (and the
+// protocol version), never slip through.
+const table: { name: string; frame: Frame; hex: string }[] = [
+  {
+    name: 'OPEN v4',
+    frame: { type: FrameType.OPEN, stream: 1, target: { ip: '10.1.1.2', port: 8080 } },
+    hex: '01 01 0000 00000001 00000007 04 1f90 0a010102',
+  },
+  {
+    name: 'OPEN v6',
+    frame: { type: FrameType.OPEN, stream: 2, target: { ip: 'fd00::1', port: 443 } },
+    hex: '01 01 0000 00000002 00000013 06 01bb fd000000000000000000000000000001',
+  },
+  { name: 'ACCEPT', frame: { type: FrameType.ACCEPT, stream: 3 }, hex: '01 02 0000 00000003 00000000' },
+  {
+    name: 'DATA',
+    frame: { type: FrameType.DATA, stream: 5, data: Buffer.from('hi') },
+    hex: '01 03 0000 00000005 00000002 6869',
+  },
+  {
+    name: 'WINDOW',
+    frame: { type: FrameType.WINDOW, stream: 5, increment: 65536 },
+    hex: '01 04 0000 00000005 00000004 00010000',
+  },
+  { name: 'FIN', frame: { type: FrameType.FIN, stream: 7 }, hex: '01 05 0000 00000007 00000000' },
+  {
+    name: 'RESET',
+    frame: { type: FrameType.RESET, stream: 9, code: 1, reason: 'no' },
+    hex: '01 06 0000 00000009 00000003 01 6e6f',
+  },
+  {
+    name: 'PING',
+    frame: { type: FrameType.PING, stream: 0, opaque: Buffer.from('0102030405060708', 'hex') },
+    hex: '01 07 0000 00000000 00000008 0102030405060708',
+  },
+  {
+    name: 'GOAWAY',
+    frame: { type: FrameType.GOAWAY, stream: 0, reason: 'bye' },
+    hex: '01 09 0000 00000000 00000003 627965',
+  },
+  {
+    name: 'CONTROL',
+    frame: { type: FrameType.CONTROL, stream: 0, message: { t: 'x' } },
+    hex: '01 0a 0000 00000000 00000009 7b2274223a2278227d',
+  },
+];
+
+const bytes = (hex: string) => Buffer.from(hex.replace(/ /g, ''), 'hex');
+
+describe('frame codec', () => {
+  for (const { name, frame, hex } of table) {
+    it(`${name}: encodes to the pinned bytes and decodes back`, () => {
+      expect(encodeFrame(frame).toString('hex')).toBe(hex.replace(/ /g, ''));
+      const decoded = new FrameDecoder().push(bytes(hex));
+      expect(decoded).toEqual([frame]);
+    });
+  }
+
+  it('reassembles frames split at every byte boundary and batched together', () => {
+    const all = Buffer.concat(table.map((t) => bytes(t.hex)));
+    for (let cut = 1; cut < all.length; cut++) {
+      const d = new FrameDecoder();
+      const frames = [...d.push(all.subarray(0, cut)), ...d.push(all.subarray(cut))];
+      expect(frames).toEqual(table.map((t) => t.frame));
+      expect(d.buffered).toBe(0);
+    }
+  });
+
+  const bad: { name: string; hex: string; error: RegExp }[] = [
+    { name: 'wrong version', hex: '02 03 0000 00000001 00000001 00', error: /version 2/ },
+    { name: 'reserved bits', hex: '01 03 0001 00000001 00000001 00', error: /reserved/ },
+    { name: 'unknown type', hex: '01 7f 0000 00000001 00000000', error: /unknown frame type 0x7f/ },
+    {
+      name: 'DATA too long',
+      hex: `01 03 0000 00000001 ${(MAX_DATA + 1).toString(16).padStart(8, '0')}`,
+      error: /too long/,
+    },
+    { name: 'DATA on stream 0', hex: '01 03 0000 00000000 00000001 00', error: /needs a stream id/ },
+    { name: 'empty DATA', hex: '01 03 0000 00000001 00000000', error: /must not be empty/ },
+    { name: 'PING on a stream', hex: '01 07 0000 00000001 00000008 0000000000000000', error: /stream 0/ },
+    { name: 'short PING', hex: '01 07 0000 00000000 00000002 0000', error: /8 bytes/ },
+    { name: 'OPEN bad family', hex: '01 01 0000 00000001 00000007 05 1f90 0a010102', error: /family/ },
+    { name: 'OPEN port 0', hex: '01 01 0000 00000001 00000007 04 0000 0a010102', error: /port 0/ },
+    { name: 'WINDOW zero', hex: '01 04 0000 00000001 00000004 00000000', error: /must not be 0/ },
+    { name: 'FIN with payload', hex: '01 05 0000 00000001 00000001 00', error: /must be empty/ },
+    { name: 'CONTROL not JSON', hex: '01 0a 0000 00000000 00000001 7b', error: /not JSON/ },
+    { name: 'CONTROL array', hex: '01 0a 0000 00000000 00000002 5b5d', error: /JSON object/ },
+  ];
+  for (const { name, hex, error } of bad) {
+    it(`rejects ${name} with a FrameError`, () => {
+      expect(() => new FrameDecoder().push(bytes(hex))).toThrow(error);
+      expect(() => new FrameDecoder().push(bytes(hex))).toThrow(FrameError);
+    });
+  }
+
+  it('a huge length is refused from the header alone, before any payload is buffered', () => {
+    expect(() => new FrameDecoder().push(bytes('01 03 0000 00000001 ffffffff'))).toThrow(/too long/);
+  });
+
+  it('refuses to encode invalid frames', () => {
+    expect(() =>
+      encodeFrame({ type: FrameType.OPEN, stream: 1, target: { ip: 'example.com', port: 80 } }),
+    ).toThrow(/not an IP/);
+    expect(() =>
+      encodeFrame({ type: FrameType.OPEN, stream: 1, target: { ip: '10.0.0.1', port: 70000 } }),
+    ).toThrow(/out of range/);
+    expect(() => encodeFrame({ type: FrameType.WINDOW, stream: 1, increment: 0 })).toThrow(/increment/);
+  });
+
+  it('round-trips IPv6 forms to their canonical text', () => {
+    for (const [ip, canonical] of [
+      ['::1', '::1'],
+      ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1'],
+      ['::ffff:10.1.2.3', '::ffff:a01:203'],
+      ['fe80:0:0:0:0:0:0:0', 'fe80::'],
+    ]) {
+      const f = encodeFrame({ type: FrameType.OPEN, stream: 1, target: { ip, port: 1 } });
+      const d = decodeFrame(f[1], 1, f.subarray(12));
+      expect(d).toEqual({ type: FrameType.OPEN, stream: 1, target: { ip: canonical, port: 1 } });
+    }
+  });
+});

@@ -1,0 +1,334 @@
+import { isIPv4, isIPv6 } from 'node:net';
+import { EdgemeshError, ErrorCodes } from '../errors.ts';
+
+/**
+ * The tunnel frame: every byte between two gateways (inside their end-to-end TLS) and on a
+ * gateway's control connection to a tunnel-server is a sequence of these.
+ *
+ *    0               1               2               3
+ *    0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7
+ *   +---------------+---------------+-------------------------------+
+ *   |  version (1)  |     type      |        reserved (0, u16)      |
+ *   +---------------+---------------+-------------------------------+
+ *   |                     stream id (u32, big endian)               |
+ *   +---------------------------------------------------------------+
+ *   |                  payload length (u32, big endian)             |
+ *   +---------------------------------------------------------------+
+ *   |                  payload (length bytes) ...                   |
+ *
+ * Stream id 0 is the session itself (PING, PONG, GOAWAY, CONTROL); every other type needs a
+ * non-zero id. The side that opened the TLS connection (TLS client) numbers its streams
+ * odd, the other side even, so both can open streams without colliding.
+ * A frame that breaks any rule here is a protocol error: the session closes, the process
+ * does not.
+ */
+export const PROTOCOL_VERSION = 1;
+export const HEADER_BYTES = 12;
+/** Largest DATA payload a sender may put in one frame. */
+export const MAX_DATA = 64 * 1024;
+/** Largest CONTROL payload (JSON). */
+export const MAX_CONTROL = 64 * 1024;
+export const MAX_REASON = 256;
+
+export const FrameType = {
+  /** payload: family u8 (4|6), port u16, address (4|16 bytes). Opens a stream to a target. */
+  OPEN: 0x01,
+  /** empty. The far end dialed the target; data may flow both ways. */
+  ACCEPT: 0x02,
+  /** 1..MAX_DATA bytes of stream data, counted against the receiver's window. */
+  DATA: 0x03,
+  /** payload: increment u32 > 0. The receiver consumed data: the sender may send more. */
+  WINDOW: 0x04,
+  /** empty. The sender will send no more data on this stream (half-close). */
+  FIN: 0x05,
+  /** payload: code u8, reason (UTF-8, ≤ MAX_REASON bytes). Aborts the stream both ways. */
+  RESET: 0x06,
+  /** stream 0, payload 8 opaque bytes, answered by PONG with the same bytes (RTT, liveness). */
+  PING: 0x07,
+  PONG: 0x08,
+  /** stream 0, payload: reason (UTF-8). No new streams on this session; open ones finish. */
+  GOAWAY: 0x09,
+  /** stream 0, payload: one JSON object (tunnel-server control messages). */
+  CONTROL: 0x0a,
+} as const;
+export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
+const TYPE_NAMES = new Map<number, string>(Object.entries(FrameType).map(([k, v]) => [v, k]));
+
+export const ResetCode = {
+  /** The far gateway does not allow this target (not a local pod endpoint). */
+  REFUSED: 1,
+  /** The target could not be dialed. */
+  DIAL_FAILED: 2,
+  /** The stream broke a protocol rule (e.g. sent past its window). */
+  PROTOCOL: 3,
+  /** The stream was abandoned by its user. */
+  CANCELLED: 4,
+  /** Too many streams on this session. */
+  LIMIT: 5,
+} as const;
+
+export interface Target {
+  ip: string;
+  port: number;
+}
+
+export type Frame =
+  | { type: typeof FrameType.OPEN; stream: number; target: Target }
+  | { type: typeof FrameType.ACCEPT; stream: number }
+  | { type: typeof FrameType.DATA; stream: number; data: Buffer }
+  | { type: typeof FrameType.WINDOW; stream: number; increment: number }
+  | { type: typeof FrameType.FIN; stream: number }
+  | { type: typeof FrameType.RESET; stream: number; code: number; reason: string }
+  | { type: typeof FrameType.PING | typeof FrameType.PONG; stream: 0; opaque: Buffer }
+  | { type: typeof FrameType.GOAWAY; stream: 0; reason: string }
+  | { type: typeof FrameType.CONTROL; stream: 0; message: Record<string, unknown> };
+
+export class FrameError extends EdgemeshError {
+  constructor(message: string) {
+    super(ErrorCodes.TUNNEL_FRAME, message);
+    this.name = 'FrameError';
+  }
+}
+
+function header(type: number, stream: number, length: number): Buffer {
+  const h = Buffer.allocUnsafe(HEADER_BYTES);
+  h[0] = PROTOCOL_VERSION;
+  h[1] = type;
+  h.writeUInt16BE(0, 2);
+  h.writeUInt32BE(stream, 4);
+  h.writeUInt32BE(length, 8);
+  return h;
+}
+
+/** Encodes one frame (header and payload in one buffer). Throws FrameError on bad input. */
+export function encodeFrame(frame: Frame): Buffer {
+  const payload = encodePayload(frame);
+  return Buffer.concat([header(frame.type, frame.stream, payload.length), payload]);
+}
+
+/** DATA header alone, so a large payload is not copied just to prepend 12 bytes. */
+export function dataHeader(stream: number, length: number): Buffer {
+  return header(FrameType.DATA, stream, length);
+}
+
+function encodePayload(f: Frame): Buffer {
+  switch (f.type) {
+    case FrameType.OPEN: {
+      const { ip, port } = f.target;
+      if (!Number.isInteger(port) || port < 1 || port > 65535)
+        throw new FrameError(`OPEN port ${port} out of range`);
+      const v4 = isIPv4(ip);
+      if (!v4 && !isIPv6(ip)) throw new FrameError(`OPEN target ${JSON.stringify(ip)} is not an IP address`);
+      const addr = v4 ? Buffer.from(ip.split('.').map(Number)) : ipv6Bytes(ip);
+      const p = Buffer.allocUnsafe(3 + addr.length);
+      p[0] = v4 ? 4 : 6;
+      p.writeUInt16BE(port, 1);
+      addr.copy(p, 3);
+      return p;
+    }
+    case FrameType.WINDOW: {
+      if (!Number.isInteger(f.increment) || f.increment < 1 || f.increment > 0xffffffff)
+        throw new FrameError('WINDOW increment must be 1..2^32-1');
+      const p = Buffer.allocUnsafe(4);
+      p.writeUInt32BE(f.increment);
+      return p;
+    }
+    case FrameType.DATA:
+      return f.data;
+    case FrameType.RESET: {
+      const reason = truncateUtf8(f.reason, MAX_REASON);
+      return Buffer.concat([Buffer.from([f.code]), reason]);
+    }
+    case FrameType.PING:
+    case FrameType.PONG:
+      return f.opaque;
+    case FrameType.GOAWAY:
+      return truncateUtf8(f.reason, MAX_REASON);
+    case FrameType.CONTROL:
+      return Buffer.from(JSON.stringify(f.message));
+    default:
+      return Buffer.alloc(0);
+  }
+}
+
+function truncateUtf8(text: string, max: number): Buffer {
+  const b = Buffer.from(text);
+  return b.length <= max ? b : b.subarray(0, max);
+}
+
+function ipv6Bytes(ip: string): Buffer {
+  // Expand "::" and an embedded IPv4 tail, then write eight 16-bit groups.
+  let text = ip;
+  const v4tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4tail) {
+    const o = v4tail[1].split('.').map(Number);
+    text = `${text.slice(0, -v4tail[1].length)}${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}`;
+  }
+  const [head, tail] = text.split('::');
+  const h = head ? head.split(':') : [];
+  const t = tail !== undefined && tail ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+  const out = Buffer.allocUnsafe(16);
+  groups.forEach((g, i) => {
+    out.writeUInt16BE(Number.parseInt(g, 16), i * 2);
+  });
+  return out;
+}
+
+function ipv6Text(b: Buffer): string {
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
+  // Compress the longest run of zero groups (RFC 5952) so addresses compare as strings.
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === '0') j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  if (best < 0) return groups.join(':');
+  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+}
+
+/** Checks a header and payload and builds the frame; throws FrameError naming the problem. */
+export function decodeFrame(type: number, stream: number, p: Buffer): Frame {
+  const name = TYPE_NAMES.get(type);
+  if (!name) throw new FrameError(`unknown frame type 0x${type.toString(16)}`);
+  const sessionLevel =
+    type === FrameType.PING ||
+    type === FrameType.PONG ||
+    type === FrameType.GOAWAY ||
+    type === FrameType.CONTROL;
+  if (sessionLevel && stream !== 0) throw new FrameError(`${name} must be on stream 0, got ${stream}`);
+  if (!sessionLevel && stream === 0) throw new FrameError(`${name} needs a stream id, got 0`);
+  switch (type) {
+    case FrameType.OPEN: {
+      const family = p[0];
+      if (!((family === 4 && p.length === 7) || (family === 6 && p.length === 19)))
+        throw new FrameError('OPEN payload must be family 4 + 6 bytes or family 6 + 18 bytes');
+      const port = p.readUInt16BE(1);
+      if (port === 0) throw new FrameError('OPEN port 0');
+      const ip = family === 4 ? Array.from(p.subarray(3)).join('.') : ipv6Text(p.subarray(3));
+      return { type, stream, target: { ip, port } };
+    }
+    case FrameType.ACCEPT:
+    case FrameType.FIN:
+      if (p.length !== 0) throw new FrameError(`${name} payload must be empty`);
+      return { type, stream };
+    case FrameType.DATA:
+      if (p.length === 0) throw new FrameError('DATA payload must not be empty');
+      return { type, stream, data: p };
+    case FrameType.WINDOW: {
+      if (p.length !== 4) throw new FrameError('WINDOW payload must be 4 bytes');
+      const increment = p.readUInt32BE(0);
+      if (increment === 0) throw new FrameError('WINDOW increment must not be 0');
+      return { type, stream, increment };
+    }
+    case FrameType.RESET:
+      if (p.length < 1 || p.length > 1 + MAX_REASON)
+        throw new FrameError('RESET payload must be 1..257 bytes');
+      return { type, stream, code: p[0], reason: p.subarray(1).toString('utf8') };
+    case FrameType.PING:
+    case FrameType.PONG:
+      if (p.length !== 8) throw new FrameError(`${name} payload must be 8 bytes`);
+      return { type, stream: 0, opaque: p };
+    case FrameType.GOAWAY:
+      if (p.length > MAX_REASON) throw new FrameError('GOAWAY reason too long');
+      return { type, stream: 0, reason: p.toString('utf8') };
+    default: {
+      let message: unknown;
+      try {
+        message = JSON.parse(p.toString('utf8'));
+      } catch {
+        throw new FrameError('CONTROL payload is not JSON');
+      }
+      if (typeof message !== 'object' || message === null || Array.isArray(message))
+        throw new FrameError('CONTROL payload must be a JSON object');
+      return { type: FrameType.CONTROL, stream: 0, message: message as Record<string, unknown> };
+    }
+  }
+}
+
+function maxPayload(type: number): number {
+  if (type === FrameType.DATA) return MAX_DATA;
+  if (type === FrameType.CONTROL) return MAX_CONTROL;
+  return 1 + MAX_REASON;
+}
+
+/**
+ * Turns a byte stream into frames. Keeps incoming chunks in a list and joins them only
+ * when a frame spans chunks, so a 64 KiB frame arriving in 16 KiB TLS records is copied
+ * once. Throws FrameError on the first bad header: the caller closes the session.
+ */
+export class FrameDecoder {
+  #chunks: Buffer[] = [];
+  #length = 0;
+  #header: { type: number; stream: number; length: number } | undefined;
+
+  push(chunk: Buffer): Frame[] {
+    this.#chunks.push(chunk);
+    this.#length += chunk.length;
+    const out: Frame[] = [];
+    for (;;) {
+      if (!this.#header) {
+        if (this.#length < HEADER_BYTES) break;
+        const h = this.#take(HEADER_BYTES);
+        if (h[0] !== PROTOCOL_VERSION)
+          throw new FrameError(`unsupported protocol version ${h[0]} (expected ${PROTOCOL_VERSION})`);
+        if (h.readUInt16BE(2) !== 0) throw new FrameError('reserved header bits must be 0');
+        const type = h[1];
+        const length = h.readUInt32BE(8);
+        if (length > maxPayload(type))
+          throw new FrameError(`frame of type 0x${type.toString(16)} too long: ${length} bytes`);
+        this.#header = { type, stream: h.readUInt32BE(4), length };
+      }
+      if (this.#length < this.#header.length) break;
+      const { type, stream, length } = this.#header;
+      this.#header = undefined;
+      out.push(decodeFrame(type, stream, length === 0 ? Buffer.alloc(0) : this.#take(length)));
+    }
+    return out;
+  }
+
+  /** Bytes buffered but not yet returned as frames. */
+  get buffered(): number {
+    return this.#length;
+  }
+
+  #take(n: number): Buffer {
+    this.#length -= n;
+    const first = this.#chunks[0];
+    if (first.length > n) {
+      this.#chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    if (first.length === n) {
+      this.#chunks.shift();
+      return first;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const c = this.#chunks[0];
+      const want = n - filled;
+      if (c.length <= want) {
+        c.copy(out, filled);
+        filled += c.length;
+        this.#chunks.shift();
+      } else {
+        c.copy(out, filled, 0, want);
+        this.#chunks[0] = c.subarray(want);
+        filled += want;
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,168 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { type Duplex, duplexPair } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ErrorCodes } from '../errors.ts';
+import { encodeFrame, FrameType, ResetCode } from './frame.ts';
+import { MuxSession, type MuxStream, type MuxSession as Session } from './mux.ts';
+
+const sessions: Session[] = [];
+function pair(window?: number): {
+  client: Session;
+  server: Session;
+  serverSocket: Duplex;
+  clientSocket: Duplex;
+} {
+  const [a, b] = duplexPair();
+  const client = new MuxSession(a, { role: 'client', peer: 'server', window });
+  const server = new MuxSession(b, { role: 'server', peer: 'client', window });
+  sessions.push(client, server);
+  return { client, server, clientSocket: a, serverSocket: b };
+}
+afterEach(() => {
+  for (const s of sessions.splice(0)) s.close();
+});
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+async function readAll(s: Duplex): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of s) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+describe('mux session', () => {
+  it('carries a stream both ways with half-close, intact', async () => {
+    const { client, server } = pair();
+    server.on('stream', (stream, target) => {
+      expect(target).toEqual({ ip: '10.1.1.2', port: 8080 });
+      stream.accept();
+      // Echo, then keep writing after the opener half-closed: half-close is one-way.
+      readAll(stream).then((got) => {
+        stream.write(createHash('sha256').update(got).digest());
+        stream.end(Buffer.from('after-fin'));
+      });
+    });
+    const stream = await client.openStream({ ip: '10.1.1.2', port: 8080 });
+    const payload = randomBytes(5 * 1024 * 1024 + 17);
+    const reply = readAll(stream);
+    stream.end(payload);
+    const got = await reply;
+    expect(got.subarray(0, 32).toString('hex')).toBe(sha(payload));
+    expect(got.subarray(32).toString()).toBe('after-fin');
+    await new Promise((r) => setImmediate(r));
+    // Both halves closed: the stream is gone from both sessions.
+    expect(client.streamCount).toBe(0);
+    expect(server.streamCount).toBe(0);
+  });
+
+  it('many concurrent streams stay separate', async () => {
+    const { client, server } = pair();
+    server.on('stream', (stream) => {
+      stream.accept();
+      stream.pipe(stream);
+    });
+    const results = await Promise.all(
+      Array.from({ length: 50 }, async (_, i) => {
+        const s = await client.openStream({ ip: '10.0.0.1', port: 1000 + i });
+        const data = randomBytes(20_000 + i);
+        const back = readAll(s);
+        s.end(data);
+        return (await back).equals(data);
+      }),
+    );
+    expect(results.every(Boolean)).toBe(true);
+  });
+
+  it('backpressure: a reader that stops reading stalls its writer at about one window', async () => {
+    const window = 256 * 1024;
+    const { client, server } = pair(window);
+    let far: MuxStream | undefined;
+    server.on('stream', (stream) => {
+      stream.accept();
+      stream.pause();
+      far = stream;
+    });
+    const s = await client.openStream({ ip: '10.0.0.1', port: 1 });
+    const total = 4 * 1024 * 1024;
+    for (let i = 0; i < total / (64 * 1024); i++) s.write(Buffer.alloc(64 * 1024, i));
+    s.end();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(far).toBeDefined();
+    const stalled = far as MuxStream;
+    // At most one window crossed over; the rest waits on the writer's side.
+    expect(stalled.readableLength).toBeLessThanOrEqual(window);
+    expect(stalled.readableLength).toBeGreaterThan(0);
+    expect(s.writableLength).toBeGreaterThanOrEqual(total - window);
+    // Reading again releases the writer and everything arrives.
+    const got = await readAll(stalled);
+    expect(got.length).toBe(total);
+    expect(got[total - 1]).toBe((total / (64 * 1024) - 1) & 0xff);
+  });
+
+  it('a refused stream rejects with the far side reason and code', async () => {
+    const { client, server } = pair();
+    server.on('stream', (stream) =>
+      stream.refuse(ResetCode.REFUSED, '10.9.9.9:22 is not a pod endpoint on node b'),
+    );
+    const err = await client.openStream({ ip: '10.9.9.9', port: 22 }).catch((e) => e);
+    expect(err.code).toBe(ErrorCodes.DIAL_REFUSED);
+    expect(err.message).toMatch(/not a pod endpoint/);
+    // The session survives a refused stream.
+    expect(client.usable).toBe(true);
+  });
+
+  it('a bad frame closes only that session, with a clear error', async () => {
+    const bad = pair();
+    const good = pair();
+    good.server.on('stream', (s) => {
+      s.accept();
+      s.pipe(s);
+    });
+    const closed = once(bad.server, 'close');
+    bad.clientSocket.write(Buffer.from('0203000000000001000000010a', 'hex'));
+    const [err] = await closed;
+    expect((err as Error).message).toMatch(/unsupported protocol version 2/);
+    expect(bad.server.closed).toBe(true);
+    const s = await good.client.openStream({ ip: '10.0.0.1', port: 1 });
+    const back = readAll(s);
+    s.end('still fine');
+    expect((await back).toString()).toBe('still fine');
+  });
+
+  it('a peer that sends past its window is cut off', async () => {
+    const window = 64 * 1024;
+    const { client, server, clientSocket } = pair(window);
+    server.on('stream', (s) => {
+      s.accept();
+      s.pause();
+    });
+    await client.openStream({ ip: '10.0.0.1', port: 1 });
+    const closed = once(server, 'close');
+    // Bypass the stream's own flow control and write raw DATA frames past the window.
+    for (let i = 0; i < 3; i++) {
+      clientSocket.write(
+        encodeFrame({ type: FrameType.DATA, stream: 1, data: Buffer.alloc(window / 2 + 1) }),
+      );
+    }
+    const [err] = await closed;
+    expect((err as Error).message).toMatch(/past its window/);
+  });
+
+  it('measures RTT with PING and refuses streams after GOAWAY while open ones finish', async () => {
+    const { client, server } = pair();
+    server.on('stream', (s) => {
+      s.accept();
+      s.pipe(s);
+    });
+    expect(await client.ping()).toBeGreaterThanOrEqual(0);
+    expect(client.rttMs).toBeDefined();
+    const open = await client.openStream({ ip: '10.0.0.1', port: 1 });
+    server.goAway('draining');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(client.usable).toBe(false);
+    await expect(client.openStream({ ip: '10.0.0.1', port: 2 })).rejects.toThrow(/closing/);
+    const back = readAll(open);
+    open.end('finishes');
+    expect((await back).toString()).toBe('finishes');
+  });
+});

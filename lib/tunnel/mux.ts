@@ -1,0 +1,446 @@
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { Duplex } from 'node:stream';
+import { EdgemeshError, ErrorCodes } from '../errors.ts';
+import { type Logger, silentLogger } from '../log.ts';
+import {
+  dataHeader,
+  encodeFrame,
+  type Frame,
+  FrameDecoder,
+  FrameError,
+  FrameType,
+  MAX_DATA,
+  ResetCode,
+  type Target,
+} from './frame.ts';
+
+/**
+ * Streams multiplexed over one byte stream (a TLS connection between two gateways, or a
+ * gateway's control connection to a tunnel-server).
+ *
+ * Flow control is per stream and credit based: each side may have at most `window` bytes
+ * of DATA in flight per stream; the receiver grants more (WINDOW) as its reader consumes,
+ * so a slow reader stalls only its own stream and memory per stream is bounded.
+ *
+ * Timeouts (all per session, one coarse timer each):
+ *   - PING every `pingIntervalMs` (10 s): measures RTT and keeps NAT mappings alive (they
+ *     expire after 30 s of silence on UDP, minutes on TCP).
+ *   - no frame received for `idleTimeoutMs` (30 s, three missed PINGs): the path is dead;
+ *     the session closes and its streams error, so callers fail over instead of hanging.
+ *   - OPEN not answered (ACCEPT/RESET) within `openTimeoutMs` (10 s): the far end's dial
+ *     is stuck; the stream is reset.
+ */
+export interface SessionOptions {
+  /** 'client' numbers its streams odd, 'server' even (the TLS roles). */
+  role: 'client' | 'server';
+  /** Peer identity, for logs. */
+  peer: string;
+  log?: Logger;
+  window?: number;
+  maxStreams?: number;
+  pingIntervalMs?: number;
+  idleTimeoutMs?: number;
+  openTimeoutMs?: number;
+}
+
+export const DEFAULT_WINDOW = 1024 * 1024;
+
+export class MuxSession extends EventEmitter<{
+  /** A peer-opened stream; call stream.accept() or stream.refuse() (within openTimeoutMs). */
+  stream: [stream: MuxStream, target: Target];
+  control: [message: Record<string, unknown>];
+  close: [err: Error | undefined];
+}> {
+  readonly peer: string;
+  readonly role: 'client' | 'server';
+  readonly socket: Duplex;
+  readonly #log: Logger;
+  readonly #decoder = new FrameDecoder();
+  readonly #streams = new Map<number, MuxStream>();
+  readonly #pings = new Map<string, number>();
+  readonly window: number;
+  readonly #maxStreams: number;
+  readonly #openTimeoutMs: number;
+  #nextId: number;
+  #lastRx = Date.now();
+  #timer: NodeJS.Timeout;
+  #closed = false;
+  #goingAway = false;
+  /** Latest measured round trip in ms (undefined until the first PONG). */
+  rttMs: number | undefined;
+  closeError: Error | undefined;
+
+  constructor(socket: Duplex, opts: SessionOptions) {
+    super();
+    this.socket = socket;
+    this.peer = opts.peer;
+    this.role = opts.role;
+    this.#log = (opts.log ?? silentLogger).child({ peer: opts.peer });
+    this.window = opts.window ?? DEFAULT_WINDOW;
+    this.#maxStreams = opts.maxStreams ?? 4096;
+    this.#openTimeoutMs = opts.openTimeoutMs ?? 10_000;
+    this.#nextId = opts.role === 'client' ? 1 : 2;
+    const pingEvery = opts.pingIntervalMs ?? 10_000;
+    const idle = opts.idleTimeoutMs ?? 30_000;
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('end', () =>
+      this.close(new EdgemeshError(ErrorCodes.UNAVAILABLE, `session to ${this.peer} ended`)),
+    );
+    socket.on('close', () =>
+      this.close(new EdgemeshError(ErrorCodes.UNAVAILABLE, `session to ${this.peer} closed`)),
+    );
+    socket.on('error', (err) => this.close(err));
+    this.#timer = setInterval(() => {
+      if (Date.now() - this.#lastRx > idle) {
+        this.close(new EdgemeshError(ErrorCodes.UNAVAILABLE, `no frames from ${this.peer} for ${idle} ms`));
+        return;
+      }
+      this.ping().catch(() => undefined);
+    }, pingEvery);
+    this.#timer.unref();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Whether new streams may be opened here. */
+  get usable(): boolean {
+    return !this.#closed && !this.#goingAway;
+  }
+
+  get streamCount(): number {
+    return this.#streams.size;
+  }
+
+  /** Opens a stream to `target` on the far side; resolves when the far end has dialed it. */
+  openStream(target: Target): Promise<MuxStream> {
+    if (!this.usable)
+      return Promise.reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, `session to ${this.peer} is closing`));
+    const id = this.#nextId;
+    this.#nextId += 2;
+    const stream = new MuxStream(this, id, target);
+    this.#streams.set(id, stream);
+    const answered = new Promise<MuxStream>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        stream.destroy(
+          new EdgemeshError(
+            ErrorCodes.UNAVAILABLE,
+            `${this.peer} did not answer OPEN in ${this.#openTimeoutMs} ms`,
+          ),
+        );
+      }, this.#openTimeoutMs);
+      const onError = (err: Error) => {
+        clearTimeout(timer);
+        reject(err);
+      };
+      stream.once('error', onError);
+      stream.once('accepted', () => {
+        clearTimeout(timer);
+        stream.removeListener('error', onError);
+        resolve(stream);
+      });
+    });
+    // Listeners first: over an in-process pipe the answer can arrive inside send().
+    this.send({ type: FrameType.OPEN, stream: id, target });
+    return answered;
+  }
+
+  /** Sends one control message (tunnel-server control connections). */
+  sendControl(message: Record<string, unknown>): void {
+    this.send({ type: FrameType.CONTROL, stream: 0, message });
+  }
+
+  /** Measures one round trip. */
+  ping(timeoutMs = 5000): Promise<number> {
+    if (this.#closed) return Promise.reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'session closed'));
+    const opaque = randomBytes(8);
+    const key = opaque.toString('hex');
+    const start = performance.now();
+    this.#pings.set(key, start);
+    this.send({ type: FrameType.PING, stream: 0, opaque });
+    return new Promise((resolve, reject) => {
+      const check = setInterval(() => {
+        if (!this.#pings.has(key)) {
+          clearInterval(check);
+          resolve(this.rttMs ?? 0);
+        } else if (performance.now() - start > timeoutMs || this.#closed) {
+          this.#pings.delete(key);
+          clearInterval(check);
+          reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'PING not answered'));
+        }
+      }, 1);
+    });
+  }
+
+  /** Stops new streams both ways; open streams finish where they are. */
+  goAway(reason: string): void {
+    if (this.#goingAway || this.#closed) return;
+    this.#goingAway = true;
+    this.send({ type: FrameType.GOAWAY, stream: 0, reason });
+    if (this.#streams.size === 0) this.close();
+  }
+
+  /** Closes the session and every stream on it. */
+  close(err?: Error): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.closeError = err;
+    clearInterval(this.#timer);
+    const streamErr = err ?? new EdgemeshError(ErrorCodes.UNAVAILABLE, `session to ${this.peer} closed`);
+    // A stream nobody listens to for errors is closed quietly rather than crash the process.
+    for (const s of this.#streams.values()) s.destroy(s.listenerCount('error') > 0 ? streamErr : undefined);
+    this.#streams.clear();
+    this.socket.destroy();
+    this.emit('close', err);
+  }
+
+  /** @internal */
+  send(frame: Frame): void {
+    if (this.#closed) return;
+    this.socket.write(encodeFrame(frame));
+  }
+
+  /** @internal DATA without copying the payload into the header buffer twice. */
+  sendData(id: number, data: Buffer): boolean {
+    if (this.#closed) return false;
+    this.socket.write(Buffer.concat([dataHeader(id, data.length), data]));
+    return true;
+  }
+
+  /** @internal */
+  forget(id: number): void {
+    this.#streams.delete(id);
+    if (this.#goingAway && this.#streams.size === 0) this.close();
+  }
+
+  #onData(chunk: Buffer): void {
+    this.#lastRx = Date.now();
+    let frames: Frame[];
+    try {
+      frames = this.#decoder.push(chunk);
+    } catch (err) {
+      this.#protocolError(err as Error);
+      return;
+    }
+    for (const f of frames) {
+      try {
+        this.#handle(f);
+      } catch (err) {
+        this.#protocolError(err as Error);
+        return;
+      }
+      if (this.#closed) return;
+    }
+  }
+
+  #protocolError(err: Error): void {
+    this.#log.warn({ err: err.message }, 'tunnel protocol error: closing session');
+    this.close(err);
+  }
+
+  #handle(f: Frame): void {
+    switch (f.type) {
+      case FrameType.PING:
+        this.send({ type: FrameType.PONG, stream: 0, opaque: f.opaque });
+        return;
+      case FrameType.PONG: {
+        const key = f.opaque.toString('hex');
+        const start = this.#pings.get(key);
+        if (start !== undefined) {
+          this.rttMs = performance.now() - start;
+          this.#pings.delete(key);
+        }
+        return;
+      }
+      case FrameType.GOAWAY:
+        this.#log.info({ reason: f.reason }, 'peer is going away');
+        this.#goingAway = true;
+        if (this.#streams.size === 0) this.close();
+        return;
+      case FrameType.CONTROL:
+        this.emit('control', f.message);
+        return;
+      case FrameType.OPEN: {
+        const ours = (f.stream % 2 === 1) === (this.role === 'client');
+        if (ours || this.#streams.has(f.stream)) throw new FrameError(`OPEN reuses stream id ${f.stream}`);
+        const stream = new MuxStream(this, f.stream, f.target);
+        if (this.#goingAway || this.#streams.size >= this.#maxStreams || this.listenerCount('stream') === 0) {
+          this.send({
+            type: FrameType.RESET,
+            stream: f.stream,
+            code: ResetCode.LIMIT,
+            reason: 'not accepting streams',
+          });
+          return;
+        }
+        this.#streams.set(f.stream, stream);
+        this.emit('stream', stream, f.target);
+        return;
+      }
+      default: {
+        const stream = this.#streams.get(f.stream);
+        // Frames for a stream we already closed are normal (they crossed our RESET/FIN).
+        if (stream) stream.onFrame(f);
+      }
+    }
+  }
+}
+
+/**
+ * One proxied connection. A Duplex: write to send to the far target, read what it sends;
+ * end() half-closes (FIN), destroy() resets.
+ */
+export class MuxStream extends Duplex {
+  readonly id: number;
+  readonly target: Target;
+  readonly #session: MuxSession;
+  #sendWindow: number;
+  #pending: { chunk: Buffer; callback: (err?: Error | null) => void } | undefined;
+  /** Bytes received and not yet credited back to the sender. */
+  #received = 0;
+  #credited = 0;
+  #accepted = false;
+  #finSent = false;
+  #finReceived = false;
+  #reset = false;
+
+  constructor(session: MuxSession, id: number, target: Target) {
+    super({ readableHighWaterMark: session.window, writableHighWaterMark: MAX_DATA, allowHalfOpen: true });
+    this.#session = session;
+    this.id = id;
+    this.target = target;
+    this.#sendWindow = session.window;
+  }
+
+  /** Far end: the target was dialed; data may flow. */
+  accept(): void {
+    if (this.#accepted || this.destroyed) return;
+    this.#accepted = true;
+    this.#session.send({ type: FrameType.ACCEPT, stream: this.id });
+  }
+
+  /** Far end: refuse this stream with a reason the opener sees. */
+  refuse(code: number, reason: string): void {
+    if (this.#reset) return;
+    this.#reset = true;
+    this.#session.send({ type: FrameType.RESET, stream: this.id, code, reason });
+    this.#session.forget(this.id);
+    this.destroy();
+  }
+
+  /** @internal */
+  onFrame(f: Frame): void {
+    switch (f.type) {
+      case FrameType.ACCEPT:
+        this.#accepted = true;
+        this.emit('accepted');
+        return;
+      case FrameType.DATA:
+        if (this.#finReceived) throw new FrameError(`DATA after FIN on stream ${this.id}`);
+        if (this.#received - this.#credited + f.data.length > this.#session.window)
+          throw new FrameError(`stream ${this.id} sent past its window`);
+        this.#received += f.data.length;
+        this.push(f.data);
+        return;
+      case FrameType.WINDOW:
+        this.#sendWindow += f.increment;
+        if (this.#sendWindow > 2 * this.#session.window)
+          throw new FrameError(`stream ${this.id} window overflow`);
+        this.#flush();
+        return;
+      case FrameType.FIN:
+        this.#finReceived = true;
+        this.push(null);
+        this.#maybeDone();
+        return;
+      case FrameType.RESET: {
+        this.#reset = true;
+        this.#session.forget(this.id);
+        const code = f.code === ResetCode.REFUSED ? ErrorCodes.DIAL_REFUSED : ErrorCodes.UNAVAILABLE;
+        this.destroy(new EdgemeshError(code, `stream reset by ${this.#session.peer}: ${f.reason}`));
+        return;
+      }
+      default:
+        throw new FrameError(`unexpected frame type ${f.type} on stream ${this.id}`);
+    }
+  }
+
+  // Every consumer (flowing mode, pipe, async iteration) takes data through read(), so
+  // consumption is observed here rather than in _read, which Node skips while it thinks a
+  // read is already in progress.
+  override read(size?: number): unknown {
+    const chunk = super.read(size);
+    this.#grant();
+    return chunk;
+  }
+
+  override _read(): void {
+    this.#grant();
+  }
+
+  /** Grants the sender what left our buffer, in batches of a quarter window so WINDOW frames stay rare. */
+  #grant(): void {
+    if (this.#finReceived || this.destroyed) return;
+    const consumed = this.#received - this.readableLength;
+    const grant = consumed - this.#credited;
+    if (grant >= this.#session.window / 4 || (grant > 0 && this.readableLength === 0)) {
+      this.#credited += grant;
+      this.#session.send({ type: FrameType.WINDOW, stream: this.id, increment: grant });
+    }
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
+    this.#pending = { chunk, callback };
+    this.#flush();
+  }
+
+  #flush(): void {
+    const p = this.#pending;
+    if (!p) return;
+    while (p.chunk.length > 0 && this.#sendWindow > 0) {
+      const n = Math.min(p.chunk.length, this.#sendWindow, MAX_DATA);
+      if (!this.#session.sendData(this.id, p.chunk.subarray(0, n))) {
+        this.#pending = undefined;
+        p.callback(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'session closed'));
+        return;
+      }
+      this.#sendWindow -= n;
+      p.chunk = p.chunk.subarray(n);
+    }
+    if (p.chunk.length === 0) {
+      this.#pending = undefined;
+      p.callback();
+    }
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    this.#finSent = true;
+    this.#session.send({ type: FrameType.FIN, stream: this.id });
+    this.#maybeDone();
+    callback();
+  }
+
+  #maybeDone(): void {
+    if (this.#finSent && this.#finReceived) this.#session.forget(this.id);
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    if (!this.#reset && !(this.#finSent && this.#finReceived)) {
+      this.#reset = true;
+      this.#session.send({
+        type: FrameType.RESET,
+        stream: this.id,
+        code: ResetCode.CANCELLED,
+        reason: err?.message ?? 'cancelled',
+      });
+    }
+    this.#session.forget(this.id);
+    if (this.#pending) {
+      this.#pending.callback(err ?? new EdgemeshError(ErrorCodes.UNAVAILABLE, 'stream destroyed'));
+      this.#pending = undefined;
+    }
+    callback(err);
+  }
+}
