@@ -6,6 +6,9 @@
  *   EDGEMESH/1 FEED <revision>\n                 catalog feed: the gateway answers with
  *                                                newline-delimited JSON CatalogUpdate lines
  *                                                (a snapshot first, then increments)
+ *                                                and a {"type":"keepalive","revision":N}
+ *                                                line every 15 s (lib/catalog/feed.ts;
+ *                                                format in docs/catalog.md)
  *   EDGEMESH/1 CONNECT <node> <ip> <port>\n      a stream to <ip>:<port> on node <node>
  *
  * To CONNECT the gateway answers one line, then (on OK) the connection is a raw byte pipe
