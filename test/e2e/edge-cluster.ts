@@ -1,0 +1,400 @@
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { ControlPlane } from '../cluster/control-plane.ts';
+import { NodeAgent, type TestNode } from '../cluster/node-agent.ts';
+import { ManagedProcess } from '../cluster/process.ts';
+import { EDGEMESH_BIN, waitFor } from '../harness/netns.ts';
+import { NatLab, type SiteSpec } from '../natlab/lab.ts';
+
+const execFileP = promisify(execFile);
+
+/** The kustomization the cluster applies (local overlay; harness-run workloads scaled away). */
+export const MANIFESTS = new URL('./manifests', import.meta.url).pathname;
+export const WEBHOOK_PORT = 9443;
+export const TUNNEL_PORT = 20006;
+/** The gateway's /metrics and /ready port (its default). */
+export const GATEWAY_METRICS_PORT = 15090;
+const CUT_CHAIN = 'EDGEMESH_CUT';
+
+export interface EdgeClusterOptions {
+  /** NetnsLab prefix (≤ 4 chars); every namespace name starts with it plus a random tag. */
+  prefix?: string;
+  /** Default: site 1 (A) port-preserving NAT dropping unsolicited inbound, one node; site 2 (B)
+   * port-preserving NAT answering it with RST/ICMP (as a plain Linux router does), two nodes. */
+  sites?: SiteSpec[];
+  /** Where step-by-step progress goes (default: stderr). */
+  progress?: (line: string) => void;
+}
+
+/** A node of the cluster: the lab host it runs on and the gateway running in its namespace. */
+export interface ClusterNode extends TestNode {
+  site: number;
+  gateway: ManagedProcess;
+  stateDir: string;
+}
+
+/**
+ * "Edge cluster in a box": the NAT lab's small internet with a cloud host running a real
+ * control plane (etcd, kube-apiserver, controller-manager, scheduler; TLS, RBAC, webhooks),
+ * edgemesh's manifests applied to it, the TLS bootstrap run against it, the webhook serving
+ * it by URL, a tunnel-server on another public host, and nodes on site LANs behind NAT
+ * routers registered and run by the test node agent, each with a gateway process in its
+ * namespace (its host network) using the edgemesh-gateway ServiceAccount.
+ *
+ *   public 198.51.100.0/24: cloud .11 (API server :6443, webhook 127.0.0.1:9443)
+ *                           tunnel .12 (tunnel-server :20006)
+ *   site k: ISP hop → NAT router 203.0.113.<64+4k+2> → LAN 192.168.k.0/24
+ *           node<k>-<i> 192.168.k.<10+i>, pods 10.k.i.0/24 on its bridge
+ *
+ * The test process and the node agent stay in the root namespace and talk to the API
+ * server over the control plane's Unix-socket bridge; only the cluster's own hosts use
+ * the lab network. `stop()` ends every process by PID and deletes every namespace, also
+ * after a failed start.
+ */
+export class EdgeCluster {
+  readonly lab: NatLab;
+  readonly workDir: string;
+  readonly nodes: ClusterNode[] = [];
+  readonly #progress: (line: string) => void;
+  readonly #processes: ManagedProcess[] = [];
+  readonly #started = Date.now();
+  cp: ControlPlane | undefined;
+  agent: NodeAgent | undefined;
+  webhook: ManagedProcess | undefined;
+  tunnelServer: ManagedProcess | undefined;
+  /** Why a part is not running (e.g. a command that is still a placeholder), by part. */
+  readonly missing: Record<string, string> = {};
+  #cut = false;
+
+  private constructor(lab: NatLab, workDir: string, progress: (line: string) => void) {
+    this.lab = lab;
+    this.workDir = workDir;
+    this.#progress = progress;
+  }
+
+  static async start(opts: EdgeClusterOptions = {}): Promise<EdgeCluster> {
+    const progress = opts.progress ?? ((line: string) => process.stderr.write(`${line}\n`));
+    const sites = opts.sites ?? [
+      { mapping: 'preserving', inbound: 'drop', nodes: 1 },
+      { mapping: 'preserving', inbound: 'reject', nodes: 2 },
+    ];
+    progress('edge-cluster: building the NAT lab (public segment, ISP hops, NAT routers, site LANs)');
+    const lab = await NatLab.create({ prefix: opts.prefix ?? 'eme', sites, tunnelServers: 2 });
+    const workDir = await mkdtemp(join(tmpdir(), 'edgemesh-edge-cluster-'));
+    const cluster = new EdgeCluster(lab, workDir, progress);
+    try {
+      await cluster.#start();
+    } catch (err) {
+      cluster.step(`start failed: ${(err as Error).message}; cleaning up`);
+      await cluster.stop();
+      throw err;
+    }
+    return cluster;
+  }
+
+  /** The cloud host (control plane + webhook). */
+  get cloud() {
+    return this.lab.tunnelServers[0] as { ns: string; addr: string };
+  }
+
+  /** The public host running the tunnel-server. */
+  get tunnelHost() {
+    return this.lab.tunnelServers[1] as { ns: string; addr: string };
+  }
+
+  get controlPlane(): ControlPlane {
+    if (!this.cp) throw new Error('edge cluster: control plane not started');
+    return this.cp;
+  }
+
+  /** Prints one progress line with the time since start. */
+  step(what: string): void {
+    const s = ((Date.now() - this.#started) / 1000).toFixed(1).padStart(6);
+    this.#progress(`edge-cluster [${s}s] ${what}`);
+  }
+
+  async #start(): Promise<void> {
+    this.step('starting the control plane in the cloud namespace (builds Kubernetes on first use)');
+    this.cp = await ControlPlane.start({ netns: this.cloud.ns, address: this.cloud.addr });
+    this.step(`control plane ready at ${this.cp.server}`);
+
+    this.step(`applying manifests (${MANIFESTS})`);
+    await this.kubectl(['apply', '--validate=strict', '-k', MANIFESTS]);
+    this.step('TLS bootstrap: edgemesh webhook-tls against the API server');
+    const tls = await execFileP(EDGEMESH_BIN, ['webhook-tls', '--ip-san=127.0.0.1'], {
+      env: { ...process.env, KUBECONFIG: this.cp.localKubeconfig },
+      timeout: 60_000,
+    });
+    this.step(`webhook-tls: ${tls.stdout.trim()}`);
+    await this.#startWebhook();
+
+    await this.#startTunnelServer();
+
+    const testNodes: ClusterNode[] = [];
+    for (const site of this.lab.sites) {
+      for (const [i, node] of site.nodes.entries()) {
+        const stateDir = join(this.workDir, `gateway-${node.name}`);
+        testNodes.push({
+          name: node.name,
+          netns: node.ns,
+          address: node.addr,
+          podCidr: `10.${site.index}.${i + 1}.0/24`,
+          labels: { 'topology.kubernetes.io/zone': `site-${site.index}` },
+          site: site.index,
+          stateDir,
+          gateway: undefined as unknown as ManagedProcess,
+        });
+      }
+    }
+    this.step(`registering nodes ${testNodes.map((n) => `${n.name} (${n.address})`).join(', ')}`);
+    this.agent = await NodeAgent.start({
+      kubeConfig: this.cp.kubeConfig(),
+      nodes: testNodes,
+      netnsPrefix: this.lab.netns.tag,
+    });
+    await waitFor(
+      async () => {
+        const nodes = JSON.parse(await this.kubectl(['get', 'nodes', '-o', 'json'])).items as {
+          spec: { taints?: unknown[] };
+        }[];
+        return nodes.length === testNodes.length && nodes.every((n) => !n.spec.taints?.length);
+      },
+      60_000,
+      500,
+      'all nodes Ready and untainted',
+    );
+    const kubeconfig = await this.#gatewayKubeconfig();
+    for (const node of testNodes) {
+      await mkdir(node.stateDir, { recursive: true });
+      node.gateway = this.#startGateway(node, kubeconfig);
+      this.nodes.push(node);
+    }
+    for (const node of this.nodes) {
+      await waitFor(
+        async () => {
+          if (!node.gateway.running) throw new Error(`gateway exited: ${await tail(node.gateway.logFile)}`);
+          const r = await this.lab.run(node.netns, [
+            'curl',
+            '-sf',
+            '--max-time',
+            '2',
+            `http://127.0.0.1:${GATEWAY_METRICS_PORT}/ready`,
+          ]);
+          return r.code === 0;
+        },
+        60_000,
+        250,
+        `gateway on ${node.name} ready (catalog synced)`,
+      );
+    }
+    this.step(`gateways ready on ${this.nodes.map((n) => n.name).join(', ')}`);
+    const missing = Object.entries(this.missing);
+    if (missing.length > 0) this.step(`not running: ${missing.map(([k, v]) => `${k} (${v})`).join('; ')}`);
+    this.step(`edge cluster up (kubeconfig for this machine: ${this.cp.localKubeconfig})`);
+  }
+
+  async #startWebhook(): Promise<void> {
+    const json = async (args: string[]) => JSON.parse(await this.kubectl([...args, '-o', 'json']));
+    const secret = await json(['-n', 'edgemesh-system', 'get', 'secret', 'edgemesh-webhook-tls']);
+    const dir = join(this.workDir, 'webhook');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'tls.crt'), Buffer.from(secret.data['tls.crt'], 'base64'));
+    await writeFile(join(dir, 'tls.key'), Buffer.from(secret.data['tls.key'], 'base64'), { mode: 0o600 });
+    const config = await json(['-n', 'edgemesh-system', 'get', 'configmap', 'edgemesh-config']);
+    await writeFile(join(dir, 'webhook.yaml'), config.data['webhook.yaml']);
+    this.step(`starting the webhook in the cloud namespace on 127.0.0.1:${WEBHOOK_PORT} (URL clientConfig)`);
+    this.webhook = this.#spawn('webhook', this.cloud.ns, [
+      EDGEMESH_BIN,
+      'webhook',
+      '--host=127.0.0.1',
+      `--port=${WEBHOOK_PORT}`,
+      `--tls-cert=${join(dir, 'tls.crt')}`,
+      `--tls-key=${join(dir, 'tls.key')}`,
+      `--config=${join(dir, 'webhook.yaml')}`,
+    ]);
+    const webhook = this.webhook;
+    await waitFor(
+      async () => {
+        if (!webhook.running) throw new Error(`webhook exited: ${await tail(webhook.logFile)}`);
+        const r = await this.lab.run(this.cloud.ns, [
+          'curl',
+          '-skf',
+          '--max-time',
+          '2',
+          `https://127.0.0.1:${WEBHOOK_PORT}/readyz`,
+        ]);
+        return r.code === 0;
+      },
+      30_000,
+      200,
+      'webhook /readyz',
+    );
+    this.step('webhook ready');
+  }
+
+  async #startTunnelServer(): Promise<void> {
+    const help = await execFileP(EDGEMESH_BIN, ['tunnel-server', '--help']).then(
+      (r) => r.stdout,
+      () => '',
+    );
+    if (!help.includes('--listen')) {
+      this.missing['tunnel-server'] = '`edgemesh tunnel-server` is still a placeholder';
+      this.step('tunnel-server: not built yet (skipped)');
+      return;
+    }
+    this.step(`starting the tunnel-server on ${this.tunnelHost.addr}:${TUNNEL_PORT}`);
+    this.tunnelServer = this.#spawn('tunnel-server', this.tunnelHost.ns, [
+      EDGEMESH_BIN,
+      'tunnel-server',
+      `--listen=0.0.0.0:${TUNNEL_PORT}`,
+    ]);
+    const ts = this.tunnelServer;
+    await waitFor(
+      async () => {
+        if (!ts.running) throw new Error(`tunnel-server exited: ${await tail(ts.logFile)}`);
+        const r = await this.lab.run(this.tunnelHost.ns, ['ss', '-Hltn', `sport = :${TUNNEL_PORT}`]);
+        return r.stdout.includes(`:${TUNNEL_PORT}`);
+      },
+      30_000,
+      200,
+      'tunnel-server listening',
+    );
+  }
+
+  /** A kubeconfig for the edgemesh-gateway ServiceAccount (token from the TokenRequest API). */
+  async #gatewayKubeconfig(): Promise<string> {
+    const cp = this.controlPlane;
+    const token = (
+      await this.kubectl(['-n', 'edgemesh-system', 'create', 'token', 'edgemesh-gateway', '--duration=48h'])
+    ).trim();
+    const ca = (await readFile(cp.pki.caCert)).toString('base64');
+    const path = join(this.workDir, 'gateway.kubeconfig');
+    await writeFile(
+      path,
+      [
+        'apiVersion: v1',
+        'kind: Config',
+        `clusters: [{name: edge, cluster: {server: "${cp.server}", certificate-authority-data: ${ca}}}]`,
+        `users: [{name: edgemesh-gateway, user: {token: ${token}}}]`,
+        'contexts: [{name: edge, context: {cluster: edge, user: edgemesh-gateway, namespace: edgemesh-system}}]',
+        'current-context: edge',
+        '',
+      ].join('\n'),
+      { mode: 0o600 },
+    );
+    return path;
+  }
+
+  #startGateway(node: ClusterNode, kubeconfig: string): ManagedProcess {
+    this.step(`starting the gateway on ${node.name} (listen ${node.address}:15080)`);
+    return this.#spawn(`gateway-${node.name}`, node.netns, [
+      EDGEMESH_BIN,
+      'gateway',
+      `--node-name=${node.name}`,
+      `--kubeconfig=${kubeconfig}`,
+      `--state-dir=${node.stateDir}`,
+      `--listen=${node.address}`,
+    ]);
+  }
+
+  #spawn(name: string, netns: string, argv: string[]): ManagedProcess {
+    const p = new ManagedProcess(name, argv, {
+      netns,
+      logFile: join(this.workDir, `${name}.log`),
+      env: { ...process.env, EDGEMESH_LOG_LEVEL: process.env.EDGEMESH_LOG_LEVEL ?? 'info' } as Record<
+        string,
+        string
+      >,
+    });
+    this.#processes.push(p);
+    return p;
+  }
+
+  /** kubectl as admin (runs in the cloud namespace); throws with its output on failure. */
+  kubectl(args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<string> {
+    return this.controlPlane.kubectl(args, opts);
+  }
+
+  node(name: string): ClusterNode {
+    const n = this.nodes.find((x) => x.name === name);
+    if (!n) throw new Error(`edge cluster: no node ${name}`);
+    return n;
+  }
+
+  /** A gateway's Prometheus text (from its node's namespace). */
+  async gatewayMetrics(nodeName: string): Promise<string> {
+    const node = this.node(nodeName);
+    return (
+      await this.lab.exec(node.netns, [
+        'curl',
+        '-sf',
+        '--max-time',
+        '3',
+        `http://127.0.0.1:${GATEWAY_METRICS_PORT}/metrics`,
+      ])
+    ).stdout;
+  }
+
+  /**
+   * Cuts the cloud off: the core router drops everything to and from the cloud host and the
+   * tunnel-server host, as when a site's uplink to the cloud fails. Established connections
+   * see silence, not resets. (The node agent keeps its own API link: it stands in for the
+   * kubelet and is not part of the mesh under test.)
+   */
+  async cutCloud(): Promise<void> {
+    const core = this.lab.coreNs;
+    const ipt = (args: string[]) => this.lab.exec(core, ['iptables', '-w', ...args]);
+    if (this.#cut) return;
+    await ipt(['-N', CUT_CHAIN]).catch(() => undefined);
+    await ipt(['-F', CUT_CHAIN]);
+    for (const host of [this.cloud.addr, this.tunnelHost.addr]) {
+      await ipt(['-A', CUT_CHAIN, '-d', host, '-j', 'DROP']);
+      await ipt(['-A', CUT_CHAIN, '-s', host, '-j', 'DROP']);
+    }
+    await ipt(['-I', 'FORWARD', '-j', CUT_CHAIN]);
+    this.#cut = true;
+    this.step('cloud cut off (API server and tunnel-server unreachable from the sites)');
+  }
+
+  async restoreCloud(): Promise<void> {
+    if (!this.#cut) return;
+    await this.lab.exec(this.lab.coreNs, ['iptables', '-w', '-D', 'FORWARD', '-j', CUT_CHAIN]);
+    this.#cut = false;
+    this.step('cloud link restored');
+  }
+
+  /** What `scripts/demo` records to tear the cluster down from another process. */
+  describe(): { tag: string; workDir: string; pids: number[]; kubeconfig: string; kubectl: string } {
+    const cp = this.controlPlane;
+    const pids = [...this.#processes.map((p) => p.pid), ...Object.values(cp.pids)].filter(
+      (p): p is number => typeof p === 'number',
+    );
+    return {
+      tag: this.lab.netns.tag,
+      workDir: this.workDir,
+      pids,
+      kubeconfig: cp.localKubeconfig,
+      kubectl: join(cp.binDir, 'kubectl'),
+    };
+  }
+
+  /** Stops everything this cluster started (by PID) and deletes its namespaces. Safe to call twice. */
+  async stop(): Promise<void> {
+    this.step('stopping: node agent (pods), gateways, tunnel-server, webhook, control plane, lab');
+    await this.restoreCloud().catch(() => undefined);
+    await this.agent?.stop().catch((err) => this.step(`node agent stop: ${err}`));
+    for (const p of this.#processes.splice(0).reverse()) await p.stop(5_000);
+    await this.cp?.stop().catch((err) => this.step(`control plane stop: ${err}`));
+    await this.lab.cleanup();
+    if (!process.env.EDGEMESH_KEEP_CLUSTER_DATA) await rm(this.workDir, { recursive: true, force: true });
+    this.step('stopped');
+  }
+}
+
+async function tail(file: string, lines = 20): Promise<string> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return `\n--- ${file} ---\n${text.trim().split('\n').slice(-lines).join('\n')}`;
+}
