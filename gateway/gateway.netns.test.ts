@@ -1,0 +1,127 @@
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
+import { loadCatalog, saveCatalog } from './persist.ts';
+import { loopbackCatalog } from './test-fixtures.ts';
+
+// The real `edgemesh gateway` process on a node namespace, its API server unreachable (as
+// after a restart while the cloud link is down), a pod namespace behind it. From the pod:
+// the feed serves the persisted catalog, CONNECT reaches the pod's endpoint (OK local) and
+// is refused for the node's own ports (the kubelet stand-in), metrics count it all, and
+// SIGTERM exits cleanly.
+const NODE_IP = '10.61.0.1';
+const POD_IP = '10.61.0.5';
+const lab = new NetnsLab('emc');
+const stateDir = mkdtempSync(join(tmpdir(), 'emc-gw-netns-'));
+let nodeNs: string;
+let podNs: string;
+let gateway: ChildProcess;
+let stderr = '';
+const catalog = loopbackCatalog([{ name: 'web-0', ip: POD_IP, node: 'edge-n', ports: [8080] }], 42);
+
+beforeAll(async () => {
+  nodeNs = await lab.add('node');
+  podNs = await lab.add('pod');
+  await lab.link(
+    { ns: nodeNs, ifname: 'cbr0', addr: `${NODE_IP}/24` },
+    { ns: podNs, ifname: 'eth0', addr: `${POD_IP}/24` },
+  );
+  await lab.exec(podNs, ['ip', 'route', 'add', 'default', 'via', NODE_IP]);
+  // The pod's server (an echo) and a node-local "kubelet" on the node address.
+  lab.spawn(podNs, ['socat', `TCP-LISTEN:8080,bind=${POD_IP},fork,reuseaddr`, 'EXEC:cat']);
+  lab.spawn(nodeNs, [
+    'socat',
+    `TCP-LISTEN:10250,bind=${NODE_IP},fork,reuseaddr`,
+    'EXEC:echo kubelet-secrets',
+  ]);
+  await saveCatalog(stateDir, catalog);
+  gateway = lab.spawn(nodeNs, [
+    EDGEMESH_BIN,
+    'gateway',
+    '--node-name=edge-n',
+    `--state-dir=${stateDir}`,
+    `--listen=${NODE_IP}`,
+    '--api-server=http://127.0.0.1:1',
+    '--metrics-port=15090',
+  ]);
+  gateway.stderr?.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
+  await waitFor(
+    () => stderr.includes('sidecar listener ready'),
+    20_000,
+    50,
+    `gateway start (stderr: ${stderr})`,
+  );
+});
+
+afterAll(async () => {
+  await lab.cleanup();
+  rmSync(stateDir, { recursive: true, force: true });
+});
+
+/** Sends `input` to the gateway from the pod namespace and returns what came back. */
+async function fromPod(input: string, seconds = 2): Promise<string> {
+  const r = await lab.run(podNs, [
+    'sh',
+    '-c',
+    `printf '${input}' | timeout ${seconds} socat -t${seconds} - TCP:${NODE_IP}:15080`,
+  ]);
+  return r.stdout;
+}
+
+describe('edgemesh gateway (process in a node namespace, API down)', () => {
+  it('serves the persisted catalog on the feed before the API answers', async () => {
+    const out = await fromPod('EDGEMESH/1 FEED 0\\n', 1);
+    const first = JSON.parse(out.split('\n')[0]);
+    expect(first).toEqual({ type: 'snapshot', catalog });
+    expect(stderr).toContain('serving the persisted catalog until the API answers');
+    expect(stderr).toContain('API list/watch failed');
+  });
+
+  it('carries a CONNECT to a local pod endpoint, half-close included', async () => {
+    const out = await fromPod(`EDGEMESH/1 CONNECT edge-n ${POD_IP} 8080\\nhello through the gateway\\n`);
+    expect(out).toBe('OK local\nhello through the gateway\n');
+  });
+
+  it('refuses the node address (kubelet), unknown ports and bad headers, and stays up', async () => {
+    expect(await fromPod(`EDGEMESH/1 CONNECT edge-n ${NODE_IP} 10250\\n`)).toBe(
+      `ERR EDGEMESH_ERR_DIAL_REFUSED ${NODE_IP}:10250 is not an endpoint of a pod on node edge-n\n`,
+    );
+    expect(await fromPod(`EDGEMESH/1 CONNECT edge-n ${POD_IP} 22\\n`)).toMatch(
+      /^ERR EDGEMESH_ERR_DIAL_REFUSED/,
+    );
+    expect(await fromPod('EDGEMESH/1 CONNECT other-node 10.62.0.9 80\\n')).toMatch(
+      /^ERR EDGEMESH_ERR_DIAL_REFUSED/,
+    );
+    expect(await fromPod('SSH-2.0-OpenSSH_9.6\\r\\n')).toMatch(
+      /^ERR EDGEMESH_ERR_BAD_REQUEST expected EDGEMESH\/1/,
+    );
+    expect(await fromPod(`EDGEMESH/1 CONNECT edge-n ${POD_IP} 8080\\nstill up\\n`)).toBe(
+      'OK local\nstill up\n',
+    );
+    expect(stderr).toContain('request refused');
+  });
+
+  it('exposes metrics for the catalog, streams and errors', async () => {
+    const r = await lab.exec(podNs, ['curl', '-sS', '--max-time', '5', `http://${NODE_IP}:15090/metrics`]);
+    expect(r.stdout).toMatch(/^edgemesh_gateway_catalog_revision\{[^}]*\} 42$/m);
+    expect(r.stdout).toMatch(/^edgemesh_gateway_catalog_services\{[^}]*\} 1$/m);
+    expect(r.stdout).toMatch(/^edgemesh_gateway_streams_total\{path="local"[^}]*\} 2$/m);
+    expect(r.stdout).toMatch(/^edgemesh_gateway_errors_total\{code="EDGEMESH_ERR_DIAL_REFUSED"[^}]*\} 3$/m);
+    const ready = await lab.exec(podNs, ['curl', '-sS', '--max-time', '5', `http://${NODE_IP}:15090/ready`]);
+    expect(ready.stdout).toBe('ready\n');
+  });
+
+  it('exits 0 on SIGTERM and leaves a valid state file', async () => {
+    const exited = new Promise<number | null>((resolve) => gateway.once('exit', (code) => resolve(code)));
+    // The child is `ip netns exec`, which execs the gateway: same PID.
+    process.kill(gateway.pid as number, 'SIGTERM');
+    expect(await exited).toBe(0);
+    expect(await loadCatalog(stateDir)).toEqual(catalog);
+    expect(readFileSync(join(stateDir, 'catalog.json'), 'utf8').length).toBeGreaterThan(100);
+  });
+});
