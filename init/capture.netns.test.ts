@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
 
@@ -300,9 +301,20 @@ describe('backend auto-detection and refusals', () => {
   });
 
   it('without iptables binaries it exits non-zero naming them', async () => {
-    const r = await p.lab.run(p.pod, ['env', 'PATH=/usr/bin:/bin', EDGEMESH_BIN, 'init'], {
-      timeoutMs: 10_000,
+    // Straight execFile to see whether the process exited by itself (a leftover timer once
+    // kept it alive for 30 s after printing the error; the harness would hide that).
+    const r = await new Promise<{ code: number | null; signal: string | null; stderr: string }>((resolve) => {
+      execFile(
+        'ip',
+        ['netns', 'exec', p.pod, 'env', 'PATH=/usr/bin:/bin', EDGEMESH_BIN, 'init'],
+        { timeout: 10_000, encoding: 'utf8' },
+        (err, _stdout, stderr) => {
+          const e = err as (Error & { code?: number; signal?: string }) | null;
+          resolve({ code: e ? (e.code ?? null) : 0, signal: e?.signal ?? null, stderr });
+        },
+      );
     });
+    expect(r.signal).toBe(null);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('iptables-nft-save not found');
     expect(r.stderr).toContain('iptables-legacy-save not found');
