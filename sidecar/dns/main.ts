@@ -29,6 +29,20 @@ const spec = {
     upstream: { type: 'list', description: 'upstream resolvers IP[:PORT] (default: /etc/resolv.conf)' },
     'cluster-domain': { type: 'string', description: 'cluster domain', default: 'cluster.local' },
     search: { type: 'list', description: 'search domains whose cluster-name expansions answer NXDOMAIN' },
+    'upstream-timeout-ms': {
+      type: 'integer',
+      description: 'per-attempt upstream timeout',
+      default: 2000,
+      min: 50,
+      max: 30000,
+    },
+    'tcp-idle-ms': {
+      type: 'integer',
+      description: 'close idle TCP clients after',
+      default: 10000,
+      min: 100,
+      max: 600000,
+    },
     'metrics-port': {
       type: 'integer',
       description: 'serve /metrics on 127.0.0.1 (0: off)',
@@ -75,6 +89,8 @@ async function main(): Promise<void> {
     upstreams,
     clusterDomain: opts['cluster-domain'],
     searchDomains: opts.search ?? resolv?.search,
+    upstreamTimeoutMs: opts['upstream-timeout-ms'],
+    tcpIdleMs: opts['tcp-idle-ms'],
     log,
     registry,
   });

@@ -59,11 +59,13 @@ export function emptyResponse(src: Buffer, q: Query, rcode: number, limit = 6553
 export function forwardedResponse(src: Buffer, q: Query, upstream: Buffer, limit: number): Buffer {
   const opt = q.edns ? OPT_RECORD.length : 0;
   const size = upstream.length + opt;
-  const flags = upstream.readUInt16BE(2);
+  // We recurse for the client (through the upstream), so RA is set whatever the upstream said.
+  const flags = upstream.readUInt16BE(2) | FLAG_RA;
   if (size > limit) return truncated(src, q, flags);
   const out = Buffer.allocUnsafe(size);
   upstream.copy(out, 0);
   out.writeUInt16BE(q.id, 0);
+  out.writeUInt16BE(flags, 2);
   src.copy(out, HEADER_LEN, HEADER_LEN, q.questionEnd);
   if (opt) {
     OPT_RECORD.copy(out, upstream.length);
