@@ -143,6 +143,15 @@ export class ControlPlane {
       `--service-account-key-file=${pki.saPub}`,
       `--service-account-signing-key-file=${pki.saKey}`,
       `--service-cluster-ip-range=${this.serviceCidr}`,
+      // Request-header auth for aggregated APIs; also what the components' own
+      // delegated authentication expects to find in extension-apiserver-authentication.
+      `--requestheader-client-ca-file=${pki.caCert}`,
+      '--requestheader-allowed-names=front-proxy-client',
+      '--requestheader-username-headers=X-Remote-User',
+      '--requestheader-group-headers=X-Remote-Group',
+      '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+      `--proxy-client-cert-file=${pki.frontProxyClient.cert}`,
+      `--proxy-client-key-file=${pki.frontProxyClient.key}`,
       '--authorization-mode=Node,RBAC',
       '--enable-admission-plugins=NodeRestriction,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ServiceAccount',
       '--allow-privileged=true',

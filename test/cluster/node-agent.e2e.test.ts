@@ -21,9 +21,7 @@ describe('node agent', () => {
 
   beforeAll(async () => {
     const cloud = await lab.add('cloud');
-    await lab.exec(cloud, ['ip', 'link', 'add', 'api0', 'type', 'dummy']);
-    await lab.exec(cloud, ['ip', 'addr', 'add', '192.168.50.1/32', 'dev', 'api0']);
-    await lab.exec(cloud, ['ip', 'link', 'set', 'api0', 'up']);
+    await lab.exec(cloud, ['ip', 'addr', 'add', '192.168.50.1/32', 'dev', 'lo']);
     await lab.exec(cloud, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
     for (const [i, name] of ['node-a', 'node-b'].entries()) {
       const site = 51 + i;

@@ -23,6 +23,8 @@ export interface Pki {
   admin: CertPair;
   controllerManager: CertPair;
   scheduler: CertPair;
+  /** The API server's client identity towards aggregated API servers (front proxy). */
+  frontProxyClient: CertPair;
 }
 
 export interface CertPair {
@@ -96,6 +98,7 @@ export async function createPki(dir: string, apiserver: { ips: string[]; dnsName
     admin: await issue('admin', '/O=system:masters/CN=kubernetes-admin', 'clientAuth'),
     controllerManager: await issue('controller-manager', '/CN=system:kube-controller-manager', 'clientAuth'),
     scheduler: await issue('scheduler', '/CN=system:kube-scheduler', 'clientAuth'),
+    frontProxyClient: await issue('front-proxy-client', '/CN=front-proxy-client', 'clientAuth'),
   };
 }
 

@@ -6,7 +6,7 @@ import { constants } from 'node:os';
  * A child process of the test cluster: optionally inside a network namespace and as another
  * uid/gid, stdout+stderr appended to a log file (so a crash leaves its reason on disk), and
  * stopped by its own PID only. `ip netns exec` and `setpriv` both exec their command, so
- * the PID we hold is the program's own.
+ * the PID we hold is the program's own; a parent-death signal kills it if this process dies.
  */
 export class ManagedProcess {
   readonly name: string;
@@ -33,9 +33,13 @@ export class ManagedProcess {
     const fd = openSync(opts.logFile, 'a');
     const full = [
       ...(opts.netns ? ['ip', 'netns', 'exec', opts.netns] : []),
+      // Dies with this process even when it is killed outright: no orphaned API servers.
+      'setpriv',
+      '--pdeathsig=SIGKILL',
       ...(opts.uid !== undefined
-        ? ['setpriv', `--reuid=${opts.uid}`, `--regid=${opts.gid ?? opts.uid}`, '--clear-groups', '--']
+        ? [`--reuid=${opts.uid}`, `--regid=${opts.gid ?? opts.uid}`, '--clear-groups']
         : []),
+      '--',
       ...argv,
     ];
     try {

@@ -19,7 +19,8 @@ const node = values.node ?? 'unknown';
 
 for (const port of ports) {
   createServer((req, res) => {
-    const body = `<!doctype html><title>${pod}</title><p>served by pod ${pod} on node ${node} port ${port} to ${req.socket.remoteAddress}</p>\n`;
+    const client = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const body = `<!doctype html><title>${pod}</title><p>served by pod ${pod} on node ${node} port ${port} to ${client}</p>\n`;
     res.writeHead(200, { 'content-type': 'text/html', 'x-served-by': pod });
     res.end(req.method === 'HEAD' ? undefined : body);
   })
