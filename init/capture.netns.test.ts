@@ -343,7 +343,7 @@ describe('backend auto-detection and refusals', () => {
     await initOk(p, ['--cleanup']);
     const r = await init(p, ['--exclude-outbound-ip-ranges=10.0.0.0/8,nonsense']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('--exclude-outbound-ip-ranges: "nonsense" is not an IPv4 or IPv6 address');
+    expect(r.stderr).toContain('--exclude-outbound-ip-ranges: "nonsense" is not an IP address or CIDR');
     expect(edgemeshLines(await natRules(p, 'nft', 4))).toEqual([]);
   });
 });

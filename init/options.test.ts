@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseCommand } from '../lib/cli.ts';
 import { EdgemeshError } from '../lib/errors.ts';
+import { TRAFFIC_OPTIONS } from '../lib/traffic.ts';
 import { parseCidr } from './cidr.ts';
 import { configFromFlags, initCommand } from './cli.ts';
 import {
@@ -9,13 +10,15 @@ import {
   parseCidrList,
   parseIncludeRanges,
   parsePortList,
+  problemOf,
 } from './options.ts';
 import { isReserved, withReserved } from './reserved-ports.ts';
 
 describe('annotation value parsers', () => {
-  it('parses port lists with spaces, empty items and duplicates', () => {
-    expect(parsePortList(' 80 , 443,,8080,80 ')).toEqual([80, 443, 8080]);
+  it('parses port lists with spaces and duplicates; an empty item is refused like the webhook does', () => {
+    expect(parsePortList(' 80 , 443,8080,80 ')).toEqual([80, 443, 8080]);
     expect(parsePortList('')).toEqual([]);
+    expect(() => parsePortList('80,,443')).toThrow('has an empty item');
   });
 
   it.each(['0', '65536', 'http', '80-90', '-1', '8o', '1e3'])('rejects port %j', (bad) => {
@@ -37,13 +40,14 @@ describe('annotation value parsers', () => {
   });
 
   it.each([
-    ['10.0.0.0/33', 'invalid prefix length (0-32 for IPv4)'],
-    ['fd00::/129', 'invalid prefix length (0-128 for IPv6)'],
-    ['10.0.0.0/', 'invalid prefix length'],
-    ['10.0.0.0/-1', 'invalid prefix length'],
-    ['300.1.1.1/8', 'not an IPv4 or IPv6 address'],
-    ['fe80::1%eth0', 'not an IPv4 or IPv6 address'],
-    ['example.com', 'not an IPv4 or IPv6 address'],
+    ['10.0.0.0/33', 'has a prefix length outside 0-32'],
+    ['fd00::/129', 'has a prefix length outside 0-128'],
+    ['10.0.0.0/', 'has a prefix length outside 0-32'],
+    ['10.0.0.0/-1', 'has a prefix length outside 0-32'],
+    ['10.0.0.0/8/8', 'is not an IP address or CIDR'],
+    ['300.1.1.1/8', 'is not an IP address or CIDR'],
+    ['fe80::1%eth0', 'is not an IP address or CIDR'],
+    ['example.com', 'is not an IP address or CIDR'],
   ])('rejects CIDR %s', (bad, problem) => {
     expect(() => parseCidrList(`10.0.0.0/8,${bad}`)).toThrow(problem);
   });
@@ -53,14 +57,14 @@ describe('annotation value parsers', () => {
     expect(parseIncludeRanges(' * ')).toBe('*');
     expect(parseIncludeRanges('')).toEqual([]);
     expect(parseIncludeRanges('10.0.0.0/8,fd00::/8')).toHaveLength(2);
-    expect(() => parseIncludeRanges('*,10.0.0.0/8')).toThrow('cannot be combined');
-    expect(() => parseCidrList('*')).toThrow('only accepted by --include-outbound-ip-ranges');
+    expect(() => parseIncludeRanges('*,10.0.0.0/8')).toThrow('"*" is not an IP address or CIDR');
+    expect(() => parseCidrList('*')).toThrow('"*" is not an IP address or CIDR');
   });
 
   it('capture-dns takes the annotation values true/false only', () => {
     expect(parseBooleanText('TRUE')).toBe(true);
     expect(parseBooleanText('false')).toBe(false);
-    expect(() => parseBooleanText('yes')).toThrow('expected "true" or "false"');
+    expect(() => parseBooleanText('yes')).toThrow('"yes" is not true or false');
   });
 
   it('detects a global IPv6 address from /proc/net/if_inet6 (not lo, not link-local)', () => {
@@ -105,9 +109,12 @@ describe('edgemesh init flags', () => {
 
   it.each([
     [['--exclude-outbound-ports=80,99999'], '--exclude-outbound-ports: "99999" is not a port'],
-    [['--exclude-outbound-ip-ranges=10.0.0.0/40'], '--exclude-outbound-ip-ranges: "10.0.0.0/40"'],
-    [['--include-outbound-ip-ranges=*,10.0.0.0/8'], '--include-outbound-ip-ranges: "*" cannot be combined'],
-    [['--capture-dns=maybe'], '--capture-dns: expected "true" or "false"'],
+    [
+      ['--exclude-outbound-ip-ranges=10.0.0.0/40'],
+      '--exclude-outbound-ip-ranges: "10.0.0.0/40" has a prefix',
+    ],
+    [['--include-outbound-ip-ranges=*,10.0.0.0/8'], '--include-outbound-ip-ranges: "*" is not an IP address'],
+    [['--capture-dns=maybe'], '--capture-dns: "maybe" is not true or false'],
     [['--capture-dns'], "Option '--capture-dns <value>' argument missing"],
     [['--proxy-uid=-1'], '--proxy-uid: must be >= 0'],
     [['--proxy-port=70000'], '--proxy-port: must be <= 65535'],
@@ -152,4 +159,35 @@ describe('ip_local_reserved_ports merge', () => {
   it('rejects a malformed kernel value instead of writing garbage', () => {
     expect(() => withReserved('80,abc', '15000')).toThrow('"abc" is not a port');
   });
+});
+
+describe('same syntax as the webhook (lib/traffic.ts)', () => {
+  const values = [
+    '',
+    '*',
+    ' * ',
+    '80',
+    '80,443',
+    '80,,443',
+    '0',
+    '10.0.0.0/8',
+    '10.1.2.3/8, fd00::1',
+    'fe80::1%eth0',
+    '10.0.0.0/33',
+    '*,10.0.0.0/8',
+    'true',
+    'FALSE',
+    'yes',
+  ];
+  it.each(TRAFFIC_OPTIONS.map((o) => [o.flag, o] as const))(
+    '--%s accepts exactly what the webhook admits',
+    (flag, option) => {
+      for (const value of values) {
+        const webhook = problemOf(() => option.parse(value)) === undefined;
+        const init =
+          problemOf(() => parseCommand(initCommand.spec, [`--${flag}=${value}`], {})) === undefined;
+        expect(init, `--${flag}=${JSON.stringify(value)}`).toBe(webhook);
+      }
+    },
+  );
 });

@@ -1,3 +1,4 @@
+import * as traffic from '../lib/traffic.ts';
 import { type Cidr, parseCidr } from './cidr.ts';
 
 /**
@@ -41,33 +42,25 @@ export function captureOptions(overrides: Partial<CaptureOptions> = {}): Capture
   return Object.freeze({ ...DEFAULT_OPTIONS, ...overrides });
 }
 
-function listItems(text: string): string[] {
-  return text
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0);
-}
-
 const dedupe = <T>(items: T[], key: (item: T) => string): T[] => {
   const seen = new Set<string>();
   return items.filter((item) => !seen.has(key(item)) && seen.add(key(item)) !== undefined);
 };
 
+/**
+ * The syntax checks are lib/traffic.ts's, the same ones the webhook runs on the pod's
+ * annotations, so a value admitted there is never refused here (and the other way round).
+ * On top, init removes duplicates and canonicalises CIDRs for the rules.
+ */
+
 /** "80, 443,8080" → [80, 443, 8080]. Throws an Error describing the first bad item. */
 export function parsePortList(text: string): number[] {
-  const ports = listItems(text).map((item) => {
-    if (!/^\d{1,5}$/.test(item) || Number(item) < 1 || Number(item) > 65535) {
-      throw new Error(`${JSON.stringify(item)} is not a port (1-65535)`);
-    }
-    return Number(item);
-  });
-  return dedupe(ports, String);
+  return dedupe(traffic.parsePortList(text), String);
 }
 
 /** "10.0.0.0/8,fd00::/8" → CIDRs of either family. Throws an Error describing the first bad item. */
 export function parseCidrList(text: string): Cidr[] {
-  const cidrs = listItems(text).map((item) => {
-    if (item === '*') throw new Error('"*" is only accepted by --include-outbound-ip-ranges');
+  const cidrs = traffic.parseCidrList(text).map((item) => {
     const parsed = parseCidr(item);
     if (typeof parsed === 'string') throw new Error(parsed);
     return parsed;
@@ -77,21 +70,11 @@ export function parseCidrList(text: string): Cidr[] {
 
 /** "*" → all; "" → none; otherwise a CIDR list. `*` cannot be mixed with ranges. */
 export function parseIncludeRanges(text: string): '*' | Cidr[] {
-  const items = listItems(text);
-  if (items.includes('*')) {
-    if (items.length > 1) throw new Error('"*" cannot be combined with other ranges');
-    return '*';
-  }
-  return parseCidrList(text);
+  return traffic.parseIncludeRanges(text) === '*' ? '*' : parseCidrList(text);
 }
 
 /** The annotation's "true"/"false" (case-insensitive). */
-export function parseBooleanText(text: string): boolean {
-  const t = text.trim().toLowerCase();
-  if (t === 'true') return true;
-  if (t === 'false') return false;
-  throw new Error(`expected "true" or "false", got ${JSON.stringify(text)}`);
-}
+export const parseBooleanText = traffic.parseBool;
 
 /** Runs a parser only to learn whether it accepts the text: the problem, or undefined. */
 export function problemOf(parse: () => unknown): string | undefined {

@@ -57,7 +57,8 @@ export function parseBool(text: string): boolean {
 export function parseCidr(item: string): string {
   const [addr, bits, extra] = item.split('/');
   const family = isIP(addr);
-  if (family === 0 || extra !== undefined)
+  // A zone index (fe80::1%eth0) is an address of one link, not a range iptables can match.
+  if (family === 0 || extra !== undefined || addr.includes('%'))
     throw new Error(`${JSON.stringify(item)} is not an IP address or CIDR`);
   const max = family === 4 ? 32 : 128;
   if (bits === undefined) return `${addr}/${max}`;
