@@ -292,6 +292,20 @@ describe('backend auto-detection and refusals', () => {
     await initOk(p, ['--cleanup']);
   });
 
+  it('--ipv6=auto installs no ip6tables rules in a pod without a global IPv6 address', async () => {
+    const v4only = await lab.add('v4p');
+    const peer = await lab.add('v4n');
+    await lab.link(
+      { ns: v4only, ifname: 'eth0', addr: '10.61.0.2/24' },
+      { ns: peer, ifname: 'eth0', addr: '10.61.0.1/24' },
+    );
+    const pod4 = { lab, pod: v4only, net: '' };
+    const out = await initOk(pod4, ['--iptables-backend=nft']);
+    expect(out).toContain('IPv4 10 rules; reserved');
+    expect(edgemeshLines(await natRules(pod4, 'nft', 4))).toHaveLength(12);
+    expect(edgemeshLines(await natRules(pod4, 'nft', 6))).toEqual([]);
+  });
+
   it('without NET_ADMIN it exits non-zero naming the capability, installing nothing', async () => {
     const r = await init(p, [], APP);
     expect(r.code).toBe(1);
