@@ -18,7 +18,7 @@ describe('control plane', () => {
     // The API server's address, on the namespace's loopback (no dummy driver everywhere).
     await lab.exec(cloud, ['ip', 'addr', 'add', `${address}/32`, 'dev', 'lo']);
     cp = await ControlPlane.start({ netns: cloud, address });
-  });
+  }, 30 * 60_000); // a cold machine builds the Kubernetes binaries first (about 8 min here)
 
   afterAll(async () => {
     await cp?.stop();

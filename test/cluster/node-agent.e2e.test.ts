@@ -1,5 +1,7 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetnsLab, waitFor } from '../harness/netns.ts';
 import { ControlPlane } from './control-plane.ts';
@@ -13,6 +15,9 @@ import { NodeAgent, type TestNode } from './node-agent.ts';
 //   cloud 192.168.50.1 (API server) ── 192.168.51.0/24 ── node-a 192.168.51.11, pods 10.244.1.0/24
 //                                   └─ 192.168.52.0/24 ── node-b 192.168.52.11, pods 10.244.2.0/24
 // The cloud routes each pod CIDR to its node (host-gw style) so pods reach across nodes.
+// A cold machine builds the Kubernetes binaries first (about 8 min here, with progress).
+const COLD_BUILD_MS = 30 * 60_000;
+
 describe('node agent', () => {
   const lab = new NetnsLab('emk');
   let cp: ControlPlane;
@@ -37,7 +42,7 @@ describe('node agent', () => {
     cp = await ControlPlane.start({ netns: cloud, address: '192.168.50.1' });
     agent = await NodeAgent.start({ kubeConfig: cp.kubeConfig(), nodes, netnsPrefix: lab.tag });
     await cp.kubectl(['create', 'namespace', 'demo']);
-  });
+  }, COLD_BUILD_MS);
 
   afterAll(async () => {
     await agent?.stop();
@@ -56,7 +61,12 @@ describe('node agent', () => {
       hostIP?: string;
       conditions?: { type: string; status: string }[];
       initContainerStatuses?: { name: string; state: Record<string, { exitCode?: number }> }[];
-      containerStatuses?: { name: string; state: Record<string, unknown> }[];
+      containerStatuses?: {
+        name: string;
+        restartCount: number;
+        state: Record<string, unknown>;
+        lastState?: { terminated?: { exitCode: number } };
+      }[];
     };
   };
   const ready = (p: Pod) =>
@@ -282,6 +292,87 @@ describe('node agent', () => {
     expect(pod?.status.phase).toBe('Pending');
     expect(pod?.status.initContainerStatuses?.[0]?.state.terminated?.exitCode).toBe(3);
     expect(pod?.status.containerStatuses?.[0]?.state.waiting).toBeDefined();
+  });
+
+  it('holds app containers until a native sidecar passes its startup probe, and restarts a crashing app with back-off', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'emk-gate-'));
+    const mark = join(dir, 'sidecar-started');
+    try {
+      await apply({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'gated', namespace: 'demo', labels: { app: 'gated' } },
+        spec: {
+          initContainers: [
+            {
+              name: 'sidecar',
+              image: 'busybox',
+              restartPolicy: 'Always',
+              env: [{ name: 'MARK', value: mark }],
+              command: ['sh', '-c', 'sleep 2 && touch "$MARK" && exec sleep infinity'],
+              startupProbe: {
+                exec: { command: ['test', '-e', mark] },
+                periodSeconds: 1,
+                failureThreshold: 30,
+              },
+            },
+          ],
+          containers: [
+            {
+              name: 'app',
+              image: 'busybox',
+              env: [{ name: 'MARK', value: mark }],
+              command: ['sh', '-c', 'test -e "$MARK" || echo started-before-sidecar; echo app-run; exit 1'],
+            },
+          ],
+        },
+      });
+      const status = await waitFor(
+        async () => {
+          const [pod] = await podsOf('app=gated');
+          const app = pod?.status.containerStatuses?.[0];
+          return app && app.restartCount >= 1 && app.lastState?.terminated?.exitCode === 1 && app;
+        },
+        30_000,
+        250,
+        'the app restarted after exiting 1',
+      );
+      expect(status.name).toBe('app');
+      expect(existsSync(mark)).toBe(true);
+      const logs = await agent.logs('demo', 'gated', 'app');
+      expect(logs).toContain('app-run');
+      expect(logs).not.toContain('started-before-sidecar');
+      const [pod] = await podsOf('app=gated');
+      expect(pod?.status.phase).toBe('Running');
+      expect(ready(pod as Pod)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('runs a hostNetwork pod in the node namespace with the node address, reachable from another node', async () => {
+    await apply({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'hostnet', namespace: 'demo', labels: { app: 'hostnet' } },
+      spec: {
+        hostNetwork: true,
+        nodeSelector: { 'kubernetes.io/hostname': 'node-b' },
+        containers: [{ name: 'web', image: 'nginx', ports: [{ containerPort: 18080 }] }],
+      },
+    });
+    const [pod] = await readyPods('app=hostnet', 1);
+    const nodeB = nodeByName('node-b');
+    expect(pod?.status.podIP).toBe(nodeB.address);
+    expect(agent.podNetns('demo', 'hostnet')).toBe(nodeB.netns);
+    const r = await agent.exec('demo', 'client', [
+      'curl',
+      '-sS',
+      '--max-time',
+      '5',
+      `http://${nodeB.address}:18080/`,
+    ]);
+    expect(r.stdout).toContain('served by pod demo/hostnet on node node-b port 18080');
   });
 
   it('deletes a pod gracefully: processes stopped, namespace removed, pod gone, replaced and re-listed', async () => {

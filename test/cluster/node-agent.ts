@@ -72,6 +72,8 @@ interface PodRun {
   record: PodRecord;
   netns: string;
   ownsNetns: boolean;
+  /** Settles once the namespace is wired (teardown waits for it, so none is left half-made). */
+  sandbox: Promise<void>;
   logDir: string;
   processes: Map<string, ManagedProcess>;
   terminating: boolean;
@@ -363,6 +365,7 @@ export class NodeAgent {
         sandboxReady: false,
         containers,
       },
+      sandbox: Promise.resolve(),
       processes: new Map(),
       terminating: false,
       stopped: false,
@@ -371,6 +374,27 @@ export class NodeAgent {
     };
     this.#pods.set(uid, run);
     log.info({ pod: `${namespace}/${name}`, node: node.name, ip }, 'starting pod');
+    run.sandbox = this.#createSandbox(run);
+    try {
+      await run.sandbox;
+    } catch (err) {
+      log.error({ pod: podName(pod), err: describe(err) }, 'pod sandbox failed');
+      for (const rec of run.record.containers) {
+        rec.state = { kind: 'waiting', reason: 'CreatePodSandboxError', message: describe(err) };
+      }
+      this.#statusChanged(run);
+      return;
+    }
+    if (run.stopped) return;
+    run.record.sandboxReady = true;
+    this.#statusChanged(run);
+    await this.#runContainers(run);
+  }
+
+  async #createSandbox(run: PodRun): Promise<void> {
+    const { namespace = 'default', name = '', uid = '' } = run.pod.metadata ?? {};
+    const node = run.node;
+    const ip = run.record.podIP;
     await mkdir(run.logDir, { recursive: true });
     if (run.ownsNetns) {
       const domain = this.#opts.clusterDomain ?? 'cluster.local';
@@ -384,9 +408,6 @@ export class NodeAgent {
         hosts: `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n${ip}\t${name}\n`,
       });
     }
-    run.record.sandboxReady = true;
-    this.#statusChanged(run);
-    await this.#runContainers(run);
   }
 
   /** Init containers in order (sidecars started and left running), then the app containers. */
@@ -449,6 +470,8 @@ export class NodeAgent {
       this.#statusChanged(run);
       return 128;
     }
+    // The pod may have been deleted while the API answered: start nothing then.
+    if (run.stopped || run.terminating) return 137;
     const user = userOf(pod, c);
     const kube = this.#opts.kubernetesService ?? { host: '10.96.0.1', port: 443 };
     const proc = new ManagedProcess(c.name, argv, {
@@ -659,6 +682,7 @@ export class NodeAgent {
     const sidecars = [...run.processes.values()].filter((p) => sidecarNames.has(p.name)).reverse();
     await Promise.all(apps.map((p) => p.stop(Math.max(0, deadline - Date.now()))));
     for (const p of sidecars) await p.stop(Math.max(0, deadline - Date.now()));
+    await run.sandbox.catch(() => undefined);
     if (run.ownsNetns) {
       await deletePodSandbox(run.netns);
       this.#pools.get(run.node.name)?.release(run.record.podIP);
