@@ -118,7 +118,7 @@ export function proxyContainer(config: InjectionConfig): V1Container {
       { name: 'EDGEMESH_GATEWAY', value: `$(HOST_IP):${config.gatewayPort}` },
       { name: 'EDGEMESH_LOG_LEVEL', value: config.logLevel },
     ],
-    ports: [{ name: 'edgemesh-metrics', containerPort: config.metricsPort, protocol: 'TCP' }],
+    ports: [{ name: 'mesh-metrics', containerPort: config.metricsPort, protocol: 'TCP' }],
     // The startup probe holds the app containers back until DNS and the proxy listen.
     startupProbe: { ...probe, periodSeconds: 1, failureThreshold: 120 },
     readinessProbe: { ...probe, periodSeconds: 5, failureThreshold: 3 },
