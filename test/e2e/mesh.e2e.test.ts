@@ -1,0 +1,374 @@
+import { X509Certificate } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../harness/netns.ts';
+import { EdgeCluster } from './edge-cluster.ts';
+import {
+  apply,
+  clientDeployment,
+  curl,
+  getJson,
+  inClient,
+  isInjected,
+  isReady,
+  livePods,
+  NS,
+  namespace,
+  nginxDeployment,
+  type PodView,
+  pathsUsed,
+  rolloutStatus,
+  SERVICE_URL,
+  servedBy,
+  services,
+  streamsByPath,
+} from './scenario.ts';
+
+// Issue 4: the whole mesh on a real control plane. Two sites behind different NATs (site 1:
+// port-preserving NAT that drops unsolicited inbound, one node; site 2: port-preserving NAT
+// that answers it with RST/ICMP, two nodes), each behind its own ISP hop; the cloud (API
+// server, webhook) and a tunnel-server on the public segment. Everything is real: kubectl
+// against kube-apiserver, our webhook admitting pods, `edgemesh init` writing iptables in
+// each pod's namespace, the sidecar as uid 1337, a gateway per node, curl and dig in pods.
+// The tests run in order and build on each other (one cluster, one demo namespace).
+let cluster: EdgeCluster;
+const FQDN = `nginx-svc.${NS}.svc.cluster.local`;
+
+beforeAll(async () => {
+  cluster = await EdgeCluster.start({ progress: (line) => process.stderr.write(`${line}\n`) });
+});
+
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+const nodeSite = (name: string | undefined) => cluster.nodes.find((n) => n.name === name)?.site;
+
+async function readyPods(selector: string, count: number, namespaceName = NS): Promise<PodView[]> {
+  return waitFor(
+    async () => {
+      const pods = await livePods(cluster, selector, namespaceName);
+      return pods.length === count && pods.every(isReady) && pods;
+    },
+    90_000,
+    250,
+    `${count} ready pods ${namespaceName}/${selector}`,
+  );
+}
+
+/** iptables rules in a pod's namespace (what `edgemesh init` wrote, if anything). */
+async function podRules(namespaceName: string, pod: string): Promise<string> {
+  const netns = cluster.agent?.podNetns(namespaceName, pod);
+  if (!netns) throw new Error(`pod ${namespaceName}/${pod} has no namespace on the test nodes`);
+  return (await cluster.lab.exec(netns, ['iptables-save'])).stdout;
+}
+
+describe('edgemesh on a real control plane across NATs', () => {
+  it('brings up the cluster: manifests applied, TLS bootstrap done, webhook by URL, gateways with least-privilege RBAC', async () => {
+    const mwc = await getJson<{ webhooks: { clientConfig: { url?: string; caBundle?: string } }[] }>(
+      cluster,
+      ['get', 'mutatingwebhookconfiguration', 'edgemesh-sidecar-injector'],
+    );
+    const secret = await getJson<{ data: Record<string, string> }>(cluster, [
+      '-n',
+      'edgemesh-system',
+      'get',
+      'secret',
+      'edgemesh-webhook-tls',
+    ]);
+    expect(mwc.webhooks.length).toBe(2);
+    for (const w of mwc.webhooks) {
+      expect(w.clientConfig.url).toBe('https://127.0.0.1:9443/mutate');
+      expect(w.clientConfig.caBundle).toBe(secret.data['ca.crt']);
+    }
+    const cert = new X509Certificate(Buffer.from(secret.data['tls.crt'] as string, 'base64'));
+    expect(cert.checkIP('127.0.0.1')).toBe('127.0.0.1');
+
+    const nodes = await getJson<{ items: { metadata: { name: string; labels: Record<string, string> } }[] }>(
+      cluster,
+      ['get', 'nodes'],
+    );
+    expect(nodes.items.map((n) => n.metadata.name).sort()).toEqual(['node1-1', 'node2-1', 'node2-2']);
+
+    // The gateways run as the edgemesh-gateway ServiceAccount: they can watch what the
+    // catalog needs and nothing more.
+    const can = (verb: string, resource: string) =>
+      cluster
+        .kubectl([
+          'auth',
+          'can-i',
+          verb,
+          resource,
+          '--as=system:serviceaccount:edgemesh-system:edgemesh-gateway',
+        ])
+        .then(
+          (out) => out.trim(),
+          (err: Error) => (/\bno\b/.test(err.message) ? 'no' : err.message),
+        );
+    expect(await can('watch', 'endpointslices.discovery.k8s.io')).toBe('yes');
+    expect(await can('list', 'pods')).toBe('yes');
+    expect(await can('create', 'pods')).toBe('no');
+    expect(await can('get', 'secrets')).toBe('no');
+    for (const node of cluster.nodes) {
+      const metrics = await cluster.gatewayMetrics(node.name);
+      // Listed from the API with that token: the kubernetes Service and the two edgemesh ones.
+      expect(
+        Number(/^edgemesh_gateway_catalog_services\{[^}]*\} (\d+)/m.exec(metrics)?.[1]),
+      ).toBeGreaterThanOrEqual(3);
+    }
+  });
+
+  it('labelled namespace: after a rollout restart the new pods carry the injected containers and the old ones are gone', async () => {
+    await apply(cluster, [namespace(NS), nginxDeployment(1), ...services(), clientDeployment()]);
+    const [oldServer] = await readyPods('app=nginx', 1);
+    const [oldClient] = await readyPods('app=client', 1);
+    expect(oldServer && isInjected(oldServer)).toBe(false);
+    expect(oldClient && isInjected(oldClient)).toBe(false);
+
+    await cluster.kubectl(['label', 'namespace', NS, 'edgemesh.io/injection=enabled']);
+    await cluster.kubectl(['-n', NS, 'rollout', 'restart', 'deployment/nginx', 'deployment/client']);
+    await rolloutStatus(cluster, 'nginx');
+    await rolloutStatus(cluster, 'client');
+
+    const [server] = await readyPods('app=nginx', 1);
+    const [client] = await readyPods('app=client', 1);
+    for (const [pod, old, site] of [
+      [server, oldServer, 2],
+      [client, oldClient, 1],
+    ] as const) {
+      if (!pod || !old) throw new Error('missing pod');
+      expect(isInjected(pod), pod.metadata.name).toBe(true);
+      expect(pod.spec.initContainers?.[1]?.restartPolicy).toBe('Always');
+      expect(pod.metadata.annotations?.['sidecar.edgemesh.io/status']).toContain('edgemesh-proxy');
+      expect(nodeSite(pod.spec.nodeName)).toBe(site);
+      expect(pod.metadata.uid).not.toBe(old.metadata.uid);
+      // Gone from the API, not just terminating.
+      await waitFor(
+        async () =>
+          !(await getJson(cluster, ['get', 'pods', '-n', NS])).items.some(
+            (p) => p.metadata.uid === old.metadata.uid,
+          ),
+        60_000,
+        250,
+        `old pod ${old.metadata.name} deleted`,
+      );
+    }
+    // `edgemesh init` really wrote the capture rules in the client's namespace.
+    expect(await podRules(NS, client?.metadata.name ?? '')).toMatch(/REDIRECT --to-ports 15001/);
+  });
+
+  it('curl by service name from site 1 reaches the server on site 2 across both NATs; the gateway reports the path', async () => {
+    const clientNode = (await livePods(cluster, 'app=client'))[0]?.spec.nodeName as string;
+    const before = streamsByPath(await cluster.gatewayMetrics(clientNode));
+    const r = await curl(cluster);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const by = servedBy(r.stdout);
+    expect(by?.pod).toMatch(/^nginx-/);
+    expect(nodeSite(by?.node)).toBe(2);
+    const after = streamsByPath(await cluster.gatewayMetrics(clientNode));
+    const used = pathsUsed(before, after);
+    process.stderr.write(
+      `mesh e2e: ${SERVICE_URL} from ${clientNode} to ${by?.node} took path ${used.join(',')}\n`,
+    );
+    expect(used.length).toBe(1);
+    expect(['direct', 'punched', 'relay']).toContain(used[0]);
+  });
+
+  it('DNS in the pod: A record of the ClusterIP, SRV for the named port, headless names list the pod IPs', async () => {
+    const svc = await getJson<{ spec: { clusterIP: string } }>(cluster, [
+      '-n',
+      NS,
+      'get',
+      'service',
+      'nginx-svc',
+    ]);
+    const a = await inClient(cluster, ['dig', '+short', '+time=2', '+tries=1', FQDN]);
+    expect(a.stdout.trim()).toBe(svc.spec.clusterIP);
+    const srv = await inClient(cluster, [
+      'dig',
+      '+short',
+      '+time=2',
+      '+tries=1',
+      'SRV',
+      `_http._tcp.${FQDN}`,
+    ]);
+    expect(srv.stdout.trim()).toMatch(new RegExp(`^\\d+ \\d+ 12345 ${FQDN.replaceAll('.', '\\.')}\\.$`));
+    const podIPs = (await livePods(cluster, 'app=nginx')).map((p) => p.status.podIP).sort();
+    const headless = await inClient(cluster, [
+      'dig',
+      '+short',
+      '+time=2',
+      '+tries=1',
+      `nginx-headless.${NS}.svc.cluster.local`,
+    ]);
+    expect(headless.stdout.trim().split('\n').sort()).toEqual(podIPs);
+    const headlessSrv = await inClient(cluster, [
+      'dig',
+      '+short',
+      '+time=2',
+      '+tries=1',
+      'SRV',
+      `_http._tcp.nginx-headless.${NS}.svc.cluster.local`,
+    ]);
+    expect(headlessSrv.stdout).toMatch(/ 80 \S+\.nginx-headless\.demo\.svc\.cluster\.local\.$/m);
+  });
+
+  it('scaled to 3 on two nodes, requests spread over all replicas; a deleted pod stops getting traffic and no request fails', async () => {
+    await cluster.kubectl(['-n', NS, 'scale', 'deployment/nginx', '--replicas=3']);
+    await rolloutStatus(cluster, 'nginx');
+    const pods = await readyPods('app=nginx', 3);
+    expect(new Set(pods.map((p) => p.spec.nodeName))).toEqual(new Set(['node2-1', 'node2-2']));
+    // Wait until the client's sidecar knows all three endpoints (the catalog is eventually consistent).
+    const seen = new Set<string>();
+    await waitFor(
+      async () => {
+        const page = (await curl(cluster)).stdout;
+        const by = servedBy(page);
+        if (by) seen.add(by.pod);
+        return seen.size === 3;
+      },
+      30_000,
+      50,
+      'all three replicas answering',
+    );
+    const loop = await inClient(
+      cluster,
+      ['sh', '-c', `for i in $(seq 30); do curl -sS --max-time 5 ${SERVICE_URL} || echo FAILED; done`],
+      120_000,
+    );
+    const counts: Record<string, number> = {};
+    for (const line of loop.stdout.split('\n').filter(Boolean)) {
+      const pod = servedBy(line)?.pod ?? 'FAILED';
+      counts[pod] = (counts[pod] ?? 0) + 1;
+    }
+    process.stderr.write(`mesh e2e: 30 requests over 3 replicas: ${JSON.stringify(counts)}\n`);
+    expect(counts.FAILED).toBeUndefined();
+    expect(Object.keys(counts).sort()).toEqual(pods.map((p) => p.metadata.name).sort());
+
+    // Requests keep flowing (bounded: 300 requests or 25 s) while one replica is deleted.
+    const victim = pods[0] as PodView;
+    const script = [
+      'end=$(( $(date +%s) + 25 ))',
+      'i=0',
+      'while [ $i -lt 300 ] && [ $(date +%s) -lt $end ]; do',
+      '  i=$((i+1))',
+      `  out=$(curl -sS --max-time 5 ${SERVICE_URL} 2>&1) || out="FAILED $out"`,
+      '  echo "$(date +%s%3N) $out"',
+      'done',
+    ].join('\n');
+    const traffic = inClient(cluster, ['sh', '-c', script], 60_000);
+    await new Promise((r) => setTimeout(r, 2_000));
+    const deletedAt = Date.now();
+    await cluster.kubectl(['-n', NS, 'delete', 'pod', victim.metadata.name, '--wait=true', '--timeout=60s']);
+    const goneAt = Date.now();
+    const lines = (await traffic).stdout.split('\n').filter(Boolean);
+    const failed = lines.filter((l) => l.includes('FAILED'));
+    const fromVictim = lines
+      .filter((l) => servedBy(l)?.pod === victim.metadata.name)
+      .map((l) => Number(l.split(' ')[0]));
+    const last = Math.max(...fromVictim, 0);
+    process.stderr.write(
+      `mesh e2e: ${lines.length} requests during deletion, ${failed.length} failed; last answer from the deleted pod ` +
+        `${last - deletedAt} ms after the delete call (pod gone from the API after ${goneAt - deletedAt} ms)\n`,
+    );
+    expect(lines.length).toBeGreaterThan(20);
+    expect(failed).toEqual([]);
+    // Nothing is answered by the deleted pod once it is gone (its processes are dead).
+    expect(fromVictim.filter((t) => t > goneAt)).toEqual([]);
+    // And traffic went on after the deletion, to the other replicas.
+    expect(lines.some((l) => Number(l.split(' ')[0]) > goneAt && servedBy(l))).toBe(true);
+  });
+
+  it('cloud cut off: established traffic and DNS keep working; restored, the changes made meanwhile arrive', async () => {
+    expect((await curl(cluster)).code).toBe(0);
+    await cluster.cutCloud();
+    try {
+      // The sites really lost the cloud.
+      const node = cluster.node('node1-1');
+      const probe = await cluster.lab.run(node.netns, [
+        'curl',
+        '-sk',
+        '--max-time',
+        '2',
+        `https://${cluster.cloud.addr}:6443/healthz`,
+      ]);
+      expect(probe.code).not.toBe(0);
+      for (let i = 0; i < 5; i++) {
+        const r = await curl(cluster);
+        expect(r.stderr).toBe('');
+        expect(servedBy(r.stdout)?.pod).toMatch(/^nginx-/);
+      }
+      const a = await inClient(cluster, ['dig', '+short', '+time=2', '+tries=1', FQDN]);
+      expect(a.stdout.trim()).toMatch(/^10\.96\.\d+\.\d+$/);
+      // A change made while the sites are cut off...
+      await apply(cluster, [
+        {
+          apiVersion: 'v1',
+          kind: 'Service',
+          metadata: { name: 'late-svc', namespace: NS },
+          spec: { selector: { app: 'nginx' }, ports: [{ name: 'http', port: 8080, targetPort: 80 }] },
+        },
+      ]);
+      await new Promise((r) => setTimeout(r, 3_000));
+      // ...does not reach site 1 while the link is down.
+      const late = await inClient(cluster, [
+        'dig',
+        '+time=2',
+        '+tries=1',
+        `late-svc.${NS}.svc.cluster.local`,
+      ]);
+      expect(late.stdout).toMatch(/status: NXDOMAIN/);
+    } finally {
+      await cluster.restoreCloud();
+    }
+    const r = await waitFor(
+      async () => {
+        const res = await curl(cluster, `http://late-svc.${NS}.svc.cluster.local:8080/`);
+        return res.code === 0 && res;
+      },
+      120_000,
+      500,
+      'late-svc reachable from site 1 after the cloud came back',
+    );
+    expect(servedBy(r.stdout)?.pod).toMatch(/^nginx-/);
+  });
+
+  it('a namespace without the label and a pod with the opt-out label are not injected (and their traffic is not captured)', async () => {
+    const plainServer = { ...nginxDeployment(1), metadata: { name: 'nginx', namespace: 'plain' } };
+    const optOut = clientDeployment('opted-out', { 'sidecar.edgemesh.io/inject': 'false' });
+    // The demo namespace is labelled (as the earlier steps left it; set here so this test stands alone).
+    await apply(cluster, [
+      namespace('plain'),
+      namespace(NS, { 'edgemesh.io/injection': 'enabled' }),
+      plainServer,
+      optOut,
+    ]);
+    // Control: the webhook is live, so a pod in the labelled namespace without the opt-out is injected.
+    await apply(cluster, [
+      {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'control', namespace: NS },
+        spec: {
+          nodeSelector: { 'kubernetes.io/hostname': 'node1-1' },
+          containers: [{ name: 'c', image: 'busybox' }],
+        },
+      },
+    ]);
+    const control = await getJson<PodView>(cluster, ['-n', NS, 'get', 'pod', 'control']);
+    expect(isInjected(control)).toBe(true);
+    await cluster.kubectl(['-n', NS, 'delete', 'pod', 'control', '--wait=false']);
+    const [plain] = await readyPods('app=nginx', 1, 'plain');
+    const [opted] = await readyPods('app=opted-out', 1);
+    for (const [ns, pod] of [
+      ['plain', plain],
+      [NS, opted],
+    ] as const) {
+      if (!pod) throw new Error('missing pod');
+      expect(isInjected(pod), `${ns}/${pod.metadata.name}`).toBe(false);
+      expect(pod.spec.initContainers ?? []).toEqual([]);
+      expect(pod.metadata.annotations?.['sidecar.edgemesh.io/status']).toBeUndefined();
+      expect(await podRules(ns, pod.metadata.name)).not.toMatch(/edgemesh/i);
+    }
+  });
+});

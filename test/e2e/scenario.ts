@@ -1,0 +1,181 @@
+import type { EdgeCluster } from './edge-cluster.ts';
+
+/**
+ * The demo workload and the steps both the e2e test and `scripts/demo` run on an edge
+ * cluster: an nginx-like server on site 2 behind a Service (port 12345 → 80) and a headless
+ * Service, a curl client on site 1, in namespace `demo`.
+ */
+export const NS = 'demo';
+export const SERVICE_URL = `http://nginx-svc.${NS}.svc.cluster.local:12345/`;
+
+export interface PodView {
+  metadata: {
+    name: string;
+    uid: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    deletionTimestamp?: string;
+  };
+  spec: {
+    nodeName?: string;
+    initContainers?: { name: string; restartPolicy?: string }[];
+    containers: { name: string }[];
+  };
+  status: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
+}
+
+const zone = (site: number) => ({ 'topology.kubernetes.io/zone': `site-${site}` });
+
+export function namespace(name: string, labels: Record<string, string> = {}) {
+  return { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } };
+}
+
+export function nginxDeployment(replicas = 1) {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name: 'nginx', namespace: NS },
+    spec: {
+      replicas,
+      selector: { matchLabels: { app: 'nginx' } },
+      template: {
+        metadata: { labels: { app: 'nginx' } },
+        spec: {
+          nodeSelector: zone(2),
+          // Replicas spread over site 2's two nodes.
+          topologySpreadConstraints: [
+            {
+              maxSkew: 1,
+              topologyKey: 'kubernetes.io/hostname',
+              whenUnsatisfiable: 'DoNotSchedule',
+              labelSelector: { matchLabels: { app: 'nginx' } },
+            },
+          ],
+          terminationGracePeriodSeconds: 5,
+          containers: [
+            {
+              name: 'nginx',
+              image: 'nginx:1.27',
+              ports: [{ name: 'http', containerPort: 80 }],
+              readinessProbe: { httpGet: { path: '/', port: 80 }, periodSeconds: 1 },
+            },
+          ],
+        },
+      },
+    },
+  };
+}
+
+export function services() {
+  return [
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'nginx-svc', namespace: NS },
+      spec: { selector: { app: 'nginx' }, ports: [{ name: 'http', port: 12345, targetPort: 80 }] },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'nginx-headless', namespace: NS },
+      spec: {
+        clusterIP: 'None',
+        selector: { app: 'nginx' },
+        ports: [{ name: 'http', port: 80, targetPort: 80 }],
+      },
+    },
+  ];
+}
+
+/** A curl client on site 1 (`name` is also its app label; extra pod labels e.g. to opt out). */
+export function clientDeployment(name = 'client', podLabels: Record<string, string> = {}) {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name, namespace: NS },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name, ...podLabels } },
+        spec: {
+          nodeSelector: zone(1),
+          terminationGracePeriodSeconds: 2,
+          containers: [{ name: 'client', image: 'curlimages/curl:8.10.1', command: ['sleep', 'infinity'] }],
+        },
+      },
+    },
+  };
+}
+
+export async function apply(cluster: EdgeCluster, objects: object[]): Promise<string> {
+  return cluster.kubectl(['apply', '-f', '-'], {
+    input: objects.map((o) => JSON.stringify(o)).join('\n---\n'),
+  });
+}
+
+export async function getJson<T = { items: PodView[] }>(cluster: EdgeCluster, args: string[]): Promise<T> {
+  return JSON.parse(await cluster.kubectl([...args, '-o', 'json'])) as T;
+}
+
+/** Pods matching `selector` in `namespace` that are not being deleted. */
+export async function livePods(cluster: EdgeCluster, selector: string, namespace = NS): Promise<PodView[]> {
+  const { items } = await getJson(cluster, ['get', 'pods', '-n', namespace, '-l', selector]);
+  return items.filter((p) => !p.metadata.deletionTimestamp);
+}
+
+export const isReady = (p: PodView) =>
+  p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+
+export const isInjected = (p: PodView) =>
+  JSON.stringify((p.spec.initContainers ?? []).map((c) => c.name)) ===
+  JSON.stringify(['edgemesh-init', 'edgemesh-proxy']);
+
+export async function rolloutStatus(
+  cluster: EdgeCluster,
+  deployment: string,
+  timeoutS = 120,
+): Promise<string> {
+  return cluster.kubectl(
+    ['-n', NS, 'rollout', 'status', `deployment/${deployment}`, `--timeout=${timeoutS}s`],
+    {
+      timeoutMs: (timeoutS + 10) * 1000,
+    },
+  );
+}
+
+/** Runs argv in the client pod's network namespace as its app container's user. */
+export async function inClient(cluster: EdgeCluster, argv: string[], timeoutMs = 30_000) {
+  const [client] = await livePods(cluster, 'app=client');
+  if (!client) throw new Error('no client pod');
+  return cluster.agent?.exec(NS, client.metadata.name, argv, { container: 'client', timeoutMs }) as Promise<{
+    code: number;
+    stdout: string;
+    stderr: string;
+  }>;
+}
+
+export async function curl(cluster: EdgeCluster, url = SERVICE_URL, maxTimeS = 5) {
+  return inClient(cluster, ['curl', '-sS', '--max-time', String(maxTimeS), url], (maxTimeS + 5) * 1000);
+}
+
+/** `edgemesh_gateway_streams_total` by path label, from a gateway's metrics text. */
+export function streamsByPath(metrics: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const m of metrics.matchAll(/^edgemesh_gateway_streams_total\{([^}]*)\}\s+(\d+(?:\.\d+)?)/gm)) {
+    const path = /path="([^"]+)"/.exec(m[1] ?? '')?.[1];
+    if (path) out[path] = (out[path] ?? 0) + Number(m[2]);
+  }
+  return out;
+}
+
+/** The paths whose stream counters grew between two snapshots. */
+export function pathsUsed(before: Record<string, number>, after: Record<string, number>): string[] {
+  return Object.keys(after).filter((k) => (after[k] ?? 0) > (before[k] ?? 0));
+}
+
+/** The pod named in the http-server's page ("served by pod demo/NAME on node NODE ..."). */
+export function servedBy(page: string): { pod: string; node: string } | undefined {
+  const m = /served by pod [^/\s]+\/(\S+) on node (\S+)/.exec(page);
+  return m ? { pod: m[1] as string, node: m[2] as string } : undefined;
+}
