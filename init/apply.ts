@@ -7,6 +7,7 @@ import {
   detectBackend,
   failure,
   iptablesError,
+  isPermissionProblem,
   restoreBinary,
   saveBinary,
 } from './backend.ts';
@@ -99,22 +100,22 @@ export async function cleanupCapture(
   config: InitConfig,
   log: Logger = silentLogger,
 ): Promise<BackendName[]> {
-  const fams = families(config.capture);
   const candidates: BackendName[] = config.backend === 'auto' ? ['nft', 'legacy'] : [config.backend];
   const cleaned: BackendName[] = [];
   const notFound: string[] = [];
   for (const backend of candidates) {
     let touched = false;
-    for (const family of fams) {
+    // Both families whatever --ipv6 says: IPv6 rules from an earlier run must not survive.
+    for (const family of [4, 6] as const) {
       const command = saveBinary(backend, family);
       const r = await host.run(command, ['-t', 'nat']);
       if (r.notFound) {
-        notFound.push(command);
+        if (family === 4) notFound.push(command);
         continue;
       }
       if (r.code !== 0) {
         const err = failure(command, r, 'reading the nat table');
-        if (/NET_ADMIN/.test(err.message)) throw err;
+        if (isPermissionProblem(r)) throw err;
         log.warn({ backend, family, error: err.message }, 'skipping a backend that cannot be read');
         continue;
       }
@@ -130,7 +131,7 @@ export async function cleanupCapture(
     }
     if (touched) cleaned.push(backend);
   }
-  if (notFound.length === candidates.length * fams.length) {
+  if (notFound.length === candidates.length) {
     throw iptablesError(`none of ${notFound.join(', ')} found in PATH: the image needs the iptables package`);
   }
   return cleaned;

@@ -27,6 +27,8 @@ export function restoreBinary(backend: BackendName, family: Family): string {
 
 const PERMISSION = /permission denied|operation not permitted|must be root/i;
 
+export const isPermissionProblem = (r: RunResult): boolean => PERMISSION.test(r.stderr + r.stdout);
+
 export const iptablesError = (message: string): EdgemeshError =>
   new EdgemeshError(ErrorCodes.IPTABLES, message);
 
@@ -72,7 +74,7 @@ async function probe(host: Host, name: BackendName, families: readonly Family[])
     if (r.code !== 0) {
       const err = failure(command, r, 'reading the current rules');
       // A permission problem is the same for both backends: report it at once.
-      if (PERMISSION.test(r.stderr + r.stdout)) throw err;
+      if (isPermissionProblem(r)) throw err;
       return { name, rules, unusable: err.message };
     }
     rules += countRules(r.stdout);

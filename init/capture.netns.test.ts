@@ -225,7 +225,7 @@ for (const backend of ['nft', 'legacy'] as const) {
       // A foreign rule in nat OUTPUT must survive our cleanup.
       const iptables = `iptables-${backend}`;
       await lab.exec(p.pod, [iptables, '-t', 'nat', '-A', 'OUTPUT', '-p', 'icmp', '-j', 'ACCEPT']);
-      const out = await initOk(p, ['--cleanup']);
+      const out = await initOk(p, ['--cleanup', '--ipv6=false']); // IPv6 rules go too
       expect(out).toContain(`removed the capture rules (iptables backend ${backend})`);
       const v4 = await natRules(p, backend, 4);
       expect(edgemeshLines(v4)).toEqual([]);
