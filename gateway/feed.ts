@@ -35,8 +35,9 @@ export class FeedHub {
     this.#maxBuffered = opts.maxBufferedBytes ?? MAX_BUFFERED_FEED_BYTES;
     this.#unsubscribe = store.subscribe((_catalog, update) => this.#broadcast(encodeFeedLine(update)));
     this.#keepalive = setInterval(() => {
-      const revision = this.#store.current?.revision;
-      if (revision !== undefined) this.#broadcast(encodeFeedLine({ type: 'keepalive', revision }));
+      // Also to clients still waiting for a first catalog, so they do not time out meanwhile.
+      const revision = this.#store.current?.revision ?? 0;
+      this.#broadcast(encodeFeedLine({ type: 'keepalive', revision }));
     }, opts.keepaliveMs ?? KEEPALIVE_INTERVAL_MS);
     this.#keepalive.unref();
   }

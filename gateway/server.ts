@@ -51,6 +51,8 @@ export async function startSidecarServer(opts: SidecarServerOptions): Promise<ne
 function handle(socket: net.Socket, opts: SidecarServerOptions): void {
   const peer = `${socket.remoteAddress}:${socket.remotePort}`;
   let buffered: Buffer = Buffer.alloc(0);
+  // Finds sidecars that vanished without a FIN (pod deleted, node rebooted) on long streams.
+  socket.setKeepAlive(true, 60_000);
   socket.setTimeout(opts.headerTimeoutMs ?? HEADER_TIMEOUT_MS, () =>
     refuse(ErrorCodes.BAD_REQUEST, 'no header in time'),
   );

@@ -65,6 +65,7 @@ export class LocalDialer {
       }, this.#timeoutMs);
       socket.once('connect', () => {
         clearTimeout(timer);
+        socket.setKeepAlive(true, 60_000);
         socket.removeAllListeners('error');
         resolve(socket);
       });

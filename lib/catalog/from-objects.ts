@@ -21,6 +21,7 @@
  * - Nodes: InternalIP addresses.
  */
 import {
+  CATALOG_FORMAT,
   type Catalog,
   type CatalogUpdate,
   type Endpoint,
@@ -271,7 +272,12 @@ const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
  * revision = previous + 1, already applied to `catalog`.
  */
 export class CatalogBuilder {
-  #catalog: Catalog;
+  // The catalog as built so far, in maps so one event costs O(1) however big the cluster.
+  readonly #clusterDomain: string;
+  #revision: number;
+  readonly #entries = new Map<string, ServiceEntry>();
+  readonly #podEntries = new Map<string, PodInfo>();
+  readonly #nodeEntries = new Map<string, NodeInfo>();
   readonly #onProblem: (problem: string) => void;
   readonly #services = new Map<string, Service>();
   readonly #slices = new Map<string, SliceInfo>(); // by slice namespace/name
@@ -283,17 +289,26 @@ export class CatalogBuilder {
   constructor(
     opts: { clusterDomain?: string; revision?: number; onProblem?: (problem: string) => void } = {},
   ) {
-    this.#catalog = { ...emptyCatalog(opts.clusterDomain), revision: opts.revision ?? 0 };
+    this.#clusterDomain = emptyCatalog(opts.clusterDomain).clusterDomain;
+    this.#revision = opts.revision ?? 0;
     this.#onProblem = opts.onProblem ?? (() => {});
   }
 
   get catalog(): Catalog {
-    return this.#catalog;
+    // A fresh copy (O(size)): taken rarely (adoption, whole-file builds, tests).
+    return {
+      format: CATALOG_FORMAT,
+      revision: this.#revision,
+      clusterDomain: this.#clusterDomain,
+      services: Object.fromEntries(this.#entries),
+      pods: Object.fromEntries(this.#podEntries),
+      nodes: Object.fromEntries(this.#nodeEntries),
+    };
   }
 
   /** Renumbers: the next update will carry `revision + 1` (used when the gateway adopts the built catalog). */
   rebase(revision: number): void {
-    this.#catalog = { ...this.#catalog, revision };
+    this.#revision = revision;
   }
 
   handle(kind: ObjectKind, event: EventType, obj: unknown): CatalogUpdate[] {
@@ -381,13 +396,10 @@ export class CatalogBuilder {
       endpoints.sort((a, b) => compare(a.ip, b.ip));
       entry = this.#checked(`service ${key}`, () => validateServiceEntry({ service, endpoints }, key));
     }
-    const current = this.#catalog.services[key] ?? null;
-    if (same(current, entry)) return [];
-    const services = { ...this.#catalog.services };
-    if (entry) services[key] = entry;
-    else delete services[key];
-    const revision = this.#catalog.revision + 1;
-    this.#catalog = { ...this.#catalog, revision, services };
+    if (same(this.#entries.get(key) ?? null, entry)) return [];
+    if (entry) this.#entries.set(key, entry);
+    else this.#entries.delete(key);
+    const revision = ++this.#revision;
     return [{ type: 'service', revision, key, entry }];
   }
 
@@ -397,26 +409,20 @@ export class CatalogBuilder {
     if (owners.length === 0) this.#podsByIp.delete(ip);
     const info = owners.length > 0 ? this.#podIps.get(owners[0])?.find((p) => p.ip === ip) : undefined;
     const pod = info ? this.#checked(`pod ${owners[0]}`, () => validatePod(info, owners[0])) : null;
-    const current = this.#catalog.pods[ip] ?? null;
-    if (same(current, pod)) return [];
-    const pods = { ...this.#catalog.pods };
-    if (pod) pods[ip] = pod;
-    else delete pods[ip];
-    const revision = this.#catalog.revision + 1;
-    this.#catalog = { ...this.#catalog, revision, pods };
+    if (same(this.#podEntries.get(ip) ?? null, pod)) return [];
+    if (pod) this.#podEntries.set(ip, pod);
+    else this.#podEntries.delete(ip);
+    const revision = ++this.#revision;
     return [{ type: 'pod', revision, ip, pod }];
   }
 
   #refreshNode(name: string): CatalogUpdate[] {
     const info = this.#nodes.get(name);
     const node = info ? this.#checked(`node ${name}`, () => validateNode(info, name)) : null;
-    const current = this.#catalog.nodes[name] ?? null;
-    if (same(current, node)) return [];
-    const nodes = { ...this.#catalog.nodes };
-    if (node) nodes[name] = node;
-    else delete nodes[name];
-    const revision = this.#catalog.revision + 1;
-    this.#catalog = { ...this.#catalog, revision, nodes };
+    if (same(this.#nodeEntries.get(name) ?? null, node)) return [];
+    if (node) this.#nodeEntries.set(name, node);
+    else this.#nodeEntries.delete(name);
+    const revision = ++this.#revision;
     return [{ type: 'node', revision, name, node }];
   }
 
