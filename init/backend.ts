@@ -50,7 +50,8 @@ export function failure(command: string, r: RunResult, doing: string): EdgemeshE
         '(and NET_RAW) in the pod network namespace; add them to the init container securityContext',
     );
   }
-  return iptablesError(`${command} failed with exit code ${r.code} while ${doing}: ${detail}`);
+  const hint = /lock file/.test(detail) ? ' (set XTABLES_LOCKFILE to a writable path)' : '';
+  return iptablesError(`${command} failed with exit code ${r.code} while ${doing}: ${detail}${hint}`);
 }
 
 /** Number of rules (`-A` lines) in a save dump. */

@@ -353,6 +353,23 @@ describe('backend auto-detection and refusals', () => {
     await initOk(p, ['--cleanup']);
   });
 
+  it('works with a read-only /run (readOnlyRootFilesystem) on the legacy backend', async () => {
+    await initOk(p, ['--cleanup']);
+    const r = await p.lab.run(p.pod, [
+      'unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      'sh',
+      '-c',
+      `mount -t tmpfs -o ro tmpfs /run && exec ${EDGEMESH_BIN} init --iptables-backend=legacy`,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('iptables-legacy locks XTABLES_LOCKFILE instead');
+    expect(edgemeshLines(await natRules(p, 'legacy', 4))).toHaveLength(12);
+    await initOk(p, ['--cleanup']);
+  });
+
   it('a bad flag value exits 2 naming the flag, before touching iptables', async () => {
     await initOk(p, ['--cleanup']);
     const r = await init(p, ['--exclude-outbound-ip-ranges=10.0.0.0/8,nonsense']);

@@ -4,7 +4,7 @@ import { configError } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
 import { cleanupCapture, type InitConfig, installCapture } from './apply.ts';
 import type { BackendChoice } from './backend.ts';
-import { realHost } from './host.ts';
+import { ensureXtablesLock, realHost } from './host.ts';
 import {
   type CaptureOptions,
   captureOptions,
@@ -161,6 +161,8 @@ export const initCommand = defineCommand(spec, async (flags) => {
     return 0;
   }
   const log = createLogger('init');
+  const lock = ensureXtablesLock();
+  if (lock) log.info({ lock }, '/run is not writable: iptables-legacy locks XTABLES_LOCKFILE instead');
   if (flags.cleanup) {
     const cleaned = await cleanupCapture(realHost, config, log);
     process.stdout.write(

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 
 /**
@@ -119,4 +120,30 @@ export class RecordingHost implements Host {
     this.sysctls.set(key, value);
     return value;
   }
+}
+
+const DEFAULT_XTABLES_LOCK = '/run/xtables.lock';
+const FALLBACK_XTABLES_LOCKS = ['/dev/shm/xtables.lock', '/tmp/xtables.lock'];
+
+/**
+ * iptables-legacy takes a lock file (/run/xtables.lock) and exits 4 when it cannot open it,
+ * which is the case in an init container with readOnlyRootFilesystem. The lock only
+ * serialises iptables callers sharing that file system, i.e. inside this container, so any
+ * writable path will do: point XTABLES_LOCKFILE (inherited by the iptables children) at the
+ * first one that opens. Returns the path chosen when it had to move, else undefined.
+ */
+export function ensureXtablesLock(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.XTABLES_LOCKFILE) return undefined;
+  const canOpen = (path: string) => {
+    try {
+      closeSync(openSync(path, 'a'));
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (canOpen(DEFAULT_XTABLES_LOCK)) return undefined;
+  const fallback = FALLBACK_XTABLES_LOCKS.find(canOpen);
+  if (fallback) env.XTABLES_LOCKFILE = fallback;
+  return fallback;
 }
