@@ -1,9 +1,150 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
-// Placeholder until this part lands; replace the whole file.
+import { createLogger } from '../lib/log.ts';
+import { createRegistry, serveMetrics } from '../lib/metrics.ts';
+import { onShutdown } from '../lib/shutdown.ts';
+import { createCsr, generateKeyPem, signCsr } from '../lib/tunnel/identity.ts';
+import { type EnrolmentVerifier, StaticTokenVerifier, TokenReviewVerifier } from './enrol.ts';
+import { startTunnelServer } from './server.ts';
+
+function parseListen(v: string): { host: string; port: number } | undefined {
+  const m = /^\[?([0-9a-fA-F.:]+)\]?:(\d{1,5})$/.exec(v);
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  return port <= 65535 ? { host: m[1], port } : undefined;
+}
+
+function readPem(flag: string, file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw configError(`--${flag}: cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
 export const tunnelServerCommand = defineCommand(
-  { name: 'tunnel-server', summary: 'tunnel-server', options: {} },
-  async () => {
-    throw configError('tunnel-server: not built yet');
+  {
+    name: 'tunnel-server',
+    summary:
+      'Rendezvous and relay for gateways behind NATs: registry of enrolled gateways, observed addresses, ' +
+      'hole-punch coordination, STUN, and a byte-splicing relay that never sees plaintext.',
+    details:
+      'Run any number of replicas; gateways connect to all of them. The mesh CA key signs node certificates at\n' +
+      "enrolment and this replica's own serving certificate at start. Protocol: docs/tunnel.md.",
+    options: {
+      listen: {
+        type: 'string',
+        default: '0.0.0.0:20007',
+        description: 'TCP (and UDP/STUN) address ADDR:PORT',
+        validate: (v: string) => (parseListen(v) ? undefined : 'must be ADDR:PORT'),
+      },
+      name: {
+        type: 'string',
+        default: hostname(),
+        description: 'replica name (in its certificate and logs)',
+      },
+      'ca-cert': {
+        type: 'string',
+        default: '/etc/edgemesh/ca/ca.crt',
+        description: 'mesh CA certificate (PEM)',
+      },
+      'ca-key': {
+        type: 'string',
+        default: '/etc/edgemesh/ca/ca.key',
+        description: 'mesh CA private key (PEM)',
+      },
+      'server-ip': {
+        type: 'list',
+        default: [],
+        description: 'public IPs to put in the serving certificate (informational; peers check the URI SAN)',
+      },
+      'enrol-tokens': {
+        type: 'string',
+        description: 'JSON file { node: sha256(token) } of bootstrap tokens (static enrolment)',
+      },
+      'token-review': {
+        type: 'boolean',
+        default: false,
+        description: 'verify enrolment tokens with the API server (TokenReview + pod on node)',
+      },
+      kubeconfig: { type: 'string', description: 'kubeconfig for --token-review (in-cluster when absent)' },
+      'gateway-service-account': {
+        type: 'string',
+        default: 'edgemesh-system:edgemesh-gateway',
+        description: 'NAMESPACE:NAME of the gateways service account (--token-review)',
+      },
+      'relay-max-sessions': {
+        type: 'integer',
+        default: 0,
+        min: 0,
+        description: 'concurrent relayed sessions per node (0 = unlimited)',
+      },
+      'relay-bytes-per-second': {
+        type: 'integer',
+        default: 0,
+        min: 0,
+        description: 'relay bandwidth per node in bytes/s (0 = unlimited; a limit slows, never cuts)',
+      },
+      'metrics-port': {
+        type: 'integer',
+        default: 0,
+        min: 0,
+        max: 65535,
+        description: 'port for /metrics (0 = off)',
+      },
+      config: { type: 'string', description: 'config file (JSON or YAML) with any of these options' },
+    },
+  },
+  async (opts) => {
+    const log = createLogger('tunnel-server');
+    const listen = parseListen(opts.listen);
+    if (!listen) throw configError('--listen: must be ADDR:PORT');
+    const ca = { certPem: readPem('ca-cert', opts['ca-cert']), keyPem: readPem('ca-key', opts['ca-key']) };
+    // This replica's serving identity: a fresh key each start, signed by the mesh CA.
+    const keyPem = generateKeyPem();
+    const identity = {
+      keyPem,
+      certPem: signCsr(
+        ca,
+        createCsr(keyPem, { kind: 'tunnel-server', name: opts.name }),
+        { kind: 'tunnel-server', name: opts.name },
+        {
+          ipSans: opts['server-ip'],
+        },
+      ),
+      caPem: ca.certPem,
+    };
+    let verifier: EnrolmentVerifier | undefined;
+    if (opts['token-review']) {
+      const { KubeConfig } = await import('@kubernetes/client-node');
+      const kc = new KubeConfig();
+      if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
+      else kc.loadFromCluster();
+      verifier = new TokenReviewVerifier(kc, { serviceAccount: opts['gateway-service-account'] });
+    } else if (opts['enrol-tokens']) {
+      verifier = StaticTokenVerifier.fromFile(opts['enrol-tokens']);
+    }
+    const registry = createRegistry('tunnel-server');
+    const server = await startTunnelServer({
+      name: opts.name,
+      ...listen,
+      ca,
+      identity,
+      verifier,
+      limits: {
+        maxRelaysPerNode: opts['relay-max-sessions'],
+        bytesPerSecondPerNode: opts['relay-bytes-per-second'],
+      },
+      log,
+      registry,
+    });
+    const metrics =
+      opts['metrics-port'] > 0 ? await serveMetrics(registry, { port: opts['metrics-port'] }) : undefined;
+    onShutdown(log, async () => {
+      metrics?.close();
+      await server.close();
+    });
   },
 );

@@ -110,7 +110,7 @@ export function signCsr(
       `CSR is not a valid PEM certification request: ${(err as Error).message}`,
     );
   }
-  if (!csr.verify(csr)) throw new EdgemeshError(ErrorCodes.TUNNEL_AUTH, 'CSR signature does not verify');
+  if (!csr.verify()) throw new EdgemeshError(ErrorCodes.TUNNEL_AUTH, 'CSR signature does not verify');
   const pub = csr.publicKey as forge.pki.rsa.PublicKey | null;
   if (!pub?.n || pub.n.bitLength() < 2048)
     throw new EdgemeshError(ErrorCodes.TUNNEL_AUTH, 'CSR key must be RSA ≥ 2048 bits');

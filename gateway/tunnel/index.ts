@@ -1,0 +1,11 @@
+// The gateway's tunnel to peer gateways: what the rest of the gateway uses.
+export { type EnrolOptions, loadOrEnrol } from './enrol.ts';
+export {
+  createTunnelManager,
+  type PeerStatus,
+  type RemotePath,
+  type TunnelManager,
+  type TunnelManagerOptions,
+  type TunnelStatus,
+} from './manager.ts';
+export type { ServerAddress } from './server-link.ts';

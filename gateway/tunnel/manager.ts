@@ -1,0 +1,580 @@
+import { randomBytes } from 'node:crypto';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import tls, { type TLSSocket } from 'node:tls';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
+import { type Logger, silentLogger } from '../../lib/log.ts';
+import type { PeerInfo, TlsRole, ToGateway } from '../../lib/tunnel/control.ts';
+import { ResetCode, type Target } from '../../lib/tunnel/frame.ts';
+import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
+import { MuxSession } from '../../lib/tunnel/mux.ts';
+import { acceptTls, connectTls, peerIdentity, serverOptions } from '../../lib/tunnel/tls.ts';
+import { type ServerAddress, ServerLink } from './server-link.ts';
+import { dial, dialRelay, probe, simultaneousOpen } from './tcp.ts';
+import { UdpPaths } from './udp.ts';
+
+/**
+ * The gateway's tunnel to peer gateways.
+ *
+ * Paths to a peer, best first: `direct` (TCP to its LAN address), `punched` (TCP
+ * simultaneous open or a UDP/ICE channel, coordinated by a tunnel-server), `relay` (spliced
+ * by a tunnel-server). On every path the two gateways run their own TLS 1.3 with per-node
+ * certificates and multiplex streams over it, so relays and NATs see only ciphertext.
+ *
+ * State per peer (owned by Peer, lives as long as the manager):
+ *   sessions    one MuxSession per path kind; new streams take the best usable one, open
+ *               streams stay where they started (a better path never moves them).
+ *   upgrade     after a relay comes up, the opener seeks a direct path in the background:
+ *               LAN dial (1 s per address: same-site peers answer in ms, others fail fast or
+ *               not at all), then TCP punch (3 s: a NAT that lets it through does so within
+ *               one SYN retransmit), then UDP/ICE (8 s: ICE checks pace at tens of ms and
+ *               must survive a lost round). Nothing found: retry after 30 s, doubling to
+ *               10 min, so a NAT that changes is picked up without hammering the servers.
+ *   failover    a relay that dies (its tunnel-server went away) is re-established at once
+ *               through another replica if the peer has no other path; streams that were
+ *               on it fail and their callers retry.
+ */
+export type RemotePath = 'direct' | 'punched' | 'relay';
+const PATH_ORDER: readonly RemotePath[] = ['direct', 'punched', 'relay'];
+
+export interface TunnelManagerOptions {
+  nodeName: string;
+  identity: TlsIdentity;
+  tunnelServers: ServerAddress[];
+  /** This node's LAN addresses, offered to peers for direct dials. */
+  lanAddresses: string[];
+  /** Tunnel listener (direct path), default 20006; 0 picks a free port. */
+  listenPort?: number;
+  listenHost?: string;
+  /**
+   * Far end: dials a target for a peer's stream. Must refuse (throw an EdgemeshError with
+   * code DIAL_REFUSED) anything that is not an endpoint of a pod on this node.
+   */
+  dialTarget(target: Target): Promise<Duplex>;
+  /** Which direct techniques to try (tests and benchmarks pin one). */
+  techniques?: { lan?: boolean; tcpPunch?: boolean; udp?: boolean };
+  log?: Logger;
+  registry?: Registry;
+}
+
+export interface PeerStatus {
+  node: string;
+  path: RemotePath | undefined;
+  rttMs: number | undefined;
+  paths: Partial<Record<RemotePath, { rttMs: number | undefined; streams: number; transport: string }>>;
+  /** When the background search for a direct path runs next (ms epoch), if scheduled. */
+  nextUpgradeAt: number | undefined;
+}
+
+export interface TunnelStatus {
+  node: string;
+  listenPort: number;
+  servers: { address: string; name: string | undefined; up: boolean; observed: string | undefined }[];
+  peers: PeerStatus[];
+}
+
+const RELAY_REQUEST_TIMEOUT_MS = 5_000;
+const LAN_DIAL_TIMEOUT_MS = 1_000;
+const PUNCH_DEADLINE_MS = 3_000;
+const UPGRADE_RETRY_START_MS = 30_000;
+const UPGRADE_RETRY_MAX_MS = 600_000;
+
+export class TunnelManager {
+  readonly nodeName: string;
+  readonly #opts: TunnelManagerOptions;
+  readonly #log: Logger;
+  #links: ServerLink[] = [];
+  readonly #peers = new Map<string, Peer>();
+  readonly #pending = new Map<string, { resolve: (m: ToGateway) => void; reject: (e: Error) => void }>();
+  readonly #probes = new Map<string, Promise<number>>();
+  readonly #techniques: Required<NonNullable<TunnelManagerOptions['techniques']>>;
+  #server: tls.Server | undefined;
+  #udp: UdpPaths | undefined;
+  listenPort = 0;
+  readonly metrics: ReturnType<typeof tunnelMetrics>;
+
+  constructor(opts: TunnelManagerOptions) {
+    this.nodeName = opts.nodeName;
+    this.#opts = opts;
+    this.#log = (opts.log ?? silentLogger).child({ part: 'tunnel' });
+    this.#techniques = { lan: true, tcpPunch: true, udp: true, ...opts.techniques };
+    this.metrics = tunnelMetrics(opts.registry, this);
+  }
+
+  /** Starts the direct listener and the links to every tunnel-server. */
+  async start(): Promise<void> {
+    const server = tls.createServer(serverOptions(this.#opts.identity), (socket) => this.#onDirect(socket));
+    server.on('tlsClientError', (err) =>
+      this.#log.debug({ err: err.message }, 'refused a direct connection'),
+    );
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.#opts.listenPort ?? 20006, this.#opts.listenHost ?? '0.0.0.0', () => resolve());
+    });
+    this.#server = server;
+    this.listenPort = (server.address() as net.AddressInfo).port;
+    if (this.#techniques.udp) {
+      this.#udp = new UdpPaths(this.#log);
+      this.#udp.bind(this);
+    }
+    // Registration carries the listen port, known only now.
+    const register = { lan: this.#opts.lanAddresses, port: this.listenPort };
+    this.#links = this.#opts.tunnelServers.map(
+      (addr) => new ServerLink(addr, this.#opts.identity, register, this.#log),
+    );
+    for (const link of this.#links) {
+      link.on('message', (msg) => this.#onMessage(link, msg));
+      link.start();
+    }
+  }
+
+  /** Resolves when at least one tunnel-server link is registered (or after timeoutMs). */
+  async ready(timeoutMs = 10_000): Promise<boolean> {
+    return Promise.any(
+      this.#links.map((l) => l.waitUp(timeoutMs).then((up) => (up ? true : Promise.reject()))),
+    ).catch(() => false);
+  }
+
+  /** A stream to `target` on `peerNode`, over the best path available now. */
+  async openStream(peerNode: string, target: Target): Promise<{ stream: Duplex; path: RemotePath }> {
+    if (peerNode === this.nodeName)
+      throw new EdgemeshError(ErrorCodes.BAD_REQUEST, 'the tunnel does not carry streams to this node');
+    const peer = this.#peer(peerNode);
+    const session = await peer.session();
+    const path = peer.pathOf(session) ?? 'relay';
+    const stream = await session.openStream(target);
+    this.metrics.streams.inc({ path });
+    return { stream, path };
+  }
+
+  status(): TunnelStatus {
+    return {
+      node: this.nodeName,
+      listenPort: this.listenPort,
+      servers: this.#links.map((l) => ({
+        address: l.label,
+        name: l.serverName,
+        up: l.up,
+        observed: l.observed ? `${l.observed.ip}:${l.observed.port}` : undefined,
+      })),
+      peers: [...this.#peers.values()].map((p) => p.status()),
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const l of this.#links) l.close();
+    for (const p of this.#peers.values()) p.close();
+    this.#udp?.close();
+    await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
+  }
+
+  // --- internals used by Peer -------------------------------------------------------------
+
+  /** @internal */
+  get log(): Logger {
+    return this.#log;
+  }
+
+  /** @internal */
+  get techniques() {
+    return this.#techniques;
+  }
+
+  /** @internal Links that are up, in configured order starting at `first`. */
+  linksUp(first = 0): ServerLink[] {
+    const n = this.#links.length;
+    return Array.from({ length: n }, (_, i) => this.#links[(first + i) % n]).filter((l) => l.up);
+  }
+
+  /** @internal Sends a request and waits for the reply carrying the same id. */
+  request(
+    link: ServerLink,
+    msg: { t: 'connect' | 'punch'; peer: string },
+    timeoutMs: number,
+  ): Promise<ToGateway> {
+    const id = randomBytes(8).toString('hex');
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(
+          new EdgemeshError(
+            ErrorCodes.UNAVAILABLE,
+            `${link.label} did not answer ${msg.t} in ${timeoutMs} ms`,
+          ),
+        );
+      }, timeoutMs);
+      this.#pending.set(id, {
+        resolve: (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      if (!link.send({ ...msg, id }))
+        this.#pending.get(id)?.reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, `${link.label} is down`));
+    });
+  }
+
+  /** @internal Wraps an established byte stream in TLS (role by node name) and a session. */
+  async secure(socket: Duplex, peer: string, role: TlsRole): Promise<MuxSession> {
+    const identity = this.#opts.identity;
+    const expect = { kind: 'node' as const, name: peer };
+    const { socket: tlsSocket } =
+      role === 'client'
+        ? await connectTls({ identity, expect, socket })
+        : await acceptTls({ identity, expect, socket });
+    return this.#session(tlsSocket, peer, role);
+  }
+
+  /** @internal */
+  get udp(): UdpPaths | undefined {
+    return this.#udp;
+  }
+
+  #session(socket: TLSSocket, peer: string, role: TlsRole): MuxSession {
+    const session = new MuxSession(socket, { role, peer, log: this.#log });
+    session.on('stream', (stream, target) => {
+      this.#opts.dialTarget(target).then(
+        (conn) => {
+          stream.accept();
+          pipeBoth(stream, conn);
+        },
+        (err: unknown) => {
+          const refused = err instanceof EdgemeshError && err.code === ErrorCodes.DIAL_REFUSED;
+          this.metrics.refused.inc({ reason: refused ? 'not-allowed' : 'dial-failed' });
+          stream.refuse(refused ? ResetCode.REFUSED : ResetCode.DIAL_FAILED, describeError(err));
+        },
+      );
+    });
+    session.ping().catch(() => undefined);
+    return session;
+  }
+
+  #peer(name: string): Peer {
+    let p = this.#peers.get(name);
+    if (!p) {
+      p = new Peer(this, name);
+      this.#peers.set(name, p);
+    }
+    return p;
+  }
+
+  #onDirect(socket: TLSSocket): void {
+    socket.on('error', () => undefined);
+    try {
+      const id = peerIdentity(socket, this.#opts.identity.caPem);
+      if (id.kind !== 'node' || id.name === this.nodeName)
+        throw new EdgemeshError(ErrorCodes.TUNNEL_AUTH, `unexpected peer ${id.kind}/${id.name}`);
+      socket.setNoDelay(true);
+      this.#peer(id.name).add('direct', this.#session(socket, id.name, 'server'), 'tcp');
+    } catch (err) {
+      this.metrics.refused.inc({ reason: 'bad-certificate' });
+      this.#log.warn({ err: describeError(err) }, 'refused a direct connection');
+      socket.destroy();
+    }
+  }
+
+  #onMessage(link: ServerLink, msg: ToGateway): void {
+    if (msg.t === 'error') {
+      const p = msg.id ? this.#pending.get(msg.id) : undefined;
+      if (p && msg.id) {
+        this.#pending.delete(msg.id);
+        p.reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, `${link.label}: ${msg.message}`));
+      } else this.#log.warn({ server: link.label, msg: msg.message }, 'tunnel-server error');
+      return;
+    }
+    if (msg.t === 'registered') return;
+    const waiting = this.#pending.get(msg.id);
+    if (msg.t === 'relay') {
+      const peer = this.#peer(msg.peer);
+      peer.info = msg.info;
+      const established = peer.joinRelay(link, msg);
+      if (waiting) {
+        this.#pending.delete(msg.id);
+        established.then(() => waiting.resolve(msg), waiting.reject);
+      } else established.catch(() => undefined);
+      return;
+    }
+    if (msg.t === 'probe') {
+      // Both sides probe; the opener waits for punch-go, which needs both probes.
+      const done = probe({ ip: link.address.host, port: link.address.port }, msg.token).then(
+        (r) => r.localPort,
+      );
+      done.catch((err) => this.#log.debug({ err: describeError(err) }, 'probe failed'));
+      this.#probes.set(msg.id, done);
+      setTimeout(() => this.#probes.delete(msg.id), 10_000).unref();
+      return;
+    }
+    if (msg.t === 'punch-go') {
+      const localPort = this.#probes.get(msg.id);
+      this.#probes.delete(msg.id);
+      const peer = this.#peer(msg.peer);
+      const punched = (async () => {
+        if (!localPort) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'punch-go without a probe');
+        const socket = await simultaneousOpen(await localPort, msg.addr, PUNCH_DEADLINE_MS);
+        const session = await this.secure(socket, msg.peer, msg.role);
+        peer.add('punched', session, 'tcp');
+      })();
+      if (waiting) {
+        this.#pending.delete(msg.id);
+        punched.then(() => waiting.resolve(msg), waiting.reject);
+      } else
+        punched.catch((err) =>
+          this.#log.debug({ peer: msg.peer, err: describeError(err) }, 'TCP punch failed'),
+        );
+      return;
+    }
+    if (msg.t === 'signal') {
+      this.#udp?.onSignal(link, msg, this.#peer(msg.peer));
+    }
+  }
+}
+
+/** Per-peer path state; see TunnelManager for the rules. */
+export class Peer {
+  readonly name: string;
+  readonly #m: TunnelManager;
+  readonly #sessions = new Map<RemotePath, { session: MuxSession; transport: string }>();
+  #connecting: Promise<MuxSession> | undefined;
+  #upgrading = false;
+  #upgradeTimer: NodeJS.Timeout | undefined;
+  #upgradeDelay = UPGRADE_RETRY_START_MS;
+  #closed = false;
+  nextUpgradeAt: number | undefined;
+  info: PeerInfo | undefined;
+  /** Link index to try first for the next relay (rotates on failure). */
+  #preferred = 0;
+
+  constructor(m: TunnelManager, name: string) {
+    this.#m = m;
+    this.name = name;
+  }
+
+  best(): MuxSession | undefined {
+    for (const kind of PATH_ORDER) {
+      const s = this.#sessions.get(kind)?.session;
+      if (s?.usable) return s;
+    }
+    return undefined;
+  }
+
+  pathOf(session: MuxSession): RemotePath | undefined {
+    for (const [kind, s] of this.#sessions) if (s.session === session) return kind;
+    return undefined;
+  }
+
+  /** The best usable session, establishing a relay first if there is none. */
+  session(): Promise<MuxSession> {
+    const s = this.best();
+    if (s) return Promise.resolve(s);
+    this.#connecting ??= this.#relay().finally(() => {
+      this.#connecting = undefined;
+    });
+    return this.#connecting;
+  }
+
+  add(kind: RemotePath, session: MuxSession, transport: string): void {
+    if (this.#closed) {
+      session.close();
+      return;
+    }
+    const old = this.#sessions.get(kind);
+    this.#sessions.set(kind, { session, transport });
+    if (old && old.session !== session) old.session.goAway('replaced by a newer session');
+    this.#m.log.info({ peer: this.name, path: kind, transport }, 'tunnel path up');
+    this.#m.metrics.paths.inc({ path: kind });
+    session.once('close', () => {
+      if (this.#sessions.get(kind)?.session === session) this.#sessions.delete(kind);
+      this.#m.log.info({ peer: this.name, path: kind }, 'tunnel path down');
+      // Keep the peer reachable: a lost relay comes back through another replica at once.
+      if (!this.#closed && !this.best() && kind === 'relay') {
+        this.#preferred++;
+        this.session().catch((err) =>
+          this.#m.log.warn({ peer: this.name, err: describeError(err) }, 'relay failover failed'),
+        );
+      }
+    });
+    // A direct path makes the relay idle: let its streams finish, then free the relay.
+    if (kind !== 'relay') this.#sessions.get('relay')?.session.goAway('direct path found');
+  }
+
+  /** Handles a `relay` message: dial the leg, TLS, session. Both ends of a relay run this. */
+  async joinRelay(link: ServerLink, msg: Extract<ToGateway, { t: 'relay' }>): Promise<MuxSession> {
+    const socket = await dialRelay({ ip: link.address.host, port: link.address.port }, msg.token);
+    const session = await this.#m.secure(socket, this.name, msg.role);
+    this.add('relay', session, `tcp via ${link.serverName ?? link.label}`);
+    return session;
+  }
+
+  async #relay(): Promise<MuxSession> {
+    let lastErr: unknown = new EdgemeshError(ErrorCodes.UNAVAILABLE, 'no tunnel-server is reachable');
+    const links = this.#m.linksUp(this.#preferred);
+    for (const link of links) {
+      try {
+        await this.#m.request(link, { t: 'connect', peer: this.name }, RELAY_REQUEST_TIMEOUT_MS);
+        const s = this.#sessions.get('relay')?.session;
+        if (!s) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'relay closed at once');
+        this.#scheduleUpgrade(0);
+        return this.best() ?? s;
+      } catch (err) {
+        lastErr = err;
+        this.#m.log.debug(
+          { peer: this.name, server: link.label, err: describeError(err) },
+          'relay attempt failed',
+        );
+      }
+    }
+    throw new EdgemeshError(
+      ErrorCodes.UNAVAILABLE,
+      `no path to node ${this.name}: ${describeError(lastErr)}`,
+    );
+  }
+
+  #scheduleUpgrade(delayMs: number): void {
+    if (this.#closed || this.#upgrading || this.#upgradeTimer) return;
+    this.nextUpgradeAt = Date.now() + delayMs;
+    this.#upgradeTimer = setTimeout(() => {
+      this.#upgradeTimer = undefined;
+      this.#upgrade().catch(() => undefined);
+    }, delayMs);
+    this.#upgradeTimer.unref();
+  }
+
+  /** Seeks a direct path: LAN, then TCP punch, then UDP. Bounded; reschedules with backoff. */
+  async #upgrade(): Promise<void> {
+    if (this.#sessions.has('direct') || this.#sessions.has('punched')) return;
+    this.#upgrading = true;
+    this.nextUpgradeAt = undefined;
+    const t = this.#m.techniques;
+    try {
+      if (t.lan && this.info && (await this.#tryLan(this.info))) return this.#upgraded();
+      const link = this.#m.linksUp(this.#preferred)[0];
+      if (t.tcpPunch && link) {
+        try {
+          await this.#m.request(link, { t: 'punch', peer: this.name }, PUNCH_DEADLINE_MS + 3000);
+          if (this.#sessions.has('punched')) return this.#upgraded();
+        } catch (err) {
+          this.#m.log.info({ peer: this.name, err: describeError(err) }, 'TCP punch did not connect');
+        }
+      }
+      if (t.udp && link && this.#m.udp) {
+        try {
+          await this.#m.udp.connect(link, this);
+          if (this.#sessions.has('punched')) return this.#upgraded();
+        } catch (err) {
+          this.#m.log.info({ peer: this.name, err: describeError(err) }, 'UDP path did not connect');
+        }
+      }
+    } finally {
+      this.#upgrading = false;
+    }
+    if (!this.#sessions.has('direct') && !this.#sessions.has('punched')) {
+      const delay = this.#upgradeDelay;
+      this.#upgradeDelay = Math.min(UPGRADE_RETRY_MAX_MS, delay * 2);
+      this.#m.log.info({ peer: this.name, retryInMs: delay }, 'no direct path; staying on the relay');
+      this.#scheduleUpgrade(delay);
+    }
+  }
+
+  #upgraded(): void {
+    this.#upgradeDelay = UPGRADE_RETRY_START_MS;
+  }
+
+  async #tryLan(info: PeerInfo): Promise<boolean> {
+    const attempts = info.lan.map(async (ip) => {
+      const socket = await dial({ ip, port: info.port }, { timeoutMs: LAN_DIAL_TIMEOUT_MS });
+      // We dialed, so we are the TLS client whatever the names say.
+      return this.#m.secure(socket, this.name, 'client');
+    });
+    try {
+      const session = await Promise.any(attempts);
+      this.add('direct', session, 'tcp');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  status(): PeerStatus {
+    const best = this.best();
+    const paths: PeerStatus['paths'] = {};
+    for (const [kind, { session, transport }] of this.#sessions) {
+      paths[kind] = { rttMs: session.rttMs, streams: session.streamCount, transport };
+    }
+    return {
+      node: this.name,
+      path: best ? this.pathOf(best) : undefined,
+      rttMs: best?.rttMs,
+      paths,
+      nextUpgradeAt: this.nextUpgradeAt,
+    };
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#upgradeTimer);
+    for (const { session } of this.#sessions.values()) session.close();
+  }
+}
+
+/** Both directions with half-close; an error or reset on either side tears down both. */
+function pipeBoth(a: Duplex, b: Duplex): void {
+  const fail = () => {
+    a.destroy();
+    b.destroy();
+  };
+  a.on('error', fail);
+  b.on('error', fail);
+  a.on('close', () => {
+    if (!a.readableEnded) b.destroy();
+  });
+  b.on('close', () => {
+    if (!b.readableEnded) a.destroy();
+  });
+  a.pipe(b);
+  b.pipe(a);
+}
+
+function tunnelMetrics(registry: Registry | undefined, m: TunnelManager) {
+  const registers = registry ? [registry] : [];
+  return {
+    streams: new Counter({
+      name: 'edgemesh_tunnel_streams_total',
+      help: 'Streams opened to peers',
+      labelNames: ['path'],
+      registers,
+    }),
+    paths: new Counter({
+      name: 'edgemesh_tunnel_paths_up_total',
+      help: 'Tunnel paths established',
+      labelNames: ['path'],
+      registers,
+    }),
+    refused: new Counter({
+      name: 'edgemesh_tunnel_refused_total',
+      help: 'Peer streams or connections refused',
+      labelNames: ['reason'],
+      registers,
+    }),
+    peers: new Gauge({
+      name: 'edgemesh_tunnel_peers',
+      help: 'Peers by current best path',
+      labelNames: ['path'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of m.status().peers) this.inc({ path: p.path ?? 'none' });
+      },
+    }),
+  };
+}
+
+export async function createTunnelManager(opts: TunnelManagerOptions): Promise<TunnelManager> {
+  const m = new TunnelManager(opts);
+  await m.start();
+  return m;
+}

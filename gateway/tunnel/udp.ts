@@ -1,0 +1,190 @@
+import { randomBytes } from 'node:crypto';
+import { Duplex } from 'node:stream';
+import nodeDataChannel from 'node-datachannel';
+import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
+import type { Logger } from '../../lib/log.ts';
+import { type ToGateway, tlsRole } from '../../lib/tunnel/control.ts';
+import type { MuxSession } from '../../lib/tunnel/mux.ts';
+import type { Peer, TunnelManager } from './manager.ts';
+import type { ServerLink } from './server-link.ts';
+
+/**
+ * The UDP path, for NATs where TCP punching fails (routers that answer an unsolicited SYN
+ * with RST): ICE (libjuice via node-datachannel) finds a UDP path using the tunnel-server's
+ * STUN answer for server-reflexive candidates; SDP and candidates travel as `signal`
+ * control messages. On the resulting SCTP data channel (DTLS inside) the gateways run their
+ * own TLS 1.3 with node certificates, exactly as on TCP, so the peer's identity is proven
+ * end to end and not by whatever relayed the signalling.
+ *
+ * Timeouts: ICE must open the channel within 8 s (checks are paced at tens of ms; 8 s
+ * survives lost rounds), else the attempt is dropped. Keepalive: the mux session's PING
+ * every 10 s keeps the UDP NAT mappings (30 s here) open, on top of ICE consent checks.
+ */
+const OPEN_TIMEOUT_MS = 8_000;
+const HIGH_WATER = 1024 * 1024;
+const LOW_WATER = 256 * 1024;
+const MAX_MESSAGE = 16 * 1024;
+
+type PC = InstanceType<typeof nodeDataChannel.PeerConnection>;
+type DC = ReturnType<PC['createDataChannel']>;
+
+interface Attempt {
+  pc: PC;
+  peer: string;
+  timer: NodeJS.Timeout;
+  done: Promise<MuxSession>;
+}
+
+export class UdpPaths {
+  readonly #log: Logger;
+  readonly #attempts = new Map<string, Attempt>();
+  #manager: TunnelManager | undefined;
+
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  /** Opener: offer a data channel to `peer` through `link`; resolves once the path is up. */
+  connect(link: ServerLink, peer: Peer): Promise<MuxSession> {
+    const id = randomBytes(8).toString('hex');
+    const attempt = this.#start(id, link, peer, true);
+    return attempt.done;
+  }
+
+  bind(manager: TunnelManager): void {
+    this.#manager = manager;
+  }
+
+  /** Signalling from the peer (answerer side starts here). */
+  onSignal(link: ServerLink, msg: Extract<ToGateway, { t: 'signal' }>, peer: Peer): void {
+    let attempt = this.#attempts.get(msg.id);
+    if (!attempt) {
+      if (msg.data.type !== 'offer') return; // stale candidate of a finished attempt
+      attempt = this.#start(msg.id, link, peer, false);
+      attempt.done.catch((err) =>
+        this.#log.debug({ peer: peer.name, err: describeError(err) }, 'UDP answer failed'),
+      );
+    }
+    const { data } = msg;
+    try {
+      if (typeof data.sdp === 'string' && (data.type === 'offer' || data.type === 'answer')) {
+        attempt.pc.setRemoteDescription(data.sdp, data.type);
+      } else if (typeof data.candidate === 'string' && typeof data.mid === 'string') {
+        attempt.pc.addRemoteCandidate(data.candidate, data.mid);
+      }
+    } catch (err) {
+      this.#log.debug({ err: describeError(err) }, 'bad ICE signal ignored');
+    }
+  }
+
+  #start(id: string, link: ServerLink, peer: Peer, offerer: boolean): Attempt {
+    const manager = this.#manager;
+    if (!manager) throw new EdgemeshError(ErrorCodes.INTERNAL, 'UDP paths not bound to a manager');
+    const pc = new nodeDataChannel.PeerConnection(`${manager.nodeName}-${id}`, {
+      iceServers: [`stun:${link.address.host}:${link.address.port}`],
+      maxMessageSize: 256 * 1024,
+    });
+    const signal = (data: Record<string, unknown>) => link.send({ t: 'signal', id, peer: peer.name, data });
+    pc.onLocalDescription((sdp, type) => signal({ sdp, type }));
+    pc.onLocalCandidate((candidate, mid) => signal({ candidate, mid }));
+    let timer: NodeJS.Timeout | undefined;
+    const done = new Promise<MuxSession>((resolve, reject) => {
+      timer = setTimeout(() => {
+        reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, `ICE did not connect in ${OPEN_TIMEOUT_MS} ms`));
+      }, OPEN_TIMEOUT_MS);
+      const onChannel = (dc: DC) => {
+        const open = async () => {
+          clearTimeout(timer);
+          try {
+            const stream = new ChannelStream(dc);
+            const session = await manager.secure(stream, peer.name, tlsRole(manager.nodeName, peer.name));
+            session.once('close', () => pc.close());
+            peer.add('punched', session, 'udp');
+            resolve(session);
+          } catch (err) {
+            reject(err);
+          }
+        };
+        if (dc.isOpen()) open();
+        else dc.onOpen(open);
+      };
+      if (offerer) onChannel(pc.createDataChannel('edgemesh'));
+      else pc.onDataChannel(onChannel);
+    });
+    const attempt: Attempt = { pc, peer: peer.name, timer: timer as unknown as NodeJS.Timeout, done };
+    this.#attempts.set(id, attempt);
+    done.then(
+      () => this.#attempts.delete(id),
+      () => {
+        this.#attempts.delete(id);
+        pc.close();
+      },
+    );
+    return attempt;
+  }
+
+  close(): void {
+    for (const a of this.#attempts.values()) {
+      clearTimeout(a.timer);
+      a.pc.close();
+    }
+    this.#attempts.clear();
+  }
+}
+
+/**
+ * A data channel as a byte stream with real backpressure: writes wait while more than
+ * HIGH_WATER bytes are queued in the SCTP layer (node-datachannel's own stream wrapper
+ * drops messages instead). Reads are bounded by the mux windows above it.
+ */
+class ChannelStream extends Duplex {
+  readonly #dc: DC;
+  #waiting: (() => void) | undefined;
+
+  constructor(dc: DC) {
+    super({ allowHalfOpen: false });
+    this.#dc = dc;
+    dc.setBufferedAmountLowThreshold(LOW_WATER);
+    dc.onBufferedAmountLow(() => {
+      const w = this.#waiting;
+      this.#waiting = undefined;
+      w?.();
+    });
+    dc.onMessage((msg) => {
+      if (typeof msg === 'string') return;
+      this.push(Buffer.isBuffer(msg) ? msg : Buffer.from(msg));
+    });
+    dc.onClosed(() => {
+      this.push(null);
+      this.destroy();
+    });
+    dc.onError((e) => this.destroy(new EdgemeshError(ErrorCodes.UNAVAILABLE, `data channel: ${e}`)));
+  }
+
+  override _read(): void {}
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
+    try {
+      for (let off = 0; off < chunk.length; off += MAX_MESSAGE) {
+        if (!this.#dc.sendMessageBinary(chunk.subarray(off, off + MAX_MESSAGE))) {
+          callback(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'data channel refused a message'));
+          return;
+        }
+      }
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    if (this.#dc.bufferedAmount() > HIGH_WATER) this.#waiting = () => callback();
+    else callback();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    try {
+      this.#dc.close();
+    } catch {
+      // already closed
+    }
+    callback(err);
+  }
+}

@@ -1,0 +1,186 @@
+import { isIP } from 'node:net';
+import { FrameError } from './frame.ts';
+import { assertName } from './identity.ts';
+
+/**
+ * Control messages between a gateway and a tunnel-server: CONTROL frames (one JSON object
+ * each) on the gateway's mutually authenticated TLS connection. The node a message comes
+ * from is the certificate's, never a field. Every message is validated here; an invalid one
+ * is a protocol error that closes that control session only.
+ *
+ *   gateway → server
+ *     register  { lan: [ip], port }       announce LAN addresses and tunnel port
+ *     connect   { id, peer }              relay me to `peer` (and tell us each other's addresses)
+ *     punch     { id, peer }              coordinate a TCP hole punch with `peer`
+ *     signal    { id, peer, data }        pass ICE/SDP data to `peer` (UDP path)
+ *   server → gateway
+ *     registered { server, observed }     the address the server sees this connection from
+ *     relay      { id, peer, token, role, info }   dial RAW RELAY <token>; TLS role for the pair
+ *     probe      { id, peer, token }      dial RAW PROBE <token> from a fresh local port
+ *     punch-go   { id, peer, addr, role } connect from that port to addr now (simultaneous open)
+ *     signal     { id, peer, data }       ICE/SDP data from `peer`
+ *     error      { id?, code, message }
+ *
+ * A raw connection (relay leg or probe) to the same port starts with one ASCII line instead
+ * of a TLS ClientHello:  "EMT1 RELAY <token>\n"  or  "EMT1 PROBE <token>\n"  (token: 32 hex).
+ * A probe is answered "OK <ip> <port>\n" (the observed address) and closed; relay legs are
+ * spliced once both have arrived. Tokens are single-use secrets issued over the TLS control
+ * connection; the relayed bytes are the gateways' own end-to-end TLS.
+ */
+export interface Address {
+  ip: string;
+  port: number;
+}
+
+export interface PeerInfo {
+  lan: string[];
+  port: number;
+  observed: Address;
+}
+
+export type TlsRole = 'client' | 'server';
+
+export type ToServer =
+  | { t: 'register'; lan: string[]; port: number }
+  | { t: 'connect'; id: string; peer: string }
+  | { t: 'punch'; id: string; peer: string }
+  | { t: 'signal'; id: string; peer: string; data: Record<string, unknown> };
+
+export type ToGateway =
+  | { t: 'registered'; server: string; observed: Address }
+  | { t: 'relay'; id: string; peer: string; token: string; role: TlsRole; info: PeerInfo }
+  | { t: 'probe'; id: string; peer: string; token: string }
+  | { t: 'punch-go'; id: string; peer: string; addr: Address; role: TlsRole }
+  | { t: 'signal'; id: string; peer: string; data: Record<string, unknown> }
+  | { t: 'error'; id?: string; code: string; message: string };
+
+export const RAW_MAGIC = 'EMT1';
+export const RAW_LINE_MAX = 64;
+const TOKEN = /^[0-9a-f]{32}$/;
+const ID = /^[A-Za-z0-9_-]{1,64}$/;
+const MAX_SIGNAL = 16 * 1024;
+
+function str(m: Record<string, unknown>, key: string, re?: RegExp): string {
+  const v = m[key];
+  if (typeof v !== 'string' || (re && !re.test(v)))
+    throw new FrameError(`control ${String(m.t)}: bad ${key}`);
+  return v;
+}
+
+function nodeName(m: Record<string, unknown>, key: string): string {
+  const v = str(m, key);
+  try {
+    assertName(v);
+  } catch {
+    throw new FrameError(`control ${String(m.t)}: ${key} is not a node name`);
+  }
+  return v;
+}
+
+function port(m: Record<string, unknown>, key: string): number {
+  const v = m[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535)
+    throw new FrameError(`control ${String(m.t)}: bad ${key}`);
+  return v;
+}
+
+function address(m: Record<string, unknown>, key: string): Address {
+  const v = m[key];
+  if (typeof v !== 'object' || v === null) throw new FrameError(`control ${String(m.t)}: bad ${key}`);
+  const a = v as Record<string, unknown>;
+  if (typeof a.ip !== 'string' || isIP(a.ip) === 0)
+    throw new FrameError(`control ${String(m.t)}: bad ${key}.ip`);
+  return { ip: a.ip, port: port(a, 'port') };
+}
+
+function ipList(m: Record<string, unknown>, key: string): string[] {
+  const v = m[key];
+  if (!Array.isArray(v) || v.length > 16 || !v.every((ip) => typeof ip === 'string' && isIP(ip) !== 0))
+    throw new FrameError(`control ${String(m.t)}: ${key} must be up to 16 IP addresses`);
+  return v as string[];
+}
+
+function signalData(m: Record<string, unknown>): Record<string, unknown> {
+  const d = m.data;
+  if (typeof d !== 'object' || d === null || Array.isArray(d) || JSON.stringify(d).length > MAX_SIGNAL)
+    throw new FrameError('control signal: data must be an object under 16 KiB');
+  return d as Record<string, unknown>;
+}
+
+function role(m: Record<string, unknown>): TlsRole {
+  const r = m.role;
+  if (r !== 'client' && r !== 'server') throw new FrameError(`control ${String(m.t)}: bad role`);
+  return r;
+}
+
+export function parseToServer(m: Record<string, unknown>): ToServer {
+  switch (m.t) {
+    case 'register':
+      return { t: 'register', lan: ipList(m, 'lan'), port: port(m, 'port') };
+    case 'connect':
+    case 'punch':
+      return { t: m.t, id: str(m, 'id', ID), peer: nodeName(m, 'peer') };
+    case 'signal':
+      return { t: 'signal', id: str(m, 'id', ID), peer: nodeName(m, 'peer'), data: signalData(m) };
+    default:
+      throw new FrameError(`unknown control message ${JSON.stringify(m.t)}`);
+  }
+}
+
+export function parseToGateway(m: Record<string, unknown>): ToGateway {
+  switch (m.t) {
+    case 'registered':
+      return { t: 'registered', server: str(m, 'server'), observed: address(m, 'observed') };
+    case 'relay': {
+      const info = m.info as Record<string, unknown> | undefined;
+      if (typeof info !== 'object' || info === null) throw new FrameError('control relay: bad info');
+      return {
+        t: 'relay',
+        id: str(m, 'id', ID),
+        peer: nodeName(m, 'peer'),
+        token: str(m, 'token', TOKEN),
+        role: role(m),
+        info: { lan: ipList(info, 'lan'), port: port(info, 'port'), observed: address(info, 'observed') },
+      };
+    }
+    case 'probe':
+      return { t: 'probe', id: str(m, 'id', ID), peer: nodeName(m, 'peer'), token: str(m, 'token', TOKEN) };
+    case 'punch-go':
+      return {
+        t: 'punch-go',
+        id: str(m, 'id', ID),
+        peer: nodeName(m, 'peer'),
+        addr: address(m, 'addr'),
+        role: role(m),
+      };
+    case 'signal':
+      return { t: 'signal', id: str(m, 'id', ID), peer: nodeName(m, 'peer'), data: signalData(m) };
+    case 'error':
+      return {
+        t: 'error',
+        ...(m.id === undefined ? {} : { id: str(m, 'id', ID) }),
+        code: str(m, 'code'),
+        message: str(m, 'message'),
+      };
+    default:
+      throw new FrameError(`unknown control message ${JSON.stringify(m.t)}`);
+  }
+}
+
+/** "EMT1 RELAY <token>" / "EMT1 PROBE <token>" (without the newline). */
+export function parseRawLine(line: string): { kind: 'RELAY' | 'PROBE'; token: string } {
+  const m = /^EMT1 (RELAY|PROBE) ([0-9a-f]{32})$/.exec(line);
+  if (!m) throw new FrameError('raw connection: expected "EMT1 RELAY|PROBE <token>"');
+  return { kind: m[1] as 'RELAY' | 'PROBE', token: m[2] };
+}
+
+/** The TLS role of `self` toward `peer`: the smaller node name is the TLS client. */
+export function tlsRole(self: string, peer: string): TlsRole {
+  return self < peer ? 'client' : 'server';
+}
+
+/** Strips the IPv4-mapped prefix Node reports on dual-stack sockets. */
+export function plainIp(ip: string | undefined): string {
+  if (!ip) return '';
+  return ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip;
+}

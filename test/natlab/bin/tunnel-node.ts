@@ -1,0 +1,102 @@
+// A gateway's tunnel part alone, for the NAT lab and benchmarks: enrols, runs the tunnel
+// manager, accepts CONNECT requests (the sidecar↔gateway protocol) on 127.0.0.1:15080 and
+// serves its status as JSON on 127.0.0.1:15091/status. Far end: dials only --allow targets.
+import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import { parseArgs } from 'node:util';
+import { loadOrEnrol } from '../../../gateway/tunnel/enrol.ts';
+import { createTunnelManager } from '../../../gateway/tunnel/manager.ts';
+import { EdgemeshError, ErrorCodes } from '../../../lib/errors.ts';
+import { formatReply, parseRequest, takeLine } from '../../../lib/gateway-protocol.ts';
+import { createLogger } from '../../../lib/log.ts';
+
+const { values: a } = parseArgs({
+  options: {
+    node: { type: 'string' },
+    'state-dir': { type: 'string' },
+    ca: { type: 'string' },
+    servers: { type: 'string' },
+    token: { type: 'string' },
+    lan: { type: 'string' },
+    allow: { type: 'string', default: '' },
+    techniques: { type: 'string', default: 'lan,tcp,udp' },
+  },
+});
+const log = createLogger(`tunnel-node/${a.node}`);
+const servers = String(a.servers)
+  .split(',')
+  .map((s) => ({ host: s.split(':')[0], port: Number(s.split(':')[1]) }));
+const identity = await loadOrEnrol({
+  nodeName: String(a.node),
+  stateDir: String(a['state-dir']),
+  caPem: await readFile(String(a.ca), 'utf8'),
+  servers,
+  token: async () => String(a.token),
+  log,
+});
+const allowed = new Set(String(a.allow).split(',').filter(Boolean));
+const techniques = String(a.techniques).split(',');
+const manager = await createTunnelManager({
+  nodeName: String(a.node),
+  identity,
+  tunnelServers: servers,
+  lanAddresses: [String(a.lan)],
+  techniques: {
+    lan: techniques.includes('lan'),
+    tcpPunch: techniques.includes('tcp'),
+    udp: techniques.includes('udp'),
+  },
+  log,
+  dialTarget: async (t) => {
+    if (!allowed.has(`${t.ip}:${t.port}`))
+      throw new EdgemeshError(
+        ErrorCodes.DIAL_REFUSED,
+        `${t.ip}:${t.port} is not an endpoint of a pod on node ${a.node}`,
+      );
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ host: t.ip, port: t.port, allowHalfOpen: true }, () => resolve(s));
+      s.once('error', reject);
+    });
+  },
+});
+
+net
+  .createServer({ allowHalfOpen: true }, (client) => {
+    client.on('error', () => undefined);
+    let buf = Buffer.alloc(0);
+    const onData = async (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      const got = takeLine(buf);
+      if (!got) return;
+      client.removeListener('data', onData);
+      client.pause();
+      try {
+        const req = parseRequest(got.line);
+        if (req.kind !== 'connect') throw new Error('only CONNECT here');
+        const { stream, path } = await manager.openStream(req.node, { ip: req.ip, port: req.port });
+        client.write(formatReply({ ok: true, path }));
+        if (got.rest.length) stream.write(got.rest);
+        stream.on('error', () => client.destroy());
+        client.on('error', () => stream.destroy());
+        client.pipe(stream);
+        stream.pipe(client);
+        client.resume();
+      } catch (err) {
+        const e = err as EdgemeshError;
+        client.end(formatReply({ ok: false, code: e.code ?? ErrorCodes.INTERNAL, message: e.message }));
+      }
+    };
+    client.on('data', onData);
+  })
+  .listen(15080, '127.0.0.1');
+
+http
+  .createServer((_req, res) => {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(manager.status()));
+  })
+  .listen(15091, '127.0.0.1');
+
+await manager.ready(15_000);
+process.stdout.write('READY\n');

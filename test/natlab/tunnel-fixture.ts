@@ -1,0 +1,216 @@
+import type { ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createCA } from '../../lib/tunnel/identity.ts';
+import { EDGEMESH_BIN, waitFor } from '../harness/netns.ts';
+import { type LabNode, NatLab, type SiteSpec } from './lab.ts';
+
+/**
+ * The NAT lab with edgemesh on it: a mesh CA, tunnel-server replicas on the public
+ * segment, tunnel nodes (gateway tunnel part, test/natlab/bin/tunnel-node.ts) on chosen
+ * lab nodes and a sink (hash + echo server) in each node's pod. Used by the tunnel tests
+ * and bench/tunnel.ts.
+ */
+const NODE = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
+const BIN = new URL('./bin/', import.meta.url).pathname;
+export const TUNNEL_PORT = 20007;
+
+export interface TunnelStatusJson {
+  node: string;
+  servers: { address: string; up: boolean; observed?: string }[];
+  peers: {
+    node: string;
+    path?: string;
+    rttMs?: number;
+    paths: Record<string, { rttMs?: number; streams: number; transport: string }>;
+  }[];
+}
+
+export class TunnelLab {
+  readonly lab: NatLab;
+  readonly dir: string;
+  readonly caFile: string;
+  readonly tokens = new Map<string, string>();
+  readonly servers = new Map<number, ChildProcess>();
+  readonly nodes = new Map<string, ChildProcess>();
+
+  private constructor(lab: NatLab) {
+    this.lab = lab;
+    this.dir = mkdtempSync(join(tmpdir(), 'emt-'));
+    const ca = createCA();
+    this.caFile = join(this.dir, 'ca.crt');
+    writeFileSync(this.caFile, ca.certPem);
+    writeFileSync(join(this.dir, 'ca.key'), ca.keyPem, { mode: 0o600 });
+  }
+
+  static async create(sites: SiteSpec[], tunnelServers = 2): Promise<TunnelLab> {
+    const lab = await NatLab.create({ prefix: 'emt', sites, tunnelServers });
+    const t = new TunnelLab(lab);
+    try {
+      const hashes: Record<string, string> = {};
+      for (const s of lab.sites)
+        for (const n of s.nodes) {
+          const token = randomBytes(16).toString('hex');
+          t.tokens.set(n.name, token);
+          hashes[n.name] = createHash('sha256').update(token).digest('hex');
+        }
+      writeFileSync(join(t.dir, 'tokens.json'), JSON.stringify(hashes));
+      for (let i = 0; i < tunnelServers; i++) await t.startServer(i);
+      for (const s of lab.sites) for (const n of s.nodes) for (const _ of n.pods) await t.startSink(n);
+    } catch (err) {
+      await t.cleanup();
+      throw err;
+    }
+    return t;
+  }
+
+  get serverList(): string {
+    return this.lab.tunnelServers.map((s) => `${s.addr}:${TUNNEL_PORT}`).join(',');
+  }
+
+  async startServer(i: number, extra: string[] = []): Promise<void> {
+    const ts = this.lab.tunnelServers[i];
+    const child = this.lab.spawn(ts.ns, [
+      EDGEMESH_BIN,
+      'tunnel-server',
+      '--listen',
+      `${ts.addr}:${TUNNEL_PORT}`,
+      '--name',
+      `ts${i + 1}`,
+      '--ca-cert',
+      this.caFile,
+      '--ca-key',
+      join(this.dir, 'ca.key'),
+      '--enrol-tokens',
+      join(this.dir, 'tokens.json'),
+      ...extra,
+    ]);
+    collect(child, `ts${i + 1}`);
+    this.servers.set(i, child);
+    await waitFor(
+      async () => (await this.lab.run(ts.ns, ['ss', '-ltn'])).stdout.includes(`:${TUNNEL_PORT}`),
+      15_000,
+      100,
+      `tunnel-server ts${i + 1}`,
+    );
+  }
+
+  killServer(i: number): void {
+    const child = this.servers.get(i);
+    if (child?.pid) process.kill(child.pid, 'SIGKILL');
+    this.servers.delete(i);
+  }
+
+  async startSink(node: LabNode): Promise<void> {
+    const child = this.lab.spawn(node.pods[0].ns, [NODE, join(BIN, 'sink.ts')]);
+    await readyLine(child, `sink on ${node.name}`);
+  }
+
+  /** Starts the tunnel node on `node`; its far end allows only its own pod's ports. */
+  async startNode(node: LabNode, opts: { techniques?: string; token?: string } = {}): Promise<ChildProcess> {
+    const allow = node.pods.flatMap((p) => [`${p.addr}:9000`, `${p.addr}:9001`]).join(',');
+    const child = this.lab.spawn(node.ns, [
+      NODE,
+      join(BIN, 'tunnel-node.ts'),
+      '--node',
+      node.name,
+      '--state-dir',
+      join(this.dir, node.name),
+      '--ca',
+      this.caFile,
+      '--servers',
+      this.serverList,
+      '--token',
+      opts.token ?? this.tokens.get(node.name) ?? '',
+      '--lan',
+      node.addr,
+      '--allow',
+      allow,
+      '--techniques',
+      opts.techniques ?? 'lan,tcp,udp',
+    ]);
+    collect(child, node.name);
+    this.nodes.set(node.name, child);
+    await readyLine(child, `tunnel node ${node.name}`);
+    return child;
+  }
+
+  /** Runs send.ts in `from`'s namespace: `bytes` to `to`'s pod (port 9000) through the tunnel. */
+  async send(from: LabNode, to: LabNode, bytes: number, timeoutMs = 60_000): Promise<SendResult> {
+    const r = await this.lab.exec(
+      from.ns,
+      [
+        NODE,
+        join(BIN, 'send.ts'),
+        '--node',
+        to.name,
+        '--target',
+        `${to.pods[0].addr}:9000`,
+        '--bytes',
+        String(bytes),
+      ],
+      { timeoutMs },
+    );
+    return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as SendResult;
+  }
+
+  async status(node: LabNode): Promise<TunnelStatusJson> {
+    const r = await this.lab.exec(node.ns, ['curl', '-sf', 'http://127.0.0.1:15091/status']);
+    return JSON.parse(r.stdout) as TunnelStatusJson;
+  }
+
+  async peerPath(from: LabNode, to: LabNode): Promise<string | undefined> {
+    return (await this.status(from)).peers.find((p) => p.node === to.name)?.path;
+  }
+
+  async cleanup(): Promise<void> {
+    await this.lab.cleanup();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export interface SendResult {
+  path?: string;
+  bytes?: number;
+  sha?: string;
+  reply?: string;
+  ms?: number;
+  error?: string;
+}
+
+const logs = new Map<string, string[]>();
+function collect(child: ChildProcess, name: string): void {
+  const lines: string[] = [];
+  logs.set(name, lines);
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (s: string) => {
+    lines.push(s);
+    if (lines.length > 400) lines.shift();
+  });
+}
+
+/** The last log lines of a lab process, for failure messages. */
+export function processLog(name: string): string {
+  return (logs.get(name) ?? []).join('').slice(-4000);
+}
+
+function readyLine(child: ChildProcess, what: string, timeoutMs = 30_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`${what} not ready in ${timeoutMs} ms`)), timeoutMs);
+    child.stdout?.setEncoding('utf8');
+    child.stdout?.on('data', (s: string) => {
+      out += s;
+      if (out.includes('READY')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with ${code}`));
+    });
+  });
+}
