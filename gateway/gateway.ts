@@ -14,7 +14,7 @@ import { FeedHub } from './feed.ts';
 import { gatewayMetrics } from './metrics.ts';
 import { CatalogPersister, loadCatalog } from './persist.ts';
 import { startSidecarServer } from './server.ts';
-import { InProcessTunnel, LocalDialer, type TunnelManager } from './streams.ts';
+import { InProcessTunnel, LocalDialer, type TunnelFactory, type TunnelManager } from './streams.ts';
 import { ClusterWatcher } from './watcher.ts';
 
 export interface GatewayOptions {
@@ -28,8 +28,11 @@ export interface GatewayOptions {
   /** Absent: no metrics listener. */
   metricsPort?: number;
   metricsHost?: string;
-  /** The tunnel to peer gateways; absent: only same-node streams (others are refused). */
-  tunnel?: TunnelManager;
+  /**
+   * The tunnel to peer gateways, or a factory that gets this gateway's LocalDialer (for the
+   * tunnel's far end). Absent: only same-node streams; others get UNAVAILABLE.
+   */
+  tunnel?: TunnelManager | TunnelFactory;
   log: Logger;
   persistDelayMs?: number;
   headerTimeoutMs?: number;
@@ -61,6 +64,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const registry = createRegistry('gateway');
   const metrics = gatewayMetrics(registry, store, () => feed.clients);
   const dialer = new LocalDialer(opts.nodeName, store);
+  const tunnel = typeof opts.tunnel === 'function' ? await opts.tunnel(dialer) : opts.tunnel;
   const server = await startSidecarServer({
     host: opts.listenHost,
     port: opts.listenPort,
@@ -69,7 +73,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     feed,
     dialer,
     // Without a tunnel, a stream to another node gets a clear UNAVAILABLE answer.
-    tunnel: opts.tunnel ?? new InProcessTunnel(),
+    tunnel: tunnel ?? new InProcessTunnel(),
     log,
     metrics,
     headerTimeoutMs: opts.headerTimeoutMs,
@@ -111,6 +115,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await watcher?.stop();
       feed.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await tunnel?.close?.();
       metricsServer?.close();
       await persister.close();
     },

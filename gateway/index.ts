@@ -13,5 +13,6 @@ export {
   type RemotePath,
   type StreamTarget,
   splice,
+  type TunnelFactory,
   type TunnelManager,
 } from './streams.ts';

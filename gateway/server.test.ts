@@ -42,8 +42,16 @@ beforeAll(async () => {
     tunnel,
     headerTimeoutMs: 300,
   });
-  b = await startGateway({ ...common, nodeName: 'edge-b', stateDir: join(tmp, 'b'), tunnel });
-  tunnel.register(b.dialer);
+  // The factory form: the tunnel gets the gateway's LocalDialer for its far end.
+  b = await startGateway({
+    ...common,
+    nodeName: 'edge-b',
+    stateDir: join(tmp, 'b'),
+    tunnel: async (dialer) => {
+      tunnel.register(dialer);
+      return tunnel;
+    },
+  });
   tunnel.register(a.dialer);
   const catalog = loopbackCatalog([
     { name: 'a-0', ip: '127.0.0.2', node: 'edge-a', ports: [echoA] },

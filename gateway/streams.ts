@@ -25,7 +25,15 @@ export type RemotePath = Exclude<PathKind, 'local'>;
  */
 export interface TunnelManager {
   openStream(peerNode: string, target: StreamTarget): Promise<{ stream: Duplex; path: RemotePath }>;
+  /** Called when the gateway shuts down, if present. */
+  close?(): Promise<void>;
 }
+
+/**
+ * Makes the tunnel once the gateway's LocalDialer exists: the tunnel's far end must dial
+ * through it (e.g. `dialTarget: (t) => dialer.dial(t)`).
+ */
+export type TunnelFactory = (dialer: LocalDialer) => Promise<TunnelManager>;
 
 export const DIAL_TIMEOUT_MS = 5_000;
 
