@@ -233,7 +233,7 @@ describe('edgemesh on a real control plane across NATs', () => {
     );
     const loop = await inClient(
       cluster,
-      ['sh', '-c', `for i in $(seq 30); do curl -sS --max-time 5 ${SERVICE_URL} || echo FAILED; done`],
+      ['sh', '-c', `for i in $(seq 30); do curl -sS --fail-with-body --max-time 5 ${SERVICE_URL} || echo FAILED; done`],
       120_000,
     );
     const counts: Record<string, number> = {};
@@ -252,7 +252,7 @@ describe('edgemesh on a real control plane across NATs', () => {
       'i=0',
       'while [ $i -lt 300 ] && [ $(date +%s) -lt $end ]; do',
       '  i=$((i+1))',
-      `  out=$(curl -sS --max-time 5 ${SERVICE_URL} 2>&1) || out="FAILED $out"`,
+      `  out=$(curl -sS --fail-with-body --max-time 5 ${SERVICE_URL} 2>&1) || out="FAILED $out"`,
       '  echo "$(date +%s%3N) $out"',
       'done',
     ].join('\n');

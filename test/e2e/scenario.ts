@@ -156,7 +156,11 @@ export async function inClient(cluster: EdgeCluster, argv: string[], timeoutMs =
 }
 
 export async function curl(cluster: EdgeCluster, url = SERVICE_URL, maxTimeS = 5) {
-  return inClient(cluster, ['curl', '-sS', '--max-time', String(maxTimeS), url], (maxTimeS + 5) * 1000);
+  return inClient(
+    cluster,
+    ['curl', '-sS', '--fail-with-body', '--max-time', String(maxTimeS), url],
+    (maxTimeS + 5) * 1000,
+  );
 }
 
 /** `edgemesh_gateway_streams_total` by path label, from a gateway's metrics text. */
