@@ -1,9 +1,126 @@
-import { defineCommand } from '../lib/cli.ts';
-import { configError } from '../lib/errors.ts';
-// Placeholder until this part lands; replace the whole file.
-export const sidecarCommand = defineCommand(
-  { name: 'sidecar', summary: 'sidecar', options: {} },
-  async () => {
-    throw configError('sidecar: not built yet');
+/**
+ * `edgemesh sidecar`: flags only; the wiring lives in sidecar.ts.
+ */
+import { isIP } from 'node:net';
+import { type CommandSpec, defineCommand } from '../lib/cli.ts';
+import { GATEWAY_PORT } from '../lib/gateway-protocol.ts';
+import { parseHostPort, runSidecar } from './sidecar.ts';
+
+const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const port = (description: string, def: number) =>
+  ({ type: 'integer', description, default: def, min: 1, max: 65535 }) as const;
+const hostPortProblem = (v: string) => {
+  try {
+    parseHostPort(v, GATEWAY_PORT);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+};
+
+const spec = {
+  name: 'sidecar',
+  summary:
+    "Per-pod DNS server and transparent TCP/HTTP proxy (runs as uid 1337 next to the app): answers the pod's " +
+    'DNS from the catalog and carries its redirected outbound TCP to service endpoints, directly or via the ' +
+    "node's gateway.",
+  details: [
+    'Catalog: from the gateway feed (default), or standalone from --catalog-file or --objects.',
+    'Examples:',
+    '  edgemesh sidecar                                   # in a pod: HOST_IP and NODE_NAME from the downward API',
+    '  edgemesh sidecar --catalog-file /etc/edgemesh/catalog.json --upstream 192.0.2.53',
+    '  edgemesh sidecar --objects services.yaml --node-name node-a --gateway 10.0.0.5:15080',
+  ].join('\n'),
+  options: {
+    'catalog-file': {
+      type: 'string',
+      description: 'standalone: load and follow this catalog JSON file instead of the gateway feed',
+    },
+    objects: {
+      type: 'string',
+      description:
+        'standalone: Kubernetes Service/EndpointSlice objects (YAML or JSON) to build the catalog from',
+    },
+    'dns-port': port('DNS port (UDP on 127.0.0.1 and ::1, and TCP)', 15053),
+    'proxy-port': port('transparent outbound TCP proxy port', 15001),
+    'health-port': port('health port: GET /ready', 15021),
+    'metrics-port': {
+      type: 'integer',
+      description: 'port for /metrics (0 = off)',
+      default: 15020,
+      min: 0,
+      max: 65535,
+    },
+    upstream: {
+      type: 'list',
+      description:
+        'DNS upstreams IP[:PORT] for names outside the cluster (default: nameservers of /etc/resolv.conf)',
+    },
+    'resolv-conf': {
+      type: 'string',
+      description: 'resolv.conf to take upstreams and search domains from',
+      default: '/etc/resolv.conf',
+    },
+    gateway: {
+      type: 'string',
+      description: "the node's gateway HOST[:PORT] (feed and cross-node streams; default: env HOST_IP:15080)",
+      ...(process.env.HOST_IP ? { default: `${process.env.HOST_IP}:${GATEWAY_PORT}` } : {}),
+      validate: hostPortProblem,
+    },
+    'node-name': {
+      type: 'string',
+      description: 'this node (default: env NODE_NAME); endpoints on other nodes go through the gateway',
+      ...(process.env.NODE_NAME ? { default: process.env.NODE_NAME } : {}),
+      validate: (v: string) => (NODE_NAME.test(v) && v.length <= 253 ? undefined : 'must be a node name'),
+    },
+    'cluster-domain': { type: 'string', description: 'cluster DNS domain', default: 'cluster.local' },
+    'connect-timeout-ms': {
+      type: 'integer',
+      description: 'upstream connect timeout per attempt',
+      default: 5000,
+      min: 10,
+      max: 120_000,
+    },
+    'idle-timeout-ms': {
+      type: 'integer',
+      description: 'close proxied connections idle this long (0 = never)',
+      default: 3_600_000,
+      min: 0,
+      max: 86_400_000,
+    },
+    'drain-ms': {
+      type: 'integer',
+      description: 'on SIGTERM, how long open connections may finish',
+      default: 20_000,
+      min: 0,
+      max: 600_000,
+    },
+    'proxy-listen': {
+      type: 'list',
+      description: 'proxy listen addresses',
+      default: ['0.0.0.0', '::'],
+      validate: (v: string[]) => v.find((a) => isIP(a) === 0) && 'must be IP addresses',
+    },
+    config: { type: 'string', description: 'config file (JSON or YAML) with any of these options' },
   },
-);
+} satisfies CommandSpec;
+
+export const sidecarCommand = defineCommand(spec, async (o) => {
+  await runSidecar({
+    catalogFile: o['catalog-file'],
+    objectsFile: o.objects,
+    dnsPort: o['dns-port'],
+    proxyPort: o['proxy-port'],
+    healthPort: o['health-port'],
+    metricsPort: o['metrics-port'],
+    upstreams: o.upstream,
+    resolvConf: o['resolv-conf'],
+    gateway: o.gateway ? parseHostPort(o.gateway, GATEWAY_PORT) : undefined,
+    nodeName: o['node-name'],
+    clusterDomain: o['cluster-domain'],
+    connectTimeoutMs: o['connect-timeout-ms'],
+    idleTimeoutMs: o['idle-timeout-ms'],
+    drainMs: o['drain-ms'],
+    proxyHosts: o['proxy-listen'],
+  });
+});

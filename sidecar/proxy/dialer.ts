@@ -1,0 +1,167 @@
+/**
+ * How the proxy reaches a target. Two ways, behind one interface so the proxy (and undici's
+ * pools, through `connector`) never care which:
+ *
+ *   direct   net.connect to the pod IP: endpoints on this node, pods whose node is
+ *            unknown, and passthrough destinations
+ *   gateway  one TCP connection to this node's gateway (hostIP:15080) that names the target
+ *            (`EDGEMESH/1 CONNECT <node> <ip> <port>`, lib/gateway-protocol.ts); after the
+ *            gateway's `OK <path>` line the socket is a raw pipe to the target
+ *
+ * Both honour a connect timeout; a failure rejects with a coded EdgemeshError so the caller
+ * can retry on another endpoint.
+ */
+import net from 'node:net';
+import { EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
+import { formatRequest, type PathKind, parseReply, takeLine } from '../../lib/gateway-protocol.ts';
+import type { Target } from './route.ts';
+
+export interface DialResult {
+  /** Connected, and possibly paused: attach readers, then resume(). */
+  socket: net.Socket;
+  /** How the bytes travel: 'pod' for a direct dial, else the gateway's path. */
+  via: 'pod' | PathKind;
+}
+
+export interface Dialer {
+  dial(target: Target, timeoutMs: number): Promise<DialResult>;
+}
+
+export function connectError(target: Target, why: string, cause?: unknown): EdgemeshError {
+  return new EdgemeshError(ErrorCodes.DIAL_REFUSED, `connect to ${target.id} failed: ${why}`, { cause });
+}
+
+/** Opens a TCP connection with a timeout; half-open allowed so the proxy can carry FINs both ways. */
+function tcpConnect(host: string, port: number, timeoutMs: number, target: Target): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(connectError(target, `no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeListener('error', onError);
+      resolve(socket);
+    });
+    const onError = (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(connectError(target, err.code ?? err.message, err));
+    };
+    socket.once('error', onError);
+  });
+}
+
+export const directDialer: Dialer = {
+  async dial(target, timeoutMs) {
+    return { socket: await tcpConnect(target.ip, target.port, timeoutMs, target), via: 'pod' };
+  },
+};
+
+/**
+ * Dials through the local gateway. The connect timeout covers the whole exchange (TCP to the
+ * gateway plus its reply, which arrives once the far side has connected to the target).
+ */
+export class GatewayDialer implements Dialer {
+  readonly host: string;
+  readonly port: number;
+
+  constructor(address: { host: string; port: number }) {
+    this.host = address.host;
+    this.port = address.port;
+  }
+
+  async dial(target: Target, timeoutMs: number): Promise<DialResult> {
+    if (!target.nodeName) throw connectError(target, 'gateway hop needs the node name of the target');
+    const deadline = Date.now() + timeoutMs;
+    const socket = await tcpConnect(this.host, this.port, timeoutMs, target);
+    socket.write(formatRequest({ kind: 'connect', node: target.nodeName, ip: target.ip, port: target.port }));
+    try {
+      const { path, rest } = await readReply(socket, Math.max(1, deadline - Date.now()), target);
+      if (rest.length > 0) socket.unshift(rest);
+      return { socket, via: path };
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    }
+  }
+}
+
+function readReply(
+  socket: net.Socket,
+  timeoutMs: number,
+  target: Target,
+): Promise<{ path: PathKind; rest: Buffer }> {
+  return new Promise((resolve, reject) => {
+    let buffer: Buffer = Buffer.alloc(0);
+    const done = (err: Error | undefined, value?: { path: PathKind; rest: Buffer }) => {
+      clearTimeout(timer);
+      socket.removeListener('data', onData);
+      socket.removeListener('end', onEnd);
+      socket.removeListener('error', onError);
+      socket.pause();
+      if (err) reject(err);
+      else if (value) resolve(value);
+    };
+    const timer = setTimeout(
+      () => done(connectError(target, `gateway gave no answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const onData = (chunk: Buffer) => {
+      buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk]);
+      let taken: ReturnType<typeof takeLine>;
+      try {
+        taken = takeLine(buffer);
+      } catch (err) {
+        done(connectError(target, `bad gateway reply: ${(err as Error).message}`));
+        return;
+      }
+      if (!taken) return;
+      let reply: ReturnType<typeof parseReply>;
+      try {
+        reply = parseReply(taken.line);
+      } catch (err) {
+        done(connectError(target, `bad gateway reply: ${(err as Error).message}`));
+        return;
+      }
+      if (reply.ok) done(undefined, { path: reply.path, rest: taken.rest });
+      else done(connectError(target, `gateway refused: ${reply.code} ${reply.message}`));
+    };
+    const onEnd = () => done(connectError(target, 'gateway closed the connection before replying'));
+    const onError = (err: NodeJS.ErrnoException) =>
+      done(connectError(target, `gateway: ${err.code ?? err.message}`));
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.once('error', onError);
+  });
+}
+
+/**
+ * Chooses per target: a target on another known node goes through the gateway (when one is
+ * configured); everything else is dialled directly.
+ */
+export class RoutingDialer implements Dialer {
+  readonly #nodeName: string | undefined;
+  readonly #gateway: Dialer | undefined;
+
+  constructor(options: { nodeName?: string; gateway?: Dialer }) {
+    this.#nodeName = options.nodeName;
+    this.#gateway = options.gateway;
+  }
+
+  viaGateway(target: Target): boolean {
+    return (
+      this.#gateway !== undefined &&
+      target.nodeName !== undefined &&
+      this.#nodeName !== undefined &&
+      target.nodeName !== this.#nodeName
+    );
+  }
+
+  dial(target: Target, timeoutMs: number): Promise<DialResult> {
+    return this.viaGateway(target) && this.#gateway
+      ? this.#gateway.dial(target, timeoutMs)
+      : directDialer.dial(target, timeoutMs);
+  }
+}

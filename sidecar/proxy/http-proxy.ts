@@ -1,0 +1,376 @@
+/**
+ * L7 handling for service ports that speak HTTP. The app's connection (already accepted by
+ * the transparent listener) is handed to an in-process HTTP/1.1 server, or to an HTTP/2
+ * server when its first bytes are the h2c prior-knowledge preface; every request then picks
+ * an endpoint by the service's policy and goes out over a pooled upstream connection (undici
+ * Pool per endpoint, h2c upstream for h2c clients). So one keep-alive or multiplexed client
+ * connection spreads over all endpoints instead of sticking to one.
+ *
+ *   no ready endpoint                → 503, plain-text body naming the service
+ *   every attempt failed to connect  → 502, plain-text body with the last error
+ *   connect failure, idempotent request without a body → retried on the next endpoint
+ *   Upgrade (WebSocket, h2c upgrade) → raw bytes to one endpoint
+ *   bytes that are not HTTP          → 400 and close
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http2, {
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type ServerHttp2Session,
+} from 'node:http2';
+import type net from 'node:net';
+import { pipeline } from 'node:stream';
+import { Pool } from 'undici';
+import { describeError } from '../../lib/errors.ts';
+import type { Logger } from '../../lib/log.ts';
+import type { Dialer } from './dialer.ts';
+import type { ProxyMetrics } from './metrics.ts';
+import type { Target } from './route.ts';
+import type { Router, ServiceRoute } from './router.ts';
+import { splice } from './splice.ts';
+
+/** What the transparent listener learnt about a connection before handing it over. */
+export interface ConnContext {
+  dstIp: string;
+  dstPort: number;
+  clientIp: string;
+}
+
+export interface HttpProxyOptions {
+  router: Router;
+  dialer: Dialer;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxAttempts: number;
+  log: Logger;
+  metrics: ProxyMetrics;
+}
+
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+/** Per-connection headers (RFC 9110 §7.6.1) that never cross a proxy; undici refuses most of them. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect',
+  'http2-settings',
+  'host',
+]);
+
+type AnyRequest = IncomingMessage | Http2ServerRequest;
+type AnyResponse = ServerResponse | Http2ServerResponse;
+
+export class HttpProxy {
+  readonly #opts: HttpProxyOptions;
+  readonly #h1: http.Server;
+  readonly #h2: http2.Http2Server;
+  readonly #contexts = new WeakMap<object, ConnContext>();
+  readonly #pools = new Map<string, Pool>();
+  #pendingH2: ConnContext | undefined;
+  #draining = false;
+
+  constructor(opts: HttpProxyOptions) {
+    this.#opts = opts;
+    this.#h1 = http.createServer({
+      // The app's keep-alive connections may idle as long as TCP ones.
+      keepAliveTimeout: opts.idleTimeoutMs,
+      headersTimeout: 60_000,
+      requestTimeout: 0,
+    });
+    this.#h1.on('request', (req, res) => this.#onRequest(req, res, 'http'));
+    this.#h1.on('upgrade', (req: IncomingMessage, socket: net.Socket, head: Buffer) =>
+      this.#onUpgrade(req, socket, head),
+    );
+    this.#h1.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+      this.#opts.metrics.refused.inc({ reason: 'bad-http' });
+      if (socket.writable && socket.bytesWritten === 0) {
+        const body = `edgemesh: malformed HTTP request (${err.code ?? 'parse error'})\n`;
+        socket.end(
+          `HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+        );
+      }
+      socket.destroySoon?.();
+    });
+    this.#h2 = http2.createServer({});
+    this.#h2.on('session', (session: ServerHttp2Session) => {
+      if (this.#pendingH2) this.#contexts.set(session, this.#pendingH2);
+      session.on('error', () => undefined); // reported via sessionError; never crash the process
+    });
+    this.#h2.on('sessionError', (err: Error) => {
+      this.#opts.metrics.refused.inc({ reason: 'bad-http' });
+      this.#opts.log.debug({ err: describeError(err) }, 'h2c session error');
+    });
+    this.#h2.on('request', (req, res) => this.#onRequest(req, res, 'h2c'));
+    opts.router.onTableChange = (table) => {
+      for (const [key, pool] of this.#pools) {
+        const id = key.slice(key.indexOf('|') + 1);
+        if (!table.targetIds.has(id)) {
+          this.#pools.delete(key);
+          pool.close().catch(() => undefined);
+        }
+      }
+    };
+  }
+
+  /** Takes over an accepted connection whose destination is an HTTP service port. */
+  handle(client: net.Socket, ctx: ConnContext): void {
+    sniff(client, (isH2, buffered) => {
+      client.pause();
+      if (buffered.length > 0) client.unshift(buffered);
+      if (isH2) {
+        this.#pendingH2 = ctx;
+        this.#h2.emit('connection', client);
+        this.#pendingH2 = undefined;
+        // http2 reads the unshifted bytes itself on the next tick; do not resume here.
+      } else {
+        this.#contexts.set(client, ctx);
+        this.#h1.emit('connection', client);
+        client.resume();
+      }
+    });
+  }
+
+  /** Stop keeping connections alive: idle ones close now, busy ones after their response. */
+  drain(): void {
+    this.#draining = true;
+    this.#h1.closeIdleConnections();
+  }
+
+  async close(): Promise<void> {
+    this.#h1.closeAllConnections();
+    await Promise.all([...this.#pools.values()].map((p) => p.destroy().catch(() => undefined)));
+    this.#pools.clear();
+  }
+
+  #context(req: AnyRequest): ConnContext | undefined {
+    const h2 = (req as Http2ServerRequest).stream?.session;
+    return this.#contexts.get(h2 ?? req.socket);
+  }
+
+  async #onRequest(req: AnyRequest, res: AnyResponse, proto: 'http' | 'h2c'): Promise<void> {
+    const { router, metrics } = this.#opts;
+    const ctx = this.#context(req);
+    const route = ctx ? router.resolve(ctx.dstIp, ctx.dstPort) : undefined;
+    if (!ctx || route?.kind !== 'service') {
+      this.#reply(res, 503, 'edgemesh: this destination is no longer a service in the catalog\n');
+      return;
+    }
+    const balancer = router.balancer(route);
+    if (route.targets.length === 0) {
+      this.#reply(res, 503, `edgemesh: no ready endpoint for service ${route.key}\n`);
+      return;
+    }
+    const method = req.method ?? 'GET';
+    const headers = requestHeaders(req);
+    const hasBody = requestHasBody(req, proto);
+    const retryable = IDEMPOTENT.has(method) && !hasBody;
+    const hashHeader = route.service.hashHeader?.toLowerCase();
+    const hashValue = hashHeader ? req.headers[hashHeader] : undefined;
+    const key = { clientIp: ctx.clientIp, hashKey: Array.isArray(hashValue) ? hashValue[0] : hashValue };
+    const failed = new Set<string>();
+    let lastError: unknown;
+    for (let attempt = 0; attempt < this.#opts.maxAttempts; attempt++) {
+      const choice = balancer.pick(key, failed);
+      if (!choice) break;
+      const pool = this.#pool(choice.value, proto);
+      balancer.acquire(choice.id);
+      try {
+        const upstream = await pool.request({
+          path: req.url ?? '/',
+          method: method as 'GET',
+          headers,
+          body: hasBody ? req : null,
+        });
+        if (this.#draining && proto === 'http') (res as ServerResponse).shouldKeepAlive = false;
+        (res as ServerResponse).writeHead(upstream.statusCode, responseHeaders(upstream.headers, proto));
+        metrics.httpRequests.inc({ code: upstream.statusCode });
+        await new Promise<void>((resolve) => {
+          pipeline(upstream.body, res as NodeJS.WritableStream, (err) => {
+            if (err && !res.writableEnded) res.destroy?.();
+            resolve();
+          });
+        });
+        return;
+      } catch (err) {
+        lastError = err;
+        if (res.headersSent) {
+          res.destroy?.();
+          return;
+        }
+        if (!isConnectFailure(err)) break; // the request may have reached the server: no retry
+        metrics.connectFailures.inc({ via: 'pod' });
+        failed.add(choice.id);
+        if (!retryable) break;
+      } finally {
+        balancer.release(choice.id);
+      }
+    }
+    this.#reply(res, 502, `edgemesh: upstream of ${route.key} failed: ${describeError(lastError)}\n`);
+  }
+
+  #reply(res: AnyResponse, status: number, body: string): void {
+    this.#opts.metrics.httpRequests.inc({ code: status });
+    if (res.headersSent) {
+      res.destroy?.();
+      return;
+    }
+    (res as ServerResponse).writeHead(status, {
+      'content-type': 'text/plain',
+      'content-length': Buffer.byteLength(body),
+    });
+    res.end(body);
+  }
+
+  #pool(target: Target, proto: 'http' | 'h2c'): Pool {
+    const key = `${proto}|${target.id}`;
+    let pool = this.#pools.get(key);
+    if (!pool) {
+      const { dialer, connectTimeoutMs, metrics } = this.#opts;
+      pool = new Pool(`http://${target.id}`, {
+        keepAliveTimeout: 30_000,
+        headersTimeout: 0,
+        bodyTimeout: this.#opts.idleTimeoutMs,
+        ...(proto === 'h2c' ? { allowH2: true } : {}),
+        connect: (_opts, callback) => {
+          dialer.dial(target, connectTimeoutMs).then(
+            ({ socket }) => {
+              if (proto === 'h2c') (socket as net.Socket & { alpnProtocol?: string }).alpnProtocol = 'h2';
+              socket.resume();
+              callback(null, socket);
+            },
+            (err: Error) => callback(err, null),
+          );
+        },
+      });
+      pool.on('connectionError', () => metrics.connectFailures.inc({ via: 'pool' }));
+      this.#pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  /** Upgrade requests get a raw connection to one endpoint: the request head is replayed. */
+  async #onUpgrade(req: IncomingMessage, client: net.Socket, head: Buffer): Promise<void> {
+    const ctx = this.#contexts.get(client);
+    const route = ctx ? this.#opts.router.resolve(ctx.dstIp, ctx.dstPort) : undefined;
+    if (!ctx || route?.kind !== 'service') {
+      client.destroy();
+      return;
+    }
+    const upstream = await this.#dialService(route, ctx).catch(() => undefined);
+    if (!upstream) {
+      const body = `edgemesh: no reachable endpoint for service ${route.key}\n`;
+      client.end(
+        `HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+      return;
+    }
+    const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+    for (let i = 0; i < req.rawHeaders.length; i += 2)
+      lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+    upstream.socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+    if (head.length > 0) upstream.socket.write(head);
+    splice(client, upstream.socket, this.#opts.idleTimeoutMs, upstream.release);
+  }
+
+  /** Dials one endpoint of a service with retries on the next endpoint (used for Upgrade). */
+  async #dialService(
+    route: ServiceRoute,
+    ctx: ConnContext,
+  ): Promise<{ socket: net.Socket; release: () => void }> {
+    const balancer = this.#opts.router.balancer(route);
+    const failed = new Set<string>();
+    for (let attempt = 0; attempt < this.#opts.maxAttempts; attempt++) {
+      const choice = balancer.pick({ clientIp: ctx.clientIp }, failed);
+      if (!choice) break;
+      try {
+        const { socket } = await this.#opts.dialer.dial(choice.value, this.#opts.connectTimeoutMs);
+        balancer.acquire(choice.id);
+        return { socket, release: () => balancer.release(choice.id) };
+      } catch {
+        failed.add(choice.id);
+      }
+    }
+    throw new Error('no endpoint reachable');
+  }
+}
+
+/**
+ * Reads just enough of the first bytes to tell HTTP/2 prior knowledge from HTTP/1.x: h2
+ * once the whole 24-byte preface is there, h1 as soon as the bytes stop matching it.
+ */
+function sniff(client: net.Socket, decide: (isH2: boolean, buffered: Buffer) => void): void {
+  let buffered: Buffer = Buffer.alloc(0);
+  const onData = (chunk: Buffer) => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    const n = Math.min(buffered.length, H2_PREFACE.length);
+    const matches = buffered.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    if (matches && buffered.length < H2_PREFACE.length) return;
+    client.removeListener('data', onData);
+    client.removeListener('end', onEnd);
+    decide(matches, buffered);
+  };
+  const onEnd = () => client.destroy();
+  client.on('data', onData);
+  client.once('end', onEnd);
+  client.resume();
+}
+
+function requestHeaders(req: AnyRequest): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const connectionTokens = String(req.headers.connection ?? '')
+    .toLowerCase()
+    .split(',')
+    .map((t) => t.trim());
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (
+      value === undefined ||
+      name.startsWith(':') ||
+      HOP_BY_HOP.has(name) ||
+      connectionTokens.includes(name)
+    )
+      continue;
+    out[name] = value;
+  }
+  // undici derives Host / :authority from this header; h2 clients send :authority instead.
+  const authority = req.headers.host ?? (req.headers[':authority'] as string | undefined);
+  if (authority) out.host = authority;
+  if (req.headers.te === 'trailers') out.te = 'trailers'; // gRPC needs it end to end
+  return out;
+}
+
+function responseHeaders(
+  headers: Record<string, string | string[] | undefined>,
+  proto: 'http' | 'h2c',
+): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name.startsWith(':')) continue;
+    if (HOP_BY_HOP.has(name) && name !== 'host') continue;
+    if (proto === 'h2c' && name === 'host') continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+function requestHasBody(req: AnyRequest, proto: 'http' | 'h2c'): boolean {
+  if (proto === 'h2c') return !(req as Http2ServerRequest).stream.endAfterHeaders;
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/** Errors that happened before any byte of the request left: safe to try another endpoint. */
+function isConnectFailure(err: unknown): boolean {
+  const e = err as { code?: string; cause?: { code?: string } };
+  return (
+    e?.code === 'EDGEMESH_ERR_DIAL_REFUSED' ||
+    e?.code === 'UND_ERR_CONNECT_TIMEOUT' ||
+    e?.code === 'ECONNREFUSED' ||
+    e?.code === 'EHOSTUNREACH' ||
+    e?.code === 'ENETUNREACH'
+  );
+}

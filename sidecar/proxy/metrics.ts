@@ -1,0 +1,45 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+/** The proxy's metrics, registered once per process on the sidecar's registry. */
+export interface ProxyMetrics {
+  connections: Counter<'route'>;
+  active: Gauge;
+  connectFailures: Counter<'via'>;
+  httpRequests: Counter<'code'>;
+  refused: Counter<'reason'>;
+}
+
+export function createProxyMetrics(registry?: Registry): ProxyMetrics {
+  const registers = registry ? [registry] : [];
+  return {
+    connections: new Counter({
+      name: 'edgemesh_proxy_connections_total',
+      help: 'Redirected connections accepted, by route (service, pod, passthrough, http)',
+      labelNames: ['route'],
+      registers,
+    }),
+    active: new Gauge({
+      name: 'edgemesh_proxy_active_connections',
+      help: 'Client connections open through the proxy',
+      registers,
+    }),
+    connectFailures: new Counter({
+      name: 'edgemesh_proxy_connect_failures_total',
+      help: 'Failed upstream connects (each attempt), by way (pod or gateway)',
+      labelNames: ['via'],
+      registers,
+    }),
+    httpRequests: new Counter({
+      name: 'edgemesh_proxy_http_requests_total',
+      help: 'HTTP requests proxied on HTTP ports, by response status code',
+      labelNames: ['code'],
+      registers,
+    }),
+    refused: new Counter({
+      name: 'edgemesh_proxy_refused_total',
+      help: 'Connections refused: loop (destination is the proxy itself), no-original-dst, no-endpoint, unreachable',
+      labelNames: ['reason'],
+      registers,
+    }),
+  };
+}

@@ -1,0 +1,241 @@
+/**
+ * The transparent outbound proxy on :15001. iptables REDIRECTs the app's TCP here; for each
+ * connection we read the original destination (SO_ORIGINAL_DST), look it up in the catalog
+ * and either splice bytes to one endpoint (TCP service ports, pods, passthrough) or hand the
+ * connection to the HTTP layer (HTTP service ports: per-request balancing).
+ *
+ * Lifecycle: start() binds 0.0.0.0 and [::] (IPv6 only if the host has it); drain() stops
+ * accepting, lets open connections finish and after the grace period destroys the rest.
+ */
+import net from 'node:net';
+import type { CatalogStore } from '../../lib/catalog/store.ts';
+import { describeError } from '../../lib/errors.ts';
+import { type Logger, silentLogger } from '../../lib/log.ts';
+import type { Dialer, DialResult } from './dialer.ts';
+import { type ConnContext, HttpProxy } from './http-proxy.ts';
+import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
+import { type OriginalDst, originalDst } from './original-dst.ts';
+import { normalizeIp, type Target } from './route.ts';
+import { Router } from './router.ts';
+import { splice } from './splice.ts';
+
+export interface ProxyOptions {
+  store: CatalogStore;
+  dialer: Dialer;
+  port: number;
+  /** Addresses to listen on; default 0.0.0.0 and :: (IPv6-only socket, skipped if unsupported). */
+  hosts?: string[];
+  connectTimeoutMs?: number;
+  /** Close a connection after this long without a byte either way (Istio's default: 1 h). */
+  idleTimeoutMs?: number;
+  /** Endpoints tried per connection/request before giving up. */
+  maxAttempts?: number;
+  log?: Logger;
+  metrics?: ProxyMetrics;
+  /** Test hook: how to read the original destination (default: getsockopt). */
+  originalDst?: (socket: net.Socket) => OriginalDst;
+}
+
+type ResolvedOptions = Required<Omit<ProxyOptions, 'hosts' | 'metrics'>> & {
+  hosts: string[];
+  metrics: ProxyMetrics;
+};
+
+export class OutboundProxy {
+  readonly router: Router;
+  readonly #opts: ResolvedOptions;
+  readonly #http: HttpProxy;
+  readonly #servers: net.Server[] = [];
+  readonly #clients = new Set<net.Socket>();
+  #draining = false;
+
+  constructor(options: ProxyOptions) {
+    this.#opts = {
+      hosts: ['0.0.0.0', '::'],
+      connectTimeoutMs: 5_000,
+      idleTimeoutMs: 3_600_000,
+      maxAttempts: 3,
+      log: silentLogger,
+      originalDst,
+      ...options,
+      metrics: options.metrics ?? createProxyMetrics(),
+    } as ResolvedOptions;
+    this.router = new Router(options.store);
+    this.#http = new HttpProxy({
+      router: this.router,
+      dialer: this.#opts.dialer,
+      connectTimeoutMs: this.#opts.connectTimeoutMs,
+      idleTimeoutMs: this.#opts.idleTimeoutMs,
+      maxAttempts: this.#opts.maxAttempts,
+      log: this.#opts.log,
+      metrics: this.#opts.metrics,
+    });
+  }
+
+  /** True once every listener is bound (the health endpoint reports it). */
+  get listening(): boolean {
+    return this.#servers.length > 0 && this.#servers.every((s) => s.listening);
+  }
+
+  get activeConnections(): number {
+    return this.#clients.size;
+  }
+
+  async start(): Promise<void> {
+    for (const host of this.#opts.hosts) {
+      const server = net.createServer(
+        { allowHalfOpen: true, pauseOnConnect: true, noDelay: true },
+        (socket) => this.#onConnection(socket),
+      );
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen({ port: this.#opts.port, host, ipv6Only: host.includes(':'), backlog: 4096 }, () => {
+            server.removeListener('error', reject);
+            resolve();
+          });
+        });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // A pod without IPv6 cannot bind [::]: serve IPv4 only.
+        if (host.includes(':') && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL')) {
+          this.#opts.log.info({ host }, 'IPv6 not available: proxy listens on IPv4 only');
+          continue;
+        }
+        throw err;
+      }
+      server.on('error', (err) => this.#opts.log.error({ err: describeError(err) }, 'proxy listener error'));
+      this.#servers.push(server);
+    }
+    this.#opts.log.info({ port: this.#opts.port, hosts: this.#opts.hosts }, 'proxy listening');
+  }
+
+  /**
+   * Graceful stop: no new connections; HTTP keep-alive connections close after their
+   * current response; the rest may finish within `graceMs`, then are destroyed.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.#draining = true;
+    await Promise.all(this.#servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    this.#http.drain();
+    const deadline = Date.now() + graceMs;
+    while (this.#clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const socket of this.#clients) socket.destroy();
+    await this.#http.close();
+  }
+
+  #onConnection(client: net.Socket): void {
+    const { metrics, log } = this.#opts;
+    if (this.#draining) {
+      client.destroy();
+      return;
+    }
+    this.#clients.add(client);
+    metrics.active.inc();
+    client.once('close', () => {
+      this.#clients.delete(client);
+      metrics.active.dec();
+    });
+    client.on('error', () => client.destroy());
+    let dst: OriginalDst;
+    try {
+      dst = this.#opts.originalDst(client);
+    } catch (err) {
+      metrics.refused.inc({ reason: 'no-original-dst' });
+      log.warn({ err: describeError(err) }, 'no original destination: closing');
+      client.destroy();
+      return;
+    }
+    if (this.#isSelf(client, dst)) {
+      metrics.refused.inc({ reason: 'loop' });
+      log.warn({ dst: `${dst.ip}:${dst.port}` }, 'connection addressed to the proxy itself: refused (loop)');
+      client.destroy();
+      return;
+    }
+    const route = this.router.resolve(dst.ip, dst.port);
+    const clientIp = normalizeIp(client.remoteAddress ?? '');
+    if (route.kind === 'service' && route.l7) {
+      metrics.connections.inc({ route: 'http' });
+      const ctx: ConnContext = { dstIp: dst.ip, dstPort: dst.port, clientIp };
+      this.#http.handle(client, ctx);
+      return;
+    }
+    metrics.connections.inc({ route: route.kind });
+    let dial: Promise<{ result: DialResult; release: () => void }>;
+    if (route.kind === 'service') {
+      dial = this.#dialService(route, clientIp);
+    } else {
+      dial = this.#dialOne(route.target).then((result) => ({ result, release: () => undefined }));
+    }
+    dial.then(
+      ({ result, release }) => {
+        if (client.destroyed) {
+          result.socket.destroy();
+          release();
+          return;
+        }
+        splice(client, result.socket, this.#opts.idleTimeoutMs, release);
+      },
+      (err: unknown) => {
+        metrics.refused.inc({
+          reason: route.kind === 'service' && route.targets.length === 0 ? 'no-endpoint' : 'unreachable',
+        });
+        log.info(
+          { dst: `${dst.ip}:${dst.port}`, route: route.kind, err: describeError(err) },
+          'no upstream: closing',
+        );
+        // A reset tells the app at once that nothing answered, as a refused connect would.
+        client.resetAndDestroy();
+      },
+    );
+  }
+
+  #isSelf(client: net.Socket, dst: OriginalDst): boolean {
+    if (dst.port !== this.#opts.port) return false;
+    const ip = normalizeIp(dst.ip);
+    return ip === normalizeIp(client.localAddress ?? '') || ip === '127.0.0.1' || ip === '::1';
+  }
+
+  async #dialOne(target: Target): Promise<DialResult> {
+    try {
+      return await this.#opts.dialer.dial(target, this.#opts.connectTimeoutMs);
+    } catch (err) {
+      this.#opts.metrics.connectFailures.inc({ via: 'pod' });
+      throw err;
+    }
+  }
+
+  /** Picks endpoints by policy until one connects (each failed one is excluded for this connection). */
+  async #dialService(
+    route: Extract<ReturnType<Router['resolve']>, { kind: 'service' }>,
+    clientIp: string,
+  ): Promise<{ result: DialResult; release: () => void }> {
+    const balancer = this.router.balancer(route);
+    const failed = new Set<string>();
+    let lastError: unknown = new Error(`no ready endpoint for service ${route.key}`);
+    for (let attempt = 0; attempt < this.#opts.maxAttempts; attempt++) {
+      const choice = balancer.pick({ clientIp }, failed);
+      if (!choice) break;
+      balancer.acquire(choice.id);
+      try {
+        const result = await this.#dialOne(choice.value);
+        return { result, release: once(() => balancer.release(choice.id)) };
+      } catch (err) {
+        balancer.release(choice.id);
+        failed.add(choice.id);
+        lastError = err;
+      }
+    }
+    throw lastError;
+  }
+}
+
+function once(fn: () => void): () => void {
+  let done = false;
+  return () => {
+    if (!done) {
+      done = true;
+      fn();
+    }
+  };
+}

@@ -1,0 +1,147 @@
+/**
+ * The sidecar process: catalog source → store → DNS server + transparent proxy, with the
+ * health endpoint (/ready once the catalog has synced and every listener is up), metrics,
+ * and a graceful drain on SIGTERM (not ready at once, stop accepting, let connections finish).
+ */
+import type http from 'node:http';
+import { isIP } from 'node:net';
+import { GatewayFeedSource } from '../lib/catalog/feed-source.ts';
+import { catalogFileSource, objectsFileSource } from '../lib/catalog/file-source.ts';
+import type { CatalogSource } from '../lib/catalog/source.ts';
+import { CatalogStore } from '../lib/catalog/store.ts';
+import { configError } from '../lib/errors.ts';
+import { createLogger } from '../lib/log.ts';
+import { createRegistry, serveMetrics } from '../lib/metrics.ts';
+import { onShutdown } from '../lib/shutdown.ts';
+import { type DnsServer, parseUpstream, readResolvConf, startDnsServer } from './dns/index.ts';
+import { GatewayDialer, RoutingDialer } from './proxy/dialer.ts';
+import { createProxyMetrics } from './proxy/metrics.ts';
+import { OutboundProxy } from './proxy/proxy.ts';
+
+export interface SidecarConfig {
+  catalogFile?: string;
+  objectsFile?: string;
+  dnsPort: number;
+  proxyPort: number;
+  healthPort: number;
+  metricsPort: number;
+  upstreams?: string[];
+  resolvConf: string;
+  gateway?: { host: string; port: number };
+  nodeName?: string;
+  clusterDomain: string;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  drainMs: number;
+  proxyHosts: string[];
+}
+
+/** `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT` with an IP host; throws a message naming the problem. */
+export function parseHostPort(text: string, defaultPort: number): { host: string; port: number } {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(text) ?? /^([^:]+)(?::(\d+))?$/.exec(text);
+  const host = m ? m[1] : text; // a bare IPv6 address has several colons
+  const portText = m ? m[2] : undefined;
+  if (isIP(host) === 0) throw new Error(`${JSON.stringify(text)}: expected IP[:PORT]`);
+  const port = portText === undefined ? defaultPort : Number(portText);
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    throw new Error(`${JSON.stringify(text)}: bad port`);
+  return { host, port };
+}
+
+export async function runSidecar(config: SidecarConfig): Promise<void> {
+  const log = createLogger('sidecar');
+  const registry = createRegistry('sidecar');
+  if (config.catalogFile && config.objectsFile)
+    throw configError('--catalog-file and --objects exclude each other');
+  const source: CatalogSource = config.catalogFile
+    ? catalogFileSource(config.catalogFile, { log, clusterDomain: config.clusterDomain })
+    : config.objectsFile
+      ? objectsFileSource(config.objectsFile, { log, clusterDomain: config.clusterDomain })
+      : config.gateway
+        ? new GatewayFeedSource({ host: config.gateway.host, port: config.gateway.port, log })
+        : (() => {
+            throw configError(
+              'no catalog source: pass --gateway (or set HOST_IP), --catalog-file or --objects',
+            );
+          })();
+
+  const resolv = config.upstreams?.length ? undefined : readResolvConf(config.resolvConf);
+  const upstreams = (config.upstreams?.length ? config.upstreams : (resolv?.nameservers ?? [])).map(
+    parseUpstream,
+  );
+
+  const store = new CatalogStore();
+  await source.start(store);
+
+  const dns: DnsServer = await startDnsServer({
+    store,
+    port: config.dnsPort,
+    upstreams,
+    clusterDomain: config.clusterDomain,
+    searchDomains: resolv?.search,
+    log: log.child({ part: 'dns' }),
+    registry,
+  });
+
+  const dialer = new RoutingDialer({
+    nodeName: config.nodeName,
+    gateway: config.gateway ? new GatewayDialer(config.gateway) : undefined,
+  });
+  const proxy = new OutboundProxy({
+    store,
+    dialer,
+    port: config.proxyPort,
+    hosts: config.proxyHosts,
+    connectTimeoutMs: config.connectTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    log: log.child({ part: 'proxy' }),
+    metrics: createProxyMetrics(registry),
+  });
+  await proxy.start();
+
+  let shuttingDown = false;
+  const servers: http.Server[] = [];
+  servers.push(
+    await serveMetrics(registry, {
+      port: config.healthPort,
+      routes: {
+        '/ready': () => {
+          if (shuttingDown) return { status: 503, body: 'draining\n' };
+          if (!store.synced) return { status: 503, body: 'catalog not synced\n' };
+          if (!proxy.listening) return { status: 503, body: 'proxy not listening\n' };
+          return { status: 200, body: `ready (catalog revision ${store.current?.revision})\n` };
+        },
+      },
+    }),
+  );
+  if (config.metricsPort !== 0 && config.metricsPort !== config.healthPort) {
+    servers.push(await serveMetrics(registry, { port: config.metricsPort }));
+  }
+  log.info(
+    {
+      proxyPort: config.proxyPort,
+      dnsPort: config.dnsPort,
+      healthPort: config.healthPort,
+      gateway: config.gateway,
+      nodeName: config.nodeName,
+      source: config.catalogFile ? 'catalog-file' : config.objectsFile ? 'objects' : 'gateway-feed',
+    },
+    'sidecar started',
+  );
+
+  onShutdown(
+    log,
+    async () => {
+      shuttingDown = true;
+      await proxy.drain(config.drainMs);
+      await dns.close();
+      await source.stop();
+      for (const s of servers) {
+        s.closeAllConnections();
+        s.close();
+      }
+      log.info('sidecar stopped');
+    },
+    config.drainMs + 5_000,
+  );
+}
