@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
+import { cases } from './testing/cases.ts';
 
 /**
  * `edgemesh init` (the real CLI) in real network namespaces, with both iptables backends.
@@ -256,6 +257,32 @@ for (const backend of ['nft', 'legacy'] as const) {
     });
   });
 }
+
+describe('every golden case on real iptables', () => {
+  const lab = new NetnsLab('emi');
+  afterAll(() => lab.cleanup());
+
+  for (const backend of ['nft', 'legacy'] as const) {
+    it(`${backend}: each installs, re-runs to an identical ruleset, and cleans up to nothing`, async () => {
+      const ns = await lab.add(`g${backend.slice(0, 3)}`);
+      const p = { lab, pod: ns, net: '' };
+      const before = { v4: await natRules(p, backend, 4), v6: await natRules(p, backend, 6) };
+      for (const c of cases.filter((c) => !c.argv.includes('--cleanup'))) {
+        const args = [...c.argv, `--iptables-backend=${backend}`, '--reserved-ports='];
+        await initOk(p, args);
+        const first = { v4: await natRules(p, backend, 4), v6: await natRules(p, backend, 6) };
+        const rules = c.argv.includes('--ipv6=true') ? [first.v4, first.v6] : [first.v4];
+        for (const save of rules) expect(edgemeshLines(save).length, c.name).toBeGreaterThan(4);
+        await initOk(p, args);
+        expect(await natRules(p, backend, 4), c.name).toBe(first.v4);
+        expect(await natRules(p, backend, 6), c.name).toBe(first.v6);
+        await initOk(p, ['--cleanup', `--iptables-backend=${backend}`]);
+        expect(await natRules(p, backend, 4), c.name).toBe(before.v4);
+        expect(await natRules(p, backend, 6), c.name).toBe(before.v6);
+      }
+    });
+  }
+});
 
 describe('backend auto-detection and refusals', () => {
   const lab = new NetnsLab('emi');
