@@ -40,7 +40,13 @@ describe('node agent', () => {
       nodes.push({ name, netns: ns, address: `192.168.${site}.11`, podCidr: `10.244.${i + 1}.0/24` });
     }
     cp = await ControlPlane.start({ netns: cloud, address: '192.168.50.1' });
-    agent = await NodeAgent.start({ kubeConfig: cp.kubeConfig(), nodes, netnsPrefix: lab.tag });
+    agent = await NodeAgent.start({
+      kubeConfig: cp.kubeConfig(),
+      nodes,
+      netnsPrefix: lab.tag,
+      // No kube-proxy here: in-cluster clients dial the API server's own address.
+      kubernetesService: { host: '192.168.50.1', port: 6443 },
+    });
     await cp.kubectl(['create', 'namespace', 'demo']);
   }, COLD_BUILD_MS);
 
@@ -358,7 +364,14 @@ describe('node agent', () => {
       spec: {
         hostNetwork: true,
         nodeSelector: { 'kubernetes.io/hostname': 'node-b' },
-        containers: [{ name: 'web', image: 'nginx', ports: [{ containerPort: 18080 }] }],
+        containers: [
+          {
+            name: 'web',
+            image: 'nginx',
+            ports: [{ name: 'web', containerPort: 18080 }],
+            readinessProbe: { tcpSocket: { port: 'web' }, periodSeconds: 1 },
+          },
+        ],
       },
     });
     const [pod] = await readyPods('app=hostnet', 1);
@@ -373,6 +386,102 @@ describe('node agent', () => {
       `http://${nodeB.address}:18080/`,
     ]);
     expect(r.stdout).toContain('served by pod demo/hostnet on node node-b port 18080');
+  });
+
+  it('mounts volumes: configMap (read-only), secret items, downwardAPI, emptyDir shared, hostPath, and a token that authenticates', async () => {
+    const base = mkdtempSync(join(tmpdir(), 'emk-volumes-'));
+    try {
+      await cp.kubectl([
+        '-n',
+        'demo',
+        'create',
+        'configmap',
+        'settings',
+        '--from-literal=greeting=hello-from-configmap',
+      ]);
+      await cp.kubectl([
+        '-n',
+        'demo',
+        'create',
+        'secret',
+        'generic',
+        'creds',
+        '--from-literal=password=s3cret-value',
+      ]);
+      const mounts = [
+        { name: 'cfg', mountPath: `${base}/cfg`, readOnly: true },
+        { name: 'sec', mountPath: `${base}/sec` },
+        { name: 'info', mountPath: `${base}/info` },
+        { name: 'scratch', mountPath: `${base}/scratch` },
+        { name: 'host', mountPath: `${base}/host` },
+      ];
+      const sa = '/var/run/secrets/kubernetes.io/serviceaccount';
+      await apply({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'volumes', namespace: 'demo', labels: { app: 'volumes' } },
+        spec: {
+          volumes: [
+            { name: 'cfg', configMap: { name: 'settings' } },
+            { name: 'sec', secret: { secretName: 'creds', items: [{ key: 'password', path: 'nested/pw' }] } },
+            {
+              name: 'info',
+              downwardAPI: { items: [{ path: 'podname', fieldRef: { fieldPath: 'metadata.name' } }] },
+            },
+            { name: 'scratch', emptyDir: {} },
+            { name: 'host', hostPath: { path: `${base}/on-host`, type: 'DirectoryOrCreate' } },
+          ],
+          containers: [
+            {
+              name: 'writer',
+              image: 'busybox',
+              volumeMounts: mounts,
+              command: ['sh', '-c', `echo from-writer > ${base}/scratch/note; exec sleep infinity`],
+            },
+            {
+              name: 'reader',
+              image: 'busybox',
+              volumeMounts: mounts,
+              command: [
+                'sh',
+                '-c',
+                [
+                  `B=${base}`,
+                  'for i in $(seq 100); do [ -e $B/scratch/note ] && break; sleep 0.1; done',
+                  'echo "cfg=$(cat $B/cfg/greeting) sec=$(cat $B/sec/nested/pw) info=$(cat $B/info/podname) note=$(cat $B/scratch/note)"',
+                  'echo x > $B/cfg/x || echo cfg-read-only',
+                  'echo hostpath-write > $B/host/out',
+                  `curl -sS --cacert ${sa}/ca.crt -H "Authorization: Bearer $(cat ${sa}/token)" https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/demo/pods`,
+                  'exec sleep infinity',
+                ].join('\n'),
+              ],
+            },
+          ],
+        },
+      });
+      await readyPods('app=volumes', 1);
+      const logs = await waitFor(
+        async () => {
+          const text = await agent.logs('demo', 'volumes', 'reader');
+          return text.includes('"kind": "Status"') && text;
+        },
+        20_000,
+        100,
+        'the reader to finish',
+      );
+      expect(logs).toContain('cfg=hello-from-configmap sec=s3cret-value info=volumes note=from-writer');
+      expect(logs).toContain('cfg-read-only');
+      // The projected token is real: the API server authenticates it (and RBAC says no).
+      expect(logs).toContain(
+        'pods is forbidden: User \\"system:serviceaccount:demo:default\\" cannot list resource \\"pods\\"',
+      );
+      expect(readFileSync(`${base}/on-host/out`, 'utf8')).toBe('hostpath-write\n');
+      // Mounts are private to the pod's processes: the host sees empty mount points.
+      expect(existsSync(`${base}/cfg/greeting`)).toBe(false);
+    } finally {
+      await cp.kubectl(['-n', 'demo', 'delete', 'pod', 'volumes', '--wait=true']).catch(() => undefined);
+      rmSync(base, { recursive: true, force: true });
+    }
   });
 
   it('deletes a pod gracefully: processes stopped, namespace removed, pod gone, replaced and re-listed', async () => {

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -23,6 +23,14 @@ import { containerArgv, ImageError } from './images.ts';
 import { containerEnv, EnvError, type PodFacts } from './pod-env.ts';
 import { createPodSandbox, deletePodSandbox, IpPool, setUpNodeNetwork } from './pod-network.ts';
 import { type ContainerRecord, type PodRecord, podStatus } from './pod-status.ts';
+import {
+  containerMounts,
+  ensureMountpoint,
+  materialize,
+  VolumeError,
+  type VolumeSources,
+  volumeContent,
+} from './pod-volumes.ts';
 import { ManagedProcess } from './process.ts';
 
 const execFileP = promisify(execFile);
@@ -76,6 +84,8 @@ interface PodRun {
   sandbox: Promise<void>;
   logDir: string;
   processes: Map<string, ManagedProcess>;
+  /** Volume name → host path, once the pod's volumes are set up. */
+  volumes: Map<string, string>;
   terminating: boolean;
   /** Set when the pod is gone or being torn down: loops and restarts stop. */
   stopped: boolean;
@@ -101,6 +111,8 @@ export class NodeAgent {
   readonly #pools = new Map<string, IpPool>();
   readonly #pods = new Map<string, PodRun>();
   readonly #timers: NodeJS.Timeout[] = [];
+  /** Mount targets this agent had to create on the host; removed (if still empty) by stop(). */
+  readonly #createdPaths: string[] = [];
   #informer: (Informer<V1Pod> & { stop(): Promise<void> }) | undefined;
   #stopped = false;
 
@@ -185,6 +197,12 @@ export class NodeAgent {
     for (const t of this.#timers.splice(0)) clearInterval(t);
     await this.#informer?.stop().catch(() => undefined);
     await Promise.all([...this.#pods.values()].map((run) => this.#teardown(run, 0)));
+    for (const path of this.#createdPaths.splice(0).reverse()) {
+      const st = await stat(path).catch(() => undefined);
+      if (st?.isDirectory())
+        await rmdir(path).catch(() => undefined); // only if empty
+      else if (st?.size === 0) await unlink(path).catch(() => undefined);
+    }
     if (!process.env.EDGEMESH_KEEP_CLUSTER_DATA) await rm(this.dataDir, { recursive: true, force: true });
   }
 
@@ -367,6 +385,7 @@ export class NodeAgent {
       },
       sandbox: Promise.resolve(),
       processes: new Map(),
+      volumes: new Map(),
       terminating: false,
       stopped: false,
       patching: false,
@@ -388,7 +407,64 @@ export class NodeAgent {
     if (run.stopped) return;
     run.record.sandboxReady = true;
     this.#statusChanged(run);
+    // Like the kubelet, keep retrying volumes (a Secret may be created after the pod).
+    for (;;) {
+      try {
+        run.volumes = await this.#setUpVolumes(run);
+        break;
+      } catch (err) {
+        const message = `MountVolume.SetUp failed: ${describe(err)}`;
+        for (const rec of run.record.containers)
+          rec.state = { kind: 'waiting', reason: 'ContainerCreating', message };
+        this.#statusChanged(run);
+        await sleep(500);
+        if (run.stopped) return;
+      }
+    }
+    for (const rec of run.record.containers) rec.state = { kind: 'waiting', reason: 'PodInitializing' };
     await this.#runContainers(run);
+  }
+
+  async #setUpVolumes(run: PodRun): Promise<Map<string, string>> {
+    const pod = run.pod;
+    const { namespace = 'default', name = '', uid = '' } = pod.metadata ?? {};
+    const core = this.#core;
+    const decode = (data: Record<string, string> | undefined) =>
+      Object.fromEntries(
+        Object.entries(data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]),
+      );
+    const notFoundIsUndefined = (err: unknown) => {
+      if (err instanceof ApiException && err.code === 404) return undefined;
+      throw err;
+    };
+    const sources: VolumeSources = {
+      configMap: (n) =>
+        core
+          .readNamespacedConfigMap({ name: n, namespace })
+          .then((o) => ({ ...decode(o.binaryData), ...o.data }), notFoundIsUndefined),
+      secret: (n) =>
+        core.readNamespacedSecret({ name: n, namespace }).then((o) => decode(o.data), notFoundIsUndefined),
+      token: async (audience, expirationSeconds) => {
+        const r = await core.createNamespacedServiceAccountToken({
+          name: pod.spec?.serviceAccountName ?? 'default',
+          namespace,
+          body: {
+            spec: {
+              audiences: audience ? [audience] : [],
+              expirationSeconds,
+              boundObjectRef: { kind: 'Pod', apiVersion: 'v1', name, uid },
+            },
+          },
+        });
+        return r.status?.token ?? '';
+      },
+    };
+    const volumes = new Map<string, string>();
+    for (const v of pod.spec?.volumes ?? []) {
+      const content = await volumeContent(pod, v, sources, run.record);
+      volumes.set(v.name, await materialize(join(run.logDir, 'volumes', v.name), content));
+    }
+    return volumes;
   }
 
   async #createSandbox(run: PodRun): Promise<void> {
@@ -472,10 +548,24 @@ export class NodeAgent {
     }
     // The pod may have been deleted while the API answered: start nothing then.
     if (run.stopped || run.terminating) return 137;
+    let mounts: { source: string; target: string; readOnly: boolean }[];
+    try {
+      mounts = containerMounts(c, run.volumes);
+      for (const m of mounts) {
+        const isDir = (await stat(m.source)).isDirectory();
+        this.#createdPaths.push(...(await ensureMountpoint(m.target, isDir)));
+      }
+    } catch (err) {
+      const reason = err instanceof VolumeError ? 'CreateContainerConfigError' : 'CreateContainerError';
+      rec.state = { kind: 'waiting', reason, message: (err as Error).message };
+      this.#statusChanged(run);
+      return 128;
+    }
     const user = userOf(pod, c);
     const kube = this.#opts.kubernetesService ?? { host: '10.96.0.1', port: 443 };
     const proc = new ManagedProcess(c.name, argv, {
       netns: run.netns,
+      mounts,
       uid: user?.uid,
       gid: user?.gid,
       logFile: join(run.logDir, `${c.name}.log`),

@@ -62,7 +62,8 @@ function envValue(
   );
 }
 
-function fieldValue(pod: V1Pod, path: string, facts: PodFacts): string {
+/** One downward-API field of the pod (also used for downwardAPI volumes). */
+export function fieldValue(pod: V1Pod, path: string, facts: Pick<PodFacts, 'podIP' | 'hostIP'>): string {
   const meta = pod.metadata ?? {};
   const label = /^metadata\.(labels|annotations)\['(.+)'\]$/.exec(path);
   if (label) return (label[1] === 'labels' ? meta.labels : meta.annotations)?.[label[2] as string] ?? '';

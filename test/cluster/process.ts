@@ -24,6 +24,8 @@ export class ManagedProcess {
       uid?: number;
       gid?: number;
       env?: Record<string, string>;
+      /** Bind mounts, made in a private mount namespace of the process (targets must exist). */
+      mounts?: { source: string; target: string; readOnly: boolean }[];
       logFile: string;
       cwd?: string;
     },
@@ -31,8 +33,7 @@ export class ManagedProcess {
     this.name = name;
     this.logFile = opts.logFile;
     const fd = openSync(opts.logFile, 'a');
-    const full = [
-      ...(opts.netns ? ['ip', 'netns', 'exec', opts.netns] : []),
+    const program = [
       // Dies with this process even when it is killed outright: no orphaned API servers.
       'setpriv',
       '--pdeathsig=SIGKILL',
@@ -41,6 +42,25 @@ export class ManagedProcess {
         : []),
       '--',
       ...argv,
+    ];
+    const mounts = opts.mounts ?? [];
+    const full = [
+      ...(opts.netns ? ['ip', 'netns', 'exec', opts.netns] : []),
+      ...(mounts.length > 0
+        ? [
+            'unshare',
+            '--mount',
+            '--propagation=private',
+            '--',
+            'sh',
+            '-c',
+            MOUNT_SCRIPT,
+            'mount-volumes',
+            ...mounts.flatMap((m) => [m.source, m.target, m.readOnly ? 'ro' : 'rw']),
+            '--',
+          ]
+        : []),
+      ...program,
     ];
     try {
       this.child = spawn(full[0] as string, full.slice(1), {
@@ -80,6 +100,18 @@ export class ManagedProcess {
     clearTimeout(timer);
   }
 }
+
+// Bind-mounts (source, target, ro|rw) triples up to "--", then execs the rest: unshare
+// and sh both exec, so the PID stays the program's own. Exit 125 when a mount fails.
+const MOUNT_SCRIPT = [
+  'while [ "$1" != -- ]; do',
+  '  mount --bind "$1" "$2" || exit 125',
+  '  if [ "$3" = ro ]; then mount -o remount,bind,ro "$2" || exit 125; fi',
+  '  shift 3',
+  'done',
+  'shift',
+  'exec "$@"',
+].join('\n');
 
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {
