@@ -1,0 +1,261 @@
+/**
+ * The real sidecar process (`edgemesh sidecar`, uid 1337) in a pod network namespace with the
+ * capture rules of `edgemesh init`, clients (curl, a Node client) whose connections iptables
+ * redirects to it, and real backends in a second namespace (sidecar/testing/lab.ts).
+ */
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../test/harness/netns.ts';
+import {
+  BACKENDS,
+  BACKENDS6,
+  HTTP_PORT,
+  KNOWN_POD,
+  NODE,
+  PASSTHROUGH,
+  type ProxyLab,
+  REMOTE,
+  setUpProxyLab,
+  TCP_PORT,
+  VIP,
+} from './testing/lab.ts';
+
+const CLIENT = new URL('./testing/client.ts', import.meta.url).pathname;
+let l: ProxyLab;
+let dir: string;
+
+async function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return l.lab.run(l.pod, ['curl', '-sS', '-m', '5', ...args]);
+}
+
+/** Raw TCP through the proxy: one JSON result per connection. */
+async function tcp(
+  host: string,
+  port: number,
+  count = 1,
+  send = 'ping',
+): Promise<{ data?: string; error?: string }[]> {
+  const r = await l.lab.exec(l.pod, [
+    NODE,
+    CLIENT,
+    'tcp',
+    '--host',
+    host,
+    '--port',
+    String(port),
+    '--count',
+    String(count),
+    '--send',
+    send,
+  ]);
+  return r.stdout
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line));
+}
+
+async function metric(name: string): Promise<number> {
+  const r = await curl(['http://127.0.0.1:15020/metrics']);
+  const line = r.stdout.split('\n').find((x) => x.startsWith(name));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
+const tally = (items: string[]) => {
+  const out: Record<string, number> = {};
+  for (const i of items) out[i] = (out[i] ?? 0) + 1;
+  return out;
+};
+const greeting = (data = '') => /^hello from (\S+)\n/.exec(data)?.[1];
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'emp-'));
+  await chmod(dir, 0o755); // the sidecar runs as uid 1337 and must read the catalog
+  l = await setUpProxyLab('emp', { catalogFile: join(dir, 'catalog.json') });
+});
+
+afterAll(async () => {
+  await l?.lab.cleanup();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('HTTP service ports (per-request balancing)', () => {
+  it('spreads the requests of ONE keep-alive curl connection round-robin over all endpoints', async () => {
+    const url = `http://${VIP.web}/`;
+    const r = await curl(['-w', '%{num_connects}\\n', ...Array(10).fill(url)]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    const backends = lines.filter((x) => x.startsWith('backend ')).map((x) => x.slice(8));
+    const connects = lines.filter((x) => /^\d+$/.test(x)).map(Number);
+    expect(connects.reduce((a, b) => a + b, 0)).toBe(1); // curl reused one connection
+    expect(tally(backends)).toEqual(Object.fromEntries([...BACKENDS, ...BACKENDS6].map((ip) => [ip, 2])));
+  });
+
+  it('serves IPv6 cluster IPs', async () => {
+    const r = await curl([`http://[${VIP.web6}]/`]);
+    expect(r.stdout).toMatch(/^backend \S+\n$/);
+  });
+
+  it('retries an idempotent request on the next endpoint when one refuses', async () => {
+    const r = await curl(['-w', '%{http_code}\\n', ...Array(4).fill(`http://${VIP.flakyHttp}/`)]);
+    expect(r.stdout.trim().split('\n')).toEqual(
+      Array(4)
+        .fill([`backend ${BACKENDS[0]}`, '200'])
+        .flat(),
+    );
+  });
+
+  it('keeps a hash-header key on one endpoint and spreads different keys', async () => {
+    const pick = async (user: string) =>
+      (await curl(['-H', `x-user: ${user}`, `http://${VIP.hashed}/`])).stdout.trim();
+    const alice = await pick('alice');
+    for (let i = 0; i < 4; i++) expect(await pick('alice')).toBe(alice);
+    const many = new Set<string>();
+    for (let i = 0; i < 12; i++) many.add(await pick(`user-${i}`));
+    expect(many.size).toBeGreaterThan(1);
+  });
+
+  it('answers 503 with a clear body when no endpoint is ready', async () => {
+    const r = await curl(['-w', '%{http_code}', `http://${VIP.empty}/`]);
+    expect(r.stdout).toBe('edgemesh: no ready endpoint for service default/empty:80\n503');
+  });
+
+  it('carries POST bodies (not retried) and 1 MiB responses intact', async () => {
+    const post = await curl(['--data-binary', 'x'.repeat(100_000), `http://${VIP.web}/`]);
+    expect(post.stdout).toMatch(/^\S+ got 100000 bytes\n$/);
+    const big = await curl(['-o', '/dev/null', '-w', '%{size_download}', `http://${VIP.web}/bytes/1048576`]);
+    expect(big.stdout).toBe('1048576');
+  });
+
+  it('balances h2c requests of one session over the endpoints', async () => {
+    const r = await l.lab.exec(l.pod, [
+      NODE,
+      CLIENT,
+      'h2',
+      '--host',
+      VIP.grpc,
+      '--port',
+      '50051',
+      '--count',
+      '6',
+    ]);
+    const bodies = JSON.parse(r.stdout) as string[];
+    expect(tally(bodies)).toEqual(Object.fromEntries(BACKENDS.map((ip) => [`h2 ${ip}\n`, 2])));
+  });
+
+  it('passes Upgrade (WebSocket-style) connections through as raw bytes', async () => {
+    const [r] = await tcp(
+      VIP.web,
+      80,
+      1,
+      'GET /ws HTTP/1.1\\r\\nHost: web\\r\\nConnection: Upgrade\\r\\nUpgrade: echo\\r\\n\\r\\nhi there',
+    );
+    expect(r.data).toMatch(/^HTTP\/1\.1 101 Switching Protocols\r\n/);
+    expect(r.data).toMatch(/upgraded \S+\n/);
+    expect(r.data?.endsWith('hi there')).toBe(true);
+  });
+
+  it('answers garbage with 400 and a close, and keeps serving', async () => {
+    const [r] = await tcp(VIP.web, 80, 1, '\\x00\\x01\\x02 NOT HTTP\\r\\n\\r\\n');
+    expect(r.data).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(r.data).toMatch(/edgemesh: malformed HTTP request/);
+    const ok = await curl([`http://${VIP.web}/`]);
+    expect(ok.stdout).toMatch(/^backend /);
+  });
+});
+
+describe('TCP service ports', () => {
+  it('balances connections round-robin and carries half-close both ways', async () => {
+    const results = await tcp(VIP.echo, 7, 6, 'ping');
+    for (const r of results) expect(r.data).toMatch(/^hello from \S+\npingbye 4\n$/);
+    expect(tally(results.map((r) => greeting(r.data) ?? 'none'))).toEqual(
+      Object.fromEntries(BACKENDS.map((ip) => [ip, 2])),
+    );
+  });
+
+  it('keeps a client on one endpoint with sessionAffinity ClientIP', async () => {
+    const results = await tcp(VIP.sticky, 7, 6);
+    expect(new Set(results.map((r) => greeting(r.data))).size).toBe(1);
+  });
+
+  it('fails over to the next endpoint when one refuses', async () => {
+    const results = await tcp(VIP.flakyTcp, 7, 4);
+    expect(results.map((r) => greeting(r.data))).toEqual(Array(4).fill(BACKENDS[1]));
+  });
+
+  it('resets the connection when a service has no ready endpoint', async () => {
+    const [r] = await tcp(VIP.empty, 7);
+    expect(r.error).toBe('ECONNRESET');
+  });
+
+  it('serves IPv6 cluster IPs', async () => {
+    const results = await tcp(VIP.echo6, 7, 2);
+    expect(results.map((r) => greeting(r.data)).sort()).toEqual([...BACKENDS6].sort());
+  });
+
+  it('reaches an endpoint on another node through the gateway hop', async () => {
+    // Not reachable directly from the pod (the sidecar's uid is not captured, so this tests the route):
+    const direct = await l.lab.run(
+      l.pod,
+      [NODE, CLIENT, 'tcp', '--host', REMOTE, '--port', String(TCP_PORT)],
+      { uid: 1337 },
+    );
+    expect(JSON.parse(direct.stdout).error).toBe('ECONNREFUSED');
+    const before = l.gatewayRequests.length;
+    const [r] = await tcp(VIP.remote, 7, 1, 'via gateway');
+    expect(r.data).toBe(`hello from ${REMOTE}\nvia gatewaybye 11\n`);
+    expect(l.gatewayRequests.slice(before).map((x) => JSON.parse(x))).toEqual([
+      { kind: 'connect', node: 'node-b', ip: REMOTE, port: TCP_PORT },
+    ]);
+  });
+});
+
+describe('pods, passthrough and loops', () => {
+  it('sends a known pod IP to that pod and anything else to its original destination', async () => {
+    const podBefore = await metric('edgemesh_proxy_connections_total{route="pod"');
+    const passBefore = await metric('edgemesh_proxy_connections_total{route="passthrough"');
+    const [pod] = await tcp(KNOWN_POD, TCP_PORT);
+    expect(greeting(pod.data)).toBe(KNOWN_POD);
+    const pass = await curl([`http://${PASSTHROUGH}:${HTTP_PORT}/`]);
+    expect(pass.stdout).toBe(`backend ${PASSTHROUGH}\n`);
+    expect(await metric('edgemesh_proxy_connections_total{route="pod"')).toBe(podBefore + 1);
+    expect(await metric('edgemesh_proxy_connections_total{route="passthrough"')).toBe(passBefore + 1);
+  });
+
+  it('refuses a connection addressed to its own listener', async () => {
+    const before = await metric('edgemesh_proxy_refused_total{reason="loop"');
+    const [r] = await tcp('10.10.0.2', 15001);
+    expect(r.data ?? '').toBe('');
+    expect(await metric('edgemesh_proxy_refused_total{reason="loop"')).toBe(before + 1);
+  });
+});
+
+describe('process', () => {
+  it('drains on SIGTERM: not ready, open connections finish, exit 0', async () => {
+    const sidecar = l.sidecar;
+    if (!sidecar?.pid) throw new Error('no sidecar');
+    // A connection that is still open when the signal arrives (the client waits 1.5 s before sending).
+    const open = l.lab.exec(l.pod, [
+      NODE,
+      CLIENT,
+      'tcp',
+      '--host',
+      VIP.echo,
+      '--port',
+      '7',
+      '--send',
+      'late',
+      '--hold-ms',
+      '1500',
+    ]);
+    await new Promise((r) => setTimeout(r, 500));
+    const exited = new Promise<number | null>((resolve) => sidecar.once('exit', (code) => resolve(code)));
+    // The sidecar runs under `ip netns exec … setpriv`, which exec()s: the child PID is the node process.
+    process.kill(sidecar.pid, 'SIGTERM');
+    const r = JSON.parse((await open).stdout);
+    expect(r.data).toMatch(/^hello from \S+\nlatebye 4\n$/);
+    expect(await exited).toBe(0);
+    await waitFor(async () => (await curl(['http://127.0.0.1:15021/ready'])).code !== 0, 5_000);
+  });
+});

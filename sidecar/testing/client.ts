@@ -1,0 +1,85 @@
+/**
+ * Test client run inside the pod namespace (so its connections are captured):
+ *   tcp  --host H --port P [--count N] [--send TEXT]  one connection per count: reads the
+ *        greeting, sends TEXT, half-closes, reads to the end; prints one JSON line each
+ *        ({data} or {error}); connections run one after another.
+ *   h2   --host H --port P [--count N]                N requests on ONE h2c session; prints
+ *        one JSON line with the bodies.
+ * Every operation has a 5 s deadline so a broken proxy fails the test instead of hanging it.
+ */
+import http2 from 'node:http2';
+import net from 'node:net';
+import { parseArgs } from 'node:util';
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    host: { type: 'string' },
+    port: { type: 'string' },
+    count: { type: 'string', default: '1' },
+    send: { type: 'string', default: '' },
+    'hold-ms': { type: 'string', default: '0' },
+  },
+});
+const host = values.host ?? '127.0.0.1';
+const port = Number(values.port);
+const count = Math.min(Number(values.count), 10_000);
+
+function tcpOnce(): Promise<{ data?: string; error?: string }> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port, allowHalfOpen: true });
+    let data = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ error: 'timeout', data });
+    }, 5_000);
+    socket.on('connect', () => {
+      setTimeout(() => {
+        if (values.send) socket.write(values.send.replace(/\\r\\n/g, '\r\n'));
+        socket.end();
+      }, Number(values['hold-ms']));
+    });
+    socket.on('data', (d) => {
+      data += d;
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      resolve({ error: err.code ?? err.message, data });
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve({ data });
+    });
+  });
+}
+
+async function h2(): Promise<string[]> {
+  const authority = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+  const session = http2.connect(`http://${authority}`);
+  session.on('error', () => undefined);
+  const one = () =>
+    new Promise<string>((resolve) => {
+      const stream = session.request({ ':path': '/' });
+      let body = '';
+      stream.on('data', (d) => {
+        body += d;
+      });
+      stream.on('end', () => resolve(body));
+      stream.on('error', (err) => resolve(`error ${err.message}`));
+    });
+  const bodies: string[] = [];
+  for (let i = 0; i < count; i++) bodies.push(await one());
+  session.close();
+  return bodies;
+}
+
+const deadline = setTimeout(() => {
+  process.stdout.write('{"error":"client deadline"}\n');
+  process.exit(2);
+}, 30_000);
+if (positionals[0] === 'h2') {
+  process.stdout.write(`${JSON.stringify(await h2())}\n`);
+} else {
+  for (let i = 0; i < count; i++) process.stdout.write(`${JSON.stringify(await tcpOnce())}\n`);
+}
+clearTimeout(deadline);
