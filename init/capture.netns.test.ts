@@ -65,6 +65,8 @@ async function makePod(lab: NetnsLab, name: string): Promise<Pod> {
   });
   await startServers(lab, pod, {
     http: [15001],
+    httpHosts: ['127.0.0.1', '::1'],
+    originalDst: true,
     label: 'proxy',
     dns: ['127.0.0.1:15053', '[::1]:15053'],
     answer: SIDECAR_DNS,
@@ -147,10 +149,12 @@ for (const backend of ['nft', 'legacy'] as const) {
       expect(edgemeshLines(await natRules(p, other, 4))).toEqual([]);
     });
 
-    it('app TCP to outside addresses (IPv4 and IPv6) lands on :15001', async () => {
-      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('proxy 127.0.0.1:15001');
-      expect(await curl(p, 'http://203.0.113.10:8080/', APP)).toBe('proxy 127.0.0.1:15001');
-      expect(await curl(p, 'http://[2001:db8::10]/', APP)).toBe('proxy [::1]:15001');
+    it('app TCP to outside addresses (IPv4 and IPv6) lands on :15001 with the original destination', async () => {
+      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('proxy 127.0.0.1:15001 for 198.51.100.10:80');
+      expect(await curl(p, 'http://203.0.113.10:8080/', APP)).toBe(
+        'proxy 127.0.0.1:15001 for 203.0.113.10:8080',
+      );
+      expect(await curl(p, 'http://[2001:db8::10]/', APP)).toBe('proxy [::1]:15001 for [2001:db8::10]:80');
     });
 
     it('app DNS over UDP and TCP, IPv4 and IPv6, lands on :15053 — also to a loopback resolver', async () => {
@@ -200,15 +204,15 @@ for (const backend of ['nft', 'legacy'] as const) {
       expect(await curl(p, 'http://203.0.113.10/', APP)).toBe('direct 203.0.113.10:80');
       expect(await curl(p, 'http://[2001:db8::10]/', APP)).toBe('direct [2001:db8::10]:80');
       expect(await curl(p, 'http://[2001:db8::11]:8080/', APP)).toBe('direct [2001:db8::11]:8080');
-      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('proxy 127.0.0.1:15001');
-      expect(await curl(p, 'http://[2001:db8::11]/', APP)).toBe('proxy [::1]:15001');
+      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('proxy 127.0.0.1:15001 for 198.51.100.10:80');
+      expect(await curl(p, 'http://[2001:db8::11]/', APP)).toBe('proxy [::1]:15001 for [2001:db8::11]:80');
       expect(await dig(p, '198.51.100.53', false, APP)).toBe(SIDECAR_DNS);
     });
 
     it('include ranges: only those are captured', async () => {
       await initOk(p, [flag, '--include-outbound-ip-ranges=203.0.113.0/24,2001:db8::11']);
-      expect(await curl(p, 'http://203.0.113.10/', APP)).toBe('proxy 127.0.0.1:15001');
-      expect(await curl(p, 'http://[2001:db8::11]/', APP)).toBe('proxy [::1]:15001');
+      expect(await curl(p, 'http://203.0.113.10/', APP)).toBe('proxy 127.0.0.1:15001 for 203.0.113.10:80');
+      expect(await curl(p, 'http://[2001:db8::11]/', APP)).toBe('proxy [::1]:15001 for [2001:db8::11]:80');
       expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('direct 198.51.100.10:80');
       expect(await curl(p, 'http://[2001:db8::10]/', APP)).toBe('direct [2001:db8::10]:80');
     });
@@ -219,7 +223,7 @@ for (const backend of ['nft', 'legacy'] as const) {
         expect(await dig(p, '198.51.100.53', tcp, APP)).toBe(OUTSIDE_DNS);
         expect(await dig(p, '2001:db8::53', tcp, APP)).toBe(OUTSIDE_DNS);
       }
-      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('proxy 127.0.0.1:15001');
+      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('proxy 127.0.0.1:15001 for 198.51.100.10:80');
     });
 
     it('--cleanup removes every edgemesh chain and rule, and traffic flows directly again', async () => {
@@ -253,7 +257,7 @@ for (const backend of ['nft', 'legacy'] as const) {
       await lab.exec(p.pod, [`iptables-${backend}-restore`, '--noflush'], { input: stale });
       await initOk(p, [flag]);
       expect(await natRules(p, backend, 4)).toBe(firstInstall.v4);
-      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('proxy 127.0.0.1:15001');
+      expect(await curl(p, 'http://198.51.100.10/', APP)).toBe('proxy 127.0.0.1:15001 for 198.51.100.10:80');
     });
   });
 }

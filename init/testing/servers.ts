@@ -1,8 +1,9 @@
 /**
  * Listeners for the capture netns tests, run as a separate process inside a namespace:
  *   node servers.ts '{"http":[80,8080],"label":"direct","dns":["198.51.100.53:53"],"answer":"192.0.2.1"}'
- * HTTP servers (dual-stack, all addresses) answer "<label> <local address>:<local port>", so
- * a test sees both who answered and which destination the connection really reached. DNS
+ * HTTP servers answer "<label> <local address>:<local port>" (plus " for <original
+ * destination>" with originalDst), so a test sees who answered, which address the connection
+ * really reached, and what the sidecar would learn about where it was meant to go. DNS
  * servers (UDP and TCP on each address) answer every A query with `answer`. Prints
  * "ready" once everything listens. Bad packets are dropped, never crash the process.
  */
@@ -10,9 +11,14 @@ import { createSocket } from 'node:dgram';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createTcpServer, isIPv6, type Socket } from 'node:net';
 import dnsPacket from 'dns-packet';
+import { originalDst } from '../../sidecar/proxy/original-dst.ts';
 
 interface Spec {
   http?: number[];
+  /** Addresses the HTTP servers bind (default: '::', dual-stack). */
+  httpHosts?: string[];
+  /** Append " for <original destination>" read with SO_ORIGINAL_DST (the sidecar's code). */
+  originalDst?: boolean;
   label?: string;
   dns?: string[];
   answer?: string;
@@ -21,12 +27,32 @@ interface Spec {
 const spec = JSON.parse(process.argv[2] ?? '{}') as Spec;
 const listening: Promise<void>[] = [];
 
+const hostPort = (ip: string | undefined, port: number | undefined) => {
+  const addr = ip?.replace(/^::ffff:/, '');
+  return `${addr?.includes(':') ? `[${addr}]` : addr}:${port}`;
+};
+
 for (const port of spec.http ?? []) {
-  const server = createHttpServer((req, res) => {
-    const addr = req.socket.localAddress?.replace(/^::ffff:/, '');
-    res.end(`${spec.label} ${addr?.includes(':') ? `[${addr}]` : addr}:${req.socket.localPort}`);
-  });
-  listening.push(new Promise((resolve) => server.listen({ port, host: '::' }, resolve)));
+  for (const host of spec.httpHosts ?? ['::']) {
+    const server = createHttpServer((req, res) => {
+      let body = `${spec.label} ${hostPort(req.socket.localAddress, req.socket.localPort)}`;
+      if (spec.originalDst) {
+        // What the sidecar will read: the destination the app dialled before REDIRECT.
+        try {
+          const dst = originalDst(req.socket, host.includes(':') ? 6 : 4);
+          body += ` for ${hostPort(dst.ip, dst.port)}`;
+        } catch (err) {
+          body += ` for unknown (${(err as Error).message})`;
+        }
+      }
+      res.end(body);
+    });
+    listening.push(
+      new Promise((resolve) =>
+        server.listen({ port, host, ipv6Only: host.includes(':') && host !== '::' }, resolve),
+      ),
+    );
+  }
 }
 
 function answer(query: Buffer): Buffer | undefined {
