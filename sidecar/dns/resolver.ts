@@ -1,5 +1,5 @@
 import dnsPacket from 'dns-packet';
-import type { Counter, Histogram, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import client from 'prom-client';
 import type { CatalogStore } from '../../lib/catalog/store.ts';
 import { describeError } from '../../lib/errors.ts';
@@ -8,6 +8,7 @@ import { type CacheOptions, ResponseCache } from './cache.ts';
 import { Forwarder, type Upstream } from './forwarder.ts';
 import { inspectResponse } from './message.ts';
 import { type ExtraRecords, emptyResponse, forwardedResponse, localResponse } from './response.ts';
+import { QueryStats, type Source } from './stats.ts';
 import {
   CLASS_IN,
   encodeName,
@@ -16,9 +17,7 @@ import {
   parseQuery,
   type Query,
   Rcode,
-  rcodeName,
   Type,
-  typeName,
   udpLimit,
 } from './wire.ts';
 import { buildZone, type LocalAnswer, type Zone } from './zone.ts';
@@ -254,9 +253,12 @@ export class Resolver {
 
   #done(q: Query, source: Source, start: number, reply: Reply, response: Buffer): void {
     reply(response);
-    const rcode = response.readUInt16BE(2) & 0xf;
-    this.#metrics.count(q.qtype, rcode, source);
-    this.#metrics.latency[source].observe((performance.now() - start) / 1000);
+    this.#metrics.stats.record(
+      q.qtype,
+      response[3] & 0xf,
+      SOURCE_INDEX[source],
+      (performance.now() - start) / 1000,
+    );
   }
 
   #currentZone(): Zone | undefined {
@@ -283,7 +285,7 @@ export class Resolver {
   }
 }
 
-type Source = 'local' | 'cache' | 'upstream';
+const SOURCE_INDEX: Record<Source, number> = { local: 0, cache: 1, upstream: 2 };
 
 // dns-packet encodes single records (uncompressed) but its types do not declare it.
 const encodeAnswer = (dnsPacket as unknown as { answer: { encode(a: dnsPacket.Answer): Buffer } }).answer
@@ -304,21 +306,6 @@ function renamed(bytes: Buffer, count: number, name: string): ExtraRecords {
 
 function createMetrics(registry: Registry | undefined, resolver: Resolver) {
   const registers = registry ? [registry] : [];
-  const queries: Counter<'qtype' | 'rcode' | 'source'> = new client.Counter({
-    name: 'edgemesh_dns_queries_total',
-    help: 'DNS queries answered, by query type, response code and source (local zone, cache, upstream)',
-    labelNames: ['qtype', 'rcode', 'source'],
-    registers,
-  });
-  const duration: Histogram<'source'> = new client.Histogram({
-    name: 'edgemesh_dns_query_duration_seconds',
-    help: 'Time from receiving a DNS query to sending its answer',
-    labelNames: ['source'],
-    buckets: [
-      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
-    ],
-    registers,
-  });
   const malformed = new client.Counter({
     name: 'edgemesh_dns_rejected_total',
     help: 'DNS messages rejected before answering (FORMERR/NOTIMP/BADVERS or dropped), by reason',
@@ -352,27 +339,7 @@ function createMetrics(registry: Registry | undefined, resolver: Resolver) {
       this.set(resolver.upstreamInFlight);
     },
   });
-  const children = new Map<string, ReturnType<typeof queries.labels>>();
-  const latency = {
-    local: duration.labels('local'),
-    cache: duration.labels('cache'),
-    upstream: duration.labels('upstream'),
-  };
-  return {
-    malformed,
-    upstream,
-    zoneBuilds,
-    latency,
-    count(qtype: number, rcode: number, source: Source) {
-      // Keyed by label values, so odd query types cannot grow the map.
-      const type = typeName(qtype);
-      const key = `${type}|${rcode}|${source}`;
-      let c = children.get(key);
-      if (!c) {
-        c = queries.labels(type, rcodeName(rcode), source);
-        children.set(key, c);
-      }
-      c.inc();
-    },
-  };
+  const stats = new QueryStats();
+  if (registry) stats.register(registry);
+  return { malformed, upstream, zoneBuilds, stats };
 }
