@@ -83,6 +83,25 @@ describe('edgemesh on a real control plane across NATs', () => {
     const cert = new X509Certificate(Buffer.from(secret.data['tls.crt'] as string, 'base64'));
     expect(cert.checkIP('127.0.0.1')).toBe('127.0.0.1');
 
+    // The harness runs the webhook, tunnel-server and gateways as processes: the manifests'
+    // own workloads are scaled away, so nothing runs twice.
+    const workloads = await getJson<{
+      items: { kind: string; metadata: { name: string }; spec: { replicas?: number }; status: object }[];
+    }>(cluster, ['-n', 'edgemesh-system', 'get', 'deployments,daemonsets']);
+    expect(
+      workloads.items.map((w) => [
+        w.metadata.name,
+        w.spec.replicas ?? (w.status as { desiredNumberScheduled: number }).desiredNumberScheduled,
+      ]),
+    ).toEqual(
+      expect.arrayContaining([
+        ['edgemesh-webhook', 0],
+        ['edgemesh-tunnel-server', 0],
+        ['edgemesh-gateway', 0],
+      ]),
+    );
+    expect(await livePods(cluster, 'app.kubernetes.io/part-of=edgemesh', 'edgemesh-system')).toEqual([]);
+
     const nodes = await getJson<{ items: { metadata: { name: string; labels: Record<string, string> } }[] }>(
       cluster,
       ['get', 'nodes'],
@@ -233,7 +252,11 @@ describe('edgemesh on a real control plane across NATs', () => {
     );
     const loop = await inClient(
       cluster,
-      ['sh', '-c', `for i in $(seq 30); do curl -sS --fail-with-body --max-time 5 ${SERVICE_URL} || echo FAILED; done`],
+      [
+        'sh',
+        '-c',
+        `for i in $(seq 30); do curl -sS --fail-with-body --max-time 5 ${SERVICE_URL} || echo FAILED; done`,
+      ],
       120_000,
     );
     const counts: Record<string, number> = {};
