@@ -55,6 +55,8 @@ export class ControlPlane {
   readonly serviceCidr: string;
   readonly #processes: ManagedProcess[] = [];
   #bridge: Server | undefined;
+  #apiserver: ManagedProcess | undefined;
+  #apiserverArgs: string[] = [];
   #stopped = false;
 
   private constructor(dataDir: string, binDir: string, pki: Pki, opts: ControlPlaneOptions, server: string) {
@@ -131,7 +133,7 @@ export class ControlPlane {
     );
 
     const pki = this.pki;
-    const apiserver = this.#spawn('kube-apiserver', join(this.binDir, 'kube-apiserver'), [
+    this.#apiserverArgs = [
       `--etcd-servers=${etcdUrl}`,
       `--bind-address=${opts.netns ? '0.0.0.0' : '127.0.0.1'}`,
       `--advertise-address=${address}`,
@@ -157,7 +159,8 @@ export class ControlPlane {
       '--allow-privileged=true',
       '--profiling=false',
       '--v=1',
-    ]);
+    ];
+    const apiserver = this.#spawnApiServer();
     if (this.netns) this.localServer = await this.#bridgeToNamespace(ports.apiserver);
     else this.localServer = this.server;
     await writeFile(
@@ -208,6 +211,31 @@ export class ControlPlane {
     );
     if (!scheduler.running) throw new Error(`kube-scheduler exited: ${await tail(scheduler.logFile)}`);
     log.info({ ms: Date.now() - started, server: this.server, dataDir: this.dataDir }, 'control plane ready');
+  }
+
+  /**
+   * Stops the API server alone (etcd, controllers and scheduler keep running): an API
+   * outage. By default it is killed outright, as in a crash; `graceMs` lets it drain.
+   */
+  async stopApiServer(graceMs = 0): Promise<void> {
+    await this.#apiserver?.stop(graceMs);
+  }
+
+  /** Starts the API server again with the same flags and data; resolves once /readyz is ok. */
+  async startApiServer(): Promise<void> {
+    if (this.#apiserver?.running) return;
+    const apiserver = this.#spawnApiServer();
+    await this.#waitFor(
+      apiserver,
+      'kube-apiserver /readyz',
+      120_000,
+      async () => (await this.#get('/readyz')) === 'ok',
+    );
+  }
+
+  #spawnApiServer(): ManagedProcess {
+    this.#apiserver = this.#spawn('kube-apiserver', join(this.binDir, 'kube-apiserver'), this.#apiserverArgs);
+    return this.#apiserver;
   }
 
   /** A client-node KubeConfig for this process (admin). */

@@ -484,6 +484,33 @@ describe('node agent', () => {
     }
   });
 
+  it('rides out an API server restart: pods keep running, the watch resumes and new pods start', async () => {
+    const before = await readyPods('app=web', 2);
+    await cp.stopApiServer();
+    // Pods are processes on the nodes: they go on serving while the API is away.
+    const server = before[0] as Pod;
+    const during = await agent.exec('demo', 'client', [
+      'curl',
+      '-sS',
+      '--max-time',
+      '5',
+      `http://${server.status.podIP}/`,
+    ]);
+    expect(during.stdout).toContain(`served by pod demo/${server.metadata.name}`);
+    await new Promise((r) => setTimeout(r, 2_000));
+    await cp.startApiServer();
+    await apply({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'after-outage', namespace: 'demo', labels: { app: 'after-outage' } },
+      spec: { containers: [{ name: 'c', image: 'busybox' }] },
+    });
+    await readyPods('app=after-outage', 1);
+    expect((await readyPods('app=web', 2)).map((p) => p.metadata.uid).sort()).toEqual(
+      before.map((p) => p.metadata.uid).sort(),
+    );
+  });
+
   it('deletes a pod gracefully: processes stopped, namespace removed, pod gone, replaced and re-listed', async () => {
     const [victim] = await podsOf('app=web');
     if (!victim) throw new Error('no web pod');

@@ -91,6 +91,7 @@ interface PodRun {
   stopped: boolean;
   patching: boolean;
   patchAgain: boolean;
+  patchFailing: boolean;
 }
 
 /**
@@ -319,18 +320,32 @@ export class NodeAgent {
     const informer = makeInformer<V1Pod>(this.#opts.kubeConfig, '/api/v1/pods', () =>
       this.#core.listPodForAllNamespaces(),
     );
-    const onPod = (pod: V1Pod) =>
+    let failures = 0;
+    const onPod = (pod: V1Pod) => {
+      if (failures > 0) log.info({ failures }, 'pod watch restored');
+      failures = 0;
       void this.#onPod(pod).catch((err) => log.error({ err: describe(err) }, 'pod handling failed'));
+    };
     informer.on('add', onPod);
     informer.on('update', onPod);
     informer.on('delete', (pod: V1Pod) => {
       const run = this.#pods.get(pod.metadata?.uid ?? '');
       if (run) void this.#teardown(run, 0);
     });
+    // The informer gives up on an error (API server down, connection refused) after
+    // reporting it once; each restart attempt reports at most one error, so restarting on
+    // every report keeps exactly one retry chain going.
+    const restart = () =>
+      setTimeout(() => {
+        if (!this.#stopped) informer.start().catch(restart);
+      }, 1_000);
     informer.on('error', (err: unknown) => {
       if (this.#stopped) return;
-      log.warn({ err: describe(err) }, 'pod watch failed; restarting in 1 s');
-      setTimeout(() => void (this.#stopped ? undefined : informer.start().catch(() => undefined)), 1_000);
+      failures += 1;
+      if (failures === 1 || failures % 30 === 0) {
+        log.warn({ err: describe(err), failures }, 'pod watch failed; retrying every 1 s');
+      }
+      restart();
     });
     this.#informer = informer as Informer<V1Pod> & { stop(): Promise<void> };
     await informer.start();
@@ -390,6 +405,7 @@ export class NodeAgent {
       stopped: false,
       patching: false,
       patchAgain: false,
+      patchFailing: false,
     };
     this.#pods.set(uid, run);
     log.info({ pod: `${namespace}/${name}`, node: node.name, ip }, 'starting pod');
@@ -742,10 +758,17 @@ export class NodeAgent {
           );
         } catch (err) {
           if (!(err instanceof ApiException && err.code === 404)) {
-            log.warn({ pod: podName(run.pod), err: describe(err) }, 'pod status patch failed');
+            // Not lost: retried (with the then-current status) until the API takes it.
+            if (!run.patchFailing)
+              log.warn({ pod: podName(run.pod), err: describe(err) }, 'pod status patch failed; retrying');
+            run.patchFailing = true;
+            run.patchAgain = true;
+            await sleep(1_000);
+            continue;
           }
         }
-      } while (run.patchAgain && !this.#stopped);
+        run.patchFailing = false;
+      } while (run.patchAgain && !this.#stopped && !(run.stopped && run.patchFailing));
       run.patching = false;
     })();
   }
