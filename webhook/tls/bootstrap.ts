@@ -5,6 +5,7 @@ import {
   type KubeConfig,
   type V1Secret,
 } from '@kubernetes/client-node';
+import { EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import {
   createCa,
@@ -65,6 +66,26 @@ async function readOrUndefined<T>(read: () => Promise<T>): Promise<T | undefined
   }
 }
 
+/** client-node's errors dump headers and bodies; say what failed and the API's own message. */
+async function step<T>(what: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (!(err instanceof ApiException)) throw err;
+    let message = String(err.body);
+    try {
+      message = (typeof err.body === 'string' ? JSON.parse(err.body) : err.body).message ?? message;
+    } catch {
+      // body was not JSON: keep it as text
+    }
+    const hint =
+      err.code === 404 && /namespaces/.test(message)
+        ? ' (apply the manifests first: kubectl apply -k manifests)'
+        : '';
+    throw new EdgemeshError(ErrorCodes.UNAVAILABLE, `${what}: HTTP ${err.code}: ${message}${hint}`);
+  }
+}
+
 export async function bootstrapTls(
   kc: KubeConfig,
   opts: BootstrapOptions,
@@ -77,8 +98,9 @@ export async function bootstrapTls(
     ...opts.extraDnsNames,
   ];
 
-  const existing = await readOrUndefined(() =>
-    core.readNamespacedSecret({ name: opts.secretName, namespace: opts.namespace }),
+  const secretName = `Secret ${opts.namespace}/${opts.secretName}`;
+  const existing = await step(`reading ${secretName}`, () =>
+    readOrUndefined(() => core.readNamespacedSecret({ name: opts.secretName, namespace: opts.namespace })),
   );
   const stored = fromSecret(existing);
   const reason = opts.rotate ? 'rotation forced (--rotate)' : rotationReason(stored, dnsNames, opts.now);
@@ -110,10 +132,14 @@ export async function bootstrapTls(
       },
     };
     if (existing) {
-      await core.replaceNamespacedSecret({ name: opts.secretName, namespace: opts.namespace, body });
+      await step(`updating ${secretName}`, () =>
+        core.replaceNamespacedSecret({ name: opts.secretName, namespace: opts.namespace, body }),
+      );
       secretResult = 'updated';
     } else {
-      await core.createNamespacedSecret({ namespace: opts.namespace, body });
+      await step(`creating ${secretName}`, () =>
+        core.createNamespacedSecret({ namespace: opts.namespace, body }),
+      );
       secretResult = 'created';
     }
     log.info(
@@ -124,8 +150,8 @@ export async function bootstrapTls(
     log.info({ secret: `${opts.namespace}/${opts.secretName}` }, 'webhook certificates are valid; kept');
   }
 
-  const config = await readOrUndefined(() =>
-    admission.readMutatingWebhookConfiguration({ name: opts.webhookConfigName }),
+  const config = await step(`reading MutatingWebhookConfiguration ${opts.webhookConfigName}`, () =>
+    readOrUndefined(() => admission.readMutatingWebhookConfiguration({ name: opts.webhookConfigName })),
   );
   if (!config) {
     log.warn(
@@ -141,7 +167,9 @@ export async function bootstrapTls(
   }
   for (const w of webhooks) w.clientConfig.caBundle = bundle;
   // replace carries resourceVersion: a concurrent edit makes this fail loudly instead of being lost.
-  await admission.replaceMutatingWebhookConfiguration({ name: opts.webhookConfigName, body: config });
+  await step(`updating MutatingWebhookConfiguration ${opts.webhookConfigName}`, () =>
+    admission.replaceMutatingWebhookConfiguration({ name: opts.webhookConfigName, body: config }),
+  );
   log.info({ name: opts.webhookConfigName, webhooks: webhooks.length }, 'caBundle updated');
   return { secret: secretResult, caBundle: 'updated', reason: reason ?? 'valid' };
 }

@@ -28,13 +28,19 @@ describe('webhook certificates', () => {
 
   it('decides rotation: valid, near expiry, wrong names, foreign CA, mismatched key, missing', () => {
     expect(rotationReason({ ca, serving }, names, now)).toBeUndefined();
-    expect(rotationReason({ ca, serving }, names, new Date(now.getTime() + 340 * DAY))).toMatch(/serving certificate expires in 2[0-9] days/);
+    expect(rotationReason({ ca, serving }, names, new Date(now.getTime() + 340 * DAY))).toMatch(
+      /serving certificate expires in 2[0-9] days/,
+    );
     expect(rotationReason({ ca, serving }, [...names, 'extra.example'], now)).toMatch(/lacks extra.example/);
     const other = createCa(now);
     expect(rotationReason({ ca: other, serving }, names, now)).toMatch(/not signed by the stored CA/);
     const second = createServingCert(ca, names, now);
-    expect(rotationReason({ ca, serving: { certPem: serving.certPem, keyPem: second.keyPem } }, names, now)).toMatch(/key does not match/);
+    expect(
+      rotationReason({ ca, serving: { certPem: serving.certPem, keyPem: second.keyPem } }, names, now),
+    ).toMatch(/key does not match/);
     expect(rotationReason(undefined, names, now)).toMatch(/no certificates/);
-    expect(rotationReason({ ca, serving: { certPem: 'garbage', keyPem: 'x' } }, names, now)).toMatch(/unreadable/);
+    expect(rotationReason({ ca, serving: { certPem: 'garbage', keyPem: 'x' } }, names, now)).toMatch(
+      /unreadable/,
+    );
   });
 });
