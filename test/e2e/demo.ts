@@ -52,7 +52,7 @@ interface State {
   phase: 'starting' | 'ready' | 'failed' | 'stopping';
   supervisor: number;
   tag?: string;
-  workDir?: string;
+  dirs?: string[];
   pids?: number[];
   kubeconfig?: string;
   kubectl?: string;
@@ -291,7 +291,7 @@ async function down(): Promise<number> {
         await rm(join('/etc/netns', dir), { recursive: true, force: true });
     }
   }
-  if (state.workDir) await rm(state.workDir, { recursive: true, force: true });
+  for (const dir of state.dirs ?? []) await rm(dir, { recursive: true, force: true });
   rmSync(STATE, { force: true });
   rmSync(KUBECONFIG, { force: true });
   console.log('demo: down');

@@ -397,14 +397,14 @@ export class EdgeCluster {
   }
 
   /** What `scripts/demo` records to tear the cluster down from another process. */
-  describe(): { tag: string; workDir: string; pids: number[]; kubeconfig: string; kubectl: string } {
+  describe(): { tag: string; dirs: string[]; pids: number[]; kubeconfig: string; kubectl: string } {
     const cp = this.controlPlane;
     const pids = [...this.#processes.map((p) => p.pid), ...Object.values(cp.pids)].filter(
       (p): p is number => typeof p === 'number',
     );
     return {
       tag: this.lab.netns.tag,
-      workDir: this.workDir,
+      dirs: [this.workDir, cp.dataDir, ...(this.agent ? [this.agent.dataDir] : [])],
       pids,
       kubeconfig: cp.localKubeconfig,
       kubectl: join(cp.binDir, 'kubectl'),

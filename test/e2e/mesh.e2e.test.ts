@@ -232,7 +232,7 @@ describe('edgemesh on a real control plane across NATs', () => {
     expect(headlessSrv.stdout).toMatch(/ 80 \S+\.nginx-headless\.demo\.svc\.cluster\.local\.$/m);
   });
 
-  it('scaled to 3 on two nodes, requests spread over all replicas; a deleted pod stops getting traffic and no request fails', async () => {
+  it('scaled to 3 on two nodes, requests spread round-robin over all replicas; a deleted pod stops getting traffic and no request fails', async () => {
     await cluster.kubectl(['-n', NS, 'scale', 'deployment/nginx', '--replicas=3']);
     await rolloutStatus(cluster, 'nginx');
     const pods = await readyPods('app=nginx', 3);
@@ -266,7 +266,8 @@ describe('edgemesh on a real control plane across NATs', () => {
     }
     process.stderr.write(`mesh e2e: 30 requests over 3 replicas: ${JSON.stringify(counts)}\n`);
     expect(counts.FAILED).toBeUndefined();
-    expect(Object.keys(counts).sort()).toEqual(pods.map((p) => p.metadata.name).sort());
+    // The default policy is round-robin: sequential requests take the replicas in turn.
+    expect(counts).toEqual(Object.fromEntries(pods.map((p) => [p.metadata.name, 10])));
 
     // Requests keep flowing (bounded: 300 requests or 25 s) while one replica is deleted.
     const victim = pods[0] as PodView;
