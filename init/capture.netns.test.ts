@@ -94,7 +94,7 @@ async function dig(p: Pod, server: string, tcp: boolean, as: { uid: number; gid:
   const args = [
     'dig',
     '+short',
-    '+time=2',
+    '+time=3',
     '+tries=1',
     ...(tcp ? ['+tcp'] : []),
     `@${server}`,
