@@ -73,6 +73,7 @@ export class EdgeCluster {
   readonly enrolTokens: Record<string, string> = {};
   meshCa: string | undefined;
   #cut = false;
+  #tunnelServerArgv: string[] = [];
 
   private constructor(lab: NatLab, workDir: string, progress: (line: string) => void) {
     this.lab = lab;
@@ -270,7 +271,7 @@ export class EdgeCluster {
     await writeFile(join(dir, 'enrol-tokens.json'), JSON.stringify(hashes), { mode: 0o600 });
     this.meshCa = join(dir, 'ca.crt');
     this.step(`starting the tunnel-server on ${this.tunnelHost.addr}:${TUNNEL_PORT}`);
-    this.tunnelServer = this.#spawn('tunnel-server', this.tunnelHost.ns, [
+    this.#tunnelServerArgv = [
       EDGEMESH_BIN,
       'tunnel-server',
       `--listen=0.0.0.0:${TUNNEL_PORT}`,
@@ -279,7 +280,13 @@ export class EdgeCluster {
       `--ca-cert=${join(dir, 'ca.crt')}`,
       `--ca-key=${join(dir, 'ca.key')}`,
       `--enrol-tokens=${join(dir, 'enrol-tokens.json')}`,
-    ]);
+    ];
+    await this.#spawnTunnelServer();
+    this.step('tunnel-server ready');
+  }
+
+  async #spawnTunnelServer(): Promise<void> {
+    this.tunnelServer = this.#spawn('tunnel-server', this.tunnelHost.ns, this.#tunnelServerArgv);
     const ts = this.tunnelServer;
     await waitFor(
       async () => {
@@ -291,7 +298,6 @@ export class EdgeCluster {
       200,
       'tunnel-server listening',
     );
-    this.step('tunnel-server ready');
   }
 
   /** A kubeconfig for the edgemesh-gateway ServiceAccount (token from the TokenRequest API). */
@@ -394,6 +400,23 @@ export class EdgeCluster {
     await this.lab.exec(this.lab.coreNs, ['iptables', '-w', '-D', 'FORWARD', '-j', CUT_CHAIN]);
     this.#cut = false;
     this.step('cloud link restored');
+  }
+
+  /** Kills the API server and the tunnel-server outright (a crash, not a drain). */
+  async crashCloud(): Promise<void> {
+    await this.controlPlane.stopApiServer(0);
+    if (this.tunnelServer) {
+      this.#processes.splice(this.#processes.indexOf(this.tunnelServer), 1);
+      await this.tunnelServer.stop(0);
+    }
+    this.step('API server and tunnel-server killed');
+  }
+
+  /** Starts both again (same flags, same data, same mesh CA); resolves once they serve. */
+  async recoverCloud(): Promise<void> {
+    await this.controlPlane.startApiServer();
+    if (this.#tunnelServerArgv.length > 0) await this.#spawnTunnelServer();
+    this.step('API server and tunnel-server back');
   }
 
   /** What `scripts/demo` records to tear the cluster down from another process. */

@@ -357,6 +357,49 @@ describe('edgemesh on a real control plane across NATs', () => {
     expect(servedBy(r.stdout)?.pod).toMatch(/^nginx-/);
   });
 
+  it('API server and tunnel-server killed: traffic and DNS keep working; both back, the gateways resync', async () => {
+    expect((await curl(cluster)).code).toBe(0);
+    await cluster.crashCloud();
+    try {
+      await expect(cluster.kubectl(['get', 'nodes'], { timeoutMs: 10_000 })).rejects.toThrow();
+      for (let i = 0; i < 5; i++) {
+        const r = await curl(cluster);
+        expect(r.stderr).toBe('');
+        expect(servedBy(r.stdout)?.pod).toMatch(/^nginx-/);
+      }
+      const srv = await inClient(cluster, [
+        'dig',
+        '+short',
+        '+time=2',
+        '+tries=1',
+        'SRV',
+        `_http._tcp.${FQDN}`,
+      ]);
+      expect(srv.stdout).toContain(` 12345 ${FQDN}.`);
+    } finally {
+      await cluster.recoverCloud();
+    }
+    // The gateways' watches reconnect: a Service created now reaches site 1.
+    await apply(cluster, [
+      {
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: 'back-svc', namespace: NS },
+        spec: { selector: { app: 'nginx' }, ports: [{ name: 'http', port: 8081, targetPort: 80 }] },
+      },
+    ]);
+    const r = await waitFor(
+      async () => {
+        const res = await curl(cluster, `http://back-svc.${NS}.svc.cluster.local:8081/`);
+        return res.code === 0 && res;
+      },
+      120_000,
+      500,
+      'back-svc reachable from site 1 after the restart',
+    );
+    expect(servedBy(r.stdout)?.pod).toMatch(/^nginx-/);
+  });
+
   it('a namespace without the label and a pod with the opt-out label are not injected (and their traffic is not captured)', async () => {
     const plainServer = { ...nginxDeployment(1), metadata: { name: 'nginx', namespace: 'plain' } };
     const optOut = clientDeployment('opted-out', { 'sidecar.edgemesh.io/inject': 'false' });
