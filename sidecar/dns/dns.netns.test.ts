@@ -164,7 +164,16 @@ beforeAll(async () => {
     '--tcp-idle-ms',
     '500',
   ]);
-  startServer(15055, ['--upstream', '10.53.0.9', '--upstream-timeout-ms', '200']);
+  startServer(15055, [
+    '--upstream',
+    '10.53.0.9',
+    '--upstream-timeout-ms',
+    '200',
+    '--max-in-flight',
+    '1',
+    '--metrics-port',
+    '15022',
+  ]);
   await waitFor(
     async () => (await dig([`web.default.svc.${Z}`])).status === 'SERVFAIL',
     20_000,
@@ -483,6 +492,19 @@ describe('DNS server in a pod namespace', () => {
     expect(dead.status).toBe('SERVFAIL');
     // Cluster names never depend on the upstream.
     expect((await dig([`web.default.svc.${Z}`], '127.0.0.1', 15055)).status).toBe('NOERROR');
+  });
+
+  it('bounds upstream queries in flight: past the bound a question fails at once', async () => {
+    const busyBefore = await metric(15022, /^edgemesh_dns_upstream_events_total\{event="busy"/);
+    const [first, second] = await Promise.all([
+      dig(['one.example.test'], '127.0.0.1', 15055),
+      dig(['two.example.test'], '127.0.0.1', 15055),
+    ]);
+    expect([first.status, second.status]).toEqual(['SERVFAIL', 'SERVFAIL']);
+    expect(await metric(15022, /^edgemesh_dns_upstream_events_total\{event="busy"/)).toBe(busyBefore + 1);
+    expect(
+      await metric(15022, /^edgemesh_dns_upstream_events_total\{event="timeout"/),
+    ).toBeGreaterThanOrEqual(2);
   });
 
   it('follows catalog changes', async () => {

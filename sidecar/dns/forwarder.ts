@@ -92,7 +92,8 @@ export class Forwarder {
     this.#upstreams = opts.upstreams;
     this.#timeoutMs = opts.timeoutMs ?? 2000;
     this.#attempts = opts.attempts ?? Math.max(2, opts.upstreams.length);
-    this.#maxInFlight = opts.maxInFlight ?? 512;
+    // Bounded well below the 65536 IDs so a free random ID is always found quickly.
+    this.#maxInFlight = Math.min(opts.maxInFlight ?? 512, 8192);
     this.#log = opts.log;
     this.#onEvent = opts.onEvent ?? (() => {});
     // One coarse timer for all deadlines rather than a timer per query.

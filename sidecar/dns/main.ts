@@ -36,6 +36,13 @@ const spec = {
       min: 50,
       max: 30000,
     },
+    'max-in-flight': {
+      type: 'integer',
+      description: 'upstream queries in flight at most',
+      default: 512,
+      min: 1,
+      max: 8192,
+    },
     'tcp-idle-ms': {
       type: 'integer',
       description: 'close idle TCP clients after',
@@ -91,6 +98,7 @@ async function main(): Promise<void> {
     searchDomains: opts.search ?? resolv?.search,
     upstreamTimeoutMs: opts['upstream-timeout-ms'],
     tcpIdleMs: opts['tcp-idle-ms'],
+    maxInFlight: opts['max-in-flight'],
     log,
     registry,
   });

@@ -69,6 +69,7 @@ export class Resolver {
   readonly #unsubscribe: () => void;
   #zone: Zone | undefined;
   #dirty = true;
+  #lastProblems = '';
 
   constructor(opts: ResolverOptions) {
     this.#store = opts.store;
@@ -100,10 +101,6 @@ export class Resolver {
       this.#dirty = true;
       setImmediate(() => this.#currentZone());
     });
-  }
-
-  get zone(): Zone | undefined {
-    return this.#currentZone();
   }
 
   get cacheSize(): number {
@@ -180,8 +177,15 @@ export class Resolver {
     if (!this.#forwarder) return emptyResponse(msg, q, Rcode.REFUSED, limit);
     this.#forward(msg, q).then(
       ({ response, source }) =>
-        this.#done(q, source, start, reply, forwardedResponse(msg, q, response, limit)),
-      () => this.#done(q, 'upstream', start, reply, emptyResponse(msg, q, Rcode.SERVFAIL, limit)),
+        this.#complete(msg, q, limit, start, reply, () => [
+          source,
+          forwardedResponse(msg, q, response, limit),
+        ]),
+      () =>
+        this.#complete(msg, q, limit, start, reply, () => [
+          'upstream',
+          emptyResponse(msg, q, Rcode.SERVFAIL, limit),
+        ]),
     );
     return undefined;
   }
@@ -232,27 +236,47 @@ export class Resolver {
     const tq: Query = { ...q, name: target, qclass: CLASS_IN, questionEnd: 12 + question.length };
     const tmsg = Buffer.concat([msg.subarray(0, 12), question]);
     this.#forward(tmsg, tq).then(
-      ({ response }) => {
-        let extra: ExtraRecords | undefined;
-        try {
-          const decoded = dnsPacket.decode(response);
-          const records = (decoded.answers ?? []).filter((r) => r.type !== 'OPT');
-          extra = {
-            count: records.length,
-            bytes: Buffer.concat(records.map((r) => encodeAnswer(r))),
-          };
-        } catch {
-          extra = undefined;
-        }
-        this.#done(q, 'upstream', start, reply, localResponse(msg, q, a, limit, true, extra));
-      },
-      () => this.#done(q, 'upstream', start, reply, localResponse(msg, q, a, limit)),
+      ({ response }) =>
+        this.#complete(msg, q, limit, start, reply, () => {
+          const records = (dnsPacket.decode(response).answers ?? []).filter((r) => r.type !== 'OPT');
+          const extra = { count: records.length, bytes: Buffer.concat(records.map((r) => encodeAnswer(r))) };
+          return ['upstream', localResponse(msg, q, a, limit, true, extra)];
+        }),
+      () => this.#complete(msg, q, limit, start, reply, () => ['upstream', localResponse(msg, q, a, limit)]),
     );
     return undefined;
   }
 
+  /**
+   * Finishes an asynchronous answer. A bug in `build` answers SERVFAIL rather than becoming
+   * an unhandled rejection (which would end the process).
+   */
+  #complete(
+    msg: Buffer,
+    q: Query,
+    limit: number,
+    start: number,
+    reply: Reply,
+    build: () => [Source, Buffer],
+  ): void {
+    let result: [Source, Buffer];
+    try {
+      result = build();
+    } catch (err) {
+      this.#log.error({ err: describeError(err), name: q.name }, 'DNS answer failed');
+      this.#metrics.malformed.labels('internal').inc();
+      result = ['upstream', emptyResponse(msg, q, Rcode.SERVFAIL, limit)];
+    }
+    this.#done(q, result[0], start, reply, result[1]);
+  }
+
   #done(q: Query, source: Source, start: number, reply: Reply, response: Buffer): void {
-    reply(response);
+    try {
+      reply(response);
+    } catch (err) {
+      // The transport went away (server closing): nothing to answer to.
+      this.#log.debug({ err: describeError(err) }, 'DNS reply not sent');
+    }
     this.#metrics.stats.record(
       q.qtype,
       response[3] & 0xf,
@@ -273,11 +297,15 @@ export class Resolver {
       this.#metrics.zoneBuilds.inc();
       const ms = Math.round((performance.now() - t0) * 10) / 10;
       this.#log.debug({ revision: catalog.revision, names: zone.size, ms }, 'DNS zone rebuilt');
-      if (problems.length > 0)
+      // Logged when the set of problems changes, not on every rebuild.
+      const summary = problems.slice(0, 20).join('; ');
+      if (problems.length > 0 && summary !== this.#lastProblems) {
         this.#log.warn(
           { problems: problems.slice(0, 20), count: problems.length },
           'catalog entries skipped in DNS',
         );
+      }
+      this.#lastProblems = summary;
     } catch (err) {
       this.#log.error({ err: describeError(err) }, 'DNS zone rebuild failed; keeping the previous zone');
     }
