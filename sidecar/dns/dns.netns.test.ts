@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NetnsLab, waitFor } from '../../test/harness/netns.ts';
+import { EDGEMESH_BIN, NetnsLab, waitFor } from '../../test/harness/netns.ts';
 import { fixtureCatalog } from './fixture.ts';
 import { encodeQuery } from './testutil.ts';
 
@@ -24,6 +24,7 @@ const Z = 'cluster.local';
 let lab: NetnsLab;
 let pod = '';
 let up = '';
+let app = '';
 let dir = '';
 let etcDir = '';
 let server: ChildProcess;
@@ -114,6 +115,12 @@ beforeAll(async () => {
     { ns: pod, ifname: 'eth0', addr: ['10.53.0.2/24', 'fd00:53::2/64'] },
     { ns: up, ifname: 'eth0', addr: ['10.53.0.1/24', 'fd00:53::1/64'] },
   );
+  // A second pod for the capture test: `edgemesh init` rules there would also catch the other tests' traffic.
+  app = await lab.add('app');
+  await lab.link(
+    { ns: app, ifname: 'eth0', addr: ['10.55.0.2/24', 'fd00:55::2/64'] },
+    { ns: up, ifname: 'eth1', addr: ['10.55.0.1/24', 'fd00:55::1/64'] },
+  );
   dir = mkdtempSync(join(tmpdir(), 'emd-'));
   chmodSync(dir, 0o755);
   // The pod's resolv.conf as the kubelet writes it (ip netns exec mounts /etc/netns/<ns>/).
@@ -133,13 +140,13 @@ beforeAll(async () => {
     '--no-resolv',
     '--no-hosts',
     '--bind-interfaces',
-    '--listen-address=10.53.0.1,fd00:53::1',
+    '--listen-address=10.53.0.1,fd00:53::1,10.55.0.1,fd00:55::1',
     '--user=root',
     `--pid-file=${join(dir, 'dnsmasq.pid')}`,
     `--addn-hosts=${join(dir, 'hosts')}`,
     '--host-record=www.example.test,198.51.100.10',
     '--host-record=cached.example.test,198.51.100.11',
-    '--auth-server=ns.example.test,eth0',
+    '--auth-server=ns.example.test,eth0,eth1',
     '--auth-zone=example.test',
     '--auth-ttl=30',
     '--auth-soa=1,hostmaster.example.test,1200,120,1209600',
@@ -663,5 +670,45 @@ describe('DNS server in a pod namespace', () => {
     expect(tcp.probeAnswered).toBe(true);
     expect(server.exitCode).toBeNull();
     expect(await metric(15020, /^edgemesh_dns_rejected_total\{reason="internal"/)).toBe(0);
+  });
+
+  it('answers an app whose DNS is captured by the `edgemesh init` rules (UDP/TCP, IPv4/IPv6)', async () => {
+    // The pod's resolv.conf names 10.55.0.1; the init rules send port 53 to :15053 on the
+    // loopback, where the server listens on 127.0.0.1/::1; its own queries (uid 1337) pass.
+    const child = lab.spawn(
+      app,
+      [NODE, MAIN, '--catalog-file', join(dir, 'catalog.json'), '--upstream', '10.55.0.1'],
+      { uid: SIDECAR_UID, env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn' } },
+    );
+    child.stderr?.on('data', (d: Buffer) => process.stderr.write(`[dns:app] ${d}`));
+    const appDig = (args: string[]) =>
+      lab.run(app, ['dig', '+short', '+time=3', '+tries=1', ...args], { uid: 1000, gid: 1000 });
+    await waitFor(
+      async () =>
+        (await appDig(['@127.0.0.1', '-p', '15053', `web.default.svc.${Z}`])).stdout.trim() === '10.96.0.10',
+      15_000,
+      100,
+      'app DNS server',
+    );
+    // Before the rules the app reaches dnsmasq directly, which knows no cluster names.
+    expect((await appDig(['@10.55.0.1', `web.default.svc.${Z}`])).stdout.trim()).toBe('');
+    const init = await lab.run(app, [EDGEMESH_BIN, 'init'], { timeoutMs: 60_000 });
+    expect(init.code, init.stderr).toBe(0);
+    for (const server of ['10.55.0.1', 'fd00:55::1']) {
+      for (const tcp of [[], ['+tcp']]) {
+        const where = `@${server} ${tcp.join('')}`;
+        expect((await appDig([`@${server}`, ...tcp, `web.default.svc.${Z}`])).stdout.trim(), where).toBe(
+          '10.96.0.10',
+        );
+        expect(
+          (await appDig([`@${server}`, ...tcp, `web.default.svc.${Z}`, 'AAAA'])).stdout.trim(),
+          where,
+        ).toBe('fd00:10:96::a');
+        // Forwarded by the sidecar (uid 1337, not captured) to the real resolver.
+        expect((await appDig([`@${server}`, ...tcp, 'www.example.test'])).stdout.trim(), where).toBe(
+          '198.51.100.10',
+        );
+      }
+    }
   });
 });
