@@ -5,7 +5,7 @@ import tls, { type TLSSocket } from 'node:tls';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
-import type { PeerInfo, TlsRole, ToGateway } from '../../lib/tunnel/control.ts';
+import { type PeerInfo, type TlsRole, type ToGateway, tlsRole } from '../../lib/tunnel/control.ts';
 import { ResetCode, type Target } from '../../lib/tunnel/frame.ts';
 import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
 import { MuxSession } from '../../lib/tunnel/mux.ts';
@@ -389,13 +389,26 @@ export class Peer {
     this.#m.metrics.paths.inc({ path: kind });
     session.once('close', () => {
       if (this.#sessions.get(kind)?.session === session) this.#sessions.delete(kind);
-      this.#m.log.info({ peer: this.name, path: kind }, 'tunnel path down');
+      this.#m.log.info(
+        {
+          peer: this.name,
+          path: kind,
+          reason: session.closeError ? describeError(session.closeError) : undefined,
+        },
+        'tunnel path down',
+      );
       // Keep the peer reachable: a lost relay comes back through another replica at once.
+      // Both ends notice; the TLS client side asks at once, the other only if still
+      // without a path a second later, so one relay (not two) replaces the lost one.
       if (!this.#closed && !this.best() && kind === 'relay') {
         this.#preferred++;
-        this.session().catch((err) =>
-          this.#m.log.warn({ peer: this.name, err: describeError(err) }, 'relay failover failed'),
-        );
+        const delay = tlsRole(this.#m.nodeName, this.name) === 'client' ? 0 : 1000;
+        setTimeout(() => {
+          if (this.#closed || this.best()) return;
+          this.session().catch((err) =>
+            this.#m.log.warn({ peer: this.name, err: describeError(err) }, 'relay failover failed'),
+          );
+        }, delay).unref();
       }
     });
     // A direct path makes the relay idle: let its streams finish, then free the relay.

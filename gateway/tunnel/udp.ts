@@ -165,12 +165,9 @@ class ChannelStream extends Duplex {
 
   override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
     try {
-      for (let off = 0; off < chunk.length; off += MAX_MESSAGE) {
-        if (!this.#dc.sendMessageBinary(chunk.subarray(off, off + MAX_MESSAGE))) {
-          callback(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'data channel refused a message'));
-          return;
-        }
-      }
+      // false only means "queued, not sent yet" (libdatachannel); errors throw.
+      for (let off = 0; off < chunk.length; off += MAX_MESSAGE)
+        this.#dc.sendMessageBinary(chunk.subarray(off, off + MAX_MESSAGE));
     } catch (err) {
       callback(err as Error);
       return;

@@ -1,0 +1,181 @@
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../harness/netns.ts';
+import type { LabNode } from './lab.ts';
+import { processLog, type SendResult, TunnelLab } from './tunnel-fixture.ts';
+
+// The tunnel end to end in the NAT lab: real tunnel-server processes on the public
+// segment, gateway tunnel nodes in site namespaces behind real iptables NAT, pods behind
+// them. Every path claim is read from the gateway's own status, never assumed.
+const MB = 1024 * 1024;
+const BIG = 100 * MB;
+
+describe('tunnel in the NAT lab', () => {
+  let t: TunnelLab;
+  let n: Record<string, LabNode>;
+
+  beforeAll(async () => {
+    t = await TunnelLab.create(
+      [
+        { mapping: 'preserving', inbound: 'drop', nodes: 2, podsPerNode: 1 }, // site 1
+        { mapping: 'preserving', inbound: 'drop', nodes: 1, podsPerNode: 1 }, // site 2
+        { mapping: 'preserving', inbound: 'reject', nodes: 1, podsPerNode: 1 }, // site 3
+        { mapping: 'preserving', inbound: 'reject', nodes: 1, podsPerNode: 1 }, // site 4
+        { mapping: 'random', inbound: 'drop', nodes: 1, podsPerNode: 1 }, // site 5: symmetric
+      ],
+      2,
+    );
+    n = Object.fromEntries(t.lab.sites.flatMap((s) => s.nodes.map((node) => [node.name, node])));
+    for (const node of Object.values(n)) await t.startNode(node);
+  });
+  afterAll(async () => {
+    await t?.cleanup();
+  });
+
+  const intact = (r: SendResult, bytes: number) => {
+    expect(r.error).toBeUndefined();
+    expect(r.bytes).toBe(bytes);
+    expect(r.reply).toBe(`${r.sha} ${bytes}`);
+  };
+
+  /** First stream (any path), then wait for the gateway's status to show `path` to the peer. */
+  async function reach(from: LabNode, to: LabNode, path: string, timeoutMs = 20_000) {
+    intact(await t.send(from, to, 1000), 1000);
+    await waitFor(
+      async () => (await t.peerPath(from, to)) === path,
+      timeoutMs,
+      200,
+      `${from.name} → ${to.name} on ${path}`,
+    ).catch(async (err) => {
+      throw new Error(
+        `${err.message}\nstatus: ${JSON.stringify(await t.status(from))}\n${processLog(from.name)}`,
+      );
+    });
+    return (await t.status(from)).peers.find((p) => p.node === to.name);
+  }
+
+  it('same site: direct path, 100 MB intact', async () => {
+    const peer = await reach(n['node1-1'], n['node1-2'], 'direct');
+    expect(peer?.paths.direct?.transport).toBe('tcp');
+    const r = await t.send(n['node1-1'], n['node1-2'], BIG);
+    expect(r.path).toBe('direct');
+    intact(r, BIG);
+  });
+
+  it('two port-preserving NATs with DROP routers: TCP hole punch, 100 MB intact', async () => {
+    const peer = await reach(n['node1-1'], n['node2-1'], 'punched');
+    expect(peer?.paths.punched?.transport).toBe('tcp');
+    const r = await t.send(n['node1-1'], n['node2-1'], BIG);
+    expect(r.path).toBe('punched');
+    intact(r, BIG);
+  });
+
+  it('two port-preserving NATs with REJECT (RST) routers: punched over UDP, 100 MB intact', async () => {
+    const peer = await reach(n['node3-1'], n['node4-1'], 'punched');
+    // TCP simultaneous open is refused by these routers; the path is the UDP one.
+    expect(peer?.paths.punched?.transport).toBe('udp');
+    const r = await t.send(n['node3-1'], n['node4-1'], BIG, 120_000);
+    expect(r.path).toBe('punched');
+    intact(r, BIG);
+  });
+
+  it('symmetric NAT on one side: stays on the relay after the direct search gives up, 100 MB intact', async () => {
+    intact(await t.send(n['node2-1'], n['node5-1'], 1000), 1000);
+    // The search ends (LAN, TCP punch, UDP all fail) and schedules a retry: only then is
+    // "relay" the final answer rather than a path not yet upgraded.
+    await waitFor(
+      async () =>
+        (await t.status(n['node2-1'])).peers.some(
+          (p) => p.node === 'node5-1' && p.path === 'relay' && 'nextUpgradeAt' in p,
+        ),
+      30_000,
+      250,
+      'direct search to give up',
+    );
+    const r = await t.send(n['node2-1'], n['node5-1'], BIG);
+    expect(r.path).toBe('relay');
+    intact(r, BIG);
+  });
+
+  it('far gateway refuses a target that is not a local pod endpoint', async () => {
+    for (const target of [`${n['node1-2'].addr}:22`, `${n['node1-2'].pods[0].addr}:9999`]) {
+      const r = await t.lab.exec(n['node1-1'].ns, [
+        new URL('../../node_modules/.bin/node', import.meta.url).pathname,
+        join(new URL('./bin/', import.meta.url).pathname, 'send.ts'),
+        '--node',
+        'node1-2',
+        '--target',
+        target,
+        '--bytes',
+        '10',
+      ]);
+      expect(JSON.parse(r.stdout).error).toMatch(
+        /^ERR EDGEMESH_ERR_DIAL_REFUSED .*is not an endpoint of a pod on node node1-2/,
+      );
+    }
+  });
+
+  it('forged certificates and tokens are refused by the tunnel-server and by peers', async () => {
+    const r = await t.lab.exec(n['node1-2'].ns, [
+      new URL('../../node_modules/.bin/node', import.meta.url).pathname,
+      join(new URL('./bin/', import.meta.url).pathname, 'forged.ts'),
+      '--ca',
+      t.caFile,
+      '--server',
+      `${t.lab.tunnelServers[0].addr}:20007`,
+      '--peer',
+      `${n['node1-1'].addr}:20006`,
+      '--token',
+      t.tokens.get('node1-2') ?? '',
+    ]);
+    const results = JSON.parse(r.stdout) as Record<string, string>;
+    // Each attempt must fail, and fail for the right reason.
+    expect(results.serverWithForgedCert).toMatch(/^refused/);
+    expect(results.peerWithForgedCert).toMatch(/^refused/);
+    expect(results.enrolWithWrongToken).toMatch(/^refused: .*bad bootstrap token/);
+    expect(results.peerAsServerWithNodeCert).toMatch(/^refused: .*expected tunnel-server/);
+    // Control: the same script with the genuine CA material gets through.
+    expect(results.control).toBe('ok');
+  });
+
+  it('tunnel-server killed mid-transfer: direct streams finish, the relay comes back via the other replica', async () => {
+    const relayed = n['node5-1'];
+    const via =
+      (await t.status(n['node2-1'])).peers.find((p) => p.node === relayed.name)?.paths.relay?.transport ?? '';
+    const replica = via.endsWith('ts2') ? 1 : 0;
+    const direct = t.send(n['node1-1'], n['node1-2'], 600 * MB, 120_000);
+    const relay = t.send(n['node2-1'], relayed, 600 * MB, 120_000);
+    // Kill only once both streams are open and carrying data on their paths.
+    await waitFor(
+      async () => {
+        const [a, b] = [await t.status(n['node1-1']), await t.status(n['node2-1'])];
+        const da = a.peers.find((p) => p.node === 'node1-2')?.paths.direct?.streams ?? 0;
+        const rb = b.peers.find((p) => p.node === relayed.name)?.paths.relay?.streams ?? 0;
+        return da > 0 && rb > 0;
+      },
+      20_000,
+      50,
+      'both transfers under way',
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    t.killServer(replica);
+    const [d, rl] = await Promise.all([direct, relay]);
+    // The direct stream never touched the tunnel-server.
+    expect(d.path).toBe('direct');
+    intact(d, 600 * MB);
+    // The relayed stream was cut (its bytes went through the dead replica).
+    expect(rl.reply).not.toBe(`${rl.sha} ${600 * MB}`);
+    await waitFor(
+      async () => {
+        const p = (await t.status(n['node2-1'])).peers.find((x) => x.node === relayed.name);
+        return p?.path === 'relay' && p.paths.relay?.transport.endsWith(replica === 0 ? 'ts2' : 'ts1');
+      },
+      10_000,
+      100,
+      'relay via the other replica',
+    );
+    const again = await t.send(n['node2-1'], relayed, 10 * MB);
+    expect(again.path).toBe('relay');
+    intact(again, 10 * MB);
+  });
+});
