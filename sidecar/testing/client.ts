@@ -5,6 +5,10 @@
  *        ({data} or {error}); connections run one after another.
  *   h2   --host H --port P [--count N]                N requests on ONE h2c session; prints
  *        one JSON line with the bodies.
+ *   hold --host H --port P --count N                  opens N connections, waits for each
+ *        greeting, prints "held N", keeps them open until stdin closes, then closes them.
+ *   churn --host H --port P --count N                 N short connections (greeting, FIN),
+ *        64 at a time, at most 60 s; prints {done, errors}.
  * Every operation has a 5 s deadline so a broken proxy fails the test instead of hanging it.
  */
 import http2 from 'node:http2';
@@ -73,12 +77,57 @@ async function h2(): Promise<string[]> {
   return bodies;
 }
 
+async function hold(): Promise<void> {
+  const sockets: net.Socket[] = [];
+  let greeted = 0;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${greeted}/${count} greeted`)), 20_000);
+    for (let i = 0; i < count; i++) {
+      const s = net.connect({ host, port });
+      s.once('data', () => {
+        if (++greeted === count) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      s.on('error', reject);
+      sockets.push(s);
+    }
+  });
+  process.stdout.write(`held ${sockets.length}\n`);
+  await new Promise((r) => process.stdin.once('end', r).resume());
+  for (const s of sockets) s.destroy();
+}
+
+async function churn(): Promise<void> {
+  let done = 0;
+  let errors = 0;
+  let next = 0;
+  const stopAt = Date.now() + 60_000;
+  const worker = async () => {
+    while (next < count && Date.now() < stopAt) {
+      next++;
+      const r = await tcpOnce();
+      if (r.error) errors++;
+      else done++;
+    }
+  };
+  await Promise.all(Array.from({ length: 64 }, worker));
+  process.stdout.write(`${JSON.stringify({ done, errors })}\n`);
+}
+
 const deadline = setTimeout(() => {
   process.stdout.write('{"error":"client deadline"}\n');
   process.exit(2);
 }, 30_000);
 if (positionals[0] === 'h2') {
   process.stdout.write(`${JSON.stringify(await h2())}\n`);
+} else if (positionals[0] === 'hold') {
+  clearTimeout(deadline);
+  await hold();
+} else if (positionals[0] === 'churn') {
+  clearTimeout(deadline);
+  await churn();
 } else {
   for (let i = 0; i < count; i++) process.stdout.write(`${JSON.stringify(await tcpOnce())}\n`);
 }

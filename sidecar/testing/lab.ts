@@ -88,6 +88,8 @@ export const VIP = {
   hashed: '10.96.0.17',
   grpc: '10.96.0.18',
   least: '10.96.0.19',
+  /** The HTTP backend behind a plain TCP port: the proxy splices bytes (L4), for the benches. */
+  benchL4: '10.96.0.20',
 } as const;
 
 export function labCatalog(): Catalog {
@@ -163,6 +165,7 @@ export function labCatalog(): Catalog {
         BACKENDS.map((ip) => endpoint(ip, tcp)),
         { lbPolicy: 'least-connections' },
       ),
+      svc('bench-l4', [VIP.benchL4], [port('tcp', 80)], [endpoint(BACKENDS[0], [port('tcp', HTTP_PORT)])]),
     ]),
     pods: { [KNOWN_POD]: { ip: KNOWN_POD, namespace: 'default', name: 'db-0', nodeName: 'node-a' } },
     nodes: {

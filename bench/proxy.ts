@@ -1,0 +1,207 @@
+/**
+ * bench/proxy.ts — the sidecar's data path against direct client→server, in one run, in the
+ * proxy's network-namespace lab (sidecar/testing/lab.ts). Load generator: wrk (C, epoll),
+ * inside the pod namespace; every run is bounded by wrk's duration.
+ *
+ *   direct   wrk as uid 1337 (exempt from capture) → backend 10.20.0.11:8080
+ *   sidecar  wrk as root → 10.96.0.20:80, REDIRECTed to the sidecar, spliced (L4)
+ *   L7       wrk as root → 10.96.0.10:80 (an HTTP port: per-request balancing, undici pools)
+ *   haproxy  wrk → HAProxy (mode tcp) on 127.0.0.1 in the pod, as uid 1337 → backend (the
+ *            industry reference, same path shape as the sidecar)
+ *
+ * Targets (issue 5): keep-alive req/s ≥ 0.5× direct, Connection: close req/s ≥ 0.4×,
+ * 1 MiB bodies MB/s ≥ 0.5×, added p50 latency ≤ 0.2 ms. Also prints SO_ORIGINAL_DST µs/call.
+ * Needs root (namespaces), wrk and haproxy (scripts/setup installs them).
+ */
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  BACKENDS,
+  HTTP_PORT,
+  NODE,
+  type ProxyLab,
+  setUpProxyLab,
+  startSidecar,
+  VIP,
+} from '../sidecar/testing/lab.ts';
+import { printTable } from './lib/stats.ts';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const HAPROXY_PORT = 18080;
+
+interface WrkResult {
+  rps: number;
+  mbps: number;
+  p50ms: number;
+  p99ms: number;
+  errors: number;
+}
+
+function parseDuration(text: string): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(text);
+  if (!m) return Number.NaN;
+  const v = Number(m[1]);
+  return m[2] === 'us' ? v / 1000 : m[2] === 'ms' ? v : m[2] === 's' ? v * 1000 : v * 60_000;
+}
+
+function parseSize(text: string): number {
+  const m = /^([\d.]+)([KMG]?B)$/.exec(text);
+  if (!m) return Number.NaN;
+  return Number(m[1]) * ({ B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3 } as Record<string, number>)[m[2]];
+}
+
+async function wrk(
+  l: ProxyLab,
+  url: string,
+  opts: { connections: number; uid?: number; close?: boolean },
+): Promise<WrkResult> {
+  const args = ['wrk', '-t1', `-c${opts.connections}`, `-d${SECONDS}s`, '--latency', '--timeout', '5s'];
+  if (opts.close) args.push('-H', 'Connection: close');
+  args.push(url);
+  const { stdout } = await l.lab.exec(l.pod, args, { uid: opts.uid, timeoutMs: (SECONDS + 30) * 1000 });
+  const num = (re: RegExp) => Number(re.exec(stdout)?.[1] ?? Number.NaN);
+  const errorsLine = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout);
+  const non2xx = num(/Non-2xx or 3xx responses: (\d+)/);
+  return {
+    rps: num(/Requests\/sec:\s+([\d.]+)/),
+    mbps: parseSize(/Transfer\/sec:\s+(\S+)/.exec(stdout)?.[1] ?? '') / 1024 ** 2,
+    p50ms: parseDuration(/\s50%\s+(\S+)/.exec(stdout)?.[1] ?? ''),
+    p99ms: parseDuration(/\s99%\s+(\S+)/.exec(stdout)?.[1] ?? ''),
+    errors:
+      (errorsLine ? errorsLine.slice(1).reduce((a, b) => a + Number(b), 0) : 0) +
+      (Number.isNaN(non2xx) ? 0 : non2xx),
+  };
+}
+
+async function main(): Promise<void> {
+  for (const tool of ['wrk', 'haproxy']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`]);
+    } catch {
+      console.error(`bench/proxy: ${tool} is not installed (scripts/setup installs it)`);
+      process.exit(2);
+    }
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'empb-'));
+  await chmod(dir, 0o755);
+  const catalogFile = join(dir, 'catalog.json');
+  const l = await setUpProxyLab('empb', { catalogFile, sidecar: false });
+  try {
+    // SO_ORIGINAL_DST cost, on a really redirected connection (before the sidecar takes the port).
+    const od = await l.lab.exec(l.pod, [
+      NODE,
+      new URL('../sidecar/testing/origdst-bench.ts', import.meta.url).pathname,
+      '--to',
+      VIP.benchL4,
+      '--port',
+      '80',
+    ]);
+    const origDst = JSON.parse(od.stdout) as { usPerCall: number; dst: { ip: string } };
+    if (origDst.dst.ip !== VIP.benchL4) throw new Error(`SO_ORIGINAL_DST gave ${origDst.dst.ip}`);
+
+    l.sidecar = await startSidecar(l, catalogFile, ['--metrics-port', '0']);
+    const cfg = join(dir, 'haproxy.cfg');
+    await writeFile(
+      cfg,
+      [
+        'global',
+        '  maxconn 8000',
+        'defaults',
+        '  mode tcp',
+        '  timeout connect 5s',
+        '  timeout client 60s',
+        '  timeout server 60s',
+        'frontend f',
+        `  bind 127.0.0.1:${HAPROXY_PORT}`,
+        '  default_backend b',
+        'backend b',
+        `  server s1 ${BACKENDS[0]}:${HTTP_PORT}`,
+        '',
+      ].join('\n'),
+    );
+    await chmod(cfg, 0o644);
+    const haproxy = l.lab.spawn(l.pod, ['haproxy', '-db', '-f', cfg], { uid: 1337 });
+    let haproxyLog = '';
+    haproxy.stderr?.on('data', (d) => {
+      haproxyLog += d;
+    });
+    haproxy.stdout?.resume();
+    await new Promise((r) => setTimeout(r, 500));
+    if (haproxy.exitCode !== null) throw new Error(`haproxy exited: ${haproxyLog}`);
+
+    const paths = {
+      direct: { base: `http://${BACKENDS[0]}:${HTTP_PORT}`, uid: 1337 },
+      sidecar: { base: `http://${VIP.benchL4}`, uid: undefined },
+      'sidecar L7': { base: `http://${VIP.web}`, uid: undefined },
+      haproxy: { base: `http://127.0.0.1:${HAPROXY_PORT}`, uid: 1337 },
+    } as const;
+    type PathName = keyof typeof paths;
+    const scenarios = [
+      { name: 'keep-alive req/s', path: '/', connections: 16, metric: 'rps' as const, target: 0.5 },
+      {
+        name: 'Connection: close req/s',
+        path: '/',
+        connections: 16,
+        close: true,
+        metric: 'rps' as const,
+        target: 0.4,
+      },
+      {
+        name: '1 MiB bodies MB/s',
+        path: '/bytes/1048576',
+        connections: 4,
+        metric: 'mbps' as const,
+        target: 0.5,
+      },
+      { name: 'p50 latency ms (1 conn)', path: '/', connections: 1, metric: 'p50ms' as const, target: 0.2 },
+    ];
+    const rows: (string | number)[][] = [];
+    const verdicts: string[] = [];
+    for (const s of scenarios) {
+      const results = {} as Record<PathName, WrkResult>;
+      for (const name of Object.keys(paths) as PathName[]) {
+        const p = paths[name];
+        results[name] = await wrk(l, `${p.base}${s.path}`, {
+          connections: s.connections,
+          uid: p.uid,
+          close: s.close,
+        });
+      }
+      const direct = results.direct[s.metric];
+      const cell = (name: PathName) => {
+        const v = results[name][s.metric];
+        if (s.metric === 'p50ms') return `${v.toFixed(3)} (+${(v - direct).toFixed(3)})`;
+        return `${v.toFixed(s.metric === 'mbps' ? 0 : 0)} (${(v / direct).toFixed(2)}×)`;
+      };
+      rows.push([
+        s.name,
+        direct.toFixed(s.metric === 'p50ms' ? 3 : 0),
+        cell('sidecar'),
+        cell('sidecar L7'),
+        cell('haproxy'),
+        Object.values(results).reduce((a, r) => a + r.errors, 0),
+      ]);
+      const v = results.sidecar[s.metric];
+      const ok = s.metric === 'p50ms' ? v - direct <= s.target : v / direct >= s.target;
+      verdicts.push(
+        `${ok ? 'PASS' : 'MISS'} ${s.name}: sidecar ${s.metric === 'p50ms' ? `+${(v - direct).toFixed(3)} ms (target ≤ ${s.target} ms)` : `${(v / direct).toFixed(2)}× direct (target ≥ ${s.target}×)`}`,
+      );
+    }
+    printTable(
+      `bench/proxy: ${SECONDS} s per cell, wrk -t1 in the pod namespace; ratio vs direct in the same run`,
+      ['scenario', 'direct', 'sidecar (L4)', 'sidecar L7 (HTTP port)', 'haproxy (tcp)', 'errors'],
+      rows,
+    );
+    console.log(
+      `\nSO_ORIGINAL_DST via koffi: ${origDst.usPerCall.toFixed(2)} µs/call (${VIP.benchL4} recovered)`,
+    );
+    for (const v of verdicts) console.log(v);
+  } finally {
+    await l.lab.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
