@@ -175,6 +175,12 @@ export class Resolver {
       }
     }
     if (!this.#forwarder) return emptyResponse(msg, q, Rcode.REFUSED, limit);
+    // A cache hit is answered now, without a promise.
+    const hit = this.#cache.get(this.#cacheKey(q));
+    if (hit) {
+      this.#done(q, 'cache', start, reply, forwardedResponse(msg, q, hit, limit));
+      return undefined;
+    }
     this.#forward(msg, q).then(
       ({ response, source }) =>
         this.#complete(msg, q, limit, start, reply, () => [
@@ -190,10 +196,14 @@ export class Resolver {
     return undefined;
   }
 
+  #cacheKey(q: Query): string {
+    return ResponseCache.key(q.name, q.qtype, q.qclass, q.flags, q.edns?.dnssecOk ?? false);
+  }
+
   /** Cached or upstream answer (OPT removed) for the query's question. Rejects → SERVFAIL. */
   #forward(msg: Buffer, q: Query): Promise<{ response: Buffer; source: Source }> {
     const dnssecOk = q.edns?.dnssecOk ?? false;
-    const key = ResponseCache.key(q.name, q.qtype, q.qclass, q.flags, dnssecOk);
+    const key = this.#cacheKey(q);
     const hit = this.#cache.get(key);
     if (hit) return Promise.resolve({ response: hit, source: 'cache' as const });
     const question = msg.subarray(12, q.questionEnd);
