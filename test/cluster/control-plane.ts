@@ -250,13 +250,15 @@ export class ControlPlane {
     const argv = [join(this.binDir, 'kubectl'), `--kubeconfig=${this.kubeconfig}`, ...args];
     const full = this.netns ? ['ip', 'netns', 'exec', this.netns, ...argv] : argv;
     return new Promise((resolve, reject) => {
-      const child = spawn(full[0] as string, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+      const child = spawn(full[0] as string, full.slice(1), {
+        stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      });
       let stdout = '';
       let stderr = '';
-      child.stdout.on('data', (d) => {
+      child.stdout?.on('data', (d) => {
         stdout += d;
       });
-      child.stderr.on('data', (d) => {
+      child.stderr?.on('data', (d) => {
         stderr += d;
       });
       const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
@@ -265,7 +267,10 @@ export class ControlPlane {
         if (code === 0) resolve(stdout);
         else reject(new Error(`kubectl ${args.join(' ')} exited ${code}: ${`${stdout}\n${stderr}`.trim()}`));
       });
-      child.stdin.end(opts.input ?? '');
+      child.on('error', reject);
+      // kubectl may exit before reading all of stdin (a failed apply): not our error.
+      child.stdin?.on('error', () => undefined);
+      child.stdin?.end(opts.input);
     });
   }
 

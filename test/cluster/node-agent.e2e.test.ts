@@ -277,7 +277,7 @@ describe('node agent', () => {
     expect(uids.find((u) => u.cmd.includes('http-server.ts'))?.uid).toBe('0');
   });
 
-  it('holds a pod at Init:Error when an init container fails, without starting its app', async () => {
+  it('retries a failing init container with back-off (Init:Error, Init:CrashLoopBackOff), never starting its app', async () => {
     await apply({
       apiVersion: 'v1',
       kind: 'Pod',
@@ -287,17 +287,55 @@ describe('node agent', () => {
         containers: [{ name: 'app', image: 'nginx' }],
       },
     });
+    const seen = new Set<string>();
     await waitFor(
-      async () =>
-        (await cp.kubectl(['get', 'pod', 'broken', '-n', 'demo', '--no-headers'])).includes('Init:Error'),
+      async () => {
+        const line = await cp.kubectl(['get', 'pod', 'broken', '-n', 'demo', '--no-headers']);
+        const status = line.trim().split(/\s+/)[2] ?? '';
+        seen.add(status);
+        return seen.has('Init:Error') && seen.has('Init:CrashLoopBackOff');
+      },
+      30_000,
+      100,
+      'kubectl showing Init:Error and then Init:CrashLoopBackOff',
+    );
+    const pod = (await podsOf('app=broken'))[0] as Pod & {
+      status: {
+        initContainerStatuses: { restartCount: number; lastState?: { terminated?: { exitCode: number } } }[];
+      };
+    };
+    expect(pod.status.phase).toBe('Pending');
+    expect(pod.status.initContainerStatuses[0]?.restartCount).toBeGreaterThanOrEqual(1);
+    expect(pod.status.initContainerStatuses[0]?.lastState?.terminated?.exitCode).toBe(3);
+    expect(pod.status.containerStatuses?.[0]?.state.waiting).toBeDefined();
+  });
+
+  it('restarts a container whose liveness probe fails', async () => {
+    await apply({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'unhealthy', namespace: 'demo', labels: { app: 'unhealthy' } },
+      spec: {
+        containers: [
+          {
+            name: 'c',
+            image: 'busybox',
+            command: ['sleep', 'infinity'],
+            livenessProbe: {
+              exec: { command: ['test', '-e', '/nonexistent/edgemesh'] },
+              periodSeconds: 1,
+              failureThreshold: 2,
+            },
+          },
+        ],
+      },
+    });
+    await waitFor(
+      async () => ((await podsOf('app=unhealthy'))[0]?.status.containerStatuses?.[0]?.restartCount ?? 0) >= 1,
       30_000,
       250,
-      'kubectl showing Init:Error',
+      'a liveness restart',
     );
-    const [pod] = await podsOf('app=broken');
-    expect(pod?.status.phase).toBe('Pending');
-    expect(pod?.status.initContainerStatuses?.[0]?.state.terminated?.exitCode).toBe(3);
-    expect(pod?.status.containerStatuses?.[0]?.state.waiting).toBeDefined();
   });
 
   it('holds app containers until a native sidecar passes its startup probe, and restarts a crashing app with back-off', async () => {

@@ -513,22 +513,41 @@ export class NodeAgent {
         while (!rec.started && !run.stopped) await sleep(100);
         continue;
       }
-      const code = await this.#startContainer(run, c, rec);
-      if (code !== 0) {
+      // A failing init container is retried with back-off as the kubelet does (kubectl
+      // shows Init:Error, then Init:CrashLoopBackOff), unless the pod never restarts.
+      for (;;) {
+        const code = await this.#startContainer(run, c, rec);
+        if (code === 0 || run.stopped || run.terminating) break;
         log.warn({ pod: podName(run.pod), container: c.name, code }, 'init container failed');
         if ((run.pod.spec?.restartPolicy ?? 'Always') === 'Never') {
           run.record.failed = {
             reason: 'InitContainerFailed',
             message: `init container ${c.name} exited ${code}`,
           };
+          this.#statusChanged(run);
+          return;
         }
-        // Held at Init:Error: the kubelet would retry with back-off; a test wants to see it.
-        for (const other of run.record.containers) {
-          if (other.role === 'app') other.state = { kind: 'waiting', reason: 'PodInitializing' };
+        const backoff = Math.min(1_000 * 2 ** rec.restartCount, MAX_BACKOFF_MS);
+        await sleep(Math.min(backoff, 1_000)); // long enough for Init:Error to be seen
+        if (run.stopped || run.terminating) return;
+        if (rec.state.kind === 'terminated') {
+          rec.lastTerminated = {
+            exitCode: rec.state.exitCode,
+            reason: rec.state.reason,
+            finishedAt: rec.state.finishedAt,
+          };
+          rec.restartCount += 1;
+          rec.state = {
+            kind: 'waiting',
+            reason: 'CrashLoopBackOff',
+            message: `back-off ${backoff / 1000}s restarting ${c.name}`,
+          };
+          this.#statusChanged(run);
         }
-        this.#statusChanged(run);
-        return;
+        await sleep(Math.max(0, backoff - 1_000));
+        if (run.stopped || run.terminating) return;
       }
+      if (run.stopped || run.terminating) return;
     }
     for (const c of run.pod.spec?.containers ?? []) {
       if (!run.stopped) this.#startContainer(run, c, findRecord(run, c.name));
@@ -638,13 +657,34 @@ export class NodeAgent {
   /** Startup probe until it passes, then readiness probes every periodSeconds while the container runs. */
   async #probeLoop(run: PodRun, c: V1Container, rec: ContainerRecord, proc: ManagedProcess): Promise<void> {
     const alive = () => proc.running && !run.stopped && !run.terminating;
-    if (c.startupProbe) {
-      await sleep((c.startupProbe.initialDelaySeconds ?? 0) * 1000);
-      while (alive() && !(await this.#probe(run, c, c.startupProbe))) await sleep(periodMs(c.startupProbe));
+    const startup = c.startupProbe;
+    if (startup) {
+      await sleep((startup.initialDelaySeconds ?? 0) * 1000);
+      let failures = 0;
+      while (alive() && !(await this.#probe(run, c, startup))) {
+        failures += 1;
+        if (failures >= (startup.failureThreshold ?? 3))
+          return this.#restartUnhealthy(run, c, proc, 'startup');
+        await sleep(periodMs(startup));
+      }
       if (!alive()) return;
       rec.started = true;
       rec.ready = !c.readinessProbe;
       this.#statusChanged(run);
+    }
+    const liveness = c.livenessProbe;
+    if (liveness) {
+      void (async () => {
+        await sleep((liveness.initialDelaySeconds ?? 0) * 1000);
+        let failures = 0;
+        while (alive()) {
+          failures = (await this.#probe(run, c, liveness)) ? 0 : failures + 1;
+          if (failures >= (liveness.failureThreshold ?? 3) && alive()) {
+            return this.#restartUnhealthy(run, c, proc, 'liveness');
+          }
+          await sleep(periodMs(liveness));
+        }
+      })();
     }
     const probe = c.readinessProbe;
     if (!probe) return;
@@ -660,6 +700,12 @@ export class NodeAgent {
       }
       await sleep(periodMs(probe));
     }
+  }
+
+  /** A failed startup or liveness probe: the container is stopped and restarted per its policy. */
+  async #restartUnhealthy(run: PodRun, c: V1Container, proc: ManagedProcess, kind: string): Promise<void> {
+    log.warn({ pod: podName(run.pod), container: c.name }, `${kind} probe failed; restarting the container`);
+    await proc.stop(2_000);
   }
 
   /** One probe, from the node's namespace to the pod IP as the kubelet does (exec: inside the pod). */
