@@ -31,6 +31,11 @@ describe('control plane', () => {
     expect(cp.server).toBe(`https://${address}:6443`);
     const version = await getJson(['version']);
     expect(version.serverVersion.gitVersion).toBe('v1.36.3');
+    // start() returns only once the controller-manager has made the default ServiceAccount
+    // (pods cannot be admitted before that).
+    expect((await getJson(['get', 'serviceaccount', 'default', '-n', 'default'])).kind).toBe(
+      'ServiceAccount',
+    );
     // Without the CA the serving cert is rejected.
     const insecure = await lab.run(cloud, ['curl', '-sS', '--max-time', '5', `${cp.server}/readyz`]);
     expect(insecure.code).not.toBe(0);

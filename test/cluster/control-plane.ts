@@ -207,7 +207,9 @@ export class ControlPlane {
     // The service-account controller creating "default" proves the controller-manager is
     // connected and authorized; the scheduler proves itself when pods get bound.
     await this.#waitFor(kcm, 'kube-controller-manager (default ServiceAccount)', 60_000, async () =>
-      (await this.#get('/api/v1/namespaces/default/serviceaccounts/default')).includes('"name":"default"'),
+      (await this.#get('/api/v1/namespaces/default/serviceaccounts/default')).includes(
+        '"kind":"ServiceAccount"',
+      ),
     );
     if (!scheduler.running) throw new Error(`kube-scheduler exited: ${await tail(scheduler.logFile)}`);
     log.info({ ms: Date.now() - started, server: this.server, dataDir: this.dataDir }, 'control plane ready');
