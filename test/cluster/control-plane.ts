@@ -1,7 +1,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
-import { createConnection, createServer, type Server } from 'node:net';
+import { createConnection, createServer, isIP, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -72,6 +72,9 @@ export class ControlPlane {
 
   static async start(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
     if (opts.netns && !opts.address) throw new Error('ControlPlane: address is required with netns');
+    if (opts.address !== undefined && !isIP(opts.address)) {
+      throw new Error(`ControlPlane: address ${JSON.stringify(opts.address)} is not an IP address`);
+    }
     const binDir = opts.binDir ?? (await ensureKubernetesBinaries());
     const dataDir = await mkdtemp(join(tmpdir(), 'edgemesh-k8s-'));
     const address = opts.address ?? '127.0.0.1';

@@ -127,6 +127,7 @@ export class NodeAgent {
   }
 
   static async start(opts: NodeAgentOptions): Promise<NodeAgent> {
+    validateOptions(opts);
     const agent = new NodeAgent(opts, await mkdtemp(join(tmpdir(), 'edgemesh-node-agent-')));
     try {
       for (const node of opts.nodes) {
@@ -871,6 +872,34 @@ export class NodeAgent {
       if (run.pod.metadata?.namespace === namespace && run.pod.metadata?.name === name) return run;
     }
     return undefined;
+  }
+}
+
+/** Rejects options that would fail later in a confusing place, naming the field. */
+export function validateOptions(opts: Pick<NodeAgentOptions, 'nodes' | 'netnsPrefix' | 'clusterDns'>): void {
+  const fail = (why: string) => {
+    throw new Error(`NodeAgent: ${why}`);
+  };
+  if (!/^[a-z0-9][a-z0-9-]{0,15}$/.test(opts.netnsPrefix))
+    fail(`netnsPrefix ${JSON.stringify(opts.netnsPrefix)}: 1-16 of [a-z0-9-]`);
+  if (opts.nodes.length === 0) fail('nodes: at least one node');
+  const ipv4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+  if (opts.clusterDns !== undefined && !ipv4.test(opts.clusterDns))
+    fail(`clusterDns ${opts.clusterDns}: not an IPv4 address`);
+  const seen = new Set<string>();
+  for (const [i, n] of opts.nodes.entries()) {
+    const where = `nodes[${i}]`;
+    if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(n.name))
+      fail(`${where}.name ${JSON.stringify(n.name)}: not a DNS subdomain`);
+    if (seen.has(n.name)) fail(`${where}.name ${n.name}: listed twice`);
+    seen.add(n.name);
+    if (!n.netns) fail(`${where}.netns: required`);
+    if (!ipv4.test(n.address)) fail(`${where}.address ${JSON.stringify(n.address)}: not an IPv4 address`);
+    try {
+      new IpPool(n.podCidr);
+    } catch (err) {
+      fail(`${where}.podCidr: ${(err as Error).message}`);
+    }
   }
 }
 

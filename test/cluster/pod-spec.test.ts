@@ -1,6 +1,7 @@
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { containerArgv, ImageError, imageKind } from './images.ts';
+import { validateOptions } from './node-agent.ts';
 import { containerEnv, EnvError, expandVars } from './pod-env.ts';
 import { IpPool, parseCidr } from './pod-network.ts';
 
@@ -170,5 +171,39 @@ describe('pod addresses', () => {
     const first = pool.allocate();
     pool.release(first);
     expect(pool.allocate()).toBe('10.244.4.3');
+  });
+});
+
+describe('node agent options', () => {
+  const node = { name: 'node-a', netns: 'emk1-node-a', address: '192.168.51.11', podCidr: '10.244.1.0/24' };
+  it('accepts a valid set of nodes', () => {
+    expect(() =>
+      validateOptions({ nodes: [node, { ...node, name: 'node-b' }], netnsPrefix: 'emk1a2b' }),
+    ).not.toThrow();
+  });
+  it('rejects bad fields, naming them', () => {
+    const bad: [Parameters<typeof validateOptions>[0], RegExp][] = [
+      [{ nodes: [node], netnsPrefix: 'Bad Prefix' }, /netnsPrefix "Bad Prefix"/],
+      [{ nodes: [], netnsPrefix: 'emk' }, /nodes: at least one node/],
+      [
+        { nodes: [{ ...node, name: 'Node_A' }], netnsPrefix: 'emk' },
+        /nodes\[0\].name "Node_A": not a DNS subdomain/,
+      ],
+      [{ nodes: [node, node], netnsPrefix: 'emk' }, /nodes\[1\].name node-a: listed twice/],
+      [
+        { nodes: [{ ...node, address: '192.168.51.300' }], netnsPrefix: 'emk' },
+        /nodes\[0\].address "192.168.51.300"/,
+      ],
+      [
+        { nodes: [{ ...node, podCidr: '10.244.1.0' }], netnsPrefix: 'emk' },
+        /nodes\[0\].podCidr: not an IPv4 CIDR/,
+      ],
+      [
+        { nodes: [{ ...node, podCidr: '10.0.0.0/8' }], netnsPrefix: 'emk' },
+        /nodes\[0\].podCidr: pod CIDR 10.0.0.0\/8: prefix/,
+      ],
+      [{ nodes: [node], netnsPrefix: 'emk', clusterDns: 'dns' }, /clusterDns dns: not an IPv4 address/],
+    ];
+    for (const [opts, message] of bad) expect(() => validateOptions(opts), String(message)).toThrow(message);
   });
 });
