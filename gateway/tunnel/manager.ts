@@ -62,7 +62,11 @@ export interface PeerStatus {
   node: string;
   path: RemotePath | undefined;
   rttMs: number | undefined;
-  paths: Partial<Record<RemotePath, { rttMs: number | undefined; streams: number; transport: string }>>;
+  paths: Partial<
+    Record<RemotePath, { rttMs: number | undefined; streams: number; transport: string; upAt: number }>
+  >;
+  /** When this gateway first needed the peer (ms epoch): path timings are measured from here. */
+  firstUseAt: number | undefined;
   /** When the background search for a direct path runs next (ms epoch), if scheduled. */
   nextUpgradeAt: number | undefined;
 }
@@ -338,7 +342,8 @@ export class TunnelManager {
 export class Peer {
   readonly name: string;
   readonly #m: TunnelManager;
-  readonly #sessions = new Map<RemotePath, { session: MuxSession; transport: string }>();
+  readonly #sessions = new Map<RemotePath, { session: MuxSession; transport: string; upAt: number }>();
+  #firstUseAt: number | undefined;
   #connecting: Promise<MuxSession> | undefined;
   #upgrading = false;
   #upgradeTimer: NodeJS.Timeout | undefined;
@@ -369,6 +374,7 @@ export class Peer {
 
   /** The best usable session, establishing a relay first if there is none. */
   session(): Promise<MuxSession> {
+    this.#firstUseAt ??= Date.now();
     const s = this.best();
     if (s) return Promise.resolve(s);
     this.#connecting ??= this.#relay().finally(() => {
@@ -383,7 +389,11 @@ export class Peer {
       return;
     }
     const old = this.#sessions.get(kind);
-    this.#sessions.set(kind, { session, transport });
+    if (kind === 'punched' && transport === 'udp' && old?.session.usable && old.transport === 'tcp') {
+      session.close(); // lost the race to TCP
+      return;
+    }
+    this.#sessions.set(kind, { session, transport, upAt: Date.now() });
     if (old && old.session !== session) old.session.goAway('replaced by a newer session');
     this.#m.log.info({ peer: this.name, path: kind, transport }, 'tunnel path up');
     this.#m.metrics.paths.inc({ path: kind });
@@ -466,21 +476,29 @@ export class Peer {
     try {
       if (t.lan && this.info && (await this.#tryLan(this.info))) return this.#upgraded();
       const link = this.#m.linksUp(this.#preferred)[0];
+      const udp = this.#m.udp;
+      // TCP punch and UDP/ICE race; whichever connects first carries new streams (a later
+      // TCP success still replaces UDP: it is the faster transport).
+      const attempts: Promise<unknown>[] = [];
       if (t.tcpPunch && link) {
-        try {
-          await this.#m.request(link, { t: 'punch', peer: this.name }, PUNCH_DEADLINE_MS + 3000);
-          if (this.#sessions.has('punched')) return this.#upgraded();
-        } catch (err) {
-          this.#m.log.info({ peer: this.name, err: describeError(err) }, 'TCP punch did not connect');
-        }
+        attempts.push(
+          this.#m.request(link, { t: 'punch', peer: this.name }, PUNCH_DEADLINE_MS + 3000).catch((err) => {
+            this.#m.log.info({ peer: this.name, err: describeError(err) }, 'TCP punch did not connect');
+            throw err;
+          }),
+        );
       }
-      if (t.udp && link && this.#m.udp) {
-        try {
-          await this.#m.udp.connect(link, this);
-          if (this.#sessions.has('punched')) return this.#upgraded();
-        } catch (err) {
-          this.#m.log.info({ peer: this.name, err: describeError(err) }, 'UDP path did not connect');
-        }
+      if (t.udp && link && udp) {
+        attempts.push(
+          udp.connect(link, this).catch((err) => {
+            this.#m.log.info({ peer: this.name, err: describeError(err) }, 'UDP path did not connect');
+            throw err;
+          }),
+        );
+      }
+      if (attempts.length > 0) {
+        await Promise.any(attempts).catch(() => undefined);
+        if (this.#sessions.has('punched')) return this.#upgraded();
       }
     } finally {
       this.#upgrading = false;
@@ -515,14 +533,15 @@ export class Peer {
   status(): PeerStatus {
     const best = this.best();
     const paths: PeerStatus['paths'] = {};
-    for (const [kind, { session, transport }] of this.#sessions) {
-      paths[kind] = { rttMs: session.rttMs, streams: session.streamCount, transport };
+    for (const [kind, { session, transport, upAt }] of this.#sessions) {
+      paths[kind] = { rttMs: session.rttMs, streams: session.streamCount, transport, upAt };
     }
     return {
       node: this.name,
       path: best ? this.pathOf(best) : undefined,
       rttMs: best?.rttMs,
       paths,
+      firstUseAt: this.#firstUseAt,
       nextUpgradeAt: this.nextUpgradeAt,
     };
   }

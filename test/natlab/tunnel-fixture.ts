@@ -24,7 +24,8 @@ export interface TunnelStatusJson {
     node: string;
     path?: string;
     rttMs?: number;
-    paths: Record<string, { rttMs?: number; streams: number; transport: string }>;
+    paths: Record<string, { rttMs?: number; streams: number; transport: string; upAt: number }>;
+    firstUseAt?: number;
   }[];
 }
 
@@ -154,6 +155,78 @@ export class TunnelLab {
       { timeoutMs },
     );
     return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as SendResult;
+  }
+
+  /** Plain TCP baseline: `bytes` from `from` straight to ip:port (no tunnel). */
+  async sendPlain(from: LabNode, addr: string, bytes: number, timeoutMs = 60_000): Promise<SendResult> {
+    const r = await this.lab.exec(
+      from.ns,
+      [NODE, join(BIN, 'send.ts'), '--direct', addr, '--bytes', String(bytes)],
+      { timeoutMs },
+    );
+    return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as SendResult;
+  }
+
+  /** Round-trip latency to `to`'s pod echo port, through the tunnel or (`direct`) plain. */
+  async echo(
+    from: LabNode,
+    to: LabNode | { direct: string },
+    n = 300,
+  ): Promise<{ path?: string; p50Us?: number; p99Us?: number; error?: string }> {
+    const args =
+      'direct' in to ? ['--direct', to.direct] : ['--node', to.name, '--target', `${to.pods[0].addr}:9001`];
+    const r = await this.lab.exec(from.ns, [NODE, join(BIN, 'echo.ts'), ...args, '--n', String(n)], {
+      timeoutMs: 60_000,
+    });
+    return JSON.parse(r.stdout.trim());
+  }
+
+  /**
+   * A port forward on `node`'s NAT router (public :19000/:19001 → its pod's :9000/:9001), so
+   * plain TCP can cross the same NATs and hops as the tunnel, as a baseline.
+   */
+  async portForward(node: LabNode): Promise<string> {
+    const site = this.lab.sites.find((s) => s.nodes.includes(node));
+    if (!site) throw new Error('node not in lab');
+    for (const [pub, priv] of [
+      [19000, 9000],
+      [19001, 9001],
+    ]) {
+      await this.lab.exec(site.natNs, [
+        'iptables',
+        '-t',
+        'nat',
+        '-A',
+        'PREROUTING',
+        '-i',
+        'wan',
+        '-p',
+        'tcp',
+        '--dport',
+        String(pub),
+        '-j',
+        'DNAT',
+        '--to-destination',
+        `${node.pods[0].addr}:${priv}`,
+      ]);
+      await this.lab.exec(site.natNs, [
+        'iptables',
+        '-I',
+        'FORWARD',
+        '1',
+        '-i',
+        'wan',
+        '-p',
+        'tcp',
+        '-d',
+        node.pods[0].addr,
+        '--dport',
+        String(priv),
+        '-j',
+        'ACCEPT',
+      ]);
+    }
+    return site.publicAddr;
   }
 
   async status(node: LabNode): Promise<TunnelStatusJson> {

@@ -1,0 +1,154 @@
+// Tunnel benchmark in the NAT lab (needs root: network namespaces). One run measures each
+// tunnel path and, as its baseline, plain Node TCP over the same NATs and routers (a port
+// forward on the far NAT router; LAN routing for the same-site case), then prints ratios.
+//   node_modules/.bin/node bench/tunnel.ts [--mb 200] [--udp-mb 50]
+import { parseArgs } from 'node:util';
+import { waitFor } from '../test/harness/netns.ts';
+import type { LabNode } from '../test/natlab/lab.ts';
+import { type SendResult, TunnelLab } from '../test/natlab/tunnel-fixture.ts';
+
+const { values: opt } = parseArgs({
+  options: { mb: { type: 'string', default: '200' }, 'udp-mb': { type: 'string', default: '50' } },
+});
+const MB = 1024 * 1024;
+const mbps = (r: SendResult) =>
+  r.bytes && r.ms && r.reply === `${r.sha} ${r.bytes}` ? r.bytes / MB / (r.ms / 1000) : Number.NaN;
+
+const t = await TunnelLab.create(
+  [
+    { mapping: 'preserving', inbound: 'drop', nodes: 2, podsPerNode: 1 },
+    { mapping: 'preserving', inbound: 'drop', nodes: 1, podsPerNode: 1 },
+    { mapping: 'preserving', inbound: 'reject', nodes: 1, podsPerNode: 1 },
+    { mapping: 'preserving', inbound: 'reject', nodes: 1, podsPerNode: 1 },
+    { mapping: 'random', inbound: 'drop', nodes: 1, podsPerNode: 1 },
+  ],
+  2,
+);
+const rows: string[][] = [];
+const notes: string[] = [];
+try {
+  const n = Object.fromEntries(t.lab.sites.flatMap((s) => s.nodes.map((x) => [x.name, x]))) as Record<
+    string,
+    LabNode
+  >;
+  for (const node of Object.values(n)) await t.startNode(node);
+
+  const cases: {
+    name: string;
+    from: LabNode;
+    to: LabNode;
+    path: string;
+    mb: number;
+    plain: () => Promise<string>;
+  }[] = [
+    {
+      name: 'direct (same site)',
+      from: n['node1-1'],
+      to: n['node1-2'],
+      path: 'direct',
+      mb: Number(opt.mb),
+      plain: async () => n['node1-2'].pods[0].addr,
+    },
+    {
+      name: 'punched TCP (DROP NATs)',
+      from: n['node1-1'],
+      to: n['node2-1'],
+      path: 'punched',
+      mb: Number(opt.mb),
+      plain: () => t.portForward(n['node2-1']),
+    },
+    {
+      name: 'punched UDP (REJECT NATs)',
+      from: n['node3-1'],
+      to: n['node4-1'],
+      path: 'punched',
+      mb: Number(opt['udp-mb']),
+      plain: () => t.portForward(n['node4-1']),
+    },
+    {
+      name: 'relay (symmetric NAT)',
+      from: n['node1-2'],
+      to: n['node5-1'],
+      path: 'relay',
+      mb: Number(opt.mb),
+      plain: () => t.portForward(n['node5-1']),
+    },
+  ];
+  for (const c of cases) {
+    // Time from the first stream to the path the gateway settles on.
+    const first = await t.send(c.from, c.to, 1000);
+    if (first.error) throw new Error(`${c.name}: ${first.error}`);
+    const settle = c.path === 'relay' ? 'nextUpgradeAt' : c.path;
+    const peer = await waitFor(
+      async () => {
+        const p = (await t.status(c.from)).peers.find((x) => x.node === c.to.name);
+        return p?.path === c.path && (settle !== 'nextUpgradeAt' || 'nextUpgradeAt' in p) ? p : undefined;
+      },
+      30_000,
+      100,
+      `${c.name} path`,
+    );
+    const toPath =
+      c.path === 'relay'
+        ? Number.NaN
+        : (peer.paths[c.path]?.upAt ?? Number.NaN) - (peer.firstUseAt ?? Number.NaN);
+    const host = await c.plain();
+    const plainAddr = host.startsWith('10.') ? `${host}:9000` : `${host}:19000`;
+    const echoAddr = host.startsWith('10.') ? `${host}:9001` : `${host}:19001`;
+    const bytes = c.mb * MB;
+    const plain = await t.sendPlain(c.from, plainAddr, bytes, 120_000);
+    const tun = await t.send(c.from, c.to, bytes, 180_000);
+    if (tun.path !== c.path) notes.push(`${c.name}: stream took ${tun.path}`);
+    const plainRtt = await t.echo(c.from, { direct: echoAddr });
+    const tunRtt = await t.echo(c.from, c.to);
+    rows.push([
+      c.name,
+      `${c.mb}`,
+      mbps(plain).toFixed(0),
+      mbps(tun).toFixed(0),
+      (mbps(tun) / mbps(plain)).toFixed(2),
+      `${plainRtt.p50Us}`,
+      `${tunRtt.p50Us}`,
+      `${(tunRtt.p50Us ?? 0) - (plainRtt.p50Us ?? 0)}`,
+      Number.isNaN(toPath) ? '-' : `${toPath}`,
+    ]);
+  }
+
+  // Relay failover: kill the replica carrying the relay, time until the gateway has a relay
+  // through the other one (both gateways' clocks are this machine's).
+  const from = n['node1-2'];
+  const before = (await t.status(from)).peers.find((p) => p.node === 'node5-1');
+  const via = before?.paths.relay?.transport ?? '';
+  const killedAt = Date.now();
+  t.killServer(via.endsWith('ts2') ? 1 : 0);
+  const after = await waitFor(
+    async () => {
+      const p = (await t.status(from)).peers.find((x) => x.node === 'node5-1');
+      return p?.paths.relay && p.paths.relay.upAt > killedAt ? p : undefined;
+    },
+    30_000,
+    20,
+    'relay failover',
+  );
+  const failoverMs = (after.paths.relay?.upAt ?? 0) - killedAt;
+
+  const head = [
+    'path',
+    'MB',
+    'plain MB/s',
+    'tunnel MB/s',
+    'ratio',
+    'plain p50 µs',
+    'tunnel p50 µs',
+    'added p50 µs',
+    'first stream → path ms',
+  ];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join('  ');
+  console.log(line(head));
+  for (const r of rows) console.log(line(r));
+  console.log(`relay failover (replica killed → relay via the other replica up): ${failoverMs} ms`);
+  for (const note of notes) console.log(`note: ${note}`);
+} finally {
+  await t.cleanup();
+}
