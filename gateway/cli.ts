@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
 import { GATEWAY_PORT } from '../lib/gateway-protocol.ts';
@@ -20,7 +21,7 @@ export const gatewayCommand = defineCommand(
     options: {
       'node-name': {
         type: 'string',
-        description: 'this node (default: env NODE_NAME, as a DaemonSet sets it from spec.nodeName)',
+        description: 'this node (NODE_NAME from the environment when set, as a DaemonSet sets it)',
         default: process.env.NODE_NAME,
         validate: (v: string) => (NODE_NAME.test(v) && v.length <= 253 ? undefined : 'must be a node name'),
       },
@@ -38,9 +39,9 @@ export const gatewayCommand = defineCommand(
       },
       listen: {
         type: 'string',
-        description: 'address for the sidecar listener (default: env HOST_IP, else 0.0.0.0)',
+        description: 'address for the sidecar listener (HOST_IP from the environment when set)',
         default: process.env.HOST_IP || '0.0.0.0',
-        validate: (v: string) => (/^[0-9a-fA-F.:]+$/.test(v) ? undefined : 'must be an IP address'),
+        validate: (v: string) => (isIP(v) ? undefined : 'must be an IP address'),
       },
       port: {
         type: 'integer',
