@@ -275,6 +275,14 @@ describe('node agent', () => {
       });
     expect(uids).toContainEqual({ cmd: 'sleep infinity', uid: '1337' });
     expect(uids.find((u) => u.cmd.includes('http-server.ts'))?.uid).toBe('0');
+    // exec as a named container runs as that container's user.
+    expect((await agent.exec('demo', 'meshed', ['id', '-u'], { container: 'sidecar' })).stdout.trim()).toBe(
+      '1337',
+    );
+    expect((await agent.exec('demo', 'meshed', ['id', '-u'])).stdout.trim()).toBe('0');
+    await expect(agent.exec('demo', 'meshed', ['id'], { container: 'nope' })).rejects.toThrow(
+      /has no container nope/,
+    );
   });
 
   it('retries a failing init container with back-off (Init:Error, Init:CrashLoopBackOff), never starting its app', async () => {
