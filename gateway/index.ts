@@ -5,7 +5,7 @@
  * the current endpoints of pods on its own node.
  */
 export { type Gateway, type GatewayOptions, startGateway } from './gateway.ts';
-export { isLocalPodEndpoint } from './local-endpoint.ts';
+export { isEndpointOnNode, isLocalPodEndpoint } from './local-endpoint.ts';
 export { loadCatalog, saveCatalog } from './persist.ts';
 export {
   InProcessTunnel,

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Catalog } from '../lib/catalog/types.ts';
-import { isLocalPodEndpoint } from './local-endpoint.ts';
+import { isEndpointOnNode, isLocalPodEndpoint } from './local-endpoint.ts';
 
 const golden = (name: string): Catalog =>
   JSON.parse(
@@ -42,5 +42,14 @@ describe('isLocalPodEndpoint', () => {
     const d = structuredClone(web);
     d.services['demo/web'].endpoints.find((x) => x.ip === '10.244.1.17')!.nodeName = 'edge-b';
     expect(isLocalPodEndpoint(d, 'edge-a', '10.244.1.17', 8080)).toBe(false);
+  });
+
+  it('isEndpointOnNode places endpoints by their slice even without the pod (remote pre-check)', () => {
+    expect(isEndpointOnNode(edge, 'edge-e', '10.244.7.3', 6379)).toBe(true);
+    expect(isLocalPodEndpoint(edge, 'edge-e', '10.244.7.3', 6379)).toBe(false);
+    expect(isEndpointOnNode(edge, 'edge-f', '10.244.7.3', 6379)).toBe(false);
+    expect(isEndpointOnNode(edge, 'edge-e', '10.244.7.3', 80)).toBe(false);
+    expect(isEndpointOnNode(web, 'edge-b', '10.244.2.9', 8080)).toBe(true);
+    expect(isEndpointOnNode(web, 'edge-b', '192.168.20.12', 10250)).toBe(false);
   });
 });

@@ -35,3 +35,31 @@ export function isLocalPodEndpoint(catalog: Catalog, nodeName: string, ip: strin
   if (catalog.pods[ip]?.nodeName !== nodeName) return false;
   return endpointPorts(catalog).get(ip)?.has(port) ?? false;
 }
+
+// Per catalog object: "node ip" → TCP ports of endpoints placed on that node.
+const placements = new WeakMap<Catalog, Map<string, Set<number>>>();
+
+/**
+ * Lenient: ip:port is a TCP endpoint port that the catalog places on `nodeName` (by the
+ * slice's nodeName, else by its pod). The gateway checks this before asking the tunnel for
+ * a stream to a peer: the pod itself may be unknown here (KubeEdge's edge API lists only
+ * this node's pods), and the far gateway enforces isLocalPodEndpoint anyway.
+ */
+export function isEndpointOnNode(catalog: Catalog, nodeName: string, ip: string, port: number): boolean {
+  let index = placements.get(catalog);
+  if (!index) {
+    index = new Map();
+    for (const { endpoints } of Object.values(catalog.services)) {
+      for (const e of endpoints) {
+        const node = e.nodeName ?? catalog.pods[e.ip]?.nodeName;
+        if (!node) continue;
+        const key = `${node} ${e.ip}`;
+        const ports = index.get(key) ?? new Set<number>();
+        index.set(key, ports);
+        for (const p of e.ports) if (p.protocol === 'TCP') ports.add(p.port);
+      }
+    }
+    placements.set(catalog, index);
+  }
+  return index.get(`${nodeName} ${ip}`)?.has(port) ?? false;
+}

@@ -14,7 +14,7 @@ import { describeError, EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import { formatReply, type PathKind, parseRequest, type Request, takeLine } from '../lib/gateway-protocol.ts';
 import type { Logger } from '../lib/log.ts';
 import type { FeedHub } from './feed.ts';
-import { isLocalPodEndpoint } from './local-endpoint.ts';
+import { isEndpointOnNode } from './local-endpoint.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import { type LocalDialer, splice, type TunnelManager } from './streams.ts';
 
@@ -114,7 +114,7 @@ async function connect(
     // Ask the tunnel only for what the catalog says is there; the far end checks again.
     const catalog = opts.store.current;
     if (!catalog) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'gateway has no catalog yet');
-    if (!isLocalPodEndpoint(catalog, req.node, target.ip, target.port)) {
+    if (!isEndpointOnNode(catalog, req.node, target.ip, target.port)) {
       throw new EdgemeshError(
         ErrorCodes.DIAL_REFUSED,
         `${target.ip}:${target.port} is not an endpoint of a pod on node ${req.node}`,
