@@ -59,8 +59,12 @@ export class GatewayFeedSource implements CatalogSource {
     this.#onEvent = opts.onEvent ?? (() => {});
   }
 
+  #connected = false;
+
   /** True while a connection is open and its snapshot has arrived. */
-  connected = false;
+  get connected(): boolean {
+    return this.#connected;
+  }
 
   async start(store: CatalogStore): Promise<void> {
     this.#store = store;
@@ -73,7 +77,7 @@ export class GatewayFeedSource implements CatalogSource {
     clearTimeout(this.#retryTimer);
     this.#socket?.destroy();
     this.#socket = undefined;
-    this.connected = false;
+    this.#connected = false;
   }
 
   #connect(): void {
@@ -137,7 +141,7 @@ export class GatewayFeedSource implements CatalogSource {
         }
         if (line.type === 'snapshot') {
           sawSnapshot = true;
-          this.connected = true;
+          this.#connected = true;
           this.#attempt = 0;
           this.#log.info({ revision: line.catalog.revision }, 'catalog snapshot from gateway');
           this.#onEvent({ kind: 'snapshot', revision: line.catalog.revision });
@@ -152,7 +156,7 @@ export class GatewayFeedSource implements CatalogSource {
     });
     socket.on('close', () => {
       if (this.#socket === socket) this.#socket = undefined;
-      this.connected = false;
+      this.#connected = false;
       if (this.#stopped) return;
       const base = Math.min(this.#opts.retryMaxMs, this.#opts.retryInitialMs * 2 ** this.#attempt);
       const retryInMs = Math.round(base * (0.8 + Math.random() * 0.4));
