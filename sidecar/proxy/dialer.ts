@@ -16,6 +16,13 @@ import { EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import { formatRequest, type PathKind, parseReply, takeLine } from '../../lib/gateway-protocol.ts';
 import type { Target } from './route.ts';
 
+/**
+ * Per-socket buffer bound for spliced bytes. Node's default (16 KiB) is smaller than one
+ * 64 KiB read, so every read would pause the reader until the writer drained; 256 KiB
+ * keeps both directions streaming while still bounding memory per connection.
+ */
+export const SOCKET_HWM = 256 * 1024;
+
 export interface DialResult {
   /** Connected, and possibly paused: attach readers, then resume(). */
   socket: net.Socket;
@@ -34,7 +41,13 @@ export function connectError(target: Target, why: string, cause?: unknown): Edge
 /** Opens a TCP connection with a timeout; half-open allowed so the proxy can carry FINs both ways. */
 function tcpConnect(host: string, port: number, timeoutMs: number, target: Target): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+    const socket = net.connect({
+      host,
+      port,
+      allowHalfOpen: true,
+      noDelay: true,
+      highWaterMark: SOCKET_HWM,
+    } as net.NetConnectOpts);
     const timer = setTimeout(() => {
       socket.destroy();
       reject(connectError(target, `no answer within ${timeoutMs} ms`));

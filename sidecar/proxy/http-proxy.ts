@@ -20,7 +20,7 @@ import http2, {
 } from 'node:http2';
 import type net from 'node:net';
 import { pipeline } from 'node:stream';
-import { Pool } from 'undici';
+import type { Pool } from 'undici';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Dialer } from './dialer.ts';
@@ -63,6 +63,7 @@ const HOP_BY_HOP = new Set([
 ]);
 
 type AnyRequest = IncomingMessage | Http2ServerRequest;
+let undici: typeof import('undici') | undefined;
 interface Upstream {
   statusCode: number;
   headers: Record<string, string | string[] | undefined>;
@@ -284,7 +285,8 @@ export class HttpProxy {
     headers: Record<string, string | string[]>,
     hasBody: boolean,
   ): Promise<Upstream> {
-    const r = await this.#pool(target).request({
+    const pool = await this.#pool(target);
+    const r = await pool.request({
       path: req.url ?? '/',
       method: method as 'GET',
       headers,
@@ -318,11 +320,15 @@ export class HttpProxy {
     return agent;
   }
 
-  #pool(target: Target): Pool {
+  async #pool(target: Target): Promise<Pool> {
     const proto = 'h2c';
     const key = `${proto}|${target.id}`;
     let pool = this.#pools.get(key);
     if (!pool) {
+      // Loaded on first use: undici costs ~7 MB of private memory that pods without h2c need not pay.
+      undici ??= await import('undici');
+      const { Pool } = undici;
+      if (this.#pools.has(key)) return this.#pools.get(key) as Pool; // another request won the race
       const { dialer, connectTimeoutMs, metrics } = this.#opts;
       pool = new Pool(`http://${target.id}`, {
         keepAliveTimeout: 30_000,

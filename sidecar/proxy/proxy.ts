@@ -11,7 +11,7 @@ import net from 'node:net';
 import type { CatalogStore } from '../../lib/catalog/store.ts';
 import { describeError } from '../../lib/errors.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
-import type { Dialer, DialResult } from './dialer.ts';
+import { type Dialer, type DialResult, SOCKET_HWM } from './dialer.ts';
 import { type ConnContext, HttpProxy } from './http-proxy.ts';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
 import { type OriginalDst, originalDst } from './original-dst.ts';
@@ -84,7 +84,7 @@ export class OutboundProxy {
   async start(): Promise<void> {
     for (const host of this.#opts.hosts) {
       const server = net.createServer(
-        { allowHalfOpen: true, pauseOnConnect: true, noDelay: true },
+        { allowHalfOpen: true, pauseOnConnect: true, noDelay: true, highWaterMark: SOCKET_HWM },
         (socket) => this.#onConnection(socket),
       );
       try {

@@ -27,7 +27,7 @@ const { values, positionals } = parseArgs({
 });
 const host = values.host ?? '127.0.0.1';
 const port = Number(values.port);
-const count = Math.min(Number(values.count), 10_000);
+const count = Math.min(Number(values.count), 200_000);
 
 function tcpOnce(): Promise<{ data?: string; error?: string }> {
   return new Promise((resolve) => {

@@ -217,7 +217,12 @@ export async function startReady(
  */
 export async function setUpProxyLab(
   prefix: string,
-  opts: { sidecar?: boolean; catalogFile: string; sidecarArgs?: string[] },
+  opts: {
+    sidecar?: boolean;
+    catalogFile: string;
+    sidecarArgs?: string[];
+    sidecarEnv?: Record<string, string>;
+  },
 ): Promise<ProxyLab> {
   const lab = new NetnsLab(prefix);
   const pod = await lab.add('pod');
@@ -267,7 +272,8 @@ export async function setUpProxyLab(
   });
   await lab.exec(pod, [EDGEMESH_BIN, 'init'], { timeoutMs: 60_000 });
   const result: ProxyLab = { lab, pod, srv, gatewayRequests, sidecarLog: [] };
-  if (opts.sidecar !== false) result.sidecar = await startSidecar(result, opts.catalogFile, opts.sidecarArgs);
+  if (opts.sidecar !== false)
+    result.sidecar = await startSidecar(result, opts.catalogFile, opts.sidecarArgs, opts.sidecarEnv);
   return result;
 }
 
@@ -276,6 +282,7 @@ export async function startSidecar(
   l: ProxyLab,
   catalogFile: string,
   extra: string[] = [],
+  env: Record<string, string> = {},
 ): Promise<ChildProcess> {
   const child = l.lab.spawn(
     l.pod,
@@ -294,7 +301,10 @@ export async function startSidecar(
       '1000',
       ...extra,
     ],
-    { uid: 1337, env: { ...process.env, EDGEMESH_LOG_LEVEL: process.env.EDGEMESH_LOG_LEVEL ?? 'info' } },
+    {
+      uid: 1337,
+      env: { ...process.env, EDGEMESH_LOG_LEVEL: process.env.EDGEMESH_LOG_LEVEL ?? 'info', ...env },
+    },
   );
   child.stderr?.on('data', (d: Buffer) => l.sidecarLog.push(String(d)));
   await waitFor(
