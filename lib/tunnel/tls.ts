@@ -20,6 +20,8 @@ function baseOptions(id: TlsIdentity) {
     ca: [id.caPem],
     minVersion: 'TLSv1.3' as const,
     maxVersion: 'TLSv1.3' as const,
+    // AES-128-GCM first: as safe here and measurably cheaper per byte than AES-256 (AES-NI).
+    ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256',
     rejectUnauthorized: true,
   };
 }

@@ -93,6 +93,15 @@ describe('NAT lab', () => {
     expect(r.stderr).toMatch(/refused/i);
   });
 
+  it('NAT routers expire UDP mappings after 30 s of silence', async () => {
+    const r = await lab.exec(lab.sites[0].natNs, [
+      'sysctl',
+      '-n',
+      'net.netfilter.nf_conntrack_udp_timeout_stream',
+    ]);
+    expect(r.stdout.trim()).toBe('30');
+  });
+
   it('site LANs are not routed to each other and nothing routes out of the lab', async () => {
     const r = await lab.run(lab.sites[1].nodes[0].ns, [
       'socat',

@@ -20,6 +20,8 @@ import { NetnsLab } from '../harness/netns.ts';
  * drops unsolicited traffic from the WAN, 'reject' answers it (TCP RST, ICMP
  * port-unreachable), as a plain Linux router does.
  *
+ * NAT routers expire UDP mappings after 30 s of silence (both directions).
+ *
  * Nothing is attached to the root namespace and no namespace has a route out of the lab.
  */
 export interface SiteSpec {
@@ -141,6 +143,14 @@ export class NatLab {
     await n.exec(natNs, ['ip', 'addr', 'add', `${gatewayAddr}/24`, 'dev', 'lan']);
     await n.exec(natNs, ['ip', 'link', 'set', 'lan', 'up']);
     await n.exec(natNs, ['iptables-restore'], { input: natRules(spec) });
+    // UDP mappings expire after 30 s without traffic, even for flows seen both ways (Linux
+    // keeps those 120 s by default; many home routers do not): keepalives must beat this.
+    await n.exec(natNs, [
+      'sysctl',
+      '-qw',
+      'net.netfilter.nf_conntrack_udp_timeout=30',
+      'net.netfilter.nf_conntrack_udp_timeout_stream=30',
+    ]);
 
     const nodes: LabNode[] = [];
     for (let i = 1; i <= spec.nodes; i++) {

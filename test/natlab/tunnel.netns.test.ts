@@ -79,6 +79,19 @@ describe('tunnel in the NAT lab', () => {
     intact(r, BIG);
   });
 
+  it('the UDP path outlives the NAT routers 30 s UDP mapping timeout (keepalives)', async () => {
+    const before = (await t.status(n['node3-1'])).peers.find((p) => p.node === 'node4-1')?.paths.punched;
+    expect(before?.transport).toBe('udp');
+    // 40 s without streams: only the session's own PINGs cross the NATs.
+    await new Promise((r) => setTimeout(r, 40_000));
+    const after = (await t.status(n['node3-1'])).peers.find((p) => p.node === 'node4-1')?.paths.punched;
+    // The same session (same upAt), not a re-punched one, and it still carries data.
+    expect(after?.upAt).toBe(before?.upAt);
+    const r = await t.send(n['node3-1'], n['node4-1'], MB);
+    expect(r.path).toBe('punched');
+    intact(r, MB);
+  });
+
   it('symmetric NAT on one side: stays on the relay after the direct search gives up, 100 MB intact', async () => {
     intact(await t.send(n['node2-1'], n['node5-1'], 1000), 1000);
     // The search ends (LAN, TCP punch, UDP all fail) and schedules a retry: only then is
