@@ -20,7 +20,7 @@ import {
   Type,
   udpLimit,
 } from './wire.ts';
-import { buildZone, type LocalAnswer, type Zone } from './zone.ts';
+import { buildZone, createZoneMemo, type LocalAnswer, type Zone } from './zone.ts';
 
 /**
  * The decision for each query, independent of sockets (so tests and the fuzz loop drive it
@@ -69,6 +69,7 @@ export class Resolver {
   readonly #unsubscribe: () => void;
   #zone: Zone | undefined;
   #dirty = true;
+  readonly #memo = createZoneMemo();
   #lastProblems = '';
 
   constructor(opts: ResolverOptions) {
@@ -302,7 +303,11 @@ export class Resolver {
     this.#dirty = false;
     try {
       const t0 = performance.now();
-      const { zone, problems } = buildZone(catalog, { domain: this.#domain, ttl: this.#ttl });
+      const { zone, problems } = buildZone(catalog, {
+        domain: this.#domain,
+        ttl: this.#ttl,
+        memo: this.#memo,
+      });
       this.#zone = zone;
       this.#metrics.zoneBuilds.inc();
       const ms = Math.round((performance.now() - t0) * 10) / 10;
