@@ -191,4 +191,22 @@ describe('gateway CONNECT', () => {
     expect(reply).toBe('OK local');
     socket.destroy();
   });
+
+  it('limits feeds per address and takes new ones when old ones leave', async () => {
+    const feeds = [];
+    for (let i = 0; i < 16; i++) {
+      const { reply, socket } = await request(portA, 'EDGEMESH/1 FEED 0\n');
+      expect(JSON.parse(reply).type).toBe('snapshot');
+      feeds.push(socket);
+    }
+    const extra = await request(portA, 'EDGEMESH/1 FEED 0\n');
+    expect(extra.reply).toBe('ERR EDGEMESH_ERR_UNAVAILABLE at most 16 feeds per address');
+    extra.socket.destroy();
+    feeds.pop()?.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    const again = await request(portA, 'EDGEMESH/1 FEED 0\n');
+    expect(JSON.parse(again.reply).type).toBe('snapshot');
+    again.socket.destroy();
+    for (const f of feeds) f.destroy();
+  });
 });

@@ -82,6 +82,8 @@ function handle(socket: net.Socket, opts: SidecarServerOptions): void {
     socket.removeListener('data', onData);
     socket.setTimeout(0);
     if (request.kind === 'feed') {
+      const tooMany = opts.feed.refusal(socket.remoteAddress ?? '');
+      if (tooMany) return refuse(ErrorCodes.UNAVAILABLE, tooMany);
       opts.feed.attach(socket, peer);
       return;
     }
