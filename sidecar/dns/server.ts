@@ -85,7 +85,13 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
 }
 
 function bindUdp(host: string, port: number, resolver: Resolver): Promise<dgram.Socket> {
-  const sock = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', ipv6Only: net.isIPv6(host) });
+  // Bigger socket buffers absorb bursts (the kernel caps them at net.core.[rw]mem_max).
+  const sock = dgram.createSocket({
+    type: net.isIPv6(host) ? 'udp6' : 'udp4',
+    ipv6Only: net.isIPv6(host),
+    recvBufferSize: 1 << 20,
+    sendBufferSize: 1 << 20,
+  });
   return new Promise((resolve, reject) => {
     sock.once('error', reject);
     sock.bind({ address: host, port, exclusive: true }, () => {
