@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { CatalogStore } from '../../lib/catalog/store.ts';
 import { parseUpstream } from './forwarder.ts';
 import { parseResolvConf } from './resolv-conf.ts';
+import { startDnsServer } from './server.ts';
 
 describe('resolv.conf and upstream flags', () => {
   it('reads nameservers, the last search line and ndots, as a kubelet writes them', () => {
@@ -39,4 +41,14 @@ describe('resolv.conf and upstream flags', () => {
       else expect(parseUpstream(text)).toEqual(want);
     });
   }
+
+  it('refuses itself as an upstream (a forwarding loop) before opening any socket', async () => {
+    await expect(
+      startDnsServer({
+        store: new CatalogStore(),
+        port: 15053,
+        upstreams: [parseUpstream('127.0.0.1:15053')],
+      }),
+    ).rejects.toThrow(/is this DNS server itself/);
+  });
 });

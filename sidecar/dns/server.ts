@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import client from 'prom-client';
+import { configError } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/log.ts';
 import { Resolver, type ResolverOptions } from './resolver.ts';
 import { HEADER_LEN } from './wire.ts';
@@ -37,6 +38,11 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   const port = opts.port ?? DEFAULT_DNS_PORT;
   const hosts = opts.hosts ?? ['127.0.0.1', '::1'];
   const idleMs = opts.tcpIdleMs ?? 10_000;
+  // Forwarding to ourselves would loop every unknown name until the in-flight bound.
+  const self = opts.upstreams.find(
+    (u) => u.port === port && (hosts.includes(u.host) || ['0.0.0.0', '::'].includes(u.host)),
+  );
+  if (self) throw configError(`--upstream ${self.host}:${self.port} is this DNS server itself`);
   const resolver = new Resolver({ ...opts, log });
   const udpSockets: dgram.Socket[] = [];
   const tcpServers: net.Server[] = [];
