@@ -3,7 +3,8 @@ import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CatalogStore } from '../../lib/catalog/store.ts';
 import { fixtureCatalog } from './fixture.ts';
-import { fuzzPackets } from './fuzz.ts';
+import { fuzzPackets, prng } from './fuzz.ts';
+import { inspectResponse, skipName } from './message.ts';
 import { Resolver } from './resolver.ts';
 
 // The resolver in-process against 30,000 generated packets (bounded count): every call
@@ -48,5 +49,60 @@ describe('fuzz (in-process)', () => {
     const rejected = await registry.getSingleMetric('edgemesh_dns_rejected_total')!.get();
     expect(rejected.values.find((v) => v.labels.reason === 'internal')).toBeUndefined();
     expect(rejected.values.find((v) => v.labels.reason === 'counts')!.value).toBeGreaterThan(1000);
+  });
+
+  it('walks random and bit-flipped upstream responses without throwing or looping', () => {
+    const rand = prng(99);
+    const seeds = [
+      dnsPacket.encode({
+        type: 'response',
+        id: 1,
+        flags: dnsPacket.RECURSION_AVAILABLE,
+        questions: [{ name: 'www.example.test', type: 'A' }],
+        answers: [
+          { name: 'www.example.test', type: 'CNAME', ttl: 60, data: 'web.example.test' },
+          { name: 'web.example.test', type: 'A', ttl: 30, data: '198.51.100.1' },
+        ],
+        additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232 } as dnsPacket.Answer],
+      }),
+      dnsPacket.encode({
+        type: 'response',
+        id: 2,
+        flags: 3,
+        questions: [{ name: 'nope.example.test', type: 'AAAA' }],
+        authorities: [
+          {
+            name: 'example.test',
+            type: 'SOA',
+            ttl: 300,
+            data: {
+              mname: 'ns.example.test',
+              rname: 'h.example.test',
+              serial: 1,
+              refresh: 1,
+              retry: 1,
+              expire: 1,
+              minimum: 30,
+            },
+          },
+        ],
+      }),
+    ];
+    let accepted = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const b = Buffer.from(seeds[i % 2]);
+      for (let f = 1 + Math.floor(rand() * 6); f > 0; f--)
+        b[Math.floor(rand() * b.length)] ^= 1 << Math.floor(rand() * 8);
+      const cut = rand() < 0.2 ? b.subarray(0, Math.floor(rand() * b.length)) : b;
+      const qEnd = cut.length >= 12 ? skipName(cut, 12) : -1;
+      if (qEnd < 0 || qEnd + 4 > cut.length) continue;
+      const r = inspectResponse(cut, qEnd + 4, 3600);
+      if (!r) continue;
+      accepted++;
+      for (const o of r.ttlOffsets) expect(o + 4).toBeLessThanOrEqual(r.bytes.length);
+      expect(r.cacheTtl).toBeGreaterThanOrEqual(0);
+      expect(r.cacheTtl).toBeLessThanOrEqual(3600);
+    }
+    expect(accepted).toBeGreaterThan(100);
   });
 });
