@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
-  ApiException,
   CoordinationV1Api,
   CoreV1Api,
   type Informer,
@@ -19,8 +18,17 @@ import {
 } from '@kubernetes/client-node';
 import { createLogger } from '../../lib/log.ts';
 import { EDGEMESH_BIN } from '../harness/netns.ts';
+import { apiErrorText, isApiStatus, rfc3339, sleep } from './api-util.ts';
 import { containerArgv, ImageError } from './images.ts';
-import { containerEnv, EnvError, type PodFacts } from './pod-env.ts';
+import {
+  LEASE_RENEW_MS,
+  NODE_STATUS_MS,
+  patchNodeStatus,
+  registerNode,
+  renewLease,
+  type TestNode,
+} from './nodes.ts';
+import { containerEnv, containerUser, EnvError, type PodFacts } from './pod-env.ts';
 import { createPodSandbox, deletePodSandbox, IpPool, setUpNodeNetwork } from './pod-network.ts';
 import { type ContainerRecord, type PodRecord, podStatus } from './pod-status.ts';
 import {
@@ -31,7 +39,10 @@ import {
   type VolumeSources,
   volumeContent,
 } from './pod-volumes.ts';
+import { periodMs, runProbe } from './probes.ts';
 import { ManagedProcess } from './process.ts';
+
+export type { TestNode } from './nodes.ts';
 
 const execFileP = promisify(execFile);
 const log = createLogger('test-node-agent');
@@ -41,18 +52,6 @@ const PROGRAMS = {
   node: new URL('../../node_modules/.bin/node', import.meta.url).pathname,
   httpServer: new URL('./images/http-server.ts', import.meta.url).pathname,
 };
-
-/** A node the agent plays the kubelet for: its network namespace is the node's host network. */
-export interface TestNode {
-  name: string;
-  /** The node's network namespace ("host network" of its pods). */
-  netns: string;
-  /** InternalIP, reachable from the control plane and other nodes. */
-  address: string;
-  /** Pod addresses come from here (the first address goes to the node's bridge). */
-  podCidr: string;
-  labels?: Record<string, string>;
-}
 
 export interface NodeAgentOptions {
   kubeConfig: KubeConfig;
@@ -67,11 +66,6 @@ export interface NodeAgentOptions {
   kubeletVersion?: string;
 }
 
-// Leases are renewed well inside their duration (the kubelet uses 40 s and renews every 10 s)
-// so the node lifecycle controller never sees a node go quiet while the agent lives.
-const LEASE_SECONDS = 40;
-const LEASE_RENEW_MS = 10_000;
-const NODE_STATUS_MS = 30_000;
 const MAX_BACKOFF_MS = 30_000;
 
 interface PodRun {
@@ -109,6 +103,7 @@ export class NodeAgent {
   readonly #core: CoreV1Api;
   readonly #coordination: CoordinationV1Api;
   readonly #nodes: Map<string, TestNode>;
+  readonly #kubeletVersion: string;
   readonly #pools = new Map<string, IpPool>();
   readonly #pods = new Map<string, PodRun>();
   readonly #timers: NodeJS.Timeout[] = [];
@@ -123,6 +118,7 @@ export class NodeAgent {
     this.#core = opts.kubeConfig.makeApiClient(CoreV1Api);
     this.#coordination = opts.kubeConfig.makeApiClient(CoordinationV1Api);
     this.#nodes = new Map(opts.nodes.map((n) => [n.name, n]));
+    this.#kubeletVersion = opts.kubeletVersion ?? 'v1.36.3';
     for (const n of opts.nodes) this.#pools.set(n.name, new IpPool(n.podCidr));
   }
 
@@ -132,10 +128,14 @@ export class NodeAgent {
     try {
       for (const node of opts.nodes) {
         await setUpNodeNetwork(node.netns, node.podCidr);
-        await agent.#register(node);
+        await registerNode(agent.#core, agent.#coordination, node, agent.#kubeletVersion);
       }
-      agent.#every(LEASE_RENEW_MS, () => Promise.all(opts.nodes.map((n) => agent.#renewLease(n))));
-      agent.#every(NODE_STATUS_MS, () => Promise.all(opts.nodes.map((n) => agent.#patchNodeStatus(n))));
+      agent.#every(LEASE_RENEW_MS, () =>
+        Promise.all(opts.nodes.map((n) => renewLease(agent.#coordination, n))),
+      );
+      agent.#every(NODE_STATUS_MS, () =>
+        Promise.all(opts.nodes.map((n) => patchNodeStatus(agent.#core, n, agent.#kubeletVersion))),
+      );
       await agent.#watchPods();
     } catch (err) {
       await agent.stop();
@@ -163,7 +163,7 @@ export class NodeAgent {
     );
     if (opts.container && !container)
       throw new Error(`pod ${namespace}/${name} has no container ${opts.container}`);
-    const user = container ? userOf(run.pod, container) : undefined;
+    const user = container ? containerUser(run.pod, container) : undefined;
     const full = [
       'ip',
       'netns',
@@ -208,109 +208,6 @@ export class NodeAgent {
     if (!process.env.EDGEMESH_KEEP_CLUSTER_DATA) await rm(this.dataDir, { recursive: true, force: true });
   }
 
-  // --- nodes ---------------------------------------------------------------------------
-
-  async #register(node: TestNode): Promise<void> {
-    const labels = {
-      'kubernetes.io/hostname': node.name,
-      'kubernetes.io/os': 'linux',
-      'kubernetes.io/arch': 'amd64',
-      ...node.labels,
-    };
-    try {
-      await this.#core.createNode({
-        body: {
-          metadata: { name: node.name, labels },
-          spec: { podCIDR: node.podCidr, podCIDRs: [node.podCidr] },
-        },
-      });
-    } catch (err) {
-      if (!(err instanceof ApiException && err.code === 409)) throw err;
-      await this.#core.patchNode(
-        { name: node.name, body: { metadata: { labels } } },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
-    }
-    await this.#patchNodeStatus(node);
-    try {
-      await this.#coordination.createNamespacedLease({
-        namespace: 'kube-node-lease',
-        body: {
-          metadata: { name: node.name },
-          spec: { holderIdentity: node.name, leaseDurationSeconds: LEASE_SECONDS },
-        },
-      });
-    } catch (err) {
-      if (!(err instanceof ApiException && err.code === 409)) throw err;
-    }
-    await this.#renewLease(node);
-    log.info({ node: node.name, address: node.address, podCidr: node.podCidr }, 'node registered');
-  }
-
-  async #patchNodeStatus(node: TestNode): Promise<void> {
-    const now = rfc3339(new Date());
-    const condition = (type: string, status: string, reason: string) => ({
-      type,
-      status,
-      reason,
-      message: `edgemesh test node agent: ${reason}`,
-      lastHeartbeatTime: now,
-    });
-    const capacity = { cpu: '8', memory: '16Gi', pods: '110', 'ephemeral-storage': '100Gi' };
-    const version = this.#opts.kubeletVersion ?? 'v1.36.3';
-    const body = {
-      status: {
-        conditions: [
-          condition('Ready', 'True', 'KubeletReady'),
-          condition('MemoryPressure', 'False', 'KubeletHasSufficientMemory'),
-          condition('DiskPressure', 'False', 'KubeletHasNoDiskPressure'),
-          condition('PIDPressure', 'False', 'KubeletHasSufficientPID'),
-        ],
-        addresses: [
-          { type: 'InternalIP', address: node.address },
-          { type: 'Hostname', address: node.name },
-        ],
-        capacity,
-        allocatable: capacity,
-        daemonEndpoints: { kubeletEndpoint: { Port: 10250 } },
-        nodeInfo: {
-          machineID: node.name,
-          systemUUID: node.name,
-          bootID: node.name,
-          kernelVersion: '',
-          osImage: 'edgemesh test node',
-          containerRuntimeVersion: 'edgemesh-test://0',
-          kubeletVersion: version,
-          kubeProxyVersion: '',
-          operatingSystem: 'linux',
-          architecture: 'amd64',
-        },
-      },
-    };
-    await this.#core
-      .patchNodeStatus(
-        { name: node.name, body },
-        setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
-      )
-      .catch((err) => log.warn({ node: node.name, err: describe(err) }, 'node status patch failed'));
-  }
-
-  async #renewLease(node: TestNode): Promise<void> {
-    const body = {
-      spec: {
-        holderIdentity: node.name,
-        leaseDurationSeconds: LEASE_SECONDS,
-        renewTime: microTime(new Date()),
-      },
-    };
-    await this.#coordination
-      .patchNamespacedLease(
-        { name: node.name, namespace: 'kube-node-lease', body },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      )
-      .catch((err) => log.warn({ node: node.name, err: describe(err) }, 'lease renewal failed'));
-  }
-
   #every(ms: number, fn: () => Promise<unknown>): void {
     this.#timers.push(setInterval(() => void fn().catch(() => undefined), ms));
   }
@@ -325,7 +222,7 @@ export class NodeAgent {
     const onPod = (pod: V1Pod) => {
       if (failures > 0) log.info({ failures }, 'pod watch restored');
       failures = 0;
-      void this.#onPod(pod).catch((err) => log.error({ err: describe(err) }, 'pod handling failed'));
+      void this.#onPod(pod).catch((err) => log.error({ err: apiErrorText(err) }, 'pod handling failed'));
     };
     informer.on('add', onPod);
     informer.on('update', onPod);
@@ -344,7 +241,7 @@ export class NodeAgent {
       if (this.#stopped) return;
       failures += 1;
       if (failures === 1 || failures % 30 === 0) {
-        log.warn({ err: describe(err), failures }, 'pod watch failed; retrying every 1 s');
+        log.warn({ err: apiErrorText(err), failures }, 'pod watch failed; retrying every 1 s');
       }
       restart();
     });
@@ -414,9 +311,9 @@ export class NodeAgent {
     try {
       await run.sandbox;
     } catch (err) {
-      log.error({ pod: podName(pod), err: describe(err) }, 'pod sandbox failed');
+      log.error({ pod: podName(pod), err: apiErrorText(err) }, 'pod sandbox failed');
       for (const rec of run.record.containers) {
-        rec.state = { kind: 'waiting', reason: 'CreatePodSandboxError', message: describe(err) };
+        rec.state = { kind: 'waiting', reason: 'CreatePodSandboxError', message: apiErrorText(err) };
       }
       this.#statusChanged(run);
       return;
@@ -430,7 +327,7 @@ export class NodeAgent {
         run.volumes = await this.#setUpVolumes(run);
         break;
       } catch (err) {
-        const message = `MountVolume.SetUp failed: ${describe(err)}`;
+        const message = `MountVolume.SetUp failed: ${apiErrorText(err)}`;
         for (const rec of run.record.containers)
           rec.state = { kind: 'waiting', reason: 'ContainerCreating', message };
         this.#statusChanged(run);
@@ -451,7 +348,7 @@ export class NodeAgent {
         Object.entries(data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]),
       );
     const notFoundIsUndefined = (err: unknown) => {
-      if (err instanceof ApiException && err.code === 404) return undefined;
+      if (isApiStatus(err, 404)) return undefined;
       throw err;
     };
     const sources: VolumeSources = {
@@ -597,7 +494,7 @@ export class NodeAgent {
       this.#statusChanged(run);
       return 128;
     }
-    const user = userOf(pod, c);
+    const user = containerUser(pod, c);
     const kube = this.#opts.kubernetesService ?? { host: '10.96.0.1', port: 443 };
     const proc = new ManagedProcess(c.name, argv, {
       netns: run.netns,
@@ -709,47 +606,21 @@ export class NodeAgent {
     await proc.stop(2_000);
   }
 
-  /** One probe, from the node's namespace to the pod IP as the kubelet does (exec: inside the pod). */
   async #probe(run: PodRun, c: V1Container, probe: V1Probe): Promise<boolean> {
-    const timeout = String(probe.timeoutSeconds ?? 1);
-    const port = (p: number | string | object) =>
-      typeof p === 'string' ? c.ports?.find((cp) => cp.name === p)?.containerPort : Number(p);
-    let argv: string[];
-    let ns = run.node.netns;
-    if (probe.httpGet) {
-      const scheme = (probe.httpGet.scheme ?? 'HTTP').toLowerCase();
-      const host = probe.httpGet.host ?? run.record.podIP;
-      const url = `${scheme}://${host}:${port(probe.httpGet.port)}${probe.httpGet.path ?? '/'}`;
-      argv = ['curl', '-sk', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', timeout, url];
-      const r = await execFileP('ip', ['netns', 'exec', ns, ...argv], { timeout: 10_000 }).catch(() => ({
-        stdout: '',
-      }));
-      const status = Number(r.stdout);
-      return status >= 200 && status < 400;
-    }
-    if (probe.tcpSocket) {
-      const host = probe.tcpSocket.host ?? run.record.podIP;
-      argv = [
-        'socat',
-        '-u',
-        '/dev/null',
-        `TCP:${host}:${port(probe.tcpSocket.port)},connect-timeout=${timeout}`,
-      ];
-    } else if (probe.exec?.command) {
-      ns = run.netns;
-      const user = userOf(run.pod, c);
-      argv = [
-        ...(user ? ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--'] : []),
-        ...probe.exec.command,
-      ];
-    } else {
-      log.warn({ pod: podName(run.pod), container: c.name }, 'unsupported probe kind; never passes');
+    const target = {
+      container: c,
+      podIP: run.record.podIP,
+      nodeNetns: run.node.netns,
+      podNetns: run.netns,
+      user: containerUser(run.pod, c),
+    };
+    return runProbe(probe, target).catch((err) => {
+      log.warn(
+        { pod: podName(run.pod), container: c.name, err: apiErrorText(err) },
+        'probe cannot run; counts as failed',
+      );
       return false;
-    }
-    return execFileP('ip', ['netns', 'exec', ns, ...argv], { timeout: 10_000 }).then(
-      () => true,
-      () => false,
-    );
+    });
   }
 
   /** ConfigMaps and Secrets the pod's env refers to, read from the API. */
@@ -804,10 +675,13 @@ export class NodeAgent {
             setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
           );
         } catch (err) {
-          if (!(err instanceof ApiException && err.code === 404)) {
+          if (!isApiStatus(err, 404)) {
             // Not lost: retried (with the then-current status) until the API takes it.
             if (!run.patchFailing)
-              log.warn({ pod: podName(run.pod), err: describe(err) }, 'pod status patch failed; retrying');
+              log.warn(
+                { pod: podName(run.pod), err: apiErrorText(err) },
+                'pod status patch failed; retrying',
+              );
             run.patchFailing = true;
             run.patchAgain = true;
             await sleep(1_000);
@@ -861,8 +735,8 @@ export class NodeAgent {
         body: { gracePeriodSeconds: 0, preconditions: { uid: pod.metadata?.uid } },
       })
       .catch((err) => {
-        if (!(err instanceof ApiException && (err.code === 404 || err.code === 409))) {
-          log.warn({ pod: podName(pod), err: describe(err) }, 'pod delete failed');
+        if (!isApiStatus(err, 404, 409)) {
+          log.warn({ pod: podName(pod), err: apiErrorText(err) }, 'pod delete failed');
         }
       });
   }
@@ -921,37 +795,6 @@ function findRecord(run: PodRun, name: string): ContainerRecord {
   return rec;
 }
 
-/** The uid/gid a container runs as (container securityContext over the pod's); undefined: root. */
-function userOf(pod: V1Pod, c: V1Container): { uid: number; gid: number } | undefined {
-  const uid = c.securityContext?.runAsUser ?? pod.spec?.securityContext?.runAsUser;
-  if (uid === undefined || uid === 0) return undefined;
-  const gid = c.securityContext?.runAsGroup ?? pod.spec?.securityContext?.runAsGroup ?? 0;
-  return { uid, gid };
-}
-
-function periodMs(probe: V1Probe): number {
-  return (probe.periodSeconds ?? 10) * 1000;
-}
-
 function podName(pod: V1Pod | KubernetesObject): string {
   return `${pod.metadata?.namespace}/${pod.metadata?.name}`;
-}
-
-function rfc3339(d: Date): string {
-  return d.toISOString().replace(/\.\d+Z$/, 'Z');
-}
-
-/** metav1.MicroTime wants exactly six fractional digits. */
-function microTime(d: Date): string {
-  return d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
-}
-
-function describe(err: unknown): string {
-  if (err instanceof ApiException)
-    return `HTTP ${err.code}: ${typeof err.body === 'string' ? err.body : JSON.stringify(err.body)}`;
-  return err instanceof Error ? err.message : String(err);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

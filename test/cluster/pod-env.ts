@@ -88,3 +88,11 @@ export function fieldValue(pod: V1Pod, path: string, facts: Pick<PodFacts, 'podI
       throw new EnvError(`fieldRef ${path} is not supported by the downward API`);
   }
 }
+
+/** The uid/gid a container runs as (its securityContext over the pod's); undefined: root. */
+export function containerUser(pod: V1Pod, c: V1Container): { uid: number; gid: number } | undefined {
+  const uid = c.securityContext?.runAsUser ?? pod.spec?.securityContext?.runAsUser;
+  if (uid === undefined || uid === 0) return undefined;
+  const gid = c.securityContext?.runAsGroup ?? pod.spec?.securityContext?.runAsGroup ?? 0;
+  return { uid, gid };
+}

@@ -2,6 +2,7 @@ import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { containerArgv, ImageError, imageKind } from './images.ts';
 import { validateOptions } from './node-agent.ts';
+import { nodeStatus } from './nodes.ts';
 import { containerEnv, EnvError, expandVars } from './pod-env.ts';
 import { IpPool, parseCidr } from './pod-network.ts';
 
@@ -205,5 +206,31 @@ describe('node agent options', () => {
       [{ nodes: [node], netnsPrefix: 'emk', clusterDns: 'dns' }, /clusterDns dns: not an IPv4 address/],
     ];
     for (const [opts, message] of bad) expect(() => validateOptions(opts), String(message)).toThrow(message);
+  });
+});
+
+describe('node status', () => {
+  it('reports a Ready node with its InternalIP, capacity and kubelet version, heartbeats at now', () => {
+    const status = nodeStatus(
+      { name: 'node-a', netns: 'x', address: '192.168.51.11', podCidr: '10.244.1.0/24' },
+      'v1.36.3',
+      '2026-01-02T03:04:05Z',
+    );
+    expect(status.conditions?.map((c) => [c.type, c.status])).toEqual([
+      ['Ready', 'True'],
+      ['MemoryPressure', 'False'],
+      ['DiskPressure', 'False'],
+      ['PIDPressure', 'False'],
+    ]);
+    expect(status.conditions?.every((c) => (c.lastHeartbeatTime as unknown) === '2026-01-02T03:04:05Z')).toBe(
+      true,
+    );
+    expect(status.addresses).toEqual([
+      { type: 'InternalIP', address: '192.168.51.11' },
+      { type: 'Hostname', address: 'node-a' },
+    ]);
+    expect(status.allocatable).toEqual(status.capacity);
+    expect(status.capacity?.pods).toBe('110');
+    expect(status.nodeInfo?.kubeletVersion).toBe('v1.36.3');
   });
 });
