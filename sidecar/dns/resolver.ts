@@ -1,6 +1,5 @@
 import dnsPacket from 'dns-packet';
 import type { Registry } from 'prom-client';
-import client from 'prom-client';
 import type { CatalogStore } from '../../lib/catalog/store.ts';
 import { describeError } from '../../lib/errors.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
@@ -8,7 +7,7 @@ import { type CacheOptions, ResponseCache } from './cache.ts';
 import { Forwarder, type Upstream } from './forwarder.ts';
 import { inspectResponse } from './message.ts';
 import { type ExtraRecords, emptyResponse, forwardedResponse, localResponse } from './response.ts';
-import { QueryStats, type Source } from './stats.ts';
+import { createDnsMetrics, type DnsMetrics, type Source } from './stats.ts';
 import {
   CLASS_IN,
   encodeName,
@@ -65,7 +64,7 @@ export class Resolver {
   readonly #forwarder: Forwarder | undefined;
   readonly #maxCacheTtl: number;
   readonly #log: Logger;
-  readonly #metrics: ReturnType<typeof createMetrics>;
+  readonly #metrics: DnsMetrics;
   readonly #unsubscribe: () => void;
   #zone: Zone | undefined;
   #dirty = true;
@@ -86,7 +85,10 @@ export class Resolver {
     this.#log = opts.log ?? silentLogger;
     this.#cache = new ResponseCache(opts.cache);
     this.#maxCacheTtl = opts.maxCacheTtl ?? 3600;
-    this.#metrics = createMetrics(opts.registry, this);
+    this.#metrics = createDnsMetrics(opts.registry, {
+      cacheEntries: () => this.#cache.size,
+      upstreamInFlight: () => this.#forwarder?.inFlight ?? 0,
+    });
     this.#forwarder =
       opts.upstreams.length === 0
         ? undefined
@@ -102,14 +104,6 @@ export class Resolver {
       this.#dirty = true;
       setImmediate(() => this.#currentZone());
     });
-  }
-
-  get cacheSize(): number {
-    return this.#cache.size;
-  }
-
-  get upstreamInFlight(): number {
-    return this.#forwarder?.inFlight ?? 0;
   }
 
   close(): void {
@@ -345,44 +339,4 @@ function renamed(bytes: Buffer, count: number, name: string): ExtraRecords {
     o += 12 + rdlen;
   }
   return { count, bytes: Buffer.concat(parts) };
-}
-
-function createMetrics(registry: Registry | undefined, resolver: Resolver) {
-  const registers = registry ? [registry] : [];
-  const malformed = new client.Counter({
-    name: 'edgemesh_dns_rejected_total',
-    help: 'DNS messages rejected before answering (FORMERR/NOTIMP/BADVERS or dropped), by reason',
-    labelNames: ['reason'],
-    registers,
-  });
-  const upstream = new client.Counter({
-    name: 'edgemesh_dns_upstream_events_total',
-    help: 'Upstream resolver events: udp/tcp queries sent, timeouts, errors, busy (in-flight bound reached), malformed',
-    labelNames: ['event'],
-    registers,
-  });
-  const zoneBuilds = new client.Counter({
-    name: 'edgemesh_dns_zone_builds_total',
-    help: 'Times the cluster zone tables were rebuilt from the catalog',
-    registers,
-  });
-  new client.Gauge({
-    name: 'edgemesh_dns_cache_entries',
-    help: 'Upstream answers in the DNS cache',
-    registers,
-    collect() {
-      this.set(resolver.cacheSize);
-    },
-  });
-  new client.Gauge({
-    name: 'edgemesh_dns_upstream_in_flight',
-    help: 'Upstream DNS queries awaiting an answer',
-    registers,
-    collect() {
-      this.set(resolver.upstreamInFlight);
-    },
-  });
-  const stats = new QueryStats();
-  if (registry) stats.register(registry);
-  return { malformed, upstream, zoneBuilds, stats };
 }

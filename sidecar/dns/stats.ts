@@ -1,8 +1,8 @@
-import type { Registry } from 'prom-client';
+import client, { type Registry } from 'prom-client';
 import { rcodeName, Type } from './wire.ts';
 
 /**
- * Per-query metrics without per-query label hashing: plain typed-array counters on the hot
+ * The DNS metrics. Per-query ones without per-query label hashing: plain typed-array counters on the hot
  * path (prom-client's labelled inc/observe cost about as much as answering the query),
  * turned into Prometheus samples only when /metrics is scraped.
  *
@@ -114,3 +114,49 @@ function customMetric(
   };
   return metric as unknown as Parameters<Registry['registerMetric']>[0];
 }
+
+/** The DNS server's other metrics (rare events and gauges), plus the per-query QueryStats. */
+export function createDnsMetrics(
+  registry: Registry | undefined,
+  gauges: { cacheEntries: () => number; upstreamInFlight: () => number },
+) {
+  const registers = registry ? [registry] : [];
+  const malformed = new client.Counter({
+    name: 'edgemesh_dns_rejected_total',
+    help: 'DNS messages rejected before answering (FORMERR/NOTIMP/BADVERS or dropped), by reason',
+    labelNames: ['reason'],
+    registers,
+  });
+  const upstream = new client.Counter({
+    name: 'edgemesh_dns_upstream_events_total',
+    help: 'Upstream resolver events: udp/tcp queries sent, timeouts, errors, busy (in-flight bound reached), malformed',
+    labelNames: ['event'],
+    registers,
+  });
+  const zoneBuilds = new client.Counter({
+    name: 'edgemesh_dns_zone_builds_total',
+    help: 'Times the cluster zone tables were rebuilt from the catalog',
+    registers,
+  });
+  new client.Gauge({
+    name: 'edgemesh_dns_cache_entries',
+    help: 'Upstream answers in the DNS cache',
+    registers,
+    collect() {
+      this.set(gauges.cacheEntries());
+    },
+  });
+  new client.Gauge({
+    name: 'edgemesh_dns_upstream_in_flight',
+    help: 'Upstream DNS queries awaiting an answer',
+    registers,
+    collect() {
+      this.set(gauges.upstreamInFlight());
+    },
+  });
+  const stats = new QueryStats();
+  if (registry) stats.register(registry);
+  return { malformed, upstream, zoneBuilds, stats };
+}
+
+export type DnsMetrics = ReturnType<typeof createDnsMetrics>;
