@@ -86,7 +86,7 @@ async function udpFuzz(c: Extract<Command, { mode: 'udp-fuzz' }>) {
   let sent = 0;
   let probes = 0;
   let probeFailures = 0;
-  // A probe may be lost when a burst overflows the socket buffer: three tries of 1 s each.
+  // A probe may be lost when a burst overflows the socket buffer: three tries of 2 s each.
   const probe = async () => {
     for (let attempt = 0; attempt < 3; attempt++) if (await probeOnce()) return true;
     return false;
@@ -94,7 +94,7 @@ async function udpFuzz(c: Extract<Command, { mode: 'udp-fuzz' }>) {
   const probeOnce = () =>
     new Promise<boolean>((resolve) => {
       probeId = (probeId + 1) & 0xffff;
-      const timer = setTimeout(() => done(false), 1000);
+      const timer = setTimeout(() => done(false), 2000);
       const done = (ok: boolean) => {
         clearTimeout(timer);
         waiting = undefined;
