@@ -148,8 +148,6 @@ async function main(): Promise<void> {
   const catalogFile = join(dir, 'catalog.json');
   const l: ProxyLab = await setUpProxyLab('empm', { catalogFile, sidecar: false });
   try {
-    // Ports of the churn's short connections must be reusable (the app side closes first).
-    await l.lab.exec(l.pod, ['sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1']);
     // Baseline: a bare Node 24 process with one idle listener, in the same namespace.
     const bare = l.lab.spawn(l.pod, [
       NODE,

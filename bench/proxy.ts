@@ -170,15 +170,25 @@ async function main(): Promise<void> {
     const rows: (string | number)[][] = [];
     const verdicts: string[] = [];
     for (const s of scenarios) {
-      const results = {} as Record<PathName, WrkResult>;
-      for (const name of Object.keys(paths) as PathName[]) {
-        const p = paths[name];
-        results[name] = await wrk(l, `${p.base}${s.path}`, {
-          connections: s.connections,
-          uid: p.uid,
-          close: s.close,
-        });
+      const names = Object.keys(paths) as PathName[];
+      const runs = Object.fromEntries(names.map((n) => [n, [] as WrkResult[]])) as Record<
+        PathName,
+        WrkResult[]
+      >;
+      for (let round = 0; round < ROUNDS; round++) {
+        for (let i = 0; i < names.length; i++) {
+          const name = names[(i + round) % names.length];
+          const p = paths[name];
+          const r = await wrk(l, `${p.base}${s.path}`, {
+            connections: s.connections,
+            uid: p.uid,
+            close: s.close,
+          });
+          runs[name].push(r);
+        }
       }
+      const results = {} as Record<PathName, WrkResult>;
+      for (const name of names) results[name] = medianOf(runs[name], s.metric);
       const direct = results.direct[s.metric];
       const cell = (name: PathName) => {
         const v = results[name][s.metric];

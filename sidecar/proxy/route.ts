@@ -9,6 +9,7 @@
  */
 import { isIPv6 } from 'node:net';
 import type { Catalog, Endpoint, Service, ServicePort } from '../../lib/catalog/types.ts';
+import { canonicalIP } from '../../lib/catalog/validate.ts';
 
 /** A concrete place to dial: an endpoint (or pod, or passthrough address) and the node it lives on. */
 export interface Target {
@@ -90,10 +91,15 @@ export class RouteTable {
 
 const lookupKey = (ip: string, port: number) => `${ip}|${port}`;
 
-/** IPv4-mapped IPv6 (::ffff:a.b.c.d) is the IPv4 address; IPv6 is lower case. */
+/**
+ * The catalog's form of an address: IPv4-mapped IPv6 (::ffff:a.b.c.d) is the IPv4 address;
+ * IPv6 is canonical (RFC 5952, as the catalog stores it). IPv4 costs nothing.
+ */
 export function normalizeIp(ip: string): string {
+  if (!ip.includes(':')) return ip;
   const lower = ip.toLowerCase();
-  return lower.startsWith('::ffff:') && lower.includes('.') ? lower.slice(7) : lower;
+  if (lower.startsWith('::ffff:') && lower.includes('.')) return lower.slice(7);
+  return canonicalIP(lower) ?? lower;
 }
 
 /**
