@@ -434,6 +434,52 @@ describe('node agent', () => {
     expect(r.stdout).toContain('served by pod demo/hostnet on node node-b port 18080');
   });
 
+  it('runs a hostNetwork DaemonSet with a hostPath state dir on every node (the gateway shape)', async () => {
+    const state = mkdtempSync(join(tmpdir(), 'emk-ds-'));
+    try {
+      await apply({
+        apiVersion: 'apps/v1',
+        kind: 'DaemonSet',
+        metadata: { name: 'ds', namespace: 'demo' },
+        spec: {
+          selector: { matchLabels: { app: 'ds' } },
+          template: {
+            metadata: { labels: { app: 'ds' } },
+            spec: {
+              hostNetwork: true,
+              volumes: [{ name: 'state', hostPath: { path: `${state}/nodes`, type: 'DirectoryOrCreate' } }],
+              containers: [
+                {
+                  name: 'agent',
+                  image: 'busybox',
+                  env: [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }],
+                  volumeMounts: [{ name: 'state', mountPath: '/var/lib/emk-ds' }],
+                  command: ['sh', '-c', 'hostname -I > /var/lib/emk-ds/$NODE_NAME; exec sleep infinity'],
+                },
+              ],
+            },
+          },
+        },
+      });
+      const pods = await readyPods('app=ds', 2);
+      for (const node of nodes) {
+        const pod = pods.find((p) => p.spec.nodeName === node.name);
+        expect(pod?.status.podIP).toBe(node.address);
+        // Written from inside the node's network namespace, through the hostPath mount.
+        await waitFor(
+          () => existsSync(`${state}/nodes/${node.name}`),
+          10_000,
+          100,
+          `${node.name} state file`,
+        );
+        expect(readFileSync(`${state}/nodes/${node.name}`, 'utf8')).toContain(node.address);
+      }
+      await cp.kubectl(['-n', 'demo', 'delete', 'daemonset', 'ds', '--wait=true', '--timeout=60s']);
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
+  });
+
   it('mounts volumes: configMap (read-only), secret items, downwardAPI, emptyDir shared, hostPath, and a token that authenticates', async () => {
     const base = mkdtempSync(join(tmpdir(), 'emk-volumes-'));
     try {
