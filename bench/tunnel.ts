@@ -1,16 +1,22 @@
 // Tunnel benchmark in the NAT lab (needs root: network namespaces). One run measures each
 // tunnel path and, as its baseline, plain Node TCP over the same NATs and routers (a port
 // forward on the far NAT router; LAN routing for the same-site case), then prints ratios.
-//   node_modules/.bin/node bench/tunnel.ts [--mb 200] [--udp-mb 50]
+//   node_modules/.bin/node bench/tunnel.ts [--mb 200] [--udp-mb 50] [--rounds 3]
 import { parseArgs } from 'node:util';
 import { waitFor } from '../test/harness/netns.ts';
 import type { LabNode } from '../test/natlab/lab.ts';
 import { type SendResult, TunnelLab } from '../test/natlab/tunnel-fixture.ts';
 
 const { values: opt } = parseArgs({
-  options: { mb: { type: 'string', default: '200' }, 'udp-mb': { type: 'string', default: '50' } },
+  options: {
+    mb: { type: 'string', default: '200' },
+    'udp-mb': { type: 'string', default: '50' },
+    rounds: { type: 'string', default: '3' },
+  },
 });
 const MB = 1024 * 1024;
+const ROUNDS = Number(opt.rounds);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mbps = (r: SendResult) =>
   r.bytes && r.ms && r.reply === `${r.sha} ${r.bytes}` ? r.bytes / MB / (r.ms / 1000) : Number.NaN;
 
@@ -96,17 +102,25 @@ try {
     const plainAddr = host.startsWith('10.') ? `${host}:9000` : `${host}:19000`;
     const echoAddr = host.startsWith('10.') ? `${host}:9001` : `${host}:19001`;
     const bytes = c.mb * MB;
-    const plain = await t.sendPlain(c.from, plainAddr, bytes, 120_000);
-    const tun = await t.send(c.from, c.to, bytes, 180_000);
-    if (tun.path !== c.path) notes.push(`${c.name}: stream took ${tun.path}`);
+    // Interleaved rounds, median of each: this machine is shared, single runs are noise.
+    const plainRuns: number[] = [];
+    const tunRuns: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      plainRuns.push(mbps(await t.sendPlain(c.from, plainAddr, bytes, 120_000)));
+      const tun = await t.send(c.from, c.to, bytes, 180_000);
+      if (tun.path !== c.path) notes.push(`${c.name}: stream took ${tun.path}`);
+      tunRuns.push(mbps(tun));
+    }
+    const plain = median(plainRuns);
+    const tunnel = median(tunRuns);
     const plainRtt = await t.echo(c.from, { direct: echoAddr });
     const tunRtt = await t.echo(c.from, c.to);
     rows.push([
       c.name,
       `${c.mb}`,
-      mbps(plain).toFixed(0),
-      mbps(tun).toFixed(0),
-      (mbps(tun) / mbps(plain)).toFixed(2),
+      plain.toFixed(0),
+      tunnel.toFixed(0),
+      (tunnel / plain).toFixed(2),
       `${plainRtt.p50Us}`,
       `${tunRtt.p50Us}`,
       `${(tunRtt.p50Us ?? 0) - (plainRtt.p50Us ?? 0)}`,

@@ -46,7 +46,8 @@ export class TunnelLab {
     writeFileSync(join(this.dir, 'ca.key'), ca.keyPem, { mode: 0o600 });
   }
 
-  static async create(sites: SiteSpec[], tunnelServers = 2): Promise<TunnelLab> {
+  /** `serverArgs`: extra tunnel-server flags for every replica (e.g. relay limits). */
+  static async create(sites: SiteSpec[], tunnelServers = 2, serverArgs: string[] = []): Promise<TunnelLab> {
     const lab = await NatLab.create({ prefix: 'emt', sites, tunnelServers });
     const t = new TunnelLab(lab);
     try {
@@ -58,7 +59,7 @@ export class TunnelLab {
           hashes[n.name] = createHash('sha256').update(token).digest('hex');
         }
       writeFileSync(join(t.dir, 'tokens.json'), JSON.stringify(hashes));
-      for (let i = 0; i < tunnelServers; i++) await t.startServer(i);
+      for (let i = 0; i < tunnelServers; i++) await t.startServer(i, serverArgs);
       for (const s of lab.sites) for (const n of s.nodes) for (const _ of n.pods) await t.startSink(n);
     } catch (err) {
       await t.cleanup();
@@ -92,10 +93,12 @@ export class TunnelLab {
     this.servers.set(i, child);
     await waitFor(
       async () => (await this.lab.run(ts.ns, ['ss', '-ltn'])).stdout.includes(`:${TUNNEL_PORT}`),
-      15_000,
+      30_000,
       100,
       `tunnel-server ts${i + 1}`,
-    );
+    ).catch((err) => {
+      throw new Error(`${err.message}\n${processLog(`ts${i + 1}`)}`);
+    });
   }
 
   killServer(i: number): void {

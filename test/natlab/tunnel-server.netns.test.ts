@@ -1,0 +1,71 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LabNode } from './lab.ts';
+import { TUNNEL_PORT, TunnelLab } from './tunnel-fixture.ts';
+
+// The tunnel-server on its own: relay limits per node (a bandwidth limit slows, never cuts;
+// a session limit refuses with a clear error) and junk from the internet not hurting it.
+// Three sites behind symmetric NAT, so every pair can only use the relay.
+describe('tunnel-server limits and hostile input', () => {
+  let t: TunnelLab;
+  let a: LabNode;
+  let b: LabNode;
+  let c: LabNode;
+
+  beforeAll(async () => {
+    t = await TunnelLab.create(
+      [
+        { mapping: 'random', inbound: 'drop', nodes: 1, podsPerNode: 1 },
+        { mapping: 'random', inbound: 'drop', nodes: 1, podsPerNode: 1 },
+        { mapping: 'random', inbound: 'reject', nodes: 1, podsPerNode: 1 },
+      ],
+      1,
+      ['--relay-max-sessions', '1', '--relay-bytes-per-second', String(8 * 1024 * 1024)],
+    );
+    [a, b, c] = t.lab.sites.map((s) => s.nodes[0]);
+    // Relay only: the symmetric NATs defeat punching anyway; skipping it keeps the test short.
+    for (const node of [a, b, c]) await t.startNode(node, { techniques: 'lan' });
+  });
+  afterAll(async () => {
+    await t?.cleanup();
+  });
+
+  it('a bandwidth limit slows a long transfer but never cuts it', async () => {
+    const bytes = 24 * 1024 * 1024; // three seconds' worth at the limit
+    const r = await t.send(a, b, bytes, 120_000);
+    expect(r.path).toBe('relay');
+    expect(r.reply).toBe(`${r.sha} ${bytes}`);
+  });
+
+  it('the per-node session limit refuses a second relay with a clear error', async () => {
+    // a already relays to b (one session): c cannot get a relay to a.
+    const r = await t.send(c, a, 1000);
+    expect(r.error).toMatch(
+      /^ERR EDGEMESH_ERR_UNAVAILABLE no path to node node1-1: .*relay limit of 1 per node reached/,
+    );
+    // ... while the existing relay keeps working.
+    const again = await t.send(a, b, 1000);
+    expect(again.reply).toBe(`${again.sha} 1000`);
+  });
+
+  it('junk on the public port (raw, TLS-looking, oversized) leaves the server serving', async () => {
+    const server = `${t.lab.tunnelServers[0].addr}:${TUNNEL_PORT}`;
+    const ns = t.lab.sites[0].natNs; // any host on the internet side
+    for (const junk of [
+      "printf 'GET / HTTP/1.1\\r\\n\\r\\n'",
+      "printf 'EMT1 RELAY 00000000000000000000000000000000\\n'",
+      "printf '\\026\\003\\001\\000\\005hello'",
+      'head -c 100000 /dev/zero',
+    ]) {
+      await t.lab.run(ns, ['sh', '-c', `${junk} | socat -T2 - TCP:${server}`]);
+    }
+    // UDP junk at the STUN port gets no answer (no amplification).
+    const udp = await t.lab.run(ns, [
+      'sh',
+      '-c',
+      `printf 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxx' | socat -T1 - UDP:${server}`,
+    ]);
+    expect(udp.stdout).toBe('');
+    const r = await t.send(a, b, 1000);
+    expect(r.reply).toBe(`${r.sha} 1000`);
+  });
+});
