@@ -212,15 +212,30 @@ describe('edgemesh on a real control plane across NATs', () => {
       `_http._tcp.${FQDN}`,
     ]);
     expect(srv.stdout.trim()).toMatch(new RegExp(`^\\d+ \\d+ 12345 ${FQDN.replaceAll('.', '\\.')}\\.$`));
-    const podIPs = (await livePods(cluster, 'app=nginx')).map((p) => p.status.podIP).sort();
-    const headless = await inClient(cluster, [
-      'dig',
-      '+short',
-      '+time=2',
-      '+tries=1',
-      `nginx-headless.${NS}.svc.cluster.local`,
-    ]);
-    expect(headless.stdout.trim().split('\n').sort()).toEqual(podIPs);
+    // Headless: the ready pods' IPs. The catalog is eventually consistent (API → gateway →
+    // sidecar), so allow it a moment after the rollout to settle on the current pods.
+    const podIPs = (await readyPods('app=nginx', 1)).map((p) => p.status.podIP).sort();
+    const started = Date.now();
+    let headless = '';
+    await waitFor(
+      async () => {
+        headless = (
+          await inClient(cluster, [
+            'dig',
+            '+short',
+            '+time=2',
+            '+tries=1',
+            `nginx-headless.${NS}.svc.cluster.local`,
+          ])
+        ).stdout.trim();
+        return JSON.stringify(headless.split('\n').sort()) === JSON.stringify(podIPs);
+      },
+      20_000,
+      200,
+      'headless answer',
+    ).catch(() => undefined);
+    expect(headless.split('\n').sort()).toEqual(podIPs);
+    process.stderr.write(`mesh e2e: headless answer current after ${Date.now() - started} ms\n`);
     const headlessSrv = await inClient(cluster, [
       'dig',
       '+short',
