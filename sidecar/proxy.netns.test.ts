@@ -3,7 +3,7 @@
  * capture rules of `edgemesh init`, clients (curl, a Node client) whose connections iptables
  * redirects to it, and real backends in a second namespace (sidecar/testing/lab.ts).
  */
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import {
   BACKENDS6,
   HTTP_PORT,
   KNOWN_POD,
+  labCatalog,
   NODE,
   PASSTHROUGH,
   type ProxyLab,
@@ -25,6 +26,7 @@ import {
 const CLIENT = new URL('./testing/client.ts', import.meta.url).pathname;
 let l: ProxyLab;
 let dir: string;
+let catalogFile: string;
 
 async function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return l.lab.run(l.pod, ['curl', '-sS', '-m', '5', ...args]);
@@ -72,7 +74,8 @@ const greeting = (data = '') => /^hello from (\S+)\n/.exec(data)?.[1];
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'emp-'));
   await chmod(dir, 0o755); // the sidecar runs as uid 1337 and must read the catalog
-  l = await setUpProxyLab('emp', { catalogFile: join(dir, 'catalog.json') });
+  catalogFile = join(dir, 'catalog.json');
+  l = await setUpProxyLab('emp', { catalogFile });
 });
 
 afterAll(async () => {
@@ -156,6 +159,30 @@ describe('HTTP service ports (per-request balancing)', () => {
     expect(r.data?.endsWith('hi there')).toBe(true);
   });
 
+  it('closes an h2c connection that sends garbage after the preface, and keeps serving', async () => {
+    const [r] = await tcp(
+      VIP.grpc,
+      50051,
+      1,
+      'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\nthis is not a frame at all',
+    );
+    expect(r.error).toBeUndefined(); // closed by the proxy, not timed out
+    // What came back, if anything, is HTTP/2 frames (SETTINGS/GOAWAY), never an HTTP/1 answer.
+    expect(r.data ?? '').not.toMatch(/HTTP\/1/);
+    const ok = await l.lab.exec(l.pod, [
+      NODE,
+      CLIENT,
+      'h2',
+      '--host',
+      VIP.grpc,
+      '--port',
+      '50051',
+      '--count',
+      '1',
+    ]);
+    expect(JSON.parse(ok.stdout)[0]).toMatch(/^h2 /);
+  });
+
   it('answers garbage with 400 and a close, and keeps serving', async () => {
     const [r] = await tcp(VIP.web, 80, 1, '\\x00\\x01\\x02 NOT HTTP\\r\\n\\r\\n');
     expect(r.data).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
@@ -228,6 +255,52 @@ describe('pods, passthrough and loops', () => {
     const [r] = await tcp('10.10.0.2', 15001);
     expect(r.data ?? '').toBe('');
     expect(await metric('edgemesh_proxy_refused_total{reason="loop"')).toBe(before + 1);
+  });
+});
+
+describe('least connections and catalog changes', () => {
+  it('sends new connections to the endpoint with the fewest open ones', async () => {
+    const holder = l.lab.spawn(l.pod, [
+      NODE,
+      CLIENT,
+      'hold',
+      '--host',
+      VIP.least,
+      '--port',
+      '7',
+      '--count',
+      '2',
+    ]);
+    let out = '';
+    holder.stdout?.on('data', (d) => {
+      out += d;
+    });
+    try {
+      await waitFor(() => out.includes('held 2'), 10_000, 50, 'two held connections');
+      const held = (JSON.parse(out.slice(out.indexOf('['))) as string[]).map((g) => greeting(`${g}\n`));
+      expect(new Set(held).size).toBe(2);
+      const idle = BACKENDS.filter((ip) => !held.includes(ip));
+      const results = await tcp(VIP.least, 7, 3);
+      expect(results.map((r) => greeting(r.data))).toEqual([idle[0], idle[0], idle[0]]);
+    } finally {
+      holder.stdin?.end();
+    }
+  });
+
+  it('follows catalog file changes: a removed endpoint gets no new connections', async () => {
+    const catalog = labCatalog();
+    catalog.revision = 2;
+    const echo = catalog.services['default/echo'];
+    echo.endpoints = echo.endpoints.filter((e) => e.ip === BACKENDS[2]);
+    await writeFile(catalogFile, JSON.stringify(catalog));
+    await waitFor(
+      async () => (await tcp(VIP.echo, 7, 3)).every((r) => greeting(r.data) === BACKENDS[2]),
+      10_000,
+      200,
+      'only the remaining endpoint answers',
+    );
+    const results = await tcp(VIP.echo, 7, 6);
+    expect(results.map((r) => greeting(r.data))).toEqual(Array(6).fill(BACKENDS[2]));
   });
 });
 

@@ -79,12 +79,14 @@ async function h2(): Promise<string[]> {
 
 async function hold(): Promise<void> {
   const sockets: net.Socket[] = [];
+  const greetings: string[] = [];
   let greeted = 0;
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`only ${greeted}/${count} greeted`)), 20_000);
     for (let i = 0; i < count; i++) {
       const s = net.connect({ host, port });
-      s.once('data', () => {
+      s.once('data', (d: Buffer) => {
+        greetings.push(String(d).trim());
         if (++greeted === count) {
           clearTimeout(timer);
           resolve();
@@ -94,7 +96,7 @@ async function hold(): Promise<void> {
       sockets.push(s);
     }
   });
-  process.stdout.write(`held ${sockets.length}\n`);
+  process.stdout.write(`held ${sockets.length} ${count <= 10 ? JSON.stringify(greetings) : ''}\n`);
   await new Promise((r) => process.stdin.once('end', r).resume());
   for (const s of sockets) s.destroy();
 }
