@@ -5,6 +5,7 @@ import { validateOptions } from './node-agent.ts';
 import { nodeStatus } from './nodes.ts';
 import { containerEnv, EnvError, expandVars } from './pod-env.ts';
 import { IpPool, parseCidr } from './pod-network.ts';
+import { runProbe, UnsupportedProbe } from './probes.ts';
 
 const pod: V1Pod = {
   metadata: { name: 'client-7f', namespace: 'demo', uid: 'u-1', labels: { app: 'client' } },
@@ -232,5 +233,21 @@ describe('node status', () => {
     expect(status.allocatable).toEqual(status.capacity);
     expect(status.capacity?.pods).toBe('110');
     expect(status.nodeInfo?.kubeletVersion).toBe('v1.36.3');
+  });
+});
+
+describe('probes that cannot run', () => {
+  const target = { podIP: '10.244.1.2', nodeNetns: 'none', podNetns: 'none', user: undefined };
+  it('names an unknown named port and an unsupported kind', async () => {
+    const container = { name: 'web', ports: [{ name: 'http', containerPort: 80 }] };
+    await expect(
+      runProbe({ httpGet: { port: 'metrics', path: '/' } }, { ...target, container }),
+    ).rejects.toThrow(/web: probe port "metrics" names no container port/);
+    await expect(runProbe({ tcpSocket: { port: 70000 } }, { ...target, container })).rejects.toThrow(
+      UnsupportedProbe,
+    );
+    await expect(runProbe({ grpc: { port: 80 } }, { ...target, container })).rejects.toThrow(
+      /only httpGet, tcpSocket and exec probes/,
+    );
   });
 });

@@ -14,6 +14,7 @@ export interface ProbeTarget {
   user: { uid: number; gid: number } | undefined;
 }
 
+/** A probe that cannot be run as written (unknown kind, unknown named port). */
 export class UnsupportedProbe extends Error {}
 
 /**
@@ -23,8 +24,18 @@ export class UnsupportedProbe extends Error {}
  */
 export async function runProbe(probe: V1Probe, t: ProbeTarget): Promise<boolean> {
   const timeout = String(probe.timeoutSeconds ?? 1);
-  const port = (p: number | string | object) =>
-    typeof p === 'string' ? t.container.ports?.find((cp) => cp.name === p)?.containerPort : Number(p);
+  const port = (p: number | string | object): number => {
+    const n =
+      typeof p === 'string' && !/^\d+$/.test(p)
+        ? t.container.ports?.find((cp) => cp.name === p)?.containerPort
+        : Number(p);
+    if (n === undefined || !Number.isInteger(n) || n < 1 || n > 65535) {
+      throw new UnsupportedProbe(
+        `${t.container.name}: probe port ${JSON.stringify(p)} names no container port`,
+      );
+    }
+    return n;
+  };
   const run = (ns: string, argv: string[]) =>
     execFileP('ip', ['netns', 'exec', ns, ...argv], { timeout: 10_000 }).then(
       (r) => ({ ok: true, stdout: r.stdout }),
