@@ -207,8 +207,11 @@ describe('TCP service ports', () => {
   });
 
   it('fails over to the next endpoint when one refuses', async () => {
+    const failuresBefore = await metric('edgemesh_proxy_connect_failures_total{via="pod"');
     const results = await tcp(VIP.flakyTcp, 7, 4);
     expect(results.map((r) => greeting(r.data))).toEqual(Array(4).fill(BACKENDS[1]));
+    // Outlier ejection: after its first refusal the dead endpoint is skipped, not retried each time.
+    expect(await metric('edgemesh_proxy_connect_failures_total{via="pod"')).toBe(failuresBefore + 1);
   });
 
   it('resets the connection when a service has no ready endpoint', async () => {

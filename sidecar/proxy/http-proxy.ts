@@ -198,6 +198,7 @@ export class HttpProxy {
           proto === 'http'
             ? await this.#forwardH1(choice.value, req as IncomingMessage, method, headers, hasBody)
             : await this.#forwardH2(choice.value, req, method, headers, hasBody);
+        balancer.reportSuccess(choice.id);
         if (this.#draining && proto === 'http') (res as ServerResponse).shouldKeepAlive = false;
         (res as ServerResponse).writeHead(upstream.statusCode, responseHeaders(upstream.headers, proto));
         metrics.httpRequests.inc({ code: upstream.statusCode });
@@ -221,6 +222,7 @@ export class HttpProxy {
         if (!staleKeepAlive) {
           metrics.connectFailures.inc({ via: 'pod' });
           failed.add(choice.id);
+          balancer.reportFailure(choice.id);
         }
         if (!retryable) break;
       } finally {
@@ -388,10 +390,12 @@ export class HttpProxy {
       if (!choice) break;
       try {
         const { socket } = await this.#opts.dialer.dial(choice.value, this.#opts.connectTimeoutMs);
+        balancer.reportSuccess(choice.id);
         balancer.acquire(choice.id);
         return { socket, release: () => balancer.release(choice.id) };
       } catch {
         failed.add(choice.id);
+        balancer.reportFailure(choice.id);
       }
     }
     throw new Error('no endpoint reachable');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Balancer, type Choice } from './lb.ts';
+import { Balancer, type Choice, EJECT_BASE_MS, EJECT_MAX_MS } from './lb.ts';
 
 const endpoints = (n: number): Choice<number>[] =>
   Array.from({ length: n }, (_, i) => ({ id: `10.0.0.${i + 1}:80`, value: i }));
@@ -183,5 +183,48 @@ describe('session affinity (ClientIP)', () => {
     expect(b.affinityEntries).toBe(100);
     // The oldest entry was dropped; the client is placed again by the ring, which gives the same endpoint.
     expect(b.pick({ clientIp: '10.9.9.9' })?.id).toBe(first);
+  });
+});
+
+describe('outlier ejection', () => {
+  it('skips an endpoint after a failed connect, longer after each failure, until a success', () => {
+    let now = 0;
+    const b = new Balancer<number>({ policy: 'round-robin', now: () => now });
+    b.setChoices(endpoints(3));
+    b.reportFailure('10.0.0.1:80');
+    expect(b.ejected('10.0.0.1:80')).toBe(true);
+    expect(Array.from({ length: 4 }, () => b.pick()?.value)).toEqual([1, 2, 1, 2]);
+    now += EJECT_BASE_MS; // ejection over: back in rotation
+    expect(b.ejected('10.0.0.1:80')).toBe(false);
+    expect(new Set(Array.from({ length: 3 }, () => b.pick()?.value))).toEqual(new Set([0, 1, 2]));
+    b.reportFailure('10.0.0.1:80'); // second failure in a row: twice as long
+    now += EJECT_BASE_MS;
+    expect(b.ejected('10.0.0.1:80')).toBe(true);
+    now += EJECT_BASE_MS;
+    expect(b.ejected('10.0.0.1:80')).toBe(false);
+    for (let i = 0; i < 10; i++) b.reportFailure('10.0.0.1:80');
+    now += EJECT_MAX_MS - 1; // capped
+    expect(b.ejected('10.0.0.1:80')).toBe(true);
+    b.reportSuccess('10.0.0.1:80');
+    expect(b.ejected('10.0.0.1:80')).toBe(false);
+  });
+
+  it('ignores ejection when every endpoint is ejected (trying beats refusing)', () => {
+    const b = new Balancer<number>({ policy: 'round-robin', now: () => 0 });
+    b.setChoices(endpoints(2));
+    b.reportFailure('10.0.0.1:80');
+    b.reportFailure('10.0.0.2:80');
+    expect([b.pick()?.value, b.pick()?.value]).toEqual([0, 1]);
+    // …but what the caller excluded for this connection stays excluded.
+    expect(b.pick({}, new Set(['10.0.0.1:80']))?.value).toBe(1);
+  });
+
+  it('forgets endpoints that left the set', () => {
+    const b = new Balancer<number>({ policy: 'round-robin', now: () => 0 });
+    b.setChoices(endpoints(2));
+    b.reportFailure('10.0.0.2:80');
+    b.setChoices(endpoints(1));
+    b.setChoices(endpoints(2));
+    expect(b.ejected('10.0.0.2:80')).toBe(false);
   });
 });

@@ -38,6 +38,9 @@ export interface BalancerOptions {
   maxAffinityEntries?: number;
 }
 
+export const EJECT_BASE_MS = 5_000;
+export const EJECT_MAX_MS = 60_000;
+
 export interface PickKey {
   clientIp?: string;
   /** For consistent-hash on HTTP: the value of the configured header. */
@@ -55,6 +58,8 @@ export class Balancer<T> {
   #totalActive = 0;
   #ring: { point: number; id: string }[] = [];
   #affinity = new Map<string, { id: string; expires: number }>();
+  /** Outlier ejection: endpoints whose connects failed, and until when they are skipped. */
+  #ejected = new Map<string, { until: number; failures: number }>();
 
   constructor(options: BalancerOptions) {
     this.policy = options.policy;
@@ -83,6 +88,7 @@ export class Balancer<T> {
       choices.length === this.#choices.length && choices.every((c, i) => c.id === this.#choices[i].id);
     this.#choices = choices;
     this.#byId = new Map(choices.map((c) => [c.id, c]));
+    for (const id of this.#ejected.keys()) if (!this.#byId.has(id)) this.#ejected.delete(id);
     if (sameIds) return;
     if (this.#next >= choices.length) this.#next = 0;
     if (this.policy === 'consistent-hash' || this.#options.affinityTimeoutMs !== undefined) {
@@ -97,7 +103,8 @@ export class Balancer<T> {
    * Picks an endpoint, never one in `exclude` (endpoints that already failed for this
    * connection). Returns undefined when none is left.
    */
-  pick(key: PickKey = {}, exclude?: ReadonlySet<string>): Choice<T> | undefined {
+  pick(key: PickKey = {}, excluded?: ReadonlySet<string>): Choice<T> | undefined {
+    const exclude = this.#withEjected(excluded);
     const eligible = (c: Choice<T>) => !exclude?.has(c.id);
     if (!this.#choices.some(eligible)) return undefined;
     const timeout = this.#options.affinityTimeoutMs;
@@ -116,6 +123,35 @@ export class Balancer<T> {
       default:
         return this.#pickRoundRobin(exclude);
     }
+  }
+
+  /**
+   * A connect to `id` failed: skip it for EJECT_BASE_MS, doubling with each further failure
+   * up to EJECT_MAX_MS, so a dead or black-holed endpoint stops costing every new connection
+   * a connect timeout before the kubelet marks it unready. When every endpoint is ejected the
+   * ejection is ignored (like Envoy's panic threshold): trying beats refusing outright.
+   */
+  reportFailure(id: string): void {
+    const failures = (this.#ejected.get(id)?.failures ?? 0) + 1;
+    const ms = Math.min(EJECT_BASE_MS * 2 ** (failures - 1), EJECT_MAX_MS);
+    this.#ejected.set(id, { until: this.#options.now() + ms, failures });
+  }
+
+  reportSuccess(id: string): void {
+    if (this.#ejected.size > 0) this.#ejected.delete(id);
+  }
+
+  ejected(id: string): boolean {
+    return (this.#ejected.get(id)?.until ?? 0) > this.#options.now();
+  }
+
+  #withEjected(exclude?: ReadonlySet<string>): ReadonlySet<string> | undefined {
+    if (this.#ejected.size === 0) return exclude;
+    const now = this.#options.now();
+    const out = new Set(exclude);
+    for (const [id, e] of this.#ejected) if (e.until > now) out.add(id);
+    if (out.size === (exclude?.size ?? 0)) return exclude;
+    return this.#choices.some((c) => !out.has(c.id)) ? out : exclude;
   }
 
   /** Counts a connection/request as open on `id` (least-connections and bounded load use it). */

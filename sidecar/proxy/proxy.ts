@@ -219,9 +219,11 @@ export class OutboundProxy {
       balancer.acquire(choice.id);
       try {
         const result = await this.#dialOne(choice.value);
+        balancer.reportSuccess(choice.id);
         return { result, release: once(() => balancer.release(choice.id)) };
       } catch (err) {
         balancer.release(choice.id);
+        balancer.reportFailure(choice.id);
         failed.add(choice.id);
         lastError = err;
       }
