@@ -6,6 +6,8 @@
 #   build-k8s.sh [binary...]   default: kube-apiserver kube-controller-manager kube-scheduler kubectl
 # Binaries: kube-apiserver kube-controller-manager kube-scheduler kubectl etcd
 set -euo pipefail
+# CI may run without HOME; Go's caches and ours live under it.
+export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
 
 here=$(cd "$(dirname "$0")" && pwd)
 mod="$here/k8s"
@@ -61,6 +63,8 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
+# The usual install location, for environments whose PATH lacks it.
+command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { log "go is not on PATH (needs Go >= $(awk '$1 == "go" { print $2 }' "$mod/go.mod"))"; exit 1; }
 work=$(mktemp -d "$bin/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
