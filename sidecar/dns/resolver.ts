@@ -1,4 +1,4 @@
-import dnsPacket from 'dns-packet';
+import type DnsPacket from 'dns-packet';
 import type { Registry } from 'prom-client';
 import type { CatalogStore } from '../../lib/catalog/store.ts';
 import { describeError } from '../../lib/errors.ts';
@@ -240,11 +240,15 @@ export class Resolver {
     ]);
     const tq: Query = { ...q, name: target, qclass: CLASS_IN, questionEnd: 12 + question.length };
     const tmsg = Buffer.concat([msg.subarray(0, 12), question]);
-    this.#forward(tmsg, tq).then(
-      ({ response }) =>
+    Promise.all([this.#forward(tmsg, tq), loadDnsPacket()]).then(
+      ([{ response }, dnsPacket]) =>
         this.#complete(msg, q, limit, start, reply, () => {
+          // Upstream records may use compression pointers into their own message: re-encode them whole.
           const records = (dnsPacket.decode(response).answers ?? []).filter((r) => r.type !== 'OPT');
-          const extra = { count: records.length, bytes: Buffer.concat(records.map((r) => encodeAnswer(r))) };
+          // dns-packet encodes single records (uncompressed); its types do not declare it.
+          const encode = (dnsPacket as unknown as { answer: { encode(a: DnsPacket.Answer): Buffer } }).answer
+            .encode;
+          const extra = { count: records.length, bytes: Buffer.concat(records.map((r) => encode(r))) };
           return ['upstream', localResponse(msg, q, a, limit, true, extra)];
         }),
       () => this.#complete(msg, q, limit, start, reply, () => ['upstream', localResponse(msg, q, a, limit)]),
@@ -324,9 +328,12 @@ export class Resolver {
 
 const SOURCE_INDEX: Record<Source, number> = { local: 0, cache: 1, upstream: 2 };
 
-// dns-packet encodes single records (uncompressed) but its types do not declare it.
-const encodeAnswer = (dnsPacket as unknown as { answer: { encode(a: dnsPacket.Answer): Buffer } }).answer
-  .encode;
+// dns-packet is needed only for ExternalName targets answered upstream: loaded on first use.
+let dnsPacketModule: Promise<typeof DnsPacket> | undefined;
+const loadDnsPacket = () => {
+  dnsPacketModule ??= import('dns-packet').then((m) => m.default);
+  return dnsPacketModule;
+};
 
 /** Pre-encoded records (owner 0xC00C) re-owned by `name`, for records appended after a CNAME. */
 function renamed(bytes: Buffer, count: number, name: string): ExtraRecords {
