@@ -5,12 +5,10 @@
  */
 import type http from 'node:http';
 import { isIP } from 'node:net';
-import { GatewayFeedSource } from '../lib/catalog/feed-source.ts';
-import { catalogFileSource, objectsFileSource } from '../lib/catalog/file-source.ts';
 import type { CatalogSource } from '../lib/catalog/source.ts';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import { configError } from '../lib/errors.ts';
-import { createLogger } from '../lib/log.ts';
+import { createLogger, type Logger } from '../lib/log.ts';
 import { createRegistry, serveMetrics } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { type DnsServer, parseUpstream, readResolvConf, startDnsServer } from './dns/index.ts';
@@ -48,22 +46,29 @@ export function parseHostPort(text: string, defaultPort: number): { host: string
   return { host, port };
 }
 
+/**
+ * The configured catalog source, loaded on demand: in a pod it is the gateway feed, and the
+ * file sources' YAML parser and object→catalog builder would only cost memory there.
+ */
+async function catalogSource(config: SidecarConfig, log: Logger): Promise<CatalogSource> {
+  const opts = { log, clusterDomain: config.clusterDomain };
+  if (config.catalogFile)
+    return (await import('../lib/catalog/file-source.ts')).catalogFileSource(config.catalogFile, opts);
+  if (config.objectsFile)
+    return (await import('../lib/catalog/file-source.ts')).objectsFileSource(config.objectsFile, opts);
+  if (config.gateway) {
+    const { GatewayFeedSource } = await import('../lib/catalog/feed-source.ts');
+    return new GatewayFeedSource({ host: config.gateway.host, port: config.gateway.port, log });
+  }
+  throw configError('no catalog source: pass --gateway (or set HOST_IP), --catalog-file or --objects');
+}
+
 export async function runSidecar(config: SidecarConfig): Promise<void> {
   const log = createLogger('sidecar');
   const registry = createRegistry('sidecar');
   if (config.catalogFile && config.objectsFile)
     throw configError('--catalog-file and --objects exclude each other');
-  const source: CatalogSource = config.catalogFile
-    ? catalogFileSource(config.catalogFile, { log, clusterDomain: config.clusterDomain })
-    : config.objectsFile
-      ? objectsFileSource(config.objectsFile, { log, clusterDomain: config.clusterDomain })
-      : config.gateway
-        ? new GatewayFeedSource({ host: config.gateway.host, port: config.gateway.port, log })
-        : (() => {
-            throw configError(
-              'no catalog source: pass --gateway (or set HOST_IP), --catalog-file or --objects',
-            );
-          })();
+  const source = await catalogSource(config, log);
 
   const resolv = config.upstreams?.length ? undefined : readResolvConf(config.resolvConf);
   const upstreams = (config.upstreams?.length ? config.upstreams : (resolv?.nameservers ?? [])).map(

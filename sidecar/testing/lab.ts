@@ -286,11 +286,12 @@ export async function startSidecar(
   catalogFile: string,
   extra: string[] = [],
   env: Record<string, string> = {},
+  command: string[] = [EDGEMESH_BIN],
 ): Promise<ChildProcess> {
   const child = l.lab.spawn(
     l.pod,
     [
-      EDGEMESH_BIN,
+      ...command,
       'sidecar',
       '--catalog-file',
       catalogFile,
