@@ -648,6 +648,19 @@ describe('DNS server in a pod namespace', () => {
       expect: 0,
     });
     expect(idle.closedByServer).toBe(true);
+    // A query trickled a byte every 200 ms gets no more time than an idle connection.
+    const q = encodeQuery({ name: `web.default.svc.${Z}`, type: 'A', id: 5 });
+    const framed = Buffer.concat([Buffer.from([0, q.length]), q]);
+    const slow = await raw<{ closedByServer: boolean; answers: string[] }>({
+      mode: 'tcp-exchange',
+      host: '127.0.0.1',
+      port: 15054,
+      timeoutMs: 10_000,
+      chunks: [...framed].map((b) => Buffer.from([b]).toString('hex')),
+      delayMs: 200,
+      expect: 1,
+    });
+    expect(slow).toMatchObject({ closedByServer: true, answers: [] });
   });
 
   it('survives a fuzz stream over UDP and TCP (bounded count), answering a probe after every batch', async () => {

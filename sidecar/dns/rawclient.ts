@@ -11,7 +11,16 @@ import { encodeQuery } from './testutil.ts';
 
 type Command =
   | { mode: 'udp-exchange'; host: string; port: number; timeoutMs: number; packets: string[] }
-  | { mode: 'tcp-exchange'; host: string; port: number; timeoutMs: number; chunks: string[]; expect: number }
+  | {
+      mode: 'tcp-exchange';
+      host: string;
+      port: number;
+      timeoutMs: number;
+      chunks: string[];
+      expect: number;
+      /** Pause between chunks (a slow client). */
+      delayMs?: number;
+    }
   | { mode: 'udp-fuzz'; host: string; port: number; seed: number; count: number; batch: number }
   | { mode: 'tcp-fuzz'; host: string; port: number; seed: number; connections: number };
 
@@ -51,8 +60,12 @@ function tcpExchange(c: Extract<Command, { mode: 'tcp-exchange' }>) {
       resolve({ answers, closedByServer });
     };
     const timer = setTimeout(finish, c.timeoutMs);
-    sock.on('connect', () => {
-      for (const chunk of c.chunks) sock.write(Buffer.from(chunk, 'hex'));
+    sock.on('connect', async () => {
+      for (const chunk of c.chunks) {
+        if (sock.destroyed) return;
+        sock.write(Buffer.from(chunk, 'hex'));
+        if (c.delayMs) await new Promise((r) => setTimeout(r, c.delayMs));
+      }
     });
     sock.on('data', (d: Buffer) => {
       buf = Buffer.concat([buf, d]);

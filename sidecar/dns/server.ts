@@ -149,7 +149,11 @@ function serveTcp(sock: net.Socket, resolver: Resolver, connections: Set<net.Soc
       sock.resume();
   };
   sock.on('drain', maybeResume);
+  // A message trickled in a byte at a time keeps the idle timer alive: it too gets idleMs.
+  let partialSince = 0;
   sock.on('data', (chunk: Buffer) => {
+    const continuing = buffered.length > 0;
+    let consumed = false;
     buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
     if (buffered.length > MAX_TCP_BUFFERED) return sock.destroy();
     while (buffered.length >= 2) {
@@ -159,6 +163,7 @@ function serveTcp(sock: net.Socket, resolver: Resolver, connections: Set<net.Soc
       if (buffered.length < 2 + len) break;
       const msg = buffered.subarray(2, 2 + len);
       buffered = buffered.subarray(2 + len);
+      consumed = true;
       pending++;
       const willAnswer = resolver.handle(msg, 'tcp', (answer) => {
         pending--;
@@ -171,6 +176,9 @@ function serveTcp(sock: net.Socket, resolver: Resolver, connections: Set<net.Soc
       });
       if (!willAnswer) pending--;
     }
+    if (buffered.length === 0) partialSince = 0;
+    else if (!continuing || consumed) partialSince = Date.now();
+    else if (Date.now() - partialSince > idleMs) return sock.destroy();
     if (pending >= MAX_TCP_PENDING || sock.writableLength >= MAX_TCP_UNSENT) sock.pause();
   });
 }
