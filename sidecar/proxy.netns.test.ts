@@ -323,9 +323,15 @@ describe('process', () => {
       '--send',
       'late',
       '--hold-ms',
-      '1500',
+      '2000',
     ]);
-    await new Promise((r) => setTimeout(r, 500));
+    // Signal only once that connection is through the proxy (a loaded machine starts node slowly).
+    await waitFor(
+      async () => (await metric('edgemesh_proxy_active_connections')) >= 1,
+      10_000,
+      20,
+      'open connection',
+    );
     const exited = new Promise<number | null>((resolve) => sidecar.once('exit', (code) => resolve(code)));
     // The sidecar runs under `ip netns exec … setpriv`, which exec()s: the child PID is the node process.
     process.kill(sidecar.pid, 'SIGTERM');

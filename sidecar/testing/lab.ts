@@ -273,6 +273,18 @@ export async function setUpProxyLab(
   peer.stdout?.on('data', (d: Buffer) => {
     for (const line of String(d).split('\n')) if (line.startsWith('{')) gatewayRequests.push(line);
   });
+  // Every backend reachable before anything measures (IPv6 neighbour discovery can lag the
+  // first connects, which would otherwise count as endpoint failures). curl runs as the
+  // sidecar's uid so the capture rules, installed next, never see it.
+  for (const ip of [...BACKENDS, ...BACKENDS6]) {
+    const url = `http://${ip.includes(':') ? `[${ip}]` : ip}:${HTTP_PORT}/`;
+    await waitFor(
+      async () => (await lab.run(pod, ['curl', '-s', '-m', '1', url], { uid: 1337 })).code === 0,
+      10_000,
+      100,
+      `backend ${ip} reachable`,
+    );
+  }
   await lab.exec(pod, [EDGEMESH_BIN, 'init'], { timeoutMs: 60_000 });
   const result: ProxyLab = { lab, pod, srv, gatewayRequests, sidecarLog: [] };
   if (opts.sidecar !== false)
