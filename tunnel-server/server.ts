@@ -75,10 +75,13 @@ interface RelayLeg {
   pairId: string;
   socket?: net.Socket;
   timer: NodeJS.Timeout;
+  /** Frees the requester's pending slot (once). */
+  release: () => void;
 }
 
 interface Punch {
   id: string;
+  release: () => void;
   nodes: [string, string];
   tokens: [string, string];
   observed: (Address | undefined)[];
@@ -89,6 +92,8 @@ const FIRST_BYTE_TIMEOUT_MS = 10_000;
 const RAW_LINE_TIMEOUT_MS = 5_000;
 const RELAY_PARTNER_TIMEOUT_MS = 10_000;
 const PUNCH_TIMEOUT_MS = 5_000;
+/** Pending relay/punch requests one node may have at a time. */
+const MAX_PENDING_PER_NODE = 64;
 
 export async function startTunnelServer(opts: TunnelServerOptions): Promise<TunnelServer> {
   const { log } = opts;
@@ -135,6 +140,19 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
   };
 
   const token = () => randomBytes(16).toString('hex');
+  const pendingByNode = new Map<string, number>();
+  /** Counts a pending request against `node`; returns its release (idempotent). */
+  const hold = (node: string) => {
+    pendingByNode.set(node, (pendingByNode.get(node) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      const n = (pendingByNode.get(node) ?? 1) - 1;
+      if (n > 0) pendingByNode.set(node, n);
+      else pendingByNode.delete(node);
+    };
+  };
   const send = (node: string, msg: ToGateway) =>
     gateways.get(node)?.session.sendControl(msg as unknown as Record<string, unknown>);
 
@@ -194,6 +212,18 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
       send(msg.peer, { t: 'signal', id: msg.id, peer: node, data: msg.data });
       return;
     }
+    // Rendezvous state is created on request: cap what one node can have pending so a
+    // misbehaving gateway cannot grow the server's memory (legs and punches time out anyway).
+    if ((pendingByNode.get(node) ?? 0) >= MAX_PENDING_PER_NODE) {
+      m.refused.inc({ reason: 'pending-limit' });
+      send(node, {
+        t: 'error',
+        id: msg.id,
+        code: ErrorCodes.UNAVAILABLE,
+        message: 'too many pending requests',
+      });
+      return;
+    }
     if (msg.t === 'connect') {
       const limit = opts.limits.maxRelaysPerNode;
       if (
@@ -209,6 +239,7 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
         });
         return;
       }
+      const release = hold(node);
       const pairId = `${msg.id}:${token()}`;
       const [ta, tb] = [token(), token()];
       for (const [t, n] of [
@@ -219,8 +250,9 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
           const leg = relayLegs.get(t);
           relayLegs.delete(t);
           leg?.socket?.destroy();
+          release();
         }, RELAY_PARTNER_TIMEOUT_MS);
-        relayLegs.set(t, { node: n, pairId, timer });
+        relayLegs.set(t, { node: n, pairId, timer, release });
       }
       send(node, {
         t: 'relay',
@@ -241,14 +273,17 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
       return;
     }
     // punch
+    const release = hold(node);
     const p: Punch = {
       id: msg.id,
+      release,
       nodes: [node, msg.peer],
       tokens: [token(), token()],
       observed: [undefined, undefined],
       timer: setTimeout(() => {
         for (const t of p.tokens) probeTokens.delete(t);
         punches.delete(p.id);
+        release();
         send(node, {
           t: 'error',
           id: msg.id,
@@ -314,6 +349,7 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
     if (punch.observed.every(Boolean)) {
       clearTimeout(punch.timer);
       punches.delete(punch.id);
+      punch.release();
       const [a, b] = punch.nodes;
       const [oa, ob] = punch.observed as [Address, Address];
       send(a, { t: 'punch-go', id: punch.id, peer: b, addr: ob, role: tlsRole(a, b) });
@@ -337,6 +373,7 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
       clearTimeout(relayLegs.get(k)?.timer);
       relayLegs.delete(k);
     }
+    leg.release();
     splice(leg.node, socket, other.node, other.socket as net.Socket);
   }
 

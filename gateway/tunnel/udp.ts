@@ -24,6 +24,7 @@ const OPEN_TIMEOUT_MS = 8_000;
 const HIGH_WATER = 1024 * 1024;
 const LOW_WATER = 256 * 1024;
 const MAX_MESSAGE = 16 * 1024;
+const MAX_ATTEMPTS = 32;
 
 type PC = InstanceType<typeof nodeDataChannel.PeerConnection>;
 type DC = ReturnType<PC['createDataChannel']>;
@@ -60,6 +61,8 @@ export class UdpPaths {
     let attempt = this.#attempts.get(msg.id);
     if (!attempt) {
       if (msg.data.type !== 'offer') return; // stale candidate of a finished attempt
+      // Each attempt holds an ICE agent and sockets until its timeout: cap them.
+      if (this.#attempts.size >= MAX_ATTEMPTS) return;
       attempt = this.#start(msg.id, link, peer, false);
       attempt.done.catch((err) =>
         this.#log.debug({ peer: peer.name, err: describeError(err) }, 'UDP answer failed'),
