@@ -1,6 +1,8 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LabNode } from './lab.ts';
-import { TUNNEL_PORT, TunnelLab } from './tunnel-fixture.ts';
+import { processLog, TUNNEL_PORT, TunnelLab } from './tunnel-fixture.ts';
 
 // The tunnel-server on its own: relay limits per node (a bandwidth limit slows, never cuts;
 // a session limit refuses with a clear error) and junk from the internet not hurting it.
@@ -67,5 +69,22 @@ describe('tunnel-server limits and hostile input', () => {
     expect(udp.stdout).toBe('');
     const r = await t.send(a, b, 1000);
     expect(r.reply).toBe(`${r.sha} 1000`);
+  });
+
+  it('a restarted gateway keeps its own key and certificate (no re-enrolment) and is reached again', async () => {
+    const keyFile = join(t.dir, b.name, 'tunnel.key');
+    const certFile = join(t.dir, b.name, 'tunnel.crt');
+    const [key, cert] = [readFileSync(keyFile, 'utf8'), readFileSync(certFile, 'utf8')];
+    expect(processLog(b.name)).toMatch(/enrolled with the mesh CA/);
+    const old = t.nodes.get(b.name);
+    if (old?.pid) process.kill(old.pid, 'SIGKILL');
+    // Restarted with a token that would be refused: only the stored identity can get it in.
+    await t.startNode(b, { token: 'revoked-bootstrap-token' });
+    expect(processLog(b.name)).not.toMatch(/enrolled with the mesh CA/);
+    expect(readFileSync(keyFile, 'utf8')).toBe(key);
+    expect(readFileSync(certFile, 'utf8')).toBe(cert);
+    const r = await t.send(a, b, 100_000);
+    expect(r.path).toBe('relay');
+    expect(r.reply).toBe(`${r.sha} 100000`);
   });
 });
