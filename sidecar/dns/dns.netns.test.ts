@@ -514,6 +514,48 @@ describe('DNS server in a pod namespace', () => {
     ).toBeGreaterThanOrEqual(2);
   });
 
+  it('sends upstream queries from rotating random source ports and closes retired sockets', async () => {
+    let captured = '';
+    const tcpdump = lab.spawn(up, [
+      'tcpdump',
+      '-n',
+      '-l',
+      '-i',
+      'eth0',
+      'udp and dst port 53 and src host 10.53.0.2',
+    ]);
+    tcpdump.stdout?.on('data', (d: Buffer) => {
+      captured += d.toString();
+    });
+    await waitFor(
+      async () => (await lab.run(up, ['pgrep', '-x', 'tcpdump'])).code === 0,
+      5000,
+      50,
+      'tcpdump',
+    );
+    await new Promise((r) => setTimeout(r, 500)); // tcpdump attaches after it starts
+    const queries = Array.from({ length: 600 }, (_, i) =>
+      encodeQuery({ name: `rot${i}.example.test`, type: 'A', id: i }).toString('hex'),
+    );
+    const answers = await raw<(string | null)[]>({
+      mode: 'udp-exchange',
+      host: '127.0.0.1',
+      port: 15053,
+      timeoutMs: 2000,
+      packets: queries,
+    });
+    expect(answers.filter((a) => a !== null)).toHaveLength(600);
+    await waitFor(() => (captured.match(/ > 10\.53\.0\.1\.53:/g) ?? []).length >= 600, 5000, 50, 'capture');
+    const ports = new Set(
+      [...captured.matchAll(/IP 10\.53\.0\.2\.(\d+) > 10\.53\.0\.1\.53:/g)].map((m) => m[1]),
+    );
+    // 600 queries over 4 sockets, each replaced after 64 queries: well over 5 different ports.
+    expect(ports.size).toBeGreaterThanOrEqual(5);
+    // Retired sockets are closed: listeners (UDP+TCP on two addresses), metrics, pool, a few spares.
+    const fds = await lab.exec(pod, ['sh', '-c', `ls -l /proc/${server.pid}/fd | grep -c socket`]);
+    expect(Number(fds.stdout.trim())).toBeLessThanOrEqual(16);
+  });
+
   it('follows catalog changes', async () => {
     const catalog = fixtureCatalog();
     delete catalog.services['default/web'];

@@ -13,8 +13,11 @@ import { canonicalIPv6, EDNS_PAYLOAD, FLAG_QR, FLAG_TC, HEADER_LEN, Rcode, Type 
  * upstream query. In-flight queries are bounded; past the bound a question fails at once
  * (the client gets SERVFAIL and retries) instead of queueing without limit.
  *
- * A reply is accepted only from the address and port it was sent to, with the same ID and
- * the same question (random 16-bit IDs; the upstream is the pod's own resolver, a hop away).
+ * A reply is accepted only on the socket the query left from, from the address and port it
+ * was sent to, with the same random 16-bit ID and the same question. Queries leave from a
+ * small pool of sockets on random ports, each replaced after ROTATE_AFTER queries, so a
+ * spoofer must guess the port as well as the ID (cheaper than dnsmasq's socket per query,
+ * which bench/dns.ts shows costs it most of its forwarding throughput).
  */
 export interface Upstream {
   host: string;
@@ -55,8 +58,17 @@ export interface ForwarderOptions {
   onEvent?: (event: 'udp' | 'tcp' | 'timeout' | 'error' | 'busy') => void;
 }
 
+/** One upstream socket of the pool: it closes once retired and no query awaits it. */
+interface PooledSocket {
+  sock: dgram.Socket;
+  uses: number;
+  waiting: number;
+  retired: boolean;
+}
+
 interface Attempt {
   id: number;
+  socket?: PooledSocket;
   query: Buffer;
   questionEnd: number;
   upstream: Upstream;
@@ -69,6 +81,8 @@ interface Attempt {
 
 const MAX_TCP_MESSAGE = 65535;
 const SWEEP_MS = 50;
+const POOL_SIZE = 4;
+const ROTATE_AFTER = 64;
 
 export class Forwarder {
   readonly #upstreams: Upstream[];
@@ -79,7 +93,10 @@ export class Forwarder {
   readonly #onEvent: NonNullable<ForwarderOptions['onEvent']>;
   readonly #inflight = new Map<number, Attempt>();
   readonly #byKey = new Map<string, Promise<Buffer>>();
-  readonly #sockets: { udp4?: dgram.Socket; udp6?: dgram.Socket } = {};
+  readonly #pools: { udp4: (PooledSocket | undefined)[]; udp6: (PooledSocket | undefined)[] } = {
+    udp4: [],
+    udp6: [],
+  };
   readonly #tcp = new Set<net.Socket>();
   readonly #sweep: NodeJS.Timeout;
   #ids = new Uint16Array(0);
@@ -156,8 +173,7 @@ export class Forwarder {
     for (const a of this.#inflight.values()) a.reject(new Error('forwarder closed'));
     this.#inflight.clear();
     for (const s of this.#tcp) s.destroy();
-    this.#sockets.udp4?.close();
-    this.#sockets.udp6?.close();
+    for (const p of [...this.#pools.udp4, ...this.#pools.udp6]) if (p) closeQuietly(p.sock);
   }
 
   #sendUdp(a: Attempt): void {
@@ -172,9 +188,13 @@ export class Forwarder {
     a.deadline = Date.now() + this.#timeoutMs;
     this.#inflight.set(a.id, a);
     this.#onEvent('udp');
-    this.#socket(net.isIPv6(a.upstream.host)).send(a.query, a.upstream.port, a.upstream.host, (err) => {
+    const socket = this.#pick(net.isIPv6(a.upstream.host));
+    a.socket = socket;
+    socket.waiting++;
+    socket.sock.send(a.query, a.upstream.port, a.upstream.host, (err) => {
       if (err && this.#inflight.get(a.id) === a) {
         this.#inflight.delete(a.id);
+        this.#release(a);
         this.#onEvent('error');
         this.#log.debug({ err: err.message, upstream: a.upstream }, 'upstream send failed');
         this.#sendUdp(a);
@@ -182,10 +202,17 @@ export class Forwarder {
     });
   }
 
-  #onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  #onMessage(from: PooledSocket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (msg.length < HEADER_LEN) return;
     const a = this.#inflight.get(msg.readUInt16BE(0));
-    if (!a || rinfo.port !== a.upstream.port || !sameAddress(rinfo.address, a.upstream.host)) return;
+    if (
+      !a ||
+      a.socket !== from ||
+      rinfo.port !== a.upstream.port ||
+      !sameAddress(rinfo.address, a.upstream.host)
+    ) {
+      return;
+    }
     if (
       !(msg.readUInt16BE(2) & FLAG_QR) ||
       msg.readUInt16BE(4) !== 1 ||
@@ -194,6 +221,7 @@ export class Forwarder {
       return; // not the answer to this question: keep waiting for the real one
     }
     this.#inflight.delete(a.id);
+    this.#release(a);
     const flags = msg.readUInt16BE(2);
     if (flags & FLAG_TC) {
       this.#onEvent('tcp');
@@ -264,31 +292,46 @@ export class Forwarder {
     for (const a of this.#inflight.values()) {
       if (a.deadline > now) continue;
       this.#inflight.delete(a.id);
+      this.#release(a);
       this.#onEvent('timeout');
       this.#sendUdp(a);
     }
   }
 
-  #socket(v6: boolean): dgram.Socket {
+  /** A random socket of the pool, replaced by a fresh one (new random port) after ROTATE_AFTER uses. */
+  #pick(v6: boolean): PooledSocket {
     const kind = v6 ? 'udp6' : 'udp4';
-    let s = this.#sockets[kind];
-    if (!s) {
-      const sock = dgram.createSocket(kind);
-      sock.on('message', (msg, rinfo) => this.#onMessage(msg, rinfo));
-      sock.on('error', (err) => {
-        this.#log.warn({ err: err.message }, 'upstream socket error; reopening');
-        if (this.#sockets[kind] === sock) delete this.#sockets[kind];
-        try {
-          sock.close();
-        } catch {
-          // already closed
-        }
+    const pool = this.#pools[kind];
+    const i = Math.floor(Math.random() * POOL_SIZE);
+    let p = pool[i];
+    if (!p || p.retired || p.uses >= ROTATE_AFTER) {
+      if (p) this.#retire(p);
+      const fresh: PooledSocket = { sock: dgram.createSocket(kind), uses: 0, waiting: 0, retired: false };
+      fresh.sock.on('message', (msg, rinfo) => this.#onMessage(fresh, msg, rinfo));
+      fresh.sock.on('error', (err) => {
+        this.#log.warn({ err: err.message }, 'upstream socket error; replacing it');
+        this.#retire(fresh);
       });
-      sock.unref();
-      this.#sockets[kind] = sock;
-      s = sock;
+      fresh.sock.unref();
+      pool[i] = fresh;
+      p = fresh;
     }
-    return s;
+    p.uses++;
+    return p;
+  }
+
+  #retire(p: PooledSocket): void {
+    p.retired = true;
+    if (p.waiting === 0) closeQuietly(p.sock);
+  }
+
+  /** The attempt no longer waits on its socket; a retired socket closes with its last query. */
+  #release(a: Attempt): void {
+    const p = a.socket;
+    if (!p) return;
+    a.socket = undefined;
+    p.waiting--;
+    if (p.retired && p.waiting === 0) closeQuietly(p.sock);
   }
 
   /** A random ID not in use (16-bit, drawn from a refilled pool of random bytes). */
@@ -309,4 +352,12 @@ function sameAddress(a: string, b: string): boolean {
   const strip = (s: string) => s.replace(/^::ffff:/i, '');
   if (strip(a) === strip(b)) return true;
   return net.isIPv6(a) && net.isIPv6(b) && canonicalIPv6(a) === canonicalIPv6(b);
+}
+
+function closeQuietly(sock: dgram.Socket): void {
+  try {
+    sock.close();
+  } catch {
+    // already closed
+  }
 }
