@@ -118,23 +118,29 @@ export class Resolver {
   handle(msg: Buffer, transport: Transport, reply: Reply): boolean {
     const start = performance.now();
     let q: Query | undefined;
+    let replied = false;
+    const once: Reply = (response) => {
+      if (replied) return;
+      replied = true;
+      reply(response);
+    };
     try {
       const parsed = parseQuery(msg);
       if (isProblem(parsed)) {
         this.#metrics.malformed.labels(parsed.reason).inc();
         if (parsed.rcode === undefined) return false;
-        reply(errorResponse(parsed));
+        once(errorResponse(parsed));
         return true;
       }
       q = parsed;
-      this.#answer(msg, q, transport === 'udp' ? udpLimit(q) : TCP_LIMIT, start, reply);
+      this.#answer(msg, q, transport === 'udp' ? udpLimit(q) : TCP_LIMIT, start, once);
       return true;
     } catch (err) {
-      // A bug, not bad input: answer SERVFAIL rather than leave the client waiting.
+      // A bug, not bad input: answer SERVFAIL (unless already answered) rather than leave the client waiting.
       this.#log.error({ err: describeError(err) }, 'DNS query failed');
       this.#metrics.malformed.labels('internal').inc();
       if (!q) return false;
-      reply(emptyResponse(msg, q, Rcode.SERVFAIL));
+      once(emptyResponse(msg, q, Rcode.SERVFAIL));
       return true;
     }
   }
