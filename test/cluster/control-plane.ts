@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { createLogger } from '../../lib/log.ts';
-import { createPki, kubeconfigYaml, type Pki } from './pki.ts';
+import { createPki, issueCert, kubeconfigYaml, type Pki } from './pki.ts';
 import { ManagedProcess } from './process.ts';
 
 const execFileP = promisify(execFile);
@@ -241,6 +241,28 @@ export class ControlPlane {
   #spawnApiServer(): ManagedProcess {
     this.#apiserver = this.#spawn('kube-apiserver', join(this.binDir, 'kube-apiserver'), this.#apiserverArgs);
     return this.#apiserver;
+  }
+
+  /**
+   * A KubeConfig for this process acting as the kubelet of `nodeName`: a client cert for
+   * `system:node:<name>` in `system:nodes`, so the Node authorizer and NodeRestriction
+   * admission apply to it exactly as to a real kubelet.
+   */
+  async nodeKubeConfig(nodeName: string): Promise<KubeConfig> {
+    if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(nodeName))
+      throw new Error(`bad node name ${nodeName}`);
+    const pair = await issueCert(
+      this.dataDir,
+      { cert: this.pki.caCert, key: this.pki.caKey },
+      `node-${nodeName}`,
+      `/O=system:nodes/CN=system:node:${nodeName}`,
+      'clientAuth',
+    );
+    const kc = new KubeConfig();
+    kc.loadFromString(
+      await kubeconfigYaml(this.localServer, this.pki.caCert, pair, `system:node:${nodeName}`),
+    );
+    return kc;
   }
 
   /** A client-node KubeConfig for this process (admin). */

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AuthenticationV1Api, CoreV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetnsLab, waitFor } from '../harness/netns.ts';
 import { ControlPlane } from './control-plane.ts';
@@ -42,6 +43,8 @@ describe('node agent', () => {
     cp = await ControlPlane.start({ netns: cloud, address: '192.168.50.1' });
     agent = await NodeAgent.start({
       kubeConfig: cp.kubeConfig(),
+      // Each node acts as system:node:<name>: the Node authorizer and NodeRestriction apply.
+      nodeCredentials: (name) => cp.nodeKubeConfig(name),
       nodes,
       netnsPrefix: lab.tag,
       // No kube-proxy here: in-cluster clients dial the API server's own address.
@@ -116,6 +119,31 @@ describe('node agent', () => {
       expect(lease.spec.holderIdentity).toBe(node.name);
       expect(Date.now() - Date.parse(lease.spec.renewTime)).toBeLessThan(30_000);
     }
+  });
+
+  it("acts for each node with that node's own kubelet identity, which the API server confines to it", async () => {
+    const kc = await cp.nodeKubeConfig('node-a');
+    const nodeA = kc.makeApiClient(CoreV1Api);
+    const who = await kc.makeApiClient(AuthenticationV1Api).createSelfSubjectReview({ body: {} });
+    expect(who.status?.userInfo?.username).toBe('system:node:node-a');
+    expect(who.status?.userInfo?.groups).toContain('system:nodes');
+    // Its own Node: fine. Another node's, or a Secret no pod of its references: refused.
+    await nodeA.readNode({ name: 'node-a' });
+    const refused = async (p: Promise<unknown>) =>
+      p.then(
+        () => 'allowed',
+        (err: { code?: number }) => err.code,
+      );
+    expect(
+      await refused(
+        nodeA.patchNodeStatus(
+          { name: 'node-b', body: { status: { conditions: [{ type: 'Ready', status: 'False' }] } } },
+          setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+        ),
+      ),
+    ).toBe(403);
+    await cp.kubectl(['-n', 'demo', 'create', 'secret', 'generic', 'unrelated', '--from-literal=k=v']);
+    expect(await refused(nodeA.readNamespacedSecret({ name: 'unrelated', namespace: 'demo' }))).toBe(403);
   });
 
   it('runs a Deployment behind a Service: pods Running with IPs from their node, listed in the EndpointSlice', async () => {

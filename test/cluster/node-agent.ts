@@ -9,12 +9,13 @@ import {
   type Informer,
   type KubeConfig,
   type KubernetesObject,
-  makeInformer,
+  ListWatch,
   PatchStrategy,
   setHeaderOptions,
   type V1Container,
   type V1Pod,
   type V1Probe,
+  Watch,
 } from '@kubernetes/client-node';
 import { createLogger } from '../../lib/log.ts';
 import { EDGEMESH_BIN } from '../harness/netns.ts';
@@ -54,7 +55,14 @@ const PROGRAMS = {
 };
 
 export interface NodeAgentOptions {
+  /** Credentials for everything, unless nodeCredentials is given. */
   kubeConfig: KubeConfig;
+  /**
+   * Per-node kubelet credentials (e.g. ControlPlane.nodeKubeConfig): each node then talks
+   * to the API as `system:node:<name>`, under the Node authorizer and NodeRestriction, and
+   * watches only the pods bound to it, as a real kubelet does.
+   */
+  nodeCredentials?: (nodeName: string) => Promise<KubeConfig>;
   nodes: TestNode[];
   /** Prefix of pod namespace names (e.g. a NetnsLab tag); keep it short. */
   netnsPrefix: string;
@@ -100,8 +108,8 @@ interface PodRun {
 export class NodeAgent {
   readonly dataDir: string;
   readonly #opts: NodeAgentOptions;
-  readonly #core: CoreV1Api;
-  readonly #coordination: CoordinationV1Api;
+  /** API clients by node name (all the same admin client without nodeCredentials). */
+  readonly #clients = new Map<string, NodeClients>();
   readonly #nodes: Map<string, TestNode>;
   readonly #kubeletVersion: string;
   readonly #pools = new Map<string, IpPool>();
@@ -109,14 +117,12 @@ export class NodeAgent {
   readonly #timers: NodeJS.Timeout[] = [];
   /** Mount targets this agent had to create on the host; removed (if still empty) by stop(). */
   readonly #createdPaths: string[] = [];
-  #informer: (Informer<V1Pod> & { stop(): Promise<void> }) | undefined;
+  readonly #informers: (Informer<V1Pod> & { stop(): Promise<void> })[] = [];
   #stopped = false;
 
   private constructor(opts: NodeAgentOptions, dataDir: string) {
     this.#opts = opts;
     this.dataDir = dataDir;
-    this.#core = opts.kubeConfig.makeApiClient(CoreV1Api);
-    this.#coordination = opts.kubeConfig.makeApiClient(CoordinationV1Api);
     this.#nodes = new Map(opts.nodes.map((n) => [n.name, n]));
     this.#kubeletVersion = opts.kubeletVersion ?? 'v1.36.3';
     for (const n of opts.nodes) this.#pools.set(n.name, new IpPool(n.podCidr));
@@ -126,17 +132,32 @@ export class NodeAgent {
     validateOptions(opts);
     const agent = new NodeAgent(opts, await mkdtemp(join(tmpdir(), 'edgemesh-node-agent-')));
     try {
+      const admin = clientsFor(opts.kubeConfig);
       for (const node of opts.nodes) {
+        agent.#clients.set(
+          node.name,
+          opts.nodeCredentials ? clientsFor(await opts.nodeCredentials(node.name)) : admin,
+        );
         await setUpNodeNetwork(node.netns, node.podCidr);
-        await registerNode(agent.#core, agent.#coordination, node, agent.#kubeletVersion);
+        const api = agent.#api(node.name);
+        await registerNode(api.core, api.coordination, node, agent.#kubeletVersion);
       }
       agent.#every(LEASE_RENEW_MS, () =>
-        Promise.all(opts.nodes.map((n) => renewLease(agent.#coordination, n))),
+        Promise.all(opts.nodes.map((n) => renewLease(agent.#api(n.name).coordination, n))),
       );
       agent.#every(NODE_STATUS_MS, () =>
-        Promise.all(opts.nodes.map((n) => patchNodeStatus(agent.#core, n, agent.#kubeletVersion))),
+        Promise.all(
+          opts.nodes.map((n) => patchNodeStatus(agent.#api(n.name).core, n, agent.#kubeletVersion)),
+        ),
       );
-      await agent.#watchPods();
+      // With per-node identities each node watches only its own pods (field selector), as
+      // a kubelet does; with shared credentials one watch covers every node.
+      if (opts.nodeCredentials) {
+        for (const node of opts.nodes)
+          await agent.#watchPods(agent.#api(node.name), `spec.nodeName=${node.name}`);
+      } else {
+        await agent.#watchPods(admin, undefined);
+      }
     } catch (err) {
       await agent.stop();
       throw err;
@@ -197,7 +218,7 @@ export class NodeAgent {
     if (this.#stopped) return;
     this.#stopped = true;
     for (const t of this.#timers.splice(0)) clearInterval(t);
-    await this.#informer?.stop().catch(() => undefined);
+    await Promise.all(this.#informers.map((i) => i.stop().catch(() => undefined)));
     await Promise.all([...this.#pods.values()].map((run) => this.#teardown(run, 0)));
     for (const path of this.#createdPaths.splice(0).reverse()) {
       const st = await stat(path).catch(() => undefined);
@@ -214,9 +235,21 @@ export class NodeAgent {
 
   // --- pods ----------------------------------------------------------------------------
 
-  async #watchPods(): Promise<void> {
-    const informer = makeInformer<V1Pod>(this.#opts.kubeConfig, '/api/v1/pods', () =>
-      this.#core.listPodForAllNamespaces(),
+  /** The API clients acting for `nodeName`. */
+  #api(nodeName: string): NodeClients {
+    const api = this.#clients.get(nodeName);
+    if (!api) throw new Error(`no API clients for node ${nodeName}`);
+    return api;
+  }
+
+  async #watchPods(api: NodeClients, fieldSelector: string | undefined): Promise<void> {
+    const informer = new ListWatch<V1Pod>(
+      '/api/v1/pods',
+      new Watch(api.kubeConfig),
+      () => api.core.listPodForAllNamespaces({ fieldSelector }),
+      false,
+      undefined,
+      fieldSelector,
     );
     let failures = 0;
     const onPod = (pod: V1Pod) => {
@@ -245,7 +278,7 @@ export class NodeAgent {
       }
       restart();
     });
-    this.#informer = informer as Informer<V1Pod> & { stop(): Promise<void> };
+    this.#informers.push(informer);
     await informer.start();
   }
 
@@ -342,7 +375,7 @@ export class NodeAgent {
   async #setUpVolumes(run: PodRun): Promise<Map<string, string>> {
     const pod = run.pod;
     const { namespace = 'default', name = '', uid = '' } = pod.metadata ?? {};
-    const core = this.#core;
+    const core = this.#api(run.node.name).core;
     const decode = (data: Record<string, string> | undefined) =>
       Object.fromEntries(
         Object.entries(data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]),
@@ -637,14 +670,14 @@ export class NodeAgent {
       const cm = v.valueFrom?.configMapKeyRef?.name;
       const secret = v.valueFrom?.secretKeyRef?.name;
       if (cm && facts.configMaps && !facts.configMaps[`${ns}/${cm}`]) {
-        const obj = await this.#core
-          .readNamespacedConfigMap({ name: cm, namespace: ns })
+        const obj = await this.#api(run.node.name)
+          .core.readNamespacedConfigMap({ name: cm, namespace: ns })
           .catch(() => undefined);
         facts.configMaps[`${ns}/${cm}`] = obj?.data ?? {};
       }
       if (secret && facts.secrets && !facts.secrets[`${ns}/${secret}`]) {
-        const obj = await this.#core
-          .readNamespacedSecret({ name: secret, namespace: ns })
+        const obj = await this.#api(run.node.name)
+          .core.readNamespacedSecret({ name: secret, namespace: ns })
           .catch(() => undefined);
         facts.secrets[`${ns}/${secret}`] = Object.fromEntries(
           Object.entries(obj?.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]),
@@ -666,7 +699,7 @@ export class NodeAgent {
         run.patchAgain = false;
         const status = podStatus(run.pod, run.record, rfc3339(new Date()));
         try {
-          await this.#core.patchNamespacedPodStatus(
+          await this.#api(run.node.name).core.patchNamespacedPodStatus(
             {
               name: run.pod.metadata?.name ?? '',
               namespace: run.pod.metadata?.namespace ?? '',
@@ -727,7 +760,9 @@ export class NodeAgent {
 
   async #deleteFromApi(pod: V1Pod): Promise<void> {
     if (this.#stopped) return;
-    await this.#core
+    const api = this.#clients.get(pod.spec?.nodeName ?? '');
+    if (!api) return;
+    await api.core
       .deleteNamespacedPod({
         name: pod.metadata?.name ?? '',
         namespace: pod.metadata?.namespace ?? '',
@@ -747,6 +782,20 @@ export class NodeAgent {
     }
     return undefined;
   }
+}
+
+interface NodeClients {
+  kubeConfig: KubeConfig;
+  core: CoreV1Api;
+  coordination: CoordinationV1Api;
+}
+
+function clientsFor(kubeConfig: KubeConfig): NodeClients {
+  return {
+    kubeConfig,
+    core: kubeConfig.makeApiClient(CoreV1Api),
+    coordination: kubeConfig.makeApiClient(CoordinationV1Api),
+  };
 }
 
 /** Rejects options that would fail later in a confusing place, naming the field. */

@@ -54,33 +54,8 @@ export async function createPki(dir: string, apiserver: { ips: string[]; dnsName
     '-addext',
     'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
   ]);
-  const issue = async (name: string, subject: string, usage: 'serverAuth' | 'clientAuth', san?: string) => {
-    const pair = { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
-    await openssl([
-      'req',
-      '-x509',
-      '-CA',
-      caCert,
-      '-CAkey',
-      caKey,
-      ...CURVE,
-      ...DAYS,
-      '-keyout',
-      pair.key,
-      '-out',
-      pair.cert,
-      '-subj',
-      subject,
-      '-addext',
-      'basicConstraints=critical,CA:FALSE',
-      '-addext',
-      'keyUsage=critical,digitalSignature,keyEncipherment',
-      '-addext',
-      `extendedKeyUsage=${usage}`,
-      ...(san ? ['-addext', `subjectAltName=${san}`] : []),
-    ]);
-    return pair;
-  };
+  const issue = (name: string, subject: string, usage: 'serverAuth' | 'clientAuth', san?: string) =>
+    issueCert(dir, { cert: caCert, key: caKey }, name, subject, usage, san);
   const san = [...apiserver.ips.map((ip) => `IP:${ip}`), ...apiserver.dnsNames.map((n) => `DNS:${n}`)].join(
     ',',
   );
@@ -100,6 +75,46 @@ export async function createPki(dir: string, apiserver: { ips: string[]; dnsName
     scheduler: await issue('scheduler', '/CN=system:kube-scheduler', 'clientAuth'),
     frontProxyClient: await issue('front-proxy-client', '/CN=front-proxy-client', 'clientAuth'),
   };
+}
+
+/**
+ * A key and certificate `<dir>/<name>.{key,crt}` signed by `ca`: `subject` is an openssl
+ * subject such as "/O=system:nodes/CN=system:node:node-a", `san` an openssl
+ * subjectAltName value.
+ */
+export async function issueCert(
+  dir: string,
+  ca: CertPair,
+  name: string,
+  subject: string,
+  usage: 'serverAuth' | 'clientAuth',
+  san?: string,
+): Promise<CertPair> {
+  const pair = { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
+  await openssl([
+    'req',
+    '-x509',
+    '-CA',
+    ca.cert,
+    '-CAkey',
+    ca.key,
+    ...CURVE,
+    ...DAYS,
+    '-keyout',
+    pair.key,
+    '-out',
+    pair.cert,
+    '-subj',
+    subject,
+    '-addext',
+    'basicConstraints=critical,CA:FALSE',
+    '-addext',
+    'keyUsage=critical,digitalSignature,keyEncipherment',
+    '-addext',
+    `extendedKeyUsage=${usage}`,
+    ...(san ? ['-addext', `subjectAltName=${san}`] : []),
+  ]);
+  return pair;
 }
 
 /** A kubeconfig with everything inlined, so the file alone is enough to connect. */
