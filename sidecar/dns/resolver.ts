@@ -70,6 +70,7 @@ export class Resolver {
   #dirty = true;
   readonly #memo = createZoneMemo();
   #lastProblems = '';
+  #oddSeq = 0;
 
   constructor(opts: ResolverOptions) {
     this.#store = opts.store;
@@ -165,10 +166,10 @@ export class Resolver {
       return localResponse(msg, q, a, limit);
     }
     if (q.qclass === CLASS_IN && name.endsWith('.arpa')) {
-      const a = this.#currentZone()?.lookup(name, q.qtype);
+      const a = this.#currentZone()?.lookup(name, q.qtype, q.oddName);
       if (a) return localResponse(msg, q, a, limit);
     }
-    for (const suffix of this.#searchSuffixes) {
+    for (const suffix of q.oddName ? [] : this.#searchSuffixes) {
       if (!name.endsWith(suffix)) continue;
       const stem = name.slice(0, -suffix.length);
       if (stem === this.#domain || stem.endsWith(this.#dotDomain)) {
@@ -177,7 +178,7 @@ export class Resolver {
     }
     if (!this.#forwarder) return emptyResponse(msg, q, Rcode.REFUSED, limit);
     // A cache hit is answered now, without a promise.
-    const hit = this.#cache.get(this.#cacheKey(q));
+    const hit = q.oddName ? undefined : this.#cache.get(this.#cacheKey(q));
     if (hit) {
       this.#done(q, 'cache', start, reply, forwardedResponse(msg, q, hit, limit));
       return undefined;
@@ -204,8 +205,9 @@ export class Resolver {
   /** Cached or upstream answer (OPT removed) for the query's question. Rejects → SERVFAIL. */
   #forward(msg: Buffer, q: Query): Promise<{ response: Buffer; source: Source }> {
     const dnssecOk = q.edns?.dnssecOk ?? false;
-    const key = this.#cacheKey(q);
-    const hit = this.#cache.get(key);
+    // A name whose labels hold dots or odd bytes has an ambiguous text form: never cached or shared.
+    const key = q.oddName ? `odd:${this.#oddSeq++}` : this.#cacheKey(q);
+    const hit = q.oddName ? undefined : this.#cache.get(key);
     if (hit) return Promise.resolve({ response: hit, source: 'cache' as const });
     const question = msg.subarray(12, q.questionEnd);
     if (!this.#forwarder) return Promise.reject(new Error('no upstream resolvers'));
@@ -215,7 +217,7 @@ export class Resolver {
         this.#metrics.upstream.labels('malformed').inc();
         throw new Error('malformed upstream response');
       }
-      this.#cache.put(key, r);
+      if (!q.oddName) this.#cache.put(key, r);
       return { response: r.bytes, source: 'upstream' as const };
     });
   }

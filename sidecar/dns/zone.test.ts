@@ -88,4 +88,11 @@ describe('buildZone', () => {
     expect(zone.lookup(`_pg._tcp.db.default.svc.${Z}`, Type.SRV)?.answer?.count).toBe(3);
     expect(zone.lookup('5.1.244.10.in-addr.arpa', Type.PTR)?.answer?.count).toBe(1);
   });
+
+  it('never matches a name whose labels hold dots (its text form is ambiguous)', () => {
+    const { zone } = buildZone(fixtureCatalog(), { domain: Z });
+    expect(zone.lookup(`web.default.svc.${Z}`, Type.A, true)?.rcode).toBe(3);
+    expect(zone.lookup('10.0.96.10.in-addr.arpa', Type.PTR, true)).toBeUndefined();
+    expect(zone.lookup('10.0.96.10.in-addr.arpa', Type.PTR)?.answer?.count).toBe(1);
+  });
 });

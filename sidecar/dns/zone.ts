@@ -241,7 +241,8 @@ export function buildZone(
     contains: (name) => name === domain || name.endsWith(dotDomain),
     lookup(name, qtype, oddName = false) {
       const inZone = name === domain || name.endsWith(dotDomain);
-      if (inZone && oddName) return nxdomain;
+      // A dot or odd byte inside a label: its text form could equal another name's.
+      if (oddName) return inZone ? nxdomain : undefined;
       const n = nodes.get(name);
       if (!n) return inZone ? nxdomain : undefined;
       if (qtype === Type.ANY && n.all.length > 0) {
