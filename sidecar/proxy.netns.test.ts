@@ -119,6 +119,16 @@ describe('HTTP service ports (per-request balancing)', () => {
     expect(many.size).toBeGreaterThan(1);
   });
 
+  it('carries HTTP requests to an endpoint on another node through the gateway, reusing the stream', async () => {
+    const before = l.gatewayRequests.length;
+    const r = await curl(['-w', '%{http_code}\\n', ...Array(3).fill(`http://${VIP.remoteHttp}/`)]);
+    expect(r.stdout).toBe(`backend ${REMOTE}\n200\n`.repeat(3));
+    // One CONNECT for three requests: the pooled upstream connection is the gateway stream.
+    expect(l.gatewayRequests.slice(before).map((x) => JSON.parse(x))).toEqual([
+      { kind: 'connect', node: 'node-b', ip: REMOTE, port: HTTP_PORT },
+    ]);
+  });
+
   it('answers 503 with a clear body when no endpoint is ready', async () => {
     const r = await curl(['-w', '%{http_code}', `http://${VIP.empty}/`]);
     expect(r.stdout).toBe('edgemesh: no ready endpoint for service default/empty:80\n503');

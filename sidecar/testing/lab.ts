@@ -88,6 +88,7 @@ export const VIP = {
   hashed: '10.96.0.17',
   grpc: '10.96.0.18',
   least: '10.96.0.19',
+  remoteHttp: '10.96.0.21',
   /** The HTTP backend behind a plain TCP port: the proxy splices bytes (L4), for the benches. */
   benchL4: '10.96.0.20',
 } as const;
@@ -145,6 +146,12 @@ export function labCatalog(): Catalog {
         [endpoint(BACKENDS[0], [...http, ...tcp], { ready: false, serving: false })],
       ),
       svc('remote', [VIP.remote], [port('tcp', 7)], [endpoint(REMOTE, tcp, { nodeName: 'node-b' })]),
+      svc(
+        'remote-http',
+        [VIP.remoteHttp],
+        [port('http', 80)],
+        [endpoint(REMOTE, http, { nodeName: 'node-b' })],
+      ),
       svc(
         'hashed',
         [VIP.hashed],
