@@ -91,6 +91,7 @@ interface PodRun {
   terminating: boolean;
   /** Set when the pod is gone or being torn down: loops and restarts stop. */
   stopped: boolean;
+  // Status patches (see #statusChanged): one in flight, another queued, failures retried.
   patching: boolean;
   patchAgain: boolean;
   patchFailing: boolean;
