@@ -9,4 +9,4 @@ export {
   type TunnelStatus,
 } from './manager.ts';
 export type { ServerAddress } from './server-link.ts';
-export { type GatewayTunnelOptions, parseServers, startGatewayTunnel } from './start.ts';
+export { GatewayTunnel, type GatewayTunnelOptions, parseServers, startGatewayTunnel } from './start.ts';

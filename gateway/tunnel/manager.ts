@@ -10,6 +10,7 @@ import { ResetCode, type Target } from '../../lib/tunnel/frame.ts';
 import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
 import { MuxSession } from '../../lib/tunnel/mux.ts';
 import { acceptTls, connectTls, peerIdentity, serverOptions } from '../../lib/tunnel/tls.ts';
+import type { TunnelManager as GatewayTunnelManager } from '../streams.ts';
 import { type ServerAddress, ServerLink } from './server-link.ts';
 import { dial, dialRelay, probe, simultaneousOpen } from './tcp.ts';
 import { UdpPaths } from './udp.ts';
@@ -84,7 +85,8 @@ const PUNCH_DEADLINE_MS = 3_000;
 const UPGRADE_RETRY_START_MS = 30_000;
 const UPGRADE_RETRY_MAX_MS = 600_000;
 
-export class TunnelManager {
+/** Implements the interface the gateway's sidecar listener calls (gateway/streams.ts). */
+export class TunnelManager implements GatewayTunnelManager {
   readonly nodeName: string;
   readonly #opts: TunnelManagerOptions;
   readonly #log: Logger;

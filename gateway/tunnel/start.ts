@@ -1,18 +1,26 @@
 import { readFile } from 'node:fs/promises';
 import type { Duplex } from 'node:stream';
 import type { Registry } from 'prom-client';
-import { configError, describeError } from '../../lib/errors.ts';
+import { configError, describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Target } from '../../lib/tunnel/frame.ts';
+import type { TunnelManager as GatewayTunnelManager } from '../streams.ts';
 import { loadOrEnrol } from './enrol.ts';
-import { createTunnelManager, type TunnelManager } from './manager.ts';
+import {
+  createTunnelManager,
+  type RemotePath,
+  type TunnelManager,
+  type TunnelManagerOptions,
+  type TunnelStatus,
+} from './manager.ts';
 import type { ServerAddress } from './server-link.ts';
 
 /**
  * The gateway's one call: enrol (or reuse the key and certificate in `stateDir`), then run
  * the tunnel. Enrolment is retried with backoff (2 s doubling to 60 s) while no replica
  * answers, so a gateway that starts during a cloud outage keeps serving its node and joins
- * the mesh when it can; the promise resolves once the tunnel runs.
+ * the mesh when it can. With the gateway's tunnel factory:
+ *   tunnel: (dialer) => startGatewayTunnel({ ..., dialTarget: (t) => dialer.dial(t) })
  */
 export interface GatewayTunnelOptions {
   nodeName: string;
@@ -25,6 +33,7 @@ export interface GatewayTunnelOptions {
   servers: string[];
   lanAddresses: string[];
   listenPort?: number;
+  techniques?: TunnelManagerOptions['techniques'];
   /** Far end: dial only endpoints of pods on this node (throw DIAL_REFUSED otherwise). */
   dialTarget(target: Target): Promise<Duplex>;
   log: Logger;
@@ -42,36 +51,83 @@ export function parseServers(list: string[], flag = '--tunnel-servers'): ServerA
   });
 }
 
-export async function startGatewayTunnel(opts: GatewayTunnelOptions): Promise<TunnelManager> {
-  const servers = parseServers(opts.servers);
-  const caPem = await readFile(opts.caFile, 'utf8').catch((err: Error) => {
-    throw configError(`mesh CA ${opts.caFile}: ${err.message}`);
-  });
-  let delay = 2000;
-  for (;;) {
-    try {
-      const identity = await loadOrEnrol({
-        nodeName: opts.nodeName,
-        stateDir: opts.stateDir,
-        caPem,
-        servers,
-        token: async () => (await readFile(opts.tokenFile, 'utf8')).trim(),
-        log: opts.log,
-      });
-      return await createTunnelManager({
-        nodeName: opts.nodeName,
-        identity,
-        tunnelServers: servers,
-        lanAddresses: opts.lanAddresses,
-        listenPort: opts.listenPort,
-        dialTarget: opts.dialTarget,
-        log: opts.log,
-        registry: opts.registry,
-      });
-    } catch (err) {
-      opts.log.warn({ err: describeError(err), retryInMs: delay }, 'tunnel not started yet');
-      await new Promise((r) => setTimeout(r, delay));
-      delay = Math.min(60_000, delay * 2);
+/**
+ * Starts the tunnel in the background and returns at once, so a gateway whose cloud is out
+ * of reach still starts and serves its node. Until enrolment succeeds, streams to other
+ * nodes fail fast with UNAVAILABLE (the caller's usual error path).
+ */
+export function startGatewayTunnel(opts: GatewayTunnelOptions): GatewayTunnel {
+  return new GatewayTunnel(opts);
+}
+
+export class GatewayTunnel implements GatewayTunnelManager {
+  #manager: TunnelManager | undefined;
+  #closed = false;
+  #wake: (() => void) | undefined;
+  /** Resolves with the running manager once enrolled (never, if closed first). */
+  readonly ready: Promise<TunnelManager>;
+
+  constructor(opts: GatewayTunnelOptions) {
+    this.ready = this.#run(opts);
+    this.ready.catch(() => undefined);
+  }
+
+  async openStream(peerNode: string, target: Target): Promise<{ stream: Duplex; path: RemotePath }> {
+    if (!this.#manager)
+      throw new EdgemeshError(
+        ErrorCodes.UNAVAILABLE,
+        'tunnel not ready yet (enrolling with a tunnel-server)',
+      );
+    return this.#manager.openStream(peerNode, target);
+  }
+
+  status(): TunnelStatus | undefined {
+    return this.#manager?.status();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#wake?.();
+    await this.#manager?.close();
+  }
+
+  async #run(opts: GatewayTunnelOptions): Promise<TunnelManager> {
+    const servers = parseServers(opts.servers);
+    let delay = 2000;
+    while (!this.#closed) {
+      try {
+        const caPem = await readFile(opts.caFile, 'utf8');
+        const identity = await loadOrEnrol({
+          nodeName: opts.nodeName,
+          stateDir: opts.stateDir,
+          caPem,
+          servers,
+          token: async () => (await readFile(opts.tokenFile, 'utf8')).trim(),
+          log: opts.log,
+        });
+        if (this.#closed) break;
+        this.#manager = await createTunnelManager({
+          nodeName: opts.nodeName,
+          identity,
+          tunnelServers: servers,
+          lanAddresses: opts.lanAddresses,
+          listenPort: opts.listenPort,
+          techniques: opts.techniques,
+          dialTarget: opts.dialTarget,
+          log: opts.log,
+          registry: opts.registry,
+        });
+        if (this.#closed) await this.#manager.close();
+        return this.#manager;
+      } catch (err) {
+        opts.log.warn({ err: describeError(err), retryInMs: delay }, 'tunnel not started yet');
+        await new Promise<void>((resolve) => {
+          this.#wake = resolve;
+          setTimeout(resolve, delay).unref();
+        });
+        delay = Math.min(60_000, delay * 2);
+      }
     }
+    throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'tunnel closed');
   }
 }

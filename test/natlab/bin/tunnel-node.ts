@@ -1,12 +1,12 @@
-// A gateway's tunnel part alone, for the NAT lab and benchmarks: enrols, runs the tunnel
-// manager, accepts CONNECT requests (the sidecar↔gateway protocol) on 127.0.0.1:15080 and
+// A gateway's tunnel part alone, for the NAT lab and benchmarks: startGatewayTunnel (enrol, run the tunnel),
+// accepts CONNECT requests (the sidecar↔gateway protocol) on 127.0.0.1:15080 and
 // serves its status as JSON on 127.0.0.1:15091/status. Far end: dials only --allow targets.
-import { readFile } from 'node:fs/promises';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadOrEnrol } from '../../../gateway/tunnel/enrol.ts';
-import { createTunnelManager } from '../../../gateway/tunnel/manager.ts';
+import { startGatewayTunnel } from '../../../gateway/tunnel/start.ts';
 import { EdgemeshError, ErrorCodes } from '../../../lib/errors.ts';
 import { formatReply, parseRequest, takeLine } from '../../../lib/gateway-protocol.ts';
 import { createLogger } from '../../../lib/log.ts';
@@ -24,23 +24,18 @@ const { values: a } = parseArgs({
   },
 });
 const log = createLogger(`tunnel-node/${a.node}`);
-const servers = String(a.servers)
-  .split(',')
-  .map((s) => ({ host: s.split(':')[0], port: Number(s.split(':')[1]) }));
-const identity = await loadOrEnrol({
-  nodeName: String(a.node),
-  stateDir: String(a['state-dir']),
-  caPem: await readFile(String(a.ca), 'utf8'),
-  servers,
-  token: async () => String(a.token),
-  log,
-});
+const stateDir = String(a['state-dir']);
+mkdirSync(stateDir, { recursive: true });
+writeFileSync(join(stateDir, 'token'), String(a.token));
 const allowed = new Set(String(a.allow).split(',').filter(Boolean));
 const techniques = String(a.techniques).split(',');
-const manager = await createTunnelManager({
+// The gateway's own entry point, as the gateway calls it.
+const tunnel = startGatewayTunnel({
   nodeName: String(a.node),
-  identity,
-  tunnelServers: servers,
+  stateDir,
+  caFile: String(a.ca),
+  tokenFile: join(stateDir, 'token'),
+  servers: String(a.servers).split(','),
   lanAddresses: [String(a.lan)],
   techniques: {
     lan: techniques.includes('lan'),
@@ -74,7 +69,7 @@ net
       try {
         const req = parseRequest(got.line);
         if (req.kind !== 'connect') throw new Error('only CONNECT here');
-        const { stream, path } = await manager.openStream(req.node, { ip: req.ip, port: req.port });
+        const { stream, path } = await tunnel.openStream(req.node, { ip: req.ip, port: req.port });
         client.write(formatReply({ ok: true, path }));
         if (got.rest.length) stream.write(got.rest);
         stream.on('error', () => client.destroy());
@@ -94,11 +89,11 @@ net
 http
   .createServer((_req, res) => {
     res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify(manager.status()));
+    res.end(JSON.stringify(tunnel.status() ?? {}));
   })
   .listen(15091, '127.0.0.1');
 
-await manager.ready(15_000);
+await (await tunnel.ready).ready(15_000);
 process.stdout.write('READY\n');
 // A clean exit on SIGTERM (lets --cpu-prof write its profile).
 process.on('SIGTERM', () => process.exit(0));
