@@ -598,6 +598,17 @@ describe('node agent', () => {
       expect(readFileSync(`${base}/on-host/out`, 'utf8')).toBe('hostpath-write\n');
       // Mounts are private to the pod's processes: the host sees empty mount points.
       expect(existsSync(`${base}/cfg/greeting`)).toBe(false);
+      // exec as a container sees that container's mounts; plain exec in the pod does not.
+      const asReader = await agent.exec(
+        'demo',
+        'volumes',
+        ['cat', `${sa}/namespace`, `${base}/cfg/greeting`],
+        {
+          container: 'reader',
+        },
+      );
+      expect(asReader.stdout).toBe('demohello-from-configmap');
+      expect((await agent.exec('demo', 'volumes', ['cat', `${base}/cfg/greeting`])).code).not.toBe(0);
     } finally {
       await cp.kubectl(['-n', 'demo', 'delete', 'pod', 'volumes', '--wait=true']).catch(() => undefined);
       rmSync(base, { recursive: true, force: true });

@@ -41,7 +41,7 @@ import {
   volumeContent,
 } from './pod-volumes.ts';
 import { periodMs, runProbe } from './probes.ts';
-import { ManagedProcess } from './process.ts';
+import { ManagedProcess, placedArgv } from './process.ts';
 
 export type { TestNode } from './nodes.ts';
 
@@ -185,15 +185,10 @@ export class NodeAgent {
     );
     if (opts.container && !container)
       throw new Error(`pod ${namespace}/${name} has no container ${opts.container}`);
+    // As that container: its uid and its volume mounts.
     const user = container ? containerUser(run.pod, container) : undefined;
-    const full = [
-      'ip',
-      'netns',
-      'exec',
-      run.netns,
-      ...(user ? ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--'] : []),
-      ...argv,
-    ];
+    const mounts = container ? containerMounts(container, run.volumes) : [];
+    const full = placedArgv(argv, { netns: run.netns, uid: user?.uid, gid: user?.gid, mounts });
     try {
       const r = await execFileP(full[0] as string, full.slice(1), { timeout: opts.timeoutMs ?? 30_000 });
       return { code: 0, stdout: r.stdout, stderr: r.stderr };

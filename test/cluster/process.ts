@@ -19,49 +19,12 @@ export class ManagedProcess {
   constructor(
     name: string,
     argv: string[],
-    opts: {
-      netns?: string;
-      uid?: number;
-      gid?: number;
-      env?: Record<string, string>;
-      /** Bind mounts, made in a private mount namespace of the process (targets must exist). */
-      mounts?: { source: string; target: string; readOnly: boolean }[];
-      logFile: string;
-      cwd?: string;
-    },
+    opts: ProcessPlace & { env?: Record<string, string>; logFile: string; cwd?: string },
   ) {
     this.name = name;
     this.logFile = opts.logFile;
     const fd = openSync(opts.logFile, 'a');
-    const program = [
-      // Dies with this process even when it is killed outright: no orphaned API servers.
-      'setpriv',
-      '--pdeathsig=SIGKILL',
-      ...(opts.uid !== undefined
-        ? [`--reuid=${opts.uid}`, `--regid=${opts.gid ?? opts.uid}`, '--clear-groups']
-        : []),
-      '--',
-      ...argv,
-    ];
-    const mounts = opts.mounts ?? [];
-    const full = [
-      ...(opts.netns ? ['ip', 'netns', 'exec', opts.netns] : []),
-      ...(mounts.length > 0
-        ? [
-            'unshare',
-            '--mount',
-            '--propagation=private',
-            '--',
-            'sh',
-            '-c',
-            MOUNT_SCRIPT,
-            'mount-volumes',
-            ...mounts.flatMap((m) => [m.source, m.target, m.readOnly ? 'ro' : 'rw']),
-            '--',
-          ]
-        : []),
-      ...program,
-    ];
+    const full = placedArgv(argv, opts);
     try {
       this.child = spawn(full[0] as string, full.slice(1), {
         stdio: ['ignore', fd, fd],
@@ -99,6 +62,48 @@ export class ManagedProcess {
     await this.exited;
     clearTimeout(timer);
   }
+}
+
+export interface ProcessPlace {
+  netns?: string;
+  uid?: number;
+  gid?: number;
+  /** Bind mounts, made in a private mount namespace of the process (targets must exist). */
+  mounts?: { source: string; target: string; readOnly: boolean }[];
+}
+
+/**
+ * The argv that runs `argv` in a namespace, with bind mounts, as a uid, dying with its
+ * parent: `ip netns exec NS unshare -m sh -c MOUNTS… setpriv … -- argv`. Every step execs
+ * the next, so the PID is the program's own.
+ */
+export function placedArgv(argv: string[], place: ProcessPlace): string[] {
+  const mounts = place.mounts ?? [];
+  return [
+    ...(place.netns ? ['ip', 'netns', 'exec', place.netns] : []),
+    ...(mounts.length > 0
+      ? [
+          'unshare',
+          '--mount',
+          '--propagation=private',
+          '--',
+          'sh',
+          '-c',
+          MOUNT_SCRIPT,
+          'mount-volumes',
+          ...mounts.flatMap((m) => [m.source, m.target, m.readOnly ? 'ro' : 'rw']),
+          '--',
+        ]
+      : []),
+    // Dies with its parent even when that is killed outright: no orphaned API servers.
+    'setpriv',
+    '--pdeathsig=SIGKILL',
+    ...(place.uid !== undefined
+      ? [`--reuid=${place.uid}`, `--regid=${place.gid ?? place.uid}`, '--clear-groups']
+      : []),
+    '--',
+    ...argv,
+  ];
 }
 
 // Bind-mounts (source, target, ro|rw) triples up to "--", then execs the rest: unshare
