@@ -134,6 +134,11 @@ describe('HTTP service ports (per-request balancing)', () => {
     expect(r.stdout).toBe('edgemesh: no ready endpoint for service default/empty:80\n503');
   });
 
+  it('answers 502 naming the failure when no endpoint accepts the connection', async () => {
+    const r = await curl(['-w', '%{http_code}', `http://${VIP.dead}/`]);
+    expect(r.stdout).toMatch(/^edgemesh: upstream of default\/dead:80 failed: .*ECONNREFUSED.*\n502$/);
+  });
+
   it('carries POST bodies (not retried) and 1 MiB responses intact', async () => {
     const post = await curl(['--data-binary', 'x'.repeat(100_000), `http://${VIP.web}/`]);
     expect(post.stdout).toMatch(/^\S+ got 100000 bytes\n$/);
@@ -226,6 +231,11 @@ describe('TCP service ports', () => {
 
   it('resets the connection when a service has no ready endpoint', async () => {
     const [r] = await tcp(VIP.empty, 7);
+    expect(r.error).toBe('ECONNRESET');
+  });
+
+  it('resets the connection when no endpoint accepts it', async () => {
+    const [r] = await tcp(VIP.dead, 7);
     expect(r.error).toBe('ECONNRESET');
   });
 

@@ -89,6 +89,7 @@ export const VIP = {
   grpc: '10.96.0.18',
   least: '10.96.0.19',
   remoteHttp: '10.96.0.21',
+  dead: '10.96.0.22',
   /** The HTTP backend behind a plain TCP port: the proxy splices bytes (L4), for the benches. */
   benchL4: '10.96.0.20',
 } as const;
@@ -146,6 +147,7 @@ export function labCatalog(): Catalog {
         [endpoint(BACKENDS[0], [...http, ...tcp], { ready: false, serving: false })],
       ),
       svc('remote', [VIP.remote], [port('tcp', 7)], [endpoint(REMOTE, tcp, { nodeName: 'node-b' })]),
+      svc('dead', [VIP.dead], [port('http', 80), port('tcp', 7)], [endpoint(DEAD, [...http, ...tcp])]),
       svc(
         'remote-http',
         [VIP.remoteHttp],
