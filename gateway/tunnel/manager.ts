@@ -53,6 +53,11 @@ export interface TunnelManagerOptions {
    * code DIAL_REFUSED) anything that is not an endpoint of a pod on this node.
    */
   dialTarget(target: Target): Promise<Duplex>;
+  /**
+   * A peer's LAN addresses from the cluster's own records (the catalog's Node InternalIPs),
+   * so same-site peers are reached directly even while no tunnel-server is reachable.
+   */
+  peerAddresses?(node: string): string[];
   /** Which direct techniques to try (tests and benchmarks pin one). */
   techniques?: { lan?: boolean; tcpPunch?: boolean; udp?: boolean };
   log?: Logger;
@@ -180,6 +185,12 @@ export class TunnelManager implements GatewayTunnelManager {
   /** @internal */
   get log(): Logger {
     return this.#log;
+  }
+
+  /** @internal LAN addresses and tunnel port to try for `peer` (tunnel-server info + catalog). */
+  lanCandidates(peer: string, info: PeerInfo | undefined): { lan: string[]; port: number } {
+    const known = this.#opts.peerAddresses?.(peer) ?? [];
+    return { lan: [...new Set([...(info?.lan ?? []), ...known])], port: info?.port ?? this.listenPort };
   }
 
   /** @internal */
@@ -379,7 +390,7 @@ export class Peer {
     this.#firstUseAt ??= Date.now();
     const s = this.best();
     if (s) return Promise.resolve(s);
-    this.#connecting ??= this.#relay().finally(() => {
+    this.#connecting ??= this.#establish().finally(() => {
       this.#connecting = undefined;
     });
     return this.#connecting;
@@ -435,6 +446,19 @@ export class Peer {
     return session;
   }
 
+  /** Relay first; without any tunnel-server (cloud outage), a same-site peer on its LAN. */
+  async #establish(): Promise<MuxSession> {
+    try {
+      return await this.#relay();
+    } catch (err) {
+      if (this.#m.techniques.lan && (await this.#tryLan())) {
+        const s = this.best();
+        if (s) return s;
+      }
+      throw err;
+    }
+  }
+
   async #relay(): Promise<MuxSession> {
     let lastErr: unknown = new EdgemeshError(ErrorCodes.UNAVAILABLE, 'no tunnel-server is reachable');
     const links = this.#m.linksUp(this.#preferred);
@@ -476,7 +500,7 @@ export class Peer {
     this.nextUpgradeAt = undefined;
     const t = this.#m.techniques;
     try {
-      if (t.lan && this.info && (await this.#tryLan(this.info))) return this.#upgraded();
+      if (t.lan && (await this.#tryLan())) return this.#upgraded();
       const link = this.#m.linksUp(this.#preferred)[0];
       const udp = this.#m.udp;
       // TCP punch and UDP/ICE race; whichever connects first carries new streams (a later
@@ -517,9 +541,10 @@ export class Peer {
     this.#upgradeDelay = UPGRADE_RETRY_START_MS;
   }
 
-  async #tryLan(info: PeerInfo): Promise<boolean> {
-    const attempts = info.lan.map(async (ip) => {
-      const socket = await dial({ ip, port: info.port }, { timeoutMs: LAN_DIAL_TIMEOUT_MS });
+  async #tryLan(): Promise<boolean> {
+    const { lan, port } = this.#m.lanCandidates(this.name, this.info);
+    const attempts = lan.map(async (ip) => {
+      const socket = await dial({ ip, port }, { timeoutMs: LAN_DIAL_TIMEOUT_MS });
       // We dialed, so we are the TLS client whatever the names say.
       return this.#m.secure(socket, this.name, 'client');
     });

@@ -34,6 +34,8 @@ export interface GatewayTunnelOptions {
   lanAddresses: string[];
   listenPort?: number;
   techniques?: TunnelManagerOptions['techniques'];
+  /** Peers' LAN addresses from the catalog (Node InternalIPs): direct dials without the cloud. */
+  peerAddresses?(node: string): string[];
   /** Far end: dial only endpoints of pods on this node (throw DIAL_REFUSED otherwise). */
   dialTarget(target: Target): Promise<Duplex>;
   log: Logger;
@@ -113,6 +115,7 @@ export class GatewayTunnel implements GatewayTunnelManager {
           lanAddresses: opts.lanAddresses,
           listenPort: opts.listenPort,
           techniques: opts.techniques,
+          peerAddresses: opts.peerAddresses,
           dialTarget: opts.dialTarget,
           log: opts.log,
           registry: opts.registry,

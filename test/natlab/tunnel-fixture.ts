@@ -113,7 +113,11 @@ export class TunnelLab {
   }
 
   /** Starts the tunnel node on `node`; its far end allows only its own pod's ports. */
-  async startNode(node: LabNode, opts: { techniques?: string; token?: string } = {}): Promise<ChildProcess> {
+  async startNode(
+    node: LabNode,
+    opts: { techniques?: string; token?: string; readyTimeoutMs?: number } = {},
+  ): Promise<ChildProcess> {
+    const peers = this.lab.sites.flatMap((s) => s.nodes.map((x) => `${x.name}=${x.addr}`)).join(',');
     const allow = node.pods.flatMap((p) => [`${p.addr}:9000`, `${p.addr}:9001`]).join(',');
     const child = this.lab.spawn(node.ns, [
       NODE,
@@ -134,6 +138,10 @@ export class TunnelLab {
       allow,
       '--techniques',
       opts.techniques ?? 'lan,tcp,udp',
+      '--peer-addresses',
+      peers,
+      '--ready-timeout',
+      String(opts.readyTimeoutMs ?? 15_000),
     ]);
     collect(child, node.name);
     this.nodes.set(node.name, child);

@@ -191,4 +191,23 @@ describe('tunnel in the NAT lab', () => {
     expect(again.path).toBe('relay');
     intact(again, 10 * MB);
   });
+
+  it('cloud outage (every tunnel-server gone): punched paths carry on, same-site peers reconnect directly', async () => {
+    for (const i of [...t.servers.keys()]) t.killServer(i);
+    // An established cross-NAT path needs no server.
+    const punched = await t.send(n['node1-1'], n['node2-1'], 10 * MB);
+    expect(punched.path).toBe('punched');
+    intact(punched, 10 * MB);
+    // A restarted gateway has no sessions; its same-site peer is found from the catalog's
+    // node addresses and reached on the LAN, with no relay to start from.
+    const old = t.nodes.get('node1-2');
+    if (old?.pid) process.kill(old.pid, 'SIGKILL');
+    await t.startNode(n['node1-2'], { readyTimeoutMs: 500 });
+    const r = await t.send(n['node1-2'], n['node1-1'], 10 * MB);
+    expect(r.path).toBe('direct');
+    intact(r, 10 * MB);
+    // A peer behind another NAT cannot be reached without a rendezvous: a clear error.
+    const far = await t.send(n['node1-2'], n['node5-1'], 1000);
+    expect(far.error).toMatch(/^ERR EDGEMESH_ERR_UNAVAILABLE no path to node node5-1/);
+  });
 });

@@ -21,6 +21,9 @@ const { values: a } = parseArgs({
     lan: { type: 'string' },
     allow: { type: 'string', default: '' },
     techniques: { type: 'string', default: 'lan,tcp,udp' },
+    // node=ip,... : what the catalog's Node InternalIPs would say.
+    'peer-addresses': { type: 'string', default: '' },
+    'ready-timeout': { type: 'string', default: '15000' },
   },
 });
 const log = createLogger(`tunnel-node/${a.node}`);
@@ -29,6 +32,12 @@ mkdirSync(stateDir, { recursive: true });
 writeFileSync(join(stateDir, 'token'), String(a.token));
 const allowed = new Set(String(a.allow).split(',').filter(Boolean));
 const techniques = String(a.techniques).split(',');
+const peerAddresses = new Map(
+  String(a['peer-addresses'])
+    .split(',')
+    .filter(Boolean)
+    .map((e) => e.split('=') as [string, string]),
+);
 // The gateway's own entry point, as the gateway calls it.
 const tunnel = startGatewayTunnel({
   nodeName: String(a.node),
@@ -37,6 +46,7 @@ const tunnel = startGatewayTunnel({
   tokenFile: join(stateDir, 'token'),
   servers: String(a.servers).split(','),
   lanAddresses: [String(a.lan)],
+  peerAddresses: (node) => (peerAddresses.has(node) ? [peerAddresses.get(node) as string] : []),
   techniques: {
     lan: techniques.includes('lan'),
     tcpPunch: techniques.includes('tcp'),
@@ -93,7 +103,7 @@ http
   })
   .listen(15091, '127.0.0.1');
 
-await (await tunnel.ready).ready(15_000);
+await (await tunnel.ready).ready(Number(a['ready-timeout']));
 process.stdout.write('READY\n');
 // A clean exit on SIGTERM (lets --cpu-prof write its profile).
 process.on('SIGTERM', () => process.exit(0));
