@@ -216,6 +216,17 @@ describe('TCP service ports', () => {
     );
   });
 
+  it('carries 64 MiB both ways byte-exact (backpressure, reused read buffers, half-close)', async () => {
+    const r = await l.lab.exec(
+      l.pod,
+      [NODE, CLIENT, 'echo', '--host', VIP.echo, '--port', '7', '--bytes', String(64 << 20)],
+      {
+        timeoutMs: 60_000,
+      },
+    );
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, bytes: 64 << 20, tail: `bye ${64 << 20}\n` });
+  });
+
   it('keeps a client on one endpoint with sessionAffinity ClientIP', async () => {
     const results = await tcp(VIP.sticky, 7, 6);
     expect(new Set(results.map((r) => greeting(r.data))).size).toBe(1);

@@ -163,9 +163,9 @@ export class OutboundProxy {
     metrics.connections.inc({ route: route.kind });
     let dial: Promise<{ result: DialResult; release: () => void }>;
     if (route.kind === 'service') {
-      dial = this.#dialService(route, clientIp);
+      dial = this.#dialService(route, clientIp, client);
     } else {
-      dial = this.#dialOne(route.target).then((result) => ({ result, release: () => undefined }));
+      dial = this.#dialOne(route.target, client).then((result) => ({ result, release: () => undefined }));
     }
     dial.then(
       ({ result, release }) => {
@@ -174,7 +174,7 @@ export class OutboundProxy {
           release();
           return;
         }
-        splice(client, result.socket, this.#opts.idleTimeoutMs, release);
+        splice(client, result.socket, this.#opts.idleTimeoutMs, release, result.sinked);
       },
       (err: unknown) => {
         metrics.refused.inc({
@@ -196,9 +196,9 @@ export class OutboundProxy {
     return ip === normalizeIp(client.localAddress ?? '') || ip === '127.0.0.1' || ip === '::1';
   }
 
-  async #dialOne(target: Target): Promise<DialResult> {
+  async #dialOne(target: Target, sink: net.Socket): Promise<DialResult> {
     try {
-      return await this.#opts.dialer.dial(target, this.#opts.connectTimeoutMs);
+      return await this.#opts.dialer.dial(target, this.#opts.connectTimeoutMs, sink);
     } catch (err) {
       this.#opts.metrics.connectFailures.inc({ via: 'pod' });
       throw err;
@@ -209,6 +209,7 @@ export class OutboundProxy {
   async #dialService(
     route: Extract<ReturnType<Router['resolve']>, { kind: 'service' }>,
     clientIp: string,
+    client: net.Socket,
   ): Promise<{ result: DialResult; release: () => void }> {
     const balancer = this.router.balancer(route);
     const failed = new Set<string>();
@@ -218,7 +219,7 @@ export class OutboundProxy {
       if (!choice) break;
       balancer.acquire(choice.id);
       try {
-        const result = await this.#dialOne(choice.value);
+        const result = await this.#dialOne(choice.value, client);
         balancer.reportSuccess(choice.id);
         return { result, release: once(() => balancer.release(choice.id)) };
       } catch (err) {

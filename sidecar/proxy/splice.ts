@@ -8,7 +8,14 @@ import type net from 'node:net';
  * both (the client socket's timer sees traffic in both directions, since all of it passes
  * through that socket). `onClose` runs once when both are closed.
  */
-export function splice(client: net.Socket, upstream: net.Socket, idleMs: number, onClose?: () => void): void {
+export function splice(
+  client: net.Socket,
+  upstream: net.Socket,
+  idleMs: number,
+  onClose?: () => void,
+  /** The upstream's bytes already flow into `client` (dialer.ts forwardInto): carry only its FIN. */
+  upstreamSinked = false,
+): void {
   let open = 2;
   const closed = () => {
     if (--open === 0) onClose?.();
@@ -32,7 +39,11 @@ export function splice(client: net.Socket, upstream: net.Socket, idleMs: number,
     client.setTimeout(idleMs, destroyBoth);
   }
   client.pipe(upstream);
-  upstream.pipe(client);
   client.resume();
-  upstream.resume();
+  if (upstreamSinked) {
+    upstream.once('end', () => client.end());
+  } else {
+    upstream.pipe(client);
+    upstream.resume();
+  }
 }

@@ -7,10 +7,14 @@
  *        one JSON line with the bodies.
  *   hold --host H --port P --count N                  opens N connections, waits for each
  *        greeting, prints "held N", keeps them open until stdin closes, then closes them.
+ *   echo --host H --port P --bytes N                  sends N random bytes to the TCP echo
+ *        backend, half-closes, checks that exactly those bytes came back (sha256); prints
+ *        {ok, bytes, mbps}.
  *   churn --host H --port P --count N                 N short connections (greeting, FIN),
  *        64 at a time, at most 60 s; prints {done, errors}.
  * Every operation has a 5 s deadline so a broken proxy fails the test instead of hanging it.
  */
+import { createHash, randomBytes } from 'node:crypto';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
@@ -23,6 +27,7 @@ const { values, positionals } = parseArgs({
     count: { type: 'string', default: '1' },
     send: { type: 'string', default: '' },
     'hold-ms': { type: 'string', default: '0' },
+    bytes: { type: 'string', default: '0' },
   },
 });
 const host = values.host ?? '127.0.0.1';
@@ -101,6 +106,34 @@ async function hold(): Promise<void> {
   for (const s of sockets) s.destroy();
 }
 
+async function echoCheck(): Promise<void> {
+  const total = Math.min(Number(values.bytes), 1 << 30);
+  const payload = randomBytes(total);
+  const t0 = performance.now();
+  const received: Buffer[] = [];
+  await new Promise<void>((resolve, reject) => {
+    const socket = net.connect({ host, port, allowHalfOpen: true });
+    socket.on('data', (d: Buffer) => received.push(d));
+    socket.on('end', () => resolve());
+    socket.on('error', reject);
+    socket.on('connect', async () => {
+      for (let off = 0; off < total; off += 1 << 20) {
+        if (!socket.write(payload.subarray(off, Math.min(total, off + (1 << 20)))))
+          await new Promise((r) => socket.once('drain', r));
+      }
+      socket.end();
+    });
+  });
+  const all = Buffer.concat(received);
+  const start = all.indexOf(0x0a) + 1; // after the greeting line
+  const echoed = all.subarray(start, start + total);
+  const digest = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  const tail = all.subarray(start + total).toString();
+  const ok = echoed.length === total && digest(echoed) === digest(payload) && tail === `bye ${total}\n`;
+  const mbps = total / 1e6 / ((performance.now() - t0) / 1000);
+  process.stdout.write(`${JSON.stringify({ ok, bytes: echoed.length, tail, mbps: Math.round(mbps) })}\n`);
+}
+
 async function churn(): Promise<void> {
   let done = 0;
   let errors = 0;
@@ -127,6 +160,9 @@ if (positionals[0] === 'h2') {
 } else if (positionals[0] === 'hold') {
   clearTimeout(deadline);
   await hold();
+} else if (positionals[0] === 'echo') {
+  clearTimeout(deadline);
+  await echoCheck();
 } else if (positionals[0] === 'churn') {
   clearTimeout(deadline);
   await churn();
