@@ -119,7 +119,7 @@ export class Forwarder {
   }
 
   get inFlight(): number {
-    return this.#inflight.size;
+    return this.#inflight.size + this.#tcp.size;
   }
 
   /**
@@ -131,7 +131,8 @@ export class Forwarder {
     if (shared) return shared;
     const p = new Promise<Buffer>((resolve, reject) => {
       if (this.#closed) return reject(new Error('forwarder closed'));
-      if (this.#inflight.size >= this.#maxInFlight) {
+      // TCP retries count too: an upstream that truncates everything cannot open unbounded connections.
+      if (this.#inflight.size + this.#tcp.size >= this.#maxInFlight) {
         this.#onEvent('busy');
         return reject(new Error('too many upstream queries in flight'));
       }
@@ -177,6 +178,10 @@ export class Forwarder {
   }
 
   #sendUdp(a: Attempt): void {
+    if (this.#closed) {
+      a.reject(new Error('forwarder closed'));
+      return;
+    }
     if (a.left <= 0) {
       a.reject(new Error('upstream resolvers did not answer'));
       return;
