@@ -231,8 +231,10 @@ export class TunnelManager implements GatewayTunnelManager {
           reject(e);
         },
       });
-      if (!link.send({ ...msg, id }))
+      if (!link.send({ ...msg, id })) {
         this.#pending.get(id)?.reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, `${link.label} is down`));
+        this.#pending.delete(id);
+      }
     });
   }
 
@@ -257,6 +259,11 @@ export class TunnelManager implements GatewayTunnelManager {
     session.on('stream', (stream, target) => {
       this.#opts.dialTarget(target).then(
         (conn) => {
+          // The opener may have given up (or the session died) while we dialed.
+          if (stream.destroyed) {
+            conn.destroy();
+            return;
+          }
           stream.accept();
           pipeBoth(stream, conn);
         },

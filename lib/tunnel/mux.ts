@@ -58,7 +58,7 @@ export class MuxSession extends EventEmitter<{
   readonly #log: Logger;
   readonly #decoder = new FrameDecoder();
   readonly #streams = new Map<number, MuxStream>();
-  readonly #pings = new Map<string, number>();
+  readonly #pings = new Map<string, { start: number; done: (rttMs: number) => void }>();
   readonly window: number;
   readonly #maxStreams: number;
   readonly #openTimeoutMs: number;
@@ -157,20 +157,20 @@ export class MuxSession extends EventEmitter<{
     if (this.#closed) return Promise.reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'session closed'));
     const opaque = randomBytes(8);
     const key = opaque.toString('hex');
-    const start = performance.now();
-    this.#pings.set(key, start);
-    this.send({ type: FrameType.PING, stream: 0, opaque });
     return new Promise((resolve, reject) => {
-      const check = setInterval(() => {
-        if (!this.#pings.has(key)) {
-          clearInterval(check);
-          resolve(this.rttMs ?? 0);
-        } else if (performance.now() - start > timeoutMs || this.#closed) {
-          this.#pings.delete(key);
-          clearInterval(check);
-          reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'PING not answered'));
-        }
-      }, 1);
+      const timer = setTimeout(() => {
+        this.#pings.delete(key);
+        reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'PING not answered'));
+      }, timeoutMs);
+      timer.unref();
+      this.#pings.set(key, {
+        start: performance.now(),
+        done: (rtt) => {
+          clearTimeout(timer);
+          resolve(rtt);
+        },
+      });
+      this.send({ type: FrameType.PING, stream: 0, opaque });
     });
   }
 
@@ -251,10 +251,11 @@ export class MuxSession extends EventEmitter<{
         return;
       case FrameType.PONG: {
         const key = f.opaque.toString('hex');
-        const start = this.#pings.get(key);
-        if (start !== undefined) {
-          this.rttMs = performance.now() - start;
+        const ping = this.#pings.get(key);
+        if (ping) {
+          this.rttMs = performance.now() - ping.start;
           this.#pings.delete(key);
+          ping.done(this.rttMs);
         }
         return;
       }
