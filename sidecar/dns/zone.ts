@@ -61,8 +61,6 @@ export interface Zone {
   readonly domain: string;
   readonly revision: number;
   readonly size: number;
-  /** Whether `name` (lower-case) is at or below the cluster domain. */
-  contains(name: string): boolean;
   /**
    * The local answer for a lower-case name, or undefined when the name is not ours (outside
    * the zone, and not a reverse name we hold): forward it.
@@ -75,12 +73,12 @@ type Authority = 'zone' | 'in-addr' | 'ip6';
 const LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const PORT_NAME = /^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$/;
 
-export function validDomain(name: string): boolean {
+function validDomain(name: string): boolean {
   return name.length > 0 && name.length <= 253 && name.split('.').every((l) => LABEL.test(l));
 }
 
 /** The label used for an endpoint without a hostname (CoreDNS style): 10-0-0-1, 2001-db8--1. */
-export function dashedIP(ip: string): string {
+function dashedIP(ip: string): string {
   return isIPv6(ip) ? canonicalIPv6(ip).replace(/:/g, '-') : ip.replace(/\./g, '-');
 }
 
@@ -238,7 +236,6 @@ export function buildZone(
     domain,
     revision: catalog.revision,
     size: nodes.size,
-    contains: (name) => name === domain || name.endsWith(dotDomain),
     lookup(name, qtype, oddName = false) {
       const inZone = name === domain || name.endsWith(dotDomain);
       // A dot or odd byte inside a label: its text form could equal another name's.
