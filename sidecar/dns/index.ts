@@ -10,6 +10,4 @@
  */
 export { parseUpstream, type Upstream } from './forwarder.ts';
 export { parseResolvConf, type ResolvConf, readResolvConf } from './resolv-conf.ts';
-export { type Reply, Resolver, type ResolverOptions, type Transport } from './resolver.ts';
 export { DEFAULT_DNS_PORT, type DnsServer, type DnsServerOptions, startDnsServer } from './server.ts';
-export { buildZone, type Zone } from './zone.ts';
