@@ -175,7 +175,7 @@ beforeAll(async () => {
     '--upstream',
     '10.53.0.9',
     '--upstream-timeout-ms',
-    '200',
+    '1000',
     '--max-in-flight',
     '1',
     '--metrics-port',
@@ -495,7 +495,7 @@ describe('DNS server in a pod namespace', () => {
   it('fails over to the next upstream (IPv6) on a timeout, and answers SERVFAIL when none answers', async () => {
     const r = await dig(['www.example.test'], '127.0.0.1', 15054);
     expect(r.answer).toEqual(['www.example.test. A 198.51.100.10']);
-    const dead = await dig(['www.example.test'], '127.0.0.1', 15055);
+    const dead = await dig(['+time=6', 'www.example.test'], '127.0.0.1', 15055);
     expect(dead.status).toBe('SERVFAIL');
     // Cluster names never depend on the upstream.
     expect((await dig([`web.default.svc.${Z}`], '127.0.0.1', 15055)).status).toBe('NOERROR');
@@ -504,8 +504,9 @@ describe('DNS server in a pod namespace', () => {
   it('bounds upstream queries in flight: past the bound a question fails at once', async () => {
     const busyBefore = await metric(15022, /^edgemesh_dns_upstream_events_total\{event="busy"/);
     const [first, second] = await Promise.all([
-      dig(['one.example.test'], '127.0.0.1', 15055),
-      dig(['two.example.test'], '127.0.0.1', 15055),
+      // Two attempts of 1 s each keep the one slot busy long enough for the second dig to arrive.
+      dig(['+time=6', 'one.example.test'], '127.0.0.1', 15055),
+      dig(['+time=6', 'two.example.test'], '127.0.0.1', 15055),
     ]);
     expect([first.status, second.status]).toEqual(['SERVFAIL', 'SERVFAIL']);
     expect(await metric(15022, /^edgemesh_dns_upstream_events_total\{event="busy"/)).toBe(busyBefore + 1);
