@@ -93,6 +93,29 @@ describe('NAT lab', () => {
     expect(r.stderr).toMatch(/refused/i);
   });
 
+  it('extra public hosts and pod CIDRs made by others are routed like the built-in ones', async () => {
+    const cloud = await lab.addPublicHost('cloud');
+    lab.spawn(cloud.ns, [
+      'socat',
+      `TCP-LISTEN:${echoPort},reuseaddr,fork`,
+      'SYSTEM:echo $SOCAT_PEERADDR $SOCAT_PEERPORT',
+    ]);
+    await waitFor(
+      async () => (await lab.run(cloud.ns, ['ss', '-ltn'])).stdout.includes(`:${echoPort}`),
+      5000,
+    );
+    const node = lab.sites[0].nodes[1];
+    // A pod namespace the lab did not make, behind node1-2 on 10.1.99.0/24.
+    const podNs = await lab.netns.add('extpod');
+    await lab.netns.link(
+      { ns: node.ns, ifname: 'ext0', addr: '10.1.99.1/24' },
+      { ns: podNs, ifname: 'eth0', addr: '10.1.99.2/24' },
+    );
+    await lab.exec(podNs, ['ip', 'route', 'add', 'default', 'via', '10.1.99.1']);
+    await lab.routeToNode(node, '10.1.99.0/24');
+    expect(await seenFrom(podNs, cloud.addr, 41004)).toBe(`${lab.sites[0].publicAddr}:41004`);
+  });
+
   it('NAT routers expire UDP mappings after 30 s of silence', async () => {
     const r = await lab.exec(lab.sites[0].natNs, [
       'sysctl',

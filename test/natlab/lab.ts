@@ -77,6 +77,7 @@ export class NatLab {
   readonly netns: NetnsLab;
   readonly sites: LabSite[] = [];
   readonly tunnelServers: PublicHost[] = [];
+  readonly publicHosts: PublicHost[] = [];
   coreNs = '';
 
   private constructor(prefix: string) {
@@ -192,6 +193,34 @@ export class NatLab {
 
   async #router(ns: string): Promise<void> {
     await this.netns.exec(ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  }
+
+  /**
+   * Another host on the public segment (e.g. a Kubernetes control plane in the "cloud"),
+   * at 198.51.100.<100+n>; reachable from every site through its NAT.
+   */
+  async addPublicHost(name: string): Promise<PublicHost> {
+    const n = this.publicHosts.length + 1;
+    if (n > 100) throw new Error('natlab: too many public hosts');
+    const ns = await this.netns.add(name);
+    const addr = `198.51.100.${100 + n}`;
+    await this.netns.link({ ns: this.coreNs, ifname: `ph${n}` }, { ns, ifname: 'eth0', addr: `${addr}/24` });
+    await this.netns.exec(this.coreNs, ['ip', 'link', 'set', `ph${n}`, 'master', 'pub']);
+    await this.netns.exec(ns, ['ip', 'route', 'add', 'default', 'via', '198.51.100.1']);
+    const host = { ns, addr };
+    this.publicHosts.push(host);
+    return host;
+  }
+
+  /**
+   * Routes `cidr` (a node's pod CIDR) to `node` on its site's router, as host-gw CNIs do,
+   * for pod namespaces made by someone else (e.g. a test node agent) behind that node.
+   */
+  async routeToNode(node: LabNode, cidr: string): Promise<void> {
+    const site = this.sites.find((s) => s.nodes.includes(node));
+    if (!site) throw new Error(`natlab: ${node.name} is not in this lab`);
+    await this.netns.exec(site.natNs, ['ip', 'route', 'add', cidr, 'via', node.addr]);
+    await this.netns.exec(node.ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   }
 
   /** The node called `name` ("node<k>-<i>"). */
