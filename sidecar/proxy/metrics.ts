@@ -4,6 +4,8 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 export interface ProxyMetrics {
   connections: Counter<'route'>;
   active: Gauge;
+  /** What `active` reports at scrape time (the proxy sets it): no per-connection bookkeeping. */
+  activeSource: () => number;
   connectFailures: Counter<'via'>;
   httpRequests: Counter<'code'>;
   refused: Counter<'reason'>;
@@ -11,7 +13,8 @@ export interface ProxyMetrics {
 
 export function createProxyMetrics(registry?: Registry): ProxyMetrics {
   const registers = registry ? [registry] : [];
-  return {
+  const metrics: ProxyMetrics = {
+    activeSource: () => 0,
     connections: new Counter({
       name: 'edgemesh_proxy_connections_total',
       help: 'Redirected connections accepted, by route (service, pod, passthrough, http)',
@@ -22,6 +25,9 @@ export function createProxyMetrics(registry?: Registry): ProxyMetrics {
       name: 'edgemesh_proxy_active_connections',
       help: 'Client connections open through the proxy',
       registers,
+      collect() {
+        this.set(metrics.activeSource());
+      },
     }),
     connectFailures: new Counter({
       name: 'edgemesh_proxy_connect_failures_total',
@@ -42,4 +48,5 @@ export function createProxyMetrics(registry?: Registry): ProxyMetrics {
       registers,
     }),
   };
+  return metrics;
 }

@@ -47,6 +47,8 @@ export class OutboundProxy {
   readonly #http: HttpProxy;
   readonly #servers: net.Server[] = [];
   readonly #clients = new Set<net.Socket>();
+  /** Label children bound once: a labelled inc() hashes its labels on every call. */
+  readonly #routeCounters: Record<'service' | 'pod' | 'passthrough' | 'http', { inc(): void }>;
   #draining = false;
 
   constructor(options: ProxyOptions) {
@@ -61,6 +63,14 @@ export class OutboundProxy {
       metrics: options.metrics ?? createProxyMetrics(),
     } as ResolvedOptions;
     this.router = new Router(options.store);
+    const { connections } = this.#opts.metrics;
+    this.#routeCounters = {
+      service: connections.labels('service'),
+      pod: connections.labels('pod'),
+      passthrough: connections.labels('passthrough'),
+      http: connections.labels('http'),
+    };
+    this.#opts.metrics.activeSource = () => this.#clients.size;
     this.#http = new HttpProxy({
       router: this.router,
       dialer: this.#opts.dialer,
@@ -131,11 +141,7 @@ export class OutboundProxy {
       return;
     }
     this.#clients.add(client);
-    metrics.active.inc();
-    client.once('close', () => {
-      this.#clients.delete(client);
-      metrics.active.dec();
-    });
+    client.once('close', () => this.#clients.delete(client));
     client.on('error', () => client.destroy());
     let dst: OriginalDst;
     try {
@@ -153,14 +159,21 @@ export class OutboundProxy {
       return;
     }
     const route = this.router.resolve(dst.ip, dst.port);
-    const clientIp = normalizeIp(client.remoteAddress ?? '');
+    // getpeername is a syscall: only policies keyed by the client's address need it.
+    const clientIp =
+      route.kind === 'service' &&
+      (route.l7 ||
+        route.service.lbPolicy === 'consistent-hash' ||
+        route.service.sessionAffinity.type === 'ClientIP')
+        ? normalizeIp(client.remoteAddress ?? '')
+        : '';
     if (route.kind === 'service' && route.l7) {
-      metrics.connections.inc({ route: 'http' });
+      this.#routeCounters.http.inc();
       const ctx: ConnContext = { dstIp: dst.ip, dstPort: dst.port, clientIp };
       this.#http.handle(client, ctx);
       return;
     }
-    metrics.connections.inc({ route: route.kind });
+    this.#routeCounters[route.kind].inc();
     let dial: Promise<{ result: DialResult; release: () => void }>;
     if (route.kind === 'service') {
       dial = this.#dialService(route, clientIp, client);
