@@ -19,7 +19,7 @@ import {
   Type,
   udpLimit,
 } from './wire.ts';
-import { buildZone, createZoneMemo, type LocalAnswer, type Zone } from './zone.ts';
+import { type LocalAnswer, type Zone, ZoneTables } from './zone.ts';
 
 /**
  * The decision for each query, independent of sockets (so tests and the fuzz loop drive it
@@ -66,9 +66,8 @@ export class Resolver {
   readonly #log: Logger;
   readonly #metrics: DnsMetrics;
   readonly #unsubscribe: () => void;
-  #zone: Zone | undefined;
+  #zone: ZoneTables | undefined;
   #dirty = true;
-  readonly #memo = createZoneMemo();
   #lastProblems = '';
   #oddSeq = 0;
 
@@ -307,29 +306,36 @@ export class Resolver {
     const catalog = this.#store.current;
     if (!catalog) return undefined;
     this.#dirty = false;
+    const t0 = performance.now();
+    let problems: string[];
     try {
-      const t0 = performance.now();
-      const { zone, problems } = buildZone(catalog, {
-        domain: this.#domain,
-        ttl: this.#ttl,
-        memo: this.#memo,
-      });
-      this.#zone = zone;
-      this.#metrics.zoneBuilds.inc();
-      const ms = Math.round((performance.now() - t0) * 10) / 10;
-      this.#log.debug({ revision: catalog.revision, names: zone.size, ms }, 'DNS zone rebuilt');
-      // Logged when the set of problems changes, not on every rebuild.
-      const summary = problems.slice(0, 20).join('; ');
-      if (problems.length > 0 && summary !== this.#lastProblems) {
-        this.#log.warn(
-          { problems: problems.slice(0, 20), count: problems.length },
-          'catalog entries skipped in DNS',
-        );
-      }
-      this.#lastProblems = summary;
+      this.#zone ??= new ZoneTables({ domain: this.#domain, ttl: this.#ttl });
+      problems = this.#zone.update(catalog);
     } catch (err) {
-      this.#log.error({ err: describeError(err) }, 'DNS zone rebuild failed; keeping the previous zone');
+      // A bug, not bad input: tables updated half-way cannot be trusted. Start over once;
+      // if that fails too, cluster names answer SERVFAIL until the next catalog change.
+      this.#log.error({ err: describeError(err) }, 'DNS zone update failed; rebuilding');
+      try {
+        this.#zone = new ZoneTables({ domain: this.#domain, ttl: this.#ttl });
+        problems = this.#zone.update(catalog);
+      } catch (again) {
+        this.#log.error({ err: describeError(again) }, 'DNS zone rebuild failed');
+        this.#zone = undefined;
+        return undefined;
+      }
     }
+    this.#metrics.zoneBuilds.inc();
+    const ms = Math.round((performance.now() - t0) * 10) / 10;
+    this.#log.debug({ revision: catalog.revision, names: this.#zone.size, ms }, 'DNS zone updated');
+    // Logged when the set of problems changes, not on every update.
+    const summary = problems.slice(0, 20).join('; ');
+    if (problems.length > 0 && summary !== this.#lastProblems) {
+      this.#log.warn(
+        { problems: problems.slice(0, 20), count: problems.length },
+        'catalog entries skipped in DNS',
+      );
+    }
+    this.#lastProblems = summary;
     return this.#zone;
   }
 }

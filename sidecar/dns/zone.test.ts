@@ -2,8 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { applyUpdate } from '../../lib/catalog/store.ts';
 import type { Catalog } from '../../lib/catalog/types.ts';
 import { fixtureCatalog } from './fixture.ts';
+import { prng } from './fuzz.ts';
+import { skipName } from './message.ts';
 import { Type } from './wire.ts';
-import { buildZone, createZoneMemo, type LocalAnswer, type Zone } from './zone.ts';
+import { buildZone, type LocalAnswer, type Zone, ZoneTables } from './zone.ts';
 
 const Z = 'cluster.local';
 const names = [
@@ -26,34 +28,86 @@ const names = [
 ];
 const types = [Type.A, Type.AAAA, Type.SRV, Type.PTR, Type.CNAME, Type.TXT, Type.SOA, Type.ANY];
 
+/** Records of a section as sorted hex strings: the order inside an RRset carries no meaning. */
+const records = (bytes: Buffer | undefined): string[] => {
+  const out: string[] = [];
+  for (let o = 0; bytes && o < bytes.length; ) {
+    const end = skipName(bytes, o);
+    const next = end + 10 + bytes.readUInt16BE(end + 8);
+    out.push(bytes.subarray(o, next).toString('hex'));
+    o = next;
+  }
+  return out.sort();
+};
 const wire = (a: LocalAnswer | undefined) =>
   a && [
     a.rcode,
-    a.answer?.bytes.toString('hex'),
-    a.answer?.glue.toString('hex'),
+    records(a.answer?.bytes),
+    records(a.answer?.glue),
     a.authority?.toString('hex'),
     a.cnameTarget,
   ];
 const snapshot = (zone: Zone) => names.flatMap((n) => types.map((t) => wire(zone.lookup(n, t))));
 
-describe('buildZone', () => {
-  it('gives the same answers with per-service memoization across updates as a fresh build', () => {
-    const memo = createZoneMemo();
+describe('zone tables', () => {
+  it('updated in place gives the same answers as a fresh build', () => {
+    const zone = new ZoneTables({ domain: Z });
     let catalog: Catalog = fixtureCatalog();
-    buildZone(catalog, { domain: Z, memo });
+    zone.update(catalog);
     const db = structuredClone(catalog.services['default/db']);
     db.endpoints[0].ready = false; // db-0 leaves
     catalog = applyUpdate(catalog, { type: 'service', revision: 43, key: 'default/db', entry: db })!;
     catalog = applyUpdate(catalog, { type: 'service', revision: 44, key: 'default/web', entry: null })!;
-    const memoized = buildZone(catalog, { domain: Z, memo }).zone;
+    zone.update(catalog);
     const fresh = buildZone(catalog, { domain: Z }).zone;
-    expect(snapshot(memoized)).toEqual(snapshot(fresh));
-    expect(memoized.lookup(`db-0.db.default.svc.${Z}`, Type.A)?.rcode).toBe(3);
-    expect(memoized.lookup(`web.default.svc.${Z}`, Type.A)?.rcode).toBe(3);
-    // A memo entry is per domain: another cluster domain is built from scratch.
-    const other = buildZone(catalog, { domain: 'edge.test', memo }).zone;
-    expect(other.lookup('kubernetes.default.svc.edge.test', Type.A)?.answer?.count).toBe(1);
-    expect(other.lookup(`kubernetes.default.svc.${Z}`, Type.A)).toBeUndefined();
+    expect(snapshot(zone)).toEqual(snapshot(fresh));
+    expect([...zone.names()].sort()).toEqual([...fresh.names()].sort());
+    expect(zone.lookup(`db-0.db.default.svc.${Z}`, Type.A)?.rcode).toBe(3);
+    expect(zone.lookup(`web.default.svc.${Z}`, Type.A)?.rcode).toBe(3);
+    expect(zone.lookup(`_http._tcp.web.default.svc.${Z}`, Type.SRV)?.rcode).toBe(3);
+    expect(zone.lookup('10.0.96.10.in-addr.arpa', Type.PTR)).toBeUndefined();
+  });
+
+  it('stays equal to a fresh build over 300 random catalog updates (names and answers)', () => {
+    const rand = prng(7);
+    const pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)];
+    const zone = new ZoneTables({ domain: Z });
+    let catalog: Catalog = fixtureCatalog();
+    zone.update(catalog);
+    const template = fixtureCatalog();
+    // A second headless service on the same pods: PTR names shared by two sources.
+    template.services['default/db2'] = structuredClone(template.services['default/db']);
+    template.services['default/db2'].service.name = 'db2';
+    for (let step = 0; step < 300; step++) {
+      const revision = catalog.revision + 1;
+      const keys = Object.keys(template.services);
+      const key = pick(keys);
+      const r = rand();
+      let next: Catalog | undefined;
+      if (r < 0.2) {
+        next = applyUpdate(catalog, { type: 'service', revision, key, entry: null });
+      } else if (r < 0.8) {
+        const entry = structuredClone(catalog.services[key] ?? template.services[key]);
+        for (const ep of entry.endpoints) if (rand() < 0.3) ep.ready = !ep.ready;
+        if (rand() < 0.2) entry.service.namespace = pick(['default', 'team-b', 'team-c']);
+        if (rand() < 0.1) entry.service.publishNotReadyAddresses = !entry.service.publishNotReadyAddresses;
+        next = applyUpdate(catalog, { type: 'service', revision, key, entry });
+      } else {
+        const ip = pick(['10.244.1.5', 'fd00:244::6', '10.244.7.7']);
+        const pod =
+          rand() < 0.5 ? null : { ip, namespace: pick(['default', 'team-b']), name: 'p', nodeName: 'n' };
+        next = applyUpdate(catalog, { type: 'pod', revision, ip, pod });
+      }
+      catalog = next!;
+      zone.update(catalog);
+      if (step % 5 === 0 || step === 299) {
+        const fresh = buildZone(catalog, { domain: Z }).zone;
+        const all = [...new Set([...zone.names(), ...fresh.names()])].sort();
+        expect([...zone.names()].sort(), `names at step ${step}`).toEqual([...fresh.names()].sort());
+        const answers = (t: ZoneTables) => all.flatMap((n) => types.map((ty) => wire(t.lookup(n, ty))));
+        expect(answers(zone), `answers at step ${step}`).toEqual(answers(fresh));
+      }
+    }
   });
 
   it('skips invalid catalog entries and says why', () => {

@@ -91,165 +91,250 @@ interface Contribution {
   glue?: Buffer[];
 }
 
+/** One source of records (a service, a pod, the zone's own records) as last applied. */
+interface Source {
+  /** The catalog object it came from: unchanged identity means unchanged records. */
+  from: object;
+  records: Contribution[];
+  /** Names that exist because of this source even without records (<ns>.svc.<zone>). */
+  marks: string[];
+  problems: string[];
+}
+
+/** A name in the zone. It exists while `refs` > 0: records at or below it, or marks. */
+interface NameState {
+  auth: Authority;
+  /** As contributed; identical records from several sources are merged when encoding. */
+  records: Contribution[];
+  refs: number;
+  /** Encoded answers, built on the first lookup after a change. */
+  encoded?: Encoded;
+}
+
+interface Encoded {
+  answers: Map<number, LocalAnswer>;
+  cname?: LocalAnswer;
+  any?: LocalAnswer;
+}
+
 /**
- * Per-service contributions from earlier builds. The catalog store shares unchanged
- * ServiceEntry objects between revisions, so after an update only changed services are
- * encoded again. Pass the same memo to every build (the Resolver keeps one).
+ * The zone's tables, updated in place from each new catalog: the catalog store shares
+ * unchanged ServiceEntry/PodInfo objects between revisions, so an update touches only the
+ * names of services and pods whose objects changed, and their answers are re-encoded on the
+ * next lookup. Cost is proportional to the change, not to the catalog.
  */
-export type ZoneMemo = WeakMap<ServiceEntry, { key: string; records: Contribution[]; problems: string[] }>;
-export const createZoneMemo = (): ZoneMemo => new WeakMap();
-
-/** Builds the zone's tables from a catalog. Pure; invalid catalog entries are skipped and listed. */
-export function buildZone(
-  catalog: Catalog,
-  opts: ZoneOptions & { memo?: ZoneMemo },
-): { zone: Zone; problems: string[] } {
-  const domain = opts.domain.toLowerCase().replace(/\.$/, '');
-  const ttl = opts.ttl ?? DEFAULT_TTL;
-  const memoKey = `${domain}/${ttl}`;
-  const problems: string[] = [];
-  interface Pending {
-    auth: Authority;
-    records: Contribution[];
-    /** Record bytes → position, kept once a name has many records (big headless services). */
-    index?: Map<string, number>;
-  }
-  const pending = new Map<string, Pending>();
-  const dotDomain = `.${domain}`;
-
-  const node = (name: string, auth: Authority): Pending => {
-    let n = pending.get(name);
-    if (n) return n;
-    n = { auth, records: [] };
-    pending.set(name, n);
-    // Every ancestor down to the apex exists, as an empty non-terminal if nothing else.
-    for (let rest = name; auth === 'zone' && rest !== domain && rest.includes('.'); ) {
-      rest = rest.slice(rest.indexOf('.') + 1);
-      if (pending.has(rest)) break; // its ancestors exist already
-      pending.set(rest, { auth, records: [] });
-    }
-    return n;
+export class ZoneTables implements Zone {
+  readonly domain: string;
+  readonly #dotDomain: string;
+  readonly #ttl: number;
+  readonly #names = new Map<string, NameState>();
+  readonly #sources = new Map<string, Source>();
+  #revision = -1;
+  #nodata: Record<Authority, LocalAnswer> = {
+    zone: { rcode: 0 },
+    'in-addr': { rcode: 0 },
+    ip6: { rcode: 0 },
   };
-  const merge = (c: Contribution) => {
-    const auth: Authority = c.name.endsWith('.in-addr.arpa')
+  #nxdomain: LocalAnswer = { rcode: Rcode.NXDOMAIN };
+
+  constructor(opts: ZoneOptions) {
+    this.domain = opts.domain.toLowerCase().replace(/\.$/, '');
+    this.#dotDomain = `.${this.domain}`;
+    this.#ttl = opts.ttl ?? DEFAULT_TTL;
+    const dnsVersion = contribution(
+      `dns-version.${this.domain}`,
+      Type.TXT,
+      this.#ttl,
+      txtRdata([SPEC_VERSION]),
+    );
+    this.#replace('zone', { from: this, records: [dnsVersion], marks: [this.domain], problems: [] });
+  }
+
+  get revision(): number {
+    return this.#revision;
+  }
+
+  get size(): number {
+    return this.#names.size;
+  }
+
+  /** Every name in the zone (for tests and debugging). */
+  names(): IterableIterator<string> {
+    return this.#names.keys();
+  }
+
+  /** Brings the tables to `catalog`. Returns the problems of every invalid catalog entry. */
+  update(catalog: Catalog): string[] {
+    const domain = this.domain;
+    const ttl = this.#ttl;
+    if (catalog.revision !== this.#revision) this.#setRevision(catalog.revision);
+    const seen = new Set<string>();
+    for (const [key, entry] of Object.entries(catalog.services)) {
+      const id = `svc:${key}`;
+      seen.add(id);
+      if (this.#sources.get(id)?.from === entry) continue;
+      const problems: string[] = [];
+      const records = serviceRecords(entry, key, domain, ttl, problems);
+      // The namespace exists once it has a (valid) service: <ns>.svc.<zone> answers NODATA.
+      const marks =
+        records.length > 0 || problems.length === 0 ? [`${entry.service.namespace}.svc.${domain}`] : [];
+      this.#replace(id, { from: entry, records, marks, problems });
+    }
+    for (const pod of Object.values(catalog.pods)) {
+      const id = `pod:${pod.ip}`;
+      seen.add(id);
+      if (this.#sources.get(id)?.from === pod) continue;
+      const ok = LABEL.test(pod.namespace) && (isIPv4(pod.ip) || isIPv6(pod.ip));
+      this.#replace(id, {
+        from: pod,
+        records: ok
+          ? [addressContribution(`${dashedIP(pod.ip)}.${pod.namespace}.pod.${domain}`, pod.ip, ttl)]
+          : [],
+        marks: [],
+        problems: ok ? [] : [`pod ${pod.namespace}/${pod.name}: invalid namespace or IP`],
+      });
+    }
+    for (const id of [...this.#sources.keys()]) {
+      if ((id.startsWith('svc:') || id.startsWith('pod:')) && !seen.has(id)) this.#replace(id, undefined);
+    }
+    return [...this.#sources.values()].flatMap((src) => src.problems);
+  }
+
+  lookup(name: string, qtype: number, oddName = false): LocalAnswer | undefined {
+    const inZone = name === this.domain || name.endsWith(this.#dotDomain);
+    // A dot or odd byte inside a label: its text form could equal another name's.
+    if (oddName) return inZone ? this.#nxdomain : undefined;
+    const n = this.#names.get(name);
+    if (!n) return inZone ? this.#nxdomain : undefined;
+    n.encoded ??= encodeNode(n.records);
+    const e = n.encoded;
+    if (qtype === Type.ANY && n.records.length > 0) {
+      e.any ??= { rcode: Rcode.NOERROR, answer: encodeSet(dedupe(n.records)) };
+      return e.any;
+    }
+    return e.answers.get(qtype) ?? e.cname ?? this.#nodata[n.auth];
+  }
+
+  /** The SOA carries the catalog revision as its serial: negative answers and the apex change. */
+  #setRevision(revision: number): void {
+    this.#revision = revision;
+    const soaFor = (auth: Authority): Buffer => {
+      const owner = auth === 'zone' ? this.domain : auth === 'in-addr' ? 'in-addr.arpa' : 'ip6.arpa';
+      const rdata = soaRdata(`ns.dns.${this.domain}`, `hostmaster.${this.domain}`, revision, this.#ttl);
+      return encodeRecord(encodeName(owner), Type.SOA, this.#ttl, rdata);
+    };
+    const soa = { zone: soaFor('zone'), 'in-addr': soaFor('in-addr'), ip6: soaFor('ip6') };
+    this.#nodata = {
+      zone: { rcode: Rcode.NOERROR, authority: soa.zone },
+      'in-addr': { rcode: Rcode.NOERROR, authority: soa['in-addr'] },
+      ip6: { rcode: Rcode.NOERROR, authority: soa.ip6 },
+    };
+    this.#nxdomain = { rcode: Rcode.NXDOMAIN, authority: soa.zone };
+    // The apex answers SOA queries with its SOA (owner = the question name, as everywhere).
+    const rdata = soa.zone.subarray(encodeName(this.domain).length + 10);
+    this.#replace('soa', {
+      from: soa,
+      records: [contribution(this.domain, Type.SOA, this.#ttl, rdata)],
+      marks: [],
+      problems: [],
+    });
+  }
+
+  /** Swaps a source's records for new ones (or none). */
+  #replace(id: string, next: Source | undefined): void {
+    const prev = this.#sources.get(id);
+    if (prev) {
+      const byName = new Map<string, Set<Contribution>>();
+      for (const c of prev.records) {
+        const set = byName.get(c.name);
+        if (set) set.add(c);
+        else byName.set(c.name, new Set([c]));
+      }
+      for (const [name, gone] of byName) {
+        const n = this.#names.get(name)!;
+        n.records = n.records.filter((r) => !gone.has(r));
+        n.encoded = undefined;
+      }
+      for (const c of prev.records) this.#ref(c.name, -1);
+      for (const m of prev.marks) this.#ref(m, -1);
+    }
+    if (next) {
+      for (const c of next.records) {
+        this.#ref(c.name, 1);
+        const n = this.#names.get(c.name)!;
+        n.records.push(c);
+        n.encoded = undefined;
+      }
+      for (const m of next.marks) this.#ref(m, 1);
+      this.#sources.set(id, next);
+    } else {
+      this.#sources.delete(id);
+    }
+  }
+
+  /** Counts a record or mark at `name` for it and (inside the zone) every ancestor to the apex. */
+  #ref(name: string, delta: number): void {
+    const auth: Authority = name.endsWith('.in-addr.arpa')
       ? 'in-addr'
-      : c.name.endsWith('.ip6.arpa')
+      : name.endsWith('.ip6.arpa')
         ? 'ip6'
         : 'zone';
-    const n = node(c.name, auth);
-    // Identical records from two sources (e.g. one IP in two headless services) are kept once.
-    if (!n.index && n.records.length >= 16) {
-      n.index = new Map(n.records.map((r, i) => [r.rr.toString('latin1'), i]));
-    }
-    const i = n.index
-      ? (n.index.get(c.rr.toString('latin1')) ?? -1)
-      : n.records.findIndex((r) => r.rr.equals(c.rr));
-    if (i < 0) {
-      n.index?.set(c.rr.toString('latin1'), n.records.length);
-      n.records.push(c);
-    } else if (c.glue) {
-      // Contributions are memoized across builds: combine into a new object, never mutate.
-      const same = n.records[i];
-      n.records[i] = { ...same, glue: [...(same.glue ?? []), ...c.glue] };
-    }
-  };
-
-  node(domain, 'zone');
-  merge(contribution(`dns-version.${domain}`, Type.TXT, ttl, txtRdata([SPEC_VERSION])));
-
-  for (const [key, entry] of Object.entries(catalog.services)) {
-    let done = opts.memo?.get(entry);
-    if (!done || done.key !== `${memoKey}/${key}`) {
-      const own: string[] = [];
-      done = {
-        key: `${memoKey}/${key}`,
-        records: serviceRecords(entry, key, domain, ttl, own),
-        problems: own,
-      };
-      opts.memo?.set(entry, done);
-    }
-    problems.push(...done.problems);
-    for (const c of done.records) merge(c);
-    // The namespace exists once it has a service: <ns>.svc.<zone> answers NODATA.
-    if (done.records.length > 0 || done.problems.length === 0)
-      node(`${entry.service.namespace}.svc.${domain}`, 'zone');
-  }
-
-  for (const pod of Object.values(catalog.pods)) {
-    if (!LABEL.test(pod.namespace) || !(isIPv4(pod.ip) || isIPv6(pod.ip))) {
-      problems.push(`pod ${pod.namespace}/${pod.name}: invalid namespace or IP`);
-      continue;
-    }
-    merge(addressContribution(`${dashedIP(pod.ip)}.${pod.namespace}.pod.${domain}`, pod.ip, ttl));
-  }
-
-  // Encode: one answer per (name, type), the NODATA answer per authority.
-  const soaFor = (auth: Authority): Buffer => {
-    const owner = auth === 'zone' ? domain : auth === 'in-addr' ? 'in-addr.arpa' : 'ip6.arpa';
-    return encodeRecord(
-      encodeName(owner),
-      Type.SOA,
-      ttl,
-      soaRdata(`ns.dns.${domain}`, `hostmaster.${domain}`, catalog.revision, ttl),
-    );
-  };
-  const soa = { zone: soaFor('zone'), 'in-addr': soaFor('in-addr'), ip6: soaFor('ip6') };
-  const nodata = {
-    zone: { rcode: Rcode.NOERROR, authority: soa.zone },
-    'in-addr': { rcode: Rcode.NOERROR, authority: soa['in-addr'] },
-    ip6: { rcode: Rcode.NOERROR, authority: soa.ip6 },
-  };
-  const nxdomain: LocalAnswer = { rcode: Rcode.NXDOMAIN, authority: soa.zone };
-  // The apex answers SOA queries with its SOA (owner = the question name, as everywhere).
-  pending
-    .get(domain)
-    ?.records.push(contribution(domain, Type.SOA, ttl, soa.zone.subarray(encodeName(domain).length + 10)));
-
-  interface Node {
-    answers: Map<number, LocalAnswer>;
-    nodata: LocalAnswer;
-    cname?: LocalAnswer;
-    /** All records, for ANY (rare): assembled on first use. */
-    all: Contribution[];
-    any?: LocalAnswer;
-  }
-  const nodes = new Map<string, Node>();
-  for (const [name, p] of pending) {
-    const answers = new Map<number, LocalAnswer>();
-    const byType = new Map<number, Contribution[]>();
-    for (const r of p.records) {
-      const list = byType.get(r.type);
-      if (list) list.push(r);
-      else byType.set(r.type, [r]);
-    }
-    for (const [type, records] of byType)
-      answers.set(type, { rcode: Rcode.NOERROR, answer: encodeSet(records) });
-    const cnameRecord = byType.get(Type.CNAME)?.[0];
-    const cname = cnameRecord
-      ? { ...answers.get(Type.CNAME)!, cnameTarget: decodePlainName(cnameRecord.rr.subarray(12)) }
-      : undefined;
-    if (cname) answers.set(Type.CNAME, cname);
-    nodes.set(name, { answers, nodata: nodata[p.auth], cname, all: p.records });
-  }
-
-  const zone: Zone = {
-    domain,
-    revision: catalog.revision,
-    size: nodes.size,
-    lookup(name, qtype, oddName = false) {
-      const inZone = name === domain || name.endsWith(dotDomain);
-      // A dot or odd byte inside a label: its text form could equal another name's.
-      if (oddName) return inZone ? nxdomain : undefined;
-      const n = nodes.get(name);
-      if (!n) return inZone ? nxdomain : undefined;
-      if (qtype === Type.ANY && n.all.length > 0) {
-        n.any ??= { rcode: Rcode.NOERROR, answer: encodeSet(n.all) };
-        return n.any;
+    for (let at = name; ; ) {
+      let n = this.#names.get(at);
+      if (!n) {
+        n = { auth, records: [], refs: 0 };
+        this.#names.set(at, n);
       }
-      return n.answers.get(qtype) ?? n.cname ?? n.nodata;
-    },
-  };
+      n.refs += delta;
+      if (n.refs <= 0) this.#names.delete(at);
+      if (auth !== 'zone' || at === this.domain || !at.includes('.')) return;
+      at = at.slice(at.indexOf('.') + 1);
+    }
+  }
+}
+
+/** Builds the zone's tables from a catalog in one go (pure). */
+export function buildZone(catalog: Catalog, opts: ZoneOptions): { zone: ZoneTables; problems: string[] } {
+  const zone = new ZoneTables(opts);
+  const problems = zone.update(catalog);
   return { zone, problems };
+}
+
+/** Identical records from several sources (one IP in two headless services) are sent once, glue combined. */
+function dedupe(records: Contribution[]): Contribution[] {
+  if (records.length < 2) return records;
+  const out: Contribution[] = [];
+  const index = new Map<string, number>();
+  for (const c of records) {
+    const key = c.rr.toString('latin1');
+    const i = index.get(key);
+    if (i === undefined) {
+      index.set(key, out.length);
+      out.push(c);
+    } else if (c.glue) {
+      out[i] = { ...out[i], glue: [...(out[i].glue ?? []), ...c.glue] };
+    }
+  }
+  return out;
+}
+
+function encodeNode(all: Contribution[]): Encoded {
+  const answers = new Map<number, LocalAnswer>();
+  const byType = new Map<number, Contribution[]>();
+  for (const r of dedupe(all)) {
+    const list = byType.get(r.type);
+    if (list) list.push(r);
+    else byType.set(r.type, [r]);
+  }
+  for (const [type, records] of byType)
+    answers.set(type, { rcode: Rcode.NOERROR, answer: encodeSet(records) });
+  const cnameRecord = byType.get(Type.CNAME)?.[0];
+  let cname: LocalAnswer | undefined;
+  if (cnameRecord) {
+    cname = { ...answers.get(Type.CNAME)!, cnameTarget: decodePlainName(cnameRecord.rr.subarray(12)) };
+    answers.set(Type.CNAME, cname);
+  }
+  return { answers, cname };
 }
 
 function contribution(name: string, type: number, ttl: number, rdata: Buffer, glue?: Buffer[]): Contribution {
