@@ -90,21 +90,21 @@ describe('ResponseCache', () => {
       b
         ? dnsPacket.decode(b).answers?.[0] && (dnsPacket.decode(b).answers![0] as { ttl: number }).ttl
         : undefined;
-    expect(ttlOf(cache.get('k'))).toBe(10);
+    expect(ttlOf(cache.copy('k'))).toBe(10);
     now += 3_500;
-    expect(ttlOf(cache.get('k'))).toBe(7);
-    const served = cache.get('k')!;
+    expect(ttlOf(cache.copy('k'))).toBe(7);
+    const served = cache.copy('k')!;
     served.writeUInt16BE(0xffff, 0); // callers patch their copy; the cache must not change
-    expect(cache.get('k')!.readUInt16BE(0)).toBe(1);
+    expect(cache.copy('k')!.readUInt16BE(0)).toBe(1);
     now += 6_500;
-    expect(cache.get('k')).toBeUndefined();
+    expect(cache.copy('k')).toBeUndefined();
     expect(cache.size).toBe(0);
   });
 
   it('does not cache zero TTLs', () => {
     const cache = new ResponseCache();
     cache.put('k', entry(0));
-    expect(cache.get('k')).toBeUndefined();
+    expect(cache.copy('k')).toBeUndefined();
   });
 
   it('is bounded by entries (least recently used goes first) and by bytes', () => {
@@ -112,7 +112,7 @@ describe('ResponseCache', () => {
     for (const k of ['a', 'b', 'c']) cache.put(k, entry(60));
     cache.get('a'); // a is now the most recently used
     cache.put('d', entry(60));
-    expect(['a', 'b', 'c', 'd'].map((k) => cache.get(k) !== undefined)).toEqual([true, false, true, true]);
+    expect(['a', 'b', 'c', 'd'].map((k) => cache.copy(k) !== undefined)).toEqual([true, false, true, true]);
     const small = new ResponseCache({ maxBytes: 16 * 60 * 2 });
     for (let i = 0; i < 100; i++) small.put(String(i), entry(60));
     expect(small.bytes).toBeLessThanOrEqual(16 * 60 * 2);

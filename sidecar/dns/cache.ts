@@ -3,8 +3,9 @@ import type { InspectedResponse } from './message.ts';
 /**
  * A bounded cache of upstream responses. Entries live for the response's own TTL (negative
  * answers for the SOA minimum, RFC 2308), capped by `maxTtl`; served copies have their TTLs
- * counted down. Bounded by entry count and bytes; least recently used entries go first
- * (a Map keeps insertion order; a hit re-inserts).
+ * counted down. Bounded by entry count and bytes. Eviction is "second chance" (CLOCK): the
+ * oldest entry goes unless it was used since it was last passed over, so a hit only sets a
+ * flag instead of re-inserting into the Map.
  */
 export interface CacheOptions {
   maxEntries?: number;
@@ -19,6 +20,22 @@ interface Entry {
   ttls: number[];
   storedAt: number;
   expiresAt: number;
+  used: boolean;
+}
+
+/** A cached response: `bytes` is shared (never modify it); TTLs are `age` seconds too high. */
+export interface CacheHit {
+  bytes: Buffer;
+  ttlOffsets: number[];
+  ttls: number[];
+  age: number;
+}
+
+/** Counts the TTLs in `out` (a copy of `hit.bytes`, possibly longer) down by the hit's age. */
+export function ageTtls(out: Buffer, hit: CacheHit): void {
+  if (hit.age <= 0) return;
+  for (let i = 0; i < hit.ttlOffsets.length; i++)
+    out.writeUInt32BE(Math.max(0, hit.ttls[i] - hit.age), hit.ttlOffsets[i]);
 }
 
 export class ResponseCache {
@@ -57,17 +74,26 @@ export class ResponseCache {
       ttls: r.ttls,
       storedAt: now,
       expiresAt: now + r.cacheTtl * 1000,
+      used: false,
     });
     this.#bytes += r.bytes.length;
+    // Each used entry is passed over at most once per eviction, so this loop is bounded.
+    let chances = this.#entries.size;
     while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest === undefined) break;
-      this.#delete(oldest);
+      const [oldest, e] = this.#entries.entries().next().value ?? [];
+      if (oldest === undefined || !e) break;
+      if (e.used && chances-- > 0) {
+        e.used = false;
+        this.#entries.delete(oldest);
+        this.#entries.set(oldest, e);
+      } else {
+        this.#delete(oldest);
+      }
     }
   }
 
-  /** A fresh copy of the cached response with TTLs reduced by its age, or undefined. */
-  get(key: string): Buffer | undefined {
+  /** The cached response for `key`, or undefined (expired entries are dropped here). */
+  get(key: string): CacheHit | undefined {
     const e = this.#entries.get(key);
     if (!e) return undefined;
     const now = this.#now();
@@ -75,14 +101,21 @@ export class ResponseCache {
       this.#delete(key);
       return undefined;
     }
-    this.#entries.delete(key);
-    this.#entries.set(key, e);
-    const out = Buffer.from(e.bytes);
-    const age = Math.floor((now - e.storedAt) / 1000);
-    if (age > 0) {
-      for (let i = 0; i < e.ttlOffsets.length; i++)
-        out.writeUInt32BE(Math.max(0, e.ttls[i] - age), e.ttlOffsets[i]);
-    }
+    e.used = true;
+    return {
+      bytes: e.bytes,
+      ttlOffsets: e.ttlOffsets,
+      ttls: e.ttls,
+      age: Math.floor((now - e.storedAt) / 1000),
+    };
+  }
+
+  /** A copy of the cached response with its TTLs counted down, or undefined. */
+  copy(key: string): Buffer | undefined {
+    const hit = this.get(key);
+    if (!hit) return undefined;
+    const out = Buffer.from(hit.bytes);
+    ageTtls(out, hit);
     return out;
   }
 

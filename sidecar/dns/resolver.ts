@@ -179,7 +179,7 @@ export class Resolver {
     // A cache hit is answered now, without a promise.
     const hit = q.oddName ? undefined : this.#cache.get(this.#cacheKey(q));
     if (hit) {
-      this.#done(q, 'cache', start, reply, forwardedResponse(msg, q, hit, limit));
+      this.#done(q, 'cache', start, reply, forwardedResponse(msg, q, hit.bytes, limit, hit));
       return undefined;
     }
     this.#forward(msg, q).then(
@@ -206,7 +206,7 @@ export class Resolver {
     const dnssecOk = q.edns?.dnssecOk ?? false;
     // A name whose labels hold dots or odd bytes has an ambiguous text form: never cached or shared.
     const key = q.oddName ? `odd:${this.#oddSeq++}` : this.#cacheKey(q);
-    const hit = q.oddName ? undefined : this.#cache.get(key);
+    const hit = q.oddName ? undefined : this.#cache.copy(key);
     if (hit) return Promise.resolve({ response: hit, source: 'cache' as const });
     const question = msg.subarray(12, q.questionEnd);
     if (!this.#forwarder) return Promise.reject(new Error('no upstream resolvers'));

@@ -1,3 +1,4 @@
+import { ageTtls, type CacheHit } from './cache.ts';
 import { FLAG_AA, FLAG_QR, FLAG_RA, FLAG_TC, HEADER_LEN, OPT_RECORD, type Query } from './wire.ts';
 import type { LocalAnswer } from './zone.ts';
 
@@ -55,8 +56,17 @@ export function emptyResponse(src: Buffer, q: Query, rcode: number, limit = 6553
   return localResponse(src, q, { rcode }, limit, false);
 }
 
-/** An upstream (or cached) response re-addressed to this client: its ID, its question's case, its OPT. */
-export function forwardedResponse(src: Buffer, q: Query, upstream: Buffer, limit: number): Buffer {
+/**
+ * An upstream (or cached) response re-addressed to this client: its ID, its question's case,
+ * its OPT; a cache hit also gets its TTLs counted down.
+ */
+export function forwardedResponse(
+  src: Buffer,
+  q: Query,
+  upstream: Buffer,
+  limit: number,
+  hit?: CacheHit,
+): Buffer {
   const opt = q.edns ? OPT_RECORD.length : 0;
   const size = upstream.length + opt;
   // We recurse for the client (through the upstream), so RA is set whatever the upstream said.
@@ -64,6 +74,7 @@ export function forwardedResponse(src: Buffer, q: Query, upstream: Buffer, limit
   if (size > limit) return truncated(src, q, flags);
   const out = Buffer.allocUnsafe(size);
   upstream.copy(out, 0);
+  if (hit) ageTtls(out, hit);
   out.writeUInt16BE(q.id, 0);
   out.writeUInt16BE(flags, 2);
   src.copy(out, HEADER_LEN, HEADER_LEN, q.questionEnd);
