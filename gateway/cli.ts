@@ -5,6 +5,7 @@ import { GATEWAY_PORT } from '../lib/gateway-protocol.ts';
 import { createLogger } from '../lib/log.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { startGateway } from './gateway.ts';
+import { parseServers, startGatewayTunnel } from './tunnel/index.ts';
 import { loadKubeConfig } from './watcher.ts';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -58,6 +59,29 @@ export const gatewayCommand = defineCommand(
         min: 0,
         max: 65535,
       },
+      'tunnel-servers': {
+        type: 'list',
+        default: [],
+        description:
+          'tunnel-server replicas HOST:PORT for the tunnel to peer gateways (none: same-node streams only)',
+      },
+      'mesh-ca': {
+        type: 'string',
+        description: 'mesh CA certificate (PEM) the tunnel verifies peers and tunnel-servers with',
+        default: '/etc/edgemesh/mesh-ca/ca.crt',
+      },
+      'enroll-token-file': {
+        type: 'string',
+        description: "this node's enrolment proof (projected service-account token or bootstrap token)",
+        default: '/var/run/secrets/edgemesh/token',
+      },
+      'tunnel-port': {
+        type: 'integer',
+        description: 'tunnel listener port (direct paths from peers)',
+        default: 20006,
+        min: 1,
+        max: 65535,
+      },
       config: { type: 'string', description: 'config file (JSON or YAML) with any of these options' },
     },
   },
@@ -65,6 +89,7 @@ export const gatewayCommand = defineCommand(
     if (!o['node-name']) throw configError('--node-name is required (or set NODE_NAME)');
     if (o.kubeconfig && o['api-server'])
       throw configError('--kubeconfig and --api-server exclude each other');
+    parseServers(o['tunnel-servers']); // a bad entry fails here, naming the flag
     const log = createLogger('gateway');
     const gateway = await startGateway({
       nodeName: o['node-name'],
@@ -75,6 +100,21 @@ export const gatewayCommand = defineCommand(
       kubeConfig: loadKubeConfig({ kubeconfig: o.kubeconfig, apiServer: o['api-server'] }),
       metricsPort: o['metrics-port'] === 0 ? undefined : o['metrics-port'],
       log,
+      tunnel:
+        o['tunnel-servers'].length === 0
+          ? undefined
+          : async (dialer) =>
+              startGatewayTunnel({
+                nodeName: o['node-name'] as string,
+                stateDir: o['state-dir'],
+                caFile: o['mesh-ca'],
+                tokenFile: o['enroll-token-file'],
+                servers: o['tunnel-servers'],
+                lanAddresses: o.listen === '0.0.0.0' || o.listen === '::' ? [] : [o.listen],
+                listenPort: o['tunnel-port'],
+                dialTarget: (target) => dialer.dial(target),
+                log,
+              }),
     });
     onShutdown(log, () => gateway.close());
   },
