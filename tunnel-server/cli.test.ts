@@ -17,6 +17,9 @@ describe('edgemesh tunnel-server flags', () => {
   it('names the flag in every error', () => {
     expect(() => parseCommand(spec, ['--listen', 'nowhere'], {})).toThrow(/--listen: must be ADDR:PORT/);
     expect(() => parseCommand(spec, ['--listen', '1.2.3.4:70000'], {})).toThrow(/--listen/);
+    expect(() => parseCommand(spec, ['--gateway-service-account', 'edgemesh-gateway'], {})).toThrow(
+      /--gateway-service-account: must be NAMESPACE:NAME/,
+    );
     expect(() => parseCommand(spec, ['--relay-max-sessions=-1'], {})).toThrow(
       /--relay-max-sessions: must be >= 0/,
     );

@@ -74,6 +74,8 @@ export const tunnelServerCommand = defineCommand(
         type: 'string',
         default: 'edgemesh-system:edgemesh-gateway',
         description: 'NAMESPACE:NAME of the gateways service account (--token-review)',
+        validate: (v: string) =>
+          /^[a-z0-9-]{1,63}:[a-z0-9.-]{1,253}$/.test(v) ? undefined : 'must be NAMESPACE:NAME',
       },
       'relay-max-sessions': {
         type: 'integer',
