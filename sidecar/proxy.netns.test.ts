@@ -129,6 +129,25 @@ describe('HTTP service ports (per-request balancing)', () => {
     ]);
   });
 
+  it('carries h2c to an endpoint on another node through the gateway', async () => {
+    const before = l.gatewayRequests.length;
+    const r = await l.lab.exec(l.pod, [
+      NODE,
+      CLIENT,
+      'h2',
+      '--host',
+      VIP.remoteGrpc,
+      '--port',
+      '50051',
+      '--count',
+      '3',
+    ]);
+    expect(JSON.parse(r.stdout)).toEqual(Array(3).fill(`h2 ${REMOTE}\n`));
+    expect(l.gatewayRequests.slice(before).map((x) => JSON.parse(x))).toEqual([
+      { kind: 'connect', node: 'node-b', ip: REMOTE, port: 50051 },
+    ]);
+  });
+
   it('answers 503 with a clear body when no endpoint is ready', async () => {
     const r = await curl(['-w', '%{http_code}', `http://${VIP.empty}/`]);
     expect(r.stdout).toBe('edgemesh: no ready endpoint for service default/empty:80\n503');

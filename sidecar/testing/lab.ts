@@ -90,6 +90,7 @@ export const VIP = {
   least: '10.96.0.19',
   remoteHttp: '10.96.0.21',
   dead: '10.96.0.22',
+  remoteGrpc: '10.96.0.23',
   /** The HTTP backend behind a plain TCP port: the proxy splices bytes (L4), for the benches. */
   benchL4: '10.96.0.20',
 } as const;
@@ -147,6 +148,12 @@ export function labCatalog(): Catalog {
         [endpoint(BACKENDS[0], [...http, ...tcp], { ready: false, serving: false })],
       ),
       svc('remote', [VIP.remote], [port('tcp', 7)], [endpoint(REMOTE, tcp, { nodeName: 'node-b' })]),
+      svc(
+        'remote-grpc',
+        [VIP.remoteGrpc],
+        [port('grpc', 50051)],
+        [endpoint(REMOTE, grpc, { nodeName: 'node-b' })],
+      ),
       svc('dead', [VIP.dead], [port('http', 80), port('tcp', 7)], [endpoint(DEAD, [...http, ...tcp])]),
       svc(
         'remote-http',
