@@ -250,12 +250,17 @@ export class Resolver {
     Promise.all([this.#forward(tmsg, tq), loadDnsPacket()]).then(
       ([{ response }, dnsPacket]) =>
         this.#complete(msg, q, limit, start, reply, () => {
-          // Upstream records may use compression pointers into their own message: re-encode them whole.
-          const records = (dnsPacket.decode(response).answers ?? []).filter((r) => r.type !== 'OPT');
-          // dns-packet encodes single records (uncompressed); its types do not declare it.
-          const encode = (dnsPacket as unknown as { answer: { encode(a: DnsPacket.Answer): Buffer } }).answer
-            .encode;
-          const extra = { count: records.length, bytes: Buffer.concat(records.map((r) => encode(r))) };
+          let extra: ExtraRecords | undefined;
+          try {
+            // Upstream records may use compression pointers into their own message: re-encode them whole.
+            const records = (dnsPacket.decode(response).answers ?? []).filter((r) => r.type !== 'OPT');
+            // dns-packet encodes single records (uncompressed); its types do not declare it.
+            const encode = (dnsPacket as unknown as { answer: { encode(a: DnsPacket.Answer): Buffer } })
+              .answer.encode;
+            extra = { count: records.length, bytes: Buffer.concat(records.map((r) => encode(r))) };
+          } catch {
+            extra = undefined; // records dns-packet cannot handle: the CNAME alone
+          }
           return ['upstream', localResponse(msg, q, a, limit, true, extra)];
         }),
       () => this.#complete(msg, q, limit, start, reply, () => ['upstream', localResponse(msg, q, a, limit)]),
