@@ -89,9 +89,11 @@ export class HttpProxy {
       headersTimeout: 60_000,
       requestTimeout: 0,
     });
-    this.#h1.on('request', (req, res) => this.#onRequest(req, res, 'http'));
+    this.#h1.on('request', (req, res) =>
+      this.#onRequest(req, res, 'http').catch((err) => this.#failed(err, res)),
+    );
     this.#h1.on('upgrade', (req: IncomingMessage, socket: net.Socket, head: Buffer) =>
-      this.#onUpgrade(req, socket, head),
+      this.#onUpgrade(req, socket, head).catch((err) => this.#failed(err, socket)),
     );
     this.#h1.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
       this.#opts.metrics.refused.inc({ reason: 'bad-http' });
@@ -112,7 +114,9 @@ export class HttpProxy {
       this.#opts.metrics.refused.inc({ reason: 'bad-http' });
       this.#opts.log.debug({ err: describeError(err) }, 'h2c session error');
     });
-    this.#h2.on('request', (req, res) => this.#onRequest(req, res, 'h2c'));
+    this.#h2.on('request', (req, res) =>
+      this.#onRequest(req, res, 'h2c').catch((err) => this.#failed(err, res)),
+    );
     opts.router.onTableChange = (table) => {
       for (const [key, pool] of this.#pools) {
         const id = key.slice(key.indexOf('|') + 1);
@@ -130,8 +134,16 @@ export class HttpProxy {
     };
   }
 
+  /** A bug or an unexpected upstream reply must cost one request, never the process. */
+  #failed(err: unknown, target: { destroy(): void }): void {
+    this.#opts.log.error({ err: describeError(err) }, 'HTTP request handling failed');
+    target.destroy();
+  }
+
   /** Takes over an accepted connection whose destination is an HTTP service port. */
   handle(client: net.Socket, ctx: ConnContext): void {
+    // Idle limit as for TCP: also covers a client that connects and never sends a byte.
+    if (this.#opts.idleTimeoutMs > 0) client.setTimeout(this.#opts.idleTimeoutMs, () => client.destroy());
     sniff(client, (isH2, buffered) => {
       client.pause();
       if (buffered.length > 0) client.unshift(buffered);

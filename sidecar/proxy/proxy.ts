@@ -180,27 +180,32 @@ export class OutboundProxy {
     } else {
       dial = this.#dialOne(route.target, client).then((result) => ({ result, release: () => undefined }));
     }
-    dial.then(
-      ({ result, release }) => {
-        if (client.destroyed) {
-          result.socket.destroy();
-          release();
-          return;
-        }
-        splice(client, result.socket, this.#opts.idleTimeoutMs, release, result.sinked);
-      },
-      (err: unknown) => {
-        metrics.refused.inc({
-          reason: route.kind === 'service' && route.targets.length === 0 ? 'no-endpoint' : 'unreachable',
-        });
-        log.info(
-          { dst: `${dst.ip}:${dst.port}`, route: route.kind, err: describeError(err) },
-          'no upstream: closing',
-        );
-        // A reset tells the app at once that nothing answered, as a refused connect would.
-        client.resetAndDestroy();
-      },
-    );
+    dial
+      .then(
+        ({ result, release }) => {
+          if (client.destroyed) {
+            result.socket.destroy();
+            release();
+            return;
+          }
+          splice(client, result.socket, this.#opts.idleTimeoutMs, release, result.sinked);
+        },
+        (err: unknown) => {
+          metrics.refused.inc({
+            reason: route.kind === 'service' && route.targets.length === 0 ? 'no-endpoint' : 'unreachable',
+          });
+          log.info(
+            { dst: `${dst.ip}:${dst.port}`, route: route.kind, err: describeError(err) },
+            'no upstream: closing',
+          );
+          // A reset tells the app at once that nothing answered, as a refused connect would.
+          client.resetAndDestroy();
+        },
+      )
+      .catch((err: unknown) => {
+        log.error({ err: describeError(err) }, 'connection handling failed');
+        client.destroy();
+      });
   }
 
   #isSelf(client: net.Socket, dst: OriginalDst): boolean {
