@@ -1,7 +1,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import client from 'prom-client';
-import { configError } from '../../lib/errors.ts';
+import { configError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/log.ts';
 import { Resolver, type ResolverOptions } from './resolver.ts';
 import { HEADER_LEN } from './wire.ts';
@@ -79,7 +79,11 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
           log.warn({ host, code }, 'IPv6 loopback unavailable; DNS listens on IPv4 only');
           continue;
         }
-        throw err;
+        throw new EdgemeshError(
+          ErrorCodes.UNAVAILABLE,
+          `DNS cannot listen on ${host} port ${port} (--dns-port): ${(err as Error).message}`,
+          { cause: err },
+        );
       }
     }
   } catch (err) {
