@@ -7,7 +7,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { waitFor } from '../test/harness/netns.ts';
+import { EDGEMESH_BIN, waitFor } from '../test/harness/netns.ts';
 import {
   BACKENDS,
   BACKENDS6,
@@ -389,5 +389,59 @@ describe('process', () => {
     expect(r.data).toMatch(/^hello from \S+\nlatebye 4\n$/);
     expect(await exited).toBe(0);
     await waitFor(async () => (await curl(['http://127.0.0.1:15021/ready'])).code !== 0, 5_000);
+  });
+});
+
+describe('standalone from Kubernetes objects', () => {
+  it('routes a Service from --objects (YAML Service + EndpointSlice) like the gateway would', async () => {
+    // The first sidecar has exited (previous test); this one builds its catalog from objects.
+    const objects = join(dir, 'objects.yaml');
+    await writeFile(
+      objects,
+      `apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  type: ClusterIP
+  clusterIP: 10.96.5.5
+  clusterIPs: [10.96.5.5]
+  ports: [{name: tcp, port: 7, protocol: TCP, targetPort: ${TCP_PORT}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: api-1, namespace: shop, labels: {kubernetes.io/service-name: api}}
+addressType: IPv4
+endpoints:
+  - addresses: [${BACKENDS[1]}]
+    conditions: {ready: true, serving: true, terminating: false}
+    nodeName: node-a
+ports: [{name: tcp, port: ${TCP_PORT}, protocol: TCP}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ignored, namespace: shop}
+`,
+    );
+    await chmod(objects, 0o644);
+    const child = l.lab.spawn(
+      l.pod,
+      [EDGEMESH_BIN, 'sidecar', '--objects', objects, '--upstream', '10.10.0.1', '--node-name', 'node-a'],
+      { uid: 1337 },
+    );
+    let log = '';
+    child.stderr?.on('data', (d) => {
+      log += d;
+    });
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`sidecar exited: ${log}`);
+        return (await curl(['http://127.0.0.1:15021/ready'])).stdout.startsWith('ready');
+      },
+      20_000,
+      100,
+      'sidecar --objects ready',
+    );
+    const results = await tcp('10.96.5.5', 7, 2);
+    expect(results.map((r) => greeting(r.data))).toEqual([BACKENDS[1], BACKENDS[1]]);
   });
 });
