@@ -124,6 +124,9 @@ describe('webhook on a real API server', () => {
     const first = edgemesh(['webhook-tls', '--ip-san=127.0.0.1']);
     expect(first.status, first.stderr).toBe(0);
     expect(first.stdout).toMatch(/secret created, caBundle updated/);
+    expect(first.stdout).toMatch(/mesh CA created/);
+    const meshCa = await json(['-n', 'edgemesh-system', 'get', 'secret', 'edgemesh-mesh-ca']);
+    expect(new X509Certificate(Buffer.from(meshCa.data['ca.crt'], 'base64')).ca).toBe(true);
     const secret = await json(['-n', 'edgemesh-system', 'get', 'secret', 'edgemesh-webhook-tls']);
     const mwc = await json(['get', 'mutatingwebhookconfiguration', 'edgemesh-sidecar-injector']);
     for (const w of mwc.webhooks) expect(w.clientConfig.caBundle).toBe(secret.data['ca.crt']);
@@ -135,7 +138,7 @@ describe('webhook on a real API server', () => {
 
     const again = edgemesh(['webhook-tls', '--ip-san=127.0.0.1']);
     expect(again.status, again.stderr).toBe(0);
-    expect(again.stdout).toMatch(/secret unchanged, caBundle unchanged/);
+    expect(again.stdout).toMatch(/secret unchanged, caBundle unchanged \(valid\); mesh CA unchanged/);
     const same = await json(['-n', 'edgemesh-system', 'get', 'secret', 'edgemesh-webhook-tls']);
     expect(same.metadata.resourceVersion).toBe(secret.metadata.resourceVersion);
 

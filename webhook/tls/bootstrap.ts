@@ -5,6 +5,7 @@ import {
   type KubeConfig,
   type V1Secret,
 } from '@kubernetes/client-node';
+import { createCa as createMeshCa } from '../../lib/certs.ts';
 import { EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import {
@@ -34,10 +35,13 @@ export interface BootstrapOptions {
   extraDnsNames: string[];
   rotate: boolean;
   now: Date;
+  /** Secret for the tunnel's mesh CA (created once if missing, never rotated here); '' skips it. */
+  meshCaSecret: string;
 }
 
 export interface BootstrapResult {
   secret: 'created' | 'updated' | 'unchanged';
+  meshCa: 'created' | 'unchanged' | 'skipped';
   caBundle: 'updated' | 'unchanged' | 'no-webhook-config';
   reason: string;
 }
@@ -150,6 +154,10 @@ export async function bootstrapTls(
     log.info({ secret: `${opts.namespace}/${opts.secretName}` }, 'webhook certificates are valid; kept');
   }
 
+  const meshCa = opts.meshCaSecret
+    ? await ensureMeshCa(core, opts.namespace, opts.meshCaSecret, log)
+    : 'skipped';
+
   const config = await step(`reading MutatingWebhookConfiguration ${opts.webhookConfigName}`, () =>
     readOrUndefined(() => admission.readMutatingWebhookConfiguration({ name: opts.webhookConfigName })),
   );
@@ -158,12 +166,12 @@ export async function bootstrapTls(
       { name: opts.webhookConfigName },
       'MutatingWebhookConfiguration not found; apply the manifests, then run this again',
     );
-    return { secret: secretResult, caBundle: 'no-webhook-config', reason: reason ?? 'valid' };
+    return { secret: secretResult, meshCa, caBundle: 'no-webhook-config', reason: reason ?? 'valid' };
   }
   const bundle = b64(certs!.ca.certPem);
   const webhooks = config.webhooks ?? [];
   if (webhooks.every((w) => w.clientConfig.caBundle === bundle)) {
-    return { secret: secretResult, caBundle: 'unchanged', reason: reason ?? 'valid' };
+    return { secret: secretResult, meshCa, caBundle: 'unchanged', reason: reason ?? 'valid' };
   }
   for (const w of webhooks) w.clientConfig.caBundle = bundle;
   // replace carries resourceVersion: a concurrent edit makes this fail loudly instead of being lost.
@@ -171,5 +179,38 @@ export async function bootstrapTls(
     admission.replaceMutatingWebhookConfiguration({ name: opts.webhookConfigName, body: config }),
   );
   log.info({ name: opts.webhookConfigName, webhooks: webhooks.length }, 'caBundle updated');
-  return { secret: secretResult, caBundle: 'updated', reason: reason ?? 'valid' };
+  return { secret: secretResult, meshCa, caBundle: 'updated', reason: reason ?? 'valid' };
+}
+
+/**
+ * The tunnel's mesh CA: signs each gateway's node certificate at enrolment (tunnel-server)
+ * and is the only trust anchor between gateways. Made once; an existing one is never
+ * replaced here, since every node certificate chains to it.
+ */
+async function ensureMeshCa(
+  core: CoreV1Api,
+  namespace: string,
+  name: string,
+  log: Logger,
+): Promise<'created' | 'unchanged'> {
+  const what = `Secret ${namespace}/${name}`;
+  const existing = await step(`reading ${what}`, () =>
+    readOrUndefined(() => core.readNamespacedSecret({ name, namespace })),
+  );
+  if (existing?.data?.['ca.crt'] && existing.data['ca.key']) return 'unchanged';
+  const ca = createMeshCa('edgemesh mesh CA');
+  const body: V1Secret = {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: {
+      name,
+      namespace,
+      labels: { 'app.kubernetes.io/part-of': 'edgemesh', 'app.kubernetes.io/component': 'tunnel' },
+    },
+    data: { 'ca.crt': b64(ca.certPem), 'ca.key': b64(ca.keyPem) },
+  };
+  if (existing) await step(`updating ${what}`, () => core.replaceNamespacedSecret({ name, namespace, body }));
+  else await step(`creating ${what}`, () => core.createNamespacedSecret({ namespace, body }));
+  log.info({ secret: what }, 'mesh CA created');
+  return 'created';
 }

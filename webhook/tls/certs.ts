@@ -1,4 +1,5 @@
 import forge from 'node-forge';
+import { createCa as createSharedCa, generateKeyPem, randomSerial } from '../../lib/certs.ts';
 
 /**
  * Certificates for the webhook, made with node-forge. Pure apart from randomness: the
@@ -34,34 +35,8 @@ export function serviceDnsNames(
   ];
 }
 
-function newKeyPair(): forge.pki.rsa.KeyPair {
-  // forge delegates to node:crypto's native generator when it can: fast enough for a script.
-  return forge.pki.rsa.generateKeyPair({ bits: 2048, e: 0x10001 });
-}
-
-function serial(): string {
-  // Positive 128-bit serial (leading nibble < 8 keeps the DER integer positive).
-  const hex = forge.util.bytesToHex(forge.random.getBytesSync(16));
-  return (parseInt(hex[0], 16) & 0x7).toString(16) + hex.slice(1);
-}
-
 export function createCa(now: Date, commonName = 'edgemesh-webhook-ca'): KeyPairPem {
-  const keys = newKeyPair();
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = keys.publicKey;
-  cert.serialNumber = serial();
-  cert.validity.notBefore = new Date(now.getTime() - 60_000);
-  cert.validity.notAfter = new Date(now.getTime() + CA_VALIDITY_DAYS * DAY_MS);
-  const subject = [{ name: 'commonName', value: commonName }];
-  cert.setSubject(subject);
-  cert.setIssuer(subject);
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: true, critical: true },
-    { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
-    { name: 'subjectKeyIdentifier' },
-  ]);
-  cert.sign(keys.privateKey, forge.md.sha256.create());
-  return { certPem: forge.pki.certificateToPem(cert), keyPem: forge.pki.privateKeyToPem(keys.privateKey) };
+  return createSharedCa(commonName, { now, days: CA_VALIDITY_DAYS });
 }
 
 export function createServingCert(
@@ -74,10 +49,11 @@ export function createServingCert(
     throw new Error('a serving certificate needs at least one DNS name or IP');
   const caCert = forge.pki.certificateFromPem(ca.certPem);
   const caKey = forge.pki.privateKeyFromPem(ca.keyPem);
-  const keys = newKeyPair();
+  const keyPem = generateKeyPem();
+  const key = forge.pki.privateKeyFromPem(keyPem);
   const cert = forge.pki.createCertificate();
-  cert.publicKey = keys.publicKey;
-  cert.serialNumber = serial();
+  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
+  cert.serialNumber = randomSerial();
   cert.validity.notBefore = new Date(now.getTime() - 60_000);
   cert.validity.notAfter = new Date(now.getTime() + SERVING_VALIDITY_DAYS * DAY_MS);
   cert.setSubject([{ name: 'commonName', value: dnsNames[0] ?? ipAddresses[0] }]);
@@ -95,7 +71,7 @@ export function createServingCert(
     },
   ]);
   cert.sign(caKey, forge.md.sha256.create());
-  return { certPem: forge.pki.certificateToPem(cert), keyPem: forge.pki.privateKeyToPem(keys.privateKey) };
+  return { certPem: forge.pki.certificateToPem(cert), keyPem };
 }
 
 export interface CertFacts {

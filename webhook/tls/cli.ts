@@ -37,7 +37,16 @@ export const webhookTlsCommand = defineCommand(
         validate: (v: string[]) => checkIps(v),
       },
       'dns-san': { type: 'list', default: [], description: 'extra DNS names for the certificate' },
-      rotate: { type: 'boolean', default: false, description: 'replace the CA and certificate now' },
+      rotate: {
+        type: 'boolean',
+        default: false,
+        description: "replace the webhook's CA and certificate now",
+      },
+      'mesh-ca-secret': {
+        type: 'string',
+        default: 'edgemesh-mesh-ca',
+        description: "Secret holding the tunnel's mesh CA, created once if missing ('' to skip)",
+      },
     },
   },
   async (opts) => {
@@ -58,10 +67,13 @@ export const webhookTlsCommand = defineCommand(
         extraDnsNames: opts['dns-san'],
         rotate: opts.rotate,
         now: new Date(),
+        meshCaSecret: opts['mesh-ca-secret'],
       },
       log,
     );
-    process.stdout.write(`secret ${result.secret}, caBundle ${result.caBundle} (${result.reason})\n`);
+    process.stdout.write(
+      `secret ${result.secret}, caBundle ${result.caBundle} (${result.reason}); mesh CA ${result.meshCa}\n`,
+    );
     return result.caBundle === 'no-webhook-config' ? 3 : 0;
   },
 );

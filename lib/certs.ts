@@ -1,0 +1,46 @@
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import forge from 'node-forge';
+
+/**
+ * Certificate basics shared by the webhook's TLS bootstrap and the tunnel's mesh CA.
+ * RSA because node-forge (used to build certificates and CSRs) signs only with RSA; the keys
+ * themselves come from node:crypto (native, ~50 ms, where forge's pure-JS generator takes seconds).
+ */
+export interface CertificateAuthority {
+  certPem: string;
+  keyPem: string;
+}
+
+export function generateKeyPem(): string {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
+}
+
+/** A positive 128-bit serial number (leading bit cleared keeps the DER integer positive). */
+export function randomSerial(): string {
+  const b = randomBytes(16);
+  b[0] &= 0x7f;
+  return b.toString('hex');
+}
+
+/** A self-signed CA valid from a minute before `now` for `days`. */
+export function createCa(commonName: string, opts: { now?: Date; days?: number } = {}): CertificateAuthority {
+  const now = opts.now ?? new Date();
+  const keyPem = generateKeyPem();
+  const key = forge.pki.privateKeyFromPem(keyPem);
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
+  cert.serialNumber = randomSerial();
+  cert.validity.notBefore = new Date(now.getTime() - 60_000);
+  cert.validity.notAfter = new Date(now.getTime() + (opts.days ?? 3650) * 86_400_000);
+  const subject = [{ name: 'commonName', value: commonName }];
+  cert.setSubject(subject);
+  cert.setIssuer(subject);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: true, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+    { name: 'subjectKeyIdentifier' },
+  ]);
+  cert.sign(key, forge.md.sha256.create());
+  return { certPem: forge.pki.certificateToPem(cert), keyPem };
+}
