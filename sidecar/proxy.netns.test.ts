@@ -425,7 +425,18 @@ metadata: {name: ignored, namespace: shop}
     await chmod(objects, 0o644);
     const child = l.lab.spawn(
       l.pod,
-      [EDGEMESH_BIN, 'sidecar', '--objects', objects, '--upstream', '10.10.0.1', '--node-name', 'node-a'],
+      [
+        EDGEMESH_BIN,
+        'sidecar',
+        '--objects',
+        objects,
+        '--upstream',
+        '10.10.0.1',
+        '--node-name',
+        'node-a',
+        '--idle-timeout-ms',
+        '700',
+      ],
       { uid: 1337 },
     );
     let log = '';
@@ -443,5 +454,51 @@ metadata: {name: ignored, namespace: shop}
     );
     const results = await tcp('10.96.5.5', 7, 2);
     expect(results.map((r) => greeting(r.data))).toEqual([BACKENDS[1], BACKENDS[1]]);
+  });
+
+  it('answers the pod DNS from the same catalog (app queries to port 53 are captured)', async () => {
+    // dig asks the pod's "upstream" 10.10.0.1:53; the capture rules send it to the sidecar.
+    const a = await l.lab.exec(l.pod, [
+      'dig',
+      '+short',
+      '+time=2',
+      '+tries=1',
+      '@10.10.0.1',
+      'api.shop.svc.cluster.local',
+      'A',
+    ]);
+    expect(a.stdout.trim()).toBe('10.96.5.5');
+    const nx = await l.lab.exec(l.pod, [
+      'dig',
+      '+time=2',
+      '+tries=1',
+      '@10.10.0.1',
+      'nope.shop.svc.cluster.local',
+      'A',
+    ]);
+    expect(nx.stdout).toMatch(/status: NXDOMAIN/);
+  });
+
+  it('closes a connection idle longer than --idle-timeout-ms', async () => {
+    // The client waits 2 s before sending; the sidecar (700 ms idle limit) closes first.
+    const r = JSON.parse(
+      (
+        await l.lab.exec(l.pod, [
+          NODE,
+          CLIENT,
+          'tcp',
+          '--host',
+          '10.96.5.5',
+          '--port',
+          '7',
+          '--send',
+          'late',
+          '--hold-ms',
+          '2000',
+        ])
+      ).stdout,
+    );
+    expect(greeting(r.data)).toBe(BACKENDS[1]);
+    expect(r.data).not.toMatch(/late|bye/);
   });
 });
