@@ -23,16 +23,29 @@ export function randomSerial(): string {
   return b.toString('hex');
 }
 
+/**
+ * An unsigned certificate for `publicKey` with a random serial, valid from a minute before
+ * `now` (clock skew between nodes) for `days`. Callers add names and extensions, then sign.
+ */
+export function newCertificate(
+  publicKey: forge.pki.PublicKey,
+  now: Date,
+  days: number,
+): forge.pki.Certificate {
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = publicKey;
+  cert.serialNumber = randomSerial();
+  cert.validity.notBefore = new Date(now.getTime() - 60_000);
+  cert.validity.notAfter = new Date(now.getTime() + days * 86_400_000);
+  return cert;
+}
+
 /** A self-signed CA valid from a minute before `now` for `days`. */
 export function createCa(commonName: string, opts: { now?: Date; days?: number } = {}): CertificateAuthority {
   const now = opts.now ?? new Date();
   const keyPem = generateKeyPem();
   const key = forge.pki.privateKeyFromPem(keyPem);
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
-  cert.serialNumber = randomSerial();
-  cert.validity.notBefore = new Date(now.getTime() - 60_000);
-  cert.validity.notAfter = new Date(now.getTime() + (opts.days ?? 3650) * 86_400_000);
+  const cert = newCertificate(forge.pki.setRsaPublicKey(key.n, key.e), now, opts.days ?? 3650);
   const subject = [{ name: 'commonName', value: commonName }];
   cert.setSubject(subject);
   cert.setIssuer(subject);

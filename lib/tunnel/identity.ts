@@ -1,6 +1,6 @@
 import { generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
 import forge from 'node-forge';
-import { type CertificateAuthority, createCa, generateKeyPem, randomSerial } from '../certs.ts';
+import { type CertificateAuthority, createCa, generateKeyPem, newCertificate } from '../certs.ts';
 import { EdgemeshError, ErrorCodes } from '../errors.ts';
 
 export { type CertificateAuthority, generateKeyPem };
@@ -85,11 +85,7 @@ export function signCsr(
     throw new EdgemeshError(ErrorCodes.TUNNEL_AUTH, 'CSR key must be RSA ≥ 2048 bits');
   const caKey = forge.pki.privateKeyFromPem(ca.keyPem);
   const caCert = forge.pki.certificateFromPem(ca.certPem);
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = pub;
-  cert.serialNumber = randomSerial();
-  cert.validity.notBefore = new Date(Date.now() - 60_000);
-  cert.validity.notAfter = new Date(Date.now() + (opts.days ?? 90) * 86_400_000);
+  const cert = newCertificate(pub, new Date(), opts.days ?? 90);
   cert.setSubject([{ name: 'commonName', value: id.name }]);
   cert.setIssuer(caCert.subject.attributes);
   const altNames: { type: number; value?: string; ip?: string }[] = [{ type: 6, value: identityUri(id) }];

@@ -91,24 +91,7 @@ export function connectTls(opts: {
       // Identity is checked below from the URI SAN, not from a host name.
       checkServerIdentity: () => undefined,
     });
-    const timer = setTimeout(() => {
-      socket.destroy(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'TLS handshake timed out'));
-    }, opts.timeoutMs ?? HANDSHAKE_TIMEOUT_MS);
-    socket.once('secureConnect', () => {
-      clearTimeout(timer);
-      try {
-        const peer = checkPeer(socket, opts.expect, opts.identity.caPem);
-        socket.removeListener('error', reject);
-        resolve({ socket, peer });
-      } catch (err) {
-        socket.destroy();
-        reject(err);
-      }
-    });
-    socket.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
+    settleHandshake(socket, 'secureConnect', opts, resolve, reject);
   });
 }
 
@@ -125,28 +108,37 @@ export function acceptTls(opts: {
       isServer: true,
       requestCert: true,
     });
-    const timer = setTimeout(() => {
-      socket.destroy(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'TLS handshake timed out'));
-    }, opts.timeoutMs ?? HANDSHAKE_TIMEOUT_MS);
-    socket.once('secure', () => {
-      clearTimeout(timer);
-      try {
-        const peer = checkPeer(socket, opts.expect, opts.identity.caPem);
-        socket.removeListener('error', reject);
-        resolve({ socket, peer });
-      } catch (err) {
-        socket.destroy();
-        reject(err);
-      }
-    });
-    socket.once('error', (err) => {
-      clearTimeout(timer);
+    settleHandshake(socket, 'secure', opts, resolve, reject);
+  });
+}
+
+/**
+ * Resolves with the verified peer once the handshake completes (client: 'secureConnect',
+ * server: 'secure'), or rejects on error, a peer that is not the one expected, or timeout.
+ */
+function settleHandshake(
+  socket: TLSSocket,
+  event: 'secureConnect' | 'secure',
+  opts: { identity: TlsIdentity; expect: Partial<PeerIdentity>; timeoutMs?: number },
+  resolve: (v: { socket: TLSSocket; peer: PeerIdentity }) => void,
+  reject: (err: unknown) => void,
+): void {
+  const timer = setTimeout(() => {
+    socket.destroy(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'TLS handshake timed out'));
+  }, opts.timeoutMs ?? HANDSHAKE_TIMEOUT_MS);
+  socket.once(event, () => {
+    clearTimeout(timer);
+    try {
+      const peer = checkPeer(socket, opts.expect, opts.identity.caPem);
+      socket.removeListener('error', reject);
+      resolve({ socket, peer });
+    } catch (err) {
+      socket.destroy();
       reject(err);
-    });
-    // A peer that vanishes mid-handshake closes the transport without an error.
-    opts.socket.once('close', () => {
-      clearTimeout(timer);
-      reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'connection closed during TLS handshake'));
-    });
+    }
+  });
+  socket.once('error', (err) => {
+    clearTimeout(timer);
+    reject(err);
   });
 }

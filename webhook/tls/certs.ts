@@ -1,5 +1,5 @@
 import forge from 'node-forge';
-import { createCa as createSharedCa, generateKeyPem, randomSerial } from '../../lib/certs.ts';
+import { createCa as createSharedCa, generateKeyPem, newCertificate } from '../../lib/certs.ts';
 
 /**
  * Certificates for the webhook, made with node-forge. Pure apart from randomness: the
@@ -51,11 +51,7 @@ export function createServingCert(
   const caKey = forge.pki.privateKeyFromPem(ca.keyPem);
   const keyPem = generateKeyPem();
   const key = forge.pki.privateKeyFromPem(keyPem);
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
-  cert.serialNumber = randomSerial();
-  cert.validity.notBefore = new Date(now.getTime() - 60_000);
-  cert.validity.notAfter = new Date(now.getTime() + SERVING_VALIDITY_DAYS * DAY_MS);
+  const cert = newCertificate(forge.pki.setRsaPublicKey(key.n, key.e), now, SERVING_VALIDITY_DAYS);
   cert.setSubject([{ name: 'commonName', value: dnsNames[0] ?? ipAddresses[0] }]);
   cert.setIssuer(caCert.subject.attributes);
   cert.setExtensions([
