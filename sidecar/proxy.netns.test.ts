@@ -226,6 +226,37 @@ describe('HTTP service ports (per-request balancing)', () => {
   });
 });
 
+describe('hostile input', () => {
+  it.each([
+    ['HTTP/1 port', VIP.web, '80'],
+    ['h2c port', VIP.grpc, '50051'],
+    ['TCP port', VIP.echo, '7'],
+  ])('random bytes on a %s never stall or crash the sidecar', async (_name, host, port) => {
+    const r = await l.lab.exec(
+      l.pod,
+      [
+        NODE,
+        CLIENT,
+        'fuzz',
+        '--host',
+        host,
+        '--port',
+        port,
+        '--count',
+        '60',
+        '--seed',
+        String(port.length * 7919),
+      ],
+      { timeoutMs: 120_000 },
+    );
+    const out = JSON.parse(r.stdout) as { closed: number; resets: number; timeouts: number };
+    expect(out.timeouts).toBe(0);
+    expect(out.closed + out.resets).toBe(60);
+    const ok = await curl([`http://${VIP.web}/`]);
+    expect(ok.stdout).toMatch(/^backend /);
+  });
+});
+
 describe('TCP service ports', () => {
   it('balances connections round-robin and carries half-close both ways', async () => {
     const results = await tcp(VIP.echo, 7, 6, 'ping');

@@ -10,6 +10,9 @@
  *   echo --host H --port P --bytes N                  sends N random bytes to the TCP echo
  *        backend, half-closes, checks that exactly those bytes came back (sha256); prints
  *        {ok, bytes, mbps}.
+ *   fuzz --host H --port P --count N --seed S         N connections, one after another, each
+ *        sending seeded random bytes (some behind a valid HTTP/1 or h2 prefix) then a FIN;
+ *        prints {closed, resets, timeouts} — a timeout means the proxy stalled.
  *   churn --host H --port P --count N                 N short connections (greeting, FIN),
  *        64 at a time, at most 60 s; prints {done, errors}.
  * Every operation has a 5 s deadline so a broken proxy fails the test instead of hanging it.
@@ -28,6 +31,7 @@ const { values, positionals } = parseArgs({
     send: { type: 'string', default: '' },
     'hold-ms': { type: 'string', default: '0' },
     bytes: { type: 'string', default: '0' },
+    seed: { type: 'string', default: '1' },
   },
 });
 const host = values.host ?? '127.0.0.1';
@@ -134,6 +138,46 @@ async function echoCheck(): Promise<void> {
   process.stdout.write(`${JSON.stringify({ ok, bytes: echoed.length, tail, mbps: Math.round(mbps) })}\n`);
 }
 
+async function fuzz(): Promise<void> {
+  let state = Number(values.seed) >>> 0 || 1;
+  const rand = () => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return (state >>> 0) / 4294967296;
+  };
+  const prefixes = [
+    '',
+    'GET / HTTP/1.1\r\n',
+    'POST / HTTP/1.1\r\ncontent-length: 99999\r\n\r\n',
+    'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n',
+  ];
+  const out = { closed: 0, resets: 0, timeouts: 0 };
+  for (let i = 0; i < count; i++) {
+    const body = Buffer.alloc(1 + Math.floor(rand() * 2000));
+    for (let j = 0; j < body.length; j++) body[j] = Math.floor(rand() * 256);
+    const payload = Buffer.concat([Buffer.from(prefixes[Math.floor(rand() * prefixes.length)]), body]);
+    const result = await new Promise<keyof typeof out>((resolve) => {
+      const socket = net.connect({ host, port }, () => socket.end(payload));
+      const timer = setTimeout(() => {
+        socket.destroy();
+        resolve('timeouts');
+      }, 5_000);
+      socket.on('data', () => undefined);
+      socket.on('error', () => {
+        clearTimeout(timer);
+        resolve('resets');
+      });
+      socket.on('close', () => {
+        clearTimeout(timer);
+        resolve('closed');
+      });
+    });
+    out[result]++;
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
 async function churn(): Promise<void> {
   let done = 0;
   let errors = 0;
@@ -163,6 +207,9 @@ if (positionals[0] === 'h2') {
 } else if (positionals[0] === 'echo') {
   clearTimeout(deadline);
   await echoCheck();
+} else if (positionals[0] === 'fuzz') {
+  clearTimeout(deadline);
+  await fuzz();
 } else if (positionals[0] === 'churn') {
   clearTimeout(deadline);
   await churn();
