@@ -557,6 +557,37 @@ describe('DNS server in a pod namespace', () => {
     expect(Number(fds.stdout.trim())).toBeLessThanOrEqual(16);
   });
 
+  it('ignores forged upstream replies (other port, wrong ID, other question) and takes the real one', async () => {
+    const attacker = lab.spawn(up, [
+      NODE,
+      RAW,
+      JSON.stringify({
+        mode: 'spoofing-upstream',
+        host: '10.53.0.1',
+        port: 5300,
+        spoofPort: 5301,
+        seconds: 20,
+      }),
+    ]);
+    let report = '';
+    attacker.stdout?.on('data', (d: Buffer) => {
+      report += d.toString();
+    });
+    const victim = startServer(15056, ['--upstream', '10.53.0.1:5300']);
+    await waitFor(
+      async () => (await dig([`web.default.svc.${Z}`], '127.0.0.1', 15056)).status === 'NOERROR',
+      20_000,
+      200,
+      'server :15056',
+    );
+    for (const name of ['a.spoof.test', 'b.spoof.test', 'c.spoof.test']) {
+      expect((await dig([name], '127.0.0.1', 15056)).answer).toEqual([`${name}. A 198.51.100.99`]);
+    }
+    victim.kill('SIGKILL');
+    attacker.kill('SIGKILL');
+    expect(report).toBe(''); // still running when killed: it did not crash
+  });
+
   it('follows catalog changes', async () => {
     const catalog = fixtureCatalog();
     delete catalog.services['default/web'];

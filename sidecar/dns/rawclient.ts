@@ -6,6 +6,7 @@
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
+import dnsPacket from 'dns-packet';
 import { fuzzPackets } from './fuzz.ts';
 import { encodeQuery } from './testutil.ts';
 
@@ -22,7 +23,8 @@ type Command =
       delayMs?: number;
     }
   | { mode: 'udp-fuzz'; host: string; port: number; seed: number; count: number; batch: number }
-  | { mode: 'tcp-fuzz'; host: string; port: number; seed: number; connections: number };
+  | { mode: 'tcp-fuzz'; host: string; port: number; seed: number; connections: number }
+  | { mode: 'spoofing-upstream'; host: string; port: number; spoofPort: number; seconds: number };
 
 const PROBE_NAME = 'web.default.svc.cluster.local';
 
@@ -168,6 +170,47 @@ async function tcpFuzz(c: Extract<Command, { mode: 'tcp-fuzz' }>) {
   return { connections: c.connections, closedByServer, probeAnswered: after.answers.length === 1 };
 }
 
+/**
+ * An upstream under attack, for a bounded time: every query first gets forged answers
+ * (198.51.100.66) — from another port, with a wrong ID, for another question — and only
+ * 100 ms later the real one (198.51.100.99) from the right address and port. A resolver that
+ * validates replies returns the real answer.
+ */
+async function spoofingUpstream(c: Extract<Command, { mode: 'spoofing-upstream' }>) {
+  const real = dgram.createSocket('udp4');
+  const other = dgram.createSocket('udp4');
+  await new Promise<void>((r) => real.bind(c.port, c.host, r));
+  await new Promise<void>((r) => other.bind(c.spoofPort, c.host, r));
+  let queries = 0;
+  const answer = (query: Buffer, ip: string, opts: { id?: number; name?: string } = {}) => {
+    const q = dnsPacket.decode(query);
+    const question = q.questions?.[0];
+    return dnsPacket.encode({
+      type: 'response',
+      id: opts.id ?? q.id,
+      flags: dnsPacket.RECURSION_AVAILABLE | dnsPacket.AUTHORITATIVE_ANSWER,
+      questions: [{ ...question!, name: opts.name ?? question!.name }],
+      answers: [{ name: opts.name ?? question!.name, type: 'A', ttl: 60, data: ip }],
+    });
+  };
+  real.on('message', (query, from) => {
+    queries++;
+    try {
+      const id = query.readUInt16BE(0);
+      other.send(answer(query, '198.51.100.66'), from.port, from.address);
+      real.send(answer(query, '198.51.100.66', { id: id ^ 0x5a5a }), from.port, from.address);
+      real.send(answer(query, '198.51.100.66', { name: 'other.example.test' }), from.port, from.address);
+      setTimeout(() => real.send(answer(query, '198.51.100.99'), from.port, from.address), 100);
+    } catch {
+      // not a query we can parse: ignore
+    }
+  });
+  await new Promise((r) => setTimeout(r, c.seconds * 1000));
+  real.close();
+  other.close();
+  return { queries };
+}
+
 async function main() {
   const c = JSON.parse(process.argv[2] ?? '{}') as Command;
   let out: unknown;
@@ -175,6 +218,7 @@ async function main() {
   else if (c.mode === 'tcp-exchange') out = await tcpExchange(c);
   else if (c.mode === 'udp-fuzz') out = await udpFuzz(c);
   else if (c.mode === 'tcp-fuzz') out = await tcpFuzz(c);
+  else if (c.mode === 'spoofing-upstream') out = await spoofingUpstream(c);
   else throw new Error(`unknown mode in ${process.argv[2]}`);
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
