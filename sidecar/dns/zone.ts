@@ -121,7 +121,8 @@ interface Encoded {
  * The zone's tables, updated in place from each new catalog: the catalog store shares
  * unchanged ServiceEntry/PodInfo objects between revisions, so an update touches only the
  * names of services and pods whose objects changed, and their answers are re-encoded on the
- * next lookup. Cost is proportional to the change, not to the catalog.
+ * next lookup. Beyond one identity check per service and pod, an update costs in proportion
+ * to what changed.
  */
 export class ZoneTables implements Zone {
   readonly domain: string;
