@@ -17,6 +17,7 @@ import {
   NODE,
   PASSTHROUGH,
   type ProxyLab,
+  proxyUser,
   REMOTE,
   setUpProxyLab,
   TCP_PORT,
@@ -310,7 +311,7 @@ describe('TCP service ports', () => {
     const direct = await l.lab.run(
       l.pod,
       [NODE, CLIENT, 'tcp', '--host', REMOTE, '--port', String(TCP_PORT)],
-      { uid: 1337 },
+      await proxyUser(l.lab, l.pod),
     );
     expect(JSON.parse(direct.stdout).error).toBe('ECONNREFUSED');
     const before = l.gatewayRequests.length;
@@ -468,7 +469,7 @@ metadata: {name: ignored, namespace: shop}
         '--idle-timeout-ms',
         '700',
       ],
-      { uid: 1337 },
+      await proxyUser(l.lab, l.pod),
     );
     let log = '';
     child.stderr?.on('data', (d) => {

@@ -309,6 +309,26 @@ export async function setUpProxyLab(
 }
 
 /** Starts `edgemesh sidecar` in the pod as uid 1337 and waits until /ready answers 200. */
+/**
+ * Who runs the sidecar in the lab: uid/gid 1337 as in a pod, when that user can read this
+ * checkout (a CI clone may sit in a root-only directory). Otherwise root with gid 1337: the
+ * capture rules exempt the gid too, so routing is the same; only the privilege drop is not
+ * exercised, and a warning says so.
+ */
+export async function proxyUser(l: NetnsLab, ns: string): Promise<{ uid: number; gid: number }> {
+  proxyUserCache ??= l
+    .run(ns, [NODE, '-e', `require('fs').accessSync(${JSON.stringify(EDGEMESH_BIN)}, 4)`], { uid: 1337 })
+    .then((r) => {
+      if (r.code === 0) return { uid: 1337, gid: 1337 };
+      process.stderr.write(
+        'lab: uid 1337 cannot read this checkout; running the sidecar as uid 0, gid 1337\n',
+      );
+      return { uid: 0, gid: 1337 };
+    });
+  return proxyUserCache;
+}
+let proxyUserCache: Promise<{ uid: number; gid: number }> | undefined;
+
 export async function startSidecar(
   l: ProxyLab,
   catalogFile: string,
@@ -334,7 +354,7 @@ export async function startSidecar(
       ...extra,
     ],
     {
-      uid: 1337,
+      ...(await proxyUser(l.lab, l.pod)),
       env: { ...process.env, EDGEMESH_LOG_LEVEL: process.env.EDGEMESH_LOG_LEVEL ?? 'info', ...env },
     },
   );
