@@ -11,6 +11,7 @@ import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
 import { MuxSession } from '../../lib/tunnel/mux.ts';
 import { acceptTls, connectTls, peerIdentity, serverOptions } from '../../lib/tunnel/tls.ts';
 import type { TunnelManager as GatewayTunnelManager } from '../streams.ts';
+import { splice } from '../streams.ts';
 import { type ServerAddress, ServerLink } from './server-link.ts';
 import { dial, dialRelay, probe, simultaneousOpen } from './tcp.ts';
 import { UdpPaths } from './udp.ts';
@@ -265,7 +266,7 @@ export class TunnelManager implements GatewayTunnelManager {
             return;
           }
           stream.accept();
-          pipeBoth(stream, conn);
+          void splice(stream, conn);
         },
         (err: unknown) => {
           const refused = err instanceof EdgemeshError && err.code === ErrorCodes.DIAL_REFUSED;
@@ -585,24 +586,6 @@ export class Peer {
     clearTimeout(this.#upgradeTimer);
     for (const { session } of this.#sessions.values()) session.close();
   }
-}
-
-/** Both directions with half-close; an error or reset on either side tears down both. */
-function pipeBoth(a: Duplex, b: Duplex): void {
-  const fail = () => {
-    a.destroy();
-    b.destroy();
-  };
-  a.on('error', fail);
-  b.on('error', fail);
-  a.on('close', () => {
-    if (!a.readableEnded) b.destroy();
-  });
-  b.on('close', () => {
-    if (!b.readableEnded) a.destroy();
-  });
-  a.pipe(b);
-  b.pipe(a);
 }
 
 function tunnelMetrics(registry: Registry | undefined, m: TunnelManager) {
