@@ -8,7 +8,8 @@
  *   sidecar  wrk as root → 10.96.0.20:80, REDIRECTed to the sidecar, spliced (L4)
  *   L7       wrk as root → 10.96.0.10:80 (an HTTP port: per-request balancing, undici pools)
  *   haproxy  wrk → HAProxy (mode tcp) on 127.0.0.1 in the pod, as uid 1337 → backend (the
- *            industry reference, same path shape as the sidecar)
+ *            industry reference, same path shape as the sidecar); `haproxy http`: the same in
+ *            mode http with pooled server connections, the reference for the L7 column
  *
  * Targets (issue 5): keep-alive req/s ≥ 0.5× direct, Connection: close req/s ≥ 0.4×,
  * 1 MiB bodies MB/s ≥ 0.5×, added p50 latency ≤ 0.2 ms. Also prints SO_ORIGINAL_DST µs/call.
@@ -34,6 +35,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
  * processes on this shared machine hits every path alike instead of one. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const HAPROXY_PORT = 18080;
+const HAPROXY_HTTP_PORT = 18081;
 
 interface WrkResult {
   rps: number;
@@ -128,6 +130,15 @@ async function main(): Promise<void> {
         '  default_backend b',
         'backend b',
         `  server s1 ${BACKENDS[0]}:${HTTP_PORT}`,
+        // The L7 reference: HTTP mode, pooled keep-alive connections to the server.
+        'frontend fh',
+        '  mode http',
+        `  bind 127.0.0.1:${HAPROXY_HTTP_PORT}`,
+        '  default_backend bh',
+        'backend bh',
+        '  mode http',
+        '  http-reuse always',
+        `  server s1 ${BACKENDS[0]}:${HTTP_PORT}`,
         '',
       ].join('\n'),
     );
@@ -146,6 +157,7 @@ async function main(): Promise<void> {
       sidecar: { base: `http://${VIP.benchL4}`, uid: undefined },
       'sidecar L7': { base: `http://${VIP.web}`, uid: undefined },
       haproxy: { base: `http://127.0.0.1:${HAPROXY_PORT}`, uid: 1337 },
+      'haproxy http': { base: `http://127.0.0.1:${HAPROXY_HTTP_PORT}`, uid: 1337 },
     } as const;
     type PathName = keyof typeof paths;
     const scenarios = [
@@ -201,6 +213,7 @@ async function main(): Promise<void> {
         cell('sidecar'),
         cell('sidecar L7'),
         cell('haproxy'),
+        cell('haproxy http'),
         String(Object.values(results).reduce((a, r) => a + r.errors, 0)),
       ]);
       const v = results.sidecar[s.metric];
@@ -211,7 +224,15 @@ async function main(): Promise<void> {
     }
     printTable(
       `bench/proxy: median of ${ROUNDS} × ${SECONDS} s per cell (paths interleaved), wrk -t1 in the pod namespace; ratio vs direct in the same run`,
-      ['scenario', 'direct', 'sidecar (L4)', 'sidecar L7 (HTTP port)', 'haproxy (tcp)', 'errors'],
+      [
+        'scenario',
+        'direct',
+        'sidecar (L4)',
+        'sidecar L7 (HTTP port)',
+        'haproxy (tcp)',
+        'haproxy (http)',
+        'errors',
+      ],
       rows,
     );
     console.log(
