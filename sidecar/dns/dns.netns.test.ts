@@ -27,6 +27,7 @@ let up = '';
 let app = '';
 let dir = '';
 let etcDir = '';
+let appEtcDir = '';
 let server: ChildProcess;
 
 function startServer(port: number, extra: string[]): ChildProcess {
@@ -130,6 +131,13 @@ beforeAll(async () => {
     join(etcDir, 'resolv.conf'),
     `nameserver 10.53.0.1\nsearch default.svc.${Z} svc.${Z} ${Z} corp.example\noptions ndots:5\n`,
   );
+  // The app pod's resolv.conf points at its original resolver; the init rules capture it.
+  appEtcDir = `/etc/netns/${app}`;
+  mkdirSync(appEtcDir, { recursive: true });
+  writeFileSync(
+    join(appEtcDir, 'resolv.conf'),
+    `nameserver 10.55.0.1\nsearch default.svc.${Z} svc.${Z} ${Z}\noptions ndots:5\n`,
+  );
   writeFileSync(
     join(dir, 'hosts'),
     Array.from({ length: 100 }, (_, i) => `198.51.100.${i + 1} big.example.test\n`).join(''),
@@ -198,6 +206,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await lab?.cleanup();
   if (etcDir) rmSync(etcDir, { recursive: true, force: true });
+  if (appEtcDir) rmSync(appEtcDir, { recursive: true, force: true });
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -797,5 +806,14 @@ describe('DNS server in a pod namespace', () => {
         );
       }
     }
+    // glibc itself (getaddrinfo via getent), with the pod's search path and ndots:5: a short
+    // name, an ExternalName (glibc does not chase a bare CNAME: the appended A is what works)
+    // and an outside name all resolve through the captured port 53.
+    const getent = async (name: string) =>
+      (await lab.run(app, ['getent', 'ahostsv4', name], { uid: 1000, gid: 1000 })).stdout.split(/\s+/)[0];
+    expect(await getent('web')).toBe('10.96.0.10');
+    expect(await getent('db-0.db')).toBe('10.244.1.5');
+    expect(await getent(`ext.default.svc.${Z}`)).toBe('198.51.100.10');
+    expect(await getent('www.example.test')).toBe('198.51.100.10');
   });
 });
