@@ -19,7 +19,7 @@ import http2, {
   type ServerHttp2Session,
 } from 'node:http2';
 import type net from 'node:net';
-import { pipeline } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { Pool } from 'undici';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
@@ -214,12 +214,7 @@ export class HttpProxy {
         if (this.#draining && proto === 'http') (res as ServerResponse).shouldKeepAlive = false;
         (res as ServerResponse).writeHead(upstream.statusCode, responseHeaders(upstream.headers, proto));
         metrics.httpRequests.inc({ code: upstream.statusCode });
-        await new Promise<void>((resolve) => {
-          pipeline(upstream.body, res as NodeJS.WritableStream, (err) => {
-            if (err && !res.writableEnded) res.destroy?.();
-            resolve();
-          });
-        });
+        await relay(upstream.body, res);
         return;
       } catch (err) {
         lastError = err;
@@ -412,6 +407,34 @@ export class HttpProxy {
     }
     throw new Error('no endpoint reachable');
   }
+}
+
+/**
+ * Streams the upstream body into the response with backpressure (`pipe`), resolving when
+ * the response is done either way. Not `stream.pipeline`: it builds an AbortController per
+ * call and aborting it captures a DOMException stack — measured at ~9% of the L7 path's CPU.
+ */
+function relay(body: NodeJS.ReadableStream, res: AnyResponse): Promise<void> {
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = () => {
+      if (!done) {
+        done = true;
+        resolve();
+      }
+    };
+    body.once('error', () => {
+      res.destroy?.();
+      finish();
+    });
+    res.once('finish', finish);
+    res.once('close', () => {
+      // The client went away mid-response: stop reading the upstream (its socket is freed).
+      if (!res.writableFinished) (body as Readable).destroy?.();
+      finish();
+    });
+    body.pipe(res as NodeJS.WritableStream);
+  });
 }
 
 /**
