@@ -1,9 +1,9 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CatalogStore } from '../../lib/catalog/store.ts';
-import { fixtureCatalog } from './fixture.ts';
 import { Resolver, type Transport } from './resolver.ts';
-import { encodeQuery, golden, type QuerySpec, renderResponse, unusedGoldens } from './testutil.ts';
+import { fixtureCatalog } from './testing/fixture.ts';
+import { encodeQuery, golden, type QuerySpec, renderResponse, unusedGoldens } from './testing/testutil.ts';
 import { reverseName } from './wire.ts';
 
 // Table-driven answer logic: each case is a list of queries against the fixture catalog,

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../../test/harness/netns.ts';
-import { fixtureCatalog } from './fixture.ts';
-import { encodeQuery } from './testutil.ts';
+import { fixtureCatalog } from './testing/fixture.ts';
+import { encodeQuery } from './testing/testutil.ts';
 
 // The DNS server as a real process (uid 1337, as in a pod) in a network namespace, queried
 // by dig and by a raw client, forwarding to dnsmasq (Debian) in a second namespace that
@@ -17,7 +17,7 @@ import { encodeQuery } from './testutil.ts';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const NODE = join(ROOT, 'node_modules/.bin/node');
 const MAIN = join(ROOT, 'sidecar/dns/main.ts');
-const RAW = join(ROOT, 'sidecar/dns/rawclient.ts');
+const RAW = join(ROOT, 'sidecar/dns/testing/rawclient.ts');
 const SIDECAR_UID = 1337;
 const Z = 'cluster.local';
 

@@ -2,10 +2,10 @@ import dnsPacket from 'dns-packet';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CatalogStore } from '../../lib/catalog/store.ts';
-import { fixtureCatalog } from './fixture.ts';
-import { fuzzPackets, prng } from './fuzz.ts';
 import { inspectResponse, skipName } from './message.ts';
 import { Resolver } from './resolver.ts';
+import { fixtureCatalog } from './testing/fixture.ts';
+import { fuzzPackets, prng } from './testing/fuzz.ts';
 
 // The resolver in-process against 30,000 generated packets (bounded count): every call
 // returns, never throws, answers at most once, and every answer is a well-formed DNS

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { encodeQuery } from './testutil.ts';
+import { encodeQuery } from './testing/testutil.ts';
 import {
   canonicalIPv6,
   encodeName,

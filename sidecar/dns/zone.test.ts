@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { applyUpdate } from '../../lib/catalog/store.ts';
 import type { Catalog } from '../../lib/catalog/types.ts';
-import { fixtureCatalog } from './fixture.ts';
-import { prng } from './fuzz.ts';
 import { skipName } from './message.ts';
+import { fixtureCatalog } from './testing/fixture.ts';
+import { prng } from './testing/fuzz.ts';
 import { Type } from './wire.ts';
 import { buildZone, type LocalAnswer, type Zone, ZoneTables } from './zone.ts';
 

@@ -1,4 +1,4 @@
-import type { Catalog, Endpoint, Service, ServiceEntry } from '../../lib/catalog/types.ts';
+import type { Catalog, Endpoint, Service, ServiceEntry } from '../../../lib/catalog/types.ts';
 
 /**
  * The catalog every DNS test answers from (unit goldens and the dig tests in a namespace):

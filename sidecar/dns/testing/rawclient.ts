@@ -1,7 +1,7 @@
 /**
  * A raw DNS client for the namespace tests: sends exactly the bytes it is given (malformed
  * packets dig cannot produce) and the fuzz stream, over UDP or TCP, and prints what came
- * back as JSON on stdout. Run inside a namespace: `node sidecar/dns/rawclient.ts '<json>'`.
+ * back as JSON on stdout. Run inside a namespace: `node sidecar/dns/testing/rawclient.ts '<json>'`.
  * Every wait is bounded.
  */
 import dgram from 'node:dgram';
