@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -196,6 +196,24 @@ export class EdgeCluster {
       );
     }
     this.step(`gateways ready on ${this.nodes.map((n) => n.name).join(', ')}`);
+    if (this.meshCa) {
+      // Each gateway enrols with the tunnel-server (bootstrap token → node certificate).
+      for (const node of this.nodes) {
+        await waitFor(
+          async () => {
+            if (!node.gateway.running) throw new Error(`gateway exited: ${await tail(node.gateway.logFile)}`);
+            return stat(join(node.stateDir, 'tunnel.crt')).then(
+              () => true,
+              () => false,
+            );
+          },
+          60_000,
+          250,
+          `gateway on ${node.name} enrolled with the tunnel-server`,
+        );
+      }
+      this.step('gateways enrolled with the tunnel-server (node certificates from the mesh CA)');
+    }
     const missing = Object.entries(this.missing);
     if (missing.length > 0) this.step(`not running: ${missing.map(([k, v]) => `${k} (${v})`).join('; ')}`);
     this.step(`edge cluster up (kubeconfig for this machine: ${this.cp.localKubeconfig})`);
@@ -325,7 +343,17 @@ export class EdgeCluster {
   }
 
   #startGateway(node: ClusterNode, kubeconfig: string): ManagedProcess {
-    this.step(`starting the gateway on ${node.name} (listen ${node.address}:15080)`);
+    const tunnel =
+      this.meshCa && this.enrolTokens[node.name]
+        ? [
+            `--tunnel-servers=${this.tunnelHost.addr}:${TUNNEL_PORT}`,
+            `--mesh-ca=${this.meshCa}`,
+            `--enroll-token-file=${this.enrolTokens[node.name]}`,
+          ]
+        : [];
+    this.step(
+      `starting the gateway on ${node.name} (listen ${node.address}:15080${tunnel.length ? `, tunnel via ${this.tunnelHost.addr}:${TUNNEL_PORT}` : ', no tunnel'})`,
+    );
     return this.#spawn(`gateway-${node.name}`, node.netns, [
       EDGEMESH_BIN,
       'gateway',
@@ -333,6 +361,7 @@ export class EdgeCluster {
       `--kubeconfig=${kubeconfig}`,
       `--state-dir=${node.stateDir}`,
       `--listen=${node.address}`,
+      ...tunnel,
     ]);
   }
 

@@ -144,22 +144,32 @@ export async function rolloutStatus(
   );
 }
 
-/** Runs argv in the client pod's network namespace as its app container's user. */
-export async function inClient(cluster: EdgeCluster, argv: string[], timeoutMs = 30_000) {
+/** The client pod's name (looked up through the API). */
+export async function clientPod(cluster: EdgeCluster): Promise<string> {
   const [client] = await livePods(cluster, 'app=client');
   if (!client) throw new Error('no client pod');
-  return cluster.agent?.exec(NS, client.metadata.name, argv, { container: 'client', timeoutMs }) as Promise<{
+  return client.metadata.name;
+}
+
+/**
+ * Runs argv in the client pod's network namespace as its app container's user. `pod` names
+ * it without asking the API (for when the API server is down).
+ */
+export async function inClient(cluster: EdgeCluster, argv: string[], timeoutMs = 30_000, pod?: string) {
+  const name = pod ?? (await clientPod(cluster));
+  return cluster.agent?.exec(NS, name, argv, { container: 'client', timeoutMs }) as Promise<{
     code: number;
     stdout: string;
     stderr: string;
   }>;
 }
 
-export async function curl(cluster: EdgeCluster, url = SERVICE_URL, maxTimeS = 5) {
+export async function curl(cluster: EdgeCluster, url = SERVICE_URL, maxTimeS = 5, pod?: string) {
   return inClient(
     cluster,
     ['curl', '-sS', '--fail-with-body', '--max-time', String(maxTimeS), url],
     (maxTimeS + 5) * 1000,
+    pod,
   );
 }
 
