@@ -231,7 +231,8 @@ export class OutboundProxy {
   ): Promise<{ result: DialResult; release: () => void }> {
     const balancer = this.router.balancer(route);
     const failed = new Set<string>();
-    let lastError: unknown = new Error(`no ready endpoint for service ${route.key}`);
+    // Built only on failure: an Error captures a stack, measurable at thousands of connections/s.
+    let lastError: unknown;
     for (let attempt = 0; attempt < this.#opts.maxAttempts; attempt++) {
       const choice = balancer.pick({ clientIp }, failed);
       if (!choice) break;
@@ -247,7 +248,7 @@ export class OutboundProxy {
         lastError = err;
       }
     }
-    throw lastError;
+    throw lastError ?? new Error(`no ready endpoint for service ${route.key}`);
   }
 }
 
