@@ -32,6 +32,7 @@ import {
   NS,
   namespace,
   nginxDeployment,
+  offTheRelay,
   pathsUsed,
   rolloutStatus,
   SERVICE_URL,
@@ -217,6 +218,14 @@ async function runDemo(cluster: EdgeCluster, say: (line: string) => void): Promi
           throw new Error(`curl exited ${r.code}: ${`${r.stdout}\n${r.stderr}`.trim()}`);
         const after = streamsByPath(await cluster.gatewayMetrics(node));
         return `${r.stdout.trim()}\n→ answered by ${by?.pod} on ${by?.node}; path taken by ${node}'s gateway: ${pathsUsed(before, after).join(', ') || 'unknown'}`;
+      },
+    ],
+    [
+      'a moment later: new connections leave the relay for a direct or hole-punched path',
+      async () => {
+        const node = (await livePods(cluster, 'app=client'))[0]?.spec.nodeName as string;
+        const { paths } = await offTheRelay(cluster, node);
+        return `${node}'s gateway now opens streams to site 2 on: ${paths.join(', ')}`;
       },
     ],
     [

@@ -193,3 +193,32 @@ export function servedBy(page: string): { pod: string; node: string } | undefine
   const m = /served by pod [^/\s]+\/(\S+) on node (\S+)/.exec(page);
   return m ? { pod: m[1] as string, node: m[2] as string } : undefined;
 }
+
+/**
+ * Waits until new connections from the client to the nginx replicas are carried off the
+ * relay (a tunnel starts on the relay, then finds a direct or hole-punched path): six
+ * requests in a row whose streams the client node's gateway opened on `direct`/`punched`
+ * paths only. Streams already open stay where they started, and the sidecar keeps upstream
+ * connections alive, so each round first idles past the test server's keep-alive timeout
+ * (5 s) to let pooled connections close. Resolves with the paths used and the time taken.
+ */
+export async function offTheRelay(
+  cluster: EdgeCluster,
+  clientNode: string,
+  timeoutMs = 60_000,
+): Promise<{ paths: string[]; ms: number }> {
+  const started = Date.now();
+  let paths: string[] = [];
+  while (Date.now() - started < timeoutMs) {
+    await new Promise((r) => setTimeout(r, 6_000));
+    const before = streamsByPath(await cluster.gatewayMetrics(clientNode));
+    let ok = true;
+    for (let i = 0; i < 6 && ok; i++) ok = (await curl(cluster)).code === 0;
+    const after = streamsByPath(await cluster.gatewayMetrics(clientNode));
+    paths = pathsUsed(before, after);
+    if (ok && paths.length > 0 && !paths.includes('relay')) return { paths, ms: Date.now() - started };
+  }
+  throw new Error(
+    `tunnels from ${clientNode} still use ${paths.join(', ') || 'no path'} after ${timeoutMs} ms`,
+  );
+}
