@@ -40,13 +40,7 @@ export type Route =
 export const targetId = (ip: string, port: number): string =>
   isIPv6(ip) ? `[${ip}]:${port}` : `${ip}:${port}`;
 
-interface ServiceRoute {
-  key: string;
-  service: Service;
-  port: ServicePort;
-  l7?: L7Protocol;
-  targets: Target[];
-}
+type ServiceRoute = Extract<Route, { kind: 'service' }>;
 
 /** Compiled lookups for one catalog revision. */
 export class RouteTable {
@@ -64,7 +58,9 @@ export class RouteTable {
       if (service.headless || service.type === 'ExternalName') continue;
       for (const port of service.ports) {
         if (port.protocol !== 'TCP') continue;
+        // One object per service port, returned as is on every lookup (nothing allocated per connection).
         const route: ServiceRoute = {
+          kind: 'service',
           key: `${service.namespace}/${service.name}:${port.port}`,
           service,
           port,
@@ -81,7 +77,7 @@ export class RouteTable {
   resolve(ip: string, port: number): Route {
     const addr = normalizeIp(ip);
     const svc = this.#services.get(lookupKey(addr, port));
-    if (svc) return { kind: 'service', ...svc };
+    if (svc) return svc;
     const pod = this.#pods[addr];
     const target: Target = { id: targetId(addr, port), ip: addr, port };
     if (pod) return { kind: 'pod', target: { ...target, nodeName: pod.nodeName }, podName: pod.name };
