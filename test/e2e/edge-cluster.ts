@@ -31,11 +31,15 @@ export interface EdgeClusterOptions {
   progress?: (line: string) => void;
 }
 
-/** A node of the cluster: the lab host it runs on and the gateway running in its namespace. */
-export interface ClusterNode extends TestNode {
+/** A node as planned: the lab host it runs on, its site and its gateway's state dir. */
+interface PlannedNode extends TestNode {
   site: number;
-  gateway: ManagedProcess;
   stateDir: string;
+}
+
+/** A node of the cluster, with the gateway running in its namespace. */
+export interface ClusterNode extends PlannedNode {
+  gateway: ManagedProcess;
 }
 
 /**
@@ -137,7 +141,7 @@ export class EdgeCluster {
     this.step(`webhook-tls: ${tls.stdout.trim()}`);
     await this.#startWebhook();
 
-    const testNodes: ClusterNode[] = [];
+    const testNodes: PlannedNode[] = [];
     for (const site of this.lab.sites) {
       for (const [i, node] of site.nodes.entries()) {
         const stateDir = join(this.workDir, `gateway-${node.name}`);
@@ -149,7 +153,6 @@ export class EdgeCluster {
           labels: { 'topology.kubernetes.io/zone': `site-${site.index}` },
           site: site.index,
           stateDir,
-          gateway: undefined as unknown as ManagedProcess,
         });
       }
     }
@@ -174,8 +177,7 @@ export class EdgeCluster {
     const kubeconfig = await this.#gatewayKubeconfig();
     for (const node of testNodes) {
       await mkdir(node.stateDir, { recursive: true });
-      node.gateway = this.#startGateway(node, kubeconfig);
-      this.nodes.push(node);
+      this.nodes.push({ ...node, gateway: this.#startGateway(node, kubeconfig) });
     }
     for (const node of this.nodes) {
       await waitFor(
@@ -342,7 +344,7 @@ export class EdgeCluster {
     return path;
   }
 
-  #startGateway(node: ClusterNode, kubeconfig: string): ManagedProcess {
+  #startGateway(node: PlannedNode, kubeconfig: string): ManagedProcess {
     const tunnel =
       this.meshCa && this.enrolTokens[node.name]
         ? [
