@@ -78,6 +78,7 @@ export class EdgeCluster {
   meshCa: string | undefined;
   #cut = false;
   #tunnelServerArgv: string[] = [];
+  #gatewayKubeconfigFile = '';
 
   private constructor(lab: NatLab, workDir: string, progress: (line: string) => void) {
     this.lab = lab;
@@ -174,29 +175,12 @@ export class EdgeCluster {
       500,
       'all nodes Ready and untainted',
     );
-    const kubeconfig = await this.#gatewayKubeconfig();
+    this.#gatewayKubeconfigFile = await this.#gatewayKubeconfig();
     for (const node of testNodes) {
       await mkdir(node.stateDir, { recursive: true });
-      this.nodes.push({ ...node, gateway: this.#startGateway(node, kubeconfig) });
+      this.nodes.push({ ...node, gateway: this.#startGateway(node) });
     }
-    for (const node of this.nodes) {
-      await waitFor(
-        async () => {
-          if (!node.gateway.running) throw new Error(`gateway exited: ${await tail(node.gateway.logFile)}`);
-          const r = await this.lab.run(node.netns, [
-            'curl',
-            '-sf',
-            '--max-time',
-            '2',
-            `http://127.0.0.1:${GATEWAY_METRICS_PORT}/ready`,
-          ]);
-          return r.code === 0;
-        },
-        60_000,
-        250,
-        `gateway on ${node.name} ready (catalog synced)`,
-      );
-    }
+    for (const node of this.nodes) await this.#gatewayReady(node);
     this.step(`gateways ready on ${this.nodes.map((n) => n.name).join(', ')}`);
     if (this.meshCa) {
       // Each gateway enrols with the tunnel-server (bootstrap token → node certificate).
@@ -344,7 +328,37 @@ export class EdgeCluster {
     return path;
   }
 
-  #startGateway(node: PlannedNode, kubeconfig: string): ManagedProcess {
+  /** Waits for a gateway's /ready (it has a catalog: from the API, or persisted on disk). */
+  async #gatewayReady(node: ClusterNode): Promise<void> {
+    await waitFor(
+      async () => {
+        if (!node.gateway.running) throw new Error(`gateway exited: ${await tail(node.gateway.logFile)}`);
+        const r = await this.lab.run(node.netns, [
+          'curl',
+          '-sf',
+          '--max-time',
+          '2',
+          `http://127.0.0.1:${GATEWAY_METRICS_PORT}/ready`,
+        ]);
+        return r.code === 0;
+      },
+      60_000,
+      250,
+      `gateway on ${node.name} ready (has a catalog)`,
+    );
+  }
+
+  /** Restarts a node's gateway (SIGTERM, then the same command); resolves once it is ready. */
+  async restartGateway(nodeName: string): Promise<void> {
+    const node = this.node(nodeName);
+    await node.gateway.stop(10_000);
+    this.#processes.splice(this.#processes.indexOf(node.gateway), 1);
+    node.gateway = this.#startGateway(node);
+    await this.#gatewayReady(node);
+    this.step(`gateway on ${nodeName} restarted and ready`);
+  }
+
+  #startGateway(node: PlannedNode): ManagedProcess {
     const tunnel =
       this.meshCa && this.enrolTokens[node.name]
         ? [
@@ -360,7 +374,7 @@ export class EdgeCluster {
       EDGEMESH_BIN,
       'gateway',
       `--node-name=${node.name}`,
-      `--kubeconfig=${kubeconfig}`,
+      `--kubeconfig=${this.#gatewayKubeconfigFile}`,
       `--state-dir=${node.stateDir}`,
       `--listen=${node.address}`,
       ...tunnel,

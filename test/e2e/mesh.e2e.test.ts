@@ -320,7 +320,7 @@ describe('edgemesh on a real control plane across NATs', () => {
     expect(lines.some((l) => Number(l.split(' ')[0]) > goneAt && servedBy(l))).toBe(true);
   });
 
-  it('cloud cut off: established traffic and DNS keep working; restored, the changes made meanwhile arrive', async () => {
+  it('cloud cut off: established traffic and DNS keep working, a restarted gateway serves its persisted catalog; restored, the changes made meanwhile arrive', async () => {
     expect((await curl(cluster)).code).toBe(0);
     // Site-to-site traffic that survives the cloud must not ride the cloud's relay.
     const clientNode = (await livePods(cluster, 'app=client'))[0]?.spec.nodeName as string;
@@ -365,6 +365,27 @@ describe('edgemesh on a real control plane across NATs', () => {
         `late-svc.${NS}.svc.cluster.local`,
       ]);
       expect(late.stdout).toMatch(/status: NXDOMAIN/);
+      // Offline autonomy: site 1's gateway restarted while the cloud is away serves the
+      // catalog it persisted, and the client's sidecar feeds from it again.
+      await cluster.restartGateway(clientNode);
+      const metrics = await cluster.gatewayMetrics(clientNode);
+      expect(
+        Number(/^edgemesh_gateway_catalog_services\{[^}]*\} (\d+)/m.exec(metrics)?.[1]),
+      ).toBeGreaterThanOrEqual(5);
+      await waitFor(
+        async () =>
+          Number(
+            /^edgemesh_gateway_feed_clients\{[^}]*\} (\d+)/m.exec(
+              await cluster.gatewayMetrics(clientNode),
+            )?.[1],
+          ) >= 1,
+        30_000,
+        250,
+        "the client's sidecar back on the restarted gateway's feed",
+      );
+      expect((await inClient(cluster, ['dig', '+short', '+time=2', '+tries=1', FQDN])).stdout.trim()).toMatch(
+        /^10\.96\.\d+\.\d+$/,
+      );
     } finally {
       await cluster.restoreCloud();
     }
