@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../../test/harness/netns.ts';
+import { proxyUser } from '../testing/lab.ts';
 import { fixtureCatalog } from './testing/fixture.ts';
 import { encodeQuery } from './testing/testutil.ts';
 
@@ -18,7 +19,8 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const NODE = join(ROOT, 'node_modules/.bin/node');
 const MAIN = join(ROOT, 'sidecar/dns/main.ts');
 const RAW = join(ROOT, 'sidecar/dns/testing/rawclient.ts');
-const SIDECAR_UID = 1337;
+// uid/gid 1337 as in a pod, unless this checkout is unreadable for that user (see proxyUser).
+let sidecarUser = { uid: 1337, gid: 1337 };
 const Z = 'cluster.local';
 
 let lab: NetnsLab;
@@ -34,7 +36,7 @@ function startServer(port: number, extra: string[]): ChildProcess {
   const child = lab.spawn(
     pod,
     [NODE, MAIN, '--catalog-file', join(dir, 'catalog.json'), '--port', String(port), ...extra],
-    { uid: SIDECAR_UID, env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn' } },
+    { ...sidecarUser, env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn' } },
   );
   child.stderr?.on('data', (d: Buffer) => process.stderr.write(`[dns:${port}] ${d}`));
   return child;
@@ -111,6 +113,7 @@ const SOA_ZONE = `${Z}. SOA ns.dns.${Z}. hostmaster.${Z}. 42 7200 1800 86400 5`;
 beforeAll(async () => {
   lab = new NetnsLab('emd');
   pod = await lab.add('pod');
+  sidecarUser = await proxyUser(lab, pod);
   up = await lab.add('up');
   await lab.link(
     { ns: pod, ifname: 'eth0', addr: ['10.53.0.2/24', 'fd00:53::2/64'] },
@@ -775,7 +778,7 @@ describe('DNS server in a pod namespace', () => {
     const child = lab.spawn(
       app,
       [NODE, MAIN, '--catalog-file', join(dir, 'catalog.json'), '--upstream', '10.55.0.1'],
-      { uid: SIDECAR_UID, env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn' } },
+      { ...sidecarUser, env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn' } },
     );
     child.stderr?.on('data', (d: Buffer) => process.stderr.write(`[dns:app] ${d}`));
     const appDig = (args: string[]) =>
