@@ -19,6 +19,14 @@ export async function setUpNodeNetwork(nodeNs: string, podCidr: string): Promise
     if (!/File exists/.test(err.message)) throw err;
   });
   await ip(nodeNs, ['addr', 'replace', `${gateway}/${prefix}`, 'dev', BRIDGE]);
+  // A fixed MAC: a bridge without one takes its lowest port's MAC and changes it as pods come
+  // and go, leaving pods' ARP entries for their gateway stale (their packets to the node were
+  // lost for up to ~45 s after a neighbouring pod was deleted).
+  const mac = `02:00:${gateway
+    .split('.')
+    .map((o) => Number(o).toString(16).padStart(2, '0'))
+    .join(':')}`;
+  await ip(nodeNs, ['link', 'set', BRIDGE, 'address', mac]);
   await ip(nodeNs, ['link', 'set', BRIDGE, 'up']);
   await run(['ip', 'netns', 'exec', nodeNs, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
 }
