@@ -15,9 +15,9 @@
  */
 import { mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { stripTypeScriptTypes } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { stripTree } from '../scripts/strip-types.ts';
 import { NODE, type ProxyLab, setUpProxyLab, startSidecar, VIP } from '../sidecar/testing/lab.ts';
 import { waitFor } from '../test/harness/netns.ts';
 import { printTable } from './lib/stats.ts';
@@ -42,26 +42,11 @@ const VARIANTS: { name: string; env: Record<string, string>; js?: boolean }[] = 
  */
 function stripToJs(outDir: string): string {
   const root = new URL('..', import.meta.url).pathname;
-  const walk = (rel: string) => {
-    for (const name of readdirSync(join(root, rel))) {
-      const path = join(rel, name);
-      if (statSync(join(root, path)).isDirectory()) {
-        if (!['node_modules', 'testdata', 'testing'].includes(name)) walk(path);
-      } else if (name.endsWith('.ts') && !name.endsWith('.test.ts')) {
-        const code = stripTypeScriptTypes(readFileSync(join(root, path), 'utf8')).replace(
-          /(from\s+'|import\(\s*')(\.{1,2}\/[^']+)\.ts'/g,
-          "$1$2.js'",
-        );
-        mkdirSync(dirname(join(outDir, path)), { recursive: true });
-        writeFileSync(join(outDir, path.replace(/\.ts$/, '.js')), code);
-      }
-    }
-  };
-  for (const part of ['bin', 'lib', 'sidecar']) walk(part);
-  writeFileSync(join(outDir, 'package.json'), '{"type":"module"}\n');
+  stripTree(root, outDir, ['bin', 'lib', 'sidecar']);
   symlinkSync(join(root, 'node_modules'), join(outDir, 'node_modules'));
   return join(outDir, 'bin/main.js');
 }
+
 const CLIENT = new URL('../sidecar/testing/client.ts', import.meta.url).pathname;
 const MB = 1024 * 1024;
 

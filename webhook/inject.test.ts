@@ -138,6 +138,8 @@ describe('pure pieces', () => {
       /memory.*not a quantity/,
     );
     expect(() => resolveConfig({ imgae: 'x' })).toThrow(/unknown key "imgae"/);
+    expect(() => resolveConfig({ sidecarNodeOptions: '--x; rm -rf /' })).toThrow(/sidecarNodeOptions/);
+    expect(resolveConfig({ sidecarNodeOptions: '' }).sidecarNodeOptions).toBe('');
     expect(resolveConfig({ excludedNamespaces: ['legacy'] }).excludedNamespaces).toEqual([
       'kube-system',
       'kube-public',

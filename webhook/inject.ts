@@ -117,6 +117,7 @@ export function proxyContainer(config: InjectionConfig): V1Container {
       fieldEnv('HOST_IP', 'status.hostIP'),
       { name: 'EDGEMESH_GATEWAY', value: `$(HOST_IP):${config.gatewayPort}` },
       { name: 'EDGEMESH_LOG_LEVEL', value: config.logLevel },
+      ...(config.sidecarNodeOptions ? [{ name: 'NODE_OPTIONS', value: config.sidecarNodeOptions }] : []),
     ],
     ports: [{ name: 'mesh-metrics', containerPort: config.metricsPort, protocol: 'TCP' }],
     // The startup probe holds the app containers back until DNS and the proxy listen.
