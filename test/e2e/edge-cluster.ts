@@ -262,7 +262,29 @@ export class EdgeCluster {
     }
     const dir = join(this.workDir, 'mesh-ca');
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const ca = createCA('edgemesh edge-cluster mesh CA', 30);
+    // The mesh CA `edgemesh webhook-tls` stored in the cluster (what the tunnel-server
+    // Deployment mounts); a fresh one if this webhook-tls does not make it.
+    const secret = await this.kubectl([
+      '-n',
+      'edgemesh-system',
+      'get',
+      'secret',
+      'edgemesh-mesh-ca',
+      '-o',
+      'json',
+    ])
+      .then((out) => JSON.parse(out) as { data: Record<string, string> })
+      .catch(() => undefined);
+    const fromSecret = secret?.data['ca.crt'] && secret.data['ca.key'];
+    const ca = fromSecret
+      ? {
+          certPem: Buffer.from(secret.data['ca.crt'] as string, 'base64').toString(),
+          keyPem: Buffer.from(secret.data['ca.key'] as string, 'base64').toString(),
+        }
+      : createCA('edgemesh edge-cluster mesh CA', 30);
+    this.step(
+      `mesh CA: ${fromSecret ? 'from the Secret edgemesh-mesh-ca' : 'made here (no edgemesh-mesh-ca Secret)'}`,
+    );
     await writeFile(join(dir, 'ca.crt'), ca.certPem);
     await writeFile(join(dir, 'ca.key'), ca.keyPem, { mode: 0o600 });
     const hashes: Record<string, string> = {};
