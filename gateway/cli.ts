@@ -103,7 +103,7 @@ export const gatewayCommand = defineCommand(
       tunnel:
         o['tunnel-servers'].length === 0
           ? undefined
-          : async (dialer) =>
+          : async (dialer, { store, registry }) =>
               startGatewayTunnel({
                 nodeName: o['node-name'] as string,
                 stateDir: o['state-dir'],
@@ -113,6 +113,9 @@ export const gatewayCommand = defineCommand(
                 lanAddresses: o.listen === '0.0.0.0' || o.listen === '::' ? [] : [o.listen],
                 listenPort: o['tunnel-port'],
                 dialTarget: (target) => dialer.dial(target),
+                // Same-site peers stay reachable on their LAN addresses with the cloud gone.
+                peerAddresses: (node) => store.current?.nodes[node]?.addresses ?? [],
+                registry,
                 log,
               }),
     });

@@ -64,7 +64,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const registry = createRegistry('gateway');
   const metrics = gatewayMetrics(registry, store, () => feed.clients);
   const dialer = new LocalDialer(opts.nodeName, store);
-  const tunnel = typeof opts.tunnel === 'function' ? await opts.tunnel(dialer) : opts.tunnel;
+  const tunnel =
+    typeof opts.tunnel === 'function' ? await opts.tunnel(dialer, { store, registry }) : opts.tunnel;
   const server = await startSidecarServer({
     host: opts.listenHost,
     port: opts.listenPort,

@@ -4,6 +4,7 @@
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { Registry } from 'prom-client';
 import type { CatalogStore } from '../lib/catalog/store.ts';
 import { canonicalIP } from '../lib/catalog/validate.ts';
 import { EdgemeshError, ErrorCodes } from '../lib/errors.ts';
@@ -33,7 +34,11 @@ export interface TunnelManager {
  * Makes the tunnel once the gateway's LocalDialer exists: the tunnel's far end must dial
  * through it (e.g. `dialTarget: (t) => dialer.dial(t)`).
  */
-export type TunnelFactory = (dialer: LocalDialer) => Promise<TunnelManager>;
+export type TunnelFactory = (
+  dialer: LocalDialer,
+  /** The gateway's catalog (peer nodes' LAN addresses) and metrics registry, for the tunnel. */
+  context: { store: CatalogStore; registry: Registry },
+) => Promise<TunnelManager>;
 
 export const DIAL_TIMEOUT_MS = 5_000;
 
