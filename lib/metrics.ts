@@ -1,5 +1,26 @@
-import http from 'node:http';
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import type { Server } from 'node:http';
+import { createRequire } from 'node:module';
+import type * as PromClient from 'prom-client';
+
+// The metric classes from their own files rather than prom-client's index, which also loads its
+// Pushgateway (http, https, tls, zlib) and cluster aggregator: ~2 MB private in every sidecar.
+// These are the same module instances the index re-exports, so both import styles mix freely.
+const load = createRequire(import.meta.url);
+export const Registry = load('prom-client/lib/registry') as typeof PromClient.Registry;
+export type Registry = PromClient.Registry;
+export const Counter = load('prom-client/lib/counter') as typeof PromClient.Counter;
+export type Counter<T extends string = string> = PromClient.Counter<T>;
+export const Gauge = load('prom-client/lib/gauge') as typeof PromClient.Gauge;
+export type Gauge<T extends string = string> = PromClient.Gauge<T>;
+export const Histogram = load('prom-client/lib/histogram') as typeof PromClient.Histogram;
+export type Histogram<T extends string = string> = PromClient.Histogram<T>;
+const collectDefaultMetrics = load(
+  'prom-client/lib/defaultMetrics',
+) as typeof PromClient.collectDefaultMetrics;
+
+// Not `import http from 'node:http'`: an ES import of node:http reads every export, and its lazy
+// WebSocket/MessageEvent getters load Node's bundled undici (~6 MB private per process).
+const http = process.getBuiltinModule('node:http');
 
 /** One registry per process part, with process/runtime metrics under the `edgemesh_` prefix. */
 export function createRegistry(component: string): Registry {
@@ -16,7 +37,7 @@ export function createRegistry(component: string): Registry {
 export function serveMetrics(
   registry: Registry,
   opts: { port: number; host?: string; routes?: Record<string, () => { status: number; body: string }> },
-): Promise<http.Server> {
+): Promise<Server> {
   const server = http.createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/metrics') {

@@ -1,8 +1,8 @@
 import type DnsPacket from 'dns-packet';
-import type { Registry } from 'prom-client';
 import type { CatalogStore } from '../../lib/catalog/store.ts';
 import { describeError } from '../../lib/errors.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
+import type { Registry } from '../../lib/metrics.ts';
 import { type CacheOptions, ResponseCache } from './cache.ts';
 import { Forwarder, type Upstream } from './forwarder.ts';
 import { inspectResponse } from './message.ts';

@@ -1,8 +1,8 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
-import client from 'prom-client';
 import { configError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/log.ts';
+import { Gauge } from '../../lib/metrics.ts';
 import { Resolver, type ResolverOptions } from './resolver.ts';
 import { HEADER_LEN } from './wire.ts';
 
@@ -48,7 +48,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   const tcpServers: net.Server[] = [];
   const connections = new Set<net.Socket>();
   if (opts.registry) {
-    new client.Gauge({
+    new Gauge({
       name: 'edgemesh_dns_tcp_connections',
       help: 'Open TCP connections to the DNS server',
       registers: [opts.registry],

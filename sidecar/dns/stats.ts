@@ -1,4 +1,4 @@
-import client, { type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from '../../lib/metrics.ts';
 import { rcodeName, Type } from './wire.ts';
 
 /**
@@ -121,24 +121,24 @@ export function createDnsMetrics(
   gauges: { cacheEntries: () => number; upstreamInFlight: () => number },
 ) {
   const registers = registry ? [registry] : [];
-  const malformed = new client.Counter({
+  const malformed = new Counter({
     name: 'edgemesh_dns_rejected_total',
     help: 'DNS messages rejected before answering (FORMERR/NOTIMP/BADVERS or dropped), by reason',
     labelNames: ['reason'],
     registers,
   });
-  const upstream = new client.Counter({
+  const upstream = new Counter({
     name: 'edgemesh_dns_upstream_events_total',
     help: 'Upstream resolver events: udp/tcp queries sent, timeouts, errors, busy (in-flight bound reached), malformed',
     labelNames: ['event'],
     registers,
   });
-  const zoneBuilds = new client.Counter({
+  const zoneBuilds = new Counter({
     name: 'edgemesh_dns_zone_builds_total',
     help: 'Times the cluster zone tables were rebuilt from the catalog',
     registers,
   });
-  new client.Gauge({
+  new Gauge({
     name: 'edgemesh_dns_cache_entries',
     help: 'Upstream answers in the DNS cache',
     registers,
@@ -146,7 +146,7 @@ export function createDnsMetrics(
       this.set(gauges.cacheEntries());
     },
   });
-  new client.Gauge({
+  new Gauge({
     name: 'edgemesh_dns_upstream_in_flight',
     help: 'Upstream DNS queries awaiting an answer',
     registers,

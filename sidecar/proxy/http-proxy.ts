@@ -12,12 +12,8 @@
  *   Upgrade (WebSocket, h2c upgrade) → raw bytes to one endpoint
  *   bytes that are not HTTP          → 400 and close
  */
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import http2, {
-  type Http2ServerRequest,
-  type Http2ServerResponse,
-  type ServerHttp2Session,
-} from 'node:http2';
+import type { Agent, IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Http2Server, Http2ServerRequest, Http2ServerResponse, ServerHttp2Session } from 'node:http2';
 import type net from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Pool } from 'undici';
@@ -70,14 +66,17 @@ interface Upstream {
   body: NodeJS.ReadableStream;
 }
 type AnyResponse = ServerResponse | Http2ServerResponse;
+// Not an ES import: that reads every export of node:http, and its lazy WebSocket getters load
+// Node's bundled undici (~6 MB private). node:http2 (~4.5 MB) is loaded by the first h2c client.
+const http = process.getBuiltinModule('node:http');
 
 export class HttpProxy {
   readonly #opts: HttpProxyOptions;
-  readonly #h1: http.Server;
-  readonly #h2: http2.Http2Server;
+  readonly #h1: Server;
+  #h2: Http2Server | undefined;
   readonly #contexts = new WeakMap<object, ConnContext>();
   readonly #pools = new Map<string, Pool>();
-  readonly #agents = new Map<string, http.Agent>();
+  readonly #agents = new Map<string, Agent>();
   #pendingH2: ConnContext | undefined;
   #draining = false;
 
@@ -105,18 +104,6 @@ export class HttpProxy {
       }
       socket.destroySoon?.();
     });
-    this.#h2 = http2.createServer({});
-    this.#h2.on('session', (session: ServerHttp2Session) => {
-      if (this.#pendingH2) this.#contexts.set(session, this.#pendingH2);
-      session.on('error', () => undefined); // reported via sessionError; never crash the process
-    });
-    this.#h2.on('sessionError', (err: Error) => {
-      this.#opts.metrics.refused.inc({ reason: 'bad-http' });
-      this.#opts.log.debug({ err: describeError(err) }, 'h2c session error');
-    });
-    this.#h2.on('request', (req, res) =>
-      this.#onRequest(req, res, 'h2c').catch((err) => this.#failed(err, res)),
-    );
     opts.router.onTableChange = (table) => {
       for (const [key, pool] of this.#pools) {
         const id = key.slice(key.indexOf('|') + 1);
@@ -140,6 +127,23 @@ export class HttpProxy {
     target.destroy();
   }
 
+  /** The HTTP/2 server, created for the first h2c client (most pods never see one). */
+  #h2Server(): Http2Server {
+    if (this.#h2) return this.#h2;
+    const h2 = process.getBuiltinModule('node:http2').createServer({});
+    h2.on('session', (session: ServerHttp2Session) => {
+      if (this.#pendingH2) this.#contexts.set(session, this.#pendingH2);
+      session.on('error', () => undefined); // reported via sessionError; never crash the process
+    });
+    h2.on('sessionError', (err: Error) => {
+      this.#opts.metrics.refused.inc({ reason: 'bad-http' });
+      this.#opts.log.debug({ err: describeError(err) }, 'h2c session error');
+    });
+    h2.on('request', (req, res) => this.#onRequest(req, res, 'h2c').catch((err) => this.#failed(err, res)));
+    this.#h2 = h2;
+    return h2;
+  }
+
   /** Takes over an accepted connection whose destination is an HTTP service port. */
   handle(client: net.Socket, ctx: ConnContext): void {
     // Idle limit as for TCP: also covers a client that connects and never sends a byte.
@@ -149,7 +153,7 @@ export class HttpProxy {
       if (buffered.length > 0) client.unshift(buffered);
       if (isH2) {
         this.#pendingH2 = ctx;
-        this.#h2.emit('connection', client);
+        this.#h2Server().emit('connection', client);
         this.#pendingH2 = undefined;
         // http2 reads the unshifted bytes itself on the next tick; do not resume here.
       } else {
@@ -304,7 +308,7 @@ export class HttpProxy {
     return { statusCode: r.statusCode, headers: r.headers, body: r.body };
   }
 
-  #agent(target: Target): http.Agent {
+  #agent(target: Target): Agent {
     let agent = this.#agents.get(target.id);
     if (!agent) {
       const { dialer, connectTimeoutMs } = this.#opts;

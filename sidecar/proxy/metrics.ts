@@ -1,4 +1,4 @@
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from '../../lib/metrics.ts';
 
 /** The proxy's metrics, registered once per process on the sidecar's registry. */
 export interface ProxyMetrics {

@@ -3,9 +3,14 @@
  * tests: CONNECT to a node in `nodes` dials the target from here and answers `OK <path>`;
  * any other node gets `ERR EDGEMESH_ERR_DIAL_REFUSED`. Every request is reported to
  * `onRequest` (as a script: one JSON line on stdout) so a test can see the hop happened.
+ * With `feedFile` it also serves `FEED`: the catalog in that file as the snapshot, then
+ * keepalives, as the node's gateway feeds a pod's sidecar.
  */
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
+import { encodeFeedLine, KEEPALIVE_INTERVAL_MS } from '../../lib/catalog/feed.ts';
+import type { Catalog } from '../../lib/catalog/types.ts';
 import { formatReply, parseRequest, type Request, takeLine } from '../../lib/gateway-protocol.ts';
 
 export interface GatewayPeerOptions {
@@ -15,6 +20,19 @@ export interface GatewayPeerOptions {
   onRequest?: (req: Request | { error: string }) => void;
   /** Reply with this raw text instead (to test a misbehaving gateway). */
   rawReply?: string;
+  /** A catalog JSON file to serve to `FEED` requests. */
+  feedFile?: string;
+}
+
+function serveFeed(socket: net.Socket, feedFile: string): void {
+  const catalog = JSON.parse(readFileSync(feedFile, 'utf8')) as Catalog;
+  socket.write(encodeFeedLine({ type: 'snapshot', catalog }));
+  const keepalive = setInterval(
+    () => socket.write(encodeFeedLine({ type: 'keepalive', revision: catalog.revision })),
+    KEEPALIVE_INTERVAL_MS,
+  );
+  socket.on('close', () => clearInterval(keepalive));
+  socket.resume(); // the sidecar sends nothing more; read to see it close
 }
 
 export function startGatewayPeer(opts: GatewayPeerOptions): Promise<net.Server> {
@@ -41,6 +59,10 @@ export function startGatewayPeer(opts: GatewayPeerOptions): Promise<net.Server> 
       opts.onRequest?.(req);
       if (opts.rawReply !== undefined) {
         socket.end(opts.rawReply);
+        return;
+      }
+      if (req.kind === 'feed' && opts.feedFile) {
+        serveFeed(socket, opts.feedFile);
         return;
       }
       if (req.kind !== 'connect' || !opts.nodes.includes(req.node)) {
@@ -75,12 +97,18 @@ export function startGatewayPeer(opts: GatewayPeerOptions): Promise<net.Server> 
 
 if (import.meta.main) {
   const { values } = parseArgs({
-    options: { host: { type: 'string' }, port: { type: 'string' }, nodes: { type: 'string' } },
+    options: {
+      host: { type: 'string' },
+      port: { type: 'string' },
+      nodes: { type: 'string' },
+      feed: { type: 'string' },
+    },
   });
   await startGatewayPeer({
     host: values.host ?? '127.0.0.1',
     port: Number(values.port ?? 15080),
     nodes: (values.nodes ?? '').split(',').filter(Boolean),
+    feedFile: values.feed,
     onRequest: (req) => process.stdout.write(`${JSON.stringify(req)}\n`),
   });
   process.stdout.write('ready\n');

@@ -285,6 +285,8 @@ export async function setUpProxyLab(
     '15080',
     '--nodes',
     'node-b',
+    '--feed',
+    opts.catalogFile,
   ]);
   peer.stdout?.on('data', (d: Buffer) => {
     for (const line of String(d).split('\n')) if (line.startsWith('{')) gatewayRequests.push(line);
@@ -331,7 +333,8 @@ let proxyUserCache: Promise<{ uid: number; gid: number }> | undefined;
 
 export async function startSidecar(
   l: ProxyLab,
-  catalogFile: string,
+  /** Standalone from this file, or undefined: the catalog feed from the lab's gateway, as in a pod. */
+  catalogFile: string | undefined,
   extra: string[] = [],
   env: Record<string, string> = {},
   command: string[] = [EDGEMESH_BIN],
@@ -341,8 +344,7 @@ export async function startSidecar(
     [
       ...command,
       'sidecar',
-      '--catalog-file',
-      catalogFile,
+      ...(catalogFile ? ['--catalog-file', catalogFile] : []),
       '--upstream',
       '10.10.0.1',
       '--node-name',
