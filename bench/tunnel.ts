@@ -1,7 +1,7 @@
 // Tunnel benchmark in the NAT lab (needs root: network namespaces). One run measures each
 // tunnel path and, as its baseline, plain Node TCP over the same NATs and routers (a port
 // forward on the far NAT router; LAN routing for the same-site case), then prints ratios.
-//   node_modules/.bin/node bench/tunnel.ts [--mb 200] [--udp-mb 50] [--rounds 3]
+//   node_modules/.bin/node bench/tunnel.ts [--mb 200] [--udp-mb 50] [--rounds 3] [--only direct,relay]
 import { parseArgs } from 'node:util';
 import { waitFor } from '../test/harness/netns.ts';
 import type { LabNode } from '../test/natlab/lab.ts';
@@ -12,6 +12,8 @@ const { values: opt } = parseArgs({
     mb: { type: 'string', default: '200' },
     'udp-mb': { type: 'string', default: '50' },
     rounds: { type: 'string', default: '3' },
+    // Comma-separated case-name prefixes to run (profiling one path); every case by default.
+    only: { type: 'string', default: '' },
   },
 });
 const MB = 1024 * 1024;
@@ -29,6 +31,8 @@ const t = await TunnelLab.create(
     { mapping: 'random', inbound: 'drop', nodes: 1, podsPerNode: 1 },
   ],
   2,
+  [],
+  'emq',
 );
 const rows: string[][] = [];
 const notes: string[] = [];
@@ -80,7 +84,9 @@ try {
       plain: () => t.portForward(n['node5-1']),
     },
   ];
+  const only = opt.only.split(',').filter(Boolean);
   for (const c of cases) {
+    if (only.length > 0 && !only.some((o) => c.name.startsWith(o))) continue;
     // Time from the first stream to the path the gateway settles on.
     const first = await t.send(c.from, c.to, 1000);
     if (first.error) throw new Error(`${c.name}: ${first.error}`);
@@ -130,21 +136,24 @@ try {
 
   // Relay failover: kill the replica carrying the relay, time until the gateway has a relay
   // through the other one (both gateways' clocks are this machine's).
-  const from = n['node1-2'];
-  const before = (await t.status(from)).peers.find((p) => p.node === 'node5-1');
-  const via = before?.paths.relay?.transport ?? '';
-  const killedAt = Date.now();
-  t.killServer(via.endsWith('ts2') ? 1 : 0);
-  const after = await waitFor(
-    async () => {
-      const p = (await t.status(from)).peers.find((x) => x.node === 'node5-1');
-      return p?.paths.relay && p.paths.relay.upAt > killedAt ? p : undefined;
-    },
-    30_000,
-    20,
-    'relay failover',
-  );
-  const failoverMs = (after.paths.relay?.upAt ?? 0) - killedAt;
+  const relayFailover = async (): Promise<number> => {
+    const from = n['node1-2'];
+    const before = (await t.status(from)).peers.find((p) => p.node === 'node5-1');
+    const via = before?.paths.relay?.transport ?? '';
+    const killedAt = Date.now();
+    t.killServer(via.endsWith('ts2') ? 1 : 0);
+    const after = await waitFor(
+      async () => {
+        const p = (await t.status(from)).peers.find((x) => x.node === 'node5-1');
+        return p?.paths.relay && p.paths.relay.upAt > killedAt ? p : undefined;
+      },
+      30_000,
+      20,
+      'relay failover',
+    );
+    return (after.paths.relay?.upAt ?? 0) - killedAt;
+  };
+  const failoverMs = rows.some((r) => r[0].startsWith('relay')) ? await relayFailover() : undefined;
 
   const head = [
     'path',
@@ -161,7 +170,8 @@ try {
   const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join('  ');
   console.log(line(head));
   for (const r of rows) console.log(line(r));
-  console.log(`relay failover (replica killed → relay via the other replica up): ${failoverMs} ms`);
+  if (failoverMs !== undefined)
+    console.log(`relay failover (replica killed → relay via the other replica up): ${failoverMs} ms`);
   for (const note of notes) console.log(`note: ${note}`);
 } finally {
   await t.cleanup();

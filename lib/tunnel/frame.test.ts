@@ -58,6 +58,18 @@ const table: { name: string; frame: Frame; hex: string }[] = [
 
 const bytes = (hex: string) => Buffer.from(hex.replace(/ /g, ''), 'hex');
 
+/** Consecutive DATA pieces of one stream joined back into one frame, for comparing. */
+function joinData(frames: Frame[]): Frame[] {
+  const out: Frame[] = [];
+  for (const f of frames) {
+    const last = out.at(-1);
+    if (f.type === FrameType.DATA && last?.type === FrameType.DATA && last.stream === f.stream)
+      out[out.length - 1] = { ...last, data: Buffer.concat([last.data, f.data]) };
+    else out.push(f);
+  }
+  return out;
+}
+
 describe('frame codec', () => {
   for (const { name, frame, hex } of table) {
     it(`${name}: encodes to the pinned bytes and decodes back`, () => {
@@ -71,10 +83,32 @@ describe('frame codec', () => {
     const all = Buffer.concat(table.map((t) => bytes(t.hex)));
     for (let cut = 1; cut < all.length; cut++) {
       const d = new FrameDecoder();
-      const frames = [...d.push(all.subarray(0, cut)), ...d.push(all.subarray(cut))];
+      const frames = joinData([...d.push(all.subarray(0, cut)), ...d.push(all.subarray(cut))]);
       expect(frames).toEqual(table.map((t) => t.frame));
       expect(d.buffered).toBe(0);
     }
+  });
+
+  it('passes a DATA payload on in pieces as it arrives, as views of the input (no copy)', () => {
+    const payload = Buffer.from(Array.from({ length: MAX_DATA }, (_, i) => i % 251));
+    const wire = Buffer.concat([
+      encodeFrame({ type: FrameType.DATA, stream: 3, data: payload }),
+      encodeFrame({ type: FrameType.FIN, stream: 3 }),
+    ]);
+    const d = new FrameDecoder();
+    const frames: Frame[] = [];
+    // 16 KiB pieces, as TLS records arrive; the first also carries the header.
+    for (let at = 0; at < wire.length; at += 16 * 1024)
+      frames.push(...d.push(wire.subarray(at, at + 16 * 1024)));
+    const data = frames.filter((f): f is Extract<Frame, { data: Buffer }> => f.type === FrameType.DATA);
+    expect(data.length).toBe(5);
+    for (const f of data) {
+      expect(f.stream).toBe(3);
+      expect(f.data.buffer).toBe(wire.buffer);
+    }
+    expect(Buffer.concat(data.map((f) => f.data))).toEqual(payload);
+    expect(frames.at(-1)).toEqual({ type: FrameType.FIN, stream: 3 });
+    expect(d.buffered).toBe(0);
   });
 
   const bad: { name: string; hex: string; error: RegExp }[] = [

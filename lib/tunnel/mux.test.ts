@@ -73,6 +73,38 @@ describe('mux session', () => {
     expect(results.every(Boolean)).toBe(true);
   });
 
+  it('a reader that keeps up grants credit in quarter-window batches, not one WINDOW per DATA frame', async () => {
+    const window = 1024 * 1024;
+    const { client, server } = pair(window);
+    const windowFrames: number[] = [];
+    const send = server.send.bind(server);
+    server.send = (f) => {
+      if (f.type === FrameType.WINDOW) windowFrames.push(f.increment);
+      send(f);
+    };
+    const got = new Promise<Buffer>((resolve) =>
+      server.on('stream', (stream) => {
+        stream.accept();
+        // Flowing mode, as pipe() reads: each DATA frame is handed on as it arrives.
+        const parts: Buffer[] = [];
+        stream.on('data', (c: Buffer) => parts.push(c));
+        stream.on('end', () => resolve(Buffer.concat(parts)));
+      }),
+    );
+    const s = await client.openStream({ ip: '10.0.0.1', port: 1 });
+    const data = randomBytes(4 * 1024 * 1024);
+    // One frame at a time, so the reader's buffer runs empty after each.
+    for (let at = 0; at < data.length; at += 64 * 1024) {
+      s.write(data.subarray(at, at + 64 * 1024));
+      await new Promise((r) => setImmediate(r));
+    }
+    s.end();
+    expect(sha(await got)).toBe(sha(data));
+    // 64 DATA frames of 64 KiB; credit comes back in grants of ≥ 256 KiB (≤ 16 of them).
+    expect(windowFrames.length).toBeLessThanOrEqual(data.length / (window / 4));
+    expect(windowFrames.every((n) => n >= window / 4)).toBe(true);
+  });
+
   it('backpressure: a reader that stops reading stalls its writer at about one window', async () => {
     const window = 256 * 1024;
     const { client, server } = pair(window);

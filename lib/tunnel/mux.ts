@@ -385,12 +385,18 @@ export class MuxStream extends Duplex {
     this.#grant();
   }
 
-  /** Grants the sender what left our buffer, in batches of a quarter window so WINDOW frames stay rare. */
+  /**
+   * Grants the sender what left our buffer, in batches of a quarter window so WINDOW frames
+   * stay rare (each is a TLS record and a write of its own). Never stalls: a sender out of
+   * window has a whole window unconsumed or ungranted here, so whatever the reader takes
+   * next brings the ungranted part past a quarter. (Granting also whenever the buffer ran
+   * empty, as before, sent one WINDOW per DATA frame to a reader that keeps up.)
+   */
   #grant(): void {
     if (this.#finReceived || this.destroyed) return;
     const consumed = this.#received - this.readableLength;
     const grant = consumed - this.#credited;
-    if (grant >= this.#session.window / 4 || (grant > 0 && this.readableLength === 0)) {
+    if (grant >= this.#session.window / 4) {
       this.#credited += grant;
       this.#session.send({ type: FrameType.WINDOW, stream: this.id, increment: grant });
     }

@@ -46,9 +46,14 @@ export class TunnelLab {
     writeFileSync(join(this.dir, 'ca.key'), ca.keyPem, { mode: 0o600 });
   }
 
-  /** `serverArgs`: extra tunnel-server flags for every replica (e.g. relay limits). */
-  static async create(sites: SiteSpec[], tunnelServers = 2, serverArgs: string[] = []): Promise<TunnelLab> {
-    const lab = await NatLab.create({ prefix: 'emt', sites, tunnelServers });
+  /** `serverArgs`: extra tunnel-server flags for every replica (e.g. relay limits); `prefix`: namespace names. */
+  static async create(
+    sites: SiteSpec[],
+    tunnelServers = 2,
+    serverArgs: string[] = [],
+    prefix = 'emt',
+  ): Promise<TunnelLab> {
+    const lab = await NatLab.create({ prefix, sites, tunnelServers });
     const t = new TunnelLab(lab);
     try {
       const hashes: Record<string, string> = {};
