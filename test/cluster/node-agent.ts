@@ -18,7 +18,7 @@ import {
   Watch,
 } from '@kubernetes/client-node';
 import { createLogger } from '../../lib/log.ts';
-import { EDGEMESH_BIN } from '../harness/netns.ts';
+import { EDGEMESH_BIN, exitResult } from '../harness/netns.ts';
 import { apiErrorText, isApiStatus, rfc3339, sleep } from './api-util.ts';
 import { containerArgv, ImageError } from './images.ts';
 import {
@@ -189,17 +189,7 @@ export class NodeAgent {
     const user = container ? containerUser(run.pod, container) : undefined;
     const mounts = container ? containerMounts(container, run.volumes) : [];
     const full = placedArgv(argv, { netns: run.netns, uid: user?.uid, gid: user?.gid, mounts });
-    try {
-      const r = await execFileP(full[0] as string, full.slice(1), { timeout: opts.timeoutMs ?? 30_000 });
-      return { code: 0, stdout: r.stdout, stderr: r.stderr };
-    } catch (err) {
-      const e = err as { code?: number | string; stdout?: string; stderr?: string };
-      return {
-        code: typeof e.code === 'number' ? e.code : 1,
-        stdout: e.stdout ?? '',
-        stderr: e.stderr ?? String(err),
-      };
-    }
+    return exitResult(execFileP(full[0] as string, full.slice(1), { timeout: opts.timeoutMs ?? 30_000 }));
   }
 
   /** A container's output so far (stdout and stderr together). */

@@ -77,17 +77,7 @@ export class NetnsLab {
     argv: string[],
     opts: { uid?: number; gid?: number; timeoutMs?: number } = {},
   ): Promise<{ code: number; stdout: string; stderr: string }> {
-    try {
-      const r = await this.exec(ns, argv, opts);
-      return { code: 0, ...r };
-    } catch (err) {
-      const e = err as { code?: number | string; stdout?: string; stderr?: string };
-      return {
-        code: typeof e.code === 'number' ? e.code : 1,
-        stdout: e.stdout ?? '',
-        stderr: e.stderr ?? String(err),
-      };
-    }
+    return exitResult(this.exec(ns, argv, opts));
   }
 
   /** Starts a long-running process in a namespace; it is killed (by PID) in cleanup(). */
@@ -127,6 +117,23 @@ export class NetnsLab {
       }
       await sh('ip', ['netns', 'del', ns]).catch(() => undefined);
     }
+  }
+}
+
+/** Settles a command's promise to its exit code and output instead of throwing on failure. */
+export async function exitResult(
+  run: Promise<{ stdout: string; stderr: string }>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await run;
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code?: number | string; stdout?: string; stderr?: string };
+    return {
+      code: typeof e.code === 'number' ? e.code : 1,
+      stdout: e.stdout ?? '',
+      stderr: e.stderr ?? String(err),
+    };
   }
 }
 
