@@ -4,7 +4,6 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { createCA } from '../../lib/tunnel/identity.ts';
 import { ControlPlane } from '../cluster/control-plane.ts';
 import { NodeAgent, type TestNode } from '../cluster/node-agent.ts';
 import { ManagedProcess } from '../cluster/process.ts';
@@ -71,8 +70,6 @@ export class EdgeCluster {
   agent: NodeAgent | undefined;
   webhook: ManagedProcess | undefined;
   tunnelServer: ManagedProcess | undefined;
-  /** Why a part is not running (e.g. a command that is still a placeholder), by part. */
-  readonly missing: Record<string, string> = {};
   /** Per-node enrolment token files for the tunnel-server, and the mesh CA certificate. */
   readonly enrolTokens: Record<string, string> = {};
   meshCa: string | undefined;
@@ -200,8 +197,6 @@ export class EdgeCluster {
       }
       this.step('gateways enrolled with the tunnel-server (node certificates from the mesh CA)');
     }
-    const missing = Object.entries(this.missing);
-    if (missing.length > 0) this.step(`not running: ${missing.map(([k, v]) => `${k} (${v})`).join('; ')}`);
     this.step(`edge cluster up (kubeconfig for this machine: ${this.cp.localKubeconfig})`);
   }
 
@@ -247,44 +242,22 @@ export class EdgeCluster {
   /**
    * The tunnel-server on its public host, with a fresh mesh CA and static per-node
    * enrolment tokens (the TokenReview mode would need a gateway pod for each token: here
-   * the gateways are processes). Skipped, and recorded in `missing`, while the command is
-   * a placeholder.
+   * the gateways are processes). The mesh CA is the one `edgemesh webhook-tls` stored in
+   * the cluster, as the tunnel-server Deployment would mount it.
    */
   async #startTunnelServer(nodeNames: string[]): Promise<void> {
-    const help = await execFileP(EDGEMESH_BIN, ['tunnel-server', '--help']).then(
-      (r) => r.stdout,
-      () => '',
-    );
-    if (!help.includes('--listen')) {
-      this.missing['tunnel-server'] = '`edgemesh tunnel-server` is still a placeholder';
-      this.step('tunnel-server: not built yet (skipped)');
-      return;
-    }
     const dir = join(this.workDir, 'mesh-ca');
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    // The mesh CA `edgemesh webhook-tls` stored in the cluster (what the tunnel-server
-    // Deployment mounts); a fresh one if this webhook-tls does not make it.
-    const secret = await this.kubectl([
-      '-n',
-      'edgemesh-system',
-      'get',
-      'secret',
-      'edgemesh-mesh-ca',
-      '-o',
-      'json',
-    ])
-      .then((out) => JSON.parse(out) as { data: Record<string, string> })
-      .catch(() => undefined);
-    const fromSecret = secret?.data['ca.crt'] && secret.data['ca.key'];
-    const ca = fromSecret
-      ? {
-          certPem: Buffer.from(secret.data['ca.crt'] as string, 'base64').toString(),
-          keyPem: Buffer.from(secret.data['ca.key'] as string, 'base64').toString(),
-        }
-      : createCA('edgemesh edge-cluster mesh CA', 30);
-    this.step(
-      `mesh CA: ${fromSecret ? 'from the Secret edgemesh-mesh-ca' : 'made here (no edgemesh-mesh-ca Secret)'}`,
-    );
+    const secret = JSON.parse(
+      await this.kubectl(['-n', 'edgemesh-system', 'get', 'secret', 'edgemesh-mesh-ca', '-o', 'json']),
+    ) as { data: Record<string, string> };
+    const ca = {
+      certPem: Buffer.from(secret.data['ca.crt'] ?? '', 'base64').toString(),
+      keyPem: Buffer.from(secret.data['ca.key'] ?? '', 'base64').toString(),
+    };
+    if (!ca.certPem || !ca.keyPem)
+      throw new Error('Secret edgemesh-mesh-ca lacks ca.crt/ca.key (edgemesh webhook-tls makes it)');
+    this.step('mesh CA: from the Secret edgemesh-mesh-ca');
     await writeFile(join(dir, 'ca.crt'), ca.certPem);
     await writeFile(join(dir, 'ca.key'), ca.keyPem, { mode: 0o600 });
     const hashes: Record<string, string> = {};
