@@ -7,8 +7,17 @@
  * inside the npm package: nothing is compiled or downloaded at install). The call costs a
  * few µs (bench/proxy.ts prints it); it happens once per accepted connection.
  */
+import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import koffi from 'koffi';
+import type Koffi from 'koffi';
+
+// koffi (its native addon and JS) loads with the first redirected connection, not at start:
+// an idle sidecar does not need it (~0.5 MB private).
+let koffi: typeof Koffi | undefined;
+const loadKoffi = () => {
+  koffi ??= createRequire(import.meta.url)('koffi') as typeof Koffi;
+  return koffi;
+};
 
 const SOL_IP = 0;
 const SOL_IPV6 = 41;
@@ -30,7 +39,7 @@ let getsockoptFn: Getsockopt | undefined;
 
 function libcGetsockopt(): Getsockopt {
   if (!getsockoptFn) {
-    const libc = koffi.load('libc.so.6');
+    const libc = loadKoffi().load('libc.so.6');
     getsockoptFn = libc.func(
       'int getsockopt(int fd, int level, int optname, _Out_ void *optval, _Inout_ uint32_t *optlen)',
     ) as Getsockopt;
@@ -114,7 +123,8 @@ export function formatIPv6(b: Uint8Array): string {
 }
 
 function errnoError(what: string): Error {
-  const errno = koffi.errno();
-  const name = Object.entries(koffi.os.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;
+  const ffi = loadKoffi();
+  const errno = ffi.errno();
+  const name = Object.entries(ffi.os.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;
   return Object.assign(new Error(`getsockopt(${what}) failed: ${name}`), { errno });
 }
