@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GATEWAY_NODE_FLAGS } from '../../gateway/tunnel/node-flags.ts';
 import { createCA } from '../../lib/tunnel/identity.ts';
 import { EDGEMESH_BIN, waitFor } from '../harness/netns.ts';
 import { type LabNode, NatLab, type SiteSpec } from './lab.ts';
@@ -124,8 +125,10 @@ export class TunnelLab {
   ): Promise<ChildProcess> {
     const peers = this.lab.sites.flatMap((s) => s.nodes.map((x) => `${x.name}=${x.addr}`)).join(',');
     const allow = node.pods.flatMap((p) => [`${p.addr}:9000`, `${p.addr}:9001`]).join(',');
+    // The gateway's own V8 flags, as the DaemonSet runs it.
     const child = this.lab.spawn(node.ns, [
       NODE,
+      ...GATEWAY_NODE_FLAGS,
       join(BIN, 'tunnel-node.ts'),
       '--node',
       node.name,
