@@ -43,6 +43,9 @@ describe('per-node identity over TLS 1.3', () => {
       expect(c.value.peer).toEqual({ kind: 'node', name: 'node-b' });
       expect(s.value.peer).toEqual({ kind: 'node', name: 'node-a' });
       expect(c.value.socket.getProtocol()).toBe('TLSv1.3');
+      // AES-128-GCM (AES-NI), not AES-256 or ChaCha20: the cheapest per byte here.
+      expect(c.value.socket.getCipher().name).toBe('TLS_AES_128_GCM_SHA256');
+      expect(s.value.socket.getCipher().name).toBe('TLS_AES_128_GCM_SHA256');
       c.value.socket.destroy();
       s.value.socket.destroy();
     }
