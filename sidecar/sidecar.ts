@@ -63,6 +63,19 @@ async function catalogSource(config: SidecarConfig, log: Logger): Promise<Catalo
   throw configError('no catalog source: pass --gateway (or set HOST_IP), --catalog-file or --objects');
 }
 
+/**
+ * One compacting, memory-reducing GC ("last resort": what V8 does on a low-memory notification)
+ * once start-up is done. Module loading and the first catalog leave garbage and half-empty heap
+ * pages, and an idle sidecar allocates too little for V8 to ever collect them: idle private memory
+ * 15.4 -> 13.3-13.6 MB (bench/memory.ts). Takes ~25 ms, once. The gc function comes from a fresh
+ * context, where the flag set here exposes it (the main context was built without it).
+ */
+function releaseStartupMemory(): void {
+  process.getBuiltinModule('node:v8').setFlagsFromString('--expose-gc');
+  const gc = process.getBuiltinModule('node:vm').runInNewContext('gc') as NodeJS.GCFunction;
+  gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+}
+
 export async function runSidecar(config: SidecarConfig): Promise<void> {
   const log = createLogger('sidecar');
   const registry = createRegistry('sidecar');
@@ -133,6 +146,7 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
     },
     'sidecar started',
   );
+  releaseStartupMemory();
 
   onShutdown(
     log,
