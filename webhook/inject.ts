@@ -118,6 +118,9 @@ export function proxyContainer(config: InjectionConfig): V1Container {
       { name: 'EDGEMESH_GATEWAY', value: `$(HOST_IP):${config.gatewayPort}` },
       { name: 'EDGEMESH_LOG_LEVEL', value: config.logLevel },
       ...(config.sidecarNodeOptions ? [{ name: 'NODE_OPTIONS', value: config.sidecarNodeOptions }] : []),
+      // One glibc malloc arena: each thread that mallocs otherwise gets its own (64 MB reserved,
+      // partly touched); the sidecar allocates on its event loop. ~0.4 MB private per pod.
+      { name: 'MALLOC_ARENA_MAX', value: '1' },
     ],
     ports: [{ name: 'mesh-metrics', containerPort: config.metricsPort, protocol: 'TCP' }],
     // The startup probe holds the app containers back until DNS and the proxy listen.
