@@ -1,8 +1,10 @@
 // Tunnel benchmark in the NAT lab (needs root: network namespaces). One run measures each
 // tunnel path and, as its baseline, plain Node TCP over the same NATs and routers (a port
 // forward on the far NAT router; LAN routing for the same-site case), then prints ratios.
+// The gateway nodes run with the gateway's V8 flags, as the DaemonSet runs the gateway.
 //   node_modules/.bin/node bench/tunnel.ts [--mb 200] [--udp-mb 50] [--rounds 3] [--only direct,relay]
 import { parseArgs } from 'node:util';
+import { GATEWAY_NODE_FLAGS } from '../gateway/tunnel/node-flags.ts';
 import { waitFor } from '../test/harness/netns.ts';
 import type { LabNode } from '../test/natlab/lab.ts';
 import { type SendResult, TunnelLab } from '../test/natlab/tunnel-fixture.ts';
@@ -173,6 +175,7 @@ try {
   if (failoverMs !== undefined)
     console.log(`relay failover (replica killed → relay via the other replica up): ${failoverMs} ms`);
   for (const note of notes) console.log(`note: ${note}`);
+  console.log(`gateway node flags: ${GATEWAY_NODE_FLAGS.join(' ')}`);
 } finally {
   await t.cleanup();
 }
