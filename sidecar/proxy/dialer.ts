@@ -111,8 +111,8 @@ function forwardInto(sink: net.Socket, upstream: () => net.Socket) {
       current =
         spare ??
         (bulk
-          ? (bufferPool.pop() ?? Buffer.allocUnsafe(READ_BUFFER))
-          : Buffer.allocUnsafeSlow(FIRST_READ_BUFFER));
+          ? (bufferPool.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER))
+          : (firstBufferPool.pop() ?? Buffer.allocUnsafeSlow(FIRST_READ_BUFFER)));
       spare = undefined;
       return current;
     },
@@ -132,16 +132,22 @@ function forwardInto(sink: net.Socket, upstream: () => net.Socket) {
       return false;
     },
     release: (): void => {
-      if (current?.length === READ_BUFFER && bufferPool.length < BUFFER_POOL_MAX) bufferPool.push(current);
+      const pool = current?.length === READ_BUFFER ? bufferPool : firstBufferPool;
+      if (current && pool.length < BUFFER_POOL_MAX) pool.push(current);
       current = undefined;
     },
   };
 }
 const READ_BUFFER = 64 * 1024;
 const FIRST_READ_BUFFER = 4 * 1024;
-/** At most 1 MiB of idle read buffers kept for the next connections. */
+/**
+ * Read buffers of closed connections, kept for the next ones (at most 16 of each size: 1 MiB +
+ * 64 KiB): a fresh ArrayBuffer per connection measured ~3 µs in a loop (allocation plus the
+ * GC work V8 schedules for external memory).
+ */
 const BUFFER_POOL_MAX = 16;
 const bufferPool: Buffer[] = [];
+const firstBufferPool: Buffer[] = [];
 
 export const directDialer: Dialer = {
   async dial(target, timeoutMs, sink) {

@@ -17,7 +17,7 @@ import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
 import { type OriginalDst, originalDst } from './original-dst.ts';
 import { normalizeIp, type Target } from './route.ts';
 import { Router } from './router.ts';
-import { splice } from './splice.ts';
+import { SlotList, splice } from './splice.ts';
 
 export interface ProxyOptions {
   store: CatalogStore;
@@ -32,8 +32,8 @@ export interface ProxyOptions {
   maxAttempts?: number;
   log?: Logger;
   metrics?: ProxyMetrics;
-  /** Test hook: how to read the original destination (default: getsockopt). */
-  originalDst?: (socket: net.Socket) => OriginalDst;
+  /** Test hook: how to read the original destination (default: getsockopt). `family`: the listener's. */
+  originalDst?: (socket: net.Socket, family: 4 | 6) => OriginalDst;
 }
 
 type ResolvedOptions = Required<Omit<ProxyOptions, 'hosts' | 'metrics'>> & {
@@ -46,7 +46,8 @@ export class OutboundProxy {
   readonly #opts: ResolvedOptions;
   readonly #http: HttpProxy;
   readonly #servers: net.Server[] = [];
-  readonly #clients = new Set<net.Socket>();
+  /** Open client sockets (for drain and the active gauge); a SlotList, not a Set: see splice.ts. */
+  readonly #clients = new SlotList<{ socket: net.Socket; slot: number }>();
   /** Label children bound once: a labelled inc() hashes its labels on every call. */
   readonly #routeCounters: Record<'service' | 'pod' | 'passthrough' | 'http', { inc(): void }>;
   #draining = false;
@@ -93,9 +94,12 @@ export class OutboundProxy {
 
   async start(): Promise<void> {
     for (const host of this.#opts.hosts) {
+      // The listener's family is the accepted sockets' (IPv6 listeners are IPv6-only): asking
+      // each socket (localFamily) would cost a getsockname(2) per connection.
+      const family = host.includes(':') ? 6 : 4;
       const server = net.createServer(
         { allowHalfOpen: true, pauseOnConnect: true, noDelay: true, highWaterMark: SOCKET_HWM },
-        (socket) => this.#onConnection(socket),
+        (socket) => this.#onConnection(socket, family),
       );
       try {
         await new Promise<void>((resolve, reject) => {
@@ -130,22 +134,23 @@ export class OutboundProxy {
     this.#http.drain();
     const deadline = Date.now() + graceMs;
     while (this.#clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    for (const socket of this.#clients) socket.destroy();
+    for (const { socket } of [...this.#clients.items]) socket.destroy();
     await this.#http.close();
   }
 
-  #onConnection(client: net.Socket): void {
+  #onConnection(client: net.Socket, family: 4 | 6): void {
     const { metrics, log } = this.#opts;
     if (this.#draining) {
       client.destroy();
       return;
     }
-    this.#clients.add(client);
-    client.once('close', () => this.#clients.delete(client));
+    const entry = { socket: client, slot: -1 };
+    this.#clients.add(entry);
+    client.once('close', () => this.#clients.remove(entry));
     client.on('error', () => client.destroy());
     let dst: OriginalDst;
     try {
-      dst = this.#opts.originalDst(client);
+      dst = this.#opts.originalDst(client, family);
     } catch (err) {
       metrics.refused.inc({ reason: 'no-original-dst' });
       log.warn({ err: describeError(err) }, 'no original destination: closing');
