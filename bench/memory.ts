@@ -8,6 +8,7 @@
  *   after close       those closed again
  *   after churn       N more short connections (default 20,000; BENCH_CHURN), then idle:
  *                     open fds back to the idle count = no fd leak; RSS/USS drift = leak
+ *   after quiet       21 s later without traffic (the sidecar compacts its heap when quiet)
  *
  * Baseline in the same run: a bare Node 24 process (`node -e` holding an idle TCP server),
  * i.e. the floor any Node sidecar pays. Targets (issue 5): ≤ 15 MB private idle, ≤ 40 MB
@@ -82,6 +83,8 @@ function sample(pid: number): Sample {
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 1500));
+/** Two of the sidecar's 10 s quiet checks: the first may still see the churn's CPU. */
+const QUIET_WAIT_MS = 21_000;
 
 async function measure(l: ProxyLab, variant: string): Promise<void> {
   const pid = l.sidecar?.pid;
@@ -141,6 +144,11 @@ async function measure(l: ProxyLab, variant: string): Promise<void> {
     row(`sidecar, after churn round ${round} (${r.done} connections)`, s);
   }
   const after = afterRounds[1];
+  // Then no traffic: the sidecar compacts its heap after a quiet check interval (10 s) that
+  // follows growth (sidecar.ts compactWhenQuiet), so this is what a pod pays between bursts.
+  await new Promise((r) => setTimeout(r, QUIET_WAIT_MS));
+  const quiet = sample(pid);
+  row(`sidecar, ${QUIET_WAIT_MS / 1000} s after the churn`, quiet);
   printTable(
     `bench/memory: edgemesh sidecar (${variant}), smaps_rollup, MB`,
     ['state', 'RSS', 'private (USS)', 'private dirty', 'open fds'],

@@ -64,16 +64,43 @@ async function catalogSource(config: SidecarConfig, log: Logger): Promise<Catalo
 }
 
 /**
- * One compacting, memory-reducing GC ("last resort": what V8 does on a low-memory notification)
- * once start-up is done. Module loading and the first catalog leave garbage and half-empty heap
- * pages, and an idle sidecar allocates too little for V8 to ever collect them: idle private memory
- * 15.4 -> 13.3-13.6 MB (bench/memory.ts). Takes ~25 ms, once. The gc function comes from a fresh
- * context, where the flag set here exposes it (the main context was built without it).
+ * A compacting, memory-reducing GC ("last resort": what V8 does on a low-memory notification).
+ * V8 collects when JS allocates; an idle sidecar hardly allocates, so it would keep the garbage and
+ * half-empty heap pages of whatever ran last (module loading, a burst of connections) for good.
+ * Takes ~25 ms. The gc function comes from a fresh context, where the flag set here exposes it
+ * (the main context was built without it); the context is garbage for the next collection.
  */
-function releaseStartupMemory(): void {
+function compactHeap(): void {
   process.getBuiltinModule('node:v8').setFlagsFromString('--expose-gc');
   const gc = process.getBuiltinModule('node:vm').runInNewContext('gc') as NodeJS.GCFunction;
   gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+}
+
+const QUIET_CHECK_MS = 10_000;
+/** Quiet: under 1% of a core in the last check interval. */
+const QUIET_CPU_MICROS = QUIET_CHECK_MS * 10;
+/** Worth a compaction: RSS grew this much since the last one. */
+const COMPACT_GROWTH_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Compacts once start-up is done (idle private memory 15.4 -> 13.3-13.6 MB, bench/memory.ts),
+ * then again whenever a check interval was quiet after the heap had grown: a pod that served a
+ * burst goes back down instead of paying for the burst until the next one (after 20,000
+ * connections: 35 -> 23 MB private). Never while busy, at most once per quiet period.
+ */
+function compactWhenQuiet(): NodeJS.Timeout {
+  compactHeap();
+  let baseline = process.memoryUsage.rss();
+  let cpu = process.cpuUsage();
+  return setInterval(() => {
+    const used = process.cpuUsage(cpu);
+    cpu = process.cpuUsage();
+    if (used.user + used.system > QUIET_CPU_MICROS) return;
+    if (process.memoryUsage.rss() < baseline + COMPACT_GROWTH_BYTES) return;
+    compactHeap();
+    baseline = process.memoryUsage.rss();
+    cpu = process.cpuUsage();
+  }, QUIET_CHECK_MS).unref();
 }
 
 export async function runSidecar(config: SidecarConfig): Promise<void> {
@@ -146,12 +173,13 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
     },
     'sidecar started',
   );
-  releaseStartupMemory();
+  const compactor = compactWhenQuiet();
 
   onShutdown(
     log,
     async () => {
       shuttingDown = true;
+      clearInterval(compactor);
       await proxy.drain(config.drainMs);
       await dns.close();
       await source.stop();
