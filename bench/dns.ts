@@ -214,22 +214,10 @@ function zoneBuildTimes(): void {
 }
 zoneBuildTimes();
 
+NetnsLab.cleanUpOnInterrupt();
 const lab = new NetnsLab('emd');
 const dir = mkdtempSync(join(tmpdir(), 'emd-bench-'));
 chmodSync(dir, 0o755);
-// Interrupted (Ctrl-C, timeout, a closed pipe): still remove the namespaces and processes.
-// One cleanup shared by the normal path and the signal path, so neither exits before it ends.
-let cleaning: Promise<void> | undefined;
-const cleanup = () => {
-  cleaning ??= lab.cleanup().finally(() => rmSync(dir, { recursive: true, force: true }));
-  return cleaning;
-};
-const abort = () => {
-  cleanup().finally(() => process.exit(130));
-};
-process.on('SIGINT', abort);
-process.on('SIGTERM', abort);
-process.stdout.on('error', abort);
 try {
   const ns = await lab.add('bench');
   const up = await lab.add('up');
@@ -467,5 +455,6 @@ try {
       `within 4x of dnsmasq (ratio ${ratio.toFixed(2)} >= 0.25: ${ratio >= 0.25 ? 'met' : 'NOT met'})`,
   );
 } finally {
-  await cleanup();
+  await lab.cleanup();
+  rmSync(dir, { recursive: true, force: true });
 }

@@ -40,6 +40,7 @@ const variants: Variant[] = [
   },
 ];
 
+NetnsLab.cleanUpOnInterrupt();
 const lab = new NetnsLab('emi');
 const results = new Map<string, number[]>();
 try {

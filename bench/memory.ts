@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stripTree } from '../scripts/strip-types.ts';
 import { NODE, type ProxyLab, setUpProxyLab, startSidecar, VIP } from '../sidecar/testing/lab.ts';
-import { waitFor } from '../test/harness/netns.ts';
+import { NetnsLab, waitFor } from '../test/harness/netns.ts';
 import { DEFAULT_CONFIG } from '../webhook/config.ts';
 import { proxyContainer } from '../webhook/inject.ts';
 import { printTable } from './lib/stats.ts';
@@ -176,6 +176,7 @@ async function measure(l: ProxyLab, variant: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  NetnsLab.cleanUpOnInterrupt();
   const dir = await mkdtemp(join(tmpdir(), 'empm-'));
   await chmod(dir, 0o755);
   const catalogFile = join(dir, 'catalog.json');

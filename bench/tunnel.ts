@@ -5,7 +5,7 @@
 //   node_modules/.bin/node bench/tunnel.ts [--mb 200] [--udp-mb 50] [--rounds 3] [--only direct,relay]
 import { parseArgs } from 'node:util';
 import { GATEWAY_NODE_FLAGS } from '../gateway/tunnel/node-flags.ts';
-import { waitFor } from '../test/harness/netns.ts';
+import { NetnsLab, waitFor } from '../test/harness/netns.ts';
 import type { LabNode } from '../test/natlab/lab.ts';
 import { type SendResult, TunnelLab } from '../test/natlab/tunnel-fixture.ts';
 
@@ -24,6 +24,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const mbps = (r: SendResult) =>
   r.bytes && r.ms && r.reply === `${r.sha} ${r.bytes}` ? r.bytes / MB / (r.ms / 1000) : Number.NaN;
 
+NetnsLab.cleanUpOnInterrupt();
 const t = await TunnelLab.create(
   [
     { mapping: 'preserving', inbound: 'drop', nodes: 2, podsPerNode: 1 },

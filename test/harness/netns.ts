@@ -13,6 +13,29 @@ const execFileP = promisify(execFile);
  * Names carry a per-lab random tag so parallel labs (and leftover ones) never collide.
  */
 export class NetnsLab {
+  /** Labs of this process that own something: what cleanUpOnInterrupt removes. */
+  static readonly #live = new Set<NetnsLab>();
+  static #interruptHandled = false;
+
+  /**
+   * For scripts run by hand (benchmarks): on SIGINT/SIGTERM, or stdout closing under them,
+   * clean up every lab of this process before exiting, as the `finally` of an uninterrupted
+   * run would. Tests do not need it: vitest runs their afterAll hooks.
+   */
+  static cleanUpOnInterrupt(): void {
+    if (NetnsLab.#interruptHandled) return;
+    NetnsLab.#interruptHandled = true;
+    let aborting = false;
+    const abort = () => {
+      if (aborting) return;
+      aborting = true;
+      Promise.allSettled([...NetnsLab.#live].map((lab) => lab.cleanup())).finally(() => process.exit(130));
+    };
+    process.on('SIGINT', abort);
+    process.on('SIGTERM', abort);
+    process.stdout.on('error', abort);
+  }
+
   readonly tag: string;
   readonly #namespaces: string[] = [];
   readonly #processes: ChildProcess[] = [];
@@ -25,6 +48,7 @@ export class NetnsLab {
   /** Creates namespace `<tag>-<name>` with loopback up; returns its full name. */
   async add(name: string): Promise<string> {
     const ns = `${this.tag}-${name}`;
+    NetnsLab.#live.add(this);
     await sh('ip', ['netns', 'add', ns]);
     this.#namespaces.push(ns);
     await this.exec(ns, ['ip', 'link', 'set', 'lo', 'up']);
@@ -117,6 +141,7 @@ export class NetnsLab {
       }
       await sh('ip', ['netns', 'del', ns]).catch(() => undefined);
     }
+    NetnsLab.#live.delete(this);
   }
 }
 
