@@ -42,8 +42,9 @@ export function splice(
     closed();
   });
   forward(client, upstream);
-  if (upstreamSinked) upstream.once('end', () => carryFin(client));
-  else forward(upstream, client);
+  if (!upstreamSinked) forward(upstream, client);
+  else if (upstream.readableEnded) carryFin(client);
+  else upstream.once('end', () => carryFin(client));
 }
 
 /** Bytes from `from` written to `to`; a full `to` pauses `from` until 'drain'. */
@@ -55,7 +56,10 @@ function forward(from: net.Socket, to: net.Socket): void {
       to.once('drain', resume);
     }
   });
-  from.once('end', () => carryFin(to));
+  // A source that already ended (an upgraded HTTP client that sent its FIN while the upstream
+  // was being dialled) has no 'end' left to emit: carry its FIN now, as pipe() does.
+  if (from.readableEnded) carryFin(to);
+  else from.once('end', () => carryFin(to));
   from.resume();
 }
 
