@@ -21,27 +21,18 @@ import { join } from 'node:path';
 import { stripTree } from '../scripts/strip-types.ts';
 import { NODE, type ProxyLab, setUpProxyLab, startSidecar, VIP } from '../sidecar/testing/lab.ts';
 import { NetnsLab, waitFor } from '../test/harness/netns.ts';
-import { DEFAULT_CONFIG } from '../webhook/config.ts';
-import { proxyContainer } from '../webhook/inject.ts';
+import { INJECTED_SIDECAR_ENV } from './lib/injected-env.ts';
 import { printTable } from './lib/stats.ts';
 
 const CHURN = Math.min(Number(process.env.BENCH_CHURN ?? 10_000), 100_000);
 /**
- * The sidecar from .ts sources, then with the environment the webhook injects into the sidecar
- * container (webhook/inject.ts proxyContainer: NODE_OPTIONS from injection.sidecarNodeOptions —
- * a small young generation, an old-space cap that also proves growth under churn is collectable
- * garbage, not a leak (a leak would crash it), one V8 platform thread — and MALLOC_ARENA_MAX).
- * Entries taken from the pod (fieldRef, `$(HOST_IP)`) are left out: the lab passes those as flags.
+ * The sidecar from .ts sources, then with the environment the webhook injects (a leak under
+ * churn would crash it against the injected old-space cap), then as the image ships it.
  */
-const INJECTED_ENV: Record<string, string> = Object.fromEntries(
-  (proxyContainer(DEFAULT_CONFIG).env ?? [])
-    .filter((e) => e.value !== undefined && !e.value.includes('$(') && e.name !== 'EDGEMESH_LOG_LEVEL')
-    .map((e) => [e.name, e.value as string]),
-);
 const ALL_VARIANTS: { name: string; env: Record<string, string>; js?: boolean }[] = [
   { name: '.ts sources', env: {} },
-  { name: '.ts + injected NODE_OPTIONS/MALLOC_ARENA_MAX', env: INJECTED_ENV },
-  { name: 'as shipped: types stripped (.js) + injected env', env: INJECTED_ENV, js: true },
+  { name: '.ts + injected NODE_OPTIONS/MALLOC_ARENA_MAX', env: INJECTED_SIDECAR_ENV },
+  { name: 'as shipped: types stripped (.js) + injected env', env: INJECTED_SIDECAR_ENV, js: true },
 ];
 /** BENCH_VARIANTS=shipped (or any name substring, comma-separated) runs only those variants. */
 const VARIANTS = process.env.BENCH_VARIANTS

@@ -28,6 +28,8 @@ import {
   startSidecar,
   VIP,
 } from '../sidecar/testing/lab.ts';
+import { NetnsLab } from '../test/harness/netns.ts';
+import { INJECTED_SIDECAR_ENV } from './lib/injected-env.ts';
 import { printTable } from './lib/stats.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
@@ -99,6 +101,7 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'empb-'));
   await chmod(dir, 0o755);
   const catalogFile = join(dir, 'catalog.json');
+  NetnsLab.cleanUpOnInterrupt();
   const l = await setUpProxyLab('empb', { catalogFile, sidecar: false });
   try {
     // SO_ORIGINAL_DST cost, on a really redirected connection (before the sidecar takes the port).
@@ -113,7 +116,8 @@ async function main(): Promise<void> {
     const origDst = JSON.parse(od.stdout) as { usPerCall: number; dst: { ip: string } };
     if (origDst.dst.ip !== VIP.benchL4) throw new Error(`SO_ORIGINAL_DST gave ${origDst.dst.ip}`);
 
-    l.sidecar = await startSidecar(l, catalogFile, ['--metrics-port', '0']);
+    // With the env the webhook injects (heap caps, one V8 thread, one malloc arena): as in a pod.
+    l.sidecar = await startSidecar(l, catalogFile, ['--metrics-port', '0'], INJECTED_SIDECAR_ENV);
     const cfg = join(dir, 'haproxy.cfg');
     await writeFile(
       cfg,
