@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import forge from 'node-forge';
 import { type CertificateAuthority, createCa, generateKeyPem, newCertificate } from '../certs.ts';
 import { EdgemeshError, ErrorCodes } from '../errors.ts';
