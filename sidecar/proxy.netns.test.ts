@@ -33,6 +33,22 @@ async function curl(args: string[]): Promise<{ code: number; stdout: string; std
   return l.lab.run(l.pod, ['curl', '-sS', '-m', '5', ...args]);
 }
 
+/** h2c requests over one session through the proxy (the lab client): the response bodies. */
+async function h2(host: string, count: number): Promise<string[]> {
+  const r = await l.lab.exec(l.pod, [
+    NODE,
+    CLIENT,
+    'h2',
+    '--host',
+    host,
+    '--port',
+    '50051',
+    '--count',
+    String(count),
+  ]);
+  return JSON.parse(r.stdout) as string[];
+}
+
 /** Raw TCP through the proxy: one JSON result per connection. */
 async function tcp(
   host: string,
@@ -132,18 +148,8 @@ describe('HTTP service ports (per-request balancing)', () => {
 
   it('carries h2c to an endpoint on another node through the gateway', async () => {
     const before = l.gatewayRequests.length;
-    const r = await l.lab.exec(l.pod, [
-      NODE,
-      CLIENT,
-      'h2',
-      '--host',
-      VIP.remoteGrpc,
-      '--port',
-      '50051',
-      '--count',
-      '3',
-    ]);
-    expect(JSON.parse(r.stdout)).toEqual(Array(3).fill(`h2 ${REMOTE}\n`));
+    const bodies = await h2(VIP.remoteGrpc, 3);
+    expect(bodies).toEqual(Array(3).fill(`h2 ${REMOTE}\n`));
     expect(l.gatewayRequests.slice(before).map((x) => JSON.parse(x))).toEqual([
       { kind: 'connect', node: 'node-b', ip: REMOTE, port: 50051 },
     ]);
@@ -167,18 +173,7 @@ describe('HTTP service ports (per-request balancing)', () => {
   });
 
   it('balances h2c requests of one session over the endpoints', async () => {
-    const r = await l.lab.exec(l.pod, [
-      NODE,
-      CLIENT,
-      'h2',
-      '--host',
-      VIP.grpc,
-      '--port',
-      '50051',
-      '--count',
-      '6',
-    ]);
-    const bodies = JSON.parse(r.stdout) as string[];
+    const bodies = await h2(VIP.grpc, 6);
     expect(tally(bodies)).toEqual(Object.fromEntries(BACKENDS.map((ip) => [`h2 ${ip}\n`, 2])));
   });
 
@@ -204,18 +199,8 @@ describe('HTTP service ports (per-request balancing)', () => {
     expect(r.error).toBeUndefined(); // closed by the proxy, not timed out
     // What came back, if anything, is HTTP/2 frames (SETTINGS/GOAWAY), never an HTTP/1 answer.
     expect(r.data ?? '').not.toMatch(/HTTP\/1/);
-    const ok = await l.lab.exec(l.pod, [
-      NODE,
-      CLIENT,
-      'h2',
-      '--host',
-      VIP.grpc,
-      '--port',
-      '50051',
-      '--count',
-      '1',
-    ]);
-    expect(JSON.parse(ok.stdout)[0]).toMatch(/^h2 /);
+    const ok = await h2(VIP.grpc, 1);
+    expect(ok[0]).toMatch(/^h2 /);
   });
 
   it('answers garbage with 400 and a close, and keeps serving', async () => {

@@ -42,9 +42,8 @@ export function splice(
     closed();
   });
   forward(client, upstream);
-  if (!upstreamSinked) forward(upstream, client);
-  else if (upstream.readableEnded) carryFin(client);
-  else upstream.once('end', () => carryFin(client));
+  if (upstreamSinked) carryFinAfterEnd(upstream, client);
+  else forward(upstream, client);
 }
 
 /** Bytes from `from` written to `to`; a full `to` pauses `from` until 'drain'. */
@@ -56,11 +55,18 @@ function forward(from: net.Socket, to: net.Socket): void {
       to.once('drain', resume);
     }
   });
-  // A source that already ended (an upgraded HTTP client that sent its FIN while the upstream
-  // was being dialled) has no 'end' left to emit: carry its FIN now, as pipe() does.
+  carryFinAfterEnd(from, to);
+  from.resume();
+}
+
+/**
+ * Carries `from`'s FIN to `to` when `from` ends. A source that already ended (an upgraded HTTP
+ * client that sent its FIN while the upstream was being dialled) has no 'end' left to emit:
+ * its FIN goes now, as pipe() does.
+ */
+function carryFinAfterEnd(from: net.Socket, to: net.Socket): void {
   if (from.readableEnded) carryFin(to);
   else from.once('end', () => carryFin(to));
-  from.resume();
 }
 
 /**
