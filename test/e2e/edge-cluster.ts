@@ -182,14 +182,13 @@ export class EdgeCluster {
     if (this.meshCa) {
       // Each gateway enrols with the tunnel-server (bootstrap token → node certificate).
       for (const node of this.nodes) {
-        await waitFor(
-          async () => {
-            if (!node.gateway.running) throw new Error(`gateway exited: ${await tail(node.gateway.logFile)}`);
-            return stat(join(node.stateDir, 'tunnel.crt')).then(
+        await this.#whileRunning(
+          node.gateway,
+          () =>
+            stat(join(node.stateDir, 'tunnel.crt')).then(
               () => true,
               () => false,
-            );
-          },
+            ),
           60_000,
           250,
           `gateway on ${node.name} enrolled with the tunnel-server`,
@@ -219,19 +218,9 @@ export class EdgeCluster {
       `--tls-key=${join(dir, 'tls.key')}`,
       `--config=${join(dir, 'webhook.yaml')}`,
     ]);
-    const webhook = this.webhook;
-    await waitFor(
-      async () => {
-        if (!webhook.running) throw new Error(`webhook exited: ${await tail(webhook.logFile)}`);
-        const r = await this.lab.run(this.cloud.ns, [
-          'curl',
-          '-skf',
-          '--max-time',
-          '2',
-          `https://127.0.0.1:${WEBHOOK_PORT}/readyz`,
-        ]);
-        return r.code === 0;
-      },
+    await this.#whileRunning(
+      this.webhook,
+      () => this.#answers(this.cloud.ns, `https://127.0.0.1:${WEBHOOK_PORT}/readyz`),
       30_000,
       200,
       'webhook /readyz',
@@ -286,10 +275,9 @@ export class EdgeCluster {
 
   async #spawnTunnelServer(): Promise<void> {
     this.tunnelServer = this.#spawn('tunnel-server', this.tunnelHost.ns, this.#tunnelServerArgv);
-    const ts = this.tunnelServer;
-    await waitFor(
+    await this.#whileRunning(
+      this.tunnelServer,
       async () => {
-        if (!ts.running) throw new Error(`tunnel-server exited: ${await tail(ts.logFile)}`);
         const r = await this.lab.run(this.tunnelHost.ns, ['ss', '-Hltn', `sport = :${TUNNEL_PORT}`]);
         return r.stdout.includes(`:${TUNNEL_PORT}`);
       },
@@ -325,18 +313,9 @@ export class EdgeCluster {
 
   /** Waits for a gateway's /ready (it has a catalog: from the API, or persisted on disk). */
   async #gatewayReady(node: ClusterNode): Promise<void> {
-    await waitFor(
-      async () => {
-        if (!node.gateway.running) throw new Error(`gateway exited: ${await tail(node.gateway.logFile)}`);
-        const r = await this.lab.run(node.netns, [
-          'curl',
-          '-sf',
-          '--max-time',
-          '2',
-          `http://127.0.0.1:${GATEWAY_METRICS_PORT}/ready`,
-        ]);
-        return r.code === 0;
-      },
+    await this.#whileRunning(
+      node.gateway,
+      () => this.#answers(node.netns, `http://127.0.0.1:${GATEWAY_METRICS_PORT}/ready`),
       60_000,
       250,
       `gateway on ${node.name} ready (has a catalog)`,
@@ -374,6 +353,31 @@ export class EdgeCluster {
       `--listen=${node.address}`,
       ...tunnel,
     ]);
+  }
+
+  /** waitFor `ready`, with the end of `proc`'s log in the error if it has exited meanwhile. */
+  #whileRunning(
+    proc: ManagedProcess,
+    ready: () => Promise<boolean>,
+    timeoutMs: number,
+    intervalMs: number,
+    what: string,
+  ): Promise<boolean> {
+    return waitFor(
+      async () => {
+        if (!proc.running) throw new Error(`${proc.name} exited: ${await tail(proc.logFile)}`);
+        return ready();
+      },
+      timeoutMs,
+      intervalMs,
+      what,
+    );
+  }
+
+  /** True when `url` answers 2xx within 2 s from inside `netns` (our own CAs: not verified). */
+  async #answers(netns: string, url: string): Promise<boolean> {
+    const r = await this.lab.run(netns, ['curl', '-skf', '--max-time', '2', url]);
+    return r.code === 0;
   }
 
   #spawn(name: string, netns: string, argv: string[]): ManagedProcess {
