@@ -49,12 +49,13 @@ async function h2(host: string, count: number): Promise<string[]> {
   return JSON.parse(r.stdout) as string[];
 }
 
-/** Raw TCP through the proxy: one JSON result per connection. */
+/** Raw TCP through the proxy: one JSON result per connection. `holdMs`: wait before sending. */
 async function tcp(
   host: string,
   port: number,
   count = 1,
   send = 'ping',
+  holdMs = 0,
 ): Promise<{ data?: string; error?: string }[]> {
   const r = await l.lab.exec(l.pod, [
     NODE,
@@ -68,6 +69,8 @@ async function tcp(
     String(count),
     '--send',
     send,
+    '--hold-ms',
+    String(holdMs),
   ]);
   return r.stdout
     .trim()
@@ -379,19 +382,7 @@ describe('process', () => {
     const sidecar = l.sidecar;
     if (!sidecar?.pid) throw new Error('no sidecar');
     // A connection that is still open when the signal arrives (the client waits 1.5 s before sending).
-    const open = l.lab.exec(l.pod, [
-      NODE,
-      CLIENT,
-      'tcp',
-      '--host',
-      VIP.echo,
-      '--port',
-      '7',
-      '--send',
-      'late',
-      '--hold-ms',
-      '2000',
-    ]);
+    const open = tcp(VIP.echo, 7, 1, 'late', 2000);
     // Signal only once that connection is through the proxy (a loaded machine starts node slowly).
     await waitFor(
       async () => (await metric('edgemesh_proxy_active_connections')) >= 1,
@@ -402,7 +393,7 @@ describe('process', () => {
     const exited = new Promise<number | null>((resolve) => sidecar.once('exit', (code) => resolve(code)));
     // The sidecar runs under `ip netns exec … setpriv`, which exec()s: the child PID is the node process.
     process.kill(sidecar.pid, 'SIGTERM');
-    const r = JSON.parse((await open).stdout);
+    const [r] = await open;
     expect(r.data).toMatch(/^hello from \S+\nlatebye 4\n$/);
     expect(await exited).toBe(0);
     await waitFor(async () => (await curl(['http://127.0.0.1:15021/ready'])).code !== 0, 5_000);
@@ -498,23 +489,7 @@ metadata: {name: ignored, namespace: shop}
 
   it('closes a connection idle longer than --idle-timeout-ms', async () => {
     // The client waits 2 s before sending; the sidecar (700 ms idle limit) closes first.
-    const r = JSON.parse(
-      (
-        await l.lab.exec(l.pod, [
-          NODE,
-          CLIENT,
-          'tcp',
-          '--host',
-          '10.96.5.5',
-          '--port',
-          '7',
-          '--send',
-          'late',
-          '--hold-ms',
-          '2000',
-        ])
-      ).stdout,
-    );
+    const [r] = await tcp('10.96.5.5', 7, 1, 'late', 2000);
     expect(greeting(r.data)).toBe(BACKENDS[1]);
     expect(r.data).not.toMatch(/late|bye/);
   });
