@@ -97,8 +97,9 @@ function tcpConnect(
  * bulk transfer pays one small read.
  */
 function forwardInto(sink: net.Socket, upstream: () => net.Socket) {
+  /** A buffer no queued write references: the last one read into, once its write completed. */
   let spare: Buffer | undefined;
-  /** The buffer the socket reads into now; never referenced by a queued write (see callback). */
+  /** Handed to the socket for its next read and not filled yet (cleared by the callback). */
   let current: Buffer | undefined;
   let waiting = false;
   let bulk = false;
@@ -117,6 +118,8 @@ function forwardInto(sink: net.Socket, upstream: () => net.Socket) {
       return current;
     },
     callback: (n: number, buf: Buffer): boolean => {
+      // From here `buf` belongs to the write below, unless the write completes at once.
+      current = undefined;
       if (sink.destroyed) return false;
       const ok = sink.write(buf.subarray(0, n));
       if (!bulk && n === buf.length) {
@@ -132,9 +135,13 @@ function forwardInto(sink: net.Socket, upstream: () => net.Socket) {
       return false;
     },
     release: (): void => {
-      const pool = current?.length === READ_BUFFER ? bufferPool : firstBufferPool;
-      if (current && pool.length < BUFFER_POOL_MAX) pool.push(current);
-      current = undefined;
+      // Only a buffer no queued write still holds: pooling one that a pending write references
+      // would let the next connection read over bytes not yet sent.
+      const free = spare ?? current;
+      spare = current = undefined;
+      if (!free) return;
+      const pool = free.length === READ_BUFFER ? bufferPool : firstBufferPool;
+      if (pool.length < BUFFER_POOL_MAX) pool.push(free);
     },
   };
 }
