@@ -352,7 +352,11 @@ export class HttpProxy {
           dialer.dial(target, connectTimeoutMs).then(
             ({ socket }) => {
               (socket as net.Socket & { alpnProtocol?: string }).alpnProtocol = 'h2';
-              socket.resume();
+              // Handed over as it comes, never resumed here: node:http2 takes the socket's handle and
+              // reads what is already buffered one tick later. A gateway socket holds the target's
+              // first bytes (its SETTINGS) when they came in one read with the gateway's reply;
+              // resume() would flow them out as 'data' to no listener before that, and the session
+              // failed with "Protocol error".
               callback(null, socket);
             },
             (err: Error) => callback(err, null),
