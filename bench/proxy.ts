@@ -243,6 +243,12 @@ async function main(): Promise<void> {
       `\nSO_ORIGINAL_DST via koffi: ${origDst.usPerCall.toFixed(2)} µs/call (${VIP.benchL4} recovered)`,
     );
     for (const v of verdicts) console.log(v);
+  } catch (err) {
+    // A failed run says why: the sidecar's state and the end of its log.
+    const sidecar = l.sidecar;
+    console.error(`bench/proxy failed; sidecar exit ${sidecar?.exitCode} signal ${sidecar?.signalCode}`);
+    console.error(l.sidecarLog.join('').slice(-4000));
+    throw err;
   } finally {
     await l.lab.cleanup();
     await rm(dir, { recursive: true, force: true });

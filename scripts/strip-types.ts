@@ -2,7 +2,7 @@
 // types stripped by Node's own stripper and `.ts` import specifiers rewritten to `.js`.
 // The image ships these: running .ts directly makes every process (every sidecar) load
 // the stripper, measured at ~25 MB private memory per pod (bench/memory.ts).
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { stripTypeScriptTypes } from 'node:module';
 import { dirname, join } from 'node:path';
 
@@ -34,6 +34,12 @@ export function stripTree(root: string, outDir: string, parts: readonly string[]
         const out = join(outDir, path.replace(/\.ts$/, '.js'));
         mkdirSync(dirname(out), { recursive: true });
         writeFileSync(out, code);
+        written.push(out);
+      } else if (name.endsWith('.node')) {
+        // A compiled addon (sidecar/native/build/l4.node) ships as it is.
+        const out = join(outDir, path);
+        mkdirSync(dirname(out), { recursive: true });
+        copyFileSync(join(root, path), out);
         written.push(out);
       }
     }

@@ -38,6 +38,8 @@ export interface Dialer {
    * the upstream's bytes into it from a reused read buffer instead of the stream machinery.
    */
   dial(target: Target, timeoutMs: number, sink?: net.Socket): Promise<DialResult>;
+  /** True when dial() would connect straight to target.ip:port (the native engine may then dial it itself). */
+  direct?(target: Target): boolean;
 }
 
 export function connectError(target: Target, why: string, cause?: unknown): EdgemeshError {
@@ -161,6 +163,7 @@ export const directDialer: Dialer = {
     const socket = await tcpConnect(target.ip, target.port, timeoutMs, target, sink);
     return { socket, via: 'pod', sinked: sink !== undefined };
   },
+  direct: () => true,
 };
 
 /**
@@ -261,6 +264,10 @@ export class RoutingDialer implements Dialer {
       this.#nodeName !== undefined &&
       target.nodeName !== this.#nodeName
     );
+  }
+
+  direct(target: Target): boolean {
+    return !this.viaGateway(target);
   }
 
   dial(target: Target, timeoutMs: number, sink?: net.Socket): Promise<DialResult> {

@@ -4,6 +4,13 @@
  * and either splice bytes to one endpoint (TCP service ports, pods, passthrough) or hand the
  * connection to the HTTP layer (HTTP service ports: per-request balancing).
  *
+ * Two engines accept and splice, with the same routing (this file) and the same behaviour:
+ *   native  the addon (native-l4.ts): accepts, and splices plain TCP to directly reachable
+ *           addresses on its own thread; connections that need JavaScript (HTTP ports, the
+ *           gateway hop) become net.Sockets. The default when the addon is built.
+ *   node    net.Server and splice.ts: the fallback (no C compiler at install) and the engine
+ *           of in-process tests that fake the original destination.
+ *
  * Lifecycle: start() binds 0.0.0.0 and [::] (IPv6 only if the host has it); drain() stops
  * accepting, lets open connections finish and after the grace period destroys the rest.
  */
@@ -11,12 +18,13 @@ import net from 'node:net';
 import type { CatalogStore } from '../../lib/catalog/store.ts';
 import { describeError } from '../../lib/errors.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
-import { type Dialer, type DialResult, SOCKET_HWM } from './dialer.ts';
+import { type Dialer, SOCKET_HWM } from './dialer.ts';
 import { type ConnContext, HttpProxy } from './http-proxy.ts';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
+import { type AcceptedConnection, loadAddon, NativeL4 } from './native-l4.ts';
 import { type OriginalDst, originalDst } from './original-dst.ts';
 import { normalizeIp, type Target } from './route.ts';
-import { Router } from './router.ts';
+import { Router, type ServiceRoute } from './router.ts';
 import { SlotList, splice } from './splice.ts';
 
 export interface ProxyOptions {
@@ -32,11 +40,21 @@ export interface ProxyOptions {
   maxAttempts?: number;
   log?: Logger;
   metrics?: ProxyMetrics;
-  /** Test hook: how to read the original destination (default: getsockopt). `family`: the listener's. */
+  /** Test hook: how to read the original destination (default: getsockopt). `family`: the listener's. Implies the node engine. */
   originalDst?: (socket: net.Socket, family: 4 | 6) => OriginalDst;
+  /** 'native' (default when the addon is built and no originalDst hook is given) or 'node'. */
+  engine?: ProxyEngine;
 }
 
-type ResolvedOptions = Required<Omit<ProxyOptions, 'hosts' | 'metrics'>> & {
+export type ProxyEngine = 'native' | 'node';
+
+/** An accepted connection: an fd the native engine holds until something needs a Node socket for it. */
+interface Client {
+  fd: number;
+  socket: net.Socket | undefined;
+}
+
+type ResolvedOptions = Required<Omit<ProxyOptions, 'hosts' | 'metrics' | 'engine'>> & {
   hosts: string[];
   metrics: ProxyMetrics;
 };
@@ -50,6 +68,8 @@ export class OutboundProxy {
   readonly #clients = new SlotList<{ socket: net.Socket; slot: number }>();
   /** Label children bound once: a labelled inc() hashes its labels on every call. */
   readonly #routeCounters: Record<'service' | 'pod' | 'passthrough' | 'http', { inc(): void }>;
+  readonly #native: NativeL4 | undefined;
+  #nativeListening = false;
   #draining = false;
 
   constructor(options: ProxyOptions) {
@@ -71,7 +91,8 @@ export class OutboundProxy {
       passthrough: connections.labels('passthrough'),
       http: connections.labels('http'),
     };
-    this.#opts.metrics.activeSource = () => this.#clients.size;
+    this.#native = this.#chooseEngine(options) === 'native' ? this.#startNative() : undefined;
+    this.#opts.metrics.activeSource = () => this.activeConnections;
     this.#http = new HttpProxy({
       router: this.router,
       dialer: this.#opts.dialer,
@@ -85,14 +106,70 @@ export class OutboundProxy {
 
   /** True once every listener is bound (the health endpoint reports it). */
   get listening(): boolean {
+    if (this.#native) return this.#nativeListening;
     return this.#servers.length > 0 && this.#servers.every((s) => s.listening);
   }
 
+  get engine(): ProxyEngine {
+    return this.#native ? 'native' : 'node';
+  }
+
   get activeConnections(): number {
-    return this.#clients.size;
+    return this.#clients.size + (this.#native?.open ?? 0);
+  }
+
+  #chooseEngine(options: ProxyOptions): ProxyEngine {
+    const addon = loadAddon();
+    if (options.engine === 'native' && addon instanceof Error) throw addon;
+    if (options.engine) return options.engine;
+    if (options.originalDst || addon instanceof Error) {
+      if (addon instanceof Error)
+        this.#opts.log.warn({ err: addon.message }, 'proxy falls back to the node engine');
+      return 'node';
+    }
+    return 'native';
+  }
+
+  #startNative(): NativeL4 {
+    return new NativeL4({
+      idleTimeoutMs: this.#opts.idleTimeoutMs,
+      onAccepted: (conn) => this.#onNativeAccepted(conn),
+      onAcceptError: (code) => this.#opts.log.error({ code }, 'proxy cannot accept: pausing 100 ms'),
+    });
   }
 
   async start(): Promise<void> {
+    if (this.#native) this.#startNativeListeners(this.#native);
+    else await this.#startServers();
+    this.#opts.log.info(
+      { port: this.#opts.port, hosts: this.#opts.hosts, engine: this.engine },
+      'proxy listening',
+    );
+  }
+
+  #startNativeListeners(native: NativeL4): void {
+    for (const host of this.#opts.hosts) {
+      try {
+        native.listen(host, this.#opts.port, 4096);
+      } catch (err) {
+        if (this.#skipsIPv6(host, err)) continue;
+        throw err;
+      }
+    }
+    this.#nativeListening = true;
+  }
+
+  /** A pod without IPv6 cannot bind [::]: serve IPv4 only. */
+  #skipsIPv6(host: string, err: unknown): boolean {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (host.includes(':') && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL')) {
+      this.#opts.log.info({ host }, 'IPv6 not available: proxy listens on IPv4 only');
+      return true;
+    }
+    return false;
+  }
+
+  async #startServers(): Promise<void> {
     for (const host of this.#opts.hosts) {
       // The listener's family is the accepted sockets' (IPv6 listeners are IPv6-only): asking
       // each socket (localFamily) would cost a getsockname(2) per connection.
@@ -110,18 +187,12 @@ export class OutboundProxy {
           });
         });
       } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        // A pod without IPv6 cannot bind [::]: serve IPv4 only.
-        if (host.includes(':') && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL')) {
-          this.#opts.log.info({ host }, 'IPv6 not available: proxy listens on IPv4 only');
-          continue;
-        }
+        if (this.#skipsIPv6(host, err)) continue;
         throw err;
       }
       server.on('error', (err) => this.#opts.log.error({ err: describeError(err) }, 'proxy listener error'));
       this.#servers.push(server);
     }
-    this.#opts.log.info({ port: this.#opts.port, hosts: this.#opts.hosts }, 'proxy listening');
   }
 
   /**
@@ -130,110 +201,158 @@ export class OutboundProxy {
    */
   async drain(graceMs: number): Promise<void> {
     this.#draining = true;
+    this.#native?.closeListeners();
+    this.#nativeListening = false;
     await Promise.all(this.#servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
     this.#http.drain();
     const deadline = Date.now() + graceMs;
-    while (this.#clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while (this.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const { socket } of [...this.#clients.items]) socket.destroy();
+    if (this.#native) {
+      this.#native.closeAll();
+      // closeAll's events (closed, cancelled connects) come back through the event loop.
+      const until = Date.now() + 1_000;
+      while (this.#native.open > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      this.#native.stop();
+    }
     await this.#http.close();
   }
 
-  #onConnection(client: net.Socket, family: 4 | 6): void {
-    const { metrics, log } = this.#opts;
+  /** Node engine: a connection accepted by a net.Server. */
+  #onConnection(socket: net.Socket, family: 4 | 6): void {
     if (this.#draining) {
-      client.destroy();
+      socket.destroy();
       return;
     }
-    const entry = { socket: client, slot: -1 };
-    this.#clients.add(entry);
-    client.once('close', () => this.#clients.remove(entry));
-    client.on('error', () => client.destroy());
     let dst: OriginalDst;
     try {
-      dst = this.#opts.originalDst(client, family);
+      dst = this.#opts.originalDst(socket, family);
     } catch (err) {
-      metrics.refused.inc({ reason: 'no-original-dst' });
-      log.warn({ err: describeError(err) }, 'no original destination: closing');
-      client.destroy();
+      this.#watch(socket);
+      this.#refuseNoDst(describeError(err));
+      socket.destroy();
       return;
     }
-    if (this.#isSelf(client, dst)) {
+    const localIp = dst.port === this.#opts.port ? socket.localAddress : undefined;
+    this.#route({ fd: -1, socket: this.#watch(socket) }, dst, localIp, () => socket.remoteAddress ?? '');
+  }
+
+  /** Native engine: a connection accepted by the addon. */
+  #onNativeAccepted(conn: AcceptedConnection): void {
+    const native = this.#native as NativeL4;
+    if (this.#draining) {
+      native.reset(conn.fd);
+      return;
+    }
+    if (!conn.dst) {
+      this.#refuseNoDst(conn.dstError);
+      native.reset(conn.fd);
+      return;
+    }
+    this.#route({ fd: conn.fd, socket: undefined }, conn.dst, conn.localIp, () => conn.peerIp);
+  }
+
+  #refuseNoDst(why: unknown): void {
+    this.#opts.metrics.refused.inc({ reason: 'no-original-dst' });
+    this.#opts.log.warn({ err: why }, 'no original destination: closing');
+  }
+
+  /** Tracks a Node client socket (drain, the active gauge). */
+  #watch(socket: net.Socket): net.Socket {
+    const entry = { socket, slot: -1 };
+    this.#clients.add(entry);
+    socket.once('close', () => this.#clients.remove(entry));
+    socket.on('error', () => socket.destroy());
+    return socket;
+  }
+
+  /** The client as a Node socket: the native engine hands its fd over on first need. */
+  #socketOf(client: Client): net.Socket {
+    client.socket ??= this.#watch((this.#native as NativeL4).adopt(client.fd));
+    return client.socket;
+  }
+
+  #refuse(client: Client): void {
+    // A reset tells the app at once that nothing answered, as a refused connect would.
+    if (client.socket) client.socket.resetAndDestroy();
+    else this.#native?.reset(client.fd);
+  }
+
+  #route(client: Client, dst: OriginalDst, localIp: string | undefined, peerIp: () => string): void {
+    const { metrics, log } = this.#opts;
+    if (this.#isSelf(dst, localIp)) {
       metrics.refused.inc({ reason: 'loop' });
       log.warn({ dst: `${dst.ip}:${dst.port}` }, 'connection addressed to the proxy itself: refused (loop)');
-      client.destroy();
+      this.#refuse(client);
       return;
     }
     const route = this.router.resolve(dst.ip, dst.port);
-    // getpeername is a syscall: only policies keyed by the client's address need it.
+    // The node engine's peer address is a getpeername(2): only policies keyed by it ask.
     const clientIp =
       route.kind === 'service' &&
       (route.l7 ||
         route.service.lbPolicy === 'consistent-hash' ||
         route.service.sessionAffinity.type === 'ClientIP')
-        ? normalizeIp(client.remoteAddress ?? '')
+        ? normalizeIp(peerIp())
         : '';
     if (route.kind === 'service' && route.l7) {
       this.#routeCounters.http.inc();
       const ctx: ConnContext = { dstIp: dst.ip, dstPort: dst.port, clientIp };
-      this.#http.handle(client, ctx);
+      this.#http.handle(this.#socketOf(client), ctx);
       return;
     }
     this.#routeCounters[route.kind].inc();
-    let dial: Promise<{ result: DialResult; release: () => void }>;
-    if (route.kind === 'service') {
-      dial = this.#dialService(route, clientIp, client);
-    } else {
-      dial = this.#dialOne(route.target, client).then((result) => ({ result, release: () => undefined }));
-    }
-    dial
-      .then(
-        ({ result, release }) => {
-          if (client.destroyed) {
-            result.socket.destroy();
-            release();
-            return;
-          }
-          splice(client, result.socket, this.#opts.idleTimeoutMs, release, result.sinked);
-        },
-        (err: unknown) => {
-          metrics.refused.inc({
-            reason: route.kind === 'service' && route.targets.length === 0 ? 'no-endpoint' : 'unreachable',
-          });
-          log.info(
-            { dst: `${dst.ip}:${dst.port}`, route: route.kind, err: describeError(err) },
-            'no upstream: closing',
-          );
-          // A reset tells the app at once that nothing answered, as a refused connect would.
-          client.resetAndDestroy();
-        },
-      )
-      .catch((err: unknown) => {
-        log.error({ err: describeError(err) }, 'connection handling failed');
-        client.destroy();
+    const connected =
+      route.kind === 'service'
+        ? this.#connectService(client, route, clientIp)
+        : this.#connect(client, route.target, () => undefined);
+    connected.catch((err: unknown) => {
+      metrics.refused.inc({
+        reason: route.kind === 'service' && route.targets.length === 0 ? 'no-endpoint' : 'unreachable',
       });
+      log.info(
+        { dst: `${dst.ip}:${dst.port}`, route: route.kind, err: describeError(err) },
+        'no upstream: closing',
+      );
+      this.#refuse(client);
+    });
   }
 
-  #isSelf(client: net.Socket, dst: OriginalDst): boolean {
+  #isSelf(dst: OriginalDst, localIp: string | undefined): boolean {
     if (dst.port !== this.#opts.port) return false;
     const ip = normalizeIp(dst.ip);
-    return ip === normalizeIp(client.localAddress ?? '') || ip === '127.0.0.1' || ip === '::1';
+    return ip === normalizeIp(localIp ?? '') || ip === '127.0.0.1' || ip === '::1';
   }
 
-  async #dialOne(target: Target, sink: net.Socket): Promise<DialResult> {
+  /**
+   * Connects `client` to `target` and splices the two; resolves once connected, and `onClose`
+   * runs when both sides are closed. The native engine splices what it can dial itself; the
+   * gateway hop, or a client already adopted, goes through the dialer and splice.ts.
+   */
+  async #connect(client: Client, target: Target, onClose: () => void): Promise<void> {
+    const { dialer, connectTimeoutMs, idleTimeoutMs, metrics } = this.#opts;
+    const direct = dialer.direct?.(target) ?? false;
     try {
-      return await this.#opts.dialer.dial(target, this.#opts.connectTimeoutMs, sink);
+      if (this.#native && !client.socket && direct) {
+        await this.#native.connect(client.fd, target.ip, target.port, connectTimeoutMs, onClose);
+        return;
+      }
+      const socket = this.#socketOf(client);
+      const result = await dialer.dial(target, connectTimeoutMs, socket);
+      if (socket.destroyed) {
+        result.socket.destroy();
+        onClose();
+        return;
+      }
+      splice(socket, result.socket, idleTimeoutMs, onClose, result.sinked);
     } catch (err) {
-      this.#opts.metrics.connectFailures.inc({ via: 'pod' });
+      metrics.connectFailures.inc({ via: direct ? 'pod' : 'gateway' });
       throw err;
     }
   }
 
   /** Picks endpoints by policy until one connects (each failed one is excluded for this connection). */
-  async #dialService(
-    route: Extract<ReturnType<Router['resolve']>, { kind: 'service' }>,
-    clientIp: string,
-    client: net.Socket,
-  ): Promise<{ result: DialResult; release: () => void }> {
+  async #connectService(client: Client, route: ServiceRoute, clientIp: string): Promise<void> {
     const balancer = this.router.balancer(route);
     const failed = new Set<string>();
     // Built only on failure: an Error captures a stack, measurable at thousands of connections/s.
@@ -242,12 +361,13 @@ export class OutboundProxy {
       const choice = balancer.pick({ clientIp }, failed);
       if (!choice) break;
       balancer.acquire(choice.id);
+      const release = once(() => balancer.release(choice.id));
       try {
-        const result = await this.#dialOne(choice.value, client);
+        await this.#connect(client, choice.value, release);
         balancer.reportSuccess(choice.id);
-        return { result, release: once(() => balancer.release(choice.id)) };
+        return;
       } catch (err) {
-        balancer.release(choice.id);
+        release();
         balancer.reportFailure(choice.id);
         failed.add(choice.id);
         lastError = err;

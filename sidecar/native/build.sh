@@ -1,0 +1,20 @@
+#!/bin/sh
+# Builds the sidecar's native L4 data path (l4.c → build/l4.node). Run by `npm ci` (the
+# package's install script) and by the image build. Needs a C compiler (scripts/setup and the
+# Dockerfile install gcc); the N-API headers come from the node-api-headers npm package, so
+# nothing is downloaded. Without a compiler the sidecar still works: it falls back to Node's
+# sockets (slower; it logs which path it uses), so this prints a warning instead of failing
+# the install unless EDGEMESH_REQUIRE_NATIVE=1 (CI sets it).
+set -eu
+cd "$(dirname "$0")"
+cc=${CC:-cc}
+headers=$(cd ../.. && pwd)/node_modules/node-api-headers/include
+if ! command -v "$cc" >/dev/null 2>&1 || [ ! -f "$headers/node_api.h" ]; then
+  echo "edgemesh: no C compiler ($cc) or N-API headers: the sidecar will use Node's sockets for L4" >&2
+  [ "${EDGEMESH_REQUIRE_NATIVE:-0}" = 1 ] && exit 1
+  exit 0
+fi
+mkdir -p build
+"$cc" -O2 -g0 -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -I"$headers" \
+  -o build/l4.node.tmp l4.c -lpthread
+mv build/l4.node.tmp build/l4.node

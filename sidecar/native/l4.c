@@ -1,0 +1,860 @@
+/*
+ * The sidecar's native L4 data path: accepts redirected connections, reads their original
+ * destination, and splices the bytes of the connections JavaScript hands back (plain TCP to
+ * a directly reachable address) on one epoll thread, so no Node socket exists for them.
+ *
+ * Why: through Node's net.Socket a short connection costs the sidecar ~100 µs of CPU (two
+ * stream objects, handles, callbacks, GC); bench/proxy.ts `Connection: close` stayed at
+ * 0.29-0.39x of direct. Here a connection is a 100-byte struct and a few syscalls.
+ *
+ * The split with JavaScript (sidecar/proxy/native-l4.ts):
+ *   thread → JS  ACCEPTED fd, original destination, peer (and local address when the
+ *                destination port is the listener's own: JS refuses such loops)
+ *   JS → thread  connect(fd, ip, port, timeout): dial and splice; or JS keeps the fd for
+ *                itself (HTTP ports, gateway hop: net.Socket({ fd })), or resets it
+ *   thread → JS  CONNECTED / CONNECT_FAILED (the fd is JS's again: it may try another
+ *                endpoint) / CLOSED (the balancer's slot can be released)
+ * Routing and load balancing stay in JavaScript; this file only moves bytes.
+ *
+ * Splicing: level-triggered epoll; one shared 64 KiB read buffer; a write the kernel does
+ * not take whole leaves its rest in a per-direction buffer and stops reading the source
+ * until the destination drains (backpressure: at most one read per direction is held).
+ * A FIN read on one side becomes shutdown(SHUT_WR) on the other once its bytes are out
+ * (half-close); both directions finished → both closed. An error on either side closes
+ * both. Idle connections (no byte either way for idle_ms) are closed by a coarse sweep.
+ */
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SO_ORIGINAL_DST 80      /* linux/netfilter_ipv4.h */
+#define IP6T_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv6/ip6_tables.h */
+#define READ_BUFFER (64 * 1024)
+#define MAX_LISTENERS 8
+#define ACCEPTS_PER_WAKE 64
+/* Accepted fds JavaScript has not decided on yet: above this the thread stops accepting
+ * (the kernel's backlog holds the rest) so a slow JS thread cannot pile up fds. */
+#define MAX_UNDECIDED 1024
+#define CONNECT_CHECK_MS 20
+
+enum { EV_ACCEPTED = 1, EV_CONNECTED = 2, EV_CONNECT_FAILED = 3, EV_CLOSED = 4, EV_ACCEPT_ERROR = 5 };
+enum { CLOSE_DONE = 0, CLOSE_ERROR = 1, CLOSE_IDLE = 2, CLOSE_SHUTDOWN = 3 };
+enum { CMD_CONNECT = 1, CMD_LISTEN = 2, CMD_CLOSE_LISTENERS = 3, CMD_CLOSE_ALL = 4, CMD_STOP = 5 };
+/* epoll data: a pointer (8-aligned) with the kind in its low bits. */
+enum { TAG_CLIENT = 0, TAG_UPSTREAM = 1, TAG_LISTENER = 2, TAG_WAKE = 3 };
+
+typedef struct {
+  int type, fd, num; /* num: port (accepted), errno (failed), close reason (closed) */
+  char dst[INET6_ADDRSTRLEN], peer[INET6_ADDRSTRLEN], local[INET6_ADDRSTRLEN];
+} event_t;
+
+typedef struct {
+  size_t len, cap;
+  event_t *items;
+} batch_t;
+
+/* One direction of a connection: bytes read from `from` not yet written to the other side. */
+typedef struct {
+  char *rest;
+  uint32_t rest_len, rest_off;
+  uint8_t eof; /* `from` sent its FIN */
+  uint8_t fin; /* ...and it was carried (shutdown on the other side) */
+} dir_t;
+
+typedef struct conn {
+  struct conn *prev, *next;
+  int cfd, ufd;
+  int connecting;
+  int dead; /* closed: freed after the current epoll round, which may still hold its events */
+  uint32_t cmask, umask; /* epoll interest now registered (0: not registered) */
+  uint64_t deadline_ms;  /* connect deadline */
+  uint64_t active_ms;    /* last byte either way */
+  dir_t up, down;        /* up: client → upstream; down: upstream → client */
+} conn_t;
+
+/* 8-aligned: its address goes into epoll data with a tag in the low bits. */
+typedef struct {
+  _Alignas(8) int fd;
+  int port;
+} listener_t;
+
+typedef struct cmd {
+  struct cmd *next;
+  int type, fd, timeout_ms;
+  socklen_t addr_len;
+  struct sockaddr_storage addr;
+  listener_t listener;
+} cmd_t;
+
+typedef struct {
+  napi_threadsafe_function tsfn;
+  pthread_t thread;
+  int started, stopped;
+  int epfd, wakefd;
+  uint32_t idle_ms;
+  pthread_mutex_t lock;
+  cmd_t *cmd_head, *cmd_tail;
+  atomic_int undecided;
+  /* Thread-owned from here. */
+  listener_t listeners[MAX_LISTENERS];
+  int nlisteners;
+  int accept_paused;
+  uint64_t accept_resume_ms;
+  conn_t open;       /* list head: connections splicing */
+  conn_t connecting; /* list head: connects in progress */
+  conn_t dead;       /* list head: closed this round, freed after it */
+  size_t nopen;
+  uint64_t now_ms, next_sweep_ms;
+  batch_t *batch;
+  char buf[READ_BUFFER];
+} engine_t;
+
+static uint64_t monotonic_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void list_init(conn_t *head) { head->prev = head->next = head; }
+static void list_add(conn_t *head, conn_t *c) {
+  c->next = head->next;
+  c->prev = head;
+  head->next->prev = c;
+  head->next = c;
+}
+static void list_del(conn_t *c) {
+  c->prev->next = c->next;
+  c->next->prev = c->prev;
+  c->prev = c->next = c;
+}
+
+static void format_addr(const struct sockaddr_storage *sa, char *out) {
+  out[0] = 0;
+  if (sa->ss_family == AF_INET)
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, INET6_ADDRSTRLEN);
+  else if (sa->ss_family == AF_INET6)
+    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, INET6_ADDRSTRLEN);
+}
+
+static int addr_port(const struct sockaddr_storage *sa) {
+  return ntohs(sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                         : ((const struct sockaddr_in *)sa)->sin_port);
+}
+
+/* ---------- events to JavaScript ---------- */
+
+static event_t *event_push(engine_t *e, int type, int fd, int num) {
+  batch_t *b = e->batch;
+  if (!b) {
+    b = e->batch = calloc(1, sizeof(batch_t));
+    if (!b) return NULL;
+  }
+  if (b->len == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 16;
+    event_t *items = realloc(b->items, cap * sizeof(event_t));
+    if (!items) return NULL;
+    b->items = items;
+    b->cap = cap;
+  }
+  event_t *ev = &b->items[b->len++];
+  ev->type = type;
+  ev->fd = fd;
+  ev->num = num;
+  ev->dst[0] = ev->peer[0] = ev->local[0] = 0;
+  return ev;
+}
+
+static void batch_free(batch_t *b) {
+  if (!b) return;
+  free(b->items);
+  free(b);
+}
+
+/* One cross-thread call per epoll round, however many events it produced. */
+static void events_flush(engine_t *e) {
+  if (!e->batch || e->batch->len == 0) return;
+  if (napi_call_threadsafe_function(e->tsfn, e->batch, napi_tsfn_nonblocking) == napi_ok) e->batch = NULL;
+  else e->batch->len = 0; /* JS is going away: nobody to tell */
+}
+
+static napi_value str_or_undefined(napi_env env, const char *s) {
+  napi_value v;
+  if (s[0]) napi_create_string_latin1(env, s, NAPI_AUTO_LENGTH, &v);
+  else napi_get_undefined(env, &v);
+  return v;
+}
+
+static void call_js(napi_env env, napi_value callback, void *context, void *data) {
+  (void)context;
+  batch_t *b = data;
+  if (env && callback) {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    for (size_t i = 0; i < b->len; i++) {
+      event_t *ev = &b->items[i];
+      napi_value argv[6];
+      napi_create_int32(env, ev->type, &argv[0]);
+      napi_create_int32(env, ev->fd, &argv[1]);
+      napi_create_int32(env, ev->num, &argv[2]);
+      argv[3] = str_or_undefined(env, ev->dst);
+      argv[4] = str_or_undefined(env, ev->peer);
+      argv[5] = str_or_undefined(env, ev->local);
+      if (napi_call_function(env, undefined, callback, 6, argv, NULL) == napi_pending_exception) {
+        /* A throwing handler must not lose the rest of the batch: report it, go on. */
+        napi_value err;
+        napi_get_and_clear_last_exception(env, &err);
+        napi_fatal_exception(env, err);
+      }
+    }
+  }
+  batch_free(b);
+}
+
+/* ---------- connections ---------- */
+
+static void epoll_set(engine_t *e, int fd, uint32_t *current, uint32_t want, uintptr_t tag) {
+  if (*current == want) return;
+  struct epoll_event ev = {.events = want, .data.u64 = tag};
+  if (want == 0) epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+  else epoll_ctl(e->epfd, *current == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
+  *current = want;
+}
+
+/* Interest follows state: read a side while its direction is neither paused nor ended; wait
+ * for writability where bytes are held. A side wanting neither is deregistered, so a hung-up
+ * socket we no longer read cannot keep waking the loop. */
+static void update_interest(engine_t *e, conn_t *c) {
+  uint32_t cwant = (!c->up.eof && !c->up.rest ? EPOLLIN : 0) | (c->down.rest ? EPOLLOUT : 0);
+  uint32_t uwant = (!c->down.eof && !c->down.rest ? EPOLLIN : 0) | (c->up.rest ? EPOLLOUT : 0);
+  epoll_set(e, c->cfd, &c->cmask, cwant, (uintptr_t)c | TAG_CLIENT);
+  epoll_set(e, c->ufd, &c->umask, uwant, (uintptr_t)c | TAG_UPSTREAM);
+}
+
+static void conn_free(engine_t *e, conn_t *c, int reason, int close_client) {
+  list_del(c);
+  if (!c->connecting) e->nopen--;
+  /* close(2) removes the fds from epoll. */
+  if (c->ufd >= 0) close(c->ufd);
+  if (close_client) {
+    if (reason == CLOSE_ERROR) {
+      /* Reset, as the peer did: the app learns at once that the stream broke. */
+      struct linger lg = {1, 0};
+      setsockopt(c->cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    close(c->cfd);
+    event_push(e, EV_CLOSED, c->cfd, reason);
+  }
+  free(c->up.rest);
+  free(c->down.rest);
+  c->up.rest = c->down.rest = NULL;
+  c->dead = 1;
+  list_add(&e->dead, c);
+}
+
+static void free_dead(engine_t *e) {
+  while (e->dead.next != &e->dead) {
+    conn_t *c = e->dead.next;
+    list_del(c);
+    free(c);
+  }
+}
+
+static void conn_done_check(engine_t *e, conn_t *c) {
+  if (c->up.fin && c->down.fin) conn_free(e, c, CLOSE_DONE, 1);
+}
+
+/* Writes what `d` holds to `to`. Returns -1 on a write error, else 0. */
+static int flush_rest(dir_t *d, int to) {
+  while (d->rest) {
+    ssize_t n = write(to, d->rest + d->rest_off, d->rest_len - d->rest_off);
+    if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    d->rest_off += (uint32_t)n;
+    if (d->rest_off == d->rest_len) {
+      free(d->rest);
+      d->rest = NULL;
+      d->rest_len = d->rest_off = 0;
+    }
+  }
+  return 0;
+}
+
+/* Carries a FIN read earlier once nothing is held for that direction. */
+static int carry_fin(dir_t *d, int to) {
+  if (d->eof && !d->rest && !d->fin) {
+    d->fin = 1;
+    if (shutdown(to, SHUT_WR) < 0 && errno != ENOTCONN) return -1;
+  }
+  return 0;
+}
+
+/* Moves bytes `from` → `to` until the source has none or the destination is full. */
+static int pump(engine_t *e, dir_t *d, int from, int to) {
+  for (int i = 0; i < 16 && !d->eof && !d->rest; i++) {
+    ssize_t n = read(from, e->buf, READ_BUFFER);
+    if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    if (n == 0) {
+      d->eof = 1;
+      break;
+    }
+    ssize_t w = write(to, e->buf, (size_t)n);
+    if (w < 0) {
+      if (errno != EAGAIN && errno != EINTR) return -1;
+      w = 0;
+    }
+    if (w < n) {
+      d->rest = malloc((size_t)(n - w));
+      if (!d->rest) return -1;
+      memcpy(d->rest, e->buf + w, (size_t)(n - w));
+      d->rest_len = (uint32_t)(n - w);
+      d->rest_off = 0;
+      break;
+    }
+    if (n < READ_BUFFER) break; /* level-triggered: epoll says when there is more */
+  }
+  return carry_fin(d, to);
+}
+
+static void conn_event(engine_t *e, conn_t *c, int upstream_side, uint32_t events) {
+  if (c->dead) return;
+  if (c->connecting) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err == EINPROGRESS || (err == 0 && !(events & EPOLLOUT))) return;
+    list_del(c);
+    if (err != 0) {
+      int cfd = c->cfd;
+      conn_free(e, c, CLOSE_ERROR, 0); /* the client fd is JS's again */
+      event_push(e, EV_CONNECT_FAILED, cfd, err);
+      return;
+    }
+    c->connecting = 0;
+    c->active_ms = e->now_ms;
+    list_add(&e->open, c);
+    e->nopen++;
+    atomic_fetch_sub(&e->undecided, 1);
+    event_push(e, EV_CONNECTED, c->cfd, 0);
+    update_interest(e, c);
+    return;
+  }
+  int failed = 0;
+  int cfd = c->cfd, ufd = c->ufd;
+  if (events & EPOLLOUT) {
+    dir_t *d = upstream_side ? &c->up : &c->down;
+    failed |= flush_rest(d, upstream_side ? ufd : cfd) < 0;
+    if (!failed) failed |= carry_fin(d, upstream_side ? ufd : cfd) < 0;
+  }
+  if (!failed && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+    if (upstream_side) failed |= pump(e, &c->down, ufd, cfd) < 0;
+    else failed |= pump(e, &c->up, cfd, ufd) < 0;
+  }
+  /* An error or hang-up on a side we only wait to write to: the write would fail too. */
+  if (!failed && (events & EPOLLERR)) failed = 1;
+  if (failed) {
+    conn_free(e, c, CLOSE_ERROR, 1);
+    return;
+  }
+  c->active_ms = e->now_ms;
+  if (c->up.fin && c->down.fin) {
+    conn_done_check(e, c);
+    return;
+  }
+  update_interest(e, c);
+}
+
+static void start_connect(engine_t *e, cmd_t *cmd) {
+  int fd = socket(cmd->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int err = fd < 0 ? errno : 0;
+  if (!err) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&cmd->addr, cmd->addr_len) < 0 && errno != EINPROGRESS) err = errno;
+  }
+  if (err) {
+    if (fd >= 0) close(fd);
+    event_push(e, EV_CONNECT_FAILED, cmd->fd, err);
+    return;
+  }
+  conn_t *c = calloc(1, sizeof(conn_t));
+  if (!c) {
+    close(fd);
+    event_push(e, EV_CONNECT_FAILED, cmd->fd, ENOMEM);
+    return;
+  }
+  c->cfd = cmd->fd;
+  c->ufd = fd;
+  c->connecting = 1;
+  c->deadline_ms = e->now_ms + (uint64_t)cmd->timeout_ms;
+  list_add(&e->connecting, c);
+  c->umask = EPOLLOUT;
+  struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = (uintptr_t)c | TAG_UPSTREAM};
+  epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev);
+  int one = 1;
+  setsockopt(c->cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static void check_deadlines(engine_t *e) {
+  for (conn_t *c = e->connecting.next, *next; c != &e->connecting; c = next) {
+    next = c->next;
+    if (e->now_ms >= c->deadline_ms) {
+      int cfd = c->cfd;
+      conn_free(e, c, CLOSE_ERROR, 0);
+      event_push(e, EV_CONNECT_FAILED, cfd, ETIMEDOUT);
+    }
+  }
+  if (e->idle_ms > 0 && e->nopen > 0 && e->now_ms >= e->next_sweep_ms) {
+    for (conn_t *c = e->open.next, *next; c != &e->open; c = next) {
+      next = c->next;
+      if (e->now_ms - c->active_ms >= e->idle_ms) conn_free(e, c, CLOSE_IDLE, 1);
+    }
+  }
+  if (e->now_ms >= e->next_sweep_ms) e->next_sweep_ms = e->now_ms + (e->idle_ms > 4 ? e->idle_ms / 4 : 1);
+}
+
+/* ---------- accepting ---------- */
+
+static void set_accepting(engine_t *e, int on) {
+  for (int i = 0; i < e->nlisteners; i++) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uintptr_t)&e->listeners[i] | TAG_LISTENER};
+    epoll_ctl(e->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, e->listeners[i].fd, &ev);
+  }
+  e->accept_paused = !on;
+}
+
+static void accept_some(engine_t *e, listener_t *l) {
+  for (int i = 0; i < ACCEPTS_PER_WAKE; i++) {
+    if (atomic_load(&e->undecided) >= MAX_UNDECIDED) {
+      set_accepting(e, 0);
+      return;
+    }
+    struct sockaddr_storage peer;
+    socklen_t peer_len = sizeof peer;
+    int fd = accept4(l->fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
+      /* Out of fds (or memory): pause a moment instead of spinning on a ready listener. */
+      event_push(e, EV_ACCEPT_ERROR, -1, errno);
+      set_accepting(e, 0);
+      e->accept_resume_ms = e->now_ms + 100;
+      return;
+    }
+    struct sockaddr_storage dst;
+    socklen_t dst_len = sizeof dst;
+    memset(&dst, 0, sizeof dst);
+    int level = peer.ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP;
+    int name = peer.ss_family == AF_INET6 ? IP6T_SO_ORIGINAL_DST : SO_ORIGINAL_DST;
+    event_t *ev = NULL;
+    if (getsockopt(fd, level, name, &dst, &dst_len) == 0) ev = event_push(e, EV_ACCEPTED, fd, addr_port(&dst));
+    else ev = event_push(e, EV_ACCEPTED, fd, -errno); /* JS refuses it, with the reason */
+    if (!ev) {
+      close(fd);
+      continue;
+    }
+    atomic_fetch_add(&e->undecided, 1);
+    format_addr(&peer, ev->peer);
+    if (ev->num >= 0) {
+      format_addr(&dst, ev->dst);
+      if (ev->num == l->port) {
+        struct sockaddr_storage local;
+        socklen_t local_len = sizeof local;
+        if (getsockname(fd, (struct sockaddr *)&local, &local_len) == 0) format_addr(&local, ev->local);
+      }
+    }
+  }
+}
+
+/* ---------- the thread ---------- */
+
+static void close_all(engine_t *e, int tell) {
+  while (e->open.next != &e->open) conn_free(e, e->open.next, CLOSE_SHUTDOWN, 1);
+  while (e->connecting.next != &e->connecting) {
+    conn_t *c = e->connecting.next;
+    int cfd = c->cfd;
+    conn_free(e, c, CLOSE_ERROR, 0);
+    if (tell) event_push(e, EV_CONNECT_FAILED, cfd, ECANCELED);
+    else close(cfd);
+  }
+}
+
+static void close_listeners(engine_t *e) {
+  for (int i = 0; i < e->nlisteners; i++) close(e->listeners[i].fd);
+  e->nlisteners = 0;
+}
+
+static int run_commands(engine_t *e) {
+  uint64_t count;
+  if (read(e->wakefd, &count, sizeof count) < 0 && errno != EAGAIN) return 0;
+  pthread_mutex_lock(&e->lock);
+  cmd_t *cmd = e->cmd_head;
+  e->cmd_head = e->cmd_tail = NULL;
+  pthread_mutex_unlock(&e->lock);
+  int stop = 0;
+  while (cmd) {
+    cmd_t *next = cmd->next;
+    switch (cmd->type) {
+    case CMD_CONNECT:
+      start_connect(e, cmd);
+      break;
+    case CMD_LISTEN:
+      if (e->nlisteners < MAX_LISTENERS) {
+        e->listeners[e->nlisteners++] = cmd->listener;
+        if (!e->accept_paused) {
+          listener_t *l = &e->listeners[e->nlisteners - 1];
+          struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uintptr_t)l | TAG_LISTENER};
+          epoll_ctl(e->epfd, EPOLL_CTL_ADD, l->fd, &ev);
+        }
+      } else {
+        close(cmd->listener.fd);
+      }
+      break;
+    case CMD_CLOSE_LISTENERS:
+      close_listeners(e);
+      break;
+    case CMD_CLOSE_ALL:
+      close_all(e, 1);
+      break;
+    case CMD_STOP:
+      stop = 1;
+      break;
+    }
+    free(cmd);
+    cmd = next;
+  }
+  return stop;
+}
+
+static void *thread_main(void *arg) {
+  engine_t *e = arg;
+  struct epoll_event events[128];
+  for (;;) {
+    int timeout = -1;
+    if (e->connecting.next != &e->connecting || e->accept_paused) timeout = CONNECT_CHECK_MS;
+    if (e->idle_ms > 0 && e->nopen > 0) {
+      int64_t until = (int64_t)e->next_sweep_ms - (int64_t)monotonic_ms();
+      int t = until < 0 ? 0 : until > 60000 ? 60000 : (int)until;
+      if (timeout < 0 || t < timeout) timeout = t;
+    }
+    int n = epoll_wait(e->epfd, events, 128, timeout);
+    e->now_ms = monotonic_ms();
+    int stop = 0;
+    for (int i = 0; i < n; i++) {
+      uintptr_t data = (uintptr_t)events[i].data.u64;
+      int tag = (int)(data & 7);
+      void *ptr = (void *)(data & ~(uintptr_t)7);
+      if (tag == TAG_WAKE) stop |= run_commands(e);
+      else if (tag == TAG_LISTENER) accept_some(e, ptr);
+      else conn_event(e, ptr, tag == TAG_UPSTREAM, events[i].events);
+    }
+    if (n < 0 && errno != EINTR) break;
+    if (e->accept_paused && e->nlisteners > 0 && e->now_ms >= e->accept_resume_ms &&
+        atomic_load(&e->undecided) < MAX_UNDECIDED / 2)
+      set_accepting(e, 1);
+    check_deadlines(e);
+    free_dead(e);
+    events_flush(e);
+    if (stop) break;
+  }
+  close_all(e, 0);
+  close_listeners(e);
+  free_dead(e);
+  batch_free(e->batch);
+  e->batch = NULL;
+  napi_release_threadsafe_function(e->tsfn, napi_tsfn_release);
+  return NULL;
+}
+
+/* ---------- the JavaScript surface ---------- */
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char code[32], msg[160];
+  const char *name = err == EADDRINUSE ? "EADDRINUSE"
+                     : err == EADDRNOTAVAIL ? "EADDRNOTAVAIL"
+                     : err == EAFNOSUPPORT ? "EAFNOSUPPORT"
+                     : err == EACCES ? "EACCES"
+                     : err == EINVAL ? "EINVAL"
+                     : NULL;
+  if (name) snprintf(code, sizeof code, "%s", name);
+  else snprintf(code, sizeof code, "E%d", err);
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_throw_error(env, code, msg);
+  return NULL;
+}
+
+static void post(engine_t *e, cmd_t *cmd) {
+  pthread_mutex_lock(&e->lock);
+  int was_empty = e->cmd_head == NULL;
+  if (e->cmd_tail) e->cmd_tail->next = cmd;
+  else e->cmd_head = cmd;
+  e->cmd_tail = cmd;
+  pthread_mutex_unlock(&e->lock);
+  if (was_empty) {
+    uint64_t one = 1;
+    ssize_t ignored = write(e->wakefd, &one, sizeof one);
+    (void)ignored;
+  }
+}
+
+static void engine_stop(engine_t *e) {
+  if (!e->started || e->stopped) return;
+  e->stopped = 1;
+  cmd_t *cmd = calloc(1, sizeof(cmd_t));
+  if (cmd) {
+    cmd->type = CMD_STOP;
+    post(e, cmd);
+  }
+  pthread_join(e->thread, NULL);
+}
+
+static void engine_cleanup_hook(void *arg) { engine_stop(arg); }
+
+static void engine_finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  engine_t *e = data;
+  engine_stop(e);
+  napi_remove_env_cleanup_hook(env, engine_cleanup_hook, e);
+  close(e->epfd);
+  close(e->wakefd);
+  pthread_mutex_destroy(&e->lock);
+  for (cmd_t *c = e->cmd_head, *next; c; c = next) {
+    next = c->next;
+    free(c);
+  }
+  free(e);
+}
+
+#define ARGS(n)                                                                                         \
+  size_t argc = n;                                                                                      \
+  napi_value argv[n];                                                                                   \
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < n) {                    \
+    napi_throw_type_error(env, NULL, "expected " #n " arguments");                                      \
+    return NULL;                                                                                        \
+  }
+
+static engine_t *get_engine(napi_env env, napi_value v) {
+  engine_t *e = NULL;
+  if (napi_get_value_external(env, v, (void **)&e) != napi_ok || !e) {
+    napi_throw_type_error(env, NULL, "not an engine");
+    return NULL;
+  }
+  if (e->stopped) {
+    napi_throw_error(env, "ERR_ENGINE_STOPPED", "the L4 engine is stopped");
+    return NULL;
+  }
+  return e;
+}
+
+static int get_int(napi_env env, napi_value v, int min, int max, const char *what, int *out) {
+  if (napi_get_value_int32(env, v, out) != napi_ok || *out < min || *out > max) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be an integer in [%d, %d]", what, min, max);
+    napi_throw_range_error(env, NULL, msg);
+    return 0;
+  }
+  return 1;
+}
+
+static int get_addr(napi_env env, napi_value v, int port, struct sockaddr_storage *out, socklen_t *len) {
+  char ip[INET6_ADDRSTRLEN + 1];
+  size_t n = 0;
+  memset(out, 0, sizeof *out);
+  if (napi_get_value_string_latin1(env, v, ip, sizeof ip, &n) == napi_ok && n < INET6_ADDRSTRLEN) {
+    struct sockaddr_in *a4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+      a4->sin_family = AF_INET;
+      a4->sin_port = htons((uint16_t)port);
+      *len = sizeof *a4;
+      return 1;
+    }
+    if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+      a6->sin6_family = AF_INET6;
+      a6->sin6_port = htons((uint16_t)port);
+      *len = sizeof *a6;
+      return 1;
+    }
+  }
+  napi_throw_type_error(env, "ERR_INVALID_IP", "not an IPv4 or IPv6 address");
+  return 0;
+}
+
+/* create(onEvent, idleMs) → engine. onEvent(type, fd, num, dst, peer, local). */
+static napi_value js_create(napi_env env, napi_callback_info info) {
+  ARGS(2)
+  int idle_ms;
+  if (!get_int(env, argv[1], 0, 0x7fffffff, "idleMs", &idle_ms)) return NULL;
+  engine_t *e = calloc(1, sizeof(engine_t));
+  if (!e) return throw_errno(env, "create", ENOMEM);
+  e->idle_ms = (uint32_t)idle_ms;
+  e->epfd = epoll_create1(EPOLL_CLOEXEC);
+  e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  list_init(&e->open);
+  list_init(&e->connecting);
+  list_init(&e->dead);
+  pthread_mutex_init(&e->lock, NULL);
+  if (e->epfd < 0 || e->wakefd < 0) {
+    int err = errno;
+    if (e->epfd >= 0) close(e->epfd);
+    if (e->wakefd >= 0) close(e->wakefd);
+    free(e);
+    return throw_errno(env, "epoll/eventfd", err);
+  }
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uintptr_t)e | TAG_WAKE};
+  epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wakefd, &ev);
+  napi_value name;
+  napi_create_string_utf8(env, "edgemesh-l4", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &e->tsfn) !=
+      napi_ok) {
+    close(e->epfd);
+    close(e->wakefd);
+    free(e);
+    napi_throw_type_error(env, NULL, "onEvent must be a function");
+    return NULL;
+  }
+  napi_value external;
+  napi_create_external(env, e, engine_finalize, NULL, &external);
+  napi_add_env_cleanup_hook(env, engine_cleanup_hook, e);
+  if (pthread_create(&e->thread, NULL, thread_main, e) != 0) {
+    napi_release_threadsafe_function(e->tsfn, napi_tsfn_abort);
+    e->stopped = 1;
+    return throw_errno(env, "pthread_create", errno);
+  }
+  e->started = 1;
+  return external;
+}
+
+/* listen(engine, host, port, backlog): binds here (errors thrown with their code), then the
+ * thread accepts. IPv6 listeners are IPv6-only, as the Node listener's. */
+static napi_value js_listen(napi_env env, napi_callback_info info) {
+  ARGS(4)
+  engine_t *e = get_engine(env, argv[0]);
+  int port, backlog;
+  struct sockaddr_storage addr;
+  socklen_t len;
+  if (!e || !get_int(env, argv[2], 1, 65535, "port", &port) ||
+      !get_int(env, argv[3], 1, 65535, "backlog", &backlog) || !get_addr(env, argv[1], port, &addr, &len))
+    return NULL;
+  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (addr.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (bind(fd, (struct sockaddr *)&addr, len) < 0 || listen(fd, backlog) < 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "listen", err);
+  }
+  cmd_t *cmd = calloc(1, sizeof(cmd_t));
+  if (!cmd) {
+    close(fd);
+    return throw_errno(env, "listen", ENOMEM);
+  }
+  cmd->type = CMD_LISTEN;
+  cmd->listener.fd = fd;
+  cmd->listener.port = port;
+  post(e, cmd);
+  return NULL;
+}
+
+/* connect(engine, fd, ip, port, timeoutMs): dial and splice `fd` (an accepted fd given to
+ * JS by ACCEPTED or CONNECT_FAILED). The answer comes as CONNECTED or CONNECT_FAILED. */
+static napi_value js_connect(napi_env env, napi_callback_info info) {
+  ARGS(5)
+  engine_t *e = get_engine(env, argv[0]);
+  int fd, port, timeout_ms;
+  cmd_t *cmd = calloc(1, sizeof(cmd_t));
+  if (!cmd) return throw_errno(env, "connect", ENOMEM);
+  if (!e || !get_int(env, argv[1], 0, 0x7fffffff, "fd", &fd) ||
+      !get_int(env, argv[3], 1, 65535, "port", &port) ||
+      !get_int(env, argv[4], 1, 0x7fffffff, "timeoutMs", &timeout_ms) ||
+      !get_addr(env, argv[2], port, &cmd->addr, &cmd->addr_len)) {
+    free(cmd);
+    return NULL;
+  }
+  cmd->type = CMD_CONNECT;
+  cmd->fd = fd;
+  cmd->timeout_ms = timeout_ms;
+  post(e, cmd);
+  return NULL;
+}
+
+/* detach(engine, fd): JS keeps an accepted fd for itself (net.Socket({ fd })) or closed it. */
+static napi_value js_detach(napi_env env, napi_callback_info info) {
+  ARGS(2)
+  engine_t *e = get_engine(env, argv[0]);
+  int fd;
+  if (!e || !get_int(env, argv[1], 0, 0x7fffffff, "fd", &fd)) return NULL;
+  atomic_fetch_sub(&e->undecided, 1);
+  return NULL;
+}
+
+/* reset(engine, fd): refuses an accepted fd JS holds: RST, so the app sees a refused stream. */
+static napi_value js_reset(napi_env env, napi_callback_info info) {
+  ARGS(2)
+  engine_t *e = get_engine(env, argv[0]);
+  int fd;
+  if (!e || !get_int(env, argv[1], 0, 0x7fffffff, "fd", &fd)) return NULL;
+  struct linger lg = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+  atomic_fetch_sub(&e->undecided, 1);
+  return NULL;
+}
+
+static napi_value post_simple(napi_env env, napi_callback_info info, int type) {
+  ARGS(1)
+  engine_t *e = get_engine(env, argv[0]);
+  if (!e) return NULL;
+  cmd_t *cmd = calloc(1, sizeof(cmd_t));
+  if (!cmd) return throw_errno(env, "command", ENOMEM);
+  cmd->type = type;
+  post(e, cmd);
+  return NULL;
+}
+
+static napi_value js_close_listeners(napi_env env, napi_callback_info info) {
+  return post_simple(env, info, CMD_CLOSE_LISTENERS);
+}
+static napi_value js_close_all(napi_env env, napi_callback_info info) {
+  return post_simple(env, info, CMD_CLOSE_ALL);
+}
+
+/* stop(engine): closes everything without events and joins the thread. */
+static napi_value js_stop(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  engine_t *e = NULL;
+  if (napi_get_value_external(env, argv[0], (void **)&e) != napi_ok || !e) return NULL;
+  engine_stop(e);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"create", NULL, js_create, NULL, NULL, NULL, napi_default, NULL},
+      {"listen", NULL, js_listen, NULL, NULL, NULL, napi_default, NULL},
+      {"connect", NULL, js_connect, NULL, NULL, NULL, napi_default, NULL},
+      {"detach", NULL, js_detach, NULL, NULL, NULL, napi_default, NULL},
+      {"reset", NULL, js_reset, NULL, NULL, NULL, napi_default, NULL},
+      {"closeListeners", NULL, js_close_listeners, NULL, NULL, NULL, napi_default, NULL},
+      {"closeAll", NULL, js_close_all, NULL, NULL, NULL, napi_default, NULL},
+      {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(edgemesh_l4, init)
