@@ -4,6 +4,7 @@
 import { isIP } from 'node:net';
 import { type CommandSpec, defineCommand } from '../lib/cli.ts';
 import { GATEWAY_PORT } from '../lib/gateway-protocol.ts';
+import type { ProxyEngine } from './proxy/proxy.ts';
 import { parseHostPort, runSidecar } from './sidecar.ts';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -101,6 +102,14 @@ const spec = {
       default: ['0.0.0.0', '::'],
       validate: (v: string[]) => v.find((a) => isIP(a) === 0) && 'must be IP addresses',
     },
+    'proxy-engine': {
+      type: 'string',
+      description:
+        'L4 data path: native (the compiled addon: accepts and splices plain TCP off the JS thread), node ' +
+        "(Node's sockets), auto (native when the addon is built, else node with a warning)",
+      choices: ['auto', 'native', 'node'],
+      default: 'auto',
+    },
     config: { type: 'string', description: 'config file (JSON or YAML) with any of these options' },
   },
 } satisfies CommandSpec;
@@ -122,5 +131,6 @@ export const sidecarCommand = defineCommand(spec, async (o) => {
     idleTimeoutMs: o['idle-timeout-ms'],
     drainMs: o['drain-ms'],
     proxyHosts: o['proxy-listen'],
+    proxyEngine: o['proxy-engine'] === 'auto' ? undefined : (o['proxy-engine'] as ProxyEngine),
   });
 });

@@ -14,7 +14,7 @@ import { onShutdown } from '../lib/shutdown.ts';
 import { type DnsServer, parseUpstream, readResolvConf, startDnsServer } from './dns/index.ts';
 import { GatewayDialer, RoutingDialer } from './proxy/dialer.ts';
 import { createProxyMetrics } from './proxy/metrics.ts';
-import { OutboundProxy } from './proxy/proxy.ts';
+import { OutboundProxy, type ProxyEngine } from './proxy/proxy.ts';
 
 export interface SidecarConfig {
   catalogFile?: string;
@@ -32,6 +32,8 @@ export interface SidecarConfig {
   idleTimeoutMs: number;
   drainMs: number;
   proxyHosts: string[];
+  /** Undefined: native when the addon is built (proxy.ts). */
+  proxyEngine?: ProxyEngine;
 }
 
 /** `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT` with an IP host; throws a message naming the problem. */
@@ -139,6 +141,7 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
     hosts: config.proxyHosts,
     connectTimeoutMs: config.connectTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
+    engine: config.proxyEngine,
     log: log.child({ part: 'proxy' }),
     metrics: createProxyMetrics(registry),
   });
