@@ -659,13 +659,15 @@ static engine_t *get_engine(napi_env env, napi_value v) {
 }
 
 static int get_int(napi_env env, napi_value v, int min, int max, const char *what, int *out) {
-  if (napi_get_value_int32(env, v, out) != napi_ok || *out < min || *out > max) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be an integer in [%d, %d]", what, min, max);
-    napi_throw_range_error(env, NULL, msg);
-    return 0;
+  double d;
+  if (napi_get_value_double(env, v, &d) == napi_ok && d >= min && d <= max && d == (double)(int)d) {
+    *out = (int)d;
+    return 1;
   }
-  return 1;
+  char msg[96];
+  snprintf(msg, sizeof msg, "%s must be an integer in [%d, %d]", what, min, max);
+  napi_throw_range_error(env, NULL, msg);
+  return 0;
 }
 
 static int get_addr(napi_env env, napi_value v, int port, struct sockaddr_storage *out, socklen_t *len) {

@@ -7,9 +7,9 @@
  *        one JSON line with the bodies.
  *   hold --host H --port P --count N                  opens N connections, waits for each
  *        greeting, prints "held N", keeps them open until stdin closes, then closes them.
- *   echo --host H --port P --bytes N                  sends N random bytes to the TCP echo
- *        backend, half-closes, checks that exactly those bytes came back (sha256); prints
- *        {ok, bytes, mbps}.
+ *   echo --host H --port P --bytes N [--count C --parallel P]  sends N random bytes to the
+ *        TCP echo backend, half-closes, checks that exactly those bytes came back (sha256);
+ *        C connections, P at a time, each its own payload; prints {ok, bytes, failed, mbps}.
  *   fuzz --host H --port P --count N --seed S         N connections, one after another, each
  *        sending seeded random bytes (some behind a valid HTTP/1 or h2 prefix) then a FIN;
  *        prints {closed, resets, timeouts} — a timeout means the proxy stalled.
@@ -32,6 +32,7 @@ const { values, positionals } = parseArgs({
     'hold-ms': { type: 'string', default: '0' },
     bytes: { type: 'string', default: '0' },
     seed: { type: 'string', default: '1' },
+    parallel: { type: 'string', default: '1' },
   },
 });
 const host = values.host ?? '127.0.0.1';
@@ -110,10 +111,9 @@ async function hold(): Promise<void> {
   for (const s of sockets) s.destroy();
 }
 
-async function echoCheck(): Promise<void> {
-  const total = Math.min(Number(values.bytes), 1 << 30);
+/** One echo connection: sends `total` random bytes, half-closes, checks what came back. */
+async function echoOnce(total: number): Promise<{ ok: boolean; bytes: number; tail: string }> {
   const payload = randomBytes(total);
-  const t0 = performance.now();
   const received: Buffer[] = [];
   await new Promise<void>((resolve, reject) => {
     const socket = net.connect({ host, port, allowHalfOpen: true });
@@ -134,8 +134,32 @@ async function echoCheck(): Promise<void> {
   const digest = (b: Buffer) => createHash('sha256').update(b).digest('hex');
   const tail = all.subarray(start + total).toString();
   const ok = echoed.length === total && digest(echoed) === digest(payload) && tail === `bye ${total}\n`;
-  const mbps = total / 1e6 / ((performance.now() - t0) / 1000);
-  process.stdout.write(`${JSON.stringify({ ok, bytes: echoed.length, tail, mbps: Math.round(mbps) })}\n`);
+  return { ok, bytes: echoed.length, tail };
+}
+
+/** `count` echo connections, `parallel` at a time, each with its own payload: all must come back intact. */
+async function echoCheck(): Promise<void> {
+  const total = Math.min(Number(values.bytes), 1 << 30);
+  const parallel = Math.max(1, Math.min(Number(values.parallel), 256));
+  const t0 = performance.now();
+  let next = 0;
+  let bytes = 0;
+  let failed = 0;
+  let tail = '';
+  const worker = async () => {
+    while (next < count) {
+      next++;
+      const r = await echoOnce(total).catch(() => ({ ok: false, bytes: 0, tail: '' }));
+      bytes += r.bytes;
+      tail = r.tail;
+      if (!r.ok) failed++;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(parallel, count) }, worker));
+  const mbps = bytes / 1e6 / ((performance.now() - t0) / 1000);
+  process.stdout.write(
+    `${JSON.stringify({ ok: failed === 0, bytes, tail, failed, mbps: Math.round(mbps) })}\n`,
+  );
 }
 
 async function fuzz(): Promise<void> {

@@ -1,0 +1,124 @@
+/**
+ * Both L4 engines of the proxy (proxy.ts: `native`, the addon in sidecar/native, and `node`,
+ * the fallback) against the same lab and checks: many concurrent connections each carrying
+ * its own bytes (no mix-up while fds are reused), a connect that times out moving to the next
+ * endpoint, a reset when nothing answers. proxy.netns.test.ts runs everything else on the
+ * default engine (native).
+ */
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  BACKENDS,
+  labCatalog,
+  NODE,
+  type ProxyLab,
+  setUpProxyLab,
+  startSidecar,
+  VIP,
+} from './testing/lab.ts';
+
+const CLIENT = new URL('./testing/client.ts', import.meta.url).pathname;
+/** An address that swallows SYNs (DROP): a connect to it can only time out. */
+const BLACKHOLE = '10.20.0.15';
+const VIP_BLACKHOLE = '10.96.0.24';
+
+let l: ProxyLab;
+let dir: string;
+
+async function client(args: string[], timeoutMs = 30_000): Promise<string> {
+  return (await l.lab.exec(l.pod, [NODE, CLIENT, ...args], { timeoutMs })).stdout;
+}
+
+async function metric(name: string): Promise<number> {
+  const r = await l.lab.run(l.pod, ['curl', '-sS', '-m', '5', 'http://127.0.0.1:15020/metrics']);
+  const line = r.stdout.split('\n').find((x) => x.startsWith(name));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'empe-'));
+  await chmod(dir, 0o755); // the sidecar runs as uid 1337 and must read the catalog
+  const catalogFile = join(dir, 'catalog.json');
+  l = await setUpProxyLab('empe', { catalogFile, sidecar: false });
+  await l.lab.exec(l.srv, ['ip', 'addr', 'add', `${BLACKHOLE}/32`, 'dev', 'lo']);
+  await l.lab.exec(l.srv, ['iptables', '-A', 'INPUT', '-d', BLACKHOLE, '-j', 'DROP']);
+  const catalog = labCatalog();
+  const entry = structuredClone(catalog.services['default/flaky-tcp']);
+  entry.service.name = 'blackhole';
+  entry.service.clusterIPs = [VIP_BLACKHOLE];
+  entry.endpoints = [
+    { ...entry.endpoints[0], ip: BLACKHOLE },
+    { ...entry.endpoints[1], ip: BACKENDS[2] },
+  ];
+  catalog.services['default/blackhole'] = entry;
+  await writeFile(catalogFile, JSON.stringify(catalog));
+});
+
+afterAll(async () => {
+  await l?.lab.cleanup();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe.each(['native', 'node'])('the %s engine', (engine) => {
+  beforeAll(async () => {
+    l.sidecarLog.length = 0;
+    l.sidecar = await startSidecar(l, join(dir, 'catalog.json'), ['--proxy-engine', engine]);
+  });
+
+  afterAll(async () => {
+    const sidecar = l.sidecar;
+    if (sidecar && sidecar.exitCode === null) {
+      const exited = new Promise((resolve) => sidecar.once('exit', resolve));
+      sidecar.kill('SIGKILL');
+      await exited;
+    }
+  });
+
+  it('is the engine the sidecar runs', () => {
+    const line = l.sidecarLog
+      .join('')
+      .split('\n')
+      .find((x) => x.includes('"proxy listening"'));
+    expect(JSON.parse(line ?? '{}').engine).toBe(engine);
+  });
+
+  it('carries 400 connections, 64 at a time, each its own 64 KiB both ways, byte-exact', async () => {
+    const out = JSON.parse(
+      await client(
+        [
+          'echo',
+          '--host',
+          VIP.echo,
+          '--port',
+          '7',
+          '--bytes',
+          String(64 << 10),
+          '--count',
+          '400',
+          '--parallel',
+          '64',
+        ],
+        60_000,
+      ),
+    );
+    expect(out).toMatchObject({ ok: true, failed: 0, bytes: 400 * (64 << 10) });
+  });
+
+  it('moves to the next endpoint when a connect times out (--connect-timeout-ms 1000)', async () => {
+    const before = await metric('edgemesh_proxy_connect_failures_total{via="pod"');
+    const lines = (await client(['tcp', '--host', VIP_BLACKHOLE, '--port', '7', '--count', '4']))
+      .trim()
+      .split('\n');
+    const greetings = lines.map((x) => /^hello from (\S+)\n/.exec(JSON.parse(x).data ?? '')?.[1]);
+    expect(greetings).toEqual(Array(4).fill(BACKENDS[2]));
+    // The first pick that hit the blackhole timed out (then the balancer ejects it for a while).
+    expect((await metric('edgemesh_proxy_connect_failures_total{via="pod"')) - before).toBe(1);
+  });
+
+  it('resets the client when no endpoint answers', async () => {
+    const [line] = (await client(['tcp', '--host', VIP.dead, '--port', '7'])).trim().split('\n');
+    expect(JSON.parse(line).error).toMatch(/ECONNRESET/);
+  });
+});
