@@ -27,6 +27,7 @@
 #define NAPI_VERSION 8
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <node_api.h>
@@ -51,6 +52,8 @@
  * (the kernel's backlog holds the rest) so a slow JS thread cannot pile up fds. */
 #define MAX_UNDECIDED 1024
 #define CONNECT_CHECK_MS 20
+/* Empty pipes kept for bulk transfers: a pipe costs two fds and a pipe2(2) to make. */
+#define PIPE_POOL 64
 
 enum { EV_ACCEPTED = 1, EV_CONNECTED = 2, EV_CONNECT_FAILED = 3, EV_CLOSED = 4, EV_ACCEPT_ERROR = 5 };
 enum { CLOSE_DONE = 0, CLOSE_ERROR = 1, CLOSE_IDLE = 2, CLOSE_SHUTDOWN = 3 };
@@ -72,8 +75,11 @@ typedef struct {
 typedef struct {
   char *rest;
   uint32_t rest_len, rest_off;
-  uint8_t eof; /* `from` sent its FIN */
-  uint8_t fin; /* ...and it was carried (shutdown on the other side) */
+  int pipe[2];      /* bulk mode: splice(2) through this pipe (-1: none yet) */
+  uint32_t in_pipe; /* bytes spliced in and not yet out */
+  uint8_t bulk;     /* a read filled the whole buffer: move the rest by splice(2) */
+  uint8_t eof;      /* `from` sent its FIN */
+  uint8_t fin;      /* ...and it was carried (shutdown on the other side) */
 } dir_t;
 
 typedef struct conn {
@@ -121,6 +127,8 @@ typedef struct {
   size_t nopen;
   uint64_t now_ms, next_sweep_ms;
   batch_t *batch;
+  int pipes[PIPE_POOL][2];
+  int npipes;
   char buf[READ_BUFFER];
 } engine_t;
 
@@ -238,11 +246,45 @@ static void epoll_set(engine_t *e, int fd, uint32_t *current, uint32_t want, uin
 /* Interest follows state: read a side while its direction is neither paused nor ended; wait
  * for writability where bytes are held. A side wanting neither is deregistered, so a hung-up
  * socket we no longer read cannot keep waking the loop. */
+static int held(const dir_t *d) { return d->rest != NULL || d->in_pipe > 0; }
+
 static void update_interest(engine_t *e, conn_t *c) {
-  uint32_t cwant = (!c->up.eof && !c->up.rest ? EPOLLIN : 0) | (c->down.rest ? EPOLLOUT : 0);
-  uint32_t uwant = (!c->down.eof && !c->down.rest ? EPOLLIN : 0) | (c->up.rest ? EPOLLOUT : 0);
+  uint32_t cwant = (!c->up.eof && !held(&c->up) ? EPOLLIN : 0) | (held(&c->down) ? EPOLLOUT : 0);
+  uint32_t uwant = (!c->down.eof && !held(&c->down) ? EPOLLIN : 0) | (held(&c->up) ? EPOLLOUT : 0);
   epoll_set(e, c->cfd, &c->cmask, cwant, (uintptr_t)c | TAG_CLIENT);
   epoll_set(e, c->ufd, &c->umask, uwant, (uintptr_t)c | TAG_UPSTREAM);
+}
+
+static void dir_init(dir_t *d) { d->pipe[0] = d->pipe[1] = -1; }
+
+/* A pipe for bulk mode: from the pool, or a new one. 0 if none can be had (stay in read/write). */
+static int pipe_take(engine_t *e, dir_t *d) {
+  if (d->pipe[0] >= 0) return 1;
+  if (e->npipes > 0) {
+    e->npipes--;
+    d->pipe[0] = e->pipes[e->npipes][0];
+    d->pipe[1] = e->pipes[e->npipes][1];
+    return 1;
+  }
+  return pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) == 0;
+}
+
+/* Frees what a direction holds; an empty pipe goes back to the pool. */
+static void dir_release(engine_t *e, dir_t *d) {
+  free(d->rest);
+  d->rest = NULL;
+  if (d->pipe[0] >= 0) {
+    if (d->in_pipe == 0 && e->npipes < PIPE_POOL) {
+      e->pipes[e->npipes][0] = d->pipe[0];
+      e->pipes[e->npipes][1] = d->pipe[1];
+      e->npipes++;
+    } else {
+      close(d->pipe[0]);
+      close(d->pipe[1]);
+    }
+    d->pipe[0] = d->pipe[1] = -1;
+  }
+  d->in_pipe = 0;
 }
 
 static void conn_free(engine_t *e, conn_t *c, int reason, int close_client) {
@@ -259,9 +301,8 @@ static void conn_free(engine_t *e, conn_t *c, int reason, int close_client) {
     close(c->cfd);
     event_push(e, EV_CLOSED, c->cfd, reason);
   }
-  free(c->up.rest);
-  free(c->down.rest);
-  c->up.rest = c->down.rest = NULL;
+  dir_release(e, &c->up);
+  dir_release(e, &c->down);
   c->dead = 1;
   list_add(&e->dead, c);
 }
@@ -280,8 +321,13 @@ static void conn_done_check(engine_t *e, conn_t *c) {
 
 /* Writes what `d` holds to `to`. Returns -1 on a write error, else 0. */
 static int flush_rest(dir_t *d, int to) {
+  while (d->in_pipe > 0) {
+    ssize_t n = splice(d->pipe[0], NULL, to, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    d->in_pipe -= (uint32_t)n;
+  }
   while (d->rest) {
-    ssize_t n = write(to, d->rest + d->rest_off, d->rest_len - d->rest_off);
+    ssize_t n = send(to, d->rest + d->rest_off, d->rest_len - d->rest_off, MSG_NOSIGNAL);
     if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
     d->rest_off += (uint32_t)n;
     if (d->rest_off == d->rest_len) {
@@ -295,23 +341,48 @@ static int flush_rest(dir_t *d, int to) {
 
 /* Carries a FIN read earlier once nothing is held for that direction. */
 static int carry_fin(dir_t *d, int to) {
-  if (d->eof && !d->rest && !d->fin) {
+  if (d->eof && !held(d) && !d->fin) {
     d->fin = 1;
     if (shutdown(to, SHUT_WR) < 0 && errno != ENOTCONN) return -1;
   }
   return 0;
 }
 
+/*
+ * Bulk mode: socket → pipe → socket with splice(2), so the bytes are not copied through this
+ * process: on 1 MiB bodies the sidecar spent 35% less CPU per GB (0.24 vs 0.37 s) and carried
+ * ~9% more (docs/proxy.md). What the destination does not take
+ * stays in the pipe, and the source is not read until it drains.
+ */
+static int pump_splice(dir_t *d, int from, int to) {
+  for (int i = 0; i < 16 && !d->eof && d->in_pipe == 0; i++) {
+    ssize_t n = splice(from, NULL, d->pipe[1], NULL, READ_BUFFER, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    if (n == 0) {
+      d->eof = 1;
+      break;
+    }
+    d->in_pipe = (uint32_t)n;
+    if (flush_rest(d, to) < 0) return -1;
+    if (n < READ_BUFFER) break;
+  }
+  return 0;
+}
+
 /* Moves bytes `from` → `to` until the source has none or the destination is full. */
 static int pump(engine_t *e, dir_t *d, int from, int to) {
-  for (int i = 0; i < 16 && !d->eof && !d->rest; i++) {
+  for (int i = 0; i < 16 && !d->eof && !held(d); i++) {
+    if (d->bulk) {
+      if (pump_splice(d, from, to) < 0) return -1;
+      break;
+    }
     ssize_t n = read(from, e->buf, READ_BUFFER);
     if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
     if (n == 0) {
       d->eof = 1;
       break;
     }
-    ssize_t w = write(to, e->buf, (size_t)n);
+    ssize_t w = send(to, e->buf, (size_t)n, MSG_NOSIGNAL);
     if (w < 0) {
       if (errno != EAGAIN && errno != EINTR) return -1;
       w = 0;
@@ -325,6 +396,8 @@ static int pump(engine_t *e, dir_t *d, int from, int to) {
       break;
     }
     if (n < READ_BUFFER) break; /* level-triggered: epoll says when there is more */
+    /* A full buffer: a bulk flow. Small exchanges never pay for a pipe. */
+    d->bulk = pipe_take(e, d);
   }
   return carry_fin(d, to);
 }
@@ -398,6 +471,8 @@ static void start_connect(engine_t *e, cmd_t *cmd) {
   }
   c->cfd = cmd->fd;
   c->ufd = fd;
+  dir_init(&c->up);
+  dir_init(&c->down);
   c->connecting = 1;
   c->deadline_ms = e->now_ms + (uint64_t)cmd->timeout_ms;
   list_add(&e->connecting, c);
@@ -572,6 +647,11 @@ static void *thread_main(void *arg) {
   close_all(e, 0);
   close_listeners(e);
   free_dead(e);
+  for (int i = 0; i < e->npipes; i++) {
+    close(e->pipes[i][0]);
+    close(e->pipes[i][1]);
+  }
+  e->npipes = 0;
   batch_free(e->batch);
   e->batch = NULL;
   napi_release_threadsafe_function(e->tsfn, napi_tsfn_release);
