@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -124,7 +125,11 @@ typedef struct {
   conn_t open;       /* list head: connections splicing */
   conn_t connecting; /* list head: connects in progress */
   conn_t dead;       /* list head: closed this round, freed after it */
-  size_t nopen;
+  size_t nopen, nconnecting, npipes_alive;
+  /* Accepting stops while this engine's fds + a reserve for the JS side would pass the limit:
+   * a connection then waits in the kernel's backlog instead of being accepted and reset for
+   * want of an fd for its upstream. */
+  size_t fd_budget;
   uint64_t now_ms, next_sweep_ms;
   batch_t *batch;
   int pipes[PIPE_POOL][2];
@@ -266,7 +271,9 @@ static int pipe_take(engine_t *e, dir_t *d) {
     d->pipe[1] = e->pipes[e->npipes][1];
     return 1;
   }
-  return pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) == 0;
+  if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) != 0) return 0;
+  e->npipes_alive++;
+  return 1;
 }
 
 /* Frees what a direction holds; an empty pipe goes back to the pool. */
@@ -281,6 +288,7 @@ static void dir_release(engine_t *e, dir_t *d) {
     } else {
       close(d->pipe[0]);
       close(d->pipe[1]);
+      e->npipes_alive--;
     }
     d->pipe[0] = d->pipe[1] = -1;
   }
@@ -289,7 +297,8 @@ static void dir_release(engine_t *e, dir_t *d) {
 
 static void conn_free(engine_t *e, conn_t *c, int reason, int close_client) {
   list_del(c);
-  if (!c->connecting) e->nopen--;
+  if (c->connecting) e->nconnecting--;
+  else e->nopen--;
   /* close(2) removes the fds from epoll. */
   if (c->ufd >= 0) close(c->ufd);
   if (close_client) {
@@ -402,6 +411,12 @@ static int pump(engine_t *e, dir_t *d, int from, int to) {
   return carry_fin(d, to);
 }
 
+/* A connect that failed hands the client fd back to JS (undecided again: it may try another). */
+static void connect_failed(engine_t *e, int cfd, int err) {
+  atomic_fetch_add(&e->undecided, 1);
+  event_push(e, EV_CONNECT_FAILED, cfd, err);
+}
+
 static void conn_event(engine_t *e, conn_t *c, int upstream_side, uint32_t events) {
   if (c->dead) return;
   if (c->connecting) {
@@ -413,14 +428,14 @@ static void conn_event(engine_t *e, conn_t *c, int upstream_side, uint32_t event
     if (err != 0) {
       int cfd = c->cfd;
       conn_free(e, c, CLOSE_ERROR, 0); /* the client fd is JS's again */
-      event_push(e, EV_CONNECT_FAILED, cfd, err);
+      connect_failed(e, cfd, err);
       return;
     }
     c->connecting = 0;
+    e->nconnecting--;
     c->active_ms = e->now_ms;
     list_add(&e->open, c);
     e->nopen++;
-    atomic_fetch_sub(&e->undecided, 1);
     event_push(e, EV_CONNECTED, c->cfd, 0);
     update_interest(e, c);
     return;
@@ -450,7 +465,9 @@ static void conn_event(engine_t *e, conn_t *c, int upstream_side, uint32_t event
   update_interest(e, c);
 }
 
+/* The client fd is the engine's from here until it closes or a connect fails. */
 static void start_connect(engine_t *e, cmd_t *cmd) {
+  atomic_fetch_sub(&e->undecided, 1);
   int fd = socket(cmd->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int err = fd < 0 ? errno : 0;
   if (!err) {
@@ -460,13 +477,13 @@ static void start_connect(engine_t *e, cmd_t *cmd) {
   }
   if (err) {
     if (fd >= 0) close(fd);
-    event_push(e, EV_CONNECT_FAILED, cmd->fd, err);
+    connect_failed(e, cmd->fd, err);
     return;
   }
   conn_t *c = calloc(1, sizeof(conn_t));
   if (!c) {
     close(fd);
-    event_push(e, EV_CONNECT_FAILED, cmd->fd, ENOMEM);
+    connect_failed(e, cmd->fd, ENOMEM);
     return;
   }
   c->cfd = cmd->fd;
@@ -474,6 +491,7 @@ static void start_connect(engine_t *e, cmd_t *cmd) {
   dir_init(&c->up);
   dir_init(&c->down);
   c->connecting = 1;
+  e->nconnecting++;
   c->deadline_ms = e->now_ms + (uint64_t)cmd->timeout_ms;
   list_add(&e->connecting, c);
   c->umask = EPOLLOUT;
@@ -489,7 +507,7 @@ static void check_deadlines(engine_t *e) {
     if (e->now_ms >= c->deadline_ms) {
       int cfd = c->cfd;
       conn_free(e, c, CLOSE_ERROR, 0);
-      event_push(e, EV_CONNECT_FAILED, cfd, ETIMEDOUT);
+      connect_failed(e, cfd, ETIMEDOUT);
     }
   }
   if (e->idle_ms > 0 && e->nopen > 0 && e->now_ms >= e->next_sweep_ms) {
@@ -511,9 +529,19 @@ static void set_accepting(engine_t *e, int on) {
   e->accept_paused = !on;
 }
 
+/* What this engine holds or will: an fd JS has not decided on yet will likely get an upstream. */
+static size_t fds_in_use(engine_t *e) {
+  return 2 * (e->nopen + e->nconnecting + e->npipes_alive + (size_t)atomic_load(&e->undecided));
+}
+
+static int may_accept(engine_t *e) {
+  return atomic_load(&e->undecided) < MAX_UNDECIDED && fds_in_use(e) + 2 <= e->fd_budget;
+}
+
 static void accept_some(engine_t *e, listener_t *l) {
   for (int i = 0; i < ACCEPTS_PER_WAKE; i++) {
-    if (atomic_load(&e->undecided) >= MAX_UNDECIDED) {
+    if (!may_accept(e)) {
+      if (fds_in_use(e) + 2 > e->fd_budget) event_push(e, EV_ACCEPT_ERROR, -1, EMFILE);
       set_accepting(e, 0);
       return;
     }
@@ -561,7 +589,7 @@ static void close_all(engine_t *e, int tell) {
     conn_t *c = e->connecting.next;
     int cfd = c->cfd;
     conn_free(e, c, CLOSE_ERROR, 0);
-    if (tell) event_push(e, EV_CONNECT_FAILED, cfd, ECANCELED);
+    if (tell) connect_failed(e, cfd, ECANCELED);
     else close(cfd);
   }
 }
@@ -636,8 +664,7 @@ static void *thread_main(void *arg) {
       else conn_event(e, ptr, tag == TAG_UPSTREAM, events[i].events);
     }
     if (n < 0 && errno != EINTR) break;
-    if (e->accept_paused && e->nlisteners > 0 && e->now_ms >= e->accept_resume_ms &&
-        atomic_load(&e->undecided) < MAX_UNDECIDED / 2)
+    if (e->accept_paused && e->nlisteners > 0 && e->now_ms >= e->accept_resume_ms && may_accept(e))
       set_accepting(e, 1);
     check_deadlines(e);
     free_dead(e);
@@ -782,6 +809,11 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   engine_t *e = calloc(1, sizeof(engine_t));
   if (!e) return throw_errno(env, "create", ENOMEM);
   e->idle_ms = (uint32_t)idle_ms;
+  struct rlimit nofile = {1024, 1024};
+  getrlimit(RLIMIT_NOFILE, &nofile);
+  size_t limit = nofile.rlim_cur == RLIM_INFINITY || nofile.rlim_cur > (1u << 30) ? (1u << 30) : nofile.rlim_cur;
+  size_t reserve = limit / 8 > 64 ? limit / 8 : 64;
+  e->fd_budget = limit > reserve ? limit - reserve : 0;
   e->epfd = epoll_create1(EPOLL_CLOEXEC);
   e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   list_init(&e->open);

@@ -70,6 +70,8 @@ export class OutboundProxy {
   readonly #routeCounters: Record<'service' | 'pod' | 'passthrough' | 'http', { inc(): void }>;
   readonly #native: NativeL4 | undefined;
   #nativeListening = false;
+  #acceptPauses = 0;
+  #acceptPauseLoggedAt = 0;
   #draining = false;
 
   constructor(options: ProxyOptions) {
@@ -134,8 +136,21 @@ export class OutboundProxy {
     return new NativeL4({
       idleTimeoutMs: this.#opts.idleTimeoutMs,
       onAccepted: (conn) => this.#onNativeAccepted(conn),
-      onAcceptError: (code) => this.#opts.log.error({ code }, 'proxy cannot accept: pausing 100 ms'),
+      onAcceptError: (code) => this.#acceptPaused(code),
     });
+  }
+
+  /** The engine paused accepting (fd limit, EMFILE): connections wait in the backlog. Logged once per 10 s. */
+  #acceptPaused(code: string): void {
+    this.#acceptPauses++;
+    const now = Date.now();
+    if (now - this.#acceptPauseLoggedAt < 10_000) return;
+    this.#opts.log.warn(
+      { code, pauses: this.#acceptPauses },
+      'proxy paused accepting (file descriptors or memory short): new connections wait in the backlog',
+    );
+    this.#acceptPauseLoggedAt = now;
+    this.#acceptPauses = 0;
   }
 
   async start(): Promise<void> {
