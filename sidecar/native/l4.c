@@ -276,23 +276,28 @@ static int pipe_take(engine_t *e, dir_t *d) {
   return 1;
 }
 
-/* Frees what a direction holds; an empty pipe goes back to the pool. */
+/* Gives a direction's pipe up: an empty one to the pool (or closed when the pool is full), one
+ * still holding bytes closed with them. */
+static void pipe_put(engine_t *e, dir_t *d) {
+  if (d->pipe[0] < 0) return;
+  if (d->in_pipe == 0 && e->npipes < PIPE_POOL) {
+    e->pipes[e->npipes][0] = d->pipe[0];
+    e->pipes[e->npipes][1] = d->pipe[1];
+    e->npipes++;
+  } else {
+    close(d->pipe[0]);
+    close(d->pipe[1]);
+    e->npipes_alive--;
+  }
+  d->pipe[0] = d->pipe[1] = -1;
+  d->in_pipe = 0;
+}
+
+/* Frees what a direction holds. */
 static void dir_release(engine_t *e, dir_t *d) {
   free(d->rest);
   d->rest = NULL;
-  if (d->pipe[0] >= 0) {
-    if (d->in_pipe == 0 && e->npipes < PIPE_POOL) {
-      e->pipes[e->npipes][0] = d->pipe[0];
-      e->pipes[e->npipes][1] = d->pipe[1];
-      e->npipes++;
-    } else {
-      close(d->pipe[0]);
-      close(d->pipe[1]);
-      e->npipes_alive--;
-    }
-    d->pipe[0] = d->pipe[1] = -1;
-  }
-  d->in_pipe = 0;
+  pipe_put(e, d);
 }
 
 static void conn_free(engine_t *e, conn_t *c, int reason, int close_client) {
@@ -382,8 +387,15 @@ static int pump_splice(dir_t *d, int from, int to) {
 static int pump(engine_t *e, dir_t *d, int from, int to) {
   for (int i = 0; i < 16 && !d->eof && !held(d); i++) {
     if (d->bulk) {
-      if (pump_splice(d, from, to) < 0) return -1;
-      break;
+      if (pipe_take(e, d)) {
+        int rc = pump_splice(d, from, to);
+        /* A pipe is held only while bytes wait in it: thousands of quiet bulk connections
+         * then share the pool instead of keeping two fds and pipe pages each. */
+        if (d->in_pipe == 0) pipe_put(e, d);
+        if (rc < 0) return -1;
+        break;
+      }
+      d->bulk = 0; /* no pipe to be had (fds short): copy instead */
     }
     ssize_t n = read(from, e->buf, READ_BUFFER);
     if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
@@ -406,7 +418,7 @@ static int pump(engine_t *e, dir_t *d, int from, int to) {
     }
     if (n < READ_BUFFER) break; /* level-triggered: epoll says when there is more */
     /* A full buffer: a bulk flow. Small exchanges never pay for a pipe. */
-    d->bulk = pipe_take(e, d);
+    d->bulk = 1;
   }
   return carry_fin(d, to);
 }
@@ -445,6 +457,7 @@ static void conn_event(engine_t *e, conn_t *c, int upstream_side, uint32_t event
   if (events & EPOLLOUT) {
     dir_t *d = upstream_side ? &c->up : &c->down;
     failed |= flush_rest(d, upstream_side ? ufd : cfd) < 0;
+    if (d->pipe[0] >= 0 && d->in_pipe == 0) pipe_put(e, d);
     if (!failed) failed |= carry_fin(d, upstream_side ? ufd : cfd) < 0;
   }
   if (!failed && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
