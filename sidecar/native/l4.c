@@ -5,7 +5,7 @@
  *
  * Why: through Node's net.Socket a short connection costs the sidecar ~100 µs of CPU (two
  * stream objects, handles, callbacks, GC); bench/proxy.ts `Connection: close` stayed at
- * 0.29-0.39x of direct. Here a connection is a 100-byte struct and a few syscalls.
+ * 0.29-0.39x of direct. Here a connection is a 120-byte struct and a few syscalls.
  *
  * The split with JavaScript (sidecar/proxy/native-l4.ts):
  *   thread → JS  ACCEPTED fd, original destination, peer (and local address when the
@@ -21,7 +21,8 @@
  * until the destination drains (backpressure: at most one read per direction is held).
  * A FIN read on one side becomes shutdown(SHUT_WR) on the other once its bytes are out
  * (half-close); both directions finished → both closed. An error on either side closes
- * both. Idle connections (no byte either way for idle_ms) are closed by a coarse sweep.
+ * both (the client with a reset). Idle connections (no byte either way for idle_ms) are
+ * closed by a coarse sweep. Bulk flows move by splice(2); accepting pauses at an fd budget.
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -56,7 +57,7 @@
 /* Empty pipes kept for bulk transfers: a pipe costs two fds and a pipe2(2) to make. */
 #define PIPE_POOL 64
 
-enum { EV_ACCEPTED = 1, EV_CONNECTED = 2, EV_CONNECT_FAILED = 3, EV_CLOSED = 4, EV_ACCEPT_ERROR = 5 };
+enum { EV_ACCEPTED = 1, EV_CONNECTED = 2, EV_CONNECT_FAILED = 3, EV_CLOSED = 4, EV_ACCEPT_ERROR = 5, EV_FATAL = 6 };
 enum { CLOSE_DONE = 0, CLOSE_ERROR = 1, CLOSE_IDLE = 2, CLOSE_SHUTDOWN = 3 };
 enum { CMD_CONNECT = 1, CMD_LISTEN = 2, CMD_CLOSE_LISTENERS = 3, CMD_CLOSE_ALL = 4, CMD_STOP = 5 };
 /* epoll data: a pointer (8-aligned) with the kind in its low bits. */
@@ -300,6 +301,13 @@ static void dir_release(engine_t *e, dir_t *d) {
   pipe_put(e, d);
 }
 
+/* Closes with an RST (SO_LINGER 0) instead of a FIN. */
+static void reset_close(int fd) {
+  struct linger lg = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+}
+
 static void conn_free(engine_t *e, conn_t *c, int reason, int close_client) {
   list_del(c);
   if (c->connecting) e->nconnecting--;
@@ -307,12 +315,9 @@ static void conn_free(engine_t *e, conn_t *c, int reason, int close_client) {
   /* close(2) removes the fds from epoll. */
   if (c->ufd >= 0) close(c->ufd);
   if (close_client) {
-    if (reason == CLOSE_ERROR) {
-      /* Reset, as the peer did: the app learns at once that the stream broke. */
-      struct linger lg = {1, 0};
-      setsockopt(c->cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    }
-    close(c->cfd);
+    /* After an error: reset, as the peer did, so the app learns at once that the stream broke. */
+    if (reason == CLOSE_ERROR) reset_close(c->cfd);
+    else close(c->cfd);
     event_push(e, EV_CLOSED, c->cfd, reason);
   }
   dir_release(e, &c->up);
@@ -552,6 +557,7 @@ static int may_accept(engine_t *e) {
 }
 
 static void accept_some(engine_t *e, listener_t *l) {
+  if (l->fd < 0) return;
   for (int i = 0; i < ACCEPTS_PER_WAKE; i++) {
     if (!may_accept(e)) {
       if (fds_in_use(e) + 2 > e->fd_budget) event_push(e, EV_ACCEPT_ERROR, -1, EMFILE);
@@ -608,7 +614,10 @@ static void close_all(engine_t *e, int tell) {
 }
 
 static void close_listeners(engine_t *e) {
-  for (int i = 0; i < e->nlisteners; i++) close(e->listeners[i].fd);
+  for (int i = 0; i < e->nlisteners; i++) {
+    close(e->listeners[i].fd);
+    e->listeners[i].fd = -1; /* an event of this round may still name it */
+  }
   e->nlisteners = 0;
 }
 
@@ -676,7 +685,12 @@ static void *thread_main(void *arg) {
       else if (tag == TAG_LISTENER) accept_some(e, ptr);
       else conn_event(e, ptr, tag == TAG_UPSTREAM, events[i].events);
     }
-    if (n < 0 && errno != EINTR) break;
+    if (n < 0 && errno != EINTR) {
+      /* Cannot happen with a valid epoll fd; if it does, say so rather than go quiet. */
+      event_push(e, EV_FATAL, -1, errno);
+      events_flush(e);
+      break;
+    }
     if (e->accept_paused && e->nlisteners > 0 && e->now_ms >= e->accept_resume_ms && may_accept(e))
       set_accepting(e, 1);
     check_deadlines(e);
@@ -765,18 +779,22 @@ static void engine_finalize(napi_env env, void *data, void *hint) {
     return NULL;                                                                                        \
   }
 
-static engine_t *get_engine(napi_env env, napi_value v) {
+/* `stopped_ok`: calls that only touch an fd JS holds (reset, detach) work after stop too:
+ * accept events already queued when the engine stopped still reach JS, which closes them. */
+static engine_t *get_engine_of(napi_env env, napi_value v, int stopped_ok) {
   engine_t *e = NULL;
   if (napi_get_value_external(env, v, (void **)&e) != napi_ok || !e) {
     napi_throw_type_error(env, NULL, "not an engine");
     return NULL;
   }
-  if (e->stopped) {
+  if (e->stopped && !stopped_ok) {
     napi_throw_error(env, "ERR_ENGINE_STOPPED", "the L4 engine is stopped");
     return NULL;
   }
   return e;
 }
+
+static engine_t *get_engine(napi_env env, napi_value v) { return get_engine_of(env, v, 0); }
 
 static int get_int(napi_env env, napi_value v, int min, int max, const char *what, int *out) {
   double d;
@@ -919,25 +937,32 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* detach(engine, fd): JS keeps an accepted fd for itself (net.Socket({ fd })) or closed it. */
+/* The (engine, fd) arguments of detach and reset; NULL with an exception pending when bad. */
+static engine_t *engine_and_fd(napi_env env, napi_callback_info info, int *fd) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) {
+    napi_throw_type_error(env, NULL, "expected 2 arguments");
+    return NULL;
+  }
+  engine_t *e = get_engine_of(env, argv[0], 1);
+  return e && get_int(env, argv[1], 0, 0x7fffffff, "fd", fd) ? e : NULL;
+}
+
+/* detach(engine, fd): JS keeps an accepted fd for itself (net.Socket({ fd })). */
 static napi_value js_detach(napi_env env, napi_callback_info info) {
-  ARGS(2)
-  engine_t *e = get_engine(env, argv[0]);
   int fd;
-  if (!e || !get_int(env, argv[1], 0, 0x7fffffff, "fd", &fd)) return NULL;
-  atomic_fetch_sub(&e->undecided, 1);
+  engine_t *e = engine_and_fd(env, info, &fd);
+  if (e) atomic_fetch_sub(&e->undecided, 1);
   return NULL;
 }
 
 /* reset(engine, fd): refuses an accepted fd JS holds: RST, so the app sees a refused stream. */
 static napi_value js_reset(napi_env env, napi_callback_info info) {
-  ARGS(2)
-  engine_t *e = get_engine(env, argv[0]);
   int fd;
-  if (!e || !get_int(env, argv[1], 0, 0x7fffffff, "fd", &fd)) return NULL;
-  struct linger lg = {1, 0};
-  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-  close(fd);
+  engine_t *e = engine_and_fd(env, info, &fd);
+  if (!e) return NULL;
+  reset_close(fd);
   atomic_fetch_sub(&e->undecided, 1);
   return NULL;
 }

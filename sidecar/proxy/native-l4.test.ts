@@ -1,3 +1,4 @@
+import { fstatSync, openSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadAddon, NativeL4 } from './native-l4.ts';
 
@@ -52,5 +53,17 @@ describe('native L4 addon', () => {
     );
     expect(() => stopped.closeAll()).not.toThrow();
     expect(() => stopped.stop()).not.toThrow();
+  });
+
+  it('still closes an fd JavaScript holds after stop (accepts queued before the stop reach JS later)', () => {
+    const stopped = new NativeL4({
+      idleTimeoutMs: 0,
+      onAccepted: () => undefined,
+      onAcceptError: () => undefined,
+    });
+    stopped.stop();
+    const fd = openSync('/dev/null', 'r');
+    stopped.reset(fd);
+    expect(() => fstatSync(fd)).toThrow(/EBADF/);
   });
 });

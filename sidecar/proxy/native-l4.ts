@@ -21,6 +21,7 @@ const EVENT_CONNECTED = 2;
 const EVENT_CONNECT_FAILED = 3;
 const EVENT_CLOSED = 4;
 const EVENT_ACCEPT_ERROR = 5;
+const EVENT_FATAL = 6;
 
 type Engine = object;
 interface Addon {
@@ -186,6 +187,10 @@ export class NativeL4 {
       case EVENT_ACCEPT_ERROR:
         this.#opts.onAcceptError(errnoName(num));
         return;
+      case EVENT_FATAL:
+        // The engine's thread ended (epoll failed): nothing would be accepted or carried any
+        // more. Crash, so the container restarts, rather than run without a data path.
+        throw new Error(`native L4 engine stopped: epoll_wait failed (${errnoName(num)})`);
     }
   }
 }
