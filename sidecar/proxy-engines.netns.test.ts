@@ -12,18 +12,28 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EDGEMESH_BIN } from '../test/harness/netns.ts';
 import {
   BACKENDS,
+  GATEWAY,
   labCatalog,
   NODE,
   type ProxyLab,
+  REMOTE,
   setUpProxyLab,
+  startReady,
   startSidecar,
+  TCP_PORT,
   VIP,
 } from './testing/lab.ts';
 
 const CLIENT = new URL('./testing/client.ts', import.meta.url).pathname;
+const GATEWAY_PEER = new URL('./testing/gateway-peer.ts', import.meta.url).pathname;
 /** An address that swallows SYNs (DROP): a connect to it can only time out. */
 const BLACKHOLE = '10.20.0.15';
 const VIP_BLACKHOLE = '10.96.0.24';
+/** Gateways that answer every request with fixed text: the reply line and stream bytes in one write, or garbage. */
+const COALESCING_GATEWAY_PORT = 15081;
+const MALFORMED_GATEWAY_PORT = 15082;
+/** A service whose first endpoint lives on a node the lab's gateway refuses (node-z), its second on node-b. */
+const VIP_REFUSED_HOP = '10.96.0.25';
 
 let l: ProxyLab;
 let dir: string;
@@ -63,6 +73,26 @@ beforeAll(async () => {
     { ...entry.endpoints[1], ip: BACKENDS[2] },
   ];
   catalog.services['default/blackhole'] = entry;
+  const hop = structuredClone(catalog.services['default/remote']);
+  hop.service.name = 'refused-hop';
+  hop.service.clusterIPs = [VIP_REFUSED_HOP];
+  hop.endpoints = [{ ...hop.endpoints[0], ip: '10.20.0.41', nodeName: 'node-z' }, hop.endpoints[0]];
+  catalog.services['default/refused-hop'] = hop;
+  for (const [port, reply] of [
+    [COALESCING_GATEWAY_PORT, 'OK relay\nhello coalesced\n'],
+    [MALFORMED_GATEWAY_PORT, 'NOT A REPLY\n'],
+  ] as const) {
+    await startReady(l.lab, l.srv, [
+      NODE,
+      GATEWAY_PEER,
+      '--host',
+      GATEWAY,
+      '--port',
+      String(port),
+      '--raw-reply',
+      JSON.stringify(reply),
+    ]);
+  }
   await writeFile(catalogFile, JSON.stringify(catalog));
 });
 
@@ -118,6 +148,53 @@ describe.each(['native', 'node'])('the %s engine', (engine) => {
     expect(greetings).toEqual(Array(4).fill(BACKENDS[2]));
     // The first pick that hit the blackhole timed out (then the balancer ejects it for a while).
     expect((await metric('edgemesh_proxy_connect_failures_total{via="pod"')) - before).toBe(1);
+  });
+
+  it('reaches an endpoint on another node through the gateway, half-close carried', async () => {
+    const before = l.gatewayRequests.length;
+    const [line] = (await client(['tcp', '--host', VIP.remote, '--port', '7', '--send', 'via gateway']))
+      .trim()
+      .split('\n');
+    expect(JSON.parse(line).data).toBe(`hello from ${REMOTE}\nvia gatewaybye 11\n`);
+    expect(l.gatewayRequests.slice(before).map((x) => JSON.parse(x))).toEqual([
+      { kind: 'connect', node: 'node-b', ip: REMOTE, port: TCP_PORT },
+    ]);
+  });
+
+  it('moves to the next endpoint when the gateway refuses one', async () => {
+    const before = await metric('edgemesh_proxy_connect_failures_total{via="gateway"');
+    const lines = (await client(['tcp', '--host', VIP_REFUSED_HOP, '--port', '7', '--count', '4']))
+      .trim()
+      .split('\n');
+    const greetings = lines.map((x) => /^hello from (\S+)\n/.exec(JSON.parse(x).data ?? '')?.[1]);
+    expect(greetings).toEqual(Array(4).fill(REMOTE));
+    // The refused endpoint was tried once, then ejected for a while.
+    expect((await metric('edgemesh_proxy_connect_failures_total{via="gateway"')) - before).toBe(1);
+  });
+
+  it('takes a gateway reply that came in one read with the first stream bytes; refuses a malformed one', async () => {
+    await stopSidecar();
+    l.sidecar = await startSidecar(l, join(dir, 'catalog.json'), [
+      '--proxy-engine',
+      engine,
+      '--gateway',
+      `${GATEWAY}:${COALESCING_GATEWAY_PORT}`,
+    ]);
+    const [coalesced] = (await client(['tcp', '--host', VIP.remote, '--port', '7'])).trim().split('\n');
+    expect(JSON.parse(coalesced).data).toBe('hello coalesced\n');
+    await stopSidecar();
+    l.sidecarLog.length = 0;
+    l.sidecar = await startSidecar(l, join(dir, 'catalog.json'), [
+      '--proxy-engine',
+      engine,
+      '--gateway',
+      `${GATEWAY}:${MALFORMED_GATEWAY_PORT}`,
+    ]);
+    const [malformed] = (await client(['tcp', '--host', VIP.remote, '--port', '7'])).trim().split('\n');
+    expect(JSON.parse(malformed).error).toMatch(/ECONNRESET/);
+    expect(l.sidecarLog.join('')).toContain('bad gateway reply: malformed gateway reply');
+    await stopSidecar();
+    l.sidecar = await startSidecar(l, join(dir, 'catalog.json'), ['--proxy-engine', engine]);
   });
 
   it('resets the client when no endpoint answers', async () => {

@@ -57,15 +57,35 @@
 /* Empty pipes kept for bulk transfers: a pipe costs two fds and a pipe2(2) to make. */
 #define PIPE_POOL 64
 
-enum { EV_ACCEPTED = 1, EV_CONNECTED = 2, EV_CONNECT_FAILED = 3, EV_CLOSED = 4, EV_ACCEPT_ERROR = 5, EV_FATAL = 6 };
+enum {
+  EV_ACCEPTED = 1,
+  EV_CONNECTED = 2,
+  EV_CONNECT_FAILED = 3,
+  EV_CLOSED = 4,
+  EV_ACCEPT_ERROR = 5,
+  EV_FATAL = 6,
+  EV_REPLY = 7,
+};
 enum { CLOSE_DONE = 0, CLOSE_ERROR = 1, CLOSE_IDLE = 2, CLOSE_SHUTDOWN = 3 };
-enum { CMD_CONNECT = 1, CMD_LISTEN = 2, CMD_CLOSE_LISTENERS = 3, CMD_CLOSE_ALL = 4, CMD_STOP = 5 };
+enum {
+  CMD_CONNECT = 1,
+  CMD_LISTEN = 2,
+  CMD_CLOSE_LISTENERS = 3,
+  CMD_CLOSE_ALL = 4,
+  CMD_STOP = 5,
+  CMD_PROCEED = 6,
+  CMD_ABANDON = 7,
+};
+/* A handshake reply line (the gateway's `OK <path>`), as lib/gateway-protocol.ts bounds it. */
+#define MAX_REPLY 512
+enum { HANDSHAKE_NONE = 0, HANDSHAKE_READING = 1, HANDSHAKE_DECIDING = 2 };
 /* epoll data: a pointer (8-aligned) with the kind in its low bits. */
 enum { TAG_CLIENT = 0, TAG_UPSTREAM = 1, TAG_LISTENER = 2, TAG_WAKE = 3 };
 
 typedef struct {
   int type, fd, num; /* num: port (accepted), errno (failed), close reason (closed) */
   char dst[INET6_ADDRSTRLEN], peer[INET6_ADDRSTRLEN], local[INET6_ADDRSTRLEN];
+  char *line; /* EV_REPLY: the reply line (malloc'd) */
 } event_t;
 
 typedef struct {
@@ -87,7 +107,11 @@ typedef struct {
 typedef struct conn {
   struct conn *prev, *next;
   int cfd, ufd;
-  int connecting;
+  int connecting; /* not spliced yet: connect, handshake, or JS deciding on its reply */
+  int handshake;
+  char *hello; /* sent once connected; then a reply line is read and given to JS */
+  uint32_t hello_len, reply_len;
+  char *reply;
   int dead; /* closed: freed after the current epoll round, which may still hold its events */
   uint32_t cmask, umask; /* epoll interest now registered (0: not registered) */
   uint64_t deadline_ms;  /* connect deadline */
@@ -104,6 +128,8 @@ typedef struct {
 typedef struct cmd {
   struct cmd *next;
   int type, fd, timeout_ms;
+  char *hello;
+  uint32_t hello_len;
   socklen_t addr_len;
   struct sockaddr_storage addr;
   listener_t listener;
@@ -190,11 +216,13 @@ static event_t *event_push(engine_t *e, int type, int fd, int num) {
   ev->fd = fd;
   ev->num = num;
   ev->dst[0] = ev->peer[0] = ev->local[0] = 0;
+  ev->line = NULL;
   return ev;
 }
 
 static void batch_free(batch_t *b) {
   if (!b) return;
+  for (size_t i = 0; i < b->len; i++) free(b->items[i].line);
   free(b->items);
   free(b);
 }
@@ -203,7 +231,11 @@ static void batch_free(batch_t *b) {
 static void events_flush(engine_t *e) {
   if (!e->batch || e->batch->len == 0) return;
   if (napi_call_threadsafe_function(e->tsfn, e->batch, napi_tsfn_nonblocking) == napi_ok) e->batch = NULL;
-  else e->batch->len = 0; /* JS is going away: nobody to tell */
+  else {
+    /* JS is going away: nobody to tell. */
+    for (size_t i = 0; i < e->batch->len; i++) free(e->batch->items[i].line);
+    e->batch->len = 0;
+  }
 }
 
 static napi_value str_or_undefined(napi_env env, const char *s) {
@@ -225,7 +257,7 @@ static void call_js(napi_env env, napi_value callback, void *context, void *data
       napi_create_int32(env, ev->type, &argv[0]);
       napi_create_int32(env, ev->fd, &argv[1]);
       napi_create_int32(env, ev->num, &argv[2]);
-      argv[3] = str_or_undefined(env, ev->dst);
+      argv[3] = ev->line ? str_or_undefined(env, ev->line) : str_or_undefined(env, ev->dst);
       argv[4] = str_or_undefined(env, ev->peer);
       argv[5] = str_or_undefined(env, ev->local);
       if (napi_call_function(env, undefined, callback, 6, argv, NULL) == napi_pending_exception) {
@@ -322,6 +354,9 @@ static void conn_free(engine_t *e, conn_t *c, int reason, int close_client) {
   }
   dir_release(e, &c->up);
   dir_release(e, &c->down);
+  free(c->hello);
+  free(c->reply);
+  c->hello = c->reply = NULL;
   c->dead = 1;
   list_add(&e->dead, c);
 }
@@ -434,27 +469,100 @@ static void connect_failed(engine_t *e, int cfd, int err) {
   event_push(e, EV_CONNECT_FAILED, cfd, err);
 }
 
+/* Connected (and handshake accepted, if any): splice from now on. */
+static void conn_open(engine_t *e, conn_t *c) {
+  list_del(c);
+  c->connecting = 0;
+  e->nconnecting--;
+  c->active_ms = e->now_ms;
+  list_add(&e->open, c);
+  e->nopen++;
+  update_interest(e, c);
+}
+
+/* Fails a connect in progress: the upstream closes, the client fd is JS's again. */
+static void conn_fail(engine_t *e, conn_t *c, int err) {
+  int cfd = c->cfd;
+  conn_free(e, c, CLOSE_ERROR, 0);
+  connect_failed(e, cfd, err);
+}
+
+/* Reads the handshake reply up to its "\n"; then JS decides (EV_REPLY, then PROCEED/ABANDON).
+ * Bytes after the line already belong to the stream: they go to the client first. */
+static void read_reply(engine_t *e, conn_t *c) {
+  ssize_t n = read(c->ufd, c->reply + c->reply_len, MAX_REPLY - c->reply_len);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n <= 0) {
+    conn_fail(e, c, n == 0 ? ECONNRESET : errno);
+    return;
+  }
+  c->reply_len += (uint32_t)n;
+  char *nl = memchr(c->reply, '\n', c->reply_len);
+  if (!nl) {
+    if (c->reply_len == MAX_REPLY) conn_fail(e, c, EPROTO); /* no line within bounds */
+    return;
+  }
+  size_t line_len = (size_t)(nl - c->reply), rest = c->reply_len - line_len - 1;
+  char *line = malloc(line_len + 1);
+  event_t *ev = line ? event_push(e, EV_REPLY, c->cfd, 0) : NULL;
+  if (!ev) {
+    free(line);
+    conn_fail(e, c, ENOMEM);
+    return;
+  }
+  memcpy(line, c->reply, line_len);
+  line[line_len] = 0;
+  ev->line = line;
+  if (rest > 0) {
+    c->down.rest = malloc(rest);
+    if (c->down.rest) {
+      memcpy(c->down.rest, nl + 1, rest);
+      c->down.rest_len = (uint32_t)rest;
+    }
+  }
+  free(c->reply);
+  c->reply = NULL;
+  c->handshake = HANDSHAKE_DECIDING;
+  c->deadline_ms = UINT64_MAX; /* JS answers at once; a late timeout would contradict it */
+  epoll_set(e, c->ufd, &c->umask, 0, (uintptr_t)c | TAG_UPSTREAM);
+}
+
 static void conn_event(engine_t *e, conn_t *c, int upstream_side, uint32_t events) {
   if (c->dead) return;
   if (c->connecting) {
+    if (c->handshake == HANDSHAKE_READING) {
+      read_reply(e, c);
+      return;
+    }
+    if (c->handshake == HANDSHAKE_DECIDING) return;
     int err = 0;
     socklen_t len = sizeof err;
     if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
     if (err == EINPROGRESS || (err == 0 && !(events & EPOLLOUT))) return;
-    list_del(c);
     if (err != 0) {
-      int cfd = c->cfd;
-      conn_free(e, c, CLOSE_ERROR, 0); /* the client fd is JS's again */
-      connect_failed(e, cfd, err);
+      conn_fail(e, c, err);
       return;
     }
-    c->connecting = 0;
-    e->nconnecting--;
-    c->active_ms = e->now_ms;
-    list_add(&e->open, c);
-    e->nopen++;
+    if (c->hello) {
+      /* A fresh connection's send buffer takes a header line whole. */
+      ssize_t w = send(c->ufd, c->hello, c->hello_len, MSG_NOSIGNAL);
+      if (w != (ssize_t)c->hello_len) {
+        conn_fail(e, c, w < 0 ? errno : EPROTO);
+        return;
+      }
+      free(c->hello);
+      c->hello = NULL;
+      c->reply = malloc(MAX_REPLY);
+      if (!c->reply) {
+        conn_fail(e, c, ENOMEM);
+        return;
+      }
+      c->handshake = HANDSHAKE_READING;
+      epoll_set(e, c->ufd, &c->umask, EPOLLIN, (uintptr_t)c | TAG_UPSTREAM);
+      return;
+    }
     event_push(e, EV_CONNECTED, c->cfd, 0);
-    update_interest(e, c);
+    conn_open(e, c);
     return;
   }
   int failed = 0;
@@ -506,6 +614,9 @@ static void start_connect(engine_t *e, cmd_t *cmd) {
   }
   c->cfd = cmd->fd;
   c->ufd = fd;
+  c->hello = cmd->hello; /* the connection owns it now */
+  c->hello_len = cmd->hello_len;
+  cmd->hello = NULL;
   dir_init(&c->up);
   dir_init(&c->down);
   c->connecting = 1;
@@ -522,11 +633,7 @@ static void start_connect(engine_t *e, cmd_t *cmd) {
 static void check_deadlines(engine_t *e) {
   for (conn_t *c = e->connecting.next, *next; c != &e->connecting; c = next) {
     next = c->next;
-    if (e->now_ms >= c->deadline_ms) {
-      int cfd = c->cfd;
-      conn_free(e, c, CLOSE_ERROR, 0);
-      connect_failed(e, cfd, ETIMEDOUT);
-    }
+    if (e->now_ms >= c->deadline_ms) conn_fail(e, c, ETIMEDOUT);
   }
   if (e->idle_ms > 0 && e->nopen > 0 && e->now_ms >= e->next_sweep_ms) {
     for (conn_t *c = e->open.next, *next; c != &e->open; c = next) {
@@ -621,6 +728,21 @@ static void close_listeners(engine_t *e) {
   e->nlisteners = 0;
 }
 
+/* JS's answer to a handshake reply: splice, or give the client fd back (JS tries another). */
+static void decide(engine_t *e, int cfd, int proceed) {
+  for (conn_t *c = e->connecting.next; c != &e->connecting; c = c->next) {
+    if (c->cfd != cfd || c->handshake != HANDSHAKE_DECIDING) continue;
+    c->handshake = HANDSHAKE_NONE;
+    if (proceed) {
+      conn_open(e, c);
+    } else {
+      conn_free(e, c, CLOSE_ERROR, 0);
+      atomic_fetch_add(&e->undecided, 1);
+    }
+    return;
+  }
+}
+
 static int run_commands(engine_t *e) {
   uint64_t count;
   if (read(e->wakefd, &count, sizeof count) < 0 && errno != EAGAIN) return 0;
@@ -656,7 +778,12 @@ static int run_commands(engine_t *e) {
     case CMD_STOP:
       stop = 1;
       break;
+    case CMD_PROCEED:
+    case CMD_ABANDON:
+      decide(e, cmd->fd, cmd->type == CMD_PROCEED);
+      break;
     }
+    free(cmd->hello);
     free(cmd);
     cmd = next;
   }
@@ -766,6 +893,7 @@ static void engine_finalize(napi_env env, void *data, void *hint) {
   pthread_mutex_destroy(&e->lock);
   for (cmd_t *c = e->cmd_head, *next; c; c = next) {
     next = c->next;
+    free(c->hello);
     free(c);
   }
   free(e);
@@ -915,10 +1043,18 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* connect(engine, fd, ip, port, timeoutMs): dial and splice `fd` (an accepted fd given to
- * JS by ACCEPTED or CONNECT_FAILED). The answer comes as CONNECTED or CONNECT_FAILED. */
+/* connect(engine, fd, ip, port, timeoutMs[, hello]): dial and splice `fd` (an accepted fd
+ * given to JS by ACCEPTED or CONNECT_FAILED). The answer comes as CONNECTED or
+ * CONNECT_FAILED. With `hello` (a header line, at most MAX_REPLY bytes) the engine sends it
+ * once connected and reads one reply line, which JS judges (REPLY, then proceed/abandon):
+ * the gateway hop, `EDGEMESH/1 CONNECT …` answered by `OK <path>`. */
 static napi_value js_connect(napi_env env, napi_callback_info info) {
-  ARGS(5)
+  size_t argc = 6;
+  napi_value argv[6];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5) {
+    napi_throw_type_error(env, NULL, "expected 5 or 6 arguments");
+    return NULL;
+  }
   engine_t *e = get_engine(env, argv[0]);
   int fd, port, timeout_ms;
   cmd_t *cmd = calloc(1, sizeof(cmd_t));
@@ -930,11 +1066,47 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
     free(cmd);
     return NULL;
   }
+  napi_valuetype type = napi_undefined;
+  if (argc > 5) napi_typeof(env, argv[5], &type);
+  if (type != napi_undefined) {
+    size_t len = 0;
+    cmd->hello = malloc(MAX_REPLY + 1);
+    if (!cmd->hello || napi_get_value_string_latin1(env, argv[5], cmd->hello, MAX_REPLY + 1, &len) != napi_ok ||
+        len == 0 || len >= MAX_REPLY) {
+      free(cmd->hello);
+      free(cmd);
+      napi_throw_type_error(env, "ERR_INVALID_HELLO", "hello must be a string of 1 to 511 bytes");
+      return NULL;
+    }
+    cmd->hello_len = (uint32_t)len;
+  }
   cmd->type = CMD_CONNECT;
   cmd->fd = fd;
   cmd->timeout_ms = timeout_ms;
   post(e, cmd);
   return NULL;
+}
+
+/* proceed(engine, fd) / abandon(engine, fd): JS's verdict on a REPLY line. After abandon the
+ * fd is JS's again, as after CONNECT_FAILED. */
+static napi_value post_for_fd(napi_env env, napi_callback_info info, int type) {
+  ARGS(2)
+  engine_t *e = get_engine(env, argv[0]);
+  int fd;
+  if (!e || !get_int(env, argv[1], 0, 0x7fffffff, "fd", &fd)) return NULL;
+  cmd_t *cmd = calloc(1, sizeof(cmd_t));
+  if (!cmd) return throw_errno(env, "command", ENOMEM);
+  cmd->type = type;
+  cmd->fd = fd;
+  post(e, cmd);
+  return NULL;
+}
+
+static napi_value js_proceed(napi_env env, napi_callback_info info) {
+  return post_for_fd(env, info, CMD_PROCEED);
+}
+static napi_value js_abandon(napi_env env, napi_callback_info info) {
+  return post_for_fd(env, info, CMD_ABANDON);
 }
 
 /* The (engine, fd) arguments of detach and reset; NULL with an exception pending when bad. */
@@ -1000,6 +1172,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"listen", NULL, js_listen, NULL, NULL, NULL, napi_default, NULL},
       {"connect", NULL, js_connect, NULL, NULL, NULL, napi_default, NULL},
       {"detach", NULL, js_detach, NULL, NULL, NULL, napi_default, NULL},
+      {"proceed", NULL, js_proceed, NULL, NULL, NULL, napi_default, NULL},
+      {"abandon", NULL, js_abandon, NULL, NULL, NULL, napi_default, NULL},
       {"reset", NULL, js_reset, NULL, NULL, NULL, napi_default, NULL},
       {"closeListeners", NULL, js_close_listeners, NULL, NULL, NULL, napi_default, NULL},
       {"closeAll", NULL, js_close_all, NULL, NULL, NULL, napi_default, NULL},

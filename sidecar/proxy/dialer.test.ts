@@ -148,3 +148,34 @@ describe('direct and routing dialers', () => {
     expect(seen).toHaveLength(1);
   });
 });
+
+describe('raw routes (what the native engine dials itself)', () => {
+  const gateway = new GatewayDialer({ host: '10.10.0.1', port: 15080 });
+  const routing = new RoutingDialer({ nodeName: 'node-a', gateway });
+
+  it('a pod on this node is its own address; one on another node is the gateway with a CONNECT line', () => {
+    const here = target({ ip: '10.20.0.11', port: 9000, nodeName: 'node-a' });
+    expect(routing.raw(here)).toEqual({ ip: '10.20.0.11', port: 9000, via: 'pod' });
+    const there = routing.raw(target({ ip: '10.20.0.40', port: 9000, nodeName: 'node-b' }));
+    expect(there).toMatchObject({ ip: '10.10.0.1', port: 15080, via: 'gateway' });
+    expect(there?.handshake?.hello).toBe('EDGEMESH/1 CONNECT node-b 10.20.0.40 9000\n');
+    expect(gateway.raw(target({ nodeName: undefined }))).toBeUndefined();
+  });
+
+  it.each([
+    ['OK relay', undefined],
+    ['OK direct\r', undefined],
+    [
+      'ERR EDGEMESH_ERR_DIAL_REFUSED node not reachable',
+      'gateway refused: EDGEMESH_ERR_DIAL_REFUSED node not reachable',
+    ],
+    ['OK teleport', 'bad gateway reply: unknown path "teleport" in gateway reply'],
+    ['NOT A REPLY', 'bad gateway reply: malformed gateway reply'],
+    ['OK \u0001relay', 'bad gateway reply: header line has non-printable characters'],
+  ])('judges the reply line %j', (line, problem) => {
+    const check = routing.raw(target({ nodeName: 'node-b' }))?.handshake?.check;
+    const err = check?.(line);
+    if (problem === undefined) expect(err).toBeUndefined();
+    else expect(err?.message).toContain(problem);
+  });
+});

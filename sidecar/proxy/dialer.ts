@@ -38,8 +38,19 @@ export interface Dialer {
    * the upstream's bytes into it from a reused read buffer instead of the stream machinery.
    */
   dial(target: Target, timeoutMs: number, sink?: net.Socket): Promise<DialResult>;
-  /** True when dial() would connect straight to target.ip:port (the native engine may then dial it itself). */
-  direct?(target: Target): boolean;
+  /** How dial() reaches `target` in plain bytes, so the native engine can do the same itself. */
+  raw?(target: Target): RawRoute | undefined;
+}
+
+/**
+ * A dial in plain bytes: connect to ip:port; for the gateway hop, send `hello` (the CONNECT
+ * line) and pass the reply line to `check`, which returns the error to fail with, if any.
+ */
+export interface RawRoute {
+  ip: string;
+  port: number;
+  via: 'pod' | 'gateway';
+  handshake?: { hello: string; check: (line: string) => Error | undefined };
 }
 
 export function connectError(target: Target, why: string, cause?: unknown): EdgemeshError {
@@ -163,7 +174,7 @@ export const directDialer: Dialer = {
     const socket = await tcpConnect(target.ip, target.port, timeoutMs, target, sink);
     return { socket, via: 'pod', sinked: sink !== undefined };
   },
-  direct: () => true,
+  raw: (target) => ({ ip: target.ip, port: target.port, via: 'pod' }),
 };
 
 /**
@@ -177,6 +188,30 @@ export class GatewayDialer implements Dialer {
   constructor(address: { host: string; port: number }) {
     this.host = address.host;
     this.port = address.port;
+  }
+
+  raw(target: Target): RawRoute | undefined {
+    const node = target.nodeName;
+    if (!node) return undefined;
+    return {
+      ip: this.host,
+      port: this.port,
+      via: 'gateway',
+      handshake: {
+        hello: formatRequest({ kind: 'connect', node, ip: target.ip, port: target.port }),
+        check: (line) => {
+          // The engine hands over the raw bytes before the "\n": the same checks as readReply.
+          let taken: ReturnType<typeof takeLine>;
+          try {
+            taken = takeLine(Buffer.from(`${line}\n`, 'latin1'));
+          } catch (err) {
+            return connectError(target, `bad gateway reply: ${(err as Error).message}`);
+          }
+          const verdict = judgeReply(taken?.line ?? '', target);
+          return verdict instanceof Error ? verdict : undefined;
+        },
+      },
+    };
   }
 
   async dial(target: Target, timeoutMs: number): Promise<DialResult> {
@@ -193,6 +228,17 @@ export class GatewayDialer implements Dialer {
       throw err;
     }
   }
+}
+
+/** The gateway's reply line judged: the path it took, or the error to fail the dial with. */
+function judgeReply(line: string, target: Target): PathKind | EdgemeshError {
+  let reply: ReturnType<typeof parseReply>;
+  try {
+    reply = parseReply(line);
+  } catch (err) {
+    return connectError(target, `bad gateway reply: ${(err as Error).message}`);
+  }
+  return reply.ok ? reply.path : connectError(target, `gateway refused: ${reply.code} ${reply.message}`);
 }
 
 function readReply(
@@ -225,15 +271,9 @@ function readReply(
         return;
       }
       if (!taken) return;
-      let reply: ReturnType<typeof parseReply>;
-      try {
-        reply = parseReply(taken.line);
-      } catch (err) {
-        done(connectError(target, `bad gateway reply: ${(err as Error).message}`));
-        return;
-      }
-      if (reply.ok) done(undefined, { path: reply.path, rest: taken.rest });
-      else done(connectError(target, `gateway refused: ${reply.code} ${reply.message}`));
+      const verdict = judgeReply(taken.line, target);
+      if (verdict instanceof Error) done(verdict);
+      else done(undefined, { path: verdict, rest: taken.rest });
     };
     const onEnd = () => done(connectError(target, 'gateway closed the connection before replying'));
     const onError = (err: NodeJS.ErrnoException) =>
@@ -266,8 +306,8 @@ export class RoutingDialer implements Dialer {
     );
   }
 
-  direct(target: Target): boolean {
-    return !this.viaGateway(target);
+  raw(target: Target): RawRoute | undefined {
+    return this.viaGateway(target) ? this.#gateway?.raw?.(target) : directDialer.raw?.(target);
   }
 
   dial(target: Target, timeoutMs: number, sink?: net.Socket): Promise<DialResult> {

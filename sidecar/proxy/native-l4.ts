@@ -22,6 +22,7 @@ const EVENT_CONNECT_FAILED = 3;
 const EVENT_CLOSED = 4;
 const EVENT_ACCEPT_ERROR = 5;
 const EVENT_FATAL = 6;
+const EVENT_REPLY = 7;
 
 type Engine = object;
 interface Addon {
@@ -30,7 +31,9 @@ interface Addon {
     idleMs: number,
   ): Engine;
   listen(engine: Engine, host: string, port: number, backlog: number): void;
-  connect(engine: Engine, fd: number, ip: string, port: number, timeoutMs: number): void;
+  connect(engine: Engine, fd: number, ip: string, port: number, timeoutMs: number, hello?: string): void;
+  proceed(engine: Engine, fd: number): void;
+  abandon(engine: Engine, fd: number): void;
   detach(engine: Engine, fd: number): void;
   reset(engine: Engine, fd: number): void;
   closeListeners(engine: Engine): void;
@@ -70,10 +73,19 @@ export interface NativeL4Options {
   onAcceptError: (code: string) => void;
 }
 
+/** A handshake after connecting (the gateway hop): send `hello`, judge the reply line. */
+export interface Handshake {
+  hello: string;
+  /** The error to fail the connect with, or undefined to splice. */
+  check: (line: string) => Error | undefined;
+}
+
 interface Waiting {
   resolve: () => void;
   reject: (err: Error) => void;
   onClose: () => void;
+  handshake: Handshake | undefined;
+  connected: boolean;
 }
 
 export class NativeL4 {
@@ -107,14 +119,22 @@ export class NativeL4 {
   }
 
   /**
-   * Dials ip:port for the accepted `fd` and splices the two. Resolves once connected (then
-   * `onClose` runs when both are closed); rejects when the connect fails, and the fd is the
-   * caller's again (try another endpoint, adopt or reset it).
+   * Dials ip:port for the accepted `fd` (and runs `handshake`, if given) and splices the two.
+   * Resolves once connected (then `onClose` runs when both are closed); rejects when the
+   * connect or handshake fails, and the fd is the caller's again (try another endpoint, adopt
+   * or reset it).
    */
-  connect(fd: number, ip: string, port: number, timeoutMs: number, onClose: () => void): Promise<void> {
+  connect(
+    fd: number,
+    ip: string,
+    port: number,
+    timeoutMs: number,
+    onClose: () => void,
+    handshake?: Handshake,
+  ): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.#waiting[fd] = { resolve, reject, onClose };
-      this.#addon.connect(this.#engine, fd, ip, port, timeoutMs);
+      this.#waiting[fd] = { resolve, reject, onClose, handshake, connected: false };
+      this.#addon.connect(this.#engine, fd, ip, port, timeoutMs, handshake?.hello);
     });
   }
 
@@ -156,6 +176,13 @@ export class NativeL4 {
     this.#addon.stop(this.#engine);
   }
 
+  #connected(fd: number): void {
+    const waiting = this.#waiting[fd];
+    if (!waiting) return;
+    waiting.connected = true;
+    waiting.resolve();
+  }
+
   #onEvent(type: number, fd: number, num: number, dst?: string, peer?: string, local?: string): void {
     switch (type) {
       case EVENT_ACCEPTED:
@@ -169,11 +196,30 @@ export class NativeL4 {
         });
         return;
       case EVENT_CONNECTED:
-        this.#waiting[fd]?.resolve();
+        this.#connected(fd);
         return;
+      case EVENT_REPLY: {
+        const waiting = this.#waiting[fd];
+        const err = waiting?.handshake?.check(dst ?? '') ?? undefined;
+        if (err === undefined) {
+          this.#addon.proceed(this.#engine, fd);
+          this.#connected(fd);
+        } else {
+          this.#addon.abandon(this.#engine, fd);
+          this.#waiting[fd] = undefined;
+          waiting?.reject(err);
+        }
+        return;
+      }
       case EVENT_CONNECT_FAILED: {
         const waiting = this.#waiting[fd];
         this.#waiting[fd] = undefined;
+        if (waiting?.connected) {
+          // closeAll overtook a proceed: the connection is over, the fd is ours to close.
+          this.reset(fd);
+          waiting.onClose();
+          return;
+        }
         waiting?.reject(Object.assign(new Error(errnoName(num)), { code: errnoName(num) }));
         return;
       }

@@ -341,15 +341,16 @@ export class OutboundProxy {
 
   /**
    * Connects `client` to `target` and splices the two; resolves once connected, and `onClose`
-   * runs when both sides are closed. The native engine splices what it can dial itself; the
-   * gateway hop, or a client already adopted, goes through the dialer and splice.ts.
+   * runs when both sides are closed. The native engine dials what the dialer can describe in
+   * plain bytes (pods directly, and the gateway hop's CONNECT line); a client already adopted
+   * goes through the dialer and splice.ts.
    */
   async #connect(client: Client, target: Target, onClose: () => void): Promise<void> {
     const { dialer, connectTimeoutMs, idleTimeoutMs, metrics } = this.#opts;
-    const direct = dialer.direct?.(target) ?? false;
+    const raw = this.#native && !client.socket ? dialer.raw?.(target) : undefined;
     try {
-      if (this.#native && !client.socket && direct) {
-        await this.#native.connect(client.fd, target.ip, target.port, connectTimeoutMs, onClose);
+      if (this.#native && raw) {
+        await this.#native.connect(client.fd, raw.ip, raw.port, connectTimeoutMs, onClose, raw.handshake);
         return;
       }
       const socket = this.#socketOf(client);
@@ -361,7 +362,7 @@ export class OutboundProxy {
       }
       splice(socket, result.socket, idleTimeoutMs, onClose, result.sinked);
     } catch (err) {
-      metrics.connectFailures.inc({ via: direct ? 'pod' : 'gateway' });
+      metrics.connectFailures.inc({ via: (raw ?? dialer.raw?.(target))?.via ?? 'pod' });
       throw err;
     }
   }

@@ -102,6 +102,8 @@ if (import.meta.main) {
       port: { type: 'string' },
       nodes: { type: 'string' },
       feed: { type: 'string' },
+      /** A JSON string: the raw text to answer every request with (a misbehaving gateway). */
+      'raw-reply': { type: 'string' },
     },
   });
   await startGatewayPeer({
@@ -109,6 +111,7 @@ if (import.meta.main) {
     port: Number(values.port ?? 15080),
     nodes: (values.nodes ?? '').split(',').filter(Boolean),
     feedFile: values.feed,
+    rawReply: values['raw-reply'] === undefined ? undefined : (JSON.parse(values['raw-reply']) as string),
     onRequest: (req) => process.stdout.write(`${JSON.stringify(req)}\n`),
   });
   process.stdout.write('ready\n');
