@@ -42,10 +42,34 @@ async function client(args: string[], timeoutMs = 30_000): Promise<string> {
   return (await l.lab.exec(l.pod, [NODE, CLIENT, ...args], { timeoutMs })).stdout;
 }
 
+/** Raw TCP to port 7 of `host` through the proxy (the lab client's `tcp`): one result per connection. */
+async function tcp(host: string, count = 1, send = ''): Promise<{ data?: string; error?: string }[]> {
+  const out = await client(['tcp', '--host', host, '--port', '7', '--count', String(count), '--send', send]);
+  return out
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line));
+}
+
+const greeting = (r: { data?: string }) => /^hello from (\S+)\n/.exec(r.data ?? '')?.[1];
+
 async function metric(name: string): Promise<number> {
   const r = await l.lab.run(l.pod, ['curl', '-sS', '-m', '5', 'http://127.0.0.1:15020/metrics']);
   const line = r.stdout.split('\n').find((x) => x.startsWith(name));
   return line ? Number(line.split(' ').pop()) : 0;
+}
+
+/** A fresh sidecar on `engine` (its log starts empty); `command`: what runs it (e.g. under prlimit). */
+async function restartSidecar(engine: string, extra: string[] = [], command?: string[]): Promise<void> {
+  await stopSidecar();
+  l.sidecarLog.length = 0;
+  l.sidecar = await startSidecar(
+    l,
+    join(dir, 'catalog.json'),
+    ['--proxy-engine', engine, ...extra],
+    {},
+    command,
+  );
 }
 
 async function stopSidecar(): Promise<void> {
@@ -102,10 +126,7 @@ afterAll(async () => {
 });
 
 describe.each(['native', 'node'])('the %s engine', (engine) => {
-  beforeAll(async () => {
-    l.sidecarLog.length = 0;
-    l.sidecar = await startSidecar(l, join(dir, 'catalog.json'), ['--proxy-engine', engine]);
-  });
+  beforeAll(() => restartSidecar(engine));
 
   afterAll(() => stopSidecar());
 
@@ -141,21 +162,15 @@ describe.each(['native', 'node'])('the %s engine', (engine) => {
 
   it('moves to the next endpoint when a connect times out (--connect-timeout-ms 1000)', async () => {
     const before = await metric('edgemesh_proxy_connect_failures_total{via="pod"');
-    const lines = (await client(['tcp', '--host', VIP_BLACKHOLE, '--port', '7', '--count', '4']))
-      .trim()
-      .split('\n');
-    const greetings = lines.map((x) => /^hello from (\S+)\n/.exec(JSON.parse(x).data ?? '')?.[1]);
-    expect(greetings).toEqual(Array(4).fill(BACKENDS[2]));
+    expect((await tcp(VIP_BLACKHOLE, 4)).map(greeting)).toEqual(Array(4).fill(BACKENDS[2]));
     // The first pick that hit the blackhole timed out (then the balancer ejects it for a while).
     expect((await metric('edgemesh_proxy_connect_failures_total{via="pod"')) - before).toBe(1);
   });
 
   it('reaches an endpoint on another node through the gateway, half-close carried', async () => {
     const before = l.gatewayRequests.length;
-    const [line] = (await client(['tcp', '--host', VIP.remote, '--port', '7', '--send', 'via gateway']))
-      .trim()
-      .split('\n');
-    expect(JSON.parse(line).data).toBe(`hello from ${REMOTE}\nvia gatewaybye 11\n`);
+    const [r] = await tcp(VIP.remote, 1, 'via gateway');
+    expect(r.data).toBe(`hello from ${REMOTE}\nvia gatewaybye 11\n`);
     expect(l.gatewayRequests.slice(before).map((x) => JSON.parse(x))).toEqual([
       { kind: 'connect', node: 'node-b', ip: REMOTE, port: TCP_PORT },
     ]);
@@ -163,53 +178,30 @@ describe.each(['native', 'node'])('the %s engine', (engine) => {
 
   it('moves to the next endpoint when the gateway refuses one', async () => {
     const before = await metric('edgemesh_proxy_connect_failures_total{via="gateway"');
-    const lines = (await client(['tcp', '--host', VIP_REFUSED_HOP, '--port', '7', '--count', '4']))
-      .trim()
-      .split('\n');
-    const greetings = lines.map((x) => /^hello from (\S+)\n/.exec(JSON.parse(x).data ?? '')?.[1]);
-    expect(greetings).toEqual(Array(4).fill(REMOTE));
+    expect((await tcp(VIP_REFUSED_HOP, 4)).map(greeting)).toEqual(Array(4).fill(REMOTE));
     // The refused endpoint was tried once, then ejected for a while.
     expect((await metric('edgemesh_proxy_connect_failures_total{via="gateway"')) - before).toBe(1);
   });
 
   it('takes a gateway reply that came in one read with the first stream bytes; refuses a malformed one', async () => {
-    await stopSidecar();
-    l.sidecar = await startSidecar(l, join(dir, 'catalog.json'), [
-      '--proxy-engine',
-      engine,
-      '--gateway',
-      `${GATEWAY}:${COALESCING_GATEWAY_PORT}`,
-    ]);
-    const [coalesced] = (await client(['tcp', '--host', VIP.remote, '--port', '7'])).trim().split('\n');
-    expect(JSON.parse(coalesced).data).toBe('hello coalesced\n');
-    await stopSidecar();
-    l.sidecarLog.length = 0;
-    l.sidecar = await startSidecar(l, join(dir, 'catalog.json'), [
-      '--proxy-engine',
-      engine,
-      '--gateway',
-      `${GATEWAY}:${MALFORMED_GATEWAY_PORT}`,
-    ]);
-    const [malformed] = (await client(['tcp', '--host', VIP.remote, '--port', '7'])).trim().split('\n');
-    expect(JSON.parse(malformed).error).toMatch(/ECONNRESET/);
+    await restartSidecar(engine, ['--gateway', `${GATEWAY}:${COALESCING_GATEWAY_PORT}`]);
+    const [coalesced] = await tcp(VIP.remote);
+    expect(coalesced.data).toBe('hello coalesced\n');
+    await restartSidecar(engine, ['--gateway', `${GATEWAY}:${MALFORMED_GATEWAY_PORT}`]);
+    const [malformed] = await tcp(VIP.remote);
+    expect(malformed.error).toMatch(/ECONNRESET/);
     expect(l.sidecarLog.join('')).toContain('bad gateway reply: malformed gateway reply');
-    await stopSidecar();
-    l.sidecar = await startSidecar(l, join(dir, 'catalog.json'), ['--proxy-engine', engine]);
+    await restartSidecar(engine);
   });
 
   it('resets the client when no endpoint answers', async () => {
-    const [line] = (await client(['tcp', '--host', VIP.dead, '--port', '7'])).trim().split('\n');
-    expect(JSON.parse(line).error).toMatch(/ECONNRESET/);
+    const [r] = await tcp(VIP.dead);
+    expect(r.error).toMatch(/ECONNRESET/);
   });
 
   it('survives running out of file descriptors and serves again once they are back', async () => {
-    await stopSidecar();
     // 100 fds: ~35 taken at start, then 64 clients at a time need two each.
-    l.sidecar = await startSidecar(l, join(dir, 'catalog.json'), ['--proxy-engine', engine], {}, [
-      'prlimit',
-      '--nofile=100:100',
-      EDGEMESH_BIN,
-    ]);
+    await restartSidecar(engine, [], ['prlimit', '--nofile=100:100', EDGEMESH_BIN]);
     const churn = JSON.parse(
       await client(['churn', '--host', VIP.echo, '--port', '7', '--count', '2000'], 90_000),
     );
@@ -219,8 +211,8 @@ describe.each(['native', 'node'])('the %s engine', (engine) => {
       expect(l.sidecarLog.join('')).toContain('proxy paused accepting');
       expect(churn.errors).toBe(0);
     }
-    expect(l.sidecar.exitCode).toBeNull();
-    const [line] = (await client(['tcp', '--host', VIP.echo, '--port', '7'])).trim().split('\n');
-    expect(JSON.parse(line).data).toMatch(/^hello from /);
+    expect(l.sidecar?.exitCode).toBeNull();
+    const [after] = await tcp(VIP.echo);
+    expect(after.data).toMatch(/^hello from /);
   });
 });

@@ -1087,13 +1087,19 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* proceed(engine, fd) / abandon(engine, fd): JS's verdict on a REPLY line. After abandon the
- * fd is JS's again, as after CONNECT_FAILED. */
-static napi_value post_for_fd(napi_env env, napi_callback_info info, int type) {
-  ARGS(2)
+/* A command with no answer: (engine) for closeListeners/closeAll, (engine, fd) for
+ * proceed/abandon, JS's verdict on a REPLY line (after abandon the fd is JS's again, as after
+ * CONNECT_FAILED). */
+static napi_value post_command(napi_env env, napi_callback_info info, int type, int with_fd) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < (size_t)(1 + with_fd)) {
+    napi_throw_type_error(env, NULL, with_fd ? "expected 2 arguments" : "expected 1 argument");
+    return NULL;
+  }
   engine_t *e = get_engine(env, argv[0]);
-  int fd;
-  if (!e || !get_int(env, argv[1], 0, 0x7fffffff, "fd", &fd)) return NULL;
+  int fd = -1;
+  if (!e || (with_fd && !get_int(env, argv[1], 0, 0x7fffffff, "fd", &fd))) return NULL;
   cmd_t *cmd = calloc(1, sizeof(cmd_t));
   if (!cmd) return throw_errno(env, "command", ENOMEM);
   cmd->type = type;
@@ -1103,10 +1109,10 @@ static napi_value post_for_fd(napi_env env, napi_callback_info info, int type) {
 }
 
 static napi_value js_proceed(napi_env env, napi_callback_info info) {
-  return post_for_fd(env, info, CMD_PROCEED);
+  return post_command(env, info, CMD_PROCEED, 1);
 }
 static napi_value js_abandon(napi_env env, napi_callback_info info) {
-  return post_for_fd(env, info, CMD_ABANDON);
+  return post_command(env, info, CMD_ABANDON, 1);
 }
 
 /* The (engine, fd) arguments of detach and reset; NULL with an exception pending when bad. */
@@ -1139,22 +1145,11 @@ static napi_value js_reset(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value post_simple(napi_env env, napi_callback_info info, int type) {
-  ARGS(1)
-  engine_t *e = get_engine(env, argv[0]);
-  if (!e) return NULL;
-  cmd_t *cmd = calloc(1, sizeof(cmd_t));
-  if (!cmd) return throw_errno(env, "command", ENOMEM);
-  cmd->type = type;
-  post(e, cmd);
-  return NULL;
-}
-
 static napi_value js_close_listeners(napi_env env, napi_callback_info info) {
-  return post_simple(env, info, CMD_CLOSE_LISTENERS);
+  return post_command(env, info, CMD_CLOSE_LISTENERS, 0);
 }
 static napi_value js_close_all(napi_env env, napi_callback_info info) {
-  return post_simple(env, info, CMD_CLOSE_ALL);
+  return post_command(env, info, CMD_CLOSE_ALL, 0);
 }
 
 /* stop(engine): closes everything without events and joins the thread. */
