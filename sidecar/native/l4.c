@@ -1,7 +1,8 @@
 /*
  * The sidecar's native L4 data path: accepts redirected connections, reads their original
  * destination, and splices the bytes of the connections JavaScript hands back (plain TCP to
- * a directly reachable address) on one epoll thread, so no Node socket exists for them.
+ * a pod, a passthrough address, or the node's gateway after its CONNECT handshake) on one
+ * epoll thread, so no Node socket exists for them.
  *
  * Why: through Node's net.Socket a short connection costs the sidecar ~100 µs of CPU (two
  * stream objects, handles, callbacks, GC); bench/proxy.ts `Connection: close` stayed at
@@ -10,10 +11,11 @@
  * The split with JavaScript (sidecar/proxy/native-l4.ts):
  *   thread → JS  ACCEPTED fd, original destination, peer (and local address when the
  *                destination port is the listener's own: JS refuses such loops)
- *   JS → thread  connect(fd, ip, port, timeout): dial and splice; or JS keeps the fd for
- *                itself (HTTP ports, gateway hop: net.Socket({ fd })), or resets it
+ *   JS → thread  connect(fd, ip, port, timeout[, hello]): dial and splice; or JS keeps
+ *                the fd for itself (HTTP ports: net.Socket({ fd })), or resets it
  *   thread → JS  CONNECTED / CONNECT_FAILED (the fd is JS's again: it may try another
- *                endpoint) / CLOSED (the balancer's slot can be released)
+ *                endpoint) / CLOSED (the balancer's slot can be released); with a hello,
+ *                REPLY (the peer's answer line) first, and JS says proceed or abandon
  * Routing and load balancing stay in JavaScript; this file only moves bytes.
  *
  * Splicing: level-triggered epoll; one shared 64 KiB read buffer; a write the kernel does

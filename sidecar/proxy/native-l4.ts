@@ -1,8 +1,9 @@
 /**
  * The native L4 data path (sidecar/native/l4.c) as the proxy sees it: an engine that accepts
  * on the proxy's port, reports each connection's original destination, and splices the ones
- * the proxy sends to a directly reachable address on its own thread. A connection the proxy
- * wants to handle in JavaScript (HTTP ports, the gateway hop) becomes a net.Socket (adopt).
+ * the proxy sends on (to a pod or passthrough address, or through the gateway's CONNECT
+ * handshake) on its own thread. A connection the proxy handles in JavaScript (HTTP ports)
+ * becomes a net.Socket (adopt).
  *
  * Measured (bench/proxy.ts): a spliced short connection costs the sidecar a few µs of its
  * own CPU instead of ~50 µs of JavaScript per connection through net.Socket; see docs/proxy.md.

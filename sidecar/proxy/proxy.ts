@@ -5,9 +5,9 @@
  * connection to the HTTP layer (HTTP service ports: per-request balancing).
  *
  * Two engines accept and splice, with the same routing (this file) and the same behaviour:
- *   native  the addon (native-l4.ts): accepts, and splices plain TCP to directly reachable
- *           addresses on its own thread; connections that need JavaScript (HTTP ports, the
- *           gateway hop) become net.Sockets. The default when the addon is built.
+ *   native  the addon (native-l4.ts): accepts, and splices plain TCP (to pods, passthrough
+ *           addresses, and through the gateway hop) on its own thread; connections on HTTP
+ *           ports become net.Sockets. The default when the addon is built.
  *   node    net.Server and splice.ts: the fallback (no C compiler at install) and the engine
  *           of in-process tests that fake the original destination.
  *
