@@ -371,10 +371,6 @@ static void free_dead(engine_t *e) {
   }
 }
 
-static void conn_done_check(engine_t *e, conn_t *c) {
-  if (c->up.fin && c->down.fin) conn_free(e, c, CLOSE_DONE, 1);
-}
-
 /* Writes what `d` holds to `to`. Returns -1 on a write error, else 0. */
 static int flush_rest(dir_t *d, int to) {
   while (d->in_pipe > 0) {
@@ -587,7 +583,7 @@ static void conn_event(engine_t *e, conn_t *c, int upstream_side, uint32_t event
   }
   c->active_ms = e->now_ms;
   if (c->up.fin && c->down.fin) {
-    conn_done_check(e, c);
+    conn_free(e, c, CLOSE_DONE, 1);
     return;
   }
   update_interest(e, c);

@@ -201,7 +201,7 @@ export class NativeL4 {
         return;
       case EVENT_REPLY: {
         const waiting = this.#waiting[fd];
-        const err = waiting?.handshake?.check(dst ?? '') ?? undefined;
+        const err = waiting?.handshake?.check(dst ?? '');
         if (err === undefined) {
           this.#addon.proceed(this.#engine, fd);
           this.#connected(fd);

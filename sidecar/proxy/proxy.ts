@@ -120,16 +120,14 @@ export class OutboundProxy {
     return this.#clients.size + (this.#native?.open ?? 0);
   }
 
+  /** The node engine never loads the addon (its thread and pages would be paid for nothing). */
   #chooseEngine(options: ProxyOptions): ProxyEngine {
+    if (options.engine === 'node' || (!options.engine && options.originalDst)) return 'node';
     const addon = loadAddon();
-    if (options.engine === 'native' && addon instanceof Error) throw addon;
-    if (options.engine) return options.engine;
-    if (options.originalDst || addon instanceof Error) {
-      if (addon instanceof Error)
-        this.#opts.log.warn({ err: addon.message }, 'proxy falls back to the node engine');
-      return 'node';
-    }
-    return 'native';
+    if (!(addon instanceof Error)) return 'native';
+    if (options.engine === 'native') throw addon;
+    this.#opts.log.warn({ err: addon.message }, 'proxy falls back to the node engine');
+    return 'node';
   }
 
   #startNative(): NativeL4 {
@@ -243,7 +241,6 @@ export class OutboundProxy {
     try {
       dst = this.#opts.originalDst(socket, family);
     } catch (err) {
-      this.#watch(socket);
       this.#refuseNoDst(describeError(err));
       socket.destroy();
       return;
