@@ -3,8 +3,8 @@
 # module proxy into ${XDG_CACHE_HOME:-$HOME/.cache}/edgemesh/k8s/<version>/bin.
 # Binaries already there are kept (a warm run builds nothing). Prints the bin dir
 # on stdout's last line; progress goes to stderr.
-#   build-k8s.sh [binary...]   default: kube-apiserver kube-controller-manager kube-scheduler kubectl
-# Binaries: kube-apiserver kube-controller-manager kube-scheduler kubectl etcd
+#   build-k8s.sh [binary...]   default: kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
+# Binaries: kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd
 set -euo pipefail
 # CI may run without HOME; Go's caches and ours live under it.
 export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
@@ -17,14 +17,14 @@ log() { echo "build-k8s: $*" >&2; }
 
 package_of() {
   case "$1" in
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "k8s.io/kubernetes/cmd/$1" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy) echo "k8s.io/kubernetes/cmd/$1" ;;
     etcd) echo "./etcd" ;;
-    *) log "unknown binary '$1' (known: kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)"; exit 2 ;;
+    *) log "unknown binary '$1' (known: kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd)"; exit 2 ;;
   esac
 }
 
 wanted=("$@")
-[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+[ ${#wanted[@]} -gt 0 ] || wanted=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 find_missing() {
   missing=()
@@ -68,7 +68,7 @@ command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || export PATH="$PATH:
 command -v go >/dev/null || { log "go is not on PATH (needs Go >= $(awk '$1 == "go" { print $2 }' "$mod/go.mod"))"; exit 1; }
 work=$(mktemp -d "$bin/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-log "building ${missing[*]} ($version) into $bin; all four took ~8 min cold on 2 idle cores, etcd 30 s"
+log "building ${missing[*]} ($version) into $bin; all six took ~8-10 min cold on 2 idle cores, etcd 30 s"
 started=$(date +%s)
 # -v lists each package as it is compiled: shown as a running count.
 (
