@@ -1,7 +1,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
-import { createConnection, createServer, isIP, type Server } from 'node:net';
+import { createConnection, createServer, isIP, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -55,6 +55,7 @@ export class ControlPlane {
   readonly serviceCidr: string;
   readonly #processes: ManagedProcess[] = [];
   #bridge: Server | undefined;
+  readonly #bridged = new Set<Socket>();
   #apiserver: ManagedProcess | undefined;
   #apiserverArgs: string[] = [];
   #stopped = false;
@@ -136,6 +137,15 @@ export class ControlPlane {
     );
 
     const pki = this.pki;
+    // The API server's client identity towards kubelets (kubectl exec/logs/port-forward):
+    // system:masters, so a kubelet's webhook authorizer (SubjectAccessReview) allows it.
+    const kubeletClient = await issueCert(
+      this.dataDir,
+      { cert: pki.caCert, key: pki.caKey },
+      'apiserver-kubelet-client',
+      '/O=system:masters/CN=kube-apiserver-kubelet-client',
+      'clientAuth',
+    );
     this.#apiserverArgs = [
       `--etcd-servers=${etcdUrl}`,
       `--bind-address=${opts.netns ? '0.0.0.0' : '127.0.0.1'}`,
@@ -157,6 +167,10 @@ export class ControlPlane {
       '--requestheader-extra-headers-prefix=X-Remote-Extra-',
       `--proxy-client-cert-file=${pki.frontProxyClient.cert}`,
       `--proxy-client-key-file=${pki.frontProxyClient.key}`,
+      `--kubelet-client-certificate=${kubeletClient.cert}`,
+      `--kubelet-client-key=${kubeletClient.key}`,
+      // Nodes are named, not resolvable: dial the kubelet at the address it reports.
+      '--kubelet-preferred-address-types=InternalIP',
       '--authorization-mode=Node,RBAC',
       '--enable-admission-plugins=NodeRestriction,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ServiceAccount',
       '--allow-privileged=true',
@@ -249,8 +263,7 @@ export class ControlPlane {
    * admission apply to it exactly as to a real kubelet.
    */
   async nodeKubeConfig(nodeName: string): Promise<KubeConfig> {
-    if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(nodeName))
-      throw new Error(`bad node name ${nodeName}`);
+    checkNodeName(nodeName);
     const pair = await issueCert(
       this.dataDir,
       { cert: this.pki.caCert, key: this.pki.caKey },
@@ -263,6 +276,28 @@ export class ControlPlane {
       await kubeconfigYaml(this.localServer, this.pki.caCert, pair, `system:node:${nodeName}`),
     );
     return kc;
+  }
+
+  /**
+   * A kubeconfig file for a component inside the lab (dials `server`): a kubelet as
+   * `system:node:<name>` in `system:nodes`, or kube-proxy as `system:kube-proxy` (the
+   * bootstrap binding gives it system:node-proxier). Returns the file's path.
+   */
+  async componentKubeconfig(who: { node: string } | 'kube-proxy'): Promise<string> {
+    const [name, subject, user] =
+      who === 'kube-proxy'
+        ? ['kube-proxy', '/CN=system:kube-proxy', 'system:kube-proxy']
+        : [`kubelet-${checkNodeName(who.node)}`, `/O=system:nodes/CN=system:node:${who.node}`, `system:node:${who.node}`];
+    const pair = await issueCert(
+      this.dataDir,
+      { cert: this.pki.caCert, key: this.pki.caKey },
+      name,
+      subject,
+      'clientAuth',
+    );
+    const path = join(this.dataDir, `${name}.kubeconfig`);
+    await writeFile(path, await kubeconfigYaml(this.server, this.pki.caCert, pair, user), { mode: 0o600 });
+    return path;
   }
 
   /** A client-node KubeConfig for this process (admin). */
@@ -306,6 +341,7 @@ export class ControlPlane {
     if (this.#stopped) return;
     this.#stopped = true;
     for (const p of this.#processes.splice(0).reverse()) await p.stop(10_000);
+    for (const s of this.#bridged) s.destroy();
     await new Promise<void>((resolve) => (this.#bridge ? this.#bridge.close(() => resolve()) : resolve()));
     if (process.env.EDGEMESH_KEEP_CLUSTER_DATA)
       log.info({ dataDir: this.dataDir }, 'kept control-plane data');
@@ -335,6 +371,12 @@ export class ControlPlane {
     ]);
     const bridge = createServer((conn) => {
       const upstream = createConnection(socket);
+      // Tracked so stop() can end them: an upgraded stream (kubectl exec) never closes by
+      // itself, and Server.close() waits for every connection.
+      for (const s of [conn, upstream]) {
+        this.#bridged.add(s);
+        s.once('close', () => this.#bridged.delete(s));
+      }
       conn.pipe(upstream).pipe(conn);
       conn.on('error', () => upstream.destroy());
       upstream.on('error', () => conn.destroy());
@@ -415,6 +457,11 @@ export async function ensureKubernetesBinaries(): Promise<string> {
       else reject(new Error(`build-k8s.sh exited ${code}`));
     });
   });
+}
+
+function checkNodeName(name: string): string {
+  if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(name)) throw new Error(`bad node name ${name}`);
+  return name;
 }
 
 function firstServiceIp(cidr: string): string {

@@ -66,6 +66,11 @@ export class ManagedProcess {
 
 export interface ProcessPlace {
   netns?: string;
+  /**
+   * Enter `netns` with `nsenter --net` and keep the root mount namespace (`ip netns exec`
+   * makes a private one): what a kubelet and containerd need, whose mounts runc must see.
+   */
+  shareMounts?: boolean;
   uid?: number;
   gid?: number;
   /** Bind mounts, made in a private mount namespace of the process (targets must exist). */
@@ -80,7 +85,11 @@ export interface ProcessPlace {
 export function placedArgv(argv: string[], place: ProcessPlace): string[] {
   const mounts = place.mounts ?? [];
   return [
-    ...(place.netns ? ['ip', 'netns', 'exec', place.netns] : []),
+    ...(place.netns
+      ? place.shareMounts
+        ? ['nsenter', `--net=/run/netns/${place.netns}`, '--']
+        : ['ip', 'netns', 'exec', place.netns]
+      : []),
     ...(mounts.length > 0
       ? [
           'unshare',

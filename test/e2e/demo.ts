@@ -134,8 +134,10 @@ function printUsage(state: State): void {
       `  export PATH=${bin}:$PATH`,
       '  kubectl get nodes -o wide',
       `  kubectl -n ${NS} get pods -o wide`,
-      'Run a command inside a pod (the test nodes have no kubelet API, so no kubectl exec):',
-      `  scripts/demo exec ${NS}/<client pod> -- curl -s ${SERVICE_URL}`,
+      '  kubectl -n edgemesh-system get pods -o wide',
+      'Run a command inside a pod (real kubelets: kubectl exec and logs work):',
+      `  kubectl -n ${NS} exec deploy/client -c client -- curl -s ${SERVICE_URL}`,
+      `  kubectl -n ${NS} logs deploy/client -c edgemesh-proxy`,
       'Tear it all down:',
       '  scripts/demo down',
     ].join('\n'),
@@ -181,7 +183,9 @@ async function runDemo(cluster: EdgeCluster, say: (line: string) => void): Promi
     [
       `kubectl create namespace ${NS}; deploy nginx (site 2), its Services and a curl client (site 1)`,
       async () => {
-        await apply(cluster, [namespace(NS), nginxDeployment(1), ...services(), clientDeployment()]);
+        const images = cluster.images;
+        if (!images) throw new Error('the cluster has no images');
+        await apply(cluster, [namespace(NS), nginxDeployment(images, 1), ...services(), clientDeployment(images)]);
         await rolloutStatus(cluster, 'nginx');
         await rolloutStatus(cluster, 'client');
         return cluster.kubectl(['-n', NS, 'get', 'pods', '-o', 'wide']);
@@ -300,6 +304,13 @@ async function down(): Promise<number> {
         await rm(join('/etc/netns', dir), { recursive: true, force: true });
     }
   }
+  // Mounts a killed kubelet/containerd left (volumes, rootfs, shm) before their folders go.
+  const mounts = readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[1] ?? '')
+    .filter((mp) => (state.dirs ?? []).some((d) => mp.startsWith(`${d}/`)))
+    .sort((a, b) => b.length - a.length);
+  for (const mp of mounts) await execFileP('umount', ['-l', mp]).catch(() => undefined);
   for (const dir of state.dirs ?? []) await rm(dir, { recursive: true, force: true });
   rmSync(STATE, { force: true });
   rmSync(KUBECONFIG, { force: true });
@@ -318,7 +329,7 @@ function status(): number {
   return 0;
 }
 
-/** Runs a command in a pod's network namespace (as root): `exec NAMESPACE/POD -- CMD...`. */
+/** `kubectl exec` into a pod (its first container): `exec NAMESPACE/POD -- CMD...`. */
 async function execInPod(args: string[]): Promise<number> {
   const state = readState();
   const [target, dashes, ...cmd] = args;
@@ -331,19 +342,11 @@ async function execInPod(args: string[]): Promise<number> {
     console.error('demo: not running');
     return 1;
   }
-  const { stdout } = await execFileP(state.kubectl, [
-    `--kubeconfig=${KUBECONFIG}`,
-    '-n',
-    m[1] as string,
-    'get',
-    'pod',
-    m[2] as string,
-    '-o',
-    'jsonpath={.metadata.uid}',
-  ]);
-  // The test node agent names a pod's namespace after its tag and the pod's UID.
-  const netns = `${state.tag}-p${stdout.trim().slice(0, 8)}`;
-  const child = spawn('ip', ['netns', 'exec', netns, ...cmd], { stdio: 'inherit' });
+  const child = spawn(
+    state.kubectl,
+    [`--kubeconfig=${KUBECONFIG}`, '-n', m[1] as string, 'exec', m[2] as string, '--', ...cmd],
+    { stdio: 'inherit' },
+  );
   return new Promise((resolve) => child.on('close', (code) => resolve(code ?? 1)));
 }
 

@@ -1,24 +1,30 @@
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ControlPlane } from '../cluster/control-plane.ts';
-import { NodeAgent, type TestNode } from '../cluster/node-agent.ts';
-import { ManagedProcess } from '../cluster/process.ts';
-import { EDGEMESH_BIN, waitFor } from '../harness/netns.ts';
+import { buildImages } from '../cluster/oci-images.ts';
+import { RealNode } from '../cluster/real-node.ts';
+import { EDGEMESH_BIN, exitResult, waitFor } from '../harness/netns.ts';
 import { NatLab, type SiteSpec } from '../natlab/lab.ts';
 
 const execFileP = promisify(execFile);
 
-/** The kustomization the cluster applies (local overlay; harness-run workloads scaled away). */
-export const MANIFESTS = new URL('./manifests', import.meta.url).pathname;
-export const WEBHOOK_PORT = 9443;
+/** The shipped manifests, applied through an overlay that changes only the image. */
+export const SHIPPED_MANIFESTS = new URL('../../manifests', import.meta.url).pathname;
 export const TUNNEL_PORT = 20006;
 /** The gateway's /metrics and /ready port (its default). */
 export const GATEWAY_METRICS_PORT = 15090;
+/**
+ * The tunnel-server Service's public address. The lab's core router routes it to the cloud
+ * node, where kube-proxy's load-balancer rules take it to the pod: what MetalLB in BGP mode
+ * or a cloud load balancer does. The test writes it into the Service's status, as their
+ * controllers do.
+ */
+export const TUNNEL_LB_IP = '198.51.100.200';
 const CUT_CHAIN = 'EDGEMESH_CUT';
+const SYSTEM_NS = 'edgemesh-system';
 
 export interface EdgeClusterOptions {
   /** NetnsLab prefix (≤ 4 chars); every namespace name starts with it plus a random tag. */
@@ -30,57 +36,65 @@ export interface EdgeClusterOptions {
   progress?: (line: string) => void;
 }
 
-/** A node as planned: the lab host it runs on, its site and its gateway's state dir. */
-interface PlannedNode extends TestNode {
+/** A node of the cluster: its lab host and the real kubelet + containerd on it. */
+export interface ClusterNode {
+  name: string;
+  /** 0 for the cloud node, else the site's number. */
   site: number;
-  stateDir: string;
+  netns: string;
+  address: string;
+  podCidr: string;
+  real: RealNode;
 }
 
-/** A node of the cluster, with the gateway running in its namespace. */
-export interface ClusterNode extends PlannedNode {
-  gateway: ManagedProcess;
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
 }
 
 /**
- * "Edge cluster in a box": the NAT lab's small internet with a cloud host running a real
- * control plane (etcd, kube-apiserver, controller-manager, scheduler; TLS, RBAC, webhooks),
- * edgemesh's manifests applied to it, the TLS bootstrap run against it, the webhook serving
- * it by URL, a tunnel-server on another public host, and nodes on site LANs behind NAT
- * routers registered and run by the test node agent, each with a gateway process in its
- * namespace (its host network) using the edgemesh-gateway ServiceAccount.
+ * "Edge cluster in a box": the NAT lab's small internet with real Kubernetes nodes.
  *
- *   public 198.51.100.0/24: cloud .11 (API server :6443, webhook 127.0.0.1:9443)
- *                           tunnel .12 (tunnel-server :20006)
+ *   public 198.51.100.0/24: cloud .11 — control plane (API server :6443) and the cloud node
+ *                           (kubelet + containerd + kube-proxy): webhook and tunnel-server pods
+ *                           .200 — the tunnel-server Service's load-balancer address (→ cloud)
  *   site k: ISP hop → NAT router 203.0.113.<64+4k+2> → LAN 192.168.k.0/24
- *           node<k>-<i> 192.168.k.<10+i>, pods 10.k.i.0/24 on its bridge
+ *           node<k>-<i> 192.168.k.<10+i>: kubelet + containerd (no kube-proxy: the mesh
+ *           replaces it), pods 10.k.i.0/24 on its CNI bridge
  *
- * The test process and the node agent stay in the root namespace and talk to the API
- * server over the control plane's Unix-socket bridge; only the cluster's own hosts use
- * the lab network. `stop()` ends every process by PID and deletes every namespace, also
- * after a failed start.
+ * edgemesh is deployed as a user would: `kubectl apply -k` of the shipped manifests through
+ * an overlay that only sets the image (built from this checkout and imported into every
+ * node's containerd), the README's ConfigMap edits (tunnel-server address; the API server's
+ * address for nodes without kube-proxy), `edgemesh webhook-tls`. The webhook (2 replicas)
+ * and the tunnel-server run as pods on the cloud node, a gateway pod on every node.
+ *
+ * The API server reaches edge kubelets (kubectl exec/logs) through a port forward of :10250
+ * on each NAT router, as KubeEdge's cloudstream tunnel stands in for it on real edge sites;
+ * nothing else enters a site unsolicited. The test process stays in the root namespace and
+ * talks to the API server over the control plane's Unix-socket bridge. `stop()` ends every
+ * process by PID, unmounts, removes cgroups and deletes every namespace, also after a
+ * failed start.
  */
 export class EdgeCluster {
   readonly lab: NatLab;
   readonly workDir: string;
+  /** Edge nodes (sites ≥ 1). */
   readonly nodes: ClusterNode[] = [];
+  cloudNode: ClusterNode | undefined;
+  images: Awaited<ReturnType<typeof buildImages>> | undefined;
   readonly #progress: (line: string) => void;
-  readonly #processes: ManagedProcess[] = [];
   readonly #started = Date.now();
   cp: ControlPlane | undefined;
-  agent: NodeAgent | undefined;
-  webhook: ManagedProcess | undefined;
-  tunnelServer: ManagedProcess | undefined;
-  /** Per-node enrolment token files for the tunnel-server, and the mesh CA certificate. */
-  readonly enrolTokens: Record<string, string> = {};
-  meshCa: string | undefined;
+  /** The overlay applied with `kubectl apply -k` (the shipped manifests, our image). */
+  readonly overlayDir: string;
   #cut = false;
-  #tunnelServerArgv: string[] = [];
-  #gatewayKubeconfigFile = '';
 
   private constructor(lab: NatLab, workDir: string, progress: (line: string) => void) {
     this.lab = lab;
     this.workDir = workDir;
     this.#progress = progress;
+    this.overlayDir = join(workDir, 'overlay');
   }
 
   static async start(opts: EdgeClusterOptions = {}): Promise<EdgeCluster> {
@@ -90,7 +104,7 @@ export class EdgeCluster {
       { mapping: 'preserving', inbound: 'reject', nodes: 2 },
     ];
     progress('edge-cluster: building the NAT lab (public segment, ISP hops, NAT routers, site LANs)');
-    const lab = await NatLab.create({ prefix: opts.prefix ?? 'eme', sites, tunnelServers: 2 });
+    const lab = await NatLab.create({ prefix: opts.prefix ?? 'eme', sites, tunnelServers: 1 });
     const workDir = await mkdtemp(join(tmpdir(), 'edgemesh-edge-cluster-'));
     const cluster = new EdgeCluster(lab, workDir, progress);
     try {
@@ -103,19 +117,19 @@ export class EdgeCluster {
     return cluster;
   }
 
-  /** The cloud host (control plane + webhook). */
-  get cloud() {
+  /** The cloud host (control plane + cloud node). */
+  get cloud(): { ns: string; addr: string } {
     return this.lab.tunnelServers[0] as { ns: string; addr: string };
-  }
-
-  /** The public host running the tunnel-server. */
-  get tunnelHost() {
-    return this.lab.tunnelServers[1] as { ns: string; addr: string };
   }
 
   get controlPlane(): ControlPlane {
     if (!this.cp) throw new Error('edge cluster: control plane not started');
     return this.cp;
+  }
+
+  /** Every node, the cloud node first. */
+  get allNodes(): ClusterNode[] {
+    return [...(this.cloudNode ? [this.cloudNode] : []), ...this.nodes];
   }
 
   /** Prints one progress line with the time since start. */
@@ -125,272 +139,288 @@ export class EdgeCluster {
   }
 
   async #start(): Promise<void> {
+    this.step('building the images (edgemesh from this checkout, pause, nginx, client)');
+    this.images = await buildImages();
+    this.step(`images: ${[this.images.edgemesh, this.images.nginx, this.images.client].join(', ')}`);
     this.step('starting the control plane in the cloud namespace (builds Kubernetes on first use)');
     this.cp = await ControlPlane.start({ netns: this.cloud.ns, address: this.cloud.addr });
     this.step(`control plane ready at ${this.cp.server}`);
 
-    this.step(`applying manifests (${MANIFESTS})`);
-    await this.kubectl(['apply', '--validate=strict', '-k', MANIFESTS]);
+    const tag = this.lab.netns.tag;
+    const planned: Omit<ClusterNode, 'real'>[] = [
+      { name: 'cloud', site: 0, netns: this.cloud.ns, address: this.cloud.addr, podCidr: '10.100.0.0/24' },
+    ];
+    for (const site of this.lab.sites) {
+      for (const [i, node] of site.nodes.entries()) {
+        const podCidr = `10.${site.index}.${i + 1}.0/24`;
+        await this.lab.routeToNode(node, podCidr);
+        await this.#forwardKubeletPort(site.index, i + 1, node.addr, site.natNs, site.publicAddr);
+        planned.push({ name: node.name, site: site.index, netns: node.ns, address: node.addr, podCidr });
+      }
+    }
+    // Nodes start one after another: each import and kubelet start is CPU-bound here.
+    for (const n of planned) {
+      this.step(`node ${n.name}: containerd, images, kubelet${n.site === 0 ? ', kube-proxy' : ''}`);
+      const real = await RealNode.start(
+        this.controlPlane,
+        {
+          name: n.name,
+          netns: n.netns,
+          address: n.address,
+          podCidr: n.podCidr,
+          kubeProxy: n.site === 0,
+          clusterCidr: '10.0.0.0/8',
+          labels: n.site === 0 ? undefined : { 'topology.kubernetes.io/zone': `site-${n.site}` },
+          images: this.images.tars,
+        },
+        tag,
+      );
+      const node = { ...n, real };
+      if (n.site === 0) this.cloudNode = node;
+      else this.nodes.push(node);
+      this.step(`node ${n.name} Ready`);
+    }
+    // What keadm/cloudcore puts on a KubeEdge edge node (a kubelet may not set node-role labels).
+    for (const n of this.nodes) {
+      await this.kubectl(['label', 'node', n.name, 'node-role.kubernetes.io/edge=', '--overwrite']);
+    }
+
+    const overlay = this.overlayDir;
+    await mkdir(overlay, { recursive: true });
+    const [imageName, imageTag] = splitRef(this.images.edgemesh);
+    await writeFile(
+      join(overlay, 'kustomization.yaml'),
+      [
+        'apiVersion: kustomize.config.k8s.io/v1beta1',
+        'kind: Kustomization',
+        `resources: [${SHIPPED_MANIFESTS}]`,
+        `images: [{ name: ghcr.io/edgemesh/edgemesh, newName: ${imageName}, newTag: "${imageTag}" }]`,
+        '',
+      ].join('\n'),
+    );
+    this.step(`kubectl apply -k (the shipped manifests, image ${this.images.edgemesh})`);
+    await this.kubectl(['apply', '--validate=strict', '-k', overlay]);
+    this.step('ConfigMap edgemesh-config: tunnel-server and API server addresses for the edge nodes');
+    await this.kubectl([
+      '-n',
+      SYSTEM_NS,
+      'patch',
+      'configmap',
+      'edgemesh-config',
+      '--type=merge',
+      '-p',
+      JSON.stringify({
+        data: {
+          'tunnel-servers': `${TUNNEL_LB_IP}:${TUNNEL_PORT}`,
+          'kubernetes-service-host': this.cloud.addr,
+          'kubernetes-service-port': '6443',
+        },
+      }),
+    ]);
     this.step('TLS bootstrap: edgemesh webhook-tls against the API server');
-    const tls = await execFileP(EDGEMESH_BIN, ['webhook-tls', '--ip-san=127.0.0.1'], {
-      env: { ...process.env, KUBECONFIG: this.cp.localKubeconfig },
+    const tls = await execFileP(EDGEMESH_BIN, ['webhook-tls'], {
+      env: { ...process.env, KUBECONFIG: this.controlPlane.localKubeconfig },
       timeout: 60_000,
     });
     this.step(`webhook-tls: ${tls.stdout.trim()}`);
-    await this.#startWebhook();
+    // Gateway pods created before the ConfigMap edit carry the old addresses.
+    await this.kubectl(['-n', SYSTEM_NS, 'rollout', 'restart', 'daemonset/edgemesh-gateway']);
+    await this.#publishTunnelServer();
 
-    const testNodes: PlannedNode[] = [];
-    for (const site of this.lab.sites) {
-      for (const [i, node] of site.nodes.entries()) {
-        const stateDir = join(this.workDir, `gateway-${node.name}`);
-        testNodes.push({
-          name: node.name,
-          netns: node.ns,
-          address: node.addr,
-          podCidr: `10.${site.index}.${i + 1}.0/24`,
-          labels: { 'topology.kubernetes.io/zone': `site-${site.index}` },
-          site: site.index,
-          stateDir,
-        });
-      }
+    this.step('waiting for the webhook, tunnel-server and gateway pods');
+    for (const [kind, name] of [
+      ['deployment', 'edgemesh-webhook'],
+      ['deployment', 'edgemesh-tunnel-server'],
+      ['daemonset', 'edgemesh-gateway'],
+    ] as const) {
+      await this.kubectl(['-n', SYSTEM_NS, 'rollout', 'status', `${kind}/${name}`, '--timeout=240s'], {
+        timeoutMs: 250_000,
+      }).catch(async (err: Error) => {
+        throw new Error(`${err.message}\n${await this.#describeSystemPods()}`);
+      });
     }
-    await this.#startTunnelServer(testNodes.map((n) => n.name));
-    this.step(`registering nodes ${testNodes.map((n) => `${n.name} (${n.address})`).join(', ')}`);
-    this.agent = await NodeAgent.start({
-      kubeConfig: this.cp.kubeConfig(),
-      nodes: testNodes,
-      netnsPrefix: this.lab.netns.tag,
-    });
-    await waitFor(
-      async () => {
-        const nodes = JSON.parse(await this.kubectl(['get', 'nodes', '-o', 'json'])).items as {
-          spec: { taints?: unknown[] };
-        }[];
-        return nodes.length === testNodes.length && nodes.every((n) => !n.spec.taints?.length);
-      },
-      60_000,
-      500,
-      'all nodes Ready and untainted',
-    );
-    this.#gatewayKubeconfigFile = await this.#gatewayKubeconfig();
-    for (const node of testNodes) {
-      await mkdir(node.stateDir, { recursive: true });
-      this.nodes.push({ ...node, gateway: this.#startGateway(node) });
-    }
-    for (const node of this.nodes) await this.#gatewayReady(node);
-    this.step(`gateways ready on ${this.nodes.map((n) => n.name).join(', ')}`);
-    if (this.meshCa) {
-      // Each gateway enrols with the tunnel-server (bootstrap token → node certificate).
-      for (const node of this.nodes) {
-        await this.#whileRunning(
-          node.gateway,
-          () =>
-            stat(join(node.stateDir, 'tunnel.crt')).then(
-              () => true,
-              () => false,
-            ),
-          60_000,
-          250,
-          `gateway on ${node.name} enrolled with the tunnel-server`,
-        );
-      }
-      this.step('gateways enrolled with the tunnel-server (node certificates from the mesh CA)');
-    }
-    this.step(`edge cluster up (kubeconfig for this machine: ${this.cp.localKubeconfig})`);
-  }
-
-  async #startWebhook(): Promise<void> {
-    const json = async (args: string[]) => JSON.parse(await this.kubectl([...args, '-o', 'json']));
-    const secret = await json(['-n', 'edgemesh-system', 'get', 'secret', 'edgemesh-webhook-tls']);
-    const dir = join(this.workDir, 'webhook');
-    await mkdir(dir, { recursive: true });
-    await writeFile(join(dir, 'tls.crt'), Buffer.from(secret.data['tls.crt'], 'base64'));
-    await writeFile(join(dir, 'tls.key'), Buffer.from(secret.data['tls.key'], 'base64'), { mode: 0o600 });
-    const config = await json(['-n', 'edgemesh-system', 'get', 'configmap', 'edgemesh-config']);
-    await writeFile(join(dir, 'webhook.yaml'), config.data['webhook.yaml']);
-    this.step(`starting the webhook in the cloud namespace on 127.0.0.1:${WEBHOOK_PORT} (URL clientConfig)`);
-    this.webhook = this.#spawn('webhook', this.cloud.ns, [
-      EDGEMESH_BIN,
-      'webhook',
-      '--host=127.0.0.1',
-      `--port=${WEBHOOK_PORT}`,
-      `--tls-cert=${join(dir, 'tls.crt')}`,
-      `--tls-key=${join(dir, 'tls.key')}`,
-      `--config=${join(dir, 'webhook.yaml')}`,
-    ]);
-    await this.#whileRunning(
-      this.webhook,
-      () => this.#answers(this.cloud.ns, `https://127.0.0.1:${WEBHOOK_PORT}/readyz`),
-      30_000,
-      200,
-      'webhook /readyz',
-    );
-    this.step('webhook ready');
+    this.step('edgemesh pods Running: webhook ×2 and tunnel-server on the cloud node, a gateway on every node');
+    for (const node of this.allNodes) await this.gatewayReady(node.name);
+    this.step(`edge cluster up (kubeconfig for this machine: ${this.controlPlane.localKubeconfig})`);
   }
 
   /**
-   * The tunnel-server on its public host, with a fresh mesh CA and static per-node
-   * enrolment tokens (the TokenReview mode would need a gateway pod for each token: here
-   * the gateways are processes). The mesh CA is the one `edgemesh webhook-tls` stored in
-   * the cluster, as the tunnel-server Deployment would mount it.
+   * The API server dials a kubelet at its InternalIP (192.168.k.x, behind the site's NAT):
+   * in the cloud namespace that address's :10250 is sent to the NAT router's public
+   * address, port 10250+10k+i, which the router forwards to the node — for the cloud host
+   * only, and for that port only.
    */
-  async #startTunnelServer(nodeNames: string[]): Promise<void> {
-    const dir = join(this.workDir, 'mesh-ca');
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const secret = JSON.parse(
-      await this.kubectl(['-n', 'edgemesh-system', 'get', 'secret', 'edgemesh-mesh-ca', '-o', 'json']),
-    ) as { data: Record<string, string> };
-    const ca = {
-      certPem: Buffer.from(secret.data['ca.crt'] ?? '', 'base64').toString(),
-      keyPem: Buffer.from(secret.data['ca.key'] ?? '', 'base64').toString(),
-    };
-    if (!ca.certPem || !ca.keyPem)
-      throw new Error('Secret edgemesh-mesh-ca lacks ca.crt/ca.key (edgemesh webhook-tls makes it)');
-    this.step('mesh CA: from the Secret edgemesh-mesh-ca');
-    await writeFile(join(dir, 'ca.crt'), ca.certPem);
-    await writeFile(join(dir, 'ca.key'), ca.keyPem, { mode: 0o600 });
-    const hashes: Record<string, string> = {};
-    for (const node of nodeNames) {
-      const token = randomBytes(24).toString('hex');
-      this.enrolTokens[node] = join(dir, `${node}.token`);
-      await writeFile(this.enrolTokens[node], token, { mode: 0o600 });
-      hashes[node] = createHash('sha256').update(token).digest('hex');
-    }
-    await writeFile(join(dir, 'enrol-tokens.json'), JSON.stringify(hashes), { mode: 0o600 });
-    this.meshCa = join(dir, 'ca.crt');
-    this.step(`starting the tunnel-server on ${this.tunnelHost.addr}:${TUNNEL_PORT}`);
-    this.#tunnelServerArgv = [
-      EDGEMESH_BIN,
-      'tunnel-server',
-      `--listen=0.0.0.0:${TUNNEL_PORT}`,
-      '--name=tunnel-1',
-      `--server-ip=${this.tunnelHost.addr}`,
-      `--ca-cert=${join(dir, 'ca.crt')}`,
-      `--ca-key=${join(dir, 'ca.key')}`,
-      `--enrol-tokens=${join(dir, 'enrol-tokens.json')}`,
-    ];
-    await this.#spawnTunnelServer();
-    this.step('tunnel-server ready');
-  }
-
-  async #spawnTunnelServer(): Promise<void> {
-    this.tunnelServer = this.#spawn('tunnel-server', this.tunnelHost.ns, this.#tunnelServerArgv);
-    await this.#whileRunning(
-      this.tunnelServer,
-      async () => {
-        const r = await this.lab.run(this.tunnelHost.ns, ['ss', '-Hltn', `sport = :${TUNNEL_PORT}`]);
-        return r.stdout.includes(`:${TUNNEL_PORT}`);
-      },
-      30_000,
-      200,
-      'tunnel-server listening',
-    );
-  }
-
-  /** A kubeconfig for the edgemesh-gateway ServiceAccount (token from the TokenRequest API). */
-  async #gatewayKubeconfig(): Promise<string> {
-    const cp = this.controlPlane;
-    const token = (
-      await this.kubectl(['-n', 'edgemesh-system', 'create', 'token', 'edgemesh-gateway', '--duration=48h'])
-    ).trim();
-    const ca = (await readFile(cp.pki.caCert)).toString('base64');
-    const path = join(this.workDir, 'gateway.kubeconfig');
-    await writeFile(
-      path,
-      [
-        'apiVersion: v1',
-        'kind: Config',
-        `clusters: [{name: edge, cluster: {server: "${cp.server}", certificate-authority-data: ${ca}}}]`,
-        `users: [{name: edgemesh-gateway, user: {token: ${token}}}]`,
-        'contexts: [{name: edge, context: {cluster: edge, user: edgemesh-gateway, namespace: edgemesh-system}}]',
-        'current-context: edge',
-        '',
-      ].join('\n'),
-      { mode: 0o600 },
-    );
-    return path;
-  }
-
-  /** Waits for a gateway's /ready (it has a catalog: from the API, or persisted on disk). */
-  async #gatewayReady(node: ClusterNode): Promise<void> {
-    await this.#whileRunning(
-      node.gateway,
-      () => this.#answers(node.netns, `http://127.0.0.1:${GATEWAY_METRICS_PORT}/ready`),
-      60_000,
-      250,
-      `gateway on ${node.name} ready (has a catalog)`,
-    );
-  }
-
-  /** Restarts a node's gateway (SIGTERM, then the same command); resolves once it is ready. */
-  async restartGateway(nodeName: string): Promise<void> {
-    const node = this.node(nodeName);
-    await node.gateway.stop(10_000);
-    this.#processes.splice(this.#processes.indexOf(node.gateway), 1);
-    node.gateway = this.#startGateway(node);
-    await this.#gatewayReady(node);
-    this.step(`gateway on ${nodeName} restarted and ready`);
-  }
-
-  #startGateway(node: PlannedNode): ManagedProcess {
-    const tunnel =
-      this.meshCa && this.enrolTokens[node.name]
-        ? [
-            `--tunnel-servers=${this.tunnelHost.addr}:${TUNNEL_PORT}`,
-            `--mesh-ca=${this.meshCa}`,
-            `--enroll-token-file=${this.enrolTokens[node.name]}`,
-          ]
-        : [];
-    this.step(
-      `starting the gateway on ${node.name} (listen ${node.address}:15080${tunnel.length ? `, tunnel via ${this.tunnelHost.addr}:${TUNNEL_PORT}` : ', no tunnel'})`,
-    );
-    return this.#spawn(`gateway-${node.name}`, node.netns, [
-      EDGEMESH_BIN,
-      'gateway',
-      `--node-name=${node.name}`,
-      `--kubeconfig=${this.#gatewayKubeconfigFile}`,
-      `--state-dir=${node.stateDir}`,
-      `--listen=${node.address}`,
-      ...tunnel,
+  async #forwardKubeletPort(site: number, i: number, nodeAddr: string, natNs: string, publicAddr: string) {
+    const port = String(10250 + 10 * site + i);
+    await this.lab.exec(this.cloud.ns, [
+      'iptables',
+      '-w',
+      '-t',
+      'nat',
+      '-A',
+      'OUTPUT',
+      '-d',
+      nodeAddr,
+      '-p',
+      'tcp',
+      '--dport',
+      '10250',
+      '-j',
+      'DNAT',
+      '--to-destination',
+      `${publicAddr}:${port}`,
+    ]);
+    const from = ['-s', this.cloud.addr, '-p', 'tcp'];
+    await this.lab.exec(natNs, [
+      'iptables',
+      '-w',
+      '-t',
+      'nat',
+      '-A',
+      'PREROUTING',
+      '-i',
+      'wan',
+      ...from,
+      '--dport',
+      port,
+      '-j',
+      'DNAT',
+      '--to-destination',
+      `${nodeAddr}:10250`,
+    ]);
+    await this.lab.exec(natNs, [
+      'iptables',
+      '-w',
+      '-I',
+      'FORWARD',
+      '-i',
+      'wan',
+      ...from,
+      '-d',
+      nodeAddr,
+      '--dport',
+      '10250',
+      '-j',
+      'ACCEPT',
     ]);
   }
 
-  /** waitFor `ready`, with the end of `proc`'s log in the error if it has exited meanwhile. */
-  #whileRunning(
-    proc: ManagedProcess,
-    ready: () => Promise<boolean>,
-    timeoutMs: number,
-    intervalMs: number,
-    what: string,
-  ): Promise<boolean> {
-    return waitFor(
-      async () => {
-        if (!proc.running) throw new Error(`${proc.name} exited: ${await tail(proc.logFile)}`);
-        return ready();
-      },
+  /** The load balancer: route the Service's address to the cloud node and report it in its status. */
+  async #publishTunnelServer(): Promise<void> {
+    await this.lab.exec(this.lab.coreNs, ['ip', 'route', 'replace', `${TUNNEL_LB_IP}/32`, 'via', this.cloud.addr]);
+    await this.kubectl([
+      '-n',
+      SYSTEM_NS,
+      'patch',
+      'service',
+      'edgemesh-tunnel-server',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ status: { loadBalancer: { ingress: [{ ip: TUNNEL_LB_IP }] } } }),
+    ]);
+    this.step(`tunnel-server Service published at ${TUNNEL_LB_IP}:${TUNNEL_PORT} (load balancer → cloud node)`);
+  }
+
+  async #describeSystemPods(): Promise<string> {
+    const pods = await this.kubectl(['-n', SYSTEM_NS, 'get', 'pods', '-o', 'wide']).catch((e) => String(e));
+    const events = await this.kubectl(['-n', SYSTEM_NS, 'get', 'events', '--sort-by=.lastTimestamp']).catch(
+      (e) => String(e),
+    );
+    return `${pods}\n${events.split('\n').slice(-25).join('\n')}`;
+  }
+
+  /** Waits for a node's gateway /ready (it has a catalog: from the API, or persisted on disk). */
+  async gatewayReady(nodeName: string, timeoutMs = 90_000): Promise<void> {
+    const node = this.node(nodeName);
+    await waitFor(
+      () => this.#answers(node.netns, `http://127.0.0.1:${GATEWAY_METRICS_PORT}/ready`),
       timeoutMs,
-      intervalMs,
-      what,
+      250,
+      `gateway on ${nodeName} ready (has a catalog)`,
     );
   }
 
-  /** True when `url` answers 2xx within 2 s from inside `netns` (our own CAs: not verified). */
-  async #answers(netns: string, url: string): Promise<boolean> {
-    const r = await this.lab.run(netns, ['curl', '-skf', '--max-time', '2', url]);
-    return r.code === 0;
+  /**
+   * Kills a node's gateway container (SIGKILL to its task, through the node's containerd: no
+   * API needed) and waits until the kubelet has restarted it and it is ready again.
+   */
+  async restartGateway(nodeName: string): Promise<void> {
+    const node = this.node(nodeName);
+    const before = await this.containerId(nodeName, { namespace: SYSTEM_NS, container: 'gateway' });
+    await node.real.ctr(['tasks', 'kill', '-s', 'SIGKILL', before]);
+    await waitFor(
+      async () => {
+        const id = await this.containerId(nodeName, { namespace: SYSTEM_NS, container: 'gateway' }).catch(
+          () => undefined,
+        );
+        return id !== undefined && id !== before && (await node.real.tasks()).has(id);
+      },
+      60_000,
+      250,
+      `kubelet restarting the gateway container on ${nodeName}`,
+    );
+    await this.gatewayReady(nodeName);
+    this.step(`gateway on ${nodeName} killed, restarted by the kubelet and ready`);
   }
 
-  #spawn(name: string, netns: string, argv: string[]): ManagedProcess {
-    const p = new ManagedProcess(name, argv, {
-      netns,
-      logFile: join(this.workDir, `${name}.log`),
-      env: { ...process.env, EDGEMESH_LOG_LEVEL: process.env.EDGEMESH_LOG_LEVEL ?? 'info' } as Record<
-        string,
-        string
-      >,
-    });
-    this.#processes.push(p);
-    return p;
+  /**
+   * The id of a running container on a node, found by the labels the CRI puts on it
+   * (pod namespace, pod name, container name), through that node's containerd.
+   */
+  async containerId(
+    nodeName: string,
+    where: { namespace: string; pod?: string; container: string },
+  ): Promise<string> {
+    const node = this.node(nodeName);
+    const filters = [
+      `labels."io.kubernetes.pod.namespace"==${where.namespace}`,
+      `labels."io.kubernetes.container.name"==${where.container}`,
+      ...(where.pod ? [`labels."io.kubernetes.pod.name"==${where.pod}`] : []),
+    ].join(',');
+    const ids = (await node.real.ctr(['containers', 'ls', '-q', filters])).split('\n').filter(Boolean);
+    const running = await node.real.tasks();
+    const id = ids.find((i) => running.has(i));
+    if (!id) throw new Error(`no running container ${where.container} of ${where.namespace}/${where.pod ?? '*'} on ${nodeName}`);
+    return id;
+  }
+
+  /** `kubectl exec` into a pod's container (through the API server and the node's kubelet). */
+  async exec(namespace: string, pod: string, container: string, argv: string[], timeoutMs = 30_000): Promise<ExecResult> {
+    return exitResult(
+      this.kubectl(['-n', namespace, 'exec', pod, '-c', container, '--', ...argv], { timeoutMs }).then(
+        (stdout) => ({ stdout, stderr: '' }),
+      ),
+    ).then((r) => (r.code === 0 ? r : { ...r, stderr: r.stderr.replace(/^kubectl .*? exited \d+: /, '') }));
+  }
+
+  /**
+   * Runs argv in a pod's container straight through its node's containerd (`ctr tasks
+   * exec`, as `crictl exec` does): works while the cloud, and so the API server, is cut off.
+   */
+  async execDirect(
+    nodeName: string,
+    where: { namespace: string; pod: string; container: string },
+    argv: string[],
+    timeoutMs = 30_000,
+  ): Promise<ExecResult> {
+    const node = this.node(nodeName);
+    const id = await this.containerId(nodeName, where);
+    const execId = `e2e-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+    return exitResult(
+      execFileP('ctr', ['-a', node.real.socket, '-n', 'k8s.io', 'tasks', 'exec', '--exec-id', execId, id, ...argv], {
+        timeout: timeoutMs,
+        maxBuffer: 16 * 1024 * 1024,
+      }),
+    );
+  }
+
+  /** Runs argv (a host tool) in a pod's network namespace, entered through one of its containers' PID. */
+  async inPodNetns(nodeName: string, where: { namespace: string; pod: string; container: string }, argv: string[]) {
+    const node = this.node(nodeName);
+    const id = await this.containerId(nodeName, where);
+    const pid = (await node.real.tasks()).get(id);
+    return (await execFileP('nsenter', [`--target=${pid}`, '--net', '--', ...argv], { timeout: 30_000 })).stdout;
   }
 
   /** kubectl as admin (runs in the cloud namespace); throws with its output on failure. */
@@ -399,7 +429,7 @@ export class EdgeCluster {
   }
 
   node(name: string): ClusterNode {
-    const n = this.nodes.find((x) => x.name === name);
+    const n = this.allNodes.find((x) => x.name === name);
     if (!n) throw new Error(`edge cluster: no node ${name}`);
     return n;
   }
@@ -419,10 +449,10 @@ export class EdgeCluster {
   }
 
   /**
-   * Cuts the cloud off: the core router drops everything to and from the cloud host and the
-   * tunnel-server host, as when a site's uplink to the cloud fails. Established connections
-   * see silence, not resets. (The node agent keeps its own API link: it stands in for the
-   * kubelet and is not part of the mesh under test.)
+   * Cuts the cloud off: the core router drops everything to and from the cloud host (API
+   * server, cloud node) and the tunnel-server's address, as when a site's uplink to the
+   * cloud fails. Established connections see silence, not resets. The edge kubelets lose
+   * the API server too.
    */
   async cutCloud(): Promise<void> {
     const core = this.lab.coreNs;
@@ -430,7 +460,7 @@ export class EdgeCluster {
     if (this.#cut) return;
     await ipt(['-N', CUT_CHAIN]).catch(() => undefined);
     await ipt(['-F', CUT_CHAIN]);
-    for (const host of [this.cloud.addr, this.tunnelHost.addr]) {
+    for (const host of [this.cloud.addr, TUNNEL_LB_IP]) {
       await ipt(['-A', CUT_CHAIN, '-d', host, '-j', 'DROP']);
       await ipt(['-A', CUT_CHAIN, '-s', host, '-j', 'DROP']);
     }
@@ -446,32 +476,55 @@ export class EdgeCluster {
     this.step('cloud link restored');
   }
 
-  /** Kills the API server and the tunnel-server outright (a crash, not a drain). */
+  /**
+   * A cloud crash: the API server killed outright, the cloud node's kubelet stopped (so
+   * nothing restarts the pods) and the tunnel-server container killed.
+   */
   async crashCloud(): Promise<void> {
+    const cloud = this.cloudNode;
+    if (!cloud) throw new Error('edge cluster: no cloud node');
+    const tunnel = await this.containerId('cloud', { namespace: SYSTEM_NS, container: 'tunnel-server' });
     await this.controlPlane.stopApiServer(0);
-    if (this.tunnelServer) {
-      this.#processes.splice(this.#processes.indexOf(this.tunnelServer), 1);
-      await this.tunnelServer.stop(0);
-    }
-    this.step('API server and tunnel-server killed');
+    await cloud.real.kubelet?.stop(5_000);
+    await cloud.real.ctr(['tasks', 'kill', '-s', 'SIGKILL', tunnel]);
+    this.step('API server and tunnel-server killed (cloud kubelet stopped)');
   }
 
-  /** Starts both again (same flags, same data, same mesh CA); resolves once they serve. */
+  /** Starts the API server and the cloud kubelet again; resolves once the tunnel-server serves. */
   async recoverCloud(): Promise<void> {
     await this.controlPlane.startApiServer();
-    if (this.#tunnelServerArgv.length > 0) await this.#spawnTunnelServer();
-    this.step('API server and tunnel-server back');
+    await this.cloudNode?.real.startKubelet();
+    await this.kubectl(['-n', SYSTEM_NS, 'rollout', 'status', 'deployment/edgemesh-tunnel-server', '--timeout=120s'], {
+      timeoutMs: 130_000,
+    });
+    await waitFor(
+      async () => {
+        const r = await this.lab.run(this.cloud.ns, ['curl', '-s', '-o', '/dev/null', '--max-time', '1', `telnet://${TUNNEL_LB_IP}:${TUNNEL_PORT}`]);
+        return r.code === 0 || r.code === 28;
+      },
+      60_000,
+      500,
+      'tunnel-server answering',
+    );
+    this.step('API server, cloud kubelet and tunnel-server back');
+  }
+
+  /** True when `url` answers 2xx within 2 s from inside `netns` (our own CAs: not verified). */
+  async #answers(netns: string, url: string): Promise<boolean> {
+    const r = await this.lab.run(netns, ['curl', '-skf', '--max-time', '2', url]);
+    return r.code === 0;
   }
 
   /** What `scripts/demo` records to tear the cluster down from another process. */
   describe(): { tag: string; dirs: string[]; pids: number[]; kubeconfig: string; kubectl: string } {
     const cp = this.controlPlane;
-    const pids = [...this.#processes.map((p) => p.pid), ...Object.values(cp.pids)].filter(
-      (p): p is number => typeof p === 'number',
-    );
+    const pids = [
+      ...this.allNodes.flatMap((n) => [n.real.kubeProxy?.pid, n.real.kubelet?.pid, n.real.containerd?.pid]),
+      ...Object.values(cp.pids),
+    ].filter((p): p is number => typeof p === 'number');
     return {
       tag: this.lab.netns.tag,
-      dirs: [this.workDir, cp.dataDir, ...(this.agent ? [this.agent.dataDir] : [])],
+      dirs: [this.workDir, cp.dataDir, ...this.allNodes.flatMap((n) => [n.real.dir, n.real.runDir])],
       pids,
       kubeconfig: cp.localKubeconfig,
       kubectl: join(cp.binDir, 'kubectl'),
@@ -480,10 +533,10 @@ export class EdgeCluster {
 
   /** Stops everything this cluster started (by PID) and deletes its namespaces. Safe to call twice. */
   async stop(): Promise<void> {
-    this.step('stopping: node agent (pods), gateways, tunnel-server, webhook, control plane, lab');
+    this.step('stopping: nodes (kubelets, pods, containerd), control plane, lab');
     await this.restoreCloud().catch(() => undefined);
-    await this.agent?.stop().catch((err) => this.step(`node agent stop: ${err}`));
-    for (const p of this.#processes.splice(0).reverse()) await p.stop(5_000);
+    for (const n of [...this.nodes].reverse()) await n.real.stop().catch((err) => this.step(`node ${n.name} stop: ${err}`));
+    await this.cloudNode?.real.stop().catch((err) => this.step(`cloud node stop: ${err}`));
     await this.cp?.stop().catch((err) => this.step(`control plane stop: ${err}`));
     await this.lab.cleanup();
     if (!process.env.EDGEMESH_KEEP_CLUSTER_DATA) await rm(this.workDir, { recursive: true, force: true });
@@ -491,7 +544,9 @@ export class EdgeCluster {
   }
 }
 
-async function tail(file: string, lines = 20): Promise<string> {
-  const text = await readFile(file, 'utf8').catch(() => '');
-  return `\n--- ${file} ---\n${text.trim().split('\n').slice(-lines).join('\n')}`;
+/** "localhost/edgemesh:0.1.0-abc" → ["localhost/edgemesh", "0.1.0-abc"]. */
+export function splitRef(ref: string): [string, string] {
+  const at = ref.lastIndexOf(':');
+  if (at <= ref.lastIndexOf('/')) return [ref, 'latest'];
+  return [ref.slice(0, at), ref.slice(at + 1)];
 }

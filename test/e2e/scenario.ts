@@ -1,9 +1,9 @@
-import type { EdgeCluster } from './edge-cluster.ts';
+import type { EdgeCluster, ExecResult } from './edge-cluster.ts';
 
 /**
  * The demo workload and the steps both the e2e test and `scripts/demo` run on an edge
- * cluster: an nginx-like server on site 2 behind a Service (port 12345 → 80) and a headless
- * Service, a curl client on site 1, in namespace `demo`.
+ * cluster: nginx (Debian's, our image) on site 2 behind a Service (port 12345 → 80) and a
+ * headless Service, a client (curl, dig) on site 1, in namespace `demo`.
  */
 export const NS = 'demo';
 export const SERVICE_URL = `http://nginx-svc.${NS}.svc.cluster.local:12345/`;
@@ -19,7 +19,7 @@ export interface PodView {
   spec: {
     nodeName?: string;
     initContainers?: { name: string; restartPolicy?: string }[];
-    containers: { name: string }[];
+    containers: { name: string; image?: string }[];
   };
   status: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
 }
@@ -30,7 +30,17 @@ export function namespace(name: string, labels: Record<string, string> = {}) {
   return { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } };
 }
 
-export function nginxDeployment(replicas = 1) {
+/** The images the cluster's nodes hold (EdgeCluster.images). */
+export interface WorkloadImages {
+  nginx: string;
+  client: string;
+}
+
+/**
+ * nginx serving one page that names its pod and node: an init container (the client image's
+ * shell) writes it from the downward API into the folder nginx serves.
+ */
+export function nginxDeployment(images: WorkloadImages, replicas = 1) {
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -52,14 +62,29 @@ export function nginxDeployment(replicas = 1) {
             },
           ],
           terminationGracePeriodSeconds: 5,
+          initContainers: [
+            {
+              name: 'page',
+              image: images.client,
+              command: ['sh', '-c', 'echo "served by pod $POD_NAMESPACE/$POD_NAME on node $NODE_NAME" > /html/index.html'],
+              env: [
+                { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+                { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+                { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+              ],
+              volumeMounts: [{ name: 'html', mountPath: '/html' }],
+            },
+          ],
           containers: [
             {
               name: 'nginx',
-              image: 'nginx:1.27',
+              image: images.nginx,
               ports: [{ name: 'http', containerPort: 80 }],
               readinessProbe: { httpGet: { path: '/', port: 80 }, periodSeconds: 1 },
+              volumeMounts: [{ name: 'html', mountPath: '/usr/share/nginx/html', readOnly: true }],
             },
           ],
+          volumes: [{ name: 'html', emptyDir: {} }],
         },
       },
     },
@@ -87,8 +112,8 @@ export function services() {
   ];
 }
 
-/** A curl client on site 1 (`name` is also its app label; extra pod labels e.g. to opt out). */
-export function clientDeployment(name = 'client', podLabels: Record<string, string> = {}) {
+/** A curl + dig client on site 1 (`name` is also its app label; extra pod labels e.g. to opt out). */
+export function clientDeployment(images: WorkloadImages, name = 'client', podLabels: Record<string, string> = {}) {
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -101,7 +126,7 @@ export function clientDeployment(name = 'client', podLabels: Record<string, stri
         spec: {
           nodeSelector: zone(1),
           terminationGracePeriodSeconds: 2,
-          containers: [{ name: 'client', image: 'curlimages/curl:8.10.1', command: ['sleep', 'infinity'] }],
+          containers: [{ name: 'client', image: images.client, command: ['sleep', 'infinity'] }],
         },
       },
     },
@@ -151,20 +176,36 @@ export async function clientPod(cluster: EdgeCluster): Promise<string> {
   return client.metadata.name;
 }
 
-/**
- * Runs argv in the client pod's network namespace as its app container's user. `pod` names
- * it without asking the API (for when the API server is down).
- */
-export async function inClient(cluster: EdgeCluster, argv: string[], timeoutMs = 30_000, pod?: string) {
-  const name = pod ?? (await clientPod(cluster));
-  return cluster.agent?.exec(NS, name, argv, { container: 'client', timeoutMs }) as Promise<{
-    code: number;
-    stdout: string;
-    stderr: string;
-  }>;
+/** A pod named without asking the API, and its node (for when the API server is out of reach). */
+export interface PodRef {
+  pod: string;
+  node: string;
 }
 
-export async function curl(cluster: EdgeCluster, url = SERVICE_URL, maxTimeS = 5, pod?: string) {
+/** The client pod and its node, looked up now (to be used while the cloud is away). */
+export async function clientRef(cluster: EdgeCluster): Promise<PodRef> {
+  const [client] = await livePods(cluster, 'app=client');
+  if (!client?.spec.nodeName) throw new Error('no scheduled client pod');
+  return { pod: client.metadata.name, node: client.spec.nodeName };
+}
+
+/**
+ * Runs argv in the client pod's `client` container: `kubectl exec`, or with `direct`
+ * straight through its node's containerd (no API server needed).
+ */
+export async function inClient(
+  cluster: EdgeCluster,
+  argv: string[],
+  timeoutMs = 30_000,
+  direct?: PodRef,
+): Promise<ExecResult> {
+  if (direct) {
+    return cluster.execDirect(direct.node, { namespace: NS, pod: direct.pod, container: 'client' }, argv, timeoutMs);
+  }
+  return cluster.exec(NS, await clientPod(cluster), 'client', argv, timeoutMs);
+}
+
+export async function curl(cluster: EdgeCluster, url = SERVICE_URL, maxTimeS = 5, pod?: PodRef) {
   return inClient(
     cluster,
     ['curl', '-sS', '--fail-with-body', '--max-time', String(maxTimeS), url],
