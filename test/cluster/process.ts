@@ -3,10 +3,9 @@ import { closeSync, openSync } from 'node:fs';
 import { constants } from 'node:os';
 
 /**
- * A child process of the test cluster: optionally inside a network namespace and as another
- * uid/gid, stdout+stderr appended to a log file (so a crash leaves its reason on disk), and
- * stopped by its own PID only. `ip netns exec` and `setpriv` both exec their command, so
- * the PID we hold is the program's own; a parent-death signal kills it if this process dies.
+ * A child process of the test cluster: optionally inside a network namespace,
+ * stdout+stderr appended to a log file (so a crash leaves its reason on disk), and stopped
+ * by its own PID only; a parent-death signal kills it if this process dies.
  */
 export class ManagedProcess {
   readonly name: string;
@@ -71,61 +70,26 @@ export interface ProcessPlace {
    * makes a private one): what a kubelet and containerd need, whose mounts runc must see.
    */
   shareMounts?: boolean;
-  uid?: number;
-  gid?: number;
-  /** Bind mounts, made in a private mount namespace of the process (targets must exist). */
-  mounts?: { source: string; target: string; readOnly: boolean }[];
 }
 
 /**
- * The argv that runs `argv` in a namespace, with bind mounts, as a uid, dying with its
- * parent: `ip netns exec NS unshare -m sh -c MOUNTS… setpriv … -- argv`. Every step execs
- * the next, so the PID is the program's own.
+ * The argv that runs `argv` in a namespace, dying with its parent. `ip netns exec`,
+ * `nsenter` and `setpriv` all exec the next step, so the PID is the program's own.
  */
 export function placedArgv(argv: string[], place: ProcessPlace): string[] {
-  const mounts = place.mounts ?? [];
   return [
     ...(place.netns
       ? place.shareMounts
         ? ['nsenter', `--net=/run/netns/${place.netns}`, '--']
         : ['ip', 'netns', 'exec', place.netns]
       : []),
-    ...(mounts.length > 0
-      ? [
-          'unshare',
-          '--mount',
-          '--propagation=private',
-          '--',
-          'sh',
-          '-c',
-          MOUNT_SCRIPT,
-          'mount-volumes',
-          ...mounts.flatMap((m) => [m.source, m.target, m.readOnly ? 'ro' : 'rw']),
-          '--',
-        ]
-      : []),
     // Dies with its parent even when that is killed outright: no orphaned API servers.
     'setpriv',
     '--pdeathsig=SIGKILL',
-    ...(place.uid !== undefined
-      ? [`--reuid=${place.uid}`, `--regid=${place.gid ?? place.uid}`, '--clear-groups']
-      : []),
     '--',
     ...argv,
   ];
 }
-
-// Bind-mounts (source, target, ro|rw) triples up to "--", then execs the rest: unshare
-// and sh both exec, so the PID stays the program's own. Exit 125 when a mount fails.
-const MOUNT_SCRIPT = [
-  'while [ "$1" != -- ]; do',
-  '  mount --bind "$1" "$2" || exit 125',
-  '  if [ "$3" = ro ]; then mount -o remount,bind,ro "$2" || exit 125; fi',
-  '  shift 3',
-  'done',
-  'shift',
-  'exec "$@"',
-].join('\n');
 
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {
