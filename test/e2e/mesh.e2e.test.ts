@@ -14,6 +14,7 @@ import {
   livePods,
   NS,
   namespace,
+  nginxConfig,
   nginxDeployment,
   offTheRelay,
   type PodView,
@@ -155,7 +156,7 @@ describe('edgemesh on a real control plane across NATs', () => {
   });
 
   it('labelled namespace: after a rollout restart the new pods carry the injected containers and the old ones are gone', async () => {
-    await apply(cluster, [namespace(NS), nginxDeployment(images(), 1), ...services(), clientDeployment(images())]);
+    await apply(cluster, [namespace(NS), nginxConfig(), nginxDeployment(images(), 1), ...services(), clientDeployment(images())]);
     const [oldServer] = await readyPods('app=nginx', 1);
     const [oldClient] = await readyPods('app=client', 1);
     expect(oldServer && isInjected(oldServer)).toBe(false);
@@ -468,6 +469,7 @@ describe('edgemesh on a real control plane across NATs', () => {
     await apply(cluster, [
       namespace('plain'),
       namespace(NS, { 'edgemesh.io/injection': 'enabled' }),
+      nginxConfig('plain'),
       plainServer,
       optOut,
     ]);

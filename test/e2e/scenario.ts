@@ -37,8 +37,40 @@ export interface WorkloadImages {
 }
 
 /**
+ * The nginx config the demo mounts: the image's own, but idle keep-alive connections close
+ * after 5 s (nginx's default is 65 s). Streams opened while a tunnel was on the relay stay
+ * there, and the sidecar pools upstream connections: offTheRelay() waits for them to close.
+ */
+export function nginxConfig(namespaceName = NS) {
+  return {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: { name: 'nginx-conf', namespace: namespaceName },
+    data: {
+      'nginx.conf': [
+        'daemon off;',
+        'user nginx;',
+        'worker_processes 1;',
+        'pid /run/nginx.pid;',
+        'error_log stderr notice;',
+        'events { worker_connections 1024; }',
+        'http {',
+        '  include /etc/nginx/mime.types;',
+        '  default_type text/plain;',
+        '  access_log /dev/stdout;',
+        '  keepalive_timeout 5s;',
+        '  server { listen 80 default_server; root /usr/share/nginx/html; index index.html; }',
+        '}',
+        '',
+      ].join('\n'),
+    },
+  };
+}
+
+/**
  * nginx serving one page that names its pod and node: an init container (the client image's
- * shell) writes it from the downward API into the folder nginx serves.
+ * shell) writes it from the downward API into the folder nginx serves. Needs nginxConfig()
+ * in its namespace.
  */
 export function nginxDeployment(images: WorkloadImages, replicas = 1) {
   return {
@@ -81,10 +113,16 @@ export function nginxDeployment(images: WorkloadImages, replicas = 1) {
               image: images.nginx,
               ports: [{ name: 'http', containerPort: 80 }],
               readinessProbe: { httpGet: { path: '/', port: 80 }, periodSeconds: 1 },
-              volumeMounts: [{ name: 'html', mountPath: '/usr/share/nginx/html', readOnly: true }],
+              volumeMounts: [
+                { name: 'html', mountPath: '/usr/share/nginx/html', readOnly: true },
+                { name: 'conf', mountPath: '/etc/nginx/nginx.conf', subPath: 'nginx.conf', readOnly: true },
+              ],
             },
           ],
-          volumes: [{ name: 'html', emptyDir: {} }],
+          volumes: [
+            { name: 'html', emptyDir: {} },
+            { name: 'conf', configMap: { name: 'nginx-conf' } },
+          ],
         },
       },
     },
