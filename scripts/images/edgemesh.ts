@@ -174,7 +174,7 @@ export const edgemesh: ImageRecipe = {
       import { readdirSync } from 'node:fs';
       import { createRequire } from 'node:module';
       const files = readdirSync('/app', { recursive: true })
-        .filter((f) => f.endsWith('.js') && !f.startsWith('node_modules/') && !/(^\/)main\.js$/.test(f));
+        .filter((f) => f.endsWith('.js') && !f.startsWith('node_modules/') && f !== 'main.js' && !f.endsWith('/main.js'));
       for (const f of files) await import('/app/' + f);
       const require = createRequire('/app/package.json');
       require('koffi'); require('node-datachannel'); require('/app/${ADDON}');

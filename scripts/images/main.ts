@@ -18,6 +18,7 @@ import { nginx } from './nginx.ts';
 import { type PackedImage, packImage } from './oci-pack.ts';
 import { pause } from './pause.ts';
 import type { BuildContext, ImageRecipe } from './recipe.ts';
+import { saveLddCache, useLddCache } from './rootfs.ts';
 
 const RECIPES: ImageRecipe[] = [pause, nginx, client, edgemesh];
 
@@ -166,9 +167,14 @@ async function main(argv: string[]): Promise<void> {
     log(`edgemesh: rootfs in ${o.rootfsOnly} (${seconds(t0)})`);
     return;
   }
-  mkdirSync(o.out, { recursive: true });
+  mkdirSync(join(o.out, '.work'), { recursive: true });
+  useLddCache(join(o.out, '.work/ldd-cache.json'));
   const refs: string[] = [];
-  for (const r of RECIPES) if (o.only.length === 0 || o.only.includes(r.name)) refs.push(await buildOne(r, o, repo));
+  try {
+    for (const r of RECIPES) if (o.only.length === 0 || o.only.includes(r.name)) refs.push(await buildOne(r, o, repo));
+  } finally {
+    saveLddCache();
+  }
   process.stdout.write(`${refs.join('\n')}\n`);
 }
 
