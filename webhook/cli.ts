@@ -4,32 +4,22 @@ import { configError } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
 import { createRegistry } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
-import { DEFAULT_CONFIG, type InjectionConfig, resolveConfig } from './config.ts';
+import { DEFAULT_CONFIG, injectionSection, RELEASE_IMAGE, withImage } from './config.ts';
 import { injectText } from './manual.ts';
+import { readOwnImage } from './own-image.ts';
 import { startWebhookServer } from './server.ts';
 
-const CONFIG_HELP = `The --config file (YAML or JSON; in a cluster the edgemesh-injector ConfigMap) may set
-any option above by name, and an 'injection:' mapping with the injected containers' settings:
+const { image: _image, ...DEFAULT_SETTINGS } = DEFAULT_CONFIG;
+const CONFIG_HELP = `The --config file (YAML or JSON; in a cluster the ConfigMap edgemesh-config, key webhook.yaml)
+may set any option above by name, and an 'injection:' mapping with the injected containers' settings:
   injection:
     image: registry.example/edgemesh:0.1.0
     imagePullPolicy: IfNotPresent
     clusterDomain: cluster.local
     sidecarResources: { requests: { cpu: 10m, memory: 32Mi }, limits: { memory: 128Mi } }
-Defaults: ${JSON.stringify(DEFAULT_CONFIG)}`;
-
-function injectionConfig(
-  sections: Readonly<Record<string, unknown>>,
-  image: string | undefined,
-  source: string,
-): InjectionConfig {
-  const raw = sections.injection ?? {};
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
-    throw configError(`${source}: injection must be a mapping`);
-  return resolveConfig(
-    { ...(raw as Record<string, unknown>), ...(image ? { image } : {}) },
-    `${source} injection`,
-  );
-}
+The injected image: --image, else injection.image, else for the webhook the image of its own
+container (read from its Pod, EDGEMESH_POD_NAME/EDGEMESH_POD_NAMESPACE), for inject ${RELEASE_IMAGE}.
+Defaults: ${JSON.stringify(DEFAULT_SETTINGS)}`;
 
 export const webhookCommand = defineCommand(
   {
@@ -48,13 +38,27 @@ export const webhookCommand = defineCommand(
       },
       'tls-key': { type: 'string', default: '/etc/edgemesh/tls/tls.key', description: 'serving key (PEM)' },
       config: { type: 'string', description: 'config file (YAML/JSON)' },
-      image: { type: 'string', description: 'image for the injected containers (overrides injection.image)' },
+      image: {
+        type: 'string',
+        description:
+          "image for the injected containers (overrides injection.image; default: the webhook's own image)",
+      },
+      'pod-name': {
+        type: 'string',
+        description:
+          "this webhook's Pod (downward API), read at start for its own image when no image is set",
+      },
+      'pod-namespace': { type: 'string', description: "this webhook's Pod's namespace (downward API)" },
     },
   },
   async (opts) => {
-    const config = injectionConfig(opts.sections, opts.image, opts.config ?? 'defaults');
+    const { settings, image } = injectionSection(
+      opts.sections.injection,
+      opts.image,
+      opts.config ?? 'defaults',
+    );
+    const explicit = image && withImage(settings, image.value, `${image.from}:`);
     const log = createLogger('webhook');
-    const registry = createRegistry('webhook');
     for (const [flag, file] of [
       ['tls-cert', opts['tls-cert']],
       ['tls-key', opts['tls-key']],
@@ -67,6 +71,13 @@ export const webhookCommand = defineCommand(
         );
       }
     }
+    // An explicit image wins; else the image of the webhook's own container (own-image.ts).
+    const own = explicit
+      ? undefined
+      : await readOwnImage({ podName: opts['pod-name'], namespace: opts['pod-namespace'], log });
+    const config = explicit ?? withImage(settings, own?.image, `${own?.from}: image`);
+    log.info({ image: config.image, from: image?.from ?? own?.from }, 'injecting this image');
+    const registry = createRegistry('webhook');
     const server = await startWebhookServer({
       host: opts.host,
       port: opts.port,
@@ -76,7 +87,6 @@ export const webhookCommand = defineCommand(
       log,
       registry,
     });
-    log.info({ image: config.image }, 'injection config loaded');
     onShutdown(log, () => server.close());
   },
 );
@@ -97,7 +107,10 @@ export const injectCommand = defineCommand(
   },
   async (opts) => {
     if (!opts.filename) throw configError("--filename/-f is required (a file, or '-' for standard input)");
-    const config = injectionConfig(opts.sections, opts.image, opts.config ?? 'defaults');
+    const source = opts.config ?? 'defaults';
+    const { settings, image } = injectionSection(opts.sections.injection, opts.image, source);
+    // Today's default for manual injection: this release's image, said on stderr.
+    const config = withImage(settings, image ? image.value : RELEASE_IMAGE, `${image?.from ?? 'image'}:`);
     let text: string;
     try {
       text = readFileSync(opts.filename === '-' ? 0 : opts.filename, 'utf8');
@@ -106,7 +119,11 @@ export const injectCommand = defineCommand(
     }
     const { yaml, report } = injectText(text, config);
     process.stdout.write(yaml);
-    if (!opts.quiet) for (const line of report) process.stderr.write(`edgemesh inject: ${line}\n`);
+    if (!opts.quiet) {
+      const from = image?.from ?? 'the release default; set --image or injection.image to change it';
+      process.stderr.write(`edgemesh inject: image ${config.image} (${from})\n`);
+      for (const line of report) process.stderr.write(`edgemesh inject: ${line}\n`);
+    }
     return 0;
   },
 );

@@ -9,7 +9,11 @@ import { configError } from '../lib/errors.ts';
  * errors: a typo must not silently fall back to a default.
  */
 export interface InjectionConfig {
-  /** Image holding the `edgemesh` entrypoint, used for both injected containers. */
+  /**
+   * Image holding the `edgemesh` entrypoint, used for both injected containers. In order:
+   * `--image` (EDGEMESH_IMAGE), `injection.image` in the config file, then for the webhook
+   * the image of its own container (own-image.ts) and for `edgemesh inject` RELEASE_IMAGE.
+   */
   image: string;
   imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
   proxyUid: number;
@@ -50,8 +54,18 @@ export const ALWAYS_EXCLUDED_NAMESPACES = [
   'edgemesh-system',
 ] as const;
 
+/**
+ * The image of this release (its tag is package.json's version, checked by a test). The
+ * default of `edgemesh inject`, of tests and benchmarks; never of the webhook, which injects
+ * the image it runs itself unless told otherwise, so a retag reaches the injected containers.
+ */
+export const RELEASE_IMAGE = 'ghcr.io/edgemesh/edgemesh:0.1.0';
+
+/** Injection settings without the image: what the webhook validates before it looks for one. */
+export type InjectionSettings = Omit<InjectionConfig, 'image'>;
+
 export const DEFAULT_CONFIG: InjectionConfig = Object.freeze({
-  image: 'ghcr.io/edgemesh/edgemesh:0.1.0',
+  image: RELEASE_IMAGE,
   imagePullPolicy: 'IfNotPresent',
   proxyUid: 1337,
   proxyGid: 1337,
@@ -80,18 +94,70 @@ const PORT_KEYS = [
 // A Kubernetes quantity, e.g. 10m, 1.5, 128Mi, 1G.
 const QUANTITY = /^[+]?(\d+(\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e\d+)?$/;
 const DNS_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+// An image reference as containerd/docker parse it: [registry[:port]/]path[:tag][@digest],
+// path components lower case (distribution/reference's grammar, without IPv6 registries).
+const DOMAIN_PART = '[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?';
+const PATH_PART = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+const IMAGE_REF = new RegExp(
+  `^(?:${DOMAIN_PART}(?:\\.${DOMAIN_PART})*(?::\\d+)?/)?${PATH_PART}(?:/${PATH_PART})*` +
+    '(?::\\w[\\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$',
+);
 
-/** Validates a partial config (from a file) over the defaults; errors name the key. */
+/** Whether `image` is a well-formed image reference; otherwise the problem, for an error. */
+export function imageProblem(image: unknown): string | undefined {
+  if (typeof image !== 'string' || image.length === 0) return 'must be a non-empty image reference';
+  if (!IMAGE_REF.test(image))
+    return `${JSON.stringify(image)} is not an image reference like registry.example/edgemesh:0.1.0`;
+  return undefined;
+}
+
+/**
+ * Validates a partial config (from a file) over the defaults; errors name the key. Without
+ * an `image` key the result has RELEASE_IMAGE: the webhook uses resolveSettings instead.
+ */
 export function resolveConfig(partial: Record<string, unknown>, source = 'config'): InjectionConfig {
+  const { image = RELEASE_IMAGE, ...rest } = partial;
+  return withImage(resolveSettings(rest, source), image, `${source}: image`);
+}
+
+/** `settings` with the injected image (validated; `where` names its source in the error). */
+export function withImage(settings: InjectionSettings, image: unknown, where: string): InjectionConfig {
+  const problem = imageProblem(image);
+  if (problem) throw configError(`${where} ${problem}`);
+  return deepFreeze({ ...settings, image: image as string });
+}
+
+/**
+ * The `injection:` mapping of a --config file validated without its image, and the image
+ * it or `--image` names explicitly (`--image` wins), with where that came from. An explicit
+ * image that is not a string (`image:` with nothing after it) is an error in withImage, not
+ * "unset".
+ */
+export function injectionSection(
+  section: unknown,
+  flagImage: string | undefined,
+  source: string,
+): { settings: InjectionSettings; image?: { value: unknown; from: string } } {
+  const raw = section ?? {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw configError(`${source}: injection must be a mapping`);
+  const { image, ...rest } = raw as Record<string, unknown>;
+  const settings = resolveSettings(rest, `${source} injection`);
+  if (flagImage !== undefined) return { settings, image: { value: flagImage, from: '--image' } };
+  if ('image' in raw) return { settings, image: { value: image, from: `${source} injection.image` } };
+  return { settings };
+}
+
+/** Validates every setting but the image (the key is refused here; see resolveConfig). */
+export function resolveSettings(partial: Record<string, unknown>, source = 'config'): InjectionSettings {
   const out: Record<string, unknown> = { ...DEFAULT_CONFIG };
+  delete out.image;
   for (const [key, value] of Object.entries(partial)) {
-    if (!(key in DEFAULT_CONFIG)) throw configError(`${source}: unknown key ${JSON.stringify(key)}`);
+    if (!(key in out)) throw configError(`${source}: unknown key ${JSON.stringify(key)}`);
     out[key] = value;
   }
-  const c = out as unknown as InjectionConfig;
+  const c = out as unknown as InjectionSettings;
   const fail = (key: string, why: string) => configError(`${source}: ${key} ${why}`);
-  if (typeof c.image !== 'string' || c.image.length === 0 || /\s/.test(c.image))
-    throw fail('image', 'must be a non-empty image reference');
   if (!['Always', 'IfNotPresent', 'Never'].includes(c.imagePullPolicy))
     throw fail('imagePullPolicy', 'must be Always, IfNotPresent or Never');
   for (const key of PORT_KEYS) {
@@ -119,7 +185,7 @@ export function resolveConfig(partial: Record<string, unknown>, source = 'config
     throw fail('excludedNamespaces', 'must be a list of namespace names');
   }
   c.excludedNamespaces = [...new Set([...ALWAYS_EXCLUDED_NAMESPACES, ...c.excludedNamespaces])];
-  return deepFreeze(c);
+  return c;
 }
 
 function validateResources(r: unknown, where: string): void {

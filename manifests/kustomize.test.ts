@@ -1,0 +1,230 @@
+import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { promisify } from 'node:util';
+import type { V1Container, V1Deployment, V1Pod } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import YAML from 'yaml';
+import { silentLogger } from '../lib/log.ts';
+import { injectionSection, withImage } from '../webhook/config.ts';
+import { injectText } from '../webhook/manual.ts';
+import { readOwnImage } from '../webhook/own-image.ts';
+
+// The manifests as `kubectl kustomize` renders them: an overlay that only retags the image
+// (`images:`) retags every workload and, through the webhook's own image, the containers it
+// injects; nothing in the render still names the upstream image.
+const manifests = import.meta.dirname;
+const buildScript = join(manifests, '../test/cluster/build-k8s.sh');
+const execFileP = promisify(execFile);
+type Obj = Record<string, unknown> & { kind: string; metadata: { name: string; namespace?: string } };
+
+let kubectl: string | undefined;
+let skipReason = '';
+let dir: string;
+
+/** build-k8s.sh builds kubectl once (Go module proxy) or reuses the cached one; last stdout line = bin dir. */
+function findKubectl(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', [buildScript, 'kubectl'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.stderr.on('data', (d) => {
+      err += d;
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const binDir = out.trim().split('\n').pop();
+      if (code === 0 && binDir) resolve(join(binDir, 'kubectl'));
+      else
+        reject(
+          new Error(`build-k8s.sh kubectl exited ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`),
+        );
+    });
+  });
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'edgemesh-kustomize-'));
+  try {
+    kubectl = await findKubectl();
+  } catch (err) {
+    skipReason = `no kubectl to run kustomize with: ${(err as Error).message}`;
+    console.warn(`manifests/kustomize.test.ts skipped: ${skipReason}`);
+  }
+}, 30 * 60_000);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+async function render(ctx: TestContext, path: string): Promise<{ text: string; objects: Obj[] }> {
+  if (!kubectl) ctx.skip(skipReason);
+  const { stdout } = await execFileP(kubectl as string, ['kustomize', path], { maxBuffer: 16 << 20 });
+  return { text: stdout, objects: YAML.parseAllDocuments(stdout).map((d) => d.toJS() as Obj) };
+}
+
+/** An overlay in a temp dir over `base` (a path in this repo) with the given kustomization lines. */
+function overlay(name: string, base: string, body: string): string {
+  const path = join(dir, name);
+  mkdirSync(path, { recursive: true });
+  writeFileSync(
+    join(path, 'kustomization.yaml'),
+    `apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ${relative(path, base)}\n${body}`,
+  );
+  return path;
+}
+
+const find = (objects: Obj[], kind: string, name: string) => {
+  const o = objects.find((x) => x.kind === kind && x.metadata.name === name);
+  if (!o) throw new Error(`no ${kind}/${name} in the render`);
+  return o;
+};
+
+function workloadImages(objects: Obj[]): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const o of objects) {
+    if (!['Deployment', 'DaemonSet'].includes(o.kind)) continue;
+    const spec = (o as unknown as V1Deployment).spec?.template.spec;
+    const containers: V1Container[] = [...(spec?.initContainers ?? []), ...(spec?.containers ?? [])];
+    out[`${o.kind}/${o.metadata.name}`] = containers.map((c) => c.image ?? '');
+  }
+  return out;
+}
+
+/**
+ * What the rendered webhook injects: its config from the rendered ConfigMap, its own image
+ * from a Pod made of the rendered Deployment's template (what the API server would return for
+ * it), then the injected containers of an app pod.
+ */
+async function injectedImages(objects: Obj[]): Promise<{ images: string[]; from: string }> {
+  const config = find(objects, 'ConfigMap', 'edgemesh-config') as unknown as { data: Record<string, string> };
+  const file = YAML.parse(config.data['webhook.yaml']) as { injection?: unknown };
+  const { settings, image } = injectionSection(file.injection, undefined, 'webhook.yaml');
+  const deployment = find(objects, 'Deployment', 'edgemesh-webhook') as unknown as V1Deployment;
+  const own = await readOwnImage({
+    podName: 'edgemesh-webhook-7d9f-abcde',
+    namespace: 'edgemesh-system',
+    log: silentLogger,
+    readPod: async (namespace, name) =>
+      ({ ...deployment.spec?.template, metadata: { name, namespace } }) as V1Pod,
+  });
+  const injection = image
+    ? withImage(settings, image.value, image.from)
+    : withImage(settings, own.image, own.from);
+  const app =
+    'kind: Pod\nmetadata: {name: app, namespace: shop}\nspec: {containers: [{name: app, image: nginx}]}\n';
+  const pod = YAML.parse(injectText(app, injection).yaml) as V1Pod;
+  return {
+    images: (pod.spec?.initContainers ?? []).map((c) => `${c.name}=${c.image}`),
+    from: image ? image.from : own.from,
+  };
+}
+
+describe('kubectl kustomize of the manifests', () => {
+  it('an overlay with only images: retags every workload and the injected containers', async (ctx) => {
+    const path = overlay(
+      'retag',
+      manifests,
+      'images:\n  - { name: ghcr.io/edgemesh/edgemesh, newName: localhost/edgemesh, newTag: 0.1.0-abc }\n',
+    );
+    const { text, objects } = await render(ctx, path);
+    const image = 'localhost/edgemesh:0.1.0-abc';
+    expect(workloadImages(objects)).toEqual({
+      'Deployment/edgemesh-webhook': [image],
+      'DaemonSet/edgemesh-gateway': [image],
+      'Deployment/edgemesh-tunnel-server': [image],
+    });
+    expect(await injectedImages(objects)).toEqual({
+      images: [`edgemesh-init=${image}`, `edgemesh-proxy=${image}`],
+      from: 'Pod edgemesh-system/edgemesh-webhook-7d9f-abcde container webhook',
+    });
+    // Nothing still names the upstream image: not the ConfigMap, not a comment-free string.
+    expect(text).not.toContain('ghcr.io/edgemesh');
+  });
+
+  it('a tag-only override (newTag) reaches the injected containers too', async (ctx) => {
+    const path = overlay(
+      'tag',
+      join(manifests, 'base'),
+      'images:\n  - { name: ghcr.io/edgemesh/edgemesh, newTag: 0.2.0 }\n',
+    );
+    const { objects } = await render(ctx, path);
+    expect((await injectedImages(objects)).images).toEqual([
+      'edgemesh-init=ghcr.io/edgemesh/edgemesh:0.2.0',
+      'edgemesh-proxy=ghcr.io/edgemesh/edgemesh:0.2.0',
+    ]);
+  });
+
+  it('the base injects its own 0.1.0 image, and lets the webhook read its Pod for it', async (ctx) => {
+    const { objects } = await render(ctx, manifests);
+    expect(Object.values(workloadImages(objects)).flat()).toEqual(
+      Array(3).fill('ghcr.io/edgemesh/edgemesh:0.1.0'),
+    );
+    expect((await injectedImages(objects)).images).toEqual([
+      'edgemesh-init=ghcr.io/edgemesh/edgemesh:0.1.0',
+      'edgemesh-proxy=ghcr.io/edgemesh/edgemesh:0.1.0',
+    ]);
+    // What the webhook needs for that: its Pod's name and namespace, a token, get on pods.
+    const deployment = find(objects, 'Deployment', 'edgemesh-webhook') as unknown as V1Deployment;
+    const pod = deployment.spec?.template.spec;
+    expect(pod?.automountServiceAccountToken).toBe(true);
+    expect(pod?.serviceAccountName).toBe('edgemesh-webhook');
+    const container = pod?.containers.find((c) => c.name === 'webhook');
+    expect(container?.env).toEqual(
+      expect.arrayContaining([
+        { name: 'EDGEMESH_POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+        { name: 'EDGEMESH_POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+      ]),
+    );
+    const role = find(objects, 'Role', 'edgemesh-webhook');
+    expect(role.metadata.namespace).toBe('edgemesh-system');
+    expect(role.rules).toEqual([{ apiGroups: [''], resources: ['pods'], verbs: ['get'] }]);
+    const binding = find(objects, 'RoleBinding', 'edgemesh-webhook');
+    expect(binding.roleRef).toEqual({
+      apiGroup: 'rbac.authorization.k8s.io',
+      kind: 'Role',
+      name: 'edgemesh-webhook',
+    });
+    expect(binding.subjects).toEqual([
+      { kind: 'ServiceAccount', name: 'edgemesh-webhook', namespace: 'edgemesh-system' },
+    ]);
+  });
+
+  it('an explicit injection.image in the ConfigMap still wins over the webhook image', async (ctx) => {
+    const path = overlay(
+      'explicit',
+      manifests,
+      `images:
+  - { name: ghcr.io/edgemesh/edgemesh, newName: localhost/edgemesh, newTag: 0.1.0-abc }
+patches:
+  - target: { kind: ConfigMap, name: edgemesh-config }
+    patch: |-
+      - op: replace
+        path: /data/webhook.yaml
+        value: |
+          injection:
+            image: mirror.example/edgemesh:pinned
+`,
+    );
+    const { objects } = await render(ctx, path);
+    expect(await injectedImages(objects)).toEqual({
+      images: [
+        'edgemesh-init=mirror.example/edgemesh:pinned',
+        'edgemesh-proxy=mirror.example/edgemesh:pinned',
+      ],
+      from: 'webhook.yaml injection.image',
+    });
+  });
+
+  it('manifests/overlays/local still builds', async (ctx) => {
+    const { objects } = await render(ctx, join(manifests, 'overlays/local'));
+    const mwc = find(objects, 'MutatingWebhookConfiguration', 'edgemesh-sidecar-injector') as unknown as {
+      webhooks: { clientConfig: { url?: string } }[];
+    };
+    expect(mwc.webhooks.map((w) => w.clientConfig.url)).toEqual([
+      'https://127.0.0.1:9443/mutate',
+      'https://127.0.0.1:9443/mutate',
+    ]);
+  });
+});
