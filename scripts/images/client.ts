@@ -2,7 +2,16 @@
 // ... as symlinks) plus the real curl and dig from the build machine, with their libraries.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { type ImageRecipe, PATH_ENV, shortId } from './recipe.ts';
-import { accounts, copyHostPath, inRootfs, installBinary, mkdirs, sharedLibs, symlinks, writeFiles } from './rootfs.ts';
+import {
+  accounts,
+  copyHostPath,
+  inRootfs,
+  installBinary,
+  mkdirs,
+  sharedLibs,
+  symlinks,
+  writeFiles,
+} from './rootfs.ts';
 
 const BUSYBOX = '/usr/bin/busybox';
 const TOOLS = ['/usr/bin/curl', '/usr/bin/dig'];

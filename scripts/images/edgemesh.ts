@@ -8,13 +8,34 @@
 //
 // An edgemesh upgrade changes only the app layer, so a node pulls only that.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { RUNTIME_PARTS, stripTree } from '../strip-types.ts';
 import { digestInputs } from './digest.ts';
 import { pruneNodeModules, stripAddons } from './node-modules.ts';
 import { type BuildContext, type ImageRecipe, PATH_ENV, shortId } from './recipe.ts';
-import { accounts, copyHostPath, copyHostTree, inRootfs, installBinary, mkdirs, sharedLibs, symlinks, writeFiles } from './rootfs.ts';
+import {
+  accounts,
+  copyHostPath,
+  copyHostTree,
+  inRootfs,
+  installBinary,
+  mkdirs,
+  sharedLibs,
+  symlinks,
+  writeFiles,
+} from './rootfs.ts';
 
 const XTABLES_BINS = ['/usr/sbin/xtables-nft-multi', '/usr/sbin/xtables-legacy-multi'];
 const XTABLES_MODULES = '/usr/lib/x86_64-linux-gnu/xtables';
@@ -118,7 +139,8 @@ export const edgemesh: ImageRecipe = {
     // stack traces, so nothing a user sees changes.
     execFileSync('strip', [join(rootfs, 'usr/local/bin/node')]);
     for (const b of XTABLES_BINS) installBinary(rootfs, b);
-    for (const m of copyHostTree(rootfs, XTABLES_MODULES)) for (const l of sharedLibs(m)) copyHostPath(rootfs, l);
+    for (const m of copyHostTree(rootfs, XTABLES_MODULES))
+      for (const l of sharedLibs(m)) copyHostPath(rootfs, l);
     const links: Record<string, string> = {};
     for (const family of ['iptables', 'ip6tables']) {
       for (const tool of ['', '-save', '-restore']) {
@@ -141,10 +163,15 @@ export const edgemesh: ImageRecipe = {
     // app layer
     const app = join(rootfs, 'app');
     stripTree(ctx.repo, app);
-    cpSync(join(stage, 'node_modules'), join(app, 'node_modules'), { recursive: true, verbatimSymlinks: true });
+    cpSync(join(stage, 'node_modules'), join(app, 'node_modules'), {
+      recursive: true,
+      verbatimSymlinks: true,
+    });
     const pruned = pruneNodeModules(join(app, 'node_modules'));
     stripAddons(join(app, 'node_modules'));
-    ctx.log(`node_modules: dropped ${pruned.files} files, ${(pruned.bytes / 1e6).toFixed(1)} MB not needed at run time`);
+    ctx.log(
+      `node_modules: dropped ${pruned.files} files, ${(pruned.bytes / 1e6).toFixed(1)} MB not needed at run time`,
+    );
     // The addon built against the image's Node in the staging copy, not whatever the checkout has.
     mkdirSync(join(app, dirname(ADDON)), { recursive: true });
     copyFileSync(join(stage, ADDON), join(app, ADDON));
@@ -186,4 +213,3 @@ export const edgemesh: ImageRecipe = {
     return out;
   },
 };
-

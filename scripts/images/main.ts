@@ -6,11 +6,19 @@
 // Next to each tar: <name>.ref (the image reference), <name>.json (digests, sizes, timing) and
 // <name>.key (hash of every input: an unchanged image is not rebuilt). Progress goes to stderr;
 // stdout gets one reference per image, edgemesh's last.
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  createReadStream,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, resolve } from 'node:path';
-import { createGzip } from 'node:zlib';
-import { createReadStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
 import { client } from './client.ts';
 import { digestInputs } from './digest.ts';
 import { edgemesh } from './edgemesh.ts';
@@ -32,7 +40,13 @@ interface Options {
 }
 
 function parseArgs(repo: string, argv: string[]): Options {
-  const o: Options = { out: join(repo, '.build/images'), only: [], force: false, gzip: false, measure: false };
+  const o: Options = {
+    out: join(repo, '.build/images'),
+    only: [],
+    force: false,
+    gzip: false,
+    measure: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -146,7 +160,9 @@ async function buildOne(recipe: ImageRecipe, o: Options, repo: string): Promise<
   writeFileSync(refFile, `${packed.ref}\n`);
   writeFileSync(join(o.out, `${recipe.name}.key`), key);
   const sizes = info.layers
-    .map((l) => `${l.name} ${mb(l.bytes)}${'gzip9Bytes' in l ? ` (gzip -9 ${mb(l.gzip9Bytes as number)})` : ''}`)
+    .map(
+      (l) => `${l.name} ${mb(l.bytes)}${'gzip9Bytes' in l ? ` (gzip -9 ${mb(l.gzip9Bytes as number)})` : ''}`,
+    )
     .join(', ');
   log(`${recipe.name}: ${packed.ref} in ${seconds(t0)}: ${sizes}`);
   return packed.ref;
@@ -171,7 +187,8 @@ async function main(argv: string[]): Promise<void> {
   useLddCache(join(o.out, '.work/ldd-cache.json'));
   const refs: string[] = [];
   try {
-    for (const r of RECIPES) if (o.only.length === 0 || o.only.includes(r.name)) refs.push(await buildOne(r, o, repo));
+    for (const r of RECIPES)
+      if (o.only.length === 0 || o.only.includes(r.name)) refs.push(await buildOne(r, o, repo));
   } finally {
     saveLddCache();
   }

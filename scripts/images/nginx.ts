@@ -15,6 +15,7 @@ const NGINX_UID = 101; // as in the official image, so volume permissions carry 
 function nginxVersion(): string {
   try {
     const pkg = execFileSync('dpkg', ['-S', NGINX], { encoding: 'utf8' }).split(':')[0]!;
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's format syntax
     return execFileSync('dpkg-query', ['-W', '-f', '${Version}', pkg], { encoding: 'utf8' }).trim();
   } catch {
     const v = execFileSync(NGINX, ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

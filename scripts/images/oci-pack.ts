@@ -79,7 +79,8 @@ export function walkRootfs(root: string): TarEntry[] {
       const path = rel ? `${rel}/${name}` : name;
       const st = lstatSync(join(root, path));
       const mode = st.mode & 0o7777;
-      if (st.isSymbolicLink()) out.push({ path, type: 'symlink', mode: 0o777, linkname: readlinkSync(join(root, path)) });
+      if (st.isSymbolicLink())
+        out.push({ path, type: 'symlink', mode: 0o777, linkname: readlinkSync(join(root, path)) });
       else if (st.isDirectory()) {
         out.push({ path, type: 'dir', mode });
         visit(path);

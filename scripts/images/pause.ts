@@ -15,7 +15,17 @@ export const pause: ImageRecipe = {
   }),
 
   build(ctx, rootfs) {
-    execFileSync('gcc', ['-static', '-Os', '-s', '-Wall', '-Wextra', '-Werror', '-o', join(rootfs, 'pause'), join(ctx.repo, SOURCE)]);
+    execFileSync('gcc', [
+      '-static',
+      '-Os',
+      '-s',
+      '-Wall',
+      '-Wextra',
+      '-Werror',
+      '-o',
+      join(rootfs, 'pause'),
+      join(ctx.repo, SOURCE),
+    ]);
     return {
       layers: [{ name: 'pause', match: () => true }],
       config: { entrypoint: ['/pause'], env: [PATH_ENV], user: '65535:65535' },

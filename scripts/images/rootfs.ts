@@ -93,7 +93,8 @@ function runLdd(binary: string): string[] {
   try {
     out = execFileSync('ldd', [binary], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
-    const text = String((err as { stdout?: string }).stdout ?? '') + String((err as { stderr?: string }).stderr);
+    const text =
+      String((err as { stdout?: string }).stdout ?? '') + String((err as { stderr?: string }).stderr);
     if (/not a dynamic executable|statically linked/.test(text)) return [];
     throw err;
   }
@@ -189,7 +190,9 @@ export function inRootfs(root: string, argv: string[], env: Record<string, strin
   });
   const output = `${r.stdout ?? ''}${r.stderr ?? ''}`;
   if (r.status !== 0) {
-    throw new Error(`in rootfs: ${argv.join(' ')}: ${r.error?.message ?? `exit ${r.status ?? r.signal}`}\n${output}`);
+    throw new Error(
+      `in rootfs: ${argv.join(' ')}: ${r.error?.message ?? `exit ${r.status ?? r.signal}`}\n${output}`,
+    );
   }
   return output;
 }

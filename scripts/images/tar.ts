@@ -92,7 +92,13 @@ export function entryHeaders(e: TarEntry): Buffer[] {
   if (records.length === 0) return [header(e)];
   const data = Buffer.from(records.join(''), 'utf8');
   const base = e.path.split('/').pop()!.slice(0, 80);
-  const pax = header({ path: `PaxHeaders/${base}`, type: 'file', mode: 0o644, size: data.length, typeflag: 'x' });
+  const pax = header({
+    path: `PaxHeaders/${base}`,
+    type: 'file',
+    mode: 0o644,
+    size: data.length,
+    typeflag: 'x',
+  });
   return [pax, data, padding(data.length), header(e)];
 }
 
@@ -120,7 +126,8 @@ export class TarWriter {
   /** Writes the headers; for a file, follow with `data()` calls totalling `size` bytes, in order. */
   add(e: TarEntry): void {
     if (this.pending !== 0) throw new Error(`tar: ${this.pending} bytes missing before ${e.path}`);
-    if (e.path === '' || e.path.startsWith('/') || e.path.endsWith('/')) throw new Error(`tar: bad path ${e.path}`);
+    if (e.path === '' || e.path.startsWith('/') || e.path.endsWith('/'))
+      throw new Error(`tar: bad path ${e.path}`);
     for (const b of entryHeaders(e)) this.emit(b);
     this.pending = e.type === 'file' ? (e.size ?? 0) : 0;
     this.padTo = this.pending;

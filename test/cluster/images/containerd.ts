@@ -48,7 +48,9 @@ export class ThrowawayContainerd {
       } catch (err) {
         if (!proc.running || i > 100) {
           await c.stop();
-          throw new Error(`containerd did not start: ${err}\n${readFileSync(join(dir, 'containerd.log'), 'utf8')}`);
+          throw new Error(
+            `containerd did not start: ${err}\n${readFileSync(join(dir, 'containerd.log'), 'utf8')}`,
+          );
         }
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -87,8 +89,8 @@ export class ThrowawayContainerd {
     }
     const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
       .split('\n')
-      .map((l) => l.split(' ')[4])
-      .filter((m): m is string => m !== undefined && m.startsWith(`${this.dir}/`))
+      .map((l) => l.split(' ')[4] ?? '')
+      .filter((m) => m.startsWith(`${this.dir}/`))
       .sort((a, b) => b.length - a.length);
     for (const m of mounts) await run('umount', ['-l', m]).catch(() => {});
     rmSync(this.dir, { recursive: true, force: true });

@@ -47,13 +47,14 @@ describe('images in containerd', () => {
       console.log(`import ${tar.split('/').pop()}: ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     }
     const list = await containerd.ctr(['images', 'ls', '-q']);
-    for (const ref of [images.edgemesh, images.pause, images.nginx, images.client]) expect(list).toContain(ref);
+    for (const ref of [images.edgemesh, images.pause, images.nginx, images.client])
+      expect(list).toContain(ref);
   });
 
   test('edgemesh: node, the CLI and both iptables backends start', async () => {
-    expect(await runIn(images.edgemesh, ['/usr/local/bin/node', '-e', 'console.log(process.version)'])).toMatch(
-      /^v24\./,
-    );
+    expect(
+      await runIn(images.edgemesh, ['/usr/local/bin/node', '-e', 'console.log(process.version)']),
+    ).toMatch(/^v24\./);
     expect(await runIn(images.edgemesh, ['/usr/local/bin/node', '/app/bin/main.js', '--help'])).toContain(
       'Usage: edgemesh',
     );
@@ -65,9 +66,19 @@ describe('images in containerd', () => {
     const caps = ['--cap-add', 'CAP_NET_ADMIN', '--cap-add', 'CAP_NET_RAW'];
     for (const backend of ['nft', 'legacy']) {
       // /proc/sys is read-only in a container: the reserved-ports sysctl belongs to the pod spec.
-      const argv = ['/usr/local/bin/node', '/app/bin/main.js', 'init', `--iptables-backend=${backend}`, '--reserved-ports='];
+      const argv = [
+        '/usr/local/bin/node',
+        '/app/bin/main.js',
+        'init',
+        `--iptables-backend=${backend}`,
+        '--reserved-ports=',
+      ];
       await runIn(images.edgemesh, argv, [...caps, ...inNetns]);
-      const save = await runIn(images.edgemesh, [`iptables-${backend}-save`, '-t', 'nat'], [...caps, ...inNetns]);
+      const save = await runIn(
+        images.edgemesh,
+        [`iptables-${backend}-save`, '-t', 'nat'],
+        [...caps, ...inNetns],
+      );
       expect(save).toContain('edgemesh');
     }
   });
