@@ -1,16 +1,23 @@
 # One image for every part: `edgemesh webhook|inject|webhook-tls|init|sidecar|gateway|tunnel-server`.
+#
+# The same contents as `scripts/image` builds without Docker (docs/image.md lists them): the
+# build stage runs that script with --rootfs-only, and the image is the resulting directory on
+# scratch, in the same two layers (runtime: node + libs + iptables; app: /app), so a release
+# that changes only edgemesh pulls only /app. linux/amd64 only (iptables' module path).
 
-FROM node:24-slim AS build
-WORKDIR /src
-# gcc builds the sidecar's native L4 addon (sidecar/native/build.sh, run by npm ci).
+FROM node:24-bookworm-slim AS build
+# gcc builds the sidecar's native L4 addon; binutils strips node; iptables (nft and legacy
+# backends) is copied from here into the image with exactly the libraries it links.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && apt-get install -y --no-install-recommends gcc libc6-dev binutils iptables \
  && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
 COPY package.json package-lock.json ./
 COPY sidecar/native ./sidecar/native
-# Production dependencies only; koffi ships its prebuilt binaries inside the package. The
-# image must have the native addon: fail the build rather than ship the slow fallback.
-RUN EDGEMESH_REQUIRE_NATIVE=1 npm ci --omit=dev --no-audit --no-fund
+# With dev dependencies: the image's Node is the npm `node` package the repo pins. The
+# production node_modules for /app come from scripts/image's own `npm ci --omit=dev`, which
+# must build the native addon (EDGEMESH_REQUIRE_NATIVE=1): no silent slow fallback.
+RUN npm ci --no-audit --no-fund
 COPY bin ./bin
 COPY lib ./lib
 COPY webhook ./webhook
@@ -18,18 +25,14 @@ COPY init ./init
 COPY sidecar ./sidecar
 COPY gateway ./gateway
 COPY tunnel-server ./tunnel-server
-COPY scripts/strip-types.ts ./scripts/
-# Ship JavaScript with the types stripped ahead of time, and the built addon as it is: running
-# .ts directly would load Node's type stripper in every process, ~25 MB private memory per
-# sidecar (bench/memory.ts).
-RUN node --disable-warning=ExperimentalWarning scripts/strip-types.ts /app \
- && cp -r node_modules /app/node_modules
+COPY scripts/image scripts/strip-types.ts ./scripts/
+COPY scripts/images ./scripts/images
+# Writes /rootfs and runs the image's smoke tests in it (chroot): node, every subcommand's
+# --help, every module and addon loads, both iptables backends answer.
+RUN scripts/image --rootfs-only /rootfs && mv /rootfs/app /app
 
-FROM node:24-slim
-# iptables (nft and legacy backends) for `edgemesh init`; nothing else from the distro.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables \
- && rm -rf /var/lib/apt/lists/*
+FROM scratch
+COPY --from=build /rootfs /
 COPY --from=build /app /app
-ENV NODE_ENV=production
-ENTRYPOINT ["node", "/app/bin/main.js"]
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin NODE_ENV=production
+ENTRYPOINT ["/usr/local/bin/node", "/app/bin/main.js"]
