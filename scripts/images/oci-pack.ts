@@ -187,7 +187,7 @@ export function packImage(o: PackOptions): PackedImage {
     const { diffId, size } = writeLayer(o.rootfs, es, file, o.owner);
     let stored = file;
     if (o.gzip) {
-      // Level 6 (zlib's default): level 9 costs about twice the time for ~1% less.
+      // Level 6 (zlib's default): level 9 saved 0.3 MB of 51 on edgemesh, for more time.
       stored = `${file}.gz`;
       const fd = openSync(stored, 'w');
       // One buffer is fine: layers are at most a few hundred MB and this runs once per change.
