@@ -25,6 +25,9 @@ beforeAll(async () => {
   await lab.exec(ns, ['ip', 'link', 'add', 'uplink', 'type', 'bridge']);
   await lab.exec(ns, ['ip', 'addr', 'add', '192.168.77.10/24', 'dev', 'uplink']);
   await lab.exec(ns, ['ip', 'link', 'set', 'uplink', 'up']);
+  // A route for ClusterIPs to be looked up at all (kube-proxy rewrites them after routing's
+  // first look); the bridge has no ports, so nothing leaves the namespace.
+  await lab.exec(ns, ['ip', 'route', 'add', 'default', 'dev', 'uplink']);
   cp = await ControlPlane.start({ netns: ns, address: '192.168.77.10' });
   node = await RealNode.start(
     cp,
@@ -46,7 +49,7 @@ afterAll(async () => {
   await lab?.cleanup();
 });
 
-const pods = (client: string) => `
+const pods = (client: string, edgemesh: string) => `
 apiVersion: v1
 kind: Pod
 metadata: {name: web, labels: {app: web}}
@@ -54,9 +57,9 @@ spec:
   terminationGracePeriodSeconds: 1
   initContainers:
   - name: rules
-    image: ${client}
+    image: ${edgemesh}
     securityContext: {capabilities: {add: [NET_ADMIN, NET_RAW]}}
-    command: [sh, -c, 'iptables -t nat -A OUTPUT -p tcp --dport 9999 -j REDIRECT --to-ports 8081 && iptables-save -t nat']
+    command: [iptables, -t, nat, -A, OUTPUT, -p, tcp, --dport, '9999', -j, REDIRECT, --to-ports, '8081']
   - name: side
     image: ${client}
     restartPolicy: Always
@@ -83,11 +86,11 @@ describe('a real node', () => {
     // The kubelet rewrote VM-wide sysctls at start; RealNode put them back.
     expect(readSysctls()).toEqual(sysctlsBefore);
 
-    await cp.kubectl(['apply', '-f', '-'], { input: pods(images.client) });
+    await cp.kubectl(['apply', '-f', '-'], { input: pods(images.client, images.edgemesh) });
     await cp.kubectl(['wait', '--for=condition=Ready', 'pod/web', '--timeout=120s'], { timeoutMs: 130_000 });
     expect(await cp.kubectl(['logs', 'web', '-c', 'app'])).toContain('app-started');
-    expect(await cp.kubectl(['logs', 'web', '-c', 'rules'])).toMatch(/--dport 9999 -j REDIRECT --to-ports 8081/);
-    // The REDIRECT rule the init container wrote applies to the pod's own traffic.
+    // The REDIRECT rule the init container (our image's iptables, NET_ADMIN) wrote applies
+    // to the pod's own traffic.
     expect(
       (await cp.kubectl(['exec', 'web', '-c', 'app', '--', 'wget', '-qO-', 'http://127.0.0.1:9999/'])).trim(),
     ).toBe('from-sidecar');
@@ -108,7 +111,14 @@ describe('a real node', () => {
     const uid = (await cp.kubectl(['get', 'pod', 'web', '-o', 'jsonpath={.metadata.uid}'])).trim();
     await node.restartRuntime();
     expect((await cp.kubectl(['get', 'pod', 'web', '-o', 'jsonpath={.metadata.uid}'])).trim()).toBe(uid);
-    expect((await cp.kubectl(['exec', 'web', '-c', 'app', '--', 'cat', '/w/index.html'])).trim()).toBe('from-app');
+    // The restarted kubelet finds its pods again within a few seconds of being healthy.
+    const page = await waitFor(
+      () => cp.kubectl(['exec', 'web', '-c', 'app', '--', 'cat', '/w/index.html']).then((o) => o.trim()),
+      30_000,
+      500,
+      'kubectl exec after the restart',
+    );
+    expect(page).toBe('from-app');
   });
 
   it('stop() leaves no process, mount, folder or cgroup behind', async () => {
