@@ -54,6 +54,9 @@ async function startWebhookFromSecret() {
       `--tls-cert=${join(dir, 'tls.crt')}`,
       `--tls-key=${join(dir, 'tls.key')}`,
       `--config=${join(dir, 'webhook.yaml')}`,
+      // As a process it has no Pod of its own to learn its image from: name the one the
+      // webhook Deployment runs (the shipped manifests' image).
+      '--image=ghcr.io/edgemesh/edgemesh:0.1.0',
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
@@ -92,6 +95,8 @@ describe('webhook on a real API server', () => {
         'MutatingWebhookConfiguration',
         'Namespace',
         'PodDisruptionBudget',
+        'Role',
+        'RoleBinding',
         'Service',
         'Service',
         'ServiceAccount',
