@@ -287,7 +287,11 @@ export class ControlPlane {
     const [name, subject, user] =
       who === 'kube-proxy'
         ? ['kube-proxy', '/CN=system:kube-proxy', 'system:kube-proxy']
-        : [`kubelet-${checkNodeName(who.node)}`, `/O=system:nodes/CN=system:node:${who.node}`, `system:node:${who.node}`];
+        : [
+            `kubelet-${checkNodeName(who.node)}`,
+            `/O=system:nodes/CN=system:node:${who.node}`,
+            `system:node:${who.node}`,
+          ];
     const pair = await issueCert(
       this.dataDir,
       { cert: this.pki.caCert, key: this.pki.caKey },

@@ -190,7 +190,14 @@ export class RealNode {
 
   /** True when `url` answers 2xx within a second from inside the node's namespace. */
   #nodeCurl(url: string): Promise<boolean> {
-    return execFileP('nsenter', [`--net=/run/netns/${this.spec.netns}`, 'curl', '-sf', '--max-time', '1', url]).then(
+    return execFileP('nsenter', [
+      `--net=/run/netns/${this.spec.netns}`,
+      'curl',
+      '-sf',
+      '--max-time',
+      '1',
+      url,
+    ]).then(
       () => true,
       () => false,
     );

@@ -186,7 +186,13 @@ async function runDemo(cluster: EdgeCluster, say: (line: string) => void): Promi
       async () => {
         const images = cluster.images;
         if (!images) throw new Error('the cluster has no images');
-        await apply(cluster, [namespace(NS), nginxConfig(), nginxDeployment(images, 1), ...services(), clientDeployment(images)]);
+        await apply(cluster, [
+          namespace(NS),
+          nginxConfig(),
+          nginxDeployment(images, 1),
+          ...services(),
+          clientDeployment(images),
+        ]);
         await rolloutStatus(cluster, 'nginx');
         await rolloutStatus(cluster, 'client');
         return cluster.kubectl(['-n', NS, 'get', 'pods', '-o', 'wide']);

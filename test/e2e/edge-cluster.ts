@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { ControlPlane } from '../cluster/control-plane.ts';
 import { buildImages } from '../cluster/oci-images.ts';
@@ -193,7 +193,8 @@ export class EdgeCluster {
       [
         'apiVersion: kustomize.config.k8s.io/v1beta1',
         'kind: Kustomization',
-        `resources: [${SHIPPED_MANIFESTS}]`,
+        // kustomize takes only relative paths to other kustomizations.
+        `resources: [${relative(overlay, SHIPPED_MANIFESTS)}]`,
         `images: [{ name: ghcr.io/edgemesh/edgemesh, newName: ${imageName}, newTag: "${imageTag}" }]`,
         '',
       ].join('\n'),
@@ -239,7 +240,9 @@ export class EdgeCluster {
         throw new Error(`${err.message}\n${await this.#describeSystemPods()}`);
       });
     }
-    this.step('edgemesh pods Running: webhook ×2 and tunnel-server on the cloud node, a gateway on every node');
+    this.step(
+      'edgemesh pods Running: webhook ×2 and tunnel-server on the cloud node, a gateway on every node',
+    );
     for (const node of this.allNodes) await this.gatewayReady(node.name);
     this.step(`edge cluster up (kubeconfig for this machine: ${this.controlPlane.localKubeconfig})`);
   }
@@ -307,7 +310,14 @@ export class EdgeCluster {
 
   /** The load balancer: route the Service's address to the cloud node and report it in its status. */
   async #publishTunnelServer(): Promise<void> {
-    await this.lab.exec(this.lab.coreNs, ['ip', 'route', 'replace', `${TUNNEL_LB_IP}/32`, 'via', this.cloud.addr]);
+    await this.lab.exec(this.lab.coreNs, [
+      'ip',
+      'route',
+      'replace',
+      `${TUNNEL_LB_IP}/32`,
+      'via',
+      this.cloud.addr,
+    ]);
     await this.kubectl([
       '-n',
       SYSTEM_NS,
@@ -319,7 +329,9 @@ export class EdgeCluster {
       '-p',
       JSON.stringify({ status: { loadBalancer: { ingress: [{ ip: TUNNEL_LB_IP }] } } }),
     ]);
-    this.step(`tunnel-server Service published at ${TUNNEL_LB_IP}:${TUNNEL_PORT} (load balancer → cloud node)`);
+    this.step(
+      `tunnel-server Service published at ${TUNNEL_LB_IP}:${TUNNEL_PORT} (load balancer → cloud node)`,
+    );
   }
 
   async #describeSystemPods(): Promise<string> {
@@ -381,12 +393,21 @@ export class EdgeCluster {
     const ids = (await node.real.ctr(['containers', 'ls', '-q', filters])).split('\n').filter(Boolean);
     const running = await node.real.tasks();
     const id = ids.find((i) => running.has(i));
-    if (!id) throw new Error(`no running container ${where.container} of ${where.namespace}/${where.pod ?? '*'} on ${nodeName}`);
+    if (!id)
+      throw new Error(
+        `no running container ${where.container} of ${where.namespace}/${where.pod ?? '*'} on ${nodeName}`,
+      );
     return id;
   }
 
   /** `kubectl exec` into a pod's container (through the API server and the node's kubelet). */
-  async exec(namespace: string, pod: string, container: string, argv: string[], timeoutMs = 30_000): Promise<ExecResult> {
+  async exec(
+    namespace: string,
+    pod: string,
+    container: string,
+    argv: string[],
+    timeoutMs = 30_000,
+  ): Promise<ExecResult> {
     return exitResult(
       this.kubectl(['-n', namespace, 'exec', pod, '-c', container, '--', ...argv], { timeoutMs }).then(
         (stdout) => ({ stdout, stderr: '' }),
@@ -408,19 +429,28 @@ export class EdgeCluster {
     const id = await this.containerId(nodeName, where);
     const execId = `e2e-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
     return exitResult(
-      execFileP('ctr', ['-a', node.real.socket, '-n', 'k8s.io', 'tasks', 'exec', '--exec-id', execId, id, ...argv], {
-        timeout: timeoutMs,
-        maxBuffer: 16 * 1024 * 1024,
-      }),
+      execFileP(
+        'ctr',
+        ['-a', node.real.socket, '-n', 'k8s.io', 'tasks', 'exec', '--exec-id', execId, id, ...argv],
+        {
+          timeout: timeoutMs,
+          maxBuffer: 16 * 1024 * 1024,
+        },
+      ),
     );
   }
 
   /** Runs argv (a host tool) in a pod's network namespace, entered through one of its containers' PID. */
-  async inPodNetns(nodeName: string, where: { namespace: string; pod: string; container: string }, argv: string[]) {
+  async inPodNetns(
+    nodeName: string,
+    where: { namespace: string; pod: string; container: string },
+    argv: string[],
+  ) {
     const node = this.node(nodeName);
     const id = await this.containerId(nodeName, where);
     const pid = (await node.real.tasks()).get(id);
-    return (await execFileP('nsenter', [`--target=${pid}`, '--net', '--', ...argv], { timeout: 30_000 })).stdout;
+    return (await execFileP('nsenter', [`--target=${pid}`, '--net', '--', ...argv], { timeout: 30_000 }))
+      .stdout;
   }
 
   /** kubectl as admin (runs in the cloud namespace); throws with its output on failure. */
@@ -494,12 +524,23 @@ export class EdgeCluster {
   async recoverCloud(): Promise<void> {
     await this.controlPlane.startApiServer();
     await this.cloudNode?.real.startKubelet();
-    await this.kubectl(['-n', SYSTEM_NS, 'rollout', 'status', 'deployment/edgemesh-tunnel-server', '--timeout=120s'], {
-      timeoutMs: 130_000,
-    });
+    await this.kubectl(
+      ['-n', SYSTEM_NS, 'rollout', 'status', 'deployment/edgemesh-tunnel-server', '--timeout=120s'],
+      {
+        timeoutMs: 130_000,
+      },
+    );
     await waitFor(
       async () => {
-        const r = await this.lab.run(this.cloud.ns, ['curl', '-s', '-o', '/dev/null', '--max-time', '1', `telnet://${TUNNEL_LB_IP}:${TUNNEL_PORT}`]);
+        const r = await this.lab.run(this.cloud.ns, [
+          'curl',
+          '-s',
+          '-o',
+          '/dev/null',
+          '--max-time',
+          '1',
+          `telnet://${TUNNEL_LB_IP}:${TUNNEL_PORT}`,
+        ]);
         return r.code === 0 || r.code === 28;
       },
       60_000,
@@ -535,7 +576,8 @@ export class EdgeCluster {
   async stop(): Promise<void> {
     this.step('stopping: nodes (kubelets, pods, containerd), control plane, lab');
     await this.restoreCloud().catch(() => undefined);
-    for (const n of [...this.nodes].reverse()) await n.real.stop().catch((err) => this.step(`node ${n.name} stop: ${err}`));
+    for (const n of [...this.nodes].reverse())
+      await n.real.stop().catch((err) => this.step(`node ${n.name} stop: ${err}`));
     await this.cloudNode?.real.stop().catch((err) => this.step(`cloud node stop: ${err}`));
     await this.cp?.stop().catch((err) => this.step(`control plane stop: ${err}`));
     await this.lab.cleanup();

@@ -24,6 +24,8 @@ import {
   servedBy,
   services,
   streamsByPath,
+  UPTIME_MS_SH,
+  uptimeMs,
 } from './scenario.ts';
 
 // The whole mesh as users deploy it, on real nodes: kubelet + containerd + runc + CNI on a
@@ -67,7 +69,9 @@ async function readyPods(selector: string, count: number, namespaceName = NS): P
 async function podRules(pod: PodView, container: string): Promise<string> {
   if (!pod.spec.nodeName) throw new Error(`pod ${pod.metadata.name} is not scheduled`);
   const namespace = (pod.metadata as { namespace?: string }).namespace ?? NS;
-  return cluster.inPodNetns(pod.spec.nodeName, { namespace, pod: pod.metadata.name, container }, ['iptables-save']);
+  return cluster.inPodNetns(pod.spec.nodeName, { namespace, pod: pod.metadata.name, container }, [
+    'iptables-save',
+  ]);
 }
 
 describe('edgemesh on a real control plane across NATs', () => {
@@ -78,7 +82,12 @@ describe('edgemesh on a real control plane across NATs', () => {
         status: { nodeInfo: { containerRuntimeVersion: string; kubeletVersion: string } };
       }[];
     }>(cluster, ['get', 'nodes']);
-    expect(nodes.items.map((n) => n.metadata.name).sort()).toEqual(['cloud', 'node1-1', 'node2-1', 'node2-2']);
+    expect(nodes.items.map((n) => n.metadata.name).sort()).toEqual([
+      'cloud',
+      'node1-1',
+      'node2-1',
+      'node2-2',
+    ]);
     for (const n of nodes.items) {
       expect(n.status.nodeInfo.containerRuntimeVersion).toMatch(/^containerd:\/\//);
       expect(n.status.nodeInfo.kubeletVersion).toMatch(/^v1\.\d+\.\d+/);
@@ -102,7 +111,9 @@ describe('edgemesh on a real control plane across NATs', () => {
       expect(w.clientConfig.caBundle).toBe(secret.data['ca.crt']);
     }
     const cert = new X509Certificate(Buffer.from(secret.data['tls.crt'] as string, 'base64'));
-    expect(cert.checkHost('edgemesh-webhook.edgemesh-system.svc')).toBe('edgemesh-webhook.edgemesh-system.svc');
+    expect(cert.checkHost('edgemesh-webhook.edgemesh-system.svc')).toBe(
+      'edgemesh-webhook.edgemesh-system.svc',
+    );
 
     // The shipped workloads run as pods of our image: webhook ×2 and the tunnel-server on the
     // cloud node (not behind a NAT), a gateway on every node.
@@ -123,8 +134,16 @@ describe('edgemesh on a real control plane across NATs', () => {
       for (const c of p.spec.containers) expect(c.image).toBe(image);
     }
     // kubectl logs through the kubelet on an edge node behind its NAT.
-    const gw = system.find((p) => p.spec.nodeName === 'node1-1' && p.metadata.name.startsWith('edgemesh-gateway'));
-    const logs = await cluster.kubectl(['-n', 'edgemesh-system', 'logs', gw?.metadata.name ?? '', '--tail=50']);
+    const gw = system.find(
+      (p) => p.spec.nodeName === 'node1-1' && p.metadata.name.startsWith('edgemesh-gateway'),
+    );
+    const logs = await cluster.kubectl([
+      '-n',
+      'edgemesh-system',
+      'logs',
+      gw?.metadata.name ?? '',
+      '--tail=50',
+    ]);
     expect(logs).toMatch(/"msg"/);
 
     // The gateways run as the edgemesh-gateway ServiceAccount: they can watch what the
@@ -156,7 +175,13 @@ describe('edgemesh on a real control plane across NATs', () => {
   });
 
   it('labelled namespace: after a rollout restart the new pods carry the injected containers and the old ones are gone', async () => {
-    await apply(cluster, [namespace(NS), nginxConfig(), nginxDeployment(images(), 1), ...services(), clientDeployment(images())]);
+    await apply(cluster, [
+      namespace(NS),
+      nginxConfig(),
+      nginxDeployment(images(), 1),
+      ...services(),
+      clientDeployment(images()),
+    ]);
     const [oldServer] = await readyPods('app=nginx', 1);
     const [oldClient] = await readyPods('app=client', 1);
     expect(oldServer && isInjected(oldServer)).toBe(false);
@@ -175,7 +200,7 @@ describe('edgemesh on a real control plane across NATs', () => {
     ] as const) {
       if (!pod || !old) throw new Error('missing pod');
       expect(isInjected(pod), pod.metadata.name).toBe(true);
-      expect(pod.spec.initContainers?.[1]?.restartPolicy).toBe('Always');
+      expect(pod.spec.initContainers?.find((c) => c.name === 'edgemesh-proxy')?.restartPolicy).toBe('Always');
       expect(pod.metadata.annotations?.['sidecar.edgemesh.io/status']).toContain('edgemesh-proxy');
       expect(nodeSite(pod.spec.nodeName)).toBe(site);
       expect(pod.metadata.uid).not.toBe(old.metadata.uid);
@@ -311,14 +336,14 @@ describe('edgemesh on a real control plane across NATs', () => {
       'while [ $i -lt 300 ] && [ $(date +%s) -lt $end ]; do',
       '  i=$((i+1))',
       `  out=$(curl -sS --fail-with-body --max-time 5 ${SERVICE_URL} 2>&1) || out="FAILED $out"`,
-      '  echo "$(date +%s%3N) $out"',
+      `  echo "${UPTIME_MS_SH} $out"`,
       'done',
     ].join('\n');
     const traffic = inClient(cluster, ['sh', '-c', script], 60_000);
     await new Promise((r) => setTimeout(r, 2_000));
-    const deletedAt = Date.now();
+    const deletedAt = await uptimeMs();
     await cluster.kubectl(['-n', NS, 'delete', 'pod', victim.metadata.name, '--wait=true', '--timeout=60s']);
-    const goneAt = Date.now();
+    const goneAt = await uptimeMs();
     const lines = (await traffic).stdout.split('\n').filter(Boolean);
     const failed = lines.filter((l) => l.includes('FAILED'));
     const fromVictim = lines
@@ -345,6 +370,9 @@ describe('edgemesh on a real control plane across NATs', () => {
     process.stderr.write(
       `mesh e2e: new streams from ${clientNode} on ${paths.join(', ')} (checked after ${ms} ms)\n`,
     );
+    // Named now: while the cloud is away, kubectl exec cannot reach the kubelets, so the
+    // test runs commands in the client through its node's containerd.
+    const pod = await clientRef(cluster);
     await cluster.cutCloud();
     try {
       // The sites really lost the cloud.
@@ -358,11 +386,11 @@ describe('edgemesh on a real control plane across NATs', () => {
       ]);
       expect(probe.code).not.toBe(0);
       for (let i = 0; i < 5; i++) {
-        const r = await curl(cluster);
+        const r = await curl(cluster, SERVICE_URL, 5, pod);
         expect(r.stderr).toBe('');
         expect(servedBy(r.stdout)?.pod).toMatch(/^nginx-/);
       }
-      const a = await inClient(cluster, ['dig', '+short', '+time=2', '+tries=1', FQDN]);
+      const a = await inClient(cluster, ['dig', '+short', '+time=2', '+tries=1', FQDN], 30_000, pod);
       expect(a.stdout.trim()).toMatch(/^10\.96\.\d+\.\d+$/);
       // A change made while the sites are cut off...
       await apply(cluster, [
@@ -375,12 +403,12 @@ describe('edgemesh on a real control plane across NATs', () => {
       ]);
       await new Promise((r) => setTimeout(r, 3_000));
       // ...does not reach site 1 while the link is down.
-      const late = await inClient(cluster, [
-        'dig',
-        '+time=2',
-        '+tries=1',
-        `late-svc.${NS}.svc.cluster.local`,
-      ]);
+      const late = await inClient(
+        cluster,
+        ['dig', '+time=2', '+tries=1', `late-svc.${NS}.svc.cluster.local`],
+        30_000,
+        pod,
+      );
       expect(late.stdout).toMatch(/status: NXDOMAIN/);
       // Offline autonomy: site 1's gateway restarted while the cloud is away serves the
       // catalog it persisted, and the client's sidecar feeds from it again.
@@ -400,9 +428,9 @@ describe('edgemesh on a real control plane across NATs', () => {
         250,
         "the client's sidecar back on the restarted gateway's feed",
       );
-      expect((await inClient(cluster, ['dig', '+short', '+time=2', '+tries=1', FQDN])).stdout.trim()).toMatch(
-        /^10\.96\.\d+\.\d+$/,
-      );
+      expect(
+        (await inClient(cluster, ['dig', '+short', '+time=2', '+tries=1', FQDN], 30_000, pod)).stdout.trim(),
+      ).toMatch(/^10\.96\.\d+\.\d+$/);
     } finally {
       await cluster.restoreCloud();
     }
@@ -496,7 +524,9 @@ describe('edgemesh on a real control plane across NATs', () => {
     ] as const) {
       if (!pod) throw new Error('missing pod');
       expect(isInjected(pod), `${ns}/${pod.metadata.name}`).toBe(false);
-      expect((pod.spec.initContainers ?? []).map((c) => c.name)).toEqual(container === 'nginx' ? ['page'] : []);
+      expect((pod.spec.initContainers ?? []).map((c) => c.name)).toEqual(
+        container === 'nginx' ? ['page'] : [],
+      );
       expect(pod.metadata.annotations?.['sidecar.edgemesh.io/status']).toBeUndefined();
       expect(await podRules(pod, container)).not.toMatch(/edgemesh/i);
     }
@@ -524,8 +554,12 @@ describe('edgemesh on a real control plane across NATs', () => {
   });
 
   it('kubectl delete -k leaves nothing of ours behind', async () => {
-    await cluster.kubectl(['delete', 'namespace', NS, 'plain', '--wait=true', '--timeout=120s'], { timeoutMs: 130_000 });
-    await cluster.kubectl(['delete', '-k', cluster.overlayDir, '--wait=true', '--timeout=120s'], { timeoutMs: 130_000 });
+    await cluster.kubectl(['delete', 'namespace', NS, 'plain', '--wait=true', '--timeout=120s'], {
+      timeoutMs: 130_000,
+    });
+    await cluster.kubectl(['delete', '-k', cluster.overlayDir, '--wait=true', '--timeout=120s'], {
+      timeoutMs: 130_000,
+    });
     const left = await cluster.kubectl([
       'get',
       'namespaces,clusterroles,clusterrolebindings,mutatingwebhookconfigurations',
@@ -536,7 +570,12 @@ describe('edgemesh on a real control plane across NATs', () => {
     await waitFor(
       async () => {
         for (const node of cluster.allNodes) {
-          const ids = await node.real.ctr(['containers', 'ls', '-q', 'labels."io.kubernetes.pod.namespace"==edgemesh-system']);
+          const ids = await node.real.ctr([
+            'containers',
+            'ls',
+            '-q',
+            'labels."io.kubernetes.pod.namespace"==edgemesh-system',
+          ]);
           if (ids.trim()) return false;
         }
         return true;

@@ -98,7 +98,11 @@ export function nginxDeployment(images: WorkloadImages, replicas = 1) {
             {
               name: 'page',
               image: images.client,
-              command: ['sh', '-c', 'echo "served by pod $POD_NAMESPACE/$POD_NAME on node $NODE_NAME" > /html/index.html'],
+              command: [
+                'sh',
+                '-c',
+                'echo "served by pod $POD_NAMESPACE/$POD_NAME on node $NODE_NAME" > /html/index.html',
+              ],
               env: [
                 { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
                 { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
@@ -151,7 +155,11 @@ export function services() {
 }
 
 /** A curl + dig client on site 1 (`name` is also its app label; extra pod labels e.g. to opt out). */
-export function clientDeployment(images: WorkloadImages, name = 'client', podLabels: Record<string, string> = {}) {
+export function clientDeployment(
+  images: WorkloadImages,
+  name = 'client',
+  podLabels: Record<string, string> = {},
+) {
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -190,9 +198,21 @@ export async function livePods(cluster: EdgeCluster, selector: string, namespace
 export const isReady = (p: PodView) =>
   p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
 
+/** The webhook's two containers lead the init containers, in order (the pod's own follow). */
 export const isInjected = (p: PodView) =>
-  JSON.stringify((p.spec.initContainers ?? []).map((c) => c.name)) ===
+  JSON.stringify((p.spec.initContainers ?? []).slice(0, 2).map((c) => c.name)) ===
   JSON.stringify(['edgemesh-init', 'edgemesh-proxy']);
+
+/**
+ * This machine's uptime in ms, from /proc/uptime (10 ms steps): the same clock inside every
+ * pod (the kernel is shared), so a shell loop in a pod can stamp its lines with it (busybox
+ * date has no sub-second format) and the test compare them with its own moments.
+ */
+export const UPTIME_MS_SH = '$(awk \'{printf "%d", $1 * 1000}\' /proc/uptime)';
+export async function uptimeMs(): Promise<number> {
+  const { readFile } = await import('node:fs/promises');
+  return Math.round(Number((await readFile('/proc/uptime', 'utf8')).split(' ')[0]) * 1000);
+}
 
 export async function rolloutStatus(
   cluster: EdgeCluster,
@@ -238,7 +258,12 @@ export async function inClient(
   direct?: PodRef,
 ): Promise<ExecResult> {
   if (direct) {
-    return cluster.execDirect(direct.node, { namespace: NS, pod: direct.pod, container: 'client' }, argv, timeoutMs);
+    return cluster.execDirect(
+      direct.node,
+      { namespace: NS, pod: direct.pod, container: 'client' },
+      argv,
+      timeoutMs,
+    );
   }
   return cluster.exec(NS, await clientPod(cluster), 'client', argv, timeoutMs);
 }
