@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetnsLab, waitFor } from '../harness/netns.ts';
 import { ControlPlane } from './control-plane.ts';
@@ -124,6 +124,13 @@ describe('a real node', () => {
   it('stop() leaves no process, mount, folder or cgroup behind', async () => {
     const shims = await node.tasks();
     expect(shims.size).toBeGreaterThan(0);
+    // The sandbox's spec names the pod's network namespace; its containers join it by PID.
+    const netnsOfPods: string[] = [];
+    for (const id of shims.keys()) {
+      const spec = await node.ctr(['containers', 'info', '--spec', id]);
+      for (const m of spec.matchAll(/netns\/(cni-[0-9a-f-]+)/g)) netnsOfPods.push(m[1] as string);
+    }
+    expect(netnsOfPods.length).toBeGreaterThan(0);
     const pids = [...shims.values(), node.kubelet?.pid, node.containerd?.pid].filter((p): p is number => !!p);
     await node.stop();
     const alive = pids.filter((p) => existsSync(`/proc/${p}`));
@@ -132,6 +139,10 @@ describe('a real node', () => {
     expect(mounts.includes(node.dir) || mounts.includes(node.runDir)).toBe(false);
     expect(existsSync(node.dir)).toBe(false);
     expect(existsSync(node.runDir)).toBe(false);
-    expect(existsSync(`/sys/fs/cgroup/memory${node.cgroupRoot}`)).toBe(false);
+    for (const hierarchy of readdirSync('/sys/fs/cgroup')) {
+      expect(existsSync(`/sys/fs/cgroup/${hierarchy}${node.cgroupRoot}`), hierarchy).toBe(false);
+    }
+    // The pods' network namespaces (bind mounts under /run/netns) are gone with them.
+    expect(readFileSync('/proc/mounts', 'utf8')).not.toMatch(new RegExp(netnsOfPods.join('|') || '^$'));
   });
 });

@@ -249,9 +249,10 @@ export class RealNode {
       // before the tasks go, then kill every task and delete the containers.
       const ids = (await this.ctr(['containers', 'ls', '-q']).catch(() => '')).split('\n').filter(Boolean);
       for (const id of ids) {
-        const info = await this.ctr(['containers', 'info', id]).catch(() => '');
+        const info = await this.ctr(['containers', 'info', '--spec', id]).catch(() => '');
         for (const m of info.matchAll(/"path":\s*"(\/(?:var\/)?run\/netns\/cni-[0-9a-f-]+)"/g)) {
-          if (m[1]) netnsPaths.add(m[1]);
+          // /var/run is a link to /run, and /proc/mounts names the real path.
+          if (m[1]) netnsPaths.add(m[1].replace(/^\/var\/run\//, '/run/'));
         }
       }
       for (const id of (await this.tasks().catch(() => new Map())).keys()) {
@@ -409,8 +410,9 @@ async function restoreSysctls(saved: Record<string, string>): Promise<void> {
 
 async function cgroupControllers(): Promise<string[]> {
   const entries = await readdir('/sys/fs/cgroup', { withFileTypes: true });
-  // cgroup v1: one hierarchy per controller (symlinks such as cpu -> cpu,cpuacct skipped).
-  return entries.filter((e) => e.isDirectory() && e.name !== 'unified').map((e) => e.name);
+  // cgroup v1: one hierarchy per controller (symlinks such as cpu -> cpu,cpuacct skipped),
+  // plus the v2 "unified" one of the hybrid layout, where runc makes the pods' groups too.
+  return entries.filter((e) => e.isDirectory()).map((e) => e.name);
 }
 
 async function removeCgroups(root: string): Promise<void> {
