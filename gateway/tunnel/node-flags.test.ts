@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
+import { ENTRYPOINT } from '../../scripts/images/edgemesh.ts';
 import { GATEWAY_NODE_FLAGS } from './node-flags.ts';
 
 describe('gateway node flags', () => {
@@ -11,9 +12,10 @@ describe('gateway node flags', () => {
     ).map((d) => d.toJS());
     const ds = docs.find((d) => d?.kind === 'DaemonSet');
     const container = ds.spec.template.spec.containers.find((c: { name: string }) => c.name === 'gateway');
-    expect(container.command).toEqual(['node', ...GATEWAY_NODE_FLAGS, '/app/bin/main.js']);
+    const [node, main] = ENTRYPOINT;
+    expect(container.command).toEqual([node, ...GATEWAY_NODE_FLAGS, main]);
     expect(readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8')).toContain(
-      'ENTRYPOINT ["node", "/app/bin/main.js"]',
+      `ENTRYPOINT [${ENTRYPOINT.map((a) => JSON.stringify(a)).join(', ')}]`,
     );
     expect(container.args[0]).toBe('gateway');
   });

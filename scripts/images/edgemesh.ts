@@ -115,6 +115,9 @@ function packageVersion(repo: string): string {
 
 const COMMANDS = ['webhook', 'inject', 'webhook-tls', 'init', 'sidecar', 'gateway', 'tunnel-server'];
 
+/** The image's entrypoint; the gateway DaemonSet spells it out to add V8 flags (node-flags.ts). */
+export const ENTRYPOINT = ['/usr/local/bin/node', '/app/bin/main.js'] as const;
+
 export const edgemesh: ImageRecipe = {
   name: 'edgemesh',
 
@@ -183,7 +186,7 @@ export const edgemesh: ImageRecipe = {
         { name: 'app (/app)', match: isApp },
       ],
       config: {
-        entrypoint: ['/usr/local/bin/node', '/app/bin/main.js'],
+        entrypoint: [...ENTRYPOINT],
         env: [PATH_ENV, 'NODE_ENV=production'],
       },
       ref: (id) => `localhost/edgemesh:${packageVersion(ctx.repo)}-${shortId(id)}`,
