@@ -237,6 +237,27 @@ export class RealNode {
     return tasks;
   }
 
+  /** Resident memory (MiB) of the node's daemons and of its container shims together. */
+  async memory(): Promise<{
+    kubelet: number;
+    containerd: number;
+    kubeProxy: number;
+    shims: number;
+    shimCount: number;
+  }> {
+    const shimPids = await pidsWithArg(this.socket);
+    const rss = async (pid: number | undefined) => (pid ? await rssMiB(pid) : 0);
+    let shims = 0;
+    for (const pid of shimPids) shims += await rssMiB(pid);
+    return {
+      kubelet: await rss(this.kubelet?.pid),
+      containerd: await rss(this.containerd?.pid),
+      kubeProxy: await rss(this.kubeProxy?.pid),
+      shims,
+      shimCount: shimPids.length,
+    };
+  }
+
   /** Stops everything this node started and removes its state. Safe to call twice. */
   async stop(): Promise<void> {
     if (this.#stopped) return;
@@ -447,6 +468,12 @@ async function pidsWithArg(arg: string): Promise<number[]> {
     .filter(Boolean)
     .map(Number)
     .filter((p) => p !== process.pid);
+}
+
+async function rssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kb = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0);
+  return Math.round((kb / 1024) * 10) / 10;
 }
 
 async function tail(file: string, lines = 25): Promise<string> {

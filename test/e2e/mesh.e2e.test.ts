@@ -93,6 +93,11 @@ describe('edgemesh on a real control plane across NATs', () => {
       expect(n.status.nodeInfo.kubeletVersion).toMatch(/^v1\.\d+\.\d+/);
     }
 
+    for (const node of cluster.allNodes) {
+      process.stderr.write(
+        `mesh e2e: node ${node.name} memory (RSS MiB): ${JSON.stringify(await node.real.memory())}\n`,
+      );
+    }
     // The webhook is reached through its Service (kube-proxy on the cloud node), with the CA
     // that `edgemesh webhook-tls` wrote.
     const mwc = await getJson<{
