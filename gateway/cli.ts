@@ -5,8 +5,9 @@ import { GATEWAY_PORT } from '../lib/gateway-protocol.ts';
 import { createLogger } from '../lib/log.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { startGateway } from './gateway.ts';
+import { type ApiClient, apiFromKubeConfig, apiFromUrl } from './kube/client.ts';
 import { parseServers, startGatewayTunnel } from './tunnel/index.ts';
-import { loadKubeConfig } from './watcher.ts';
+import { EDGE_RELIST_SECONDS, type EndpointsSource, loadKubeConfig } from './watcher.ts';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
@@ -14,11 +15,12 @@ export const gatewayCommand = defineCommand(
   {
     name: 'gateway',
     summary:
-      'Per-node gateway: watches Services, EndpointSlices, Pods and Nodes, keeps the catalog on disk, ' +
+      "Per-node gateway: watches Services, their endpoints and this node's Pods, keeps the catalog on disk, " +
       'feeds it to the sidecars on this node and carries their streams to pods (here or on peer nodes).',
     details:
       'The catalog is persisted to STATE-DIR/catalog.json and served at once after a restart, before the API ' +
-      'answers. Sidecars connect to LISTEN:PORT (protocol in lib/gateway-protocol.ts).',
+      'answers. Sidecars connect to LISTEN:PORT (protocol in lib/gateway-protocol.ts). On a KubeEdge edge ' +
+      'node: --api-server http://127.0.0.1:10550 (edgecore metaServer; docs/kubeedge.md).',
     options: {
       'node-name': {
         type: 'string',
@@ -29,9 +31,44 @@ export const gatewayCommand = defineCommand(
       kubeconfig: { type: 'string', description: 'kubeconfig file (in-cluster config when absent)' },
       'api-server': {
         type: 'string',
-        description: "API server URL without auth, e.g. KubeEdge's edge API http://127.0.0.1:10550",
+        description:
+          "API server URL instead of a kubeconfig, e.g. KubeEdge's edge API http://127.0.0.1:10550 (no auth), " +
+          'or https://… with --api-token-file',
         validate: (v: string) =>
           /^https?:\/\/[^\s/]+\/?$/.test(v) ? undefined : 'must be http(s)://HOST:PORT',
+      },
+      'api-token-file': {
+        type: 'string',
+        description:
+          'bearer token for an https --api-server, re-read at every request (a projected service-account token)',
+      },
+      'api-ca-file': { type: 'string', description: 'CA certificate (PEM) of an https --api-server' },
+      'api-insecure-skip-tls-verify': {
+        type: 'boolean',
+        default: false,
+        description: 'do not verify the https --api-server certificate (testing only)',
+      },
+      edge: {
+        type: 'string',
+        choices: ['auto', 'true', 'false'],
+        default: 'auto',
+        description:
+          "the API is KubeEdge's edge API: no Node watch, cold lists recognised, relist after every watch " +
+          '(auto: true with --api-server)',
+      },
+      'endpoints-source': {
+        type: 'string',
+        choices: ['auto', 'endpointslices', 'endpoints'],
+        default: 'auto',
+        description:
+          'where endpoints come from (auto: core/v1 Endpoints in edge mode, EndpointSlices otherwise)',
+      },
+      'relist-seconds': {
+        type: 'integer',
+        default: EDGE_RELIST_SECONDS,
+        min: 1,
+        max: 3600,
+        description: 'edge mode: seconds between relists (how soon a deletion the edge API missed is seen)',
       },
       'state-dir': {
         type: 'string',
@@ -87,8 +124,7 @@ export const gatewayCommand = defineCommand(
   },
   async (o) => {
     if (!o['node-name']) throw configError('--node-name is required (or set NODE_NAME)');
-    if (o.kubeconfig && o['api-server'])
-      throw configError('--kubeconfig and --api-server exclude each other');
+    const settings = apiSettings(o);
     parseServers(o['tunnel-servers']); // a bad entry fails here, naming the flag
     const log = createLogger('gateway');
     const gateway = await startGateway({
@@ -97,7 +133,10 @@ export const gatewayCommand = defineCommand(
       listenHost: o.listen,
       listenPort: o.port,
       clusterDomain: o['cluster-domain'],
-      kubeConfig: loadKubeConfig({ kubeconfig: o.kubeconfig, apiServer: o['api-server'] }),
+      api: makeApi(o),
+      edge: settings.edge,
+      endpointsSource: settings.endpointsSource,
+      relistSeconds: o['relist-seconds'],
       metricsPort: o['metrics-port'] === 0 ? undefined : o['metrics-port'],
       log,
       tunnel:
@@ -122,3 +161,54 @@ export const gatewayCommand = defineCommand(
     onShutdown(log, () => gateway.close());
   },
 );
+
+interface ApiFlags {
+  kubeconfig?: string;
+  'api-server'?: string;
+  'api-token-file'?: string;
+  'api-ca-file'?: string;
+  'api-insecure-skip-tls-verify': boolean;
+  edge: string;
+  'endpoints-source': string;
+}
+
+/** The API flags → edge mode and endpoints source; errors name the flag. Pure. */
+export function apiSettings(o: ApiFlags): { edge: boolean; endpointsSource: EndpointsSource } {
+  const url = o['api-server'];
+  if (o.kubeconfig && url) throw configError('--kubeconfig and --api-server exclude each other');
+  const httpsOnly = ['api-token-file', 'api-ca-file'] as const;
+  for (const flag of httpsOnly) {
+    if (o[flag] && !url?.startsWith('https://'))
+      throw configError(`--${flag} needs an https:// --api-server (a token is never sent in clear)`);
+  }
+  if (o['api-insecure-skip-tls-verify'] && !url?.startsWith('https://'))
+    throw configError('--api-insecure-skip-tls-verify needs an https:// --api-server');
+  if (o['api-insecure-skip-tls-verify'] && o['api-ca-file'])
+    throw configError('--api-insecure-skip-tls-verify and --api-ca-file exclude each other');
+  const edge = o.edge === 'auto' ? !!url : o.edge === 'true';
+  const source = o['endpoints-source'];
+  const endpointsSource: EndpointsSource =
+    source === 'endpoints' || source === 'endpointslices' ? source : edge ? 'endpoints' : 'endpointslices';
+  return { edge, endpointsSource };
+}
+
+function makeApi(o: ApiFlags): ApiClient {
+  const url = o['api-server'];
+  if (!url) {
+    if (!o.kubeconfig && !process.env.KUBERNETES_SERVICE_HOST)
+      throw configError(
+        'no API to watch: give --kubeconfig or --api-server, or run in a pod (KUBERNETES_SERVICE_HOST is unset)',
+      );
+    return apiFromKubeConfig(loadKubeConfig({ kubeconfig: o.kubeconfig }));
+  }
+  try {
+    return apiFromUrl({
+      url,
+      tokenFile: o['api-token-file'],
+      caFile: o['api-ca-file'],
+      insecureSkipTLSVerify: o['api-insecure-skip-tls-verify'],
+    });
+  } catch (err) {
+    throw configError(`--api-ca-file: cannot read ${o['api-ca-file']}: ${(err as Error).message}`);
+  }
+}

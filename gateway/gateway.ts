@@ -11,11 +11,12 @@ import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Logger } from '../lib/log.ts';
 import { createRegistry, serveMetrics } from '../lib/metrics.ts';
 import { FeedHub } from './feed.ts';
+import { type ApiClient, apiFromKubeConfig } from './kube/client.ts';
 import { gatewayMetrics } from './metrics.ts';
 import { CatalogPersister, loadCatalog } from './persist.ts';
 import { startSidecarServer } from './server.ts';
 import { InProcessTunnel, LocalDialer, type TunnelFactory, type TunnelManager } from './streams.ts';
-import { ClusterWatcher } from './watcher.ts';
+import { ClusterWatcher, type EndpointsSource } from './watcher.ts';
 
 export interface GatewayOptions {
   nodeName: string;
@@ -23,8 +24,18 @@ export interface GatewayOptions {
   listenHost: string;
   listenPort: number;
   clusterDomain: string;
-  /** Absent: no API watch (the gateway serves its persisted catalog only; used by tests). */
+  /**
+   * The API to watch: a client (kube/client.ts), or a KubeConfig to make one from. Absent: no
+   * API watch (the gateway serves its persisted catalog only; used by tests).
+   */
+  api?: ApiClient;
   kubeConfig?: KubeConfig;
+  /** KubeEdge's edge API (watcher.ts has what changes). Default false. */
+  edge?: boolean;
+  /** Default: core/v1 Endpoints on the edge API, EndpointSlices elsewhere. */
+  endpointsSource?: EndpointsSource;
+  /** Edge only: seconds between relists. */
+  relistSeconds?: number;
   /** Absent: no metrics listener. */
   metricsPort?: number;
   metricsHost?: string;
@@ -95,9 +106,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     });
   }
   let watcher: ClusterWatcher | undefined;
-  if (opts.kubeConfig) {
+  const api = opts.api ?? (opts.kubeConfig ? apiFromKubeConfig(opts.kubeConfig) : undefined);
+  if (api) {
+    const edge = opts.edge ?? false;
     watcher = new ClusterWatcher({
-      kubeConfig: opts.kubeConfig,
+      api,
+      nodeName: opts.nodeName,
+      edge,
+      endpointsSource: opts.endpointsSource ?? (edge ? 'endpoints' : 'endpointslices'),
+      relistSeconds: opts.relistSeconds,
       store,
       clusterDomain: opts.clusterDomain,
       log,

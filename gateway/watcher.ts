@@ -1,44 +1,49 @@
 /**
- * Watches Services, EndpointSlices, Pods and Nodes (one watcher per node: the gateway) and
- * keeps the CatalogStore in step.
+ * Watches the API (one watcher per node: the gateway) and keeps the CatalogStore in step.
  *
- * Before all four kinds have been listed the gateway may already be serving a catalog it
- * persisted (offline autonomy); events then only feed the builder. Once every kind has been
- * listed the built catalog is adopted: the store moves to it by per-key increments
- * (diffCatalogs), so sidecars see only what changed while the gateway was away. After that
- * every event's updates go straight to the store.
+ * What it watches (docs/kubeedge.md has the why):
  *
- * client-node informers stop on a list/watch error (other than 410 Gone, which they handle
- * by relisting); we restart them with backoff (RESTART_INITIAL_MS doubling to
- * RESTART_MAX_MS), and a relist after 410 reports deletions itself.
+ * | | cloud node (a full API server) | edge node (`--edge`: KubeEdge's edge API) |
+ * |---|---|---|
+ * | Services | all | all |
+ * | endpoints | EndpointSlices (or core/v1 Endpoints by flag) | core/v1 Endpoints (or slices by flag) |
+ * | Pods | this node's only (`spec.nodeName=<node>`) | this node's only |
+ * | Nodes | all (peers' LAN addresses while no tunnel-server answers) | none (the edge API has only its own) |
+ *
+ * Pods on other nodes reach the catalog from the endpoints that name them
+ * (lib/catalog/from-objects.ts); what this gateway may dial comes only from its own Pods.
+ *
+ * Before every kind has been listed the gateway may already be serving a catalog it
+ * persisted (offline autonomy); events then only feed the builder. The built catalog is
+ * adopted once every kind has been listed *and* the Services and endpoints hold
+ * `default/kubernetes` (a cold edge cache answers 200 with an empty or partial list: that is
+ * not the cluster). The store then moves to it by per-key increments (diffCatalogs), so
+ * sidecars see only what changed while the gateway was away; after that every event's
+ * updates go straight to the store. Lists never withdraw what a cold list lacks
+ * (gateway/kube/object-cache.ts).
  */
-import {
-  CoreV1Api,
-  DiscoveryV1Api,
-  type Informer,
-  KubeConfig,
-  type KubernetesObject,
-  makeInformer,
-} from '@kubernetes/client-node';
-import {
-  CatalogBuilder,
-  diffCatalogs,
-  type EventType,
-  type ObjectKind,
-} from '../lib/catalog/from-objects.ts';
+import { KubeConfig } from '@kubernetes/client-node';
+import { CatalogBuilder, diffCatalogs, type ObjectKind } from '../lib/catalog/from-objects.ts';
 import type { CatalogStore } from '../lib/catalog/store.ts';
 import { describeError, ErrorCodes } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
+import type { ApiClient } from './kube/client.ts';
+import { type CacheEvent, holdsKubernetesService, ObjectCache } from './kube/object-cache.ts';
+import { Reflector } from './kube/reflector.ts';
 import type { GatewayMetrics } from './metrics.ts';
 
-export const RESTART_INITIAL_MS = 1_000;
-export const RESTART_MAX_MS = 30_000;
-const KINDS: readonly ObjectKind[] = ['Service', 'EndpointSlice', 'Pod', 'Node'];
+export type EndpointsSource = 'endpointslices' | 'endpoints';
 
-/** In-cluster config, a kubeconfig file, or a plain URL (KubeEdge's edge API, 127.0.0.1:10550, has no auth). */
+/** Watch timeout on a full API server: client-go's informers pick 5–10 min likewise. */
+const CLOUD_WATCH_SECONDS = 300;
+/** On the edge API: the relist period (how soon a deletion missed offline is learned). */
+export const EDGE_RELIST_SECONDS = 60;
+
+/** In-cluster config or a kubeconfig file (for `--api-server` URLs see kube/client.ts apiFromUrl). */
 export function loadKubeConfig(opts: { kubeconfig?: string; apiServer?: string }): KubeConfig {
   const kc = new KubeConfig();
   if (opts.apiServer) {
+    // No auth: the URL alone (tests point this at dead ports); client.ts speaks plain HTTP.
     kc.loadFromOptions({
       clusters: [{ name: 'edge', server: opts.apiServer, skipTLSVerify: false }],
       users: [{ name: 'edge' }],
@@ -51,27 +56,75 @@ export function loadKubeConfig(opts: { kubeconfig?: string; apiServer?: string }
 }
 
 export interface WatcherOptions {
-  kubeConfig: KubeConfig;
+  api: ApiClient;
+  /** This node: its Pods are watched, and only they make endpoints dialable here. */
+  nodeName: string;
+  /** KubeEdge's edge API: no Node watch, cold lists recognised, relist after every watch. */
+  edge: boolean;
+  endpointsSource: EndpointsSource;
+  /** Edge only: seconds between relists (the watch timeout). */
+  relistSeconds?: number;
   store: CatalogStore;
   clusterDomain: string;
   log: Logger;
   metrics: GatewayMetrics;
 }
 
+interface KindSpec {
+  kind: ObjectKind;
+  path: string;
+  fieldSelector?: string;
+  isWarm?: (items: readonly unknown[]) => boolean;
+  /** Adoption waits until the cache holds `default/kubernetes`. */
+  marked: boolean;
+}
+
+/** The kinds a gateway watches, and how (pure: the table in the file comment). */
+export function watchedKinds(opts: {
+  nodeName: string;
+  edge: boolean;
+  endpointsSource: EndpointsSource;
+}): KindSpec[] {
+  const kinds: KindSpec[] = [
+    { kind: 'Service', path: '/api/v1/services', isWarm: holdsKubernetesService, marked: true },
+    opts.endpointsSource === 'endpoints'
+      ? { kind: 'Endpoints', path: '/api/v1/endpoints', isWarm: holdsKubernetesService, marked: true }
+      : {
+          kind: 'EndpointSlice',
+          path: '/apis/discovery.k8s.io/v1/endpointslices',
+          isWarm: holdsKubernetesService,
+          marked: true,
+        },
+    {
+      kind: 'Pod',
+      path: '/api/v1/pods',
+      fieldSelector: `spec.nodeName=${opts.nodeName}`,
+      // The edge API filters a LIST from its local cache by metadata.name/namespace only,
+      // so offline this selector matches nothing: an empty pod list there proves nothing.
+      isWarm: opts.edge ? (items) => items.length > 0 : undefined,
+      marked: false,
+    },
+  ];
+  if (!opts.edge) kinds.push({ kind: 'Node', path: '/api/v1/nodes', marked: false });
+  return kinds;
+}
+
 export class ClusterWatcher {
   readonly #opts: WatcherOptions;
   readonly #builder: CatalogBuilder;
-  readonly #informers = new Map<ObjectKind, Informer<KubernetesObject>>();
+  readonly #kinds: KindSpec[];
+  readonly #caches = new Map<ObjectKind, ObjectCache>();
+  readonly #reflectors: Reflector[] = [];
   readonly #listed = new Set<ObjectKind>();
-  readonly #restartDelay = new Map<ObjectKind, number>();
-  readonly #timers = new Set<NodeJS.Timeout>();
   #synced = false;
-  #stopped = false;
+  #waitingLogged = false;
 
   constructor(opts: WatcherOptions) {
     this.#opts = opts;
+    this.#kinds = watchedKinds(opts);
     this.#builder = new CatalogBuilder({
       clusterDomain: opts.clusterDomain,
+      nodeName: opts.nodeName,
       onProblem: (problem) => opts.log.warn({ problem }, 'object skipped or corrected'),
     });
   }
@@ -81,97 +134,97 @@ export class ClusterWatcher {
     return this.#synced;
   }
 
+  /** The kinds watched, for logs and tests. */
+  get kinds(): ObjectKind[] {
+    return this.#kinds.map((k) => k.kind);
+  }
+
   start(): void {
-    const kc = this.#opts.kubeConfig;
-    const core = kc.makeApiClient(CoreV1Api);
-    const discovery = kc.makeApiClient(DiscoveryV1Api);
-    const sources: Record<ObjectKind, { path: string; list: () => Promise<unknown> }> = {
-      Service: { path: '/api/v1/services', list: () => core.listServiceForAllNamespaces({}) },
-      EndpointSlice: {
-        path: '/apis/discovery.k8s.io/v1/endpointslices',
-        list: () => discovery.listEndpointSliceForAllNamespaces({}),
+    const { api, log, edge } = this.#opts;
+    log.info(
+      {
+        api: api.server,
+        edge,
+        watch: this.#kinds.map((k) => (k.fieldSelector ? `${k.kind}(${k.fieldSelector})` : k.kind)),
       },
-      Pod: { path: '/api/v1/pods', list: () => core.listPodForAllNamespaces({}) },
-      Node: { path: '/api/v1/nodes', list: () => core.listNode({}) },
-    };
-    for (const kind of KINDS) {
-      const { path, list } = sources[kind];
-      const listFn = async () => {
-        const result = (await list()) as {
-          items: KubernetesObject[];
-          metadata?: { resourceVersion?: string };
-        };
-        // The informer adds the items right after this resolves; count the kind as listed then.
-        setImmediate(() => this.#onListed(kind, result.items.length));
-        return result;
-      };
-      const informer = makeInformer<KubernetesObject>(kc, path, listFn as never);
-      for (const event of ['add', 'update', 'delete'] as const) {
-        informer.on(event, (obj) => this.#onEvent(kind, event, obj));
-      }
-      informer.on('error', (err) => this.#onError(kind, err));
-      this.#informers.set(kind, informer);
-      this.#startInformer(kind);
+      'watching the API',
+    );
+    for (const spec of this.#kinds) {
+      const cache = new ObjectCache({ isWarm: spec.isWarm });
+      this.#caches.set(spec.kind, cache);
+      const reflector = new Reflector({
+        api,
+        path: spec.path,
+        fieldSelector: spec.fieldSelector,
+        cache,
+        relist: edge,
+        watchTimeoutSeconds: edge ? (this.#opts.relistSeconds ?? EDGE_RELIST_SECONDS) : CLOUD_WATCH_SECONDS,
+        onEvent: (e) => this.#onEvent(spec.kind, e),
+        onListed: (info) => this.#onListed(spec.kind, info),
+        onError: (err, retryInMs) => this.#onError(spec.kind, err, retryInMs),
+      });
+      this.#reflectors.push(reflector);
+      reflector.start();
     }
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    for (const t of this.#timers) clearTimeout(t);
-    await Promise.all([...this.#informers.values()].map((i) => i.stop().catch(() => {})));
+    await Promise.all(this.#reflectors.map((r) => r.stop()));
+    this.#opts.api.close();
   }
 
-  #startInformer(kind: ObjectKind): void {
-    if (this.#stopped) return;
-    this.#informers
-      .get(kind)
-      ?.start()
-      .catch((err: unknown) => this.#onError(kind, err));
-  }
-
-  #onError(kind: ObjectKind, err: unknown): void {
-    if (this.#stopped) return;
-    const delay = this.#restartDelay.get(kind) ?? RESTART_INITIAL_MS;
-    this.#restartDelay.set(kind, Math.min(delay * 2, RESTART_MAX_MS));
+  #onError(kind: ObjectKind, err: Error, retryInMs: number): void {
     this.#opts.metrics.errors.inc({ code: ErrorCodes.UNAVAILABLE });
     this.#opts.log.warn(
-      { kind, error: describeError(err), retryInMs: delay, synced: this.#synced },
+      { kind, error: describeError(err), retryInMs, synced: this.#synced },
       'API list/watch failed: serving the last catalog and retrying',
     );
-    const timer = setTimeout(() => {
-      this.#timers.delete(timer);
-      this.#startInformer(kind);
-    }, delay);
-    this.#timers.add(timer);
   }
 
-  #onListed(kind: ObjectKind, count: number): void {
-    this.#restartDelay.delete(kind);
-    this.#opts.log.info({ kind, count }, 'listed from the API');
+  #onListed(kind: ObjectKind, info: { count: number; warm: boolean; kept: string[] }): void {
+    const { log } = this.#opts;
+    if (info.warm) log.info({ kind, count: info.count }, 'listed from the API');
+    else
+      log.warn(
+        { kind, count: info.count, kept: info.kept.length },
+        'list looks cold or partial (no default/kubernetes, or no own pods): nothing withdrawn',
+      );
     this.#listed.add(kind);
-    if (!this.#synced && this.#listed.size === KINDS.length) this.#adopt();
+    this.#maybeAdopt();
   }
 
-  #onEvent(kind: ObjectKind, event: EventType, obj: KubernetesObject): void {
-    this.#opts.metrics.kubeEvents.inc({ kind, event });
-    const updates = this.#builder.handle(kind, event, obj);
-    if (!this.#synced) return;
+  #maybeAdopt(): void {
+    if (this.#synced || this.#listed.size < this.#kinds.length) return;
+    const cold = this.#kinds.filter((k) => k.marked && !this.#caches.get(k.kind)?.has('default/kubernetes'));
+    if (cold.length > 0) {
+      if (!this.#waitingLogged)
+        this.#opts.log.warn(
+          { kinds: cold.map((k) => k.kind) },
+          'the API has no default/kubernetes yet (a cold edge cache?): keeping the current catalog until it does',
+        );
+      this.#waitingLogged = true;
+      return;
+    }
+    this.#adopt();
+  }
+
+  #onEvent(kind: ObjectKind, e: CacheEvent): void {
+    this.#opts.metrics.kubeEvents.inc({ kind, event: e.type });
+    const updates = this.#builder.handle(kind, e.type, e.obj);
+    if (!this.#synced) {
+      if (e.key === 'default/kubernetes') this.#maybeAdopt(); // a cold cache warming up
+      return;
+    }
     for (const update of updates) {
       if (!this.#opts.store.apply(update)) {
         // Cannot happen while the builder and the store agree on revisions; recover anyway.
-        this.#opts.log.error({ kind, event }, 'catalog update out of order: resending a snapshot');
+        this.#opts.log.error({ kind, event: e.type }, 'catalog update out of order: resending a snapshot');
         this.#adopt();
         return;
       }
       if (update.type !== 'snapshot') {
         this.#opts.log.info(
-          {
-            kind,
-            event,
-            name: obj.metadata?.name,
-            namespace: obj.metadata?.namespace,
-            revision: update.revision,
-          },
+          { kind, event: e.type, key: e.key, revision: update.revision },
           `catalog ${update.type} updated`,
         );
       }

@@ -16,8 +16,17 @@
  *   `kubernetes.io/service-name` label; FQDN slices are skipped; conditions: ready unset →
  *   true, serving unset → ready, terminating unset → false; ports without a port number
  *   ("all ports") are skipped; duplicates across slices are merged (first slice by name wins).
+ * - core/v1 Endpoints (what KubeEdge's edge API serves reliably, docs/kubeedge.md) belong to
+ *   the service of the same name and count only while no EndpointSlice names that service
+ *   (a gateway watches one or the other; a file may hold both). `addresses` are ready,
+ *   `notReadyAddresses` neither ready nor serving (Endpoints cannot say terminating).
  * - Pods: only those with IPs, not hostNetwork, not finished (Succeeded/Failed pods may
  *   have their IP reused). One catalog entry per pod IP (dual stack gives two).
+ * - With `nodeName` (the gateway's own node; it watches only that node's Pods): a pod on
+ *   another node is also known from an endpoint that names it (targetRef Pod + nodeName), so
+ *   sidecars keep pod-IP routing to it. Never for this node: what this gateway may dial
+ *   (gateway/local-endpoint.ts) must come from Pod objects, which the scheduler binds — an
+ *   Endpoints object anyone may write could otherwise point it at a host port.
  * - Nodes: InternalIP addresses.
  */
 import {
@@ -41,7 +50,7 @@ import {
 } from './types.ts';
 import { canonicalIP, validateNode, validatePod, validateServiceEntry } from './validate.ts';
 
-export type ObjectKind = 'Service' | 'EndpointSlice' | 'Pod' | 'Node';
+export type ObjectKind = 'Service' | 'EndpointSlice' | 'Endpoints' | 'Pod' | 'Node';
 export type EventType = 'add' | 'update' | 'delete';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -52,7 +61,11 @@ export function objectKind(obj: unknown): ObjectKind | undefined {
   const o = asRecord(obj);
   const kind = o.kind;
   const apiVersion = o.apiVersion;
-  if (apiVersion === 'v1' && (kind === 'Service' || kind === 'Pod' || kind === 'Node')) return kind;
+  if (
+    apiVersion === 'v1' &&
+    (kind === 'Service' || kind === 'Pod' || kind === 'Node' || kind === 'Endpoints')
+  )
+    return kind;
   if (apiVersion === 'discovery.k8s.io/v1' && kind === 'EndpointSlice') return kind;
   return undefined;
 }
@@ -225,6 +238,43 @@ export function sliceFromObject(obj: unknown, problems: string[] = []): SliceInf
   return { service: serviceKey(namespace, serviceName), endpoints };
 }
 
+/** A core/v1 Endpoints object → its service key (same name) and endpoints, sorted by IP. */
+export function endpointsFromObject(obj: unknown, problems: string[] = []): SliceInfo | undefined {
+  const { namespace, name } = meta(obj);
+  if (!name) return undefined;
+  const where = `Endpoints ${namespace}/${name}`;
+  const endpoints: Endpoint[] = [];
+  for (const rawSubset of asArray(asRecord(obj).subsets)) {
+    const subset = asRecord(rawSubset);
+    const ports = asArray(subset.ports)
+      .map((p) => portOf(p, where, problems))
+      .filter((p): p is EndpointPort => !!p);
+    const groups: [unknown, boolean][] = [
+      [subset.addresses, true],
+      [subset.notReadyAddresses, false],
+    ];
+    for (const [addresses, ready] of groups) {
+      for (const raw of asArray(addresses)) {
+        const a = asRecord(raw);
+        const ip = typeof a.ip === 'string' ? canonicalIP(a.ip) : undefined;
+        if (!ip) {
+          problems.push(`${where}: skipped address ${JSON.stringify(a.ip)} (not an IP address)`);
+          continue;
+        }
+        const endpoint: Endpoint = { ip, ready, serving: ready, terminating: false, ports };
+        const hostname = asString(a.hostname);
+        const nodeName = asString(a.nodeName);
+        const targetRef = asRecord(a.targetRef);
+        if (hostname) endpoint.hostname = hostname;
+        if (nodeName) endpoint.nodeName = nodeName;
+        if (targetRef.kind === 'Pod' && asString(targetRef.name)) endpoint.podName = targetRef.name as string;
+        endpoints.push(endpoint);
+      }
+    }
+  }
+  return { service: serviceKey(namespace, name), endpoints };
+}
+
 /** A Pod → one PodInfo per pod IP (empty for hostNetwork, finished or IP-less pods). */
 export function podsFromObject(obj: unknown): PodInfo[] {
   const { namespace, name } = meta(obj);
@@ -282,16 +332,28 @@ export class CatalogBuilder {
   readonly #services = new Map<string, Service>();
   readonly #slices = new Map<string, SliceInfo>(); // by slice namespace/name
   readonly #slicesByService = new Map<string, Set<string>>();
+  readonly #coreEndpoints = new Map<string, Endpoint[]>(); // core/v1 Endpoints by service key
   readonly #podIps = new Map<string, PodInfo[]>(); // by pod namespace/name
   readonly #podsByIp = new Map<string, Set<string>>();
+  // Pods on other nodes as their services' endpoints name them (only with `nodeName`).
+  readonly #nodeName: string | undefined;
+  readonly #derivedByService = new Map<string, Map<string, PodInfo>>(); // service key → ip → pod
+  readonly #derivedByIp = new Map<string, Set<string>>(); // ip → service keys
   readonly #nodes = new Map<string, NodeInfo>();
 
   constructor(
-    opts: { clusterDomain?: string; revision?: number; onProblem?: (problem: string) => void } = {},
+    opts: {
+      clusterDomain?: string;
+      revision?: number;
+      onProblem?: (problem: string) => void;
+      /** This gateway's node: pods elsewhere are also taken from endpoints (see the file comment). */
+      nodeName?: string;
+    } = {},
   ) {
     this.#clusterDomain = emptyCatalog(opts.clusterDomain).clusterDomain;
     this.#revision = opts.revision ?? 0;
     this.#onProblem = opts.onProblem ?? (() => {});
+    this.#nodeName = opts.nodeName;
   }
 
   get catalog(): Catalog {
@@ -317,6 +379,8 @@ export class CatalogBuilder {
         return this.#onService(event, obj);
       case 'EndpointSlice':
         return this.#onSlice(event, obj);
+      case 'Endpoints':
+        return this.#onEndpoints(event, obj);
       case 'Pod':
         return this.#onPod(event, obj);
       case 'Node':
@@ -355,6 +419,17 @@ export class CatalogBuilder {
     return [...keys].flatMap((k) => this.#refreshService(k));
   }
 
+  #onEndpoints(event: EventType, obj: unknown): CatalogUpdate[] {
+    const { namespace, name } = meta(obj);
+    const key = serviceKey(namespace, name);
+    const problems: string[] = [];
+    const info = event === 'delete' ? undefined : endpointsFromObject(obj, problems);
+    this.#report(problems);
+    if (info) this.#coreEndpoints.set(key, info.endpoints);
+    else this.#coreEndpoints.delete(key);
+    return this.#refreshService(key);
+  }
+
   #onPod(event: EventType, obj: unknown): CatalogUpdate[] {
     const { namespace, name } = meta(obj);
     const podKey = `${namespace}/${name}`;
@@ -385,8 +460,12 @@ export class CatalogBuilder {
       const sliceKeys = [...(this.#slicesByService.get(key) ?? [])].sort(compare);
       const seen = new Set<string>();
       const endpoints: Endpoint[] = [];
-      for (const sk of sliceKeys) {
-        for (const e of this.#slices.get(sk)?.endpoints ?? []) {
+      const sources =
+        sliceKeys.length > 0
+          ? sliceKeys.map((sk) => this.#slices.get(sk)?.endpoints ?? [])
+          : [this.#coreEndpoints.get(key) ?? []];
+      for (const list of sources) {
+        for (const e of list) {
           const id = `${e.ip} ${JSON.stringify(e.ports)}`;
           if (seen.has(id)) continue;
           seen.add(id);
@@ -400,15 +479,53 @@ export class CatalogBuilder {
     if (entry) this.#entries.set(key, entry);
     else this.#entries.delete(key);
     const revision = ++this.#revision;
-    return [{ type: 'service', revision, key, entry }];
+    return [{ type: 'service', revision, key, entry }, ...this.#derivePods(key, entry)];
+  }
+
+  /** Pods on other nodes named by the endpoints of service `key` (only with `nodeName`). */
+  #derivePods(key: string, entry: ServiceEntry | null): CatalogUpdate[] {
+    if (this.#nodeName === undefined) return [];
+    const next = new Map<string, PodInfo>();
+    for (const e of entry?.endpoints ?? []) {
+      if (!e.podName || !e.nodeName || e.nodeName === this.#nodeName) continue;
+      next.set(e.ip, {
+        ip: e.ip,
+        namespace: entry?.service.namespace ?? '',
+        name: e.podName,
+        nodeName: e.nodeName,
+      });
+    }
+    const previous = this.#derivedByService.get(key) ?? new Map<string, PodInfo>();
+    if (next.size > 0) this.#derivedByService.set(key, next);
+    else this.#derivedByService.delete(key);
+    const changed = new Set<string>();
+    for (const ip of previous.keys()) {
+      if (next.has(ip)) continue;
+      this.#derivedByIp.get(ip)?.delete(key);
+      changed.add(ip);
+    }
+    for (const [ip, pod] of next) {
+      addTo(this.#derivedByIp, ip, key);
+      if (!same(previous.get(ip), pod)) changed.add(ip);
+    }
+    return [...changed].sort(compare).flatMap((ip) => this.#refreshPod(ip));
   }
 
   #refreshPod(ip: string): CatalogUpdate[] {
     // Several pods may claim an IP for a moment (one going, one coming): the first by name wins.
+    // A Pod object wins over an endpoint's word for it.
     const owners = [...(this.#podsByIp.get(ip) ?? [])].sort(compare);
     if (owners.length === 0) this.#podsByIp.delete(ip);
-    const info = owners.length > 0 ? this.#podIps.get(owners[0])?.find((p) => p.ip === ip) : undefined;
-    const pod = info ? this.#checked(`pod ${owners[0]}`, () => validatePod(info, owners[0])) : null;
+    let info = owners.length > 0 ? this.#podIps.get(owners[0])?.find((p) => p.ip === ip) : undefined;
+    let owner = owners[0];
+    if (!info) {
+      const services = [...(this.#derivedByIp.get(ip) ?? [])].sort(compare);
+      if (services.length === 0) this.#derivedByIp.delete(ip);
+      owner = services[0];
+      info = owner ? this.#derivedByService.get(owner)?.get(ip) : undefined;
+    }
+    const found = info;
+    const pod = found ? this.#checked(`pod ${owner}`, () => validatePod(found, owner)) : null;
     if (same(this.#podEntries.get(ip) ?? null, pod)) return [];
     if (pod) this.#podEntries.set(ip, pod);
     else this.#podEntries.delete(ip);
