@@ -362,7 +362,7 @@ export function cniConfig(node: RealNode): string {
 }
 
 /**
- * Kubelet settings: cgroup v1 with cgroupfs (this VM), a cgroup root of its own, no swap
+ * Kubelet settings: cgroup v1 with cgroupfs (this VM), a cgroup root and pod log dir of its own, no swap
  * check, images never garbage-collected (they were imported, nothing can pull them again),
  * no disk-pressure evictions on a CI disk; x509 client auth with the cluster CA and the
  * webhook authorizer, so only the API server (system:masters) gets exec/logs.
@@ -385,6 +385,8 @@ authentication:
   webhook: {enabled: true}
   x509: {clientCAFile: ${clientCa}}
 authorization: {mode: Webhook}
+# Per node: every kubelet's log GC removes pod log dirs it does not know from its own root.
+podLogsDir: ${join(node.dir, 'pod-logs')}
 clusterDomain: cluster.local
 clusterDNS: [10.96.0.10]
 imageGCHighThresholdPercent: 100
