@@ -15,9 +15,9 @@
  *
  * Before every kind has been listed the gateway may already be serving a catalog it
  * persisted (offline autonomy); events then only feed the builder. The built catalog is
- * adopted once every kind has been listed *and* the Services and endpoints hold
- * `default/kubernetes` (a cold edge cache answers 200 with an empty or partial list: that is
- * not the cluster). The store then moves to it by per-key increments (diffCatalogs), so
+ * adopted once every kind has been listed *and* the Services hold `default/kubernetes` and
+ * (when a catalog is already served) the endpoints are not empty: a cold edge cache answers
+ * 200 with an empty or partial list, and that is not the cluster. The store then moves to it by per-key increments (diffCatalogs), so
  * sidecars see only what changed while the gateway was away; after that every event's
  * updates go straight to the store. Lists never withdraw what a cold list lacks
  * (gateway/kube/object-cache.ts).
@@ -28,7 +28,7 @@ import type { CatalogStore } from '../lib/catalog/store.ts';
 import { describeError, ErrorCodes } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { ApiClient } from './kube/client.ts';
-import { type CacheEvent, holdsKubernetesService, ObjectCache } from './kube/object-cache.ts';
+import { type CacheEvent, holdsKubernetesService, nonEmpty, ObjectCache } from './kube/object-cache.ts';
 import { Reflector } from './kube/reflector.ts';
 import type { GatewayMetrics } from './metrics.ts';
 
@@ -75,9 +75,15 @@ interface KindSpec {
   path: string;
   fieldSelector?: string;
   isWarm?: (items: readonly unknown[]) => boolean;
-  /** Adoption waits until the cache holds `default/kubernetes`. */
-  marked: boolean;
+  /**
+   * Whether what this kind's cache holds may replace the current catalog: a cold cache's
+   * Services lack default/kubernetes, its endpoints are empty. Absent: always.
+   */
+  adoptable?: (cache: ObjectCache) => boolean;
 }
+
+const hasKubernetes = (cache: ObjectCache) => cache.has('default/kubernetes');
+const hasEndpoints = (cache: ObjectCache) => cache.has('default/kubernetes') || cache.size > 0;
 
 /** The kinds a gateway watches, and how (pure: the table in the file comment). */
 export function watchedKinds(opts: {
@@ -86,14 +92,14 @@ export function watchedKinds(opts: {
   endpointsSource: EndpointsSource;
 }): KindSpec[] {
   const kinds: KindSpec[] = [
-    { kind: 'Service', path: '/api/v1/services', isWarm: holdsKubernetesService, marked: true },
+    { kind: 'Service', path: '/api/v1/services', isWarm: holdsKubernetesService, adoptable: hasKubernetes },
     opts.endpointsSource === 'endpoints'
-      ? { kind: 'Endpoints', path: '/api/v1/endpoints', isWarm: holdsKubernetesService, marked: true }
+      ? { kind: 'Endpoints', path: '/api/v1/endpoints', isWarm: nonEmpty, adoptable: hasEndpoints }
       : {
           kind: 'EndpointSlice',
           path: '/apis/discovery.k8s.io/v1/endpointslices',
-          isWarm: holdsKubernetesService,
-          marked: true,
+          isWarm: nonEmpty,
+          adoptable: hasEndpoints,
         },
     {
       kind: 'Pod',
@@ -101,11 +107,10 @@ export function watchedKinds(opts: {
       fieldSelector: `spec.nodeName=${opts.nodeName}`,
       // The edge API filters a LIST from its local cache by metadata.name/namespace only,
       // so offline this selector matches nothing: an empty pod list there proves nothing.
-      isWarm: opts.edge ? (items) => items.length > 0 : undefined,
-      marked: false,
+      isWarm: opts.edge ? nonEmpty : undefined,
     },
   ];
-  if (!opts.edge) kinds.push({ kind: 'Node', path: '/api/v1/nodes', marked: false });
+  if (!opts.edge) kinds.push({ kind: 'Node', path: '/api/v1/nodes' });
   return kinds;
 }
 
@@ -187,7 +192,7 @@ export class ClusterWatcher {
     else
       log.warn(
         { kind, count: info.count, kept: info.kept.length },
-        'list looks cold or partial (no default/kubernetes, or no own pods): nothing withdrawn',
+        'list looks cold (no default/kubernetes Service, or empty): nothing withdrawn',
       );
     this.#listed.add(kind);
     this.#maybeAdopt();
@@ -195,12 +200,18 @@ export class ClusterWatcher {
 
   #maybeAdopt(): void {
     if (this.#synced || this.#listed.size < this.#kinds.length) return;
-    const cold = this.#kinds.filter((k) => k.marked && !this.#caches.get(k.kind)?.has('default/kubernetes'));
+    // With no catalog yet there is nothing to withdraw: the Services' test alone suffices.
+    const serving = this.#opts.store.current !== undefined;
+    const cold = this.#kinds.filter((k) => {
+      const cache = this.#caches.get(k.kind);
+      if (!k.adoptable || !cache || k.adoptable(cache)) return false;
+      return serving || k.kind === 'Service';
+    });
     if (cold.length > 0) {
       if (!this.#waitingLogged)
         this.#opts.log.warn(
           { kinds: cold.map((k) => k.kind) },
-          'the API has no default/kubernetes yet (a cold edge cache?): keeping the current catalog until it does',
+          'the API looks cold (no default/kubernetes Service yet, or no endpoints): keeping the current catalog until it warms up',
         );
       this.#waitingLogged = true;
       return;
@@ -212,7 +223,7 @@ export class ClusterWatcher {
     this.#opts.metrics.kubeEvents.inc({ kind, event: e.type });
     const updates = this.#builder.handle(kind, e.type, e.obj);
     if (!this.#synced) {
-      if (e.key === 'default/kubernetes') this.#maybeAdopt(); // a cold cache warming up
+      this.#maybeAdopt(); // a cold cache warming up through the watch
       return;
     }
     for (const update of updates) {

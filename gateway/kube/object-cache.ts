@@ -60,9 +60,17 @@ const same = (a: Version | undefined, b: Version): boolean =>
   a.uid === b.uid &&
   a.resourceVersion === b.resourceVersion;
 
-/** Lists are warm when they hold `default/kubernetes` (Services, Endpoints, EndpointSlices). */
+/** A Services list is warm when it holds `default/kubernetes`: every API server has it. */
 export const holdsKubernetesService = (items: readonly unknown[]): boolean =>
   items.some((o) => objectKey(o) === 'default/kubernetes');
+
+/**
+ * An Endpoints or EndpointSlice list is warm when it holds anything. Not the
+ * `default/kubernetes` test: Kubernetes 1.36 no longer writes that core/v1 Endpoints
+ * object (measured here), so its absence proves nothing; an empty list is what a cold cache
+ * answers, while a cluster with Services has endpoints.
+ */
+export const nonEmpty = (items: readonly unknown[]): boolean => items.length > 0;
 
 export class ObjectCache {
   readonly #isWarm: (items: readonly unknown[]) => boolean;
