@@ -227,4 +227,33 @@ patches:
       'https://127.0.0.1:9443/mutate',
     ]);
   });
+
+  it('manifests/overlays/kubeedge: the base gateway off edge nodes, an edge-mode gateway on them', async (ctx) => {
+    const { objects } = await render(ctx, join(manifests, 'overlays/kubeedge'));
+    type Ds = {
+      spec: {
+        template: {
+          spec: {
+            automountServiceAccountToken?: boolean;
+            affinity?: unknown;
+            containers: V1Container[];
+          };
+        };
+      };
+    };
+    const cloud = find(objects, 'DaemonSet', 'edgemesh-gateway') as unknown as Ds;
+    const edge = find(objects, 'DaemonSet', 'edgemesh-gateway-edge') as unknown as Ds;
+    const term = (op: string) => ({
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: {
+          nodeSelectorTerms: [{ matchExpressions: [{ key: 'node-role.kubernetes.io/edge', operator: op }] }],
+        },
+      },
+    });
+    expect(cloud.spec.template.spec.affinity).toEqual(term('DoesNotExist'));
+    expect(edge.spec.template.spec.affinity).toEqual(term('Exists'));
+    expect(edge.spec.template.spec.automountServiceAccountToken).toBe(false);
+    expect(edge.spec.template.spec.containers[0].args).toContain('--api-server=http://127.0.0.1:10550');
+    expect(cloud.spec.template.spec.containers[0].args?.join(' ')).not.toContain('--api-server');
+  });
 });
