@@ -139,6 +139,7 @@ describe('a real node', () => {
     expect(mounts.includes(node.dir) || mounts.includes(node.runDir)).toBe(false);
     expect(existsSync(node.dir)).toBe(false);
     expect(existsSync(node.runDir)).toBe(false);
+    expect(readdirSync('/var/log/containers').filter((n) => n.startsWith('web_default_'))).toEqual([]);
     for (const hierarchy of readdirSync('/sys/fs/cgroup')) {
       expect(existsSync(`/sys/fs/cgroup/${hierarchy}${node.cgroupRoot}`), hierarchy).toBe(false);
     }

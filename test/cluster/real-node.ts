@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { waitFor } from '../harness/netns.ts';
@@ -297,6 +297,12 @@ export class RealNode {
     await unmountUnder([this.dir, this.runDir, ...netnsPaths]);
     for (const p of netnsPaths) await rm(p, { force: true }).catch(() => undefined);
     await removeCgroups(this.cgroupRoot);
+    // The kubelet links each container's log into the machine-wide /var/log/containers.
+    for (const name of await readdir('/var/log/containers').catch(() => [] as string[])) {
+      const link = join('/var/log/containers', name);
+      const target = await readlink(link).catch(() => '');
+      if (target.startsWith(`${this.dir}/`)) await rm(link, { force: true });
+    }
     if (!process.env.EDGEMESH_KEEP_CLUSTER_DATA) {
       await rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
     }
