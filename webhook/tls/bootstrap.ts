@@ -75,7 +75,10 @@ async function step<T>(what: string, call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (err) {
-    if (!(err instanceof ApiException)) throw err;
+    if (!(err instanceof ApiException)) {
+      // A request that got no answer ("fetch failed"): say why (the CLI adds which server).
+      throw new EdgemeshError(ErrorCodes.UNAVAILABLE, `${what}: ${connectionCause(err)}`);
+    }
     let message = String(err.body);
     try {
       message = (typeof err.body === 'string' ? JSON.parse(err.body) : err.body).message ?? message;
@@ -88,6 +91,30 @@ async function step<T>(what: string, call: () => Promise<T>): Promise<T> {
         : '';
     throw new EdgemeshError(ErrorCodes.UNAVAILABLE, `${what}: HTTP ${err.code}: ${message}${hint}`);
   }
+}
+
+/** Why a request got no answer: fetch's "fetch failed" hides the socket or TLS error in `cause`. */
+export function connectionCause(err: unknown): string {
+  const inner = (err as { cause?: unknown })?.cause ?? err;
+  const e = inner as NodeJS.ErrnoException;
+  const code = e?.code;
+  const text = e?.message ?? String(inner);
+  switch (code) {
+    case 'ECONNREFUSED':
+      return 'cannot connect: connection refused (ECONNREFUSED)';
+    case 'ETIMEDOUT':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return `cannot connect: timed out (${code})`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return `cannot connect: host name not resolved (${code})`;
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return `cannot connect: no route (${code})`;
+  }
+  if (code && /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS|ERR_SSL|HOSTNAME/.test(code))
+    return `TLS: ${text} (${code})`;
+  return code ? `${text} (${code})` : text;
 }
 
 export async function bootstrapTls(

@@ -1,5 +1,9 @@
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { defineCommand } from '../../lib/cli.ts';
+import { configError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import { createLogger } from '../../lib/log.ts';
 import { parseCidr } from '../../lib/traffic.ts';
 import { bootstrapTls } from './bootstrap.ts';
@@ -51,10 +55,12 @@ export const webhookTlsCommand = defineCommand(
   },
   async (opts) => {
     const log = createLogger('webhook-tls');
+    const source = kubeconfigSource(opts.kubeconfig);
     const kc = new KubeConfig();
     if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
     else kc.loadFromDefault();
     if (opts.context) kc.setCurrentContext(opts.context);
+    const where = `API server ${kc.getCurrentCluster()?.server ?? '(none)'} from ${source}, context ${kc.getCurrentContext() || '(none)'}`;
     const result = await bootstrapTls(
       kc,
       {
@@ -70,13 +76,30 @@ export const webhookTlsCommand = defineCommand(
         meshCaSecret: opts['mesh-ca-secret'],
       },
       log,
-    );
+    ).catch((err: unknown) => {
+      // Name the server and where it came from: "fetch failed" alone says neither.
+      if (err instanceof EdgemeshError && err.code === ErrorCodes.UNAVAILABLE)
+        throw new EdgemeshError(err.code, `${err.message} [${where}]`);
+      throw err;
+    });
     process.stdout.write(
       `secret ${result.secret}, caBundle ${result.caBundle} (${result.reason}); mesh CA ${result.meshCa}\n`,
     );
     return result.caBundle === 'no-webhook-config' ? 3 : 0;
   },
 );
+
+/** Where the kubeconfig comes from, as loadFromDefault looks; a clear error when nowhere. */
+function kubeconfigSource(flag: string | undefined): string {
+  if (flag) return `--kubeconfig ${flag}`;
+  if (process.env.KUBECONFIG) return `KUBECONFIG=${process.env.KUBECONFIG}`;
+  const home = join(homedir(), '.kube', 'config');
+  if (existsSync(home)) return home;
+  if (process.env.KUBERNETES_SERVICE_HOST) return 'the in-cluster service account';
+  throw configError(
+    `no kubeconfig: --kubeconfig not given, KUBECONFIG unset, ${home} missing and not in a pod (KUBERNETES_SERVICE_HOST unset)`,
+  );
+}
 
 function checkIps(values: string[]): string | undefined {
   for (const v of values) {
