@@ -67,9 +67,17 @@ export class LocalDialer {
     }
   }
 
-  /** Checks, then connects (half-close allowed); rejects with UNAVAILABLE when the dial fails. */
+  /**
+   * Checks, then connects (half-close allowed). Never throws: rejects with DIAL_REFUSED for a
+   * target that is not a local pod endpoint and UNAVAILABLE when the dial fails. (A synchronous
+   * throw here once escaped into the tunnel's frame handler and closed the whole session.)
+   */
   dial(target: StreamTarget): Promise<net.Socket> {
-    this.check(target);
+    try {
+      this.check(target);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return new Promise((resolve, reject) => {
       const socket = net.connect({ host: target.ip, port: target.port, allowHalfOpen: true });
       const timer = setTimeout(() => {

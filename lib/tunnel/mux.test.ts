@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { type Duplex, duplexPair } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ErrorCodes } from '../errors.ts';
+import { EdgemeshError, ErrorCodes } from '../errors.ts';
 import { encodeFrame, FrameType, ResetCode } from './frame.ts';
 import { MuxSession, type MuxStream, type MuxSession as Session } from './mux.ts';
 
@@ -196,5 +196,73 @@ describe('mux session', () => {
     const back = readAll(open);
     open.end('finishes');
     expect((await back).toString()).toBe('finishes');
+  });
+
+  it('a peer that sends PINGs and never reads is cut once the queue passes its bound', async () => {
+    const [a, b] = duplexPair();
+    let slow = 0;
+    const session = new MuxSession(a, {
+      role: 'server',
+      peer: 'flooder',
+      maxQueuedBytes: 64 * 1024,
+      onSlowReader: () => slow++,
+    });
+    sessions.push(session);
+    const closed = once(session, 'close');
+    // b is never read: every PONG stays queued on a. 64 KiB of PONGs is ~3,800 of them.
+    const ping = encodeFrame({ type: FrameType.PING, stream: 0, opaque: Buffer.alloc(8) });
+    for (let i = 0; i < 10_000 && !session.closed; i++) b.write(ping);
+    const [err] = await closed;
+    expect((err as Error).message).toMatch(/flooder does not read: \d+ bytes queued \(limit 65536\)/);
+    expect(slow).toBe(1);
+    expect(a.writableLength).toBe(0); // destroyed: the queue is freed
+  });
+
+  it('DATA waits for the socket to drain: many writers queue about one window, not one each', async () => {
+    const window = 256 * 1024;
+    const { client, server, serverSocket, clientSocket } = pair(window);
+    const received: Promise<Buffer>[] = [];
+    server.on('stream', (s) => {
+      s.accept();
+      received.push(readAll(s));
+    });
+    const streams = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => client.openStream({ ip: '10.0.0.1', port: i + 1 })),
+    );
+    serverSocket.pause(); // the peer stops reading its socket
+    const data = randomBytes(1024 * 1024);
+    for (const s of streams) s.end(data);
+    await new Promise((r) => setTimeout(r, 100));
+    // Without waiting for drain, each stream would queue its whole window (16 × 256 KiB).
+    expect(clientSocket.writableLength).toBeLessThanOrEqual(window + 64 * 1024 + 64);
+    serverSocket.resume();
+    const got = await Promise.all(received);
+    expect(got.map(sha)).toEqual(got.map(() => sha(data)));
+    expect(server.closed).toBe(false);
+  });
+
+  it('a stream listener that throws refuses that stream only; the others keep flowing', async () => {
+    const { client, server } = pair();
+    server.on('stream', (s, target) => {
+      // As a dialer that refuses synchronously did (LocalDialer.check throwing inside dial).
+      if (target.port === 22)
+        throw new EdgemeshError(ErrorCodes.DIAL_REFUSED, `${target.ip}:22 is not a pod endpoint`);
+      if (target.port === 23) throw new Error('dial exploded');
+      s.accept();
+      s.pipe(s);
+    });
+    const echo = await client.openStream({ ip: '10.0.0.1', port: 80 });
+    const back = readAll(echo);
+    echo.write('before ');
+    const refused = await client.openStream({ ip: '10.0.0.1', port: 22 }).catch((e) => e);
+    expect(refused.code).toBe(ErrorCodes.DIAL_REFUSED);
+    expect(refused.message).toMatch(/not a pod endpoint/);
+    const failed = await client.openStream({ ip: '10.0.0.1', port: 23 }).catch((e) => e);
+    expect(failed.code).toBe(ErrorCodes.UNAVAILABLE);
+    expect(failed.message).toMatch(/dial exploded/);
+    echo.end('after');
+    expect((await back).toString()).toBe('before after');
+    expect(client.usable).toBe(true);
+    expect(server.closed).toBe(false);
   });
 });

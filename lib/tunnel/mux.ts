@@ -42,9 +42,23 @@ export interface SessionOptions {
   pingIntervalMs?: number;
   idleTimeoutMs?: number;
   openTimeoutMs?: number;
+  /**
+   * Bytes this session may have queued for the peer (not yet taken by the kernel) before the
+   * peer counts as not reading and is cut. DATA stops at `window` bytes queued (it waits for
+   * 'drain'); the frames we must answer (PONG, WINDOW, RESET, CONTROL) do not wait, so a peer
+   * that sends but never reads would grow this queue without a bound.
+   */
+  maxQueuedBytes?: number;
+  /** Called once when the session is cut for a full write queue (metrics). */
+  onSlowReader?: (queued: number) => void;
 }
 
 export const DEFAULT_WINDOW = 1024 * 1024;
+/**
+ * A gateway's sessions: DATA stops at one window queued, so what piles up beyond is frames
+ * we answer. 8 MiB of those is ~500k PONGs — no reading peer gets there.
+ */
+export const DEFAULT_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
 export class MuxSession extends EventEmitter<{
   /** A peer-opened stream; call stream.accept() or stream.refuse() (within openTimeoutMs). */
@@ -62,6 +76,10 @@ export class MuxSession extends EventEmitter<{
   readonly window: number;
   readonly #maxStreams: number;
   readonly #openTimeoutMs: number;
+  readonly #maxQueued: number;
+  readonly #onSlowReader: ((queued: number) => void) | undefined;
+  /** Streams with DATA waiting for the socket to drain (see #congested). */
+  readonly #blocked = new Set<MuxStream>();
   #nextId: number;
   #lastRx = Date.now();
   #timer: NodeJS.Timeout;
@@ -80,6 +98,8 @@ export class MuxSession extends EventEmitter<{
     this.window = opts.window ?? DEFAULT_WINDOW;
     this.#maxStreams = opts.maxStreams ?? 4096;
     this.#openTimeoutMs = opts.openTimeoutMs ?? 10_000;
+    this.#maxQueued = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    this.#onSlowReader = opts.onSlowReader;
     this.#nextId = opts.role === 'client' ? 1 : 2;
     const pingEvery = opts.pingIntervalMs ?? 10_000;
     const idle = opts.idleTimeoutMs ?? 30_000;
@@ -91,6 +111,11 @@ export class MuxSession extends EventEmitter<{
       this.close(new EdgemeshError(ErrorCodes.UNAVAILABLE, `session to ${this.peer} closed`)),
     );
     socket.on('error', (err) => this.close(err));
+    socket.on('drain', () => {
+      const waiting = [...this.#blocked];
+      this.#blocked.clear();
+      for (const s of waiting) s.resumeWrite();
+    });
     this.#timer = setInterval(() => {
       if (Date.now() - this.#lastRx > idle) {
         this.close(new EdgemeshError(ErrorCodes.UNAVAILABLE, `no frames from ${this.peer} for ${idle} ms`));
@@ -192,6 +217,7 @@ export class MuxSession extends EventEmitter<{
     // A stream nobody listens to for errors is closed quietly rather than crash the process.
     for (const s of this.#streams.values()) s.destroy(s.listenerCount('error') > 0 ? streamErr : undefined);
     this.#streams.clear();
+    this.#blocked.clear();
     this.socket.destroy();
     this.emit('close', err);
   }
@@ -200,6 +226,7 @@ export class MuxSession extends EventEmitter<{
   send(frame: Frame): void {
     if (this.#closed) return;
     this.socket.write(encodeFrame(frame));
+    this.#checkQueue();
   }
 
   /** @internal DATA without copying the payload into the header buffer twice. */
@@ -210,7 +237,33 @@ export class MuxSession extends EventEmitter<{
     this.socket.write(dataHeader(id, data.length));
     this.socket.write(data);
     this.socket.uncork();
+    this.#checkQueue();
+    return !this.#closed;
+  }
+
+  /**
+   * @internal Whether DATA should wait: a window's worth is already queued for the socket.
+   * The stream then waits for 'drain' (`block`), so DATA never grows the queue past about a
+   * window plus one frame, however many streams write.
+   */
+  congested(stream: MuxStream): boolean {
+    if (this.socket.writableLength < this.window) return false;
+    this.#blocked.add(stream);
     return true;
+  }
+
+  /** A peer that lets the queue grow past the bound does not read: cut it, say so. */
+  #checkQueue(): void {
+    const queued = this.socket.writableLength;
+    if (queued <= this.#maxQueued) return;
+    this.#log.warn({ queued, limit: this.#maxQueued }, 'peer does not read what it is sent: closing session');
+    this.#onSlowReader?.(queued);
+    this.close(
+      new EdgemeshError(
+        ErrorCodes.UNAVAILABLE,
+        `${this.peer} does not read: ${queued} bytes queued (limit ${this.#maxQueued})`,
+      ),
+    );
   }
 
   /** @internal */
@@ -281,7 +334,17 @@ export class MuxSession extends EventEmitter<{
           return;
         }
         this.#streams.set(f.stream, stream);
-        this.emit('stream', stream, f.target);
+        try {
+          this.emit('stream', stream, f.target);
+        } catch (err) {
+          // A listener that throws (e.g. a dialer refusing synchronously) fails this stream
+          // only: the session and its other streams are not the peer's fault.
+          const refused = err instanceof EdgemeshError && err.code === ErrorCodes.DIAL_REFUSED;
+          stream.refuse(
+            refused ? ResetCode.REFUSED : ResetCode.DIAL_FAILED,
+            (err as Error).message ?? String(err),
+          );
+        }
         return;
       }
       default: {
@@ -407,10 +470,15 @@ export class MuxStream extends Duplex {
     this.#flush();
   }
 
+  /** @internal The session's socket drained: carry on with the pending chunk. */
+  resumeWrite(): void {
+    this.#flush();
+  }
+
   #flush(): void {
     const p = this.#pending;
-    if (!p) return;
-    while (p.chunk.length > 0 && this.#sendWindow > 0) {
+    if (!p || this.destroyed) return;
+    while (p.chunk.length > 0 && this.#sendWindow > 0 && !this.#session.congested(this)) {
       const n = Math.min(p.chunk.length, this.#sendWindow, MAX_DATA);
       if (!this.#session.sendData(this.id, p.chunk.subarray(0, n))) {
         this.#pending = undefined;
