@@ -3,10 +3,13 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
+import { apiFromKubeConfig } from '../../gateway/kube/client.ts';
 import { ControlPlane } from '../cluster/control-plane.ts';
 import { buildImages } from '../cluster/oci-images.ts';
+import { ManagedProcess } from '../cluster/process.ts';
 import { RealNode } from '../cluster/real-node.ts';
 import { EDGEMESH_BIN, exitResult, waitFor } from '../harness/netns.ts';
+import { MetaServer } from '../metaserver/metaserver.ts';
 import { NatLab, type SiteSpec } from '../natlab/lab.ts';
 
 const execFileP = promisify(execFile);
@@ -24,6 +27,21 @@ export const GATEWAY_METRICS_PORT = 15090;
  */
 export const TUNNEL_LB_IP = '198.51.100.200';
 const CUT_CHAIN = 'EDGEMESH_CUT';
+/** edgecore's metaServer address on an edge node (KubeEdge's default). */
+export const EDGE_API_PORT = 10550;
+/** The collections a KubeEdge metaServer caches for edgemesh (what its gateway watches). */
+const METASERVER_RESOURCES = ['/api/v1/services', '/api/v1/endpoints', '/api/v1/pods'];
+
+/**
+ * What the edge nodes' gateways read (KubeEdge mode, docs/kubeedge.md):
+ * - undefined: the cloud API server (the base manifests; nodes with API access);
+ * - 'kubectl-proxy': a real `kubectl proxy` on 127.0.0.1:10550 of each edge node, as that
+ *   node's identity (system:node:<name>) — what a node may see through the Node authorizer,
+ *   plus core/v1 Endpoints, granted as cloudcore's own role has them;
+ * - 'metaserver': the metaServer stand-in (test/metaserver) per edge node, caching what
+ *   cloudcore sends and answering from its cache while the site is cut off.
+ */
+export type EdgeApi = 'kubectl-proxy' | 'metaserver';
 const SYSTEM_NS = 'edgemesh-system';
 
 export interface EdgeClusterOptions {
@@ -34,6 +52,8 @@ export interface EdgeClusterOptions {
   sites?: SiteSpec[];
   /** Where step-by-step progress goes (default: stderr). */
   progress?: (line: string) => void;
+  /** KubeEdge mode: the edge API the edge nodes' gateways use (default: none, the cloud API). */
+  edgeApi?: EdgeApi;
 }
 
 /** A node of the cluster: its lab host and the real kubelet + containerd on it. */
@@ -86,12 +106,16 @@ export class EdgeCluster {
   readonly #progress: (line: string) => void;
   readonly #started = Date.now();
   cp: ControlPlane | undefined;
+  readonly edgeApi: EdgeApi | undefined;
+  readonly #edgeApiProcesses: ManagedProcess[] = [];
+  readonly #metaServers: MetaServer[] = [];
   /** The overlay applied with `kubectl apply -k` (the shipped manifests, our image). */
   readonly overlayDir: string;
   #cut = false;
 
-  private constructor(lab: NatLab, workDir: string, progress: (line: string) => void) {
+  private constructor(lab: NatLab, workDir: string, progress: (line: string) => void, edgeApi?: EdgeApi) {
     this.lab = lab;
+    this.edgeApi = edgeApi;
     this.workDir = workDir;
     this.#progress = progress;
     this.overlayDir = join(workDir, 'overlay');
@@ -106,7 +130,7 @@ export class EdgeCluster {
     progress('edge-cluster: building the NAT lab (public segment, ISP hops, NAT routers, site LANs)');
     const lab = await NatLab.create({ prefix: opts.prefix ?? 'eme', sites, tunnelServers: 1 });
     const workDir = await mkdtemp(join(tmpdir(), 'edgemesh-edge-cluster-'));
-    const cluster = new EdgeCluster(lab, workDir, progress);
+    const cluster = new EdgeCluster(lab, workDir, progress, opts.edgeApi);
     try {
       await cluster.#start();
     } catch (err) {
@@ -194,12 +218,15 @@ export class EdgeCluster {
         'apiVersion: kustomize.config.k8s.io/v1beta1',
         'kind: Kustomization',
         // kustomize takes only relative paths to other kustomizations.
-        `resources: [${relative(overlay, SHIPPED_MANIFESTS)}]`,
+        `resources: [${relative(overlay, this.edgeApi ? join(SHIPPED_MANIFESTS, 'overlays/kubeedge') : SHIPPED_MANIFESTS)}]`,
         `images: [{ name: ghcr.io/edgemesh/edgemesh, newName: ${imageName}, newTag: "${imageTag}" }]`,
         '',
       ].join('\n'),
     );
-    this.step(`kubectl apply -k (the shipped manifests, image ${this.images.edgemesh})`);
+    if (this.edgeApi) await this.#startEdgeApis(this.edgeApi);
+    this.step(
+      `kubectl apply -k (the shipped manifests${this.edgeApi ? ', KubeEdge overlay' : ''}, image ${this.images.edgemesh})`,
+    );
     await this.kubectl(['apply', '--validate=strict', '-k', overlay]);
     this.step('ConfigMap edgemesh-config: tunnel-server and API server addresses for the edge nodes');
     await this.kubectl([
@@ -226,6 +253,8 @@ export class EdgeCluster {
     this.step(`webhook-tls: ${tls.stdout.trim()}`);
     // Gateway pods created before the ConfigMap edit carry the old addresses.
     await this.kubectl(['-n', SYSTEM_NS, 'rollout', 'restart', 'daemonset/edgemesh-gateway']);
+    if (this.edgeApi)
+      await this.kubectl(['-n', SYSTEM_NS, 'rollout', 'restart', 'daemonset/edgemesh-gateway-edge']);
     await this.#publishTunnelServer();
 
     this.step('waiting for the webhook, tunnel-server and gateway pods');
@@ -233,6 +262,7 @@ export class EdgeCluster {
       ['deployment', 'edgemesh-webhook'],
       ['deployment', 'edgemesh-tunnel-server'],
       ['daemonset', 'edgemesh-gateway'],
+      ...(this.edgeApi ? ([['daemonset', 'edgemesh-gateway-edge']] as const) : []),
     ] as const) {
       await this.kubectl(['-n', SYSTEM_NS, 'rollout', 'status', `${kind}/${name}`, '--timeout=240s'], {
         timeoutMs: 250_000,
@@ -245,6 +275,83 @@ export class EdgeCluster {
     );
     for (const node of this.allNodes) await this.gatewayReady(node.name);
     this.step(`edge cluster up (kubeconfig for this machine: ${this.controlPlane.localKubeconfig})`);
+  }
+
+  /** An edge API on 127.0.0.1:10550 of every edge node (see EdgeApi). */
+  async #startEdgeApis(kind: EdgeApi): Promise<void> {
+    if (kind === 'kubectl-proxy') {
+      // cloudcore's ClusterRole has get/list/watch on endpoints; the Node authorizer gives a
+      // node none. KubeEdge's edge API answers with cloudcore's rights: so does this one.
+      await this.kubectl(['apply', '-f', '-'], {
+        input: JSON.stringify({
+          apiVersion: 'v1',
+          kind: 'List',
+          items: [
+            {
+              apiVersion: 'rbac.authorization.k8s.io/v1',
+              kind: 'ClusterRole',
+              metadata: { name: 'e2e-cloudcore-endpoints' },
+              rules: [{ apiGroups: [''], resources: ['endpoints'], verbs: ['get', 'list', 'watch'] }],
+            },
+            {
+              apiVersion: 'rbac.authorization.k8s.io/v1',
+              kind: 'ClusterRoleBinding',
+              metadata: { name: 'e2e-cloudcore-endpoints' },
+              roleRef: {
+                apiGroup: 'rbac.authorization.k8s.io',
+                kind: 'ClusterRole',
+                name: 'e2e-cloudcore-endpoints',
+              },
+              subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: 'system:nodes' }],
+            },
+          ],
+        }),
+      });
+    }
+    for (const node of this.nodes) {
+      if (kind === 'kubectl-proxy') {
+        const kubeconfig = await this.controlPlane.componentKubeconfig({ node: node.name });
+        this.#edgeApiProcesses.push(
+          new ManagedProcess(
+            `kubectl-proxy-${node.name}`,
+            [
+              join(this.controlPlane.binDir, 'kubectl'),
+              'proxy',
+              `--kubeconfig=${kubeconfig}`,
+              '--address=127.0.0.1',
+              `--port=${EDGE_API_PORT}`,
+            ],
+            { netns: node.netns, logFile: join(this.workDir, `kubectl-proxy-${node.name}.log`) },
+          ),
+        );
+      } else {
+        // The stand-in runs in this process (its cloud link is the test's own, cut by
+        // setConnected with the site); a relay in the node's namespace serves its socket
+        // on 127.0.0.1:10550 there.
+        const socket = join(this.workDir, `metaserver-${node.name}.sock`);
+        this.#metaServers.push(
+          await MetaServer.start({
+            upstream: apiFromKubeConfig(this.controlPlane.kubeConfig()),
+            resources: METASERVER_RESOURCES,
+            path: socket,
+          }),
+        );
+        this.#edgeApiProcesses.push(
+          new ManagedProcess(
+            `metaserver-relay-${node.name}`,
+            ['socat', `TCP-LISTEN:${EDGE_API_PORT},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${socket}`],
+            { netns: node.netns, logFile: join(this.workDir, `metaserver-relay-${node.name}.log`) },
+          ),
+        );
+      }
+      await waitFor(
+        () => this.#answers(node.netns, `http://127.0.0.1:${EDGE_API_PORT}/api/v1/services?limit=1`),
+        30_000,
+        200,
+        `edge API (${kind}) on ${node.name}`,
+      );
+    }
+    this.step(`edge API (${kind}) on 127.0.0.1:${EDGE_API_PORT} of every edge node`);
   }
 
   /**
@@ -495,6 +602,7 @@ export class EdgeCluster {
       await ipt(['-A', CUT_CHAIN, '-s', host, '-j', 'DROP']);
     }
     await ipt(['-I', 'FORWARD', '-j', CUT_CHAIN]);
+    for (const m of this.#metaServers) m.setConnected(false);
     this.#cut = true;
     this.step('cloud cut off (API server and tunnel-server unreachable from the sites)');
   }
@@ -502,6 +610,7 @@ export class EdgeCluster {
   async restoreCloud(): Promise<void> {
     if (!this.#cut) return;
     await this.lab.exec(this.lab.coreNs, ['iptables', '-w', '-D', 'FORWARD', '-j', CUT_CHAIN]);
+    for (const m of this.#metaServers) m.setConnected(true);
     this.#cut = false;
     this.step('cloud link restored');
   }
@@ -576,6 +685,8 @@ export class EdgeCluster {
   async stop(): Promise<void> {
     this.step('stopping: nodes (kubelets, pods, containerd), control plane, lab');
     await this.restoreCloud().catch(() => undefined);
+    for (const p of this.#edgeApiProcesses.splice(0)) await p.stop(2_000);
+    for (const m of this.#metaServers.splice(0)) await m.stop().catch(() => undefined);
     for (const n of [...this.nodes].reverse())
       await n.real.stop().catch((err) => this.step(`node ${n.name} stop: ${err}`));
     await this.cloudNode?.real.stop().catch((err) => this.step(`cloud node stop: ${err}`));

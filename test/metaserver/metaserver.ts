@@ -50,6 +50,8 @@ export interface MetaServerOptions {
   resources: string[];
   host?: string;
   port?: number;
+  /** Listen on this Unix socket instead (a relay in a node's namespace serves 127.0.0.1:10550 from it). */
+  path?: string;
   /** Start disconnected with an empty cache (a fresh edge node with no cloud). */
   startDisconnected?: boolean;
 }
@@ -79,13 +81,16 @@ export class MetaServer {
       });
     });
     await new Promise<void>((resolve) =>
-      m.#server?.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', resolve),
+      opts.path
+        ? m.#server?.listen(opts.path, resolve)
+        : m.#server?.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', resolve),
     );
     if (!opts.startDisconnected) m.setConnected(true);
     return m;
   }
 
   get url(): string {
+    if (this.#opts.path) return `unix:${this.#opts.path}`;
     const a = this.#server?.address() as net.AddressInfo;
     return `http://${a.address}:${a.port}`;
   }
