@@ -3,6 +3,7 @@ import { waitFor } from '../harness/netns.ts';
 import { EDGE_API_PORT, type EdgeApi, EdgeCluster } from './edge-cluster.ts';
 import {
   apply,
+  appNodes,
   clientDeployment,
   clientRef,
   curl,
@@ -53,16 +54,11 @@ describe.each(['metaserver', 'kubectl-proxy'] as EdgeApi[])('KubeEdge mode, edge
 
   it('edge nodes run the edge gateway against 127.0.0.1:10550 only; the cloud node the base gateway', async () => {
     const pods = await livePods(cluster, 'app.kubernetes.io/part-of=edgemesh', 'edgemesh-system');
-    const on = (name: string) =>
-      pods
-        .filter((p) => p.metadata.labels?.['app.kubernetes.io/name'] === name)
-        .map((p) => {
-          expect(isReady(p), p.metadata.name).toBe(true);
-          return p.spec.nodeName;
-        })
-        .sort();
-    expect(on('edgemesh-gateway')).toEqual(['cloud']);
-    expect(on('edgemesh-gateway-edge')).toEqual(['node1-1', 'node2-1', 'node2-2']);
+    expect(appNodes(pods, 'edgemesh-gateway')).toEqual({ nodes: ['cloud'], unready: [] });
+    expect(appNodes(pods, 'edgemesh-gateway-edge')).toEqual({
+      nodes: ['node1-1', 'node2-1', 'node2-2'],
+      unready: [],
+    });
     const ds = await getJson<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>(
       cluster,
       ['-n', 'edgemesh-system', 'get', 'daemonset', 'edgemesh-gateway-edge'],

@@ -4,6 +4,7 @@ import { waitFor } from '../harness/netns.ts';
 import { EdgeCluster } from './edge-cluster.ts';
 import {
   apply,
+  appNodes,
   clientDeployment,
   clientRef,
   curl,
@@ -123,17 +124,13 @@ describe('edgemesh on a real control plane across NATs', () => {
     // The shipped workloads run as pods of our image: webhook ×2 and the tunnel-server on the
     // cloud node (not behind a NAT), a gateway on every node.
     const system = await livePods(cluster, 'app.kubernetes.io/part-of=edgemesh', 'edgemesh-system');
-    const where = (name: string) =>
-      system
-        .filter((p) => p.metadata.labels?.['app.kubernetes.io/name'] === name)
-        .map((p) => {
-          expect(isReady(p), p.metadata.name).toBe(true);
-          return p.spec.nodeName;
-        })
-        .sort();
-    expect(where('edgemesh-webhook')).toEqual(['cloud', 'cloud']);
-    expect(where('edgemesh-tunnel-server')).toEqual(['cloud']);
-    expect(where('edgemesh-gateway')).toEqual(['cloud', 'node1-1', 'node2-1', 'node2-2']);
+    for (const [name, nodes] of [
+      ['edgemesh-webhook', ['cloud', 'cloud']],
+      ['edgemesh-tunnel-server', ['cloud']],
+      ['edgemesh-gateway', ['cloud', 'node1-1', 'node2-1', 'node2-2']],
+    ] as const) {
+      expect(appNodes(system, name), name).toEqual({ nodes, unready: [] });
+    }
     const image = images().edgemesh;
     for (const p of system) {
       for (const c of p.spec.containers) expect(c.image).toBe(image);

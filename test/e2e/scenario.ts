@@ -198,6 +198,18 @@ export async function livePods(cluster: EdgeCluster, selector: string, namespace
 export const isReady = (p: PodView) =>
   p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
 
+/**
+ * The nodes (sorted) of the pods labelled `app.kubernetes.io/name=<name>`, and the names of
+ * those not Ready: where a workload of edgemesh-system runs.
+ */
+export function appNodes(pods: PodView[], name: string): { nodes: string[]; unready: string[] } {
+  const mine = pods.filter((p) => p.metadata.labels?.['app.kubernetes.io/name'] === name);
+  return {
+    nodes: mine.map((p) => p.spec.nodeName ?? '(unscheduled)').sort(),
+    unready: mine.filter((p) => !isReady(p)).map((p) => p.metadata.name),
+  };
+}
+
 /** The webhook's two containers lead the init containers, in order (the pod's own follow). */
 export const isInjected = (p: PodView) =>
   JSON.stringify((p.spec.initContainers ?? []).slice(0, 2).map((c) => c.name)) ===
