@@ -7,7 +7,7 @@ import { createRegistry, serveMetrics } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { createCsr, generateKeyPem, signCsr } from '../lib/tunnel/identity.ts';
 import { type EnrolmentVerifier, StaticTokenVerifier, TokenReviewVerifier } from './enrol.ts';
-import { startTunnelServer } from './server.ts';
+import { DEFAULT_CONNECTION_LIMITS, startTunnelServer } from './server.ts';
 
 function parseListen(v: string): { host: string; port: number } | undefined {
   const m = /^\[?([0-9a-fA-F.:]+)\]?:(\d{1,5})$/.exec(v);
@@ -89,6 +89,18 @@ export const tunnelServerCommand = defineCommand(
         min: 0,
         description: 'relay bandwidth per node in bytes/s (0 = unlimited; a limit slows, never cuts)',
       },
+      'max-connections': {
+        type: 'integer',
+        default: DEFAULT_CONNECTION_LIMITS.maxConnections,
+        min: 1,
+        description: 'open TCP connections in all; more are closed at once',
+      },
+      'max-connections-per-ip': {
+        type: 'integer',
+        default: DEFAULT_CONNECTION_LIMITS.maxConnectionsPerIp,
+        min: 1,
+        description: "open TCP connections from one source IP (a site's NAT counts once)",
+      },
       'metrics-port': {
         type: 'integer',
         default: 0,
@@ -138,6 +150,10 @@ export const tunnelServerCommand = defineCommand(
       limits: {
         maxRelaysPerNode: opts['relay-max-sessions'],
         bytesPerSecondPerNode: opts['relay-bytes-per-second'],
+      },
+      connections: {
+        maxConnections: opts['max-connections'],
+        maxConnectionsPerIp: opts['max-connections-per-ip'],
       },
       log,
       registry,

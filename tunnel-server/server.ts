@@ -25,6 +25,7 @@ import {
 import { MuxSession } from '../lib/tunnel/mux.ts';
 import { peerIdentity, serverOptions } from '../lib/tunnel/tls.ts';
 import type { EnrolmentVerifier } from './enrol.ts';
+import { LogGate } from './log-gate.ts';
 import { stunResponse } from './stun.ts';
 
 /**
@@ -37,7 +38,13 @@ import { stunResponse } from './stun.ts';
  * and the same UDP port answers STUN binding requests (server-reflexive addresses for ICE).
  *
  * Timeouts: first byte 10 s, raw line 5 s (a silent connection holds nothing for long);
- * a relay leg waits 10 s for its partner, a punch 5 s for both probes (the gateways retry).
+ * TLS handshake 10 s (the socket is destroyed: Node only reports the timeout); an enrolment
+ * session 30 s from its handshake, PINGs or not; a relay leg waits 10 s for its partner, a
+ * punch 5 s for both probes (the gateways retry).
+ *
+ * Everything here is reachable from the internet without a certificate, so every resource an
+ * unauthenticated peer can hold is bounded: connections (total and per source IP), the bytes
+ * queued towards each peer (a peer that does not read is cut), and the time before enrolling.
  */
 export interface RelayLimits {
   /** Concurrent relayed sessions per node; 0 = unlimited. */
@@ -45,6 +52,23 @@ export interface RelayLimits {
   /** Bytes per second relayed per node (sum over its relays); 0 = unlimited. */
   bytesPerSecondPerNode: number;
 }
+
+export interface ConnectionLimits {
+  /** Open TCP connections in all (relay legs, control, enrolment, handshakes). */
+  maxConnections: number;
+  /** Open TCP connections from one source IP (a NAT in front of a site shares one). */
+  maxConnectionsPerIp: number;
+}
+
+/**
+ * What one certificate-less connection can pin is bounded (TLS buffers, a partial CONTROL
+ * frame ≤ 64 KiB in the decoder, ≤ 32 KiB queued towards it), so the total cap is what keeps
+ * the server inside its memory limit (512Mi): measured ~180 KB of RSS per such connection
+ * (tunnel-server/hostile.e2e.test.ts), so 2048 of them took an idle server of ~170 MB past
+ * 512Mi; 1024 leave room. 256 per IP leaves room for a site's gateways
+ * behind one NAT (one control connection each per replica, plus relay legs and probes).
+ */
+export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = { maxConnections: 1024, maxConnectionsPerIp: 256 };
 
 export interface TunnelServerOptions {
   name: string;
@@ -54,6 +78,7 @@ export interface TunnelServerOptions {
   identity: TlsIdentity;
   verifier?: EnrolmentVerifier;
   limits: RelayLimits;
+  connections?: ConnectionLimits;
   log: Logger;
   registry: Registry;
 }
@@ -92,6 +117,21 @@ const FIRST_BYTE_TIMEOUT_MS = 10_000;
 const RAW_LINE_TIMEOUT_MS = 5_000;
 const RELAY_PARTNER_TIMEOUT_MS = 10_000;
 const PUNCH_TIMEOUT_MS = 5_000;
+/**
+ * From handshake to answer: one CSR + token round trip plus a TokenReview (seconds at
+ * most). Absolute, so a certificate-less client cannot stay by PINGing (PINGs reset the
+ * session's idle timer).
+ */
+const ENROL_DEADLINE_MS = 30_000;
+/**
+ * Bytes queued towards one peer before it counts as not reading. Control messages are
+ * ≤ 64 KiB and few; an enrolling client gets one answer (certificate + CA, ~3 KiB) and its
+ * PONGs, so 32 KiB is ample — and times the connection cap it must fit in memory.
+ */
+const CONTROL_MAX_QUEUED = 1024 * 1024;
+const ENROL_MAX_QUEUED = 32 * 1024;
+/** One warning per this interval for events anyone on the internet can cause. */
+const NOISY_LOG_INTERVAL_MS = 10_000;
 /** Pending relay/punch requests one node may have at a time. */
 const MAX_PENDING_PER_NODE = 64;
 
@@ -103,6 +143,20 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
   const punches = new Map<string, Punch>();
   const probeTokens = new Map<string, { punch: Punch; index: number }>();
   const buckets = new Map<string, { tokens: number; at: number }>();
+  const connLimits = opts.connections ?? DEFAULT_CONNECTION_LIMITS;
+  const connsByIp = new Map<string, number>();
+  let connections = 0;
+  const gates = new Map<string, LogGate>();
+  /** A warning that anyone can trigger: one line per interval per kind, with a count. */
+  const noisyWarn = (kind: string, fields: Record<string, unknown>, msg: string) => {
+    let g = gates.get(kind);
+    if (!g) {
+      g = new LogGate(NOISY_LOG_INTERVAL_MS);
+      gates.set(kind, g);
+    }
+    const { log: ok, suppressed } = g.pass();
+    if (ok) log.warn(suppressed > 0 ? { ...fields, suppressed } : fields, msg);
+  };
 
   const m = {
     gateways: new Gauge({
@@ -137,6 +191,17 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
       help: 'Punches coordinated',
       registers: [opts.registry],
     }),
+    connections: new Gauge({
+      name: 'edgemesh_tunnel_server_connections',
+      help: 'Open TCP connections',
+      registers: [opts.registry],
+    }),
+    cut: new Counter({
+      name: 'edgemesh_tunnel_server_cut_total',
+      help: 'Connections closed by the server: slow-reader, enrol-deadline, handshake (timeout or failure)',
+      labelNames: ['reason'],
+      registers: [opts.registry],
+    }),
   };
 
   const token = () => randomBytes(16).toString('hex');
@@ -158,7 +223,13 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
 
   // --- control sessions -------------------------------------------------------------------
   function onControl(node: string, socket: TLSSocket): void {
-    const session = new MuxSession(socket, { role: 'server', peer: node, log });
+    const session = new MuxSession(socket, {
+      role: 'server',
+      peer: node,
+      log,
+      maxQueuedBytes: CONTROL_MAX_QUEUED,
+      onSlowReader: () => m.cut.inc({ reason: 'slow-reader' }),
+    });
     const observed = { ip: plainIp(socket.remoteAddress), port: socket.remotePort ?? 0 };
     let registered = false;
     session.on('control', (raw) => {
@@ -433,7 +504,25 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
 
   // --- enrolment --------------------------------------------------------------------------
   function onEnrol(socket: TLSSocket): void {
-    const session = new MuxSession(socket, { role: 'server', peer: 'enrolling', log, idleTimeoutMs: 15_000 });
+    const from = `${plainIp(socket.remoteAddress)}:${socket.remotePort}`;
+    const session = new MuxSession(socket, {
+      role: 'server',
+      peer: `enrolling ${from}`,
+      log,
+      idleTimeoutMs: 15_000,
+      maxQueuedBytes: ENROL_MAX_QUEUED,
+      onSlowReader: () => m.cut.inc({ reason: 'slow-reader' }),
+    });
+    const deadline = setTimeout(() => {
+      m.cut.inc({ reason: 'enrol-deadline' });
+      noisyWarn(
+        'enrol-deadline',
+        { from, limitMs: ENROL_DEADLINE_MS },
+        'enrolment not done in time: closing',
+      );
+      session.close(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'enrolment deadline passed'));
+    }, ENROL_DEADLINE_MS);
+    session.once('close', () => clearTimeout(deadline));
     session.once('control', async (msg) => {
       const node = typeof msg.node === 'string' ? msg.node : '';
       try {
@@ -454,7 +543,7 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
         session.sendControl({ t: 'enrolled', cert: certPem, ca: opts.ca.certPem });
       } catch (err) {
         m.enrolments.inc({ result: 'refused' });
-        log.warn({ node, err: describeError(err) }, 'enrolment refused');
+        noisyWarn('enrol', { node, from, err: describeError(err) }, 'enrolment refused');
         session.sendControl({
           t: 'error',
           code: (err as EdgemeshError).code ?? ErrorCodes.INTERNAL,
@@ -481,23 +570,66 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
       onControl(id.name, socket);
     } catch (err) {
       m.refused.inc({ reason: 'bad-certificate' });
-      log.warn(
-        { err: describeError(err), claims: identityOfCert(presented) },
+      noisyWarn(
+        'bad-certificate',
+        { err: describeError(err), claims: identityOfCert(presented), from: socket.remoteAddress },
         'refused a gateway certificate',
       );
       socket.destroy();
     }
   });
-  tlsServer.on('tlsClientError', (err) => {
+  // Node reports a failed or timed-out handshake here and leaves the socket open: close it.
+  tlsServer.on('tlsClientError', (err, socket) => {
     m.refused.inc({ reason: 'tls' });
-    log.debug({ err: err.message }, 'TLS handshake failed');
+    m.cut.inc({ reason: 'handshake' });
+    log.debug({ err: err.message, from: socket.remoteAddress }, 'TLS handshake failed');
+    socket.destroy();
   });
+
+  /** Counts a new connection against the caps; false (and destroyed) when over one. */
+  const admit = (socket: net.Socket): boolean => {
+    const ip = plainIp(socket.remoteAddress);
+    const fromIp = connsByIp.get(ip) ?? 0;
+    const over =
+      connections >= connLimits.maxConnections
+        ? 'connection-limit'
+        : fromIp >= connLimits.maxConnectionsPerIp
+          ? 'connection-limit-ip'
+          : undefined;
+    if (over) {
+      m.refused.inc({ reason: over });
+      noisyWarn(
+        over,
+        { from: ip, connections, fromIp, limits: connLimits },
+        'connection refused: limit reached',
+      );
+      socket.destroy();
+      return false;
+    }
+    connections++;
+    connsByIp.set(ip, fromIp + 1);
+    m.connections.set(connections);
+    socket.once('close', () => {
+      connections--;
+      const n = (connsByIp.get(ip) ?? 1) - 1;
+      if (n > 0) connsByIp.set(ip, n);
+      else connsByIp.delete(ip);
+      m.connections.set(connections);
+    });
+    return true;
+  };
 
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
     socket.on('error', () => undefined);
+    if (!admit(socket)) return;
     const timer = setTimeout(() => socket.destroy(), FIRST_BYTE_TIMEOUT_MS);
+    // Gone before saying anything (allowHalfOpen would otherwise keep it until the timer).
+    const onEnd = () => socket.destroy();
+    socket.once('end', onEnd);
+    socket.once('close', () => clearTimeout(timer));
     socket.once('data', (chunk: Buffer) => {
       clearTimeout(timer);
+      socket.removeListener('end', onEnd);
       socket.pause();
       socket.unshift(chunk);
       if (chunk[0] === 0x16) tlsServer.emit('connection', socket);
@@ -517,7 +649,10 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
   });
   udp.on('error', (err) => log.warn({ err: err.message }, 'STUN socket error'));
   await new Promise<void>((resolve) => udp.bind(port, opts.host, () => resolve()));
-  log.info({ listen: `${opts.host}:${port}`, name: opts.name, limits: opts.limits }, 'tunnel-server ready');
+  log.info(
+    { listen: `${opts.host}:${port}`, name: opts.name, limits: opts.limits, connections: connLimits },
+    'tunnel-server ready',
+  );
 
   return {
     port,

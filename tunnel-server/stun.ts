@@ -6,6 +6,12 @@ import type { Address } from '../lib/tunnel/control.ts';
  * server-reflexive candidate. Anything that is not a well-formed Binding Request gets no
  * answer (returns undefined): a UDP responder must never amplify or echo junk.
  *
+ * No amplification: the answer is 32 bytes, so a request shorter than that gets none (the
+ * source of a UDP packet is unauthenticated; a spoofed one would otherwise turn 20 bytes into
+ * 32 towards a victim). RFC 5389 lets requests carry attributes, and ICE agents do: libjuice
+ * (node-datachannel) sends SOFTWARE + FINGERPRINT, 40 bytes. A bare 20-byte request from
+ * another client goes unanswered; padding it with any attribute (e.g. SOFTWARE) is enough.
+ *
  *   0                   1                   2                   3
  *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
  *   |0 0|  message type (0x0001)    |  message length (attrs)       |
@@ -16,15 +22,17 @@ const MAGIC = 0x2112a442;
 const BINDING_REQUEST = 0x0001;
 const BINDING_SUCCESS = 0x0101;
 const XOR_MAPPED_ADDRESS = 0x0020;
+/** Header (20) + XOR-MAPPED-ADDRESS for IPv4 (12): the answer, and the smallest request answered. */
+export const STUN_RESPONSE_LENGTH = 32;
 
 export function stunResponse(msg: Buffer, from: Address): Buffer | undefined {
-  if (msg.length < 20 || msg.length > 1500) return undefined;
+  if (msg.length < STUN_RESPONSE_LENGTH || msg.length > 1500) return undefined;
   if (msg.readUInt16BE(0) !== BINDING_REQUEST || msg.readUInt32BE(4) !== MAGIC) return undefined;
   const attrLength = msg.readUInt16BE(2);
   if (attrLength % 4 !== 0 || 20 + attrLength !== msg.length) return undefined;
   const v4 = from.ip.split('.').map(Number);
   if (v4.length !== 4 || v4.some((o) => !(o >= 0 && o <= 255))) return undefined; // IPv4 only for now
-  const out = Buffer.alloc(32);
+  const out = Buffer.alloc(STUN_RESPONSE_LENGTH);
   out.writeUInt16BE(BINDING_SUCCESS, 0);
   out.writeUInt16BE(12, 2);
   out.writeUInt32BE(MAGIC, 4);

@@ -308,7 +308,13 @@ export class FrameDecoder {
         if (this.#header.length === 0) this.#header = undefined;
         continue;
       }
-      if (this.#length < this.#header.length) break;
+      if (this.#length < this.#header.length) {
+        // Waiting for the rest of a non-DATA frame: keep one exact copy, not the TLS read
+        // buffers the pieces are views of (each pins its whole backing store; an idle
+        // stranger could hold several times the frame's 64 KiB this way).
+        if (this.#chunks.length > 1) this.#chunks = [Buffer.concat(this.#chunks, this.#length)];
+        break;
+      }
       const { type, stream, length } = this.#header;
       this.#header = undefined;
       out.push(decodeFrame(type, stream, length === 0 ? Buffer.alloc(0) : this.#take(length)));

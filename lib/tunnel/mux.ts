@@ -80,6 +80,14 @@ export class MuxSession extends EventEmitter<{
   readonly #onSlowReader: ((queued: number) => void) | undefined;
   /** Streams with DATA waiting for the socket to drain (see #congested). */
   readonly #blocked = new Set<MuxStream>();
+  /**
+   * Frames produced while handling one read (PONGs, WINDOWs, ...), written as one buffer at
+   * its end. A write queued on a socket costs a few hundred bytes of bookkeeping besides its
+   * bytes, so a peer sending thousands of PINGs per read and reading nothing would make the
+   * byte bound meaningless; one write per read keeps the queue's real size near its bytes.
+   */
+  #batch: Buffer[] | undefined;
+  #batchBytes = 0;
   #nextId: number;
   #lastRx = Date.now();
   #timer: NodeJS.Timeout;
@@ -225,12 +233,30 @@ export class MuxSession extends EventEmitter<{
   /** @internal */
   send(frame: Frame): void {
     if (this.#closed) return;
-    this.socket.write(encodeFrame(frame));
+    const bytes = encodeFrame(frame);
+    if (this.#batch) {
+      this.#batch.push(bytes);
+      this.#batchBytes += bytes.length;
+      if (this.#batchBytes > this.#maxQueued) this.#flushBatch();
+      return;
+    }
+    this.socket.write(bytes);
+    this.#checkQueue();
+  }
+
+  #flushBatch(): void {
+    const batch = this.#batch;
+    if (!batch || batch.length === 0 || this.#closed) return;
+    this.#batch = [];
+    this.#batchBytes = 0;
+    this.socket.write(batch.length === 1 ? batch[0] : Buffer.concat(batch));
     this.#checkQueue();
   }
 
   /** @internal DATA without copying the payload into the header buffer twice. */
   sendData(id: number, data: Buffer): boolean {
+    if (this.#closed) return false;
+    this.#flushBatch(); // frames queued before this DATA go first
     if (this.#closed) return false;
     // Two writes under cork go out as one writev: no copy of the payload.
     this.socket.cork();
@@ -281,14 +307,21 @@ export class MuxSession extends EventEmitter<{
       this.#protocolError(err as Error);
       return;
     }
-    for (const f of frames) {
-      try {
-        this.#handle(f);
-      } catch (err) {
-        this.#protocolError(err as Error);
-        return;
+    this.#batch = [];
+    try {
+      for (const f of frames) {
+        try {
+          this.#handle(f);
+        } catch (err) {
+          this.#protocolError(err as Error);
+          return;
+        }
+        if (this.#closed) return;
       }
-      if (this.#closed) return;
+      this.#flushBatch();
+    } finally {
+      this.#batch = undefined;
+      this.#batchBytes = 0;
     }
   }
 
