@@ -83,7 +83,9 @@ async function metric(s: Server, sample: string): Promise<number> {
 
 /** A TLS session without a client certificate (what enrolment and any stranger look like). */
 async function bareTls(s: Server, localAddress = '127.0.0.1'): Promise<TLSSocket> {
-  const sock = tls.connect({ host: '127.0.0.1', port: s.port, localAddress, rejectUnauthorized: false });
+  const raw = net.connect({ host: '127.0.0.1', port: s.port, localAddress });
+  raw.on('error', () => undefined);
+  const sock = tls.connect({ socket: raw, rejectUnauthorized: false });
   sock.on('error', () => undefined);
   await new Promise<void>((resolve, reject) => {
     sock.once('secureConnect', resolve);

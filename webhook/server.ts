@@ -1,5 +1,7 @@
 import { readFileSync, watch } from 'node:fs';
+import type { Socket } from 'node:net';
 import { dirname } from 'node:path';
+import { Transform } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { describeError, EdgemeshError, ErrorCodes } from '../lib/errors.ts';
@@ -19,7 +21,43 @@ export interface WebhookServerOptions {
   bodyLimit?: number;
   /** How often to re-read the certificate files besides watching them (Secret volumes swap symlinks). */
   certPollMs?: number;
+  limits?: Partial<WebhookLimits>;
 }
+
+/**
+ * What a client may hold. The webhook is on the pod network and, with failurePolicy Fail,
+ * pod creation waits on it: anyone who exhausts it blocks the cluster's pods. Only the API
+ * server needs it, and it needs little: one request per pod CREATE, answered in ms.
+ */
+export interface WebhookLimits {
+  /** Whole request, headers and body, from its first byte; absolute (not reset per byte). */
+  requestTimeoutMs: number;
+  /** Headers of a request, from its first byte. */
+  headersTimeoutMs: number;
+  /** TLS handshake. */
+  handshakeTimeoutMs: number;
+  /** Open connections in all (TLS, idle keep-alive, in flight). */
+  maxConnections: number;
+  /** Open connections from one source IP (the API server has a handful per replica). */
+  maxConnectionsPerIp: number;
+  /** Body bytes being received across all requests at once; past it, new body bytes get 503. */
+  maxBodyBytesInFlight: number;
+}
+
+/**
+ * 10 s: the API server's own timeout for this webhook (timeoutSeconds in
+ * manifests/base/mutating-webhook.yaml) — an answer later than that is never read.
+ * 256 connections × what each pins (~150 KB of TLS and parser state) and 32 MiB of bodies
+ * (parsed, ~3×) keep the process inside its 256Mi limit over the ~120 MB it starts at.
+ */
+export const DEFAULT_WEBHOOK_LIMITS: WebhookLimits = {
+  requestTimeoutMs: 10_000,
+  headersTimeoutMs: 5_000,
+  handshakeTimeoutMs: 5_000,
+  maxConnections: 256,
+  maxConnectionsPerIp: 128,
+  maxBodyBytesInFlight: 32 * 1024 * 1024,
+};
 
 export interface WebhookServer {
   app: FastifyInstance;
@@ -65,11 +103,89 @@ export async function startWebhookServer(opts: WebhookServerOptions): Promise<We
     registers: [opts.registry],
   });
 
+  const limits = { ...DEFAULT_WEBHOOK_LIMITS, ...opts.limits };
+  const refused = new Counter({
+    name: 'edgemesh_webhook_refused_total',
+    help: 'Connections or requests refused for a limit (connection-limit, connection-limit-ip, body-budget)',
+    labelNames: ['reason'],
+    registers: [opts.registry],
+  });
+
   const bodyLimit = opts.bodyLimit ?? 3 * 1024 * 1024;
   const app = Fastify({
-    https: { cert, key, minVersion: 'TLSv1.2' },
-    bodyLimit: opts.bodyLimit ?? 3 * 1024 * 1024,
+    https: {
+      cert,
+      key,
+      minVersion: 'TLSv1.2',
+      handshakeTimeout: limits.handshakeTimeoutMs,
+      // Node enforces the request/header timeouts on this tick (default 30 s: too coarse).
+      connectionsCheckingInterval: 1_000,
+    },
+    bodyLimit,
+    requestTimeout: limits.requestTimeoutMs,
     logger: false,
+  });
+  app.server.headersTimeout = limits.headersTimeoutMs;
+  app.server.maxConnections = limits.maxConnections;
+  app.server.on('tlsClientError', (_err: Error, socket: Socket) => socket.destroy());
+
+  // Per-source cap, counted on the raw TCP connection (before TLS).
+  const connsByIp = new Map<string, number>();
+  let lastLimitLog = 0;
+  app.server.on('connection', (socket: Socket) => {
+    const ip = socket.remoteAddress ?? '';
+    const n = connsByIp.get(ip) ?? 0;
+    if (n >= limits.maxConnectionsPerIp) {
+      refused.inc({ reason: 'connection-limit-ip' });
+      if (Date.now() - lastLimitLog > 10_000) {
+        lastLimitLog = Date.now();
+        log.warn({ from: ip, limit: limits.maxConnectionsPerIp }, 'connection refused: per-IP limit reached');
+      }
+      socket.destroy();
+      return;
+    }
+    connsByIp.set(ip, n + 1);
+    socket.once('close', () => {
+      const left = (connsByIp.get(ip) ?? 1) - 1;
+      if (left > 0) connsByIp.set(ip, left);
+      else connsByIp.delete(ip);
+    });
+  });
+  app.server.on('drop', () => refused.inc({ reason: 'connection-limit' }));
+
+  // A budget for body bytes being received at once: a flood of large bodies waits on no one.
+  let bodyBytesInFlight = 0;
+  app.addHook('preParsing', async (_req, _reply, payload) => {
+    let mine = 0;
+    const release = () => {
+      bodyBytesInFlight -= mine;
+      mine = 0;
+    };
+    const counted = new Transform({
+      transform(chunk: Buffer, _enc, callback) {
+        if (bodyBytesInFlight + chunk.length > limits.maxBodyBytesInFlight) {
+          refused.inc({ reason: 'body-budget' });
+          callback(
+            Object.assign(new Error('webhook busy: too many request bodies in flight'), {
+              statusCode: 503,
+              code: 'EDGEMESH_ERR_UNAVAILABLE',
+            }),
+          );
+          return;
+        }
+        mine += chunk.length;
+        bodyBytesInFlight += chunk.length;
+        callback(null, chunk);
+      },
+      flush(callback) {
+        release();
+        callback();
+      },
+    });
+    counted.once('close', release);
+    payload.once('error', (err) => counted.destroy(err));
+    payload.once('close', release);
+    return payload.pipe(counted);
   });
 
   // Fastify's own errors for bodies, restated for someone reading an API server event.
