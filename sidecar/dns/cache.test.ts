@@ -62,6 +62,22 @@ describe('inspectResponse', () => {
     expect(inspectResponse(servfail, qEnd(servfail), 3600)!.cacheTtl).toBe(0);
   });
 
+  it('treats TTLs with the top bit set as 0 (RFC 2181 §8): not cached, not passed on', () => {
+    const buf = response({
+      answers: [
+        { name: 'www.example.test', type: 'A', ttl: 0xffffffff, data: '198.51.100.1' },
+        { name: 'www.example.test', type: 'A', ttl: 0x80000000, data: '198.51.100.2' },
+        { name: 'www.example.test', type: 'A', ttl: 0x7fffffff, data: '198.51.100.3' },
+      ],
+    });
+    const copy = Buffer.from(buf);
+    const r = inspectResponse(buf, qEnd(buf), 3600)!;
+    expect(r.cacheTtl).toBe(0);
+    expect(r.ttls).toEqual([0, 0, 0x7fffffff]);
+    expect(dnsPacket.decode(r.bytes).answers?.map((a) => a.ttl)).toEqual([0, 0, 0x7fffffff]);
+    expect(buf.equals(copy)).toBe(true); // the upstream buffer is left alone
+  });
+
   it('rejects malformed responses without looping over lying counts', () => {
     const ok = response({ answers: [{ name: 'www.example.test', type: 'A', ttl: 5, data: '198.51.100.1' }] });
     const lying = Buffer.from(ok);

@@ -51,7 +51,8 @@ export function sameQuestion(a: Buffer, b: Buffer, qEnd: number): boolean {
  * Validates an upstream response to a question that ends at `qEnd` and prepares it for the
  * cache. Returns undefined when the message is malformed (the caller answers SERVFAIL).
  */
-export function inspectResponse(buf: Buffer, qEnd: number, maxTtl: number): InspectedResponse | undefined {
+export function inspectResponse(raw: Buffer, qEnd: number, maxTtl: number): InspectedResponse | undefined {
+  let buf = raw;
   const len = buf.length;
   if (len < qEnd || buf.readUInt16BE(4) !== 1) return undefined;
   const flags = buf.readUInt16BE(2);
@@ -73,7 +74,13 @@ export function inspectResponse(buf: Buffer, qEnd: number, maxTtl: number): Insp
     off = skipName(buf, off);
     if (off < 0 || off + 10 > len) return undefined;
     const type = buf.readUInt16BE(off);
-    const ttl = buf.readUInt32BE(off + 4);
+    // RFC 2181 §8: a TTL with the top bit set (e.g. 0xFFFFFFFF) is to be treated as 0.
+    const wireTtl = buf.readUInt32BE(off + 4);
+    const ttl = wireTtl > 0x7fffffff && type !== Type.OPT ? 0 : wireTtl;
+    if (ttl !== wireTtl) {
+      if (buf === raw) buf = Buffer.from(raw); // never write into the caller's buffer
+      buf.writeUInt32BE(0, off + 4);
+    }
     const rdlen = buf.readUInt16BE(off + 8);
     const end = off + 10 + rdlen;
     if (end > len) return undefined;
