@@ -15,6 +15,7 @@ import {
   namespace,
   nginxConfig,
   nginxDeployment,
+  offTheRelay,
   type PodView,
   rolloutStatus,
   SERVICE_URL,
@@ -109,6 +110,12 @@ describe.each(['metaserver', 'kubectl-proxy'] as EdgeApi[])('KubeEdge mode, edge
 
   it(`cloud cut for ${CUT_SECONDS} s: requests and DNS keep working throughout; restored, the catalog converges`, async () => {
     const pod = await clientRef(cluster);
+    // Streams opened while the tunnel was still on the cloud's relay die with it (see
+    // offTheRelay): start the cut once new streams take a direct or punched path.
+    const { paths } = await offTheRelay(cluster, pod.node);
+    process.stderr.write(
+      `kubeedge e2e (${edgeApi}): streams from ${pod.node} on ${paths.join(', ')} before the cut\n`,
+    );
     await cluster.cutCloud();
     let requests = 0;
     const failures: string[] = [];
