@@ -88,6 +88,14 @@ export const gatewayCommand = defineCommand(
         min: 1,
         max: 65535,
       },
+      'allow-node-local': {
+        type: 'boolean',
+        default: true,
+        description:
+          'besides the pods of this node, let the node itself (loopback and its own addresses) use the ' +
+          'sidecar port (hostNetwork processes, debugging); sources the catalog does not know as pods on ' +
+          'this node are refused',
+      },
       'cluster-domain': { type: 'string', description: 'cluster DNS domain', default: 'cluster.local' },
       'metrics-port': {
         type: 'integer',
@@ -133,6 +141,7 @@ export const gatewayCommand = defineCommand(
       listenHost: o.listen,
       listenPort: o.port,
       clusterDomain: o['cluster-domain'],
+      allowNodeLocal: o['allow-node-local'],
       api: makeApi(o),
       edge: settings.edge,
       endpointsSource: settings.endpointsSource,

@@ -10,6 +10,7 @@ import type { Registry } from 'prom-client';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Logger } from '../lib/log.ts';
 import { createRegistry, serveMetrics } from '../lib/metrics.ts';
+import { Admission } from './admission.ts';
 import { FeedHub } from './feed.ts';
 import { type ApiClient, apiFromKubeConfig } from './kube/client.ts';
 import { gatewayMetrics } from './metrics.ts';
@@ -47,6 +48,13 @@ export interface GatewayOptions {
   log: Logger;
   persistDelayMs?: number;
   headerTimeoutMs?: number;
+  /**
+   * Admit loopback sources and this node's own addresses to the sidecar port besides the
+   * node's pods (admission.ts). Default true.
+   */
+  allowNodeLocal?: boolean;
+  /** How long an unknown source waits to become a pod of this node. Default ADMISSION_HOLD_MS. */
+  admissionHoldMs?: number;
 }
 
 export interface Gateway {
@@ -75,6 +83,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const registry = createRegistry('gateway');
   const metrics = gatewayMetrics(registry, store, () => feed.clients);
   const dialer = new LocalDialer(opts.nodeName, store);
+  const admission = new Admission(store, {
+    nodeName: opts.nodeName,
+    allowNodeLocal: opts.allowNodeLocal ?? true,
+    holdMs: opts.admissionHoldMs,
+  });
   const tunnel =
     typeof opts.tunnel === 'function' ? await opts.tunnel(dialer, { store, registry }) : opts.tunnel;
   const server = await startSidecarServer({
@@ -86,6 +99,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     dialer,
     // Without a tunnel, a stream to another node gets a clear UNAVAILABLE answer.
     tunnel: tunnel ?? new InProcessTunnel(),
+    admission,
     log,
     metrics,
     headerTimeoutMs: opts.headerTimeoutMs,
@@ -132,6 +146,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     async close() {
       await watcher?.stop();
       feed.close();
+      admission.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await tunnel?.close?.();
       metricsServer?.close();

@@ -5,6 +5,7 @@ export interface GatewayMetrics {
   feedClients: Gauge;
   streams: Counter<'path'>;
   errors: Counter<'code'>;
+  refused: Counter<'reason'>;
   kubeEvents: Counter<'kind' | 'event'>;
 }
 
@@ -59,6 +60,15 @@ export function gatewayMetrics(
       name: 'edgemesh_gateway_errors_total',
       help: 'Errors by EDGEMESH_ERR_* code (refused targets, bad requests, failed dials, API errors)',
       labelNames: ['code'],
+      registers: [registry],
+    }),
+    refused: new Counter({
+      name: 'edgemesh_gateway_refused_total',
+      help:
+        'Sidecar-port connections refused before their request: not-a-local-pod (source is not a pod ' +
+        'on this node), hold-limit (too many unknown sources held), header-limit (too many ' +
+        'header-less connections from one source)',
+      labelNames: ['reason'],
       registers: [registry],
     }),
     kubeEvents: new Counter({

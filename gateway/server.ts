@@ -1,10 +1,11 @@
 /**
  * The listener on hostIP:15080 for the node's sidecars (protocol: lib/gateway-protocol.ts).
- * Reads one header line (bounded size, HEADER_TIMEOUT_MS), then hands the connection to the
- * feed hub (FEED) or carries a stream (CONNECT): to a pod on this node via the LocalDialer
- * (`OK local`), to a pod on another node via the tunnel manager (`OK direct|punched|relay`).
- * Every refusal is answered `ERR <code> <text>` and logged; nothing a client sends can crash
- * or stall the gateway.
+ * Admits only this node's pods and the node itself (admission.ts); reads one header line
+ * (bounded size, HEADER_TIMEOUT_MS from accept, MAX_HEADER_PENDING_PER_SOURCE per source),
+ * then hands the connection to the feed hub (FEED) or carries a stream (CONNECT): to a pod
+ * on this node via the LocalDialer (`OK local`), to a pod on another node via the tunnel
+ * manager (`OK direct|punched|relay`). Every refusal is answered `ERR <code> <text>` and
+ * logged (refused sources rate-limited); nothing a client sends can crash or stall the gateway.
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -13,13 +14,24 @@ import { canonicalIP } from '../lib/catalog/validate.ts';
 import { describeError, EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import { formatReply, type PathKind, parseRequest, type Request, takeLine } from '../lib/gateway-protocol.ts';
 import type { Logger } from '../lib/log.ts';
+import { LogGate } from '../tunnel-server/log-gate.ts';
+import { type Admission, type RefusalReason, sourceIP } from './admission.ts';
 import type { FeedHub } from './feed.ts';
 import { isEndpointOnNode } from './local-endpoint.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import { type LocalDialer, splice, type TunnelManager } from './streams.ts';
 
+/** Absolute, from accept: a header trickled in a byte at a time does not extend it. */
 export const HEADER_TIMEOUT_MS = 10_000;
 export const MAX_CONNECTIONS = 20_000;
+/**
+ * Connections from one source still in the header phase (held for admission or not yet
+ * sent their header). A sidecar sends its header with the connection, so a pod has few at
+ * any instant; one source held 14,250 before (issue 16 item 6).
+ */
+export const MAX_HEADER_PENDING_PER_SOURCE = 64;
+/** At most one log line per this for refused sources (anyone on the LAN can cause them). */
+export const REFUSAL_LOG_INTERVAL_MS = 10_000;
 
 export interface SidecarServerOptions {
   host: string;
@@ -29,13 +41,23 @@ export interface SidecarServerOptions {
   feed: FeedHub;
   dialer: LocalDialer;
   tunnel: TunnelManager;
+  /** Who may use the port (admission.ts). */
+  admission: Admission;
   log: Logger;
   metrics: GatewayMetrics;
   headerTimeoutMs?: number;
+  maxHeaderPendingPerSource?: number;
+}
+
+interface ListenerState {
+  /** Source IP → connections in the header phase. */
+  pending: Map<string, number>;
+  refusalLog: LogGate;
 }
 
 export async function startSidecarServer(opts: SidecarServerOptions): Promise<net.Server> {
-  const server = net.createServer({ allowHalfOpen: true }, (socket) => handle(socket, opts));
+  const state: ListenerState = { pending: new Map(), refusalLog: new LogGate(REFUSAL_LOG_INTERVAL_MS) };
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => handle(socket, opts, state));
   server.maxConnections = MAX_CONNECTIONS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -48,50 +70,109 @@ export async function startSidecarServer(opts: SidecarServerOptions): Promise<ne
   return server;
 }
 
-function handle(socket: net.Socket, opts: SidecarServerOptions): void {
+type Header = { request: Request; rest: Buffer } | { error: string };
+
+function handle(socket: net.Socket, opts: SidecarServerOptions, state: ListenerState): void {
   const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-  let buffered: Buffer = Buffer.alloc(0);
-  // Finds sidecars that vanished without a FIN (pod deleted, node rebooted) on long streams.
-  socket.setKeepAlive(true, 60_000);
-  socket.setTimeout(opts.headerTimeoutMs ?? HEADER_TIMEOUT_MS, () =>
-    refuse(ErrorCodes.BAD_REQUEST, 'no header in time'),
-  );
+  const source = sourceIP(socket.remoteAddress) ?? String(socket.remoteAddress);
   socket.on('error', () => {}); // a reset before the header is complete: nothing to do
 
-  const refuse = (code: string, message: string) => {
-    opts.metrics.errors.inc({ code });
-    opts.log.info({ peer, code, reason: message }, 'request refused');
-    socket.setTimeout(0);
+  let buffered: Buffer = Buffer.alloc(0);
+  let header: Header | undefined;
+  let admitted = false;
+  let inHeaderPhase = true;
+  let deadline: NodeJS.Timeout | undefined;
+
+  const leaveHeaderPhase = () => {
+    if (!inHeaderPhase) return;
+    inHeaderPhase = false;
+    clearTimeout(deadline);
+    const left = (state.pending.get(source) ?? 1) - 1;
+    if (left > 0) state.pending.set(source, left);
+    else state.pending.delete(source);
+  };
+
+  const answer = (code: string, message: string) => {
+    leaveHeaderPhase();
     socket.removeListener('data', onData);
     socket.end(formatReply({ ok: false, code, message }));
     // Do not wait forever for the peer to read the reply.
     setTimeout(() => socket.destroy(), 2_000).unref();
   };
+  // A request from an admitted source that cannot be served: logged each time.
+  const refuse = (code: string, message: string) => {
+    opts.metrics.errors.inc({ code });
+    opts.log.info({ peer, code, reason: message }, 'request refused');
+    answer(code, message);
+  };
+  // A source that may not use the port (or floods it): counted each, logged rate-limited.
+  const deny = (reason: RefusalReason, code: string, message: string) => {
+    opts.metrics.refused.inc({ reason });
+    const gate = state.refusalLog.pass();
+    if (gate.log)
+      opts.log.warn({ source, reason, message, suppressed: gate.suppressed }, 'connection refused');
+    answer(code, message);
+  };
 
-  const onData = (chunk: Buffer) => {
-    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-    let taken: ReturnType<typeof takeLine>;
-    let request: Request;
-    try {
-      taken = takeLine(buffered);
-      if (!taken) return;
-      request = parseRequest(taken.line);
-    } catch (err) {
-      return refuse(ErrorCodes.BAD_REQUEST, (err as Error).message);
-    }
-    socket.removeListener('data', onData);
-    socket.setTimeout(0);
+  const pending = state.pending.get(source) ?? 0;
+  if (pending >= (opts.maxHeaderPendingPerSource ?? MAX_HEADER_PENDING_PER_SOURCE)) {
+    inHeaderPhase = false; // never counted
+    deny('header-limit', ErrorCodes.UNAVAILABLE, `too many connections from ${source} without a header`);
+    return;
+  }
+  state.pending.set(source, pending + 1);
+  socket.once('close', leaveHeaderPhase);
+  deadline = setTimeout(
+    () => refuse(ErrorCodes.BAD_REQUEST, 'no header in time'),
+    opts.headerTimeoutMs ?? HEADER_TIMEOUT_MS,
+  );
+  deadline.unref();
+  // Finds sidecars that vanished without a FIN (pod deleted, node rebooted) on long streams.
+  socket.setKeepAlive(true, 60_000);
+
+  // Serves the request once both the header and the admission are in, admission first: a
+  // source that may not use the port learns nothing from how its header would be answered.
+  const serve = () => {
+    if (!admitted || !header || !inHeaderPhase) return;
+    if ('error' in header) return refuse(ErrorCodes.BAD_REQUEST, header.error);
+    leaveHeaderPhase();
+    const { request, rest } = header;
     if (request.kind === 'feed') {
       const tooMany = opts.feed.refusal(socket.remoteAddress ?? '');
       if (tooMany) return refuse(ErrorCodes.UNAVAILABLE, tooMany);
+      socket.resume();
       opts.feed.attach(socket, peer);
       return;
     }
-    socket.pause();
-    connect(socket, request, taken.rest, peer, opts).catch((err: unknown) => {
+    connect(socket, request, rest, peer, opts).catch((err: unknown) => {
       const code = err instanceof EdgemeshError ? err.code : ErrorCodes.INTERNAL;
       refuse(code, describeMessage(err));
     });
+  };
+
+  const { decision, cancel } = opts.admission.decide(socket.remoteAddress, socket.localAddress);
+  socket.once('close', cancel);
+  decision.then((d) => {
+    if (!inHeaderPhase || socket.destroyed) return;
+    if (d.verdict === 'refuse') return deny(d.reason, ErrorCodes.DIAL_REFUSED, d.message);
+    admitted = true;
+    serve();
+  });
+
+  const onData = (chunk: Buffer) => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    try {
+      const taken = takeLine(buffered);
+      if (!taken) return;
+      header = { request: parseRequest(taken.line), rest: taken.rest };
+    } catch (err) {
+      header = { error: (err as Error).message };
+    }
+    // Nothing more is read until the request is served (CONNECT: the stream takes the rest).
+    socket.removeListener('data', onData);
+    socket.pause();
+    buffered = Buffer.alloc(0);
+    serve();
   };
   socket.on('data', onData);
 }
