@@ -114,6 +114,23 @@ function handle(socket: net.Socket, opts: SidecarServerOptions, state: ListenerS
     answer(code, message);
   };
 
+  // A declaration (hoisted): answer() removes it, and may run before this point is reached.
+  function onData(chunk: Buffer): void {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    try {
+      const taken = takeLine(buffered);
+      if (!taken) return;
+      header = { request: parseRequest(taken.line), rest: taken.rest };
+    } catch (err) {
+      header = { error: (err as Error).message };
+    }
+    // Nothing more is read until the request is served (CONNECT: the stream takes the rest).
+    socket.removeListener('data', onData);
+    socket.pause();
+    buffered = Buffer.alloc(0);
+    serve();
+  }
+
   const pending = state.pending.get(source) ?? 0;
   if (pending >= (opts.maxHeaderPendingPerSource ?? MAX_HEADER_PENDING_PER_SOURCE)) {
     inHeaderPhase = false; // never counted
@@ -159,21 +176,6 @@ function handle(socket: net.Socket, opts: SidecarServerOptions, state: ListenerS
     serve();
   });
 
-  const onData = (chunk: Buffer) => {
-    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-    try {
-      const taken = takeLine(buffered);
-      if (!taken) return;
-      header = { request: parseRequest(taken.line), rest: taken.rest };
-    } catch (err) {
-      header = { error: (err as Error).message };
-    }
-    // Nothing more is read until the request is served (CONNECT: the stream takes the rest).
-    socket.removeListener('data', onData);
-    socket.pause();
-    buffered = Buffer.alloc(0);
-    serve();
-  };
   socket.on('data', onData);
 }
 
