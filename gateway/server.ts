@@ -14,7 +14,7 @@ import { canonicalIP } from '../lib/catalog/validate.ts';
 import { describeError, EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import { formatReply, type PathKind, parseRequest, type Request, takeLine } from '../lib/gateway-protocol.ts';
 import type { Logger } from '../lib/log.ts';
-import { LogGate } from '../tunnel-server/log-gate.ts';
+import { LogGate } from '../lib/log-gate.ts';
 import { type Admission, type RefusalReason, sourceIP } from './admission.ts';
 import type { FeedHub } from './feed.ts';
 import { isEndpointOnNode } from './local-endpoint.ts';

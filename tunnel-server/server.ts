@@ -5,6 +5,7 @@ import tls, { type TLSSocket } from 'node:tls';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { describeError, EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
+import { LogGate } from '../lib/log-gate.ts';
 import {
   type Address,
   type PeerInfo,
@@ -25,7 +26,6 @@ import {
 import { MuxSession } from '../lib/tunnel/mux.ts';
 import { peerIdentity, serverOptions } from '../lib/tunnel/tls.ts';
 import type { EnrolmentVerifier } from './enrol.ts';
-import { LogGate } from './log-gate.ts';
 import { stunResponse } from './stun.ts';
 
 /**
