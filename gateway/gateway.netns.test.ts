@@ -3,9 +3,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
-import { loadCatalog, saveCatalog } from './persist.ts';
+import { NetnsLab } from '../test/harness/netns.ts';
+import { loadCatalog } from './persist.ts';
 import { loopbackCatalog } from './test-fixtures.ts';
+import { startGatewayProcess } from './test-process.ts';
 
 // The real `edgemesh gateway` process on a node namespace, its API server unreachable (as
 // after a restart while the cloud link is down), a pod namespace behind it. From the pod:
@@ -37,25 +38,14 @@ beforeAll(async () => {
     `TCP-LISTEN:10250,bind=${NODE_IP},fork,reuseaddr`,
     'EXEC:echo kubelet-secrets',
   ]);
-  await saveCatalog(stateDir, catalog);
-  gateway = lab.spawn(nodeNs, [
-    EDGEMESH_BIN,
-    'gateway',
-    '--node-name=edge-n',
-    `--state-dir=${stateDir}`,
-    `--listen=${NODE_IP}`,
-    '--api-server=http://127.0.0.1:1',
-    '--metrics-port=15090',
-  ]);
-  gateway.stderr?.on('data', (c: Buffer) => {
-    stderr += c.toString();
+  gateway = await startGatewayProcess(lab, nodeNs, {
+    stateDir,
+    catalog,
+    listen: NODE_IP,
+    onStderr: (chunk) => {
+      stderr += chunk;
+    },
   });
-  await waitFor(
-    () => stderr.includes('sidecar listener ready'),
-    20_000,
-    50,
-    `gateway start (stderr: ${stderr})`,
-  );
 });
 
 afterAll(async () => {

@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
-import { saveCatalog } from './persist.ts';
+import { NetnsLab, waitFor } from '../test/harness/netns.ts';
 import { loopbackCatalog } from './test-fixtures.ts';
+import { startGatewayProcess } from './test-process.ts';
 
 // Issue 16 items 1 and 6 against the real `edgemesh gateway` process in a node namespace:
 //
@@ -51,25 +51,14 @@ beforeAll(async () => {
   );
   await lab.exec(podNs, ['ip', 'route', 'add', 'default', 'via', '10.61.0.1']);
   lab.spawn(podNs, ['socat', `TCP-LISTEN:8080,bind=${POD_IP},fork,reuseaddr`, 'EXEC:cat']);
-  await saveCatalog(stateDir, catalog);
-  gateway = lab.spawn(nodeNs, [
-    EDGEMESH_BIN,
-    'gateway',
-    '--node-name=edge-n',
-    `--state-dir=${stateDir}`,
-    `--listen=${NODE_IP}`,
-    '--api-server=http://127.0.0.1:1',
-    '--metrics-port=15090',
-  ]);
-  gateway.stderr?.on('data', (c: Buffer) => {
-    stderr += c.toString();
+  gateway = await startGatewayProcess(lab, nodeNs, {
+    stateDir,
+    catalog,
+    listen: NODE_IP,
+    onStderr: (chunk) => {
+      stderr += chunk;
+    },
   });
-  await waitFor(
-    () => stderr.includes('sidecar listener ready'),
-    20_000,
-    50,
-    `gateway start (stderr: ${stderr})`,
-  );
 });
 
 afterAll(async () => {
