@@ -108,97 +108,106 @@ describe.each(['metaserver', 'kubectl-proxy'] as EdgeApi[])('KubeEdge mode, edge
     );
   });
 
-  it(`cloud cut for ${CUT_SECONDS} s: requests and DNS keep working throughout; restored, the catalog converges`, async () => {
-    const pod = await clientRef(cluster);
-    // Streams opened while the tunnel was still on the cloud's relay die with it (see
-    // offTheRelay): start the cut once new streams take a direct or punched path.
-    const { paths } = await offTheRelay(cluster, pod.node);
-    process.stderr.write(
-      `kubeedge e2e (${edgeApi}): streams from ${pod.node} on ${paths.join(', ')} before the cut\n`,
-    );
-    await cluster.cutCloud();
-    let requests = 0;
-    const failures: string[] = [];
-    try {
-      const until = Date.now() + CUT_SECONDS * 1000;
-      while (Date.now() < until) {
-        const r = await curl(cluster, SERVICE_URL, 5, pod);
-        requests++;
-        if (r.code !== 0 || !servedBy(r.stdout))
-          failures.push(`curl: ${r.code} ${r.stdout}${r.stderr}`.trim());
-        const a = await inClient(cluster, ['dig', '+short', '+time=2', '+tries=1', FQDN], 10_000, pod);
-        if (!/^10\.96\.\d+\.\d+$/.test(a.stdout.trim())) failures.push(`dig: ${a.stdout}${a.stderr}`.trim());
-        await new Promise((r) => setTimeout(r, 2_000));
+  it(
+    `cloud cut for ${CUT_SECONDS} s: requests and DNS keep working throughout; restored, the catalog converges`,
+    async () => {
+      const pod = await clientRef(cluster);
+      // Streams opened while the tunnel was still on the cloud's relay die with it (see
+      // offTheRelay): start the cut once new streams take a direct or punched path.
+      const { paths } = await offTheRelay(cluster, pod.node);
+      process.stderr.write(
+        `kubeedge e2e (${edgeApi}): streams from ${pod.node} on ${paths.join(', ')} before the cut\n`,
+      );
+      await cluster.cutCloud();
+      let requests = 0;
+      const failures: string[] = [];
+      try {
+        const until = Date.now() + CUT_SECONDS * 1000;
+        while (Date.now() < until) {
+          const r = await curl(cluster, SERVICE_URL, 5, pod);
+          requests++;
+          if (r.code !== 0 || !servedBy(r.stdout))
+            failures.push(`curl: ${r.code} ${r.stdout}${r.stderr}`.trim());
+          const a = await inClient(cluster, ['dig', '+short', '+time=2', '+tries=1', FQDN], 10_000, pod);
+          if (!/^10\.96\.\d+\.\d+$/.test(a.stdout.trim()))
+            failures.push(`dig: ${a.stdout}${a.stderr}`.trim());
+          await new Promise((r) => setTimeout(r, 2_000));
+        }
+        // A change made in the cloud while the sites are cut off.
+        await apply(cluster, [
+          {
+            apiVersion: 'v1',
+            kind: 'Service',
+            metadata: { name: 'late-svc', namespace: NS },
+            spec: { selector: { app: 'nginx' }, ports: [{ name: 'http', port: 8080, targetPort: 80 }] },
+          },
+        ]);
+      } finally {
+        await cluster.restoreCloud();
       }
-      // A change made in the cloud while the sites are cut off.
-      await apply(cluster, [
-        {
-          apiVersion: 'v1',
-          kind: 'Service',
-          metadata: { name: 'late-svc', namespace: NS },
-          spec: { selector: { app: 'nginx' }, ports: [{ name: 'http', port: 8080, targetPort: 80 }] },
-        },
-      ]);
-    } finally {
-      await cluster.restoreCloud();
-    }
-    process.stderr.write(
-      `kubeedge e2e (${edgeApi}): ${requests} requests + DNS lookups during a ${CUT_SECONDS} s cut, ${failures.length} failed\n`,
-    );
-    expect(failures).toEqual([]);
-    expect(requests).toBeGreaterThan(0);
+      process.stderr.write(
+        `kubeedge e2e (${edgeApi}): ${requests} requests + DNS lookups during a ${CUT_SECONDS} s cut, ${failures.length} failed\n`,
+      );
+      expect(failures).toEqual([]);
+      expect(requests).toBeGreaterThan(0);
 
-    // Converges: the Service made during the cut arrives through the edge API.
-    await waitFor(
-      async () => (await curl(cluster, `http://late-svc.${NS}.svc.cluster.local:8080/`)).code === 0,
-      180_000,
-      1_000,
-      'late-svc reachable from site 1 after the cloud came back',
-    );
-    // Scaled up, every replica gets traffic; scaled down, the gone replica never answers again.
-    await cluster.kubectl(['-n', NS, 'scale', 'deployment/nginx', '--replicas=2']);
-    await rolloutStatus(cluster, 'nginx');
-    const replicas = (await livePods(cluster, 'app=nginx')).filter(isReady) as PodView[];
-    expect(replicas.length).toBe(2);
-    const seen = new Set<string>();
-    await waitFor(
-      async () => {
-        const by = servedBy((await curl(cluster)).stdout);
-        if (by) seen.add(by.pod);
-        return seen.size === 2;
-      },
-      60_000,
-      200,
-      'both replicas answering',
-    );
-    await cluster.kubectl(['-n', NS, 'scale', 'deployment/nginx', '--replicas=1']);
-    await waitFor(
-      async () => (await livePods(cluster, 'app=nginx')).length === 1,
-      60_000,
-      500,
-      'scaled to 1',
-    );
-    const [left] = await livePods(cluster, 'app=nginx');
-    // No stale endpoint: within a minute every request is answered by the one left.
-    let last: string[] = [];
-    await waitFor(
-      async () => {
-        last = (
-          await inClient(
-            cluster,
-            ['sh', '-c', `for i in $(seq 10); do curl -sS --max-time 5 ${SERVICE_URL} || echo FAILED; done`],
-            120_000,
-          )
-        ).stdout
-          .split('\n')
-          .filter(Boolean);
-        return last.length === 10 && last.every((l) => servedBy(l)?.pod === left?.metadata.name);
-      },
-      60_000,
-      1_000,
-      'every answer from the one replica left',
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}; last round: ${JSON.stringify(last)}`);
-    });
-  });
+      // Converges: the Service made during the cut arrives through the edge API.
+      await waitFor(
+        async () => (await curl(cluster, `http://late-svc.${NS}.svc.cluster.local:8080/`)).code === 0,
+        180_000,
+        1_000,
+        'late-svc reachable from site 1 after the cloud came back',
+      );
+      // Scaled up, every replica gets traffic; scaled down, the gone replica never answers again.
+      await cluster.kubectl(['-n', NS, 'scale', 'deployment/nginx', '--replicas=2']);
+      await rolloutStatus(cluster, 'nginx');
+      const replicas = (await livePods(cluster, 'app=nginx')).filter(isReady) as PodView[];
+      expect(replicas.length).toBe(2);
+      const seen = new Set<string>();
+      await waitFor(
+        async () => {
+          const by = servedBy((await curl(cluster)).stdout);
+          if (by) seen.add(by.pod);
+          return seen.size === 2;
+        },
+        60_000,
+        200,
+        'both replicas answering',
+      );
+      await cluster.kubectl(['-n', NS, 'scale', 'deployment/nginx', '--replicas=1']);
+      await waitFor(
+        async () => (await livePods(cluster, 'app=nginx')).length === 1,
+        60_000,
+        500,
+        'scaled to 1',
+      );
+      const [left] = await livePods(cluster, 'app=nginx');
+      // No stale endpoint: within a minute every request is answered by the one left.
+      let last: string[] = [];
+      await waitFor(
+        async () => {
+          last = (
+            await inClient(
+              cluster,
+              [
+                'sh',
+                '-c',
+                `for i in $(seq 10); do curl -sS --max-time 5 ${SERVICE_URL} || echo FAILED; done`,
+              ],
+              120_000,
+            )
+          ).stdout
+            .split('\n')
+            .filter(Boolean);
+          return last.length === 10 && last.every((l) => servedBy(l)?.pod === left?.metadata.name);
+        },
+        60_000,
+        1_000,
+        'every answer from the one replica left',
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}; last round: ${JSON.stringify(last)}`);
+      });
+    },
+    (CUT_SECONDS + 300) * 1000,
+  ); // the cut itself, plus up to 5 min to converge
 });
