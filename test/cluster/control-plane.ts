@@ -14,7 +14,15 @@ const execFileP = promisify(execFile);
 const log = createLogger('test-cluster');
 
 const BUILD_SCRIPT = new URL('./build-k8s.sh', import.meta.url).pathname;
-const BINARIES = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl'];
+// The control plane's four and the nodes' two (RealNode): one build compiles their shared packages once.
+const BINARIES = [
+  'kube-apiserver',
+  'kube-controller-manager',
+  'kube-scheduler',
+  'kubectl',
+  'kubelet',
+  'kube-proxy',
+];
 
 export interface ControlPlaneOptions {
   /** Network namespace to run in (the "cloud"); absent: the root namespace's loopback. */
