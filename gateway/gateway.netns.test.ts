@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetnsLab } from '../test/harness/netns.ts';
 import { loadCatalog } from './persist.ts';
 import { loopbackCatalog } from './test-fixtures.ts';
-import { startGatewayProcess } from './test-process.ts';
+import { startGatewayProcess } from './testing/gateway-process.ts';
 
 // The real `edgemesh gateway` process on a node namespace, its API server unreachable (as
 // after a restart while the cloud link is down), a pod namespace behind it. From the pod:

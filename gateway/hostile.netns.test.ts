@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetnsLab, waitFor } from '../test/harness/netns.ts';
 import { loopbackCatalog } from './test-fixtures.ts';
-import { startGatewayProcess } from './test-process.ts';
+import { startGatewayProcess } from './testing/gateway-process.ts';
 
 // Issue 16 items 1 and 6 against the real `edgemesh gateway` process in a node namespace:
 //

@@ -1,12 +1,12 @@
 /**
- * Test-only: the real `edgemesh gateway` process in a lab namespace, started on a persisted
- * catalog with its API unreachable (so only that catalog is served), ready once its sidecar
- * listener is.
+ * Test-only (testing/ folders stay out of the image): the real `edgemesh gateway` process in
+ * a lab namespace, started on a persisted catalog with its API unreachable (so only that
+ * catalog is served), ready once its sidecar listener is.
  */
 import type { ChildProcess } from 'node:child_process';
-import type { Catalog } from '../lib/catalog/types.ts';
-import { EDGEMESH_BIN, type NetnsLab, waitFor } from '../test/harness/netns.ts';
-import { saveCatalog } from './persist.ts';
+import type { Catalog } from '../../lib/catalog/types.ts';
+import { EDGEMESH_BIN, type NetnsLab, waitFor } from '../../test/harness/netns.ts';
+import { saveCatalog } from '../persist.ts';
 
 export async function startGatewayProcess(
   lab: NetnsLab,
