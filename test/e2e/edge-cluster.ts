@@ -10,7 +10,7 @@ import { ManagedProcess } from '../cluster/process.ts';
 import { RealNode } from '../cluster/real-node.ts';
 import { EDGEMESH_BIN, exitResult, waitFor } from '../harness/netns.ts';
 import { MetaServer } from '../metaserver/metaserver.ts';
-import { NatLab, type SiteSpec } from '../natlab/lab.ts';
+import { type LabSite, NatLab, type SiteSpec } from '../natlab/lab.ts';
 
 const execFileP = promisify(execFile);
 
@@ -178,7 +178,7 @@ export class EdgeCluster {
       for (const [i, node] of site.nodes.entries()) {
         const podCidr = `10.${site.index}.${i + 1}.0/24`;
         await this.lab.routeToNode(node, podCidr);
-        await this.#forwardKubeletPort(site.index, i + 1, node.addr, site.natNs, site.publicAddr);
+        await this.#forwardKubeletPort(site, i + 1, node.addr);
         planned.push({ name: node.name, site: site.index, netns: node.ns, address: node.addr, podCidr });
       }
     }
@@ -360,8 +360,8 @@ export class EdgeCluster {
    * address, port 10250+10k+i, which the router forwards to the node — for the cloud host
    * only, and for that port only.
    */
-  async #forwardKubeletPort(site: number, i: number, nodeAddr: string, natNs: string, publicAddr: string) {
-    const port = String(10250 + 10 * site + i);
+  async #forwardKubeletPort(site: LabSite, i: number, nodeAddr: string) {
+    const publicPort = 10250 + 10 * site.index + i;
     await this.lab.exec(this.cloud.ns, [
       'iptables',
       '-w',
@@ -378,41 +378,9 @@ export class EdgeCluster {
       '-j',
       'DNAT',
       '--to-destination',
-      `${publicAddr}:${port}`,
+      `${site.publicAddr}:${publicPort}`,
     ]);
-    const from = ['-s', this.cloud.addr, '-p', 'tcp'];
-    await this.lab.exec(natNs, [
-      'iptables',
-      '-w',
-      '-t',
-      'nat',
-      '-A',
-      'PREROUTING',
-      '-i',
-      'wan',
-      ...from,
-      '--dport',
-      port,
-      '-j',
-      'DNAT',
-      '--to-destination',
-      `${nodeAddr}:10250`,
-    ]);
-    await this.lab.exec(natNs, [
-      'iptables',
-      '-w',
-      '-I',
-      'FORWARD',
-      '-i',
-      'wan',
-      ...from,
-      '-d',
-      nodeAddr,
-      '--dport',
-      '10250',
-      '-j',
-      'ACCEPT',
-    ]);
+    await this.lab.forwardTcpPort(site, { publicPort, to: nodeAddr, port: 10250, from: this.cloud.addr });
   }
 
   /** The load balancer: route the Service's address to the cloud node and report it in its status. */

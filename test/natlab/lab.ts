@@ -223,6 +223,48 @@ export class NatLab {
     await this.netns.exec(node.ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   }
 
+  /**
+   * A TCP port forward on a site's NAT router: `publicPort` on its public address goes to
+   * `to`:`port` on the LAN, past the router's drop/reject of unsolicited inbound; with
+   * `from`, only for that source. Returns the router's public address.
+   */
+  async forwardTcpPort(
+    site: LabSite,
+    opts: { publicPort: number; to: string; port: number; from?: string },
+  ): Promise<string> {
+    const match = ['-i', 'wan', ...(opts.from ? ['-s', opts.from] : []), '-p', 'tcp'];
+    await this.netns.exec(site.natNs, [
+      'iptables',
+      '-w',
+      '-t',
+      'nat',
+      '-A',
+      'PREROUTING',
+      ...match,
+      '--dport',
+      String(opts.publicPort),
+      '-j',
+      'DNAT',
+      '--to-destination',
+      `${opts.to}:${opts.port}`,
+    ]);
+    await this.netns.exec(site.natNs, [
+      'iptables',
+      '-w',
+      '-I',
+      'FORWARD',
+      '1',
+      ...match,
+      '-d',
+      opts.to,
+      '--dport',
+      String(opts.port),
+      '-j',
+      'ACCEPT',
+    ]);
+    return site.publicAddr;
+  }
+
   /** The node called `name` ("node<k>-<i>"). */
   node(name: string): LabNode {
     for (const s of this.sites) for (const node of s.nodes) if (node.name === name) return node;

@@ -207,43 +207,11 @@ export class TunnelLab {
   async portForward(node: LabNode): Promise<string> {
     const site = this.lab.sites.find((s) => s.nodes.includes(node));
     if (!site) throw new Error('node not in lab');
-    for (const [pub, priv] of [
+    for (const [publicPort, port] of [
       [19000, 9000],
       [19001, 9001],
-    ]) {
-      await this.lab.exec(site.natNs, [
-        'iptables',
-        '-t',
-        'nat',
-        '-A',
-        'PREROUTING',
-        '-i',
-        'wan',
-        '-p',
-        'tcp',
-        '--dport',
-        String(pub),
-        '-j',
-        'DNAT',
-        '--to-destination',
-        `${node.pods[0].addr}:${priv}`,
-      ]);
-      await this.lab.exec(site.natNs, [
-        'iptables',
-        '-I',
-        'FORWARD',
-        '1',
-        '-i',
-        'wan',
-        '-p',
-        'tcp',
-        '-d',
-        node.pods[0].addr,
-        '--dport',
-        String(priv),
-        '-j',
-        'ACCEPT',
-      ]);
+    ] as const) {
+      await this.lab.forwardTcpPort(site, { publicPort, to: node.pods[0].addr, port });
     }
     return site.publicAddr;
   }
