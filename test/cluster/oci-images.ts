@@ -64,7 +64,8 @@ export async function importImages(
   for (const tar of tars) {
     const ctr = ['ctr', '-a', containerdSocket, '-n', 'k8s.io', 'images', 'import', tar];
     const argv = ns ? ['nsenter', `--net=${ns}`, '--', ...ctr] : ctr;
-    await run(argv[0]!, argv.slice(1), { maxBuffer: 16 << 20 }).catch((err) => {
+    // A healthy import takes seconds (edgemesh ~3 s); a stuck containerd fails the caller instead of hanging it.
+    await run(argv[0]!, argv.slice(1), { maxBuffer: 16 << 20, timeout: 180_000 }).catch((err) => {
       throw new Error(`${ctr.join(' ')}: ${(err as { stderr?: string }).stderr ?? err}`);
     });
   }

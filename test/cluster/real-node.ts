@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { waitFor } from '../harness/netns.ts';
 import type { ControlPlane } from './control-plane.ts';
+import { importImages } from './oci-images.ts';
 import { ManagedProcess } from './process.ts';
 
 const execFileP = promisify(execFile);
@@ -89,7 +90,7 @@ export class RealNode {
     await writeFile(join(this.dir, 'containerd.toml'), containerdConfig(this));
     await writeFile(join(this.dir, 'cni', 'net.d', '10-edgemesh-test.conflist'), cniConfig(this));
     await this.startContainerd();
-    for (const tar of this.spec.images) await this.ctr(['images', 'import', tar], 180_000);
+    await importImages(this.socket, this.spec.images);
     const kubeconfig = await this.#cp.componentKubeconfig({ node: this.spec.name });
     await writeFile(join(this.dir, 'kubelet.yaml'), kubeletConfig(this, this.#cp.pki.caCert));
     for (const controller of await cgroupControllers()) {
