@@ -5,6 +5,8 @@ import tls, { type TLSSocket } from 'node:tls';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
+import { LogGate } from '../../lib/log-gate.ts';
+import { ReceiveBudget } from '../../lib/tunnel/budget.ts';
 import { type PeerInfo, type TlsRole, type ToGateway, tlsRole } from '../../lib/tunnel/control.ts';
 import { ResetCode, type Target } from '../../lib/tunnel/frame.ts';
 import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
@@ -256,7 +258,14 @@ export class TunnelManager implements GatewayTunnelManager {
   }
 
   #session(socket: TLSSocket, peer: string, role: TlsRole): MuxSession {
-    const session = new MuxSession(socket, { role, peer, log: this.#log });
+    const session = new MuxSession(socket, {
+      role,
+      peer,
+      log: this.#log,
+      // One budget for all of a peer's sessions: a peer could otherwise open more of them.
+      budget: this.#peer(peer).budget,
+      onBudgetRefused: () => this.metrics.refused.inc({ reason: 'budget' }),
+    });
     session.on('stream', (stream, target) => {
       this.#opts.dialTarget(target).then(
         (conn) => {
@@ -374,10 +383,22 @@ export class Peer {
   info: PeerInfo | undefined;
   /** Link index to try first for the next relay (rotates on failure). */
   #preferred = 0;
+  /** What this peer's streams may hold unread here, across its sessions (issue 16 item 8). */
+  readonly budget: ReceiveBudget;
 
   constructor(m: TunnelManager, name: string) {
     this.#m = m;
     this.name = name;
+    const gate = new LogGate(10_000);
+    this.budget = new ReceiveBudget(undefined, (held) => {
+      m.metrics.refused.inc({ reason: 'budget-reset' });
+      const { log, suppressed } = gate.pass();
+      if (log)
+        m.log.warn(
+          { peer: name, held, budget: this.budget.limit, suppressed },
+          "peer's streams hold more unread bytes than its budget: reset the fullest",
+        );
+    });
   }
 
   best(): MuxSession | undefined {

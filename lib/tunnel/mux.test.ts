@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { type Duplex, duplexPair } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EdgemeshError, ErrorCodes } from '../errors.ts';
+import { ReceiveBudget } from './budget.ts';
 import { encodeFrame, FrameType, ResetCode } from './frame.ts';
 import { MuxSession, type MuxStream, type MuxSession as Session } from './mux.ts';
 
@@ -264,5 +265,73 @@ describe('mux session', () => {
     expect((await back).toString()).toBe('before after');
     expect(client.usable).toBe(true);
     expect(server.closed).toBe(false);
+  });
+
+  it("a peer's unread streams stay inside its budget: the fullest is reset, new ones refused, readers flow (issue 16 item 8)", async () => {
+    const MiB = 1024 * 1024;
+    const budget = new ReceiveBudget(4 * MiB);
+    let peak = 0;
+    const watched = Object.assign(budget, {
+      set(this: ReceiveBudget, ...args: Parameters<ReceiveBudget['set']>) {
+        ReceiveBudget.prototype.set.apply(this, args);
+        peak = Math.max(peak, this.total);
+      },
+    });
+    const [a, b] = duplexPair();
+    const client = new MuxSession(a, { role: 'client', peer: 'server' });
+    let refusedCount = 0;
+    const server = new MuxSession(b, {
+      role: 'server',
+      peer: 'client',
+      budget: watched,
+      onBudgetRefused: () => refusedCount++,
+    });
+    sessions.push(client, server);
+    server.on('stream', (stream, target) => {
+      stream.on('error', () => undefined); // the opener resets the unread ones at the end
+      stream.accept();
+      if (target.port === 80)
+        stream.pipe(stream); // echo: reads what arrives
+      else stream.pause(); // a target that never reads
+    });
+    // Eight streams open while the budget is empty, then each fills its whole window.
+    const unread = await Promise.all(
+      Array.from({ length: 8 }, () => client.openStream({ ip: '10.0.0.1', port: 1 })),
+    );
+    const errors = unread.map(
+      (s) =>
+        new Promise<Error | undefined>((resolve) =>
+          s.once('error', resolve).once('close', () => resolve(undefined)),
+        ),
+    );
+    for (const s of unread) s.write(Buffer.alloc(MiB, 1));
+    await client.ping(); // the server has handled every DATA frame sent before it
+    expect(peak).toBeLessThanOrEqual(4 * MiB);
+    expect(budget.total).toBe(4 * MiB);
+    // Four were reset (the fullest each time the cap was passed), with a reason the opener sees.
+    const reset = await Promise.all(errors.slice(0, 4));
+    expect(reset.map((e) => e?.message)).toEqual(
+      Array(4).fill(
+        "stream reset by server: peer's streams hold more than 4194304 bytes unread here; this one held 1048576",
+      ),
+    );
+    // A new stream is refused while a window would not fit.
+    const refused = await client.openStream({ ip: '10.0.0.1', port: 1 }).catch((e: Error) => e);
+    expect((refused as Error).message).toBe(
+      'stream reset by server: your streams hold 4194304 bytes unread here (budget 4194304)',
+    );
+    expect(refusedCount).toBe(1);
+    // The session itself carries on: a stream that reads is not charged, and once unread ones
+    // close, new streams fit again.
+    for (const s of unread.slice(4)) s.destroy();
+    await client.ping();
+    expect(budget.total).toBe(0);
+    const echo = await client.openStream({ ip: '10.0.0.1', port: 80 });
+    const back = readAll(echo);
+    const data = randomBytes(3 * MiB);
+    echo.end(data);
+    expect(sha(await back)).toBe(sha(data));
+    expect(server.closed).toBe(false);
+    expect(peak).toBeLessThanOrEqual(4 * MiB);
   });
 });

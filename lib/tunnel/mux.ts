@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
 import { EdgemeshError, ErrorCodes } from '../errors.ts';
 import { type Logger, silentLogger } from '../log.ts';
+import { type BudgetHolder, ReceiveBudget } from './budget.ts';
 import {
   dataHeader,
   encodeFrame,
@@ -21,7 +22,10 @@ import {
  *
  * Flow control is per stream and credit based: each side may have at most `window` bytes
  * of DATA in flight per stream; the receiver grants more (WINDOW) as its reader consumes,
- * so a slow reader stalls only its own stream and memory per stream is bounded.
+ * so a slow reader stalls only its own stream and memory per stream is bounded. Across
+ * streams, what the peer's streams hold unread here counts against a per-peer budget
+ * (`ReceiveBudget`, lib/tunnel/budget.ts): new streams are refused when a window would not
+ * fit, and past the cap the stream holding the most is reset.
  *
  * Timeouts (all per session, one coarse timer each):
  *   - PING every `pingIntervalMs` (10 s): measures RTT and keeps NAT mappings alive (they
@@ -51,6 +55,13 @@ export interface SessionOptions {
   maxQueuedBytes?: number;
   /** Called once when the session is cut for a full write queue (metrics). */
   onSlowReader?: (queued: number) => void;
+  /**
+   * Unread bytes this peer's streams may hold here. Share one budget among all sessions to
+   * the same peer (a peer can open several); default: one of DEFAULT_PEER_BUDGET per session.
+   */
+  budget?: ReceiveBudget;
+  /** Called for each peer stream refused because the budget is full (metrics). */
+  onBudgetRefused?: () => void;
 }
 
 export const DEFAULT_WINDOW = 1024 * 1024;
@@ -78,6 +89,9 @@ export class MuxSession extends EventEmitter<{
   readonly #openTimeoutMs: number;
   readonly #maxQueued: number;
   readonly #onSlowReader: ((queued: number) => void) | undefined;
+  /** @internal Unread bytes the peer's streams hold here (shared per peer). */
+  readonly budget: ReceiveBudget;
+  readonly #onBudgetRefused: (() => void) | undefined;
   /** Streams with DATA waiting for the socket to drain (see #congested). */
   readonly #blocked = new Set<MuxStream>();
   /**
@@ -108,6 +122,8 @@ export class MuxSession extends EventEmitter<{
     this.#openTimeoutMs = opts.openTimeoutMs ?? 10_000;
     this.#maxQueued = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
     this.#onSlowReader = opts.onSlowReader;
+    this.budget = opts.budget ?? new ReceiveBudget();
+    this.#onBudgetRefused = opts.onBudgetRefused;
     this.#nextId = opts.role === 'client' ? 1 : 2;
     const pingEvery = opts.pingIntervalMs ?? 10_000;
     const idle = opts.idleTimeoutMs ?? 30_000;
@@ -366,6 +382,17 @@ export class MuxSession extends EventEmitter<{
           });
           return;
         }
+        // Every new stream may fill a whole window at once: refuse it while that would not fit.
+        if (!this.budget.fits(this.window)) {
+          this.#onBudgetRefused?.();
+          this.send({
+            type: FrameType.RESET,
+            stream: f.stream,
+            code: ResetCode.LIMIT,
+            reason: `your streams hold ${this.budget.total} bytes unread here (budget ${this.budget.limit})`,
+          });
+          return;
+        }
         this.#streams.set(f.stream, stream);
         try {
           this.emit('stream', stream, f.target);
@@ -393,7 +420,7 @@ export class MuxSession extends EventEmitter<{
  * One proxied connection. A Duplex: write to send to the far target, read what it sends;
  * end() half-closes (FIN), destroy() resets.
  */
-export class MuxStream extends Duplex {
+export class MuxStream extends Duplex implements BudgetHolder {
   readonly id: number;
   readonly target: Target;
   readonly #session: MuxSession;
@@ -406,6 +433,8 @@ export class MuxStream extends Duplex {
   #finSent = false;
   #finReceived = false;
   #reset = false;
+  /** Unread bytes last reported to the session's budget. */
+  #held = 0;
 
   constructor(session: MuxSession, id: number, target: Target) {
     super({ readableHighWaterMark: session.window, writableHighWaterMark: MAX_DATA, allowHalfOpen: true });
@@ -444,6 +473,7 @@ export class MuxStream extends Duplex {
           throw new FrameError(`stream ${this.id} sent past its window`);
         this.#received += f.data.length;
         this.push(f.data);
+        this.#account();
         return;
       case FrameType.WINDOW:
         this.#sendWindow += f.increment;
@@ -474,11 +504,36 @@ export class MuxStream extends Duplex {
   override read(size?: number): unknown {
     const chunk = super.read(size);
     this.#grant();
+    this.#account();
     return chunk;
   }
 
   override _read(): void {
     this.#grant();
+  }
+
+  /** Reports what this stream holds unread to the peer's budget (which may shed us). */
+  #account(): void {
+    if (this.destroyed) return; // _destroy released it
+    const held = this.readableLength;
+    if (held === this.#held) return;
+    this.#held = held;
+    this.#session.budget.set(this, held);
+  }
+
+  /** @internal The peer's budget is over its cap and this stream holds the most: reset it. */
+  shed(reason: string): void {
+    if (this.#reset || this.destroyed) return;
+    this.#reset = true;
+    this.#held = 0;
+    this.#session.send({ type: FrameType.RESET, stream: this.id, code: ResetCode.LIMIT, reason });
+    this.#session.forget(this.id);
+    const err = new EdgemeshError(
+      ErrorCodes.UNAVAILABLE,
+      `stream from ${this.#session.peer} reset: ${reason}`,
+    );
+    // Nobody listening for errors: close quietly rather than crash the process.
+    this.destroy(this.listenerCount('error') > 0 ? err : undefined);
   }
 
   /**
@@ -549,6 +604,7 @@ export class MuxStream extends Duplex {
       });
     }
     this.#session.forget(this.id);
+    this.#session.budget.release(this);
     if (this.#pending) {
       this.#pending.callback(err ?? new EdgemeshError(ErrorCodes.UNAVAILABLE, 'stream destroyed'));
       this.#pending = undefined;
