@@ -61,5 +61,11 @@ export function applyUpdate(catalog: Catalog | undefined, update: CatalogUpdate)
       else delete nodes[update.name];
       return { ...catalog, revision: update.revision, nodes };
     }
+    case 'namespace': {
+      const namespaces = { ...catalog.namespaces };
+      if (update.namespace) namespaces[update.name] = update.namespace;
+      else delete namespaces[update.name];
+      return { ...catalog, revision: update.revision, namespaces };
+    }
   }
 }

@@ -85,6 +85,14 @@ export interface NodeInfo {
   addresses: string[];
 }
 
+/**
+ * A namespace that exists. Kept so DNS can tell an existing namespace without services
+ * (NOERROR, NODATA) from a missing one (NXDOMAIN), as CoreDNS does.
+ */
+export interface NamespaceInfo {
+  name: string;
+}
+
 export interface Catalog {
   format: typeof CATALOG_FORMAT;
   /** Monotonic revision: every change the gateway makes increments it. */
@@ -93,6 +101,12 @@ export interface Catalog {
   services: Record<string, ServiceEntry>;
   pods: Record<string, PodInfo>;
   nodes: Record<string, NodeInfo>;
+  /**
+   * Namespaces by name, when the builder knows them (a Namespace watch, or Namespace objects
+   * in an objects file). Absent: unknown, and a namespace exists while it has a service
+   * (namespaceExists).
+   */
+  namespaces?: Record<string, NamespaceInfo>;
 }
 
 /**
@@ -103,9 +117,18 @@ export type CatalogUpdate =
   | { type: 'snapshot'; catalog: Catalog }
   | { type: 'service'; revision: number; key: string; entry: ServiceEntry | null }
   | { type: 'pod'; revision: number; ip: string; pod: PodInfo | null }
-  | { type: 'node'; revision: number; name: string; node: NodeInfo | null };
+  | { type: 'node'; revision: number; name: string; node: NodeInfo | null }
+  | { type: 'namespace'; revision: number; name: string; namespace: NamespaceInfo | null };
 
 export const serviceKey = (namespace: string, name: string): string => `${namespace}/${name}`;
+
+/**
+ * Whether namespace `name` exists: listed in `namespaces` when the catalog has them, or holding
+ * a service (also when listed: a service is proof even while a Namespace watch lags).
+ */
+export function namespaceExists(catalog: Catalog, name: string, hasServices: boolean): boolean {
+  return hasServices || catalog.namespaces?.[name] !== undefined;
+}
 
 export function emptyCatalog(clusterDomain = 'cluster.local'): Catalog {
   return { format: CATALOG_FORMAT, revision: 0, clusterDomain, services: {}, pods: {}, nodes: {} };

@@ -208,3 +208,33 @@ describe('catalog validation', () => {
     expect(LB_POLICY_ANNOTATION).toBe('edgemesh.io/lb-policy');
   });
 });
+
+describe('namespaces in the catalog', () => {
+  it('are optional, keyed by name, and have their own update', () => {
+    const withNs = edited((c) => {
+      c.namespaces = { demo: { name: 'demo' } };
+    }) as Catalog;
+    expect(validateCatalog(withNs).namespaces).toEqual({ demo: { name: 'demo' } });
+    expect(validateCatalog(golden('clusterip-web')).namespaces).toBeUndefined();
+    expect(() =>
+      validateCatalog(
+        edited((c) => {
+          c.namespaces = { demo: { name: 'other' } };
+        }),
+      ),
+    ).toThrow('namespaces["demo"]: key must be the namespace name (expected key "other")');
+    expect(() =>
+      validateCatalog(
+        edited((c) => {
+          c.namespaces = { Bad_NS: { name: 'Bad_NS' } };
+        }),
+      ),
+    ).toThrow(/namespaces\["Bad_NS"\]\.name: must be a DNS label/);
+    expect(
+      validateUpdate({ type: 'namespace', revision: 3, name: 'demo', namespace: { name: 'demo' } }),
+    ).toEqual({ type: 'namespace', revision: 3, name: 'demo', namespace: { name: 'demo' } });
+    expect(() =>
+      validateUpdate({ type: 'namespace', revision: 3, name: 'demo', namespace: { name: 'x' } }),
+    ).toThrow("name: must equal the namespace's name");
+  });
+});

@@ -9,6 +9,7 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { EdgemeshError, ErrorCodes } from '../errors.ts';
+import { canonicalIP } from '../ip.ts';
 import {
   CATALOG_FORMAT,
   type Catalog,
@@ -17,6 +18,7 @@ import {
   type EndpointPort,
   LB_POLICIES,
   type LbPolicy,
+  type NamespaceInfo,
   type NodeInfo,
   type PodInfo,
   type Protocol,
@@ -36,6 +38,7 @@ export const LIMITS = {
   portsPerEndpoint: 250,
   ipsPerService: 2,
   addressesPerNode: 16,
+  namespaces: 50_000,
 } as const;
 
 export class CatalogValidationError extends EdgemeshError {
@@ -122,15 +125,8 @@ function oneOf<T extends string>(value: unknown, path: string, choices: readonly
   return value as T;
 }
 
-/**
- * Canonical text of an IP address: IPv4 dotted quad as given, IPv6 compressed lower-case
- * (RFC 5952, via the URL parser). Undefined when `text` is not an IP address.
- */
-export function canonicalIP(text: string): string | undefined {
-  if (isIPv4(text)) return text;
-  if (!isIPv6(text) || text.includes('%')) return undefined;
-  return new URL(`http://[${text}]/`).hostname.slice(1, -1);
-}
+/** Canonical text of an IP address (lib/ip.ts), or undefined. */
+export { canonicalIP };
 
 function ip(value: unknown, path: string): string {
   if (typeof value !== 'string' || value.length > 45) fail(path, 'must be an IP address');
@@ -286,6 +282,11 @@ export function validateNode(value: unknown, path = 'node'): NodeInfo {
   };
 }
 
+export function validateNamespace(value: unknown, path = 'namespace'): NamespaceInfo {
+  const o = fields(value, path, ['name']);
+  return { name: namespaceName(o.name, sub(path, 'name')) };
+}
+
 function keyedRecord<T>(
   value: unknown,
   path: string,
@@ -312,7 +313,12 @@ function keyedRecord<T>(
 const revision = (value: unknown, path: string) => integer(value, path, 0, Number.MAX_SAFE_INTEGER);
 
 export function validateCatalog(value: unknown, path = ''): Catalog {
-  const o = fields(value, path, ['format', 'revision', 'clusterDomain', 'services', 'pods', 'nodes']);
+  const o = fields(
+    value,
+    path,
+    ['format', 'revision', 'clusterDomain', 'services', 'pods', 'nodes'],
+    ['namespaces'],
+  );
   if (o.format !== CATALOG_FORMAT)
     fail(sub(path, 'format'), `must be ${CATALOG_FORMAT} (catalog format version)`);
   return {
@@ -346,6 +352,18 @@ export function validateCatalog(value: unknown, path = ''): Catalog {
       (n) => n.name,
       'key must be the node name',
     ),
+    ...(o.namespaces === undefined
+      ? {}
+      : {
+          namespaces: keyedRecord(
+            o.namespaces,
+            sub(path, 'namespaces'),
+            LIMITS.namespaces,
+            validateNamespace,
+            (n) => n.name,
+            'key must be the namespace name',
+          ),
+        }),
   };
 }
 
@@ -356,6 +374,7 @@ export function validateUpdate(value: unknown, path = ''): CatalogUpdate {
     'service',
     'pod',
     'node',
+    'namespace',
   ] as const);
   switch (type) {
     case 'snapshot': {
@@ -384,6 +403,13 @@ export function validateUpdate(value: unknown, path = ''): CatalogUpdate {
       const node = o.node === null ? null : validateNode(o.node, sub(path, 'node'));
       if (node && node.name !== name) fail(sub(path, 'name'), "must equal the node's name");
       return { type, revision: revision(o.revision, sub(path, 'revision')), name, node };
+    }
+    case 'namespace': {
+      const o = fields(value, path, ['type', 'revision', 'name', 'namespace']);
+      const name = namespaceName(o.name, sub(path, 'name'));
+      const namespace = o.namespace === null ? null : validateNamespace(o.namespace, sub(path, 'namespace'));
+      if (namespace && namespace.name !== name) fail(sub(path, 'name'), "must equal the namespace's name");
+      return { type, revision: revision(o.revision, sub(path, 'revision')), name, namespace };
     }
   }
 }

@@ -150,3 +150,22 @@ describe('zone tables', () => {
     expect(zone.lookup('10.0.96.10.in-addr.arpa', Type.PTR)?.answer?.count).toBe(1);
   });
 });
+
+describe('namespaces in the zone', () => {
+  it('an existing namespace without services answers NODATA with the SOA; a missing one NXDOMAIN', () => {
+    const catalog: Catalog = { ...fixtureCatalog(), namespaces: { empty: { name: 'empty' } } };
+    const { zone } = buildZone(catalog, { domain: Z });
+    const empty = zone.lookup(`empty.svc.${Z}`, Type.A)!;
+    expect(empty.rcode).toBe(0);
+    expect(empty.answer).toBeUndefined();
+    expect(empty.authority).toBeDefined();
+    expect(zone.lookup(`missing.svc.${Z}`, Type.A)!.rcode).toBe(3);
+    // A service in an empty namespace is still missing.
+    expect(zone.lookup(`web.empty.svc.${Z}`, Type.A)!.rcode).toBe(3);
+    // Removed from the catalog: gone from the zone.
+    zone.update({ ...catalog, revision: catalog.revision + 1, namespaces: {} });
+    expect(zone.lookup(`empty.svc.${Z}`, Type.A)!.rcode).toBe(3);
+    // Namespaces with services exist whether listed or not.
+    expect(zone.lookup(`team-b.svc.${Z}`, Type.A)!.rcode).toBe(0);
+  });
+});

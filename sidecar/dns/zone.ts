@@ -195,8 +195,21 @@ export class ZoneTables implements Zone {
         problems: ok ? [] : [`pod ${pod.namespace}/${pod.name}: invalid namespace or IP`],
       });
     }
+    // A namespace the catalog lists exists without services too: <ns>.svc.<zone> answers NODATA.
+    for (const ns of Object.values(catalog.namespaces ?? {})) {
+      const id = `ns:${ns.name}`;
+      seen.add(id);
+      if (this.#sources.get(id)?.from === ns) continue;
+      const ok = LABEL.test(ns.name);
+      this.#replace(id, {
+        from: ns,
+        records: [],
+        marks: ok ? [`${ns.name}.svc.${domain}`] : [],
+        problems: ok ? [] : [`namespace ${JSON.stringify(ns.name)}: not a DNS label`],
+      });
+    }
     for (const id of [...this.#sources.keys()]) {
-      if ((id.startsWith('svc:') || id.startsWith('pod:')) && !seen.has(id)) this.#replace(id, undefined);
+      if (/^(svc|pod|ns):/.test(id) && !seen.has(id)) this.#replace(id, undefined);
     }
     return [...this.#sources.values()].flatMap((src) => src.problems);
   }
