@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
 import forge from 'node-forge';
 
 /**
@@ -24,20 +24,41 @@ export function randomSerial(): string {
 }
 
 /**
- * An unsigned certificate for `publicKey` with a random serial, valid from a minute before
- * `now` (clock skew between nodes) for `days`. Callers add names and extensions, then sign.
+ * An unsigned certificate for `publicKey` with a random serial, valid for `days` (fractions
+ * allowed: tests use certificates of seconds) from a minute before `now` (clock skew between
+ * nodes). A certificate shorter than ten minutes is backdated by a tenth of its lifetime
+ * instead, so that renewal at two thirds of its validity still falls after it was issued.
+ * Callers add names and extensions, then sign.
  */
 export function newCertificate(
   publicKey: forge.pki.PublicKey,
   now: Date,
   days: number,
 ): forge.pki.Certificate {
+  const lifetimeMs = Math.round(days * 86_400_000);
   const cert = forge.pki.createCertificate();
   cert.publicKey = publicKey;
   cert.serialNumber = randomSerial();
-  cert.validity.notBefore = new Date(now.getTime() - 60_000);
-  cert.validity.notAfter = new Date(now.getTime() + days * 86_400_000);
+  cert.validity.notBefore = new Date(now.getTime() - Math.min(60_000, Math.floor(lifetimeMs / 10)));
+  cert.validity.notAfter = new Date(now.getTime() + lifetimeMs);
   return cert;
+}
+
+/** What renewal and metrics need from a certificate: its serial and validity (ms epoch). */
+export interface CertificateValidity {
+  serial: string;
+  notBefore: number;
+  notAfter: number;
+}
+
+/** The validity of a PEM certificate; throws (with the parser's reason) when it is not one. */
+export function certificateValidity(certPem: string): CertificateValidity {
+  const cert = new X509Certificate(certPem);
+  return {
+    serial: cert.serialNumber.toLowerCase(),
+    notBefore: Date.parse(cert.validFrom),
+    notAfter: Date.parse(cert.validTo),
+  };
 }
 
 /** A self-signed CA valid from a minute before `now` for `days`. */

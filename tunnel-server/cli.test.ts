@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseServers } from '../gateway/tunnel/start.ts';
 import { helpText, parseCommand } from '../lib/cli.ts';
-import { tunnelServerCommand } from './cli.ts';
+import { parseLifetime, tunnelServerCommand } from './cli.ts';
 
 const spec = tunnelServerCommand.spec;
 
@@ -25,6 +25,22 @@ describe('edgemesh tunnel-server flags', () => {
     );
     expect(() => parseCommand(spec, [], { EDGEMESH_RELAY_BYTES_PER_SECOND: 'fast' })).toThrow(
       /relay-bytes-per-second \(from EDGEMESH_RELAY_BYTES_PER_SECOND\): expected an integer/,
+    );
+  });
+});
+
+describe('certificate lifetimes', () => {
+  it('take s, m, h or d, 10 s to 3650 d; the error names the flag', () => {
+    expect(parseLifetime('90d')).toBe(90 * 86_400_000);
+    expect(parseLifetime('20s')).toBe(20_000);
+    expect(parseLifetime('5m')).toBe(300_000);
+    for (const bad of ['9s', '3651d', '90', '1.5h', '-1d', 'd', '1w'])
+      expect(parseLifetime(bad)).toBeUndefined();
+    const o = parseCommand(spec, [], {});
+    expect(o['node-cert-lifetime']).toBe('90d');
+    expect(o['server-cert-lifetime']).toBe('90d');
+    expect(() => parseCommand(spec, ['--node-cert-lifetime', '1w'], {})).toThrow(
+      /--node-cert-lifetime: must be a number with s, m, h or d/,
     );
   });
 });

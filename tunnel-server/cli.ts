@@ -1,11 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { certificateValidity } from '../lib/certs.ts';
 import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
 import { createRegistry, serveMetrics } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
-import { createCsr, generateKeyPem, signCsr } from '../lib/tunnel/identity.ts';
+import { issueIdentity } from '../lib/tunnel/identity.ts';
+import { validityProblem } from '../lib/tunnel/renewal.ts';
+import { CertificateRenewer, certificateMetrics } from '../lib/tunnel/renewer.ts';
 import { type EnrolmentVerifier, StaticTokenVerifier, TokenReviewVerifier } from './enrol.ts';
 import { DEFAULT_CONNECTION_LIMITS, startTunnelServer } from './server.ts';
 
@@ -15,6 +18,21 @@ function parseListen(v: string): { host: string; port: number } | undefined {
   const port = Number(m[2]);
   return port <= 65535 ? { host: m[1], port } : undefined;
 }
+
+/**
+ * A certificate lifetime: a whole number of s, m, h or d ("90d"; "20s" for tests that rotate
+ * certificates while they run). At least 10 s: renewal happens at ~2/3 of it, and a shorter
+ * certificate leaves no time for an enrolment round trip.
+ */
+export function parseLifetime(v: string): number | undefined {
+  const m = /^(\d{1,6})(s|m|h|d)$/.exec(v);
+  if (!m) return undefined;
+  const ms =
+    Number(m[1]) * { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd'];
+  return ms >= 10_000 && ms <= 3650 * 86_400_000 ? ms : undefined;
+}
+const LIFETIME_RULE = 'must be a number with s, m, h or d (10s to 3650d), e.g. 90d';
+const DAY_MS = 86_400_000;
 
 function readPem(flag: string, file: string): string {
   try {
@@ -32,7 +50,8 @@ export const tunnelServerCommand = defineCommand(
       'hole-punch coordination, STUN, and a byte-splicing relay that never sees plaintext.',
     details:
       'Run any number of replicas; gateways connect to all of them. The mesh CA key signs node certificates at\n' +
-      "enrolment and this replica's own serving certificate at start. Protocol: docs/tunnel.md.",
+      "enrolment and this replica's own serving certificate (at start, and again at ~2/3 of its lifetime).\n" +
+      'Protocol: docs/tunnel.md.',
     options: {
       listen: {
         type: 'string',
@@ -54,6 +73,18 @@ export const tunnelServerCommand = defineCommand(
         type: 'string',
         default: '/etc/edgemesh/ca/ca.key',
         description: 'mesh CA private key (PEM)',
+      },
+      'node-cert-lifetime': {
+        type: 'string',
+        default: '90d',
+        description: 'lifetime of node certificates signed at enrolment (gateways renew at ~2/3 of it)',
+        validate: (v: string) => (parseLifetime(v) ? undefined : LIFETIME_RULE),
+      },
+      'server-cert-lifetime': {
+        type: 'string',
+        default: '90d',
+        description: "lifetime of this replica's own certificate (renewed at ~2/3 of it while running)",
+        validate: (v: string) => (parseLifetime(v) ? undefined : LIFETIME_RULE),
       },
       'server-ip': {
         type: 'list',
@@ -116,20 +147,24 @@ export const tunnelServerCommand = defineCommand(
     const listen = parseListen(opts.listen);
     if (!listen) throw configError('--listen: must be ADDR:PORT');
     const ca = { certPem: readPem('ca-cert', opts['ca-cert']), keyPem: readPem('ca-key', opts['ca-key']) };
-    // This replica's serving identity: a fresh key each start, signed by the mesh CA.
-    const keyPem = generateKeyPem();
-    const identity = {
-      keyPem,
-      certPem: signCsr(
+    const serverDays = (parseLifetime(opts['server-cert-lifetime']) as number) / DAY_MS;
+    // This replica's serving identity: a fresh key each start and each renewal, signed by the
+    // mesh CA it holds (a CA that has expired is named with its file: nothing it signs is trusted).
+    const issue = async () => {
+      let problem: string | undefined;
+      try {
+        problem = validityProblem(certificateValidity(ca.certPem), Date.now());
+      } catch (err) {
+        problem = `not a PEM certificate (${(err as Error).message})`;
+      }
+      if (problem) throw configError(`--ca-cert: the mesh CA ${opts['ca-cert']} is ${problem}`);
+      return issueIdentity(
         ca,
-        createCsr(keyPem, { kind: 'tunnel-server', name: opts.name }),
         { kind: 'tunnel-server', name: opts.name },
-        {
-          ipSans: opts['server-ip'],
-        },
-      ),
-      caPem: ca.certPem,
+        { ipSans: opts['server-ip'], days: serverDays },
+      );
     };
+    const identity = await issue();
     let verifier: EnrolmentVerifier | undefined;
     if (opts['token-review']) {
       const { KubeConfig } = await import('@kubernetes/client-node');
@@ -146,6 +181,7 @@ export const tunnelServerCommand = defineCommand(
       ...listen,
       ca,
       identity,
+      nodeCertDays: (parseLifetime(opts['node-cert-lifetime']) as number) / DAY_MS,
       verifier,
       limits: {
         maxRelaysPerNode: opts['relay-max-sessions'],
@@ -158,10 +194,20 @@ export const tunnelServerCommand = defineCommand(
       log,
       registry,
     });
+    const renewer = new CertificateRenewer({
+      what: `tunnel-server certificate (signed by the mesh CA ${opts['ca-cert']})`,
+      current: identity,
+      renew: issue,
+      onRenewed: (id) => server.setIdentity(id),
+      metrics: certificateMetrics('edgemesh_tunnel_server', registry),
+      log,
+    });
+    renewer.start();
     const metrics =
       opts['metrics-port'] > 0 ? await serveMetrics(registry, { port: opts['metrics-port'] }) : undefined;
     onShutdown(log, async () => {
       metrics?.close();
+      renewer.close();
       await server.close();
     });
   },

@@ -76,6 +76,8 @@ export interface TunnelServerOptions {
   port: number;
   ca: CertificateAuthority;
   identity: TlsIdentity;
+  /** Lifetime of the node certificates signed at enrolment, in days (fractions for tests); default 90. */
+  nodeCertDays?: number;
   verifier?: EnrolmentVerifier;
   limits: RelayLimits;
   connections?: ConnectionLimits;
@@ -87,6 +89,8 @@ export interface TunnelServer {
   port: number;
   /** Names of the gateways registered now. */
   gateways(): string[];
+  /** A renewed serving certificate: new handshakes use it, established sessions keep theirs. */
+  setIdentity(identity: TlsIdentity): void;
   close(): Promise<void>;
 }
 
@@ -537,7 +541,7 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
         if (!opts.verifier)
           throw new EdgemeshError(ErrorCodes.TUNNEL_AUTH, 'enrolment is disabled on this server');
         await opts.verifier.verify({ node, token: msg.token });
-        const certPem = signCsr(opts.ca, msg.csr, { kind: 'node', name: node });
+        const certPem = signCsr(opts.ca, msg.csr, { kind: 'node', name: node }, { days: opts.nodeCertDays });
         m.enrolments.inc({ result: 'ok' });
         log.info({ node }, 'node enrolled');
         session.sendControl({ t: 'enrolled', cert: certPem, ca: opts.ca.certPem });
@@ -657,6 +661,7 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
   return {
     port,
     gateways: () => [...gateways.keys()],
+    setIdentity: (identity) => tlsServer.setSecureContext(serverOptions(identity)),
     close: async () => {
       for (const g of gateways.values()) g.session.goAway('server shutting down');
       udp.close();

@@ -2,10 +2,12 @@ import { X509Certificate } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import tls from 'node:tls';
+import { certificateValidity } from '../../lib/certs.ts';
 import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import { createCsr, generateKeyPem, identityOfCert, type TlsIdentity } from '../../lib/tunnel/identity.ts';
 import { MuxSession } from '../../lib/tunnel/mux.ts';
+import { renewalDue, validityProblem } from '../../lib/tunnel/renewal.ts';
 import type { ServerAddress } from './server-link.ts';
 
 /**
@@ -14,7 +16,13 @@ import type { ServerAddress } from './server-link.ts';
  * obtained by enrolment at any tunnel-server replica: TLS to the server (verified against
  * the mesh CA as a tunnel-server), then { t: "enrol", node, csr, token } where the token
  * proves the node (a projected service-account token, or a bootstrap token).
- * A certificate with less than a third of its life left is renewed at start.
+ *
+ * At start a certificate past its renewal point (lib/tunnel/renewal.ts: two thirds of its
+ * life), expired, or unreadable is replaced by enrolling again; while running,
+ * `renewIdentity` enrols again with the same key (the key never changes: it never leaves the
+ * node, and keeping it means the key and certificate files cannot disagree after a crash
+ * between two writes). Each attempt reads the token anew: kubelet rotates projected tokens
+ * (hourly, and a token expires), so the one read at start may no longer be accepted.
  */
 export interface EnrolOptions {
   nodeName: string;
@@ -27,19 +35,45 @@ export interface EnrolOptions {
   timeoutMs?: number;
 }
 
+export const certFileOf = (stateDir: string): string => join(stateDir, 'tunnel.crt');
+const keyFileOf = (stateDir: string): string => join(stateDir, 'tunnel.key');
+
 export async function loadOrEnrol(opts: EnrolOptions): Promise<TlsIdentity> {
-  const keyFile = join(opts.stateDir, 'tunnel.key');
-  const certFile = join(opts.stateDir, 'tunnel.crt');
+  const keyFile = keyFileOf(opts.stateDir);
+  const certFile = certFileOf(opts.stateDir);
   await mkdir(opts.stateDir, { recursive: true });
   let keyPem = await readFile(keyFile, 'utf8').catch(() => undefined);
   if (!keyPem) {
     keyPem = generateKeyPem();
     await atomicWrite(keyFile, keyPem, 0o600);
   }
-  const existing = await readFile(certFile, 'utf8').catch(() => undefined);
-  if (existing && usable(existing, opts.nodeName, opts.caPem))
-    return { keyPem, certPem: existing, caPem: opts.caPem };
+  const existing = await readFile(certFile, 'utf8').catch((err: Error) => {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+      opts.log.warn(
+        { file: certFile, err: err.message },
+        'cannot read the node certificate: enrolling again',
+      );
+    return undefined;
+  });
+  if (existing) {
+    const problem = certificateProblem(existing, opts.nodeName, opts.caPem, Date.now());
+    if (!problem) return { keyPem, certPem: existing, caPem: opts.caPem };
+    opts.log.info({ file: certFile, problem }, 'node certificate not kept: enrolling again');
+  }
+  return enrol(opts, keyPem);
+}
 
+/** Enrols again with the key on disk (renewal while running); writes and returns the new identity. */
+export async function renewIdentity(opts: EnrolOptions): Promise<TlsIdentity> {
+  const keyFile = keyFileOf(opts.stateDir);
+  const keyPem = await readFile(keyFile, 'utf8').catch((err: Error) => {
+    throw new EdgemeshError(ErrorCodes.TUNNEL_AUTH, `cannot read the node key ${keyFile}: ${err.message}`);
+  });
+  return enrol(opts, keyPem);
+}
+
+async function enrol(opts: EnrolOptions, keyPem: string): Promise<TlsIdentity> {
+  const certFile = certFileOf(opts.stateDir);
   const csr = createCsr(keyPem, { kind: 'node', name: opts.nodeName });
   let lastErr: unknown;
   for (const server of opts.servers) {
@@ -50,13 +84,11 @@ export async function loadOrEnrol(opts: EnrolOptions): Promise<TlsIdentity> {
         opts.caPem,
         opts.timeoutMs ?? 10_000,
       );
-      if (!usable(certPem, opts.nodeName, opts.caPem))
-        throw new EdgemeshError(
-          ErrorCodes.TUNNEL_AUTH,
-          'server returned a certificate that does not name this node',
-        );
+      const problem = certificateProblem(certPem, opts.nodeName, opts.caPem, Date.now());
+      if (problem)
+        throw new EdgemeshError(ErrorCodes.TUNNEL_AUTH, `server returned a certificate that ${problem}`);
       await atomicWrite(certFile, certPem, 0o644);
-      opts.log.info({ server: `${server.host}:${server.port}` }, 'enrolled with the mesh CA');
+      opts.log.info({ server: `${server.host}:${server.port}`, file: certFile }, 'enrolled with the mesh CA');
       return { keyPem, certPem, caPem: opts.caPem };
     } catch (err) {
       lastErr = err;
@@ -69,18 +101,29 @@ export async function loadOrEnrol(opts: EnrolOptions): Promise<TlsIdentity> {
   );
 }
 
-function usable(certPem: string, node: string, caPem: string): boolean {
+/** Why a certificate will not do for `node` now (not this node, not the mesh CA's, renewal due), or undefined. */
+export function certificateProblem(
+  certPem: string,
+  node: string,
+  caPem: string,
+  now: number,
+): string | undefined {
+  let cert: X509Certificate;
   try {
-    const cert = new X509Certificate(certPem);
-    const ca = new X509Certificate(caPem);
-    const id = identityOfCert(certPem);
-    const from = Date.parse(cert.validFrom);
-    const to = Date.parse(cert.validTo);
-    const now = Date.now();
-    return id?.kind === 'node' && id.name === node && cert.verify(ca.publicKey) && now < to - (to - from) / 3;
-  } catch {
-    return false;
+    cert = new X509Certificate(certPem);
+  } catch (err) {
+    return `is not a PEM certificate (${(err as Error).message})`;
   }
+  const id = identityOfCert(certPem);
+  if (id?.kind !== 'node' || id.name !== node)
+    return `names ${id ? `${id.kind}/${id.name}` : 'no edgemesh identity'}, not node/${node}`;
+  if (!cert.verify(new X509Certificate(caPem).publicKey)) return 'is not signed by the mesh CA';
+  const validity = certificateValidity(certPem);
+  const invalid = validityProblem(validity, now);
+  if (invalid) return `is ${invalid}`;
+  if (renewalDue(validity, now))
+    return `is due for renewal (two thirds of its life passed; expires ${new Date(validity.notAfter).toISOString()})`;
+  return undefined;
 }
 
 function enrolAt(

@@ -110,7 +110,7 @@ export class TunnelManager implements GatewayTunnelManager {
 
   constructor(opts: TunnelManagerOptions) {
     this.nodeName = opts.nodeName;
-    this.#opts = opts;
+    this.#opts = { ...opts }; // own copy: setIdentity replaces the identity
     this.#log = (opts.log ?? silentLogger).child({ part: 'tunnel' });
     this.#techniques = { lan: true, tcpPunch: true, udp: true, ...opts.techniques };
     this.metrics = tunnelMetrics(opts.registry, this);
@@ -141,6 +141,16 @@ export class TunnelManager implements GatewayTunnelManager {
       link.on('message', (msg) => this.#onMessage(link, msg));
       link.start();
     }
+  }
+
+  /**
+   * A renewed certificate: new TLS sessions (the direct listener's handshakes, dials on every
+   * path, tunnel-server links when they reconnect) use it; established sessions keep theirs.
+   */
+  setIdentity(identity: TlsIdentity): void {
+    this.#opts.identity = identity;
+    this.#server?.setSecureContext(serverOptions(identity));
+    for (const link of this.#links) link.identity = identity;
   }
 
   /** Resolves when at least one tunnel-server link is registered (or after timeoutMs). */

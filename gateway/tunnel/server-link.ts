@@ -22,7 +22,8 @@ const BACKOFF_MAX_MS = 10_000;
 
 export class ServerLink extends EventEmitter<{ message: [msg: ToGateway]; up: []; down: [] }> {
   readonly address: ServerAddress;
-  readonly #identity: TlsIdentity;
+  /** Used by the next connection; replaced on renewal (an established session keeps its own). */
+  identity: TlsIdentity;
   readonly #register: { lan: string[]; port: number };
   readonly #log: Logger;
   #session: MuxSession | undefined;
@@ -42,7 +43,7 @@ export class ServerLink extends EventEmitter<{ message: [msg: ToGateway]; up: []
   ) {
     super();
     this.address = address;
-    this.#identity = identity;
+    this.identity = identity;
     this.#register = register;
     this.#log = log.child({ server: `${address.host}:${address.port}` });
   }
@@ -91,7 +92,7 @@ export class ServerLink extends EventEmitter<{ message: [msg: ToGateway]; up: []
     if (this.#closed) return;
     try {
       const { socket } = await connectTls({
-        identity: this.#identity,
+        identity: this.identity,
         expect: { kind: 'tunnel-server' },
         host: this.address.host,
         port: this.address.port,

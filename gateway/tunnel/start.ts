@@ -1,11 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import type { Duplex } from 'node:stream';
 import type { Registry } from 'prom-client';
+import type { CertificateValidity } from '../../lib/certs.ts';
 import { configError, describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Target } from '../../lib/tunnel/frame.ts';
+import { type CertificateMetrics, CertificateRenewer, certificateMetrics } from '../../lib/tunnel/renewer.ts';
 import type { TunnelManager as GatewayTunnelManager } from '../streams.ts';
-import { loadOrEnrol } from './enrol.ts';
+import { certFileOf, type EnrolOptions, loadOrEnrol, renewIdentity } from './enrol.ts';
 import {
   createTunnelManager,
   type RemotePath,
@@ -19,7 +21,9 @@ import type { ServerAddress } from './server-link.ts';
  * The gateway's one call: enrol (or reuse the key and certificate in `stateDir`), then run
  * the tunnel. Enrolment is retried with backoff (2 s doubling to 60 s) while no replica
  * answers, so a gateway that starts during a cloud outage keeps serving its node and joins
- * the mesh when it can. With the gateway's tunnel factory:
+ * the mesh when it can. While running, the node certificate is renewed before it expires
+ * (lib/tunnel/renewer.ts; the CA and token files are read anew for each attempt) and new
+ * TLS sessions use the new one. With the gateway's tunnel factory:
  *   tunnel: (dialer) => startGatewayTunnel({ ..., dialTarget: (t) => dialer.dial(t) })
  */
 export interface GatewayTunnelOptions {
@@ -64,12 +68,15 @@ export function startGatewayTunnel(opts: GatewayTunnelOptions): GatewayTunnel {
 
 export class GatewayTunnel implements GatewayTunnelManager {
   #manager: TunnelManager | undefined;
+  #renewer: CertificateRenewer | undefined;
+  readonly #certMetrics: CertificateMetrics;
   #closed = false;
   #wake: (() => void) | undefined;
   /** Resolves with the running manager once enrolled (never, if closed first). */
   readonly ready: Promise<TunnelManager>;
 
   constructor(opts: GatewayTunnelOptions) {
+    this.#certMetrics = certificateMetrics('edgemesh_gateway', opts.registry);
     this.ready = this.#run(opts);
     this.ready.catch(() => undefined);
   }
@@ -87,8 +94,14 @@ export class GatewayTunnel implements GatewayTunnelManager {
     return this.#manager?.status();
   }
 
+  /** The node certificate in use (serial, validity), once enrolled. */
+  certificate(): CertificateValidity | undefined {
+    return this.#renewer?.validity;
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
+    this.#renewer?.close();
     this.#wake?.();
     await this.#manager?.close();
   }
@@ -96,17 +109,17 @@ export class GatewayTunnel implements GatewayTunnelManager {
   async #run(opts: GatewayTunnelOptions): Promise<TunnelManager> {
     const servers = parseServers(opts.servers);
     let delay = 2000;
+    const enrolOptions = async (): Promise<EnrolOptions> => ({
+      nodeName: opts.nodeName,
+      stateDir: opts.stateDir,
+      caPem: await readNamed(opts.caFile, 'mesh CA certificate'),
+      servers,
+      token: async () => (await readNamed(opts.tokenFile, 'enrolment token')).trim(),
+      log: opts.log,
+    });
     while (!this.#closed) {
       try {
-        const caPem = await readFile(opts.caFile, 'utf8');
-        const identity = await loadOrEnrol({
-          nodeName: opts.nodeName,
-          stateDir: opts.stateDir,
-          caPem,
-          servers,
-          token: async () => (await readFile(opts.tokenFile, 'utf8')).trim(),
-          log: opts.log,
-        });
+        const identity = await loadOrEnrol(await enrolOptions());
         if (this.#closed) break;
         this.#manager = await createTunnelManager({
           nodeName: opts.nodeName,
@@ -120,7 +133,17 @@ export class GatewayTunnel implements GatewayTunnelManager {
           log: opts.log,
           registry: opts.registry,
         });
-        if (this.#closed) await this.#manager.close();
+        const manager = this.#manager;
+        this.#renewer = new CertificateRenewer({
+          what: `node certificate ${certFileOf(opts.stateDir)}`,
+          current: identity,
+          renew: async () => renewIdentity(await enrolOptions()),
+          onRenewed: (id) => manager.setIdentity(id),
+          metrics: this.#certMetrics,
+          log: opts.log,
+        });
+        this.#renewer.start();
+        if (this.#closed) await this.close();
         return this.#manager;
       } catch (err) {
         opts.log.warn({ err: describeError(err), retryInMs: delay }, 'tunnel not started yet');
@@ -132,5 +155,14 @@ export class GatewayTunnel implements GatewayTunnelManager {
       }
     }
     throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'tunnel closed');
+  }
+}
+
+/** A file's text; the error names what the file is, the file and the cause. */
+async function readNamed(file: string, what: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    throw new EdgemeshError(ErrorCodes.CONFIG, `cannot read the ${what} ${file}: ${(err as Error).message}`);
   }
 }

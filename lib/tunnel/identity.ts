@@ -105,7 +105,7 @@ export function signCsr(
 export function issueIdentity(
   ca: CertificateAuthority,
   id: PeerIdentity,
-  opts: { ipSans?: string[] } = {},
+  opts: { ipSans?: string[]; days?: number } = {},
 ): TlsIdentity {
   const keyPem = generateKeyPem();
   const certPem = signCsr(ca, createCsr(keyPem, id), id, opts);
