@@ -7,7 +7,6 @@
  * nothing of the input's prototype or extra properties survives, and IPv6 addresses come out
  * in canonical lower-case form (the form the catalog is keyed by).
  */
-import { isIPv4, isIPv6 } from 'node:net';
 import { EdgemeshError, ErrorCodes } from '../errors.ts';
 import { canonicalIP } from '../ip.ts';
 import {

@@ -1,5 +1,6 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { EdgemeshError, ErrorCodes } from '../errors.ts';
+import { formatIp, ipv4Bytes, ipv6Bytes } from '../ip.ts';
 
 /**
  * The tunnel frame: every byte between two gateways (inside their end-to-end TLS) and on a
@@ -119,7 +120,7 @@ function encodePayload(f: Frame): Buffer {
         throw new FrameError(`OPEN port ${port} out of range`);
       const v4 = isIPv4(ip);
       if (!v4 && !isIPv6(ip)) throw new FrameError(`OPEN target ${JSON.stringify(ip)} is not an IP address`);
-      const addr = v4 ? Buffer.from(ip.split('.').map(Number)) : ipv6Bytes(ip);
+      const addr = v4 ? ipv4Bytes(ip) : ipv6Bytes(ip);
       const p = Buffer.allocUnsafe(3 + addr.length);
       p[0] = v4 ? 4 : 6;
       p.writeUInt16BE(port, 1);
@@ -156,48 +157,6 @@ function truncateUtf8(text: string, max: number): Buffer {
   return b.length <= max ? b : b.subarray(0, max);
 }
 
-function ipv6Bytes(ip: string): Buffer {
-  // Expand "::" and an embedded IPv4 tail, then write eight 16-bit groups.
-  let text = ip;
-  const v4tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (v4tail) {
-    const o = v4tail[1].split('.').map(Number);
-    text = `${text.slice(0, -v4tail[1].length)}${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}`;
-  }
-  const [head, tail] = text.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail !== undefined && tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  const out = Buffer.allocUnsafe(16);
-  groups.forEach((g, i) => {
-    out.writeUInt16BE(Number.parseInt(g, 16), i * 2);
-  });
-  return out;
-}
-
-function ipv6Text(b: Buffer): string {
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
-  // Compress the longest run of zero groups (RFC 5952) so addresses compare as strings.
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== '0') {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (best < 0) return groups.join(':');
-  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
-}
-
 /** Checks a header and payload and builds the frame; throws FrameError naming the problem. */
 export function decodeFrame(type: number, stream: number, p: Buffer): Frame {
   const name = TYPE_NAMES.get(type);
@@ -216,7 +175,7 @@ export function decodeFrame(type: number, stream: number, p: Buffer): Frame {
         throw new FrameError('OPEN payload must be family 4 + 6 bytes or family 6 + 18 bytes');
       const port = p.readUInt16BE(1);
       if (port === 0) throw new FrameError('OPEN port 0');
-      const ip = family === 4 ? Array.from(p.subarray(3)).join('.') : ipv6Text(p.subarray(3));
+      const ip = family === 4 ? formatIp(p.subarray(3, 7)) : formatIp(p.subarray(3, 19));
       return { type, stream, target: { ip, port } };
     }
     case FrameType.ACCEPT:

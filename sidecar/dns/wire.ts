@@ -17,6 +17,9 @@
  * Every count is checked before any loop runs, so a 12-byte packet that claims 65535
  * questions is rejected in constant time.
  */
+import { formatIp, ipv4Bytes, ipv6Bytes } from '../../lib/ip.ts';
+
+export { ipv4Bytes, ipv6Bytes };
 
 export const Type = {
   A: 1,
@@ -244,38 +247,6 @@ export function encodeRecord(owner: Buffer, type: number, ttl: number, rdata: Bu
 /** Compression pointer to the question name, which always starts right after the header. */
 export const QNAME_POINTER = Buffer.from([0xc0, HEADER_LEN]);
 
-export function ipv4Bytes(ip: string): Buffer {
-  return Buffer.from(ip.split('.').map(Number));
-}
-
-/** 16 bytes of an IPv6 address (accepts '::' and a trailing dotted IPv4). */
-export function ipv6Bytes(ip: string): Buffer {
-  let text = ip;
-  const tail: number[] = [];
-  const lastColon = text.lastIndexOf(':');
-  if (text.includes('.', lastColon)) {
-    const v4 = ipv4Bytes(text.slice(lastColon + 1));
-    tail.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
-    text = text.slice(0, lastColon + 1);
-    if (!text.endsWith('::')) text = text.slice(0, -1);
-  }
-  const groups = (s: string) => (s === '' ? [] : s.split(':').map((g) => Number.parseInt(g, 16)));
-  let words: number[];
-  if (text.includes('::')) {
-    const [head, rest] = text.split('::');
-    const h = groups(head);
-    const r = groups(rest);
-    words = [...h, ...new Array(8 - h.length - r.length - tail.length).fill(0), ...r, ...tail];
-  } else {
-    words = [...groups(text), ...tail];
-  }
-  const b = Buffer.alloc(16);
-  words.forEach((w, i) => {
-    b.writeUInt16BE(w, i * 2);
-  });
-  return b;
-}
-
 /** in-addr.arpa / ip6.arpa (nibble) name of an address, lower-case, no trailing dot. */
 export function reverseName(ip: string): string {
   if (ip.includes(':')) {
@@ -287,27 +258,7 @@ export function reverseName(ip: string): string {
 
 /** Canonical text of an IPv6 address (RFC 5952), for dashed names and comparisons. */
 export function canonicalIPv6(ip: string): string {
-  const b = ipv6Bytes(ip);
-  const words: string[] = [];
-  for (let i = 0; i < 16; i += 2) words.push(b.readUInt16BE(i).toString(16));
-  // Longest run of two or more zero words becomes '::'.
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (words[i] !== '0') {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === '0') j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (best < 0) return words.join(':');
-  return `${words.slice(0, best).join(':')}::${words.slice(best + bestLen).join(':')}`;
+  return formatIp(ipv6Bytes(ip));
 }
 
 /** TXT rdata: one or more length-prefixed character strings. */

@@ -10,6 +10,7 @@
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import type Koffi from 'koffi';
+import { formatIp } from '../../lib/ip.ts';
 
 // koffi (its native addon and JS) loads with the first redirected connection, not at start:
 // an idle sidecar does not need it (~0.5 MB private).
@@ -96,30 +97,7 @@ export function decodeSockaddr(buf: Buffer): OriginalDst {
 
 /** RFC 5952 text form (lower case, longest zero run compressed), as Node prints addresses. */
 export function formatIPv6(b: Uint8Array): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((b[i] << 8) | b[i + 1]);
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  // IPv4-mapped addresses keep their dotted tail, as Node shows them.
-  if (bestStart === 0 && bestLen === 5 && groups[5] === 0xffff) {
-    return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart === -1) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+  return formatIp(b, { mappedDotted: true });
 }
 
 function errnoError(what: string): Error {
