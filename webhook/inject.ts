@@ -112,6 +112,9 @@ export function proxyContainer(config: InjectionConfig): V1Container {
     env: [
       fieldEnv('POD_NAME', 'metadata.name'),
       fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
+      // The pod's name, namespace and uid are how its sidecar announces a new IP to the node's
+      // gateway when the pod restarts while the API is away (gateway/pod-moves.ts).
+      fieldEnv('POD_UID', 'metadata.uid'),
       fieldEnv('POD_IP', 'status.podIP'),
       fieldEnv('NODE_NAME', 'spec.nodeName'),
       fieldEnv('HOST_IP', 'status.hostIP'),
