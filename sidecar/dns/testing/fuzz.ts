@@ -4,17 +4,10 @@
  * queries, and header-count lies. Seeded, so a failure can be replayed.
  */
 import dnsPacket from 'dns-packet';
+import { prng } from '../../../test/harness/fuzz.ts';
 
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The shared harness's PRNG: one generator for every fuzz target (test/harness/fuzz.ts).
+export { prng };
 
 /** Valid queries the mutations start from (cluster names, external names, EDNS, odd types). */
 export function seedQueries(): Buffer[] {
