@@ -28,6 +28,8 @@ export interface TunnelStatusJson {
     paths: Record<string, { rttMs?: number; streams: number; transport: string; upAt: number }>;
     firstUseAt?: number;
   }[];
+  /** The node certificate in use (test/natlab/bin/tunnel-node.ts). */
+  certificate?: { serial: string; notBefore: number; notAfter: number };
 }
 
 export class TunnelLab {

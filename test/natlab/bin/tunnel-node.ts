@@ -10,6 +10,7 @@ import { startGatewayTunnel } from '../../../gateway/tunnel/start.ts';
 import { EdgemeshError, ErrorCodes } from '../../../lib/errors.ts';
 import { formatReply, parseRequest, takeLine } from '../../../lib/gateway-protocol.ts';
 import { createLogger } from '../../../lib/log.ts';
+import { createRegistry } from '../../../lib/metrics.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -38,6 +39,7 @@ const peerAddresses = new Map(
     .filter(Boolean)
     .map((e) => e.split('=') as [string, string]),
 );
+const registry = createRegistry('tunnel-node');
 // The gateway's own entry point, as the gateway calls it.
 const tunnel = startGatewayTunnel({
   nodeName: String(a.node),
@@ -53,6 +55,7 @@ const tunnel = startGatewayTunnel({
     udp: techniques.includes('udp'),
   },
   log,
+  registry,
   dialTarget: async (t) => {
     if (!allowed.has(`${t.ip}:${t.port}`))
       throw new EdgemeshError(
@@ -97,9 +100,14 @@ net
   .listen(15080, '127.0.0.1');
 
 http
-  .createServer((_req, res) => {
+  .createServer(async (req, res) => {
+    if (req.url === '/metrics') {
+      res.setHeader('content-type', registry.contentType);
+      res.end(await registry.metrics());
+      return;
+    }
     res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify(tunnel.status() ?? {}));
+    res.end(JSON.stringify({ ...tunnel.status(), certificate: tunnel.certificate() }));
   })
   .listen(15091, '127.0.0.1');
 
