@@ -13,6 +13,7 @@ import { createRegistry, serveMetrics } from '../lib/metrics.ts';
 import { Admission } from './admission.ts';
 import { FeedHub } from './feed.ts';
 import { type ApiClient, apiFromKubeConfig } from './kube/client.ts';
+import { LookupHub } from './lookup.ts';
 import { gatewayMetrics } from './metrics.ts';
 import { CatalogPersister, loadCatalog } from './persist.ts';
 import { startSidecarServer } from './server.ts';
@@ -82,6 +83,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const feed = new FeedHub(store, { log });
   const registry = createRegistry('gateway');
   const metrics = gatewayMetrics(registry, store, () => feed.clients);
+  const lookup = new LookupHub(store, { log, registry });
   const dialer = new LocalDialer(opts.nodeName, store);
   const admission = new Admission(store, {
     nodeName: opts.nodeName,
@@ -96,6 +98,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     nodeName: opts.nodeName,
     store,
     feed,
+    lookup,
     dialer,
     // Without a tunnel, a stream to another node gets a clear UNAVAILABLE answer.
     tunnel: tunnel ?? new InProcessTunnel(),
@@ -146,6 +149,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     async close() {
       await watcher?.stop();
       feed.close();
+      lookup.close();
       admission.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await tunnel?.close?.();

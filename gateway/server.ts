@@ -2,7 +2,8 @@
  * The listener on hostIP:15080 for the node's sidecars (protocol: lib/gateway-protocol.ts).
  * Admits only this node's pods and the node itself (admission.ts); reads one header line
  * (bounded size, HEADER_TIMEOUT_MS from accept, MAX_HEADER_PENDING_PER_SOURCE per source),
- * then hands the connection to the feed hub (FEED) or carries a stream (CONNECT): to a pod
+ * then hands the connection to the feed hub (FEED), the lookup hub (LOOKUP, lookup.ts) or
+ * carries a stream (CONNECT): to a pod
  * on this node via the LocalDialer (`OK local`), to a pod on another node via the tunnel
  * manager (`OK direct|punched|relay`). Every refusal is answered `ERR <code> <text>` and
  * logged (refused sources rate-limited); nothing a client sends can crash or stall the gateway.
@@ -18,7 +19,9 @@ import { LogGate } from '../lib/log-gate.ts';
 import { type Admission, type RefusalReason, sourceIP } from './admission.ts';
 import type { FeedHub } from './feed.ts';
 import { isEndpointOnNode } from './local-endpoint.ts';
+import type { LookupHub } from './lookup.ts';
 import type { GatewayMetrics } from './metrics.ts';
+import type { PodMoves } from './pod-moves.ts';
 import { type LocalDialer, splice, type TunnelManager } from './streams.ts';
 
 /** Absolute, from accept: a header trickled in a byte at a time does not extend it. */
@@ -39,10 +42,14 @@ export interface SidecarServerOptions {
   nodeName: string;
   store: CatalogStore;
   feed: FeedHub;
+  /** The on-demand catalog (LOOKUP); absent: LOOKUP is refused. */
+  lookup?: LookupHub;
   dialer: LocalDialer;
   tunnel: TunnelManager;
   /** Who may use the port (admission.ts). */
   admission: Admission;
+  /** Takes HELLOs (a pod's new IP while the API is away); absent: HELLO only confirms. */
+  podMoves?: Pick<PodMoves, 'claim'>;
   log: Logger;
   metrics: GatewayMetrics;
   headerTimeoutMs?: number;
@@ -128,6 +135,18 @@ function handle(socket: net.Socket, opts: SidecarServerOptions, state: ListenerS
     socket.removeListener('data', onData);
     socket.pause();
     buffered = Buffer.alloc(0);
+    // A HELLO from a source not admitted yet may be a pod that moved while the API was away:
+    // a claim that holds puts it in the catalog, which admits the held connection.
+    if (!admitted && 'request' in header && header.request.kind === 'hello' && opts.podMoves) {
+      const hello = header.request;
+      opts.podMoves.claim(socket.remoteAddress, socket.localAddress, hello).then(
+        (refusal) => {
+          if (refusal)
+            opts.log.info({ peer, pod: `${hello.namespace}/${hello.name}`, refusal }, 'HELLO not taken');
+        },
+        (err: unknown) => opts.log.warn({ peer, err: describeError(err) }, 'HELLO failed'),
+      );
+    }
     serve();
   }
 
@@ -159,6 +178,23 @@ function handle(socket: net.Socket, opts: SidecarServerOptions, state: ListenerS
       if (tooMany) return refuse(ErrorCodes.UNAVAILABLE, tooMany);
       socket.resume();
       opts.feed.attach(socket, peer);
+      return;
+    }
+    if (request.kind === 'hello') {
+      const pod = opts.store.current?.pods[source];
+      if (pod?.nodeName !== opts.nodeName || pod.namespace !== request.namespace || pod.name !== request.name)
+        return refuse(
+          ErrorCodes.DIAL_REFUSED,
+          `source ${source} is not pod ${request.namespace}/${request.name} here`,
+        );
+      socket.end(formatReply({ ok: true, path: 'local' }));
+      return;
+    }
+    if (request.kind === 'lookup') {
+      if (!opts.lookup) return refuse(ErrorCodes.BAD_REQUEST, 'this gateway does not serve LOOKUP');
+      const tooMany = opts.lookup.refusal(socket.remoteAddress ?? '');
+      if (tooMany) return refuse(ErrorCodes.UNAVAILABLE, tooMany);
+      opts.lookup.attach(socket, peer, rest);
       return;
     }
     connect(socket, request, rest, peer, opts).catch((err: unknown) => {

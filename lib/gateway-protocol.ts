@@ -10,6 +10,10 @@
  *                                                line every 15 s (lib/catalog/feed.ts;
  *                                                format in docs/catalog.md)
  *   EDGEMESH/1 CONNECT <node> <ip> <port>\n      a stream to <ip>:<port> on node <node>
+ *   EDGEMESH/1 LOOKUP\n                          the on-demand catalog: query lines from the
+ *                                                sidecar, answers and pushes for what it
+ *                                                subscribed as JSON lines from the gateway
+ *                                                (lib/catalog/lookup-protocol.ts; docs/catalog.md)
  *
  * To CONNECT the gateway answers one line, then (on OK) the connection is a raw byte pipe
  * to the target, half-close carried both ways:
@@ -28,13 +32,15 @@ const PATHS: readonly PathKind[] = ['local', 'direct', 'punched', 'relay'];
 
 export type Request =
   | { kind: 'feed'; revision: number }
-  | { kind: 'connect'; node: string; ip: string; port: number };
+  | { kind: 'connect'; node: string; ip: string; port: number }
+  | { kind: 'lookup' };
 export type Reply = { ok: true; path: PathKind } | { ok: false; code: string; message: string };
 
 // RFC 1123 subdomain, as Kubernetes node names are.
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 export function formatRequest(req: Request): string {
+  if (req.kind === 'lookup') return `${PROTOCOL_TAG} LOOKUP\n`;
   return req.kind === 'feed'
     ? `${PROTOCOL_TAG} FEED ${req.revision}\n`
     : `${PROTOCOL_TAG} CONNECT ${req.node} ${req.ip} ${req.port}\n`;
@@ -58,7 +64,8 @@ export function parseRequest(line: string): Request {
       throw new Error('CONNECT port must be 1..65535');
     return { kind: 'connect', node, ip, port };
   }
-  throw new Error('unknown request; expected FEED <revision> or CONNECT <node> <ip> <port>');
+  if (parts[1] === 'LOOKUP' && parts.length === 2) return { kind: 'lookup' };
+  throw new Error('unknown request; expected FEED <revision>, CONNECT <node> <ip> <port> or LOOKUP');
 }
 
 export function formatReply(reply: Reply): string {

@@ -1,0 +1,202 @@
+import net from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { LineSplitter } from '../lib/catalog/feed.ts';
+import { CatalogStore } from '../lib/catalog/store.ts';
+import type { Catalog, ServiceEntry } from '../lib/catalog/types.ts';
+import { emptyCatalog } from '../lib/catalog/types.ts';
+import { waitFor } from '../test/harness/netns.ts';
+import { CatalogIndex } from './catalog-index.ts';
+import { LookupHub } from './lookup.ts';
+
+// The gateway's lookup index (pure) and the hub over real sockets on 127.0.0.1, read raw.
+const cleanups: Array<() => unknown> = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+function entry(ns: string, name: string, clusterIP: string | undefined, eps: string[]): ServiceEntry {
+  return {
+    service: {
+      namespace: ns,
+      name,
+      type: 'ClusterIP',
+      clusterIPs: clusterIP ? [clusterIP] : [],
+      headless: !clusterIP,
+      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+      sessionAffinity: { type: 'None' },
+      lbPolicy: 'round-robin',
+      publishNotReadyAddresses: false,
+    },
+    endpoints: eps.map((ip) => ({
+      ip,
+      ready: true,
+      serving: true,
+      terminating: false,
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    })),
+  };
+}
+
+function catalog(): Catalog {
+  return {
+    ...emptyCatalog(),
+    revision: 10,
+    services: {
+      'demo/web': entry('demo', 'web', '10.96.0.10', ['10.244.1.7', '10.244.1.8']),
+      'demo/db': entry('demo', 'db', undefined, ['10.244.1.8']),
+    },
+    pods: { '10.244.1.7': { ip: '10.244.1.7', namespace: 'demo', name: 'web-0', nodeName: 'edge-a' } },
+  };
+}
+
+describe('catalog index', () => {
+  it('indexes addresses and namespaces incrementally, the same as from a snapshot', () => {
+    const store = new CatalogStore();
+    const index = new CatalogIndex();
+    store.subscribe((c, u) => index.apply(c, u));
+    store.apply({ type: 'snapshot', catalog: catalog() });
+    expect(index.servicesAt('10.96.0.10', 64)).toEqual(['demo/web']);
+    expect(index.servicesAt('10.244.1.8', 64)).toEqual(['demo/db', 'demo/web']);
+    expect(index.servicesAt('10.244.1.8', 1)).toEqual(['demo/db']);
+    expect(index.servicesAt('10.0.0.1', 64)).toEqual([]);
+    expect(index.namespaceExists('demo')).toBe(true);
+    expect(index.namespaceExists('empty')).toBe(false);
+
+    store.apply({
+      type: 'service',
+      revision: 11,
+      key: 'demo/web',
+      entry: entry('demo', 'web', '10.96.0.11', []),
+    });
+    store.apply({ type: 'service', revision: 12, key: 'demo/db', entry: null });
+    store.apply({
+      type: 'service',
+      revision: 13,
+      key: 'other/api',
+      entry: entry('other', 'api', '10.96.0.12', []),
+    });
+    store.apply({ type: 'namespace', revision: 14, name: 'empty', namespace: { name: 'empty' } });
+    expect(index.servicesAt('10.96.0.10', 64)).toEqual([]);
+    expect(index.servicesAt('10.244.1.8', 64)).toEqual([]);
+    expect(index.servicesAt('10.96.0.11', 64)).toEqual(['demo/web']);
+    expect(index.namespaceExists('other')).toBe(true);
+    expect(index.namespaceExists('empty')).toBe(true);
+    expect(index.addresses).toBe(2);
+
+    // A fresh index from the resulting catalog holds the same.
+    const fresh = new CatalogIndex();
+    fresh.apply(store.current!, { type: 'snapshot', catalog: store.current! });
+    for (const ip of ['10.96.0.10', '10.96.0.11', '10.96.0.12', '10.244.1.8'])
+      expect(fresh.servicesAt(ip, 64)).toEqual(index.servicesAt(ip, 64));
+    // A snapshot re-indexes only what changed and drops what went.
+    store.apply({ type: 'snapshot', catalog: { ...store.current!, services: {} } });
+    expect(index.addresses).toBe(0);
+    expect(index.namespaceExists('other')).toBe(false);
+  });
+});
+
+/** A raw client of the hub: sends lines, collects parsed JSON lines. */
+async function client(port: number) {
+  const socket = net.connect({ host: '127.0.0.1', port });
+  await new Promise((r) => socket.once('connect', r));
+  const lines: Record<string, unknown>[] = [];
+  const splitter = new LineSplitter();
+  socket.on('data', (c: Buffer) => {
+    for (const l of splitter.push(c)) lines.push(JSON.parse(l));
+  });
+  let closed = false;
+  socket.on('close', () => {
+    closed = true;
+  });
+  cleanups.push(() => socket.destroy());
+  return {
+    lines,
+    send: (text: string) => socket.write(text),
+    closed: () => closed,
+    until: (n: number) =>
+      waitFor(() => lines.length >= n, 5000, 5, `${n} lines (have ${JSON.stringify(lines)})`),
+  };
+}
+
+async function hubServer(store: CatalogStore) {
+  const hub = new LookupHub(store, { keepaliveMs: 60_000 });
+  const server = net.createServer((s) => hub.attach(s, 'test'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  cleanups.push(() => {
+    hub.close();
+    server.close();
+  });
+  return { hub, port: (server.address() as net.AddressInfo).port };
+}
+
+describe('lookup hub', () => {
+  it('answers, subscribes what it answered, pushes only to subscribers, and unsubscribes', async () => {
+    const store = new CatalogStore();
+    store.apply({ type: 'snapshot', catalog: catalog() });
+    const { hub, port } = await hubServer(store);
+    const a = await client(port);
+    const b = await client(port);
+    a.send('Q 1 SVC demo/web\nQ 2 SVC demo/nope\nQ 3 IP 10.244.1.7\nQ 4 NS empty\n');
+    await a.until(4);
+    expect(a.lines[0]).toMatchObject({ type: 'answer', id: 1, revision: 10, services: { 'demo/web': {} } });
+    expect(a.lines[1]).toEqual({
+      type: 'answer',
+      id: 2,
+      revision: 10,
+      services: {},
+      pods: {},
+      namespaces: {},
+    });
+    expect(Object.keys(a.lines[2].services as object)).toEqual(['demo/web']);
+    expect(Object.keys(a.lines[2].pods as object)).toEqual(['10.244.1.7']);
+    expect(a.lines[3]).toMatchObject({ id: 4, namespaces: {} });
+    b.send('Q 1 NS demo\n');
+    await b.until(1);
+    expect(b.lines[0]).toMatchObject({ namespaces: { demo: { name: 'demo' } } });
+    expect(hub.subscriptions).toBe(3); // a: svc demo/web, pod 10.244.1.7; b: ns demo
+
+    // demo/db changes: nobody holds it, nothing is sent. demo/web changes: a gets it.
+    store.apply({ type: 'service', revision: 11, key: 'demo/db', entry: null });
+    const web = entry('demo', 'web', '10.96.0.10', ['10.244.1.9']);
+    store.apply({ type: 'service', revision: 12, key: 'demo/web', entry: web });
+    await a.until(5);
+    expect(a.lines[4]).toEqual({ type: 'service', revision: 12, key: 'demo/web', entry: web });
+    // The namespace empties: b (subscribed to ns demo) is told it is gone.
+    store.apply({ type: 'service', revision: 13, key: 'demo/web', entry: null });
+    await b.until(2);
+    expect(b.lines[1]).toEqual({ type: 'namespace', revision: 13, name: 'demo', namespace: null });
+    await a.until(6);
+    expect(a.lines[5]).toEqual({ type: 'service', revision: 13, key: 'demo/web', entry: null });
+
+    // After U, a hears nothing more of it; its pod subscription still works.
+    a.send('U SVC demo/web\n');
+    await waitFor(() => hub.subscriptions === 2, 5000, 5, 'unsubscribed');
+    store.apply({ type: 'service', revision: 14, key: 'demo/web', entry: web });
+    store.apply({ type: 'pod', revision: 15, ip: '10.244.1.7', pod: null });
+    await a.until(7);
+    expect(a.lines[6]).toEqual({ type: 'pod', revision: 15, ip: '10.244.1.7', pod: null });
+    expect(a.lines).toHaveLength(7);
+  });
+
+  it('answers before any catalog with an error naming the query; a bad line ends the connection', async () => {
+    const store = new CatalogStore();
+    const { hub, port } = await hubServer(store);
+    const c = await client(port);
+    c.send('Q 7 SVC demo/web\n');
+    await c.until(1);
+    expect(c.lines[0]).toEqual({ type: 'error', id: 7, message: 'gateway has no catalog yet' });
+    c.send('Q 8 PTR 10.0.0.1\n');
+    await c.until(2);
+    expect(c.lines[1]).toEqual({ type: 'error', id: null, message: 'query kind must be SVC, NS or IP' });
+    await waitFor(() => c.closed(), 5000, 5, 'closed');
+    await waitFor(() => hub.clients === 0, 5000, 5, 'client gone');
+    const long = await client(port);
+    long.send(`Q 1 SVC ${'a'.repeat(600)}`);
+    await long.until(1);
+    expect(long.lines[0]).toMatchObject({
+      type: 'error',
+      id: null,
+      message: expect.stringMatching(/longer than 512/),
+    });
+  });
+});

@@ -1,0 +1,316 @@
+/**
+ * The gateway's side of the on-demand catalog (`EDGEMESH/1 LOOKUP`, body in
+ * lib/catalog/lookup-protocol.ts): answers a sidecar's lookups from the catalog and its
+ * indexes (catalog-index.ts), subscribes the connection to what each answer named, and sends
+ * it the updates of those topics only. Fan-out is per topic (topic → subscribed
+ * connections), so an update costs in proportion to the sidecars that hold it, and a
+ * sidecar's traffic to what its pod uses.
+ *
+ * Limits: MAX_SUBSCRIPTIONS per connection, the feed's per-address and total connection
+ * caps, a query line at most MAX_QUERY_LINE_BYTES, and a client more than maxBufferedBytes
+ * behind is dropped (it reconnects and asks again for what it holds).
+ */
+import type { Socket } from 'node:net';
+import { encodeFeedLine, KEEPALIVE_INTERVAL_MS, LineSplitter } from '../lib/catalog/feed.ts';
+import {
+  type Answer,
+  encodeReply,
+  type LookupKey,
+  MAX_QUERY_LINE_BYTES,
+  MAX_SERVICES_PER_IP,
+  MAX_SUBSCRIPTIONS,
+  parseQuery,
+  type Topic,
+  topicString,
+} from '../lib/catalog/lookup-protocol.ts';
+import type { CatalogStore } from '../lib/catalog/store.ts';
+import type { Catalog, CatalogUpdate } from '../lib/catalog/types.ts';
+import { type Logger, silentLogger } from '../lib/log.ts';
+import { Counter, Gauge, type Registry } from '../lib/metrics.ts';
+import { CatalogIndex } from './catalog-index.ts';
+import { MAX_FEED_CLIENTS, MAX_FEED_CLIENTS_PER_ADDRESS } from './feed.ts';
+
+export const MAX_BUFFERED_LOOKUP_BYTES = 16 * 1024 * 1024;
+
+export interface LookupHubOptions {
+  log?: Logger;
+  registry?: Registry;
+  keepaliveMs?: number;
+  maxBufferedBytes?: number;
+  maxClientsPerAddress?: number;
+  maxClients?: number;
+}
+
+interface Client {
+  socket: Socket;
+  address: string;
+  /** Topic strings this connection is subscribed to. */
+  topics: Set<string>;
+}
+
+interface HubMetrics {
+  lookups: Counter<'kind' | 'result'>;
+  pushes: Counter<'topic'>;
+}
+
+export class LookupHub {
+  readonly #store: CatalogStore;
+  readonly #index = new CatalogIndex();
+  readonly #log: Logger;
+  readonly #maxBuffered: number;
+  readonly #maxPerAddress: number;
+  readonly #maxClients: number;
+  readonly #clients = new Set<Client>();
+  readonly #perAddress = new Map<string, number>();
+  /** Topic string → its subscribers. */
+  readonly #subscribers = new Map<string, Set<Client>>();
+  readonly #unsubscribe: () => void;
+  readonly #keepalive: NodeJS.Timeout;
+  readonly #metrics: HubMetrics | undefined;
+
+  constructor(store: CatalogStore, opts: LookupHubOptions = {}) {
+    this.#store = store;
+    this.#log = opts.log ?? silentLogger;
+    this.#maxBuffered = opts.maxBufferedBytes ?? MAX_BUFFERED_LOOKUP_BYTES;
+    this.#maxPerAddress = opts.maxClientsPerAddress ?? MAX_FEED_CLIENTS_PER_ADDRESS;
+    this.#maxClients = opts.maxClients ?? MAX_FEED_CLIENTS;
+    if (store.current) this.#index.apply(store.current, { type: 'snapshot', catalog: store.current });
+    this.#unsubscribe = store.subscribe((catalog, update) => this.#onUpdate(catalog, update));
+    this.#keepalive = setInterval(() => {
+      const line = Buffer.from(
+        encodeFeedLine({ type: 'keepalive', revision: this.#store.current?.revision ?? 0 }),
+      );
+      for (const c of this.#clients) this.#write(c, line);
+    }, opts.keepaliveMs ?? KEEPALIVE_INTERVAL_MS);
+    this.#keepalive.unref();
+    this.#metrics = opts.registry && hubMetrics(opts.registry, this);
+  }
+
+  get clients(): number {
+    return this.#clients.size;
+  }
+
+  get subscriptions(): number {
+    let n = 0;
+    for (const c of this.#clients) n += c.topics.size;
+    return n;
+  }
+
+  /** Why a new connection from `address` would be refused, or undefined (as FeedHub.refusal). */
+  refusal(address: string): string | undefined {
+    if (this.#clients.size >= this.#maxClients)
+      return `gateway serves at most ${this.#maxClients} lookup connections`;
+    if ((this.#perAddress.get(address) ?? 0) >= this.#maxPerAddress)
+      return `at most ${this.#maxPerAddress} lookup connections per address`;
+    return undefined;
+  }
+
+  /** Takes over a connection whose LOOKUP header has been read; `early` is what came after it. */
+  attach(socket: Socket, peer: string, early: Buffer = Buffer.alloc(0)): void {
+    const client: Client = { socket, address: socket.remoteAddress ?? '', topics: new Set() };
+    this.#clients.add(client);
+    this.#perAddress.set(client.address, (this.#perAddress.get(client.address) ?? 0) + 1);
+    const lines = new LineSplitter(MAX_QUERY_LINE_BYTES);
+    const onData = (chunk: Buffer) => {
+      try {
+        for (const line of lines.push(chunk)) this.#onLine(client, line.replace(/\r$/, ''));
+      } catch (err) {
+        this.#log.info({ peer, err: (err as Error).message }, 'lookup client sent a bad line: closing');
+        socket.end(encodeReply({ type: 'error', id: null, message: (err as Error).message }));
+        socket.removeListener('data', onData);
+        setTimeout(() => socket.destroy(), 2_000).unref();
+      }
+    };
+    socket.on('close', () => {
+      this.#clients.delete(client);
+      for (const t of client.topics) this.#dropSubscriber(t, client);
+      const left = (this.#perAddress.get(client.address) ?? 1) - 1;
+      if (left > 0) this.#perAddress.set(client.address, left);
+      else this.#perAddress.delete(client.address);
+      this.#log.debug({ peer, clients: this.#clients.size }, 'lookup client left');
+    });
+    socket.on('error', () => {}); // 'close' follows
+    socket.on('end', () => socket.destroy());
+    socket.setNoDelay(true);
+    socket.on('data', onData);
+    this.#log.debug({ peer, clients: this.#clients.size }, 'lookup client joined');
+    if (early.length > 0) onData(early);
+    socket.resume();
+  }
+
+  close(): void {
+    this.#unsubscribe();
+    clearInterval(this.#keepalive);
+    for (const c of this.#clients) c.socket.destroy();
+    this.#clients.clear();
+    this.#subscribers.clear();
+  }
+
+  #onLine(client: Client, text: string): void {
+    const line = parseQuery(text);
+    if (line.type === 'unsubscribe') {
+      const t = topicString(line.topic);
+      if (client.topics.delete(t)) this.#dropSubscriber(t, client);
+      return;
+    }
+    const catalog = this.#index.catalog;
+    if (!catalog) {
+      this.#write(
+        client,
+        Buffer.from(encodeReply({ type: 'error', id: line.id, message: 'gateway has no catalog yet' })),
+      );
+      return;
+    }
+    const answer = this.#answer(catalog, line.id, line.key);
+    const topics: Topic[] = [
+      ...Object.keys(answer.services).map((key): Topic => ({ kind: 'svc', key })),
+      ...Object.keys(answer.pods).map((ip): Topic => ({ kind: 'pod', ip })),
+      ...Object.keys(answer.namespaces).map((namespace): Topic => ({ kind: 'ns', namespace })),
+    ];
+    const fresh = topics.map(topicString).filter((t) => !client.topics.has(t));
+    if (client.topics.size + fresh.length > MAX_SUBSCRIPTIONS) {
+      this.#metrics?.lookups.inc({ kind: line.key.kind, result: 'refused' });
+      const message = `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection`;
+      this.#write(client, Buffer.from(encodeReply({ type: 'error', id: line.id, message })));
+      return;
+    }
+    for (const t of fresh) {
+      client.topics.add(t);
+      const set = this.#subscribers.get(t);
+      if (set) set.add(client);
+      else this.#subscribers.set(t, new Set([client]));
+    }
+    this.#metrics?.lookups.inc({ kind: line.key.kind, result: topics.length > 0 ? 'found' : 'missing' });
+    this.#write(client, Buffer.from(encodeReply(answer)));
+  }
+
+  #answer(catalog: Catalog, id: number, key: LookupKey): Answer {
+    const answer: Answer = {
+      type: 'answer',
+      id,
+      revision: catalog.revision,
+      services: {},
+      pods: {},
+      namespaces: {},
+    };
+    if (key.kind === 'svc') {
+      const k = `${key.namespace}/${key.name}`;
+      const entry = catalog.services[k];
+      if (entry) answer.services[k] = entry;
+    } else if (key.kind === 'ns') {
+      if (this.#index.namespaceExists(key.namespace))
+        answer.namespaces[key.namespace] = catalog.namespaces?.[key.namespace] ?? { name: key.namespace };
+    } else {
+      for (const k of this.#index.servicesAt(key.ip, MAX_SERVICES_PER_IP))
+        answer.services[k] = catalog.services[k];
+      const pod = catalog.pods[key.ip];
+      if (pod) answer.pods[key.ip] = pod;
+    }
+    return answer;
+  }
+
+  #dropSubscriber(topic: string, client: Client): void {
+    const set = this.#subscribers.get(topic);
+    set?.delete(client);
+    if (set?.size === 0) this.#subscribers.delete(topic);
+  }
+
+  /** Index first (answers after this see the new catalog), then the subscribers of what changed. */
+  #onUpdate(catalog: Catalog, update: CatalogUpdate): void {
+    const before = this.#index.catalog;
+    // Namespaces whose existence may change with this update (the "has services" fallback).
+    const namespaces = new Set<string>();
+    if (update.type === 'service') {
+      const prev = before?.services[update.key];
+      if (prev) namespaces.add(prev.service.namespace);
+      if (update.entry) namespaces.add(update.entry.service.namespace);
+    } else if (update.type === 'namespace') {
+      namespaces.add(update.name);
+    } else if (update.type === 'snapshot') {
+      for (const t of this.#subscribers.keys()) if (t.startsWith('ns ')) namespaces.add(t.slice(3));
+    }
+    const existed = new Map([...namespaces].map((ns) => [ns, this.#index.namespaceExists(ns)]));
+    this.#index.apply(catalog, update);
+    const revision = catalog.revision;
+    switch (update.type) {
+      case 'service':
+        this.#push(`svc ${update.key}`, () => encodeFeedLine(update));
+        break;
+      case 'pod':
+        this.#push(`pod ${update.ip}`, () => encodeFeedLine(update));
+        break;
+      case 'snapshot':
+        for (const t of [...this.#subscribers.keys()]) {
+          if (t.startsWith('svc ')) {
+            const key = t.slice(4);
+            const entry = catalog.services[key] ?? null;
+            if (entry !== (before?.services[key] ?? null))
+              this.#push(t, () => encodeFeedLine({ type: 'service', revision, key, entry }));
+          } else if (t.startsWith('pod ')) {
+            const ip = t.slice(4);
+            const pod = catalog.pods[ip] ?? null;
+            if (pod !== (before?.pods[ip] ?? null))
+              this.#push(t, () => encodeFeedLine({ type: 'pod', revision, ip, pod }));
+          }
+        }
+        break;
+    }
+    for (const [name, was] of existed) {
+      const now = this.#index.namespaceExists(name);
+      if (now === was) continue;
+      const namespace = now ? (catalog.namespaces?.[name] ?? { name }) : null;
+      this.#push(`ns ${name}`, () => encodeFeedLine({ type: 'namespace', revision, name, namespace }));
+    }
+  }
+
+  /** Sends a topic's update to its subscribers, encoded once (and only when someone holds it). */
+  #push(topic: string, encode: () => string): void {
+    const subscribers = this.#subscribers.get(topic);
+    if (!subscribers) return;
+    const line = Buffer.from(encode());
+    this.#metrics?.pushes.inc({ topic: topic.slice(0, topic.indexOf(' ')) }, subscribers.size);
+    for (const c of subscribers) this.#write(c, line);
+  }
+
+  #write(client: Client, line: Buffer): void {
+    if (client.socket.writableLength > this.#maxBuffered) {
+      this.#log.warn({ queued: client.socket.writableLength }, 'lookup client too slow: dropping it');
+      client.socket.destroy();
+      return;
+    }
+    client.socket.write(line);
+  }
+}
+
+function hubMetrics(registry: Registry, hub: LookupHub): HubMetrics {
+  new Gauge({
+    name: 'edgemesh_gateway_lookup_clients',
+    help: 'Sidecars connected for on-demand lookups',
+    registers: [registry],
+    collect() {
+      this.set(hub.clients);
+    },
+  });
+  new Gauge({
+    name: 'edgemesh_gateway_lookup_subscriptions',
+    help: 'Topics (services, pods, namespaces) subscribed, over all lookup connections',
+    registers: [registry],
+    collect() {
+      this.set(hub.subscriptions);
+    },
+  });
+  return {
+    lookups: new Counter({
+      name: 'edgemesh_gateway_lookups_total',
+      help: 'On-demand lookups by kind (svc, ns, ip) and result (found, missing, refused)',
+      labelNames: ['kind', 'result'],
+      registers: [registry],
+    }),
+    pushes: new Counter({
+      name: 'edgemesh_gateway_lookup_pushes_total',
+      help: 'Updates sent to subscribed sidecars, by topic kind (svc, pod, ns)',
+      labelNames: ['topic'],
+      registers: [registry],
+    }),
+  };
+}
