@@ -37,6 +37,49 @@ export interface AdmissionReviewResponse {
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
+const isStringMap = (v: unknown) => isObject(v) && Object.values(v).every((x) => typeof x === 'string');
+const isNamedList = (v: unknown) =>
+  Array.isArray(v) && v.every((item) => isObject(item) && typeof item.name === 'string');
+const absent = (v: unknown) => v === undefined || v === null;
+/** A field of the request as text: String() throws on an object whose toString is not a function. */
+const show = (v: unknown): string => (typeof v === 'string' ? v : String(JSON.stringify(v)));
+
+/**
+ * What is wrong with the fields of a Pod that skipReason and injectionPatch read, or
+ * undefined. The API server sends well-formed Pods; anything else is refused here with its
+ * path, rather than crash the injector (a 500) or produce a patch that does not apply (found
+ * by fuzzing: array annotations, a missing metadata, sysctls that are not a list).
+ */
+function podShapeProblem(pod: Record<string, unknown>): string | undefined {
+  const metadata = pod.metadata;
+  if (!isObject(metadata)) return 'metadata must be an object';
+  for (const key of ['labels', 'annotations'] as const)
+    if (!absent(metadata[key]) && !isStringMap(metadata[key]))
+      return `metadata.${key} must map strings to strings`;
+  for (const key of ['name', 'generateName'] as const)
+    if (!absent(metadata[key]) && typeof metadata[key] !== 'string')
+      return `metadata.${key} must be a string`;
+  const spec = pod.spec as Record<string, unknown>;
+  if (!isNamedList(spec.containers)) return 'spec.containers must be a list of named containers';
+  if (!absent(spec.initContainers) && !isNamedList(spec.initContainers))
+    return 'spec.initContainers must be a list of named containers';
+  if (!absent(spec.hostNetwork) && typeof spec.hostNetwork !== 'boolean')
+    return 'spec.hostNetwork must be true or false';
+  const securityContext = spec.securityContext;
+  if (absent(securityContext)) return undefined;
+  if (!isObject(securityContext)) return 'spec.securityContext must be an object';
+  const sysctls = securityContext.sysctls;
+  if (
+    !absent(sysctls) &&
+    !(
+      isNamedList(sysctls) &&
+      (sysctls as Record<string, unknown>[]).every((s) => absent(s.value) || typeof s.value === 'string')
+    )
+  )
+    return 'spec.securityContext.sysctls must be a list of {name, value} strings';
+  return undefined;
+}
+
 export function review(
   body: unknown,
   config: InjectionConfig,
@@ -84,7 +127,7 @@ export function review(
     return respond({
       outcome: 'ignored',
       code: 'not-pod',
-      reason: `not a Pod (${String(kind.group) || 'core'}/${String(kind.version)} ${String(kind.kind)})`,
+      reason: `not a Pod (${show(kind.group) || 'core'}/${show(kind.version)} ${show(kind.kind)})`,
       pod: '-',
     });
   }
@@ -92,7 +135,7 @@ export function review(
     return respond({
       outcome: 'ignored',
       code: 'not-create',
-      reason: `operation ${String(request.operation)} is not CREATE`,
+      reason: `operation ${show(request.operation)} is not CREATE`,
       pod: '-',
     });
   }
@@ -100,6 +143,8 @@ export function review(
   if (!isObject(pod) || !isObject(pod.spec) || !Array.isArray(pod.spec.containers)) {
     throw badRequest('request.object must be a Pod with spec.containers');
   }
+  const malformed = podShapeProblem(pod);
+  if (malformed) throw badRequest(`request.object: ${malformed}`);
   const typed = pod as V1Pod;
   const podName = `${namespace}/${typed.metadata?.name || `${typed.metadata?.generateName ?? ''}*`}`;
   const why = skipReason(typed, namespace, config);

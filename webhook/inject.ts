@@ -235,5 +235,12 @@ function reservedPortsOps(pod: V1Pod): PatchOp[] {
   )
     return [];
   const value = existing.trim() === '' ? RESERVED_PORTS : `${existing},${RESERVED_PORTS}`;
-  return [{ op: 'replace', path: `/spec/securityContext/sysctls/${index}/value`, value }];
+  // 'add' sets a member whether or not it is there; 'replace' fails on a sysctl without a value.
+  return [
+    {
+      op: sysctls[index].value === undefined ? 'add' : 'replace',
+      path: `/spec/securityContext/sysctls/${index}/value`,
+      value,
+    },
+  ];
 }

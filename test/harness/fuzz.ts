@@ -210,7 +210,7 @@ export function mutateJson(rng: Rng, value: unknown): string {
             parent,
             rng.pick(['extra', '__proto__', 'constructor', 'toString', 'x'.repeat(70)]),
             {
-              value: rng.pick(ODD_VALUES),
+              value: structuredClone(rng.pick(ODD_VALUES)),
               enumerable: true,
               configurable: true,
               writable: true,
