@@ -82,6 +82,7 @@ describe('certificates renewed while running', () => {
       ],
       { timeoutMs: (RUN_SECONDS + 30) * 1000 },
     );
+    load.catch(() => undefined); // awaited below; a failure before then must not go unhandled
 
     // Serials each gateway presents, sampled through the run.
     const serials = { a: new Set<string>(), b: new Set<string>() };
