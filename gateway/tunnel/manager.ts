@@ -148,8 +148,8 @@ export class TunnelManager implements GatewayTunnelManager {
    * path, tunnel-server links when they reconnect) use it; established sessions keep theirs.
    */
   setIdentity(identity: TlsIdentity): void {
+    this.#server?.setSecureContext(serverOptions(identity)); // throws on a bad key: nothing changed
     this.#opts.identity = identity;
-    this.#server?.setSecureContext(serverOptions(identity));
     for (const link of this.#links) link.identity = identity;
   }
 
