@@ -5,9 +5,10 @@ import { GATEWAY_PORT } from '../lib/gateway-protocol.ts';
 import { createLogger } from '../lib/log.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { startGateway } from './gateway.ts';
-import { type ApiClient, apiFromKubeConfig, apiFromUrl } from './kube/client.ts';
+import { type ApiClient, apiFromUrl } from './kube/client.ts';
+import { apiFromKubeconfigFile, apiInCluster } from './kube/kubeconfig.ts';
 import { parseServers, startGatewayTunnel } from './tunnel/index.ts';
-import { EDGE_RELIST_SECONDS, type EndpointsSource, loadKubeConfig } from './watcher.ts';
+import { EDGE_RELIST_SECONDS, type EndpointsSource } from './watcher.ts';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
@@ -142,7 +143,7 @@ export const gatewayCommand = defineCommand(
       listenPort: o.port,
       clusterDomain: o['cluster-domain'],
       allowNodeLocal: o['allow-node-local'],
-      api: makeApi(o),
+      api: await makeApi(o),
       edge: settings.edge,
       endpointsSource: settings.endpointsSource,
       relistSeconds: o['relist-seconds'],
@@ -201,14 +202,18 @@ export function apiSettings(o: ApiFlags): { edge: boolean; endpointsSource: Endp
   return { edge, endpointsSource };
 }
 
-function makeApi(o: ApiFlags): ApiClient {
+async function makeApi(o: ApiFlags): Promise<ApiClient> {
   const url = o['api-server'];
   if (!url) {
     if (!o.kubeconfig && !process.env.KUBERNETES_SERVICE_HOST)
       throw configError(
         'no API to watch: give --kubeconfig or --api-server, or run in a pod (KUBERNETES_SERVICE_HOST is unset)',
       );
-    return apiFromKubeConfig(loadKubeConfig({ kubeconfig: o.kubeconfig }));
+    try {
+      return o.kubeconfig ? await apiFromKubeconfigFile(o.kubeconfig) : apiInCluster();
+    } catch (err) {
+      throw configError(`${o.kubeconfig ? '--kubeconfig' : 'in-cluster config'}: ${(err as Error).message}`);
+    }
   }
   try {
     return apiFromUrl({

@@ -10,8 +10,8 @@ import { silentLogger } from '../lib/log.ts';
 import { ControlPlane } from '../test/cluster/control-plane.ts';
 import { NetnsLab, waitFor } from '../test/harness/netns.ts';
 import { type Gateway, startGateway } from './gateway.ts';
+import { type ApiClient, apiFromUrl } from './kube/client.ts';
 import { loadCatalog } from './persist.ts';
-import { loadKubeConfig } from './watcher.ts';
 
 // The gateway's watcher against a real API server (etcd, kube-apiserver, controller-manager,
 // scheduler in a "cloud" namespace; this process reaches it through the control plane's
@@ -44,14 +44,15 @@ afterAll(async () => {
   rmSync(stateDir, { recursive: true, force: true });
 });
 
-async function gateway(kubeConfig = cp.kubeConfig()): Promise<Gateway> {
+/** A gateway on the test cluster's API, or on `api` when given. */
+async function gateway(api?: ApiClient): Promise<Gateway> {
   const gw = await startGateway({
     nodeName: 'edge-a',
     stateDir,
     listenHost: '127.0.0.1',
     listenPort: 0,
     clusterDomain: 'cluster.local',
-    kubeConfig,
+    ...(api ? { api } : { kubeConfig: cp.kubeConfig() }),
     log: silentLogger,
     persistDelayMs: 50,
   });
@@ -230,7 +231,7 @@ describe('gateway watching a real API server', () => {
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
     const deadPort = (probe.address() as net.AddressInfo).port;
     await new Promise((r) => probe.close(r));
-    const gw = await gateway(loadKubeConfig({ apiServer: `http://127.0.0.1:${deadPort}` }));
+    const gw = await gateway(apiFromUrl({ url: `http://127.0.0.1:${deadPort}` }));
     expect(gw.store.current).toEqual(first); // before any API answer
     const side = await sidecar(gw);
     await waitFor(

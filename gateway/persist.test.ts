@@ -8,9 +8,9 @@ import { CatalogStore } from '../lib/catalog/store.ts';
 import { silentLogger } from '../lib/log.ts';
 import { waitFor } from '../test/harness/netns.ts';
 import { startGateway } from './gateway.ts';
+import { apiFromUrl } from './kube/client.ts';
 import { CatalogPersister, loadCatalog, STATE_FILE, saveCatalog } from './persist.ts';
 import { loopbackCatalog } from './test-fixtures.ts';
-import { loadKubeConfig } from './watcher.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'emc-persist-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -79,7 +79,7 @@ describe('gateway restart before the API answers', () => {
       listenHost: '127.0.0.1',
       listenPort: 0,
       clusterDomain: 'cluster.local',
-      kubeConfig: loadKubeConfig({ apiServer: `http://127.0.0.1:${apiPort}` }),
+      api: apiFromUrl({ url: `http://127.0.0.1:${apiPort}` }),
       log: silentLogger,
     });
     const store = new CatalogStore();

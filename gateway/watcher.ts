@@ -22,7 +22,6 @@
  * updates go straight to the store. Lists never withdraw what a cold list lacks
  * (gateway/kube/object-cache.ts).
  */
-import { KubeConfig } from '@kubernetes/client-node';
 import { CatalogBuilder, diffCatalogs, type ObjectKind } from '../lib/catalog/from-objects.ts';
 import type { CatalogStore } from '../lib/catalog/store.ts';
 import { describeError, ErrorCodes } from '../lib/errors.ts';
@@ -38,22 +37,6 @@ export type EndpointsSource = 'endpointslices' | 'endpoints';
 const CLOUD_WATCH_SECONDS = 300;
 /** On the edge API: the relist period (how soon a deletion missed offline is learned). */
 export const EDGE_RELIST_SECONDS = 60;
-
-/** In-cluster config or a kubeconfig file (for `--api-server` URLs see kube/client.ts apiFromUrl). */
-export function loadKubeConfig(opts: { kubeconfig?: string; apiServer?: string }): KubeConfig {
-  const kc = new KubeConfig();
-  if (opts.apiServer) {
-    // No auth: the URL alone (tests point this at dead ports); client.ts speaks plain HTTP.
-    kc.loadFromOptions({
-      clusters: [{ name: 'edge', server: opts.apiServer, skipTLSVerify: false }],
-      users: [{ name: 'edge' }],
-      contexts: [{ name: 'edge', cluster: 'edge', user: 'edge' }],
-      currentContext: 'edge',
-    });
-  } else if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
-  else kc.loadFromCluster();
-  return kc;
-}
 
 export interface WatcherOptions {
   api: ApiClient;

@@ -183,18 +183,21 @@ export function apiFromUrl(opts: {
   const ca = opts.caFile ? readFileSync(opts.caFile) : undefined; // a bad path fails at start
   return new ApiClient(opts.url, async () => {
     const headers: Record<string, string> = {};
-    if (opts.tokenFile) {
-      let token: string;
-      try {
-        token = readFileSync(opts.tokenFile, 'utf8').trim();
-      } catch (err) {
-        throw new Error(`token file ${opts.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? err}`);
-      }
-      if (!token) throw new Error(`token file ${opts.tokenFile} is empty`);
-      headers.Authorization = `Bearer ${token}`;
-    }
+    if (opts.tokenFile) headers.Authorization = `Bearer ${readToken(opts.tokenFile)}`;
     return { headers, ca, rejectUnauthorized: !opts.insecureSkipTLSVerify };
   });
+}
+
+/** A bearer token file's content, read now; errors name the file. */
+export function readToken(path: string): string {
+  let token: string;
+  try {
+    token = readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new Error(`token file ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
+  if (!token) throw new Error(`token file ${path} is empty`);
+  return token;
 }
 
 /** A client for the current context of a KubeConfig (a kubeconfig file or in-cluster). */
