@@ -152,7 +152,7 @@ export const gatewayCommand = defineCommand(
       tunnel:
         o['tunnel-servers'].length === 0
           ? undefined
-          : async (dialer, { store, registry }) =>
+          : async (dialer, { store, registry, messages }) =>
               startGatewayTunnel({
                 nodeName: o['node-name'] as string,
                 stateDir: o['state-dir'],
@@ -162,6 +162,7 @@ export const gatewayCommand = defineCommand(
                 lanAddresses: o.listen === '0.0.0.0' || o.listen === '::' ? [] : [o.listen],
                 listenPort: o['tunnel-port'],
                 dialTarget: (target) => dialer.dial(target),
+                messages,
                 // Same-site peers stay reachable on their LAN addresses with the cloud gone.
                 peerAddresses: (node) => store.current?.nodes[node]?.addresses ?? [],
                 registry,

@@ -16,6 +16,7 @@ import { type ApiClient, apiFromKubeConfig } from './kube/client.ts';
 import { LookupHub } from './lookup.ts';
 import { gatewayMetrics } from './metrics.ts';
 import { CatalogPersister, loadCatalog } from './persist.ts';
+import { PodMoves, podIdentity, podMovesMessage, receivePodMoves } from './pod-moves.ts';
 import { startSidecarServer } from './server.ts';
 import { InProcessTunnel, LocalDialer, type TunnelFactory, type TunnelManager } from './streams.ts';
 import { ClusterWatcher, type EndpointsSource } from './watcher.ts';
@@ -90,8 +91,21 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     allowNodeLocal: opts.allowNodeLocal ?? true,
     holdMs: opts.admissionHoldMs,
   });
-  const tunnel =
-    typeof opts.tunnel === 'function' ? await opts.tunnel(dialer, { store, registry }) : opts.tunnel;
+  // Pods that moved while the API was away: ours announced to peers, theirs taken for their pods.
+  let tunnel: TunnelManager | undefined;
+  const podMoves = new PodMoves(store, {
+    nodeName: opts.nodeName,
+    onLocalChange: (moves) => tunnel?.broadcast?.(podMovesMessage(moves)),
+  });
+  const messages = {
+    greeting: () => podMovesMessage(podMoves.local),
+    receive: (peer: string, message: Record<string, unknown>) =>
+      receivePodMoves(podMoves, peer, message, log),
+  };
+  tunnel =
+    typeof opts.tunnel === 'function'
+      ? await opts.tunnel(dialer, { store, registry, messages })
+      : opts.tunnel;
   const server = await startSidecarServer({
     host: opts.listenHost,
     port: opts.listenPort,
@@ -103,6 +117,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     // Without a tunnel, a stream to another node gets a clear UNAVAILABLE answer.
     tunnel: tunnel ?? new InProcessTunnel(),
     admission,
+    podMoves,
     log,
     metrics,
     headerTimeoutMs: opts.headerTimeoutMs,
@@ -132,7 +147,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       edge,
       endpointsSource: opts.endpointsSource ?? (edge ? 'endpoints' : 'endpointslices'),
       relistSeconds: opts.relistSeconds,
-      store,
+      store: podMoves,
+      onPod: (key, obj) => podMoves.apiPod(key, obj === undefined ? undefined : podIdentity(obj)),
       clusterDomain: opts.clusterDomain,
       log,
       metrics,

@@ -21,6 +21,7 @@ import type { FeedHub } from './feed.ts';
 import { isEndpointOnNode } from './local-endpoint.ts';
 import type { LookupHub } from './lookup.ts';
 import type { GatewayMetrics } from './metrics.ts';
+import type { PodMoves } from './pod-moves.ts';
 import { type LocalDialer, splice, type TunnelManager } from './streams.ts';
 
 /** Absolute, from accept: a header trickled in a byte at a time does not extend it. */
@@ -47,6 +48,8 @@ export interface SidecarServerOptions {
   tunnel: TunnelManager;
   /** Who may use the port (admission.ts). */
   admission: Admission;
+  /** Takes HELLOs (a pod's new IP while the API is away); absent: HELLO only confirms. */
+  podMoves?: Pick<PodMoves, 'claim'>;
   log: Logger;
   metrics: GatewayMetrics;
   headerTimeoutMs?: number;
@@ -132,6 +135,18 @@ function handle(socket: net.Socket, opts: SidecarServerOptions, state: ListenerS
     socket.removeListener('data', onData);
     socket.pause();
     buffered = Buffer.alloc(0);
+    // A HELLO from a source not admitted yet may be a pod that moved while the API was away:
+    // a claim that holds puts it in the catalog, which admits the held connection.
+    if (!admitted && 'request' in header && header.request.kind === 'hello' && opts.podMoves) {
+      const hello = header.request;
+      opts.podMoves.claim(socket.remoteAddress, socket.localAddress, hello).then(
+        (refusal) => {
+          if (refusal)
+            opts.log.info({ peer, pod: `${hello.namespace}/${hello.name}`, refusal }, 'HELLO not taken');
+        },
+        (err: unknown) => opts.log.warn({ peer, err: describeError(err) }, 'HELLO failed'),
+      );
+    }
     serve();
   }
 
@@ -163,6 +178,16 @@ function handle(socket: net.Socket, opts: SidecarServerOptions, state: ListenerS
       if (tooMany) return refuse(ErrorCodes.UNAVAILABLE, tooMany);
       socket.resume();
       opts.feed.attach(socket, peer);
+      return;
+    }
+    if (request.kind === 'hello') {
+      const pod = opts.store.current?.pods[source];
+      if (pod?.nodeName !== opts.nodeName || pod.namespace !== request.namespace || pod.name !== request.name)
+        return refuse(
+          ErrorCodes.DIAL_REFUSED,
+          `source ${source} is not pod ${request.namespace}/${request.name} here`,
+        );
+      socket.end(formatReply({ ok: true, path: 'local' }));
       return;
     }
     if (request.kind === 'lookup') {

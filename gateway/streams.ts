@@ -26,6 +26,8 @@ export type RemotePath = Exclude<PathKind, 'local'>;
  */
 export interface TunnelManager {
   openStream(peerNode: string, target: StreamTarget): Promise<{ stream: Duplex; path: RemotePath }>;
+  /** Sends a message to every peer with a session now (PeerMessages), if the tunnel can. */
+  broadcast?(message: Record<string, unknown>): void;
   /** Called when the gateway shuts down, if present. */
   close?(): Promise<void>;
 }
@@ -36,9 +38,22 @@ export interface TunnelManager {
  */
 export type TunnelFactory = (
   dialer: LocalDialer,
-  /** The gateway's catalog (peer nodes' LAN addresses) and metrics registry, for the tunnel. */
-  context: { store: CatalogStore; registry: Registry },
+  /**
+   * The gateway's catalog (peer nodes' LAN addresses), metrics registry, and what it says
+   * to peers (their messages come back to it), for the tunnel.
+   */
+  context: { store: CatalogStore; registry: Registry; messages?: PeerMessages },
 ) => Promise<TunnelManager>;
+
+/**
+ * Messages between gateways over their tunnel sessions (CONTROL frames; pod-moves.ts is the
+ * user). The peer's name is its session's TLS identity, never something the message says.
+ */
+export interface PeerMessages {
+  /** Sent on every new session with a peer, so it learns the current state at once. */
+  greeting(): Record<string, unknown> | undefined;
+  receive(peer: string, message: Record<string, unknown>): void;
+}
 
 export const DIAL_TIMEOUT_MS = 5_000;
 

@@ -23,13 +23,13 @@
  * (gateway/kube/object-cache.ts).
  */
 import { CatalogBuilder, diffCatalogs, type ObjectKind } from '../lib/catalog/from-objects.ts';
-import type { CatalogStore } from '../lib/catalog/store.ts';
 import { describeError, ErrorCodes } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { ApiClient } from './kube/client.ts';
 import { type CacheEvent, holdsKubernetesService, nonEmpty, ObjectCache } from './kube/object-cache.ts';
 import { Reflector } from './kube/reflector.ts';
 import type { GatewayMetrics } from './metrics.ts';
+import type { CatalogSink } from './pod-moves.ts';
 
 export type EndpointsSource = 'endpointslices' | 'endpoints';
 
@@ -47,7 +47,10 @@ export interface WatcherOptions {
   endpointsSource: EndpointsSource;
   /** Edge only: seconds between relists (the watch timeout). */
   relistSeconds?: number;
-  store: CatalogStore;
+  /** Where the catalog goes: the store, or a layer before it (pod-moves.ts). */
+  store: CatalogSink;
+  /** Hears every event of this node's Pods (pod-moves.ts keeps their uids). */
+  onPod?: (key: string, obj: unknown | undefined) => void;
   clusterDomain: string;
   log: Logger;
   metrics: GatewayMetrics;
@@ -204,6 +207,7 @@ export class ClusterWatcher {
 
   #onEvent(kind: ObjectKind, e: CacheEvent): void {
     this.#opts.metrics.kubeEvents.inc({ kind, event: e.type });
+    if (kind === 'Pod') this.#opts.onPod?.(e.key, e.type === 'delete' ? undefined : e.obj);
     const updates = this.#builder.handle(kind, e.type, e.obj);
     if (!this.#synced) {
       this.#maybeAdopt(); // a cold cache warming up through the watch

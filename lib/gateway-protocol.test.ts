@@ -15,6 +15,7 @@ describe('gateway protocol', () => {
       { kind: 'feed', revision: 123456 },
       { kind: 'connect', node: 'edge-a.site-1', ip: '10.1.2.3', port: 8080 },
       { kind: 'connect', node: 'n1', ip: 'fd00::1', port: 1 },
+      { kind: 'hello', namespace: 'demo', name: 'web-7d9f.x', uid: '0f3c1f9e-1111-4a4a-9b9b-000000000000' },
     ] as const;
     for (const r of reqs) expect(parseRequest(formatRequest(r).trimEnd())).toEqual(r);
     const replies = [
@@ -33,6 +34,10 @@ describe('gateway protocol', () => {
       ['EDGEMESH/1 CONNECT n1 10.0.0.300 80', /IP address/],
       ['EDGEMESH/1 CONNECT n1 10.0.0.1 0', /1\.\.65535/],
       ['EDGEMESH/1 CONNECT n1 10.0.0.1 65536', /1\.\.65535/],
+      ['EDGEMESH/1 HELLO Demo web u1', /namespace/],
+      ['EDGEMESH/1 HELLO demo web_1 u1', /pod name/],
+      ['EDGEMESH/1 HELLO demo web u/1', /uid/],
+      ['EDGEMESH/1 HELLO demo web', /unknown request/],
     ];
     for (const [line, reason] of bad) expect(() => parseRequest(line)).toThrow(reason);
     expect(() => parseReply('OK teleport')).toThrow(/unknown path/);

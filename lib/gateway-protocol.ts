@@ -10,6 +10,9 @@
  *                                                line every 15 s (lib/catalog/feed.ts;
  *                                                format in docs/catalog.md)
  *   EDGEMESH/1 CONNECT <node> <ip> <port>\n      a stream to <ip>:<port> on node <node>
+ *   EDGEMESH/1 HELLO <namespace> <name> <uid>\n  the pod announces itself from its IP
+ *                                                (gateway/pod-moves.ts); answered `OK local`
+ *                                                once the gateway holds that IP as that pod
  *   EDGEMESH/1 LOOKUP\n                          the on-demand catalog: query lines from the
  *                                                sidecar, answers and pushes for what it
  *                                                subscribed as JSON lines from the gateway
@@ -22,6 +25,7 @@
  *   ERR <code> <text>\n  code: an EDGEMESH_ERR_* code; the gateway closes after it
  */
 import { isIP } from 'node:net';
+import { isDnsLabel, isDnsSubdomain, isUid } from './names.ts';
 
 export const PROTOCOL_TAG = 'EDGEMESH/1';
 export const MAX_HEADER_BYTES = 512;
@@ -33,6 +37,7 @@ const PATHS: readonly PathKind[] = ['local', 'direct', 'punched', 'relay'];
 export type Request =
   | { kind: 'feed'; revision: number }
   | { kind: 'connect'; node: string; ip: string; port: number }
+  | { kind: 'hello'; namespace: string; name: string; uid: string }
   | { kind: 'lookup' };
 export type Reply = { ok: true; path: PathKind } | { ok: false; code: string; message: string };
 
@@ -40,6 +45,7 @@ export type Reply = { ok: true; path: PathKind } | { ok: false; code: string; me
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 export function formatRequest(req: Request): string {
+  if (req.kind === 'hello') return `${PROTOCOL_TAG} HELLO ${req.namespace} ${req.name} ${req.uid}\n`;
   if (req.kind === 'lookup') return `${PROTOCOL_TAG} LOOKUP\n`;
   return req.kind === 'feed'
     ? `${PROTOCOL_TAG} FEED ${req.revision}\n`
@@ -65,7 +71,16 @@ export function parseRequest(line: string): Request {
     return { kind: 'connect', node, ip, port };
   }
   if (parts[1] === 'LOOKUP' && parts.length === 2) return { kind: 'lookup' };
-  throw new Error('unknown request; expected FEED <revision>, CONNECT <node> <ip> <port> or LOOKUP');
+  if (parts[1] === 'HELLO' && parts.length === 5) {
+    const [, , namespace, name, uid] = parts;
+    if (!isDnsLabel(namespace)) throw new Error('HELLO namespace is not a DNS label');
+    if (!isDnsSubdomain(name)) throw new Error('HELLO pod name is not a DNS subdomain');
+    if (!isUid(uid)) throw new Error('HELLO uid is not a Kubernetes uid');
+    return { kind: 'hello', namespace, name, uid };
+  }
+  throw new Error(
+    'unknown request; expected FEED <revision>, CONNECT <node> <ip> <port>, LOOKUP or HELLO <namespace> <name> <uid>',
+  );
 }
 
 export function formatReply(reply: Reply): string {

@@ -12,7 +12,7 @@ import { ResetCode, type Target } from '../../lib/tunnel/frame.ts';
 import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
 import { MuxSession } from '../../lib/tunnel/mux.ts';
 import { acceptTls, connectTls, peerIdentity, serverOptions } from '../../lib/tunnel/tls.ts';
-import type { TunnelManager as GatewayTunnelManager } from '../streams.ts';
+import type { TunnelManager as GatewayTunnelManager, PeerMessages } from '../streams.ts';
 import { splice } from '../streams.ts';
 import { type ServerAddress, ServerLink } from './server-link.ts';
 import { dial, dialRelay, probe, simultaneousOpen } from './tcp.ts';
@@ -63,6 +63,8 @@ export interface TunnelManagerOptions {
   peerAddresses?(node: string): string[];
   /** Which direct techniques to try (tests and benchmarks pin one). */
   techniques?: { lan?: boolean; tcpPunch?: boolean; udp?: boolean };
+  /** Gateway-to-gateway messages (gateway/streams.ts PeerMessages). */
+  messages?: PeerMessages;
   log?: Logger;
   registry?: Registry;
 }
@@ -267,6 +269,17 @@ export class TunnelManager implements GatewayTunnelManager {
     return this.#udp;
   }
 
+  /** Sends `message` on every peer's best session (peers without one learn it on connecting). */
+  broadcast(message: Record<string, unknown>): void {
+    for (const p of this.#peers.values()) p.best()?.sendControl(message);
+  }
+
+  /** @internal What a new peer session is told first (PeerMessages.greeting). */
+  greet(session: MuxSession): void {
+    const greeting = this.#opts.messages?.greeting();
+    if (greeting) session.sendControl(greeting);
+  }
+
   #session(socket: TLSSocket, peer: string, role: TlsRole): MuxSession {
     const session = new MuxSession(socket, {
       role,
@@ -276,6 +289,7 @@ export class TunnelManager implements GatewayTunnelManager {
       budget: this.#peer(peer).budget,
       onBudgetRefused: () => this.metrics.refused.inc({ reason: 'budget' }),
     });
+    session.on('control', (message) => this.#opts.messages?.receive(peer, message));
     session.on('stream', (stream, target) => {
       this.#opts.dialTarget(target).then(
         (conn) => {
@@ -448,6 +462,7 @@ export class Peer {
     this.#sessions.set(kind, { session, transport, upAt: Date.now() });
     if (old && old.session !== session) old.session.goAway('replaced by a newer session');
     this.#m.log.info({ peer: this.name, path: kind, transport }, 'tunnel path up');
+    this.#m.greet(session);
     this.#m.metrics.paths.inc({ path: kind });
     session.once('close', () => {
       if (this.#sessions.get(kind)?.session === session) this.#sessions.delete(kind);

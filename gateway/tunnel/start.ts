@@ -42,6 +42,8 @@ export interface GatewayTunnelOptions {
   peerAddresses?(node: string): string[];
   /** Far end: dial only endpoints of pods on this node (throw DIAL_REFUSED otherwise). */
   dialTarget(target: Target): Promise<Duplex>;
+  /** Gateway-to-gateway messages (gateway/streams.ts PeerMessages). */
+  messages?: TunnelManagerOptions['messages'];
   log: Logger;
   registry?: Registry;
 }
@@ -90,6 +92,11 @@ export class GatewayTunnel implements GatewayTunnelManager {
     return this.#manager.openStream(peerNode, target);
   }
 
+  /** To every peer with a session now; nothing before enrolment (peers are greeted on connecting). */
+  broadcast(message: Record<string, unknown>): void {
+    this.#manager?.broadcast(message);
+  }
+
   status(): TunnelStatus | undefined {
     return this.#manager?.status();
   }
@@ -130,6 +137,7 @@ export class GatewayTunnel implements GatewayTunnelManager {
           techniques: opts.techniques,
           peerAddresses: opts.peerAddresses,
           dialTarget: opts.dialTarget,
+          messages: opts.messages,
           log: opts.log,
           registry: opts.registry,
         });
