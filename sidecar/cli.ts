@@ -4,6 +4,7 @@
 import { isIP } from 'node:net';
 import { type CommandSpec, defineCommand } from '../lib/cli.ts';
 import { GATEWAY_PORT } from '../lib/gateway-protocol.ts';
+import { isDnsLabel, isDnsSubdomain, isUid } from '../lib/names.ts';
 import type { ProxyEngine } from './proxy/proxy.ts';
 import { parseHostPort, runSidecar } from './sidecar.ts';
 
@@ -64,7 +65,8 @@ const spec = {
     },
     gateway: {
       type: 'string',
-      description: "the node's gateway HOST[:PORT] (feed and cross-node streams; default: env HOST_IP:15080)",
+      description:
+        "the node's gateway HOST[:PORT] (catalog lookups or feed, and cross-node streams; default: env HOST_IP:15080)",
       ...(process.env.HOST_IP ? { default: `${process.env.HOST_IP}:${GATEWAY_PORT}` } : {}),
       validate: hostPortProblem,
     },
@@ -74,7 +76,48 @@ const spec = {
       ...(process.env.NODE_NAME ? { default: process.env.NODE_NAME } : {}),
       validate: (v: string) => (NODE_NAME.test(v) && v.length <= 253 ? undefined : 'must be a node name'),
     },
+    'pod-name': {
+      type: 'string',
+      description:
+        "this pod's name (default: env POD_NAME); with --pod-namespace and --pod-uid, announced to the gateway",
+      ...(process.env.POD_NAME ? { default: process.env.POD_NAME } : {}),
+      validate: (v: string) => (isDnsSubdomain(v) ? undefined : 'must be a pod name (DNS subdomain)'),
+    },
+    'pod-namespace': {
+      type: 'string',
+      description: "this pod's namespace (default: env POD_NAMESPACE)",
+      ...(process.env.POD_NAMESPACE ? { default: process.env.POD_NAMESPACE } : {}),
+      validate: (v: string) => (isDnsLabel(v) ? undefined : 'must be a namespace name (DNS label)'),
+    },
+    'pod-uid': {
+      type: 'string',
+      description: "this pod's uid (default: env POD_UID)",
+      ...(process.env.POD_UID ? { default: process.env.POD_UID } : {}),
+      validate: (v: string) => (isUid(v) ? undefined : 'must be a Kubernetes uid'),
+    },
     'cluster-domain': { type: 'string', description: 'cluster DNS domain', default: 'cluster.local' },
+    catalog: {
+      type: 'string',
+      description:
+        'from the gateway: on-demand (hold only what the pod uses, asking the gateway on a miss) or ' +
+        'full (the whole catalog over the feed)',
+      choices: ['on-demand', 'full'],
+      default: 'on-demand',
+    },
+    'catalog-idle-seconds': {
+      type: 'integer',
+      description: 'on-demand: let a service go after this long without a DNS query or connection for it',
+      default: 600,
+      min: 1,
+      max: 86_400,
+    },
+    'catalog-negative-seconds': {
+      type: 'integer',
+      description: 'on-demand: how long a name or address the gateway does not know is answered as missing',
+      default: 5,
+      min: 0,
+      max: 3600,
+    },
     'connect-timeout-ms': {
       type: 'integer',
       description: 'upstream connect timeout per attempt',
@@ -126,7 +169,14 @@ export const sidecarCommand = defineCommand(spec, async (o) => {
     resolvConf: o['resolv-conf'],
     gateway: o.gateway ? parseHostPort(o.gateway, GATEWAY_PORT) : undefined,
     nodeName: o['node-name'],
+    pod:
+      o['pod-name'] && o['pod-namespace'] && o['pod-uid']
+        ? { name: o['pod-name'], namespace: o['pod-namespace'], uid: o['pod-uid'] }
+        : undefined,
     clusterDomain: o['cluster-domain'],
+    catalogMode: o.catalog as 'on-demand' | 'full',
+    catalogIdleMs: o['catalog-idle-seconds'] * 1000,
+    catalogNegativeMs: o['catalog-negative-seconds'] * 1000,
     connectTimeoutMs: o['connect-timeout-ms'],
     idleTimeoutMs: o['idle-timeout-ms'],
     drainMs: o['drain-ms'],

@@ -9,8 +9,10 @@ import type { CatalogSource } from '../lib/catalog/source.ts';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import { configError } from '../lib/errors.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
-import { createRegistry, serveMetrics } from '../lib/metrics.ts';
+import { createRegistry, type Registry, serveMetrics } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
+import { PodAnnouncer, type PodIdentity } from './announce.ts';
+import type { CatalogLookup } from './catalog/lookup.ts';
 import { type DnsServer, parseUpstream, readResolvConf, startDnsServer } from './dns/index.ts';
 import { GatewayDialer, RoutingDialer } from './proxy/dialer.ts';
 import { createProxyMetrics } from './proxy/metrics.ts';
@@ -27,7 +29,13 @@ export interface SidecarConfig {
   resolvConf: string;
   gateway?: { host: string; port: number };
   nodeName?: string;
+  /** This pod (env POD_NAME/POD_NAMESPACE/POD_UID): announced to the gateway (announce.ts). */
+  pod?: PodIdentity;
   clusterDomain: string;
+  /** With a gateway: hold only what the pod uses (default) or the whole catalog over the feed. */
+  catalogMode?: 'on-demand' | 'full';
+  catalogIdleMs?: number;
+  catalogNegativeMs?: number;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   drainMs: number;
@@ -49,18 +57,35 @@ export function parseHostPort(text: string, defaultPort: number): { host: string
 }
 
 /**
- * The configured catalog source, loaded on demand: in a pod it is the gateway feed, and the
- * file sources' YAML parser and object→catalog builder would only cost memory there.
+ * The configured catalog source, its module loaded only when chosen: in a pod it is the
+ * on-demand catalog from the gateway (catalog/on-demand.ts), and the file sources' YAML parser
+ * and object→catalog builder would only cost memory there.
  */
-async function catalogSource(config: SidecarConfig, log: Logger): Promise<CatalogSource> {
+async function catalogSource(
+  config: SidecarConfig,
+  log: Logger,
+  registry: Registry,
+): Promise<CatalogSource & Partial<CatalogLookup>> {
   const opts = { log, clusterDomain: config.clusterDomain };
   if (config.catalogFile)
     return (await import('../lib/catalog/file-source.ts')).catalogFileSource(config.catalogFile, opts);
   if (config.objectsFile)
     return (await import('../lib/catalog/file-source.ts')).objectsFileSource(config.objectsFile, opts);
-  if (config.gateway) {
+  if (config.gateway && config.catalogMode === 'full') {
     const { GatewayFeedSource } = await import('../lib/catalog/feed-source.ts');
     return new GatewayFeedSource({ host: config.gateway.host, port: config.gateway.port, log });
+  }
+  if (config.gateway) {
+    const { OnDemandCatalog } = await import('./catalog/on-demand.ts');
+    return new OnDemandCatalog({
+      host: config.gateway.host,
+      port: config.gateway.port,
+      clusterDomain: config.clusterDomain,
+      idleMs: config.catalogIdleMs,
+      negativeTtlMs: config.catalogNegativeMs,
+      log: log.child({ part: 'catalog' }),
+      registry,
+    });
   }
   throw configError('no catalog source: pass --gateway (or set HOST_IP), --catalog-file or --objects');
 }
@@ -110,7 +135,9 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
   const registry = createRegistry('sidecar');
   if (config.catalogFile && config.objectsFile)
     throw configError('--catalog-file and --objects exclude each other');
-  const source = await catalogSource(config, log);
+  const source = await catalogSource(config, log, registry);
+  // On-demand: DNS and the proxy ask for what the store does not hold; otherwise it holds everything.
+  const lookup: CatalogLookup | undefined = source.ensure ? (source as CatalogLookup) : undefined;
 
   const resolv = config.upstreams?.length ? undefined : readResolvConf(config.resolvConf);
   const upstreams = (config.upstreams?.length ? config.upstreams : (resolv?.nameservers ?? [])).map(
@@ -122,6 +149,7 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
 
   const dns: DnsServer = await startDnsServer({
     store,
+    lookup,
     port: config.dnsPort,
     upstreams,
     clusterDomain: config.clusterDomain,
@@ -136,6 +164,7 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
   });
   const proxy = new OutboundProxy({
     store,
+    lookup,
     dialer,
     port: config.proxyPort,
     hosts: config.proxyHosts,
@@ -172,17 +201,29 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
       healthPort: config.healthPort,
       gateway: config.gateway,
       nodeName: config.nodeName,
-      source: config.catalogFile ? 'catalog-file' : config.objectsFile ? 'objects' : 'gateway-feed',
+      source: config.catalogFile
+        ? 'catalog-file'
+        : config.objectsFile
+          ? 'objects'
+          : config.catalogMode === 'full'
+            ? 'gateway-feed'
+            : 'gateway-on-demand',
     },
     'sidecar started',
   );
   const compactor = compactWhenQuiet();
+  const announcer =
+    config.gateway && config.pod
+      ? new PodAnnouncer({ ...config.gateway, pod: config.pod, log: log.child({ part: 'announce' }) })
+      : undefined;
+  announcer?.start();
 
   onShutdown(
     log,
     async () => {
       shuttingDown = true;
       clearInterval(compactor);
+      announcer?.stop();
       await proxy.drain(config.drainMs);
       await dns.close();
       await source.stop();

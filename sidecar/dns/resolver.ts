@@ -3,6 +3,8 @@ import type { CatalogStore } from '../../lib/catalog/store.ts';
 import { describeError } from '../../lib/errors.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
 import type { Registry } from '../../lib/metrics.ts';
+import { keyForName } from '../catalog/keys.ts';
+import { type CatalogLookup, HOLDS_EVERYTHING } from '../catalog/lookup.ts';
 import { type CacheOptions, ResponseCache } from './cache.ts';
 import { Forwarder, type Upstream } from './forwarder.ts';
 import { inspectResponse } from './message.ts';
@@ -27,12 +29,17 @@ import { type LocalAnswer, type Zone, ZoneTables } from './zone.ts';
  *
  *   malformed header/question        → FORMERR / NOTIMP / BADVERS, or dropped (responses, < 12 bytes)
  *   name in the cluster zone         → SERVFAIL until the catalog synced, then the zone's answer
- *   reverse name of a cluster IP     → PTR from the zone
+ *                                      (on-demand: a name whose service the sidecar does not
+ *                                      hold is asked for first, catalog/lookup.ts; the gateway
+ *                                      unreachable → SERVFAIL)
+ *   reverse name of a cluster IP     → PTR from the zone (asked for the same way)
  *   <cluster name>.<search domain>   → NXDOMAIN (an ndots search expansion; never leaves the pod)
  *   anything else                    → cache, else the upstream resolvers
  */
 export interface ResolverOptions {
   store: CatalogStore;
+  /** Makes the store hold what a cluster name needs (on-demand); default: it holds everything. */
+  lookup?: CatalogLookup;
   clusterDomain?: string;
   /** Upstream resolvers for names outside the cluster; none: such names are REFUSED. */
   upstreams: Upstream[];
@@ -55,6 +62,7 @@ const TCP_LIMIT = 65535;
 
 export class Resolver {
   readonly #store: CatalogStore;
+  readonly #lookup: CatalogLookup;
   readonly #domain: string;
   readonly #dotDomain: string;
   readonly #ttl: number | undefined;
@@ -73,6 +81,7 @@ export class Resolver {
 
   constructor(opts: ResolverOptions) {
     this.#store = opts.store;
+    this.#lookup = opts.lookup ?? HOLDS_EVERYTHING;
     this.#domain = (opts.clusterDomain ?? opts.store.current?.clusterDomain ?? 'cluster.local')
       .toLowerCase()
       .replace(/\.$/, '');
@@ -150,12 +159,24 @@ export class Resolver {
     if (local) this.#done(q, 'local', start, reply, local);
   }
 
-  /** The answer when it is known now; otherwise starts the asynchronous part and returns undefined. */
-  #local(msg: Buffer, q: Query, limit: number, start: number, reply: Reply): Buffer | undefined {
+  /**
+   * The answer when it is known now; otherwise starts the asynchronous part and returns
+   * undefined. `asked`: the catalog lookup for this name is done (its result).
+   */
+  #local(
+    msg: Buffer,
+    q: Query,
+    limit: number,
+    start: number,
+    reply: Reply,
+    asked?: 'found' | 'missing' | 'unavailable',
+  ): Buffer | undefined {
     const name = q.name;
     if (q.qtype === Type.AXFR || q.qtype === Type.IXFR) return emptyResponse(msg, q, Rcode.NOTIMP, limit);
     if (name === this.#domain || name.endsWith(this.#dotDomain)) {
       if (q.qclass !== CLASS_IN) return emptyResponse(msg, q, Rcode.REFUSED, limit);
+      if (!asked && this.#ensure(msg, q, limit, start, reply)) return undefined;
+      if (asked === 'unavailable') return emptyResponse(msg, q, Rcode.SERVFAIL, limit);
       const zone = this.#currentZone();
       if (!zone) return emptyResponse(msg, q, Rcode.SERVFAIL, limit);
       const a = zone.lookup(name, q.qtype, q.oddName)!;
@@ -165,6 +186,8 @@ export class Resolver {
       return localResponse(msg, q, a, limit);
     }
     if (q.qclass === CLASS_IN && name.endsWith('.arpa')) {
+      // Unavailable: the address may not be ours at all; upstream answers as it would.
+      if (!asked && this.#ensure(msg, q, limit, start, reply)) return undefined;
       const a = this.#currentZone()?.lookup(name, q.qtype, q.oddName);
       if (a) return localResponse(msg, q, a, limit);
     }
@@ -195,6 +218,28 @@ export class Resolver {
         ]),
     );
     return undefined;
+  }
+
+  /**
+   * Starts the catalog lookup a cluster or reverse name needs and answers once it is done;
+   * false when what is held answers it now (the hot path: one map lookup).
+   */
+  #ensure(msg: Buffer, q: Query, limit: number, start: number, reply: Reply): boolean {
+    if (q.oddName) return false;
+    const key = keyForName(q.name, this.#domain);
+    const pending = key && this.#lookup.ensure(key);
+    if (!pending) return false;
+    pending.then((result) => {
+      let response: Buffer | undefined;
+      try {
+        response = this.#local(msg, q, limit, start, reply, result);
+      } catch (err) {
+        this.#log.error({ err: describeError(err), name: q.name }, 'DNS answer failed');
+        response = emptyResponse(msg, q, Rcode.SERVFAIL, limit);
+      }
+      if (response) this.#done(q, 'gateway', start, reply, response);
+    });
+    return true;
   }
 
   #cacheKey(q: Query): string {
@@ -345,7 +390,7 @@ export class Resolver {
   }
 }
 
-const SOURCE_INDEX: Record<Source, number> = { local: 0, cache: 1, upstream: 2 };
+const SOURCE_INDEX: Record<Source, number> = { local: 0, cache: 1, upstream: 2, gateway: 3 };
 
 // dns-packet is needed only for ExternalName targets answered upstream: loaded on first use.
 let dnsPacketModule: Promise<typeof DnsPacket> | undefined;

@@ -9,7 +9,8 @@ import { rcodeName, Type } from './wire.ts';
  *   edgemesh_dns_queries_total{qtype,rcode,source}
  *   edgemesh_dns_query_duration_seconds{source} (histogram)
  */
-export const SOURCES = ['local', 'cache', 'upstream'] as const;
+/** gateway: a cluster name answered locally after asking the node's gateway (on-demand catalog). */
+export const SOURCES = ['local', 'cache', 'upstream', 'gateway'] as const;
 export type Source = (typeof SOURCES)[number];
 
 const TYPE_LABELS = [...Object.keys(Type), 'SVCB', 'HTTPS', 'other'];

@@ -18,6 +18,7 @@ import net from 'node:net';
 import type { CatalogStore } from '../../lib/catalog/store.ts';
 import { describeError } from '../../lib/errors.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
+import { type CatalogLookup, HOLDS_EVERYTHING } from '../catalog/lookup.ts';
 import { type Dialer, SOCKET_HWM } from './dialer.ts';
 import { type ConnContext, HttpProxy } from './http-proxy.ts';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
@@ -29,6 +30,8 @@ import { SlotList, splice } from './splice.ts';
 
 export interface ProxyOptions {
   store: CatalogStore;
+  /** Makes the store hold what a destination needs (on-demand); default: it holds everything. */
+  lookup?: CatalogLookup;
   dialer: Dialer;
   port: number;
   /** Addresses to listen on; default 0.0.0.0 and :: (IPv6-only socket, skipped if unsupported). */
@@ -54,7 +57,8 @@ interface Client {
   socket: net.Socket | undefined;
 }
 
-type ResolvedOptions = Required<Omit<ProxyOptions, 'hosts' | 'metrics' | 'engine'>> & {
+type ResolvedOptions = Required<Omit<ProxyOptions, 'hosts' | 'metrics' | 'engine' | 'lookup'>> & {
+  lookup: CatalogLookup;
   hosts: string[];
   metrics: ProxyMetrics;
 };
@@ -83,6 +87,7 @@ export class OutboundProxy {
       log: silentLogger,
       originalDst,
       ...options,
+      lookup: options.lookup ?? HOLDS_EVERYTHING,
       metrics: options.metrics ?? createProxyMetrics(),
     } as ResolvedOptions;
     this.router = new Router(options.store);
@@ -290,12 +295,24 @@ export class OutboundProxy {
     else this.#native?.reset(client.fd);
   }
 
-  #route(client: Client, dst: OriginalDst, localIp: string | undefined, peerIp: () => string): void {
+  #route(
+    client: Client,
+    dst: OriginalDst,
+    localIp: string | undefined,
+    peerIp: () => string,
+    asked = false,
+  ): void {
     const { metrics, log } = this.#opts;
     if (this.#isSelf(dst, localIp)) {
       metrics.refused.inc({ reason: 'loop' });
       log.warn({ dst: `${dst.ip}:${dst.port}` }, 'connection addressed to the proxy itself: refused (loop)');
       this.#refuse(client);
+      return;
+    }
+    // A ClusterIP or pod IP the sidecar does not hold: asked for first (unavailable: passthrough).
+    const pending = asked ? undefined : this.#opts.lookup.ensure({ kind: 'ip', ip: normalizeIp(dst.ip) });
+    if (pending) {
+      pending.then(() => this.#route(client, dst, localIp, peerIp, true));
       return;
     }
     const route = this.router.resolve(dst.ip, dst.port);

@@ -1,0 +1,111 @@
+import { describe, expect, it } from 'vitest';
+import type { Answer } from '../../lib/catalog/lookup-protocol.ts';
+import type { ServiceEntry } from '../../lib/catalog/types.ts';
+import { HeldCatalog } from './held.ts';
+import { keyForName } from './keys.ts';
+
+const svc = (ns: string, name: string, ip: string): ServiceEntry => ({
+  service: {
+    namespace: ns,
+    name,
+    type: 'ClusterIP',
+    clusterIPs: [ip],
+    headless: false,
+    ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    sessionAffinity: { type: 'None' },
+    lbPolicy: 'round-robin',
+    publishNotReadyAddresses: false,
+  },
+  endpoints: [],
+});
+const answer = (id: number, services: Record<string, ServiceEntry>, revision = 5): Answer => ({
+  type: 'answer',
+  id,
+  revision,
+  services,
+  pods: {},
+  namespaces: {},
+});
+const web = svc('demo', 'web', '10.96.0.10');
+const WEB = { kind: 'svc', namespace: 'demo', name: 'web' } as const;
+const WEB_IP = { kind: 'ip', ip: '10.96.0.10' } as const;
+
+describe('held catalog (pure)', () => {
+  it('holds what answers named until idle; two keys share a topic and release it together', () => {
+    const held = new HeldCatalog({ clusterDomain: 'cluster.local', idleMs: 1000, negativeTtlMs: 100 });
+    expect(held.check('svc demo/web', 0)).toBe('miss');
+    expect(held.answer(WEB, answer(1, { 'demo/web': web }), 0)).toEqual([]);
+    expect(held.answer(WEB_IP, answer(2, { 'demo/web': web }), 0)).toEqual([]);
+    expect(held.catalog().services).toEqual({ 'demo/web': web });
+    expect(held.catalog().revision).toBe(5);
+    expect(held.catalog()).toBe(held.catalog()); // same object until something changes
+    expect(held.check('svc demo/web', 900)).toBe('held'); // used at 900: idle from there
+    expect(held.sweep(1500)).toEqual([]); // the ip key went idle, but the svc key still holds the topic
+    expect(held.check('ip 10.96.0.10', 1500)).toBe('miss');
+    expect(held.sweep(1900)).toEqual(['svc demo/web']);
+    expect(held.catalog().services).toEqual({});
+    expect(held.stats).toEqual({ keys: 0, negative: 0, services: 0, pods: 0, namespaces: 0 });
+  });
+
+  it('caches a negative answer for its TTL only', () => {
+    const held = new HeldCatalog({ clusterDomain: 'cluster.local', negativeTtlMs: 100 });
+    held.answer(WEB, answer(1, {}), 0);
+    expect(held.check('svc demo/web', 50)).toBe('negative');
+    expect(held.stats.negative).toBe(1);
+    expect(held.check('svc demo/web', 100)).toBe('miss');
+    expect(held.catalog().services).toEqual({});
+  });
+
+  it('applies pushes of held topics (a deletion keeps the subscription), ignores others', () => {
+    const held = new HeldCatalog({ clusterDomain: 'cluster.local' });
+    held.answer(WEB, answer(1, { 'demo/web': web }), 0);
+    const moved = svc('demo', 'web', '10.96.0.99');
+    expect(held.push({ type: 'service', revision: 9, key: 'demo/web', entry: moved })).toBe(true);
+    expect(held.catalog().services['demo/web']).toBe(moved);
+    expect(held.catalog().revision).toBe(9);
+    expect(held.push({ type: 'service', revision: 10, key: 'demo/db', entry: null })).toBe(false);
+    expect(held.push({ type: 'service', revision: 11, key: 'demo/web', entry: null })).toBe(true);
+    expect(held.catalog().services).toEqual({});
+    expect(held.check('svc demo/web', 1)).toBe('held'); // still subscribed: a re-creation is pushed
+    expect(held.push({ type: 'service', revision: 12, key: 'demo/web', entry: web })).toBe(true);
+    expect(held.catalog().services['demo/web']).toBe(web);
+  });
+
+  it('a new answer for a key replaces its topics and releases those it no longer names', () => {
+    const held = new HeldCatalog({ clusterDomain: 'cluster.local' });
+    held.answer(WEB_IP, answer(1, { 'demo/web': web }), 0);
+    const other = svc('demo', 'other', '10.96.0.10');
+    expect(held.answer(WEB_IP, answer(2, { 'demo/other': other }), 1)).toEqual(['svc demo/web']);
+    expect(Object.keys(held.catalog().services)).toEqual(['demo/other']);
+    expect(held.heldKeys()).toEqual([WEB_IP]);
+  });
+});
+
+describe('lookup keys for DNS names', () => {
+  it('maps every name of a service to its key, namespaces, pods and reverse names', () => {
+    const Z = 'cluster.local';
+    const cases: [string, unknown][] = [
+      [`web.demo.svc.${Z}`, { kind: 'svc', namespace: 'demo', name: 'web' }],
+      [`db-0.db.demo.svc.${Z}`, { kind: 'svc', namespace: 'demo', name: 'db' }],
+      [`_http._tcp.web.demo.svc.${Z}`, { kind: 'svc', namespace: 'demo', name: 'web' }],
+      [`demo.svc.${Z}`, { kind: 'ns', namespace: 'demo' }],
+      [`10-244-1-5.demo.pod.${Z}`, { kind: 'ip', ip: '10.244.1.5' }],
+      [`2001-db8--1.demo.pod.${Z}`, { kind: 'ip', ip: '2001:db8::1' }],
+      ['5.1.244.10.in-addr.arpa', { kind: 'ip', ip: '10.244.1.5' }],
+      [
+        `${'1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2'}.ip6.arpa`,
+        { kind: 'ip', ip: '2001:db8::1' },
+      ],
+      [Z, undefined],
+      [`svc.${Z}`, undefined],
+      [`dns-version.${Z}`, undefined],
+      [`x.y.${Z}`, undefined],
+      [`web.-bad.svc.${Z}`, undefined],
+      [`10-244-1-300.demo.pod.${Z}`, undefined],
+      ['1.244.10.in-addr.arpa', undefined],
+      ['5.1.244.010.in-addr.arpa', undefined],
+      ['example.com', undefined],
+    ];
+    for (const [name, key] of cases) expect(keyForName(name, Z), name).toEqual(key);
+  });
+});

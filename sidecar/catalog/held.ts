@@ -1,0 +1,201 @@
+/**
+ * What an on-demand sidecar holds of the catalog (pure: no sockets, no timers; the clock is
+ * passed in). on-demand.ts drives it from the gateway connection.
+ *
+ *   keys     lookup key → the topics its last answer named and when it was last used, or a
+ *            negative answer and when it expires
+ *   topics   service / pod / namespace → its current value (null: deleted since) and how many
+ *            keys hold it; a topic no key holds is released (the gateway is told to unsubscribe)
+ *
+ * Lifetimes: a positive key lives until idle for `idleMs` (no DNS query or connection used it);
+ * it does not expire otherwise, because the gateway pushes every change of its topics. A
+ * negative key lives `negativeTtlMs` (CoreDNS's negative cache does the same: a name created
+ * just after is seen within that time). `catalog()` is the held part of the catalog, the
+ * shape the DNS zone and the proxy's route table are built from.
+ */
+import type { Answer, LookupKey } from '../../lib/catalog/lookup-protocol.ts';
+import { keyString, topicString } from '../../lib/catalog/lookup-protocol.ts';
+import {
+  CATALOG_FORMAT,
+  type Catalog,
+  type CatalogUpdate,
+  type NamespaceInfo,
+  type PodInfo,
+  type ServiceEntry,
+} from '../../lib/catalog/types.ts';
+
+/** A service held for 10 minutes after its last use: long enough that a pod calling it every few minutes never waits. */
+export const DEFAULT_IDLE_MS = 10 * 60_000;
+/** As CoreDNS's default negative cache for cluster names (5 s, the zone's TTL). */
+export const DEFAULT_NEGATIVE_TTL_MS = 5_000;
+
+type Value =
+  | { kind: 'svc'; key: string; value: ServiceEntry | null }
+  | { kind: 'pod'; ip: string; value: PodInfo | null }
+  | { kind: 'ns'; name: string; value: NamespaceInfo | null };
+
+interface TopicState {
+  refs: number;
+  held: Value;
+}
+
+type KeyState = { key: LookupKey; topics: string[]; lastUsed: number } | { negativeUntil: number };
+
+export type CheckResult = 'held' | 'negative' | 'miss';
+
+export interface HeldOptions {
+  clusterDomain: string;
+  idleMs?: number;
+  negativeTtlMs?: number;
+}
+
+export class HeldCatalog {
+  readonly #domain: string;
+  readonly #idleMs: number;
+  readonly #negativeTtlMs: number;
+  readonly #keys = new Map<string, KeyState>();
+  readonly #topics = new Map<string, TopicState>();
+  #revision = 0;
+  #catalog: Catalog | undefined;
+
+  constructor(opts: HeldOptions) {
+    this.#domain = opts.clusterDomain;
+    this.#idleMs = opts.idleMs ?? DEFAULT_IDLE_MS;
+    this.#negativeTtlMs = opts.negativeTtlMs ?? DEFAULT_NEGATIVE_TTL_MS;
+  }
+
+  /** Whether `key` is answered by what is held (and marks it used), or must be asked for. */
+  check(key: string, now: number): CheckResult {
+    const state = this.#keys.get(key);
+    if (!state) return 'miss';
+    if ('lastUsed' in state) {
+      state.lastUsed = now;
+      return 'held';
+    }
+    if (now < state.negativeUntil) return 'negative';
+    this.#keys.delete(key);
+    return 'miss';
+  }
+
+  /**
+   * Records the answer to `key`: what it named is held (and subscribed at the gateway), or
+   * it is a negative answer. Returns the topics no key holds any more (to unsubscribe).
+   */
+  answer(key: LookupKey, answer: Answer, now: number): string[] {
+    const k = keyString(key);
+    this.#revision = Math.max(this.#revision, answer.revision);
+    const values: Value[] = [
+      ...Object.entries(answer.services).map(([key, value]): Value => ({ kind: 'svc', key, value })),
+      ...Object.entries(answer.pods).map(([ip, value]): Value => ({ kind: 'pod', ip, value })),
+      ...Object.entries(answer.namespaces).map(([name, value]): Value => ({ kind: 'ns', name, value })),
+    ];
+    const topics: string[] = [];
+    for (const v of values) {
+      const t = topicOf(v);
+      topics.push(t);
+      const state = this.#topics.get(t);
+      if (state) {
+        state.refs++;
+        state.held = v;
+      } else this.#topics.set(t, { refs: 1, held: v });
+    }
+    const prev = this.#keys.get(k);
+    const last = prev && 'lastUsed' in prev ? prev.lastUsed : now;
+    this.#keys.set(
+      k,
+      topics.length > 0 ? { key, topics, lastUsed: last } : { negativeUntil: now + this.#negativeTtlMs },
+    );
+    this.#catalog = undefined;
+    return prev && 'topics' in prev ? this.#release(prev.topics) : [];
+  }
+
+  /** Applies a pushed update of a held topic. Returns false when nothing held changed. */
+  push(update: CatalogUpdate): boolean {
+    if (update.type === 'snapshot' || update.type === 'node') return false;
+    const held: Value =
+      update.type === 'service'
+        ? { kind: 'svc', key: update.key, value: update.entry }
+        : update.type === 'pod'
+          ? { kind: 'pod', ip: update.ip, value: update.pod }
+          : { kind: 'ns', name: update.name, value: update.namespace };
+    const state = this.#topics.get(topicOf(held));
+    this.#revision = Math.max(this.#revision, update.revision);
+    if (!state) return false; // unsubscribed meanwhile
+    state.held = held;
+    this.#catalog = undefined;
+    return true;
+  }
+
+  /** Drops keys idle for idleMs and expired negative answers; returns the topics released. */
+  sweep(now: number): string[] {
+    const released: string[] = [];
+    for (const [k, state] of this.#keys) {
+      if ('lastUsed' in state) {
+        if (now - state.lastUsed < this.#idleMs) continue;
+        this.#keys.delete(k);
+        released.push(...this.#release(state.topics));
+      } else if (now >= state.negativeUntil) this.#keys.delete(k);
+    }
+    return released;
+  }
+
+  /** The keys held positively (asked again after a reconnect, to re-subscribe). */
+  heldKeys(): LookupKey[] {
+    const out: LookupKey[] = [];
+    for (const state of this.#keys.values()) if ('key' in state) out.push(state.key);
+    return out;
+  }
+
+  get stats(): { keys: number; negative: number; services: number; pods: number; namespaces: number } {
+    let negative = 0;
+    for (const s of this.#keys.values()) if (!('key' in s)) negative++;
+    const count = { svc: 0, pod: 0, ns: 0 };
+    for (const t of this.#topics.values()) if (t.held.value) count[t.held.kind]++;
+    return { keys: this.#keys.size, negative, services: count.svc, pods: count.pod, namespaces: count.ns };
+  }
+
+  /** The held part of the catalog; the same object until something held changes. */
+  catalog(): Catalog {
+    if (this.#catalog) return this.#catalog;
+    const c: Catalog = {
+      format: CATALOG_FORMAT,
+      revision: this.#revision,
+      clusterDomain: this.#domain,
+      services: {},
+      pods: {},
+      nodes: {},
+      namespaces: {},
+    };
+    for (const { held } of this.#topics.values()) {
+      if (!held.value) continue;
+      if (held.kind === 'svc') c.services[held.key] = held.value;
+      else if (held.kind === 'pod') c.pods[held.ip] = held.value;
+      else c.namespaces![held.name] = held.value;
+    }
+    this.#catalog = c;
+    return c;
+  }
+
+  #release(topics: string[]): string[] {
+    const released: string[] = [];
+    for (const t of topics) {
+      const state = this.#topics.get(t);
+      if (!state) continue;
+      if (--state.refs > 0) continue;
+      this.#topics.delete(t);
+      released.push(t);
+      this.#catalog = undefined;
+    }
+    return released;
+  }
+}
+
+function topicOf(v: Value): string {
+  return topicString(
+    v.kind === 'svc'
+      ? { kind: 'svc', key: v.key }
+      : v.kind === 'pod'
+        ? { kind: 'pod', ip: v.ip }
+        : { kind: 'ns', namespace: v.name },
+  );
+}

@@ -1,0 +1,20 @@
+/**
+ * How the DNS server and the proxy make sure the catalog store holds what a query or a
+ * connection needs before they read it. With the full catalog in-process (`--catalog-file`,
+ * `--objects`, the feed) the store holds everything: HOLDS_EVERYTHING. With the on-demand
+ * catalog (on-demand.ts) a miss asks the node's gateway.
+ */
+import type { LookupKey } from '../../lib/catalog/lookup-protocol.ts';
+
+/** found / missing: the gateway answered (the store now says so); unavailable: it could not be asked. */
+export type LookupResult = 'found' | 'missing' | 'unavailable';
+
+export interface CatalogLookup {
+  /**
+   * Undefined when the store answers `key` now (what is held, or a cached negative answer);
+   * otherwise a promise that settles once it does. Never rejects.
+   */
+  ensure(key: LookupKey): Promise<LookupResult> | undefined;
+}
+
+export const HOLDS_EVERYTHING: CatalogLookup = { ensure: () => undefined };

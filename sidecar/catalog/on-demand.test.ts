@@ -1,0 +1,177 @@
+import net from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { LookupHub } from '../../gateway/lookup.ts';
+import { CatalogStore } from '../../lib/catalog/store.ts';
+import { type Catalog, emptyCatalog, type ServiceEntry } from '../../lib/catalog/types.ts';
+import { silentLogger } from '../../lib/log.ts';
+import { waitFor } from '../../test/harness/netns.ts';
+import { OnDemandCatalog } from './on-demand.ts';
+
+// The sidecar's on-demand catalog against the gateway's real LookupHub, over TCP on
+// 127.0.0.1; the server taps what the sidecar sends so the test can count its questions.
+const cleanups: Array<() => unknown> = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+const entry = (name: string, ip: string, eps: string[]): ServiceEntry => ({
+  service: {
+    namespace: 'demo',
+    name,
+    type: 'ClusterIP',
+    clusterIPs: [ip],
+    headless: false,
+    ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    sessionAffinity: { type: 'None' },
+    lbPolicy: 'round-robin',
+    publishNotReadyAddresses: false,
+  },
+  endpoints: eps.map((e) => ({
+    ip: e,
+    ready: true,
+    serving: true,
+    terminating: false,
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  })),
+});
+
+const gatewayCatalog = (): Catalog => ({
+  ...emptyCatalog(),
+  revision: 3,
+  services: {
+    'demo/web': entry('web', '10.96.0.10', ['10.244.1.7']),
+    'demo/db': entry('db', '10.96.0.11', ['10.244.1.8']),
+  },
+});
+
+/** A gateway stand-in made of the real hub; `sent` collects the sidecar's lines. */
+async function gateway(store: CatalogStore, port = 0) {
+  const hub = new LookupHub(store, { keepaliveMs: 60_000 });
+  const sent: string[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    // As the gateway's server does: the header line first, then the hub takes the rest.
+    socket.once('data', (first: Buffer) => {
+      const nl = first.indexOf(0x0a);
+      expect(first.subarray(0, nl).toString()).toBe('EDGEMESH/1 LOOKUP');
+      const tap = (c: Buffer) => sent.push(...c.toString().split('\n').filter(Boolean));
+      tap(first.subarray(nl + 1));
+      socket.on('data', tap);
+      hub.attach(socket, 'test', first.subarray(nl + 1));
+    });
+  });
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
+  const stop = () => {
+    hub.close();
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  };
+  cleanups.push(stop);
+  return { hub, sent, port: (server.address() as net.AddressInfo).port, stop };
+}
+
+async function sidecar(
+  port: number,
+  opts: { negativeTtlMs?: number; idleMs?: number; sweepMs?: number } = {},
+) {
+  const store = new CatalogStore();
+  const source = new OnDemandCatalog({
+    host: '127.0.0.1',
+    port,
+    clusterDomain: 'cluster.local',
+    log: silentLogger,
+    retryInitialMs: 20,
+    retryMaxMs: 50,
+    ...opts,
+  });
+  await source.start(store);
+  cleanups.push(() => source.stop());
+  await waitFor(() => store.synced, 5000, 5, 'connected');
+  return { store, source };
+}
+
+const WEB = { kind: 'svc', namespace: 'demo', name: 'web' } as const;
+
+describe('on-demand catalog (sidecar ↔ gateway hub)', () => {
+  it('coalesces concurrent misses into one question, holds the answer and takes pushes', async () => {
+    const gwStore = new CatalogStore();
+    gwStore.apply({ type: 'snapshot', catalog: gatewayCatalog() });
+    const gw = await gateway(gwStore);
+    const { store, source } = await sidecar(gw.port);
+    expect(store.current?.services).toEqual({});
+    const results = await Promise.all(Array.from({ length: 10 }, () => source.ensure(WEB)));
+    expect(results).toEqual(Array(10).fill('found'));
+    expect(gw.sent).toEqual(['Q 1 SVC demo/web']);
+    expect(Object.keys(store.current!.services)).toEqual(['demo/web']);
+    expect(source.ensure(WEB)).toBeUndefined(); // held: answered locally from now on
+    // The address of a held service is a separate question; the answer shares the topic.
+    expect(await source.ensure({ kind: 'ip', ip: '10.96.0.11' })).toBe('found');
+    expect(Object.keys(store.current!.services).sort()).toEqual(['demo/db', 'demo/web']);
+    // A change of a held service is pushed into the store.
+    const moved = entry('web', '10.96.0.10', ['10.244.1.9']);
+    gwStore.apply({ type: 'service', revision: 4, key: 'demo/web', entry: moved });
+    await waitFor(
+      () => store.current?.services['demo/web']?.endpoints[0].ip === '10.244.1.9',
+      5000,
+      5,
+      'push',
+    );
+    expect(store.current!.revision).toBe(4);
+  });
+
+  it('caches negative answers briefly, then asks again', async () => {
+    const gwStore = new CatalogStore();
+    gwStore.apply({ type: 'snapshot', catalog: gatewayCatalog() });
+    const gw = await gateway(gwStore);
+    const { source } = await sidecar(gw.port, { negativeTtlMs: 200 });
+    const nope = { kind: 'svc', namespace: 'demo', name: 'nope' } as const;
+    expect(await source.ensure(nope)).toBe('missing');
+    expect(source.ensure(nope)).toBeUndefined();
+    let again: Promise<unknown> | undefined;
+    await waitFor(() => (again = source.ensure(nope)) !== undefined, 5000, 20, 'negative answer expired');
+    expect(await again).toBe('missing');
+    expect(gw.sent.filter((l) => l.endsWith('SVC demo/nope'))).toHaveLength(2);
+  });
+
+  it('lets idle services go (unsubscribing at the gateway)', async () => {
+    const gwStore = new CatalogStore();
+    gwStore.apply({ type: 'snapshot', catalog: gatewayCatalog() });
+    const gw = await gateway(gwStore);
+    const { store, source } = await sidecar(gw.port, { idleMs: 100, sweepMs: 20 });
+    expect(await source.ensure(WEB)).toBe('found');
+    await waitFor(() => gw.sent.includes('U SVC demo/web'), 5000, 10, 'unsubscribed');
+    expect(store.current?.services).toEqual({});
+    await waitFor(() => gw.hub.subscriptions === 0, 5000, 10, 'hub dropped it');
+  });
+
+  it('keeps serving what it holds while the gateway is away, and re-subscribes when it is back', async () => {
+    const gwStore = new CatalogStore();
+    gwStore.apply({ type: 'snapshot', catalog: gatewayCatalog() });
+    let gw = await gateway(gwStore);
+    const port = gw.port;
+    const { store, source } = await sidecar(port);
+    expect(await source.ensure(WEB)).toBe('found');
+    await gw.stop();
+    await waitFor(() => !source.connected, 5000, 5, 'disconnected');
+    expect(source.ensure(WEB)).toBeUndefined(); // still held
+    expect(Object.keys(store.current!.services)).toEqual(['demo/web']);
+    expect(await source.ensure({ kind: 'svc', namespace: 'demo', name: 'db' })).toBe('unavailable');
+    // Back, with a change made meanwhile: the re-asked answer brings it.
+    gwStore.apply({
+      type: 'service',
+      revision: 4,
+      key: 'demo/web',
+      entry: entry('web', '10.96.0.10', ['10.244.1.5']),
+    });
+    gw = await gateway(gwStore, port);
+    await waitFor(() => gw.sent.some((l) => /^Q \d+ SVC demo\/web$/.test(l)), 5000, 10, 're-asked');
+    await waitFor(
+      () => store.current?.services['demo/web']?.endpoints[0].ip === '10.244.1.5',
+      5000,
+      5,
+      'refreshed',
+    );
+    expect(gw.hub.subscriptions).toBe(1);
+  });
+});

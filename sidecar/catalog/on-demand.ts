@@ -1,0 +1,298 @@
+/**
+ * The sidecar's on-demand catalog: one `EDGEMESH/1 LOOKUP` connection to the node's gateway
+ * (lib/catalog/lookup-protocol.ts). A DNS name or an address the sidecar does not hold is
+ * asked for once (concurrent misses for one key share the question), the answer is held
+ * (held.ts) and written to the CatalogStore the DNS zone and the proxy read, and the
+ * gateway pushes every change of what is held until the sidecar lets it go (idle).
+ *
+ * Offline autonomy: when the connection drops, what is held keeps being served (misses get
+ * 'unavailable': DNS SERVFAIL, the proxy passes through); on reconnect (backoff as the feed's:
+ * RETRY_INITIAL_MS doubling to RETRY_MAX_MS, ±20%) every held key is asked again, which
+ * subscribes it again and brings it up to date.
+ *
+ * State: #socket the live connection; #ready once its header is sent (queries may follow at
+ * once: the gateway reads them after admission); #inFlight query id → key, kept until the
+ * answer arrives (a late answer still counts: the gateway subscribed it); #waiting key →
+ * the callers of the one question in flight for it.
+ */
+import net from 'node:net';
+import { FEED_IDLE_TIMEOUT_MS, LineSplitter, MAX_FEED_LINE_BYTES } from '../../lib/catalog/feed.ts';
+import { RETRY_INITIAL_MS, RETRY_MAX_MS } from '../../lib/catalog/feed-source.ts';
+import {
+  decodeReply,
+  formatQuery,
+  keyString,
+  type LookupKey,
+  type ReplyLine,
+  topicFromString,
+} from '../../lib/catalog/lookup-protocol.ts';
+import type { CatalogSource } from '../../lib/catalog/source.ts';
+import type { CatalogStore } from '../../lib/catalog/store.ts';
+import { formatRequest, GATEWAY_PORT, parseReply } from '../../lib/gateway-protocol.ts';
+import { type Logger, silentLogger } from '../../lib/log.ts';
+import { Counter, Gauge, type Registry } from '../../lib/metrics.ts';
+import { HeldCatalog } from './held.ts';
+import type { CatalogLookup, LookupResult } from './lookup.ts';
+
+/** A lookup not answered in this time fails (DNS SERVFAIL); the gateway is on the same host. */
+export const LOOKUP_TIMEOUT_MS = 2_000;
+
+export interface OnDemandOptions {
+  host: string;
+  port?: number;
+  clusterDomain: string;
+  log?: Logger;
+  registry?: Registry;
+  idleMs?: number;
+  negativeTtlMs?: number;
+  lookupTimeoutMs?: number;
+  /** How often idle keys are swept; default a tenth of idleMs, at most 30 s. */
+  sweepMs?: number;
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+  /** Silence (no keepalive) after which the connection is dropped. */
+  silenceMs?: number;
+  now?: () => number;
+}
+
+const RESULTS = ['held', 'negative', 'found', 'missing', 'unavailable'] as const;
+type Counted = (typeof RESULTS)[number];
+
+export class OnDemandCatalog implements CatalogSource, CatalogLookup {
+  readonly #opts: OnDemandOptions;
+  readonly #log: Logger;
+  readonly #held: HeldCatalog;
+  readonly #now: () => number;
+  readonly #counts: Record<Counted, number> = { held: 0, negative: 0, found: 0, missing: 0, unavailable: 0 };
+  #store: CatalogStore | undefined;
+  #socket: net.Socket | undefined;
+  #ready = false;
+  #stopped = true;
+  #attempt = 0;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #nextId = 1;
+  readonly #inFlight = new Map<number, LookupKey>();
+  readonly #waiting = new Map<string, ((r: LookupResult) => void)[]>();
+
+  constructor(opts: OnDemandOptions) {
+    this.#opts = opts;
+    this.#log = opts.log ?? silentLogger;
+    this.#now = opts.now ?? Date.now;
+    this.#held = new HeldCatalog({
+      clusterDomain: opts.clusterDomain,
+      idleMs: opts.idleMs,
+      negativeTtlMs: opts.negativeTtlMs,
+    });
+    if (opts.registry) this.#metrics(opts.registry);
+  }
+
+  get connected(): boolean {
+    return this.#ready;
+  }
+
+  get held(): HeldCatalog {
+    return this.#held;
+  }
+
+  async start(store: CatalogStore): Promise<void> {
+    this.#store = store;
+    this.#stopped = false;
+    const idleMs = this.#opts.idleMs ?? 10 * 60_000;
+    this.#sweepTimer = setInterval(() => this.#sweep(), this.#opts.sweepMs ?? Math.min(30_000, idleMs / 10));
+    this.#sweepTimer.unref();
+    this.#connect();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#retryTimer);
+    clearInterval(this.#sweepTimer);
+    this.#socket?.destroy();
+    this.#socket = undefined;
+    this.#ready = false;
+  }
+
+  ensure(key: LookupKey): Promise<LookupResult> | undefined {
+    const k = keyString(key);
+    const state = this.#held.check(k, this.#now());
+    if (state !== 'miss') {
+      this.#counts[state]++;
+      return undefined;
+    }
+    const waiting = this.#waiting.get(k);
+    if (waiting) return new Promise((resolve) => waiting.push(resolve));
+    if (!this.#ready || !this.#socket) {
+      this.#counts.unavailable++;
+      return Promise.resolve('unavailable');
+    }
+    const callers: ((r: LookupResult) => void)[] = [];
+    this.#waiting.set(k, callers);
+    const promise = new Promise<LookupResult>((resolve) => callers.push(resolve));
+    this.#ask(key);
+    const timer = setTimeout(
+      () => this.#settle(k, 'unavailable'),
+      this.#opts.lookupTimeoutMs ?? LOOKUP_TIMEOUT_MS,
+    );
+    timer.unref();
+    return promise;
+  }
+
+  #ask(key: LookupKey): void {
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 2 ** 31 - 1 ? 1 : this.#nextId + 1;
+    this.#inFlight.set(id, key);
+    this.#socket?.write(formatQuery({ type: 'query', id, key }));
+  }
+
+  #settle(k: string, result: LookupResult): void {
+    const callers = this.#waiting.get(k);
+    if (!callers) return;
+    this.#waiting.delete(k);
+    this.#counts[result]++;
+    for (const resolve of callers) resolve(result);
+  }
+
+  #unsubscribe(topics: string[]): void {
+    if (!this.#ready) return; // a new connection starts with no subscriptions
+    for (const t of topics)
+      this.#socket?.write(formatQuery({ type: 'unsubscribe', topic: topicFromString(t) }));
+  }
+
+  #publish(): void {
+    this.#store?.apply({ type: 'snapshot', catalog: this.#held.catalog() });
+  }
+
+  #sweep(): void {
+    const released = this.#held.sweep(this.#now());
+    if (released.length === 0) return;
+    this.#log.debug({ released: released.length }, 'idle catalog entries released');
+    this.#unsubscribe(released);
+    this.#publish();
+  }
+
+  #onLine(line: ReplyLine): void {
+    if (line.type === 'answer') {
+      const key = this.#inFlight.get(line.id);
+      if (!key) throw new Error(`answer to unknown query ${line.id}`);
+      this.#inFlight.delete(line.id);
+      this.#unsubscribe(this.#held.answer(key, line, this.#now()));
+      this.#publish();
+      const found =
+        Object.keys(line.services).length +
+        Object.keys(line.pods).length +
+        Object.keys(line.namespaces).length;
+      this.#settle(keyString(key), found > 0 ? 'found' : 'missing');
+      return;
+    }
+    if (line.type === 'error') {
+      if (line.id === null) throw new Error(`gateway: ${line.message}`);
+      const key = this.#inFlight.get(line.id);
+      this.#inFlight.delete(line.id);
+      this.#log.warn({ key: key && keyString(key), reason: line.message }, 'gateway refused a lookup');
+      if (key) this.#settle(keyString(key), 'unavailable');
+      return;
+    }
+    if (line.type === 'keepalive') return;
+    if (this.#held.push(line)) this.#publish();
+  }
+
+  #connect(): void {
+    if (this.#stopped) return;
+    const socket = net.connect({ host: this.#opts.host, port: this.#opts.port ?? GATEWAY_PORT });
+    this.#socket = socket;
+    const splitter = new LineSplitter(MAX_FEED_LINE_BYTES);
+    let reason = 'connection closed by the gateway';
+    const drop = (why: string) => {
+      reason = why;
+      socket.destroy();
+    };
+    const silenceMs = this.#opts.silenceMs ?? FEED_IDLE_TIMEOUT_MS;
+    socket.setNoDelay(true);
+    socket.setTimeout(silenceMs, () => drop(`no data for ${silenceMs} ms`));
+    socket.on('connect', () => {
+      socket.write(formatRequest({ kind: 'lookup' }));
+      this.#ready = true;
+      this.#attempt = 0;
+      const again = this.#held.heldKeys();
+      for (const key of again) this.#ask(key);
+      this.#log.info({ held: again.length }, 'catalog lookups connected to the gateway');
+      // The first connection makes the store synced: cluster names answer from now on.
+      if (!this.#store?.synced) this.#publish();
+    });
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        for (const text of splitter.push(chunk)) {
+          if (socket.destroyed) return;
+          if (text.startsWith('ERR ')) {
+            const reply = parseReply(text);
+            throw new Error(reply.ok ? 'malformed reply' : `gateway refused: ${reply.code} ${reply.message}`);
+          }
+          this.#onLine(decodeReply(text));
+        }
+      } catch (err) {
+        drop(`bad lookup line: ${(err as Error).message}`);
+      }
+    });
+    socket.on('error', (err) => {
+      reason = err.message;
+    });
+    socket.on('close', () => {
+      if (this.#socket === socket) this.#socket = undefined;
+      this.#ready = false;
+      this.#inFlight.clear();
+      for (const k of [...this.#waiting.keys()]) this.#settle(k, 'unavailable');
+      if (this.#stopped) return;
+      const base = Math.min(
+        this.#opts.retryMaxMs ?? RETRY_MAX_MS,
+        (this.#opts.retryInitialMs ?? RETRY_INITIAL_MS) * 2 ** this.#attempt,
+      );
+      const retryInMs = Math.round(base * (0.8 + Math.random() * 0.4));
+      this.#attempt = Math.min(this.#attempt + 1, 30);
+      this.#log.warn(
+        { reason, retryInMs, held: this.#held.stats.keys },
+        'catalog lookups lost: serving what is held and reconnecting',
+      );
+      this.#retryTimer = setTimeout(() => this.#connect(), retryInMs);
+    });
+  }
+
+  #metrics(registry: Registry): void {
+    const counts = this.#counts;
+    const reported: Record<Counted, number> = { held: 0, negative: 0, found: 0, missing: 0, unavailable: 0 };
+    new Counter({
+      name: 'edgemesh_sidecar_lookups_total',
+      help:
+        'Catalog lookups by result: held (answered from what the sidecar holds), negative (a cached ' +
+        'negative answer), found / missing (asked the gateway), unavailable (the gateway could not be asked)',
+      labelNames: ['result'],
+      registers: [registry],
+      collect() {
+        // Counted in plain numbers on the hot path; handed to the counter at scrape time.
+        for (const r of RESULTS) {
+          if (counts[r] > reported[r]) this.inc({ result: r }, counts[r] - reported[r]);
+          reported[r] = counts[r];
+        }
+      },
+    });
+    const held = this.#held;
+    new Gauge({
+      name: 'edgemesh_sidecar_held',
+      help: 'What the sidecar holds of the catalog: services, pods, namespaces, keys (lookups held), negative',
+      labelNames: ['what'],
+      registers: [registry],
+      collect() {
+        for (const [what, n] of Object.entries(held.stats)) this.set({ what }, n);
+      },
+    });
+    const self = this;
+    new Gauge({
+      name: 'edgemesh_sidecar_gateway_lookup_connected',
+      help: '1 while the lookup connection to the gateway is up',
+      registers: [registry],
+      collect() {
+        this.set(self.connected ? 1 : 0);
+      },
+    });
+  }
+}
