@@ -85,7 +85,6 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const registry = createRegistry('gateway');
   const metrics = gatewayMetrics(registry, store, () => feed.clients);
   const lookup = new LookupHub(store, { log, registry });
-  const dialer = new LocalDialer(opts.nodeName, store);
   const admission = new Admission(store, {
     nodeName: opts.nodeName,
     allowNodeLocal: opts.allowNodeLocal ?? true,
@@ -97,6 +96,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     nodeName: opts.nodeName,
     onLocalChange: (moves) => tunnel?.broadcast?.(podMovesMessage(moves)),
   });
+  const dialer = new LocalDialer(opts.nodeName, store, undefined, (ip) => podMoves.translate(ip));
   const messages = {
     greeting: () => podMovesMessage(podMoves.local),
     receive: (peer: string, message: Record<string, unknown>) =>

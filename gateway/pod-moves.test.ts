@@ -191,6 +191,16 @@ describe('PodMoves', () => {
     expect(moves.local).toEqual([]);
   });
 
+  it("streams for a moved pod's old IP go to its new one, until the move ends", async () => {
+    const { moves } = setup();
+    expect(moves.translate('10.61.0.5')).toBe('10.61.0.5');
+    await moves.claim('10.61.0.9', '192.168.50.1', { namespace: 'demo', name: 'web-0', uid: UID0 });
+    expect(moves.translate('10.61.0.5')).toBe('10.61.0.9');
+    expect(moves.translate('10.62.0.7')).toBe('10.62.0.7');
+    moves.apiPod('demo/web-0', { uid: UID0, ips: ['10.61.0.9'] });
+    expect(moves.translate('10.61.0.5')).toBe('10.61.0.5');
+  });
+
   it("a peer's moves apply to its own pods only, and its next set replaces the last", () => {
     const { store, moves } = setup();
     const web1 = { namespace: 'demo', name: 'web-1', uid: 'u1', ip: '10.62.0.8' };

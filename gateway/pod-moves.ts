@@ -162,6 +162,8 @@ export class PodMoves implements CatalogSink {
   readonly #podSide: (ip: string, localAddress: string | undefined) => Promise<boolean>;
   /** This node's Pods as the API last said: `namespace/name` → uid. */
   readonly #apiUids = new Map<string, string>();
+  /** Old IPs of this node's moved pods → `namespace/name` (translate). */
+  readonly #oldIps = new Map<string, string>();
 
   constructor(
     store: CatalogStore,
@@ -218,8 +220,12 @@ export class PodMoves implements CatalogSink {
     const mine = this.#moves.get(this.#nodeName);
     const old = mine?.get(podKey(move.namespace, move.name));
     if (old && old.ip === move.ip && old.uid === move.uid) return false;
+    const key = podKey(move.namespace, move.name);
+    for (const [ip, pod] of Object.entries(this.#store.current?.pods ?? {}))
+      if (ip !== move.ip && pod.nodeName === this.#nodeName && podKey(pod.namespace, pod.name) === key)
+        this.#oldIps.set(ip, key);
     const next = new Map(mine ?? []);
-    next.set(podKey(move.namespace, move.name), move);
+    next.set(key, move);
     this.#set(this.#nodeName, next);
     this.#onLocalChange(this.local);
     return true;
@@ -239,8 +245,18 @@ export class PodMoves implements CatalogSink {
     if (pod && pod.uid === move.uid && !pod.ips.includes(move.ip)) return; // the API is still behind
     const next = new Map(mine);
     next.delete(key);
+    for (const [ip, k] of this.#oldIps) if (k === key) this.#oldIps.delete(ip);
     this.#set(this.#nodeName, next);
     this.#onLocalChange(this.local);
+  }
+
+  /**
+   * Where a stream for `ip` on this node goes: a moved pod's old IP leads to its new one. A
+   * peer whose catalog has not heard of the move yet still reaches the pod.
+   */
+  translate(ip: string): string {
+    const key = this.#oldIps.get(ip);
+    return (key && this.#moves.get(this.#nodeName)?.get(key)?.ip) || ip;
   }
 
   /**

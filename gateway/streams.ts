@@ -62,11 +62,19 @@ export class LocalDialer {
   readonly nodeName: string;
   readonly #store: CatalogStore;
   readonly #timeoutMs: number;
+  readonly #translate: (ip: string) => string;
 
-  constructor(nodeName: string, store: CatalogStore, timeoutMs = DIAL_TIMEOUT_MS) {
+  constructor(
+    nodeName: string,
+    store: CatalogStore,
+    timeoutMs = DIAL_TIMEOUT_MS,
+    /** Maps a target IP before the check (pod-moves.ts: a moved pod's old IP → its new one). */
+    translate: (ip: string) => string = (ip) => ip,
+  ) {
     this.nodeName = nodeName;
     this.#store = store;
     this.#timeoutMs = timeoutMs;
+    this.#translate = translate;
   }
 
   /** Throws DIAL_REFUSED unless the target is a local pod endpoint, UNAVAILABLE without a catalog. */
@@ -87,7 +95,9 @@ export class LocalDialer {
    * target that is not a local pod endpoint and UNAVAILABLE when the dial fails. (A synchronous
    * throw here once escaped into the tunnel's frame handler and closed the whole session.)
    */
-  dial(target: StreamTarget): Promise<net.Socket> {
+  dial(requested: StreamTarget): Promise<net.Socket> {
+    const ip = canonicalIP(requested.ip);
+    const target = ip ? { ip: this.#translate(ip), port: requested.port } : requested;
     try {
       this.check(target);
     } catch (err) {
