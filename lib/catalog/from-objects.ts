@@ -29,6 +29,7 @@
  *   Endpoints object anyone may write could otherwise point it at a host port.
  * - Nodes: InternalIP addresses.
  */
+import { Interner, MultiIndex } from './compact.ts';
 import {
   CATALOG_FORMAT,
   type Catalog,
@@ -307,12 +308,6 @@ export function nodeFromObject(obj: unknown): NodeInfo | undefined {
 
 // ---- the incremental builder ----------------------------------------------------------------
 
-function addTo(index: Map<string, Set<string>>, key: string, value: string): void {
-  const set = index.get(key);
-  if (set) set.add(value);
-  else index.set(key, new Set([value]));
-}
-
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
@@ -320,6 +315,11 @@ const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
  * Keeps the objects seen so far and the catalog they make. `handle` takes one informer event
  * and returns the CatalogUpdates it causes (none when the catalog does not change), each with
  * revision = previous + 1, already applied to `catalog`.
+ *
+ * One copy of everything (it is most of a gateway's memory at scale): a built item is checked
+ * by the catalog validators and then kept as built, not as the validator's copy, so a service
+ * entry's endpoints are the very objects its slices hold, a derived pod the one its service
+ * names; node names, namespaces and port lists are interned (compact.ts).
  */
 export class CatalogBuilder {
   // The catalog as built so far, in maps so one event costs O(1) however big the cluster.
@@ -331,15 +331,17 @@ export class CatalogBuilder {
   readonly #onProblem: (problem: string) => void;
   readonly #services = new Map<string, Service>();
   readonly #slices = new Map<string, SliceInfo>(); // by slice namespace/name
-  readonly #slicesByService = new Map<string, Set<string>>();
+  readonly #slicesByService = new MultiIndex();
   readonly #coreEndpoints = new Map<string, Endpoint[]>(); // core/v1 Endpoints by service key
   readonly #podIps = new Map<string, PodInfo[]>(); // by pod namespace/name
-  readonly #podsByIp = new Map<string, Set<string>>();
+  readonly #podsByIp = new MultiIndex();
   // Pods on other nodes as their services' endpoints name them (only with `nodeName`).
   readonly #nodeName: string | undefined;
   readonly #derivedByService = new Map<string, Map<string, PodInfo>>(); // service key → ip → pod
-  readonly #derivedByIp = new Map<string, Set<string>>(); // ip → service keys
+  readonly #derivedByIp = new MultiIndex(); // ip → service keys
   readonly #nodes = new Map<string, NodeInfo>();
+  readonly #names = new Interner<string>();
+  readonly #ports = new Interner<EndpointPort[]>();
 
   constructor(
     opts: {
@@ -410,10 +412,10 @@ export class CatalogBuilder {
     const problems: string[] = [];
     const slice = event === 'delete' ? undefined : sliceFromObject(obj, problems);
     this.#report(problems);
-    if (previous) this.#slicesByService.get(previous.service)?.delete(sliceKey);
+    if (previous) this.#slicesByService.delete(previous.service, sliceKey);
     if (slice) {
-      this.#slices.set(sliceKey, slice);
-      addTo(this.#slicesByService, slice.service, sliceKey);
+      this.#slices.set(sliceKey, this.#compactSlice(slice));
+      this.#slicesByService.add(slice.service, sliceKey);
     } else this.#slices.delete(sliceKey);
     const keys = new Set([previous?.service, slice?.service].filter((k): k is string => !!k));
     return [...keys].flatMap((k) => this.#refreshService(k));
@@ -435,12 +437,10 @@ export class CatalogBuilder {
     const podKey = `${namespace}/${name}`;
     const previous = this.#podIps.get(podKey) ?? [];
     const next = event === 'delete' ? [] : podsFromObject(obj);
-    for (const p of previous) this.#podsByIp.get(p.ip)?.delete(podKey);
+    for (const p of previous) this.#podsByIp.delete(p.ip, podKey);
     if (next.length > 0) this.#podIps.set(podKey, next);
     else this.#podIps.delete(podKey);
-    for (const p of next) {
-      addTo(this.#podsByIp, p.ip, podKey);
-    }
+    for (const p of next) this.#podsByIp.add(p.ip, podKey);
     const ips = new Set([...previous, ...next].map((p) => p.ip));
     return [...ips].flatMap((ip) => this.#refreshPod(ip));
   }
@@ -457,7 +457,7 @@ export class CatalogBuilder {
     const service = this.#services.get(key);
     let entry: ServiceEntry | null = null;
     if (service) {
-      const sliceKeys = [...(this.#slicesByService.get(key) ?? [])].sort(compare);
+      const sliceKeys = this.#slicesByService.sorted(key);
       const seen = new Set<string>();
       const endpoints: Endpoint[] = [];
       const sources =
@@ -473,7 +473,7 @@ export class CatalogBuilder {
         }
       }
       endpoints.sort((a, b) => compare(a.ip, b.ip));
-      entry = this.#checked(`service ${key}`, () => validateServiceEntry({ service, endpoints }, key));
+      entry = this.#checked(`service ${key}`, validateServiceEntry, { service, endpoints }, key);
     }
     if (same(this.#entries.get(key) ?? null, entry)) return [];
     if (entry) this.#entries.set(key, entry);
@@ -486,27 +486,31 @@ export class CatalogBuilder {
   #derivePods(key: string, entry: ServiceEntry | null): CatalogUpdate[] {
     if (this.#nodeName === undefined) return [];
     const next = new Map<string, PodInfo>();
+    const previousPods = this.#derivedByService.get(key);
     for (const e of entry?.endpoints ?? []) {
       if (!e.podName || !e.nodeName || e.nodeName === this.#nodeName) continue;
-      next.set(e.ip, {
+      const pod = {
         ip: e.ip,
         namespace: entry?.service.namespace ?? '',
         name: e.podName,
         nodeName: e.nodeName,
-      });
+      };
+      // The same pod as before: keep that object (the catalog may hold it).
+      const held = previousPods?.get(e.ip);
+      next.set(e.ip, held && same(held, pod) ? held : pod);
     }
-    const previous = this.#derivedByService.get(key) ?? new Map<string, PodInfo>();
+    const previous = previousPods ?? new Map<string, PodInfo>();
     if (next.size > 0) this.#derivedByService.set(key, next);
     else this.#derivedByService.delete(key);
     const changed = new Set<string>();
     for (const ip of previous.keys()) {
       if (next.has(ip)) continue;
-      this.#derivedByIp.get(ip)?.delete(key);
+      this.#derivedByIp.delete(ip, key);
       changed.add(ip);
     }
     for (const [ip, pod] of next) {
-      addTo(this.#derivedByIp, ip, key);
-      if (!same(previous.get(ip), pod)) changed.add(ip);
+      this.#derivedByIp.add(ip, key);
+      if (previous.get(ip) !== pod) changed.add(ip);
     }
     return [...changed].sort(compare).flatMap((ip) => this.#refreshPod(ip));
   }
@@ -514,18 +518,16 @@ export class CatalogBuilder {
   #refreshPod(ip: string): CatalogUpdate[] {
     // Several pods may claim an IP for a moment (one going, one coming): the first by name wins.
     // A Pod object wins over an endpoint's word for it.
-    const owners = [...(this.#podsByIp.get(ip) ?? [])].sort(compare);
-    if (owners.length === 0) this.#podsByIp.delete(ip);
+    const owners = this.#podsByIp.sorted(ip);
     let info = owners.length > 0 ? this.#podIps.get(owners[0])?.find((p) => p.ip === ip) : undefined;
     let owner = owners[0];
     if (!info) {
-      const services = [...(this.#derivedByIp.get(ip) ?? [])].sort(compare);
-      if (services.length === 0) this.#derivedByIp.delete(ip);
+      const services = this.#derivedByIp.sorted(ip);
       owner = services[0];
       info = owner ? this.#derivedByService.get(owner)?.get(ip) : undefined;
     }
     const found = info;
-    const pod = found ? this.#checked(`pod ${owner}`, () => validatePod(found, owner)) : null;
+    const pod = found ? this.#checked(`pod ${owner}`, validatePod, found, owner) : null;
     if (same(this.#podEntries.get(ip) ?? null, pod)) return [];
     if (pod) this.#podEntries.set(ip, pod);
     else this.#podEntries.delete(ip);
@@ -535,7 +537,7 @@ export class CatalogBuilder {
 
   #refreshNode(name: string): CatalogUpdate[] {
     const info = this.#nodes.get(name);
-    const node = info ? this.#checked(`node ${name}`, () => validateNode(info, name)) : null;
+    const node = info ? this.#checked(`node ${name}`, validateNode, info, name) : null;
     if (same(this.#nodeEntries.get(name) ?? null, node)) return [];
     if (node) this.#nodeEntries.set(name, node);
     else this.#nodeEntries.delete(name);
@@ -543,14 +545,30 @@ export class CatalogBuilder {
     return [{ type: 'node', revision, name, node }];
   }
 
-  /** Runs a validator over a built item; an item that fails is left out and reported. */
-  #checked<T>(what: string, validate: () => T): T | null {
+  /**
+   * Runs a validator over a built item and returns the item itself (not the validator's
+   * copy: see the class comment); an item that fails is left out and reported.
+   */
+  #checked<T>(what: string, validate: (value: unknown, path: string) => T, item: T, path: string): T | null {
     try {
-      return validate();
+      validate(item, path);
+      return item;
     } catch (err) {
       this.#onProblem(`${what} left out of the catalog: ${(err as Error).message}`);
       return null;
     }
+  }
+
+  /** A slice with its strings and port list interned (see the class comment). */
+  #compactSlice(slice: SliceInfo): SliceInfo {
+    const built = slice.endpoints[0]?.ports;
+    const ports = built ? this.#ports.get(JSON.stringify(built), built) : [];
+    for (const e of slice.endpoints) {
+      // One slice's endpoints share its port list (sliceFromObject): one lookup for all.
+      if (e.ports === built) e.ports = ports;
+      if (e.nodeName) e.nodeName = this.#names.string(e.nodeName);
+    }
+    return slice;
   }
 }
 
