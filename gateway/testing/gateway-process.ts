@@ -7,21 +7,35 @@ import type { ChildProcess } from 'node:child_process';
 import type { Catalog } from '../../lib/catalog/types.ts';
 import { EDGEMESH_BIN, type NetnsLab, waitFor } from '../../test/harness/netns.ts';
 import { saveCatalog } from '../persist.ts';
+import { GATEWAY_NODE_FLAGS } from '../tunnel/node-flags.ts';
+
+const NODE = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
+const MAIN = new URL('../../bin/main.ts', import.meta.url).pathname;
 
 export async function startGatewayProcess(
   lab: NetnsLab,
   ns: string,
-  opts: { stateDir: string; catalog: Catalog; listen: string; onStderr: (chunk: string) => void },
+  opts: {
+    stateDir: string;
+    catalog: Catalog;
+    listen: string;
+    onStderr: (chunk: string) => void;
+    /** More flags (e.g. the tunnel's). */
+    args?: string[];
+    /** Run Node with the gateway's V8 flags, as the DaemonSet does (memory measurements). */
+    shippedNodeFlags?: boolean;
+  },
 ): Promise<ChildProcess> {
   await saveCatalog(opts.stateDir, opts.catalog);
   const gateway = lab.spawn(ns, [
-    EDGEMESH_BIN,
+    ...(opts.shippedNodeFlags ? [NODE, ...GATEWAY_NODE_FLAGS, MAIN] : [EDGEMESH_BIN]),
     'gateway',
     '--node-name=edge-n',
     `--state-dir=${opts.stateDir}`,
     `--listen=${opts.listen}`,
     '--api-server=http://127.0.0.1:1',
     '--metrics-port=15090',
+    ...(opts.args ?? []),
   ]);
   let stderr = '';
   gateway.stderr?.on('data', (c: Buffer) => {

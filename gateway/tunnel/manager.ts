@@ -299,6 +299,7 @@ export class TunnelManager implements GatewayTunnelManager {
             return;
           }
           stream.accept();
+          stream.chargeSink(conn); // what waits for the target counts against the peer's budget
           void splice(stream, conn);
         },
         (err: unknown) => {

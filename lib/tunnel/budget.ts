@@ -4,19 +4,24 @@
  *
  * Why a budget and not a connection window: every stream starts with a full window of credit
  * (1 MiB, implicit in protocol version 1), so without a bound across streams a peer that opens
- * 4,096 streams to targets that do not read may pin 4 GiB here (150 such streams took a
- * gateway from 143 to 300 MB). HTTP/2 and QUIC bound this with a connection-level window the
- * sender must also respect (HTTP/2 WINDOW_UPDATE on stream 0, 65,535 bytes initially; quic-go
- * a connection receive window of 768 KiB auto-tuned up to 15 MiB beside 512 KiB–6 MiB per
- * stream, and at most 100 incoming streams). That needs a protocol change on both gateways
- * and makes one unread stream stall every stream of the connection once it holds the
- * connection's window (HTTP/2's head-of-line problem). Enforced at the receiver alone, a
- * budget keeps the wire format and every older peer working, stops only the streams that do
- * not drain, and bounds memory just as hard:
+ * 4,096 streams to targets that do not read may pin 4 GiB here (200 such streams took a
+ * gateway from 146 to 355 MiB RSS). HTTP/2 and QUIC bound this with a connection-level window
+ * the sender must also respect (HTTP/2: WINDOW_UPDATE on stream 0, 65,535 bytes unless raised,
+ * Node's `http2session.setLocalWindowSize`; quic-go: MAX_DATA, a connection receive window
+ * auto-tuned up to 15 MiB beside stream windows of up to 6 MiB, and 100 incoming streams).
+ * Doing that here would change the protocol on both gateways at once, and a connection window
+ * makes a few unread streams stall every stream of the connection (HTTP/2's head-of-line
+ * problem: its window is shared and the unread bytes keep it full). Enforced by the receiver
+ * alone, a budget keeps the wire format and every older peer working, stops only the streams
+ * that do not drain, and bounds memory as hard:
  *
  *   - a new stream is refused (RESET code LIMIT) while a fresh window would not fit;
  *   - past the cap, the stream holding the most unread bytes is reset (code LIMIT) until the
  *     total fits again — a stream that reads holds little, so it is never the one reset.
+ *
+ * What a stream holds: its unread buffer plus what waits in the socket to its target (read
+ * from us, not yet taken by the kernel). The size, 16 MiB per peer, is quic-go's connection
+ * window (15 MiB): sixteen streams whose targets stopped reading, each with a full window.
  *
  * Pure bookkeeping: holders report what they hold; the budget says whom to shed.
  */
@@ -25,8 +30,8 @@ export interface BudgetHolder {
   shed(reason: string): void;
 }
 
-/** 32 MiB per peer: 32 unread streams' windows; a gateway idles at ~140 MiB of its 256Mi limit. */
-export const DEFAULT_PEER_BUDGET = 32 * 1024 * 1024;
+/** 16 MiB per peer (see above); a gateway idles at ~120–150 MiB of its 256Mi limit. */
+export const DEFAULT_PEER_BUDGET = 16 * 1024 * 1024;
 
 export class ReceiveBudget {
   readonly limit: number;

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { Duplex } from 'node:stream';
+import { Duplex, type Writable } from 'node:stream';
 import { EdgemeshError, ErrorCodes } from '../errors.ts';
 import { type Logger, silentLogger } from '../log.ts';
 import { type BudgetHolder, ReceiveBudget } from './budget.ts';
@@ -435,6 +435,8 @@ export class MuxStream extends Duplex implements BudgetHolder {
   #reset = false;
   /** Unread bytes last reported to the session's budget. */
   #held = 0;
+  /** Where our reader writes what it reads (see `chargeSink`): its queue counts as ours. */
+  #sink: Writable | undefined;
 
   constructor(session: MuxSession, id: number, target: Target) {
     super({ readableHighWaterMark: session.window, writableHighWaterMark: MAX_DATA, allowHalfOpen: true });
@@ -472,7 +474,7 @@ export class MuxStream extends Duplex implements BudgetHolder {
         if (this.#received - this.#credited + f.data.length > this.#session.window)
           throw new FrameError(`stream ${this.id} sent past its window`);
         this.#received += f.data.length;
-        this.push(f.data);
+        this.push(this.#keepable(f.data));
         this.#account();
         return;
       case FrameType.WINDOW:
@@ -512,10 +514,32 @@ export class MuxStream extends Duplex implements BudgetHolder {
     this.#grant();
   }
 
+  /**
+   * Far end: `sink` is where this stream's bytes go (the socket to the target). Bytes queued
+   * there are the peer's too — read out of our buffer, not yet taken by the kernel (up to
+   * its high-water mark plus a chunk, ~128 KiB): with thousands of streams they add up, so
+   * they count against the budget with what we hold.
+   */
+  chargeSink(sink: Writable): void {
+    this.#sink = sink;
+    sink.on('drain', () => this.#account());
+  }
+
+  /**
+   * DATA arrives as views of the TLS reads (no copy on the fast path). A view that will sit
+   * in our buffer, though, keeps its whole read alive — with many streams interleaved in one
+   * read, several times the bytes the budget counts. Copy what will wait; pass on as is what
+   * a flowing reader takes at once.
+   */
+  #keepable(data: Buffer): Buffer {
+    const waits = this.readableLength > 0 || !this.readableFlowing;
+    return waits && data.buffer.byteLength > 2 * data.length ? Buffer.from(data) : data;
+  }
+
   /** Reports what this stream holds unread to the peer's budget (which may shed us). */
   #account(): void {
     if (this.destroyed) return; // _destroy released it
-    const held = this.readableLength;
+    const held = this.readableLength + (this.#sink?.writableLength ?? 0);
     if (held === this.#held) return;
     this.#held = held;
     this.#session.budget.set(this, held);
