@@ -87,10 +87,17 @@ async function enrol(opts: EnrolOptions, keyPem: string): Promise<TlsIdentity> {
       const problem = certificateProblem(certPem, opts.nodeName, opts.caPem, Date.now());
       if (problem)
         throw new EdgemeshError(ErrorCodes.TUNNEL_AUTH, `server returned a certificate that ${problem}`);
-      await atomicWrite(certFile, certPem, 0o644);
+      // Kept on disk for the next start; a failed write is this node's problem, not the server's.
+      await atomicWrite(certFile, certPem, 0o644).catch((err: Error) => {
+        throw new EdgemeshError(
+          ErrorCodes.CONFIG,
+          `cannot write the node certificate ${certFile}: ${err.message}`,
+        );
+      });
       opts.log.info({ server: `${server.host}:${server.port}`, file: certFile }, 'enrolled with the mesh CA');
       return { keyPem, certPem, caPem: opts.caPem };
     } catch (err) {
+      if (err instanceof EdgemeshError && err.code === ErrorCodes.CONFIG) throw err;
       lastErr = err;
       opts.log.warn({ server: `${server.host}:${server.port}`, err: describeError(err) }, 'enrolment failed');
     }
