@@ -14,6 +14,7 @@ import { MuxSession } from '../../lib/tunnel/mux.ts';
 import { acceptTls, connectTls, peerIdentity, serverOptions } from '../../lib/tunnel/tls.ts';
 import type { TunnelManager as GatewayTunnelManager, PeerMessages } from '../streams.ts';
 import { splice } from '../streams.ts';
+import type { PeerBook } from './peer-book.ts';
 import { type ServerAddress, ServerLink } from './server-link.ts';
 import { dial, dialRelay, probe, simultaneousOpen } from './tcp.ts';
 import { UdpPaths } from './udp.ts';
@@ -65,6 +66,8 @@ export interface TunnelManagerOptions {
   techniques?: { lan?: boolean; tcpPunch?: boolean; udp?: boolean };
   /** Gateway-to-gateway messages (gateway/streams.ts PeerMessages). */
   messages?: PeerMessages;
+  /** Peers' addresses remembered across restarts (peer-book.ts): direct dials without the rendezvous. */
+  peerBook?: PeerBook;
   log?: Logger;
   registry?: Registry;
 }
@@ -205,7 +208,11 @@ export class TunnelManager implements GatewayTunnelManager {
   /** @internal LAN addresses and tunnel port to try for `peer` (tunnel-server info + catalog). */
   lanCandidates(peer: string, info: PeerInfo | undefined): { lan: string[]; port: number } {
     const known = this.#opts.peerAddresses?.(peer) ?? [];
-    return { lan: [...new Set([...(info?.lan ?? []), ...known])], port: info?.port ?? this.listenPort };
+    const remembered = this.#opts.peerBook?.candidates(peer);
+    return {
+      lan: [...new Set([...(info?.lan ?? []), ...known, ...(remembered?.addresses ?? [])])],
+      port: info?.port ?? remembered?.port ?? this.listenPort,
+    };
   }
 
   /** @internal */
@@ -351,6 +358,7 @@ export class TunnelManager implements GatewayTunnelManager {
     if (msg.t === 'relay') {
       const peer = this.#peer(msg.peer);
       peer.info = msg.info;
+      this.#opts.peerBook?.remember(msg.peer, msg.info);
       const established = peer.joinRelay(link, msg);
       if (waiting) {
         this.#pending.delete(msg.id);

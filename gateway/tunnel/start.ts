@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Registry } from 'prom-client';
 import type { CertificateValidity } from '../../lib/certs.ts';
@@ -15,6 +16,7 @@ import {
   type TunnelManagerOptions,
   type TunnelStatus,
 } from './manager.ts';
+import { PeerBook } from './peer-book.ts';
 import type { ServerAddress } from './server-link.ts';
 
 /**
@@ -73,6 +75,7 @@ export class GatewayTunnel implements GatewayTunnelManager {
   #renewer: CertificateRenewer | undefined;
   readonly #certMetrics: CertificateMetrics;
   #closed = false;
+  #book: PeerBook | undefined;
   #wake: (() => void) | undefined;
   /** Resolves with the running manager once enrolled (never, if closed first). */
   readonly ready: Promise<TunnelManager>;
@@ -111,6 +114,7 @@ export class GatewayTunnel implements GatewayTunnelManager {
     this.#renewer?.close();
     this.#wake?.();
     await this.#manager?.close();
+    await this.#book?.close();
   }
 
   async #run(opts: GatewayTunnelOptions): Promise<TunnelManager> {
@@ -124,6 +128,8 @@ export class GatewayTunnel implements GatewayTunnelManager {
       token: async () => (await readNamed(opts.tokenFile, 'enrolment token')).trim(),
       log: opts.log,
     });
+    // Read before the first rendezvous: with the cloud away it is all we know of our peers.
+    this.#book = await PeerBook.load(join(opts.stateDir, 'peers.json'), opts.log);
     while (!this.#closed) {
       try {
         const identity = await loadOrEnrol(await enrolOptions());
@@ -138,6 +144,7 @@ export class GatewayTunnel implements GatewayTunnelManager {
           peerAddresses: opts.peerAddresses,
           dialTarget: opts.dialTarget,
           messages: opts.messages,
+          peerBook: this.#book,
           log: opts.log,
           registry: opts.registry,
         });
