@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { catalogTarget, feedTarget } from '../lib/catalog/testing/fuzz.ts';
 import { headerTarget } from '../lib/testing/fuzz.ts';
 import { controlTarget, frameTarget, muxTarget } from '../lib/tunnel/testing/fuzz.ts';
+import { dnsTarget } from '../sidecar/dns/testing/fuzz-target.ts';
 import {
   type FuzzReport,
   type FuzzTarget,
@@ -37,6 +38,7 @@ const TARGETS: Record<string, FuzzTarget<never>> = {
   catalog: catalogTarget as FuzzTarget<never>,
   feed: feedTarget as FuzzTarget<never>,
   admission: admissionTarget as FuzzTarget<never>,
+  dns: dnsTarget as FuzzTarget<never>,
 };
 const STALL_MS = 10;
 

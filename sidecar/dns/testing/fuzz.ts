@@ -30,34 +30,38 @@ export function seedQueries(): Buffer[] {
   ];
 }
 
+/** One malformed packet drawn from `rand` (the DNS-aware mutator the targets share). */
+export function fuzzPacket(rand: () => number, seeds: readonly Buffer[] = SEEDS): Buffer {
+  const int = (n: number) => Math.floor(rand() * n);
+  const kind = int(5);
+  if (kind === 0) {
+    // Random bytes, mostly short.
+    const len = rand() < 0.8 ? int(64) : int(1500);
+    const b = Buffer.allocUnsafe(len);
+    for (let j = 0; j < len; j++) b[j] = int(256);
+    return b;
+  }
+  if (kind === 1 || kind === 2) {
+    // A valid query with 1-8 random bits flipped.
+    const b = Buffer.from(seeds[int(seeds.length)]);
+    for (let f = 1 + int(8); f > 0; f--) b[int(b.length)] ^= 1 << int(8);
+    return b;
+  }
+  if (kind === 3) {
+    // A valid query cut short or padded.
+    const s = seeds[int(seeds.length)];
+    return rand() < 0.5
+      ? s.subarray(0, int(s.length))
+      : Buffer.concat([s, Buffer.alloc(1 + int(40), int(256))]);
+  }
+  // Header counts that lie (up to 65535 questions/records) over a short body.
+  const b = Buffer.from(seeds[int(seeds.length)].subarray(0, 12 + int(20)));
+  b.writeUInt16BE(int(65536), 4 + 2 * int(4));
+  return b;
+}
+const SEEDS = seedQueries();
+
 export function* fuzzPackets(seed: number, count: number): Generator<Buffer> {
   const rand = prng(seed);
-  const seeds = seedQueries();
-  const int = (n: number) => Math.floor(rand() * n);
-  for (let i = 0; i < count; i++) {
-    const kind = int(5);
-    if (kind === 0) {
-      // Random bytes, mostly short.
-      const len = rand() < 0.8 ? int(64) : int(1500);
-      const b = Buffer.allocUnsafe(len);
-      for (let j = 0; j < len; j++) b[j] = int(256);
-      yield b;
-    } else if (kind === 1 || kind === 2) {
-      // A valid query with 1-8 random bits flipped.
-      const b = Buffer.from(seeds[int(seeds.length)]);
-      for (let f = 1 + int(8); f > 0; f--) b[int(b.length)] ^= 1 << int(8);
-      yield b;
-    } else if (kind === 3) {
-      // A valid query cut short or padded.
-      const s = seeds[int(seeds.length)];
-      yield rand() < 0.5
-        ? s.subarray(0, int(s.length))
-        : Buffer.concat([s, Buffer.alloc(1 + int(40), int(256))]);
-    } else {
-      // Header counts that lie (up to 65535 questions/records) over a short body.
-      const b = Buffer.from(seeds[int(seeds.length)].subarray(0, 12 + int(20)));
-      b.writeUInt16BE(int(65536), 4 + 2 * int(4));
-      yield b;
-    }
-  }
+  for (let i = 0; i < count; i++) yield fuzzPacket(rand);
 }
