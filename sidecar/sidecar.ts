@@ -145,6 +145,13 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
   );
 
   const store = new CatalogStore();
+  // Before the catalog: a pod that moved while the API was away is admitted by the gateway
+  // only once this HELLO is taken (gateway/pod-moves.ts).
+  const announcer =
+    config.gateway && config.pod
+      ? new PodAnnouncer({ ...config.gateway, pod: config.pod, log: log.child({ part: 'announce' }) })
+      : undefined;
+  announcer?.start();
   await source.start(store);
 
   const dns: DnsServer = await startDnsServer({
@@ -212,11 +219,6 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
     'sidecar started',
   );
   const compactor = compactWhenQuiet();
-  const announcer =
-    config.gateway && config.pod
-      ? new PodAnnouncer({ ...config.gateway, pod: config.pod, log: log.child({ part: 'announce' }) })
-      : undefined;
-  announcer?.start();
 
   onShutdown(
     log,
