@@ -7,7 +7,7 @@ import { muxTarget } from './testing/fuzz.ts';
 // for CI; `node bench/fuzz.ts` runs a million or more.
 describe('fuzz: mux state machine', () => {
   it('closes on a frame it must refuse and never mixes up streams', async () => {
-    const r = await runFuzz(muxTarget, { seed: fuzzSeed(1603), count: 3_000 });
+    const r = await runFuzz(muxTarget, { seed: fuzzSeed(1603), count: 1_500 });
     expect(r.crashes, summary(r)).toEqual([]);
-  });
+  }, 60_000); // ~2 s on an idle machine; generous for a loaded one
 });
