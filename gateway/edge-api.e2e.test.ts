@@ -159,7 +159,10 @@ describe('gateway in edge mode against kubectl proxy as system:node:n1', () => {
     await waitFor(() => fetch(`${url}/api/v1/services`).then((r) => r.ok), 20_000, 100, 'kubectl proxy');
     const gw = await startGateway(url, 'proxy');
     await waitFor(
-      () => gw.log().includes(`GET ${url}/api/v1/endpoints: HTTP 403: Forbidden: endpoints is forbidden`),
+      () =>
+        gw
+          .log()
+          .includes(`GET ${url}/api/v1/endpoints?limit=500: HTTP 403: Forbidden: endpoints is forbidden`),
       30_000,
       100,
       'a 403 naming the URL',

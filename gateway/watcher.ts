@@ -9,6 +9,7 @@
  * | endpoints | EndpointSlices (or core/v1 Endpoints by flag) | core/v1 Endpoints (or slices by flag) |
  * | Pods | this node's only (`spec.nodeName=<node>`) | this node's only |
  * | Nodes | all (peers' LAN addresses while no tunnel-server answers) | none (the edge API has only its own) |
+ * | Namespaces | all (DNS: an empty namespace is NODATA, a missing one NXDOMAIN) | none (not served offline: a namespace exists while it has services) |
  *
  * Pods on other nodes reach the catalog from the endpoints that name them
  * (lib/catalog/from-objects.ts); what this gateway may dial comes only from its own Pods.
@@ -23,6 +24,7 @@
  * (gateway/kube/object-cache.ts).
  */
 import { CatalogBuilder, diffCatalogs, type ObjectKind } from '../lib/catalog/from-objects.ts';
+import { trimObject } from '../lib/catalog/object-fields.ts';
 import { describeError, ErrorCodes } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { ApiClient } from './kube/client.ts';
@@ -97,6 +99,7 @@ export function watchedKinds(opts: {
     },
   ];
   if (!opts.edge) kinds.push({ kind: 'Node', path: '/api/v1/nodes' });
+  if (!opts.edge) kinds.push({ kind: 'Namespace', path: '/api/v1/namespaces' });
   return kinds;
 }
 
@@ -116,6 +119,8 @@ export class ClusterWatcher {
     this.#builder = new CatalogBuilder({
       clusterDomain: opts.clusterDomain,
       nodeName: opts.nodeName,
+      // A restart's persisted catalog: equal items are shared, not held twice.
+      reuse: opts.store.current,
       onProblem: (problem) => opts.log.warn({ problem }, 'object skipped or corrected'),
     });
   }
@@ -150,6 +155,7 @@ export class ClusterWatcher {
         cache,
         relist: edge,
         watchTimeoutSeconds: edge ? (this.#opts.relistSeconds ?? EDGE_RELIST_SECONDS) : CLOUD_WATCH_SECONDS,
+        decode: (obj) => trimObject(spec.kind, obj),
         onEvent: (e) => this.#onEvent(spec.kind, e),
         onListed: (info) => this.#onListed(spec.kind, info),
         onError: (err, retryInMs) => this.#onError(spec.kind, err, retryInMs),
@@ -248,6 +254,7 @@ export class ClusterWatcher {
         'API synced: persisted catalog brought up to date',
       );
     }
+    this.#builder.endReuse();
     this.#synced = true;
   }
 }

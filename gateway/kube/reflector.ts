@@ -4,7 +4,11 @@
  *
  * The loop, and why each step:
  * - LIST. On failure: `onError`, then retry after RETRY_INITIAL_MS doubling to RETRY_MAX_MS
- *   (one log line per attempt, not one per few hundred ms).
+ *   (one log line per attempt, not one per few hundred ms). In pages of LIST_PAGE_SIZE
+ *   (`limit`/`continue`) as client-go's reflector does: a gateway never holds one 10,000-slice
+ *   body and its parse at once, and `decode` cuts each item down before the next page comes.
+ *   KubeEdge's edge API ignores `limit` and answers the whole list without `continue`: one
+ *   page. A `continue` token that expired (410) fails the list, which starts over.
  * - WATCH from the list's resourceVersion with bookmarks and `timeoutSeconds`; a deadline
  *   of timeout + WATCH_GRACE_MS ends a watch the server keeps open and silent (the edge
  *   API does so while its cloud link is down; a dead TCP path does so too).
@@ -23,6 +27,8 @@ export const RETRY_INITIAL_MS = 1_000;
 export const RETRY_MAX_MS = 30_000;
 /** How long past `timeoutSeconds` a watch may stay open before we end it ourselves. */
 export const WATCH_GRACE_MS = 30_000;
+/** Items per LIST page (client-go's reflector uses 500 too). */
+export const LIST_PAGE_SIZE = 500;
 /** A watch shorter than this is followed by a pause of the difference (no tight loop). */
 const MIN_WATCH_MS = 1_000;
 
@@ -39,6 +45,10 @@ export interface ReflectorOptions {
   onEvent(event: CacheEvent): void;
   onListed(info: { count: number; warm: boolean; kept: string[] }): void;
   onError(err: Error, retryInMs: number): void;
+  /** Applied to every listed item and watched object before the cache sees it (object-fields.ts). */
+  decode?: (obj: unknown) => unknown;
+  /** Test hook: items per LIST page. */
+  pageSize?: number;
   /** Test hook: shorter retry delays. */
   retryInitialMs?: number;
 }
@@ -99,18 +109,29 @@ export class Reflector {
 
   async #list(): Promise<string> {
     const o = this.#opts;
-    const path = this.#query({});
-    const body = (await o.api.getJSON(path, this.#stop.signal)) as {
-      items?: unknown;
-      metadata?: { resourceVersion?: unknown };
-    };
-    if (!Array.isArray(body?.items))
-      throw new ApiError(o.api.server + path, 'the answer is not a list (no items)');
-    const { events, warm, kept } = o.cache.applyList(body.items);
+    const decode = o.decode ?? ((obj: unknown) => obj);
+    const items: unknown[] = [];
+    let resourceVersion = '';
+    let next = '';
+    do {
+      const query: Record<string, string> = { limit: String(o.pageSize ?? LIST_PAGE_SIZE) };
+      if (next) query.continue = next;
+      const path = this.#query(query);
+      const body = (await o.api.getJSON(path, this.#stop.signal)) as {
+        items?: unknown;
+        metadata?: { resourceVersion?: unknown; continue?: unknown };
+      };
+      if (!Array.isArray(body?.items))
+        throw new ApiError(o.api.server + path, 'the answer is not a list (no items)');
+      for (const item of body.items) items.push(decode(item));
+      const rv = body.metadata?.resourceVersion;
+      if (typeof rv === 'string') resourceVersion = rv;
+      next = typeof body.metadata?.continue === 'string' ? body.metadata.continue : '';
+    } while (next);
+    const { events, warm, kept } = o.cache.applyList(items);
     for (const e of events) o.onEvent(e);
-    o.onListed({ count: body.items.length, warm, kept });
-    const rv = body.metadata?.resourceVersion;
-    return typeof rv === 'string' ? rv : '';
+    o.onListed({ count: items.length, warm, kept });
+    return resourceVersion;
   }
 
   /** One watch; resolves with the last resourceVersion seen, or `gone` after a 410. */
@@ -148,7 +169,7 @@ export class Reflector {
           if (typeof rv === 'string' && rv) resourceVersion = rv;
           if (type === 'BOOKMARK') return;
           if (type !== 'ADDED' && type !== 'MODIFIED' && type !== 'DELETED') return;
-          const event = o.cache.applyEvent(type, object);
+          const event = o.cache.applyEvent(type, o.decode ? o.decode(object) : object);
           if (event) o.onEvent(event);
         },
         deadline.signal,

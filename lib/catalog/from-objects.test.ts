@@ -185,3 +185,35 @@ describe('incremental builder', () => {
     expect(problems.some((p) => p.includes('skipped a port'))).toBe(true);
   });
 });
+
+describe('CatalogBuilder reuse (a restarted gateway)', () => {
+  it('holds the equal items of the catalog it replaces, and new ones for what changed', () => {
+    const objects = load('clusterip-web');
+    const kinds = objects.map((o) => [objectKind(o), o] as const).filter(([k]) => k) as [
+      ObjectKind,
+      unknown,
+    ][];
+    const first = new CatalogBuilder({ nodeName: 'elsewhere' });
+    for (const [kind, o] of kinds) first.handle(kind, 'add', o);
+    const persisted = validateCatalog(JSON.parse(JSON.stringify(first.catalog)));
+    const key = Object.keys(persisted.services)[0];
+    const before = persisted.services[key];
+
+    const second = new CatalogBuilder({ nodeName: 'elsewhere', reuse: persisted });
+    for (const [kind, o] of kinds) second.handle(kind, 'add', o);
+    const after = second.catalog;
+    expect(after.services).toEqual(persisted.services);
+    expect(after.services[key].service).toBe(before.service);
+    after.services[key].endpoints.forEach((e, i) => {
+      expect(e).toBe(before.endpoints[i]);
+    });
+    for (const ip of Object.keys(after.pods)) expect(after.pods[ip]).toBe(persisted.pods[ip]);
+
+    second.endReuse();
+    const slice = kinds.find(([k]) => k === 'EndpointSlice')?.[1] as { endpoints: { conditions?: object }[] };
+    const changed = structuredClone(slice);
+    changed.endpoints[0].conditions = { ready: false };
+    second.handle('EndpointSlice', 'update', changed);
+    expect(second.catalog.services[key].endpoints.some((e) => !before.endpoints.includes(e))).toBe(true);
+  });
+});

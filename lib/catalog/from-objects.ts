@@ -41,6 +41,7 @@ import {
   LB_POLICIES,
   LB_POLICY_ANNOTATION,
   type LbPolicy,
+  type NamespaceInfo,
   type NodeInfo,
   type PodInfo,
   type Protocol,
@@ -51,7 +52,7 @@ import {
 } from './types.ts';
 import { canonicalIP, validateNode, validatePod, validateServiceEntry } from './validate.ts';
 
-export type ObjectKind = 'Service' | 'EndpointSlice' | 'Endpoints' | 'Pod' | 'Node';
+export type ObjectKind = 'Service' | 'EndpointSlice' | 'Endpoints' | 'Pod' | 'Node' | 'Namespace';
 export type EventType = 'add' | 'update' | 'delete';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -64,7 +65,7 @@ export function objectKind(obj: unknown): ObjectKind | undefined {
   const apiVersion = o.apiVersion;
   if (
     apiVersion === 'v1' &&
-    (kind === 'Service' || kind === 'Pod' || kind === 'Node' || kind === 'Endpoints')
+    (kind === 'Service' || kind === 'Pod' || kind === 'Node' || kind === 'Endpoints' || kind === 'Namespace')
   )
     return kind;
   if (apiVersion === 'discovery.k8s.io/v1' && kind === 'EndpointSlice') return kind;
@@ -328,6 +329,7 @@ export class CatalogBuilder {
   readonly #entries = new Map<string, ServiceEntry>();
   readonly #podEntries = new Map<string, PodInfo>();
   readonly #nodeEntries = new Map<string, NodeInfo>();
+  #namespaces: Map<string, NamespaceInfo> | undefined;
   readonly #onProblem: (problem: string) => void;
   readonly #services = new Map<string, Service>();
   readonly #slices = new Map<string, SliceInfo>(); // by slice namespace/name
@@ -342,6 +344,10 @@ export class CatalogBuilder {
   readonly #nodes = new Map<string, NodeInfo>();
   readonly #names = new Interner<string>();
   readonly #ports = new Interner<EndpointPort[]>();
+  // The catalog served before this one is built (a restarted gateway's persisted catalog):
+  // built items equal to its own are taken from it, so once the gateway adopts the built
+  // catalog, the entries the store keeps from before and the builder's are one copy.
+  #reuse: Catalog | undefined;
 
   constructor(
     opts: {
@@ -350,12 +356,20 @@ export class CatalogBuilder {
       onProblem?: (problem: string) => void;
       /** This gateway's node: pods elsewhere are also taken from endpoints (see the file comment). */
       nodeName?: string;
+      /** A catalog whose items to reuse when equal, until endReuse() (see #reuse). */
+      reuse?: Catalog;
     } = {},
   ) {
     this.#clusterDomain = emptyCatalog(opts.clusterDomain).clusterDomain;
     this.#revision = opts.revision ?? 0;
     this.#onProblem = opts.onProblem ?? (() => {});
     this.#nodeName = opts.nodeName;
+    this.#reuse = opts.reuse;
+  }
+
+  /** Stops consulting the `reuse` catalog (it is no longer served). */
+  endReuse(): void {
+    this.#reuse = undefined;
   }
 
   get catalog(): Catalog {
@@ -367,6 +381,8 @@ export class CatalogBuilder {
       services: Object.fromEntries(this.#entries),
       pods: Object.fromEntries(this.#podEntries),
       nodes: Object.fromEntries(this.#nodeEntries),
+      // Only once Namespace objects were seen: absent means unknown ("exists if it has services").
+      ...(this.#namespaces ? { namespaces: Object.fromEntries(this.#namespaces) } : {}),
     };
   }
 
@@ -387,7 +403,25 @@ export class CatalogBuilder {
         return this.#onPod(event, obj);
       case 'Node':
         return this.#onNode(event, obj);
+      case 'Namespace':
+        return this.#onNamespace(event, obj);
     }
+  }
+
+  /** Namespaces are all-or-nothing: the first Namespace object makes the catalog list them. */
+  #onNamespace(event: EventType, obj: unknown): CatalogUpdate[] {
+    const { name } = meta(obj);
+    if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(name)) {
+      this.#report([`namespace ${JSON.stringify(name)}: not a DNS label`]);
+      return [];
+    }
+    this.#namespaces ??= new Map();
+    const had = this.#namespaces.has(name);
+    if (event === 'delete') this.#namespaces.delete(name);
+    else this.#namespaces.set(name, { name });
+    if (had === this.#namespaces.has(name)) return [];
+    const revision = ++this.#revision;
+    return [{ type: 'namespace', revision, name, namespace: this.#namespaces.get(name) ?? null }];
   }
 
   #report(problems: string[]): void {
@@ -398,8 +432,10 @@ export class CatalogBuilder {
     const { namespace, name } = meta(obj);
     const key = serviceKey(namespace, name);
     const problems: string[] = [];
-    const service = event === 'delete' ? undefined : serviceFromObject(obj, problems);
+    const built = event === 'delete' ? undefined : serviceFromObject(obj, problems);
     this.#report(problems);
+    const held = this.#reuse?.services[key]?.service;
+    const service = held && built && same(held, built) ? held : built;
     if (service) this.#services.set(key, service);
     else this.#services.delete(key);
     return this.#refreshService(key);
@@ -496,7 +532,7 @@ export class CatalogBuilder {
         nodeName: e.nodeName,
       };
       // The same pod as before: keep that object (the catalog may hold it).
-      const held = previousPods?.get(e.ip);
+      const held = previousPods?.get(e.ip) ?? this.#reuse?.pods[e.ip];
       next.set(e.ip, held && same(held, pod) ? held : pod);
     }
     const previous = previousPods ?? new Map<string, PodInfo>();
@@ -563,11 +599,15 @@ export class CatalogBuilder {
   #compactSlice(slice: SliceInfo): SliceInfo {
     const built = slice.endpoints[0]?.ports;
     const ports = built ? this.#ports.get(JSON.stringify(built), built) : [];
-    for (const e of slice.endpoints) {
+    const before = this.#reuse?.services[slice.service]?.endpoints;
+    const held = before ? new Map(before.map((e) => [e.ip, e])) : undefined;
+    slice.endpoints = slice.endpoints.map((e) => {
       // One slice's endpoints share its port list (sliceFromObject): one lookup for all.
       if (e.ports === built) e.ports = ports;
       if (e.nodeName) e.nodeName = this.#names.string(e.nodeName);
-    }
+      const old = held?.get(e.ip);
+      return old && same(old, e) ? old : e;
+    });
     return slice;
   }
 }
@@ -617,6 +657,14 @@ export function diffCatalogs(from: Catalog, to: Catalog): CatalogUpdate[] {
     const node = to.nodes[name] ?? null;
     if (!same(from.nodes[name] ?? null, node))
       updates.push({ type: 'node', revision: ++revision, name, node });
+  }
+  // A catalog without namespaces knows none (an edge API without a Namespace watch): keep `from`'s.
+  if (to.namespaces) {
+    for (const name of keys(from.namespaces ?? {}, to.namespaces)) {
+      const namespace = to.namespaces[name] ?? null;
+      if (!same(from.namespaces?.[name] ?? null, namespace))
+        updates.push({ type: 'namespace', revision: ++revision, name, namespace });
+    }
   }
   return updates;
 }
