@@ -36,8 +36,10 @@ export class FeedHub {
   readonly #keepalive: NodeJS.Timeout;
   // The encoded snapshot of the current catalog, made once for all the clients that ask.
   // Lines are encoded once into a Buffer that every socket's queue shares (a string would be
-  // copied per socket: 1,000 sidecars × a 6 MB snapshot).
-  #snapshot: { catalog: Catalog; line: Buffer } | undefined;
+  // copied per socket: 1,000 sidecars × a 6 MB snapshot). Held weakly: shared while some
+  // socket still queues it, then left to the GC (at 10,000 services it is 30 MB that a
+  // gateway would otherwise keep until the catalog next changes).
+  #snapshot: { catalog: WeakRef<Catalog>; line: WeakRef<Buffer> } | undefined;
 
   constructor(store: CatalogStore, opts: FeedHubOptions = {}) {
     this.#store = store;
@@ -102,10 +104,11 @@ export class FeedHub {
   }
 
   #snapshotLine(catalog: Catalog): Buffer {
-    if (this.#snapshot?.catalog !== catalog) {
-      this.#snapshot = { catalog, line: Buffer.from(encodeFeedLine({ type: 'snapshot', catalog })) };
-    }
-    return this.#snapshot.line;
+    const held = this.#snapshot?.catalog.deref() === catalog ? this.#snapshot?.line.deref() : undefined;
+    if (held) return held;
+    const line = Buffer.from(encodeFeedLine({ type: 'snapshot', catalog }));
+    this.#snapshot = { catalog: new WeakRef(catalog), line: new WeakRef(line) };
+    return line;
   }
 
   #broadcast(line: Buffer): void {

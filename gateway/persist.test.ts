@@ -9,7 +9,7 @@ import { silentLogger } from '../lib/log.ts';
 import { waitFor } from '../test/harness/netns.ts';
 import { startGateway } from './gateway.ts';
 import { apiFromUrl } from './kube/client.ts';
-import { CatalogPersister, loadCatalog, STATE_FILE, saveCatalog } from './persist.ts';
+import { CatalogPersister, catalogJsonChunks, loadCatalog, STATE_FILE, saveCatalog } from './persist.ts';
 import { loopbackCatalog } from './test-fixtures.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'emc-persist-'));
@@ -60,6 +60,24 @@ describe('catalog persistence', () => {
     await persister.close();
     expect((await loadCatalog(dir))?.revision).toBe(201);
     expect(persister.savedRevision).toBe(201);
+  });
+});
+
+describe('catalogJsonChunks', () => {
+  it('is JSON.stringify in pieces, whatever the piece size', () => {
+    const catalog = {
+      ...loopbackCatalog([
+        { ip: '10.0.0.1', name: 'a', node: 'n1', ports: [80] },
+        { ip: '10.0.0.2', name: 'b', node: 'n2', ports: [80, 81] },
+      ]),
+      namespaces: { demo: { name: 'demo' } },
+      extra: undefined,
+    };
+    for (const size of [1, 40, 1 << 20]) {
+      const chunks = [...catalogJsonChunks(catalog, size)];
+      expect(chunks.join('')).toBe(JSON.stringify(catalog));
+      if (size === 1) expect(chunks.length).toBeGreaterThan(2);
+    }
   });
 });
 
