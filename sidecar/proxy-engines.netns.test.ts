@@ -5,7 +5,8 @@
  * endpoint, a reset when nothing answers. proxy.netns.test.ts runs everything else on the
  * default engine (native).
  */
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -34,7 +35,6 @@ const COALESCING_GATEWAY_PORT = 15081;
 const MALFORMED_GATEWAY_PORT = 15082;
 /** A service whose first endpoint lives on a node the lab's gateway refuses (node-z), its second on node-b. */
 const VIP_REFUSED_HOP = '10.96.0.25';
-
 let l: ProxyLab;
 let dir: string;
 
@@ -59,15 +59,45 @@ async function metric(name: string): Promise<number> {
   return line ? Number(line.split(' ').pop()) : 0;
 }
 
-/** A fresh sidecar on `engine` (its log starts empty); `command`: what runs it (e.g. under prlimit). */
-async function restartSidecar(engine: string, extra: string[] = [], command?: string[]): Promise<void> {
+/**
+ * The engines under test. `native+sanitizers` is the same engine built with ASan and UBSan
+ * (sidecar/native/build.sh, EDGEMESH_NATIVE_SANITIZE=1), driven by the same tests: a memory
+ * or undefined-behaviour error aborts the sidecar and leaves a report in `reports`.
+ */
+interface Variant {
+  name: string;
+  engine: 'native' | 'node';
+  env: () => Record<string, string>;
+}
+const SANITIZED_ADDON = new URL('./native/build/l4-sanitized.node', import.meta.url).pathname;
+const sanitizerReports = () => join(dir, 'sanitizer');
+const VARIANTS: Variant[] = [
+  { name: 'native', engine: 'native', env: () => ({}) },
+  { name: 'node', engine: 'node', env: () => ({}) },
+  {
+    name: 'native+sanitizers',
+    engine: 'native',
+    env: () => ({
+      EDGEMESH_L4_ADDON: SANITIZED_ADDON,
+      // An ASan addon in an uninstrumented node: the runtime must be loaded first.
+      LD_PRELOAD: execFileSync('gcc', ['-print-file-name=libasan.so']).toString().trim(),
+      // Node itself leaks at exit by design; reports go to files the last test reads.
+      ASAN_OPTIONS: `detect_leaks=0:halt_on_error=1:log_path=${sanitizerReports()}/asan`,
+      UBSAN_OPTIONS: `halt_on_error=1:print_stacktrace=1:log_path=${sanitizerReports()}/ubsan`,
+    }),
+  },
+];
+let variant: Variant = VARIANTS[0];
+
+/** A fresh sidecar on the current variant (its log starts empty); `command`: what runs it (e.g. under prlimit). */
+async function restartSidecar(extra: string[] = [], command?: string[]): Promise<void> {
   await stopSidecar();
   l.sidecarLog.length = 0;
   l.sidecar = await startSidecar(
     l,
     join(dir, 'catalog.json'),
-    ['--proxy-engine', engine, ...extra],
-    {},
+    ['--proxy-engine', variant.engine, ...extra],
+    variant.env(),
     command,
   );
 }
@@ -84,6 +114,11 @@ async function stopSidecar(): Promise<void> {
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'empe-'));
   await chmod(dir, 0o755); // the sidecar runs as uid 1337 and must read the catalog
+  await mkdir(sanitizerReports());
+  await chmod(sanitizerReports(), 0o777); // ... and write its sanitizer reports here
+  execFileSync('sh', [new URL('./native/build.sh', import.meta.url).pathname], {
+    env: { ...process.env, EDGEMESH_NATIVE_SANITIZE: '1' },
+  });
   const catalogFile = join(dir, 'catalog.json');
   l = await setUpProxyLab('empe', { catalogFile, sidecar: false });
   await l.lab.exec(l.srv, ['ip', 'addr', 'add', `${BLACKHOLE}/32`, 'dev', 'lo']);
@@ -125,8 +160,12 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe.each(['native', 'node'])('the %s engine', (engine) => {
-  beforeAll(() => restartSidecar(engine));
+describe.each(VARIANTS)('the $name engine', (v) => {
+  const engine = v.engine;
+  beforeAll(() => {
+    variant = v;
+    return restartSidecar();
+  });
 
   afterAll(() => stopSidecar());
 
@@ -184,14 +223,14 @@ describe.each(['native', 'node'])('the %s engine', (engine) => {
   });
 
   it('takes a gateway reply that came in one read with the first stream bytes; refuses a malformed one', async () => {
-    await restartSidecar(engine, ['--gateway', `${GATEWAY}:${COALESCING_GATEWAY_PORT}`]);
+    await restartSidecar(['--gateway', `${GATEWAY}:${COALESCING_GATEWAY_PORT}`]);
     const [coalesced] = await tcp(VIP.remote);
     expect(coalesced.data).toBe('hello coalesced\n');
-    await restartSidecar(engine, ['--gateway', `${GATEWAY}:${MALFORMED_GATEWAY_PORT}`]);
+    await restartSidecar(['--gateway', `${GATEWAY}:${MALFORMED_GATEWAY_PORT}`]);
     const [malformed] = await tcp(VIP.remote);
     expect(malformed.error).toMatch(/ECONNRESET/);
     expect(l.sidecarLog.join('')).toContain('bad gateway reply: malformed gateway reply');
-    await restartSidecar(engine);
+    await restartSidecar();
   });
 
   it('resets the client when no endpoint answers', async () => {
@@ -201,7 +240,7 @@ describe.each(['native', 'node'])('the %s engine', (engine) => {
 
   it('survives running out of file descriptors and serves again once they are back', async () => {
     // 100 fds: ~35 taken at start, then 64 clients at a time need two each.
-    await restartSidecar(engine, [], ['prlimit', '--nofile=100:100', EDGEMESH_BIN]);
+    await restartSidecar([], ['prlimit', '--nofile=100:100', EDGEMESH_BIN]);
     const churn = JSON.parse(
       await client(['churn', '--host', VIP.echo, '--port', '7', '--count', '2000'], 90_000),
     );
@@ -215,4 +254,14 @@ describe.each(['native', 'node'])('the %s engine', (engine) => {
     const [after] = await tcp(VIP.echo);
     expect(after.data).toMatch(/^hello from /);
   });
+
+  it.runIf(v.name === 'native+sanitizers')(
+    'ran all of the above without an ASan or UBSan report',
+    async () => {
+      const files = await readdir(sanitizerReports());
+      const reports = await Promise.all(files.map((f) => readFile(join(sanitizerReports(), f), 'utf8')));
+      expect(reports.join('\n---\n')).toBe('');
+      expect(l.sidecar?.exitCode).toBeNull();
+    },
+  );
 });

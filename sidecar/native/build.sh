@@ -15,6 +15,18 @@ if ! command -v "$cc" >/dev/null 2>&1 || [ ! -f "$headers/node_api.h" ]; then
   exit 0
 fi
 mkdir -p build
+if [ "${EDGEMESH_NATIVE_SANITIZE:-0}" = 1 ]; then
+  # A test build under AddressSanitizer + UndefinedBehaviorSanitizer, beside the real one:
+  # any report aborts (-fno-sanitize-recover). The engine tests load it with
+  # EDGEMESH_L4_ADDON=build/l4-sanitized.node, and Node needs libasan preloaded
+  # (LD_PRELOAD=$(gcc -print-file-name=libasan.so)): an addon cannot bring ASan's runtime
+  # in after the process has started (sidecar/proxy-engines.netns.test.ts does both).
+  "$cc" -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+    -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -I"$headers" \
+    -o build/l4-sanitized.node.tmp l4.c -lpthread
+  mv build/l4-sanitized.node.tmp build/l4-sanitized.node
+  exit 0
+fi
 "$cc" -O2 -g0 -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -I"$headers" \
   -o build/l4.node.tmp l4.c -lpthread
 mv build/l4.node.tmp build/l4.node

@@ -48,7 +48,10 @@ let addon: Addon | Error | undefined;
 export function loadAddon(): Addon | Error {
   if (addon === undefined) {
     try {
-      addon = createRequire(import.meta.url)('../native/build/l4.node') as Addon;
+      // EDGEMESH_L4_ADDON: a test hook for another build of the same source, e.g. the
+      // sanitizer build (sidecar/native/build.sh, EDGEMESH_NATIVE_SANITIZE=1).
+      const path = process.env.EDGEMESH_L4_ADDON || '../native/build/l4.node';
+      addon = createRequire(import.meta.url)(path) as Addon;
     } catch (err) {
       addon = new Error(
         `native L4 path not available (sidecar/native/build.sh builds it): ${(err as Error).message}`,
