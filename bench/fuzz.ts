@@ -199,7 +199,7 @@ else {
       r.slowest.ms.toFixed(3),
       hex.length > 48 ? `${hex.slice(0, 48)}…` : hex,
     ]);
-    console.log(`${name}: done`);
+    console.log(`${name}: done | ${rows.at(-1)?.join(' | ')}`);
   }
   printTable(
     `fuzz results, seed ${SEED} (first pass: wall time, GC pauses and other processes included; re-timed: best of 5 runs, of every input over ${STALL_MS} ms and the slowest)`,
