@@ -8,11 +8,13 @@ import type { Logger } from '../lib/log.ts';
 import { LogGate } from '../lib/log-gate.ts';
 import {
   type Address,
+  MAX_SITE_PEERS,
   type PeerInfo,
   parseRawLine,
   parseToServer,
   plainIp,
   RAW_LINE_MAX,
+  type SitePeer,
   type ToGateway,
   type ToServer,
   tlsRole,
@@ -97,6 +99,8 @@ export interface TunnelServer {
 interface Registration {
   session: MuxSession;
   info: PeerInfo;
+  /** Newer messages it understands (control.ts FEATURES). */
+  features: readonly string[];
 }
 
 interface RelayLeg {
@@ -249,11 +253,16 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
         const old = gateways.get(node);
         if (old && old.session !== session)
           old.session.close(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'replaced by a new registration'));
-        gateways.set(node, { session, info: { lan: msg.lan, port: msg.port, observed } });
+        gateways.set(node, {
+          session,
+          info: { lan: msg.lan, port: msg.port, observed },
+          features: msg.features ?? [],
+        });
         registered = true;
         m.gateways.set(gateways.size);
         session.sendControl({ t: 'registered', server: opts.name, observed });
         log.info({ node, observed, lan: msg.lan }, 'gateway registered');
+        introduceSite(node);
         return;
       }
       if (!registered) {
@@ -269,6 +278,27 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
         log.info({ node, reason: err ? describeError(err) : 'closed' }, 'gateway left');
       }
     });
+  }
+
+  /**
+   * Tells a new gateway about the gateways behind the same public address (its site, as far
+   * as this server can tell), and them about it: same-site peers then know each other's LAN
+   * addresses before they need them, and find each other there while the cloud is away.
+   * Only LAN addresses of gateways behind the same NAT are shared.
+   */
+  function introduceSite(node: string): void {
+    const self = gateways.get(node);
+    if (!self) return;
+    const site: SitePeer[] = [];
+    for (const [name, g] of gateways) {
+      if (name === node || g.info.observed.ip !== self.info.observed.ip) continue;
+      site.push({ node: name, lan: g.info.lan, port: g.info.port });
+      if (g.features.includes('site-peers'))
+        send(name, { t: 'site-peers', peers: [{ node, lan: self.info.lan, port: self.info.port }] });
+    }
+    if (!self.features.includes('site-peers')) return;
+    for (let i = 0; i < site.length; i += MAX_SITE_PEERS)
+      send(node, { t: 'site-peers', peers: site.slice(i, i + MAX_SITE_PEERS) });
   }
 
   function handleRequest(node: string, msg: Exclude<ToServer, { t: 'register' }>): void {

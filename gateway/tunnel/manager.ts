@@ -354,6 +354,12 @@ export class TunnelManager implements GatewayTunnelManager {
       return;
     }
     if (msg.t === 'registered') return;
+    if (msg.t === 'site-peers') {
+      // Remembered for when no tunnel-server answers (peer-book.ts): dialled on their LAN then.
+      for (const p of msg.peers)
+        if (p.node !== this.nodeName) this.#opts.peerBook?.remember(p.node, { lan: p.lan, port: p.port });
+      return;
+    }
     const waiting = this.#pending.get(msg.id);
     if (msg.t === 'relay') {
       const peer = this.#peer(msg.peer);

@@ -125,7 +125,7 @@ export class PeerBook {
   }
 
   /** What the rendezvous said of `node`; saved soon after. */
-  remember(node: string, info: PeerInfo): void {
+  remember(node: string, info: Pick<PeerInfo, 'lan' | 'port'> & { observed?: PeerInfo['observed'] }): void {
     const lan = info.lan
       .map(address)
       .filter((a): a is string => a !== undefined)

@@ -1,7 +1,13 @@
 import { EventEmitter } from 'node:events';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
-import { type Address, parseToGateway, type ToGateway, type ToServer } from '../../lib/tunnel/control.ts';
+import {
+  type Address,
+  FEATURES,
+  parseToGateway,
+  type ToGateway,
+  type ToServer,
+} from '../../lib/tunnel/control.ts';
 import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
 import { MuxSession } from '../../lib/tunnel/mux.ts';
 import { connectTls } from '../../lib/tunnel/tls.ts';
@@ -132,7 +138,12 @@ export class ServerLink extends EventEmitter<{ message: [msg: ToGateway]; up: []
         if (wasUp) this.emit('down');
         this.#retry();
       });
-      session.sendControl({ t: 'register', lan: this.#register.lan, port: this.#register.port });
+      session.sendControl({
+        t: 'register',
+        lan: this.#register.lan,
+        port: this.#register.port,
+        features: [...FEATURES],
+      });
     } catch (err) {
       this.#log.debug({ err: describeError(err) }, 'tunnel-server connect failed');
       this.#retry();

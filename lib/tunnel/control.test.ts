@@ -52,6 +52,28 @@ describe('control messages', () => {
     ).toThrow(/addr.ip/);
   });
 
+  it('takes the features a gateway declares, ignoring ones this build does not know', () => {
+    expect(
+      parseToServer({ t: 'register', lan: [], port: 20006, features: ['site-peers', 'teleport', 7] }),
+    ).toEqual({ t: 'register', lan: [], port: 20006, features: ['site-peers'] });
+  });
+
+  it('site peers: node names, LAN addresses and ports, a bounded list', () => {
+    const ok = { t: 'site-peers', peers: [{ node: 'node2-2', lan: ['192.168.2.12'], port: 20006 }] };
+    expect(parseToGateway(ok)).toEqual(ok);
+    const peer = (over: Record<string, unknown>) => ({
+      t: 'site-peers',
+      peers: [{ ...ok.peers[0], ...over }],
+    });
+    expect(() => parseToGateway(peer({ node: '../x' }))).toThrow(/node is not a node name/);
+    expect(() => parseToGateway(peer({ lan: ['example.com'] }))).toThrow(/IP addresses/);
+    expect(() => parseToGateway(peer({ port: 0 }))).toThrow(/bad port/);
+    expect(() => parseToGateway({ t: 'site-peers', peers: [null] })).toThrow(/bad peer/);
+    expect(() => parseToGateway({ t: 'site-peers', peers: Array(33).fill(ok.peers[0]) })).toThrow(
+      /at most 32/,
+    );
+  });
+
   it('parses raw lines strictly', () => {
     expect(parseRawLine(`EMT1 RELAY ${'0f'.repeat(16)}`)).toEqual({ kind: 'RELAY', token: '0f'.repeat(16) });
     expect(() => parseRawLine('EMT1 RELAY xyz')).toThrow(FrameError);

@@ -41,7 +41,8 @@ export interface PeerInfo {
 export type TlsRole = 'client' | 'server';
 
 export type ToServer =
-  | { t: 'register'; lan: string[]; port: number }
+  /** `features`: messages this gateway understands beyond the first protocol (older: none). */
+  | { t: 'register'; lan: string[]; port: number; features?: Feature[] }
   | { t: 'connect'; id: string; peer: string }
   | { t: 'punch'; id: string; peer: string }
   | { t: 'signal'; id: string; peer: string; data: Record<string, unknown> };
@@ -52,7 +53,29 @@ export type ToGateway =
   | { t: 'probe'; id: string; peer: string; token: string }
   | { t: 'punch-go'; id: string; peer: string; addr: Address; role: TlsRole }
   | { t: 'signal'; id: string; peer: string; data: Record<string, unknown> }
+  /**
+   * Gateways behind the same public address as the receiver (its site, as the tunnel-server
+   * sees it), with their LAN addresses: so that same-site peers find each other on the LAN
+   * even when the cloud is gone later, before they ever needed each other.
+   */
+  | { t: 'site-peers'; peers: SitePeer[] }
   | { t: 'error'; id?: string; code: string; message: string };
+
+export interface SitePeer {
+  node: string;
+  lan: string[];
+  port: number;
+}
+
+/**
+ * What a gateway may declare it understands. A server sends a newer message only to gateways
+ * that declared it: an older gateway closes its link on a message it cannot parse.
+ */
+export const FEATURES = ['site-peers'] as const;
+export type Feature = (typeof FEATURES)[number];
+
+/** Site peers in one message at most (more are sent in several). */
+export const MAX_SITE_PEERS = 32;
 
 export const RAW_MAGIC = 'EMT1';
 export const RAW_LINE_MAX = 64;
@@ -116,7 +139,15 @@ function role(m: Record<string, unknown>): TlsRole {
 export function parseToServer(m: Record<string, unknown>): ToServer {
   switch (m.t) {
     case 'register':
-      return { t: 'register', lan: ipList(m, 'lan'), port: port(m, 'port') };
+      return {
+        t: 'register',
+        lan: ipList(m, 'lan'),
+        port: port(m, 'port'),
+        // Unknown features are ignored: a newer gateway may know more than this server.
+        ...(Array.isArray(m.features)
+          ? { features: FEATURES.filter((f) => (m.features as unknown[]).includes(f)) }
+          : {}),
+      };
     case 'connect':
     case 'punch':
       return { t: m.t, id: str(m, 'id', ID), peer: nodeName(m, 'peer') };
@@ -155,6 +186,17 @@ export function parseToGateway(m: Record<string, unknown>): ToGateway {
       };
     case 'signal':
       return { t: 'signal', id: str(m, 'id', ID), peer: nodeName(m, 'peer'), data: signalData(m) };
+    case 'site-peers': {
+      const list = m.peers;
+      if (!Array.isArray(list) || list.length > MAX_SITE_PEERS)
+        throw new FrameError(`control site-peers: peers must be a list of at most ${MAX_SITE_PEERS}`);
+      const peers = list.map((p) => {
+        if (typeof p !== 'object' || p === null) throw new FrameError('control site-peers: bad peer');
+        const r = p as Record<string, unknown>;
+        return { node: nodeName(r, 'node'), lan: ipList(r, 'lan'), port: port(r, 'port') };
+      });
+      return { t: 'site-peers', peers };
+    }
     case 'error':
       return {
         t: 'error',
