@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../harness/netns.ts';
@@ -111,17 +112,23 @@ describe('certificates renewed while running', () => {
       1000,
       'the first certificates to expire',
     );
+    const old = t.servers.get(0);
+    const gone = old ? once(old, 'exit') : Promise.resolve();
     t.killServer(0);
+    await gone; // its listener must be gone before the new one is looked for
     await t.startServer(0, SERVER_ARGS);
+    const restarted = t.servers.get(0);
     const ts1 = `${t.lab.tunnelServers[0].addr}:20007`;
     for (const node of [a, b])
       await waitFor(
         async () => (await status(node)).servers.find((s) => s.address === ts1)?.up,
-        20_000,
+        30_000, // the link's reconnect backoff reaches 10 s
         500,
         `${node.name} registered again at the restarted ts1`,
       ).catch((err) => {
-        throw new Error(`${err.message}\n${processLog(node.name)}\n${processLog('ts1')}`);
+        throw new Error(
+          `${err.message} (ts1 exit code ${restarted?.exitCode})\n${processLog(node.name)}\n${processLog('ts1')}`,
+        );
       });
 
     // ... and a new gateway enrols, registers at both servers and opens streams to A: first
