@@ -284,15 +284,25 @@ static void epoll_set(engine_t *e, int fd, uint32_t *current, uint32_t want, uin
 }
 
 /* Interest follows state: read a side while its direction is neither paused nor ended; wait
- * for writability where bytes are held. A side wanting neither is deregistered, so a hung-up
- * socket we no longer read cannot keep waking the loop. */
+ * for writability where bytes are held. A side whose reading is only paused (the other side
+ * is backpressured) or half-closed stays registered for errors alone, edge-triggered: epoll always reports
+ * EPOLLERR/EPOLLHUP, so a peer's RST still frees the connection at once (before, the side
+ * was deregistered and a client that reset kept both fds until the upstream drained or the
+ * 1 h sweep). Edge-triggered because a FIN we have not read yet plus our own shutdown is a
+ * standing EPOLLHUP, which level-triggered would report on every round. A side done both
+ * ways (its FIN read, ours sent) is deregistered. */
 static int held(const dir_t *d) { return d->rest != NULL || d->in_pipe > 0; }
 
+static uint32_t side_interest(const dir_t *from, const dir_t *to) {
+  uint32_t want = (!from->eof && !held(from) ? EPOLLIN : 0) | (held(to) ? EPOLLOUT : 0);
+  /* Paused, or half-closed with bytes still to come its way: errors only. */
+  if (want == 0 && !(from->eof && to->fin)) want = EPOLLET;
+  return want;
+}
+
 static void update_interest(engine_t *e, conn_t *c) {
-  uint32_t cwant = (!c->up.eof && !held(&c->up) ? EPOLLIN : 0) | (held(&c->down) ? EPOLLOUT : 0);
-  uint32_t uwant = (!c->down.eof && !held(&c->down) ? EPOLLIN : 0) | (held(&c->up) ? EPOLLOUT : 0);
-  epoll_set(e, c->cfd, &c->cmask, cwant, (uintptr_t)c | TAG_CLIENT);
-  epoll_set(e, c->ufd, &c->umask, uwant, (uintptr_t)c | TAG_UPSTREAM);
+  epoll_set(e, c->cfd, &c->cmask, side_interest(&c->up, &c->down), (uintptr_t)c | TAG_CLIENT);
+  epoll_set(e, c->ufd, &c->umask, side_interest(&c->down, &c->up), (uintptr_t)c | TAG_UPSTREAM);
 }
 
 static void dir_init(dir_t *d) { d->pipe[0] = d->pipe[1] = -1; }
