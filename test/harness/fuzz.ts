@@ -14,7 +14,7 @@
  * state) throw FuzzPropertyError, which is never expected.
  */
 
-/** sfc32-like mulberry32: tiny, fast, good enough to spread inputs; not for secrets. */
+/** mulberry32: tiny, fast, good enough to spread inputs; not for secrets. */
 export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
