@@ -74,6 +74,7 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
   #nextId = 1;
   readonly #inFlight = new Map<number, LookupKey>();
   readonly #waiting = new Map<string, ((r: LookupResult) => void)[]>();
+  readonly #keyStrings = new WeakMap<LookupKey, string>();
 
   constructor(opts: OnDemandOptions) {
     this.#opts = opts;
@@ -114,7 +115,12 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
   }
 
   ensure(key: LookupKey): Promise<LookupResult> | undefined {
-    const k = keyString(key);
+    // Callers that keep their key objects (the DNS resolver) do not pay for the string again.
+    let k = this.#keyStrings.get(key);
+    if (k === undefined) {
+      k = keyString(key);
+      this.#keyStrings.set(key, k);
+    }
     const state = this.#held.check(k, this.#now());
     if (state !== 'miss') {
       this.#counts[state]++;

@@ -1,4 +1,5 @@
 import type DnsPacket from 'dns-packet';
+import type { LookupKey } from '../../lib/catalog/lookup-protocol.ts';
 import type { CatalogStore } from '../../lib/catalog/store.ts';
 import { describeError } from '../../lib/errors.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
@@ -63,6 +64,8 @@ const TCP_LIMIT = 65535;
 export class Resolver {
   readonly #store: CatalogStore;
   readonly #lookup: CatalogLookup;
+  /** Query name → its lookup key (null: none), so the hot path does not parse names again. */
+  readonly #keys = new Map<string, LookupKey | null>();
   readonly #domain: string;
   readonly #dotDomain: string;
   readonly #ttl: number | undefined;
@@ -226,7 +229,13 @@ export class Resolver {
    */
   #ensure(msg: Buffer, q: Query, limit: number, start: number, reply: Reply): boolean {
     if (q.oddName) return false;
-    const key = keyForName(q.name, this.#domain);
+    let key = this.#keys.get(q.name);
+    if (key === undefined) {
+      key = keyForName(q.name, this.#domain) ?? null;
+      // Bounded: a pod asking for endless distinct names only costs re-parsing.
+      if (this.#keys.size >= MAX_KEY_MEMO) this.#keys.clear();
+      this.#keys.set(q.name, key);
+    }
     const pending = key && this.#lookup.ensure(key);
     if (!pending) return false;
     pending.then((result) => {
@@ -389,6 +398,8 @@ export class Resolver {
     return this.#zone;
   }
 }
+
+const MAX_KEY_MEMO = 4096;
 
 const SOURCE_INDEX: Record<Source, number> = { local: 0, cache: 1, upstream: 2, gateway: 3 };
 

@@ -4,12 +4,15 @@
  * any other node gets `ERR EDGEMESH_ERR_DIAL_REFUSED`. Every request is reported to
  * `onRequest` (as a script: one JSON line on stdout) so a test can see the hop happened.
  * With `feedFile` it also serves `FEED`: the catalog in that file as the snapshot, then
- * keepalives, as the node's gateway feeds a pod's sidecar.
+ * keepalives, as the node's gateway feeds a pod's sidecar; and `LOOKUP` from the same catalog
+ * with the gateway's own hub (gateway/lookup.ts), as a pod's on-demand sidecar asks.
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
+import { LookupHub } from '../../gateway/lookup.ts';
 import { encodeFeedLine, KEEPALIVE_INTERVAL_MS } from '../../lib/catalog/feed.ts';
+import { CatalogStore } from '../../lib/catalog/store.ts';
 import type { Catalog } from '../../lib/catalog/types.ts';
 import { formatReply, parseRequest, type Request, takeLine } from '../../lib/gateway-protocol.ts';
 
@@ -36,6 +39,15 @@ function serveFeed(socket: net.Socket, feedFile: string): void {
 }
 
 export function startGatewayPeer(opts: GatewayPeerOptions): Promise<net.Server> {
+  let lookup: LookupHub | undefined;
+  const lookupHub = (feedFile: string) => {
+    if (!lookup) {
+      const store = new CatalogStore();
+      store.apply({ type: 'snapshot', catalog: JSON.parse(readFileSync(feedFile, 'utf8')) as Catalog });
+      lookup = new LookupHub(store);
+    }
+    return lookup;
+  };
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     let buffer: Buffer = Buffer.alloc(0);
     socket.on('error', () => socket.destroy());
@@ -63,6 +75,10 @@ export function startGatewayPeer(opts: GatewayPeerOptions): Promise<net.Server> 
       }
       if (req.kind === 'feed' && opts.feedFile) {
         serveFeed(socket, opts.feedFile);
+        return;
+      }
+      if (req.kind === 'lookup' && opts.feedFile) {
+        lookupHub(opts.feedFile).attach(socket, 'lab', taken.rest);
         return;
       }
       if (req.kind !== 'connect' || !opts.nodes.includes(req.node)) {

@@ -1,0 +1,364 @@
+/**
+ * bench/on-demand.ts — the on-demand catalog (issue 13 item 1): what a sidecar costs when the
+ * cluster is large, and what asking the gateway costs a first DNS query. Real processes in a
+ * node and a pod namespace: `edgemesh gateway` serving a persisted catalog (API unreachable),
+ * `edgemesh sidecar` with the environment the webhook injects (the old-space cap included).
+ *
+ *   memory      sidecar private memory (USS, smaps_rollup) idle and after its pod used 1, 10,
+ *               100 services, the gateway holding 10,000 services × 10 endpoints; same-run
+ *               baseline: the same sidecar with a 10-service cluster. Also today's full feed
+ *               (--catalog full) at both sizes. Target: ≤ 3 MB above the baseline for ≤ 10
+ *               services; no crash under the injected heap cap.
+ *   first query each of N never-seen names, one at a time (one gateway round trip each);
+ *               same-run baseline: the same names again (answered from what is held).
+ *               Target: p99 < 1 ms.
+ *   throughput  dnsperf on the held names (on-demand sidecar) vs the same names preloaded
+ *               (--catalog-file with the whole catalog: today's local answer), alternating
+ *               rounds, median. Target: within 10 %.
+ *
+ * Run as root: `node bench/on-demand.ts [--services 10000] [--first 1000] [--seconds 5]`.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { saveCatalog } from '../gateway/persist.ts';
+import { type Catalog, emptyCatalog, type ServiceEntry } from '../lib/catalog/types.ts';
+import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
+import { INJECTED_SIDECAR_ENV } from './lib/injected-env.ts';
+import { percentile, printTable } from './lib/stats.ts';
+
+const { values } = parseArgs({
+  options: {
+    services: { type: 'string', default: '10000' },
+    first: { type: 'string', default: '1000' },
+    seconds: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '3' },
+  },
+});
+const BIG = Math.min(Math.max(Number(values.services), 100), 20_000);
+const FIRST = Math.min(Math.max(Number(values.first), 10), BIG - 200);
+const SECONDS = Math.min(Math.max(Number(values.seconds), 1), 30);
+const ROUNDS = Math.min(Math.max(Number(values.rounds), 1), 7);
+const ROOT = new URL('../', import.meta.url).pathname;
+const NODE = join(ROOT, 'node_modules/.bin/node');
+const PROBE = join(ROOT, 'bench/lib/dns-probe.ts');
+const NODE_IP = '10.64.0.1';
+const POD_IP = '10.64.0.5';
+const MB = 1024 * 1024;
+const USES = [1, 10, 100];
+
+const name = (i: number) => `svc-${i}.bench.svc.cluster.local`;
+
+/** `services` ClusterIP services × 10 endpoints each, on 200 nodes; this pod on edge-n. */
+function makeCatalog(services: number): Catalog {
+  const c: Catalog = { ...emptyCatalog(), revision: 1 };
+  for (let i = 0; i < services; i++) {
+    const entry: ServiceEntry = {
+      service: {
+        namespace: 'bench',
+        name: `svc-${i}`,
+        type: 'ClusterIP',
+        clusterIPs: [`10.96.${i >> 8}.${i & 255}`],
+        headless: false,
+        ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+        sessionAffinity: { type: 'None' },
+        lbPolicy: 'round-robin',
+        publishNotReadyAddresses: false,
+      },
+      endpoints: Array.from({ length: 10 }, (_, j) => {
+        const k = i * 10 + j;
+        return {
+          ip: `10.${128 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`,
+          ready: true,
+          serving: true,
+          terminating: false,
+          ports: [{ name: 'http', port: 8080, protocol: 'TCP' as const }],
+          nodeName: `node-${k % 200}`,
+          podName: `svc-${i}-${j}`,
+        };
+      }),
+    };
+    c.services[`bench/svc-${i}`] = entry;
+  }
+  c.pods[POD_IP] = { ip: POD_IP, namespace: 'bench', name: 'client', nodeName: 'edge-n' };
+  return c;
+}
+
+function uss(pid: number): number {
+  const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = (f: string) => Number(new RegExp(`^${f}:\\s+(\\d+) kB`, 'm').exec(rollup)?.[1] ?? Number.NaN);
+  return ((kb('Private_Dirty') + kb('Private_Clean')) * 1024) / MB;
+}
+
+const settle = (ms = 1500) => new Promise((r) => setTimeout(r, ms));
+const lab = new NetnsLab('emod');
+const dir = mkdtempSync(join(tmpdir(), 'emod-'));
+chmodSync(dir, 0o755);
+let nodeNs = '';
+let podNs = '';
+
+async function startGateway(catalog: Catalog, tag: string): Promise<ChildProcess> {
+  const stateDir = join(dir, `state-${tag}`);
+  await saveCatalog(stateDir, catalog);
+  const gw = lab.spawn(nodeNs, [
+    EDGEMESH_BIN,
+    'gateway',
+    '--node-name=edge-n',
+    `--state-dir=${stateDir}`,
+    `--listen=${NODE_IP}`,
+    '--api-server=http://127.0.0.1:1',
+    '--metrics-port=15090',
+  ]);
+  let log = '';
+  gw.stderr?.on('data', (c: Buffer) => {
+    log += c.toString();
+  });
+  await waitFor(() => log.includes('sidecar listener ready'), 60_000, 50, `gateway (${tag}) up`);
+  return gw;
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+/** A sidecar in the pod; resolves once /ready, or with `crashed` when it exits first. */
+async function startSidecar(
+  extra: string[],
+  env: Record<string, string>,
+): Promise<{ child: ChildProcess; crashed?: string }> {
+  let log = '';
+  const child = lab.spawn(
+    podNs,
+    [
+      EDGEMESH_BIN,
+      'sidecar',
+      '--gateway',
+      `${NODE_IP}:15080`,
+      '--node-name',
+      'edge-n',
+      '--upstream',
+      NODE_IP,
+      '--proxy-listen',
+      '127.0.0.1',
+      ...extra,
+    ],
+    { env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn', ...env } },
+  );
+  child.stderr?.on('data', (c: Buffer) => {
+    log = (log + c.toString()).slice(-4000);
+  });
+  try {
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null || child.signalCode !== null) throw new Error('exited');
+        const r = await lab.run(podNs, ['curl', '-s', '-m', '1', 'http://127.0.0.1:15021/ready']);
+        return r.stdout.startsWith('ready');
+      },
+      90_000,
+      200,
+      'sidecar /ready',
+    );
+  } catch {
+    const fatal = /FATAL ERROR[^\n]*/.exec(log)?.[0];
+    await stop(child);
+    return { child, crashed: fatal ?? `not ready (exit ${child.exitCode}): ${log.slice(-300)}` };
+  }
+  return { child };
+}
+
+async function probe(names: string[]): Promise<{ ms: number[]; rcodes: Record<string, number> }> {
+  const file = join(dir, 'names.txt');
+  writeFileSync(file, names.join('\n'));
+  const r = await lab.run(podNs, [NODE, PROBE, '--port', '15053', '--names-file', file], {
+    timeoutMs: 120_000,
+  });
+  return JSON.parse(r.stdout);
+}
+
+async function dnsperf(names: string[]): Promise<number> {
+  const file = join(dir, 'perf.txt');
+  writeFileSync(file, names.map((n) => `${n} A`).join('\n'));
+  const r = await lab.run(
+    podNs,
+    ['dnsperf', '-s', '127.0.0.1', '-p', '15053', '-d', file, '-l', String(SECONDS), '-q', '200', '-c', '1'],
+    { timeoutMs: (SECONDS + 30) * 1000 },
+  );
+  return Number(/Queries per second:\s+([\d.]+)/.exec(r.stdout)?.[1] ?? Number.NaN);
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const fmt = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : String(x));
+
+async function main(): Promise<void> {
+  for (const tool of ['dnsperf', 'curl']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      console.log(`bench/on-demand: skipped, ${tool} is not installed`);
+      return;
+    }
+  }
+  NetnsLab.cleanUpOnInterrupt();
+  nodeNs = await lab.add('node');
+  podNs = await lab.add('pod');
+  await lab.link(
+    { ns: nodeNs, ifname: 'cbr0', addr: `${NODE_IP}/24` },
+    { ns: podNs, ifname: 'eth0', addr: `${POD_IP}/24` },
+  );
+  await lab.exec(nodeNs, ['ip', 'link', 'set', 'lo', 'up']);
+  await lab.exec(podNs, ['ip', 'link', 'set', 'lo', 'up']);
+  const small = makeCatalog(10);
+  const big = makeCatalog(BIG);
+  const bigFile = join(dir, 'big.json');
+  writeFileSync(bigFile, JSON.stringify(big));
+
+  // ---- memory ------------------------------------------------------------------------------
+  const mem: Record<string, Record<string, number | string>> = {};
+  for (const [tag, catalog] of [
+    ['10 services', small],
+    [`${BIG} services`, big],
+  ] as const) {
+    const gw = await startGateway(catalog, tag.replace(/ /g, '-'));
+    const row: Record<string, number | string> = {};
+    const s = await startSidecar([], INJECTED_SIDECAR_ENV);
+    if (s.crashed) row.idle = `crashed: ${s.crashed}`;
+    else {
+      const pid = s.child.pid as number;
+      await settle();
+      row.idle = uss(pid);
+      let used = 0;
+      for (const n of USES) {
+        const upto = Math.min(n, Object.keys(catalog.services).length);
+        if (upto > used) {
+          const r = await probe(Array.from({ length: upto - used }, (_, i) => name(used + i)));
+          if (r.rcodes.NOERROR !== upto - used)
+            throw new Error(`lookups failed: ${JSON.stringify(r.rcodes)}`);
+          used = upto;
+        }
+        await settle();
+        row[`uses ${n}`] = upto < n ? `(${upto} exist)` : uss(pid);
+      }
+      await stop(s.child);
+    }
+    // Today: the whole catalog over the feed, same env.
+    const full = await startSidecar(['--catalog', 'full'], INJECTED_SIDECAR_ENV);
+    if (full.crashed) row['full feed (today)'] = `crashed: ${full.crashed.slice(0, 80)}`;
+    else {
+      await settle();
+      row['full feed (today)'] = uss(full.child.pid as number);
+      await stop(full.child);
+    }
+    mem[tag] = row;
+    await stop(gw);
+  }
+  const cols = ['idle', ...USES.map((n) => `uses ${n}`), 'full feed (today)'];
+  printTable(
+    'bench/on-demand: sidecar private memory (USS, MB), injected env (heap cap), on-demand catalog',
+    ['gateway holds', ...cols],
+    Object.entries(mem).map(([tag, row]) => [
+      tag,
+      ...cols.map((c) => (typeof row[c] === 'number' ? fmt(row[c] as number) : (row[c] ?? '-'))),
+    ]),
+  );
+  const base = mem['10 services'];
+  const large = mem[`${BIG} services`];
+  for (const c of ['idle', 'uses 1', 'uses 10']) {
+    const b = base[c] as number;
+    const l = large[c] as number;
+    const d = l - b;
+    console.log(
+      `${d <= 3 ? 'PASS' : 'MISS'} ${c}: ${fmt(l)} MB at ${BIG} services vs ${fmt(b)} MB at 10 (+${fmt(d)} MB; ratio ${fmt(l / b, 2)}; target ≤ +3 MB)`,
+    );
+  }
+  const l100 = large['uses 100'];
+  if (typeof l100 === 'number')
+    console.log(
+      `uses 100 at ${BIG} services: ${fmt(l100)} MB (+${fmt(l100 - (base['uses 10'] as number))} MB over 10 used at 10)`,
+    );
+
+  // ---- first query latency, then throughput -------------------------------------------------
+  const gw = await startGateway(big, 'latency');
+  const s = await startSidecar([], INJECTED_SIDECAR_ENV);
+  if (s.crashed) throw new Error(`on-demand sidecar crashed: ${s.crashed}`);
+  // Warm the JIT on both paths with names not measured.
+  await probe(Array.from({ length: 100 }, (_, i) => name(BIG - 1 - i)));
+  await probe(Array.from({ length: 100 }, (_, i) => name(BIG - 1 - i)));
+  const fresh = Array.from({ length: FIRST }, (_, i) => name(100 + i));
+  const first = await probe(fresh);
+  const again = await probe(fresh);
+  const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
+  const f = sorted(first.ms);
+  const a = sorted(again.ms);
+  printTable(
+    `bench/on-demand: DNS query latency from the pod, ${FIRST} names one at a time (ms)`,
+    ['query', 'p50', 'p99', 'max', 'rcodes'],
+    [
+      [
+        'first (asks the gateway)',
+        fmt(percentile(f, 50), 3),
+        fmt(percentile(f, 99), 3),
+        fmt(f[f.length - 1], 3),
+        JSON.stringify(first.rcodes),
+      ],
+      [
+        'again (held, baseline)',
+        fmt(percentile(a, 50), 3),
+        fmt(percentile(a, 99), 3),
+        fmt(a[a.length - 1], 3),
+        JSON.stringify(again.rcodes),
+      ],
+    ],
+  );
+  const p99 = percentile(f, 99);
+  console.log(
+    `${p99 < 1 ? 'PASS' : 'MISS'} first-query p99 ${fmt(p99, 3)} ms (target < 1 ms); ` +
+      `the gateway round trip adds p50 ${fmt(percentile(f, 50) - percentile(a, 50), 3)} ms (first/held p50 ratio ${fmt(percentile(f, 50) / percentile(a, 50), 2)})`,
+  );
+
+  // Throughput: held names on the on-demand sidecar vs the same names preloaded.
+  const held = Array.from({ length: 100 }, (_, i) => name(100 + i));
+  const onDemand: number[] = [];
+  const preloaded: number[] = [];
+  let current = s.child;
+  for (let r = 0; r < ROUNDS; r++) {
+    onDemand.push(await dnsperf(held));
+    await stop(current);
+    // Today's answer: the whole catalog in-process (no heap cap: with it, 10k services crash).
+    const p = await startSidecar(['--catalog-file', bigFile], {});
+    if (p.crashed) throw new Error(`preloaded sidecar crashed: ${p.crashed}`);
+    preloaded.push(await dnsperf(held));
+    await stop(p.child);
+    const o = await startSidecar([], INJECTED_SIDECAR_ENV);
+    if (o.crashed) throw new Error(`on-demand sidecar crashed: ${o.crashed}`);
+    current = o.child;
+    await probe(held); // hold them again (a fresh sidecar holds nothing)
+  }
+  await stop(current);
+  await stop(gw);
+  const od = median(onDemand);
+  const pre = median(preloaded);
+  printTable(
+    `bench/on-demand: cached DNS q/s (dnsperf, ${SECONDS} s × ${ROUNDS} rounds, median), 100 held names`,
+    ['sidecar', 'q/s', 'rounds'],
+    [
+      ['on-demand (held)', fmt(od, 0), onDemand.map((x) => fmt(x, 0)).join(' ')],
+      ['preloaded --catalog-file (baseline)', fmt(pre, 0), preloaded.map((x) => fmt(x, 0)).join(' ')],
+    ],
+  );
+  console.log(
+    `${od >= pre * 0.9 ? 'PASS' : 'MISS'} on-demand/preloaded q/s ratio ${fmt(od / pre, 3)} (target ≥ 0.9)`,
+  );
+}
+
+try {
+  await main();
+} finally {
+  await lab.cleanup();
+  rmSync(dir, { recursive: true, force: true });
+}
