@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import tls, { type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeFrame, FrameDecoder, FrameType } from '../lib/tunnel/frame.ts';
-import { createCA, createCsr, generateKeyPem } from '../lib/tunnel/identity.ts';
+import { createCA, createCsr, generateKeyPem, issueIdentity } from '../lib/tunnel/identity.ts';
 import { EDGEMESH_BIN, waitFor } from '../test/harness/netns.ts';
 import { MiB, watchPeakRss } from '../test/harness/proc.ts';
 
@@ -293,6 +293,65 @@ describe('tunnel-server under attack (real process, loopback)', () => {
       'enrolment after the flood',
     );
   }, 120_000);
+});
+
+/** An enrolled node's control session: sends `register`, resolves with the server's answer. */
+async function register(s: Server, lan: string[], port: number): Promise<Record<string, unknown>> {
+  const id = issueIdentity(ca, { kind: 'node', name: 'node7' });
+  const sock = tls.connect({
+    host: '127.0.0.1',
+    port: s.port,
+    key: id.keyPem,
+    cert: id.certPem,
+    ca: ca.certPem,
+    checkServerIdentity: () => undefined,
+  });
+  sock.on('error', () => undefined);
+  await new Promise((r) => sock.once('secureConnect', r));
+  sock.write(encodeFrame({ type: FrameType.CONTROL, stream: 0, message: { t: 'register', lan, port } }));
+  const decoder = new FrameDecoder();
+  return new Promise((resolve) => {
+    sock.on('data', (chunk: Buffer) => {
+      for (const f of decoder.push(chunk))
+        if (f.type === FrameType.CONTROL) {
+          resolve(f.message);
+          sock.destroy();
+        }
+    });
+    sock.once('close', () => resolve({ t: 'closed' }));
+  });
+}
+
+describe('what an enrolled node may register (real process, loopback; issue 16 item 10)', () => {
+  let s: Server;
+  beforeAll(async () => {
+    s = await startServer();
+  });
+
+  it.each([
+    [['127.0.0.1'], 20006, 'lan 127.0.0.1 is a loopback address, not reachable from another host'],
+    [
+      ['192.168.1.10', '169.254.169.254'],
+      20006,
+      'lan 169.254.169.254 is a link-local address (169.254.0.0/16, e.g. cloud metadata), not reachable from another host',
+    ],
+    [['192.168.1.10'], 10250, 'port 10250 is the kubelet API port, not a tunnel port'],
+  ])(
+    'refuses lan %j port %d (before: registered, and other gateways dialled it)',
+    async (lan, port, reason) => {
+      expect(await register(s, lan, port)).toMatchObject({
+        t: 'error',
+        code: 'EDGEMESH_ERR_BAD_REQUEST',
+        message: `registration refused: ${reason}`,
+      });
+    },
+  );
+
+  it('registers LAN addresses and a tunnel port; counts and logs the refusals', async () => {
+    expect(await register(s, ['192.168.1.10'], 20006)).toMatchObject({ t: 'registered', server: 'ts1' });
+    expect(await metric(s, 'edgemesh_tunnel_server_refused_total{reason="bad-address"}')).toBe(3);
+    expect(s.log()).toContain('registration refused');
+  });
 });
 
 describe('tunnel-server connection caps (real process, loopback)', () => {

@@ -26,6 +26,7 @@ import {
   type TlsIdentity,
 } from '../lib/tunnel/identity.ts';
 import { MuxSession } from '../lib/tunnel/mux.ts';
+import { registrationProblem } from '../lib/tunnel/peer-address.ts';
 import { peerIdentity, serverOptions } from '../lib/tunnel/tls.ts';
 import type { EnrolmentVerifier } from './enrol.ts';
 import { stunResponse } from './stun.ts';
@@ -250,6 +251,19 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
         return;
       }
       if (msg.t === 'register') {
+        // Other gateways dial what is registered here: nothing that points them at their
+        // own loopback, the metadata service, a kubelet or this server (peer-address.ts).
+        const problem = registrationProblem(msg.lan, msg.port, [plainIp(socket.localAddress)]);
+        if (problem) {
+          m.refused.inc({ reason: 'bad-address' });
+          log.warn({ node, lan: msg.lan, port: msg.port, reason: problem }, 'registration refused');
+          session.sendControl({
+            t: 'error',
+            code: ErrorCodes.BAD_REQUEST,
+            message: `registration refused: ${problem}`,
+          });
+          return;
+        }
         const old = gateways.get(node);
         if (old && old.session !== session)
           old.session.close(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'replaced by a new registration'));
