@@ -11,6 +11,7 @@ import { type PeerInfo, type TlsRole, type ToGateway, tlsRole } from '../../lib/
 import { ResetCode, type Target } from '../../lib/tunnel/frame.ts';
 import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
 import { MuxSession } from '../../lib/tunnel/mux.ts';
+import { dialableLan } from '../../lib/tunnel/peer-address.ts';
 import { acceptTls, connectTls, peerIdentity, serverOptions } from '../../lib/tunnel/tls.ts';
 import type { TunnelManager as GatewayTunnelManager, PeerMessages } from '../streams.ts';
 import { splice } from '../streams.ts';
@@ -209,10 +210,17 @@ export class TunnelManager implements GatewayTunnelManager {
   lanCandidates(peer: string, info: PeerInfo | undefined): { lan: string[]; port: number } {
     const known = this.#opts.peerAddresses?.(peer) ?? [];
     const remembered = this.#opts.peerBook?.candidates(peer);
-    return {
-      lan: [...new Set([...(info?.lan ?? []), ...known, ...(remembered?.addresses ?? [])])],
-      port: info?.port ?? remembered?.port ?? this.listenPort,
-    };
+    const port = info?.port ?? remembered?.port ?? this.listenPort;
+    const all = [...new Set([...(info?.lan ?? []), ...known, ...(remembered?.addresses ?? [])])];
+    // Never dial what no gateway may announce (an older tunnel-server let a node register its
+    // peers' loopback, the metadata service, a kubelet port): lib/tunnel/peer-address.ts.
+    const own = [...this.#opts.lanAddresses, ...this.#opts.tunnelServers.map((s) => s.host)];
+    const { lan, dropped } = dialableLan(all, port, {
+      addresses: own,
+      what: "this gateway's or a tunnel-server's address",
+    });
+    if (dropped.length > 0) this.#log.warn({ peer, dropped }, 'not dialling these peer addresses');
+    return { lan, port };
   }
 
   /** @internal */

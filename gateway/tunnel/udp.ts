@@ -3,6 +3,7 @@ import { Duplex } from 'node:stream';
 import nodeDataChannel from 'node-datachannel';
 import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
+import { LogGate } from '../../lib/log-gate.ts';
 import { type ToGateway, tlsRole } from '../../lib/tunnel/control.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
 import type { Peer, TunnelManager } from './manager.ts';
@@ -25,6 +26,21 @@ const HIGH_WATER = 1024 * 1024;
 const LOW_WATER = 256 * 1024;
 const MAX_MESSAGE = 16 * 1024;
 const MAX_ATTEMPTS = 32;
+/**
+ * Answered attempts one peer may hold at once: a peer's upgrade runs one UDP attempt at a
+ * time (a few overlap across retries), so any more come from a peer filling our slots to
+ * keep other peers' UDP paths out (issue 16 item 10).
+ */
+const MAX_ATTEMPTS_PER_PEER = 4;
+
+/** Why a peer's offer gets no attempt (slots in use: `peers`, one entry per attempt), or undefined. */
+export function attemptRefusal(peers: readonly string[], peer: string): string | undefined {
+  if (peers.length >= MAX_ATTEMPTS) return `all ${MAX_ATTEMPTS} UDP attempt slots are in use`;
+  const own = peers.filter((p) => p === peer).length;
+  if (own >= MAX_ATTEMPTS_PER_PEER)
+    return `${peer} already holds ${own} UDP attempts (at most ${MAX_ATTEMPTS_PER_PEER})`;
+  return undefined;
+}
 
 type PC = InstanceType<typeof nodeDataChannel.PeerConnection>;
 type DC = ReturnType<PC['createDataChannel']>;
@@ -39,6 +55,7 @@ interface Attempt {
 export class UdpPaths {
   readonly #log: Logger;
   readonly #attempts = new Map<string, Attempt>();
+  readonly #gate = new LogGate(10_000);
   #manager: TunnelManager | undefined;
 
   constructor(log: Logger) {
@@ -61,8 +78,15 @@ export class UdpPaths {
     let attempt = this.#attempts.get(msg.id);
     if (!attempt) {
       if (msg.data.type !== 'offer') return; // stale candidate of a finished attempt
-      // Each attempt holds an ICE agent and sockets until its timeout: cap them.
-      if (this.#attempts.size >= MAX_ATTEMPTS) return;
+      // Each attempt holds an ICE agent and sockets until its timeout: cap them, per peer too.
+      const refusal = attemptRefusal(
+        [...this.#attempts.values()].map((a) => a.peer),
+        peer.name,
+      );
+      if (refusal) {
+        if (this.#gate.pass().log) this.#log.warn({ peer: peer.name, reason: refusal }, 'UDP offer ignored');
+        return;
+      }
       attempt = this.#start(msg.id, link, peer, false);
       attempt.done.catch((err) =>
         this.#log.debug({ peer: peer.name, err: describeError(err) }, 'UDP answer failed'),
