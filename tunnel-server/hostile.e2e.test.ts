@@ -11,6 +11,7 @@ import { encodeFrame, FrameDecoder, FrameType } from '../lib/tunnel/frame.ts';
 import { createCA, createCsr, generateKeyPem, issueIdentity } from '../lib/tunnel/identity.ts';
 import { EDGEMESH_BIN, waitFor } from '../test/harness/netns.ts';
 import { MiB, watchPeakRss } from '../test/harness/proc.ts';
+import { DEFAULT_CONNECTION_LIMITS, NOISY_LOG_INTERVAL_MS } from './server.ts';
 
 // Issue 16: attacks on the real tunnel-server process (bin/edgemesh tunnel-server) on
 // loopback, from certificate-less clients as anyone on the internet can be. Source
@@ -225,16 +226,26 @@ describe('tunnel-server under attack (real process, loopback)', () => {
   });
 
   it('failed enrolments are counted each but logged at most once per interval', async () => {
-    const before = (s.log().match(/enrolment refused/g) ?? []).length;
+    // Log lines (one JSON object each) whose message is the refusal, not mentions of the phrase.
+    const refusalLines = () =>
+      s
+        .log()
+        .split('\n')
+        .filter((l) => l.includes('"msg":"enrolment refused"')).length;
+    const before = refusalLines();
+    const started = Date.now();
     for (let i = 0; i < 30; i++) expect(await enrol(s, `bad-token-${i}`)).toBe('error');
-    const lines = (s.log().match(/enrolment refused/g) ?? []).length - before;
-    expect(lines).toBeLessThanOrEqual(2);
+    // One line per interval at most, however long the 30 attempts took on a loaded machine.
+    const intervals = Math.ceil((Date.now() - started) / NOISY_LOG_INTERVAL_MS);
+    expect(refusalLines() - before).toBeLessThanOrEqual(intervals + 1);
+    expect(intervals + 1).toBeLessThan(30); // the bound still says something
     expect(
       await metric(s, 'edgemesh_tunnel_server_enrolments_total{result="refused"}'),
     ).toBeGreaterThanOrEqual(30);
   });
 
   it('at the connection cap, each connection pinning its worst, memory stays inside the limit', async () => {
+    const CAP = DEFAULT_CONNECTION_LIMITS.maxConnections; // the server runs with the defaults
     // 1024 (the default cap) certificate-less sessions from 4 "hosts" (256 each, the per-IP
     // cap), each with a CONTROL frame cut short just under 64 KiB in the server's decoder and
     // PONGs it never reads; then more connections, which are refused.
@@ -249,18 +260,27 @@ describe('tunnel-server under attack (real process, loopback)', () => {
     const pings = Buffer.concat(Array.from({ length: 1300 }, () => ping)); // 30 KiB of PONGs owed: under the cut
     const held: TLSSocket[] = [];
     try {
-      for (let host = 2; host < 6; host++) {
-        const batch = await Promise.all(
-          Array.from({ length: 256 }, () => bareTls(s, `127.0.1.${host}`).catch(() => undefined)),
-        );
-        for (const sock of batch) {
-          if (!sock) continue;
-          sock.pause();
-          sock.write(pings);
-          sock.write(partial.subarray(0, partial.length - 10));
-          held.push(sock);
+      // Fill the cap exactly, topping up what a loaded machine let time out (a handshake that
+      // missed its deadline holds nothing), from up to 8 "hosts" of at most 256 each.
+      const perHost = new Map<number, number>();
+      for (let round = 0; round < 4 && held.length < CAP; round++) {
+        for (let host = 2; host < 10 && held.length < CAP; host++) {
+          const want = Math.min(256 - (perHost.get(host) ?? 0), CAP - held.length);
+          if (want <= 0) continue;
+          const batch = await Promise.all(
+            Array.from({ length: want }, () => bareTls(s, `127.0.1.${host}`).catch(() => undefined)),
+          );
+          for (const sock of batch) {
+            if (!sock) continue;
+            sock.pause();
+            sock.write(pings);
+            sock.write(partial.subarray(0, partial.length - 10));
+            held.push(sock);
+            perHost.set(host, (perHost.get(host) ?? 0) + 1);
+          }
         }
       }
+      expect(held.length).toBe(CAP);
       await new Promise((r) => setTimeout(r, 2_000)); // let the server take it all in
       const extra = await Promise.all(
         Array.from({ length: 20 }, () =>

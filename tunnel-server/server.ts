@@ -140,7 +140,7 @@ const ENROL_DEADLINE_MS = 30_000;
 const CONTROL_MAX_QUEUED = 1024 * 1024;
 const ENROL_MAX_QUEUED = 32 * 1024;
 /** One warning per this interval for events anyone on the internet can cause. */
-const NOISY_LOG_INTERVAL_MS = 10_000;
+export const NOISY_LOG_INTERVAL_MS = 10_000;
 /** Pending relay/punch requests one node may have at a time. */
 const MAX_PENDING_PER_NODE = 64;
 
