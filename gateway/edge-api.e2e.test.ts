@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,9 +8,10 @@ import { GatewayFeedSource } from '../lib/catalog/feed-source.ts';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog } from '../lib/catalog/types.ts';
 import { ControlPlane } from '../test/cluster/control-plane.ts';
+import { createPki, issueCert } from '../test/cluster/pki.ts';
 import { EDGEMESH_BIN, waitFor } from '../test/harness/netns.ts';
 import { MetaServer } from '../test/metaserver/metaserver.ts';
-import { apiFromKubeConfig } from './kube/client.ts';
+import { ApiError, apiFromKubeConfig, apiFromUrl } from './kube/client.ts';
 
 // `edgemesh gateway --api-server http://…` (edge mode) against two edge APIs, both on
 // loopback in front of a real control plane: (a) `kubectl proxy` as the node's own identity
@@ -95,7 +96,7 @@ interface RunningGateway {
   stop: () => void;
 }
 
-async function startGateway(apiUrl: string, name: string): Promise<RunningGateway> {
+async function startGateway(apiUrl: string, name: string, extra: string[] = []): Promise<RunningGateway> {
   const [port, metricsPort] = [await freePort(), await freePort()];
   let stderr = '';
   const child = spawn(
@@ -109,6 +110,7 @@ async function startGateway(apiUrl: string, name: string): Promise<RunningGatewa
       `--port=${port}`,
       `--metrics-port=${metricsPort}`,
       '--relist-seconds=2',
+      ...extra,
     ],
     { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, EDGEMESH_LOG_LEVEL: 'info' } },
   );
@@ -261,6 +263,182 @@ describe('gateway in edge mode against the metaServer stand-in', () => {
     expect(await ready(g)).toBe(503);
     cold.setConnected(true);
     await waitFor(async () => (await ready(g)) === 200, 30_000, 100, '/ready 200 after reconnect');
+    g.stop();
+  }, 60_000);
+});
+
+// requireAuthorization: edgecore serves HTTPS with a certificate the cluster's kubelet-serving
+// signer issued (the cluster CA here, as kube-controller-manager signs with
+// --cluster-signing-cert-file), so a pod's service-account ca.crt is the right --api-ca-file,
+// and wants a service-account bearer token (test/metaserver: requireAuthorization).
+describe('gateway in edge mode against the metaServer stand-in with requireAuthorization (HTTPS + token)', () => {
+  const dir = join(tmp, 'authz');
+  const TOKEN_A = 'sa-token-a.first-issued';
+  const TOKEN_B = 'sa-token-b.rotated';
+  const TOKEN_C = 'sa-token-c.for-the-wrong-ca';
+  let meta: MetaServer;
+  let otherCa: string;
+  let gw: RunningGateway;
+  let side: CatalogStore;
+
+  /** As kubelet writes projected tokens: a new file renamed over the old one. */
+  function writeToken(path: string, token: string): void {
+    writeFileSync(`${path}.tmp`, token);
+    renameSync(`${path}.tmp`, path);
+  }
+
+  beforeAll(async () => {
+    mkdirSync(join(dir, 'other-pki'), { recursive: true });
+    // certificate/manager.go: CN=system:node:<node>, O=system:nodes, both listen addresses.
+    const serving = await issueCert(
+      dir,
+      { cert: cp.pki.caCert, key: cp.pki.caKey },
+      'metaserver-n1',
+      '/O=system:nodes/CN=system:node:n1',
+      'serverAuth',
+      'IP:127.0.0.1,IP:169.254.30.10',
+    );
+    otherCa = (await createPki(join(dir, 'other-pki'), { ips: ['127.0.0.1'], dnsNames: [] })).caCert;
+    meta = await MetaServer.start({
+      upstream: apiFromKubeConfig(cp.kubeConfig()),
+      resources: ['/api/v1/services', '/api/v1/endpoints', '/api/v1/pods'],
+      requireAuthorization: {
+        cert: readFileSync(serving.cert),
+        key: readFileSync(serving.key),
+        tokens: [TOKEN_A],
+      },
+    });
+    servers.push(meta);
+    expect(meta.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    await waitFor(() => meta.cached('/api/v1/services').includes('demo/web'), 20_000, 50, 'cache filled');
+  });
+
+  it('without a token: 401 (v1.22), or 403 for system:anonymous (v1.23 anonymous fallback)', async () => {
+    const noToken = apiFromUrl({ url: meta.url, caFile: cp.pki.caCert });
+    const err = await noToken.getJSON('/api/v1/services').catch((e: unknown) => e);
+    noToken.close();
+    expect(err).toBeInstanceOf(ApiError);
+    expect((err as ApiError).status).toBe(401);
+    expect((err as ApiError).message).toBe(
+      `GET ${meta.url}/api/v1/services: HTTP 401: Unauthorized: Unauthorized`,
+    );
+
+    const serving = { cert: join(dir, 'metaserver-n1.crt'), key: join(dir, 'metaserver-n1.key') };
+    const v123 = await MetaServer.start({
+      upstream: apiFromKubeConfig(cp.kubeConfig()),
+      resources: ['/api/v1/services'],
+      startDisconnected: true,
+      requireAuthorization: {
+        cert: readFileSync(serving.cert),
+        key: readFileSync(serving.key),
+        tokens: [TOKEN_A],
+        anonymous: true,
+      },
+    });
+    servers.push(v123);
+    const anon = apiFromUrl({ url: v123.url, caFile: cp.pki.caCert });
+    const err2 = await anon.getJSON('/api/v1/namespaces/demo/services').catch((e: unknown) => e);
+    anon.close();
+    expect((err2 as ApiError).status).toBe(403);
+    expect((err2 as ApiError).message).toContain(
+      'HTTP 403: Forbidden: services is forbidden: User "system:anonymous" cannot list resource "services" in API group "" in the namespace "demo"',
+    );
+    await v123.stop();
+  }, 30_000);
+
+  it('with the cluster CA and a valid token: gets ready and serves the catalog', async () => {
+    writeToken(join(dir, 'token'), TOKEN_A);
+    const unauthorized = meta.served.unauthorized;
+    gw = await startGateway(meta.url, 'authz', [
+      `--api-token-file=${join(dir, 'token')}`,
+      `--api-ca-file=${cp.pki.caCert}`,
+    ]);
+    await waitFor(async () => (await ready(gw)) === 200, 30_000, 100, '/ready 200');
+    side = await sidecar(gw);
+    const c = side.current as Catalog;
+    expect(Object.keys(c.services)).toContain('default/kubernetes');
+    expect(c.services['demo/web'].endpoints.map((e) => [e.ip, e.nodeName])).toEqual([
+      ['10.244.1.7', 'n1'],
+      ['10.244.2.9', 'n2'],
+    ]);
+    expect(meta.authenticated.get(TOKEN_A)).toBeGreaterThanOrEqual(3); // a LIST per kind at least
+    expect(meta.served.unauthorized).toBe(unauthorized);
+    expect(gw.log()).not.toContain('HTTP 401');
+  }, 60_000);
+
+  it('a token file rewritten while running (kubelet rotating a projected token) is used from then on', async () => {
+    writeToken(join(dir, 'token'), TOKEN_B);
+    meta.setTokens([TOKEN_B, TOKEN_C]); // the old token no longer authenticates
+    const unauthorized = meta.served.unauthorized;
+    const usedA = meta.authenticated.get(TOKEN_A) ?? 0;
+    // --relist-seconds=2: new LISTs and WATCHes every ~2 s, each with the token as read then.
+    await waitFor(
+      () => (meta.authenticated.get(TOKEN_B) ?? 0) >= 6,
+      20_000,
+      100,
+      'requests with the new token',
+    );
+    expect(meta.served.unauthorized).toBe(unauthorized);
+    expect(meta.authenticated.get(TOKEN_A) ?? 0).toBe(usedA);
+    expect(gw.log()).not.toContain('HTTP 401');
+    expect(await ready(gw)).toBe(200);
+    // And the data path works on the new token: a change in the cloud reaches the sidecar.
+    await cp.kubectl(['apply', '-f', '-'], {
+      input: `
+apiVersion: v1
+kind: Service
+metadata: {name: rotated, namespace: demo}
+spec: {ports: [{port: 81}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: rotated, namespace: demo}
+subsets: [{addresses: [{ip: 10.244.1.8, nodeName: n1}], ports: [{port: 81}]}]
+`,
+    });
+    await waitFor(
+      () => side.current?.services['demo/rotated']?.endpoints.length === 1,
+      30_000,
+      100,
+      'demo/rotated',
+    );
+    gw.stop();
+  }, 90_000);
+
+  it('with a token that does not authenticate: stays not ready, and the log names the URL and the 401', async () => {
+    writeToken(join(dir, 'wrong-token'), 'not-a-service-account-token');
+    const unauthorized = meta.served.unauthorized;
+    const g = await startGateway(meta.url, 'authz-wrong-token', [
+      `--api-token-file=${join(dir, 'wrong-token')}`,
+      `--api-ca-file=${cp.pki.caCert}`,
+    ]);
+    const line = new RegExp(
+      `GET ${meta.url.replace(/[.]/g, '\\.')}/api/v1/(services|endpoints|pods)\\?[^:]*: HTTP 401: Unauthorized`,
+    );
+    await waitFor(() => line.test(g.log()), 30_000, 100, 'a 401 naming the URL');
+    expect(meta.served.unauthorized).toBeGreaterThan(unauthorized);
+    await sleep(3000);
+    expect(await ready(g)).toBe(503);
+    g.stop();
+  }, 60_000);
+
+  it("with a CA that did not sign the server's certificate: stays not ready, and the log names the TLS failure", async () => {
+    // A token that would authenticate: only the certificate check keeps the gateway out.
+    writeToken(join(dir, 'token-c'), TOKEN_C);
+    const unauthorized = meta.served.unauthorized;
+    const g = await startGateway(meta.url, 'authz-wrong-ca', [
+      `--api-token-file=${join(dir, 'token-c')}`,
+      `--api-ca-file=${otherCa}`,
+    ]);
+    const line = new RegExp(
+      `GET ${meta.url.replace(/[.]/g, '\\.')}/api/v1/(services|endpoints|pods)\\?[^:]*: TLS: unable to verify the first certificate[^(]*\\(UNABLE_TO_VERIFY_LEAF_SIGNATURE\\)`,
+    );
+    await waitFor(() => line.test(g.log()), 30_000, 100, 'a TLS failure naming the URL');
+    await sleep(3000);
+    expect(await ready(g)).toBe(503);
+    // No request got through the handshake: the token was never sent.
+    expect(meta.authenticated.get(TOKEN_C)).toBeUndefined();
+    expect(meta.served.unauthorized).toBe(unauthorized);
     g.stop();
   }, 60_000);
 });

@@ -2,8 +2,8 @@
  * A stand-in for KubeEdge edgecore's metaServer (the edge API on 127.0.0.1:10550), small and
  * faithful in what the gateway depends on. Each behaviour cites the kubeedge/kubeedge file
  * (v1.22–v1.23) it reproduces; paths are under edge/pkg/metamanager/metaserver/ unless given
- * in full. Not reproduced: auth (requireAuthorization), protobuf refusal, GET of one object,
- * writes, label selectors.
+ * in full. Not reproduced: protobuf refusal, GET of one object, writes, label selectors; with
+ * requireAuthorization, the JWT checks themselves, RBAC, and client certificates (below).
  *
  * - The cloud feeds a local cache (edgecore: cloudcore's dynamicController pushes the objects
  *   a local client watches into SQLite). Here: a LIST + WATCH of each configured resource on
@@ -27,8 +27,37 @@
  *   r.Store.Watch).
  * - timeoutSeconds ends a watch as the Kubernetes handlers do (handlerfactory/factory.go uses
  *   them with MinRequestTimeout 1800 s).
+ *
+ * With the `requireAuthorization` option (edgecore's RequireAuthorization feature gate,
+ * pkg/features), as server.go does:
+ * - HTTPS only, TLS 1.2 or later, with a serving certificate for CN=system:node:<node>,
+ *   O=system:nodes and IP SANs 127.0.0.1 and 169.254.30.10, signed by the cluster's
+ *   kubelet-serving signer, so a pod's service-account ca.crt verifies it (server.go:
+ *   Start → startHTTPSServer on Config.Server and Config.DummyServer, makeTLSConfig;
+ *   certificate/manager.go: NewServerCertificateManager). The test issues that certificate;
+ *   client certificates (tls.VerifyClientCertIfGiven) are not asked for here.
+ * - Authentication before anything else in the chain (server.go: BuildHandlerChain,
+ *   WithAuthentication inside WithRequestInfo): a bearer token that does not authenticate
+ *   answers 401 with the Status `Unauthorized` (bearertoken.go in k8s.io/apiserver: a token
+ *   the authenticator refuses is an error, never a fallthrough; union.go NewFailOnError
+ *   stops there; filters/authentication.go: Unauthorized → apierrors.NewUnauthorized
+ *   ("Unauthorized")). The real one checks the token as a service-account JWT (signature
+ *   with ServiceAccountKeyFiles, issuer, audience, the account still existing: buildAuth,
+ *   auth/auth.go); here the valid tokens are a list the test sets, and may change
+ *   (`setTokens`: a rotated token, an old one expired).
+ * - No token (no `Authorization: Bearer <non-empty>`): v1.22 answers 401 like a wrong token
+ *   (buildAuth there: bearertoken.New alone; an absent token is "not authenticated").
+ *   v1.23 adds the anonymous authenticator behind it (buildAuth: authnunion.NewFailOnError
+ *   (bearer, anonymous), commit 018ffc20 "support anonymous access for discovery paths"),
+ *   so the request goes on as system:anonymous and RBAC refuses a LIST/WATCH with 403
+ *   (filters/authorization.go, responsewriters/errors.go: forbiddenMessage) unless a
+ *   binding grants it; option `anonymous: true` gives that. Discovery paths, which v1.23
+ *   allows anonymously (AlwaysAllowDiscoveryAuthorizer), the stand-in does not serve.
+ * - A token that authenticates is assumed allowed by RBAC (cloudcore's edge RBAC and the
+ *   account's bindings are the cluster's business, not reproduced).
  */
 import http from 'node:http';
+import https from 'node:https';
 import type net from 'node:net';
 import type { ApiClient } from '../../gateway/kube/client.ts';
 import { ObjectCache } from '../../gateway/kube/object-cache.ts';
@@ -54,7 +83,27 @@ export interface MetaServerOptions {
   path?: string;
   /** Start disconnected with an empty cache (a fresh edge node with no cloud). */
   startDisconnected?: boolean;
+  /** edgecore's requireAuthorization feature gate: HTTPS and a bearer token (see above). */
+  requireAuthorization?: {
+    /** Serving certificate and key (PEM). */
+    cert: string | Buffer;
+    key: string | Buffer;
+    /** Bearer tokens that authenticate; `setTokens` replaces them. */
+    tokens: string[];
+    /** v1.23+: no token → system:anonymous → 403 from RBAC; default v1.22: 401. */
+    anonymous?: boolean;
+  };
 }
+
+const UNAUTHORIZED = JSON.stringify({
+  kind: 'Status',
+  apiVersion: 'v1',
+  metadata: {},
+  status: 'Failure',
+  message: 'Unauthorized',
+  reason: 'Unauthorized',
+  code: 401,
+});
 
 export class MetaServer {
   readonly #opts: MetaServerOptions;
@@ -64,22 +113,31 @@ export class MetaServer {
   #connected = false;
   #revision = 0;
   #server: http.Server | undefined;
+  #tokens = new Set<string>();
   /** Requests served, by how: for tests to see which path answered. */
-  readonly served = { proxiedLists: 0, localLists: 0, watches: 0 };
+  readonly served = { proxiedLists: 0, localLists: 0, watches: 0, unauthorized: 0, forbidden: 0 };
+  /** With requireAuthorization: requests let through, by the token they carried. */
+  readonly authenticated = new Map<string, number>();
 
   constructor(opts: MetaServerOptions) {
     this.#opts = opts;
     for (const r of opts.resources) this.#cache.set(r, new Map());
+    this.#tokens = new Set(opts.requireAuthorization?.tokens ?? []);
   }
 
   static async start(opts: MetaServerOptions): Promise<MetaServer> {
     const m = new MetaServer(opts);
-    m.#server = http.createServer((req, res) => {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       m.#handle(req, res).catch((err) => {
         if (!res.headersSent) res.writeHead(500).end(String(err));
         else res.destroy();
       });
-    });
+    };
+    const tls = opts.requireAuthorization;
+    // server.go makeTLSConfig: MinVersion tls.VersionTLS12.
+    m.#server = tls
+      ? https.createServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, handler)
+      : http.createServer(handler);
     await new Promise<void>((resolve) =>
       opts.path
         ? m.#server?.listen(opts.path, resolve)
@@ -92,7 +150,12 @@ export class MetaServer {
   get url(): string {
     if (this.#opts.path) return `unix:${this.#opts.path}`;
     const a = this.#server?.address() as net.AddressInfo;
-    return `http://${a.address}:${a.port}`;
+    return `${this.#opts.requireAuthorization ? 'https' : 'http'}://${a.address}:${a.port}`;
+  }
+
+  /** With requireAuthorization: the tokens that authenticate from now on (open watches go on). */
+  setTokens(tokens: string[]): void {
+    this.#tokens = new Set(tokens);
   }
 
   get connected(): boolean {
@@ -168,6 +231,7 @@ export class MetaServer {
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://metaserver');
     const parsed = parsePath(url.pathname);
+    if (this.#opts.requireAuthorization && !this.#authorize(req, res, url, parsed)) return;
     if (req.method !== 'GET' || !parsed || !this.#cache.has(parsed.resource)) {
       res
         .writeHead(404, { 'content-type': 'application/json' })
@@ -204,6 +268,73 @@ export class MetaServer {
         items,
       }),
     );
+  }
+
+  /** requireAuthorization: authentication, then (for anonymous) authorization; false = answered. */
+  #authorize(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    url: URL,
+    parsed: ReturnType<typeof parsePath>,
+  ): boolean {
+    // bearertoken.go: TrimSpace, split on ' ', scheme compared case-insensitively; a missing
+    // header, another scheme or an empty token is "no token", not an error.
+    const parts = (req.headers.authorization ?? '').trim().split(' ');
+    const token = parts.length >= 2 && parts[0].toLowerCase() === 'bearer' && parts[1] ? parts[1] : undefined;
+    if (token !== undefined) {
+      if (this.#tokens.has(token)) {
+        this.authenticated.set(token, (this.authenticated.get(token) ?? 0) + 1);
+        return true;
+      }
+      this.#unauthorized(res);
+      return false;
+    }
+    if (!this.#opts.requireAuthorization?.anonymous) {
+      // v1.22: no anonymous authenticator, so no token fails authentication.
+      this.#unauthorized(res);
+      return false;
+    }
+    // v1.23: system:anonymous, refused by RBAC (responsewriters/errors.go: forbiddenMessage).
+    this.served.forbidden++;
+    if (!parsed) {
+      // A non-resource path (discovery ones would be allowed, but are not served here).
+      res.writeHead(403, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          kind: 'Status',
+          apiVersion: 'v1',
+          metadata: {},
+          status: 'Failure',
+          message: `forbidden: User "system:anonymous" cannot get path "${url.pathname}"`,
+          reason: 'Forbidden',
+          details: {},
+          code: 403,
+        }),
+      );
+      return false;
+    }
+    const watch = url.searchParams.get('watch');
+    const verb = watch === '1' || watch === 'true' ? 'watch' : 'list';
+    const resource = parsed.resource.slice(parsed.resource.lastIndexOf('/') + 1);
+    const group = parsed.groupVersion.includes('/') ? parsed.groupVersion.split('/')[0] : '';
+    const scope = parsed.namespace ? `in the namespace "${parsed.namespace}"` : 'at the cluster scope';
+    res.writeHead(403, { 'content-type': 'application/json' }).end(
+      JSON.stringify({
+        kind: 'Status',
+        apiVersion: 'v1',
+        metadata: {},
+        status: 'Failure',
+        message: `${resource}${group ? `.${group}` : ''} is forbidden: User "system:anonymous" cannot ${verb} resource "${resource}" in API group "${group}" ${scope}`,
+        reason: 'Forbidden',
+        details: { kind: resource, ...(group ? { group } : {}) },
+        code: 403,
+      }),
+    );
+    return false;
+  }
+
+  #unauthorized(res: http.ServerResponse): void {
+    this.served.unauthorized++;
+    res.writeHead(401, { 'content-type': 'application/json' }).end(UNAUTHORIZED);
   }
 
   #watch(
