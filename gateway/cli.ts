@@ -3,6 +3,7 @@ import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
 import { GATEWAY_PORT } from '../lib/gateway-protocol.ts';
 import { createLogger } from '../lib/log.ts';
+import { defaultMetricsHosts } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { startGateway } from './gateway.ts';
 import { type ApiClient, apiFromUrl } from './kube/client.ts';
@@ -98,6 +99,13 @@ export const gatewayCommand = defineCommand(
           'this node are refused',
       },
       'cluster-domain': { type: 'string', description: 'cluster DNS domain', default: 'cluster.local' },
+      'metrics-host': {
+        type: 'list',
+        default: [],
+        description:
+          'addresses for /metrics and /ready (default: the --listen address, else HOST_IP, and 127.0.0.1 — ' +
+          "never all interfaces: the gateway runs in the host's network, the kubelet probes the node's IP)",
+      },
       'metrics-port': {
         type: 'integer',
         description: 'port for /metrics and /ready (0 = off)',
@@ -135,6 +143,8 @@ export const gatewayCommand = defineCommand(
     if (!o['node-name']) throw configError('--node-name is required (or set NODE_NAME)');
     const settings = apiSettings(o);
     parseServers(o['tunnel-servers']); // a bad entry fails here, naming the flag
+    for (const h of o['metrics-host'])
+      if (!isIP(h)) throw configError(`--metrics-host: ${JSON.stringify(h)} is not an IP address`);
     const log = createLogger('gateway');
     const gateway = await startGateway({
       nodeName: o['node-name'],
@@ -148,6 +158,10 @@ export const gatewayCommand = defineCommand(
       endpointsSource: settings.endpointsSource,
       relistSeconds: o['relist-seconds'],
       metricsPort: o['metrics-port'] === 0 ? undefined : o['metrics-port'],
+      metricsHosts:
+        o['metrics-host'].length > 0
+          ? o['metrics-host']
+          : defaultMetricsHosts([o.listen, process.env.HOST_IP]),
       log,
       tunnel:
         o['tunnel-servers'].length === 0

@@ -9,7 +9,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Logger } from '../lib/log.ts';
-import { createRegistry, serveMetrics } from '../lib/metrics.ts';
+import { createRegistry, defaultMetricsHosts, serveMetricsOn } from '../lib/metrics.ts';
 import { Admission } from './admission.ts';
 import { FeedHub } from './feed.ts';
 import { type ApiClient, apiFromKubeConfig } from './kube/client.ts';
@@ -41,7 +41,8 @@ export interface GatewayOptions {
   relistSeconds?: number;
   /** Absent: no metrics listener. */
   metricsPort?: number;
-  metricsHost?: string;
+  /** Addresses for /metrics and /ready (default: `defaultMetricsHosts([listenHost])`). */
+  metricsHosts?: string[];
   /**
    * The tunnel to peer gateways, or a factory that gets this gateway's LocalDialer (for the
    * tunnel's far end). Absent: only same-node streams; others get UNAVAILABLE.
@@ -126,16 +127,19 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     { listen: `${opts.listenHost}:${opts.listenPort}`, node: opts.nodeName },
     'sidecar listener ready',
   );
-  let metricsServer: Server | undefined;
+  let metricsServer: { close(): void } | undefined;
   if (opts.metricsPort !== undefined) {
-    metricsServer = await serveMetrics(registry, {
-      port: opts.metricsPort,
-      host: opts.metricsHost,
-      routes: {
-        '/ready': () =>
-          store.synced ? { status: 200, body: 'ready\n' } : { status: 503, body: 'no catalog yet\n' },
+    metricsServer = await serveMetricsOn(
+      registry,
+      opts.metricsHosts ?? defaultMetricsHosts([opts.listenHost]),
+      {
+        port: opts.metricsPort,
+        routes: {
+          '/ready': () =>
+            store.synced ? { status: 200, body: 'ready\n' } : { status: 503, body: 'no catalog yet\n' },
+        },
       },
-    });
+    );
   }
   let watcher: ClusterWatcher | undefined;
   const api = opts.api ?? (opts.kubeConfig ? apiFromKubeConfig(opts.kubeConfig) : undefined);

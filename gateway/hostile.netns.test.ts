@@ -114,6 +114,21 @@ describe('gateway sidecar port: only this node may use it (issue 16 item 1)', ()
     expect(await send(lanNs, CONNECT, { bind: OTHER_NODE })).toBe(refusal);
   });
 
+  it('serves /metrics and /ready only on the node address and loopback, not on every interface (issue 16 item 10)', async () => {
+    // Before: 0.0.0.0, so every interface of the node answered, the pod bridge's included.
+    const onBridge = await lab.run(podNs, ['curl', '-sS', '--max-time', '3', 'http://10.61.0.1:15090/ready']);
+    expect(onBridge.code).not.toBe(0);
+    expect(onBridge.stderr).toMatch(/Connection refused|Failed to connect/);
+    const onLoopback = await lab.exec(nodeNs, [
+      'curl',
+      '-sS',
+      '--max-time',
+      '3',
+      'http://127.0.0.1:15090/ready',
+    ]);
+    expect(onLoopback.stdout).toBe('ready\n');
+  });
+
   it('counts the refusals and logs the source', async () => {
     expect(await metrics()).toMatch(/^edgemesh_gateway_refused_total\{reason="not-a-local-pod"[^}]*\} 4$/m);
     expect(stderr).toContain(LAN_HOST);

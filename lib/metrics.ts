@@ -102,3 +102,31 @@ export function serveMetrics(
     server.listen(opts.port, opts.host ?? '0.0.0.0', () => resolve(server));
   });
 }
+
+/**
+ * Where a part serves /metrics (and /ready) unless told: the first specific address among
+ * `candidates` (its listen address, its node's or pod's IP from the downward API) and
+ * loopback — never all interfaces (issue 16 item 10): a hostNetwork part on 0.0.0.0 answers
+ * on every interface of the node, public ones included. The kubelet probes the pod's IP
+ * (the node's, with hostNetwork); tools on the node use loopback.
+ */
+export function defaultMetricsHosts(candidates: readonly (string | undefined)[]): string[] {
+  const specific = candidates.find((c) => c !== undefined && c !== '' && c !== '0.0.0.0' && c !== '::');
+  return [...new Set([...(specific ? [specific] : []), '127.0.0.1'])];
+}
+
+/** `serveMetrics` on each of `hosts` (same port): one server per address. */
+export async function serveMetricsOn(
+  registry: Registry,
+  hosts: readonly string[],
+  opts: { port: number; routes?: Record<string, () => { status: number; body: string }> },
+): Promise<{ close(): void }> {
+  const servers: Server[] = [];
+  try {
+    for (const host of hosts) servers.push(await serveMetrics(registry, { ...opts, host }));
+  } catch (err) {
+    for (const s of servers) s.close();
+    throw err;
+  }
+  return { close: () => servers.forEach((s) => s.close()) };
+}

@@ -256,4 +256,25 @@ patches:
     expect(edge.spec.template.spec.containers[0].args).toContain('--api-server=http://127.0.0.1:10550');
     expect(cloud.spec.template.spec.containers[0].args?.join(' ')).not.toContain('--api-server');
   });
+
+  it('metrics listeners get the address their probes and scrapes use (never 0.0.0.0; issue 16 item 10)', async (ctx) => {
+    const { objects } = await render(ctx, join(manifests, 'overlays/kubeedge'));
+    const container = (kind: string, name: string) =>
+      (find(objects, kind, name) as unknown as V1Deployment).spec?.template.spec?.containers[0];
+    // hostNetwork gateways: /metrics and /ready on the node's IP (the kubelet probes it) and loopback.
+    for (const name of ['edgemesh-gateway', 'edgemesh-gateway-edge']) {
+      const c = container('DaemonSet', name);
+      expect(c?.env).toContainEqual({
+        name: 'HOST_IP',
+        valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } },
+      });
+      expect(c?.readinessProbe?.httpGet).toMatchObject({ path: '/ready', port: 15090 });
+      expect(c?.readinessProbe?.httpGet?.host).toBeUndefined(); // the pod's IP = the node's
+    }
+    // The tunnel-server's /metrics on its pod IP.
+    expect(container('Deployment', 'edgemesh-tunnel-server')?.env).toContainEqual({
+      name: 'POD_IP',
+      valueFrom: { fieldRef: { fieldPath: 'status.podIP' } },
+    });
+  });
 });

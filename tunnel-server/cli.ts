@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { certificateValidity } from '../lib/certs.ts';
 import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
-import { createRegistry, serveMetrics } from '../lib/metrics.ts';
+import { createRegistry, defaultMetricsHosts, serveMetricsOn } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { issueIdentity } from '../lib/tunnel/identity.ts';
 import { validityProblem } from '../lib/tunnel/renewal.ts';
@@ -132,6 +133,12 @@ export const tunnelServerCommand = defineCommand(
         min: 1,
         description: "open TCP connections from one source IP (a site's NAT counts once)",
       },
+      'metrics-host': {
+        type: 'list',
+        default: [],
+        description:
+          'addresses for /metrics (default: POD_IP from the downward API and 127.0.0.1; never all interfaces)',
+      },
       'metrics-port': {
         type: 'integer',
         default: 0,
@@ -146,6 +153,8 @@ export const tunnelServerCommand = defineCommand(
     const log = createLogger('tunnel-server');
     const listen = parseListen(opts.listen);
     if (!listen) throw configError('--listen: must be ADDR:PORT');
+    for (const h of opts['metrics-host'])
+      if (!isIP(h)) throw configError(`--metrics-host: ${JSON.stringify(h)} is not an IP address`);
     const ca = { certPem: readPem('ca-cert', opts['ca-cert']), keyPem: readPem('ca-key', opts['ca-key']) };
     const serverDays = (parseLifetime(opts['server-cert-lifetime']) as number) / DAY_MS;
     // This replica's serving identity: a fresh key each start and each renewal, signed by the
@@ -204,7 +213,15 @@ export const tunnelServerCommand = defineCommand(
     });
     renewer.start();
     const metrics =
-      opts['metrics-port'] > 0 ? await serveMetrics(registry, { port: opts['metrics-port'] }) : undefined;
+      opts['metrics-port'] > 0
+        ? await serveMetricsOn(
+            registry,
+            opts['metrics-host'].length > 0
+              ? opts['metrics-host']
+              : defaultMetricsHosts([listen.host, process.env.POD_IP]),
+            { port: opts['metrics-port'] },
+          )
+        : undefined;
     onShutdown(log, async () => {
       metrics?.close();
       renewer.close();
