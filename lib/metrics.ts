@@ -115,7 +115,7 @@ export function defaultMetricsHosts(candidates: readonly (string | undefined)[])
   return [...new Set([...(specific ? [specific] : []), '127.0.0.1'])];
 }
 
-/** `serveMetrics` on each of `hosts` (same port): one server per address. */
+/** `serveMetrics` on each of `hosts` (same port): one server per address; close() ends them all. */
 export async function serveMetricsOn(
   registry: Registry,
   hosts: readonly string[],
@@ -128,5 +128,12 @@ export async function serveMetricsOn(
     for (const s of servers) s.close();
     throw err;
   }
-  return { close: () => servers.forEach((s) => s.close()) };
+  return {
+    close: () => {
+      for (const s of servers) {
+        s.closeAllConnections(); // keep-alive scrapers would hold a plain close() open
+        s.close();
+      }
+    },
+  };
 }

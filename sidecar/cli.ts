@@ -3,6 +3,7 @@
  */
 import { isIP } from 'node:net';
 import { type CommandSpec, defineCommand } from '../lib/cli.ts';
+import { configError } from '../lib/errors.ts';
 import { GATEWAY_PORT } from '../lib/gateway-protocol.ts';
 import { isDnsLabel, isDnsSubdomain, isUid } from '../lib/names.ts';
 import type { ProxyEngine } from './proxy/proxy.ts';
@@ -46,6 +47,13 @@ const spec = {
     'dns-port': port('DNS port (UDP on 127.0.0.1 and ::1, and TCP)', 15053),
     'proxy-port': port('transparent outbound TCP proxy port', 15001),
     'health-port': port('health port: GET /ready', 15021),
+    'metrics-host': {
+      type: 'list',
+      default: ['0.0.0.0'],
+      description:
+        "addresses for /ready and /metrics (default all: inside the pod's own network namespace that is " +
+        'the pod IP, which the kubelet probes, and loopback)',
+    },
     'metrics-port': {
       type: 'integer',
       description: 'port for /metrics (0 = off)',
@@ -165,6 +173,10 @@ export const sidecarCommand = defineCommand(spec, async (o) => {
     proxyPort: o['proxy-port'],
     healthPort: o['health-port'],
     metricsPort: o['metrics-port'],
+    metricsHosts: o['metrics-host'].map((h) => {
+      if (!isIP(h)) throw configError(`--metrics-host: ${JSON.stringify(h)} is not an IP address`);
+      return h;
+    }),
     upstreams: o.upstream,
     resolvConf: o['resolv-conf'],
     gateway: o.gateway ? parseHostPort(o.gateway, GATEWAY_PORT) : undefined,

@@ -3,13 +3,12 @@
  * health endpoint (/ready once the catalog has synced and every listener is up), metrics,
  * and a graceful drain on SIGTERM (not ready at once, stop accepting, let connections finish).
  */
-import type http from 'node:http';
 import { isIP } from 'node:net';
 import type { CatalogSource } from '../lib/catalog/source.ts';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import { configError } from '../lib/errors.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
-import { createRegistry, type Registry, serveMetrics } from '../lib/metrics.ts';
+import { createRegistry, type Registry, serveMetricsOn } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { PodAnnouncer, type PodIdentity } from './announce.ts';
 import type { CatalogLookup } from './catalog/lookup.ts';
@@ -25,6 +24,8 @@ export interface SidecarConfig {
   proxyPort: number;
   healthPort: number;
   metricsPort: number;
+  /** Addresses for /ready and /metrics (default 0.0.0.0: the pod's own namespace). */
+  metricsHosts?: string[];
   upstreams?: string[];
   resolvConf: string;
   gateway?: { host: string; port: number };
@@ -184,9 +185,10 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
   await proxy.start();
 
   let shuttingDown = false;
-  const servers: http.Server[] = [];
+  const servers: { close(): void }[] = [];
+  const hosts = config.metricsHosts ?? ['0.0.0.0'];
   servers.push(
-    await serveMetrics(registry, {
+    await serveMetricsOn(registry, hosts, {
       port: config.healthPort,
       routes: {
         '/ready': () => {
@@ -199,7 +201,7 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
     }),
   );
   if (config.metricsPort !== 0 && config.metricsPort !== config.healthPort) {
-    servers.push(await serveMetrics(registry, { port: config.metricsPort }));
+    servers.push(await serveMetricsOn(registry, hosts, { port: config.metricsPort }));
   }
   log.info(
     {
@@ -229,10 +231,7 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
       await proxy.drain(config.drainMs);
       await dns.close();
       await source.stop();
-      for (const s of servers) {
-        s.closeAllConnections();
-        s.close();
-      }
+      for (const s of servers) s.close();
       log.info('sidecar stopped');
     },
     config.drainMs + 5_000,
