@@ -81,6 +81,21 @@ describe('held catalog (pure)', () => {
   });
 });
 
+describe('held catalog changes', () => {
+  it('drains what changed as store increments, numbered after the given revision', () => {
+    const held = new HeldCatalog({ clusterDomain: 'cluster.local', idleMs: 10 });
+    held.answer(WEB, answer(1, { 'demo/web': web }), 0);
+    held.answer(WEB_IP, answer(2, { 'demo/web': web }), 0); // same value: no change
+    expect(held.drain(7)).toEqual([{ type: 'service', revision: 8, key: 'demo/web', entry: web }]);
+    expect(held.drain(8)).toEqual([]);
+    held.push({ type: 'service', revision: 20, key: 'demo/web', entry: null });
+    held.push({ type: 'service', revision: 21, key: 'demo/web', entry: web });
+    expect(held.drain(8)).toEqual([{ type: 'service', revision: 9, key: 'demo/web', entry: web }]);
+    expect(held.sweep(100)).toEqual(['svc demo/web']);
+    expect(held.drain(9)).toEqual([{ type: 'service', revision: 10, key: 'demo/web', entry: null }]);
+  });
+});
+
 describe('lookup keys for DNS names', () => {
   it('maps every name of a service to its key, namespaces, pods and reverse names', () => {
     const Z = 'cluster.local';

@@ -57,6 +57,8 @@ export class HeldCatalog {
   readonly #topics = new Map<string, TopicState>();
   #revision = 0;
   #catalog: Catalog | undefined;
+  /** Topics whose held value changed since the last drain(), with that value (null: gone). */
+  readonly #changed = new Map<string, Value>();
 
   constructor(opts: HeldOptions) {
     this.#domain = opts.clusterDomain;
@@ -96,8 +98,12 @@ export class HeldCatalog {
       const state = this.#topics.get(t);
       if (state) {
         state.refs++;
+        if (state.held.value !== v.value) this.#changed.set(t, v);
         state.held = v;
-      } else this.#topics.set(t, { refs: 1, held: v });
+      } else {
+        this.#topics.set(t, { refs: 1, held: v });
+        this.#changed.set(t, v);
+      }
     }
     const prev = this.#keys.get(k);
     const last = prev && 'lastUsed' in prev ? prev.lastUsed : now;
@@ -122,6 +128,7 @@ export class HeldCatalog {
     this.#revision = Math.max(this.#revision, update.revision);
     if (!state) return false; // unsubscribed meanwhile
     state.held = held;
+    this.#changed.set(topicOf(held), held);
     this.#catalog = undefined;
     return true;
   }
@@ -154,6 +161,22 @@ export class HeldCatalog {
     return { keys: this.#keys.size, negative, services: count.svc, pods: count.pod, namespaces: count.ns };
   }
 
+  /**
+   * What changed since the last call, as catalog updates numbered from `revision` + 1 (the
+   * store's): the DNS zone applies them one by one instead of re-reading all that is held.
+   */
+  drain(revision: number): CatalogUpdate[] {
+    const out: CatalogUpdate[] = [];
+    for (const v of this.#changed.values()) {
+      revision++;
+      if (v.kind === 'svc') out.push({ type: 'service', revision, key: v.key, entry: v.value });
+      else if (v.kind === 'pod') out.push({ type: 'pod', revision, ip: v.ip, pod: v.value });
+      else out.push({ type: 'namespace', revision, name: v.name, namespace: v.value });
+    }
+    this.#changed.clear();
+    return out;
+  }
+
   /** The held part of the catalog; the same object until something held changes. */
   catalog(): Catalog {
     if (this.#catalog) return this.#catalog;
@@ -183,6 +206,7 @@ export class HeldCatalog {
       if (!state) continue;
       if (--state.refs > 0) continue;
       this.#topics.delete(t);
+      if (state.held.value) this.#changed.set(t, { ...state.held, value: null } as Value);
       released.push(t);
       this.#catalog = undefined;
     }

@@ -110,6 +110,7 @@ describe('on-demand catalog (sidecar ↔ gateway hub)', () => {
     expect(Object.keys(store.current!.services).sort()).toEqual(['demo/db', 'demo/web']);
     // A change of a held service is pushed into the store.
     const moved = entry('web', '10.96.0.10', ['10.244.1.9']);
+    const before = store.current!.revision;
     gwStore.apply({ type: 'service', revision: 4, key: 'demo/web', entry: moved });
     await waitFor(
       () => store.current?.services['demo/web']?.endpoints[0].ip === '10.244.1.9',
@@ -117,7 +118,8 @@ describe('on-demand catalog (sidecar ↔ gateway hub)', () => {
       5,
       'push',
     );
-    expect(store.current!.revision).toBe(4);
+    // One increment in the sidecar's store (its own numbering: it holds a part of the catalog).
+    expect(store.current!.revision).toBe(before + 1);
   });
 
   it('caches negative answers briefly, then asks again', async () => {

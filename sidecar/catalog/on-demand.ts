@@ -165,8 +165,17 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
       this.#socket?.write(formatQuery({ type: 'unsubscribe', topic: topicFromString(t) }));
   }
 
+  /** Tells the store what changed: a snapshot the first time, then increments (see held.drain). */
   #publish(): void {
-    this.#store?.apply({ type: 'snapshot', catalog: this.#held.catalog() });
+    const store = this.#store;
+    if (!store) return;
+    const current = store.current;
+    if (!current) {
+      this.#held.drain(0);
+      store.apply({ type: 'snapshot', catalog: this.#held.catalog() });
+      return;
+    }
+    for (const update of this.#held.drain(current.revision)) store.apply(update);
   }
 
   #sweep(): void {

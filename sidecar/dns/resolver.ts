@@ -1,6 +1,7 @@
 import type DnsPacket from 'dns-packet';
 import type { LookupKey } from '../../lib/catalog/lookup-protocol.ts';
 import type { CatalogStore } from '../../lib/catalog/store.ts';
+import type { CatalogUpdate } from '../../lib/catalog/types.ts';
 import { describeError } from '../../lib/errors.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
 import type { Registry } from '../../lib/metrics.ts';
@@ -78,7 +79,11 @@ export class Resolver {
   readonly #metrics: DnsMetrics;
   readonly #unsubscribe: () => void;
   #zone: ZoneTables | undefined;
-  #dirty = true;
+  /**
+   * What the zone lacks of the store: nothing, the store's updates since the last build (applied
+   * one by one: an on-demand answer costs what it changed), or a full update (a snapshot came).
+   */
+  #pending: 'none' | 'full' | CatalogUpdate[] = 'full';
   #lastProblems = '';
   #oddSeq = 0;
 
@@ -112,9 +117,13 @@ export class Resolver {
             onEvent: (e) => this.#metrics.upstream.labels(e).inc(),
           });
     // Rebuild lazily (the next query) and soon (next tick), so a burst of updates costs one build.
-    this.#unsubscribe = this.#store.subscribe(() => {
-      this.#dirty = true;
-      setImmediate(() => this.#currentZone());
+    this.#unsubscribe = this.#store.subscribe((_catalog, update) => {
+      const wasClean = this.#pending === 'none';
+      if (update.type === 'snapshot' || this.#pending === 'full') this.#pending = 'full';
+      else if (this.#pending === 'none') this.#pending = [update];
+      else if (this.#pending.length >= MAX_INCREMENTS) this.#pending = 'full';
+      else this.#pending.push(update);
+      if (wasClean) setImmediate(() => this.#currentZone());
     });
   }
 
@@ -361,13 +370,25 @@ export class Resolver {
   }
 
   #currentZone(): Zone | undefined {
-    if (!this.#dirty) return this.#zone;
+    if (this.#pending === 'none') return this.#zone;
     const catalog = this.#store.current;
     if (!catalog) return undefined;
-    this.#dirty = false;
+    const pending = this.#pending;
+    this.#pending = 'none';
     const t0 = performance.now();
     let problems: string[];
     try {
+      if (pending !== 'full' && this.#zone) {
+        const zone = this.#zone;
+        problems = pending.flatMap((u) => zone.apply(u));
+        // Only what changed is known here: its problems are logged, the summary kept for full builds.
+        if (problems.length > 0)
+          this.#log.warn(
+            { problems: problems.slice(0, 20), count: problems.length },
+            'catalog entries skipped in DNS',
+          );
+        return zone;
+      }
       this.#zone ??= new ZoneTables({ domain: this.#domain, ttl: this.#ttl });
       problems = this.#zone.update(catalog);
     } catch (err) {
@@ -400,6 +421,8 @@ export class Resolver {
 }
 
 const MAX_KEY_MEMO = 4096;
+/** More updates than this between two queries: one full update is cheaper. */
+const MAX_INCREMENTS = 1000;
 
 const SOURCE_INDEX: Record<Source, number> = { local: 0, cache: 1, upstream: 2, gateway: 3 };
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { applyUpdate } from '../../lib/catalog/store.ts';
-import type { Catalog } from '../../lib/catalog/types.ts';
+import type { Catalog, CatalogUpdate } from '../../lib/catalog/types.ts';
 import { skipName } from './message.ts';
 import { fixtureCatalog } from './testing/fixture.ts';
 import { prng } from './testing/fuzz.ts';
@@ -74,6 +74,9 @@ describe('zone tables', () => {
     const zone = new ZoneTables({ domain: Z });
     let catalog: Catalog = fixtureCatalog();
     zone.update(catalog);
+    // The same updates applied one by one (ZoneTables.apply, the on-demand sidecar's path).
+    const inc = new ZoneTables({ domain: Z });
+    inc.update(catalog);
     const template = fixtureCatalog();
     // A second headless service on the same pods: PTR names shared by two sources.
     template.services['default/db2'] = structuredClone(template.services['default/db']);
@@ -83,29 +86,37 @@ describe('zone tables', () => {
       const keys = Object.keys(template.services);
       const key = pick(keys);
       const r = rand();
-      let next: Catalog | undefined;
+      let update: CatalogUpdate;
       if (r < 0.2) {
-        next = applyUpdate(catalog, { type: 'service', revision, key, entry: null });
-      } else if (r < 0.8) {
+        update = { type: 'service', revision, key, entry: null };
+      } else if (r < 0.7) {
         const entry = structuredClone(catalog.services[key] ?? template.services[key]);
         for (const ep of entry.endpoints) if (rand() < 0.3) ep.ready = !ep.ready;
         if (rand() < 0.2) entry.service.namespace = pick(['default', 'team-b', 'team-c']);
         if (rand() < 0.1) entry.service.publishNotReadyAddresses = !entry.service.publishNotReadyAddresses;
-        next = applyUpdate(catalog, { type: 'service', revision, key, entry });
-      } else {
+        update = { type: 'service', revision, key, entry };
+      } else if (r < 0.9) {
         const ip = pick(['10.244.1.5', 'fd00:244::6', '10.244.7.7']);
         const pod =
           rand() < 0.5 ? null : { ip, namespace: pick(['default', 'team-b']), name: 'p', nodeName: 'n' };
-        next = applyUpdate(catalog, { type: 'pod', revision, ip, pod });
+        update = { type: 'pod', revision, ip, pod };
+      } else {
+        const name = pick(['default', 'empty', 'team-c']);
+        update = { type: 'namespace', revision, name, namespace: rand() < 0.5 ? null : { name } };
       }
-      catalog = next!;
+      catalog = applyUpdate(catalog, update)!;
       zone.update(catalog);
+      inc.apply(update);
       if (step % 5 === 0 || step === 299) {
         const fresh = buildZone(catalog, { domain: Z }).zone;
         const all = [...new Set([...zone.names(), ...fresh.names()])].sort();
         expect([...zone.names()].sort(), `names at step ${step}`).toEqual([...fresh.names()].sort());
         const answers = (t: ZoneTables) => all.flatMap((n) => types.map((ty) => wire(t.lookup(n, ty))));
         expect(answers(zone), `answers at step ${step}`).toEqual(answers(fresh));
+        expect([...inc.names()].sort(), `names (increments) at step ${step}`).toEqual(
+          [...fresh.names()].sort(),
+        );
+        expect(answers(inc), `answers (increments) at step ${step}`).toEqual(answers(fresh));
       }
     }
   });

@@ -1,5 +1,11 @@
 import { isIPv4, isIPv6 } from 'node:net';
-import type { Catalog, ServiceEntry } from '../../lib/catalog/types.ts';
+import type {
+  Catalog,
+  CatalogUpdate,
+  NamespaceInfo,
+  PodInfo,
+  ServiceEntry,
+} from '../../lib/catalog/types.ts';
 import {
   canonicalIPv6,
   encodeName,
@@ -166,52 +172,97 @@ export class ZoneTables implements Zone {
 
   /** Brings the tables to `catalog`. Returns the problems of every invalid catalog entry. */
   update(catalog: Catalog): string[] {
-    const domain = this.domain;
-    const ttl = this.#ttl;
     if (catalog.revision !== this.#revision) this.#setRevision(catalog.revision);
     const seen = new Set<string>();
     for (const [key, entry] of Object.entries(catalog.services)) {
-      const id = `svc:${key}`;
-      seen.add(id);
-      if (this.#sources.get(id)?.from === entry) continue;
-      const problems: string[] = [];
-      const records = serviceRecords(entry, key, domain, ttl, problems);
-      // The namespace exists once it has a (valid) service: <ns>.svc.<zone> answers NODATA.
-      const marks =
-        records.length > 0 || problems.length === 0 ? [`${entry.service.namespace}.svc.${domain}`] : [];
-      this.#replace(id, { from: entry, records, marks, problems });
+      seen.add(`svc:${key}`);
+      this.#service(key, entry);
     }
     for (const pod of Object.values(catalog.pods)) {
-      const id = `pod:${pod.ip}`;
-      seen.add(id);
-      if (this.#sources.get(id)?.from === pod) continue;
-      const ok = LABEL.test(pod.namespace) && (isIPv4(pod.ip) || isIPv6(pod.ip));
-      this.#replace(id, {
-        from: pod,
-        records: ok
-          ? [addressContribution(`${dashedIP(pod.ip)}.${pod.namespace}.pod.${domain}`, pod.ip, ttl)]
-          : [],
-        marks: [],
-        problems: ok ? [] : [`pod ${pod.namespace}/${pod.name}: invalid namespace or IP`],
-      });
+      seen.add(`pod:${pod.ip}`);
+      this.#pod(pod.ip, pod);
     }
-    // A namespace the catalog lists exists without services too: <ns>.svc.<zone> answers NODATA.
     for (const ns of Object.values(catalog.namespaces ?? {})) {
-      const id = `ns:${ns.name}`;
-      seen.add(id);
-      if (this.#sources.get(id)?.from === ns) continue;
-      const ok = LABEL.test(ns.name);
-      this.#replace(id, {
-        from: ns,
-        records: [],
-        marks: ok ? [`${ns.name}.svc.${domain}`] : [],
-        problems: ok ? [] : [`namespace ${JSON.stringify(ns.name)}: not a DNS label`],
-      });
+      seen.add(`ns:${ns.name}`);
+      this.#namespace(ns.name, ns);
     }
     for (const id of [...this.#sources.keys()]) {
       if (/^(svc|pod|ns):/.test(id) && !seen.has(id)) this.#replace(id, undefined);
     }
     return [...this.#sources.values()].flatMap((src) => src.problems);
+  }
+
+  /**
+   * Applies one increment (the catalog store's update) without looking at the rest of the
+   * catalog: what an on-demand sidecar does for every answer, so a first query costs the same
+   * whether it holds ten services or a thousand. Returns the problems of what changed.
+   */
+  apply(update: CatalogUpdate): string[] {
+    if (update.type === 'snapshot') return this.update(update.catalog);
+    if (update.revision !== this.#revision) this.#setRevision(update.revision);
+    const id =
+      update.type === 'service'
+        ? this.#service(update.key, update.entry)
+        : update.type === 'pod'
+          ? this.#pod(update.ip, update.pod)
+          : update.type === 'namespace'
+            ? this.#namespace(update.name, update.namespace)
+            : undefined;
+    return (id && this.#sources.get(id)?.problems) || [];
+  }
+
+  /** A service's records (null: gone); unchanged identity: nothing to do. Returns its source id. */
+  #service(key: string, entry: ServiceEntry | null): string {
+    const id = `svc:${key}`;
+    if (!entry) this.#replace(id, undefined);
+    else if (this.#sources.get(id)?.from !== entry) {
+      const problems: string[] = [];
+      const records = serviceRecords(entry, key, this.domain, this.#ttl, problems);
+      // The namespace exists once it has a (valid) service: <ns>.svc.<zone> answers NODATA.
+      const marks =
+        records.length > 0 || problems.length === 0 ? [`${entry.service.namespace}.svc.${this.domain}`] : [];
+      this.#replace(id, { from: entry, records, marks, problems });
+    }
+    return id;
+  }
+
+  #pod(ip: string, pod: PodInfo | null): string {
+    const id = `pod:${ip}`;
+    if (!pod) this.#replace(id, undefined);
+    else if (this.#sources.get(id)?.from !== pod) {
+      const ok = LABEL.test(pod.namespace) && (isIPv4(pod.ip) || isIPv6(pod.ip));
+      this.#replace(id, {
+        from: pod,
+        records: ok
+          ? [
+              addressContribution(
+                `${dashedIP(pod.ip)}.${pod.namespace}.pod.${this.domain}`,
+                pod.ip,
+                this.#ttl,
+              ),
+            ]
+          : [],
+        marks: [],
+        problems: ok ? [] : [`pod ${pod.namespace}/${pod.name}: invalid namespace or IP`],
+      });
+    }
+    return id;
+  }
+
+  /** A namespace the catalog lists exists without services too: <ns>.svc.<zone> answers NODATA. */
+  #namespace(name: string, ns: NamespaceInfo | null): string {
+    const id = `ns:${name}`;
+    if (!ns) this.#replace(id, undefined);
+    else if (this.#sources.get(id)?.from !== ns) {
+      const ok = LABEL.test(ns.name);
+      this.#replace(id, {
+        from: ns,
+        records: [],
+        marks: ok ? [`${ns.name}.svc.${this.domain}`] : [],
+        problems: ok ? [] : [`namespace ${JSON.stringify(ns.name)}: not a DNS label`],
+      });
+    }
+    return id;
   }
 
   lookup(name: string, qtype: number, oddName = false): LocalAnswer | undefined {
