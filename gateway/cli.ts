@@ -8,6 +8,7 @@ import { onShutdown } from '../lib/shutdown.ts';
 import { startGateway } from './gateway.ts';
 import { type ApiClient, apiFromUrl } from './kube/client.ts';
 import { apiFromKubeconfigFile, apiInCluster } from './kube/kubeconfig.ts';
+import { readSettingsDir } from './settings.ts';
 import { parseServers, startGatewayTunnel } from './tunnel/index.ts';
 import { EDGE_RELIST_SECONDS, type EndpointsSource } from './watcher.ts';
 
@@ -136,13 +137,28 @@ export const gatewayCommand = defineCommand(
         min: 1,
         max: 65535,
       },
+      'settings-dir': {
+        type: 'string',
+        description:
+          'the edgemesh-config ConfigMap mounted as a volume (a file per key): tunnel-servers (when ' +
+          '--tunnel-servers is not given), kubernetes-service-host/-port (in-cluster API address on ' +
+          'nodes without kube-proxy). Files, not env: a kubelet cut off from the API cannot restart ' +
+          'a container whose env comes from a ConfigMap',
+      },
       config: { type: 'string', description: 'config file (JSON or YAML) with any of these options' },
     },
   },
   async (o) => {
     if (!o['node-name']) throw configError('--node-name is required (or set NODE_NAME)');
     const settings = apiSettings(o);
-    parseServers(o['tunnel-servers']); // a bad entry fails here, naming the flag
+    const fromDir = o['settings-dir'] ? readSettingsDir(o['settings-dir']) : {};
+    const tunnelServers =
+      o['tunnel-servers'].length > 0 ? o['tunnel-servers'] : (fromDir.tunnelServers ?? []);
+    // A bad entry fails here, naming where it came from.
+    parseServers(
+      tunnelServers,
+      o['tunnel-servers'].length > 0 ? '--tunnel-servers' : 'settings: tunnel-servers',
+    );
     for (const h of o['metrics-host'])
       if (!isIP(h)) throw configError(`--metrics-host: ${JSON.stringify(h)} is not an IP address`);
     const log = createLogger('gateway');
@@ -153,7 +169,11 @@ export const gatewayCommand = defineCommand(
       listenPort: o.port,
       clusterDomain: o['cluster-domain'],
       allowNodeLocal: o['allow-node-local'],
-      api: await makeApi(o),
+      api: await makeApi(o, {
+        ...process.env,
+        ...(fromDir.kubernetesServiceHost ? { KUBERNETES_SERVICE_HOST: fromDir.kubernetesServiceHost } : {}),
+        ...(fromDir.kubernetesServicePort ? { KUBERNETES_SERVICE_PORT: fromDir.kubernetesServicePort } : {}),
+      }),
       edge: settings.edge,
       endpointsSource: settings.endpointsSource,
       relistSeconds: o['relist-seconds'],
@@ -164,7 +184,7 @@ export const gatewayCommand = defineCommand(
           : defaultMetricsHosts([o.listen, process.env.HOST_IP]),
       log,
       tunnel:
-        o['tunnel-servers'].length === 0
+        tunnelServers.length === 0
           ? undefined
           : async (dialer, { store, registry, messages }) =>
               startGatewayTunnel({
@@ -172,7 +192,7 @@ export const gatewayCommand = defineCommand(
                 stateDir: o['state-dir'],
                 caFile: o['mesh-ca'],
                 tokenFile: o['enroll-token-file'],
-                servers: o['tunnel-servers'],
+                servers: tunnelServers,
                 lanAddresses: o.listen === '0.0.0.0' || o.listen === '::' ? [] : [o.listen],
                 listenPort: o['tunnel-port'],
                 dialTarget: (target) => dialer.dial(target),
@@ -217,15 +237,15 @@ export function apiSettings(o: ApiFlags): { edge: boolean; endpointsSource: Endp
   return { edge, endpointsSource };
 }
 
-async function makeApi(o: ApiFlags): Promise<ApiClient> {
+async function makeApi(o: ApiFlags, env: NodeJS.ProcessEnv = process.env): Promise<ApiClient> {
   const url = o['api-server'];
   if (!url) {
-    if (!o.kubeconfig && !process.env.KUBERNETES_SERVICE_HOST)
+    if (!o.kubeconfig && !env.KUBERNETES_SERVICE_HOST)
       throw configError(
         'no API to watch: give --kubeconfig or --api-server, or run in a pod (KUBERNETES_SERVICE_HOST is unset)',
       );
     try {
-      return o.kubeconfig ? await apiFromKubeconfigFile(o.kubeconfig) : apiInCluster();
+      return o.kubeconfig ? await apiFromKubeconfigFile(o.kubeconfig) : apiInCluster(env);
     } catch (err) {
       throw configError(`${o.kubeconfig ? '--kubeconfig' : 'in-cluster config'}: ${(err as Error).message}`);
     }

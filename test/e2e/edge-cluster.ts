@@ -446,7 +446,9 @@ export class EdgeCluster {
       60_000,
       250,
       `kubelet restarting the gateway container on ${nodeName}`,
-    );
+    ).catch(async (err: Error) => {
+      throw new Error(`${err.message}\n${await this.#gatewayDiagnostics(nodeName)}`);
+    });
     await this.gatewayReady(nodeName);
     this.step(`gateway on ${nodeName} killed, restarted by the kubelet and ready`);
   }
@@ -455,6 +457,69 @@ export class EdgeCluster {
    * The id of a running container on a node, found by the labels the CRI puts on it
    * (pod namespace, pod name, container name), through that node's containerd.
    */
+  /**
+   * Kills a pod's sandbox (its pause process) through the node's containerd, as a crash or
+   * an OOM of the sandbox would: the kubelet makes a new one, with a new IP from the CNI, even
+   * while the API server is out of reach. Returns the pod's IP before and after (read in the
+   * pod's network namespace, not from the API).
+   */
+  async restartSandbox(
+    nodeName: string,
+    where: { namespace: string; pod: string; container: string },
+    timeoutMs = 120_000,
+  ): Promise<{ before: string; after: string }> {
+    const node = this.node(nodeName);
+    const podIp = async () =>
+      /inet (\d+\.\d+\.\d+\.\d+)\//.exec(
+        await this.inPodNetns(nodeName, where, ['ip', '-4', '-o', 'addr', 'show', 'eth0']),
+      )?.[1];
+    const before = await podIp();
+    if (!before) throw new Error(`no IPv4 address in ${where.namespace}/${where.pod} on ${nodeName}`);
+    const filters = [
+      `labels."io.kubernetes.pod.namespace"==${where.namespace}`,
+      `labels."io.kubernetes.pod.name"==${where.pod}`,
+      `labels."io.cri-containerd.kind"==sandbox`,
+    ].join(',');
+    const running = await node.real.tasks();
+    const sandboxes = (await node.real.ctr(['containers', 'ls', '-q', filters]))
+      .split('\n')
+      .filter((id) => id && running.has(id));
+    if (sandboxes.length !== 1)
+      throw new Error(
+        `expected one running sandbox of ${where.namespace}/${where.pod}, found ${sandboxes.length}`,
+      );
+    await node.real.ctr(['tasks', 'kill', '-s', 'SIGKILL', sandboxes[0] as string]);
+    let after: string | undefined;
+    await waitFor(
+      async () => {
+        after = await podIp().catch(() => undefined);
+        return after !== undefined && after !== before;
+      },
+      timeoutMs,
+      500,
+      `the kubelet on ${nodeName} giving ${where.namespace}/${where.pod} a new sandbox`,
+    );
+    this.step(
+      `${where.namespace}/${where.pod} on ${nodeName}: sandbox killed, back at ${after} (was ${before})`,
+    );
+    return { before, after: after as string };
+  }
+
+  /** What the node's kubelet said about the gateway, and the gateway's last log lines (read from the node's files). */
+  async #gatewayDiagnostics(nodeName: string): Promise<string> {
+    const dir = this.node(nodeName).real.dir;
+    const sh = (cmd: string) =>
+      execFileP('sh', ['-c', cmd], { timeout: 10_000, maxBuffer: 4 * 1024 * 1024 }).then(
+        (r) => r.stdout,
+        (e: Error) => `(${e.message})`,
+      );
+    const kubelet = await sh(`grep -i gateway ${dir}/kubelet.log | tail -n 15`);
+    const logs = await sh(
+      `for f in $(ls -t ${dir}/pod-logs/${SYSTEM_NS}_*gateway*/gateway/*.log 2>/dev/null | head -n 2); do echo "== $f"; tail -n 20 "$f"; done`,
+    );
+    return `kubelet on ${nodeName}:\n${kubelet}\ngateway logs:\n${logs}`;
+  }
+
   async containerId(
     nodeName: string,
     where: { namespace: string; pod?: string; container: string },

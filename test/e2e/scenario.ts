@@ -154,11 +154,15 @@ export function services() {
   ];
 }
 
-/** A curl + dig client on site 1 (`name` is also its app label; extra pod labels e.g. to opt out). */
+/**
+ * A curl + dig client on site 1 (`name` is also its app label; extra pod labels e.g. to opt
+ * out). `site` places it elsewhere; `awayFrom` keeps it off the nodes running that app.
+ */
 export function clientDeployment(
   images: WorkloadImages,
   name = 'client',
   podLabels: Record<string, string> = {},
+  placement: { site?: number; awayFrom?: string } = {},
 ) {
   return {
     apiVersion: 'apps/v1',
@@ -170,7 +174,21 @@ export function clientDeployment(
       template: {
         metadata: { labels: { app: name, ...podLabels } },
         spec: {
-          nodeSelector: zone(1),
+          nodeSelector: zone(placement.site ?? 1),
+          ...(placement.awayFrom
+            ? {
+                affinity: {
+                  podAntiAffinity: {
+                    requiredDuringSchedulingIgnoredDuringExecution: [
+                      {
+                        topologyKey: 'kubernetes.io/hostname',
+                        labelSelector: { matchLabels: { app: placement.awayFrom } },
+                      },
+                    ],
+                  },
+                },
+              }
+            : {}),
           terminationGracePeriodSeconds: 2,
           containers: [{ name: 'client', image: images.client, command: ['sleep', 'infinity'] }],
         },
@@ -253,8 +271,8 @@ export interface PodRef {
 }
 
 /** The client pod and its node, looked up now (to be used while the cloud is away). */
-export async function clientRef(cluster: EdgeCluster): Promise<PodRef> {
-  const [client] = await livePods(cluster, 'app=client');
+export async function clientRef(cluster: EdgeCluster, app = 'client'): Promise<PodRef> {
+  const [client] = await livePods(cluster, `app=${app}`);
   if (!client?.spec.nodeName) throw new Error('no scheduled client pod');
   return { pod: client.metadata.name, node: client.spec.nodeName };
 }
