@@ -194,6 +194,7 @@ async function dnsperf(names: string[]): Promise<number> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : String(x));
+const signed = (x: number, d = 1) => `${x >= 0 ? '+' : ''}${fmt(x, d)}`;
 
 async function main(): Promise<void> {
   for (const tool of ['dnsperf', 'curl']) {
@@ -273,13 +274,13 @@ async function main(): Promise<void> {
     const l = large[c] as number;
     const d = l - b;
     console.log(
-      `${d <= 3 ? 'PASS' : 'MISS'} ${c}: ${fmt(l)} MB at ${BIG} services vs ${fmt(b)} MB at 10 (+${fmt(d)} MB; ratio ${fmt(l / b, 2)}; target ≤ +3 MB)`,
+      `${d <= 3 ? 'PASS' : 'MISS'} ${c}: ${fmt(l)} MB at ${BIG} services vs ${fmt(b)} MB at 10 (${signed(d)} MB; ratio ${fmt(l / b, 2)}; target ≤ +3 MB)`,
     );
   }
   const l100 = large['uses 100'];
   if (typeof l100 === 'number')
     console.log(
-      `uses 100 at ${BIG} services: ${fmt(l100)} MB (+${fmt(l100 - (base['uses 10'] as number))} MB over 10 used at 10)`,
+      `uses 100 at ${BIG} services: ${fmt(l100)} MB (${signed(l100 - (base['uses 10'] as number))} MB over 10 used at 10)`,
     );
 
   // ---- first query latency, then throughput -------------------------------------------------

@@ -413,7 +413,7 @@ describe('edgemesh on a real control plane across NATs', () => {
       );
       expect(late.stdout).toMatch(/status: NXDOMAIN/);
       // Offline autonomy: site 1's gateway restarted while the cloud is away serves the
-      // catalog it persisted, and the client's sidecar feeds from it again.
+      // catalog it persisted, and the client's sidecar (on-demand) is back on its lookups.
       await cluster.restartGateway(clientNode);
       const metrics = await cluster.gatewayMetrics(clientNode);
       expect(
@@ -422,13 +422,13 @@ describe('edgemesh on a real control plane across NATs', () => {
       await waitFor(
         async () =>
           Number(
-            /^edgemesh_gateway_feed_clients\{[^}]*\} (\d+)/m.exec(
+            /^edgemesh_gateway_lookup_clients\{[^}]*\} (\d+)/m.exec(
               await cluster.gatewayMetrics(clientNode),
             )?.[1],
           ) >= 1,
         30_000,
         250,
-        "the client's sidecar back on the restarted gateway's feed",
+        "the client's sidecar back on the restarted gateway's lookups",
       );
       expect(
         (await inClient(cluster, ['dig', '+short', '+time=2', '+tries=1', FQDN], 30_000, pod)).stdout.trim(),
