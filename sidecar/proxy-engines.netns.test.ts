@@ -82,7 +82,7 @@ const VARIANTS: Variant[] = [
       // An ASan addon in an uninstrumented node: the runtime must be loaded first.
       LD_PRELOAD: execFileSync('gcc', ['-print-file-name=libasan.so']).toString().trim(),
       // Node itself leaks at exit by design; reports go to files the last test reads.
-      ASAN_OPTIONS: `detect_leaks=0:halt_on_error=1:log_path=${sanitizerReports()}/asan`,
+      ASAN_OPTIONS: `detect_leaks=0:malloc_context_size=8:halt_on_error=1:log_path=${sanitizerReports()}/asan`,
       UBSAN_OPTIONS: `halt_on_error=1:print_stacktrace=1:log_path=${sanitizerReports()}/ubsan`,
     }),
   },
