@@ -14,8 +14,8 @@ import { startGatewayProcess } from './testing/gateway-process.ts';
 // kernel's socket buffers towards the pod take the first ~1 MiB of each).
 //
 //   pod ns 10.62.0.5 ──cbr0── node ns (gateway edge-n, tunnel :20006 on 192.168.51.1) ──eth0── lan ns
-//     :8080 echo, :8081 never reads                                     192.168.51.3 (edge-m, hostile)
-//                                                                       192.168.51.4 (edge-o, honest)
+//     :8080 echo, :8081 never reads                       192.168.51.3/.4: peer nodes edge-m (hostile)
+//                                                         and edge-o (honest), each known by its certificate
 //
 // Before: every stream pinned its whole 1 MiB window in the gateway (measured 146 → 355 MiB
 // RSS, past the DaemonSet's 256Mi). Now the peer's streams share one receive budget (16 MiB):
