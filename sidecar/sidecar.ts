@@ -145,7 +145,8 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
     parseUpstream,
   );
 
-  const store = new CatalogStore();
+  // On demand, the store's readers keep no old catalog: records change in place (store.ts).
+  const store = new CatalogStore({ inPlace: lookup !== undefined });
   // Before the catalog: a pod that moved while the API was away is admitted by the gateway
   // only once this HELLO is taken (gateway/pod-moves.ts).
   const announcer =

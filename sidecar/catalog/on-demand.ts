@@ -172,7 +172,15 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
     const current = store.current;
     if (!current) {
       this.#held.drain(0);
-      store.apply({ type: 'snapshot', catalog: this.#held.catalog() });
+      // A copy: an in-place store changes the records of what it was given.
+      const c = this.#held.catalog();
+      const copy = {
+        ...c,
+        services: { ...c.services },
+        pods: { ...c.pods },
+        namespaces: { ...c.namespaces },
+      };
+      store.apply({ type: 'snapshot', catalog: copy });
       return;
     }
     for (const update of this.#held.drain(current.revision)) store.apply(update);
