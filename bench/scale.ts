@@ -31,7 +31,7 @@
 import { symlinkSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -64,6 +64,8 @@ const SHAPE: ScaleShape = {
 const CHANGES = envInt('SCALE_CHANGES', 200, 10_000);
 const GATEWAY_NODE = nodeName(0);
 const CONCURRENCY = 16;
+/** Idle time before the settled memory samples. */
+const SETTLE_MS = 25_000;
 const HERE = new URL('..', import.meta.url).pathname;
 
 /** What manifests/base/gateway.yaml runs the gateway with. */
@@ -228,6 +230,14 @@ async function gaugeValues(metricsPort: number): Promise<{ services: number; end
   };
 }
 
+/** The gateway's own V8 heap figures (its /metrics), "used / total, external" in MB. */
+async function heapFigures(metricsPort: number): Promise<string> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const mb = (name: string) =>
+    (Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN) / 2 ** 20).toFixed(0);
+  return `${mb('edgemesh_nodejs_heap_size_used_bytes')} / ${mb('edgemesh_nodejs_heap_size_total_bytes')}, ${mb('edgemesh_nodejs_external_memory_bytes')}`;
+}
+
 async function waitForLog(file: string, text: string, deadline: number): Promise<number> {
   while (performance.now() < deadline) {
     if ((await readFile(file, 'utf8').catch(() => '')).includes(text)) return performance.now();
@@ -284,13 +294,16 @@ async function runVariant(cp: ControlPlane, api: AdminApi, v: Variant, work: str
     row['start → complete catalog (s)'] = ((complete - t0) / 1000).toFixed(2);
     row['CPU to complete (s)'] = cpuToComplete.toFixed(1);
     await sleep(5_000);
-    const settled = memoryMB(pid);
-    row['private after start (MB)'] = settled.privateMB.toFixed(0);
-    row['RSS after start (MB)'] = settled.rssMB.toFixed(0);
+    row['private 5 s after complete (MB)'] = memoryMB(pid).privateMB.toFixed(0);
     row['peak private while starting (MB)'] = peak.stop().toFixed(0);
     const cpuIdle0 = cpuSeconds(pid);
-    await sleep(5_000);
-    row['CPU idle (%)'] = (((cpuSeconds(pid) - cpuIdle0) / 5) * 100).toFixed(1);
+    // V8's memory reducer gives back the start's garbage after some idle seconds.
+    await sleep(SETTLE_MS);
+    row['CPU idle (%)'] = (((cpuSeconds(pid) - cpuIdle0) / (SETTLE_MS / 1000)) * 100).toFixed(1);
+    const settled = memoryMB(pid);
+    row['private 30 s after complete (MB)'] = settled.privateMB.toFixed(0);
+    row['RSS 30 s after complete (MB)'] = settled.rssMB.toFixed(0);
+    row['V8 heap used / total, external (MB)'] = await heapFigures(metricsPort);
     const watchAfter = await watchMetrics(api);
     row['API watches added'] = describe(
       new Map([...metricDelta(watchBefore, watchAfter)].filter(([k]) => k.startsWith('longrunning'))),
@@ -355,8 +368,8 @@ async function runVariant(cp: ControlPlane, api: AdminApi, v: Variant, work: str
     row['restart → served from disk (s)'] = ((served - t1) / 1000).toFixed(2);
     const synced = await waitForLog(gw.logFile, 'API synced', t1 + 300_000);
     row['restart → API synced (s)'] = ((synced - t1) / 1000).toFixed(2);
-    await sleep(5_000);
-    row['private after restart + sync (MB)'] = memoryMB(gw.pid as number).privateMB.toFixed(0);
+    await sleep(5_000 + SETTLE_MS);
+    row['private 30 s after restart + sync (MB)'] = memoryMB(gw.pid as number).privateMB.toFixed(0);
     row['peak private while restarting (MB)'] = restartPeak.stop().toFixed(0);
   } finally {
     peak.stop();
@@ -465,7 +478,7 @@ try {
   );
   const rows: Row[] = [];
   for (const v of variants) {
-    console.log(`\n--- gateway: ${v.name} ---`);
+    console.log(`\n--- gateway: ${v.name} (load average ${loadavg()[0].toFixed(1)}) ---`);
     rows.push(await runVariant(cp, api, v, work));
     console.log(rows.at(-1));
   }
