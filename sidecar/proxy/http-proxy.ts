@@ -20,6 +20,7 @@ import type { Pool } from 'undici';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Dialer } from './dialer.ts';
+import { Http1Fast } from './http1/fast.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import type { Target } from './route.ts';
 import type { Router, ServiceRoute } from './router.ts';
@@ -40,6 +41,11 @@ export interface HttpProxyOptions {
   maxAttempts: number;
   log: Logger;
   metrics: ProxyMetrics;
+  /**
+   * HTTP/1.x clients: 'fast' frames requests and passes their bytes (http1/fast.ts), 'node'
+   * re-serialises them through node:http. Default: env EDGEMESH_HTTP1_PATH, else 'node'.
+   */
+  http1?: 'fast' | 'node';
 }
 
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
@@ -79,6 +85,7 @@ export class HttpProxy {
   readonly #agents = new Map<string, Agent>();
   #pendingH2: ConnContext | undefined;
   #draining = false;
+  readonly #fast: Http1Fast | undefined;
 
   constructor(opts: HttpProxyOptions) {
     this.#opts = opts;
@@ -104,7 +111,10 @@ export class HttpProxy {
       }
       socket.destroySoon?.();
     });
+    const http1 = opts.http1 ?? (process.env.EDGEMESH_HTTP1_PATH === 'fast' ? 'fast' : 'node');
+    if (http1 === 'fast') this.#fast = new Http1Fast(opts);
     opts.router.onTableChange = (table) => {
+      this.#fast?.prune(table);
       for (const [key, pool] of this.#pools) {
         const id = key.slice(key.indexOf('|') + 1);
         if (!table.targetIds.has(id)) {
@@ -150,6 +160,10 @@ export class HttpProxy {
     if (this.#opts.idleTimeoutMs > 0) client.setTimeout(this.#opts.idleTimeoutMs, () => client.destroy());
     sniff(client, (isH2, buffered) => {
       client.pause();
+      if (!isH2 && this.#fast) {
+        this.#fast.handle(client, ctx, buffered);
+        return;
+      }
       if (buffered.length > 0) client.unshift(buffered);
       if (isH2) {
         this.#pendingH2 = ctx;
@@ -168,10 +182,12 @@ export class HttpProxy {
   drain(): void {
     this.#draining = true;
     this.#h1.closeIdleConnections();
+    this.#fast?.drain();
   }
 
   async close(): Promise<void> {
     this.#h1.closeAllConnections();
+    this.#fast?.close();
     await Promise.all([...this.#pools.values()].map((p) => p.destroy().catch(() => undefined)));
     this.#pools.clear();
     for (const agent of this.#agents.values()) agent.destroy();

@@ -1,0 +1,738 @@
+/**
+ * The L7 fast path for HTTP/1.1 service ports: requests are framed, not re-serialised. For
+ * each request the head is parsed (parse.ts) only to find its end, its body's length and the
+ * hop-by-hop lines to drop; an endpoint is picked by the service's balancer (lb.ts) and the
+ * head's own bytes go out on a pooled keep-alive connection to it. Bodies pass through as the
+ * Buffers they were read in: Content-Length bodies are counted, chunked ones scanned for chunk
+ * sizes only. Responses come back the same way.
+ *
+ *   one request at a time per client connection; pipelined requests wait in the read buffer
+ *     (at most MAX_HEAD + one read: reading stops beyond that)
+ *   backpressure both ways: a full destination pauses its source (no buffering in between)
+ *   idle upstream connections: at most POOL_MAX per endpoint, closed after POOL_IDLE_MS
+ *   retries: idempotent requests without a body, on a failed connect or a reused connection
+ *     closed before any response byte
+ *   Upgrade (WebSocket, h2c upgrade): a fresh upstream connection; after 101 both are spliced
+ *   errors: 400/405/431 (bad request, then close), 502 (no endpoint answered), 503 (none ready)
+ */
+import type net from 'node:net';
+import { describeError } from '../../../lib/errors.ts';
+import type { Logger } from '../../../lib/log.ts';
+import type { Dialer } from '../dialer.ts';
+import type { Balancer } from '../lb.ts';
+import type { ProxyMetrics } from '../metrics.ts';
+import type { RouteTable, Target } from '../route.ts';
+import type { Router } from '../router.ts';
+import { SlotList, splice } from '../splice.ts';
+import {
+  ChunkedScanner,
+  type Head,
+  HttpError,
+  MAX_HEAD,
+  parseRequestHead,
+  parseResponseHead,
+  rewriteHead,
+} from './parse.ts';
+
+export interface FastContext {
+  dstIp: string;
+  dstPort: number;
+  clientIp: string;
+}
+
+export interface FastOptions {
+  router: Router;
+  dialer: Dialer;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxAttempts: number;
+  log: Logger;
+  metrics: ProxyMetrics;
+}
+
+/** Idle upstream connections kept per endpoint. */
+export const POOL_MAX = 64;
+/** An idle upstream connection is closed after this long (below Node's and nginx's keep-alive timeouts is not needed: a FIN while idle removes it). */
+export const POOL_IDLE_MS = 30_000;
+/** How long a closed client connection may take to send its FIN before it is destroyed. */
+const LINGER_MS = 2_000;
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/** A connection to one endpoint; owned by one exchange at a time, or idle in its pool. */
+class Upstream {
+  readonly socket: net.Socket;
+  readonly targetId: string;
+  owner: Exchange | undefined;
+  idleSince = 0;
+  used = false;
+  /** Index in its pool's idle list, -1 when not idle. */
+  constructor(socket: net.Socket, targetId: string) {
+    this.socket = socket;
+    this.targetId = targetId;
+  }
+}
+
+/** State of one request/response on a client connection. */
+interface Exchange {
+  conn: ClientConn;
+  head: Head;
+  /** The bytes of the request head as forwarded (kept for a retry). */
+  out: Buffer;
+  balancer: Balancer<Target>;
+  choiceId: string;
+  up: Upstream | undefined;
+  failed: Set<string> | undefined;
+  attempt: number;
+  retryable: boolean;
+  lastError: unknown;
+  /** Request body still to forward: bytes (Content-Length) or a scanner (chunked). */
+  reqRemaining: number;
+  reqScanner: ChunkedScanner | undefined;
+  reqDone: boolean;
+  /** Response parsing. */
+  respBuf: Buffer | undefined;
+  resp: Head | undefined;
+  respRemaining: number;
+  respScanner: ChunkedScanner | undefined;
+  respStarted: boolean;
+  key: { clientIp: string; hashKey: string | undefined };
+  route: string;
+}
+
+class ClientConn {
+  readonly socket: net.Socket;
+  readonly ctx: FastContext;
+  buf: Buffer | undefined;
+  ex: Exchange | undefined;
+  ended = false;
+  closing = false;
+  tunnel = false;
+  slot = -1;
+  constructor(socket: net.Socket, ctx: FastContext) {
+    this.socket = socket;
+    this.ctx = ctx;
+  }
+}
+
+export class Http1Fast {
+  readonly #opts: FastOptions;
+  readonly #pools = new Map<string, Upstream[]>();
+  readonly #conns = new SlotList<ClientConn>();
+  readonly #codeCounters = new Map<number, { inc(): void }>();
+  #sweep: NodeJS.Timeout | undefined;
+  #draining = false;
+
+  constructor(opts: FastOptions) {
+    this.#opts = opts;
+  }
+
+  get openConnections(): number {
+    return this.#conns.size;
+  }
+
+  /** Takes over an accepted client connection; `buffered`: bytes already read from it. */
+  handle(socket: net.Socket, ctx: FastContext, buffered: Buffer | undefined): void {
+    const conn = new ClientConn(socket, ctx);
+    this.#conns.add(conn);
+    conn.buf = buffered && buffered.length > 0 ? buffered : undefined;
+    socket.on('data', (chunk: Buffer) => this.#onClientData(conn, chunk));
+    socket.on('end', () => this.#onClientEnd(conn));
+    socket.once('close', () => this.#onClientClose(conn));
+    if (conn.buf) this.#nextRequest(conn);
+    socket.resume();
+  }
+
+  /** Keep-alive ends: idle client connections close now, busy ones after their response. */
+  drain(): void {
+    this.#draining = true;
+    for (const conn of [...this.#conns.items]) if (!conn.ex && !conn.tunnel) this.#endClient(conn);
+    for (const list of this.#pools.values()) for (const up of list) up.socket.destroy();
+    this.#pools.clear();
+  }
+
+  close(): void {
+    for (const conn of [...this.#conns.items]) conn.socket.destroy();
+    for (const list of this.#pools.values()) for (const up of list) up.socket.destroy();
+    this.#pools.clear();
+    if (this.#sweep) clearInterval(this.#sweep);
+    this.#sweep = undefined;
+  }
+
+  /** Endpoints gone from the catalog: their idle connections close. */
+  prune(table: RouteTable): void {
+    for (const [id, list] of this.#pools) {
+      if (table.targetIds.has(id)) continue;
+      this.#pools.delete(id);
+      for (const up of list) up.socket.destroy();
+    }
+  }
+
+  // ---- client side ----
+
+  #onClientData(conn: ClientConn, chunk: Buffer): void {
+    const ex = conn.ex;
+    if (ex && !ex.reqDone && ex.up && !conn.buf) {
+      this.#forwardBody(ex, chunk);
+      return;
+    }
+    conn.buf = conn.buf ? Buffer.concat([conn.buf, chunk]) : chunk;
+    if (!ex) this.#nextRequest(conn);
+    // Waiting for a dial or a response: pipelined bytes wait, bounded.
+    else if (conn.buf.length > MAX_HEAD) conn.socket.pause();
+  }
+
+  #onClientEnd(conn: ClientConn): void {
+    conn.ended = true;
+    const ex = conn.ex;
+    if (!ex) {
+      // A FIN between requests (or bytes of an unfinished head): nothing more will come.
+      this.#endClient(conn);
+    } else if (!ex.reqDone) {
+      // The request body was cut short: the upstream cannot be answered sensibly.
+      conn.socket.destroy();
+    }
+    // Otherwise the response is delivered, then the connection closes.
+  }
+
+  #onClientClose(conn: ClientConn): void {
+    this.#conns.remove(conn);
+    const ex = conn.ex;
+    if (ex && !conn.tunnel) {
+      conn.ex = undefined;
+      ex.up?.socket.destroy();
+      this.#releaseSlot(ex);
+    }
+  }
+
+  #endClient(conn: ClientConn): void {
+    if (conn.closing) return;
+    conn.closing = true;
+    conn.socket.pause();
+    // Our FIN, then close once the client's comes (or at once if it already did). Closing
+    // before it would answer bytes still in flight from the client with a reset, which can
+    // destroy the response before the client read it (the lingering-close problem).
+    const socket = conn.socket;
+    if (conn.ended || socket.readableEnded) socket.end(() => socket.destroy());
+    else {
+      socket.end();
+      socket.removeAllListeners('data');
+      socket.on('data', () => undefined);
+      socket.once('end', () => socket.destroy());
+      socket.resume();
+      setTimeout(() => socket.destroy(), LINGER_MS).unref();
+    }
+  }
+
+  /** Parses the next request from the client's buffer and starts it. */
+  #nextRequest(conn: ClientConn): void {
+    const buf = conn.buf;
+    if (!buf || conn.closing || conn.ex) return;
+    const route = this.#opts.router.resolve(conn.ctx.dstIp, conn.ctx.dstPort);
+    const hashHeader = route.kind === 'service' ? route.service.hashHeader?.toLowerCase() : undefined;
+    let head: Head | undefined;
+    try {
+      head = parseRequestHead(buf, hashHeader);
+    } catch (err) {
+      this.#badRequest(conn, err);
+      return;
+    }
+    if (!head) {
+      if (conn.socket.isPaused()) conn.socket.resume();
+      return;
+    }
+    if (route.kind !== 'service') {
+      this.#localReply(conn, head, 503, 'edgemesh: this destination is no longer a service in the catalog\n');
+      return;
+    }
+    if (route.targets.length === 0) {
+      this.#localReply(conn, head, 503, `edgemesh: no ready endpoint for service ${route.key}\n`);
+      return;
+    }
+    const hasBody = head.chunked || head.contentLength > 0;
+    // Upgrade requests go out with their Connection/Upgrade lines: the endpoint must see them.
+    const out = head.upgrade ? buf.subarray(0, head.headEnd) : rewriteHead(buf, head);
+    const rest = buf.subarray(head.headEnd);
+    conn.buf = rest.length > 0 ? rest : undefined;
+    const ex: Exchange = {
+      conn,
+      head,
+      out,
+      balancer: this.#opts.router.balancer(route),
+      choiceId: '',
+      up: undefined,
+      failed: undefined,
+      attempt: 0,
+      retryable: IDEMPOTENT.has(head.method) && !hasBody,
+      lastError: undefined,
+      reqRemaining: head.chunked ? 0 : Math.max(0, head.contentLength),
+      reqScanner: head.chunked ? new ChunkedScanner(400) : undefined,
+      reqDone: !hasBody,
+      respBuf: undefined,
+      resp: undefined,
+      respRemaining: 0,
+      respScanner: undefined,
+      respStarted: false,
+      key: { clientIp: conn.ctx.clientIp, hashKey: head.picked },
+      route: route.key,
+    };
+    conn.ex = ex;
+    this.#attempt(ex);
+  }
+
+  /** Picks an endpoint and sends the head there (from the pool, or over a new connection). */
+  #attempt(ex: Exchange): void {
+    const choice = ex.attempt < this.#opts.maxAttempts ? ex.balancer.pick(ex.key, ex.failed) : undefined;
+    if (!choice) {
+      this.#upstreamFailed(ex);
+      return;
+    }
+    ex.attempt++;
+    ex.choiceId = choice.id;
+    ex.balancer.acquire(choice.id);
+    const pooled = ex.head.upgrade ? undefined : this.#take(choice.id);
+    if (pooled) {
+      this.#send(ex, pooled);
+      return;
+    }
+    const conn = ex.conn;
+    conn.socket.pause();
+    this.#opts.dialer.dial(choice.value, this.#opts.connectTimeoutMs).then(
+      ({ socket }) => {
+        const up = this.#adoptUpstream(socket, choice.id);
+        if (conn.ex !== ex) {
+          // The client went away while we dialled: keep the connection for the next one.
+          this.#give(up);
+          return;
+        }
+        ex.balancer.reportSuccess(choice.id);
+        this.#send(ex, up);
+        if (!conn.closing) conn.socket.resume();
+      },
+      (err: unknown) => {
+        ex.balancer.release(choice.id);
+        if (conn.ex !== ex) return;
+        this.#opts.metrics.connectFailures.inc({ via: 'pod' });
+        ex.balancer.reportFailure(choice.id);
+        this.#exclude(ex, choice.id);
+        ex.lastError = err;
+        ex.choiceId = '';
+        // A connect failure: nothing reached the endpoint, any request may go to the next one
+        // as long as its body is still here in full (none yet forwarded).
+        if (ex.retryable || ex.head.upgrade || this.#bodyHeld(ex)) this.#attempt(ex);
+        else this.#upstreamFailed(ex);
+      },
+    );
+  }
+
+  /** True when nothing of the request has been forwarded yet (its body still waits in conn.buf). */
+  #bodyHeld(ex: Exchange): boolean {
+    return ex.up === undefined && !ex.respStarted;
+  }
+
+  #send(ex: Exchange, up: Upstream): void {
+    ex.up = up;
+    up.owner = ex;
+    ex.respBuf = undefined;
+    const conn = ex.conn;
+    const socket = up.socket;
+    if (ex.reqDone) {
+      socket.write(ex.out);
+      return;
+    }
+    const buffered = conn.buf;
+    conn.buf = undefined;
+    // Head and the body bytes already here in one writev.
+    socket.cork();
+    socket.write(ex.out);
+    if (buffered) this.#forwardBody(ex, buffered);
+    socket.uncork();
+    if (!conn.closing && !ex.reqDone) conn.socket.resume();
+  }
+
+  /** Request body bytes: forwarded as they are; what follows the body stays for the next request. */
+  #forwardBody(ex: Exchange, chunk: Buffer): void {
+    const conn = ex.conn;
+    const up = ex.up as Upstream;
+    let end: number;
+    if (ex.reqScanner) {
+      try {
+        end = ex.reqScanner.feed(chunk);
+      } catch (err) {
+        up.socket.destroy();
+        this.#badRequest(conn, err);
+        return;
+      }
+      if (end >= 0) ex.reqDone = true;
+      else end = chunk.length;
+    } else {
+      end = Math.min(ex.reqRemaining, chunk.length);
+      ex.reqRemaining -= end;
+      if (ex.reqRemaining === 0) ex.reqDone = true;
+    }
+    const body = end === chunk.length ? chunk : chunk.subarray(0, end);
+    if (end < chunk.length) conn.buf = chunk.subarray(end);
+    if (body.length > 0 && !up.socket.write(body) && !ex.reqDone) {
+      conn.socket.pause();
+      up.socket.once('drain', () => {
+        if (conn.ex === ex && !conn.closing) conn.socket.resume();
+      });
+    }
+  }
+
+  // ---- upstream side ----
+
+  #adoptUpstream(socket: net.Socket, targetId: string): Upstream {
+    const up = new Upstream(socket, targetId);
+    socket.on('data', (chunk: Buffer) => {
+      const ex = up.owner;
+      if (ex) this.#onUpstreamData(ex, chunk);
+      else socket.destroy(); // bytes on an idle connection: it cannot be reused
+    });
+    socket.on('end', () => {
+      const ex = up.owner;
+      if (ex) this.#onUpstreamEnd(ex, up);
+      else socket.destroy();
+    });
+    socket.on('error', () => socket.destroy());
+    socket.once('close', () => {
+      this.#forget(up);
+      const ex = up.owner;
+      if (ex && ex.up === up) this.#onUpstreamEnd(ex, up);
+    });
+    socket.resume();
+    return up;
+  }
+
+  #take(targetId: string): Upstream | undefined {
+    const list = this.#pools.get(targetId);
+    if (!list) return undefined;
+    while (list.length > 0) {
+      const up = list.pop() as Upstream;
+      if (!up.socket.destroyed) {
+        up.used = true;
+        return up;
+      }
+    }
+    return undefined;
+  }
+
+  /** Back to the pool (bounded), or closed. */
+  #give(up: Upstream): void {
+    up.owner = undefined;
+    if (this.#draining || up.socket.destroyed) {
+      up.socket.destroy();
+      return;
+    }
+    let list = this.#pools.get(up.targetId);
+    if (!list) {
+      list = [];
+      this.#pools.set(up.targetId, list);
+    }
+    if (list.length >= POOL_MAX) {
+      up.socket.destroy();
+      return;
+    }
+    up.idleSince = Date.now();
+    list.push(up);
+    this.#sweep ??= setInterval(() => this.#sweepIdle(), POOL_IDLE_MS / 4).unref();
+  }
+
+  #forget(up: Upstream): void {
+    const list = this.#pools.get(up.targetId);
+    if (!list) return;
+    const at = list.indexOf(up);
+    if (at >= 0) list.splice(at, 1);
+  }
+
+  #sweepIdle(): void {
+    const cutoff = Date.now() - POOL_IDLE_MS;
+    for (const [id, list] of this.#pools) {
+      // Oldest first (LIFO pool): the front of the list idled longest.
+      while (list.length > 0 && list[0].idleSince < cutoff) (list.shift() as Upstream).socket.destroy();
+      if (list.length === 0) this.#pools.delete(id);
+    }
+    if (this.#pools.size === 0 && this.#sweep) {
+      clearInterval(this.#sweep);
+      this.#sweep = undefined;
+    }
+  }
+
+  #onUpstreamData(ex: Exchange, chunk: Buffer): void {
+    const conn = ex.conn;
+    if (ex.resp === undefined || ex.respBuf !== undefined) {
+      // Head (or a 1xx followed by more): parse.
+      const buf = ex.respBuf ? Buffer.concat([ex.respBuf, chunk]) : chunk;
+      let head: Head | undefined;
+      try {
+        head = parseResponseHead(buf, ex.head.method);
+      } catch (err) {
+        this.#badResponse(ex, err);
+        return;
+      }
+      if (!head) {
+        ex.respBuf = buf;
+        if (buf.length > MAX_HEAD) this.#badResponse(ex, new HttpError(502, 'response head too large'));
+        return;
+      }
+      ex.respBuf = undefined;
+      ex.respStarted = true;
+      const rest = buf.subarray(head.headEnd);
+      if (head.status < 200) {
+        if (head.status === 101 && ex.head.upgrade) {
+          this.#toTunnel(ex, buf);
+          return;
+        }
+        // 100 Continue and other interim responses: passed on; the final one follows.
+        conn.socket.write(buf.subarray(0, head.headEnd));
+        if (rest.length > 0) this.#onUpstreamData(ex, rest);
+        return;
+      }
+      ex.resp = head;
+      ex.respRemaining = head.chunked ? 0 : Math.max(0, head.contentLength);
+      ex.respScanner = head.chunked ? new ChunkedScanner(502) : undefined;
+      const clientCloses =
+        ex.head.close || head.untilClose || this.#draining || conn.ended || ex.head.upgrade || !ex.reqDone;
+      if (clientCloses) conn.closing = true;
+      const extra = clientCloses ? 'connection: close\r\n' : undefined;
+      this.#count(head.status);
+      if (rest.length === 0) {
+        this.#toClient(ex, rewriteHead(buf, head, extra));
+        if (this.#responseComplete(ex)) this.#finish(ex);
+        return;
+      }
+      // Head and the body bytes that came with it in one writev.
+      conn.socket.cork();
+      this.#toClient(ex, rewriteHead(buf, head, extra));
+      this.#responseBody(ex, rest);
+      conn.socket.uncork();
+      return;
+    }
+    this.#responseBody(ex, chunk);
+  }
+
+  #responseBody(ex: Exchange, chunk: Buffer): void {
+    const resp = ex.resp as Head;
+    let end = chunk.length;
+    if (resp.untilClose) {
+      // Runs until the upstream's FIN.
+    } else if (ex.respScanner) {
+      try {
+        const at = ex.respScanner.feed(chunk);
+        if (at >= 0) {
+          end = at;
+          ex.respScanner = undefined;
+          ex.respRemaining = 0;
+          resp.chunked = false;
+        }
+      } catch (err) {
+        this.#badResponse(ex, err);
+        return;
+      }
+    } else {
+      end = Math.min(ex.respRemaining, chunk.length);
+      ex.respRemaining -= end;
+    }
+    if (end > 0) this.#toClient(ex, end === chunk.length ? chunk : chunk.subarray(0, end));
+    if (end < chunk.length) {
+      // Bytes past the response: the upstream broke framing; it is not reused.
+      resp.close = true;
+    }
+    if (this.#responseComplete(ex)) this.#finish(ex);
+  }
+
+  #responseComplete(ex: Exchange): boolean {
+    const resp = ex.resp as Head;
+    return !resp.untilClose && !resp.chunked && ex.respRemaining === 0;
+  }
+
+  #toClient(ex: Exchange, bytes: Buffer): void {
+    const conn = ex.conn;
+    const up = ex.up as Upstream;
+    if (!conn.socket.write(bytes)) {
+      up.socket.pause();
+      conn.socket.once('drain', () => {
+        if (up.owner === ex) up.socket.resume();
+      });
+    }
+  }
+
+  #onUpstreamEnd(ex: Exchange, up: Upstream): void {
+    if (ex.up !== up || up.owner !== ex) return;
+    const resp = ex.resp;
+    if (resp?.untilClose) {
+      up.owner = undefined;
+      up.socket.destroy();
+      ex.up = undefined;
+      this.#done(ex, false);
+      return;
+    }
+    up.owner = undefined;
+    up.socket.destroy();
+    ex.up = undefined;
+    if (ex.respStarted) {
+      // Cut mid-response: the client cannot be told otherwise.
+      ex.conn.socket.destroy();
+      return;
+    }
+    // Closed before any response byte. A reused connection the server closed as we sent, or
+    // a new one: retried when nothing depends on what reached the endpoint.
+    this.#opts.log.debug({ route: ex.route, reused: up.used }, 'upstream closed before responding');
+    ex.balancer.release(ex.choiceId);
+    ex.choiceId = '';
+    ex.lastError = new Error(
+      up.used ? 'upstream closed a reused connection' : 'upstream closed the connection',
+    );
+    if (ex.retryable) {
+      if (!up.used) this.#exclude(ex, up.targetId);
+      this.#attempt(ex);
+    } else this.#upstreamFailed(ex);
+  }
+
+  /** The response is complete: the upstream goes back to its pool, the client reads on. */
+  #finish(ex: Exchange): void {
+    const up = ex.up as Upstream;
+    const resp = ex.resp as Head;
+    ex.up = undefined;
+    up.owner = undefined;
+    if (ex.reqDone && !resp.close && !ex.head.close && !ex.head.upgrade) this.#give(up);
+    else up.socket.destroy();
+    this.#done(ex, !ex.reqDone);
+  }
+
+  #done(ex: Exchange, cutShort: boolean): void {
+    const conn = ex.conn;
+    this.#releaseSlot(ex);
+    conn.ex = undefined;
+    // cutShort: the response came before the whole request, whose rest cannot be skipped reliably.
+    if (cutShort || conn.closing || conn.ended || this.#draining) {
+      conn.closing = false;
+      this.#endClient(conn);
+      return;
+    }
+    if (conn.buf) this.#nextRequest(conn);
+    if (!conn.ex && conn.socket.isPaused() && !conn.closing) conn.socket.resume();
+  }
+
+  #exclude(ex: Exchange, id: string): void {
+    if (!ex.failed) ex.failed = new Set();
+    ex.failed.add(id);
+  }
+
+  #releaseSlot(ex: Exchange): void {
+    if (ex.choiceId) ex.balancer.release(ex.choiceId);
+    ex.choiceId = '';
+  }
+
+  #toTunnel(ex: Exchange, buf: Buffer): void {
+    const conn = ex.conn;
+    const up = ex.up as Upstream;
+    this.#count(101);
+    conn.tunnel = true;
+    conn.ex = undefined;
+    up.owner = undefined;
+    const client = conn.socket;
+    const socket = up.socket;
+    client.removeAllListeners('data');
+    client.removeAllListeners('end');
+    socket.removeAllListeners('data');
+    socket.removeAllListeners('end');
+    client.write(buf);
+    if (conn.buf) socket.write(conn.buf);
+    conn.buf = undefined;
+    const choiceId = ex.choiceId;
+    ex.choiceId = '';
+    splice(client, socket, this.#opts.idleTimeoutMs, () => ex.balancer.release(choiceId));
+  }
+
+  // ---- answers of our own ----
+
+  #count(status: number): void {
+    let counter = this.#codeCounters.get(status);
+    if (!counter) {
+      counter = this.#opts.metrics.httpRequests.labels({ code: status });
+      this.#codeCounters.set(status, counter);
+    }
+    counter.inc();
+  }
+
+  #badRequest(conn: ClientConn, err: unknown): void {
+    const status = err instanceof HttpError ? err.status : 400;
+    this.#opts.metrics.refused.inc({ reason: 'bad-http' });
+    const why = err instanceof Error ? err.message : String(err);
+    const ex = conn.ex;
+    if (ex) {
+      ex.up?.socket.destroy();
+      if (ex.up) ex.up.owner = undefined;
+      this.#releaseSlot(ex);
+      conn.ex = undefined;
+      if (ex.respStarted) {
+        conn.socket.destroy();
+        return;
+      }
+    }
+    conn.buf = undefined;
+    this.#writeReply(conn, status, `edgemesh: malformed HTTP request (${why})\n`, true);
+  }
+
+  #badResponse(ex: Exchange, err: unknown): void {
+    const up = ex.up as Upstream;
+    up.owner = undefined;
+    up.socket.destroy();
+    ex.up = undefined;
+    this.#releaseSlot(ex);
+    if (ex.resp) {
+      ex.conn.socket.destroy();
+      return;
+    }
+    ex.lastError = err;
+    ex.conn.ex = undefined;
+    this.#replyFailed(ex);
+  }
+
+  #upstreamFailed(ex: Exchange): void {
+    this.#releaseSlot(ex);
+    ex.conn.ex = undefined;
+    this.#replyFailed(ex);
+  }
+
+  #replyFailed(ex: Exchange): void {
+    const conn = ex.conn;
+    const body = `edgemesh: upstream of ${ex.route} failed: ${describeError(ex.lastError ?? new Error('no endpoint reachable'))}\n`;
+    // The request's body may be half sent or still unread: the connection cannot go on.
+    this.#writeReply(conn, 502, body, !ex.reqDone || ex.up !== undefined || ex.head.close);
+    if (ex.reqDone && !conn.closing) this.#done({ ...ex, choiceId: '' }, false);
+  }
+
+  /** A local answer; a request with a body is answered, then the connection closed. */
+  #localReply(conn: ClientConn, head: Head, status: number, body: string): void {
+    const rest = conn.buf?.subarray(head.headEnd);
+    conn.buf = rest && rest.length > 0 ? rest : undefined;
+    const close = head.close || head.chunked || head.contentLength > 0 || head.upgrade;
+    this.#writeReply(conn, status, body, close);
+    if (!close && conn.buf) this.#nextRequest(conn);
+  }
+
+  #writeReply(conn: ClientConn, status: number, body: string, close: boolean): void {
+    this.#count(status);
+    if (!conn.socket.writable) {
+      conn.socket.destroy();
+      return;
+    }
+    const reason = REASONS[status] ?? 'Error';
+    conn.socket.write(
+      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${close || this.#draining ? 'connection: close\r\n' : ''}\r\n${body}`,
+    );
+    if (close || this.#draining) {
+      conn.buf = undefined;
+      this.#endClient(conn);
+    }
+  }
+}
+
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  405: 'Method Not Allowed',
+  431: 'Request Header Fields Too Large',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+};
