@@ -12,9 +12,10 @@ export type LookupResult = 'found' | 'missing' | 'unavailable';
 export interface CatalogLookup {
   /**
    * Undefined when the store answers `key` now (what is held, or a cached negative answer);
-   * otherwise a promise that settles once it does. Never rejects.
+   * otherwise a promise that settles once it does. Never rejects. `id`: keyString(key), when
+   * the caller keeps it (the DNS resolver: the hot path then builds no string).
    */
-  ensure(key: LookupKey): Promise<LookupResult> | undefined;
+  ensure(key: LookupKey, id?: string): Promise<LookupResult> | undefined;
 }
 
 export const HOLDS_EVERYTHING: CatalogLookup = { ensure: () => undefined };

@@ -36,6 +36,7 @@ import type { CatalogLookup, LookupResult } from './lookup.ts';
 
 /** A lookup not answered in this time fails (DNS SERVFAIL); the gateway is on the same host. */
 export const LOOKUP_TIMEOUT_MS = 2_000;
+const CLOCK_MS = 100;
 
 export interface OnDemandOptions {
   host: string;
@@ -74,7 +75,9 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
   #nextId = 1;
   readonly #inFlight = new Map<number, LookupKey>();
   readonly #waiting = new Map<string, ((r: LookupResult) => void)[]>();
-  readonly #keyStrings = new WeakMap<LookupKey, string>();
+  /** The time held keys are marked used with: Date.now() read at most every CLOCK_MS (hot path). */
+  #coarseNow = 0;
+  #coarseAt = 0;
 
   constructor(opts: OnDemandOptions) {
     this.#opts = opts;
@@ -114,14 +117,9 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
     this.#ready = false;
   }
 
-  ensure(key: LookupKey): Promise<LookupResult> | undefined {
-    // Callers that keep their key objects (the DNS resolver) do not pay for the string again.
-    let k = this.#keyStrings.get(key);
-    if (k === undefined) {
-      k = keyString(key);
-      this.#keyStrings.set(key, k);
-    }
-    const state = this.#held.check(k, this.#now());
+  ensure(key: LookupKey, id?: string): Promise<LookupResult> | undefined {
+    const k = id ?? keyString(key);
+    const state = this.#held.check(k, this.#clock());
     if (state !== 'miss') {
       this.#counts[state]++;
       return undefined;
@@ -142,6 +140,18 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
     );
     timer.unref();
     return promise;
+  }
+
+  /** A coarse clock for check(): lifetimes are seconds to minutes, a query costs microseconds. */
+  #clock(): number {
+    if (this.#opts.now) return this.#opts.now();
+    // performance.now() is monotonic and cheaper than Date.now(); re-read the wall clock rarely.
+    const t = performance.now();
+    if (t - this.#coarseAt >= CLOCK_MS) {
+      this.#coarseAt = t;
+      this.#coarseNow = Date.now();
+    }
+    return this.#coarseNow;
   }
 
   #ask(key: LookupKey): void {

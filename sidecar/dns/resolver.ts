@@ -1,5 +1,5 @@
 import type DnsPacket from 'dns-packet';
-import type { LookupKey } from '../../lib/catalog/lookup-protocol.ts';
+import { keyString, type LookupKey } from '../../lib/catalog/lookup-protocol.ts';
 import type { CatalogStore } from '../../lib/catalog/store.ts';
 import type { CatalogUpdate } from '../../lib/catalog/types.ts';
 import { describeError } from '../../lib/errors.ts';
@@ -66,7 +66,7 @@ export class Resolver {
   readonly #store: CatalogStore;
   readonly #lookup: CatalogLookup;
   /** Query name → its lookup key (null: none), so the hot path does not parse names again. */
-  readonly #keys = new Map<string, LookupKey | null>();
+  readonly #keys = new Map<string, { key: LookupKey; id: string } | null>();
   readonly #domain: string;
   readonly #dotDomain: string;
   readonly #ttl: number | undefined;
@@ -237,15 +237,16 @@ export class Resolver {
    * false when what is held answers it now (the hot path: one map lookup).
    */
   #ensure(msg: Buffer, q: Query, limit: number, start: number, reply: Reply): boolean {
-    if (q.oddName) return false;
-    let key = this.#keys.get(q.name);
-    if (key === undefined) {
-      key = keyForName(q.name, this.#domain) ?? null;
+    if (q.oddName || this.#lookup === HOLDS_EVERYTHING) return false;
+    let memo = this.#keys.get(q.name);
+    if (memo === undefined) {
+      const key = keyForName(q.name, this.#domain);
+      memo = key ? { key, id: keyString(key) } : null;
       // Bounded: a pod asking for endless distinct names only costs re-parsing.
       if (this.#keys.size >= MAX_KEY_MEMO) this.#keys.clear();
-      this.#keys.set(q.name, key);
+      this.#keys.set(q.name, memo);
     }
-    const pending = key && this.#lookup.ensure(key);
+    const pending = memo && this.#lookup.ensure(memo.key, memo.id);
     if (!pending) return false;
     pending.then((result) => {
       let response: Buffer | undefined;
