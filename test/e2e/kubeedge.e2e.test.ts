@@ -85,11 +85,14 @@ describe.each(['metaserver', 'kubectl-proxy'] as EdgeApi[])('KubeEdge mode, edge
       nginxDeployment(images(), 1),
       ...services(),
       clientDeployment(images()),
-      // Site 2's other node: reaches nginx across its own LAN, through both gateways.
-      clientDeployment(images(), 'client2', {}, { site: 2, awayFrom: 'nginx' }),
     ]);
     await rolloutStatus(cluster, 'nginx');
     await rolloutStatus(cluster, 'client');
+    // Site 2's other node: reaches nginx across its own LAN, through both gateways.
+    const [server] = await livePods(cluster, 'app=nginx');
+    const other = cluster.nodes.find((n) => n.site === 2 && n.name !== server?.spec.nodeName);
+    if (!other) throw new Error('no second node on site 2');
+    await apply(cluster, [clientDeployment(images(), 'client2', {}, { node: other.name })]);
     await rolloutStatus(cluster, 'client2');
     const r = await waitFor(
       async () => {

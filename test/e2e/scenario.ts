@@ -156,13 +156,14 @@ export function services() {
 
 /**
  * A curl + dig client on site 1 (`name` is also its app label; extra pod labels e.g. to opt
- * out). `site` places it elsewhere; `awayFrom` keeps it off the nodes running that app.
+ * out). `node` pins it to one node instead (a hostname selector: no anti-affinity, which the
+ * scheduler would also apply to the other app's later replicas).
  */
 export function clientDeployment(
   images: WorkloadImages,
   name = 'client',
   podLabels: Record<string, string> = {},
-  placement: { site?: number; awayFrom?: string } = {},
+  placement: { node?: string } = {},
 ) {
   return {
     apiVersion: 'apps/v1',
@@ -174,21 +175,7 @@ export function clientDeployment(
       template: {
         metadata: { labels: { app: name, ...podLabels } },
         spec: {
-          nodeSelector: zone(placement.site ?? 1),
-          ...(placement.awayFrom
-            ? {
-                affinity: {
-                  podAntiAffinity: {
-                    requiredDuringSchedulingIgnoredDuringExecution: [
-                      {
-                        topologyKey: 'kubernetes.io/hostname',
-                        labelSelector: { matchLabels: { app: placement.awayFrom } },
-                      },
-                    ],
-                  },
-                },
-              }
-            : {}),
+          nodeSelector: placement.node ? { 'kubernetes.io/hostname': placement.node } : zone(1),
           terminationGracePeriodSeconds: 2,
           containers: [{ name: 'client', image: images.client, command: ['sleep', 'infinity'] }],
         },
