@@ -1,12 +1,18 @@
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LineSplitter } from '../lib/catalog/feed.ts';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog, ServiceEntry } from '../lib/catalog/types.ts';
 import { emptyCatalog } from '../lib/catalog/types.ts';
+import { silentLogger } from '../lib/log.ts';
 import { waitFor } from '../test/harness/netns.ts';
 import { CatalogIndex } from './catalog-index.ts';
+import { startGateway } from './gateway.ts';
 import { LookupHub } from './lookup.ts';
+import { saveCatalog } from './persist.ts';
 
 // The gateway's lookup index (pure) and the hub over real sockets on 127.0.0.1, read raw.
 const cleanups: Array<() => unknown> = [];
@@ -198,5 +204,42 @@ describe('lookup hub', () => {
       id: null,
       message: expect.stringMatching(/longer than 512/),
     });
+  });
+});
+
+describe('LOOKUP through the gateway listener', () => {
+  it('takes queries sent with the header in one write, and counts lookups', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'emc-lookup-'));
+    cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }));
+    await saveCatalog(stateDir, catalog());
+    const gw = await startGateway({
+      nodeName: 'edge-a',
+      stateDir,
+      listenHost: '127.0.0.1',
+      listenPort: 0,
+      clusterDomain: 'cluster.local',
+      log: silentLogger,
+      persistDelayMs: 10,
+    });
+    cleanups.push(() => gw.close());
+    const port = (gw.server.address() as net.AddressInfo).port;
+    const socket = net.connect({ host: '127.0.0.1', port });
+    cleanups.push(() => socket.destroy());
+    const lines: Record<string, unknown>[] = [];
+    const splitter = new LineSplitter();
+    socket.on('data', (c: Buffer) => {
+      for (const l of splitter.push(c)) lines.push(JSON.parse(l));
+    });
+    socket.write('EDGEMESH/1 LOOKUP\nQ 1 SVC demo/web\nQ 2 IP 10.96.0.10\nQ 3 NS nope\n');
+    await waitFor(() => lines.length >= 3, 5000, 5, '3 answers');
+    expect(lines.map((l) => [l.id, Object.keys(l.services as object)])).toEqual([
+      [1, ['demo/web']],
+      [2, ['demo/web']],
+      [3, []],
+    ]);
+    const metrics = await gw.registry.metrics();
+    expect(metrics).toMatch(/^edgemesh_gateway_lookups_total\{kind="svc",result="found"[^}]*\} 1$/m);
+    expect(metrics).toMatch(/^edgemesh_gateway_lookups_total\{kind="ns",result="missing"[^}]*\} 1$/m);
+    expect(metrics).toMatch(/^edgemesh_gateway_lookup_subscriptions\{[^}]*\} 1$/m);
   });
 });
