@@ -1,4 +1,4 @@
-# One image for every part: `edgemesh webhook|inject|webhook-tls|init|sidecar|gateway|tunnel-server`.
+# One image for every part: `edgemesh webhook|inject|webhook-tls|init|sidecar|gateway|tunnel-server|signer`.
 #
 # The same contents as `scripts/image` builds without Docker (docs/image.md lists them): the
 # build stage runs that script with --rootfs-only, and the image is the resulting directory on
@@ -25,6 +25,7 @@ COPY init ./init
 COPY sidecar ./sidecar
 COPY gateway ./gateway
 COPY tunnel-server ./tunnel-server
+COPY signer ./signer
 COPY scripts/image scripts/strip-types.ts ./scripts/
 COPY scripts/images ./scripts/images
 # Writes /rootfs and runs the image's smoke tests in it (chroot): node, every subcommand's

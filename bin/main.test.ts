@@ -12,14 +12,24 @@ describe('edgemesh CLI', () => {
   it('lists commands, and every command has --help', () => {
     const top = run(['--help']);
     expect(top.status).toBe(0);
-    const names = ['webhook', 'inject', 'webhook-tls', 'init', 'sidecar', 'gateway', 'tunnel-server'];
+    const names = [
+      'webhook',
+      'inject',
+      'webhook-tls',
+      'init',
+      'sidecar',
+      'gateway',
+      'tunnel-server',
+      'signer',
+    ];
     for (const name of names) {
       expect(top.stdout).toContain(`  ${name} `);
       const help = run([name, '--help']);
       expect(help.status, `${name} --help: ${help.stderr}`).toBe(0);
       expect(help.stdout).toMatch(new RegExp(`^Usage: edgemesh ${name} \\[options\\]`));
     }
-  });
+    // Nine Node starts in a row: seconds each on a loaded machine.
+  }, 60_000);
 
   it('fails clearly on unknown commands and bad flags', () => {
     const unknown = run(['frobnicate']);

@@ -32,6 +32,10 @@ const commands: Record<string, { summary: string; load: () => Promise<Subcommand
     summary: 'rendezvous and relay for gateways behind NATs',
     load: async () => (await import('../tunnel-server/cli.ts')).tunnelServerCommand as Subcommand,
   },
+  signer: {
+    summary: 'signs edgemesh certificates from the Kubernetes CSR API (holds the mesh CA key)',
+    load: async () => (await import('../signer/cli.ts')).signerCommand as Subcommand,
+  },
 };
 
 function usage(): string {

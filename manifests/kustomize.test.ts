@@ -134,6 +134,7 @@ describe('kubectl kustomize of the manifests', () => {
       'Deployment/edgemesh-webhook': [image],
       'DaemonSet/edgemesh-gateway': [image],
       'Deployment/edgemesh-tunnel-server': [image],
+      'Deployment/edgemesh-signer': [image],
     });
     expect(await injectedImages(objects)).toEqual({
       images: [`edgemesh-init=${image}`, `edgemesh-proxy=${image}`],
@@ -159,7 +160,7 @@ describe('kubectl kustomize of the manifests', () => {
   it('the base injects its own 0.1.0 image, and lets the webhook read its Pod for it', async (ctx) => {
     const { objects } = await render(ctx, manifests);
     expect(Object.values(workloadImages(objects)).flat()).toEqual(
-      Array(3).fill('ghcr.io/edgemesh/edgemesh:0.1.0'),
+      Array(4).fill('ghcr.io/edgemesh/edgemesh:0.1.0'),
     );
     expect((await injectedImages(objects)).images).toEqual([
       'edgemesh-init=ghcr.io/edgemesh/edgemesh:0.1.0',
@@ -276,5 +277,73 @@ patches:
       name: 'POD_IP',
       valueFrom: { fieldRef: { fieldPath: 'status.podIP' } },
     });
+  });
+
+  it('only the signer mounts a CA key; the tunnel-server asks it through the CSR API (issue 16 items 9, 10)', async (ctx) => {
+    const { objects } = await render(ctx, join(manifests, 'overlays/kubeedge'));
+    type Volume = {
+      name: string;
+      secret?: { secretName: string; items?: { key: string }[] };
+      configMap?: { name: string };
+    };
+    const pods = objects
+      .filter((o) => ['Deployment', 'DaemonSet'].includes(o.kind))
+      .map((o) => ({ name: o.metadata.name, spec: (o as unknown as V1Deployment).spec?.template.spec }));
+    // Which workloads can read which Secret key.
+    const keyHolders = pods.flatMap(({ name, spec }) =>
+      ((spec?.volumes ?? []) as Volume[])
+        .filter((v) => v.secret && (!v.secret.items || v.secret.items.some((i) => i.key.endsWith('.key'))))
+        .map(
+          (v) =>
+            `${name}:${v.secret?.secretName}:${(v.secret?.items ?? []).map((i) => i.key).join(',') || '*'}`,
+        ),
+    );
+    expect(keyHolders.sort()).toEqual([
+      'edgemesh-signer:edgemesh-mesh-ca:*',
+      'edgemesh-webhook:edgemesh-webhook-tls:tls.crt,tls.key',
+    ]);
+    // Gateways and the tunnel-server get the mesh CA certificate from a ConfigMap.
+    for (const { name, spec } of pods.filter((p) => /gateway|tunnel-server/.test(p.name)))
+      expect(
+        ((spec?.volumes ?? []) as Volume[]).find((v) => v.name === 'mesh-ca' || v.name === 'ca'),
+        name,
+      ).toMatchObject({
+        configMap: { name: 'edgemesh-mesh-ca' },
+      });
+    const ts = pods.find((p) => p.name === 'edgemesh-tunnel-server')?.spec?.containers[0];
+    expect(ts?.args).toContain('--signer=kubernetes');
+    expect(ts?.args?.join(' ')).not.toContain('--ca-key');
+    type Rule = { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] };
+    const rules = (kind: string, name: string) =>
+      (find(objects, kind, name) as unknown as { rules: Rule[] }).rules;
+    // The tunnel-server: create/get/delete CSRs, never approve or sign; pods only in its namespace.
+    expect(rules('ClusterRole', 'edgemesh-tunnel-server')).toEqual([
+      { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+      {
+        apiGroups: ['certificates.k8s.io'],
+        resources: ['certificatesigningrequests'],
+        verbs: ['create', 'get', 'delete'],
+      },
+    ]);
+    expect(find(objects, 'Role', 'edgemesh-tunnel-server').metadata.namespace).toBe('edgemesh-system');
+    expect(rules('Role', 'edgemesh-tunnel-server')).toEqual([
+      { apiGroups: [''], resources: ['pods'], verbs: ['get'] },
+    ]);
+    expect(rules('ClusterRole', 'edgemesh-signer')).toContainEqual({
+      apiGroups: ['certificates.k8s.io'],
+      resources: ['signers'],
+      resourceNames: ['edgemesh.io/node', 'edgemesh.io/tunnel-server'],
+      verbs: ['approve', 'sign'],
+    });
+    // The webhook port: everything but the pod network (the API server has no pod identity).
+    const policy = find(objects, 'NetworkPolicy', 'edgemesh-webhook') as unknown as {
+      spec: { ingress: { ports: unknown[]; from: { ipBlock: { cidr: string; except?: string[] } }[] }[] };
+    };
+    expect(policy.spec.ingress).toEqual([
+      {
+        ports: [{ port: 9443, protocol: 'TCP' }],
+        from: [{ ipBlock: { cidr: '0.0.0.0/0', except: ['10.244.0.0/16'] } }, { ipBlock: { cidr: '::/0' } }],
+      },
+    ]);
   });
 });

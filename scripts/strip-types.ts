@@ -14,6 +14,7 @@ export const RUNTIME_PARTS = [
   'sidecar',
   'gateway',
   'tunnel-server',
+  'signer',
 ] as const;
 const SKIPPED_DIRS = new Set(['node_modules', 'testdata', 'testing']);
 

@@ -1,13 +1,21 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { certificateValidity } from '../lib/certs.ts';
 import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
 import { createRegistry, defaultMetricsHosts, serveMetricsOn } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
-import { issueIdentity } from '../lib/tunnel/identity.ts';
+import { KubernetesCsrClient } from '../lib/tunnel/csr-api.ts';
+import {
+  createCsr,
+  generateKeyPem,
+  type PeerIdentity,
+  signCsr,
+  type TlsIdentity,
+} from '../lib/tunnel/identity.ts';
 import { validityProblem } from '../lib/tunnel/renewal.ts';
 import { CertificateRenewer, certificateMetrics } from '../lib/tunnel/renewer.ts';
 import { type EnrolmentVerifier, StaticTokenVerifier, TokenReviewVerifier } from './enrol.ts';
@@ -33,7 +41,6 @@ export function parseLifetime(v: string): number | undefined {
   return ms >= 10_000 && ms <= 3650 * 86_400_000 ? ms : undefined;
 }
 const LIFETIME_RULE = 'must be a number with s, m, h or d (10s to 3650d), e.g. 90d';
-const DAY_MS = 86_400_000;
 
 function readPem(flag: string, file: string): string {
   try {
@@ -50,8 +57,9 @@ export const tunnelServerCommand = defineCommand(
       'Rendezvous and relay for gateways behind NATs: registry of enrolled gateways, observed addresses, ' +
       'hole-punch coordination, STUN, and a byte-splicing relay that never sees plaintext.',
     details:
-      'Run any number of replicas; gateways connect to all of them. The mesh CA key signs node certificates at\n' +
-      "enrolment and this replica's own serving certificate (at start, and again at ~2/3 of its lifetime).\n" +
+      'Run any number of replicas; gateways connect to all of them. Node certificates (at enrolment) and this\n' +
+      "replica's own serving certificate (at start, and again at ~2/3 of its lifetime) are signed by the\n" +
+      'in-cluster edgemesh signer (--signer=kubernetes) or a CA key held here (--signer=local).\n' +
       'Protocol: docs/tunnel.md.',
     options: {
       listen: {
@@ -73,7 +81,16 @@ export const tunnelServerCommand = defineCommand(
       'ca-key': {
         type: 'string',
         default: '/etc/edgemesh/ca/ca.key',
-        description: 'mesh CA private key (PEM)',
+        description: 'mesh CA private key (PEM), with --signer=local only',
+      },
+      signer: {
+        type: 'string',
+        default: 'local',
+        description:
+          'who signs certificates: local (the --ca-key held here) or kubernetes (CertificateSigningRequests ' +
+          'signed by the in-cluster `edgemesh signer`; no CA key on this internet-facing server)',
+        validate: (v: string) =>
+          v === 'local' || v === 'kubernetes' ? undefined : 'must be local or kubernetes',
       },
       'node-cert-lifetime': {
         type: 'string',
@@ -101,7 +118,10 @@ export const tunnelServerCommand = defineCommand(
         default: false,
         description: 'verify enrolment tokens with the API server (TokenReview + pod on node)',
       },
-      kubeconfig: { type: 'string', description: 'kubeconfig for --token-review (in-cluster when absent)' },
+      kubeconfig: {
+        type: 'string',
+        description: 'kubeconfig for --token-review and --signer=kubernetes (in-cluster when absent)',
+      },
       'gateway-service-account': {
         type: 'string',
         default: 'edgemesh-system:edgemesh-gateway',
@@ -155,32 +175,53 @@ export const tunnelServerCommand = defineCommand(
     if (!listen) throw configError('--listen: must be ADDR:PORT');
     for (const h of opts['metrics-host'])
       if (!isIP(h)) throw configError(`--metrics-host: ${JSON.stringify(h)} is not an IP address`);
-    const ca = { certPem: readPem('ca-cert', opts['ca-cert']), keyPem: readPem('ca-key', opts['ca-key']) };
-    const serverDays = (parseLifetime(opts['server-cert-lifetime']) as number) / DAY_MS;
-    // This replica's serving identity: a fresh key each start and each renewal, signed by the
-    // mesh CA it holds (a CA that has expired is named with its file: nothing it signs is trusted).
-    const issue = async () => {
+    const caPem = readPem('ca-cert', opts['ca-cert']);
+    const serverSeconds = (parseLifetime(opts['server-cert-lifetime']) as number) / 1000;
+    const nodeSeconds = (parseLifetime(opts['node-cert-lifetime']) as number) / 1000;
+    let kc: KubeConfig | undefined;
+    const kubeConfig = async () => {
+      if (!kc) {
+        const { KubeConfig } = await import('@kubernetes/client-node');
+        kc = new KubeConfig();
+        if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
+        else kc.loadFromCluster();
+      }
+      return kc;
+    };
+    // Who signs: the in-cluster edgemesh signer through the CSR API (no CA key here), or the
+    // mesh CA key given with --ca-key (standalone use and tests).
+    let signIdentity: (csrPem: string, id: PeerIdentity, seconds: number) => Promise<string>;
+    let signedBy: string;
+    if (opts.signer === 'kubernetes') {
+      const csrApi = new KubernetesCsrClient(await kubeConfig());
+      signIdentity = (csrPem, id, seconds) => csrApi.request(csrPem, id, seconds);
+      signedBy = 'the edgemesh signer, through the Kubernetes CSR API';
+    } else {
+      const ca = { certPem: caPem, keyPem: readPem('ca-key', opts['ca-key']) };
+      signIdentity = async (csrPem, id, seconds) => signCsr(ca, csrPem, id, { days: seconds / 86_400 });
+      signedBy = `the mesh CA ${opts['ca-cert']}`;
+    }
+    // This replica's serving identity: a fresh key each start and each renewal (a CA that has
+    // expired is named with its file: nothing it signs is trusted).
+    const issue = async (): Promise<TlsIdentity> => {
       let problem: string | undefined;
       try {
-        problem = validityProblem(certificateValidity(ca.certPem), Date.now());
+        problem = validityProblem(certificateValidity(caPem), Date.now());
       } catch (err) {
         problem = `not a PEM certificate (${(err as Error).message})`;
       }
       if (problem) throw configError(`--ca-cert: the mesh CA ${opts['ca-cert']} is ${problem}`);
-      return issueIdentity(
-        ca,
-        { kind: 'tunnel-server', name: opts.name },
-        { ipSans: opts['server-ip'], days: serverDays },
-      );
+      const id: PeerIdentity = { kind: 'tunnel-server', name: opts.name };
+      const keyPem = generateKeyPem();
+      const certPem = await signIdentity(createCsr(keyPem, id), id, serverSeconds);
+      return { keyPem, certPem, caPem };
     };
     const identity = await issue();
     let verifier: EnrolmentVerifier | undefined;
     if (opts['token-review']) {
-      const { KubeConfig } = await import('@kubernetes/client-node');
-      const kc = new KubeConfig();
-      if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
-      else kc.loadFromCluster();
-      verifier = new TokenReviewVerifier(kc, { serviceAccount: opts['gateway-service-account'] });
+      verifier = new TokenReviewVerifier(await kubeConfig(), {
+        serviceAccount: opts['gateway-service-account'],
+      });
     } else if (opts['enrol-tokens']) {
       verifier = StaticTokenVerifier.fromFile(opts['enrol-tokens']);
     }
@@ -188,9 +229,9 @@ export const tunnelServerCommand = defineCommand(
     const server = await startTunnelServer({
       name: opts.name,
       ...listen,
-      ca,
+      caPem,
       identity,
-      nodeCertDays: (parseLifetime(opts['node-cert-lifetime']) as number) / DAY_MS,
+      signNode: (csrPem, node) => signIdentity(csrPem, { kind: 'node', name: node }, nodeSeconds),
       verifier,
       limits: {
         maxRelaysPerNode: opts['relay-max-sessions'],
@@ -204,7 +245,7 @@ export const tunnelServerCommand = defineCommand(
       registry,
     });
     const renewer = new CertificateRenewer({
-      what: `tunnel-server certificate (signed by the mesh CA ${opts['ca-cert']})`,
+      what: `tunnel-server certificate (signed by ${signedBy})`,
       current: identity,
       renew: issue,
       onRenewed: (id) => server.setIdentity(id),

@@ -19,12 +19,7 @@ import {
   type ToServer,
   tlsRole,
 } from '../lib/tunnel/control.ts';
-import {
-  type CertificateAuthority,
-  identityOfCert,
-  signCsr,
-  type TlsIdentity,
-} from '../lib/tunnel/identity.ts';
+import { assertName, identityOfCert, type TlsIdentity } from '../lib/tunnel/identity.ts';
 import { MuxSession } from '../lib/tunnel/mux.ts';
 import { registrationProblem } from '../lib/tunnel/peer-address.ts';
 import { peerIdentity, serverOptions } from '../lib/tunnel/tls.ts';
@@ -77,10 +72,14 @@ export interface TunnelServerOptions {
   name: string;
   host: string;
   port: number;
-  ca: CertificateAuthority;
+  /** The mesh CA certificate, handed to enrolled gateways. */
+  caPem: string;
   identity: TlsIdentity;
-  /** Lifetime of the node certificates signed at enrolment, in days (fractions for tests); default 90. */
-  nodeCertDays?: number;
+  /**
+   * Signs a verified node's CSR: with a local mesh CA key (`--signer=local`), or through the
+   * Kubernetes CSR API and the in-cluster edgemesh signer (`--signer=kubernetes`, no key here).
+   */
+  signNode(csrPem: string, node: string): Promise<string>;
   verifier?: EnrolmentVerifier;
   limits: RelayLimits;
   connections?: ConnectionLimits;
@@ -584,11 +583,12 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
           throw new EdgemeshError(ErrorCodes.BAD_REQUEST, 'expected { t: "enrol", node, csr, token }');
         if (!opts.verifier)
           throw new EdgemeshError(ErrorCodes.TUNNEL_AUTH, 'enrolment is disabled on this server');
+        assertName(node);
         await opts.verifier.verify({ node, token: msg.token });
-        const certPem = signCsr(opts.ca, msg.csr, { kind: 'node', name: node }, { days: opts.nodeCertDays });
+        const certPem = await opts.signNode(msg.csr, node);
         m.enrolments.inc({ result: 'ok' });
         log.info({ node }, 'node enrolled');
-        session.sendControl({ t: 'enrolled', cert: certPem, ca: opts.ca.certPem });
+        session.sendControl({ t: 'enrolled', cert: certPem, ca: opts.caPem });
       } catch (err) {
         m.enrolments.inc({ result: 'refused' });
         noisyWarn('enrol', { node, from, err: describeError(err) }, 'enrolment refused');

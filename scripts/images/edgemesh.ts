@@ -113,7 +113,16 @@ function packageVersion(repo: string): string {
   return (JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as { version: string }).version;
 }
 
-const COMMANDS = ['webhook', 'inject', 'webhook-tls', 'init', 'sidecar', 'gateway', 'tunnel-server'];
+const COMMANDS = [
+  'webhook',
+  'inject',
+  'webhook-tls',
+  'init',
+  'sidecar',
+  'gateway',
+  'tunnel-server',
+  'signer',
+];
 
 /** The image's entrypoint; the gateway DaemonSet spells it out to add V8 flags (node-flags.ts). */
 export const ENTRYPOINT = ['/usr/local/bin/node', '/app/bin/main.js'] as const;

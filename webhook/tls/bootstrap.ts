@@ -35,6 +35,12 @@ export interface BootstrapOptions {
   extraDnsNames: string[];
   rotate: boolean;
   now: Date;
+  /**
+   * Secret for the webhook CA's key (ca.crt, ca.key). Kept apart from `secretName`, which the
+   * webhook pods mount (tls.crt, tls.key, ca.crt): a webhook pod that is taken cannot mint
+   * serving certificates the API server trusts (issue 16 item 10). Only this command reads it.
+   */
+  caSecretName: string;
   /** Secret for the tunnel's mesh CA (created once if missing, never rotated here); '' skips it. */
   meshCaSecret: string;
 }
@@ -133,8 +139,19 @@ export async function bootstrapTls(
   const existing = await step(`reading ${secretName}`, () =>
     readOrUndefined(() => core.readNamespacedSecret({ name: opts.secretName, namespace: opts.namespace })),
   );
+  const caSecretName = `Secret ${opts.namespace}/${opts.caSecretName}`;
+  const caSecret = await step(`reading ${caSecretName}`, () =>
+    readOrUndefined(() => core.readNamespacedSecret({ name: opts.caSecretName, namespace: opts.namespace })),
+  );
   const stored = fromSecret(existing);
-  const reason = opts.rotate ? 'rotation forced (--rotate)' : rotationReason(stored, dnsNames, opts.now);
+  // The CA from its own Secret; one written by an older version still sits in the serving
+  // Secret: take it from there and move it.
+  const keyInServing = Boolean(existing?.data?.['ca.key']);
+  if (stored) stored.ca = fromSecret(caSecret)?.ca ?? stored.ca;
+  const reason = opts.rotate
+    ? 'rotation forced (--rotate)'
+    : (rotationReason(stored, dnsNames, opts.now) ??
+      (keyInServing ? `the CA key moves from ${secretName} to ${caSecretName}` : undefined));
   // An IP SAN asked for but missing also needs a new certificate.
   let certs = stored as WebhookCertificates | undefined;
   let secretResult: BootstrapResult['secret'] = 'unchanged';
@@ -159,9 +176,25 @@ export async function bootstrapTls(
         'tls.crt': b64(serving.certPem),
         'tls.key': b64(serving.keyPem),
         'ca.crt': b64(ca.certPem),
-        'ca.key': b64(ca.keyPem),
       },
     };
+    const caBody: V1Secret = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: {
+        name: opts.caSecretName,
+        namespace: opts.namespace,
+        labels: { 'app.kubernetes.io/part-of': 'edgemesh', 'app.kubernetes.io/component': 'webhook' },
+      },
+      data: { 'ca.crt': b64(ca.certPem), 'ca.key': b64(ca.keyPem) },
+    };
+    // The CA first: a serving certificate is never stored without the key that signed it.
+    if (caSecret?.data?.['ca.key'] !== caBody.data?.['ca.key'])
+      await step(caSecret ? `updating ${caSecretName}` : `creating ${caSecretName}`, () =>
+        caSecret
+          ? core.replaceNamespacedSecret({ name: opts.caSecretName, namespace: opts.namespace, body: caBody })
+          : core.createNamespacedSecret({ namespace: opts.namespace, body: caBody }),
+      );
     if (existing) {
       await step(`updating ${secretName}`, () =>
         core.replaceNamespacedSecret({ name: opts.secretName, namespace: opts.namespace, body }),
@@ -210,9 +243,13 @@ export async function bootstrapTls(
 }
 
 /**
- * The tunnel's mesh CA: signs each gateway's node certificate at enrolment (tunnel-server)
- * and is the only trust anchor between gateways. Made once; an existing one is never
- * replaced here, since every node certificate chains to it.
+ * The tunnel's mesh CA: its key signs node and tunnel-server certificates (only the edgemesh
+ * signer mounts the Secret), and its certificate is the only trust anchor between gateways.
+ * The certificate alone is published in a ConfigMap of the same name, which gateways and
+ * tunnel-servers mount: a node whose pod mounted the Secret would let its kubelet read the
+ * key (the Node authorizer allows a kubelet its pods' Secrets). Made once; an existing CA is
+ * never replaced here, since every node certificate chains to it; the ConfigMap is (re)written
+ * when missing or different.
  */
 async function ensureMeshCa(
   core: CoreV1Api,
@@ -224,20 +261,41 @@ async function ensureMeshCa(
   const existing = await step(`reading ${what}`, () =>
     readOrUndefined(() => core.readNamespacedSecret({ name, namespace })),
   );
-  if (existing?.data?.['ca.crt'] && existing.data['ca.key']) return 'unchanged';
-  const ca = createMeshCa('edgemesh mesh CA');
-  const body: V1Secret = {
-    apiVersion: 'v1',
-    kind: 'Secret',
-    metadata: {
-      name,
-      namespace,
-      labels: { 'app.kubernetes.io/part-of': 'edgemesh', 'app.kubernetes.io/component': 'tunnel' },
-    },
-    data: { 'ca.crt': b64(ca.certPem), 'ca.key': b64(ca.keyPem) },
-  };
-  if (existing) await step(`updating ${what}`, () => core.replaceNamespacedSecret({ name, namespace, body }));
-  else await step(`creating ${what}`, () => core.createNamespacedSecret({ namespace, body }));
-  log.info({ secret: what }, 'mesh CA created');
-  return 'created';
+  const labels = { 'app.kubernetes.io/part-of': 'edgemesh', 'app.kubernetes.io/component': 'tunnel' };
+  let result: 'created' | 'unchanged' = 'unchanged';
+  let certPem: string;
+  if (existing?.data?.['ca.crt'] && existing.data['ca.key']) {
+    certPem = unb64(existing.data['ca.crt']) as string;
+  } else {
+    const ca = createMeshCa('edgemesh mesh CA');
+    certPem = ca.certPem;
+    const body: V1Secret = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name, namespace, labels },
+      data: { 'ca.crt': b64(ca.certPem), 'ca.key': b64(ca.keyPem) },
+    };
+    if (existing)
+      await step(`updating ${what}`, () => core.replaceNamespacedSecret({ name, namespace, body }));
+    else await step(`creating ${what}`, () => core.createNamespacedSecret({ namespace, body }));
+    log.info({ secret: what }, 'mesh CA created');
+    result = 'created';
+  }
+  const cmWhat = `ConfigMap ${namespace}/${name}`;
+  const cm = await step(`reading ${cmWhat}`, () =>
+    readOrUndefined(() => core.readNamespacedConfigMap({ name, namespace })),
+  );
+  if (cm?.data?.['ca.crt'] !== certPem) {
+    const body = {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name, namespace, labels },
+      data: { 'ca.crt': certPem },
+    };
+    if (cm)
+      await step(`updating ${cmWhat}`, () => core.replaceNamespacedConfigMap({ name, namespace, body }));
+    else await step(`creating ${cmWhat}`, () => core.createNamespacedConfigMap({ namespace, body }));
+    log.info({ configMap: cmWhat }, 'mesh CA certificate published');
+  }
+  return result;
 }

@@ -28,6 +28,11 @@ export const webhookTlsCommand = defineCommand(
         default: 'edgemesh-webhook-tls',
         description: 'Secret that holds the certificates',
       },
+      'ca-secret': {
+        type: 'string',
+        default: 'edgemesh-webhook-ca',
+        description: "Secret that holds the webhook CA's key (not mounted by the webhook pods)",
+      },
       'webhook-config': {
         type: 'string',
         default: 'edgemesh-sidecar-injector',
@@ -67,6 +72,7 @@ export const webhookTlsCommand = defineCommand(
         namespace: opts.namespace,
         service: opts.service,
         secretName: opts.secret,
+        caSecretName: opts['ca-secret'],
         webhookConfigName: opts['webhook-config'],
         clusterDomain: opts['cluster-domain'],
         ipAddresses: opts['ip-san'],
