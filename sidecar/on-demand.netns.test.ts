@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
+import { proxyUser } from './testing/lab.ts';
 
 // The on-demand catalog end to end with real processes: a node namespace with a stand-in
 // Kubernetes API (gateway/testing/fake-api.ts, objects from a file) and the real
@@ -55,7 +56,10 @@ function objects(dbEndpoint: string): unknown[] {
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'empty' } },
     svc('default', 'kubernetes', { clusterIP: '10.96.0.1', ports: [{ name: 'https', port: 443 }] }),
     slice('default', 'kubernetes', NODE_IP, 6443),
-    svc('demo', 'web', { clusterIP: '10.96.0.20', ports: [{ name: 'http', port: 80 }] }),
+    svc('demo', 'web', { clusterIP: '10.96.0.20', ports: [{ name: 'p', port: 80 }] }),
+    svc('demo', 'api', { clusterIP: '10.96.0.30', ports: [{ name: 'p', port: 80 }] }),
+    slice('demo', 'api', POD_IP, 8080),
+    endpoints('demo', 'api', POD_IP, 8080),
     slice('demo', 'web', POD_IP, 8080),
     svc('demo', 'db', { clusterIP: 'None', ports: [{ name: 'pg', port: 5432 }] }),
     slice('demo', 'db', dbEndpoint, 5432),
@@ -121,6 +125,8 @@ beforeAll(async () => {
   );
   await lab.exec(nodeNs, ['ip', 'link', 'set', 'lo', 'up']);
   await lab.exec(podNs, ['ip', 'link', 'set', 'lo', 'up']);
+  // A ClusterIP must be routable for the connect to leave the app (the capture takes it first).
+  await lab.exec(podNs, ['ip', 'route', 'add', 'default', 'via', NODE_IP]);
   writeFileSync(objectsFile, JSON.stringify(objects('10.244.9.1')));
   api = lab.spawn(nodeNs, [
     NODE,
@@ -137,6 +143,9 @@ beforeAll(async () => {
     apiOut += c.toString();
   });
   await waitFor(() => apiOut.includes('ready'), 20_000, 50, 'fake API up');
+  // The pod's own server (web's endpoint) and its traffic capture, as in a pod.
+  lab.spawn(podNs, ['socat', `TCP-LISTEN:8080,bind=${POD_IP},fork,reuseaddr`, 'SYSTEM:echo web-0']);
+  await lab.exec(podNs, [EDGEMESH_BIN, 'init'], { timeoutMs: 60_000 });
   gateway = startGateway();
   await apiSynced(0);
   const sidecar = lab.spawn(
@@ -153,7 +162,7 @@ beforeAll(async () => {
       '--proxy-listen',
       '127.0.0.1',
     ],
-    { env: { ...process.env, EDGEMESH_LOG_LEVEL: 'debug' } },
+    { ...(await proxyUser(lab, podNs)), env: { ...process.env, EDGEMESH_LOG_LEVEL: 'debug' } },
   );
   sidecar.stderr?.on('data', (c: Buffer) => {
     sidecarLog += c.toString();
@@ -198,6 +207,19 @@ describe('on-demand catalog: sidecar ↔ real gateway', () => {
     expect(await sidecarMetrics()).toMatch(/^edgemesh_sidecar_lookups_total\{result="found"[^}]*\} 4$/m);
   });
 
+  it("routes a connection to a ClusterIP it did not hold (the proxy's original-dst lookup)", async () => {
+    const before = await sidecarMetrics();
+    const found = Number(/^edgemesh_sidecar_lookups_total\{result="found"[^}]*\} (\d+)$/m.exec(before)?.[1]);
+    // demo/api was never asked for: the proxy asks the gateway for its ClusterIP.
+    const r = await lab.run(podNs, ['sh', '-c', 'echo hi | timeout 5 socat -t2 - TCP:10.96.0.30:80']);
+    expect(r.stdout).toBe('web-0\n');
+    const after = await sidecarMetrics();
+    expect(after).toMatch(
+      new RegExp(`^edgemesh_sidecar_lookups_total\\{result="found"[^}]*\\} ${found + 1}$`, 'm'),
+    );
+    expect(after).toMatch(/^edgemesh_proxy_connections_total\{route="service"[^}]*\} 1$/m);
+  });
+
   it('gets an endpoint change pushed', async () => {
     writeFileSync(objectsFile, JSON.stringify(objects('10.244.9.2')));
     process.kill(api.pid as number, 'SIGHUP');
@@ -208,7 +230,7 @@ describe('on-demand catalog: sidecar ↔ real gateway', () => {
       'pushed endpoint',
     );
     // Pushed, not asked: the found count did not move.
-    expect(await sidecarMetrics()).toMatch(/^edgemesh_sidecar_lookups_total\{result="found"[^}]*\} 4$/m);
+    expect(await sidecarMetrics()).toMatch(/^edgemesh_sidecar_lookups_total\{result="found"[^}]*\} 5$/m);
   });
 
   it('keeps answering while the gateway is down, and re-subscribes when it is back', async () => {
