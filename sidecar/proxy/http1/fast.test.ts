@@ -15,6 +15,7 @@ import { Router } from '../router.ts';
 const VIP = '10.96.0.30';
 const VIP_DEAD = '10.96.0.31';
 const VIP_EMPTY = '10.96.0.32';
+const VIP_HALF = '10.96.0.33';
 const servers: net.Server[] = [];
 let port = 0;
 let proxyPort = 0;
@@ -108,6 +109,10 @@ function catalog(): Catalog {
       },
       'default/dead': { service: service('dead', VIP_DEAD), endpoints: [endpoint('127.0.0.3')] },
       'default/empty': { service: service('empty', VIP_EMPTY), endpoints: [] },
+      'default/half': {
+        service: service('half', VIP_HALF),
+        endpoints: [endpoint('127.0.0.3'), endpoint('127.0.0.1')],
+      },
     },
     pods: {},
     nodes: {},
@@ -138,7 +143,7 @@ beforeAll(async () => {
     http1: 'fast',
   });
   // One listener per service, standing in for the transparent listener's original destination.
-  for (const vip of [VIP, VIP_DEAD, VIP_EMPTY]) {
+  for (const vip of [VIP, VIP_DEAD, VIP_EMPTY, VIP_HALF]) {
     proxyPorts.set(
       vip,
       await listen(
@@ -332,11 +337,46 @@ describe('HTTP/1.1 fast path', () => {
     expect(dead.text).toContain('ECONNREFUSED');
   });
 
+  it('a refused connect moves the request to the next endpoint (GETs, and a POST whose body was not sent yet)', async () => {
+    const post = `POST /p HTTP/1.1\r\nhost: half\r\ncontent-length: 5\r\n\r\nhello`;
+    const { text } = await send(
+      [GET('/g1') + GET('/g2') + post + GET('/g3')],
+      (t) => count(t, '"backend"') === 4,
+      VIP_HALF,
+    );
+    expect(text).not.toContain(' 502 ');
+    expect(bodies(text).map((b) => JSON.parse(b).url)).toEqual(['/g1', '/g2', '/p', '/g3']);
+  });
+
   it('reuses pooled upstream connections instead of dialling per request', async () => {
     const before = upstreamConnections[0] + upstreamConnections[1];
     for (let i = 0; i < 5; i++) await send([GET(), GET()], (t) => count(t, '"backend"') === 2);
     const after = upstreamConnections[0] + upstreamConnections[1];
     expect(after - before).toBeLessThanOrEqual(2);
+  });
+
+  it('serves a Node undici client: concurrent keep-alive requests, bodies both ways', async () => {
+    const { Pool } = await import('undici');
+    const pool = new Pool(`http://127.0.0.1:${proxyPort}`, { connections: 4, pipelining: 2 });
+    try {
+      const results = await Promise.all(
+        Array.from({ length: 40 }, async (_, i) => {
+          const r = await pool.request({
+            path: `/u${i}`,
+            method: i % 2 ? 'POST' : 'GET',
+            body: i % 2 ? 'x'.repeat(i * 1000) : undefined,
+          });
+          return { status: r.statusCode, body: (await r.body.json()) as { url: string; length: number } };
+        }),
+      );
+      expect(results.map((r) => r.status)).toEqual(Array(40).fill(200));
+      expect(results.map((r) => r.body.url)).toEqual(Array.from({ length: 40 }, (_, i) => `/u${i}`));
+      expect(results.map((r) => r.body.length)).toEqual(
+        Array.from({ length: 40 }, (_, i) => (i % 2 ? i * 1000 : 0)),
+      );
+    } finally {
+      await pool.close();
+    }
   });
 
   describe('request smuggling and malformed heads are refused with 400 (or 431) and a close', () => {
