@@ -8,11 +8,15 @@
  * | Services | all | all |
  * | endpoints | EndpointSlices (or core/v1 Endpoints by flag) | core/v1 Endpoints (or slices by flag) |
  * | Pods | this node's only (`spec.nodeName=<node>`) | this node's only |
- * | Nodes | all (peers' LAN addresses while no tunnel-server answers) | none (the edge API has only its own) |
+ * | Nodes | this node's only (`metadata.name=<node>`: its own addresses, for admission) | none |
  * | Namespaces | all (DNS: an empty namespace is NODATA, a missing one NXDOMAIN) | none (not served offline: a namespace exists while it has services) |
  *
  * Pods on other nodes reach the catalog from the endpoints that name them
  * (lib/catalog/from-objects.ts); what this gateway may dial comes only from its own Pods.
+ * Other Nodes are not watched: their status changes with every heartbeat, and every gateway
+ * would receive every node's (at 1,000 nodes, thousands of events a second across the
+ * cluster) for one use — peers' LAN addresses while no tunnel-server answers — which the
+ * tunnel's site peers and peer book now serve (gateway/tunnel/peer-book.ts).
  *
  * Before every kind has been listed the gateway may already be serving a catalog it
  * persisted (offline autonomy); events then only feed the builder. The built catalog is
@@ -98,7 +102,8 @@ export function watchedKinds(opts: {
       isWarm: opts.edge ? nonEmpty : undefined,
     },
   ];
-  if (!opts.edge) kinds.push({ kind: 'Node', path: '/api/v1/nodes' });
+  if (!opts.edge)
+    kinds.push({ kind: 'Node', path: '/api/v1/nodes', fieldSelector: `metadata.name=${opts.nodeName}` });
   if (!opts.edge) kinds.push({ kind: 'Namespace', path: '/api/v1/namespaces' });
   return kinds;
 }
