@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { certificateValidity } from '../lib/certs.ts';
 import { defineCommand } from '../lib/cli.ts';
-import { configError } from '../lib/errors.ts';
+import { configError, describeError, type EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
 import { createRegistry, defaultMetricsHosts, serveMetricsOn } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
@@ -216,7 +216,22 @@ export const tunnelServerCommand = defineCommand(
       const certPem = await signIdentity(createCsr(keyPem, id), id, serverSeconds);
       return { keyPem, certPem, caPem };
     };
-    const identity = await issue();
+    // Through the CSR API the first certificate needs the API server and the signer, which
+    // may start after this pod (a whole cloud restarting): wait for them, retrying 1 s → 30 s,
+    // instead of exiting into the kubelet's crash-loop backoff (up to 5 min).
+    let identity: TlsIdentity | undefined;
+    for (let delay = 1_000; !identity; delay = Math.min(delay * 2, 30_000)) {
+      try {
+        identity = await issue();
+      } catch (err) {
+        if (opts.signer !== 'kubernetes' || (err as EdgemeshError).code === ErrorCodes.CONFIG) throw err;
+        log.warn(
+          { err: describeError(err), retryInMs: delay },
+          'no serving certificate yet (API server or edgemesh signer not answering): retrying',
+        );
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
     let verifier: EnrolmentVerifier | undefined;
     if (opts['token-review']) {
       verifier = new TokenReviewVerifier(await kubeConfig(), {
