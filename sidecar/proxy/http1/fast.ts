@@ -138,6 +138,8 @@ export class Http1Fast {
     socket.on('data', (chunk: Buffer) => this.#onClientData(conn, chunk));
     socket.on('end', () => this.#onClientEnd(conn));
     socket.once('close', () => this.#onClientClose(conn));
+    // A reset from the client (wrk ends that way) must cost this connection only.
+    if (socket.listenerCount('error') === 0) socket.on('error', () => socket.destroy());
     if (conn.buf) this.#nextRequest(conn);
     socket.resume();
   }
