@@ -43,6 +43,8 @@ const children: ChildProcess[] = [];
 let tsPort = 0;
 let tsLog = '';
 let signerLog = '';
+let signerProcess: ChildProcess;
+let tsKubeconfigFile = '';
 
 async function freePort(): Promise<number> {
   const srv = net.createServer();
@@ -125,10 +127,11 @@ beforeAll(async () => {
 
   const signerKubeconfig = await serviceAccountKubeconfig('edgemesh-signer');
   const tsKubeconfig = await serviceAccountKubeconfig('edgemesh-tunnel-server');
+  tsKubeconfigFile = tsKubeconfig;
   tsKc = new KubeConfig();
   tsKc.loadFromFile(tsKubeconfig);
 
-  start(
+  signerProcess = start(
     [
       'signer',
       `--kubeconfig=${signerKubeconfig}`,
@@ -283,4 +286,30 @@ describe('signing through the Kubernetes CSR API (real API server, signer, tunne
     await expect(loadOrEnrol(enrolOpts('node-a'))).rejects.toThrow(/revoked/);
     expect(tsLog).toMatch(/enrolment refused/);
   });
+
+  it('a tunnel-server that starts while the signer is away waits for it instead of exiting', async () => {
+    signerProcess.kill('SIGSTOP');
+    let log = '';
+    const port = await freePort();
+    const ts2 = start(
+      [
+        'tunnel-server',
+        `--listen=127.0.0.1:${port}`,
+        '--name=ts2',
+        '--signer=kubernetes',
+        `--kubeconfig=${tsKubeconfigFile}`,
+        `--ca-cert=${join(dir, 'ca.crt')}`,
+      ],
+      (s) => {
+        log += s;
+      },
+    );
+    try {
+      await waitFor(() => log.includes('no serving certificate yet'), 60_000, 200, `ts2 retry: ${log}`);
+      expect(ts2.exitCode).toBeNull();
+    } finally {
+      signerProcess.kill('SIGCONT');
+    }
+    await waitFor(() => log.includes('tunnel-server ready'), 90_000, 200, `ts2 start: ${log}`);
+  }, 180_000);
 });
