@@ -7,6 +7,7 @@ import {
   clientDeployment,
   clientRef,
   curl,
+  curlChecked,
   getJson,
   inClient,
   isReady,
@@ -28,7 +29,8 @@ import {
 // API server — in edge mode (Services + core/v1 Endpoints + their own node's Pods). Run
 // against two edge APIs: a real `kubectl proxy` as each node's identity, and the metaServer
 // stand-in that reproduces edgecore's caching (test/metaserver). Then the cloud is cut for
-// EDGEMESH_E2E_CUT_SECONDS (default 60; the issue's long run is 600, see docs/kubeedge.md):
+// EDGEMESH_E2E_CUT_SECONDS (default 60; the ten-minute runs issue 12 asks for are
+// EDGEMESH_E2E_CUT_SECONDS=600, see docs/kubeedge.md for their results):
 // requests and DNS across both NATs keep working the whole time, and after the link comes
 // back the catalog converges to the API's view. During the cut the nginx pod's sandbox is
 // killed: the kubelet gives it a new IP that no API reports, and the clients on both sites
@@ -132,6 +134,7 @@ describe.each(['metaserver', 'kubectl-proxy'] as EdgeApi[])('KubeEdge mode, edge
       );
       await cluster.cutCloud();
       let requests = 0;
+      let lostOutputs = 0;
       const failures: string[] = [];
       try {
         // The pod gets a new sandbox and IP while no API can say so.
@@ -167,8 +170,9 @@ describe.each(['metaserver', 'kubectl-proxy'] as EdgeApi[])('KubeEdge mode, edge
         const until = Date.now() + CUT_SECONDS * 1000;
         while (Date.now() < until) {
           for (const client of [pod, sameSite]) {
-            const r = await curl(cluster, SERVICE_URL, 5, client);
+            const r = await curlChecked(cluster, SERVICE_URL, 5, client);
             requests++;
+            lostOutputs += r.lostOutput;
             if (r.code !== 0 || !servedBy(r.stdout))
               failures.push(`curl from ${client.node}: ${r.code} ${r.stdout}${r.stderr}`.trim());
           }
@@ -190,7 +194,7 @@ describe.each(['metaserver', 'kubectl-proxy'] as EdgeApi[])('KubeEdge mode, edge
         await cluster.restoreCloud();
       }
       process.stderr.write(
-        `kubeedge e2e (${edgeApi}): ${requests} requests + DNS lookups during a ${CUT_SECONDS} s cut, ${failures.length} failed\n`,
+        `kubeedge e2e (${edgeApi}): ${requests} requests + DNS lookups during a ${CUT_SECONDS} s cut, ${failures.length} failed (${lostOutputs} exec outputs lost and run again)\n`,
       );
       expect(failures).toEqual([]);
       expect(requests).toBeGreaterThan(0);
@@ -265,6 +269,6 @@ describe.each(['metaserver', 'kubectl-proxy'] as EdgeApi[])('KubeEdge mode, edge
         );
       }
     },
-    (CUT_SECONDS + 300) * 1000,
-  ); // the cut itself, plus up to 5 min to converge
+    (CUT_SECONDS + 480) * 1000,
+  ); // the cut, the moves before it, and up to 8 min to converge
 });

@@ -310,6 +310,31 @@ export function pathsUsed(before: Record<string, number>, after: Record<string, 
 }
 
 /** The pod named in the http-server's page ("served by pod demo/NAME on node NODE ..."). */
+const CURL_END = 'EDGEMESH-CURL-END';
+
+/**
+ * `curl` in a pod, told apart from an exec that lost its output: curl's write-out line (status
+ * and size, then a marker) proves its output reached us. `ctr tasks exec` on a loaded machine
+ * has returned exit 0 with no output at all (once in ~300 calls); only that case is run again,
+ * once, and counted in `lostOutput`. A response that came back wrong (status, empty body) shows
+ * in the write-out and is never retried.
+ */
+export async function curlChecked(
+  cluster: EdgeCluster,
+  url: string,
+  maxTimeS: number,
+  pod: PodRef,
+): Promise<ExecResult & { lostOutput: number }> {
+  const argv = ['curl', '-sS', '--fail-with-body', '--max-time', String(maxTimeS)];
+  argv.push('-w', `\n%{http_code} %{size_download} ${CURL_END}\n`, url);
+  let lostOutput = 0;
+  for (;;) {
+    const r = await inClient(cluster, argv, (maxTimeS + 5) * 1000, pod);
+    if (r.code !== 0 || r.stdout.includes(CURL_END) || lostOutput >= 1) return { ...r, lostOutput };
+    lostOutput++;
+  }
+}
+
 export function servedBy(page: string): { pod: string; node: string } | undefined {
   const m = /served by pod [^/\s]+\/(\S+) on node (\S+)/.exec(page);
   return m ? { pod: m[1] as string, node: m[2] as string } : undefined;
