@@ -60,9 +60,7 @@ describe('fuzz: catalog feed source over a socket', () => {
     await finished;
     await source.stop();
     expect(invalid).toEqual([]);
-    expect(reasons.filter((r) => /Cannot read|is not a function|is not iterable/.test(r))).toEqual(
-      [],
-    );
+    expect(reasons.filter((r) => /Cannot read|is not a function|is not iterable/.test(r))).toEqual([]);
     // Some feeds were good enough to apply (the fuzz is not all noise).
     expect(store.current).toBeDefined();
   });
