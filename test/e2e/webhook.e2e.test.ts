@@ -84,31 +84,26 @@ describe('webhook on a real API server', () => {
     const base = YAML.parseAllDocuments(await kubectl(['kustomize', manifests])).map((d) => d.toJS());
     expect(base.map((o) => o.kind).sort()).toEqual(
       [
-        'ClusterRole',
-        'ClusterRole',
-        'ClusterRoleBinding',
-        'ClusterRoleBinding',
+        ...Array(3).fill('ClusterRole'), // gateway, tunnel-server, signer
+        ...Array(3).fill('ClusterRoleBinding'),
         'ConfigMap',
         'DaemonSet',
-        'Deployment',
-        'Deployment',
+        ...Array(3).fill('Deployment'), // webhook, tunnel-server, signer
         'MutatingWebhookConfiguration',
         'Namespace',
+        ...Array(2).fill('NetworkPolicy'), // webhook (API server only), signer (no ingress)
         'PodDisruptionBudget',
-        'Role',
-        'RoleBinding',
-        'Service',
-        'Service',
-        'ServiceAccount',
-        'ServiceAccount',
-        'ServiceAccount',
+        ...Array(2).fill('Role'), // webhook (own pod), tunnel-server (pods of its namespace)
+        ...Array(2).fill('RoleBinding'),
+        ...Array(2).fill('Service'),
+        ...Array(4).fill('ServiceAccount'),
       ].sort(),
     );
     // The bootstrap needs the namespace; say so clearly when it is missing.
     const early = edgemesh(['webhook-tls']);
     expect(early.status).toBe(1);
     expect(early.stderr).toMatch(
-      /Secret edgemesh-system\/edgemesh-webhook-tls: HTTP 404: namespaces "edgemesh-system" not found \(apply the manifests first/,
+      /Secret edgemesh-system\/edgemesh-webhook-(ca|tls): HTTP 404: namespaces "edgemesh-system" not found \(apply the manifests first/,
     );
     // A server dry run of namespaced objects needs their namespace to exist.
     await kubectl(['apply', '--validate=strict', '-f', join(manifests, 'base/namespace.yaml')]);
