@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../harness/netns.ts';
 import type { LabNode } from './lab.ts';
 import { processLog, TUNNEL_PORT, TunnelLab } from './tunnel-fixture.ts';
 
@@ -83,7 +84,21 @@ describe('tunnel-server limits and hostile input', () => {
     expect(processLog(b.name)).not.toMatch(/enrolled with the mesh CA/);
     expect(readFileSync(keyFile, 'utf8')).toBe(key);
     expect(readFileSync(certFile, 'utf8')).toBe(cert);
-    const r = await t.send(a, b, 100_000);
+    // Reached again once it has registered with its stored certificate. The first attempt may
+    // race the peer's relay failover, which began when the old session died (before the
+    // restarted gateway registered again); a sidecar retries likewise.
+    let r: Awaited<ReturnType<typeof t.send>> = {} as Awaited<ReturnType<typeof t.send>>;
+    await waitFor(
+      async () => {
+        r = await t.send(a, b, 100_000);
+        return r.path !== undefined;
+      },
+      30_000,
+      500,
+      `${b.name} reached through the tunnel after its restart`,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}; last answer ${JSON.stringify(r)}`);
+    });
     expect(r.path).toBe('relay');
     expect(r.reply).toBe(`${r.sha} 100000`);
   });
