@@ -17,6 +17,7 @@ import { canonicalIP } from '../../lib/ip.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
 import { isDnsSubdomain } from '../../lib/names.ts';
 import type { PeerInfo } from '../../lib/tunnel/control.ts';
+import { lanAddressProblem } from '../../lib/tunnel/peer-address.ts';
 
 export interface PeerRecord {
   /** The peer's LAN addresses as it registered them. */
@@ -34,13 +35,11 @@ export const MAX_ADDRESSES = 8;
 export const MAX_AGE_MS = 30 * 24 * 3600_000;
 const SAVE_DELAY_MS = 1_000;
 
-// Addresses never worth a dial to a peer: this host, link-local, unspecified, multicast.
-const useless = (ip: string): boolean =>
-  /^(127\.|0\.|169\.254\.|22[4-9]\.|23\d\.|255\.)/.test(ip) || /^(::1?|fe80:.*|ff.*)$/i.test(ip);
-
 function address(value: unknown): string | undefined {
   const ip = typeof value === 'string' && value.length <= 45 ? canonicalIP(value) : undefined;
-  return ip && !useless(ip) ? ip : undefined;
+  // Never an address no peer can be reached on (loopback, link-local, multicast, …): the
+  // same rule the tunnel-server applies to registrations.
+  return ip && lanAddressProblem(ip) === undefined ? ip : undefined;
 }
 
 /** Pure: the records in `text`, and what was dropped and why. */
