@@ -115,6 +115,15 @@ function readConfigFile(path: string): Record<string, unknown> {
   return doc as Record<string, unknown>;
 }
 
+/** The text of a file a flag names (a PEM); unreadable: a config error naming the flag and the file. */
+export function readPem(flag: string, file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw configError(`--${flag}: cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
 export function parseCommand<S extends CommandSpec>(
   spec: S,
   argv: readonly string[],

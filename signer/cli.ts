@@ -1,18 +1,8 @@
-import { readFileSync } from 'node:fs';
-import { defineCommand } from '../lib/cli.ts';
-import { configError } from '../lib/errors.ts';
+import { defineCommand, readPem } from '../lib/cli.ts';
 import { createLogger } from '../lib/log.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { parseLifetime } from '../tunnel-server/cli.ts';
 import { CsrSigner } from './signer.ts';
-
-function readPem(flag: string, file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw configError(`--${flag}: cannot read ${file}: ${(err as Error).message}`);
-  }
-}
 
 export const signerCommand = defineCommand(
   {

@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { certificateValidity } from '../lib/certs.ts';
-import { defineCommand } from '../lib/cli.ts';
+import { defineCommand, readPem } from '../lib/cli.ts';
 import { configError, describeError, type EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
 import { createRegistry, defaultMetricsHosts, serveMetricsOn } from '../lib/metrics.ts';
@@ -41,14 +40,6 @@ export function parseLifetime(v: string): number | undefined {
   return ms >= 10_000 && ms <= 3650 * 86_400_000 ? ms : undefined;
 }
 const LIFETIME_RULE = 'must be a number with s, m, h or d (10s to 3650d), e.g. 90d';
-
-function readPem(flag: string, file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw configError(`--${flag}: cannot read ${file}: ${(err as Error).message}`);
-  }
-}
 
 export const tunnelServerCommand = defineCommand(
   {
