@@ -1,9 +1,10 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NetnsLab } from '../test/harness/netns.ts';
+import { createCA, issueIdentity } from '../lib/tunnel/identity.ts';
+import { NetnsLab, waitFor } from '../test/harness/netns.ts';
 import { loadCatalog } from './persist.ts';
 import { loopbackCatalog } from './test-fixtures.ts';
 import { startGatewayProcess } from './testing/gateway-process.ts';
@@ -103,7 +104,122 @@ describe('edgemesh gateway (process in a node namespace, API down)', () => {
     expect(r.stdout).toMatch(/^edgemesh_gateway_streams_total\{path="local"[^}]*\} 2$/m);
     expect(r.stdout).toMatch(/^edgemesh_gateway_errors_total\{code="EDGEMESH_ERR_DIAL_REFUSED"[^}]*\} 3$/m);
     const ready = await lab.exec(podNs, ['curl', '-sS', '--max-time', '5', `http://${NODE_IP}:15090/ready`]);
-    expect(ready.stdout).toBe('ready\n');
+    expect(ready.stdout).toBe(
+      'ready\ncatalog: revision 42\ntunnel: off (no tunnel-servers configured: same-node streams only)\n',
+    );
+    const buildInfo = r.stdout.split('\n').find((l) => l.startsWith('edgemesh_build_info{'));
+    expect(buildInfo).toMatch(/component="gateway"/);
+    expect(buildInfo).toMatch(/version="\d+\.\d+\.\d+[^"]*",commit="unknown",node_version="v24\.[^"]+"/);
+  });
+
+  // Issue 17 item 4: beside it, two gateways with a tunnel. One cannot reach any tunnel-server
+  // (the cloud is away) and has no node certificate yet: Ready, serving its node, the cause in
+  // /ready and the state metric. One has an unreadable mesh CA: not Ready, naming the file.
+  it('is Ready with no tunnel-server reachable, and not Ready when its tunnel cannot start', async () => {
+    const caDir = mkdtempSync(join(tmpdir(), 'emc-gw-ca-'));
+    const ca = createCA();
+    writeFileSync(join(caDir, 'ca.crt'), ca.certPem);
+    writeFileSync(join(caDir, 'token'), 'token\n');
+    const started: ChildProcess[] = [];
+    const withTunnel = async (n: number, meshCa: string, enrolled = false) => {
+      const dir = mkdtempSync(join(tmpdir(), `emc-gw-tunnel${n}-`));
+      if (enrolled) {
+        // Enrolled before the restart: its key and node certificate are in the state directory.
+        const id = issueIdentity(ca, { kind: 'node', name: 'edge-n' });
+        writeFileSync(join(dir, 'tunnel.key'), id.keyPem, { mode: 0o600 });
+        writeFileSync(join(dir, 'tunnel.crt'), id.certPem);
+      }
+      started.push(
+        await startGatewayProcess(lab, nodeNs, {
+          stateDir: dir,
+          catalog,
+          listen: NODE_IP,
+          onStderr: () => undefined,
+          args: [
+            `--port=${15080 + n}`,
+            `--metrics-port=${15090 + n}`,
+            `--tunnel-port=${20006 + n}`,
+            // Nothing listens there: refused at once, as an unreachable cloud answers.
+            '--tunnel-servers=127.0.0.1:9',
+            `--mesh-ca=${meshCa}`,
+            `--enroll-token-file=${join(caDir, 'token')}`,
+          ],
+        }),
+      );
+      return dir;
+    };
+    const dirs = [
+      await withTunnel(1, join(caDir, 'ca.crt')),
+      await withTunnel(2, join(caDir, 'missing.crt')),
+      await withTunnel(3, join(caDir, 'ca.crt'), true),
+    ];
+    const get = (port: number, path: string) =>
+      lab.exec(podNs, [
+        'curl',
+        '-sS',
+        '--max-time',
+        '5',
+        '-w',
+        '\n%{http_code}',
+        `http://${NODE_IP}:${port}${path}`,
+      ]);
+    try {
+      const offline = await waitFor(
+        async () => {
+          const r = await get(15091, '/ready');
+          return r.stdout.includes('no tunnel-server reachable') ? r.stdout : undefined;
+        },
+        20_000,
+        200,
+        'gateway 1 reporting the unreachable tunnel-server',
+      );
+      expect(offline.split('\n')[0]).toBe('ready');
+      expect(offline).toMatch(/\n200$/);
+      expect(offline).toContain('127.0.0.1:9');
+      expect((await get(15091, '/metrics')).stdout).toMatch(
+        /^edgemesh_gateway_tunnel_state\{state="unreachable"[^}]*\} 1$/m,
+      );
+      const broken = await waitFor(
+        async () => {
+          const r = await get(15092, '/ready');
+          return r.stdout.startsWith('not ready') ? r.stdout : undefined;
+        },
+        20_000,
+        200,
+        'gateway 2 not ready',
+      );
+      expect(broken).toMatch(/\n503$/);
+      expect(broken.split('\n')[0]).toContain(`tunnel cannot start (this node's configuration, since `);
+      expect(broken).toContain(`cannot read the mesh CA certificate ${join(caDir, 'missing.crt')}`);
+      expect((await get(15092, '/metrics')).stdout).toMatch(
+        /^edgemesh_gateway_tunnel_state\{state="config"[^}]*\} 1$/m,
+      );
+      // Restarted offline after enrolling: the tunnel runs (peers from the peer book), Ready.
+      const running = await waitFor(
+        async () => {
+          const r = await get(15093, '/ready');
+          return r.stdout.includes('tunnel: running') ? r.stdout : undefined;
+        },
+        20_000,
+        200,
+        'gateway 3 running its tunnel',
+      );
+      expect(running).toMatch(/^ready\n/);
+      expect(running).toContain('no tunnel-server reachable now (of 1)');
+      expect((await get(15093, '/metrics')).stdout).toMatch(
+        /^edgemesh_gateway_tunnel_state\{state="running"[^}]*\} 1$/m,
+      );
+      // The broken one still serves its node: the feed answers from the persisted catalog.
+      const feed = await lab.run(podNs, [
+        'sh',
+        '-c',
+        `printf 'EDGEMESH/1 FEED 0\\n' | timeout 1 socat -t1 - TCP:${NODE_IP}:15082`,
+      ]);
+      expect(JSON.parse(feed.stdout.split('\n')[0]).catalog.revision).toBe(42);
+    } finally {
+      for (const p of started) p.kill('SIGTERM');
+      for (const d of [...dirs, caDir]) rmSync(d, { recursive: true, force: true });
+    }
   });
 
   it('exits 0 on SIGTERM and leaves a valid state file', async () => {

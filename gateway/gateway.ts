@@ -14,9 +14,10 @@ import { Admission } from './admission.ts';
 import { FeedHub } from './feed.ts';
 import { type ApiClient, apiFromKubeConfig } from './kube/client.ts';
 import { LookupHub } from './lookup.ts';
-import { gatewayMetrics } from './metrics.ts';
+import { gatewayMetrics, tunnelStateMetrics } from './metrics.ts';
 import { CatalogPersister, loadCatalog } from './persist.ts';
 import { PodMoves, podIdentity, podMovesMessage, receivePodMoves } from './pod-moves.ts';
+import { readinessAnswer } from './readiness.ts';
 import { startSidecarServer } from './server.ts';
 import { InProcessTunnel, LocalDialer, type TunnelFactory, type TunnelManager } from './streams.ts';
 import { ClusterWatcher, type EndpointsSource } from './watcher.ts';
@@ -107,6 +108,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     typeof opts.tunnel === 'function'
       ? await opts.tunnel(dialer, { store, registry, messages })
       : opts.tunnel;
+  if (tunnel) tunnelStateMetrics(registry, () => tunnel?.readiness?.());
   const server = await startSidecarServer({
     host: opts.listenHost,
     port: opts.listenPort,
@@ -136,7 +138,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         port: opts.metricsPort,
         routes: {
           '/ready': () =>
-            store.synced ? { status: 200, body: 'ready\n' } : { status: 503, body: 'no catalog yet\n' },
+            readinessAnswer({
+              synced: store.synced,
+              revision: store.current?.revision,
+              tunnel: tunnel?.readiness?.(),
+            }),
         },
       },
     );

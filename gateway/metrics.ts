@@ -1,5 +1,6 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { CatalogStore } from '../lib/catalog/store.ts';
+import type { TunnelReadiness } from './streams.ts';
 
 export interface GatewayMetrics {
   feedClients: Gauge;
@@ -78,4 +79,43 @@ export function gatewayMetrics(
       registers: [registry],
     }),
   };
+}
+
+const TUNNEL_STATES: readonly TunnelReadiness['state'][] = [
+  'starting',
+  'running',
+  'unreachable',
+  'refused',
+  'config',
+];
+
+/**
+ * The tunnel's state for alerts: one series per state, 1 for the current one (a gateway not
+ * Ready because of `config` or `refused`, or one `unreachable` for long), and how many
+ * tunnel-server links are up. Read from the tunnel at scrape time.
+ */
+export function tunnelStateMetrics(registry: Registry, readiness: () => TunnelReadiness | undefined): void {
+  new Gauge({
+    name: 'edgemesh_gateway_tunnel_state',
+    help:
+      'Always 1 for the tunnel state now: starting, running, unreachable (no tunnel-server answers; still ' +
+      'Ready), refused (a tunnel-server refused enrolment; not Ready), config (this node cannot start it; ' +
+      'not Ready). No series without a tunnel',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const r = readiness();
+      if (!r) return;
+      for (const state of TUNNEL_STATES) this.set({ state }, state === r.state ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'edgemesh_gateway_tunnel_servers_up',
+    help: 'Tunnel-server links registered now (0 before the tunnel runs)',
+    registers: [registry],
+    collect() {
+      this.set(readiness()?.serversUp ?? 0);
+    },
+  });
 }

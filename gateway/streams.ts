@@ -30,6 +30,27 @@ export interface TunnelManager {
   broadcast?(message: Record<string, unknown>): void;
   /** Called when the gateway shuts down, if present. */
   close?(): Promise<void>;
+  /** Whether the tunnel counts against the gateway's readiness (/ready), if it can tell. */
+  readiness?(): TunnelReadiness;
+}
+
+/**
+ * The tunnel's part of the gateway's /ready. Not ready only when the tunnel cannot start
+ * because of this node's own setup (`config`: an unreadable or invalid mesh CA, a placeholder
+ * tunnel-servers setting, the tunnel port taken) or a tunnel-server answered and refused it
+ * (`refused`: enrolment denied, a server certificate our mesh CA does not sign) — things an
+ * operator must fix. No tunnel-server reachable right now (`unreachable`, or `running` with
+ * no server link up) is ready: an edge node cut off from the cloud still serves its own pods
+ * from the persisted catalog and reaches peers it knows from its peer book.
+ */
+export interface TunnelReadiness {
+  state: 'starting' | 'running' | 'unreachable' | 'refused' | 'config';
+  ready: boolean;
+  /** One line for /ready's body: what holds and why. */
+  detail: string;
+  /** Tunnel-server links registered now, of how many configured (once running). */
+  serversUp?: number;
+  servers?: number;
 }
 
 /**

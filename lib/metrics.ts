@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import { createRequire } from 'node:module';
 import type * as PromClient from 'prom-client';
+import { buildInfo } from './build-info.ts';
 
 // The metric classes from their own files rather than prom-client's index, which also loads its
 // Pushgateway (http, https, tls, zlib) and cluster aggregator: ~2 MB private in every sidecar.
@@ -69,7 +70,23 @@ export function createRegistry(component: string): Registry {
   processCpuMetrics(registry, 'edgemesh_');
   for (const metric of DEFAULT_METRICS)
     metric(registry, { prefix: 'edgemesh_', eventLoopMonitoringPrecision: 10 });
+  buildInfoMetric(registry);
   return registry;
+}
+
+/**
+ * `edgemesh_build_info{component,version,commit,node_version} 1` (component is the registry's
+ * default label): which release runs where, joinable onto any other series by component, as
+ * kube-state-metrics and Prometheus' own build_info do.
+ */
+export function buildInfoMetric(registry: Registry, info = buildInfo()): void {
+  const commit = info.commit === 'unknown' ? 'unknown' : `${info.commit}${info.dirty ? '-dirty' : ''}`;
+  new Gauge({
+    name: 'edgemesh_build_info',
+    help: 'Always 1: the release (package version, git commit) and Node.js version this process runs',
+    labelNames: ['version', 'commit', 'node_version'],
+    registers: [registry],
+  }).set({ version: info.version, commit, node_version: info.nodeVersion }, 1);
 }
 
 /**

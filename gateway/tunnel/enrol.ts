@@ -75,7 +75,7 @@ export async function renewIdentity(opts: EnrolOptions): Promise<TlsIdentity> {
 async function enrol(opts: EnrolOptions, keyPem: string): Promise<TlsIdentity> {
   const certFile = certFileOf(opts.stateDir);
   const csr = createCsr(keyPem, { kind: 'node', name: opts.nodeName });
-  let lastErr: unknown;
+  const failures: { server: string; err: unknown }[] = [];
   for (const server of opts.servers) {
     try {
       const certPem = await enrolAt(
@@ -98,14 +98,38 @@ async function enrol(opts: EnrolOptions, keyPem: string): Promise<TlsIdentity> {
       return { keyPem, certPem, caPem: opts.caPem };
     } catch (err) {
       if (err instanceof EdgemeshError && err.code === ErrorCodes.CONFIG) throw err;
-      lastErr = err;
+      failures.push({ server: `${server.host}:${server.port}`, err });
       opts.log.warn({ server: `${server.host}:${server.port}`, err: describeError(err) }, 'enrolment failed');
     }
   }
-  throw new EdgemeshError(
-    ErrorCodes.TUNNEL_AUTH,
-    `enrolment failed at every tunnel-server: ${describeError(lastErr)}`,
+  throw enrolmentFailure(failures);
+}
+
+/**
+ * One error for a round of failed attempts: TUNNEL_AUTH when any tunnel-server answered and
+ * refused (or showed a certificate the mesh CA does not sign) — retrying will not help until
+ * someone acts — else UNAVAILABLE (none reachable now: the cloud may be away). Each server is
+ * named with its cause. Pure.
+ */
+export function enrolmentFailure(failures: readonly { server: string; err: unknown }[]): EdgemeshError {
+  const refused = failures.filter((f) => isRefusal(f.err));
+  const list = (fs: readonly { server: string; err: unknown }[]) =>
+    fs.map((f) => `${f.server}: ${describeError(f.err)}`).join('; ');
+  if (refused.length > 0)
+    return new EdgemeshError(ErrorCodes.TUNNEL_AUTH, `enrolment refused by ${list(refused)}`);
+  return new EdgemeshError(
+    ErrorCodes.UNAVAILABLE,
+    `no tunnel-server reachable for enrolment: ${failures.length > 0 ? list(failures) : 'none configured'}`,
   );
+}
+
+/** TLS verification codes: the server's certificate is not one our mesh CA signed. */
+const CERT_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|SIGNATURE/;
+
+function isRefusal(err: unknown): boolean {
+  if (err instanceof EdgemeshError) return err.code === ErrorCodes.TUNNEL_AUTH;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && CERT_CODES.test(code);
 }
 
 /** Why a certificate will not do for `node` now (not this node, not the mesh CA's, renewal due), or undefined. */
@@ -165,7 +189,13 @@ function enrolAt(
       session.once('control', (msg) => {
         clearTimeout(timer);
         if (msg.t === 'enrolled' && typeof msg.cert === 'string') resolve(msg.cert);
-        else reject(new EdgemeshError(ErrorCodes.TUNNEL_AUTH, String(msg.message ?? 'enrolment refused')));
+        else {
+          // The server's own code says whether it refused us (TUNNEL_AUTH) or could not
+          // decide now (its API or signer away: UNAVAILABLE, INTERNAL): only a refusal is final.
+          const message = String(msg.message ?? 'enrolment refused').slice(0, 500);
+          const transient = msg.code === ErrorCodes.UNAVAILABLE || msg.code === ErrorCodes.INTERNAL;
+          reject(new EdgemeshError(transient ? ErrorCodes.UNAVAILABLE : ErrorCodes.TUNNEL_AUTH, message));
+        }
         session.close();
       });
       session.once('close', (err) =>

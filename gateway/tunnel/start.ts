@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -7,7 +8,7 @@ import { configError, describeError, EdgemeshError, ErrorCodes } from '../../lib
 import type { Logger } from '../../lib/log.ts';
 import type { Target } from '../../lib/tunnel/frame.ts';
 import { type CertificateMetrics, CertificateRenewer, certificateMetrics } from '../../lib/tunnel/renewer.ts';
-import type { TunnelManager as GatewayTunnelManager } from '../streams.ts';
+import type { TunnelManager as GatewayTunnelManager, TunnelReadiness } from '../streams.ts';
 import { certFileOf, type EnrolOptions, loadOrEnrol, renewIdentity } from './enrol.ts';
 import {
   createTunnelManager,
@@ -62,6 +63,36 @@ export function parseServers(list: string[], flag = '--tunnel-servers'): ServerA
 }
 
 /**
+ * Tunnel-server addresses that can never work: the shipped ConfigMap's placeholder
+ * (`tunnel.edgemesh.example`) and names under the TLDs reserved never to resolve (RFC 2606,
+ * RFC 6761: .example, .invalid, .test, .localhost). A gateway holding only such entries
+ * cannot start its tunnel, and retrying DNS forever would look like an outage. Pure.
+ */
+export function placeholderServers(servers: readonly ServerAddress[]): string[] {
+  return servers
+    .filter((s) => /(^|\.)(example|invalid|test|localhost)\.?$/i.test(s.host))
+    .map((s) => `${s.host}:${s.port}`);
+}
+
+/** Socket errors that mean this node's setup is wrong (the tunnel port), not the network. */
+const LOCAL_SETUP_CODES = new Set(['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES', 'EPERM', 'EROFS', 'ENOSPC']);
+
+/**
+ * Why the tunnel did not start, as readiness sees it: `config` (this node's setup: fix and
+ * restart), `refused` (a tunnel-server said no: an operator must act), `unreachable` (none
+ * answered: the cloud may be away; retried with backoff, and the gateway stays Ready). Pure.
+ */
+export function startFailureKind(err: unknown): 'config' | 'refused' | 'unreachable' {
+  if (err instanceof EdgemeshError) {
+    if (err.code === ErrorCodes.CONFIG) return 'config';
+    if (err.code === ErrorCodes.TUNNEL_AUTH) return 'refused';
+    return 'unreachable';
+  }
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code && LOCAL_SETUP_CODES.has(code) ? 'config' : 'unreachable';
+}
+
+/**
  * Starts the tunnel in the background and returns at once, so a gateway whose cloud is out
  * of reach still starts and serves its node. Until enrolment succeeds, streams to other
  * nodes fail fast with UNAVAILABLE (the caller's usual error path).
@@ -77,6 +108,8 @@ export class GatewayTunnel implements GatewayTunnelManager {
   #closed = false;
   #book: PeerBook | undefined;
   #wake: (() => void) | undefined;
+  /** Until running: why the last start attempt failed (readiness reports it). */
+  #failure: { kind: 'config' | 'refused' | 'unreachable'; message: string; since: number } | undefined;
   /** Resolves with the running manager once enrolled (never, if closed first). */
   readonly ready: Promise<TunnelManager>;
 
@@ -104,6 +137,34 @@ export class GatewayTunnel implements GatewayTunnelManager {
     return this.#manager?.status();
   }
 
+  /** The tunnel's part of /ready (streams.ts TunnelReadiness has the rules). */
+  readiness(): TunnelReadiness {
+    if (this.#manager) {
+      const servers = this.#manager.status().servers;
+      const up = servers.filter((s) => s.up).length;
+      const detail =
+        up > 0
+          ? `tunnel: running, ${up} of ${servers.length} tunnel-servers connected`
+          : `tunnel: running, no tunnel-server reachable now (of ${servers.length}): serving this node's pods, peers dialled from the peer book`;
+      return { state: 'running', ready: true, detail, serversUp: up, servers: servers.length };
+    }
+    const f = this.#failure;
+    if (!f)
+      return { state: 'starting', ready: true, detail: 'tunnel: starting (enrolling with a tunnel-server)' };
+    const since = new Date(f.since).toISOString();
+    if (f.kind === 'unreachable')
+      return {
+        state: 'unreachable',
+        ready: true,
+        detail: `tunnel: no tunnel-server reachable since ${since}, retrying: serving this node's pods (${f.message})`,
+      };
+    return {
+      state: f.kind,
+      ready: false,
+      detail: `tunnel cannot start (${f.kind === 'config' ? "this node's configuration" : 'refused by the tunnel-server'}, since ${since}): ${f.message}`,
+    };
+  }
+
   /** The node certificate in use (serial, validity), once enrolled. */
   certificate(): CertificateValidity | undefined {
     return this.#renewer?.validity;
@@ -123,7 +184,7 @@ export class GatewayTunnel implements GatewayTunnelManager {
     const enrolOptions = async (): Promise<EnrolOptions> => ({
       nodeName: opts.nodeName,
       stateDir: opts.stateDir,
-      caPem: await readNamed(opts.caFile, 'mesh CA certificate'),
+      caPem: await readCa(opts.caFile),
       servers,
       token: async () => (await readNamed(opts.tokenFile, 'enrolment token')).trim(),
       log: opts.log,
@@ -132,6 +193,12 @@ export class GatewayTunnel implements GatewayTunnelManager {
     this.#book = await PeerBook.load(join(opts.stateDir, 'peers.json'), opts.log);
     while (!this.#closed) {
       try {
+        const placeholders = placeholderServers(servers);
+        if (placeholders.length > 0)
+          throw new EdgemeshError(
+            ErrorCodes.CONFIG,
+            `the tunnel-servers setting holds ${placeholders.join(', ')}, a name that never resolves (the shipped placeholder?): set the tunnel-server's public HOST:PORT in the edgemesh-config ConfigMap`,
+          );
         const identity = await loadOrEnrol(await enrolOptions());
         if (this.#closed) break;
         this.#manager = await createTunnelManager({
@@ -158,10 +225,23 @@ export class GatewayTunnel implements GatewayTunnelManager {
           log: opts.log,
         });
         this.#renewer.start();
+        this.#failure = undefined;
         if (this.#closed) await this.close();
         return this.#manager;
       } catch (err) {
-        opts.log.warn({ err: describeError(err), retryInMs: delay }, 'tunnel not started yet');
+        const kind = startFailureKind(err);
+        const message = describeError(err);
+        if (this.#failure?.kind !== kind || this.#failure.message !== message)
+          this.#failure = { kind, message, since: Date.now() };
+        // Configuration and refusals are retried too (a fixed ConfigMap or CA arrives through
+        // the mounted volume), but they make the gateway not Ready until then.
+        const log = kind === 'unreachable' ? opts.log.warn.bind(opts.log) : opts.log.error.bind(opts.log);
+        log(
+          { err: message, cause: kind, retryInMs: delay },
+          kind === 'unreachable'
+            ? 'tunnel not started yet: no tunnel-server reachable'
+            : 'tunnel cannot start',
+        );
         await new Promise<void>((resolve) => {
           this.#wake = resolve;
           setTimeout(resolve, delay).unref();
@@ -171,6 +251,20 @@ export class GatewayTunnel implements GatewayTunnelManager {
     }
     throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'tunnel closed');
   }
+}
+
+/** The mesh CA certificate: readable and a PEM certificate, else a CONFIG error naming the file. */
+async function readCa(file: string): Promise<string> {
+  const pem = await readNamed(file, 'mesh CA certificate');
+  try {
+    new X509Certificate(pem);
+  } catch (err) {
+    throw new EdgemeshError(
+      ErrorCodes.CONFIG,
+      `the mesh CA certificate ${file} is not a PEM certificate: ${(err as Error).message}`,
+    );
+  }
+  return pem;
 }
 
 /** A file's text; the error names what the file is, the file and the cause. */
