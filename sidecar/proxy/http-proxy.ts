@@ -22,7 +22,7 @@ import type { Pool } from 'undici';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Dialer } from './dialer.ts';
-import { Http1Fast } from './http1/fast.ts';
+import { type FastOptions, Http1Fast } from './http1/fast.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import type { Target } from './route.ts';
 import type { Router, ServiceRoute } from './router.ts';
@@ -48,6 +48,8 @@ export interface HttpProxyOptions {
    * re-serialises them through node:http. Default: env EDGEMESH_HTTP1_PATH, else 'node'.
    */
   http1?: 'fast' | 'node';
+  /** The fast path's upstream pool bounds (http1/fast.ts; defaults there). */
+  pool?: FastOptions['pool'];
 }
 
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');

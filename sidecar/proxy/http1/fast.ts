@@ -9,7 +9,10 @@
  *   one request at a time per client connection; pipelined requests wait in the read buffer
  *     (at most MAX_HEAD + one read: reading stops beyond that)
  *   backpressure both ways: a full destination pauses its source (no buffering in between)
- *   idle upstream connections: at most POOL_MAX per endpoint, closed after POOL_IDLE_MS
+ *   idle upstream connections: at most POOL_MAX per endpoint, closed after POOL_IDLE_MS (or
+ *     sooner when the server's Keep-Alive hint says so), at once when the server closes them;
+ *     connections through the gateway on the tunnel's relay are not reused past RELAY_REUSE_MS
+ *     nor once a newer one to the same node came back on a better path
  *   retries: idempotent requests without a body, on a failed connect or a reused connection
  *     closed before any response byte
  *   Upgrade (WebSocket, h2c upgrade): a fresh upstream connection; after 101 both are spliced
@@ -18,7 +21,7 @@
 import type net from 'node:net';
 import { describeError } from '../../../lib/errors.ts';
 import type { Logger } from '../../../lib/log.ts';
-import type { Dialer } from '../dialer.ts';
+import type { Dialer, DialResult } from '../dialer.ts';
 import type { Balancer } from '../lb.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import type { RouteTable, Target } from '../route.ts';
@@ -48,12 +51,35 @@ export interface FastOptions {
   maxAttempts: number;
   log: Logger;
   metrics: ProxyMetrics;
+  /** Pool bounds (defaults POOL_IDLE_MS, RELAY_REUSE_MS); tests shorten them. */
+  pool?: { idleMs?: number; relayReuseMs?: number };
 }
 
 /** Idle upstream connections kept per endpoint. */
 export const POOL_MAX = 64;
-/** An idle upstream connection is closed after this long (below Node's and nginx's keep-alive timeouts is not needed: a FIN while idle removes it). */
-export const POOL_IDLE_MS = 30_000;
+/**
+ * An idle upstream connection is closed after this long, or 1 s before the server's own
+ * `Keep-Alive: timeout` if that is sooner (what Node's http.Agent does). Below the shortest
+ * common server keep-alive timeouts (Node.js and Apache httpd 5 s; nginx 75 s by default, 5 s
+ * in the mesh e2e; HAProxy purges idle server connections every 5 s by default), so the pool
+ * ends idle connections rather than the server: a request never goes out on a connection the
+ * server is closing (a POST could not be retried), and the pool does not depend on the
+ * server's FIN crossing the gateway and the tunnel to learn of it. A connection through the
+ * gateway carries its tunnel stream on the path the stream started on: after a quiet spell the
+ * next request dials again and takes the path the gateway has now.
+ */
+export const POOL_IDLE_MS = 4_000;
+/**
+ * A connection whose gateway stream rides the tunnel's relay is not reused after this long:
+ * under steady traffic it never idles, and would keep the relay (the cloud's bandwidth, an
+ * extra hop) for as long as the traffic lasts even once the gateways have a direct or
+ * hole-punched path. The tunnel looks for one right after the relay comes up (LAN 1 s, TCP
+ * punch 3 s, UDP 8 s: docs/tunnel.md), so 10 s lets a new path be found; a peer that has only
+ * the relay costs one new stream per endpoint per 10 s of traffic.
+ */
+export const RELAY_REUSE_MS = 10_000;
+/** How often idle connections are checked for expiry (taking one from the pool checks too). */
+const SWEEP_MS = 1_000;
 /** How long a closed client connection may take to send its FIN before it is destroyed. */
 const LINGER_MS = 2_000;
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -62,13 +88,27 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 class Upstream {
   readonly socket: net.Socket;
   readonly targetId: string;
+  /** How the bytes travel ('pod', or the gateway's path) and to which node (gateway hops). */
+  readonly via: DialResult['via'];
+  readonly node: string | undefined;
+  readonly openedAt = Date.now();
   owner: Exchange | undefined;
   idleSince = 0;
+  /** How long it may idle in the pool: POOL_IDLE_MS, or less if the server's hint says so. */
+  idleLimit: number;
   used = false;
-  /** Index in its pool's idle list, -1 when not idle. */
-  constructor(socket: net.Socket, targetId: string) {
+  constructor(
+    socket: net.Socket,
+    targetId: string,
+    via: DialResult['via'],
+    node: string | undefined,
+    idleLimit: number,
+  ) {
     this.socket = socket;
     this.targetId = targetId;
+    this.via = via;
+    this.node = node;
+    this.idleLimit = idleLimit;
   }
 }
 
@@ -119,11 +159,19 @@ export class Http1Fast {
   readonly #pools = new Map<string, Upstream[]>();
   readonly #conns = new SlotList<ClientConn>();
   readonly #codeCounters = new Map<number, { inc(): void }>();
+  /** Node → when a connection to it last came back from the gateway on a path other than the relay. */
+  readonly #offRelayAt = new Map<string, number>();
+  /** Node → open connections whose stream rides the relay (most nodes have none: no scan then). */
+  readonly #onRelay = new Map<string, number>();
+  readonly #idleMs: number;
+  readonly #relayReuseMs: number;
   #sweep: NodeJS.Timeout | undefined;
   #draining = false;
 
   constructor(opts: FastOptions) {
     this.#opts = opts;
+    this.#idleMs = opts.pool?.idleMs ?? POOL_IDLE_MS;
+    this.#relayReuseMs = opts.pool?.relayReuseMs ?? RELAY_REUSE_MS;
   }
 
   get openConnections(): number {
@@ -299,8 +347,9 @@ export class Http1Fast {
     const conn = ex.conn;
     conn.socket.pause();
     this.#opts.dialer.dial(choice.value, this.#opts.connectTimeoutMs).then(
-      ({ socket }) => {
-        const up = this.#adoptUpstream(socket, choice.id);
+      ({ socket, via }) => {
+        const up = this.#adoptUpstream(socket, choice.id, via, choice.value.nodeName);
+        if (up.node && via !== 'relay' && via !== 'pod') this.#leftRelay(up.node);
         if (conn.ex !== ex) {
           // The client went away while we dialled: keep the connection for the next one.
           this.#give(up);
@@ -383,8 +432,13 @@ export class Http1Fast {
 
   // ---- upstream side ----
 
-  #adoptUpstream(socket: net.Socket, targetId: string): Upstream {
-    const up = new Upstream(socket, targetId);
+  #adoptUpstream(
+    socket: net.Socket,
+    targetId: string,
+    via: DialResult['via'],
+    node: string | undefined,
+  ): Upstream {
+    const up = new Upstream(socket, targetId, via, node, this.#idleMs);
     socket.on('data', (chunk: Buffer) => {
       const ex = up.owner;
       if (ex) this.#onUpstreamData(ex, chunk);
@@ -396,6 +450,14 @@ export class Http1Fast {
       else socket.destroy();
     });
     socket.on('error', () => socket.destroy());
+    if (via === 'relay' && node !== undefined) {
+      this.#onRelay.set(node, (this.#onRelay.get(node) ?? 0) + 1);
+      socket.once('close', () => {
+        const left = (this.#onRelay.get(node) ?? 1) - 1;
+        if (left > 0) this.#onRelay.set(node, left);
+        else this.#onRelay.delete(node);
+      });
+    }
     socket.once('close', () => {
       this.#forget(up);
       const ex = up.owner;
@@ -408,23 +470,63 @@ export class Http1Fast {
   #take(targetId: string): Upstream | undefined {
     const list = this.#pools.get(targetId);
     if (!list) return undefined;
+    const now = Date.now();
     while (list.length > 0) {
       const up = list.pop() as Upstream;
-      if (!up.socket.destroyed) {
-        up.used = true;
-        return up;
+      if (up.socket.destroyed) continue;
+      // The sweep runs every SWEEP_MS: one past its limit since then is closed here, unused.
+      if (this.#expired(up, now)) {
+        up.socket.destroy();
+        continue;
       }
+      up.used = true;
+      return up;
     }
     return undefined;
+  }
+
+  /** Whether an idle connection must not be reused: idle too long, or pinned to the relay. */
+  #expired(up: Upstream, now: number): boolean {
+    return now - up.idleSince >= up.idleLimit || this.#stale(up, now);
+  }
+
+  /** A relay connection that is old, or older than the last one to its node that came back off the relay. */
+  #stale(up: Upstream, now: number): boolean {
+    if (up.via !== 'relay') return false;
+    if (now - up.openedAt >= this.#relayReuseMs) return true;
+    const off = up.node === undefined ? undefined : this.#offRelayAt.get(up.node);
+    return off !== undefined && off >= up.openedAt;
+  }
+
+  /**
+   * The gateway now reaches `node` off the relay: idle relay connections to it close at once
+   * (busy ones are closed when their response is done, see #give), so the next requests dial
+   * again and their streams take the better path.
+   */
+  #leftRelay(node: string): void {
+    this.#offRelayAt.set(node, Date.now());
+    if (!this.#onRelay.get(node)) return;
+    for (const list of this.#pools.values()) {
+      for (let i = list.length - 1; i >= 0; i--) {
+        const up = list[i] as Upstream;
+        if (up.via === 'relay' && up.node === node) {
+          list.splice(i, 1);
+          up.socket.destroy();
+        }
+      }
+    }
   }
 
   /** Back to the pool (bounded), or closed. */
   #give(up: Upstream): void {
     up.owner = undefined;
-    if (this.#draining || up.socket.destroyed) {
+    if (this.#draining || up.socket.destroyed || up.idleLimit <= 0 || this.#stale(up, Date.now())) {
       up.socket.destroy();
       return;
     }
+    // A response that ended with the client's socket full left this one paused (#toClient);
+    // that client's 'drain' no longer resumes it. Paused, it would not see the server's FIN.
+    up.socket.resume();
     let list = this.#pools.get(up.targetId);
     if (!list) {
       list = [];
@@ -436,7 +538,7 @@ export class Http1Fast {
     }
     up.idleSince = Date.now();
     list.push(up);
-    this.#sweep ??= setInterval(() => this.#sweepIdle(), POOL_IDLE_MS / 4).unref();
+    this.#sweep ??= setInterval(() => this.#sweepIdle(), Math.min(SWEEP_MS, this.#idleMs / 4)).unref();
   }
 
   #forget(up: Upstream): void {
@@ -447,10 +549,15 @@ export class Http1Fast {
   }
 
   #sweepIdle(): void {
-    const cutoff = Date.now() - POOL_IDLE_MS;
+    const now = Date.now();
     for (const [id, list] of this.#pools) {
-      // Oldest first (LIFO pool): the front of the list idled longest.
-      while (list.length > 0 && list[0].idleSince < cutoff) (list.shift() as Upstream).socket.destroy();
+      // Limits differ per connection (server hints, relay age): the whole list is checked.
+      let kept = 0;
+      for (const up of list) {
+        if (this.#expired(up, now)) up.socket.destroy();
+        else list[kept++] = up;
+      }
+      list.length = kept;
       if (list.length === 0) this.#pools.delete(id);
     }
     if (this.#pools.size === 0 && this.#sweep) {
@@ -490,6 +597,11 @@ export class Http1Fast {
         return;
       }
       ex.resp = head;
+      // The server's keep-alive hint: idle no longer than 1 s short of it (Node's agent does the same).
+      if (head.keepAliveMs >= 0) {
+        const up = ex.up as Upstream;
+        up.idleLimit = Math.min(up.idleLimit, head.keepAliveMs - 1000);
+      }
       ex.respRemaining = head.chunked ? 0 : Math.max(0, head.contentLength);
       ex.respScanner = head.chunked ? new ChunkedScanner(502) : undefined;
       const clientCloses =

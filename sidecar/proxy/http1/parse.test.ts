@@ -158,6 +158,21 @@ describe('request heads refused', () => {
 });
 
 describe('response heads', () => {
+  it("the server's Keep-Alive timeout hint, in ms (-1 when absent or unreadable); the line is still dropped", () => {
+    const hint = (value: string) =>
+      parseResponseHead(b(`HTTP/1.1 200 OK\r\ncontent-length: 0\r\nkeep-alive: ${value}\r\n\r\n`), 'GET')
+        ?.keepAliveMs;
+    expect(hint('timeout=5')).toBe(5000);
+    expect(hint('timeout=5, max=1000')).toBe(5000);
+    expect(hint('max=100, Timeout = 15')).toBe(15000);
+    expect(hint('max=100')).toBe(-1);
+    expect(hint('timeout=abc')).toBe(-1);
+    expect(hint('timeout=5x')).toBe(-1);
+    expect(parseResponseHead(b('HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n'), 'GET')?.keepAliveMs).toBe(-1);
+    const text = 'HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\ncontent-length: 0\r\n\r\n';
+    expect(summary(text, 'resp')?.forwarded).toBe('HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n');
+  });
+
   it('framing by status and method (RFC 9112 §6.3)', () => {
     const r = (text: string, method = 'GET') => {
       const s = summary(text, 'resp', method);

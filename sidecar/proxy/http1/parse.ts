@@ -47,6 +47,11 @@ export interface Head {
   drop: number[];
   /** Value of the header asked for by name (the consistent-hash key), if present. */
   picked: string | undefined;
+  /**
+   * Responses: the server's `Keep-Alive: timeout=N` hint in ms (how long it keeps an idle
+   * connection open); -1 when absent or unreadable.
+   */
+  keepAliveMs: number;
 }
 
 // Character classes: 1 = tchar (RFC 9110 §5.6.2), 2 = allowed in a field value (VCHAR, SP,
@@ -186,6 +191,7 @@ function fields(buf: Buffer, i: number, end: number, request: boolean, pick: str
     untilClose: false,
     drop: hop,
     picked: undefined,
+    keepAliveMs: -1,
     keepAlive10: false,
     sawLength: false,
   };
@@ -266,6 +272,9 @@ function fields(buf: Buffer, i: number, end: number, request: boolean, pick: str
           if (latin1(buf, v0, v1).toLowerCase() !== 'trailers') hop.push(lineStart, i);
           break;
         case 'keep-alive':
+          if (!request) head.keepAliveMs = keepAliveTimeout(latin1(buf, v0, v1));
+          hop.push(lineStart, i);
+          break;
         case 'proxy-connection':
           hop.push(lineStart, i);
           break;
@@ -285,6 +294,15 @@ function fields(buf: Buffer, i: number, end: number, request: boolean, pick: str
     if (never.length > 0) head.drop.push(...lineRanges(buf, first, head.headEnd, never));
   }
   return head;
+}
+
+/**
+ * `timeout=N` of a Keep-Alive field (RFC 2068 §19.7.1.1; what nginx, Apache httpd and Node's
+ * server send, e.g. `timeout=5, max=100`) in ms, or -1.
+ */
+function keepAliveTimeout(value: string): number {
+  const m = /(?:^|[,;])\s*timeout\s*=\s*"?(\d{1,6})"?\s*(?:[,;]|$)/i.exec(value);
+  return m ? Number(m[1]) * 1000 : -1;
 }
 
 /** Lines of the (validated) fields from `i` whose lower-cased names are in `names`: start, end, … */
