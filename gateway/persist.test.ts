@@ -9,7 +9,8 @@ import { silentLogger } from '../lib/log.ts';
 import { waitFor } from '../test/harness/netns.ts';
 import { startGateway } from './gateway.ts';
 import { apiFromUrl } from './kube/client.ts';
-import { CatalogPersister, catalogJsonChunks, loadCatalog, STATE_FILE, saveCatalog } from './persist.ts';
+import { CatalogPersister, loadCatalog, STATE_FILE, saveCatalog } from './persist.ts';
+import { STATE_FORMAT } from './state-file.ts';
 import { loopbackCatalog } from './test-fixtures.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'emc-persist-'));
@@ -42,9 +43,7 @@ describe('catalog persistence', () => {
     writeFileSync(join(dir, STATE_FILE), text.replace('"edge-a"', '"EDGE A"'));
     expect(await loadCatalog(dir, log)).toBeUndefined();
     expect(problems[0]).toMatch(/catalog\.json: not valid JSON/);
-    expect(problems[1]).toMatch(
-      /catalog\.json: services\["demo\/echo"\]\.endpoints\[0\]\.nodeName: must be a DNS subdomain/,
-    );
+    expect(problems[1]).toMatch(/catalog\.json: names\[\d\]\.name: must be a DNS subdomain/);
   });
 
   it('persists bursts of updates, and flush writes the newest revision', async () => {
@@ -63,21 +62,20 @@ describe('catalog persistence', () => {
   });
 });
 
-describe('catalogJsonChunks', () => {
-  it('is JSON.stringify in pieces, whatever the piece size', () => {
-    const catalog = {
-      ...loopbackCatalog([
-        { ip: '10.0.0.1', name: 'a', node: 'n1', ports: [80] },
-        { ip: '10.0.0.2', name: 'b', node: 'n2', ports: [80, 81] },
-      ]),
-      namespaces: { demo: { name: 'demo' } },
-      extra: undefined,
-    };
-    for (const size of [1, 40, 1 << 20]) {
-      const chunks = [...catalogJsonChunks(catalog, size)];
-      expect(chunks.join('')).toBe(JSON.stringify(catalog));
-      if (size === 1) expect(chunks.length).toBeGreaterThan(2);
-    }
+describe('state file formats', () => {
+  it('writes format 2, reads a format-1 file an older gateway left, and replaces it at the next write', async () => {
+    const dir = join(tmp, 'migrate');
+    await saveCatalog(dir, catalog(5));
+    expect(JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')).format).toBe(STATE_FORMAT);
+    writeFileSync(join(dir, STATE_FILE), JSON.stringify(catalog(6)));
+    expect(await loadCatalog(dir)).toEqual(catalog(6));
+    const store = new CatalogStore();
+    store.apply({ type: 'snapshot', catalog: (await loadCatalog(dir))! });
+    const persister = new CatalogPersister(dir, store, { delayMs: 10 });
+    store.apply({ type: 'node', revision: 7, name: 'n7', node: { name: 'n7', addresses: [] } });
+    await persister.close();
+    expect(JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')).format).toBe(STATE_FORMAT);
+    expect((await loadCatalog(dir))?.nodes.n7).toEqual({ name: 'n7', addresses: [] });
   });
 });
 

@@ -3,15 +3,17 @@
  * catalog at once, before (or without) the API server. Written atomically: temp file in the
  * same directory, fsync, rename over the old one, fsync the directory, so a crash or power
  * loss leaves either the old file or the new one, never a torn one. Loaded with the same
- * strict validation as any catalog from outside.
+ * strict validation as any catalog from outside. Written in state-file.ts's compact format 2;
+ * a format-1 file (docs/catalog.md, what gateways wrote before) still loads.
  */
 import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog } from '../lib/catalog/types.ts';
-import { parseCatalogJSON } from '../lib/catalog/validate.ts';
-import { describeError } from '../lib/errors.ts';
+import { CatalogValidationError } from '../lib/catalog/validate.ts';
+import { describeError, EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import { type Logger, silentLogger } from '../lib/log.ts';
+import { decodeStateFile, stateFileChunks } from './state-file.ts';
 
 export const STATE_FILE = 'catalog.json';
 /** Writes take at most 1 / WRITE_COST_FACTOR of the time under churn (see CatalogPersister). */
@@ -25,7 +27,7 @@ export async function saveCatalog(dir: string, catalog: Catalog): Promise<void> 
   const temp = join(dir, `.${STATE_FILE}.${process.pid}.${++tempCounter}.tmp`);
   const file = await open(temp, 'w', 0o644);
   try {
-    for (const chunk of catalogJsonChunks(catalog)) await file.write(chunk);
+    for (const chunk of stateFileChunks(catalog)) await file.write(chunk);
     await file.sync();
   } catch (err) {
     await file.close();
@@ -42,47 +44,33 @@ export async function saveCatalog(dir: string, catalog: Catalog): Promise<void> 
   }
 }
 
-/**
- * JSON.stringify(catalog), in pieces of about `chunkChars`: a 10,000-service catalog is never
- * one 30 MB string. Each record (services, pods, …) is written entry by entry, in its order.
- */
-export function* catalogJsonChunks(catalog: Catalog, chunkChars = 1 << 20): Generator<string> {
-  let out = '{';
-  let first = true;
-  for (const [key, value] of Object.entries(catalog)) {
-    if (value === undefined) continue;
-    out += `${first ? '' : ','}${JSON.stringify(key)}:`;
-    first = false;
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-      out += JSON.stringify(value);
-      continue;
-    }
-    out += '{';
-    let firstEntry = true;
-    for (const [k, v] of Object.entries(value)) {
-      if (v === undefined) continue;
-      out += `${firstEntry ? '' : ','}${JSON.stringify(k)}:${JSON.stringify(v)}`;
-      firstEntry = false;
-      if (out.length >= chunkChars) {
-        yield out;
-        out = '';
-      }
-    }
-    out += '}';
-  }
-  yield `${out}}`;
-}
-
 /** The persisted catalog, or undefined when there is none or it is unusable (logged). */
 export async function loadCatalog(dir: string, log: Logger = silentLogger): Promise<Catalog | undefined> {
   const path = join(dir, STATE_FILE);
   try {
     if ((await stat(path)).size > MAX_STATE_BYTES) throw new Error(`larger than ${MAX_STATE_BYTES} bytes`);
-    return parseCatalogJSON(await readFile(path, 'utf8'), path);
+    return parseStateFile(await readFile(path, 'utf8'), path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     log.error({ path, error: describeError(err) }, 'persisted catalog unusable: starting without it');
     return undefined;
+  }
+}
+
+/** The catalog in a state file's text (format 1 or 2, state-file.ts); errors name the file and the path. */
+export function parseStateFile(text: string, source: string): Catalog {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new EdgemeshError(ErrorCodes.CATALOG, `${source}: not valid JSON: ${(err as Error).message}`);
+  }
+  try {
+    return decodeStateFile(doc);
+  } catch (err) {
+    if (err instanceof CatalogValidationError)
+      throw new EdgemeshError(ErrorCodes.CATALOG, `${source}: ${err.message}`, { cause: err });
+    throw err;
   }
 }
 
