@@ -1,0 +1,248 @@
+/**
+ * bench/scale-fake.ts — bench/scale.ts's memory and restart figures in a minute instead of
+ * ten: the same objects (bench/lib/scale-objects.ts, plus the `default/kubernetes` Service a
+ * real API server has) served by gateway/testing/fake-api.ts instead of a kube-apiserver, so
+ * nothing is created through the API first. No endpoint changes (the fake API reloads its
+ * whole file per change) and no API fan-out figures: bench/scale.ts has those.
+ *
+ * Per variant (SCALE_VARIANTS=name=DIR,…, as bench/scale.ts; default this checkout), the
+ * gateway runs as the DaemonSet runs it: types stripped to .js, and the container command's
+ * node flags and plain env values read from that variant's manifests/base/gateway.yaml.
+ *   complete     spawn → the first snapshot on a FEED connection; CPU seconds to it
+ *   memory       private (smaps_rollup) 5 s and 30 s after complete, its V8 heap figures
+ *   restart      SIGTERM (catalog flushed), start again: spawn → the persisted snapshot on
+ *                FEED, → "API synced"; private 30 s after
+ *
+ * `nice -n 10 node bench/scale-fake.ts`; every process started here is stopped by its PID,
+ * the temp dir removed.
+ */
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import net from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import YAML from 'yaml';
+import { stripTree } from '../scripts/strip-types.ts';
+import { ManagedProcess } from '../test/cluster/process.ts';
+import { cpuSeconds, memoryMB, watchPeakPrivate } from './lib/proc-stats.ts';
+import {
+  namespaceObject,
+  nodeName,
+  nodeObject,
+  podsOnNode,
+  type ScaleShape,
+  serviceObject,
+  sliceObject,
+} from './lib/scale-objects.ts';
+import { printTable } from './lib/stats.ts';
+
+const envInt = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
+const SHAPE: ScaleShape = {
+  services: envInt('SCALE_SERVICES', 10_000),
+  endpointsPerService: envInt('SCALE_ENDPOINTS', 10),
+  nodes: envInt('SCALE_NODES', 1_000),
+  namespaces: envInt('SCALE_NAMESPACES', 100),
+};
+const GATEWAY_NODE = nodeName(0);
+const SETTLE_MS = 25_000;
+const HERE = new URL('..', import.meta.url).pathname;
+
+interface Variant {
+  name: string;
+  root: string;
+}
+const variants: Variant[] = (process.env.SCALE_VARIANTS ?? `current=${HERE}`).split(',').map((v) => {
+  const [name, root] = v.split('=');
+  if (!name || !root) throw new Error(`SCALE_VARIANTS: "${v}" is not name=DIR`);
+  return { name, root };
+});
+
+/** The objects a real API server would list, as one List for fake-api.ts. */
+function objectsFile(path: string): void {
+  const items: object[] = [];
+  for (let n = 0; n < SHAPE.namespaces; n++) items.push(namespaceObject(`scale-${n}`));
+  items.push(namespaceObject('default'));
+  for (let n = 0; n < SHAPE.nodes; n++) items.push(nodeObject(n));
+  items.push({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { namespace: 'default', name: 'kubernetes' },
+    spec: { clusterIP: '10.96.0.1', ports: [{ name: 'https', port: 443, protocol: 'TCP' }] },
+  });
+  for (let s = 0; s < SHAPE.services; s++) {
+    const svc = serviceObject(SHAPE, s) as { spec: Record<string, unknown> };
+    // A real API server allocates one; 10.96.0.0/12 holds them all.
+    svc.spec.clusterIP = `10.${96 + ((s + 2) >> 16)}.${((s + 2) >> 8) & 255}.${(s + 2) & 255}`;
+    items.push(svc, sliceObject(SHAPE, s));
+  }
+  for (const p of podsOnNode(SHAPE, GATEWAY_NODE)) {
+    items.push({ ...p.object, status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }] } });
+  }
+  writeFileSync(path, JSON.stringify({ apiVersion: 'v1', kind: 'List', items }));
+}
+
+/** The DaemonSet's node flags and plain env values, from the variant's manifest. */
+function daemonSetRuntime(root: string): { flags: string[]; env: Record<string, string> } {
+  const docs = YAML.parseAllDocuments(readFileSync(join(root, 'manifests/base/gateway.yaml'), 'utf8')).map(
+    (d) => d.toJS(),
+  );
+  const ds = docs.find((d) => d?.kind === 'DaemonSet');
+  const c = ds.spec.template.spec.containers.find((x: { name: string }) => x.name === 'gateway');
+  const command = c.command as string[];
+  const env: Record<string, string> = {};
+  for (const e of c.env ?? []) if (typeof e.value === 'string') env[e.name] = e.value;
+  return { flags: command.slice(1, -1), env };
+}
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/** Connects a FEED client (retrying until the gateway listens); resolves at its first byte. */
+async function firstFeedByte(port: number, gw: ManagedProcess, deadline: number): Promise<number> {
+  for (;;) {
+    if (!gw.running) throw new Error(`${gw.name} exited: ${await tail(gw.logFile)}`);
+    const socket = net.connect({ host: '127.0.0.1', port });
+    const at = await new Promise<number | undefined>((resolve) => {
+      socket.once('error', () => resolve(undefined));
+      socket.once('connect', () => socket.write('EDGEMESH/1 FEED 0\n'));
+      socket.once('data', () => resolve(performance.now()));
+    });
+    socket.destroy();
+    if (at !== undefined) return at;
+    if (performance.now() > deadline) throw new Error(`${gw.name}: no feed: ${await tail(gw.logFile)}`);
+    await sleep(20);
+  }
+}
+
+const tail = async (file: string) =>
+  (await readFile(file, 'utf8').catch(() => '')).trim().split('\n').slice(-10).join('\n');
+
+async function heapFigures(metricsPort: number): Promise<string> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const mb = (name: string) =>
+    (Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN) / 2 ** 20).toFixed(0);
+  return `${mb('edgemesh_nodejs_heap_size_used_bytes')} / ${mb('edgemesh_nodejs_heap_size_total_bytes')}, ${mb('edgemesh_nodejs_external_memory_bytes')}`;
+}
+
+async function waitForLog(file: string, text: string, deadline: number): Promise<number> {
+  while (performance.now() < deadline) {
+    if ((await readFile(file, 'utf8').catch(() => '')).includes(text)) return performance.now();
+    await sleep(50);
+  }
+  throw new Error(`${file}: no "${text}"`);
+}
+
+type Row = Record<string, string>;
+
+async function runVariant(v: Variant, apiUrl: string, work: string): Promise<Row> {
+  const row: Row = {};
+  const out = join(work, `js-${v.name}`);
+  stripTree(v.root, out, ['bin', 'lib', 'gateway']);
+  symlinkSync(join(v.root, 'node_modules'), join(out, 'node_modules'));
+  const { flags, env } = daemonSetRuntime(v.root);
+  row['node flags, env'] = `${flags.join(' ')} ${Object.entries(env)
+    .filter(([k]) => !k.includes('NAME') && !k.includes('IP'))
+    .map(([k, x]) => `${k}=${x}`)
+    .join(' ')}`;
+  const stateDir = join(work, `state-${v.name}`);
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const spawn = (n: number) =>
+    new ManagedProcess(
+      `gateway-${v.name}-${n}`,
+      [
+        process.execPath,
+        ...flags,
+        join(out, 'bin/main.js'),
+        'gateway',
+        `--node-name=${GATEWAY_NODE}`,
+        `--api-server=${apiUrl}`,
+        '--edge=false',
+        `--state-dir=${stateDir}`,
+        '--listen=127.0.0.1',
+        `--port=${port}`,
+        `--metrics-port=${metricsPort}`,
+      ],
+      { logFile: join(work, `gateway-${v.name}-${n}.log`), env: { ...process.env, ...env } as never },
+    );
+  const t0 = performance.now();
+  let gw = spawn(1);
+  try {
+    const peak = watchPeakPrivate(gw.pid as number);
+    const complete = await firstFeedByte(port, gw, t0 + 300_000);
+    row['start → complete catalog (s)'] = ((complete - t0) / 1000).toFixed(2);
+    row['CPU to complete (s)'] = cpuSeconds(gw.pid as number).toFixed(1);
+    await sleep(5_000);
+    row['private 5 s after complete (MB)'] = memoryMB(gw.pid as number).privateMB.toFixed(0);
+    row['peak private while starting (MB)'] = peak.stop().toFixed(0);
+    await sleep(SETTLE_MS);
+    const settled = memoryMB(gw.pid as number);
+    row['private / RSS 30 s after complete (MB)'] =
+      `${settled.privateMB.toFixed(0)} / ${settled.rssMB.toFixed(0)}`;
+    row['V8 heap used / total, external (MB)'] = await heapFigures(metricsPort);
+    await gw.stop(30_000);
+    row['persisted file (MB)'] = ((await stat(join(stateDir, 'catalog.json'))).size / 1e6).toFixed(1);
+
+    const t1 = performance.now();
+    gw = spawn(2);
+    const restartPeak = watchPeakPrivate(gw.pid as number);
+    const served = await firstFeedByte(port, gw, t1 + 120_000);
+    row['restart → served from disk (s)'] = ((served - t1) / 1000).toFixed(2);
+    const synced = await waitForLog(gw.logFile, 'API synced', t1 + 300_000);
+    row['restart → API synced (s)'] = ((synced - t1) / 1000).toFixed(2);
+    await sleep(5_000 + SETTLE_MS);
+    row['private 30 s after restart + sync (MB)'] = memoryMB(gw.pid as number).privateMB.toFixed(0);
+    row['V8 heap after restart (MB)'] = await heapFigures(metricsPort);
+    row['peak private while restarting (MB)'] = restartPeak.stop().toFixed(0);
+  } finally {
+    await gw.stop(30_000);
+  }
+  return row;
+}
+
+const work = await mkdtemp(join(tmpdir(), 'edgemesh-scale-fake-'));
+let api: ManagedProcess | undefined;
+try {
+  const objects = join(work, 'objects.json');
+  objectsFile(objects);
+  const apiPort = await freePort();
+  api = new ManagedProcess(
+    'fake-api',
+    [
+      process.execPath,
+      join(HERE, 'gateway/testing/fake-api.ts'),
+      '--port',
+      String(apiPort),
+      '--objects',
+      objects,
+    ],
+    { logFile: join(work, 'fake-api.log') },
+  );
+  await waitForLog(api.logFile, 'ready', performance.now() + 120_000);
+  const rows: Row[] = [];
+  for (const v of variants) {
+    console.log(
+      `--- ${v.name} (load average ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}) ---`,
+    );
+    rows.push(await runVariant(v, `http://127.0.0.1:${apiPort}`, work));
+    console.log(rows.at(-1));
+  }
+  const keys = Object.keys(rows[0] ?? {});
+  printTable(
+    `gateway at ${SHAPE.services} services × ${SHAPE.endpointsPerService} endpoints, ${SHAPE.nodes} nodes, fake API (same run; load ${loadavg()[0].toFixed(1)})`,
+    ['what', ...variants.map((v) => v.name)],
+    keys.map((k) => [k, ...rows.map((r) => r[k] ?? '')]),
+  );
+} finally {
+  await api?.stop();
+  await rm(work, { recursive: true, force: true });
+}
