@@ -17,7 +17,7 @@
  * the temp dir removed.
  */
 import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -244,5 +244,8 @@ try {
   );
 } finally {
   await api?.stop();
+  // SCALE_LOG_DIR keeps the gateways' logs (their timings: loaded, synced, compacted).
+  if (process.env.SCALE_LOG_DIR)
+    await cp(work, process.env.SCALE_LOG_DIR, { recursive: true, filter: (f) => !/js-|objects/.test(f) });
   await rm(work, { recursive: true, force: true });
 }
