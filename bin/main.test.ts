@@ -21,6 +21,7 @@ describe('edgemesh CLI', () => {
       'gateway',
       'tunnel-server',
       'signer',
+      'version',
     ];
     for (const name of names) {
       expect(top.stdout).toContain(`  ${name} `);
@@ -30,6 +31,26 @@ describe('edgemesh CLI', () => {
     }
     // Nine Node starts in a row: seconds each on a loaded machine.
   }, 60_000);
+
+  it('--version and version --client print the client, from a checkout with an unknown commit', () => {
+    for (const args of [['--version'], ['version', '--client']]) {
+      const r = run(args);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(
+        /^(Client: {2})?edgemesh \d+\.\d+\.\d+, commit unknown \(running from a checkout\), node v24\.\d+\.\d+\n$/,
+      );
+    }
+    // No kubeconfig anywhere: the client alone, exit 0, saying why; --cluster makes it an error.
+    const env = { KUBECONFIG: '/nonexistent/kubeconfig', HOME: '/nonexistent', KUBERNETES_SERVICE_HOST: '' };
+    const plain = run(['version'], undefined, env);
+    expect(plain.status, plain.stderr).toBe(0);
+    expect(plain.stdout).toContain('(cluster versions not shown: no kubeconfig: none of $KUBECONFIG');
+    const required = run(['version', '--cluster'], undefined, env);
+    expect(required.status).toBe(2);
+    expect(required.stderr).toContain(
+      '--cluster: no kubeconfig: none of $KUBECONFIG (/nonexistent/kubeconfig) exists',
+    );
+  }, 30_000);
 
   it('fails clearly on unknown commands and bad flags', () => {
     const unknown = run(['frobnicate']);

@@ -36,6 +36,11 @@ const commands: Record<string, { summary: string; load: () => Promise<Subcommand
     summary: 'signs edgemesh certificates from the Kubernetes CSR API (holds the mesh CA key)',
     load: async () => (await import('../signer/cli.ts')).signerCommand as Subcommand,
   },
+  version: {
+    summary:
+      "this client's version and commit; with a kubeconfig, the versions the cluster runs and any skew",
+    load: async () => (await import('../ctl/cli.ts')).versionCommand as Subcommand,
+  },
 };
 
 function usage(): string {
@@ -49,6 +54,11 @@ async function main(argv: string[]): Promise<number> {
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage());
     return name ? 0 : 2;
+  }
+  if (name === '--version') {
+    // The client alone, as `edgemesh version --client` says it (no cluster, no flags).
+    process.stdout.write(`${(await import('../ctl/cli.ts')).clientVersionLine()}\n`);
+    return 0;
   }
   const entry = commands[name];
   if (!entry) {

@@ -32,15 +32,15 @@ function named(list: unknown, name: string, what: string, file: string): Loose {
   return rec(rec(found)[what]);
 }
 
-/** An ApiClient for the current context of kubeconfig `file`. */
-export async function apiFromKubeconfigFile(file: string): Promise<ApiClient> {
+/** An ApiClient for `contextName` (default: the current context) of kubeconfig `file`. */
+export async function apiFromKubeconfigFile(file: string, contextOverride?: string): Promise<ApiClient> {
   let doc: Loose;
   try {
     doc = rec(YAML.parse(readFileSync(file, 'utf8')));
   } catch (err) {
     throw new Error(`kubeconfig ${file}: ${(err as Error).message}`);
   }
-  const contextName = str(doc['current-context']);
+  const contextName = contextOverride ?? str(doc['current-context']);
   if (!contextName) throw new Error(`kubeconfig ${file}: no current-context`);
   const context = named(doc.contexts, contextName, 'context', file);
   const cluster = named(doc.clusters, str(context.cluster) ?? '', 'cluster', file);
@@ -50,6 +50,7 @@ export async function apiFromKubeconfigFile(file: string): Promise<ApiClient> {
     const { KubeConfig } = await import('@kubernetes/client-node');
     const kc = new KubeConfig();
     kc.loadFromFile(file);
+    kc.setCurrentContext(contextName);
     return apiFromKubeConfig(kc);
   }
   const server = str(cluster.server);

@@ -1,0 +1,72 @@
+/**
+ * The few fields of a Pod the operator commands read, validated from the API's JSON: a
+ * malformed item is an error naming the list and the item, never a crash on `undefined`.
+ */
+
+export interface ContainerImage {
+  name: string;
+  image: string;
+}
+
+export interface PodSummary {
+  namespace: string;
+  name: string;
+  /** Empty while unscheduled. */
+  node: string;
+  labels: Readonly<Record<string, string>>;
+  containers: ContainerImage[];
+  initContainers: ContainerImage[];
+  /** The Ready condition is True. */
+  ready: boolean;
+  phase: string;
+}
+
+type Loose = Record<string, unknown>;
+const isRecord = (v: unknown): v is Loose => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function containers(list: unknown, where: string): ContainerImage[] {
+  if (list === undefined) return [];
+  if (!Array.isArray(list)) throw new Error(`${where}: not a list`);
+  return list.map((c, i) => {
+    if (!isRecord(c) || typeof c.name !== 'string')
+      throw new Error(`${where}[${i}]: a container without a name`);
+    // An image can be absent only in malformed objects; say so instead of guessing.
+    return { name: c.name, image: typeof c.image === 'string' ? c.image : '' };
+  });
+}
+
+/** One Pod from a list answer; `where` names the list for errors. */
+export function podSummary(item: unknown, where: string): PodSummary {
+  if (!isRecord(item) || !isRecord(item.metadata)) throw new Error(`${where}: an item is not a Pod`);
+  const meta = item.metadata;
+  if (typeof meta.name !== 'string' || typeof meta.namespace !== 'string')
+    throw new Error(`${where}: a Pod without metadata.name/namespace`);
+  const at = `${where}: Pod ${meta.namespace}/${meta.name}`;
+  const spec = isRecord(item.spec) ? item.spec : {};
+  const status = isRecord(item.status) ? item.status : {};
+  const labels: Record<string, string> = {};
+  if (isRecord(meta.labels))
+    for (const [k, v] of Object.entries(meta.labels)) if (typeof v === 'string') labels[k] = v;
+  const conditions = Array.isArray(status.conditions) ? status.conditions : [];
+  return {
+    namespace: meta.namespace,
+    name: meta.name,
+    node: typeof spec.nodeName === 'string' ? spec.nodeName : '',
+    labels,
+    containers: containers(spec.containers, `${at} spec.containers`),
+    initContainers: containers(spec.initContainers, `${at} spec.initContainers`),
+    ready: conditions.some((c) => isRecord(c) && c.type === 'Ready' && c.status === 'True'),
+    phase: typeof status.phase === 'string' ? status.phase : 'Unknown',
+  };
+}
+
+/** A PodList page: its items and the continue token. */
+export function podListPage(
+  body: unknown,
+  where: string,
+): { pods: PodSummary[]; continue: string | undefined } {
+  if (!isRecord(body) || !Array.isArray(body.items)) throw new Error(`${where}: the answer is not a list`);
+  const meta = isRecord(body.metadata) ? body.metadata : {};
+  const next = typeof meta.continue === 'string' && meta.continue !== '' ? meta.continue : undefined;
+  return { pods: body.items.map((item) => podSummary(item, where)), continue: next };
+}
