@@ -26,11 +26,17 @@ COPY sidecar ./sidecar
 COPY gateway ./gateway
 COPY tunnel-server ./tunnel-server
 COPY signer ./signer
+COPY ctl ./ctl
 COPY scripts/image scripts/strip-types.ts ./scripts/
 COPY scripts/images ./scripts/images
+# The context has no .git: the commit /app/build-info.json records (`edgemesh version`, the
+# edgemesh_build_info metric) comes in as a build argument, e.g.
+#   docker build --build-arg EDGEMESH_COMMIT=$(git rev-parse HEAD) .
+# Without it the image says commit "unknown".
+ARG EDGEMESH_COMMIT=
 # Writes /rootfs and runs the image's smoke tests in it (chroot): node, every subcommand's
 # --help, every module and addon loads, both iptables backends answer.
-RUN scripts/image --rootfs-only /rootfs && mv /rootfs/app /app
+RUN EDGEMESH_COMMIT=$EDGEMESH_COMMIT scripts/image --rootfs-only /rootfs && mv /rootfs/app /app
 
 FROM scratch
 COPY --from=build /rootfs /

@@ -15,6 +15,7 @@ export const RUNTIME_PARTS = [
   'gateway',
   'tunnel-server',
   'signer',
+  'ctl',
 ] as const;
 const SKIPPED_DIRS = new Set(['node_modules', 'testdata', 'testing']);
 

@@ -233,8 +233,8 @@ export class GatewayTunnel implements GatewayTunnelManager {
         const message = describeError(err);
         if (this.#failure?.kind !== kind || this.#failure.message !== message)
           this.#failure = { kind, message, since: Date.now() };
-        // Configuration and refusals are retried too (a fixed ConfigMap or CA arrives through
-        // the mounted volume), but they make the gateway not Ready until then.
+        // Configuration and refusals are retried too (the CA and token files are read anew
+        // each time: a fixed ConfigMap reaches the mounted volume), not Ready until then.
         const log = kind === 'unreachable' ? opts.log.warn.bind(opts.log) : opts.log.error.bind(opts.log);
         log(
           { err: message, cause: kind, retryInMs: delay },

@@ -113,7 +113,41 @@ function packageVersion(repo: string): string {
   return (JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as { version: string }).version;
 }
 
+/**
+ * The commit /app/build-info.json records (lib/build-info.ts reads it): EDGEMESH_COMMIT when
+ * set (the Dockerfile's build argument: its context has no .git), else the checkout's HEAD,
+ * `dirty` when the sources that go into /app differ from it. No git, no repository: unknown.
+ */
+export function sourceCommit(
+  repo: string,
+  env: NodeJS.ProcessEnv = process.env,
+): { commit: string; dirty: boolean } {
+  const given = env.EDGEMESH_COMMIT?.trim();
+  if (given) {
+    if (!/^[0-9a-f]{40}$/.test(given))
+      throw new Error(`EDGEMESH_COMMIT: ${JSON.stringify(given)} is not a full 40-hex commit hash`);
+    return { commit: given, dirty: false };
+  }
+  const git = (args: string[]) =>
+    execFileSync('git', ['-C', repo, ...args], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
+  try {
+    const commit = git(['rev-parse', 'HEAD']);
+    const changed = git(['status', '--porcelain', '--untracked-files=normal', '--', ...RUNTIME_PARTS]);
+    return { commit, dirty: changed !== '' };
+  } catch {
+    return { commit: 'unknown', dirty: false };
+  }
+}
+
+function buildInfoJson(repo: string): string {
+  return `${JSON.stringify({ version: packageVersion(repo), ...sourceCommit(repo) })}\n`;
+}
+
 const COMMANDS = [
+  'version',
   'webhook',
   'inject',
   'webhook-tls',
@@ -138,7 +172,8 @@ export const edgemesh: ImageRecipe = {
       ...sharedLibs(nodeBinary(ctx.repo)),
       ...xtablesFiles(),
     ],
-    facts: [`version=${packageVersion(ctx.repo)}`],
+    // The commit is a fact: /app/build-info.json must not name the commit of an older build.
+    facts: [`version=${packageVersion(ctx.repo)}`, `build-info=${buildInfoJson(ctx.repo)}`],
   }),
 
   build(ctx, rootfs) {
@@ -175,6 +210,7 @@ export const edgemesh: ImageRecipe = {
     // app layer
     const app = join(rootfs, 'app');
     stripTree(ctx.repo, app);
+    writeFileSync(join(app, 'build-info.json'), buildInfoJson(ctx.repo));
     cpSync(join(stage, 'node_modules'), join(app, 'node_modules'), {
       recursive: true,
       verbatimSymlinks: true,
@@ -206,6 +242,8 @@ export const edgemesh: ImageRecipe = {
     const main = ['/usr/local/bin/node', '/app/bin/main.js'];
     const out = [inRootfs(rootfs, ['node', '--version']).trim()];
     inRootfs(rootfs, [...main, '--help']);
+    // The build info reads back (version and commit, not "unknown" unless git was absent).
+    out.push(inRootfs(rootfs, [...main, '--version']).trim());
     for (const c of COMMANDS) inRootfs(rootfs, [...main, c, '--help']);
     // Every module loads (a pruned file would fail here, not in a pod), and so do the addons;
     // main.js files are programs (they run on import), checked through --help above.
