@@ -64,6 +64,9 @@ describe('edgemesh CLI', () => {
     const missingCert = run(['webhook', '--tls-cert', '/nonexistent/tls.crt']);
     expect(missingCert.status).toBe(2);
     expect(missingCert.stderr).toContain('--tls-cert: cannot read /nonexistent/tls.crt');
+    const badMetricsHost = run(['signer', '--metrics-port', '9090', '--metrics-host', 'nope']);
+    expect(badMetricsHost.status).toBe(2);
+    expect(badMetricsHost.stderr).toContain('--metrics-host: "nope" is not an IP address');
     const unknownFlag = run(['inject', '--flie', 'x']);
     expect(unknownFlag.status).toBe(2);
     expect(unknownFlag.stderr).toMatch(/Unknown option '--flie'/);

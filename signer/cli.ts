@@ -1,5 +1,8 @@
+import { isIP } from 'node:net';
 import { defineCommand, readPem } from '../lib/cli.ts';
+import { configError } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
+import { createRegistry, defaultMetricsHosts, serveMetricsOn } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { parseLifetime } from '../tunnel-server/cli.ts';
 import { CsrSigner } from './signer.ts';
@@ -11,7 +14,8 @@ export const signerCommand = defineCommand(
       'Signs edgemesh certificates (node and tunnel-server identities) requested through the Kubernetes ' +
       'CSR API, after checking requester, name and node; the only holder of the mesh CA key.',
     details:
-      'Signers edgemesh.io/node and edgemesh.io/tunnel-server. Listens on no port. A node annotated\n' +
+      'Signers edgemesh.io/node and edgemesh.io/tunnel-server. Listens on no port unless --metrics-port\n' +
+      'is set (process metrics and edgemesh_build_info). A node annotated\n' +
       'edgemesh.io/revoked is refused. Design: docs/tunnel.md "Identity and enrolment".',
     options: {
       'ca-cert': {
@@ -44,11 +48,26 @@ export const signerCommand = defineCommand(
         min: 50,
         description: 'how often pending CSRs are listed',
       },
+      'metrics-port': {
+        type: 'integer',
+        default: 0,
+        min: 0,
+        max: 65535,
+        description: 'port for /metrics (0 = off: the signer then listens on nothing)',
+      },
+      'metrics-host': {
+        type: 'list',
+        default: [],
+        description:
+          'addresses for /metrics (default: POD_IP from the downward API and 127.0.0.1; never all interfaces)',
+      },
       kubeconfig: { type: 'string', description: 'kubeconfig (in-cluster when absent)' },
       config: { type: 'string', description: 'config file (JSON or YAML) with any of these options' },
     },
   },
   async (opts) => {
+    for (const h of opts['metrics-host'])
+      if (!isIP(h)) throw configError(`--metrics-host: ${JSON.stringify(h)} is not an IP address`);
     const log = createLogger('signer');
     const ca = { certPem: readPem('ca-cert', opts['ca-cert']), keyPem: readPem('ca-key', opts['ca-key']) };
     const { KubeConfig } = await import('@kubernetes/client-node');
@@ -62,7 +81,20 @@ export const signerCommand = defineCommand(
       log,
     });
     signer.start(opts['interval-ms']);
+    const metrics =
+      opts['metrics-port'] > 0
+        ? await serveMetricsOn(
+            createRegistry('signer'),
+            opts['metrics-host'].length > 0
+              ? opts['metrics-host']
+              : defaultMetricsHosts([process.env.POD_IP]),
+            { port: opts['metrics-port'] },
+          )
+        : undefined;
     log.info({ requester: opts.requester }, 'signer ready');
-    onShutdown(log, async () => signer.close());
+    onShutdown(log, async () => {
+      metrics?.close();
+      await signer.close();
+    });
   },
 );
