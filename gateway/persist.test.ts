@@ -63,6 +63,16 @@ describe('catalog persistence', () => {
 });
 
 describe('state file formats', () => {
+  it('writes the catalog as it was when the write began, though its pods change in place meanwhile', async () => {
+    const dir = join(tmp, 'in-place');
+    const store = new CatalogStore({ inPlace: ['pods'] });
+    store.apply({ type: 'snapshot', catalog: catalog(1) });
+    const writing = saveCatalog(dir, store.current!);
+    store.apply({ type: 'pod', revision: 2, ip: '10.244.1.1', pod: null });
+    await writing;
+    expect(await loadCatalog(dir)).toEqual(catalog(1));
+  });
+
   it('writes format 2, reads a format-1 file an older gateway left, and replaces it at the next write', async () => {
     const dir = join(tmp, 'migrate');
     await saveCatalog(dir, catalog(5));

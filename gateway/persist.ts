@@ -22,12 +22,13 @@ const MAX_STATE_BYTES = 256 * 1024 * 1024;
 let tempCounter = 0;
 
 export async function saveCatalog(dir: string, catalog: Catalog): Promise<void> {
+  const chunks = stateFileChunks(catalog); // before the first await: see stateFileChunks
   await mkdir(dir, { recursive: true });
   const target = join(dir, STATE_FILE);
   const temp = join(dir, `.${STATE_FILE}.${process.pid}.${++tempCounter}.tmp`);
   const file = await open(temp, 'w', 0o644);
   try {
-    for (const chunk of stateFileChunks(catalog)) await file.write(chunk);
+    for (const chunk of chunks) await file.write(chunk);
     await file.sync();
   } catch (err) {
     await file.close();

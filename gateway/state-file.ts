@@ -59,8 +59,27 @@ const MAX_NAMES = LIMITS.namespaces + LIMITS.nodes;
 /**
  * The catalog as format-2 JSON in pieces of about `chunkChars` (a 10,000-service catalog is
  * never one string). Rows first, then the tables they index, filled while the rows are written.
+ * What is written is taken now, not as the pieces are asked for: the gateway's store changes
+ * its pods record in place (lib/catalog/store.ts), and a write spans many event-loop turns.
  */
-export function* stateFileChunks(catalog: Catalog, chunkChars = 1 << 20): Generator<string> {
+export function stateFileChunks(catalog: Catalog, chunkChars = 1 << 20): Generator<string> {
+  const taken: Taken = {
+    head: `{"format":${STATE_FORMAT},"revision":${JSON.stringify(catalog.revision)},"clusterDomain":${JSON.stringify(catalog.clusterDomain)}`,
+    services: Object.values(catalog.services),
+    pods: Object.values(catalog.pods),
+    tail: `"nodes":${JSON.stringify(catalog.nodes)}${catalog.namespaces ? `,"namespaces":${JSON.stringify(catalog.namespaces)}` : ''}`,
+  };
+  return chunks(taken, chunkChars);
+}
+
+interface Taken {
+  head: string;
+  services: ServiceEntry[];
+  pods: PodInfo[];
+  tail: string;
+}
+
+function* chunks(catalog: Taken, chunkChars: number): Generator<string> {
   const names = new Map<string, number>();
   const nameIndex = (name: string) => {
     let i = names.get(name);
@@ -99,9 +118,9 @@ export function* stateFileChunks(catalog: Catalog, chunkChars = 1 << 20): Genera
     return JSON.stringify(row);
   };
 
-  let out = `{"format":${STATE_FORMAT},"revision":${JSON.stringify(catalog.revision)},"clusterDomain":${JSON.stringify(catalog.clusterDomain)},"services":[`;
+  let out = `${catalog.head},"services":[`;
   let first = true;
-  for (const entry of Object.values(catalog.services)) {
+  for (const entry of catalog.services) {
     out += `${first ? '' : ','}[${JSON.stringify(entry.service)},[${entry.endpoints.map(endpointRow).join(',')}]]`;
     first = false;
     if (out.length >= chunkChars) {
@@ -111,7 +130,7 @@ export function* stateFileChunks(catalog: Catalog, chunkChars = 1 << 20): Genera
   }
   out += '],"pods":[';
   first = true;
-  for (const p of Object.values(catalog.pods)) {
+  for (const p of catalog.pods) {
     out += `${first ? '' : ','}[${JSON.stringify(p.ip)},${nameIndex(p.namespace)},${JSON.stringify(p.name)},${nameIndex(p.nodeName)}]`;
     first = false;
     if (out.length >= chunkChars) {
@@ -119,9 +138,7 @@ export function* stateFileChunks(catalog: Catalog, chunkChars = 1 << 20): Genera
       out = '';
     }
   }
-  out += `],"nodes":${JSON.stringify(catalog.nodes)}`;
-  if (catalog.namespaces) out += `,"namespaces":${JSON.stringify(catalog.namespaces)}`;
-  out += `,"names":${JSON.stringify([...names.keys()])},"portLists":[${portLists.join(',')}]}`;
+  out += `],${catalog.tail},"names":${JSON.stringify([...names.keys()])},"portLists":[${portLists.join(',')}]}`;
   yield out;
 }
 

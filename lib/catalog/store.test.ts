@@ -28,4 +28,16 @@ describe('catalog store', () => {
     store.apply({ type: 'pod', revision: 3, ip: '10.0.0.1', pod: null });
     expect(store.current!.pods).toEqual({});
   });
+
+  it('in place for the records named only: pods changed in place, services still copied', () => {
+    const store = new CatalogStore({ inPlace: ['pods'] });
+    store.apply({ type: 'snapshot', catalog: emptyCatalog() });
+    const before = store.current!;
+    store.apply({ type: 'pod', revision: 1, ip: '10.0.0.1', pod: pod('10.0.0.1') });
+    expect(store.current!.pods).toBe(before.pods);
+    store.apply({ type: 'node', revision: 2, name: 'n', node: { name: 'n', addresses: [] } });
+    expect(store.current!.nodes).not.toBe(before.nodes);
+    expect(before.nodes).toEqual({});
+    expect(store.current!.pods['10.0.0.1']).toEqual(pod('10.0.0.1'));
+  });
 });
