@@ -7,7 +7,7 @@ import { silentLogger } from '../lib/log.ts';
 import { createCA } from '../lib/tunnel/identity.ts';
 import { readinessAnswer } from './readiness.ts';
 import { enrolmentFailure } from './tunnel/enrol.ts';
-import { GatewayTunnel, placeholderServers, startFailureKind } from './tunnel/start.ts';
+import { GatewayTunnel, placeholderServers, startFailureKind, usableServers } from './tunnel/start.ts';
 
 // Issue 17 item 4: a gateway whose tunnel cannot start because of its own setup is not Ready
 // and says why; one that only cannot reach a tunnel-server now stays Ready (offline edge).
@@ -103,6 +103,15 @@ describe('why a tunnel did not start', () => {
         { host: 'tunnel.example.com', port: 20006 },
       ]),
     ).toEqual(['tunnel.edgemesh.example:20006', 'relay.invalid:1']);
+  });
+
+  it('leaves placeholders out and keeps the real addresses', () => {
+    const real = { host: '203.0.113.7', port: 20006 };
+    expect(usableServers([{ host: 'tunnel.edgemesh.example', port: 20006 }, real])).toEqual({
+      servers: [real],
+      ignored: ['tunnel.edgemesh.example:20006'],
+    });
+    expect(usableServers([{ host: 'tunnel.edgemesh.example', port: 20006 }]).servers).toEqual([]);
   });
 });
 

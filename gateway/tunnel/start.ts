@@ -65,13 +65,22 @@ export function parseServers(list: string[], flag = '--tunnel-servers'): ServerA
 /**
  * Tunnel-server addresses that can never work: the shipped ConfigMap's placeholder
  * (`tunnel.edgemesh.example`) and names under the TLDs reserved never to resolve (RFC 2606,
- * RFC 6761: .example, .invalid, .test, .localhost). A gateway holding only such entries
- * cannot start its tunnel, and retrying DNS forever would look like an outage. Pure.
+ * RFC 6761: .example, .invalid, .test, .localhost). They are left out; a gateway holding only
+ * such entries cannot start its tunnel (retrying DNS forever would look like an outage). Pure.
  */
 export function placeholderServers(servers: readonly ServerAddress[]): string[] {
   return servers
     .filter((s) => /(^|\.)(example|invalid|test|localhost)\.?$/i.test(s.host))
     .map((s) => `${s.host}:${s.port}`);
+}
+
+/** The configured servers without placeholders (the tunnel uses these), and those left out. Pure. */
+export function usableServers(configured: readonly ServerAddress[]): {
+  servers: ServerAddress[];
+  ignored: string[];
+} {
+  const ignored = placeholderServers(configured);
+  return { servers: configured.filter((s) => !ignored.includes(`${s.host}:${s.port}`)), ignored };
 }
 
 /** Socket errors that mean this node's setup is wrong (the tunnel port), not the network. */
@@ -179,7 +188,12 @@ export class GatewayTunnel implements GatewayTunnelManager {
   }
 
   async #run(opts: GatewayTunnelOptions): Promise<TunnelManager> {
-    const servers = parseServers(opts.servers);
+    const { servers, ignored: placeholders } = usableServers(parseServers(opts.servers));
+    if (placeholders.length > 0 && servers.length > 0)
+      opts.log.warn(
+        { ignored: placeholders },
+        'tunnel-servers: ignoring entries that never resolve (the shipped placeholder?)',
+      );
     let delay = 2000;
     const enrolOptions = async (): Promise<EnrolOptions> => ({
       nodeName: opts.nodeName,
@@ -193,8 +207,7 @@ export class GatewayTunnel implements GatewayTunnelManager {
     this.#book = await PeerBook.load(join(opts.stateDir, 'peers.json'), opts.log);
     while (!this.#closed) {
       try {
-        const placeholders = placeholderServers(servers);
-        if (placeholders.length > 0)
+        if (servers.length === 0)
           throw new EdgemeshError(
             ErrorCodes.CONFIG,
             `the tunnel-servers setting holds ${placeholders.join(', ')}, a name that never resolves (the shipped placeholder?): set the tunnel-server's public HOST:PORT in the edgemesh-config ConfigMap`,
