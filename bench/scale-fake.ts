@@ -17,16 +17,16 @@
  * `nice -n 10 node bench/scale-fake.ts`; every process started here is stopped by its PID,
  * the temp dir removed.
  */
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { symlinkSync, writeFileSync } from 'node:fs';
 import { cp, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import YAML from 'yaml';
 import { stripTree } from '../scripts/strip-types.ts';
 import { ManagedProcess } from '../test/cluster/process.ts';
+import { describeRuntime, gatewayRuntime } from './lib/daemonset-runtime.ts';
 import { cpuSeconds, memoryMB, watchPeakPrivate } from './lib/proc-stats.ts';
 import {
   namespaceObject,
@@ -82,19 +82,6 @@ function objectsFile(path: string): void {
     items.push({ ...p.object, status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }] } });
   }
   writeFileSync(path, JSON.stringify({ apiVersion: 'v1', kind: 'List', items }));
-}
-
-/** The DaemonSet's node flags and plain env values, from the variant's manifest. */
-function daemonSetRuntime(root: string): { flags: string[]; env: Record<string, string> } {
-  const docs = YAML.parseAllDocuments(readFileSync(join(root, 'manifests/base/gateway.yaml'), 'utf8')).map(
-    (d) => d.toJS(),
-  );
-  const ds = docs.find((d) => d?.kind === 'DaemonSet');
-  const c = ds.spec.template.spec.containers.find((x: { name: string }) => x.name === 'gateway');
-  const command = c.command as string[];
-  const env: Record<string, string> = {};
-  for (const e of c.env ?? []) if (typeof e.value === 'string') env[e.name] = e.value;
-  return { flags: command.slice(1, -1), env };
 }
 
 async function freePort(): Promise<number> {
@@ -167,11 +154,9 @@ async function runVariant(v: Variant, apiUrl: string, work: string): Promise<Row
   const out = join(work, `js-${v.name}`);
   stripTree(v.root, out, ['bin', 'lib', 'gateway']);
   symlinkSync(join(v.root, 'node_modules'), join(out, 'node_modules'));
-  const { flags, env } = daemonSetRuntime(v.root);
-  row['node flags, env'] = `${flags.join(' ')} ${Object.entries(env)
-    .filter(([k]) => !k.includes('NAME') && !k.includes('IP'))
-    .map(([k, x]) => `${k}=${x}`)
-    .join(' ')}`;
+  const runtime = gatewayRuntime(v.root);
+  const { flags, env } = runtime;
+  row['node flags, env'] = describeRuntime(runtime);
   const stateDir = join(work, `state-${v.name}`);
   const port = await freePort();
   const metricsPort = await freePort();
