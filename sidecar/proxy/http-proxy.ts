@@ -45,7 +45,7 @@ export interface HttpProxyOptions {
   metrics: ProxyMetrics;
   /**
    * HTTP/1.x clients: 'fast' frames requests and passes their bytes (http1/fast.ts), 'node'
-   * re-serialises them through node:http. Default: env EDGEMESH_HTTP1_PATH, else 'node'.
+   * re-serialises them through node:http. Default: env EDGEMESH_HTTP1_PATH, else 'fast'.
    */
   http1?: 'fast' | 'node';
   /** The fast path's upstream pool bounds (http1/fast.ts; defaults there). */
@@ -115,9 +115,8 @@ export class HttpProxy {
       }
       socket.destroySoon?.();
     });
-    // node:http stays the default until the fast path has passed the real-node e2e (its pooled
-    // upstream connections kept streams on the tunnel's relay past the mesh e2e's wait).
-    const http1 = opts.http1 ?? (process.env.EDGEMESH_HTTP1_PATH === 'fast' ? 'fast' : 'node');
+    // EDGEMESH_HTTP1_PATH=node is the fallback switch to the node:http path.
+    const http1 = opts.http1 ?? (process.env.EDGEMESH_HTTP1_PATH === 'node' ? 'node' : 'fast');
     if (http1 === 'fast') this.#fast = new Http1Fast(opts);
     opts.router.onTableChange = (table) => {
       this.#fast?.prune(table);

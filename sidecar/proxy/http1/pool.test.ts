@@ -26,6 +26,8 @@ const VIP = '10.96.0.40';
 const VIP_HINT = '10.96.0.41';
 const REMOTE_POD = '127.0.0.3'; // on edge-b
 const HINT_POD = '127.0.0.4'; // node unknown: dialled directly
+const VIP_CLOSING = '10.96.0.42';
+const CLOSING_POD = '127.0.0.5'; // on edge-b
 
 /** In-process tunnel whose path the test chooses; records each stream's path and whether it is open. */
 class PathTunnel extends InProcessTunnel {
@@ -62,6 +64,9 @@ const tunnel = new PathTunnel();
 let gatewayPort = 0;
 let backendPort = 0;
 let hintPort = 0;
+let closingPort = 0;
+/** The closing backend's connections: accepted, and closed by it (its keep-alive timeout). */
+const closing = { accepted: 0, closed: 0 };
 /** Connections the hinting backend accepted, and how many of them the proxy closed. */
 const hint = { accepted: 0, closedByProxy: 0 };
 
@@ -80,19 +85,19 @@ function catalog(): Catalog {
     metadata: { namespace: 'demo', name },
     spec: { clusterIP: ip, ports: [{ name: 'http', port: 80, targetPort: port }] },
   });
-  const slice = (name: string, ip: string, port: number, nodeName?: string) => ({
+  const slice = (name: string, ip: string, port: number, nodeName?: string, pod?: string) => ({
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
     metadata: { namespace: 'demo', name: `${name}-1`, labels: { 'kubernetes.io/service-name': name } },
     addressType: 'IPv4',
     endpoints: [
-      { addresses: [ip], ...(nodeName ? { nodeName, targetRef: { kind: 'Pod', name: 'b-0' } } : {}) },
+      { addresses: [ip], ...(nodeName ? { nodeName, targetRef: { kind: 'Pod', name: pod } } : {}) },
     ],
     ports: [{ name: 'http', port, protocol: 'TCP' }],
   });
   const { catalog } = buildCatalog([
     service('web', VIP, backendPort),
-    slice('web', REMOTE_POD, backendPort, 'edge-b'),
+    slice('web', REMOTE_POD, backendPort, 'edge-b', 'b-0'),
     {
       apiVersion: 'v1',
       kind: 'Pod',
@@ -102,6 +107,15 @@ function catalog(): Catalog {
     },
     service('hint', VIP_HINT, hintPort),
     slice('hint', HINT_POD, hintPort),
+    service('closing', VIP_CLOSING, closingPort),
+    slice('closing', CLOSING_POD, closingPort, 'edge-b', 'b-1'),
+    {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { namespace: 'demo', name: 'b-1' },
+      spec: { nodeName: 'edge-b' },
+      status: { phase: 'Running', podIP: CLOSING_POD },
+    },
   ]);
   return { ...catalog, revision: 1 };
 }
@@ -129,7 +143,7 @@ async function sidecar(pool?: {
   });
   proxies.push(proxy);
   const ports = new Map<string, number>();
-  for (const vip of [VIP, VIP_HINT]) {
+  for (const vip of [VIP, VIP_HINT, VIP_CLOSING]) {
     ports.set(
       vip,
       await listen(
@@ -204,6 +218,26 @@ beforeAll(async () => {
     socket.on('error', () => socket.destroy());
   });
   hintPort = await listen(hinting, HINT_POD);
+  // Closes each connection 200 ms after its response, with no hint: as nginx does at its
+  // keepalive_timeout. The pool learns of it only through the FIN crossing both gateways.
+  const closer = net.createServer({ allowHalfOpen: true }, (socket) => {
+    closing.accepted++;
+    let timer: NodeJS.Timeout | undefined;
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => {
+      if (!d.includes('\r\n\r\n')) return;
+      clearTimeout(timer);
+      socket.write('HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n');
+      timer = setTimeout(() => socket.end(), 200);
+    });
+    socket.on('end', () => socket.end());
+    socket.on('close', () => {
+      clearTimeout(timer);
+      closing.closed++;
+    });
+    socket.on('error', () => socket.destroy());
+  });
+  closingPort = await listen(closer, CLOSING_POD);
   const common = {
     listenHost: '127.0.0.1',
     listenPort: 0,
@@ -243,6 +277,22 @@ describe('HTTP/1.1 fast path: pooled upstream connections', () => {
     await waitFor(() => hint.closedByProxy === 1, 2_500, 50, 'the pool closing its idle connection');
     expect(await c.get()).toBe('HTTP/1.1 200 OK');
     expect(hint.accepted).toBe(2);
+    c.close();
+  });
+
+  it("a server's close of an idle pooled connection crosses both gateways: the pool drops it at once", async () => {
+    const port = await (await sidecar())(VIP_CLOSING);
+    tunnel.path = 'punched';
+    const c = await client(port);
+    const before = tunnel.streams.length;
+    expect(await c.get()).toBe('HTTP/1.1 200 OK');
+    // Closed by the server, then by the sidecar (the stream through the gateways is gone),
+    // long before the pool's own idle limit.
+    await waitFor(() => closing.closed === 1, 2_000, 10, 'the connection closed at both ends');
+    expect(tunnel.streams.slice(before).every((s) => !s.open)).toBe(true);
+    expect(await c.get()).toBe('HTTP/1.1 200 OK');
+    expect(closing.accepted).toBe(2);
+    expect(tunnel.streams.length - before).toBe(2);
     c.close();
   });
 
