@@ -7,6 +7,7 @@ import { buildInfo } from '../lib/build-info.ts';
 import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
 import { ClusterReader } from './cluster.ts';
+import { CONFIG_KEY, CONFIG_MAP } from './injected-image.ts';
 import { chooseKubeconfig, connect } from './kube.ts';
 import type { PodSummary } from './pods.ts';
 import { clientLine, formatVersionReport } from './version-format.ts';
@@ -29,9 +30,11 @@ export const versionCommand = defineCommand(
       'else the in-cluster service account. Without any, only the client is printed (exit 0) unless',
       "--cluster asks for the cluster. Versions are read from the Pods' image tags",
       '(<version> or <version>-<12 hex build>); sidecars are also checked against the image the',
-      'webhook runs, which is what it injects. Exit 1 when something could not be read.',
+      'webhook injects now (its --image, else injection.image in ConfigMap edgemesh-config, else',
+      'its own image). Exit 1 when something could not be read.',
       '',
-      'Needs: get /version; list pods in the edgemesh namespace; list pods cluster-wide (sidecars).',
+      'Needs: get /version; list pods in the edgemesh namespace; list pods cluster-wide (sidecars);',
+      'get configmaps in the edgemesh namespace (optional).',
       '',
       'Examples: edgemesh version',
       '          edgemesh version --client',
@@ -116,9 +119,12 @@ export const versionCommand = defineCommand(
           return undefined;
         }
       };
-      const [partPods, sidecarPods] = await Promise.all([
+      const [partPods, sidecarPods, webhookConfig] = await Promise.all([
         attempt(() => reader.partPods(o.namespace)),
         attempt(() => reader.allPods()),
+        // Not an error when unreadable: only the sidecars' comparison with it is lost, and
+        // the report says why.
+        reader.configMapKey(o.namespace, CONFIG_MAP, CONFIG_KEY).catch((err: Error) => err),
       ]);
       return print(
         versionReport({
@@ -127,6 +133,7 @@ export const versionCommand = defineCommand(
           namespace: o.namespace,
           partPods,
           sidecarPods,
+          webhookConfig,
           allPods: o['all-pods'],
           errors,
         }),

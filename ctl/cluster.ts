@@ -58,6 +58,29 @@ export class ClusterReader {
     return this.#pages(path, what);
   }
 
+  /**
+   * One key of a ConfigMap: its text, null when the ConfigMap or the key does not exist (the
+   * webhook then runs with its defaults).
+   */
+  async configMapKey(namespace: string, name: string, key: string): Promise<string | null> {
+    const what = `ConfigMap ${namespace}/${name}`;
+    const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/configmaps/${encodeURIComponent(name)}`;
+    let body: unknown;
+    try {
+      body = await this.#api.getJSON(path, AbortSignal.timeout(this.#timeoutMs));
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) return null;
+      throw new Error(describeApiFailure(what, err, this.#timeoutMs));
+    }
+    const data = (body as { data?: unknown } | null)?.data;
+    if (data === undefined) return null;
+    if (typeof data !== 'object' || data === null) throw new Error(`${what}: data is not a mapping`);
+    const value = (data as Record<string, unknown>)[key];
+    if (value === undefined) return null;
+    if (typeof value !== 'string') throw new Error(`${what}: ${key} is not text`);
+    return value;
+  }
+
   /** Every Pod in the cluster (the injected ones are picked by version-report.ts). */
   async allPods(): Promise<PodSummary[]> {
     return this.#pages('/api/v1/pods', 'the pods in all namespaces (for their sidecars)');

@@ -6,6 +6,9 @@
 export interface ContainerImage {
   name: string;
   image: string;
+  args: string[];
+  /** Environment variables with a literal value (not valueFrom). */
+  env: Record<string, string>;
 }
 
 export interface PodSummary {
@@ -30,8 +33,17 @@ function containers(list: unknown, where: string): ContainerImage[] {
   return list.map((c, i) => {
     if (!isRecord(c) || typeof c.name !== 'string')
       throw new Error(`${where}[${i}]: a container without a name`);
-    // An image can be absent only in malformed objects; say so instead of guessing.
-    return { name: c.name, image: typeof c.image === 'string' ? c.image : '' };
+    const env: Record<string, string> = {};
+    if (Array.isArray(c.env))
+      for (const e of c.env)
+        if (isRecord(e) && typeof e.name === 'string' && typeof e.value === 'string') env[e.name] = e.value;
+    return {
+      name: c.name,
+      // An image can be absent only in malformed objects; '' says so instead of guessing.
+      image: typeof c.image === 'string' ? c.image : '',
+      args: Array.isArray(c.args) ? c.args.filter((a): a is string => typeof a === 'string') : [],
+      env,
+    };
   });
 }
 

@@ -58,10 +58,15 @@ export function formatVersionReport(r: VersionReport): string {
   if (r.sidecars) {
     const s = r.sidecars;
     out.push('', `Sidecars (${s.total} injected pod${s.total === 1 ? '' : 's'}, all namespaces):`);
+    out.push(
+      'why' in s.injected
+        ? `  injecting now: cannot tell (${s.injected.why}); sidecars compared with the client only`
+        : `  injecting now: ${s.injected.image} (${s.injected.from})`,
+    );
     if (s.images.length > 0) {
       const rows: string[][] = [['VERSION', 'PODS', 'READY', 'IMAGE', 'NOTE']];
       for (const g of s.images) {
-        const notes = [skewCell(g), g.notWebhookImage ? "not the webhook's image" : '']
+        const notes = [skewCell(g), g.notInjectedImage ? 'not the injected image' : '']
           .filter(Boolean)
           .join('; ');
         rows.push([versionCell(g), String(g.pods), String(g.ready), g.image, notes]);
@@ -74,7 +79,7 @@ export function formatVersionReport(r: VersionReport): string {
       for (const p of s.pods) {
         const notes = [
           p.skew === 'same' ? '' : p.skew === 'unknown' ? 'version unknown' : `${p.skew} than the client`,
-          p.notWebhookImage ? "not the webhook's image" : '',
+          p.notInjectedImage ? 'not the injected image' : '',
         ]
           .filter(Boolean)
           .join('; ');
@@ -89,7 +94,7 @@ export function formatVersionReport(r: VersionReport): string {
     else {
       out.push(`Skew against the client (${r.client.version}):`);
       for (const s of r.skew) out.push(`  ${s}`);
-      if (r.sidecars?.pods.some((p) => p.skew !== 'same' || p.notWebhookImage))
+      if (r.sidecars?.pods.some((p) => p.skew !== 'same' || p.notInjectedImage))
         out.push(
           '  (restart a workload to re-inject its pods: kubectl rollout restart deployment/NAME -n NS)',
         );

@@ -7,10 +7,11 @@
  * named by `app.kubernetes.io/name` without its `edgemesh-` prefix (webhook, gateway,
  * gateway-edge, tunnel-server, signer). Sidecars are the `edgemesh-proxy` init containers of
  * injected Pods in every namespace; besides the client they are compared with the image the
- * webhook runs, which is the image it injects (unless `injection.image` overrides it): a pod
- * injected before the last upgrade runs an older sidecar until it is restarted.
+ * webhook injects now (injected-image.ts): a pod injected before the last upgrade runs an
+ * older sidecar until it is restarted.
  */
 import type { BuildInfo } from '../lib/build-info.ts';
+import { type InjectedImage, injectedImage } from './injected-image.ts';
 import type { PodSummary } from './pods.ts';
 import { imageVersion, type Skew, skewOf } from './semver.ts';
 
@@ -46,7 +47,7 @@ export interface SidecarPod {
   version: string | undefined;
   skew: Skew;
   /** Not the image the webhook runs (and injects) now. */
-  notWebhookImage: boolean;
+  notInjectedImage: boolean;
 }
 
 export interface VersionReport {
@@ -56,10 +57,11 @@ export interface VersionReport {
   parts?: PartVersions[];
   sidecars?: {
     total: number;
-    images: (ImageGroup & { notWebhookImage: boolean })[];
-    /** Pods to act on (skew or not the webhook's image), or every one with `allPods`. */
+    images: (ImageGroup & { notInjectedImage: boolean })[];
+    /** Pods to act on (skew or not the injected image), or every one with `allPods`. */
     pods: SidecarPod[];
-    webhookImage: string | undefined;
+    /** The image the webhook injects now, or why it cannot be told (injected-image.ts). */
+    injected: InjectedImage;
   };
   /** What could not be read, each naming the thing and the cause. */
   errors: string[];
@@ -125,37 +127,38 @@ export function partVersions(pods: readonly PodSummary[], client: string): PartV
   });
 }
 
-/** The injected Pods' sidecars. `webhookImage`: the one image all webhook Pods run, if so. Pure. */
+/** The injected Pods' sidecars, against the client and the image injected now. Pure. */
 export function sidecarVersions(
   pods: readonly PodSummary[],
   client: string,
-  webhookImage: string | undefined,
+  injected: InjectedImage,
   allPods: boolean,
 ): NonNullable<VersionReport['sidecars']> {
-  const injected: SidecarPod[] = [];
+  const injectedImage = injected.image;
+  const found: SidecarPod[] = [];
   const entries: { image: string; ready: boolean }[] = [];
   for (const pod of pods) {
     const proxy = pod.initContainers.find((c) => c.name === PROXY_CONTAINER);
     if (!proxy) continue;
     const { version } = imageVersion(proxy.image);
     entries.push({ image: proxy.image, ready: pod.ready });
-    injected.push({
+    found.push({
       namespace: pod.namespace,
       name: pod.name,
       node: pod.node,
       image: proxy.image,
       version,
       skew: skewOf(version, client),
-      notWebhookImage: webhookImage !== undefined && proxy.image !== webhookImage,
+      notInjectedImage: injectedImage !== undefined && proxy.image !== injectedImage,
     });
   }
   const images = groupImages(entries, client).map((g) => ({
     ...g,
-    notWebhookImage: webhookImage !== undefined && g.image !== webhookImage,
+    notInjectedImage: injectedImage !== undefined && g.image !== injectedImage,
   }));
-  const listed = allPods ? injected : injected.filter((p) => p.skew !== 'same' || p.notWebhookImage);
+  const listed = allPods ? found : found.filter((p) => p.skew !== 'same' || p.notInjectedImage);
   listed.sort((a, b) => a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name));
-  return { total: injected.length, images, pods: listed, webhookImage };
+  return { total: found.length, images, pods: listed, injected };
 }
 
 /** Everything together, with one skew line per finding. Pure. */
@@ -165,6 +168,8 @@ export function versionReport(input: {
   namespace?: string;
   partPods?: readonly PodSummary[];
   sidecarPods?: readonly PodSummary[];
+  /** The edgemesh-config ConfigMap's webhook.yaml (null: absent; Error: unreadable). */
+  webhookConfig?: string | null | Error;
   allPods?: boolean;
   errors?: string[];
 }): VersionReport {
@@ -184,15 +189,19 @@ export function versionReport(input: {
           report.skew.push(`${p.part} ${g.version ?? g.image}: ${skewWords(g.skew, client)}`);
   }
   if (input.sidecarPods) {
-    const webhook = report.parts?.find((p) => p.part === 'webhook');
-    const webhookImage = webhook?.images.length === 1 ? webhook.images[0].image : undefined;
-    report.sidecars = sidecarVersions(input.sidecarPods, client, webhookImage, input.allPods ?? false);
+    const webhookPods = (input.partPods ?? []).filter(
+      (p) => p.labels['app.kubernetes.io/name'] === 'edgemesh-webhook',
+    );
+    const injected = input.partPods
+      ? injectedImage(webhookPods, input.webhookConfig ?? null)
+      : ({ image: undefined, why: 'the edgemesh pods could not be read' } as const);
+    report.sidecars = sidecarVersions(input.sidecarPods, client, injected, input.allPods ?? false);
     for (const g of report.sidecars.images) {
       const what = `${g.pods} sidecar${g.pods === 1 ? '' : 's'} on ${g.version ?? g.image}`;
       if (g.skew !== 'same') report.skew.push(`${what}: ${skewWords(g.skew, client)}`);
-      else if (g.notWebhookImage)
+      else if (g.notInjectedImage)
         report.skew.push(
-          `${what}: not the webhook's image ${webhookImage} (another build: restart those pods)`,
+          `${what}: not the image injected now, ${injected.image} (${injected.image ? injected.from : ''}): restart those pods`,
         );
     }
   }

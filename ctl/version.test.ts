@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ApiError } from '../gateway/kube/client.ts';
 import { GoldenDir } from '../test/harness/golden.ts';
 import { describeApiFailure } from './cluster.ts';
+import { injectedImage } from './injected-image.ts';
 import { chooseKubeconfig } from './kube.ts';
 import { type PodSummary, podListPage, podSummary } from './pods.ts';
 import { compareVersions, imageVersion, skewOf } from './semver.ts';
@@ -105,6 +106,53 @@ describe('API answers are validated', () => {
         10_000,
       ),
     ).toBe(`v: GET ${url}: connection refused (ECONNREFUSED): nothing listens there`);
+  });
+});
+
+describe('the image injected now, as the webhook decides it', () => {
+  const webhook = (image: string, args: string[] = [], env: { name: string; value: string }[] = []) =>
+    podSummary(
+      {
+        metadata: { namespace: 'edgemesh-system', name: `wh-${args.length}-${image.length}` },
+        spec: { containers: [{ name: 'webhook', image, args: ['webhook', ...args], env }] },
+      },
+      'fixture',
+    );
+  it('takes --image, then injection.image, then its own image', () => {
+    expect(injectedImage([webhook('a:1', ['--image=b:2'])], 'injection: {image: c:3}')).toEqual({
+      image: 'b:2',
+      from: "the webhook's --image",
+    });
+    expect(injectedImage([webhook('a:1', ['--image', 'b:2'])], null)).toMatchObject({ image: 'b:2' });
+    expect(
+      injectedImage([webhook('a:1', [], [{ name: 'EDGEMESH_IMAGE', value: 'e:5' }])], null),
+    ).toMatchObject({
+      image: 'e:5',
+    });
+    expect(injectedImage([webhook('a:1')], 'injection: {image: c:3}')).toEqual({
+      image: 'c:3',
+      from: 'injection.image in ConfigMap edgemesh-config',
+    });
+    expect(injectedImage([webhook('a:1')], 'port: 9443')).toEqual({
+      image: 'a:1',
+      from: "the webhook's own image",
+    });
+    expect(injectedImage([webhook('a:1')], null)).toMatchObject({ image: 'a:1' });
+  });
+
+  it('says why it cannot tell', () => {
+    expect(injectedImage([], null)).toEqual({ image: undefined, why: 'no webhook pods' });
+    expect(injectedImage([webhook('a:1'), webhook('a:22')], null)).toEqual({
+      image: undefined,
+      why: 'the webhook pods run different images (a rollout?)',
+    });
+    expect(injectedImage([webhook('a:1')], new Error('forbidden'))).toEqual({
+      image: undefined,
+      why: 'ConfigMap edgemesh-config could not be read: forbidden',
+    });
+    expect(injectedImage([webhook('a:1')], 'injection: [')).toMatchObject({
+      why: expect.stringMatching(/^ConfigMap edgemesh-config webhook\.yaml is not YAML: /),
+    });
   });
 });
 
@@ -263,6 +311,32 @@ const CASES: { name: string; report: VersionReport }[] = [
     }),
   },
   {
+    // injection.image in the ConfigMap wins over the webhook's own image.
+    name: 'injection-image',
+    report: versionReport({
+      client: client('0.1.0'),
+      server,
+      namespace: 'edgemesh-system',
+      partPods: healthy,
+      sidecarPods: [
+        pod('demo', 'web-1', 'edge-1', { sidecar: BUILD_A }),
+        pod('demo', 'web-2', 'edge-2', { sidecar: BUILD_B }),
+      ],
+      webhookConfig: `port: 9443\ninjection:\n  image: ${BUILD_B}\n`,
+    }),
+  },
+  {
+    name: 'config-forbidden',
+    report: versionReport({
+      client: client('0.1.0'),
+      server,
+      namespace: 'edgemesh-system',
+      partPods: healthy,
+      sidecarPods: [pod('demo', 'web-2', 'edge-2', { sidecar: BUILD_B })],
+      webhookConfig: new Error('forbidden: HTTP 403: Forbidden: configmaps "edgemesh-config" is forbidden'),
+    }),
+  },
+  {
     name: 'forbidden-sidecars',
     report: versionReport({
       client: client('0.2.0'),
@@ -291,7 +365,7 @@ describe('edgemesh version output (golden)', () => {
     expect(skew).toEqual([
       'gateway 0.0.9: older than the client (0.1.0)',
       '1 sidecar on 0.0.9: older than the client (0.1.0)',
-      "1 sidecar on 0.1.0: not the webhook's image localhost/edgemesh:0.1.0-4f2a9c01d3be (another build: restart those pods)",
+      "1 sidecar on 0.1.0: not the image injected now, localhost/edgemesh:0.1.0-4f2a9c01d3be (the webhook's own image): restart those pods",
       '1 sidecar on registry.example/edgemesh:latest: version unknown (the image tag is not a version)',
     ]);
   });
