@@ -138,6 +138,14 @@ describe('encoders', () => {
     expect(() => encodeName(`${'a'.repeat(64)}.b`)).toThrow(/label/);
     expect(() => encodeName(Array.from({ length: 5 }, () => 'a'.repeat(63)).join('.'))).toThrow(/too long/);
     expect(() => encodeName('a..b')).toThrow(/label/);
+    expect(() => encodeName('.a')).toThrow(/label/);
+    expect(() => encodeName('a..')).toThrow(/label/);
+    // The longest name: 253 characters, 255 bytes on the wire; one more is too long.
+    const longest = [63, 63, 63, 61].map((n) => 'a'.repeat(n)).join('.');
+    expect(encodeName(longest)).toHaveLength(255);
+    expect(encodeName(longest).subarray(0, 2).toString('latin1')).toBe('\x3fa');
+    expect(() => encodeName(`${longest}a`)).toThrow(/too long/);
+    expect(encodeName('x.y-z.0').toString('hex')).toBe('017803792d7a013000');
   });
 
   const v6: [string, string, string][] = [

@@ -217,16 +217,20 @@ export function errorResponse(p: QueryProblem): Buffer {
 export function encodeName(name: string): Buffer {
   const trimmed = name.endsWith('.') ? name.slice(0, -1) : name;
   if (trimmed === '') return Buffer.from([0]);
-  const labels = trimmed.split('.');
-  const parts: Buffer[] = [];
-  for (const label of labels) {
-    const bytes = Buffer.from(label, 'latin1');
-    if (bytes.length === 0 || bytes.length > 63) throw new Error(`invalid label in ${JSON.stringify(name)}`);
-    parts.push(Buffer.from([bytes.length]), bytes);
+  if (trimmed.length + 2 > 255) throw new Error(`name too long: ${name}`);
+  // One byte per character (latin1), written once after a length byte; then each dot's byte
+  // becomes the length of the label after it: the wire form without a buffer per label.
+  const out = Buffer.allocUnsafe(trimmed.length + 2);
+  out.write(trimmed, 1, 'latin1');
+  out[trimmed.length + 1] = 0;
+  let lengthAt = 0;
+  for (let i = 0; i <= trimmed.length; i++) {
+    if (i < trimmed.length && trimmed.charCodeAt(i) !== 0x2e) continue;
+    const length = i - lengthAt;
+    if (length === 0 || length > 63) throw new Error(`invalid label in ${JSON.stringify(name)}`);
+    out[lengthAt] = length;
+    lengthAt = i + 1;
   }
-  parts.push(Buffer.from([0]));
-  const out = Buffer.concat(parts);
-  if (out.length > 255) throw new Error(`name too long: ${name}`);
   return out;
 }
 

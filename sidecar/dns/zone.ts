@@ -107,7 +107,7 @@ interface Source {
   problems: string[];
 }
 
-/** A name in the zone. It exists while `refs` > 0: records at or below it, or marks. */
+/** A name in the zone. It exists while `refs` > 0: its records and marks, and its children that exist. */
 interface NameState {
   auth: Authority;
   /** As contributed; identical records from several sources are merged when encoding. */
@@ -115,6 +115,12 @@ interface NameState {
   refs: number;
   /** Encoded answers, built on the first lookup after a change. */
   encoded?: Encoded;
+}
+
+/** Negative answers: NODATA per authority, NXDOMAIN; each with its SOA. */
+interface Negative {
+  nodata: Record<Authority, LocalAnswer>;
+  nxdomain: LocalAnswer;
 }
 
 interface Encoded {
@@ -137,17 +143,31 @@ export class ZoneTables implements Zone {
   readonly #names = new Map<string, NameState>();
   readonly #sources = new Map<string, Source>();
   #revision = -1;
-  #nodata: Record<Authority, LocalAnswer> = {
-    zone: { rcode: 0 },
-    'in-addr': { rcode: 0 },
-    ip6: { rcode: 0 },
+  /** The revision the SOA records carry: brought up to #revision only when an answer needs them. */
+  #soaRevision = -1;
+  /** The SOA records with serial 0 and where the serial sits in each (setRevision patches copies). */
+  readonly #soaTemplates: Record<Authority, { record: Buffer; serialAt: number }>;
+  #negative: Negative = {
+    nodata: { zone: { rcode: 0 }, 'in-addr': { rcode: 0 }, ip6: { rcode: 0 } },
+    nxdomain: { rcode: Rcode.NXDOMAIN },
   };
-  #nxdomain: LocalAnswer = { rcode: Rcode.NXDOMAIN };
 
   constructor(opts: ZoneOptions) {
     this.domain = opts.domain.toLowerCase().replace(/\.$/, '');
     this.#dotDomain = `.${this.domain}`;
     this.#ttl = opts.ttl ?? DEFAULT_TTL;
+    const soaFor = (auth: Authority) => {
+      const owner = encodeName(
+        auth === 'zone' ? this.domain : auth === 'in-addr' ? 'in-addr.arpa' : 'ip6.arpa',
+      );
+      const rdata = soaRdata(`ns.dns.${this.domain}`, `hostmaster.${this.domain}`, 0, this.#ttl);
+      // The serial is the first of the five numbers that end the rdata.
+      return {
+        record: encodeRecord(owner, Type.SOA, this.#ttl, rdata),
+        serialAt: owner.length + 10 + rdata.length - 20,
+      };
+    };
+    this.#soaTemplates = { zone: soaFor('zone'), 'in-addr': soaFor('in-addr'), ip6: soaFor('ip6') };
     const dnsVersion = contribution(
       `dns-version.${this.domain}`,
       Type.TXT,
@@ -172,7 +192,7 @@ export class ZoneTables implements Zone {
 
   /** Brings the tables to `catalog`. Returns the problems of every invalid catalog entry. */
   update(catalog: Catalog): string[] {
-    if (catalog.revision !== this.#revision) this.#setRevision(catalog.revision);
+    this.#revision = catalog.revision;
     const seen = new Set<string>();
     for (const [key, entry] of Object.entries(catalog.services)) {
       seen.add(`svc:${key}`);
@@ -199,7 +219,7 @@ export class ZoneTables implements Zone {
    */
   apply(update: CatalogUpdate): string[] {
     if (update.type === 'snapshot') return this.update(update.catalog);
-    if (update.revision !== this.#revision) this.#setRevision(update.revision);
+    this.#revision = update.revision;
     const id =
       update.type === 'service'
         ? this.#service(update.key, update.entry)
@@ -268,33 +288,47 @@ export class ZoneTables implements Zone {
   lookup(name: string, qtype: number, oddName = false): LocalAnswer | undefined {
     const inZone = name === this.domain || name.endsWith(this.#dotDomain);
     // A dot or odd byte inside a label: its text form could equal another name's.
-    if (oddName) return inZone ? this.#nxdomain : undefined;
+    if (oddName) return inZone ? this.#soa().nxdomain : undefined;
+    if (name === this.domain) this.#soa(); // the apex holds the SOA record itself
     const n = this.#names.get(name);
-    if (!n) return inZone ? this.#nxdomain : undefined;
+    if (!n) return inZone ? this.#soa().nxdomain : undefined;
     n.encoded ??= encodeNode(n.records);
     const e = n.encoded;
     if (qtype === Type.ANY && n.records.length > 0) {
       e.any ??= { rcode: Rcode.NOERROR, answer: encodeSet(dedupe(n.records)) };
       return e.any;
     }
-    return e.answers.get(qtype) ?? e.cname ?? this.#nodata[n.auth];
+    return e.answers.get(qtype) ?? e.cname ?? this.#soa().nodata[n.auth];
+  }
+
+  /**
+   * The zone with its SOA records at the current revision. Built on the first answer that
+   * needs them (negative answers, the apex), not on every update: an on-demand sidecar
+   * applies one update per first query, and most of those are answered with records.
+   */
+  #soa(): Negative {
+    if (this.#soaRevision !== this.#revision) this.#setRevision(this.#revision);
+    return this.#negative;
   }
 
   /** The SOA carries the catalog revision as its serial: negative answers and the apex change. */
   #setRevision(revision: number): void {
-    this.#revision = revision;
+    this.#soaRevision = revision;
     const soaFor = (auth: Authority): Buffer => {
-      const owner = auth === 'zone' ? this.domain : auth === 'in-addr' ? 'in-addr.arpa' : 'ip6.arpa';
-      const rdata = soaRdata(`ns.dns.${this.domain}`, `hostmaster.${this.domain}`, revision, this.#ttl);
-      return encodeRecord(encodeName(owner), Type.SOA, this.#ttl, rdata);
+      const { record, serialAt } = this.#soaTemplates[auth];
+      const b = Buffer.from(record);
+      b.writeUInt32BE(revision >>> 0, serialAt);
+      return b;
     };
     const soa = { zone: soaFor('zone'), 'in-addr': soaFor('in-addr'), ip6: soaFor('ip6') };
-    this.#nodata = {
-      zone: { rcode: Rcode.NOERROR, authority: soa.zone },
-      'in-addr': { rcode: Rcode.NOERROR, authority: soa['in-addr'] },
-      ip6: { rcode: Rcode.NOERROR, authority: soa.ip6 },
+    this.#negative = {
+      nodata: {
+        zone: { rcode: Rcode.NOERROR, authority: soa.zone },
+        'in-addr': { rcode: Rcode.NOERROR, authority: soa['in-addr'] },
+        ip6: { rcode: Rcode.NOERROR, authority: soa.ip6 },
+      },
+      nxdomain: { rcode: Rcode.NXDOMAIN, authority: soa.zone },
     };
-    this.#nxdomain = { rcode: Rcode.NXDOMAIN, authority: soa.zone };
     // The apex answers SOA queries with its SOA (owner = the question name, as everywhere).
     const rdata = soa.zone.subarray(encodeName(this.domain).length + 10);
     this.#replace('soa', {
@@ -325,8 +359,7 @@ export class ZoneTables implements Zone {
     }
     if (next) {
       for (const c of next.records) {
-        this.#ref(c.name, 1);
-        const n = this.#names.get(c.name)!;
+        const n = this.#ref(c.name, 1)!;
         n.records.push(c);
         n.encoded = undefined;
       }
@@ -337,24 +370,30 @@ export class ZoneTables implements Zone {
     }
   }
 
-  /** Counts a record or mark at `name` for it and (inside the zone) every ancestor to the apex. */
-  #ref(name: string, delta: number): void {
-    const auth: Authority = name.endsWith('.in-addr.arpa')
-      ? 'in-addr'
-      : name.endsWith('.ip6.arpa')
-        ? 'ip6'
-        : 'zone';
-    for (let at = name; ; ) {
-      let n = this.#names.get(at);
-      if (!n) {
-        n = { auth, records: [], refs: 0 };
-        this.#names.set(at, n);
-      }
-      n.refs += delta;
-      if (n.refs <= 0) this.#names.delete(at);
-      if (auth !== 'zone' || at === this.domain || !at.includes('.')) return;
-      at = at.slice(at.indexOf('.') + 1);
+  /**
+   * Counts a record or mark at `name` (+1 or -1). A name counts its own records and marks
+   * and, inside the zone, its children that exist; so only a name that comes into existence
+   * or ceases to exist changes its parent's count, and a new service under an existing
+   * namespace touches its own names only. Returns the name's state (undefined once gone).
+   */
+  #ref(name: string, delta: 1 | -1): NameState | undefined {
+    let n = this.#names.get(name);
+    if (!n) {
+      const auth: Authority = name.endsWith('.in-addr.arpa')
+        ? 'in-addr'
+        : name.endsWith('.ip6.arpa')
+          ? 'ip6'
+          : 'zone';
+      n = { auth, records: [], refs: 0 };
+      this.#names.set(name, n);
     }
+    const existed = n.refs > 0;
+    n.refs += delta;
+    const exists = n.refs > 0;
+    if (!exists) this.#names.delete(name);
+    if (exists !== existed && n.auth === 'zone' && name !== this.domain && name.includes('.'))
+      this.#ref(name.slice(name.indexOf('.') + 1), exists ? 1 : -1);
+    return exists ? n : undefined;
   }
 }
 
