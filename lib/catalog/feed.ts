@@ -70,13 +70,17 @@ export class LineSplitter {
     let start = 0;
     let nl = chunk.indexOf(0x0a);
     while (nl !== -1) {
-      const piece = chunk.subarray(start, nl);
-      if (this.#length + piece.length > this.#maxBytes)
+      if (this.#length + (nl - start) > this.#maxBytes)
         throw new Error(`feed line longer than ${this.#maxBytes} bytes`);
-      this.#chunks.push(piece);
-      lines.push(Buffer.concat(this.#chunks).toString('utf8'));
-      this.#chunks = [];
-      this.#length = 0;
+      if (this.#chunks.length === 0) {
+        // The whole line is in this chunk (the usual case): decode it where it lies.
+        lines.push(chunk.toString('utf8', start, nl));
+      } else {
+        this.#chunks.push(chunk.subarray(start, nl));
+        lines.push(Buffer.concat(this.#chunks).toString('utf8'));
+        this.#chunks = [];
+        this.#length = 0;
+      }
       start = nl + 1;
       nl = chunk.indexOf(0x0a, start);
     }
