@@ -14,23 +14,29 @@ import type { Socket } from 'node:net';
 import { encodeFeedLine, KEEPALIVE_INTERVAL_MS, LineSplitter } from '../lib/catalog/feed.ts';
 import {
   type Answer,
+  encodeAnswer,
   encodeReply,
   type LookupKey,
   MAX_QUERY_LINE_BYTES,
   MAX_SERVICES_PER_IP,
   MAX_SUBSCRIPTIONS,
   parseQuery,
-  type Topic,
   topicString,
 } from '../lib/catalog/lookup-protocol.ts';
 import type { CatalogStore } from '../lib/catalog/store.ts';
-import type { Catalog, CatalogUpdate } from '../lib/catalog/types.ts';
+import type { Catalog, CatalogUpdate, ServiceEntry } from '../lib/catalog/types.ts';
 import { type Logger, silentLogger } from '../lib/log.ts';
 import { Counter, Gauge, type Registry } from '../lib/metrics.ts';
 import { CatalogIndex } from './catalog-index.ts';
 import { MAX_FEED_CLIENTS, MAX_FEED_CLIENTS_PER_ADDRESS } from './feed.ts';
 
 export const MAX_BUFFERED_LOOKUP_BYTES = 16 * 1024 * 1024;
+/**
+ * Service entries whose answer JSON is kept (weakly: an entry replaced by a new version
+ * takes its text with it); past this many the cache starts over, so it holds at most the text
+ * of this many entries (~2 KB each with 10 endpoints) whatever the sidecars ask.
+ */
+const MAX_ENTRY_JSON = 4096;
 
 export interface LookupHubOptions {
   log?: Logger;
@@ -67,6 +73,9 @@ export class LookupHub {
   readonly #unsubscribe: () => void;
   readonly #keepalive: NodeJS.Timeout;
   readonly #metrics: HubMetrics | undefined;
+  /** A service entry's JSON, for answers: the store never changes an entry it has handed out. */
+  #entryJSON = new WeakMap<ServiceEntry, string>();
+  #entryJSONCount = 0;
 
   constructor(store: CatalogStore, opts: LookupHubOptions = {}) {
     this.#store = store;
@@ -155,23 +164,21 @@ export class LookupHub {
     }
     const catalog = this.#index.catalog;
     if (!catalog) {
-      this.#write(
-        client,
-        Buffer.from(encodeReply({ type: 'error', id: line.id, message: 'gateway has no catalog yet' })),
-      );
+      this.#write(client, encodeReply({ type: 'error', id: line.id, message: 'gateway has no catalog yet' }));
       return;
     }
     const answer = this.#answer(catalog, line.id, line.key);
-    const topics: Topic[] = [
-      ...Object.keys(answer.services).map((key): Topic => ({ kind: 'svc', key })),
-      ...Object.keys(answer.pods).map((ip): Topic => ({ kind: 'pod', ip })),
-      ...Object.keys(answer.namespaces).map((namespace): Topic => ({ kind: 'ns', namespace })),
+    // Topic strings as topicString() writes them.
+    const topics = [
+      ...Object.keys(answer.services).map((key) => `svc ${key}`),
+      ...Object.keys(answer.pods).map((ip) => `pod ${ip}`),
+      ...Object.keys(answer.namespaces).map((namespace) => `ns ${namespace}`),
     ];
-    const fresh = topics.map(topicString).filter((t) => !client.topics.has(t));
+    const fresh = topics.filter((t) => !client.topics.has(t));
     if (client.topics.size + fresh.length > MAX_SUBSCRIPTIONS) {
       this.#metrics?.lookups.inc({ kind: line.key.kind, result: 'refused' });
       const message = `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection`;
-      this.#write(client, Buffer.from(encodeReply({ type: 'error', id: line.id, message })));
+      this.#write(client, encodeReply({ type: 'error', id: line.id, message }));
       return;
     }
     for (const t of fresh) {
@@ -181,8 +188,22 @@ export class LookupHub {
       else this.#subscribers.set(t, new Set([client]));
     }
     this.#metrics?.lookups.inc({ kind: line.key.kind, result: topics.length > 0 ? 'found' : 'missing' });
-    this.#write(client, Buffer.from(encodeReply(answer)));
+    // A string, not a Buffer: one recipient, and the socket encodes it as it writes.
+    this.#write(client, encodeAnswer(answer, this.#encodeEntry));
   }
+
+  readonly #encodeEntry = (entry: ServiceEntry): string => {
+    let json = this.#entryJSON.get(entry);
+    if (json === undefined) {
+      json = JSON.stringify(entry);
+      if (++this.#entryJSONCount > MAX_ENTRY_JSON) {
+        this.#entryJSON = new WeakMap();
+        this.#entryJSONCount = 1;
+      }
+      this.#entryJSON.set(entry, json);
+    }
+    return json;
+  };
 
   #answer(catalog: Catalog, id: number, key: LookupKey): Answer {
     const answer: Answer = {
@@ -272,7 +293,7 @@ export class LookupHub {
     for (const c of subscribers) this.#write(c, line);
   }
 
-  #write(client: Client, line: Buffer): void {
+  #write(client: Client, line: Buffer | string): void {
     if (client.socket.writableLength > this.#maxBuffered) {
       this.#log.warn({ queued: client.socket.writableLength }, 'lookup client too slow: dropping it');
       client.socket.destroy();

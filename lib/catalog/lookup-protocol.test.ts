@@ -2,7 +2,9 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GoldenDir } from '../../test/harness/golden.ts';
 import {
+  type Answer,
   decodeReply,
+  encodeAnswer,
   encodeReply,
   formatQuery,
   parseQuery,
@@ -95,6 +97,29 @@ describe('lookup protocol', () => {
         .split('\n')
         .map((l) => decodeReply(l)),
     ).toEqual(replies);
+  });
+
+  it('encodes an answer with its entries encoded apart as the same text as encodeReply', () => {
+    const encoded: ServiceEntry[] = [];
+    const entryJSON = (e: ServiceEntry) => {
+      encoded.push(e);
+      return JSON.stringify(e);
+    };
+    for (const line of replies) {
+      if (line.type !== 'answer') continue;
+      expect(encodeAnswer(line, entryJSON)).toBe(encodeReply(line));
+    }
+    const two: Answer = {
+      type: 'answer',
+      id: 2,
+      revision: 9,
+      services: { 'demo/web': web, 'demo/db': { ...web, service: { ...web.service, name: 'db' } } },
+      pods: {},
+      namespaces: { demo: { name: 'demo' } },
+    };
+    encoded.length = 0;
+    expect(encodeAnswer(two, entryJSON)).toBe(encodeReply(two));
+    expect(encoded).toEqual([two.services['demo/web'], two.services['demo/db']]);
   });
 
   it('refuses bad query lines with a reason', () => {

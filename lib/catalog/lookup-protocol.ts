@@ -160,6 +160,21 @@ export function parseQuery(line: string): QueryLine {
 
 export const encodeReply = (line: ReplyLine): string => `${JSON.stringify(line)}\n`;
 
+/**
+ * An answer line, the same text as encodeReply(answer), with each service entry encoded by
+ * `entryJSON`: the gateway passes a cache (its entries never change once made; a new
+ * version is a new object), so the pods of a node asking for one service cost one encode.
+ */
+export function encodeAnswer(answer: Answer, entryJSON: (entry: ServiceEntry) => string): string {
+  let services = '';
+  for (const key of Object.keys(answer.services))
+    services += `${services === '' ? '' : ','}${JSON.stringify(key)}:${entryJSON(answer.services[key])}`;
+  return (
+    `{"type":"answer","id":${answer.id},"revision":${answer.revision},"services":{${services}},` +
+    `"pods":${JSON.stringify(answer.pods)},"namespaces":${JSON.stringify(answer.namespaces)}}\n`
+  );
+}
+
 function record(value: unknown, path: string): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value))
     throw new Error(`${path}: must be an object`);
