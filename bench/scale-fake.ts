@@ -201,6 +201,7 @@ async function runVariant(v: Variant, apiUrl: string, work: string): Promise<Row
     const restartPeak = watchPeakPrivate(gw.pid as number);
     const answered = await firstAnswerByte(port, gw, t1 + 120_000, LOOKUP);
     row['restart → first LOOKUP answered (s)'] = ((answered - t1) / 1000).toFixed(2);
+    row['CPU to first LOOKUP answered (s)'] = cpuSeconds(gw.pid as number).toFixed(2);
     const served = await firstAnswerByte(port, gw, t1 + 120_000);
     row['restart → served from disk: FEED snapshot (s)'] = ((served - t1) / 1000).toFixed(2);
     // Its CPU seconds: steadier than wall-clock time on a loaded machine.
