@@ -6,6 +6,7 @@
 import { buildInfo } from '../lib/build-info.ts';
 import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
+import { isDnsLabel } from '../lib/names.ts';
 import { ClusterReader } from './cluster.ts';
 import { CONFIG_KEY, CONFIG_MAP } from './injected-image.ts';
 import { chooseKubeconfig, connect } from './kube.ts';
@@ -52,7 +53,12 @@ export const versionCommand = defineCommand(
         description: 'kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)',
       },
       context: { type: 'string', description: 'kubeconfig context (default: the current one)' },
-      namespace: { type: 'string', default: 'edgemesh-system', description: "edgemesh's namespace" },
+      namespace: {
+        type: 'string',
+        default: 'edgemesh-system',
+        description: "edgemesh's namespace",
+        validate: (v: string) => (isDnsLabel(v) ? undefined : 'must be a namespace name (RFC 1123 label)'),
+      },
       'all-pods': {
         type: 'boolean',
         default: false,

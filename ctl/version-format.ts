@@ -54,6 +54,8 @@ export function formatVersionReport(r: VersionReport): string {
       });
     }
     out.push(...table(rows).map((l) => `  ${l}`));
+    if (r.parts.every((p) => p.images.length === 0))
+      out.push(`  no edgemesh pods in ${r.namespace ?? '?'}: not installed here, or in another --namespace`);
   }
   if (r.sidecars) {
     const s = r.sidecars;
@@ -90,7 +92,10 @@ export function formatVersionReport(r: VersionReport): string {
   }
   if (r.parts || r.sidecars) {
     out.push('');
-    if (r.skew.length === 0) out.push(`Skew: none, everything runs ${r.client.version}.`);
+    const compared =
+      (r.parts ?? []).reduce((n, p) => n + p.images.length, 0) + (r.sidecars?.images.length ?? 0);
+    if (compared === 0) out.push('Skew: nothing running to compare with the client.');
+    else if (r.skew.length === 0) out.push(`Skew: none, everything runs ${r.client.version}.`);
     else {
       out.push(`Skew against the client (${r.client.version}):`);
       for (const s of r.skew) out.push(`  ${s}`);

@@ -337,6 +337,16 @@ const CASES: { name: string; report: VersionReport }[] = [
     }),
   },
   {
+    name: 'not-installed',
+    report: versionReport({
+      client: client('0.1.0'),
+      server,
+      namespace: 'edgemesh-system',
+      partPods: [],
+      sidecarPods: [pod('demo', 'plain', 'edge-2', {})],
+    }),
+  },
+  {
     name: 'forbidden-sidecars',
     report: versionReport({
       client: client('0.2.0'),
