@@ -110,6 +110,24 @@ describe('edgemesh webhook: the injected image', () => {
   });
 });
 
+describe('edgemesh webhook: what it tells an operator', () => {
+  it('a missing serving certificate names the flag, the file and the command that makes it', async () => {
+    const { log, code } = await startWebhook(['--tls-cert=/nonexistent/tls.crt', '--image=nginx']);
+    expect(code).toBe(2);
+    expect(log).toContain('--tls-cert: cannot read /nonexistent/tls.crt');
+    expect(log).toContain('run edgemesh webhook-tls');
+    expect(log).not.toContain('scripts/');
+  });
+
+  it('webhook and inject help name the shipped ConfigMap', () => {
+    for (const command of ['webhook', 'inject']) {
+      const help = spawnSync(bin, [command, '--help'], { encoding: 'utf8', env });
+      expect(help.stdout).toContain('ConfigMap edgemesh-config, key webhook.yaml');
+      expect(help.stdout).not.toContain('edgemesh-injector');
+    }
+  });
+});
+
 describe('edgemesh inject: the injected image', () => {
   const pod =
     'kind: Pod\nmetadata: {name: p, namespace: default}\nspec: {containers: [{name: a, image: nginx}]}\n';

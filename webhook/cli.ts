@@ -67,7 +67,7 @@ export const webhookCommand = defineCommand(
         readFileSync(file);
       } catch (err) {
         throw configError(
-          `--${flag}: cannot read ${file}: ${(err as Error).message} (run scripts/bootstrap-webhook-tls)`,
+          `--${flag}: cannot read ${file}: ${(err as Error).message} (run edgemesh webhook-tls: it creates the Secret edgemesh-webhook-tls that the webhook mounts)`,
         );
       }
     }

@@ -4,7 +4,7 @@ import { configError } from '../lib/errors.ts';
 
 /**
  * What the webhook injects, as one typed, validated, frozen object. It comes from the
- * `edgemesh-injector` ConfigMap (mounted as a file and passed with `--config`), so a
+ * `edgemesh-config` ConfigMap (key webhook.yaml, mounted as a file and passed with `--config`), so a
  * cluster admin changes images or resources without rebuilding anything. Unknown keys are
  * errors: a typo must not silently fall back to a default.
  */
