@@ -270,12 +270,15 @@ export function txtRdata(strings: string[]): Buffer {
   return Buffer.concat(strings.flatMap((s) => [Buffer.from([s.length]), Buffer.from(s, 'latin1')]));
 }
 
-export function srvRdata(priority: number, weight: number, port: number, target: string): Buffer {
-  const head = Buffer.alloc(6);
-  head.writeUInt16BE(priority, 0);
-  head.writeUInt16BE(weight, 2);
-  head.writeUInt16BE(port, 4);
-  return Buffer.concat([head, encodeName(target)]);
+/** `target`: a name, or one already encoded (encodeName). */
+export function srvRdata(priority: number, weight: number, port: number, target: string | Buffer): Buffer {
+  const name = typeof target === 'string' ? encodeName(target) : target;
+  const b = Buffer.allocUnsafe(6 + name.length);
+  b.writeUInt16BE(priority, 0);
+  b.writeUInt16BE(weight, 2);
+  b.writeUInt16BE(port, 4);
+  name.copy(b, 6);
+  return b;
 }
 
 export function soaRdata(mname: string, rname: string, serial: number, minimum: number): Buffer {

@@ -487,7 +487,7 @@ function serviceRecords(
     }
     for (const port of namedPorts(svc.ports, key, problems)) {
       const srv = `_${port.name}._${port.protocol.toLowerCase()}.${base}`;
-      out.push(contribution(srv, Type.SRV, ttl, srvRdata(0, 100, port.port, base)));
+      out.push(contribution(srv, Type.SRV, ttl, srvRdata(0, 100, port.port, baseName)));
     }
     return out;
   }
@@ -535,14 +535,19 @@ function namedPorts<P extends { name: string; port: number; protocol: string }>(
   });
 }
 
+const NO_GLUE = Buffer.alloc(0);
+
 function encodeSet(records: Contribution[]): RRSet {
+  const bytes = records.length === 1 ? records[0].rr : Buffer.concat(records.map((r) => r.rr));
+  // Most sets (A/AAAA, PTR, a ClusterIP service's SRV) have no glue: built on every first answer.
+  if (!records.some((r) => r.glue)) return { count: records.length, bytes, glueCount: 0, glue: NO_GLUE };
   // Glue is per target name: several SRV records (ports) of one host share one A/AAAA.
   const glue = [
     ...new Map(records.flatMap((r) => r.glue ?? []).map((g) => [g.toString('latin1'), g])).values(),
   ];
   return {
     count: records.length,
-    bytes: records.length === 1 ? records[0].rr : Buffer.concat(records.map((r) => r.rr)),
+    bytes,
     glueCount: glue.length,
     glue: Buffer.concat(glue),
   };
