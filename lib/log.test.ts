@@ -3,6 +3,10 @@ import { describe, expect, it } from 'vitest';
 
 // The logger writes to fd 2 itself, so it is checked in a child process, line by line.
 function logLines(code: string, level = 'debug'): Record<string, unknown>[] {
+  return rawLines(code, level).map((l) => JSON.parse(l));
+}
+
+function rawLines(code: string, level = 'debug'): string[] {
   const logModule = new URL('./log.ts', import.meta.url).href;
   const r = spawnSync(
     process.execPath,
@@ -10,10 +14,7 @@ function logLines(code: string, level = 'debug'): Record<string, unknown>[] {
     { encoding: 'utf8', env: { ...process.env, EDGEMESH_LOG_LEVEL: level } },
   );
   expect(r.status, r.stderr).toBe(0);
-  return r.stderr
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l));
+  return r.stderr.split('\n').filter(Boolean);
 }
 
 describe('createLogger', () => {
@@ -42,5 +43,21 @@ describe('createLogger', () => {
     expect(lines.map((l) => l.msg)).toEqual(['yes', 'yes']);
     expect(logLines(`createLogger('x').error('no')`, 'silent')).toEqual([]);
     expect(() => logLines(`createLogger('x')`, 'loud')).toThrow();
+  });
+
+  it('a msg field is kept in the one msg key, not lost to a second one', () => {
+    const lines = rawLines(`
+      const log = createLogger('gateway');
+      log.warn({ server: 'cloud1', msg: 'node b1 is not registered at cloud1' }, 'tunnel-server error');
+      log.info({ msg: 'alone' });
+      log.info({ msg: { code: 3 } }, 'object');
+    `);
+    for (const line of lines) expect(line.match(/"msg":/g)).toHaveLength(1);
+    expect(lines.map((l) => JSON.parse(l).msg)).toEqual([
+      'tunnel-server error: node b1 is not registered at cloud1',
+      'alone',
+      'object: {"code":3}',
+    ]);
+    expect(JSON.parse(lines[0])).toMatchObject({ server: 'cloud1', level: 40 });
   });
 });

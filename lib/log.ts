@@ -25,6 +25,11 @@ function replacer(_key: string, value: unknown): unknown {
   return value;
 }
 
+function mergeMsg({ msg: field, ...rest }: { msg?: unknown }, msg: string | undefined) {
+  const text = typeof field === 'string' ? field : JSON.stringify(field, replacer);
+  return { obj: rest, msg: msg === undefined ? text : `${msg}: ${text}` };
+}
+
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 function writeLine(line: string): void {
@@ -48,6 +53,9 @@ function makeLogger(threshold: number, bindings: string): Logger {
       let line = `{"level":${level},"time":"${new Date().toISOString()}"${bindings}`;
       if (typeof obj === 'string') msg = obj;
       else {
+        // A `msg` field would be a second "msg" key; pipelines keep only the last, so the
+        // field's text would be lost: it is made part of the one message instead.
+        if (Object.hasOwn(obj, 'msg')) ({ obj, msg } = mergeMsg(obj as { msg?: unknown }, msg));
         const fields = JSON.stringify(obj, replacer);
         if (fields && fields.length > 2) line += `,${fields.slice(1, -1)}`;
       }

@@ -78,8 +78,23 @@ export interface PeerStatus {
   path: RemotePath | undefined;
   rttMs: number | undefined;
   paths: Partial<
-    Record<RemotePath, { rttMs: number | undefined; streams: number; transport: string; upAt: number }>
+    Record<
+      RemotePath,
+      {
+        rttMs: number | undefined;
+        streams: number;
+        transport: string;
+        /** Relay only: the tunnel-server replica carrying it (its name, else its address). */
+        via?: string;
+        upAt: number;
+        bytesIn: number;
+        bytesOut: number;
+      }
+    >
   >;
+  /** Session bytes with this peer since this gateway started, closed paths included. */
+  bytesIn: number;
+  bytesOut: number;
   /** When this gateway first needed the peer (ms epoch): path timings are measured from here. */
   firstUseAt: number | undefined;
   /** When the background search for a direct path runs next (ms epoch), if scheduled. */
@@ -358,7 +373,7 @@ export class TunnelManager implements GatewayTunnelManager {
       if (p && msg.id) {
         this.#pending.delete(msg.id);
         p.reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, `${link.label}: ${msg.message}`));
-      } else this.#log.warn({ server: link.label, msg: msg.message }, 'tunnel-server error');
+      } else this.#log.warn({ server: link.label, reason: msg.message }, 'tunnel-server error');
       return;
     }
     if (msg.t === 'registered') return;
@@ -419,7 +434,12 @@ export class TunnelManager implements GatewayTunnelManager {
 export class Peer {
   readonly name: string;
   readonly #m: TunnelManager;
-  readonly #sessions = new Map<RemotePath, { session: MuxSession; transport: string; upAt: number }>();
+  readonly #sessions = new Map<
+    RemotePath,
+    { session: MuxSession; transport: string; via?: string; upAt: number }
+  >();
+  /** Bytes of this peer's sessions that have closed (status() adds the open ones). */
+  #closedBytes = { in: 0, out: 0 };
   #firstUseAt: number | undefined;
   #connecting: Promise<MuxSession> | undefined;
   #upgrading = false;
@@ -472,7 +492,7 @@ export class Peer {
     return this.#connecting;
   }
 
-  add(kind: RemotePath, session: MuxSession, transport: string): void {
+  add(kind: RemotePath, session: MuxSession, transport: string, via?: string): void {
     if (this.#closed) {
       session.close();
       return;
@@ -482,12 +502,14 @@ export class Peer {
       session.close(); // lost the race to TCP
       return;
     }
-    this.#sessions.set(kind, { session, transport, upAt: Date.now() });
+    this.#sessions.set(kind, { session, transport, via, upAt: Date.now() });
     if (old && old.session !== session) old.session.goAway('replaced by a newer session');
     this.#m.log.info({ peer: this.name, path: kind, transport }, 'tunnel path up');
     this.#m.greet(session);
     this.#m.metrics.paths.inc({ path: kind });
     session.once('close', () => {
+      this.#closedBytes.in += session.bytesIn;
+      this.#closedBytes.out += session.bytesOut;
       if (this.#sessions.get(kind)?.session === session) this.#sessions.delete(kind);
       this.#m.log.info(
         {
@@ -519,7 +541,8 @@ export class Peer {
   async joinRelay(link: ServerLink, msg: Extract<ToGateway, { t: 'relay' }>): Promise<MuxSession> {
     const socket = await dialRelay({ ip: link.address.host, port: link.address.port }, msg.token);
     const session = await this.#m.secure(socket, this.name, msg.role);
-    this.add('relay', session, `tcp via ${link.serverName ?? link.label}`);
+    const via = link.serverName ?? link.label;
+    this.add('relay', session, `tcp via ${via}`, via);
     return session;
   }
 
@@ -637,14 +660,29 @@ export class Peer {
   status(): PeerStatus {
     const best = this.best();
     const paths: PeerStatus['paths'] = {};
-    for (const [kind, { session, transport, upAt }] of this.#sessions) {
-      paths[kind] = { rttMs: session.rttMs, streams: session.streamCount, transport, upAt };
+    let bytesIn = this.#closedBytes.in;
+    let bytesOut = this.#closedBytes.out;
+    for (const [kind, { session, transport, via, upAt }] of this.#sessions) {
+      paths[kind] = {
+        rttMs: session.rttMs,
+        streams: session.streamCount,
+        transport,
+        ...(via === undefined ? {} : { via }),
+        upAt,
+        bytesIn: session.bytesIn,
+        bytesOut: session.bytesOut,
+      };
+      // A session replaced but not yet closed is counted when it closes.
+      bytesIn += session.bytesIn;
+      bytesOut += session.bytesOut;
     }
     return {
       node: this.name,
       path: best ? this.pathOf(best) : undefined,
       rttMs: best?.rttMs,
       paths,
+      bytesIn,
+      bytesOut,
       firstUseAt: this.#firstUseAt,
       nextUpgradeAt: this.nextUpgradeAt,
     };
