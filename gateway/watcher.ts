@@ -179,7 +179,7 @@ export class ClusterWatcher {
     this.#opts.metrics.errors.inc({ code: ErrorCodes.UNAVAILABLE });
     this.#opts.log.warn(
       { kind, error: describeError(err), retryInMs, synced: this.#synced },
-      'API list/watch failed: serving the last catalog and retrying',
+      `API list/watch failed: ${whatIsServed(this.#opts.store.current?.revision, this.#synced)}; retrying`,
     );
   }
 
@@ -208,7 +208,7 @@ export class ClusterWatcher {
       if (!this.#waitingLogged)
         this.#opts.log.warn(
           { kinds: cold.map((k) => k.kind) },
-          'the API looks cold (no default/kubernetes Service yet, or no endpoints): keeping the current catalog until it warms up',
+          `the API looks cold (no default/kubernetes Service yet, or no endpoints): ${whatIsServed(this.#opts.store.current?.revision, false)} until it warms up`,
         );
       this.#waitingLogged = true;
       return;
@@ -262,4 +262,17 @@ export class ClusterWatcher {
     this.#builder.endReuse();
     this.#synced = true;
   }
+}
+
+/**
+ * What the node's pods are served while the API cannot be adopted, for logs: a gateway that
+ * never had a catalog (none persisted, the API never listed) serves nothing, and must not
+ * claim a "last catalog".
+ */
+export function whatIsServed(revision: number | undefined, synced: boolean): string {
+  if (revision === undefined)
+    return 'no catalog yet (none persisted, none listed from the API): nothing to serve';
+  return synced
+    ? `serving the last catalog (revision ${revision})`
+    : `serving the persisted catalog (revision ${revision})`;
 }
