@@ -75,7 +75,9 @@ const PROTOCOLS: readonly Protocol[] = ['TCP', 'UDP', 'SCTP'];
  * Where a value sits in the input: a string (the caller's), or a step below one, made into
  * text only when a check fails. A valid 2 KB service entry has ~150 fields; their path
  * strings, built eagerly, were more than half of what validating it allocated (an on-demand
- * sidecar validates one per first DNS query, with a 1 MB young generation).
+ * sidecar validates one per first DNS query, with a 1 MB young generation). The checks of
+ * single values take their parent's path and their field (a name or an index) apart, and
+ * make the step only to fail.
  */
 type Path = string | PathStep;
 
@@ -93,10 +95,11 @@ class PathStep {
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-/** `path.key`, or `path["key"]` when the key is not an identifier. */
-const sub = (path: Path, key: string): Path => new PathStep(path, key, false);
-/** `path[i]`. */
-const index = (path: Path, i: number): Path => new PathStep(path, i, true);
+/** `path.key` (`path["key"]` when the key is not an identifier), or `path[i]`. */
+const step = (path: Path, field: string | number): Path =>
+  new PathStep(path, field, typeof field === 'number');
+const sub = (path: Path, key: string): Path => step(path, key);
+const index = (path: Path, i: number): Path => step(path, i);
 /** `path["key"]`: a keyed record's entry. */
 const entryPath = (path: Path, key: string): Path => new PathStep(path, key, true);
 
@@ -131,58 +134,72 @@ function array(value: unknown, path: Path, max: number): unknown[] {
   return arr;
 }
 
-function string(value: unknown, path: Path, pattern: RegExp, max: number, what: string): string {
-  if (typeof value !== 'string') fail(path, 'must be a string');
+function string(
+  value: unknown,
+  path: Path,
+  field: string | number,
+  pattern: RegExp,
+  max: number,
+  what: string,
+): string {
+  if (typeof value !== 'string') fail(step(path, field), 'must be a string');
   const s = value as string;
   if (s.length === 0 || s.length > max || !pattern.test(s))
-    fail(path, `must be ${what} (at most ${max} chars)`);
+    fail(step(path, field), `must be ${what} (at most ${max} chars)`);
   return s;
 }
 
-function boolean(value: unknown, path: Path): boolean {
-  if (typeof value !== 'boolean') fail(path, 'must be true or false');
+function boolean(value: unknown, path: Path, field: string | number): boolean {
+  if (typeof value !== 'boolean') fail(step(path, field), 'must be true or false');
   return value as boolean;
 }
 
-function integer(value: unknown, path: Path, min: number, max: number): number {
+function integer(value: unknown, path: Path, field: string | number, min: number, max: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    fail(path, `must be ${min}..${max}`);
+    fail(step(path, field), `must be ${min}..${max}`);
   }
   return value as number;
 }
 
-function oneOf<T extends string>(value: unknown, path: Path, choices: readonly T[]): T {
+function oneOf<T extends string>(
+  value: unknown,
+  path: Path,
+  field: string | number,
+  choices: readonly T[],
+): T {
   if (typeof value !== 'string' || !choices.includes(value as T))
-    fail(path, `must be one of ${choices.join(', ')}`);
+    fail(step(path, field), `must be one of ${choices.join(', ')}`);
   return value as T;
 }
 
 /** Canonical text of an IP address (lib/ip.ts), or undefined. */
 export { canonicalIP };
 
-function ip(value: unknown, path: Path): string {
-  if (typeof value !== 'string' || value.length > 45) fail(path, 'must be an IP address');
+function ip(value: unknown, path: Path, field: string | number): string {
+  if (typeof value !== 'string' || value.length > 45) fail(step(path, field), 'must be an IP address');
   const canonical = canonicalIP(value as string);
-  if (canonical === undefined) fail(path, `must be an IP address, got ${JSON.stringify(value)}`);
+  if (canonical === undefined) fail(step(path, field), `must be an IP address, got ${JSON.stringify(value)}`);
   return canonical as string;
 }
 
-const port = (value: unknown, path: Path) => integer(value, path, 1, 65535);
-const namespaceName = (value: unknown, path: Path) => string(value, path, DNS_LABEL, 63, 'a DNS label');
-const objectName = (value: unknown, path: Path) => string(value, path, DNS_SUBDOMAIN, 253, 'a DNS subdomain');
-const portName = (value: unknown, path: Path) =>
-  value === '' ? '' : string(value, path, PORT_NAME, 63, "a port name or ''");
-const appProtocol = (value: unknown, path: Path) =>
-  string(value, path, APP_PROTOCOL, 256, 'an application protocol name');
+const port = (value: unknown, path: Path, field: string | number) => integer(value, path, field, 1, 65535);
+const namespaceName = (value: unknown, path: Path, field: string | number) =>
+  string(value, path, field, DNS_LABEL, 63, 'a DNS label');
+const objectName = (value: unknown, path: Path, field: string | number) =>
+  string(value, path, field, DNS_SUBDOMAIN, 253, 'a DNS subdomain');
+const portName = (value: unknown, path: Path, field: string | number) =>
+  value === '' ? '' : string(value, path, field, PORT_NAME, 63, "a port name or ''");
+const appProtocol = (value: unknown, path: Path, field: string | number) =>
+  string(value, path, field, APP_PROTOCOL, 256, 'an application protocol name');
 
 function validateServicePort(value: unknown, path: Path): ServicePort {
   const o = fields(value, path, ['name', 'port', 'protocol'], ['appProtocol']);
   const out: ServicePort = {
-    name: portName(o.name, sub(path, 'name')),
-    port: port(o.port, sub(path, 'port')),
-    protocol: oneOf(o.protocol, sub(path, 'protocol'), PROTOCOLS),
+    name: portName(o.name, path, 'name'),
+    port: port(o.port, path, 'port'),
+    protocol: oneOf(o.protocol, path, 'protocol', PROTOCOLS),
   };
-  if (o.appProtocol !== undefined) out.appProtocol = appProtocol(o.appProtocol, sub(path, 'appProtocol'));
+  if (o.appProtocol !== undefined) out.appProtocol = appProtocol(o.appProtocol, path, 'appProtocol');
   return out;
 }
 
@@ -203,11 +220,12 @@ export function validateService(value: unknown, path: Path = 'service'): Service
     ],
     ['externalName', 'hashHeader'],
   );
-  const type = oneOf(o.type, sub(path, 'type'), SERVICE_TYPES);
-  const clusterIPs = array(o.clusterIPs, sub(path, 'clusterIPs'), LIMITS.ipsPerService).map((v, i) =>
-    ip(v, index(sub(path, 'clusterIPs'), i)),
+  const type = oneOf(o.type, path, 'type', SERVICE_TYPES);
+  const clusterIPsPath = sub(path, 'clusterIPs');
+  const clusterIPs = array(o.clusterIPs, clusterIPsPath, LIMITS.ipsPerService).map((v, i) =>
+    ip(v, clusterIPsPath, i),
   );
-  const headless = boolean(o.headless, sub(path, 'headless'));
+  const headless = boolean(o.headless, path, 'headless');
   if (headless && clusterIPs.length > 0)
     fail(sub(path, 'clusterIPs'), 'must be empty for a headless service');
   const portsPath = sub(path, 'ports');
@@ -215,7 +233,7 @@ export function validateService(value: unknown, path: Path = 'service'): Service
     validateServicePort(v, index(portsPath, i)),
   );
   const affinityPath = sub(path, 'sessionAffinity');
-  const affinityType = oneOf(record(o.sessionAffinity, affinityPath).type, sub(affinityPath, 'type'), [
+  const affinityType = oneOf(record(o.sessionAffinity, affinityPath).type, affinityPath, 'type', [
     'None',
     'ClientIP',
   ] as const);
@@ -223,19 +241,19 @@ export function validateService(value: unknown, path: Path = 'service'): Service
   if (affinityType === 'None') fields(o.sessionAffinity, affinityPath, ['type']);
   else {
     const affinity = fields(o.sessionAffinity, affinityPath, ['type', 'timeoutSeconds']);
-    const timeoutSeconds = integer(affinity.timeoutSeconds, sub(affinityPath, 'timeoutSeconds'), 1, 86400);
+    const timeoutSeconds = integer(affinity.timeoutSeconds, affinityPath, 'timeoutSeconds', 1, 86400);
     sessionAffinity = { type: 'ClientIP', timeoutSeconds };
   }
   const out: Service = {
-    namespace: namespaceName(o.namespace, sub(path, 'namespace')),
-    name: namespaceName(o.name, sub(path, 'name')),
+    namespace: namespaceName(o.namespace, path, 'namespace'),
+    name: namespaceName(o.name, path, 'name'),
     type,
     clusterIPs,
     headless,
     ports,
     sessionAffinity,
-    lbPolicy: oneOf<LbPolicy>(o.lbPolicy, sub(path, 'lbPolicy'), LB_POLICIES),
-    publishNotReadyAddresses: boolean(o.publishNotReadyAddresses, sub(path, 'publishNotReadyAddresses')),
+    lbPolicy: oneOf<LbPolicy>(o.lbPolicy, path, 'lbPolicy', LB_POLICIES),
+    publishNotReadyAddresses: boolean(o.publishNotReadyAddresses, path, 'publishNotReadyAddresses'),
   };
   if (type === 'ExternalName') {
     if (o.externalName === undefined)
@@ -245,10 +263,10 @@ export function validateService(value: unknown, path: Path = 'service'): Service
   if (o.externalName !== undefined) {
     if (type !== 'ExternalName')
       fail(sub(path, 'externalName'), 'is only allowed on an ExternalName service');
-    out.externalName = string(o.externalName, sub(path, 'externalName'), DNS_NAME, 253, 'a DNS name');
+    out.externalName = string(o.externalName, path, 'externalName', DNS_NAME, 253, 'a DNS name');
   }
   if (o.hashHeader !== undefined) {
-    out.hashHeader = string(o.hashHeader, sub(path, 'hashHeader'), HEADER_NAME, 128, 'an HTTP header name');
+    out.hashHeader = string(o.hashHeader, path, 'hashHeader', HEADER_NAME, 128, 'an HTTP header name');
   }
   return out;
 }
@@ -266,18 +284,18 @@ export function validateEndpoint(value: unknown, path: Path = 'endpoint'): Endpo
   );
   const portsPath = sub(path, 'ports');
   const out: Endpoint = {
-    ip: ip(o.ip, sub(path, 'ip')),
-    ready: boolean(o.ready, sub(path, 'ready')),
-    serving: boolean(o.serving, sub(path, 'serving')),
-    terminating: boolean(o.terminating, sub(path, 'terminating')),
+    ip: ip(o.ip, path, 'ip'),
+    ready: boolean(o.ready, path, 'ready'),
+    serving: boolean(o.serving, path, 'serving'),
+    terminating: boolean(o.terminating, path, 'terminating'),
     ports: array(o.ports, portsPath, LIMITS.portsPerEndpoint).map((v, i) =>
       validateEndpointPort(v, index(portsPath, i)),
     ),
   };
   if (o.hostname !== undefined)
-    out.hostname = string(o.hostname, sub(path, 'hostname'), DNS_LABEL, 63, 'a DNS label');
-  if (o.nodeName !== undefined) out.nodeName = objectName(o.nodeName, sub(path, 'nodeName'));
-  if (o.podName !== undefined) out.podName = objectName(o.podName, sub(path, 'podName'));
+    out.hostname = string(o.hostname, path, 'hostname', DNS_LABEL, 63, 'a DNS label');
+  if (o.nodeName !== undefined) out.nodeName = objectName(o.nodeName, path, 'nodeName');
+  if (o.podName !== undefined) out.podName = objectName(o.podName, path, 'podName');
   return out;
 }
 
@@ -295,10 +313,10 @@ export function validateServiceEntry(value: unknown, path: Path = 'entry'): Serv
 export function validatePod(value: unknown, path: Path = 'pod'): PodInfo {
   const o = fields(value, path, ['ip', 'namespace', 'name', 'nodeName']);
   return {
-    ip: ip(o.ip, sub(path, 'ip')),
-    namespace: namespaceName(o.namespace, sub(path, 'namespace')),
-    name: objectName(o.name, sub(path, 'name')),
-    nodeName: objectName(o.nodeName, sub(path, 'nodeName')),
+    ip: ip(o.ip, path, 'ip'),
+    namespace: namespaceName(o.namespace, path, 'namespace'),
+    name: objectName(o.name, path, 'name'),
+    nodeName: objectName(o.nodeName, path, 'nodeName'),
   };
 }
 
@@ -306,16 +324,16 @@ export function validateNode(value: unknown, path: Path = 'node'): NodeInfo {
   const o = fields(value, path, ['name', 'addresses']);
   const addressesPath = sub(path, 'addresses');
   return {
-    name: objectName(o.name, sub(path, 'name')),
+    name: objectName(o.name, path, 'name'),
     addresses: array(o.addresses, addressesPath, LIMITS.addressesPerNode).map((v, i) =>
-      ip(v, index(addressesPath, i)),
+      ip(v, addressesPath, i),
     ),
   };
 }
 
 export function validateNamespace(value: unknown, path: Path = 'namespace'): NamespaceInfo {
   const o = fields(value, path, ['name']);
-  return { name: namespaceName(o.name, sub(path, 'name')) };
+  return { name: namespaceName(o.name, path, 'name') };
 }
 
 function keyedRecord<T>(
@@ -341,7 +359,8 @@ function keyedRecord<T>(
   return out;
 }
 
-const revision = (value: unknown, path: Path) => integer(value, path, 0, Number.MAX_SAFE_INTEGER);
+const revision = (value: unknown, path: Path, field: string | number) =>
+  integer(value, path, field, 0, Number.MAX_SAFE_INTEGER);
 
 export function validateCatalog(value: unknown, path: Path = ''): Catalog {
   const o = fields(
@@ -354,8 +373,8 @@ export function validateCatalog(value: unknown, path: Path = ''): Catalog {
     fail(sub(path, 'format'), `must be ${CATALOG_FORMAT} (catalog format version)`);
   return {
     format: CATALOG_FORMAT,
-    revision: revision(o.revision, sub(path, 'revision')),
-    clusterDomain: string(o.clusterDomain, sub(path, 'clusterDomain'), DNS_NAME, 253, 'a DNS name').replace(
+    revision: revision(o.revision, path, 'revision'),
+    clusterDomain: string(o.clusterDomain, path, 'clusterDomain', DNS_NAME, 253, 'a DNS name').replace(
       /\.$/,
       '',
     ),
@@ -400,7 +419,7 @@ export function validateCatalog(value: unknown, path: Path = ''): Catalog {
 
 /** Validates one catalog update (a feed line after JSON parsing). */
 export function validateUpdate(value: unknown, path: Path = ''): CatalogUpdate {
-  const type = oneOf(record(value, path).type, sub(path, 'type'), [
+  const type = oneOf(record(value, path).type, path, 'type', [
     'snapshot',
     'service',
     'pod',
@@ -414,33 +433,33 @@ export function validateUpdate(value: unknown, path: Path = ''): CatalogUpdate {
     }
     case 'service': {
       const o = fields(value, path, ['type', 'revision', 'key', 'entry']);
-      const key = string(o.key, sub(path, 'key'), /^[a-z0-9-]+\/[a-z0-9-]+$/, 127, '"<namespace>/<name>"');
+      const key = string(o.key, path, 'key', /^[a-z0-9-]+\/[a-z0-9-]+$/, 127, '"<namespace>/<name>"');
       const entry = o.entry === null ? null : validateServiceEntry(o.entry, sub(path, 'entry'));
       if (entry && serviceKey(entry.service.namespace, entry.service.name) !== key) {
         fail(sub(path, 'key'), 'must be "<namespace>/<name>" of the entry\'s service');
       }
-      return { type, revision: revision(o.revision, sub(path, 'revision')), key, entry };
+      return { type, revision: revision(o.revision, path, 'revision'), key, entry };
     }
     case 'pod': {
       const o = fields(value, path, ['type', 'revision', 'ip', 'pod']);
-      const podIp = ip(o.ip, sub(path, 'ip'));
+      const podIp = ip(o.ip, path, 'ip');
       const pod = o.pod === null ? null : validatePod(o.pod, sub(path, 'pod'));
       if (pod && pod.ip !== podIp) fail(sub(path, 'ip'), "must equal the pod's ip");
-      return { type, revision: revision(o.revision, sub(path, 'revision')), ip: podIp, pod };
+      return { type, revision: revision(o.revision, path, 'revision'), ip: podIp, pod };
     }
     case 'node': {
       const o = fields(value, path, ['type', 'revision', 'name', 'node']);
-      const name = objectName(o.name, sub(path, 'name'));
+      const name = objectName(o.name, path, 'name');
       const node = o.node === null ? null : validateNode(o.node, sub(path, 'node'));
       if (node && node.name !== name) fail(sub(path, 'name'), "must equal the node's name");
-      return { type, revision: revision(o.revision, sub(path, 'revision')), name, node };
+      return { type, revision: revision(o.revision, path, 'revision'), name, node };
     }
     case 'namespace': {
       const o = fields(value, path, ['type', 'revision', 'name', 'namespace']);
-      const name = namespaceName(o.name, sub(path, 'name'));
+      const name = namespaceName(o.name, path, 'name');
       const namespace = o.namespace === null ? null : validateNamespace(o.namespace, sub(path, 'namespace'));
       if (namespace && namespace.name !== name) fail(sub(path, 'name'), "must equal the namespace's name");
-      return { type, revision: revision(o.revision, sub(path, 'revision')), name, namespace };
+      return { type, revision: revision(o.revision, path, 'revision'), name, namespace };
     }
   }
 }
