@@ -1,5 +1,12 @@
-import { generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
+import {
+  createPrivateKey,
+  generateKeyPairSync,
+  type KeyObject,
+  randomBytes,
+  X509Certificate,
+} from 'node:crypto';
 import forge from 'node-forge';
+import { configError } from './errors.ts';
 
 /**
  * Certificate basics shared by the webhook's TLS bootstrap and the tunnel's mesh CA.
@@ -14,6 +21,35 @@ export interface CertificateAuthority {
 export function generateKeyPem(): string {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   return privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
+}
+
+/**
+ * Why `keyPem` cannot be the mesh CA's key, or undefined when it can. node-forge signs only
+ * with RSA, and its own error for an EC key ("ASN.1 object does not contain an RSAPrivateKey")
+ * names neither the file nor what to do. EC P-256 would mean building certificates without
+ * forge; until then it is refused here, at start, with the way out.
+ */
+export function caKeyProblem(keyPem: string): string | undefined {
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch (err) {
+    return `not a readable PEM private key (${(err as Error).message})`;
+  }
+  if (key.asymmetricKeyType === 'rsa') return undefined;
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  return (
+    `is an ${String(key.asymmetricKeyType).toUpperCase()}${curve ? ` ${curve}` : ''} key, but the mesh CA must be RSA ` +
+    '(its certificates are signed with node-forge, which signs only with RSA): ' +
+    'let edgemesh webhook-tls create the CA, or make an RSA key (openssl genrsa 2048)'
+  );
+}
+
+/** `keyPem` when it can sign as the mesh CA; else a config error naming `where` (flag and file). */
+export function checkedCaKey(keyPem: string, where: string): string {
+  const problem = caKeyProblem(keyPem);
+  if (problem) throw configError(`${where}: ${problem}`);
+  return keyPem;
 }
 
 /** A positive 128-bit serial number (leading bit cleared keeps the DER integer positive). */

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { checkedCaKey } from '../lib/certs.ts';
 import { defineCommand, readPem } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
@@ -69,7 +70,10 @@ export const signerCommand = defineCommand(
     for (const h of opts['metrics-host'])
       if (!isIP(h)) throw configError(`--metrics-host: ${JSON.stringify(h)} is not an IP address`);
     const log = createLogger('signer');
-    const ca = { certPem: readPem('ca-cert', opts['ca-cert']), keyPem: readPem('ca-key', opts['ca-key']) };
+    const ca = {
+      certPem: readPem('ca-cert', opts['ca-cert']),
+      keyPem: checkedCaKey(readPem('ca-key', opts['ca-key']), `--ca-key ${opts['ca-key']}`),
+    };
     const { KubeConfig } = await import('@kubernetes/client-node');
     const kc = new KubeConfig();
     if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);

@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { certificateValidity } from '../lib/certs.ts';
+import { certificateValidity, checkedCaKey } from '../lib/certs.ts';
 import { defineCommand, readPem } from '../lib/cli.ts';
 import { configError, describeError, type EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
@@ -188,7 +188,8 @@ export const tunnelServerCommand = defineCommand(
       signIdentity = (csrPem, id, seconds) => csrApi.request(csrPem, id, seconds);
       signedBy = 'the edgemesh signer, through the Kubernetes CSR API';
     } else {
-      const ca = { certPem: caPem, keyPem: readPem('ca-key', opts['ca-key']) };
+      const keyPem = checkedCaKey(readPem('ca-key', opts['ca-key']), `--ca-key ${opts['ca-key']}`);
+      const ca = { certPem: caPem, keyPem };
       signIdentity = async (csrPem, id, seconds) => signCsr(ca, csrPem, id, { days: seconds / 86_400 });
       signedBy = `the mesh CA ${opts['ca-cert']}`;
     }

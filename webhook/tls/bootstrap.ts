@@ -5,7 +5,7 @@ import {
   type KubeConfig,
   type V1Secret,
 } from '@kubernetes/client-node';
-import { createCa as createMeshCa } from '../../lib/certs.ts';
+import { checkedCaKey, createCa as createMeshCa } from '../../lib/certs.ts';
 import { EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import {
@@ -265,6 +265,8 @@ async function ensureMeshCa(
   let result: 'created' | 'unchanged' = 'unchanged';
   let certPem: string;
   if (existing?.data?.['ca.crt'] && existing.data['ca.key']) {
+    // Checked here, at install, not first when the signer cannot start.
+    checkedCaKey(unb64(existing.data['ca.key']) as string, `${what} ca.key`);
     certPem = unb64(existing.data['ca.crt']) as string;
   } else {
     const ca = createMeshCa('edgemesh mesh CA');
