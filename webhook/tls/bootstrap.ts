@@ -85,18 +85,27 @@ async function step<T>(what: string, call: () => Promise<T>): Promise<T> {
       // A request that got no answer ("fetch failed"): say why (the CLI adds which server).
       throw new EdgemeshError(ErrorCodes.UNAVAILABLE, `${what}: ${connectionCause(err)}`);
     }
-    let message = String(err.body);
-    try {
-      message = (typeof err.body === 'string' ? JSON.parse(err.body) : err.body).message ?? message;
-    } catch {
-      // body was not JSON: keep it as text
-    }
-    const hint =
-      err.code === 404 && /namespaces/.test(message)
-        ? ' (apply the manifests first: kubectl apply -k manifests)'
-        : '';
-    throw new EdgemeshError(ErrorCodes.UNAVAILABLE, `${what}: HTTP ${err.code}: ${message}${hint}`);
+    throw new EdgemeshError(ErrorCodes.UNAVAILABLE, `${what}: ${apiErrorText(err.code, err.body)}`);
   }
+}
+
+/** An API server's refusal: the status, what it means for this command, and the API's words. */
+export function apiErrorText(code: number, body: unknown): string {
+  let message = String(body);
+  try {
+    message = (typeof body === 'string' ? JSON.parse(body) : body).message ?? message;
+  } catch {
+    // body was not JSON: keep it as text
+  }
+  if (code === 401)
+    return `HTTP 401: the API server refused the credentials (expired token or certificate?): ${message}`;
+  if (code === 403)
+    return `HTTP 403: forbidden: ${message} (webhook-tls needs get/create/update on Secrets and ConfigMaps in the namespace and get/update on the MutatingWebhookConfiguration)`;
+  const hint =
+    code === 404 && /namespaces/.test(message)
+      ? ' (apply the manifests first: kubectl apply -k manifests)'
+      : '';
+  return `HTTP ${code}: ${message}${hint}`;
 }
 
 /** Why a request got no answer: fetch's "fetch failed" hides the socket or TLS error in `cause`. */

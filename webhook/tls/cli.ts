@@ -62,9 +62,26 @@ export const webhookTlsCommand = defineCommand(
     const log = createLogger('webhook-tls');
     const source = kubeconfigSource(opts.kubeconfig);
     const kc = new KubeConfig();
-    if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
-    else kc.loadFromDefault();
-    if (opts.context) kc.setCurrentContext(opts.context);
+    try {
+      if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
+      else kc.loadFromDefault();
+    } catch (err) {
+      throw configError(`cannot load the kubeconfig from ${source}: ${(err as Error).message}`);
+    }
+    if (opts.context) {
+      if (!kc.getContexts().some((c) => c.name === opts.context))
+        throw configError(
+          `--context: ${JSON.stringify(opts.context)} is not in the kubeconfig from ${source} (contexts: ${kc
+            .getContexts()
+            .map((c) => c.name)
+            .join(', ')})`,
+        );
+      kc.setCurrentContext(opts.context);
+    }
+    if (!kc.getCurrentCluster())
+      throw configError(
+        `the kubeconfig from ${source} names no cluster for context ${kc.getCurrentContext() || '(none)'}`,
+      );
     const where = `API server ${kc.getCurrentCluster()?.server ?? '(none)'} from ${source}, context ${kc.getCurrentContext() || '(none)'}`;
     const result = await bootstrapTls(
       kc,
