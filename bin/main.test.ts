@@ -22,6 +22,7 @@ describe('edgemesh CLI', () => {
       'tunnel-server',
       'signer',
       'version',
+      'status',
     ];
     for (const name of names) {
       expect(top.stdout).toContain(`  ${name} `);

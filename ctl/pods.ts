@@ -17,6 +17,10 @@ export interface PodSummary {
   /** Empty while unscheduled. */
   node: string;
   labels: Readonly<Record<string, string>>;
+  annotations: Readonly<Record<string, string>>;
+  /** The controller that made it (ReplicaSet, StatefulSet, DaemonSet, Job, …), if any. */
+  owner: { kind: string; name: string } | undefined;
+  hostNetwork: boolean;
   containers: ContainerImage[];
   initContainers: ContainerImage[];
   /** The Ready condition is True. */
@@ -60,11 +64,22 @@ export function podSummary(item: unknown, where: string): PodSummary {
   if (isRecord(meta.labels))
     for (const [k, v] of Object.entries(meta.labels)) if (typeof v === 'string') labels[k] = v;
   const conditions = Array.isArray(status.conditions) ? status.conditions : [];
+  const annotations: Record<string, string> = {};
+  if (isRecord(meta.annotations))
+    for (const [k, v] of Object.entries(meta.annotations)) if (typeof v === 'string') annotations[k] = v;
+  const refs = Array.isArray(meta.ownerReferences) ? meta.ownerReferences.filter(isRecord) : [];
+  const ref = refs.find((r) => r.controller === true) ?? refs[0];
   return {
     namespace: meta.namespace,
     name: meta.name,
     node: typeof spec.nodeName === 'string' ? spec.nodeName : '',
     labels,
+    annotations,
+    owner:
+      ref && typeof ref.kind === 'string' && typeof ref.name === 'string'
+        ? { kind: ref.kind, name: ref.name }
+        : undefined,
+    hostNetwork: spec.hostNetwork === true,
     containers: containers(spec.containers, `${at} spec.containers`),
     initContainers: containers(spec.initContainers, `${at} spec.initContainers`),
     ready: conditions.some((c) => isRecord(c) && c.type === 'Ready' && c.status === 'True'),

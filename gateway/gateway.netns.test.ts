@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseGatewayStatus } from '../lib/gateway-status.ts';
 import { createCA, issueIdentity } from '../lib/tunnel/identity.ts';
 import { NetnsLab, waitFor } from '../test/harness/netns.ts';
 import { loadCatalog } from './persist.ts';
@@ -112,6 +113,52 @@ describe('edgemesh gateway (process in a node namespace, API down)', () => {
     expect(buildInfo).toMatch(/version="\d+\.\d+\.\d+[^"]*",commit="unknown",node_version="v24\.[^"]+"/);
   });
 
+  // Issue 17 item 3: `edgemesh status` reads /status on the same listener as /ready.
+  it('serves /status as JSON beside /ready, on the node address and on loopback', async () => {
+    const r = await lab.exec(podNs, [
+      'curl',
+      '-sS',
+      '--max-time',
+      '5',
+      '-w',
+      '\n%{http_code} %{content_type}',
+      `http://${NODE_IP}:15090/status`,
+    ]);
+    const [body, meta] = [
+      r.stdout.slice(0, r.stdout.lastIndexOf('\n')),
+      r.stdout.slice(r.stdout.lastIndexOf('\n') + 1),
+    ];
+    expect(meta).toBe('200 application/json');
+    const doc = parseGatewayStatus(JSON.parse(body), 'gateway /status');
+    expect(doc).toMatchObject({
+      node: 'edge-n',
+      ready: true,
+      readiness: 'ready',
+      tunnel: { state: 'off', servers: [], listenPort: null },
+      peers: [],
+      omittedPeers: 0,
+    });
+    expect(Math.abs(doc.now - Date.now())).toBeLessThan(60_000);
+    // Only GET: nothing else is routed there.
+    const post = await lab.exec(podNs, [
+      'curl',
+      '-sS',
+      '--max-time',
+      '5',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      '-X',
+      'POST',
+      `http://${NODE_IP}:15090/status`,
+    ]);
+    expect(post.stdout).toBe('404');
+    // Loopback on the node answers too (for `curl` on an edge node the API server cannot reach).
+    const local = await lab.exec(nodeNs, ['curl', '-sS', '--max-time', '5', 'http://127.0.0.1:15090/status']);
+    expect(parseGatewayStatus(JSON.parse(local.stdout), 'loopback /status').node).toBe('edge-n');
+  });
+
   // Issue 17 item 4: beside it, two gateways with a tunnel. One cannot reach any tunnel-server
   // (the cloud is away) and has no node certificate yet: Ready, serving its node, the cause in
   // /ready and the state metric. One has an unreadable mesh CA: not Ready, naming the file.
@@ -174,6 +221,16 @@ describe('edgemesh gateway (process in a node namespace, API down)', () => {
         'gateway 1 reporting the unreachable tunnel-server',
       );
       expect(offline.split('\n')[0]).toBe('ready');
+      // /status says the same: the tunnel not running yet, the server it tries, no peers.
+      const offlineStatus = parseGatewayStatus(
+        JSON.parse((await get(15091, '/status')).stdout.replace(/\n\d+$/, '')),
+        'gw 1',
+      );
+      expect(offlineStatus).toMatchObject({
+        ready: true,
+        tunnel: { state: 'unreachable', servers: [] },
+        peers: [],
+      });
       expect(offline).toMatch(/\n200$/);
       expect(offline).toContain('127.0.0.1:9');
       expect((await get(15091, '/metrics')).stdout).toMatch(
@@ -189,6 +246,16 @@ describe('edgemesh gateway (process in a node namespace, API down)', () => {
         'gateway 2 not ready',
       );
       expect(broken).toMatch(/\n503$/);
+      // /status answers 200 (it is a report, not a probe) and carries the same verdict.
+      const brokenStatus = await get(15092, '/status');
+      expect(brokenStatus.stdout).toMatch(/\n200$/);
+      expect(parseGatewayStatus(JSON.parse(brokenStatus.stdout.replace(/\n\d+$/, '')), 'gw 2')).toMatchObject(
+        {
+          ready: false,
+          readiness: broken.split('\n')[0],
+          tunnel: { state: 'config' },
+        },
+      );
       expect(broken.split('\n')[0]).toContain(`tunnel cannot start (this node's configuration, since `);
       expect(broken).toContain(`cannot read the mesh CA certificate ${join(caDir, 'missing.crt')}`);
       expect((await get(15092, '/metrics')).stdout).toMatch(
@@ -206,6 +273,15 @@ describe('edgemesh gateway (process in a node namespace, API down)', () => {
       );
       expect(running).toMatch(/^ready\n/);
       expect(running).toContain('no tunnel-server reachable now (of 1)');
+      const runningStatus = parseGatewayStatus(
+        JSON.parse((await get(15093, '/status')).stdout.replace(/\n\d+$/, '')),
+        'gw 3',
+      );
+      expect(runningStatus.tunnel).toMatchObject({
+        state: 'running',
+        listenPort: 20009,
+        servers: [{ address: '127.0.0.1:9', up: false, name: null, observed: null }],
+      });
       expect((await get(15093, '/metrics')).stdout).toMatch(
         /^edgemesh_gateway_tunnel_state\{state="running"[^}]*\} 1$/m,
       );

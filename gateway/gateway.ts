@@ -20,6 +20,7 @@ import { CatalogPersister, loadCatalog } from './persist.ts';
 import { PodMoves, podIdentity, podMovesMessage, receivePodMoves } from './pod-moves.ts';
 import { readinessAnswer } from './readiness.ts';
 import { startSidecarServer } from './server.ts';
+import { gatewayStatus } from './status.ts';
 import { InProcessTunnel, LocalDialer, type TunnelFactory, type TunnelManager } from './streams.ts';
 import { ClusterWatcher, type EndpointsSource } from './watcher.ts';
 
@@ -142,18 +143,33 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   );
   let metricsServer: { close(): void } | undefined;
   if (opts.metricsPort !== undefined) {
+    const ready = () =>
+      readinessAnswer({
+        synced: store.synced,
+        revision: store.current?.revision,
+        tunnel: tunnel?.readiness?.(),
+      });
     metricsServer = await serveMetricsOn(
       registry,
       opts.metricsHosts ?? defaultMetricsHosts([opts.listenHost]),
       {
         port: opts.metricsPort,
         routes: {
-          '/ready': () =>
-            readinessAnswer({
-              synced: store.synced,
-              revision: store.current?.revision,
-              tunnel: tunnel?.readiness?.(),
-            }),
+          '/ready': ready,
+          // `edgemesh status` (status.ts): on this listener only, so reachable where /ready is.
+          '/status': () => ({
+            status: 200,
+            type: 'application/json',
+            body: `${JSON.stringify(
+              gatewayStatus({
+                node: opts.nodeName,
+                now: Date.now(),
+                ready: ready(),
+                readiness: tunnel?.readiness?.(),
+                tunnel: tunnel?.status?.(),
+              }),
+            )}\n`,
+          }),
         },
       },
     );

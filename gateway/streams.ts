@@ -10,6 +10,7 @@ import { canonicalIP } from '../lib/catalog/validate.ts';
 import { EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import type { PathKind } from '../lib/gateway-protocol.ts';
 import { isLocalPodEndpoint } from './local-endpoint.ts';
+import type { TunnelStatus } from './tunnel/manager.ts';
 
 export interface StreamTarget {
   ip: string;
@@ -32,6 +33,8 @@ export interface TunnelManager {
   close?(): Promise<void>;
   /** Whether the tunnel counts against the gateway's readiness (/ready), if it can tell. */
   readiness?(): TunnelReadiness;
+  /** Peers and paths for /status (status.ts); undefined until the tunnel runs. */
+  status?(): TunnelStatus | undefined;
 }
 
 /**

@@ -89,13 +89,20 @@ export function buildInfoMetric(registry: Registry, info = buildInfo()): void {
   }).set({ version: info.version, commit, node_version: info.nodeVersion }, 1);
 }
 
+/** An extra route's answer; `type` defaults to text/plain (`/status` answers JSON). */
+export interface RouteAnswer {
+  status: number;
+  body: string;
+  type?: string;
+}
+
 /**
  * A tiny plain-HTTP server for `/metrics` (and optional extra GET routes such as `/ready`),
  * used by parts that have no HTTP framework of their own (sidecar, gateway, tunnel-server).
  */
 export function serveMetrics(
   registry: Registry,
-  opts: { port: number; host?: string; routes?: Record<string, () => { status: number; body: string }> },
+  opts: { port: number; host?: string; routes?: Record<string, () => RouteAnswer> },
 ): Promise<Server> {
   const server = http.createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -106,8 +113,8 @@ export function serveMetrics(
     }
     const route = req.method === 'GET' ? opts.routes?.[path] : undefined;
     if (route) {
-      const { status, body } = route();
-      res.writeHead(status, { 'content-type': 'text/plain' });
+      const { status, body, type } = route();
+      res.writeHead(status, { 'content-type': type ?? 'text/plain' });
       res.end(body);
       return;
     }
@@ -136,7 +143,7 @@ export function defaultMetricsHosts(candidates: readonly (string | undefined)[])
 export async function serveMetricsOn(
   registry: Registry,
   hosts: readonly string[],
-  opts: { port: number; routes?: Record<string, () => { status: number; body: string }> },
+  opts: { port: number; routes?: Record<string, () => RouteAnswer> },
 ): Promise<{ close(): void }> {
   const servers: Server[] = [];
   try {

@@ -32,8 +32,8 @@ export interface RequestAuth {
 export class ApiError extends Error {
   readonly url: string;
   readonly status: number | undefined;
-  constructor(url: string, cause: string, status?: number) {
-    super(`GET ${url}: ${cause}`);
+  constructor(url: string, cause: string, status?: number, method = 'GET') {
+    super(`${method} ${url}: ${cause}`);
     this.name = 'ApiError';
     this.url = url;
     this.status = status;
@@ -72,6 +72,32 @@ export class ApiClient {
       return JSON.parse(body);
     } catch {
       throw new ApiError(url, `HTTP ${res.statusCode}: the body is not JSON (${body.slice(0, 80)}…)`);
+    }
+  }
+
+  /**
+   * One request with a bounded text body (operator commands: SelfSubjectAccessReviews, dry-run
+   * creates, a gateway's /status through pods/proxy). Non-2xx answers reject with an ApiError
+   * carrying the status and the API's Status message.
+   */
+  async send(
+    method: 'GET' | 'POST',
+    path: string,
+    opts: { body?: unknown; signal?: AbortSignal; maxBytes?: number; accept?: string } = {},
+  ): Promise<{ status: number; text: string; contentType: string }> {
+    const url = this.server + path;
+    const res = await this.#request(path, opts.signal, false, method, opts.body, opts.accept);
+    const text = await readBody(res, opts.maxBytes ?? MAX_LIST_BODY, url);
+    return { status: res.statusCode ?? 0, text, contentType: String(res.headers['content-type'] ?? '') };
+  }
+
+  /** POST `body` as JSON to `path` and parse the JSON answer. */
+  async postJSON(path: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
+    const { status, text } = await this.send('POST', path, { body, signal, maxBytes: MAX_ERROR_BODY * 16 });
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new ApiError(this.server + path, `HTTP ${status}: the body is not JSON`, status, 'POST');
     }
   }
 
@@ -120,22 +146,36 @@ export class ApiClient {
     this.#agent.destroy();
   }
 
-  async #request(path: string, signal?: AbortSignal, streaming = false): Promise<http.IncomingMessage> {
+  async #request(
+    path: string,
+    signal?: AbortSignal,
+    streaming = false,
+    method: 'GET' | 'POST' = 'GET',
+    body?: unknown,
+    accept = 'application/json',
+  ): Promise<http.IncomingMessage> {
     const url = this.server + path;
     let auth: RequestAuth;
     try {
       auth = await this.#auth();
     } catch (err) {
-      throw new ApiError(url, `credentials: ${(err as Error).message}`);
+      throw new ApiError(url, `credentials: ${(err as Error).message}`, undefined, method);
     }
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const target = new URL(url);
     const lib = target.protocol === 'https:' ? https : http;
     return new Promise((resolve, reject) => {
       const req = lib.request(target, {
-        method: 'GET',
+        method,
         agent: this.#agent,
         signal,
-        headers: { Accept: 'application/json', ...auth.headers },
+        headers: {
+          Accept: accept,
+          ...(payload
+            ? { 'Content-Type': 'application/json', 'Content-Length': String(payload.length) }
+            : {}),
+          ...auth.headers,
+        },
         ...(target.protocol === 'https:'
           ? {
               ca: auth.ca,
@@ -148,7 +188,9 @@ export class ApiClient {
       });
       // Until the response starts; a watch then runs as long as the reflector lets it.
       req.setTimeout(RESPONSE_TIMEOUT_MS, () =>
-        req.destroy(new ApiError(url, `no response within ${RESPONSE_TIMEOUT_MS / 1000} s`)),
+        req.destroy(
+          new ApiError(url, `no response within ${RESPONSE_TIMEOUT_MS / 1000} s`, undefined, method),
+        ),
       );
       req.on('response', (res) => {
         if (streaming) req.setTimeout(0);
@@ -158,12 +200,14 @@ export class ApiClient {
           return;
         }
         readBody(res, MAX_ERROR_BODY, url, true).then(
-          (body) => reject(new ApiError(url, `HTTP ${status}${statusMessage(body)}`, status)),
+          (text) => reject(new ApiError(url, `HTTP ${status}${statusMessage(text)}`, status, method)),
           reject,
         );
       });
-      req.on('error', (err) => reject(err instanceof ApiError ? err : new ApiError(url, cause(err))));
-      req.end();
+      req.on('error', (err) =>
+        reject(err instanceof ApiError ? err : new ApiError(url, cause(err), undefined, method)),
+      );
+      req.end(payload);
     });
   }
 }

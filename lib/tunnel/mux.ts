@@ -109,6 +109,12 @@ export class MuxSession extends EventEmitter<{
   #goingAway = false;
   /** Latest measured round trip in ms (undefined until the first PONG). */
   rttMs: number | undefined;
+  /**
+   * Bytes of frames received from / handed to the socket (headers and payload, inside the
+   * peer TLS: what the streams and control carried, without TLS overhead). `edgemesh status`.
+   */
+  bytesIn = 0;
+  bytesOut = 0;
   closeError: Error | undefined;
 
   constructor(socket: Duplex, opts: SessionOptions) {
@@ -250,6 +256,7 @@ export class MuxSession extends EventEmitter<{
   send(frame: Frame): void {
     if (this.#closed) return;
     const bytes = encodeFrame(frame);
+    this.bytesOut += bytes.length;
     if (this.#batch) {
       this.#batch.push(bytes);
       this.#batchBytes += bytes.length;
@@ -276,7 +283,9 @@ export class MuxSession extends EventEmitter<{
     if (this.#closed) return false;
     // Two writes under cork go out as one writev: no copy of the payload.
     this.socket.cork();
-    this.socket.write(dataHeader(id, data.length));
+    const header = dataHeader(id, data.length);
+    this.bytesOut += header.length + data.length;
+    this.socket.write(header);
     this.socket.write(data);
     this.socket.uncork();
     this.#checkQueue();
@@ -316,6 +325,7 @@ export class MuxSession extends EventEmitter<{
 
   #onData(chunk: Buffer): void {
     this.#lastRx = Date.now();
+    this.bytesIn += chunk.length;
     let frames: Frame[];
     try {
       frames = this.#decoder.push(chunk);

@@ -1,0 +1,110 @@
+/**
+ * `edgemesh status`'s text (`-o json` prints the NodeStatus list itself): per node, the
+ * gateway's readiness and tunnel-servers, then each peer with its path, round trip, streams,
+ * bytes and how long the path has been up, as `tailscale status` lists peers. Pure: times are
+ * told against the gateway's own clock (`now` in its document), so clock skew between the
+ * operator's machine and the node changes nothing; golden tests in status.test.ts.
+ */
+import type { GatewayStatus, PeerEntry } from '../lib/gateway-status.ts';
+import type { NodeStatus } from './status-read.ts';
+import { table } from './version-format.ts';
+
+/** 42s, 12m3s, 3h12m, 2d4h. */
+export function duration(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${s % 60 ? `${s % 60}s` : ''}`;
+  if (s < 86_400)
+    return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60) ? `${Math.floor((s % 3600) / 60)}m` : ''}`;
+  return `${Math.floor(s / 86_400)}d${Math.floor((s % 86_400) / 3600) ? `${Math.floor((s % 86_400) / 3600)}h` : ''}`;
+}
+
+/** 0 B, 812 B, 1.2 KiB, 340 MiB, 2.0 GiB. */
+export function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${v} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
+}
+
+const rtt = (ms: number | null) =>
+  ms === null ? '-' : ms < 10 ? `${ms.toFixed(2)} ms` : `${ms.toFixed(1)} ms`;
+
+/** The path in words: direct, punched TCP, punched UDP, relay via NAME. */
+export function pathWords(p: PeerEntry): string {
+  const cur = p.paths.find((x) => x.path === p.path);
+  if (!p.path || !cur) return 'none';
+  if (p.path === 'relay') return `relay via ${cur.via ?? cur.transport.replace(/^tcp via /, '')}`;
+  if (p.path === 'punched') return `punched ${cur.transport.toUpperCase()}`;
+  return 'direct';
+}
+
+function peerRow(p: PeerEntry, now: number): string[] {
+  const cur = p.paths.find((x) => x.path === p.path);
+  const streams = p.paths.reduce((n, x) => n + x.streams, 0);
+  const notes: string[] = [];
+  if (p.path === 'relay' && p.nextUpgradeAt !== null)
+    notes.push(`next direct-path try in ${duration(p.nextUpgradeAt - now)}`);
+  if (!p.path) notes.push(p.firstUseAt === null ? 'never used' : 'no path up: the next stream sets one up');
+  const draining = p.paths.filter((x) => x.path !== p.path).map((x) => x.path);
+  if (draining.length > 0) notes.push(`also ${draining.join(', ')} (finishing its streams)`);
+  return [
+    p.node,
+    pathWords(p),
+    rtt(p.rttMs),
+    String(streams),
+    bytes(p.bytesIn),
+    bytes(p.bytesOut),
+    cur ? duration(now - cur.upAt) : '-',
+    notes.join('; '),
+  ];
+}
+
+function nodeBlock(s: GatewayStatus, pod: string): string[] {
+  const out = [`${s.node}  (gateway ${pod}, ${s.ready ? 'ready' : 'NOT READY'})`];
+  // /ready's first line names every cause; the tunnel's own line follows anyway.
+  if (!s.ready && s.readiness !== `not ready: ${s.tunnel.detail}`) out.push(`  ${s.readiness}`);
+  out.push(`  ${s.tunnel.detail}`);
+  for (const srv of s.tunnel.servers) {
+    const name = srv.name ? `${srv.name} ` : '';
+    const seen = srv.observed ? `, sees this node as ${srv.observed}` : '';
+    out.push(`  tunnel-server ${name}${srv.address}: ${srv.up ? 'up' : 'down'}${seen}`);
+  }
+  if (s.peers.length === 0) {
+    out.push(
+      s.tunnel.state === 'running'
+        ? '  no peers yet (a peer is added when a pod here first reaches a pod on it)'
+        : '  no peers',
+    );
+    return out;
+  }
+  const rows = [['PEER', 'PATH', 'RTT', 'STREAMS', 'IN', 'OUT', 'UP FOR', 'NOTE']];
+  for (const p of s.peers) rows.push(peerRow(p, s.now));
+  out.push(...table(rows).map((l) => `  ${l}`));
+  if (s.omittedPeers > 0)
+    out.push(`  … and ${s.omittedPeers} peers used less recently (not listed by the gateway)`);
+  return out;
+}
+
+export function formatStatus(nodes: readonly NodeStatus[], namespace: string): string {
+  if (nodes.length === 0)
+    return `no gateway pods in ${namespace}: edgemesh is not installed here, or in another --namespace\n`;
+  const out: string[] = [];
+  for (const n of nodes) {
+    if (out.length > 0) out.push('');
+    if ('status' in n.result) out.push(...nodeBlock(n.result.status, n.pod));
+    else out.push(`${n.node}  (gateway ${n.pod}): not read: ${n.result.error}`, `  hint: ${n.result.hint}`);
+  }
+  const failed = nodes.filter((n) => !('status' in n.result)).length;
+  out.push(
+    '',
+    failed === 0
+      ? `${nodes.length} gateway${nodes.length === 1 ? '' : 's'} answered.`
+      : `${nodes.length - failed} of ${nodes.length} gateways answered; ${failed} could not be read (above).`,
+  );
+  return `${out.join('\n')}\n`;
+}

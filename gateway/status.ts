@@ -1,0 +1,87 @@
+/**
+ * The gateway's `/status` (lib/gateway-status.ts has the document): what the tunnel manager
+ * knows of each peer, for `edgemesh status`. Served on the metrics/health listener beside
+ * /ready and /metrics, so it is reachable exactly where those are (the node's address and
+ * loopback, never all interfaces) and through the API server's pods/proxy; nothing new
+ * listens. It tells peers' node names, paths and byte counts, nothing a /metrics scrape
+ * could not already sum up, and no addresses but the tunnel-servers' view of this node.
+ */
+import {
+  type GatewayStatus,
+  MAX_PEERS,
+  MAX_SERVERS,
+  type PathEntry,
+  type PeerEntry,
+  STATUS_FORMAT,
+} from '../lib/gateway-status.ts';
+import type { TunnelReadiness } from './streams.ts';
+import type { PeerStatus, TunnelStatus } from './tunnel/manager.ts';
+
+export interface StatusInput {
+  node: string;
+  now: number;
+  /** The /ready answer now (readiness.ts). */
+  ready: { status: number; body: string };
+  /** Absent: no tunnel configured. */
+  readiness: TunnelReadiness | undefined;
+  /** Absent: not running yet (enrolling), or no tunnel. */
+  tunnel: TunnelStatus | undefined;
+}
+
+const lastUse = (p: PeerStatus): number =>
+  Math.max(p.firstUseAt ?? 0, ...Object.values(p.paths).map((x) => x?.upAt ?? 0));
+
+function peerEntry(p: PeerStatus): PeerEntry {
+  const paths: PathEntry[] = [];
+  for (const kind of ['direct', 'punched', 'relay'] as const) {
+    const x = p.paths[kind];
+    if (!x) continue;
+    paths.push({
+      path: kind,
+      transport: x.transport,
+      via: x.via ?? null,
+      rttMs: x.rttMs === undefined ? null : Math.round(x.rttMs * 1000) / 1000,
+      streams: x.streams,
+      upAt: x.upAt,
+      bytesIn: x.bytesIn,
+      bytesOut: x.bytesOut,
+    });
+  }
+  return {
+    node: p.node,
+    path: p.path ?? null,
+    rttMs: p.rttMs === undefined ? null : Math.round(p.rttMs * 1000) / 1000,
+    firstUseAt: p.firstUseAt ?? null,
+    nextUpgradeAt: p.nextUpgradeAt ?? null,
+    bytesIn: p.bytesIn,
+    bytesOut: p.bytesOut,
+    paths,
+  };
+}
+
+/** Pure: the document for what holds now, peers bounded to MAX_PEERS (most recently used). */
+export function gatewayStatus(input: StatusInput): GatewayStatus {
+  const all = input.tunnel?.peers ?? [];
+  const kept = [...all].sort((a, b) => lastUse(b) - lastUse(a)).slice(0, MAX_PEERS);
+  kept.sort((a, b) => a.node.localeCompare(b.node));
+  return {
+    format: STATUS_FORMAT,
+    node: input.node,
+    now: input.now,
+    ready: input.ready.status === 200,
+    readiness: input.ready.body.split('\n')[0] ?? '',
+    tunnel: {
+      state: input.readiness?.state ?? 'off',
+      detail: input.readiness?.detail ?? 'tunnel: off (no tunnel-servers configured: same-node streams only)',
+      listenPort: input.tunnel?.listenPort ?? null,
+      servers: (input.tunnel?.servers ?? []).slice(0, MAX_SERVERS).map((s) => ({
+        address: s.address,
+        name: s.name ?? null,
+        up: s.up,
+        observed: s.observed ?? null,
+      })),
+    },
+    peers: kept.map(peerEntry),
+    omittedPeers: all.length - kept.length,
+  };
+}

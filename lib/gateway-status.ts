@@ -1,0 +1,196 @@
+/**
+ * The gateway's `/status` document (issue 17 item 3): what its tunnel knows of each peer,
+ * served as JSON on the metrics/health port beside /ready and read by `edgemesh status`
+ * through the API server's pods/proxy. Written by gateway/status.ts, read by ctl/status-*.
+ *
+ *   { "format": "edgemesh.gateway-status/v1",
+ *     "node": "edge-1", "now": 1765000000000,          gateway clock, ms since the epoch:
+ *                                                     times below are told relative to it
+ *     "ready": true, "readiness": "ready",             /ready's first line
+ *     "tunnel": { "state": "running", "detail": "tunnel: running, 1 of 1 …", "listenPort": 20006,
+ *                 "servers": [{ "address": "198.51.100.200:20006", "name": "ts-0", "up": true,
+ *                               "observed": "203.0.113.70:40123" }] },
+ *     "peers": [{ "node": "edge-2", "path": "punched", "rttMs": 3.1, "firstUseAt": …,
+ *                 "nextUpgradeAt": null, "bytesIn": 1200, "bytesOut": 800,
+ *                 "paths": [{ "path": "punched", "transport": "udp", "via": null, "rttMs": 3.1,
+ *                             "streams": 2, "upAt": …, "bytesIn": 1000, "bytesOut": 700 }] }],
+ *     "omittedPeers": 0 }
+ *
+ * Bounded both ways: the gateway lists at most MAX_PEERS peers (most recently used first) and
+ * says how many it left out; the reader refuses a document over MAX_DOCUMENT_BYTES, with more
+ * entries than these bounds, or any field of the wrong type or size, naming the field.
+ */
+
+export const STATUS_FORMAT = 'edgemesh.gateway-status/v1';
+/** A 1,000-node mesh fits; each peer is ~400 bytes of JSON. */
+export const MAX_PEERS = 2000;
+export const MAX_SERVERS = 64;
+export const MAX_DOCUMENT_BYTES = 4 * 1024 * 1024;
+const MAX_TEXT = 1024;
+
+export type PathKind = 'direct' | 'punched' | 'relay';
+export type TunnelStateName = 'off' | 'starting' | 'running' | 'unreachable' | 'refused' | 'config';
+const PATHS: readonly PathKind[] = ['direct', 'punched', 'relay'];
+const STATES: readonly TunnelStateName[] = ['off', 'starting', 'running', 'unreachable', 'refused', 'config'];
+
+export interface PathEntry {
+  path: PathKind;
+  /** `tcp` or `udp` (punched), `tcp` (direct), `tcp via NAME` (relay). */
+  transport: string;
+  /** Relay: the tunnel-server replica carrying it. */
+  via: string | null;
+  rttMs: number | null;
+  streams: number;
+  upAt: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export interface PeerEntry {
+  node: string;
+  /** The path new streams take now; null: none up (the next stream sets one up). */
+  path: PathKind | null;
+  rttMs: number | null;
+  firstUseAt: number | null;
+  nextUpgradeAt: number | null;
+  bytesIn: number;
+  bytesOut: number;
+  paths: PathEntry[];
+}
+
+export interface ServerEntry {
+  address: string;
+  name: string | null;
+  up: boolean;
+  /** The address this gateway's link comes from, as the replica sees it (its NAT's mapping). */
+  observed: string | null;
+}
+
+export interface GatewayStatus {
+  format: typeof STATUS_FORMAT;
+  node: string;
+  now: number;
+  ready: boolean;
+  readiness: string;
+  tunnel: { state: TunnelStateName; detail: string; listenPort: number | null; servers: ServerEntry[] };
+  peers: PeerEntry[];
+  omittedPeers: number;
+}
+
+type Loose = Record<string, unknown>;
+const isRecord = (v: unknown): v is Loose => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+class Reader {
+  readonly where: string;
+  constructor(where: string) {
+    this.where = where;
+  }
+  bool(v: unknown, field: string): boolean {
+    return typeof v === 'boolean' ? v : this.fail(field, 'is not true or false');
+  }
+  fail(field: string, what: string): never {
+    throw new Error(`${this.where}: ${field} ${what}`);
+  }
+  record(v: unknown, field: string): Loose {
+    return isRecord(v) ? v : this.fail(field, 'is not an object');
+  }
+  text(v: unknown, field: string): string {
+    if (typeof v !== 'string') this.fail(field, 'is not a string');
+    if (v.length > MAX_TEXT) this.fail(field, `is longer than ${MAX_TEXT} characters`);
+    return v;
+  }
+  textOrNull(v: unknown, field: string): string | null {
+    return v === null || v === undefined ? null : this.text(v, field);
+  }
+  count(v: unknown, field: string): number {
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+      this.fail(field, 'is not a non-negative integer');
+    return v;
+  }
+  time(v: unknown, field: string): number {
+    return this.count(v, field);
+  }
+  timeOrNull(v: unknown, field: string): number | null {
+    return v === null || v === undefined ? null : this.time(v, field);
+  }
+  msOrNull(v: unknown, field: string): number | null {
+    if (v === null || v === undefined) return null;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 3_600_000)
+      this.fail(field, 'is not a round-trip time in ms');
+    return v;
+  }
+  list(v: unknown, field: string, max: number): unknown[] {
+    if (!Array.isArray(v)) this.fail(field, 'is not a list');
+    if (v.length > max) this.fail(field, `has ${v.length} entries, more than ${max}`);
+    return v;
+  }
+  oneOf<T extends string>(v: unknown, field: string, choices: readonly T[]): T {
+    if (typeof v !== 'string' || !choices.includes(v as T))
+      this.fail(field, `is not one of ${choices.join(', ')}`);
+    return v as T;
+  }
+}
+
+/** Validates a parsed /status document; errors name `where` and the field. Pure. */
+export function parseGatewayStatus(doc: unknown, where: string): GatewayStatus {
+  const r = new Reader(where);
+  const d = r.record(doc, 'the document');
+  if (d.format !== STATUS_FORMAT)
+    r.fail('format', `is ${JSON.stringify(d.format)}, not ${STATUS_FORMAT} (another edgemesh version?)`);
+  const t = r.record(d.tunnel, 'tunnel');
+  const servers = r.list(t.servers, 'tunnel.servers', MAX_SERVERS).map((s, i) => {
+    const f = `tunnel.servers[${i}]`;
+    const e = r.record(s, f);
+    return {
+      address: r.text(e.address, `${f}.address`),
+      name: r.textOrNull(e.name, `${f}.name`),
+      up: r.bool(e.up, `${f}.up`),
+      observed: r.textOrNull(e.observed, `${f}.observed`),
+    };
+  });
+  const peers = r.list(d.peers, 'peers', MAX_PEERS).map((p, i) => {
+    const f = `peers[${i}]`;
+    const e = r.record(p, f);
+    return {
+      node: r.text(e.node, `${f}.node`),
+      path: e.path === null || e.path === undefined ? null : r.oneOf(e.path, `${f}.path`, PATHS),
+      rttMs: r.msOrNull(e.rttMs, `${f}.rttMs`),
+      firstUseAt: r.timeOrNull(e.firstUseAt, `${f}.firstUseAt`),
+      nextUpgradeAt: r.timeOrNull(e.nextUpgradeAt, `${f}.nextUpgradeAt`),
+      bytesIn: r.count(e.bytesIn, `${f}.bytesIn`),
+      bytesOut: r.count(e.bytesOut, `${f}.bytesOut`),
+      paths: r.list(e.paths, `${f}.paths`, PATHS.length).map((x, j) => {
+        const g = `${f}.paths[${j}]`;
+        const q = r.record(x, g);
+        return {
+          path: r.oneOf(q.path, `${g}.path`, PATHS),
+          transport: r.text(q.transport, `${g}.transport`),
+          via: r.textOrNull(q.via, `${g}.via`),
+          rttMs: r.msOrNull(q.rttMs, `${g}.rttMs`),
+          streams: r.count(q.streams, `${g}.streams`),
+          upAt: r.time(q.upAt, `${g}.upAt`),
+          bytesIn: r.count(q.bytesIn, `${g}.bytesIn`),
+          bytesOut: r.count(q.bytesOut, `${g}.bytesOut`),
+        };
+      }),
+    };
+  });
+  const listenPort =
+    t.listenPort === null || t.listenPort === undefined ? null : r.count(t.listenPort, 'tunnel.listenPort');
+  if (listenPort !== null && listenPort > 65535) r.fail('tunnel.listenPort', 'is not a port');
+  return {
+    format: STATUS_FORMAT,
+    node: r.text(d.node, 'node'),
+    now: r.time(d.now, 'now'),
+    ready: r.bool(d.ready, 'ready'),
+    readiness: r.text(d.readiness, 'readiness'),
+    tunnel: {
+      state: r.oneOf(t.state, 'tunnel.state', STATES),
+      detail: r.text(t.detail, 'tunnel.detail'),
+      listenPort,
+      servers,
+    },
+    peers,
+    omittedPeers: r.count(d.omittedPeers, 'omittedPeers'),
+  };
+}
