@@ -184,6 +184,24 @@ describe('lookup hub', () => {
     expect(a.lines).toHaveLength(7);
   });
 
+  it('answers each service as it is now: the cached JSON of an entry goes with the entry', async () => {
+    const store = new CatalogStore();
+    store.apply({ type: 'snapshot', catalog: catalog() });
+    const { port } = await hubServer(store);
+    const served = (line: Record<string, unknown>) => (line.services as Record<string, unknown>)['demo/web'];
+    const a = await client(port);
+    a.send('Q 1 SVC demo/web\n');
+    await a.until(1);
+    expect(served(a.lines[0])).toEqual(store.current!.services['demo/web']);
+    const web = entry('demo', 'web', '10.96.0.10', ['10.244.1.9']);
+    store.apply({ type: 'service', revision: 11, key: 'demo/web', entry: web });
+    await a.until(2); // the push
+    const b = await client(port);
+    b.send('Q 1 SVC demo/web\nQ 2 SVC demo/web\n');
+    await b.until(2);
+    expect(b.lines.map(served)).toEqual([web, web]);
+  });
+
   it('answers before any catalog with an error naming the query; a bad line ends the connection', async () => {
     const store = new CatalogStore();
     const { hub, port } = await hubServer(store);
