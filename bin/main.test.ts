@@ -22,6 +22,7 @@ describe('edgemesh CLI', () => {
       'tunnel-server',
       'signer',
       'version',
+      'check',
       'status',
     ];
     for (const name of names) {

@@ -41,6 +41,10 @@ const commands: Record<string, { summary: string; load: () => Promise<Subcommand
       "this client's version and commit; with a kubeconfig, the versions the cluster runs and any skew",
     load: async () => (await import('../ctl/cli.ts')).versionCommand as Subcommand,
   },
+  check: {
+    summary: 'check an installation (or, with --pre, a cluster before installing): ✔/× per check, with hints',
+    load: async () => (await import('../ctl/check-cli.ts')).checkCommand as Subcommand,
+  },
   status: {
     summary: "each gateway's peers: path (direct, punched TCP/UDP, relay via which), RTT, streams, bytes",
     load: async () => (await import('../ctl/status-cli.ts')).statusCommand as Subcommand,

@@ -83,10 +83,17 @@ export class ApiClient {
   async send(
     method: 'GET' | 'POST',
     path: string,
-    opts: { body?: unknown; signal?: AbortSignal; maxBytes?: number; accept?: string } = {},
+    opts: {
+      body?: unknown;
+      signal?: AbortSignal;
+      maxBytes?: number;
+      accept?: string;
+      /** Resolve with these non-2xx answers too (a proxied /ready's 503 carries its body). */
+      statuses?: readonly number[];
+    } = {},
   ): Promise<{ status: number; text: string; contentType: string }> {
     const url = this.server + path;
-    const res = await this.#request(path, opts.signal, false, method, opts.body, opts.accept);
+    const res = await this.#request(path, opts.signal, false, method, opts.body, opts.accept, opts.statuses);
     const text = await readBody(res, opts.maxBytes ?? MAX_LIST_BODY, url);
     return { status: res.statusCode ?? 0, text, contentType: String(res.headers['content-type'] ?? '') };
   }
@@ -153,6 +160,7 @@ export class ApiClient {
     method: 'GET' | 'POST' = 'GET',
     body?: unknown,
     accept = 'application/json',
+    statuses: readonly number[] = [],
   ): Promise<http.IncomingMessage> {
     const url = this.server + path;
     let auth: RequestAuth;
@@ -195,7 +203,7 @@ export class ApiClient {
       req.on('response', (res) => {
         if (streaming) req.setTimeout(0);
         const status = res.statusCode ?? 0;
-        if (status >= 200 && status < 300) {
+        if ((status >= 200 && status < 300) || statuses.includes(status)) {
           resolve(res);
           return;
         }

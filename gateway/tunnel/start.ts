@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Registry } from 'prom-client';
 import type { CertificateValidity } from '../../lib/certs.ts';
-import { configError, describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
+import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Target } from '../../lib/tunnel/frame.ts';
 import { type CertificateMetrics, CertificateRenewer, certificateMetrics } from '../../lib/tunnel/renewer.ts';
@@ -18,7 +18,9 @@ import {
   type TunnelStatus,
 } from './manager.ts';
 import { PeerBook } from './peer-book.ts';
-import type { ServerAddress } from './server-link.ts';
+import { parseServers, usableServers } from './servers.ts';
+
+export { parseServers, placeholderServers, usableServers } from './servers.ts';
 
 /**
  * The gateway's one call: enrol (or reuse the key and certificate in `stateDir`), then run
@@ -49,38 +51,6 @@ export interface GatewayTunnelOptions {
   messages?: TunnelManagerOptions['messages'];
   log: Logger;
   registry?: Registry;
-}
-
-/** Parses "host:port" / "[v6]:port" entries; errors name the flag. */
-export function parseServers(list: string[], flag = '--tunnel-servers'): ServerAddress[] {
-  return list.map((entry) => {
-    const m = /^\[?([^\]\s]+?)\]?:(\d{1,5})$/.exec(entry);
-    const port = m ? Number(m[2]) : 0;
-    if (!m || port < 1 || port > 65535)
-      throw configError(`${flag}: ${JSON.stringify(entry)} is not HOST:PORT`);
-    return { host: m[1], port };
-  });
-}
-
-/**
- * Tunnel-server addresses that can never work: the shipped ConfigMap's placeholder
- * (`tunnel.edgemesh.example`) and names under the TLDs reserved never to resolve (RFC 2606,
- * RFC 6761: .example, .invalid, .test, .localhost). They are left out; a gateway holding only
- * such entries cannot start its tunnel (retrying DNS forever would look like an outage). Pure.
- */
-export function placeholderServers(servers: readonly ServerAddress[]): string[] {
-  return servers
-    .filter((s) => /(^|\.)(example|invalid|test|localhost)\.?$/i.test(s.host))
-    .map((s) => `${s.host}:${s.port}`);
-}
-
-/** The configured servers without placeholders (the tunnel uses these), and those left out. Pure. */
-export function usableServers(configured: readonly ServerAddress[]): {
-  servers: ServerAddress[];
-  ignored: string[];
-} {
-  const ignored = placeholderServers(configured);
-  return { servers: configured.filter((s) => !ignored.includes(`${s.host}:${s.port}`)), ignored };
 }
 
 /** Socket errors that mean this node's setup is wrong (the tunnel port), not the network. */
