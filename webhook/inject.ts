@@ -142,12 +142,43 @@ export function proxyContainer(config: InjectionConfig): V1Container {
   };
 }
 
-export function statusAnnotation(): string {
-  return JSON.stringify({
+/**
+ * The status annotation's value: what was injected, and what injection created or changed
+ * besides its own containers, so that `edgemesh uninject` (uninject.ts) removes exactly that
+ * and leaves the pod as it was, whatever the pod had before.
+ */
+export interface InjectionRecord {
+  version: string;
+  initContainers: string[];
+  containers: string[];
+  /** Objects injection created (JSON pointers into the pod); each goes again if left empty. */
+  created?: string[];
+  /** The reserved-ports sysctl: an entry appended, or its value before (null: it had none). */
+  reservedPorts?: { appended: true } | { before: string | null };
+}
+
+/** The objects injection may create, deepest last: the only pointers `created` may hold. */
+export const CREATABLE = [
+  '/metadata',
+  '/metadata/annotations',
+  '/spec/initContainers',
+  '/spec/securityContext',
+  '/spec/securityContext/sysctls',
+] as const;
+
+export const RESERVED_PORTS_SYSCTL_NAME = RESERVED_PORTS_SYSCTL;
+
+export function statusAnnotation(
+  changes: Omit<InjectionRecord, 'version' | 'initContainers' | 'containers'> = {},
+): string {
+  const record: InjectionRecord = {
     version: INJECTION_VERSION,
     initContainers: [INIT_NAME, PROXY_NAME],
     containers: [],
-  });
+  };
+  if (changes.created && changes.created.length > 0) record.created = changes.created;
+  if (changes.reservedPorts) record.reservedPorts = changes.reservedPorts;
+  return JSON.stringify(record);
 }
 
 /**
@@ -156,22 +187,9 @@ export function statusAnnotation(): string {
  */
 export function injectionPatch(pod: V1Pod, config: InjectionConfig): PatchOp[] {
   const ops: PatchOp[] = [];
+  const created: string[] = [];
   const init = initContainer(pod, config);
   const proxy = proxyContainer(config);
-
-  if (pod.metadata?.annotations) {
-    ops.push({
-      op: 'add',
-      path: `/metadata/annotations/${escapePointer(STATUS_ANNOTATION)}`,
-      value: statusAnnotation(),
-    });
-  } else {
-    ops.push({
-      op: 'add',
-      path: '/metadata/annotations',
-      value: { [STATUS_ANNOTATION]: statusAnnotation() },
-    });
-  }
 
   // edgemesh-init first, edgemesh-proxy right after it, then the pod's own init containers
   // untouched: their traffic is captured too.
@@ -179,6 +197,7 @@ export function injectionPatch(pod: V1Pod, config: InjectionConfig): PatchOp[] {
     ops.push({ op: 'add', path: '/spec/initContainers/0', value: init });
     ops.push({ op: 'add', path: '/spec/initContainers/1', value: proxy });
   } else {
+    if (!pod.spec?.initContainers) created.push('/spec/initContainers');
     ops.push({
       op: pod.spec?.initContainers ? 'replace' : 'add',
       path: '/spec/initContainers',
@@ -186,8 +205,33 @@ export function injectionPatch(pod: V1Pod, config: InjectionConfig): PatchOp[] {
     });
   }
 
-  ops.push(...reservedPortsOps(pod));
+  const ports = reservedPortsOps(pod);
+  ops.push(...ports.ops);
+  if (ports.created) created.push(...ports.created);
+
+  // The annotation first in the patch, written last: it records what the rest changed.
+  const value = () => statusAnnotation({ created, reservedPorts: ports.record });
+  if (!pod.metadata) {
+    created.unshift('/metadata', '/metadata/annotations');
+    ops.unshift({ op: 'add', path: '/metadata', value: { annotations: { [STATUS_ANNOTATION]: value() } } });
+  } else if (!pod.metadata.annotations) {
+    created.unshift('/metadata/annotations');
+    ops.unshift({ op: 'add', path: '/metadata/annotations', value: { [STATUS_ANNOTATION]: value() } });
+  } else {
+    ops.unshift({
+      op: 'add',
+      path: `/metadata/annotations/${escapePointer(STATUS_ANNOTATION)}`,
+      value: value(),
+    });
+  }
   return ops;
+}
+
+interface ReservedPortsChange {
+  ops: PatchOp[];
+  /** The objects created for the sysctl, if any. */
+  created?: (typeof CREATABLE)[number][];
+  record?: InjectionRecord['reservedPorts'];
 }
 
 /**
@@ -195,36 +239,31 @@ export function injectionPatch(pod: V1Pod, config: InjectionConfig): PatchOp[] {
  * Kubernetes 1.27), so an app's ephemeral port can never take 15001/15053. An existing
  * value is kept and extended.
  */
-function reservedPortsOps(pod: V1Pod): PatchOp[] {
+function reservedPortsOps(pod: V1Pod): ReservedPortsChange {
   const securityContext = pod.spec?.securityContext;
+  const entry = { name: RESERVED_PORTS_SYSCTL, value: RESERVED_PORTS };
   if (!securityContext) {
-    return [
-      {
-        op: 'add',
-        path: '/spec/securityContext',
-        value: { sysctls: [{ name: RESERVED_PORTS_SYSCTL, value: RESERVED_PORTS }] },
-      },
-    ];
+    return {
+      ops: [{ op: 'add', path: '/spec/securityContext', value: { sysctls: [entry] } }],
+      // Both, so that uninject removes the emptied sysctls, then the emptied securityContext.
+      created: ['/spec/securityContext', '/spec/securityContext/sysctls'],
+      record: { appended: true },
+    };
   }
   const sysctls = securityContext.sysctls;
   if (!sysctls) {
-    return [
-      {
-        op: 'add',
-        path: '/spec/securityContext/sysctls',
-        value: [{ name: RESERVED_PORTS_SYSCTL, value: RESERVED_PORTS }],
-      },
-    ];
+    return {
+      ops: [{ op: 'add', path: '/spec/securityContext/sysctls', value: [entry] }],
+      created: ['/spec/securityContext/sysctls'],
+      record: { appended: true },
+    };
   }
   const index = sysctls.findIndex((s) => s.name === RESERVED_PORTS_SYSCTL);
   if (index === -1) {
-    return [
-      {
-        op: 'add',
-        path: '/spec/securityContext/sysctls/-',
-        value: { name: RESERVED_PORTS_SYSCTL, value: RESERVED_PORTS },
-      },
-    ];
+    return {
+      ops: [{ op: 'add', path: '/spec/securityContext/sysctls/-', value: entry }],
+      record: { appended: true },
+    };
   }
   const existing = sysctls[index].value ?? '';
   if (
@@ -233,14 +272,17 @@ function reservedPortsOps(pod: V1Pod): PatchOp[] {
       .map((s) => s.trim())
       .includes(RESERVED_PORTS)
   )
-    return [];
+    return { ops: [] };
   const value = existing.trim() === '' ? RESERVED_PORTS : `${existing},${RESERVED_PORTS}`;
   // 'add' sets a member whether or not it is there; 'replace' fails on a sysctl without a value.
-  return [
-    {
-      op: sysctls[index].value === undefined ? 'add' : 'replace',
-      path: `/spec/securityContext/sysctls/${index}/value`,
-      value,
-    },
-  ];
+  return {
+    ops: [
+      {
+        op: sysctls[index].value === undefined ? 'add' : 'replace',
+        path: `/spec/securityContext/sysctls/${index}/value`,
+        value,
+      },
+    ],
+    record: { before: sysctls[index].value ?? null },
+  };
 }
