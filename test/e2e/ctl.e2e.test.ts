@@ -1,0 +1,193 @@
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatStatus } from '../../ctl/status-format.ts';
+import { parseGatewayStatus } from '../../lib/gateway-status.ts';
+import { EDGEMESH_BIN, waitFor } from '../harness/netns.ts';
+import { EdgeCluster, GATEWAY_METRICS_PORT } from './edge-cluster.ts';
+import {
+  apply,
+  clientDeployment,
+  curl,
+  isReady,
+  livePods,
+  NS,
+  namespace,
+  nginxConfig,
+  nginxDeployment,
+  rolloutStatus,
+  services,
+} from './scenario.ts';
+
+// `edgemesh check` and `edgemesh status` (issue 17 items 2 and 3) on the real edge cluster as
+// the README deploys it: install → check → label → (check names what needs a rollout) →
+// rollout → check → status. The API server reaches the cloud node's gateway through
+// pods/proxy; the edge nodes sit behind NATs, so `status` must say it cannot reach them (as
+// on KubeEdge), and the same /status read on the node itself shows their peers and paths.
+let cluster: EdgeCluster;
+
+function edgemesh(args: string[]) {
+  return spawnSync(EDGEMESH_BIN, args, {
+    encoding: 'utf8',
+    timeout: 180_000,
+    env: { ...process.env, KUBECONFIG: cluster.controlPlane.localKubeconfig },
+  });
+}
+
+interface CheckJson {
+  ok: boolean;
+  checks: { id: string; status: string; message: string; details?: string[] }[];
+}
+const check = () => {
+  const r = edgemesh(['check', '-o', 'json']);
+  return { ...r, json: JSON.parse(r.stdout) as CheckJson };
+};
+const failed = (j: CheckJson) => j.checks.filter((c) => c.status === 'fail');
+const images = () => {
+  if (!cluster.images) throw new Error('cluster has no images');
+  return cluster.images;
+};
+
+beforeAll(async () => {
+  cluster = await EdgeCluster.start({ prefix: 'emx', progress: (line) => process.stderr.write(`${line}\n`) });
+});
+
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+describe('edgemesh check and status on the edge cluster', () => {
+  it('check passes right after the install (webhook answers a dry-run pod, mesh CA, gateways, tunnel-servers)', async () => {
+    // Gateways come up Ready in EdgeCluster.start(); the tunnel-server too.
+    const r = check();
+    expect(failed(r.json), r.stdout).toEqual([]);
+    expect(r.status).toBe(0);
+    const text = edgemesh(['check']);
+    expect(text.stdout).toContain(
+      '✔ the webhook injects: a dry-run pod in default came back with edgemesh-proxy',
+    );
+    expect(text.stdout).toContain('Status check results are ✔');
+  });
+
+  it('check names the workloads a labelled namespace still runs uninjected, and passes after the rollout', async () => {
+    await apply(cluster, [
+      namespace(NS),
+      nginxConfig(),
+      nginxDeployment(images(), 1),
+      ...services(),
+      clientDeployment(images()),
+    ]);
+    await rolloutStatus(cluster, 'nginx');
+    await rolloutStatus(cluster, 'client');
+    await cluster.kubectl(['label', 'namespace', NS, 'edgemesh.io/injection=enabled']);
+    const before = check();
+    expect(before.status).toBe(1);
+    const pending = before.json.checks.find((c) => c.id === 'pending-injection');
+    expect(pending?.status).toBe('fail');
+    expect(pending?.details).toEqual([
+      `${NS}/deployment/client (1 pod): kubectl -n ${NS} rollout restart deployment/client`,
+      `${NS}/deployment/nginx (1 pod): kubectl -n ${NS} rollout restart deployment/nginx`,
+    ]);
+    await cluster.kubectl(['-n', NS, 'rollout', 'restart', 'deployment/nginx', 'deployment/client']);
+    await rolloutStatus(cluster, 'nginx');
+    await rolloutStatus(cluster, 'client');
+    // Old pods terminating still count as uninjected until they are gone.
+    await waitFor(
+      async () => {
+        const pods = [...(await livePods(cluster, 'app=nginx')), ...(await livePods(cluster, 'app=client'))];
+        return pods.length === 2 && pods.every(isReady);
+      },
+      90_000,
+      500,
+      'one ready pod each',
+    );
+    const after = await waitFor(
+      async () => {
+        const r = check();
+        return r.status === 0 ? r : undefined;
+      },
+      60_000,
+      2000,
+      'check passing after the rollout',
+    ).catch(() => check());
+    expect(failed(after.json), after.stdout).toEqual([]);
+    expect(after.json.checks.find((c) => c.id === 'gateways-ready')?.message).toMatch(
+      /a Ready gateway on each of the \d+ nodes? running injected pods/,
+    );
+  });
+
+  it('check fails on the placeholder tunnel-servers setting, naming the fix', async () => {
+    const cm = JSON.parse(
+      await cluster.kubectl(['-n', 'edgemesh-system', 'get', 'configmap', 'edgemesh-config', '-o', 'json']),
+    );
+    const real = cm.data['tunnel-servers'];
+    const patch = (v: string) =>
+      cluster.kubectl([
+        '-n',
+        'edgemesh-system',
+        'patch',
+        'configmap',
+        'edgemesh-config',
+        '--type=merge',
+        '-p',
+        JSON.stringify({ data: { 'tunnel-servers': v } }),
+      ]);
+    await patch('tunnel.edgemesh.example:20006');
+    try {
+      const r = check();
+      expect(r.status).toBe(1);
+      expect(failed(r.json).map((c) => c.id)).toEqual(['tunnel-servers-setting']);
+    } finally {
+      await patch(real);
+    }
+  });
+
+  it('status: the cloud gateway through pods/proxy, edge gateways named as unreachable from the API server', async () => {
+    // Cross-site traffic so the client's gateway has a peer.
+    await waitFor(async () => (await curl(cluster)).code === 0, 60_000, 1000, 'client reaches nginx');
+    const r = edgemesh(['status', '-o', 'json', '--timeout', '20']);
+    const out = JSON.parse(r.stdout) as {
+      nodes: { node: string; pod: string; result: { status?: unknown; error?: string; hint?: string } }[];
+    };
+    const cloud = cluster.cloudNode?.name;
+    expect(out.nodes.map((n) => n.node).sort()).toEqual(cluster.allNodes.map((n) => n.name).sort());
+    for (const n of out.nodes) {
+      if (n.node === cloud) {
+        expect(n.result.error, JSON.stringify(n.result)).toBeUndefined();
+        expect(parseGatewayStatus(n.result.status, 'cloud').tunnel.state).toBe('running');
+      } else {
+        // Behind a NAT: the API server cannot dial the node (as with KubeEdge edge nodes).
+        expect(n.result.error, n.node).toBeDefined();
+        expect(n.result.hint).toContain(
+          `on node ${n.node}: curl -s http://127.0.0.1:${GATEWAY_METRICS_PORT}/status`,
+        );
+      }
+    }
+    expect(r.status).toBe(1); // not every gateway could be read
+    const text = edgemesh(['status', cloud ?? '']);
+    expect(text.stdout).toMatch(new RegExp(`^${cloud}  \\(gateway edgemesh-gateway-\\S+, ready\\)`));
+    expect(text.stdout).toContain('1 gateway answered.');
+  });
+
+  it("status's document on an edge node (what the hint says to run) shows the peer, its path and bytes", async () => {
+    const [client] = await livePods(cluster, 'app=client');
+    const [server] = await livePods(cluster, 'app=nginx');
+    const node = client?.spec.nodeName;
+    const peer = server?.spec.nodeName;
+    if (!node || !peer) throw new Error('client or nginx not scheduled');
+    const fetched = await cluster.lab.exec(cluster.node(node).netns, [
+      'curl',
+      '-sf',
+      '--max-time',
+      '3',
+      `http://127.0.0.1:${GATEWAY_METRICS_PORT}/status`,
+    ]);
+    const doc = parseGatewayStatus(JSON.parse(fetched.stdout), `gateway on ${node}`);
+    expect(doc.node).toBe(node);
+    const entry = doc.peers.find((p) => p.node === peer);
+    expect(entry?.path, JSON.stringify(doc)).toBeDefined();
+    expect(entry?.bytesIn).toBeGreaterThan(0);
+    expect(entry?.bytesOut).toBeGreaterThan(0);
+    const text = formatStatus([{ node, pod: 'on-node', result: { status: doc } }], 'edgemesh-system');
+    expect(text).toMatch(new RegExp(`^  ${peer}\\s+(direct|punched TCP|punched UDP|relay via \\S+)\\s`, 'm'));
+  });
+});
