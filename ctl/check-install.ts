@@ -252,6 +252,13 @@ export function webhookProbeCheck(input: InstallInput): CheckResult {
       details: [p.message],
       hint: 'a "failed calling webhook" error names the TLS or network problem between the API server and the webhook Service; forbidden: the probe needs create pods in --probe-namespace',
     };
+  if (!p.initContainers.includes(PROXY_CONTAINER) && input.caBundles === null)
+    return {
+      ...r(G, 'webhook-answers'),
+      status: 'fail',
+      message: `a dry-run pod labelled sidecar.edgemesh.io/inject=true in ${p.namespace} came back without ${PROXY_CONTAINER}: no webhook configuration calls the webhook`,
+      hint: 'apply the manifests (kubectl apply -k), then run edgemesh webhook-tls',
+    };
   if (!p.initContainers.includes(PROXY_CONTAINER))
     return {
       ...r(G, 'webhook-answers'),
@@ -612,6 +619,12 @@ export function pendingInjectionCheck(input: InstallInput): CheckResult {
       !p.initContainers.some((c) => c.name === PROXY_CONTAINER) &&
       !p.containers.some((c) => c.name === PROXY_CONTAINER),
   );
+  if (labelled.length === 0)
+    return {
+      ...r(G, 'pending-injection'),
+      status: 'pass',
+      message: `no namespace is labelled ${INJECTION_LABEL}=enabled yet`,
+    };
   if (waiting.length === 0)
     return {
       ...r(G, 'pending-injection'),

@@ -216,6 +216,24 @@ const CASES: { name: string; results: CheckResult[]; exit: number }[] = [
     exit: 1,
   },
   { name: 'installed-ok', results: installChecks(healthy), exit: 0 },
+  {
+    // A cluster where nothing was applied yet (what the e2e's bare control plane answers).
+    name: 'installed-nothing',
+    results: installChecks({
+      ...healthy,
+      caBundles: null,
+      servingCert: null,
+      probe: { namespace: 'default', initContainers: [] },
+      meshCaConfigMap: null,
+      meshCaSecret: null,
+      partPods: [],
+      allPods: [pod('default', 'web-1', 'node-a')],
+      tunnelServersSetting: null,
+      webhookYaml: null,
+      injectionNamespaces: [],
+    }),
+    exit: 1,
+  },
   { name: 'installed-broken', results: installChecks(broken), exit: 1 },
   {
     name: 'installed-unreadable',
