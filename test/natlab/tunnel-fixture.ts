@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GATEWAY_NODE_FLAGS } from '../../gateway/tunnel/node-flags.ts';
+import { type GatewayStatus, parseGatewayStatus } from '../../lib/gateway-status.ts';
 import { createCA } from '../../lib/tunnel/identity.ts';
 import { EDGEMESH_BIN, waitFor } from '../harness/netns.ts';
 import { type LabNode, NatLab, type SiteSpec } from './lab.ts';
@@ -221,6 +222,12 @@ export class TunnelLab {
   async status(node: LabNode): Promise<TunnelStatusJson> {
     const r = await this.lab.exec(node.ns, ['curl', '-sf', 'http://127.0.0.1:15091/status']);
     return JSON.parse(r.stdout) as TunnelStatusJson;
+  }
+
+  /** The gateway's /status document for `node`, validated as `edgemesh status` validates it. */
+  async gatewayStatus(node: LabNode): Promise<GatewayStatus> {
+    const r = await this.lab.exec(node.ns, ['curl', '-sf', 'http://127.0.0.1:15091/gateway-status']);
+    return parseGatewayStatus(JSON.parse(r.stdout), `${node.name} /gateway-status`);
   }
 
   async peerPath(from: LabNode, to: LabNode): Promise<string | undefined> {

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pathWords } from '../../ctl/status-format.ts';
 import { waitFor } from '../harness/netns.ts';
 import type { LabNode } from './lab.ts';
 import { processLog, type SendResult, TunnelLab } from './tunnel-fixture.ts';
@@ -54,9 +55,21 @@ describe('tunnel in the NAT lab', () => {
     return (await t.status(from)).peers.find((p) => p.node === to.name);
   }
 
+  /** How `edgemesh status` words the path from → to (from the gateway's /status document). */
+  async function statusPath(from: LabNode, to: LabNode): Promise<string> {
+    const doc = await t.gatewayStatus(from);
+    const entry = doc.peers.find((p) => p.node === to.name);
+    if (!entry) throw new Error(`${from.name}'s /status has no peer ${to.name}: ${JSON.stringify(doc)}`);
+    // Traffic went both ways on the first stream already.
+    expect(entry.bytesIn, 'bytes in').toBeGreaterThan(0);
+    expect(entry.bytesOut, 'bytes out').toBeGreaterThan(0);
+    return pathWords(entry);
+  }
+
   it('same site: direct path, 100 MB intact', async () => {
     const peer = await reach(n['node1-1'], n['node1-2'], 'direct');
     expect(peer?.paths.direct?.transport).toBe('tcp');
+    expect(await statusPath(n['node1-1'], n['node1-2'])).toBe('direct');
     const r = await t.send(n['node1-1'], n['node1-2'], BIG);
     expect(r.path).toBe('direct');
     intact(r, BIG);
@@ -65,6 +78,7 @@ describe('tunnel in the NAT lab', () => {
   it('two port-preserving NATs with DROP routers: TCP hole punch, 100 MB intact', async () => {
     const peer = await reach(n['node1-1'], n['node2-1'], 'punched');
     expect(peer?.paths.punched?.transport).toBe('tcp');
+    expect(await statusPath(n['node1-1'], n['node2-1'])).toBe('punched TCP');
     const r = await t.send(n['node1-1'], n['node2-1'], BIG);
     expect(r.path).toBe('punched');
     intact(r, BIG);
@@ -74,6 +88,7 @@ describe('tunnel in the NAT lab', () => {
     const peer = await reach(n['node3-1'], n['node4-1'], 'punched');
     // TCP simultaneous open is refused by these routers; the path is the UDP one.
     expect(peer?.paths.punched?.transport).toBe('udp');
+    expect(await statusPath(n['node3-1'], n['node4-1'])).toBe('punched UDP');
     const r = await t.send(n['node3-1'], n['node4-1'], BIG, 120_000);
     expect(r.path).toBe('punched');
     intact(r, BIG);
@@ -112,6 +127,10 @@ describe('tunnel in the NAT lab', () => {
       250,
       'direct search to give up',
     );
+    // `edgemesh status` names the replica carrying it, by the name the replica registered with.
+    const servers = (await t.gatewayStatus(n['node2-1'])).tunnel.servers.map((s) => s.name);
+    const relayed = await statusPath(n['node2-1'], n['node5-1']);
+    expect(servers.map((name) => `relay via ${name}`)).toContain(relayed);
     const r = await t.send(n['node2-1'], n['node5-1'], BIG);
     expect(r.path).toBe('relay');
     intact(r, BIG);

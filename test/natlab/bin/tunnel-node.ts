@@ -6,6 +6,8 @@ import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { readinessAnswer } from '../../../gateway/readiness.ts';
+import { gatewayStatus } from '../../../gateway/status.ts';
 import { startGatewayTunnel } from '../../../gateway/tunnel/start.ts';
 import { EdgemeshError, ErrorCodes } from '../../../lib/errors.ts';
 import { formatReply, parseRequest, takeLine } from '../../../lib/gateway-protocol.ts';
@@ -107,6 +109,22 @@ http
       return;
     }
     res.setHeader('content-type', 'application/json');
+    if (req.url === '/gateway-status') {
+      // The gateway's own /status document (gateway/status.ts), as `edgemesh status` reads it.
+      const readiness = tunnel.readiness();
+      res.end(
+        JSON.stringify(
+          gatewayStatus({
+            node: String(a.node),
+            now: Date.now(),
+            ready: readinessAnswer({ synced: true, revision: 0, tunnel: readiness }),
+            readiness,
+            tunnel: tunnel.status(),
+          }),
+        ),
+      );
+      return;
+    }
     res.end(JSON.stringify({ ...tunnel.status(), certificate: tunnel.certificate() }));
   })
   .listen(15091, '127.0.0.1');
