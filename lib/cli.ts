@@ -34,11 +34,20 @@ export interface CommandSpec {
   options: Record<string, OptionSpec>;
   /** Whether bare arguments are accepted (returned as `_`). */
   positionals?: boolean;
+  /** How the bare arguments read in the usage line, e.g. `[FILE|DIR|-]...`. */
+  positionalsUsage?: string;
   /**
    * Mappings the `--config` file may hold besides option values (e.g. the webhook's
    * `injection:` settings); returned raw under `sections` for the part to validate.
    */
   sections?: readonly string[];
+  /**
+   * A `--config` file that is a ConfigMap manifest (the shipped manifests/base/config.yaml,
+   * or a rendered install holding it) is read from this data key, e.g. `webhook.yaml`.
+   */
+  configMapKey?: string;
+  /** Keys of the config file that belong to another command reading the same file: skipped. */
+  configIgnores?: readonly string[];
 }
 
 type ValueOf<O extends OptionSpec> = O['type'] extends 'boolean'
@@ -82,7 +91,11 @@ function convert(flag: string, spec: OptionSpec, raw: unknown, source: string): 
       return n;
     }
     case 'list': {
-      const items = Array.isArray(raw) ? raw.map(String) : String(raw).split(',');
+      // Flags (repeatable) and env are comma-separated text; a config file may hold a list.
+      const items =
+        Array.isArray(raw) && source !== 'flag'
+          ? raw.map(String)
+          : (Array.isArray(raw) ? raw : [raw]).flatMap((r) => String(r).split(','));
       return items.map((s) => s.trim()).filter((s) => s.length > 0);
     }
     default: {
@@ -96,22 +109,64 @@ function convert(flag: string, spec: OptionSpec, raw: unknown, source: string): 
   }
 }
 
-function readConfigFile(path: string): Record<string, unknown> {
+function readConfigFile(path: string, spec: CommandSpec): Record<string, unknown> {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
     throw configError(`--config: cannot read ${path}: ${(err as Error).message}`);
   }
-  let doc: unknown;
+  let docs: unknown[];
   try {
-    doc = path.endsWith('.json') ? JSON.parse(text) : loadYaml().parse(text);
+    if (path.endsWith('.json')) docs = [JSON.parse(text)];
+    else {
+      const parsed = loadYaml().parseAllDocuments(text);
+      for (const d of parsed) if (d.errors.length > 0) throw d.errors[0];
+      docs = parsed.map((d) => d.toJS()).filter((v) => v !== null && v !== undefined);
+    }
   } catch (err) {
     throw configError(`--config: ${path} is not valid JSON/YAML: ${(err as Error).message}`);
   }
+  const configMaps = docs.filter(isConfigMap);
+  if (configMaps.length > 0 || docs.length > 1) return fromConfigMap(path, configMaps, spec);
+  const doc = docs[0];
+  if (doc === undefined) return {};
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
+    throw configError(`--config: ${path} must hold a mapping of option names to values`);
+  return doc as Record<string, unknown>;
+}
+
+interface ConfigMapDoc {
+  metadata?: { name?: string };
+  data?: Record<string, unknown>;
+}
+
+const isConfigMap = (d: unknown): d is ConfigMapDoc =>
+  typeof d === 'object' && d !== null && (d as { kind?: unknown }).kind === 'ConfigMap';
+
+/** The settings in a ConfigMap's data key: the edgemesh-config one when several hold it. */
+function fromConfigMap(path: string, configMaps: ConfigMapDoc[], spec: CommandSpec): Record<string, unknown> {
+  const key = spec.configMapKey;
+  if (!key)
+    throw configError(
+      `--config: ${path} holds Kubernetes manifests; 'edgemesh ${spec.name}' reads a mapping of option names to values`,
+    );
+  let found = configMaps.filter((c) => typeof c.data?.[key] === 'string');
+  if (found.length > 1) found = found.filter((c) => c.metadata?.name === 'edgemesh-config');
+  if (found.length !== 1)
+    throw configError(
+      `--config: ${path} holds ${found.length === 0 ? 'no' : 'several'} ConfigMap with data key ${key} (the shipped one is edgemesh-config in manifests/base/config.yaml)`,
+    );
+  const where = `${path} ConfigMap ${found[0].metadata?.name ?? '?'} data.${key}`;
+  let doc: unknown;
+  try {
+    doc = loadYaml().parse(found[0].data?.[key] as string);
+  } catch (err) {
+    throw configError(`--config: ${where} is not valid YAML: ${(err as Error).message}`);
+  }
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== 'object' || Array.isArray(doc))
-    throw configError(`--config: ${path} must hold a mapping of option names to values`);
+    throw configError(`--config: ${where} must hold a mapping of option names to values`);
   return doc as Record<string, unknown>;
 }
 
@@ -136,6 +191,8 @@ export function parseCommand<S extends CommandSpec>(
     parseOptions[flag] = {
       type: o.type === 'boolean' ? 'boolean' : 'string',
       ...(o.short ? { short: o.short } : {}),
+      // A list flag may be given again (`-f a.yaml -f b.yaml`) as well as comma-separated.
+      ...(o.type === 'list' ? { multiple: true } : {}),
     };
   }
   let parsed: ReturnType<typeof parseArgs>;
@@ -150,12 +207,14 @@ export function parseCommand<S extends CommandSpec>(
   const flags = parsed.values as Record<string, unknown>;
   const fileValues =
     'config' in spec.options && typeof flags.config === 'string'
-      ? readConfigFile(flags.config)
+      ? readConfigFile(flags.config, spec)
       : ({} as Record<string, unknown>);
   const sections: Record<string, unknown> = {};
   for (const key of Object.keys(fileValues)) {
     if (spec.sections?.includes(key)) {
       sections[key] = fileValues[key];
+      delete fileValues[key];
+    } else if (spec.configIgnores?.includes(key)) {
       delete fileValues[key];
     } else if (!(key in spec.options) || key === 'config') {
       throw configError(`--config: unknown option ${JSON.stringify(key)} for 'edgemesh ${spec.name}'`);
@@ -178,7 +237,8 @@ export function parseCommand<S extends CommandSpec>(
 }
 
 export function helpText(spec: CommandSpec): string {
-  const lines = [`Usage: edgemesh ${spec.name} [options]`, '', spec.summary, '', 'Options:'];
+  const usage = `Usage: edgemesh ${spec.name} [options]${spec.positionalsUsage ? ` ${spec.positionalsUsage}` : ''}`;
+  const lines = [usage, '', spec.summary, '', 'Options:'];
   const rows = Object.entries(spec.options).map(([flag, o]) => {
     const arg =
       o.type === 'boolean' ? '' : o.type === 'integer' ? ' N' : o.type === 'list' ? ' A,B,...' : ' VALUE';
