@@ -154,7 +154,8 @@ export function resolveSettings(partial: Record<string, unknown>, source = 'conf
   delete out.image;
   for (const [key, value] of Object.entries(partial)) {
     if (!(key in out)) throw configError(`${source}: unknown key ${JSON.stringify(key)}`);
-    out[key] = value;
+    out[key] =
+      key === 'sidecarResources' || key === 'initResources' ? mergeResources(out[key], value) : value;
   }
   const c = out as unknown as InjectionSettings;
   const fail = (key: string, why: string) => configError(`${source}: ${key} ${why}`);
@@ -188,8 +189,33 @@ export function resolveSettings(partial: Record<string, unknown>, source = 'conf
   return c;
 }
 
+/**
+ * A partial resources override over the defaults: `{ limits: { memory: 256Mi } }` keeps the
+ * default requests; a quantity set to null removes that default (no memory limit).
+ * Anything that is not a mapping is left for validateResources to name.
+ */
+function mergeResources(defaults: unknown, override: unknown): unknown {
+  const isMap = (v: unknown): v is Record<string, unknown> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isMap(defaults) || !isMap(override)) return override;
+  const out: Record<string, unknown> = { ...defaults };
+  for (const [part, value] of Object.entries(override)) {
+    if (!isMap(value) || !isMap(defaults[part])) {
+      out[part] = value;
+      continue;
+    }
+    const merged: Record<string, unknown> = { ...defaults[part], ...value };
+    for (const [name, q] of Object.entries(merged)) if (q === null) delete merged[name];
+    out[part] = merged;
+  }
+  return out;
+}
+
 function validateResources(r: unknown, where: string): void {
   if (typeof r !== 'object' || r === null) throw configError(`${where} must be {requests, limits}`);
+  const extra = Object.keys(r).find((k) => k !== 'requests' && k !== 'limits');
+  if (extra !== undefined)
+    throw configError(`${where}: unknown key ${JSON.stringify(extra)} (requests or limits)`);
   for (const part of ['requests', 'limits'] as const) {
     const m = (r as Record<string, unknown>)[part];
     if (typeof m !== 'object' || m === null || Array.isArray(m))

@@ -138,6 +138,17 @@ describe('pure pieces', () => {
       /memory.*not a quantity/,
     );
     expect(() => resolveConfig({ imgae: 'x' })).toThrow(/unknown key "imgae"/);
+    // Partial resources merge with the defaults; null removes one; a typo is named.
+    expect(resolveConfig({ initResources: { limits: { memory: '96Mi' } } }).initResources).toEqual({
+      requests: { cpu: '10m', memory: '16Mi' },
+      limits: { memory: '96Mi' },
+    });
+    expect(resolveConfig({ initResources: { requests: { cpu: null } } }).initResources.requests).toEqual({
+      memory: '16Mi',
+    });
+    expect(() => resolveConfig({ initResources: { limit: {} } })).toThrow(
+      /initResources: unknown key "limit"/,
+    );
     expect(() => resolveConfig({ sidecarNodeOptions: '--x; rm -rf /' })).toThrow(/sidecarNodeOptions/);
     expect(resolveConfig({ sidecarNodeOptions: '' }).sidecarNodeOptions).toBe('');
     expect(resolveConfig({ excludedNamespaces: ['legacy'] }).excludedNamespaces).toEqual([
