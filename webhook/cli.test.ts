@@ -1,9 +1,10 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import YAML from 'yaml';
 import { RELEASE_IMAGE } from './config.ts';
 import { createCa, createServingCert } from './tls/certs.ts';
 
@@ -149,5 +150,101 @@ describe('edgemesh inject: the injected image', () => {
     const bad = inject(['--image=not an image']);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain('--image: "not an image" is not an image reference');
+  });
+});
+
+describe('edgemesh inject and uninject as users type them', () => {
+  const run = (args: string[], input?: string) =>
+    spawnSync(bin, args, { input, encoding: 'utf8', env, timeout: 30_000 });
+  const docs = (text: string) =>
+    YAML.parseAllDocuments(text)
+      .map((d) => d.toJS())
+      .filter((v) => v !== null);
+  const pod = (name: string) =>
+    `apiVersion: v1\nkind: Pod\nmetadata: {name: ${name}, namespace: demo}\nspec: {containers: [{name: a, image: nginx}]}\n`;
+  const config = new URL('../manifests/base/config.yaml', import.meta.url).pathname;
+
+  it('takes files, directories (*.yaml, *.yml, *.json below) and - together, and says what it did to each', () => {
+    const tree = join(dir, 'tree');
+    mkdirSync(join(tree, 'sub'), { recursive: true });
+    writeFileSync(join(tree, 'a.yaml'), pod('a'));
+    writeFileSync(join(tree, 'sub', 'b.yml'), pod('b'));
+    writeFileSync(join(tree, 'sub', 'c.json'), JSON.stringify(YAML.parse(pod('c'))));
+    writeFileSync(join(tree, 'notes.txt'), 'not a manifest');
+    writeFileSync(join(dir, 'svc.yaml'), 'apiVersion: v1\nkind: Service\nmetadata: {name: s}\n');
+    const r = run(['inject', tree, '-f', join(dir, 'svc.yaml'), '-'], pod('stdin'));
+    expect(r.status, r.stderr).toBe(0);
+    // -f paths first, then the arguments, each in order.
+    expect(docs(r.stdout).map((d) => `${d.kind}/${d.metadata.name}`)).toEqual([
+      'Service/s',
+      'Pod/a',
+      'Pod/b',
+      'Pod/c',
+      'Pod/stdin',
+    ]);
+    expect(r.stdout).not.toMatch(/[&*]a\d/);
+    expect(r.stderr).toContain(`edgemesh inject: ${join(tree, 'sub', 'b.yml')}: Pod/b: injected`);
+    expect(r.stderr).toContain(
+      `edgemesh inject: ${join(dir, 'svc.yaml')}: Service/s: passed through unchanged`,
+    );
+    expect(r.stderr).toContain('edgemesh inject: -: Pod/stdin: injected');
+    expect(r.stderr).not.toContain('notes.txt');
+  });
+
+  it('--config takes the shipped ConfigMap; partial overrides keep the other defaults', () => {
+    const shipped = run(['inject', '--config', config, '-'], pod('p'));
+    expect(shipped.status, shipped.stderr).toBe(0);
+    // The ConfigMap's webhook.yaml also holds the webhook's port: not an error for inject.
+    const tuned = readFileSync(config, 'utf8').replace(
+      'limits: { memory: 128Mi }',
+      'limits: { memory: 256Mi }',
+    );
+    writeFileSync(join(dir, 'config.yaml'), tuned);
+    const fromConfigMap = docs(
+      run(['inject', '--config', join(dir, 'config.yaml'), '-'], pod('p')).stdout,
+    )[0];
+    const proxy = fromConfigMap.spec.initContainers[1];
+    expect(proxy.resources).toEqual({
+      requests: { cpu: '10m', memory: '32Mi' },
+      limits: { memory: '256Mi' },
+    });
+    writeFileSync(
+      join(dir, 'partial.yaml'),
+      'injection:\n  sidecarResources: {limits: {memory: 200Mi, cpu: null}}\n',
+    );
+    const partial = run(['inject', '--config', join(dir, 'partial.yaml'), '-'], pod('p'));
+    expect(partial.status, partial.stderr).toBe(0);
+    expect(docs(partial.stdout)[0].spec.initContainers[1].resources).toEqual({
+      requests: { cpu: '10m', memory: '32Mi' },
+      limits: { memory: '200Mi' },
+    });
+    writeFileSync(join(dir, 'typo.yaml'), 'injection:\n  sidecarResources: {limit: {memory: 200Mi}}\n');
+    const typo = run(['inject', '--config', join(dir, 'typo.yaml'), '-'], pod('p'));
+    expect(typo.status).toBe(2);
+    expect(typo.stderr).toContain('sidecarResources: unknown key "limit"');
+  });
+
+  it('uninject gives back what inject was given', () => {
+    const input = readFileSync(new URL('./testdata/manual/workloads.yaml', import.meta.url), 'utf8');
+    const injected = run(['inject', '-q', '-'], input);
+    expect(injected.status, injected.stderr).toBe(0);
+    expect(injected.stderr).toBe('');
+    const back = run(['uninject', '-'], injected.stdout);
+    expect(back.status, back.stderr).toBe(0);
+    expect(docs(back.stdout)).toEqual(docs(input));
+    expect(back.stderr).toContain('edgemesh uninject: Deployment/nginx: uninjected');
+  });
+
+  it('names the path when it cannot read one, and wants at least one', () => {
+    const missing = run(['inject', join(dir, 'nope.yaml')]);
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toContain(`cannot read ${join(dir, 'nope.yaml')}`);
+    mkdirSync(join(dir, 'empty'), { recursive: true });
+    const empty = run(['uninject', join(dir, 'empty')]);
+    expect(empty.status).toBe(2);
+    expect(empty.stderr).toContain('no *.yaml, *.yml or *.json files');
+    const none = run(['inject']);
+    expect(none.status).toBe(2);
+    expect(none.stderr).toContain("or '-' for standard input");
   });
 });

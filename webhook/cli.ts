@@ -5,7 +5,8 @@ import { createLogger } from '../lib/log.ts';
 import { createRegistry } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { DEFAULT_CONFIG, injectionSection, RELEASE_IMAGE, withImage } from './config.ts';
-import { injectText } from './manual.ts';
+import { readManifestSources } from './manifest-files.ts';
+import { injectText, type ManualResult, uninjectText } from './manual.ts';
 import { readOwnImage } from './own-image.ts';
 import { startWebhookServer } from './server.ts';
 
@@ -91,39 +92,92 @@ export const webhookCommand = defineCommand(
   },
 );
 
+/** The webhook's options a shared config file (the ConfigMap's webhook.yaml) holds that inject has no use for. */
+const WEBHOOK_ONLY = ['port', 'host', 'tls-cert', 'tls-key', 'pod-name', 'pod-namespace'] as const;
+
+const MANIFEST_OPTIONS = {
+  filename: {
+    type: 'list',
+    short: 'f',
+    default: [],
+    description:
+      "manifest file or directory (recursing into *.yaml, *.yml, *.json), or '-' for standard input; repeatable, or give them as arguments",
+  },
+  quiet: { type: 'boolean', short: 'q', default: false, description: 'do not print what was done on stderr' },
+} as const;
+
 export const injectCommand = defineCommand(
   {
     name: 'inject',
     summary:
-      'Print manifests with edgemesh injected into Pods and workload templates (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob). Multi-document YAML or JSON in, YAML out.',
-    details: `Example: edgemesh inject -f deploy.yaml | kubectl apply -f -\n\n${CONFIG_HELP}`,
+      'Print manifests with edgemesh injected into Pods and workload templates (Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob); other kinds pass through unchanged, each named on stderr. Multi-document YAML or JSON in, YAML out (no anchors).',
+    details: `Examples: edgemesh inject deploy.yaml | kubectl apply -f -
+          edgemesh inject k8s/ --config manifests/base/config.yaml > injected.yaml
+          kubectl get deploy web -o yaml | edgemesh inject - | kubectl apply -f -
+
+--config takes the shipped ConfigMap manifest (manifests/base/config.yaml, or a rendered install
+holding it: its data key webhook.yaml is read, the webhook's own options there are ignored) or a
+bare file with an injection: mapping. Settings not given keep their defaults, also inside
+sidecarResources/initResources ({ limits: { memory: 256Mi } } keeps the requests; null removes one).
+
+${CONFIG_HELP}`,
     sections: ['injection'],
+    positionals: true,
+    positionalsUsage: '[FILE|DIR|-]...',
+    configMapKey: 'webhook.yaml',
+    configIgnores: WEBHOOK_ONLY,
     options: {
-      filename: { type: 'string', short: 'f', description: "manifest file, or '-' for standard input" },
-      config: { type: 'string', description: 'config file (YAML/JSON) with an injection: mapping' },
+      ...MANIFEST_OPTIONS,
+      config: {
+        type: 'string',
+        description:
+          'the edgemesh-config ConfigMap manifest, or a config file (YAML/JSON) with an injection: mapping',
+      },
       image: { type: 'string', description: 'image for the injected containers' },
-      quiet: { type: 'boolean', default: false, description: 'do not print what was injected on stderr' },
     },
   },
   async (opts) => {
-    if (!opts.filename) throw configError("--filename/-f is required (a file, or '-' for standard input)");
     const source = opts.config ?? 'defaults';
     const { settings, image } = injectionSection(opts.sections.injection, opts.image, source);
     // Today's default for manual injection: this release's image, said on stderr.
     const config = withImage(settings, image ? image.value : RELEASE_IMAGE, `${image?.from ?? 'image'}:`);
-    let text: string;
-    try {
-      text = readFileSync(opts.filename === '-' ? 0 : opts.filename, 'utf8');
-    } catch (err) {
-      throw configError(`--filename: cannot read ${opts.filename}: ${(err as Error).message}`);
-    }
-    const { yaml, report } = injectText(text, config);
-    process.stdout.write(yaml);
-    if (!opts.quiet) {
-      const from = image?.from ?? 'the release default; set --image or injection.image to change it';
-      process.stderr.write(`edgemesh inject: image ${config.image} (${from})\n`);
-      for (const line of report) process.stderr.write(`edgemesh inject: ${line}\n`);
-    }
+    const sources = readManifestSources([...opts.filename, ...opts._]);
+    const results = sources.map((s) => injectText(s.text, config, sources.length > 1 ? s.name : undefined));
+    writeResults('inject', results, opts.quiet, [
+      `image ${config.image} (${image?.from ?? 'the release default; set --image or injection.image to change it'})`,
+    ]);
     return 0;
   },
 );
+
+export const uninjectCommand = defineCommand(
+  {
+    name: 'uninject',
+    summary:
+      'Print manifests with what edgemesh inject (or the webhook) added removed: its init containers, its status annotation, the reserved-ports sysctl as it was, and the objects it created if nothing else was put in them. The inverse of inject.',
+    details:
+      'Examples: edgemesh uninject injected.yaml > plain.yaml\n          kubectl get deploy web -o yaml | edgemesh uninject - | kubectl apply -f -',
+    positionals: true,
+    positionalsUsage: '[FILE|DIR|-]...',
+    options: MANIFEST_OPTIONS,
+  },
+  async (opts) => {
+    const sources = readManifestSources([...opts.filename, ...opts._]);
+    const results = sources.map((s) => uninjectText(s.text, sources.length > 1 ? s.name : undefined));
+    writeResults('uninject', results, opts.quiet, []);
+    return 0;
+  },
+);
+
+/** The documents on stdout, one stream; what was done to each on stderr unless quiet. */
+function writeResults(command: string, results: ManualResult[], quiet: boolean, header: string[]): void {
+  process.stdout.write(
+    results
+      .map((r) => r.yaml)
+      .filter((y) => y.length > 0)
+      .join('---\n'),
+  );
+  if (quiet) return;
+  for (const line of [...header, ...results.flatMap((r) => r.report)])
+    process.stderr.write(`edgemesh ${command}: ${line}\n`);
+}
