@@ -12,6 +12,10 @@ const commands: Record<string, { summary: string; load: () => Promise<Subcommand
     summary: 'print manifests with edgemesh injected (for GitOps without a webhook)',
     load: async () => (await import('../webhook/cli.ts')).injectCommand as Subcommand,
   },
+  uninject: {
+    summary: 'print manifests with what inject added removed (its inverse)',
+    load: async () => (await import('../webhook/cli.ts')).uninjectCommand as Subcommand,
+  },
   'webhook-tls': {
     summary: "create/rotate the webhook's certificates and caBundle (TLS bootstrap)",
     load: async () => (await import('../webhook/tls/cli.ts')).webhookTlsCommand as Subcommand,
