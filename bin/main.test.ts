@@ -24,6 +24,7 @@ describe('edgemesh CLI', () => {
       'version',
       'check',
       'status',
+      'netcheck',
     ];
     for (const name of names) {
       expect(top.stdout).toContain(`  ${name} `);

@@ -53,6 +53,10 @@ const commands: Record<string, { summary: string; load: () => Promise<Subcommand
     summary: "each gateway's peers: path (direct, punched TCP/UDP, relay via which), RTT, streams, bytes",
     load: async () => (await import('../ctl/status-cli.ts')).statusCommand as Subcommand,
   },
+  netcheck: {
+    summary: "what a node's NAT looks like, from its gateway's tunnel: public address, ports, punches",
+    load: async () => (await import('../ctl/netcheck-cli.ts')).netcheckCommand as Subcommand,
+  },
 };
 
 function usage(): string {

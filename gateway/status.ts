@@ -8,6 +8,7 @@
  */
 import {
   type GatewayStatus,
+  MAX_NAT_ENTRIES,
   MAX_PEERS,
   MAX_SERVERS,
   type PathEntry,
@@ -79,9 +80,16 @@ export function gatewayStatus(input: StatusInput): GatewayStatus {
         name: s.name ?? null,
         up: s.up,
         observed: s.observed ?? null,
+        localPort: s.localPort ?? null,
       })),
     },
     peers: kept.map(peerEntry),
     omittedPeers: all.length - kept.length,
+    nat: {
+      probes: (input.tunnel?.nat?.probes ?? []).slice(0, MAX_NAT_ENTRIES),
+      punches: (input.tunnel?.nat?.punches ?? [])
+        .slice(0, MAX_NAT_ENTRIES)
+        .map((p) => ({ ...p, detail: p.detail ?? null })),
+    },
   };
 }

@@ -14,7 +14,10 @@
  *                 "nextUpgradeAt": null, "bytesIn": 1200, "bytesOut": 800,
  *                 "paths": [{ "path": "punched", "transport": "udp", "via": null, "rttMs": 3.1,
  *                             "streams": 2, "upAt": …, "bytesIn": 1000, "bytesOut": 700 }] }],
- *     "omittedPeers": 0 }
+ *     "omittedPeers": 0,
+ *     "nat": { "probes": [{ "at": …, "server": "ts-0", "localPort": 40200, "observed": "203.0.113.70:40200" }],
+ *              "punches": [{ "at": …, "peer": "edge-2", "transport": "tcp", "outcome": "refused",
+ *                            "detail": "TCP punch to …: connect ECONNREFUSED …" }] } }
  *
  * Bounded both ways: the gateway lists at most MAX_PEERS peers (most recently used first) and
  * says how many it left out; the reader refuses a document over MAX_DOCUMENT_BYTES, with more
@@ -64,7 +67,22 @@ export interface ServerEntry {
   up: boolean;
   /** The address this gateway's link comes from, as the replica sees it (its NAT's mapping). */
   observed: string | null;
+  /** The link's local port, to set against `observed`. */
+  localPort: number | null;
 }
+
+/** What punching taught about this node's NAT (gateway/tunnel/manager.ts NatObservations). */
+export interface NatSection {
+  probes: { at: number; server: string; localPort: number; observed: string }[];
+  punches: {
+    at: number;
+    peer: string;
+    transport: 'tcp' | 'udp';
+    outcome: 'connected' | 'refused' | 'no-answer' | 'failed';
+    detail: string | null;
+  }[];
+}
+export const MAX_NAT_ENTRIES = 64;
 
 export interface GatewayStatus {
   format: typeof STATUS_FORMAT;
@@ -75,6 +93,7 @@ export interface GatewayStatus {
   tunnel: { state: TunnelStateName; detail: string; listenPort: number | null; servers: ServerEntry[] };
   peers: PeerEntry[];
   omittedPeers: number;
+  nat: NatSection;
 }
 
 type Loose = Record<string, unknown>;
@@ -106,6 +125,10 @@ class Reader {
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
       this.fail(field, 'is not a non-negative integer');
     return v;
+  }
+  port(v: unknown, field: string): number {
+    const n = this.count(v, field);
+    return n <= 65535 ? n : this.fail(field, 'is not a port');
   }
   time(v: unknown, field: string): number {
     return this.count(v, field);
@@ -146,8 +169,34 @@ export function parseGatewayStatus(doc: unknown, where: string): GatewayStatus {
       name: r.textOrNull(e.name, `${f}.name`),
       up: r.bool(e.up, `${f}.up`),
       observed: r.textOrNull(e.observed, `${f}.observed`),
+      localPort:
+        e.localPort === null || e.localPort === undefined ? null : r.port(e.localPort, `${f}.localPort`),
     };
   });
+  const n = d.nat === undefined ? { probes: [], punches: [] } : r.record(d.nat, 'nat');
+  const nat: NatSection = {
+    probes: r.list(n.probes, 'nat.probes', MAX_NAT_ENTRIES).map((x, i) => {
+      const f = `nat.probes[${i}]`;
+      const e = r.record(x, f);
+      return {
+        at: r.time(e.at, `${f}.at`),
+        server: r.text(e.server, `${f}.server`),
+        localPort: r.port(e.localPort, `${f}.localPort`),
+        observed: r.text(e.observed, `${f}.observed`),
+      };
+    }),
+    punches: r.list(n.punches, 'nat.punches', MAX_NAT_ENTRIES).map((x, i) => {
+      const f = `nat.punches[${i}]`;
+      const e = r.record(x, f);
+      return {
+        at: r.time(e.at, `${f}.at`),
+        peer: r.text(e.peer, `${f}.peer`),
+        transport: r.oneOf(e.transport, `${f}.transport`, ['tcp', 'udp'] as const),
+        outcome: r.oneOf(e.outcome, `${f}.outcome`, ['connected', 'refused', 'no-answer', 'failed'] as const),
+        detail: r.textOrNull(e.detail, `${f}.detail`),
+      };
+    }),
+  };
   const peers = r.list(d.peers, 'peers', MAX_PEERS).map((p, i) => {
     const f = `peers[${i}]`;
     const e = r.record(p, f);
@@ -192,5 +241,6 @@ export function parseGatewayStatus(doc: unknown, where: string): GatewayStatus {
     },
     peers,
     omittedPeers: r.count(d.omittedPeers, 'omittedPeers'),
+    nat,
   };
 }

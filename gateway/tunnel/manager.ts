@@ -104,8 +104,44 @@ export interface PeerStatus {
 export interface TunnelStatus {
   node: string;
   listenPort: number;
-  servers: { address: string; name: string | undefined; up: boolean; observed: string | undefined }[];
+  servers: {
+    address: string;
+    name: string | undefined;
+    up: boolean;
+    observed: string | undefined;
+    /** The link's own local port (observed's port differs when the NAT changed it). */
+    localPort?: number;
+  }[];
   peers: PeerStatus[];
+  /** What the tunnel learnt of this node's NAT (`edgemesh netcheck`); nothing is sent for it. */
+  nat?: NatObservations;
+}
+
+/**
+ * What hole punching taught about this node's NAT, the latest first and bounded: punch probes
+ * (a fresh local port and the address a tunnel-server saw it from: port preservation), and
+ * the outcome of each TCP punch (connected; refused, i.e. a router answered the SYN with a
+ * RST; or no answer, i.e. dropped) and each UDP/ICE attempt this gateway opened.
+ */
+export interface NatObservations {
+  probes: { at: number; server: string; localPort: number; observed: string }[];
+  punches: {
+    at: number;
+    peer: string;
+    transport: 'tcp' | 'udp';
+    outcome: 'connected' | 'refused' | 'no-answer' | 'failed';
+    detail?: string;
+  }[];
+}
+
+/** Observations kept per kind: enough for a verdict, bounded however long the gateway runs. */
+const NAT_KEEP = 16;
+
+/** A punch error in NAT terms: RST (refused) and silence (dropped) call for different paths. */
+export function punchOutcome(message: string): 'refused' | 'no-answer' | 'failed' {
+  if (/ECONNREFUSED|refused|ECONNRESET/i.test(message)) return 'refused';
+  if (/timed out|ETIMEDOUT|did not connect in|did not answer/i.test(message)) return 'no-answer';
+  return 'failed';
 }
 
 const RELAY_REQUEST_TIMEOUT_MS = 5_000;
@@ -128,6 +164,7 @@ export class TunnelManager implements GatewayTunnelManager {
   #udp: UdpPaths | undefined;
   listenPort = 0;
   readonly metrics: ReturnType<typeof tunnelMetrics>;
+  readonly #nat: NatObservations = { probes: [], punches: [] };
 
   constructor(opts: TunnelManagerOptions) {
     this.nodeName = opts.nodeName;
@@ -202,9 +239,24 @@ export class TunnelManager implements GatewayTunnelManager {
         name: l.serverName,
         up: l.up,
         observed: l.observed ? `${l.observed.ip}:${l.observed.port}` : undefined,
+        ...(l.localPort === undefined ? {} : { localPort: l.localPort }),
       })),
       peers: [...this.#peers.values()].map((p) => p.status()),
+      nat: { probes: [...this.#nat.probes], punches: [...this.#nat.punches] },
     };
+  }
+
+  /** @internal A punch attempt's outcome (TCP on both ends; UDP on the end that opened it). */
+  recordPunch(peer: string, transport: 'tcp' | 'udp', err?: unknown): void {
+    const detail = err === undefined ? undefined : describeError(err);
+    this.#nat.punches.unshift({
+      at: Date.now(),
+      peer,
+      transport,
+      outcome: detail === undefined ? 'connected' : punchOutcome(detail),
+      ...(detail === undefined ? {} : { detail: detail.slice(0, 300) }),
+    });
+    this.#nat.punches.length = Math.min(this.#nat.punches.length, NAT_KEEP);
   }
 
   async close(): Promise<void> {
@@ -397,9 +449,16 @@ export class TunnelManager implements GatewayTunnelManager {
     }
     if (msg.t === 'probe') {
       // Both sides probe; the opener waits for punch-go, which needs both probes.
-      const done = probe({ ip: link.address.host, port: link.address.port }, msg.token).then(
-        (r) => r.localPort,
-      );
+      const done = probe({ ip: link.address.host, port: link.address.port }, msg.token).then((r) => {
+        this.#nat.probes.unshift({
+          at: Date.now(),
+          server: link.serverName ?? link.label,
+          localPort: r.localPort,
+          observed: `${r.observed.ip}:${r.observed.port}`,
+        });
+        this.#nat.probes.length = Math.min(this.#nat.probes.length, NAT_KEEP);
+        return r.localPort;
+      });
       done.catch((err) => this.#log.debug({ err: describeError(err) }, 'probe failed'));
       this.#probes.set(msg.id, done);
       setTimeout(() => this.#probes.delete(msg.id), 10_000).unref();
@@ -411,7 +470,14 @@ export class TunnelManager implements GatewayTunnelManager {
       const peer = this.#peer(msg.peer);
       const punched = (async () => {
         if (!localPort) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'punch-go without a probe');
-        const socket = await simultaneousOpen(await localPort, msg.addr, PUNCH_DEADLINE_MS);
+        let socket: net.Socket;
+        try {
+          socket = await simultaneousOpen(await localPort, msg.addr, PUNCH_DEADLINE_MS);
+        } catch (err) {
+          this.recordPunch(msg.peer, 'tcp', err);
+          throw err;
+        }
+        this.recordPunch(msg.peer, 'tcp');
         const session = await this.secure(socket, msg.peer, msg.role);
         peer.add('punched', session, 'tcp');
       })();
@@ -616,10 +682,17 @@ export class Peer {
       }
       if (t.udp && link && udp) {
         attempts.push(
-          udp.connect(link, this).catch((err) => {
-            this.#m.log.info({ peer: this.name, err: describeError(err) }, 'UDP path did not connect');
-            throw err;
-          }),
+          udp.connect(link, this).then(
+            (session) => {
+              this.#m.recordPunch(this.name, 'udp');
+              return session;
+            },
+            (err) => {
+              this.#m.recordPunch(this.name, 'udp', err);
+              this.#m.log.info({ peer: this.name, err: describeError(err) }, 'UDP path did not connect');
+              throw err;
+            },
+          ),
         );
       }
       if (attempts.length > 0) {

@@ -40,6 +40,8 @@ export class ServerLink extends EventEmitter<{ message: [msg: ToGateway]; up: []
   /** The replica's name and the address it sees us from, once registered. */
   serverName: string | undefined;
   observed: Address | undefined;
+  /** This end's port of the link's TCP connection: against `observed`, what the NAT did to it. */
+  localPort: number | undefined;
 
   constructor(
     address: ServerAddress,
@@ -105,6 +107,7 @@ export class ServerLink extends EventEmitter<{ message: [msg: ToGateway]; up: []
         timeoutMs: 5000,
       });
       socket.setNoDelay(true);
+      this.localPort = socket.localPort;
       if (this.#closed) {
         socket.destroy();
         return;

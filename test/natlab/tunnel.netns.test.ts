@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatNetcheck } from '../../ctl/netcheck.ts';
 import { pathWords } from '../../ctl/status-format.ts';
 import { waitFor } from '../harness/netns.ts';
 import type { LabNode } from './lab.ts';
@@ -89,6 +90,20 @@ describe('tunnel in the NAT lab', () => {
     // TCP simultaneous open is refused by these routers; the path is the UDP one.
     expect(peer?.paths.punched?.transport).toBe('udp');
     expect(await statusPath(n['node3-1'], n['node4-1'])).toBe('punched UDP');
+    // `edgemesh netcheck`: the RST routers refused the TCP punch, UDP connected, ports preserved.
+    // The TCP punch races UDP and may end (3 s deadline) after UDP connected.
+    const report = await waitFor(
+      async () => {
+        const text = formatNetcheck(await t.gatewayStatus(n['node3-1']));
+        return /TCP hole punch: \d/.test(text) ? text : undefined;
+      },
+      10_000,
+      250,
+      'the TCP punch outcome',
+    );
+    expect(report).toMatch(/TCP hole punch: .*refused by a RST/);
+    expect(report).toMatch(/UDP \(ICE, STUN at the tunnel-servers\): .*connected/);
+    expect(report).toContain('port preservation: yes');
     const r = await t.send(n['node3-1'], n['node4-1'], BIG, 120_000);
     expect(r.path).toBe('punched');
     intact(r, BIG);
@@ -131,6 +146,8 @@ describe('tunnel in the NAT lab', () => {
     const servers = (await t.gatewayStatus(n['node2-1'])).tunnel.servers.map((s) => s.name);
     const relayed = await statusPath(n['node2-1'], n['node5-1']);
     expect(servers.map((name) => `relay via ${name}`)).toContain(relayed);
+    // `edgemesh netcheck` on the symmetric side: its NAT rewrites ports.
+    expect(formatNetcheck(await t.gatewayStatus(n['node5-1']))).toContain('port preservation: no');
     const r = await t.send(n['node2-1'], n['node5-1'], BIG);
     expect(r.path).toBe('relay');
     intact(r, BIG);
