@@ -10,7 +10,7 @@ import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog } from '../lib/catalog/types.ts';
 import { silentLogger } from '../lib/log.ts';
 import { waitFor } from '../test/harness/netns.ts';
-import { FeedHub } from './feed.ts';
+import { encodeSnapshotPieces, FeedHub } from './feed.ts';
 import { type Gateway, startGateway } from './gateway.ts';
 import { loopbackCatalog } from './test-fixtures.ts';
 
@@ -292,6 +292,64 @@ describe('feed: the gateway wire seen by a raw client', () => {
       type: 'keepalive',
       revision: 6,
     });
+  });
+
+  // n pods (copies of one built pod under other addresses): enough to cut into pieces.
+  const manyPods = (n: number): Catalog => {
+    const base = loopbackCatalog([{ name: 'p0', ip: '10.244.0.0', node: 'edge-a', ports: [80, 443] }], 3);
+    const pod = Object.values(base.pods)[0];
+    const pods: Catalog['pods'] = {};
+    for (let i = 0; i < n; i++) pods[`10.244.${i >> 8}.${i & 255}`] = { ...pod, name: `p${i}` } as typeof pod;
+    return { ...base, pods };
+  };
+
+  it('encodes a snapshot in pieces that make the same line as one JSON.stringify', () => {
+    const catalog = manyPods(2000);
+    const pieces = encodeSnapshotPieces(catalog);
+    expect(pieces.length).toBeGreaterThan(2); // the record is cut between entries
+    expect(Buffer.concat(pieces).toString()).toBe(encodeFeedLine({ type: 'snapshot', catalog }));
+    const small = loopbackCatalog([], 9);
+    expect(Buffer.concat(encodeSnapshotPieces(small)).toString()).toBe(
+      encodeFeedLine({ type: 'snapshot', catalog: small }),
+    );
+  });
+
+  async function readLines(port: number, count: number): Promise<string[]> {
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    cleanups.push(() => socket.destroy());
+    const lines: string[] = [];
+    const splitter = new LineSplitter();
+    socket.on('data', (c: Buffer) =>
+      lines.push(...splitter.push(c).filter((l) => !l.includes('"keepalive"'))),
+    );
+    await waitFor(() => lines.length >= count, 5000, 10, `${count} lines`);
+    return lines;
+  }
+
+  it('encodes a snapshot only when a client asks, once per revision for all the clients at it', async () => {
+    const store = new CatalogStore();
+    const { hub, port } = await hubServer(store, {});
+    // A catalog arriving (a restart's persisted one, the API's first build) with no FEED
+    // client: nothing encoded.
+    const first = manyPods(500);
+    store.apply({ type: 'snapshot', catalog: first });
+    store.apply({
+      type: 'node',
+      revision: 4,
+      name: 'edge-b',
+      node: { name: 'edge-b', addresses: ['192.168.20.12'] },
+    });
+    expect(hub.snapshotsEncodedForTest).toBe(0);
+    // Many clients at once at revision 4: one encoding, the same line to each.
+    const at4 = await Promise.all(Array.from({ length: 20 }, () => readLines(port, 1)));
+    expect(hub.snapshotsEncodedForTest).toBe(1);
+    const expected = encodeFeedLine({ type: 'snapshot', catalog: store.current as Catalog });
+    for (const lines of at4) expect(`${lines[0]}\n`).toBe(expected);
+    // A new snapshot while they are connected: encoded once for all of them.
+    const second = { ...manyPods(300), revision: 10 };
+    store.apply({ type: 'snapshot', catalog: second });
+    expect(hub.snapshotsEncodedForTest).toBe(2);
+    await waitFor(() => hub.clients === 20, 5000, 10, 'clients');
   });
 
   it('drops a client that does not read', async () => {

@@ -34,12 +34,20 @@ export class FeedHub {
   readonly #clients = new Set<Socket>();
   readonly #unsubscribe: () => void;
   readonly #keepalive: NodeJS.Timeout;
-  // The encoded snapshot of the current catalog, made once for all the clients that ask.
-  // Lines are encoded once into a Buffer that every socket's queue shares (a string would be
-  // copied per socket: 1,000 sidecars × a 6 MB snapshot). Held weakly: shared while some
-  // socket still queues it, then left to the GC (at 10,000 services it is 30 MB that a
-  // gateway would otherwise keep until the catalog next changes).
-  #snapshot: { catalog: WeakRef<Catalog>; line: WeakRef<Buffer> } | undefined;
+  // The encoded snapshot of the current catalog, made only when a FEED client needs it (a
+  // client joins, or a new snapshot arrives while clients are connected: sidecars are
+  // on-demand by default and never ask, and at 10,000 services encoding is ~1 s of CPU and
+  // 30 MB that a restart would otherwise spend before anyone wanted it), and once for all the
+  // clients that get it at that revision. Encoded in pieces of Buffers that every socket's
+  // queue shares (a string would be copied per socket: 1,000 sidecars × a 6 MB snapshot; one
+  // 30 MB string beside its 30 MB Buffer was the start's largest single allocation). Held
+  // strongly while some socket still has it queued, so a client joining meanwhile shares it;
+  // then only weakly, left to the GC (30 MB that a gateway would otherwise keep until the
+  // catalog next changes).
+  #snapshot:
+    | { catalog: WeakRef<Catalog>; pieces: WeakRef<Buffer[]>; held: Buffer[] | undefined; queued: number }
+    | undefined;
+  #snapshotsEncoded = 0;
 
   constructor(store: CatalogStore, opts: FeedHubOptions = {}) {
     this.#store = store;
@@ -47,9 +55,12 @@ export class FeedHub {
     this.#maxBuffered = opts.maxBufferedBytes ?? MAX_BUFFERED_FEED_BYTES;
     this.#maxPerAddress = opts.maxClientsPerAddress ?? MAX_FEED_CLIENTS_PER_ADDRESS;
     this.#maxClients = opts.maxClients ?? MAX_FEED_CLIENTS;
-    this.#unsubscribe = store.subscribe((_catalog, update) =>
-      this.#broadcast(Buffer.from(encodeFeedLine(update))),
-    );
+    this.#unsubscribe = store.subscribe((catalog, update) => {
+      if (this.#clients.size === 0) return; // nobody to tell; a client joining gets a snapshot
+      if (update.type === 'snapshot') {
+        for (const socket of this.#clients) this.#writeSnapshot(socket, catalog);
+      } else this.#broadcast(Buffer.from(encodeFeedLine(update)));
+    });
     this.#keepalive = setInterval(() => {
       // Also to clients still waiting for a first catalog, so they do not time out meanwhile.
       const revision = this.#store.current?.revision ?? 0;
@@ -60,6 +71,11 @@ export class FeedHub {
 
   get clients(): number {
     return this.#clients.size;
+  }
+
+  /** How many times a snapshot was encoded (for tests: once per revision that a client got). */
+  get snapshotsEncodedForTest(): number {
+    return this.#snapshotsEncoded;
   }
 
   /**
@@ -93,7 +109,7 @@ export class FeedHub {
     socket.setNoDelay(true);
     const catalog = this.#store.current;
     this.#log.info({ peer, revision: catalog?.revision, clients: this.#clients.size }, 'feed client joined');
-    if (catalog) this.#write(socket, this.#snapshotLine(catalog));
+    if (catalog) this.#writeSnapshot(socket, catalog);
   }
 
   close(): void {
@@ -103,12 +119,25 @@ export class FeedHub {
     this.#clients.clear();
   }
 
-  #snapshotLine(catalog: Catalog): Buffer {
-    const held = this.#snapshot?.catalog.deref() === catalog ? this.#snapshot?.line.deref() : undefined;
-    if (held) return held;
-    const line = Buffer.from(encodeFeedLine({ type: 'snapshot', catalog }));
-    this.#snapshot = { catalog: new WeakRef(catalog), line: new WeakRef(line) };
-    return line;
+  #writeSnapshot(socket: Socket, catalog: Catalog): void {
+    if (this.#droppedAsSlow(socket)) return;
+    let snapshot = this.#snapshot;
+    let pieces = snapshot?.catalog.deref() === catalog ? snapshot?.pieces.deref() : undefined;
+    if (!snapshot || !pieces) {
+      pieces = encodeSnapshotPieces(catalog);
+      this.#snapshotsEncoded++;
+      snapshot = { catalog: new WeakRef(catalog), pieces: new WeakRef(pieces), held: pieces, queued: 0 };
+      this.#snapshot = snapshot;
+    }
+    const held = snapshot;
+    held.held = pieces;
+    held.queued++;
+    const last = pieces.length - 1;
+    for (let i = 0; i < last; i++) socket.write(pieces[i] as Buffer);
+    // Written, or the socket is gone (the callback gets its error): one queue fewer holds it.
+    socket.write(pieces[last] as Buffer, () => {
+      if (--held.queued === 0) held.held = undefined;
+    });
   }
 
   #broadcast(line: Buffer): void {
@@ -116,11 +145,63 @@ export class FeedHub {
   }
 
   #write(socket: Socket, line: Buffer): void {
-    if (socket.writableLength > this.#maxBuffered) {
-      this.#log.warn({ queued: socket.writableLength }, 'feed client too slow: dropping it');
-      socket.destroy();
-      return;
-    }
-    socket.write(line);
+    if (!this.#droppedAsSlow(socket)) socket.write(line);
+  }
+
+  #droppedAsSlow(socket: Socket): boolean {
+    if (socket.writableLength <= this.#maxBuffered) return false;
+    this.#log.warn({ queued: socket.writableLength }, 'feed client too slow: dropping it');
+    socket.destroy();
+    return true;
   }
 }
+
+/** Pieces of about this many characters: small enough that no one string or Buffer is large. */
+const SNAPSHOT_PIECE_CHARS = 64 * 1024;
+
+/**
+ * The bytes of `encodeFeedLine({ type: 'snapshot', catalog })`, in Buffers of about
+ * SNAPSHOT_PIECE_CHARS: the catalog's records (services, pods, nodes, namespaces: up to
+ * 100,000 keys) entry by entry, anything else as JSON.stringify writes it, in the same order,
+ * so a client reads the same line (feed.test.ts compares the two).
+ */
+export function encodeSnapshotPieces(catalog: Catalog): Buffer[] {
+  const pieces: Buffer[] = [];
+  let text = '{"type":"snapshot","catalog":{';
+  const cut = () => {
+    if (text.length < SNAPSHOT_PIECE_CHARS) return;
+    pieces.push(Buffer.from(text));
+    text = '';
+  };
+  let firstField = true;
+  for (const [field, value] of Object.entries(catalog)) {
+    if (value === undefined || typeof value === 'function') continue; // as JSON.stringify
+    text += `${firstField ? '' : ','}${JSON.stringify(field)}:`;
+    firstField = false;
+    if (!isPlainRecord(value)) {
+      text += JSON.stringify(value);
+      cut();
+      continue;
+    }
+    text += '{';
+    let firstEntry = true;
+    for (const key in value) {
+      const json = JSON.stringify(value[key]);
+      if (json === undefined) continue;
+      text += `${firstEntry ? '' : ','}${JSON.stringify(key)}:${json}`;
+      firstEntry = false;
+      cut();
+    }
+    text += '}';
+  }
+  text += '}}\n';
+  pieces.push(Buffer.from(text));
+  return pieces;
+}
+
+const isPlainRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' &&
+  v !== null &&
+  !Array.isArray(v) &&
+  Object.getPrototypeOf(v) === Object.prototype &&
+  typeof (v as { toJSON?: unknown }).toJSON !== 'function';
