@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatNetcheck } from '../../ctl/netcheck.ts';
 import { formatStatus } from '../../ctl/status-format.ts';
 import { parseGatewayStatus } from '../../lib/gateway-status.ts';
 import { EDGEMESH_BIN, waitFor } from '../harness/netns.ts';
@@ -168,6 +169,18 @@ describe('edgemesh check and status on the edge cluster', () => {
     expect(text.stdout).toContain('1 gateway answered.');
   });
 
+  it('netcheck: the cloud node through pods/proxy; an edge node named as unreachable, exit 1', () => {
+    const cloud = cluster.cloudNode?.name ?? '';
+    const ok = edgemesh(['netcheck', cloud]);
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(new RegExp(`^NAT report for ${cloud}, `));
+    expect(ok.stdout).toMatch(/^ {2}\* public address: /m);
+    const edge = cluster.nodes[0]?.name ?? '';
+    const far = edgemesh(['netcheck', edge, '--timeout', '20']);
+    expect(far.status).toBe(1);
+    expect(far.stderr).toContain(`on node ${edge}: curl -s http://127.0.0.1:${GATEWAY_METRICS_PORT}/status`);
+  });
+
   it("status's document on an edge node (what the hint says to run) shows the peer, its path and bytes", async () => {
     const [client] = await livePods(cluster, 'app=client');
     const [server] = await livePods(cluster, 'app=nginx');
@@ -189,5 +202,7 @@ describe('edgemesh check and status on the edge cluster', () => {
     expect(entry?.bytesOut).toBeGreaterThan(0);
     const text = formatStatus([{ node, pod: 'on-node', result: { status: doc } }], 'edgemesh-system');
     expect(text).toMatch(new RegExp(`^  ${peer}\\s+(direct|punched TCP|punched UDP|relay via \\S+)\\s`, 'm'));
+    // Sites 1 and 2 are behind different NATs: reaching nginx took a punch attempt or the relay.
+    expect(formatNetcheck(doc)).toMatch(/^ {2}\* public address: 203\.0\.113\./m);
   });
 });
