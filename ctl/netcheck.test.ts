@@ -2,7 +2,12 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readinessAnswer } from '../gateway/readiness.ts';
 import { gatewayStatus } from '../gateway/status.ts';
 import type { TunnelReadiness } from '../gateway/streams.ts';
-import { type NatObservations, punchOutcome, type TunnelStatus } from '../gateway/tunnel/manager.ts';
+import {
+  type NatObservations,
+  punchOutcome,
+  type TunnelStatus,
+  withoutAddresses,
+} from '../gateway/tunnel/manager.ts';
 import { parseGatewayStatus } from '../lib/gateway-status.ts';
 import { GoldenDir } from '../test/harness/golden.ts';
 import { formatNetcheck } from './netcheck.ts';
@@ -58,7 +63,7 @@ const CASES: { name: string; text: string }[] = [
           peer: 'edge-4',
           transport: 'tcp',
           outcome: 'refused',
-          detail: 'TCP punch to 203.0.113.78:41500 failed: connect ECONNREFUSED 203.0.113.78:41500',
+          detail: 'TCP punch to ADDR failed: connect ECONNREFUSED ADDR',
         },
       ],
     }),
@@ -74,7 +79,7 @@ const CASES: { name: string; text: string }[] = [
           peer: 'edge-2',
           transport: 'tcp',
           outcome: 'no-answer',
-          detail: 'TCP punch to 203.0.113.70:40200 failed: connect 203.0.113.70:40200 timed out',
+          detail: 'TCP punch to ADDR failed: connect ADDR timed out',
         },
         {
           at: NOW - 900,
@@ -108,6 +113,13 @@ describe('edgemesh netcheck output (golden)', () => {
 });
 
 describe('punch outcomes', () => {
+  it("leave peers' addresses out of what /status shows", () => {
+    expect(
+      withoutAddresses('TCP punch to 203.0.113.78:41500 failed: connect ECONNREFUSED 203.0.113.78:41500'),
+    ).toBe('TCP punch to ADDR failed: connect ECONNREFUSED ADDR');
+    expect(withoutAddresses('connect [fd00::1]:20006 timed out')).toBe('connect ADDR timed out');
+  });
+
   it('tell a RST from silence from the errors the tunnel gives', () => {
     expect(punchOutcome('TCP punch to 1.2.3.4:5 failed: connect ECONNREFUSED 1.2.3.4:5')).toBe('refused');
     expect(punchOutcome('TCP punch to 1.2.3.4:5 failed: connect 1.2.3.4:5 timed out')).toBe('no-answer');

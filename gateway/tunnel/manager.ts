@@ -137,6 +137,11 @@ export interface NatObservations {
 /** Observations kept per kind: enough for a verdict, bounded however long the gateway runs. */
 const NAT_KEEP = 16;
 
+/** `text` with IPv4 / bracketed IPv6 addresses (and ports) replaced by ADDR. */
+export function withoutAddresses(text: string): string {
+  return text.replace(/\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\[[0-9a-fA-F:.]+\](?::\d+)?/g, 'ADDR');
+}
+
 /** A punch error in NAT terms: RST (refused) and silence (dropped) call for different paths. */
 export function punchOutcome(message: string): 'refused' | 'no-answer' | 'failed' {
   if (/ECONNREFUSED|refused|ECONNRESET/i.test(message)) return 'refused';
@@ -248,7 +253,8 @@ export class TunnelManager implements GatewayTunnelManager {
 
   /** @internal A punch attempt's outcome (TCP on both ends; UDP on the end that opened it). */
   recordPunch(peer: string, transport: 'tcp' | 'udp', err?: unknown): void {
-    const detail = err === undefined ? undefined : describeError(err);
+    // The peer's public address is left out: /status is readable from this node's LAN.
+    const detail = err === undefined ? undefined : withoutAddresses(describeError(err));
     this.#nat.punches.unshift({
       at: Date.now(),
       peer,
