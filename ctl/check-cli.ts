@@ -8,7 +8,7 @@ import { configError } from '../lib/errors.ts';
 import { isDnsLabel } from '../lib/names.ts';
 import { type CheckResult, checkExitCode, formatChecks } from './check-format.ts';
 import { installChecks, MESH_CA, WEBHOOK_SECRET } from './check-install.ts';
-import { preChecks } from './check-pre.ts';
+import { apiCheck, preChecks } from './check-pre.ts';
 import { CheckReader } from './check-read.ts';
 import { CONFIG_KEY, CONFIG_MAP } from './injected-image.ts';
 import { chooseKubeconfig, connect } from './kube.ts';
@@ -99,13 +99,7 @@ export const checkCommand = defineCommand(
             : {}),
         });
       } else {
-        const api0 = preChecks({
-          server: api.server,
-          namespace: ns,
-          version,
-          access: [],
-          namespaceLabels: null,
-        })[0];
+        const api0 = apiCheck(api.server, version, 'kubernetes');
         if (version instanceof Error) results = [api0];
         else {
           const [caBundles, servingCert, probe, meshCaConfigMap, meshCaSecret, partPods, allPods] =
@@ -127,7 +121,7 @@ export const checkCommand = defineCommand(
             ]);
           const info = buildInfo();
           results = [
-            { ...api0, group: 'kubernetes' },
+            api0,
             ...installChecks({
               now: new Date(),
               namespace: ns,

@@ -187,21 +187,25 @@ export function namespaceCheck(input: PreInput): CheckResult {
   };
 }
 
-/** Every pre-installation check, in order; later ones are skipped when the API does not answer. */
-export function preChecks(input: PreInput): CheckResult[] {
-  if (input.version instanceof Error)
-    return [
-      {
-        group: GROUP,
+/** Whether the API server answered GET /version (every other check needs it). */
+export function apiCheck(server: string, version: Read<string>, group = GROUP): CheckResult {
+  return version instanceof Error
+    ? {
+        group,
         id: 'kubernetes-api',
         status: 'fail',
-        message: `cannot use the API server ${input.server}`,
-        details: [input.version.message],
+        message: `cannot use the API server ${server}`,
+        details: [version.message],
         hint: 'check the kubeconfig (--kubeconfig, --context) and that the API server is up: kubectl get --raw /version',
-      },
-    ];
+      }
+    : { group, id: 'kubernetes-api', status: 'pass', message: `the API server ${server} answers` };
+}
+
+/** Every pre-installation check, in order; later ones are skipped when the API does not answer. */
+export function preChecks(input: PreInput): CheckResult[] {
+  if (input.version instanceof Error) return [apiCheck(input.server, input.version)];
   return [
-    { group: GROUP, id: 'kubernetes-api', status: 'pass', message: `the API server ${input.server} answers` },
+    apiCheck(input.server, input.version),
     versionCheck(input.version),
     accessCheck(input.access, input.namespace),
     namespaceCheck(input),
