@@ -613,6 +613,7 @@ export function pendingInjectionCheck(input: InstallInput): CheckResult {
     (p) =>
       labelled.includes(p.namespace) &&
       (p.phase === 'Running' || p.phase === 'Pending') &&
+      !p.terminating &&
       !p.hostNetwork &&
       p.labels['sidecar.edgemesh.io/inject'] !== 'false' &&
       p.annotations['sidecar.edgemesh.io/inject'] !== 'false' &&

@@ -45,6 +45,7 @@ function pod(
     phase?: string;
     hostNetwork?: boolean;
     optOut?: boolean;
+    terminating?: boolean;
   } = {},
 ): PodSummary {
   return podSummary(
@@ -60,6 +61,7 @@ function pod(
           ...(o.optOut ? { 'sidecar.edgemesh.io/inject': 'false' } : {}),
         },
         ...(o.owner ? { ownerReferences: [{ kind: o.owner[0], name: o.owner[1], controller: true }] } : {}),
+        ...(o.terminating ? { deletionTimestamp: '2026-12-06T07:59:58Z' } : {}),
       },
       spec: {
         nodeName: node,
@@ -161,6 +163,7 @@ const broken: InstallInput = {
     app('demo', 'api-x1', 'cloud'),
     pod('demo', 'debug', 'cloud'),
     app('demo', 'legacy-1', 'cloud', { optOut: true }),
+    app('demo', 'api-old', 'cloud', { terminating: true }),
     pod('demo', 'node-agent-x', 'cloud', { owner: ['DaemonSet', 'node-agent'], hostNetwork: true }),
     pod('demo', 'migrate-x', 'cloud', { owner: ['Job', 'migrate'], phase: 'Succeeded' }),
   ],

@@ -21,6 +21,8 @@ export interface PodSummary {
   /** The controller that made it (ReplicaSet, StatefulSet, DaemonSet, Job, …), if any. */
   owner: { kind: string; name: string } | undefined;
   hostNetwork: boolean;
+  /** Being deleted (metadata.deletionTimestamp set): on its way out, nothing to act on. */
+  terminating: boolean;
   containers: ContainerImage[];
   initContainers: ContainerImage[];
   /** The Ready condition is True. */
@@ -80,6 +82,7 @@ export function podSummary(item: unknown, where: string): PodSummary {
         ? { kind: ref.kind, name: ref.name }
         : undefined,
     hostNetwork: spec.hostNetwork === true,
+    terminating: typeof meta.deletionTimestamp === 'string',
     containers: containers(spec.containers, `${at} spec.containers`),
     initContainers: containers(spec.initContainers, `${at} spec.initContainers`),
     ready: conditions.some((c) => isRecord(c) && c.type === 'Ready' && c.status === 'True'),
