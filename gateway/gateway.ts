@@ -8,7 +8,7 @@ import type net from 'node:net';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import { CatalogStore } from '../lib/catalog/store.ts';
-import { compactWhenQuiet } from '../lib/heap.ts';
+import { compactWhenQuiet, keepHeapInBudget } from '../lib/heap.ts';
 import type { Logger } from '../lib/log.ts';
 import { createRegistry, defaultMetricsHosts, serveMetricsOn } from '../lib/metrics.ts';
 import { Admission } from './admission.ts';
@@ -77,6 +77,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const { log } = opts;
   // Pods in place: ~100,000 of them at 10,000 services (CatalogStore says why that is safe here).
   const store = new CatalogStore({ inPlace: ['pods'] });
+  // From the first allocation: a start's or restart's burst (the state file, every list built
+  // into the catalog) must stay inside the container's limit (lib/heap.ts says how).
+  const budget = keepHeapInBudget({
+    onCollected: (info) =>
+      log.debug(
+        { ms: Math.round(info.ms), heapMB: Math.round(info.usedAfter / 2 ** 20) },
+        'heap collected: over the memory budget',
+      ),
+  });
   const persisted = await loadCatalog(opts.stateDir, log);
   if (persisted) {
     store.apply({ type: 'snapshot', catalog: persisted });
@@ -201,6 +210,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     persister,
     async close() {
       compactor.stop();
+      budget.stop();
       await watcher?.stop();
       feed.close();
       lookup.close();

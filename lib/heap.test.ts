@@ -1,5 +1,8 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { compactHeap, compactWhenQuiet } from './heap.ts';
+import { cgroupMemoryLimit, compactHeap, compactWhenQuiet, keepHeapInBudget } from './heap.ts';
 
 describe('heap compaction', () => {
   it('collects what is only weakly held, without --expose-gc on the command line', async () => {
@@ -25,5 +28,50 @@ describe('heap compaction', () => {
     await new Promise((r) => setTimeout(r, 200));
     compactor.stop();
     expect(compactions).toHaveLength(1);
+  });
+
+  it('over the budget, collects once the heap grew past what was live; under it, never', async () => {
+    const garbage = async () => {
+      for (let i = 0; i < 20; i++) {
+        // ~2 MB per turn that nothing keeps: the heap grows until something collects it.
+        void Array.from({ length: 20_000 }, (_, j) => ({ j, s: `x${j}` }));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    };
+    const collected: Array<{ usedBefore: number; usedAfter: number }> = [];
+    const over = keepHeapInBudget({
+      budgetBytes: 0,
+      growthBytes: 4 * 1024 * 1024,
+      checkMs: 10,
+      onCollected: (info) => collected.push(info),
+    });
+    await garbage();
+    over.stop();
+    expect(collected.length).toBeGreaterThan(0);
+    for (const c of collected) expect(c.usedAfter).toBeLessThan(c.usedBefore);
+
+    let under = 0;
+    const within = keepHeapInBudget({
+      budgetBytes: Number.POSITIVE_INFINITY,
+      growthBytes: 1,
+      checkMs: 10,
+      onCollected: () => under++,
+    });
+    await garbage();
+    within.stop();
+    expect(under).toBe(0);
+  });
+
+  it('reads a cgroup v2 memory limit, none for "max" or no file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'emc-heap-'));
+    try {
+      writeFileSync(join(dir, 'limited'), '268435456\n');
+      writeFileSync(join(dir, 'unlimited'), 'max\n');
+      expect(cgroupMemoryLimit(join(dir, 'limited'))).toBe(268435456);
+      expect(cgroupMemoryLimit(join(dir, 'unlimited'))).toBeUndefined();
+      expect(cgroupMemoryLimit(join(dir, 'absent'))).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
