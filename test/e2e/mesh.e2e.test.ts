@@ -123,12 +123,25 @@ describe('edgemesh on a real control plane across NATs', () => {
 
     // The shipped workloads run as pods of our image: webhook ×2 and the tunnel-server on the
     // cloud node (not behind a NAT), a gateway on every node.
-    const system = await livePods(cluster, 'app.kubernetes.io/part-of=edgemesh', 'edgemesh-system');
-    for (const [name, nodes] of [
+    // Ready is a probe's latest answer: on this shared machine a probe can miss for a while,
+    // so each workload gets a bounded time to be seen Ready everywhere it should run.
+    const want = [
       ['edgemesh-webhook', ['cloud', 'cloud']],
       ['edgemesh-tunnel-server', ['cloud']],
       ['edgemesh-gateway', ['cloud', 'node1-1', 'node2-1', 'node2-2']],
-    ] as const) {
+    ] as const;
+    const settled = async () => {
+      const pods = await livePods(cluster, 'app.kubernetes.io/part-of=edgemesh', 'edgemesh-system');
+      return want.every(([name, nodes]) => {
+        const got = appNodes(pods, name);
+        return got.unready.length === 0 && JSON.stringify(got.nodes) === JSON.stringify(nodes);
+      })
+        ? pods
+        : undefined;
+    };
+    await waitFor(settled, 60_000, 1_000, 'edgemesh pods Ready').catch(() => undefined);
+    const system = await livePods(cluster, 'app.kubernetes.io/part-of=edgemesh', 'edgemesh-system');
+    for (const [name, nodes] of want) {
       expect(appNodes(system, name), name).toEqual({ nodes, unready: [] });
     }
     const image = images().edgemesh;
