@@ -37,6 +37,8 @@ import { UdpPaths } from './udp.ts';
  *               one SYN retransmit), then UDP/ICE (8 s: ICE checks pace at tens of ms and
  *               must survive a lost round). Nothing found: retry after 30 s, doubling to
  *               10 min, so a NAT that changes is picked up without hammering the servers.
+ *               A search with no tunnel-server up does not double it, and a server link
+ *               coming up starts the search again with the backoff reset.
  *   failover    a relay that dies (its tunnel-server went away) is re-established at once
  *               through another replica if the peer has no other path; streams that were
  *               on it fail and their callers retry.
@@ -154,6 +156,7 @@ const LAN_DIAL_TIMEOUT_MS = 1_000;
 const PUNCH_DEADLINE_MS = 3_000;
 const UPGRADE_RETRY_START_MS = 30_000;
 const UPGRADE_RETRY_MAX_MS = 600_000;
+const LINK_UP_UPGRADE_SPREAD_MS = 1_000;
 
 /** Implements the interface the gateway's sidecar listener calls (gateway/streams.ts). */
 export class TunnelManager implements GatewayTunnelManager {
@@ -202,6 +205,12 @@ export class TunnelManager implements GatewayTunnelManager {
     );
     for (const link of this.#links) {
       link.on('message', (msg) => this.#onMessage(link, msg));
+      // A tunnel-server back after an outage: the searches that failed while none answered
+      // (and their doubled backoff, up to 10 min) say nothing about the NATs. Peers still on
+      // the relay look for a better path again now, not when their backed-off timer fires.
+      link.on('up', () => {
+        for (const p of this.#peers.values()) p.linkUp();
+      });
       link.start();
     }
   }
@@ -655,8 +664,24 @@ export class Peer {
     );
   }
 
+  /** A tunnel-server link came up: a peer on the relay retries its search soon, backoff reset. */
+  linkUp(): void {
+    if (this.#closed || !this.#sessions.has('relay')) return;
+    if (this.#sessions.has('direct') || this.#sessions.has('punched')) return;
+    this.#upgradeDelay = UPGRADE_RETRY_START_MS;
+    // Spread over a second: every peer of every gateway hears the same server come back.
+    this.#scheduleUpgrade(Math.floor(Math.random() * LINK_UP_UPGRADE_SPREAD_MS));
+  }
+
   #scheduleUpgrade(delayMs: number): void {
-    if (this.#closed || this.#upgrading || this.#upgradeTimer) return;
+    if (this.#closed || this.#upgrading) return;
+    // An earlier search wins over a later one already planned (a relay opened now asks for
+    // one at once while a backed-off retry may be minutes away).
+    if (this.#upgradeTimer) {
+      if (this.nextUpgradeAt !== undefined && this.nextUpgradeAt <= Date.now() + delayMs) return;
+      clearTimeout(this.#upgradeTimer);
+      this.#upgradeTimer = undefined;
+    }
     this.nextUpgradeAt = Date.now() + delayMs;
     this.#upgradeTimer = setTimeout(() => {
       this.#upgradeTimer = undefined;
@@ -671,6 +696,7 @@ export class Peer {
     this.#upgrading = true;
     this.nextUpgradeAt = undefined;
     const t = this.#m.techniques;
+    let noServer = false;
     try {
       if (t.lan && (await this.#tryLan())) return this.#upgraded();
       const link = this.#m.linksUp(this.#preferred)[0];
@@ -701,6 +727,9 @@ export class Peer {
           ),
         );
       }
+      // No tunnel-server up to punch through: that says nothing about the NATs, so the
+      // backoff does not double (linkUp() restarts the search when a server answers again).
+      noServer = !link && (t.tcpPunch || t.udp);
       if (attempts.length > 0) {
         await Promise.any(attempts).catch(() => undefined);
         if (this.#sessions.has('punched')) return this.#upgraded();
@@ -710,7 +739,7 @@ export class Peer {
     }
     if (!this.#sessions.has('direct') && !this.#sessions.has('punched')) {
       const delay = this.#upgradeDelay;
-      this.#upgradeDelay = Math.min(UPGRADE_RETRY_MAX_MS, delay * 2);
+      if (!noServer) this.#upgradeDelay = Math.min(UPGRADE_RETRY_MAX_MS, delay * 2);
       this.#m.log.info({ peer: this.name, retryInMs: delay }, 'no direct path; staying on the relay');
       this.#scheduleUpgrade(delay);
     }
