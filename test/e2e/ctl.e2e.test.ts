@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatNetcheck } from '../../ctl/netcheck.ts';
 import { formatStatus } from '../../ctl/status-format.ts';
@@ -26,11 +26,24 @@ import {
 // on KubeEdge), and the same /status read on the node itself shows their peers and paths.
 let cluster: EdgeCluster;
 
-function edgemesh(args: string[]) {
-  return spawnSync(EDGEMESH_BIN, args, {
-    encoding: 'utf8',
-    timeout: 180_000,
-    env: { ...process.env, KUBECONFIG: cluster.controlPlane.localKubeconfig },
+// Asynchronous on purpose: the local kubeconfig reaches the API server through a forwarder
+// in this test process (test/cluster/control-plane.ts), which a spawnSync would block.
+function edgemesh(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      EDGEMESH_BIN,
+      args,
+      {
+        encoding: 'utf8',
+        timeout: 180_000,
+        maxBuffer: 16 * 1024 * 1024,
+        env: { ...process.env, KUBECONFIG: cluster.controlPlane.localKubeconfig },
+      },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
+        resolve({ status: code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -38,8 +51,8 @@ interface CheckJson {
   ok: boolean;
   checks: { id: string; status: string; message: string; details?: string[] }[];
 }
-const check = () => {
-  const r = edgemesh(['check', '-o', 'json']);
+const check = async () => {
+  const r = await edgemesh(['check', '-o', 'json']);
   return { ...r, json: JSON.parse(r.stdout) as CheckJson };
 };
 const failed = (j: CheckJson) => j.checks.filter((c) => c.status === 'fail');
@@ -59,10 +72,10 @@ afterAll(async () => {
 describe('edgemesh check and status on the edge cluster', () => {
   it('check passes right after the install (webhook answers a dry-run pod, mesh CA, gateways, tunnel-servers)', async () => {
     // Gateways come up Ready in EdgeCluster.start(); the tunnel-server too.
-    const r = check();
+    const r = await check();
     expect(failed(r.json), r.stdout).toEqual([]);
     expect(r.status).toBe(0);
-    const text = edgemesh(['check']);
+    const text = await edgemesh(['check']);
     expect(text.stdout).toContain(
       '✔ the webhook injects: a dry-run pod in default came back with edgemesh-proxy',
     );
@@ -80,7 +93,7 @@ describe('edgemesh check and status on the edge cluster', () => {
     await rolloutStatus(cluster, 'nginx');
     await rolloutStatus(cluster, 'client');
     await cluster.kubectl(['label', 'namespace', NS, 'edgemesh.io/injection=enabled']);
-    const before = check();
+    const before = await check();
     expect(before.status).toBe(1);
     const pending = before.json.checks.find((c) => c.id === 'pending-injection');
     expect(pending?.status).toBe('fail');
@@ -103,7 +116,7 @@ describe('edgemesh check and status on the edge cluster', () => {
     );
     const after = await waitFor(
       async () => {
-        const r = check();
+        const r = await check();
         return r.status === 0 ? r : undefined;
       },
       60_000,
@@ -134,7 +147,7 @@ describe('edgemesh check and status on the edge cluster', () => {
       ]);
     await patch('tunnel.edgemesh.example:20006');
     try {
-      const r = check();
+      const r = await check();
       expect(r.status).toBe(1);
       expect(failed(r.json).map((c) => c.id)).toEqual(['tunnel-servers-setting']);
     } finally {
@@ -145,7 +158,7 @@ describe('edgemesh check and status on the edge cluster', () => {
   it('status: the cloud gateway through pods/proxy, edge gateways named as unreachable from the API server', async () => {
     // Cross-site traffic so the client's gateway has a peer.
     await waitFor(async () => (await curl(cluster)).code === 0, 60_000, 1000, 'client reaches nginx');
-    const r = edgemesh(['status', '-o', 'json', '--timeout', '20']);
+    const r = await edgemesh(['status', '-o', 'json', '--timeout', '20']);
     const out = JSON.parse(r.stdout) as {
       nodes: { node: string; pod: string; result: { status?: unknown; error?: string; hint?: string } }[];
     };
@@ -164,19 +177,19 @@ describe('edgemesh check and status on the edge cluster', () => {
       }
     }
     expect(r.status).toBe(1); // not every gateway could be read
-    const text = edgemesh(['status', cloud ?? '']);
+    const text = await edgemesh(['status', cloud ?? '']);
     expect(text.stdout).toMatch(new RegExp(`^${cloud}  \\(gateway edgemesh-gateway-\\S+, ready\\)`));
     expect(text.stdout).toContain('1 gateway answered.');
   });
 
-  it('netcheck: the cloud node through pods/proxy; an edge node named as unreachable, exit 1', () => {
+  it('netcheck: the cloud node through pods/proxy; an edge node named as unreachable, exit 1', async () => {
     const cloud = cluster.cloudNode?.name ?? '';
-    const ok = edgemesh(['netcheck', cloud]);
+    const ok = await edgemesh(['netcheck', cloud]);
     expect(ok.status, ok.stderr).toBe(0);
     expect(ok.stdout).toMatch(new RegExp(`^NAT report for ${cloud}, `));
     expect(ok.stdout).toMatch(/^ {2}\* public address: /m);
     const edge = cluster.nodes[0]?.name ?? '';
-    const far = edgemesh(['netcheck', edge, '--timeout', '20']);
+    const far = await edgemesh(['netcheck', edge, '--timeout', '20']);
     expect(far.status).toBe(1);
     expect(far.stderr).toContain(`on node ${edge}: curl -s http://127.0.0.1:${GATEWAY_METRICS_PORT}/status`);
   });
