@@ -3,7 +3,6 @@
  * answers), then the API watcher, the sidecar listener (feed + CONNECT) and persistence.
  */
 
-import type { Server } from 'node:http';
 import type net from 'node:net';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
