@@ -5,21 +5,14 @@
 import { buildInfo } from '../lib/build-info.ts';
 import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
-import { isDnsLabel } from '../lib/names.ts';
 import { type CheckResult, checkExitCode, formatChecks } from './check-format.ts';
 import { installChecks, MESH_CA, WEBHOOK_SECRET } from './check-install.ts';
 import { apiCheck, preChecks } from './check-pre.ts';
 import { CheckReader } from './check-read.ts';
+import { clusterOptions, namespaceOption } from './flags.ts';
 import { CONFIG_KEY, CONFIG_MAP } from './injected-image.ts';
 import { chooseKubeconfig, connect } from './kube.ts';
 import { PART_OF_SELECTOR } from './version-report.ts';
-
-const namespaceOption = (description: string, def: string) => ({
-  type: 'string' as const,
-  default: def,
-  description,
-  validate: (v: string) => (isDnsLabel(v) ? undefined : 'must be a namespace name (RFC 1123 label)'),
-});
 
 export const checkCommand = defineCommand(
   {
@@ -50,30 +43,11 @@ export const checkCommand = defineCommand(
     ].join('\n'),
     options: {
       pre: { type: 'boolean', default: false, description: 'check the cluster before installing' },
-      kubeconfig: {
-        type: 'string',
-        description: 'kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)',
-      },
-      context: { type: 'string', description: 'kubeconfig context (default: the current one)' },
-      namespace: namespaceOption("edgemesh's namespace", 'edgemesh-system'),
+      ...clusterOptions('API answer'),
       'probe-namespace': namespaceOption(
         'namespace for the dry-run pod that checks the webhook answers (not labelled edgemesh.io/injection=disabled)',
         'default',
       ),
-      output: {
-        type: 'string',
-        short: 'o',
-        choices: ['text', 'json'],
-        default: 'text',
-        description: 'output format',
-      },
-      timeout: {
-        type: 'integer',
-        default: 10,
-        min: 1,
-        max: 300,
-        description: 'seconds to wait for each API answer',
-      },
     },
   },
   async (o) => {

@@ -6,8 +6,8 @@
 import { buildInfo } from '../lib/build-info.ts';
 import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
-import { isDnsLabel } from '../lib/names.ts';
 import { ClusterReader } from './cluster.ts';
+import { clusterOptions } from './flags.ts';
 import { CONFIG_KEY, CONFIG_MAP } from './injected-image.ts';
 import { chooseKubeconfig, connect } from './kube.ts';
 import type { PodSummary } from './pods.ts';
@@ -48,35 +48,11 @@ export const versionCommand = defineCommand(
         default: false,
         description: 'require the cluster: fail when no kubeconfig is usable',
       },
-      kubeconfig: {
-        type: 'string',
-        description: 'kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)',
-      },
-      context: { type: 'string', description: 'kubeconfig context (default: the current one)' },
-      namespace: {
-        type: 'string',
-        default: 'edgemesh-system',
-        description: "edgemesh's namespace",
-        validate: (v: string) => (isDnsLabel(v) ? undefined : 'must be a namespace name (RFC 1123 label)'),
-      },
+      ...clusterOptions('API answer'),
       'all-pods': {
         type: 'boolean',
         default: false,
         description: 'list every injected pod, not only those whose sidecar differs',
-      },
-      output: {
-        type: 'string',
-        short: 'o',
-        choices: ['text', 'json'],
-        default: 'text',
-        description: 'output format',
-      },
-      timeout: {
-        type: 'integer',
-        default: 10,
-        min: 1,
-        max: 300,
-        description: 'seconds to wait for each API answer',
       },
     },
   },

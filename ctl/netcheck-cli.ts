@@ -6,6 +6,7 @@ import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
 import { isDnsLabel } from '../lib/names.ts';
 import { ClusterReader } from './cluster.ts';
+import { clusterOptions } from './flags.ts';
 import { chooseKubeconfig, connect } from './kube.ts';
 import { formatNetcheck } from './netcheck.ts';
 import { readGatewayStatuses } from './status-read.ts';
@@ -27,31 +28,7 @@ export const netcheckCommand = defineCommand(
     ].join('\n'),
     positionals: true,
     options: {
-      kubeconfig: {
-        type: 'string',
-        description: 'kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)',
-      },
-      context: { type: 'string', description: 'kubeconfig context (default: the current one)' },
-      namespace: {
-        type: 'string',
-        default: 'edgemesh-system',
-        description: "edgemesh's namespace",
-        validate: (v: string) => (isDnsLabel(v) ? undefined : 'must be a namespace name (RFC 1123 label)'),
-      },
-      output: {
-        type: 'string',
-        short: 'o',
-        choices: ['text', 'json'],
-        default: 'text',
-        description: 'output format',
-      },
-      timeout: {
-        type: 'integer',
-        default: 10,
-        min: 1,
-        max: 300,
-        description: 'seconds to wait for each answer',
-      },
+      ...clusterOptions('answer'),
     },
   },
   async (o) => {
