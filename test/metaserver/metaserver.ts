@@ -201,7 +201,14 @@ export class MetaServer {
   async stop(): Promise<void> {
     this.setConnected(false);
     for (const w of this.#watches) w.res.end();
-    await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
+    const server = this.#server;
+    if (!server) return;
+    // close() waits for every connection to end, and a gateway keeps its connection (through
+    // the node's socat relay, whose forked children outlive the relay's own PID) until the
+    // gateway dies, which the cluster's stop does later: cut them all.
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections();
+    await closed;
   }
 
   #upsert(resource: string, key: string, obj: Obj): void {
