@@ -1,10 +1,11 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { V1Deployment } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
+import { lastLine } from './testing/build-tool.ts';
 
 // The Helm chart (charts/edgemesh) renders, with its default values, exactly the objects of
 // the kustomize base, and with kubeedge.enabled those of the KubeEdge overlay: compared as
@@ -21,27 +22,6 @@ type Obj = Record<string, unknown> & { kind: string; metadata: { name: string; n
 
 let helm = '';
 let kubectl = '';
-
-/** Runs a build script (which builds once, then reuses the cache); its last stdout line. */
-function lastLine(script: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.stderr.on('data', (d) => {
-      err += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const line = out.trim().split('\n').pop();
-      if (code === 0 && line) resolve(line);
-      else reject(new Error(`${script} exited ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`));
-    });
-  });
-}
 
 beforeAll(async () => {
   // build-helm.sh needs Go to build a missing helm; say what to run rather than skip.

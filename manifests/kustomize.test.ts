@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -10,6 +10,7 @@ import { silentLogger } from '../lib/log.ts';
 import { injectionSection, withImage } from '../webhook/config.ts';
 import { injectText } from '../webhook/manual.ts';
 import { readOwnImage } from '../webhook/own-image.ts';
+import { lastLine } from './testing/build-tool.ts';
 
 // The manifests as `kubectl kustomize` renders them: an overlay that only retags the image
 // (`images:`) retags every workload and, through the webhook's own image, the containers it
@@ -23,29 +24,8 @@ let kubectl: string | undefined;
 let skipReason = '';
 let dir: string;
 
-/** build-k8s.sh builds kubectl once (Go module proxy) or reuses the cached one; last stdout line = bin dir. */
-function findKubectl(): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', [buildScript, 'kubectl'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.stderr.on('data', (d) => {
-      err += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const binDir = out.trim().split('\n').pop();
-      if (code === 0 && binDir) resolve(join(binDir, 'kubectl'));
-      else
-        reject(
-          new Error(`build-k8s.sh kubectl exited ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`),
-        );
-    });
-  });
-}
+/** build-k8s.sh builds kubectl once (Go module proxy) or reuses the cached one; its last line is the bin dir. */
+const findKubectl = async () => join(await lastLine(buildScript, ['kubectl']), 'kubectl');
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'edgemesh-kustomize-'));
