@@ -10,8 +10,8 @@ import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog } from '../lib/catalog/types.ts';
-import { CatalogValidationError } from '../lib/catalog/validate.ts';
-import { describeError, EdgemeshError, ErrorCodes } from '../lib/errors.ts';
+import { parseCatalogJSON } from '../lib/catalog/validate.ts';
+import { describeError } from '../lib/errors.ts';
 import { type Logger, silentLogger } from '../lib/log.ts';
 import { decodeStateFile, stateFileChunks } from './state-file.ts';
 
@@ -60,19 +60,7 @@ export async function loadCatalog(dir: string, log: Logger = silentLogger): Prom
 
 /** The catalog in a state file's text (format 1 or 2, state-file.ts); errors name the file and the path. */
 export function parseStateFile(text: string, source: string): Catalog {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch (err) {
-    throw new EdgemeshError(ErrorCodes.CATALOG, `${source}: not valid JSON: ${(err as Error).message}`);
-  }
-  try {
-    return decodeStateFile(doc);
-  } catch (err) {
-    if (err instanceof CatalogValidationError)
-      throw new EdgemeshError(ErrorCodes.CATALOG, `${source}: ${err.message}`, { cause: err });
-    throw err;
-  }
+  return parseCatalogJSON(text, source, decodeStateFile);
 }
 
 /**

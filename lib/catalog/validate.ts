@@ -464,8 +464,15 @@ export function validateUpdate(value: unknown, path: Path = ''): CatalogUpdate {
   }
 }
 
-/** Parses and validates catalog JSON text (a catalog file or state file). */
-export function parseCatalogJSON(text: string, source: string): Catalog {
+/**
+ * Parses and validates catalog JSON text (a catalog file, or with the gateway's `decode` a
+ * state file); errors name `source` and the path inside it.
+ */
+export function parseCatalogJSON(
+  text: string,
+  source: string,
+  decode: (doc: unknown) => Catalog = validateCatalog,
+): Catalog {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -473,7 +480,7 @@ export function parseCatalogJSON(text: string, source: string): Catalog {
     throw new EdgemeshError(ErrorCodes.CATALOG, `${source}: not valid JSON: ${(err as Error).message}`);
   }
   try {
-    return validateCatalog(doc);
+    return decode(doc);
   } catch (err) {
     if (err instanceof CatalogValidationError) {
       throw new EdgemeshError(ErrorCodes.CATALOG, `${source}: ${err.message}`, { cause: err });
