@@ -29,6 +29,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { stripTree } from '../scripts/strip-types.ts';
 import { ManagedProcess } from '../test/cluster/process.ts';
 import { describeRuntime, gatewayRuntime } from './lib/daemonset-runtime.ts';
+import { heapFigures, waitForLog } from './lib/gateway-probe.ts';
 import { cpuSeconds, memoryMB, watchPeakPrivate } from './lib/proc-stats.ts';
 import {
   namespaceObject,
@@ -133,21 +134,6 @@ async function firstAnswerByte(
 
 const tail = async (file: string) =>
   (await readFile(file, 'utf8').catch(() => '')).trim().split('\n').slice(-10).join('\n');
-
-async function heapFigures(metricsPort: number): Promise<string> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  const mb = (name: string) =>
-    (Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN) / 2 ** 20).toFixed(0);
-  return `${mb('edgemesh_nodejs_heap_size_used_bytes')} / ${mb('edgemesh_nodejs_heap_size_total_bytes')}, ${mb('edgemesh_nodejs_external_memory_bytes')}`;
-}
-
-async function waitForLog(file: string, text: string, deadline: number): Promise<number> {
-  while (performance.now() < deadline) {
-    if ((await readFile(file, 'utf8').catch(() => '')).includes(text)) return performance.now();
-    await sleep(50);
-  }
-  throw new Error(`${file}: no "${text}"`);
-}
 
 type Row = Record<string, string>;
 

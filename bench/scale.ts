@@ -40,6 +40,7 @@ import { stripTree } from '../scripts/strip-types.ts';
 import { ControlPlane } from '../test/cluster/control-plane.ts';
 import { ManagedProcess } from '../test/cluster/process.ts';
 import { describeRuntime, gatewayRuntime } from './lib/daemonset-runtime.ts';
+import { heapFigures, waitForLog } from './lib/gateway-probe.ts';
 import { AdminApi } from './lib/kube-admin.ts';
 import { cpuSeconds, memoryMB, watchPeakPrivate } from './lib/proc-stats.ts';
 import {
@@ -227,22 +228,6 @@ async function gaugeValues(metricsPort: number): Promise<{ services: number; end
     services: value('edgemesh_gateway_catalog_services'),
     endpoints: value('edgemesh_gateway_catalog_endpoints'),
   };
-}
-
-/** The gateway's own V8 heap figures (its /metrics), "used / total, external" in MB. */
-async function heapFigures(metricsPort: number): Promise<string> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  const mb = (name: string) =>
-    (Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN) / 2 ** 20).toFixed(0);
-  return `${mb('edgemesh_nodejs_heap_size_used_bytes')} / ${mb('edgemesh_nodejs_heap_size_total_bytes')}, ${mb('edgemesh_nodejs_external_memory_bytes')}`;
-}
-
-async function waitForLog(file: string, text: string, deadline: number): Promise<number> {
-  while (performance.now() < deadline) {
-    if ((await readFile(file, 'utf8').catch(() => '')).includes(text)) return performance.now();
-    await sleep(50);
-  }
-  throw new Error(`${file}: no "${text}"`);
 }
 
 type Row = Record<string, string>;
