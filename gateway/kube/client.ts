@@ -17,6 +17,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { ListBodyDecoder, ListBodyError, type ListMeta } from './list-body.ts';
 
 /** What a request needs besides the URL: headers (auth) and TLS material. */
 export interface RequestAuth {
@@ -44,7 +45,7 @@ export class ApiError extends Error {
 const RESPONSE_TIMEOUT_MS = 60_000;
 /** Enough of an error body for the API's Status message; more is not read. */
 const MAX_ERROR_BODY = 64 * 1024;
-/** A LIST body this large is refused rather than buffered (50,000 services is ~60 MB). */
+/** A body this large is refused (50,000 services is ~60 MB; a LIST is streamed, not buffered). */
 const MAX_LIST_BODY = 512 * 1024 * 1024;
 
 export class ApiClient {
@@ -73,6 +74,57 @@ export class ApiClient {
     } catch {
       throw new ApiError(url, `HTTP ${res.statusCode}: the body is not JSON (${body.slice(0, 80)}…)`);
     }
+  }
+
+  /**
+   * GET a LIST `path` and hand each element of its `items` to `onItem` as the body streams in
+   * (list-body.ts): the body is never held whole, however many items one page holds (the edge
+   * API answers every list in one page). Resolves with the list's metadata once the body ends;
+   * rejects with an ApiError naming the URL, and for a body that is not a List the problem and
+   * its byte offset. An error `onItem` throws ends the request and rejects with it.
+   */
+  async list(path: string, onItem: (item: unknown) => void, signal?: AbortSignal): Promise<ListMeta> {
+    const url = this.server + path;
+    const res = await this.#request(path, signal);
+    const decoder = new ListBodyDecoder(path.split('?')[0], onItem);
+    return new Promise((resolve, reject) => {
+      let size = 0;
+      let failed = false;
+      const fail = (err: unknown) => {
+        failed = true;
+        res.destroy();
+        reject(
+          err instanceof ListBodyError
+            ? new ApiError(
+                url,
+                `HTTP ${res.statusCode}: the body is not a List: ${err.problem} at byte ${err.offset}`,
+              )
+            : err,
+        );
+      };
+      res.on('data', (chunk: Buffer) => {
+        if (failed) return;
+        size += chunk.length;
+        if (size > MAX_LIST_BODY)
+          return fail(new ApiError(url, `response larger than ${MAX_LIST_BODY} bytes`));
+        try {
+          decoder.write(chunk);
+        } catch (err) {
+          fail(err);
+        }
+      });
+      res.on('end', () => {
+        if (failed) return;
+        try {
+          resolve(decoder.end());
+        } catch (err) {
+          fail(err);
+        }
+      });
+      res.on('error', (err) => reject(new ApiError(url, cause(err))));
+      // Closed without an end: the connection broke (or `signal` aborted) mid-body.
+      res.on('close', () => reject(new ApiError(url, signal?.aborted ? 'aborted' : 'the body was cut off')));
+    });
   }
 
   /**

@@ -15,6 +15,8 @@ let api: ApiClient;
 const asked: string[] = [];
 /** Pages as a full API server answers them; `ignoreLimit`: as KubeEdge's edge API (one page). */
 let ignoreLimit = false;
+/** A body to answer LISTs with instead (a broken API). */
+let listBody: string | undefined;
 
 beforeAll(async () => {
   server = http.createServer((req, res) => {
@@ -23,6 +25,12 @@ beforeAll(async () => {
     res.setHeader('content-type', 'application/json');
     if (url.searchParams.get('watch')) {
       setTimeout(() => res.end(), 200); // a watch that ends quietly
+      return;
+    }
+    if (listBody !== undefined) {
+      // In two writes: the decoder sees the body in pieces, as from a real server.
+      res.write(listBody.slice(0, 7));
+      setTimeout(() => res.end(listBody?.slice(7)), 10);
       return;
     }
     const all = ['a', 'b', 'c'].map(svc);
@@ -85,5 +93,35 @@ describe('Reflector LIST', () => {
     const { count } = await listOnce();
     expect(count).toBe(3);
     expect(asked.filter((p) => !p.includes('watch'))).toEqual(['/api/v1/services?limit=2']);
+  });
+});
+
+describe('Reflector LIST of a broken body', () => {
+  it('fails the list with the URL, the problem and its byte offset, and retries', async () => {
+    const body = '{"metadata":{"resourceVersion":"5"},"items":[{"metadata":{"name":"a"}},{"metadata":';
+    listBody = body;
+    const errors: string[] = [];
+    const reflector = new Reflector({
+      api,
+      path: '/api/v1/services',
+      cache: new ObjectCache(),
+      relist: false,
+      watchTimeoutSeconds: 60,
+      retryInitialMs: 10,
+      onEvent: () => {},
+      onListed: () => {
+        throw new Error('a broken list must not be listed');
+      },
+      onError: (err) => errors.push(err.message),
+    });
+    reflector.start();
+    await waitFor(() => errors.length >= 2, 5_000, 20, 'two failed lists');
+    await reflector.stop();
+    listBody = undefined;
+    expect(errors[0]).toMatch(
+      /^GET http:\/\/127\.0\.0\.1:\d+\/api\/v1\/services\?limit=500: HTTP 200: the body is not a List: the body ends inside items\[1\] \(truncated\) at byte (\d+)$/,
+    );
+    // Where the body ended: a truncated body's offset is its length.
+    expect(errors[0]).toMatch(new RegExp(`at byte ${body.length}$`));
   });
 });

@@ -5,10 +5,12 @@
  * The loop, and why each step:
  * - LIST. On failure: `onError`, then retry after RETRY_INITIAL_MS doubling to RETRY_MAX_MS
  *   (one log line per attempt, not one per few hundred ms). In pages of LIST_PAGE_SIZE
- *   (`limit`/`continue`) as client-go's reflector does: a gateway never holds one 10,000-slice
- *   body and its parse at once, and `decode` cuts each item down before the next page comes.
- *   KubeEdge's edge API ignores `limit` and answers the whole list without `continue`: one
- *   page. A `continue` token that expired (410) fails the list, which starts over.
+ *   (`limit`/`continue`) as client-go's reflector does. KubeEdge's edge API ignores `limit`
+ *   and answers the whole list without `continue`: one page. Either way each item is decoded
+ *   and cut down (`decode`) as the body streams in (client.ts `list`, list-body.ts): no page's
+ *   body or whole parse is ever held, and the event loop (the heap budget's timer, a sidecar's
+ *   LOOKUP) runs between the body's chunks. A `continue` token that expired (410) fails the
+ *   list, which starts over.
  * - WATCH from the list's resourceVersion with bookmarks and `timeoutSeconds`; a deadline
  *   of timeout + WATCH_GRACE_MS ends a watch the server keeps open and silent (the edge
  *   API does so while its cloud link is down; a dead TCP path does so too).
@@ -117,16 +119,10 @@ export class Reflector {
       const query: Record<string, string> = { limit: String(o.pageSize ?? LIST_PAGE_SIZE) };
       if (next) query.continue = next;
       const path = this.#query(query);
-      const body = (await o.api.getJSON(path, this.#stop.signal)) as {
-        items?: unknown;
-        metadata?: { resourceVersion?: unknown; continue?: unknown };
-      };
-      if (!Array.isArray(body?.items))
-        throw new ApiError(o.api.server + path, 'the answer is not a list (no items)');
-      for (const item of body.items) items.push(decode(item));
-      const rv = body.metadata?.resourceVersion;
-      if (typeof rv === 'string') resourceVersion = rv;
-      next = typeof body.metadata?.continue === 'string' ? body.metadata.continue : '';
+      // Each item decoded as it streams in: the page's body is never held whole (list-body.ts).
+      const meta = await o.api.list(path, (item) => items.push(decode(item)), this.#stop.signal);
+      if (meta.resourceVersion) resourceVersion = meta.resourceVersion;
+      next = meta.continue;
     } while (next);
     const { events, warm, kept } = o.cache.applyList(items);
     for (const e of events) o.onEvent(e);
