@@ -128,7 +128,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     typeof opts.tunnel === 'function'
       ? await opts.tunnel(dialer, { store, registry, messages })
       : opts.tunnel;
-  if (tunnel) tunnelStateMetrics(registry, () => tunnel?.readiness?.());
+  if (tunnel) tunnelStateMetrics(registry, tunnel);
   const server = await startSidecarServer({
     host: opts.listenHost,
     port: opts.listenPort,

@@ -1,6 +1,8 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { CatalogStore } from '../lib/catalog/store.ts';
-import type { TunnelReadiness } from './streams.ts';
+import { recentPeers } from './status.ts';
+import type { TunnelManager, TunnelReadiness } from './streams.ts';
+import type { TunnelStatus } from './tunnel/manager.ts';
 
 export interface GatewayMetrics {
   feedClients: Gauge;
@@ -91,10 +93,16 @@ const TUNNEL_STATES: readonly TunnelReadiness['state'][] = [
 
 /**
  * The tunnel's state for alerts: one series per state, 1 for the current one (a gateway not
- * Ready because of `config` or `refused`, or one `unreachable` for long), and how many
- * tunnel-server links are up. Read from the tunnel at scrape time.
+ * Ready because of `config` or `refused`, or one `unreachable` for long), how many
+ * tunnel-server links are up, and the per-peer series of peerMetrics. Read from the tunnel at
+ * scrape time.
  */
-export function tunnelStateMetrics(registry: Registry, readiness: () => TunnelReadiness | undefined): void {
+export function tunnelStateMetrics(
+  registry: Registry,
+  tunnel: Pick<TunnelManager, 'readiness' | 'status'>,
+): void {
+  const readiness = () => tunnel.readiness?.();
+  peerMetrics(registry, () => tunnel.status?.());
   new Gauge({
     name: 'edgemesh_gateway_tunnel_state',
     help:
@@ -116,6 +124,52 @@ export function tunnelStateMetrics(registry: Registry, readiness: () => TunnelRe
     registers: [registry],
     collect() {
       this.set(readiness()?.serversUp ?? 0);
+    },
+  });
+}
+
+/**
+ * Per peer, from the tunnel's status() at scrape time (the numbers `edgemesh status` shows):
+ * the path in use now, its RTT, and the session bytes since this gateway started. The path
+ * series is what "a peer stuck on the relay" alerts on (manifests/monitoring): the tunnel
+ * keeps searching for a direct path, so a peer on `relay` for long means that search fails
+ * and its traffic crosses the cloud. One series set per peer, bounded as /status is
+ * (status.ts recentPeers: the MAX_PEERS most recently used); none before the tunnel runs.
+ */
+export function peerMetrics(registry: Registry, status: () => TunnelStatus | undefined): void {
+  // Each collect reads status() afresh: a scrape a few seconds apart, cheap next to serialising.
+  const peers = () => recentPeers(status()?.peers ?? []);
+  new Gauge({
+    name: 'edgemesh_gateway_peer_path',
+    help: 'Always 1, for the path to each peer now: direct, punched, relay, none (no session now)',
+    labelNames: ['peer', 'path'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of peers()) this.set({ peer: p.node, path: p.path ?? 'none' }, 1);
+    },
+  });
+  new Gauge({
+    name: 'edgemesh_gateway_peer_rtt_seconds',
+    help: "Round-trip time to each peer on the path in use (the tunnel's PING); no series until measured",
+    labelNames: ['peer'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of peers()) if (p.rttMs !== undefined) this.set({ peer: p.node }, p.rttMs / 1000);
+    },
+  });
+  new Counter({
+    name: 'edgemesh_gateway_peer_bytes_total',
+    help: 'Tunnel session bytes with each peer since this gateway started, closed paths included, by direction (in, out)',
+    labelNames: ['peer', 'direction'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of peers()) {
+        this.inc({ peer: p.node, direction: 'in' }, p.bytesIn);
+        this.inc({ peer: p.node, direction: 'out' }, p.bytesOut);
+      }
     },
   });
 }

@@ -60,11 +60,19 @@ function peerEntry(p: PeerStatus): PeerEntry {
   };
 }
 
+/**
+ * The MAX_PEERS most recently used peers, by node name: what /status lists and what the
+ * per-peer metrics (metrics.ts peerMetrics) have series for, so both stay bounded alike.
+ */
+export function recentPeers(all: readonly PeerStatus[]): PeerStatus[] {
+  const kept = [...all].sort((a, b) => lastUse(b) - lastUse(a)).slice(0, MAX_PEERS);
+  return kept.sort((a, b) => a.node.localeCompare(b.node));
+}
+
 /** Pure: the document for what holds now, peers bounded to MAX_PEERS (most recently used). */
 export function gatewayStatus(input: StatusInput): GatewayStatus {
   const all = input.tunnel?.peers ?? [];
-  const kept = [...all].sort((a, b) => lastUse(b) - lastUse(a)).slice(0, MAX_PEERS);
-  kept.sort((a, b) => a.node.localeCompare(b.node));
+  const kept = recentPeers(all);
   return {
     format: STATUS_FORMAT,
     node: input.node,
