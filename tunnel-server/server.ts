@@ -24,6 +24,7 @@ import { MuxSession } from '../lib/tunnel/mux.ts';
 import { registrationProblem } from '../lib/tunnel/peer-address.ts';
 import { peerIdentity, serverOptions } from '../lib/tunnel/tls.ts';
 import type { EnrolmentVerifier } from './enrol.ts';
+import { busiest, limitMetrics } from './metrics.ts';
 import { stunResponse } from './stun.ts';
 
 /**
@@ -211,6 +212,8 @@ export async function startTunnelServer(opts: TunnelServerOptions): Promise<Tunn
       registers: [opts.registry],
     }),
   };
+
+  limitMetrics(opts.registry, { connections: connLimits, relays: opts.limits }, () => busiest(relaysByNode));
 
   const token = () => randomBytes(16).toString('hex');
   const pendingByNode = new Map<string, number>();
