@@ -8,6 +8,7 @@ import { describeError, EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { review } from './admission.ts';
 import type { InjectionConfig } from './config.ts';
+import { certificateExpiryMetric } from './metrics.ts';
 
 export interface WebhookServerOptions {
   host: string;
@@ -102,6 +103,7 @@ export async function startWebhookServer(opts: WebhookServerOptions): Promise<We
     labelNames: ['result'],
     registers: [opts.registry],
   });
+  certificateExpiryMetric(opts.registry, () => cert);
 
   const limits = { ...DEFAULT_WEBHOOK_LIMITS, ...opts.limits };
   const refused = new Counter({
