@@ -3,18 +3,20 @@ import {
   ApiException,
   CoreV1Api,
   type KubeConfig,
-  type V1Secret,
 } from '@kubernetes/client-node';
-import { checkedCaKey, createCa as createMeshCa } from '../../lib/certs.ts';
 import { EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
+import { serviceDnsNames } from './certs.ts';
 import {
-  createCa,
-  createServingCert,
-  rotationReason,
-  serviceDnsNames,
-  type WebhookCertificates,
-} from './certs.ts';
+  existingMeshCaCert,
+  meshCaConfigMap,
+  meshCaSecret,
+  newMeshCa,
+  planWebhookCertificates,
+  setCaBundles,
+  storedWebhookCertificates,
+  webhookSecrets,
+} from './objects.ts';
 
 /**
  * The webhook's TLS bootstrap against the current kube context: make (or keep) a CA and a
@@ -50,21 +52,6 @@ export interface BootstrapResult {
   meshCa: 'created' | 'unchanged' | 'skipped';
   caBundle: 'updated' | 'unchanged' | 'no-webhook-config';
   reason: string;
-}
-
-const b64 = (s: string) => Buffer.from(s).toString('base64');
-const unb64 = (s: string | undefined) => (s === undefined ? undefined : Buffer.from(s, 'base64').toString());
-
-function fromSecret(secret: V1Secret | undefined): Partial<WebhookCertificates> | undefined {
-  const d = secret?.data;
-  if (!d) return undefined;
-  const ca =
-    d['ca.crt'] && d['ca.key'] ? { certPem: unb64(d['ca.crt'])!, keyPem: unb64(d['ca.key'])! } : undefined;
-  const serving =
-    d['tls.crt'] && d['tls.key']
-      ? { certPem: unb64(d['tls.crt'])!, keyPem: unb64(d['tls.key'])! }
-      : undefined;
-  return { ca, serving };
 }
 
 async function readOrUndefined<T>(read: () => Promise<T>): Promise<T | undefined> {
@@ -152,51 +139,27 @@ export async function bootstrapTls(
   const caSecret = await step(`reading ${caSecretName}`, () =>
     readOrUndefined(() => core.readNamespacedSecret({ name: opts.caSecretName, namespace: opts.namespace })),
   );
-  const stored = fromSecret(existing);
-  // The CA from its own Secret; one written by an older version still sits in the serving
-  // Secret: take it from there and move it.
+  const stored = storedWebhookCertificates(existing?.data, caSecret?.data);
+  // A CA key written by an older version into the serving Secret moves to its own Secret.
   const keyInServing = Boolean(existing?.data?.['ca.key']);
-  if (stored) stored.ca = fromSecret(caSecret)?.ca ?? stored.ca;
-  const reason = opts.rotate
-    ? 'rotation forced (--rotate)'
-    : (rotationReason(stored, dnsNames, opts.now) ??
-      (keyInServing ? `the CA key moves from ${secretName} to ${caSecretName}` : undefined));
-  // An IP SAN asked for but missing also needs a new certificate.
-  let certs = stored as WebhookCertificates | undefined;
+  const plan = planWebhookCertificates({
+    stored,
+    dnsNames,
+    ipAddresses: opts.ipAddresses,
+    now: opts.now,
+    rotate: opts.rotate,
+    extraReason: keyInServing ? `the CA key moves from ${secretName} to ${caSecretName}` : undefined,
+  });
+  const { certs, reason } = plan;
   let secretResult: BootstrapResult['secret'] = 'unchanged';
   if (reason) {
-    const caStillGood = stored?.ca && !opts.rotate && !/CA expires|not signed|unreadable/.test(reason);
-    const ca = caStillGood ? stored.ca! : createCa(opts.now);
-    const serving = createServingCert(ca, dnsNames, opts.now, opts.ipAddresses);
-    certs = { ca, serving };
-    const body: V1Secret = {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      type: 'kubernetes.io/tls',
-      metadata: {
-        name: opts.secretName,
-        namespace: opts.namespace,
-        labels: { 'app.kubernetes.io/part-of': 'edgemesh', 'app.kubernetes.io/component': 'webhook' },
-        ...(existing?.metadata?.resourceVersion
-          ? { resourceVersion: existing.metadata.resourceVersion }
-          : {}),
-      },
-      data: {
-        'tls.crt': b64(serving.certPem),
-        'tls.key': b64(serving.keyPem),
-        'ca.crt': b64(ca.certPem),
-      },
-    };
-    const caBody: V1Secret = {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: {
-        name: opts.caSecretName,
-        namespace: opts.namespace,
-        labels: { 'app.kubernetes.io/part-of': 'edgemesh', 'app.kubernetes.io/component': 'webhook' },
-      },
-      data: { 'ca.crt': b64(ca.certPem), 'ca.key': b64(ca.keyPem) },
-    };
+    const { serving: body, ca: caBody } = webhookSecrets(
+      opts.namespace,
+      { secret: opts.secretName, caSecret: opts.caSecretName },
+      certs,
+    );
+    if (existing?.metadata?.resourceVersion && body.metadata)
+      body.metadata.resourceVersion = existing.metadata.resourceVersion;
     // The CA first: a serving certificate is never stored without the key that signed it.
     if (caSecret?.data?.['ca.key'] !== caBody.data?.['ca.key'])
       await step(caSecret ? `updating ${caSecretName}` : `creating ${caSecretName}`, () =>
@@ -216,7 +179,7 @@ export async function bootstrapTls(
       secretResult = 'created';
     }
     log.info(
-      { secret: `${opts.namespace}/${opts.secretName}`, reason, newCa: !caStillGood },
+      { secret: `${opts.namespace}/${opts.secretName}`, reason, newCa: plan.newCa },
       'webhook certificates written',
     );
   } else {
@@ -237,12 +200,10 @@ export async function bootstrapTls(
     );
     return { secret: secretResult, meshCa, caBundle: 'no-webhook-config', reason: reason ?? 'valid' };
   }
-  const bundle = b64(certs!.ca.certPem);
   const webhooks = config.webhooks ?? [];
-  if (webhooks.every((w) => w.clientConfig.caBundle === bundle)) {
+  if (!setCaBundles(webhooks, certs.ca.certPem)) {
     return { secret: secretResult, meshCa, caBundle: 'unchanged', reason: reason ?? 'valid' };
   }
-  for (const w of webhooks) w.clientConfig.caBundle = bundle;
   // replace carries resourceVersion: a concurrent edit makes this fail loudly instead of being lost.
   await step(`updating MutatingWebhookConfiguration ${opts.webhookConfigName}`, () =>
     admission.replaceMutatingWebhookConfiguration({ name: opts.webhookConfigName, body: config }),
@@ -270,22 +231,12 @@ async function ensureMeshCa(
   const existing = await step(`reading ${what}`, () =>
     readOrUndefined(() => core.readNamespacedSecret({ name, namespace })),
   );
-  const labels = { 'app.kubernetes.io/part-of': 'edgemesh', 'app.kubernetes.io/component': 'tunnel' };
   let result: 'created' | 'unchanged' = 'unchanged';
-  let certPem: string;
-  if (existing?.data?.['ca.crt'] && existing.data['ca.key']) {
-    // Checked here, at install, not first when the signer cannot start.
-    checkedCaKey(unb64(existing.data['ca.key']) as string, `${what} ca.key`);
-    certPem = unb64(existing.data['ca.crt']) as string;
-  } else {
-    const ca = createMeshCa('edgemesh mesh CA');
+  let certPem = existingMeshCaCert(existing?.data, what);
+  if (certPem === undefined) {
+    const ca = newMeshCa();
     certPem = ca.certPem;
-    const body: V1Secret = {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name, namespace, labels },
-      data: { 'ca.crt': b64(ca.certPem), 'ca.key': b64(ca.keyPem) },
-    };
+    const body = meshCaSecret(namespace, name, ca);
     if (existing)
       await step(`updating ${what}`, () => core.replaceNamespacedSecret({ name, namespace, body }));
     else await step(`creating ${what}`, () => core.createNamespacedSecret({ namespace, body }));
@@ -297,12 +248,7 @@ async function ensureMeshCa(
     readOrUndefined(() => core.readNamespacedConfigMap({ name, namespace })),
   );
   if (cm?.data?.['ca.crt'] !== certPem) {
-    const body = {
-      apiVersion: 'v1',
-      kind: 'ConfigMap',
-      metadata: { name, namespace, labels },
-      data: { 'ca.crt': certPem },
-    };
+    const body = meshCaConfigMap(namespace, name, certPem);
     if (cm)
       await step(`updating ${cmWhat}`, () => core.replaceNamespacedConfigMap({ name, namespace, body }));
     else await step(`creating ${cmWhat}`, () => core.createNamespacedConfigMap({ namespace, body }));
