@@ -311,6 +311,50 @@ describe('TCP service ports', () => {
   });
 });
 
+describe('metrics by destination service', () => {
+  // Names end before the closing brace: the registry appends its default labels.
+  const labels = (service: string, port: number) =>
+    `dst_namespace="default",dst_service="${service}",dst_port="${port}"`;
+
+  it('counts HTTP requests by response class, with their latency, per service port', async () => {
+    const ok = `edgemesh_proxy_service_requests_total{${labels('web', 80)},class="2xx"`;
+    const took = `edgemesh_proxy_service_request_duration_seconds_count{${labels('web', 80)}`;
+    const none = `edgemesh_proxy_service_requests_total{${labels('empty', 80)},class="5xx"`;
+    const [okBefore, tookBefore, noneBefore] = [await metric(ok), await metric(took), await metric(none)];
+    const r = await curl([`http://${VIP.web}/`, `http://${VIP.web}/`, `http://${VIP.web}/`]);
+    expect(r.code).toBe(0);
+    expect(await curl(['-o', '/dev/null', '-w', '%{http_code}', `http://${VIP.empty}/`])).toMatchObject({
+      stdout: '503',
+    });
+    expect(await metric(ok)).toBe(okBefore + 3);
+    expect(await metric(took)).toBe(tookBefore + 3);
+    expect(await metric(none)).toBe(noneBefore + 1);
+    // The +Inf bucket holds every observation.
+    expect(
+      await metric(`edgemesh_proxy_service_request_duration_seconds_bucket{${labels('web', 80)},le="+Inf"`),
+    ).toBe(tookBefore + 3);
+  });
+
+  it('counts L4 connections and the bytes each way once they close, per service port', async () => {
+    const conns = `edgemesh_proxy_service_connections_total{${labels('echo', 7)}`;
+    const sent = `edgemesh_proxy_service_bytes_total{${labels('echo', 7)},direction="sent"`;
+    const received = `edgemesh_proxy_service_bytes_total{${labels('echo', 7)},direction="received"`;
+    const before = { conns: await metric(conns), sent: await metric(sent), received: await metric(received) };
+    const results = await tcp(VIP.echo, 7, 2, 'ping');
+    const replied = results.reduce((n, r) => n + Buffer.byteLength(r.data ?? ''), 0);
+    expect(replied).toBeGreaterThan(0);
+    expect(await metric(conns)).toBe(before.conns + 2);
+    // Bytes are counted when the sidecar has closed both sides: wait for it, bounded.
+    await waitFor(
+      async () => (await metric(received)) === before.received + replied,
+      10_000,
+      100,
+      'bytes received',
+    );
+    expect(await metric(sent)).toBe(before.sent + 2 * 'ping'.length);
+  });
+});
+
 describe('pods, passthrough and loops', () => {
   it('sends a known pod IP to that pod and anything else to its original destination', async () => {
     const podBefore = await metric('edgemesh_proxy_connections_total{route="pod"');

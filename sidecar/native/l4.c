@@ -88,6 +88,7 @@ typedef struct {
   int type, fd, num; /* num: port (accepted), errno (failed), close reason (closed) */
   char dst[INET6_ADDRSTRLEN], peer[INET6_ADDRSTRLEN], local[INET6_ADDRSTRLEN];
   char *line; /* EV_REPLY: the reply line (malloc'd) */
+  double sent, received; /* EV_CLOSED: bytes client → upstream and back (doubles: exact to 2^53) */
 } event_t;
 
 typedef struct {
@@ -104,6 +105,7 @@ typedef struct {
   uint8_t bulk;     /* a read filled the whole buffer: move the rest by splice(2) */
   uint8_t eof;      /* `from` sent its FIN */
   uint8_t fin;      /* ...and it was carried (shutdown on the other side) */
+  uint64_t moved;   /* bytes written to the other side: reported at close (per-service metrics) */
 } dir_t;
 
 typedef struct conn {
@@ -219,6 +221,7 @@ static event_t *event_push(engine_t *e, int type, int fd, int num) {
   ev->num = num;
   ev->dst[0] = ev->peer[0] = ev->local[0] = 0;
   ev->line = NULL;
+  ev->sent = ev->received = 0;
   return ev;
 }
 
@@ -255,14 +258,16 @@ static void call_js(napi_env env, napi_value callback, void *context, void *data
     napi_get_undefined(env, &undefined);
     for (size_t i = 0; i < b->len; i++) {
       event_t *ev = &b->items[i];
-      napi_value argv[6];
+      napi_value argv[8];
       napi_create_int32(env, ev->type, &argv[0]);
       napi_create_int32(env, ev->fd, &argv[1]);
       napi_create_int32(env, ev->num, &argv[2]);
       argv[3] = ev->line ? str_or_undefined(env, ev->line) : str_or_undefined(env, ev->dst);
       argv[4] = str_or_undefined(env, ev->peer);
       argv[5] = str_or_undefined(env, ev->local);
-      if (napi_call_function(env, undefined, callback, 6, argv, NULL) == napi_pending_exception) {
+      napi_create_double(env, ev->sent, &argv[6]);
+      napi_create_double(env, ev->received, &argv[7]);
+      if (napi_call_function(env, undefined, callback, 8, argv, NULL) == napi_pending_exception) {
         /* A throwing handler must not lose the rest of the batch: report it, go on. */
         napi_value err;
         napi_get_and_clear_last_exception(env, &err);
@@ -362,7 +367,11 @@ static void conn_free(engine_t *e, conn_t *c, int reason, int close_client) {
     /* After an error: reset, as the peer did, so the app learns at once that the stream broke. */
     if (reason == CLOSE_ERROR) reset_close(c->cfd);
     else close(c->cfd);
-    event_push(e, EV_CLOSED, c->cfd, reason);
+    event_t *ev = event_push(e, EV_CLOSED, c->cfd, reason);
+    if (ev) {
+      ev->sent = (double)c->up.moved;
+      ev->received = (double)c->down.moved;
+    }
   }
   dir_release(e, &c->up);
   dir_release(e, &c->down);
@@ -387,11 +396,13 @@ static int flush_rest(dir_t *d, int to) {
     ssize_t n = splice(d->pipe[0], NULL, to, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
     d->in_pipe -= (uint32_t)n;
+    d->moved += (uint64_t)n;
   }
   while (d->rest) {
     ssize_t n = send(to, d->rest + d->rest_off, d->rest_len - d->rest_off, MSG_NOSIGNAL);
     if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
     d->rest_off += (uint32_t)n;
+    d->moved += (uint64_t)n;
     if (d->rest_off == d->rest_len) {
       free(d->rest);
       d->rest = NULL;
@@ -456,6 +467,7 @@ static int pump(engine_t *e, dir_t *d, int from, int to) {
       if (errno != EAGAIN && errno != EINTR) return -1;
       w = 0;
     }
+    d->moved += (uint64_t)w;
     if (w < n) {
       d->rest = malloc((size_t)(n - w));
       if (!d->rest) return -1;

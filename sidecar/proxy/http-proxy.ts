@@ -215,7 +215,10 @@ export class HttpProxy {
       return;
     }
     const balancer = router.balancer(route);
+    const stats = metrics.services.of(route);
+    const started = performance.now();
     if (route.targets.length === 0) {
+      stats.request(503, 0);
       this.#reply(res, 503, `edgemesh: no ready endpoint for service ${route.key}\n`);
       return;
     }
@@ -241,6 +244,7 @@ export class HttpProxy {
         if (this.#draining && proto === 'http') (res as ServerResponse).shouldKeepAlive = false;
         (res as ServerResponse).writeHead(upstream.statusCode, responseHeaders(upstream.headers, proto));
         metrics.httpRequests.inc({ code: upstream.statusCode });
+        stats.request(upstream.statusCode, (performance.now() - started) / 1000);
         await relay(upstream.body, res);
         return;
       } catch (err) {
@@ -263,6 +267,7 @@ export class HttpProxy {
         balancer.release(choice.id);
       }
     }
+    stats.request(502, (performance.now() - started) / 1000);
     this.#reply(res, 502, `edgemesh: upstream of ${route.key} failed: ${describeError(lastError)}\n`);
   }
 

@@ -1,4 +1,5 @@
 import { Counter, Gauge, type Registry } from '../../lib/metrics.ts';
+import { ServiceMetrics } from './service-metrics.ts';
 
 /** The proxy's metrics, registered once per process on the sidecar's registry. */
 export interface ProxyMetrics {
@@ -9,12 +10,15 @@ export interface ProxyMetrics {
   connectFailures: Counter<'via'>;
   httpRequests: Counter<'code'>;
   refused: Counter<'reason'>;
+  /** By destination service: requests, latency, connections, bytes (service-metrics.ts). */
+  services: ServiceMetrics;
 }
 
 export function createProxyMetrics(registry?: Registry): ProxyMetrics {
   const registers = registry ? [registry] : [];
   const metrics: ProxyMetrics = {
     activeSource: () => 0,
+    services: new ServiceMetrics(registry),
     connections: new Counter({
       name: 'edgemesh_proxy_connections_total',
       help: 'Redirected connections accepted, by route (service, pod, passthrough, http)',

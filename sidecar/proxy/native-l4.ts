@@ -28,7 +28,16 @@ const EVENT_REPLY = 7;
 type Engine = object;
 interface Addon {
   create(
-    onEvent: (type: number, fd: number, num: number, dst?: string, peer?: string, local?: string) => void,
+    onEvent: (
+      type: number,
+      fd: number,
+      num: number,
+      dst?: string,
+      peer?: string,
+      local?: string,
+      sent?: number,
+      received?: number,
+    ) => void,
     idleMs: number,
   ): Engine;
   listen(engine: Engine, host: string, port: number, backlog: number): void;
@@ -87,7 +96,8 @@ export interface Handshake {
 interface Waiting {
   resolve: () => void;
   reject: (err: Error) => void;
-  onClose: () => void;
+  /** Bytes client → upstream and back, as the engine carried them (0 when it never spliced). */
+  onClose: (sent: number, received: number) => void;
   handshake: Handshake | undefined;
   connected: boolean;
 }
@@ -107,7 +117,8 @@ export class NativeL4 {
     this.#addon = loaded;
     this.#opts = options;
     this.#engine = loaded.create(
-      (type, fd, num, dst, peer, local) => this.#onEvent(type, fd, num, dst, peer, local),
+      (type, fd, num, dst, peer, local, sent, received) =>
+        this.#onEvent(type, fd, num, dst, peer, local, sent, received),
       options.idleTimeoutMs,
     );
   }
@@ -124,7 +135,7 @@ export class NativeL4 {
 
   /**
    * Dials ip:port for the accepted `fd` (and runs `handshake`, if given) and splices the two.
-   * Resolves once connected (then `onClose` runs when both are closed); rejects when the
+   * Resolves once connected (then `onClose` runs when both are closed, with the bytes carried); rejects when the
    * connect or handshake fails, and the fd is the caller's again (try another endpoint, adopt
    * or reset it).
    */
@@ -133,7 +144,7 @@ export class NativeL4 {
     ip: string,
     port: number,
     timeoutMs: number,
-    onClose: () => void,
+    onClose: (sent: number, received: number) => void,
     handshake?: Handshake,
   ): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -187,7 +198,16 @@ export class NativeL4 {
     waiting.resolve();
   }
 
-  #onEvent(type: number, fd: number, num: number, dst?: string, peer?: string, local?: string): void {
+  #onEvent(
+    type: number,
+    fd: number,
+    num: number,
+    dst?: string,
+    peer?: string,
+    local?: string,
+    sent = 0,
+    received = 0,
+  ): void {
     switch (type) {
       case EVENT_ACCEPTED:
         this.#open++;
@@ -221,7 +241,7 @@ export class NativeL4 {
         if (waiting?.connected) {
           // closeAll overtook a proceed: the connection is over, the fd is ours to close.
           this.reset(fd);
-          waiting.onClose();
+          waiting.onClose(0, 0);
           return;
         }
         waiting?.reject(Object.assign(new Error(errnoName(num)), { code: errnoName(num) }));
@@ -231,7 +251,7 @@ export class NativeL4 {
         const waiting = this.#waiting[fd];
         this.#waiting[fd] = undefined;
         this.#open--;
-        waiting?.onClose();
+        waiting?.onClose(sent, received);
         return;
       }
       case EVENT_ACCEPT_ERROR:

@@ -26,6 +26,7 @@ import { type AcceptedConnection, loadAddon, NativeL4 } from './native-l4.ts';
 import { type OriginalDst, originalDst } from './original-dst.ts';
 import { normalizeIp, type Target } from './route.ts';
 import { Router, type ServiceRoute } from './router.ts';
+import type { ServiceStats } from './service-metrics.ts';
 import { SlotList, splice } from './splice.ts';
 
 export interface ProxyOptions {
@@ -100,6 +101,7 @@ export class OutboundProxy {
     };
     this.#native = this.#chooseEngine(options) === 'native' ? this.#startNative() : undefined;
     this.#opts.metrics.activeSource = () => this.activeConnections;
+    this.#opts.metrics.services.live = () => this.router.table?.serviceKeys;
     this.#http = new HttpProxy({
       router: this.router,
       dialer: this.#opts.dialer,
@@ -324,16 +326,20 @@ export class OutboundProxy {
         route.service.sessionAffinity.type === 'ClientIP')
         ? normalizeIp(peerIp())
         : '';
+    const stats = route.kind === 'service' ? metrics.services.of(route) : undefined;
+    stats?.connection();
     if (route.kind === 'service' && route.l7) {
       this.#routeCounters.http.inc();
       const ctx: ConnContext = { dstIp: dst.ip, dstPort: dst.port, clientIp };
-      this.#http.handle(this.#socketOf(client), ctx);
+      const socket = this.#socketOf(client);
+      socket.once('close', () => stats?.bytes(socket.bytesRead, socket.bytesWritten));
+      this.#http.handle(socket, ctx);
       return;
     }
     this.#routeCounters[route.kind].inc();
     const connected =
       route.kind === 'service'
-        ? this.#connectService(client, route, clientIp)
+        ? this.#connectService(client, route, clientIp, stats)
         : this.#connect(client, route.target, () => undefined);
     connected.catch((err: unknown) => {
       metrics.refused.inc({
@@ -359,7 +365,11 @@ export class OutboundProxy {
    * plain bytes (pods directly, and the gateway hop's CONNECT line); a client already adopted
    * goes through the dialer and splice.ts.
    */
-  async #connect(client: Client, target: Target, onClose: () => void): Promise<void> {
+  async #connect(
+    client: Client,
+    target: Target,
+    onClose: (sent: number, received: number) => void,
+  ): Promise<void> {
     const { dialer, connectTimeoutMs, idleTimeoutMs, metrics } = this.#opts;
     const raw = this.#native && !client.socket ? dialer.raw?.(target) : undefined;
     try {
@@ -371,10 +381,17 @@ export class OutboundProxy {
       const result = await dialer.dial(target, connectTimeoutMs, socket);
       if (socket.destroyed) {
         result.socket.destroy();
-        onClose();
+        onClose(0, 0);
         return;
       }
-      splice(socket, result.socket, idleTimeoutMs, onClose, result.sinked);
+      // The client socket's own counts: what the app sent and what came back to it.
+      splice(
+        socket,
+        result.socket,
+        idleTimeoutMs,
+        () => onClose(socket.bytesRead, socket.bytesWritten),
+        result.sinked,
+      );
     } catch (err) {
       metrics.connectFailures.inc({ via: (raw ?? dialer.raw?.(target))?.via ?? 'pod' });
       throw err;
@@ -382,7 +399,12 @@ export class OutboundProxy {
   }
 
   /** Picks endpoints by policy until one connects (each failed one is excluded for this connection). */
-  async #connectService(client: Client, route: ServiceRoute, clientIp: string): Promise<void> {
+  async #connectService(
+    client: Client,
+    route: ServiceRoute,
+    clientIp: string,
+    stats: ServiceStats | undefined,
+  ): Promise<void> {
     const balancer = this.router.balancer(route);
     const failed = new Set<string>();
     // Built only on failure: an Error captures a stack, measurable at thousands of connections/s.
@@ -393,7 +415,10 @@ export class OutboundProxy {
       balancer.acquire(choice.id);
       const release = once(() => balancer.release(choice.id));
       try {
-        await this.#connect(client, choice.value, release);
+        await this.#connect(client, choice.value, (sent, received) => {
+          release();
+          stats?.bytes(sent, received);
+        });
         balancer.reportSuccess(choice.id);
         return;
       } catch (err) {

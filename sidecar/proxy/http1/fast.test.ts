@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CatalogStore } from '../../../lib/catalog/store.ts';
 import type { Catalog } from '../../../lib/catalog/types.ts';
 import { silentLogger } from '../../../lib/log.ts';
+import { Registry } from '../../../lib/metrics.ts';
 import { RoutingDialer } from '../dialer.ts';
 import { HttpProxy } from '../http-proxy.ts';
 import { createProxyMetrics } from '../metrics.ts';
@@ -127,6 +128,9 @@ function listen(server: net.Server, host: string, at = 0): Promise<number> {
   });
 }
 
+const registry = new Registry();
+const scrape = async () => await registry.metrics();
+
 beforeAll(async () => {
   port = await listen(backend('a', 0), '127.0.0.1');
   await listen(backend('b', 1), '127.0.0.2', port);
@@ -139,7 +143,7 @@ beforeAll(async () => {
     idleTimeoutMs: 10_000,
     maxAttempts: 3,
     log: silentLogger,
-    metrics: createProxyMetrics(),
+    metrics: createProxyMetrics(registry),
     http1: 'fast',
   });
   // One listener per service, standing in for the transparent listener's original destination.
@@ -335,6 +339,17 @@ describe('HTTP/1.1 fast path', () => {
     expect(dead.text).toMatch(/^HTTP\/1\.1 502 /);
     expect(dead.text).toContain('edgemesh: upstream of default/dead:80 failed');
     expect(dead.text).toContain('ECONNREFUSED');
+    // Both answers are counted against their service, with the fast path's own latency.
+    const text = await scrape();
+    expect(text).toMatch(
+      /^edgemesh_proxy_service_requests_total\{[^}]*dst_service="empty",dst_port="80",class="5xx"\} 1$/m,
+    );
+    expect(text).toMatch(
+      /^edgemesh_proxy_service_requests_total\{[^}]*dst_service="dead",dst_port="80",class="5xx"\} 1$/m,
+    );
+    expect(text).toMatch(
+      /^edgemesh_proxy_service_request_duration_seconds_count\{[^}]*dst_service="dead"[^}]*\} 1$/m,
+    );
   });
 
   it('a refused connect moves the request to the next endpoint (GETs, and a POST whose body was not sent yet)', async () => {

@@ -26,6 +26,7 @@ import type { Balancer } from '../lb.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import type { RouteTable, Target } from '../route.ts';
 import type { Router } from '../router.ts';
+import type { ServiceStats } from '../service-metrics.ts';
 import { SlotList, splice } from '../splice.ts';
 import {
   ChunkedScanner,
@@ -137,6 +138,9 @@ interface Exchange {
   respStarted: boolean;
   key: { clientIp: string; hashKey: string | undefined };
   route: string;
+  /** Per-service metrics, and when the request head was parsed (performance.now(), ms). */
+  stats: ServiceStats;
+  started: number;
 }
 
 class ClientConn {
@@ -294,7 +298,9 @@ export class Http1Fast {
       this.#localReply(conn, head, 503, 'edgemesh: this destination is no longer a service in the catalog\n');
       return;
     }
+    const stats = this.#opts.metrics.services.of(route);
     if (route.targets.length === 0) {
+      stats.request(503, 0);
       this.#localReply(conn, head, 503, `edgemesh: no ready endpoint for service ${route.key}\n`);
       return;
     }
@@ -324,6 +330,8 @@ export class Http1Fast {
       respStarted: false,
       key: { clientIp: conn.ctx.clientIp, hashKey: head.picked },
       route: route.key,
+      stats,
+      started: performance.now(),
     };
     conn.ex = ex;
     this.#attempt(ex);
@@ -609,6 +617,7 @@ export class Http1Fast {
       if (clientCloses) conn.closing = true;
       const extra = clientCloses ? 'connection: close\r\n' : undefined;
       this.#count(head.status);
+      ex.stats.request(head.status, (performance.now() - ex.started) / 1000);
       if (rest.length === 0) {
         this.#toClient(ex, rewriteHead(buf, head, extra));
         if (this.#responseComplete(ex)) this.#finish(ex);
@@ -741,6 +750,7 @@ export class Http1Fast {
     const conn = ex.conn;
     const up = ex.up as Upstream;
     this.#count(101);
+    ex.stats.request(101, (performance.now() - ex.started) / 1000);
     conn.tunnel = true;
     conn.ex = undefined;
     up.owner = undefined;
@@ -812,6 +822,7 @@ export class Http1Fast {
   #replyFailed(ex: Exchange): void {
     const conn = ex.conn;
     const body = `edgemesh: upstream of ${ex.route} failed: ${describeError(ex.lastError ?? new Error('no endpoint reachable'))}\n`;
+    ex.stats.request(502, (performance.now() - ex.started) / 1000);
     // The request's body may be half sent or still unread: the connection cannot go on.
     this.#writeReply(conn, 502, body, !ex.reqDone || ex.up !== undefined || ex.head.close);
     if (ex.reqDone && !conn.closing) this.#done({ ...ex, choiceId: '' }, false);
