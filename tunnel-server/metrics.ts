@@ -1,5 +1,55 @@
-import { Gauge, type Registry } from 'prom-client';
-import type { ConnectionLimits, RelayLimits } from './server.ts';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { ConnectionLimits, RelayLimits } from './limits.ts';
+
+/** The tunnel-server's counters and gauges, made once per server on its registry. */
+export function serverMetrics(registry: Registry) {
+  return {
+    gateways: new Gauge({
+      name: 'edgemesh_tunnel_server_gateways',
+      help: 'Registered gateways',
+      registers: [registry],
+    }),
+    relays: new Gauge({
+      name: 'edgemesh_tunnel_server_relays',
+      help: 'Active relayed sessions',
+      registers: [registry],
+    }),
+    relayBytes: new Counter({
+      name: 'edgemesh_tunnel_server_relay_bytes_total',
+      help: 'Bytes relayed',
+      registers: [registry],
+    }),
+    refused: new Counter({
+      name: 'edgemesh_tunnel_server_refused_total',
+      help: 'Connections or requests refused',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    enrolments: new Counter({
+      name: 'edgemesh_tunnel_server_enrolments_total',
+      help: 'Enrolment attempts',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    punches: new Counter({
+      name: 'edgemesh_tunnel_server_punches_total',
+      help: 'Punches coordinated',
+      registers: [registry],
+    }),
+    connections: new Gauge({
+      name: 'edgemesh_tunnel_server_connections',
+      help: 'Open TCP connections',
+      registers: [registry],
+    }),
+    cut: new Counter({
+      name: 'edgemesh_tunnel_server_cut_total',
+      help: 'Connections closed by the server: slow-reader, enrol-deadline, handshake (timeout or failure)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+  };
+}
+export type ServerMetrics = ReturnType<typeof serverMetrics>;
 
 /**
  * The tunnel-server's limits beside what uses them, so "relay saturation" is one division
