@@ -70,6 +70,19 @@ export const DEFAULT_WINDOW = 1024 * 1024;
  * we answer. 8 MiB of those is ~500k PONGs — no reading peer gets there.
  */
 export const DEFAULT_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+/**
+ * Frames queued for the socket go out at the end of the event-loop turn (setImmediate), or
+ * at once when this many bytes wait: one TLS write (one SSL_write, full 16 KiB records, one
+ * syscall) for what used to be two writes per DATA frame and one per control answer.
+ */
+export const FLUSH_BYTES = 256 * 1024;
+/** Queued frames at most this long are joined into one buffer at a flush (see #flushOut). */
+const SMALL_FRAME = 1024;
+/**
+ * TLS's largest record (plaintext bytes): a TLS read this long is one full record out of a
+ * larger write of the sender, so more follows; a shorter one ended the sender's write.
+ */
+const FULL_RECORD = 16 * 1024;
 
 export class MuxSession extends EventEmitter<{
   /** A peer-opened stream; call stream.accept() or stream.refuse() (within openTimeoutMs). */
@@ -95,13 +108,19 @@ export class MuxSession extends EventEmitter<{
   /** Streams with DATA waiting for the socket to drain (see #congested). */
   readonly #blocked = new Set<MuxStream>();
   /**
-   * Frames produced while handling one read (PONGs, WINDOWs, ...), written as one buffer at
-   * its end. A write queued on a socket costs a few hundred bytes of bookkeeping besides its
-   * bytes, so a peer sending thousands of PINGs per read and reading nothing would make the
-   * byte bound meaningless; one write per read keeps the queue's real size near its bytes.
+   * Encoded frames (DATA as header + payload view) not yet handed to the socket. Everything
+   * one event-loop turn produces goes out as one corked write at its end (#turn): the TLS
+   * layer makes full records of it and the kernel gets one write, instead of two writes per
+   * DATA frame (the 12-byte header ended each 64 KiB frame in a TLS record of its own, which
+   * the receiver then handled and wrote to its target as a 12-byte piece).
    */
-  #batch: Buffer[] | undefined;
-  #batchBytes = 0;
+  #out: Buffer[] = [];
+  #outBytes = 0;
+  /** Streams that received DATA this turn: handed to their readers at its end (#turn). */
+  #arrived: MuxStream[] = [];
+  #turnScheduled = false;
+  /** One closure per session for setImmediate, not one per frame. */
+  readonly #onTurn = () => this.#turn();
   #nextId: number;
   #lastRx = Date.now();
   #timer: NodeJS.Timeout;
@@ -141,11 +160,7 @@ export class MuxSession extends EventEmitter<{
       this.close(new EdgemeshError(ErrorCodes.UNAVAILABLE, `session to ${this.peer} closed`)),
     );
     socket.on('error', (err) => this.close(err));
-    socket.on('drain', () => {
-      const waiting = [...this.#blocked];
-      this.#blocked.clear();
-      for (const s of waiting) s.resumeWrite();
-    });
+    socket.on('drain', () => this.#resumeBlocked());
     this.#timer = setInterval(() => {
       if (Date.now() - this.#lastRx > idle) {
         this.close(new EdgemeshError(ErrorCodes.UNAVAILABLE, `no frames from ${this.peer} for ${idle} ms`));
@@ -243,6 +258,12 @@ export class MuxSession extends EventEmitter<{
     this.#closed = true;
     this.closeError = err;
     clearInterval(this.#timer);
+    // What was queued before closing (a GOAWAY, RESETs) still goes out, as it did when every
+    // frame was written at once; a cut for not reading drops it with the socket anyway.
+    this.#flushOut();
+    this.#out = [];
+    this.#outBytes = 0;
+    this.#arrived = [];
     const streamErr = err ?? new EdgemeshError(ErrorCodes.UNAVAILABLE, `session to ${this.peer} closed`);
     // A stream nobody listens to for errors is closed quietly rather than crash the process.
     for (const s of this.#streams.values()) s.destroy(s.listenerCount('error') > 0 ? streamErr : undefined);
@@ -252,59 +273,126 @@ export class MuxSession extends EventEmitter<{
     this.emit('close', err);
   }
 
-  /** @internal */
+  /** @internal Queues one frame; it goes out with this turn's others (#turn). */
   send(frame: Frame): void {
     if (this.#closed) return;
-    const bytes = encodeFrame(frame);
-    this.bytesOut += bytes.length;
-    if (this.#batch) {
-      this.#batch.push(bytes);
-      this.#batchBytes += bytes.length;
-      if (this.#batchBytes > this.#maxQueued) this.#flushBatch();
-      return;
-    }
-    this.socket.write(bytes);
-    this.#checkQueue();
-  }
-
-  #flushBatch(): void {
-    const batch = this.#batch;
-    if (!batch || batch.length === 0 || this.#closed) return;
-    this.#batch = [];
-    this.#batchBytes = 0;
-    this.socket.write(batch.length === 1 ? batch[0] : Buffer.concat(batch));
-    this.#checkQueue();
-  }
-
-  /** @internal DATA without copying the payload into the header buffer twice. */
-  sendData(id: number, data: Buffer): boolean {
-    if (this.#closed) return false;
-    this.#flushBatch(); // frames queued before this DATA go first
-    if (this.#closed) return false;
-    // Two writes under cork go out as one writev: no copy of the payload.
-    this.socket.cork();
-    const header = dataHeader(id, data.length);
-    this.bytesOut += header.length + data.length;
-    this.socket.write(header);
-    this.socket.write(data);
-    this.socket.uncork();
-    this.#checkQueue();
-    return !this.#closed;
+    this.#queue(encodeFrame(frame));
   }
 
   /**
-   * @internal Whether DATA should wait: a window's worth is already queued for the socket.
-   * The stream then waits for 'drain' (`block`), so DATA never grows the queue past about a
-   * window plus one frame, however many streams write.
+   * @internal DATA: the payload is queued as it is (a view), behind its own header. A frame
+   * shorter than the largest ends what the writer had (a socket read that found less than
+   * its 64 KiB buffer: the sender is idle, not behind): flushed at once, so a request or an
+   * answer waits for no turn; full frames wait for the turn's end and go out together.
+   */
+  sendData(id: number, data: Buffer): boolean {
+    if (this.#closed) return false;
+    this.#queue(dataHeader(id, data.length));
+    this.#queue(data);
+    if (data.length < MAX_DATA) this.#flushOut();
+    return !this.#closed;
+  }
+
+  #queue(bytes: Buffer): void {
+    this.bytesOut += bytes.length;
+    this.#out.push(bytes);
+    this.#outBytes += bytes.length;
+    // At once when the batch is big, or when it would take the queue past its bound (a peer
+    // that does not read is cut as soon as that happens, not at the end of the turn).
+    if (this.#outBytes >= FLUSH_BYTES || this.#outBytes + this.socket.writableLength > this.#maxQueued)
+      this.#flushOut();
+    else this.#scheduleTurn();
+  }
+
+  /** @internal `stream` has DATA for its reader: delivered at the end of this turn. */
+  arrived(stream: MuxStream): void {
+    this.#arrived.push(stream);
+    this.#scheduleTurn();
+  }
+
+  #scheduleTurn(): void {
+    if (this.#turnScheduled) return;
+    this.#turnScheduled = true;
+    setImmediate(this.#onTurn);
+  }
+
+  /**
+   * End of an event-loop turn (all reads of this poll phase handled): streams hand what
+   * arrived to their readers — one piece per stream instead of one per 16 KiB TLS record,
+   * so the far end writes its target once per turn — then the frames this produced and
+   * every other queued frame go to the socket in one write.
+   */
+  #turn(): void {
+    this.#turnScheduled = false;
+    if (this.#closed) return;
+    this.#deliver();
+    this.#flushOut();
+  }
+
+  #deliver(): void {
+    const arrived = this.#arrived;
+    if (arrived.length === 0) return;
+    this.#arrived = [];
+    for (const s of arrived) s.deliver();
+  }
+
+  /**
+   * Hands the queue to the socket as one corked write: Node's TLS socket joins the pieces
+   * once (as it did for each header + payload pair) and encrypts them in one SSL_write.
+   * Consecutive small frames (control answers, DATA headers) are joined here first: a write
+   * queued on a socket costs a few hundred bytes of bookkeeping besides its bytes, so a peer
+   * sending thousands of PINGs per read and reading nothing would otherwise make the byte
+   * bound (#checkQueue) meaningless.
+   */
+  #flushOut(): void {
+    if (this.#out.length === 0 || this.socket.destroyed) return;
+    const out = this.#out;
+    this.#out = [];
+    this.#outBytes = 0;
+    const socket = this.socket;
+    socket.cork();
+    let runFrom = 0;
+    let runBytes = 0;
+    for (let i = 0; i <= out.length; i++) {
+      const b = out[i];
+      if (b !== undefined && b.length <= SMALL_FRAME) {
+        runBytes += b.length;
+        continue;
+      }
+      if (i - runFrom === 1) socket.write(out[runFrom]);
+      else if (i > runFrom) socket.write(Buffer.concat(out.slice(runFrom, i), runBytes));
+      if (b !== undefined) socket.write(b);
+      runFrom = i + 1;
+      runBytes = 0;
+    }
+    socket.uncork();
+    this.#checkQueue();
+    // Streams blocked on what was queued here (not yet in the socket) resume now, unless
+    // the socket itself is full: then its 'drain' resumes them.
+    if (this.#blocked.size > 0 && !socket.writableNeedDrain) this.#resumeBlocked();
+  }
+
+  #resumeBlocked(): void {
+    if (this.#blocked.size === 0) return;
+    const waiting = [...this.#blocked];
+    this.#blocked.clear();
+    for (const s of waiting) s.resumeWrite();
+  }
+
+  /**
+   * @internal Whether DATA should wait: a window's worth is already queued (here or in the
+   * socket). The stream then waits for 'drain' or the next flush, so DATA never grows the
+   * queue past about a window plus one frame, however many streams write.
    */
   congested(stream: MuxStream): boolean {
-    if (this.socket.writableLength < this.window) return false;
+    if (this.socket.writableLength + this.#outBytes < this.window) return false;
     this.#blocked.add(stream);
     return true;
   }
 
   /** A peer that lets the queue grow past the bound does not read: cut it, say so. */
   #checkQueue(): void {
+    if (this.#closed) return;
     const queued = this.socket.writableLength;
     if (queued <= this.#maxQueued) return;
     this.#log.warn({ queued, limit: this.#maxQueued }, 'peer does not read what it is sent: closing session');
@@ -333,22 +421,19 @@ export class MuxSession extends EventEmitter<{
       this.#protocolError(err as Error);
       return;
     }
-    this.#batch = [];
-    try {
-      for (const f of frames) {
-        try {
-          this.#handle(f);
-        } catch (err) {
-          this.#protocolError(err as Error);
-          return;
-        }
-        if (this.#closed) return;
+    for (const f of frames) {
+      try {
+        this.#handle(f);
+      } catch (err) {
+        this.#protocolError(err as Error);
+        return;
       }
-      this.#flushBatch();
-    } finally {
-      this.#batch = undefined;
-      this.#batchBytes = 0;
+      if (this.#closed) return;
     }
+    // A read shorter than a full TLS record ended the sender's write: nothing more is on its
+    // way now, so hand over what arrived without waiting for the turn (latency of small
+    // exchanges); full records are followed by more and wait to be joined.
+    if (chunk.length < FULL_RECORD && this.#arrived.length > 0) this.#deliver();
   }
 
   #protocolError(err: Error): void {
@@ -436,6 +521,13 @@ export class MuxStream extends Duplex implements BudgetHolder {
   readonly #session: MuxSession;
   #sendWindow: number;
   #pending: { chunk: Buffer; callback: (err?: Error | null) => void } | undefined;
+  /**
+   * DATA received this turn, not yet pushed to the reader (`deliver`, at the turn's end):
+   * views of the TLS reads, joined into one chunk then, so the reader — in a gateway, the
+   * socket to the target — gets one write per turn instead of one per 16 KiB TLS record.
+   */
+  #inbox: Buffer[] = [];
+  #inboxBytes = 0;
   /** Bytes received and not yet credited back to the sender. */
   #received = 0;
   #credited = 0;
@@ -484,7 +576,9 @@ export class MuxStream extends Duplex implements BudgetHolder {
         if (this.#received - this.#credited + f.data.length > this.#session.window)
           throw new FrameError(`stream ${this.id} sent past its window`);
         this.#received += f.data.length;
-        this.push(this.#keepable(f.data));
+        if (this.#inboxBytes === 0) this.#session.arrived(this);
+        this.#inbox.push(f.data);
+        this.#inboxBytes += f.data.length;
         this.#account();
         return;
       case FrameType.WINDOW:
@@ -494,6 +588,7 @@ export class MuxStream extends Duplex implements BudgetHolder {
         this.#flush();
         return;
       case FrameType.FIN:
+        this.deliver(); // what arrived before the FIN goes first
         this.#finReceived = true;
         this.push(null);
         this.#maybeDone();
@@ -536,6 +631,21 @@ export class MuxStream extends Duplex implements BudgetHolder {
   }
 
   /**
+   * @internal End of the turn: what arrived goes to the reader as one chunk. Several pieces
+   * are joined (one copy, as the TLS layer already copied each record once; measured against
+   * a write syscall per piece to the target in docs/tunnel.md, Throughput).
+   */
+  deliver(): void {
+    const n = this.#inboxBytes;
+    if (n === 0 || this.destroyed) return;
+    const inbox = this.#inbox;
+    this.#inbox = [];
+    this.#inboxBytes = 0;
+    this.push(inbox.length === 1 ? this.#keepable(inbox[0]) : Buffer.concat(inbox, n));
+    this.#account();
+  }
+
+  /**
    * DATA arrives as views of the TLS reads (no copy on the fast path). A view that will sit
    * in our buffer, though, keeps its whole read alive — with many streams interleaved in one
    * read, several times the bytes the budget counts. Copy what will wait; pass on as is what
@@ -549,7 +659,7 @@ export class MuxStream extends Duplex implements BudgetHolder {
   /** Reports what this stream holds unread to the peer's budget (which may shed us). */
   #account(): void {
     if (this.destroyed) return; // _destroy released it
-    const held = this.readableLength + (this.#sink?.writableLength ?? 0);
+    const held = this.readableLength + this.#inboxBytes + (this.#sink?.writableLength ?? 0);
     if (held === this.#held) return;
     this.#held = held;
     this.#session.budget.set(this, held);
@@ -560,6 +670,8 @@ export class MuxStream extends Duplex implements BudgetHolder {
     if (this.#reset || this.destroyed) return;
     this.#reset = true;
     this.#held = 0;
+    this.#inbox = [];
+    this.#inboxBytes = 0;
     this.#session.send({ type: FrameType.RESET, stream: this.id, code: ResetCode.LIMIT, reason });
     this.#session.forget(this.id);
     const err = new EdgemeshError(
@@ -579,7 +691,7 @@ export class MuxStream extends Duplex implements BudgetHolder {
    */
   #grant(): void {
     if (this.#finReceived || this.destroyed) return;
-    const consumed = this.#received - this.readableLength;
+    const consumed = this.#received - this.readableLength - this.#inboxBytes;
     const grant = consumed - this.#credited;
     if (grant >= this.#session.window / 4) {
       this.#credited += grant;
@@ -639,6 +751,8 @@ export class MuxStream extends Duplex implements BudgetHolder {
     }
     this.#session.forget(this.id);
     this.#session.budget.release(this);
+    this.#inbox = [];
+    this.#inboxBytes = 0;
     if (this.#pending) {
       this.#pending.callback(err ?? new EdgemeshError(ErrorCodes.UNAVAILABLE, 'stream destroyed'));
       this.#pending = undefined;
