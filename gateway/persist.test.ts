@@ -73,7 +73,7 @@ describe('state file formats', () => {
     expect(await loadCatalog(dir)).toEqual(catalog(1));
   });
 
-  it('writes format 2, reads a format-1 file an older gateway left, and replaces it at the next write', async () => {
+  it('writes the current format, reads a format-1 file an older gateway left, and replaces it at the next write', async () => {
     const dir = join(tmp, 'migrate');
     await saveCatalog(dir, catalog(5));
     expect(JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')).format).toBe(STATE_FORMAT);

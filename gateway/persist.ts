@@ -3,8 +3,8 @@
  * catalog at once, before (or without) the API server. Written atomically: temp file in the
  * same directory, fsync, rename over the old one, fsync the directory, so a crash or power
  * loss leaves either the old file or the new one, never a torn one. Loaded with the same
- * strict validation as any catalog from outside. Written in state-file.ts's compact format 2;
- * a format-1 file (docs/catalog.md, what gateways wrote before) still loads.
+ * strict validation as any catalog from outside. Written in state-file.ts's compact format 3;
+ * a format-1 or format-2 file (docs/catalog.md; what gateways wrote before) still loads.
  */
 import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';

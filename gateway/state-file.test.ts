@@ -4,15 +4,17 @@ import { CatalogValidationError, validateCatalog } from '../lib/catalog/validate
 import { decodeStateFile, STATE_FORMAT, stateFileChunks } from './state-file.ts';
 
 // A format-1 catalog with every optional field somewhere (IPv6, hostname, no nodeName/podName,
-// appProtocol, headless, ExternalName, namespaces), and its format-2 form, golden:
-// REFRESH_GOLDEN=1 rewrites the golden file.
+// appProtocol, headless, ExternalName, namespaces), and its format-3 form, golden:
+// REFRESH_GOLDEN=1 rewrites the golden file. Its format-2 form (what gateways wrote before
+// format 3) is kept as it was written, for the reader's format-2 path.
 const dir = new URL('./testdata/state-file/', import.meta.url);
 const v1 = validateCatalog(JSON.parse(readFileSync(new URL('catalog.v1.json', dir), 'utf8')));
-const goldenPath = new URL('catalog.v2.golden.json', dir);
+const goldenPath = new URL('catalog.v3.golden.json', dir);
+const v2Path = new URL('catalog.v2.golden.json', dir);
 const encode = (c: Parameters<typeof stateFileChunks>[0], size?: number) =>
   [...stateFileChunks(c, size)].join('');
 
-describe('state file format 2', () => {
+describe('state file format 3', () => {
   it('encodes the catalog as the golden file says', () => {
     const text = encode(v1);
     if (process.env.REFRESH_GOLDEN) writeFileSync(goldenPath, `${text}\n`);
@@ -35,11 +37,25 @@ describe('state file format 2', () => {
     expect(a.ports).toBe(b.ports);
     const doc = JSON.parse(readFileSync(goldenPath, 'utf8'));
     expect(doc.portLists).toHaveLength(3);
-    expect(doc.names).toEqual(['edge-a', 'edge-b', 'demo']);
+    // Node names; no namespace: every pod is an endpoint row's (format 3).
+    expect(doc.names).toEqual(['edge-a', 'edge-b']);
   });
 
-  it('still reads format 1 (a file an older gateway wrote)', () => {
+  it('still reads format 1 and format 2 (files older gateways wrote), key order included', () => {
     expect(decodeStateFile(JSON.parse(JSON.stringify(v1)))).toEqual(v1);
+    const v2 = decodeStateFile(JSON.parse(readFileSync(v2Path, 'utf8')));
+    expect(JSON.stringify(v2)).toBe(JSON.stringify(v1));
+  });
+
+  it("writes a pod that an endpoint row names as that row's number, any other as a row", () => {
+    const doc = JSON.parse(readFileSync(goldenPath, 'utf8'));
+    // web's rows are 0..2 (the third has no pod), db's is 3.
+    expect(doc.pods).toEqual([0, 1, 3]);
+    const moved = structuredClone(v1);
+    moved.pods['10.244.2.9'].nodeName = 'edge-a'; // no longer what its endpoint row says
+    const text = encode(moved);
+    expect(JSON.parse(text).pods).toEqual([0, ['10.244.2.9', 2, 'web-5d9c7b8f6d-fghij', 0], 3]);
+    expect(JSON.stringify(decodeStateFile(JSON.parse(text)))).toBe(JSON.stringify(moved));
   });
 
   it('an empty catalog, and one without namespaces', () => {
@@ -176,10 +192,49 @@ const negative: { name: string; change: (d: Doc) => void; error: string }[] = [
   },
 ];
 
-describe('state file format 2: what is refused', () => {
+// Format 3's own: ENDPOINT_REF pods (the rows above are checked in format 2's golden document).
+const negativeRefs: { name: string; change: (d: Doc) => void; error: string }[] = [
+  {
+    name: 'endpoint row number out of range',
+    change: (d) => ((d.pods as unknown[])[1] = 4),
+    error: 'pods[1]: must be a pod row or the number of an endpoint row (4 rows)',
+  },
+  {
+    name: 'endpoint row number not an integer',
+    change: (d) => ((d.pods as unknown[])[0] = 0.5),
+    error: 'pods[0]: must be a pod row or the number of an endpoint row',
+  },
+  {
+    name: 'endpoint row without a pod',
+    change: (d) => ((d.pods as unknown[])[0] = 2),
+    error: 'pods[0]: must name an endpoint row with a pod name and a node (row 2 has none)',
+  },
+  {
+    name: 'the same pod twice through two references',
+    change: (d) => (d.pods as unknown[]).push(0),
+    error: 'pods[3]: pod 10.244.1.17 twice',
+  },
+  {
+    name: 'a reference in a format-2 file',
+    change: (d) => {
+      d.format = 2;
+    },
+    error: 'pods[0]: must be an array',
+  },
+];
+
+describe('state file format 2 and 3: what is refused', () => {
+  for (const { name, change, error } of negativeRefs) {
+    it(`format 3: ${name}`, () => {
+      const doc = JSON.parse(readFileSync(goldenPath, 'utf8')) as Doc;
+      change(doc);
+      expect(() => decodeStateFile(doc)).toThrow(CatalogValidationError);
+      expect(() => decodeStateFile(doc)).toThrow(error);
+    });
+  }
   for (const { name, change, error } of negative) {
     it(name, () => {
-      const doc = JSON.parse(readFileSync(goldenPath, 'utf8')) as Doc;
+      const doc = JSON.parse(readFileSync(v2Path, 'utf8')) as Doc;
       change(doc);
       let thrown: unknown;
       try {
@@ -192,8 +247,8 @@ describe('state file format 2: what is refused', () => {
     });
   }
 
-  it('anything but format 2 is format 1 to its validator', () => {
+  it('anything but format 2 or 3 is format 1 to its validator', () => {
     expect(() => decodeStateFile([])).toThrow(/must be an object/);
-    expect(() => decodeStateFile({ ...v1, format: 3 })).toThrow(/format: must be 1/);
+    expect(() => decodeStateFile({ ...v1, format: 4 })).toThrow(/format: must be 1/);
   });
 });

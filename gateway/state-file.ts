@@ -1,13 +1,14 @@
 /**
- * The gateway's state file (`<state-dir>/catalog.json`), format 2: the catalog of
+ * The gateway's state file (`<state-dir>/catalog.json`), format 3: the catalog of
  * docs/catalog.md (format 1) with its two large records as rows. At 10,000 services × 10
  * endpoints format 1 is 30 MB, most of it the same keys 200,000 times over (every endpoint and
- * every derived pod an object with its own port list); format 2 is ~8 MB and parses ~4× faster,
- * which is most of a restart's time to serve the catalog again (docs/scale.md).
+ * every derived pod an object with its own port list); format 2 is ~10 MB and parses ~4× faster,
+ * which is most of a restart's time to serve the catalog again (docs/scale.md); format 3 is
+ * format 2 with a pod that an endpoint row names written as that row's number (~7 MB).
  *
- *   {"format":2,"revision":12,"clusterDomain":"cluster.local",
+ *   {"format":3,"revision":12,"clusterDomain":"cluster.local",
  *    "services":[[{service},[ENDPOINT,...]],...],     service: as in format 1
- *    "pods":[["10.244.1.17",0,"web-5d9c7b8f6d-abcde",1],...],   [ip, names[i], name, names[j]]
+ *    "pods":[["10.244.1.17",0,"web-5d9c7b8f6d-abcde",1],17,...],   POD: a row or ENDPOINT_REF
  *    "nodes":{...},"namespaces":{...},                 as in format 1 (namespaces optional)
  *    "names":["demo","edge-a",...],                    namespaces and node names, each once
  *    "portLists":[[{"name":"http","port":8080,"protocol":"TCP"}],...]}   distinct endpoint port lists
@@ -18,6 +19,14 @@
  *     node      index into names, -1: no nodeName
  *     podName   "" : none (a pod name is never empty)
  *
+ *   POD = [ip, names[i], name, names[j]]   namespace and node as indexes into names
+ *   ENDPOINT_REF = k   (format 3) the pod the k-th ENDPOINT of the file names (counting every
+ *     service's rows in order, from 0): {ip, that service's namespace, podName, node}. The
+ *     builder derives the pods of other nodes from endpoints, so at 10,000 services nearly all
+ *     100,000 pods are one: a number instead of a 4-field row (3 MB less to parse, 100,000
+ *     arrays less), their fields checked once, as the endpoint's (the same rules as a pod's),
+ *     and their strings shared with it.
+ *
  * Services and pods keep their format-1 keys implicitly: `<namespace>/<name>` and the IP
  * come from the entry itself, so a key cannot disagree with its entry; a key twice is an
  * error. Decoding validates everything with lib/catalog/validate.ts's rules (each row is
@@ -25,8 +34,9 @@
  * same Catalog, key order included, as loading its format-1 form: the builder's reuse of a
  * persisted catalog's items compares them as JSON. Shared port lists and names stay shared
  * (nothing mutates a catalog). A format-1 file still loads (decodeStateFile): the next write
- * replaces it with format 2. An older gateway refuses format 2 ("format: must be 1"), logs it
- * and starts without its persisted catalog.
+ * replaces it with format 3; so does a format-2 file. A gateway older than a format refuses it
+ * ("format: must be 1", or a format-2 reader's "pods[0]: must be an array"), logs it and starts
+ * without its persisted catalog.
  */
 
 import {
@@ -47,7 +57,9 @@ import {
   validateService,
 } from '../lib/catalog/validate.ts';
 
-export const STATE_FORMAT = 2;
+export const STATE_FORMAT = 3;
+/** Format 2 (no ENDPOINT_REF) still loads: the file a gateway of before format 3 wrote. */
+const FORMAT_2 = 2;
 
 const READY = 1;
 const SERVING = 2;
@@ -112,9 +124,17 @@ function* chunks(catalog: Taken, chunkChars: number): Generator<string> {
     portListById.set(ports, i);
     return i;
   };
+  // Every endpoint row in order (its number is its index), and the first row naming each pod IP.
+  const rows: Endpoint[] = [];
+  const rowNamespaces: string[] = [];
+  const firstRowAt = new Map<string, number>();
   // By hand rather than JSON.stringify of an array per row: this runs for 100,000 rows per
   // write, on the event loop (strings still go through JSON.stringify for their escaping).
-  const endpointRow = (e: Endpoint) => {
+  const endpointRow = (e: Endpoint, namespace: string) => {
+    if (e.podName !== undefined && e.nodeName !== undefined && !firstRowAt.has(e.ip))
+      firstRowAt.set(e.ip, rows.length);
+    rows.push(e);
+    rowNamespaces.push(namespace);
     const flags = (e.ready ? READY : 0) | (e.serving ? SERVING : 0) | (e.terminating ? TERMINATING : 0);
     const node = e.nodeName === undefined ? -1 : nameIndex(e.nodeName);
     const hostname = e.hostname === undefined ? '' : `,${JSON.stringify(e.hostname)}`;
@@ -124,7 +144,8 @@ function* chunks(catalog: Taken, chunkChars: number): Generator<string> {
   let out = `${catalog.head},"services":[`;
   let first = true;
   for (const entry of catalog.services) {
-    out += `${first ? '' : ','}[${JSON.stringify(entry.service)},[${entry.endpoints.map(endpointRow).join(',')}]]`;
+    const namespace = entry.service.namespace;
+    out += `${first ? '' : ','}[${JSON.stringify(entry.service)},[${entry.endpoints.map((e) => endpointRow(e, namespace)).join(',')}]]`;
     first = false;
     if (out.length >= chunkChars) {
       yield out;
@@ -134,7 +155,15 @@ function* chunks(catalog: Taken, chunkChars: number): Generator<string> {
   out += '],"pods":[';
   first = true;
   for (const p of catalog.pods) {
-    out += `${first ? '' : ','}[${JSON.stringify(p.ip)},${nameIndex(p.namespace)},${JSON.stringify(p.name)},${nameIndex(p.nodeName)}]`;
+    const k = firstRowAt.get(p.ip);
+    const row = k === undefined ? undefined : rows[k];
+    out +=
+      row !== undefined &&
+      row.podName === p.name &&
+      row.nodeName === p.nodeName &&
+      rowNamespaces[k as number] === p.namespace
+        ? `${first ? '' : ','}${k}`
+        : `${first ? '' : ','}[${JSON.stringify(p.ip)},${nameIndex(p.namespace)},${JSON.stringify(p.name)},${nameIndex(p.nodeName)}]`;
     first = false;
     if (out.length >= chunkChars) {
       yield out;
@@ -224,13 +253,19 @@ function decodeEndpoint(
 const NO_PORTS: never[] = [];
 
 /**
- * A parsed state file (JSON.parse of it) as a Catalog, validated; format 1 or 2. Throws a
+ * A parsed state file (JSON.parse of it) as a Catalog, validated; format 1, 2 or 3. Throws a
  * CatalogValidationError naming the path of the first problem.
  */
 export function decodeStateFile(doc: unknown): Catalog {
   const o = doc as Record<string, unknown>;
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc) || o.format !== STATE_FORMAT)
+  if (
+    typeof doc !== 'object' ||
+    doc === null ||
+    Array.isArray(doc) ||
+    (o.format !== STATE_FORMAT && o.format !== FORMAT_2)
+  )
     return validateCatalog(doc);
+  const refs = o.format === STATE_FORMAT;
   for (const key of Object.keys(o)) if (!TOP_KEYS.has(key)) fail(key, 'unknown field');
   // Revision, cluster domain, nodes and namespaces are format 1's: checked as a catalog without services and pods.
   const catalog = validateCatalog({
@@ -263,6 +298,9 @@ export function decodeStateFile(doc: unknown): Catalog {
   };
 
   const services: Record<string, ServiceEntry> = {};
+  // Every endpoint in file order, and its service's namespace: what an ENDPOINT_REF names.
+  const rows: Endpoint[] = [];
+  const rowNamespaces: string[] = [];
   const rawServices = array(o.services, 'services', LIMITS.services);
   for (let s = 0; s < rawServices.length; s++) {
     const path = `services[${s}]`;
@@ -279,6 +317,8 @@ export function decodeStateFile(doc: unknown): Catalog {
       } catch (err) {
         throw atPath(err, `${path}.endpoints[${e}]`);
       }
+      rows.push(endpoints[e]);
+      rowNamespaces.push(service.namespace);
     }
     services[key] = { service, endpoints };
   }
@@ -287,20 +327,33 @@ export function decodeStateFile(doc: unknown): Catalog {
   const rawPods = array(o.pods, 'pods', LIMITS.pods);
   for (let p = 0; p < rawPods.length; p++) {
     let pod: PodInfo;
-    try {
-      const r = array(rawPods[p], ROW, 4);
-      if (r.length !== 4) fail(ROW, 'must be [ip, namespace, name, node]');
-      pod = validatePod(
-        {
-          ip: r[0],
-          namespace: namespaceAt(r[1], ROW_NAMESPACE),
-          name: r[2],
-          nodeName: nodeAt(r[3], ROW_NODE),
-        },
-        ROW,
-      );
-    } catch (err) {
-      throw atPath(err, `pods[${p}]`);
+    const raw = rawPods[p];
+    if (refs && typeof raw === 'number') {
+      const row = Number.isInteger(raw) ? rows[raw] : undefined;
+      if (row === undefined)
+        fail(`pods[${p}]`, `must be a pod row or the number of an endpoint row (${rows.length} rows)`);
+      const { ip, podName, nodeName } = row as Endpoint;
+      if (podName === undefined || nodeName === undefined)
+        fail(`pods[${p}]`, `must name an endpoint row with a pod name and a node (row ${raw} has none)`);
+      // Checked as the endpoint's fields, by the rules a pod's have (ip, object names); in
+      // validatePod's key order.
+      pod = { ip, namespace: rowNamespaces[raw], name: podName as string, nodeName: nodeName as string };
+    } else {
+      try {
+        const r = array(raw, ROW, 4);
+        if (r.length !== 4) fail(ROW, 'must be [ip, namespace, name, node]');
+        pod = validatePod(
+          {
+            ip: r[0],
+            namespace: namespaceAt(r[1], ROW_NAMESPACE),
+            name: r[2],
+            nodeName: nodeAt(r[3], ROW_NODE),
+          },
+          ROW,
+        );
+      } catch (err) {
+        throw atPath(err, `pods[${p}]`);
+      }
     }
     if (Object.hasOwn(pods, pod.ip)) fail(`pods[${p}]`, `pod ${pod.ip} twice`);
     pods[pod.ip] = pod;
