@@ -349,7 +349,7 @@ describe('mux session', () => {
       };
       socket._writev = (chunks, cb) => {
         seen.writes++;
-        write(Buffer.concat(chunks.map((c) => c.chunk as Buffer)), 'buffer', cb);
+        write(Buffer.concat(chunks.map((c) => c.chunk as Buffer)), 'binary', cb);
       };
       return seen;
     }
