@@ -1,8 +1,8 @@
 /**
  * L7 handling for service ports that speak HTTP. The app's connection (already accepted by
- * the transparent listener) is handed to an in-process node:http server (the default,
- * described below) or the HTTP/1.1 fast path (http1/fast.ts: framing only, no
- * re-serialisation; EDGEMESH_HTTP1_PATH=fast), or to an HTTP/2
+ * the transparent listener) is handed to the HTTP/1.1 fast path (http1/fast.ts: framing
+ * only, no re-serialisation; the default) or an in-process node:http server
+ * (EDGEMESH_HTTP1_PATH=node, described below), or to an HTTP/2
  * server when its first bytes are the h2c prior-knowledge preface; every request then picks
  * an endpoint by the service's policy and goes out over a pooled upstream connection (a
  * node:http keep-alive agent per endpoint; undici's HTTP/2 pool for h2c clients). So one keep-alive or multiplexed client
@@ -45,7 +45,7 @@ export interface HttpProxyOptions {
   metrics: ProxyMetrics;
   /**
    * HTTP/1.x clients: 'fast' frames requests and passes their bytes (http1/fast.ts), 'node'
-   * re-serialises them through node:http. Default: env EDGEMESH_HTTP1_PATH, else 'node'.
+   * re-serialises them through node:http. Default: env EDGEMESH_HTTP1_PATH, else 'fast'.
    */
   http1?: 'fast' | 'node';
   /** The fast path's upstream pool bounds (http1/fast.ts; defaults there). */
@@ -118,7 +118,7 @@ export class HttpProxy {
     // node:http stays the default: with the fast path the real-node mesh e2e still fails (after
     // a gateway restart, the client node's gateway keeps opening new streams on the relay to a
     // peer for minutes), even with the pool's bounds; docs/proxy.md has the runs.
-    const http1 = opts.http1 ?? (process.env.EDGEMESH_HTTP1_PATH === 'fast' ? 'fast' : 'node');
+    const http1 = opts.http1 ?? (process.env.EDGEMESH_HTTP1_PATH === 'node' ? 'node' : 'fast');
     if (http1 === 'fast') this.#fast = new Http1Fast(opts);
     opts.router.onTableChange = (table) => {
       this.#fast?.prune(table);

@@ -274,6 +274,11 @@ export class EdgeCluster {
       'edgemesh pods Running: webhook ×2 and tunnel-server on the cloud node, a gateway on every node',
     );
     for (const node of this.allNodes) await this.gatewayReady(node.name);
+    // Ready does not wait for the tunnel-server (an edge node restarted offline must still
+    // serve its pods), so cross-site tests would race the gateways' registration there.
+    const linking = Date.now();
+    for (const node of this.allNodes) await this.tunnelLinked(node.name);
+    this.step(`every gateway registered at the tunnel-server (${Date.now() - linking} ms after Ready)`);
     this.step(`edge cluster up (kubeconfig for this machine: ${this.controlPlane.localKubeconfig})`);
   }
 
@@ -426,6 +431,23 @@ export class EdgeCluster {
       250,
       `gateway on ${nodeName} ready (has a catalog)`,
     );
+  }
+
+  /** Waits until a node's gateway has at least one tunnel-server link up (its metrics say so). */
+  async tunnelLinked(nodeName: string, timeoutMs = 120_000): Promise<void> {
+    await waitFor(
+      async () =>
+        Number(
+          /^edgemesh_gateway_tunnel_servers_up(?:\{[^}]*\})? (\d+)/m.exec(
+            await this.gatewayMetrics(nodeName).catch(() => ''),
+          )?.[1] ?? 0,
+        ) >= 1,
+      timeoutMs,
+      500,
+      `gateway on ${nodeName} registered at a tunnel-server`,
+    ).catch(async (err: Error) => {
+      throw new Error(`${err.message}\n${await this.#gatewayDiagnostics(nodeName)}`);
+    });
   }
 
   /**
