@@ -22,11 +22,11 @@ export class RelaySplicer {
    * splice, −1 when it ends; read for the per-node relay cap and the busiest-node gauge.
    */
   readonly #activeByNode = new Map<string, number>();
-  readonly #limiter: RateLimiter | undefined;
+  readonly #limiter: Pick<RateLimiter, 'charge'> | undefined;
   readonly #metrics: SpliceMetrics;
   readonly #log: Logger;
 
-  constructor(opts: { limiter?: RateLimiter; metrics: SpliceMetrics; log: Logger }) {
+  constructor(opts: { limiter?: Pick<RateLimiter, 'charge'>; metrics: SpliceMetrics; log: Logger }) {
     this.#limiter = opts.limiter;
     this.#metrics = opts.metrics;
     this.#log = opts.log;
