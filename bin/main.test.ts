@@ -25,6 +25,8 @@ describe('edgemesh CLI', () => {
       'check',
       'status',
       'netcheck',
+      'install',
+      'config',
     ];
     for (const name of names) {
       expect(top.stdout).toContain(`  ${name} `);
@@ -32,8 +34,8 @@ describe('edgemesh CLI', () => {
       expect(help.status, `${name} --help: ${help.stderr}`).toBe(0);
       expect(help.stdout).toMatch(new RegExp(`^Usage: edgemesh ${name} \\[options\\]`));
     }
-    // Nine Node starts in a row: seconds each on a loaded machine.
-  }, 60_000);
+    // Fifteen Node starts in a row: seconds each on a loaded machine.
+  }, 120_000);
 
   it('--version and version --client print the client, from a checkout with an unknown commit', () => {
     for (const args of [['--version'], ['version', '--client']]) {

@@ -40,6 +40,16 @@ const commands: Record<string, { summary: string; load: () => Promise<Subcommand
     summary: 'signs edgemesh certificates from the Kubernetes CSR API (holds the mesh CA key)',
     load: async () => (await import('../signer/cli.ts')).signerCommand as Subcommand,
   },
+  install: {
+    summary:
+      'print the manifests with fresh TLS for `edgemesh install | kubectl apply -f -` (keeps a mesh CA the cluster has)',
+    load: async () => (await import('../ctl/install-cli.ts')).installCommand as Subcommand,
+  },
+  config: {
+    summary:
+      'get or set the gateway settings in edgemesh-config (tunnel-servers, …); set restarts the gateways',
+    load: async () => (await import('../ctl/config-cli.ts')).configCommand as Subcommand,
+  },
   version: {
     summary:
       "this client's version and commit; with a kubeconfig, the versions the cluster runs and any skew",

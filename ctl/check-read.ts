@@ -121,6 +121,24 @@ export class CheckReader {
     );
   }
 
+  /** All of a ConfigMap's or Secret's `data` (Secret values as the API gives them: base64); null when absent. */
+  async data(
+    kind: 'configmaps' | 'secrets',
+    namespace: string,
+    name: string,
+  ): Promise<Read<Record<string, string> | null>> {
+    const what = `${kind === 'secrets' ? 'Secret' : 'ConfigMap'} ${namespace}/${name}`;
+    const body = await this.#get(`/api/v1/namespaces/${enc(namespace)}/${kind}/${enc(name)}`, what);
+    if (body === null || body instanceof Error) return body;
+    const data = isRecord(body) && isRecord(body.data) ? body.data : {};
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(data)) {
+      if (typeof v !== 'string') return new Error(`${what}: ${k} is not text`);
+      out[k] = v;
+    }
+    return out;
+  }
+
   /** A key of a ConfigMap or (base64-decoded) Secret; null when either is absent. */
   async key(
     kind: 'configmaps' | 'secrets',
