@@ -9,6 +9,7 @@ import {
   apply,
   clientDeployment,
   curl,
+  inClient,
   isReady,
   livePods,
   NS,
@@ -20,8 +21,9 @@ import {
 } from './scenario.ts';
 
 // `edgemesh check` and `edgemesh status` (issue 17 items 2 and 3) on the real edge cluster as
-// the README deploys it: install → check → label → (check names what needs a rollout) →
-// rollout → check → status. The API server reaches the cloud node's gateway through
+// the README deploys it, installed with Helm (README "With Helm": charts/edgemesh with the
+// image and tunnel-servers as values): install → check → label → (check names what needs a
+// rollout) → rollout → check → status → helm uninstall. The API server reaches the cloud node's gateway through
 // pods/proxy; the edge nodes sit behind NATs, so `status` must say it cannot reach them (as
 // on KubeEdge), and the same /status read on the node itself shows their peers and paths.
 let cluster: EdgeCluster;
@@ -62,7 +64,11 @@ const images = () => {
 };
 
 beforeAll(async () => {
-  cluster = await EdgeCluster.start({ prefix: 'emx', progress: (line) => process.stderr.write(`${line}\n`) });
+  cluster = await EdgeCluster.start({
+    prefix: 'emx',
+    install: 'helm',
+    progress: (line) => process.stderr.write(`${line}\n`),
+  });
 });
 
 afterAll(async () => {
@@ -217,5 +223,64 @@ describe('edgemesh check and status on the edge cluster', () => {
     expect(text).toMatch(new RegExp(`^  ${peer}\\s+(direct|punched TCP|punched UDP|relay via \\S+)\\s`, 'm'));
     // Sites 1 and 2 are behind different NATs: reaching nginx took a punch attempt or the relay.
     expect(formatNetcheck(doc)).toMatch(/^ {2}\* public address: 203\.0\.113\./m);
+  });
+  it("the client's sidecar reports its requests and bytes by destination service", async () => {
+    const before = await waitFor(
+      async () => (await curl(cluster)).code === 0,
+      60_000,
+      1000,
+      'client reaches nginx',
+    );
+    expect(before).toBe(true);
+    const metrics = (
+      await inClient(cluster, ['curl', '-sf', '--max-time', '3', 'http://127.0.0.1:15020/metrics'])
+    ).stdout;
+    const svc = `dst_namespace="${NS}",dst_service="nginx-svc",dst_port="12345"`;
+    const value = (re: RegExp) => Number(re.exec(metrics)?.[1] ?? Number.NaN);
+    expect(
+      value(new RegExp(`^edgemesh_proxy_service_requests_total\\{${svc},class="2xx"[^}]*\\} (\\d+)`, 'm')),
+    ).toBeGreaterThan(0);
+    expect(
+      value(
+        new RegExp(`^edgemesh_proxy_service_request_duration_seconds_count\\{${svc}[^}]*\\} (\\d+)`, 'm'),
+      ),
+    ).toBeGreaterThan(0);
+    expect(
+      value(new RegExp(`^edgemesh_proxy_service_connections_total\\{${svc}[^}]*\\} (\\d+)`, 'm')),
+    ).toBeGreaterThan(0);
+  });
+
+  it('helm uninstall leaves nothing of ours behind', async () => {
+    await cluster.kubectl(['delete', 'namespace', NS, '--wait=true', '--timeout=120s'], {
+      timeoutMs: 130_000,
+    });
+    await cluster.helm(
+      ['uninstall', 'edgemesh', '-n', 'edgemesh-system', '--wait', '--timeout', '120s'],
+      150_000,
+    );
+    const left = await cluster.kubectl([
+      'get',
+      'namespaces,clusterroles,clusterrolebindings,mutatingwebhookconfigurations',
+      '-o',
+      'name',
+    ]);
+    expect(left.split('\n').filter((l) => /edgemesh/.test(l))).toEqual([]);
+    await waitFor(
+      async () => {
+        for (const node of cluster.allNodes) {
+          const ids = await node.real.ctr([
+            'containers',
+            'ls',
+            '-q',
+            'labels."io.kubernetes.pod.namespace"==edgemesh-system',
+          ]);
+          if (ids.trim()) return false;
+        }
+        return true;
+      },
+      120_000,
+      1_000,
+      'every edgemesh container gone from every node',
+    );
   });
 });

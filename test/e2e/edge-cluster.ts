@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { apiFromKubeConfig } from '../../gateway/kube/client.ts';
+import { lastLine } from '../../manifests/testing/build-tool.ts';
 import { ControlPlane } from '../cluster/control-plane.ts';
 import { buildImages } from '../cluster/oci-images.ts';
 import { ManagedProcess } from '../cluster/process.ts';
@@ -16,6 +17,8 @@ const execFileP = promisify(execFile);
 
 /** The shipped manifests, applied through an overlay that changes only the image. */
 export const SHIPPED_MANIFESTS = new URL('../../manifests', import.meta.url).pathname;
+export const SHIPPED_CHART = new URL('../../charts/edgemesh', import.meta.url).pathname;
+const HELM_BUILD_SCRIPT = new URL('../cluster/build-helm.sh', import.meta.url).pathname;
 export const TUNNEL_PORT = 20006;
 /** The gateway's /metrics and /ready port (its default). */
 export const GATEWAY_METRICS_PORT = 15090;
@@ -54,6 +57,8 @@ export interface EdgeClusterOptions {
   progress?: (line: string) => void;
   /** KubeEdge mode: the edge API the edge nodes' gateways use (default: none, the cloud API). */
   edgeApi?: EdgeApi;
+  /** How the manifests go in: `kubectl apply -k` of an overlay (default) or `helm install` of charts/edgemesh. */
+  install?: 'kustomize' | 'helm';
 }
 
 /** A node of the cluster: its lab host and the real kubelet + containerd on it. */
@@ -107,15 +112,25 @@ export class EdgeCluster {
   readonly #started = Date.now();
   cp: ControlPlane | undefined;
   readonly edgeApi: EdgeApi | undefined;
+  readonly install: 'kustomize' | 'helm';
+  /** The helm binary (test/cluster/build-helm.sh) when installed with Helm. */
+  helmBin: string | undefined;
   readonly #edgeApiProcesses: ManagedProcess[] = [];
   readonly #metaServers: MetaServer[] = [];
   /** The overlay applied with `kubectl apply -k` (the shipped manifests, our image). */
   readonly overlayDir: string;
   #cut = false;
 
-  private constructor(lab: NatLab, workDir: string, progress: (line: string) => void, edgeApi?: EdgeApi) {
+  private constructor(
+    lab: NatLab,
+    workDir: string,
+    progress: (line: string) => void,
+    edgeApi: EdgeApi | undefined,
+    install: 'kustomize' | 'helm',
+  ) {
     this.lab = lab;
     this.edgeApi = edgeApi;
+    this.install = install;
     this.workDir = workDir;
     this.#progress = progress;
     this.overlayDir = join(workDir, 'overlay');
@@ -130,7 +145,7 @@ export class EdgeCluster {
     progress('edge-cluster: building the NAT lab (public segment, ISP hops, NAT routers, site LANs)');
     const lab = await NatLab.create({ prefix: opts.prefix ?? 'eme', sites, tunnelServers: 1 });
     const workDir = await mkdtemp(join(tmpdir(), 'edgemesh-edge-cluster-'));
-    const cluster = new EdgeCluster(lab, workDir, progress, opts.edgeApi);
+    const cluster = new EdgeCluster(lab, workDir, progress, opts.edgeApi, opts.install ?? 'kustomize');
     try {
       await cluster.#start();
     } catch (err) {
@@ -224,10 +239,33 @@ export class EdgeCluster {
       ].join('\n'),
     );
     if (this.edgeApi) await this.#startEdgeApis(this.edgeApi);
-    this.step(
-      `kubectl apply -k (the shipped manifests${this.edgeApi ? ', KubeEdge overlay' : ''}, image ${this.images.edgemesh})`,
-    );
-    await this.kubectl(['apply', '--validate=strict', '-k', overlay]);
+    if (this.install === 'helm') {
+      // README "With Helm": the chart's values instead of the overlay (and the tunnel-servers patch).
+      this.helmBin = await lastLine(HELM_BUILD_SCRIPT, []);
+      this.step(
+        `helm install charts/edgemesh (image ${this.images.edgemesh}${this.edgeApi ? ', kubeedge.enabled' : ''})`,
+      );
+      await this.helm([
+        'install',
+        'edgemesh',
+        SHIPPED_CHART,
+        '-n',
+        SYSTEM_NS,
+        '--create-namespace',
+        '--set',
+        `image.repository=${imageName}`,
+        '--set',
+        `image.tag=${imageTag}`,
+        '--set',
+        `tunnelServers=${TUNNEL_LB_IP}:${TUNNEL_PORT}`,
+        ...(this.edgeApi ? ['--set', 'kubeedge.enabled=true'] : []),
+      ]);
+    } else {
+      this.step(
+        `kubectl apply -k (the shipped manifests${this.edgeApi ? ', KubeEdge overlay' : ''}, image ${this.images.edgemesh})`,
+      );
+      await this.kubectl(['apply', '--validate=strict', '-k', overlay]);
+    }
     this.step('ConfigMap edgemesh-config: tunnel-server and API server addresses for the edge nodes');
     await this.kubectl([
       '-n',
@@ -618,6 +656,19 @@ export class EdgeCluster {
   /** kubectl as admin (runs in the cloud namespace); throws with its output on failure. */
   kubectl(args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<string> {
     return this.controlPlane.kubectl(args, opts);
+  }
+
+  /** Runs the helm binary against the cluster (asynchronously: the API forwarder lives in this process). */
+  async helm(args: string[], timeoutMs = 180_000): Promise<string> {
+    if (!this.helmBin) this.helmBin = await lastLine(HELM_BUILD_SCRIPT, []);
+    const { stdout } = await execFileP(this.helmBin, args, {
+      env: { ...process.env, KUBECONFIG: this.controlPlane.localKubeconfig },
+      timeout: timeoutMs,
+      maxBuffer: 16 << 20,
+    }).catch((err: Error & { stderr?: string }) => {
+      throw new Error(`helm ${args.join(' ')} failed: ${err.stderr?.trim() || err.message}`);
+    });
+    return stdout;
   }
 
   node(name: string): ClusterNode {
