@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../test/harness/netns.ts';
 import { ApiClient } from './client.ts';
 import { type CacheEvent, ObjectCache } from './object-cache.ts';
-import { Reflector } from './reflector.ts';
+import { LIST_EVENTS_PER_TURN, Reflector } from './reflector.ts';
 
 const svc = (name: string) => ({
   metadata: { namespace: 'd', name, uid: name, resourceVersion: '5' },
@@ -123,5 +123,41 @@ describe('Reflector LIST of a broken body', () => {
     );
     // Where the body ended: a truncated body's offset is its length.
     expect(errors[0]).toMatch(new RegExp(`at byte ${body.length}$`));
+  });
+});
+
+describe('Reflector LIST applied in turns', () => {
+  it(`hands a large list's events over ${LIST_EVENTS_PER_TURN} per event-loop turn, in order`, async () => {
+    const total = 2 * LIST_EVENTS_PER_TURN + 7;
+    const names = Array.from({ length: total }, (_, i) => `s${i}`);
+    listBody = JSON.stringify({ metadata: { resourceVersion: '9' }, items: names.map(svc) });
+    const keys: string[] = [];
+    let otherWorkAt = -1;
+    let listed = -1;
+    const reflector = new Reflector({
+      api,
+      path: '/api/v1/services',
+      cache: new ObjectCache(),
+      relist: false,
+      watchTimeoutSeconds: 60,
+      onEvent: (e) => {
+        // Other work queued by the first event (a LOOKUP, the heap budget's check) runs after the first turn's events.
+        if (keys.length === 0) setImmediate(() => (otherWorkAt = keys.length));
+        keys.push(e.key);
+      },
+      onListed: (info) => {
+        listed = info.count;
+      },
+      onError: (err) => {
+        throw err;
+      },
+    });
+    reflector.start();
+    await waitFor(() => listed >= 0, 5_000, 20, 'listed');
+    await reflector.stop();
+    listBody = undefined;
+    expect(listed).toBe(total);
+    expect(keys).toEqual(names.map((n) => `d/${n}`));
+    expect(otherWorkAt).toBe(LIST_EVENTS_PER_TURN);
   });
 });

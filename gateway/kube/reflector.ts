@@ -21,7 +21,7 @@
  *   reaches the cloud, so this is how deletions it missed offline are learned; the watch
  *   timeout is then the relist period.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { type ApiClient, ApiError, cause } from './client.ts';
 import type { CacheEvent, ObjectCache } from './object-cache.ts';
 
@@ -31,6 +31,12 @@ export const RETRY_MAX_MS = 30_000;
 export const WATCH_GRACE_MS = 30_000;
 /** Items per LIST page (client-go's reflector uses 500 too). */
 export const LIST_PAGE_SIZE = 500;
+/**
+ * A listed kind's events are handed to `onEvent` this many per event-loop turn: building 10,000
+ * EndpointSlices into the catalog is a few hundred ms, during which sidecars' LOOKUPs and the
+ * heap budget's checks (lib/heap.ts) would otherwise wait.
+ */
+export const LIST_EVENTS_PER_TURN = 500;
 /** A watch shorter than this is followed by a pause of the difference (no tight loop). */
 const MIN_WATCH_MS = 1_000;
 
@@ -125,8 +131,18 @@ export class Reflector {
       next = meta.continue;
     } while (next);
     const { events, warm, kept } = o.cache.applyList(items);
-    for (const e of events) o.onEvent(e);
-    o.onListed({ count: items.length, warm, kept });
+    const count = items.length;
+    items.length = 0; // the events hold what is still needed
+    for (let i = 0; i < events.length; i++) {
+      o.onEvent(events[i]);
+      // Handled: the builder keeps what it built, not the listed object.
+      (events as (CacheEvent | undefined)[])[i] = undefined;
+      if ((i + 1) % LIST_EVENTS_PER_TURN === 0) {
+        await nextTurn();
+        if (this.#stop.signal.aborted) throw new Error('stopped while applying a list');
+      }
+    }
+    o.onListed({ count, warm, kept });
     return resourceVersion;
   }
 
