@@ -16,8 +16,9 @@
  *                `--catalog full` sidecar or a tool; encoded only now that one asks), → "API
  *                synced"; private 30 s after
  *
- * `nice -n 10 node bench/scale-fake.ts`; every process started here is stopped by its PID,
- * the temp dir removed.
+ * `nice -n 10 node bench/scale-fake.ts`; SCALE_NODE_FLAGS adds node flags (a CPU profile, a GC
+ * trace) to the gateways, SCALE_LOG_DIR keeps their logs. Every process started here is
+ * stopped by its PID, the temp dir removed.
  */
 import { symlinkSync, writeFileSync } from 'node:fs';
 import { cp, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
@@ -51,6 +52,16 @@ const SHAPE: ScaleShape = {
 };
 const GATEWAY_NODE = nodeName(0);
 const SETTLE_MS = 25_000;
+/**
+ * SCALE_NODE_FLAGS: node flags added to every gateway, `{name}` and `{n}` replaced by the
+ * variant and the start (1, 2 = the restart), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof/{name}-{n}`
+ * or `--trace-gc`: a profile of the start this benchmark measures.
+ */
+const EXTRA_FLAGS = (name: string, n: number): string[] =>
+  (process.env.SCALE_NODE_FLAGS ?? '')
+    .split(' ')
+    .filter(Boolean)
+    .map((f) => f.replaceAll('{name}', name).replaceAll('{n}', String(n)));
 const HERE = new URL('..', import.meta.url).pathname;
 
 interface Variant {
@@ -154,6 +165,7 @@ async function runVariant(v: Variant, apiUrl: string, work: string): Promise<Row
       [
         process.execPath,
         ...flags,
+        ...EXTRA_FLAGS(v.name, n),
         join(out, 'bin/main.js'),
         'gateway',
         `--node-name=${GATEWAY_NODE}`,
