@@ -141,6 +141,7 @@ describe('helm template charts/edgemesh', () => {
     }[];
     expect(monitors.map((m) => [m.metadata.name, m.spec.podMetricsEndpoints[0]])).toEqual([
       ['edgemesh-gateway', expect.objectContaining({ targetPort: 15090, path: '/metrics' })],
+      ['edgemesh-sidecar', expect.objectContaining({ port: 'mesh-metrics', path: '/metrics' })],
       ['edgemesh-tunnel-server', expect.objectContaining({ targetPort: 15090, path: '/metrics' })],
       ['edgemesh-webhook', expect.objectContaining({ port: 'https', scheme: 'https' })],
     ]);

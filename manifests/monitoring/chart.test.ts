@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
+import { DEFAULT_CONFIG } from '../../webhook/config.ts';
+import { proxyContainer } from '../../webhook/inject.ts';
 import { lastLine } from '../testing/build-tool.ts';
 
 // The chart's monitoring objects (monitoring.podMonitor.enabled, monitoring.rules.enabled)
@@ -58,6 +60,7 @@ describe('monitoring in the chart and in manifests/monitoring', () => {
     ]);
     expect(chartObjects.map(byKey)).toEqual([
       'PodMonitor/edgemesh-gateway',
+      'PodMonitor/edgemesh-sidecar',
       'PodMonitor/edgemesh-tunnel-server',
       'PodMonitor/edgemesh-webhook',
       'PrometheusRule/edgemesh',
@@ -73,5 +76,15 @@ describe('monitoring in the chart and in manifests/monitoring', () => {
     expect(objects.map((o) => [byKey(o), o.metadata.labels])).toEqual([
       ['PrometheusRule/edgemesh', { 'app.kubernetes.io/part-of': 'edgemesh', release: 'kps' }],
     ]);
+  });
+
+  it("the sidecars' PodMonitor names the metrics port the webhook injects", async () => {
+    const monitor = (await helmTemplate('monitoring.podMonitor.enabled=true')).find(
+      (o) => o.metadata.name === 'edgemesh-sidecar',
+    ) as unknown as { spec: { podMetricsEndpoints: { port: string }[] } };
+    const port = proxyContainer(DEFAULT_CONFIG).ports?.find(
+      (p) => p.name === monitor.spec.podMetricsEndpoints[0].port,
+    );
+    expect(port?.containerPort).toBe(DEFAULT_CONFIG.metricsPort);
   });
 });
