@@ -2,12 +2,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readinessAnswer } from '../gateway/readiness.ts';
 import { gatewayStatus } from '../gateway/status.ts';
 import type { TunnelReadiness } from '../gateway/streams.ts';
-import {
-  type NatObservations,
-  punchOutcome,
-  type TunnelStatus,
-  withoutAddresses,
-} from '../gateway/tunnel/manager.ts';
+import { punchOutcome, withoutAddresses } from '../gateway/tunnel/nat-log.ts';
+import type { NatObservations, TunnelStatus } from '../gateway/tunnel/status.ts';
 import { parseGatewayStatus } from '../lib/gateway-status.ts';
 import { GoldenDir } from '../test/harness/golden.ts';
 import { formatNetcheck } from './netcheck.ts';

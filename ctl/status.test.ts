@@ -3,7 +3,7 @@ import { ApiError } from '../gateway/kube/client.ts';
 import { readinessAnswer } from '../gateway/readiness.ts';
 import { gatewayStatus } from '../gateway/status.ts';
 import type { TunnelReadiness } from '../gateway/streams.ts';
-import type { PeerStatus, TunnelStatus } from '../gateway/tunnel/manager.ts';
+import type { PeerStatus, TunnelStatus } from '../gateway/tunnel/status.ts';
 import { MAX_PEERS, parseGatewayStatus } from '../lib/gateway-status.ts';
 import { GoldenDir } from '../test/harness/golden.ts';
 import { podSummary } from './pods.ts';

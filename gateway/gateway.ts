@@ -20,7 +20,7 @@ import { PodMoves, podIdentity, podMovesMessage, receivePodMoves } from './pod-m
 import { readinessAnswer } from './readiness.ts';
 import { startSidecarServer } from './server.ts';
 import { gatewayStatus } from './status.ts';
-import { InProcessTunnel, LocalDialer, type TunnelFactory, type TunnelManager } from './streams.ts';
+import { InProcessTunnel, LocalDialer, type Tunnel, type TunnelFactory } from './streams.ts';
 import { ClusterWatcher, type EndpointsSource } from './watcher.ts';
 
 export interface GatewayOptions {
@@ -49,7 +49,7 @@ export interface GatewayOptions {
    * The tunnel to peer gateways, or a factory that gets this gateway's LocalDialer (for the
    * tunnel's far end). Absent: only same-node streams; others get UNAVAILABLE.
    */
-  tunnel?: TunnelManager | TunnelFactory;
+  tunnel?: Tunnel | TunnelFactory;
   log: Logger;
   persistDelayMs?: number;
   headerTimeoutMs?: number;
@@ -113,7 +113,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     holdMs: opts.admissionHoldMs,
   });
   // Pods that moved while the API was away: ours announced to peers, theirs taken for their pods.
-  let tunnel: TunnelManager | undefined;
+  let tunnel: Tunnel | undefined;
   const podMoves = new PodMoves(store, {
     nodeName: opts.nodeName,
     onLocalChange: (moves) => tunnel?.broadcast?.(podMovesMessage(moves)),

@@ -1,5 +1,5 @@
 /**
- * The gateway's public surface. The tunnel (gateway/tunnel/) implements TunnelManager and is
+ * The gateway's public surface. The tunnel (gateway/tunnel/) implements Tunnel and is
  * passed to startGateway({ tunnel }); at the far end it must dial only through the peer's
  * LocalDialer (or check isLocalPodEndpoint itself) so a gateway never reaches anything but
  * the current endpoints of pods on its own node.
@@ -13,6 +13,6 @@ export {
   type RemotePath,
   type StreamTarget,
   splice,
+  type Tunnel,
   type TunnelFactory,
-  type TunnelManager,
 } from './streams.ts';

@@ -2,7 +2,7 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { MAX_PEERS } from '../lib/gateway-status.ts';
 import { peerMetrics, tunnelStateMetrics } from './metrics.ts';
-import type { PeerStatus, TunnelStatus } from './tunnel/manager.ts';
+import type { PeerStatus, TunnelStatus } from './tunnel/status.ts';
 
 const peer = (node: string, over: Partial<PeerStatus> = {}): PeerStatus => ({
   node,

@@ -1,8 +1,8 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { CatalogStore } from '../lib/catalog/store.ts';
 import { recentPeers } from './status.ts';
-import type { TunnelManager, TunnelReadiness } from './streams.ts';
-import type { TunnelStatus } from './tunnel/manager.ts';
+import type { Tunnel, TunnelReadiness } from './streams.ts';
+import type { TunnelStatus } from './tunnel/status.ts';
 
 export interface GatewayMetrics {
   feedClients: Gauge;
@@ -97,10 +97,7 @@ const TUNNEL_STATES: readonly TunnelReadiness['state'][] = [
  * tunnel-server links are up, and the per-peer series of peerMetrics. Read from the tunnel at
  * scrape time.
  */
-export function tunnelStateMetrics(
-  registry: Registry,
-  tunnel: Pick<TunnelManager, 'readiness' | 'status'>,
-): void {
+export function tunnelStateMetrics(registry: Registry, tunnel: Pick<Tunnel, 'readiness' | 'status'>): void {
   const readiness = () => tunnel.readiness?.();
   peerMetrics(registry, () => tunnel.status?.());
   new Gauge({

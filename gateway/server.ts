@@ -22,7 +22,7 @@ import { isEndpointOnNode } from './local-endpoint.ts';
 import type { LookupHub } from './lookup.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import type { PodMoves } from './pod-moves.ts';
-import { type LocalDialer, splice, type TunnelManager } from './streams.ts';
+import { type LocalDialer, splice, type Tunnel } from './streams.ts';
 
 /** Absolute, from accept: a header trickled in a byte at a time does not extend it. */
 export const HEADER_TIMEOUT_MS = 10_000;
@@ -45,7 +45,7 @@ export interface SidecarServerOptions {
   /** The on-demand catalog (LOOKUP); absent: LOOKUP is refused. */
   lookup?: LookupHub;
   dialer: LocalDialer;
-  tunnel: TunnelManager;
+  tunnel: Tunnel;
   /** Who may use the port (admission.ts). */
   admission: Admission;
   /** Takes HELLOs (a pod's new IP while the API is away); absent: HELLO only confirms. */

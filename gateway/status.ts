@@ -16,7 +16,7 @@ import {
   STATUS_FORMAT,
 } from '../lib/gateway-status.ts';
 import type { TunnelReadiness } from './streams.ts';
-import type { PeerStatus, TunnelStatus } from './tunnel/manager.ts';
+import type { PeerStatus, TunnelStatus } from './tunnel/status.ts';
 
 export interface StatusInput {
   node: string;

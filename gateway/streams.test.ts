@@ -48,7 +48,7 @@ describe('LocalDialer', () => {
     const [a, b] = duplexPair();
     const near = new MuxSession(a, { role: 'client', peer: 'far' });
     const far = new MuxSession(b, { role: 'server', peer: 'near' });
-    // As gateway/tunnel/manager.ts wires the far end (dialTarget = dialer.dial).
+    // As gateway/tunnel/session.ts wires the far end (dialTarget = dialer.dial).
     far.on('stream', (stream, target) => {
       dialer.dial(target).then(
         (conn) => {

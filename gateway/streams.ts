@@ -1,6 +1,8 @@
 /**
- * Streams the gateway carries for sidecars: the local dialer (targets on this node) and the
- * interface the tunnel manager (gateway/tunnel/) implements for targets on other nodes.
+ * Streams the gateway carries for sidecars: the local dialer (targets on this node), the
+ * interface a tunnel implements for targets on other nodes (`Tunnel`: gateway/tunnel/'s
+ * TunnelManager and GatewayTunnel, InProcessTunnel in tests), and `splice`, which joins a
+ * stream to its target wherever the gateway does (the sidecar listener, the tunnel's far end).
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -8,16 +10,15 @@ import type { Registry } from 'prom-client';
 import type { CatalogStore } from '../lib/catalog/store.ts';
 import { canonicalIP } from '../lib/catalog/validate.ts';
 import { EdgemeshError, ErrorCodes } from '../lib/errors.ts';
-import type { PathKind } from '../lib/gateway-protocol.ts';
 import { isLocalPodEndpoint } from './local-endpoint.ts';
-import type { TunnelStatus } from './tunnel/manager.ts';
+import type { RemotePath, TunnelStatus } from './tunnel/status.ts';
+
+export type { RemotePath } from './tunnel/status.ts';
 
 export interface StreamTarget {
   ip: string;
   port: number;
 }
-
-export type RemotePath = Exclude<PathKind, 'local'>;
 
 /**
  * Carries a stream to a pod endpoint on another node. The far gateway must dial the target
@@ -25,7 +26,7 @@ export type RemotePath = Exclude<PathKind, 'local'>;
  * the returned promise rejects with an EdgemeshError (DIAL_REFUSED, UNAVAILABLE, ...) when
  * it cannot. `path` is the path the stream took.
  */
-export interface TunnelManager {
+export interface Tunnel {
   openStream(peerNode: string, target: StreamTarget): Promise<{ stream: Duplex; path: RemotePath }>;
   /** Sends a message to every peer with a session now (PeerMessages), if the tunnel can. */
   broadcast?(message: Record<string, unknown>): void;
@@ -67,7 +68,7 @@ export type TunnelFactory = (
    * to peers (their messages come back to it), for the tunnel.
    */
   context: { store: CatalogStore; registry: Registry; messages?: PeerMessages },
-) => Promise<TunnelManager>;
+) => Promise<Tunnel>;
 
 /**
  * Messages between gateways over their tunnel sessions (CONTROL frames; pod-moves.ts is the
@@ -151,7 +152,7 @@ export class LocalDialer {
  * A tunnel manager inside one process: "peer gateways" are LocalDialers registered by node
  * name. For tests, and as the reference for what a real tunnel must do at the far end.
  */
-export class InProcessTunnel implements TunnelManager {
+export class InProcessTunnel implements Tunnel {
   readonly #peers = new Map<string, LocalDialer>();
 
   register(dialer: LocalDialer): void {

@@ -71,7 +71,7 @@ export interface ServerEntry {
   localPort: number | null;
 }
 
-/** What punching taught about this node's NAT (gateway/tunnel/manager.ts NatObservations). */
+/** What punching taught about this node's NAT (gateway/tunnel/status.ts NatObservations). */
 export interface NatSection {
   probes: { at: number; server: string; localPort: number; observed: string }[];
   punches: {

@@ -8,17 +8,12 @@ import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Target } from '../../lib/tunnel/frame.ts';
 import { type CertificateMetrics, CertificateRenewer, certificateMetrics } from '../../lib/tunnel/renewer.ts';
-import type { TunnelManager as GatewayTunnelManager, TunnelReadiness } from '../streams.ts';
+import type { Tunnel, TunnelReadiness } from '../streams.ts';
 import { certFileOf, type EnrolOptions, loadOrEnrol, renewIdentity } from './enrol.ts';
-import {
-  createTunnelManager,
-  type RemotePath,
-  type TunnelManager,
-  type TunnelManagerOptions,
-  type TunnelStatus,
-} from './manager.ts';
+import { createTunnelManager, type TunnelManager, type TunnelManagerOptions } from './manager.ts';
 import { PeerBook } from './peer-book.ts';
 import { parseServers, usableServers } from './servers.ts';
+import type { RemotePath, TunnelStatus } from './status.ts';
 
 export { parseServers, placeholderServers, usableServers } from './servers.ts';
 
@@ -80,7 +75,7 @@ export function startGatewayTunnel(opts: GatewayTunnelOptions): GatewayTunnel {
   return new GatewayTunnel(opts);
 }
 
-export class GatewayTunnel implements GatewayTunnelManager {
+export class GatewayTunnel implements Tunnel {
   #manager: TunnelManager | undefined;
   #renewer: CertificateRenewer | undefined;
   readonly #certMetrics: CertificateMetrics;

@@ -6,8 +6,9 @@ import type { Logger } from '../../lib/log.ts';
 import { LogGate } from '../../lib/log-gate.ts';
 import { type ToGateway, tlsRole } from '../../lib/tunnel/control.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
-import type { Peer, TunnelManager } from './manager.ts';
-import type { ServerLink } from './server-link.ts';
+import type { NatLog } from './nat-log.ts';
+import type { ControlLink } from './rendezvous.ts';
+import type { Sessions } from './session.ts';
 
 /**
  * The UDP path, for NATs where TCP punching fails (routers that answer an unsolicited SYN
@@ -45,6 +46,20 @@ export function attemptRefusal(peers: readonly string[], peer: string): string |
 type PC = InstanceType<typeof nodeDataChannel.PeerConnection>;
 type DC = ReturnType<PC['createDataChannel']>;
 
+/** The peer a UDP path is for (peer.ts Peer): its name, and where its session goes. */
+export interface UdpPeer {
+  readonly name: string;
+  add(kind: 'punched', session: MuxSession, transport: 'udp'): void;
+}
+
+export interface UdpPathsOptions {
+  nodeName: string;
+  log: Logger;
+  sessions: Sessions;
+  /** Outcomes of the attempts this end opened (the answering end does not record them). */
+  nat: NatLog;
+}
+
 interface Attempt {
   pc: PC;
   peer: string;
@@ -53,28 +68,34 @@ interface Attempt {
 }
 
 export class UdpPaths {
+  readonly #opts: UdpPathsOptions;
   readonly #log: Logger;
   readonly #attempts = new Map<string, Attempt>();
   readonly #gate = new LogGate(10_000);
-  #manager: TunnelManager | undefined;
 
-  constructor(log: Logger) {
-    this.#log = log;
+  constructor(opts: UdpPathsOptions) {
+    this.#opts = opts;
+    this.#log = opts.log;
   }
 
   /** Opener: offer a data channel to `peer` through `link`; resolves once the path is up. */
-  connect(link: ServerLink, peer: Peer): Promise<MuxSession> {
+  connect(link: ControlLink, peer: UdpPeer): Promise<MuxSession> {
     const id = randomBytes(8).toString('hex');
     const attempt = this.#start(id, link, peer, true);
-    return attempt.done;
-  }
-
-  bind(manager: TunnelManager): void {
-    this.#manager = manager;
+    return attempt.done.then(
+      (session) => {
+        this.#opts.nat.punch(peer.name, 'udp');
+        return session;
+      },
+      (err) => {
+        this.#opts.nat.punch(peer.name, 'udp', err);
+        throw err;
+      },
+    );
   }
 
   /** Signalling from the peer (answerer side starts here). */
-  onSignal(link: ServerLink, msg: Extract<ToGateway, { t: 'signal' }>, peer: Peer): void {
+  onSignal(link: ControlLink, msg: Extract<ToGateway, { t: 'signal' }>, peer: UdpPeer): void {
     let attempt = this.#attempts.get(msg.id);
     if (!attempt) {
       if (msg.data.type !== 'offer') return; // stale candidate of a finished attempt
@@ -104,10 +125,9 @@ export class UdpPaths {
     }
   }
 
-  #start(id: string, link: ServerLink, peer: Peer, offerer: boolean): Attempt {
-    const manager = this.#manager;
-    if (!manager) throw new EdgemeshError(ErrorCodes.INTERNAL, 'UDP paths not bound to a manager');
-    const pc = new nodeDataChannel.PeerConnection(`${manager.nodeName}-${id}`, {
+  #start(id: string, link: ControlLink, peer: UdpPeer, offerer: boolean): Attempt {
+    const { nodeName, sessions } = this.#opts;
+    const pc = new nodeDataChannel.PeerConnection(`${nodeName}-${id}`, {
       iceServers: [`stun:${link.address.host}:${link.address.port}`],
       maxMessageSize: 256 * 1024,
     });
@@ -124,7 +144,7 @@ export class UdpPaths {
           clearTimeout(timer);
           try {
             const stream = new ChannelStream(dc);
-            const session = await manager.secure(stream, peer.name, tlsRole(manager.nodeName, peer.name));
+            const session = await sessions.secure(stream, peer.name, tlsRole(nodeName, peer.name));
             session.once('close', () => pc.close());
             peer.add('punched', session, 'udp');
             resolve(session);

@@ -1,0 +1,40 @@
+/** The tunnel's Prometheus metrics (edgemesh_tunnel_*). */
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { PeerStatus } from './status.ts';
+
+export type TunnelMetrics = ReturnType<typeof tunnelMetrics>;
+
+/** `peers()` is read at each scrape for the peers-by-path gauge. */
+export function tunnelMetrics(registry: Registry | undefined, peers: () => readonly PeerStatus[]) {
+  const registers = registry ? [registry] : [];
+  return {
+    streams: new Counter({
+      name: 'edgemesh_tunnel_streams_total',
+      help: 'Streams opened to peers',
+      labelNames: ['path'],
+      registers,
+    }),
+    paths: new Counter({
+      name: 'edgemesh_tunnel_paths_up_total',
+      help: 'Tunnel paths established',
+      labelNames: ['path'],
+      registers,
+    }),
+    refused: new Counter({
+      name: 'edgemesh_tunnel_refused_total',
+      help: 'Peer streams or connections refused',
+      labelNames: ['reason'],
+      registers,
+    }),
+    peers: new Gauge({
+      name: 'edgemesh_tunnel_peers',
+      help: 'Peers by current best path',
+      labelNames: ['path'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of peers()) this.inc({ path: p.path ?? 'none' });
+      },
+    }),
+  };
+}

@@ -1,0 +1,399 @@
+/**
+ * One peer gateway: its paths and the state machine that finds and keeps them.
+ *
+ *  (no session) ──session()──▶ RELAY ──upgrade search──▶ DIRECT | PUNCHED
+ *       ▲                       │  ▲                          │
+ *       │  relay lost, nothing  │  └─ path lost, none better ◀┘ (the next session())
+ *       └──── better: failover ─┘
+ *
+ * Paths, best first: `direct` (TCP to a LAN address), `punched` (TCP simultaneous open or a
+ * UDP/ICE channel, coordinated by a tunnel-server), `relay` (spliced by a tunnel-server).
+ * New streams take the best usable session; open streams stay where they started (a better
+ * path never moves them). A direct or punched path sends the relay GOAWAY: its streams finish,
+ * then it closes and frees the relay.
+ *
+ * Everything with side effects (links, requests, dials, TLS, metrics, time) comes through a
+ * PeerContext, so the machine runs in tests with fake sessions and a fake clock (peer.test.ts).
+ */
+import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
+import type { Logger } from '../../lib/log.ts';
+import { LogGate } from '../../lib/log-gate.ts';
+import { ReceiveBudget } from '../../lib/tunnel/budget.ts';
+import { type PeerInfo, tlsRole } from '../../lib/tunnel/control.ts';
+import type { MuxSession } from '../../lib/tunnel/mux.ts';
+import type { Clock, Timer } from './clock.ts';
+import type { ControlLink } from './rendezvous.ts';
+import { PATH_ORDER, type PeerStatus, type RemotePath } from './status.ts';
+
+// --- timeouts, each with its reason --------------------------------------------------------
+
+/**
+ * Nothing better found: retry the search after 30 s, doubling to 10 min. NATs change rarely
+ * (a router reboot, a new uplink), so the search need not run often, and every search costs
+ * the tunnel-servers a punch coordination; 10 min still picks up a change within the hour.
+ */
+export const UPGRADE_RETRY_START_MS = 30_000;
+export const UPGRADE_RETRY_MAX_MS = 600_000;
+/**
+ * A tunnel-server link came up: peers on the relay search again within 1 s, spread at random
+ * since every peer of every gateway hears the same server come back at once.
+ */
+export const LINK_UP_UPGRADE_SPREAD_MS = 1_000;
+/**
+ * A lost relay: the TLS client end asks for a new one at once, the server end only if still
+ * without a path 1 s later, so one relay (not two) replaces the lost one. Both ends notice
+ * the loss within the same moment (the replica's death closes both legs).
+ */
+export const FAILOVER_SERVER_SIDE_WAIT_MS = 1_000;
+
+/** Which direct techniques the search may use (tests and benchmarks pin one). */
+export interface Techniques {
+  lan: boolean;
+  tcpPunch: boolean;
+  udp: boolean;
+}
+
+/** What the peer needs of a session (lib/tunnel/mux.ts MuxSession; a fake in tests). */
+export interface PathSession {
+  /** Takes new streams (open, not going away). */
+  readonly usable: boolean;
+  readonly rttMs: number | undefined;
+  readonly streamCount: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly closeError: Error | undefined;
+  /** Let open streams finish, take no new ones, then close. */
+  goAway(reason: string): void;
+  close(): void;
+  once(event: 'close', listener: () => void): unknown;
+}
+
+/** A tunnel-server link as the peer sees it: something to name in logs and hand back. */
+export interface LinkRef {
+  readonly label: string;
+}
+
+/** What a peer may do outside itself. The manager implements it once for all peers. */
+export interface PeerContext<S extends PathSession, L extends LinkRef> {
+  /** This gateway's node name (with the peer's, it decides the TLS roles). */
+  readonly self: string;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly techniques: Techniques;
+  /** Tunnel-server links that are up, in configured order starting at `first`. */
+  linksUp(first: number): readonly L[];
+  /** Asks `link` for a relay; resolves once the relay session was added (or rejects). */
+  requestRelay(link: L, peer: string): Promise<unknown>;
+  /** Asks `link` to coordinate a TCP punch; resolves once the punched session was added. */
+  requestPunch(link: L, peer: string): Promise<unknown>;
+  /** A UDP/ICE attempt through `link` that adds its session; undefined: no UDP path here. */
+  connectUdp(link: L, peer: Peer<S, L>): Promise<unknown> | undefined;
+  /** Dials the peer's LAN addresses (from `info` and what else is known); the first session up. */
+  dialLan(peer: string, info: PeerInfo | undefined): Promise<S>;
+  /** A session was added: greet the peer on it, count it. */
+  pathUp(kind: RemotePath, session: S): void;
+  /** The peer's streams held more unread bytes than its budget (metrics). */
+  budgetReset(): void;
+}
+
+interface PathEntry<S> {
+  session: S;
+  /** `tcp`, `udp`, or `tcp via <replica>` (status, logs). */
+  transport: string;
+  /** Relay only: the replica carrying it. */
+  via?: string;
+  upAt: number;
+}
+
+export class Peer<S extends PathSession = MuxSession, L extends LinkRef = ControlLink> {
+  readonly name: string;
+  readonly #ctx: PeerContext<S, L>;
+
+  // --- paths: owned here, live as long as the manager ------------------------------------
+  /** One session per path kind; a newer one of a kind replaces (GOAWAY) the older. */
+  readonly #sessions = new Map<RemotePath, PathEntry<S>>();
+  /** Bytes of this peer's sessions that have closed (status() adds the open ones). */
+  #closedBytes = { in: 0, out: 0 };
+  /** When this gateway first needed the peer (status: path timings are measured from it). */
+  #firstUseAt: number | undefined;
+  /** What this peer's streams may hold unread here, across its sessions (issue 16 item 8). */
+  readonly budget: ReceiveBudget;
+
+  // --- establishing: from the first session() until a session is up ------------------------
+  /** The relay (or, without servers, LAN) attempt callers wait for: one at a time. */
+  #connecting: Promise<S> | undefined;
+  /** Link index to try first for the next relay; moves on when a relay is lost. */
+  #preferred = 0;
+  /** The peer's registration as the tunnel-server last told it (LAN addresses, port). */
+  info: PeerInfo | undefined;
+
+  // --- upgrade search: while on the relay only ---------------------------------------------
+  /** A search is running (LAN, then TCP punch and UDP in parallel). */
+  #upgrading = false;
+  /** The next search, when one is planned; nextUpgradeAt says when. */
+  #upgradeTimer: Timer | undefined;
+  /** Wait before the next search if this one finds nothing: doubles, reset by success. */
+  #upgradeDelay = UPGRADE_RETRY_START_MS;
+  /** When the planned search runs (ms epoch), for status. */
+  nextUpgradeAt: number | undefined;
+
+  /** Closed with the manager: adds nothing, plans nothing. */
+  #closed = false;
+
+  constructor(ctx: PeerContext<S, L>, name: string) {
+    this.#ctx = ctx;
+    this.name = name;
+    const gate = new LogGate(10_000);
+    this.budget = new ReceiveBudget(undefined, (held) => {
+      ctx.budgetReset();
+      const { log, suppressed } = gate.pass(ctx.clock.now());
+      if (log)
+        ctx.log.warn(
+          { peer: name, held, budget: this.budget.limit, suppressed },
+          "peer's streams hold more unread bytes than its budget: reset the fullest",
+        );
+    });
+  }
+
+  /** The best usable session now, if any. */
+  best(): S | undefined {
+    for (const kind of PATH_ORDER) {
+      const s = this.#sessions.get(kind)?.session;
+      if (s?.usable) return s;
+    }
+    return undefined;
+  }
+
+  pathOf(session: S): RemotePath | undefined {
+    for (const [kind, s] of this.#sessions) if (s.session === session) return kind;
+    return undefined;
+  }
+
+  /** The best usable session, establishing a relay first if there is none. */
+  session(): Promise<S> {
+    this.#firstUseAt ??= this.#ctx.clock.now();
+    const s = this.best();
+    if (s) return Promise.resolve(s);
+    this.#connecting ??= this.#establish().finally(() => {
+      this.#connecting = undefined;
+    });
+    return this.#connecting;
+  }
+
+  /** A session on path `kind` is up (either end may have started it). */
+  add(kind: RemotePath, session: S, transport: string, via?: string): void {
+    const ctx = this.#ctx;
+    if (this.#closed) {
+      session.close();
+      return;
+    }
+    const old = this.#sessions.get(kind);
+    if (kind === 'punched' && transport === 'udp' && old?.session.usable && old.transport === 'tcp') {
+      session.close(); // lost the race to TCP
+      return;
+    }
+    this.#sessions.set(kind, { session, transport, via, upAt: ctx.clock.now() });
+    if (old && old.session !== session) old.session.goAway('replaced by a newer session');
+    ctx.log.info({ peer: this.name, path: kind, transport }, 'tunnel path up');
+    ctx.pathUp(kind, session);
+    session.once('close', () => this.#onClose(kind, session));
+    // A direct path makes the relay idle: let its streams finish, then free the relay.
+    if (kind !== 'relay') this.#sessions.get('relay')?.session.goAway('direct path found');
+  }
+
+  #onClose(kind: RemotePath, session: S): void {
+    const ctx = this.#ctx;
+    this.#closedBytes.in += session.bytesIn;
+    this.#closedBytes.out += session.bytesOut;
+    if (this.#sessions.get(kind)?.session === session) this.#sessions.delete(kind);
+    ctx.log.info(
+      {
+        peer: this.name,
+        path: kind,
+        reason: session.closeError ? describeError(session.closeError) : undefined,
+      },
+      'tunnel path down',
+    );
+    // Keep the peer reachable: a lost relay comes back through another replica at once.
+    if (!this.#closed && !this.best() && kind === 'relay') {
+      this.#preferred++;
+      const delay = tlsRole(ctx.self, this.name) === 'client' ? 0 : FAILOVER_SERVER_SIDE_WAIT_MS;
+      ctx.clock.setTimeout(() => {
+        if (this.#closed || this.best()) return;
+        this.session().catch((err) =>
+          ctx.log.warn({ peer: this.name, err: describeError(err) }, 'relay failover failed'),
+        );
+      }, delay);
+    }
+  }
+
+  /** Relay first; without any tunnel-server (cloud outage), a same-site peer on its LAN. */
+  async #establish(): Promise<S> {
+    try {
+      return await this.#relay();
+    } catch (err) {
+      if (this.#ctx.techniques.lan && (await this.#tryLan())) {
+        const s = this.best();
+        if (s) return s;
+      }
+      throw err;
+    }
+  }
+
+  /** Each link that is up in turn, from the preferred one; then the upgrade search at once. */
+  async #relay(): Promise<S> {
+    const ctx = this.#ctx;
+    let lastErr: unknown = new EdgemeshError(ErrorCodes.UNAVAILABLE, 'no tunnel-server is reachable');
+    for (const link of ctx.linksUp(this.#preferred)) {
+      try {
+        await ctx.requestRelay(link, this.name);
+        const s = this.#sessions.get('relay')?.session;
+        if (!s) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'relay closed at once');
+        this.#scheduleUpgrade(0);
+        return this.best() ?? s;
+      } catch (err) {
+        lastErr = err;
+        ctx.log.debug(
+          { peer: this.name, server: link.label, err: describeError(err) },
+          'relay attempt failed',
+        );
+      }
+    }
+    throw new EdgemeshError(
+      ErrorCodes.UNAVAILABLE,
+      `no path to node ${this.name}: ${describeError(lastErr)}`,
+    );
+  }
+
+  /**
+   * A tunnel-server link came up: a peer on the relay retries its search soon, backoff reset.
+   * The searches that failed while no server answered (and their doubled backoff, up to
+   * 10 min) say nothing about the NATs.
+   */
+  linkUp(): void {
+    if (this.#closed || !this.#sessions.has('relay')) return;
+    if (this.#sessions.has('direct') || this.#sessions.has('punched')) return;
+    this.#upgradeDelay = UPGRADE_RETRY_START_MS;
+    this.#scheduleUpgrade(Math.floor(this.#ctx.clock.random() * LINK_UP_UPGRADE_SPREAD_MS));
+  }
+
+  #scheduleUpgrade(delayMs: number): void {
+    const clock = this.#ctx.clock;
+    if (this.#closed || this.#upgrading) return;
+    // An earlier search wins over a later one already planned (a relay opened now asks for
+    // one at once while a backed-off retry may be minutes away).
+    if (this.#upgradeTimer) {
+      if (this.nextUpgradeAt !== undefined && this.nextUpgradeAt <= clock.now() + delayMs) return;
+      clock.clearTimeout(this.#upgradeTimer);
+      this.#upgradeTimer = undefined;
+    }
+    this.nextUpgradeAt = clock.now() + delayMs;
+    this.#upgradeTimer = clock.setTimeout(() => {
+      this.#upgradeTimer = undefined;
+      this.#upgrade().catch(() => undefined);
+    }, delayMs);
+  }
+
+  /**
+   * Seeks a direct path: LAN (1 s per address), then TCP punch (3 s) and UDP/ICE (8 s) in
+   * parallel. Bounded; nothing found reschedules with backoff.
+   */
+  async #upgrade(): Promise<void> {
+    if (this.#sessions.has('direct') || this.#sessions.has('punched')) return;
+    const ctx = this.#ctx;
+    this.#upgrading = true;
+    this.nextUpgradeAt = undefined;
+    const t = ctx.techniques;
+    let noServer = false;
+    try {
+      if (t.lan && (await this.#tryLan())) return this.#upgraded();
+      const link = ctx.linksUp(this.#preferred)[0];
+      // TCP punch and UDP/ICE race; whichever connects first carries new streams (a later
+      // TCP success still replaces UDP: it is the faster transport).
+      const attempts: Promise<unknown>[] = [];
+      if (t.tcpPunch && link) {
+        attempts.push(
+          ctx.requestPunch(link, this.name).catch((err) => {
+            ctx.log.info({ peer: this.name, err: describeError(err) }, 'TCP punch did not connect');
+            throw err;
+          }),
+        );
+      }
+      const udp = t.udp && link ? ctx.connectUdp(link, this) : undefined;
+      if (udp) {
+        attempts.push(
+          udp.catch((err) => {
+            ctx.log.info({ peer: this.name, err: describeError(err) }, 'UDP path did not connect');
+            throw err;
+          }),
+        );
+      }
+      // No tunnel-server up to punch through: that says nothing about the NATs, so the
+      // backoff does not double (linkUp() restarts the search when a server answers again).
+      noServer = !link && (t.tcpPunch || t.udp);
+      if (attempts.length > 0) {
+        await Promise.any(attempts).catch(() => undefined);
+        if (this.#sessions.has('punched')) return this.#upgraded();
+      }
+    } finally {
+      this.#upgrading = false;
+    }
+    if (!this.#sessions.has('direct') && !this.#sessions.has('punched')) {
+      const delay = this.#upgradeDelay;
+      if (!noServer) this.#upgradeDelay = Math.min(UPGRADE_RETRY_MAX_MS, delay * 2);
+      ctx.log.info({ peer: this.name, retryInMs: delay }, 'no direct path; staying on the relay');
+      this.#scheduleUpgrade(delay);
+    }
+  }
+
+  #upgraded(): void {
+    this.#upgradeDelay = UPGRADE_RETRY_START_MS;
+  }
+
+  async #tryLan(): Promise<boolean> {
+    try {
+      const session = await this.#ctx.dialLan(this.name, this.info);
+      this.add('direct', session, 'tcp');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  status(): PeerStatus {
+    const best = this.best();
+    const paths: PeerStatus['paths'] = {};
+    let bytesIn = this.#closedBytes.in;
+    let bytesOut = this.#closedBytes.out;
+    for (const [kind, { session, transport, via, upAt }] of this.#sessions) {
+      paths[kind] = {
+        rttMs: session.rttMs,
+        streams: session.streamCount,
+        transport,
+        ...(via === undefined ? {} : { via }),
+        upAt,
+        bytesIn: session.bytesIn,
+        bytesOut: session.bytesOut,
+      };
+      // A session replaced but not yet closed is counted when it closes.
+      bytesIn += session.bytesIn;
+      bytesOut += session.bytesOut;
+    }
+    return {
+      node: this.name,
+      path: best ? this.pathOf(best) : undefined,
+      rttMs: best?.rttMs,
+      paths,
+      bytesIn,
+      bytesOut,
+      firstUseAt: this.#firstUseAt,
+      nextUpgradeAt: this.nextUpgradeAt,
+    };
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#ctx.clock.clearTimeout(this.#upgradeTimer);
+    for (const { session } of this.#sessions.values()) session.close();
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * What the tunnel tells about itself: the document behind the gateway's /status
+ * (gateway/status.ts turns it into lib/gateway-status.ts's format; `edgemesh status` and
+ * `edgemesh netcheck` read that). Types only, imported by the stream interface
+ * (gateway/streams.ts) as well as the tunnel, so it imports nothing of either.
+ */
+import type { PathKind } from '../../lib/gateway-protocol.ts';
+
+/**
+ * A path to a peer gateway, best first: `direct` (TCP to its LAN address), `punched` (TCP
+ * simultaneous open or a UDP/ICE channel, coordinated by a tunnel-server), `relay` (spliced
+ * by a tunnel-server). The sidecar protocol's path kinds without `local`.
+ */
+export type RemotePath = Exclude<PathKind, 'local'>;
+
+/** New streams take the first usable path in this order. */
+export const PATH_ORDER: readonly RemotePath[] = ['direct', 'punched', 'relay'];
+
+export interface PathStatus {
+  rttMs: number | undefined;
+  streams: number;
+  transport: string;
+  /** Relay only: the tunnel-server replica carrying it (its name, else its address). */
+  via?: string;
+  upAt: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export interface PeerStatus {
+  node: string;
+  path: RemotePath | undefined;
+  rttMs: number | undefined;
+  paths: Partial<Record<RemotePath, PathStatus>>;
+  /** Session bytes with this peer since this gateway started, closed paths included. */
+  bytesIn: number;
+  bytesOut: number;
+  /** When this gateway first needed the peer (ms epoch): path timings are measured from here. */
+  firstUseAt: number | undefined;
+  /** When the background search for a direct path runs next (ms epoch), if scheduled. */
+  nextUpgradeAt: number | undefined;
+}
+
+export interface ServerStatus {
+  address: string;
+  name: string | undefined;
+  up: boolean;
+  observed: string | undefined;
+  /** The link's own local port (observed's port differs when the NAT changed it). */
+  localPort?: number;
+}
+
+export interface TunnelStatus {
+  node: string;
+  listenPort: number;
+  servers: ServerStatus[];
+  peers: PeerStatus[];
+  /** What the tunnel learnt of this node's NAT (`edgemesh netcheck`); nothing is sent for it. */
+  nat?: NatObservations;
+}
+
+/**
+ * What hole punching taught about this node's NAT, the latest first and bounded: punch probes
+ * (a fresh local port and the address a tunnel-server saw it from: port preservation), and
+ * the outcome of each TCP punch (connected; refused, i.e. a router answered the SYN with a
+ * RST; or no answer, i.e. dropped) and each UDP/ICE attempt this gateway opened.
+ */
+export interface NatObservations {
+  probes: { at: number; server: string; localPort: number; observed: string }[];
+  punches: {
+    at: number;
+    peer: string;
+    transport: 'tcp' | 'udp';
+    outcome: 'connected' | 'refused' | 'no-answer' | 'failed';
+    detail?: string;
+  }[];
+}
