@@ -1,0 +1,291 @@
+import { EventEmitter } from 'node:events';
+import { describe, expect, it } from 'vitest';
+import { EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
+import type { Logger } from '../../lib/log.ts';
+import { FakeClock } from './fake-clock.ts';
+import { type LinkRef, type PathSession, Peer, type PeerContext, UPGRADE_RETRY_START_MS } from './peer.ts';
+
+// The per-peer path state machine (peer.ts) with fake sessions, fake tunnel-server links and a
+// fake clock: what each event does to the paths and to the planned search, without a network.
+
+class FakeSession extends EventEmitter<{ close: [] }> implements PathSession {
+  usable = true;
+  rttMs: number | undefined = 2;
+  streamCount = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  closeError: Error | undefined;
+  goneAway: string | undefined;
+  closed = false;
+
+  goAway(reason: string): void {
+    this.goneAway = reason;
+    this.usable = false;
+    if (this.streamCount === 0) this.close();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.usable = false;
+    this.emit('close');
+  }
+}
+
+interface Line {
+  level: string;
+  obj: Record<string, unknown>;
+  msg: string | undefined;
+}
+
+function recordingLogger(lines: Line[]): Logger {
+  const at =
+    (level: string) =>
+    (obj: object | string, msg?: string): void => {
+      lines.push({ level, obj: typeof obj === 'string' ? {} : (obj as Record<string, unknown>), msg });
+    };
+  const log: Logger = {
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
+    child: () => log,
+  };
+  return log;
+}
+
+const SERVER_A: LinkRef = { label: '198.51.100.10:20007' };
+const SERVER_B: LinkRef = { label: '198.51.100.11:20007' };
+
+/** One peer, `node-b`, seen from `self`; tunnel-servers answer as the test sets. */
+function harness(self = 'node-a') {
+  const clock = new FakeClock();
+  const lines: Line[] = [];
+  const h = {
+    clock,
+    lines,
+    /** Tunnel-server links registered now. */
+    servers: [SERVER_A, SERVER_B] as LinkRef[],
+    /** What a TCP punch does. */
+    punch: 'fail' as 'fail' | 'connect',
+    relays: [] as FakeSession[],
+    requests: [] as string[],
+    peer: undefined as unknown as Peer<FakeSession, LinkRef>,
+    /** `retryInMs` of each "no direct path" line so far. */
+    retries: () =>
+      lines.filter((l) => l.msg === 'no direct path; staying on the relay').map((l) => l.obj.retryInMs),
+    punches: () => h.requests.filter((r) => r.startsWith('punch')).length,
+  };
+  const ctx: PeerContext<FakeSession, LinkRef> = {
+    self,
+    log: recordingLogger(lines),
+    clock,
+    techniques: { lan: false, tcpPunch: true, udp: false },
+    linksUp: (first) => h.servers.map((_, i) => h.servers[(first + i) % h.servers.length]),
+    requestRelay: async (link, peer) => {
+      h.requests.push(`connect ${peer} at ${link.label}`);
+      // As the `relay` answer does: the leg is joined before the request settles.
+      const session = new FakeSession();
+      h.relays.push(session);
+      h.peer.add('relay', session, `tcp via ${link.label}`, link.label);
+    },
+    requestPunch: async (link, peer) => {
+      h.requests.push(`punch ${peer} at ${link.label}`);
+      if (h.punch === 'connect') {
+        h.peer.add('punched', new FakeSession(), 'tcp');
+        return;
+      }
+      throw new EdgemeshError(ErrorCodes.UNAVAILABLE, `${link.label} did not answer punch in 6000 ms`);
+    },
+    connectUdp: () => undefined,
+    dialLan: () => Promise.reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'no LAN address answered')),
+    pathUp: () => undefined,
+    budgetReset: () => undefined,
+  };
+  h.peer = new Peer(ctx, 'node-b');
+  return h;
+}
+
+/** On the relay, with `failures` searches behind it that found nothing. */
+async function onRelayAfter(h: ReturnType<typeof harness>, failures: number): Promise<void> {
+  await h.peer.session();
+  await h.clock.advance(0); // the search a new relay asks for at once
+  for (let i = 1; i < failures; i++) await h.clock.advance((h.peer.nextUpgradeAt ?? 0) - h.clock.now());
+}
+
+describe('Peer: establishing', () => {
+  it('opens a relay at the first link up, then plans a search for a direct path at once', async () => {
+    const h = harness();
+    const session = await h.peer.session();
+    expect(session).toBe(h.relays[0]);
+    expect(h.requests).toEqual(['connect node-b at 198.51.100.10:20007']);
+    expect(h.peer.nextUpgradeAt).toBe(h.clock.now());
+    expect(h.peer.status()).toMatchObject({
+      node: 'node-b',
+      path: 'relay',
+      paths: { relay: { transport: 'tcp via 198.51.100.10:20007', via: '198.51.100.10:20007' } },
+      firstUseAt: h.clock.now(),
+    });
+  });
+
+  it('without a tunnel-server (and no LAN path) says so, naming the peer', async () => {
+    const h = harness();
+    h.servers = [];
+    await expect(h.peer.session()).rejects.toThrow(
+      'no path to node node-b: EDGEMESH_ERR_UNAVAILABLE: no tunnel-server is reachable',
+    );
+  });
+});
+
+describe('Peer: the search for a better path (c14aa9f)', () => {
+  it('backs off 30 s doubling while servers answer and the NATs let nothing through', async () => {
+    const h = harness();
+    await onRelayAfter(h, 4);
+    expect(h.retries()).toEqual([30_000, 60_000, 120_000, 240_000]);
+    expect(h.peer.nextUpgradeAt).toBe(h.clock.now() + 240_000);
+  });
+
+  it('a search with no tunnel-server up does not double the backoff', async () => {
+    const h = harness();
+    await h.peer.session();
+    h.servers = []; // the servers go away before the search runs: nothing to punch through
+    await h.clock.advance(0);
+    await h.clock.advance(30_000);
+    await h.clock.advance(30_000);
+    expect(h.punches()).toBe(0);
+    expect(h.retries()).toEqual([30_000, 30_000, 30_000]);
+  });
+
+  it('an earlier search replaces a later planned one', async () => {
+    const h = harness();
+    await onRelayAfter(h, 3); // next search planned 120 s ahead
+    expect(h.peer.nextUpgradeAt).toBe(h.clock.now() + 120_000);
+    const punches = h.punches();
+    // The relay is lost; the new relay asks for a search at once, ahead of the planned one,
+    // and it runs now (before c14aa9f it waited for the planned one, up to 10 min away).
+    h.relays[0].close();
+    await h.clock.advance(0); // failover (this end is the TLS client: at once), then the search
+    expect(h.relays).toHaveLength(2);
+    expect(h.punches()).toBe(punches + 1);
+    // The planned one was replaced, not kept beside it: one search planned, at the backoff.
+    expect(h.clock.pending()).toEqual([h.clock.now() + 240_000]);
+  });
+
+  it('a later search does not replace an earlier planned one', async () => {
+    const h = harness();
+    await onRelayAfter(h, 1); // next search in 30 s
+    await h.clock.advance(29_900);
+    h.clock.nextRandom = 0.5; // a server link up now would plan one in 500 ms
+    h.peer.linkUp();
+    expect(h.peer.nextUpgradeAt).toBe(h.clock.now() + 100);
+  });
+
+  it('a server link coming up restarts the search for a peer on the relay, backoff reset', async () => {
+    const h = harness();
+    await onRelayAfter(h, 3); // backed off: next search in 120 s, then 240 s
+    h.clock.nextRandom = 0.25;
+    h.peer.linkUp();
+    expect(h.peer.nextUpgradeAt).toBe(h.clock.now() + 250); // spread over 1 s
+    await h.clock.advance(250);
+    expect(h.retries().at(-1)).toBe(UPGRADE_RETRY_START_MS);
+    expect(h.clock.pending()).toEqual([h.clock.now() + UPGRADE_RETRY_START_MS]);
+  });
+
+  it('a server link coming up leaves a peer with a direct or punched path alone', async () => {
+    const h = harness();
+    h.punch = 'connect';
+    await onRelayAfter(h, 1);
+    expect(h.peer.status().path).toBe('punched');
+    expect(h.peer.nextUpgradeAt).toBeUndefined();
+    h.peer.linkUp();
+    expect(h.peer.nextUpgradeAt).toBeUndefined();
+    expect(h.clock.pending()).toEqual([]);
+  });
+
+  it('a punched path found: new streams take it, the relay is sent away, no search is planned', async () => {
+    const h = harness();
+    await onRelayAfter(h, 2);
+    h.punch = 'connect';
+    await h.clock.advance(60_000);
+    expect(h.relays[0].goneAway).toBe('direct path found');
+    expect(h.peer.status()).toMatchObject({ path: 'punched', paths: { punched: { transport: 'tcp' } } });
+    expect(h.peer.nextUpgradeAt).toBeUndefined();
+    expect(h.clock.pending()).toEqual([]);
+  });
+});
+
+describe('Peer: paths', () => {
+  it('a lost relay is replaced through the next replica: the TLS client end at once', async () => {
+    const h = harness('node-a'); // node-a < node-b: TLS client
+    await h.peer.session();
+    h.relays[0].close();
+    await h.clock.advance(0);
+    expect(h.requests.filter((r) => r.startsWith('connect'))).toEqual([
+      'connect node-b at 198.51.100.10:20007',
+      'connect node-b at 198.51.100.11:20007',
+    ]);
+  });
+
+  it('a lost relay is replaced by the TLS server end only if still without a path 1 s later', async () => {
+    const h = harness('node-z'); // node-z > node-b: TLS server
+    const connects = () => h.requests.filter((r) => r.startsWith('connect'));
+    await h.peer.session();
+    h.relays[0].close();
+    await h.clock.advance(999);
+    expect(connects()).toHaveLength(1);
+    // The other end's relay arrives meanwhile: nothing more is asked.
+    h.peer.add('relay', new FakeSession(), 'tcp via 198.51.100.11:20007', '198.51.100.11:20007');
+    await h.clock.advance(1);
+    expect(connects()).toHaveLength(1);
+  });
+
+  it('UDP loses to a usable TCP punched path; TCP replaces UDP', () => {
+    const h = harness();
+    const udp = new FakeSession();
+    h.peer.add('punched', udp, 'udp');
+    const tcp = new FakeSession();
+    tcp.streamCount = 1;
+    h.peer.add('punched', tcp, 'tcp');
+    expect(udp.goneAway).toBe('replaced by a newer session');
+    const late = new FakeSession();
+    h.peer.add('punched', late, 'udp');
+    expect(late.closed).toBe(true);
+    expect(h.peer.best()).toBe(tcp);
+  });
+
+  it('status counts the bytes of closed sessions with the open ones', () => {
+    const h = harness();
+    const a = new FakeSession();
+    a.bytesIn = 100;
+    a.bytesOut = 10;
+    h.peer.add('relay', a, 'tcp via r1', 'r1');
+    a.close();
+    const b = new FakeSession();
+    b.bytesIn = 5;
+    b.bytesOut = 1;
+    h.peer.add('direct', b, 'tcp');
+    expect(h.peer.status()).toEqual({
+      node: 'node-b',
+      path: 'direct',
+      rttMs: 2,
+      paths: {
+        direct: { rttMs: 2, streams: 0, transport: 'tcp', upAt: h.clock.now(), bytesIn: 5, bytesOut: 1 },
+      },
+      bytesIn: 105,
+      bytesOut: 11,
+      firstUseAt: undefined,
+      nextUpgradeAt: undefined,
+    });
+  });
+
+  it('closed: sessions added later are closed, nothing is planned', async () => {
+    const h = harness();
+    await h.peer.session();
+    h.peer.close();
+    expect(h.relays[0].closed).toBe(true);
+    const s = new FakeSession();
+    h.peer.add('direct', s, 'tcp');
+    expect(s.closed).toBe(true);
+    expect(h.clock.pending()).toEqual([]);
+  });
+});
