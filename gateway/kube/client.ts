@@ -14,10 +14,16 @@
  * with the API's Status message, connection refused, a timeout, or the TLS problem.
  */
 import { readFileSync } from 'node:fs';
-import http from 'node:http';
-import https from 'node:https';
+import type { Agent, IncomingMessage } from 'node:http';
+import type { RequestOptions } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { ListBodyDecoder, ListBodyError, type ListMeta } from './list-body.ts';
+
+// Not `import http from 'node:http'` (nor https): an ES import of a builtin reads every export,
+// and node:http's lazy WebSocket/MessageEvent getters load Node's bundled undici (~6 MB private,
+// and ~0.3 s of a restart's CPU before it serves its persisted catalog; lib/metrics.ts likewise).
+const http = process.getBuiltinModule('node:http');
+const https = process.getBuiltinModule('node:https');
 
 /** What a request needs besides the URL: headers (auth) and TLS material. */
 export interface RequestAuth {
@@ -52,7 +58,7 @@ export class ApiClient {
   /** The server URL without a trailing slash, e.g. `http://127.0.0.1:10550`. */
   readonly server: string;
   readonly #auth: () => Promise<RequestAuth>;
-  readonly #agent: http.Agent;
+  readonly #agent: Agent;
 
   constructor(server: string, auth: () => Promise<RequestAuth>) {
     this.server = server.replace(/\/+$/, '');
@@ -213,7 +219,7 @@ export class ApiClient {
     body?: unknown,
     accept = 'application/json',
     statuses: readonly number[] = [],
-  ): Promise<http.IncomingMessage> {
+  ): Promise<IncomingMessage> {
     const url = this.server + path;
     let auth: RequestAuth;
     try {
@@ -309,7 +315,7 @@ export function apiFromKubeConfig(kc: KubeConfig): ApiClient {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error('kubeconfig: no current cluster');
   return new ApiClient(cluster.server, async () => {
-    const opts: https.RequestOptions = {};
+    const opts: RequestOptions = {};
     await kc.applyToHTTPSOptions(opts);
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(opts.headers ?? {})) if (typeof v === 'string') headers[k] = v;
@@ -366,7 +372,7 @@ function statusMessage(body: string): string {
   return text ? `: ${text}` : '';
 }
 
-function readBody(res: http.IncomingMessage, limit: number, url: string, truncate = false): Promise<string> {
+function readBody(res: IncomingMessage, limit: number, url: string, truncate = false): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;

@@ -16,7 +16,6 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
-import YAML from 'yaml';
 import { ApiClient, apiFromKubeConfig, type RequestAuth, readToken } from './client.ts';
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -36,6 +35,9 @@ function named(list: unknown, name: string, what: string, file: string): Loose {
 export async function apiFromKubeconfigFile(file: string, contextOverride?: string): Promise<ApiClient> {
   let doc: Loose;
   try {
+    // Loaded here, not at start: a gateway on an `--api-server` URL (the edge API) never reads
+    // a kubeconfig, and yaml is ~0.1 s of every start's module loading.
+    const { default: YAML } = await import('yaml');
     doc = rec(YAML.parse(readFileSync(file, 'utf8')));
   } catch (err) {
     throw new Error(`kubeconfig ${file}: ${(err as Error).message}`);
