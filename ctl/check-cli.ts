@@ -12,6 +12,7 @@ import { CheckReader } from './check-read.ts';
 import { clusterOptions, namespaceOption } from './flags.ts';
 import { CONFIG_KEY, CONFIG_MAP } from './injected-image.ts';
 import { chooseKubeconfig, connect } from './kube.ts';
+import { isGateway, readStatusesOf } from './status-read.ts';
 import { PART_OF_SELECTOR } from './version-report.ts';
 
 export const checkCommand = defineCommand(
@@ -30,7 +31,9 @@ export const checkCommand = defineCommand(
       '(a pod labelled sidecar.edgemesh.io/inject=true created with dryRun=All in --probe-namespace:',
       'the API server calls the webhook, nothing is stored); the mesh CA ConfigMap and Secret exist and',
       'agree; a Ready gateway on every node running injected pods (unready ones: their /ready);',
-      'tunnel-server pods Ready; tunnel-servers in edgemesh-config set and not a placeholder; injected',
+      'tunnel-server pods Ready; tunnel-servers in edgemesh-config set and not a placeholder; each',
+      'gateway has a link up to a tunnel-server and runs with the current setting (its /status through',
+      'pods/proxy; gateways the API server cannot reach are listed with the command to run on the node); injected',
       'pods on the image the webhook injects now; no pod left uninjected in namespaces labelled',
       'edgemesh.io/injection=enabled.',
       '',
@@ -86,12 +89,21 @@ export const checkCommand = defineCommand(
               read.pods(ns, PART_OF_SELECTOR),
               read.pods(undefined),
             ]);
-          const [tunnelServersSetting, webhookYaml, injectionNamespaces, gatewayReadiness] =
+          const [tunnelServersSetting, webhookYaml, injectionNamespaces, gatewayReadiness, gatewayStatuses] =
             await Promise.all([
               read.key('configmaps', ns, CONFIG_MAP, 'tunnel-servers'),
               read.key('configmaps', ns, CONFIG_MAP, CONFIG_KEY),
               read.injectionNamespaces(),
               read.gatewayReadiness(ns, partPods),
+              // Which tunnel-server links each running gateway has up (its /status).
+              partPods instanceof Error
+                ? partPods
+                : readStatusesOf(
+                    api,
+                    ns,
+                    partPods.filter((p) => isGateway(p) && p.phase === 'Running' && p.node),
+                    o.timeout * 1000,
+                  ),
             ]);
           const info = buildInfo();
           results = [
@@ -115,6 +127,7 @@ export const checkCommand = defineCommand(
               allPods,
               gatewayReadiness,
               tunnelServersSetting,
+              gatewayStatuses,
               webhookYaml,
               injectionNamespaces,
             }),

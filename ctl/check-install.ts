@@ -11,7 +11,10 @@
  *   gateways     a Ready gateway on every node that runs injected pods (/ready tells the
  *                truth: gateway/readiness.ts; its first line is shown for unready ones)
  *   tunnel       tunnel-server pods Ready; `tunnel-servers` in edgemesh-config set and not
- *                a placeholder (judged as the gateway judges it: gateway/tunnel/servers.ts)
+ *                a placeholder (judged as the gateway judges it: gateway/tunnel/servers.ts);
+ *                every gateway has a link up to at least one of them (its /status, read
+ *                through pods/proxy: which server links are up), and runs with the setting
+ *                edgemesh-config holds now
  *   workloads    injected pods run the image the webhook injects now; namespaces labelled
  *                for injection hold no pods started before the label (a rollout is needed)
  */
@@ -21,7 +24,7 @@ import { ALWAYS_EXCLUDED_NAMESPACES } from '../webhook/config.ts';
 import type { CheckResult } from './check-format.ts';
 import type { Read } from './check-pre.ts';
 import type { PodSummary } from './pods.ts';
-import { isGateway } from './status-read.ts';
+import { isGateway, type NodeStatus } from './status-read.ts';
 import { PROXY_CONTAINER, type VersionReport, versionReport } from './version-report.ts';
 
 export const WEBHOOK_CONFIG = 'edgemesh-sidecar-injector';
@@ -53,6 +56,8 @@ export interface InstallInput {
   /** /ready's first line (or why it could not be read) of each unready gateway pod. */
   gatewayReadiness: ReadonlyMap<string, string>;
   tunnelServersSetting: Read<string | null>;
+  /** Each running gateway's /status (or why it could not be read), through pods/proxy. */
+  gatewayStatuses: Read<NodeStatus[]>;
   webhookYaml: Read<string | null>;
   /** Names of namespaces labelled edgemesh.io/injection=enabled. */
   injectionNamespaces: Read<string[]>;
@@ -94,7 +99,7 @@ export function webhookCertCheck(input: InstallInput): CheckResult[] {
         ...r(G, 'webhook-config'),
         status: 'fail',
         message: `MutatingWebhookConfiguration ${WEBHOOK_CONFIG} does not exist`,
-        hint: 'apply the manifests (kubectl apply -k), then run edgemesh webhook-tls',
+        hint: 'install edgemesh: edgemesh install | kubectl apply -f - (or kubectl apply -k manifests, then edgemesh webhook-tls)',
       },
     ];
   const out: CheckResult[] = [
@@ -257,7 +262,7 @@ export function webhookProbeCheck(input: InstallInput): CheckResult {
       ...r(G, 'webhook-answers'),
       status: 'fail',
       message: `a dry-run pod labelled sidecar.edgemesh.io/inject=true in ${p.namespace} came back without ${PROXY_CONTAINER}: no webhook configuration calls the webhook`,
-      hint: 'apply the manifests (kubectl apply -k), then run edgemesh webhook-tls',
+      hint: 'install edgemesh: edgemesh install | kubectl apply -f - (or kubectl apply -k manifests, then edgemesh webhook-tls)',
     };
   if (!p.initContainers.includes(PROXY_CONTAINER))
     return {
@@ -447,7 +452,7 @@ export function tunnelServersCheck(input: InstallInput): CheckResult[] {
     );
   }
   const setting = input.tunnelServersSetting;
-  const patch = `kubectl -n ${input.namespace} patch configmap edgemesh-config --type=merge -p '{"data":{"tunnel-servers":"PUBLIC_IP:20006"}}', then kubectl -n ${input.namespace} rollout restart daemonset/edgemesh-gateway`;
+  const patch = `edgemesh config set tunnel-servers PUBLIC_IP:20006${input.namespace === 'edgemesh-system' ? '' : ` --namespace ${input.namespace}`} (the tunnel-server Service's public address: kubectl -n ${input.namespace} get service edgemesh-tunnel-server; it restarts the gateways)`;
   if (setting instanceof Error)
     out.push(
       failRead(
@@ -500,6 +505,132 @@ export function tunnelServersCheck(input: InstallInput): CheckResult[] {
       });
     }
   }
+  return out;
+}
+
+/** The usable addresses of a tunnel-servers setting, as the gateway's /status names them (HOST:PORT). */
+function configuredServers(setting: Read<string | null>): string[] {
+  if (setting === null || setting instanceof Error || setting.trim() === '') return [];
+  try {
+    return usableServers(parseServers(setting.trim().split(/[\s,]+/), 'tunnel-servers')).servers.map(
+      (s) => `${s.host}:${s.port}`,
+    );
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Each gateway reaches at least one tunnel-server: its /status lists its server links and which
+ * are up. A gateway whose links are all down (or whose tunnel never started) reaches peers
+ * behind NATs only through what its peer book remembers: it fails. Some links down, a gateway
+ * still on an older tunnel-servers than edgemesh-config holds, or a gateway the API server
+ * cannot ask (nodes behind a NAT): a warning naming the node and what to run there.
+ */
+export function tunnelLinksCheck(input: InstallInput): CheckResult[] {
+  const G = 'tunnel';
+  const id = 'tunnel-links';
+  const ns = input.namespace;
+  if (input.gatewayStatuses instanceof Error)
+    return [failRead(G, id, "the gateways' /status", input.gatewayStatuses, `needs get pods/proxy in ${ns}`)];
+  const configured = configuredServers(input.tunnelServersSetting);
+  if (configured.length === 0)
+    return [
+      {
+        ...r(G, id),
+        status: 'warn',
+        message: 'tunnel-server links not checked: no usable tunnel-servers setting (see above)',
+        hint: 'set tunnel-servers first: edgemesh config set tunnel-servers PUBLIC_IP:20006',
+      },
+    ];
+  const statuses = input.gatewayStatuses;
+  if (statuses.length === 0)
+    return [
+      { ...r(G, id), status: 'pass', message: 'no running gateway to ask about its tunnel-server links' },
+    ];
+  const none: string[] = [];
+  const some: string[] = [];
+  const stale: string[] = [];
+  const starting: string[] = [];
+  const unchecked: string[] = [];
+  let allUp = 0;
+  for (const n of statuses) {
+    if (!('status' in n.result)) {
+      unchecked.push(`${n.node} (${n.pod}): ${n.result.error}; ${n.result.hint}`);
+      continue;
+    }
+    const t = n.result.status.tunnel;
+    if (t.state === 'off') {
+      none.push(
+        `${n.node}: tunnel off: the gateway started before tunnel-servers was set and reads it only at start`,
+      );
+      continue;
+    }
+    if (t.servers.length === 0) {
+      const line = `${n.node}: tunnel ${t.state}, no server link yet (${t.detail}); configured: ${configured.join(', ')}`;
+      if (t.state === 'starting') starting.push(line);
+      else none.push(line);
+      continue;
+    }
+    const down = t.servers.filter((x) => !x.up).map((x) => x.address);
+    const running = t.servers.map((x) => x.address);
+    if (down.length === t.servers.length)
+      none.push(`${n.node}: no tunnel-server link up: ${down.join(', ')} unreachable`);
+    else if (down.length > 0)
+      some.push(
+        `${n.node}: ${down.join(', ')} unreachable (${t.servers.length - down.length} of ${t.servers.length} links up)`,
+      );
+    else allUp++;
+    const same = running.length === configured.length && running.every((a) => configured.includes(a));
+    if (!same)
+      stale.push(
+        `${n.node}: runs with ${running.join(', ')}; edgemesh-config holds ${configured.join(', ')}`,
+      );
+  }
+  const checked = statuses.length - unchecked.length;
+  const reach = `TCP and UDP from the node to each address must pass (firewall, security group); the address must be the tunnel-server Service's public one (kubectl -n ${ns} get service edgemesh-tunnel-server; edgemesh config get); edgemesh netcheck NODE shows what the node's NAT does`;
+  const out: CheckResult[] = [];
+  if (none.length > 0)
+    out.push({
+      ...r(G, id),
+      status: 'fail',
+      message: `${plural(none.length, 'gateway')} of ${checked} asked reach${none.length === 1 ? 'es' : ''} no tunnel-server: pods there reach other nodes only through peers they already know`,
+      details: named([...none, ...some]),
+      hint: `${reach}; a gateway whose tunnel is off: kubectl -n ${ns} rollout restart daemonset/edgemesh-gateway`,
+    });
+  else if (some.length > 0 || starting.length > 0)
+    out.push({
+      ...r(G, id),
+      status: 'warn',
+      message:
+        some.length > 0
+          ? `${plural(some.length, 'gateway')} of ${checked} asked cannot reach every tunnel-server (peers registered only at the others cannot rendezvous with them)`
+          : `${plural(starting.length, 'gateway')} of ${checked} asked ${starting.length === 1 ? 'is' : 'are'} still starting the tunnel`,
+      details: named([...some, ...starting]),
+      hint: some.length > 0 ? reach : 'run edgemesh check again in a minute',
+    });
+  else
+    out.push({
+      ...r(G, id),
+      status: 'pass',
+      message: `each of the ${plural(checked, 'gateway')} asked has ${allUp === checked && configured.length > 1 ? 'every' : 'a'} tunnel-server link up`,
+    });
+  if (stale.length > 0)
+    out.push({
+      ...r(G, 'tunnel-servers-applied'),
+      status: 'warn',
+      message: `${plural(stale.length, 'gateway')} still run${stale.length === 1 ? 's' : ''} with another tunnel-servers than edgemesh-config holds (gateways read it at start)`,
+      details: named(stale),
+      hint: `kubectl -n ${ns} rollout restart daemonset/edgemesh-gateway (edgemesh config set does it when it changes the setting)`,
+    });
+  if (unchecked.length > 0)
+    out.push({
+      ...r(G, 'tunnel-links-unchecked'),
+      status: 'warn',
+      message: `${plural(unchecked.length, 'gateway')} could not be asked about ${unchecked.length === 1 ? 'its' : 'their'} tunnel-server links`,
+      details: named(unchecked),
+      hint: `on such a node: curl -s http://127.0.0.1:15090/status (tunnel.servers[].up), or edgemesh status NODE once the API server reaches it`,
+    });
   return out;
 }
 
@@ -649,6 +780,7 @@ export function installChecks(input: InstallInput): CheckResult[] {
     meshCaCheck(input),
     gatewaysCheck(input),
     ...tunnelServersCheck(input),
+    ...tunnelLinksCheck(input),
     sidecarVersionsCheck(input),
     pendingInjectionCheck(input),
   ];

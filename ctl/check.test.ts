@@ -3,12 +3,14 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { createCa as createMeshCa } from '../lib/certs.ts';
+import { STATUS_FORMAT } from '../lib/gateway-status.ts';
 import { GoldenDir } from '../test/harness/golden.ts';
 import { createCa, createServingCert, serviceDnsNames } from '../webhook/tls/certs.ts';
 import { type CheckResult, checkExitCode, formatChecks } from './check-format.ts';
 import { type InstallInput, installChecks, workloadOf } from './check-install.ts';
 import { INSTALL_ACCESS, kubernetesMinor, type PreInput, preChecks } from './check-pre.ts';
 import { type PodSummary, podSummary } from './pods.ts';
+import type { NodeStatus } from './status-read.ts';
 
 // `edgemesh check [--pre]` (issue 17 item 2): what was read → ✔/‼/× lines with hints,
 // rendered to testdata/<case>.check.golden (REFRESH_GOLDEN=1 rewrites them). Certificates are
@@ -104,6 +106,45 @@ const parts = [
     pod(NS, `edgemesh-gateway-${n}`, n, { part: 'gateway', image: IMAGE }),
   ),
 ];
+/** A gateway's /status as check reads it: its tunnel state and which server links are up. */
+function gw(
+  node: string,
+  servers: [string, boolean][],
+  state: 'running' | 'off' | 'starting' | 'unreachable' = 'running',
+  detail = `tunnel: running, ${servers.filter(([, up]) => up).length} of ${servers.length} tunnel-servers connected`,
+): NodeStatus {
+  return {
+    node,
+    pod: `edgemesh-gateway-${node}`,
+    result: {
+      status: {
+        format: STATUS_FORMAT,
+        node,
+        now: NOW.getTime(),
+        ready: true,
+        readiness: 'ready',
+        tunnel: {
+          state,
+          detail,
+          listenPort: 20006,
+          servers: servers.map(([address, up]) => ({
+            address,
+            name: null,
+            up,
+            observed: null,
+            localPort: null,
+          })),
+        },
+        peers: [],
+        omittedPeers: 0,
+        nat: { probes: [], punches: [] },
+      },
+    },
+  };
+}
+const TS = '198.51.100.200:20006';
+const TS2 = '203.0.113.200:20006';
+
 const app = (ns: string, name: string, node: string, o: Parameters<typeof pod>[3] = {}) =>
   pod(ns, name, node, { owner: ['ReplicaSet', `${name.split('-')[0]}-5d8f7`], hash: '5d8f7', ...o });
 
@@ -128,6 +169,7 @@ const healthy: InstallInput = {
   ],
   gatewayReadiness: new Map(),
   tunnelServersSetting: '198.51.100.200:20006',
+  gatewayStatuses: ['cloud', 'edge-1', 'edge-2'].map((n) => gw(n, [[TS, true]])),
   webhookYaml: 'port: 9443\n',
   injectionNamespaces: ['demo'],
 };
@@ -232,12 +274,56 @@ const CASES: { name: string; results: CheckResult[]; exit: number }[] = [
       partPods: [],
       allPods: [pod('default', 'web-1', 'node-a')],
       tunnelServersSetting: null,
+      gatewayStatuses: [],
       webhookYaml: null,
       injectionNamespaces: [],
     }),
     exit: 1,
   },
   { name: 'installed-broken', results: installChecks(broken), exit: 1 },
+  {
+    // Two tunnel-servers: one gateway reaches neither, one only the first and still runs with
+    // the old setting, one was never restarted after the setting, one the API server cannot ask.
+    name: 'installed-links',
+    results: installChecks({
+      ...healthy,
+      tunnelServersSetting: `${TS},${TS2}`,
+      gatewayStatuses: [
+        gw('cloud', [
+          [TS, true],
+          [TS2, true],
+        ]),
+        gw('edge-1', [
+          [TS, false],
+          [TS2, false],
+        ]),
+        gw('edge-2', [[TS, true]]),
+        gw('edge-3', [], 'off', 'tunnel: off (no tunnel-servers configured: same-node streams only)'),
+        {
+          node: 'edge-4',
+          pod: 'edgemesh-gateway-x7k2p',
+          result: {
+            error:
+              "the API server cannot reach the gateway's port 15090 on its node (HTTP 502: error trying to reach service: dial tcp 192.168.7.4:15090: i/o timeout)",
+            hint: 'nodes behind a NAT and KubeEdge edge nodes are not reachable from the API server; on node edge-4: curl -s http://127.0.0.1:15090/status',
+          },
+        },
+      ],
+    }),
+    exit: 1,
+  },
+  {
+    // Every link up on the gateways asked; one still starting its tunnel; one not askable.
+    name: 'installed-links-warn',
+    results: installChecks({
+      ...healthy,
+      gatewayStatuses: [
+        gw('cloud', [[TS, true]]),
+        gw('edge-1', [], 'starting', 'tunnel: starting (enrolling at 198.51.100.200:20006)'),
+      ],
+    }),
+    exit: 0,
+  },
   {
     name: 'installed-unreadable',
     results: installChecks({
@@ -285,6 +371,30 @@ describe('checks that must be able to fail', () => {
     ])
       expect(byId(bad, id), id).toEqual(['fail']);
     expect(byId(bad, 'webhook-ready')).toEqual(['warn']);
+  });
+
+  it('tunnel-server links: fail when a gateway reaches none, warn when only some or unaskable', () => {
+    const links = (statuses: NodeStatus[]) =>
+      installChecks({ ...healthy, tunnelServersSetting: `${TS},${TS2}`, gatewayStatuses: statuses })
+        .filter((r) => r.id.startsWith('tunnel-links') || r.id === 'tunnel-servers-applied')
+        .map((r) => `${r.id} ${r.status}`);
+    const both = (a: boolean, b: boolean): [string, boolean][] => [
+      [TS, a],
+      [TS2, b],
+    ];
+    expect(links([gw('a', both(true, true))])).toEqual(['tunnel-links pass']);
+    expect(links([gw('a', both(true, true)), gw('b', both(false, false))])).toEqual(['tunnel-links fail']);
+    expect(links([gw('a', both(true, false))])).toEqual(['tunnel-links warn']);
+    expect(links([gw('a', [[TS, true]])])).toEqual(['tunnel-links pass', 'tunnel-servers-applied warn']);
+    expect(links([gw('a', [], 'unreachable', 'tunnel: unreachable')])).toEqual(['tunnel-links fail']);
+    expect(
+      links([gw('a', both(true, true)), { node: 'b', pod: 'p', result: { error: 'e', hint: 'h' } }]),
+    ).toEqual(['tunnel-links pass', 'tunnel-links-unchecked warn']);
+    expect(
+      installChecks({ ...healthy, gatewayStatuses: new Error('forbidden') }).find(
+        (r) => r.id === 'tunnel-links',
+      )?.status,
+    ).toBe('fail');
   });
 
   it('tells the Kubernetes version from gitVersion', () => {

@@ -138,6 +138,23 @@ async function readOne(
   }
 }
 
+/** The /status of these gateway pods (or why not), CONCURRENCY at a time, in their order. */
+export async function readStatusesOf(
+  api: ApiClient,
+  namespace: string,
+  gateways: readonly PodSummary[],
+  timeoutMs: number,
+): Promise<NodeStatus[]> {
+  const results: NodeStatus[] = [];
+  for (let i = 0; i < gateways.length; i += CONCURRENCY)
+    results.push(
+      ...(await Promise.all(
+        gateways.slice(i, i + CONCURRENCY).map((p) => readOne(api, namespace, p, timeoutMs)),
+      )),
+    );
+  return results;
+}
+
 /** Every gateway's status (or why not), by node name; `nodes` limits to those nodes. */
 export async function readGatewayStatuses(
   api: ApiClient,
@@ -148,13 +165,7 @@ export async function readGatewayStatuses(
 ): Promise<NodeStatus[]> {
   const gateways = (await reader.partPods(namespace)).filter(isGateway);
   const wanted = nodes.length === 0 ? gateways : gateways.filter((p) => nodes.includes(p.node));
-  const results: NodeStatus[] = [];
-  for (let i = 0; i < wanted.length; i += CONCURRENCY)
-    results.push(
-      ...(await Promise.all(
-        wanted.slice(i, i + CONCURRENCY).map((p) => readOne(api, namespace, p, timeoutMs)),
-      )),
-    );
+  const results = await readStatusesOf(api, namespace, wanted, timeoutMs);
   for (const n of nodes)
     if (!gateways.some((p) => p.node === n))
       results.push({
