@@ -27,6 +27,10 @@ COPY gateway ./gateway
 COPY tunnel-server ./tunnel-server
 COPY signer ./signer
 COPY ctl ./ctl
+# What `edgemesh install` renders (the image holds /app/manifests).
+COPY manifests/kustomization.yaml ./manifests/
+COPY manifests/base ./manifests/base
+COPY manifests/overlays ./manifests/overlays
 COPY scripts/image scripts/strip-types.ts ./scripts/
 COPY scripts/images ./scripts/images
 # The context has no .git: the commit /app/build-info.json records (`edgemesh version`, the

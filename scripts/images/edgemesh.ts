@@ -70,6 +70,25 @@ function sourceFiles(repo: string): string[] {
   return files;
 }
 
+/**
+ * What `edgemesh install` renders (ctl/kustomize.ts reads them at run time from /app/manifests):
+ * the root kustomization, the base and the overlays. Not monitoring/ or the tests.
+ */
+function manifestFiles(repo: string): string[] {
+  const root = join(repo, 'manifests');
+  const files = [join(root, 'kustomization.yaml')];
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir).sort()) {
+      const p = join(dir, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (name.endsWith('.yaml')) files.push(p);
+    }
+  };
+  walk(join(root, 'base'));
+  walk(join(root, 'overlays'));
+  return files;
+}
+
 function xtablesFiles(): string[] {
   const modules = readdirSync(XTABLES_MODULES)
     .sort()
@@ -156,6 +175,8 @@ const COMMANDS = [
   'gateway',
   'tunnel-server',
   'signer',
+  'install',
+  'config',
 ];
 
 /** The image's entrypoint; the gateway DaemonSet spells it out to add V8 flags (node-flags.ts). */
@@ -168,6 +189,7 @@ export const edgemesh: ImageRecipe = {
     files: [
       ...npmInputs(ctx.repo),
       ...sourceFiles(ctx.repo),
+      ...manifestFiles(ctx.repo),
       nodeBinary(ctx.repo),
       ...sharedLibs(nodeBinary(ctx.repo)),
       ...xtablesFiles(),
@@ -211,6 +233,11 @@ export const edgemesh: ImageRecipe = {
     const app = join(rootfs, 'app');
     stripTree(ctx.repo, app);
     writeFileSync(join(app, 'build-info.json'), buildInfoJson(ctx.repo));
+    for (const f of manifestFiles(ctx.repo)) {
+      const to = join(app, f.slice(ctx.repo.length + 1));
+      mkdirSync(dirname(to), { recursive: true });
+      copyFileSync(f, to);
+    }
     cpSync(join(stage, 'node_modules'), join(app, 'node_modules'), {
       recursive: true,
       verbatimSymlinks: true,
@@ -245,6 +272,9 @@ export const edgemesh: ImageRecipe = {
     // The build info reads back (version and commit, not "unknown" unless git was absent).
     out.push(inRootfs(rootfs, [...main, '--version']).trim());
     for (const c of COMMANDS) inRootfs(rootfs, [...main, c, '--help']);
+    // install renders /app/manifests: every object, with the TLS it adds.
+    const install = inRootfs(rootfs, [...main, 'install', '--mesh-ca=new', '--kubeedge']);
+    out.push(`install: ${install.split('\n---\n').length - 1} objects`);
     // Every module loads (a pruned file would fail here, not in a pod), and so do the addons;
     // main.js files are programs (they run on import), checked through --help above.
     const script = `
