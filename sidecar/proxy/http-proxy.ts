@@ -2,11 +2,12 @@
  * L7 handling for service ports that speak HTTP. The app's connection (already accepted by
  * the transparent listener) is handed to the HTTP/1.1 fast path (http1/fast.ts: framing
  * only, no re-serialisation; the default) or an in-process node:http server
- * (EDGEMESH_HTTP1_PATH=node, described below), or to an HTTP/2
- * server when its first bytes are the h2c prior-knowledge preface; every request then picks
- * an endpoint by the service's policy and goes out over a pooled upstream connection (a
- * node:http keep-alive agent per endpoint; undici's HTTP/2 pool for h2c clients). So one keep-alive or multiplexed client
- * connection spreads over all endpoints instead of sticking to one.
+ * (EDGEMESH_HTTP1_PATH=node, described below), or to the h2c path (h2/proxy.ts: an in-process
+ * HTTP/2 server, shared upstream sessions) when its first bytes are the HTTP/2 prior-knowledge
+ * preface; every request then picks an endpoint by the service's policy and goes out over a
+ * pooled upstream connection (a node:http keep-alive agent per endpoint; multiplexed HTTP/2
+ * sessions for h2c). So one keep-alive or multiplexed client connection spreads over all
+ * endpoints instead of sticking to one.
  *
  *   no ready endpoint                → 503, plain-text body naming the service
  *   every attempt failed to connect  → 502, plain-text body with the last error
@@ -15,13 +16,12 @@
  *   bytes that are not HTTP          → 400 and close
  */
 import type { Agent, IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { Http2Server, Http2ServerRequest, Http2ServerResponse, ServerHttp2Session } from 'node:http2';
 import type net from 'node:net';
 import type { Readable } from 'node:stream';
-import type { Pool } from 'undici';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Dialer } from './dialer.ts';
+import { H2Proxy } from './h2/proxy.ts';
 import { type FastOptions, Http1Fast } from './http1/fast.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import type { Target } from './route.ts';
@@ -68,14 +68,13 @@ const HOP_BY_HOP = new Set([
   'host',
 ]);
 
-type AnyRequest = IncomingMessage | Http2ServerRequest;
-let undici: typeof import('undici') | undefined;
+type AnyRequest = IncomingMessage;
 interface Upstream {
   statusCode: number;
   headers: Record<string, string | string[] | undefined>;
   body: NodeJS.ReadableStream;
 }
-type AnyResponse = ServerResponse | Http2ServerResponse;
+type AnyResponse = ServerResponse;
 // Not an ES import: that reads every export of node:http, and its lazy WebSocket getters load
 // Node's bundled undici (~6 MB private). node:http2 (~4.5 MB) is loaded by the first h2c client.
 const http = process.getBuiltinModule('node:http');
@@ -83,11 +82,9 @@ const http = process.getBuiltinModule('node:http');
 export class HttpProxy {
   readonly #opts: HttpProxyOptions;
   readonly #h1: Server;
-  #h2: Http2Server | undefined;
+  readonly #h2: H2Proxy;
   readonly #contexts = new WeakMap<object, ConnContext>();
-  readonly #pools = new Map<string, Pool>();
   readonly #agents = new Map<string, Agent>();
-  #pendingH2: ConnContext | undefined;
   #draining = false;
   readonly #fast: Http1Fast | undefined;
 
@@ -99,9 +96,7 @@ export class HttpProxy {
       headersTimeout: 60_000,
       requestTimeout: 0,
     });
-    this.#h1.on('request', (req, res) =>
-      this.#onRequest(req, res, 'http').catch((err) => this.#failed(err, res)),
-    );
+    this.#h1.on('request', (req, res) => this.#onRequest(req, res).catch((err) => this.#failed(err, res)));
     this.#h1.on('upgrade', (req: IncomingMessage, socket: net.Socket, head: Buffer) =>
       this.#onUpgrade(req, socket, head).catch((err) => this.#failed(err, socket)),
     );
@@ -120,15 +115,10 @@ export class HttpProxy {
     // peer for minutes), even with the pool's bounds; docs/proxy.md has the runs.
     const http1 = opts.http1 ?? (process.env.EDGEMESH_HTTP1_PATH === 'node' ? 'node' : 'fast');
     if (http1 === 'fast') this.#fast = new Http1Fast(opts);
+    this.#h2 = new H2Proxy(opts);
     opts.router.onTableChange = (table) => {
       this.#fast?.prune(table);
-      for (const [key, pool] of this.#pools) {
-        const id = key.slice(key.indexOf('|') + 1);
-        if (!table.targetIds.has(id)) {
-          this.#pools.delete(key);
-          pool.close().catch(() => undefined);
-        }
-      }
+      this.#h2.prune(table);
       for (const [id, agent] of this.#agents) {
         if (!table.targetIds.has(id)) {
           this.#agents.delete(id);
@@ -144,23 +134,6 @@ export class HttpProxy {
     target.destroy();
   }
 
-  /** The HTTP/2 server, created for the first h2c client (most pods never see one). */
-  #h2Server(): Http2Server {
-    if (this.#h2) return this.#h2;
-    const h2 = process.getBuiltinModule('node:http2').createServer({});
-    h2.on('session', (session: ServerHttp2Session) => {
-      if (this.#pendingH2) this.#contexts.set(session, this.#pendingH2);
-      session.on('error', () => undefined); // reported via sessionError; never crash the process
-    });
-    h2.on('sessionError', (err: Error) => {
-      this.#opts.metrics.refused.inc({ reason: 'bad-http' });
-      this.#opts.log.debug({ err: describeError(err) }, 'h2c session error');
-    });
-    h2.on('request', (req, res) => this.#onRequest(req, res, 'h2c').catch((err) => this.#failed(err, res)));
-    this.#h2 = h2;
-    return h2;
-  }
-
   /** Takes over an accepted connection whose destination is an HTTP service port. */
   handle(client: net.Socket, ctx: ConnContext): void {
     // Idle limit as for TCP: also covers a client that connects and never sends a byte.
@@ -171,17 +144,14 @@ export class HttpProxy {
         this.#fast.handle(client, ctx, buffered);
         return;
       }
-      if (buffered.length > 0) client.unshift(buffered);
       if (isH2) {
-        this.#pendingH2 = ctx;
-        this.#h2Server().emit('connection', client);
-        this.#pendingH2 = undefined;
-        // http2 reads the unshifted bytes itself on the next tick; do not resume here.
-      } else {
-        this.#contexts.set(client, ctx);
-        this.#h1.emit('connection', client);
-        client.resume();
+        this.#h2.handle(client, ctx, buffered);
+        return;
       }
+      if (buffered.length > 0) client.unshift(buffered);
+      this.#contexts.set(client, ctx);
+      this.#h1.emit('connection', client);
+      client.resume();
     });
   }
 
@@ -190,23 +160,22 @@ export class HttpProxy {
     this.#draining = true;
     this.#h1.closeIdleConnections();
     this.#fast?.drain();
+    this.#h2.drain();
   }
 
   async close(): Promise<void> {
     this.#h1.closeAllConnections();
     this.#fast?.close();
-    await Promise.all([...this.#pools.values()].map((p) => p.destroy().catch(() => undefined)));
-    this.#pools.clear();
+    this.#h2.close();
     for (const agent of this.#agents.values()) agent.destroy();
     this.#agents.clear();
   }
 
   #context(req: AnyRequest): ConnContext | undefined {
-    const h2 = (req as Http2ServerRequest).stream?.session;
-    return this.#contexts.get(h2 ?? req.socket);
+    return this.#contexts.get(req.socket);
   }
 
-  async #onRequest(req: AnyRequest, res: AnyResponse, proto: 'http' | 'h2c'): Promise<void> {
+  async #onRequest(req: AnyRequest, res: AnyResponse): Promise<void> {
     const { router, metrics } = this.#opts;
     const ctx = this.#context(req);
     const route = ctx ? router.resolve(ctx.dstIp, ctx.dstPort) : undefined;
@@ -224,7 +193,7 @@ export class HttpProxy {
     }
     const method = req.method ?? 'GET';
     const headers = requestHeaders(req);
-    const hasBody = requestHasBody(req, proto);
+    const hasBody = requestHasBody(req);
     const retryable = IDEMPOTENT.has(method) && !hasBody;
     const hashHeader = route.service.hashHeader?.toLowerCase();
     const hashValue = hashHeader ? req.headers[hashHeader] : undefined;
@@ -236,13 +205,10 @@ export class HttpProxy {
       if (!choice) break;
       balancer.acquire(choice.id);
       try {
-        const upstream =
-          proto === 'http'
-            ? await this.#forwardH1(choice.value, req as IncomingMessage, method, headers, hasBody)
-            : await this.#forwardH2(choice.value, req, method, headers, hasBody);
+        const upstream = await this.#forwardH1(choice.value, req, method, headers, hasBody);
         balancer.reportSuccess(choice.id);
-        if (this.#draining && proto === 'http') (res as ServerResponse).shouldKeepAlive = false;
-        (res as ServerResponse).writeHead(upstream.statusCode, responseHeaders(upstream.headers, proto));
+        if (this.#draining) res.shouldKeepAlive = false;
+        res.writeHead(upstream.statusCode, responseHeaders(upstream.headers));
         metrics.httpRequests.inc({ code: upstream.statusCode });
         stats.request(upstream.statusCode, (performance.now() - started) / 1000);
         await relay(upstream.body, res);
@@ -318,24 +284,6 @@ export class HttpProxy {
     });
   }
 
-  /** h2c upstream: undici (HTTP/2 multiplexing over one connection per endpoint). */
-  async #forwardH2(
-    target: Target,
-    req: AnyRequest,
-    method: string,
-    headers: Record<string, string | string[]>,
-    hasBody: boolean,
-  ): Promise<Upstream> {
-    const pool = await this.#pool(target);
-    const r = await pool.request({
-      path: req.url ?? '/',
-      method: method as 'GET',
-      headers,
-      body: hasBody ? req : null,
-    });
-    return { statusCode: r.statusCode, headers: r.headers, body: r.body };
-  }
-
   #agent(target: Target): Agent {
     let agent = this.#agents.get(target.id);
     if (!agent) {
@@ -359,42 +307,6 @@ export class HttpProxy {
       this.#agents.set(target.id, agent);
     }
     return agent;
-  }
-
-  async #pool(target: Target): Promise<Pool> {
-    const proto = 'h2c';
-    const key = `${proto}|${target.id}`;
-    let pool = this.#pools.get(key);
-    if (!pool) {
-      // Loaded on first use: undici costs ~7 MB of private memory that pods without h2c need not pay.
-      undici ??= await import('undici');
-      const { Pool } = undici;
-      if (this.#pools.has(key)) return this.#pools.get(key) as Pool; // another request won the race
-      const { dialer, connectTimeoutMs, metrics } = this.#opts;
-      pool = new Pool(`http://${target.id}`, {
-        keepAliveTimeout: 30_000,
-        headersTimeout: 0,
-        bodyTimeout: this.#opts.idleTimeoutMs,
-        allowH2: true,
-        connect: (_opts, callback) => {
-          dialer.dial(target, connectTimeoutMs).then(
-            ({ socket }) => {
-              (socket as net.Socket & { alpnProtocol?: string }).alpnProtocol = 'h2';
-              // Handed over as it comes, never resumed here: node:http2 takes the socket's handle and
-              // reads what is already buffered one tick later. A gateway socket holds the target's
-              // first bytes (its SETTINGS) when they came in one read with the gateway's reply;
-              // resume() would flow them out as 'data' to no listener before that, and the session
-              // failed with "Protocol error".
-              callback(null, socket);
-            },
-            (err: Error) => callback(err, null),
-          );
-        },
-      });
-      pool.on('connectionError', () => metrics.connectFailures.inc({ via: 'pool' }));
-      this.#pools.set(key, pool);
-    }
-    return pool;
   }
 
   /** Upgrade requests get a raw connection to one endpoint: the request head is replayed. */
@@ -519,20 +431,17 @@ function requestHeaders(req: AnyRequest): Record<string, string | string[]> {
 
 function responseHeaders(
   headers: Record<string, string | string[] | undefined>,
-  proto: 'http' | 'h2c',
 ): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(headers)) {
     if (value === undefined || name.startsWith(':')) continue;
     if (HOP_BY_HOP.has(name) && name !== 'host') continue;
-    if (proto === 'h2c' && name === 'host') continue;
     out[name] = value;
   }
   return out;
 }
 
-function requestHasBody(req: AnyRequest, proto: 'http' | 'h2c'): boolean {
-  if (proto === 'h2c') return !(req as Http2ServerRequest).stream.endAfterHeaders;
+function requestHasBody(req: AnyRequest): boolean {
   const length = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }

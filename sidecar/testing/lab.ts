@@ -19,6 +19,8 @@ export const NODE = process.execPath;
 export const HTTP_PORT = 8080;
 export const TCP_PORT = 9000;
 export const H2C_PORT = 50051;
+/** Where grpc-backend.ts (a @grpc/grpc-js server) listens on each backend, when started. */
+export const GRPC_PORT = 50052;
 export const BACKENDS = ['10.20.0.11', '10.20.0.12', '10.20.0.13'];
 export const BACKENDS6 = ['fd00:20::11', 'fd00:20::12'];
 export const DEAD = '10.20.0.14';
@@ -91,6 +93,8 @@ export const VIP = {
   remoteHttp: '10.96.0.21',
   dead: '10.96.0.22',
   remoteGrpc: '10.96.0.23',
+  /** The @grpc/grpc-js backends (startGrpcBackends) behind a `grpc` port. */
+  grpcJs: '10.96.0.24',
   /** The HTTP backend behind a plain TCP port: the proxy splices bytes (L4), for the benches. */
   benchL4: '10.96.0.20',
 } as const;
@@ -173,6 +177,12 @@ export function labCatalog(): Catalog {
         [VIP.grpc],
         [port('grpc', 50051)],
         BACKENDS.map((ip) => endpoint(ip, grpc)),
+      ),
+      svc(
+        'grpc-js',
+        [VIP.grpcJs],
+        [port('grpc', 50051)],
+        BACKENDS.map((ip) => endpoint(ip, [port('grpc', GRPC_PORT)])),
       ),
       svc(
         'least',
@@ -308,6 +318,19 @@ export async function setUpProxyLab(
   if (opts.sidecar !== false)
     result.sidecar = await startSidecar(result, opts.catalogFile, opts.sidecarArgs, opts.sidecarEnv);
   return result;
+}
+
+/** Starts the gRPC backend (grpc-backend.ts) on every IPv4 backend address, at GRPC_PORT. */
+export function startGrpcBackends(l: ProxyLab): Promise<ChildProcess> {
+  const here = new URL('.', import.meta.url).pathname;
+  return startReady(l.lab, l.srv, [
+    NODE,
+    `${here}grpc-backend.ts`,
+    '--addr',
+    BACKENDS.join(','),
+    '--port',
+    String(GRPC_PORT),
+  ]);
 }
 
 /** Starts `edgemesh sidecar` in the pod as uid 1337 and waits until /ready answers 200. */
