@@ -89,6 +89,9 @@ export function acceptEnrolment(socket: TLSSocket, deps: EnrolDeps): void {
         message: (err as Error).message,
       });
     }
-    socket.end();
+    // The session sends what was queued at the end of this event-loop turn (lib/tunnel/mux.ts
+    // #scheduleTurn, a setImmediate queued before this one): ending the socket now would drop
+    // the answer, and the gateway would see only the end.
+    setImmediate(() => socket.end());
   });
 }
