@@ -29,8 +29,9 @@ export { NOISY_LOG_INTERVAL_MS } from './noisy-log.ts';
  * This file only composes the parts, each with its state and timeouts documented beside it:
  *
  *   listener.ts      the TCP port: connection caps (admission.ts), first byte 10 s, TLS vs raw,
- *                    client certificate → control or enrolment
- *   control.ts       an enrolled gateway's session: typed messages, register → registry.ts
+ *                    TLS handshake 10 s, client certificate → control or enrolment
+ *   control.ts       an enrolled gateway's session (30 s without a frame closes it): typed
+ *                    messages, register → registry.ts, requests → rendezvous.ts
  *   registry.ts      registered gateways (one per node, as long as its session), site peers
  *   rendezvous.ts    signal / connect / punch between two registered gateways; pending.ts
  *                    caps what each node has waiting
@@ -40,6 +41,19 @@ export { NOISY_LOG_INTERVAL_MS } from './noisy-log.ts';
  *   raw-line.ts      a raw connection's "EMT1 RELAY|PROBE <token>" line, 5 s
  *   enrol-session.ts a certificate-less session: one enrol message, 30 s from the handshake
  *   stun-socket.ts   the UDP port (stun.ts answers)
+ *
+ * State, by owner (all in memory, none survives a restart: gateways re-register at another
+ * replica or at this one when it is back, and retry what was pending):
+ *
+ *   owner            data                              lives                      bounded by
+ *   admission.ts     open connections, per source IP   accept → close             --max-connections(-per-ip)
+ *   registry.ts      node → registration               register → session close   enrolled nodes (certificates)
+ *   pending.ts       node → requests pending           request → paired/timeout   64 per node
+ *   relay-pairs.ts   pair id → two legs; token → leg   connect → spliced or 10 s  pending cap
+ *   punch.ts         probe token → punch               punch → both probes or 5 s pending cap
+ *   relay-splice.ts  node → relayed sessions now       splice → either leg ends   nodes; --relay-max-sessions each
+ *   rate-limit.ts    node → token bucket               first relayed byte → exit  enrolled nodes
+ *   noisy-log.ts     warning kind → log gate           process                    kinds in the code
  *
  * Everything here is reachable from the internet without a certificate, so every resource an
  * unauthenticated peer can hold is bounded: connections (total and per source IP), the bytes
