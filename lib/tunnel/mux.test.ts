@@ -398,6 +398,15 @@ describe('mux session', () => {
       expect(Buffer.concat(parts).toString()).toBe('request');
     });
 
+    it('a control frame has left when send returns: a reply, then socket.end(), arrives', async () => {
+      const { client, server, serverSocket } = pair();
+      const got = once(client, 'control');
+      // As the tunnel-server answers an enrolment: sendControl, then end the TLS socket.
+      server.sendControl({ t: 'enrolled' });
+      serverSocket.end();
+      expect((await got)[0]).toEqual({ t: 'enrolled' });
+    });
+
     it('frames queued before close (GOAWAY) still reach the peer', async () => {
       const { client, server } = pair();
       server.goAway('draining'); // no streams: closes at once, after queueing GOAWAY

@@ -108,17 +108,22 @@ export class MuxSession extends EventEmitter<{
   /** Streams with DATA waiting for the socket to drain (see #congested). */
   readonly #blocked = new Set<MuxStream>();
   /**
-   * Encoded frames (DATA as header + payload view) not yet handed to the socket. Everything
-   * one event-loop turn produces goes out as one corked write at its end (#turn): the TLS
-   * layer makes full records of it and the kernel gets one write, instead of two writes per
-   * DATA frame (the 12-byte header ended each 64 KiB frame in a TLS record of its own, which
-   * the receiver then handled and wrote to its target as a 12-byte piece).
+   * Encoded frames (DATA as header + payload view) not yet handed to the socket. The full
+   * DATA frames one event-loop turn produces go out as one corked write at its end (#turn),
+   * or sooner with a frame of another kind (`send`) or a short DATA frame (`sendData`): the
+   * TLS layer makes full records of them and the kernel gets one write, instead of two
+   * writes per DATA frame (the 12-byte header ended each 64 KiB frame in a TLS record of its
+   * own, which the receiver then handled and wrote to its target as a 12-byte piece).
    */
   #out: Buffer[] = [];
   #outBytes = 0;
   /** Streams that received DATA this turn: handed to their readers at its end (#turn). */
   #arrived: MuxStream[] = [];
   #turnScheduled = false;
+  /** Inside #onData: frames other than DATA go out at its end, not one write each. */
+  #reading = false;
+  /** A frame other than DATA is queued: the session owes an answer or a signal now. */
+  #urgent = false;
   /** One closure per session for setImmediate, not one per frame. */
   readonly #onTurn = () => this.#turn();
   #nextId: number;
@@ -273,10 +278,17 @@ export class MuxSession extends EventEmitter<{
     this.emit('close', err);
   }
 
-  /** @internal Queues one frame; it goes out with this turn's others (#turn). */
+  /**
+   * @internal Sends one frame other than DATA. It leaves by the time this returns (with any
+   * DATA queued before it, in order), as callers rely on (a reply, then `socket.end()`);
+   * while a read is handled, at the read's end instead, so the answers one read provokes
+   * (PONGs, WINDOWs, RESETs) leave as one write — a flood of PINGs cannot make thousands.
+   */
   send(frame: Frame): void {
     if (this.#closed) return;
     this.#queue(encodeFrame(frame));
+    if (this.#reading) this.#urgent = true;
+    else this.#flushOut();
   }
 
   /**
@@ -345,6 +357,7 @@ export class MuxSession extends EventEmitter<{
    * bound (#checkQueue) meaningless.
    */
   #flushOut(): void {
+    this.#urgent = false;
     if (this.#out.length === 0 || this.socket.destroyed) return;
     const out = this.#out;
     this.#out = [];
@@ -421,15 +434,21 @@ export class MuxSession extends EventEmitter<{
       this.#protocolError(err as Error);
       return;
     }
-    for (const f of frames) {
-      try {
-        this.#handle(f);
-      } catch (err) {
-        this.#protocolError(err as Error);
-        return;
+    this.#reading = true;
+    try {
+      for (const f of frames) {
+        try {
+          this.#handle(f);
+        } catch (err) {
+          this.#protocolError(err as Error);
+          return;
+        }
+        if (this.#closed) return;
       }
-      if (this.#closed) return;
+    } finally {
+      this.#reading = false;
     }
+    if (this.#urgent) this.#flushOut();
     // A read shorter than a full TLS record ended the sender's write: nothing more is on its
     // way now, so hand over what arrived without waiting for the turn (latency of small
     // exchanges); full records are followed by more and wait to be joined.
