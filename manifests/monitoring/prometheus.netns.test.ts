@@ -13,11 +13,12 @@ import { dashboardQueries } from './testing/dashboard.ts';
 import { prometheusBinary } from './testing/prometheus-tools.ts';
 
 // The dashboard's queries and the alert rules against a real Prometheus (Debian's
-// `prometheus` package) scraping real parts, all in one node namespace with no route out: a
-// gateway with its tunnel up to a tunnel-server, a pod behind it that opened a stream, and the
-// Prometheus server (static scrape configs named as the rules expect, 1 s scrapes, its TSDB
-// in a temp dir, stopped by PID). Every dashboard query must evaluate without error, the
-// gateway's core series must be there, and every alert rule must evaluate cleanly.
+// `prometheus` package) scraping real parts, in namespaces with no route out: a gateway with
+// its tunnel up to a tunnel-server and a session from a peer gateway, a pod behind it that
+// opened a stream, and the Prometheus server (static scrape configs named as the rules
+// expect, 1 s scrapes, its TSDB in a temp dir, stopped by PID). Every dashboard query must
+// evaluate without error, the gateway's core series must be there, and every alert rule must
+// evaluate cleanly.
 const NODE_IP = '10.64.0.1';
 const POD_IP = '10.64.0.5';
 // Its own address on the node: a gateway's LAN address may not be the tunnel-server's.
@@ -25,6 +26,7 @@ const TS_IP = '10.64.0.2';
 const TUNNEL_SERVER = `${TS_IP}:20016`;
 const PROM = 'http://127.0.0.1:19090';
 const dir = import.meta.dirname;
+const PEER = join(dir, '../../gateway/testing/hostile-peer.ts');
 const lab = new NetnsLab('emp');
 const work = mkdtempSync(join(tmpdir(), 'edgemesh-prometheus-netns-'));
 const stateDir = join(work, 'gateway');
@@ -101,7 +103,13 @@ beforeAll(async () => {
   writeFileSync(join(stateDir, 'tunnel.crt'), id.certPem);
   await startGatewayProcess(lab, nodeNs, {
     stateDir,
-    catalog: loopbackCatalog([{ name: 'web-0', ip: POD_IP, node: 'edge-n', ports: [8080] }], 42),
+    catalog: {
+      ...loopbackCatalog([{ name: 'web-0', ip: POD_IP, node: 'edge-n', ports: [8080] }], 42),
+      nodes: {
+        'edge-n': { name: 'edge-n', addresses: [NODE_IP] },
+        'edge-o': { name: 'edge-o', addresses: [POD_IP] },
+      },
+    },
     listen: NODE_IP,
     onStderr: (c) => {
       gatewayLog = (gatewayLog + c).slice(-20000);
@@ -120,6 +128,37 @@ beforeAll(async () => {
     `printf 'EDGEMESH/1 CONNECT edge-n ${POD_IP} 8080\\nhello\\n' | timeout 2 socat -t2 - TCP:${NODE_IP}:15080`,
   ]);
   expect(r.stdout).toBe('OK local\nhello\n');
+
+  // A peer gateway (edge-o, a node certificate from the same CA) dials this one's tunnel
+  // port directly and keeps its session, so the per-peer series have a peer: one stream to
+  // the pod's echo, a few KiB through it, then held until the lab ends.
+  writeFileSync(
+    join(work, 'edge-o.json'),
+    JSON.stringify(issueIdentity(ca, { kind: 'node', name: 'edge-o' })),
+  );
+  const peer = lab.spawn(podNs, [
+    process.execPath,
+    '--disable-warning=ExperimentalWarning',
+    PEER,
+    JSON.stringify({
+      mode: 'attack',
+      identityFile: join(work, 'edge-o.json'),
+      gateway: { host: NODE_IP, port: 20017, node: 'edge-n' },
+      target: { ip: POD_IP, port: 8080 },
+      streams: 1,
+      bytes: 4096,
+    }),
+  ]);
+  let peerOut = '';
+  let peerErr = '';
+  peer.stdout?.on('data', (c: Buffer) => {
+    peerOut += c.toString();
+  });
+  peer.stderr?.on('data', (c: Buffer) => {
+    peerErr += c.toString();
+  });
+  await waitFor(() => peerOut.includes('\n'), 30_000, 100, `the peer's stream (${peerErr})`);
+  expect(JSON.parse(peerOut.split('\n')[0] as string)).toMatchObject({ opened: 1, reset: 0 });
 
   const config = {
     global: { scrape_interval: '1s', evaluation_interval: '1s', scrape_timeout: '1s' },
@@ -204,6 +243,11 @@ describe('the dashboard and the alert rules against a real Prometheus scraping a
     expect(await one('edgemesh_gateway_streams_total{path="local"}')).toBe(1);
     expect(await one('edgemesh_gateway_certificate_expiry_seconds')).toBeGreaterThan(Date.now() / 1000);
     expect(await one('edgemesh_process_resident_memory_bytes{component="gateway"}')).toBeGreaterThan(0);
+    expect(await one('edgemesh_gateway_peer_path{peer="edge-o",path="direct"}')).toBe(1);
+    expect(await one('edgemesh_gateway_peer_bytes_total{peer="edge-o",direction="in"}')).toBeGreaterThan(
+      4096,
+    );
+    expect(await one('edgemesh_tunnel_peers{path="direct"}')).toBe(1);
     expect(await one('edgemesh_tunnel_server_gateways')).toBe(1);
     expect(await one('edgemesh_tunnel_server_connections_limit')).toBe(1024);
     expect(await one('edgemesh_tunnel_server_relays_per_node_limit')).toBe(8);
@@ -218,9 +262,12 @@ describe('the dashboard and the alert rules against a real Prometheus scraping a
       else if (resultOf(a).length === 0) empty.push(`${q.panel} ${q.refId}`);
     }
     expect(failed).toEqual([]);
-    // With one gateway, its tunnel-server and no sidecar, webhook or peer (so no peer series),
-    // these have data: one that comes back empty names a label or metric that is not there.
+    // With one gateway, its tunnel-server, one peer and no sidecar or webhook, these have
+    // data: one that comes back empty names a label or metric that is not there.
     for (const panel of [
+      'Peers by path',
+      'Peer paths per gateway',
+      'Tunnel bytes per peer',
       'Streams opened by path',
       'Tunnel state',
       'Tunnel-server links up per gateway',
