@@ -17,6 +17,7 @@ const execFileP = promisify(execFile);
 
 /** The shipped manifests, applied through an overlay that changes only the image. */
 export const SHIPPED_MANIFESTS = new URL('../../manifests', import.meta.url).pathname;
+export type InstallPath = 'edgemesh' | 'kustomize' | 'helm';
 export const SHIPPED_CHART = new URL('../../charts/edgemesh', import.meta.url).pathname;
 const HELM_BUILD_SCRIPT = new URL('../cluster/build-helm.sh', import.meta.url).pathname;
 export const TUNNEL_PORT = 20006;
@@ -57,8 +58,12 @@ export interface EdgeClusterOptions {
   progress?: (line: string) => void;
   /** KubeEdge mode: the edge API the edge nodes' gateways use (default: none, the cloud API). */
   edgeApi?: EdgeApi;
-  /** How the manifests go in: `kubectl apply -k` of an overlay (default) or `helm install` of charts/edgemesh. */
-  install?: 'kustomize' | 'helm';
+  /**
+   * How edgemesh goes in, each as the README says: `edgemesh install | kubectl apply -f -` then
+   * `edgemesh config set tunnel-servers` ('edgemesh'), `kubectl apply -k` of an overlay then
+   * `edgemesh webhook-tls` (default), or `helm install` of charts/edgemesh ('helm').
+   */
+  install?: InstallPath;
 }
 
 /** A node of the cluster: its lab host and the real kubelet + containerd on it. */
@@ -112,7 +117,7 @@ export class EdgeCluster {
   readonly #started = Date.now();
   cp: ControlPlane | undefined;
   readonly edgeApi: EdgeApi | undefined;
-  readonly install: 'kustomize' | 'helm';
+  readonly install: InstallPath;
   /** The helm binary (test/cluster/build-helm.sh) when installed with Helm. */
   helmBin: string | undefined;
   readonly #edgeApiProcesses: ManagedProcess[] = [];
@@ -126,7 +131,7 @@ export class EdgeCluster {
     workDir: string,
     progress: (line: string) => void,
     edgeApi: EdgeApi | undefined,
-    install: 'kustomize' | 'helm',
+    install: InstallPath,
   ) {
     this.lab = lab;
     this.edgeApi = edgeApi;
@@ -239,61 +244,8 @@ export class EdgeCluster {
       ].join('\n'),
     );
     if (this.edgeApi) await this.#startEdgeApis(this.edgeApi);
-    if (this.install === 'helm') {
-      // README "With Helm": the chart's values instead of the overlay (and the tunnel-servers patch).
-      this.helmBin = await lastLine(HELM_BUILD_SCRIPT, []);
-      this.step(
-        `helm install charts/edgemesh (image ${this.images.edgemesh}${this.edgeApi ? ', kubeedge.enabled' : ''})`,
-      );
-      await this.helm([
-        'install',
-        'edgemesh',
-        SHIPPED_CHART,
-        '-n',
-        SYSTEM_NS,
-        '--create-namespace',
-        '--set',
-        `image.repository=${imageName}`,
-        '--set',
-        `image.tag=${imageTag}`,
-        '--set',
-        `tunnelServers=${TUNNEL_LB_IP}:${TUNNEL_PORT}`,
-        ...(this.edgeApi ? ['--set', 'kubeedge.enabled=true'] : []),
-      ]);
-    } else {
-      this.step(
-        `kubectl apply -k (the shipped manifests${this.edgeApi ? ', KubeEdge overlay' : ''}, image ${this.images.edgemesh})`,
-      );
-      await this.kubectl(['apply', '--validate=strict', '-k', overlay]);
-    }
-    this.step('ConfigMap edgemesh-config: tunnel-server and API server addresses for the edge nodes');
-    await this.kubectl([
-      '-n',
-      SYSTEM_NS,
-      'patch',
-      'configmap',
-      'edgemesh-config',
-      '--type=merge',
-      '-p',
-      JSON.stringify({
-        data: {
-          'tunnel-servers': `${TUNNEL_LB_IP}:${TUNNEL_PORT}`,
-          'kubernetes-service-host': this.cloud.addr,
-          'kubernetes-service-port': '6443',
-        },
-      }),
-    ]);
-    this.step('TLS bootstrap: edgemesh webhook-tls against the API server');
-    const tls = await execFileP(EDGEMESH_BIN, ['webhook-tls'], {
-      env: { ...process.env, KUBECONFIG: this.controlPlane.localKubeconfig },
-      timeout: 60_000,
-    });
-    this.step(`webhook-tls: ${tls.stdout.trim()}`);
-    // Gateway pods created before the ConfigMap edit carry the old addresses.
-    await this.kubectl(['-n', SYSTEM_NS, 'rollout', 'restart', 'daemonset/edgemesh-gateway']);
-    if (this.edgeApi)
-      await this.kubectl(['-n', SYSTEM_NS, 'rollout', 'restart', 'daemonset/edgemesh-gateway-edge']);
-    await this.#publishTunnelServer();
+    if (this.install === 'edgemesh') await this.#installWithEdgemesh(imageName, imageTag);
+    else await this.#installWithManifests(overlay, imageName, imageTag);
 
     this.step('waiting for the webhook, tunnel-server and gateway pods');
     for (const [kind, name] of [
@@ -318,6 +270,101 @@ export class EdgeCluster {
     for (const node of this.allNodes) await this.tunnelLinked(node.name);
     this.step(`every gateway registered at the tunnel-server (${Date.now() - linking} ms after Ready)`);
     this.step(`edge cluster up (kubeconfig for this machine: ${this.controlPlane.localKubeconfig})`);
+  }
+
+  /** README "Deploying", step 2 and 3: `edgemesh install | kubectl apply -f -`, then `config set`. */
+  async #installWithEdgemesh(imageName: string, imageTag: string): Promise<void> {
+    this.step(
+      `edgemesh install | kubectl apply -f - (image ${imageName}:${imageTag}${this.edgeApi ? ', --kubeedge' : ''})`,
+    );
+    const rendered = await this.edgemesh([
+      'install',
+      '--image',
+      `${imageName}:${imageTag}`,
+      '--api-server-host',
+      this.cloud.addr,
+      '--api-server-port',
+      '6443',
+      ...(this.edgeApi ? ['--kubeedge'] : []),
+    ]);
+    await this.kubectl(['apply', '--validate=strict', '-f', '-'], { input: rendered.stdout });
+    this.step(`install: ${rendered.stderr.trim().split('\n').join('; ')}`);
+    // Step 3: the tunnel-server's public address, set once it has one; the gateways restart.
+    await this.#publishTunnelServer();
+    const set = await this.edgemesh(
+      ['config', 'set', 'tunnel-servers', `${TUNNEL_LB_IP}:${TUNNEL_PORT}`],
+      200_000,
+    );
+    this.step(`config set: ${set.stdout.trim().split('\n').pop()}`);
+  }
+
+  /** `kubectl apply -k` of the overlay (or `helm install`), the settings patch and `edgemesh webhook-tls`. */
+  async #installWithManifests(overlay: string, imageName: string, imageTag: string): Promise<void> {
+    if (this.install === 'helm') {
+      // README "With Helm": the chart's values instead of the overlay (and the tunnel-servers patch).
+      this.helmBin = await lastLine(HELM_BUILD_SCRIPT, []);
+      this.step(
+        `helm install charts/edgemesh (image ${imageName}:${imageTag}${this.edgeApi ? ', kubeedge.enabled' : ''})`,
+      );
+      await this.helm([
+        'install',
+        'edgemesh',
+        SHIPPED_CHART,
+        '-n',
+        SYSTEM_NS,
+        '--create-namespace',
+        '--set',
+        `image.repository=${imageName}`,
+        '--set',
+        `image.tag=${imageTag}`,
+        '--set',
+        `tunnelServers=${TUNNEL_LB_IP}:${TUNNEL_PORT}`,
+        ...(this.edgeApi ? ['--set', 'kubeedge.enabled=true'] : []),
+      ]);
+    } else {
+      this.step(
+        `kubectl apply -k (the shipped manifests${this.edgeApi ? ', KubeEdge overlay' : ''}, image ${imageName}:${imageTag})`,
+      );
+      await this.kubectl(['apply', '--validate=strict', '-k', overlay]);
+    }
+    this.step('ConfigMap edgemesh-config: tunnel-server and API server addresses for the edge nodes');
+    await this.kubectl([
+      '-n',
+      SYSTEM_NS,
+      'patch',
+      'configmap',
+      'edgemesh-config',
+      '--type=merge',
+      '-p',
+      JSON.stringify({
+        data: {
+          'tunnel-servers': `${TUNNEL_LB_IP}:${TUNNEL_PORT}`,
+          'kubernetes-service-host': this.cloud.addr,
+          'kubernetes-service-port': '6443',
+        },
+      }),
+    ]);
+    this.step('TLS bootstrap: edgemesh webhook-tls against the API server');
+    const tls = await this.edgemesh(['webhook-tls']);
+    this.step(`webhook-tls: ${tls.stdout.trim()}`);
+    // Gateway pods created before the ConfigMap edit carry the old addresses.
+    await this.kubectl(['-n', SYSTEM_NS, 'rollout', 'restart', 'daemonset/edgemesh-gateway']);
+    if (this.edgeApi)
+      await this.kubectl(['-n', SYSTEM_NS, 'rollout', 'restart', 'daemonset/edgemesh-gateway-edge']);
+    await this.#publishTunnelServer();
+  }
+
+  /** The edgemesh CLI against this cluster (asynchronously: the API forwarder lives in this process). */
+  async edgemesh(args: string[], timeoutMs = 60_000): Promise<{ stdout: string; stderr: string }> {
+    return execFileP(EDGEMESH_BIN, args, {
+      env: { ...process.env, KUBECONFIG: this.controlPlane.localKubeconfig },
+      timeout: timeoutMs,
+      maxBuffer: 16 << 20,
+    }).catch((err: Error & { stdout?: string; stderr?: string }) => {
+      throw new Error(
+        `edgemesh ${args.join(' ')} failed: ${err.stderr?.trim() || err.message}\n${err.stdout ?? ''}`,
+      );
+    });
   }
 
   /** An edge API on 127.0.0.1:10550 of every edge node (see EdgeApi). */

@@ -36,12 +36,17 @@ import {
 // image, the shipped manifests as pods (webhook ×2 and tunnel-server on the cloud node, a
 // gateway on every node), our webhook admitting pods, `edgemesh-init` writing iptables in
 // each pod, the native sidecar as uid 1337, nginx and curl/dig in real containers, kubectl
-// exec through the kubelets. The tests run in order and build on each other.
+// exec through the kubelets. Installed as the README's "Deploying" says: `edgemesh install |
+// kubectl apply -f -`, then `edgemesh config set tunnel-servers`. The tests run in order and
+// build on each other.
 let cluster: EdgeCluster;
 const FQDN = `nginx-svc.${NS}.svc.cluster.local`;
 
 beforeAll(async () => {
-  cluster = await EdgeCluster.start({ progress: (line) => process.stderr.write(`${line}\n`) });
+  cluster = await EdgeCluster.start({
+    install: 'edgemesh',
+    progress: (line) => process.stderr.write(`${line}\n`),
+  });
 });
 
 afterAll(async () => {
@@ -100,7 +105,7 @@ describe('edgemesh on a real control plane across NATs', () => {
       );
     }
     // The webhook is reached through its Service (kube-proxy on the cloud node), with the CA
-    // that `edgemesh webhook-tls` wrote.
+    // that `edgemesh install` generated (the same code as `edgemesh webhook-tls`).
     const mwc = await getJson<{
       webhooks: { clientConfig: { url?: string; service?: { name: string }; caBundle?: string } }[];
     }>(cluster, ['get', 'mutatingwebhookconfiguration', 'edgemesh-sidecar-injector']);
@@ -569,11 +574,45 @@ describe('edgemesh on a real control plane across NATs', () => {
     expect(servedBy(r.stdout)?.pod).toMatch(/^nginx-/);
   });
 
-  it('kubectl delete -k leaves nothing of ours behind', async () => {
+  it('edgemesh install run again keeps the mesh CA, the webhook certificates and the settings', async () => {
+    const secretHash = async (name: string) =>
+      JSON.stringify(
+        (
+          await getJson<{ data: Record<string, string> }>(cluster, [
+            '-n',
+            'edgemesh-system',
+            'get',
+            'secret',
+            name,
+          ])
+        ).data,
+      );
+    const [ca, tls] = [await secretHash('edgemesh-mesh-ca'), await secretHash('edgemesh-webhook-tls')];
+    const images = cluster.images;
+    if (!images) throw new Error('cluster has no images');
+    const again = await cluster.edgemesh(['install', '--image', images.edgemesh]);
+    expect(again.stderr).toMatch(/mesh CA: kept/);
+    expect(again.stderr).toMatch(/webhook certificates: kept/);
+    expect(again.stderr).toMatch(/tunnel-servers: kept/);
+    await cluster.kubectl(['apply', '-f', '-'], { input: again.stdout });
+    expect(await secretHash('edgemesh-mesh-ca')).toBe(ca);
+    expect(await secretHash('edgemesh-webhook-tls')).toBe(tls);
+    expect((await cluster.edgemesh(['config', 'get', 'tunnel-servers'])).stdout.trim()).toMatch(
+      /^198\.51\.100\.\d+:\d+$/,
+    );
+    expect((await curl(cluster)).code).toBe(0);
+  });
+
+  it("the README's uninstall leaves nothing of ours behind", async () => {
     await cluster.kubectl(['delete', 'namespace', NS, 'plain', '--wait=true', '--timeout=120s'], {
       timeoutMs: 130_000,
     });
-    await cluster.kubectl(['delete', '-k', cluster.overlayDir, '--wait=true', '--timeout=120s'], {
+    await cluster.kubectl(['delete', 'mutatingwebhookconfiguration', 'edgemesh-sidecar-injector']);
+    const images = cluster.images;
+    if (!images) throw new Error('cluster has no images');
+    const rendered = await cluster.edgemesh(['install', '--mesh-ca=skip', '--image', images.edgemesh]);
+    await cluster.kubectl(['delete', '--ignore-not-found', '--wait=true', '--timeout=120s', '-f', '-'], {
+      input: rendered.stdout,
       timeoutMs: 130_000,
     });
     const left = await cluster.kubectl([
