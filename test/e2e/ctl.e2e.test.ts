@@ -1,8 +1,14 @@
 import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import YAML from 'yaml';
 import { formatNetcheck } from '../../ctl/netcheck.ts';
 import { formatStatus } from '../../ctl/status-format.ts';
 import { parseGatewayStatus } from '../../lib/gateway-status.ts';
+import { dashboardQueries } from '../../manifests/monitoring/testing/dashboard.ts';
+import { prometheusBinary } from '../../manifests/monitoring/testing/prometheus-tools.ts';
 import { EDGEMESH_BIN, waitFor } from '../harness/netns.ts';
 import { EdgeCluster, GATEWAY_METRICS_PORT } from './edge-cluster.ts';
 import {
@@ -27,6 +33,7 @@ import {
 // pods/proxy; the edge nodes sit behind NATs, so `status` must say it cannot reach them (as
 // on KubeEdge), and the same /status read on the node itself shows their peers and paths.
 let cluster: EdgeCluster;
+const MONITORING = new URL('../../manifests/monitoring', import.meta.url).pathname;
 
 // Asynchronous on purpose: the local kubeconfig reaches the API server through a forwarder
 // in this test process (test/cluster/control-plane.ts), which a spawnSync would block.
@@ -248,6 +255,105 @@ describe('edgemesh check and status on the edge cluster', () => {
     expect(
       value(new RegExp(`^edgemesh_proxy_service_connections_total\\{${svc}[^}]*\\} (\\d+)`, 'm')),
     ).toBeGreaterThan(0);
+  });
+
+  it("the Grafana dashboard's queries against a real Prometheus scraping the cluster's gateways and a sidecar", async () => {
+    const [client] = await livePods(cluster, 'app=client');
+    const node = client?.spec.nodeName;
+    const podIp = (client as { status?: { podIP?: string } } | undefined)?.status?.podIP;
+    if (!node || !podIp) throw new Error('client not scheduled');
+    // Prometheus on the client's node (an edge node behind its NAT): it reaches its own gateway,
+    // the client pod's sidecar and the cloud node's gateway at the cloud's public address.
+    const work = await mkdtemp(join(tmpdir(), 'edgemesh-e2e-prometheus-'));
+    const config = {
+      global: { scrape_interval: '1s', evaluation_interval: '1s', scrape_timeout: '1s' },
+      rule_files: [join(MONITORING, 'edgemesh.rules.yaml')],
+      scrape_configs: [
+        {
+          job_name: 'edgemesh-gateway',
+          static_configs: [
+            { targets: [`127.0.0.1:${GATEWAY_METRICS_PORT}`], labels: { node } },
+            { targets: [`${cluster.cloud.addr}:${GATEWAY_METRICS_PORT}`], labels: { node: 'cloud' } },
+          ],
+        },
+        { job_name: 'edgemesh-sidecar', static_configs: [{ targets: [`${podIp}:15020`], labels: { node } }] },
+      ],
+    };
+    await writeFile(join(work, 'prometheus.yml'), YAML.stringify(config));
+    const netns = cluster.node(node).netns;
+    const prometheus = cluster.lab.spawn(netns, [
+      prometheusBinary('prometheus'),
+      `--config.file=${join(work, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${join(work, 'tsdb')}`,
+      '--web.listen-address=127.0.0.1:19090',
+      '--log.level=warn',
+    ]);
+    let log = '';
+    prometheus.stderr?.on('data', (c: Buffer) => {
+      log = (log + c.toString()).slice(-4000);
+    });
+    const api = async (path: string, params: Record<string, string>) => {
+      const args = ['curl', '-sS', '--max-time', '5', '-G', `http://127.0.0.1:19090${path}`];
+      for (const [k, v] of Object.entries(params)) args.push('--data-urlencode', `${k}=${v}`);
+      return JSON.parse((await cluster.lab.exec(netns, args)).stdout) as {
+        status: string;
+        error?: string;
+        data: { result?: unknown[] };
+      };
+    };
+    try {
+      await waitFor(
+        async () =>
+          (await api('/api/v1/query', { query: 'sum(up)' }).catch(() => undefined))?.status === 'success',
+        60_000,
+        500,
+        `prometheus ready (${log})`,
+      );
+      // Traffic through the client's sidecar while Prometheus scrapes, so rates have samples.
+      for (let i = 0; i < 5; i++) {
+        expect((await curl(cluster)).code).toBe(0);
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
+      const up = await waitFor(
+        async () => {
+          const r = await api('/api/v1/query', { query: 'up == 1' });
+          return (r.data.result ?? []).length === 3 && r;
+        },
+        60_000,
+        1_000,
+        `all three targets up (${log})`,
+      );
+      expect(up.data.result).toHaveLength(3);
+      const empty: string[] = [];
+      for (const q of dashboardQueries(join(MONITORING, 'grafana-dashboard.json'))) {
+        const r = await api('/api/v1/query', { query: q.expr });
+        expect(r.status, `${q.panel}/${q.refId}: ${q.expr}: ${r.error}`).toBe('success');
+        if ((r.data.result ?? []).length === 0) empty.push(`${q.panel}: ${q.expr}`);
+      }
+      // What this cluster has must show: the sidecar's per-service panels, the gateways' peers
+      // and tunnel-server links (the webhook and tunnel-server run on the cloud node's pod
+      // network, which an edge node does not reach: their panels are checked in
+      // manifests/monitoring/prometheus.netns.test.ts against real processes).
+      for (const must of [
+        'edgemesh_proxy_service_requests_total',
+        'edgemesh_proxy_service_request_duration_seconds_bucket',
+        'edgemesh_proxy_service_bytes_total',
+        'edgemesh_gateway_peer_path',
+        'edgemesh_gateway_tunnel_servers_up',
+        'edgemesh_gateway_catalog_services',
+      ]) {
+        expect(
+          empty.filter((e) => e.includes(must)),
+          `panels without data: ${empty.join('\n')}`,
+        ).toEqual([]);
+      }
+      const rules = await api('/api/v1/rules', {});
+      expect(rules.status).toBe('success');
+    } finally {
+      prometheus.kill('SIGTERM');
+      await new Promise((r) => prometheus.once('exit', r).once('error', r));
+      await rm(work, { recursive: true, force: true });
+    }
   });
 
   it('helm uninstall leaves nothing of ours behind', async () => {
