@@ -20,6 +20,7 @@ import type { Duplex } from 'node:stream';
 import type { Registry } from 'prom-client';
 import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
+import type { PeerInfo } from '../../lib/tunnel/control.ts';
 import type { Target } from '../../lib/tunnel/frame.ts';
 import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
@@ -234,7 +235,7 @@ export class TunnelManager implements Tunnel {
   }
 
   /** LAN candidates for `peer` (tunnel-server info, catalog, peer book), dialled at once. */
-  #dialLan(peer: string, info: Parameters<typeof lanCandidates>[0]['info']): Promise<MuxSession> {
+  #dialLan(peer: string, info: PeerInfo | undefined): Promise<MuxSession> {
     const opts = this.#opts;
     const { lan, port, dropped } = lanCandidates({
       info,
