@@ -2,7 +2,11 @@
 // tunnel path and, as its baseline, plain Node TCP over the same NATs and routers (a port
 // forward on the far NAT router; LAN routing for the same-site case), then prints ratios.
 // The gateway nodes run with the gateway's V8 flags, as the DaemonSet runs the gateway.
+// Besides MB/s, each gateway's CPU time per GB carried and read/write syscalls per MB (medians
+// over the rounds): on this shared machine MB/s swings with the load, what a gateway spends
+// per byte much less.
 //   node_modules/.bin/node bench/tunnel.ts [--mb 200] [--udp-mb 50] [--rounds 3] [--only direct,relay]
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { GATEWAY_NODE_FLAGS } from '../gateway/tunnel/node-flags.ts';
 import { NetnsLab, waitFor } from '../test/harness/netns.ts';
@@ -23,6 +27,21 @@ const ROUNDS = Number(opt.rounds);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mbps = (r: SendResult) =>
   r.bytes && r.ms && r.reply === `${r.sha} ${r.bytes}` ? r.bytes / MB / (r.ms / 1000) : Number.NaN;
+
+/**
+ * CPU seconds and read/write syscalls of a gateway node process so far (/proc: `ip netns exec`
+ * execs node, so the child's pid is the gateway's). CPU per GB is steadier than MB/s on a
+ * shared machine: it is what the gateways cost, whatever else runs.
+ */
+function usage(pid: number | undefined): { cpu: number; calls: number } {
+  if (!pid) return { cpu: Number.NaN, calls: Number.NaN };
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  return {
+    cpu: (Number(stat[11]) + Number(stat[12])) / 100, // utime + stime, clock ticks of 1/100 s
+    calls: Number(/syscr: (\d+)/.exec(io)?.[1]) + Number(/syscw: (\d+)/.exec(io)?.[1]),
+  };
+}
 
 NetnsLab.cleanUpOnInterrupt();
 const t = await TunnelLab.create(
@@ -114,11 +133,19 @@ try {
     // Interleaved rounds, median of each: this machine is shared, single runs are noise.
     const plainRuns: number[] = [];
     const tunRuns: number[] = [];
+    // Per round: [sending, receiving] gateway CPU s per GB and syscalls per MB carried.
+    const cpuRuns: number[][] = [];
+    const callRuns: number[][] = [];
+    const pids = [t.nodes.get(c.from.name)?.pid, t.nodes.get(c.to.name)?.pid];
     for (let round = 0; round < ROUNDS; round++) {
       plainRuns.push(mbps(await t.sendPlain(c.from, plainAddr, bytes, 120_000)));
+      const before = pids.map(usage);
       const tun = await t.send(c.from, c.to, bytes, 180_000);
+      const after = pids.map(usage);
       if (tun.path !== c.path) notes.push(`${c.name}: stream took ${tun.path}`);
       tunRuns.push(mbps(tun));
+      cpuRuns.push(after.map((u, k) => (u.cpu - before[k].cpu) / (bytes / 1024 ** 3)));
+      callRuns.push(after.map((u, k) => (u.calls - before[k].calls) / (bytes / MB)));
     }
     const plain = median(plainRuns);
     const tunnel = median(tunRuns);
@@ -134,6 +161,8 @@ try {
       `${tunRtt.p50Us}`,
       `${(tunRtt.p50Us ?? 0) - (plainRtt.p50Us ?? 0)}`,
       Number.isNaN(toPath) ? '-' : `${toPath}`,
+      [0, 1].map((k) => median(cpuRuns.map((r) => r[k])).toFixed(2)).join(' / '),
+      [0, 1].map((k) => median(callRuns.map((r) => r[k])).toFixed(0)).join(' / '),
     ]);
   }
 
@@ -168,6 +197,8 @@ try {
     'tunnel p50 µs',
     'added p50 µs',
     'first stream → path ms',
+    'gateway CPU s/GB (send / recv)',
+    'syscalls/MB (send / recv)',
   ];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join('  ');

@@ -299,7 +299,18 @@ export class MuxSession extends EventEmitter<{
    */
   sendData(id: number, data: Buffer): boolean {
     if (this.#closed) return false;
-    this.#queue(dataHeader(id, data.length));
+    const header = dataHeader(id, data.length);
+    if (data.length < MAX_DATA && this.#out.length === 0) {
+      // Nothing queued (the common case for a short frame): straight to the socket.
+      this.bytesOut += header.length + data.length;
+      this.socket.cork();
+      this.socket.write(header);
+      this.socket.write(data);
+      this.socket.uncork();
+      this.#checkQueue();
+      return !this.#closed;
+    }
+    this.#queue(header);
     this.#queue(data);
     if (data.length < MAX_DATA) this.#flushOut();
     return !this.#closed;
@@ -316,10 +327,9 @@ export class MuxSession extends EventEmitter<{
     else this.#scheduleTurn();
   }
 
-  /** @internal `stream` has DATA for its reader: delivered at the end of this turn. */
+  /** @internal `stream` has DATA for its reader (from #onData, which says when it goes). */
   arrived(stream: MuxStream): void {
     this.#arrived.push(stream);
-    this.#scheduleTurn();
   }
 
   #scheduleTurn(): void {
@@ -452,7 +462,10 @@ export class MuxSession extends EventEmitter<{
     // A read shorter than a full TLS record ended the sender's write: nothing more is on its
     // way now, so hand over what arrived without waiting for the turn (latency of small
     // exchanges); full records are followed by more and wait to be joined.
-    if (chunk.length < FULL_RECORD && this.#arrived.length > 0) this.#deliver();
+    if (this.#arrived.length > 0) {
+      if (chunk.length < FULL_RECORD) this.#deliver();
+      else this.#scheduleTurn();
+    }
   }
 
   #protocolError(err: Error): void {
@@ -545,7 +558,7 @@ export class MuxStream extends Duplex implements BudgetHolder {
    * views of the TLS reads, joined into one chunk then, so the reader — in a gateway, the
    * socket to the target — gets one write per turn instead of one per 16 KiB TLS record.
    */
-  #inbox: Buffer[] = [];
+  readonly #inbox: Buffer[] = [];
   #inboxBytes = 0;
   /** Bytes received and not yet credited back to the sender. */
   #received = 0;
@@ -658,9 +671,10 @@ export class MuxStream extends Duplex implements BudgetHolder {
     const n = this.#inboxBytes;
     if (n === 0 || this.destroyed) return;
     const inbox = this.#inbox;
-    this.#inbox = [];
+    const data = inbox.length === 1 ? this.#keepable(inbox[0]) : Buffer.concat(inbox, n);
+    inbox.length = 0;
     this.#inboxBytes = 0;
-    this.push(inbox.length === 1 ? this.#keepable(inbox[0]) : Buffer.concat(inbox, n));
+    this.push(data);
     this.#account();
   }
 
@@ -689,7 +703,7 @@ export class MuxStream extends Duplex implements BudgetHolder {
     if (this.#reset || this.destroyed) return;
     this.#reset = true;
     this.#held = 0;
-    this.#inbox = [];
+    this.#inbox.length = 0;
     this.#inboxBytes = 0;
     this.#session.send({ type: FrameType.RESET, stream: this.id, code: ResetCode.LIMIT, reason });
     this.#session.forget(this.id);
@@ -770,7 +784,7 @@ export class MuxStream extends Duplex implements BudgetHolder {
     }
     this.#session.forget(this.id);
     this.#session.budget.release(this);
-    this.#inbox = [];
+    this.#inbox.length = 0;
     this.#inboxBytes = 0;
     if (this.#pending) {
       this.#pending.callback(err ?? new EdgemeshError(ErrorCodes.UNAVAILABLE, 'stream destroyed'));
