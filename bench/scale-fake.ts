@@ -208,6 +208,7 @@ async function runVariant(v: Variant, apiUrl: string, work: string): Promise<Row
     row['CPU to the FEED snapshot (s)'] = cpuSeconds(gw.pid as number).toFixed(2);
     const synced = await waitForLog(gw.logFile, 'API synced', t1 + 300_000);
     row['restart → API synced (s)'] = ((synced - t1) / 1000).toFixed(2);
+    row['CPU to API synced (s)'] = cpuSeconds(gw.pid as number).toFixed(2);
     await sleep(5_000 + SETTLE_MS);
     row['private 30 s after restart + sync (MB)'] = memoryMB(gw.pid as number).privateMB.toFixed(0);
     row['V8 heap after restart (MB)'] = await heapFigures(metricsPort);
