@@ -118,6 +118,8 @@ export class MetaServer {
   readonly served = { proxiedLists: 0, localLists: 0, watches: 0, unauthorized: 0, forbidden: 0 };
   /** With requireAuthorization: requests let through, by the token they carried. */
   readonly authenticated = new Map<string, number>();
+  /** Requests refused 401 per bearer token they carried ('' for none): which client was refused, not just how many. */
+  readonly rejected = new Map<string, number>();
 
   constructor(opts: MetaServerOptions) {
     this.#opts = opts;
@@ -293,11 +295,13 @@ export class MetaServer {
         this.authenticated.set(token, (this.authenticated.get(token) ?? 0) + 1);
         return true;
       }
+      this.rejected.set(token, (this.rejected.get(token) ?? 0) + 1);
       this.#unauthorized(res);
       return false;
     }
     if (!this.#opts.requireAuthorization?.anonymous) {
       // v1.22: no anonymous authenticator, so no token fails authentication.
+      this.rejected.set('', (this.rejected.get('') ?? 0) + 1);
       this.#unauthorized(res);
       return false;
     }
