@@ -23,6 +23,7 @@ import {
   nginxConfig,
   nginxDeployment,
   rolloutStatus,
+  servedBy,
   services,
 } from './scenario.ts';
 
@@ -34,6 +35,7 @@ import {
 // on KubeEdge), and the same /status read on the node itself shows their peers and paths.
 let cluster: EdgeCluster;
 const MONITORING = new URL('../../manifests/monitoring', import.meta.url).pathname;
+const MANIFESTS = new URL('../../manifests', import.meta.url).pathname;
 
 // Asynchronous on purpose: the local kubeconfig reaches the API server through a forwarder
 // in this test process (test/cluster/control-plane.ts), which a spawnSync would block.
@@ -255,6 +257,76 @@ describe('edgemesh check and status on the edge cluster', () => {
     expect(
       value(new RegExp(`^edgemesh_proxy_service_connections_total\\{${svc}[^}]*\\} (\\d+)`, 'm')),
     ).toBeGreaterThan(0);
+  });
+
+  it('version: the client, every part the cluster runs on our image, the sidecars by image, no skew', async () => {
+    const r = await edgemesh(['version']);
+    expect(r.status, r.stderr).toBe(0);
+    const ref = images().edgemesh.replace(/[.]/g, '\\.');
+    expect(r.stdout).toMatch(/^Client: {2}edgemesh \d+\.\d+\.\d+/m);
+    for (const part of ['webhook', 'gateway', 'tunnel-server'])
+      expect(r.stdout, part).toMatch(new RegExp(`^ {2}${part} .*\\b(\\d+)/\\1 +${ref}`, 'm'));
+    expect(r.stdout).toMatch(/^Sidecars \(\d+ injected pods?, all namespaces\):/m);
+    expect(r.stdout).toMatch(new RegExp(`^ {2}injecting now: ${ref} `, 'm'));
+    expect(r.stdout).toMatch(/^Skew: none/m);
+  });
+
+  it('inject: a manifest injected by hand runs in an unlabelled namespace and reaches the mesh; uninject gives it back', async () => {
+    const work = await mkdtemp(join(tmpdir(), 'edgemesh-e2e-inject-'));
+    try {
+      const deployment = clientDeployment(images(), 'handmade');
+      deployment.metadata.namespace = 'handmade';
+      const plain = join(work, 'plain.yaml');
+      await writeFile(plain, YAML.stringify(deployment));
+      // The shipped ConfigMap as the README shows it, and the image the cluster runs.
+      const injected = await edgemesh([
+        'inject',
+        plain,
+        '--config',
+        join(MANIFESTS, 'base/config.yaml'),
+        '--image',
+        images().edgemesh,
+      ]);
+      expect(injected.status, injected.stderr).toBe(0);
+      await writeFile(join(work, 'injected.yaml'), injected.stdout);
+      const back = await edgemesh(['uninject', join(work, 'injected.yaml')]);
+      expect(back.status, back.stderr).toBe(0);
+      expect(YAML.parse(back.stdout)).toEqual(YAML.parse(YAML.stringify(deployment)));
+      await apply(cluster, [namespace('handmade')]);
+      await cluster.kubectl(['apply', '-f', '-'], { input: injected.stdout });
+      await cluster.kubectl(
+        ['-n', 'handmade', 'rollout', 'status', 'deployment/handmade', '--timeout=180s'],
+        {
+          timeoutMs: 190_000,
+        },
+      );
+      const [pod] = await livePods(cluster, 'app=handmade', 'handmade');
+      if (!pod) throw new Error('no handmade pod');
+      const names = (pod as { spec: { initContainers?: { name: string }[] } }).spec.initContainers?.map(
+        (c) => c.name,
+      );
+      expect(names).toEqual(expect.arrayContaining(['edgemesh-init', 'edgemesh-proxy']));
+      const r = await waitFor(
+        async () => {
+          const res = await cluster.execDirect(
+            pod.spec.nodeName as string,
+            { namespace: 'handmade', pod: pod.metadata.name, container: 'client' },
+            ['curl', '-sS', '--max-time', '5', `http://nginx-svc.${NS}.svc.cluster.local:12345/`],
+            30_000,
+          );
+          return res.code === 0 && res;
+        },
+        60_000,
+        1_000,
+        'the hand-injected client reaches nginx-svc by name',
+      );
+      expect(servedBy(r.stdout)?.pod).toMatch(/^nginx-/);
+    } finally {
+      await cluster
+        .kubectl(['delete', 'namespace', 'handmade', '--ignore-not-found', '--wait=false'])
+        .catch(() => '');
+      await rm(work, { recursive: true, force: true });
+    }
   });
 
   it("the Grafana dashboard's queries against a real Prometheus scraping the cluster's gateways and a sidecar", async () => {
