@@ -17,7 +17,14 @@
  *   every attempt failed                   → 502 (gRPC: 200 + grpc-status 14) with the last error
  *   the upstream resets after the head     → the client's stream is reset with the same code
  */
-import type { Http2Server, IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
+import type {
+  ClientHttp2Stream,
+  Http2Server,
+  Http2Stream,
+  IncomingHttpHeaders,
+  ServerHttp2Session,
+  ServerHttp2Stream,
+} from 'node:http2';
 import type net from 'node:net';
 import { describeError } from '../../../lib/errors.ts';
 import type { ConnContext, HttpProxyOptions } from '../http-proxy.ts';
@@ -56,7 +63,16 @@ interface ServerSession {
   ctx: ConnContext;
   /** Streams open on this client connection (for its idle limit). */
   active: number;
+  /** The sweep tick at which `active` last dropped to 0 (or the session began). */
+  idleSince: number;
 }
+
+/**
+ * How often idle sessions are looked for. One coarse timer for all of them instead of
+ * session.setTimeout: that one is refreshed (a timer-list insert) on every frame of every
+ * stream, which measured ~6 µs of each proxied request.
+ */
+const SWEEP_MS = 1_000;
 
 export class H2Proxy {
   readonly #opts: H2ProxyOptions;
@@ -64,6 +80,9 @@ export class H2Proxy {
   #server: Http2Server | undefined;
   readonly #sessions = new Map<ServerHttp2Session, ServerSession>();
   #pending: ConnContext | undefined;
+  #sweep: NodeJS.Timeout | undefined;
+  /** Seconds-ish clock of the sweep (ticks of SWEEP_MS): no clock read per stream. */
+  #tick = 0;
 
   constructor(opts: H2ProxyOptions) {
     this.#opts = opts;
@@ -97,6 +116,7 @@ export class H2Proxy {
   }
 
   close(): void {
+    clearInterval(this.#sweep);
     for (const session of this.#sessions.keys()) session.destroy();
     this.#sessions.clear();
     this.#pool.close();
@@ -108,17 +128,22 @@ export class H2Proxy {
     const { metrics, log, idleTimeoutMs } = this.#opts;
     const server = process.getBuiltinModule('node:http2').createServer();
     server.on('session', (session: ServerHttp2Session) => {
-      const entry: ServerSession = { ctx: this.#pending as ConnContext, active: 0 };
+      const entry: ServerSession = { ctx: this.#pending as ConnContext, active: 0, idleSince: this.#tick };
       this.#sessions.set(session, entry);
       session.on('close', () => this.#sessions.delete(session));
       session.on('error', () => undefined); // reported via sessionError; never crash the process
-      // Idle as for TCP: a session with no open stream for idleTimeoutMs is closed. An open
-      // stream (a quiet gRPC stream) keeps it, as an open TCP connection is kept while busy.
-      if (idleTimeoutMs > 0)
-        session.setTimeout(idleTimeoutMs, () => {
-          if (entry.active === 0) session.close();
-        });
     });
+    // Idle as for TCP: a session with no open stream for idleTimeoutMs is closed. An open
+    // stream (a quiet gRPC stream) keeps it, as an open TCP connection is kept while busy.
+    if (idleTimeoutMs > 0) {
+      const idleTicks = Math.max(1, Math.ceil(idleTimeoutMs / SWEEP_MS));
+      this.#sweep = setInterval(() => {
+        this.#tick++;
+        for (const [session, entry] of this.#sessions)
+          if (entry.active === 0 && this.#tick - entry.idleSince >= idleTicks) session.close();
+      }, SWEEP_MS);
+      this.#sweep.unref();
+    }
     server.on('sessionError', (err: Error) => {
       metrics.refused.inc({ reason: 'bad-http' });
       log.debug({ err: describeError(err) }, 'h2c session error');
@@ -132,8 +157,7 @@ export class H2Proxy {
         if (!stream.destroyed) stream.close(INTERNAL_ERROR);
       }
     });
-    // The compatibility 'request' event is never used: without a listener node:http2 skips it.
-    server.removeAllListeners('request');
+    // No 'request' listener: node:http2 then never builds its compatibility objects.
     this.#server = server;
     return server;
   }
@@ -143,8 +167,8 @@ export class H2Proxy {
     const entry = this.#sessions.get(stream.session as ServerHttp2Session);
     if (entry) {
       entry.active++;
-      stream.once('close', () => {
-        entry.active--;
+      stream.on('close', () => {
+        if (--entry.active === 0) entry.idleSince = this.#tick;
       });
     }
     const grpc = isGrpc(headers['content-type']);
@@ -222,7 +246,7 @@ export class H2Proxy {
     if (stream.destroyed) return;
     const { metrics, router } = this.#opts;
     const balancer = router.balancer(route);
-    let up: ReturnType<SessionPool['request']>;
+    let up: ClientHttp2Stream;
     try {
       up = this.#pool.request(session, ex.headers, !ex.hasBody);
     } catch (err) {
@@ -248,10 +272,13 @@ export class H2Proxy {
         stream.respond(head, { endStream: true });
         return;
       }
-      stream.respond(head, { waitForTrailers: true });
-      // No trailers from upstream: an empty DATA frame with END_STREAM ends the stream.
-      stream.once('wantTrailers', () => stream.sendTrailers(trailers ?? {}));
-      up.pipe(stream);
+      // Trailers are waited for only where they may come: the client said it takes them
+      // (`te: trailers`, which every gRPC client sends) or the response is gRPC. Elsewhere the
+      // body's last DATA frame ends the stream, one frame and one event fewer.
+      const withTrailers = ex.headers.te === 'trailers' || isGrpc(head['content-type']);
+      stream.respond(head, { waitForTrailers: withTrailers });
+      if (withTrailers) stream.on('wantTrailers', () => stream.sendTrailers(trailers ?? {}));
+      relay(up, stream);
     });
     up.on('trailers', (t: IncomingHttpHeaders) => {
       trailers = t;
@@ -259,7 +286,7 @@ export class H2Proxy {
     up.on('close', () => {
       balancer.release(choice.id);
       if (responded) {
-        // Reset after the head: the client's stream is reset alike (pipe ended it otherwise).
+        // Reset after the head: the client's stream is reset alike (relay ended it otherwise).
         if (up.rstCode !== undefined && up.rstCode !== NO_ERROR && !stream.destroyed)
           stream.close(up.rstCode);
         return;
@@ -274,11 +301,11 @@ export class H2Proxy {
         ex.attempts = Number.POSITIVE_INFINITY;
       this.#attempt(ex, route);
     });
-    stream.once('close', () => {
+    stream.on('close', () => {
       if (!up.closed && !up.destroyed)
         up.close(stream.rstCode && stream.rstCode !== NO_ERROR ? stream.rstCode : CANCEL);
     });
-    if (ex.hasBody) stream.pipe(up);
+    if (ex.hasBody) relay(stream, up);
   }
 
   /** The proxy's own answer (gRPC-aware: grpc.ts); resets the stream if the head already left. */
@@ -297,4 +324,20 @@ export class H2Proxy {
       stream.end(answer.body);
     }
   }
+}
+
+/**
+ * Moves a body from one HTTP/2 stream to another under both sides' flow control: a full
+ * destination pauses the source (so the source's window closes), its drain resumes it; the
+ * source's end ends the destination. Not pipe(): that adds and removes eight listeners per
+ * body, measured among the largest costs of a small proxied request.
+ */
+function relay(from: Http2Stream, to: Http2Stream): void {
+  from.on('data', (chunk: Buffer) => {
+    if (!to.write(chunk)) from.pause();
+  });
+  to.on('drain', () => from.resume());
+  from.on('end', () => {
+    if (!to.destroyed) to.end();
+  });
 }
