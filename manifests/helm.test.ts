@@ -44,11 +44,23 @@ function parse(text: string): Obj[] {
     .sort((a, b) => byKey(a).localeCompare(byKey(b)));
 }
 
+/** The one difference from kustomize on purpose: Helm keeps the Namespace at uninstall (its release record lives there). */
+const KEEP = 'helm.sh/resource-policy';
+
 async function helmTemplate(...set: string[]): Promise<Obj[]> {
   const args = ['template', 'edgemesh', chart, '--namespace', 'edgemesh-system'];
   for (const s of set) args.push('--set', s);
   const { stdout } = await execFileP(helm, args, { maxBuffer: 16 << 20 });
-  return parse(stdout);
+  return parse(stdout).map((o) => {
+    if (o.kind !== 'Namespace') return o;
+    const annotations = { ...(o.metadata.annotations as Record<string, string> | undefined) };
+    if (annotations[KEEP] !== 'keep')
+      throw new Error(`the chart's Namespace lost its ${KEEP}: keep annotation`);
+    delete annotations[KEEP];
+    const metadata = { ...o.metadata, annotations };
+    if (Object.keys(annotations).length === 0) delete (metadata as { annotations?: unknown }).annotations;
+    return { ...o, metadata };
+  });
 }
 
 async function kustomize(path: string): Promise<Obj[]> {
