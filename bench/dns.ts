@@ -439,9 +439,9 @@ try {
     const mb = (n: number) => (n / 1024).toFixed(1);
     const metrics = (await lab.run(ns, ['curl', '-s', 'http://127.0.0.1:15020/metrics'])).stdout;
     const gauge = (name: string) =>
-      Number(new RegExp(`^edgemesh_${name}\\{[^}]*\\} (\\S+)`, 'm').exec(metrics)?.[1] ?? Number.NaN);
+      Number(new RegExp(`^${name}\\{[^}]*\\} (\\S+)`, 'm').exec(metrics)?.[1] ?? Number.NaN);
     console.log(
-      `edgemesh DNS heap: used ${(gauge('nodejs_heap_size_used_bytes') / 2 ** 20).toFixed(1)} MB of ${(gauge('nodejs_heap_size_total_bytes') / 2 ** 20).toFixed(1)} MB, external ${(gauge('nodejs_external_memory_bytes') / 2 ** 20).toFixed(1)} MB, cache entries ${gauge('dns_cache_entries')}`,
+      `edgemesh DNS heap: used ${(gauge('nodejs_heap_size_used_bytes') / 2 ** 20).toFixed(1)} MB of ${(gauge('nodejs_heap_size_total_bytes') / 2 ** 20).toFixed(1)} MB, external ${(gauge('nodejs_external_memory_bytes') / 2 ** 20).toFixed(1)} MB, cache entries ${gauge('edgemesh_dns_cache_entries')}`,
     );
     console.log(
       `edgemesh DNS after the runs: RSS ${mb(kb('Rss'))} MB, private ${mb(kb('Private_Dirty') + kb('Private_Clean'))} MB (Private_Dirty ${mb(kb('Private_Dirty'))} MB)`,

@@ -63,13 +63,17 @@ function processCpuMetrics(registry: Registry, prefix: string): void {
 // WebSocket/MessageEvent getters load Node's bundled undici (~6 MB private per process).
 const http = process.getBuiltinModule('node:http');
 
-/** One registry per process part, with process/runtime metrics under the `edgemesh_` prefix. */
+/**
+ * One registry per process part. Process and runtime metrics keep their standard names
+ * (`process_resident_memory_bytes`, `process_cpu_seconds_total`, `nodejs_*`, as every
+ * Prometheus client library writes them), so the usual dashboards and alerts work unchanged;
+ * the `component` label says which part.
+ */
 export function createRegistry(component: string): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ component });
-  processCpuMetrics(registry, 'edgemesh_');
-  for (const metric of DEFAULT_METRICS)
-    metric(registry, { prefix: 'edgemesh_', eventLoopMonitoringPrecision: 10 });
+  processCpuMetrics(registry, '');
+  for (const metric of DEFAULT_METRICS) metric(registry, { prefix: '', eventLoopMonitoringPrecision: 10 });
   buildInfoMetric(registry);
   return registry;
 }

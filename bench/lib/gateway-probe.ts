@@ -7,7 +7,7 @@ export async function heapFigures(metricsPort: number): Promise<string> {
   const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
   const mb = (name: string) =>
     (Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN) / 2 ** 20).toFixed(0);
-  return `${mb('edgemesh_nodejs_heap_size_used_bytes')} / ${mb('edgemesh_nodejs_heap_size_total_bytes')}, ${mb('edgemesh_nodejs_external_memory_bytes')}`;
+  return `${mb('nodejs_heap_size_used_bytes')} / ${mb('nodejs_heap_size_total_bytes')}, ${mb('nodejs_external_memory_bytes')}`;
 }
 
 /** When (performance.now()) `text` first shows in the log `file`; throws past `deadline`. */

@@ -67,7 +67,7 @@ describe('grafana-dashboard.json', () => {
 
   it('names only metrics the code exports', () => {
     expect(known.has('edgemesh_gateway_peer_path')).toBe(true);
-    expect(known.has('edgemesh_process_resident_memory_bytes')).toBe(true);
+    expect(known.has('process_resident_memory_bytes')).toBe(true);
     expect(isKnown('edgemesh_gateway_peer_pathz', known)).toBe(false);
     expect(isKnown('edgemesh_webhook_admission_duration_seconds_bucket', known)).toBe(true);
     const unknown = queries.flatMap((q) =>

@@ -242,7 +242,7 @@ describe('the dashboard and the alert rules against a real Prometheus scraping a
     expect(await one('edgemesh_gateway_tunnel_servers_up')).toBe(1);
     expect(await one('edgemesh_gateway_streams_total{path="local"}')).toBe(1);
     expect(await one('edgemesh_gateway_certificate_expiry_seconds')).toBeGreaterThan(Date.now() / 1000);
-    expect(await one('edgemesh_process_resident_memory_bytes{component="gateway"}')).toBeGreaterThan(0);
+    expect(await one('process_resident_memory_bytes{component="gateway"}')).toBeGreaterThan(0);
     expect(await one('edgemesh_gateway_peer_path{peer="edge-o",path="direct"}')).toBe(1);
     expect(await one('edgemesh_gateway_peer_bytes_total{peer="edge-o",direction="in"}')).toBeGreaterThan(
       4096,

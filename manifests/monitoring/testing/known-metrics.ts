@@ -7,7 +7,7 @@ import { createRegistry } from '../../../lib/metrics.ts';
  * that names a metric nobody exports (a typo, a rename) fails a test instead of showing an
  * empty panel. Two sources:
  *   - a real registry from lib/metrics.ts createRegistry: the process and runtime metrics
- *     prom-client names under the `edgemesh_` prefix, and edgemesh_build_info;
+ *     prom-client's standard process/runtime names (process_*, nodejs_*), and edgemesh_build_info;
  *   - the parts' sources: every string literal that is a whole `edgemesh_*` name (metric
  *     names are written out where they are registered), and names built from a prefix as
  *     lib/tunnel/renewer.ts does (`${prefix}_certificate_expiry_seconds`), with the prefixes
