@@ -333,11 +333,20 @@ export class H2Proxy {
  * body, measured among the largest costs of a small proxied request.
  */
 function relay(from: Http2Stream, to: Http2Stream): void {
-  from.on('data', (chunk: Buffer) => {
+  const onData = (chunk: Buffer) => {
     if (!to.write(chunk)) from.pause();
-  });
+  };
+  from.on('data', onData);
   to.on('drain', () => from.resume());
   from.on('end', () => {
     if (!to.destroyed) to.end();
+  });
+  // The destination went away first (an upstream that answered before reading the whole
+  // request body, as a server may): the rest of the source is read and dropped, so its
+  // window stays open and it can finish, instead of staying paused on a dead stream.
+  to.on('close', () => {
+    if (from.readableEnded) return;
+    from.removeListener('data', onData);
+    from.resume();
   });
 }
