@@ -81,6 +81,8 @@ export class H2Proxy {
   readonly #sessions = new Map<ServerHttp2Session, ServerSession>();
   #pending: ConnContext | undefined;
   #sweep: NodeJS.Timeout | undefined;
+  /** Children of the requests-by-code counter, looked up once per code (not per request). */
+  readonly #codeCounters = new Map<number, { inc(): void }>();
   /** Seconds-ish clock of the sweep (ticks of SWEEP_MS): no clock read per stream. */
   #tick = 0;
 
@@ -265,7 +267,7 @@ export class H2Proxy {
       responded = true;
       balancer.reportSuccess(choice.id);
       const status = Number(head[':status']);
-      metrics.httpRequests.inc({ code: status });
+      this.#count(status);
       metrics.services.of(route).request(status, (performance.now() - ex.started) / 1000);
       if (stream.destroyed || stream.closed) return;
       if (flags & END_STREAM) {
@@ -309,8 +311,17 @@ export class H2Proxy {
   }
 
   /** The proxy's own answer (gRPC-aware: grpc.ts); resets the stream if the head already left. */
+  #count(status: number): void {
+    let counter = this.#codeCounters.get(status);
+    if (!counter) {
+      counter = this.#opts.metrics.httpRequests.labels({ code: status });
+      this.#codeCounters.set(status, counter);
+    }
+    counter.inc();
+  }
+
   #answer(stream: ServerHttp2Stream, status: number, body: string, grpc: boolean): void {
-    this.#opts.metrics.httpRequests.inc({ code: status });
+    this.#count(status);
     if (stream.destroyed) return;
     if (stream.headersSent) {
       stream.close(INTERNAL_ERROR);
