@@ -377,6 +377,36 @@ describe('mux session', () => {
       expect(chunks.length).toBe(1); // one push (one write to the target), not one per frame
     });
 
+    it('a stream hands on a quarter window at a time however much arrives in one read', async () => {
+      const [a, b] = duplexPair();
+      const server = new MuxSession(b, { role: 'server', peer: 'client' });
+      sessions.push(server);
+      const chunks: Buffer[] = [];
+      const ended = new Promise<void>((resolve) =>
+        server.on('stream', (stream) => {
+          stream.accept();
+          stream.on('data', (c: Buffer) => chunks.push(c));
+          stream.on('end', () => resolve());
+        }),
+      );
+      a.write(encodeFrame({ type: FrameType.OPEN, stream: 1, target: { ip: '10.0.0.1', port: 1 } }));
+      await once(server, 'stream');
+      // A whole window (16 full frames) and the FIN in one read, as a receiver that fell
+      // behind reads them: without the quarter-window hand-on it would push 1 MiB at once.
+      const data = randomBytes(server.window);
+      const frames: Buffer[] = [];
+      for (let at = 0; at < data.length; at += 64 * 1024)
+        frames.push(
+          encodeFrame({ type: FrameType.DATA, stream: 1, data: data.subarray(at, at + 64 * 1024) }),
+        );
+      frames.push(encodeFrame({ type: FrameType.FIN, stream: 1 }));
+      a.write(Buffer.concat(frames));
+      await ended;
+      expect(sha(Buffer.concat(chunks))).toBe(sha(data));
+      expect(chunks.length).toBe(4);
+      expect(Math.max(...chunks.map((c) => c.length))).toBe(server.window / 4);
+    });
+
     it('a short write goes out and is handed to the reader without waiting for the turn', async () => {
       const { client, server, clientSocket } = pair();
       let far: MuxStream | undefined;

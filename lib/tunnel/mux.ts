@@ -611,7 +611,11 @@ export class MuxStream extends Duplex implements BudgetHolder {
         if (this.#inboxBytes === 0) this.#session.arrived(this);
         this.#inbox.push(f.data);
         this.#inboxBytes += f.data.length;
-        this.#account();
+        // A quarter window is a grant's worth: hand it on now rather than at the turn's end,
+        // so credit flows back while a long turn (a receiver behind, reading up to 2 MiB in
+        // one poll) is still decoding, and the sender is not left waiting for the whole turn.
+        if (this.#inboxBytes >= this.#session.window / 4) this.deliver();
+        else this.#account();
         return;
       case FrameType.WINDOW:
         this.#sendWindow += f.increment;
