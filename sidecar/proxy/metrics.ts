@@ -54,3 +54,19 @@ export function createProxyMetrics(registry?: Registry): ProxyMetrics {
   };
   return metrics;
 }
+
+/**
+ * `edgemesh_proxy_http_requests_total{code}` for one status, its labelled child cached per
+ * code: prom-client hashes the label object on every `inc(labels)`, measurable per request.
+ */
+export function statusCounter(metrics: ProxyMetrics): (status: number) => void {
+  const children = new Map<number, { inc(): void }>();
+  return (status) => {
+    let child = children.get(status);
+    if (!child) {
+      child = metrics.httpRequests.labels({ code: status });
+      children.set(status, child);
+    }
+    child.inc();
+  };
+}

@@ -26,20 +26,19 @@ const EVENT_FATAL = 6;
 const EVENT_REPLY = 7;
 
 type Engine = object;
+/** One event from the engine's thread: `num` is a port, an errno or a close reason by type; CLOSED carries the bytes carried each way. */
+type EngineEvent = (
+  type: number,
+  fd: number,
+  num: number,
+  dst?: string,
+  peer?: string,
+  local?: string,
+  sent?: number,
+  received?: number,
+) => void;
 interface Addon {
-  create(
-    onEvent: (
-      type: number,
-      fd: number,
-      num: number,
-      dst?: string,
-      peer?: string,
-      local?: string,
-      sent?: number,
-      received?: number,
-    ) => void,
-    idleMs: number,
-  ): Engine;
+  create(onEvent: EngineEvent, idleMs: number): Engine;
   listen(engine: Engine, host: string, port: number, backlog: number): void;
   connect(engine: Engine, fd: number, ip: string, port: number, timeoutMs: number, hello?: string): void;
   proceed(engine: Engine, fd: number): void;
@@ -198,16 +197,7 @@ export class NativeL4 {
     waiting.resolve();
   }
 
-  #onEvent(
-    type: number,
-    fd: number,
-    num: number,
-    dst?: string,
-    peer?: string,
-    local?: string,
-    sent = 0,
-    received = 0,
-  ): void {
+  #onEvent: EngineEvent = (type, fd, num, dst, peer, local, sent = 0, received = 0) => {
     switch (type) {
       case EVENT_ACCEPTED:
         this.#open++;
@@ -262,7 +252,7 @@ export class NativeL4 {
         // more. Crash, so the container restarts, rather than run without a data path.
         throw new Error(`native L4 engine stopped: epoll_wait failed (${errnoName(num)})`);
     }
-  }
+  };
 }
 
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));

@@ -15,6 +15,7 @@ import {
   apply,
   clientDeployment,
   curl,
+  expectNothingOfOursLeft,
   inClient,
   isReady,
   livePods,
@@ -443,29 +444,6 @@ describe('edgemesh check and status on the edge cluster', () => {
     await cluster.kubectl(['delete', 'namespace', 'edgemesh-system', '--wait=true', '--timeout=120s'], {
       timeoutMs: 130_000,
     });
-    const left = await cluster.kubectl([
-      'get',
-      'namespaces,clusterroles,clusterrolebindings,mutatingwebhookconfigurations',
-      '-o',
-      'name',
-    ]);
-    expect(left.split('\n').filter((l) => /edgemesh/.test(l))).toEqual([]);
-    await waitFor(
-      async () => {
-        for (const node of cluster.allNodes) {
-          const ids = await node.real.ctr([
-            'containers',
-            'ls',
-            '-q',
-            'labels."io.kubernetes.pod.namespace"==edgemesh-system',
-          ]);
-          if (ids.trim()) return false;
-        }
-        return true;
-      },
-      120_000,
-      1_000,
-      'every edgemesh container gone from every node',
-    );
+    await expectNothingOfOursLeft(cluster);
   });
 });

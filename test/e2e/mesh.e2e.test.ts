@@ -8,6 +8,7 @@ import {
   clientDeployment,
   clientRef,
   curl,
+  expectNothingOfOursLeft,
   getJson,
   inClient,
   isInjected,
@@ -615,29 +616,6 @@ describe('edgemesh on a real control plane across NATs', () => {
       input: rendered.stdout,
       timeoutMs: 130_000,
     });
-    const left = await cluster.kubectl([
-      'get',
-      'namespaces,clusterroles,clusterrolebindings,mutatingwebhookconfigurations',
-      '-o',
-      'name',
-    ]);
-    expect(left.split('\n').filter((l) => /edgemesh/.test(l))).toEqual([]);
-    await waitFor(
-      async () => {
-        for (const node of cluster.allNodes) {
-          const ids = await node.real.ctr([
-            'containers',
-            'ls',
-            '-q',
-            'labels."io.kubernetes.pod.namespace"==edgemesh-system',
-          ]);
-          if (ids.trim()) return false;
-        }
-        return true;
-      },
-      120_000,
-      1_000,
-      'every edgemesh container gone from every node',
-    );
+    await expectNothingOfOursLeft(cluster);
   });
 });

@@ -1,3 +1,4 @@
+import { waitFor } from '../harness/netns.ts';
 import type { EdgeCluster, ExecResult } from './edge-cluster.ts';
 
 /**
@@ -366,5 +367,38 @@ export async function offTheRelay(
   }
   throw new Error(
     `tunnels from ${clientNode} still use ${paths.join(', ') || 'no path'} after ${timeoutMs} ms`,
+  );
+}
+
+/**
+ * After an uninstall: no edgemesh namespace, cluster role, binding or webhook configuration
+ * in the API, and no edgemesh-system container left on any node (bounded wait: kubelets
+ * stop them after the API objects are gone).
+ */
+export async function expectNothingOfOursLeft(cluster: EdgeCluster): Promise<void> {
+  const left = await cluster.kubectl([
+    'get',
+    'namespaces,clusterroles,clusterrolebindings,mutatingwebhookconfigurations',
+    '-o',
+    'name',
+  ]);
+  const ours = left.split('\n').filter((l) => /edgemesh/.test(l));
+  if (ours.length > 0) throw new Error(`left behind in the API: ${ours.join(', ')}`);
+  await waitFor(
+    async () => {
+      for (const node of cluster.allNodes) {
+        const ids = await node.real.ctr([
+          'containers',
+          'ls',
+          '-q',
+          'labels."io.kubernetes.pod.namespace"==edgemesh-system',
+        ]);
+        if (ids.trim()) return false;
+      }
+      return true;
+    },
+    120_000,
+    1_000,
+    'every edgemesh container gone from every node',
   );
 }

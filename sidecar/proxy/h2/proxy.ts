@@ -28,6 +28,7 @@ import type {
 import type net from 'node:net';
 import { describeError } from '../../../lib/errors.ts';
 import type { ConnContext, HttpProxyOptions } from '../http-proxy.ts';
+import { statusCounter } from '../metrics.ts';
 import type { RouteTable } from '../route.ts';
 import type { ServiceRoute } from '../router.ts';
 import { isGrpc, proxyAnswer } from './grpc.ts';
@@ -81,13 +82,14 @@ export class H2Proxy {
   readonly #sessions = new Map<ServerHttp2Session, ServerSession>();
   #pending: ConnContext | undefined;
   #sweep: NodeJS.Timeout | undefined;
-  /** Children of the requests-by-code counter, looked up once per code (not per request). */
-  readonly #codeCounters = new Map<number, { inc(): void }>();
+  /** The requests-by-code counter (metrics.ts statusCounter). */
+  readonly #count: (status: number) => void;
   /** Seconds-ish clock of the sweep (ticks of SWEEP_MS): no clock read per stream. */
   #tick = 0;
 
   constructor(opts: H2ProxyOptions) {
     this.#opts = opts;
+    this.#count = statusCounter(opts.metrics);
     this.#pool = new SessionPool({
       dialer: opts.dialer,
       connectTimeoutMs: opts.connectTimeoutMs,
@@ -311,15 +313,6 @@ export class H2Proxy {
   }
 
   /** The proxy's own answer (gRPC-aware: grpc.ts); resets the stream if the head already left. */
-  #count(status: number): void {
-    let counter = this.#codeCounters.get(status);
-    if (!counter) {
-      counter = this.#opts.metrics.httpRequests.labels({ code: status });
-      this.#codeCounters.set(status, counter);
-    }
-    counter.inc();
-  }
-
   #answer(stream: ServerHttp2Stream, status: number, body: string, grpc: boolean): void {
     this.#count(status);
     if (stream.destroyed) return;

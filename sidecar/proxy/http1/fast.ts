@@ -23,7 +23,7 @@ import { describeError } from '../../../lib/errors.ts';
 import type { Logger } from '../../../lib/log.ts';
 import type { Dialer, DialResult } from '../dialer.ts';
 import type { Balancer } from '../lb.ts';
-import type { ProxyMetrics } from '../metrics.ts';
+import { type ProxyMetrics, statusCounter } from '../metrics.ts';
 import type { RouteTable, Target } from '../route.ts';
 import type { Router } from '../router.ts';
 import type { ServiceStats } from '../service-metrics.ts';
@@ -162,7 +162,6 @@ export class Http1Fast {
   readonly #opts: FastOptions;
   readonly #pools = new Map<string, Upstream[]>();
   readonly #conns = new SlotList<ClientConn>();
-  readonly #codeCounters = new Map<number, { inc(): void }>();
   /** Node → when a connection to it last came back from the gateway on a path other than the relay. */
   readonly #offRelayAt = new Map<string, number>();
   /** Node → open connections whose stream rides the relay (most nodes have none: no scan then). */
@@ -172,8 +171,12 @@ export class Http1Fast {
   #sweep: NodeJS.Timeout | undefined;
   #draining = false;
 
+  /** The requests-by-code counter (metrics.ts statusCounter). */
+  readonly #count: (status: number) => void;
+
   constructor(opts: FastOptions) {
     this.#opts = opts;
+    this.#count = statusCounter(opts.metrics);
     this.#idleMs = opts.pool?.idleMs ?? POOL_IDLE_MS;
     this.#relayReuseMs = opts.pool?.relayReuseMs ?? RELAY_REUSE_MS;
   }
@@ -769,15 +772,6 @@ export class Http1Fast {
   }
 
   // ---- answers of our own ----
-
-  #count(status: number): void {
-    let counter = this.#codeCounters.get(status);
-    if (!counter) {
-      counter = this.#opts.metrics.httpRequests.labels({ code: status });
-      this.#codeCounters.set(status, counter);
-    }
-    counter.inc();
-  }
 
   #badRequest(conn: ClientConn, err: unknown): void {
     const status = err instanceof HttpError ? err.status : 400;
