@@ -40,10 +40,11 @@ function scriptedHost(opts: {
   return new RecordingHost({
     sysctls: opts.sysctls ?? { 'net/ipv4/ip_local_reserved_ports': '' },
     sysctlWriteError: opts.sysctlWriteError,
-    respond(command, _args, stdin) {
+    respond(command, args, stdin) {
       if (opts.missing?.some((m) => command.includes(m))) return undefined;
       if (command === 'iptables') return ok(opts.systemIptables ?? 'iptables v1.8.9 (nf_tables)\n');
       const backend = command.includes('-nft-') ? 'nft' : 'legacy';
+      if (command.endsWith('-save') && args.includes('mangle')) return ok(''); // no UDP capture here
       if (command.endsWith('-save')) return ok(saveText(tables[backend]));
       if (command.endsWith('-restore')) {
         if (opts.restoreResult) return opts.restoreResult;

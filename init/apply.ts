@@ -15,7 +15,7 @@ import type { Host } from './host.ts';
 import type { CaptureOptions } from './options.ts';
 import { installedSlugs, parseSave, renderCleanup, renderInstall, type SavedTable } from './render.ts';
 import { isReserved, withReserved } from './reserved-ports.ts';
-import { buildRules, type Family } from './rules.ts';
+import { buildRules, buildUdpRules, type Family, type Ruleset, udpPolicyRoute } from './rules.ts';
 
 export interface InitConfig {
   readonly capture: CaptureOptions;
@@ -34,10 +34,15 @@ export interface InstallReport {
 const RESERVED_PORTS_KEY = 'net/ipv4/ip_local_reserved_ports';
 const families = (capture: CaptureOptions): Family[] => (capture.ipv6 ? [4, 6] : [4]);
 
-async function readTable(host: Host, backend: BackendName, family: Family): Promise<SavedTable> {
+async function readTable(
+  host: Host,
+  backend: BackendName,
+  family: Family,
+  table: Ruleset['table'] = 'nat',
+): Promise<SavedTable> {
   const command = saveBinary(backend, family);
-  const r = await host.run(command, ['-t', 'nat']);
-  if (r.code !== 0) throw failure(command, r, 'reading the nat table');
+  const r = await host.run(command, ['-t', table]);
+  if (r.code !== 0) throw failure(command, r, `reading the ${table} table`);
   return parseSave(r.stdout);
 }
 
@@ -64,31 +69,82 @@ export async function installCapture(
 
   const installed: { family: Family; rules: number }[] = [];
   for (const family of fams) {
-    const ruleset = buildRules(config.capture, family);
-    const current = await readTable(host, backend.name, family);
-    await restore(
-      host,
-      backend.name,
-      family,
-      renderInstall(ruleset, current),
-      'installing the capture rules',
-    );
-
-    const after = installedSlugs(await readTable(host, backend.name, family));
-    const wanted = ruleset.rules.map((r) => r.slug);
-    const missing = wanted.filter((s) => !after.includes(s));
-    if (missing.length > 0 || after.length !== wanted.length) {
-      throw iptablesError(
-        `IPv${family} rules differ after restore (missing: ${missing.join(', ') || 'none'}; ` +
-          `${after.length} edgemesh rules present, ${wanted.length} expected)`,
-      );
+    let rules = await installRuleset(host, backend.name, buildRules(config.capture, family));
+    if (config.capture.captureUdp) {
+      rules += await installRuleset(host, backend.name, buildUdpRules(config.capture, family));
+      await installPolicyRoute(host, family);
     }
-    installed.push({ family, rules: wanted.length });
-    log.info({ family, rules: wanted.length }, `installed IPv${family} capture rules`);
+    installed.push({ family, rules });
+    log.info({ family, rules }, `installed IPv${family} capture rules`);
   }
 
   const reservedPorts = config.reservedPorts ? await reservePorts(host, config.reservedPorts, log) : '';
   return { backend, families: installed, reservedPorts };
+}
+
+/** Installs one table's ruleset (replacing any earlier copy) and checks save shows it all. */
+async function installRuleset(host: Host, backend: BackendName, ruleset: Ruleset): Promise<number> {
+  const { family, table } = ruleset;
+  // Messages for the nat table read as they always have; the mangle table is named.
+  const which = table === 'nat' ? '' : `${table} `;
+  const current = await readTable(host, backend, family, table);
+  await restore(
+    host,
+    backend,
+    family,
+    renderInstall(ruleset, current),
+    `installing the ${which}capture rules`,
+  );
+  const after = installedSlugs(await readTable(host, backend, family, table));
+  const wanted = ruleset.rules.map((r) => r.slug);
+  const missing = wanted.filter((s) => !after.includes(s));
+  if (missing.length > 0 || after.length !== wanted.length) {
+    throw iptablesError(
+      `IPv${family} ${which}rules differ after restore (missing: ${missing.join(', ') || 'none'}; ` +
+        `${after.length} edgemesh rules present, ${wanted.length} expected)`,
+    );
+  }
+  return wanted.length;
+}
+
+/** Bound on `ip rule del` repeats: duplicates only come from earlier runs, a handful at most. */
+const MAX_RULE_DELETES = 16;
+
+/**
+ * Removes every copy of our policy rule (ip rule add does not deduplicate) and our route.
+ * Returns whether anything was there. A missing `ip` binary means nothing of ours can be.
+ */
+async function removePolicyRoute(host: Host, family: Family): Promise<boolean> {
+  const pr = udpPolicyRoute(family);
+  const fam = `-${family}`;
+  let removed = false;
+  for (let i = 0; i < MAX_RULE_DELETES; i++) {
+    const r = await host.run('ip', [fam, 'rule', 'del', ...pr.rule]);
+    if (r.code !== 0) break;
+    removed = true;
+  }
+  const route = await host.run('ip', [fam, 'route', 'del', ...pr.route]);
+  return removed || route.code === 0;
+}
+
+async function installPolicyRoute(host: Host, family: Family): Promise<void> {
+  const pr = udpPolicyRoute(family);
+  const fam = `-${family}`;
+  await removePolicyRoute(host, family);
+  for (const args of [
+    [fam, 'rule', 'add', ...pr.rule],
+    [fam, 'route', 'replace', ...pr.route],
+  ]) {
+    const r = await host.run('ip', args);
+    if (r.code !== 0) {
+      const detail = (r.stderr || r.stdout).trim().split('\n')[0];
+      throw iptablesError(
+        r.notFound
+          ? 'ip not found in PATH: UDP capture needs the iproute2 package for its policy route'
+          : `ip ${args.join(' ')} failed with exit code ${r.code}: ${detail}`,
+      );
+    }
+  }
 }
 
 /**
@@ -119,6 +175,8 @@ export async function cleanupCapture(
         log.warn({ backend, family, error: err.message }, 'skipping a backend that cannot be read');
         continue;
       }
+      // The mangle table (UDP capture) whatever --capture-udp says: an earlier run may have had it.
+      touched = (await cleanupTable(host, backend, family, 'mangle', log)) || touched;
       const text = renderCleanup(parseSave(r.stdout));
       if (text === undefined) continue;
       await restore(host, backend, family, text, 'removing the capture rules');
@@ -131,10 +189,39 @@ export async function cleanupCapture(
     }
     if (touched) cleaned.push(backend);
   }
+  for (const family of [4, 6] as const) {
+    if (await removePolicyRoute(host, family))
+      log.info({ family }, `removed the IPv${family} UDP policy route`);
+  }
   if (notFound.length === candidates.length) {
     throw iptablesError(`none of ${notFound.join(', ')} found in PATH: the image needs the iptables package`);
   }
   return cleaned;
+}
+
+/** Cleanup of one extra table (mangle): true when something of ours was removed. */
+async function cleanupTable(
+  host: Host,
+  backend: BackendName,
+  family: Family,
+  table: 'mangle',
+  log: Logger,
+): Promise<boolean> {
+  const command = saveBinary(backend, family);
+  const r = await host.run(command, ['-t', table]);
+  if (r.code !== 0) {
+    log.warn({ backend, family, table }, `cannot read the ${table} table; skipping it`);
+    return false;
+  }
+  const text = renderCleanup(parseSave(r.stdout), table);
+  if (text === undefined) return false;
+  await restore(host, backend, family, text, `removing the ${table} capture rules`);
+  const left = parseSave((await host.run(command, ['-t', table])).stdout);
+  if (renderCleanup(left, table) !== undefined) {
+    throw iptablesError(`${command}: edgemesh ${table} rules are still present after cleanup`);
+  }
+  log.info({ backend, family, table }, `removed IPv${family} ${table} capture rules`);
+  return true;
 }
 
 async function reservePorts(host: Host, wanted: string, log: Logger): Promise<string> {

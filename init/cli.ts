@@ -17,7 +17,7 @@ import {
 } from './options.ts';
 import { installedTable, renderCleanup, renderInstall } from './render.ts';
 import { parsePortRanges } from './reserved-ports.ts';
-import { buildRules, type Family } from './rules.ts';
+import { buildRules, buildUdpRules, type Family, udpPolicyRoute } from './rules.ts';
 
 const spec = {
   name: 'init',
@@ -63,6 +63,13 @@ const spec = {
       description: 'send DNS (UDP and TCP port 53) to the sidecar: true or false',
       validate: (v: string) => problemOf(() => parseBooleanText(v)),
     },
+    'capture-udp': {
+      type: 'string',
+      default: 'false',
+      description:
+        'send outbound UDP (not DNS) to the sidecar with TPROXY and a policy route: true or false (docs/udp.md)',
+      validate: (v: string) => problemOf(() => parseBooleanText(v)),
+    },
     'proxy-uid': {
       type: 'integer',
       default: 1337,
@@ -85,6 +92,13 @@ const spec = {
       description: 'sidecar outbound TCP port',
     },
     'dns-port': { type: 'integer', default: 15053, min: 1, max: 65535, description: 'sidecar DNS port' },
+    'udp-port': {
+      type: 'integer',
+      default: 15006,
+      min: 1,
+      max: 65535,
+      description: 'sidecar transparent UDP port (with --capture-udp)',
+    },
     ipv6: {
       type: 'string',
       default: 'auto',
@@ -123,12 +137,18 @@ export function configFromFlags(flags: InitFlags): InitConfig {
   if (flags['proxy-port'] === flags['dns-port']) {
     throw configError(`--proxy-port and --dns-port must differ (both ${flags['proxy-port']})`);
   }
+  // UDP 15053 is the DNS server's; a TPROXY socket there would take the DNS port's datagrams.
+  if (flags['udp-port'] === flags['dns-port']) {
+    throw configError(`--udp-port and --dns-port must differ (both ${flags['udp-port']})`);
+  }
   const capture: CaptureOptions = captureOptions({
     proxyUid: flags['proxy-uid'],
     proxyGid: flags['proxy-gid'],
     proxyPort: flags['proxy-port'],
     dnsPort: flags['dns-port'],
     captureDns: parseBooleanText(flags['capture-dns']),
+    captureUdp: parseBooleanText(flags['capture-udp']),
+    udpPort: flags['udp-port'],
     excludeOutboundPorts: parsePortList(flags['exclude-outbound-ports']),
     excludeOutboundRanges: parseCidrList(flags['exclude-outbound-ip-ranges']),
     includeOutboundRanges: parseIncludeRanges(flags['include-outbound-ip-ranges']),
@@ -149,9 +169,20 @@ export function dryRunText(config: InitConfig, cleanup = false): string {
       const ruleset = buildRules(config.capture, family);
       const tool = family === 4 ? 'iptables-restore' : 'ip6tables-restore';
       const text = cleanup ? renderCleanup(installedTable(ruleset)) : renderInstall(ruleset);
-      return `# IPv${family}: ${tool} --noflush\n${text}`;
+      return `# IPv${family}: ${tool} --noflush\n${text}${config.capture.captureUdp ? udpDryRun(config, family, cleanup) : ''}`;
     })
     .join('');
+}
+
+/** The UDP capture part of --dry-run: the mangle table's restore input, then the ip commands. */
+function udpDryRun(config: InitConfig, family: Family, cleanup: boolean): string {
+  const ruleset = buildUdpRules(config.capture, family);
+  const text = cleanup ? renderCleanup(installedTable(ruleset), 'mangle') : renderInstall(ruleset);
+  const pr = udpPolicyRoute(family);
+  const ip = cleanup
+    ? [`ip -${family} rule del ${pr.rule.join(' ')}`, `ip -${family} route del ${pr.route.join(' ')}`]
+    : [`ip -${family} rule add ${pr.rule.join(' ')}`, `ip -${family} route replace ${pr.route.join(' ')}`];
+  return `${text}# IPv${family}: policy route\n${ip.join('\n')}\n`;
 }
 
 export const initCommand = defineCommand(spec, async (flags) => {

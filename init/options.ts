@@ -16,6 +16,13 @@ export interface CaptureOptions {
   /** Where DNS (UDP and TCP port 53) is redirected (the sidecar's DNS server). */
   readonly dnsPort: number;
   readonly captureDns: boolean;
+  /**
+   * Send outbound UDP (not DNS) to the sidecar's UDP port with TPROXY (docs/udp.md). Off by
+   * default: it needs policy routing in the pod and a sidecar with NET_ADMIN.
+   */
+  readonly captureUdp: boolean;
+  /** The sidecar's transparent UDP socket. */
+  readonly udpPort: number;
   /** TCP destination ports that go straight out. */
   readonly excludeOutboundPorts: readonly number[];
   /** Destination ranges that go straight out (TCP; DNS is decided by captureDns alone). */
@@ -32,6 +39,8 @@ export const DEFAULT_OPTIONS: CaptureOptions = Object.freeze({
   proxyPort: 15001,
   dnsPort: 15053,
   captureDns: true,
+  captureUdp: false,
+  udpPort: 15006,
   excludeOutboundPorts: [],
   excludeOutboundRanges: [],
   includeOutboundRanges: '*',

@@ -6,7 +6,13 @@ import { EDGEMESH_BIN } from '../test/harness/netns.ts';
 import { configFromFlags, dryRunText, initCommand } from './cli.ts';
 import { captureOptions } from './options.ts';
 import { installedSlugs, installedTable, parseSave, renderCleanup, renderInstall } from './render.ts';
-import { buildRules } from './rules.ts';
+import {
+  buildRules,
+  buildUdpRules,
+  UDP_OUTPUT_CHAIN,
+  UDP_PREROUTING_CHAIN,
+  udpPolicyRoute,
+} from './rules.ts';
 import { cases } from './testing/cases.ts';
 import { expectGolden, unusedGoldens } from './testing/golden.ts';
 
@@ -103,6 +109,42 @@ describe('ruleset invariants', () => {
     expect(at('dns-udp')).toBeLessThan(at('loopback-interface'));
     expect(at('dns-tcp')).toBeLessThan(at('loopback-destination'));
     expect(at('loopback-destination')).toBeLessThan(at('capture-tcp'));
+  });
+});
+
+describe('UDP ruleset invariants (--capture-udp)', () => {
+  const options = captureOptions({
+    captureUdp: true,
+    excludeOutboundPorts: [5432],
+    excludeOutboundRanges: [{ family: 4, text: '10.96.0.0/12' }],
+  });
+  for (const family of [4, 6] as const) {
+    it(`IPv${family}: mangle only, hooks into OUTPUT and PREROUTING, cleanup derived`, () => {
+      const rs = buildUdpRules(options, family);
+      expect(rs.table).toBe('mangle');
+      const slugs = rs.rules.map((r) => r.slug);
+      expect(new Set(slugs).size).toBe(slugs.length);
+      // Slugs never collide with the nat ruleset's, so one table's check cannot count the other's.
+      const natSlugs = new Set(buildRules(options, family).rules.map((r) => r.slug));
+      expect(slugs.filter((s) => natSlugs.has(s))).toEqual([]);
+      const hooks = rs.rules.filter((r) => !rs.chains.includes(r.chain));
+      expect(hooks.map((r) => [r.chain, r.target[1]])).toEqual([
+        ['OUTPUT', UDP_OUTPUT_CHAIN],
+        ['PREROUTING', UDP_PREROUTING_CHAIN],
+      ]);
+      const at = (s: string) => slugs.indexOf(s);
+      for (const before of ['udp-proxy-uid', 'udp-proxy-gid', 'udp-dns', 'udp-exclude-port-5432']) {
+        expect(at(before)).toBeLessThan(at('udp-mark'));
+      }
+      const cleanup = renderCleanup(installedTable(rs), 'mangle') ?? '';
+      expect(cleanup.startsWith('*mangle\n')).toBe(true);
+      expect(cleanup.split('\n').filter((l) => l.startsWith('-D ')).length).toBe(2);
+      expect(udpPolicyRoute(family).route).toContain(family === 4 ? '0.0.0.0/0' : '::/0');
+    });
+  }
+
+  it('is off by default: the default options have no UDP capture', () => {
+    expect(captureOptions().captureUdp).toBe(false);
   });
 });
 

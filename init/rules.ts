@@ -13,6 +13,14 @@ export const CHAIN_PREFIX = 'EDGEMESH_';
 export const OUTPUT_CHAIN = 'EDGEMESH_OUTPUT';
 export const REDIRECT_CHAIN = 'EDGEMESH_REDIRECT';
 export const COMMENT_PREFIX = 'edgemesh/';
+export const UDP_OUTPUT_CHAIN = 'EDGEMESH_UDP_OUTPUT';
+export const UDP_PREROUTING_CHAIN = 'EDGEMESH_UDP_PREROUTING';
+/**
+ * UDP capture (off by default; docs/udp.md): a packet mark and a routing table, the values
+ * Istio's TPROXY mode uses, so a reader of `ip rule` in either mesh recognises them.
+ */
+export const UDP_MARK = 1337;
+export const UDP_ROUTE_TABLE = 133;
 
 export type Family = 4 | 6;
 
@@ -28,7 +36,7 @@ export interface Rule {
 
 export interface Ruleset {
   readonly family: Family;
-  readonly table: 'nat';
+  readonly table: 'nat' | 'mangle';
   /** Chains this ruleset owns: created (or flushed) on install, deleted on cleanup. */
   readonly chains: readonly string[];
   /** In the order they are appended; hooks into built-in chains first. */
@@ -95,4 +103,85 @@ export function buildRules(options: CaptureOptions, family: Family): Ruleset {
 
 function redirectTo(port: number): string[] {
   return ['-j', 'REDIRECT', '--to-ports', String(port)];
+}
+
+/**
+ * The policy routing UDP capture needs, as data: marked packets look up UDP_ROUTE_TABLE,
+ * whose only route says every address is local on lo, so a marked datagram leaves OUTPUT
+ * through lo and comes back in through PREROUTING, where TPROXY can hand it to the sidecar.
+ * apply.ts installs and removes exactly this (`ip rule`/`ip route` argv).
+ */
+export interface PolicyRoute {
+  readonly family: Family;
+  /** `ip -4|-6 rule … <rule>`: add with `add`, remove with `del`. */
+  readonly rule: readonly string[];
+  /** `ip -4|-6 route … <route>`: install with `replace` (idempotent), remove with `del`. */
+  readonly route: readonly string[];
+}
+
+export function udpPolicyRoute(family: Family): PolicyRoute {
+  const table = String(UDP_ROUTE_TABLE);
+  return Object.freeze({
+    family,
+    rule: ['fwmark', String(UDP_MARK), 'lookup', table],
+    route: ['local', family === 4 ? '0.0.0.0/0' : '::/0', 'dev', 'lo', 'table', table],
+  });
+}
+
+/**
+ * UDP capture in the mangle table (only when options.captureUdp): SO_ORIGINAL_DST does not
+ * exist for UDP, so instead of nat REDIRECT the datagram keeps its destination and TPROXY
+ * delivers it to the sidecar's transparent socket, which reads ClusterIP:port with
+ * IP_RECVORIGDSTADDR (docs/udp.md). OUTPUT marks what to capture; PREROUTING (on lo, after
+ * the policy route above) hands marked datagrams to the sidecar's UDP port.
+ */
+export function buildUdpRules(options: CaptureOptions, family: Family): Ruleset {
+  const rules: Rule[] = [];
+  const add = (chain: string, slug: string, match: string[], target: string[]) =>
+    rules.push({ chain, slug, match, target });
+  const ret = ['-j', 'RETURN'];
+  const mark = String(UDP_MARK);
+  const ofFamily = (cidrs: readonly Cidr[]) => cidrs.filter((c) => c.family === family);
+
+  add('OUTPUT', 'hook-udp-output', ['-p', 'udp'], ['-j', UDP_OUTPUT_CHAIN]);
+  add('PREROUTING', 'hook-udp-prerouting', ['-p', 'udp', '-i', 'lo'], ['-j', UDP_PREROUTING_CHAIN]);
+
+  // The sidecar's own datagrams (to endpoints, and its replies to the app sent from the
+  // transparent socket bound to the ClusterIP) go straight out.
+  add(UDP_OUTPUT_CHAIN, 'udp-proxy-uid', ['-m', 'owner', '--uid-owner', String(options.proxyUid)], ret);
+  add(UDP_OUTPUT_CHAIN, 'udp-proxy-gid', ['-m', 'owner', '--gid-owner', String(options.proxyGid)], ret);
+  // DNS is the nat table's (captureDns), captured or untouched there; never a UDP flow.
+  add(UDP_OUTPUT_CHAIN, 'udp-dns', ['-p', 'udp', '--dport', '53'], ret);
+  add(UDP_OUTPUT_CHAIN, 'udp-loopback-interface', ['-o', 'lo'], ret);
+  add(UDP_OUTPUT_CHAIN, 'udp-loopback-destination', ['-d', LOOPBACK[family]], ret);
+  for (const cidr of ofFamily(options.excludeOutboundRanges)) {
+    add(UDP_OUTPUT_CHAIN, `udp-exclude-range-${cidr.text}`, ['-d', cidr.text], ret);
+  }
+  // The excluded ports are the annotation's; with UDP capture on they hold for UDP too.
+  for (const port of options.excludeOutboundPorts) {
+    add(UDP_OUTPUT_CHAIN, `udp-exclude-port-${port}`, ['-p', 'udp', '--dport', String(port)], ret);
+  }
+  const setMark = ['-j', 'MARK', '--set-mark', mark];
+  const include = options.includeOutboundRanges;
+  if (include === '*') {
+    add(UDP_OUTPUT_CHAIN, 'udp-mark', [], setMark);
+  } else {
+    for (const cidr of ofFamily(include)) {
+      add(UDP_OUTPUT_CHAIN, `udp-mark-range-${cidr.text}`, ['-d', cidr.text], setMark);
+    }
+  }
+
+  add(
+    UDP_PREROUTING_CHAIN,
+    'udp-tproxy',
+    ['-m', 'mark', '--mark', mark],
+    ['-j', 'TPROXY', '--on-port', String(options.udpPort), '--tproxy-mark', mark],
+  );
+
+  return Object.freeze({
+    family,
+    table: 'mangle',
+    chains: [UDP_OUTPUT_CHAIN, UDP_PREROUTING_CHAIN],
+    rules,
+  });
 }
