@@ -174,7 +174,7 @@ export function buildUdpRules(options: CaptureOptions, family: Family): Ruleset 
   add(
     UDP_PREROUTING_CHAIN,
     'udp-tproxy',
-    ['-m', 'mark', '--mark', mark],
+    ['-p', 'udp', '-m', 'mark', '--mark', mark],
     ['-j', 'TPROXY', '--on-port', String(options.udpPort), '--tproxy-mark', mark],
   );
 
