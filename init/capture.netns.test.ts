@@ -116,6 +116,25 @@ async function natRules(p: Pod, backend: string, family: 4 | 6): Promise<string>
     .join('\n');
 }
 
+/** Everything UDP capture touches: both mangle tables, the policy rules and table 133. */
+async function udpState(p: Pod, backend: string): Promise<string> {
+  const parts: string[] = [];
+  for (const family of [4, 6] as const) {
+    const bin = `${family === 4 ? 'iptables' : 'ip6tables'}-${backend}-save`;
+    const save = (await p.lab.exec(p.pod, [bin, '-t', 'mangle'])).stdout;
+    parts.push(
+      save
+        .split('\n')
+        .filter((l) => !l.startsWith('#'))
+        .map((l) => l.replace(/\[\d+:\d+\]/, '[0:0]'))
+        .join('\n'),
+      (await p.lab.run(p.pod, ['ip', `-${family}`, 'rule', 'show'])).stdout,
+      (await p.lab.run(p.pod, ['ip', `-${family}`, 'route', 'show', 'table', '133'])).stdout,
+    );
+  }
+  return parts.join('\n');
+}
+
 const edgemeshLines = (save: string) => save.split('\n').filter((l) => /edgemesh|EDGEMESH/.test(l));
 
 for (const backend of ['nft', 'legacy'] as const) {
@@ -271,18 +290,28 @@ describe('every golden case on real iptables', () => {
       const ns = await lab.add(`g${backend.slice(0, 3)}`);
       const p = { lab, pod: ns, net: '' };
       const before = { v4: await natRules(p, backend, 4), v6: await natRules(p, backend, 6) };
+      const udpBefore = await udpState(p, backend);
       for (const c of cases.filter((c) => !c.argv.includes('--cleanup'))) {
         const args = [...c.argv, `--iptables-backend=${backend}`, '--reserved-ports='];
         await initOk(p, args);
         const first = { v4: await natRules(p, backend, 4), v6: await natRules(p, backend, 6) };
         const rules = c.argv.includes('--ipv6=true') ? [first.v4, first.v6] : [first.v4];
         for (const save of rules) expect(edgemeshLines(save).length, c.name).toBeGreaterThan(4);
+        const udpFirst = await udpState(p, backend);
+        if (c.argv.includes('--capture-udp=true')) {
+          expect(edgemeshLines(udpFirst).length, c.name).toBeGreaterThan(10);
+          expect(udpFirst, c.name).toMatch(/fwmark 0x539 lookup 133[\s\S]*fwmark 0x539 lookup 133/); // v4 + v6
+        } else {
+          expect(udpFirst, c.name).toBe(udpBefore);
+        }
         await initOk(p, args);
         expect(await natRules(p, backend, 4), c.name).toBe(first.v4);
         expect(await natRules(p, backend, 6), c.name).toBe(first.v6);
+        expect(await udpState(p, backend), c.name).toBe(udpFirst); // one copy of the ip rule
         await initOk(p, ['--cleanup', `--iptables-backend=${backend}`]);
         expect(await natRules(p, backend, 4), c.name).toBe(before.v4);
         expect(await natRules(p, backend, 6), c.name).toBe(before.v6);
+        expect(await udpState(p, backend), c.name).toBe(udpBefore);
       }
     });
   }
@@ -407,5 +436,70 @@ describe('backend auto-detection and refusals', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('--exclude-outbound-ip-ranges: "nonsense" is not an IP address or CIDR');
     expect(edgemeshLines(await natRules(p, 'nft', 4))).toEqual([]);
+  });
+});
+
+describe('UDP capture (--capture-udp, TPROXY)', () => {
+  const lab = new NetnsLab('emi');
+  let p: Pod;
+  let heard = '';
+  const listener = new URL('./testing/udp-origdst.py', import.meta.url).pathname;
+
+  beforeAll(async () => {
+    p = await makePod(lab, 'udp');
+    // The sidecar's transparent UDP socket; root here for IP_TRANSPARENT (CAP_NET_ADMIN).
+    const child = lab.spawn(p.pod, ['python3', listener, '15006']);
+    child.stdout?.on('data', (b: Buffer) => {
+      heard += b.toString();
+    });
+    child.stderr?.on('data', (b: Buffer) => {
+      heard += b.toString();
+    });
+    await waitFor(() => heard.includes('ready') || child.exitCode !== null, 15_000, 50, 'udp listener');
+    if (!heard.includes('ready')) throw new Error(`udp listener failed: ${heard}`);
+  });
+  afterAll(() => lab.cleanup());
+
+  const send = (dst: string, text: string, as: { uid: number; gid: number }) =>
+    lab.run(p.pod, ['sh', '-c', `echo ${text} | socat -u - ${dst}`], as);
+  const arrived = (text: string) => waitFor(() => heard.includes(`got ${text} `), 5_000, 20, text);
+
+  it('app UDP to a ClusterIP:port (IPv4 and IPv6) reaches :15006 with the original destination', async () => {
+    await initOk(p, [
+      '--capture-udp=true',
+      '--ipv6=true',
+      '--exclude-outbound-ports=5432',
+      '--reserved-ports=',
+    ]);
+    await send('UDP4-SENDTO:10.96.0.10:5353', 'app-v4', APP);
+    await arrived('app-v4');
+    expect(heard).toMatch(/got app-v4 from 10\.60\.0\.2:\d+ origdst 10\.96\.0\.10:5353\n/);
+    await send('UDP6-SENDTO:[fd00:96::10]:5353', 'app-v6', APP);
+    await arrived('app-v6');
+    expect(heard).toMatch(/got app-v6 from \[fd00:60::2\]:\d+ origdst \[fd00:96::10\]:5353\n/);
+  });
+
+  it("the sidecar's own UDP (uid 1337) and excluded ports are not captured", async () => {
+    // Sent first, then a captured datagram as a barrier: captured ones would have arrived before it.
+    await send('UDP4-SENDTO:10.96.0.10:5353', 'sidecar-own', SIDECAR);
+    await send('UDP4-SENDTO:10.96.0.10:5432', 'excluded-port', APP);
+    await send('UDP4-SENDTO:10.96.0.10:5353', 'barrier', APP);
+    await arrived('barrier');
+    expect(heard).not.toContain('got sidecar-own');
+    expect(heard).not.toContain('got excluded-port');
+  });
+
+  it("DNS is still the nat table's: app UDP 53 reaches the sidecar DNS, not :15006", async () => {
+    expect(await dig(p, '198.51.100.53', false, APP)).toBe(SIDECAR_DNS);
+    expect(heard).not.toMatch(/origdst [^ ]*:53\n/);
+  });
+
+  it('cleanup leaves no mangle rule, ip rule or table-133 route', async () => {
+    await initOk(p, ['--cleanup']);
+    const left = await udpState(p, 'nft');
+    expect(edgemeshLines(left)).toEqual([]);
+    expect(left).not.toContain('lookup 133');
+    expect(left).not.toContain('local default dev lo');
+    expect(edgemeshLines(await udpState(p, 'legacy'))).toEqual([]);
   });
 });
