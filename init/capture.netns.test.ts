@@ -463,6 +463,17 @@ describe('UDP capture (--capture-udp, TPROXY)', () => {
   const send = (dst: string, text: string, as: { uid: number; gid: number }) =>
     lab.run(p.pod, ['sh', '-c', `echo ${text} | socat -u - ${dst}`], as);
   const arrived = (text: string) => waitFor(() => heard.includes(`got ${text} `), 5_000, 20, text);
+  /**
+   * UDP may drop a datagram (an IPv6 address still tentative right after setup drops what is
+   * sent from it): sent again every 250 ms, at most 20 times, until the listener reports it.
+   */
+  const sendUntilHeard = async (dst: string, text: string, as: { uid: number; gid: number }) => {
+    for (let i = 0; i < 20 && !heard.includes(`got ${text} `); i++) {
+      await send(dst, text, as);
+      await waitFor(() => heard.includes(`got ${text} `), 250, 20, text).catch(() => undefined);
+    }
+    await arrived(text);
+  };
 
   it('app UDP to a ClusterIP:port (IPv4 and IPv6) reaches :15006 with the original destination', async () => {
     await initOk(p, [
@@ -471,11 +482,9 @@ describe('UDP capture (--capture-udp, TPROXY)', () => {
       '--exclude-outbound-ports=5432',
       '--reserved-ports=',
     ]);
-    await send('UDP4-SENDTO:10.96.0.10:5353', 'app-v4', APP);
-    await arrived('app-v4');
+    await sendUntilHeard('UDP4-SENDTO:10.96.0.10:5353', 'app-v4', APP);
     expect(heard).toMatch(/got app-v4 from 10\.60\.0\.2:\d+ origdst 10\.96\.0\.10:5353\n/);
-    await send('UDP6-SENDTO:[fd00:96::10]:5353', 'app-v6', APP);
-    await arrived('app-v6');
+    await sendUntilHeard('UDP6-SENDTO:[fd00:96::10]:5353', 'app-v6', APP);
     expect(heard).toMatch(/got app-v6 from \[fd00:60::2\]:\d+ origdst \[fd00:96::10\]:5353\n/);
   });
 
@@ -483,8 +492,7 @@ describe('UDP capture (--capture-udp, TPROXY)', () => {
     // Sent first, then a captured datagram as a barrier: captured ones would have arrived before it.
     await send('UDP4-SENDTO:10.96.0.10:5353', 'sidecar-own', SIDECAR);
     await send('UDP4-SENDTO:10.96.0.10:5432', 'excluded-port', APP);
-    await send('UDP4-SENDTO:10.96.0.10:5353', 'barrier', APP);
-    await arrived('barrier');
+    await sendUntilHeard('UDP4-SENDTO:10.96.0.10:5353', 'barrier', APP);
     expect(heard).not.toContain('got sidecar-own');
     expect(heard).not.toContain('got excluded-port');
   });
