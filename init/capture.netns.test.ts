@@ -462,15 +462,17 @@ describe('UDP capture (--capture-udp, TPROXY)', () => {
 
   const send = (dst: string, text: string, as: { uid: number; gid: number }) =>
     lab.run(p.pod, ['sh', '-c', `echo ${text} | socat -u - ${dst}`], as);
-  const arrived = (text: string) => waitFor(() => heard.includes(`got ${text} `), 5_000, 20, text);
+  // A whole line: the listener's output may come in pieces, and a test reads the line's end.
+  const heardLine = (text: string) => new RegExp(`got ${text} [^\n]*\n`).test(heard);
+  const arrived = (text: string) => waitFor(() => heardLine(text), 5_000, 20, text);
   /**
    * UDP may drop a datagram (an IPv6 address still tentative right after setup drops what is
    * sent from it): sent again every 250 ms, at most 20 times, until the listener reports it.
    */
   const sendUntilHeard = async (dst: string, text: string, as: { uid: number; gid: number }) => {
-    for (let i = 0; i < 20 && !heard.includes(`got ${text} `); i++) {
+    for (let i = 0; i < 20 && !heardLine(text); i++) {
       await send(dst, text, as);
-      await waitFor(() => heard.includes(`got ${text} `), 250, 20, text).catch(() => undefined);
+      await waitFor(() => heardLine(text), 250, 20, text).catch(() => undefined);
     }
     await arrived(text);
   };
