@@ -302,7 +302,6 @@ export class EdgeCluster {
   async #installWithManifests(overlay: string, imageName: string, imageTag: string): Promise<void> {
     if (this.install === 'helm') {
       // README "With Helm": the chart's values instead of the overlay (and the tunnel-servers patch).
-      this.helmBin = await lastLine(HELM_BUILD_SCRIPT, []);
       this.step(
         `helm install charts/edgemesh (image ${imageName}:${imageTag}${this.edgeApi ? ', kubeedge.enabled' : ''})`,
       );
