@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { parseRawLine, parseToGateway, parseToServer, plainIp, tlsRole } from './control.ts';
+import {
+  parseBirthdaySignal,
+  parseRawLine,
+  parseToGateway,
+  parseToServer,
+  plainIp,
+  tlsRole,
+} from './control.ts';
 import { FrameError } from './frame.ts';
 
 describe('control messages', () => {
@@ -85,5 +92,35 @@ describe('control messages', () => {
     expect(tlsRole('node-b', 'node-a')).toBe('server');
     expect(plainIp('::ffff:203.0.113.70')).toBe('203.0.113.70');
     expect(plainIp('fd00::1')).toBe('fd00::1');
+  });
+
+  it('birthday signals: the easy side names an address, the hard side an IPv4 address', () => {
+    const secret = 'ab'.repeat(16);
+    const easy = {
+      type: 'birthday',
+      step: 'hello',
+      nat: 'easy',
+      secret,
+      addr: { ip: '203.0.113.74', port: 4000 },
+    };
+    expect(parseBirthdaySignal(easy)).toEqual(easy);
+    const hard = { type: 'birthday', step: 'hello', nat: 'hard', secret, ip: '203.0.113.90' };
+    expect(parseBirthdaySignal(hard)).toEqual(hard);
+    // Fields that do not belong to the sender's class are dropped, not passed on.
+    expect(parseBirthdaySignal({ ...hard, addr: { ip: '1.2.3.4', port: 1 } })).toEqual(hard);
+    expect(parseBirthdaySignal({ type: 'birthday', step: 'bye', reason: 'x' })).toEqual({
+      type: 'birthday',
+      step: 'bye',
+      reason: 'x',
+    });
+    expect(() => parseBirthdaySignal({ ...easy, addr: undefined })).toThrow(/bad addr/);
+    expect(() => parseBirthdaySignal({ ...hard, ip: 'fd00::1' })).toThrow(/IPv4/);
+    expect(() => parseBirthdaySignal({ ...hard, nat: 'medium' })).toThrow(/bad nat/);
+    expect(() => parseBirthdaySignal({ ...hard, secret: 'short' })).toThrow(/bad secret/);
+    expect(() => parseBirthdaySignal({ ...hard, step: 'go' })).toThrow(/bad step/);
+    expect(() => parseBirthdaySignal({ type: 'birthday', step: 'bye', reason: 'x'.repeat(300) })).toThrow(
+      /over 256/,
+    );
+    expect(() => parseBirthdaySignal({ type: 'offer' })).toThrow(FrameError);
   });
 });

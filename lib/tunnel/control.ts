@@ -209,6 +209,48 @@ export function parseToGateway(m: Record<string, unknown>): ToGateway {
   }
 }
 
+/**
+ * Birthday punching (gateway/tunnel/birthday.ts) travels inside `signal` data, which the
+ * tunnel-server forwards as is (older servers too): `{type: "birthday", step: "hello", ...}`
+ * from each gateway to the other, with the sender's NAT class and the secret both put in
+ * their probe packets. An easy side names the address its probe socket is seen from (`addr`),
+ * a hard side its public IP (`ip`); `step: "bye"` ends an attempt early (`reason`). The
+ * receiving gateway validates it here; anything else in a birthday signal is dropped.
+ */
+export type BirthdaySignal =
+  | {
+      type: 'birthday';
+      step: 'hello';
+      nat: 'easy' | 'hard' | 'unknown';
+      secret: string;
+      addr?: Address;
+      ip?: string;
+    }
+  | { type: 'birthday'; step: 'bye'; reason: string };
+
+const NAT_CLASSES = ['easy', 'hard', 'unknown'] as const;
+
+export function parseBirthdaySignal(d: Record<string, unknown>): BirthdaySignal {
+  const m = { ...d, t: 'birthday' };
+  if (d.type !== 'birthday') throw new FrameError('control birthday: bad type');
+  if (d.step === 'bye') {
+    const reason = str(m, 'reason');
+    if (reason.length > 256) throw new FrameError('control birthday: reason over 256 characters');
+    return { type: 'birthday', step: 'bye', reason };
+  }
+  if (d.step !== 'hello') throw new FrameError('control birthday: bad step');
+  const nat = NAT_CLASSES.find((c) => c === d.nat);
+  if (!nat) throw new FrameError('control birthday: bad nat');
+  const secret = str(m, 'secret', TOKEN);
+  if (nat === 'easy') return { type: 'birthday', step: 'hello', nat, secret, addr: address(m, 'addr') };
+  if (nat === 'hard') {
+    const ip = str(m, 'ip');
+    if (isIP(ip) !== 4) throw new FrameError('control birthday: ip must be an IPv4 address');
+    return { type: 'birthday', step: 'hello', nat, secret, ip };
+  }
+  return { type: 'birthday', step: 'hello', nat, secret };
+}
+
 /** "EMT1 RELAY <token>" / "EMT1 PROBE <token>" (without the newline). */
 export function parseRawLine(line: string): { kind: 'RELAY' | 'PROBE'; token: string } {
   const m = /^EMT1 (RELAY|PROBE) ([0-9a-f]{32})$/.exec(line);
