@@ -161,6 +161,30 @@ const spec = {
       choices: ['auto', 'native', 'node'],
       default: 'auto',
     },
+    'capture-udp': {
+      type: 'string',
+      description:
+        "proxy the pod's outbound UDP that the init's --capture-udp rules deliver (TPROXY) to --udp-port: " +
+        'true or false; true needs NET_ADMIN in the sidecar (docs/udp.md)',
+      choices: ['true', 'false'],
+      default: 'false',
+    },
+    'udp-port': port('transparent UDP port (with --capture-udp; the init must use the same)', 15006),
+    'udp-idle-timeout-seconds': {
+      type: 'integer',
+      description:
+        'end a UDP flow (client address + destination) after this long without a datagram either way',
+      default: 30,
+      min: 1,
+      max: 86_400,
+    },
+    'udp-max-flows': {
+      type: 'integer',
+      description: 'most UDP flows held at once (the least recently active one goes first)',
+      default: 16_384,
+      min: 1,
+      max: 1_000_000,
+    },
     config: { type: 'string', description: 'config file (JSON or YAML) with any of these options' },
   },
 } satisfies CommandSpec;
@@ -194,5 +218,13 @@ export const sidecarCommand = defineCommand(spec, async (o) => {
     drainMs: o['drain-ms'],
     proxyHosts: o['proxy-listen'],
     proxyEngine: o['proxy-engine'] === 'auto' ? undefined : (o['proxy-engine'] as ProxyEngine),
+    udp:
+      o['capture-udp'] === 'true'
+        ? {
+            port: o['udp-port'],
+            idleMs: o['udp-idle-timeout-seconds'] * 1000,
+            maxFlows: o['udp-max-flows'],
+          }
+        : undefined,
   });
 });

@@ -43,6 +43,8 @@ export interface SidecarConfig {
   proxyHosts: string[];
   /** Undefined: native when the addon is built (proxy.ts). */
   proxyEngine?: ProxyEngine;
+  /** `--capture-udp`: the UDP proxy (proxy/udp/proxy.ts); undefined: off. */
+  udp?: { port: number; idleMs: number; maxFlows: number };
 }
 
 /** `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT` with an IP host; throws a message naming the problem. */
@@ -185,6 +187,21 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
   });
   await proxy.start();
 
+  // Only with --capture-udp: its addon and sockets (and NET_ADMIN) are not paid for otherwise.
+  const udp = config.udp
+    ? new (await import('./proxy/udp/proxy.ts')).UdpProxy({
+        store,
+        lookup,
+        port: config.udp.port,
+        idleMs: config.udp.idleMs,
+        maxFlows: config.udp.maxFlows,
+        nodeName: config.nodeName,
+        log: log.child({ part: 'udp' }),
+        metrics: (await import('./proxy/udp/metrics.ts')).createUdpMetrics(registry),
+      })
+    : undefined;
+  udp?.start();
+
   let shuttingDown = false;
   const servers: { close(): void }[] = [];
   const hosts = config.metricsHosts ?? ['0.0.0.0'];
@@ -196,6 +213,7 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
           if (shuttingDown) return { status: 503, body: 'draining\n' };
           if (!store.synced) return { status: 503, body: 'catalog not synced\n' };
           if (!proxy.listening) return { status: 503, body: 'proxy not listening\n' };
+          if (udp && !udp.listening) return { status: 503, body: 'udp proxy not listening\n' };
           return { status: 200, body: `ready (catalog revision ${store.current?.revision})\n` };
         },
       },
@@ -209,6 +227,7 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
       proxyPort: config.proxyPort,
       dnsPort: config.dnsPort,
       healthPort: config.healthPort,
+      udpPort: config.udp?.port,
       gateway: config.gateway,
       nodeName: config.nodeName,
       source: config.catalogFile
@@ -230,6 +249,7 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
       clearInterval(compactor);
       announcer?.stop();
       await proxy.drain(config.drainMs);
+      udp?.close();
       await dns.close();
       await source.stop();
       for (const s of servers) s.close();

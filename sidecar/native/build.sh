@@ -25,8 +25,17 @@ if [ "${EDGEMESH_NATIVE_SANITIZE:-0}" = 1 ]; then
     -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -I"$headers" \
     -o build/l4-sanitized.node.tmp l4.c -lpthread
   mv build/l4-sanitized.node.tmp build/l4-sanitized.node
+  # The UDP data path (udp.c), the same way: EDGEMESH_UDP_ADDON=build/udp-sanitized.node.
+  "$cc" -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+    -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -I"$headers" \
+    -o build/udp-sanitized.node.tmp udp.c -lpthread
+  mv build/udp-sanitized.node.tmp build/udp-sanitized.node
   exit 0
 fi
 "$cc" -O2 -g0 -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -I"$headers" \
   -o build/l4.node.tmp l4.c -lpthread
 mv build/l4.node.tmp build/l4.node
+# The UDP data path (udp.c → build/udp.node): transparent sockets for UDP capture (docs/udp.md).
+"$cc" -O2 -g0 -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -I"$headers" \
+  -o build/udp.node.tmp udp.c -lpthread
+mv build/udp.node.tmp build/udp.node

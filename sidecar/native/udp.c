@@ -1,0 +1,666 @@
+/*
+ * The sidecar's UDP data path (issue 18, docs/udp.md): the transparent sockets Node's dgram
+ * cannot make, one epoll thread that reads them, and the reply direction kept here.
+ *
+ *   app ──sendto(ClusterIP:port)──▶ TPROXY ──▶ listener :15006 (IP_TRANSPARENT,
+ *       IP_RECVORIGDSTADDR): recvmmsg, the original destination from each datagram's cmsg
+ *         ──batch──▶ JS (sidecar/proxy/udp/proxy.ts): flow table, route, balancer
+ *   JS ──send(upstream fd)──▶ endpoint        (a connected UDP socket per flow, made here)
+ *   endpoint ──reply──▶ upstream fd: read on this thread and sent straight back from the
+ *       flow's reply socket (IP_TRANSPARENT, bound to ClusterIP:port) to the app's address,
+ *       so the app sees the address it sent to; JS is only told that the flow was active.
+ *
+ * Why the split: routing and flows stay in JavaScript next to the TCP proxy's (one balancer
+ * code, one catalog); what crosses to JS is one call per epoll round with every datagram of
+ * the round in one buffer. Replies never enter JS (they need no decision).
+ *
+ * Records handed to JS, flattened into one array (6 slots each) beside one Buffer with the
+ * payloads:
+ *   REC_DATAGRAM  listener fd, payload offset, payload length, "src ip:port", "dst ip:port"
+ *   REC_ACTIVE    upstream fd, replies forwarded in this round, 0, -, -
+ *   REC_ERROR     upstream fd, errno (e.g. ECONNREFUSED from an ICMP port unreachable), 0, -, -
+ * Addresses are "a.b.c.d:port" or "[v6]:port" (inet_ntop: RFC 5952 form, as the catalog's).
+ *
+ * Threads: the JS thread opens and closes sockets (sync calls below); this thread only
+ * reads. The upstream table (reply fd + client address per upstream fd) is shared under a
+ * mutex, taken once per readable upstream fd. Backpressure: the call into JS blocks when 8
+ * batches are queued, the kernel's socket buffers fill, and the kernel drops (counted by it,
+ * as for any UDP socket); stop() aborts the queue first so a blocked call returns.
+ */
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#ifndef IP_TRANSPARENT
+#define IP_TRANSPARENT 19
+#endif
+#ifndef IP_RECVORIGDSTADDR
+#define IP_RECVORIGDSTADDR 20
+#endif
+#ifndef IP_ORIGDSTADDR
+#define IP_ORIGDSTADDR 20
+#endif
+#ifndef IPV6_TRANSPARENT
+#define IPV6_TRANSPARENT 75
+#endif
+#ifndef IPV6_RECVORIGDSTADDR
+#define IPV6_RECVORIGDSTADDR 74
+#endif
+#ifndef IPV6_ORIGDSTADDR
+#define IPV6_ORIGDSTADDR 74
+#endif
+
+enum { KIND_WAKE = 0, KIND_LISTENER = 1, KIND_UPSTREAM = 2 };
+enum { REC_DATAGRAM = 1, REC_ACTIVE = 2, REC_ERROR = 3 };
+
+#define MAX_EVENTS 64
+/* Datagrams per recvmmsg: one syscall for a burst; 16 x 64 KiB of scratch, touched only as
+ * far as datagrams are long. */
+#define RECV_BATCH 16
+#define MAX_DATAGRAM 65536
+/* One batch to JS: flushed when either fills, and at the end of every epoll round. */
+#define BATCH_BYTES (256 * 1024)
+#define BATCH_RECORDS 1024
+#define ADDR_TEXT 56 /* "[" + INET6_ADDRSTRLEN + "]:65535" */
+#define JS_QUEUE 8
+/* Asked of the kernel for the listeners (SO_RCVBUFFORCE: the sidecar holds NET_ADMIN);
+ * a burst from the app waits here while the JS thread routes the previous one. */
+#define LISTENER_RCVBUF (4 * 1024 * 1024)
+
+typedef struct {
+  int kind;
+  int fd;
+  uint32_t a; /* offset, count or errno */
+  uint32_t b; /* length */
+  char src[ADDR_TEXT];
+  char dst[ADDR_TEXT];
+} record_t;
+
+typedef struct {
+  size_t used;
+  size_t count;
+  uint8_t data[BATCH_BYTES];
+  record_t recs[BATCH_RECORDS];
+} batch_t;
+
+typedef struct {
+  int reply_fd;
+  socklen_t client_len;
+  struct sockaddr_storage client;
+} upstream_t;
+
+typedef struct {
+  int epfd;
+  int wakefd;
+  pthread_t thread;
+  int started;
+  atomic_int stopping;
+  napi_threadsafe_function tsfn;
+  pthread_mutex_t lock;
+  upstream_t **ups; /* by fd, under lock */
+  size_t ups_cap;
+  batch_t *batch; /* this thread's */
+  /* scratch for recvmmsg, this thread's */
+  struct mmsghdr msgs[RECV_BATCH];
+  struct iovec iov[RECV_BATCH];
+  struct sockaddr_storage names[RECV_BATCH];
+  char control[RECV_BATCH][64];
+  uint8_t *bufs;
+} engine_t;
+
+/* ---------- addresses ---------- */
+
+static void fmt_addr(const struct sockaddr *sa, char *out) {
+  char ip[INET6_ADDRSTRLEN];
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+    snprintf(out, ADDR_TEXT, "[%s]:%u", ip, ntohs(s6->sin6_port));
+  } else {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+    snprintf(out, ADDR_TEXT, "%s:%u", ip, ntohs(s4->sin_port));
+  }
+}
+
+/* "a.b.c.d:port" or "[v6]:port" → sockaddr; 0 on a malformed text. */
+static int parse_addr(const char *text, struct sockaddr_storage *out, socklen_t *len) {
+  char ip[INET6_ADDRSTRLEN + 1];
+  const char *colon;
+  memset(out, 0, sizeof *out);
+  if (text[0] == '[') {
+    const char *end = strchr(text, ']');
+    if (!end || end[1] != ':' || (size_t)(end - text - 1) >= sizeof ip) return 0;
+    memcpy(ip, text + 1, (size_t)(end - text - 1));
+    ip[end - text - 1] = 0;
+    colon = end + 1;
+  } else {
+    colon = strrchr(text, ':');
+    if (!colon || (size_t)(colon - text) >= sizeof ip) return 0;
+    memcpy(ip, text, (size_t)(colon - text));
+    ip[colon - text] = 0;
+  }
+  char *endp;
+  long port = strtol(colon + 1, &endp, 10);
+  if (*endp || port < 1 || port > 65535 || colon[1] == 0) return 0;
+  struct sockaddr_in *s4 = (struct sockaddr_in *)out;
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)out;
+  if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    *len = sizeof *s4;
+    return 1;
+  }
+  if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons((uint16_t)port);
+    *len = sizeof *s6;
+    return 1;
+  }
+  return 0;
+}
+
+/* ---------- the thread ---------- */
+
+static void batch_flush(engine_t *e) {
+  if (!e->batch || e->batch->count == 0) return;
+  if (napi_call_threadsafe_function(e->tsfn, e->batch, napi_tsfn_blocking) == napi_ok) {
+    e->batch = NULL;
+  } else {
+    e->batch->count = 0; /* closing: nobody to tell */
+    e->batch->used = 0;
+  }
+}
+
+static record_t *record(engine_t *e, size_t bytes) {
+  if (e->batch && (e->batch->count == BATCH_RECORDS || e->batch->used + bytes > BATCH_BYTES)) batch_flush(e);
+  if (!e->batch) {
+    e->batch = malloc(sizeof(batch_t));
+    if (!e->batch) return NULL;
+    e->batch->used = e->batch->count = 0;
+  }
+  return &e->batch->recs[e->batch->count++];
+}
+
+static int recv_burst(engine_t *e, int fd, int with_control) {
+  for (int i = 0; i < RECV_BATCH; i++) {
+    e->iov[i].iov_base = e->bufs + (size_t)i * MAX_DATAGRAM;
+    e->iov[i].iov_len = MAX_DATAGRAM;
+    struct msghdr *h = &e->msgs[i].msg_hdr;
+    memset(h, 0, sizeof *h);
+    h->msg_iov = &e->iov[i];
+    h->msg_iovlen = 1;
+    h->msg_name = &e->names[i];
+    h->msg_namelen = sizeof e->names[i];
+    if (with_control) {
+      h->msg_control = e->control[i];
+      h->msg_controllen = sizeof e->control[i];
+    }
+  }
+  return recvmmsg(fd, e->msgs, RECV_BATCH, MSG_DONTWAIT, NULL);
+}
+
+/* The original destination TPROXY kept in the datagram's cmsg. */
+static const struct sockaddr *orig_dst(struct msghdr *h) {
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+    if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_ORIGDSTADDR) ||
+        (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_ORIGDSTADDR))
+      return (const struct sockaddr *)CMSG_DATA(c);
+  }
+  return NULL;
+}
+
+static void read_listener(engine_t *e, int fd) {
+  int n = recv_burst(e, fd, 1);
+  for (int i = 0; i < n; i++) {
+    struct msghdr *h = &e->msgs[i].msg_hdr;
+    const struct sockaddr *dst = orig_dst(h);
+    size_t len = e->msgs[i].msg_len;
+    if (!dst || (h->msg_flags & (MSG_TRUNC | MSG_CTRUNC))) continue; /* cannot be routed */
+    record_t *r = record(e, len);
+    if (!r) return;
+    r->kind = REC_DATAGRAM;
+    r->fd = fd;
+    r->a = (uint32_t)e->batch->used;
+    r->b = (uint32_t)len;
+    memcpy(e->batch->data + e->batch->used, e->iov[i].iov_base, len);
+    e->batch->used += len;
+    fmt_addr((const struct sockaddr *)&e->names[i], r->src);
+    fmt_addr(dst, r->dst);
+  }
+}
+
+/* Replies: straight back to the app from the flow's reply socket, in one sendmmsg. Under the
+ * lock from the read on: a closed upstream's fd may already be a new flow's (then reading it
+ * is right), never a socket of another kind. */
+static void read_upstream(engine_t *e, int fd) {
+  pthread_mutex_lock(&e->lock);
+  upstream_t *u = (size_t)fd < e->ups_cap ? e->ups[fd] : NULL;
+  int n = u ? recv_burst(e, fd, 0) : 0;
+  int err = n < 0 ? errno : 0;
+  int sent = 0;
+  if (n > 0) {
+    for (int i = 0; i < n; i++) {
+      struct msghdr *h = &e->msgs[i].msg_hdr;
+      e->iov[i].iov_len = e->msgs[i].msg_len;
+      h->msg_name = &u->client;
+      h->msg_namelen = u->client_len;
+    }
+    sent = sendmmsg(u->reply_fd, e->msgs, (unsigned)n, MSG_DONTWAIT);
+  }
+  pthread_mutex_unlock(&e->lock);
+  if (!u || err == EAGAIN || err == EINTR || (n == 0 && !err)) return;
+  record_t *r = record(e, 0);
+  if (!r) return;
+  r->kind = err ? REC_ERROR : REC_ACTIVE;
+  r->fd = fd;
+  r->a = err ? (uint32_t)err : (uint32_t)(sent > 0 ? sent : 0);
+  r->b = 0;
+}
+
+static void *thread_main(void *arg) {
+  engine_t *e = arg;
+  struct epoll_event evs[MAX_EVENTS];
+  while (!atomic_load(&e->stopping)) {
+    int n = epoll_wait(e->epfd, evs, MAX_EVENTS, -1);
+    if (n < 0 && errno != EINTR) break;
+    for (int i = 0; i < n && !atomic_load(&e->stopping); i++) {
+      int kind = (int)(evs[i].data.u64 >> 32);
+      int fd = (int)(uint32_t)evs[i].data.u64;
+      if (kind == KIND_LISTENER) read_listener(e, fd);
+      else if (kind == KIND_UPSTREAM) read_upstream(e, fd);
+    }
+    if (!atomic_load(&e->stopping)) batch_flush(e);
+  }
+  free(e->batch);
+  e->batch = NULL;
+  return NULL;
+}
+
+/* ---------- JS side ---------- */
+
+static void call_js(napi_env env, napi_value callback, void *context, void *data) {
+  (void)context;
+  batch_t *b = data;
+  if (env && callback) {
+    napi_value buffer, recs, undefined, v;
+    void *copy;
+    napi_get_undefined(env, &undefined);
+    napi_create_buffer_copy(env, b->used, b->data, &copy, &buffer);
+    napi_create_array_with_length(env, b->count * 6, &recs);
+    for (size_t i = 0; i < b->count; i++) {
+      record_t *r = &b->recs[i];
+      uint32_t at = (uint32_t)(i * 6);
+      napi_create_int32(env, r->kind, &v);
+      napi_set_element(env, recs, at, v);
+      napi_create_int32(env, r->fd, &v);
+      napi_set_element(env, recs, at + 1, v);
+      napi_create_uint32(env, r->a, &v);
+      napi_set_element(env, recs, at + 2, v);
+      napi_create_uint32(env, r->b, &v);
+      napi_set_element(env, recs, at + 3, v);
+      if (r->kind == REC_DATAGRAM) {
+        napi_create_string_latin1(env, r->src, NAPI_AUTO_LENGTH, &v);
+        napi_set_element(env, recs, at + 4, v);
+        napi_create_string_latin1(env, r->dst, NAPI_AUTO_LENGTH, &v);
+        napi_set_element(env, recs, at + 5, v);
+      }
+    }
+    napi_value argv[2] = {buffer, recs};
+    napi_call_function(env, undefined, callback, 2, argv, NULL);
+  }
+  free(b);
+}
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[160];
+  char code[32];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  snprintf(code, sizeof code, "errno %d", err);
+  napi_throw_error(env, code, msg);
+  return NULL;
+}
+
+#define ARGS(n)                                                            \
+  size_t argc = n;                                                         \
+  napi_value argv[n];                                                      \
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < n) { \
+    napi_throw_type_error(env, NULL, "expected " #n " arguments");         \
+    return NULL;                                                           \
+  }
+
+static engine_t *get_engine(napi_env env, napi_value v) {
+  engine_t *e = NULL;
+  if (napi_get_value_external(env, v, (void **)&e) != napi_ok || !e || atomic_load(&e->stopping)) {
+    napi_throw_error(env, NULL, "udp engine: not an engine, or stopped");
+    return NULL;
+  }
+  return e;
+}
+
+static int get_int(napi_env env, napi_value v, int lo, int hi, const char *what, int *out) {
+  if (napi_get_value_int32(env, v, out) != napi_ok || *out < lo || *out > hi) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be an integer in %d..%d", what, lo, hi);
+    napi_throw_range_error(env, NULL, msg);
+    return 0;
+  }
+  return 1;
+}
+
+static int get_addr(napi_env env, napi_value v, const char *what, struct sockaddr_storage *out, socklen_t *len) {
+  char text[ADDR_TEXT];
+  size_t n = 0;
+  if (napi_get_value_string_latin1(env, v, text, sizeof text, &n) != napi_ok || !parse_addr(text, out, len)) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s must be \"ip:port\" or \"[ipv6]:port\"", what);
+    napi_throw_type_error(env, NULL, msg);
+    return 0;
+  }
+  return 1;
+}
+
+static napi_value int_value(napi_env env, int n) {
+  napi_value v;
+  napi_create_int32(env, n, &v);
+  return v;
+}
+
+static int set_transparent(int fd, int family) {
+  int one = 1;
+  if (family == AF_INET6) return setsockopt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &one, sizeof one);
+  return setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof one);
+}
+
+static int watch(engine_t *e, int fd, int kind) {
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ((uint64_t)kind << 32) | (uint32_t)fd};
+  return epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void engine_stop(engine_t *e) {
+  if (atomic_exchange(&e->stopping, 1)) return;
+  uint64_t one = 1;
+  if (write(e->wakefd, &one, sizeof one) < 0) { /* the thread also sees `stopping` on its next wake */
+  }
+  /* A blocked call into JS returns napi_closing once the queue is aborted. */
+  napi_release_threadsafe_function(e->tsfn, napi_tsfn_abort);
+  if (e->started) pthread_join(e->thread, NULL);
+  pthread_mutex_lock(&e->lock);
+  for (size_t fd = 0; fd < e->ups_cap; fd++) {
+    if (e->ups[fd]) {
+      free(e->ups[fd]);
+      e->ups[fd] = NULL;
+      close((int)fd);
+    }
+  }
+  pthread_mutex_unlock(&e->lock);
+  close(e->epfd);
+  close(e->wakefd);
+}
+
+/* At environment teardown, before the threadsafe function's own hook (hooks run in reverse
+ * order of registration, and it was registered first): the thread must not call into it. */
+static void engine_cleanup_hook(void *data) { engine_stop(data); }
+
+static void engine_finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  engine_t *e = data;
+  napi_remove_env_cleanup_hook(env, engine_cleanup_hook, e);
+  engine_stop(e);
+  free(e->ups);
+  free(e->bufs);
+  pthread_mutex_destroy(&e->lock);
+  free(e);
+}
+
+/* create(onBatch(buffer, records)) → engine: starts the thread. */
+static napi_value js_create(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  engine_t *e = calloc(1, sizeof(engine_t));
+  if (!e) return throw_errno(env, "udp engine", ENOMEM);
+  e->bufs = malloc((size_t)RECV_BATCH * MAX_DATAGRAM);
+  e->epfd = epoll_create1(EPOLL_CLOEXEC);
+  e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  pthread_mutex_init(&e->lock, NULL);
+  if (!e->bufs || e->epfd < 0 || e->wakefd < 0) {
+    int err = e->bufs ? errno : ENOMEM;
+    if (e->epfd >= 0) close(e->epfd);
+    if (e->wakefd >= 0) close(e->wakefd);
+    free(e->bufs);
+    free(e);
+    return throw_errno(env, "udp engine: epoll/eventfd", err);
+  }
+  watch(e, e->wakefd, KIND_WAKE);
+  napi_value name;
+  napi_create_string_utf8(env, "edgemesh-udp", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[0], NULL, name, JS_QUEUE, 1, NULL, NULL, NULL, call_js, &e->tsfn) !=
+      napi_ok) {
+    close(e->epfd);
+    close(e->wakefd);
+    free(e->bufs);
+    free(e);
+    napi_throw_type_error(env, NULL, "onBatch must be a function");
+    return NULL;
+  }
+  /* The thread must not keep the process alive by itself: the JS owner decides. */
+  napi_unref_threadsafe_function(env, e->tsfn);
+  napi_value external;
+  napi_create_external(env, e, engine_finalize, NULL, &external);
+  napi_add_env_cleanup_hook(env, engine_cleanup_hook, e);
+  if (pthread_create(&e->thread, NULL, thread_main, e) != 0) return throw_errno(env, "pthread_create", errno);
+  e->started = 1;
+  return external;
+}
+
+/* listen(engine, family 4|6, port) → fd: the transparent socket TPROXY delivers to, bound to
+ * the wildcard address (IPv6-only for 6), each datagram with its original destination. */
+static napi_value js_listen(napi_env env, napi_callback_info info) {
+  ARGS(3)
+  engine_t *e = get_engine(env, argv[0]);
+  int family, port;
+  if (!e || !get_int(env, argv[1], 4, 6, "family", &family) || !get_int(env, argv[2], 1, 65535, "port", &port))
+    return NULL;
+  int af = family == 6 ? AF_INET6 : AF_INET;
+  int fd = socket(af, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "udp listener: socket", errno);
+  int one = 1, rcvbuf = LISTENER_RCVBUF;
+  struct sockaddr_storage addr;
+  memset(&addr, 0, sizeof addr);
+  socklen_t len;
+  int ok;
+  if (af == AF_INET6) {
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&addr;
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons((uint16_t)port);
+    s6->sin6_addr = in6addr_any;
+    len = sizeof *s6;
+    ok = setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == 0 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_RECVORIGDSTADDR, &one, sizeof one) == 0;
+  } else {
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&addr;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    s4->sin_addr.s_addr = htonl(INADDR_ANY);
+    len = sizeof *s4;
+    ok = setsockopt(fd, IPPROTO_IP, IP_RECVORIGDSTADDR, &one, sizeof one) == 0;
+  }
+  if (ok && set_transparent(fd, af) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "udp listener: IP_TRANSPARENT (the sidecar needs NET_ADMIN)", err);
+  }
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) != 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (!ok || bind(fd, (struct sockaddr *)&addr, len) != 0 || watch(e, fd, KIND_LISTENER) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "udp listener: bind", err);
+  }
+  return int_value(env, fd);
+}
+
+/* replySocket(engine, "ip:port") → fd: a transparent socket bound to an original destination
+ * (ClusterIP:port) that replies are sent from. Not read: unconnected, so TPROXY's socket
+ * lookup (established, connected sockets only) never hands it the app's datagrams. */
+static napi_value js_reply_socket(napi_env env, napi_callback_info info) {
+  ARGS(2)
+  engine_t *e = get_engine(env, argv[0]);
+  struct sockaddr_storage addr;
+  socklen_t len;
+  if (!e || !get_addr(env, argv[1], "reply address", &addr, &len)) return NULL;
+  int fd = socket(addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "udp reply socket: socket", errno);
+  int one = 1, small = 4096;
+  if (addr.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small); /* never read */
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (set_transparent(fd, addr.ss_family) != 0 || bind(fd, (struct sockaddr *)&addr, len) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "udp reply socket: IP_TRANSPARENT bind", err);
+  }
+  return int_value(env, fd);
+}
+
+/* upstream(engine, "endpoint", replyFd, "client") → fd: a UDP socket connected to the
+ * endpoint whose replies this thread sends to `client` from replyFd. */
+static napi_value js_upstream(napi_env env, napi_callback_info info) {
+  ARGS(4)
+  engine_t *e = get_engine(env, argv[0]);
+  struct sockaddr_storage to, client;
+  socklen_t to_len, client_len;
+  int reply_fd;
+  if (!e || !get_addr(env, argv[1], "endpoint", &to, &to_len) ||
+      !get_int(env, argv[2], 0, 1 << 30, "reply fd", &reply_fd) ||
+      !get_addr(env, argv[3], "client", &client, &client_len))
+    return NULL;
+  upstream_t *u = malloc(sizeof *u);
+  if (!u) return throw_errno(env, "udp upstream", ENOMEM);
+  u->reply_fd = reply_fd;
+  u->client = client;
+  u->client_len = client_len;
+  int fd = socket(to.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&to, to_len) != 0) {
+    int err = errno;
+    if (fd >= 0) close(fd);
+    free(u);
+    return throw_errno(env, "udp upstream: connect", err);
+  }
+  pthread_mutex_lock(&e->lock);
+  if ((size_t)fd >= e->ups_cap) {
+    size_t cap = e->ups_cap ? e->ups_cap : 256;
+    while (cap <= (size_t)fd) cap *= 2;
+    upstream_t **grown = realloc(e->ups, cap * sizeof *grown);
+    if (!grown) {
+      pthread_mutex_unlock(&e->lock);
+      close(fd);
+      free(u);
+      return throw_errno(env, "udp upstream", ENOMEM);
+    }
+    memset(grown + e->ups_cap, 0, (cap - e->ups_cap) * sizeof *grown);
+    e->ups = grown;
+    e->ups_cap = cap;
+  }
+  e->ups[fd] = u;
+  pthread_mutex_unlock(&e->lock);
+  if (watch(e, fd, KIND_UPSTREAM) != 0) {
+    int err = errno;
+    pthread_mutex_lock(&e->lock);
+    e->ups[fd] = NULL;
+    pthread_mutex_unlock(&e->lock);
+    close(fd);
+    free(u);
+    return throw_errno(env, "udp upstream: epoll", err);
+  }
+  return int_value(env, fd);
+}
+
+/* retarget(engine, fd, "endpoint"): the flow's endpoint changed; connect() again (a UDP
+ * socket may), so the flow keeps its socket and the app its address. */
+static napi_value js_retarget(napi_env env, napi_callback_info info) {
+  ARGS(3)
+  engine_t *e = get_engine(env, argv[0]);
+  int fd;
+  struct sockaddr_storage to;
+  socklen_t to_len;
+  if (!e || !get_int(env, argv[1], 0, 1 << 30, "fd", &fd) || !get_addr(env, argv[2], "endpoint", &to, &to_len))
+    return NULL;
+  if (connect(fd, (struct sockaddr *)&to, to_len) != 0) return throw_errno(env, "udp upstream: re-connect", errno);
+  return NULL;
+}
+
+/* send(engine, fd, buffer, offset, length) → 0 or the errno (EAGAIN: the socket buffer is
+ * full, ECONNREFUSED: an earlier datagram drew an ICMP port unreachable). */
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  ARGS(5)
+  int fd, offset, length;
+  void *data;
+  size_t size;
+  if (!get_engine(env, argv[0]) || !get_int(env, argv[1], 0, 1 << 30, "fd", &fd) ||
+      napi_get_buffer_info(env, argv[2], &data, &size) != napi_ok ||
+      !get_int(env, argv[3], 0, 1 << 30, "offset", &offset) || !get_int(env, argv[4], 0, 65535, "length", &length))
+    return NULL;
+  if ((size_t)offset + (size_t)length > size) {
+    napi_throw_range_error(env, NULL, "offset + length beyond the buffer");
+    return NULL;
+  }
+  ssize_t n = send(fd, (uint8_t *)data + offset, (size_t)length, MSG_DONTWAIT);
+  return int_value(env, n < 0 ? errno : 0);
+}
+
+/* close(engine, fd): an upstream or reply socket (the upstream leaves the table first). */
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  ARGS(2)
+  engine_t *e = get_engine(env, argv[0]);
+  int fd;
+  if (!e || !get_int(env, argv[1], 0, 1 << 30, "fd", &fd)) return NULL;
+  pthread_mutex_lock(&e->lock);
+  epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+  if ((size_t)fd < e->ups_cap && e->ups[fd]) {
+    free(e->ups[fd]);
+    e->ups[fd] = NULL;
+  }
+  close(fd);
+  pthread_mutex_unlock(&e->lock);
+  return NULL;
+}
+
+/* stop(engine): joins the thread, closes every upstream; listeners are closed by JS. */
+static napi_value js_stop(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  engine_t *e = NULL;
+  if (napi_get_value_external(env, argv[0], (void **)&e) != napi_ok || !e) return NULL;
+  engine_stop(e);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"create", NULL, js_create, NULL, NULL, NULL, napi_default, NULL},
+      {"listen", NULL, js_listen, NULL, NULL, NULL, napi_default, NULL},
+      {"replySocket", NULL, js_reply_socket, NULL, NULL, NULL, napi_default, NULL},
+      {"upstream", NULL, js_upstream, NULL, NULL, NULL, napi_default, NULL},
+      {"retarget", NULL, js_retarget, NULL, NULL, NULL, napi_default, NULL},
+      {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
+      {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(edgemesh_udp, init)

@@ -1,0 +1,69 @@
+import { Counter, Gauge, type Registry } from '../../../lib/metrics.ts';
+
+/** Why a captured datagram was not forwarded (the `reason` label). */
+export type DropReason =
+  /** a UDP service with no ready endpoint at all */
+  | 'no-endpoint'
+  /** endpoints only on other nodes: cross-node UDP goes through the gateway, not built yet */
+  | 'remote-endpoint'
+  /** the on-demand catalog is still asking the gateway and the hold queue is full */
+  | 'catalog-pending'
+  /** the upstream socket's buffer was full (EAGAIN) */
+  | 'upstream-full'
+  /** the send failed otherwise (ICMP unreachable reported, no route, ...) */
+  | 'send-error'
+  /** the flow's upstream socket could not be made (fds exhausted, ...) */
+  | 'socket-error';
+
+export const DROP_REASONS: readonly DropReason[] = [
+  'no-endpoint',
+  'remote-endpoint',
+  'catalog-pending',
+  'upstream-full',
+  'send-error',
+  'socket-error',
+];
+
+export interface UdpMetrics {
+  datagrams: Counter<'direction'>;
+  dropped: Counter<'reason'>;
+  flows: Counter<'route'>;
+  active: Gauge;
+  activeSource: () => number;
+}
+
+export function createUdpMetrics(registry?: Registry): UdpMetrics {
+  const registers = registry ? [registry] : [];
+  const metrics: UdpMetrics = {
+    activeSource: () => 0,
+    datagrams: new Counter({
+      name: 'edgemesh_udp_datagrams_total',
+      help: 'Captured UDP datagrams forwarded: out (app to endpoint), reply (endpoint to app)',
+      labelNames: ['direction'],
+      registers,
+    }),
+    dropped: new Counter({
+      name: 'edgemesh_udp_datagrams_dropped_total',
+      help: `Captured UDP datagrams not forwarded, by reason (${DROP_REASONS.join(', ')})`,
+      labelNames: ['reason'],
+      registers,
+    }),
+    flows: new Counter({
+      name: 'edgemesh_udp_flows_total',
+      help: 'UDP flows started, by route (service, passthrough)',
+      labelNames: ['route'],
+      registers,
+    }),
+    active: new Gauge({
+      name: 'edgemesh_udp_active_flows',
+      help: 'UDP flows in the flow table',
+      registers,
+      collect() {
+        this.set(metrics.activeSource());
+      },
+    }),
+  };
+  // Every reason from the start: a dashboard sees 0, not a missing series.
+  for (const reason of DROP_REASONS) metrics.dropped.labels(reason);
+  return metrics;
+}

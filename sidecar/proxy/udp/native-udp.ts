@@ -1,0 +1,96 @@
+/**
+ * The UDP addon (sidecar/native/udp.c) as the UDP proxy sees it: transparent listeners whose
+ * datagrams arrive in batches with their original destination, connected upstream sockets
+ * per flow, and reply sockets bound to an original destination. Replies from an endpoint are
+ * forwarded by the addon's thread without entering JavaScript; JS is told the flow was active.
+ *
+ * Sockets are fds (small ints, unique while open): the proxy's ids for flows' upstreams.
+ */
+import { createRequire } from 'node:module';
+
+/** Record kinds in a batch (udp.c REC_*), 6 array slots each: kind, fd, a, b, src, dst. */
+export const REC_DATAGRAM = 1;
+export const REC_ACTIVE = 2;
+export const REC_ERROR = 3;
+export const RECORD_SLOTS = 6;
+
+/** The batch callback: payloads in `data`; per record kind, fd, (offset|count|errno), length, src, dst. */
+export type OnBatch = (data: Buffer, records: (number | string | undefined)[]) => void;
+
+type Engine = object;
+export interface UdpAddon {
+  create(onBatch: OnBatch): Engine;
+  listen(engine: Engine, family: 4 | 6, port: number): number;
+  replySocket(engine: Engine, addr: string): number;
+  upstream(engine: Engine, endpoint: string, replyFd: number, client: string): number;
+  retarget(engine: Engine, fd: number, endpoint: string): void;
+  /** 0, or the errno of the failed send. */
+  send(engine: Engine, fd: number, data: Buffer, offset: number, length: number): number;
+  close(engine: Engine, fd: number): void;
+  stop(engine: Engine): void;
+}
+
+let addon: UdpAddon | Error | undefined;
+
+/** The compiled addon, or why it is not available (not built: no C compiler at install). */
+export function loadUdpAddon(): UdpAddon | Error {
+  if (addon === undefined) {
+    try {
+      // EDGEMESH_UDP_ADDON: a test hook for another build, e.g. build/udp-sanitized.node.
+      const path = process.env.EDGEMESH_UDP_ADDON || '../../native/build/udp.node';
+      addon = createRequire(import.meta.url)(path) as UdpAddon;
+    } catch (err) {
+      addon = new Error(
+        `native UDP path not available (sidecar/native/build.sh builds it): ${(err as Error).message}`,
+      );
+    }
+  }
+  return addon;
+}
+
+/** errno values the proxy acts on (Linux). */
+export const ERRNO = { EAGAIN: 11, ECONNREFUSED: 111, EAFNOSUPPORT: 97, EADDRNOTAVAIL: 99 } as const;
+
+/** The errno of an addon call's thrown error (its code is "errno N"), or undefined. */
+export function errnoOf(err: unknown): number | undefined {
+  const code = (err as { code?: unknown }).code;
+  const m = typeof code === 'string' ? /^errno (\d+)$/.exec(code) : null;
+  return m ? Number(m[1]) : undefined;
+}
+
+/** One engine: its thread and sockets. */
+export class UdpEngine {
+  readonly #addon: UdpAddon;
+  readonly #engine: Engine;
+  #stopped = false;
+
+  constructor(onBatch: OnBatch, loaded: UdpAddon | Error = loadUdpAddon()) {
+    if (loaded instanceof Error) throw loaded;
+    this.#addon = loaded;
+    this.#engine = loaded.create(onBatch);
+  }
+
+  listen(family: 4 | 6, port: number): number {
+    return this.#addon.listen(this.#engine, family, port);
+  }
+  replySocket(addr: string): number {
+    return this.#addon.replySocket(this.#engine, addr);
+  }
+  upstream(endpoint: string, replyFd: number, client: string): number {
+    return this.#addon.upstream(this.#engine, endpoint, replyFd, client);
+  }
+  retarget(fd: number, endpoint: string): void {
+    this.#addon.retarget(this.#engine, fd, endpoint);
+  }
+  send(fd: number, data: Buffer, offset: number, length: number): number {
+    return this.#addon.send(this.#engine, fd, data, offset, length);
+  }
+  close(fd: number): void {
+    if (!this.#stopped) this.#addon.close(this.#engine, fd);
+  }
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#addon.stop(this.#engine);
+  }
+}

@@ -1,0 +1,379 @@
+/**
+ * The sidecar's UDP proxy on :15006 (with `--capture-udp`, docs/udp.md). The init's TPROXY
+ * rules deliver the app's outbound UDP here with the original destination; for each datagram:
+ *
+ *   flow table (flows.ts) by app address + original destination
+ *     new        route: a UDP service port → its balancer picks a directly reachable
+ *                endpoint; anything else → the destination itself (passthrough)
+ *                → an upstream socket connected to it (the addon), replies sent from a
+ *                  socket bound to the original destination, so the app sees that address
+ *     existing   send on the flow's upstream socket
+ *     repicked   the endpoint left the ready set: same socket, connected to the new pick
+ *   dropped and counted (edgemesh_udp_datagrams_dropped_total{reason}) otherwise.
+ *
+ * Flows end after idling for the idle timeout (both directions count), on one coarse sweep.
+ * Reply sockets are shared by the flows to one destination and closed with the last.
+ *
+ * The addon's thread reads; this class runs on the JS thread only.
+ */
+import type { CatalogStore } from '../../../lib/catalog/store.ts';
+import type { Catalog } from '../../../lib/catalog/types.ts';
+import { type Logger, silentLogger } from '../../../lib/log.ts';
+import { type CatalogLookup, HOLDS_EVERYTHING } from '../../catalog/lookup.ts';
+import { Balancer } from '../lb.ts';
+import { normalizeIp, type Target } from '../route.ts';
+import { DEFAULT_IDLE_MS, DEFAULT_MAX_FLOWS, type Flow, FlowTable, type Route } from './flows.ts';
+import { createUdpMetrics, type DropReason, type UdpMetrics } from './metrics.ts';
+import {
+  ERRNO,
+  errnoOf,
+  loadUdpAddon,
+  REC_ACTIVE,
+  REC_DATAGRAM,
+  REC_ERROR,
+  RECORD_SLOTS,
+  type UdpAddon,
+  UdpEngine,
+} from './native-udp.ts';
+import { hostOf, UdpRouteTable as Table, type UdpRouteTable, type UdpService } from './routes.ts';
+
+export const UDP_PROXY_PORT = 15006;
+/** One sweep for the whole table: a flow lives between its timeout and timeout + 1 s. */
+const SWEEP_MS = 1_000;
+/** Datagrams held per destination while the on-demand catalog asks the gateway. */
+const HOLD_PER_DST = 8;
+
+export interface UdpProxyOptions {
+  store: CatalogStore;
+  lookup?: CatalogLookup;
+  port?: number;
+  /** This node: endpoints elsewhere are the gateway's (not yet: dropped, counted). */
+  nodeName?: string;
+  idleMs?: number;
+  maxFlows?: number;
+  /** Families to listen on; IPv6 is skipped when the pod has none. */
+  families?: readonly (4 | 6)[];
+  log?: Logger;
+  metrics?: UdpMetrics;
+  /** Test hook: the addon (default: build/udp.node). */
+  addon?: UdpAddon | Error;
+}
+
+type ResolvedOptions = Required<Omit<UdpProxyOptions, 'nodeName' | 'addon'>> & {
+  nodeName: string | undefined;
+};
+
+interface Upstream {
+  fd: number;
+  reply: ReplySocket;
+  service: UdpService | undefined;
+}
+interface ReplySocket {
+  addr: string;
+  fd: number;
+  flows: number;
+}
+
+export class UdpProxy {
+  readonly #opts: ResolvedOptions;
+  readonly #engine: UdpEngine;
+  readonly #flows: FlowTable<Upstream>;
+  /** Flows by upstream fd (sparse array: fds are small ints), for the addon's ACTIVE/ERROR records. */
+  readonly #byFd: (Flow<Upstream> | undefined)[] = [];
+  readonly #replies = new Map<string, ReplySocket>();
+  readonly #balancers = new Map<string, { balancer: Balancer<Target>; revision: number }>();
+  readonly #pending = new Map<string, Buffer[]>();
+  readonly #listeners: number[] = [];
+  readonly #drop: Record<DropReason, { inc(): void }>;
+  readonly #out: { inc(n?: number): void };
+  readonly #replied: { inc(n?: number): void };
+  #table: UdpRouteTable | undefined;
+  #tableOf: { catalog: Catalog; revision: number } | undefined;
+  #sweeper: NodeJS.Timeout | undefined;
+
+  constructor(options: UdpProxyOptions) {
+    this.#opts = {
+      lookup: HOLDS_EVERYTHING,
+      port: UDP_PROXY_PORT,
+      idleMs: DEFAULT_IDLE_MS,
+      maxFlows: DEFAULT_MAX_FLOWS,
+      families: [4, 6],
+      log: silentLogger,
+      metrics: options.metrics ?? createUdpMetrics(),
+      ...options,
+      nodeName: options.nodeName,
+    } as ResolvedOptions;
+    const m = this.#opts.metrics;
+    this.#drop = Object.fromEntries(
+      (
+        [
+          'no-endpoint',
+          'remote-endpoint',
+          'catalog-pending',
+          'upstream-full',
+          'send-error',
+          'socket-error',
+        ] as const
+      ).map((r) => [r, m.dropped.labels(r)]),
+    ) as Record<DropReason, { inc(): void }>;
+    this.#out = m.datagrams.labels('out');
+    this.#replied = m.datagrams.labels('reply');
+    m.activeSource = () => this.#flows.size;
+    this.#flows = new FlowTable<Upstream>(
+      { idleMs: this.#opts.idleMs, maxFlows: this.#opts.maxFlows },
+      (flow) => this.#endFlow(flow),
+    );
+    this.#engine = new UdpEngine((data, recs) => this.#onBatch(data, recs), options.addon ?? loadUdpAddon());
+  }
+
+  /** Binds the transparent listeners (needs NET_ADMIN) and starts the idle sweep. */
+  start(): void {
+    for (const family of this.#opts.families) {
+      try {
+        this.#listeners.push(this.#engine.listen(family, this.#opts.port));
+      } catch (err) {
+        const errno = errnoOf(err);
+        if (family === 6 && (errno === ERRNO.EAFNOSUPPORT || errno === ERRNO.EADDRNOTAVAIL)) {
+          this.#opts.log.info('IPv6 not available: UDP proxy listens on IPv4 only');
+          continue;
+        }
+        throw err;
+      }
+    }
+    this.#sweeper = setInterval(() => this.#flows.sweep(), SWEEP_MS).unref();
+    this.#opts.log.info({ port: this.#opts.port, idleMs: this.#opts.idleMs }, 'udp proxy listening');
+  }
+
+  get listening(): boolean {
+    return this.#listeners.length > 0;
+  }
+
+  get flows(): number {
+    return this.#flows.size;
+  }
+
+  /** Ends every flow and closes every socket. */
+  close(): void {
+    if (this.#sweeper) clearInterval(this.#sweeper);
+    for (const fd of this.#listeners.splice(0)) this.#engine.close(fd);
+    // Ending flows closes their sockets; the engine then stops its thread.
+    for (const flow of [...this.#byFd]) if (flow) this.#flows.remove(flow);
+    this.#engine.stop();
+  }
+
+  #onBatch(data: Buffer, recs: (number | string | undefined)[]): void {
+    let out = 0;
+    let replied = 0;
+    for (let i = 0; i < recs.length; i += RECORD_SLOTS) {
+      const kind = recs[i] as number;
+      const fd = recs[i + 1] as number;
+      if (kind === REC_DATAGRAM) {
+        if (
+          this.#forward(
+            data,
+            recs[i + 2] as number,
+            recs[i + 3] as number,
+            recs[i + 4] as string,
+            recs[i + 5] as string,
+          )
+        )
+          out++;
+      } else if (kind === REC_ACTIVE) {
+        const flow = this.#byFd[fd];
+        if (flow) this.#flows.touch(flow);
+        replied += recs[i + 2] as number;
+      } else if (kind === REC_ERROR) {
+        this.#upstreamError(fd, recs[i + 2] as number);
+      }
+    }
+    if (out) this.#out.inc(out);
+    if (replied) this.#replied.inc(replied);
+  }
+
+  /** One datagram from the app; true when it was sent on. */
+  #forward(data: Buffer, offset: number, length: number, client: string, dst: string): boolean {
+    const table = this.#routes();
+    const service = table?.resolve(dst);
+    let route: Route;
+    if (service) {
+      if (service.local.length === 0) {
+        this.#drop[service.targets.length === 0 ? 'no-endpoint' : 'remote-endpoint'].inc();
+        return false;
+      }
+      const balancer = this.#balancer(service, table as UdpRouteTable);
+      route = {
+        ready: service.ready,
+        pick: () => balancer.pick({ clientIp: hostOf(client) })?.id,
+      };
+    } else {
+      // Not a service (yet): the on-demand catalog may not hold it; a known flow never waits.
+      if (!this.#flows.get(client, dst) && this.#awaitCatalog(data, offset, length, client, dst))
+        return false;
+      route = passthrough(dst);
+    }
+    const found = this.#flows.lookup(client, dst, route);
+    if (found.kind === 'no-endpoint') {
+      this.#drop['no-endpoint'].inc();
+      return false;
+    }
+    const { flow } = found;
+    if (found.kind === 'new') {
+      if (!this.#openFlow(flow, service)) return false;
+    } else if (found.kind === 'repicked') {
+      try {
+        this.#engine.retarget((flow.value as Upstream).fd, flow.endpoint);
+      } catch (err) {
+        this.#opts.log.warn({ err: (err as Error).message, endpoint: flow.endpoint }, 'udp re-pick failed');
+        this.#flows.remove(flow);
+        this.#drop['socket-error'].inc();
+        return false;
+      }
+    }
+    const up = flow.value as Upstream;
+    const errno = this.#engine.send(up.fd, data, offset, length);
+    if (errno === 0) return true;
+    if (errno === ERRNO.EAGAIN) this.#drop['upstream-full'].inc();
+    else {
+      this.#drop['send-error'].inc();
+      // ECONNREFUSED: an earlier datagram drew a port unreachable; the next one picks again.
+      if (errno === ERRNO.ECONNREFUSED) this.#upstreamError(up.fd, errno);
+    }
+    return false;
+  }
+
+  #openFlow(flow: Flow<Upstream>, service: UdpService | undefined): boolean {
+    let reply = this.#replies.get(flow.dst);
+    try {
+      if (!reply) {
+        reply = { addr: flow.dst, fd: this.#engine.replySocket(flow.dst), flows: 0 };
+        this.#replies.set(flow.dst, reply);
+      }
+      const fd = this.#engine.upstream(flow.endpoint, reply.fd, flow.client);
+      reply.flows++;
+      flow.value = { fd, reply, service };
+      this.#byFd[fd] = flow;
+      if (service) this.#balancers.get(service.key)?.balancer.acquire(flow.endpoint);
+      this.#opts.metrics.flows.inc({ route: service ? 'service' : 'passthrough' });
+      return true;
+    } catch (err) {
+      this.#opts.log.warn(
+        { err: (err as Error).message, dst: flow.dst, endpoint: flow.endpoint },
+        'udp flow failed',
+      );
+      if (reply && reply.flows === 0) this.#closeReply(reply);
+      this.#flows.remove(flow);
+      this.#drop['socket-error'].inc();
+      return false;
+    }
+  }
+
+  /** An ICMP error on a flow's upstream: the endpoint is told to the balancer, the flow ends. */
+  #upstreamError(fd: number, errno: number): void {
+    const flow = this.#byFd[fd];
+    if (!flow) return;
+    const service = flow.value?.service;
+    if (service && errno === ERRNO.ECONNREFUSED)
+      this.#balancers.get(service.key)?.balancer.reportFailure(flow.endpoint);
+    this.#flows.remove(flow);
+  }
+
+  #endFlow(flow: Flow<Upstream>): void {
+    const up = flow.value;
+    if (!up) return;
+    flow.value = undefined;
+    this.#byFd[up.fd] = undefined;
+    this.#engine.close(up.fd);
+    if (up.service) this.#balancers.get(up.service.key)?.balancer.release(flow.endpoint);
+    if (--up.reply.flows === 0) this.#closeReply(up.reply);
+  }
+
+  #closeReply(reply: ReplySocket): void {
+    this.#replies.delete(reply.addr);
+    this.#engine.close(reply.fd);
+  }
+
+  /** The table of the store's current catalog, compiled once per revision. */
+  #routes(): UdpRouteTable | undefined {
+    const catalog = this.#opts.store.current;
+    if (!catalog) return undefined;
+    if (this.#tableOf?.catalog !== catalog || this.#tableOf.revision !== catalog.revision) {
+      this.#table = new Table(catalog, this.#opts.nodeName);
+      this.#tableOf = { catalog, revision: catalog.revision };
+    }
+    return this.#table;
+  }
+
+  /** The service port's balancer (kept across revisions: round-robin position, counts). */
+  #balancer(service: UdpService, table: UdpRouteTable): Balancer<Target> {
+    let entry = this.#balancers.get(service.key);
+    if (!entry || entry.balancer.policy !== service.service.lbPolicy) {
+      const affinity = service.service.sessionAffinity;
+      entry = {
+        balancer: new Balancer<Target>({
+          policy: service.service.lbPolicy,
+          ...(affinity.type === 'ClientIP' ? { affinityTimeoutMs: affinity.timeoutSeconds * 1000 } : {}),
+        }),
+        revision: -1,
+      };
+      this.#balancers.set(service.key, entry);
+    }
+    if (entry.revision !== table.revision) {
+      entry.balancer.setChoices(service.local.map((t) => ({ id: t.id, value: t })));
+      entry.revision = table.revision;
+    }
+    return entry.balancer;
+  }
+
+  /**
+   * On-demand catalog: a destination the store does not answer yet is asked of the gateway;
+   * the datagram waits (a few per destination) and is forwarded once the answer is in.
+   * True when the datagram was taken (held or dropped).
+   */
+  #awaitCatalog(data: Buffer, offset: number, length: number, client: string, dst: string): boolean {
+    const held = this.#pending.get(dst);
+    const copy = () => Buffer.concat([Buffer.from(`${client}|`), data.subarray(offset, offset + length)]);
+    if (held) {
+      if (held.length < HOLD_PER_DST) held.push(copy());
+      else this.#drop['catalog-pending'].inc();
+      return true;
+    }
+    const pending = this.#opts.lookup.ensure({ kind: 'ip', ip: normalizeIp(hostOf(dst)) });
+    if (!pending) return false;
+    this.#pending.set(dst, [copy()]);
+    void pending.then(() => {
+      const queued = this.#pending.get(dst) ?? [];
+      this.#pending.delete(dst);
+      for (const item of queued) {
+        const bar = item.indexOf(0x7c); // '|': client text, then the payload
+        const sent = this.#forwardHeld(
+          item,
+          bar + 1,
+          item.length - bar - 1,
+          item.toString('latin1', 0, bar),
+          dst,
+        );
+        if (sent) this.#out.inc();
+      }
+    });
+    return true;
+  }
+
+  #forwardHeld(data: Buffer, offset: number, length: number, client: string, dst: string): boolean {
+    // The answer is in the store now (or the gateway could not say): no second wait.
+    const route = this.#routes()?.resolve(dst);
+    if (!route) {
+      const found = this.#flows.lookup(client, dst, passthrough(dst));
+      if (found.kind === 'no-endpoint') return false;
+      if (found.kind === 'new' && !this.#openFlow(found.flow, undefined)) return false;
+      return this.#engine.send((found.flow.value as Upstream).fd, data, offset, length) === 0;
+    }
+    return this.#forward(data, offset, length, client, dst);
+  }
+}
+
+/** A destination that is no service: forwarded to itself, as if it had not been captured. */
+function passthrough(dst: string): Route {
+  // Only `has` is read (flows.ts); no Set per datagram.
+  const ready = { has: (id: string) => id === dst } as ReadonlySet<string>;
+  return { ready, pick: () => dst };
+}

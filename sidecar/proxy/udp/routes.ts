@@ -1,0 +1,67 @@
+/**
+ * Where a captured datagram goes, from its original destination and the catalog. Pure: a
+ * table is compiled once per catalog revision; lookups are one Map.get by the destination
+ * text the addon reports ("ip:port", "[v6]:port", the catalog's canonical form).
+ *
+ *   ClusterIP:port of a Service's UDP port  → the service: its endpoints (route.ts
+ *       serviceTargets, the TCP proxy's rule), split into those this sidecar reaches directly
+ *       (same node, or no node known) and the rest (cross-node: the gateway's, not yet)
+ *   anything else                           → undefined: the proxy passes it through to the
+ *       destination itself, as if it had not been captured
+ */
+import type { Catalog, Service, ServicePort } from '../../../lib/catalog/types.ts';
+import { normalizeIp, serviceTargets, type Target, targetId } from '../route.ts';
+
+export interface UdpService {
+  /** `namespace/name:port`: the balancer key, and the label in logs. */
+  readonly key: string;
+  readonly service: Service;
+  readonly port: ServicePort;
+  /** Every usable endpoint (ready, or serving-terminating when none is). */
+  readonly targets: readonly Target[];
+  /** The endpoints reached directly: the balancer's choices. */
+  readonly local: readonly Target[];
+  /** Ids of `local`: flows whose endpoint left it are re-picked (flows.ts). */
+  readonly ready: ReadonlySet<string>;
+}
+
+export class UdpRouteTable {
+  readonly revision: number;
+  readonly #byDst = new Map<string, UdpService>();
+
+  /** `nodeName`: this sidecar's node; undefined: every endpoint counts as direct. */
+  constructor(catalog: Catalog, nodeName: string | undefined) {
+    this.revision = catalog.revision;
+    for (const { service, endpoints } of Object.values(catalog.services)) {
+      if (service.headless || service.type === 'ExternalName') continue;
+      for (const port of service.ports) {
+        if (port.protocol !== 'UDP') continue;
+        const targets = serviceTargets(port, endpoints, service.publishNotReadyAddresses);
+        const local = targets.filter((t) => nodeName === undefined || !t.nodeName || t.nodeName === nodeName);
+        const entry: UdpService = {
+          key: `${service.namespace}/${service.name}:${port.port}`,
+          service,
+          port,
+          targets,
+          local,
+          ready: new Set(local.map((t) => t.id)),
+        };
+        for (const ip of service.clusterIPs) this.#byDst.set(targetId(normalizeIp(ip), port.port), entry);
+      }
+    }
+  }
+
+  /** The service behind an original destination as the addon formats it, or undefined. */
+  resolve(dst: string): UdpService | undefined {
+    return this.#byDst.get(dst);
+  }
+
+  get size(): number {
+    return this.#byDst.size;
+  }
+}
+
+/** "ip:port" / "[v6]:port" → the IP (no brackets). */
+export function hostOf(addr: string): string {
+  return addr.startsWith('[') ? addr.slice(1, addr.indexOf(']')) : addr.slice(0, addr.lastIndexOf(':'));
+}
