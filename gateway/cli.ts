@@ -9,7 +9,9 @@ import { startGateway } from './gateway.ts';
 import { type ApiClient, apiFromUrl } from './kube/client.ts';
 import { apiFromKubeconfigFile, apiInCluster } from './kube/kubeconfig.ts';
 import { readSettingsDir } from './settings.ts';
-import { parseServers, startGatewayTunnel } from './tunnel/index.ts';
+// Not ./tunnel/index.ts: it loads the tunnel's modules (node-forge, node-datachannel) at start.
+import { parseServers } from './tunnel/servers.ts';
+import { startGatewayTunnel } from './tunnel/start.ts';
 import { EDGE_RELIST_SECONDS, type EndpointsSource } from './watcher.ts';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;

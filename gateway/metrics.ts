@@ -1,5 +1,6 @@
-import { Counter, Gauge, type Registry } from 'prom-client';
 import type { CatalogStore } from '../lib/catalog/store.ts';
+// Not prom-client's index: it loads @opentelemetry/api and the Pushgateway at start (lib/metrics.ts).
+import { Counter, Gauge, type Registry } from '../lib/metrics.ts';
 import { recentPeers } from './status.ts';
 import type { Tunnel, TunnelReadiness } from './streams.ts';
 import type { TunnelStatus } from './tunnel/status.ts';

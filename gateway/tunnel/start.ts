@@ -7,10 +7,10 @@ import type { CertificateValidity } from '../../lib/certs.ts';
 import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Target } from '../../lib/tunnel/frame.ts';
-import { type CertificateMetrics, CertificateRenewer, certificateMetrics } from '../../lib/tunnel/renewer.ts';
+import type { CertificateRenewer } from '../../lib/tunnel/renewer.ts';
 import type { Tunnel, TunnelReadiness } from '../streams.ts';
-import { certFileOf, type EnrolOptions, loadOrEnrol, renewIdentity } from './enrol.ts';
-import { createTunnelManager, type TunnelManager, type TunnelManagerOptions } from './manager.ts';
+import type { EnrolOptions } from './enrol.ts';
+import type { TunnelManager, TunnelManagerOptions } from './manager.ts';
 import { PeerBook } from './peer-book.ts';
 import { parseServers, usableServers } from './servers.ts';
 import type { RemotePath, TunnelStatus } from './status.ts';
@@ -48,6 +48,21 @@ export interface GatewayTunnelOptions {
   registry?: Registry;
 }
 
+/**
+ * The tunnel's own modules, loaded when the tunnel starts rather than with the gateway: they
+ * bring node-forge (certificates, ~40 files), node-datachannel (a native addon) and the tunnel's
+ * metrics, ~0.1 s of CPU that a restarting gateway would otherwise spend before it serves its
+ * persisted catalog (docs/scale.md, round 5). startGatewayTunnel returns before they load.
+ */
+const tunnelModules = async () => {
+  const [enrol, manager, renewer] = await Promise.all([
+    import('./enrol.ts'),
+    import('./manager.ts'),
+    import('../../lib/tunnel/renewer.ts'),
+  ]);
+  return { ...enrol, ...manager, ...renewer };
+};
+
 /** Socket errors that mean this node's setup is wrong (the tunnel port), not the network. */
 const LOCAL_SETUP_CODES = new Set(['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES', 'EPERM', 'EROFS', 'ENOSPC']);
 
@@ -78,7 +93,6 @@ export function startGatewayTunnel(opts: GatewayTunnelOptions): GatewayTunnel {
 export class GatewayTunnel implements Tunnel {
   #manager: TunnelManager | undefined;
   #renewer: CertificateRenewer | undefined;
-  readonly #certMetrics: CertificateMetrics;
   #closed = false;
   #book: PeerBook | undefined;
   #wake: (() => void) | undefined;
@@ -88,7 +102,6 @@ export class GatewayTunnel implements Tunnel {
   readonly ready: Promise<TunnelManager>;
 
   constructor(opts: GatewayTunnelOptions) {
-    this.#certMetrics = certificateMetrics('edgemesh_gateway', opts.registry);
     this.ready = this.#run(opts);
     this.ready.catch(() => undefined);
   }
@@ -170,6 +183,16 @@ export class GatewayTunnel implements Tunnel {
     });
     // Read before the first rendezvous: with the cloud away it is all we know of our peers.
     this.#book = await PeerBook.load(join(opts.stateDir, 'peers.json'), opts.log);
+    const {
+      certFileOf,
+      certificateMetrics,
+      CertificateRenewer,
+      createTunnelManager,
+      loadOrEnrol,
+      renewIdentity,
+    } = await tunnelModules();
+    // Registered once the tunnel's modules are loaded.
+    const certMetrics = certificateMetrics('edgemesh_gateway', opts.registry);
     while (!this.#closed) {
       try {
         if (servers.length === 0)
@@ -199,7 +222,7 @@ export class GatewayTunnel implements Tunnel {
           current: identity,
           renew: async () => renewIdentity(await enrolOptions()),
           onRenewed: (id) => manager.setIdentity(id),
-          metrics: this.#certMetrics,
+          metrics: certMetrics,
           log: opts.log,
         });
         this.#renewer.start();
