@@ -6,7 +6,7 @@ import YAML from 'yaml';
 import { GoldenDir } from '../test/harness/golden.ts';
 import { review } from './admission.ts';
 import { DEFAULT_CONFIG, resolveConfig } from './config.ts';
-import { escapePointer, INIT_NAME, PROXY_NAME } from './inject.ts';
+import { CAPTURE_UDP_ANNOTATION, escapePointer, INIT_NAME, PROXY_NAME } from './inject.ts';
 import { applyPatch, injectText } from './manual.ts';
 
 // Each testdata/admission/<case>.json is an AdmissionReview as the API server sends it.
@@ -64,12 +64,31 @@ describe('admission goldens', () => {
       expect(inits[1].restartPolicy).toBe('Always');
       expect(inits.slice(2).map((c) => c.name)).toEqual((pod.spec?.initContainers ?? []).map((c) => c.name));
       expect(injected.spec?.containers).toEqual(pod.spec?.containers);
-      expect(inits[1].securityContext).toMatchObject({
-        runAsUser: 1337,
-        runAsGroup: 1337,
-        allowPrivilegeEscalation: false,
-        capabilities: { drop: ['ALL'] },
-      });
+      if (pod.metadata?.annotations?.[CAPTURE_UDP_ANNOTATION] === 'true') {
+        // UDP capture: transparent sockets need NET_ADMIN, which only uid 0 keeps; gid 1337
+        // keeps the sidecar's own traffic out of the capture (docs/udp.md).
+        expect(inits[1].securityContext).toEqual({
+          runAsUser: 0,
+          runAsGroup: 1337,
+          runAsNonRoot: false,
+          privileged: false,
+          allowPrivilegeEscalation: false,
+          readOnlyRootFilesystem: true,
+          capabilities: { add: ['NET_ADMIN'], drop: ['ALL'] },
+        });
+        expect(inits[0].args).toContain('--capture-udp=true');
+        expect(inits[1].args).toContain('--capture-udp=true');
+      } else {
+        expect(inits[1].securityContext).toMatchObject({
+          runAsUser: 1337,
+          runAsGroup: 1337,
+          allowPrivilegeEscalation: false,
+          capabilities: { drop: ['ALL'] },
+        });
+        expect(inits[1].securityContext?.capabilities?.add).toBeUndefined();
+        expect(inits[0].args?.some((a) => a.startsWith('--capture-udp'))).toBe(false);
+        expect(inits[1].args?.some((a) => a.startsWith('--capture-udp'))).toBe(false);
+      }
       expect(inits[0].securityContext?.capabilities?.add).toEqual(['NET_ADMIN', 'NET_RAW']);
       // Re-injection of the result is a no-op.
       const again = review({ ...body, request: { ...body.request, object: injected } }, config);

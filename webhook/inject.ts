@@ -63,6 +63,22 @@ export function trafficFlags(pod: V1Pod): string[] {
   return flags;
 }
 
+/**
+ * `edgemesh.io/capture-udp: "true"` on the pod: the init also captures outbound UDP (TPROXY,
+ * docs/udp.md) and the sidecar proxies it. Off by default and per pod: the sidecar then runs
+ * as root with NET_ADMIN (below). Values "true"/"false"; anything else refuses the pod.
+ */
+export const CAPTURE_UDP_ANNOTATION = 'edgemesh.io/capture-udp';
+
+export function capturesUdp(pod: V1Pod): boolean {
+  const value = pod.metadata?.annotations?.[CAPTURE_UDP_ANNOTATION];
+  if (value === undefined) return false;
+  const text = value.trim().toLowerCase();
+  if (text === 'true') return true;
+  if (text === 'false') return false;
+  throw new InjectionError(`annotation ${CAPTURE_UDP_ANNOTATION}: ${JSON.stringify(value)} is not true or false`);
+}
+
 export function initContainer(pod: V1Pod, config: InjectionConfig): V1Container {
   return {
     name: INIT_NAME,
@@ -75,6 +91,7 @@ export function initContainer(pod: V1Pod, config: InjectionConfig): V1Container 
       `--proxy-port=${config.proxyPort}`,
       `--dns-port=${config.dnsPort}`,
       ...trafficFlags(pod),
+      ...(capturesUdp(pod) ? ['--capture-udp=true'] : []),
     ],
     resources: structuredClone(config.initResources),
     // Root with only the two capabilities iptables needs; explicit so a pod-level
@@ -93,7 +110,15 @@ export function initContainer(pod: V1Pod, config: InjectionConfig): V1Container 
 
 const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
 
-export function proxyContainer(config: InjectionConfig): V1Container {
+/**
+ * The sidecar. With UDP capture (`udp`) it binds transparent sockets (IP_TRANSPARENT), which
+ * needs CAP_NET_ADMIN when each socket is made: a non-root container cannot hold an added
+ * capability (Kubernetes sets no ambient capabilities, and exec as a non-root uid clears
+ * them), so it runs as uid 0 with every capability dropped but NET_ADMIN — and gid 1337,
+ * which the capture rules exempt (`--gid-owner`), so its own traffic is not captured again.
+ * Istio's TPROXY interception mode runs its proxy the same way (uid 0, gid 1337, NET_ADMIN).
+ */
+export function proxyContainer(config: InjectionConfig, udp = false): V1Container {
   const probe = { httpGet: { path: '/ready', port: config.healthPort } };
   return {
     name: PROXY_NAME,
@@ -106,6 +131,7 @@ export function proxyContainer(config: InjectionConfig): V1Container {
       `--health-port=${config.healthPort}`,
       `--metrics-port=${config.metricsPort}`,
       `--cluster-domain=${config.clusterDomain}`,
+      ...(udp ? ['--capture-udp=true'] : []),
     ],
     // Native sidecar: starts before the app containers and outlives them.
     restartPolicy: 'Always',
@@ -130,15 +156,25 @@ export function proxyContainer(config: InjectionConfig): V1Container {
     startupProbe: { ...probe, periodSeconds: 1, failureThreshold: 120 },
     readinessProbe: { ...probe, periodSeconds: 5, failureThreshold: 3 },
     resources: structuredClone(config.sidecarResources),
-    securityContext: {
-      runAsUser: config.proxyUid,
-      runAsGroup: config.proxyGid,
-      runAsNonRoot: true,
-      privileged: false,
-      allowPrivilegeEscalation: false,
-      readOnlyRootFilesystem: true,
-      capabilities: { drop: ['ALL'] },
-    },
+    securityContext: udp
+      ? {
+          runAsUser: 0,
+          runAsGroup: config.proxyGid,
+          runAsNonRoot: false,
+          privileged: false,
+          allowPrivilegeEscalation: false,
+          readOnlyRootFilesystem: true,
+          capabilities: { add: ['NET_ADMIN'], drop: ['ALL'] },
+        }
+      : {
+          runAsUser: config.proxyUid,
+          runAsGroup: config.proxyGid,
+          runAsNonRoot: true,
+          privileged: false,
+          allowPrivilegeEscalation: false,
+          readOnlyRootFilesystem: true,
+          capabilities: { drop: ['ALL'] },
+        },
   };
 }
 
@@ -189,7 +225,7 @@ export function injectionPatch(pod: V1Pod, config: InjectionConfig): PatchOp[] {
   const ops: PatchOp[] = [];
   const created: string[] = [];
   const init = initContainer(pod, config);
-  const proxy = proxyContainer(config);
+  const proxy = proxyContainer(config, capturesUdp(pod));
 
   // edgemesh-init first, edgemesh-proxy right after it, then the pod's own init containers
   // untouched: their traffic is captured too.
