@@ -76,7 +76,9 @@ export function capturesUdp(pod: V1Pod): boolean {
   const text = value.trim().toLowerCase();
   if (text === 'true') return true;
   if (text === 'false') return false;
-  throw new InjectionError(`annotation ${CAPTURE_UDP_ANNOTATION}: ${JSON.stringify(value)} is not true or false`);
+  throw new InjectionError(
+    `annotation ${CAPTURE_UDP_ANNOTATION}: ${JSON.stringify(value)} is not true or false`,
+  );
 }
 
 export function initContainer(pod: V1Pod, config: InjectionConfig): V1Container {
