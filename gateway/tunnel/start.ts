@@ -7,7 +7,7 @@ import type { CertificateValidity } from '../../lib/certs.ts';
 import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Target } from '../../lib/tunnel/frame.ts';
-import type { CertificateRenewer } from '../../lib/tunnel/renewer.ts';
+import type { CertificateMetrics, CertificateRenewer } from '../../lib/tunnel/renewer.ts';
 import type { Tunnel, TunnelReadiness } from '../streams.ts';
 import type { EnrolOptions } from './enrol.ts';
 import type { TunnelManager, TunnelManagerOptions } from './manager.ts';
@@ -55,12 +55,17 @@ export interface GatewayTunnelOptions {
  * persisted catalog (docs/scale.md, round 5). startGatewayTunnel returns before they load.
  */
 const tunnelModules = async () => {
-  const [enrol, manager, renewer] = await Promise.all([
-    import('./enrol.ts'),
-    import('./manager.ts'),
-    import('../../lib/tunnel/renewer.ts'),
-  ]);
-  return { ...enrol, ...manager, ...renewer };
+  try {
+    const [enrol, manager, renewer] = await Promise.all([
+      import('./enrol.ts'),
+      import('./manager.ts'),
+      import('../../lib/tunnel/renewer.ts'),
+    ]);
+    return { ...enrol, ...manager, ...renewer };
+  } catch (err) {
+    // A broken install (the native addon missing): this node's setup, reported by readiness.
+    throw new EdgemeshError(ErrorCodes.CONFIG, `cannot load the tunnel's modules: ${describeError(err)}`);
+  }
 };
 
 /** Socket errors that mean this node's setup is wrong (the tunnel port), not the network. */
@@ -183,18 +188,19 @@ export class GatewayTunnel implements Tunnel {
     });
     // Read before the first rendezvous: with the cloud away it is all we know of our peers.
     this.#book = await PeerBook.load(join(opts.stateDir, 'peers.json'), opts.log);
-    const {
-      certFileOf,
-      certificateMetrics,
-      CertificateRenewer,
-      createTunnelManager,
-      loadOrEnrol,
-      renewIdentity,
-    } = await tunnelModules();
-    // Registered once the tunnel's modules are loaded.
-    const certMetrics = certificateMetrics('edgemesh_gateway', opts.registry);
+    let certMetrics: CertificateMetrics | undefined;
     while (!this.#closed) {
       try {
+        const {
+          certFileOf,
+          certificateMetrics,
+          CertificateRenewer,
+          createTunnelManager,
+          loadOrEnrol,
+          renewIdentity,
+        } = await tunnelModules();
+        // Registered once the tunnel's modules are loaded.
+        certMetrics ??= certificateMetrics('edgemesh_gateway', opts.registry);
         if (servers.length === 0)
           throw new EdgemeshError(
             ErrorCodes.CONFIG,
