@@ -75,7 +75,7 @@ interface ServerSession {
  */
 const SWEEP_MS = 1_000;
 
-export class H2Proxy {
+export class NodeStreamsProxy {
   readonly #opts: H2ProxyOptions;
   readonly #pool: SessionPool;
   #server: Http2Server | undefined;
