@@ -8,6 +8,7 @@
  *   direct.ts      the tunnel listener, LAN dials
  *   punch-tcp.ts   TCP simultaneous open (probe, punch-go)
  *   udp.ts         the UDP/ICE path
+ *   birthday.ts    birthday punching (one NAT symmetric), handing its hit to a pinned ICE agent
  *   relay.ts       relay legs through a tunnel-server
  *   session.ts     TLS + mux session on any path; the far end of every stream
  *   nat-log.ts     what punching taught about this node's NAT (`edgemesh netcheck`)
@@ -25,10 +26,12 @@ import type { Target } from '../../lib/tunnel/frame.ts';
 import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
 import type { PeerMessages, Tunnel } from '../streams.ts';
+import { Birthdays } from './birthday.ts';
 import { realClock } from './clock.ts';
 import { DirectListener, dialLan, lanCandidates } from './direct.ts';
 import { type TunnelMetrics, tunnelMetrics } from './metrics.ts';
 import { NatLog } from './nat-log.ts';
+import { NatClassifier } from './nat-type.ts';
 import { Peer, type PeerContext, type Techniques } from './peer.ts';
 import type { PeerBook } from './peer-book.ts';
 import { TcpPunch } from './punch-tcp.ts';
@@ -85,13 +88,20 @@ export class TunnelManager implements Tunnel {
   /** From start(): the links register this gateway's listen port, known only then. */
   #rendezvous: Rendezvous | undefined;
   #udp: UdpPaths | undefined;
+  #birthdays: Birthdays | undefined;
 
   constructor(opts: TunnelManagerOptions) {
     this.nodeName = opts.nodeName;
     this.#opts = { ...opts };
     const log = (opts.log ?? silentLogger).child({ part: 'tunnel' });
     this.#log = log;
-    const techniques: Techniques = { lan: true, tcpPunch: true, udp: true, ...opts.techniques };
+    const techniques: Techniques = {
+      lan: true,
+      tcpPunch: true,
+      udp: true,
+      birthday: true,
+      ...opts.techniques,
+    };
     this.metrics = tunnelMetrics(opts.registry, () => this.status().peers);
     const metrics = this.metrics;
     this.#sessions = new Sessions({
@@ -119,7 +129,7 @@ export class TunnelManager implements Tunnel {
       linksUp: (first) => this.#rendezvous?.linksUp(first) ?? [],
       requestRelay: (link, peer) => requestRelay(this.#started(), link, peer),
       requestPunch: (link, peer) => this.#punch.request(this.#started(), link, peer),
-      connectUdp: (link, peer) => this.#udp?.connect(link, peer),
+      connectUdp: (link, peer) => this.#connectUdp(link, peer),
       dialLan: (peer, info) => this.#dialLan(peer, info),
       pathUp: (kind, session) => {
         this.#greet(session);
@@ -139,7 +149,24 @@ export class TunnelManager implements Tunnel {
         log: this.#log,
         sessions: this.#sessions,
         nat: this.#nat,
+        birthdays: () => this.#birthdays,
       });
+    if (this.#udp && this.#peerContext.techniques.birthday) {
+      const udp = this.#udp;
+      this.#birthdays = new Birthdays({
+        log: this.#log,
+        classifier: new NatClassifier(realClock),
+        stunServers: () =>
+          (this.#rendezvous?.linksUp() ?? []).map((l) => ({ ip: l.address.host, port: l.address.port })),
+        udp: {
+          connectPinned: (link, peer, pin, id) => udp.connectPinned(link, this.#peer(peer.name), pin, id),
+        },
+        counters: {
+          attempt: (role, result) => this.metrics.birthdays.inc({ role, result }),
+          packets: (role, n) => this.metrics.birthdayPackets.inc({ role }, n),
+        },
+      });
+    }
     // Registration carries the listen port, known only now.
     const register = { lan: opts.lanAddresses, port: this.listenPort };
     this.#rendezvous = new Rendezvous({
@@ -200,6 +227,7 @@ export class TunnelManager implements Tunnel {
   async close(): Promise<void> {
     this.#rendezvous?.close();
     for (const p of this.#peers.values()) p.close();
+    this.#birthdays?.close();
     this.#udp?.close();
     await this.#direct.close();
   }
@@ -225,13 +253,28 @@ export class TunnelManager implements Tunnel {
             this.#log.debug({ peer: msg.peer, err: describeError(err) }, 'TCP punch failed'),
           );
       },
-      signal: (link, msg) => this.#udp?.onSignal(link, msg, this.#peer(msg.peer)),
+      signal: (link, msg) => {
+        if (msg.data.type === 'birthday') this.#birthdays?.onSignal(link, msg, this.#peer(msg.peer));
+        else this.#udp?.onSignal(link, msg, this.#peer(msg.peer));
+      },
       'site-peers': (_link, msg) => {
         // Remembered for when no tunnel-server answers (peer-book.ts): dialled on their LAN then.
         for (const p of msg.peers)
           if (p.node !== this.nodeName) this.#opts.peerBook?.remember(p.node, { lan: p.lan, port: p.port });
       },
     };
+  }
+
+  /**
+   * The UDP search: ICE, and beside it a birthday punch (which runs only when exactly one of
+   * the two NATs is symmetric, and then finds what ICE cannot); the first path up wins.
+   */
+  #connectUdp(link: ControlLink, peer: Peer): Promise<unknown> | undefined {
+    const ice = this.#udp?.connect(link, peer);
+    if (!ice || !this.#birthdays) return ice;
+    return Promise.any([ice, this.#birthdays.start(link, peer)]).catch((err: AggregateError) => {
+      throw new EdgemeshError(ErrorCodes.UNAVAILABLE, err.errors.map((e) => describeError(e)).join('; '));
+    });
   }
 
   /** LAN candidates for `peer` (tunnel-server info, catalog, peer book), dialled at once. */

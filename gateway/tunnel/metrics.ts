@@ -26,6 +26,18 @@ export function tunnelMetrics(registry: Registry | undefined, peers: () => reado
       labelNames: ['reason'],
       registers,
     }),
+    birthdays: new Counter({
+      name: 'edgemesh_tunnel_birthday_attempts_total',
+      help: 'Birthday punch attempts (one NAT symmetric) by role and result',
+      labelNames: ['role', 'result'],
+      registers,
+    }),
+    birthdayPackets: new Counter({
+      name: 'edgemesh_tunnel_birthday_packets_total',
+      help: 'Packets sent by birthday punch attempts, by role',
+      labelNames: ['role'],
+      registers,
+    }),
     peers: new Gauge({
       name: 'edgemesh_tunnel_peers',
       help: 'Peers by current best path',

@@ -80,7 +80,7 @@ function harness(self = 'node-a') {
     self,
     log: recordingLogger(lines),
     clock,
-    techniques: { lan: false, tcpPunch: true, udp: false },
+    techniques: { lan: false, tcpPunch: true, udp: false, birthday: false },
     linksUp: (first) => h.servers.map((_, i) => h.servers[(first + i) % h.servers.length]),
     requestRelay: async (link, peer) => {
       h.requests.push(`connect ${peer} at ${link.label}`);

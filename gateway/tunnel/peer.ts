@@ -51,6 +51,8 @@ export interface Techniques {
   lan: boolean;
   tcpPunch: boolean;
   udp: boolean;
+  /** Birthday punching beside ICE when exactly one NAT is symmetric (birthday.ts); needs udp. */
+  birthday: boolean;
 }
 
 /** What the peer needs of a session (lib/tunnel/mux.ts MuxSession; a fake in tests). */

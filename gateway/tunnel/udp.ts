@@ -6,6 +6,7 @@ import type { Logger } from '../../lib/log.ts';
 import { LogGate } from '../../lib/log-gate.ts';
 import { type ToGateway, tlsRole } from '../../lib/tunnel/control.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
+import type { Birthdays, Pin } from './birthday.ts';
 import type { NatLog } from './nat-log.ts';
 import type { ControlLink } from './rendezvous.ts';
 import type { Sessions } from './session.ts';
@@ -23,6 +24,14 @@ import type { Sessions } from './session.ts';
  * every 10 s keeps the UDP NAT mappings (30 s here) open, on top of ICE consent checks.
  */
 const OPEN_TIMEOUT_MS = 8_000;
+/**
+ * A pinned attempt (after a birthday hit) starts with both NAT mappings open and one candidate
+ * pair that works: 3 s is many rounds of checks; the mappings last 30 s.
+ */
+const PINNED_OPEN_TIMEOUT_MS = 3_000;
+/** Signals of a pinned attempt that come while its pin is awaited: a handful of candidates. */
+const MAX_EARLY_SIGNALS = 16;
+const BIRTHDAY_ID = /^[0-9a-f]{16}$/;
 const HIGH_WATER = 1024 * 1024;
 const LOW_WATER = 256 * 1024;
 const MAX_MESSAGE = 16 * 1024;
@@ -58,6 +67,16 @@ export interface UdpPathsOptions {
   sessions: Sessions;
   /** Outcomes of the attempts this end opened (the answering end does not record them). */
   nat: NatLog;
+  /** Birthday punching (birthday.ts): the pin of a hard side's attempt, for its pinned offer. */
+  birthdays?: () => Birthdays | undefined;
+}
+
+/** What a birthday hit gives an ICE attempt (see connectPinned). */
+interface Pinning {
+  pin: Pin;
+  birthday: string;
+  /** The remote candidate added once the remote description is set. */
+  added: boolean;
 }
 
 interface Attempt {
@@ -65,6 +84,7 @@ interface Attempt {
   peer: string;
   timer: NodeJS.Timeout;
   done: Promise<MuxSession>;
+  pinning?: Pinning;
 }
 
 export class UdpPaths {
@@ -72,6 +92,8 @@ export class UdpPaths {
   readonly #log: Logger;
   readonly #attempts = new Map<string, Attempt>();
   readonly #gate = new LogGate(10_000);
+  /** Pinned offers waiting for their birthday pin: their signals, in order. */
+  readonly #early = new Map<string, Extract<ToGateway, { t: 'signal' }>[]>();
 
   constructor(opts: UdpPathsOptions) {
     this.#opts = opts;
@@ -94,11 +116,30 @@ export class UdpPaths {
     );
   }
 
+  /**
+   * Opener of a pinned attempt (the easy side after a birthday hit): the ICE agent binds the
+   * hit's local port, whose NAT mapping towards the peer is open, and is told the peer's
+   * public address as a candidate; the offer names the birthday so the peer pins its side.
+   */
+  connectPinned(link: ControlLink, peer: UdpPeer, pin: Pin, birthday: string): Promise<MuxSession> {
+    const id = randomBytes(8).toString('hex');
+    return this.#start(id, link, peer, true, { pin, birthday, added: false }).done;
+  }
+
   /** Signalling from the peer (answerer side starts here). */
   onSignal(link: ControlLink, msg: Extract<ToGateway, { t: 'signal' }>, peer: UdpPeer): void {
+    const early = this.#early.get(msg.id);
+    if (early) {
+      if (early.length < MAX_EARLY_SIGNALS) early.push(msg);
+      return;
+    }
     let attempt = this.#attempts.get(msg.id);
     if (!attempt) {
       if (msg.data.type !== 'offer') return; // stale candidate of a finished attempt
+      if (msg.data.birthday !== undefined) {
+        this.#pinnedOffer(link, msg, peer);
+        return;
+      }
       // Each attempt holds an ICE agent and sockets until its timeout: cap them, per peer too.
       const refusal = attemptRefusal(
         [...this.#attempts.values()].map((a) => a.peer),
@@ -117,6 +158,16 @@ export class UdpPaths {
     try {
       if (typeof data.sdp === 'string' && (data.type === 'offer' || data.type === 'answer')) {
         attempt.pc.setRemoteDescription(data.sdp, data.type);
+        const pinning = attempt.pinning;
+        if (pinning && !pinning.added) {
+          // The peer's public address on the hit: its checks and ours cross the open mappings.
+          pinning.added = true;
+          const { ip, port } = pinning.pin.remote;
+          attempt.pc.addRemoteCandidate(
+            `a=candidate:1 1 UDP 1686052607 ${ip} ${port} typ srflx raddr 0.0.0.0 rport 0`,
+            '0',
+          );
+        }
       } else if (typeof data.candidate === 'string' && typeof data.mid === 'string') {
         attempt.pc.addRemoteCandidate(data.candidate, data.mid);
       }
@@ -125,20 +176,58 @@ export class UdpPaths {
     }
   }
 
-  #start(id: string, link: ControlLink, peer: UdpPeer, offerer: boolean): Attempt {
+  /** A pinned offer (the hard side after a birthday hit): waits for the pin, then answers. */
+  #pinnedOffer(link: ControlLink, msg: Extract<ToGateway, { t: 'signal' }>, peer: UdpPeer): void {
+    const birthday = msg.data.birthday;
+    const pinned =
+      typeof birthday === 'string' && BIRTHDAY_ID.test(birthday)
+        ? this.#opts.birthdays?.()?.pinned(birthday)
+        : undefined;
+    if (!pinned) return; // not (or no longer) ours
+    this.#early.set(msg.id, []);
+    pinned.pin.then(
+      (pin) => {
+        const early = this.#early.get(msg.id) ?? [];
+        this.#early.delete(msg.id);
+        if (this.#attempts.has(msg.id)) return;
+        const attempt = this.#start(msg.id, link, peer, false, {
+          pin,
+          birthday: birthday as string,
+          added: false,
+        });
+        pinned.attach(attempt.done);
+        attempt.done.catch((err) =>
+          this.#log.debug({ peer: peer.name, err: describeError(err) }, 'pinned UDP answer failed'),
+        );
+        for (const m of [msg, ...early]) this.onSignal(link, m, peer);
+      },
+      () => this.#early.delete(msg.id),
+    );
+  }
+
+  #start(id: string, link: ControlLink, peer: UdpPeer, offerer: boolean, pinning?: Pinning): Attempt {
     const { nodeName, sessions } = this.#opts;
     const pc = new nodeDataChannel.PeerConnection(`${nodeName}-${id}`, {
-      iceServers: [`stun:${link.address.host}:${link.address.port}`],
+      // Pinned: no STUN (the mapping that matters is the one the hit opened), only that port.
+      iceServers: pinning ? [] : [`stun:${link.address.host}:${link.address.port}`],
       maxMessageSize: 256 * 1024,
+      ...(pinning ? { portRangeBegin: pinning.pin.port, portRangeEnd: pinning.pin.port } : {}),
     });
-    const signal = (data: Record<string, unknown>) => link.send({ t: 'signal', id, peer: peer.name, data });
+    const signal = (data: Record<string, unknown>) =>
+      link.send({
+        t: 'signal',
+        id,
+        peer: peer.name,
+        data: pinning && offerer && data.type === 'offer' ? { ...data, birthday: pinning.birthday } : data,
+      });
+    const openTimeout = pinning ? PINNED_OPEN_TIMEOUT_MS : OPEN_TIMEOUT_MS;
     pc.onLocalDescription((sdp, type) => signal({ sdp, type }));
     pc.onLocalCandidate((candidate, mid) => signal({ candidate, mid }));
     let timer: NodeJS.Timeout | undefined;
     const done = new Promise<MuxSession>((resolve, reject) => {
       timer = setTimeout(() => {
-        reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, `ICE did not connect in ${OPEN_TIMEOUT_MS} ms`));
-      }, OPEN_TIMEOUT_MS);
+        reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, `ICE did not connect in ${openTimeout} ms`));
+      }, openTimeout);
       const onChannel = (dc: DC) => {
         const open = async () => {
           clearTimeout(timer);
@@ -158,7 +247,13 @@ export class UdpPaths {
       if (offerer) onChannel(pc.createDataChannel('edgemesh'));
       else pc.onDataChannel(onChannel);
     });
-    const attempt: Attempt = { pc, peer: peer.name, timer: timer as unknown as NodeJS.Timeout, done };
+    const attempt: Attempt = {
+      pc,
+      peer: peer.name,
+      timer: timer as unknown as NodeJS.Timeout,
+      done,
+      pinning,
+    };
     this.#attempts.set(id, attempt);
     done.then(
       () => this.#attempts.delete(id),

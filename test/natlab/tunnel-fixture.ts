@@ -28,6 +28,7 @@ export interface TunnelStatusJson {
     rttMs?: number;
     paths: Record<string, { rttMs?: number; streams: number; transport: string; upAt: number }>;
     firstUseAt?: number;
+    nextUpgradeAt?: number;
   }[];
   /** The node certificate in use (test/natlab/bin/tunnel-node.ts). */
   certificate?: { serial: string; notBefore: number; notAfter: number };

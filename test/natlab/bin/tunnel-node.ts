@@ -55,6 +55,7 @@ const tunnel = startGatewayTunnel({
     lan: techniques.includes('lan'),
     tcpPunch: techniques.includes('tcp'),
     udp: techniques.includes('udp'),
+    birthday: techniques.includes('birthday'),
   },
   log,
   registry,
