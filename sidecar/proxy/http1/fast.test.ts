@@ -370,6 +370,21 @@ describe('HTTP/1.1 fast path', () => {
     expect(after - before).toBeLessThanOrEqual(2);
   });
 
+  it("a client's Connection: close ends its own connection, not the pooled upstream one", async () => {
+    // Warm both endpoints' pools, then clients that each send one request and close.
+    await send([GET(), GET()], (t) => count(t, '"backend"') === 2);
+    const before = upstreamConnections[0] + upstreamConnections[1];
+    for (let i = 0; i < 6; i++) {
+      const { text, closed } = await send([GET('/c', 'Connection: close\r\n')]);
+      expect(closed).toBe(true);
+      expect(text).toContain('"/c"');
+    }
+    expect(upstreamConnections[0] + upstreamConnections[1] - before).toBe(0);
+    // HTTP/1.0 goes out as 1.0: its upstream connection closes and is not reused.
+    const old = await send(['GET /old HTTP/1.0\r\nhost: web\r\n\r\n']);
+    expect(old.text).toContain('"/old"');
+  });
+
   it('serves a Node undici client: concurrent keep-alive requests, bodies both ways', async () => {
     const { Pool } = await import('undici');
     const pool = new Pool(`http://127.0.0.1:${proxyPort}`, { connections: 4, pipelining: 2 });

@@ -83,6 +83,11 @@ export const RELAY_REUSE_MS = 10_000;
 const SWEEP_MS = 1_000;
 /** How long a closed client connection may take to send its FIN before it is destroyed. */
 const LINGER_MS = 2_000;
+/**
+ * A response head whose lines change is copied with the body bytes that came with it when
+ * those are at most this long: one write instead of a corked writev of two buffers.
+ */
+const COPY_MAX = 16 * 1024;
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 /** A connection to one endpoint; owned by one exchange at a time, or idle in its pool. */
@@ -621,22 +626,33 @@ export class Http1Fast {
       const extra = clientCloses ? 'connection: close\r\n' : undefined;
       this.#count(head.status);
       ex.stats.request(head.status, (performance.now() - ex.started) / 1000);
-      if (rest.length === 0) {
+      const end = rest.length === 0 ? 0 : this.#responseBodyEnd(ex, rest);
+      if (end < 0) return;
+      // Head and the body bytes that came with it in one write: the head's own bytes when it
+      // keeps all its lines, else one copy of both (small bodies) or a writev of the two.
+      const body = rest.subarray(0, end);
+      if (head.drop.length === 0 && !extra) this.#toClient(ex, buf.subarray(0, head.headEnd + end));
+      else if (end <= COPY_MAX) this.#toClient(ex, rewriteHead(buf, head, extra, body));
+      else {
+        conn.socket.cork();
         this.#toClient(ex, rewriteHead(buf, head, extra));
-        if (this.#responseComplete(ex)) this.#finish(ex);
-        return;
+        this.#toClient(ex, body);
+        conn.socket.uncork();
       }
-      // Head and the body bytes that came with it in one writev.
-      conn.socket.cork();
-      this.#toClient(ex, rewriteHead(buf, head, extra));
-      this.#responseBody(ex, rest);
-      conn.socket.uncork();
+      if (this.#responseComplete(ex)) this.#finish(ex);
       return;
     }
-    this.#responseBody(ex, chunk);
+    const end = this.#responseBodyEnd(ex, chunk);
+    if (end < 0) return;
+    if (end > 0) this.#toClient(ex, end === chunk.length ? chunk : chunk.subarray(0, end));
+    if (this.#responseComplete(ex)) this.#finish(ex);
   }
 
-  #responseBody(ex: Exchange, chunk: Buffer): void {
+  /**
+   * How much of `chunk` belongs to the response body, the framing state moved past it; bytes
+   * beyond it mark the upstream as not reusable. -1: bad framing, already answered.
+   */
+  #responseBodyEnd(ex: Exchange, chunk: Buffer): number {
     const resp = ex.resp as Head;
     let end = chunk.length;
     if (resp.untilClose) {
@@ -652,18 +668,17 @@ export class Http1Fast {
         }
       } catch (err) {
         this.#badResponse(ex, err);
-        return;
+        return -1;
       }
     } else {
       end = Math.min(ex.respRemaining, chunk.length);
       ex.respRemaining -= end;
     }
-    if (end > 0) this.#toClient(ex, end === chunk.length ? chunk : chunk.subarray(0, end));
     if (end < chunk.length) {
       // Bytes past the response: the upstream broke framing; it is not reused.
       resp.close = true;
     }
-    if (this.#responseComplete(ex)) this.#finish(ex);
+    return end;
   }
 
   #responseComplete(ex: Exchange): boolean {
@@ -720,7 +735,10 @@ export class Http1Fast {
     const resp = ex.resp as Head;
     ex.up = undefined;
     up.owner = undefined;
-    if (ex.reqDone && !resp.close && !ex.head.close && !ex.head.upgrade) this.#give(up);
+    // A client's `Connection: close` is its own connection's business: the line was not
+    // forwarded, so the upstream still expects more requests (an HTTP/1.0 request, forwarded as
+    // 1.0, leaves it closing). Reusing it spares a connect per request for such clients.
+    if (ex.reqDone && !resp.close && ex.head.minor === 1 && !ex.head.upgrade) this.#give(up);
     else up.socket.destroy();
     this.#done(ex, !ex.reqDone);
   }

@@ -332,11 +332,12 @@ function parseLength(text: string): number {
 
 /**
  * The head's bytes with the dropped lines left out and `extra` (whole lines, CRLF-terminated)
- * added before the final CRLF. The head itself when nothing changes.
+ * added before the final CRLF, then `tail` (body bytes sent with it) in the same Buffer. The
+ * head itself when nothing changes and there is no tail.
  */
-export function rewriteHead(buf: Buffer, head: Head, extra?: string): Buffer {
+export function rewriteHead(buf: Buffer, head: Head, extra?: string, tail?: Buffer): Buffer {
   const drop = head.drop;
-  if (drop.length === 0 && !extra) return buf.subarray(0, head.headEnd);
+  if (drop.length === 0 && !extra && !tail?.length) return buf.subarray(0, head.headEnd);
   const pairs: [number, number][] = [];
   for (let k = 0; k < drop.length; k += 2) pairs.push([drop[k], drop[k + 1]]);
   pairs.sort((a, b) => a[0] - b[0]);
@@ -350,6 +351,7 @@ export function rewriteHead(buf: Buffer, head: Head, extra?: string): Buffer {
   parts.push(buf.subarray(at, head.headEnd - 2));
   if (extra) parts.push(Buffer.from(extra, 'latin1'));
   parts.push(buf.subarray(head.headEnd - 2, head.headEnd));
+  if (tail?.length) parts.push(tail);
   return Buffer.concat(parts);
 }
 
