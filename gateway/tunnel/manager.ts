@@ -136,6 +136,8 @@ export class TunnelManager implements Tunnel {
         metrics.paths.inc({ path: kind });
       },
       budgetReset: () => metrics.refused.inc({ reason: 'budget-reset' }),
+      pathHealth: (kind, degraded) =>
+        metrics.degraded.inc({ path: kind, verdict: degraded ? 'degraded' : 'recovered' }),
     };
   }
 

@@ -38,6 +38,12 @@ export function tunnelMetrics(registry: Registry | undefined, peers: () => reado
       labelNames: ['role'],
       registers,
     }),
+    degraded: new Counter({
+      name: 'edgemesh_tunnel_path_health_changes_total',
+      help: 'Path health verdicts from keepalive PINGs (degraded: new streams move to the next best path)',
+      labelNames: ['path', 'verdict'],
+      registers,
+    }),
     peers: new Gauge({
       name: 'edgemesh_tunnel_peers',
       help: 'Peers by current best path',

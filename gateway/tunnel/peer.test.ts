@@ -3,7 +3,15 @@ import { describe, expect, it } from 'vitest';
 import { EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import { FakeClock } from './fake-clock.ts';
-import { type LinkRef, type PathSession, Peer, type PeerContext, UPGRADE_RETRY_START_MS } from './peer.ts';
+import { HEALTH_PING_INTERVAL_MS } from './path-choice.ts';
+import {
+  type LinkRef,
+  type PathSession,
+  Peer,
+  type PeerContext,
+  RELAY_REPLACE_MIN_INTERVAL_MS,
+  UPGRADE_RETRY_START_MS,
+} from './peer.ts';
 
 // The per-peer path state machine (peer.ts) with fake sessions, fake tunnel-server links and a
 // fake clock: what each event does to the paths and to the planned search, without a network.
@@ -32,6 +40,19 @@ class FakeSession extends EventEmitter<{ close: [] }> implements PathSession {
   }
 }
 
+/** A session whose keepalive PINGs answer as the test says (its health is judged). */
+class PingingSession extends FakeSession {
+  /** What the next PINGs answer: an RTT in ms, or lost. */
+  answer: number | 'lost' = 2;
+  pings = 0;
+
+  ping(): Promise<number> {
+    this.pings++;
+    const a = this.answer;
+    return a === 'lost' ? Promise.reject(new Error('PING not answered')) : Promise.resolve(a);
+  }
+}
+
 interface Line {
   level: string;
   obj: Record<string, unknown>;
@@ -56,6 +77,7 @@ function recordingLogger(lines: Line[]): Logger {
 
 const SERVER_A: LinkRef = { label: '198.51.100.10:20007' };
 const SERVER_B: LinkRef = { label: '198.51.100.11:20007' };
+const linkWithRtt = (label: string, rttMs: number | undefined): LinkRef => ({ label, rttMs });
 
 /** One peer, `node-b`, seen from `self`; tunnel-servers answer as the test sets. */
 function harness(self = 'node-a') {
@@ -69,6 +91,9 @@ function harness(self = 'node-a') {
     /** What a TCP punch does. */
     punch: 'fail' as 'fail' | 'connect',
     relays: [] as FakeSession[],
+    /** Relays made from now on answer PINGs (their health is judged). */
+    pingingRelays: false,
+    health: [] as string[],
     requests: [] as string[],
     peer: undefined as unknown as Peer<FakeSession, LinkRef>,
     /** `retryInMs` of each "no direct path" line so far. */
@@ -85,7 +110,7 @@ function harness(self = 'node-a') {
     requestRelay: async (link, peer) => {
       h.requests.push(`connect ${peer} at ${link.label}`);
       // As the `relay` answer does: the leg is joined before the request settles.
-      const session = new FakeSession();
+      const session = h.pingingRelays ? new PingingSession() : new FakeSession();
       h.relays.push(session);
       h.peer.add('relay', session, `tcp via ${link.label}`, link.label);
     },
@@ -101,6 +126,7 @@ function harness(self = 'node-a') {
     dialLan: () => Promise.reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'no LAN address answered')),
     pathUp: () => undefined,
     budgetReset: () => undefined,
+    pathHealth: (kind, degraded) => h.health.push(`${kind} ${degraded ? 'degraded' : 'recovered'}`),
   };
   h.peer = new Peer(ctx, 'node-b');
   return h;
@@ -286,6 +312,103 @@ describe('Peer: paths', () => {
     const s = new FakeSession();
     h.peer.add('direct', s, 'tcp');
     expect(s.closed).toBe(true);
+    expect(h.clock.pending()).toEqual([]);
+  });
+});
+
+describe('Peer: path choice by measurement (path-choice.ts)', () => {
+  it('asks the replica with the fastest control link for the relay, the others in RTT order after it', async () => {
+    const h = harness();
+    const slow = linkWithRtt('ts1', 40);
+    const fast = linkWithRtt('ts2', 3);
+    const mid = linkWithRtt('ts3', 15);
+    h.servers = [slow, fast, mid];
+    const session = await h.peer.session();
+    expect(h.requests).toEqual(['connect node-b at ts2']);
+    expect(h.peer.status().paths.relay?.via).toBe('ts2');
+    expect(session).toBe(h.relays[0]);
+  });
+
+  it('falls back in RTT order when the fastest refuses', async () => {
+    const h = harness();
+    h.servers = [linkWithRtt('ts1', 40), linkWithRtt('ts2', 3), linkWithRtt('ts3', 15)];
+    let refused = 0;
+    // The first two requests fail as a full replica would answer.
+    const realAdd = h.peer.add.bind(h.peer);
+    h.peer.add = (kind, session, transport, via) => {
+      if (kind === 'relay' && refused < 2) {
+        refused++;
+        session.close();
+        return;
+      }
+      realAdd(kind, session, transport, via);
+    };
+    await h.peer.session();
+    expect(h.requests).toEqual(['connect node-b at ts2', 'connect node-b at ts3', 'connect node-b at ts1']);
+  });
+
+  it('a degraded direct path keeps its streams; new streams take a relay opened for them; recovery frees it', async () => {
+    const h = harness();
+    const direct = new PingingSession();
+    direct.answer = 1;
+    h.peer.add('direct', direct, 'tcp');
+    await h.clock.advance(HEALTH_PING_INTERVAL_MS * 3); // a baseline of 1 ms
+    expect(h.peer.best()).toBe(direct);
+    expect(h.requests).toEqual([]);
+    direct.answer = 'lost';
+    await h.clock.advance(HEALTH_PING_INTERVAL_MS * 2);
+    expect(h.health).toEqual(['direct degraded']);
+    expect(h.requests).toEqual([`connect node-b at ${SERVER_A.label}`]);
+    expect(h.peer.best()).toBe(h.relays[0]);
+    expect(direct.goneAway).toBeUndefined(); // its open streams carry on
+    direct.answer = 1;
+    await h.clock.advance(HEALTH_PING_INTERVAL_MS * 3);
+    expect(h.health).toEqual(['direct degraded', 'direct recovered']);
+    expect(h.peer.best()).toBe(direct);
+    expect(h.relays[0].goneAway).toBe('direct path recovered');
+  });
+
+  it('an RTT spike on the direct path moves new streams the same way', async () => {
+    const h = harness();
+    const direct = new PingingSession();
+    direct.answer = 5;
+    h.peer.add('direct', direct, 'tcp');
+    await h.clock.advance(HEALTH_PING_INTERVAL_MS * 3);
+    direct.answer = 400;
+    await h.clock.advance(HEALTH_PING_INTERVAL_MS * 2);
+    expect(h.health).toEqual(['direct degraded']);
+    expect(h.peer.best()).toBe(h.relays[0]);
+    expect(h.lines.some((l) => l.msg === 'tunnel path degraded: new streams take the next best path')).toBe(
+      true,
+    );
+  });
+
+  it('a degraded relay is replaced through another replica, at most once per 30 s', async () => {
+    const h = harness();
+    h.pingingRelays = true;
+    const connects = () => h.requests.filter((r) => r.startsWith('connect'));
+    h.servers = [linkWithRtt('ts1', 3), linkWithRtt('ts2', 30)];
+    await h.peer.session();
+    const first = h.relays[0] as PingingSession;
+    expect(h.peer.status().paths.relay?.via).toBe('ts1');
+    await h.clock.advance(HEALTH_PING_INTERVAL_MS * 3);
+    first.answer = 'lost';
+    await h.clock.advance(HEALTH_PING_INTERVAL_MS * 2);
+    expect(connects()).toEqual(['connect node-b at ts1', 'connect node-b at ts2']);
+    expect(first.goneAway).toBe('replaced by a newer session');
+    expect(h.peer.status().paths.relay?.via).toBe('ts2');
+    // The new relay degrading at once (this gateway's own uplink, say) does not churn relays.
+    (h.relays[1] as PingingSession).answer = 'lost';
+    await h.clock.advance(HEALTH_PING_INTERVAL_MS * 2);
+    expect(connects()).toHaveLength(2);
+    expect(h.peer.best()).toBe(h.relays[1]); // degraded, but nothing else is usable
+    await h.clock.advance(RELAY_REPLACE_MIN_INTERVAL_MS);
+    expect(connects()).toHaveLength(2); // the verdict did not change again: no new replacement
+  });
+
+  it('sessions that cannot ping are never judged (no timers for them)', () => {
+    const h = harness();
+    h.peer.add('direct', new FakeSession(), 'tcp');
     expect(h.clock.pending()).toEqual([]);
   });
 });

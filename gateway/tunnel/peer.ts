@@ -8,9 +8,15 @@
  *
  * Paths, best first: `direct` (TCP to a LAN address), `punched` (TCP simultaneous open or a
  * UDP/ICE channel, coordinated by a tunnel-server), `relay` (spliced by a tunnel-server).
- * New streams take the best usable session; open streams stay where they started (a better
- * path never moves them). A direct or punched path sends the relay GOAWAY: its streams finish,
- * then it closes and frees the relay.
+ * New streams take the best usable session that is not degraded; open streams stay where they
+ * started (a better path never moves them). A direct or punched path sends the relay GOAWAY: its
+ * streams finish, then it closes and frees the relay.
+ *
+ * Measured choice (path-choice.ts): a relay is asked of the replica whose control link answers
+ * PINGs fastest, the others in RTT order as fallback. Each session's health is judged from
+ * PINGs every 5 s (loss, RTT spike): a degraded direct or punched path keeps its streams, new
+ * ones go to a relay opened for them (the relay is freed again when the path recovers); a
+ * degraded relay is replaced through another replica.
  *
  * Everything with side effects (links, requests, dials, TLS, metrics, time) comes through a
  * PeerContext, so the machine runs in tests with fake sessions and a fake clock (peer.test.ts).
@@ -22,6 +28,7 @@ import { ReceiveBudget } from '../../lib/tunnel/budget.ts';
 import { type PeerInfo, tlsRole } from '../../lib/tunnel/control.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
 import type { Clock, Timer } from './clock.ts';
+import { HEALTH_PING_INTERVAL_MS, HEALTH_PING_TIMEOUT_MS, PathHealth, rankByRtt } from './path-choice.ts';
 import type { ControlLink } from './rendezvous.ts';
 import { PATH_ORDER, type PeerStatus, type RemotePath } from './status.ts';
 
@@ -45,6 +52,11 @@ export const LINK_UP_UPGRADE_SPREAD_MS = 1_000;
  * the loss within the same moment (the replica's death closes both legs).
  */
 export const FAILOVER_SERVER_SIDE_WAIT_MS = 1_000;
+/**
+ * A degraded relay is replaced through another replica at most once per 30 s: when the cause
+ * is this gateway's own uplink, every replica looks bad, and churning relays would not help.
+ */
+export const RELAY_REPLACE_MIN_INTERVAL_MS = 30_000;
 
 /** Which direct techniques the search may use (tests and benchmarks pin one). */
 export interface Techniques {
@@ -68,11 +80,17 @@ export interface PathSession {
   goAway(reason: string): void;
   close(): void;
   once(event: 'close', listener: () => void): unknown;
+  /** A keepalive PING: its RTT in ms, or a rejection when unanswered within `timeoutMs`. */
+  ping?(timeoutMs: number): Promise<number>;
 }
 
 /** A tunnel-server link as the peer sees it: something to name in logs and hand back. */
 export interface LinkRef {
   readonly label: string;
+  /** The replica's name once registered (what a relay's `via` says). */
+  readonly serverName?: string | undefined;
+  /** The control link's measured RTT (its PINGs), if any yet: relays go to the fastest. */
+  readonly rttMs?: number | undefined;
 }
 
 /** What a peer may do outside itself. The manager implements it once for all peers. */
@@ -96,6 +114,8 @@ export interface PeerContext<S extends PathSession, L extends LinkRef> {
   pathUp(kind: RemotePath, session: S): void;
   /** The peer's streams held more unread bytes than its budget (metrics). */
   budgetReset(): void;
+  /** A path's health verdict changed (metrics); optional. */
+  pathHealth?(kind: RemotePath, degraded: boolean): void;
 }
 
 interface PathEntry<S> {
@@ -116,6 +136,14 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
   readonly #sessions = new Map<RemotePath, PathEntry<S>>();
   /** Bytes of this peer's sessions that have closed (status() adds the open ones). */
   #closedBytes = { in: 0, out: 0 };
+  /** Each session's health from its PINGs (path-choice.ts); only sessions that can ping. */
+  readonly #health = new Map<S, PathHealth>();
+  /** The next round of health PINGs, while a session can be pinged. */
+  #healthTimer: Timer | undefined;
+  /** When a degraded relay was last replaced (at most one per RELAY_REPLACE_MIN_INTERVAL_MS). */
+  #relayReplacedAt = Number.NEGATIVE_INFINITY;
+  /** The replica of a relay that was lost or degraded: the next relay goes elsewhere first. */
+  #avoidVia: string | undefined;
   /** When this gateway first needed the peer (status: path timings are measured from it). */
   #firstUseAt: number | undefined;
   /** What this peer's streams may hold unread here, across its sessions (issue 16 item 8). */
@@ -157,13 +185,16 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
     });
   }
 
-  /** The best usable session now, if any. */
+  /** The best usable session now, if any: a degraded one only when nothing else is usable. */
   best(): S | undefined {
+    let degraded: S | undefined;
     for (const kind of PATH_ORDER) {
       const s = this.#sessions.get(kind)?.session;
-      if (s?.usable) return s;
+      if (!s?.usable) continue;
+      if (!this.#health.get(s)?.degraded) return s;
+      degraded ??= s;
     }
-    return undefined;
+    return degraded;
   }
 
   pathOf(session: S): RemotePath | undefined {
@@ -198,6 +229,10 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
     if (old && old.session !== session) old.session.goAway('replaced by a newer session');
     ctx.log.info({ peer: this.name, path: kind, transport }, 'tunnel path up');
     ctx.pathUp(kind, session);
+    if (session.ping) {
+      this.#health.set(session, new PathHealth());
+      this.#planHealth();
+    }
     session.once('close', () => this.#onClose(kind, session));
     // A direct path makes the relay idle: let its streams finish, then free the relay.
     if (kind !== 'relay') this.#sessions.get('relay')?.session.goAway('direct path found');
@@ -207,7 +242,10 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
     const ctx = this.#ctx;
     this.#closedBytes.in += session.bytesIn;
     this.#closedBytes.out += session.bytesOut;
-    if (this.#sessions.get(kind)?.session === session) this.#sessions.delete(kind);
+    const entry = this.#sessions.get(kind);
+    if (entry?.session === session) this.#sessions.delete(kind);
+    this.#health.delete(session);
+    if (kind === 'relay' && entry?.session === session) this.#avoidVia = entry.via;
     ctx.log.info(
       {
         peer: this.name,
@@ -242,15 +280,28 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
     }
   }
 
-  /** Each link that is up in turn, from the preferred one; then the upgrade search at once. */
+  /**
+   * Each link that is up in turn, the fastest (control-link RTT) first, ties in configured
+   * order from the preferred one, a replica to avoid (its relay was lost or degraded) last;
+   * then the upgrade search at once.
+   */
   async #relay(): Promise<S> {
     const ctx = this.#ctx;
     let lastErr: unknown = new EdgemeshError(ErrorCodes.UNAVAILABLE, 'no tunnel-server is reachable');
-    for (const link of ctx.linksUp(this.#preferred)) {
+    const avoid = this.#avoidVia;
+    this.#avoidVia = undefined;
+    const ranked = rankByRtt(ctx.linksUp(this.#preferred), (l) => l.rttMs);
+    const isAvoided = (l: L) => avoid !== undefined && (l.label === avoid || l.serverName === avoid);
+    const order = [...ranked.filter((l) => !isAvoided(l)), ...ranked.filter(isAvoided)];
+    for (const link of order) {
       try {
         await ctx.requestRelay(link, this.name);
         const s = this.#sessions.get('relay')?.session;
         if (!s) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'relay closed at once');
+        ctx.log.debug(
+          { peer: this.name, server: link.label, rttMs: link.rttMs },
+          'relay via the fastest replica up',
+        );
         this.#scheduleUpgrade(0);
         return this.best() ?? s;
       } catch (err) {
@@ -362,6 +413,57 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
     }
   }
 
+  /** Plans the next round of health PINGs while a session can be pinged. */
+  #planHealth(): void {
+    if (this.#closed || this.#healthTimer || this.#health.size === 0) return;
+    this.#healthTimer = this.#ctx.clock.setTimeout(() => {
+      this.#healthTimer = undefined;
+      for (const [kind, entry] of this.#sessions) {
+        const { session } = entry;
+        const health = this.#health.get(session);
+        if (!health || !session.usable || !session.ping) continue;
+        session.ping(HEALTH_PING_TIMEOUT_MS).then(
+          (rtt) => this.#judge(kind, session, health, rtt),
+          () => this.#judge(kind, session, health, 'lost'),
+        );
+      }
+      this.#planHealth();
+    }, HEALTH_PING_INTERVAL_MS);
+  }
+
+  #judge(kind: RemotePath, session: S, health: PathHealth, sample: number | 'lost'): void {
+    const ctx = this.#ctx;
+    if (this.#closed || this.#health.get(session) !== health || !health.sample(sample)) return;
+    ctx.pathHealth?.(kind, health.degraded);
+    if (!health.degraded) {
+      ctx.log.info({ peer: this.name, path: kind }, 'tunnel path recovered: new streams take it again');
+      // A relay opened for the streams of a degraded direct path is not needed any more.
+      if (kind !== 'relay') this.#sessions.get('relay')?.session.goAway('direct path recovered');
+      return;
+    }
+    ctx.log.warn(
+      { peer: this.name, path: kind, reason: health.reason },
+      'tunnel path degraded: new streams take the next best path',
+    );
+    const healthy = PATH_ORDER.some((k) => {
+      const s = this.#sessions.get(k)?.session;
+      return s?.usable && !this.#health.get(s)?.degraded;
+    });
+    if (healthy) return;
+    if (kind === 'relay') {
+      if (ctx.clock.now() - this.#relayReplacedAt < RELAY_REPLACE_MIN_INTERVAL_MS) return;
+      this.#relayReplacedAt = ctx.clock.now();
+      this.#avoidVia = this.#sessions.get('relay')?.via;
+    }
+    // Something for new streams to take: a relay (a newer relay replaces the degraded one).
+    this.#connecting ??= this.#relay().finally(() => {
+      this.#connecting = undefined;
+    });
+    this.#connecting.catch((err) =>
+      ctx.log.warn({ peer: this.name, err: describeError(err) }, 'no other path for new streams'),
+    );
+  }
+
   status(): PeerStatus {
     const best = this.best();
     const paths: PeerStatus['paths'] = {};
@@ -396,6 +498,7 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
   close(): void {
     this.#closed = true;
     this.#ctx.clock.clearTimeout(this.#upgradeTimer);
+    this.#ctx.clock.clearTimeout(this.#healthTimer);
     for (const { session } of this.#sessions.values()) session.close();
   }
 }

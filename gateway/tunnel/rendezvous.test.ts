@@ -15,6 +15,7 @@ class FakeLink extends EventEmitter<{ message: [msg: ToGateway]; up: [] }> imple
   up = true;
   observed: { ip: string; port: number } | undefined;
   localPort: number | undefined;
+  rttMs: number | undefined;
   identity = {} as TlsIdentity;
   readonly sent: ToServer[] = [];
   started = false;

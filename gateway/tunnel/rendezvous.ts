@@ -29,6 +29,8 @@ export interface ControlLink extends RequestLink {
   readonly up: boolean;
   readonly observed: Address | undefined;
   readonly localPort: number | undefined;
+  /** Round-trip time of the link's PINGs, once measured (relays go via the fastest replica). */
+  readonly rttMs: number | undefined;
   identity: TlsIdentity;
   on(event: 'message', listener: (msg: ToGateway) => void): unknown;
   on(event: 'up', listener: () => void): unknown;
@@ -122,6 +124,7 @@ export class Rendezvous {
       name: l.serverName,
       up: l.up,
       observed: l.observed ? `${l.observed.ip}:${l.observed.port}` : undefined,
+      ...(l.rttMs === undefined ? {} : { rttMs: Math.round(l.rttMs * 100) / 100 }),
       ...(l.localPort === undefined ? {} : { localPort: l.localPort }),
     }));
   }

@@ -60,6 +60,14 @@ export class ServerLink extends EventEmitter<{ message: [msg: ToGateway]; up: []
     return `${this.address.host}:${this.address.port}`;
   }
 
+  /**
+   * The link's round-trip time from its PINGs (the mux's 10 s keepalive, and one at
+   * registration so the first relay request already has a measure): which replica relays.
+   */
+  get rttMs(): number | undefined {
+    return this.up ? this.#session?.rttMs : undefined;
+  }
+
   get up(): boolean {
     return this.#registered && !!this.#session?.usable;
   }
@@ -129,6 +137,11 @@ export class ServerLink extends EventEmitter<{ message: [msg: ToGateway]; up: []
           this.observed = msg.observed;
           this.#log.info({ observed: msg.observed, name: msg.server }, 'registered with tunnel-server');
           this.emit('up');
+          // Two PINGs: the first after a fresh TLS session pays for warm-up, the second is the measure.
+          session
+            .ping()
+            .then(() => session.ping())
+            .catch(() => undefined);
           return;
         }
         this.emit('message', msg);

@@ -48,6 +48,8 @@ export interface ServerStatus {
   observed: string | undefined;
   /** The link's own local port (observed's port differs when the NAT changed it). */
   localPort?: number;
+  /** The link's PING round trip (ms), once measured: relays go via the fastest replica. */
+  rttMs?: number;
 }
 
 export interface TunnelStatus {
