@@ -17,13 +17,15 @@
  * process: on this shared machine the req/s ratios move with other processes' load (the
  * sidecar path has one process more to schedule than direct), CPU per request much less.
  * BENCH_EDGEMESH_BIN runs another checkout's bin/edgemesh as the sidecar (before/after
- * comparisons); BENCH_CPU_PROF=DIR writes the sidecar's --cpu-prof profile there.
+ * comparisons); BENCH_H2_PATH=node|frames sets the sidecar's EDGEMESH_H2_PATH (the node:http2
+ * path or the frame relay; run both alternately, each with its own direct baseline);
+ * BENCH_CPU_PROF=DIR writes the sidecar's --cpu-prof profile there.
  * Needs root (namespaces), h2load and haproxy (scripts/setup installs them).
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   BACKENDS,
@@ -141,7 +143,9 @@ async function main(): Promise<void> {
   const profDir = process.env.BENCH_CPU_PROF;
   try {
     // With the env the webhook injects (heap caps, one V8 thread, one malloc arena): as in a pod.
-    const env = { ...INJECTED_SIDECAR_ENV };
+    const env: Record<string, string> = { ...INJECTED_SIDECAR_ENV };
+    const h2Path = process.env.BENCH_H2_PATH ?? 'frames';
+    env.EDGEMESH_H2_PATH = h2Path;
     if (profDir) {
       await mkdir(profDir, { recursive: true });
       await chmod(profDir, 0o777);
@@ -281,7 +285,7 @@ async function main(): Promise<void> {
       }
     }
     printTable(
-      `bench/proxy-h2: median of ${ROUNDS} × ${SECONDS} s per cell (paths interleaved), h2load -t1 in the pod namespace; req/s (ratio to direct in the same run, range over rounds), p50 ms (added)`,
+      `bench/proxy-h2 (sidecar h2c path: ${h2Path}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}): median of ${ROUNDS} × ${SECONDS} s per cell (paths interleaved), h2load -t1 in the pod namespace; req/s (ratio to direct in the same run, range over rounds), p50 ms (added)`,
       [
         'scenario',
         'direct req/s',
