@@ -1,30 +1,43 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { CatalogValidationError, validateCatalog } from '../lib/catalog/validate.ts';
-import { decodeStateFile, STATE_FORMAT, stateFileChunks } from './state-file.ts';
+import {
+  decodeStateFile,
+  PODS_PER_LINE,
+  parseStateFileText,
+  STATE_FORMAT,
+  stateFileChunks,
+} from './state-file.ts';
 
 // A format-1 catalog with every optional field somewhere (IPv6, hostname, no nodeName/podName,
-// appProtocol, headless, ExternalName, namespaces), and its format-3 form, golden:
-// REFRESH_GOLDEN=1 rewrites the golden file. Its format-2 form (what gateways wrote before
-// format 3) is kept as it was written, for the reader's format-2 path.
+// appProtocol, headless, ExternalName, namespaces), and its format-4 form, golden:
+// REFRESH_GOLDEN=1 rewrites the golden file. Its format-2 and format-3 forms (what gateways
+// wrote before format 4) are kept as they were written, for the reader's older paths.
 const dir = new URL('./testdata/state-file/', import.meta.url);
 const v1 = validateCatalog(JSON.parse(readFileSync(new URL('catalog.v1.json', dir), 'utf8')));
-const goldenPath = new URL('catalog.v3.golden.json', dir);
+const goldenPath = new URL('catalog.v4.golden', dir);
+const v3Path = new URL('catalog.v3.golden.json', dir);
 const v2Path = new URL('catalog.v2.golden.json', dir);
 const encode = (c: Parameters<typeof stateFileChunks>[0], size?: number) =>
   [...stateFileChunks(c, size)].join('');
+const decode = (text: string) => parseStateFileText(text, 'catalog.json');
+const lines = (text: string) => text.split('\n').slice(0, -1);
+const golden = () => readFileSync(goldenPath, 'utf8');
 
-describe('state file format 3', () => {
-  it('encodes the catalog as the golden file says', () => {
+describe('state file format 4', () => {
+  it('encodes the catalog as the golden file says: tables on line 1, a line per service, then the pods', () => {
     const text = encode(v1);
-    if (process.env.REFRESH_GOLDEN) writeFileSync(goldenPath, `${text}\n`);
-    expect(`${text}\n`).toBe(readFileSync(goldenPath, 'utf8'));
-    expect(JSON.parse(text).format).toBe(STATE_FORMAT);
+    if (process.env.REFRESH_GOLDEN) writeFileSync(goldenPath, text);
+    expect(text).toBe(golden());
+    const [head, ...rest] = lines(text);
+    expect(JSON.parse(head)).toMatchObject({ format: STATE_FORMAT, services: 3, pods: 3 });
+    // Every line one JSON value.
+    expect(rest.map((l) => JSON.parse(l))).toHaveLength(4);
   });
 
   it('decodes to the same catalog as format 1, key order included, whatever the chunk size', () => {
     for (const size of [1, 64, 1 << 20]) {
-      const decoded = decodeStateFile(JSON.parse(encode(v1, size)));
+      const decoded = decode(encode(v1, size));
       expect(decoded).toEqual(v1);
       // The builder's reuse of persisted items compares them as JSON.
       expect(JSON.stringify(decoded)).toBe(JSON.stringify(v1));
@@ -32,30 +45,47 @@ describe('state file format 3', () => {
   });
 
   it('keeps one array per distinct port list and one string per name', () => {
-    const decoded = decodeStateFile(JSON.parse(readFileSync(goldenPath, 'utf8')));
+    const decoded = decode(golden());
     const [a, b] = decoded.services['demo/web'].endpoints;
     expect(a.ports).toBe(b.ports);
-    const doc = JSON.parse(readFileSync(goldenPath, 'utf8'));
-    expect(doc.portLists).toHaveLength(3);
-    // Node names; no namespace: every pod is an endpoint row's (format 3).
-    expect(doc.names).toEqual(['edge-a', 'edge-b']);
+    const head = JSON.parse(lines(golden())[0]);
+    expect(head.portLists).toHaveLength(3);
+    // Node names; no namespace: every pod is an endpoint row's.
+    expect(head.names).toEqual(['edge-a', 'edge-b']);
   });
 
-  it('still reads format 1 and format 2 (files older gateways wrote), key order included', () => {
-    expect(decodeStateFile(JSON.parse(JSON.stringify(v1)))).toEqual(v1);
-    const v2 = decodeStateFile(JSON.parse(readFileSync(v2Path, 'utf8')));
-    expect(JSON.stringify(v2)).toBe(JSON.stringify(v1));
+  it('still reads formats 1, 2 and 3 (files older gateways wrote), key order included', () => {
+    expect(decode(JSON.stringify(v1))).toEqual(v1);
+    for (const path of [v2Path, v3Path]) {
+      const older = decode(readFileSync(path, 'utf8'));
+      expect(JSON.stringify(older)).toBe(JSON.stringify(v1));
+    }
   });
 
   it("writes a pod that an endpoint row names as that row's number, any other as a row", () => {
-    const doc = JSON.parse(readFileSync(goldenPath, 'utf8'));
     // web's rows are 0..2 (the third has no pod), db's is 3.
-    expect(doc.pods).toEqual([0, 1, 3]);
+    expect(JSON.parse(lines(golden())[4])).toEqual([0, 1, 3]);
     const moved = structuredClone(v1);
     moved.pods['10.244.2.9'].nodeName = 'edge-a'; // no longer what its endpoint row says
     const text = encode(moved);
-    expect(JSON.parse(text).pods).toEqual([0, ['10.244.2.9', 2, 'web-5d9c7b8f6d-fghij', 0], 3]);
-    expect(JSON.stringify(decodeStateFile(JSON.parse(text)))).toBe(JSON.stringify(moved));
+    expect(JSON.parse(lines(text)[4])).toEqual([0, ['10.244.2.9', 2, 'web-5d9c7b8f6d-fghij', 0], 3]);
+    expect(JSON.parse(lines(text)[0]).names).toEqual(['edge-a', 'edge-b', 'demo']);
+    expect(JSON.stringify(decode(text))).toBe(JSON.stringify(moved));
+  });
+
+  it(`writes the pods ${PODS_PER_LINE} to a line, and reads them back in order`, () => {
+    const many = structuredClone(v1);
+    many.pods = {};
+    for (let i = 0; i < 2 * PODS_PER_LINE + 1; i++) {
+      const ip = `10.1.${i >> 8}.${i & 255}`;
+      many.pods[ip] = { ip, namespace: 'demo', name: `p-${i}`, nodeName: 'edge-b' };
+    }
+    const text = encode(many, 100);
+    const podLines = lines(text)
+      .slice(4)
+      .map((l) => JSON.parse(l));
+    expect(podLines.map((l) => l.length)).toEqual([PODS_PER_LINE, PODS_PER_LINE, 1]);
+    expect(JSON.stringify(decode(text))).toBe(JSON.stringify(many));
   });
 
   it('an empty catalog, and one without namespaces', () => {
@@ -67,7 +97,95 @@ describe('state file format 3', () => {
       pods: {},
       nodes: {},
     };
-    expect(decodeStateFile(JSON.parse(encode(empty)))).toEqual(empty);
+    expect(lines(encode(empty))).toHaveLength(1);
+    expect(decode(encode(empty))).toEqual(empty);
+  });
+});
+
+// Format 4's own: the lines. Each a change to the golden file's lines and the error it must give.
+const negativeLines: { name: string; change: (l: string[]) => string[]; error: string }[] = [
+  {
+    name: 'truncated at a line end',
+    change: (l) => l.slice(0, 3),
+    error: 'catalog.json: services[2]: the file ends at line 3 (truncated)',
+  },
+  {
+    name: 'truncated before the pods',
+    change: (l) => l.slice(0, 4),
+    error: 'catalog.json: pods[0]: the file ends at line 4 (truncated)',
+  },
+  {
+    name: 'truncated inside a line',
+    change: (l) => [...l.slice(0, 2), l[2].slice(0, 40)],
+    error: 'catalog.json: not valid JSON: line 3: ',
+  },
+  {
+    name: 'a line after the last pod',
+    change: (l) => [...l, '[]'],
+    error: 'catalog.json: line 6: trailing data after the last pod (line 1 announces 3 services and 3 pods)',
+  },
+  {
+    name: 'more pods on a line than line 1 announces',
+    change: (l) => [...l.slice(0, 4), '[0,1,3,0]'],
+    error: 'catalog.json: line 5: must have at most 3 items, has 4',
+  },
+  {
+    name: 'an empty pods line',
+    change: (l) => [...l.slice(0, 4), '[]', l[4]],
+    error: 'catalog.json: line 5: must hold at least one pod',
+  },
+  {
+    name: 'a pods line that is not an array',
+    change: (l) => [...l.slice(0, 4), '{"pods":[0,1,3]}'],
+    error: 'catalog.json: line 5: must be an array',
+  },
+  {
+    name: 'a service count that is not a count',
+    change: (l) => [l[0].replace('"services":3', '"services":-1'), ...l.slice(1)],
+    error: 'catalog.json: services: must be a count 0..',
+  },
+  {
+    name: 'a pod count that is not a count',
+    change: (l) => [l[0].replace('"pods":3', '"pods":"3"'), ...l.slice(1)],
+    error: 'catalog.json: pods: must be a count 0..',
+  },
+  {
+    name: 'an unknown field on line 1',
+    change: (l) => [l[0].replace('"pods":3', '"pods":3,"extra":1'), ...l.slice(1)],
+    error: 'catalog.json: extra: unknown field',
+  },
+  {
+    name: 'a bad row, named by its path',
+    change: (l) => [...l.slice(0, 1), l[1].replace('"10.244.2.9"', '"10.244.2.300"'), ...l.slice(2)],
+    error: 'catalog.json: services[0].endpoints[1].ip: must be an IP address',
+  },
+  {
+    name: 'a reference to a row with no pod',
+    change: (l) => [...l.slice(0, 4), '[0,2,3]'],
+    error: 'catalog.json: pods[1]: must name an endpoint row with a pod name and a node (row 2 has none)',
+  },
+];
+
+describe('state file format 4: what is refused', () => {
+  for (const { name, change, error } of negativeLines) {
+    it(name, () => {
+      const text = `${change(lines(golden())).join('\n')}\n`;
+      let thrown: unknown;
+      try {
+        decode(text);
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown).toBeInstanceOf(Error);
+      expect((thrown as Error).message.slice(0, error.length)).toBe(error);
+    });
+  }
+
+  it('a file that is not format 4 by its first bytes is read as one JSON document', () => {
+    // Line 1 with a space before its first member: not as the writer writes it.
+    expect(() => decode(golden().replace('{"format":4,', '{ "format":4,'))).toThrow(
+      /catalog\.json: not valid JSON/,
+    );
   });
 });
 
@@ -223,10 +341,10 @@ const negativeRefs: { name: string; change: (d: Doc) => void; error: string }[] 
   },
 ];
 
-describe('state file format 2 and 3: what is refused', () => {
+describe('state file formats 2 and 3 (still read): what is refused', () => {
   for (const { name, change, error } of negativeRefs) {
     it(`format 3: ${name}`, () => {
-      const doc = JSON.parse(readFileSync(goldenPath, 'utf8')) as Doc;
+      const doc = JSON.parse(readFileSync(v3Path, 'utf8')) as Doc;
       change(doc);
       expect(() => decodeStateFile(doc)).toThrow(CatalogValidationError);
       expect(() => decodeStateFile(doc)).toThrow(error);
@@ -247,7 +365,7 @@ describe('state file format 2 and 3: what is refused', () => {
     });
   }
 
-  it('anything but format 2 or 3 is format 1 to its validator', () => {
+  it('a parsed document of any format but 2 or 3 is format 1 to its validator (format 4 is not one document)', () => {
     expect(() => decodeStateFile([])).toThrow(/must be an object/);
     expect(() => decodeStateFile({ ...v1, format: 4 })).toThrow(/format: must be 1/);
   });
