@@ -21,12 +21,13 @@ export const TUNNEL_PORT = 20007;
 
 export interface TunnelStatusJson {
   node: string;
-  servers: { address: string; up: boolean; observed?: string }[];
+  servers: { address: string; name?: string; up: boolean; observed?: string; rttMs?: number }[];
   peers: {
     node: string;
     path?: string;
+    /** Per path, `via` names the relay's replica. */
     rttMs?: number;
-    paths: Record<string, { rttMs?: number; streams: number; transport: string; upAt: number }>;
+    paths: Record<string, { rttMs?: number; streams: number; transport: string; upAt: number; via?: string }>;
     firstUseAt?: number;
     nextUpgradeAt?: number;
   }[];
@@ -117,6 +118,28 @@ export class TunnelLab {
     this.servers.delete(i);
   }
 
+  /**
+   * A slow way to replica `i`: a public host forwarding TCP :TUNNEL_PORT to it with `delayMs`
+   * each way (bin/delay-proxy.ts; the lab kernel has no netem). Returns "addr:port" to list.
+   */
+  async delayedServer(i: number, delayMs: number): Promise<string> {
+    const host = await this.lab.addPublicHost(`dly${i + 1}`);
+    const ts = this.lab.tunnelServers[i];
+    const child = this.lab.spawn(host.ns, [
+      NODE,
+      join(BIN, 'delay-proxy.ts'),
+      '--listen',
+      `${host.addr}:${TUNNEL_PORT}`,
+      '--to',
+      `${ts.addr}:${TUNNEL_PORT}`,
+      '--delay-ms',
+      String(delayMs),
+    ]);
+    collect(child, `dly${i + 1}`);
+    await readyLine(child, `delay proxy to ts${i + 1}`);
+    return `${host.addr}:${TUNNEL_PORT}`;
+  }
+
   async startSink(node: LabNode): Promise<void> {
     const child = this.lab.spawn(node.pods[0].ns, [NODE, join(BIN, 'sink.ts')]);
     await readyLine(child, `sink on ${node.name}`);
@@ -125,7 +148,7 @@ export class TunnelLab {
   /** Starts the tunnel node on `node`; its far end allows only its own pod's ports. */
   async startNode(
     node: LabNode,
-    opts: { techniques?: string; token?: string; readyTimeoutMs?: number } = {},
+    opts: { techniques?: string; token?: string; readyTimeoutMs?: number; servers?: string } = {},
   ): Promise<ChildProcess> {
     const peers = this.lab.sites.flatMap((s) => s.nodes.map((x) => `${x.name}=${x.addr}`)).join(',');
     const allow = node.pods.flatMap((p) => [`${p.addr}:9000`, `${p.addr}:9001`]).join(',');
@@ -141,7 +164,7 @@ export class TunnelLab {
       '--ca',
       this.caFile,
       '--servers',
-      this.serverList,
+      opts.servers ?? this.serverList,
       '--token',
       opts.token ?? this.tokens.get(node.name) ?? '',
       '--lan',
