@@ -285,7 +285,11 @@ async function main(): Promise<void> {
       }
     }
     printTable(
-      `bench/proxy-h2 (sidecar h2c path: ${h2Path}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}): median of ${ROUNDS} × ${SECONDS} s per cell (paths interleaved), h2load -t1 in the pod namespace; req/s (ratio to direct in the same run, range over rounds), p50 ms (added)`,
+      `bench/proxy-h2 (sidecar h2c path: ${h2Path}, load average ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(
+          ' ',
+        )}): median of ${ROUNDS} × ${SECONDS} s per cell (paths interleaved), h2load -t1 in the pod namespace; req/s (ratio to direct in the same run, range over rounds), p50 ms (added)`,
       [
         'scenario',
         'direct req/s',
