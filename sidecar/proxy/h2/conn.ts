@@ -219,7 +219,8 @@ export interface ConnHooks {
 export class Conn {
   readonly socket: net.Socket;
   readonly #reader = new FrameReader(DEFAULT_MAX_FRAME);
-  readonly decoder = new HpackDecoder();
+  /** Lists between MAX_HEADER_LIST and 4× it are answered 431; beyond, the connection ends. */
+  readonly decoder = new HpackDecoder(4096, 4 * MAX_HEADER_LIST);
   #hooks!: ConnHooks;
   #out: Buffer[] = [];
   #outLen = 0;

@@ -142,6 +142,16 @@ describe('HPACK decoder: what it refuses (COMPRESSION_ERROR)', () => {
     expect(pairs(d.decode(hex('3fe11f 82')))).toEqual([[':method', 'GET']]);
   });
 
+  it('stops an HPACK bomb: a block of one-octet references to a large entry, past the list bound', () => {
+    const d = new HpackDecoder(4096, 64 * 1024);
+    const entry = Buffer.concat([
+      Buffer.from([0x40, 0x01, 0x78, 0x7f, 0xa1, 0x1e]),
+      Buffer.alloc(4000, 0x61),
+    ]);
+    d.decode(entry); // x: aaaa… (4,000 octets) at index 62
+    expect(() => d.decode(Buffer.alloc(1000, 0xbe))).toThrow(/header list above 65536/);
+  });
+
   it('counts the decoded header list size (name + value + 32 per field)', () => {
     const d = new HpackDecoder();
     d.decode(hex('8286'));

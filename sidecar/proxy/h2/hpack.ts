@@ -227,10 +227,16 @@ export class HpackDecoder {
   readonly #limit: number;
   /** Decoded list size (§4.1 of RFC 9113's SETTINGS_MAX_HEADER_LIST_SIZE) of the last block. */
   listSize = 0;
+  /**
+   * Decoded size at which a block is refused outright: one octet may name a 4 KiB table entry,
+   * so a small block can decode to gigabytes (an "HPACK bomb"); decoding stops there.
+   */
+  readonly #maxList: number;
 
-  constructor(limit = 4096) {
+  constructor(limit = 4096, maxList = Number.POSITIVE_INFINITY) {
     this.#limit = limit;
     this.#max = limit;
+    this.#maxList = maxList;
   }
 
   /** Decodes one complete header block. Throws HpackError: the connection is then unusable. */
@@ -302,6 +308,7 @@ export class HpackDecoder {
       }
       fieldSeen = true;
       size += name.length + value.length + 32;
+      if (size > this.#maxList) throw new HpackError(`header list above ${this.#maxList} octets decoded`);
       out.push(name, value);
     }
     this.listSize = size;
