@@ -16,6 +16,12 @@
  *                `--catalog full` sidecar or a tool; encoded only now that one asks), → "API
  *                synced"; private 30 s after
  *
+ * SCALE_RESTARTS=N then restarts every variant N times more, alternated (a b a b …), each on the
+ * state dir its first run left and against the same fake API: spawn → first LOOKUP answer (wall
+ * and CPU), CPU to "API synced", peak private until then, the load average at the time; one
+ * column per variant, the runs as "a / b / c" (the restart's figures vary with the machine's
+ * load, and alternating spreads it over both variants).
+ *
  * `nice -n 10 node bench/scale-fake.ts`; SCALE_NODE_FLAGS adds node flags (a CPU profile, a GC
  * trace) to the gateways, SCALE_LOG_DIR keeps their logs. Every process started here is
  * stopped by its PID, the temp dir removed.
@@ -52,6 +58,7 @@ const SHAPE: ScaleShape = {
 };
 const GATEWAY_NODE = nodeName(0);
 const SETTLE_MS = 25_000;
+const RESTARTS = envInt('SCALE_RESTARTS', 0);
 /**
  * SCALE_NODE_FLAGS: node flags added to every gateway, `{name}` and `{n}` replaced by the
  * variant and the start (1, 2 = the restart), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof/{name}-{n}`
@@ -148,14 +155,22 @@ const tail = async (file: string) =>
 
 type Row = Record<string, string>;
 
-async function runVariant(v: Variant, apiUrl: string, work: string): Promise<Row> {
-  const row: Row = {};
+/** A variant made ready to run: its stripped tree, its ports and state dir, and how to start it. */
+interface Prepared {
+  port: number;
+  metricsPort: number;
+  stateDir: string;
+  runtime: ReturnType<typeof gatewayRuntime>;
+  /** Start number n (1: cold, 2: the restart, 3…: SCALE_RESTARTS). */
+  spawn(n: number): ManagedProcess;
+}
+
+async function prepare(v: Variant, apiUrl: string, work: string): Promise<Prepared> {
   const out = join(work, `js-${v.name}`);
   stripTree(v.root, out, ['bin', 'lib', 'gateway']);
   symlinkSync(join(v.root, 'node_modules'), join(out, 'node_modules'));
   const runtime = gatewayRuntime(v.root);
   const { flags, env } = runtime;
-  row['node flags, env'] = describeRuntime(runtime);
   const stateDir = join(work, `state-${v.name}`);
   const port = await freePort();
   const metricsPort = await freePort();
@@ -178,6 +193,13 @@ async function runVariant(v: Variant, apiUrl: string, work: string): Promise<Row
       ],
       { logFile: join(work, `gateway-${v.name}-${n}.log`), env: { ...process.env, ...env } as never },
     );
+  return { port, metricsPort, stateDir, runtime, spawn };
+}
+
+async function runVariant(ready: Prepared): Promise<Row> {
+  const row: Row = {};
+  const { port, metricsPort, stateDir, spawn } = ready;
+  row['node flags, env'] = describeRuntime(ready.runtime);
   const t0 = performance.now();
   let gw = spawn(1);
   try {
@@ -219,6 +241,26 @@ async function runVariant(v: Variant, apiUrl: string, work: string): Promise<Row
   return row;
 }
 
+/** One more restart of a prepared variant (SCALE_RESTARTS): its figures to "API synced". */
+async function restartOnce(ready: Prepared, n: number): Promise<Row> {
+  const row: Row = { load: loadavg()[0].toFixed(1) };
+  const t1 = performance.now();
+  const gw = ready.spawn(n);
+  try {
+    const peak = watchPeakPrivate(gw.pid as number);
+    const answered = await firstAnswerByte(ready.port, gw, t1 + 120_000, LOOKUP);
+    row['restart → first LOOKUP answer (s)'] = ((answered - t1) / 1000).toFixed(2);
+    row['CPU to the first LOOKUP answer (s)'] = cpuSeconds(gw.pid as number).toFixed(2);
+    const synced = await waitForLog(gw.logFile, 'API synced', t1 + 300_000);
+    row['restart → API synced (s)'] = ((synced - t1) / 1000).toFixed(1);
+    row['CPU to API synced (s)'] = cpuSeconds(gw.pid as number).toFixed(2);
+    row['peak private to API synced (MB)'] = peak.stop().toFixed(0);
+  } finally {
+    await gw.stop(30_000);
+  }
+  return row;
+}
+
 const work = await mkdtemp(join(tmpdir(), 'edgemesh-scale-fake-'));
 let api: ManagedProcess | undefined;
 try {
@@ -239,13 +281,15 @@ try {
   );
   await waitForLog(api.logFile, 'ready', performance.now() + 120_000);
   const rows: Row[] = [];
+  const prepared: Prepared[] = [];
   for (const v of variants) {
     console.log(
       `--- ${v.name} (load average ${loadavg()
         .map((l) => l.toFixed(1))
         .join(' ')}) ---`,
     );
-    rows.push(await runVariant(v, `http://127.0.0.1:${apiPort}`, work));
+    prepared.push(await prepare(v, `http://127.0.0.1:${apiPort}`, work));
+    rows.push(await runVariant(prepared[prepared.length - 1]));
     console.log(rows.at(-1));
   }
   const keys = Object.keys(rows[0] ?? {});
@@ -254,6 +298,22 @@ try {
     ['what', ...variants.map((v) => v.name)],
     keys.map((k) => [k, ...rows.map((r) => r[k] ?? '')]),
   );
+  if (RESTARTS > 0) {
+    // Alternated: a b a b …, so the machine's load falls on both variants alike.
+    const runs: Row[][] = variants.map(() => []);
+    for (let r = 0; r < RESTARTS; r++) {
+      for (let i = 0; i < variants.length; i++) {
+        runs[i].push(await restartOnce(prepared[i], 3 + r));
+        console.log(variants[i].name, runs[i].at(-1));
+      }
+    }
+    const restartKeys = Object.keys(runs[0][0] ?? {});
+    printTable(
+      `${RESTARTS} restarts per variant, alternated (each run a / b / …; load average at each start)`,
+      ['what', ...variants.map((v) => v.name)],
+      restartKeys.map((k) => [k, ...runs.map((rs) => rs.map((r) => r[k]).join(' / '))]),
+    );
+  }
 } finally {
   await api?.stop();
   // SCALE_LOG_DIR keeps the gateways' logs (their timings: loaded, synced, compacted).
