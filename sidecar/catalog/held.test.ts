@@ -29,30 +29,52 @@ const answer = (id: number, services: Record<string, ServiceEntry>, revision = 5
 const web = svc('demo', 'web', '10.96.0.10');
 const WEB = { kind: 'svc', namespace: 'demo', name: 'web' } as const;
 const WEB_IP = { kind: 'ip', ip: '10.96.0.10' } as const;
+const at = (t: number) => () => t;
+const noClock = () => {
+  throw new Error('a held key must not read the clock');
+};
 
 describe('held catalog (pure)', () => {
   it('holds what answers named until idle; two keys share a topic and release it together', () => {
     const held = new HeldCatalog({ clusterDomain: 'cluster.local', idleMs: 1000, negativeTtlMs: 100 });
-    expect(held.check('svc demo/web', 0)).toBe('miss');
+    expect(held.check('svc demo/web', at(0))).toBe('miss');
     expect(held.answer(WEB, answer(1, { 'demo/web': web }), 0)).toEqual([]);
     expect(held.answer(WEB_IP, answer(2, { 'demo/web': web }), 0)).toEqual([]);
     expect(held.catalog().services).toEqual({ 'demo/web': web });
     expect(held.catalog().revision).toBe(5);
     expect(held.catalog()).toBe(held.catalog()); // same object until something changes
-    expect(held.check('svc demo/web', 900)).toBe('held'); // used at 900: idle from there
+    expect(held.check('svc demo/web', noClock)).toBe('held'); // used (a held key reads no clock)
     expect(held.sweep(1500)).toEqual([]); // the ip key went idle, but the svc key still holds the topic
-    expect(held.check('ip 10.96.0.10', 1500)).toBe('miss');
-    expect(held.sweep(1900)).toEqual(['svc demo/web']);
+    expect(held.check('ip 10.96.0.10', at(1500))).toBe('miss');
+    expect(held.sweep(2400)).toEqual([]); // the svc key counts as used at the sweep that saw the use
+    expect(held.sweep(2500)).toEqual(['svc demo/web']);
     expect(held.catalog().services).toEqual({});
     expect(held.stats).toEqual({ keys: 0, negative: 0, services: 0, pods: 0, namespaces: 0 });
+  });
+
+  it("a key's ticket marks it used without a lookup while live; released or re-answered, it is dead", () => {
+    const held = new HeldCatalog({ clusterDomain: 'cluster.local', idleMs: 1000, negativeTtlMs: 100 });
+    expect(held.ticket('svc demo/web')).toBeUndefined();
+    held.answer(WEB, answer(1, { 'demo/web': web }), 0);
+    const ticket = held.ticket('svc demo/web')!;
+    expect(ticket.live).toBe(true);
+    ticket.used = true; // as check() would
+    expect(held.sweep(1500)).toEqual([]);
+    expect(held.sweep(2500)).toEqual(['svc demo/web']);
+    expect(ticket.live).toBe(false);
+    held.answer(WEB, answer(2, { 'demo/web': web }), 3000);
+    const again = held.ticket('svc demo/web')!;
+    held.answer(WEB, answer(3, {}), 3100); // now a negative answer: no ticket, the old one dead
+    expect(again.live).toBe(false);
+    expect(held.ticket('svc demo/web')).toBeUndefined();
   });
 
   it('caches a negative answer for its TTL only', () => {
     const held = new HeldCatalog({ clusterDomain: 'cluster.local', negativeTtlMs: 100 });
     held.answer(WEB, answer(1, {}), 0);
-    expect(held.check('svc demo/web', 50)).toBe('negative');
+    expect(held.check('svc demo/web', at(50))).toBe('negative');
     expect(held.stats.negative).toBe(1);
-    expect(held.check('svc demo/web', 100)).toBe('miss');
+    expect(held.check('svc demo/web', at(100))).toBe('miss');
     expect(held.catalog().services).toEqual({});
   });
 
@@ -66,7 +88,7 @@ describe('held catalog (pure)', () => {
     expect(held.push({ type: 'service', revision: 10, key: 'demo/db', entry: null })).toBe(false);
     expect(held.push({ type: 'service', revision: 11, key: 'demo/web', entry: null })).toBe(true);
     expect(held.catalog().services).toEqual({});
-    expect(held.check('svc demo/web', 1)).toBe('held'); // still subscribed: a re-creation is pushed
+    expect(held.check('svc demo/web', noClock)).toBe('held'); // still subscribed: a re-creation is pushed
     expect(held.push({ type: 'service', revision: 12, key: 'demo/web', entry: web })).toBe(true);
     expect(held.catalog().services['demo/web']).toBe(web);
   });

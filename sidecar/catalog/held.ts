@@ -8,7 +8,9 @@
  *            keys hold it; a topic no key holds is released (the gateway is told to unsubscribe)
  *
  * Lifetimes: a positive key lives until idle for `idleMs` (no DNS query or connection used it);
- * it does not expire otherwise, because the gateway pushes every change of its topics. A
+ * it does not expire otherwise, because the gateway pushes every change of its topics. A use
+ * only sets a flag (the hot path reads no clock); sweep() turns the flag into the sweep's time,
+ * so a key is released between idleMs and idleMs + two sweep intervals after its last use. A
  * negative key lives `negativeTtlMs` (CoreDNS's negative cache does the same: a name created
  * just after is seen within that time). `catalog()` is the held part of the catalog, the
  * shape the DNS zone and the proxy's route table are built from.
@@ -39,9 +41,38 @@ interface TopicState {
   held: Value;
 }
 
-type KeyState = { key: LookupKey; topics: string[]; lastUsed: number } | { negativeUntil: number };
+/**
+ * A held key's state as a caller may keep it (ticket()): while `live`, setting `used` is what
+ * check() does for it, without the map lookup.
+ */
+export interface HeldTicket {
+  readonly live: boolean;
+  used: boolean;
+}
+
+/**
+ * One shape for both kinds (the hot path reads it on every held DNS answer: a monomorphic load).
+ * Positive: `key` and `topics` set, `used` since the last sweep, `lastUsed` the sweep that saw
+ * it used (or the answer's time). Negative: `key` undefined, `until` when it expires.
+ */
+class KeyState implements HeldTicket {
+  key: LookupKey | undefined;
+  topics: string[];
+  used = false;
+  live = true;
+  lastUsed: number;
+  until: number;
+  constructor(key: LookupKey | undefined, topics: string[], lastUsed: number, until: number) {
+    this.key = key;
+    this.topics = topics;
+    this.lastUsed = lastUsed;
+    this.until = until;
+  }
+}
 
 export type CheckResult = 'held' | 'negative' | 'miss';
+
+const NO_TOPICS: string[] = [];
 
 export interface HeldOptions {
   clusterDomain: string;
@@ -66,17 +97,27 @@ export class HeldCatalog {
     this.#negativeTtlMs = opts.negativeTtlMs ?? DEFAULT_NEGATIVE_TTL_MS;
   }
 
-  /** Whether `key` is answered by what is held (and marks it used), or must be asked for. */
-  check(key: string, now: number): CheckResult {
+  /**
+   * Whether `key` is answered by what is held (and marks it used), or must be asked for.
+   * `clock` is read only for a negative answer (its expiry): a held key costs one map lookup.
+   */
+  check(key: string, clock: () => number): CheckResult {
     const state = this.#keys.get(key);
-    if (!state) return 'miss';
-    if ('lastUsed' in state) {
-      state.lastUsed = now;
+    if (state === undefined) return 'miss';
+    if (state.key !== undefined) {
+      state.used = true;
       return 'held';
     }
-    if (now < state.negativeUntil) return 'negative';
+    if (clock() < state.until) return 'negative';
     this.#keys.delete(key);
+    state.live = false;
     return 'miss';
+  }
+
+  /** The state of a key held positively, to mark it used directly while it stays live; or undefined. */
+  ticket(key: string): HeldTicket | undefined {
+    const state = this.#keys.get(key);
+    return state?.key !== undefined ? state : undefined;
   }
 
   /**
@@ -106,13 +147,14 @@ export class HeldCatalog {
       }
     }
     const prev = this.#keys.get(k);
-    const last = prev && 'lastUsed' in prev ? prev.lastUsed : now;
-    this.#keys.set(
-      k,
-      topics.length > 0 ? { key, topics, lastUsed: last } : { negativeUntil: now + this.#negativeTtlMs },
-    );
+    if (prev) prev.live = false;
+    if (topics.length > 0) {
+      const state = new KeyState(key, topics, prev?.key !== undefined ? prev.lastUsed : now, 0);
+      state.used = prev?.used ?? false;
+      this.#keys.set(k, state);
+    } else this.#keys.set(k, new KeyState(undefined, NO_TOPICS, now, now + this.#negativeTtlMs));
     this.#catalog = undefined;
-    return prev && 'topics' in prev ? this.#release(prev.topics) : [];
+    return prev?.key !== undefined ? this.#release(prev.topics) : [];
   }
 
   /** Applies a pushed update of a held topic. Returns false when nothing held changed. */
@@ -133,15 +175,26 @@ export class HeldCatalog {
     return true;
   }
 
-  /** Drops keys idle for idleMs and expired negative answers; returns the topics released. */
+  /**
+   * Drops keys idle for idleMs and expired negative answers; returns the topics released. A
+   * key used since the last sweep counts as used now.
+   */
   sweep(now: number): string[] {
     const released: string[] = [];
     for (const [k, state] of this.#keys) {
-      if ('lastUsed' in state) {
+      if (state.key !== undefined) {
+        if (state.used) {
+          state.used = false;
+          state.lastUsed = now;
+        }
         if (now - state.lastUsed < this.#idleMs) continue;
         this.#keys.delete(k);
+        state.live = false;
         released.push(...this.#release(state.topics));
-      } else if (now >= state.negativeUntil) this.#keys.delete(k);
+      } else if (now >= state.until) {
+        this.#keys.delete(k);
+        state.live = false;
+      }
     }
     return released;
   }
@@ -149,13 +202,13 @@ export class HeldCatalog {
   /** The keys held positively (asked again after a reconnect, to re-subscribe). */
   heldKeys(): LookupKey[] {
     const out: LookupKey[] = [];
-    for (const state of this.#keys.values()) if ('key' in state) out.push(state.key);
+    for (const state of this.#keys.values()) if (state.key !== undefined) out.push(state.key);
     return out;
   }
 
   get stats(): { keys: number; negative: number; services: number; pods: number; namespaces: number } {
     let negative = 0;
-    for (const s of this.#keys.values()) if (!('key' in s)) negative++;
+    for (const s of this.#keys.values()) if (s.key === undefined) negative++;
     const count = { svc: 0, pod: 0, ns: 0 };
     for (const t of this.#topics.values()) if (t.held.value) count[t.held.kind]++;
     return { keys: this.#keys.size, negative, services: count.svc, pods: count.pod, namespaces: count.ns };

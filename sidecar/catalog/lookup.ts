@@ -9,13 +9,22 @@ import type { LookupKey } from '../../lib/catalog/lookup-protocol.ts';
 /** found / missing: the gateway answered (the store now says so); unavailable: it could not be asked. */
 export type LookupResult = 'found' | 'missing' | 'unavailable';
 
+/**
+ * A caller's per-key slot (the DNS resolver keeps one per query name): the lookup may keep
+ * there what answers the key again without a map lookup. Opaque to the caller.
+ */
+export interface LookupMemo {
+  held?: unknown;
+}
+
 export interface CatalogLookup {
   /**
    * Undefined when the store answers `key` now (what is held, or a cached negative answer);
    * otherwise a promise that settles once it does. Never rejects. `id`: keyString(key), when
-   * the caller keeps it (the DNS resolver: the hot path then builds no string).
+   * the caller keeps it (the DNS resolver: the hot path then builds no string); `memo`: the
+   * caller's slot for this key.
    */
-  ensure(key: LookupKey, id?: string): Promise<LookupResult> | undefined;
+  ensure(key: LookupKey, id?: string, memo?: LookupMemo): Promise<LookupResult> | undefined;
 }
 
 export const HOLDS_EVERYTHING: CatalogLookup = { ensure: () => undefined };

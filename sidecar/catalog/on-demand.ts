@@ -31,8 +31,8 @@ import type { CatalogStore } from '../../lib/catalog/store.ts';
 import { formatRequest, GATEWAY_PORT, parseReply } from '../../lib/gateway-protocol.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
 import { Counter, Gauge, type Registry } from '../../lib/metrics.ts';
-import { HeldCatalog } from './held.ts';
-import type { CatalogLookup, LookupResult } from './lookup.ts';
+import { HeldCatalog, type HeldTicket } from './held.ts';
+import type { CatalogLookup, LookupMemo, LookupResult } from './lookup.ts';
 
 /** A lookup not answered in this time fails (DNS SERVFAIL); the gateway is on the same host. */
 export const LOOKUP_TIMEOUT_MS = 2_000;
@@ -75,7 +75,7 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
   #nextId = 1;
   readonly #inFlight = new Map<number, LookupKey>();
   readonly #waiting = new Map<string, ((r: LookupResult) => void)[]>();
-  /** The time held keys are marked used with: Date.now() read at most every CLOCK_MS (hot path). */
+  /** The time negative answers are checked against: Date.now() read at most every CLOCK_MS. */
   #coarseNow = 0;
   #coarseAt = 0;
 
@@ -117,11 +117,23 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
     this.#ready = false;
   }
 
-  ensure(key: LookupKey, id?: string): Promise<LookupResult> | undefined {
+  ensure(key: LookupKey, id?: string, memo?: LookupMemo): Promise<LookupResult> | undefined {
+    // The hot path: a held key the caller has asked for before is marked used where it lies.
+    const ticket = memo?.held as HeldTicket | undefined;
+    if (ticket?.live) {
+      ticket.used = true;
+      this.#counts.held++;
+      return undefined;
+    }
     const k = id ?? keyString(key);
-    const state = this.#held.check(k, this.#clock());
-    if (state !== 'miss') {
-      this.#counts[state]++;
+    const state = this.#held.check(k, this.#clock);
+    if (state === 'held') {
+      if (memo) memo.held = this.#held.ticket(k);
+      this.#counts.held++;
+      return undefined;
+    }
+    if (state === 'negative') {
+      this.#counts.negative++;
       return undefined;
     }
     const waiting = this.#waiting.get(k);
@@ -142,8 +154,11 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
     return promise;
   }
 
-  /** A coarse clock for check(): lifetimes are seconds to minutes, a query costs microseconds. */
-  #clock(): number {
+  /**
+   * A coarse clock for a negative answer's expiry (held.check reads it for those only):
+   * lifetimes are seconds, a query costs microseconds.
+   */
+  readonly #clock = (): number => {
     if (this.#opts.now) return this.#opts.now();
     // performance.now() is monotonic and cheaper than Date.now(); re-read the wall clock rarely.
     const t = performance.now();
@@ -152,7 +167,7 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
       this.#coarseNow = Date.now();
     }
     return this.#coarseNow;
-  }
+  };
 
   #ask(key: LookupKey): void {
     const id = this.#nextId;

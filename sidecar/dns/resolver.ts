@@ -65,8 +65,11 @@ const TCP_LIMIT = 65535;
 export class Resolver {
   readonly #store: CatalogStore;
   readonly #lookup: CatalogLookup;
-  /** Query name → its lookup key (null: none), so the hot path does not parse names again. */
-  readonly #keys = new Map<string, { key: LookupKey; id: string } | null>();
+  /**
+   * Query name → its lookup key (null: none), so the hot path does not parse names again; the
+   * entry is also the lookup's memo for the key (what answers it again without a map lookup).
+   */
+  readonly #keys = new Map<string, NameKey | null>();
   readonly #domain: string;
   readonly #dotDomain: string;
   readonly #ttl: number | undefined;
@@ -241,12 +244,12 @@ export class Resolver {
     let memo = this.#keys.get(q.name);
     if (memo === undefined) {
       const key = keyForName(q.name, this.#domain);
-      memo = key ? { key, id: keyString(key) } : null;
+      memo = key ? { key, id: keyString(key), held: undefined } : null;
       // Bounded: a pod asking for endless distinct names only costs re-parsing.
       if (this.#keys.size >= MAX_KEY_MEMO) this.#keys.clear();
       this.#keys.set(q.name, memo);
     }
-    const pending = memo && this.#lookup.ensure(memo.key, memo.id);
+    const pending = memo && this.#lookup.ensure(memo.key, memo.id, memo);
     if (!pending) return false;
     pending.then((result) => {
       let response: Buffer | undefined;
@@ -419,6 +422,13 @@ export class Resolver {
     this.#lastProblems = summary;
     return this.#zone;
   }
+}
+
+/** A query name's lookup key, its text, and the lookup's memo slot (LookupMemo). */
+interface NameKey {
+  key: LookupKey;
+  id: string;
+  held: unknown;
 }
 
 const MAX_KEY_MEMO = 4096;
