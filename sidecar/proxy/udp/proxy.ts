@@ -92,17 +92,18 @@ export class UdpProxy {
   #sweeper: NodeJS.Timeout | undefined;
 
   constructor(options: UdpProxyOptions) {
+    // Field by field: an option passed as undefined takes its default.
     this.#opts = {
-      lookup: HOLDS_EVERYTHING,
-      port: UDP_PROXY_PORT,
-      idleMs: DEFAULT_IDLE_MS,
-      maxFlows: DEFAULT_MAX_FLOWS,
-      families: [4, 6],
-      log: silentLogger,
+      store: options.store,
+      lookup: options.lookup ?? HOLDS_EVERYTHING,
+      port: options.port ?? UDP_PROXY_PORT,
+      idleMs: options.idleMs ?? DEFAULT_IDLE_MS,
+      maxFlows: options.maxFlows ?? DEFAULT_MAX_FLOWS,
+      families: options.families ?? [4, 6],
+      log: options.log ?? silentLogger,
       metrics: options.metrics ?? createUdpMetrics(),
-      ...options,
       nodeName: options.nodeName,
-    } as ResolvedOptions;
+    };
     const m = this.#opts.metrics;
     this.#drop = Object.fromEntries(
       (
@@ -123,7 +124,14 @@ export class UdpProxy {
       { idleMs: this.#opts.idleMs, maxFlows: this.#opts.maxFlows },
       (flow) => this.#endFlow(flow),
     );
-    this.#engine = new UdpEngine((data, recs) => this.#onBatch(data, recs), options.addon ?? loadUdpAddon());
+    this.#engine = new UdpEngine((data, recs) => {
+      // Nothing may escape into the addon's callback (N-API would only print a warning).
+      try {
+        this.#onBatch(data, recs);
+      } catch (err) {
+        this.#opts.log.error({ err: (err as Error).stack }, 'udp batch failed');
+      }
+    }, options.addon ?? loadUdpAddon());
   }
 
   /** Binds the transparent listeners (needs NET_ADMIN) and starts the idle sweep. */
