@@ -2,7 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { cleanupCapture, type InitConfig, installCapture } from './apply.ts';
 import { detectBackend } from './backend.ts';
 import { RecordingHost, type RunResult } from './host.ts';
-import { captureOptions } from './options.ts';
+import { captureOptions as baseOptions, type CaptureOptions } from './options.ts';
+
+/** Every port-53 packet captured (the nameservers come from resolv.conf only through the CLI). */
+const captureOptions = (o: Partial<CaptureOptions> = {}) => baseOptions({ captureAllDns: true, ...o });
+
 import { installedTable, renderCleanup, renderInstall, type SavedTable } from './render.ts';
 import { buildRules } from './rules.ts';
 

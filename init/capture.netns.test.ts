@@ -1,4 +1,7 @@
 import { execFile } from 'node:child_process';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
 import { cases } from './testing/cases.ts';
@@ -11,6 +14,9 @@ import { cases } from './testing/cases.ts';
  *   :15001 HTTP "proxy"                           lo 198.51.100.10, 203.0.113.10,
  *   :15053 DNS 127.0.0.1/::1 → 192.0.2.153           2001:db8::10, 2001:db8::11: HTTP "direct" :80 :8080
  *   :8081  HTTP "local"                           lo 198.51.100.53, 2001:db8::53: DNS → 192.0.2.1
+ *                                                 lo 203.0.113.53, 2001:db8::153: the user's own
+ *                                                    DNS server (dnsmasq): only.user.example → 192.0.2.77
+ *   resolv.conf: nameserver 198.51.100.53, 2001:db8::53, 127.0.0.53 (DNS is captured only to these)
  *
  * An HTTP answer names the listener and the address it was reached on, so "proxy" means the
  * connection was redirected to :15001, "direct <dst>" that it reached the real destination.
@@ -22,6 +28,25 @@ const APP = { uid: 1000, gid: 1000 };
 const SIDECAR = { uid: 1337, gid: 1337 };
 const SIDECAR_DNS = '192.0.2.153';
 const OUTSIDE_DNS = '192.0.2.1';
+/** The user's own DNS server (a UDP Service in a cluster): not one of the pod's nameservers. */
+const USER_DNS = { v4: '203.0.113.53', v6: '2001:db8::153', name: 'only.user.example', answer: '192.0.2.77' };
+
+/**
+ * The pod's resolv.conf, as kubelet would write it. World-readable: one test runs init as the
+ * app's uid to see it refused for lack of NET_ADMIN, not for this file.
+ */
+const RESOLV_CONF = (() => {
+  const dir = mkdtempSync(join(tmpdir(), 'emi-resolv-'));
+  chmodSync(dir, 0o755);
+  const file = join(dir, 'resolv.conf');
+  writeFileSync(
+    file,
+    'search default.svc.cluster.local\nnameserver 198.51.100.53\nnameserver 2001:db8::53\nnameserver 127.0.0.53\noptions ndots:5\n',
+  );
+  chmodSync(file, 0o644);
+  return file;
+})();
+const RESOLV_FLAG = `--resolv-conf=${RESOLV_CONF}`;
 
 interface Pod {
   lab: NetnsLab;
@@ -51,10 +76,10 @@ async function makePod(lab: NetnsLab, name: string): Promise<Pod> {
   );
   await lab.exec(pod, ['ip', 'route', 'add', 'default', 'via', '10.60.0.1']);
   await lab.exec(pod, ['ip', '-6', 'route', 'add', 'default', 'via', 'fd00:60::1']);
-  for (const addr of ['198.51.100.10/32', '198.51.100.53/32', '203.0.113.10/32']) {
+  for (const addr of ['198.51.100.10/32', '198.51.100.53/32', '203.0.113.10/32', `${USER_DNS.v4}/32`]) {
     await lab.exec(net, ['ip', 'addr', 'add', addr, 'dev', 'lo']);
   }
-  for (const addr of ['2001:db8::10/128', '2001:db8::11/128', '2001:db8::53/128']) {
+  for (const addr of ['2001:db8::10/128', '2001:db8::11/128', '2001:db8::53/128', `${USER_DNS.v6}/128`]) {
     await lab.exec(net, ['ip', 'addr', 'add', addr, 'dev', 'lo', 'nodad']);
   }
   await startServers(lab, net, {
@@ -72,11 +97,27 @@ async function makePod(lab: NetnsLab, name: string): Promise<Pod> {
     answer: SIDECAR_DNS,
   });
   await startServers(lab, pod, { http: [8081], label: 'local' });
+  // The user's own DNS server: a real one, knowing a name no other server here knows and
+  // refusing everything else (no upstream).
+  lab.spawn(net, [
+    'dnsmasq',
+    '--keep-in-foreground',
+    '--conf-file=/dev/null',
+    '--pid-file=',
+    '--no-resolv',
+    '--no-hosts',
+    '--bind-interfaces',
+    '--user=root',
+    `--listen-address=${USER_DNS.v4}`,
+    `--listen-address=${USER_DNS.v6}`,
+    `--address=/${USER_DNS.name}/${USER_DNS.answer}`,
+  ]);
   return { lab, pod, net };
 }
 
 async function init(p: Pod, args: string[], as?: { uid: number; gid: number }) {
-  return p.lab.run(p.pod, [EDGEMESH_BIN, 'init', ...args], { ...as, timeoutMs: 60_000 });
+  const resolv = args.some((a) => a.startsWith('--resolv-conf')) ? [] : [RESOLV_FLAG];
+  return p.lab.run(p.pod, [EDGEMESH_BIN, 'init', ...resolv, ...args], { ...as, timeoutMs: 60_000 });
 }
 
 async function initOk(p: Pod, args: string[]): Promise<string> {
@@ -90,17 +131,14 @@ async function curl(p: Pod, url: string, as: { uid: number; gid: number }): Prom
   return r.code === 0 ? r.stdout.trim() : `curl failed (${r.code}): ${r.stderr.trim()}`;
 }
 
-async function dig(p: Pod, server: string, tcp: boolean, as: { uid: number; gid: number }): Promise<string> {
-  const args = [
-    'dig',
-    '+short',
-    '+time=3',
-    '+tries=1',
-    ...(tcp ? ['+tcp'] : []),
-    `@${server}`,
-    'example.com',
-    'A',
-  ];
+async function dig(
+  p: Pod,
+  server: string,
+  tcp: boolean,
+  as: { uid: number; gid: number },
+  name = 'example.com',
+): Promise<string> {
+  const args = ['dig', '+short', '+time=3', '+tries=1', ...(tcp ? ['+tcp'] : []), `@${server}`, name, 'A'];
   const r = await p.lab.run(p.pod, args, as);
   return r.code === 0 ? r.stdout.trim() : `dig failed (${r.code}): ${r.stdout.trim()} ${r.stderr.trim()}`;
 }
@@ -160,9 +198,10 @@ for (const backend of ['nft', 'legacy'] as const) {
     it('installs with defaults (IPv6 auto-detected from the pod address) and says which backend', async () => {
       const out = await initOk(p, [flag]);
       expect(out).toContain(`capture installed with iptables backend ${backend}`);
-      expect(out).toContain('IPv4 10 rules, IPv6 10 rules');
+      // DNS rules per nameserver: IPv4 198.51.100.53 and 127.0.0.53, IPv6 2001:db8::53.
+      expect(out).toContain('IPv4 12 rules, IPv6 10 rules');
       firstInstall = { v4: await natRules(p, backend, 4), v6: await natRules(p, backend, 6) };
-      expect(edgemeshLines(firstInstall.v4)).toHaveLength(12); // 2 chains + 10 rules
+      expect(edgemeshLines(firstInstall.v4)).toHaveLength(14); // 2 chains + 12 rules
       expect(edgemeshLines(firstInstall.v6)).toHaveLength(12);
       const other = backend === 'nft' ? 'legacy' : 'nft';
       expect(edgemeshLines(await natRules(p, other, 4))).toEqual([]);
@@ -181,6 +220,28 @@ for (const backend of ['nft', 'legacy'] as const) {
         expect(await dig(p, server, false, APP), `udp @${server}`).toBe(SIDECAR_DNS);
         expect(await dig(p, server, true, APP), `tcp @${server}`).toBe(SIDECAR_DNS);
       }
+    });
+
+    it("DNS to another address (the user's own DNS server) reaches that server, over UDP; its TCP is TCP", async () => {
+      // Before the scoping, the sidecar's DNS answered these: SIDECAR_DNS, or nothing for the name.
+      for (const server of [USER_DNS.v4, USER_DNS.v6]) {
+        expect(await dig(p, server, false, APP, USER_DNS.name), `udp @${server}`).toBe(USER_DNS.answer);
+      }
+      // TCP to it is an ordinary outbound connection: the TCP capture takes it to :15001.
+      expect(await curl(p, `http://${USER_DNS.v4}:53/`, APP)).toBe(
+        `proxy 127.0.0.1:15001 for ${USER_DNS.v4}:53`,
+      );
+      expect(await curl(p, `http://[${USER_DNS.v6}]:53/`, APP)).toBe(
+        `proxy [::1]:15001 for [${USER_DNS.v6}]:53`,
+      );
+    });
+
+    it('--capture-all-dns=true captures DNS to every address again (the old behaviour)', async () => {
+      await initOk(p, [flag, '--capture-all-dns=true']);
+      expect(await dig(p, USER_DNS.v4, false, APP, USER_DNS.name)).toBe(SIDECAR_DNS);
+      expect(await dig(p, USER_DNS.v6, true, APP, USER_DNS.name)).toBe(SIDECAR_DNS);
+      await initOk(p, [flag]);
+      expect(await natRules(p, backend, 4)).toBe(firstInstall.v4);
     });
 
     it('the sidecar (uid 1337, and gid 1337 alone) goes straight out, DNS included', async () => {
@@ -313,7 +374,7 @@ describe('every golden case on real iptables', () => {
         expect(await natRules(p, backend, 6), c.name).toBe(before.v6);
         expect(await udpState(p, backend), c.name).toBe(udpBefore);
       }
-    });
+    }, 360_000); // 16 cases × (install, re-run, cleanup, saves): ~2 min per backend on a loaded 2-core machine
   }
 });
 
@@ -361,8 +422,8 @@ describe('backend auto-detection and refusals', () => {
     );
     const pod4 = { lab, pod: v4only, net: '' };
     const out = await initOk(pod4, ['--iptables-backend=nft']);
-    expect(out).toContain('IPv4 10 rules; reserved');
-    expect(edgemeshLines(await natRules(pod4, 'nft', 4))).toHaveLength(12);
+    expect(out).toContain('IPv4 12 rules; reserved');
+    expect(edgemeshLines(await natRules(pod4, 'nft', 4))).toHaveLength(14);
     expect(edgemeshLines(await natRules(pod4, 'nft', 6))).toEqual([]);
   });
 
@@ -380,7 +441,7 @@ describe('backend auto-detection and refusals', () => {
     const r = await new Promise<{ code: number | null; signal: string | null; stderr: string }>((resolve) => {
       execFile(
         'ip',
-        ['netns', 'exec', p.pod, 'env', 'PATH=/usr/bin:/bin', EDGEMESH_BIN, 'init'],
+        ['netns', 'exec', p.pod, 'env', 'PATH=/usr/bin:/bin', EDGEMESH_BIN, 'init', RESOLV_FLAG],
         { timeout: 10_000, encoding: 'utf8' },
         (err, _stdout, stderr) => {
           const e = err as (Error & { code?: number; signal?: string }) | null;
@@ -404,7 +465,7 @@ describe('backend auto-detection and refusals', () => {
       'private',
       'sh',
       '-c',
-      `mount --bind -o ro /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec ${EDGEMESH_BIN} init`,
+      `mount --bind -o ro /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec ${EDGEMESH_BIN} init ${RESOLV_FLAG}`,
     ]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(
@@ -422,11 +483,11 @@ describe('backend auto-detection and refusals', () => {
       'private',
       'sh',
       '-c',
-      `mount -t tmpfs -o ro tmpfs /run && exec ${EDGEMESH_BIN} init --iptables-backend=legacy`,
+      `mount -t tmpfs -o ro tmpfs /run && exec ${EDGEMESH_BIN} init --iptables-backend=legacy ${RESOLV_FLAG}`,
     ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('iptables-legacy locks XTABLES_LOCKFILE instead');
-    expect(edgemeshLines(await natRules(p, 'legacy', 4))).toHaveLength(12);
+    expect(edgemeshLines(await natRules(p, 'legacy', 4))).toHaveLength(14);
     await initOk(p, ['--cleanup']);
   });
 
@@ -499,9 +560,19 @@ describe('UDP capture (--capture-udp, TPROXY)', () => {
     expect(heard).not.toContain('got excluded-port');
   });
 
-  it("DNS is still the nat table's: app UDP 53 reaches the sidecar DNS, not :15006", async () => {
+  it("DNS to the pod's nameservers is still the nat table's: app UDP 53 reaches the sidecar DNS, not :15006", async () => {
     expect(await dig(p, '198.51.100.53', false, APP)).toBe(SIDECAR_DNS);
+    expect(await dig(p, '2001:db8::53', false, APP)).toBe(SIDECAR_DNS);
     expect(heard).not.toMatch(/origdst [^ ]*:53\n/);
+  });
+
+  it('DNS to any other address is a UDP flow like any other: it reaches :15006 with its destination', async () => {
+    await sendUntilHeard(`UDP4-SENDTO:${USER_DNS.v4}:53`, 'user-dns-v4', APP);
+    expect(heard).toMatch(
+      new RegExp(`got user-dns-v4 from [^ ]+ origdst ${USER_DNS.v4.replaceAll('.', '\\.')}:53\n`),
+    );
+    await sendUntilHeard(`UDP6-SENDTO:[${USER_DNS.v6}]:53`, 'user-dns-v6', APP);
+    expect(heard).toMatch(/got user-dns-v6 from [^ ]+ origdst \[2001:db8::153\]:53\n/);
   });
 
   it('cleanup leaves no mangle rule, ip rule or table-133 route', async () => {

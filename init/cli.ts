@@ -17,13 +17,14 @@ import {
 } from './options.ts';
 import { installedTable, renderCleanup, renderInstall } from './render.ts';
 import { parsePortRanges } from './reserved-ports.ts';
+import { readNameservers } from './resolv-conf.ts';
 import { buildRules, buildUdpRules, type Family, udpPolicyRoute } from './rules.ts';
 
 const spec = {
   name: 'init',
   summary:
     "Installs the pod's traffic-capture rules (run as the first init container, with NET_ADMIN): " +
-    'outbound TCP to the sidecar proxy, DNS (UDP and TCP 53) to the sidecar DNS server; the ' +
+    "outbound TCP to the sidecar proxy, DNS (UDP and TCP 53) to the pod's nameservers to the sidecar DNS server; the " +
     "sidecar's own traffic (its uid/gid) goes out untouched.",
   details: [
     'The traffic options take the values of the pod annotations traffic.edgemesh.io/* unchanged.',
@@ -62,6 +63,20 @@ const spec = {
       default: 'true',
       description: 'send DNS (UDP and TCP port 53) to the sidecar: true or false',
       validate: (v: string) => problemOf(() => parseBooleanText(v)),
+    },
+    'capture-all-dns': {
+      type: 'string',
+      default: 'false',
+      description:
+        "with --capture-dns, capture DNS to every address, not only to the pod's nameservers (--resolv-conf): true or false",
+      validate: (v: string) => problemOf(() => parseBooleanText(v)),
+    },
+    'resolv-conf': {
+      type: 'string',
+      default: '/etc/resolv.conf',
+      description:
+        "the pod's resolv.conf (kubelet mounts the same file in every container): DNS is captured to its nameservers",
+      validate: (v: string) => (v.trim() === '' ? 'must name a file' : undefined),
     },
     'capture-udp': {
       type: 'string',
@@ -141,12 +156,19 @@ export function configFromFlags(flags: InitFlags): InitConfig {
   if (flags['udp-port'] === flags['dns-port']) {
     throw configError(`--udp-port and --dns-port must differ (both ${flags['udp-port']})`);
   }
+  const captureDns = parseBooleanText(flags['capture-dns']);
+  const captureAllDns = parseBooleanText(flags['capture-all-dns']);
+  // Read only when the rules need it: cleanup removes by ownership marks, not by address.
+  const dnsServers =
+    captureDns && !captureAllDns && !flags.cleanup ? readNameservers(flags['resolv-conf']) : [];
   const capture: CaptureOptions = captureOptions({
     proxyUid: flags['proxy-uid'],
     proxyGid: flags['proxy-gid'],
     proxyPort: flags['proxy-port'],
     dnsPort: flags['dns-port'],
-    captureDns: parseBooleanText(flags['capture-dns']),
+    captureDns,
+    captureAllDns,
+    dnsServers,
     captureUdp: parseBooleanText(flags['capture-udp']),
     udpPort: flags['udp-port'],
     excludeOutboundPorts: parsePortList(flags['exclude-outbound-ports']),

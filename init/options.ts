@@ -17,6 +17,16 @@ export interface CaptureOptions {
   readonly dnsPort: number;
   readonly captureDns: boolean;
   /**
+   * With captureDns: capture every port-53 packet (the behaviour before issue 18) instead of
+   * only those to dnsServers. Off by default, as Istio's `--capture-all-dns`.
+   */
+  readonly captureAllDns: boolean;
+  /**
+   * The pod's nameservers (resolv-conf.ts): with captureDns and not captureAllDns, DNS is
+   * captured only to these; DNS to any other address is ordinary UDP/TCP traffic.
+   */
+  readonly dnsServers: readonly Cidr[];
+  /**
    * Send outbound UDP (not DNS) to the sidecar's UDP port with TPROXY (docs/udp.md). Off by
    * default: it needs policy routing in the pod and a sidecar with NET_ADMIN.
    */
@@ -39,6 +49,8 @@ export const DEFAULT_OPTIONS: CaptureOptions = Object.freeze({
   proxyPort: 15001,
   dnsPort: 15053,
   captureDns: true,
+  captureAllDns: false,
+  dnsServers: [],
   captureUdp: false,
   udpPort: 15006,
   excludeOutboundPorts: [],

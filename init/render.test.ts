@@ -17,6 +17,13 @@ import { cases } from './testing/cases.ts';
 import { expectGolden, unusedGoldens } from './testing/golden.ts';
 
 const testdata = new URL('./testdata/', import.meta.url).pathname;
+/** Defaults with the nameservers a dual-stack pod's resolv.conf would give. */
+const clusterDns = captureOptions({
+  dnsServers: [
+    { family: 4, text: '10.96.0.10/32' },
+    { family: 6, text: 'fd00:96::a/128' },
+  ],
+});
 
 function dryRun(argv: string[]): string {
   const flags = parseCommand(initCommand.spec, argv, {});
@@ -44,7 +51,7 @@ describe('rendered rules (golden)', () => {
         'COMMIT',
       ].join('\n'),
     );
-    expectGolden(testdata, 'reconcile-stale', renderInstall(buildRules(captureOptions(), 4), stale));
+    expectGolden(testdata, 'reconcile-stale', renderInstall(buildRules(clusterDns, 4), stale));
   });
 
   it('has no golden file without a case', () => {
@@ -52,7 +59,7 @@ describe('rendered rules (golden)', () => {
   });
 
   it('matches what the real CLI prints with --dry-run', async () => {
-    for (const c of [cases[2], cases[8]]) {
+    for (const c of cases.filter((x) => ['exclusions', 'udp'].includes(x.name))) {
       const { stdout } = await promisify(execFile)(EDGEMESH_BIN, ['init', '--dry-run', ...c.argv], {
         env: { PATH: process.env.PATH },
       });
@@ -64,6 +71,8 @@ describe('rendered rules (golden)', () => {
 describe('ruleset invariants', () => {
   const variants = [
     captureOptions(),
+    clusterDns,
+    captureOptions({ captureAllDns: true }),
     captureOptions({ captureDns: false, includeOutboundRanges: [] }),
     captureOptions({
       excludeOutboundPorts: [1, 65535],
@@ -101,14 +110,39 @@ describe('ruleset invariants', () => {
     }
   }
 
-  it('the uid/gid RETURN comes before DNS capture, and DNS before the loopback RETURN', () => {
-    const slugs = buildRules(captureOptions(), 4).rules.map((r) => r.slug);
-    const at = (s: string) => slugs.indexOf(s);
-    expect(at('proxy-uid')).toBeLessThan(at('dns-udp'));
-    expect(at('proxy-gid')).toBeLessThan(at('dns-tcp'));
-    expect(at('dns-udp')).toBeLessThan(at('loopback-interface'));
-    expect(at('dns-tcp')).toBeLessThan(at('loopback-destination'));
-    expect(at('loopback-destination')).toBeLessThan(at('capture-tcp'));
+  it.each([
+    ['all DNS', captureOptions({ captureAllDns: true }), ['dns-udp', 'dns-tcp']],
+    ["the pod's nameservers", clusterDns, ['dns-udp-10.96.0.10', 'dns-tcp-10.96.0.10']],
+  ])(
+    '%s: the uid/gid RETURN comes before DNS capture, and DNS before the loopback RETURN',
+    (_, options, dns) => {
+      const slugs = buildRules(options, 4).rules.map((r) => r.slug);
+      const at = (s: string) => slugs.indexOf(s);
+      const [udp, tcp] = dns.map(at);
+      expect(udp).toBeGreaterThan(-1);
+      expect(tcp).toBeGreaterThan(-1);
+      expect(at('proxy-uid')).toBeLessThan(udp);
+      expect(at('proxy-gid')).toBeLessThan(tcp);
+      expect(udp).toBeLessThan(at('loopback-interface'));
+      expect(tcp).toBeLessThan(at('loopback-destination'));
+      expect(at('loopback-destination')).toBeLessThan(at('capture-tcp'));
+    },
+  );
+
+  it("scoped DNS: rules match only the family's own nameservers; a family without one has no DNS rule", () => {
+    const v4 = buildRules(clusterDns, 4).rules.filter((r) => r.match.includes('53'));
+    expect(v4.map((r) => r.match.join(' '))).toEqual([
+      '-d 10.96.0.10/32 -p udp --dport 53',
+      '-d 10.96.0.10/32 -p tcp --dport 53',
+    ]);
+    const v6Only = captureOptions({ dnsServers: [{ family: 6, text: 'fd00:96::a/128' }] });
+    expect(buildRules(v6Only, 4).rules.filter((r) => r.match.includes('53'))).toEqual([]);
+    // UDP capture: only DNS to the nameservers stays the nat table's; other port-53 datagrams
+    // are marked like any UDP.
+    const udp = buildUdpRules({ ...clusterDns, captureUdp: true }, 6).rules.filter((r) =>
+      r.match.includes('53'),
+    );
+    expect(udp.map((r) => `${r.slug} ${r.target.join(' ')}`)).toEqual(['udp-dns-fd00:96::a -j RETURN']);
   });
 });
 

@@ -62,9 +62,23 @@ export function buildRules(options: CaptureOptions, family: Family): Ruleset {
   add(OUTPUT_CHAIN, 'proxy-gid', ['-m', 'owner', '--gid-owner', String(options.proxyGid)], ret);
 
   // DNS before the loopback RETURN, so queries to a local stub (127.0.0.53) are captured too.
-  if (options.captureDns) {
+  if (options.captureDns && options.captureAllDns) {
     for (const proto of ['udp', 'tcp']) {
       add(OUTPUT_CHAIN, `dns-${proto}`, ['-p', proto, '--dport', '53'], redirectTo(options.dnsPort));
+    }
+  } else if (options.captureDns) {
+    // Only where the pod's resolver points: a query to another address (the user's own DNS
+    // server run as a Service) is traffic like any other — its UDP goes out as sent, its TCP
+    // is captured below as any TCP is. A family without nameservers has no DNS rule.
+    for (const server of dnsServersOf(options, family)) {
+      for (const proto of ['udp', 'tcp']) {
+        add(
+          OUTPUT_CHAIN,
+          `dns-${proto}-${hostOf(server)}`,
+          ['-d', server.text, '-p', proto, '--dport', '53'],
+          redirectTo(options.dnsPort),
+        );
+      }
     }
   } else {
     // DNS not captured means untouched: TCP 53 must not fall into the TCP capture below.
@@ -100,6 +114,11 @@ export function buildRules(options: CaptureOptions, family: Family): Ruleset {
 
   return Object.freeze({ family, table: 'nat', chains: [OUTPUT_CHAIN, REDIRECT_CHAIN], rules });
 }
+
+const dnsServersOf = (options: CaptureOptions, family: Family) =>
+  options.dnsServers.filter((c) => c.family === family);
+/** "10.96.0.10/32" → "10.96.0.10": the nameserver in a rule's slug. */
+const hostOf = (cidr: Cidr) => cidr.text.replace(/\/\d+$/, '');
 
 function redirectTo(port: number): string[] {
   return ['-j', 'REDIRECT', '--to-ports', String(port)];
@@ -150,8 +169,21 @@ export function buildUdpRules(options: CaptureOptions, family: Family): Ruleset 
   // transparent socket bound to the ClusterIP) go straight out.
   add(UDP_OUTPUT_CHAIN, 'udp-proxy-uid', ['-m', 'owner', '--uid-owner', String(options.proxyUid)], ret);
   add(UDP_OUTPUT_CHAIN, 'udp-proxy-gid', ['-m', 'owner', '--gid-owner', String(options.proxyGid)], ret);
-  // DNS is the nat table's (captureDns), captured or untouched there; never a UDP flow.
-  add(UDP_OUTPUT_CHAIN, 'udp-dns', ['-p', 'udp', '--dport', '53'], ret);
+  // DNS the nat table captures (to the pod's nameservers) is never a UDP flow; with DNS
+  // capture off or capture-all-dns, no port-53 datagram is (uncaptured DNS stays untouched).
+  // DNS to any other address is UDP like any other and is marked below.
+  if (options.captureDns && !options.captureAllDns) {
+    for (const server of dnsServersOf(options, family)) {
+      add(
+        UDP_OUTPUT_CHAIN,
+        `udp-dns-${hostOf(server)}`,
+        ['-d', server.text, '-p', 'udp', '--dport', '53'],
+        ret,
+      );
+    }
+  } else {
+    add(UDP_OUTPUT_CHAIN, 'udp-dns', ['-p', 'udp', '--dport', '53'], ret);
+  }
   add(UDP_OUTPUT_CHAIN, 'udp-loopback-interface', ['-o', 'lo'], ret);
   add(UDP_OUTPUT_CHAIN, 'udp-loopback-destination', ['-d', LOOPBACK[family]], ret);
   for (const cidr of ofFamily(options.excludeOutboundRanges)) {
