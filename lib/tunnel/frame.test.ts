@@ -1,12 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import {
+  DatagramDecoder,
   decodeFrame,
+  encodeDatagram,
   encodeFrame,
   type Frame,
   FrameDecoder,
   FrameError,
   FrameType,
   MAX_DATA,
+  MAX_DATAGRAM,
 } from './frame.ts';
 
 // Wire bytes pinned by hand: a change to the format must change this table (and the
@@ -21,6 +24,24 @@ const table: { name: string; frame: Frame; hex: string }[] = [
     name: 'OPEN v6',
     frame: { type: FrameType.OPEN, stream: 2, target: { ip: 'fd00::1', port: 443 } },
     hex: '01 01 0000 00000002 00000013 06 01bb fd000000000000000000000000000001',
+  },
+  {
+    name: 'OPEN_DATAGRAM v4',
+    frame: {
+      type: FrameType.OPEN_DATAGRAM,
+      stream: 3,
+      target: { ip: '10.1.1.2', port: 5353, transport: 'udp' },
+    },
+    hex: '01 0b 0000 00000003 00000007 04 14e9 0a010102',
+  },
+  {
+    name: 'OPEN_DATAGRAM v6',
+    frame: {
+      type: FrameType.OPEN_DATAGRAM,
+      stream: 4,
+      target: { ip: 'fd00::1', port: 53, transport: 'udp' },
+    },
+    hex: '01 0b 0000 00000004 00000013 06 0035 fd000000000000000000000000000001',
   },
   { name: 'ACCEPT', frame: { type: FrameType.ACCEPT, stream: 3 }, hex: '01 02 0000 00000003 00000000' },
   {
@@ -163,5 +184,54 @@ describe('frame codec', () => {
       const d = decodeFrame(f[1], 1, f.subarray(12));
       expect(d).toEqual({ type: FrameType.OPEN, stream: 1, target: { ip: canonical, port: 1 } });
     }
+  });
+});
+
+// Datagram framing inside a datagram stream's DATA, pinned like the frames.
+const datagrams: { name: string; payload: string; hex: string }[] = [
+  { name: 'empty datagram', payload: '', hex: '0000' },
+  { name: 'one byte', payload: '41', hex: '0001 41' },
+  { name: 'a DNS-sized query', payload: 'ab'.repeat(300), hex: `012c ${'ab'.repeat(300)}` },
+];
+const hex = (h: string) => Buffer.from(h.replace(/\s+/g, ''), 'hex');
+
+describe('datagram framing (datagram streams)', () => {
+  for (const d of datagrams) {
+    it(`${d.name}: encodes to the pinned bytes and decodes back`, () => {
+      const bytes = encodeDatagram(hex(d.payload));
+      expect(bytes.toString('hex')).toBe(d.hex.replace(/\s+/g, ''));
+      expect(new DatagramDecoder().push(bytes)).toEqual([hex(d.payload)]);
+    });
+  }
+
+  it('decodes the same however the stream was cut (every split point, and one byte at a time)', () => {
+    const all = Buffer.concat(datagrams.map((d) => hex(d.hex)));
+    const want = datagrams.map((d) => hex(d.payload));
+    for (let cut = 0; cut <= all.length; cut++) {
+      const dec = new DatagramDecoder();
+      expect([...dec.push(all.subarray(0, cut)), ...dec.push(all.subarray(cut))], `cut ${cut}`).toEqual(want);
+      expect(dec.buffered).toBe(0);
+    }
+    const dec = new DatagramDecoder();
+    const got = [...all].flatMap((b) => dec.push(Buffer.from([b])));
+    expect(got).toEqual(want);
+  });
+
+  it('keeps a partial datagram until the rest arrives', () => {
+    const dec = new DatagramDecoder();
+    expect(dec.push(hex('0003 6162'))).toEqual([]);
+    expect(dec.buffered).toBe(4);
+    expect(dec.push(hex('63 00'))).toEqual([Buffer.from('abc')]);
+    expect(dec.buffered).toBe(1);
+  });
+
+  it(`refuses a datagram over ${MAX_DATAGRAM} bytes both ways, from the prefix alone`, () => {
+    expect(encodeDatagram(Buffer.alloc(MAX_DATAGRAM)).length).toBe(MAX_DATAGRAM + 2);
+    expect(() => encodeDatagram(Buffer.alloc(MAX_DATAGRAM + 1))).toThrow(FrameError);
+    expect(() => new DatagramDecoder().push(hex('ffe4'))).toThrow(/65508 is over the 65507-byte maximum/);
+    // Split prefix: still refused before any payload.
+    const dec = new DatagramDecoder();
+    expect(dec.push(hex('ff'))).toEqual([]);
+    expect(() => dec.push(hex('ff'))).toThrow(FrameError);
   });
 });

@@ -51,6 +51,14 @@ export const FrameType = {
   GOAWAY: 0x09,
   /** stream 0, payload: one JSON object (tunnel-server control messages). */
   CONTROL: 0x0a,
+  /**
+   * OPEN's payload. Opens a datagram stream: the far end sends each datagram its DATA carries
+   * (DatagramDecoder below) from a UDP socket connected to the target, and the target's
+   * replies come back the same way. Sent only to a peer whose MuxSession announced the
+   * `datagram` feature (mux.ts, MUX_FEATURES): an older peer's decoder refuses an unknown type
+   * by closing the whole session, so it never sees one. Protocol version stays 1.
+   */
+  OPEN_DATAGRAM: 0x0b,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 const TYPE_NAMES = new Map<number, string>(Object.entries(FrameType).map(([k, v]) => [v, k]));
@@ -71,10 +79,12 @@ export const ResetCode = {
 export interface Target {
   ip: string;
   port: number;
+  /** 'udp': a datagram stream (OPEN_DATAGRAM). Absent or 'tcp': a byte stream (OPEN). */
+  transport?: 'tcp' | 'udp';
 }
 
 export type Frame =
-  | { type: typeof FrameType.OPEN; stream: number; target: Target }
+  | { type: typeof FrameType.OPEN | typeof FrameType.OPEN_DATAGRAM; stream: number; target: Target }
   | { type: typeof FrameType.ACCEPT; stream: number }
   | { type: typeof FrameType.DATA; stream: number; data: Buffer }
   | { type: typeof FrameType.WINDOW; stream: number; increment: number }
@@ -114,7 +124,8 @@ export function dataHeader(stream: number, length: number): Buffer {
 
 function encodePayload(f: Frame): Buffer {
   switch (f.type) {
-    case FrameType.OPEN: {
+    case FrameType.OPEN:
+    case FrameType.OPEN_DATAGRAM: {
       const { ip, port } = f.target;
       if (!Number.isInteger(port) || port < 1 || port > 65535)
         throw new FrameError(`OPEN port ${port} out of range`);
@@ -169,14 +180,17 @@ export function decodeFrame(type: number, stream: number, p: Buffer): Frame {
   if (sessionLevel && stream !== 0) throw new FrameError(`${name} must be on stream 0, got ${stream}`);
   if (!sessionLevel && stream === 0) throw new FrameError(`${name} needs a stream id, got 0`);
   switch (type) {
-    case FrameType.OPEN: {
+    case FrameType.OPEN:
+    case FrameType.OPEN_DATAGRAM: {
       const family = p[0];
       if (!((family === 4 && p.length === 7) || (family === 6 && p.length === 19)))
-        throw new FrameError('OPEN payload must be family 4 + 6 bytes or family 6 + 18 bytes');
+        throw new FrameError(`${name} payload must be family 4 + 6 bytes or family 6 + 18 bytes`);
       const port = p.readUInt16BE(1);
-      if (port === 0) throw new FrameError('OPEN port 0');
+      if (port === 0) throw new FrameError(`${name} port 0`);
       const ip = family === 4 ? formatIp(p.subarray(3, 7)) : formatIp(p.subarray(3, 19));
-      return { type, stream, target: { ip, port } };
+      return type === FrameType.OPEN
+        ? { type, stream, target: { ip, port } }
+        : { type, stream, target: { ip, port, transport: 'udp' } };
     }
     case FrameType.ACCEPT:
     case FrameType.FIN:
@@ -282,6 +296,95 @@ export class FrameDecoder {
   }
 
   /** Bytes buffered but not yet returned as frames. */
+  get buffered(): number {
+    return this.#length;
+  }
+
+  #take(n: number): Buffer {
+    this.#length -= n;
+    const first = this.#chunks[0];
+    if (first.length > n) {
+      this.#chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    if (first.length === n) {
+      this.#chunks.shift();
+      return first;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const c = this.#chunks[0];
+      const want = n - filled;
+      if (c.length <= want) {
+        c.copy(out, filled);
+        filled += c.length;
+        this.#chunks.shift();
+      } else {
+        c.copy(out, filled, 0, want);
+        this.#chunks[0] = c.subarray(want);
+        filled += want;
+      }
+    }
+    return out;
+  }
+}
+
+/**
+ * Datagrams on a datagram stream (OPEN_DATAGRAM). A stream is a byte stream — DATA frames
+ * may be cut and joined anywhere on the way — so each datagram carries its length:
+ *
+ *    0               1               2
+ *   +---------------+---------------+------------------------------
+ *   |   length (u16, big endian)    |  payload (length bytes) ...
+ *   +---------------+---------------+------------------------------
+ *
+ * 0..MAX_DATAGRAM bytes (a zero-length UDP datagram is valid and is carried). A length over
+ * MAX_DATAGRAM is a protocol error on that stream (it is reset; the session carries on).
+ */
+export const DATAGRAM_HEADER_BYTES = 2;
+/** The largest UDP payload over IPv4 (65,535 − 20 IP − 8 UDP); IPv6 allows 20 more, not used. */
+export const MAX_DATAGRAM = 65_507;
+
+/** One datagram as it goes on the stream: length prefix and payload in one buffer. */
+export function encodeDatagram(payload: Uint8Array): Buffer {
+  if (payload.length > MAX_DATAGRAM)
+    throw new FrameError(`datagram of ${payload.length} bytes is over the ${MAX_DATAGRAM}-byte maximum`);
+  const out = Buffer.allocUnsafe(DATAGRAM_HEADER_BYTES + payload.length);
+  out.writeUInt16BE(payload.length, 0);
+  out.set(payload, DATAGRAM_HEADER_BYTES);
+  return out;
+}
+
+/**
+ * Bytes of a datagram stream → whole datagrams, however the bytes were cut. Holds at most
+ * one partial datagram (≤ MAX_DATAGRAM + 2 bytes). Throws FrameError on a length over the
+ * maximum, checked from the prefix before any payload is buffered.
+ */
+export class DatagramDecoder {
+  #chunks: Buffer[] = [];
+  #length = 0;
+
+  push(chunk: Buffer): Buffer[] {
+    if (chunk.length > 0) {
+      this.#chunks.push(chunk);
+      this.#length += chunk.length;
+    }
+    const out: Buffer[] = [];
+    while (this.#length >= DATAGRAM_HEADER_BYTES) {
+      const first = this.#chunks[0];
+      const size =
+        first.length >= 2 ? first.readUInt16BE(0) : (first[0] << 8) | (this.#chunks[1] as Buffer)[0];
+      if (size > MAX_DATAGRAM)
+        throw new FrameError(`datagram length ${size} is over the ${MAX_DATAGRAM}-byte maximum`);
+      if (this.#length < DATAGRAM_HEADER_BYTES + size) break;
+      this.#take(DATAGRAM_HEADER_BYTES);
+      out.push(size === 0 ? Buffer.alloc(0) : this.#take(size));
+    }
+    return out;
+  }
+
+  /** Bytes of a partial datagram held (a stream that ends with some was cut mid-datagram). */
   get buffered(): number {
     return this.#length;
   }

@@ -4,7 +4,7 @@ import { type Duplex, duplexPair } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EdgemeshError, ErrorCodes } from '../errors.ts';
 import { ReceiveBudget } from './budget.ts';
-import { encodeFrame, FrameType, ResetCode } from './frame.ts';
+import { DatagramDecoder, encodeDatagram, encodeFrame, FrameDecoder, FrameType, ResetCode } from './frame.ts';
 import { MuxSession, type MuxStream, type MuxSession as Session } from './mux.ts';
 
 const sessions: Session[] = [];
@@ -446,3 +446,86 @@ describe('mux session', () => {
     });
   });
 });
+
+describe('datagram streams (OPEN_DATAGRAM, negotiated)', () => {
+  it('opens a datagram stream to a peer that takes them: the far end sees transport udp', async () => {
+    const { client, server } = pair();
+    server.on('stream', (stream, target) => {
+      expect(target).toEqual({ ip: '10.1.1.2', port: 5353, transport: 'udp' });
+      stream.on('error', () => undefined); // closed with the sessions after the test
+      stream.accept();
+      stream.pipe(stream); // echo the framed datagrams
+    });
+    const stream = await client.openStream({ ip: '10.1.1.2', port: 5353, transport: 'udp' });
+    const dec = new DatagramDecoder();
+    const got: Buffer[] = [];
+    stream.on('data', (c: Buffer) => got.push(...dec.push(c)));
+    stream.write(Buffer.concat([encodeDatagram(Buffer.from('one')), encodeDatagram(Buffer.alloc(0))]));
+    await waitUntil(() => got.length === 2);
+    expect(got).toEqual([Buffer.from('one'), Buffer.alloc(0)]);
+    // Asked once per session: a second stream needs no new question.
+    await client.openStream({ ip: '10.1.1.2', port: 5353, transport: 'udp' });
+  });
+
+  it('a peer that does not take them refuses cleanly: an error that says so, the session carries on', async () => {
+    const [a, b] = duplexPair();
+    const client = new MuxSession(a, { role: 'client', peer: 'old-b' });
+    const server = new MuxSession(b, { role: 'server', peer: 'client', features: [] });
+    sessions.push(client, server);
+    server.on('stream', (stream) => {
+      stream.on('error', () => undefined);
+      stream.accept();
+      stream.end('tcp still works');
+    });
+    await expect(client.openStream({ ip: '10.1.1.2', port: 53, transport: 'udp' })).rejects.toThrow(
+      /peer gateway old-b does not take datagram streams .* until it is upgraded/,
+    );
+    const tcp = await client.openStream({ ip: '10.1.1.2', port: 80 });
+    expect((await readAll(tcp)).toString()).toBe('tcp still works');
+    expect(client.closed).toBe(false);
+  });
+
+  it('a gateway from before them (ignores the question, answers PING) is never sent OPEN_DATAGRAM', async () => {
+    const [a, b] = duplexPair();
+    const client = new MuxSession(a, { role: 'client', peer: 'v1-peer' });
+    sessions.push(client);
+    // The old peer: a version-1 decoder that closes on an unknown type, answering only PINGs.
+    const seen: number[] = [];
+    const decoder = new FrameDecoder();
+    b.on('data', (chunk: Buffer) => {
+      for (const f of decoder.push(chunk)) {
+        seen.push(f.type);
+        if (f.type === FrameType.PING)
+          b.write(encodeFrame({ type: FrameType.PONG, stream: 0, opaque: f.opaque }));
+      }
+    });
+    await expect(client.openStream({ ip: '10.1.1.2', port: 53, transport: 'udp' })).rejects.toThrow(
+      'does not take datagram streams',
+    );
+    expect(seen).toContain(FrameType.CONTROL);
+    expect(seen).not.toContain(FrameType.OPEN_DATAGRAM);
+    expect(client.usable).toBe(true);
+  });
+
+  it('an OPEN_DATAGRAM to a session that does not take them is RESET REFUSED, not a session error', async () => {
+    const [a, b] = duplexPair();
+    const server = new MuxSession(b, { role: 'server', peer: 'client', features: [] });
+    sessions.push(server);
+    server.on('stream', () => expect.unreachable('no stream'));
+    const decoder = new FrameDecoder();
+    const frames: ReturnType<FrameDecoder['push']> = [];
+    a.on('data', (chunk: Buffer) => frames.push(...decoder.push(chunk)));
+    a.write(encodeFrame({ type: FrameType.OPEN_DATAGRAM, stream: 1, target: { ip: '10.0.0.1', port: 53 } }));
+    await waitUntil(() => frames.length > 0);
+    expect(frames[0]).toMatchObject({ type: FrameType.RESET, stream: 1, code: ResetCode.REFUSED });
+    expect(server.closed).toBe(false);
+  });
+});
+
+async function waitUntil(ok: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

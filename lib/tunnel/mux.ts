@@ -62,7 +62,28 @@ export interface SessionOptions {
   budget?: ReceiveBudget;
   /** Called for each peer stream refused because the budget is full (metrics). */
   onBudgetRefused?: () => void;
+  /**
+   * What this end announces when asked (MUX_FEATURES by default). Test hook: `[]` makes a
+   * session that takes no datagram streams, as a peer from before them would not.
+   */
+  features?: readonly string[];
 }
+
+/**
+ * Optional frame types this end understands, told to a peer that asks (a CONTROL message
+ * `{t: "mux-features", ask?: true, features: [...]}`, taken by the session, never emitted as
+ * 'control'). Protocol version 1 decoders close the session on an unknown frame type, so a
+ * newer type is sent only to a peer that announced it:
+ *   - `datagram`: OPEN_DATAGRAM (frame.ts) — a stream of length-prefixed datagrams.
+ * A gateway from before this asks nothing and ignores the question (gateway/pod-moves.ts
+ * ignores CONTROL messages it does not know); its PONG to the PING sent right behind the
+ * question then arrives first, which is the answer "none" (#peerFeatures). Asked only on
+ * sessions between gateways, when the first datagram stream is opened: tunnel-server control
+ * sessions never see it.
+ */
+export const MUX_FEATURES: readonly string[] = Object.freeze(['datagram']);
+const FEATURES_MESSAGE = 'mux-features';
+const MAX_FEATURES = 16;
 
 export const DEFAULT_WINDOW = 1024 * 1024;
 /**
@@ -105,6 +126,10 @@ export class MuxSession extends EventEmitter<{
   /** @internal Unread bytes the peer's streams hold here (shared per peer). */
   readonly budget: ReceiveBudget;
   readonly #onBudgetRefused: (() => void) | undefined;
+  readonly #features: readonly string[];
+  /** The peer's features: asked once per session, on the first datagram stream. */
+  #peerFeatures: Promise<ReadonlySet<string>> | undefined;
+  #onPeerFeatures: ((features: ReadonlySet<string>) => void) | undefined;
   /** Streams with DATA waiting for the socket to drain (see #congested). */
   readonly #blocked = new Set<MuxStream>();
   /**
@@ -154,6 +179,7 @@ export class MuxSession extends EventEmitter<{
     this.#onSlowReader = opts.onSlowReader;
     this.budget = opts.budget ?? new ReceiveBudget();
     this.#onBudgetRefused = opts.onBudgetRefused;
+    this.#features = opts.features ?? MUX_FEATURES;
     this.#nextId = opts.role === 'client' ? 1 : 2;
     const pingEvery = opts.pingIntervalMs ?? 10_000;
     const idle = opts.idleTimeoutMs ?? 30_000;
@@ -189,10 +215,68 @@ export class MuxSession extends EventEmitter<{
     return this.#streams.size;
   }
 
-  /** Opens a stream to `target` on the far side; resolves when the far end has dialed it. */
+  /**
+   * Opens a stream to `target` on the far side; resolves when the far end has dialed it.
+   * `transport: 'udp'` opens a datagram stream (OPEN_DATAGRAM; write and read datagrams with
+   * encodeDatagram / DatagramDecoder), only to a peer that says it takes them: an older one
+   * is never sent the frame, the stream fails with an error that says so.
+   */
   openStream(target: Target): Promise<MuxStream> {
     if (!this.usable)
       return Promise.reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, `session to ${this.peer} is closing`));
+    if (target.transport === 'udp') return this.#openDatagramStream(target);
+    return this.#open(target, FrameType.OPEN);
+  }
+
+  async #openDatagramStream(target: Target): Promise<MuxStream> {
+    const features = await this.#askFeatures();
+    if (!features.has('datagram')) {
+      throw new EdgemeshError(
+        ErrorCodes.UNAVAILABLE,
+        `peer gateway ${this.peer} does not take datagram streams (an edgemesh from before UDP ` +
+          `across sites): UDP to ${target.ip}:${target.port} cannot be carried until it is upgraded`,
+      );
+    }
+    if (!this.usable) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, `session to ${this.peer} is closing`);
+    return this.#open(target, FrameType.OPEN_DATAGRAM);
+  }
+
+  /**
+   * What the peer takes, asked once: the question, then a PING. A peer that knows the
+   * question answers it while handling the read it came in, so the answer is on the wire
+   * before its PONG; a peer that does not know it ignores it and answers only the PING.
+   */
+  #askFeatures(): Promise<ReadonlySet<string>> {
+    if (this.#peerFeatures) return this.#peerFeatures;
+    this.#peerFeatures = new Promise<ReadonlySet<string>>((resolve) => {
+      let done = false;
+      this.#onPeerFeatures = (features) => {
+        if (done) return;
+        done = true;
+        resolve(features);
+      };
+      this.sendControl({ t: FEATURES_MESSAGE, ask: true, features: [...this.#features] });
+      this.ping().then(
+        () => this.#onPeerFeatures?.(new Set()),
+        () => this.#onPeerFeatures?.(new Set()), // closed or no PONG: nothing can be opened anyway
+      );
+    });
+    return this.#peerFeatures;
+  }
+
+  /** A `mux-features` message: answer a question, take an answer. Malformed lists count as none. */
+  #onFeatures(message: Record<string, unknown>): void {
+    const list = message.features;
+    const features = new Set(
+      Array.isArray(list)
+        ? list.slice(0, MAX_FEATURES).filter((f): f is string => typeof f === 'string' && f.length <= 32)
+        : [],
+    );
+    if (message.ask === true) this.sendControl({ t: FEATURES_MESSAGE, features: [...this.#features] });
+    else this.#onPeerFeatures?.(features);
+  }
+
+  #open(target: Target, type: typeof FrameType.OPEN | typeof FrameType.OPEN_DATAGRAM): Promise<MuxStream> {
     const id = this.#nextId;
     this.#nextId += 2;
     const stream = new MuxStream(this, id, target);
@@ -218,7 +302,7 @@ export class MuxSession extends EventEmitter<{
       });
     });
     // Listeners first: over an in-process pipe the answer can arrive inside send().
-    this.send({ type: FrameType.OPEN, stream: id, target });
+    this.send({ type, stream: id, target });
     return answered;
   }
 
@@ -494,11 +578,23 @@ export class MuxSession extends EventEmitter<{
         if (this.#streams.size === 0) this.close();
         return;
       case FrameType.CONTROL:
-        this.emit('control', f.message);
+        if (f.message.t === FEATURES_MESSAGE) this.#onFeatures(f.message);
+        else this.emit('control', f.message);
         return;
-      case FrameType.OPEN: {
+      case FrameType.OPEN:
+      case FrameType.OPEN_DATAGRAM: {
         const ours = (f.stream % 2 === 1) === (this.role === 'client');
         if (ours || this.#streams.has(f.stream)) throw new FrameError(`OPEN reuses stream id ${f.stream}`);
+        if (f.type === FrameType.OPEN_DATAGRAM && !this.#features.includes('datagram')) {
+          // Only a peer that ignored our answer gets here; refuse the stream, keep the session.
+          this.send({
+            type: FrameType.RESET,
+            stream: f.stream,
+            code: ResetCode.REFUSED,
+            reason: 'this gateway does not take datagram streams',
+          });
+          return;
+        }
         const stream = new MuxStream(this, f.stream, f.target);
         if (this.#goingAway || this.#streams.size >= this.#maxStreams || this.listenerCount('stream') === 0) {
           this.send({
