@@ -44,6 +44,20 @@ describe('isLocalPodEndpoint', () => {
     expect(isLocalPodEndpoint(d, 'edge-a', '10.244.1.17', 8080)).toBe(false);
   });
 
+  it('UDP: only UDP ports of local pod endpoints, never a TCP port as UDP or the other way round', () => {
+    const c = structuredClone(web);
+    const e = c.services['demo/web'].endpoints.find((x) => x.ip === '10.244.1.17')!;
+    e.ports = [...e.ports, { name: 'coap', port: 5683, protocol: 'UDP' }];
+    expect(isLocalPodEndpoint(c, 'edge-a', '10.244.1.17', 5683, 'UDP')).toBe(true);
+    expect(isLocalPodEndpoint(c, 'edge-a', '10.244.1.17', 5683, 'TCP')).toBe(false);
+    expect(isLocalPodEndpoint(c, 'edge-a', '10.244.1.17', 8080, 'UDP')).toBe(false);
+    expect(isLocalPodEndpoint(c, 'edge-b', '10.244.1.17', 5683, 'UDP')).toBe(false);
+    expect(isLocalPodEndpoint(c, 'edge-a', '192.168.10.11', 5683, 'UDP')).toBe(false);
+    expect(isEndpointOnNode(c, 'edge-a', '10.244.1.17', 5683, 'UDP')).toBe(true);
+    expect(isEndpointOnNode(c, 'edge-a', '10.244.1.17', 5683)).toBe(false);
+    expect(isEndpointOnNode(c, 'edge-b', '10.244.1.17', 5683, 'UDP')).toBe(false);
+  });
+
   it('isEndpointOnNode places endpoints by their slice even without the pod (remote pre-check)', () => {
     expect(isEndpointOnNode(edge, 'edge-e', '10.244.7.3', 6379)).toBe(true);
     expect(isLocalPodEndpoint(edge, 'edge-e', '10.244.7.3', 6379)).toBe(false);

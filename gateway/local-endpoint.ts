@@ -5,8 +5,16 @@
  */
 import type { Catalog } from '../lib/catalog/types.ts';
 
-// Per catalog object (each revision is a new object): ip → TCP ports of the endpoints at that IP.
+/** TCP streams and UDP flows (datagram streams, gateway/udp-flow.ts) follow the same rule. */
+export type EndpointProtocol = 'TCP' | 'UDP';
+
+/**
+ * Per catalog object (each revision is a new object): "ip" → TCP ports and "ip/UDP" → UDP
+ * ports of the endpoints at that IP. One index for both: a port of one protocol never
+ * admits the other (a pod serving DNS on UDP 53 does not open TCP 53 to peers).
+ */
 const indexes = new WeakMap<Catalog, Map<string, Set<number>>>();
+const keyOf = (ip: string, protocol: EndpointProtocol) => (protocol === 'TCP' ? ip : `${ip}/UDP`);
 
 function endpointPorts(catalog: Catalog): Map<string, Set<number>> {
   let index = indexes.get(catalog);
@@ -17,9 +25,13 @@ function endpointPorts(catalog: Catalog): Map<string, Set<number>> {
       const pod = catalog.pods[e.ip];
       // The endpoint and the pod must agree on the node, when the slice names one.
       if (!pod || (e.nodeName !== undefined && e.nodeName !== pod.nodeName)) continue;
-      const ports = index.get(e.ip) ?? new Set<number>();
-      index.set(e.ip, ports);
-      for (const p of e.ports) if (p.protocol === 'TCP') ports.add(p.port);
+      for (const p of e.ports) {
+        if (p.protocol !== 'TCP' && p.protocol !== 'UDP') continue;
+        const key = keyOf(e.ip, p.protocol);
+        const ports = index.get(key) ?? new Set<number>();
+        index.set(key, ports);
+        ports.add(p.port);
+      }
     }
   }
   indexes.set(catalog, index);
@@ -27,16 +39,23 @@ function endpointPorts(catalog: Catalog): Map<string, Set<number>> {
 }
 
 /**
- * True only when ip:port is a TCP port of an endpoint (in some service's EndpointSlices) whose
- * IP belongs to a pod scheduled on `nodeName`. hostNetwork pods are not in the catalog's pod
- * table, so node addresses and host ports never qualify. `ip` must be in canonical form.
+ * True only when ip:port is a port of `protocol` (TCP by default) of an endpoint (in some
+ * service's EndpointSlices) whose IP belongs to a pod scheduled on `nodeName`. hostNetwork
+ * pods are not in the catalog's pod table, so node addresses and host ports never qualify.
+ * `ip` must be in canonical form.
  */
-export function isLocalPodEndpoint(catalog: Catalog, nodeName: string, ip: string, port: number): boolean {
+export function isLocalPodEndpoint(
+  catalog: Catalog,
+  nodeName: string,
+  ip: string,
+  port: number,
+  protocol: EndpointProtocol = 'TCP',
+): boolean {
   if (catalog.pods[ip]?.nodeName !== nodeName) return false;
-  return endpointPorts(catalog).get(ip)?.has(port) ?? false;
+  return endpointPorts(catalog).get(keyOf(ip, protocol))?.has(port) ?? false;
 }
 
-// Per catalog object: "node ip" → TCP ports of endpoints placed on that node.
+// Per catalog object: "node ip" → TCP ports, "node ip/UDP" → UDP ports of endpoints placed on that node.
 const placements = new WeakMap<Catalog, Map<string, Set<number>>>();
 
 /**
@@ -45,7 +64,13 @@ const placements = new WeakMap<Catalog, Map<string, Set<number>>>();
  * a stream to a peer: the pod itself may be unknown here (KubeEdge's edge API lists only
  * this node's pods), and the far gateway enforces isLocalPodEndpoint anyway.
  */
-export function isEndpointOnNode(catalog: Catalog, nodeName: string, ip: string, port: number): boolean {
+export function isEndpointOnNode(
+  catalog: Catalog,
+  nodeName: string,
+  ip: string,
+  port: number,
+  protocol: EndpointProtocol = 'TCP',
+): boolean {
   let index = placements.get(catalog);
   if (!index) {
     index = new Map();
@@ -53,13 +78,16 @@ export function isEndpointOnNode(catalog: Catalog, nodeName: string, ip: string,
       for (const e of endpoints) {
         const node = e.nodeName ?? catalog.pods[e.ip]?.nodeName;
         if (!node) continue;
-        const key = `${node} ${e.ip}`;
-        const ports = index.get(key) ?? new Set<number>();
-        index.set(key, ports);
-        for (const p of e.ports) if (p.protocol === 'TCP') ports.add(p.port);
+        for (const p of e.ports) {
+          if (p.protocol !== 'TCP' && p.protocol !== 'UDP') continue;
+          const key = `${node} ${keyOf(e.ip, p.protocol)}`;
+          const ports = index.get(key) ?? new Set<number>();
+          index.set(key, ports);
+          ports.add(p.port);
+        }
       }
     }
     placements.set(catalog, index);
   }
-  return index.get(`${nodeName} ${ip}`)?.has(port) ?? false;
+  return index.get(`${nodeName} ${keyOf(ip, protocol)}`)?.has(port) ?? false;
 }

@@ -12,12 +12,18 @@ import { canonicalIP } from '../lib/catalog/validate.ts';
 import { EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import { isLocalPodEndpoint } from './local-endpoint.ts';
 import type { RemotePath, TunnelStatus } from './tunnel/status.ts';
+import { dialUdpFlow, type UdpFlow, type UdpFlowOptions } from './udp-flow.ts';
 
 export type { RemotePath } from './tunnel/status.ts';
 
 export interface StreamTarget {
   ip: string;
   port: number;
+  /**
+   * 'udp': a datagram stream (lib/tunnel/frame.ts OPEN_DATAGRAM) — its far end is a UDP flow
+   * (gateway/udp-flow.ts) to a UDP port of a local pod endpoint. Absent or 'tcp': a byte stream.
+   */
+  transport?: 'tcp' | 'udp';
 }
 
 /**
@@ -88,6 +94,7 @@ export class LocalDialer {
   readonly #store: CatalogStore;
   readonly #timeoutMs: number;
   readonly #translate: (ip: string) => string;
+  readonly #udp: UdpFlowOptions;
 
   constructor(
     nodeName: string,
@@ -95,24 +102,43 @@ export class LocalDialer {
     timeoutMs = DIAL_TIMEOUT_MS,
     /** Maps a target IP before the check (pod-moves.ts: a moved pod's old IP → its new one). */
     translate: (ip: string) => string = (ip) => ip,
+    /** UDP flows' idle timeout and reply bound (udp-flow.ts defaults). */
+    udp: UdpFlowOptions = {},
   ) {
     this.nodeName = nodeName;
     this.#store = store;
     this.#timeoutMs = timeoutMs;
     this.#translate = translate;
+    this.#udp = udp;
   }
 
-  /** Throws DIAL_REFUSED unless the target is a local pod endpoint, UNAVAILABLE without a catalog. */
+  /**
+   * Throws DIAL_REFUSED unless the target is a local pod endpoint — a TCP port of it, or for
+   * `transport: 'udp'` a UDP port — and UNAVAILABLE without a catalog.
+   */
   check(target: StreamTarget): void {
     const catalog = this.#store.current;
     if (!catalog) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'gateway has no catalog yet');
     const ip = canonicalIP(target.ip);
-    if (!ip || !isLocalPodEndpoint(catalog, this.nodeName, ip, target.port)) {
+    const udp = target.transport === 'udp';
+    if (!ip || !isLocalPodEndpoint(catalog, this.nodeName, ip, target.port, udp ? 'UDP' : 'TCP')) {
       throw new EdgemeshError(
         ErrorCodes.DIAL_REFUSED,
-        `${target.ip}:${target.port} is not an endpoint of a pod on node ${this.nodeName}`,
+        `${target.ip}:${target.port}${udp ? '/udp' : ''} is not an endpoint of a pod on node ${this.nodeName}`,
       );
     }
+  }
+
+  /** A UDP flow to a UDP port of a local pod endpoint (the far end of a datagram stream). */
+  dialUdp(requested: StreamTarget): Promise<UdpFlow> {
+    const ip = canonicalIP(requested.ip);
+    const target = ip ? { ip: this.#translate(ip), port: requested.port } : requested;
+    try {
+      this.check({ ...target, transport: 'udp' });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return dialUdpFlow(target, this.#udp);
   }
 
   /**
@@ -120,7 +146,11 @@ export class LocalDialer {
    * target that is not a local pod endpoint and UNAVAILABLE when the dial fails. (A synchronous
    * throw here once escaped into the tunnel's frame handler and closed the whole session.)
    */
-  dial(requested: StreamTarget): Promise<net.Socket> {
+  dial(requested: StreamTarget & { transport?: 'tcp' }): Promise<net.Socket>;
+  /** A datagram stream's target: a UDP flow (dialUdp). */
+  dial(requested: StreamTarget): Promise<net.Socket | UdpFlow>;
+  dial(requested: StreamTarget): Promise<net.Socket | UdpFlow> {
+    if (requested.transport === 'udp') return this.dialUdp(requested);
     const ip = canonicalIP(requested.ip);
     const target = ip ? { ip: this.#translate(ip), port: requested.port } : requested;
     try {

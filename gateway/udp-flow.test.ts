@@ -1,0 +1,170 @@
+import dgram from 'node:dgram';
+import { duplexPair } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CatalogStore } from '../lib/catalog/store.ts';
+import { type EdgemeshError, ErrorCodes } from '../lib/errors.ts';
+import { DatagramDecoder, encodeDatagram, ResetCode } from '../lib/tunnel/frame.ts';
+import { MuxSession } from '../lib/tunnel/mux.ts';
+import { LocalDialer, splice } from './streams.ts';
+import { loopbackCatalog } from './test-fixtures.ts';
+import { dialUdpFlow, FlowSweeper, type UdpFlow, udpFlowCounters } from './udp-flow.ts';
+
+/** A UDP echo server on 127.0.0.3 answering "echo:<datagram>" (empty stays empty). */
+let echo: dgram.Socket;
+let port: number;
+let dialer: LocalDialer;
+
+beforeAll(async () => {
+  echo = dgram.createSocket('udp4');
+  echo.on('message', (msg, from) =>
+    echo.send(msg.length === 0 ? msg : Buffer.concat([Buffer.from('echo:'), msg]), from.port, from.address),
+  );
+  await new Promise<void>((resolve) => echo.bind(0, '127.0.0.3', resolve));
+  port = echo.address().port;
+  // The pod on node "far" serves UDP on `port` (and, in the same slice, nothing on TCP).
+  const catalog = structuredClone(
+    loopbackCatalog([{ name: 'udp-1', ip: '127.0.0.3', node: 'far', ports: [port] }]),
+  );
+  for (const e of catalog.services['demo/echo'].endpoints) e.ports = [{ name: 'dns', port, protocol: 'UDP' }];
+  const store = new CatalogStore();
+  store.apply({ type: 'snapshot', catalog });
+  dialer = new LocalDialer('far', store, 1000);
+});
+afterAll(() => echo?.close());
+
+function replies(flow: UdpFlow): Buffer[] {
+  const dec = new DatagramDecoder();
+  const got: Buffer[] = [];
+  flow.on('data', (c: Buffer) => got.push(...dec.push(c)));
+  return got;
+}
+
+async function until(ok: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe('UdpFlow', () => {
+  it('sends each framed datagram as one datagram and frames the replies, however the bytes were cut', async () => {
+    const flow = await dialer.dialUdp({ ip: '127.0.0.3', port });
+    const got = replies(flow);
+    const bytes = Buffer.concat([
+      encodeDatagram(Buffer.from('a')),
+      encodeDatagram(Buffer.from('bc')),
+      encodeDatagram(Buffer.alloc(0)),
+    ]);
+    for (const b of bytes) flow.write(Buffer.from([b])); // one byte at a time
+    await until(() => got.length === 3);
+    expect(got.map(String).sort()).toEqual(['', 'echo:a', 'echo:bc']);
+    flow.destroy();
+  });
+
+  it('the dialer allows only UDP ports of local pod endpoints (the TCP rule, for UDP)', async () => {
+    await expect(dialer.dialUdp({ ip: '127.0.0.3', port: port + 1 })).rejects.toMatchObject({
+      code: ErrorCodes.DIAL_REFUSED,
+      message: expect.stringContaining(`127.0.0.3:${port + 1}/udp is not an endpoint of a pod on node far`),
+    });
+    // The same port as TCP is not an endpoint: the slice lists it as UDP only.
+    await expect(dialer.dial({ ip: '127.0.0.3', port })).rejects.toMatchObject({
+      code: ErrorCodes.DIAL_REFUSED,
+    });
+    await expect(dialer.dial({ ip: '127.0.0.1', port: 53, transport: 'udp' })).rejects.toMatchObject({
+      code: ErrorCodes.DIAL_REFUSED,
+    });
+  });
+
+  it('a datagram length over the maximum fails the flow (the stream is reset)', async () => {
+    const flow = await dialUdpFlow({ ip: '127.0.0.3', port });
+    const failed = new Promise<Error>((resolve) => flow.once('error', resolve));
+    flow.write(Buffer.from('ffff', 'hex'));
+    expect((await failed).message).toContain('over the 65507-byte maximum');
+  });
+
+  it('goes idle on the sweep: ends its readable side (FIN), then is destroyed if the opener never ends', async () => {
+    let now = 1_000_000;
+    const sweeper = new FlowSweeper(60_000, () => now);
+    const flow = await dialUdpFlow({ ip: '127.0.0.3', port }, { idleMs: 30_000, sweeper });
+    const got = replies(flow);
+    const ended = new Promise<void>((resolve) => flow.once('end', () => resolve()));
+    flow.write(encodeDatagram(Buffer.from('x')));
+    await until(() => got.length === 1);
+    now += 29_000;
+    sweeper.sweep();
+    expect(flow.readableEnded).toBe(false);
+    now += 31_000; // past the reply's activity too
+    const idleBefore = udpFlowCounters.idleClosed;
+    sweeper.sweep();
+    await ended;
+    expect(udpFlowCounters.idleClosed).toBe(idleBefore + 1);
+    const dropped = udpFlowCounters.requestsDropped;
+    flow.write(encodeDatagram(Buffer.from('late')));
+    await new Promise((r) => setImmediate(r));
+    expect(udpFlowCounters.requestsDropped).toBe(dropped + 1);
+    now += 30_000;
+    sweeper.sweep();
+    expect(flow.destroyed).toBe(true);
+    expect(sweeper.size).toBe(0);
+  });
+
+  it('an opener that ends and a flow gone idle finish cleanly: destroyed, out of the sweep', async () => {
+    let now = 0;
+    const sweeper = new FlowSweeper(60_000, () => now);
+    const flow = await dialUdpFlow({ ip: '127.0.0.3', port }, { idleMs: 1000, sweeper });
+    flow.resume();
+    flow.end(encodeDatagram(Buffer.from('bye')));
+    now += 2000;
+    sweeper.sweep();
+    await until(() => flow.destroyed);
+    expect(sweeper.size).toBe(0);
+  });
+
+  it('drops replies the stream cannot take instead of queueing them', async () => {
+    const flow = await dialUdpFlow({ ip: '127.0.0.3', port }, { maxQueuedBytes: 64 });
+    // Not read: replies wait in the readable buffer until the bound.
+    const before = udpFlowCounters.repliesDropped;
+    for (let i = 0; i < 20; i++) flow.write(encodeDatagram(Buffer.from(`datagram-${i}`)));
+    await until(() => udpFlowCounters.repliesDropped > before);
+    expect(flow.readableLength).toBeLessThanOrEqual(64);
+    flow.destroy();
+  });
+
+  it('through a mux session, as the tunnel far end joins it: datagram stream in, replies back', async () => {
+    const [a, b] = duplexPair();
+    const near = new MuxSession(a, { role: 'client', peer: 'far' });
+    const far = new MuxSession(b, { role: 'server', peer: 'near' });
+    // What gateway/tunnel/session.ts does with a peer's stream.
+    far.on('stream', (stream, target) => {
+      dialer.dial(target).then(
+        (conn) => {
+          stream.accept();
+          void splice(stream, conn);
+        },
+        (err: EdgemeshError) =>
+          stream.refuse(
+            err.code === ErrorCodes.DIAL_REFUSED ? ResetCode.REFUSED : ResetCode.DIAL_FAILED,
+            err.message,
+          ),
+      );
+    });
+    try {
+      const stream = await near.openStream({ ip: '127.0.0.3', port, transport: 'udp' });
+      const dec = new DatagramDecoder();
+      const got: Buffer[] = [];
+      stream.on('data', (c: Buffer) => got.push(...dec.push(c)));
+      stream.write(Buffer.concat([encodeDatagram(Buffer.from('one')), encodeDatagram(Buffer.from('two'))]));
+      await until(() => got.length === 2);
+      expect(got.map(String).sort()).toEqual(['echo:one', 'echo:two']);
+      // A TCP stream to the UDP-only port is refused at the far end.
+      await expect(near.openStream({ ip: '127.0.0.3', port })).rejects.toMatchObject({
+        code: ErrorCodes.DIAL_REFUSED,
+      });
+      stream.destroy();
+    } finally {
+      near.close();
+      far.close();
+    }
+  });
+});

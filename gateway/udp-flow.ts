@@ -1,0 +1,223 @@
+/**
+ * The far end of a datagram stream (lib/tunnel/frame.ts OPEN_DATAGRAM): one UDP flow to a pod
+ * endpoint on this node. A Duplex, so the tunnel's far end joins it to its stream with
+ * `splice` exactly as it joins a TCP socket:
+ *
+ *   writable side  ← the stream's bytes: length-prefixed datagrams (DatagramDecoder), each
+ *                    sent with one send() on a UDP socket connected to the endpoint
+ *   readable side  → each datagram the endpoint sends back, length-prefixed (encodeDatagram)
+ *
+ * The socket is connected, so the kernel drops datagrams from anyone but the endpoint, and
+ * replies map to their flow by socket, not by a lookup. Who may be dialled is the caller's
+ * check (LocalDialer: only UDP ports of endpoints of pods on this node, as for TCP).
+ *
+ * Lifetime: a flow with no datagram either way for `idleMs` (30 s, the kernel's
+ * nf_conntrack_udp_timeout that kube-proxy's UDP services rely on) ends its readable side
+ * (the stream's FIN tells the opener) and closes its socket; one that is still not finished
+ * another `idleMs` later is destroyed. Expiry runs on one coarse sweep for all flows
+ * (FlowSweeper), never a timer per flow. Replies the stream cannot take (its window is full
+ * and `maxQueuedBytes` are waiting) are dropped and counted, not queued: UDP's semantics,
+ * and queueing would turn loss into latency.
+ */
+import dgram from 'node:dgram';
+import { isIPv6 } from 'node:net';
+import { Duplex } from 'node:stream';
+import { EdgemeshError, ErrorCodes } from '../lib/errors.ts';
+import { DatagramDecoder, encodeDatagram } from '../lib/tunnel/frame.ts';
+
+export const DEFAULT_UDP_IDLE_MS = 30_000;
+/** Replies waiting for the stream: a few hundred datagrams of typical size, one window's quarter. */
+export const DEFAULT_MAX_QUEUED_BYTES = 256 * 1024;
+
+export interface UdpFlowOptions {
+  idleMs?: number;
+  maxQueuedBytes?: number;
+  /** The sweep that expires idle flows (default: one shared by the process). */
+  sweeper?: FlowSweeper;
+}
+
+/** Counts for /status and tests; one set per process. */
+export const udpFlowCounters = {
+  opened: 0,
+  idleClosed: 0,
+  /** Replies dropped because the stream towards the opener was full. */
+  repliesDropped: 0,
+  /** Datagrams from the opener that arrived after the flow went idle (its socket closed). */
+  requestsDropped: 0,
+  sendErrors: 0,
+};
+
+export class UdpFlow extends Duplex {
+  readonly target: { ip: string; port: number };
+  readonly #socket: dgram.Socket;
+  readonly #decoder = new DatagramDecoder();
+  readonly #idleMs: number;
+  readonly #maxQueued: number;
+  readonly #sweeper: FlowSweeper;
+  #lastActive: number;
+  #socketOpen = true;
+  #idleSince: number | undefined;
+
+  /** Use dialUdpFlow: the socket must be connected before the flow is handed out. */
+  constructor(socket: dgram.Socket, target: { ip: string; port: number }, opts: UdpFlowOptions = {}) {
+    super({ allowHalfOpen: true });
+    this.#socket = socket;
+    this.target = target;
+    this.#idleMs = opts.idleMs ?? DEFAULT_UDP_IDLE_MS;
+    this.#maxQueued = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    this.#sweeper = opts.sweeper ?? sharedSweeper();
+    this.#lastActive = this.#sweeper.now();
+    socket.on('message', (msg) => this.#reply(msg));
+    // A connected UDP socket reports ICMP port unreachable as an error on a later call:
+    // the endpoint is not listening (yet). UDP carries on; the next datagram may arrive.
+    socket.on('error', () => {
+      udpFlowCounters.sendErrors++;
+    });
+    this.#sweeper.add(this);
+    udpFlowCounters.opened++;
+  }
+
+  #reply(msg: Buffer): void {
+    this.#lastActive = this.#sweeper.now();
+    if (this.readableLength + msg.length + 2 > this.#maxQueued) {
+      udpFlowCounters.repliesDropped++;
+      return;
+    }
+    this.push(encodeDatagram(msg));
+  }
+
+  override _read(): void {
+    // Replies are pushed as they arrive; the bound above stands in for backpressure.
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
+    let datagrams: Buffer[];
+    try {
+      datagrams = this.#decoder.push(chunk);
+    } catch (err) {
+      callback(err as Error); // a length over the maximum: the stream is reset
+      return;
+    }
+    if (datagrams.length > 0) this.#lastActive = this.#sweeper.now();
+    for (const d of datagrams) {
+      if (!this.#socketOpen) {
+        udpFlowCounters.requestsDropped++;
+        continue;
+      }
+      this.#socket.send(d, (err) => {
+        if (err) udpFlowCounters.sendErrors++;
+      });
+    }
+    callback();
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    // The opener ended the flow: nothing more will be sent. Replies may still come until
+    // the readable side ends too (idle, or the stream closing).
+    callback();
+    this.#maybeDone();
+  }
+
+  /** @internal The sweep: `now` against the last datagram either way. */
+  sweep(now: number): void {
+    if (this.destroyed) return;
+    if (this.#idleSince === undefined) {
+      if (now - this.#lastActive < this.#idleMs) return;
+      this.#idleSince = now;
+      udpFlowCounters.idleClosed++;
+      this.#closeSocket();
+      this.push(null); // FIN to the opener
+      this.#maybeDone();
+    } else if (now - this.#idleSince >= this.#idleMs) {
+      this.destroy(); // the opener never finished its side
+    }
+  }
+
+  #maybeDone(): void {
+    if (this.writableFinished && this.readableEnded) this.destroy();
+    else if (this.writableFinished && !this.#socketOpen) this.destroy();
+  }
+
+  #closeSocket(): void {
+    if (!this.#socketOpen) return;
+    this.#socketOpen = false;
+    this.#socket.close();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.#sweeper.delete(this);
+    this.#closeSocket();
+    callback(err);
+  }
+}
+
+/** Creates the flow's socket, connected to the target. Rejects with UNAVAILABLE. */
+export function dialUdpFlow(
+  target: { ip: string; port: number },
+  opts: UdpFlowOptions = {},
+): Promise<UdpFlow> {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket(isIPv6(target.ip) ? 'udp6' : 'udp4');
+    socket.once('error', (err) => {
+      socket.close();
+      reject(new EdgemeshError(ErrorCodes.UNAVAILABLE, `udp ${target.ip}:${target.port}: ${err.message}`));
+    });
+    socket.connect(target.port, target.ip, () => {
+      socket.removeAllListeners('error');
+      resolve(new UdpFlow(socket, target, opts));
+    });
+  });
+}
+
+/**
+ * One interval for every flow's idle check: a flow lives between its timeout and timeout +
+ * one interval. The timer runs only while there are flows and does not keep the process up.
+ */
+export class FlowSweeper {
+  readonly #flows = new Set<UdpFlow>();
+  readonly #intervalMs: number;
+  readonly #now: () => number;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(intervalMs = 1_000, now: () => number = Date.now) {
+    this.#intervalMs = intervalMs;
+    this.#now = now;
+  }
+
+  get size(): number {
+    return this.#flows.size;
+  }
+
+  /** The clock flows take their activity times from (a fake one in tests). */
+  now(): number {
+    return this.#now();
+  }
+
+  add(flow: UdpFlow): void {
+    this.#flows.add(flow);
+    if (!this.#timer) {
+      this.#timer = setInterval(() => this.sweep(), this.#intervalMs);
+      this.#timer.unref();
+    }
+  }
+
+  delete(flow: UdpFlow): void {
+    this.#flows.delete(flow);
+    if (this.#flows.size === 0 && this.#timer) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  /** Runs one sweep now (the interval calls it; tests call it with a fake clock). */
+  sweep(): void {
+    const now = this.#now();
+    for (const flow of [...this.#flows]) flow.sweep(now);
+  }
+}
+
+let shared: FlowSweeper | undefined;
+const sharedSweeper = (): FlowSweeper => {
+  shared ??= new FlowSweeper();
+  return shared;
+};

@@ -1,0 +1,190 @@
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GATEWAY_NODE_FLAGS } from '../../gateway/tunnel/node-flags.ts';
+import { waitFor } from '../harness/netns.ts';
+import type { LabNode } from './lab.ts';
+import { TunnelLab } from './tunnel-fixture.ts';
+
+/**
+ * Datagram streams across the NAT lab (issue 18): gateway/udp-testing-node.ts on each node (the
+ * gateway's tunnel with its LocalDialer as the far end, a datagram forwarder as the near end),
+ * a real DNS server (dnsmasq) in each pod on UDP 5353, `dig` as the client in node A's
+ * namespace. A query sent into A's forwarder is carried on a datagram stream to the pod on B's
+ * node, answered by dnsmasq, and the answer comes back — on a punched TCP path (two port-
+ * preserving NATs) and on the relay (a symmetric NAT). The path is read from the gateway's
+ * status and from the flow's own report, never assumed.
+ *
+ *   node A (site 1) 127.0.0.1:16001 → B's pod :5353   16002 → C's pod :5353
+ *                   16003 → B's pod :5354 (not an endpoint port: refused at B)
+ *   node B (site 2, preserving NAT)     node C (site 3, symmetric NAT: relay only)
+ */
+const NODE = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
+const PROGRAM = new URL('../../gateway/udp-testing-node.ts', import.meta.url).pathname;
+const DNS_PORT = 5353;
+
+describe('datagram streams through the NAT lab', () => {
+  let t: TunnelLab;
+  let A: LabNode;
+  let B: LabNode;
+  let C: LabNode;
+  const output = new Map<string, string>();
+
+  const name = (n: LabNode) => `only.${n.name.replace(/[^a-z0-9-]/g, '')}.example`;
+  const answerOf = (i: number) => `192.0.2.${100 + i}`;
+
+  async function startNode(node: LabNode, forward: string, pods: object[]): Promise<ChildProcess> {
+    const peers = t.lab.sites.flatMap((s) => s.nodes.map((x) => `${x.name}=${x.addr}`)).join(',');
+    const child = t.lab.spawn(node.ns, [
+      NODE,
+      ...GATEWAY_NODE_FLAGS,
+      PROGRAM,
+      '--node',
+      node.name,
+      '--state-dir',
+      join(t.dir, node.name),
+      '--ca',
+      t.caFile,
+      '--servers',
+      t.serverList,
+      '--token',
+      t.tokens.get(node.name) ?? '',
+      '--lan',
+      node.addr,
+      '--peer-addresses',
+      peers,
+      '--udp-pods',
+      JSON.stringify(pods),
+      '--forward',
+      forward,
+    ]);
+    output.set(node.name, '');
+    const append = (b: Buffer) => output.set(node.name, (output.get(node.name) ?? '') + b.toString());
+    child.stdout?.on('data', append);
+    child.stderr?.on('data', append);
+    await waitFor(
+      () => (output.get(node.name) ?? '').includes('READY') || child.exitCode !== null,
+      30_000,
+      100,
+      `${node.name} ready`,
+    );
+    if (!output.get(node.name)?.includes('READY'))
+      throw new Error(`${node.name} failed:\n${output.get(node.name)?.slice(-3000)}`);
+    return child;
+  }
+
+  beforeAll(async () => {
+    t = await TunnelLab.create(
+      [
+        { mapping: 'preserving', inbound: 'drop', nodes: 1, podsPerNode: 1 }, // A
+        { mapping: 'preserving', inbound: 'drop', nodes: 1, podsPerNode: 1 }, // B: punched TCP
+        { mapping: 'random', inbound: 'drop', nodes: 1, podsPerNode: 1 }, // C: symmetric, relay
+      ],
+      2,
+      [],
+      'emu',
+    );
+    [A, B, C] = t.lab.sites.map((s) => s.nodes[0]);
+    // A real DNS server in each pod, knowing one name only (no upstream: anything else is refused).
+    for (const [i, node] of [A, B, C].entries()) {
+      const pod = node.pods[0];
+      t.lab.spawn(pod.ns, [
+        'dnsmasq',
+        '--keep-in-foreground',
+        '--conf-file=/dev/null',
+        '--pid-file=',
+        '--no-resolv',
+        '--no-hosts',
+        '--bind-interfaces',
+        '--user=root',
+        `--listen-address=${pod.addr}`,
+        `--port=${DNS_PORT}`,
+        `--address=/${name(node)}/${answerOf(i)}`,
+      ]);
+    }
+    // Each pod's UDP endpoint port, as the catalog lists it (5353 only).
+    const pods = [A, B, C].map((n) => ({ node: n.name, ip: n.pods[0].addr, port: DNS_PORT }));
+    const forward = [
+      `16001=${B.name},${B.pods[0].addr},${DNS_PORT}`,
+      `16002=${C.name},${C.pods[0].addr},${DNS_PORT}`,
+      `16003=${B.name},${B.pods[0].addr},${DNS_PORT + 1}`,
+    ].join(';');
+    await startNode(A, forward, pods);
+    await startNode(B, '', pods);
+    await startNode(C, '', pods);
+  }, 180_000);
+  afterAll(async () => {
+    await t?.cleanup();
+  });
+
+  /** dig through A's forwarder; the answer's address, or what went wrong. */
+  async function dig(localPort: number, qname: string): Promise<string> {
+    const r = await t.lab.run(A.ns, [
+      'dig',
+      '+short',
+      '+time=4',
+      '+tries=2',
+      '-p',
+      String(localPort),
+      '@127.0.0.1',
+      qname,
+      'A',
+    ]);
+    return r.code === 0 ? r.stdout.trim() : `dig failed (${r.code}): ${r.stdout.trim()} ${r.stderr.trim()}`;
+  }
+
+  const flowLines = (node: LabNode) =>
+    (output.get(node.name) ?? '')
+      .split('\n')
+      .filter((l) => l.startsWith('{"flow"'))
+      .map((l) => JSON.parse(l) as { flow: string; to: string; path?: string; error?: string });
+
+  async function pathTo(peer: LabNode): Promise<string | undefined> {
+    const r = await t.lab.exec(A.ns, ['curl', '-sf', 'http://127.0.0.1:15091/status']);
+    const status = JSON.parse(r.stdout) as {
+      peers: { node: string; path?: string; paths: Record<string, { transport: string }> }[];
+    };
+    const p = status.peers.find((x) => x.node === peer.name);
+    return p?.path === 'punched' ? `punched ${p.paths.punched?.transport}` : p?.path;
+  }
+
+  it('a query into A reaches the real DNS server on B and its answer comes back, then on punched TCP', async () => {
+    // The first flow rides whatever path is up first (the relay, while A seeks a direct one).
+    expect(await dig(16001, name(B))).toBe(answerOf(1));
+    await waitFor(async () => (await pathTo(B)) === 'punched tcp', 30_000, 200, 'A → B punched over TCP');
+    // A new flow (dig uses a new source port per run): a new datagram stream on the punched path.
+    expect(await dig(16001, name(B))).toBe(answerOf(1));
+    const flows = flowLines(A).filter((f) => f.to.startsWith(B.name));
+    expect(flows.length).toBeGreaterThanOrEqual(2);
+    expect(flows.at(-1)).toMatchObject({ path: 'punched' });
+    expect(flows.every((f) => f.error === undefined)).toBe(true);
+  });
+
+  it('across a symmetric NAT the datagram stream runs on the relay', async () => {
+    expect(await dig(16002, name(C))).toBe(answerOf(2));
+    expect(await pathTo(C)).toBe('relay');
+    expect(
+      flowLines(A)
+        .filter((f) => f.to.startsWith(C.name))
+        .at(-1),
+    ).toMatchObject({ path: 'relay' });
+  });
+
+  it("B's gateway refuses a UDP port that is not an endpoint of its pod (the TCP rule): no datagram leaves", async () => {
+    const r = await dig(16003, name(B));
+    expect(r).toMatch(/dig failed|timed out|no servers could be reached/);
+    const refused = flowLines(A).find((f) => f.to.endsWith(`:${DNS_PORT + 1}`));
+    expect(refused?.error).toMatch(
+      new RegExp(
+        `${B.pods[0].addr.replaceAll('.', '\\.')}:5354/udp is not an endpoint of a pod on node ${B.name}`,
+      ),
+    );
+  });
+
+  it('the far gateway counted the flows it opened', async () => {
+    const r = await t.lab.exec(B.ns, ['curl', '-sf', 'http://127.0.0.1:15091/udp-flows']);
+    const counters = JSON.parse(r.stdout) as { opened: number; repliesDropped: number };
+    expect(counters.opened).toBeGreaterThanOrEqual(2);
+    expect(counters.repliesDropped).toBe(0);
+  });
+});
