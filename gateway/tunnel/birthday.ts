@@ -50,8 +50,11 @@ import { stunMapped } from './stun-client.ts';
 export const HELLO_TIMEOUT_MS = 3_000;
 /** Attempts at once, both roles: each holds up to HARD_SOCKETS sockets for ≤ 5 s. */
 export const MAX_BIRTHDAYS = 4;
-/** The hard side waits this long for the easy side's pinned ICE offer once it has its socket. */
-export const PIN_WAIT_MS = 3_000;
+/**
+ * The hard side waits this long for the easy side's pinned ICE offer and the path on it, once it
+ * has its socket (the offer crosses two TLS control sessions; ICE then needs a few rounds).
+ */
+export const PIN_WAIT_MS = 6_000;
 /** Probes go out in batches every 15 ms (timers finer than that are not kept under load). */
 const TICK_MS = 15;
 

@@ -26,9 +26,9 @@ import type { Sessions } from './session.ts';
 const OPEN_TIMEOUT_MS = 8_000;
 /**
  * A pinned attempt (after a birthday hit) starts with both NAT mappings open and one candidate
- * pair that works: 3 s is many rounds of checks; the mappings last 30 s.
+ * pair that works: 5 s is many rounds of checks even on a loaded node; the mappings last 30 s.
  */
-const PINNED_OPEN_TIMEOUT_MS = 3_000;
+const PINNED_OPEN_TIMEOUT_MS = 5_000;
 /** Signals of a pinned attempt that come while its pin is awaited: a handful of candidates. */
 const MAX_EARLY_SIGNALS = 16;
 const BIRTHDAY_ID = /^[0-9a-f]{16}$/;

@@ -285,8 +285,8 @@ function collect(child: ChildProcess, name: string): void {
 }
 
 /** The last log lines of a lab process, for failure messages. */
-export function processLog(name: string): string {
-  return (logs.get(name) ?? []).join('').slice(-4000);
+export function processLog(name: string, chars = 4000): string {
+  return (logs.get(name) ?? []).join('').slice(-chars);
 }
 
 function readyLine(child: ChildProcess, what: string, timeoutMs = 30_000): Promise<void> {
