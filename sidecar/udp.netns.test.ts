@@ -288,6 +288,9 @@ describe('UDP to a ClusterIP through the sidecar', () => {
     const perBackend = Object.values(got).map((b) => b[0]);
     expect(perBackend.filter((b) => b === B4[0]).length).toBe(2);
     expect(perBackend.filter((b) => b === B4[1]).length).toBe(2);
+    // Counted both ways, most of them by the addon's thread (known flows never enter JS).
+    expect(await metric('edgemesh_udp_datagrams_total', 'direction="out"')).toBeGreaterThanOrEqual(12);
+    expect(await metric('edgemesh_udp_datagrams_total', 'direction="reply"')).toBeGreaterThanOrEqual(12);
   });
 
   it('answers IPv6 from the ClusterIP:port, flows balanced', async () => {

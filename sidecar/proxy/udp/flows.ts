@@ -129,6 +129,11 @@ export class FlowTable<V = unknown> {
     if (this.#flows.get(flow.key) === flow) this.#touch(flow, this.#now());
   }
 
+  /** Every flow, least recently active first (e.g. to re-pick after a catalog change). */
+  values(): IterableIterator<Flow<V>> {
+    return this.#flows.values();
+  }
+
   get(client: string, dst: string): Flow<V> | undefined {
     return this.#flows.get(`${client}|${dst}`);
   }

@@ -24,29 +24,53 @@ export const DROP_REASONS: readonly DropReason[] = [
   'socket-error',
 ];
 
+/** Datagram counts the proxy keeps (JS path plus the addon's thread), read at scrape time. */
+export interface UdpCounts {
+  out: number;
+  replies: number;
+  /** Sends of known flows that failed on the addon's thread (socket buffer full, ICMP error). */
+  fastFailed: number;
+}
+
 export interface UdpMetrics {
   datagrams: Counter<'direction'>;
   dropped: Counter<'reason'>;
   flows: Counter<'route'>;
   active: Gauge;
   activeSource: () => number;
+  /** The proxy sets it: the hot path counts in C, without a metric call per datagram. */
+  countsSource: () => UdpCounts;
 }
 
 export function createUdpMetrics(registry?: Registry): UdpMetrics {
   const registers = registry ? [registry] : [];
+  let failedSeen = 0;
   const metrics: UdpMetrics = {
     activeSource: () => 0,
+    countsSource: () => ({ out: 0, replies: 0, fastFailed: 0 }),
     datagrams: new Counter({
       name: 'edgemesh_udp_datagrams_total',
       help: 'Captured UDP datagrams forwarded: out (app to endpoint), reply (endpoint to app)',
       labelNames: ['direction'],
       registers,
+      collect() {
+        const c = metrics.countsSource();
+        this.reset();
+        this.inc({ direction: 'out' }, c.out);
+        this.inc({ direction: 'reply' }, c.replies);
+      },
     }),
     dropped: new Counter({
       name: 'edgemesh_udp_datagrams_dropped_total',
       help: `Captured UDP datagrams not forwarded, by reason (${DROP_REASONS.join(', ')})`,
       labelNames: ['reason'],
       registers,
+      collect() {
+        // The addon's failed sends of known flows: counted there, added here as they grow.
+        const failed = metrics.countsSource().fastFailed;
+        if (failed > failedSeen) this.inc({ reason: 'upstream-full' }, failed - failedSeen);
+        failedSeen = failed;
+      },
     }),
     flows: new Counter({
       name: 'edgemesh_udp_flows_total',

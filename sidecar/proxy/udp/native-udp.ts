@@ -1,8 +1,9 @@
 /**
  * The UDP addon (sidecar/native/udp.c) as the UDP proxy sees it: transparent listeners whose
- * datagrams arrive in batches with their original destination, connected upstream sockets
- * per flow, and reply sockets bound to an original destination. Replies from an endpoint are
- * forwarded by the addon's thread without entering JavaScript; JS is told the flow was active.
+ * datagrams of new flows arrive in batches with their original destination, connected
+ * upstream sockets per flow, and reply sockets bound to an original destination. Datagrams of
+ * known flows, both ways, are forwarded by the addon's thread without entering JavaScript; JS
+ * is told which flows were active and reads the counts with stats().
  *
  * Sockets are fds (small ints, unique while open): the proxy's ids for flows' upstreams.
  */
@@ -14,7 +15,7 @@ export const REC_ACTIVE = 2;
 export const REC_ERROR = 3;
 export const RECORD_SLOTS = 6;
 
-/** The batch callback: payloads in `data`; per record kind, fd, (offset|count|errno), length, src, dst. */
+/** The batch callback: payloads in `data`; per record kind, fd, (offset|errno), length, src, dst. */
 export type OnBatch = (data: Buffer, records: (number | string | undefined)[]) => void;
 
 type Engine = object;
@@ -22,11 +23,13 @@ export interface UdpAddon {
   create(onBatch: OnBatch): Engine;
   listen(engine: Engine, family: 4 | 6, port: number): number;
   replySocket(engine: Engine, addr: string): number;
-  upstream(engine: Engine, endpoint: string, replyFd: number, client: string): number;
+  upstream(engine: Engine, endpoint: string, replyFd: number, client: string, dst: string): number;
   retarget(engine: Engine, fd: number, endpoint: string): void;
   /** 0, or the errno of the failed send. */
   send(engine: Engine, fd: number, data: Buffer, offset: number, length: number): number;
   close(engine: Engine, fd: number): void;
+  /** Datagrams the addon's thread sent itself (known flows), replies it forwarded, its failed sends. */
+  stats(engine: Engine): [number, number, number];
   stop(engine: Engine): void;
 }
 
@@ -76,8 +79,9 @@ export class UdpEngine {
   replySocket(addr: string): number {
     return this.#addon.replySocket(this.#engine, addr);
   }
-  upstream(endpoint: string, replyFd: number, client: string): number {
-    return this.#addon.upstream(this.#engine, endpoint, replyFd, client);
+  /** The flow's upstream socket; the addon sends the flow's later datagrams on it itself. */
+  upstream(endpoint: string, replyFd: number, client: string, dst: string): number {
+    return this.#addon.upstream(this.#engine, endpoint, replyFd, client, dst);
   }
   retarget(fd: number, endpoint: string): void {
     this.#addon.retarget(this.#engine, fd, endpoint);
@@ -88,8 +92,16 @@ export class UdpEngine {
   close(fd: number): void {
     if (!this.#stopped) this.#addon.close(this.#engine, fd);
   }
+  stats(): { out: number; replies: number; failed: number } {
+    if (this.#stopped) return this.#last;
+    const [out, replies, failed] = this.#addon.stats(this.#engine);
+    this.#last = { out, replies, failed };
+    return this.#last;
+  }
+  #last = { out: 0, replies: 0, failed: 0 };
   stop(): void {
     if (this.#stopped) return;
+    this.stats();
     this.#stopped = true;
     this.#addon.stop(this.#engine);
   }

@@ -10,9 +10,13 @@
  *     existing   send on the flow's upstream socket
  *     repicked   the endpoint left the ready set: same socket, connected to the new pick
  *   dropped and counted (edgemesh_udp_datagrams_dropped_total{reason}) otherwise.
+ * Once a flow has its upstream socket, the addon forwards its datagrams both ways itself;
+ * only new flows (and datagrams racing their creation) come here. So endpoint changes are
+ * applied to the flows when the catalog changes (#onCatalog), not when a datagram passes.
  *
- * Flows end after idling for the idle timeout (both directions count), on one coarse sweep.
- * Reply sockets are shared by the flows to one destination and closed with the last.
+ * Flows end after idling for the idle timeout (both directions count: the addon reports
+ * active flows once per round), on one coarse sweep. Reply sockets are shared by the flows
+ * to one destination and closed with the last.
  *
  * The addon's thread reads; this class runs on the JS thread only.
  */
@@ -85,8 +89,9 @@ export class UdpProxy {
   readonly #pending = new Map<string, Buffer[]>();
   readonly #listeners: number[] = [];
   readonly #drop: Record<DropReason, { inc(): void }>;
-  readonly #out: { inc(n?: number): void };
-  readonly #replied: { inc(n?: number): void };
+  /** Datagrams sent from JS (new flows); the addon counts the rest. */
+  #outJs = 0;
+  #unsubscribe: (() => void) | undefined;
   #table: UdpRouteTable | undefined;
   #tableOf: { catalog: Catalog; revision: number } | undefined;
   #sweeper: NodeJS.Timeout | undefined;
@@ -117,9 +122,11 @@ export class UdpProxy {
         ] as const
       ).map((r) => [r, m.dropped.labels(r)]),
     ) as Record<DropReason, { inc(): void }>;
-    this.#out = m.datagrams.labels('out');
-    this.#replied = m.datagrams.labels('reply');
     m.activeSource = () => this.#flows.size;
+    m.countsSource = () => {
+      const c = this.#engine.stats();
+      return { out: this.#outJs + c.out, replies: c.replies, fastFailed: c.failed };
+    };
     this.#flows = new FlowTable<Upstream>(
       { idleMs: this.#opts.idleMs, maxFlows: this.#opts.maxFlows },
       (flow) => this.#endFlow(flow),
@@ -149,6 +156,7 @@ export class UdpProxy {
       }
     }
     this.#sweeper = setInterval(() => this.#flows.sweep(), SWEEP_MS).unref();
+    this.#unsubscribe = this.#opts.store.subscribe(() => this.#onCatalog());
     this.#opts.log.info({ port: this.#opts.port, idleMs: this.#opts.idleMs }, 'udp proxy listening');
   }
 
@@ -163,6 +171,7 @@ export class UdpProxy {
   /** Ends every flow and closes every socket. */
   close(): void {
     if (this.#sweeper) clearInterval(this.#sweeper);
+    this.#unsubscribe?.();
     for (const fd of this.#listeners.splice(0)) this.#engine.close(fd);
     // Ending flows closes their sockets; the engine then stops its thread.
     for (const flow of [...this.#byFd]) if (flow) this.#flows.remove(flow);
@@ -171,7 +180,6 @@ export class UdpProxy {
 
   #onBatch(data: Buffer, recs: (number | string | undefined)[]): void {
     let out = 0;
-    let replied = 0;
     for (let i = 0; i < recs.length; i += RECORD_SLOTS) {
       const kind = recs[i] as number;
       const fd = recs[i + 1] as number;
@@ -189,13 +197,48 @@ export class UdpProxy {
       } else if (kind === REC_ACTIVE) {
         const flow = this.#byFd[fd];
         if (flow) this.#flows.touch(flow);
-        replied += recs[i + 2] as number;
       } else if (kind === REC_ERROR) {
         this.#upstreamError(fd, recs[i + 2] as number);
       }
     }
-    if (out) this.#out.inc(out);
-    if (replied) this.#replied.inc(replied);
+    this.#outJs += out;
+  }
+
+  /**
+   * The catalog changed: every flow whose endpoint left its service's ready set moves to a
+   * new pick (same upstream socket, connected anew, so the app keeps its address); a flow
+   * whose service has no direct endpoint left ends (its next datagram is dropped, counted).
+   */
+  #onCatalog(): void {
+    const table = this.#routes();
+    if (!table) return;
+    for (const flow of [...this.#flows.values()]) {
+      const up = flow.value;
+      if (!up?.service) continue;
+      const service = table.resolve(flow.dst);
+      if (!service || service.local.length === 0) {
+        this.#flows.remove(flow);
+        continue;
+      }
+      if (service.ready.has(flow.endpoint)) continue;
+      const balancer = this.#balancer(service, table);
+      const next = balancer.pick({ clientIp: hostOf(flow.client) })?.id;
+      if (next === undefined) {
+        this.#flows.remove(flow);
+        continue;
+      }
+      try {
+        this.#engine.retarget(up.fd, next);
+      } catch (err) {
+        this.#opts.log.warn({ err: (err as Error).message, endpoint: next }, 'udp re-pick failed');
+        this.#flows.remove(flow);
+        continue;
+      }
+      this.#balancers.get(up.service.key)?.balancer.release(flow.endpoint);
+      balancer.acquire(next);
+      flow.endpoint = next;
+      up.service = service;
+    }
   }
 
   /** One datagram from the app; true when it was sent on. */
@@ -256,7 +299,7 @@ export class UdpProxy {
         reply = { addr: flow.dst, fd: this.#engine.replySocket(flow.dst), flows: 0 };
         this.#replies.set(flow.dst, reply);
       }
-      const fd = this.#engine.upstream(flow.endpoint, reply.fd, flow.client);
+      const fd = this.#engine.upstream(flow.endpoint, reply.fd, flow.client, flow.dst);
       reply.flows++;
       flow.value = { fd, reply, service };
       this.#byFd[fd] = flow;
@@ -360,7 +403,7 @@ export class UdpProxy {
           item.toString('latin1', 0, bar),
           dst,
         );
-        if (sent) this.#out.inc();
+        if (sent) this.#outJs++;
       }
     });
     return true;
