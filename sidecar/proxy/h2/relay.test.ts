@@ -289,6 +289,17 @@ describe('the frame relay against raw frames (RFC 9113)', () => {
       expect(goawayCode(got)).toBe(code);
     });
 
+  it('ends a connection that resets more than 1,000 streams in a second with ENHANCE_YOUR_CALM (rapid reset)', async () => {
+    const frames: Buffer[] = [];
+    for (let id = 1; id <= 2 * 1001; id += 2)
+      frames.push(
+        headersFrames(id, REQUEST, true),
+        Buffer.concat([frameHeader(4, T_RST_STREAM, 0, id), Buffer.from([0, 0, 0, 8])]),
+      );
+    const got = await talk(frames, hasGoaway);
+    expect(goawayCode(got)).toBe(0xb);
+  });
+
   it('ends the connection with GOAWAY PROTOCOL_ERROR when the first frame is not SETTINGS', async () => {
     const ping = Buffer.concat([frameHeader(8, T_PING, 0, 0), Buffer.alloc(8)]);
     const got = await talk([ping], hasGoaway, false, false);

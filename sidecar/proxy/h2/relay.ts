@@ -33,6 +33,7 @@ import { adjustWindow, Conn, Flow, MAX_HEADER_LIST, STREAM_WINDOW } from './conn
 import { fieldValue, parseRequest, type RequestHead, responseStatus } from './fields.ts';
 import {
   CANCEL,
+  ENHANCE_YOUR_CALM,
   FLOW_CONTROL_ERROR,
   H2Error,
   INTERNAL_ERROR,
@@ -54,6 +55,13 @@ import { type UpConn, type UpStream, UpstreamPool } from './upstream.ts';
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** Idle client connections are looked for by one coarse timer (as the node path). */
 const SWEEP_MS = 1_000;
+/**
+ * Client resets per connection per sweep tick (1 s) beyond which the connection ends with
+ * ENHANCE_YOUR_CALM: every reset stream may have cost an upstream stream (and a dial), so
+ * open-and-reset loops would turn a client's cheap frames into upstream work. gRPC cancels a
+ * call per deadline or user cancel, far below this.
+ */
+const MAX_RESETS_PER_TICK = 1_000;
 
 /** One client connection: its streams by client stream id. */
 class ClientConn {
@@ -64,6 +72,8 @@ class ClientConn {
   active = 0;
   idleSince: number;
   goingAway = false;
+  /** Streams the client reset since the last sweep tick ("rapid reset", CVE-2023-44487). */
+  resets = 0;
 
   constructor(conn: Conn, ctx: ConnContext, tick: number) {
     this.conn = conn;
@@ -498,6 +508,8 @@ export class FrameRelay {
         else req.pump();
       },
       rst: (id: number, code: number) => {
+        if (++c.resets > MAX_RESETS_PER_TICK)
+          throw new H2Error(ENHANCE_YOUR_CALM, `more than ${MAX_RESETS_PER_TICK} stream resets in a second`);
         const ex = c.streams.get(id);
         if (!ex) return;
         ex.clientReset = true; // no RST back (§5.4.2)
