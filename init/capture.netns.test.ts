@@ -200,6 +200,7 @@ for (const backend of ['nft', 'legacy'] as const) {
       expect(out).toContain(`capture installed with iptables backend ${backend}`);
       // DNS rules per nameserver: IPv4 198.51.100.53 and 127.0.0.53, IPv6 2001:db8::53.
       expect(out).toContain('IPv4 12 rules, IPv6 10 rules');
+      expect(out).toContain('DNS captured to 198.51.100.53, 2001:db8::53, 127.0.0.53');
       firstInstall = { v4: await natRules(p, backend, 4), v6: await natRules(p, backend, 6) };
       expect(edgemeshLines(firstInstall.v4)).toHaveLength(14); // 2 chains + 12 rules
       expect(edgemeshLines(firstInstall.v6)).toHaveLength(12);

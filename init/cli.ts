@@ -207,6 +207,17 @@ function udpDryRun(config: InitConfig, family: Family, cleanup: boolean): string
   return `${text}# IPv${family}: policy route\n${ip.join('\n')}\n`;
 }
 
+/** What the install line says about DNS: which addresses it is captured to. */
+function dnsScope(capture: CaptureOptions): string {
+  if (!capture.captureDns) return 'DNS not captured';
+  if (capture.captureAllDns) return 'DNS to every address captured';
+  const fams = capture.ipv6 ? [4, 6] : [4];
+  const servers = capture.dnsServers
+    .filter((c) => fams.includes(c.family))
+    .map((c) => c.text.replace(/\/\d+$/, ''));
+  return `DNS captured to ${servers.join(', ') || 'no nameserver of these families'}`;
+}
+
 export const initCommand = defineCommand(spec, async (flags) => {
   const config = configFromFlags(flags);
   if (flags['dry-run']) {
@@ -229,7 +240,8 @@ export const initCommand = defineCommand(spec, async (flags) => {
   const rules = report.families.map((f) => `IPv${f.family} ${f.rules} rules`).join(', ');
   process.stdout.write(
     `edgemesh init: capture installed with iptables backend ${report.backend.name} ` +
-      `(${report.backend.reason}); ${rules}; reserved ports ${report.reservedPorts || 'not managed'}\n`,
+      `(${report.backend.reason}); ${rules}; reserved ports ${report.reservedPorts || 'not managed'}; ` +
+      `${dnsScope(config.capture)}\n`,
   );
   return 0;
 });

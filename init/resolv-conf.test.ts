@@ -38,11 +38,14 @@ describe("the pod's nameservers from resolv.conf", () => {
     expect(() => parseNameservers(`nameserver 10.96.0.10\n${line}\n`, '/r')).toThrow(problem);
   });
 
-  it('an unreadable or oversized file is an error naming it and the way out', () => {
-    expect(() => readNameservers('/nonexistent/resolv.conf')).toThrow(
-      /cannot read the pod's nameservers from \/nonexistent\/resolv.conf \(--resolv-conf\): ENOENT.*--capture-all-dns=true/,
-    );
+  it("an unreadable or oversized file is an error naming it and the way out; a missing one is glibc's 127.0.0.1", () => {
     const dir = mkdtempSync(join(tmpdir(), 'resolv-'));
+    expect(() => readNameservers(dir)).toThrow(
+      new RegExp(
+        `cannot read the pod's nameservers from ${dir} \\(--resolv-conf\\): EISDIR.*--capture-all-dns=true`,
+      ),
+    );
+    expect(readNameservers('/nonexistent/resolv.conf')).toEqual([{ family: 4, text: '127.0.0.1/32' }]);
     const big = join(dir, 'big.conf');
     writeFileSync(big, `nameserver 10.96.0.10\n${'#'.repeat(RESOLV_CONF_MAX_BYTES)}\n`);
     expect(() => readNameservers(big)).toThrow(`more than ${RESOLV_CONF_MAX_BYTES}`);
@@ -50,7 +53,7 @@ describe("the pod's nameservers from resolv.conf", () => {
 
   it('the CLI reads it only when DNS capture is scoped, never for cleanup', () => {
     const flags = (argv: string[]) => parseCommand(initCommand.spec, ['--ipv6=false', ...argv], {});
-    const missing = '--resolv-conf=/nonexistent/resolv.conf';
+    const missing = `--resolv-conf=${tmpdir()}`; // a directory: unreadable as a file
     expect(() => configFromFlags(flags([missing]))).toThrow("cannot read the pod's nameservers");
     expect(configFromFlags(flags([missing, '--capture-all-dns=true'])).capture.dnsServers).toEqual([]);
     expect(configFromFlags(flags([missing, '--capture-dns=false'])).capture.dnsServers).toEqual([]);

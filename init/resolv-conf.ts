@@ -37,7 +37,12 @@ export function parseNameservers(text: string, path: string): Cidr[] {
   return found.length > 0 ? found : [{ family: 4, text: '127.0.0.1/32' }];
 }
 
-/** Reads and parses `path`; every error names the file and says how to go without it. */
+/**
+ * Reads and parses `path`; every error names the file and says how to go without it. A file
+ * that does not exist is glibc's case too: with no resolv.conf the resolver queries 127.0.0.1,
+ * so that is what is captured (kubelet always writes one; a container run outside Kubernetes
+ * may have none).
+ */
 export function readNameservers(path: string): Cidr[] {
   let text: string;
   try {
@@ -47,6 +52,7 @@ export function readNameservers(path: string): Cidr[] {
     }
     text = bytes.toString('utf8');
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return parseNameservers('', path);
     throw configError(
       `cannot read the pod's nameservers from ${path} (--resolv-conf): ${(err as Error).message}; ` +
         'DNS is captured only to them (--capture-all-dns=true captures every port-53 packet instead)',
