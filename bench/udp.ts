@@ -288,18 +288,21 @@ async function main(): Promise<void> {
     }
 
     // Memory: 10,000 flows, one datagram each (the flows stay for the 30 s idle timeout).
+    const activeFlows = async () =>
+      Number(
+        /edgemesh_udp_active_flows\{[^}]*\} (\d+)/.exec(
+          (await lab.run(pod, ['curl', '-s', 'http://127.0.0.1:15020/metrics'])).stdout,
+        )?.[1] ?? 0,
+      );
+    const flowsBefore = await activeFlows();
     const before = memoryMB(pid).privateMB;
     const many = await run('sidecar', MANY_FLOWS, 5000, MANY_FLOWS / 5000);
     await new Promise((r) => setTimeout(r, 500));
     const after = memoryMB(pid).privateMB;
-    const flowsHeld = Number(
-      /edgemesh_udp_active_flows\{[^}]*\} (\d+)/.exec(
-        (await lab.run(pod, ['curl', '-s', 'http://127.0.0.1:15020/metrics'])).stdout,
-      )?.[1] ?? 0,
-    );
+    const newFlows = (await activeFlows()) - flowsBefore;
     console.log(
-      `memory: private ${before.toFixed(1)} MB → ${after.toFixed(1)} MB with ${flowsHeld} flows held ` +
-        `(${many.received}/${many.sent} replies): ${(((after - before) * 1000) / Math.max(flowsHeld, 1)).toFixed(2)} MB per 1,000 flows`,
+      `memory: private ${before.toFixed(1)} MB → ${after.toFixed(1)} MB with ${newFlows} flows added ` +
+        `(${many.received}/${many.sent} replies): ${(((after - before) * 1000) / Math.max(newFlows, 1)).toFixed(2)} MB per 1,000 flows`,
     );
     const span = (xs: number[], f: (x: number) => string) => `${f(Math.min(...xs))}–${f(Math.max(...xs))}`;
     console.log(
