@@ -24,6 +24,7 @@ import type { Logger } from '../../lib/log.ts';
 import {
   type Address,
   type BirthdaySignal,
+  type PeerInfo,
   parseBirthdaySignal,
   type ToGateway,
 } from '../../lib/tunnel/control.ts';
@@ -66,6 +67,8 @@ export interface Pin {
 
 export interface BirthdayPeer {
   readonly name: string;
+  /** The peer's registration as the tunnel-server told it (its public address: `observed`). */
+  readonly info?: PeerInfo | undefined;
 }
 
 /** What the runner needs of the UDP path (udp.ts UdpPaths). */
@@ -121,7 +124,7 @@ export class Birthdays {
   /** Opener: try a birthday punch with `peer` through `link`; resolves with the path's session. */
   async start(link: ControlLink, peer: BirthdayPeer): Promise<MuxSession> {
     const { log, counters } = this.#opts;
-    if (this.#attempts.size >= MAX_BIRTHDAYS)
+    if (this.#running() >= MAX_BIRTHDAYS)
       throw new EdgemeshError(ErrorCodes.UNAVAILABLE, `birthday punch: ${MAX_BIRTHDAYS} attempts running`);
     const a = this.#attempt(randomBytes(8).toString('hex'), peer.name, randomBytes(16), true);
     try {
@@ -147,7 +150,7 @@ export class Birthdays {
         );
         throw new EdgemeshError(ErrorCodes.UNAVAILABLE, `birthday punch skipped: ${role.skip}`);
       }
-      return await this.#run(link, a, role, peerHello);
+      return await this.#run(link, a, role, peerHello, peer);
     } finally {
       this.#end(a);
     }
@@ -189,13 +192,20 @@ export class Birthdays {
     for (const a of this.#attempts.values()) this.#end(a);
   }
 
+  /** Attempts not yet ended (ended ones stay findable a while for a late pinned offer). */
+  #running(): number {
+    let n = 0;
+    for (const a of this.#attempts.values()) if (!a.closed) n++;
+    return n;
+  }
+
   async #answer(
     link: ControlLink,
     id: string,
     peer: BirthdayPeer,
     theirs: Extract<BirthdaySignal, { step: 'hello' }>,
   ): Promise<void> {
-    if (this.#attempts.size >= MAX_BIRTHDAYS) {
+    if (this.#running() >= MAX_BIRTHDAYS) {
       link.send({
         t: 'signal',
         id,
@@ -209,7 +219,7 @@ export class Birthdays {
       const hello = await this.#hello(link, a);
       const role = birthdayRole(hello.nat, theirs.nat);
       if (typeof role !== 'string') return; // the opener logs and counts it
-      await this.#run(link, a, role, theirs);
+      await this.#run(link, a, role, theirs, peer);
     } finally {
       this.#end(a);
     }
@@ -275,8 +285,20 @@ export class Birthdays {
     a: Attempt,
     role: BirthdayRole,
     theirs: Extract<BirthdaySignal, { step: 'hello' }>,
+    peer: BirthdayPeer,
   ): Promise<MuxSession> {
     const { log, counters } = this.#opts;
+    // Up to 1,792 packets go where the hello says: only to where the tunnel-server sees the
+    // peer, so an enrolled gateway cannot aim this gateway's packets at someone else.
+    const target = role === 'easy' ? theirs.ip : theirs.addr?.ip;
+    const seen = peer.info?.observed.ip;
+    if (target === undefined || target !== seen) {
+      counters.attempt(role, 'failed');
+      throw new EdgemeshError(
+        ErrorCodes.UNAVAILABLE,
+        `birthday: ${peer.name} names ${target ?? 'no address'}, the tunnel-server sees it at ${seen ?? 'no address'}`,
+      );
+    }
     const t0 = Date.now();
     log.info({ peer: a.peer, role, opener: a.opener }, 'birthday punch started');
     const deadline = new Promise<never>((_, reject) =>
