@@ -25,6 +25,22 @@ describe('gateway protocol', () => {
     for (const r of replies) expect(parseReply(formatReply(r).trimEnd())).toEqual(r);
   });
 
+  it('DGRAM: round-trips where served, is refused (never read as CONNECT) where not', () => {
+    const r = { kind: 'datagram', node: 'edge-b', ip: '10.244.2.9', port: 5683 } as const;
+    const line = formatRequest(r);
+    expect(line).toBe('EDGEMESH/1 DGRAM edge-b 10.244.2.9 5683\n');
+    expect(parseRequest(line.trimEnd(), { datagram: true })).toEqual(r);
+    expect(() => parseRequest(line.trimEnd())).toThrow(
+      'DGRAM (UDP flows to other nodes) is not served by this gateway',
+    );
+    expect(() => parseRequest('EDGEMESH/1 DGRAM edge-b 10.0.0.1 0', { datagram: true })).toThrow(
+      'DGRAM port must be 1..65535',
+    );
+    expect(() => parseRequest('EDGEMESH/1 DGRAM Edge_B 10.0.0.1 53', { datagram: true })).toThrow(
+      'DGRAM node is not a valid node name',
+    );
+  });
+
   it('rejects malformed requests with a reason', () => {
     const bad: Array<[string, RegExp]> = [
       ['GET / HTTP/1.1', /expected EDGEMESH\/1/],

@@ -10,6 +10,15 @@
  *                                                line every 15 s (lib/catalog/feed.ts;
  *                                                format in docs/catalog.md)
  *   EDGEMESH/1 CONNECT <node> <ip> <port>\n      a stream to <ip>:<port> on node <node>
+ *   EDGEMESH/1 DGRAM <node> <ip> <port>\n        a UDP flow to <ip>:<port> on node <node>: after
+ *                                                OK, datagrams both ways as on a tunnel datagram
+ *                                                stream (u16 length + payload each,
+ *                                                lib/tunnel/frame.ts encodeDatagram), so the
+ *                                                gateway splices the connection to the stream
+ *                                                (or to a local UdpFlow) without re-framing.
+ *                                                Parsed only where the server says it serves it
+ *                                                (parseRequest's `datagram`): a gateway that
+ *                                                does not answers ERR, never a TCP stream.
  *   EDGEMESH/1 HELLO <namespace> <name> <uid>\n  the pod announces itself from its IP
  *                                                (gateway/pod-moves.ts); answered `OK local`
  *                                                once the gateway holds that IP as that pod
@@ -37,6 +46,7 @@ const PATHS: readonly PathKind[] = ['local', 'direct', 'punched', 'relay'];
 export type Request =
   | { kind: 'feed'; revision: number }
   | { kind: 'connect'; node: string; ip: string; port: number }
+  | { kind: 'datagram'; node: string; ip: string; port: number }
   | { kind: 'hello'; namespace: string; name: string; uid: string }
   | { kind: 'lookup' };
 export type Reply = { ok: true; path: PathKind } | { ok: false; code: string; message: string };
@@ -47,13 +57,18 @@ const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])
 export function formatRequest(req: Request): string {
   if (req.kind === 'hello') return `${PROTOCOL_TAG} HELLO ${req.namespace} ${req.name} ${req.uid}\n`;
   if (req.kind === 'lookup') return `${PROTOCOL_TAG} LOOKUP\n`;
+  if (req.kind === 'datagram') return `${PROTOCOL_TAG} DGRAM ${req.node} ${req.ip} ${req.port}\n`;
   return req.kind === 'feed'
     ? `${PROTOCOL_TAG} FEED ${req.revision}\n`
     : `${PROTOCOL_TAG} CONNECT ${req.node} ${req.ip} ${req.port}\n`;
 }
 
-/** Parses a header line (without its "\n"); throws an Error whose message says what is wrong. */
-export function parseRequest(line: string): Request {
+/**
+ * Parses a header line (without its "\n"); throws an Error whose message says what is wrong.
+ * `datagram`: the caller serves DGRAM. Off by default, so a server that routes every request
+ * with a node, ip and port as CONNECT refuses DGRAM instead of opening a TCP stream for it.
+ */
+export function parseRequest(line: string, opts: { datagram?: boolean } = {}): Request {
   const parts = line.split(' ');
   if (parts[0] !== PROTOCOL_TAG) throw new Error(`expected ${PROTOCOL_TAG} header`);
   if (parts[1] === 'FEED' && parts.length === 3) {
@@ -61,14 +76,17 @@ export function parseRequest(line: string): Request {
     if (!/^\d{1,15}$/.test(parts[2])) throw new Error('FEED revision must be a non-negative integer');
     return { kind: 'feed', revision };
   }
-  if (parts[1] === 'CONNECT' && parts.length === 5) {
+  if ((parts[1] === 'CONNECT' || parts[1] === 'DGRAM') && parts.length === 5) {
+    const verb = parts[1];
+    if (verb === 'DGRAM' && !opts.datagram)
+      throw new Error('DGRAM (UDP flows to other nodes) is not served by this gateway');
     const [, , node, ip, portText] = parts;
-    if (node.length > 253 || !NODE_NAME.test(node)) throw new Error('CONNECT node is not a valid node name');
-    if (isIP(ip) === 0) throw new Error('CONNECT target is not an IP address');
+    if (node.length > 253 || !NODE_NAME.test(node)) throw new Error(`${verb} node is not a valid node name`);
+    if (isIP(ip) === 0) throw new Error(`${verb} target is not an IP address`);
     const port = Number(portText);
     if (!/^\d{1,5}$/.test(portText) || port < 1 || port > 65535)
-      throw new Error('CONNECT port must be 1..65535');
-    return { kind: 'connect', node, ip, port };
+      throw new Error(`${verb} port must be 1..65535`);
+    return { kind: verb === 'CONNECT' ? 'connect' : 'datagram', node, ip, port };
   }
   if (parts[1] === 'LOOKUP' && parts.length === 2) return { kind: 'lookup' };
   if (parts[1] === 'HELLO' && parts.length === 5) {
