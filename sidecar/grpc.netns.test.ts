@@ -3,7 +3,7 @@
  * @grpc/grpc-js client in the pod namespace, captured by `edgemesh init`'s rules, talks to
  * @grpc/grpc-js servers on the three backends behind one service; h2load loads an h2c port.
  */
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -123,5 +123,27 @@ describe('h2load against an h2c port', () => {
     );
     expect(r.stdout).toMatch(/requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed/);
     expect(r.stdout).toMatch(/status codes: 2000 2xx/);
+  });
+
+  it("answers 5,000 requests of 1 connection × 100 streams (upstream streams reused past one connection's 256)", async () => {
+    const r = await l.lab.exec(
+      l.pod,
+      ['h2load', '-n', '5000', '-c', '1', '-m', '100', '-T', '10', `http://${VIP.grpc}:50051/`],
+      { timeoutMs: 60_000 },
+    );
+    expect(r.stdout).toMatch(/requests: 5000 total, 5000 started, 5000 done, 5000 succeeded, 0 failed/);
+    expect(r.stdout).toMatch(/status codes: 5000 2xx/);
+  });
+
+  it('carries POSTs with 100 KiB bodies to a backend that answers without reading them', async () => {
+    const body = join(dir, 'body.bin');
+    await writeFile(body, Buffer.alloc(100 * 1024, 'p'));
+    await chmod(body, 0o644);
+    const r = await l.lab.exec(
+      l.pod,
+      ['h2load', '-n', '300', '-c', '1', '-m', '10', '-T', '10', '-d', body, `http://${VIP.grpc}:50051/`],
+      { timeoutMs: 60_000 },
+    );
+    expect(r.stdout).toMatch(/requests: 300 total, 300 started, 300 done, 300 succeeded, 0 failed/);
   });
 });
