@@ -375,16 +375,24 @@ async function inProcess(): Promise<void> {
   );
 }
 
-/** The sidecar's collections so far (prom-client's nodejs_gc_duration_seconds, by kind). */
-async function sidecarGCs(): Promise<{ count: number; seconds: number }> {
-  const r = await lab.run(podNs, ['curl', '-s', '-m', '2', 'http://127.0.0.1:15020/metrics']);
-  let count = 0;
-  let seconds = 0;
-  for (const m of r.stdout.matchAll(/^nodejs_gc_duration_seconds_(count|sum)\{[^}]*\} ([\d.e+-]+)$/gm)) {
-    if (m[1] === 'count') count += Number(m[2]);
-    else seconds += Number(m[2]);
+/**
+ * The sidecar's collections so far (prom-client's nodejs_gc_duration_seconds, all kinds), or
+ * undefined when the scrape failed (a starved machine can miss a few seconds' timeout).
+ */
+async function sidecarGCs(): Promise<{ count: number; seconds: number } | undefined> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const r = await lab.run(podNs, ['curl', '-s', '-m', '5', 'http://127.0.0.1:15020/metrics']);
+    let count = 0;
+    let seconds = 0;
+    let seen = false;
+    for (const m of r.stdout.matchAll(/^nodejs_gc_duration_seconds_(count|sum)\{[^}]*\} ([\d.e+-]+)$/gm)) {
+      seen = true;
+      if (m[1] === 'count') count += Number(m[2]);
+      else seconds += Number(m[2]);
+    }
+    if (seen) return { count, seconds };
   }
-  return { count, seconds };
+  return undefined;
 }
 
 /**
@@ -405,8 +413,12 @@ async function latency(): Promise<void> {
     const g1 = await sidecarGCs();
     into.push(...r.ms);
     for (const [k, n] of Object.entries(r.rcodes)) rcodes[kind][k] = (rcodes[kind][k] ?? 0) + n;
-    gcs[kind].count += g1.count - g0.count;
-    gcs[kind].seconds += g1.seconds - g0.seconds;
+    if (!g0 || !g1)
+      gcs[kind].count = Number.NaN; // not known for this block: none is shown
+    else {
+      gcs[kind].count += g1.count - g0.count;
+      gcs[kind].seconds += g1.seconds - g0.seconds;
+    }
   };
   for (let r = 0; r < rounds; r++) {
     const fresh = Array.from({ length: FIRST }, (_, i) => name(100 + r * FIRST + i));
@@ -423,7 +435,9 @@ async function latency(): Promise<void> {
     fmt(percentile(s, 99), 3),
     fmt(percentile(s, 99.9), 3),
     fmt(s[s.length - 1], 3),
-    `${gcs[kind].count} / ${fmt(gcs[kind].seconds * 1000, 0)} ms`,
+    Number.isNaN(gcs[kind].count)
+      ? '- (a scrape failed)'
+      : `${gcs[kind].count} / ${fmt(gcs[kind].seconds * 1000, 0)} ms`,
     JSON.stringify(rcodes[kind]),
   ];
   printTable(
