@@ -126,6 +126,37 @@ describe('direct and routing dialers', () => {
     });
   });
 
+  it('a reader gets every byte from reused read buffers; one it says it kept is never read into again', async () => {
+    const chunks: Buffer[] = [];
+    const kept: Buffer[] = [];
+    let calls = 0;
+    const reader = {
+      read(chunk: Buffer): boolean {
+        chunks.push(Buffer.from(chunk)); // a copy: `chunk` is valid only during the call
+        // Every third chunk is "kept" (as a queued write would be): its bytes must stay as read.
+        if (++calls % 3 === 0) {
+          kept.push(chunk, Buffer.from(chunk));
+          return true;
+        }
+        return false;
+      },
+    };
+    const { socket, read } = await directDialer.dial(target(), 2000, undefined, reader);
+    expect(read).toBe(true);
+    const payload = Buffer.alloc(1024 * 1024);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 13 + (i >> 12)) & 0xff;
+    const ended = new Promise<void>((resolve) => socket.once('end', resolve));
+    socket.resume();
+    socket.end(payload);
+    await ended;
+    // Buffer.equals: vitest's deep equality walks a 1 MiB Buffer element by element.
+    const want = Buffer.concat([payload, Buffer.from(`|${payload.length}`)]);
+    expect(Buffer.concat(chunks).equals(want)).toBe(true);
+    const intact = kept.filter((b, k) => k % 2 === 0 && b.equals(kept[k + 1])).length;
+    expect(intact).toBe(kept.length / 2);
+    expect(kept.length).toBeGreaterThan(0);
+  });
+
   it('sends only targets on another known node through the gateway', async () => {
     const port = await peer();
     const dialer = new RoutingDialer({

@@ -30,14 +30,28 @@ export interface DialResult {
   via: 'pod' | PathKind;
   /** True when the socket's incoming bytes already go straight into the `sink` given to dial. */
   sinked?: boolean;
+  /** True when the socket's incoming bytes go to the `reader` given to dial (no 'data' events). */
+  read?: boolean;
+}
+
+/**
+ * Takes a connection's incoming bytes from a reused read buffer instead of 'data' events (no
+ * Buffer per read for the GC). `chunk` is valid only during the call: `read` returns true when
+ * something still references it afterwards (a write of it queued on a socket, bytes kept for
+ * later), and the next read then goes into a fresh buffer. Backpressure: pause() the socket.
+ */
+export interface ChunkReader {
+  read(chunk: Buffer): boolean;
 }
 
 export interface Dialer {
   /**
    * `sink`: a socket the caller will splice with; a dialer that can (the direct one) writes
    * the upstream's bytes into it from a reused read buffer instead of the stream machinery.
+   * `reader`: the same for a caller that frames the bytes itself (the HTTP/1.1 fast path);
+   * DialResult.read says whether it was used (else the bytes come as 'data' events).
    */
-  dial(target: Target, timeoutMs: number, sink?: net.Socket): Promise<DialResult>;
+  dial(target: Target, timeoutMs: number, sink?: net.Socket, reader?: ChunkReader): Promise<DialResult>;
   /** How dial() reaches `target` in plain bytes, so the native engine can do the same itself. */
   raw?(target: Target): RawRoute | undefined;
 }
@@ -64,9 +78,14 @@ function tcpConnect(
   timeoutMs: number,
   target: Target,
   sink?: net.Socket,
+  reader?: ChunkReader,
 ): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const forward = sink ? forwardInto(sink, (): net.Socket => socket) : undefined;
+    const forward = sink
+      ? forwardInto(sink, (): net.Socket => socket)
+      : reader
+        ? readInto(reader)
+        : undefined;
     const socket: net.Socket = net.connect({
       host,
       port,
@@ -158,6 +177,42 @@ function forwardInto(sink: net.Socket, upstream: () => net.Socket) {
     },
   };
 }
+/**
+ * `onread` options that hand every chunk to `reader` (ChunkReader), with forwardInto's buffer
+ * scheme: 4 KiB first, 64 KiB after a read that fills it, the same buffer again while the
+ * reader keeps nothing of it, returned to the shared pools on close.
+ */
+function readInto(reader: ChunkReader) {
+  let spare: Buffer | undefined;
+  let current: Buffer | undefined;
+  let bulk = false;
+  return {
+    buffer: (): Buffer => {
+      current =
+        spare ??
+        (bulk
+          ? (bufferPool.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER))
+          : (firstBufferPool.pop() ?? Buffer.allocUnsafeSlow(FIRST_READ_BUFFER)));
+      spare = undefined;
+      return current;
+    },
+    callback: (n: number, buf: Buffer): boolean => {
+      current = undefined;
+      const kept = reader.read(buf.subarray(0, n));
+      if (!bulk && n === buf.length)
+        bulk = true; // this small buffer is left to the GC
+      else if (!kept) spare = buf;
+      return true;
+    },
+    release: (): void => {
+      const free = spare ?? current;
+      spare = current = undefined;
+      if (!free) return;
+      const pool = free.length === READ_BUFFER ? bufferPool : firstBufferPool;
+      if (pool.length < BUFFER_POOL_MAX) pool.push(free);
+    },
+  };
+}
 const READ_BUFFER = 64 * 1024;
 const FIRST_READ_BUFFER = 4 * 1024;
 /**
@@ -170,9 +225,9 @@ const bufferPool: Buffer[] = [];
 const firstBufferPool: Buffer[] = [];
 
 export const directDialer: Dialer = {
-  async dial(target, timeoutMs, sink) {
-    const socket = await tcpConnect(target.ip, target.port, timeoutMs, target, sink);
-    return { socket, via: 'pod', sinked: sink !== undefined };
+  async dial(target, timeoutMs, sink, reader) {
+    const socket = await tcpConnect(target.ip, target.port, timeoutMs, target, sink, reader);
+    return { socket, via: 'pod', sinked: sink !== undefined, read: !sink && reader !== undefined };
   },
   raw: (target) => ({ ip: target.ip, port: target.port, via: 'pod' }),
 };
@@ -310,9 +365,9 @@ export class RoutingDialer implements Dialer {
     return this.viaGateway(target) ? this.#gateway?.raw?.(target) : directDialer.raw?.(target);
   }
 
-  dial(target: Target, timeoutMs: number, sink?: net.Socket): Promise<DialResult> {
+  dial(target: Target, timeoutMs: number, sink?: net.Socket, reader?: ChunkReader): Promise<DialResult> {
     return this.viaGateway(target) && this.#gateway
       ? this.#gateway.dial(target, timeoutMs)
-      : directDialer.dial(target, timeoutMs, sink);
+      : directDialer.dial(target, timeoutMs, sink, reader);
   }
 }

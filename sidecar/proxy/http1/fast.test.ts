@@ -6,7 +6,7 @@ import { CatalogStore } from '../../../lib/catalog/store.ts';
 import type { Catalog } from '../../../lib/catalog/types.ts';
 import { silentLogger } from '../../../lib/log.ts';
 import { Registry } from '../../../lib/metrics.ts';
-import { RoutingDialer } from '../dialer.ts';
+import { RoutingDialer, SOCKET_HWM } from '../dialer.ts';
 import { HttpProxy } from '../http-proxy.ts';
 import { createProxyMetrics } from '../metrics.ts';
 import { Router } from '../router.ts';
@@ -36,6 +36,12 @@ function backend(name: string, index: number): http.Server {
         const n = Number(req.url.slice(7));
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': n });
         res.end(Buffer.alloc(n, 0x61));
+        return;
+      }
+      if (req.url?.startsWith('/pattern/')) {
+        const n = Number(req.url.slice(9));
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': n });
+        res.end(pattern(n));
         return;
       }
       if (req.url === '/chunked') {
@@ -77,6 +83,13 @@ function backend(name: string, index: number): http.Server {
     socket.on('data', (d) => socket.write(d));
   });
   return server;
+}
+
+/** Bytes that differ from one position to the next, so a reused read buffer overwritten too early shows. */
+function pattern(n: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 7 + (i >> 10)) & 0xff;
+  return b;
 }
 
 function catalog(): Catalog {
@@ -151,7 +164,8 @@ beforeAll(async () => {
     proxyPorts.set(
       vip,
       await listen(
-        net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) =>
+        // The buffer bound of the native engine's adopted sockets (native-l4.ts), as in a pod.
+        net.createServer({ pauseOnConnect: true, allowHalfOpen: true, highWaterMark: SOCKET_HWM }, (socket) =>
           proxy.handle(socket, { dstIp: vip, dstPort: 80, clientIp: '127.0.0.1' }),
         ),
         '127.0.0.1',
@@ -277,6 +291,50 @@ describe('HTTP/1.1 fast path', () => {
     expect(count(text, 'a'.repeat(1024))).toBeGreaterThanOrEqual(1024);
     expect(count(text, 'content-length: 99')).toBe(1);
     expect(text).toContain('"/z"');
+  });
+
+  it('a slow reader gets every byte of large responses as sent (read buffers reused only when free)', async () => {
+    // More than loopback's socket buffers hold (a few MB), so the proxy's writes do queue.
+    const n = 12 * 1024 * 1024 + 17;
+    const head = `GET /pattern/${n} HTTP/1.1\r\nhost: web\r\n\r\n`;
+    const socket = net.connect(proxyPort, '127.0.0.1');
+    const got: Buffer[] = [];
+    let length = 0;
+    const want = 2 * n;
+    await new Promise<void>((resolve, reject) => {
+      socket.on('connect', () => socket.write(head + head));
+      // Reads stall for 300 ms at the start and every 2 MiB: the socket buffers fill and the
+      // proxy's writes to us queue, so it must not read the upstream into a buffer such a
+      // queued write still holds.
+      socket.on('data', (d: Buffer) => {
+        got.push(d);
+        const before = length;
+        length += d.length;
+        if (before === 0 || Math.floor(before / 2_097_152) !== Math.floor(length / 2_097_152)) {
+          socket.pause();
+          setTimeout(() => socket.resume(), 300);
+        }
+        if (length >= want + 2 * 80) socket.end();
+      });
+      socket.on('end', resolve);
+      socket.on('close', resolve);
+      socket.on('error', reject);
+      setTimeout(() => {
+        socket.destroy();
+        resolve();
+      }, 20_000).unref();
+    });
+    const all = Buffer.concat(got);
+    const digest = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    const expected = digest(pattern(n));
+    const bodiesSeen: string[] = [];
+    let at = 0;
+    for (let k = 0; k < 2; k++) {
+      const end = all.indexOf('\r\n\r\n', at) + 4;
+      bodiesSeen.push(digest(all.subarray(end, end + n)));
+      at = end + n;
+    }
+    expect(bodiesSeen).toEqual([expected, expected]);
   });
 
   it('Connection: close gets connection: close and a FIN after the response', async () => {

@@ -21,7 +21,7 @@
 import type net from 'node:net';
 import { describeError } from '../../../lib/errors.ts';
 import type { Logger } from '../../../lib/log.ts';
-import type { Dialer, DialResult } from '../dialer.ts';
+import type { ChunkReader, Dialer, DialResult } from '../dialer.ts';
 import type { Balancer } from '../lb.ts';
 import { type ProxyMetrics, statusCounter } from '../metrics.ts';
 import type { RouteTable, Target } from '../route.ts';
@@ -115,6 +115,22 @@ class Upstream {
     this.via = via;
     this.node = node;
     this.idleLimit = idleLimit;
+  }
+}
+
+/**
+ * An upstream connection's bytes from the dialer's reused read buffer (ChunkReader): no Buffer
+ * per read for the GC (measured ~10% of the sidecar's CPU on 1 MiB responses). Bound to its
+ * Upstream once the dial resolves, before any read can run.
+ */
+class UpstreamReader implements ChunkReader {
+  up: Upstream | undefined;
+  readonly #onRead: (up: Upstream, chunk: Buffer) => boolean;
+  constructor(onRead: (up: Upstream, chunk: Buffer) => boolean) {
+    this.#onRead = onRead;
+  }
+  read(chunk: Buffer): boolean {
+    return this.up ? this.#onRead(this.up, chunk) : false;
   }
 }
 
@@ -362,9 +378,17 @@ export class Http1Fast {
     }
     const conn = ex.conn;
     conn.socket.pause();
-    this.#opts.dialer.dial(choice.value, this.#opts.connectTimeoutMs).then(
-      ({ socket, via }) => {
-        const up = this.#adoptUpstream(socket, choice.id, via, choice.value.nodeName);
+    // Upgrades are spliced after their 101 (splice.ts reads 'data' events): no reader for them.
+    const reader = ex.head.upgrade ? undefined : new UpstreamReader(this.#onUpstreamRead);
+    this.#opts.dialer.dial(choice.value, this.#opts.connectTimeoutMs, undefined, reader).then(
+      ({ socket, via, read }) => {
+        const up = this.#adoptUpstream(
+          socket,
+          choice.id,
+          via,
+          choice.value.nodeName,
+          read ? reader : undefined,
+        );
         if (up.node && via !== 'relay' && via !== 'pod') this.#leftRelay(up.node);
         if (conn.ex !== ex) {
           // The client went away while we dialled: keep the connection for the next one.
@@ -453,13 +477,16 @@ export class Http1Fast {
     targetId: string,
     via: DialResult['via'],
     node: string | undefined,
+    reader: UpstreamReader | undefined,
   ): Upstream {
     const up = new Upstream(socket, targetId, via, node, this.#idleMs);
-    socket.on('data', (chunk: Buffer) => {
-      const ex = up.owner;
-      if (ex) this.#onUpstreamData(ex, chunk);
-      else socket.destroy(); // bytes on an idle connection: it cannot be reused
-    });
+    if (reader) reader.up = up;
+    else
+      socket.on('data', (chunk: Buffer) => {
+        const ex = up.owner;
+        if (ex) this.#onUpstreamData(ex, chunk);
+        else socket.destroy(); // bytes on an idle connection: it cannot be reused
+      });
     socket.on('end', () => {
       const ex = up.owner;
       if (ex) this.#onUpstreamEnd(ex, up);
@@ -482,6 +509,19 @@ export class Http1Fast {
     socket.resume();
     return up;
   }
+
+  /** A read from a reused buffer (UpstreamReader): true when `chunk` is still referenced after it. */
+  #onUpstreamRead = (up: Upstream, chunk: Buffer): boolean => {
+    const ex = up.owner;
+    if (!ex) {
+      up.socket.destroy(); // bytes on an idle connection: it cannot be reused
+      return false;
+    }
+    const client = ex.conn.socket;
+    this.#onUpstreamData(ex, chunk);
+    // A write of it still queued on the client's socket, or a partial head kept for the next read.
+    return client.writableLength > 0 || ex.respBuf !== undefined;
+  };
 
   #take(targetId: string): Upstream | undefined {
     const list = this.#pools.get(targetId);
