@@ -41,6 +41,7 @@ import {
   goaway,
   H2Error,
   headersFrames,
+  INTERNAL_ERROR,
   MAX_WINDOW,
   PREFACE,
   PROTOCOL_ERROR,
@@ -214,6 +215,8 @@ export interface ConnHooks {
   closed(err: Error | undefined): void;
   /** A stream id a frame other than HEADERS may name (open or recently closed). */
   known(stream: number): boolean;
+  /** An unexpected exception while handling the peer's bytes (logged; the connection ends). */
+  bug(err: unknown): void;
 }
 
 export class Conn {
@@ -380,7 +383,11 @@ export class Conn {
     } catch (err) {
       if (err instanceof H2Error) this.fail(err.code, err.message);
       else if (err instanceof HpackError) this.fail(COMPRESSION_ERROR, err.message);
-      else throw err;
+      else {
+        // A bug (ours, or a peer we did not foresee) costs this connection, never the process.
+        this.#hooks.bug(err);
+        this.fail(INTERNAL_ERROR, 'internal error');
+      }
     }
     if (this.#outLen > 0) this.flush();
   }

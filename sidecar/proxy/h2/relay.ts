@@ -367,6 +367,7 @@ export class FrameRelay {
       dialer: opts.dialer,
       connectTimeoutMs: opts.connectTimeoutMs,
       onConnectFailure: () => opts.metrics.connectFailures.inc({ via: 'pod' }),
+      onBug: (err) => opts.log.error({ err: describeError(err) }, 'h2c upstream connection handling failed'),
     });
   }
 
@@ -438,6 +439,7 @@ export class FrameRelay {
     const conn = c.conn;
     return {
       known: (id: number) => id % 2 === 1 && id <= c.lastStream,
+      bug: (err: unknown) => log.error({ err: describeError(err) }, 'h2c client connection handling failed'),
       headers: (id: number, endStream: boolean, fields: string[], listSize: number) => {
         const ex = c.streams.get(id);
         if (ex) {
@@ -601,13 +603,20 @@ export class FrameRelay {
       onUp(got);
       return;
     }
-    got.then(onUp, (err) => {
-      // Nothing of the request left: any method may go to the next endpoint.
-      ex.lastError = err;
-      ex.failed ??= new Set();
-      ex.failed.add(choice.id);
-      balancer.reportFailure(choice.id);
-      this.attempt(ex);
-    });
+    got
+      .then(onUp, (err) => {
+        // Nothing of the request left: any method may go to the next endpoint.
+        ex.lastError = err;
+        ex.failed ??= new Set();
+        ex.failed.add(choice.id);
+        balancer.reportFailure(choice.id);
+        this.attempt(ex);
+      })
+      .catch((err) => {
+        // A bug costs this stream, never the process (an unhandled rejection would end it).
+        this.#opts.log.error({ err: describeError(err) }, 'h2c stream handling failed');
+        if (!ex.done && !ex.clientReset) ex.client.conn.rst(ex.cid, INTERNAL_ERROR);
+        ex.clientGone(INTERNAL_ERROR);
+      });
   }
 }

@@ -59,11 +59,14 @@ export class UpConn {
   done = false;
   idleSince: number;
   readonly #retire: (c: UpConn) => void;
+  /** Told of an unexpected exception on this connection (the relay logs it). */
+  readonly #onBug: (err: unknown) => void;
 
-  constructor(conn: Conn, tick: number, retire: (c: UpConn) => void) {
+  constructor(conn: Conn, tick: number, retire: (c: UpConn) => void, onBug: (err: unknown) => void) {
     this.conn = conn;
     this.idleSince = tick;
     this.#retire = retire;
+    this.#onBug = onBug;
     conn.write(PREFACE);
     conn.start(this.#hooks, [
       [S_ENABLE_PUSH, 0],
@@ -120,6 +123,7 @@ export class UpConn {
 
   readonly #hooks = {
     known: (id: number) => id % 2 === 1 && id < this.#nextId,
+    bug: (err: unknown) => this.#onBug(err),
     headers: (id: number, endStream: boolean, fields: string[]) => {
       const x = this.streams.get(id);
       if (x) x.headers(fields, endStream);
@@ -184,6 +188,8 @@ export interface UpstreamPoolOptions {
   dialer: Dialer;
   connectTimeoutMs: number;
   onConnectFailure?: () => void;
+  /** An unexpected exception on an upstream connection (it is closed; the process goes on). */
+  onBug?: (err: unknown) => void;
 }
 
 export class UpstreamPool {
@@ -242,10 +248,16 @@ export class UpstreamPool {
       onConnectFailure?.();
       throw err;
     }
-    const up = new UpConn(new Conn(socket, 'client'), this.tick, (c) => {
+    const retire = (c: UpConn) => {
       const i = ep.conns.indexOf(c);
       if (i >= 0) ep.conns.splice(i, 1);
-    });
+    };
+    const up = new UpConn(
+      new Conn(socket, 'client'),
+      this.tick,
+      retire,
+      this.#opts.onBug ?? (() => undefined),
+    );
     ep.conns.push(up);
     this.#startSweep();
     return up;

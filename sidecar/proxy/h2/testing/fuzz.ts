@@ -161,9 +161,13 @@ class FakeSocket extends EventEmitter {
 }
 
 /** Hooks that accept everything a client may open, like the relay's, without routing. */
-function hooks(): ConnHooks & { last: number } {
+function hooks(): ConnHooks & { last: number; bugs: unknown[] } {
   const h = {
     last: 0,
+    bugs: [] as unknown[],
+    bug: (err: unknown) => {
+      h.bugs.push(err);
+    },
     known: (id: number) => id % 2 === 1 && id <= h.last,
     headers: (id: number) => {
       if (id > h.last) h.last = id;
@@ -189,12 +193,14 @@ export const connTarget: FuzzTarget<Buffer> = {
   parse(input) {
     const socket = new FakeSocket();
     const conn = new Conn(socket as unknown as net.Socket, 'server');
-    conn.start(hooks(), [[3, 256]], input);
+    const h = hooks();
+    conn.start(h, [[3, 256]], input);
     conn.flush();
-    return { closed: conn.closed, out: Buffer.concat(socket.written) };
+    return { closed: conn.closed, out: Buffer.concat(socket.written), bugs: h.bugs };
   },
   verify(_input, outcome) {
-    const v = outcome.value as { closed: boolean; out: Buffer } | undefined;
+    const v = outcome.value as { closed: boolean; out: Buffer; bugs: unknown[] } | undefined;
+    check(!v || v.bugs.length === 0, () => `unexpected exception: ${String(v?.bugs[0])}`);
     if (!v?.closed) return;
     // A failed connection said why: its last frame is a GOAWAY.
     const frames: number[] = [];
