@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
 import { cases } from './testing/cases.ts';
@@ -47,6 +47,7 @@ const RESOLV_CONF = (() => {
   return file;
 })();
 const RESOLV_FLAG = `--resolv-conf=${RESOLV_CONF}`;
+afterAll(() => rmSync(dirname(RESOLV_CONF), { recursive: true, force: true }));
 
 interface Pod {
   lab: NetnsLab;
