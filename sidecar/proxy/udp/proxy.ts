@@ -156,7 +156,11 @@ export class UdpProxy {
       }
     }
     this.#sweeper = setInterval(() => this.#flows.sweep(), SWEEP_MS).unref();
-    this.#unsubscribe = this.#opts.store.subscribe(() => this.#onCatalog());
+    this.#unsubscribe = this.#opts.store.subscribe((_catalog, update) => {
+      // Pod and node updates change no service's endpoints; a service update only its own flows.
+      if (update.type === 'snapshot') this.#onCatalog(undefined);
+      else if (update.type === 'service') this.#onCatalog(`${update.key}:`);
+    });
     this.#opts.log.info({ port: this.#opts.port, idleMs: this.#opts.idleMs }, 'udp proxy listening');
   }
 
@@ -205,16 +209,17 @@ export class UdpProxy {
   }
 
   /**
-   * The catalog changed: every flow whose endpoint left its service's ready set moves to a
+   * The catalog changed (`keyPrefix`: only this service's ports, "namespace/name:"; undefined:
+   * every service): every flow whose endpoint left its service's ready set moves to a
    * new pick (same upstream socket, connected anew, so the app keeps its address); a flow
    * whose service has no direct endpoint left ends (its next datagram is dropped, counted).
    */
-  #onCatalog(): void {
+  #onCatalog(keyPrefix: string | undefined): void {
     const table = this.#routes();
     if (!table) return;
     for (const flow of [...this.#flows.values()]) {
       const up = flow.value;
-      if (!up?.service) continue;
+      if (!up?.service || (keyPrefix !== undefined && !up.service.key.startsWith(keyPrefix))) continue;
       const service = table.resolve(flow.dst);
       if (!service || service.local.length === 0) {
         this.#flows.remove(flow);
