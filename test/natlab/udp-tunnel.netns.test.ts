@@ -7,7 +7,7 @@ import type { LabNode } from './lab.ts';
 import { TunnelLab } from './tunnel-fixture.ts';
 
 /**
- * Datagram streams across the NAT lab (issue 18): gateway/udp-testing-node.ts on each node (the
+ * Datagram streams across the NAT lab (issue 18): gateway/testing/udp-node.ts on each node (the
  * gateway's tunnel with its LocalDialer as the far end, a datagram forwarder as the near end),
  * a real DNS server (dnsmasq) in each pod on UDP 5353, `dig` as the client in node A's
  * namespace. A query sent into A's forwarder is carried on a datagram stream to the pod on B's
@@ -20,7 +20,7 @@ import { TunnelLab } from './tunnel-fixture.ts';
  *   node B (site 2, preserving NAT)     node C (site 3, symmetric NAT: relay only)
  */
 const NODE = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
-const PROGRAM = new URL('../../gateway/udp-testing-node.ts', import.meta.url).pathname;
+const PROGRAM = new URL('../../gateway/testing/udp-node.ts', import.meta.url).pathname;
 const DNS_PORT = 5353;
 
 describe('datagram streams through the NAT lab', () => {

@@ -12,15 +12,15 @@ import http from 'node:http';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
-import { buildCatalog } from '../lib/catalog/from-objects.ts';
-import { CatalogStore } from '../lib/catalog/store.ts';
-import { describeError } from '../lib/errors.ts';
-import { createLogger } from '../lib/log.ts';
-import { createRegistry } from '../lib/metrics.ts';
-import { DatagramDecoder, encodeDatagram } from '../lib/tunnel/frame.ts';
-import { LocalDialer } from './streams.ts';
-import { startGatewayTunnel } from './tunnel/start.ts';
-import { udpFlowCounters } from './udp-flow.ts';
+import { buildCatalog } from '../../lib/catalog/from-objects.ts';
+import { CatalogStore } from '../../lib/catalog/store.ts';
+import { describeError } from '../../lib/errors.ts';
+import { createLogger } from '../../lib/log.ts';
+import { createRegistry } from '../../lib/metrics.ts';
+import { DatagramDecoder, encodeDatagram } from '../../lib/tunnel/frame.ts';
+import { LocalDialer } from '../streams.ts';
+import { startGatewayTunnel } from '../tunnel/start.ts';
+import { udpFlowCounters } from '../udp-flow.ts';
 
 const { values: a } = parseArgs({
   options: {
