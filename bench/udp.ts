@@ -9,7 +9,8 @@
  *
  * Measured, rounds alternating direct and sidecar:
  *   1. max datagrams/s: the generator sends as fast as it can on 64 flows for 2 s; replies/s
- *   2. at 50 % of that round's direct rate: loss (1 − replies/sent) and RTT p50/p99 of both
+ *   2. at 50 % of that round's direct rate: loss (1 − replies/sent) and RTT p50/p99 of both,
+ *      and the sidecar's CPU (all threads) per datagram carried there and back
  *   3. at a low fixed rate (1,000/s): RTT p50 of both (the added latency without queueing)
  *   4. memory: private MB of the sidecar before and after 10,000 flows (one datagram each)
  * The generator and the echo server are a small C program compiled here (cc): a Node
@@ -25,7 +26,7 @@ import { parseArgs } from 'node:util';
 import type { Catalog } from '../lib/catalog/types.ts';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
 import { INJECTED_SIDECAR_ENV } from './lib/injected-env.ts';
-import { memoryMB } from './lib/proc-stats.ts';
+import { cpuSeconds, memoryMB } from './lib/proc-stats.ts';
 
 const { values: args } = parseArgs({
   options: { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '2' } },
@@ -262,6 +263,7 @@ async function main(): Promise<void> {
     const added: number[] = [];
     const addedLow: number[] = [];
     const loads: number[] = [];
+    const cpuPer: number[] = [];
     for (let round = 1; round <= ROUNDS; round++) {
       loads.push(loadavg()[0]);
       const dMax = await run('direct', FLOWS, 0);
@@ -271,7 +273,11 @@ async function main(): Promise<void> {
       ratios.push(sRate / dRate);
       const half = Math.round(dRate / 2);
       const dHalf = await run('direct', FLOWS, half);
+      const cpu0 = cpuSeconds(pid);
       const sHalf = await run('sidecar', FLOWS, half);
+      // The sidecar's own CPU per datagram carried (both ways): a cost the machine's load barely moves.
+      const usPer = ((cpuSeconds(pid) - cpu0) * 1e6) / Math.max(sHalf.received, 1);
+      cpuPer.push(usPer);
       const loss = (r: LoadResult) => 1 - r.received / r.sent;
       losses.direct.push(loss(dHalf));
       losses.sidecar.push(loss(sHalf));
@@ -282,7 +288,7 @@ async function main(): Promise<void> {
       rows.push(
         `round ${round}: max direct ${fmt(dRate)}/s sidecar ${fmt(sRate)}/s (${(sRate / dRate).toFixed(2)}x); ` +
           `at ${fmt(half)}/s loss direct ${pct(loss(dHalf))} sidecar ${pct(loss(sHalf))}, p50 ${dHalf.p50us}/${sHalf.p50us} µs, ` +
-          `p99 ${dHalf.p99us}/${sHalf.p99us} µs; at 1,000/s p50 ${dLow.p50us}/${sLow.p50us} µs`,
+          `p99 ${dHalf.p99us}/${sHalf.p99us} µs, sidecar CPU ${usPer.toFixed(1)} µs per datagram; at 1,000/s p50 ${dLow.p50us}/${sLow.p50us} µs`,
       );
       console.log(rows[rows.length - 1]);
     }
@@ -309,7 +315,7 @@ async function main(): Promise<void> {
       `summary (${ROUNDS} alternated rounds, load average ${span(loads, (x) => x.toFixed(2))}): ` +
         `sidecar/direct max ${span(ratios, (x) => x.toFixed(2))}x; at 50 % of direct's rate loss ` +
         `direct ${span(losses.direct, pct)}, sidecar ${span(losses.sidecar, pct)}; added p50 ${span(added, (x) => `${x.toFixed(0)} µs`)}` +
-        ` (at 1,000/s ${span(addedLow, (x) => `${x.toFixed(0)} µs`)})`,
+        ` (at 1,000/s ${span(addedLow, (x) => `${x.toFixed(0)} µs`)}); sidecar CPU per datagram ${span(cpuPer, (x) => `${x.toFixed(1)} µs`)}`,
     );
   } finally {
     await lab.cleanup();
