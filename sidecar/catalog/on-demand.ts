@@ -33,7 +33,6 @@ import { type Logger, silentLogger } from '../../lib/log.ts';
 import { Counter, Gauge, type Registry } from '../../lib/metrics.ts';
 import { HeldCatalog, type HeldTicket } from './held.ts';
 import type { CatalogLookup, LookupMemo, LookupResult } from './lookup.ts';
-import { collectYoungIfDue } from './young-gc.ts';
 
 /** A lookup not answered in this time fails (DNS SERVFAIL); the gateway is on the same host. */
 export const LOOKUP_TIMEOUT_MS = 2_000;
@@ -48,11 +47,6 @@ export interface OnDemandOptions {
   idleMs?: number;
   negativeTtlMs?: number;
   lookupTimeoutMs?: number;
-  /**
-   * Collect the young generation while a lookup waits on the gateway when it is half full
-   * (young-gc.ts); default true.
-   */
-  collectWhileWaiting?: boolean;
   /** How often idle keys are swept; default a tenth of idleMs, at most 30 s. */
   sweepMs?: number;
   retryInitialMs?: number;
@@ -157,8 +151,6 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
       this.#opts.lookupTimeoutMs ?? LOOKUP_TIMEOUT_MS,
     );
     timer.unref();
-    // The gateway's answer is a round trip away: a scavenge due soon runs now, inside that wait.
-    if (this.#opts.collectWhileWaiting !== false) collectYoungIfDue();
     return promise;
   }
 
