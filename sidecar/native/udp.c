@@ -334,9 +334,10 @@ static void active(engine_t *e, int fd) {
   r->b = 0;
 }
 
-static void read_listener(engine_t *e, int fd) {
+/* One recvmmsg burst; returns how many datagrams it read. */
+static int read_listener(engine_t *e, int fd) {
   int n = recv_burst(e, fd, 1);
-  if (n <= 0) return;
+  if (n <= 0) return 0;
   const struct sockaddr *dsts[RECV_BATCH];
   int to_js[RECV_BATCH], n_js = 0, touched[RECV_BATCH], n_touched = 0;
   uint64_t sent = 0, failed = 0;
@@ -369,7 +370,7 @@ static void read_listener(engine_t *e, int fd) {
     int i = to_js[j];
     size_t len = e->msgs[i].msg_len;
     record_t *r = record(e, len);
-    if (!r) return;
+    if (!r) return n;
     r->kind = REC_DATAGRAM;
     r->fd = fd;
     r->a = (uint32_t)e->batch->used;
@@ -379,6 +380,7 @@ static void read_listener(engine_t *e, int fd) {
     fmt_addr((const struct sockaddr *)&e->names[i], r->src);
     fmt_addr(dsts[i], r->dst);
   }
+  return n;
 }
 
 /* Replies: straight back to the app from the flow's reply socket, in one sendmmsg. Under the
@@ -426,7 +428,10 @@ static void *thread_main(void *arg) {
     for (int i = 0; i < n && !atomic_load(&e->stopping); i++) {
       int kind = (int)(evs[i].data.u64 >> 32);
       int fd = (int)(uint32_t)evs[i].data.u64;
-      if (kind == KIND_LISTENER) read_listener(e, fd);
+      /* A full burst: more may wait; up to 8 bursts before the other fds get their turn. */
+      if (kind == KIND_LISTENER)
+        for (int k = 0; k < 8 && read_listener(e, fd) == RECV_BATCH; k++) {
+        }
       else if (kind == KIND_UPSTREAM) read_upstream(e, fd);
     }
     if (!atomic_load(&e->stopping)) batch_flush(e);
