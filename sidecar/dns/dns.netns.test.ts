@@ -139,7 +139,7 @@ beforeAll(async () => {
   mkdirSync(appEtcDir, { recursive: true });
   writeFileSync(
     join(appEtcDir, 'resolv.conf'),
-    `nameserver 10.55.0.1\nsearch default.svc.${Z} svc.${Z} ${Z}\noptions ndots:5\n`,
+    `nameserver 10.55.0.1\nnameserver fd00:55::1\nsearch default.svc.${Z} svc.${Z} ${Z}\noptions ndots:5\n`,
   );
   writeFileSync(
     join(dir, 'hosts'),
@@ -773,7 +773,8 @@ describe('DNS server in a pod namespace', () => {
   });
 
   it('answers an app whose DNS is captured by the `edgemesh init` rules (UDP/TCP, IPv4/IPv6)', async () => {
-    // The pod's resolv.conf names 10.55.0.1; the init rules send port 53 to :15053 on the
+    // The pod's resolv.conf names 10.55.0.1 and fd00:55::1 (the init captures DNS only to the
+    // pod's nameservers); the init rules send port 53 to :15053 on the
     // loopback, where the server listens on 127.0.0.1/::1; its own queries (uid 1337) pass.
     const child = lab.spawn(
       app,

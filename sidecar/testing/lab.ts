@@ -11,7 +11,9 @@
  */
 
 import type { ChildProcess } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Catalog, Endpoint, LbPolicy, ServiceEntry, ServicePort } from '../../lib/catalog/types.ts';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../../test/harness/netns.ts';
 
@@ -313,7 +315,15 @@ export async function setUpProxyLab(
       `backend ${ip} reachable`,
     );
   }
-  await lab.exec(pod, [EDGEMESH_BIN, 'init'], { timeoutMs: 60_000 });
+  // The pod's resolv.conf names the "upstream" 10.10.0.1 (and its IPv6 twin): the init captures
+  // DNS only to the pod's nameservers, as in a real pod. It reads the file once, at install.
+  const resolvConf = join(tmpdir(), `${pod}.resolv.conf`);
+  await writeFile(resolvConf, 'nameserver 10.10.0.1\nnameserver fd00:10::1\n');
+  try {
+    await lab.exec(pod, [EDGEMESH_BIN, 'init', `--resolv-conf=${resolvConf}`], { timeoutMs: 60_000 });
+  } finally {
+    await rm(resolvConf, { force: true });
+  }
   const result: ProxyLab = { lab, pod, srv, gatewayRequests, sidecarLog: [] };
   if (opts.sidecar !== false)
     result.sidecar = await startSidecar(result, opts.catalogFile, opts.sidecarArgs, opts.sidecarEnv);
