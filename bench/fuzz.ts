@@ -14,10 +14,16 @@
 //   node bench/fuzz.ts --replay <index> --seed N <name>     one input: shown, run, its error
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
+import { listBodyTarget } from '../gateway/kube/testing/fuzz.ts';
 import { catalogTarget, feedTarget } from '../lib/catalog/testing/fuzz.ts';
 import { headerTarget } from '../lib/testing/fuzz.ts';
-import { controlTarget, frameTarget, muxTarget } from '../lib/tunnel/testing/fuzz.ts';
+import { controlTarget, datagramTarget, frameTarget, muxTarget } from '../lib/tunnel/testing/fuzz.ts';
 import { dnsTarget } from '../sidecar/dns/testing/fuzz-target.ts';
+import {
+  connTarget as h2ConnTarget,
+  frameTarget as h2FrameTarget,
+  hpackTarget,
+} from '../sidecar/proxy/h2/testing/fuzz.ts';
 import {
   type FuzzReport,
   type FuzzTarget,
@@ -39,6 +45,11 @@ const TARGETS: Record<string, FuzzTarget<never>> = {
   feed: feedTarget as FuzzTarget<never>,
   admission: admissionTarget as FuzzTarget<never>,
   dns: dnsTarget as FuzzTarget<never>,
+  datagram: datagramTarget as FuzzTarget<never>,
+  'list-body': listBodyTarget as FuzzTarget<never>,
+  hpack: hpackTarget as FuzzTarget<never>,
+  'h2-frame': h2FrameTarget as FuzzTarget<never>,
+  'h2-conn': h2ConnTarget as FuzzTarget<never>,
 };
 const STALL_MS = 10;
 
