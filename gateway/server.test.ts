@@ -1,10 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../lib/log.ts';
+import { DatagramDecoder, encodeDatagram } from '../lib/tunnel/frame.ts';
 import { type Gateway, startGateway } from './gateway.ts';
 import { InProcessTunnel } from './streams.ts';
 import { echoServer, loopbackCatalog, readAll, request } from './test-fixtures.ts';
@@ -19,6 +21,20 @@ let portA: number;
 let echoA: number; // pod a-0 on edge-a, 127.0.0.2
 let hostPortA: number; // a server on the same address, not an endpoint port
 let echoB: number; // pod b-0 on edge-b, 127.0.0.3
+let udpA: number; // a UDP echo in pod a-0 (a UDP endpoint port)
+let udpB: number; // a UDP echo in pod b-0
+const udpEchoes: dgram.Socket[] = [];
+
+/** A UDP echo that answers each datagram with `echo:` + the datagram. */
+async function udpEcho(host: string): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  s.on('message', (msg, rinfo) =>
+    s.send(Buffer.concat([Buffer.from('echo:'), msg]), rinfo.port, rinfo.address),
+  );
+  await new Promise<void>((resolve) => s.bind(0, host, resolve));
+  udpEchoes.push(s);
+  return s.address().port;
+}
 
 const sha = (buf: Buffer) => createHash('sha256').update(buf).digest('hex');
 
@@ -28,6 +44,7 @@ beforeAll(async () => {
   const e3 = await echoServer('127.0.0.3');
   servers.push(e1.server, e2.server, e3.server);
   [echoA, hostPortA, echoB] = [e1.port, e2.port, e3.port];
+  [udpA, udpB] = [await udpEcho('127.0.0.2'), await udpEcho('127.0.0.3')];
   const tunnel = new InProcessTunnel();
   const common = {
     listenHost: '127.0.0.1',
@@ -59,6 +76,11 @@ beforeAll(async () => {
     { name: 'a-dead', ip: '127.0.0.4', node: 'edge-a', ports: [9] },
     { name: 'c-0', ip: '127.0.0.5', node: 'edge-c', ports: [80] },
   ]);
+  // Each pod also serves a UDP port (the fixture's slices carry TCP ports only).
+  for (const e of catalog.services['demo/echo'].endpoints) {
+    if (e.ip === '127.0.0.2') e.ports.push({ name: 'udp', port: udpA, protocol: 'UDP' });
+    if (e.ip === '127.0.0.3') e.ports.push({ name: 'udp', port: udpB, protocol: 'UDP' });
+  }
   a.store.apply({ type: 'snapshot', catalog });
   b.store.apply({ type: 'snapshot', catalog });
   portA = (a.server.address() as net.AddressInfo).port;
@@ -68,6 +90,7 @@ afterAll(async () => {
   await a?.close();
   await b?.close();
   for (const s of servers) s.close();
+  for (const s of udpEchoes) s.close();
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -208,5 +231,80 @@ describe('gateway CONNECT', () => {
     expect(JSON.parse(again.reply).type).toBe('snapshot');
     again.socket.destroy();
     for (const f of feeds) f.destroy();
+  });
+});
+
+describe('gateway DGRAM', () => {
+  /** Sends datagrams framed as on the stream and reads `count` framed replies. */
+  async function exchange(
+    socket: net.Socket,
+    rest: Buffer,
+    datagrams: Buffer[],
+    expected = datagrams.length,
+  ): Promise<string[]> {
+    const decoder = new DatagramDecoder();
+    const replies = decoder.push(rest).map(String);
+    socket.resume();
+    for (const d of datagrams) socket.write(encodeDatagram(d));
+    if (replies.length >= expected) return replies;
+    return new Promise((resolve, reject) => {
+      socket.on('data', (chunk: Buffer) => {
+        replies.push(...decoder.push(chunk).map(String));
+        if (replies.length >= expected) resolve(replies);
+      });
+      socket.on('error', reject);
+    });
+  }
+
+  it('carries datagrams to a UDP port of a pod on another node over the tunnel (OK direct)', async () => {
+    const { reply, socket, rest } = await request(portA, `EDGEMESH/1 DGRAM edge-b 127.0.0.3 ${udpB}\n`);
+    expect(reply).toBe('OK direct');
+    // Boundaries survive: a zero-length datagram and two in one write are three replies.
+    const replies = await exchange(socket, rest, [Buffer.from('one'), Buffer.alloc(0), Buffer.from('three')]);
+    expect(replies).toEqual(['echo:one', 'echo:', 'echo:three']);
+    socket.destroy();
+  });
+
+  it('carries datagrams to a UDP port of a pod on its own node (OK local), early datagrams first', async () => {
+    const { reply, socket, rest } = await request(
+      portA,
+      `EDGEMESH/1 DGRAM edge-a 127.0.0.2 ${udpA}\n`,
+      encodeDatagram(Buffer.from('early')),
+    );
+    expect(reply).toBe('OK local');
+    const replies = await exchange(socket, rest, [Buffer.from('later')], 2);
+    expect(replies.sort()).toEqual(['echo:early', 'echo:later']);
+    socket.destroy();
+  });
+
+  const refusals: Array<[string, () => string, RegExp]> = [
+    [
+      'a TCP endpoint port named as a UDP one (on another node)',
+      () => `edge-b 127.0.0.3 ${echoB}`,
+      /^ERR EDGEMESH_ERR_DIAL_REFUSED 127\.0\.0\.3:\d+\/udp is not an endpoint of a pod on node edge-b$/,
+    ],
+    [
+      'a TCP endpoint port named as a UDP one (on its own node)',
+      () => `edge-a 127.0.0.2 ${echoA}`,
+      /^ERR EDGEMESH_ERR_DIAL_REFUSED/,
+    ],
+    [
+      'a UDP port of a pod on another node, named as local',
+      () => `edge-a 127.0.0.3 ${udpB}`,
+      /^ERR EDGEMESH_ERR_DIAL_REFUSED/,
+    ],
+  ];
+  for (const [what, target, answer] of refusals) {
+    it(`refuses ${what}`, async () => {
+      const { reply, socket } = await request(portA, `EDGEMESH/1 DGRAM ${target()}\n`);
+      expect(reply).toMatch(answer);
+      socket.destroy();
+    });
+  }
+
+  it('still refuses a UDP port asked for with CONNECT', async () => {
+    const { reply, socket } = await request(portA, `EDGEMESH/1 CONNECT edge-b 127.0.0.3 ${udpB}\n`);
+    expect(reply).toMatch(/^ERR EDGEMESH_ERR_DIAL_REFUSED 127\.0\.0\.3:\d+ is not an endpoint/);
+    socket.destroy();
   });
 });

@@ -5,7 +5,10 @@
  * then hands the connection to the feed hub (FEED), the lookup hub (LOOKUP, lookup.ts) or
  * carries a stream (CONNECT): to a pod
  * on this node via the LocalDialer (`OK local`), to a pod on another node via the tunnel
- * manager (`OK direct|punched|relay`). Every refusal is answered `ERR <code> <text>` and
+ * manager (`OK direct|punched|relay`). DGRAM is the same with a UDP port and a datagram
+ * stream (length-framed datagrams both ways, lib/tunnel/frame.ts): spliced unchanged to the
+ * tunnel's datagram stream or, same node, to the LocalDialer's UDP flow (udp-flow.ts).
+ * Every refusal is answered `ERR <code> <text>` and
  * logged (refused sources rate-limited); nothing a client sends can crash or stall the gateway.
  */
 import net from 'node:net';
@@ -127,7 +130,7 @@ function handle(socket: net.Socket, opts: SidecarServerOptions, state: ListenerS
     try {
       const taken = takeLine(buffered);
       if (!taken) return;
-      header = { request: parseRequest(taken.line), rest: taken.rest };
+      header = { request: parseRequest(taken.line, { datagram: true }), rest: taken.rest };
     } catch (err) {
       header = { error: (err as Error).message };
     }
@@ -220,12 +223,18 @@ const describeMessage = (err: unknown): string =>
 
 async function connect(
   socket: net.Socket,
-  req: { node: string; ip: string; port: number },
+  req: { kind: 'connect' | 'datagram'; node: string; ip: string; port: number },
   early: Buffer,
   peer: string,
   opts: SidecarServerOptions,
 ): Promise<void> {
-  const target = { ip: canonicalIP(req.ip) ?? req.ip, port: req.port };
+  // DGRAM: a UDP port, carried as a datagram stream (the far end checks UDP ports only).
+  const udp = req.kind === 'datagram';
+  const target = {
+    ip: canonicalIP(req.ip) ?? req.ip,
+    port: req.port,
+    ...(udp ? { transport: 'udp' as const } : {}),
+  };
   let stream: Duplex;
   let path: PathKind;
   if (req.node === opts.nodeName) {
@@ -235,10 +244,10 @@ async function connect(
     // Ask the tunnel only for what the catalog says is there; the far end checks again.
     const catalog = opts.store.current;
     if (!catalog) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'gateway has no catalog yet');
-    if (!isEndpointOnNode(catalog, req.node, target.ip, target.port)) {
+    if (!isEndpointOnNode(catalog, req.node, target.ip, target.port, udp ? 'UDP' : 'TCP')) {
       throw new EdgemeshError(
         ErrorCodes.DIAL_REFUSED,
-        `${target.ip}:${target.port} is not an endpoint of a pod on node ${req.node}`,
+        `${target.ip}:${target.port}${udp ? '/udp' : ''} is not an endpoint of a pod on node ${req.node}`,
       );
     }
     ({ stream, path } = await opts.tunnel.openStream(req.node, target));
@@ -248,7 +257,7 @@ async function connect(
     return;
   }
   opts.metrics.streams.inc({ path });
-  opts.log.info({ peer, node: req.node, ip: target.ip, port: target.port, path }, 'stream opened');
+  opts.log.info({ peer, node: req.node, ip: target.ip, port: target.port, udp, path }, 'stream opened');
   socket.write(formatReply({ ok: true, path }));
   if (early.length > 0) stream.write(early);
   const started = Date.now();

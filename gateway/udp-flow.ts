@@ -14,8 +14,9 @@
  * Lifetime: a flow with no datagram either way for `idleMs` (30 s, the kernel's
  * nf_conntrack_udp_timeout that kube-proxy's UDP services rely on) ends its readable side
  * (the stream's FIN tells the opener) and closes its socket; one that is still not finished
- * another `idleMs` later is destroyed. Expiry runs on one coarse sweep for all flows
- * (FlowSweeper), never a timer per flow. Replies the stream cannot take (its window is full
+ * another `idleMs` later is destroyed. The opener ending its side (FIN) ends the flow at
+ * once: nothing more will be sent and the opener reads no more replies. Expiry runs on one
+ * coarse sweep for all flows (FlowSweeper), never a timer per flow. Replies the stream cannot take (its window is full
  * and `maxQueuedBytes` are waiting) are dropped and counted, not queued: UDP's semantics,
  * and queueing would turn loss into latency.
  */
@@ -112,9 +113,15 @@ export class UdpFlow extends Duplex {
   }
 
   override _final(callback: (err?: Error | null) => void): void {
-    // The opener ended the flow: nothing more will be sent. Replies may still come until
-    // the readable side ends too (idle, or the stream closing).
+    // The opener ended the flow (its idle timeout, eviction, or its client went away):
+    // nothing more will be sent and nobody reads later replies, so the flow ends both ways
+    // now rather than holding the socket (and the opener's connection) for two idle periods.
     callback();
+    if (this.#idleSince === undefined) {
+      this.#idleSince = this.#sweeper.now(); // the sweep destroys it one idle period later at most
+      this.#closeSocket();
+      this.push(null);
+    }
     this.#maybeDone();
   }
 
