@@ -52,6 +52,11 @@ export function rankByRtt<T>(items: readonly T[], rttOf: (item: T) => number | u
  * would call the path dead.
  */
 export const HEALTH_PING_INTERVAL_MS = 5_000;
+/**
+ * The first health PING 1 s after a path comes up: a spike is judged against the path's own
+ * baseline, so the baseline must be measured before trouble can start (one sample suffices).
+ */
+export const HEALTH_FIRST_PING_MS = 1_000;
 export const HEALTH_PING_TIMEOUT_MS = 2_000;
 /** The last samples judged: 2 losses among 5 (40 %) is loss worth moving for. */
 export const HEALTH_WINDOW = 5;

@@ -28,7 +28,13 @@ import { ReceiveBudget } from '../../lib/tunnel/budget.ts';
 import { type PeerInfo, tlsRole } from '../../lib/tunnel/control.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
 import type { Clock, Timer } from './clock.ts';
-import { HEALTH_PING_INTERVAL_MS, HEALTH_PING_TIMEOUT_MS, PathHealth, rankByRtt } from './path-choice.ts';
+import {
+  HEALTH_FIRST_PING_MS,
+  HEALTH_PING_INTERVAL_MS,
+  HEALTH_PING_TIMEOUT_MS,
+  PathHealth,
+  rankByRtt,
+} from './path-choice.ts';
 import type { ControlLink } from './rendezvous.ts';
 import { PATH_ORDER, type PeerStatus, type RemotePath } from './status.ts';
 
@@ -231,7 +237,7 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
     ctx.pathUp(kind, session);
     if (session.ping) {
       this.#health.set(session, new PathHealth());
-      this.#planHealth();
+      this.#planHealth(HEALTH_FIRST_PING_MS);
     }
     session.once('close', () => this.#onClose(kind, session));
     // A direct path makes the relay idle: let its streams finish, then free the relay.
@@ -413,10 +419,15 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
     }
   }
 
-  /** Plans the next round of health PINGs while a session can be pinged. */
-  #planHealth(): void {
-    if (this.#closed || this.#healthTimer || this.#health.size === 0) return;
-    this.#healthTimer = this.#ctx.clock.setTimeout(() => {
+  /** Plans the next round of health PINGs while a session can be pinged (sooner replaces later). */
+  #planHealth(delayMs = HEALTH_PING_INTERVAL_MS): void {
+    const clock = this.#ctx.clock;
+    if (this.#closed || this.#health.size === 0) return;
+    if (this.#healthTimer) {
+      if (delayMs >= HEALTH_PING_INTERVAL_MS) return;
+      clock.clearTimeout(this.#healthTimer);
+    }
+    this.#healthTimer = clock.setTimeout(() => {
       this.#healthTimer = undefined;
       for (const [kind, entry] of this.#sessions) {
         const { session } = entry;
@@ -428,7 +439,7 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
         );
       }
       this.#planHealth();
-    }, HEALTH_PING_INTERVAL_MS);
+    }, delayMs);
   }
 
   #judge(kind: RemotePath, session: S, health: PathHealth, sample: number | 'lost'): void {

@@ -1,18 +1,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../harness/netns.ts';
 import type { LabNode } from './lab.ts';
-import { processLog, TUNNEL_PORT, TunnelLab } from './tunnel-fixture.ts';
+import { processLog, TunnelLab } from './tunnel-fixture.ts';
 
-// Path choice by measurement (gateway/tunnel/path-choice.ts): two tunnel-server replicas, the
-// way to the first configured one 40 ms slower each way (a userspace delay forwarder: the lab
-// kernel has no netem qdisc). Gateways behind symmetric NATs (relay only) relay through the
-// faster replica, although configured order alone would pick the slow one.
+// Path choice by measurement (gateway/tunnel/path-choice.ts): two tunnel-server replicas, each
+// reached through a userspace delay forwarder (the lab kernel has no netem qdisc), the first
+// configured one 40 ms slower each way. Gateways behind symmetric NATs (relay only) relay
+// through the faster replica, although configured order alone would pick the slow one; when
+// the fast one's path then slows to 300 ms each way, new streams move to the other replica.
 const DELAY_MS = 40;
+const DEGRADED_MS = 300;
 
 describe('relay via the fastest replica', () => {
   let t: TunnelLab;
   let a: LabNode;
   let b: LabNode;
+  let degrade: () => void;
 
   beforeAll(async () => {
     t = await TunnelLab.create(
@@ -25,9 +28,10 @@ describe('relay via the fastest replica', () => {
       'emr',
     );
     const slow = await t.delayedServer(0, DELAY_MS);
-    const fast = `${t.lab.tunnelServers[1].addr}:${TUNNEL_PORT}`;
+    const fast = await t.delayedServer(1, 0, DEGRADED_MS);
+    degrade = fast.degrade;
     // The slow replica first: configured order alone would relay through it.
-    const servers = `${slow},${fast}`;
+    const servers = `${slow.address},${fast.address}`;
     a = t.lab.node('node1-1');
     b = t.lab.node('node2-1');
     for (const n of [a, b]) await t.startNode(n, { techniques: 'tcp,udp', servers });
@@ -63,5 +67,38 @@ describe('relay via the fastest replica', () => {
     console.log(`echo through the relay: p50 ${echo.p50Us} µs`);
     expect(echo.error).toBeUndefined();
     expect(echo.p50Us).toBeLessThan(2 * DELAY_MS * 1000);
+  }, 60_000);
+
+  it('the relay degrades (RTT spike): new streams move to a relay through the other replica', async () => {
+    const before = (await t.status(a)).peers.find((p) => p.node === b.name);
+    expect(before?.paths.relay?.via).toBe('ts2');
+    // The relay's first health PING (1 s after it came up) is its baseline; then the spike.
+    await new Promise((r) => setTimeout(r, 1_500));
+    degrade();
+    const t0 = Date.now();
+    // Two spiked health PINGs (5 s apart) make the verdict; then a relay via ts1 is opened.
+    const moved = await waitFor(
+      async () => {
+        const p = (await t.status(a)).peers.find((x) => x.node === b.name);
+        return p?.paths.relay?.via === 'ts1' ? p : undefined;
+      },
+      40_000,
+      250,
+      'a relay via ts1',
+    ).catch((err) => {
+      const lines = processLog(a.name, 400_000)
+        .split('\n')
+        .filter((l) => /degraded|relay|path (up|down)/.test(l))
+        .slice(-30);
+      throw new Error(`${err.message}\n${lines.join('\n')}\nproxy: ${processLog('dly2', 500)}`);
+    });
+    console.log(`degraded relay replaced after ${Date.now() - t0} ms: ${JSON.stringify(moved.paths)}`);
+    expect(processLog(a.name, 400_000)).toMatch(/tunnel path degraded/);
+    const r = await t.send(a, b, 100_000);
+    expect(r.error).toBeUndefined();
+    expect(r.bytes).toBe(100_000);
+    expect(r.path).toBe('relay');
+    const after = (await t.status(a)).peers.find((x) => x.node === b.name);
+    expect(after?.paths.relay?.via).toBe('ts1');
   }, 60_000);
 });

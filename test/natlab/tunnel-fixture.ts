@@ -120,9 +120,14 @@ export class TunnelLab {
 
   /**
    * A slow way to replica `i`: a public host forwarding TCP :TUNNEL_PORT to it with `delayMs`
-   * each way (bin/delay-proxy.ts; the lab kernel has no netem). Returns "addr:port" to list.
+   * each way (bin/delay-proxy.ts; the lab kernel has no netem), `thenDelayMs` after
+   * `degrade()`. Returns "addr:port" to list and the switch.
    */
-  async delayedServer(i: number, delayMs: number): Promise<string> {
+  async delayedServer(
+    i: number,
+    delayMs: number,
+    thenDelayMs?: number,
+  ): Promise<{ address: string; degrade(): void }> {
     const host = await this.lab.addPublicHost(`dly${i + 1}`);
     const ts = this.lab.tunnelServers[i];
     const child = this.lab.spawn(host.ns, [
@@ -134,10 +139,17 @@ export class TunnelLab {
       `${ts.addr}:${TUNNEL_PORT}`,
       '--delay-ms',
       String(delayMs),
+      ...(thenDelayMs === undefined ? [] : ['--then-delay-ms', String(thenDelayMs)]),
     ]);
     collect(child, `dly${i + 1}`);
     await readyLine(child, `delay proxy to ts${i + 1}`);
-    return `${host.addr}:${TUNNEL_PORT}`;
+    return {
+      address: `${host.addr}:${TUNNEL_PORT}`,
+      // `ip netns exec` execs the command: the child's pid is the proxy's.
+      degrade: () => {
+        if (child.pid) process.kill(child.pid, 'SIGUSR2');
+      },
+    };
   }
 
   async startSink(node: LabNode): Promise<void> {
