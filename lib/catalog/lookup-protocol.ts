@@ -34,7 +34,14 @@
 import { isIP } from 'node:net';
 import { decodeFeedLine, type FeedLine } from './feed.ts';
 import type { NamespaceInfo, PodInfo, ServiceEntry } from './types.ts';
-import { canonicalIP, validateNamespace, validatePod, validateServiceEntry } from './validate.ts';
+import {
+  canonicalIP,
+  checkNamespace,
+  checkPod,
+  checkServiceEntry,
+  entryPath,
+  type Path,
+} from './validate.ts';
 
 export const MAX_QUERY_LINE_BYTES = 512;
 /** An address in more services than this is answered with the first ones (by key). */
@@ -181,24 +188,58 @@ function record(value: unknown, path: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/** Validates a keyed record, each key naming its entry (as the catalog's records do). */
+/**
+ * Checks a keyed record in place, each key naming its entry (as the catalog's records do), and
+ * returns it: the answer's parsed objects are what the sidecar holds (no copy, no path
+ * strings unless a check fails: a first DNS query's garbage, docs/scale.md round 5).
+ */
 function keyed<T>(
   value: unknown,
   path: string,
   max: number,
-  validate: (v: unknown, path: string) => T,
-  keyOf: (v: T) => string,
+  check: (v: unknown, path: Path) => T,
+  named: (key: string, v: T) => boolean,
 ): Record<string, T> {
   const o = record(value, path);
-  const keys = Object.keys(o);
-  if (keys.length > max) throw new Error(`${path}: at most ${max} entries`);
-  const out: Record<string, T> = {};
-  for (const key of keys) {
-    const item = validate(o[key], `${path}[${JSON.stringify(key)}]`);
-    if (keyOf(item) !== key) throw new Error(`${path}[${JSON.stringify(key)}]: key does not name its entry`);
-    out[key] = item;
+  let n = 0;
+  for (const key in o) if (Object.hasOwn(o, key)) n++;
+  if (n > max) throw new Error(`${path}: at most ${max} entries`);
+  for (const key in o) {
+    if (!Object.hasOwn(o, key)) continue;
+    const item = check(o[key], entryPath(path, key));
+    if (!named(key, item)) throw new Error(`${path}[${JSON.stringify(key)}]: key does not name its entry`);
   }
-  return out;
+  return o as Record<string, T>;
+}
+
+const ANSWER_FIELDS = new Set(['type', 'id', 'revision', 'services', 'pods', 'namespaces']);
+
+/** Exactly the answer's six fields (no array of keys made to compare). */
+function answerFields(o: Record<string, unknown>): boolean {
+  let n = 0;
+  for (const key in o) {
+    if (!Object.hasOwn(o, key)) continue;
+    if (!ANSWER_FIELDS.has(key)) return false;
+    n++;
+  }
+  return n === ANSWER_FIELDS.size;
+}
+
+/** True when a record has an own key (an answer that found something). */
+export function hasEntries(o: Record<string, unknown>): boolean {
+  for (const key in o) if (Object.hasOwn(o, key)) return true;
+  return false;
+}
+
+/** Whether `key` is `<namespace>/<name>` of the entry, compared without building that string. */
+function namesService(key: string, e: ServiceEntry): boolean {
+  const { namespace, name } = e.service;
+  return (
+    key.length === namespace.length + 1 + name.length &&
+    key.charCodeAt(namespace.length) === 0x2f &&
+    key.startsWith(namespace) &&
+    key.endsWith(name)
+  );
 }
 
 /** Parses and validates one gateway line (without its "\n"); throws an Error that says what is wrong. */
@@ -211,27 +252,18 @@ export function decodeReply(text: string): ReplyLine {
   }
   const o = record(doc, 'lookup line');
   if (o.type === 'answer') {
-    const keys = Object.keys(o).sort().join(',');
-    if (keys !== 'id,namespaces,pods,revision,services,type')
+    if (!answerFields(o))
       throw new Error('answer must have exactly type, id, revision, services, pods, namespaces');
     if (!Number.isSafeInteger(o.id) || (o.id as number) < 1)
       throw new Error('answer id must be a positive integer');
     if (!Number.isSafeInteger(o.revision) || (o.revision as number) < 0)
       throw new Error('answer revision must be a non-negative integer');
-    return {
-      type: 'answer',
-      id: o.id as number,
-      revision: o.revision as number,
-      services: keyed(
-        o.services,
-        'answer.services',
-        MAX_SERVICES_PER_IP,
-        validateServiceEntry,
-        (e) => `${e.service.namespace}/${e.service.name}`,
-      ),
-      pods: keyed(o.pods, 'answer.pods', 2, validatePod, (p) => p.ip),
-      namespaces: keyed(o.namespaces, 'answer.namespaces', 1, validateNamespace, (n) => n.name),
-    };
+    // Checked in place, in the order the copy had (services, pods, namespaces): the parsed
+    // line is the answer.
+    keyed(o.services, 'answer.services', MAX_SERVICES_PER_IP, checkServiceEntry, namesService);
+    keyed(o.pods, 'answer.pods', 2, checkPod, (key, p) => p.ip === key);
+    keyed(o.namespaces, 'answer.namespaces', 1, checkNamespace, (key, n) => n.name === key);
+    return o as unknown as Answer;
   }
   if (o.type === 'error') {
     if (Object.keys(o).length !== 3 || typeof o.message !== 'string')

@@ -6,6 +6,12 @@
  * The validators build fresh objects from the checked fields only: unknown fields are errors,
  * nothing of the input's prototype or extra properties survives, and IPv6 addresses come out
  * in canonical lower-case form (the form the catalog is keyed by).
+ *
+ * The `check*` forms run the same checks in the same order (so the same input fails with the
+ * same error) but keep the input's objects, writing only non-canonical IPs back: for JSON the
+ * caller has just parsed and owns (a LOOKUP answer, which an on-demand sidecar then holds
+ * as it is). A copy there was ~8 KB of garbage per first DNS query with a 1 MB young
+ * generation (docs/scale.md, round 5).
  */
 import { EdgemeshError, ErrorCodes } from '../errors.ts';
 import { canonicalIP } from '../ip.ts';
@@ -79,7 +85,7 @@ const PROTOCOLS: readonly Protocol[] = ['TCP', 'UDP', 'SCTP'];
  * single values take their parent's path and their field (a name or an index) apart, and
  * make the step only to fail.
  */
-type Path = string | PathStep;
+export type Path = string | PathStep;
 
 class PathStep {
   readonly parent: Path;
@@ -100,8 +106,8 @@ const step = (path: Path, field: string | number): Path =>
   new PathStep(path, field, typeof field === 'number');
 const sub = (path: Path, key: string): Path => step(path, key);
 const index = (path: Path, i: number): Path => step(path, i);
-/** `path["key"]`: a keyed record's entry. */
-const entryPath = (path: Path, key: string): Path => new PathStep(path, key, true);
+/** `path["key"]`: a keyed record's entry (its text made only if a check fails). */
+export const entryPath = (path: Path, key: string): Path => new PathStep(path, key, true);
 
 function pathText(path: Path): string {
   if (typeof path === 'string') return path;
@@ -120,7 +126,10 @@ function record(value: unknown, path: Path): Record<string, unknown> {
 /** An object with exactly the allowed keys (the optional ones may be absent). */
 function fields(value: unknown, path: Path, required: readonly string[], optional: readonly string[] = []) {
   const obj = record(value, path);
-  for (const key of Object.keys(obj)) {
+  // for-in, not Object.keys: no array per object. Own keys come first in the same order;
+  // inherited ones are skipped as Object.keys skips them.
+  for (const key in obj) {
+    if (!Object.hasOwn(obj, key)) continue; // as Object.keys: own keys only
     if (!required.includes(key) && !optional.includes(key)) fail(sub(path, key), 'unknown field');
   }
   for (const key of required) if (!(key in obj)) fail(sub(path, key), 'is required');
@@ -182,6 +191,34 @@ function ip(value: unknown, path: Path, field: string | number): string {
   return canonical as string;
 }
 
+/**
+ * An array of IP addresses: a fresh array of their canonical forms, or (copy false) the
+ * input array with any non-canonical one written back.
+ */
+function ips(value: unknown, path: Path, max: number, copy: boolean): string[] {
+  const arr = array(value, path, max);
+  const out = copy ? new Array<string>(arr.length) : (arr as string[]);
+  for (let i = 0; i < arr.length; i++) {
+    const canonical = ip(arr[i], path, i);
+    if (copy || canonical !== arr[i]) out[i] = canonical;
+  }
+  return out;
+}
+
+/** Each item validated by `item`: into a fresh array, or (copy false) back into the input's. */
+function items<T>(
+  value: unknown,
+  path: Path,
+  max: number,
+  copy: boolean,
+  item: (v: unknown, path: Path, copy: boolean) => T,
+): T[] {
+  const arr = array(value, path, max);
+  const out = copy ? new Array<T>(arr.length) : (arr as T[]);
+  for (let i = 0; i < arr.length; i++) out[i] = item(arr[i], index(path, i), copy);
+  return out;
+}
+
 const port = (value: unknown, path: Path, field: string | number) => integer(value, path, field, 1, 65535);
 const namespaceName = (value: unknown, path: Path, field: string | number) =>
   string(value, path, field, DNS_LABEL, 63, 'a DNS label');
@@ -192,18 +229,23 @@ const portName = (value: unknown, path: Path, field: string | number) =>
 const appProtocol = (value: unknown, path: Path, field: string | number) =>
   string(value, path, field, APP_PROTOCOL, 256, 'an application protocol name');
 
-function validateServicePort(value: unknown, path: Path): ServicePort {
+function servicePort(value: unknown, path: Path, copy: boolean): ServicePort {
   const o = fields(value, path, ['name', 'port', 'protocol'], ['appProtocol']);
-  const out: ServicePort = {
-    name: portName(o.name, path, 'name'),
-    port: port(o.port, path, 'port'),
-    protocol: oneOf(o.protocol, path, 'protocol', PROTOCOLS),
-  };
-  if (o.appProtocol !== undefined) out.appProtocol = appProtocol(o.appProtocol, path, 'appProtocol');
+  const name = portName(o.name, path, 'name');
+  const portNumber = port(o.port, path, 'port');
+  const protocol = oneOf(o.protocol, path, 'protocol', PROTOCOLS);
+  const app = o.appProtocol === undefined ? undefined : appProtocol(o.appProtocol, path, 'appProtocol');
+  if (!copy) return o as unknown as ServicePort;
+  const out: ServicePort = { name, port: portNumber, protocol };
+  if (app !== undefined) out.appProtocol = app;
   return out;
 }
 
 export function validateService(value: unknown, path: Path = 'service'): Service {
+  return service(value, path, true);
+}
+
+function service(value: unknown, path: Path, copy: boolean): Service {
   const o = fields(
     value,
     path,
@@ -221,40 +263,42 @@ export function validateService(value: unknown, path: Path = 'service'): Service
     ['externalName', 'hashHeader'],
   );
   const type = oneOf(o.type, path, 'type', SERVICE_TYPES);
-  const clusterIPsPath = sub(path, 'clusterIPs');
-  const clusterIPs = array(o.clusterIPs, clusterIPsPath, LIMITS.ipsPerService).map((v, i) =>
-    ip(v, clusterIPsPath, i),
-  );
+  const clusterIPs = ips(o.clusterIPs, sub(path, 'clusterIPs'), LIMITS.ipsPerService, copy);
   const headless = boolean(o.headless, path, 'headless');
   if (headless && clusterIPs.length > 0)
     fail(sub(path, 'clusterIPs'), 'must be empty for a headless service');
-  const portsPath = sub(path, 'ports');
-  const ports = array(o.ports, portsPath, LIMITS.portsPerService).map((v, i) =>
-    validateServicePort(v, index(portsPath, i)),
-  );
+  const ports = items(o.ports, sub(path, 'ports'), LIMITS.portsPerService, copy, servicePort);
   const affinityPath = sub(path, 'sessionAffinity');
   const affinityType = oneOf(record(o.sessionAffinity, affinityPath).type, affinityPath, 'type', [
     'None',
     'ClientIP',
   ] as const);
-  let sessionAffinity: Service['sessionAffinity'] = { type: 'None' };
-  if (affinityType === 'None') fields(o.sessionAffinity, affinityPath, ['type']);
-  else {
+  let sessionAffinity: Service['sessionAffinity'];
+  if (affinityType === 'None') {
+    fields(o.sessionAffinity, affinityPath, ['type']);
+    sessionAffinity = copy ? { type: 'None' } : (o.sessionAffinity as Service['sessionAffinity']);
+  } else {
     const affinity = fields(o.sessionAffinity, affinityPath, ['type', 'timeoutSeconds']);
     const timeoutSeconds = integer(affinity.timeoutSeconds, affinityPath, 'timeoutSeconds', 1, 86400);
-    sessionAffinity = { type: 'ClientIP', timeoutSeconds };
+    sessionAffinity = copy ? { type: 'ClientIP', timeoutSeconds } : (affinity as Service['sessionAffinity']);
   }
-  const out: Service = {
-    namespace: namespaceName(o.namespace, path, 'namespace'),
-    name: namespaceName(o.name, path, 'name'),
-    type,
-    clusterIPs,
-    headless,
-    ports,
-    sessionAffinity,
-    lbPolicy: oneOf<LbPolicy>(o.lbPolicy, path, 'lbPolicy', LB_POLICIES),
-    publishNotReadyAddresses: boolean(o.publishNotReadyAddresses, path, 'publishNotReadyAddresses'),
-  };
+  const namespace = namespaceName(o.namespace, path, 'namespace');
+  const name = namespaceName(o.name, path, 'name');
+  const lbPolicy = oneOf<LbPolicy>(o.lbPolicy, path, 'lbPolicy', LB_POLICIES);
+  const publishNotReadyAddresses = boolean(o.publishNotReadyAddresses, path, 'publishNotReadyAddresses');
+  const out: Service = copy
+    ? {
+        namespace,
+        name,
+        type,
+        clusterIPs,
+        headless,
+        ports,
+        sessionAffinity,
+        lbPolicy,
+        publishNotReadyAddresses,
+      }
+    : (o as unknown as Service);
   if (type === 'ExternalName') {
     if (o.externalName === undefined)
       fail(sub(path, 'externalName'), 'is required for an ExternalName service');
@@ -263,77 +307,106 @@ export function validateService(value: unknown, path: Path = 'service'): Service
   if (o.externalName !== undefined) {
     if (type !== 'ExternalName')
       fail(sub(path, 'externalName'), 'is only allowed on an ExternalName service');
-    out.externalName = string(o.externalName, path, 'externalName', DNS_NAME, 253, 'a DNS name');
+    const externalName = string(o.externalName, path, 'externalName', DNS_NAME, 253, 'a DNS name');
+    if (copy) out.externalName = externalName;
   }
   if (o.hashHeader !== undefined) {
-    out.hashHeader = string(o.hashHeader, path, 'hashHeader', HEADER_NAME, 128, 'an HTTP header name');
+    const hashHeader = string(o.hashHeader, path, 'hashHeader', HEADER_NAME, 128, 'an HTTP header name');
+    if (copy) out.hashHeader = hashHeader;
   }
   return out;
 }
 
-function validateEndpointPort(value: unknown, path: Path): EndpointPort {
-  return validateServicePort(value, path);
-}
+const endpointPort: (value: unknown, path: Path, copy: boolean) => EndpointPort = servicePort;
 
 export function validateEndpoint(value: unknown, path: Path = 'endpoint'): Endpoint {
+  return endpoint(value, path, true);
+}
+
+function endpoint(value: unknown, path: Path, copy: boolean): Endpoint {
   const o = fields(
     value,
     path,
     ['ip', 'ready', 'serving', 'terminating', 'ports'],
     ['hostname', 'nodeName', 'podName'],
   );
-  const portsPath = sub(path, 'ports');
-  const out: Endpoint = {
-    ip: ip(o.ip, path, 'ip'),
-    ready: boolean(o.ready, path, 'ready'),
-    serving: boolean(o.serving, path, 'serving'),
-    terminating: boolean(o.terminating, path, 'terminating'),
-    ports: array(o.ports, portsPath, LIMITS.portsPerEndpoint).map((v, i) =>
-      validateEndpointPort(v, index(portsPath, i)),
-    ),
-  };
-  if (o.hostname !== undefined)
-    out.hostname = string(o.hostname, path, 'hostname', DNS_LABEL, 63, 'a DNS label');
-  if (o.nodeName !== undefined) out.nodeName = objectName(o.nodeName, path, 'nodeName');
-  if (o.podName !== undefined) out.podName = objectName(o.podName, path, 'podName');
+  const address = ip(o.ip, path, 'ip');
+  const ready = boolean(o.ready, path, 'ready');
+  const serving = boolean(o.serving, path, 'serving');
+  const terminating = boolean(o.terminating, path, 'terminating');
+  const ports = items(o.ports, sub(path, 'ports'), LIMITS.portsPerEndpoint, copy, endpointPort);
+  const hostname =
+    o.hostname === undefined ? undefined : string(o.hostname, path, 'hostname', DNS_LABEL, 63, 'a DNS label');
+  const nodeName = o.nodeName === undefined ? undefined : objectName(o.nodeName, path, 'nodeName');
+  const podName = o.podName === undefined ? undefined : objectName(o.podName, path, 'podName');
+  if (!copy) {
+    if (address !== o.ip) o.ip = address;
+    return o as unknown as Endpoint;
+  }
+  const out: Endpoint = { ip: address, ready, serving, terminating, ports };
+  if (hostname !== undefined) out.hostname = hostname;
+  if (nodeName !== undefined) out.nodeName = nodeName;
+  if (podName !== undefined) out.podName = podName;
   return out;
 }
 
 export function validateServiceEntry(value: unknown, path: Path = 'entry'): ServiceEntry {
+  return serviceEntry(value, path, true);
+}
+
+/**
+ * validateServiceEntry's checks on parsed JSON the caller owns, keeping its objects (see the
+ * top of this file): returns `value` itself, non-canonical IPs rewritten in it.
+ */
+export function checkServiceEntry(value: unknown, path: Path = 'entry'): ServiceEntry {
+  return serviceEntry(value, path, false);
+}
+
+function serviceEntry(value: unknown, path: Path, copy: boolean): ServiceEntry {
   const o = fields(value, path, ['service', 'endpoints']);
-  const endpointsPath = sub(path, 'endpoints');
-  return {
-    service: validateService(o.service, sub(path, 'service')),
-    endpoints: array(o.endpoints, endpointsPath, LIMITS.endpointsPerService).map((v, i) =>
-      validateEndpoint(v, index(endpointsPath, i)),
-    ),
-  };
+  const checked = service(o.service, sub(path, 'service'), copy);
+  const endpoints = items(o.endpoints, sub(path, 'endpoints'), LIMITS.endpointsPerService, copy, endpoint);
+  return copy ? { service: checked, endpoints } : (o as unknown as ServiceEntry);
 }
 
 export function validatePod(value: unknown, path: Path = 'pod'): PodInfo {
+  return pod(value, path, true);
+}
+
+/** validatePod's checks, keeping the parsed object (as checkServiceEntry). */
+export function checkPod(value: unknown, path: Path = 'pod'): PodInfo {
+  return pod(value, path, false);
+}
+
+function pod(value: unknown, path: Path, copy: boolean): PodInfo {
   const o = fields(value, path, ['ip', 'namespace', 'name', 'nodeName']);
-  return {
-    ip: ip(o.ip, path, 'ip'),
-    namespace: namespaceName(o.namespace, path, 'namespace'),
-    name: objectName(o.name, path, 'name'),
-    nodeName: objectName(o.nodeName, path, 'nodeName'),
-  };
+  const address = ip(o.ip, path, 'ip');
+  const namespace = namespaceName(o.namespace, path, 'namespace');
+  const name = objectName(o.name, path, 'name');
+  const nodeName = objectName(o.nodeName, path, 'nodeName');
+  if (copy) return { ip: address, namespace, name, nodeName };
+  if (address !== o.ip) o.ip = address;
+  return o as unknown as PodInfo;
 }
 
 export function validateNode(value: unknown, path: Path = 'node'): NodeInfo {
   const o = fields(value, path, ['name', 'addresses']);
-  const addressesPath = sub(path, 'addresses');
   return {
     name: objectName(o.name, path, 'name'),
-    addresses: array(o.addresses, addressesPath, LIMITS.addressesPerNode).map((v, i) =>
-      ip(v, addressesPath, i),
-    ),
+    addresses: ips(o.addresses, sub(path, 'addresses'), LIMITS.addressesPerNode, true),
   };
 }
 
 export function validateNamespace(value: unknown, path: Path = 'namespace'): NamespaceInfo {
   const o = fields(value, path, ['name']);
   return { name: namespaceName(o.name, path, 'name') };
+}
+
+/** validateNamespace's checks, keeping the parsed object (as checkServiceEntry). */
+export function checkNamespace(value: unknown, path: Path = 'namespace'): NamespaceInfo {
+  const o = fields(value, path, ['name']);
+  namespaceName(o.name, path, 'name');
+  return o as unknown as NamespaceInfo;
 }
 
 function keyedRecord<T>(

@@ -127,25 +127,15 @@ export class HeldCatalog {
   answer(key: LookupKey, answer: Answer, now: number): string[] {
     const k = keyString(key);
     this.#revision = Math.max(this.#revision, answer.revision);
-    const values: Value[] = [
-      ...Object.entries(answer.services).map(([key, value]): Value => ({ kind: 'svc', key, value })),
-      ...Object.entries(answer.pods).map(([ip, value]): Value => ({ kind: 'pod', ip, value })),
-      ...Object.entries(answer.namespaces).map(([name, value]): Value => ({ kind: 'ns', name, value })),
-    ];
+    // The answer's records are held as they are (decodeReply checked them in place); no
+    // intermediate arrays: a first DNS query's garbage is what the 1 MB young generation pays for.
     const topics: string[] = [];
-    for (const v of values) {
-      const t = topicOf(v);
-      topics.push(t);
-      const state = this.#topics.get(t);
-      if (state) {
-        state.refs++;
-        if (state.held.value !== v.value) this.#changed.set(t, v);
-        state.held = v;
-      } else {
-        this.#topics.set(t, { refs: 1, held: v });
-        this.#changed.set(t, v);
-      }
-    }
+    for (const key in answer.services)
+      this.#hold(topics, `svc ${key}`, { kind: 'svc', key, value: answer.services[key] });
+    for (const ip in answer.pods)
+      this.#hold(topics, `pod ${ip}`, { kind: 'pod', ip, value: answer.pods[ip] });
+    for (const name in answer.namespaces)
+      this.#hold(topics, `ns ${name}`, { kind: 'ns', name, value: answer.namespaces[name] });
     const prev = this.#keys.get(k);
     if (prev) prev.live = false;
     if (topics.length > 0) {
@@ -155,6 +145,20 @@ export class HeldCatalog {
     } else this.#keys.set(k, new KeyState(undefined, NO_TOPICS, now, now + this.#negativeTtlMs));
     this.#catalog = undefined;
     return prev?.key !== undefined ? this.#release(prev.topics) : [];
+  }
+
+  /** One topic an answer named (its text as topicOf makes it): held, or one more key on it. */
+  #hold(topics: string[], t: string, v: Value): void {
+    topics.push(t);
+    const state = this.#topics.get(t);
+    if (state) {
+      state.refs++;
+      if (state.held.value !== v.value) this.#changed.set(t, v);
+      state.held = v;
+    } else {
+      this.#topics.set(t, { refs: 1, held: v });
+      this.#changed.set(t, v);
+    }
   }
 
   /** Applies a pushed update of a held topic. Returns false when nothing held changed. */

@@ -21,6 +21,7 @@ import { RETRY_INITIAL_MS, RETRY_MAX_MS } from '../../lib/catalog/feed-source.ts
 import {
   decodeReply,
   formatQuery,
+  hasEntries,
   keyString,
   type LookupKey,
   type ReplyLine,
@@ -226,11 +227,8 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
       this.#inFlight.delete(line.id);
       this.#unsubscribe(this.#held.answer(key, line, this.#now()));
       this.#publish();
-      const found =
-        Object.keys(line.services).length +
-        Object.keys(line.pods).length +
-        Object.keys(line.namespaces).length;
-      this.#settle(keyString(key), found > 0 ? 'found' : 'missing');
+      const found = hasEntries(line.services) || hasEntries(line.pods) || hasEntries(line.namespaces);
+      this.#settle(keyString(key), found ? 'found' : 'missing');
       return;
     }
     if (line.type === 'error') {

@@ -1,0 +1,132 @@
+/**
+ * bench/lookup-alloc.ts — what a first DNS query allocates in the sidecar (issue 13, round 5):
+ * the sidecar's resolver and on-demand catalog asking the gateway's real LookupHub over
+ * loopback (the hub in a worker thread: its own heap, so only the sidecar side is counted),
+ * N fresh names one at a time, then the same names held (the same-run baseline). Run it with
+ * the injected NODE_OPTIONS so the young generation is the pod's:
+ *
+ *   node --max-semi-space-size=1 --max-old-space-size=96 --v8-pool-size=1 \
+ *     bench/lookup-alloc.ts [--first 10000] [--no-parallel-scavenge]
+ *
+ * Bytes allocated = the heap's growth over the phase plus what each collection freed
+ * (v8.GCProfiler's before/after used sizes), so collected garbage is counted too; off-heap
+ * Buffer contents are not (their JS wrappers are). `--no-parallel-scavenge` sets that V8
+ * flag at start, as the sidecar would. Prints one table.
+ */
+import net from 'node:net';
+import { parseArgs } from 'node:util';
+import v8 from 'node:v8';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { LookupHub } from '../gateway/lookup.ts';
+import { CatalogStore } from '../lib/catalog/store.ts';
+import { OnDemandCatalog } from '../sidecar/catalog/on-demand.ts';
+import { Resolver } from '../sidecar/dns/resolver.ts';
+import { encodeQuery } from '../sidecar/dns/testing/testutil.ts';
+import { benchCatalog, benchName } from './lib/on-demand-catalog.ts';
+import { percentile, printTable } from './lib/stats.ts';
+
+const { values } = parseArgs({
+  options: {
+    first: { type: 'string', default: '10000' },
+    'no-parallel-scavenge': { type: 'boolean', default: false },
+  },
+});
+const FIRST = Math.min(Math.max(Number(values.first), 100), 40_000);
+const WARM = 200;
+const SERVICES = FIRST + WARM;
+
+async function gateway(services: number): Promise<void> {
+  const store = new CatalogStore();
+  store.apply({ type: 'snapshot', catalog: benchCatalog(services) });
+  const hub = new LookupHub(store);
+  const server = net.createServer((socket) => {
+    socket.once('data', (first: Buffer) => {
+      socket.pause();
+      hub.attach(socket, 'bench', first.subarray(first.indexOf(0x0a) + 1));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  parentPort?.postMessage((server.address() as net.AddressInfo).port);
+}
+
+if (!isMainThread) await gateway(workerData as number);
+else await main();
+
+async function main(): Promise<void> {
+  if (values['no-parallel-scavenge']) v8.setFlagsFromString('--no-parallel-scavenge');
+  const worker = new Worker(new URL(import.meta.url), {
+    workerData: SERVICES,
+    argv: [],
+    resourceLimits: { maxOldGenerationSizeMb: 4096, maxYoungGenerationSizeMb: 48 },
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  const store = new CatalogStore({ inPlace: true });
+  const od = new OnDemandCatalog({ host: '127.0.0.1', port, clusterDomain: 'cluster.local' });
+  await od.start(store);
+  while (!od.connected || !store.synced) await new Promise((r) => setTimeout(r, 5));
+  const resolver = new Resolver({ store, lookup: od, upstreams: [] });
+
+  const ask = (name: string): Promise<number> => {
+    const query = encodeQuery({ name, type: 'A' });
+    return new Promise((resolve, reject) => {
+      const t0 = performance.now();
+      resolver.handle(query, 'udp', (response) => {
+        const ms = performance.now() - t0;
+        if ((response[3] & 0xf) !== 0 || response.readUInt16BE(6) !== 1)
+          reject(new Error(`${name}: rcode ${response[3] & 0xf}, ${response.readUInt16BE(6)} answers`));
+        else resolve(ms);
+      });
+    });
+  };
+  const series = async (names: string[]) => {
+    const ms: number[] = [];
+    for (const n of names) ms.push(await ask(n));
+    return ms;
+  };
+  const warm = Array.from({ length: WARM }, (_, i) => benchName(FIRST + i));
+  await series(warm);
+  await series(warm);
+
+  const phase = async (names: string[]) => {
+    const used0 = v8.getHeapStatistics().used_heap_size;
+    const profiler = new v8.GCProfiler();
+    profiler.start();
+    const ms = await series(names);
+    const used1 = v8.getHeapStatistics().used_heap_size;
+    const result = profiler.stop();
+    let freed = 0;
+    let scavenges = 0;
+    let scavengeMs = 0;
+    for (const s of result.statistics) {
+      freed += s.beforeGC.heapStatistics.usedHeapSize - s.afterGC.heapStatistics.usedHeapSize;
+      if (s.gcType === 'Scavenge') {
+        scavenges++;
+        scavengeMs += s.cost / 1000; // microseconds
+      }
+    }
+    ms.sort((a, b) => a - b);
+    return { bytes: (used1 - used0 + freed) / names.length, scavenges, scavengeMs, ms };
+  };
+  const names = Array.from({ length: FIRST }, (_, i) => benchName(i));
+  const first = await phase(names);
+  const held = await phase(names);
+  const row = (what: string, r: typeof first) => [
+    what,
+    Math.round(r.bytes).toLocaleString('en'),
+    ((r.scavenges * 1000) / FIRST).toFixed(1),
+    r.scavenges ? (r.scavengeMs / r.scavenges).toFixed(3) : '-',
+    percentile(r.ms, 50).toFixed(3),
+    percentile(r.ms, 99).toFixed(3),
+  ];
+  printTable(
+    `bench/lookup-alloc: ${FIRST} names in one process, sidecar side (${values['no-parallel-scavenge'] ? '--no-parallel-scavenge' : 'parallel scavenge'}; NODE_OPTIONS ${process.execArgv.join(' ') || '(none)'})`,
+    ['query', 'bytes / query', 'scavenges / 1,000', 'ms / scavenge', 'p50 ms', 'p99 ms'],
+    [row('first (asks the hub)', first), row('again (held, baseline)', held)],
+  );
+  resolver.close();
+  await od.stop();
+  await worker.terminate();
+}
