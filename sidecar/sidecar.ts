@@ -196,6 +196,7 @@ export async function runSidecar(config: SidecarConfig): Promise<void> {
         idleMs: config.udp.idleMs,
         maxFlows: config.udp.maxFlows,
         nodeName: config.nodeName,
+        gateway: config.gateway,
         log: log.child({ part: 'udp' }),
         metrics: (await import('./proxy/udp/metrics.ts')).createUdpMetrics(registry),
       })

@@ -790,6 +790,30 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   return int_value(env, n < 0 ? errno : 0);
 }
 
+/* sendTo(engine, replyFd, "client", data, offset, length) → 0 or errno: one reply of a flow
+ * that JS carries itself (its endpoint is behind the node's gateway, so its datagrams never
+ * enter the index and reach JS as new-flow records), sent from the reply socket bound to the
+ * original destination, as this thread sends the replies of indexed flows. */
+static napi_value js_send_to(napi_env env, napi_callback_info info) {
+  ARGS(6)
+  int fd, offset, length;
+  void *data;
+  size_t size;
+  struct sockaddr_storage to;
+  socklen_t to_len;
+  if (!get_engine(env, argv[0]) || !get_int(env, argv[1], 0, 1 << 30, "fd", &fd) ||
+      !get_addr(env, argv[2], "client", &to, &to_len) ||
+      napi_get_buffer_info(env, argv[3], &data, &size) != napi_ok ||
+      !get_int(env, argv[4], 0, 1 << 30, "offset", &offset) || !get_int(env, argv[5], 0, 65535, "length", &length))
+    return NULL;
+  if ((size_t)offset + (size_t)length > size) {
+    napi_throw_range_error(env, NULL, "offset + length beyond the buffer");
+    return NULL;
+  }
+  ssize_t n = sendto(fd, (uint8_t *)data + offset, (size_t)length, MSG_DONTWAIT, (struct sockaddr *)&to, to_len);
+  return int_value(env, n < 0 ? errno : 0);
+}
+
 /* close(engine, fd): an upstream or reply socket (the upstream leaves the table first). */
 static napi_value js_close(napi_env env, napi_callback_info info) {
   ARGS(2)
@@ -841,6 +865,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"upstream", NULL, js_upstream, NULL, NULL, NULL, napi_default, NULL},
       {"retarget", NULL, js_retarget, NULL, NULL, NULL, napi_default, NULL},
       {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
+      {"sendTo", NULL, js_send_to, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
       {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},

@@ -4,8 +4,13 @@ import { Counter, Gauge, type Registry } from '../../../lib/metrics.ts';
 export type DropReason =
   /** a UDP service with no ready endpoint at all */
   | 'no-endpoint'
-  /** endpoints only on other nodes: cross-node UDP goes through the gateway, not built yet */
+  /** endpoints only on other nodes and the sidecar has no gateway (no --node-name/gateway) */
   | 'remote-endpoint'
+  /** the gateway connection of a cross-node flow is being (re)opened and its hold is full,
+   * or it failed (refused, gateway down) moments ago */
+  | 'gateway-unavailable'
+  /** the gateway connection does not take writes fast enough (over its write limit) */
+  | 'gateway-full'
   /** the on-demand catalog is still asking the gateway and the hold queue is full */
   | 'catalog-pending'
   /** the upstream socket's buffer was full (EAGAIN) */
@@ -18,6 +23,8 @@ export type DropReason =
 export const DROP_REASONS: readonly DropReason[] = [
   'no-endpoint',
   'remote-endpoint',
+  'gateway-unavailable',
+  'gateway-full',
   'catalog-pending',
   'upstream-full',
   'send-error',

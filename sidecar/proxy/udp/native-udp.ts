@@ -27,6 +27,15 @@ export interface UdpAddon {
   retarget(engine: Engine, fd: number, endpoint: string): void;
   /** 0, or the errno of the failed send. */
   send(engine: Engine, fd: number, data: Buffer, offset: number, length: number): number;
+  /** A reply of a flow JS carries (gateway flows), sent from the reply socket to `client`: 0 or errno. */
+  sendTo(
+    engine: Engine,
+    replyFd: number,
+    client: string,
+    data: Buffer,
+    offset: number,
+    length: number,
+  ): number;
   close(engine: Engine, fd: number): void;
   /** Datagrams the addon's thread sent itself (known flows), replies it forwarded, its failed sends. */
   stats(engine: Engine): [number, number, number];
@@ -88,6 +97,9 @@ export class UdpEngine {
   }
   send(fd: number, data: Buffer, offset: number, length: number): number {
     return this.#addon.send(this.#engine, fd, data, offset, length);
+  }
+  sendTo(replyFd: number, client: string, data: Buffer, offset: number, length: number): number {
+    return this.#addon.sendTo(this.#engine, replyFd, client, data, offset, length);
   }
   close(fd: number): void {
     if (!this.#stopped) this.#addon.close(this.#engine, fd);

@@ -3,10 +3,12 @@
  * `addon` test hook): which sockets it asks for, what it sends where, what it drops and
  * counts, and how flows follow catalog changes. The kernel side is sidecar/udp.netns.test.ts.
  */
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { CatalogStore } from '../../../lib/catalog/store.ts';
 import type { Catalog, Endpoint, ServiceEntry } from '../../../lib/catalog/types.ts';
 import { createRegistry } from '../../../lib/metrics.ts';
+import { DatagramDecoder, encodeDatagram } from '../../../lib/tunnel/frame.ts';
 import { createUdpMetrics } from './metrics.ts';
 import { type OnBatch, REC_ACTIVE, REC_DATAGRAM, REC_ERROR, type UdpAddon } from './native-udp.ts';
 import { UdpProxy } from './proxy.ts';
@@ -82,6 +84,10 @@ function fakeAddon() {
       calls.push(`send ${fd} ${data.toString('latin1', offset, offset + length)}`);
       return sendErrno;
     },
+    sendTo: (_e, fd, client, data, offset, length) => {
+      calls.push(`sendTo ${fd} ${client} ${data.toString('latin1', offset, offset + length)}`);
+      return 0;
+    },
     close: (_e, fd) => {
       calls.push(`close ${fd}`);
     },
@@ -113,7 +119,7 @@ function fakeAddon() {
   };
 }
 
-function setup(services: Record<string, ServiceEntry>) {
+function setup(services: Record<string, ServiceEntry>, gateway?: { host: string; port: number }) {
   const store = new CatalogStore();
   store.apply({ type: 'snapshot', catalog: catalog(1, services) });
   const fake = fakeAddon();
@@ -124,6 +130,7 @@ function setup(services: Record<string, ServiceEntry>) {
     families: [4],
     addon: fake.addon,
     metrics: createUdpMetrics(registry),
+    gateway,
   });
   proxy.start();
   const metric = async (name: string, label = '') => {
@@ -248,5 +255,112 @@ describe('UdpProxy', () => {
     fake.calls.length = 0;
     proxy.close();
     expect(fake.calls).toEqual(['close 100', 'close 102', 'close 101', 'stop']);
+  });
+});
+
+/**
+ * A stand-in gateway: answers `OK relay` to a DGRAM request and each framed datagram with
+ * `<ip>:<port> got <payload>`; records the request lines.
+ */
+async function fakeGateway() {
+  const requests: string[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    let head: Buffer | undefined = Buffer.alloc(0);
+    let target = '';
+    const decoder = new DatagramDecoder();
+    socket.on('data', (chunk: Buffer) => {
+      if (head) {
+        head = Buffer.concat([head, chunk]);
+        const nl = head.indexOf(0x0a);
+        if (nl < 0) return;
+        const line = head.toString('latin1', 0, nl);
+        requests.push(line);
+        target = line.split(' ').slice(3).join(':');
+        chunk = head.subarray(nl + 1);
+        head = undefined;
+        socket.write('OK relay\n');
+      }
+      for (const d of decoder.push(chunk)) socket.write(encodeDatagram(Buffer.from(`${target} got ${d}`)));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    address: { host: '127.0.0.1', port },
+    requests,
+    /** Drops every connection (a gateway restart). */
+    cut: () => {
+      for (const s of sockets) s.destroy();
+    },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+const until = async (what: () => boolean) => {
+  for (let i = 0; i < 200 && !what(); i++) await new Promise((r) => setTimeout(r, 10));
+  expect(what()).toBe(true);
+};
+
+describe('UdpProxy through the gateway', () => {
+  it('carries a flow to an endpoint on another node over a DGRAM connection, replies from the reply socket', async () => {
+    const gw = await fakeGateway();
+    const { fake, proxy, metric } = setup(
+      { 'ns/remote': entry('remote', [VIP], [endpoint('10.1.0.9', 'node-b')]) },
+      gw.address,
+    );
+    try {
+      fake.deliver([APP, `${VIP}:53`, 'q1'], [APP, `${VIP}:53`, 'q2']);
+      await until(() => fake.calls.filter((c) => c.startsWith('sendTo')).length === 2);
+      expect(gw.requests).toEqual(['EDGEMESH/1 DGRAM node-b 10.1.0.9 5353']);
+      expect(fake.calls.slice(1)).toEqual([
+        `reply ${VIP}:53`, // no upstream socket: the addon does not index the flow
+        `sendTo 101 ${APP} 10.1.0.9:5353 got q1`,
+        `sendTo 101 ${APP} 10.1.0.9:5353 got q2`,
+      ]);
+      expect(await metric('edgemesh_udp_flows_total', 'route="gateway"')).toBe(1);
+      expect(await metric('edgemesh_udp_datagrams_total', 'direction="out"')).toBe(7 + 2);
+      expect(await metric('edgemesh_udp_datagrams_total', 'direction="reply"')).toBe(9 + 2);
+      expect(await metric('edgemesh_udp_datagrams_dropped_total', 'reason="remote-endpoint"')).toBe(0);
+
+      // The gateway restarts: the flow (same app address) continues on a new connection.
+      gw.cut();
+      await new Promise((r) => setTimeout(r, 50));
+      fake.deliver([APP, `${VIP}:53`, 'q3']);
+      await until(() => fake.calls.filter((c) => c.startsWith('sendTo')).length === 3);
+      expect(fake.calls.at(-1)).toBe(`sendTo 101 ${APP} 10.1.0.9:5353 got q3`);
+      expect(gw.requests.length).toBe(2);
+      expect(proxy.flows).toBe(1);
+
+      proxy.close();
+      expect(fake.calls).toContain('close 101'); // the reply socket, with the last flow
+    } finally {
+      gw.close();
+    }
+  });
+
+  it('drops and counts the held datagrams when the gateway cannot be reached', async () => {
+    const gw = await fakeGateway();
+    gw.close(); // nothing listens on its port now
+    const { fake, proxy, metric } = setup(
+      { 'ns/remote': entry('remote', [VIP], [endpoint('10.1.0.9', 'node-b')]) },
+      gw.address,
+    );
+    fake.deliver([APP, `${VIP}:53`, 'lost'], [APP, `${VIP}:53`, 'lost too']);
+    let dropped = 0;
+    await until(() => {
+      void metric('edgemesh_udp_datagrams_dropped_total', 'reason="gateway-unavailable"').then((n) => {
+        dropped = n;
+      });
+      return dropped === 2;
+    });
+    expect(fake.calls.filter((c) => c.startsWith('sendTo'))).toEqual([]);
+    proxy.close();
   });
 });

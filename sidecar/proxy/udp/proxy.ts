@@ -3,10 +3,15 @@
  * rules deliver the app's outbound UDP here with the original destination; for each datagram:
  *
  *   flow table (flows.ts) by app address + original destination
- *     new        route: a UDP service port → its balancer picks a directly reachable
- *                endpoint; anything else → the destination itself (passthrough)
+ *     new        route: a UDP service port → its balancer picks an endpoint (with a
+ *                gateway any, else a directly reachable one); anything else → the
+ *                destination itself (passthrough)
  *                → an upstream socket connected to it (the addon), replies sent from a
  *                  socket bound to the original destination, so the app sees that address
+ *                → endpoint on another node: a GatewayFlow (gateway-flow.ts), a DGRAM
+ *                  connection to the node's gateway; the flow is not in the addon's index,
+ *                  so its datagrams come here, and replies go out with the addon's sendTo
+ *                  from the same reply socket
  *     existing   send on the flow's upstream socket
  *     repicked   the endpoint left the ready set: same socket, connected to the new pick
  *   dropped and counted (edgemesh_udp_datagrams_dropped_total{reason}) otherwise.
@@ -27,6 +32,7 @@ import { type CatalogLookup, HOLDS_EVERYTHING } from '../../catalog/lookup.ts';
 import { Balancer } from '../lb.ts';
 import { normalizeIp, type Target } from '../route.ts';
 import { DEFAULT_IDLE_MS, DEFAULT_MAX_FLOWS, type Flow, FlowTable, type Route } from './flows.ts';
+import { type GatewayAddress, GatewayFlow } from './gateway-flow.ts';
 import { createUdpMetrics, type DropReason, type UdpMetrics } from './metrics.ts';
 import {
   ERRNO,
@@ -39,7 +45,7 @@ import {
   type UdpAddon,
   UdpEngine,
 } from './native-udp.ts';
-import { hostOf, UdpRouteTable as Table, type UdpRouteTable, type UdpService } from './routes.ts';
+import { hostOf, isRemote, UdpRouteTable as Table, type UdpRouteTable, type UdpService } from './routes.ts';
 
 export const UDP_PROXY_PORT = 15006;
 /** One sweep for the whole table: a flow lives between its timeout and timeout + 1 s. */
@@ -51,8 +57,10 @@ export interface UdpProxyOptions {
   store: CatalogStore;
   lookup?: CatalogLookup;
   port?: number;
-  /** This node: endpoints elsewhere are the gateway's (not yet: dropped, counted). */
+  /** This node: endpoints elsewhere are the gateway's (without `gateway`: dropped, counted). */
   nodeName?: string;
+  /** The node's gateway (the TCP proxy's): flows to endpoints on other nodes go through it. */
+  gateway?: GatewayAddress;
   idleMs?: number;
   maxFlows?: number;
   /** Families to listen on; IPv6 is skipped when the pod has none. */
@@ -63,14 +71,17 @@ export interface UdpProxyOptions {
   addon?: UdpAddon | Error;
 }
 
-type ResolvedOptions = Required<Omit<UdpProxyOptions, 'nodeName' | 'addon'>> & {
+type ResolvedOptions = Required<Omit<UdpProxyOptions, 'nodeName' | 'addon' | 'gateway'>> & {
   nodeName: string | undefined;
+  gateway: GatewayAddress | undefined;
 };
 
 interface Upstream {
+  /** The addon's upstream socket; -1 for a gateway flow (JS carries it). */
   fd: number;
   reply: ReplySocket;
   service: UdpService | undefined;
+  gateway?: GatewayFlow;
 }
 interface ReplySocket {
   addr: string;
@@ -89,8 +100,10 @@ export class UdpProxy {
   readonly #pending = new Map<string, Buffer[]>();
   readonly #listeners: number[] = [];
   readonly #drop: Record<DropReason, { inc(): void }>;
-  /** Datagrams sent from JS (new flows); the addon counts the rest. */
+  /** Datagrams sent from JS (new flows, gateway flows); the addon counts the rest. */
   #outJs = 0;
+  /** Replies of gateway flows (sent from JS). */
+  #repliesJs = 0;
   #unsubscribe: (() => void) | undefined;
   #table: UdpRouteTable | undefined;
   #tableOf: { catalog: Catalog; revision: number } | undefined;
@@ -108,6 +121,7 @@ export class UdpProxy {
       log: options.log ?? silentLogger,
       metrics: options.metrics ?? createUdpMetrics(),
       nodeName: options.nodeName,
+      gateway: options.gateway,
     };
     const m = this.#opts.metrics;
     this.#drop = Object.fromEntries(
@@ -115,6 +129,8 @@ export class UdpProxy {
         [
           'no-endpoint',
           'remote-endpoint',
+          'gateway-unavailable',
+          'gateway-full',
           'catalog-pending',
           'upstream-full',
           'send-error',
@@ -125,7 +141,7 @@ export class UdpProxy {
     m.activeSource = () => this.#flows.size;
     m.countsSource = () => {
       const c = this.#engine.stats();
-      return { out: this.#outJs + c.out, replies: c.replies, fastFailed: c.failed };
+      return { out: this.#outJs + c.out, replies: c.replies + this.#repliesJs, fastFailed: c.failed };
     };
     this.#flows = new FlowTable<Upstream>(
       { idleMs: this.#opts.idleMs, maxFlows: this.#opts.maxFlows },
@@ -178,7 +194,7 @@ export class UdpProxy {
     this.#unsubscribe?.();
     for (const fd of this.#listeners.splice(0)) this.#engine.close(fd);
     // Ending flows closes their sockets; the engine then stops its thread.
-    for (const flow of [...this.#byFd]) if (flow) this.#flows.remove(flow);
+    for (const flow of [...this.#flows.values()]) this.#flows.remove(flow);
     this.#engine.stop();
   }
 
@@ -221,7 +237,7 @@ export class UdpProxy {
       const up = flow.value;
       if (!up?.service || (keyPrefix !== undefined && !up.service.key.startsWith(keyPrefix))) continue;
       const service = table.resolve(flow.dst);
-      if (!service || service.local.length === 0) {
+      if (!service || service.choices.length === 0) {
         this.#flows.remove(flow);
         continue;
       }
@@ -232,17 +248,11 @@ export class UdpProxy {
         this.#flows.remove(flow);
         continue;
       }
-      try {
-        this.#engine.retarget(up.fd, next);
-      } catch (err) {
-        this.#opts.log.warn({ err: (err as Error).message, endpoint: next }, 'udp re-pick failed');
-        this.#flows.remove(flow);
-        continue;
-      }
       this.#balancers.get(up.service.key)?.balancer.release(flow.endpoint);
-      balancer.acquire(next);
       flow.endpoint = next;
       up.service = service;
+      balancer.acquire(next); // before: a carrier swap releases and acquires it again
+      this.#retarget(flow, service);
     }
   }
 
@@ -252,7 +262,7 @@ export class UdpProxy {
     const service = table?.resolve(dst);
     let route: Route;
     if (service) {
-      if (service.local.length === 0) {
+      if (service.choices.length === 0) {
         this.#drop[service.targets.length === 0 ? 'no-endpoint' : 'remote-endpoint'].inc();
         return false;
       }
@@ -276,16 +286,13 @@ export class UdpProxy {
     if (found.kind === 'new') {
       if (!this.#openFlow(flow, service)) return false;
     } else if (found.kind === 'repicked') {
-      try {
-        this.#engine.retarget((flow.value as Upstream).fd, flow.endpoint);
-      } catch (err) {
-        this.#opts.log.warn({ err: (err as Error).message, endpoint: flow.endpoint }, 'udp re-pick failed');
-        this.#flows.remove(flow);
+      if (!this.#retarget(flow, service)) {
         this.#drop['socket-error'].inc();
         return false;
       }
     }
     const up = flow.value as Upstream;
+    if (up.gateway) return up.gateway.send(data.subarray(offset, offset + length));
     const errno = this.#engine.send(up.fd, data, offset, length);
     if (errno === 0) return true;
     if (errno === ERRNO.EAGAIN) this.#drop['upstream-full'].inc();
@@ -297,12 +304,54 @@ export class UdpProxy {
     return false;
   }
 
-  #openFlow(flow: Flow<Upstream>, service: UdpService | undefined): boolean {
-    let reply = this.#replies.get(flow.dst);
+  /**
+   * The flow's endpoint changed (flow.endpoint is the new one): the same upstream socket
+   * connected anew, or the gateway flow's next connection to the new endpoint; a change
+   * between direct and gateway makes the flow's carrier anew (the app's address and the
+   * reply socket stay). False (flow ended) when that fails.
+   */
+  #retarget(flow: Flow<Upstream>, service: UdpService | undefined): boolean {
+    const up = flow.value as Upstream;
+    const target = service?.byId.get(flow.endpoint);
+    const remote = this.#opts.gateway !== undefined && isRemote(target, this.#opts.nodeName);
+    try {
+      if (remote && up.gateway && target?.nodeName) {
+        up.gateway.retarget({ node: target.nodeName, ip: target.ip, port: target.port });
+        return true;
+      }
+      if (!remote && !up.gateway) {
+        this.#engine.retarget(up.fd, flow.endpoint);
+        return true;
+      }
+    } catch (err) {
+      this.#opts.log.warn({ err: (err as Error).message, endpoint: flow.endpoint }, 'udp re-pick failed');
+      this.#flows.remove(flow);
+      return false;
+    }
+    // Direct ↔ gateway: a new carrier for the same flow.
+    up.reply.flows++; // kept across the swap: the reply socket must not close in between
+    this.#release(flow, false);
+    const ok = this.#openFlow(flow, service, up.reply);
+    up.reply.flows--;
+    return ok;
+  }
+
+  #openFlow(flow: Flow<Upstream>, service: UdpService | undefined, kept?: ReplySocket): boolean {
+    let reply = kept ?? this.#replies.get(flow.dst);
     try {
       if (!reply) {
         reply = { addr: flow.dst, fd: this.#engine.replySocket(flow.dst), flows: 0 };
         this.#replies.set(flow.dst, reply);
+      }
+      const target = service?.byId.get(flow.endpoint);
+      if (this.#opts.gateway && target?.nodeName && isRemote(target, this.#opts.nodeName)) {
+        const up: Upstream = { fd: -1, reply, service };
+        up.gateway = this.#gatewayFlow(flow, up, target.nodeName, target.ip, target.port);
+        reply.flows++;
+        flow.value = up;
+        this.#balancers.get((service as UdpService).key)?.balancer.acquire(flow.endpoint);
+        this.#opts.metrics.flows.inc({ route: 'gateway' });
+        return true;
       }
       const fd = this.#engine.upstream(flow.endpoint, reply.fd, flow.client, flow.dst);
       reply.flows++;
@@ -333,14 +382,46 @@ export class UdpProxy {
     this.#flows.remove(flow);
   }
 
+  /** A gateway flow's carrier: replies go back from the flow's reply socket. */
+  #gatewayFlow(flow: Flow<Upstream>, up: Upstream, node: string, ip: string, port: number): GatewayFlow {
+    const log = this.#opts.log;
+    return new GatewayFlow(
+      this.#opts.gateway as GatewayAddress,
+      { node, ip, port },
+      {
+        onReply: (d) => {
+          if (flow.value !== up) return; // the flow ended or changed carrier meanwhile
+          this.#flows.touch(flow);
+          if (this.#engine.sendTo(up.reply.fd, flow.client, d, 0, d.length) === 0) this.#repliesJs++;
+          else this.#drop['send-error'].inc();
+        },
+        onDrop: (reason) => this.#drop[reason].inc(),
+        onOpen: (result, detail) => {
+          const where = { client: flow.client, dst: flow.dst, node, endpoint: flow.endpoint };
+          if (result === 'failed') log.warn({ ...where, err: detail }, 'udp gateway flow failed');
+          else if (result === 'reopened') log.info({ ...where, path: detail }, 'udp gateway flow reopened');
+          else log.debug({ ...where, path: detail }, 'udp gateway flow opened');
+        },
+      },
+    );
+  }
+
   #endFlow(flow: Flow<Upstream>): void {
+    this.#release(flow, true);
+  }
+
+  /** Frees the flow's carrier (and with `reply` its share of the reply socket). */
+  #release(flow: Flow<Upstream>, reply: boolean): void {
     const up = flow.value;
     if (!up) return;
     flow.value = undefined;
-    this.#byFd[up.fd] = undefined;
-    this.#engine.close(up.fd);
+    if (up.gateway) up.gateway.close();
+    else {
+      this.#byFd[up.fd] = undefined;
+      this.#engine.close(up.fd);
+    }
     if (up.service) this.#balancers.get(up.service.key)?.balancer.release(flow.endpoint);
-    if (--up.reply.flows === 0) this.#closeReply(up.reply);
+    if (reply && --up.reply.flows === 0) this.#closeReply(up.reply);
   }
 
   #closeReply(reply: ReplySocket): void {
@@ -353,7 +434,7 @@ export class UdpProxy {
     const catalog = this.#opts.store.current;
     if (!catalog) return undefined;
     if (this.#tableOf?.catalog !== catalog || this.#tableOf.revision !== catalog.revision) {
-      this.#table = new Table(catalog, this.#opts.nodeName);
+      this.#table = new Table(catalog, this.#opts.nodeName, this.#opts.gateway !== undefined);
       this.#tableOf = { catalog, revision: catalog.revision };
     }
     return this.#table;
@@ -374,7 +455,7 @@ export class UdpProxy {
       this.#balancers.set(service.key, entry);
     }
     if (entry.revision !== table.revision) {
-      entry.balancer.setChoices(service.local.map((t) => ({ id: t.id, value: t })));
+      entry.balancer.setChoices(service.choices.map((t) => ({ id: t.id, value: t })));
       entry.revision = table.revision;
     }
     return entry.balancer;

@@ -5,7 +5,8 @@
  *
  *   ClusterIP:port of a Service's UDP port  → the service: its endpoints (route.ts
  *       serviceTargets, the TCP proxy's rule), split into those this sidecar reaches directly
- *       (same node, or no node known) and the rest (cross-node: the gateway's, not yet)
+ *       (same node, or no node known) and the rest (cross-node: through the node's gateway
+ *       when the sidecar has one, docs/udp.md "Across nodes")
  *   anything else                           → undefined: the proxy passes it through to the
  *       destination itself, as if it had not been captured
  */
@@ -21,16 +22,23 @@ export interface UdpService {
   readonly targets: readonly Target[];
   /** The endpoints reached directly: the balancer's choices. */
   readonly local: readonly Target[];
-  /** Ids of `local`: flows whose endpoint left it are re-picked (flows.ts). */
+  /** The balancer's choices: `local`, or with a gateway every target (TCP's rule). */
+  readonly choices: readonly Target[];
+  /** Ids of `choices`: flows whose endpoint left it are re-picked (flows.ts). */
   readonly ready: ReadonlySet<string>;
+  /** `choices` by id: the picked endpoint's node decides direct vs gateway. */
+  readonly byId: ReadonlyMap<string, Target>;
 }
 
 export class UdpRouteTable {
   readonly revision: number;
   readonly #byDst = new Map<string, UdpService>();
 
-  /** `nodeName`: this sidecar's node; undefined: every endpoint counts as direct. */
-  constructor(catalog: Catalog, nodeName: string | undefined) {
+  /**
+   * `nodeName`: this sidecar's node; undefined: every endpoint counts as direct.
+   * `viaGateway`: endpoints on other nodes are reachable (the sidecar has a gateway).
+   */
+  constructor(catalog: Catalog, nodeName: string | undefined, viaGateway = false) {
     this.revision = catalog.revision;
     for (const { service, endpoints } of Object.values(catalog.services)) {
       if (service.headless || service.type === 'ExternalName') continue;
@@ -38,13 +46,16 @@ export class UdpRouteTable {
         if (port.protocol !== 'UDP') continue;
         const targets = serviceTargets(port, endpoints, service.publishNotReadyAddresses);
         const local = targets.filter((t) => nodeName === undefined || !t.nodeName || t.nodeName === nodeName);
+        const choices = viaGateway && nodeName !== undefined ? targets : local;
         const entry: UdpService = {
           key: `${service.namespace}/${service.name}:${port.port}`,
           service,
           port,
           targets,
           local,
-          ready: new Set(local.map((t) => t.id)),
+          choices,
+          ready: new Set(choices.map((t) => t.id)),
+          byId: new Map(choices.map((t) => [t.id, t])),
         };
         for (const ip of service.clusterIPs) this.#byDst.set(targetId(normalizeIp(ip), port.port), entry);
       }
@@ -59,6 +70,11 @@ export class UdpRouteTable {
   get size(): number {
     return this.#byDst.size;
   }
+}
+
+/** The target is behind the gateway: on a known node other than this sidecar's. */
+export function isRemote(target: Target | undefined, nodeName: string | undefined): boolean {
+  return nodeName !== undefined && target?.nodeName !== undefined && target.nodeName !== nodeName;
 }
 
 /** "ip:port" / "[v6]:port" → the IP (no brackets). */

@@ -1,0 +1,187 @@
+/**
+ * One UDP flow whose endpoint is on another node, carried through this node's gateway:
+ *
+ *   app datagram ─(udp.c: not in its index, so a record to JS)─▶ proxy.ts ─▶ send()
+ *     ─▶ TCP to the gateway: `EDGEMESH/1 DGRAM <node> <ip> <port>`, after `OK <path>`
+ *        each datagram as `length u16 BE | payload` (lib/tunnel/frame.ts encodeDatagram)
+ *   gateway ─framed replies─▶ DatagramDecoder ─▶ onReply ─▶ udp.c sendTo from ClusterIP:port
+ *
+ * The connection is this flow's alone (the gateway splices it to a tunnel datagram stream),
+ * opened on the flow's first datagram and again on the first datagram after it broke (a
+ * gateway restart, the far flow's idle FIN): the app's socket, and so its source port, is
+ * not involved, so the app's flow simply continues ("no stream reset until restart").
+ * Datagrams are never queued behind a slow connection: a few wait while it opens
+ * (HOLD_DATAGRAMS), more are dropped and counted; a connection holding more than
+ * MAX_BUFFERED_BYTES unsent drops what comes next (UDP semantics: queueing would turn loss
+ * into latency). After a failed open, datagrams within RETRY_AFTER_MS are dropped instead
+ * of each trying again (a gateway that is down is not hammered by a busy flow).
+ */
+import net from 'node:net';
+import { formatRequest, parseReply, takeLine } from '../../../lib/gateway-protocol.ts';
+import { DatagramDecoder, encodeDatagram } from '../../../lib/tunnel/frame.ts';
+
+/** Datagrams held while the gateway connection opens (a request/answer burst fits). */
+export const HOLD_DATAGRAMS = 16;
+/** Unsent bytes on the gateway connection beyond which datagrams are dropped. */
+export const MAX_BUFFERED_BYTES = 256 * 1024;
+/** After a failed open, the next attempt waits this long (datagrams meanwhile dropped). */
+export const RETRY_AFTER_MS = 250;
+/** TCP connect plus the gateway's answer (it answers once the far side has its UDP socket). */
+export const OPEN_TIMEOUT_MS = 5_000;
+
+export interface GatewayAddress {
+  host: string;
+  port: number;
+}
+
+export type GatewayDrop = 'gateway-unavailable' | 'gateway-full';
+
+export interface GatewayFlowEvents {
+  /** A reply datagram from the endpoint. */
+  onReply(datagram: Buffer): void;
+  onDrop(reason: GatewayDrop): void;
+  /** A connection was opened (first, or again after it broke) or failed to open. */
+  onOpen?(result: 'opened' | 'reopened' | 'failed', detail: string): void;
+}
+
+type State =
+  | { kind: 'idle'; failedAt?: number }
+  | { kind: 'opening'; socket: net.Socket; held: Buffer[] }
+  | { kind: 'open'; socket: net.Socket }
+  | { kind: 'closed' };
+
+export class GatewayFlow {
+  readonly #gateway: GatewayAddress;
+  readonly #target: { node: string; ip: string; port: number };
+  readonly #events: GatewayFlowEvents;
+  #state: State = { kind: 'idle' };
+  #opened = 0;
+
+  constructor(
+    gateway: GatewayAddress,
+    target: { node: string; ip: string; port: number },
+    events: GatewayFlowEvents,
+  ) {
+    this.#gateway = gateway;
+    this.#target = target;
+    this.#events = events;
+  }
+
+  /** The endpoint now (a re-pick): the next connection goes there; the current one ends. */
+  retarget(target: { node: string; ip: string; port: number }): void {
+    Object.assign(this.#target, target);
+    this.#drop();
+  }
+
+  /** One datagram of the app's; false when it was dropped (counted through onDrop). */
+  send(payload: Buffer): boolean {
+    const s = this.#state;
+    if (s.kind === 'closed') return false;
+    if (s.kind === 'open') {
+      if (s.socket.writableLength > MAX_BUFFERED_BYTES) {
+        this.#events.onDrop('gateway-full');
+        return false;
+      }
+      s.socket.write(encodeDatagram(payload));
+      return true;
+    }
+    if (s.kind === 'opening') {
+      if (s.held.length >= HOLD_DATAGRAMS) {
+        this.#events.onDrop('gateway-unavailable');
+        return false;
+      }
+      s.held.push(encodeDatagram(payload));
+      return true;
+    }
+    if (s.failedAt !== undefined && Date.now() - s.failedAt < RETRY_AFTER_MS) {
+      this.#events.onDrop('gateway-unavailable');
+      return false;
+    }
+    this.#open(encodeDatagram(payload));
+    return true;
+  }
+
+  /** Ends the flow (idle, evicted, proxy closing): the gateway ends its side at once. */
+  close(): void {
+    this.#drop();
+    this.#state = { kind: 'closed' };
+  }
+
+  #drop(): void {
+    const s = this.#state;
+    if (s.kind === 'open' || s.kind === 'opening') {
+      this.#state = { kind: 'idle' };
+      s.socket.destroy();
+    }
+  }
+
+  #open(first: Buffer): void {
+    const { node, ip, port } = this.#target;
+    const socket = net.connect({ host: this.#gateway.host, port: this.#gateway.port });
+    socket.setNoDelay(true);
+    const state: State = { kind: 'opening', socket, held: [first] };
+    this.#state = state;
+    // Request and held datagrams go in one write once connected: the gateway reads the
+    // header line and hands the rest to the stream as early data.
+    socket.write(formatRequest({ kind: 'datagram', node, ip, port }));
+    const decoder = new DatagramDecoder();
+    let header: Buffer | undefined = Buffer.alloc(0);
+    const fail = (why: string) => {
+      if (this.#state === state || (this.#state.kind === 'open' && this.#state.socket === socket)) {
+        const wasOpen = this.#state.kind === 'open';
+        this.#state = { kind: 'idle', ...(wasOpen ? {} : { failedAt: Date.now() }) };
+        if (!wasOpen) {
+          for (const _ of state.held) this.#events.onDrop('gateway-unavailable');
+          this.#events.onOpen?.('failed', why);
+        }
+      }
+      socket.destroy();
+    };
+    const timer = setTimeout(
+      () => fail(`no answer from the gateway within ${OPEN_TIMEOUT_MS} ms`),
+      OPEN_TIMEOUT_MS,
+    );
+    timer.unref();
+    socket.on('data', (chunk: Buffer) => {
+      if (header !== undefined) {
+        header = header.length === 0 ? chunk : Buffer.concat([header, chunk]);
+        let taken: ReturnType<typeof takeLine>;
+        try {
+          taken = takeLine(header); // throws past its header size limit
+        } catch (err) {
+          return fail(`bad gateway reply: ${(err as Error).message}`);
+        }
+        if (!taken) return;
+        clearTimeout(timer);
+        let reply: ReturnType<typeof parseReply>;
+        try {
+          reply = parseReply(taken.line);
+        } catch (err) {
+          return fail(`bad gateway reply: ${(err as Error).message}`);
+        }
+        if (!reply.ok) return fail(`gateway refused: ${reply.code} ${reply.message}`);
+        header = undefined;
+        if (this.#state !== state) return void socket.destroy();
+        this.#state = { kind: 'open', socket };
+        socket.write(Buffer.concat(state.held));
+        this.#events.onOpen?.(this.#opened++ === 0 ? 'opened' : 'reopened', reply.path);
+        chunk = taken.rest;
+      }
+      let datagrams: Buffer[];
+      try {
+        datagrams = decoder.push(chunk);
+      } catch (err) {
+        return fail(`bad datagram from the gateway: ${(err as Error).message}`);
+      }
+      for (const d of datagrams) this.#events.onReply(d);
+    });
+    // A clean end (the far flow idled out, the gateway closing) or a reset (restart): the
+    // next datagram opens a new connection.
+    socket.on('end', () => fail('gateway ended the flow'));
+    socket.on('error', (err: NodeJS.ErrnoException) => fail(`gateway: ${err.code ?? err.message}`));
+    socket.on('close', () => {
+      clearTimeout(timer);
+      fail('gateway connection closed');
+    });
+  }
+}
