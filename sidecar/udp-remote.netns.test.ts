@@ -1,0 +1,309 @@
+/**
+ * UDP to a Service whose endpoint is on another node (docs/udp.md "Across nodes"): the real
+ * `edgemesh init --capture-udp=true` rules, the real sidecar with `--capture-udp` and
+ * `--gateway`, a python app with a connected socket, and the real gateway code: two
+ * `startGateway`s (node-a serving the pod on 10.61.0.1:15080, node-b owning the endpoint)
+ * in one process in the srv namespace, joined by the in-process tunnel (the TLS tunnel's
+ * datagram streams are test/natlab/udp-tunnel.netns.test.ts's). The gateway process is
+ * killed and started again mid-flow: the app's flow continues on the same source port.
+ *
+ *   pod ns 10.61.0.2 ── veth ── srv ns 10.61.0.1
+ *     app (uid 1000) ─▶ 10.96.61.11:7000               gateways node-a :15080, node-b
+ *     sidecar :15006 ─DGRAM node-b 10.62.0.99 7000─▶    ─▶ UDP echo 10.62.0.99:7000 (lo)
+ */
+
+import type { ChildProcess } from 'node:child_process';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Catalog } from '../lib/catalog/types.ts';
+import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
+
+const NODE = process.execPath;
+const PYTHON = '/usr/bin/python3';
+const APP = { uid: 1000, gid: 1000 };
+const PORT = 7000;
+const VIP = '10.96.61.11';
+const POD_IP = '10.61.0.2';
+const REMOTE = '10.62.0.99';
+const ROOT = resolve(import.meta.dirname, '..');
+
+const ECHO = `
+const s = require('node:dgram').createSocket('udp4');
+s.on('message', (m, r) => s.send('${REMOTE} ' + m, r.port, r.address));
+s.bind(${PORT}, '${REMOTE}', () => console.log('ready'));`;
+
+/** Two gateways (node-a, node-b) in one process, the in-process tunnel between them. */
+const GATEWAYS = `
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startGateway } from '${ROOT}/gateway/gateway.ts';
+import { InProcessTunnel } from '${ROOT}/gateway/streams.ts';
+import { silentLogger } from '${ROOT}/lib/log.ts';
+const [catalogFile, stateRoot] = process.argv.slice(2);
+const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
+const tunnel = new InProcessTunnel();
+const common = { clusterDomain: 'cluster.local', log: silentLogger };
+const a = await startGateway({ ...common, listenHost: '10.61.0.1', listenPort: 15080, nodeName: 'node-a', stateDir: join(stateRoot, 'a'), tunnel });
+const b = await startGateway({ ...common, listenHost: '127.0.0.1', listenPort: 0, nodeName: 'node-b', stateDir: join(stateRoot, 'b'),
+  tunnel: async (dialer) => { tunnel.register(dialer); return tunnel; } });
+tunnel.register(a.dialer);
+a.store.apply({ type: 'snapshot', catalog });
+b.store.apply({ type: 'snapshot', catalog });
+console.log('ready');`;
+
+/** Reads JSON commands on stdin; one connected socket per flow name; prints one JSON line each. */
+const CLIENT = `
+import json, select, socket, sys
+socks = {}
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    cmd = json.loads(line)
+    name = cmd["flow"]
+    if name not in socks:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect((cmd["ip"], cmd["port"]))
+        socks[name] = s
+    s = socks[name]
+    out = {"flow": name, "error": "timeout"}
+    for _ in range(cmd.get("tries", 5)):
+        s.send(cmd["data"].encode())
+        r, _, _ = select.select([s], [], [], cmd.get("wait", 0.5))
+        if r:
+            try:
+                data, src = s.recvfrom(65535)
+                out = {"flow": name, "data": data.decode(), "from": src[0], "port": src[1], "local": s.getsockname()[1]}
+            except OSError as e:
+                out = {"flow": name, "error": str(e)}
+            break
+    print(json.dumps(out), flush=True)
+`;
+
+interface Reply {
+  flow: string;
+  data?: string;
+  from?: string;
+  port?: number;
+  local?: number;
+  error?: string;
+}
+
+function catalog(): Catalog {
+  return {
+    format: 1,
+    revision: 1,
+    clusterDomain: 'cluster.local',
+    services: {
+      'demo/remote': {
+        service: {
+          namespace: 'demo',
+          name: 'remote',
+          type: 'ClusterIP',
+          clusterIPs: [VIP],
+          headless: false,
+          ports: [{ name: '', port: PORT, protocol: 'UDP' }],
+          sessionAffinity: { type: 'None' },
+          lbPolicy: 'round-robin',
+          publishNotReadyAddresses: false,
+        },
+        endpoints: [
+          {
+            ip: REMOTE,
+            ready: true,
+            serving: true,
+            terminating: false,
+            nodeName: 'node-b',
+            ports: [{ name: '', port: PORT, protocol: 'UDP' }],
+          },
+        ],
+      },
+    },
+    // The gateways' admission (the app's pod on node-a) and far-end rule (the endpoint's pod on node-b).
+    pods: {
+      [POD_IP]: { ip: POD_IP, namespace: 'demo', name: 'app', nodeName: 'node-a' },
+      [REMOTE]: { ip: REMOTE, namespace: 'demo', name: 'udp-echo', nodeName: 'node-b' },
+    },
+    nodes: {},
+  };
+}
+
+let lab: NetnsLab;
+let pod: string;
+let srv: string;
+let dir: string;
+let client: ChildProcess;
+let gateways: ChildProcess | undefined;
+const sidecarLog: string[] = [];
+const lines: Reply[] = [];
+let clientErr = '';
+
+async function startGateways(): Promise<void> {
+  let out = '';
+  let err = '';
+  const gw = lab.spawn(srv, [NODE, join(dir, 'gateways.mts'), join(dir, 'catalog.json'), join(dir, 'state')]);
+  gw.stdout?.on('data', (d: Buffer) => {
+    out += d;
+  });
+  gw.stderr?.on('data', (d: Buffer) => {
+    err += d;
+  });
+  await waitFor(
+    () => {
+      if (gw.exitCode !== null) throw new Error(`gateways exited ${gw.exitCode}: ${err}`);
+      return out.includes('ready');
+    },
+    30_000,
+    20,
+    'gateways',
+  );
+  gateways = gw;
+}
+
+async function stopGateways(): Promise<void> {
+  const gw = gateways;
+  if (!gw || gw.exitCode !== null) return;
+  const exited = new Promise((r) => gw.once('exit', r));
+  gw.kill('SIGKILL'); // by its pid: a crash, no goodbye to the sidecar
+  await exited;
+}
+
+async function send(flow: string, data: string, opts: { tries?: number; wait?: number } = {}) {
+  const before = lines.length;
+  client.stdin?.write(`${JSON.stringify({ flow, ip: VIP, port: PORT, data, ...opts })}\n`);
+  await waitFor(
+    () => {
+      if (client.exitCode !== null) throw new Error(`client exited ${client.exitCode}: ${clientErr}`);
+      return lines.length > before;
+    },
+    30_000,
+    10,
+    `client reply for ${flow} (${clientErr})`,
+  );
+  return lines[before];
+}
+
+async function metric(name: string, label = ''): Promise<number> {
+  const r = await lab.run(pod, ['curl', '-s', '-m', '2', 'http://127.0.0.1:15020/metrics']);
+  const line = r.stdout.split('\n').find((x) => x.startsWith(`${name}{`) && x.includes(label));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'emur-'));
+  await chmod(dir, 0o755);
+  await writeFile(join(dir, 'catalog.json'), JSON.stringify(catalog()));
+  await writeFile(join(dir, 'gateways.mts'), GATEWAYS);
+  lab = new NetnsLab('emur');
+  pod = await lab.add('pod');
+  srv = await lab.add('srv');
+  await lab.link(
+    { ns: pod, ifname: 'eth0', addr: ['10.61.0.2/24'] },
+    { ns: srv, ifname: 'eth0', addr: ['10.61.0.1/24'] },
+  );
+  await lab.exec(pod, ['ip', 'route', 'add', 'default', 'via', '10.61.0.1']);
+  await lab.exec(srv, ['ip', 'addr', 'add', `${REMOTE}/32`, 'dev', 'lo']);
+  await lab.exec(srv, ['ip', 'link', 'set', 'lo', 'up']);
+
+  const echo = lab.spawn(srv, [NODE, '-e', ECHO]);
+  let echoOut = '';
+  echo.stdout?.on('data', (d: Buffer) => {
+    echoOut += d;
+  });
+  await waitFor(() => echoOut.includes('ready'), 10_000, 20, 'echo backend');
+  await startGateways();
+
+  const init = await lab.run(pod, [EDGEMESH_BIN, 'init', '--capture-udp=true', '--capture-dns=false'], {
+    timeoutMs: 60_000,
+  });
+  expect(init.code, init.stderr).toBe(0);
+
+  const sidecar = lab.spawn(
+    pod,
+    [
+      'setpriv',
+      '--bounding-set=-all,+net_admin',
+      '--inh-caps=-all',
+      '--',
+      EDGEMESH_BIN,
+      'sidecar',
+      '--catalog-file',
+      join(dir, 'catalog.json'),
+      '--node-name',
+      'node-a',
+      '--gateway',
+      '10.61.0.1:15080',
+      '--upstream',
+      '10.61.0.1',
+      '--capture-udp',
+      'true',
+    ],
+    { uid: 0, gid: 1337 },
+  );
+  sidecar.stderr?.on('data', (d: Buffer) => sidecarLog.push(String(d)));
+  sidecar.stdout?.on('data', (d: Buffer) => sidecarLog.push(String(d)));
+  await waitFor(
+    async () => {
+      if (sidecar.exitCode !== null)
+        throw new Error(`sidecar exited ${sidecar.exitCode}: ${sidecarLog.join('')}`);
+      const r = await lab.run(pod, ['curl', '-s', '-m', '1', 'http://127.0.0.1:15021/ready']);
+      return r.stdout.startsWith('ready');
+    },
+    20_000,
+    100,
+    'sidecar /ready',
+  );
+
+  client = lab.spawn(pod, [PYTHON, '-u', '-c', CLIENT], APP);
+  client.stderr?.on('data', (d: Buffer) => {
+    clientErr += d;
+  });
+  let buf = '';
+  client.stdout?.on('data', (d: Buffer) => {
+    buf += d;
+    let nl = buf.indexOf('\n');
+    while (nl >= 0) {
+      const line = JSON.parse(buf.slice(0, nl));
+      if (!line.ready) lines.push(line);
+      buf = buf.slice(nl + 1);
+      nl = buf.indexOf('\n');
+    }
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await stopGateways();
+  await lab?.cleanup();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('UDP to a ClusterIP whose endpoint is on another node', () => {
+  it('goes through the gateway and the reply comes from the ClusterIP:port', async () => {
+    const r = await send('flow', 'one');
+    expect(r.error, sidecarLog.join('')).toBeUndefined();
+    expect(r.data).toBe(`${REMOTE} one`);
+    expect(r.from).toBe(VIP);
+    expect(r.port).toBe(PORT);
+    for (const word of ['two', 'three']) expect((await send('flow', word)).data).toBe(`${REMOTE} ${word}`);
+    expect(await metric('edgemesh_udp_flows_total', 'route="gateway"')).toBe(1);
+    expect(await metric('edgemesh_udp_datagrams_dropped_total', 'reason="remote-endpoint"')).toBe(0);
+    expect(await metric('edgemesh_udp_datagrams_total', 'direction="reply"')).toBeGreaterThanOrEqual(3);
+  });
+
+  it('continues the same flow (same app source port) across a gateway restart', async () => {
+    const before = await send('flow', 'before');
+    expect(before.data).toBe(`${REMOTE} before`);
+    await stopGateways();
+    await startGateways();
+    // The first datagram after the restart may find the old connection not yet seen as
+    // broken: the app resends, as a UDP app does.
+    const after = await send('flow', 'after', { tries: 20, wait: 0.5 });
+    expect(after.error, sidecarLog.join('')).toBeUndefined();
+    expect(after.data).toBe(`${REMOTE} after`);
+    expect(after.from).toBe(VIP);
+    expect(after.local).toBe(before.local);
+    // One flow all along: the sidecar reopened its gateway connection, it made no new flow.
+    expect(await metric('edgemesh_udp_flows_total', 'route="gateway"')).toBe(1);
+    expect(sidecarLog.join('')).toMatch(/udp gateway flow reopened/);
+  });
+});
