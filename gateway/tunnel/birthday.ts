@@ -97,8 +97,6 @@ interface Attempt {
   peer: string;
   secret: Buffer;
   opener: boolean;
-  startedAt: number;
-  self?: NatClassResult;
   /** Easy side: the probe socket and the address the server saw it as. */
   easy?: { socket: dgram.Socket; mapped: Address };
   sockets: dgram.Socket[];
@@ -238,7 +236,6 @@ export class Birthdays {
       peer,
       secret,
       opener,
-      startedAt: Date.now(),
       sockets: [],
       timers: [],
       pin,
@@ -254,7 +251,6 @@ export class Birthdays {
   async #hello(link: ControlLink, a: Attempt): Promise<{ nat: NatClassResult['nat'] }> {
     const servers = this.#opts.stunServers();
     const self = await this.#opts.classifier.classify(servers).catch(() => undefined);
-    a.self = self;
     const nat = self?.nat ?? 'unknown';
     const data: Record<string, unknown> = {
       type: 'birthday',
