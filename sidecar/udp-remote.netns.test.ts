@@ -3,8 +3,9 @@
  * `edgemesh init --capture-udp=true` rules, the real sidecar with `--capture-udp` and
  * `--gateway`, a python app with a connected socket, and the real gateway code: two
  * `startGateway`s (node-a serving the pod on 10.61.0.1:15080, node-b owning the endpoint)
- * in one process in the srv namespace, joined by the in-process tunnel (the TLS tunnel's
- * datagram streams are test/natlab/udp-tunnel.netns.test.ts's). The gateway process is
+ * in one process in the srv namespace, joined by the in-process tunnel
+ * (gateway/testing/two-gateways.ts; the TLS tunnel's datagram streams are
+ * test/natlab/udp-tunnel.netns.test.ts's). The gateway process is
  * killed and started again mid-flow: the app's flow continues on the same source port.
  *
  *   pod ns 10.61.0.2 ── veth ── srv ns 10.61.0.1
@@ -33,25 +34,6 @@ const ECHO = `
 const s = require('node:dgram').createSocket('udp4');
 s.on('message', (m, r) => s.send('${REMOTE} ' + m, r.port, r.address));
 s.bind(${PORT}, '${REMOTE}', () => console.log('ready'));`;
-
-/** Two gateways (node-a, node-b) in one process, the in-process tunnel between them. */
-const GATEWAYS = `
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { startGateway } from '${ROOT}/gateway/gateway.ts';
-import { InProcessTunnel } from '${ROOT}/gateway/streams.ts';
-import { silentLogger } from '${ROOT}/lib/log.ts';
-const [catalogFile, stateRoot] = process.argv.slice(2);
-const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
-const tunnel = new InProcessTunnel();
-const common = { clusterDomain: 'cluster.local', log: silentLogger };
-const a = await startGateway({ ...common, listenHost: '10.61.0.1', listenPort: 15080, nodeName: 'node-a', stateDir: join(stateRoot, 'a'), tunnel });
-const b = await startGateway({ ...common, listenHost: '127.0.0.1', listenPort: 0, nodeName: 'node-b', stateDir: join(stateRoot, 'b'),
-  tunnel: async (dialer) => { tunnel.register(dialer); return tunnel; } });
-tunnel.register(a.dialer);
-a.store.apply({ type: 'snapshot', catalog });
-b.store.apply({ type: 'snapshot', catalog });
-console.log('ready');`;
 
 /** Reads JSON commands on stdin; one connected socket per flow name; prints one JSON line each. */
 const CLIENT = `
@@ -141,7 +123,13 @@ let clientErr = '';
 async function startGateways(): Promise<void> {
   let out = '';
   let err = '';
-  const gw = lab.spawn(srv, [NODE, join(dir, 'gateways.mts'), join(dir, 'catalog.json'), join(dir, 'state')]);
+  const gw = lab.spawn(srv, [
+    NODE,
+    join(ROOT, 'gateway/testing/two-gateways.ts'),
+    '10.61.0.1',
+    join(dir, 'catalog.json'),
+    join(dir, 'state'),
+  ]);
   gw.stdout?.on('data', (d: Buffer) => {
     out += d;
   });
@@ -193,7 +181,6 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'emur-'));
   await chmod(dir, 0o755);
   await writeFile(join(dir, 'catalog.json'), JSON.stringify(catalog()));
-  await writeFile(join(dir, 'gateways.mts'), GATEWAYS);
   lab = new NetnsLab('emur');
   pod = await lab.add('pod');
   srv = await lab.add('srv');
