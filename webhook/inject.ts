@@ -64,11 +64,11 @@ export function trafficFlags(pod: V1Pod): string[] {
 }
 
 /**
- * `edgemesh.io/capture-udp: "true"` on the pod: the init also captures outbound UDP (TPROXY,
+ * `traffic.edgemesh.io/capture-udp: "true"` on the pod: the init also captures outbound UDP (TPROXY,
  * docs/udp.md) and the sidecar proxies it. Off by default and per pod: the sidecar then runs
  * as root with NET_ADMIN (below). Values "true"/"false"; anything else refuses the pod.
  */
-export const CAPTURE_UDP_ANNOTATION = 'edgemesh.io/capture-udp';
+export const CAPTURE_UDP_ANNOTATION = 'traffic.edgemesh.io/capture-udp';
 
 export function capturesUdp(pod: V1Pod): boolean {
   const value = pod.metadata?.annotations?.[CAPTURE_UDP_ANNOTATION];
