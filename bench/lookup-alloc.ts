@@ -13,6 +13,7 @@
  * Buffer contents are not (their JS wrappers are). `--no-parallel-scavenge` sets that V8
  * flag at start, as the sidecar would. Prints one table.
  */
+import { Session } from 'node:inspector/promises';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
@@ -29,6 +30,8 @@ const { values } = parseArgs({
   options: {
     first: { type: 'string', default: '10000' },
     'no-parallel-scavenge': { type: 'boolean', default: false },
+    /** Where the first queries allocate: V8's sampling heap profiler, collected objects included. */
+    sites: { type: 'boolean', default: false },
   },
 });
 const FIRST = Math.min(Math.max(Number(values.first), 100), 40_000);
@@ -111,7 +114,19 @@ async function main(): Promise<void> {
     return { bytes: (used1 - used0 + freed) / names.length, scavenges, scavengeMs, ms };
   };
   const names = Array.from({ length: FIRST }, (_, i) => benchName(i));
+  const session = values.sites ? new Session() : undefined;
+  session?.connect();
+  await session?.post('HeapProfiler.startSampling', {
+    samplingInterval: 256,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
   const first = await phase(names);
+  if (session) {
+    const { profile } = await session.post('HeapProfiler.stopSampling');
+    printSites(profile, FIRST);
+    session.disconnect();
+  }
   const held = await phase(names);
   const row = (what: string, r: typeof first) => [
     what,
@@ -129,4 +144,28 @@ async function main(): Promise<void> {
   resolver.close();
   await od.stop();
   await worker.terminate();
+}
+
+interface SamplingNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: SamplingNode[];
+}
+
+/** The top allocation sites of the first queries (function, file:line), bytes per query. */
+function printSites(profile: { head: SamplingNode }, queries: number): void {
+  const sites = new Map<string, number>();
+  const walk = (n: SamplingNode) => {
+    const f = n.callFrame;
+    const where = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/main\//, '')}:${f.lineNumber + 1}`;
+    sites.set(where, (sites.get(where) ?? 0) + n.selfSize);
+    for (const c of n.children) walk(c);
+  };
+  walk(profile.head);
+  const top = [...sites].sort((a, b) => b[1] - a[1]).slice(0, 20);
+  printTable(
+    'where a first query allocates (sampling heap profiler, collected objects included)',
+    ['site', 'bytes / query'],
+    top.map(([where, bytes]) => [where, Math.round(bytes / queries)]),
+  );
 }

@@ -27,7 +27,12 @@ function outcome(text: string, validate: (v: unknown) => unknown): { value?: unk
 describe('fuzz: in-place checks of a LOOKUP answer against the copying validators', () => {
   const services = CATALOGS.flatMap((c) => Object.values(c.services));
   const pods = CATALOGS.flatMap((c) => Object.values(c.pods));
-  const pairs = [
+  const pairs: {
+    what: string;
+    corpus: readonly unknown[];
+    copy: (v: unknown) => unknown;
+    inPlace: (v: unknown) => unknown;
+  }[] = [
     { what: 'service entry', corpus: services, copy: validateServiceEntry, inPlace: checkServiceEntry },
     { what: 'pod', corpus: pods, copy: validatePod, inPlace: checkPod },
     { what: 'namespace', corpus: [{ name: 'default' }], copy: validateNamespace, inPlace: checkNamespace },

@@ -92,10 +92,17 @@ class PathStep {
   /** A field name (`.name`, or `["na-me"]` when not an identifier), an index, or a record key. */
   readonly key: string | number;
   readonly bracket: boolean;
-  constructor(parent: Path, key: string | number, bracket: boolean) {
+  /**
+   * An item of the array at `key` (`.ports[3]`), or -1. An array's checks move one step along
+   * its items instead of making one per item: a path is read only while its check fails, at
+   * once (the error's text), so no step outlives the loop that set it.
+   */
+  at: number;
+  constructor(parent: Path, key: string | number, bracket: boolean, at = -1) {
     this.parent = parent;
     this.key = key;
     this.bracket = bracket;
+    this.at = at;
   }
 }
 
@@ -105,7 +112,6 @@ const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const step = (path: Path, field: string | number): Path =>
   new PathStep(path, field, typeof field === 'number');
 const sub = (path: Path, key: string): Path => step(path, key);
-const index = (path: Path, i: number): Path => step(path, i);
 /** `path["key"]`: a keyed record's entry (its text made only if a check fails). */
 export const entryPath = (path: Path, key: string): Path => new PathStep(path, key, true);
 
@@ -113,9 +119,10 @@ function pathText(path: Path): string {
   if (typeof path === 'string') return path;
   const parent = pathText(path.parent);
   const key = path.key;
-  if (typeof key === 'number') return `${parent}[${key}]`;
-  if (!path.bracket && IDENTIFIER.test(key)) return `${parent}${parent ? '.' : ''}${key}`;
-  return `${parent}[${JSON.stringify(key)}]`;
+  const item = path.at >= 0 ? `[${path.at}]` : '';
+  if (typeof key === 'number') return `${parent}[${key}]${item}`;
+  if (!path.bracket && IDENTIFIER.test(key)) return `${parent}${parent ? '.' : ''}${key}${item}`;
+  return `${parent}[${JSON.stringify(key)}]${item}`;
 }
 
 function record(value: unknown, path: Path): Record<string, unknown> {
@@ -195,27 +202,40 @@ function ip(value: unknown, path: Path, field: string | number): string {
  * An array of IP addresses: a fresh array of their canonical forms, or (copy false) the
  * input array with any non-canonical one written back.
  */
-function ips(value: unknown, path: Path, max: number, copy: boolean): string[] {
-  const arr = array(value, path, max);
+function ips(value: unknown, parent: Path, field: string, max: number, copy: boolean): string[] {
+  if (!Array.isArray(value) || value.length > max) array(value, sub(parent, field), max); // throws
+  const arr = value as unknown[];
   const out = copy ? new Array<string>(arr.length) : (arr as string[]);
   for (let i = 0; i < arr.length; i++) {
-    const canonical = ip(arr[i], path, i);
-    if (copy || canonical !== arr[i]) out[i] = canonical;
+    const v = arr[i];
+    // ip()'s checks; ip() itself (with the path) only to fail with its message.
+    const canonical = typeof v === 'string' && v.length <= 45 ? canonicalIP(v) : undefined;
+    if (canonical === undefined) ip(v, sub(parent, field), i);
+    if (copy || canonical !== v) out[i] = canonical as string;
   }
   return out;
 }
 
-/** Each item validated by `item`: into a fresh array, or (copy false) back into the input's. */
+/**
+ * The array at `parent.field`, each item validated by `item`: into a fresh array, or (copy
+ * false) back into the input's. One path step for all items (see PathStep.at).
+ */
 function items<T>(
   value: unknown,
-  path: Path,
+  parent: Path,
+  field: string,
   max: number,
   copy: boolean,
   item: (v: unknown, path: Path, copy: boolean) => T,
 ): T[] {
-  const arr = array(value, path, max);
+  if (!Array.isArray(value) || value.length > max) array(value, sub(parent, field), max); // throws
+  const arr = value as unknown[];
   const out = copy ? new Array<T>(arr.length) : (arr as T[]);
-  for (let i = 0; i < arr.length; i++) out[i] = item(arr[i], index(path, i), copy);
+  const at = new PathStep(parent, field, false, 0);
+  for (let i = 0; i < arr.length; i++) {
+    at.at = i;
+    out[i] = item(arr[i], at, copy);
+  }
   return out;
 }
 
@@ -263,11 +283,11 @@ function service(value: unknown, path: Path, copy: boolean): Service {
     ['externalName', 'hashHeader'],
   );
   const type = oneOf(o.type, path, 'type', SERVICE_TYPES);
-  const clusterIPs = ips(o.clusterIPs, sub(path, 'clusterIPs'), LIMITS.ipsPerService, copy);
+  const clusterIPs = ips(o.clusterIPs, path, 'clusterIPs', LIMITS.ipsPerService, copy);
   const headless = boolean(o.headless, path, 'headless');
   if (headless && clusterIPs.length > 0)
     fail(sub(path, 'clusterIPs'), 'must be empty for a headless service');
-  const ports = items(o.ports, sub(path, 'ports'), LIMITS.portsPerService, copy, servicePort);
+  const ports = items(o.ports, path, 'ports', LIMITS.portsPerService, copy, servicePort);
   const affinityPath = sub(path, 'sessionAffinity');
   const affinityType = oneOf(record(o.sessionAffinity, affinityPath).type, affinityPath, 'type', [
     'None',
@@ -334,7 +354,7 @@ function endpoint(value: unknown, path: Path, copy: boolean): Endpoint {
   const ready = boolean(o.ready, path, 'ready');
   const serving = boolean(o.serving, path, 'serving');
   const terminating = boolean(o.terminating, path, 'terminating');
-  const ports = items(o.ports, sub(path, 'ports'), LIMITS.portsPerEndpoint, copy, endpointPort);
+  const ports = items(o.ports, path, 'ports', LIMITS.portsPerEndpoint, copy, endpointPort);
   const hostname =
     o.hostname === undefined ? undefined : string(o.hostname, path, 'hostname', DNS_LABEL, 63, 'a DNS label');
   const nodeName = o.nodeName === undefined ? undefined : objectName(o.nodeName, path, 'nodeName');
@@ -365,7 +385,7 @@ export function checkServiceEntry(value: unknown, path: Path = 'entry'): Service
 function serviceEntry(value: unknown, path: Path, copy: boolean): ServiceEntry {
   const o = fields(value, path, ['service', 'endpoints']);
   const checked = service(o.service, sub(path, 'service'), copy);
-  const endpoints = items(o.endpoints, sub(path, 'endpoints'), LIMITS.endpointsPerService, copy, endpoint);
+  const endpoints = items(o.endpoints, path, 'endpoints', LIMITS.endpointsPerService, copy, endpoint);
   return copy ? { service: checked, endpoints } : (o as unknown as ServiceEntry);
 }
 
@@ -393,7 +413,7 @@ export function validateNode(value: unknown, path: Path = 'node'): NodeInfo {
   const o = fields(value, path, ['name', 'addresses']);
   return {
     name: objectName(o.name, path, 'name'),
-    addresses: ips(o.addresses, sub(path, 'addresses'), LIMITS.addressesPerNode, true),
+    addresses: ips(o.addresses, path, 'addresses', LIMITS.addressesPerNode, true),
   };
 }
 
