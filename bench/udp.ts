@@ -6,6 +6,10 @@
  *     sidecar  the generator as an app uid → ClusterIP 10.96.62.10:7000: TPROXY → the sidecar
  *              (`edgemesh sidecar --capture-udp true`, uid 0/gid 1337, NET_ADMIN only, the
  *              injected env) → the backend; replies from the ClusterIP
+ *     gateway  (--cross) the generator as an app uid → ClusterIP 10.96.62.11:7000, whose one
+ *              endpoint 10.62.0.12 is "on node-b": sidecar → DGRAM to node-a's gateway on
+ *              10.61.0.1:15080 → in-process tunnel → node-b's UDP flow → the backend
+ *              (gateway/testing/two-gateways.ts: the real gateway code minus TLS)
  *
  * Measured, rounds alternating direct and sidecar:
  *   1. max datagrams/s: the generator sends as fast as it can on 64 flows for 2 s; replies/s
@@ -13,10 +17,12 @@
  *      and the sidecar's CPU (all threads) per datagram carried there and back
  *   3. at a low fixed rate (1,000/s): RTT p50 of both (the added latency without queueing)
  *   4. memory: private MB of the sidecar before and after 10,000 flows (one datagram each)
+ *   5. (--cross) gateway: max datagrams/s beside direct's of the same round, and loss and
+ *      p50 at 1,000/s
  * The generator and the echo server are a small C program compiled here (cc): a Node
  * generator would be slower than the path it measures.
  *
- *   node bench/udp.ts [--rounds 3] [--seconds 2]
+ *   node bench/udp.ts [--rounds 3] [--seconds 2] [--cross]
  */
 import { execFileSync } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -29,13 +35,19 @@ import { INJECTED_SIDECAR_ENV } from './lib/injected-env.ts';
 import { cpuSeconds, memoryMB } from './lib/proc-stats.ts';
 
 const { values: args } = parseArgs({
-  options: { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '2' } },
+  options: {
+    rounds: { type: 'string', default: '3' },
+    seconds: { type: 'string', default: '2' },
+    cross: { type: 'boolean', default: false },
+  },
 });
 const ROUNDS = Number(args.rounds);
 const SECONDS = Number(args.seconds);
 const PORT = 7000;
 const VIP = '10.96.62.10';
 const BACKEND = '10.62.0.11';
+const VIP_REMOTE = '10.96.62.11';
+const BACKEND_REMOTE = '10.62.0.12';
 const FLOWS = 64;
 const MANY_FLOWS = 10_000;
 const APP = { uid: 1000, gid: 1000 };
@@ -172,8 +184,35 @@ function catalog(): Catalog {
           },
         ],
       },
+      'bench/echo-remote': {
+        service: {
+          namespace: 'bench',
+          name: 'echo-remote',
+          type: 'ClusterIP',
+          clusterIPs: [VIP_REMOTE],
+          headless: false,
+          ports: [{ name: '', port: PORT, protocol: 'UDP' }],
+          sessionAffinity: { type: 'None' },
+          lbPolicy: 'round-robin',
+          publishNotReadyAddresses: false,
+        },
+        endpoints: [
+          {
+            ip: BACKEND_REMOTE,
+            ready: true,
+            serving: true,
+            terminating: false,
+            nodeName: 'node-b',
+            ports: [{ name: '', port: PORT, protocol: 'UDP' }],
+          },
+        ],
+      },
     },
-    pods: {},
+    pods: {
+      // For the gateways (--cross): the pod is node-a's, the remote backend's pod node-b's.
+      '10.61.0.2': { ip: '10.61.0.2', namespace: 'bench', name: 'load', nodeName: 'node-a' },
+      [BACKEND_REMOTE]: { ip: BACKEND_REMOTE, namespace: 'bench', name: 'echo-b', nodeName: 'node-b' },
+    },
     nodes: {},
   };
 }
@@ -203,6 +242,20 @@ async function main(): Promise<void> {
       echoOut += d;
     });
     await waitFor(() => echoOut.includes('ready'), 10_000, 20, 'echo backend');
+    if (args.cross) {
+      await lab.exec(srv, ['ip', 'addr', 'add', `${BACKEND_REMOTE}/32`, 'dev', 'lo']);
+      const echoB = lab.spawn(srv, [tool, 'echo', BACKEND_REMOTE, String(PORT)]);
+      const gw = lab.spawn(srv, [
+        process.execPath,
+        join(import.meta.dirname, '../gateway/testing/two-gateways.ts'),
+        '10.61.0.1',
+        catalogFile,
+        join(dir, 'state'),
+      ]);
+      let out = '';
+      for (const p of [echoB, gw]) p.stdout?.on('data', (d: Buffer) => (out += d));
+      await waitFor(() => out.split('ready').length > 2, 30_000, 20, 'remote echo and gateways');
+    }
     await lab.exec(pod, [EDGEMESH_BIN, 'init', '--capture-udp=true', '--capture-dns=false', '--ipv6=false'], {
       timeoutMs: 60_000,
     });
@@ -224,6 +277,7 @@ async function main(): Promise<void> {
         '10.61.0.1',
         '--capture-udp',
         'true',
+        ...(args.cross ? ['--gateway', '10.61.0.1:15080'] : []),
       ],
       { uid: 0, gid: 1337, env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn', ...INJECTED_SIDECAR_ENV } },
     );
@@ -241,8 +295,13 @@ async function main(): Promise<void> {
     );
     const pid = sidecar.pid as number;
 
-    const run = async (path: 'direct' | 'sidecar', flows: number, rate: number, seconds = SECONDS) => {
-      const [ip, as] = path === 'direct' ? [BACKEND, EXEMPT] : [VIP, APP];
+    const run = async (
+      path: 'direct' | 'sidecar' | 'gateway',
+      flows: number,
+      rate: number,
+      seconds = SECONDS,
+    ) => {
+      const [ip, as] = path === 'direct' ? [BACKEND, EXEMPT] : [path === 'gateway' ? VIP_REMOTE : VIP, APP];
       const r = await lab.exec(
         pod,
         [tool, 'load', ip, String(PORT), String(flows), String(rate), String(seconds), '64'],
@@ -256,6 +315,7 @@ async function main(): Promise<void> {
     // Warm-up: flows made, JIT warm, neighbour entries resolved.
     await run('direct', FLOWS, 2000, 0.5);
     await run('sidecar', FLOWS, 2000, 0.5);
+    if (args.cross) await run('gateway', FLOWS, 1000, 0.5);
 
     const rows: string[] = [];
     const ratios: number[] = [];
@@ -264,6 +324,8 @@ async function main(): Promise<void> {
     const addedLow: number[] = [];
     const loads: number[] = [];
     const cpuPer: number[] = [];
+    const gatewayRatios: number[] = [];
+    const gatewayLoss: number[] = [];
     for (let round = 1; round <= ROUNDS; round++) {
       loads.push(loadavg()[0]);
       const dMax = await run('direct', FLOWS, 0);
@@ -291,6 +353,17 @@ async function main(): Promise<void> {
           `p99 ${dHalf.p99us}/${sHalf.p99us} µs, sidecar CPU ${usPer.toFixed(1)} µs per datagram; at 1,000/s p50 ${dLow.p50us}/${sLow.p50us} µs`,
       );
       console.log(rows[rows.length - 1]);
+      if (args.cross) {
+        const gMax = await run('gateway', FLOWS, 0);
+        const gRate = gMax.received / gMax.seconds;
+        gatewayRatios.push(gRate / dRate);
+        const gLow = await run('gateway', FLOWS, 1000);
+        gatewayLoss.push(loss(gLow));
+        console.log(
+          `round ${round} gateway: max ${fmt(gRate)}/s (${(gRate / dRate).toFixed(2)}x direct's ${fmt(dRate)}/s); ` +
+            `at 1,000/s loss ${pct(loss(gLow))} (direct ${pct(loss(dLow))}), p50 ${gLow.p50us} µs (direct ${dLow.p50us} µs)`,
+        );
+      }
     }
 
     // Memory: 10,000 flows, one datagram each (the flows stay for the 30 s idle timeout).
@@ -315,7 +388,10 @@ async function main(): Promise<void> {
       `summary (${ROUNDS} alternated rounds, load average ${span(loads, (x) => x.toFixed(2))}): ` +
         `sidecar/direct max ${span(ratios, (x) => x.toFixed(2))}x; at 50 % of direct's rate loss ` +
         `direct ${span(losses.direct, pct)}, sidecar ${span(losses.sidecar, pct)}; added p50 ${span(added, (x) => `${x.toFixed(0)} µs`)}` +
-        ` (at 1,000/s ${span(addedLow, (x) => `${x.toFixed(0)} µs`)}); sidecar CPU per datagram ${span(cpuPer, (x) => `${x.toFixed(1)} µs`)}`,
+        ` (at 1,000/s ${span(addedLow, (x) => `${x.toFixed(0)} µs`)}); sidecar CPU per datagram ${span(cpuPer, (x) => `${x.toFixed(1)} µs`)}` +
+        (args.cross
+          ? `; gateway/direct max ${span(gatewayRatios, (x) => x.toFixed(2))}x, loss at 1,000/s ${span(gatewayLoss, pct)}`
+          : ''),
     );
   } finally {
     await lab.cleanup();
