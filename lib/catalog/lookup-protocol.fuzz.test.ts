@@ -1,3 +1,4 @@
+import { isIPv4 } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { fuzzSeed, mutateJson, Rng } from '../../test/harness/fuzz.ts';
@@ -74,5 +75,39 @@ describe('fuzz: in-place checks of a LOOKUP answer against the copying validator
     if (reply.type !== 'answer') return;
     expect(reply.services[key].service.clusterIPs[v6]).toBe(canonical);
     expect(reply.services[key]).toEqual(validateServiceEntry(JSON.parse(line).services[key]));
+  });
+
+  it("accepts a dotted quad exactly when node:net's isIPv4 does (validate.ts tests them with its own pattern)", () => {
+    const rng = new Rng(fuzzSeed(4242));
+    const octet = () =>
+      rng.pick([
+        '0',
+        '00',
+        '01',
+        '9',
+        '10',
+        '99',
+        '100',
+        '199',
+        '200',
+        '249',
+        '250',
+        '255',
+        '256',
+        '300',
+        '1000',
+        '',
+        'a',
+      ]);
+    let accepted = 0;
+    for (let i = 0; i < 5_000; i++) {
+      const n = rng.chance(0.9) ? 4 : rng.pick([3, 5]);
+      const text = Array.from({ length: n }, octet).join(rng.chance(0.95) ? '.' : ',');
+      const pod = { ip: text, namespace: 'ns', name: 'p', nodeName: 'n' };
+      const ok = outcome(JSON.stringify(pod), checkPod).error === undefined;
+      if (ok) accepted++;
+      if (ok !== isIPv4(text)) expect({ text, accepted: ok }).toEqual({ text, accepted: isIPv4(text) });
+    }
+    expect(accepted).toBeGreaterThan(500);
   });
 });

@@ -191,9 +191,19 @@ function oneOf<T extends string>(
 /** Canonical text of an IP address (lib/ip.ts), or undefined. */
 export { canonicalIP };
 
+/**
+ * A dotted quad exactly as node:net's isIPv4 accepts it (its own pattern), tested without
+ * exec's match array and capture strings: an IPv4 address is its own canonical form, so only
+ * the others go through canonicalIP (~100 bytes of garbage per address otherwise; a LOOKUP
+ * answer has one per endpoint).
+ */
+const V4_OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])';
+const IPV4 = new RegExp(`^(?:${V4_OCTET}\\.){3}${V4_OCTET}$`);
+const canonicalAddress = (text: string): string | undefined => (IPV4.test(text) ? text : canonicalIP(text));
+
 function ip(value: unknown, path: Path, field: string | number): string {
   if (typeof value !== 'string' || value.length > 45) fail(step(path, field), 'must be an IP address');
-  const canonical = canonicalIP(value as string);
+  const canonical = canonicalAddress(value as string);
   if (canonical === undefined) fail(step(path, field), `must be an IP address, got ${JSON.stringify(value)}`);
   return canonical as string;
 }
@@ -209,7 +219,7 @@ function ips(value: unknown, parent: Path, field: string, max: number, copy: boo
   for (let i = 0; i < arr.length; i++) {
     const v = arr[i];
     // ip()'s checks; ip() itself (with the path) only to fail with its message.
-    const canonical = typeof v === 'string' && v.length <= 45 ? canonicalIP(v) : undefined;
+    const canonical = typeof v === 'string' && v.length <= 45 ? canonicalAddress(v) : undefined;
     if (canonical === undefined) ip(v, sub(parent, field), i);
     if (copy || canonical !== v) out[i] = canonical as string;
   }
