@@ -23,6 +23,8 @@ export const TRAFFIC_OPTIONS = [
     parse: parseIncludeRanges,
   },
   { annotation: 'traffic.edgemesh.io/capture-dns', flag: 'capture-dns', parse: parseBool },
+  // DNS to every address, not only to the pod's nameservers (the old rules; Istio's capture-all-dns).
+  { annotation: 'traffic.edgemesh.io/capture-all-dns', flag: 'capture-all-dns', parse: parseBool },
 ] as const;
 
 export type TrafficOptionFlag = (typeof TRAFFIC_OPTIONS)[number]['flag'];
