@@ -130,8 +130,36 @@ function record(value: unknown, path: Path): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+const NONE: readonly string[] = [];
+/**
+ * The field lists of the shapes a LOOKUP answer has, made once: an array literal in a call is
+ * a new array on every call (two per endpoint, two per port: ~1.5 KB per answer of 10).
+ */
+const PORT_FIELDS = ['name', 'port', 'protocol'] as const;
+const PORT_OPTIONAL = ['appProtocol'] as const;
+const SERVICE_FIELDS = [
+  'namespace',
+  'name',
+  'type',
+  'clusterIPs',
+  'headless',
+  'ports',
+  'sessionAffinity',
+  'lbPolicy',
+  'publishNotReadyAddresses',
+] as const;
+const SERVICE_OPTIONAL = ['externalName', 'hashHeader'] as const;
+const AFFINITY_TYPES = ['None', 'ClientIP'] as const;
+const AFFINITY_NONE = ['type'] as const;
+const AFFINITY_CLIENT_IP = ['type', 'timeoutSeconds'] as const;
+const ENDPOINT_FIELDS = ['ip', 'ready', 'serving', 'terminating', 'ports'] as const;
+const ENDPOINT_OPTIONAL = ['hostname', 'nodeName', 'podName'] as const;
+const ENTRY_FIELDS = ['service', 'endpoints'] as const;
+const POD_FIELDS = ['ip', 'namespace', 'name', 'nodeName'] as const;
+const NAME_FIELD = ['name'] as const;
+
 /** An object with exactly the allowed keys (the optional ones may be absent). */
-function fields(value: unknown, path: Path, required: readonly string[], optional: readonly string[] = []) {
+function fields(value: unknown, path: Path, required: readonly string[], optional: readonly string[] = NONE) {
   const obj = record(value, path);
   // for-in, not Object.keys: no array per object. Own keys come first in the same order;
   // inherited ones are skipped as Object.keys skips them.
@@ -260,7 +288,7 @@ const appProtocol = (value: unknown, path: Path, field: string | number) =>
   string(value, path, field, APP_PROTOCOL, 256, 'an application protocol name');
 
 function servicePort(value: unknown, path: Path, copy: boolean): ServicePort {
-  const o = fields(value, path, ['name', 'port', 'protocol'], ['appProtocol']);
+  const o = fields(value, path, PORT_FIELDS, PORT_OPTIONAL);
   const name = portName(o.name, path, 'name');
   const portNumber = port(o.port, path, 'port');
   const protocol = oneOf(o.protocol, path, 'protocol', PROTOCOLS);
@@ -276,22 +304,7 @@ export function validateService(value: unknown, path: Path = 'service'): Service
 }
 
 function service(value: unknown, path: Path, copy: boolean): Service {
-  const o = fields(
-    value,
-    path,
-    [
-      'namespace',
-      'name',
-      'type',
-      'clusterIPs',
-      'headless',
-      'ports',
-      'sessionAffinity',
-      'lbPolicy',
-      'publishNotReadyAddresses',
-    ],
-    ['externalName', 'hashHeader'],
-  );
+  const o = fields(value, path, SERVICE_FIELDS, SERVICE_OPTIONAL);
   const type = oneOf(o.type, path, 'type', SERVICE_TYPES);
   const clusterIPs = ips(o.clusterIPs, path, 'clusterIPs', LIMITS.ipsPerService, copy);
   const headless = boolean(o.headless, path, 'headless');
@@ -299,16 +312,18 @@ function service(value: unknown, path: Path, copy: boolean): Service {
     fail(sub(path, 'clusterIPs'), 'must be empty for a headless service');
   const ports = items(o.ports, path, 'ports', LIMITS.portsPerService, copy, servicePort);
   const affinityPath = sub(path, 'sessionAffinity');
-  const affinityType = oneOf(record(o.sessionAffinity, affinityPath).type, affinityPath, 'type', [
-    'None',
-    'ClientIP',
-  ] as const);
+  const affinityType = oneOf(
+    record(o.sessionAffinity, affinityPath).type,
+    affinityPath,
+    'type',
+    AFFINITY_TYPES,
+  );
   let sessionAffinity: Service['sessionAffinity'];
   if (affinityType === 'None') {
-    fields(o.sessionAffinity, affinityPath, ['type']);
+    fields(o.sessionAffinity, affinityPath, AFFINITY_NONE);
     sessionAffinity = copy ? { type: 'None' } : (o.sessionAffinity as Service['sessionAffinity']);
   } else {
-    const affinity = fields(o.sessionAffinity, affinityPath, ['type', 'timeoutSeconds']);
+    const affinity = fields(o.sessionAffinity, affinityPath, AFFINITY_CLIENT_IP);
     const timeoutSeconds = integer(affinity.timeoutSeconds, affinityPath, 'timeoutSeconds', 1, 86400);
     sessionAffinity = copy ? { type: 'ClientIP', timeoutSeconds } : (affinity as Service['sessionAffinity']);
   }
@@ -354,12 +369,7 @@ export function validateEndpoint(value: unknown, path: Path = 'endpoint'): Endpo
 }
 
 function endpoint(value: unknown, path: Path, copy: boolean): Endpoint {
-  const o = fields(
-    value,
-    path,
-    ['ip', 'ready', 'serving', 'terminating', 'ports'],
-    ['hostname', 'nodeName', 'podName'],
-  );
+  const o = fields(value, path, ENDPOINT_FIELDS, ENDPOINT_OPTIONAL);
   const address = ip(o.ip, path, 'ip');
   const ready = boolean(o.ready, path, 'ready');
   const serving = boolean(o.serving, path, 'serving');
@@ -393,7 +403,7 @@ export function checkServiceEntry(value: unknown, path: Path = 'entry'): Service
 }
 
 function serviceEntry(value: unknown, path: Path, copy: boolean): ServiceEntry {
-  const o = fields(value, path, ['service', 'endpoints']);
+  const o = fields(value, path, ENTRY_FIELDS);
   const checked = service(o.service, sub(path, 'service'), copy);
   const endpoints = items(o.endpoints, path, 'endpoints', LIMITS.endpointsPerService, copy, endpoint);
   return copy ? { service: checked, endpoints } : (o as unknown as ServiceEntry);
@@ -409,7 +419,7 @@ export function checkPod(value: unknown, path: Path = 'pod'): PodInfo {
 }
 
 function pod(value: unknown, path: Path, copy: boolean): PodInfo {
-  const o = fields(value, path, ['ip', 'namespace', 'name', 'nodeName']);
+  const o = fields(value, path, POD_FIELDS);
   const address = ip(o.ip, path, 'ip');
   const namespace = namespaceName(o.namespace, path, 'namespace');
   const name = objectName(o.name, path, 'name');
@@ -428,13 +438,13 @@ export function validateNode(value: unknown, path: Path = 'node'): NodeInfo {
 }
 
 export function validateNamespace(value: unknown, path: Path = 'namespace'): NamespaceInfo {
-  const o = fields(value, path, ['name']);
+  const o = fields(value, path, NAME_FIELD);
   return { name: namespaceName(o.name, path, 'name') };
 }
 
 /** validateNamespace's checks, keeping the parsed object (as checkServiceEntry). */
 export function checkNamespace(value: unknown, path: Path = 'namespace'): NamespaceInfo {
-  const o = fields(value, path, ['name']);
+  const o = fields(value, path, NAME_FIELD);
   namespaceName(o.name, path, 'name');
   return o as unknown as NamespaceInfo;
 }
