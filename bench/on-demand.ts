@@ -49,6 +49,12 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     /** Which parts to run: memory, latency, throughput (comma-separated). */
     parts: { type: 'string', default: 'hotpath,memory,latency,throughput' },
+    /**
+     * V8 flags for the sidecar's node, e.g. `--no-parallel-scavenge` (the ones NODE_OPTIONS
+     * refuses): the sidecar then runs as `node <flags> bin/main.ts sidecar`, and the
+     * in-process latency run gets them too. To compare a flag with the same tree.
+     */
+    'sidecar-v8': { type: 'string', default: '' },
   },
 });
 const PARTS = new Set(values.parts.split(','));
@@ -63,6 +69,14 @@ const FIRST_QUERY = join(ROOT, 'bench/lib/first-query.ts');
 const NODE_IP = '10.64.0.1';
 const MB = 1024 * 1024;
 const USES = [1, 10, 100];
+const SIDECAR_V8 = values['sidecar-v8'].split(' ').filter(Boolean);
+for (const f of SIDECAR_V8)
+  if (!/^--[a-z][-a-z0-9_]*(=[-\w.]+)?$/.test(f))
+    throw new Error(`--sidecar-v8: ${JSON.stringify(f)} is not a V8 flag`);
+const SIDECAR_CMD =
+  SIDECAR_V8.length === 0
+    ? [EDGEMESH_BIN]
+    : [NODE, ...SIDECAR_V8, '--disable-warning=ExperimentalWarning', join(ROOT, 'bin/main.ts')];
 
 const name = benchName;
 
@@ -115,7 +129,7 @@ async function startSidecar(
   const child = lab.spawn(
     podNs,
     [
-      EDGEMESH_BIN,
+      ...SIDECAR_CMD,
       'sidecar',
       '--gateway',
       `${NODE_IP}:15080`,
@@ -347,7 +361,18 @@ async function inProcess(): Promise<void> {
   const first = String(Math.min(FIRST, Math.floor((BIG - 100) / 3)));
   const r = await lab.run(
     nodeNs,
-    [NODE, ...flags, FIRST_QUERY, '--services', String(BIG), '--first', first, '--rounds', '3'],
+    [
+      NODE,
+      ...flags,
+      ...SIDECAR_V8,
+      FIRST_QUERY,
+      '--services',
+      String(BIG),
+      '--first',
+      first,
+      '--rounds',
+      '3',
+    ],
     { timeoutMs: 300_000 },
   );
   const out = JSON.parse(r.stdout) as {
@@ -441,7 +466,7 @@ async function latency(): Promise<void> {
     JSON.stringify(rcodes[kind]),
   ];
   printTable(
-    `bench/on-demand: DNS query latency from the pod, ${rounds} × ${FIRST} names one at a time, alternating blocks (ms; load average ${load.map((x) => x.toFixed(1)).join(' → ')})`,
+    `bench/on-demand: DNS query latency from the pod, ${rounds} × ${FIRST} names one at a time, alternating blocks${SIDECAR_V8.length ? ` (sidecar ${SIDECAR_V8.join(' ')})` : ''} (ms; load average ${load.map((x) => x.toFixed(1)).join(' → ')})`,
     ['query', 'p50', 'p99', 'p99.9', 'max', 'sidecar GCs / their time', 'rcodes'],
     [row('first (asks the gateway)', f, 'first'), row('again (held, baseline)', a, 'again')],
   );
