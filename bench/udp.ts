@@ -242,6 +242,7 @@ async function main(): Promise<void> {
       echoOut += d;
     });
     await waitFor(() => echoOut.includes('ready'), 10_000, 20, 'echo backend');
+    let gatewayPid = 0;
     if (args.cross) {
       await lab.exec(srv, ['ip', 'addr', 'add', `${BACKEND_REMOTE}/32`, 'dev', 'lo']);
       const echoB = lab.spawn(srv, [tool, 'echo', BACKEND_REMOTE, String(PORT)]);
@@ -255,6 +256,7 @@ async function main(): Promise<void> {
       let out = '';
       for (const p of [echoB, gw]) p.stdout?.on('data', (d: Buffer) => (out += d));
       await waitFor(() => out.split('ready').length > 2, 30_000, 20, 'remote echo and gateways');
+      gatewayPid = gw.pid as number;
     }
     await lab.exec(pod, [EDGEMESH_BIN, 'init', '--capture-udp=true', '--capture-dns=false', '--ipv6=false'], {
       timeoutMs: 60_000,
@@ -357,11 +359,15 @@ async function main(): Promise<void> {
         const gMax = await run('gateway', FLOWS, 0);
         const gRate = gMax.received / gMax.seconds;
         gatewayRatios.push(gRate / dRate);
+        const [s0, g0] = [cpuSeconds(pid), cpuSeconds(gatewayPid)];
         const gLow = await run('gateway', FLOWS, 1000);
+        // CPU per datagram carried there and back, of the sidecar and of the gateways' process.
+        const per = (t: number) => ((t * 1e6) / Math.max(gLow.received, 1)).toFixed(1);
+        const cpu = `sidecar ${per(cpuSeconds(pid) - s0)} µs, gateways ${per(cpuSeconds(gatewayPid) - g0)} µs CPU per datagram`;
         gatewayLoss.push(loss(gLow));
         console.log(
           `round ${round} gateway: max ${fmt(gRate)}/s (${(gRate / dRate).toFixed(2)}x direct's ${fmt(dRate)}/s); ` +
-            `at 1,000/s loss ${pct(loss(gLow))} (direct ${pct(loss(dLow))}), p50 ${gLow.p50us} µs (direct ${dLow.p50us} µs)`,
+            `at 1,000/s loss ${pct(loss(gLow))} (direct ${pct(loss(dLow))}), p50 ${gLow.p50us} µs (direct ${dLow.p50us} µs); ${cpu}`,
         );
       }
     }

@@ -29,6 +29,8 @@ export const RETRY_AFTER_MS = 250;
 /** TCP connect plus the gateway's answer (it answers once the far side has its UDP socket). */
 export const OPEN_TIMEOUT_MS = 5_000;
 
+const uncork = (socket: net.Socket) => socket.uncork();
+
 export interface GatewayAddress {
   host: string;
   port: number;
@@ -81,6 +83,12 @@ export class GatewayFlow {
       if (s.socket.writableLength > MAX_BUFFERED_BYTES) {
         this.#events.onDrop('gateway-full');
         return false;
+      }
+      // The datagrams of one batch from the addon leave in one write: corked until the
+      // batch's callback has returned.
+      if (s.socket.writableCorked === 0) {
+        s.socket.cork();
+        process.nextTick(uncork, s.socket);
       }
       s.socket.write(encodeDatagram(payload));
       return true;
