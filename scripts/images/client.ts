@@ -1,5 +1,6 @@
 // localhost/client:<image id>: the tests' client pod. busybox (sh, sleep, wget, nc, nslookup,
-// ... as symlinks) plus the real curl and dig from the build machine, with their libraries.
+// ... as symlinks) plus the real curl and dig from the build machine, with their libraries,
+// and dnsmasq (a real DNS server the UDP e2e runs as a UDP Service).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { type ImageRecipe, PATH_ENV, shortId } from './recipe.ts';
 import {
@@ -14,7 +15,7 @@ import {
 } from './rootfs.ts';
 
 const BUSYBOX = '/usr/bin/busybox';
-const TOOLS = ['/usr/bin/curl', '/usr/bin/dig'];
+const TOOLS = ['/usr/bin/curl', '/usr/bin/dig', '/usr/sbin/dnsmasq'];
 
 export const client: ImageRecipe = {
   name: 'client',
