@@ -83,9 +83,10 @@ describe('images in containerd', () => {
     }
   });
 
-  test('client: curl, dig and busybox', async () => {
+  test('client: curl, dig, dnsmasq and busybox', async () => {
     expect(await runIn(images.client, ['curl', '--version'])).toMatch(/^curl /);
     expect(await runIn(images.client, ['dig', '-v'])).toContain('DiG');
+    expect(await runIn(images.client, ['dnsmasq', '--version'])).toMatch(/^Dnsmasq version /);
     expect(await runIn(images.client, ['sh', '-c', 'echo ok; wget --help 2>&1 | head -1'])).toContain('ok');
   });
 
