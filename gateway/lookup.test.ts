@@ -99,6 +99,41 @@ describe('catalog index', () => {
     expect(index.addresses).toBe(0);
     expect(index.namespaceExists('other')).toBe(false);
   });
+
+  it('indexes the first catalog in slices, and whatever needs the addresses first finishes them', () => {
+    const services: Record<string, ServiceEntry> = {};
+    for (let i = 0; i < 5; i++)
+      services[`demo/s${i}`] = entry('demo', `s${i}`, `10.96.0.${i + 1}`, ['10.244.1.8']);
+    const first = { ...catalog(), services };
+    const sliced = new CatalogIndex();
+    sliced.apply(first, { type: 'snapshot', catalog: first });
+    expect(sliced.indexing).toBe(true);
+    expect(sliced.namespaceExists('demo')).toBe(true); // namespaces at once
+    expect(sliced.indexSome(2)).toBe(true);
+    expect(sliced.indexSome(2)).toBe(true);
+    expect(sliced.indexSome(2)).toBe(false);
+    expect(sliced.indexing).toBe(false);
+    const whole = new CatalogIndex();
+    whole.apply(first, { type: 'snapshot', catalog: first });
+    // An IP lookup before the slices are done indexes the rest first.
+    expect(whole.servicesAt('10.96.0.5', 64)).toEqual(['demo/s4']);
+    expect(whole.indexing).toBe(false);
+    for (const ip of ['10.96.0.1', '10.96.0.5', '10.244.1.8'])
+      expect(sliced.servicesAt(ip, 64)).toEqual(whole.servicesAt(ip, 64));
+    expect(sliced.servicesAt('10.244.1.8', 64)).toEqual(Object.keys(services));
+
+    // A service update in the middle: the slices are finished first, then the update applied.
+    const store = new CatalogStore();
+    const updated = new CatalogIndex();
+    store.subscribe((c, u) => updated.apply(c, u));
+    store.apply({ type: 'snapshot', catalog: first });
+    expect(updated.indexSome(1)).toBe(true);
+    store.apply({ type: 'service', revision: 11, key: 'demo/s4', entry: null });
+    expect(updated.indexing).toBe(false);
+    expect(updated.servicesAt('10.96.0.5', 64)).toEqual([]);
+    expect(updated.servicesAt('10.96.0.2', 64)).toEqual(['demo/s1']);
+    expect(updated.addresses).toBe(5);
+  });
 });
 
 /** A raw client of the hub: sends lines, collects parsed JSON lines. */

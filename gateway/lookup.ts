@@ -37,6 +37,11 @@ export const MAX_BUFFERED_LOOKUP_BYTES = 16 * 1024 * 1024;
  * of this many entries (~2 KB each with 10 endpoints) whatever the sidecars ask.
  */
 const MAX_ENTRY_JSON = 4096;
+/**
+ * Services whose addresses are indexed per event-loop turn at start (catalog-index.ts): ~11
+ * addresses each, ~5 ms a slice, so a name lookup waits at most that for the indexing.
+ */
+const INDEX_SLICE_SERVICES = 500;
 
 export interface LookupHubOptions {
   log?: Logger;
@@ -73,6 +78,7 @@ export class LookupHub {
   readonly #unsubscribe: () => void;
   readonly #keepalive: NodeJS.Timeout;
   readonly #metrics: HubMetrics | undefined;
+  #indexing: NodeJS.Immediate | undefined;
   /** A service entry's JSON, for answers: the store never changes an entry it has handed out. */
   #entryJSON = new WeakMap<ServiceEntry, string>();
   #entryJSONCount = 0;
@@ -84,6 +90,7 @@ export class LookupHub {
     this.#maxPerAddress = opts.maxClientsPerAddress ?? MAX_FEED_CLIENTS_PER_ADDRESS;
     this.#maxClients = opts.maxClients ?? MAX_FEED_CLIENTS;
     if (store.current) this.#index.apply(store.current, { type: 'snapshot', catalog: store.current });
+    this.#indexInSlices();
     this.#unsubscribe = store.subscribe((catalog, update) => this.#onUpdate(catalog, update));
     this.#keepalive = setInterval(() => {
       const line = Buffer.from(
@@ -93,6 +100,18 @@ export class LookupHub {
     }, opts.keepaliveMs ?? KEEPALIVE_INTERVAL_MS);
     this.#keepalive.unref();
     this.#metrics = opts.registry && hubMetrics(opts.registry, this);
+  }
+
+  /**
+   * The first catalog's addresses, a slice per event-loop turn: a restart's listener opens and
+   * answers by name while they are indexed; an IP lookup that comes first indexes the rest then.
+   */
+  #indexInSlices(): void {
+    if (!this.#index.indexing) return;
+    this.#indexing = setImmediate(() => {
+      this.#indexing = undefined;
+      if (this.#index.indexSome(INDEX_SLICE_SERVICES)) this.#indexInSlices();
+    });
   }
 
   get clients(): number {
@@ -150,6 +169,7 @@ export class LookupHub {
   close(): void {
     this.#unsubscribe();
     clearInterval(this.#keepalive);
+    if (this.#indexing) clearImmediate(this.#indexing);
     for (const c of this.#clients) c.socket.destroy();
     this.#clients.clear();
     this.#subscribers.clear();
