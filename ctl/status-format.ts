@@ -1,11 +1,20 @@
 /**
  * `edgemesh status`'s text (`-o json` prints the NodeStatus list itself): per node, the
- * gateway's readiness and tunnel-servers, then each peer with its path, round trip, streams,
- * bytes and how long the path has been up, as `tailscale status` lists peers. Pure: times are
+ * gateway's readiness, NAT class and tunnel-servers (up, control-link RTT, the preferred
+ * relay), then each peer with its path, round trip, health, streams, bytes and how long the
+ * path has been up, as `tailscale status` lists peers. Fields an older gateway does not send
+ * show as "—". Pure: times are
  * told against the gateway's own clock (`now` in its document), so clock skew between the
  * operator's machine and the node changes nothing; golden tests in status.test.ts.
  */
-import type { GatewayStatus, PeerEntry } from '../lib/gateway-status.ts';
+import {
+  BIRTHDAY_OUTCOMES,
+  type GatewayStatus,
+  type PathEntry,
+  type PathHealthEntry,
+  type PeerEntry,
+  type ServerEntry,
+} from '../lib/gateway-status.ts';
 import type { NodeStatus } from './status-read.ts';
 import { table } from './version-format.ts';
 
@@ -34,6 +43,58 @@ export function bytes(n: number): string {
 const rtt = (ms: number | null) =>
   ms === null ? '-' : ms < 10 ? `${ms.toFixed(2)} ms` : `${ms.toFixed(1)} ms`;
 
+/** What an older gateway's document does not tell (the field is absent). */
+const UNTOLD = '—';
+
+/** A path's health: ok, ok (recovered 1m ago), degraded 42s: loss 2/5; — when not told. */
+export function healthWords(h: PathHealthEntry | null | undefined, now: number): string {
+  if (!h) return UNTOLD;
+  if (h.state === 'ok') return h.since === null ? 'ok' : `ok (recovered ${duration(now - h.since)} ago)`;
+  const since = h.since === null ? 'degraded' : `degraded ${duration(now - h.since)}`;
+  if (!h.why) return since;
+  return h.why.kind === 'loss'
+    ? `${since}: loss ${h.why.lost}/${h.why.of}`
+    : `${since}: RTT spike ${rtt(h.why.rttMs)} vs ${rtt(h.why.baselineMs)}`;
+}
+
+/** The last health PING: its RTT, `lost`, or nothing when not told. */
+const lastPing = (h: PathHealthEntry | null | undefined): string =>
+  !h ? '' : h.lastRttMs === null ? ', last ping lost or none yet' : `, last ping ${rtt(h.lastRttMs)}`;
+
+/** A path other than the current one: its kind and, when degraded, why new streams left it. */
+const otherPath = (x: PathEntry, now: number): string =>
+  x.health?.state === 'degraded' ? `${x.path} ${healthWords(x.health, now)}${lastPing(x.health)}` : x.path;
+
+function serverLine(srv: ServerEntry): string {
+  const name = srv.name ? `${srv.name} ` : '';
+  const parts = [srv.up ? 'up' : 'down'];
+  if (srv.up)
+    parts.push(
+      `RTT ${srv.rttMs === undefined ? UNTOLD : srv.rttMs === null ? 'unmeasured' : rtt(srv.rttMs)}`,
+    );
+  if (srv.preferredRelay) parts.push('preferred relay');
+  if (srv.observed) parts.push(`sees this node as ${srv.observed}`);
+  return `  tunnel-server ${name}${srv.address}: ${parts.join(', ')}`;
+}
+
+function natLine(s: GatewayStatus): string {
+  const c = s.nat.class;
+  if (c === undefined) return `  NAT class: ${UNTOLD}`;
+  if (c === null) return '  NAT class: not measured (measured when a birthday punch first needs it)';
+  return `  NAT class: ${c.nat} (measured ${duration(s.now - c.at)} ago)`;
+}
+
+function birthdayNote(s: GatewayStatus, peer: string): string | undefined {
+  const b = s.nat.birthdays?.find((x) => x.peer === peer);
+  if (!b) return undefined;
+  const counts = BIRTHDAY_OUTCOMES.filter((o) => (b.outcomes[o] ?? 0) > 0).map(
+    (o) => `${b.outcomes[o]} ${o}`,
+  );
+  return counts.length === 0
+    ? undefined
+    : `birthday punches: ${counts.join(', ')} (last ${duration(s.now - b.lastAt)} ago)`;
+}
+
 /** The path in words: direct, punched TCP, punched UDP, relay via NAME. */
 export function pathWords(p: PeerEntry): string {
   const cur = p.paths.find((x) => x.path === p.path);
@@ -43,19 +104,23 @@ export function pathWords(p: PeerEntry): string {
   return 'direct';
 }
 
-function peerRow(p: PeerEntry, now: number): string[] {
+function peerRow(p: PeerEntry, s: GatewayStatus): string[] {
+  const now = s.now;
   const cur = p.paths.find((x) => x.path === p.path);
   const streams = p.paths.reduce((n, x) => n + x.streams, 0);
   const notes: string[] = [];
   if (p.path === 'relay' && p.nextUpgradeAt !== null)
     notes.push(`next direct-path try in ${duration(p.nextUpgradeAt - now)}`);
   if (!p.path) notes.push(p.firstUseAt === null ? 'never used' : 'no path up: the next stream sets one up');
-  const draining = p.paths.filter((x) => x.path !== p.path).map((x) => x.path);
+  const draining = p.paths.filter((x) => x.path !== p.path).map((x) => otherPath(x, now));
   if (draining.length > 0) notes.push(`also ${draining.join(', ')} (finishing its streams)`);
+  const birthdays = birthdayNote(s, p.node);
+  if (birthdays) notes.push(birthdays);
   return [
     p.node,
     pathWords(p),
     rtt(p.rttMs),
+    cur ? healthWords(cur.health, now) : '-',
     String(streams),
     bytes(p.bytesIn),
     bytes(p.bytesOut),
@@ -69,11 +134,9 @@ function nodeBlock(s: GatewayStatus, pod: string): string[] {
   // /ready's first line names every cause; the tunnel's own line follows anyway.
   if (!s.ready && s.readiness !== `not ready: ${s.tunnel.detail}`) out.push(`  ${s.readiness}`);
   out.push(`  ${s.tunnel.detail}`);
-  for (const srv of s.tunnel.servers) {
-    const name = srv.name ? `${srv.name} ` : '';
-    const seen = srv.observed ? `, sees this node as ${srv.observed}` : '';
-    out.push(`  tunnel-server ${name}${srv.address}: ${srv.up ? 'up' : 'down'}${seen}`);
-  }
+  // The class is measured only by a running tunnel's first birthday punch.
+  if (s.tunnel.state === 'running') out.push(natLine(s));
+  for (const srv of s.tunnel.servers) out.push(serverLine(srv));
   if (s.peers.length === 0) {
     out.push(
       s.tunnel.state === 'running'
@@ -82,8 +145,8 @@ function nodeBlock(s: GatewayStatus, pod: string): string[] {
     );
     return out;
   }
-  const rows = [['PEER', 'PATH', 'RTT', 'STREAMS', 'IN', 'OUT', 'UP FOR', 'NOTE']];
-  for (const p of s.peers) rows.push(peerRow(p, s.now));
+  const rows = [['PEER', 'PATH', 'RTT', 'HEALTH', 'STREAMS', 'IN', 'OUT', 'UP FOR', 'NOTE']];
+  for (const p of s.peers) rows.push(peerRow(p, s));
   out.push(...table(rows).map((l) => `  ${l}`));
   if (s.omittedPeers > 0)
     out.push(`  … and ${s.omittedPeers} peers used less recently (not listed by the gateway)`);

@@ -39,7 +39,7 @@ function peer(node: string, p: Partial<PeerStatus>): PeerStatus {
   };
 }
 
-const tunnel = (node: string, peers: PeerStatus[]): TunnelStatus => ({
+const tunnel = (node: string, peers: PeerStatus[], more: Partial<TunnelStatus> = {}): TunnelStatus => ({
   node,
   listenPort: 20006,
   servers: [
@@ -47,6 +47,7 @@ const tunnel = (node: string, peers: PeerStatus[]): TunnelStatus => ({
     { address: '198.51.100.201:20006', name: 'ts-1', up: true, observed: '203.0.113.70:40124' },
   ],
   peers,
+  ...more,
 });
 
 /** The document as `edgemesh status` receives it: built, sent as JSON, validated. */
@@ -64,82 +65,183 @@ function received(
 
 const edge1 = received(
   'edge-1',
-  tunnel('edge-1', [
-    peer('edge-2', {
-      path: 'punched',
-      rttMs: 3.1234,
-      firstUseAt: s(900),
-      paths: {
-        punched: {
-          rttMs: 3.1234,
-          streams: 2,
-          transport: 'udp',
-          upAt: s(723),
-          bytesIn: 1_234_567,
-          bytesOut: 348_160,
+  tunnel(
+    'edge-1',
+    [
+      peer('edge-2', {
+        path: 'punched',
+        rttMs: 3.1234,
+        firstUseAt: s(900),
+        paths: {
+          punched: {
+            rttMs: 3.1234,
+            streams: 2,
+            transport: 'udp',
+            upAt: s(723),
+            bytesIn: 1_234_567,
+            bytesOut: 348_160,
+            health: { degraded: false, lastRttMs: 3.1234 },
+          },
         },
-      },
-      bytesIn: 1_300_000,
-      bytesOut: 350_000,
-    }),
-    peer('edge-3', {
-      path: 'relay',
-      rttMs: 41.5,
-      firstUseAt: s(120),
-      nextUpgradeAt: NOW + 25_000,
-      paths: {
-        relay: {
-          rttMs: 41.5,
-          streams: 1,
-          transport: 'tcp via ts-1',
-          via: 'ts-1',
-          upAt: s(119),
-          bytesIn: 812,
-          bytesOut: 2048,
+        bytesIn: 1_300_000,
+        bytesOut: 350_000,
+      }),
+      peer('edge-3', {
+        path: 'relay',
+        rttMs: 41.5,
+        firstUseAt: s(120),
+        nextUpgradeAt: NOW + 25_000,
+        paths: {
+          relay: {
+            rttMs: 41.5,
+            streams: 1,
+            transport: 'tcp via ts-1',
+            via: 'ts-1',
+            upAt: s(119),
+            bytesIn: 812,
+            bytesOut: 2048,
+            health: { degraded: false, since: s(40), lastRttMs: 41.5 },
+          },
         },
-      },
-      bytesIn: 812,
-      bytesOut: 2048,
-    }),
-    peer('cloud', {
-      path: 'direct',
-      rttMs: 0.42,
-      firstUseAt: s(90_000),
-      paths: {
-        direct: {
-          rttMs: 0.42,
-          streams: 0,
-          transport: 'tcp',
-          upAt: s(86_400 + 4 * 3600),
-          bytesIn: 5 * 2 ** 30,
-          bytesOut: 0,
+        bytesIn: 812,
+        bytesOut: 2048,
+      }),
+      peer('cloud', {
+        path: 'direct',
+        rttMs: 0.42,
+        firstUseAt: s(90_000),
+        paths: {
+          direct: {
+            rttMs: 0.42,
+            streams: 0,
+            transport: 'tcp',
+            upAt: s(86_400 + 4 * 3600),
+            bytesIn: 5 * 2 ** 30,
+            bytesOut: 0,
+          },
+          relay: {
+            rttMs: 30,
+            streams: 1,
+            transport: 'tcp via ts-0',
+            via: 'ts-0',
+            upAt: s(90_000),
+            bytesIn: 10,
+            bytesOut: 10,
+          },
         },
-        relay: {
-          rttMs: 30,
-          streams: 1,
-          transport: 'tcp via ts-0',
-          via: 'ts-0',
-          upAt: s(90_000),
-          bytesIn: 10,
-          bytesOut: 10,
+        bytesIn: 5 * 2 ** 30 + 10,
+        bytesOut: 10,
+      }),
+      peer('edge-4', { firstUseAt: s(30) }),
+      peer('edge-5', {
+        path: 'punched',
+        rttMs: 12.25,
+        firstUseAt: s(50),
+        paths: {
+          punched: { rttMs: 12.25, streams: 4, transport: 'tcp', upAt: s(45), bytesIn: 4096, bytesOut: 4096 },
         },
-      },
-      bytesIn: 5 * 2 ** 30 + 10,
-      bytesOut: 10,
-    }),
-    peer('edge-4', { firstUseAt: s(30) }),
-    peer('edge-5', {
-      path: 'punched',
-      rttMs: 12.25,
-      firstUseAt: s(50),
-      paths: {
-        punched: { rttMs: 12.25, streams: 4, transport: 'tcp', upAt: s(45), bytesIn: 4096, bytesOut: 4096 },
-      },
-      bytesIn: 4096,
-      bytesOut: 4096,
-    }),
-  ]),
+        bytesIn: 4096,
+        bytesOut: 4096,
+      }),
+      // Its direct path spiked: new streams went to a relay, the direct path keeps its one stream.
+      peer('edge-6', {
+        path: 'relay',
+        rttMs: 9.5,
+        firstUseAt: s(3000),
+        paths: {
+          direct: {
+            rttMs: 318,
+            streams: 1,
+            transport: 'tcp',
+            upAt: s(2990),
+            bytesIn: 100,
+            bytesOut: 100,
+            health: {
+              degraded: true,
+              since: s(12),
+              why: { kind: 'rtt-spike', rttMs: 320.04, baselineMs: 0.81 },
+              lastRttMs: 318,
+            },
+          },
+          relay: {
+            rttMs: 9.5,
+            streams: 3,
+            transport: 'tcp via ts-1',
+            via: 'ts-1',
+            upAt: s(11),
+            bytesIn: 300,
+            bytesOut: 300,
+            health: { degraded: false, lastRttMs: 9.5 },
+          },
+        },
+        bytesIn: 400,
+        bytesOut: 400,
+      }),
+      // Losses on its punched path, nothing healthy: new streams wait for a relay.
+      peer('edge-7', {
+        path: 'punched',
+        rttMs: 5,
+        firstUseAt: s(600),
+        paths: {
+          punched: {
+            rttMs: 5,
+            streams: 1,
+            transport: 'udp',
+            upAt: s(590),
+            bytesIn: 10,
+            bytesOut: 10,
+            health: { degraded: true, since: s(7), why: { kind: 'loss', lost: 2, of: 5 } },
+          },
+        },
+        bytesIn: 10,
+        bytesOut: 10,
+      }),
+    ],
+    {
+      servers: [
+        {
+          address: '198.51.100.200:20006',
+          name: 'ts-0',
+          up: true,
+          observed: '203.0.113.70:40123',
+          rttMs: 87.8,
+        },
+        {
+          address: '198.51.100.201:20006',
+          name: 'ts-1',
+          up: true,
+          observed: '203.0.113.70:40124',
+          rttMs: 3.2,
+        },
+        { address: '198.51.100.202:20006', name: 'ts-2', up: true, observed: '203.0.113.70:40125' },
+        { address: '198.51.100.203:20006', name: 'ts-3', up: false, observed: undefined },
+      ],
+      natClass: { nat: 'hard', at: s(240) },
+      birthdays: [
+        { peer: 'edge-2', outcomes: { connected: 1 }, lastAt: s(724) },
+        { peer: 'edge-3', outcomes: { 'no-hit': 2, failed: 1 }, lastAt: s(100) },
+      ],
+    },
+  ),
+  { ...running, detail: 'tunnel: running, 3 of 4 tunnel-servers connected', serversUp: 3, servers: 4 },
 );
+
+/**
+ * What an older gateway (before control-link RTTs, path health and the NAT class) serves:
+ * edge1's document with those fields taken out. The new ctl reads it and shows "—".
+ */
+function older(n: NodeStatus): NodeStatus {
+  // biome-ignore lint/suspicious/noExplicitAny: deleting fields the older format did not have
+  const d: any = JSON.parse(JSON.stringify((n.result as { status: unknown }).status));
+  for (const srv of d.tunnel.servers) {
+    delete srv.rttMs;
+    delete srv.preferredRelay;
+  }
+  for (const p of d.peers) for (const x of p.paths) delete x.health;
+  delete d.nat.class;
+  delete d.nat.birthdays;
+  return { ...n, pod: `${n.pod}-old`, result: { status: parseGatewayStatus(d, 'older gateway') } };
+}
 
 const CASES: { name: string; nodes: NodeStatus[] }[] = [
   { name: 'paths', nodes: [edge1] },
@@ -192,6 +294,21 @@ const CASES: { name: string; nodes: NodeStatus[] }[] = [
     ],
   },
   { name: 'none', nodes: [] },
+  { name: 'older-gateway', nodes: [older(edge1)] },
+  {
+    name: 'nat-unmeasured',
+    nodes: [
+      received(
+        'edge-10',
+        tunnel('edge-10', [], {
+          servers: [
+            { address: '198.51.100.200:20006', name: 'ts-0', up: true, observed: undefined },
+            { address: '198.51.100.201:20006', name: undefined, up: false, observed: undefined },
+          ],
+        }),
+      ),
+    ],
+  },
 ];
 
 describe('edgemesh status output (golden)', () => {

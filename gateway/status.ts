@@ -12,11 +12,13 @@ import {
   MAX_PEERS,
   MAX_SERVERS,
   type PathEntry,
+  type PathHealthEntry,
   type PeerEntry,
   STATUS_FORMAT,
 } from '../lib/gateway-status.ts';
 import type { TunnelReadiness } from './streams.ts';
-import type { PeerStatus, TunnelStatus } from './tunnel/status.ts';
+import { rankByRtt } from './tunnel/path-choice.ts';
+import type { PathHealthStatus, PeerStatus, ServerStatus, TunnelStatus } from './tunnel/status.ts';
 
 export interface StatusInput {
   node: string;
@@ -32,6 +34,34 @@ export interface StatusInput {
 const lastUse = (p: PeerStatus): number =>
   Math.max(p.firstUseAt ?? 0, ...Object.values(p.paths).map((x) => x?.upAt ?? 0));
 
+const ms = (v: number | undefined) => (v === undefined ? null : Math.round(v * 1000) / 1000);
+
+function healthEntry(h: PathHealthStatus): PathHealthEntry {
+  const why =
+    !h.degraded || !h.why
+      ? null
+      : h.why.kind === 'loss'
+        ? { ...h.why }
+        : {
+            kind: h.why.kind,
+            rttMs: ms(h.why.rttMs) ?? 0,
+            baselineMs: ms(h.why.baselineMs) ?? 0,
+          };
+  return { state: h.degraded ? 'degraded' : 'ok', since: h.since ?? null, why, lastRttMs: ms(h.lastRttMs) };
+}
+
+/**
+ * The replica a new relay asks first: the fastest link that is up, ties in configured order
+ * (peer.ts #relay ranks the same way; a peer whose relay through it was just lost tries it
+ * last, which this node-wide view does not show). None up: none preferred.
+ */
+function preferredRelay(servers: readonly ServerStatus[]): ServerStatus | undefined {
+  return rankByRtt(
+    servers.filter((s) => s.up),
+    (s) => s.rttMs,
+  )[0];
+}
+
 function peerEntry(p: PeerStatus): PeerEntry {
   const paths: PathEntry[] = [];
   for (const kind of ['direct', 'punched', 'relay'] as const) {
@@ -41,11 +71,12 @@ function peerEntry(p: PeerStatus): PeerEntry {
       path: kind,
       transport: x.transport,
       via: x.via ?? null,
-      rttMs: x.rttMs === undefined ? null : Math.round(x.rttMs * 1000) / 1000,
+      rttMs: ms(x.rttMs),
       streams: x.streams,
       upAt: x.upAt,
       bytesIn: x.bytesIn,
       bytesOut: x.bytesOut,
+      health: x.health ? healthEntry(x.health) : null,
     });
   }
   return {
@@ -73,6 +104,8 @@ export function recentPeers(all: readonly PeerStatus[]): PeerStatus[] {
 export function gatewayStatus(input: StatusInput): GatewayStatus {
   const all = input.tunnel?.peers ?? [];
   const kept = recentPeers(all);
+  const servers = (input.tunnel?.servers ?? []).slice(0, MAX_SERVERS);
+  const preferred = preferredRelay(servers);
   return {
     format: STATUS_FORMAT,
     node: input.node,
@@ -83,12 +116,14 @@ export function gatewayStatus(input: StatusInput): GatewayStatus {
       state: input.readiness?.state ?? 'off',
       detail: input.readiness?.detail ?? 'tunnel: off (no tunnel-servers configured: same-node streams only)',
       listenPort: input.tunnel?.listenPort ?? null,
-      servers: (input.tunnel?.servers ?? []).slice(0, MAX_SERVERS).map((s) => ({
+      servers: servers.map((s) => ({
         address: s.address,
         name: s.name ?? null,
         up: s.up,
         observed: s.observed ?? null,
         localPort: s.localPort ?? null,
+        rttMs: s.up ? ms(s.rttMs) : null,
+        preferredRelay: s === preferred,
       })),
     },
     peers: kept.map(peerEntry),
@@ -98,6 +133,11 @@ export function gatewayStatus(input: StatusInput): GatewayStatus {
       punches: (input.tunnel?.nat?.punches ?? [])
         .slice(0, MAX_NAT_ENTRIES)
         .map((p) => ({ ...p, detail: p.detail ?? null })),
+      class: input.tunnel?.natClass ? { ...input.tunnel.natClass } : null,
+      birthdays: [...(input.tunnel?.birthdays ?? [])]
+        .sort((a, b) => b.lastAt - a.lastAt)
+        .slice(0, MAX_NAT_ENTRIES)
+        .map((b) => ({ peer: b.peer, lastAt: b.lastAt, outcomes: { ...b.outcomes } })),
     },
   };
 }

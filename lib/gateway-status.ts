@@ -9,15 +9,25 @@
  *     "ready": true, "readiness": "ready",             /ready's first line
  *     "tunnel": { "state": "running", "detail": "tunnel: running, 1 of 1 …", "listenPort": 20006,
  *                 "servers": [{ "address": "198.51.100.200:20006", "name": "ts-0", "up": true,
- *                               "observed": "203.0.113.70:40123" }] },
+ *                               "observed": "203.0.113.70:40123",
+ *                               "rttMs": 3.2, "preferredRelay": true }] },        since 15.5
  *     "peers": [{ "node": "edge-2", "path": "punched", "rttMs": 3.1, "firstUseAt": …,
  *                 "nextUpgradeAt": null, "bytesIn": 1200, "bytesOut": 800,
  *                 "paths": [{ "path": "punched", "transport": "udp", "via": null, "rttMs": 3.1,
- *                             "streams": 2, "upAt": …, "bytesIn": 1000, "bytesOut": 700 }] }],
+ *                             "streams": 2, "upAt": …, "bytesIn": 1000, "bytesOut": 700,
+ *                             "health": { "state": "degraded", "since": …, "lastRttMs": null,  since 15.5
+ *                                         "why": { "kind": "loss", "lost": 2, "of": 5 } } }] }],
  *     "omittedPeers": 0,
  *     "nat": { "probes": [{ "at": …, "server": "ts-0", "localPort": 40200, "observed": "203.0.113.70:40200" }],
  *              "punches": [{ "at": …, "peer": "edge-2", "transport": "tcp", "outcome": "refused",
- *                            "detail": "TCP punch to …: connect ECONNREFUSED …" }] } }
+ *                            "detail": "TCP punch to …: connect ECONNREFUSED …" }],
+ *              "class": { "nat": "hard", "at": … },                              since 15.5
+ *              "birthdays": [{ "peer": "edge-3", "lastAt": …,                     since 15.5
+ *                              "outcomes": { "connected": 1, "no-hit": 1 } }] } }
+ *
+ * Fields marked "since 15.5" are absent from older gateways' documents: the reader keeps them
+ * undefined (shown as "—"), and null where the gateway says "not measured" (rttMs, lastRttMs,
+ * class) or "not judged" (health: a path that is not pinged).
  *
  * Bounded both ways: the gateway lists at most MAX_PEERS peers (most recently used first) and
  * says how many it left out; the reader refuses a document over MAX_DOCUMENT_BYTES, with more
@@ -47,6 +57,23 @@ export interface PathEntry {
   upAt: number;
   bytesIn: number;
   bytesOut: number;
+  /** Undefined: an older gateway; null: not judged (the path is not pinged). */
+  health?: PathHealthEntry | null;
+}
+
+export type DegradedWhy =
+  | { kind: 'loss'; lost: number; of: number }
+  | { kind: 'rtt-spike'; rttMs: number; baselineMs: number };
+
+/** A path's verdict from its health PINGs (gateway/tunnel/path-choice.ts PathHealth). */
+export interface PathHealthEntry {
+  state: 'ok' | 'degraded';
+  /** When the verdict last changed; null: ok since the path came up. */
+  since: number | null;
+  /** Degraded only. */
+  why: DegradedWhy | null;
+  /** The last health PING's RTT; null: none answered yet, or the last one was lost. */
+  lastRttMs: number | null;
 }
 
 export interface PeerEntry {
@@ -69,6 +96,10 @@ export interface ServerEntry {
   observed: string | null;
   /** The link's local port, to set against `observed`. */
   localPort: number | null;
+  /** The control link's PING RTT; null: not measured yet; undefined: an older gateway. */
+  rttMs?: number | null;
+  /** The replica a new relay asks first (fastest, ties in configured order); undefined: older gateway. */
+  preferredRelay?: boolean;
 }
 
 /** What punching taught about this node's NAT (gateway/tunnel/status.ts NatObservations). */
@@ -81,8 +112,21 @@ export interface NatSection {
     outcome: 'connected' | 'refused' | 'no-answer' | 'failed';
     detail: string | null;
   }[];
+  /** The class birthday punching measured; null: not measured; undefined: an older gateway. */
+  class?: { nat: NatClassName; at: number } | null;
+  /** Birthday attempts per peer, peers with any; undefined: an older gateway. */
+  birthdays?: BirthdayEntry[];
 }
 export const MAX_NAT_ENTRIES = 64;
+
+export type NatClassName = 'easy' | 'hard' | 'unknown';
+export type BirthdayOutcome = 'connected' | 'no-hit' | 'failed' | 'skipped';
+export const BIRTHDAY_OUTCOMES: readonly BirthdayOutcome[] = ['connected', 'no-hit', 'failed', 'skipped'];
+export interface BirthdayEntry {
+  peer: string;
+  lastAt: number;
+  outcomes: Partial<Record<BirthdayOutcome, number>>;
+}
 
 export interface GatewayStatus {
   format: typeof STATUS_FORMAT;
@@ -142,6 +186,11 @@ class Reader {
       this.fail(field, 'is not a round-trip time in ms');
     return v;
   }
+  /** Absent stays undefined (an older gateway), null stays null, else `read`. */
+  optional<T>(v: unknown, read: (v: unknown) => T): T | null | undefined {
+    if (v === undefined) return undefined;
+    return v === null ? null : read(v);
+  }
   list(v: unknown, field: string, max: number): unknown[] {
     if (!Array.isArray(v)) this.fail(field, 'is not a list');
     if (v.length > max) this.fail(field, `has ${v.length} entries, more than ${max}`);
@@ -152,6 +201,35 @@ class Reader {
       this.fail(field, `is not one of ${choices.join(', ')}`);
     return v as T;
   }
+}
+
+function readHealth(r: Reader, v: unknown, f: string): PathHealthEntry | null {
+  if (v === null) return null;
+  const h = r.record(v, f);
+  const state = r.oneOf(h.state, `${f}.state`, ['ok', 'degraded'] as const);
+  let why: DegradedWhy | null = null;
+  if (h.why !== null && h.why !== undefined) {
+    const w = r.record(h.why, `${f}.why`);
+    const kind = r.oneOf(w.kind, `${f}.why.kind`, ['loss', 'rtt-spike'] as const);
+    if (kind === 'loss') {
+      const of = r.count(w.of, `${f}.why.of`);
+      const lost = r.count(w.lost, `${f}.why.lost`);
+      if (lost > of) r.fail(`${f}.why.lost`, `is ${lost}, more than ${f}.why.of (${of})`);
+      why = { kind, lost, of };
+    } else
+      why = {
+        kind,
+        rttMs: r.msOrNull(w.rttMs, `${f}.why.rttMs`) ?? r.fail(`${f}.why.rttMs`, 'is missing'),
+        baselineMs:
+          r.msOrNull(w.baselineMs, `${f}.why.baselineMs`) ?? r.fail(`${f}.why.baselineMs`, 'is missing'),
+      };
+  }
+  return {
+    state,
+    since: r.timeOrNull(h.since, `${f}.since`),
+    why,
+    lastRttMs: r.msOrNull(h.lastRttMs, `${f}.lastRttMs`),
+  };
 }
 
 /** Validates a parsed /status document; errors name `where` and the field. Pure. */
@@ -171,6 +249,10 @@ export function parseGatewayStatus(doc: unknown, where: string): GatewayStatus {
       observed: r.textOrNull(e.observed, `${f}.observed`),
       localPort:
         e.localPort === null || e.localPort === undefined ? null : r.port(e.localPort, `${f}.localPort`),
+      ...(e.rttMs === undefined ? {} : { rttMs: r.msOrNull(e.rttMs, `${f}.rttMs`) }),
+      ...(e.preferredRelay === undefined
+        ? {}
+        : { preferredRelay: r.bool(e.preferredRelay, `${f}.preferredRelay`) }),
     };
   });
   const n = d.nat === undefined ? { probes: [], punches: [] } : r.record(d.nat, 'nat');
@@ -197,6 +279,25 @@ export function parseGatewayStatus(doc: unknown, where: string): GatewayStatus {
       };
     }),
   };
+  if (n.class !== undefined)
+    nat.class = r.optional(n.class, (v) => {
+      const c = r.record(v, 'nat.class');
+      return {
+        nat: r.oneOf(c.nat, 'nat.class.nat', ['easy', 'hard', 'unknown'] as const),
+        at: r.time(c.at, 'nat.class.at'),
+      };
+    });
+  if (n.birthdays !== undefined)
+    nat.birthdays = r.list(n.birthdays, 'nat.birthdays', MAX_NAT_ENTRIES).map((x, i) => {
+      const f = `nat.birthdays[${i}]`;
+      const e = r.record(x, f);
+      const o = r.record(e.outcomes, `${f}.outcomes`);
+      const outcomes: BirthdayEntry['outcomes'] = {};
+      for (const [k, v] of Object.entries(o))
+        outcomes[r.oneOf(k, `${f}.outcomes key ${JSON.stringify(k.slice(0, 40))}`, BIRTHDAY_OUTCOMES)] =
+          r.count(v, `${f}.outcomes.${k}`);
+      return { peer: r.text(e.peer, `${f}.peer`), lastAt: r.time(e.lastAt, `${f}.lastAt`), outcomes };
+    });
   const peers = r.list(d.peers, 'peers', MAX_PEERS).map((p, i) => {
     const f = `peers[${i}]`;
     const e = r.record(p, f);
@@ -220,6 +321,7 @@ export function parseGatewayStatus(doc: unknown, where: string): GatewayStatus {
           upAt: r.time(q.upAt, `${g}.upAt`),
           bytesIn: r.count(q.bytesIn, `${g}.bytesIn`),
           bytesOut: r.count(q.bytesOut, `${g}.bytesOut`),
+          ...(q.health === undefined ? {} : { health: readHealth(r, q.health, `${g}.health`) }),
         };
       }),
     };

@@ -72,15 +72,31 @@ export const RECOVERY_SAMPLES = 3;
 
 export type HealthSample = number | 'lost';
 
+/** Why a path is degraded, as data for /status (`reason` is the same in words). */
+export type DegradedWhy =
+  | { kind: 'loss'; lost: number; of: number }
+  | { kind: 'rtt-spike'; rttMs: number; baselineMs: number };
+
 export class PathHealth {
   /** Newest last; bounded by BASELINE_SAMPLES. */
   readonly #samples: HealthSample[] = [];
   #degraded = false;
   /** Why the path was last judged degraded (logs, status). */
   reason: string | undefined;
+  #why: DegradedWhy | undefined;
 
   get degraded(): boolean {
     return this.#degraded;
+  }
+
+  /** While degraded: why, as data (read-only; for /status). */
+  get why(): DegradedWhy | undefined {
+    return this.#why;
+  }
+
+  /** The newest sample: an RTT in ms, 'lost', or undefined before the first (read-only). */
+  get lastSample(): HealthSample | undefined {
+    return this.#samples.at(-1);
   }
 
   /** One PING's outcome; returns whether the verdict changed. */
@@ -92,11 +108,16 @@ export class PathHealth {
       const why = this.#whyDegraded();
       if (why) {
         this.#degraded = true;
-        this.reason = why;
+        this.#why = why;
+        this.reason =
+          why.kind === 'loss'
+            ? `${why.lost} of the last ${why.of} pings lost`
+            : `RTT ${why.rttMs.toFixed(1)} ms against a baseline of ${why.baselineMs.toFixed(1)} ms`;
       }
     } else if (this.#recovered()) {
       this.#degraded = false;
       this.reason = undefined;
+      this.#why = undefined;
     }
     return was !== this.#degraded;
   }
@@ -113,14 +134,14 @@ export class PathHealth {
     return s !== 'lost' && base !== undefined && s > base * SPIKE_RATIO && s - base >= SPIKE_MIN_MS;
   }
 
-  #whyDegraded(): string | undefined {
+  #whyDegraded(): DegradedWhy | undefined {
     const recent = this.#samples.slice(-HEALTH_WINDOW);
     const lost = recent.filter((s) => s === 'lost').length;
-    if (lost >= HEALTH_MAX_LOSSES) return `${lost} of the last ${recent.length} pings lost`;
+    if (lost >= HEALTH_MAX_LOSSES) return { kind: 'loss', lost, of: recent.length };
     const base = this.baseline();
     const last = this.#samples.slice(-SPIKE_SAMPLES);
     if (last.length === SPIKE_SAMPLES && last.every((s) => this.#isSpike(s, base)))
-      return `RTT ${(last.at(-1) as number).toFixed(1)} ms against a baseline of ${(base as number).toFixed(1)} ms`;
+      return { kind: 'rtt-spike', rttMs: last.at(-1) as number, baselineMs: base as number };
     return undefined;
   }
 

@@ -25,6 +25,23 @@ export interface PathStatus {
   upAt: number;
   bytesIn: number;
   bytesOut: number;
+  /** The health verdict from its PINGs (path-choice.ts PathHealth); absent: not pinged. */
+  health?: PathHealthStatus;
+}
+
+/** Why a path was judged degraded: PING loss in the window, or an RTT spike on its baseline. */
+export type DegradedWhy =
+  | { kind: 'loss'; lost: number; of: number }
+  | { kind: 'rtt-spike'; rttMs: number; baselineMs: number };
+
+export interface PathHealthStatus {
+  degraded: boolean;
+  /** When the verdict last changed (ms epoch); absent: never (ok since the path came up). */
+  since?: number;
+  /** Degraded only: why. */
+  why?: DegradedWhy;
+  /** The last health PING's round trip (ms); absent: none yet, or the last one was lost. */
+  lastRttMs?: number;
 }
 
 export interface PeerStatus {
@@ -59,6 +76,19 @@ export interface TunnelStatus {
   peers: PeerStatus[];
   /** What the tunnel learnt of this node's NAT (`edgemesh netcheck`); nothing is sent for it. */
   nat?: NatObservations;
+  /** The NAT class birthday punching measured (nat-type.ts), once measured. */
+  natClass?: { nat: 'easy' | 'hard' | 'unknown'; at: number };
+  /** Birthday punch attempts by peer and outcome (birthday.ts), peers with any. */
+  birthdays?: BirthdayTally[];
+}
+
+export type BirthdayOutcome = 'connected' | 'no-hit' | 'failed' | 'skipped';
+
+export interface BirthdayTally {
+  peer: string;
+  outcomes: Partial<Record<BirthdayOutcome, number>>;
+  /** The last attempt's end (ms epoch). */
+  lastAt: number;
 }
 
 /**
