@@ -305,6 +305,8 @@ const CASES: { name: string; nodes: NodeStatus[] }[] = [
             { address: '198.51.100.200:20006', name: 'ts-0', up: true, observed: undefined },
             { address: '198.51.100.201:20006', name: undefined, up: false, observed: undefined },
           ],
+          natClass: null,
+          birthdays: [],
         }),
       ),
     ],
@@ -339,6 +341,29 @@ describe('the gateway document', () => {
     // The five used longest ago are the ones left out.
     expect(doc.peers[0].node).toBe('n-00005');
     expect(parseGatewayStatus(JSON.parse(JSON.stringify(doc)), 'x').peers).toHaveLength(MAX_PEERS);
+  });
+
+  it('marks as preferred relay the fastest link that is up, ties in configured order', () => {
+    const preferred = (servers: TunnelStatus['servers']) =>
+      gatewayStatus({
+        node: 'edge-1',
+        now: NOW,
+        ready: { status: 200, body: 'ready\n' },
+        readiness: running,
+        tunnel: { ...tunnel('edge-1', []), servers },
+      }).tunnel.servers.map((x) => `${x.name}:${x.preferredRelay ? 'preferred' : '-'}:${x.rttMs}`);
+    const srv = (name: string, up: boolean, rttMs?: number) => ({
+      address: `${name}:20006`,
+      name,
+      up,
+      observed: undefined,
+      ...(rttMs === undefined ? {} : { rttMs }),
+    });
+    expect(preferred([srv('a', true, 40), srv('b', true, 5)])).toEqual(['a:-:40', 'b:preferred:5']);
+    expect(preferred([srv('a', true, 5.5), srv('b', true, 5)])).toEqual(['a:preferred:5.5', 'b:-:5']);
+    // A link that is down is never preferred, and its last RTT is not shown as current.
+    expect(preferred([srv('a', false, 1), srv('b', true)])).toEqual(['a:-:null', 'b:preferred:null']);
+    expect(preferred([srv('a', false)])).toEqual(['a:-:null']);
   });
 
   it('is validated field by field, errors naming the field', () => {

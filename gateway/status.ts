@@ -133,11 +133,18 @@ export function gatewayStatus(input: StatusInput): GatewayStatus {
       punches: (input.tunnel?.nat?.punches ?? [])
         .slice(0, MAX_NAT_ENTRIES)
         .map((p) => ({ ...p, detail: p.detail ?? null })),
-      class: input.tunnel?.natClass ? { ...input.tunnel.natClass } : null,
-      birthdays: [...(input.tunnel?.birthdays ?? [])]
-        .sort((a, b) => b.lastAt - a.lastAt)
-        .slice(0, MAX_NAT_ENTRIES)
-        .map((b) => ({ peer: b.peer, lastAt: b.lastAt, outcomes: { ...b.outcomes } })),
+      // Absent where nothing measures them (birthday punching off): shown as "—", not "none".
+      ...(input.tunnel?.natClass === undefined
+        ? {}
+        : { class: input.tunnel.natClass === null ? null : { ...input.tunnel.natClass } }),
+      ...(input.tunnel?.birthdays === undefined
+        ? {}
+        : {
+            birthdays: [...input.tunnel.birthdays]
+              .sort((a, b) => b.lastAt - a.lastAt)
+              .slice(0, MAX_NAT_ENTRIES)
+              .map((b) => ({ peer: b.peer, lastAt: b.lastAt, outcomes: { ...b.outcomes } })),
+          }),
     },
   };
 }

@@ -76,9 +76,12 @@ export interface TunnelStatus {
   peers: PeerStatus[];
   /** What the tunnel learnt of this node's NAT (`edgemesh netcheck`); nothing is sent for it. */
   nat?: NatObservations;
-  /** The NAT class birthday punching measured (nat-type.ts), once measured. */
-  natClass?: { nat: 'easy' | 'hard' | 'unknown'; at: number };
-  /** Birthday punch attempts by peer and outcome (birthday.ts), peers with any. */
+  /**
+   * The NAT class birthday punching measured (nat-type.ts); null: not measured yet;
+   * absent: birthday punching off (nothing measures it).
+   */
+  natClass?: { nat: 'easy' | 'hard' | 'unknown'; at: number } | null;
+  /** Birthday punch attempts by peer and outcome (birthday.ts), peers with any; absent: off. */
   birthdays?: BirthdayTally[];
 }
 
