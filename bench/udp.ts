@@ -22,9 +22,12 @@
  * The generator and the echo server are a small C program compiled here (cc): a Node
  * generator would be slower than the path it measures.
  *
- *   node bench/udp.ts [--rounds 3] [--seconds 2] [--cross]
+ *   node bench/udp.ts [--rounds 3] [--seconds 2] [--cross] [--cpu-prof DIR]
+ *
+ * --cpu-prof DIR: the sidecar (and with --cross the gateways' process) run with Node's
+ * --cpu-prof, written to DIR when the bench ends them with SIGTERM (the memory step is skipped).
  */
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,10 +42,14 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '2' },
     cross: { type: 'boolean', default: false },
+    'cpu-prof': { type: 'string' },
   },
 });
 const ROUNDS = Number(args.rounds);
 const SECONDS = Number(args.seconds);
+const PROF_DIR = args['cpu-prof'];
+const profArgs = (name: string) =>
+  PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROF_DIR}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
 const PORT = 7000;
 const VIP = '10.96.62.10';
 const BACKEND = '10.62.0.11';
@@ -243,11 +250,13 @@ async function main(): Promise<void> {
     });
     await waitFor(() => echoOut.includes('ready'), 10_000, 20, 'echo backend');
     let gatewayPid = 0;
+    let gatewayProc: ChildProcess | undefined;
     if (args.cross) {
       await lab.exec(srv, ['ip', 'addr', 'add', `${BACKEND_REMOTE}/32`, 'dev', 'lo']);
       const echoB = lab.spawn(srv, [tool, 'echo', BACKEND_REMOTE, String(PORT)]);
       const gw = lab.spawn(srv, [
         process.execPath,
+        ...profArgs('gateways'),
         join(import.meta.dirname, '../gateway/testing/two-gateways.ts'),
         '10.61.0.1',
         catalogFile,
@@ -257,6 +266,7 @@ async function main(): Promise<void> {
       for (const p of [echoB, gw]) p.stdout?.on('data', (d: Buffer) => (out += d));
       await waitFor(() => out.split('ready').length > 2, 30_000, 20, 'remote echo and gateways');
       gatewayPid = gw.pid as number;
+      gatewayProc = gw;
     }
     await lab.exec(pod, [EDGEMESH_BIN, 'init', '--capture-udp=true', '--capture-dns=false', '--ipv6=false'], {
       timeoutMs: 60_000,
@@ -281,7 +291,16 @@ async function main(): Promise<void> {
         'true',
         ...(args.cross ? ['--gateway', '10.61.0.1:15080'] : []),
       ],
-      { uid: 0, gid: 1337, env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn', ...INJECTED_SIDECAR_ENV } },
+      {
+        uid: 0,
+        gid: 1337,
+        env: {
+          ...process.env,
+          EDGEMESH_LOG_LEVEL: 'warn',
+          ...INJECTED_SIDECAR_ENV,
+          ...(PROF_DIR ? { NODE_OPTIONS: profArgs('sidecar').join(' ') } : {}),
+        },
+      },
     );
     sidecar.stderr?.on('data', (d: Buffer) => log.push(String(d)));
     await waitFor(
@@ -328,6 +347,7 @@ async function main(): Promise<void> {
     const cpuPer: number[] = [];
     const gatewayRatios: number[] = [];
     const gatewayLoss: number[] = [];
+    const gatewayCpu = { sidecar: [] as number[], gateways: [] as number[], nodeLocal: [] as number[] };
     for (let round = 1; round <= ROUNDS; round++) {
       loads.push(loadavg()[0]);
       const dMax = await run('direct', FLOWS, 0);
@@ -359,11 +379,29 @@ async function main(): Promise<void> {
         const gMax = await run('gateway', FLOWS, 0);
         const gRate = gMax.received / gMax.seconds;
         gatewayRatios.push(gRate / dRate);
+        // Same-run baselines for the CPU below: both processes idle for as long as a run (their
+        // timers), and the same-node sidecar path at the same 1,000/s (one datagram per wake-up).
+        // (after a pause: what the max run left queued is carried or dropped first)
+        await new Promise((r) => setTimeout(r, SECONDS * 1000));
+        const [i0, j0] = [cpuSeconds(pid), cpuSeconds(gatewayPid)];
+        await new Promise((r) => setTimeout(r, SECONDS * 1000));
+        const idle = { sidecar: cpuSeconds(pid) - i0, gateways: cpuSeconds(gatewayPid) - j0 };
+        const n0 = cpuSeconds(pid);
+        const nLow = await run('sidecar', FLOWS, 1000);
+        const nodeLocal = ((cpuSeconds(pid) - n0) * 1e6) / Math.max(nLow.received, 1);
         const [s0, g0] = [cpuSeconds(pid), cpuSeconds(gatewayPid)];
         const gLow = await run('gateway', FLOWS, 1000);
         // CPU per datagram carried there and back, of the sidecar and of the gateways' process.
         const per = (t: number) => ((t * 1e6) / Math.max(gLow.received, 1)).toFixed(1);
-        const cpu = `sidecar ${per(cpuSeconds(pid) - s0)} µs, gateways ${per(cpuSeconds(gatewayPid) - g0)} µs CPU per datagram`;
+        const sUs = ((cpuSeconds(pid) - s0) * 1e6) / Math.max(gLow.received, 1);
+        const gUs = ((cpuSeconds(gatewayPid) - g0) * 1e6) / Math.max(gLow.received, 1);
+        gatewayCpu.sidecar.push(sUs);
+        gatewayCpu.gateways.push(gUs);
+        gatewayCpu.nodeLocal.push(nodeLocal);
+        const cpu =
+          `sidecar ${sUs.toFixed(1)} µs, gateways ${gUs.toFixed(1)} µs CPU per datagram ` +
+          `(same-node sidecar at 1,000/s ${nodeLocal.toFixed(1)} µs; idle for ${SECONDS} s: sidecar ` +
+          `${per(idle.sidecar)}, gateways ${per(idle.gateways)} µs per datagram's worth)`;
         gatewayLoss.push(loss(gLow));
         console.log(
           `round ${round} gateway: max ${fmt(gRate)}/s (${(gRate / dRate).toFixed(2)}x direct's ${fmt(dRate)}/s); ` +
@@ -372,6 +410,21 @@ async function main(): Promise<void> {
       }
     }
 
+    if (PROF_DIR) {
+      // The profiles are written at exit: end both by SIGTERM (the sidecar drains first).
+      for (const p of [pid, gatewayPid]) if (p) process.kill(p, 'SIGTERM');
+      await waitFor(
+        () =>
+          [sidecar, ...(gatewayPid ? [gatewayProc as ChildProcess] : [])].every(
+            (c) => c.exitCode !== null || c.signalCode !== null,
+          ),
+        30_000,
+        100,
+        'profiled processes to exit',
+      );
+      console.log(`cpu profiles in ${PROF_DIR}`);
+      return;
+    }
     // Memory: 10,000 flows, one datagram each (the flows stay for the 30 s idle timeout).
     const activeFlows = async () =>
       Number(
@@ -396,7 +449,9 @@ async function main(): Promise<void> {
         `direct ${span(losses.direct, pct)}, sidecar ${span(losses.sidecar, pct)}; added p50 ${span(added, (x) => `${x.toFixed(0)} µs`)}` +
         ` (at 1,000/s ${span(addedLow, (x) => `${x.toFixed(0)} µs`)}); sidecar CPU per datagram ${span(cpuPer, (x) => `${x.toFixed(1)} µs`)}` +
         (args.cross
-          ? `; gateway/direct max ${span(gatewayRatios, (x) => x.toFixed(2))}x, loss at 1,000/s ${span(gatewayLoss, pct)}`
+          ? `; gateway/direct max ${span(gatewayRatios, (x) => x.toFixed(2))}x, loss at 1,000/s ${span(gatewayLoss, pct)}, ` +
+            `CPU per datagram at 1,000/s sidecar ${span(gatewayCpu.sidecar, (x) => `${x.toFixed(0)} µs`)}, gateways ` +
+            `${span(gatewayCpu.gateways, (x) => `${x.toFixed(0)} µs`)} (same-node sidecar ${span(gatewayCpu.nodeLocal, (x) => `${x.toFixed(0)} µs`)})`
           : ''),
     );
   } finally {
