@@ -3,6 +3,7 @@ import {
   DatagramDecoder,
   decodeFrame,
   encodeDatagram,
+  encodeDatagrams,
   encodeFrame,
   type Frame,
   FrameDecoder,
@@ -215,6 +216,30 @@ describe('datagram framing (datagram streams)', () => {
     const dec = new DatagramDecoder();
     const got = [...all].flatMap((b) => dec.push(Buffer.from([b])));
     expect(got).toEqual(want);
+  });
+
+  it('encodes a batch in one buffer: the pinned bytes of each, joined', () => {
+    const all = encodeDatagrams(datagrams.map((d) => hex(d.payload)));
+    expect(all.toString('hex')).toBe(datagrams.map((d) => d.hex.replace(/\s+/g, '')).join(''));
+    expect(encodeDatagrams([]).length).toBe(0);
+    expect(() => encodeDatagrams([Buffer.alloc(1), Buffer.alloc(MAX_DATAGRAM + 1)])).toThrow(FrameError);
+  });
+
+  it('each() hands over the same datagrams as push(), views of the chunk when whole in it', () => {
+    const all = Buffer.concat(datagrams.map((d) => hex(d.hex)));
+    const want = datagrams.map((d) => hex(d.payload));
+    for (let cut = 0; cut <= all.length; cut++) {
+      const dec = new DatagramDecoder();
+      const got: Buffer[] = [];
+      dec.each(all.subarray(0, cut), (d) => got.push(d));
+      dec.each(all.subarray(cut), (d) => got.push(d));
+      expect(got, `cut ${cut}`).toEqual(want);
+      expect(dec.buffered).toBe(0);
+    }
+    const seen: Buffer[] = [];
+    new DatagramDecoder().each(all, (d) => seen.push(d));
+    // No copy: the DNS-sized payload is a view of the chunk it came in.
+    expect(seen[2].buffer).toBe(all.buffer);
   });
 
   it('keeps a partial datagram until the rest arrives', () => {

@@ -357,20 +357,68 @@ export function encodeDatagram(payload: Uint8Array): Buffer {
 }
 
 /**
+ * Several datagrams as they go on the stream, in one buffer: one allocation and one write
+ * for the datagrams of a batch (the same bytes as their encodeDatagram results joined).
+ */
+export function encodeDatagrams(payloads: readonly Uint8Array[]): Buffer {
+  let total = 0;
+  for (const p of payloads) {
+    if (p.length > MAX_DATAGRAM)
+      throw new FrameError(`datagram of ${p.length} bytes is over the ${MAX_DATAGRAM}-byte maximum`);
+    total += DATAGRAM_HEADER_BYTES + p.length;
+  }
+  const out = Buffer.allocUnsafe(total);
+  let at = 0;
+  for (const p of payloads) {
+    out.writeUInt16BE(p.length, at);
+    out.set(p, at + DATAGRAM_HEADER_BYTES);
+    at += DATAGRAM_HEADER_BYTES + p.length;
+  }
+  return out;
+}
+
+/**
  * Bytes of a datagram stream → whole datagrams, however the bytes were cut. Holds at most
  * one partial datagram (≤ MAX_DATAGRAM + 2 bytes). Throws FrameError on a length over the
  * maximum, checked from the prefix before any payload is buffered.
+ *
+ * Datagrams wholly inside one chunk are views of it (no copy); only one cut across chunks
+ * is copied together. `each` hands them to a callback without an array per chunk.
  */
 export class DatagramDecoder {
   #chunks: Buffer[] = [];
   #length = 0;
 
   push(chunk: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    this.each(chunk, (d) => out.push(d));
+    return out;
+  }
+
+  /** Calls `onDatagram` with each whole datagram, in order (the fast path of a carrier). */
+  each(chunk: Buffer, onDatagram: (datagram: Buffer) => void): void {
+    if (this.#length === 0) {
+      // Nothing held: walk the chunk in place, keeping only its cut tail.
+      let at = 0;
+      while (chunk.length - at >= DATAGRAM_HEADER_BYTES) {
+        const size = chunk.readUInt16BE(at);
+        if (size > MAX_DATAGRAM)
+          throw new FrameError(`datagram length ${size} is over the ${MAX_DATAGRAM}-byte maximum`);
+        const end = at + DATAGRAM_HEADER_BYTES + size;
+        if (end > chunk.length) break;
+        onDatagram(chunk.subarray(at + DATAGRAM_HEADER_BYTES, end));
+        at = end;
+      }
+      if (at < chunk.length) {
+        this.#chunks.push(at === 0 ? chunk : chunk.subarray(at));
+        this.#length = chunk.length - at; // (a tail with its length was checked above)
+      }
+      return;
+    }
     if (chunk.length > 0) {
       this.#chunks.push(chunk);
       this.#length += chunk.length;
     }
-    const out: Buffer[] = [];
     while (this.#length >= DATAGRAM_HEADER_BYTES) {
       const first = this.#chunks[0];
       const size =
@@ -379,9 +427,16 @@ export class DatagramDecoder {
         throw new FrameError(`datagram length ${size} is over the ${MAX_DATAGRAM}-byte maximum`);
       if (this.#length < DATAGRAM_HEADER_BYTES + size) break;
       this.#take(DATAGRAM_HEADER_BYTES);
-      out.push(size === 0 ? Buffer.alloc(0) : this.#take(size));
+      onDatagram(size === 0 ? Buffer.alloc(0) : this.#take(size));
+      if (this.#length > 0 && this.#chunks.length === 1) {
+        // What is left is one chunk's tail: the in-place walk above takes it from here.
+        const rest = this.#chunks[0];
+        this.#chunks = [];
+        this.#length = 0;
+        this.each(rest, onDatagram);
+        return;
+      }
     }
-    return out;
   }
 
   /** Bytes of a partial datagram held (a stream that ends with some was cut mid-datagram). */

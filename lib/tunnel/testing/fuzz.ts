@@ -578,9 +578,24 @@ export const datagramTarget: FuzzTarget<{ bytes: Buffer; cuts: number[] }> = {
       error = err;
     }
     check(!!error === !!outcome.error, () => `cuts ${cuts} changed the outcome`);
+    // each() (the carriers' path, in place when nothing is held) agrees with push().
+    const viaEach: Buffer[] = [];
+    let eachError: unknown;
+    try {
+      const dec2 = new DatagramDecoder();
+      let at = 0;
+      for (const cut of [...cuts, bytes.length]) {
+        dec2.each(bytes.subarray(at, cut), (d) => viaEach.push(d));
+        at = cut;
+      }
+    } catch (err) {
+      eachError = err;
+    }
+    check(!!eachError === !!error, () => `cuts ${cuts}: each() and push() disagree on failing`);
     if (error) return;
     const whole = (outcome.value ?? []) as Buffer[];
     check(isDeepStrictEqual(pieces, whole), () => `cuts ${cuts} changed the datagrams`);
+    check(isDeepStrictEqual(viaEach, whole), () => `cuts ${cuts}: each() changed the datagrams`);
     const again = Buffer.concat(whole.map((d) => encodeDatagram(d)));
     check(again.equals(bytes.subarray(0, again.length)), () => 're-encoding changed the bytes');
     check(again.length + dec.buffered === bytes.length, () => 'bytes lost between datagrams');
