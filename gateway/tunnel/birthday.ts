@@ -77,8 +77,12 @@ export interface PinnedUdp {
 }
 
 export interface BirthdayCounters {
-  /** One per attempt that ran or was skipped: role easy|hard|none, result. */
-  attempt(role: BirthdayRole | 'none', result: 'connected' | 'no-hit' | 'skipped' | 'failed'): void;
+  /** One per attempt that ran or was skipped: role easy|hard|none, result, with which peer. */
+  attempt(
+    role: BirthdayRole | 'none',
+    result: 'connected' | 'no-hit' | 'skipped' | 'failed',
+    peer: string,
+  ): void;
   packets(role: BirthdayRole, n: number): void;
 }
 
@@ -141,7 +145,7 @@ export class Birthdays {
       });
       const role = birthdayRole(hello.nat, peerHello.nat);
       if (typeof role !== 'string') {
-        counters.attempt('none', 'skipped');
+        counters.attempt('none', 'skipped', peer.name);
         log.info(
           { peer: peer.name, own: hello.nat, theirs: peerHello.nat, reason: role.skip },
           'birthday punch skipped',
@@ -289,7 +293,7 @@ export class Birthdays {
     const target = role === 'easy' ? theirs.ip : theirs.addr?.ip;
     const seen = peer.info?.observed.ip;
     if (target === undefined || target !== seen) {
-      counters.attempt(role, 'failed');
+      counters.attempt(role, 'failed', a.peer);
       throw new EdgemeshError(
         ErrorCodes.UNAVAILABLE,
         `birthday: ${peer.name} names ${target ?? 'no address'}, the tunnel-server sees it at ${seen ?? 'no address'}`,
@@ -342,7 +346,7 @@ export class Birthdays {
         });
       }
       const s = await session;
-      counters.attempt(role, 'connected');
+      counters.attempt(role, 'connected', a.peer);
       log.info(
         { peer: a.peer, role, packets: sent, hitMs, pathMs: Date.now() - t0 },
         'birthday punch connected',
@@ -350,7 +354,7 @@ export class Birthdays {
       return s;
     } catch (err) {
       const noHit = /no birthday hit/.test(describeError(err));
-      counters.attempt(role, noHit ? 'no-hit' : 'failed');
+      counters.attempt(role, noHit ? 'no-hit' : 'failed', a.peer);
       log.info({ peer: a.peer, role, packets: sent, err: describeError(err) }, 'birthday punch failed');
       throw err;
     } finally {

@@ -39,8 +39,12 @@ import { joinRelay, requestRelay } from './relay.ts';
 import { type ControlHandlers, type ControlLink, Rendezvous } from './rendezvous.ts';
 import { type ServerAddress, ServerLink } from './server-link.ts';
 import { Sessions } from './session.ts';
-import type { RemotePath, TunnelStatus } from './status.ts';
+import type { BirthdayOutcome, BirthdayTally, RemotePath, TunnelStatus } from './status.ts';
+
 import { UdpPaths } from './udp.ts';
+
+/** /status lists the birthday outcomes of this many peers at most (lib/gateway-status.ts MAX_NAT_ENTRIES). */
+const MAX_BIRTHDAY_TALLIES = 64;
 
 export interface TunnelManagerOptions {
   nodeName: string;
@@ -89,6 +93,10 @@ export class TunnelManager implements Tunnel {
   #rendezvous: Rendezvous | undefined;
   #udp: UdpPaths | undefined;
   #birthdays: Birthdays | undefined;
+  /** Birthday punching's NAT classifier (/status natClass), when birthday punching is on. */
+  #classifier: NatClassifier | undefined;
+  /** Birthday outcomes per peer for /status, the MAX_BIRTHDAY_TALLIES most recent peers. */
+  readonly #birthdayTallies = new Map<string, BirthdayTally>();
 
   constructor(opts: TunnelManagerOptions) {
     this.nodeName = opts.nodeName;
@@ -155,16 +163,20 @@ export class TunnelManager implements Tunnel {
       });
     if (this.#udp && this.#peerContext.techniques.birthday) {
       const udp = this.#udp;
+      this.#classifier = new NatClassifier(realClock);
       this.#birthdays = new Birthdays({
         log: this.#log,
-        classifier: new NatClassifier(realClock),
+        classifier: this.#classifier,
         stunServers: () =>
           (this.#rendezvous?.linksUp() ?? []).map((l) => ({ ip: l.address.host, port: l.address.port })),
         udp: {
           connectPinned: (link, peer, pin, id) => udp.connectPinned(link, this.#peer(peer.name), pin, id),
         },
         counters: {
-          attempt: (role, result) => this.metrics.birthdays.inc({ role, result }),
+          attempt: (role, result, peer) => {
+            this.metrics.birthdays.inc({ role, result });
+            this.#tallyBirthday(peer, result);
+          },
           packets: (role, n) => this.metrics.birthdayPackets.inc({ role }, n),
         },
       });
@@ -218,7 +230,26 @@ export class TunnelManager implements Tunnel {
       servers: this.#rendezvous?.status() ?? [],
       peers: [...this.#peers.values()].map((p) => p.status()),
       nat: this.#nat.snapshot(),
+      ...(this.#classifier
+        ? {
+            natClass: this.#classifier.last
+              ? { nat: this.#classifier.last.nat, at: this.#classifier.last.at }
+              : null,
+            birthdays: [...this.#birthdayTallies.values()],
+          }
+        : {}),
     };
+  }
+
+  #tallyBirthday(peer: string, result: BirthdayOutcome): void {
+    const t = this.#birthdayTallies.get(peer) ?? { peer, outcomes: {}, lastAt: 0 };
+    t.outcomes[result] = (t.outcomes[result] ?? 0) + 1;
+    t.lastAt = realClock.now();
+    // Newest last in the map: the oldest peer goes when the bound is reached.
+    this.#birthdayTallies.delete(peer);
+    this.#birthdayTallies.set(peer, t);
+    if (this.#birthdayTallies.size > MAX_BIRTHDAY_TALLIES)
+      this.#birthdayTallies.delete(this.#birthdayTallies.keys().next().value as string);
   }
 
   /** Sends `message` on every peer's best session (peers without one learn it on connecting). */

@@ -358,12 +358,21 @@ describe('Peer: path choice by measurement (path-choice.ts)', () => {
     direct.answer = 'lost';
     await h.clock.advance(HEALTH_PING_INTERVAL_MS * 2);
     expect(h.health).toEqual(['direct degraded']);
+    const degradedHealth = h.peer.status().paths.direct?.health;
+    expect(degradedHealth).toMatchObject({ degraded: true, why: { kind: 'loss', lost: 2, of: 5 } });
+    expect(degradedHealth?.lastRttMs).toBeUndefined(); // the last ping was lost
+    const since = degradedHealth?.since ?? 0;
+    expect(since).toBeGreaterThan(0);
     expect(h.requests).toEqual([`connect node-b at ${SERVER_A.label}`]);
     expect(h.peer.best()).toBe(h.relays[0]);
     expect(direct.goneAway).toBeUndefined(); // its open streams carry on
     direct.answer = 1;
     await h.clock.advance(HEALTH_PING_INTERVAL_MS * 3);
     expect(h.health).toEqual(['direct degraded', 'direct recovered']);
+    const recovered = h.peer.status().paths.direct?.health;
+    expect(recovered).toMatchObject({ degraded: false, lastRttMs: 1 });
+    expect(recovered?.why).toBeUndefined();
+    expect(recovered?.since).toBeGreaterThan(since); // the recovery's own time, not the degradation's
     expect(h.peer.best()).toBe(direct);
     expect(h.relays[0].goneAway).toBe('direct path recovered');
   });
@@ -377,6 +386,11 @@ describe('Peer: path choice by measurement (path-choice.ts)', () => {
     direct.answer = 400;
     await h.clock.advance(HEALTH_PING_INTERVAL_MS * 2);
     expect(h.health).toEqual(['direct degraded']);
+    expect(h.peer.status().paths.direct?.health).toMatchObject({
+      degraded: true,
+      why: { kind: 'rtt-spike', rttMs: 400, baselineMs: 5 },
+      lastRttMs: 400,
+    });
     expect(h.peer.best()).toBe(h.relays[0]);
     expect(h.lines.some((l) => l.msg === 'tunnel path degraded: new streams take the next best path')).toBe(
       true,

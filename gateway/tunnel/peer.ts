@@ -36,7 +36,7 @@ import {
   rankByRtt,
 } from './path-choice.ts';
 import type { ControlLink } from './rendezvous.ts';
-import { PATH_ORDER, type PeerStatus, type RemotePath } from './status.ts';
+import { PATH_ORDER, type PathHealthStatus, type PeerStatus, type RemotePath } from './status.ts';
 
 // --- timeouts, each with its reason --------------------------------------------------------
 
@@ -144,6 +144,8 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
   #closedBytes = { in: 0, out: 0 };
   /** Each session's health from its PINGs (path-choice.ts); only sessions that can ping. */
   readonly #health = new Map<S, PathHealth>();
+  /** When each session's health verdict last changed (/status "since"). */
+  readonly #healthSince = new Map<S, number>();
   /** The next round of health PINGs, while a session can be pinged. */
   #healthTimer: Timer | undefined;
   /** When a degraded relay was last replaced (at most one per RELAY_REPLACE_MIN_INTERVAL_MS). */
@@ -251,6 +253,7 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
     const entry = this.#sessions.get(kind);
     if (entry?.session === session) this.#sessions.delete(kind);
     this.#health.delete(session);
+    this.#healthSince.delete(session);
     if (kind === 'relay' && entry?.session === session) this.#avoidVia = entry.via;
     ctx.log.info(
       {
@@ -445,6 +448,7 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
   #judge(kind: RemotePath, session: S, health: PathHealth, sample: number | 'lost'): void {
     const ctx = this.#ctx;
     if (this.#closed || this.#health.get(session) !== health || !health.sample(sample)) return;
+    this.#healthSince.set(session, ctx.clock.now());
     ctx.pathHealth?.(kind, health.degraded);
     if (!health.degraded) {
       ctx.log.info({ peer: this.name, path: kind }, 'tunnel path recovered: new streams take it again');
@@ -489,6 +493,7 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
         upAt,
         bytesIn: session.bytesIn,
         bytesOut: session.bytesOut,
+        ...this.#healthOf(session),
       };
       // A session replaced but not yet closed is counted when it closes.
       bytesIn += session.bytesIn;
@@ -503,6 +508,22 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
       bytesOut,
       firstUseAt: this.#firstUseAt,
       nextUpgradeAt: this.nextUpgradeAt,
+    };
+  }
+
+  /** A session's health for status(); nothing when it is not pinged. */
+  #healthOf(session: S): { health?: PathHealthStatus } {
+    const h = this.#health.get(session);
+    if (!h) return {};
+    const since = this.#healthSince.get(session);
+    const last = h.lastSample;
+    return {
+      health: {
+        degraded: h.degraded,
+        ...(since === undefined ? {} : { since }),
+        ...(h.why === undefined ? {} : { why: h.why }),
+        ...(typeof last === 'number' ? { lastRttMs: last } : {}),
+      },
     };
   }
 
