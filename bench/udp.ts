@@ -28,6 +28,7 @@
  * --cpu-prof, written to DIR when the bench ends them with SIGTERM (the memory step is skipped).
  */
 import { type ChildProcess, execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -390,6 +391,7 @@ async function main(): Promise<void> {
         const nLow = await run('sidecar', FLOWS, 1000);
         const nodeLocal = ((cpuSeconds(pid) - n0) * 1e6) / Math.max(nLow.received, 1);
         const [s0, g0] = [cpuSeconds(pid), cpuSeconds(gatewayPid)];
+        const [ss0, gs0] = [systemSeconds(pid), systemSeconds(gatewayPid)];
         const gLow = await run('gateway', FLOWS, 1000);
         // CPU per datagram carried there and back, of the sidecar and of the gateways' process.
         const per = (t: number) => ((t * 1e6) / Math.max(gLow.received, 1)).toFixed(1);
@@ -398,8 +400,12 @@ async function main(): Promise<void> {
         gatewayCpu.sidecar.push(sUs);
         gatewayCpu.gateways.push(gUs);
         gatewayCpu.nodeLocal.push(nodeLocal);
+        // The kernel's share (system time): syscalls, and the network stack run in them.
+        const sys = (t: number, total: number) =>
+          `${((100 * t) / Math.max(total, 1e-9)).toFixed(0)} % system`;
         const cpu =
-          `sidecar ${sUs.toFixed(1)} µs, gateways ${gUs.toFixed(1)} µs CPU per datagram ` +
+          `sidecar ${sUs.toFixed(1)} µs (${sys(systemSeconds(pid) - ss0, cpuSeconds(pid) - s0)}), gateways ` +
+          `${gUs.toFixed(1)} µs (${sys(systemSeconds(gatewayPid) - gs0, cpuSeconds(gatewayPid) - g0)}) CPU per datagram ` +
           `(same-node sidecar at 1,000/s ${nodeLocal.toFixed(1)} µs; idle for ${SECONDS} s: sidecar ` +
           `${per(idle.sidecar)}, gateways ${per(idle.gateways)} µs per datagram's worth)`;
         gatewayLoss.push(loss(gLow));
@@ -458,6 +464,12 @@ async function main(): Promise<void> {
     await lab.cleanup();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** System CPU seconds of the process so far (/proc/PID/stat stime, 100 ticks a second). */
+function systemSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[12]) / 100;
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');

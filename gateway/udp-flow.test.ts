@@ -62,6 +62,17 @@ describe('UdpFlow', () => {
     flow.destroy();
   });
 
+  it('a burst both ways: every datagram sent and every reply framed, in order (replies of one turn in one push)', async () => {
+    const flow = await dialer.dialUdp({ ip: '127.0.0.3', port });
+    const got = replies(flow);
+    const want = Array.from({ length: 40 }, (_, i) => Buffer.from(`d${i}`));
+    flow.write(Buffer.concat(want.map((d) => encodeDatagram(d)))); // one chunk, 40 datagrams
+    await until(() => got.length === want.length);
+    // UDP on loopback keeps order; a lost one would show as a missing or reordered reply.
+    expect(got).toEqual(want.map((d) => Buffer.concat([Buffer.from('echo:'), d])));
+    flow.destroy();
+  });
+
   it('the dialer allows only UDP ports of local pod endpoints (the TCP rule, for UDP)', async () => {
     await expect(dialer.dialUdp({ ip: '127.0.0.3', port: port + 1 })).rejects.toMatchObject({
       code: ErrorCodes.DIAL_REFUSED,

@@ -5,7 +5,8 @@
  *
  *   writable side  ← the stream's bytes: length-prefixed datagrams (DatagramDecoder), each
  *                    sent with one send() on a UDP socket connected to the endpoint
- *   readable side  → each datagram the endpoint sends back, length-prefixed (encodeDatagram)
+ *   readable side  → each datagram the endpoint sends back, length-prefixed (encodeDatagrams:
+ *                    those read in one event-loop turn in one push)
  *
  * The socket is connected, so the kernel drops datagrams from anyone but the endpoint, and
  * replies map to their flow by socket, not by a lookup. Who may be dialled is the caller's
@@ -24,7 +25,7 @@ import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { Duplex } from 'node:stream';
 import { EdgemeshError, ErrorCodes } from '../lib/errors.ts';
-import { DatagramDecoder, encodeDatagram } from '../lib/tunnel/frame.ts';
+import { DatagramDecoder, encodeDatagrams } from '../lib/tunnel/frame.ts';
 
 export const DEFAULT_UDP_IDLE_MS = 30_000;
 /** Replies waiting for the stream: a few hundred datagrams of typical size, one window's quarter. */
@@ -48,6 +49,10 @@ export const udpFlowCounters = {
   sendErrors: 0,
 };
 
+const countSendError = (err: Error | null): void => {
+  if (err) udpFlowCounters.sendErrors++;
+};
+
 export class UdpFlow extends Duplex {
   readonly target: { ip: string; port: number };
   readonly #socket: dgram.Socket;
@@ -58,6 +63,20 @@ export class UdpFlow extends Duplex {
   #lastActive: number;
   #socketOpen = true;
   #idleSince: number | undefined;
+  /** Replies waiting for this turn's push (#flushReplies), and their framed size. */
+  #replies: Buffer[] = [];
+  #repliesBytes = 0;
+  /** Datagrams from the opener so far (activity is stamped once per chunk, not per datagram). */
+  #sent = 0;
+  /** One datagram to the endpoint (one bound function per flow, not a closure per datagram). */
+  readonly #sendOne = (d: Buffer): void => {
+    this.#sent++;
+    if (!this.#socketOpen) {
+      udpFlowCounters.requestsDropped++;
+      return;
+    }
+    this.#socket.send(d, countSendError);
+  };
 
   /** Use dialUdpFlow: the socket must be connected before the flow is handed out. */
   constructor(socket: dgram.Socket, target: { ip: string; port: number }, opts: UdpFlowOptions = {}) {
@@ -80,35 +99,45 @@ export class UdpFlow extends Duplex {
 
   #reply(msg: Buffer): void {
     this.#lastActive = this.#sweeper.now();
-    if (this.readableLength + msg.length + 2 > this.#maxQueued) {
+    if (this.readableLength + this.#repliesBytes + msg.length + 2 > this.#maxQueued) {
       udpFlowCounters.repliesDropped++;
       return;
     }
-    this.push(encodeDatagram(msg));
+    if (this.#replies.length === 0) setImmediate(this.#flushReplies);
+    this.#replies.push(msg);
+    this.#repliesBytes += msg.length + 2;
   }
+
+  /**
+   * The replies read in one turn of the event loop (libuv reads a socket's queue in one go),
+   * framed into one buffer and pushed once: one write towards the opener per turn, not one
+   * per datagram, when the endpoint answers faster than one at a time.
+   */
+  readonly #flushReplies = (): void => {
+    const replies = this.#replies;
+    if (replies.length === 0) return;
+    this.#replies = [];
+    this.#repliesBytes = 0;
+    if (this.destroyed || this.#idleSince !== undefined) {
+      udpFlowCounters.repliesDropped += replies.length; // the flow ended meanwhile
+      return;
+    }
+    this.push(encodeDatagrams(replies));
+  };
 
   override _read(): void {
     // Replies are pushed as they arrive; the bound above stands in for backpressure.
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
-    let datagrams: Buffer[];
+    const before = this.#sent;
     try {
-      datagrams = this.#decoder.push(chunk);
+      this.#decoder.each(chunk, this.#sendOne);
     } catch (err) {
       callback(err as Error); // a length over the maximum: the stream is reset
       return;
     }
-    if (datagrams.length > 0) this.#lastActive = this.#sweeper.now();
-    for (const d of datagrams) {
-      if (!this.#socketOpen) {
-        udpFlowCounters.requestsDropped++;
-        continue;
-      }
-      this.#socket.send(d, (err) => {
-        if (err) udpFlowCounters.sendErrors++;
-      });
-    }
+    if (this.#sent !== before) this.#lastActive = this.#sweeper.now();
     callback();
   }
 
@@ -118,6 +147,7 @@ export class UdpFlow extends Duplex {
     // now rather than holding the socket (and the opener's connection) for two idle periods.
     callback();
     if (this.#idleSince === undefined) {
+      this.#flushReplies(); // replies read before the opener's end still go
       this.#idleSince = this.#sweeper.now(); // the sweep destroys it one idle period later at most
       this.#closeSocket();
       this.push(null);
@@ -130,6 +160,7 @@ export class UdpFlow extends Duplex {
     if (this.destroyed) return;
     if (this.#idleSince === undefined) {
       if (now - this.#lastActive < this.#idleMs) return;
+      this.#flushReplies();
       this.#idleSince = now;
       udpFlowCounters.idleClosed++;
       this.#closeSocket();
