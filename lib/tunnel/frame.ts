@@ -237,6 +237,65 @@ function maxPayload(type: number): number {
 }
 
 /**
+ * Received bytes not yet decoded: a FIFO of chunks (views of the reads) that hands out n bytes
+ * at a time, as a view when they lie in one chunk, else as one copy. Shared by both decoders.
+ */
+class ByteQueue {
+  chunks: Buffer[] = [];
+  length = 0;
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+  }
+
+  take(n: number): Buffer {
+    this.length -= n;
+    const first = this.chunks[0];
+    if (first.length > n) {
+      this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    if (first.length === n) {
+      this.chunks.shift();
+      return first;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const c = this.chunks[0];
+      const want = n - filled;
+      if (c.length <= want) {
+        c.copy(out, filled);
+        filled += c.length;
+        this.chunks.shift();
+      } else {
+        c.copy(out, filled, 0, want);
+        this.chunks[0] = c.subarray(want);
+        filled += want;
+      }
+    }
+    return out;
+  }
+
+  /** Everything held, when it is one chunk (the caller checks), and the queue empty again. */
+  takeAll(): Buffer {
+    const only = this.chunks[0];
+    this.chunks = [];
+    this.length = 0;
+    return only;
+  }
+
+  /**
+   * One exact copy of what is held instead of the read buffers its pieces are views of (each
+   * pins its whole backing store).
+   */
+  compact(): void {
+    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks, this.length)];
+  }
+}
+
+/**
  * Turns a byte stream into frames. Keeps incoming chunks in a list and joins them only
  * when a small frame spans chunks. A DATA frame is not joined: its payload comes out as one
  * or more DATA frames (same stream, pieces in order, each a view of an incoming chunk) as
@@ -246,18 +305,16 @@ function maxPayload(type: number): number {
  * Throws FrameError on the first bad header: the caller closes the session.
  */
 export class FrameDecoder {
-  #chunks: Buffer[] = [];
-  #length = 0;
+  readonly #q = new ByteQueue();
   #header: { type: number; stream: number; length: number } | undefined;
 
   push(chunk: Buffer): Frame[] {
-    this.#chunks.push(chunk);
-    this.#length += chunk.length;
+    this.#q.push(chunk);
     const out: Frame[] = [];
     for (;;) {
       if (!this.#header) {
-        if (this.#length < HEADER_BYTES) break;
-        const h = this.#take(HEADER_BYTES);
+        if (this.#q.length < HEADER_BYTES) break;
+        const h = this.#q.take(HEADER_BYTES);
         if (h[0] !== PROTOCOL_VERSION)
           throw new FrameError(`unsupported protocol version ${h[0]} (expected ${PROTOCOL_VERSION})`);
         if (h.readUInt16BE(2) !== 0) throw new FrameError('reserved header bits must be 0');
@@ -272,61 +329,32 @@ export class FrameDecoder {
         this.#header = { type, stream, length };
       }
       if (this.#header.type === FrameType.DATA) {
-        if (this.#length === 0) break;
+        if (this.#q.length === 0) break;
         const { stream } = this.#header;
-        const first = this.#chunks[0];
+        const first = this.#q.chunks[0];
         const n = Math.min(first.length, this.#header.length);
-        out.push({ type: FrameType.DATA, stream, data: this.#take(n) });
+        out.push({ type: FrameType.DATA, stream, data: this.#q.take(n) });
         this.#header.length -= n;
         if (this.#header.length === 0) this.#header = undefined;
         continue;
       }
-      if (this.#length < this.#header.length) {
+      if (this.#q.length < this.#header.length) {
         // Waiting for the rest of a non-DATA frame: keep one exact copy, not the TLS read
         // buffers the pieces are views of (each pins its whole backing store; an idle
         // stranger could hold several times the frame's 64 KiB this way).
-        if (this.#chunks.length > 1) this.#chunks = [Buffer.concat(this.#chunks, this.#length)];
+        this.#q.compact();
         break;
       }
       const { type, stream, length } = this.#header;
       this.#header = undefined;
-      out.push(decodeFrame(type, stream, length === 0 ? Buffer.alloc(0) : this.#take(length)));
+      out.push(decodeFrame(type, stream, length === 0 ? Buffer.alloc(0) : this.#q.take(length)));
     }
     return out;
   }
 
   /** Bytes buffered but not yet returned as frames. */
   get buffered(): number {
-    return this.#length;
-  }
-
-  #take(n: number): Buffer {
-    this.#length -= n;
-    const first = this.#chunks[0];
-    if (first.length > n) {
-      this.#chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    if (first.length === n) {
-      this.#chunks.shift();
-      return first;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const c = this.#chunks[0];
-      const want = n - filled;
-      if (c.length <= want) {
-        c.copy(out, filled);
-        filled += c.length;
-        this.#chunks.shift();
-      } else {
-        c.copy(out, filled, 0, want);
-        this.#chunks[0] = c.subarray(want);
-        filled += want;
-      }
-    }
-    return out;
+    return this.#q.length;
   }
 }
 
@@ -386,8 +414,7 @@ export function encodeDatagrams(payloads: readonly Uint8Array[]): Buffer {
  * is copied together. `each` hands them to a callback without an array per chunk.
  */
 export class DatagramDecoder {
-  #chunks: Buffer[] = [];
-  #length = 0;
+  readonly #q = new ByteQueue();
 
   push(chunk: Buffer): Buffer[] {
     const out: Buffer[] = [];
@@ -397,7 +424,7 @@ export class DatagramDecoder {
 
   /** Calls `onDatagram` with each whole datagram, in order (the fast path of a carrier). */
   each(chunk: Buffer, onDatagram: (datagram: Buffer) => void): void {
-    if (this.#length === 0) {
+    if (this.#q.length === 0) {
       // Nothing held: walk the chunk in place, keeping only its cut tail.
       let at = 0;
       while (chunk.length - at >= DATAGRAM_HEADER_BYTES) {
@@ -410,29 +437,25 @@ export class DatagramDecoder {
         at = end;
       }
       if (at < chunk.length) {
-        this.#chunks.push(at === 0 ? chunk : chunk.subarray(at));
-        this.#length = chunk.length - at; // (a tail with its length was checked above)
+        this.#q.push(at === 0 ? chunk : chunk.subarray(at)); // (a tail with its length was checked above)
       }
       return;
     }
     if (chunk.length > 0) {
-      this.#chunks.push(chunk);
-      this.#length += chunk.length;
+      this.#q.push(chunk);
     }
-    while (this.#length >= DATAGRAM_HEADER_BYTES) {
-      const first = this.#chunks[0];
+    while (this.#q.length >= DATAGRAM_HEADER_BYTES) {
+      const first = this.#q.chunks[0];
       const size =
-        first.length >= 2 ? first.readUInt16BE(0) : (first[0] << 8) | (this.#chunks[1] as Buffer)[0];
+        first.length >= 2 ? first.readUInt16BE(0) : (first[0] << 8) | (this.#q.chunks[1] as Buffer)[0];
       if (size > MAX_DATAGRAM)
         throw new FrameError(`datagram length ${size} is over the ${MAX_DATAGRAM}-byte maximum`);
-      if (this.#length < DATAGRAM_HEADER_BYTES + size) break;
-      this.#take(DATAGRAM_HEADER_BYTES);
-      onDatagram(size === 0 ? Buffer.alloc(0) : this.#take(size));
-      if (this.#length > 0 && this.#chunks.length === 1) {
+      if (this.#q.length < DATAGRAM_HEADER_BYTES + size) break;
+      this.#q.take(DATAGRAM_HEADER_BYTES);
+      onDatagram(size === 0 ? Buffer.alloc(0) : this.#q.take(size));
+      if (this.#q.length > 0 && this.#q.chunks.length === 1) {
         // What is left is one chunk's tail: the in-place walk above takes it from here.
-        const rest = this.#chunks[0];
-        this.#chunks = [];
-        this.#length = 0;
+        const rest = this.#q.takeAll();
         this.each(rest, onDatagram);
         return;
       }
@@ -441,35 +464,6 @@ export class DatagramDecoder {
 
   /** Bytes of a partial datagram held (a stream that ends with some was cut mid-datagram). */
   get buffered(): number {
-    return this.#length;
-  }
-
-  #take(n: number): Buffer {
-    this.#length -= n;
-    const first = this.#chunks[0];
-    if (first.length > n) {
-      this.#chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    if (first.length === n) {
-      this.#chunks.shift();
-      return first;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const c = this.#chunks[0];
-      const want = n - filled;
-      if (c.length <= want) {
-        c.copy(out, filled);
-        filled += c.length;
-        this.#chunks.shift();
-      } else {
-        c.copy(out, filled, 0, want);
-        this.#chunks[0] = c.subarray(want);
-        filled += want;
-      }
-    }
-    return out;
+    return this.#q.length;
   }
 }
