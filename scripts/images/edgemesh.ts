@@ -39,7 +39,9 @@ import {
 
 const XTABLES_BINS = ['/usr/sbin/xtables-nft-multi', '/usr/sbin/xtables-legacy-multi'];
 const XTABLES_MODULES = '/usr/lib/x86_64-linux-gnu/xtables';
-const ADDON = 'sidecar/native/build/l4.node';
+// The sidecar's native addons, built by `npm ci` in the staging copy: the L4 engine and the
+// TPROXY UDP path (a pod annotated traffic.edgemesh.io/capture-udp cannot start without it).
+const ADDONS = ['sidecar/native/build/l4.node', 'sidecar/native/build/udp.node'];
 
 /** The image's node: the npm `node` package's binary, the same Node the repo pins. */
 function nodeBinary(repo: string): string {
@@ -107,7 +109,11 @@ function stageNodeModules(ctx: BuildContext): string {
   const node = nodeBinary(ctx.repo);
   const key = digestInputs([...npmInputs(ctx.repo), node]);
   const keyFile = join(stage, '.edgemesh-key');
-  if (existsSync(keyFile) && readFileSync(keyFile, 'utf8') === key && existsSync(join(stage, ADDON))) {
+  if (
+    existsSync(keyFile) &&
+    readFileSync(keyFile, 'utf8') === key &&
+    ADDONS.every((a) => existsSync(join(stage, a)))
+  ) {
     ctx.log('npm ci --omit=dev: unchanged, reusing the staged node_modules');
     return stage;
   }
@@ -122,7 +128,8 @@ function stageNodeModules(ctx: BuildContext): string {
     stdio: ['ignore', 2, 2],
     env: { ...process.env, PATH: `${dirname(node)}:${process.env.PATH}`, EDGEMESH_REQUIRE_NATIVE: '1' },
   });
-  if (!existsSync(join(stage, ADDON))) throw new Error(`image: npm ci did not build ${ADDON}`);
+  for (const a of ADDONS)
+    if (!existsSync(join(stage, a))) throw new Error(`image: npm ci did not build ${a}`);
   writeFileSync(keyFile, key);
   ctx.log(`npm ci --omit=dev: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   return stage;
@@ -247,9 +254,11 @@ export const edgemesh: ImageRecipe = {
     ctx.log(
       `node_modules: dropped ${pruned.files} files, ${(pruned.bytes / 1e6).toFixed(1)} MB not needed at run time`,
     );
-    // The addon built against the image's Node in the staging copy, not whatever the checkout has.
-    mkdirSync(join(app, dirname(ADDON)), { recursive: true });
-    copyFileSync(join(stage, ADDON), join(app, ADDON));
+    // The addons built against the image's Node in the staging copy, not whatever the checkout has.
+    for (const a of ADDONS) {
+      mkdirSync(join(app, dirname(a)), { recursive: true });
+      copyFileSync(join(stage, a), join(app, a));
+    }
 
     const isApp = (p: string) => p === 'app' || p.startsWith('app/');
     return {
@@ -284,8 +293,9 @@ export const edgemesh: ImageRecipe = {
         .filter((f) => f.endsWith('.js') && !f.startsWith('node_modules/') && f !== 'main.js' && !f.endsWith('/main.js'));
       for (const f of files) await import('/app/' + f);
       const require = createRequire('/app/package.json');
-      require('koffi'); require('node-datachannel'); require('/app/${ADDON}');
-      console.log('modules: ' + files.length + ' + koffi, node-datachannel, l4.node');`;
+      require('koffi'); require('node-datachannel');
+      for (const a of ${JSON.stringify(ADDONS)}) require('/app/' + a);
+      console.log('modules: ' + files.length + ' + koffi, node-datachannel, l4.node, udp.node');`;
     out.push(inRootfs(rootfs, ['node', '--input-type=module', '-e', script]).trim());
     for (const t of ['iptables', 'iptables-legacy', 'ip6tables-nft', 'ip6tables-legacy']) {
       out.push(inRootfs(rootfs, [t, '-V']).trim());
