@@ -192,7 +192,14 @@ export class TunnelLab {
     ]);
     collect(child, node.name);
     this.nodes.set(node.name, child);
-    await readyLine(child, `tunnel node ${node.name}`);
+    // Enrolment may need a retry (up to 15 s apart, with jitter, while a tunnel-server is not
+    // answering yet, e.g. behind a delay forwarder just started), then registration has its own
+    // --ready-timeout: wait for both, and say what the node logged if it still is not ready.
+    await readyLine(child, `tunnel node ${node.name}`, (opts.readyTimeoutMs ?? 15_000) + 45_000).catch(
+      (err) => {
+        throw new Error(`${(err as Error).message}; its log ends:\n${processLog(node.name, 2000)}`);
+      },
+    );
     return child;
   }
 
