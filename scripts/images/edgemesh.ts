@@ -39,6 +39,8 @@ import {
 
 const XTABLES_BINS = ['/usr/sbin/xtables-nft-multi', '/usr/sbin/xtables-legacy-multi'];
 const XTABLES_MODULES = '/usr/lib/x86_64-linux-gnu/xtables';
+// iproute2's `ip`: `edgemesh init --capture-udp` adds its policy rule and route with it.
+const IP_BIN = '/bin/ip';
 // The sidecar's native addons, built by `npm ci` in the staging copy: the L4 engine and the
 // TPROXY UDP path (a pod annotated traffic.edgemesh.io/capture-udp cannot start without it).
 const ADDONS = ['sidecar/native/build/l4.node', 'sidecar/native/build/udp.node'];
@@ -200,6 +202,8 @@ export const edgemesh: ImageRecipe = {
       nodeBinary(ctx.repo),
       ...sharedLibs(nodeBinary(ctx.repo)),
       ...xtablesFiles(),
+      IP_BIN,
+      ...sharedLibs(IP_BIN),
     ],
     // The commit is a fact: /app/build-info.json must not name the commit of an older build.
     facts: [`version=${packageVersion(ctx.repo)}`, `build-info=${buildInfoJson(ctx.repo)}`],
@@ -215,6 +219,7 @@ export const edgemesh: ImageRecipe = {
     // use them, and native backtraces keep node's exported (dynamic) symbols.
     execFileSync('strip', [join(rootfs, 'usr/local/bin/node')]);
     for (const b of XTABLES_BINS) installBinary(rootfs, b);
+    installBinary(rootfs, IP_BIN, '/usr/sbin/ip');
     for (const m of copyHostTree(rootfs, XTABLES_MODULES))
       for (const l of sharedLibs(m)) copyHostPath(rootfs, l);
     const links: Record<string, string> = {};
@@ -297,7 +302,7 @@ export const edgemesh: ImageRecipe = {
       for (const a of ${JSON.stringify(ADDONS)}) require('/app/' + a);
       console.log('modules: ' + files.length + ' + koffi, node-datachannel, l4.node, udp.node');`;
     out.push(inRootfs(rootfs, ['node', '--input-type=module', '-e', script]).trim());
-    for (const t of ['iptables', 'iptables-legacy', 'ip6tables-nft', 'ip6tables-legacy']) {
+    for (const t of ['iptables', 'iptables-legacy', 'ip6tables-nft', 'ip6tables-legacy', 'ip']) {
       out.push(inRootfs(rootfs, [t, '-V']).trim());
     }
     return out;
