@@ -74,7 +74,7 @@ describe('admission goldens', () => {
           privileged: false,
           allowPrivilegeEscalation: false,
           readOnlyRootFilesystem: true,
-          capabilities: { add: ['NET_ADMIN'], drop: ['ALL'] },
+          capabilities: { add: ['NET_ADMIN', 'NET_BIND_SERVICE'], drop: ['ALL'] },
         });
         expect(inits[0].args).toContain('--capture-udp=true');
         expect(inits[1].args).toContain('--capture-udp=true');

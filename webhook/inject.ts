@@ -66,7 +66,7 @@ export function trafficFlags(pod: V1Pod): string[] {
 /**
  * `traffic.edgemesh.io/capture-udp: "true"` on the pod: the init also captures outbound UDP (TPROXY,
  * docs/udp.md) and the sidecar proxies it. Off by default and per pod: the sidecar then runs
- * as root with NET_ADMIN (below). Values "true"/"false"; anything else refuses the pod.
+ * as root with NET_ADMIN and NET_BIND_SERVICE (below). Values "true"/"false"; anything else refuses the pod.
  */
 export const CAPTURE_UDP_ANNOTATION = 'traffic.edgemesh.io/capture-udp';
 
@@ -119,6 +119,9 @@ const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fiel
  * them), so it runs as uid 0 with every capability dropped but NET_ADMIN — and gid 1337,
  * which the capture rules exempt (`--gid-owner`), so its own traffic is not captured again.
  * Istio's TPROXY interception mode runs its proxy the same way (uid 0, gid 1337, NET_ADMIN).
+ * NET_BIND_SERVICE as well: replies leave from a socket bound to ClusterIP:port, and a
+ * Service port below 1024 (DNS on 53, syslog on 514) is a privileged bind without it
+ * (EACCES; found on the real cluster with a dnsmasq Service).
  */
 export function proxyContainer(config: InjectionConfig, udp = false): V1Container {
   const probe = { httpGet: { path: '/ready', port: config.healthPort } };
@@ -166,7 +169,7 @@ export function proxyContainer(config: InjectionConfig, udp = false): V1Containe
           privileged: false,
           allowPrivilegeEscalation: false,
           readOnlyRootFilesystem: true,
-          capabilities: { add: ['NET_ADMIN'], drop: ['ALL'] },
+          capabilities: { add: ['NET_ADMIN', 'NET_BIND_SERVICE'], drop: ['ALL'] },
         }
       : {
           runAsUser: config.proxyUid,
