@@ -312,6 +312,102 @@ describe('edgemesh on a real control plane across NATs', () => {
     expect(headlessSrv.stdout).toMatch(/ 80 \S+\.nginx-headless\.demo\.svc\.cluster\.local\.$/m);
   });
 
+  it('a UDP Service across sites: dig @ClusterIP from a pod with traffic.edgemesh.io/capture-udp on site 1 is answered by a real dnsmasq on site 2, not by the sidecar', async () => {
+    // A user's own DNS server run as a UDP Service (issue 18): dnsmasq on site 2 knows one name.
+    // The client on site 1 asks the Service's ClusterIP: its sidecar captures the UDP (TPROXY),
+    // carries it to its gateway (DGRAM), over the tunnel to site 2's gateway, which sends it to
+    // the dnsmasq pod on its node; the answer comes back from the ClusterIP. DNS to an address
+    // that is not in the pod's resolv.conf is no longer the sidecar's: a cluster name asked of
+    // dnsmasq is not answered from the catalog.
+    const dns = {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'dnsmasq', namespace: NS },
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: { app: 'dnsmasq' } },
+        template: {
+          metadata: { labels: { app: 'dnsmasq' } },
+          spec: {
+            nodeSelector: { 'topology.kubernetes.io/zone': 'site-2' },
+            terminationGracePeriodSeconds: 2,
+            containers: [
+              {
+                name: 'dnsmasq',
+                image: images().client,
+                command: [
+                  'dnsmasq',
+                  '--keep-in-foreground',
+                  '--user=root',
+                  '--group=root',
+                  '--pid-file',
+                  '--no-resolv',
+                  '--no-hosts',
+                  '--address=/only.example/192.0.2.7',
+                  '--log-queries',
+                  '--log-facility=-',
+                ],
+                ports: [{ name: 'dns', containerPort: 53, protocol: 'UDP' }],
+              },
+            ],
+          },
+        },
+      },
+    };
+    const svc = {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'dns-udp', namespace: NS },
+      spec: {
+        selector: { app: 'dnsmasq' },
+        ports: [{ name: 'dns', port: 53, protocol: 'UDP', targetPort: 53 }],
+      },
+    };
+    const udpClient = clientDeployment(images(), 'udp-client') as {
+      spec: { template: { metadata: { annotations?: Record<string, string> } } };
+    };
+    udpClient.spec.template.metadata.annotations = { 'traffic.edgemesh.io/capture-udp': 'true' };
+    await apply(cluster, [dns, svc, udpClient]);
+    const [server] = await readyPods('app=dnsmasq', 1);
+    const [client] = await readyPods('app=udp-client', 1);
+    expect(nodeSite(server?.spec.nodeName)).toBe(2);
+    expect(nodeSite(client?.spec.nodeName)).toBe(1);
+    const ref = await clientRef(cluster, 'udp-client');
+    const { spec } = await getJson<{ spec: { clusterIP: string } }>(cluster, [
+      '-n',
+      NS,
+      'get',
+      'service',
+      'dns-udp',
+    ]);
+    const dig = (name: string) =>
+      inClient(cluster, ['dig', '+short', '+time=2', '+tries=1', `@${spec.clusterIP}`, name], 30_000, ref);
+    // The catalog reaches the client's sidecar and the far gateway a moment after the rollout.
+    let answer = '';
+    await waitFor(
+      async () => {
+        answer = (await dig('only.example')).stdout.trim();
+        return answer === '192.0.2.7';
+      },
+      60_000,
+      500,
+      `dig @${spec.clusterIP} only.example from ${ref.pod}`,
+    ).catch(() => undefined);
+    expect(answer).toBe('192.0.2.7');
+    // Ten more, one flow each (dig takes a new source port per run): all answered.
+    for (let i = 0; i < 10; i++) expect((await dig('only.example')).stdout.trim()).toBe('192.0.2.7');
+    // dnsmasq knows no cluster names: asked of it, nginx-svc gets no address (the sidecar's
+    // catalog would have answered with the ClusterIP before DNS capture was scoped).
+    expect((await dig(FQDN)).stdout.trim()).toBe('');
+    const log = await cluster.kubectl(['-n', NS, 'logs', `deploy/dnsmasq`, '-c', 'dnsmasq']);
+    expect(log).toMatch(/query\[A\] only\.example from /);
+    process.stderr.write(
+      `mesh e2e: UDP ${spec.clusterIP}:53 from ${client?.spec.nodeName} answered by dnsmasq on ${server?.spec.nodeName}\n`,
+    );
+    await cluster.kubectl(['-n', NS, 'delete', 'deployment', 'dnsmasq', 'udp-client', '--wait=false']);
+    await cluster.kubectl(['-n', NS, 'delete', 'service', 'dns-udp', '--wait=false']);
+  });
+
   it('scaled to 3 on two nodes, requests spread round-robin over all replicas; a deleted pod stops getting traffic and no request fails', async () => {
     await cluster.kubectl(['-n', NS, 'scale', 'deployment/nginx', '--replicas=3']);
     await rolloutStatus(cluster, 'nginx');
