@@ -11,7 +11,9 @@
  * - Services: ClusterIP 'None' → headless; spec.clusterIPs (dual stack) else spec.clusterIP;
  *   ExternalName keeps spec.externalName and no IPs; sessionAffinity ClientIP with
  *   timeoutSeconds (default 10800); annotations edgemesh.io/lb-policy (a bad value → the
- *   default, reported) and edgemesh.io/lb-hash-header.
+ *   default, reported), edgemesh.io/lb-hash-header and edgemesh.io/udp-idle-timeout (a Go
+ *   duration 1s–1h, whole ms; anything else → absent, the sidecar's default, reported naming
+ *   the service, the annotation and the value: never a reason to drop the service).
  * - EndpointSlices (discovery.k8s.io/v1) belong to the service named by their
  *   `kubernetes.io/service-name` label; FQDN slices are skipped; conditions: ready unset →
  *   true, serving unset → ready, terminating unset → false; ports without a port number
@@ -30,6 +32,7 @@
  * - Nodes: InternalIP addresses.
  */
 import { Interner, MultiIndex } from './compact.ts';
+import { parseGoDuration } from './duration.ts';
 import {
   CATALOG_FORMAT,
   type Catalog,
@@ -49,6 +52,9 @@ import {
   type ServiceEntry,
   type ServicePort,
   serviceKey,
+  UDP_IDLE_TIMEOUT_ANNOTATION,
+  UDP_IDLE_TIMEOUT_MAX_MS,
+  UDP_IDLE_TIMEOUT_MIN_MS,
 } from './types.ts';
 import { canonicalIP, validateNode, validatePod, validateServiceEntry } from './validate.ts';
 
@@ -190,7 +196,26 @@ export function serviceFromObject(obj: unknown, problems: string[] = []): Servic
       problems.push(`${where}: annotation ${HASH_HEADER_ANNOTATION} is not an HTTP header name; ignored`);
     }
   }
+  const idle = udpIdleTimeout(annotations[UDP_IDLE_TIMEOUT_ANNOTATION], where, problems);
+  if (idle !== undefined) service.udpIdleTimeoutMs = idle;
   return service;
+}
+
+/** edgemesh.io/udp-idle-timeout's value → whole ms, or undefined (absent, or reported as invalid). */
+function udpIdleTimeout(raw: unknown, where: string, problems: string[]): number | undefined {
+  if (raw === undefined) return undefined;
+  const ms = typeof raw === 'string' ? parseGoDuration(raw) : undefined;
+  const rounded = ms === undefined ? undefined : Math.round(ms);
+  if (rounded !== undefined && rounded >= UDP_IDLE_TIMEOUT_MIN_MS && rounded <= UDP_IDLE_TIMEOUT_MAX_MS)
+    return rounded;
+  const why = ms === undefined ? 'is not a Go duration such as "120s" or "2m"' : 'is outside 1s..1h';
+  // Shown cut short: an annotation may be up to 256 KiB, a log line should not.
+  const text = typeof raw === 'string' ? raw : String(JSON.stringify(raw));
+  const shown = JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}…` : text);
+  problems.push(
+    `${where}: annotation ${UDP_IDLE_TIMEOUT_ANNOTATION}=${shown} ${why}; using the sidecar's default UDP idle timeout`,
+  );
+  return undefined;
 }
 
 export interface SliceInfo {

@@ -9,7 +9,7 @@
  * own node's, and other code may read more of them.
  */
 import { type ObjectKind, SERVICE_NAME_LABEL } from './from-objects.ts';
-import { HASH_HEADER_ANNOTATION, LB_POLICY_ANNOTATION } from './types.ts';
+import { HASH_HEADER_ANNOTATION, LB_POLICY_ANNOTATION, UDP_IDLE_TIMEOUT_ANNOTATION } from './types.ts';
 
 type Loose = Record<string, unknown>;
 const isRecord = (v: unknown): v is Loose => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -22,12 +22,19 @@ function pick(from: unknown, keys: readonly string[]): Loose | undefined {
   return out;
 }
 
+/** The Service annotations the builder reads (from-objects.ts serviceFromObject). */
+const SERVICE_ANNOTATIONS = [
+  LB_POLICY_ANNOTATION,
+  HASH_HEADER_ANNOTATION,
+  UDP_IDLE_TIMEOUT_ANNOTATION,
+] as const;
+
 function trimMetadata(m: unknown): Loose | undefined {
   const out = pick(m, ['name', 'namespace', 'uid', 'resourceVersion']);
   if (!out || !isRecord(m)) return out;
   const labels = pick(m.labels, [SERVICE_NAME_LABEL]);
   if (labels && Object.keys(labels).length > 0) out.labels = labels;
-  const annotations = pick(m.annotations, [LB_POLICY_ANNOTATION, HASH_HEADER_ANNOTATION]);
+  const annotations = pick(m.annotations, SERVICE_ANNOTATIONS);
   if (annotations && Object.keys(annotations).length > 0) out.annotations = annotations;
   return out;
 }

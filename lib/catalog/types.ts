@@ -19,6 +19,15 @@ export const LB_POLICIES: readonly LbPolicy[] = [
 /** Service annotations that tune routing (validated; a bad value falls back to the default and is reported). */
 export const LB_POLICY_ANNOTATION = 'edgemesh.io/lb-policy';
 export const HASH_HEADER_ANNOTATION = 'edgemesh.io/lb-hash-header';
+/**
+ * How long a UDP flow to this service may idle before the sidecar forgets it: a Go duration,
+ * 1s–1h (e.g. "120s" for RTP or syslog senders that pause). Absent or invalid: the sidecar's
+ * default, 30 s (kube-proxy's conntrack UDP timeout). docs/udp.md "Idle timeouts and knobs".
+ */
+export const UDP_IDLE_TIMEOUT_ANNOTATION = 'edgemesh.io/udp-idle-timeout';
+/** The annotation's range: below 1 s a flow would end between an app's request and its retry; above 1 h a port scan holds flows for hours. */
+export const UDP_IDLE_TIMEOUT_MIN_MS = 1_000;
+export const UDP_IDLE_TIMEOUT_MAX_MS = 3_600_000;
 
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 
@@ -44,6 +53,12 @@ export interface Service {
   lbPolicy: LbPolicy;
   /** For consistent-hash on HTTP ports: the request header to hash on. */
   hashHeader?: string;
+  /**
+   * From edgemesh.io/udp-idle-timeout, whole milliseconds in [UDP_IDLE_TIMEOUT_MIN_MS,
+   * UDP_IDLE_TIMEOUT_MAX_MS]; absent: the sidecar's default. Optional so catalogs and state
+   * files written before it load unchanged.
+   */
+  udpIdleTimeoutMs?: number;
   publishNotReadyAddresses: boolean;
 }
 

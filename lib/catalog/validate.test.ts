@@ -26,7 +26,13 @@ function edited(edit: (c: Json) => void): unknown {
 
 describe('catalog validation', () => {
   it('accepts every golden catalog unchanged', () => {
-    for (const name of ['clusterip-web', 'dual-stack', 'headless-statefulset', 'externalname-and-policies']) {
+    for (const name of [
+      'clusterip-web',
+      'dual-stack',
+      'headless-statefulset',
+      'externalname-and-policies',
+      'udp-idle-timeout',
+    ]) {
       const c = golden(name);
       expect(validateCatalog(structuredClone(c))).toEqual(c);
     }
@@ -123,6 +129,26 @@ describe('catalog validation', () => {
       'hash header with a space',
       (c) => (c.services['demo/web'].service.hashHeader = 'x y'),
       `${web}.service.hashHeader: must be an HTTP header name`,
+    ],
+    [
+      'UDP idle timeout under 1 s',
+      (c) => (c.services['demo/web'].service.udpIdleTimeoutMs = 999),
+      `${web}.service.udpIdleTimeoutMs: must be 1000..3600000`,
+    ],
+    [
+      'UDP idle timeout over 1 h',
+      (c) => (c.services['demo/web'].service.udpIdleTimeoutMs = 3_600_001),
+      `${web}.service.udpIdleTimeoutMs: must be 1000..3600000`,
+    ],
+    [
+      'UDP idle timeout as text',
+      (c) => (c.services['demo/web'].service.udpIdleTimeoutMs = '120s'),
+      `${web}.service.udpIdleTimeoutMs: must be 1000..3600000`,
+    ],
+    [
+      'UDP idle timeout not whole ms',
+      (c) => (c.services['demo/web'].service.udpIdleTimeoutMs = 1500.5),
+      `${web}.service.udpIdleTimeoutMs: must be 1000..3600000`,
     ],
     [
       'too many cluster IPs',

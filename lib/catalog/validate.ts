@@ -31,6 +31,8 @@ import {
   type ServiceEntry,
   type ServicePort,
   serviceKey,
+  UDP_IDLE_TIMEOUT_MAX_MS,
+  UDP_IDLE_TIMEOUT_MIN_MS,
 } from './types.ts';
 
 /** Upper bounds that keep a hostile or broken input from exhausting memory or CPU. */
@@ -148,7 +150,7 @@ const SERVICE_FIELDS = [
   'lbPolicy',
   'publishNotReadyAddresses',
 ] as const;
-const SERVICE_OPTIONAL = ['externalName', 'hashHeader'] as const;
+const SERVICE_OPTIONAL = ['externalName', 'hashHeader', 'udpIdleTimeoutMs'] as const;
 const AFFINITY_TYPES = ['None', 'ClientIP'] as const;
 const AFFINITY_NONE = ['type'] as const;
 const AFFINITY_CLIENT_IP = ['type', 'timeoutSeconds'] as const;
@@ -358,6 +360,16 @@ function service(value: unknown, path: Path, copy: boolean): Service {
   if (o.hashHeader !== undefined) {
     const hashHeader = string(o.hashHeader, path, 'hashHeader', HEADER_NAME, 128, 'an HTTP header name');
     if (copy) out.hashHeader = hashHeader;
+  }
+  if (o.udpIdleTimeoutMs !== undefined) {
+    const ms = integer(
+      o.udpIdleTimeoutMs,
+      path,
+      'udpIdleTimeoutMs',
+      UDP_IDLE_TIMEOUT_MIN_MS,
+      UDP_IDLE_TIMEOUT_MAX_MS,
+    );
+    if (copy) out.udpIdleTimeoutMs = ms;
   }
   return out;
 }

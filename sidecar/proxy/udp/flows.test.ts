@@ -83,6 +83,15 @@ describe('FlowTable', () => {
     expect(table.get(B, VIP)?.idleMs).toBe(DEFAULT_IDLE_MS);
   });
 
+  it.each([0, -1, Number.NaN, Number.POSITIVE_INFINITY])(
+    'falls back to the table default for a route idle timeout of %d',
+    (idleMs) => {
+      const { table } = setup({ idleMs: 700 });
+      table.lookup(A, VIP, route(['10.1.0.1:53'], idleMs));
+      expect(table.get(A, VIP)?.idleMs).toBe(700);
+    },
+  );
+
   it('treats an idle flow not yet swept as gone: a new pick', () => {
     const { table, ended, advance } = setup({ idleMs: 100 });
     const r = route(['10.1.0.1:53', '10.1.0.2:53']);

@@ -58,6 +58,15 @@ export interface Route {
   readonly idleMs?: number;
 }
 
+/**
+ * A route's idle timeout when it is one (a positive finite number of ms), else undefined: the
+ * table's default. The catalog validates the annotation (1s..1h); this guards the table from
+ * a route built elsewhere, since 0 or NaN would end a flow on its first sweep, or never.
+ */
+function usableIdle(ms: number | undefined): number | undefined {
+  return ms !== undefined && ms > 0 && Number.isFinite(ms) ? ms : undefined;
+}
+
 export type Lookup<V> =
   | { readonly kind: 'new' | 'existing' | 'repicked'; readonly flow: Flow<V> }
   | { readonly kind: 'no-endpoint' };
@@ -117,7 +126,7 @@ export class FlowTable<V = unknown> {
       dst,
       endpoint,
       lastActive: now,
-      idleMs: route.idleMs ?? this.#idleMs,
+      idleMs: usableIdle(route.idleMs) ?? this.#idleMs,
       value: undefined,
     };
     this.#flows.set(key, created);

@@ -9,6 +9,10 @@
  *       when the sidecar has one, docs/udp.md "Across nodes")
  *   anything else                           → undefined: the proxy passes it through to the
  *       destination itself, as if it had not been captured
+ *
+ * A service's idle timeout (edgemesh.io/udp-idle-timeout, validated by the catalog) rides on
+ * the entry as `idleMs`, for the flow table's Route (flows.ts): a flow takes it when it is
+ * created and keeps it; a changed annotation applies to the flows created after the change.
  */
 import type { Catalog, Service, ServicePort } from '../../../lib/catalog/types.ts';
 import { normalizeIp, serviceTargets, type Target, targetId } from '../route.ts';
@@ -28,6 +32,8 @@ export interface UdpService {
   readonly ready: ReadonlySet<string>;
   /** `choices` by id: the picked endpoint's node decides direct vs gateway. */
   readonly byId: ReadonlyMap<string, Target>;
+  /** The service's UDP idle timeout in ms (its annotation); undefined: the flow table's default. */
+  readonly idleMs: number | undefined;
 }
 
 export class UdpRouteTable {
@@ -56,6 +62,7 @@ export class UdpRouteTable {
           choices,
           ready: new Set(choices.map((t) => t.id)),
           byId: new Map(choices.map((t) => [t.id, t])),
+          idleMs: service.udpIdleTimeoutMs,
         };
         for (const ip of service.clusterIPs) this.#byDst.set(targetId(normalizeIp(ip), port.port), entry);
       }
