@@ -25,6 +25,10 @@ import {
   hpackTarget,
 } from '../sidecar/proxy/h2/testing/fuzz.ts';
 import {
+  chunkedTarget as h1ChunkedTarget,
+  headTarget as h1HeadTarget,
+} from '../sidecar/proxy/http1/testing/fuzz.ts';
+import {
   type FuzzReport,
   type FuzzTarget,
   isDocumented,
@@ -50,6 +54,8 @@ const TARGETS: Record<string, FuzzTarget<never>> = {
   hpack: hpackTarget as FuzzTarget<never>,
   'h2-frame': h2FrameTarget as FuzzTarget<never>,
   'h2-conn': h2ConnTarget as FuzzTarget<never>,
+  'http1-native': h1HeadTarget as FuzzTarget<never>,
+  'http1-native-chunked': h1ChunkedTarget as FuzzTarget<never>,
 };
 const STALL_MS = 10;
 

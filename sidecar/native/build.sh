@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds the sidecar's native L4 data path (l4.c → build/l4.node). Run by `npm ci` (the
+# Builds the sidecar's native L4 data path (l4.c + http1.c, its HTTP/1.1 framing → build/l4.node). Run by `npm ci` (the
 # package's install script) and by the image build. Needs a C compiler (scripts/setup and the
 # Dockerfile install gcc); the N-API headers come from the node-api-headers npm package, so
 # nothing is downloaded. Without a compiler the sidecar still works: it falls back to Node's
@@ -23,7 +23,7 @@ if [ "${EDGEMESH_NATIVE_SANITIZE:-0}" = 1 ]; then
   # in after the process has started (sidecar/proxy-engines.netns.test.ts does both).
   "$cc" -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
     -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -I"$headers" \
-    -o build/l4-sanitized.node.tmp l4.c -lpthread
+    -o build/l4-sanitized.node.tmp l4.c http1.c -lpthread
   mv build/l4-sanitized.node.tmp build/l4-sanitized.node
   # The UDP data path (udp.c), the same way: EDGEMESH_UDP_ADDON=build/udp-sanitized.node.
   "$cc" -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
@@ -33,7 +33,7 @@ if [ "${EDGEMESH_NATIVE_SANITIZE:-0}" = 1 ]; then
   exit 0
 fi
 "$cc" -O2 -g0 -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -I"$headers" \
-  -o build/l4.node.tmp l4.c -lpthread
+  -o build/l4.node.tmp l4.c http1.c -lpthread
 mv build/l4.node.tmp build/l4.node
 # The UDP data path (udp.c → build/udp.node): transparent sockets for UDP capture (docs/udp.md).
 "$cc" -O2 -g0 -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -I"$headers" \

@@ -47,6 +47,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http1.h"
+
 #define SO_ORIGINAL_DST 80      /* linux/netfilter_ipv4.h */
 #define IP6T_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv6/ip6_tables.h */
 #define READ_BUFFER (64 * 1024)
@@ -1181,6 +1183,122 @@ static napi_value js_stop(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+
+/* ---------- HTTP/1.1 framing, for tests (http1.c; the golden and fuzz tests compare it with
+ * sidecar/proxy/http1/parse.ts byte for byte) ---------- */
+
+static void set_num(napi_env env, napi_value obj, const char *key, double n) {
+  napi_value v;
+  napi_create_double(env, n, &v);
+  napi_set_named_property(env, obj, key, v);
+}
+
+static void set_str(napi_env env, napi_value obj, const char *key, const char *s, size_t n) {
+  napi_value v;
+  napi_create_string_latin1(env, s, n, &v);
+  napi_set_named_property(env, obj, key, v);
+}
+
+/* httpParse(buffer, response, headRequest) → undefined (incomplete), { error, status } or the
+ * head's framing fields (names as parse.ts's Head). */
+static napi_value js_http_parse(napi_env env, napi_callback_info info) {
+  ARGS(3)
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  bool response = false, head_request = false;
+  if (napi_get_buffer_info(env, argv[0], (void **)&buf, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "buffer must be a Buffer");
+    return NULL;
+  }
+  napi_get_value_bool(env, argv[1], &response);
+  napi_get_value_bool(env, argv[2], &head_request);
+  static h1_head_t h; /* large (drop ranges); the JS thread is the only caller */
+  int r = response ? h1_parse_response(buf, len, head_request, &h) : h1_parse_request(buf, len, &h);
+  napi_value out;
+  if (r == H1_INCOMPLETE) {
+    napi_get_undefined(env, &out);
+    return out;
+  }
+  napi_create_object(env, &out);
+  set_num(env, out, "status", h.status);
+  if (r == H1_ERROR) {
+    set_str(env, out, "error", h.error, strlen(h.error));
+    return out;
+  }
+  if (!response) {
+    set_str(env, out, "method", (const char *)buf + h.start, h.method_len);
+    set_str(env, out, "target", (const char *)buf + h.target_off, h.target_len);
+  }
+  set_num(env, out, "minor", h.minor);
+  set_num(env, out, "headEnd", h.head_end);
+  set_num(env, out, "contentLength", (double)h.content_length);
+  set_num(env, out, "keepAliveMs", h.keep_alive_ms);
+  const char *flags[] = {"chunked", "close", "upgrade", "untilClose"};
+  uint8_t values[] = {h.chunked, h.close, h.upgrade, h.until_close};
+  for (int k = 0; k < 4; k++) {
+    napi_value v;
+    napi_get_boolean(env, values[k], &v);
+    napi_set_named_property(env, out, flags[k], v);
+  }
+  napi_value drop;
+  napi_create_array_with_length(env, h.ndrop, &drop);
+  for (uint32_t k = 0; k < h.ndrop; k++) {
+    napi_value v;
+    napi_create_uint32(env, h.drop[k], &v);
+    napi_set_element(env, drop, k, v);
+  }
+  napi_set_named_property(env, out, "drop", drop);
+  uint8_t *rewritten = malloc(h.head_end + 1);
+  if (rewritten) {
+    size_t n = h1_rewrite(buf, &h, NULL, 0, rewritten);
+    napi_value v;
+    void *data;
+    napi_create_buffer_copy(env, n, rewritten, &data, &v);
+    napi_set_named_property(env, out, "rewritten", v);
+    free(rewritten);
+  }
+  return out;
+}
+
+/* httpChunked(buffer, cuts) → the index past a chunked body's end, -1 (goes on) or the error
+ * text; the buffer is fed in pieces ending at each of `cuts` (framing must not depend on them). */
+static napi_value js_http_chunked(napi_env env, napi_callback_info info) {
+  ARGS(2)
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  if (napi_get_buffer_info(env, argv[0], (void **)&buf, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "buffer must be a Buffer");
+    return NULL;
+  }
+  uint32_t ncuts = 0;
+  napi_get_array_length(env, argv[1], &ncuts);
+  h1_chunked_t s = {0};
+  size_t at = 0;
+  napi_value out;
+  for (uint32_t k = 0; k <= ncuts; k++) {
+    double cut = (double)len;
+    if (k < ncuts) {
+      napi_value v;
+      napi_get_element(env, argv[1], k, &v);
+      napi_get_value_double(env, v, &cut);
+    }
+    size_t to = cut > (double)len ? len : cut < (double)at ? at : (size_t)cut;
+    const char *error = NULL;
+    int64_t r = h1_chunked_feed(&s, buf + at, to - at, &error);
+    if (r == -2) {
+      napi_create_string_latin1(env, error, NAPI_AUTO_LENGTH, &out);
+      return out;
+    }
+    if (r >= 0) {
+      napi_create_double(env, (double)(at + (size_t)r), &out);
+      return out;
+    }
+    at = to;
+  }
+  napi_create_double(env, -1, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"create", NULL, js_create, NULL, NULL, NULL, napi_default, NULL},
@@ -1193,6 +1311,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"closeListeners", NULL, js_close_listeners, NULL, NULL, NULL, napi_default, NULL},
       {"closeAll", NULL, js_close_all, NULL, NULL, NULL, napi_default, NULL},
       {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},
+      {"httpParse", NULL, js_http_parse, NULL, NULL, NULL, napi_default, NULL},
+      {"httpChunked", NULL, js_http_chunked, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

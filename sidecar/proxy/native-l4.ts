@@ -48,7 +48,31 @@ interface Addon {
   closeListeners(engine: Engine): void;
   closeAll(engine: Engine): void;
   stop(engine: Engine): void;
+  /** The C HTTP/1.1 framing (http1.c), for the tests that hold it to parse.ts. */
+  httpParse(buf: Buffer, response: boolean, headRequest: boolean): NativeHead | undefined;
+  httpChunked(buf: Buffer, cuts: number[]): number | string;
 }
+
+/** What http1.c makes of a head: parse.ts's Head framing fields, or the refusal. */
+export type NativeHead =
+  | { error: string; status: number }
+  | {
+      error?: undefined;
+      status: number;
+      method?: string;
+      target?: string;
+      minor: number;
+      headEnd: number;
+      contentLength: number;
+      keepAliveMs: number;
+      chunked: boolean;
+      close: boolean;
+      upgrade: boolean;
+      untilClose: boolean;
+      drop: number[];
+      /** The head as forwarded: its bytes without the dropped lines (h1_rewrite). */
+      rewritten: Buffer;
+    };
 
 let addon: Addon | Error | undefined;
 

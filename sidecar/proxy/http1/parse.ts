@@ -243,7 +243,7 @@ function fields(buf: Buffer, i: number, end: number, request: boolean, pick: str
         case 'transfer-encoding': {
           const codings = latin1(buf, v0, v1).toLowerCase().split(',');
           for (const coding of codings) {
-            const t = coding.trim();
+            const t = trimOws(coding);
             if (t === '') continue;
             // Anything after chunked (or chunked twice) leaves the body's end undefined.
             if (head.chunked) throw new HttpError(status, 'Transfer-Encoding after chunked');
@@ -254,7 +254,7 @@ function fields(buf: Buffer, i: number, end: number, request: boolean, pick: str
         }
         case 'connection': {
           for (const token of latin1(buf, v0, v1).toLowerCase().split(',')) {
-            const t = token.trim();
+            const t = trimOws(token);
             if (t === 'close') head.close = true;
             else if (t === 'keep-alive') head.keepAlive10 = true;
             else if (t === 'upgrade') connectionUpgrade = true;
@@ -301,7 +301,7 @@ function fields(buf: Buffer, i: number, end: number, request: boolean, pick: str
  * server send, e.g. `timeout=5, max=100`) in ms, or -1.
  */
 function keepAliveTimeout(value: string): number {
-  const m = /(?:^|[,;])\s*timeout\s*=\s*"?(\d{1,6})"?\s*(?:[,;]|$)/i.exec(value);
+  const m = /(?:^|[,;])[ \t]*timeout[ \t]*=[ \t]*"?(\d{1,6})"?[ \t]*(?:[,;]|$)/i.exec(value);
   return m ? Number(m[1]) * 1000 : -1;
 }
 
@@ -317,11 +317,24 @@ function lineRanges(buf: Buffer, i: number, end: number, names: string[]): numbe
   return out;
 }
 
+/**
+ * A list element without the optional whitespace around it: SP and HTAB only (RFC 9110 §5.6.1).
+ * Not String.trim, which also strips NBSP (0xA0, obs-text): `Content-Length: \xA05` is refused,
+ * as the native engine's parser (sidecar/native/http1.c) refuses it.
+ */
+function trimOws(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && (s.charCodeAt(a) === 0x20 || s.charCodeAt(a) === 0x09)) a++;
+  while (b > a && (s.charCodeAt(b - 1) === 0x20 || s.charCodeAt(b - 1) === 0x09)) b--;
+  return s.slice(a, b);
+}
+
 /** 1*DIGIT (at most 15 digits); a list of equal values ("5, 5") is one value. -1 when invalid. */
 function parseLength(text: string): number {
   let value = -1;
   for (const part of text.split(',')) {
-    const t = part.trim();
+    const t = trimOws(part);
     if (!/^\d{1,15}$/.test(t)) return -1;
     const n = Number(t);
     if (value >= 0 && n !== value) return -1;
