@@ -73,7 +73,7 @@ async function gateway(store: CatalogStore, port = 0) {
 
 async function sidecar(
   port: number,
-  opts: { negativeTtlMs?: number; idleMs?: number; sweepMs?: number } = {},
+  opts: { negativeTtlMs?: number; idleMs?: number; sweepMs?: number; lookupTimeoutMs?: number } = {},
 ) {
   const store = new CatalogStore();
   const source = new OnDemandCatalog({
@@ -154,6 +154,41 @@ describe('on-demand catalog (sidecar ↔ gateway hub)', () => {
     await waitFor(() => gw.sent.includes('U SVC demo/web'), 5000, 10, 'unsubscribed');
     expect(store.current?.services).toEqual({});
     await waitFor(() => gw.hub.subscriptions === 0, 5000, 10, 'hub dropped it');
+  });
+
+  it('fails questions the gateway never answers, oldest first, with one timer for all', async () => {
+    // A gateway that reads the questions and never answers.
+    const asked: string[] = [];
+    const server = net.createServer((socket) => {
+      socket.on('data', (c: Buffer) => asked.push(...c.toString().split('\n').filter(Boolean)));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const sockets = new Set<net.Socket>();
+    server.on('connection', (s) => sockets.add(s));
+    cleanups.push(() => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    });
+    const { source } = await sidecar((server.address() as net.AddressInfo).port, { lookupTimeoutMs: 60 });
+    const settled: string[] = [];
+    const ask = (name: string) =>
+      source.ensure({ kind: 'svc', namespace: 'demo', name })!.then((r) => {
+        settled.push(name);
+        return r;
+      });
+    const a = ask('a');
+    await new Promise((r) => setTimeout(r, 30));
+    const b = ask('b');
+    const bAgain = ask('b'); // coalesced: the same question, the same timeout
+    expect(await Promise.all([a, b, bAgain])).toEqual(['unavailable', 'unavailable', 'unavailable']);
+    // The timer is armed again for a question after the others have timed out.
+    expect(await ask('c')).toBe('unavailable');
+    expect(settled).toEqual(['a', 'b', 'b', 'c']);
+    expect(asked.filter((l) => l.startsWith('Q '))).toEqual([
+      'Q 1 SVC demo/a',
+      'Q 2 SVC demo/b',
+      'Q 3 SVC demo/c',
+    ]);
   });
 
   it('keeps serving what it holds while the gateway is away, and re-subscribes when it is back', async () => {

@@ -13,7 +13,13 @@
  * State: #socket the live connection; #ready once its header is sent (queries may follow at
  * once: the gateway reads them after admission); #inFlight query id → key, kept until the
  * answer arrives (a late answer still counts: the gateway subscribed it); #waiting key →
- * the callers of the one question in flight for it.
+ * the callers of the one question in flight for it and when it gives up.
+ *
+ * Timeouts: one timer for all questions, not one per question. Every question waits the same
+ * LOOKUP_TIMEOUT_MS, so #waiting's insertion order is deadline order and the timer only
+ * watches the oldest. A timer per question lived the whole 2 s after its answer (it was never
+ * cleared): a Timeout, its closure and its key per first query survived the young
+ * generation's collections and were copied into the old space (docs/scale.md, round 6).
  */
 import net from 'node:net';
 import { FEED_IDLE_TIMEOUT_MS, LineSplitter, MAX_FEED_LINE_BYTES } from '../../lib/catalog/feed.ts';
@@ -38,6 +44,12 @@ import type { CatalogLookup, LookupMemo, LookupResult } from './lookup.ts';
 /** A lookup not answered in this time fails (DNS SERVFAIL); the gateway is on the same host. */
 export const LOOKUP_TIMEOUT_MS = 2_000;
 const CLOCK_MS = 100;
+
+/** One question in flight: who waits for it and when it gives up (performance.now() ms). */
+interface Question {
+  callers: ((r: LookupResult) => void)[];
+  deadline: number;
+}
 
 export interface OnDemandOptions {
   host: string;
@@ -73,9 +85,12 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
   #attempt = 0;
   #retryTimer: NodeJS.Timeout | undefined;
   #sweepTimer: NodeJS.Timeout | undefined;
+  /** Fires when the oldest question in #waiting times out; armed only while one waits. */
+  #timeoutTimer: NodeJS.Timeout | undefined;
+  #timeoutArmed = false;
   #nextId = 1;
   readonly #inFlight = new Map<number, LookupKey>();
-  readonly #waiting = new Map<string, ((r: LookupResult) => void)[]>();
+  readonly #waiting = new Map<string, Question>();
   /** The time negative answers are checked against: Date.now() read at most every CLOCK_MS. */
   #coarseNow = 0;
   #coarseAt = 0;
@@ -113,6 +128,9 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
     this.#stopped = true;
     clearTimeout(this.#retryTimer);
     clearInterval(this.#sweepTimer);
+    clearTimeout(this.#timeoutTimer);
+    this.#timeoutTimer = undefined;
+    this.#timeoutArmed = false;
     this.#socket?.destroy();
     this.#socket = undefined;
     this.#ready = false;
@@ -138,22 +156,47 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
       return undefined;
     }
     const waiting = this.#waiting.get(k);
-    if (waiting) return new Promise((resolve) => waiting.push(resolve));
+    if (waiting) return new Promise((resolve) => waiting.callers.push(resolve));
     if (!this.#ready || !this.#socket) {
       this.#counts.unavailable++;
       return Promise.resolve('unavailable');
     }
-    const callers: ((r: LookupResult) => void)[] = [];
-    this.#waiting.set(k, callers);
-    const promise = new Promise<LookupResult>((resolve) => callers.push(resolve));
+    const question: Question = { callers: [], deadline: performance.now() + this.#timeoutMs };
+    this.#waiting.set(k, question);
+    const promise = new Promise<LookupResult>((resolve) => question.callers.push(resolve));
     this.#ask(key);
-    const timer = setTimeout(
-      () => this.#settle(k, 'unavailable'),
-      this.#opts.lookupTimeoutMs ?? LOOKUP_TIMEOUT_MS,
-    );
-    timer.unref();
+    if (!this.#timeoutArmed) this.#armTimeout(this.#timeoutMs);
     return promise;
   }
+
+  get #timeoutMs(): number {
+    return this.#opts.lookupTimeoutMs ?? LOOKUP_TIMEOUT_MS;
+  }
+
+  /** Arms the one timeout timer; the same Timeout object is re-armed when the delay is the full one. */
+  #armTimeout(delayMs: number): void {
+    this.#timeoutArmed = true;
+    if (this.#timeoutTimer && delayMs === this.#timeoutMs) {
+      this.#timeoutTimer.refresh();
+      return;
+    }
+    clearTimeout(this.#timeoutTimer);
+    this.#timeoutTimer = setTimeout(this.#expire, delayMs);
+    this.#timeoutTimer.unref();
+  }
+
+  /** Fails the questions past their deadline (the oldest first), then watches the next one. */
+  readonly #expire = (): void => {
+    this.#timeoutArmed = false;
+    const now = performance.now();
+    for (const [k, question] of this.#waiting) {
+      if (question.deadline > now) {
+        this.#armTimeout(Math.max(1, Math.ceil(question.deadline - now)));
+        return;
+      }
+      this.#settle(k, 'unavailable');
+    }
+  };
 
   /**
    * A coarse clock for a negative answer's expiry (held.check reads it for those only):
@@ -178,11 +221,11 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
   }
 
   #settle(k: string, result: LookupResult): void {
-    const callers = this.#waiting.get(k);
-    if (!callers) return;
+    const question = this.#waiting.get(k);
+    if (!question) return;
     this.#waiting.delete(k);
     this.#counts[result]++;
-    for (const resolve of callers) resolve(result);
+    for (const resolve of question.callers) resolve(result);
   }
 
   #unsubscribe(topics: string[]): void {
