@@ -14,6 +14,7 @@ import type { Socket } from 'node:net';
 import { encodeFeedLine, KEEPALIVE_INTERVAL_MS, LineSplitter } from '../lib/catalog/feed.ts';
 import {
   type Answer,
+  answerHead,
   encodeAnswer,
   encodeReply,
   type LookupKey,
@@ -21,6 +22,7 @@ import {
   MAX_SERVICES_PER_IP,
   MAX_SUBSCRIPTIONS,
   parseQuery,
+  serviceAnswerTail,
   topicString,
 } from '../lib/catalog/lookup-protocol.ts';
 import type { CatalogStore } from '../lib/catalog/store.ts';
@@ -82,6 +84,12 @@ export class LookupHub {
   /** A service entry's JSON, for answers: the store never changes an entry it has handed out. */
   #entryJSON = new WeakMap<ServiceEntry, string>();
   #entryJSONCount = 0;
+  /**
+   * A one-service answer's bytes after its head (serviceAnswerTail), per entry: the same
+   * bounds as #entryJSON. Bytes, not a string: written as they are, no encode per answer.
+   */
+  #serviceTail = new WeakMap<ServiceEntry, Buffer>();
+  #serviceTailCount = 0;
 
   constructor(store: CatalogStore, opts: LookupHubOptions = {}) {
     this.#store = store;
@@ -187,6 +195,10 @@ export class LookupHub {
       this.#write(client, encodeReply({ type: 'error', id: line.id, message: 'gateway has no catalog yet' }));
       return;
     }
+    if (line.key.kind === 'svc') {
+      this.#answerService(client, catalog, line.id, `${line.key.namespace}/${line.key.name}`);
+      return;
+    }
     const answer = this.#answer(catalog, line.id, line.key);
     // Topic strings as topicString() writes them.
     const topics = [
@@ -212,6 +224,51 @@ export class LookupHub {
     this.#write(client, encodeAnswer(answer, this.#encodeEntry));
   }
 
+  /**
+   * A service by name (every DNS miss for a service name): its answer is a head of a few
+   * dozen bytes and the entry's cached tail, written together (one writev), and one topic.
+   * The same line and subscriptions as the general path (#answer, encodeAnswer).
+   */
+  #answerService(client: Client, catalog: Catalog, id: number, key: string): void {
+    const entry = catalog.services[key];
+    if (entry) {
+      const topic = `svc ${key}`;
+      if (!client.topics.has(topic)) {
+        if (client.topics.size + 1 > MAX_SUBSCRIPTIONS) {
+          this.#metrics?.lookups.inc({ kind: 'svc', result: 'refused' });
+          const message = `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection`;
+          this.#write(client, encodeReply({ type: 'error', id, message }));
+          return;
+        }
+        client.topics.add(topic);
+        const set = this.#subscribers.get(topic);
+        if (set) set.add(client);
+        else this.#subscribers.set(topic, new Set([client]));
+      }
+    }
+    this.#metrics?.lookups.inc({ kind: 'svc', result: entry ? 'found' : 'missing' });
+    const head = answerHead(id, catalog.revision);
+    if (!entry) {
+      this.#write(client, `${head}{},"pods":{},"namespaces":{}}\n`);
+      return;
+    }
+    let tail = this.#serviceTail.get(entry);
+    if (tail === undefined) {
+      tail = Buffer.from(serviceAnswerTail(key, this.#encodeEntry(entry)));
+      if (++this.#serviceTailCount > MAX_ENTRY_JSON) {
+        this.#serviceTail = new WeakMap();
+        this.#serviceTailCount = 1;
+      }
+      this.#serviceTail.set(entry, tail);
+    }
+    const socket = client.socket;
+    if (this.#droppedBehind(client)) return;
+    socket.cork();
+    socket.write(head);
+    socket.write(tail);
+    socket.uncork();
+  }
+
   readonly #encodeEntry = (entry: ServiceEntry): string => {
     let json = this.#entryJSON.get(entry);
     if (json === undefined) {
@@ -225,7 +282,8 @@ export class LookupHub {
     return json;
   };
 
-  #answer(catalog: Catalog, id: number, key: LookupKey): Answer {
+  /** A namespace's or an address's answer (a service's: #answerService). */
+  #answer(catalog: Catalog, id: number, key: Exclude<LookupKey, { kind: 'svc' }>): Answer {
     const answer: Answer = {
       type: 'answer',
       id,
@@ -234,11 +292,7 @@ export class LookupHub {
       pods: {},
       namespaces: {},
     };
-    if (key.kind === 'svc') {
-      const k = `${key.namespace}/${key.name}`;
-      const entry = catalog.services[k];
-      if (entry) answer.services[k] = entry;
-    } else if (key.kind === 'ns') {
+    if (key.kind === 'ns') {
       if (this.#index.namespaceExists(key.namespace))
         answer.namespaces[key.namespace] = catalog.namespaces?.[key.namespace] ?? { name: key.namespace };
     } else {
@@ -314,12 +368,15 @@ export class LookupHub {
   }
 
   #write(client: Client, line: Buffer | string): void {
-    if (client.socket.writableLength > this.#maxBuffered) {
-      this.#log.warn({ queued: client.socket.writableLength }, 'lookup client too slow: dropping it');
-      client.socket.destroy();
-      return;
-    }
-    client.socket.write(line);
+    if (!this.#droppedBehind(client)) client.socket.write(line);
+  }
+
+  /** Drops a client more than maxBufferedBytes behind (it reconnects and asks again); true if so. */
+  #droppedBehind(client: Client): boolean {
+    if (client.socket.writableLength <= this.#maxBuffered) return false;
+    this.#log.warn({ queued: client.socket.writableLength }, 'lookup client too slow: dropping it');
+    client.socket.destroy();
+    return true;
   }
 }
 

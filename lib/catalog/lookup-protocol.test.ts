@@ -3,6 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { GoldenDir } from '../../test/harness/golden.ts';
 import {
   type Answer,
+  answerHead,
   decodeReply,
   encodeAnswer,
   encodeReply,
@@ -10,6 +11,7 @@ import {
   parseQuery,
   type QueryLine,
   type ReplyLine,
+  serviceAnswerTail,
   topicFromString,
   topicString,
 } from './lookup-protocol.ts';
@@ -120,6 +122,20 @@ describe('lookup protocol', () => {
     encoded.length = 0;
     expect(encodeAnswer(two, entryJSON)).toBe(encodeReply(two));
     expect(encoded).toEqual([two.services['demo/web'], two.services['demo/db']]);
+  });
+
+  it('splits a one-service answer into a head and a tail that depends on the entry only', () => {
+    const one: Answer = {
+      type: 'answer',
+      id: 2_147_483_647,
+      revision: 12,
+      services: { 'demo/web': web },
+      pods: {},
+      namespaces: {},
+    };
+    const line = answerHead(one.id, one.revision) + serviceAnswerTail('demo/web', JSON.stringify(web));
+    expect(line).toBe(encodeReply(one));
+    expect(decodeReply(line.trimEnd())).toEqual(one);
   });
 
   it('refuses bad query lines with a reason', () => {

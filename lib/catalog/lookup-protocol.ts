@@ -177,10 +177,25 @@ export function encodeAnswer(answer: Answer, entryJSON: (entry: ServiceEntry) =>
   for (const key of Object.keys(answer.services))
     services += `${services === '' ? '' : ','}${JSON.stringify(key)}:${entryJSON(answer.services[key])}`;
   return (
-    `{"type":"answer","id":${answer.id},"revision":${answer.revision},"services":{${services}},` +
+    `${answerHead(answer.id, answer.revision)}{${services}},` +
     `"pods":${JSON.stringify(answer.pods)},"namespaces":${JSON.stringify(answer.namespaces)}}\n`
   );
 }
+
+/**
+ * An answer line is answerHead + the rest; for an answer naming one service and nothing
+ * else (a DNS name's lookup, the common miss) the rest is serviceAnswerTail, which depends only
+ * on the service's entry: the gateway keeps it as bytes per entry and writes head and tail
+ * together, so an answer costs a few dozen bytes of text however large the entry.
+ *
+ *   {"type":"answer","id":7,"revision":N,"services":   answerHead(7, N)
+ *   {"ns/name":{...entry...}},"pods":{},"namespaces":{}}\n   serviceAnswerTail("ns/name", entryJSON)
+ */
+export const answerHead = (id: number, revision: number): string =>
+  `{"type":"answer","id":${id},"revision":${revision},"services":`;
+
+export const serviceAnswerTail = (key: string, entryJSON: string): string =>
+  `{${JSON.stringify(key)}:${entryJSON}},"pods":{},"namespaces":{}}\n`;
 
 function record(value: unknown, path: string): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value))
