@@ -14,6 +14,20 @@
  *   JS is told, at most twice a second per flow, which flows were active (its idle
  *   timeouts), and reads the datagram counters when /metrics is scraped.
  *
+ * Flows whose endpoint is on another node (docs/udp.md "Across nodes") are carried here too:
+ * JS opens the flow's TCP connection to the node's gateway (`EDGEMESH/1 DGRAM ...`), reads
+ * its `OK`, and hands the connected fd over (gatewayFlow below; the addon keeps a dup). The
+ * flow is then indexed like a direct one, but its "upstream" is that framed TCP fd:
+ *   app datagrams of one recvmmsg burst ──▶ `len u16 BE | payload` each, one writev per flow
+ *       (never queued: EAGAIN drops them, counted gateway-full; a frame the kernel took in
+ *       part is finished later from a per-flow tail of at most one frame, later frames of
+ *       the burst dropped)
+ *   bytes from the gateway ──▶ deframed here (a partial frame kept per flow, at most one
+ *       frame long) ──sendmmsg──▶ the app, from the flow's reply socket
+ *   EOF, an error or a length over MAX_FRAMED ──▶ REC_CLOSED to JS (nothing more is read or
+ *       written on it); JS closes the fd and opens a new connection on the flow's next
+ *       datagram, so the app keeps its address and source port.
+ *
  * Why the split: decisions (routing, balancing, flow lifetime, re-picks when endpoints
  * change) stay in JavaScript next to the TCP proxy's, one code for both; the per-datagram
  * work is C. Measured (bench/udp.ts): with every datagram through JS the sidecar carried
@@ -24,6 +38,7 @@
  *   REC_DATAGRAM  listener fd, payload offset, payload length, "src ip:port", "dst ip:port"
  *   REC_ACTIVE    upstream fd (a datagram either way; at most once per 500 ms tick), 0, 0, -, -
  *   REC_ERROR     upstream fd, errno (e.g. ECONNREFUSED from an ICMP port unreachable), 0, -, -
+ *   REC_CLOSED    gateway fd, errno (0: the gateway ended it; EPROTO: a bad frame length), 0, -, -
  * Addresses are "a.b.c.d:port" or "[v6]:port" (inet_ntop: RFC 5952 form, as the catalog's).
  *
  * Threads: the JS thread opens and closes sockets (sync calls below); this thread reads and
@@ -37,6 +52,7 @@
 #define NAPI_VERSION 8
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <node_api.h>
 #include <pthread.h>
@@ -48,6 +64,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,8 +87,8 @@
 #define IPV6_ORIGDSTADDR 74
 #endif
 
-enum { KIND_WAKE = 0, KIND_LISTENER = 1, KIND_UPSTREAM = 2 };
-enum { REC_DATAGRAM = 1, REC_ACTIVE = 2, REC_ERROR = 3 };
+enum { KIND_WAKE = 0, KIND_LISTENER = 1, KIND_UPSTREAM = 2, KIND_GATEWAY = 3 };
+enum { REC_DATAGRAM = 1, REC_ACTIVE = 2, REC_ERROR = 3, REC_CLOSED = 4 };
 
 #define MAX_EVENTS 64
 /* Datagrams per recvmmsg: one syscall for a burst; 16 x 64 KiB of scratch, touched only as
@@ -89,6 +106,15 @@ enum { REC_DATAGRAM = 1, REC_ACTIVE = 2, REC_ERROR = 3 };
 /* Asked of the kernel for the listeners (SO_RCVBUFFORCE: the sidecar holds NET_ADMIN);
  * a burst from the app waits here while the JS thread routes the previous one. */
 #define LISTENER_RCVBUF (4 * 1024 * 1024)
+/* Gateway connections: a frame is `len u16 BE | payload`, len at most MAX_FRAMED (the
+ * largest IPv4 UDP payload, lib/tunnel/frame.ts MAX_DATAGRAM); a larger length is a
+ * protocol error that ends the connection. */
+#define FRAME_HEADER 2
+#define MAX_FRAMED 65507
+/* The kernel's send buffer of a gateway connection (it doubles the value asked): about the
+ * 256 KiB of unsent data the JS carrier allowed before dropping. Without it the buffer
+ * autotunes to megabytes, a second of queue at these rates (docs/udp.md "Across nodes"). */
+#define GATEWAY_SNDBUF (128 * 1024)
 
 typedef struct {
   int kind;
@@ -120,6 +146,14 @@ typedef struct upstream {
   int fd;
   int reply_fd;
   uint32_t reported; /* the activity tick it was last reported active in */
+  /* A gateway flow: fd is a framed TCP connection to the node's gateway (else a connected
+   * UDP socket). The fields below are a gateway flow's, under the engine's lock. */
+  int gateway;
+  int dead;        /* EOF, error or bad frame seen and told to JS: not read or written */
+  uint8_t *tx;     /* the unsent tail of a frame the kernel took in part (EPOLLOUT armed) */
+  size_t tx_len, tx_off;
+  uint8_t *rx;     /* a partial frame from the last read, FRAME_HEADER + MAX_FRAMED at most */
+  size_t rx_len;
   socklen_t client_len;
   struct sockaddr_storage client;
   flowkey_t key;
@@ -145,6 +179,9 @@ typedef struct {
   atomic_uint_fast64_t fast_out;
   atomic_uint_fast64_t replies;
   atomic_uint_fast64_t fast_failed;
+  /* Gateway flows' datagrams dropped here: connection full (EAGAIN) / ended or broken. */
+  atomic_uint_fast64_t gw_full;
+  atomic_uint_fast64_t gw_down;
   batch_t *batch; /* this thread's */
   /* scratch for recvmmsg, this thread's */
   struct mmsghdr msgs[RECV_BATCH];
@@ -334,17 +371,187 @@ static void active(engine_t *e, int fd) {
   r->b = 0;
 }
 
+/* ---------- gateway flows: framed TCP to the node's gateway (under the lock) ---------- */
+
+static void up_free(upstream_t *u) {
+  free(u->tx);
+  free(u->rx);
+  free(u);
+}
+
+static void gw_arm(engine_t *e, upstream_t *u, int out) {
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0u),
+                           .data.u64 = ((uint64_t)KIND_GATEWAY << 32) | (uint32_t)u->fd};
+  epoll_ctl(e->epfd, EPOLL_CTL_MOD, u->fd, &ev);
+}
+
+/* Sends the tail of a frame the kernel took in part; 1 when none is left. An error is left
+ * to the read side, which sees it too and reports the connection closed. */
+static int gw_flush_tail(engine_t *e, upstream_t *u) {
+  if (!u->tx) return 1;
+  ssize_t n = send(u->fd, u->tx + u->tx_off, u->tx_len - u->tx_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n < 0) return 0;
+  u->tx_off += (size_t)n;
+  if (u->tx_off < u->tx_len) return 0;
+  free(u->tx);
+  u->tx = NULL;
+  u->tx_len = u->tx_off = 0;
+  gw_arm(e, u, 0);
+  return 1;
+}
+
+/* `frames` datagrams as (header, payload) iovec pairs in one writev. Returns how many went
+ * out (a frame taken in part counts: its tail follows on EPOLLOUT before anything else);
+ * the others are added to *full (the connection takes no more now: dropped, never queued)
+ * or *down (the connection ended or broke; JS is told and reopens). */
+static int gw_write(engine_t *e, upstream_t *u, struct iovec *iov, int frames, uint64_t *full, uint64_t *down) {
+  if (u->dead) {
+    *down += (uint64_t)frames;
+    return 0;
+  }
+  if (!gw_flush_tail(e, u)) {
+    *full += (uint64_t)frames;
+    return 0;
+  }
+  struct msghdr h = {.msg_iov = iov, .msg_iovlen = (size_t)frames * 2};
+  ssize_t n = sendmsg(u->fd, &h, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) *full += (uint64_t)frames;
+    else *down += (uint64_t)frames;
+    return 0;
+  }
+  size_t done = (size_t)n;
+  for (int k = 0; k < frames; k++) {
+    size_t size = iov[2 * k].iov_len + iov[2 * k + 1].iov_len;
+    if (done >= size) {
+      done -= size;
+      continue;
+    }
+    if (done == 0) { /* frames k.. not begun: dropped */
+      *full += (uint64_t)(frames - k);
+      return k;
+    }
+    /* Frame k went in part: the stream is mid-frame until its tail is sent. */
+    u->tx = malloc(size - done);
+    if (!u->tx) { /* cannot finish the frame: end the connection (the read side reports it) */
+      shutdown(u->fd, SHUT_RDWR);
+      *down += (uint64_t)(frames - k);
+      return k;
+    }
+    uint8_t *to = u->tx;
+    for (int part = 0; part < 2; part++) {
+      struct iovec *v = &iov[2 * k + part];
+      if (done >= v->iov_len) {
+        done -= v->iov_len;
+        continue;
+      }
+      memcpy(to, (uint8_t *)v->iov_base + done, v->iov_len - done);
+      to += v->iov_len - done;
+      done = 0;
+    }
+    u->tx_len = (size_t)(to - u->tx);
+    u->tx_off = 0;
+    gw_arm(e, u, 1);
+    *full += (uint64_t)(frames - k - 1);
+    return k + 1;
+  }
+  return frames;
+}
+
+/* One datagram as a frame (JS's send on a gateway fd): 0, EAGAIN (full) or EPIPE (ended). */
+static int gw_send_one(engine_t *e, upstream_t *u, const uint8_t *data, size_t len) {
+  uint8_t hdr[FRAME_HEADER] = {(uint8_t)(len >> 8), (uint8_t)len};
+  struct iovec iov[2] = {{hdr, FRAME_HEADER}, {(void *)data, len}};
+  uint64_t full = 0, down = 0;
+  if (gw_write(e, u, iov, 1, &full, &down) == 1) return 0;
+  return full ? EAGAIN : EPIPE;
+}
+
+/* Replies from the gateway: read, deframed in the read buffer (after the partial frame kept
+ * from the last read) and sent to the app from the flow's reply socket with sendmmsg. */
+static void read_gateway(engine_t *e, int fd, uint32_t events) {
+  int closed = -1; /* the errno to report the connection closed with (0: EOF), or -1 */
+  int sent = 0, report = 0;
+  pthread_mutex_lock(&e->lock);
+  upstream_t *u = (size_t)fd < e->ups_cap ? e->ups[fd] : NULL;
+  if (!u || !u->gateway || u->dead) {
+    pthread_mutex_unlock(&e->lock);
+    return;
+  }
+  if (events & EPOLLOUT) gw_flush_tail(e, u);
+  if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+    uint8_t *buf = e->bufs;
+    size_t cap = (size_t)RECV_BATCH * MAX_DATAGRAM;
+    if (u->rx_len) memcpy(buf, u->rx, u->rx_len);
+    ssize_t n = recv(fd, buf + u->rx_len, cap - u->rx_len, MSG_DONTWAIT);
+    if (n == 0) closed = 0;
+    else if (n < 0) closed = errno == EAGAIN || errno == EINTR ? -1 : errno;
+    else {
+      size_t total = u->rx_len + (size_t)n, pos = 0;
+      unsigned m = 0;
+      while (total - pos >= FRAME_HEADER) {
+        size_t len = ((size_t)buf[pos] << 8) | buf[pos + 1];
+        if (len > MAX_FRAMED) {
+          closed = EPROTO;
+          break;
+        }
+        if (total - pos - FRAME_HEADER < len) break;
+        e->iov[m].iov_base = buf + pos + FRAME_HEADER;
+        e->iov[m].iov_len = len;
+        struct msghdr *h = &e->msgs[m].msg_hdr;
+        memset(h, 0, sizeof *h);
+        h->msg_iov = &e->iov[m];
+        h->msg_iovlen = 1;
+        h->msg_name = &u->client;
+        h->msg_namelen = u->client_len;
+        pos += FRAME_HEADER + len;
+        if (++m == RECV_BATCH) {
+          int s = sendmmsg(u->reply_fd, e->msgs, m, MSG_DONTWAIT);
+          if (s > 0) sent += s;
+          m = 0;
+        }
+      }
+      if (m) {
+        int s = sendmmsg(u->reply_fd, e->msgs, m, MSG_DONTWAIT);
+        if (s > 0) sent += s;
+      }
+      size_t left = closed < 0 ? total - pos : 0; /* < FRAME_HEADER + MAX_FRAMED */
+      if (left && !u->rx && !(u->rx = malloc(FRAME_HEADER + MAX_FRAMED))) closed = ENOMEM, left = 0;
+      if (left) memmove(u->rx, buf + pos, left);
+      u->rx_len = left;
+      report = u->reported != e->tick;
+      if (report) u->reported = e->tick;
+    }
+  }
+  if (closed >= 0) {
+    u->dead = 1;
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+  }
+  pthread_mutex_unlock(&e->lock);
+  if (sent > 0) atomic_fetch_add(&e->replies, (uint64_t)sent);
+  if (report) active(e, fd);
+  if (closed < 0) return;
+  record_t *r = record(e, 0);
+  if (!r) return;
+  r->kind = REC_CLOSED;
+  r->fd = fd;
+  r->a = (uint32_t)closed;
+  r->b = 0;
+}
+
 /* One recvmmsg burst; returns how many datagrams it read. */
 static int read_listener(engine_t *e, int fd) {
   int n = recv_burst(e, fd, 1);
   if (n <= 0) return 0;
   const struct sockaddr *dsts[RECV_BATCH];
   int to_js[RECV_BATCH], n_js = 0, touched[RECV_BATCH], n_touched = 0;
-  uint64_t sent = 0, failed = 0;
+  upstream_t *gw[RECV_BATCH]; /* the gateway flow of datagram i, written after the pass */
+  uint64_t sent = 0, failed = 0, gw_full = 0, gw_down = 0;
   /* Pass 1, under the lock: datagrams of known flows go out here. */
   pthread_mutex_lock(&e->lock);
   for (int i = 0; i < n; i++) {
     struct msghdr *h = &e->msgs[i].msg_hdr;
+    gw[i] = NULL;
     dsts[i] = orig_dst(h);
     if (!dsts[i] || (h->msg_flags & (MSG_TRUNC | MSG_CTRUNC))) continue; /* cannot be routed */
     flowkey_t k;
@@ -354,16 +561,40 @@ static int read_listener(engine_t *e, int fd) {
       to_js[n_js++] = i;
       continue;
     }
-    if (send(u->fd, e->iov[i].iov_base, e->msgs[i].msg_len, MSG_DONTWAIT) < 0) failed++;
-    else sent++;
+    if (!u->gateway) {
+      if (send(u->fd, e->iov[i].iov_base, e->msgs[i].msg_len, MSG_DONTWAIT) < 0) failed++;
+      else sent++;
+    } else if (e->msgs[i].msg_len > MAX_FRAMED) failed++; /* no frame holds it (IPv6 only) */
+    else gw[i] = u;
     if (u->reported != e->tick) {
       u->reported = e->tick;
       touched[n_touched++] = u->fd;
     }
   }
+  /* Gateway flows: each flow's datagrams of this burst framed in one writev. */
+  uint8_t hdr[RECV_BATCH][FRAME_HEADER];
+  struct iovec v[RECV_BATCH * 2];
+  for (int i = 0; i < n; i++) {
+    upstream_t *u = gw[i];
+    if (!u) continue;
+    int frames = 0;
+    for (int j = i; j < n; j++) {
+      if (gw[j] != u) continue;
+      gw[j] = NULL;
+      size_t len = e->msgs[j].msg_len;
+      hdr[j][0] = (uint8_t)(len >> 8);
+      hdr[j][1] = (uint8_t)len;
+      v[2 * frames] = (struct iovec){hdr[j], FRAME_HEADER};
+      v[2 * frames + 1] = (struct iovec){e->iov[j].iov_base, len};
+      frames++;
+    }
+    sent += (uint64_t)gw_write(e, u, v, frames, &gw_full, &gw_down);
+  }
   pthread_mutex_unlock(&e->lock);
   if (sent) atomic_fetch_add(&e->fast_out, sent);
   if (failed) atomic_fetch_add(&e->fast_failed, failed);
+  if (gw_full) atomic_fetch_add(&e->gw_full, gw_full);
+  if (gw_down) atomic_fetch_add(&e->gw_down, gw_down);
   /* Pass 2: the rest to JS, and the flows that were active. */
   for (int t = 0; t < n_touched; t++) active(e, touched[t]);
   for (int j = 0; j < n_js; j++) {
@@ -389,6 +620,7 @@ static int read_listener(engine_t *e, int fd) {
 static void read_upstream(engine_t *e, int fd) {
   pthread_mutex_lock(&e->lock);
   upstream_t *u = (size_t)fd < e->ups_cap ? e->ups[fd] : NULL;
+  if (u && u->gateway) u = NULL; /* an event from before the fd was reused for a gateway flow */
   int n = u ? recv_burst(e, fd, 0) : 0;
   int err = n < 0 ? errno : 0;
   int sent = 0;
@@ -433,6 +665,7 @@ static void *thread_main(void *arg) {
         for (int k = 0; k < 8 && read_listener(e, fd) == RECV_BATCH; k++) {
         }
       else if (kind == KIND_UPSTREAM) read_upstream(e, fd);
+      else if (kind == KIND_GATEWAY) read_gateway(e, fd, evs[i].events);
     }
     if (!atomic_load(&e->stopping)) batch_flush(e);
   }
@@ -552,7 +785,7 @@ static void engine_stop(engine_t *e) {
   pthread_mutex_lock(&e->lock);
   for (size_t fd = 0; fd < e->ups_cap; fd++) {
     if (e->ups[fd]) {
-      free(e->ups[fd]);
+      up_free(e->ups[fd]);
       e->ups[fd] = NULL;
       close((int)fd);
     }
@@ -772,13 +1005,16 @@ static napi_value js_retarget(napi_env env, napi_callback_info info) {
 }
 
 /* send(engine, fd, buffer, offset, length) → 0 or the errno (EAGAIN: the socket buffer is
- * full, ECONNREFUSED: an earlier datagram drew an ICMP port unreachable). */
+ * full, ECONNREFUSED: an earlier datagram drew an ICMP port unreachable). On a gateway flow's
+ * fd the datagram is framed and written as this thread writes (EAGAIN: the connection takes
+ * no more now; EPIPE: it ended): a datagram that reached JS while the flow was handed over. */
 static napi_value js_send(napi_env env, napi_callback_info info) {
   ARGS(5)
   int fd, offset, length;
   void *data;
   size_t size;
-  if (!get_engine(env, argv[0]) || !get_int(env, argv[1], 0, 1 << 30, "fd", &fd) ||
+  engine_t *e = get_engine(env, argv[0]);
+  if (!e || !get_int(env, argv[1], 0, 1 << 30, "fd", &fd) ||
       napi_get_buffer_info(env, argv[2], &data, &size) != napi_ok ||
       !get_int(env, argv[3], 0, 1 << 30, "offset", &offset) || !get_int(env, argv[4], 0, 65535, "length", &length))
     return NULL;
@@ -786,8 +1022,140 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "offset + length beyond the buffer");
     return NULL;
   }
+  pthread_mutex_lock(&e->lock);
+  upstream_t *u = (size_t)fd < e->ups_cap ? e->ups[fd] : NULL;
+  if (u && u->gateway) {
+    int err = length > MAX_FRAMED ? EMSGSIZE : gw_send_one(e, u, (uint8_t *)data + offset, (size_t)length);
+    pthread_mutex_unlock(&e->lock);
+    return int_value(env, err);
+  }
+  pthread_mutex_unlock(&e->lock);
   ssize_t n = send(fd, (uint8_t *)data + offset, (size_t)length, MSG_DONTWAIT);
   return int_value(env, n < 0 ? errno : 0);
+}
+
+/* Under the lock: room in the by-fd table for fd; 0 without memory. */
+static int ups_grow(engine_t *e, int fd) {
+  if ((size_t)fd < e->ups_cap) return 1;
+  size_t cap = e->ups_cap ? e->ups_cap : 256;
+  while (cap <= (size_t)fd) cap *= 2;
+  upstream_t **grown = realloc(e->ups, cap * sizeof *grown);
+  if (!grown) return 0;
+  memset(grown + e->ups_cap, 0, (cap - e->ups_cap) * sizeof *grown);
+  e->ups = grown;
+  e->ups_cap = cap;
+  return 1;
+}
+
+/* gatewayFlow(engine, tcpFd, replyFd, "client", "dst", held, rest) → fd: takes over a flow's
+ * connection to the node's gateway once JS has read its `OK`. The addon keeps a dup of tcpFd
+ * (JS closes its own, which sends nothing while the dup is open); `held` (the datagrams JS
+ * framed while the connection opened) is written first, `rest` (bytes read after the OK
+ * line) deframed and sent to `client` from replyFd; then the flow is indexed and this thread
+ * carries its datagrams both ways. The returned fd is the flow's until close(engine, fd). */
+static napi_value js_gateway_flow(napi_env env, napi_callback_info info) {
+  ARGS(7)
+  engine_t *e = get_engine(env, argv[0]);
+  int tcp_fd, reply_fd;
+  struct sockaddr_storage client, dst;
+  socklen_t client_len, dst_len;
+  void *held, *rest;
+  size_t held_len, rest_len;
+  if (!e || !get_int(env, argv[1], 0, 1 << 30, "gateway fd", &tcp_fd) ||
+      !get_int(env, argv[2], 0, 1 << 30, "reply fd", &reply_fd) ||
+      !get_addr(env, argv[3], "client", &client, &client_len) || !get_addr(env, argv[4], "dst", &dst, &dst_len))
+    return NULL;
+  if (napi_get_buffer_info(env, argv[5], &held, &held_len) != napi_ok ||
+      napi_get_buffer_info(env, argv[6], &rest, &rest_len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "held and rest must be Buffers");
+    return NULL;
+  }
+  if (client.ss_family != dst.ss_family) {
+    napi_throw_type_error(env, NULL, "client and dst must be of one address family");
+    return NULL;
+  }
+  int type = 0;
+  socklen_t type_len = sizeof type;
+  if (getsockopt(tcp_fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 || type != SOCK_STREAM)
+    return throw_errno(env, "udp gateway flow: the gateway fd is not a stream socket", ENOTSOCK);
+  upstream_t *u = calloc(1, sizeof *u);
+  if (!u) return throw_errno(env, "udp gateway flow", ENOMEM);
+  int fd = fcntl(tcp_fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) {
+    free(u);
+    return throw_errno(env, "udp gateway flow: dup", errno);
+  }
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  int sndbuf = GATEWAY_SNDBUF;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+  u->fd = fd;
+  u->reply_fd = reply_fd;
+  u->client = client;
+  u->client_len = client_len;
+  u->gateway = 1;
+  make_key((struct sockaddr *)&client, (struct sockaddr *)&dst, &u->key);
+  /* The replies framed in `rest`: their lengths checked before anything is sent. */
+  const uint8_t *in = rest;
+  size_t whole = 0; /* bytes of `rest` in whole frames */
+  while (rest_len - whole >= FRAME_HEADER) {
+    size_t len = ((size_t)in[whole] << 8) | in[whole + 1];
+    if (len > MAX_FRAMED) {
+      close(fd);
+      up_free(u);
+      return throw_errno(env, "udp gateway flow: a frame length over 65507 from the gateway", EPROTO);
+    }
+    if (rest_len - whole - FRAME_HEADER < len) break;
+    whole += FRAME_HEADER + len;
+  }
+  if (rest_len > whole) {
+    u->rx = malloc(FRAME_HEADER + MAX_FRAMED);
+    if (!u->rx) {
+      close(fd);
+      up_free(u);
+      return throw_errno(env, "udp gateway flow", ENOMEM);
+    }
+    memcpy(u->rx, in + whole, rest_len - whole);
+    u->rx_len = rest_len - whole;
+  }
+  /* One section: nothing is sent until the flow can be taken, and the thread finds it by key,
+   * by fd and in epoll at once, after the held datagrams and the early replies (in order). */
+  pthread_mutex_lock(&e->lock);
+  int err = !ups_grow(e, fd) ? ENOMEM : index_find(e, &u->key) ? EEXIST : 0;
+  if (!err && held_len) {
+    /* A part the kernel did not take waits for EPOLLOUT (at most the proxy's hold). */
+    ssize_t n = send(fd, held, held_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) n = 0;
+    if ((size_t)n < held_len) {
+      u->tx = malloc(held_len - (size_t)n);
+      if (u->tx) memcpy(u->tx, (uint8_t *)held + n, held_len - (size_t)n);
+      else err = ENOMEM;
+      u->tx_len = u->tx ? held_len - (size_t)n : 0;
+    }
+  }
+  uint64_t replied = 0;
+  for (size_t pos = 0; !err && pos < whole;) {
+    size_t len = ((size_t)in[pos] << 8) | in[pos + 1];
+    if (sendto(reply_fd, in + pos + FRAME_HEADER, len, MSG_DONTWAIT, (struct sockaddr *)&client, client_len) >= 0)
+      replied++;
+    pos += FRAME_HEADER + len;
+  }
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (u->tx ? EPOLLOUT : 0u),
+                           .data.u64 = ((uint64_t)KIND_GATEWAY << 32) | (uint32_t)fd};
+  if (!err && epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) err = errno;
+  if (!err && !index_add(e, u)) {
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+    err = ENOMEM;
+  }
+  if (!err) e->ups[fd] = u;
+  pthread_mutex_unlock(&e->lock);
+  if (replied) atomic_fetch_add(&e->replies, replied);
+  if (err) {
+    close(fd);
+    up_free(u);
+    return throw_errno(env, "udp gateway flow: flow index (a flow with this key exists, or no memory)", err);
+  }
+  return int_value(env, fd);
 }
 
 /* sendTo(engine, replyFd, "client", data, offset, length) → 0 or errno: one reply of a flow
@@ -824,7 +1192,7 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
   if ((size_t)fd < e->ups_cap && e->ups[fd]) {
     index_remove(e, e->ups[fd]);
-    free(e->ups[fd]);
+    up_free(e->ups[fd]);
     e->ups[fd] = NULL;
   }
   close(fd);
@@ -832,19 +1200,24 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* stats(engine) → [sent by this thread, replies forwarded, sends that failed here]. */
+/* stats(engine) → [sent by this thread, replies forwarded, sends that failed here, gateway
+ * flows' datagrams dropped for a full connection, and for an ended one]. */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   ARGS(1)
   engine_t *e = get_engine(env, argv[0]);
   if (!e) return NULL;
   napi_value out, v;
-  napi_create_array_with_length(env, 3, &out);
+  napi_create_array_with_length(env, 5, &out);
   napi_create_double(env, (double)atomic_load(&e->fast_out), &v);
   napi_set_element(env, out, 0, v);
   napi_create_double(env, (double)atomic_load(&e->replies), &v);
   napi_set_element(env, out, 1, v);
   napi_create_double(env, (double)atomic_load(&e->fast_failed), &v);
   napi_set_element(env, out, 2, v);
+  napi_create_double(env, (double)atomic_load(&e->gw_full), &v);
+  napi_set_element(env, out, 3, v);
+  napi_create_double(env, (double)atomic_load(&e->gw_down), &v);
+  napi_set_element(env, out, 4, v);
   return out;
 }
 
@@ -863,6 +1236,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"listen", NULL, js_listen, NULL, NULL, NULL, napi_default, NULL},
       {"replySocket", NULL, js_reply_socket, NULL, NULL, NULL, napi_default, NULL},
       {"upstream", NULL, js_upstream, NULL, NULL, NULL, napi_default, NULL},
+      {"gatewayFlow", NULL, js_gateway_flow, NULL, NULL, NULL, napi_default, NULL},
       {"retarget", NULL, js_retarget, NULL, NULL, NULL, napi_default, NULL},
       {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
       {"sendTo", NULL, js_send_to, NULL, NULL, NULL, napi_default, NULL},

@@ -15,6 +15,13 @@
  * MAX_BUFFERED_BYTES unsent drops what comes next (UDP semantics: queueing would turn loss
  * into latency). After a failed open, datagrams within RETRY_AFTER_MS are dropped instead
  * of each trying again (a gateway that is down is not hammered by a busy flow).
+ *
+ * With a `carrier` (the UDP addon's gatewayFlow), the connection is handed over once the
+ * gateway has answered: the addon keeps a dup of its fd, writes the app's datagrams framed
+ * and deframes the replies on its own thread, and this object only keeps the fd ('carried')
+ * until the addon reports the connection ended (carrierClosed) or the flow ends. JS still
+ * opens every connection, so the request, its answer and the failure rules stay here.
+ * Without a carrier (an addon built before gatewayFlow) JS carries the datagrams as below.
  */
 import net from 'node:net';
 import { formatRequest, parseReply, takeLine } from '../../../lib/gateway-protocol.ts';
@@ -31,6 +38,8 @@ import {
 export const HOLD_DATAGRAMS = 16;
 /** Unsent bytes on the gateway connection beyond which datagrams are dropped. */
 export const MAX_BUFFERED_BYTES = 256 * 1024;
+/** errno of a carried send whose connection takes no more now (Linux). */
+const EAGAIN = 11;
 /** After a failed open, the next attempt waits this long (datagrams meanwhile dropped). */
 export const RETRY_AFTER_MS = 250;
 /** TCP connect plus the gateway's answer (it answers once the far side has its UDP socket). */
@@ -43,24 +52,43 @@ export interface GatewayAddress {
 
 export type GatewayDrop = 'gateway-unavailable' | 'gateway-full';
 
+/** The addon side of a carried connection (proxy.ts binds the flow's addresses). */
+export interface GatewayCarrier {
+  /** Takes the connected socket's fd over after the OK; the carried fd, or throws. */
+  adopt(socketFd: number, held: Buffer, rest: Buffer): number;
+  /** A datagram that reached JS while carried: framed by the addon; 0 or errno. */
+  send(fd: number, payload: Buffer): number;
+  close(fd: number): void;
+}
+
 export interface GatewayFlowEvents {
   /** A reply datagram from the endpoint. */
   onReply(datagram: Buffer): void;
   onDrop(reason: GatewayDrop): void;
   /** A connection was opened (first, or again after it broke) or failed to open. */
   onOpen?(result: 'opened' | 'reopened' | 'failed', detail: string): void;
+  /** The addon carries the flow on `fd` now; undefined: no longer (closed, ended). */
+  onCarried?(fd: number | undefined): void;
 }
 
 type State =
   | { kind: 'idle'; failedAt?: number }
   | { kind: 'opening'; socket: net.Socket; held: Buffer[] }
   | { kind: 'open'; socket: net.Socket }
+  | { kind: 'carried'; fd: number }
   | { kind: 'closed' };
+
+/** The connected socket's fd (libuv's TCP handle on Unix), or undefined where there is none. */
+function fdOf(socket: net.Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
 
 export class GatewayFlow {
   readonly #gateway: GatewayAddress;
   readonly #target: { node: string; ip: string; port: number };
   readonly #events: GatewayFlowEvents;
+  readonly #carrier: GatewayCarrier | undefined;
   #state: State = { kind: 'idle' };
   #opened = 0;
   /**
@@ -76,10 +104,28 @@ export class GatewayFlow {
     gateway: GatewayAddress,
     target: { node: string; ip: string; port: number },
     events: GatewayFlowEvents,
+    carrier?: GatewayCarrier,
   ) {
     this.#gateway = gateway;
     this.#target = target;
     this.#events = events;
+    this.#carrier = carrier;
+  }
+
+  /** The carried connection's fd, if the addon carries the flow now. */
+  get carriedFd(): number | undefined {
+    return this.#state.kind === 'carried' ? this.#state.fd : undefined;
+  }
+
+  /**
+   * The addon reports the carried connection on `fd` ended or broke: the fd is closed and the
+   * flow's next datagram (which reaches JS again) opens a new connection. A report about an
+   * fd this flow no longer carries is ignored.
+   */
+  carrierClosed(fd: number): boolean {
+    if (this.#state.kind !== 'carried' || this.#state.fd !== fd) return false;
+    this.#drop();
+    return true;
   }
 
   /** The endpoint now (a re-pick): the next connection goes there; the current one ends. */
@@ -92,6 +138,14 @@ export class GatewayFlow {
   send(payload: Buffer): boolean {
     const s = this.#state;
     if (s.kind === 'closed') return false;
+    if (s.kind === 'carried') {
+      if (payload.length > MAX_DATAGRAM)
+        throw new FrameError(`datagram of ${payload.length} bytes is over the ${MAX_DATAGRAM}-byte maximum`);
+      const errno = (this.#carrier as GatewayCarrier).send(s.fd, payload);
+      if (errno === 0) return true;
+      this.#events.onDrop(errno === EAGAIN ? 'gateway-full' : 'gateway-unavailable');
+      return false;
+    }
     if (s.kind === 'open') {
       if (s.socket.writableLength + this.#batchBytes > MAX_BUFFERED_BYTES) {
         this.#events.onDrop('gateway-full');
@@ -144,10 +198,36 @@ export class GatewayFlow {
 
   #drop(): void {
     const s = this.#state;
-    if (s.kind === 'open' || s.kind === 'opening') {
+    if (s.kind === 'carried') {
+      this.#state = { kind: 'idle' };
+      (this.#carrier as GatewayCarrier).close(s.fd);
+      this.#events.onCarried?.(undefined);
+    } else if (s.kind === 'open' || s.kind === 'opening') {
       this.#state = { kind: 'idle' };
       s.socket.destroy();
     }
+  }
+
+  /**
+   * The answered connection to the addon: true when it carries the flow now (JS's socket is
+   * then destroyed: its fd closes, the addon's dup keeps the connection, nothing is sent).
+   * False (JS carries on) without a carrier, without an fd, with bytes still unsent, or
+   * when the addon refuses it.
+   */
+  #handOver(socket: net.Socket, held: Buffer[], rest: Buffer): boolean {
+    const fd = fdOf(socket);
+    if (!this.#carrier || fd === undefined || socket.writableLength > 0) return false;
+    let carried: number;
+    try {
+      carried = this.#carrier.adopt(fd, Buffer.concat(held), rest);
+    } catch {
+      return false; // JS carries this connection: the same datagrams, slower
+    }
+    this.#state = { kind: 'carried', fd: carried };
+    socket.removeAllListeners('data');
+    socket.destroy();
+    this.#events.onCarried?.(carried);
+    return true;
   }
 
   #open(first: Buffer): void {
@@ -198,6 +278,10 @@ export class GatewayFlow {
         if (!reply.ok) return fail(`gateway refused: ${reply.code} ${reply.message}`);
         header = undefined;
         if (this.#state !== state) return void socket.destroy();
+        if (this.#handOver(socket, state.held, taken.rest)) {
+          this.#events.onOpen?.(this.#opened++ === 0 ? 'opened' : 'reopened', reply.path);
+          return;
+        }
         this.#state = { kind: 'open', socket };
         socket.write(Buffer.concat(state.held));
         this.#events.onOpen?.(this.#opened++ === 0 ? 'opened' : 'reopened', reply.path);

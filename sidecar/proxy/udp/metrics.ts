@@ -37,6 +37,9 @@ export interface UdpCounts {
   replies: number;
   /** Sends of known flows that failed on the addon's thread (socket buffer full, ICMP error). */
   fastFailed: number;
+  /** Gateway flows' datagrams the addon's thread dropped: connection full / ended (not yet reopened). */
+  gatewayFull?: number;
+  gatewayDown?: number;
 }
 
 export interface UdpMetrics {
@@ -51,7 +54,8 @@ export interface UdpMetrics {
 
 export function createUdpMetrics(registry?: Registry): UdpMetrics {
   const registers = registry ? [registry] : [];
-  let failedSeen = 0;
+  // The addon's counters only grow: what it counted since the last scrape is added.
+  const seen = { failed: 0, full: 0, down: 0 };
   const metrics: UdpMetrics = {
     activeSource: () => 0,
     countsSource: () => ({ out: 0, replies: 0, fastFailed: 0 }),
@@ -74,9 +78,14 @@ export function createUdpMetrics(registry?: Registry): UdpMetrics {
       registers,
       collect() {
         // The addon's failed sends of known flows: counted there, added here as they grow.
-        const failed = metrics.countsSource().fastFailed;
-        if (failed > failedSeen) this.inc({ reason: 'upstream-full' }, failed - failedSeen);
-        failedSeen = failed;
+        const c = metrics.countsSource();
+        const grew = (key: keyof typeof seen, now: number, reason: DropReason) => {
+          if (now > seen[key]) this.inc({ reason }, now - seen[key]);
+          seen[key] = now;
+        };
+        grew('failed', c.fastFailed, 'upstream-full');
+        grew('full', c.gatewayFull ?? 0, 'gateway-full');
+        grew('down', c.gatewayDown ?? 0, 'gateway-unavailable');
       },
     }),
     flows: new Counter({

@@ -5,6 +5,10 @@
  * known flows, both ways, are forwarded by the addon's thread without entering JavaScript; JS
  * is told which flows were active and reads the counts with stats().
  *
+ * Flows to endpoints on other nodes: JS opens the flow's DGRAM connection to the gateway and
+ * hands it over once answered (gatewayFlow); from then the addon carries it as framed TCP.
+ * An older build without gatewayFlow leaves those flows to JS (gateway-flow.ts).
+ *
  * Sockets are fds (small ints, unique while open): the proxy's ids for flows' upstreams.
  */
 import { createRequire } from 'node:module';
@@ -13,6 +17,8 @@ import { createRequire } from 'node:module';
 export const REC_DATAGRAM = 1;
 export const REC_ACTIVE = 2;
 export const REC_ERROR = 3;
+/** A gateway flow's connection ended (errno 0), broke (errno) or sent a bad frame (EPROTO). */
+export const REC_CLOSED = 4;
 export const RECORD_SLOTS = 6;
 
 /** The batch callback: payloads in `data`; per record kind, fd, (offset|errno), length, src, dst. */
@@ -24,6 +30,21 @@ export interface UdpAddon {
   listen(engine: Engine, family: 4 | 6, port: number): number;
   replySocket(engine: Engine, addr: string): number;
   upstream(engine: Engine, endpoint: string, replyFd: number, client: string, dst: string): number;
+  /**
+   * Takes over a flow's connection to the gateway after its OK (the addon keeps a dup of
+   * `tcpFd`): writes `held` (framed datagrams), sends the replies framed in `rest` to
+   * `client` from `replyFd`, then carries the flow; returns the fd that is the flow's.
+   * Absent in builds from before it (the proxy then carries those flows in JS).
+   */
+  gatewayFlow?(
+    engine: Engine,
+    tcpFd: number,
+    replyFd: number,
+    client: string,
+    dst: string,
+    held: Buffer,
+    rest: Buffer,
+  ): number;
   retarget(engine: Engine, fd: number, endpoint: string): void;
   /** 0, or the errno of the failed send. */
   send(engine: Engine, fd: number, data: Buffer, offset: number, length: number): number;
@@ -37,8 +58,12 @@ export interface UdpAddon {
     length: number,
   ): number;
   close(engine: Engine, fd: number): void;
-  /** Datagrams the addon's thread sent itself (known flows), replies it forwarded, its failed sends. */
-  stats(engine: Engine): [number, number, number];
+  /**
+   * Datagrams the addon's thread sent itself (known flows), replies it forwarded, its failed
+   * sends; then (builds with gatewayFlow) gateway flows' datagrams dropped because the
+   * connection was full, and because it had ended.
+   */
+  stats(engine: Engine): [number, number, number, number?, number?];
   stop(engine: Engine): void;
 }
 
@@ -61,13 +86,29 @@ export function loadUdpAddon(): UdpAddon | Error {
 }
 
 /** errno values the proxy acts on (Linux). */
-export const ERRNO = { EAGAIN: 11, ECONNREFUSED: 111, EAFNOSUPPORT: 97, EADDRNOTAVAIL: 99 } as const;
+export const ERRNO = {
+  EAGAIN: 11,
+  EPIPE: 32,
+  EPROTO: 71,
+  ECONNREFUSED: 111,
+  EAFNOSUPPORT: 97,
+  EADDRNOTAVAIL: 99,
+} as const;
 
 /** The errno of an addon call's thrown error (its code is "errno N"), or undefined. */
 export function errnoOf(err: unknown): number | undefined {
   const code = (err as { code?: unknown }).code;
   const m = typeof code === 'string' ? /^errno (\d+)$/.exec(code) : null;
   return m ? Number(m[1]) : undefined;
+}
+
+export interface EngineStats {
+  out: number;
+  replies: number;
+  failed: number;
+  /** Gateway flows' datagrams dropped on the addon's thread: connection full / ended. */
+  gatewayFull: number;
+  gatewayDown: number;
 }
 
 /** One engine: its thread and sockets. */
@@ -92,6 +133,23 @@ export class UdpEngine {
   upstream(endpoint: string, replyFd: number, client: string, dst: string): number {
     return this.#addon.upstream(this.#engine, endpoint, replyFd, client, dst);
   }
+  /** Whether this build carries gateway flows itself (gatewayFlow). */
+  get carriesGatewayFlows(): boolean {
+    return typeof this.#addon.gatewayFlow === 'function';
+  }
+  gatewayFlow(
+    tcpFd: number,
+    replyFd: number,
+    client: string,
+    dst: string,
+    held: Buffer,
+    rest: Buffer,
+  ): number {
+    const adopt = this.#addon.gatewayFlow;
+    if (!adopt)
+      throw new Error('this build of the UDP addon cannot carry gateway flows (rebuild sidecar/native)');
+    return adopt.call(this.#addon, this.#engine, tcpFd, replyFd, client, dst, held, rest);
+  }
   retarget(fd: number, endpoint: string): void {
     this.#addon.retarget(this.#engine, fd, endpoint);
   }
@@ -104,13 +162,13 @@ export class UdpEngine {
   close(fd: number): void {
     if (!this.#stopped) this.#addon.close(this.#engine, fd);
   }
-  stats(): { out: number; replies: number; failed: number } {
+  stats(): EngineStats {
     if (this.#stopped) return this.#last;
-    const [out, replies, failed] = this.#addon.stats(this.#engine);
-    this.#last = { out, replies, failed };
+    const [out, replies, failed, gatewayFull = 0, gatewayDown = 0] = this.#addon.stats(this.#engine);
+    this.#last = { out, replies, failed, gatewayFull, gatewayDown };
     return this.#last;
   }
-  #last = { out: 0, replies: 0, failed: 0 };
+  #last: EngineStats = { out: 0, replies: 0, failed: 0, gatewayFull: 0, gatewayDown: 0 };
   stop(): void {
     if (this.#stopped) return;
     this.stats();

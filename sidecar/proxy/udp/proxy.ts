@@ -9,9 +9,12 @@
  *                → an upstream socket connected to it (the addon), replies sent from a
  *                  socket bound to the original destination, so the app sees that address
  *                → endpoint on another node: a GatewayFlow (gateway-flow.ts), a DGRAM
- *                  connection to the node's gateway; the flow is not in the addon's index,
- *                  so its datagrams come here, and replies go out with the addon's sendTo
- *                  from the same reply socket
+ *                  connection to the node's gateway, opened here; once the gateway has
+ *                  answered, the addon takes the connection over (gatewayFlow) and carries
+ *                  the flow both ways as it does direct ones, replies from the same reply
+ *                  socket; a broken connection is reported (REC_CLOSED) and opened again
+ *                  here on the flow's next datagram. (An addon built without gatewayFlow:
+ *                  the datagrams come here and replies go out with its sendTo.)
  *     existing   send on the flow's upstream socket
  *     repicked   the endpoint left the ready set: same socket, connected to the new pick
  *   dropped and counted (edgemesh_udp_datagrams_dropped_total{reason}) otherwise.
@@ -39,6 +42,7 @@ import {
   errnoOf,
   loadUdpAddon,
   REC_ACTIVE,
+  REC_CLOSED,
   REC_DATAGRAM,
   REC_ERROR,
   RECORD_SLOTS,
@@ -77,7 +81,7 @@ type ResolvedOptions = Required<Omit<UdpProxyOptions, 'nodeName' | 'addon' | 'ga
 };
 
 interface Upstream {
-  /** The addon's upstream socket; -1 for a gateway flow (JS carries it). */
+  /** The addon's upstream socket; for a gateway flow its carried connection, or -1 (none now). */
   fd: number;
   reply: ReplySocket;
   service: UdpService | undefined;
@@ -141,7 +145,13 @@ export class UdpProxy {
     m.activeSource = () => this.#flows.size;
     m.countsSource = () => {
       const c = this.#engine.stats();
-      return { out: this.#outJs + c.out, replies: c.replies + this.#repliesJs, fastFailed: c.failed };
+      return {
+        out: this.#outJs + c.out,
+        replies: c.replies + this.#repliesJs,
+        fastFailed: c.failed,
+        gatewayFull: c.gatewayFull,
+        gatewayDown: c.gatewayDown,
+      };
     };
     this.#flows = new FlowTable<Upstream>(
       { idleMs: this.#opts.idleMs, maxFlows: this.#opts.maxFlows },
@@ -219,6 +229,8 @@ export class UdpProxy {
         if (flow) this.#flows.touch(flow);
       } else if (kind === REC_ERROR) {
         this.#upstreamError(fd, recs[i + 2] as number);
+      } else if (kind === REC_CLOSED) {
+        this.#carrierClosed(fd, recs[i + 2] as number);
       }
     }
     this.#outJs += out;
@@ -382,6 +394,19 @@ export class UdpProxy {
     this.#flows.remove(flow);
   }
 
+  /**
+   * A carried gateway connection ended: the flow stays (app address, reply socket, endpoint)
+   * and its next datagram, which now reaches JS, opens a new connection.
+   */
+  #carrierClosed(fd: number, errno: number): void {
+    const flow = this.#byFd[fd];
+    const up = flow?.value;
+    if (!flow || !up?.gateway?.carrierClosed(fd)) return;
+    const where = { client: flow.client, dst: flow.dst, endpoint: flow.endpoint };
+    if (errno === ERRNO.EPROTO) this.#opts.log.warn(where, 'udp gateway flow: bad frame from the gateway');
+    else this.#opts.log.debug({ ...where, errno }, 'udp gateway flow: connection ended');
+  }
+
   /** A gateway flow's carrier: replies go back from the flow's reply socket. */
   #gatewayFlow(flow: Flow<Upstream>, up: Upstream, node: string, ip: string, port: number): GatewayFlow {
     const log = this.#opts.log;
@@ -402,7 +427,20 @@ export class UdpProxy {
           else if (result === 'reopened') log.info({ ...where, path: detail }, 'udp gateway flow reopened');
           else log.debug({ ...where, path: detail }, 'udp gateway flow opened');
         },
+        onCarried: (fd) => {
+          if (up.fd >= 0 && this.#byFd[up.fd] === flow) this.#byFd[up.fd] = undefined;
+          up.fd = fd ?? -1;
+          if (fd !== undefined) this.#byFd[fd] = flow;
+        },
       },
+      this.#engine.carriesGatewayFlows
+        ? {
+            adopt: (socketFd, held, rest) =>
+              this.#engine.gatewayFlow(socketFd, up.reply.fd, flow.client, flow.dst, held, rest),
+            send: (fd, payload) => this.#engine.send(fd, payload, 0, payload.length),
+            close: (fd) => this.#engine.close(fd),
+          }
+        : undefined,
     );
   }
 
