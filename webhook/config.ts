@@ -23,6 +23,13 @@ export interface InjectionConfig {
   healthPort: number;
   metricsPort: number;
   gatewayPort: number;
+  /**
+   * The sidecar's transparent UDP port for pods with `traffic.edgemesh.io/capture-udp: "true"`:
+   * the init's TPROXY rules deliver to it and the sidecar listens on it, so both get the same
+   * `--udp-port`. Unset: neither is given the flag and both use their default, 15006 (injected
+   * pods stay byte-identical). Set it when 15006 is taken in the pod, e.g. by an app's own UDP.
+   */
+  udpPort?: number;
   clusterDomain: string;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
   sidecarResources: Resources;
@@ -74,6 +81,8 @@ export const DEFAULT_CONFIG: InjectionConfig = Object.freeze({
   healthPort: 15021,
   metricsPort: 15020,
   gatewayPort: 15080,
+  // Present (so resolveSettings knows the key) but unset: see InjectionConfig.udpPort.
+  udpPort: undefined,
   clusterDomain: 'cluster.local',
   logLevel: 'info',
   sidecarResources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
@@ -167,6 +176,14 @@ export function resolveSettings(partial: Record<string, unknown>, source = 'conf
     if (!Number.isInteger(v) || v < 1 || v > max) throw fail(key, `must be an integer 1..${max}`);
   }
   if (c.proxyUid === 0) throw fail('proxyUid', 'must not be 0 (root traffic would bypass capture)');
+  if (c.udpPort !== undefined) {
+    const v: unknown = c.udpPort;
+    if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > 65535)
+      throw fail('udpPort', `must be an integer 1..65535, got ${JSON.stringify(v)}`);
+    // The sidecar's DNS server holds UDP dnsPort: a TPROXY listener there would take its datagrams
+    // (the init refuses the same pair: --udp-port and --dns-port must differ).
+    if (v === c.dnsPort) throw fail('udpPort', `must differ from dnsPort (both ${v})`);
+  }
   if (typeof c.clusterDomain !== 'string' || !DNS_NAME.test(c.clusterDomain))
     throw fail('clusterDomain', 'must be a DNS name such as cluster.local');
   if (

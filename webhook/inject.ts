@@ -81,6 +81,14 @@ export function capturesUdp(pod: V1Pod): boolean {
   );
 }
 
+/**
+ * The UDP flags, the same for the init (where its TPROXY rules deliver) and the sidecar (where
+ * it listens): `--udp-port` only when the config sets one, so both keep their common default.
+ */
+function udpFlags(config: InjectionConfig): string[] {
+  return ['--capture-udp=true', ...(config.udpPort === undefined ? [] : [`--udp-port=${config.udpPort}`])];
+}
+
 export function initContainer(pod: V1Pod, config: InjectionConfig): V1Container {
   return {
     name: INIT_NAME,
@@ -93,7 +101,7 @@ export function initContainer(pod: V1Pod, config: InjectionConfig): V1Container 
       `--proxy-port=${config.proxyPort}`,
       `--dns-port=${config.dnsPort}`,
       ...trafficFlags(pod),
-      ...(capturesUdp(pod) ? ['--capture-udp=true'] : []),
+      ...(capturesUdp(pod) ? udpFlags(config) : []),
     ],
     resources: structuredClone(config.initResources),
     // Root with only the two capabilities iptables needs; explicit so a pod-level
@@ -136,7 +144,7 @@ export function proxyContainer(config: InjectionConfig, udp = false): V1Containe
       `--health-port=${config.healthPort}`,
       `--metrics-port=${config.metricsPort}`,
       `--cluster-domain=${config.clusterDomain}`,
-      ...(udp ? ['--capture-udp=true'] : []),
+      ...(udp ? udpFlags(config) : []),
     ],
     // Native sidecar: starts before the app containers and outlives them.
     restartPolicy: 'Always',
