@@ -1,0 +1,139 @@
+import { duplexPair } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import { describe, expect, it } from 'vitest';
+import { createCA, issueIdentity } from '../../lib/tunnel/identity.ts';
+import { acceptTls, connectTls } from '../../lib/tunnel/tls.ts';
+import { DatagramChannel, type MessagePort } from './dgram-channel.ts';
+import { EPOCH_SEQS, EXPORTER_BYTES, EXPORTER_LABEL, sealDatagram, splitExported } from './dgram-seal.ts';
+
+const ca = createCA();
+const nodeA = issueIdentity(ca, { kind: 'node', name: 'node-a' });
+const nodeB = issueIdentity(ca, { kind: 'node', name: 'node-b' });
+
+/** A TLS 1.3 session between node-a (client) and node-b, as on the reliable channel. */
+async function session(): Promise<{ client: TLSSocket; server: TLSSocket }> {
+  const [a, b] = duplexPair();
+  const [c, s] = await Promise.all([
+    connectTls({ identity: nodeA, expect: { kind: 'node', name: 'node-b' }, socket: a, timeoutMs: 3000 }),
+    acceptTls({ identity: nodeB, expect: { kind: 'node', name: 'node-a' }, socket: b, timeoutMs: 3000 }),
+  ]);
+  return { client: c.socket, server: s.socket };
+}
+
+/** Two fake data channel ends; `deliver` decides per message (drop, reorder) in the test. */
+class FakePort implements MessagePort {
+  peer: FakePort | undefined;
+  isOpenNow = true;
+  buffered = 0;
+  readonly sent: Buffer[] = [];
+  #onMessage: ((m: string | Buffer | ArrayBuffer) => void) | undefined;
+  #onClosed: (() => void) | undefined;
+  sendMessageBinary(b: Buffer): boolean {
+    this.sent.push(b);
+    return true;
+  }
+  bufferedAmount(): number {
+    return this.buffered;
+  }
+  isOpen(): boolean {
+    return this.isOpenNow;
+  }
+  onMessage(cb: (m: string | Buffer | ArrayBuffer) => void): void {
+    this.#onMessage = cb;
+  }
+  onClosed(cb: () => void): void {
+    this.#onClosed = cb;
+  }
+  close(): void {
+    this.isOpenNow = false;
+    this.#onClosed?.();
+  }
+  /** A message arriving from the far end (or from anyone on the path). */
+  arrive(m: string | Buffer | ArrayBuffer): void {
+    this.#onMessage?.(m);
+  }
+}
+
+const exporterOf = (s: TLSSocket) => (n: number, label: string, ctx: Buffer) =>
+  s.exportKeyingMaterial(n, label, ctx);
+
+async function pair() {
+  const tls = await session();
+  const pa = new FakePort();
+  const pb = new FakePort();
+  const a = new DatagramChannel(pa, exporterOf(tls.client), 'client');
+  const b = new DatagramChannel(pb, exporterOf(tls.server), 'server');
+  const got: [string, number, string][] = [];
+  a.onDatagram = (stream, p) => got.push(['a', stream, p.toString()]);
+  b.onDatagram = (stream, p) => got.push(['b', stream, p.toString()]);
+  return { tls, pa, pb, a, b, got };
+}
+
+describe('DatagramChannel', () => {
+  it('carries datagrams both ways with the stream id, in whatever order they arrive, a lost one not waited for', async () => {
+    const { tls, pa, pb, a, b, got } = await pair();
+    for (const [i, text] of ['one', 'two', 'three', 'four'].entries())
+      expect(a.send(1 + 2 * (i % 2), Buffer.from(text))).toBe(true);
+    // 'two' is lost; 'four' overtakes 'three'.
+    for (const i of [0, 3, 2]) pb.arrive(pa.sent[i]);
+    expect(b.send(1, Buffer.from('reply'))).toBe(true);
+    pa.arrive(pb.sent[0]);
+    expect(got).toEqual([
+      ['b', 1, 'one'],
+      ['b', 3, 'four'],
+      ['b', 1, 'three'],
+      ['a', 1, 'reply'],
+    ]);
+    expect(b.counters).toEqual({ sent: 1, received: 3, dropped: {} });
+    tls.client.destroy();
+    tls.server.destroy();
+  });
+
+  it('refuses replays, reflections, strangers of another session, and text', async () => {
+    const { tls, pa, pb, a, b, got } = await pair();
+    a.send(1, Buffer.from('x'));
+    pb.arrive(pa.sent[0]);
+    pb.arrive(pa.sent[0]); // replayed by whoever sits on the path
+    pa.arrive(pa.sent[0]); // reflected back to its sender
+    // The same two nodes, another TLS session (e.g. an older path): its keys open nothing here.
+    const other = await session();
+    const stranger = new FakePort();
+    new DatagramChannel(stranger, exporterOf(other.client), 'client').send(1, Buffer.from('injected'));
+    pb.arrive(stranger.sent[0]);
+    pb.arrive('text');
+    expect(got).toEqual([['b', 1, 'x']]);
+    expect(b.counters.dropped).toEqual({ replay: 1, auth: 1, text: 1 });
+    expect(a.counters.dropped).toEqual({ auth: 1 });
+    for (const s of [tls.client, tls.server, other.client, other.server]) s.destroy();
+  });
+
+  it('takes the next epoch (fresh exporter keys) and nothing further ahead', async () => {
+    const { tls, pb, b, got } = await pair();
+    const keysAt = (epoch: number) => {
+      const ctx = Buffer.alloc(4);
+      ctx.writeUInt32BE(epoch);
+      return splitExported(tls.client.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL, ctx), 'client')
+        .send;
+    };
+    pb.arrive(sealDatagram(keysAt(1), 1, EPOCH_SEQS, Buffer.from('epoch 1')));
+    pb.arrive(sealDatagram(keysAt(3), 1, 3 * EPOCH_SEQS, Buffer.from('epoch 3')));
+    pb.arrive(sealDatagram(keysAt(0), 1, EPOCH_SEQS + 1, Buffer.from('old key, new epoch')));
+    expect(got).toEqual([['b', 1, 'epoch 1']]);
+    expect(b.counters.dropped).toEqual({ 'no-key': 1, auth: 1 });
+    tls.client.destroy();
+    tls.server.destroy();
+  });
+
+  it('drops instead of queueing when the SCTP layer holds too much or the channel closed', async () => {
+    const { tls, pa, a } = await pair();
+    pa.buffered = 300 * 1024;
+    expect(a.send(1, Buffer.from('late'))).toBe(false);
+    pa.buffered = 0;
+    pa.close();
+    expect(a.open).toBe(false);
+    expect(a.send(1, Buffer.from('gone'))).toBe(false);
+    expect(a.counters).toEqual({ sent: 0, received: 0, dropped: { full: 1, closed: 1 } });
+    tls.client.destroy();
+    tls.server.destroy();
+  });
+});

@@ -1,0 +1,184 @@
+/**
+ * The UDP path's datagram channel (docs/udp.md *Datagrams without head-of-line blocking*): a
+ * second SCTP data channel beside the session's reliable one, unordered and never
+ * retransmitted, carrying each datagram of a datagram stream as one sealed message
+ * (dgram-seal.ts). A lost datagram is lost, as UDP's would be; the ones after it are delivered
+ * at once instead of waiting behind its retransmission as on the byte stream.
+ *
+ * Binding: the keys come from the TLS exporter of the session the gateways' node certificates
+ * proved (on the reliable channel), so a message opens only if it was sealed by that peer for
+ * this session and this direction. Whoever relayed the ICE/SDP signalling (and so could sit in
+ * the DTLS under both channels) can drop datagrams, never inject, alter, move them to another
+ * flow or replay them (ReplayWindow).
+ *
+ * Offered in the signalling: an offer carries `dgramChannel: 1` (DGRAM_CHANNEL_SIGNAL), an
+ * answerer that knows it says the same in its answer, and only then does the offerer open the
+ * channel (an older answerer would run TLS on any channel it is given). Without it, or while
+ * the channel is not open, datagram streams stay framed on the stream (OPEN_DATAGRAM) as on
+ * TCP and relay paths.
+ */
+import type { TlsRole } from '../../lib/tunnel/control.ts';
+import {
+  type DirectionKey,
+  type EpochKeys,
+  EXPORTER_BYTES,
+  EXPORTER_LABEL,
+  epochOf,
+  openDatagram,
+  ReplayWindow,
+  sealDatagram,
+  splitExported,
+} from './dgram-seal.ts';
+
+export const DGRAM_CHANNEL_LABEL = 'edgemesh-dgram';
+/** SCTP partial reliability: no retransmission, no ordering (RFC 8831 §6.1, RFC 3758). */
+export const DGRAM_CHANNEL_INIT = { unordered: true, maxRetransmits: 0 } as const;
+/** The signal data field that offers (and in an answer, accepts) the channel. */
+export const DGRAM_CHANNEL_SIGNAL = 'dgramChannel';
+/**
+ * Messages waiting in the SCTP layer beyond this are dropped, not queued: a datagram late by
+ * a queue is worse than one lost (the reliable channel's high-water mark is 1 MiB).
+ */
+const MAX_BUFFERED = 256 * 1024;
+
+/** What the channel needs of a node-datachannel DataChannel (a fake one in tests). */
+export interface MessagePort {
+  sendMessageBinary(buffer: Buffer): boolean;
+  bufferedAmount(): number;
+  isOpen(): boolean;
+  onMessage(cb: (msg: string | Buffer | ArrayBuffer) => void): void;
+  onClosed(cb: () => void): void;
+  close(): void;
+}
+
+/** TLSSocket.exportKeyingMaterial of the session the channel is bound to. */
+export type KeyExporter = (length: number, label: string, context: Buffer) => Buffer;
+
+export type DropReason =
+  | 'full'
+  | 'closed'
+  | 'short'
+  | 'version'
+  | 'stream'
+  | 'too-long'
+  | 'auth'
+  | 'no-key'
+  | 'replay'
+  | 'text';
+
+export class DatagramChannel {
+  readonly #port: MessagePort;
+  readonly #exporter: KeyExporter;
+  readonly #role: TlsRole;
+  /** Epoch keys derived so far: the current ones and their neighbours (#keys trims). */
+  readonly #epochs = new Map<number, EpochKeys>();
+  readonly #replay = new ReplayWindow();
+  #sendSeq = 0;
+  #highestReceived = 0;
+  #closed = false;
+  /** Each datagram that opened: its stream (the session's numbering) and payload. */
+  onDatagram: ((stream: number, payload: Buffer) => void) | undefined;
+  readonly counters = { sent: 0, received: 0, dropped: {} as Partial<Record<DropReason, number>> };
+
+  constructor(port: MessagePort, exporter: KeyExporter, role: TlsRole) {
+    this.#port = port;
+    this.#exporter = exporter;
+    this.#role = role;
+    port.onMessage((msg) => this.#receive(msg));
+    port.onClosed(() => {
+      this.#closed = true;
+    });
+  }
+
+  /** Whether datagrams can go on the channel now (else the caller frames them on the stream). */
+  get open(): boolean {
+    return !this.#closed && this.#port.isOpen();
+  }
+
+  /** Seals and sends one datagram of `stream`; false when it was dropped (counted). */
+  send(stream: number, payload: Uint8Array): boolean {
+    if (!this.open) return this.#drop('closed');
+    if (this.#port.bufferedAmount() > MAX_BUFFERED) return this.#drop('full');
+    const seq = this.#sendSeq++;
+    const sealed = sealDatagram(this.#keys(epochOf(seq)).send, stream, seq, payload);
+    try {
+      this.#port.sendMessageBinary(sealed);
+    } catch {
+      return this.#drop('closed'); // closed under us: libdatachannel throws
+    }
+    this.counters.sent++;
+    return true;
+  }
+
+  close(): void {
+    this.#closed = true;
+    try {
+      this.#port.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  #receive(msg: string | Buffer | ArrayBuffer): void {
+    if (typeof msg === 'string') {
+      this.#drop('text');
+      return;
+    }
+    const bytes = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
+    const opened = openDatagram(this.#receiveKey, bytes);
+    if (!opened.ok) {
+      this.#drop(opened.reason);
+      return;
+    }
+    if (!this.#replay.accept(opened.seq)) {
+      this.#drop('replay');
+      return;
+    }
+    if (opened.seq > this.#highestReceived) this.#highestReceived = opened.seq;
+    this.counters.received++;
+    this.onDatagram?.(opened.stream, opened.payload);
+  }
+
+  /** The receive key of an epoch next to the newest one received; none for any other. */
+  readonly #receiveKey = (epoch: number): DirectionKey | undefined => {
+    const current = epochOf(this.#highestReceived);
+    if (epoch < current - 1 || epoch > current + 1) return undefined;
+    return this.#keys(epoch).receive;
+  };
+
+  #keys(epoch: number): EpochKeys {
+    let keys = this.#epochs.get(epoch);
+    if (!keys) {
+      const context = Buffer.alloc(4);
+      context.writeUInt32BE(epoch);
+      keys = splitExported(this.#exporter(EXPORTER_BYTES, EXPORTER_LABEL, context), this.#role);
+      this.#epochs.set(epoch, keys);
+      // Keep the send epoch and the receive epochs near the newest: old ones are never used.
+      const keep = new Set([epochOf(this.#sendSeq), epochOf(this.#highestReceived)]);
+      for (const e of this.#epochs.keys()) {
+        if (![...keep].some((k) => Math.abs(k - e) <= 1)) this.#epochs.delete(e);
+      }
+    }
+    return keys;
+  }
+
+  #drop(reason: DropReason): false {
+    this.counters.dropped[reason] = (this.counters.dropped[reason] ?? 0) + 1;
+    return false;
+  }
+}
+
+/**
+ * Sessions' datagram channels, for the datagram streams' carriers (the mux's datagram path
+ * looks a session's channel up here; no channel: framed on the stream).
+ */
+const channels = new WeakMap<object, DatagramChannel>();
+
+export function attachDatagramChannel(session: object, channel: DatagramChannel): void {
+  channels.set(session, channel);
+}
+
+export function datagramChannelOf(session: object): DatagramChannel | undefined {
+  const ch = channels.get(session);
+  return ch?.open ? ch : undefined;
+}
