@@ -8,13 +8,20 @@
  * on it shows where a first query's time goes.
  *
  *   node bench/lib/first-query.ts [--services 10000] [--first 1000] [--rounds 3]
+ *     [--transports tcp,unix]
  *
- * Prints one JSON line: {"first":[ms...], "held":[ms...], "cpuMs":{"first":x,"held":y},
- * "gc":{"first":{"count","ms"},"held":{...}}} over all rounds (a round asks `first` fresh
- * names, then the same names again: the same-run baseline); cpuMs is the process's CPU time
- * per query (both threads), gc the sidecar side's collections during each kind.
+ * Prints one JSON line per transport: {"transport":"tcp","first":[ms...], "held":[ms...],
+ * "cpuMs":{"first":x,"held":y}, "gc":{"first":{"count","ms"},"held":{...}}} over all rounds
+ * (a round asks `first` fresh names, then the same names again: the same-run baseline);
+ * cpuMs is the process's CPU time per query (both threads), gc the sidecar side's collections
+ * during each kind. `--transports tcp,unix`: a sidecar per transport (loopback TCP, as the
+ * pod reaches its node's gateway today, and a unix socket, as a hostPath socket would),
+ * their rounds interleaved in alternating order so a burst of load falls on both.
  */
+import { mkdtempSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
@@ -30,12 +37,17 @@ const { values } = parseArgs({
     services: { type: 'string', default: '10000' },
     first: { type: 'string', default: '1000' },
     rounds: { type: 'string', default: '3' },
+    transports: { type: 'string', default: 'tcp' },
   },
 });
+const TRANSPORTS = values.transports.split(',');
+for (const t of TRANSPORTS)
+  if (t !== 'tcp' && t !== 'unix') throw new Error(`--transports: ${t} is not tcp or unix`);
 const SERVICES = Number(values.services);
 const FIRST = Number(values.first);
 const ROUNDS = Number(values.rounds);
-if (FIRST * ROUNDS + 100 > SERVICES) throw new Error('--services must exceed --first × --rounds + 100');
+if (FIRST * ROUNDS * TRANSPORTS.length + 100 > SERVICES)
+  throw new Error('--services must exceed --first × --rounds × transports + 100');
 
 /**
  * The gateway (worker thread): its copying store and hub, behind a server that reads the
@@ -53,7 +65,11 @@ async function gateway(services: number): Promise<void> {
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  parentPort?.postMessage((server.address() as net.AddressInfo).port);
+  // The same hub behind a unix socket (a second listener of the same handler).
+  const path = join(mkdtempSync(join(tmpdir(), 'first-query-')), 'gateway.sock');
+  const unix = net.createServer(server.listeners('connection')[0] as (s: net.Socket) => void);
+  await new Promise<void>((r) => unix.listen(path, r));
+  parentPort?.postMessage({ port: (server.address() as net.AddressInfo).port, path });
 }
 
 if (!isMainThread) {
@@ -69,19 +85,28 @@ async function sidecar(): Promise<void> {
     // The gateway's heap, not the sidecar's caps (V8 flags are per process).
     resourceLimits: { maxOldGenerationSizeMb: 4096, maxYoungGenerationSizeMb: 48 },
   });
-  const port = await new Promise<number>((resolve, reject) => {
+  const gw = await new Promise<{ port: number; path: string }>((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);
   });
 
-  // The sidecar: in-place store, on-demand catalog, resolver, as sidecar/sidecar.ts wires them.
-  const store = new CatalogStore({ inPlace: true });
-  const od = new OnDemandCatalog({ host: '127.0.0.1', port, clusterDomain: 'cluster.local' });
-  await od.start(store);
-  while (!od.connected || !store.synced) await new Promise((r) => setTimeout(r, 5));
-  const resolver = new Resolver({ store, lookup: od, upstreams: [] });
+  // A sidecar per transport: in-place store, on-demand catalog, resolver, as sidecar/sidecar.ts wires them.
+  const sidecars: { transport: string; od: OnDemandCatalog; resolver: Resolver; result: Result }[] = [];
+  for (const transport of TRANSPORTS) {
+    const store = new CatalogStore({ inPlace: true });
+    const od = new OnDemandCatalog({
+      host: '127.0.0.1',
+      port: gw.port,
+      path: transport === 'unix' ? gw.path : undefined,
+      clusterDomain: 'cluster.local',
+    });
+    await od.start(store);
+    while (!od.connected || !store.synced) await new Promise((r) => setTimeout(r, 5));
+    const resolver = new Resolver({ store, lookup: od, upstreams: [] });
+    sidecars.push({ transport, od, resolver, result: newResult() });
+  }
 
-  function ask(name: string): Promise<number> {
+  function ask(resolver: Resolver, name: string): Promise<number> {
     const query = encodeQuery({ name, type: 'A' });
     return new Promise((resolve, reject) => {
       const t0 = performance.now();
@@ -94,49 +119,71 @@ async function sidecar(): Promise<void> {
     });
   }
 
-  const series = async (names: string[]) => {
+  const series = async (resolver: Resolver, names: string[]) => {
     const ms: number[] = [];
-    for (const n of names) ms.push(await ask(n));
+    for (const n of names) ms.push(await ask(resolver, n));
     return ms;
   };
 
   // Warm the JIT on both paths with names not measured.
-  const warm = Array.from({ length: 100 }, (_, i) => benchName(SERVICES - 1 - i));
-  await series(warm);
-  await series(warm);
-  const first: number[] = [];
-  const held: number[] = [];
-  // CPU time per query (both sides: they share this process): steadier than latency on a
-  // loaded machine, where a query's wall time includes waiting for a core.
-  const cpu = { first: 0, held: 0 };
+  for (const [i, { resolver }] of sidecars.entries()) {
+    const warm = Array.from({ length: 100 }, (_, j) => benchName(SERVICES - 1 - i * 100 - j));
+    await series(resolver, warm);
+    await series(resolver, warm);
+  }
   // Garbage collections during each kind of query (both sides' garbage: one heap here).
-  const gc = { first: { count: 0, ms: 0 }, held: { count: 0, ms: 0 } };
-  let phase: keyof typeof gc | undefined;
+  let into: Result['gc']['first'] | undefined;
   const gcs = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) {
-      if (!phase) continue;
-      gc[phase].count++;
-      gc[phase].ms += e.duration;
+      if (!into) continue;
+      into.count++;
+      into.ms += e.duration;
     }
   });
   gcs.observe({ entryTypes: ['gc'] });
-  const measure = async (names: string[], what: keyof typeof gc, into: number[]) => {
-    phase = what;
+  const measure = async (s: (typeof sidecars)[number], names: string[], what: 'first' | 'held') => {
+    into = s.result.gc[what];
+    // CPU time per query (both sides: they share this process): steadier than latency on a
+    // loaded machine, where a query's wall time includes waiting for a core.
     const t0 = process.cpuUsage();
-    into.push(...(await series(names)));
+    s.result[what].push(...(await series(s.resolver, names)));
     const used = process.cpuUsage(t0);
     await new Promise((r) => setImmediate(r)); // gc entries are delivered asynchronously
-    phase = undefined;
-    cpu[what] += (used.user + used.system) / 1000 / names.length / ROUNDS;
+    into = undefined;
+    s.result.cpuMs[what] += (used.user + used.system) / 1000 / names.length / ROUNDS;
   };
+  let next = 0;
   for (let r = 0; r < ROUNDS; r++) {
-    const names = Array.from({ length: FIRST }, (_, i) => benchName(r * FIRST + i));
-    await measure(names, 'first', first);
-    await measure(names, 'held', held);
+    // Alternating order: the first transport of a round goes last in the next one.
+    const order = r % 2 === 0 ? sidecars : [...sidecars].reverse();
+    for (const s of order) {
+      const names = Array.from({ length: FIRST }, () => benchName(next++));
+      await measure(s, names, 'first');
+      await measure(s, names, 'held');
+    }
   }
   gcs.disconnect();
-  process.stdout.write(`${JSON.stringify({ first, held, cpuMs: cpu, gc })}\n`);
-  resolver.close();
-  await od.stop();
+  for (const s of sidecars)
+    process.stdout.write(`${JSON.stringify({ transport: s.transport, ...s.result })}\n`);
+  for (const s of sidecars) {
+    s.resolver.close();
+    await s.od.stop();
+  }
   await worker.terminate();
+}
+
+interface Result {
+  first: number[];
+  held: number[];
+  cpuMs: { first: number; held: number };
+  gc: Record<'first' | 'held', { count: number; ms: number }>;
+}
+
+function newResult(): Result {
+  return {
+    first: [],
+    held: [],
+    cpuMs: { first: 0, held: 0 },
+    gc: { first: { count: 0, ms: 0 }, held: { count: 0, ms: 0 } },
+  };
 }

@@ -54,6 +54,11 @@ interface Question {
 export interface OnDemandOptions {
   host: string;
   port?: number;
+  /**
+   * A unix socket to connect to instead of host:port. The gateway listens on TCP only; this
+   * is for benches comparing the two on one node (bench/lib/first-query.ts --transports).
+   */
+  path?: string;
   clusterDomain: string;
   log?: Logger;
   registry?: Registry;
@@ -288,7 +293,9 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
 
   #connect(): void {
     if (this.#stopped) return;
-    const socket = net.connect({ host: this.#opts.host, port: this.#opts.port ?? GATEWAY_PORT });
+    const socket = this.#opts.path
+      ? net.connect({ path: this.#opts.path })
+      : net.connect({ host: this.#opts.host, port: this.#opts.port ?? GATEWAY_PORT });
     this.#socket = socket;
     const splitter = new LineSplitter(MAX_FEED_LINE_BYTES);
     let reason = 'connection closed by the gateway';
