@@ -155,13 +155,16 @@ interface SamplingNode {
 /** The top allocation sites of the first queries (function, file:line), bytes per query. */
 function printSites(profile: { head: SamplingNode }, queries: number): void {
   const sites = new Map<string, number>();
-  const walk = (n: SamplingNode) => {
+  // A builtin (no url: Map's set, an iterator's next, Array's push) is named with the
+  // function that called it, so a line says which code allocated.
+  const walk = (n: SamplingNode, caller: string) => {
     const f = n.callFrame;
-    const where = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/main\//, '')}:${f.lineNumber + 1}`;
+    const here = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/main\//, '')}:${f.lineNumber + 1}`;
+    const where = f.url === '' && caller !== '' ? `${f.functionName || '(builtin)'} in ${caller}` : here;
     sites.set(where, (sites.get(where) ?? 0) + n.selfSize);
-    for (const c of n.children) walk(c);
+    for (const c of n.children) walk(c, f.url === '' ? caller : here);
   };
-  walk(profile.head);
+  walk(profile.head, '');
   const top = [...sites].sort((a, b) => b[1] - a[1]).slice(0, 20);
   printTable(
     'where a first query allocates (sampling heap profiler, collected objects included)',

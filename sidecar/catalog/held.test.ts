@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Answer } from '../../lib/catalog/lookup-protocol.ts';
 import type { ServiceEntry } from '../../lib/catalog/types.ts';
-import { HeldCatalog } from './held.ts';
+import { HeldCatalog, sharePorts } from './held.ts';
 import { keyForName } from './keys.ts';
 
 const svc = (ns: string, name: string, ip: string): ServiceEntry => ({
@@ -35,6 +35,38 @@ const noClock = () => {
 };
 
 describe('held catalog (pure)', () => {
+  it('holds an answer with equal endpoint port lists shared, the entry otherwise as it came', () => {
+    const http = () => [{ name: 'http', port: 8080, protocol: 'TCP' as const }];
+    const ep = (ip: string, ports: ServiceEntry['endpoints'][number]['ports']) => ({
+      ip,
+      ready: true,
+      serving: true,
+      terminating: false,
+      ports,
+    });
+    const entry: ServiceEntry = {
+      ...svc('demo', 'api', '10.96.0.12'),
+      endpoints: [
+        ep('10.244.1.1', http()),
+        ep('10.244.1.2', http()),
+        ep('10.244.1.3', [{ name: 'http', port: 8080, protocol: 'TCP', appProtocol: 'h2c' }]),
+        ep('10.244.1.4', http()),
+        ep('10.244.1.5', http()),
+      ],
+    };
+    const before = structuredClone(entry);
+    const held = new HeldCatalog({ clusterDomain: 'cluster.local' });
+    held.answer({ kind: 'svc', namespace: 'demo', name: 'api' }, answer(1, { 'demo/api': entry }), 0);
+    const kept = held.catalog().services['demo/api'];
+    expect(kept).toEqual(before);
+    const [a, b, c, d, e] = kept.endpoints.map((x) => x.ports);
+    expect(b).toBe(a);
+    expect(c).not.toBe(b); // another appProtocol: its own list, and the next ones compare with it
+    expect(d).not.toBe(c);
+    expect(e).toBe(d);
+    expect(sharePorts(svc('demo', 'none', '10.96.0.13')).endpoints).toEqual([]);
+  });
+
   it('holds what answers named until idle; two keys share a topic and release it together', () => {
     const held = new HeldCatalog({ clusterDomain: 'cluster.local', idleMs: 1000, negativeTtlMs: 100 });
     expect(held.check('svc demo/web', at(0))).toBe('miss');

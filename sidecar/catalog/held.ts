@@ -21,6 +21,7 @@ import {
   CATALOG_FORMAT,
   type Catalog,
   type CatalogUpdate,
+  type EndpointPort,
   type NamespaceInfo,
   type PodInfo,
   type ServiceEntry,
@@ -131,7 +132,7 @@ export class HeldCatalog {
     // intermediate arrays: a first DNS query's garbage is what the 1 MB young generation pays for.
     const topics: string[] = [];
     for (const key in answer.services)
-      this.#hold(topics, `svc ${key}`, { kind: 'svc', key, value: answer.services[key] });
+      this.#hold(topics, `svc ${key}`, { kind: 'svc', key, value: sharePorts(answer.services[key]) });
     for (const ip in answer.pods)
       this.#hold(topics, `pod ${ip}`, { kind: 'pod', ip, value: answer.pods[ip] });
     for (const name in answer.namespaces)
@@ -166,7 +167,7 @@ export class HeldCatalog {
     if (update.type === 'snapshot' || update.type === 'node') return false;
     const held: Value =
       update.type === 'service'
-        ? { kind: 'svc', key: update.key, value: update.entry }
+        ? { kind: 'svc', key: update.key, value: update.entry && sharePorts(update.entry) }
         : update.type === 'pod'
           ? { kind: 'pod', ip: update.ip, value: update.pod }
           : { kind: 'ns', name: update.name, value: update.namespace };
@@ -269,6 +270,41 @@ export class HeldCatalog {
     }
     return released;
   }
+}
+
+/**
+ * Makes the endpoints of `entry` whose ports equal the previous distinct list's share that
+ * array (in place; returns `entry`). The endpoints of one EndpointSlice carry the same ports
+ * and the answer's JSON repeats them per endpoint: shared, ~1 KB less of a 10-endpoint
+ * service is held, and what the sidecar holds is what each young-generation collection copies
+ * (docs/scale.md, round 6). The gateway shares them the same way (lib/catalog/from-objects.ts);
+ * entries are never changed once held, so a shared array is never written.
+ */
+export function sharePorts(entry: ServiceEntry): ServiceEntry {
+  const eps = entry.endpoints;
+  let shared: EndpointPort[] | undefined;
+  for (let i = 0; i < eps.length; i++) {
+    const ports = eps[i].ports;
+    if (shared !== undefined && shared !== ports && samePorts(shared, ports)) eps[i].ports = shared;
+    else shared = ports;
+  }
+  return entry;
+}
+
+function samePorts(a: EndpointPort[], b: EndpointPort[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const p = a[i];
+    const q = b[i];
+    if (
+      p.port !== q.port ||
+      p.name !== q.name ||
+      p.protocol !== q.protocol ||
+      p.appProtocol !== q.appProtocol
+    )
+      return false;
+  }
+  return true;
 }
 
 function topicOf(v: Value): string {
