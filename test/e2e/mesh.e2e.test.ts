@@ -357,7 +357,9 @@ describe('edgemesh on a real control plane across NATs', () => {
     const svc = {
       apiVersion: 'v1',
       kind: 'Service',
-      metadata: { name: 'dns-udp', namespace: NS },
+      // Flows of this Service live 5 min idle (the default is 30 s): the flow below must
+      // outlast a gateway restart on its own merits, not by being re-created.
+      metadata: { name: 'dns-udp', namespace: NS, annotations: { 'edgemesh.io/udp-idle-timeout': '5m' } },
       spec: {
         selector: { app: 'dnsmasq' },
         ports: [{ name: 'dns', port: 53, protocol: 'UDP', targetPort: 53 }],
@@ -399,6 +401,54 @@ describe('edgemesh on a real control plane across NATs', () => {
     // dnsmasq knows no cluster names: asked of it, nginx-svc gets no address (the sidecar's
     // catalog would have answered with the ClusterIP before DNS capture was scoped).
     expect((await dig(FQDN)).stdout.trim()).toBe('');
+    // One flow across a restart of site 1's gateway (issue 18, "no stream reset until
+    // restart"): dig from a fixed source port is one flow to the sidecar (app addr:port →
+    // ClusterIP:53). Its gateway connection breaks with the gateway; the flow's next datagram
+    // reopens it, and the app, which keeps its socket and port, gets its answers again.
+    const pinned = [
+      'dig',
+      '+short',
+      '+time=2',
+      '+tries=1',
+      '-b',
+      '0.0.0.0#40053',
+      `@${spec.clusterIP}`,
+      'only.example',
+    ];
+    const flowsStarted = async () =>
+      Number(
+        /^edgemesh_udp_flows_total\{route="service"\} (\d+)/m.exec(
+          (
+            await inClient(
+              cluster,
+              ['curl', '-sf', '--max-time', '3', 'http://127.0.0.1:15020/metrics'],
+              30_000,
+              ref,
+            )
+          ).stdout,
+        )?.[1] ?? Number.NaN,
+      );
+    expect((await inClient(cluster, pinned, 30_000, ref)).stdout.trim()).toBe('192.0.2.7');
+    const flowsBefore = await flowsStarted();
+    expect(flowsBefore).toBeGreaterThanOrEqual(12);
+    await cluster.restartGateway(ref.node);
+    const restartedAt = Date.now();
+    let again = '';
+    await waitFor(
+      async () => {
+        again = (await inClient(cluster, pinned, 30_000, ref)).stdout.trim();
+        return again === '192.0.2.7';
+      },
+      90_000,
+      500,
+      `dig from source port 40053 answered again after ${ref.node}'s gateway restarted`,
+    ).catch(() => undefined);
+    expect(again).toBe('192.0.2.7');
+    // The same flow carried on: no new flow was started for it.
+    expect(await flowsStarted()).toBe(flowsBefore);
+    process.stderr.write(
+      `mesh e2e: UDP flow from port 40053 answered again ${Date.now() - restartedAt} ms after ${ref.node}'s gateway was ready again, still flow ${flowsBefore}\n`,
+    );
     const log = await cluster.kubectl(['-n', NS, 'logs', `deploy/dnsmasq`, '-c', 'dnsmasq']);
     expect(log).toMatch(/query\[A\] only\.example from /);
     process.stderr.write(
