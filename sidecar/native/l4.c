@@ -69,6 +69,8 @@ enum {
   EV_ACCEPT_ERROR = 5,
   EV_FATAL = 6,
   EV_REPLY = 7,
+  EV_HTTP_FALLBACK = 8, /* an HTTP connection back to JS: fd, num = bytes, line = the bytes */
+  EV_HTTP_CLOSED = 9,   /* an HTTP connection closed: bytes each way */
 };
 enum { CLOSE_DONE = 0, CLOSE_ERROR = 1, CLOSE_IDLE = 2, CLOSE_SHUTDOWN = 3 };
 enum {
@@ -79,12 +81,14 @@ enum {
   CMD_STOP = 5,
   CMD_PROCEED = 6,
   CMD_ABANDON = 7,
+  CMD_HTTP = 8,
+  CMD_HTTP_DRAIN = 9,
 };
 /* A handshake reply line (the gateway's `OK <path>`), as lib/gateway-protocol.ts bounds it. */
 #define MAX_REPLY 512
 enum { HANDSHAKE_NONE = 0, HANDSHAKE_READING = 1, HANDSHAKE_DECIDING = 2 };
 /* epoll data: a pointer (8-aligned) with the kind in its low bits. */
-enum { TAG_CLIENT = 0, TAG_UPSTREAM = 1, TAG_LISTENER = 2, TAG_WAKE = 3 };
+enum { TAG_CLIENT = 0, TAG_UPSTREAM = 1, TAG_LISTENER = 2, TAG_WAKE = 3, TAG_HCLIENT = 4, TAG_HUP = 5 };
 
 typedef struct {
   int type, fd, num; /* num: port (accepted), errno (failed), close reason (closed) */
@@ -131,9 +135,76 @@ typedef struct {
   int port;
 } listener_t;
 
+/* The HTTP/1.1 connections' types (their code: "HTTP/1.1 connections" below). */
+#define H_MAX_EP 64
+#define H_POOL_MAX 64
+#define H_POOL_IDLE_MS 4000
+#define H_IN_CAP (H1_MAX_HEAD + READ_BUFFER)
+#define H_RESP_CAP (H1_MAX_HEAD + READ_BUFFER)
+#define H_MAX_SVC 4096
+#define H_MAX_EPID 65536
+#define H_ATTEMPTS 3
+#define H_LINGER_MS 2000
+#define H_CODES 8
+#define H_BUCKETS 14
+static const double H_BOUNDS[H_BUCKETS - 1] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                               0.25,  0.5,    1,     2.5,  5,     10};
+
+typedef struct {
+  int id; /* JS's endpoint number: the key of the shared pool */
+  socklen_t len;
+  struct sockaddr_storage addr;
+} h_ep_t;
+
+typedef struct {
+  int fd;
+  uint32_t limit_ms; /* H_POOL_IDLE_MS, or 1 s short of the server's Keep-Alive: timeout */
+  uint64_t since;
+} h_idle_t;
+
+typedef struct {
+  h_idle_t items[H_POOL_MAX];
+  int n;
+} h_pool_t;
+
+typedef struct {
+  double classes[5], buckets[H_BUCKETS], sum, count, sent, received;
+  int codes[H_CODES][2];
+  int dirty;
+} h_stats_t;
+
+enum { HS_IDLE = 0, HS_CONNECTING = 1, HS_EXCHANGE = 2, HS_LINGER = 3 };
+enum { HR_HEAD = 0, HR_LENGTH = 1, HR_CHUNKED = 2, HR_UNTIL_CLOSE = 3, HR_DONE = 4 };
+
+typedef struct hconn {
+  struct hconn *prev, *next;
+  int cfd, ufd, dead, state;
+  uint32_t cmask, umask;
+  int svc, nep, ep, attempt, reused, connect_ms;
+  uint32_t rr;
+  uint64_t tried; /* endpoints tried for this request (bit per index) */
+  h_ep_t *eps;
+  char *key; /* the service's `namespace/name:port`, for 502 bodies */
+  uint8_t *in, *out, *back, *resp;
+  uint32_t in_len, out_len, out_off, back_len, back_off, resp_len;
+  int client_eof, client_closes, retryable, req_close, req_minor, head_req;
+  int64_t req_remaining;
+  int resp_state, resp_started, resp_close;
+  int32_t idle_limit_ms; /* how long the upstream may idle in the pool (fast.ts's idleLimit) */
+  int64_t resp_remaining;
+  h1_chunked_t chunk;
+  struct timespec started;
+  uint64_t active_ms, deadline_ms, sent, received;
+  char why[192]; /* the last attempt's failure, as fast.ts words it (502 bodies) */
+} hconn_t;
+
 typedef struct cmd {
   struct cmd *next;
   int type, fd, timeout_ms;
+  /* CMD_HTTP: the endpoints, the service's metrics slot and key; `hello` holds the bytes read. */
+  int svc, nep;
+  h_ep_t *eps;
+  char *key;
   char *hello;
   uint32_t hello_len;
   socklen_t addr_len;
@@ -167,6 +238,18 @@ typedef struct {
   batch_t *batch;
   int pipes[PIPE_POOL][2];
   int npipes;
+  /* HTTP/1.1 connections: open and freed-this-round lists, shared upstream pools per endpoint
+   * id, the parse scratch (a head's drop list is large), metrics (the lock: JS reads them). */
+  hconn_t hopen, hdead;
+  size_t nh, npooled;
+  uint32_t hrr;
+  int h_draining;
+  h_pool_t **pools;
+  int npools;
+  uint64_t next_pool_sweep_ms;
+  h1_head_t hhead;
+  h_stats_t *hstats;
+  pthread_mutex_t hstats_lock;
   char buf[READ_BUFFER];
 } engine_t;
 
@@ -264,7 +347,10 @@ static void call_js(napi_env env, napi_value callback, void *context, void *data
       napi_create_int32(env, ev->type, &argv[0]);
       napi_create_int32(env, ev->fd, &argv[1]);
       napi_create_int32(env, ev->num, &argv[2]);
-      argv[3] = ev->line ? str_or_undefined(env, ev->line) : str_or_undefined(env, ev->dst);
+      if (ev->type == EV_HTTP_FALLBACK) {
+        void *copy;
+        napi_create_buffer_copy(env, (size_t)ev->num, ev->line ? ev->line : "", &copy, &argv[3]);
+      } else argv[3] = ev->line ? str_or_undefined(env, ev->line) : str_or_undefined(env, ev->dst);
       argv[4] = str_or_undefined(env, ev->peer);
       argv[5] = str_or_undefined(env, ev->local);
       napi_create_double(env, ev->sent, &argv[6]);
@@ -666,6 +752,817 @@ static void check_deadlines(engine_t *e) {
   if (e->now_ms >= e->next_sweep_ms) e->next_sweep_ms = e->now_ms + (e->idle_ms > 4 ? e->idle_ms / 4 : 1);
 }
 
+/* ---------- HTTP/1.1 connections (EDGEMESH_HTTP1_PATH=native) ----------
+ *
+ * A client connection on an HTTP service port whose requests need nothing of JavaScript but
+ * round-robin balancing (sidecar/proxy/native-http1.ts decides) is handed over with its
+ * endpoints: this thread reads each request head (http1.c), picks the next endpoint, sends the
+ * head without its hop-by-hop lines on a pooled keep-alive connection (or a new one), forwards
+ * a Content-Length body, reads the response head, forwards it and its body (Content-Length,
+ * chunked, until close; 1xx passed on; HEAD/204/304 without one) and counts the exchange.
+ *
+ *   anything else goes back to JavaScript (EV_HTTP_FALLBACK: the fd and the bytes not yet
+ *     handled), at a request boundary only: chunked or Upgrade requests, malformed heads
+ *     (JavaScript answers 400/431/405 as the JS path does), CONNECT
+ *   retries: an idempotent request without a body, on a failed connect or an upstream that
+ *     closed before any response byte, on the next endpoint, up to H_ATTEMPTS; else 502
+ *   backpressure: at most one read is held per direction (the client's bytes wait in `in`,
+ *     bounded by H_IN_CAP; the upstream is not read while bytes for the client wait)
+ *   idle upstream connections: shared per endpoint (H_POOL_MAX), closed after H_POOL_IDLE_MS
+ *     (fast.ts's POOL_IDLE_MS, same reason), checked with a MSG_PEEK when taken (a FIN or
+ *     stray bytes from the server: not reused)
+ *   metrics: per service slot (JS's index), classes, the duration histogram with
+ *     service-metrics.ts's buckets, status codes; JS takes the deltas (httpStats)
+ */
+
+static double h_now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void h_list_add(hconn_t *head, hconn_t *c) {
+  c->next = head->next;
+  c->prev = head;
+  head->next->prev = c;
+  head->next = c;
+}
+static void h_list_del(hconn_t *c) {
+  c->prev->next = c->next;
+  c->next->prev = c->prev;
+  c->prev = c->next = c;
+}
+
+static h_stats_t *h_stats(engine_t *e, int svc) {
+  if (svc < 0 || svc >= H_MAX_SVC) return NULL;
+  if (!e->hstats) e->hstats = calloc(H_MAX_SVC, sizeof(h_stats_t));
+  return e->hstats ? &e->hstats[svc] : NULL;
+}
+
+static void h_count(engine_t *e, hconn_t *c, int status, double seconds) {
+  pthread_mutex_lock(&e->hstats_lock);
+  h_stats_t *s = h_stats(e, c->svc);
+  if (s) {
+    int cls = status / 100 - 1;
+    if (cls >= 0 && cls < 5) s->classes[cls]++;
+    int b = 0;
+    while (b < H_BUCKETS - 1 && seconds > H_BOUNDS[b]) b++;
+    s->buckets[b]++;
+    s->sum += seconds;
+    s->count++;
+    int k = 0;
+    while (k < H_CODES && s->codes[k][0] != 0 && s->codes[k][0] != status) k++;
+    if (k == H_CODES) k = H_CODES - 1; /* more distinct codes than slots: the last one carries them */
+    if (s->codes[k][0] == 0) s->codes[k][0] = status;
+    s->codes[k][1]++;
+    s->dirty = 1;
+  }
+  pthread_mutex_unlock(&e->hstats_lock);
+}
+
+static h_pool_t *h_pool(engine_t *e, int id) {
+  if (id < 0 || id >= H_MAX_EPID) return NULL;
+  if (id >= e->npools) {
+    int n = e->npools ? e->npools : 16;
+    while (n <= id) n *= 2;
+    h_pool_t **p = realloc(e->pools, (size_t)n * sizeof *p);
+    if (!p) return NULL;
+    memset(p + e->npools, 0, (size_t)(n - e->npools) * sizeof *p);
+    e->pools = p;
+    e->npools = n;
+  }
+  if (!e->pools[id]) e->pools[id] = calloc(1, sizeof(h_pool_t));
+  return e->pools[id];
+}
+
+/* A pooled connection to endpoint `id` the server has not closed, or -1. */
+static int h_pool_take(engine_t *e, int id) {
+  h_pool_t *p = h_pool(e, id);
+  while (p && p->n > 0) {
+    h_idle_t it = p->items[--p->n];
+    e->npooled--;
+    char probe;
+    ssize_t n = recv(it.fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (e->now_ms - it.since < it.limit_ms && n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return it.fd;
+    close(it.fd); /* FIN, reset, stray bytes, or idle too long */
+  }
+  return -1;
+}
+
+static void h_pool_give(engine_t *e, int id, int fd, int32_t limit_ms) {
+  h_pool_t *p = h_pool(e, id);
+  if (!p || p->n >= H_POOL_MAX || limit_ms <= 0) {
+    close(fd);
+    return;
+  }
+  p->items[p->n].fd = fd;
+  p->items[p->n].limit_ms = (uint32_t)limit_ms;
+  p->items[p->n].since = e->now_ms;
+  p->n++;
+  e->npooled++;
+}
+
+static void h_pool_sweep(engine_t *e) {
+  for (int id = 0; id < e->npools; id++) {
+    h_pool_t *p = e->pools[id];
+    if (!p) continue;
+    int kept = 0;
+    for (int k = 0; k < p->n; k++) {
+      if (e->now_ms - p->items[k].since >= p->items[k].limit_ms) {
+        close(p->items[k].fd);
+        e->npooled--;
+      } else p->items[kept++] = p->items[k];
+    }
+    p->n = kept;
+  }
+}
+
+static void h_pools_free(engine_t *e) {
+  for (int id = 0; id < e->npools; id++) {
+    h_pool_t *p = e->pools[id];
+    if (!p) continue;
+    for (int k = 0; k < p->n; k++) close(p->items[k].fd);
+    free(p);
+  }
+  free(e->pools);
+  e->pools = NULL;
+  e->npools = 0;
+  e->npooled = 0;
+}
+
+static void h_interest(engine_t *e, hconn_t *c) {
+  uint32_t cw = 0, uw = 0;
+  int body_blocked = c->req_remaining > 0 && c->out_off < c->out_len;
+  if (!c->client_eof && c->in_len < H_IN_CAP && !body_blocked) cw |= EPOLLIN;
+  if (c->state == HS_LINGER) cw = EPOLLIN;
+  if (c->back_off < c->back_len) cw |= EPOLLOUT;
+  if (c->ufd >= 0) {
+    if (c->state == HS_CONNECTING || c->out_off < c->out_len) uw |= EPOLLOUT;
+    if (c->state == HS_EXCHANGE && c->back_off >= c->back_len) uw |= EPOLLIN;
+  }
+  epoll_set(e, c->cfd, &c->cmask, cw, (uintptr_t)c | TAG_HCLIENT);
+  if (c->ufd >= 0) epoll_set(e, c->ufd, &c->umask, uw, (uintptr_t)c | TAG_HUP);
+}
+
+static void h_drop_upstream(engine_t *e, hconn_t *c) {
+  if (c->ufd < 0) return;
+  epoll_set(e, c->ufd, &c->umask, 0, 0);
+  close(c->ufd);
+  c->ufd = -1;
+}
+
+/* Frees the connection; the client fd is closed (reset after an error) unless JS takes it. */
+static void h_free(engine_t *e, hconn_t *c, int how /* 0 close, 1 reset, 2 keep (fallback) */) {
+  if (c->dead) return;
+  h_drop_upstream(e, c);
+  epoll_set(e, c->cfd, &c->cmask, 0, 0);
+  if (how != 2) {
+    if (how == 1) reset_close(c->cfd);
+    else close(c->cfd);
+    event_t *ev = event_push(e, EV_HTTP_CLOSED, c->cfd, 0);
+    if (ev) {
+      ev->sent = (double)c->sent;
+      ev->received = (double)c->received;
+    }
+  }
+  free(c->in);
+  free(c->out);
+  free(c->back);
+  free(c->resp);
+  free(c->eps);
+  free(c->key);
+  c->in = c->out = c->back = c->resp = NULL;
+  c->eps = NULL;
+  c->key = NULL;
+  c->dead = 1;
+  h_list_del(c);
+  e->nh--;
+  h_list_add(&e->hdead, c);
+}
+
+/* Back to JavaScript at a request boundary, with the client's bytes not handled yet. */
+static void h_fallback(engine_t *e, hconn_t *c) {
+  char *copy = malloc(c->in_len ? c->in_len : 1);
+  event_t *ev = copy ? event_push(e, EV_HTTP_FALLBACK, c->cfd, (int)c->in_len) : NULL;
+  if (!ev) {
+    free(copy);
+    h_free(e, c, 1);
+    return;
+  }
+  memcpy(copy, c->in, c->in_len);
+  ev->line = copy;
+  ev->sent = (double)c->sent;
+  ev->received = (double)c->received;
+  h_free(e, c, 2);
+}
+
+/* Bytes for the client: sent now, the rest kept (the upstream is not read until it drains). */
+static int h_to_client(hconn_t *c, const uint8_t *data, size_t len) {
+  if (len == 0) return 0;
+  size_t done = 0;
+  if (c->back_off >= c->back_len) {
+    ssize_t w = send(c->cfd, data, len, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno != EAGAIN && errno != EINTR) return -1;
+      w = 0;
+    }
+    done = (size_t)w;
+    c->received += (uint64_t)w;
+    if (done == len) return 0;
+    c->back_len = c->back_off = 0;
+  }
+  uint8_t *b = realloc(c->back, c->back_len + (len - done));
+  if (!b) return -1;
+  memcpy(b + c->back_len, data + done, len - done);
+  c->back = b;
+  c->back_len += (uint32_t)(len - done);
+  return 0;
+}
+
+static int h_flush_client(hconn_t *c) {
+  while (c->back_off < c->back_len) {
+    ssize_t w = send(c->cfd, c->back + c->back_off, c->back_len - c->back_off, MSG_NOSIGNAL);
+    if (w < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    c->back_off += (uint32_t)w;
+    c->received += (uint64_t)w;
+  }
+  free(c->back);
+  c->back = NULL;
+  c->back_len = c->back_off = 0;
+  return 0;
+}
+
+static int h_flush_upstream(hconn_t *c) {
+  while (c->out_off < c->out_len) {
+    ssize_t w = send(c->ufd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+    if (w < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    c->out_off += (uint32_t)w;
+    c->sent += (uint64_t)w;
+  }
+  return 0;
+}
+
+static const char *h_reason(int status) {
+  return status == 502 ? "Bad Gateway" : status == 503 ? "Service Unavailable" : "Error";
+}
+
+/* An answer of ours (502), then the connection closes (JS's #writeReply with close). */
+static void h_reply_close(engine_t *e, hconn_t *c, int status, const char *why) {
+  char body[512], msg[1024];
+  int bl = snprintf(body, sizeof body, "edgemesh: upstream of %s failed: %s\n", c->key, why);
+  if (bl < 0 || bl >= (int)sizeof body) bl = (int)sizeof body - 1;
+  int ml = snprintf(msg, sizeof msg,
+                    "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%.*s",
+                    status, h_reason(status), bl, bl, body);
+  h_count(e, c, status, h_now_s() - ((double)c->started.tv_sec + (double)c->started.tv_nsec / 1e9));
+  h_drop_upstream(e, c);
+  c->client_closes = 1;
+  c->resp_state = HR_DONE;
+  c->req_remaining = 0;
+  if (ml > 0 && h_to_client(c, (const uint8_t *)msg, (size_t)(ml < (int)sizeof msg ? ml : (int)sizeof msg - 1)) < 0) {
+    h_free(e, c, 1);
+    return;
+  }
+  c->state = HS_IDLE;
+  c->in_len = 0; /* what the client sent after this request is not answered */
+}
+
+static void h_next(engine_t *e, hconn_t *c);
+static void h_dispatch(engine_t *e, hconn_t *c);
+
+/* A failed connect to the current endpoint, in dialer.ts's words (connectError). */
+static void h_connect_failed(hconn_t *c, int err, int timed_out) {
+  char id[INET6_ADDRSTRLEN + 8], ip[INET6_ADDRSTRLEN];
+  const struct sockaddr_storage *a = &c->eps[c->ep].addr;
+  format_addr(a, ip);
+  snprintf(id, sizeof id, a->ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip, addr_port(a));
+  if (timed_out)
+    snprintf(c->why, sizeof c->why, "EDGEMESH_ERR_DIAL_REFUSED: connect to %s failed: no answer within %d ms", id,
+             c->connect_ms);
+  else {
+    const char *name = strerrorname_np(err);
+    snprintf(c->why, sizeof c->why, "EDGEMESH_ERR_DIAL_REFUSED: connect to %s failed: %s", id, name ? name : "error");
+  }
+  c->tried |= 1ull << c->ep;
+}
+
+/* The upstream failed before any response byte: the next endpoint (retryable), else 502. */
+static void h_upstream_failed(engine_t *e, hconn_t *c, const char *why) {
+  h_drop_upstream(e, c);
+  if (c->resp_started) {
+    h_free(e, c, 1); /* cut mid-response: the client cannot be told otherwise */
+    return;
+  }
+  if (c->retryable) {
+    snprintf(c->why, sizeof c->why, "%s", why);
+    c->out_off = 0;
+    c->sent = 0;
+    h_dispatch(e, c);
+    return;
+  }
+  h_reply_close(e, c, 502, why);
+  h_next(e, c);
+}
+
+static void h_dispatch(engine_t *e, hconn_t *c) {
+  for (;;) {
+    int pick = -1;
+    if (c->attempt < H_ATTEMPTS) {
+      for (int k = 0; k < c->nep; k++) {
+        int i = (int)(c->rr++ % (uint32_t)c->nep);
+        if (!(c->tried & (1ull << i))) {
+          pick = i;
+          break;
+        }
+      }
+    }
+    if (pick < 0) {
+      h_reply_close(e, c, 502, c->why[0] ? c->why : "no endpoint reachable");
+      h_next(e, c);
+      return;
+    }
+    c->attempt++;
+    c->ep = pick;
+    h_ep_t *ep = &c->eps[pick];
+    int fd = h_pool_take(e, ep->id);
+    if (fd >= 0) {
+      c->ufd = fd;
+      c->reused = 1;
+      c->state = HS_EXCHANGE;
+      if (h_flush_upstream(c) < 0) {
+        /* A reused connection the server closed as we sent: retried like a failed connect. */
+        h_drop_upstream(e, c);
+        if (!c->retryable) {
+          h_reply_close(e, c, 502, "upstream closed a reused connection");
+          h_next(e, c);
+          return;
+        }
+        c->out_off = 0;
+        continue;
+      }
+      h_interest(e, c);
+      return;
+    }
+    c->reused = 0;
+    fd = socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int err = fd < 0 ? errno : 0;
+    if (!err) {
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      if (connect(fd, (struct sockaddr *)&ep->addr, ep->len) < 0 && errno != EINPROGRESS) err = errno;
+    }
+    if (err) {
+      if (fd >= 0) close(fd);
+      h_connect_failed(c, err, 0);
+      continue;
+    }
+    c->ufd = fd;
+    c->umask = 0;
+    c->state = HS_CONNECTING;
+    c->deadline_ms = e->now_ms + (uint64_t)c->connect_ms;
+    h_interest(e, c);
+    return;
+  }
+}
+
+/* The response is complete: the upstream goes back to its pool (or closes); the next request. */
+static void h_finish(engine_t *e, hconn_t *c) {
+  if (c->ufd >= 0) {
+    epoll_set(e, c->ufd, &c->umask, 0, 0);
+    if (!c->resp_close && c->req_minor == 1 && c->req_remaining == 0) h_pool_give(e, c->eps[c->ep].id, c->ufd, c->idle_limit_ms);
+    else close(c->ufd);
+    c->ufd = -1;
+  }
+  c->state = HS_IDLE;
+  c->resp_state = HR_DONE;
+  if (c->req_remaining > 0) c->client_closes = 1; /* the rest of the body cannot be skipped reliably */
+  h_next(e, c);
+}
+
+/* Body bytes of the response: framed, passed on. 0 done or waiting, -1 the connection is gone. */
+static int h_body(engine_t *e, hconn_t *c, const uint8_t *data, size_t len) {
+  size_t end = len;
+  int complete = 0;
+  if (c->resp_state == HR_LENGTH) {
+    end = (uint64_t)c->resp_remaining < len ? (size_t)c->resp_remaining : len;
+    c->resp_remaining -= (int64_t)end;
+    complete = c->resp_remaining == 0;
+  } else if (c->resp_state == HR_CHUNKED) {
+    const char *why = NULL;
+    int64_t at = h1_chunked_feed(&c->chunk, data, len, &why);
+    if (at == -2) {
+      h_free(e, c, 1);
+      return -1;
+    }
+    if (at >= 0) {
+      end = (size_t)at;
+      complete = 1;
+    }
+  }
+  if (end < len) c->resp_close = 1; /* bytes past the response: the upstream broke framing */
+  if (h_to_client(c, data, end) < 0) {
+    h_free(e, c, 1);
+    return -1;
+  }
+  if (complete) h_finish(e, c);
+  return 0;
+}
+
+/* Response bytes from the upstream: the head (1xx passed on), then the body. */
+static void h_response(engine_t *e, hconn_t *c, const uint8_t *data, size_t len) {
+  if (c->resp_state != HR_HEAD) {
+    if (h_body(e, c, data, len) == 0 && !c->dead) h_interest(e, c);
+    return;
+  }
+  if (c->resp_len + len > H_RESP_CAP) {
+    h_upstream_failed(e, c, "response head too large");
+    return;
+  }
+  uint8_t *r = realloc(c->resp, c->resp_len + len);
+  if (!r) {
+    h_free(e, c, 1);
+    return;
+  }
+  memcpy(r + c->resp_len, data, len);
+  c->resp = r;
+  c->resp_len += (uint32_t)len;
+  for (;;) {
+    h1_head_t *h = &e->hhead;
+    int rc = h1_parse_response(c->resp, c->resp_len, c->head_req, h);
+    if (rc == H1_INCOMPLETE) {
+      if (c->resp_len > H1_MAX_HEAD) h_upstream_failed(e, c, "response head too large");
+      else h_interest(e, c);
+      return;
+    }
+    if (rc == H1_ERROR || h->status == 101) {
+      /* Not retried: the request reached the endpoint. */
+      c->retryable = 0;
+      h_upstream_failed(e, c, rc == H1_ERROR ? h->error : "101 to a request without Upgrade");
+      return;
+    }
+    c->resp_started = 1;
+    uint32_t head_end = h->head_end;
+    if (h->status < 200) {
+      /* 100 Continue and other interim responses: passed on; the final one follows. */
+      if (h_to_client(c, c->resp, head_end) < 0) {
+        h_free(e, c, 1);
+        return;
+      }
+      memmove(c->resp, c->resp + head_end, c->resp_len - head_end);
+      c->resp_len -= head_end;
+      if (c->resp_len == 0) {
+        h_interest(e, c);
+        return;
+      }
+      continue;
+    }
+    int closes = c->req_close || h->until_close || c->client_eof || c->req_remaining > 0 || e->h_draining;
+    if (closes) c->client_closes = 1;
+    h_count(e, c, h->status, h_now_s() - ((double)c->started.tv_sec + (double)c->started.tv_nsec / 1e9));
+    static const char extra[] = "connection: close\r\n";
+    uint8_t *out = malloc(head_end + sizeof extra);
+    if (!out) {
+      h_free(e, c, 1);
+      return;
+    }
+    size_t n = h1_rewrite(c->resp, h, closes ? extra : NULL, closes ? sizeof extra - 1 : 0, out);
+    int failed = h_to_client(c, out, n) < 0;
+    free(out);
+    if (failed) {
+      h_free(e, c, 1);
+      return;
+    }
+    c->resp_close = h->close;
+    c->idle_limit_ms = H_POOL_IDLE_MS;
+    if (h->keep_alive_ms >= 0 && h->keep_alive_ms - 1000 < c->idle_limit_ms) c->idle_limit_ms = h->keep_alive_ms - 1000;
+    c->resp_state = h->chunked ? HR_CHUNKED : h->until_close ? HR_UNTIL_CLOSE : HR_LENGTH;
+    c->resp_remaining = h->content_length > 0 ? h->content_length : 0;
+    memset(&c->chunk, 0, sizeof c->chunk);
+    uint8_t *rest = c->resp;
+    uint32_t rest_len = c->resp_len - head_end;
+    c->resp = NULL;
+    c->resp_len = 0;
+    if (c->resp_state == HR_LENGTH && c->resp_remaining == 0) {
+      if (rest_len > 0) c->resp_close = 1;
+      free(rest);
+      h_finish(e, c);
+      return;
+    }
+    if (rest_len > 0) {
+      int rc2 = h_body(e, c, rest + head_end, rest_len);
+      free(rest);
+      if (rc2 == 0 && !c->dead && c->state == HS_EXCHANGE) h_interest(e, c);
+      return;
+    }
+    free(rest);
+    h_interest(e, c);
+    return;
+  }
+}
+
+/* Client bytes that are request body: to the upstream (what the upstream does not take waits in `out`). */
+static int h_forward_body(hconn_t *c, const uint8_t *data, size_t len) {
+  size_t take = (uint64_t)c->req_remaining < len ? (size_t)c->req_remaining : len;
+  c->req_remaining -= (int64_t)take;
+  if (c->out_off >= c->out_len) {
+    ssize_t w = send(c->ufd, data, take, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno != EAGAIN && errno != EINTR) return -1;
+      w = 0;
+    }
+    c->sent += (uint64_t)w;
+    if ((size_t)w == take) return (int)take;
+    free(c->out);
+    c->out = malloc(take - (size_t)w);
+    if (!c->out) return -1;
+    memcpy(c->out, data + w, take - (size_t)w);
+    c->out_len = (uint32_t)(take - (size_t)w);
+    c->out_off = 0;
+    return (int)take;
+  }
+  return -1; /* not reached: the client is not read while `out` holds bytes */
+}
+
+static int h_idempotent(const uint8_t *m, uint32_t n) {
+  return (n == 3 && (!memcmp(m, "GET", 3) || !memcmp(m, "PUT", 3))) || (n == 4 && !memcmp(m, "HEAD", 4)) ||
+         (n == 7 && !memcmp(m, "OPTIONS", 7)) || (n == 5 && !memcmp(m, "TRACE", 5)) ||
+         (n == 6 && !memcmp(m, "DELETE", 6));
+}
+
+/* Between requests: the next one from `in`, or close when the client is done. */
+static void h_next(engine_t *e, hconn_t *c) {
+  if (c->dead || c->state != HS_IDLE) return;
+  if (c->back_off < c->back_len) {
+    h_interest(e, c); /* the last response first */
+    return;
+  }
+  if (c->client_closes || e->h_draining) {
+    /* Our FIN, then close once the client's comes (closing first would reset a response
+     * still in flight: the lingering-close problem), at most H_LINGER_MS. */
+    if (c->client_eof) {
+      h_free(e, c, 0);
+      return;
+    }
+    shutdown(c->cfd, SHUT_WR);
+    c->state = HS_LINGER;
+    c->deadline_ms = e->now_ms + H_LINGER_MS;
+    h_interest(e, c);
+    return;
+  }
+  if (c->in_len == 0) {
+    if (c->client_eof) h_free(e, c, 0);
+    else h_interest(e, c);
+    return;
+  }
+  h1_head_t *h = &e->hhead;
+  int rc = h1_parse_request(c->in, c->in_len, h);
+  if (rc == H1_INCOMPLETE) {
+    if (c->client_eof) h_free(e, c, 0);
+    else h_interest(e, c);
+    return;
+  }
+  const uint8_t *method = c->in + h->start;
+  /* JavaScript answers what is not plain: refusals (same 4xx bodies), chunked, Upgrade. */
+  if (rc == H1_ERROR || h->chunked || h->upgrade) {
+    h_fallback(e, c);
+    return;
+  }
+  size_t body_here = c->in_len - h->head_end;
+  int64_t length = h->content_length > 0 ? h->content_length : 0;
+  if ((int64_t)body_here > length) body_here = (size_t)length;
+  uint8_t *out = malloc(h->head_end + body_here);
+  if (!out) {
+    h_free(e, c, 1);
+    return;
+  }
+  size_t n = h1_rewrite(c->in, h, NULL, 0, out);
+  memcpy(out + n, c->in + h->head_end, body_here);
+  free(c->out);
+  c->out = out;
+  c->out_len = (uint32_t)(n + body_here);
+  c->out_off = 0;
+  c->retryable = length == 0 && h_idempotent(method, h->method_len);
+  c->req_close = h->close;
+  c->req_minor = h->minor;
+  c->head_req = h->method_len == 4 && !memcmp(method, "HEAD", 4);
+  c->req_remaining = length - (int64_t)body_here;
+  size_t used = h->head_end + body_here;
+  memmove(c->in, c->in + used, c->in_len - used);
+  c->in_len -= (uint32_t)used;
+  c->resp_state = HR_HEAD;
+  c->resp_started = 0;
+  c->resp_close = 0;
+  c->attempt = 0;
+  c->tried = 0;
+  c->why[0] = 0;
+  clock_gettime(CLOCK_MONOTONIC, &c->started);
+  h_dispatch(e, c);
+}
+
+static void h_client_event(engine_t *e, hconn_t *c, uint32_t events) {
+  if (events & EPOLLOUT) {
+    if (h_flush_client(c) < 0) {
+      h_free(e, c, 1);
+      return;
+    }
+    if (c->back_off >= c->back_len && c->state == HS_IDLE) {
+      h_next(e, c);
+      if (c->dead) return;
+    }
+  }
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+    if (c->state == HS_LINGER) {
+      ssize_t n = read(c->cfd, e->buf, READ_BUFFER);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) h_free(e, c, 0);
+      return;
+    }
+    if (!c->client_eof && c->in_len < H_IN_CAP) {
+      /* Request body straight through when nothing waits before it. */
+      int body_direct = c->state == HS_EXCHANGE && c->req_remaining > 0 && c->out_off >= c->out_len && c->in_len == 0;
+      size_t room = H_IN_CAP - c->in_len;
+      ssize_t n = read(c->cfd, e->buf, body_direct ? READ_BUFFER : (room < READ_BUFFER ? room : READ_BUFFER));
+      if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        h_free(e, c, 1);
+        return;
+      }
+      if (n == 0) {
+        c->client_eof = 1;
+        if (c->state != HS_IDLE && c->req_remaining > 0) {
+          h_free(e, c, 0); /* the request body was cut short */
+          return;
+        }
+      } else if (n > 0) {
+        const uint8_t *data = (const uint8_t *)e->buf;
+        size_t len = (size_t)n;
+        if (body_direct) {
+          int took = h_forward_body(c, data, len);
+          if (took < 0) {
+            h_upstream_failed(e, c, "upstream write failed");
+            return;
+          }
+          data += took;
+          len -= (size_t)took;
+        }
+        if (len > 0) {
+          if (len > H_IN_CAP - c->in_len) {
+            h_free(e, c, 1); /* cannot happen: reads are bounded by the room left */
+            return;
+          }
+          if (!c->in) c->in = malloc(H_IN_CAP);
+          if (!c->in) {
+            h_free(e, c, 1);
+            return;
+          }
+          memcpy(c->in + c->in_len, data, len);
+          c->in_len += (uint32_t)len;
+        }
+      }
+    } else if (events & (EPOLLHUP | EPOLLERR)) {
+      h_free(e, c, 1);
+      return;
+    }
+    if (c->state == HS_IDLE) {
+      h_next(e, c);
+      return;
+    }
+  }
+  if (!c->dead) h_interest(e, c);
+}
+
+static void h_upstream_event(engine_t *e, hconn_t *c, uint32_t events) {
+  if (c->state == HS_CONNECTING) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err == EINPROGRESS || (err == 0 && !(events & EPOLLOUT))) return;
+    if (err != 0) {
+      h_connect_failed(c, err, 0);
+      h_drop_upstream(e, c);
+      c->out_off = 0;
+      c->sent = 0;
+      h_dispatch(e, c);
+      return;
+    }
+    c->state = HS_EXCHANGE;
+  }
+  if (c->state != HS_EXCHANGE) return;
+  if (c->out_off < c->out_len && ((events & EPOLLOUT) || (c->umask & EPOLLOUT))) {
+    if (h_flush_upstream(c) < 0) {
+      if (!c->reused) c->tried |= 1ull << c->ep;
+      h_upstream_failed(e, c, "upstream write failed");
+      return;
+    }
+    if (c->out_off >= c->out_len && c->req_remaining > 0 && c->in_len > 0) {
+      /* Body bytes that waited in `in` behind the head. */
+      int took = h_forward_body(c, c->in, c->in_len);
+      if (took < 0) {
+        h_upstream_failed(e, c, "upstream write failed");
+        return;
+      }
+      memmove(c->in, c->in + took, c->in_len - (uint32_t)took);
+      c->in_len -= (uint32_t)took;
+    }
+  }
+  if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && c->back_off >= c->back_len) {
+    ssize_t n = read(c->ufd, e->buf, READ_BUFFER);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      h_interest(e, c);
+      return;
+    }
+    if (n <= 0) {
+      if (c->resp_state == HR_UNTIL_CLOSE) {
+        h_drop_upstream(e, c);
+        c->client_closes = 1;
+        h_finish(e, c);
+        return;
+      }
+      if (!c->reused && !c->resp_started) c->tried |= 1ull << c->ep;
+      h_upstream_failed(e, c, c->reused ? "upstream closed a reused connection" : "upstream closed the connection");
+      return;
+    }
+    h_response(e, c, (const uint8_t *)e->buf, (size_t)n);
+    return;
+  }
+  h_interest(e, c);
+}
+
+static void h_event(engine_t *e, hconn_t *c, int upstream, uint32_t events) {
+  if (c->dead) return;
+  c->active_ms = e->now_ms;
+  if (upstream) h_upstream_event(e, c, events);
+  else h_client_event(e, c, events);
+}
+
+static void h_check(engine_t *e) {
+  for (hconn_t *c = e->hopen.next, *next; c != &e->hopen; c = next) {
+    next = c->next;
+    if ((c->state == HS_CONNECTING || c->state == HS_LINGER) && e->now_ms >= c->deadline_ms) {
+      if (c->state == HS_LINGER) h_free(e, c, 0);
+      else {
+        h_connect_failed(c, 0, 1);
+        h_drop_upstream(e, c);
+        c->out_off = 0;
+        h_dispatch(e, c);
+      }
+    } else if (e->idle_ms > 0 && e->now_ms - c->active_ms >= e->idle_ms) h_free(e, c, 0);
+  }
+  if (e->now_ms >= e->next_pool_sweep_ms) {
+    h_pool_sweep(e);
+    e->next_pool_sweep_ms = e->now_ms + 1000;
+  }
+}
+
+static void h_free_dead(engine_t *e) {
+  while (e->hdead.next != &e->hdead) {
+    hconn_t *c = e->hdead.next;
+    h_list_del(c);
+    free(c);
+  }
+}
+
+static void h_start(engine_t *e, cmd_t *cmd) {
+  hconn_t *c = calloc(1, sizeof(hconn_t));
+  if (!c) {
+    close(cmd->fd);
+    free(cmd->eps);
+    free(cmd->key);
+    cmd->eps = NULL;
+    cmd->key = NULL;
+    return;
+  }
+  c->prev = c->next = c;
+  c->cfd = cmd->fd;
+  c->ufd = -1;
+  c->svc = cmd->svc;
+  c->nep = cmd->nep;
+  c->eps = cmd->eps;
+  c->key = cmd->key;
+  c->connect_ms = cmd->timeout_ms;
+  c->rr = e->hrr++;
+  cmd->eps = NULL;
+  cmd->key = NULL;
+  c->active_ms = e->now_ms;
+  h_list_add(&e->hopen, c);
+  e->nh++;
+  if (cmd->hello_len > 0) {
+    c->in = malloc(H_IN_CAP);
+    if (!c->in || cmd->hello_len > H_IN_CAP) {
+      h_free(e, c, 1);
+      return;
+    }
+    memcpy(c->in, cmd->hello, cmd->hello_len);
+    c->in_len = cmd->hello_len;
+  }
+  int one = 1;
+  setsockopt(c->cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  h_next(e, c);
+}
+
+static void h_close_all(engine_t *e) {
+  while (e->hopen.next != &e->hopen) h_free(e, e->hopen.next, 0);
+  h_pools_free(e);
+}
+
 /* ---------- accepting ---------- */
 
 static void set_accepting(engine_t *e, int on) {
@@ -678,7 +1575,8 @@ static void set_accepting(engine_t *e, int on) {
 
 /* What this engine holds or will: an fd JS has not decided on yet will likely get an upstream. */
 static size_t fds_in_use(engine_t *e) {
-  return 2 * (e->nopen + e->nconnecting + e->npipes_alive + (size_t)atomic_load(&e->undecided));
+  return 2 * (e->nopen + e->nconnecting + e->npipes_alive + e->nh + (size_t)atomic_load(&e->undecided)) +
+         e->npooled;
 }
 
 static int may_accept(engine_t *e) {
@@ -732,6 +1630,7 @@ static void accept_some(engine_t *e, listener_t *l) {
 /* ---------- the thread ---------- */
 
 static void close_all(engine_t *e, int tell) {
+  h_close_all(e);
   while (e->open.next != &e->open) conn_free(e, e->open.next, CLOSE_SHUTDOWN, 1);
   while (e->connecting.next != &e->connecting) {
     conn_t *c = e->connecting.next;
@@ -804,7 +1703,19 @@ static int run_commands(engine_t *e) {
     case CMD_ABANDON:
       decide(e, cmd->fd, cmd->type == CMD_PROCEED);
       break;
+    case CMD_HTTP:
+      h_start(e, cmd);
+      break;
+    case CMD_HTTP_DRAIN:
+      e->h_draining = 1;
+      for (hconn_t *c = e->hopen.next, *next; c != &e->hopen; c = next) {
+        next = c->next;
+        if (c->state == HS_IDLE) h_next(e, c);
+      }
+      break;
     }
+    free(cmd->eps);
+    free(cmd->key);
     free(cmd->hello);
     free(cmd);
     cmd = next;
@@ -818,6 +1729,8 @@ static void *thread_main(void *arg) {
   for (;;) {
     int timeout = -1;
     if (e->connecting.next != &e->connecting || e->accept_paused) timeout = CONNECT_CHECK_MS;
+    /* HTTP connections: connect and linger deadlines, the pool sweep (coarse, 100 ms). */
+    if (e->nh > 0 || e->npooled > 0) timeout = timeout < 0 || timeout > 100 ? 100 : timeout;
     if (e->idle_ms > 0 && e->nopen > 0) {
       int64_t until = (int64_t)e->next_sweep_ms - (int64_t)monotonic_ms();
       int t = until < 0 ? 0 : until > 60000 ? 60000 : (int)until;
@@ -832,6 +1745,7 @@ static void *thread_main(void *arg) {
       void *ptr = (void *)(data & ~(uintptr_t)7);
       if (tag == TAG_WAKE) stop |= run_commands(e);
       else if (tag == TAG_LISTENER) accept_some(e, ptr);
+      else if (tag == TAG_HCLIENT || tag == TAG_HUP) h_event(e, ptr, tag == TAG_HUP, events[i].events);
       else conn_event(e, ptr, tag == TAG_UPSTREAM, events[i].events);
     }
     if (n < 0 && errno != EINTR) {
@@ -843,13 +1757,16 @@ static void *thread_main(void *arg) {
     if (e->accept_paused && e->nlisteners > 0 && e->now_ms >= e->accept_resume_ms && may_accept(e))
       set_accepting(e, 1);
     check_deadlines(e);
+    if (e->nh > 0 || e->npooled > 0) h_check(e);
     free_dead(e);
+    h_free_dead(e);
     events_flush(e);
     if (stop) break;
   }
   close_all(e, 0);
   close_listeners(e);
   free_dead(e);
+  h_free_dead(e);
   for (int i = 0; i < e->npipes; i++) {
     close(e->pipes[i][0]);
     close(e->pipes[i][1]);
@@ -913,8 +1830,12 @@ static void engine_finalize(napi_env env, void *data, void *hint) {
   close(e->epfd);
   close(e->wakefd);
   pthread_mutex_destroy(&e->lock);
+  pthread_mutex_destroy(&e->hstats_lock);
+  free(e->hstats);
   for (cmd_t *c = e->cmd_head, *next; c; c = next) {
     next = c->next;
+    free(c->eps);
+    free(c->key);
     free(c->hello);
     free(c);
   }
@@ -1000,7 +1921,10 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   list_init(&e->open);
   list_init(&e->connecting);
   list_init(&e->dead);
+  e->hopen.prev = e->hopen.next = &e->hopen;
+  e->hdead.prev = e->hdead.next = &e->hdead;
   pthread_mutex_init(&e->lock, NULL);
+  pthread_mutex_init(&e->hstats_lock, NULL);
   if (e->epfd < 0 || e->wakefd < 0) {
     int err = errno;
     if (e->epfd >= 0) close(e->epfd);
@@ -1184,6 +2108,136 @@ static napi_value js_stop(napi_env env, napi_callback_info info) {
 }
 
 
+/* httpTake(engine, fd, bytes, endpoints, svc, key, timeoutMs) → the engine's own fd for the
+ * connection. `fd` stays JavaScript's (its net.Socket closes it; the connection lives on in
+ * the duplicate). `bytes`: what JS already read from it (a Buffer, may be empty); `endpoints`:
+ * [id, ip, port, ...] (id: JS's number for the endpoint, the shared pool's key); `svc`: the
+ * metrics slot (httpStats); `key`: the service's name for 502 bodies. */
+static napi_value js_http_take(napi_env env, napi_callback_info info) {
+  ARGS(7)
+  engine_t *e = get_engine(env, argv[0]);
+  int fd, svc, timeout_ms;
+  uint32_t n = 0;
+  uint8_t *bytes = NULL;
+  size_t nbytes = 0;
+  if (!e || !get_int(env, argv[1], 0, 0x7fffffff, "fd", &fd) ||
+      !get_int(env, argv[4], 0, H_MAX_SVC - 1, "svc", &svc) ||
+      !get_int(env, argv[6], 1, 0x7fffffff, "timeoutMs", &timeout_ms))
+    return NULL;
+  if (napi_get_buffer_info(env, argv[2], (void **)&bytes, &nbytes) != napi_ok || nbytes > H_IN_CAP) {
+    napi_throw_type_error(env, "ERR_INVALID_BYTES", "bytes must be a Buffer of at most 96 KiB");
+    return NULL;
+  }
+  if (napi_get_array_length(env, argv[3], &n) != napi_ok || n == 0 || n % 3 != 0 || n / 3 > H_MAX_EP) {
+    napi_throw_type_error(env, "ERR_INVALID_ENDPOINTS", "endpoints must be [id, ip, port, ...] with 1 to 64 endpoints");
+    return NULL;
+  }
+  cmd_t *cmd = calloc(1, sizeof(cmd_t));
+  h_ep_t *eps = calloc(n / 3, sizeof(h_ep_t));
+  char *key = malloc(256);
+  size_t key_len = 0;
+  if (!cmd || !eps || !key) {
+    free(cmd);
+    free(eps);
+    free(key);
+    return throw_errno(env, "httpTake", ENOMEM);
+  }
+  for (uint32_t k = 0; k < n / 3; k++) {
+    napi_value id, ip, port;
+    int id_n, port_n;
+    napi_get_element(env, argv[3], 3 * k, &id);
+    napi_get_element(env, argv[3], 3 * k + 1, &ip);
+    napi_get_element(env, argv[3], 3 * k + 2, &port);
+    if (!get_int(env, id, 0, H_MAX_EPID - 1, "endpoint id", &id_n) || !get_int(env, port, 1, 65535, "port", &port_n) ||
+        !get_addr(env, ip, port_n, &eps[k].addr, &eps[k].len)) {
+      free(cmd);
+      free(eps);
+      free(key);
+      return NULL;
+    }
+    eps[k].id = id_n;
+  }
+  if (napi_get_value_string_utf8(env, argv[5], key, 256, &key_len) != napi_ok) {
+    free(cmd);
+    free(eps);
+    free(key);
+    napi_throw_type_error(env, NULL, "key must be a string");
+    return NULL;
+  }
+  if (nbytes > 0) {
+    cmd->hello = malloc(nbytes);
+    if (!cmd->hello) {
+      free(cmd);
+      free(eps);
+      free(key);
+      return throw_errno(env, "httpTake", ENOMEM);
+    }
+    memcpy(cmd->hello, bytes, nbytes);
+    cmd->hello_len = (uint32_t)nbytes;
+  }
+  int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup_fd < 0) {
+    int err = errno;
+    free(cmd->hello);
+    free(cmd);
+    free(eps);
+    free(key);
+    return throw_errno(env, "httpTake: dup", err);
+  }
+  int flags = fcntl(dup_fd, F_GETFL);
+  if (flags >= 0) fcntl(dup_fd, F_SETFL, flags | O_NONBLOCK);
+  cmd->type = CMD_HTTP;
+  cmd->fd = dup_fd;
+  cmd->svc = svc;
+  cmd->nep = (int)(n / 3);
+  cmd->eps = eps;
+  cmd->key = key;
+  cmd->timeout_ms = timeout_ms;
+  post(e, cmd);
+  napi_value out;
+  napi_create_int32(env, dup_fd, &out);
+  return out;
+}
+
+/* httpStats(engine) → [svc, 1xx..5xx, 14 buckets, sum, count, then 8 × (code, count)] per
+ * service slot with news since the last call (each 32 numbers); the engine's counts restart. */
+static napi_value js_http_stats(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  engine_t *e = get_engine_of(env, argv[0], 1);
+  if (!e) return NULL;
+  napi_value out;
+  napi_create_array(env, &out);
+  uint32_t at = 0;
+  pthread_mutex_lock(&e->hstats_lock);
+  for (int svc = 0; e->hstats && svc < H_MAX_SVC; svc++) {
+    h_stats_t *s = &e->hstats[svc];
+    if (!s->dirty) continue;
+    double row[1 + 5 + H_BUCKETS + 2 + 2 * H_CODES];
+    int k = 0;
+    row[k++] = svc;
+    for (int j = 0; j < 5; j++) row[k++] = s->classes[j];
+    for (int j = 0; j < H_BUCKETS; j++) row[k++] = s->buckets[j];
+    row[k++] = s->sum;
+    row[k++] = s->count;
+    for (int j = 0; j < H_CODES; j++) {
+      row[k++] = s->codes[j][0];
+      row[k++] = s->codes[j][1];
+    }
+    for (int j = 0; j < k; j++) {
+      napi_value v;
+      napi_create_double(env, row[j], &v);
+      napi_set_element(env, out, at++, v);
+    }
+    memset(s, 0, sizeof *s);
+  }
+  pthread_mutex_unlock(&e->hstats_lock);
+  return out;
+}
+
+static napi_value js_http_drain(napi_env env, napi_callback_info info) {
+  return post_command(env, info, CMD_HTTP_DRAIN, 0);
+}
+
 /* ---------- HTTP/1.1 framing, for tests (http1.c; the golden and fuzz tests compare it with
  * sidecar/proxy/http1/parse.ts byte for byte) ---------- */
 
@@ -1311,6 +2365,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"closeListeners", NULL, js_close_listeners, NULL, NULL, NULL, napi_default, NULL},
       {"closeAll", NULL, js_close_all, NULL, NULL, NULL, napi_default, NULL},
       {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},
+      {"httpTake", NULL, js_http_take, NULL, NULL, NULL, napi_default, NULL},
+      {"httpStats", NULL, js_http_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"httpDrain", NULL, js_http_drain, NULL, NULL, NULL, napi_default, NULL},
       {"httpParse", NULL, js_http_parse, NULL, NULL, NULL, napi_default, NULL},
       {"httpChunked", NULL, js_http_chunked, NULL, NULL, NULL, napi_default, NULL},
   };

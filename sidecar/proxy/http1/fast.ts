@@ -24,6 +24,7 @@ import type { Logger } from '../../../lib/log.ts';
 import type { ChunkReader, Dialer, DialResult } from '../dialer.ts';
 import type { Balancer } from '../lb.ts';
 import { type ProxyMetrics, statusCounter } from '../metrics.ts';
+import { NativeHttp1 } from '../native-http1.ts';
 import type { RouteTable, Target } from '../route.ts';
 import type { Router } from '../router.ts';
 import type { ServiceStats } from '../service-metrics.ts';
@@ -54,6 +55,12 @@ export interface FastOptions {
   metrics: ProxyMetrics;
   /** Pool bounds (defaults POOL_IDLE_MS, RELAY_REUSE_MS); tests shorten them. */
   pool?: { idleMs?: number; relayReuseMs?: number };
+  /**
+   * Connections of services the native engine can carry go there (../native-http1.ts).
+   * Default: env EDGEMESH_HTTP1_PATH=native (the sidecar container's env, read here as
+   * http-proxy.ts reads its 'node' value); off otherwise, and when the addon is not built.
+   */
+  native?: boolean;
 }
 
 /** Idle upstream connections kept per endpoint. */
@@ -194,9 +201,19 @@ export class Http1Fast {
 
   /** The requests-by-code counter (metrics.ts statusCounter). */
   readonly #count: (status: number) => void;
+  /** The native engine's HTTP/1.1 path, when switched on and built. */
+  readonly #native: NativeHttp1 | undefined;
 
   constructor(opts: FastOptions) {
     this.#opts = opts;
+    if (opts.native ?? process.env.EDGEMESH_HTTP1_PATH === 'native') {
+      const native = NativeHttp1.create({
+        ...opts,
+        onFallback: (socket, ctx, buffered) => this.#takeBack(socket, ctx, buffered),
+      });
+      if (native instanceof Error) opts.log.warn({ err: native.message }, 'HTTP/1.1 stays in JavaScript');
+      else this.#native = native;
+    }
     this.#count = statusCounter(opts.metrics);
     this.#idleMs = opts.pool?.idleMs ?? POOL_IDLE_MS;
     this.#relayReuseMs = opts.pool?.relayReuseMs ?? RELAY_REUSE_MS;
@@ -208,6 +225,18 @@ export class Http1Fast {
 
   /** Takes over an accepted client connection; `buffered`: bytes already read from it. */
   handle(socket: net.Socket, ctx: FastContext, buffered: Buffer | undefined): void {
+    if (this.#native?.take(socket, ctx, buffered)) return;
+    this.#handle(socket, ctx, buffered);
+  }
+
+  /** A connection the native engine gave back (a request it does not carry): on in JavaScript. */
+  #takeBack(socket: net.Socket, ctx: FastContext, buffered: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    if (this.#opts.idleTimeoutMs > 0) socket.setTimeout(this.#opts.idleTimeoutMs, () => socket.destroy());
+    this.#handle(socket, ctx, buffered);
+  }
+
+  #handle(socket: net.Socket, ctx: FastContext, buffered: Buffer | undefined): void {
     const conn = new ClientConn(socket, ctx);
     this.#conns.add(conn);
     conn.buf = buffered && buffered.length > 0 ? buffered : undefined;
@@ -223,12 +252,14 @@ export class Http1Fast {
   /** Keep-alive ends: idle client connections close now, busy ones after their response. */
   drain(): void {
     this.#draining = true;
+    this.#native?.drain();
     for (const conn of [...this.#conns.items]) if (!conn.ex && !conn.tunnel) this.#endClient(conn);
     for (const list of this.#pools.values()) for (const up of list) up.socket.destroy();
     this.#pools.clear();
   }
 
   close(): void {
+    this.#native?.stop();
     for (const conn of [...this.#conns.items]) conn.socket.destroy();
     for (const list of this.#pools.values()) for (const up of list) up.socket.destroy();
     this.#pools.clear();

@@ -1,0 +1,273 @@
+/**
+ * HTTP/1.1 in the native engine (sidecar/native/l4.c, "HTTP/1.1 connections"), behind
+ * EDGEMESH_HTTP1_PATH=native: a client connection on an HTTP service port whose requests need
+ * nothing of JavaScript but round-robin balancing is handed to the engine's thread with its
+ * endpoints; from then on a keep-alive request costs no JavaScript at all.
+ *
+ * Which per-request features of the JavaScript fast path (http1/fast.ts) the engine has, and
+ * which keep a service in JavaScript (`eligible` says why not):
+ *   round-robin balancing per request            C (its own turn per connection, started apart)
+ *   other policies, ClientIP affinity, hash key  JavaScript: lb.ts's state (in-flight counts,
+ *                                                rings, affinity table) lives there
+ *   retries of idempotent bodiless requests      C (next endpoint, up to 3, as fast.ts)
+ *   hop-by-hop lines dropped, connection: close  C (http1.c, parse.ts's rules: fuzzed against it)
+ *   502 on failure                               C (the same body text as fast.ts)
+ *   400/405/431 on bad requests                  JavaScript: the connection comes back (fallback)
+ *   chunked request bodies, Upgrade              JavaScript: fallback at that request
+ *   endpoints behind the gateway hop             JavaScript: the relay rules of fast.ts's pool
+ *   per-service metrics (classes, histogram)     C counts, JavaScript adds them every second
+ *   requests-by-code counter                     C (8 codes per service per second; more land
+ *                                                on the 8th)
+ * Endpoints are the route's at hand-over: a connection keeps them (a pod gone since fails its
+ * connect and the request moves on, as a stale pooled connection in fast.ts would).
+ */
+import net from 'node:net';
+import type { Dialer } from './dialer.ts';
+import { SOCKET_HWM } from './dialer.ts';
+import type { ProxyMetrics } from './metrics.ts';
+import { loadAddon } from './native-l4.ts';
+import type { Route, Target } from './route.ts';
+import type { Router } from './router.ts';
+import type { ServiceStats } from './service-metrics.ts';
+
+const EVENT_HTTP_FALLBACK = 8;
+const EVENT_HTTP_CLOSED = 9;
+/** http1.c's bounds: endpoints per connection, bytes handed over, metrics slots, endpoint ids. */
+const MAX_ENDPOINTS = 64;
+const MAX_BYTES = 96 * 1024;
+const MAX_SERVICES = 4096;
+const MAX_ENDPOINT_IDS = 65536;
+/** How often the engine's counts are added to the service metrics (a scrape sees them this late at most). */
+const STATS_MS = 1_000;
+/** One httpStats row: svc, 5 classes, 14 buckets, sum, count, 8 × (code, count). */
+const ROW = 1 + 5 + 14 + 2 + 16;
+
+export interface NativeContext {
+  dstIp: string;
+  dstPort: number;
+  clientIp: string;
+}
+
+export interface NativeHttp1Options {
+  router: Router;
+  dialer: Dialer;
+  metrics: ProxyMetrics;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** A connection the engine gives back (a request it does not handle): JavaScript goes on with it. */
+  onFallback: (socket: net.Socket, ctx: NativeContext, buffered: Buffer) => void;
+}
+
+interface NativeAddon {
+  create(
+    onEvent: (type: number, fd: number, num: number, data?: unknown, ...rest: unknown[]) => void,
+    idleMs: number,
+  ): object;
+  httpTake(
+    engine: object,
+    fd: number,
+    bytes: Buffer,
+    endpoints: (string | number)[],
+    svc: number,
+    key: string,
+    timeoutMs: number,
+  ): number;
+  httpStats(engine: object): number[];
+  httpDrain(engine: object): void;
+  stop(engine: object): void;
+}
+
+type ServiceRoute = Extract<Route, { kind: 'service' }>;
+
+export class NativeHttp1 {
+  readonly #opts: NativeHttp1Options;
+  readonly #addon: NativeAddon;
+  readonly #engine: object;
+  readonly #endpointIds = new Map<string, number>();
+  readonly #slots = new Map<string, number>();
+  readonly #stats: ServiceStats[] = [];
+  /** Per engine fd: the connection's context (for a fallback) and its service's stats. */
+  readonly #open = new Map<number, { ctx: NativeContext; stats: ServiceStats }>();
+  readonly #timer: NodeJS.Timeout;
+  #stopped = false;
+
+  /** The engine, or why not (the addon is not built). */
+  static create(opts: NativeHttp1Options): NativeHttp1 | Error {
+    const addon = loadAddon();
+    if (addon instanceof Error) return addon;
+    if (typeof (addon as unknown as NativeAddon).httpTake !== 'function')
+      return new Error(
+        'native HTTP/1.1 path not available: the addon predates it (rebuild: sidecar/native/build.sh)',
+      );
+    return new NativeHttp1(addon as unknown as NativeAddon, opts);
+  }
+
+  private constructor(addon: NativeAddon, opts: NativeHttp1Options) {
+    this.#addon = addon;
+    this.#opts = opts;
+    this.#engine = addon.create((type, fd, num, data, _peer, _local, sent, received) => {
+      if (type === EVENT_HTTP_CLOSED) this.#closed(fd, sent as number, received as number);
+      else if (type === EVENT_HTTP_FALLBACK) this.#fallback(fd, data as Buffer, num);
+    }, opts.idleTimeoutMs);
+    this.#timer = setInterval(() => this.flushStats(), STATS_MS).unref();
+    // A scrape sees the engine's counts of this very moment: the service families ask `live`
+    // first, and the by-code counter runs its collect hook (prom-client) before it is read.
+    const services = opts.metrics.services;
+    const live = services.live;
+    services.live = () => {
+      this.flushStats();
+      return live.call(services);
+    };
+    const counter = opts.metrics.httpRequests as unknown as { collect?: () => unknown };
+    const collect = counter.collect;
+    counter.collect = () => {
+      this.flushStats();
+      return collect?.call(counter);
+    };
+  }
+
+  get open(): number {
+    return this.#open.size;
+  }
+
+  /** Why `route` must stay in JavaScript, or undefined when the engine can carry it. */
+  eligible(route: Route): string | undefined {
+    if (route.kind !== 'service') return 'not a service';
+    const { service, targets } = route;
+    if (targets.length === 0) return 'no ready endpoint (JavaScript answers 503)';
+    if (targets.length > MAX_ENDPOINTS) return `more than ${MAX_ENDPOINTS} endpoints`;
+    if (service.lbPolicy !== 'round-robin') return `lb policy ${service.lbPolicy}`;
+    if (service.sessionAffinity.type !== 'None') return 'ClientIP session affinity';
+    if (service.hashHeader) return 'hash header';
+    for (const target of targets) {
+      const raw = this.#opts.dialer.raw?.(target);
+      if (raw?.via !== 'pod' || raw.handshake) return 'an endpoint behind the gateway hop';
+    }
+    return undefined;
+  }
+
+  /**
+   * Hands `socket` (paused, with `buffered` already read from it) to the engine when its
+   * service is eligible; the socket is then destroyed (the engine holds a duplicate of its fd).
+   * False: JavaScript keeps it.
+   */
+  take(socket: net.Socket, ctx: NativeContext, buffered: Buffer | undefined): boolean {
+    if (this.#stopped) return false;
+    const route = this.#opts.router.resolve(ctx.dstIp, ctx.dstPort);
+    if (this.eligible(route) !== undefined) return false;
+    const service = route as ServiceRoute;
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0) return false;
+    // Bytes Node read past the sniff, still in the stream's buffer.
+    const queued = socket.readableLength > 0 ? (socket.read() as Buffer | null) : null;
+    const bytes = Buffer.concat([buffered ?? Buffer.alloc(0), queued ?? Buffer.alloc(0)]);
+    if (bytes.length > MAX_BYTES) {
+      if (queued) socket.unshift(queued);
+      return false;
+    }
+    const endpoints = this.#endpoints(service.targets);
+    const slot = this.#slot(service);
+    if (!endpoints || slot < 0) {
+      if (queued) socket.unshift(queued);
+      return false;
+    }
+    const engineFd = this.#addon.httpTake(
+      this.#engine,
+      fd,
+      bytes,
+      endpoints,
+      slot,
+      service.key,
+      this.#opts.connectTimeoutMs,
+    );
+    this.#open.set(engineFd, { ctx, stats: this.#stats[slot] as ServiceStats });
+    // The engine's duplicate keeps the connection: closing Node's fd sends nothing.
+    socket.destroy();
+    return true;
+  }
+
+  /** Adds what the engine counted since the last call to the service metrics. */
+  flushStats(): void {
+    if (this.#stopped) return;
+    const rows = this.#addon.httpStats(this.#engine);
+    for (let at = 0; at + ROW <= rows.length; at += ROW) {
+      const stats = this.#stats[rows[at] as number];
+      if (!stats) continue;
+      let k = at + 1;
+      for (let c = 0; c < 5; c++) stats.classes[c] = (stats.classes[c] as number) + (rows[k++] as number);
+      for (let b = 0; b < 14; b++) stats.buckets[b] = (stats.buckets[b] as number) + (rows[k++] as number);
+      stats.durationSum += rows[k++] as number;
+      stats.durationCount += rows[k++] as number;
+      for (let c = 0; c < 8; c++, k += 2) {
+        const code = rows[k] as number;
+        const n = rows[k + 1] as number;
+        if (code > 0 && n > 0) this.#opts.metrics.httpRequests.labels({ code }).inc(n);
+      }
+    }
+  }
+
+  /** Keep-alive ends: idle connections close now, busy ones after their response. */
+  drain(): void {
+    if (!this.#stopped) this.#addon.httpDrain(this.#engine);
+  }
+
+  stop(): void {
+    if (this.#stopped) return;
+    this.flushStats();
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    this.#addon.stop(this.#engine);
+  }
+
+  /** [id, ip, port, ...] for the engine; undefined past the id space. */
+  #endpoints(targets: Target[]): (string | number)[] | undefined {
+    const out: (string | number)[] = [];
+    for (const target of targets) {
+      let id = this.#endpointIds.get(target.id);
+      if (id === undefined) {
+        if (this.#endpointIds.size >= MAX_ENDPOINT_IDS) return undefined;
+        id = this.#endpointIds.size;
+        this.#endpointIds.set(target.id, id);
+      }
+      out.push(id, target.ip, target.port);
+    }
+    return out;
+  }
+
+  /** The service's metrics slot in the engine (its stats object refreshed: the catalog may have replaced it). */
+  #slot(route: ServiceRoute): number {
+    let slot = this.#slots.get(route.key);
+    if (slot === undefined) {
+      if (this.#slots.size >= MAX_SERVICES) return -1;
+      slot = this.#slots.size;
+      this.#slots.set(route.key, slot);
+    }
+    this.#stats[slot] = this.#opts.metrics.services.of(route);
+    return slot;
+  }
+
+  #closed(fd: number, sent: number, received: number): void {
+    const conn = this.#open.get(fd);
+    this.#open.delete(fd);
+    conn?.stats.bytes(sent, received);
+  }
+
+  #fallback(fd: number, bytes: Buffer, _length: number): void {
+    const conn = this.#open.get(fd);
+    this.#open.delete(fd);
+    const socket = new net.Socket({
+      fd,
+      readable: true,
+      writable: true,
+      allowHalfOpen: true,
+      highWaterMark: SOCKET_HWM,
+      pauseOnCreate: true,
+    } as net.SocketConstructorOpts);
+    socket.setNoDelay(true);
+    if (!conn) {
+      socket.destroy();
+      return;
+    }
+    this.#opts.onFallback(socket, conn.ctx, bytes);
+  }
+}
