@@ -11,10 +11,14 @@
  *   pod ns 10.61.0.2 ── veth ── srv ns 10.61.0.1
  *     app (uid 1000) ─▶ 10.96.61.11:7000               gateways node-a :15080, node-b
  *     sidecar :15006 ─DGRAM node-b 10.62.0.99 7000─▶    ─▶ UDP echo 10.62.0.99:7000 (lo)
+ *
+ * EDGEMESH_TEST_UDP_SANITIZE=1: the sidecar loads the UDP addon built with ASan + UBSan
+ * (`EDGEMESH_NATIVE_SANITIZE=1 sh sidecar/native/build.sh`); a report aborts it and the
+ * last check fails on any report file.
  */
 
-import type { ChildProcess } from 'node:child_process';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { type ChildProcess, execFileSync } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,6 +33,19 @@ const VIP = '10.96.61.11';
 const POD_IP = '10.61.0.2';
 const REMOTE = '10.62.0.99';
 const ROOT = resolve(import.meta.dirname, '..');
+const SANITIZE = process.env.EDGEMESH_TEST_UDP_SANITIZE === '1';
+const sanitizerReports = () => join(dir, 'sanitizer');
+/** The sidecar's environment under the sanitizers (the runtime preloaded: node is not built with it). */
+function sanitizerEnv(): NodeJS.ProcessEnv {
+  if (!SANITIZE) return process.env;
+  return {
+    ...process.env,
+    EDGEMESH_UDP_ADDON: join(ROOT, 'sidecar/native/build/udp-sanitized.node'),
+    LD_PRELOAD: execFileSync('gcc', ['-print-file-name=libasan.so']).toString().trim(),
+    ASAN_OPTIONS: `detect_leaks=0:malloc_context_size=8:halt_on_error=1:log_path=${sanitizerReports()}/asan`,
+    UBSAN_OPTIONS: `halt_on_error=1:print_stacktrace=1:log_path=${sanitizerReports()}/ubsan`,
+  };
+}
 
 const ECHO = `
 const s = require('node:dgram').createSocket('udp4');
@@ -48,6 +65,23 @@ for line in sys.stdin:
         s.connect((cmd["ip"], cmd["port"]))
         socks[name] = s
     s = socks[name]
+    if "burst" in cmd:
+        # datagrams of these payload sizes back to back; counts the replies that came back whole
+        want = set()
+        for i, n in enumerate(cmd["burst"]):
+            d = (str(i) + ":").encode() + b"x" * n
+            want.add(b"${REMOTE} " + d)
+            s.send(d)
+        got = set()
+        while len(got) < len(want):
+            r, _, _ = select.select([s], [], [], 3)
+            if not r:
+                break
+            data = s.recv(65535)
+            if data in want:
+                got.add(data)
+        print(json.dumps({"flow": name, "burst": len(got), "local": s.getsockname()[1]}), flush=True)
+        continue
     out = {"flow": name, "error": "timeout"}
     for _ in range(cmd.get("tries", 5)):
         s.send(cmd["data"].encode())
@@ -69,6 +103,7 @@ interface Reply {
   port?: number;
   local?: number;
   error?: string;
+  burst?: number;
 }
 
 function catalog(): Catalog {
@@ -156,7 +191,11 @@ async function stopGateways(): Promise<void> {
   await exited;
 }
 
-async function send(flow: string, data: string, opts: { tries?: number; wait?: number } = {}) {
+async function send(
+  flow: string,
+  data: string,
+  opts: { tries?: number; wait?: number; burst?: number[] } = {},
+): Promise<Reply> {
   const before = lines.length;
   client.stdin?.write(`${JSON.stringify({ flow, ip: VIP, port: PORT, data, ...opts })}\n`);
   await waitFor(
@@ -179,6 +218,8 @@ async function metric(name: string, label = ''): Promise<number> {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'emur-'));
+  await mkdir(sanitizerReports());
+  await chmod(sanitizerReports(), 0o777);
   await chmod(dir, 0o755);
   await writeFile(join(dir, 'catalog.json'), JSON.stringify(catalog()));
   lab = new NetnsLab('emur');
@@ -225,7 +266,7 @@ beforeAll(async () => {
       '--capture-udp',
       'true',
     ],
-    { uid: 0, gid: 1337 },
+    { uid: 0, gid: 1337, env: sanitizerEnv() },
   );
   sidecar.stderr?.on('data', (d: Buffer) => sidecarLog.push(String(d)));
   sidecar.stdout?.on('data', (d: Buffer) => sidecarLog.push(String(d)));
@@ -277,6 +318,15 @@ describe('UDP to a ClusterIP whose endpoint is on another node', () => {
     expect(await metric('edgemesh_udp_datagrams_total', 'direction="reply"')).toBeGreaterThanOrEqual(3);
   });
 
+  it('carries a burst of small and large datagrams whole both ways (framing split across reads)', async () => {
+    // Up to 60,000 bytes: the sidecar frames a burst per flow in one writev and deframes the
+    // replies, whose frames TCP delivers split at arbitrary points.
+    const sizes = [1, 60_000, 2, 30_000, 1_400, 0, 20_000, 9_000, 3, 25_000, 500, 7];
+    const r = await send('flow', '', { burst: sizes });
+    expect(r.burst, sidecarLog.join('')).toBe(sizes.length);
+    expect(await metric('edgemesh_udp_flows_total', 'route="gateway"')).toBe(1);
+  });
+
   it('continues the same flow (same app source port) across a gateway restart', async () => {
     const before = await send('flow', 'before');
     expect(before.data).toBe(`${REMOTE} before`);
@@ -292,5 +342,16 @@ describe('UDP to a ClusterIP whose endpoint is on another node', () => {
     // One flow all along: the sidecar reopened its gateway connection, it made no new flow.
     expect(await metric('edgemesh_udp_flows_total', 'route="gateway"')).toBe(1);
     expect(sidecarLog.join('')).toMatch(/udp gateway flow reopened/);
+    // This build's addon carries the flow itself (JS only opens the connections).
+    expect(sidecarLog.join('')).toMatch(
+      /"carrier":"addon"[^\n]*udp gateway flow reopened|udp gateway flow reopened[^\n]*"carrier":"addon"/,
+    );
+  });
+
+  it.runIf(SANITIZE)('left no ASan/UBSan report (EDGEMESH_TEST_UDP_SANITIZE=1)', async () => {
+    const files = await readdir(sanitizerReports());
+    const reports = await Promise.all(files.map((f) => readFile(join(sanitizerReports(), f), 'utf8')));
+    expect(reports.join('\n')).toBe('');
+    expect(sidecarLog.join('')).toMatch(/"carrier":"addon"/); // the sanitized build carried the flow
   });
 });

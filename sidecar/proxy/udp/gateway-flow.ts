@@ -65,8 +65,11 @@ export interface GatewayFlowEvents {
   /** A reply datagram from the endpoint. */
   onReply(datagram: Buffer): void;
   onDrop(reason: GatewayDrop): void;
-  /** A connection was opened (first, or again after it broke) or failed to open. */
-  onOpen?(result: 'opened' | 'reopened' | 'failed', detail: string): void;
+  /**
+   * A connection was opened (first, or again after it broke) or failed to open; `carrier`:
+   * who carries its datagrams (the addon after a hand-over, else JS).
+   */
+  onOpen?(result: 'opened' | 'reopened' | 'failed', detail: string, carrier?: 'addon' | 'js'): void;
   /** The addon carries the flow on `fd` now; undefined: no longer (closed, ended). */
   onCarried?(fd: number | undefined): void;
 }
@@ -279,12 +282,12 @@ export class GatewayFlow {
         header = undefined;
         if (this.#state !== state) return void socket.destroy();
         if (this.#handOver(socket, state.held, taken.rest)) {
-          this.#events.onOpen?.(this.#opened++ === 0 ? 'opened' : 'reopened', reply.path);
+          this.#events.onOpen?.(this.#opened++ === 0 ? 'opened' : 'reopened', reply.path, 'addon');
           return;
         }
         this.#state = { kind: 'open', socket };
         socket.write(Buffer.concat(state.held));
-        this.#events.onOpen?.(this.#opened++ === 0 ? 'opened' : 'reopened', reply.path);
+        this.#events.onOpen?.(this.#opened++ === 0 ? 'opened' : 'reopened', reply.path, 'js');
         chunk = taken.rest;
       }
       try {

@@ -10,7 +10,14 @@ import type { Catalog, Endpoint, ServiceEntry } from '../../../lib/catalog/types
 import { createRegistry } from '../../../lib/metrics.ts';
 import { DatagramDecoder, encodeDatagram } from '../../../lib/tunnel/frame.ts';
 import { createUdpMetrics } from './metrics.ts';
-import { type OnBatch, REC_ACTIVE, REC_DATAGRAM, REC_ERROR, type UdpAddon } from './native-udp.ts';
+import {
+  type OnBatch,
+  REC_ACTIVE,
+  REC_CLOSED,
+  REC_DATAGRAM,
+  REC_ERROR,
+  type UdpAddon,
+} from './native-udp.ts';
 import { UdpProxy } from './proxy.ts';
 import { hostOf, UdpRouteTable } from './routes.ts';
 
@@ -53,8 +60,14 @@ function catalog(revision: number, services: Record<string, ServiceEntry>): Cata
   return { format: 1, revision, clusterDomain: 'cluster.local', services, pods: {}, nodes: {} };
 }
 
-/** Records every call; fds count up from 100. */
-function fakeAddon() {
+/** The framed datagrams of a buffer, as text joined by ','. */
+const unframe = (b: Buffer) => [...new DatagramDecoder().push(b)].map((d) => d.toString()).join(',');
+
+/**
+ * Records every call; fds count up from 100. `carries`: a build with gatewayFlow (it takes
+ * gateway connections over), else one from before it (JS carries them).
+ */
+function fakeAddon({ carries = false } = {}) {
   const calls: string[] = [];
   let next = 100;
   let onBatch: OnBatch = () => {};
@@ -91,11 +104,20 @@ function fakeAddon() {
     close: (_e, fd) => {
       calls.push(`close ${fd}`);
     },
-    stats: () => [7, 9, 2],
+    stats: () => (carries ? [7, 9, 2, 3, 4] : [7, 9, 2]),
     stop: () => {
       calls.push('stop');
     },
   };
+  if (carries)
+    addon.gatewayFlow = (_e, tcpFd, replyFd, client, dst, held, rest) => {
+      const fd = next++;
+      const socket = typeof tcpFd === 'number' && tcpFd >= 0 ? 'socket' : `bad fd ${tcpFd}`;
+      calls.push(
+        `gatewayFlow ${fd} ${socket} reply=${replyFd} ${client} ${dst} held=${unframe(held)} rest=${unframe(rest)}`,
+      );
+      return fd;
+    };
   return {
     addon,
     calls,
@@ -119,10 +141,14 @@ function fakeAddon() {
   };
 }
 
-function setup(services: Record<string, ServiceEntry>, gateway?: { host: string; port: number }) {
+function setup(
+  services: Record<string, ServiceEntry>,
+  gateway?: { host: string; port: number },
+  { carries = false } = {},
+) {
   const store = new CatalogStore();
   store.apply({ type: 'snapshot', catalog: catalog(1, services) });
-  const fake = fakeAddon();
+  const fake = fakeAddon({ carries });
   const registry = createRegistry('test');
   const proxy = new UdpProxy({
     store,
@@ -260,9 +286,10 @@ describe('UdpProxy', () => {
 
 /**
  * A stand-in gateway: answers `OK relay` to a DGRAM request and each framed datagram with
- * `<ip>:<port> got <payload>`; records the request lines.
+ * `<ip>:<port> got <payload>`; records the request lines. `early`: a framed datagram and
+ * half of another sent in the same write as the OK (bytes the sidecar reads with it).
  */
-async function fakeGateway() {
+async function fakeGateway({ early = false } = {}) {
   const requests: string[] = [];
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
@@ -282,7 +309,10 @@ async function fakeGateway() {
         target = line.split(' ').slice(3).join(':');
         chunk = head.subarray(nl + 1);
         head = undefined;
-        socket.write('OK relay\n');
+        const hello = encodeDatagram(Buffer.from('hello'));
+        socket.write(
+          early ? Buffer.concat([Buffer.from('OK relay\n'), hello, hello.subarray(0, 3)]) : 'OK relay\n',
+        );
       }
       for (const d of decoder.push(chunk)) socket.write(encodeDatagram(Buffer.from(`${target} got ${d}`)));
     });
@@ -362,5 +392,52 @@ describe('UdpProxy through the gateway', () => {
     });
     expect(fake.calls.filter((c) => c.startsWith('sendTo'))).toEqual([]);
     proxy.close();
+  });
+
+  it('hands the answered connection to an addon that carries gateway flows; a reported close reopens on the next datagram', async () => {
+    const gw = await fakeGateway({ early: true });
+    const { fake, proxy, metric } = setup(
+      { 'ns/remote': entry('remote', [VIP], [endpoint('10.1.0.9', 'node-b')]) },
+      gw.address,
+      { carries: true },
+    );
+    try {
+      fake.deliver([APP, `${VIP}:53`, 'q1'], [APP, `${VIP}:53`, 'q2']);
+      await until(() => fake.calls.some((c) => c.startsWith('gatewayFlow')));
+      expect(gw.requests).toEqual(['EDGEMESH/1 DGRAM node-b 10.1.0.9 5353']);
+      // The held datagrams and the bytes after the OK (one whole frame, and the first 3
+      // bytes of the next one, which the addon keeps) go to the addon; JS sends nothing.
+      expect(fake.calls.slice(1)).toEqual([
+        `reply ${VIP}:53`,
+        `gatewayFlow 102 socket reply=101 ${APP} ${VIP}:53 held=q1,q2 rest=hello`,
+      ]);
+
+      // A datagram that reached JS after the hand-over goes to the addon's fd (framed there),
+      // activity on that fd keeps the flow, and the addon's drop counts reach /metrics.
+      fake.deliver([APP, `${VIP}:53`, 'q3']);
+      fake.record(REC_ACTIVE, 102);
+      expect(fake.calls.at(-1)).toBe('send 102 q3');
+      expect(await metric('edgemesh_udp_datagrams_dropped_total', 'reason="gateway-full"')).toBe(3);
+      expect(await metric('edgemesh_udp_datagrams_dropped_total', 'reason="gateway-unavailable"')).toBe(4);
+
+      // The addon reports the connection ended (e.g. a gateway restart): its fd is closed, the
+      // flow stays, and its next datagram opens a new connection handed over the same way.
+      fake.record(REC_CLOSED, 102, 0);
+      expect(fake.calls.at(-1)).toBe('close 102');
+      fake.record(REC_CLOSED, 102, 0); // a stale report: nothing more
+      expect(fake.calls.at(-1)).toBe('close 102');
+      fake.deliver([APP, `${VIP}:53`, 'q4']);
+      await until(() => fake.calls.filter((c) => c.startsWith('gatewayFlow')).length === 2);
+      expect(fake.calls.at(-1)).toBe(`gatewayFlow 103 socket reply=101 ${APP} ${VIP}:53 held=q4 rest=hello`);
+      expect(gw.requests.length).toBe(2);
+      expect(proxy.flows).toBe(1);
+      expect(fake.calls.filter((c) => c.startsWith('sendTo'))).toEqual([]);
+
+      fake.calls.length = 0;
+      proxy.close();
+      expect(fake.calls).toEqual(['close 100', 'close 103', 'close 101', 'stop']);
+    } finally {
+      gw.close();
+    }
   });
 });

@@ -421,8 +421,8 @@ export class UdpProxy {
           else this.#drop['send-error'].inc();
         },
         onDrop: (reason) => this.#drop[reason].inc(),
-        onOpen: (result, detail) => {
-          const where = { client: flow.client, dst: flow.dst, node, endpoint: flow.endpoint };
+        onOpen: (result, detail, carrier) => {
+          const where = { client: flow.client, dst: flow.dst, node, endpoint: flow.endpoint, carrier };
           if (result === 'failed') log.warn({ ...where, err: detail }, 'udp gateway flow failed');
           else if (result === 'reopened') log.info({ ...where, path: detail }, 'udp gateway flow reopened');
           else log.debug({ ...where, path: detail }, 'udp gateway flow opened');
