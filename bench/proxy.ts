@@ -18,6 +18,10 @@
  * per request (/proc/PID/stat around each wrk run: robust to other load, unlike req/s) and
  * SO_ORIGINAL_DST µs/call. Private memory with 1,000 open connections: bench/proxy-memory.ts.
  * Needs root (namespaces), wrk and haproxy (scripts/setup installs them).
+ *
+ * BENCH_HTTP1_PATH=native|js: the sidecar's EDGEMESH_HTTP1_PATH (native: HTTP/1.1 carried by
+ * the native engine, sidecar/proxy/native-http1.ts; js: http1/fast.ts). Compare the two by
+ * alternating whole runs: one sidecar per pod, so both cannot share a run.
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -43,6 +47,8 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const HAPROXY_PORT = 18080;
 const HAPROXY_HTTP_PORT = 18081;
+const HTTP1_PATH = process.env.BENCH_HTTP1_PATH ?? 'js';
+if (HTTP1_PATH !== 'js' && HTTP1_PATH !== 'native') throw new Error('BENCH_HTTP1_PATH must be js or native');
 
 interface WrkResult {
   rps: number;
@@ -144,7 +150,10 @@ async function main(): Promise<void> {
     if (origDst.dst.ip !== VIP.benchL4) throw new Error(`SO_ORIGINAL_DST gave ${origDst.dst.ip}`);
 
     // With the env the webhook injects (heap caps, one V8 thread, one malloc arena): as in a pod.
-    l.sidecar = await startSidecar(l, catalogFile, ['--metrics-port', '0'], INJECTED_SIDECAR_ENV);
+    l.sidecar = await startSidecar(l, catalogFile, ['--metrics-port', '0'], {
+      ...INJECTED_SIDECAR_ENV,
+      EDGEMESH_HTTP1_PATH: HTTP1_PATH === 'native' ? 'native' : 'fast',
+    });
     const cfg = join(dir, 'haproxy.cfg');
     await writeFile(
       cfg,
@@ -257,9 +266,16 @@ async function main(): Promise<void> {
       verdicts.push(
         `${ok ? 'PASS' : 'MISS'} ${s.name}: sidecar ${s.metric === 'p50ms' ? `+${(v - direct).toFixed(3)} ms (target ≤ ${s.target} ms)` : `${(v / direct).toFixed(2)}× direct (target ≥ ${s.target}×)`}`,
       );
+      // Issue 14 (L7): ≥ 0.6× direct and ≥ HAProxy http's ratio of this run; p50 ≤ +0.05 ms.
+      const l7 = results['sidecar L7'][s.metric];
+      const ha = results['haproxy http'][s.metric];
+      const l7ok = s.metric === 'p50ms' ? l7 - direct <= 0.05 : l7 / direct >= 0.6 && l7 >= ha;
+      verdicts.push(
+        `${l7ok ? 'PASS' : 'MISS'} ${s.name}: sidecar L7 (${HTTP1_PATH}) ${s.metric === 'p50ms' ? `+${(l7 - direct).toFixed(3)} ms (target ≤ 0.05 ms; HAProxy http +${(ha - direct).toFixed(3)})` : `${(l7 / direct).toFixed(2)}× direct (target ≥ 0.6× and ≥ HAProxy http's ${(ha / direct).toFixed(2)}×)`}`,
+      );
     }
     printTable(
-      `bench/proxy: median of ${ROUNDS} × ${SECONDS} s per cell (paths interleaved), wrk -t1 in the pod namespace; ratio vs direct in the same run`,
+      `bench/proxy: median of ${ROUNDS} × ${SECONDS} s per cell (paths interleaved), wrk -t1 in the pod namespace; ratio vs direct in the same run; HTTP/1.1 path ${HTTP1_PATH}; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
       [
         'scenario',
         'direct',
