@@ -237,7 +237,8 @@ export class ZoneTables implements Zone {
     if (!entry) this.#replace(id, undefined);
     else if (this.#sources.get(id)?.from !== entry) {
       const problems: string[] = [];
-      const records = serviceRecords(entry, key, this.domain, this.#ttl, problems);
+      // Exact size (serviceRecords pushes into an empty array): held as long as the service.
+      const records = serviceRecords(entry, key, this.domain, this.#ttl, problems).slice();
       // The namespace exists once it has a (valid) service: <ns>.svc.<zone> answers NODATA.
       const marks =
         records.length > 0 || problems.length === 0 ? [`${entry.service.namespace}.svc.${this.domain}`] : [];
@@ -360,7 +361,10 @@ export class ZoneTables implements Zone {
     if (next) {
       for (const c of next.records) {
         const n = this.#ref(c.name, 1)!;
-        n.records.push(c);
+        // Most names have one record: an exact one-item array, not push's room for 17 (152
+        // bytes per name held in an on-demand sidecar's young generation, docs/scale.md round 6).
+        if (n.records.length === 0) n.records = [c];
+        else n.records.push(c);
         n.encoded = undefined;
       }
       for (const m of next.marks) this.#ref(m, 1);
