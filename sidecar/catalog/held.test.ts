@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Answer } from '../../lib/catalog/lookup-protocol.ts';
 import type { ServiceEntry } from '../../lib/catalog/types.ts';
-import { HeldCatalog, sharePorts } from './held.ts';
+import { compactEntry, HeldCatalog } from './held.ts';
 import { keyForName } from './keys.ts';
 
 const svc = (ns: string, name: string, ip: string): ServiceEntry => ({
@@ -43,6 +43,7 @@ describe('held catalog (pure)', () => {
       serving: true,
       terminating: false,
       ports,
+      nodeName: `node-${ip.endsWith('1') ? 'a' : 'b'}`, // held once per name: equal strings either way
     });
     const entry: ServiceEntry = {
       ...svc('demo', 'api', '10.96.0.12'),
@@ -64,7 +65,7 @@ describe('held catalog (pure)', () => {
     expect(c).not.toBe(b); // another appProtocol: its own list, and the next ones compare with it
     expect(d).not.toBe(c);
     expect(e).toBe(d);
-    expect(sharePorts(svc('demo', 'none', '10.96.0.13')).endpoints).toEqual([]);
+    expect(compactEntry(svc('demo', 'none', '10.96.0.13')).endpoints).toEqual([]);
   });
 
   it('holds what answers named until idle; two keys share a topic and release it together', () => {
