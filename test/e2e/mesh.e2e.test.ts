@@ -415,19 +415,23 @@ describe('edgemesh on a real control plane across NATs', () => {
       `@${spec.clusterIP}`,
       'only.example',
     ];
-    const flowsStarted = async () =>
-      Number(
-        /^edgemesh_udp_flows_total\{route="service"\} (\d+)/m.exec(
-          (
-            await inClient(
-              cluster,
-              ['curl', '-sf', '--max-time', '3', 'http://127.0.0.1:15020/metrics'],
-              30_000,
-              ref,
-            )
-          ).stdout,
-        )?.[1] ?? Number.NaN,
+    // The sidecar's count of flows started (labels besides route: the registry's defaults).
+    const flowsStarted = async () => {
+      const res = await inClient(
+        cluster,
+        ['curl', '-sS', '--max-time', '3', 'http://127.0.0.1:15020/metrics'],
+        30_000,
+        ref,
       );
+      const m = /^edgemesh_udp_flows_total\{[^}]*route="service"[^}]*\} (\d+)/m.exec(res.stdout);
+      if (!m) {
+        const udp = res.stdout.split('\n').filter((l) => l.startsWith('edgemesh_udp'));
+        throw new Error(
+          `no edgemesh_udp_flows_total{route="service"} in the sidecar's metrics (curl exit ${res.code}, ${res.stderr.trim()}); udp lines: ${udp.join(' | ') || 'none'}`,
+        );
+      }
+      return Number(m[1]);
+    };
     expect((await inClient(cluster, pinned, 30_000, ref)).stdout.trim()).toBe('192.0.2.7');
     const flowsBefore = await flowsStarted();
     expect(flowsBefore).toBeGreaterThanOrEqual(12);
