@@ -43,7 +43,6 @@ describe('held catalog (pure)', () => {
       serving: true,
       terminating: false,
       ports,
-      nodeName: `node-${ip.endsWith('1') ? 'a' : 'b'}`, // held once per name: equal strings either way
     });
     const entry: ServiceEntry = {
       ...svc('demo', 'api', '10.96.0.12'),

@@ -87,8 +87,6 @@ export class HeldCatalog {
   readonly #negativeTtlMs: number;
   readonly #keys = new Map<string, KeyState>();
   readonly #topics = new Map<string, TopicState>();
-  /** Node names of held endpoints, each string once (compactEntry). */
-  readonly #nodeNames = new Map<string, string>();
   #revision = 0;
   #catalog: Catalog | undefined;
   /** Topics whose held value changed since the last drain(), with that value (null: gone). */
@@ -137,7 +135,7 @@ export class HeldCatalog {
       this.#hold(topics, `svc ${key}`, {
         kind: 'svc',
         key,
-        value: compactEntry(answer.services[key], this.#nodeNames),
+        value: compactEntry(answer.services[key]),
       });
     for (const ip in answer.pods)
       this.#hold(topics, `pod ${ip}`, { kind: 'pod', ip, value: answer.pods[ip] });
@@ -176,7 +174,7 @@ export class HeldCatalog {
     if (update.type === 'snapshot' || update.type === 'node') return false;
     const held: Value =
       update.type === 'service'
-        ? { kind: 'svc', key: update.key, value: update.entry && compactEntry(update.entry, this.#nodeNames) }
+        ? { kind: 'svc', key: update.key, value: update.entry && compactEntry(update.entry) }
         : update.type === 'pod'
           ? { kind: 'pod', ip: update.ip, value: update.pod }
           : { kind: 'ns', name: update.name, value: update.namespace };
@@ -283,38 +281,23 @@ export class HeldCatalog {
 
 /**
  * Makes the endpoints of `entry` whose ports equal the previous distinct list's share that
- * array, and their node names the strings in `nodeNames` (in place; returns `entry`). The endpoints of one EndpointSlice carry the same ports
+ * array (in place; returns `entry`). The endpoints of one EndpointSlice carry the same ports
  * and the answer's JSON repeats them per endpoint: shared, ~1 KB less of a 10-endpoint
  * service is held, and what the sidecar holds is what each young-generation collection copies
  * (docs/scale.md, round 6). The gateway shares them the same way (lib/catalog/from-objects.ts);
- * entries are never changed once held, so a shared array is never written.
+ * entries are never changed once held, so a shared array is never written. Node names need
+ * nothing: JSON.parse already makes each short string once (a heap snapshot shows none held
+ * per first query).
  */
-export function compactEntry(entry: ServiceEntry, nodeNames?: Map<string, string>): ServiceEntry {
+export function compactEntry(entry: ServiceEntry): ServiceEntry {
   const eps = entry.endpoints;
   let shared: EndpointPort[] | undefined;
   for (let i = 0; i < eps.length; i++) {
-    const ep = eps[i];
-    const ports = ep.ports;
-    if (shared !== undefined && shared !== ports && samePorts(shared, ports)) ep.ports = shared;
+    const ports = eps[i].ports;
+    if (shared !== undefined && shared !== ports && samePorts(shared, ports)) eps[i].ports = shared;
     else shared = ports;
-    if (nodeNames !== undefined && ep.nodeName !== undefined) ep.nodeName = intern(nodeNames, ep.nodeName);
   }
   return entry;
-}
-
-/**
- * Node names held once: every service's endpoints name the same few nodes, and JSON.parse
- * makes a new string for each (~10 per first query). Bounded: past MAX_NODE_NAMES the map
- * starts over (a name then held twice is only a missed saving).
- */
-const MAX_NODE_NAMES = 4096;
-
-function intern(names: Map<string, string>, s: string): string {
-  const held = names.get(s);
-  if (held !== undefined) return held;
-  if (names.size >= MAX_NODE_NAMES) names.clear();
-  names.set(s, s);
-  return s;
 }
 
 function samePorts(a: EndpointPort[], b: EndpointPort[]): boolean {
