@@ -282,6 +282,8 @@ export class UdpProxy {
       route = {
         ready: service.ready,
         pick: () => balancer.pick({ clientIp: hostOf(client) })?.id,
+        // The Service's edgemesh.io/udp-idle-timeout, else the table's default (flows.ts).
+        idleMs: service.idleMs,
       };
     } else {
       // Not a service (yet): the on-demand catalog may not hold it; a known flow never waits.
