@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 import nodeDataChannel from 'node-datachannel';
 import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
@@ -7,6 +8,13 @@ import { LogGate } from '../../lib/log-gate.ts';
 import { type ToGateway, tlsRole } from '../../lib/tunnel/control.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
 import type { Birthdays, Pin } from './birthday.ts';
+import {
+  attachDatagramChannel,
+  DatagramChannel,
+  DGRAM_CHANNEL_INIT,
+  DGRAM_CHANNEL_LABEL,
+  DGRAM_CHANNEL_SIGNAL,
+} from './dgram-channel.ts';
 import type { NatLog } from './nat-log.ts';
 import type { ControlLink } from './rendezvous.ts';
 import type { Sessions } from './session.ts';
@@ -18,6 +26,9 @@ import type { Sessions } from './session.ts';
  * control messages. On the resulting SCTP data channel (DTLS inside) the gateways run their
  * own TLS 1.3 with node certificates, exactly as on TCP, so the peer's identity is proven
  * end to end and not by whatever relayed the signalling.
+ *
+ * Beside it, when both ends offer it in the signalling, a second channel for datagrams
+ * (dgram-channel.ts: unordered, no retransmission, sealed with keys from that TLS session).
  *
  * Timeouts: ICE must open the channel within 8 s (checks are paced at tens of ms; 8 s
  * survives lost rounds), else the attempt is dropped. Keepalive: the mux session's PING
@@ -85,6 +96,10 @@ interface Attempt {
   timer: NodeJS.Timeout;
   done: Promise<MuxSession>;
   pinning?: Pinning;
+  /** The datagram channel (dgram-channel.ts), once opened (offerer) or announced (answerer). */
+  dgram?: DC;
+  /** Binds `dgram` to the session once both exist (whichever comes second calls it). */
+  bindDgram?: () => void;
 }
 
 export class UdpPaths {
@@ -149,7 +164,7 @@ export class UdpPaths {
         if (this.#gate.pass().log) this.#log.warn({ peer: peer.name, reason: refusal }, 'UDP offer ignored');
         return;
       }
-      attempt = this.#start(msg.id, link, peer, false);
+      attempt = this.#start(msg.id, link, peer, false, undefined, msg.data[DGRAM_CHANNEL_SIGNAL] === 1);
       attempt.done.catch((err) =>
         this.#log.debug({ peer: peer.name, err: describeError(err) }, 'UDP answer failed'),
       );
@@ -158,6 +173,11 @@ export class UdpPaths {
     try {
       if (typeof data.sdp === 'string' && (data.type === 'offer' || data.type === 'answer')) {
         attempt.pc.setRemoteDescription(data.sdp, data.type);
+        if (data.type === 'answer' && data[DGRAM_CHANNEL_SIGNAL] === 1 && !attempt.dgram) {
+          // The answerer takes the datagram channel: open it (an older one never says so).
+          attempt.dgram = attempt.pc.createDataChannel(DGRAM_CHANNEL_LABEL, DGRAM_CHANNEL_INIT);
+          attempt.bindDgram?.();
+        }
         const pinning = attempt.pinning;
         if (pinning && !pinning.added) {
           // The peer's public address on the hit: its checks and ours cross the open mappings.
@@ -190,11 +210,14 @@ export class UdpPaths {
         const early = this.#early.get(msg.id) ?? [];
         this.#early.delete(msg.id);
         if (this.#attempts.has(msg.id)) return;
-        const attempt = this.#start(msg.id, link, peer, false, {
-          pin,
-          birthday: birthday as string,
-          added: false,
-        });
+        const attempt = this.#start(
+          msg.id,
+          link,
+          peer,
+          false,
+          { pin, birthday: birthday as string, added: false },
+          msg.data[DGRAM_CHANNEL_SIGNAL] === 1,
+        );
         pinned.attach(attempt.done);
         attempt.done.catch((err) =>
           this.#log.debug({ peer: peer.name, err: describeError(err) }, 'pinned UDP answer failed'),
@@ -205,7 +228,18 @@ export class UdpPaths {
     );
   }
 
-  #start(id: string, link: ControlLink, peer: UdpPeer, offerer: boolean, pinning?: Pinning): Attempt {
+  /**
+   * `dgramOffered` (answerer): the offer asked for the datagram channel; the answer says yes.
+   * An offerer always asks.
+   */
+  #start(
+    id: string,
+    link: ControlLink,
+    peer: UdpPeer,
+    offerer: boolean,
+    pinning?: Pinning,
+    dgramOffered = false,
+  ): Attempt {
     const { nodeName, sessions } = this.#opts;
     const pc = new nodeDataChannel.PeerConnection(`${nodeName}-${id}`, {
       // Pinned: no STUN (the mapping that matters is the one the hit opened), only that port.
@@ -213,13 +247,13 @@ export class UdpPaths {
       maxMessageSize: 256 * 1024,
       ...(pinning ? { portRangeBegin: pinning.pin.port, portRangeEnd: pinning.pin.port } : {}),
     });
-    const signal = (data: Record<string, unknown>) =>
-      link.send({
-        t: 'signal',
-        id,
-        peer: peer.name,
-        data: pinning && offerer && data.type === 'offer' ? { ...data, birthday: pinning.birthday } : data,
-      });
+    const signal = (data: Record<string, unknown>) => {
+      const extra: Record<string, unknown> = {};
+      if (pinning && offerer && data.type === 'offer') extra.birthday = pinning.birthday;
+      if ((offerer && data.type === 'offer') || (dgramOffered && data.type === 'answer'))
+        extra[DGRAM_CHANNEL_SIGNAL] = 1;
+      link.send({ t: 'signal', id, peer: peer.name, data: { ...data, ...extra } });
+    };
     const openTimeout = pinning ? PINNED_OPEN_TIMEOUT_MS : OPEN_TIMEOUT_MS;
     pc.onLocalDescription((sdp, type) => signal({ sdp, type }));
     pc.onLocalCandidate((candidate, mid) => signal({ candidate, mid }));
@@ -233,8 +267,11 @@ export class UdpPaths {
           clearTimeout(timer);
           try {
             const stream = new ChannelStream(dc);
-            const session = await sessions.secure(stream, peer.name, tlsRole(nodeName, peer.name));
+            const role = tlsRole(nodeName, peer.name);
+            const session = await sessions.secure(stream, peer.name, role);
             session.once('close', () => pc.close());
+            attempt.bindDgram = () => this.#bindDgram(attempt, session, role);
+            attempt.bindDgram();
             peer.add('punched', session, 'udp');
             resolve(session);
           } catch (err) {
@@ -245,8 +282,16 @@ export class UdpPaths {
         else dc.onOpen(open);
       };
       if (offerer) onChannel(pc.createDataChannel('edgemesh'));
-      else pc.onDataChannel(onChannel);
+      else
+        pc.onDataChannel((dc) => {
+          if (dc.getLabel() !== DGRAM_CHANNEL_LABEL) onChannel(dc);
+          else if (dgramOffered && !attempt.dgram) {
+            attempt.dgram = dc;
+            attempt.bindDgram?.();
+          } else dc.close(); // not asked for: a second one, or the offer never said so
+        });
     });
+    // The channel callbacks above that read `attempt` run on later turns, after this.
     const attempt: Attempt = {
       pc,
       peer: peer.name,
@@ -265,6 +310,21 @@ export class UdpPaths {
     return attempt;
   }
 
+  /**
+   * Binds the attempt's datagram channel to its session once both exist: its keys are that
+   * TLS session's exporter, and closing the session closes it (with the peer connection).
+   */
+  #bindDgram(attempt: Attempt, session: MuxSession, role: 'client' | 'server'): void {
+    const dc = attempt.dgram;
+    if (!dc || !(session.socket instanceof TLSSocket)) return;
+    attempt.bindDgram = undefined;
+    const tls = session.socket;
+    const channel = new DatagramChannel(dc, (n, label, ctx) => tls.exportKeyingMaterial(n, label, ctx), role);
+    attachDatagramChannel(session, channel);
+    session.once('close', () => channel.close());
+    this.#log.debug({ peer: attempt.peer }, 'UDP path: datagram channel bound to the session');
+  }
+
   close(): void {
     for (const a of this.#attempts.values()) {
       clearTimeout(a.timer);
@@ -279,7 +339,7 @@ export class UdpPaths {
  * HIGH_WATER bytes are queued in the SCTP layer (node-datachannel's own stream wrapper
  * drops messages instead). Reads are bounded by the mux windows above it.
  */
-class ChannelStream extends Duplex {
+export class ChannelStream extends Duplex {
   readonly #dc: DC;
   #waiting: (() => void) | undefined;
 
