@@ -89,6 +89,11 @@ export class NativeHttp1 {
   /** Per engine fd: the connection's context (for a fallback) and its service's stats. */
   readonly #open = new Map<number, { ctx: NativeContext; stats: ServiceStats }>();
   readonly #timer: NodeJS.Timeout;
+  /**
+   * Per route (one object per service port per catalog revision): why not, or what the engine
+   * gets. Built once per revision instead of per connection (short connections pay for each).
+   */
+  readonly #plans = new WeakMap<Route, string | { endpoints: (string | number)[]; slot: number }>();
   #stopped = false;
 
   /** The engine, or why not (the addon is not built). */
@@ -154,20 +159,16 @@ export class NativeHttp1 {
   take(socket: net.Socket, ctx: NativeContext, buffered: Buffer | undefined): boolean {
     if (this.#stopped) return false;
     const route = this.#opts.router.resolve(ctx.dstIp, ctx.dstPort);
-    if (this.eligible(route) !== undefined) return false;
-    const service = route as ServiceRoute;
+    const plan = this.#plan(route);
+    if (typeof plan === 'string') return false;
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
     if (typeof fd !== 'number' || fd < 0) return false;
     // Bytes Node read past the sniff, still in the stream's buffer.
     const queued = socket.readableLength > 0 ? (socket.read() as Buffer | null) : null;
-    const bytes = Buffer.concat([buffered ?? Buffer.alloc(0), queued ?? Buffer.alloc(0)]);
+    const bytes = queued
+      ? Buffer.concat([buffered ?? Buffer.alloc(0), queued])
+      : (buffered ?? Buffer.alloc(0));
     if (bytes.length > MAX_BYTES) {
-      if (queued) socket.unshift(queued);
-      return false;
-    }
-    const endpoints = this.#endpoints(service.targets);
-    const slot = this.#slot(service);
-    if (!endpoints || slot < 0) {
       if (queued) socket.unshift(queued);
       return false;
     }
@@ -175,15 +176,31 @@ export class NativeHttp1 {
       this.#engine,
       fd,
       bytes,
-      endpoints,
-      slot,
-      service.key,
+      plan.endpoints,
+      plan.slot,
+      (route as ServiceRoute).key,
       this.#opts.connectTimeoutMs,
     );
-    this.#open.set(engineFd, { ctx, stats: this.#stats[slot] as ServiceStats });
+    this.#open.set(engineFd, { ctx, stats: this.#stats[plan.slot] as ServiceStats });
     // The engine's duplicate keeps the connection: closing Node's fd sends nothing.
     socket.destroy();
     return true;
+  }
+
+  /** The route's plan, cached per route object. */
+  #plan(route: Route): string | { endpoints: (string | number)[]; slot: number } {
+    let plan = this.#plans.get(route);
+    if (plan === undefined) {
+      plan = this.eligible(route);
+      if (plan === undefined) {
+        const service = route as ServiceRoute;
+        const endpoints = this.#endpoints(service.targets);
+        const slot = this.#slot(service);
+        plan = endpoints && slot >= 0 ? { endpoints, slot } : 'out of endpoint ids or metrics slots';
+      }
+      this.#plans.set(route, plan);
+    }
+    return plan;
   }
 
   /** Adds what the engine counted since the last call to the service metrics. */

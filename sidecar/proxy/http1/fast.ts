@@ -220,7 +220,7 @@ export class Http1Fast {
   }
 
   get openConnections(): number {
-    return this.#conns.size;
+    return this.#conns.size + (this.#native?.open ?? 0);
   }
 
   /** Takes over an accepted client connection; `buffered`: bytes already read from it. */
