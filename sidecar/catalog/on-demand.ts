@@ -93,6 +93,8 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
   /** Fires when the oldest question in #waiting times out; armed only while one waits. */
   #timeoutTimer: NodeJS.Timeout | undefined;
   #timeoutArmed = false;
+  /** The delay #timeoutTimer was made with (refresh() re-arms it with that one). */
+  #timeoutTimerMs = 0;
   #nextId = 1;
   readonly #inFlight = new Map<number, LookupKey>();
   readonly #waiting = new Map<string, Question>();
@@ -178,15 +180,19 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
     return this.#opts.lookupTimeoutMs ?? LOOKUP_TIMEOUT_MS;
   }
 
-  /** Arms the one timeout timer; the same Timeout object is re-armed when the delay is the full one. */
+  /**
+   * Arms the one timeout timer. The same Timeout object is re-armed (refresh(): no new timer)
+   * when it was made with this delay: the full timeout, the common case.
+   */
   #armTimeout(delayMs: number): void {
     this.#timeoutArmed = true;
-    if (this.#timeoutTimer && delayMs === this.#timeoutMs) {
+    if (this.#timeoutTimer && delayMs === this.#timeoutTimerMs) {
       this.#timeoutTimer.refresh();
       return;
     }
     clearTimeout(this.#timeoutTimer);
     this.#timeoutTimer = setTimeout(this.#expire, delayMs);
+    this.#timeoutTimerMs = delayMs;
     this.#timeoutTimer.unref();
   }
 
