@@ -186,7 +186,7 @@ typedef struct hconn {
   h_ep_t *eps;
   char *key; /* the service's `namespace/name:port`, for 502 bodies */
   uint8_t *in, *out, *back, *resp;
-  uint32_t in_len, out_len, out_off, back_len, back_off, resp_len;
+  uint32_t in_len, in_cap, out_len, out_off, back_len, back_off, resp_len;
   int client_eof, client_closes, retryable, req_close, req_minor, head_req;
   int64_t req_remaining;
   int resp_state, resp_started, resp_close;
@@ -911,6 +911,32 @@ static void h_drop_upstream(engine_t *e, hconn_t *c) {
   c->ufd = -1;
 }
 
+/* Room for `more` bytes in `in`: it grows from 4 KiB as needed (up to H_IN_CAP) and is freed
+ * whenever it empties, so an idle keep-alive connection holds no buffer. 0, or -1 (no memory). */
+static int h_in_room(hconn_t *c, size_t more) {
+  size_t need = c->in_len + more;
+  if (need <= c->in_cap) return 0;
+  size_t cap = c->in_cap ? c->in_cap : 4096;
+  while (cap < need) cap *= 2;
+  if (cap > H_IN_CAP) cap = H_IN_CAP;
+  if (need > cap) return -1;
+  uint8_t *b = realloc(c->in, cap);
+  if (!b) return -1;
+  c->in = b;
+  c->in_cap = (uint32_t)cap;
+  return 0;
+}
+
+static void h_in_consumed(hconn_t *c, size_t used) {
+  memmove(c->in, c->in + used, c->in_len - used);
+  c->in_len -= (uint32_t)used;
+  if (c->in_len == 0) {
+    free(c->in);
+    c->in = NULL;
+    c->in_cap = 0;
+  }
+}
+
 /* Frees the connection; the client fd is closed (reset after an error) unless JS takes it. */
 static void h_free(engine_t *e, hconn_t *c, int how /* 0 close, 1 reset, 2 keep (fallback) */) {
   if (c->dead) return;
@@ -932,6 +958,7 @@ static void h_free(engine_t *e, hconn_t *c, int how /* 0 close, 1 reset, 2 keep 
   free(c->eps);
   free(c->key);
   c->in = c->out = c->back = c->resp = NULL;
+  c->in_cap = 0;
   c->eps = NULL;
   c->key = NULL;
   c->dead = 1;
@@ -949,7 +976,7 @@ static void h_fallback(engine_t *e, hconn_t *c) {
     h_free(e, c, 1);
     return;
   }
-  memcpy(copy, c->in, c->in_len);
+  if (c->in_len) memcpy(copy, c->in, c->in_len);
   ev->line = copy;
   ev->sent = (double)c->sent;
   ev->received = (double)c->received;
@@ -1347,8 +1374,7 @@ static void h_next(engine_t *e, hconn_t *c) {
   c->head_req = h->method_len == 4 && !memcmp(method, "HEAD", 4);
   c->req_remaining = length - (int64_t)body_here;
   size_t used = h->head_end + body_here;
-  memmove(c->in, c->in + used, c->in_len - used);
-  c->in_len -= (uint32_t)used;
+  h_in_consumed(c, used);
   c->resp_state = HR_HEAD;
   c->resp_started = 0;
   c->resp_close = 0;
@@ -1408,8 +1434,7 @@ static void h_client_event(engine_t *e, hconn_t *c, uint32_t events) {
             h_free(e, c, 1); /* cannot happen: reads are bounded by the room left */
             return;
           }
-          if (!c->in) c->in = malloc(H_IN_CAP);
-          if (!c->in) {
+          if (h_in_room(c, len) < 0) {
             h_free(e, c, 1);
             return;
           }
@@ -1459,8 +1484,7 @@ static void h_upstream_event(engine_t *e, hconn_t *c, uint32_t events) {
         h_upstream_failed(e, c, "upstream write failed");
         return;
       }
-      memmove(c->in, c->in + took, c->in_len - (uint32_t)took);
-      c->in_len -= (uint32_t)took;
+      h_in_consumed(c, (size_t)took);
     }
   }
   if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && c->back_off >= c->back_len) {
@@ -1545,8 +1569,7 @@ static void h_start(engine_t *e, cmd_t *cmd) {
   h_list_add(&e->hopen, c);
   e->nh++;
   if (cmd->hello_len > 0) {
-    c->in = malloc(H_IN_CAP);
-    if (!c->in || cmd->hello_len > H_IN_CAP) {
+    if (cmd->hello_len > H_IN_CAP || h_in_room(c, cmd->hello_len) < 0) {
       h_free(e, c, 1);
       return;
     }
