@@ -85,9 +85,33 @@ const short = (s) => (s.length > 24 ? 'x' + s.length : s);
   // 4. The addon closed its dup: the gateway sees the end.
   const c2ended = await until(() => c2.peer.readableEnded);
 
+  // 5. A gateway that stops reading: sends succeed until the connection is full, then EAGAIN
+  // (dropped, never queued); a frame the kernel took in part is finished once it reads again,
+  // so the gateway gets every accepted datagram whole and in order.
+  const c3 = await connection();
+  c3.peer.pause();
+  const fd3 = addon.gatewayFlow(engine, c3.sock._handle.fd, reply, client, '127.0.0.2:5353', Buffer.alloc(0), Buffer.alloc(0));
+  c3.sock.destroy();
+  let accepted = 0, full = 0;
+  for (let i = 0; i < 20000 && full < 3; i++) {
+    const d = Buffer.alloc(1000, 0x61 + (i % 26));
+    d.write(String(accepted).padStart(8, '0'));
+    const r = addon.send(engine, fd3, d, 0, d.length);
+    if (r === 0) accepted++;
+    else if (r === 11) { full++; await sleep(5); }
+    else throw new Error('send: errno ' + r);
+  }
+  c3.peer.resume();
+  await until(() => Buffer.concat(c3.data).length >= accepted * 1002);
+  await sleep(50);
+  const frames = unframe(Buffer.concat(c3.data));
+  const whole = frames.every((f, i) => f.length === 1000 && f.startsWith(String(i).padStart(8, '0')) && f.slice(8) === f[999].repeat(992));
+  addon.close(engine, fd3);
+
   console.log(JSON.stringify({
     got, toGateway: unframe(Buffer.concat(c1.data)), sendOk, sendAfterBad,
     closed: records.map((r) => ({ same: r.fd === fd || r.fd === fd2, errno: r.errno })), c2ended,
+    full: { accepted, refused: full, frames: frames.length, whole, bytes: Buffer.concat(c3.data).length },
     stats: addon.stats(engine),
   }));
   addon.stop(engine);
@@ -135,6 +159,15 @@ describe('the UDP addon carrying a gateway flow', () => {
       { same: true, errno: 0 },
     ]);
     expect(out.c2ended).toBe(true);
+    // The full connection: some datagrams taken (the kernel's buffers), then EAGAIN; what was
+    // taken arrives whole, in order, and nothing more (no frame torn by a partial write).
+    expect(out.full.accepted).toBeGreaterThan(10);
+    expect(out.full.refused).toBe(3);
+    expect(out.full).toMatchObject({
+      frames: out.full.accepted,
+      whole: true,
+      bytes: out.full.accepted * 1002,
+    });
     // [out, replies, failed, gateway-full, gateway-unavailable]: 7 replies; the refused
     // send is JS's to count (send returned EPIPE), not the thread's.
     expect(out.stats).toEqual([0, 7, 0, 0, 0]);
