@@ -210,6 +210,33 @@ describe('gateway watching a real API server', () => {
     expect(side.current).toEqual(gw.store.current);
     const events = await gw.registry.getSingleMetricAsString('edgemesh_gateway_kube_events_total');
     expect(events).toMatch(/kind="EndpointSlice"[^\n]*event="update"/);
+    // A bad annotation is counted (and logged naming the Service); the Service stays, with
+    // the default: a UDP idle timeout over an hour is refused.
+    const problems = async () =>
+      Number(
+        /^edgemesh_gateway_object_problems_total(?:\{[^}]*\})? (\d+)/m.exec(
+          await gw.registry.getSingleMetricAsString('edgemesh_gateway_object_problems_total'),
+        )?.[1] ?? Number.NaN,
+      );
+    const problemsBefore = await problems();
+    await cp.kubectl(['annotate', 'service', 'web', '-n', 'demo', 'edgemesh.io/udp-idle-timeout=2h']);
+    await waitFor(async () => (await problems()) > problemsBefore, 30_000, 100, 'the bad annotation counted');
+    expect(gw.store.current?.services['demo/web']?.service.udpIdleTimeoutMs).toBeUndefined();
+    await cp.kubectl([
+      'annotate',
+      'service',
+      'web',
+      '-n',
+      'demo',
+      'edgemesh.io/udp-idle-timeout=90s',
+      '--overwrite',
+    ]);
+    await waitFor(
+      () => gw.store.current?.services['demo/web']?.service.udpIdleTimeoutMs === 90_000,
+      30_000,
+      100,
+      'a good udp-idle-timeout adopted',
+    );
     await waitFor(
       async () => (await loadCatalog(stateDir))?.revision === gw.store.current?.revision,
       10_000,

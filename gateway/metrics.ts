@@ -11,6 +11,7 @@ export interface GatewayMetrics {
   errors: Counter<'code'>;
   refused: Counter<'reason'>;
   kubeEvents: Counter<'kind' | 'event'>;
+  objectProblems: Counter;
 }
 
 /** Gateway metrics; catalog gauges are read from the store at scrape time. */
@@ -79,6 +80,15 @@ export function gatewayMetrics(
       name: 'edgemesh_gateway_kube_events_total',
       help: 'Kubernetes object events seen by the watcher',
       labelNames: ['kind', 'event'],
+      registers: [registry],
+    }),
+    // No label: a problem is free text naming the object (the log has it); the count is what
+    // an alert needs ("a Service's annotation is being ignored").
+    objectProblems: new Counter({
+      name: 'edgemesh_gateway_object_problems_total',
+      help:
+        'Kubernetes objects the watcher skipped or corrected (an invalid port, cluster IP or ' +
+        'annotation such as edgemesh.io/udp-idle-timeout); each is logged with the object named',
       registers: [registry],
     }),
   };

@@ -126,7 +126,10 @@ export class ClusterWatcher {
       nodeName: opts.nodeName,
       // A restart's persisted catalog: equal items are shared, not held twice.
       reuse: opts.store.current,
-      onProblem: (problem) => opts.log.warn({ problem }, 'object skipped or corrected'),
+      onProblem: (problem) => {
+        opts.metrics.objectProblems.inc();
+        opts.log.warn({ problem }, 'object skipped or corrected');
+      },
     });
   }
 
