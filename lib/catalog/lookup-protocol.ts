@@ -185,8 +185,8 @@ export function encodeAnswer(answer: Answer, entryJSON: (entry: ServiceEntry) =>
 /**
  * An answer line is answerHead + the rest; for an answer naming one service and nothing
  * else (a DNS name's lookup, the common miss) the rest is serviceAnswerTail, which depends only
- * on the service's entry: the gateway keeps it as bytes per entry and writes head and tail
- * together, so an answer costs a few dozen bytes of text however large the entry.
+ * on the service's entry: the gateway keeps it per entry and writes head + tail, so an
+ * answer builds a few dozen bytes of text however large the entry.
  *
  *   {"type":"answer","id":7,"revision":N,"services":   answerHead(7, N)
  *   {"ns/name":{...entry...}},"pods":{},"namespaces":{}}\n   serviceAnswerTail("ns/name", entryJSON)
