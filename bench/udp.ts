@@ -4,7 +4,7 @@
  *   pod ns: load generator ── veth ── srv ns: echo backend 10.62.0.11:7000 (C, recvmmsg/sendmmsg)
  *     direct   the generator as gid 1337 (exempt from the capture) → 10.62.0.11:7000
  *     sidecar  the generator as an app uid → ClusterIP 10.96.62.10:7000: TPROXY → the sidecar
- *              (`edgemesh sidecar --capture-udp true`, uid 0/gid 1337, NET_ADMIN only, the
+ *              (`edgemesh sidecar --capture-udp true`, uid 0/gid 1337, NET_ADMIN + NET_BIND_SERVICE only, the
  *              injected env) → the backend; replies from the ClusterIP
  *     gateway  (--cross) the generator as an app uid → ClusterIP 10.96.62.11:7000, whose one
  *              endpoint 10.62.0.12 is "on node-b": sidecar → DGRAM to node-a's gateway on
@@ -35,6 +35,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Catalog } from '../lib/catalog/types.ts';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
+import { UDP_SIDECAR_CAPABILITIES } from '../webhook/inject.ts';
 import { INJECTED_SIDECAR_ENV } from './lib/injected-env.ts';
 import { cpuSeconds, memoryMB } from './lib/proc-stats.ts';
 
@@ -277,7 +278,7 @@ async function main(): Promise<void> {
       pod,
       [
         'setpriv',
-        '--bounding-set=-all,+net_admin',
+        `--bounding-set=-all,${UDP_SIDECAR_CAPABILITIES.map((c) => `+${c.toLowerCase()}`).join(',')}`,
         '--inh-caps=-all',
         '--',
         EDGEMESH_BIN,

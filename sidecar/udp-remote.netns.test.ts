@@ -24,6 +24,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Catalog } from '../lib/catalog/types.ts';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
+import { UDP_SIDECAR_CAPABILITIES } from '../webhook/inject.ts';
 
 const NODE = process.execPath;
 const PYTHON = '/usr/bin/python3';
@@ -250,7 +251,7 @@ beforeAll(async () => {
     pod,
     [
       'setpriv',
-      '--bounding-set=-all,+net_admin',
+      `--bounding-set=-all,${UDP_SIDECAR_CAPABILITIES.map((c) => `+${c.toLowerCase()}`).join(',')}`,
       '--inh-caps=-all',
       '--',
       EDGEMESH_BIN,

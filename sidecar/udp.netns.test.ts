@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Catalog, Endpoint, ServiceEntry } from '../lib/catalog/types.ts';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
+import { UDP_SIDECAR_CAPABILITIES } from '../webhook/inject.ts';
 
 const NODE = process.execPath;
 /** The system's python3: a user-local one (pyenv under /root) is not readable by the app uid. */
@@ -211,12 +212,12 @@ beforeAll(async () => {
   );
   expect(init.code, init.stderr).toBe(0);
 
-  // As injected: uid 0, gid 1337 (exempt from the capture), every capability but NET_ADMIN gone.
+  // As injected: uid 0, gid 1337 (exempt from the capture), only the webhook's capabilities.
   const sidecar = lab.spawn(
     pod,
     [
       'setpriv',
-      '--bounding-set=-all,+net_admin',
+      `--bounding-set=-all,${UDP_SIDECAR_CAPABILITIES.map((c) => `+${c.toLowerCase()}`).join(',')}`,
       '--inh-caps=-all',
       '--',
       EDGEMESH_BIN,

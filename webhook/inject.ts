@@ -120,6 +120,9 @@ export function initContainer(pod: V1Pod, config: InjectionConfig): V1Container 
 
 const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
 
+/** The only capabilities a UDP-capturing sidecar keeps (why: proxyContainer below). */
+export const UDP_SIDECAR_CAPABILITIES = ['NET_ADMIN', 'NET_BIND_SERVICE'] as const;
+
 /**
  * The sidecar. With UDP capture (`udp`) it binds transparent sockets (IP_TRANSPARENT), which
  * needs CAP_NET_ADMIN when each socket is made: a non-root container cannot hold an added
@@ -177,7 +180,7 @@ export function proxyContainer(config: InjectionConfig, udp = false): V1Containe
           privileged: false,
           allowPrivilegeEscalation: false,
           readOnlyRootFilesystem: true,
-          capabilities: { add: ['NET_ADMIN', 'NET_BIND_SERVICE'], drop: ['ALL'] },
+          capabilities: { add: [...UDP_SIDECAR_CAPABILITIES], drop: ['ALL'] },
         }
       : {
           runAsUser: config.proxyUid,
