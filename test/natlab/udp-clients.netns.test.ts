@@ -10,7 +10,7 @@ import { TunnelLab } from './tunnel-fixture.ts';
  * Real UDP clients across the NAT lab (issue 18: "socat, … an iperf3 UDP test"), on the same
  * three sites as udp-tunnel.netns.test.ts: node A (port-preserving NAT) reaches the pod on B
  * (port-preserving NAT: a punched TCP path after the relay) and the pod on C (symmetric NAT:
- * the relay only). A's udp-clients-node.ts forwards 127.0.0.1 ports into datagram streams (and,
+ * the relay only). A's gateway/testing/udp-node.ts forwards 127.0.0.1 ports into datagram streams (and,
  * for iperf3's control connection, TCP streams) to the pods; the far gateways' LocalDialers
  * dial only the pods' endpoint ports.
  *
@@ -24,7 +24,7 @@ import { TunnelLab } from './tunnel-fixture.ts';
  * Bounded: every client has a timeout; iperf3 runs 3 s per test.
  */
 const NODE = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
-const PROGRAM = new URL('./udp-clients-node.ts', import.meta.url).pathname;
+const PROGRAM = new URL('../../gateway/testing/udp-node.ts', import.meta.url).pathname;
 const ECHO_PORT = 7000;
 const IPERF_PORT = 5201;
 /**
