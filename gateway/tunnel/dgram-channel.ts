@@ -18,6 +18,7 @@
  * TCP and relay paths.
  */
 import type { TlsRole } from '../../lib/tunnel/control.ts';
+import type { MuxSession } from '../../lib/tunnel/mux.ts';
 import {
   type DirectionKey,
   type EpochKeys,
@@ -90,7 +91,7 @@ export class DatagramChannel {
     });
   }
 
-  /** Whether datagrams can go on the channel now (else the caller frames them on the stream). */
+  /** Whether datagrams can go on the channel now (else the mux frames them on the stream). */
   get open(): boolean {
     return !this.#closed && this.#port.isOpen();
   }
@@ -169,13 +170,22 @@ export class DatagramChannel {
 }
 
 /**
- * Sessions' datagram channels, for the datagram streams' carriers (the mux's datagram path
- * looks a session's channel up here; no channel: framed on the stream).
+ * Sessions' datagram channels (counters for `edgemesh status` and tests; the mux holds its
+ * own, handed over by attachDatagramChannel).
  */
 const channels = new WeakMap<object, DatagramChannel>();
 
-export function attachDatagramChannel(session: object, channel: DatagramChannel): void {
+/**
+ * Binds `channel` to `session`: the mux (lib/tunnel/mux.ts, bindDatagramChannel) sends its
+ * datagram streams' datagrams on it once both ends announced it, and hands what arrives on it
+ * to the open datagram stream with that id.
+ */
+export function attachDatagramChannel(
+  session: Pick<MuxSession, 'bindDatagramChannel'>,
+  channel: DatagramChannel,
+): void {
   channels.set(session, channel);
+  session.bindDatagramChannel(channel);
 }
 
 export function datagramChannelOf(session: object): DatagramChannel | undefined {

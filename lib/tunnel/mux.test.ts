@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { EdgemeshError, ErrorCodes } from '../errors.ts';
 import { ReceiveBudget } from './budget.ts';
 import { DatagramDecoder, encodeDatagram, encodeFrame, FrameDecoder, FrameType, ResetCode } from './frame.ts';
-import { MuxSession, type MuxStream, type MuxSession as Session } from './mux.ts';
+import { type DatagramPath, MuxSession, type MuxStream, type MuxSession as Session } from './mux.ts';
 
 const sessions: Session[] = [];
 function pair(window?: number): {
@@ -519,6 +519,203 @@ describe('datagram streams (OPEN_DATAGRAM, negotiated)', () => {
     await waitUntil(() => frames.length > 0);
     expect(frames[0]).toMatchObject({ type: FrameType.RESET, stream: 1, code: ResetCode.REFUSED });
     expect(server.closed).toBe(false);
+  });
+});
+
+/**
+ * Two ends of a datagram channel in memory: what one sends arrives at the other's onDatagram
+ * (on a later turn, as a data channel's message would), unless `open` is false (then send
+ * refuses, as the real one does) or `full` (dropped, as past the SCTP bound).
+ */
+class FakeChannel implements DatagramPath {
+  open = true;
+  full = false;
+  far: FakeChannel | undefined;
+  onDatagram: ((stream: number, payload: Buffer) => void) | undefined;
+  readonly sentIds: number[] = [];
+  send(stream: number, payload: Uint8Array): boolean {
+    if (!this.open || this.full) return false;
+    this.sentIds.push(stream);
+    const copy = Buffer.from(payload);
+    setImmediate(() => this.far?.onDatagram?.(stream, copy));
+    return true;
+  }
+  static pair(): [FakeChannel, FakeChannel] {
+    const a = new FakeChannel();
+    const b = new FakeChannel();
+    a.far = b;
+    b.far = a;
+    return [a, b];
+  }
+}
+
+function datagramsOf(stream: Duplex): Buffer[] {
+  const dec = new DatagramDecoder();
+  const got: Buffer[] = [];
+  stream.on('data', (c: Buffer) => got.push(...dec.push(c)));
+  return got;
+}
+
+describe('datagram streams on a bound datagram channel (the UDP path)', () => {
+  const echo = (server: Session) =>
+    server.on('stream', (stream) => {
+      stream.on('error', () => undefined);
+      stream.accept();
+      stream.pipe(stream);
+    });
+  const udp = { ip: '10.1.1.2', port: 5353, transport: 'udp' as const };
+  const batch = (n: number) =>
+    Buffer.concat(Array.from({ length: n }, (_, i) => encodeDatagram(Buffer.from(`d${i}`))));
+
+  it('both ends bound: every datagram both ways goes on the channel, none framed, readers see them framed', async () => {
+    const { client, server } = pair();
+    const [ca, sa] = FakeChannel.pair();
+    client.bindDatagramChannel(ca);
+    server.bindDatagramChannel(sa);
+    echo(server);
+    const stream = await client.openStream(udp);
+    const got = datagramsOf(stream);
+    // One write cut mid-datagram: the decoder joins the pieces before sending.
+    const bytes = Buffer.concat([batch(5), encodeDatagram(Buffer.alloc(0))]);
+    stream.write(bytes.subarray(0, 7));
+    stream.write(bytes.subarray(7));
+    await waitUntil(() => got.length === 6);
+    expect(got.map(String).sort()).toEqual(['', 'd0', 'd1', 'd2', 'd3', 'd4']);
+    expect(client.datagrams).toMatchObject({ sent: 6, framed: 0, received: 6, refused: 0 });
+    expect(server.datagrams).toMatchObject({ sent: 6, framed: 0, received: 6, refused: 0 });
+    expect(ca.sentIds.every((id) => id === stream.id)).toBe(true);
+  });
+
+  it('falls back to DATA while the channel is not open, back on it once open; a full channel drops, never frames', async () => {
+    const { client, server } = pair();
+    const [ca, sa] = FakeChannel.pair();
+    client.bindDatagramChannel(ca);
+    server.bindDatagramChannel(sa);
+    echo(server);
+    const stream = await client.openStream(udp);
+    const got = datagramsOf(stream);
+    ca.open = false;
+    sa.open = false;
+    stream.write(batch(3));
+    await waitUntil(() => got.length === 3);
+    expect(got.map(String)).toEqual(['d0', 'd1', 'd2']); // framed: in order
+    expect(client.datagrams).toMatchObject({ sent: 0, framed: 3 });
+    expect(server.datagrams).toMatchObject({ sent: 0, framed: 3 });
+    ca.open = true;
+    sa.open = true;
+    stream.write(batch(2));
+    await waitUntil(() => got.length === 5);
+    expect(client.datagrams).toMatchObject({ sent: 2, framed: 3 });
+    ca.full = true;
+    stream.write(batch(4));
+    await waitUntil(() => client.datagrams.dropped === 4);
+    expect(client.datagrams).toMatchObject({ sent: 2, framed: 3, dropped: 4 });
+    expect(server.datagrams.received).toBe(2);
+  });
+
+  it('ids that are not an open datagram stream of the session are refused and counted: unknown, TCP, ended', async () => {
+    const { client, server } = pair();
+    const [ca, sa] = FakeChannel.pair();
+    client.bindDatagramChannel(ca);
+    server.bindDatagramChannel(sa);
+    const serverStreams: MuxStream[] = [];
+    server.on('stream', (stream) => {
+      stream.on('error', () => undefined);
+      serverStreams.push(stream);
+      stream.accept();
+    });
+    const tcp = await client.openStream({ ip: '10.1.1.2', port: 80 });
+    const dgram = await client.openStream(udp);
+    const [serverTcp, serverDgram] = serverStreams;
+    const seen: Buffer[] = [];
+    serverTcp.on('data', (c: Buffer) => seen.push(c));
+    const got = datagramsOf(serverDgram);
+    const deliver = (id: number) => sa.onDatagram?.(id, Buffer.from('x'));
+    deliver(tcp.id);
+    deliver(999);
+    deliver(dgram.id + 2); // the peer's next id, never opened
+    expect(server.datagrams).toMatchObject({ refused: 3, received: 0 });
+    deliver(dgram.id);
+    expect(server.datagrams).toMatchObject({ refused: 3, received: 1 });
+    dgram.end(); // FIN: the server's stream takes no more
+    await once(serverDgram, 'end');
+    deliver(dgram.id);
+    expect(server.datagrams).toMatchObject({ refused: 4, received: 1 });
+    expect(got.map(String)).toEqual(['x']);
+    expect(seen).toEqual([]);
+    expect(serverTcp.destroyed).toBe(false); // a stray id fails nothing
+  });
+
+  it('a stream holding a window unread drops what the channel brings (counted), never grows past it', async () => {
+    const { client, server } = pair(64 * 1024);
+    const [ca, sa] = FakeChannel.pair();
+    client.bindDatagramChannel(ca);
+    server.bindDatagramChannel(sa);
+    const serverStreams: MuxStream[] = [];
+    server.on('stream', (stream) => {
+      stream.on('error', () => undefined);
+      serverStreams.push(stream);
+      stream.accept();
+    });
+    const dgram = await client.openStream(udp);
+    const s = serverStreams[0]; // nobody reads it
+    for (let i = 0; i < 100; i++) sa.onDatagram?.(dgram.id, Buffer.alloc(1000));
+    expect(server.datagrams.received + server.datagrams.overflow).toBe(100);
+    expect(server.datagrams.overflow).toBeGreaterThan(0);
+    expect(s.readableLength).toBeLessThanOrEqual(64 * 1024 + 1002);
+  });
+
+  for (const [name, bindClient, bindServer] of [
+    ['the peer has no channel bound (an older gateway, or TCP/relay at its end)', true, false],
+    ['this end has none bound', false, true],
+  ] as const) {
+    it(`${name}: framed on the stream as before, nothing on the channel`, async () => {
+      const { client, server } = pair();
+      const [ca, sa] = FakeChannel.pair();
+      if (bindClient) client.bindDatagramChannel(ca);
+      if (bindServer) server.bindDatagramChannel(sa);
+      echo(server);
+      const stream = await client.openStream(udp);
+      const got = datagramsOf(stream);
+      stream.write(batch(4));
+      await waitUntil(() => got.length === 4);
+      expect(got.map(String)).toEqual(['d0', 'd1', 'd2', 'd3']);
+      expect(ca.sentIds).toEqual([]);
+      expect(sa.sentIds).toEqual([]);
+      expect(client.datagrams.sent + server.datagrams.sent).toBe(0);
+    });
+  }
+
+  it('a peer from before the channel (announces only `datagram`) is still asked and answered as before', async () => {
+    const [a, b] = duplexPair();
+    const client = new MuxSession(a, { role: 'client', peer: 'old' });
+    const server = new MuxSession(b, { role: 'server', peer: 'client', features: ['datagram'] });
+    sessions.push(client, server);
+    client.bindDatagramChannel(FakeChannel.pair()[0]);
+    echo(server);
+    const stream = await client.openStream(udp);
+    const got = datagramsOf(stream);
+    stream.write(batch(2));
+    await waitUntil(() => got.length === 2);
+    expect(client.datagrams).toMatchObject({ sent: 0, framed: 2 });
+  });
+
+  it('a channel bound after the first question: the unasked announcement switches new streams to it', async () => {
+    const { client, server } = pair();
+    echo(server);
+    const first = await client.openStream(udp); // features asked and answered: no channel
+    const [ca, sa] = FakeChannel.pair();
+    client.bindDatagramChannel(ca);
+    server.bindDatagramChannel(sa);
+    const firstGot = datagramsOf(first);
+    first.write(batch(2)); // wrote nothing before the bind: decodes from its first write
+    await waitUntil(() => firstGot.length === 2);
+    await waitUntil(() => client.datagrams.sent + client.datagrams.framed === 2);
+    const second = await client.openStream(udp);
+    const got = datagramsOf(second);
+    second.write(batch(3));
+    await waitUntil(() => got.length === 3);
+    expect(ca.sentIds.filter((id) => id === second.id)).toHaveLength(3);
   });
 });
 

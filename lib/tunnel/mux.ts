@@ -5,13 +5,17 @@ import { EdgemeshError, ErrorCodes } from '../errors.ts';
 import { type Logger, silentLogger } from '../log.ts';
 import { type BudgetHolder, ReceiveBudget } from './budget.ts';
 import {
+  DatagramDecoder,
   dataHeader,
+  encodeDatagram,
+  encodeDatagrams,
   encodeFrame,
   type Frame,
   FrameDecoder,
   FrameError,
   FrameType,
   MAX_DATA,
+  MAX_DATAGRAM,
   ResetCode,
   type Target,
 } from './frame.ts';
@@ -75,6 +79,11 @@ export interface SessionOptions {
  * 'control'). Protocol version 1 decoders close the session on an unknown frame type, so a
  * newer type is sent only to a peer that announced it:
  *   - `datagram`: OPEN_DATAGRAM (frame.ts) — a stream of length-prefixed datagrams.
+ *   - `datagram-channel`: this end has a datagram channel bound (bindDatagramChannel: the UDP
+ *     path's unordered, never-retransmitted second data channel) and takes its datagram
+ *     streams' datagrams there. Announced only while bound, and also unasked at the moment it
+ *     is bound (the channel can come up after the first question was answered); a datagram
+ *     goes on the channel only when both ends said so, else it is framed on its stream.
  * A gateway from before this asks nothing and ignores the question (gateway/pod-moves.ts
  * ignores CONTROL messages it does not know); its PONG to the PING sent right behind the
  * question then arrives first, which is the answer "none" (#peerFeatures). Asked only on
@@ -82,6 +91,36 @@ export interface SessionOptions {
  * sessions never see it.
  */
 export const MUX_FEATURES: readonly string[] = Object.freeze(['datagram']);
+export const DATAGRAM_CHANNEL_FEATURE = 'datagram-channel';
+
+/**
+ * What the mux needs of a session's datagram channel (gateway/tunnel/dgram-channel.ts's
+ * DatagramChannel; a fake in tests). Injected, so the mux knows nothing of WebRTC or keys.
+ * Ids are the session's own stream ids; what arrives is already authenticated to this session.
+ */
+export interface DatagramPath {
+  /** Whether send can carry a datagram now (else it is framed on its stream). */
+  readonly open: boolean;
+  /** Sends one datagram of stream `stream`; false when dropped (full: a drop, not a queue). */
+  send(stream: number, payload: Uint8Array): boolean;
+  onDatagram: ((stream: number, payload: Buffer) => void) | undefined;
+}
+
+/** Datagrams of this session's datagram streams by the way they went (`edgemesh status`). */
+export interface DatagramCounters {
+  /** Handed to the channel. */
+  sent: number;
+  /** The channel dropped them (full: past its buffered bound; closed under us). */
+  dropped: number;
+  /** Framed on the stream: no channel, the peer takes none, or it was not open. */
+  framed: number;
+  /** Came in on the channel and went to their stream's reader. */
+  received: number;
+  /** Came in on the channel for no open datagram stream of this session: dropped. */
+  refused: number;
+  /** Came in on the channel while their stream held a window unread: dropped. */
+  overflow: number;
+}
 const FEATURES_MESSAGE = 'mux-features';
 const MAX_FEATURES = 16;
 
@@ -130,6 +169,18 @@ export class MuxSession extends EventEmitter<{
   /** The peer's features: asked once per session, on the first datagram stream. */
   #peerFeatures: Promise<ReadonlySet<string>> | undefined;
   #onPeerFeatures: ((features: ReadonlySet<string>) => void) | undefined;
+  /** The UDP path's datagram channel, once bound (bindDatagramChannel); never unbound. */
+  #channel: DatagramPath | undefined;
+  /** The peer announced `datagram-channel` (in its question, answer or unasked). */
+  #peerTakesChannel = false;
+  readonly datagrams: DatagramCounters = {
+    sent: 0,
+    dropped: 0,
+    framed: 0,
+    received: 0,
+    refused: 0,
+    overflow: 0,
+  };
   /** Streams with DATA waiting for the socket to drain (see #congested). */
   readonly #blocked = new Set<MuxStream>();
   /**
@@ -255,7 +306,7 @@ export class MuxSession extends EventEmitter<{
         done = true;
         resolve(features);
       };
-      this.sendControl({ t: FEATURES_MESSAGE, ask: true, features: [...this.#features] });
+      this.sendControl({ t: FEATURES_MESSAGE, ask: true, features: this.#announced() });
       this.ping().then(
         () => this.#onPeerFeatures?.(new Set()),
         () => this.#onPeerFeatures?.(new Set()), // closed or no PONG: nothing can be opened anyway
@@ -272,8 +323,57 @@ export class MuxSession extends EventEmitter<{
         ? list.slice(0, MAX_FEATURES).filter((f): f is string => typeof f === 'string' && f.length <= 32)
         : [],
     );
-    if (message.ask === true) this.sendControl({ t: FEATURES_MESSAGE, features: [...this.#features] });
+    // Whatever the message, it is the peer's current list: a question carries it too, and an
+    // unasked one says its channel was bound since.
+    this.#peerTakesChannel = features.has(DATAGRAM_CHANNEL_FEATURE);
+    if (message.ask === true) this.sendControl({ t: FEATURES_MESSAGE, features: this.#announced() });
     else this.#onPeerFeatures?.(features);
+  }
+
+  /** What this end announces now: its features, plus the channel's while one is bound. */
+  #announced(): string[] {
+    const list = [...this.#features];
+    if (this.#channel && list.includes('datagram')) list.push(DATAGRAM_CHANNEL_FEATURE);
+    return list;
+  }
+
+  /**
+   * Binds the UDP path's datagram channel to this session (once; gateway/tunnel/udp.ts via
+   * attachDatagramChannel). Datagram streams that have not written yet then decode their
+   * writes and send each datagram on it while the peer takes it and it is open; what arrives
+   * on it goes to the open datagram stream with that id. Tells the peer at once (unasked): it
+   * may have asked before the channel was up.
+   */
+  bindDatagramChannel(channel: DatagramPath): void {
+    if (this.#closed || this.#channel || !this.#features.includes('datagram')) return;
+    this.#channel = channel;
+    channel.onDatagram = (id, payload) => this.#onChannelDatagram(id, payload);
+    this.sendControl({ t: FEATURES_MESSAGE, features: this.#announced() });
+  }
+
+  /** @internal Whether a datagram stream's first write should start decoding (a channel is bound). */
+  get decodesDatagrams(): boolean {
+    return this.#channel !== undefined;
+  }
+
+  /** @internal The channel when a datagram may go on it now: both ends announced, open. */
+  get datagramChannel(): DatagramPath | undefined {
+    const ch = this.#channel;
+    return ch !== undefined && this.#peerTakesChannel && ch.open ? ch : undefined;
+  }
+
+  /**
+   * A datagram from the channel: only to an open datagram stream of this session (the id is
+   * the peer's word, authenticated but possibly stale: a stream it FINed, or never opened).
+   */
+  #onChannelDatagram(id: number, payload: Buffer): void {
+    const stream = this.#streams.get(id);
+    if (stream === undefined || !stream.takesDatagrams) {
+      this.datagrams.refused++;
+      return;
+    }
+    if (stream.pushDatagram(payload)) this.datagrams.received++;
+    else this.datagrams.overflow++;
   }
 
   #open(target: Target, type: typeof FrameType.OPEN | typeof FrameType.OPEN_DATAGRAM): Promise<MuxStream> {
@@ -643,6 +743,8 @@ export class MuxSession extends EventEmitter<{
  * One proxied connection. A Duplex: write to send to the far target, read what it sends;
  * end() half-closes (FIN), destroy() resets.
  */
+const EMPTY = Buffer.alloc(0);
+
 export class MuxStream extends Duplex implements BudgetHolder {
   readonly id: number;
   readonly target: Target;
@@ -667,6 +769,11 @@ export class MuxStream extends Duplex implements BudgetHolder {
   #held = 0;
   /** Where our reader writes what it reads (see `chargeSink`): its queue counts as ours. */
   #sink: Writable | undefined;
+  /**
+   * A datagram stream's writes cut into datagrams for the channel: decided at the first write
+   * (undefined before), so decoding starts on a datagram boundary; null: written as bytes.
+   */
+  #datagrams: DatagramDecoder | null | undefined;
 
   constructor(session: MuxSession, id: number, target: Target) {
     super({ readableHighWaterMark: session.window, writableHighWaterMark: MAX_DATA, allowHalfOpen: true });
@@ -833,8 +940,63 @@ export class MuxStream extends Duplex implements BudgetHolder {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
+    if (this.target.transport === 'udp') {
+      if (this.#datagrams === undefined)
+        this.#datagrams = this.#session.decodesDatagrams ? new DatagramDecoder() : null;
+      if (this.#datagrams !== null) {
+        try {
+          chunk = this.#sendDatagrams(this.#datagrams, chunk);
+        } catch (err) {
+          callback(err as Error); // a length over the maximum: the writer's bug, this stream fails
+          return;
+        }
+        if (chunk.length === 0) {
+          callback();
+          return;
+        }
+      }
+    }
     this.#pending = { chunk, callback };
     this.#flush();
+  }
+
+  /**
+   * Each whole datagram of `chunk` goes on the channel while it can carry it; the others are
+   * framed again and returned, to go as DATA (in order among themselves; a datagram on the
+   * channel may overtake them, as UDP allows). A channel that drops one (full) drops it.
+   */
+  #sendDatagrams(decoder: DatagramDecoder, chunk: Buffer): Buffer {
+    const counters = this.#session.datagrams;
+    let framed: Buffer[] | undefined;
+    decoder.each(chunk, (d) => {
+      const channel = this.#session.datagramChannel;
+      if (channel === undefined) {
+        if (framed === undefined) framed = [];
+        framed.push(d);
+      } else if (channel.send(this.id, d)) counters.sent++;
+      else counters.dropped++;
+    });
+    if (framed === undefined) return EMPTY;
+    counters.framed += framed.length;
+    return framed.length === 1 ? encodeDatagram(framed[0]) : encodeDatagrams(framed);
+  }
+
+  /** @internal Open for datagrams from the channel: a datagram stream not ended or reset. */
+  get takesDatagrams(): boolean {
+    return this.target.transport === 'udp' && !this.destroyed && !this.#finReceived && !this.#reset;
+  }
+
+  /**
+   * @internal One datagram from the channel, framed as the reader expects (as DATA would have
+   * brought it). It bypasses the window (it was never sent as DATA), so it is dropped, not
+   * held, while the reader has a window's worth unread; false then.
+   */
+  pushDatagram(payload: Buffer): boolean {
+    if (payload.length > MAX_DATAGRAM) return false;
+    if (this.readableLength + this.#inboxBytes > this.#session.window) return false;
+    this.push(encodeDatagram(payload));
+    this.#account();
+    return true;
   }
 
   /** @internal The session's socket drained: carry on with the pending chunk. */
