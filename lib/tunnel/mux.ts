@@ -372,8 +372,19 @@ export class MuxSession extends EventEmitter<{
       this.datagrams.refused++;
       return;
     }
-    if (stream.pushDatagram(payload)) this.datagrams.received++;
-    else this.datagrams.overflow++;
+    if (!stream.pushDatagram(payload)) {
+      this.datagrams.overflow++;
+      return;
+    }
+    if (this.datagrams.received++ === 0)
+      this.#log.info({ stream: id }, 'datagram channel: first datagram received for a datagram stream');
+  }
+
+  /** @internal A datagram stream handed one to the channel (`ok`) or it was dropped there. */
+  sentOnChannel(id: number, ok: boolean): void {
+    if (!ok) this.datagrams.dropped++;
+    else if (this.datagrams.sent++ === 0)
+      this.#log.info({ stream: id }, 'datagram channel: first datagram sent for a datagram stream');
   }
 
   #open(target: Target, type: typeof FrameType.OPEN | typeof FrameType.OPEN_DATAGRAM): Promise<MuxStream> {
@@ -973,8 +984,7 @@ export class MuxStream extends Duplex implements BudgetHolder {
       if (channel === undefined) {
         if (framed === undefined) framed = [];
         framed.push(d);
-      } else if (channel.send(this.id, d)) counters.sent++;
-      else counters.dropped++;
+      } else this.#session.sentOnChannel(this.id, channel.send(this.id, d));
     });
     if (framed === undefined) return EMPTY;
     counters.framed += framed.length;
