@@ -1,10 +1,8 @@
-import type { ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GATEWAY_NODE_FLAGS } from '../../gateway/tunnel/node-flags.ts';
 import { waitFor } from '../harness/netns.ts';
 import type { LabNode } from './lab.ts';
 import { TunnelLab } from './tunnel-fixture.ts';
+import { startUdpNode, type UdpLabPod } from './udp-lab.ts';
 
 /**
  * Real UDP clients across the NAT lab (issue 18: "socat, … an iperf3 UDP test"), on the same
@@ -23,8 +21,6 @@ import { TunnelLab } from './tunnel-fixture.ts';
  *      127.0.0.1:16021/tcp+udp → B pod :5201   16022/tcp+udp → C pod :5201
  * Bounded: every client has a timeout; iperf3 runs 3 s per test.
  */
-const NODE = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
-const PROGRAM = new URL('../../gateway/testing/udp-node.ts', import.meta.url).pathname;
 const ECHO_PORT = 7000;
 const IPERF_PORT = 5201;
 /**
@@ -53,47 +49,6 @@ describe('real UDP clients through the NAT lab', () => {
   let C: LabNode;
   const output = new Map<string, string>();
 
-  async function startNode(node: LabNode, forward: string, pods: object[]): Promise<ChildProcess> {
-    const peers = t.lab.sites.flatMap((s) => s.nodes.map((x) => `${x.name}=${x.addr}`)).join(',');
-    const child = t.lab.spawn(node.ns, [
-      NODE,
-      ...GATEWAY_NODE_FLAGS,
-      PROGRAM,
-      '--node',
-      node.name,
-      '--state-dir',
-      join(t.dir, node.name),
-      '--ca',
-      t.caFile,
-      '--servers',
-      t.serverList,
-      '--token',
-      t.tokens.get(node.name) ?? '',
-      '--lan',
-      node.addr,
-      '--peer-addresses',
-      peers,
-      '--pods',
-      JSON.stringify(pods),
-      '--forward',
-      forward,
-    ]);
-    output.set(node.name, '');
-    const append = (b: Buffer) => output.set(node.name, (output.get(node.name) ?? '') + b.toString());
-    child.stdout?.on('data', append);
-    child.stderr?.on('data', append);
-    // The node's --ready-timeout (15 s) plus enrolment retries (up to 15 s apart).
-    await waitFor(
-      () => (output.get(node.name) ?? '').includes('READY') || child.exitCode !== null,
-      60_000,
-      100,
-      `${node.name} ready`,
-    );
-    if (!output.get(node.name)?.includes('READY'))
-      throw new Error(`${node.name} failed:\n${output.get(node.name)?.slice(-3000)}`);
-    return child;
-  }
-
   beforeAll(async () => {
     t = await TunnelLab.create(
       [
@@ -119,15 +74,17 @@ describe('real UDP clients through the NAT lab', () => {
       ]);
       t.lab.spawn(pod.ns, ['iperf3', '-s', '-B', pod.addr, '-p', String(IPERF_PORT)]);
     }
-    const pods = [B, C].map((n) => ({
-      node: n.name,
-      ip: n.pods[0].addr,
-      ports: [
-        { port: ECHO_PORT, protocol: 'UDP' },
-        { port: IPERF_PORT, protocol: 'UDP' },
-        { port: IPERF_PORT, protocol: 'TCP' },
-      ],
-    }));
+    const pods = [B, C].map(
+      (n): UdpLabPod => ({
+        node: n.name,
+        ip: n.pods[0].addr,
+        ports: [
+          { port: ECHO_PORT, protocol: 'UDP' },
+          { port: IPERF_PORT, protocol: 'UDP' },
+          { port: IPERF_PORT, protocol: 'TCP' },
+        ],
+      }),
+    );
     const to = (n: LabNode, port: number) => `${n.name},${n.pods[0].addr},${port}`;
     const forward = [
       `16011/udp=${to(B, ECHO_PORT)}`,
@@ -137,9 +94,9 @@ describe('real UDP clients through the NAT lab', () => {
       `16022/udp=${to(C, IPERF_PORT)}`,
       `16022/tcp=${to(C, IPERF_PORT)}`,
     ].join(';');
-    await startNode(A, forward, pods);
-    await startNode(B, '', pods);
-    await startNode(C, '', pods);
+    await startUdpNode(t, A, forward, pods, output);
+    await startUdpNode(t, B, '', pods, output);
+    await startUdpNode(t, C, '', pods, output);
     await waitFor(
       async () =>
         (await t.lab.run(B.pods[0].ns, ['ss', '-ltn'])).stdout.includes(`:${IPERF_PORT}`) &&

@@ -1,10 +1,8 @@
-import type { ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GATEWAY_NODE_FLAGS } from '../../gateway/tunnel/node-flags.ts';
 import { waitFor } from '../harness/netns.ts';
 import type { LabNode } from './lab.ts';
 import { TunnelLab } from './tunnel-fixture.ts';
+import { spawnDnsmasq, startUdpNode, udpPods } from './udp-lab.ts';
 
 /**
  * Datagram streams on the UDP path's datagram channel (docs/udp.md *Datagrams without
@@ -19,8 +17,6 @@ import { TunnelLab } from './tunnel-fixture.ts';
  *   node A (site 1, preserving, reject) 127.0.0.1:16101 → B's pod :5353
  *   node B (site 2, preserving, reject)
  */
-const NODE = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
-const PROGRAM = new URL('../../gateway/testing/udp-node.ts', import.meta.url).pathname;
 const DNS_PORT = 5353;
 const QUERIES = 5;
 
@@ -31,46 +27,6 @@ describe('datagram streams on the UDP path ride the datagram channel', () => {
   const output = new Map<string, string>();
   const qname = 'only.b.example';
   const answer = '192.0.2.111';
-
-  async function startNode(node: LabNode, forward: string, pods: object[]): Promise<ChildProcess> {
-    const peers = t.lab.sites.flatMap((s) => s.nodes.map((x) => `${x.name}=${x.addr}`)).join(',');
-    const child = t.lab.spawn(node.ns, [
-      NODE,
-      ...GATEWAY_NODE_FLAGS,
-      PROGRAM,
-      '--node',
-      node.name,
-      '--state-dir',
-      join(t.dir, node.name),
-      '--ca',
-      t.caFile,
-      '--servers',
-      t.serverList,
-      '--token',
-      t.tokens.get(node.name) ?? '',
-      '--lan',
-      node.addr,
-      '--peer-addresses',
-      peers,
-      '--udp-pods',
-      JSON.stringify(pods),
-      '--forward',
-      forward,
-    ]);
-    output.set(node.name, '');
-    const append = (b: Buffer) => output.set(node.name, (output.get(node.name) ?? '') + b.toString());
-    child.stdout?.on('data', append);
-    child.stderr?.on('data', append);
-    await waitFor(
-      () => (output.get(node.name) ?? '').includes('READY') || child.exitCode !== null,
-      30_000,
-      100,
-      `${node.name} ready`,
-    );
-    if (!output.get(node.name)?.includes('READY'))
-      throw new Error(`${node.name} failed:\n${output.get(node.name)?.slice(-3000)}`);
-    return child;
-  }
 
   beforeAll(async () => {
     t = await TunnelLab.create(
@@ -83,22 +39,10 @@ describe('datagram streams on the UDP path ride the datagram channel', () => {
       'upm',
     );
     [A, B] = t.lab.sites.map((s) => s.nodes[0]);
-    t.lab.spawn(B.pods[0].ns, [
-      'dnsmasq',
-      '--keep-in-foreground',
-      '--conf-file=/dev/null',
-      '--pid-file=',
-      '--no-resolv',
-      '--no-hosts',
-      '--bind-interfaces',
-      '--user=root',
-      `--listen-address=${B.pods[0].addr}`,
-      `--port=${DNS_PORT}`,
-      `--address=/${qname}/${answer}`,
-    ]);
-    const pods = [A, B].map((n) => ({ node: n.name, ip: n.pods[0].addr, port: DNS_PORT }));
-    await startNode(A, `16101=${B.name},${B.pods[0].addr},${DNS_PORT}`, pods);
-    await startNode(B, '', pods);
+    spawnDnsmasq(t, B.pods[0], DNS_PORT, qname, answer);
+    const pods = udpPods([A, B], DNS_PORT);
+    await startUdpNode(t, A, `16101=${B.name},${B.pods[0].addr},${DNS_PORT}`, pods, output);
+    await startUdpNode(t, B, '', pods, output);
   }, 180_000);
   afterAll(async () => {
     await t?.cleanup();

@@ -1,10 +1,8 @@
-import type { ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GATEWAY_NODE_FLAGS } from '../../gateway/tunnel/node-flags.ts';
 import { waitFor } from '../harness/netns.ts';
 import type { LabNode } from './lab.ts';
 import { TunnelLab } from './tunnel-fixture.ts';
+import { spawnDnsmasq, startUdpNode, udpPods } from './udp-lab.ts';
 
 /**
  * Datagram streams across the NAT lab (issue 18): gateway/testing/udp-node.ts on each node (the
@@ -19,8 +17,6 @@ import { TunnelLab } from './tunnel-fixture.ts';
  *                   16003 → B's pod :5354 (not an endpoint port: refused at B)
  *   node B (site 2, preserving NAT)     node C (site 3, symmetric NAT: relay only)
  */
-const NODE = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
-const PROGRAM = new URL('../../gateway/testing/udp-node.ts', import.meta.url).pathname;
 const DNS_PORT = 5353;
 
 describe('datagram streams through the NAT lab', () => {
@@ -32,46 +28,6 @@ describe('datagram streams through the NAT lab', () => {
 
   const name = (n: LabNode) => `only.${n.name.replace(/[^a-z0-9-]/g, '')}.example`;
   const answerOf = (i: number) => `192.0.2.${100 + i}`;
-
-  async function startNode(node: LabNode, forward: string, pods: object[]): Promise<ChildProcess> {
-    const peers = t.lab.sites.flatMap((s) => s.nodes.map((x) => `${x.name}=${x.addr}`)).join(',');
-    const child = t.lab.spawn(node.ns, [
-      NODE,
-      ...GATEWAY_NODE_FLAGS,
-      PROGRAM,
-      '--node',
-      node.name,
-      '--state-dir',
-      join(t.dir, node.name),
-      '--ca',
-      t.caFile,
-      '--servers',
-      t.serverList,
-      '--token',
-      t.tokens.get(node.name) ?? '',
-      '--lan',
-      node.addr,
-      '--peer-addresses',
-      peers,
-      '--udp-pods',
-      JSON.stringify(pods),
-      '--forward',
-      forward,
-    ]);
-    output.set(node.name, '');
-    const append = (b: Buffer) => output.set(node.name, (output.get(node.name) ?? '') + b.toString());
-    child.stdout?.on('data', append);
-    child.stderr?.on('data', append);
-    await waitFor(
-      () => (output.get(node.name) ?? '').includes('READY') || child.exitCode !== null,
-      30_000,
-      100,
-      `${node.name} ready`,
-    );
-    if (!output.get(node.name)?.includes('READY'))
-      throw new Error(`${node.name} failed:\n${output.get(node.name)?.slice(-3000)}`);
-    return child;
-  }
 
   beforeAll(async () => {
     t = await TunnelLab.create(
@@ -86,32 +42,18 @@ describe('datagram streams through the NAT lab', () => {
     );
     [A, B, C] = t.lab.sites.map((s) => s.nodes[0]);
     // A real DNS server in each pod, knowing one name only (no upstream: anything else is refused).
-    for (const [i, node] of [A, B, C].entries()) {
-      const pod = node.pods[0];
-      t.lab.spawn(pod.ns, [
-        'dnsmasq',
-        '--keep-in-foreground',
-        '--conf-file=/dev/null',
-        '--pid-file=',
-        '--no-resolv',
-        '--no-hosts',
-        '--bind-interfaces',
-        '--user=root',
-        `--listen-address=${pod.addr}`,
-        `--port=${DNS_PORT}`,
-        `--address=/${name(node)}/${answerOf(i)}`,
-      ]);
-    }
+    for (const [i, node] of [A, B, C].entries())
+      spawnDnsmasq(t, node.pods[0], DNS_PORT, name(node), answerOf(i));
     // Each pod's UDP endpoint port, as the catalog lists it (5353 only).
-    const pods = [A, B, C].map((n) => ({ node: n.name, ip: n.pods[0].addr, port: DNS_PORT }));
+    const pods = udpPods([A, B, C], DNS_PORT);
     const forward = [
       `16001=${B.name},${B.pods[0].addr},${DNS_PORT}`,
       `16002=${C.name},${C.pods[0].addr},${DNS_PORT}`,
       `16003=${B.name},${B.pods[0].addr},${DNS_PORT + 1}`,
     ].join(';');
-    await startNode(A, forward, pods);
-    await startNode(B, '', pods);
-    await startNode(C, '', pods);
+    await startUdpNode(t, A, forward, pods, output);
+    await startUdpNode(t, B, '', pods, output);
+    await startUdpNode(t, C, '', pods, output);
   }, 180_000);
   afterAll(async () => {
     await t?.cleanup();
