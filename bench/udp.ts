@@ -317,6 +317,8 @@ async function main(): Promise<void> {
       'sidecar /ready',
     );
     const pid = sidecar.pid as number;
+    // For strace/perf attached from outside during a phase (docs/udp.md "Round 2").
+    console.log(`sidecar pid ${pid}`);
 
     const run = async (
       path: 'direct' | 'sidecar' | 'gateway',
@@ -347,6 +349,8 @@ async function main(): Promise<void> {
     const addedLow: number[] = [];
     const loads: number[] = [];
     const cpuPer: number[] = [];
+    const cpuLow: number[] = [];
+    const cpuIdle: number[] = [];
     const gatewayRatios: number[] = [];
     const gatewayLoss: number[] = [];
     const gatewayCpu = { sidecar: [] as number[], gateways: [] as number[], nodeLocal: [] as number[] };
@@ -369,12 +373,22 @@ async function main(): Promise<void> {
       losses.sidecar.push(loss(sHalf));
       added.push(sHalf.p50us - dHalf.p50us);
       const dLow = await run('direct', FLOWS, 1000);
+      const low0 = cpuSeconds(pid);
       const sLow = await run('sidecar', FLOWS, 1000);
+      // One datagram per wake-up: the per-wake-up cost, which batching cannot share.
+      const usLow = ((cpuSeconds(pid) - low0) * 1e6) / Math.max(sLow.received, 1);
+      cpuLow.push(usLow);
       addedLow.push(sLow.p50us - dLow.p50us);
+      // Idle for as long as a run: what the sidecar spends with no datagrams (timers, any polling).
+      const idle0 = cpuSeconds(pid);
+      await new Promise((r) => setTimeout(r, SECONDS * 1000));
+      const idleMs = (cpuSeconds(pid) - idle0) * 1000;
+      cpuIdle.push(idleMs);
       rows.push(
         `round ${round}: max direct ${fmt(dRate)}/s sidecar ${fmt(sRate)}/s (${(sRate / dRate).toFixed(2)}x); ` +
           `at ${fmt(half)}/s loss direct ${pct(loss(dHalf))} sidecar ${pct(loss(sHalf))}, p50 ${dHalf.p50us}/${sHalf.p50us} µs, ` +
-          `p99 ${dHalf.p99us}/${sHalf.p99us} µs, sidecar CPU ${usPer.toFixed(1)} µs per datagram; at 1,000/s p50 ${dLow.p50us}/${sLow.p50us} µs`,
+          `p99 ${dHalf.p99us}/${sHalf.p99us} µs, sidecar CPU ${usPer.toFixed(1)} µs per datagram; at 1,000/s p50 ${dLow.p50us}/${sLow.p50us} µs, ` +
+          `sidecar CPU ${usLow.toFixed(1)} µs per datagram; idle ${SECONDS} s: ${idleMs.toFixed(0)} ms CPU`,
       );
       console.log(rows[rows.length - 1]);
       if (args.cross) {
@@ -455,6 +469,7 @@ async function main(): Promise<void> {
         `sidecar/direct max ${span(ratios, (x) => x.toFixed(2))}x; at 50 % of direct's rate loss ` +
         `direct ${span(losses.direct, pct)}, sidecar ${span(losses.sidecar, pct)}; added p50 ${span(added, (x) => `${x.toFixed(0)} µs`)}` +
         ` (at 1,000/s ${span(addedLow, (x) => `${x.toFixed(0)} µs`)}); sidecar CPU per datagram ${span(cpuPer, (x) => `${x.toFixed(1)} µs`)}` +
+        ` (at 1,000/s ${span(cpuLow, (x) => `${x.toFixed(0)} µs`)}; idle ${span(cpuIdle, (x) => `${x.toFixed(0)} ms`)} per ${SECONDS} s)` +
         (args.cross
           ? `; gateway/direct max ${span(gatewayRatios, (x) => x.toFixed(2))}x, loss at 1,000/s ${span(gatewayLoss, pct)}, ` +
             `CPU per datagram at 1,000/s sidecar ${span(gatewayCpu.sidecar, (x) => `${x.toFixed(0)} µs`)}, gateways ` +

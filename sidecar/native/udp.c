@@ -95,6 +95,8 @@ enum { REC_DATAGRAM = 1, REC_ACTIVE = 2, REC_ERROR = 3, REC_CLOSED = 4 };
  * far as datagrams are long. */
 #define RECV_BATCH 16
 #define MAX_DATAGRAM 65536
+/* Replies gathered from the upstreams of one epoll round before their sendmmsg. */
+#define REPLY_BATCH 64
 /* One batch to JS: flushed when either fills, and at the end of every epoll round. */
 #define BATCH_BYTES (256 * 1024)
 #define BATCH_RECORDS 1024
@@ -189,6 +191,17 @@ typedef struct {
   struct sockaddr_storage names[RECV_BATCH];
   char control[RECV_BATCH][64];
   uint8_t *bufs;
+  /* Replies gathered over one epoll round (read_upstream), this thread's: REPLY_BATCH slots
+   * of MAX_DATAGRAM (touched only as far as replies are long), all for reply_fd. */
+  struct mmsghdr reply_msgs[REPLY_BATCH];
+  struct iovec reply_iov[REPLY_BATCH];
+  uint8_t *reply_bufs;
+  unsigned reply_count;
+  int reply_fd;
+  /* Records of a run of upstream reads, made once the lock is released (at most one
+   * activity and one error per event). */
+  record_t later[2 * MAX_EVENTS];
+  unsigned n_later;
 } engine_t;
 
 /* ---------- addresses ---------- */
@@ -546,12 +559,13 @@ static int read_listener(engine_t *e, int fd) {
   const struct sockaddr *dsts[RECV_BATCH];
   int to_js[RECV_BATCH], n_js = 0, touched[RECV_BATCH], n_touched = 0;
   upstream_t *gw[RECV_BATCH]; /* the gateway flow of datagram i, written after the pass */
+  upstream_t *up[RECV_BATCH]; /* the direct flow of datagram i, sent after the pass */
   uint64_t sent = 0, failed = 0, gw_full = 0, gw_down = 0;
   /* Pass 1, under the lock: datagrams of known flows go out here. */
   pthread_mutex_lock(&e->lock);
   for (int i = 0; i < n; i++) {
     struct msghdr *h = &e->msgs[i].msg_hdr;
-    gw[i] = NULL;
+    gw[i] = up[i] = NULL;
     dsts[i] = orig_dst(h);
     if (!dsts[i] || (h->msg_flags & (MSG_TRUNC | MSG_CTRUNC))) continue; /* cannot be routed */
     flowkey_t k;
@@ -561,15 +575,41 @@ static int read_listener(engine_t *e, int fd) {
       to_js[n_js++] = i;
       continue;
     }
-    if (!u->gateway) {
-      if (send(u->fd, e->iov[i].iov_base, e->msgs[i].msg_len, MSG_DONTWAIT) < 0) failed++;
-      else sent++;
-    } else if (e->msgs[i].msg_len > MAX_FRAMED) failed++; /* no frame holds it (IPv6 only) */
+    if (!u->gateway) up[i] = u;
+    else if (e->msgs[i].msg_len > MAX_FRAMED) failed++; /* no frame holds it (IPv6 only) */
     else gw[i] = u;
     if (u->reported != e->tick) {
       u->reported = e->tick;
       touched[n_touched++] = u->fd;
     }
+  }
+  /* Direct flows: each flow's datagrams of this burst in one sendmmsg on its connected
+   * socket (in order), a lone datagram in one send. */
+  for (int i = 0; i < n; i++) {
+    upstream_t *u = up[i];
+    if (!u) continue;
+    struct mmsghdr out[RECV_BATCH];
+    unsigned m = 0;
+    for (int j = i; j < n; j++) {
+      if (up[j] != u) continue;
+      up[j] = NULL;
+      e->iov[j].iov_len = e->msgs[j].msg_len;
+      memset(&out[m].msg_hdr, 0, sizeof out[m].msg_hdr);
+      out[m].msg_hdr.msg_iov = &e->iov[j];
+      out[m].msg_hdr.msg_iovlen = 1;
+      m++;
+    }
+    if (m == 1) {
+      if (send(u->fd, out[0].msg_hdr.msg_iov->iov_base, out[0].msg_hdr.msg_iov->iov_len, MSG_DONTWAIT) < 0) failed++;
+      else sent++;
+      continue;
+    }
+    int s = sendmmsg(u->fd, out, m, MSG_DONTWAIT);
+    /* An error stops the call at that datagram; the rest of this flow's are counted failed
+     * (as one send each would mostly have: EAGAIN, ECONNREFUSED persist for the burst). */
+    if (s < 0) s = 0;
+    sent += (uint64_t)s;
+    failed += (uint64_t)(m - (unsigned)s);
   }
   /* Gateway flows: each flow's datagrams of this burst framed in one writev. */
   uint8_t hdr[RECV_BATCH][FRAME_HEADER];
@@ -614,37 +654,74 @@ static int read_listener(engine_t *e, int fd) {
   return n;
 }
 
-/* Replies: straight back to the app from the flow's reply socket, in one sendmmsg. Under the
- * lock from the read on: a closed upstream's fd may already be a new flow's (then reading it
- * is right), never a socket of another kind. */
-static void read_upstream(engine_t *e, int fd) {
-  pthread_mutex_lock(&e->lock);
-  upstream_t *u = (size_t)fd < e->ups_cap ? e->ups[fd] : NULL;
-  if (u && u->gateway) u = NULL; /* an event from before the fd was reused for a gateway flow */
-  int n = u ? recv_burst(e, fd, 0) : 0;
-  int err = n < 0 ? errno : 0;
-  int sent = 0;
-  if (n > 0) {
-    for (int i = 0; i < n; i++) {
-      struct msghdr *h = &e->msgs[i].msg_hdr;
-      e->iov[i].iov_len = e->msgs[i].msg_len;
-      h->msg_name = &u->client;
-      h->msg_namelen = u->client_len;
+/* Replies: straight back to the app from the flow's reply socket. The replies read in one
+ * epoll round are gathered (one recvmmsg per upstream) and sent with one sendmmsg per run of
+ * flows sharing a reply socket (one per ClusterIP:port): with many flows each reply wake-up
+ * then costs a recvmmsg, not a recvmmsg and a sendmmsg. The engine's lock is held from the
+ * first upstream read of a run to its flush (reply_end), so neither a flow (its client
+ * address is the pending message's name) nor a reply fd is closed under the pending batch. */
+static void reply_flush(engine_t *e) {
+  unsigned off = 0, n = e->reply_count;
+  uint64_t sent = 0;
+  while (off < n) {
+    int s = sendmmsg(e->reply_fd, e->reply_msgs + off, n - off, MSG_DONTWAIT);
+    if (s < 0) {
+      /* One reply refused (its message stops the call): skip it, unless the socket is full
+       * (then the rest would fail too: dropped, as the kernel drops for any full socket). */
+      if (errno == EAGAIN || errno == ENOBUFS) break;
+      off++;
+      continue;
     }
-    sent = sendmmsg(u->reply_fd, e->msgs, (unsigned)n, MSG_DONTWAIT);
+    off += (unsigned)s;
+    sent += (uint64_t)s;
   }
-  int report = u && n > 0 && u->reported != e->tick;
-  if (report) u->reported = e->tick;
+  if (sent) atomic_fetch_add(&e->replies, sent);
+  e->reply_count = 0;
+}
+
+/* Under the lock (taken by the caller for a run of upstream events). */
+static void read_upstream(engine_t *e, int fd) {
+  upstream_t *u = (size_t)fd < e->ups_cap ? e->ups[fd] : NULL;
+  if (!u || u->gateway) return; /* closed, or an event from before the fd was reused for a gateway flow */
+  if (e->reply_count && (e->reply_fd != u->reply_fd || REPLY_BATCH - e->reply_count < RECV_BATCH)) reply_flush(e);
+  e->reply_fd = u->reply_fd;
+  unsigned at = e->reply_count;
+  for (unsigned i = at; i < at + RECV_BATCH; i++) {
+    e->reply_iov[i].iov_base = e->reply_bufs + (size_t)i * MAX_DATAGRAM;
+    e->reply_iov[i].iov_len = MAX_DATAGRAM;
+    struct msghdr *h = &e->reply_msgs[i].msg_hdr;
+    memset(h, 0, sizeof *h);
+    h->msg_iov = &e->reply_iov[i];
+    h->msg_iovlen = 1;
+  }
+  int n = recvmmsg(fd, e->reply_msgs + at, RECV_BATCH, MSG_DONTWAIT, NULL);
+  int err = n < 0 ? errno : 0;
+  for (int i = 0; i < n; i++) {
+    struct msghdr *h = &e->reply_msgs[at + (unsigned)i].msg_hdr;
+    e->reply_iov[at + (unsigned)i].iov_len = e->reply_msgs[at + (unsigned)i].msg_len;
+    h->msg_name = &u->client;
+    h->msg_namelen = u->client_len;
+  }
+  if (n > 0) e->reply_count += (unsigned)n;
+  if (n > 0 && u->reported != e->tick) {
+    u->reported = e->tick;
+    e->later[e->n_later++] = (record_t){.kind = REC_ACTIVE, .fd = fd};
+  }
+  if (err && err != EAGAIN && err != EINTR)
+    e->later[e->n_later++] = (record_t){.kind = REC_ERROR, .fd = fd, .a = (uint32_t)err};
+}
+
+/* Ends a run of upstream reads: the gathered replies sent, the lock released, and then (never
+ * under the lock: a full JS queue blocks) the flows' activity and errors recorded for JS. */
+static void reply_end(engine_t *e) {
+  if (e->reply_count) reply_flush(e);
   pthread_mutex_unlock(&e->lock);
-  if (sent > 0) atomic_fetch_add(&e->replies, (uint64_t)sent);
-  if (report) active(e, fd);
-  if (!u || !err || err == EAGAIN || err == EINTR) return;
-  record_t *r = record(e, 0);
-  if (!r) return;
-  r->kind = REC_ERROR;
-  r->fd = fd;
-  r->a = (uint32_t)err;
-  r->b = 0;
+  for (unsigned i = 0; i < e->n_later; i++) {
+    record_t *r = record(e, 0);
+    if (!r) break;
+    *r = e->later[i];
+  }
+  e->n_later = 0;
 }
 
 static void *thread_main(void *arg) {
@@ -657,16 +734,25 @@ static void *thread_main(void *arg) {
     clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
     /* Never 0 (a new flow's `reported` is 0 and must be reported on its first datagram). */
     e->tick = (uint32_t)(((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000) / ACTIVITY_TICK_MS) | 1u;
+    int in_replies = 0; /* the lock is held for a run of upstream events (read_upstream) */
     for (int i = 0; i < n && !atomic_load(&e->stopping); i++) {
       int kind = (int)(evs[i].data.u64 >> 32);
       int fd = (int)(uint32_t)evs[i].data.u64;
+      if (kind == KIND_UPSTREAM) {
+        if (!in_replies) pthread_mutex_lock(&e->lock);
+        in_replies = 1;
+        read_upstream(e, fd);
+        continue;
+      }
+      if (in_replies) reply_end(e);
+      in_replies = 0;
       /* A full burst: more may wait; up to 8 bursts before the other fds get their turn. */
       if (kind == KIND_LISTENER)
         for (int k = 0; k < 8 && read_listener(e, fd) == RECV_BATCH; k++) {
         }
-      else if (kind == KIND_UPSTREAM) read_upstream(e, fd);
       else if (kind == KIND_GATEWAY) read_gateway(e, fd, evs[i].events);
     }
+    if (in_replies) reply_end(e);
     if (!atomic_load(&e->stopping)) batch_flush(e);
   }
   free(e->batch);
@@ -809,6 +895,7 @@ static void engine_finalize(napi_env env, void *data, void *hint) {
   engine_stop(e);
   free(e->ups);
   free(e->bufs);
+  free(e->reply_bufs);
   pthread_mutex_destroy(&e->lock);
   free(e);
 }
@@ -819,14 +906,16 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   engine_t *e = calloc(1, sizeof(engine_t));
   if (!e) return throw_errno(env, "udp engine", ENOMEM);
   e->bufs = malloc((size_t)RECV_BATCH * MAX_DATAGRAM);
+  e->reply_bufs = malloc((size_t)REPLY_BATCH * MAX_DATAGRAM);
   e->epfd = epoll_create1(EPOLL_CLOEXEC);
   e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   pthread_mutex_init(&e->lock, NULL);
-  if (!e->bufs || e->epfd < 0 || e->wakefd < 0) {
-    int err = e->bufs ? errno : ENOMEM;
+  if (!e->bufs || !e->reply_bufs || e->epfd < 0 || e->wakefd < 0) {
+    int err = e->bufs && e->reply_bufs ? errno : ENOMEM;
     if (e->epfd >= 0) close(e->epfd);
     if (e->wakefd >= 0) close(e->wakefd);
     free(e->bufs);
+    free(e->reply_bufs);
     free(e);
     return throw_errno(env, "udp engine: epoll/eventfd", err);
   }
@@ -838,6 +927,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
     close(e->epfd);
     close(e->wakefd);
     free(e->bufs);
+    free(e->reply_bufs);
     free(e);
     napi_throw_type_error(env, NULL, "onBatch must be a function");
     return NULL;
