@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
-import nodeDataChannel from 'node-datachannel';
+import nodeDataChannel, { type RtcConfig } from 'node-datachannel';
 import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import { LogGate } from '../../lib/log-gate.ts';
@@ -54,6 +54,24 @@ const MAX_ATTEMPTS = 32;
  */
 const MAX_ATTEMPTS_PER_PEER = 4;
 
+/**
+ * Which layer gave up when an open UDP path's peer connection goes `disconnected` or `failed`,
+ * for the session's close reason and the log. libdatachannel (v0.24.5 peerconnection.cpp:
+ * 179-186, 257-262, 340-345) reports `disconnected` when the SCTP association or DTLS ends
+ * (libjuice never reports ICE disconnected) and `failed` when ICE or DTLS fails. (Its ICE
+ * state reaches JavaScript after the connection state, so it cannot tell them apart here.)
+ * The SCTP association is aborted by usrsctp after 5 retransmission timeouts in a row
+ * (sctptransport.cpp:140-143, `maxRetransmitAttempts`, not settable through
+ * node-datachannel 0.33.4), which a periodic loss that keeps hitting one chunk's
+ * retransmissions reaches in 1-2.5 s (docs/tunnel.md *The UDP path under loss*); ICE fails
+ * when its consent checks go unanswered for 30 s (RFC 7675, libjuice).
+ */
+export function pathLossReason(pcState: 'disconnected' | 'failed'): string {
+  if (pcState === 'disconnected')
+    return 'UDP path lost: the SCTP association (or DTLS) under the data channel ended: retransmission limit reached, or the peer closed it';
+  return 'UDP path lost: ICE or DTLS failed: consent checks unanswered (the peer gone or the path dead)';
+}
+
 /** Why a peer's offer gets no attempt (slots in use: `peers`, one entry per attempt), or undefined. */
 export function attemptRefusal(peers: readonly string[], peer: string): string | undefined {
   if (peers.length >= MAX_ATTEMPTS) return `all ${MAX_ATTEMPTS} UDP attempt slots are in use`;
@@ -61,6 +79,18 @@ export function attemptRefusal(peers: readonly string[], peer: string): string |
   if (own >= MAX_ATTEMPTS_PER_PEER)
     return `${peer} already holds ${own} UDP attempts (at most ${MAX_ATTEMPTS_PER_PEER})`;
   return undefined;
+}
+
+/**
+ * The peer connection's configuration: STUN at the tunnel-server (`stun`), or, pinned, no
+ * STUN (the mapping that matters is the one the birthday hit opened) and only that port.
+ */
+export function udpPathConfig(stun: { host: string; port: number }, pin?: Pick<Pin, 'port'>): RtcConfig {
+  return {
+    iceServers: pin ? [] : [`stun:${stun.host}:${stun.port}`],
+    maxMessageSize: 256 * 1024,
+    ...(pin ? { portRangeBegin: pin.port, portRangeEnd: pin.port } : {}),
+  };
 }
 
 type PC = InstanceType<typeof nodeDataChannel.PeerConnection>;
@@ -241,12 +271,10 @@ export class UdpPaths {
     dgramOffered = false,
   ): Attempt {
     const { nodeName, sessions } = this.#opts;
-    const pc = new nodeDataChannel.PeerConnection(`${nodeName}-${id}`, {
-      // Pinned: no STUN (the mapping that matters is the one the hit opened), only that port.
-      iceServers: pinning ? [] : [`stun:${link.address.host}:${link.address.port}`],
-      maxMessageSize: 256 * 1024,
-      ...(pinning ? { portRangeBegin: pinning.pin.port, portRangeEnd: pinning.pin.port } : {}),
-    });
+    const pc = new nodeDataChannel.PeerConnection(
+      `${nodeName}-${id}`,
+      udpPathConfig(link.address, pinning?.pin),
+    );
     const signal = (data: Record<string, unknown>) => {
       const extra: Record<string, unknown> = {};
       if (pinning && offerer && data.type === 'offer') extra.birthday = pinning.birthday;
@@ -267,6 +295,14 @@ export class UdpPaths {
           clearTimeout(timer);
           try {
             const stream = new ChannelStream(dc);
+            // libdatachannel reports the state before it closes the channel: the stream ends
+            // with the layer that gave up as its error, not as a plain EOF.
+            pc.onStateChange((state) => {
+              if (state !== 'disconnected' && state !== 'failed') return;
+              const reason = pathLossReason(state);
+              if (this.#gate.pass().log) this.#log.info({ peer: peer.name, reason }, 'UDP path lost');
+              stream.destroy(new EdgemeshError(ErrorCodes.UNAVAILABLE, reason));
+            });
             const role = tlsRole(nodeName, peer.name);
             const session = await sessions.secure(stream, peer.name, role);
             session.once('close', () => pc.close());
