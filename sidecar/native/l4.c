@@ -246,7 +246,7 @@ typedef struct {
   int h_draining;
   h_pool_t **pools;
   int npools;
-  uint64_t next_pool_sweep_ms;
+  uint64_t next_pool_sweep_ms, next_h_check_ms;
   h1_head_t hhead;
   h_stats_t *hstats;
   pthread_mutex_t hstats_lock;
@@ -1780,7 +1780,12 @@ static void *thread_main(void *arg) {
     if (e->accept_paused && e->nlisteners > 0 && e->now_ms >= e->accept_resume_ms && may_accept(e))
       set_accepting(e, 1);
     check_deadlines(e);
-    if (e->nh > 0 || e->npooled > 0) h_check(e);
+    /* Every 50 ms at most: the scan is over every HTTP connection, and a busy thread runs
+     * thousands of rounds a second. */
+    if ((e->nh > 0 || e->npooled > 0) && e->now_ms >= e->next_h_check_ms) {
+      h_check(e);
+      e->next_h_check_ms = e->now_ms + 50;
+    }
     free_dead(e);
     h_free_dead(e);
     events_flush(e);
