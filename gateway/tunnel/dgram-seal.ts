@@ -29,7 +29,7 @@
  * Whoever relayed the signalling or the DTLS under it knows none of this: the exporter is
  * derived from the handshake that proved both node certificates.
  */
-import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from 'node:crypto';
 import { MAX_DATAGRAM } from '../../lib/tunnel/frame.ts';
 
 export const CHANNEL_VERSION = 1;
@@ -44,7 +44,11 @@ export const EPOCH_SEQS = 2 ** 24;
 export const REPLAY_WINDOW = 2048;
 
 export interface DirectionKey {
-  key: Buffer;
+  /**
+   * A KeyObject, made once per epoch: given raw bytes, every createCipheriv imports the key
+   * anew (OpenSSL 3), 20-42 us per datagram on this VM against 3.5-8.5 us with a KeyObject.
+   */
+  key: KeyObject;
   iv: Buffer;
 }
 
@@ -57,8 +61,8 @@ export interface EpochKeys {
 export function splitExported(material: Buffer, role: 'client' | 'server'): EpochKeys {
   if (material.length !== EXPORTER_BYTES)
     throw new Error(`datagram channel: exporter gave ${material.length} bytes, expected ${EXPORTER_BYTES}`);
-  const c2s = { key: material.subarray(0, 16), iv: material.subarray(32, 44) };
-  const s2c = { key: material.subarray(16, 32), iv: material.subarray(44, 56) };
+  const c2s = { key: createSecretKey(material.subarray(0, 16)), iv: material.subarray(32, 44) };
+  const s2c = { key: createSecretKey(material.subarray(16, 32)), iv: material.subarray(44, 56) };
   return role === 'client' ? { send: c2s, receive: s2c } : { send: s2c, receive: c2s };
 }
 
