@@ -63,7 +63,7 @@ const MAX_ATTEMPTS_PER_PEER = 4;
  * The SCTP association is aborted by usrsctp after 5 retransmission timeouts in a row
  * (sctptransport.cpp:140-143, `maxRetransmitAttempts`, not settable through
  * node-datachannel 0.33.4), which a periodic loss that keeps hitting one chunk's
- * retransmissions reaches in 1-2.5 s (docs/tunnel.md *The UDP path under loss*); ICE fails
+ * retransmissions reaches in 1-3 s (docs/tunnel.md *The UDP path under loss*); ICE fails
  * when its consent checks go unanswered for 30 s (RFC 7675, libjuice).
  */
 export function pathLossReason(pcState: 'disconnected' | 'failed'): string {

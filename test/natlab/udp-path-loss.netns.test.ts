@@ -112,9 +112,9 @@ describe('UDP path under loss (two reject NATs)', () => {
     expect(result, log).toEqual({ received: COUNT, ordered: true, state: 'connected' });
   }, 200_000);
 
-  // Skipped: fails in every run so far (6 of 6: every 4th DTLS data record or every 4th UDP
-  // packet dropped at B). B delivers up to the first dropped message and never gets any of its
-  // retransmissions; ~1-2.5 s later A's SCTP association is aborted with ICE still connected
+  // Skipped: fails in every run so far (8 of 8: every 4th DTLS data record 5/5, every 4th UDP
+  // packet 3/3, dropped at B). B delivers up to the first dropped message and never gets any of its
+  // retransmissions; ~1-3 s later A's SCTP association is aborted with ICE still connected
   // (libdatachannel `SCTP disconnected`), which is usrsctp's limit of 5 retransmissions
   // (libdatachannel v0.24.5 sctptransport.cpp:140-143), not settable through
   // node-datachannel 0.33.4 (its setSctpSettings reads 6 of rtc::SctpSettings' 12 fields,
