@@ -6,12 +6,12 @@
 // tunnel-server).
 //
 //   node loss-peer.ts stun HOST PORT                 a STUN responder (the tunnel-server's)
-//   node loss-peer.ts offer|answer NAME STUN_HOST:PORT COUNT
+//   node loss-peer.ts offer|answer NAME STUN_HOST:PORT COUNT [jitter]
 //
 // Prints `SIGNAL {json}` lines, `OPEN` when the channel is open, `T+ms STATE|ICE|GATHER|LOG …`
 // lines, and (answerer) `PROGRESS n` once a second while numbers arrive, then `RESULT {json}`
 // (how many arrived, whether in order, the peer connection's last state). The offerer starts on
-// a `GO` line: COUNT numbered 1 KiB messages, 10 ms apart (a steady flow, not a bulk transfer:
+// a `GO` line: COUNT numbered 1 KiB messages, 10 ms apart (or 5-15 ms at random with `jitter`) (a steady flow, not a bulk transfer:
 // the loss pattern, not the congestion window, is under test), then END.
 import { createInterface } from 'node:readline';
 import nodeDataChannel from 'node-datachannel';
@@ -19,7 +19,7 @@ import { silentLogger } from '../../../lib/log.ts';
 import { startStun } from '../../../tunnel-server/stun-socket.ts';
 import { pathLossReason, udpPathConfig } from '../udp.ts';
 
-const [mode, a1, a2, a3] = process.argv.slice(2);
+const [mode, a1, a2, a3, a4] = process.argv.slice(2);
 const t0 = Date.now();
 const out = (line: string) => process.stdout.write(`${line}\n`);
 const at = (what: string) => out(`T+${Date.now() - t0} ${what}`);
@@ -31,14 +31,21 @@ if (mode === 'stun') {
   const count = Number(a3);
   if (!a1 || !a2 || !Number.isInteger(count) || count < 1)
     throw new Error(`loss-peer: bad arguments ${a1} ${a2} ${a3}`);
-  await peer(mode === 'offer', a1, a2, count);
+  if (a4 !== undefined && a4 !== 'jitter') throw new Error(`loss-peer: unknown option ${a4}`);
+  await peer(mode === 'offer', a1, a2, count, a4 === 'jitter');
 } else {
   throw new Error('usage: loss-peer.ts stun HOST PORT | offer|answer NAME STUN COUNT');
 }
 
 type DC = ReturnType<InstanceType<typeof nodeDataChannel.PeerConnection>['createDataChannel']>;
 
-async function peer(offerer: boolean, name: string, stun: string, count: number): Promise<void> {
+async function peer(
+  offerer: boolean,
+  name: string,
+  stun: string,
+  count: number,
+  jitter: boolean,
+): Promise<void> {
   // libdatachannel's own account (SCTP association changes, DTLS alerts, ICE) at Info.
   nodeDataChannel.initLogger('Info', (level, message) => at(`LOG ${level} ${message}`));
   const [host, port] = stun.split(':');
@@ -112,7 +119,8 @@ async function peer(offerer: boolean, name: string, stun: string, count: number)
       }
       msg.writeUInt32BE(i, 0);
       channel.sendMessageBinary(msg);
-      await sleep(10);
+      // jitter: 5-15 ms at random instead of 10, so no send pattern repeats (phase-lock check).
+      await sleep(jitter ? 5 + Math.random() * 10 : 10);
     }
     channel?.sendMessage('END');
     at('SENT');
