@@ -95,6 +95,11 @@ enum { REC_DATAGRAM = 1, REC_ACTIVE = 2, REC_ERROR = 3, REC_CLOSED = 4 };
  * far as datagrams are long. */
 #define RECV_BATCH 16
 #define MAX_DATAGRAM 65536
+/* Busy-poll after a round with events, before sleeping (wait_events): 20 µs caught most
+ * replies (the sidecar → backend → sidecar leg took less than that) with less CPU per
+ * datagram at 1,000/s than sleeping; 50 µs cost more, 100 µs took the cores the app and the
+ * backend needed (docs/udp.md "Round 2"). */
+#define SPIN_US 20
 /* Replies gathered from the upstreams of one epoll round before their sendmmsg. */
 #define REPLY_BATCH 64
 /* One batch to JS: flushed when either fills, and at the end of every epoll round. */
@@ -130,6 +135,7 @@ typedef struct {
 typedef struct {
   size_t used;
   size_t count;
+  uint64_t born_ms; /* when its first record was made (the thread's coarse clock) */
   uint8_t data[BATCH_BYTES];
   record_t recs[BATCH_RECORDS];
 } batch_t;
@@ -175,8 +181,11 @@ typedef struct {
   upstream_t **index; /* by flow key (chained), under lock */
   size_t index_cap;   /* a power of two */
   size_t index_count;
-  /* This thread's coarse clock (ACTIVITY_TICK_MS steps), read once per epoll round. */
+  /* This thread's coarse clock (ACTIVITY_TICK_MS steps, and in ms), read once per epoll round. */
   uint32_t tick;
+  uint64_t now_ms;
+  /* Busy-poll after a round with events before sleeping (EDGEMESH_UDP_SPIN_US, 0: never). */
+  int spin_us;
   /* Datagrams this thread sent itself (and failed to), for /metrics. */
   atomic_uint_fast64_t fast_out;
   atomic_uint_fast64_t replies;
@@ -343,6 +352,7 @@ static record_t *record(engine_t *e, size_t bytes) {
     e->batch = malloc(sizeof(batch_t));
     if (!e->batch) return NULL;
     e->batch->used = e->batch->count = 0;
+    e->batch->born_ms = e->now_ms;
   }
   return &e->batch->recs[e->batch->count++];
 }
@@ -724,16 +734,48 @@ static void reply_end(engine_t *e) {
   e->n_later = 0;
 }
 
+/* Whether a batch must reach JS now: a datagram, an error or a closed connection does; a
+ * batch of activity reports only can wait (below). */
+static int batch_urgent(const batch_t *b) {
+  for (size_t i = 0; i < b->count; i++)
+    if (b->recs[i].kind != REC_ACTIVE) return 1;
+  return 0;
+}
+
+static uint64_t mono_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* epoll_wait, busy-polled for up to spin_us first when `spin` (the last round had events):
+ * a reply due a few tens of µs after a send is then read without this thread sleeping and
+ * being woken (a context switch each way, the largest cost per datagram at low rates on the
+ * VMs measured, docs/udp.md "Round 2"). Never spins when idle: only after events. */
+static int wait_events(engine_t *e, struct epoll_event *evs, int timeout_ms, int spin) {
+  if (spin && e->spin_us > 0) {
+    uint64_t until = mono_ns() + (uint64_t)e->spin_us * 1000u;
+    do {
+      int n = epoll_wait(e->epfd, evs, MAX_EVENTS, 0);
+      if (n != 0) return n;
+    } while (mono_ns() < until && !atomic_load(&e->stopping));
+  }
+  return epoll_wait(e->epfd, evs, MAX_EVENTS, timeout_ms);
+}
+
 static void *thread_main(void *arg) {
   engine_t *e = arg;
   struct epoll_event evs[MAX_EVENTS];
+  int timeout_ms = -1, spin = 0;
   while (!atomic_load(&e->stopping)) {
-    int n = epoll_wait(e->epfd, evs, MAX_EVENTS, -1);
+    int n = wait_events(e, evs, timeout_ms, spin);
     if (n < 0 && errno != EINTR) break;
+    spin = n > 0;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    e->now_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
     /* Never 0 (a new flow's `reported` is 0 and must be reported on its first datagram). */
-    e->tick = (uint32_t)(((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000) / ACTIVITY_TICK_MS) | 1u;
+    e->tick = (uint32_t)(e->now_ms / ACTIVITY_TICK_MS) | 1u;
     int in_replies = 0; /* the lock is held for a run of upstream events (read_upstream) */
     for (int i = 0; i < n && !atomic_load(&e->stopping); i++) {
       int kind = (int)(evs[i].data.u64 >> 32);
@@ -753,7 +795,16 @@ static void *thread_main(void *arg) {
       else if (kind == KIND_GATEWAY) read_gateway(e, fd, evs[i].events);
     }
     if (in_replies) reply_end(e);
-    if (!atomic_load(&e->stopping)) batch_flush(e);
+    if (atomic_load(&e->stopping)) break;
+    /* Activity reports alone wait up to ACTIVITY_TICK_MS for company: at one datagram per
+     * wake-up each report was a wake-up of the JS thread of its own (64 flows: 128/s). JS
+     * then sees a flow's activity up to one tick late, so it lives up to that much longer. */
+    timeout_ms = -1;
+    if (e->batch && e->batch->count) {
+      uint64_t due = e->batch->born_ms + ACTIVITY_TICK_MS;
+      if (e->now_ms >= due || batch_urgent(e->batch)) batch_flush(e);
+      else timeout_ms = (int)(due - e->now_ms);
+    }
   }
   free(e->batch);
   e->batch = NULL;
@@ -920,6 +971,15 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
     return throw_errno(env, "udp engine: epoll/eventfd", err);
   }
   watch(e, e->wakefd, KIND_WAKE);
+  /* Read once here: a knob for measuring (docs/udp.md "Round 2"), not a flag; 0 turns the
+   * busy-poll off, an unusable value leaves the default. */
+  const char *spin = getenv("EDGEMESH_UDP_SPIN_US");
+  e->spin_us = SPIN_US;
+  if (spin && *spin) {
+    char *end;
+    long v = strtol(spin, &end, 10);
+    if (!*end && v >= 0 && v <= 1000) e->spin_us = (int)v;
+  }
   napi_value name;
   napi_create_string_utf8(env, "edgemesh-udp", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[0], NULL, name, JS_QUEUE, 1, NULL, NULL, NULL, call_js, &e->tsfn) !=
