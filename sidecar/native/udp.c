@@ -95,11 +95,12 @@ enum { REC_DATAGRAM = 1, REC_ACTIVE = 2, REC_ERROR = 3, REC_CLOSED = 4 };
  * far as datagrams are long. */
 #define RECV_BATCH 16
 #define MAX_DATAGRAM 65536
-/* Busy-poll after a round with events, before sleeping (wait_events): 20 µs caught most
- * replies (the sidecar → backend → sidecar leg took less than that) with less CPU per
- * datagram at 1,000/s than sleeping; 50 µs cost more, 100 µs took the cores the app and the
- * backend needed (docs/udp.md "Round 2"). */
-#define SPIN_US 20
+/* Busy-poll after a round with events, before sleeping (wait_events): off. Measured on the
+ * shared 2-core VM (docs/udp.md "Round 2"), 20 µs cost 25-35 µs more CPU per datagram at
+ * 1,000/s and lowered the added p50 in one of three alternated pairs only; 50 µs cost more,
+ * 100 µs took the cores the app and the backend needed. EDGEMESH_UDP_SPIN_US turns it on
+ * for a machine with a core to spare. */
+#define SPIN_US 0
 /* Replies gathered from the upstreams of one epoll round before their sendmmsg. */
 #define REPLY_BATCH 64
 /* One batch to JS: flushed when either fills, and at the end of every epoll round. */
