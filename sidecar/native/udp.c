@@ -10,7 +10,8 @@
  *            JS makes the flow's upstream (a connected UDP socket, indexed here) and sends
  *   endpoint ──reply──▶ upstream fd: read on this thread and sent straight back from the
  *       flow's reply socket (IP_TRANSPARENT, bound to ClusterIP:port) to the app's address,
- *       so the app sees the address it sent to.
+ *       so the app sees the address it sent to; the replies of one epoll round's upstreams
+ *       that share a reply socket go out in one sendmmsg.
  *   JS is told, at most twice a second per flow, which flows were active (its idle
  *   timeouts), and reads the datagram counters when /metrics is scraped.
  *
@@ -43,7 +44,8 @@
  *
  * Threads: the JS thread opens and closes sockets (sync calls below); this thread reads and
  * sends. The upstream table (by fd) and the flow index (by app address + destination) are
- * shared under one mutex, taken once per burst; never held while calling into JS (a full
+ * shared under one mutex, taken once per burst (and once per run of upstream events in an
+ * epoll round, while their replies are gathered); never held while calling into JS (a full
  * queue would then wait on a JS thread waiting on the mutex). Backpressure: the call into JS blocks when 8
  * batches are queued, the kernel's socket buffers fill, and the kernel drops (counted by it,
  * as for any UDP socket); stop() aborts the queue first so a blocked call returns.
