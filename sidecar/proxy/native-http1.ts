@@ -21,11 +21,10 @@
  * Endpoints are the route's at hand-over: a connection keeps them (a pod gone since fails its
  * connect and the request moves on, as a stale pooled connection in fast.ts would).
  */
-import net from 'node:net';
+import type net from 'node:net';
 import type { Dialer } from './dialer.ts';
-import { SOCKET_HWM } from './dialer.ts';
 import type { ProxyMetrics } from './metrics.ts';
-import { loadAddon } from './native-l4.ts';
+import { loadAddon, socketForFd } from './native-l4.ts';
 import type { Route, Target } from './route.ts';
 import type { Router } from './router.ts';
 import type { ServiceStats } from './service-metrics.ts';
@@ -272,15 +271,7 @@ export class NativeHttp1 {
   #fallback(fd: number, bytes: Buffer, _length: number): void {
     const conn = this.#open.get(fd);
     this.#open.delete(fd);
-    const socket = new net.Socket({
-      fd,
-      readable: true,
-      writable: true,
-      allowHalfOpen: true,
-      highWaterMark: SOCKET_HWM,
-      pauseOnCreate: true,
-    } as net.SocketConstructorOpts);
-    socket.setNoDelay(true);
+    const socket = socketForFd(fd);
     if (!conn) {
       socket.destroy();
       return;

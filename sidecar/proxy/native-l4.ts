@@ -180,16 +180,7 @@ export class NativeL4 {
   adopt(fd: number): net.Socket {
     this.#addon.detach(this.#engine, fd);
     this.#open--;
-    const socket = new net.Socket({
-      fd,
-      readable: true,
-      writable: true,
-      allowHalfOpen: true,
-      highWaterMark: SOCKET_HWM,
-      pauseOnCreate: true,
-    } as net.SocketConstructorOpts);
-    socket.setNoDelay(true);
-    return socket;
+    return socketForFd(fd);
   }
 
   /** Refuses the accepted `fd` with a reset, as a refused connect would. */
@@ -281,3 +272,21 @@ export class NativeL4 {
 
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
 const errnoName = (n: number): string => errnoNames.get(n) ?? `errno ${n}`;
+
+/**
+ * A Node socket for a connected TCP `fd` an engine gives back (adopted, or an HTTP/1.1
+ * connection returned at a request boundary): paused as a server's pauseOnConnect one, Nagle
+ * off, the proxy's high-water mark.
+ */
+export function socketForFd(fd: number): net.Socket {
+  const socket = new net.Socket({
+    fd,
+    readable: true,
+    writable: true,
+    allowHalfOpen: true,
+    highWaterMark: SOCKET_HWM,
+    pauseOnCreate: true,
+  } as net.SocketConstructorOpts);
+  socket.setNoDelay(true);
+  return socket;
+}
