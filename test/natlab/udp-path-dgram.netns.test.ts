@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createCA, issueIdentity } from '../../lib/tunnel/identity.ts';
 import { waitFor } from '../harness/netns.ts';
 import { NatLab } from './lab.ts';
+import { LoggedProcesses } from './logged-processes.ts';
 
 /**
  * The UDP path's datagram channel across two NATs (docs/udp.md *Datagrams without
@@ -26,7 +27,8 @@ const COUNT = 200;
 describe('datagram channel on the UDP path (two reject NATs)', () => {
   let lab: NatLab;
   let dir: string;
-  const logs = new Map<string, string>();
+  const procs = new LoggedProcesses((ns, argv) => lab.netns.spawn(ns, [NODE, PEER, ...argv]));
+  const logs = procs.logs;
 
   beforeAll(async () => {
     lab = await NatLab.create({
@@ -45,21 +47,9 @@ describe('datagram channel on the UDP path (two reject NATs)', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  const children: ChildProcess[] = [];
-  afterEach(() => {
-    // Ended by PID (a retry must not meet the last attempt's STUN port in use).
-    for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
-  });
+  afterEach(() => procs.killAll());
 
-  function start(name: string, ns: string, argv: string[]): ChildProcess {
-    const child = lab.netns.spawn(ns, [NODE, PEER, ...argv]);
-    children.push(child);
-    logs.set(name, '');
-    const append = (b: Buffer) => logs.set(name, (logs.get(name) ?? '') + b.toString());
-    child.stdout?.on('data', append);
-    child.stderr?.on('data', append);
-    return child;
-  }
+  const start = (name: string, ns: string, argv: string[]) => procs.start(name, ns, argv);
 
   it('a lost datagram is not waited for; the reliable channel repairs and orders the same losses', async () => {
     const ts = lab.tunnelServers[0];

@@ -2,6 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../harness/netns.ts';
 import { NatLab } from './lab.ts';
+import { LoggedProcesses } from './logged-processes.ts';
 
 /**
  * The UDP path's peer connection under loss (issue 15): gateway/tunnel/testing/loss-peer.ts on
@@ -28,7 +29,8 @@ const LOSS: Record<string, string[]> = {
 
 describe('UDP path under loss (two reject NATs)', () => {
   let lab: NatLab;
-  const logs = new Map<string, string>();
+  const procs = new LoggedProcesses((ns, argv) => lab.netns.spawn(ns, [NODE, PEER, ...argv]));
+  const logs = procs.logs;
 
   beforeAll(async () => {
     lab = await NatLab.create({
@@ -45,22 +47,13 @@ describe('UDP path under loss (two reject NATs)', () => {
     await lab?.cleanup();
   });
 
-  const children: ChildProcess[] = [];
   afterEach(async () => {
-    // Ended by PID; the drop rule goes with the attempt.
-    for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+    // The drop rule goes with the attempt.
+    procs.killAll();
     await lab.netns.exec(lab.sites[1].nodes[0].ns, ['iptables', '-F', 'INPUT']);
   });
 
-  function start(name: string, ns: string, argv: string[]): ChildProcess {
-    const child = lab.netns.spawn(ns, [NODE, PEER, ...argv]);
-    children.push(child);
-    logs.set(name, '');
-    const append = (b: Buffer) => logs.set(name, (logs.get(name) ?? '') + b.toString());
-    child.stdout?.on('data', append);
-    child.stderr?.on('data', append);
-    return child;
-  }
+  const start = (name: string, ns: string, argv: string[]) => procs.start(name, ns, argv);
 
   async function run(mode: string) {
     const ts = lab.tunnelServers[0];
