@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LineSplitter } from '../lib/catalog/feed.ts';
+import { MAX_SUBSCRIPTIONS } from '../lib/catalog/lookup-protocol.ts';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog, ServiceEntry } from '../lib/catalog/types.ts';
 import { emptyCatalog } from '../lib/catalog/types.ts';
@@ -243,6 +244,34 @@ describe('lookup hub', () => {
     b.send('Q 1 SVC demo/web\nQ 2 SVC demo/web\n');
     await b.until(2);
     expect(b.lines.map(served)).toEqual([web, web]);
+  });
+
+  it('refuses a lookup that would pass MAX_SUBSCRIPTIONS, by service name and by namespace alike', async () => {
+    const services: Record<string, ServiceEntry> = {};
+    for (let i = 0; i <= MAX_SUBSCRIPTIONS; i++)
+      services[`demo/s${i}`] = entry('demo', `s${i}`, `10.96.${i >> 8}.${i & 255}`, []);
+    const store = new CatalogStore();
+    store.apply({ type: 'snapshot', catalog: { ...catalog(), services } });
+    const { port } = await hubServer(store);
+    const c = await client(port);
+    let queries = '';
+    for (let i = 0; i < MAX_SUBSCRIPTIONS; i++) queries += `Q ${i + 1} SVC demo/s${i}\n`;
+    c.send(queries);
+    await c.until(MAX_SUBSCRIPTIONS);
+    expect(c.lines.every((l) => l.type === 'answer')).toBe(true);
+    // Asked again, a held topic needs no new subscription: answered.
+    c.send(`Q 30001 SVC demo/s0\nQ 30002 SVC demo/s${MAX_SUBSCRIPTIONS}\nQ 30003 NS demo\n`);
+    await c.until(MAX_SUBSCRIPTIONS + 3);
+    const refusal = (id: number) => ({
+      type: 'error',
+      id,
+      message: `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection`,
+    });
+    expect(c.lines.slice(MAX_SUBSCRIPTIONS)).toEqual([
+      expect.objectContaining({ type: 'answer', id: 30001 }),
+      refusal(30002),
+      refusal(30003),
+    ]);
   });
 
   it('answers before any catalog with an error naming the query; a bad line ends the connection', async () => {

@@ -209,11 +209,22 @@ export class LookupHub {
       ...Object.keys(answer.namespaces).map((namespace) => `ns ${namespace}`),
     ];
     const fresh = topics.filter((t) => !client.topics.has(t));
+    if (!this.#subscribe(client, fresh, line.key.kind, line.id)) return;
+    this.#metrics?.lookups.inc({ kind: line.key.kind, result: topics.length > 0 ? 'found' : 'missing' });
+    // A string, not a Buffer: one recipient, and the socket encodes it as it writes.
+    this.#write(client, encodeAnswer(answer, this.#encodeEntry));
+  }
+
+  /**
+   * Subscribes `client` to `fresh` topics (ones it does not hold yet), or, past
+   * MAX_SUBSCRIPTIONS, answers the lookup `id` with an error and counts it refused: false then.
+   */
+  #subscribe(client: Client, fresh: readonly string[], kind: LookupKey['kind'], id: number): boolean {
     if (client.topics.size + fresh.length > MAX_SUBSCRIPTIONS) {
-      this.#metrics?.lookups.inc({ kind: line.key.kind, result: 'refused' });
+      this.#metrics?.lookups.inc({ kind, result: 'refused' });
       const message = `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection`;
-      this.#write(client, encodeReply({ type: 'error', id: line.id, message }));
-      return;
+      this.#write(client, encodeReply({ type: 'error', id, message }));
+      return false;
     }
     for (const t of fresh) {
       client.topics.add(t);
@@ -221,9 +232,7 @@ export class LookupHub {
       if (set) set.add(client);
       else this.#subscribers.set(t, new Set([client]));
     }
-    this.#metrics?.lookups.inc({ kind: line.key.kind, result: topics.length > 0 ? 'found' : 'missing' });
-    // A string, not a Buffer: one recipient, and the socket encodes it as it writes.
-    this.#write(client, encodeAnswer(answer, this.#encodeEntry));
+    return true;
   }
 
   /**
@@ -233,21 +242,8 @@ export class LookupHub {
    */
   #answerService(client: Client, catalog: Catalog, id: number, key: string): void {
     const entry = catalog.services[key];
-    if (entry) {
-      const topic = `svc ${key}`;
-      if (!client.topics.has(topic)) {
-        if (client.topics.size + 1 > MAX_SUBSCRIPTIONS) {
-          this.#metrics?.lookups.inc({ kind: 'svc', result: 'refused' });
-          const message = `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection`;
-          this.#write(client, encodeReply({ type: 'error', id, message }));
-          return;
-        }
-        client.topics.add(topic);
-        const set = this.#subscribers.get(topic);
-        if (set) set.add(client);
-        else this.#subscribers.set(topic, new Set([client]));
-      }
-    }
+    const topic = `svc ${key}`;
+    if (entry && !client.topics.has(topic) && !this.#subscribe(client, [topic], 'svc', id)) return;
     this.#metrics?.lookups.inc({ kind: 'svc', result: entry ? 'found' : 'missing' });
     const head = answerHead(id, catalog.revision);
     if (!entry) {
@@ -365,15 +361,13 @@ export class LookupHub {
   }
 
   #write(client: Client, line: Buffer | string): void {
-    if (!this.#droppedBehind(client)) client.socket.write(line);
-  }
-
-  /** Drops a client more than maxBufferedBytes behind (it reconnects and asks again); true if so. */
-  #droppedBehind(client: Client): boolean {
-    if (client.socket.writableLength <= this.#maxBuffered) return false;
-    this.#log.warn({ queued: client.socket.writableLength }, 'lookup client too slow: dropping it');
-    client.socket.destroy();
-    return true;
+    // A client more than maxBufferedBytes behind is dropped (it reconnects and asks again).
+    if (client.socket.writableLength > this.#maxBuffered) {
+      this.#log.warn({ queued: client.socket.writableLength }, 'lookup client too slow: dropping it');
+      client.socket.destroy();
+      return;
+    }
+    client.socket.write(line);
   }
 }
 
