@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { type CommandSpec, defineCommand, type ParsedOptions } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
+import { POD_CONTRACT } from '../lib/pod-contract.ts';
 import { cleanupCapture, type InitConfig, installCapture } from './apply.ts';
 import type { BackendChoice } from './backend.ts';
 import { ensureXtablesLock, realHost } from './host.ts';
@@ -87,29 +88,35 @@ const spec = {
     },
     'proxy-uid': {
       type: 'integer',
-      default: 1337,
+      default: POD_CONTRACT.proxyUid,
       min: 0,
       max: 4294967294,
       description: "the sidecar's uid",
     },
     'proxy-gid': {
       type: 'integer',
-      default: 1337,
+      default: POD_CONTRACT.proxyGid,
       min: 0,
       max: 4294967294,
       description: "the sidecar's gid",
     },
     'proxy-port': {
       type: 'integer',
-      default: 15001,
+      default: POD_CONTRACT.proxyPort,
       min: 1,
       max: 65535,
       description: 'sidecar outbound TCP port',
     },
-    'dns-port': { type: 'integer', default: 15053, min: 1, max: 65535, description: 'sidecar DNS port' },
+    'dns-port': {
+      type: 'integer',
+      default: POD_CONTRACT.dnsPort,
+      min: 1,
+      max: 65535,
+      description: 'sidecar DNS port',
+    },
     'udp-port': {
       type: 'integer',
-      default: 15006,
+      default: POD_CONTRACT.udpPort,
       min: 1,
       max: 65535,
       description: 'sidecar transparent UDP port (with --capture-udp)',

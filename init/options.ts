@@ -1,3 +1,4 @@
+import { POD_CONTRACT } from '../lib/pod-contract.ts';
 import * as traffic from '../lib/traffic.ts';
 import { type Cidr, parseCidr } from './cidr.ts';
 
@@ -44,15 +45,15 @@ export interface CaptureOptions {
 }
 
 export const DEFAULT_OPTIONS: CaptureOptions = Object.freeze({
-  proxyUid: 1337,
-  proxyGid: 1337,
-  proxyPort: 15001,
-  dnsPort: 15053,
+  proxyUid: POD_CONTRACT.proxyUid,
+  proxyGid: POD_CONTRACT.proxyGid,
+  proxyPort: POD_CONTRACT.proxyPort,
+  dnsPort: POD_CONTRACT.dnsPort,
   captureDns: true,
   captureAllDns: false,
   dnsServers: [],
   captureUdp: false,
-  udpPort: 15006,
+  udpPort: POD_CONTRACT.udpPort,
   excludeOutboundPorts: [],
   excludeOutboundRanges: [],
   includeOutboundRanges: '*',

@@ -6,6 +6,7 @@ import { type CommandSpec, defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
 import { GATEWAY_PORT } from '../lib/gateway-protocol.ts';
 import { isDnsLabel, isDnsSubdomain, isUid } from '../lib/names.ts';
+import { POD_CONTRACT } from '../lib/pod-contract.ts';
 import type { ProxyEngine } from './proxy/proxy.ts';
 import { parseHostPort, runSidecar } from './sidecar.ts';
 
@@ -44,9 +45,9 @@ const spec = {
       description:
         'standalone: Kubernetes Service/EndpointSlice objects (YAML or JSON) to build the catalog from',
     },
-    'dns-port': port('DNS port (UDP on 127.0.0.1 and ::1, and TCP)', 15053),
-    'proxy-port': port('transparent outbound TCP proxy port', 15001),
-    'health-port': port('health port: GET /ready', 15021),
+    'dns-port': port('DNS port (UDP on 127.0.0.1 and ::1, and TCP)', POD_CONTRACT.dnsPort),
+    'proxy-port': port('transparent outbound TCP proxy port', POD_CONTRACT.proxyPort),
+    'health-port': port('health port: GET /ready', POD_CONTRACT.healthPort),
     'metrics-host': {
       type: 'list',
       default: ['0.0.0.0'],
@@ -57,7 +58,7 @@ const spec = {
     'metrics-port': {
       type: 'integer',
       description: 'port for /metrics (0 = off)',
-      default: 15020,
+      default: POD_CONTRACT.metricsPort,
       min: 0,
       max: 65535,
     },
@@ -169,7 +170,10 @@ const spec = {
       choices: ['true', 'false'],
       default: 'false',
     },
-    'udp-port': port('transparent UDP port (with --capture-udp; the init must use the same)', 15006),
+    'udp-port': port(
+      'transparent UDP port (with --capture-udp; the init must use the same)',
+      POD_CONTRACT.udpPort,
+    ),
     'udp-idle-timeout-seconds': {
       type: 'integer',
       description:

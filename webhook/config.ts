@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { configError } from '../lib/errors.ts';
+import { POD_CONTRACT } from '../lib/pod-contract.ts';
 
 /**
  * What the webhook injects, as one typed, validated, frozen object. It comes from the
@@ -74,13 +75,13 @@ export type InjectionSettings = Omit<InjectionConfig, 'image'>;
 export const DEFAULT_CONFIG: InjectionConfig = Object.freeze({
   image: RELEASE_IMAGE,
   imagePullPolicy: 'IfNotPresent',
-  proxyUid: 1337,
-  proxyGid: 1337,
-  proxyPort: 15001,
-  dnsPort: 15053,
-  healthPort: 15021,
-  metricsPort: 15020,
-  gatewayPort: 15080,
+  proxyUid: POD_CONTRACT.proxyUid,
+  proxyGid: POD_CONTRACT.proxyGid,
+  proxyPort: POD_CONTRACT.proxyPort,
+  dnsPort: POD_CONTRACT.dnsPort,
+  healthPort: POD_CONTRACT.healthPort,
+  metricsPort: POD_CONTRACT.metricsPort,
+  gatewayPort: POD_CONTRACT.gatewayPort,
   // Present (so resolveSettings knows the key) but unset: see InjectionConfig.udpPort.
   udpPort: undefined,
   clusterDomain: 'cluster.local',

@@ -3,6 +3,7 @@ import net from 'node:net';
 import { configError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import { silentLogger } from '../../lib/log.ts';
 import { Gauge } from '../../lib/metrics.ts';
+import { POD_CONTRACT } from '../../lib/pod-contract.ts';
 import { Resolver, type ResolverOptions } from './resolver.ts';
 import { HEADER_LEN } from './wire.ts';
 
@@ -28,7 +29,7 @@ export interface DnsServer {
   close(): Promise<void>;
 }
 
-export const DEFAULT_DNS_PORT = 15053;
+export const DEFAULT_DNS_PORT = POD_CONTRACT.dnsPort;
 const MAX_TCP_PENDING = 32; // answers owed on one connection before we stop reading it
 const MAX_TCP_BUFFERED = 2 * (2 + 65535);
 const MAX_TCP_UNSENT = 256 * 1024;

@@ -31,6 +31,7 @@
 import type { CatalogStore } from '../../../lib/catalog/store.ts';
 import type { Catalog } from '../../../lib/catalog/types.ts';
 import { type Logger, silentLogger } from '../../../lib/log.ts';
+import { POD_CONTRACT } from '../../../lib/pod-contract.ts';
 import { type CatalogLookup, HOLDS_EVERYTHING } from '../../catalog/lookup.ts';
 import { Balancer } from '../lb.ts';
 import { normalizeIp, type Target } from '../route.ts';
@@ -51,7 +52,7 @@ import {
 } from './native-udp.ts';
 import { hostOf, isRemote, UdpRouteTable as Table, type UdpRouteTable, type UdpService } from './routes.ts';
 
-export const UDP_PROXY_PORT = 15006;
+export const UDP_PROXY_PORT = POD_CONTRACT.udpPort;
 /** One sweep for the whole table: a flow lives between its timeout and timeout + 1 s. */
 const SWEEP_MS = 1_000;
 /** Datagrams held per destination while the on-demand catalog asks the gateway. */
