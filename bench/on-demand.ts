@@ -47,6 +47,13 @@ const { values } = parseArgs({
     first: { type: 'string', default: '1000' },
     seconds: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '3' },
+    /**
+     * The latency part's client: c (bench/lib/dns-probe.c, blocking send/recv: only the mesh's
+     * own wake-ups and pauses in the tail), node (bench/lib/dns-probe.ts, whose own collections
+     * add to the tail) or dnsperf (one query outstanding; its sender and receiver threads add
+     * a hand-over per answer).
+     */
+    client: { type: 'string', default: 'c' },
     /** Which parts to run: memory, latency, throughput (comma-separated). */
     parts: { type: 'string', default: 'hotpath,memory,latency,throughput' },
     /**
@@ -69,6 +76,9 @@ const FIRST_QUERY = join(ROOT, 'bench/lib/first-query.ts');
 const NODE_IP = '10.64.0.1';
 const MB = 1024 * 1024;
 const USES = [1, 10, 100];
+const CLIENT = values.client;
+if (!['c', 'node', 'dnsperf'].includes(CLIENT))
+  throw new Error(`--client: ${CLIENT} is not c, node or dnsperf`);
 const SIDECAR_V8 = values['sidecar-v8'].split(' ').filter(Boolean);
 for (const f of SIDECAR_V8)
   if (!/^--[a-z][-a-z0-9_]*(=[-\w.]+)?$/.test(f))
@@ -166,12 +176,64 @@ async function startSidecar(
 }
 
 async function probe(names: string[]): Promise<{ ms: number[]; rcodes: Record<string, number> }> {
+  if (CLIENT === 'dnsperf') return probeDnsperf(names);
   const file = join(dir, 'names.txt');
   writeFileSync(file, names.join('\n'));
-  const r = await lab.run(podNs, [NODE, PROBE, '--port', '15053', '--names-file', file], {
-    timeoutMs: 120_000,
-  });
+  const argv =
+    CLIENT === 'c' ? [cProbe(), '15053', file] : [NODE, PROBE, '--port', '15053', '--names-file', file];
+  const r = await lab.run(podNs, argv, { timeoutMs: 120_000 });
   return JSON.parse(r.stdout);
+}
+
+let cProbePath = '';
+/** Compiles bench/lib/dns-probe.c into the temp dir once (a C compiler: scripts/setup has gcc). */
+function cProbe(): string {
+  if (!cProbePath) {
+    cProbePath = join(dir, 'dns-probe');
+    execFileSync('cc', ['-O2', '-Wall', '-Werror', '-o', cProbePath, join(ROOT, 'bench/lib/dns-probe.c')]);
+  }
+  return cProbePath;
+}
+
+/**
+ * dnsperf with one query outstanding (`-q 1`), each name once in order (`-n 1`): `-v` prints
+ * a line per answer, `> RCODE name type latency-seconds` (dnsperf(1), "-v"). A timed-out
+ * query prints `T` as its rcode.
+ */
+async function probeDnsperf(names: string[]): Promise<{ ms: number[]; rcodes: Record<string, number> }> {
+  const file = join(dir, 'names-perf.txt');
+  writeFileSync(file, names.map((n) => `${n} A`).join('\n'));
+  const r = await lab.run(
+    podNs,
+    [
+      'dnsperf',
+      '-s',
+      '127.0.0.1',
+      '-p',
+      '15053',
+      '-d',
+      file,
+      '-n',
+      '1',
+      '-q',
+      '1',
+      '-c',
+      '1',
+      '-t',
+      '2',
+      '-v',
+    ],
+    { timeoutMs: 120_000 },
+  );
+  const ms: number[] = [];
+  const rcodes: Record<string, number> = {};
+  for (const m of r.stdout.matchAll(/^> (\S+) \S+ \S+ ([\d.]+)$/gm)) {
+    ms.push(Number(m[2]) * 1000);
+    rcodes[m[1]] = (rcodes[m[1]] ?? 0) + 1;
+  }
+  if (ms.length !== names.length)
+    throw new Error(`dnsperf answered ${ms.length} of ${names.length} queries: ${r.stdout.slice(-400)}`);
+  return { ms, rcodes };
 }
 
 const dnsperf = (names: string[]) => dnsperfFor(names, SECONDS);
@@ -466,7 +528,7 @@ async function latency(): Promise<void> {
     JSON.stringify(rcodes[kind]),
   ];
   printTable(
-    `bench/on-demand: DNS query latency from the pod, ${rounds} × ${FIRST} names one at a time, alternating blocks${SIDECAR_V8.length ? ` (sidecar ${SIDECAR_V8.join(' ')})` : ''} (ms; load average ${load.map((x) => x.toFixed(1)).join(' → ')})`,
+    `bench/on-demand: DNS query latency from the pod (${CLIENT} client), ${rounds} × ${FIRST} names one at a time, alternating blocks${SIDECAR_V8.length ? ` (sidecar ${SIDECAR_V8.join(' ')})` : ''} (ms; load average ${load.map((x) => x.toFixed(1)).join(' → ')})`,
     ['query', 'p50', 'p99', 'p99.9', 'max', 'sidecar GCs / their time', 'rcodes'],
     [row('first (asks the gateway)', f, 'first'), row('again (held, baseline)', a, 'again')],
   );
