@@ -13,6 +13,7 @@ import { EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import { isLocalPodEndpoint } from './local-endpoint.ts';
 import type { RemotePath, TunnelStatus } from './tunnel/status.ts';
 import { dialUdpFlow, type UdpFlow, type UdpFlowOptions } from './udp-flow.ts';
+import { udpIdleFor } from './udp-idle.ts';
 
 export type { RemotePath } from './tunnel/status.ts';
 
@@ -102,7 +103,10 @@ export class LocalDialer {
     timeoutMs = DIAL_TIMEOUT_MS,
     /** Maps a target IP before the check (pod-moves.ts: a moved pod's old IP → its new one). */
     translate: (ip: string) => string = (ip) => ip,
-    /** UDP flows' idle timeout and reply bound (udp-flow.ts defaults). */
+    /**
+     * UDP flows' default idle timeout and reply bound (udp-flow.ts defaults); a flow to an
+     * endpoint of a Service with edgemesh.io/udp-idle-timeout takes that Service's instead.
+     */
     udp: UdpFlowOptions = {},
   ) {
     this.nodeName = nodeName;
@@ -129,7 +133,12 @@ export class LocalDialer {
     }
   }
 
-  /** A UDP flow to a UDP port of a local pod endpoint (the far end of a datagram stream). */
+  /**
+   * A UDP flow to a UDP port of a local pod endpoint (the far end of a datagram stream), idle
+   * after its Service's timeout (udp-idle.ts; the longest if Services share the endpoint) or
+   * else the dialer's default: the sidecar ends the flow after the Service's timeout, and
+   * this end must not end it sooner.
+   */
   dialUdp(requested: StreamTarget): Promise<UdpFlow> {
     const ip = canonicalIP(requested.ip);
     const target = ip ? { ip: this.#translate(ip), port: requested.port } : requested;
@@ -138,7 +147,10 @@ export class LocalDialer {
     } catch (err) {
       return Promise.reject(err);
     }
-    return dialUdpFlow(target, this.#udp);
+    const catalog = this.#store.current; // check() passed: there is one
+    const canonical = canonicalIP(target.ip);
+    const idleMs = catalog && canonical ? udpIdleFor(catalog, canonical, target.port) : undefined;
+    return dialUdpFlow(target, idleMs === undefined ? this.#udp : { ...this.#udp, idleMs });
   }
 
   /**

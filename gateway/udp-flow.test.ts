@@ -21,16 +21,20 @@ beforeAll(async () => {
   );
   await new Promise<void>((resolve) => echo.bind(0, '127.0.0.3', resolve));
   port = echo.address().port;
-  // The pod on node "far" serves UDP on `port` (and, in the same slice, nothing on TCP).
+  const store = new CatalogStore();
+  store.apply({ type: 'snapshot', catalog: loopbackUdpCatalog() });
+  dialer = new LocalDialer('far', store, 1000);
+});
+afterAll(() => echo?.close());
+
+/** The pod on node "far" serves UDP on `port` (and, in the same slice, nothing on TCP). */
+function loopbackUdpCatalog() {
   const catalog = structuredClone(
     loopbackCatalog([{ name: 'udp-1', ip: '127.0.0.3', node: 'far', ports: [port] }]),
   );
   for (const e of catalog.services['demo/echo'].endpoints) e.ports = [{ name: 'dns', port, protocol: 'UDP' }];
-  const store = new CatalogStore();
-  store.apply({ type: 'snapshot', catalog });
-  dialer = new LocalDialer('far', store, 1000);
-});
-afterAll(() => echo?.close());
+  return catalog;
+}
 
 function replies(flow: UdpFlow): Buffer[] {
   const dec = new DatagramDecoder();
@@ -118,6 +122,42 @@ describe('UdpFlow', () => {
     sweeper.sweep();
     expect(flow.destroyed).toBe(true);
     expect(sweeper.size).toBe(0);
+  });
+
+  it("the dialer gives a flow its Service's idle (edgemesh.io/udp-idle-timeout): 60 s is alive after 31 s", async () => {
+    let now = 1_000_000;
+    const sweeper = new FlowSweeper(60_000, () => now);
+    const catalog = loopbackUdpCatalog();
+    catalog.services['demo/echo'].service.udpIdleTimeoutMs = 60_000;
+    const store = new CatalogStore();
+    store.apply({ type: 'snapshot', catalog });
+    const annotated = new LocalDialer('far', store, 1000, undefined, { sweeper });
+    const flow = await annotated.dialUdp({ ip: '127.0.0.3', port });
+    const got = replies(flow);
+    flow.write(encodeDatagram(Buffer.from('x')));
+    await until(() => got.length === 1);
+    now += 31_000; // past the gateway's default 30 s
+    sweeper.sweep();
+    expect(flow.readableEnded).toBe(false);
+    flow.write(encodeDatagram(Buffer.from('still')));
+    await until(() => got.length === 2);
+    expect(got.map(String)).toEqual(['echo:x', 'echo:still']);
+    now += 61_000; // past the Service's 60 s since the last datagram
+    const ended = new Promise<void>((resolve) => flow.once('end', () => resolve()));
+    sweeper.sweep();
+    await ended;
+    flow.destroy();
+    // Without the annotation the same dialer keeps its default: idle after 30 s.
+    delete catalog.services['demo/echo'].service.udpIdleTimeoutMs;
+    store.apply({ type: 'snapshot', catalog: structuredClone(catalog) });
+    const plain = await annotated.dialUdp({ ip: '127.0.0.3', port });
+    const plainEnded = new Promise<void>((resolve) => plain.once('end', () => resolve()));
+    plain.resume();
+    now += 31_000;
+    sweeper.sweep();
+    await plainEnded;
+    expect(plain.readableEnded).toBe(true);
+    plain.destroy();
   });
 
   it('an opener that ends and a flow gone idle finish cleanly: destroyed, out of the sweep', async () => {

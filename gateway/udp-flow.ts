@@ -13,7 +13,8 @@
  * check (LocalDialer: only UDP ports of endpoints of pods on this node, as for TCP).
  *
  * Lifetime: a flow with no datagram either way for `idleMs` (30 s, the kernel's
- * nf_conntrack_udp_timeout that kube-proxy's UDP services rely on) ends its readable side
+ * nf_conntrack_udp_timeout that kube-proxy's UDP services rely on; LocalDialer gives a flow
+ * its Service's edgemesh.io/udp-idle-timeout instead, udp-idle.ts) ends its readable side
  * (the stream's FIN tells the opener) and closes its socket; one that is still not finished
  * another `idleMs` later is destroyed. The opener ending its side (FIN) ends the flow at
  * once: nothing more will be sent and the opener reads no more replies. Expiry runs on one

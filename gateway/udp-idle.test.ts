@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import type { Catalog, ServiceEntry } from '../lib/catalog/types.ts';
+import { loopbackCatalog } from './test-fixtures.ts';
+import { udpIdleFor } from './udp-idle.ts';
+
+/** demo/echo with UDP 5683 on 127.0.0.3 (and TCP 7 beside it), plus `extra` services. */
+function catalogWith(echoIdleMs: number | undefined, extra: Record<string, ServiceEntry> = {}): Catalog {
+  const c = structuredClone(loopbackCatalog([{ name: 'udp-1', ip: '127.0.0.3', node: 'far', ports: [7] }]));
+  const echo = c.services['demo/echo'];
+  echo.endpoints[0].ports.push({ name: 'coap', port: 5683, protocol: 'UDP' });
+  if (echoIdleMs !== undefined) echo.service.udpIdleTimeoutMs = echoIdleMs;
+  Object.assign(c.services, extra);
+  return c;
+}
+
+/** A second Service over the same endpoint (another selector matching the same pod). */
+function sharing(from: Catalog, name: string, idleMs: number | undefined, port = 5683): ServiceEntry {
+  const entry = structuredClone(from.services['demo/echo']);
+  entry.service.name = name;
+  entry.service.udpIdleTimeoutMs = idleMs;
+  if (idleMs === undefined) delete entry.service.udpIdleTimeoutMs;
+  entry.endpoints[0].ports = [{ name: 'coap', port, protocol: 'UDP' }];
+  return entry;
+}
+
+describe('udpIdleFor', () => {
+  it("the Service's annotation for its endpoint's UDP port", () => {
+    const c = catalogWith(120_000);
+    expect(udpIdleFor(c, '127.0.0.3', 5683)).toBe(120_000);
+  });
+
+  it('none set: undefined (the dialer keeps its default)', () => {
+    const c = catalogWith(undefined);
+    expect(udpIdleFor(c, '127.0.0.3', 5683)).toBeUndefined();
+  });
+
+  it('only the UDP port of that endpoint: not a TCP port, another port or another IP', () => {
+    const c = catalogWith(120_000);
+    expect(udpIdleFor(c, '127.0.0.3', 7)).toBeUndefined(); // TCP 7 of the same slice
+    expect(udpIdleFor(c, '127.0.0.3', 5684)).toBeUndefined();
+    expect(udpIdleFor(c, '127.0.0.4', 5683)).toBeUndefined();
+    expect(udpIdleFor(c, '10.96.0.10', 5683)).toBeUndefined(); // the ClusterIP is not an endpoint
+  });
+
+  it('two Services sharing the endpoint and port: the longer of theirs, whichever is listed first', () => {
+    const base = catalogWith(60_000);
+    const longer = catalogWith(60_000, { 'demo/echo-2': sharing(base, 'echo-2', 300_000) });
+    expect(udpIdleFor(longer, '127.0.0.3', 5683)).toBe(300_000);
+    const shorter = catalogWith(60_000, { 'demo/echo-2': sharing(base, 'echo-2', 5_000) });
+    expect(udpIdleFor(shorter, '127.0.0.3', 5683)).toBe(60_000);
+    // One annotated, one not: the annotated one's (the other's default is the dialer's).
+    const unset = catalogWith(undefined, { 'demo/echo-2': sharing(base, 'echo-2', 90_000) });
+    expect(udpIdleFor(unset, '127.0.0.3', 5683)).toBe(90_000);
+    // Sharing the endpoint IP but on another port: each port its own Service's.
+    const other = catalogWith(60_000, { 'demo/echo-2': sharing(base, 'echo-2', 300_000, 5684) });
+    expect(udpIdleFor(other, '127.0.0.3', 5683)).toBe(60_000);
+    expect(udpIdleFor(other, '127.0.0.3', 5684)).toBe(300_000);
+  });
+
+  it('per catalog revision: a changed annotation applies from the catalog that carries it', () => {
+    const before = catalogWith(60_000);
+    expect(udpIdleFor(before, '127.0.0.3', 5683)).toBe(60_000);
+    const after = structuredClone(before);
+    after.services['demo/echo'].service.udpIdleTimeoutMs = 600_000;
+    expect(udpIdleFor(after, '127.0.0.3', 5683)).toBe(600_000);
+    expect(udpIdleFor(before, '127.0.0.3', 5683)).toBe(60_000);
+  });
+});
