@@ -34,8 +34,8 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Catalog } from '../lib/catalog/types.ts';
+import { startUdpSidecar } from '../sidecar/testing/udp-pod.ts';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
-import { UDP_SIDECAR_CAPABILITIES } from '../webhook/inject.ts';
 import { INJECTED_SIDECAR_ENV } from './lib/injected-env.ts';
 import { cpuSeconds, memoryMB } from './lib/proc-stats.ts';
 
@@ -273,16 +273,10 @@ async function main(): Promise<void> {
     await lab.exec(pod, [EDGEMESH_BIN, 'init', '--capture-udp=true', '--capture-dns=false', '--ipv6=false'], {
       timeoutMs: 60_000,
     });
-    const log: string[] = [];
-    const sidecar = lab.spawn(
+    const { child: sidecar } = await startUdpSidecar(
+      lab,
       pod,
       [
-        'setpriv',
-        `--bounding-set=-all,${UDP_SIDECAR_CAPABILITIES.map((c) => `+${c.toLowerCase()}`).join(',')}`,
-        '--inh-caps=-all',
-        '--',
-        EDGEMESH_BIN,
-        'sidecar',
         '--catalog-file',
         catalogFile,
         '--node-name',
@@ -294,27 +288,11 @@ async function main(): Promise<void> {
         ...(args.cross ? ['--gateway', '10.61.0.1:15080'] : []),
       ],
       {
-        uid: 0,
-        gid: 1337,
-        env: {
-          ...process.env,
-          EDGEMESH_LOG_LEVEL: 'warn',
-          ...INJECTED_SIDECAR_ENV,
-          ...(PROF_DIR ? { NODE_OPTIONS: profArgs('sidecar').join(' ') } : {}),
-        },
+        ...process.env,
+        EDGEMESH_LOG_LEVEL: 'warn',
+        ...INJECTED_SIDECAR_ENV,
+        ...(PROF_DIR ? { NODE_OPTIONS: profArgs('sidecar').join(' ') } : {}),
       },
-    );
-    sidecar.stderr?.on('data', (d: Buffer) => log.push(String(d)));
-    await waitFor(
-      async () => {
-        if (sidecar.exitCode !== null) throw new Error(`sidecar exited: ${log.join('')}`);
-        return (
-          await lab.run(pod, ['curl', '-s', '-m', '1', 'http://127.0.0.1:15021/ready'])
-        ).stdout.startsWith('ready');
-      },
-      20_000,
-      100,
-      'sidecar /ready',
     );
     const pid = sidecar.pid as number;
     // For strace/perf attached from outside during a phase (docs/udp.md "Round 2").

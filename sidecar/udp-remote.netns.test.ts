@@ -24,10 +24,9 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Catalog } from '../lib/catalog/types.ts';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
-import { UDP_SIDECAR_CAPABILITIES } from '../webhook/inject.ts';
+import { sidecarMetric, startUdpSidecar, UdpApp } from './testing/udp-pod.ts';
 
 const NODE = process.execPath;
-const PYTHON = '/usr/bin/python3';
 const APP = { uid: 1000, gid: 1000 };
 const PORT = 7000;
 const VIP = '10.96.61.11';
@@ -52,60 +51,6 @@ const ECHO = `
 const s = require('node:dgram').createSocket('udp4');
 s.on('message', (m, r) => s.send('${REMOTE} ' + m, r.port, r.address));
 s.bind(${PORT}, '${REMOTE}', () => console.log('ready'));`;
-
-/** Reads JSON commands on stdin; one connected socket per flow name; prints one JSON line each. */
-const CLIENT = `
-import json, select, socket, sys
-socks = {}
-print(json.dumps({"ready": True}), flush=True)
-for line in sys.stdin:
-    cmd = json.loads(line)
-    name = cmd["flow"]
-    if name not in socks:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.connect((cmd["ip"], cmd["port"]))
-        socks[name] = s
-    s = socks[name]
-    if "burst" in cmd:
-        # datagrams of these payload sizes back to back; counts the replies that came back whole
-        want = set()
-        for i, n in enumerate(cmd["burst"]):
-            d = (str(i) + ":").encode() + b"x" * n
-            want.add(b"${REMOTE} " + d)
-            s.send(d)
-        got = set()
-        while len(got) < len(want):
-            r, _, _ = select.select([s], [], [], 3)
-            if not r:
-                break
-            data = s.recv(65535)
-            if data in want:
-                got.add(data)
-        print(json.dumps({"flow": name, "burst": len(got), "local": s.getsockname()[1]}), flush=True)
-        continue
-    out = {"flow": name, "error": "timeout"}
-    for _ in range(cmd.get("tries", 5)):
-        s.send(cmd["data"].encode())
-        r, _, _ = select.select([s], [], [], cmd.get("wait", 0.5))
-        if r:
-            try:
-                data, src = s.recvfrom(65535)
-                out = {"flow": name, "data": data.decode(), "from": src[0], "port": src[1], "local": s.getsockname()[1]}
-            except OSError as e:
-                out = {"flow": name, "error": str(e)}
-            break
-    print(json.dumps(out), flush=True)
-`;
-
-interface Reply {
-  flow: string;
-  data?: string;
-  from?: string;
-  port?: number;
-  local?: number;
-  error?: string;
-  burst?: number;
-}
 
 function catalog(): Catalog {
   return {
@@ -150,11 +95,9 @@ let lab: NetnsLab;
 let pod: string;
 let srv: string;
 let dir: string;
-let client: ChildProcess;
+let app: UdpApp;
 let gateways: ChildProcess | undefined;
-const sidecarLog: string[] = [];
-const lines: Reply[] = [];
-let clientErr = '';
+let sidecarLog: string[] = [];
 
 async function startGateways(): Promise<void> {
   let out = '';
@@ -192,30 +135,11 @@ async function stopGateways(): Promise<void> {
   await exited;
 }
 
-async function send(
-  flow: string,
-  data: string,
-  opts: { tries?: number; wait?: number; burst?: number[] } = {},
-): Promise<Reply> {
-  const before = lines.length;
-  client.stdin?.write(`${JSON.stringify({ flow, ip: VIP, port: PORT, data, ...opts })}\n`);
-  await waitFor(
-    () => {
-      if (client.exitCode !== null) throw new Error(`client exited ${client.exitCode}: ${clientErr}`);
-      return lines.length > before;
-    },
-    30_000,
-    10,
-    `client reply for ${flow} (${clientErr})`,
-  );
-  return lines[before];
-}
+/** One datagram (or a burst) on the app's flow to the ClusterIP; a burst's replies carry the echo's prefix. */
+const send = (flow: string, data: string, opts: { tries?: number; wait?: number; burst?: number[] } = {}) =>
+  app.send({ flow, ip: VIP, port: PORT, data, prefix: `${REMOTE} `, ...opts }, 30_000);
 
-async function metric(name: string, label = ''): Promise<number> {
-  const r = await lab.run(pod, ['curl', '-s', '-m', '2', 'http://127.0.0.1:15020/metrics']);
-  const line = r.stdout.split('\n').find((x) => x.startsWith(`${name}{`) && x.includes(label));
-  return line ? Number(line.split(' ').pop()) : 0;
-}
+const metric = (name: string, label = '') => sidecarMetric(lab, pod, name, label);
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'emur-'));
@@ -247,57 +171,26 @@ beforeAll(async () => {
   });
   expect(init.code, init.stderr).toBe(0);
 
-  const sidecar = lab.spawn(
-    pod,
-    [
-      'setpriv',
-      `--bounding-set=-all,${UDP_SIDECAR_CAPABILITIES.map((c) => `+${c.toLowerCase()}`).join(',')}`,
-      '--inh-caps=-all',
-      '--',
-      EDGEMESH_BIN,
-      'sidecar',
-      '--catalog-file',
-      join(dir, 'catalog.json'),
-      '--node-name',
-      'node-a',
-      '--gateway',
-      '10.61.0.1:15080',
-      '--upstream',
-      '10.61.0.1',
-      '--capture-udp',
-      'true',
-    ],
-    { uid: 0, gid: 1337, env: sanitizerEnv() },
-  );
-  sidecar.stderr?.on('data', (d: Buffer) => sidecarLog.push(String(d)));
-  sidecar.stdout?.on('data', (d: Buffer) => sidecarLog.push(String(d)));
-  await waitFor(
-    async () => {
-      if (sidecar.exitCode !== null)
-        throw new Error(`sidecar exited ${sidecar.exitCode}: ${sidecarLog.join('')}`);
-      const r = await lab.run(pod, ['curl', '-s', '-m', '1', 'http://127.0.0.1:15021/ready']);
-      return r.stdout.startsWith('ready');
-    },
-    20_000,
-    100,
-    'sidecar /ready',
-  );
-
-  client = lab.spawn(pod, [PYTHON, '-u', '-c', CLIENT], APP);
-  client.stderr?.on('data', (d: Buffer) => {
-    clientErr += d;
-  });
-  let buf = '';
-  client.stdout?.on('data', (d: Buffer) => {
-    buf += d;
-    let nl = buf.indexOf('\n');
-    while (nl >= 0) {
-      const line = JSON.parse(buf.slice(0, nl));
-      if (!line.ready) lines.push(line);
-      buf = buf.slice(nl + 1);
-      nl = buf.indexOf('\n');
-    }
-  });
+  sidecarLog = (
+    await startUdpSidecar(
+      lab,
+      pod,
+      [
+        '--catalog-file',
+        join(dir, 'catalog.json'),
+        '--node-name',
+        'node-a',
+        '--gateway',
+        '10.61.0.1:15080',
+        '--upstream',
+        '10.61.0.1',
+        '--capture-udp',
+        'true',
+      ],
+      sanitizerEnv(),
+    )
+  ).log;
+  app = new UdpApp(lab, pod, APP);
 }, 120_000);
 
 afterAll(async () => {

@@ -13,18 +13,15 @@
  * A backend answers "<its address> <payload>".
  */
 
-import type { ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Catalog, Endpoint, ServiceEntry } from '../lib/catalog/types.ts';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
-import { UDP_SIDECAR_CAPABILITIES } from '../webhook/inject.ts';
+import { type AppReply, sidecarMetric, startUdpSidecar, UdpApp } from './testing/udp-pod.ts';
 
 const NODE = process.execPath;
-/** The system's python3: a user-local one (pyenv under /root) is not readable by the app uid. */
-const PYTHON = '/usr/bin/python3';
 const APP = { uid: 1000, gid: 1000 };
 const PORT = 7000;
 const VIP4 = '10.96.61.10';
@@ -44,43 +41,6 @@ for (const a of addrs) {
   s.on('message', (m, r) => s.send(a + ' ' + m, r.port, r.address));
   s.bind(${PORT}, a, () => { if (++bound === addrs.length) console.log('ready'); });
 }`;
-
-/** Reads JSON commands on stdin; one connected socket per flow name; prints one JSON line each. */
-const CLIENT = `
-import json, select, socket, sys
-socks = {}
-print(json.dumps({"ready": True}), flush=True)
-for line in sys.stdin:
-    cmd = json.loads(line)
-    name = cmd["flow"]
-    if name not in socks:
-        fam = socket.AF_INET6 if ":" in cmd["ip"] else socket.AF_INET
-        s = socket.socket(fam, socket.SOCK_DGRAM)
-        s.connect((cmd["ip"], cmd["port"]))
-        socks[name] = s
-    s = socks[name]
-    out = {"flow": name, "error": "timeout"}
-    for _ in range(cmd.get("tries", 5)):
-        s.send(cmd["data"].encode())
-        r, _, _ = select.select([s], [], [], cmd.get("wait", 0.5))
-        if r:
-            try:
-                data, src = s.recvfrom(65535)
-                out = {"flow": name, "data": data.decode(), "from": src[0], "port": src[1], "local": s.getsockname()[1]}
-            except OSError as e:
-                out = {"flow": name, "error": str(e)}
-            break
-    print(json.dumps(out), flush=True)
-`;
-
-interface Reply {
-  flow: string;
-  data?: string;
-  from?: string;
-  port?: number;
-  local?: number;
-  error?: string;
-}
 
 const endpoint = (ip: string, nodeName = 'node-a'): Endpoint => ({
   ip,
@@ -139,10 +99,8 @@ let lab: NetnsLab;
 let pod: string;
 let dir: string;
 let catalogFile: string;
-let client: ChildProcess;
-const sidecarLog: string[] = [];
-const lines: Reply[] = [];
-let clientErr = '';
+let app: UdpApp;
+let sidecarLog: string[] = [];
 
 async function writeCatalog(c: Catalog): Promise<void> {
   const tmp = `${catalogFile}.tmp`;
@@ -150,30 +108,13 @@ async function writeCatalog(c: Catalog): Promise<void> {
   await rename(tmp, catalogFile);
 }
 
-/** One datagram (resent up to `tries` times until a reply comes) on the client's flow `flow`. */
-async function send(flow: string, ip: string, data: string, opts: { tries?: number; wait?: number } = {}) {
-  const before = lines.length;
-  client.stdin?.write(`${JSON.stringify({ flow, ip, port: PORT, data, ...opts })}\n`);
-  await waitFor(
-    () => {
-      if (client.exitCode !== null) throw new Error(`client exited ${client.exitCode}: ${clientErr}`);
-      return lines.length > before;
-    },
-    20_000,
-    10,
-    `client reply for ${flow} (${clientErr})`,
-  );
-  return lines[before];
-}
+/** One datagram (resent up to `tries` times until a reply comes) on the app's flow `flow`. */
+const send = (flow: string, ip: string, data: string, opts: { tries?: number; wait?: number } = {}) =>
+  app.send({ flow, ip, port: PORT, data, ...opts });
 
-/** A sample of the sidecar's /metrics: `name` with `label` (e.g. 'reason="no-endpoint"') among its labels. */
-async function metric(name: string, label = ''): Promise<number> {
-  const r = await lab.run(pod, ['curl', '-s', '-m', '2', 'http://127.0.0.1:15020/metrics']);
-  const line = r.stdout.split('\n').find((x) => x.startsWith(`${name}{`) && x.includes(label));
-  return line ? Number(line.split(' ').pop()) : 0;
-}
+const metric = (name: string, label = '') => sidecarMetric(lab, pod, name, label);
 
-const backendOf = (r: Reply) => r.data?.split(' ')[0];
+const backendOf = (r: AppReply) => r.data?.split(' ')[0];
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'emu-'));
@@ -213,15 +154,8 @@ beforeAll(async () => {
   expect(init.code, init.stderr).toBe(0);
 
   // As injected: uid 0, gid 1337 (exempt from the capture), only the webhook's capabilities.
-  const sidecar = lab.spawn(
-    pod,
-    [
-      'setpriv',
-      `--bounding-set=-all,${UDP_SIDECAR_CAPABILITIES.map((c) => `+${c.toLowerCase()}`).join(',')}`,
-      '--inh-caps=-all',
-      '--',
-      EDGEMESH_BIN,
-      'sidecar',
+  sidecarLog = (
+    await startUdpSidecar(lab, pod, [
       '--catalog-file',
       catalogFile,
       '--node-name',
@@ -232,38 +166,9 @@ beforeAll(async () => {
       'true',
       '--udp-idle-timeout-seconds',
       '2',
-    ],
-    { uid: 0, gid: 1337 },
-  );
-  sidecar.stderr?.on('data', (d: Buffer) => sidecarLog.push(String(d)));
-  sidecar.stdout?.on('data', (d: Buffer) => sidecarLog.push(String(d)));
-  await waitFor(
-    async () => {
-      if (sidecar.exitCode !== null)
-        throw new Error(`sidecar exited ${sidecar.exitCode}: ${sidecarLog.join('')}`);
-      const r = await lab.run(pod, ['curl', '-s', '-m', '1', 'http://127.0.0.1:15021/ready']);
-      return r.stdout.startsWith('ready');
-    },
-    20_000,
-    100,
-    'sidecar /ready',
-  );
-
-  client = lab.spawn(pod, [PYTHON, '-u', '-c', CLIENT], APP);
-  client.stderr?.on('data', (d: Buffer) => {
-    clientErr += d;
-  });
-  let buf = '';
-  client.stdout?.on('data', (d: Buffer) => {
-    buf += d;
-    let nl = buf.indexOf('\n');
-    while (nl >= 0) {
-      const line = JSON.parse(buf.slice(0, nl));
-      if (!line.ready) lines.push(line);
-      buf = buf.slice(nl + 1);
-      nl = buf.indexOf('\n');
-    }
-  });
+    ])
+  ).log;
+  app = new UdpApp(lab, pod, APP);
 }, 120_000);
 
 afterAll(async () => {
