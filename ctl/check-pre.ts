@@ -14,7 +14,10 @@ export const MIN_KUBERNETES = [1, 29] as const;
  * What installing takes, as SelfSubjectAccessReviews: every kind in manifests/ (base and
  * overlays; check.test.ts keeps this list equal to them) created, plus what
  * `edgemesh webhook-tls` does (Secrets and the mesh-CA ConfigMap created, the webhook
- * configuration's caBundle patched). Namespaced ones are asked in the edgemesh namespace.
+ * configuration's caBundle patched) and what `edgemesh config set` does in the install's
+ * step 3 (edgemesh-config patched, the gateway DaemonSets read and restarted with a
+ * pod-template patch: config-cli.ts "Needs"). Namespaced ones are asked in the edgemesh
+ * namespace.
  */
 export const INSTALL_ACCESS: readonly {
   verb: string;
@@ -47,6 +50,9 @@ export const INSTALL_ACCESS: readonly {
     resource: 'mutatingwebhookconfigurations',
     namespaced: false,
   },
+  { verb: 'patch', group: '', resource: 'configmaps', namespaced: true },
+  { verb: 'get', group: 'apps', resource: 'daemonsets', namespaced: true },
+  { verb: 'patch', group: 'apps', resource: 'daemonsets', namespaced: true },
 ];
 
 export type Read<T> = T | Error;
@@ -118,7 +124,7 @@ export function accessCheck(access: readonly Read<boolean>[], namespace: string)
       group: GROUP,
       id: 'install-rbac',
       status: 'pass',
-      message: `can create every kind edgemesh installs (${INSTALL_ACCESS.length} permissions asked)`,
+      message: `can create every kind edgemesh installs and set its config (${INSTALL_ACCESS.length} permissions asked)`,
     };
   return {
     group: GROUP,
@@ -126,7 +132,7 @@ export function accessCheck(access: readonly Read<boolean>[], namespace: string)
     status: 'fail',
     message:
       denied.length > 0
-        ? `not allowed to ${denied.length} of ${INSTALL_ACCESS.length} things installing needs`
+        ? `not allowed to ${denied.length} of ${INSTALL_ACCESS.length} things installing and configuring needs`
         : `could not ask the API server about ${unknown.length} permissions`,
     details: [...denied.map((d) => `denied: ${d}`), ...unknown],
     hint: 'run the install as a cluster admin, or have one grant these (kubectl auth can-i VERB RESOURCE -n NAMESPACE tells)',
