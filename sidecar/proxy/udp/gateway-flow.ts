@@ -12,8 +12,9 @@
  * not involved, so the app's flow simply continues ("no stream reset until restart").
  * Datagrams are never queued behind a slow connection: a few wait while it opens
  * (HOLD_DATAGRAMS), more are dropped and counted; a connection holding more than
- * MAX_BUFFERED_BYTES unsent drops what comes next (UDP semantics: queueing would turn loss
- * into latency). After a failed open, datagrams within RETRY_AFTER_MS are dropped instead
+ * MAX_BUFFERED_BYTES unsent, or MAX_QUEUED_DATAGRAMS accepted since its write() last returned
+ * false (reset on its 'drain'), drops what comes next (UDP semantics: queueing would turn
+ * loss into latency). After a failed open, datagrams within RETRY_AFTER_MS are dropped instead
  * of each trying again (a gateway that is down is not hammered by a busy flow).
  *
  * With a `carrier` (the UDP addon's gatewayFlow), the connection is handed over once the
@@ -38,6 +39,21 @@ import {
 export const HOLD_DATAGRAMS = 16;
 /** Unsent bytes on the gateway connection beyond which datagrams are dropped. */
 export const MAX_BUFFERED_BYTES = 256 * 1024;
+/**
+ * Datagrams accepted onto a connection that is past its high-water mark (write() returned
+ * false, no 'drain' since) beyond which datagrams are dropped: the byte bound alone lets
+ * ~4,000 datagrams of 64 bytes wait (a second of stale RTP, game state or DNS retries). 256
+ * is what an unread plain UDP socket holds (net.core.rmem_default 212,992: 256 of 64 bytes,
+ * docs/udp.md), so the sidecar itself holds no more than that (the connection's kernel send
+ * buffer, before the mark, is not counted). One increment per datagram accepted, no callback.
+ */
+export const MAX_QUEUED_DATAGRAMS = 256;
+/**
+ * The connection's write() high-water mark: the count above starts past it, so at Node's
+ * default (64 KiB, ~1,000 datagrams of 64 bytes) the count would start too late to matter.
+ * 16 KiB is ~250 small datagrams or 16 of 1,000 bytes; the kernel's send buffer is before it.
+ */
+export const WRITE_HIGH_WATER_BYTES = 16 * 1024;
 /** errno of a carried send whose connection takes no more now (Linux). */
 const EAGAIN = 11;
 /** After a failed open, the next attempt waits this long (datagrams meanwhile dropped). */
@@ -77,7 +93,12 @@ export interface GatewayFlowEvents {
 type State =
   | { kind: 'idle'; failedAt?: number }
   | { kind: 'opening'; socket: net.Socket; held: Buffer[] }
-  | { kind: 'open'; socket: net.Socket }
+  | {
+      kind: 'open';
+      socket: net.Socket;
+      /** Datagrams accepted since write() returned false; undefined: it takes writes (drained). */
+      waiting: number | undefined;
+    }
   | { kind: 'carried'; fd: number }
   | { kind: 'closed' };
 
@@ -115,6 +136,14 @@ export class GatewayFlow {
     this.#carrier = carrier;
   }
 
+  /**
+   * Datagrams accepted onto the connection since its write() returned false; undefined while
+   * it takes writes, and when the addon carries the flow (it queues nothing of its own).
+   */
+  get waitingDatagrams(): number | undefined {
+    return this.#state.kind === 'open' ? this.#state.waiting : undefined;
+  }
+
   /** The carried connection's fd, if the addon carries the flow now. */
   get carriedFd(): number | undefined {
     return this.#state.kind === 'carried' ? this.#state.fd : undefined;
@@ -150,7 +179,10 @@ export class GatewayFlow {
       return false;
     }
     if (s.kind === 'open') {
-      if (s.socket.writableLength + this.#batchBytes > MAX_BUFFERED_BYTES) {
+      if (
+        s.socket.writableLength + this.#batchBytes > MAX_BUFFERED_BYTES ||
+        (s.waiting ?? 0) >= MAX_QUEUED_DATAGRAMS
+      ) {
         this.#events.onDrop('gateway-full');
         return false;
       }
@@ -160,6 +192,7 @@ export class GatewayFlow {
       if (this.#batch.length === 0) queueMicrotask(this.#flush);
       this.#batch.push(payload);
       this.#batchBytes += DATAGRAM_HEADER_BYTES + payload.length;
+      if (s.waiting !== undefined) s.waiting++;
       return true;
     }
     if (s.kind === 'opening') {
@@ -190,7 +223,8 @@ export class GatewayFlow {
       for (const _ of batch) this.#events.onDrop('gateway-unavailable');
       return;
     }
-    s.socket.write(encodeDatagrams(batch));
+    // Past the high-water mark: from here each accepted datagram counts until 'drain'.
+    if (!s.socket.write(encodeDatagrams(batch))) s.waiting ??= 0;
   }
 
   /** Ends the flow (idle, evicted, proxy closing): the gateway ends its side at once. */
@@ -235,7 +269,9 @@ export class GatewayFlow {
 
   #open(first: Buffer): void {
     const { node, ip, port } = this.#target;
-    const socket = net.connect({ host: this.#gateway.host, port: this.#gateway.port });
+    // writableHighWaterMark: a Duplex option net.Socket honours, though its types omit it.
+    const options = { ...this.#gateway, writableHighWaterMark: WRITE_HIGH_WATER_BYTES };
+    const socket = net.connect(options);
     socket.setNoDelay(true);
     const state: State = { kind: 'opening', socket, held: [first] };
     this.#state = state;
@@ -285,8 +321,13 @@ export class GatewayFlow {
           this.#events.onOpen?.(this.#opened++ === 0 ? 'opened' : 'reopened', reply.path, 'addon');
           return;
         }
-        this.#state = { kind: 'open', socket };
-        socket.write(Buffer.concat(state.held));
+        const open: State & { kind: 'open' } = { kind: 'open', socket, waiting: undefined };
+        this.#state = open;
+        // One listener per connection: the count of waiting datagrams restarts when it drains.
+        socket.on('drain', () => {
+          open.waiting = undefined;
+        });
+        if (!socket.write(Buffer.concat(state.held))) open.waiting = 0;
         this.#events.onOpen?.(this.#opened++ === 0 ? 'opened' : 'reopened', reply.path, 'js');
         chunk = taken.rest;
       }
