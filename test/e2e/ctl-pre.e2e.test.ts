@@ -38,7 +38,9 @@ describe('edgemesh check on a real control plane, nothing installed', () => {
     const r = edgemesh(['check', '--pre']);
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
     expect(r.stdout).toMatch(/^✔ Kubernetes v1\.\d+\.\d+ is 1\.29 or newer/m);
-    expect(r.stdout).toContain('✔ can create every kind edgemesh installs and set its config (18 permissions asked)');
+    expect(r.stdout).toContain(
+      '✔ can create every kind edgemesh installs and set its config (18 permissions asked)',
+    );
     expect(r.stdout).toContain('✔ namespace edgemesh-system does not exist yet');
     expect(r.stdout).toContain('Status check results are ✔');
     const j = json(edgemesh(['check', '--pre', '-o', 'json']));
