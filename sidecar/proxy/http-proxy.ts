@@ -33,6 +33,11 @@ export interface ConnContext {
   dstIp: string;
   dstPort: number;
   clientIp: string;
+  /**
+   * Called when the connection leaves its socket for the native HTTP/1.1 engine (the socket is
+   * destroyed then, but closes only later): the proxy stops counting it as its own at once.
+   */
+  handedOver?: () => void;
 }
 
 export interface HttpProxyOptions {
@@ -153,6 +158,11 @@ export class HttpProxy {
       this.#h1.emit('connection', client);
       client.resume();
     });
+  }
+
+  /** Open connections that left the accepting proxy's sockets (the native HTTP/1.1 engine's: http1/fast.ts). */
+  get heldConnections(): number {
+    return this.#fast?.heldConnections ?? 0;
   }
 
   /** Stop keeping connections alive: idle ones close now, busy ones after their response. */

@@ -45,6 +45,8 @@ export interface NativeContext {
   dstIp: string;
   dstPort: number;
   clientIp: string;
+  /** Called once the engine holds the connection, before its socket is destroyed. */
+  handedOver?: () => void;
 }
 
 export interface NativeHttp1Options {
@@ -181,6 +183,7 @@ export class NativeHttp1 {
       this.#opts.connectTimeoutMs,
     );
     this.#open.set(engineFd, { ctx, stats: this.#stats[plan.slot] as ServiceStats });
+    ctx.handedOver?.();
     // The engine's duplicate keeps the connection: closing Node's fd sends nothing.
     socket.destroy();
     return true;

@@ -56,6 +56,8 @@ export type ProxyEngine = 'native' | 'node';
 interface Client {
   fd: number;
   socket: net.Socket | undefined;
+  /** Stops counting `socket` as open (set with it): its connection went to the native HTTP/1.1 engine. */
+  untrack?: () => void;
 }
 
 type ResolvedOptions = Required<Omit<ProxyOptions, 'hosts' | 'metrics' | 'engine' | 'lookup'>> & {
@@ -123,8 +125,13 @@ export class OutboundProxy {
     return this.#native ? 'native' : 'node';
   }
 
+  /**
+   * Client connections open: Node sockets, connections the L4 engine splices, and those the
+   * HTTP layer holds apart from a Node socket of ours (the native HTTP/1.1 engine's). A
+   * connection handed to that engine leaves #clients at hand-over, so none counts twice.
+   */
   get activeConnections(): number {
-    return this.#clients.size + (this.#native?.open ?? 0);
+    return this.#clients.size + (this.#native?.open ?? 0) + this.#http.heldConnections;
   }
 
   /** The node engine never loads the addon (its thread and pages would be paid for nothing). */
@@ -253,7 +260,9 @@ export class OutboundProxy {
       return;
     }
     const localIp = dst.port === this.#opts.port ? socket.localAddress : undefined;
-    this.#route({ fd: -1, socket: this.#watch(socket) }, dst, localIp, () => socket.remoteAddress ?? '');
+    const client: Client = { fd: -1, socket: undefined };
+    this.#watch(client, socket);
+    this.#route(client, dst, localIp, () => socket.remoteAddress ?? '');
   }
 
   /** Native engine: a connection accepted by the addon. */
@@ -276,19 +285,21 @@ export class OutboundProxy {
     this.#opts.log.warn({ err: why }, 'no original destination: closing');
   }
 
-  /** Tracks a Node client socket (drain, the active gauge). */
-  #watch(socket: net.Socket): net.Socket {
+  /** Tracks a Node client socket (drain, the active gauge) as `client`'s. */
+  #watch(client: Client, socket: net.Socket): net.Socket {
     const entry = { socket, slot: -1 };
     this.#clients.add(entry);
-    socket.once('close', () => this.#clients.remove(entry));
+    const untrack = () => this.#clients.remove(entry);
+    socket.once('close', untrack);
     socket.on('error', () => socket.destroy());
+    client.socket = socket;
+    client.untrack = untrack;
     return socket;
   }
 
   /** The client as a Node socket: the native engine hands its fd over on first need. */
   #socketOf(client: Client): net.Socket {
-    client.socket ??= this.#watch((this.#native as NativeL4).adopt(client.fd));
-    return client.socket;
+    return client.socket ?? this.#watch(client, (this.#native as NativeL4).adopt(client.fd));
   }
 
   #refuse(client: Client): void {
@@ -330,8 +341,8 @@ export class OutboundProxy {
     stats?.connection();
     if (route.kind === 'service' && route.l7) {
       this.#routeCounters.http.inc();
-      const ctx: ConnContext = { dstIp: dst.ip, dstPort: dst.port, clientIp };
       const socket = this.#socketOf(client);
+      const ctx: ConnContext = { dstIp: dst.ip, dstPort: dst.port, clientIp, handedOver: client.untrack };
       socket.once('close', () => stats?.bytes(socket.bytesRead, socket.bytesWritten));
       this.#http.handle(socket, ctx);
       return;

@@ -43,6 +43,8 @@ export interface FastContext {
   dstIp: string;
   dstPort: number;
   clientIp: string;
+  /** Called when the native engine takes the connection over (../native-http1.ts). */
+  handedOver?: () => void;
 }
 
 export interface FastOptions {
@@ -198,6 +200,8 @@ export class Http1Fast {
   readonly #relayReuseMs: number;
   #sweep: NodeJS.Timeout | undefined;
   #draining = false;
+  /** Connections the native engine gave back (#takeBack) still open. */
+  #returned = 0;
 
   /** The requests-by-code counter (metrics.ts statusCounter). */
   readonly #count: (status: number) => void;
@@ -223,6 +227,15 @@ export class Http1Fast {
     return this.#conns.size + (this.#native?.open ?? 0);
   }
 
+  /**
+   * Open connections the accepting proxy no longer has as its own sockets: held by the native
+   * engine, or given back by it on new sockets. The proxy's active gauge and drain() add these
+   * to the sockets it tracks (a connection handed over leaves those at once: no double count).
+   */
+  get heldConnections(): number {
+    return this.#returned + (this.#native?.open ?? 0);
+  }
+
   /** Takes over an accepted client connection; `buffered`: bytes already read from it. */
   handle(socket: net.Socket, ctx: FastContext, buffered: Buffer | undefined): void {
     if (this.#native?.take(socket, ctx, buffered)) return;
@@ -231,6 +244,8 @@ export class Http1Fast {
 
   /** A connection the native engine gave back (a request it does not carry): on in JavaScript. */
   #takeBack(socket: net.Socket, ctx: FastContext, buffered: Buffer): void {
+    this.#returned++;
+    socket.once('close', () => this.#returned--);
     socket.on('error', () => socket.destroy());
     if (this.#opts.idleTimeoutMs > 0) socket.setTimeout(this.#opts.idleTimeoutMs, () => socket.destroy());
     this.#handle(socket, ctx, buffered);
