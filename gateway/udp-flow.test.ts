@@ -7,7 +7,15 @@ import { DatagramDecoder, encodeDatagram, ResetCode } from '../lib/tunnel/frame.
 import { MuxSession } from '../lib/tunnel/mux.ts';
 import { LocalDialer, splice } from './streams.ts';
 import { loopbackCatalog } from './test-fixtures.ts';
-import { dialUdpFlow, FlowSweeper, type UdpFlow, udpFlowCounters } from './udp-flow.ts';
+import {
+  DEFAULT_MAX_QUEUED_BYTES,
+  DEFAULT_MAX_QUEUED_DATAGRAMS,
+  dialUdpFlow,
+  FlowSweeper,
+  REPLY_HIGH_WATER_BYTES,
+  type UdpFlow,
+  udpFlowCounters,
+} from './udp-flow.ts';
 
 /** A UDP echo server on 127.0.0.3 answering "echo:<datagram>" (empty stays empty). */
 let echo: dgram.Socket;
@@ -179,6 +187,66 @@ describe('UdpFlow', () => {
     for (let i = 0; i < 20; i++) flow.write(encodeDatagram(Buffer.from(`datagram-${i}`)));
     await until(() => udpFlowCounters.repliesDropped > before);
     expect(flow.readableLength).toBeLessThanOrEqual(64);
+    flow.destroy();
+  });
+
+  /**
+   * Sends `n` requests of `size` bytes (the echo answers each with "echo:" + it), `chunk` at a
+   * time, each chunk waiting until the flow has taken or dropped every reply so far (so the
+   * kernel's socket buffers never overflow unseen). Replies are all one size, so the readable
+   * buffer's length says how many wait. Returns [queued, dropped].
+   */
+  async function unreadReplies(
+    flow: UdpFlow,
+    n: number,
+    size: number,
+    chunk: number,
+  ): Promise<[number, number]> {
+    const framed = 2 + 5 + size;
+    const dropped0 = udpFlowCounters.repliesDropped;
+    const queued = () => flow.readableLength / framed;
+    for (let sent = 0; sent < n; ) {
+      const k = Math.min(chunk, n - sent);
+      const d = encodeDatagram(Buffer.alloc(size, 0x61));
+      flow.write(Buffer.concat(Array.from({ length: k }, () => d)));
+      sent += k;
+      await until(() => queued() + udpFlowCounters.repliesDropped - dropped0 === sent);
+    }
+    return [queued(), udpFlowCounters.repliesDropped - dropped0];
+  }
+
+  it(`1,000 small replies to an opener that does not read: ${DEFAULT_MAX_QUEUED_DATAGRAMS} wait past the high-water mark, the rest dropped; a read restarts the count`, async () => {
+    const flow = await dialUdpFlow({ ip: '127.0.0.3', port });
+    const [queued, dropped] = await unreadReplies(flow, 1000, 64, 50);
+    // What the readable side took before push() returned false: its 16 KiB mark, plus the
+    // rest of that turn's batch (≤ 50 here).
+    const beforeBackpressure = Math.ceil(REPLY_HIGH_WATER_BYTES / 71) + 50;
+    expect(flow.waitingDatagrams).toBe(DEFAULT_MAX_QUEUED_DATAGRAMS);
+    expect(queued).toBeLessThanOrEqual(beforeBackpressure + DEFAULT_MAX_QUEUED_DATAGRAMS);
+    expect(queued * 71).toBeLessThan(DEFAULT_MAX_QUEUED_BYTES); // the count bound, not bytes
+    expect(dropped).toBe(1000 - queued);
+    // The opener reads: _read is asked for more, the count restarts, replies queue again.
+    const dec = new DatagramDecoder();
+    let read = 0;
+    for (let c = flow.read() as Buffer | null; c; c = flow.read() as Buffer | null)
+      read += dec.push(c).length;
+    expect(read).toBe(queued);
+    expect(flow.waitingDatagrams).toBeUndefined();
+    const got = replies(flow);
+    flow.write(encodeDatagram(Buffer.from('again')));
+    await until(() => got.length === 1);
+    expect(String(got[0])).toBe('echo:again');
+    flow.destroy();
+  });
+
+  it('large replies are still bounded by bytes', async () => {
+    const flow = await dialUdpFlow({ ip: '127.0.0.3', port });
+    const size = 4000;
+    const [queued, dropped] = await unreadReplies(flow, 1000, size, 20);
+    expect(queued).toBeGreaterThan(0);
+    expect(queued * (size + 7)).toBeLessThanOrEqual(DEFAULT_MAX_QUEUED_BYTES); // 65 of 4,007 framed
+    expect(flow.waitingDatagrams ?? 0).toBeLessThan(DEFAULT_MAX_QUEUED_DATAGRAMS);
+    expect(dropped).toBe(1000 - queued);
     flow.destroy();
   });
 

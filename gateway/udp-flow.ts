@@ -18,9 +18,11 @@
  * (the stream's FIN tells the opener) and closes its socket; one that is still not finished
  * another `idleMs` later is destroyed. The opener ending its side (FIN) ends the flow at
  * once: nothing more will be sent and the opener reads no more replies. Expiry runs on one
- * coarse sweep for all flows (FlowSweeper), never a timer per flow. Replies the stream cannot take (its window is full
- * and `maxQueuedBytes` are waiting) are dropped and counted, not queued: UDP's semantics,
- * and queueing would turn loss into latency.
+ * coarse sweep for all flows (FlowSweeper), never a timer per flow. Replies the stream cannot
+ * take are dropped and counted, not queued (UDP's semantics: queueing would turn loss into
+ * latency): past `maxQueuedBytes` waiting, or past `maxQueuedDatagrams` accepted since a push
+ * went over the readable side's high-water mark (REPLY_HIGH_WATER_BYTES) and before the
+ * reader asked for more (_read, the readable side's 'drain').
  */
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
@@ -31,10 +33,23 @@ import { DatagramDecoder, encodeDatagrams } from '../lib/tunnel/frame.ts';
 export const DEFAULT_UDP_IDLE_MS = 30_000;
 /** Replies waiting for the stream: a few hundred datagrams of typical size, one window's quarter. */
 export const DEFAULT_MAX_QUEUED_BYTES = 256 * 1024;
+/**
+ * Replies accepted past the high-water mark: the byte bound alone lets ~4,000 replies of 64
+ * bytes wait (a second of stale datagrams); 256 is what an unread plain UDP socket holds
+ * (docs/udp.md). Counted with one increment per reply accepted, no callback per datagram.
+ */
+export const DEFAULT_MAX_QUEUED_DATAGRAMS = 256;
+/**
+ * The readable side's high-water mark, where the count above starts. Node's default (64 KiB,
+ * ~1,000 small replies) would start it too late to matter; 16 KiB is ~250 replies of 64 bytes.
+ * It only moves that point: replies are pushed as they arrive, whatever push() returns.
+ */
+export const REPLY_HIGH_WATER_BYTES = 16 * 1024;
 
 export interface UdpFlowOptions {
   idleMs?: number;
   maxQueuedBytes?: number;
+  maxQueuedDatagrams?: number;
   /** The sweep that expires idle flows (default: one shared by the process). */
   sweeper?: FlowSweeper;
 }
@@ -43,7 +58,7 @@ export interface UdpFlowOptions {
 export const udpFlowCounters = {
   opened: 0,
   idleClosed: 0,
-  /** Replies dropped because the stream towards the opener was full. */
+  /** Replies dropped because the stream towards the opener was full (bytes or count). */
   repliesDropped: 0,
   /** Datagrams from the opener that arrived after the flow went idle (its socket closed). */
   requestsDropped: 0,
@@ -56,6 +71,9 @@ export class UdpFlow extends Duplex {
   readonly #decoder = new DatagramDecoder();
   readonly #idleMs: number;
   readonly #maxQueued: number;
+  readonly #maxQueuedDatagrams: number;
+  /** Replies accepted since a push() returned false; undefined while the reader keeps up. */
+  #waiting: number | undefined;
   readonly #sweeper: FlowSweeper;
   #lastActive: number;
   #socketOpen = true;
@@ -84,11 +102,12 @@ export class UdpFlow extends Duplex {
 
   /** Use dialUdpFlow: the socket must be connected before the flow is handed out. */
   constructor(socket: dgram.Socket, target: { ip: string; port: number }, opts: UdpFlowOptions = {}) {
-    super({ allowHalfOpen: true });
+    super({ allowHalfOpen: true, readableHighWaterMark: REPLY_HIGH_WATER_BYTES });
     this.#socket = socket;
     this.target = target;
     this.#idleMs = opts.idleMs ?? DEFAULT_UDP_IDLE_MS;
     this.#maxQueued = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    this.#maxQueuedDatagrams = opts.maxQueuedDatagrams ?? DEFAULT_MAX_QUEUED_DATAGRAMS;
     this.#sweeper = opts.sweeper ?? sharedSweeper();
     this.#lastActive = this.#sweeper.now();
     socket.on('message', (msg) => this.#reply(msg));
@@ -103,13 +122,22 @@ export class UdpFlow extends Duplex {
 
   #reply(msg: Buffer): void {
     this.#lastActive = this.#sweeper.now();
-    if (this.readableLength + this.#repliesBytes + msg.length + 2 > this.#maxQueued) {
+    if (
+      this.readableLength + this.#repliesBytes + msg.length + 2 > this.#maxQueued ||
+      (this.#waiting ?? 0) >= this.#maxQueuedDatagrams
+    ) {
       udpFlowCounters.repliesDropped++;
       return;
     }
     if (this.#replies.length === 0) setImmediate(this.#flushReplies);
     this.#replies.push(msg);
     this.#repliesBytes += msg.length + 2;
+    if (this.#waiting !== undefined) this.#waiting++;
+  }
+
+  /** Replies accepted since the readable side went over its high-water mark (undefined: it has not, or was read since). */
+  get waitingDatagrams(): number | undefined {
+    return this.#waiting;
   }
 
   /**
@@ -128,11 +156,15 @@ export class UdpFlow extends Duplex {
     }
     const framed = encodeDatagrams(replies); // copies: the array is refilled next turn
     replies.length = 0;
-    this.push(framed);
+    // Over the high-water mark (the stream towards the opener is not taking them): from here
+    // each accepted reply counts, until the reader asks for more (_read).
+    if (!this.push(framed)) this.#waiting ??= 0;
   };
 
   override _read(): void {
-    // Replies are pushed as they arrive; the bound above stands in for backpressure.
+    // Replies are pushed as they arrive; the bounds in #reply stand in for backpressure. A
+    // call here means the reader took the buffer below its high-water mark: the count restarts.
+    this.#waiting = undefined;
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
