@@ -37,10 +37,20 @@
  * Records handed to JS, flattened into one array (6 slots each) beside one Buffer with the
  * payloads:
  *   REC_DATAGRAM  listener fd, payload offset, payload length, "src ip:port", "dst ip:port"
- *   REC_ACTIVE    upstream fd (a datagram either way; at most once per 500 ms tick), 0, 0, -, -
- *   REC_ERROR     upstream fd, errno (e.g. ECONNREFUSED from an ICMP port unreachable), 0, -, -
- *   REC_CLOSED    gateway fd, errno (0: the gateway ended it; EPROTO: a bad frame length), 0, -, -
+ *   REC_ACTIVE    upstream fd (a datagram either way; at most once per 500 ms tick), 0, gen, -, -
+ *   REC_ERROR     upstream fd, errno (e.g. ECONNREFUSED from an ICMP port unreachable), gen, -, -
+ *   REC_CLOSED    gateway fd, errno (0: the gateway ended it; EPROTO: a bad frame length), gen, -, -
  * Addresses are "a.b.c.d:port" or "[v6]:port" (inet_ntop: RFC 5952 form, as the catalog's).
+ *
+ * Generations: an fd number names a flow only while it is open, and the kernel hands a
+ * closed number to the next socket. A report about a flow is made on this thread (its
+ * generation, numbered per hand-over by upstream/gatewayFlow, read under the lock), and JS
+ * may close that flow and open another on the same number before the report arrives. So
+ * call_js, on the JS thread (where flows are opened and closed), drops a report whose
+ * generation is not that of the flow now on its fd: JS never sees it, and needs no table of
+ * its own (simpler than stamping generations into JS's flows, and as exact, since JS's view
+ * of which flow holds an fd only changes on that thread). A flow JS closes while it is
+ * handling a batch is covered in JS (native-udp.ts: the batch's later reports of that fd).
  *
  * Threads: the JS thread opens and closes sockets (sync calls below); this thread reads and
  * sends. The upstream table (by fd) and the flow index (by app address + destination) are
@@ -157,6 +167,7 @@ typedef struct upstream {
   int fd;
   int reply_fd;
   uint32_t reported; /* the activity tick it was last reported active in */
+  uint32_t gen;      /* this hand-over of the fd number (never 0): reports carry it */
   /* A gateway flow: fd is a framed TCP connection to the node's gateway (else a connected
    * UDP socket). The fields below are a gateway flow's, under the engine's lock. */
   int gateway;
@@ -184,6 +195,7 @@ typedef struct {
   upstream_t **index; /* by flow key (chained), under lock */
   size_t index_cap;   /* a power of two */
   size_t index_count;
+  uint32_t gens; /* the last generation given to a flow (under lock) */
   /* This thread's coarse clock (ACTIVITY_TICK_MS steps, and in ms), read once per epoll round. */
   uint32_t tick;
   uint64_t now_ms;
@@ -196,6 +208,8 @@ typedef struct {
   /* Gateway flows' datagrams dropped here: connection full (EAGAIN) / ended or broken. */
   atomic_uint_fast64_t gw_full;
   atomic_uint_fast64_t gw_down;
+  /* Reports dropped on arrival because their flow had left the fd (call_js, "Generations"). */
+  atomic_uint_fast64_t stale;
   batch_t *batch; /* this thread's */
   /* scratch for recvmmsg, this thread's */
   struct mmsghdr msgs[RECV_BATCH];
@@ -388,13 +402,20 @@ static const struct sockaddr *orig_dst(struct msghdr *h) {
   return NULL;
 }
 
-static void active(engine_t *e, int fd) {
+static void active(engine_t *e, int fd, uint32_t gen) {
   record_t *r = record(e, 0);
   if (!r) return;
   r->kind = REC_ACTIVE;
   r->fd = fd;
   r->a = 0;
-  r->b = 0;
+  r->b = gen;
+}
+
+/* Under the lock: the next generation for a flow taking an fd number (never 0, which no
+ * flow has: a wrapped counter skips it). */
+static uint32_t next_gen(engine_t *e) {
+  if (++e->gens == 0) e->gens = 1;
+  return e->gens;
 }
 
 /* ---------- gateway flows: framed TCP to the node's gateway (under the lock) ---------- */
@@ -498,12 +519,14 @@ static int gw_send_one(engine_t *e, upstream_t *u, const uint8_t *data, size_t l
 static void read_gateway(engine_t *e, int fd, uint32_t events) {
   int closed = -1; /* the errno to report the connection closed with (0: EOF), or -1 */
   int sent = 0, report = 0;
+  uint32_t gen;
   pthread_mutex_lock(&e->lock);
   upstream_t *u = (size_t)fd < e->ups_cap ? e->ups[fd] : NULL;
   if (!u || !u->gateway || u->dead) {
     pthread_mutex_unlock(&e->lock);
     return;
   }
+  gen = u->gen; /* the reports below are this flow's even if JS closes it once unlocked */
   if (events & EPOLLOUT) gw_flush_tail(e, u);
   if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
     uint8_t *buf = e->bufs;
@@ -555,14 +578,14 @@ static void read_gateway(engine_t *e, int fd, uint32_t events) {
   }
   pthread_mutex_unlock(&e->lock);
   if (sent > 0) atomic_fetch_add(&e->replies, (uint64_t)sent);
-  if (report) active(e, fd);
+  if (report) active(e, fd, gen);
   if (closed < 0) return;
   record_t *r = record(e, 0);
   if (!r) return;
   r->kind = REC_CLOSED;
   r->fd = fd;
   r->a = (uint32_t)closed;
-  r->b = 0;
+  r->b = gen;
 }
 
 /* One recvmmsg burst; returns how many datagrams it read. */
@@ -571,6 +594,7 @@ static int read_listener(engine_t *e, int fd) {
   if (n <= 0) return 0;
   const struct sockaddr *dsts[RECV_BATCH];
   int to_js[RECV_BATCH], n_js = 0, touched[RECV_BATCH], n_touched = 0;
+  uint32_t touched_gen[RECV_BATCH];
   upstream_t *gw[RECV_BATCH]; /* the gateway flow of datagram i, written after the pass */
   upstream_t *up[RECV_BATCH]; /* the direct flow of datagram i, sent after the pass */
   uint64_t sent = 0, failed = 0, gw_full = 0, gw_down = 0;
@@ -593,6 +617,7 @@ static int read_listener(engine_t *e, int fd) {
     else gw[i] = u;
     if (u->reported != e->tick) {
       u->reported = e->tick;
+      touched_gen[n_touched] = u->gen;
       touched[n_touched++] = u->fd;
     }
   }
@@ -649,7 +674,7 @@ static int read_listener(engine_t *e, int fd) {
   if (gw_full) atomic_fetch_add(&e->gw_full, gw_full);
   if (gw_down) atomic_fetch_add(&e->gw_down, gw_down);
   /* Pass 2: the rest to JS, and the flows that were active. */
-  for (int t = 0; t < n_touched; t++) active(e, touched[t]);
+  for (int t = 0; t < n_touched; t++) active(e, touched[t], touched_gen[t]);
   for (int j = 0; j < n_js; j++) {
     int i = to_js[j];
     size_t len = e->msgs[i].msg_len;
@@ -718,10 +743,10 @@ static void read_upstream(engine_t *e, int fd) {
   if (n > 0) e->reply_count += (unsigned)n;
   if (n > 0 && u->reported != e->tick) {
     u->reported = e->tick;
-    e->later[e->n_later++] = (record_t){.kind = REC_ACTIVE, .fd = fd};
+    e->later[e->n_later++] = (record_t){.kind = REC_ACTIVE, .fd = fd, .b = u->gen};
   }
   if (err && err != EAGAIN && err != EINTR)
-    e->later[e->n_later++] = (record_t){.kind = REC_ERROR, .fd = fd, .a = (uint32_t)err};
+    e->later[e->n_later++] = (record_t){.kind = REC_ERROR, .fd = fd, .a = (uint32_t)err, .b = u->gen};
 }
 
 /* Ends a run of upstream reads: the gathered replies sent, the lock released, and then (never
@@ -816,10 +841,33 @@ static void *thread_main(void *arg) {
 
 /* ---------- JS side ---------- */
 
+/* On the JS thread: drops the batch's reports whose flow is gone from its fd (closed, or the
+ * number handed to a newer flow: its generation differs) since the report was made, keeping
+ * the others in order. Datagrams of new flows name the listener, not a flow: all kept. */
+static void drop_stale(engine_t *e, batch_t *b) {
+  size_t kept = 0;
+  int locked = 0;
+  for (size_t i = 0; i < b->count; i++) {
+    record_t *r = &b->recs[i];
+    if (r->kind != REC_DATAGRAM) {
+      if (!locked) pthread_mutex_lock(&e->lock);
+      locked = 1;
+      upstream_t *u = (size_t)r->fd < e->ups_cap ? e->ups[r->fd] : NULL;
+      if (!u || u->gen != r->b) continue;
+    }
+    if (kept != i) b->recs[kept] = *r;
+    kept++;
+  }
+  if (locked) pthread_mutex_unlock(&e->lock);
+  if (kept < b->count) atomic_fetch_add(&e->stale, (uint64_t)(b->count - kept));
+  b->count = kept;
+}
+
 static void call_js(napi_env env, napi_value callback, void *context, void *data) {
-  (void)context;
   batch_t *b = data;
-  if (env && callback) {
+  /* env is NULL when the queue is emptied at teardown: the engine may be freed by then. */
+  if (env && callback) drop_stale(context, b);
+  if (env && callback && b->count) {
     napi_value buffer, recs, undefined, v;
     void *copy;
     napi_get_undefined(env, &undefined);
@@ -985,7 +1033,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   }
   napi_value name;
   napi_create_string_utf8(env, "edgemesh-udp", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[0], NULL, name, JS_QUEUE, 1, NULL, NULL, NULL, call_js, &e->tsfn) !=
+  if (napi_create_threadsafe_function(env, argv[0], NULL, name, JS_QUEUE, 1, NULL, NULL, e, call_js, &e->tsfn) !=
       napi_ok) {
     close(e->epfd);
     close(e->wakefd);
@@ -1122,6 +1170,7 @@ static napi_value js_upstream(napi_env env, napi_callback_info info) {
     e->ups_cap = cap;
   }
   u->fd = fd;
+  u->gen = next_gen(e);
   if (index_find(e, &u->key) || !index_add(e, u)) {
     pthread_mutex_unlock(&e->lock);
     close(fd);
@@ -1300,7 +1349,10 @@ static napi_value js_gateway_flow(napi_env env, napi_callback_info info) {
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
     err = ENOMEM;
   }
-  if (!err) e->ups[fd] = u;
+  if (!err) {
+    u->gen = next_gen(e);
+    e->ups[fd] = u;
+  }
   pthread_mutex_unlock(&e->lock);
   if (replied) atomic_fetch_add(&e->replies, replied);
   if (err) {
@@ -1354,13 +1406,14 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
 }
 
 /* stats(engine) → [sent by this thread, replies forwarded, sends that failed here, gateway
- * flows' datagrams dropped for a full connection, and for an ended one]. */
+ * flows' datagrams dropped for a full connection, and for an ended one, reports dropped as
+ * stale (their flow had left the fd: "Generations")]. */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   ARGS(1)
   engine_t *e = get_engine(env, argv[0]);
   if (!e) return NULL;
   napi_value out, v;
-  napi_create_array_with_length(env, 5, &out);
+  napi_create_array_with_length(env, 6, &out);
   napi_create_double(env, (double)atomic_load(&e->fast_out), &v);
   napi_set_element(env, out, 0, v);
   napi_create_double(env, (double)atomic_load(&e->replies), &v);
@@ -1371,6 +1424,8 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_set_element(env, out, 3, v);
   napi_create_double(env, (double)atomic_load(&e->gw_down), &v);
   napi_set_element(env, out, 4, v);
+  napi_create_double(env, (double)atomic_load(&e->stale), &v);
+  napi_set_element(env, out, 5, v);
   return out;
 }
 

@@ -9,11 +9,19 @@
  * hands it over once answered (gatewayFlow); from then the addon carries it as framed TCP.
  * An older build without gatewayFlow leaves those flows to JS (gateway-flow.ts).
  *
- * Sockets are fds (small ints, unique while open): the proxy's ids for flows' upstreams.
+ * Sockets are fds (small ints, unique while open): the proxy's ids for flows' upstreams. The
+ * kernel gives a closed number to the next socket, so a report about a closed flow must not
+ * reach the flow that got its number: the addon drops the ones stale on arrival (udp.c
+ * "Generations"), UdpEngine those a close makes stale while their batch is handled.
  */
 import { createRequire } from 'node:module';
 
-/** Record kinds in a batch (udp.c REC_*), 6 array slots each: kind, fd, a, b, src, dst. */
+/**
+ * Record kinds in a batch (udp.c REC_*), 6 array slots each: kind, fd, a, b, src, dst.
+ * REC_DROPPED is no kind of the addon's: a report UdpEngine struck out of the batch being
+ * handled because its flow was closed meanwhile (dropReportsOf).
+ */
+export const REC_DROPPED = 0;
 export const REC_DATAGRAM = 1;
 export const REC_ACTIVE = 2;
 export const REC_ERROR = 3;
@@ -21,7 +29,11 @@ export const REC_ERROR = 3;
 export const REC_CLOSED = 4;
 export const RECORD_SLOTS = 6;
 
-/** The batch callback: payloads in `data`; per record kind, fd, (offset|errno), length, src, dst. */
+/**
+ * The batch callback: payloads in `data`; per record kind, fd, (offset|errno), length, src,
+ * dst. For REC_ACTIVE/ERROR/CLOSED the 4th slot is the flow's generation (udp.c
+ * "Generations"): the addon has already dropped the reports of flows gone from their fd.
+ */
 export type OnBatch = (data: Buffer, records: (number | string | undefined)[]) => void;
 
 type Engine = object;
@@ -61,9 +73,10 @@ export interface UdpAddon {
   /**
    * Datagrams the addon's thread sent itself (known flows), replies it forwarded, its failed
    * sends; then (builds with gatewayFlow) gateway flows' datagrams dropped because the
-   * connection was full, and because it had ended.
+   * connection was full, and because it had ended; then (builds with generations) reports
+   * dropped because their flow had left the fd (udp.c "Generations").
    */
-  stats(engine: Engine): [number, number, number, number?, number?];
+  stats(engine: Engine): [number, number, number, number?, number?, number?];
   stop(engine: Engine): void;
 }
 
@@ -109,6 +122,23 @@ export interface EngineStats {
   /** Gateway flows' datagrams dropped on the addon's thread: connection full / ended. */
   gatewayFull: number;
   gatewayDown: number;
+  /** Reports of flows that had left their fd by the time they reached JS, dropped. */
+  staleReports: number;
+}
+
+/**
+ * Strikes out (kind REC_DROPPED) the reports about `fd` in a batch: its flow was closed while
+ * the batch was being handled, so the reports still ahead of the handler are about a flow
+ * that is gone, and a flow opened next in the same batch may get the same fd number (the
+ * kernel reuses the lowest free one). Reports already handled are past: changing them is
+ * harmless. Datagrams of new flows carry the listener's fd and are kept.
+ */
+export function dropReportsOf(records: (number | string | undefined)[], fd: number): void {
+  for (let i = 0; i < records.length; i += RECORD_SLOTS) {
+    const kind = records[i];
+    if (records[i + 1] === fd && (kind === REC_ACTIVE || kind === REC_ERROR || kind === REC_CLOSED))
+      records[i] = REC_DROPPED;
+  }
 }
 
 /** One engine: its thread and sockets. */
@@ -116,11 +146,22 @@ export class UdpEngine {
   readonly #addon: UdpAddon;
   readonly #engine: Engine;
   #stopped = false;
+  /** The batch the handler is in, while it is: close() strikes out its reports of the fd. */
+  #handling: (number | string | undefined)[] | undefined;
 
   constructor(onBatch: OnBatch, loaded: UdpAddon | Error = loadUdpAddon()) {
     if (loaded instanceof Error) throw loaded;
     this.#addon = loaded;
-    this.#engine = loaded.create(onBatch);
+    // The addon drops the reports that were stale when the batch arrived (udp.c
+    // "Generations"); the ones that become stale while it is handled are dropped in close().
+    this.#engine = loaded.create((data, records) => {
+      this.#handling = records;
+      try {
+        onBatch(data, records);
+      } finally {
+        this.#handling = undefined;
+      }
+    });
   }
 
   listen(family: 4 | 6, port: number): number {
@@ -160,15 +201,18 @@ export class UdpEngine {
     return this.#addon.sendTo(this.#engine, replyFd, client, data, offset, length);
   }
   close(fd: number): void {
+    if (this.#handling) dropReportsOf(this.#handling, fd);
     if (!this.#stopped) this.#addon.close(this.#engine, fd);
   }
   stats(): EngineStats {
     if (this.#stopped) return this.#last;
-    const [out, replies, failed, gatewayFull = 0, gatewayDown = 0] = this.#addon.stats(this.#engine);
-    this.#last = { out, replies, failed, gatewayFull, gatewayDown };
+    const [out, replies, failed, gatewayFull = 0, gatewayDown = 0, staleReports = 0] = this.#addon.stats(
+      this.#engine,
+    );
+    this.#last = { out, replies, failed, gatewayFull, gatewayDown, staleReports };
     return this.#last;
   }
-  #last: EngineStats = { out: 0, replies: 0, failed: 0, gatewayFull: 0, gatewayDown: 0 };
+  #last: EngineStats = { out: 0, replies: 0, failed: 0, gatewayFull: 0, gatewayDown: 0, staleReports: 0 };
   stop(): void {
     if (this.#stopped) return;
     this.stats();
