@@ -104,6 +104,24 @@ export function pathWords(p: PeerEntry): string {
   return 'direct';
 }
 
+/**
+ * The current path's datagrams (UDP Services), when it carried any: how many went on the UDP
+ * path's datagram channel or were framed on their streams, and each kind of drop, zeros left out.
+ */
+export function datagramNote(x: PathEntry | undefined): string | undefined {
+  const d = x?.datagrams;
+  if (!d) return undefined;
+  const parts = [
+    d.sent > 0 ? `${d.sent} sent on the channel` : '',
+    d.framed > 0 ? `${d.framed} framed` : '',
+    d.dropped > 0 ? `${d.dropped} dropped (channel full or closed)` : '',
+    d.received > 0 ? `${d.received} received` : '',
+    d.refused > 0 ? `${d.refused} refused (no open flow)` : '',
+    d.overflow > 0 ? `${d.overflow} dropped (flow not read)` : '',
+  ].filter(Boolean);
+  return parts.length === 0 ? undefined : `datagrams: ${parts.join(', ')}`;
+}
+
 function peerRow(p: PeerEntry, s: GatewayStatus): string[] {
   const now = s.now;
   const cur = p.paths.find((x) => x.path === p.path);
@@ -116,6 +134,8 @@ function peerRow(p: PeerEntry, s: GatewayStatus): string[] {
   if (draining.length > 0) notes.push(`also ${draining.join(', ')} (finishing its streams)`);
   const birthdays = birthdayNote(s, p.node);
   if (birthdays) notes.push(birthdays);
+  const datagrams = datagramNote(cur);
+  if (datagrams) notes.push(datagrams);
   return [
     p.node,
     pathWords(p),

@@ -81,6 +81,8 @@ const edge1 = received(
             bytesIn: 1_234_567,
             bytesOut: 348_160,
             health: { degraded: false, lastRttMs: 3.1234 },
+            // A UDP Service's flow on the datagram channel: what went where, and the drops.
+            datagrams: { sent: 1200, dropped: 3, framed: 5, received: 1190, refused: 2, overflow: 0 },
           },
         },
         bytesIn: 1_300_000,
@@ -237,7 +239,11 @@ function older(n: NodeStatus): NodeStatus {
     delete srv.rttMs;
     delete srv.preferredRelay;
   }
-  for (const p of d.peers) for (const x of p.paths) delete x.health;
+  for (const p of d.peers)
+    for (const x of p.paths) {
+      delete x.health;
+      delete x.datagrams;
+    }
   delete d.nat.class;
   delete d.nat.birthdays;
   return { ...n, pod: `${n.pod}-old`, result: { status: parseGatewayStatus(d, 'older gateway') } };
@@ -397,6 +403,10 @@ describe('the gateway document', () => {
     );
     expect(bad((d) => (d.tunnel.servers[0].up = 'yes'))).toThrow('tunnel.servers[0].up is not true or false');
     expect(bad((d) => (d.tunnel.listenPort = 70000))).toThrow('tunnel.listenPort is not a port');
+    expect(bad((d) => (d.peers[1].paths[0].datagrams.refused = 1.5))).toThrow(
+      'gateway g: peers[1].paths[0].datagrams.refused is not a non-negative integer',
+    );
+    expect(bad((d) => (d.peers[1].paths[0].datagrams = [1, 2]))).toThrow('peers[1].paths[0].datagrams');
   });
 });
 

@@ -77,6 +77,7 @@ function peerEntry(p: PeerStatus): PeerEntry {
       bytesIn: x.bytesIn,
       bytesOut: x.bytesOut,
       health: x.health ? healthEntry(x.health) : null,
+      ...(x.datagrams ? { datagrams: { ...x.datagrams } } : {}),
     });
   }
   return {

@@ -16,7 +16,9 @@
  *                 "paths": [{ "path": "punched", "transport": "udp", "via": null, "rttMs": 3.1,
  *                             "streams": 2, "upAt": …, "bytesIn": 1000, "bytesOut": 700,
  *                             "health": { "state": "degraded", "since": …, "lastRttMs": null,  since 15.5
- *                                         "why": { "kind": "loss", "lost": 2, "of": 5 } } }] }],
+ *                                         "why": { "kind": "loss", "lost": 2, "of": 5 } },
+ *                             "datagrams": { "sent": 1200, "dropped": 3, "framed": 5,         since 18
+ *                                            "received": 1190, "refused": 0, "overflow": 0 } }] }],
  *     "omittedPeers": 0,
  *     "nat": { "probes": [{ "at": …, "server": "ts-0", "localPort": 40200, "observed": "203.0.113.70:40200" }],
  *              "punches": [{ "at": …, "peer": "edge-2", "transport": "tcp", "outcome": "refused",
@@ -25,7 +27,7 @@
  *              "birthdays": [{ "peer": "edge-3", "lastAt": …,                     since 15.5
  *                              "outcomes": { "connected": 1, "no-hit": 1 } }] } }
  *
- * Fields marked "since 15.5" are absent from older gateways' documents: the reader keeps them
+ * Fields marked "since 15.5" or "since 18" are absent from older gateways' documents: the reader keeps them
  * undefined (shown as "—"), and null where the gateway says "not measured" (rttMs, lastRttMs,
  * class) or "not judged" (health: a path that is not pinged).
  *
@@ -59,7 +61,24 @@ export interface PathEntry {
   bytesOut: number;
   /** Undefined: an older gateway; null: not judged (the path is not pinged). */
   health?: PathHealthEntry | null;
+  /** UDP Services' datagrams on this path so far; absent: none (or an older gateway). */
+  datagrams?: DatagramEntry;
 }
+
+/**
+ * A path's datagrams (lib/tunnel/mux.ts DatagramCounters): on the UDP path's datagram channel
+ * (sent, dropped by it, received; refused: for no open datagram stream; overflow: its stream
+ * held a window unread) or framed on their streams (no channel, or not open).
+ */
+export interface DatagramEntry {
+  sent: number;
+  dropped: number;
+  framed: number;
+  received: number;
+  refused: number;
+  overflow: number;
+}
+const DATAGRAM_FIELDS = ['sent', 'dropped', 'framed', 'received', 'refused', 'overflow'] as const;
 
 export type DegradedWhy =
   | { kind: 'loss'; lost: number; of: number }
@@ -203,6 +222,13 @@ class Reader {
   }
 }
 
+function readDatagrams(r: Reader, v: unknown, f: string): DatagramEntry {
+  const e = r.record(v, f);
+  const out = {} as DatagramEntry;
+  for (const k of DATAGRAM_FIELDS) out[k] = r.count(e[k], `${f}.${k}`);
+  return out;
+}
+
 function readHealth(r: Reader, v: unknown, f: string): PathHealthEntry | null {
   if (v === null) return null;
   const h = r.record(v, f);
@@ -322,6 +348,9 @@ export function parseGatewayStatus(doc: unknown, where: string): GatewayStatus {
           bytesIn: r.count(q.bytesIn, `${g}.bytesIn`),
           bytesOut: r.count(q.bytesOut, `${g}.bytesOut`),
           ...(q.health === undefined ? {} : { health: readHealth(r, q.health, `${g}.health`) }),
+          ...(q.datagrams === undefined
+            ? {}
+            : { datagrams: readDatagrams(r, q.datagrams, `${g}.datagrams`) }),
         };
       }),
     };

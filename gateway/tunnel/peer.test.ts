@@ -304,6 +304,30 @@ describe('Peer: paths', () => {
     });
   });
 
+  it("status tells a path's datagram counts (a copy), and nothing for a path that carried none", () => {
+    const h = harness();
+    const udp = Object.assign(new FakeSession(), {
+      datagrams: { sent: 7, dropped: 1, framed: 2, received: 6, refused: 0, overflow: 0 },
+    });
+    h.peer.add('punched', udp, 'udp');
+    const quiet = Object.assign(new FakeSession(), {
+      datagrams: { sent: 0, dropped: 0, framed: 0, received: 0, refused: 0, overflow: 0 },
+    });
+    h.peer.add('relay', quiet, 'tcp via r1', 'r1');
+    const told = h.peer.status().paths;
+    expect(told.punched?.datagrams).toEqual({
+      sent: 7,
+      dropped: 1,
+      framed: 2,
+      received: 6,
+      refused: 0,
+      overflow: 0,
+    });
+    expect(told.relay && 'datagrams' in told.relay).toBe(false);
+    udp.datagrams.sent++;
+    expect(told.punched?.datagrams?.sent).toBe(7); // a copy: the document does not move under the reader
+  });
+
   it('closed: sessions added later are closed, nothing is planned', async () => {
     const h = harness();
     await h.peer.session();

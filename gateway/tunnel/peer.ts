@@ -26,7 +26,7 @@ import type { Logger } from '../../lib/log.ts';
 import { LogGate } from '../../lib/log-gate.ts';
 import { ReceiveBudget } from '../../lib/tunnel/budget.ts';
 import { type PeerInfo, tlsRole } from '../../lib/tunnel/control.ts';
-import type { MuxSession } from '../../lib/tunnel/mux.ts';
+import type { DatagramCounters, MuxSession } from '../../lib/tunnel/mux.ts';
 import type { Clock, Timer } from './clock.ts';
 import {
   HEALTH_FIRST_PING_MS,
@@ -81,6 +81,8 @@ export interface PathSession {
   readonly streamCount: number;
   readonly bytesIn: number;
   readonly bytesOut: number;
+  /** Datagram streams' datagrams by the way they went (MuxSession; absent in fakes that carry none). */
+  readonly datagrams?: DatagramCounters;
   readonly closeError: Error | undefined;
   /** Let open streams finish, take no new ones, then close. */
   goAway(reason: string): void;
@@ -494,6 +496,7 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
         bytesIn: session.bytesIn,
         bytesOut: session.bytesOut,
         ...this.#healthOf(session),
+        ...datagramsOf(session),
       };
       // A session replaced but not yet closed is counted when it closes.
       bytesIn += session.bytesIn;
@@ -533,4 +536,11 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
     this.#ctx.clock.clearTimeout(this.#healthTimer);
     for (const { session } of this.#sessions.values()) session.close();
   }
+}
+
+/** A copy of a session's datagram counters for status(); nothing when it carried none. */
+function datagramsOf(session: PathSession): { datagrams?: DatagramCounters } {
+  const d = session.datagrams;
+  if (!d || d.sent + d.dropped + d.framed + d.received + d.refused + d.overflow === 0) return {};
+  return { datagrams: { ...d } };
 }

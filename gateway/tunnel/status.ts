@@ -5,6 +5,7 @@
  * (gateway/streams.ts) as well as the tunnel, so it imports nothing of either.
  */
 import type { PathKind } from '../../lib/gateway-protocol.ts';
+import type { DatagramCounters } from '../../lib/tunnel/mux.ts';
 
 /**
  * A path to a peer gateway, best first: `direct` (TCP to its LAN address), `punched` (TCP
@@ -27,6 +28,8 @@ export interface PathStatus {
   bytesOut: number;
   /** The health verdict from its PINGs (path-choice.ts PathHealth); absent: not pinged. */
   health?: PathHealthStatus;
+  /** UDP Services' datagrams on this path (lib/tunnel/mux.ts); absent: none yet. */
+  datagrams?: DatagramCounters;
 }
 
 /** Why a path was judged degraded: PING loss in the window, or an RTT spike on its baseline. */

@@ -63,12 +63,17 @@ describe('datagram streams on the UDP path ride the datagram channel', () => {
     return r.code === 0 ? r.stdout.trim() : `dig failed (${r.code}): ${r.stdout.trim()} ${r.stderr.trim()}`;
   }
 
-  async function pathToB(): Promise<string | undefined> {
+  type PathSeen = { transport: string; datagrams?: Record<string, number> };
+  async function peerB(): Promise<{ path?: string; paths: Record<string, PathSeen> } | undefined> {
     const r = await t.lab.exec(A.ns, ['curl', '-sf', 'http://127.0.0.1:15091/status']);
     const status = JSON.parse(r.stdout) as {
-      peers: { node: string; path?: string; paths: Record<string, { transport: string }> }[];
+      peers: { node: string; path?: string; paths: Record<string, PathSeen> }[];
     };
-    const p = status.peers.find((x) => x.node === B.name);
+    return status.peers.find((x) => x.node === B.name);
+  }
+
+  async function pathToB(): Promise<string | undefined> {
+    const p = await peerB();
     return p?.path === 'punched' ? `punched ${p.paths.punched?.transport}` : p?.path;
   }
 
@@ -103,6 +108,10 @@ describe('datagram streams on the UDP path ride the datagram channel', () => {
     expect(logged(B, RECEIVED), logs).toBe(true);
     expect(logged(B, SENT), logs).toBe(true);
     expect(logged(A, RECEIVED), logs).toBe(true);
+    // The tunnel's status (what /status and `edgemesh status` show) counts them on the path.
+    const datagrams = (await peerB())?.paths.punched?.datagrams;
+    expect(datagrams?.sent, JSON.stringify(datagrams)).toBeGreaterThanOrEqual(QUERIES);
+    expect(datagrams?.received, JSON.stringify(datagrams)).toBeGreaterThanOrEqual(QUERIES);
   }, 150_000);
 
   it('the far gateway opened the flows and dropped no replies', async () => {
