@@ -54,6 +54,11 @@ const { values } = parseArgs({
      * a hand-over per answer).
      */
     client: { type: 'string', default: 'c' },
+    /**
+     * The latency part with the C client: also a run with queries paced this many µs apart
+     * (one name at a time, as a pod's come), beside the back-to-back blocks; 0: not run.
+     */
+    'pace-us': { type: 'string', default: '0' },
     /** Which parts to run: memory, latency, throughput (comma-separated). */
     parts: { type: 'string', default: 'hotpath,memory,latency,throughput' },
     /**
@@ -77,6 +82,7 @@ const NODE_IP = '10.64.0.1';
 const MB = 1024 * 1024;
 const USES = [1, 10, 100];
 const CLIENT = values.client;
+const PACE_US = Math.min(Math.max(Number(values['pace-us']) || 0, 0), 1_000_000);
 if (!['c', 'node', 'dnsperf'].includes(CLIENT))
   throw new Error(`--client: ${CLIENT} is not c, node or dnsperf`);
 const SIDECAR_V8 = values['sidecar-v8'].split(' ').filter(Boolean);
@@ -175,12 +181,14 @@ async function startSidecar(
   return { child };
 }
 
-async function probe(names: string[]): Promise<{ ms: number[]; rcodes: Record<string, number> }> {
+async function probe(names: string[], paceUs = 0): Promise<{ ms: number[]; rcodes: Record<string, number> }> {
   if (CLIENT === 'dnsperf') return probeDnsperf(names);
   const file = join(dir, 'names.txt');
   writeFileSync(file, names.join('\n'));
   const argv =
-    CLIENT === 'c' ? [cProbe(), '15053', file] : [NODE, PROBE, '--port', '15053', '--names-file', file];
+    CLIENT === 'c'
+      ? [cProbe(), '15053', file, '2000', String(paceUs)]
+      : [NODE, PROBE, '--port', '15053', '--names-file', file];
   const r = await lab.run(podNs, argv, { timeoutMs: 120_000 });
   return JSON.parse(r.stdout);
 }
@@ -405,6 +413,8 @@ async function latencyAndThroughput(big: Catalog): Promise<void> {
   await probe(Array.from({ length: 100 }, (_, i) => name(BIG - 1 - i)));
   await probe(Array.from({ length: 100 }, (_, i) => name(BIG - 1 - i)));
   if (PARTS.has('latency')) await latency();
+  // Paced after back to back, on names neither run asked before.
+  if (PARTS.has('latency') && PACE_US > 0 && CLIENT === 'c') await latency(PACE_US, ROUNDS * FIRST);
   if (PARTS.has('throughput')) await throughput(s.child, big);
   else await stop(s.child);
   await stop(gw);
@@ -487,8 +497,14 @@ async function sidecarGCs(): Promise<{ count: number; seconds: number } | undefi
  * (names 100 … 100 + ROUNDS × FIRST; the warm-up used the last 100). One block is one probe
  * process: its own wake-ups and timing are the client's, as a pod's resolver would see them.
  */
-async function latency(): Promise<void> {
-  const rounds = Math.min(ROUNDS, Math.floor((BIG - 300) / FIRST));
+async function latency(paceUs = 0, offset = 0): Promise<void> {
+  const rounds = Math.min(ROUNDS, Math.floor((BIG - 300 - offset) / FIRST));
+  if (rounds < 1) {
+    console.log(
+      `bench/on-demand: no fresh names left for the latency run (pace ${paceUs} µs); raise --services`,
+    );
+    return;
+  }
   const first: number[] = [];
   const again: number[] = [];
   const rcodes = { first: {} as Record<string, number>, again: {} as Record<string, number> };
@@ -496,7 +512,7 @@ async function latency(): Promise<void> {
   const load = [loadavg()[0]];
   const block = async (names: string[], into: number[], kind: 'first' | 'again') => {
     const g0 = await sidecarGCs();
-    const r = await probe(names);
+    const r = await probe(names, paceUs);
     const g1 = await sidecarGCs();
     into.push(...r.ms);
     for (const [k, n] of Object.entries(r.rcodes)) rcodes[kind][k] = (rcodes[kind][k] ?? 0) + n;
@@ -508,7 +524,7 @@ async function latency(): Promise<void> {
     }
   };
   for (let r = 0; r < rounds; r++) {
-    const fresh = Array.from({ length: FIRST }, (_, i) => name(100 + r * FIRST + i));
+    const fresh = Array.from({ length: FIRST }, (_, i) => name(100 + offset + r * FIRST + i));
     await block(fresh, first, 'first');
     await block(fresh, again, 'again');
     load.push(loadavg()[0]);
@@ -528,7 +544,7 @@ async function latency(): Promise<void> {
     JSON.stringify(rcodes[kind]),
   ];
   printTable(
-    `bench/on-demand: DNS query latency from the pod (${CLIENT} client), ${rounds} × ${FIRST} names one at a time, alternating blocks${SIDECAR_V8.length ? ` (sidecar ${SIDECAR_V8.join(' ')})` : ''} (ms; load average ${load.map((x) => x.toFixed(1)).join(' → ')})`,
+    `bench/on-demand: DNS query latency from the pod (${CLIENT} client${paceUs ? `, queries ${paceUs} µs apart` : ', back to back'}), ${rounds} × ${FIRST} names one at a time, alternating blocks${SIDECAR_V8.length ? ` (sidecar ${SIDECAR_V8.join(' ')})` : ''} (ms; load average ${load.map((x) => x.toFixed(1)).join(' → ')})`,
     ['query', 'p50', 'p99', 'p99.9', 'max', 'sidecar GCs / their time', 'rcodes'],
     [row('first (asks the gateway)', f, 'first'), row('again (held, baseline)', a, 'again')],
   );

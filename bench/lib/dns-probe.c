@@ -5,7 +5,11 @@
  * scavenges; dnsperf hands each answer between a sender and a receiver thread). The same
  * output as dns-probe.ts: one JSON line {"ms":[...],"rcodes":{...}}.
  *
- *   dns-probe PORT NAMES-FILE [TIMEOUT-MS]     (one name per line, queried to 127.0.0.1:PORT)
+ *   dns-probe PORT NAMES-FILE [TIMEOUT-MS [PACE-US]]   (one name per line, to 127.0.0.1:PORT)
+ *
+ * PACE-US > 0: each query starts that long after the previous one started (or at once when
+ * the previous answer took longer), as a pod's names come one at a time; 0 (default): back to
+ * back, each query sent as soon as the previous answer arrived.
  *
  * Built by bench/on-demand.ts with `cc -O2` into its temp dir.
  */
@@ -52,13 +56,14 @@ static int encode(unsigned char *out, size_t cap, unsigned id, const char *name)
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: dns-probe PORT NAMES-FILE [TIMEOUT-MS]\n");
+    fprintf(stderr, "usage: dns-probe PORT NAMES-FILE [TIMEOUT-MS [PACE-US]]\n");
     return 2;
   }
   int port = atoi(argv[1]);
   int timeoutMs = argc > 3 ? atoi(argv[3]) : 2000;
+  long paceUs = argc > 4 ? atol(argv[4]) : 0;
   FILE *f = fopen(argv[2], "r");
-  if (!f || port <= 0 || port > 65535 || timeoutMs <= 0) {
+  if (!f || port <= 0 || port > 65535 || timeoutMs <= 0 || paceUs < 0 || paceUs > 10000000) {
     fprintf(stderr, "dns-probe: bad port, timeout or names file %s: %s\n", argv[2], strerror(errno));
     return 2;
   }
@@ -76,6 +81,8 @@ int main(int argc, char **argv) {
   unsigned char q[512], a[4096];
   unsigned id = 1;
   int done = 0;
+  struct timespec next;
+  clock_gettime(CLOCK_MONOTONIC, &next);
   printf("{\"ms\":[");
   while (done < MAX_NAMES && fgets(line, sizeof line, f)) {
     line[strcspn(line, "\r\n")] = 0;
@@ -85,6 +92,12 @@ int main(int argc, char **argv) {
     if (len < 0) {
       fprintf(stderr, "dns-probe: cannot encode %s\n", line);
       return 2;
+    }
+    if (paceUs > 0) {
+      clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+      next.tv_nsec += (paceUs % 1000000) * 1000;
+      next.tv_sec += paceUs / 1000000 + next.tv_nsec / 1000000000;
+      next.tv_nsec %= 1000000000;
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
