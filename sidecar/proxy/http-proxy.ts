@@ -119,7 +119,20 @@ export class HttpProxy {
     // a gateway restart, the client node's gateway keeps opening new streams on the relay to a
     // peer for minutes), even with the pool's bounds; docs/proxy.md has the runs.
     const http1 = opts.http1 ?? (process.env.EDGEMESH_HTTP1_PATH === 'node' ? 'node' : 'fast');
-    if (http1 === 'fast') this.#fast = new Http1Fast(opts);
+    if (http1 === 'fast')
+      this.#fast = new Http1Fast({
+        ...opts,
+        sniff: (socket, ctx, buffered, http1) =>
+          sniff(
+            socket,
+            (isH2, bytes) => {
+              socket.pause();
+              if (isH2) this.#h2.handle(socket, ctx, bytes);
+              else http1(bytes);
+            },
+            buffered,
+          ),
+      });
     this.#h2 = new H2Proxy(opts);
     opts.router.onTableChange = (table) => {
       this.#fast?.prune(table);
@@ -158,6 +171,15 @@ export class HttpProxy {
       this.#h1.emit('connection', client);
       client.resume();
     });
+  }
+
+  /**
+   * Takes over an accepted connection's `fd` before anything was read from it, when the native
+   * HTTP/1.1 engine carries its service (http1/fast.ts takeFd); `fd` stays the caller's to
+   * close. False: the caller makes a socket of it and calls handle().
+   */
+  takeFd(fd: number, ctx: ConnContext): boolean {
+    return this.#fast?.takeFd(fd, ctx) ?? false;
   }
 
   /** Open connections that left the accepting proxy's sockets (the native HTTP/1.1 engine's: http1/fast.ts). */
@@ -395,17 +417,33 @@ function relay(body: NodeJS.ReadableStream, res: AnyResponse): Promise<void> {
   });
 }
 
+/** Whether `bytes` open with the HTTP/2 preface: undefined while they are a shorter part of it. */
+function prefaceOf(bytes: Buffer): boolean | undefined {
+  const n = Math.min(bytes.length, H2_PREFACE.length);
+  const matches = bytes.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+  return matches && bytes.length < H2_PREFACE.length ? undefined : matches;
+}
+
 /**
  * Reads just enough of the first bytes to tell HTTP/2 prior knowledge from HTTP/1.x: h2
  * once the whole 24-byte preface is there, h1 as soon as the bytes stop matching it.
+ * `initial`: bytes already read (a connection the native engine gave back).
  */
-function sniff(client: net.Socket, decide: (isH2: boolean, buffered: Buffer) => void): void {
-  let buffered: Buffer = Buffer.alloc(0);
+function sniff(
+  client: net.Socket,
+  decide: (isH2: boolean, buffered: Buffer) => void,
+  initial: Buffer = Buffer.alloc(0),
+): void {
+  let buffered = initial;
+  const isH2 = initial.length > 0 ? prefaceOf(initial) : undefined;
+  if (isH2 !== undefined) {
+    decide(isH2, initial);
+    return;
+  }
   const onData = (chunk: Buffer) => {
     buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-    const n = Math.min(buffered.length, H2_PREFACE.length);
-    const matches = buffered.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-    if (matches && buffered.length < H2_PREFACE.length) return;
+    const matches = prefaceOf(buffered);
+    if (matches === undefined) return;
     client.removeListener('data', onData);
     client.removeListener('end', onEnd);
     decide(matches, buffered);

@@ -16,6 +16,9 @@ const registry = new Registry();
 const metrics = createProxyMetrics(registry);
 const servers: net.Server[] = [];
 const fallbacks: string[] = [];
+/** Per fallback: whether the connection was taken from its fd, unread (takeFd). */
+const unsniffed: boolean[] = [];
+let directPort = 0;
 let native: NativeHttp1;
 let router: Router;
 let backendPort = 0;
@@ -80,8 +83,9 @@ beforeAll(async () => {
     metrics,
     connectTimeoutMs: 1000,
     idleTimeoutMs: 10_000,
-    onFallback: (socket, _ctx, buffered) => {
+    onFallback: (socket, _ctx, buffered, fromFd) => {
       fallbacks.push(buffered.toString('latin1'));
+      unsniffed.push(fromFd);
       socket.destroy();
     },
   });
@@ -93,6 +97,14 @@ beforeAll(async () => {
         socket.destroy();
     }),
   );
+  // As proxy.ts with the native L4 engine: the fd goes over before JavaScript reads a byte.
+  directPort = await listen(
+    net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
+      const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
+      native.takeFd(fd, { dstIp: '10.96.1.1', dstPort: 80, clientIp: '127.0.0.1' });
+      socket.destroy(); // this copy of the fd only: the engine holds its duplicate
+    }),
+  );
 });
 
 afterAll(() => {
@@ -101,9 +113,9 @@ afterAll(() => {
 });
 
 /** Writes `request`, reads until `done(text)`. */
-function exchange(request: string, done: (text: string) => boolean): Promise<string> {
+function exchange(request: string, done: (text: string) => boolean, port = proxyPort): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect(proxyPort, '127.0.0.1', () => socket.write(request));
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(request));
     let text = '';
     socket.setEncoding('latin1');
     socket.on('data', (d: string) => {
@@ -149,5 +161,26 @@ describe('native HTTP/1.1 path', () => {
       'POST /c HTTP/1.1\r\nhost: web\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n';
     await exchange(`GET /first HTTP/1.1\r\nhost: web\r\n\r\n${chunked}`, () => false);
     expect(fallbacks).toEqual([chunked]);
+    expect(unsniffed).toEqual([false]);
+  });
+
+  it('takes a connection from its fd, unread: reads the first head itself', async () => {
+    const text = await exchange(
+      'GET /direct HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n',
+      () => false,
+      directPort,
+    );
+    expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(text).toMatch(/connection: close\r\n/i);
+    expect(text.endsWith('GET /direct')).toBe(true);
+  });
+
+  it('gives back a connection taken from its fd whose first request it does not carry, marked unsniffed', async () => {
+    fallbacks.length = 0;
+    unsniffed.length = 0;
+    const preface = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
+    await exchange(preface, () => false, directPort);
+    expect(fallbacks).toEqual([preface]);
+    expect(unsniffed).toEqual([true]);
   });
 });

@@ -36,6 +36,8 @@ const MAX_ENDPOINTS = 64;
 const MAX_BYTES = 96 * 1024;
 const MAX_SERVICES = 4096;
 const MAX_ENDPOINT_IDS = 65536;
+/** No bytes read yet (takeFd). */
+const NOTHING = Buffer.alloc(0);
 /** How often the engine's counts are added to the service metrics (a scrape sees them this late at most). */
 const STATS_MS = 1_000;
 /** One httpStats row: svc, 5 classes, 14 buckets, sum, count, 8 × (code, count). */
@@ -55,8 +57,12 @@ export interface NativeHttp1Options {
   metrics: ProxyMetrics;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
-  /** A connection the engine gives back (a request it does not handle): JavaScript goes on with it. */
-  onFallback: (socket: net.Socket, ctx: NativeContext, buffered: Buffer) => void;
+  /**
+   * A connection the engine gives back (a request it does not handle): JavaScript goes on with
+   * it. `unsniffed`: taken straight from its fd (takeFd) and given back at its first request,
+   * so nobody has checked its first bytes for the HTTP/2 preface yet.
+   */
+  onFallback: (socket: net.Socket, ctx: NativeContext, buffered: Buffer, unsniffed: boolean) => void;
 }
 
 interface NativeAddon {
@@ -80,6 +86,15 @@ interface NativeAddon {
 
 type ServiceRoute = Extract<Route, { kind: 'service' }>;
 
+/** A connection the engine holds: its context (for a fallback), its service's stats, whether taken from its fd. */
+interface Held {
+  ctx: NativeContext;
+  stats: ServiceStats;
+  unsniffed: boolean;
+  /** An earlier connection on the same fd number whose last event is still on the way (#hold). */
+  older: Held | undefined;
+}
+
 export class NativeHttp1 {
   readonly #opts: NativeHttp1Options;
   readonly #addon: NativeAddon;
@@ -87,8 +102,9 @@ export class NativeHttp1 {
   readonly #endpointIds = new Map<string, number>();
   readonly #slots = new Map<string, number>();
   readonly #stats: ServiceStats[] = [];
-  /** Per engine fd: the connection's context (for a fallback) and its service's stats. */
-  readonly #open = new Map<number, { ctx: NativeContext; stats: ServiceStats }>();
+  /** Per engine fd: the connections on it whose last event has not come yet, newest first (#hold). */
+  readonly #open = new Map<number, Held>();
+  #held = 0;
   readonly #timer: NodeJS.Timeout;
   /**
    * Per route (one object per service port per catalog revision): why not, or what the engine
@@ -133,7 +149,7 @@ export class NativeHttp1 {
   }
 
   get open(): number {
-    return this.#open.size;
+    return this.#held;
   }
 
   /** Why `route` must stay in JavaScript, or undefined when the engine can carry it. */
@@ -182,10 +198,46 @@ export class NativeHttp1 {
       (route as ServiceRoute).key,
       this.#opts.connectTimeoutMs,
     );
-    this.#open.set(engineFd, { ctx, stats: this.#stats[plan.slot] as ServiceStats });
+    this.#hold(engineFd, {
+      ctx,
+      stats: this.#stats[plan.slot] as ServiceStats,
+      unsniffed: false,
+      older: undefined,
+    });
     ctx.handedOver?.();
     // The engine's duplicate keeps the connection: closing Node's fd sends nothing.
     socket.destroy();
+    return true;
+  }
+
+  /**
+   * Hands an accepted connection's `fd` to the engine before any byte of it was read (the
+   * engine reads the first head itself) when its service is eligible: no net.Socket for it,
+   * which is most of what a `Connection: close` request costs. The engine holds a duplicate;
+   * `fd` stays the caller's to close. False: nothing happened, the caller goes on as before.
+   * A first request the engine does not carry (the HTTP/2 preface among them) comes back with
+   * `unsniffed` set (onFallback).
+   */
+  takeFd(fd: number, ctx: NativeContext): boolean {
+    if (this.#stopped) return false;
+    const route = this.#opts.router.resolve(ctx.dstIp, ctx.dstPort);
+    const plan = this.#plan(route);
+    if (typeof plan === 'string') return false;
+    const engineFd = this.#addon.httpTake(
+      this.#engine,
+      fd,
+      NOTHING,
+      plan.endpoints,
+      plan.slot,
+      (route as ServiceRoute).key,
+      this.#opts.connectTimeoutMs,
+    );
+    this.#hold(engineFd, {
+      ctx,
+      stats: this.#stats[plan.slot] as ServiceStats,
+      unsniffed: true,
+      older: undefined,
+    });
     return true;
   }
 
@@ -265,20 +317,45 @@ export class NativeHttp1 {
     return slot;
   }
 
+  /**
+   * Records a connection the engine now holds on `fd` (its duplicate's number). The number may
+   * still have an entry: the engine closed an earlier connection on it and its CLOSED event is
+   * still on the way (the duplicate is made here, on this thread, so the number is free as soon
+   * as the engine closes it). Events of one fd come in order, so each takes the oldest entry.
+   */
+  #hold(fd: number, conn: Held): void {
+    conn.older = this.#open.get(fd);
+    this.#open.set(fd, conn);
+    this.#held++;
+  }
+
+  /** The connection an fd's last event (closed, given back) is about: the oldest entry on it. */
+  #release(fd: number): Held | undefined {
+    const newest = this.#open.get(fd);
+    if (!newest) return undefined;
+    this.#held--;
+    if (!newest.older) {
+      this.#open.delete(fd);
+      return newest;
+    }
+    let at = newest;
+    while (at.older?.older) at = at.older;
+    const oldest = at.older as Held;
+    at.older = undefined;
+    return oldest;
+  }
+
   #closed(fd: number, sent: number, received: number): void {
-    const conn = this.#open.get(fd);
-    this.#open.delete(fd);
-    conn?.stats.bytes(sent, received);
+    this.#release(fd)?.stats.bytes(sent, received);
   }
 
   #fallback(fd: number, bytes: Buffer, _length: number): void {
-    const conn = this.#open.get(fd);
-    this.#open.delete(fd);
+    const conn = this.#release(fd);
     const socket = socketForFd(fd);
     if (!conn) {
       socket.destroy();
       return;
     }
-    this.#opts.onFallback(socket, conn.ctx, bytes);
+    this.#opts.onFallback(socket, conn.ctx, bytes, conn.unsniffed);
   }
 }

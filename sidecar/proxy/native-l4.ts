@@ -11,6 +11,7 @@
  * fds are the connections' ids: an fd is unique while open, and the engine's events arrive
  * in the order it produced them (a CLOSED fd is reported before an accept reuses its number).
  */
+import { closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { constants } from 'node:os';
@@ -181,6 +182,17 @@ export class NativeL4 {
     this.#addon.detach(this.#engine, fd);
     this.#open--;
     return socketForFd(fd);
+  }
+
+  /**
+   * The accepted `fd` went to the engine's HTTP/1.1 path, which holds a duplicate of it
+   * (native-http1.ts takeFd): this engine forgets it and this copy closes (no FIN: the
+   * duplicate keeps the connection open).
+   */
+  handedOver(fd: number): void {
+    this.#addon.detach(this.#engine, fd);
+    this.#open--;
+    closeSync(fd);
   }
 
   /** Refuses the accepted `fd` with a reset, as a refused connect would. */

@@ -7,7 +7,8 @@
  * Two engines accept and splice, with the same routing (this file) and the same behaviour:
  *   native  the addon (native-l4.ts): accepts, and splices plain TCP (to pods, passthrough
  *           addresses, and through the gateway hop) on its own thread; connections on HTTP
- *           ports become net.Sockets. The default when the addon is built.
+ *           ports become net.Sockets, or go as fds to the native HTTP/1.1 engine when it
+ *           carries the service (native-http1.ts takeFd). The default when the addon is built.
  *   node    net.Server and splice.ts: the fallback (no C compiler at install) and the engine
  *           of in-process tests that fake the original destination.
  *
@@ -341,6 +342,18 @@ export class OutboundProxy {
     stats?.connection();
     if (route.kind === 'service' && route.l7) {
       this.#routeCounters.http.inc();
+      // Straight from the fd to the native HTTP/1.1 engine when it carries this service: no
+      // net.Socket, no first read in JavaScript (most of a `Connection: close` request's cost).
+      // h2c ports keep the sniff: their prior-knowledge clients would only come back from it.
+      if (
+        route.l7 === 'http' &&
+        !client.socket &&
+        this.#native &&
+        this.#http.takeFd(client.fd, { dstIp: dst.ip, dstPort: dst.port, clientIp })
+      ) {
+        this.#native.handedOver(client.fd);
+        return;
+      }
       const socket = this.#socketOf(client);
       const ctx: ConnContext = { dstIp: dst.ip, dstPort: dst.port, clientIp, handedOver: client.untrack };
       socket.once('close', () => stats?.bytes(socket.bytesRead, socket.bytesWritten));

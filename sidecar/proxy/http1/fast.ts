@@ -63,6 +63,12 @@ export interface FastOptions {
    * http-proxy.ts reads its 'node' value); off otherwise, and when the addon is not built.
    */
   native?: boolean;
+  /**
+   * A connection the native engine took straight from its fd and gave back at its first
+   * request: its first bytes still need the HTTP/2-preface check (http-proxy.ts); `http1`
+   * continues it here. Without it such a connection goes on as HTTP/1.1.
+   */
+  sniff?: (socket: net.Socket, ctx: FastContext, buffered: Buffer, http1: (buffered: Buffer) => void) => void;
 }
 
 /** Idle upstream connections kept per endpoint. */
@@ -213,7 +219,7 @@ export class Http1Fast {
     if (opts.native ?? process.env.EDGEMESH_HTTP1_PATH === 'native') {
       const native = NativeHttp1.create({
         ...opts,
-        onFallback: (socket, ctx, buffered) => this.#takeBack(socket, ctx, buffered),
+        onFallback: (socket, ctx, buffered, unsniffed) => this.#takeBack(socket, ctx, buffered, unsniffed),
       });
       if (native instanceof Error) opts.log.warn({ err: native.message }, 'HTTP/1.1 stays in JavaScript');
       else this.#native = native;
@@ -242,13 +248,24 @@ export class Http1Fast {
     this.#handle(socket, ctx, buffered);
   }
 
+  /**
+   * Takes over an accepted connection's `fd` (nothing read from it yet) when the native engine
+   * carries its service (../native-http1.ts takeFd); `fd` stays the caller's to close. False:
+   * the caller goes on with a socket (handle).
+   */
+  takeFd(fd: number, ctx: FastContext): boolean {
+    return this.#native?.takeFd(fd, ctx) ?? false;
+  }
+
   /** A connection the native engine gave back (a request it does not carry): on in JavaScript. */
-  #takeBack(socket: net.Socket, ctx: FastContext, buffered: Buffer): void {
+  #takeBack(socket: net.Socket, ctx: FastContext, buffered: Buffer, unsniffed: boolean): void {
     this.#returned++;
     socket.once('close', () => this.#returned--);
     socket.on('error', () => socket.destroy());
     if (this.#opts.idleTimeoutMs > 0) socket.setTimeout(this.#opts.idleTimeoutMs, () => socket.destroy());
-    this.#handle(socket, ctx, buffered);
+    if (unsniffed && this.#opts.sniff)
+      this.#opts.sniff(socket, ctx, buffered, (rest) => this.#handle(socket, ctx, rest));
+    else this.#handle(socket, ctx, buffered);
   }
 
   #handle(socket: net.Socket, ctx: FastContext, buffered: Buffer | undefined): void {
