@@ -41,8 +41,12 @@ describe('datagram streams on the UDP path ride the datagram channel', () => {
     [A, B] = t.lab.sites.map((s) => s.nodes[0]);
     spawnDnsmasq(t, B.pods[0], DNS_PORT, qname, answer);
     const pods = udpPods([A, B], DNS_PORT);
-    await startUdpNode(t, A, `16101=${B.name},${B.pods[0].addr},${DNS_PORT}`, pods, output);
-    await startUdpNode(t, B, '', pods, output);
+    // No TCP punching: behind `reject` routers it fails as a rule, but two SYNs that cross at
+    // the right moment do get through (seen in CI: punched TCP came up 0.26 s after the UDP
+    // path and replaced it, so the flows left the channel). This test is about the UDP path.
+    const udpOnly = ['--techniques', 'lan,udp'];
+    await startUdpNode(t, A, `16101=${B.name},${B.pods[0].addr},${DNS_PORT}`, pods, output, udpOnly);
+    await startUdpNode(t, B, '', pods, output, udpOnly);
   }, 180_000);
   afterAll(async () => {
     await t?.cleanup();
