@@ -85,6 +85,8 @@ interface NativeAddon {
 }
 
 type ServiceRoute = Extract<Route, { kind: 'service' }>;
+/** What the engine needs of an eligible route: its endpoints in the engine's form, its metrics slot. */
+type Plan = { endpoints: (string | number)[]; slot: number };
 
 /** A connection the engine holds: its context (for a fallback), its service's stats, whether taken from its fd. */
 interface Held {
@@ -110,7 +112,7 @@ export class NativeHttp1 {
    * Per route (one object per service port per catalog revision): why not, or what the engine
    * gets. Built once per revision instead of per connection (short connections pay for each).
    */
-  readonly #plans = new WeakMap<Route, string | { endpoints: (string | number)[]; slot: number }>();
+  readonly #plans = new WeakMap<Route, string | Plan>();
   #stopped = false;
 
   /** The engine, or why not (the addon is not built). */
@@ -189,21 +191,7 @@ export class NativeHttp1 {
       if (queued) socket.unshift(queued);
       return false;
     }
-    const engineFd = this.#addon.httpTake(
-      this.#engine,
-      fd,
-      bytes,
-      plan.endpoints,
-      plan.slot,
-      (route as ServiceRoute).key,
-      this.#opts.connectTimeoutMs,
-    );
-    this.#hold(engineFd, {
-      ctx,
-      stats: this.#stats[plan.slot] as ServiceStats,
-      unsniffed: false,
-      older: undefined,
-    });
+    this.#give(fd, bytes, route, plan, ctx, false);
     ctx.handedOver?.();
     // The engine's duplicate keeps the connection: closing Node's fd sends nothing.
     socket.destroy();
@@ -223,26 +211,29 @@ export class NativeHttp1 {
     const route = this.#opts.router.resolve(ctx.dstIp, ctx.dstPort);
     const plan = this.#plan(route);
     if (typeof plan === 'string') return false;
+    this.#give(fd, NOTHING, route, plan, ctx, true);
+    return true;
+  }
+
+  /**
+   * The engine takes (a duplicate of) `fd` with `bytes` already read and carries it for the
+   * route's plan; the connection is held until the engine reports it closed or given back.
+   */
+  #give(fd: number, bytes: Buffer, route: Route, plan: Plan, ctx: NativeContext, unsniffed: boolean): void {
     const engineFd = this.#addon.httpTake(
       this.#engine,
       fd,
-      NOTHING,
+      bytes,
       plan.endpoints,
       plan.slot,
       (route as ServiceRoute).key,
       this.#opts.connectTimeoutMs,
     );
-    this.#hold(engineFd, {
-      ctx,
-      stats: this.#stats[plan.slot] as ServiceStats,
-      unsniffed: true,
-      older: undefined,
-    });
-    return true;
+    this.#hold(engineFd, { ctx, stats: this.#stats[plan.slot] as ServiceStats, unsniffed, older: undefined });
   }
 
   /** The route's plan, cached per route object. */
-  #plan(route: Route): string | { endpoints: (string | number)[]; slot: number } {
+  #plan(route: Route): string | Plan {
     let plan = this.#plans.get(route);
     if (plan === undefined) {
       plan = this.eligible(route);
