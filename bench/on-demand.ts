@@ -29,7 +29,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { saveCatalog } from '../gateway/persist.ts';
+import { startGatewayProcess } from '../gateway/testing/gateway-process.ts';
 import type { Answer } from '../lib/catalog/lookup-protocol.ts';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog } from '../lib/catalog/types.ts';
@@ -109,24 +109,16 @@ chmodSync(dir, 0o755);
 let nodeNs = '';
 let podNs = '';
 
-async function startGateway(catalog: Catalog, tag: string): Promise<ChildProcess> {
-  const stateDir = join(dir, `state-${tag}`);
-  await saveCatalog(stateDir, catalog);
-  const gw = lab.spawn(nodeNs, [
-    EDGEMESH_BIN,
-    'gateway',
-    '--node-name=edge-n',
-    `--state-dir=${stateDir}`,
-    `--listen=${NODE_IP}`,
-    '--api-server=http://127.0.0.1:1',
-    '--metrics-port=15090',
-  ]);
-  let log = '';
-  gw.stderr?.on('data', (c: Buffer) => {
-    log += c.toString();
+/** The node's gateway as the DaemonSet runs it (its V8 flags), serving `catalog` from its state dir. */
+function startGateway(catalog: Catalog, tag: string): Promise<ChildProcess> {
+  return startGatewayProcess(lab, nodeNs, {
+    stateDir: join(dir, `state-${tag}`),
+    catalog,
+    listen: NODE_IP,
+    onStderr: () => {},
+    shippedNodeFlags: true,
+    readyTimeoutMs: 60_000,
   });
-  await waitFor(() => log.includes('sidecar listener ready'), 60_000, 50, `gateway (${tag}) up`);
-  return gw;
 }
 
 async function stop(child: ChildProcess): Promise<void> {

@@ -24,6 +24,8 @@ export async function startGatewayProcess(
     args?: string[];
     /** Run Node with the gateway's V8 flags, as the DaemonSet does (memory measurements). */
     shippedNodeFlags?: boolean;
+    /** How long loading the catalog may take (a 10,000-service one: tens of seconds on a busy machine). */
+    readyTimeoutMs?: number;
   },
 ): Promise<ChildProcess> {
   await saveCatalog(opts.stateDir, opts.catalog);
@@ -44,7 +46,7 @@ export async function startGatewayProcess(
   });
   await waitFor(
     () => stderr.includes('sidecar listener ready'),
-    20_000,
+    opts.readyTimeoutMs ?? 20_000,
     50,
     `gateway start (stderr: ${stderr})`,
   );
