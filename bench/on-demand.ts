@@ -30,7 +30,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startGatewayProcess } from '../gateway/testing/gateway-process.ts';
-import type { Answer } from '../lib/catalog/lookup-protocol.ts';
+import { type Answer, encodeAnswer } from '../lib/catalog/lookup-protocol.ts';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog } from '../lib/catalog/types.ts';
 import { OnDemandCatalog } from '../sidecar/catalog/on-demand.ts';
@@ -173,26 +173,45 @@ async function startSidecar(
   return { child };
 }
 
-async function probe(names: string[], paceUs = 0): Promise<{ ms: number[]; rcodes: Record<string, number> }> {
+async function probe(
+  names: string[],
+  paceUs = 0,
+  port = 15053,
+): Promise<{ ms: number[]; rcodes: Record<string, number> }> {
   if (CLIENT === 'dnsperf') return probeDnsperf(names);
   const file = join(dir, 'names.txt');
   writeFileSync(file, names.join('\n'));
   const argv =
     CLIENT === 'c'
-      ? [cProbe(), '15053', file, '2000', String(paceUs)]
-      : [NODE, PROBE, '--port', '15053', '--names-file', file];
+      ? [compiled('dns-probe'), String(port), file, '2000', String(paceUs)]
+      : [NODE, PROBE, '--port', String(port), '--names-file', file];
   const r = await lab.run(podNs, argv, { timeoutMs: 120_000 });
   return JSON.parse(r.stdout);
 }
 
-let cProbePath = '';
-/** Compiles bench/lib/dns-probe.c into the temp dir once (a C compiler: scripts/setup has gcc). */
-function cProbe(): string {
-  if (!cProbePath) {
-    cProbePath = join(dir, 'dns-probe');
-    execFileSync('cc', ['-O2', '-Wall', '-Werror', '-o', cProbePath, join(ROOT, 'bench/lib/dns-probe.c')]);
+const compiledPaths = new Map<string, string>();
+/** Compiles bench/lib/<name>.c into the temp dir once (a C compiler: scripts/setup has gcc). */
+function compiled(name: 'dns-probe' | 'relay-chain'): string {
+  let path = compiledPaths.get(name);
+  if (!path) {
+    path = join(dir, name);
+    execFileSync('cc', ['-O2', '-Wall', '-Werror', '-o', path, join(ROOT, `bench/lib/${name}.c`)]);
+    compiledPaths.set(name, path);
   }
-  return cProbePath;
+  return path;
+}
+
+/**
+ * The machine's floor for a first query, in the same run: the same four process wake-ups
+ * (client → "sidecar" over UDP → "gateway" over loopback TCP and back, a LOOKUP answer's
+ * size) between C processes with no mesh code (bench/lib/relay-chain.c) on port 15054, timed
+ * by the same client. What the first-query row has above it is the mesh's own work.
+ */
+async function startFloor(replyBytes: number): Promise<ChildProcess> {
+  const chain = lab.spawn(podNs, [compiled('relay-chain'), '15054', String(replyBytes)]);
+  await settle(300);
+  if (chain.exitCode !== null) throw new Error(`relay-chain exited (${chain.exitCode})`);
+  return chain;
 }
 
 /**
@@ -404,9 +423,16 @@ async function latencyAndThroughput(big: Catalog): Promise<void> {
   // Warm the JIT on both paths with names not measured.
   await probe(Array.from({ length: 100 }, (_, i) => name(BIG - 1 - i)));
   await probe(Array.from({ length: 100 }, (_, i) => name(BIG - 1 - i)));
-  if (PARTS.has('latency')) await latency();
+  // A LOOKUP answer's size for the floor's relay (one service of the bench catalog).
+  const key = 'bench/svc-100';
+  const answer = { type: 'answer', id: 1, revision: big.revision, services: { [key]: big.services[key] } };
+  const replyBytes = encodeAnswer({ ...answer, pods: {}, namespaces: {} } as Answer, (e) =>
+    JSON.stringify(e),
+  ).length;
+  if (PARTS.has('latency')) await latency(0, 0, replyBytes);
   // Paced after back to back, on names neither run asked before.
-  if (PARTS.has('latency') && PACE_US > 0 && CLIENT === 'c') await latency(PACE_US, ROUNDS * FIRST);
+  if (PARTS.has('latency') && PACE_US > 0 && CLIENT === 'c')
+    await latency(PACE_US, ROUNDS * FIRST, replyBytes);
   if (PARTS.has('throughput')) await throughput(s.child, big);
   else await stop(s.child);
   await stop(gw);
@@ -489,7 +515,7 @@ async function sidecarGCs(): Promise<{ count: number; seconds: number } | undefi
  * (names 100 … 100 + ROUNDS × FIRST; the warm-up used the last 100). One block is one probe
  * process: its own wake-ups and timing are the client's, as a pod's resolver would see them.
  */
-async function latency(paceUs = 0, offset = 0): Promise<void> {
+async function latency(paceUs: number, offset: number, replyBytes: number): Promise<void> {
   const rounds = Math.min(ROUNDS, Math.floor((BIG - 300 - offset) / FIRST));
   if (rounds < 1) {
     console.log(
@@ -499,6 +525,8 @@ async function latency(paceUs = 0, offset = 0): Promise<void> {
   }
   const first: number[] = [];
   const again: number[] = [];
+  const floorMs: number[] = [];
+  const chain = CLIENT === 'dnsperf' ? undefined : await startFloor(replyBytes);
   const rcodes = { first: {} as Record<string, number>, again: {} as Record<string, number> };
   const gcs = { first: { count: 0, seconds: 0 }, again: { count: 0, seconds: 0 } };
   const load = [loadavg()[0]];
@@ -519,11 +547,14 @@ async function latency(paceUs = 0, offset = 0): Promise<void> {
     const fresh = Array.from({ length: FIRST }, (_, i) => name(100 + offset + r * FIRST + i));
     await block(fresh, first, 'first');
     await block(fresh, again, 'again');
+    if (chain) floorMs.push(...(await probe(fresh, paceUs, 15054)).ms);
     load.push(loadavg()[0]);
   }
+  if (chain) await stop(chain);
   const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
   const f = sorted(first);
   const a = sorted(again);
+  const fl = sorted(floorMs);
   const row = (what: string, s: number[], kind: 'first' | 'again') => [
     what,
     fmt(percentile(s, 50), 3),
@@ -538,12 +569,29 @@ async function latency(paceUs = 0, offset = 0): Promise<void> {
   printTable(
     `bench/on-demand: DNS query latency from the pod (${CLIENT} client${paceUs ? `, queries ${paceUs} µs apart` : ', back to back'}), ${rounds} × ${FIRST} names one at a time, alternating blocks${SIDECAR_V8.length ? ` (sidecar ${SIDECAR_V8.join(' ')})` : ''} (ms; load average ${load.map((x) => x.toFixed(1)).join(' → ')})`,
     ['query', 'p50', 'p99', 'p99.9', 'max', 'sidecar GCs / their time', 'rcodes'],
-    [row('first (asks the gateway)', f, 'first'), row('again (held, baseline)', a, 'again')],
+    [
+      row('first (asks the gateway)', f, 'first'),
+      row('again (held, baseline)', a, 'again'),
+      ...(fl.length > 0
+        ? [
+            [
+              `the same hops in C, no mesh code (floor; ${replyBytes} B answer)`,
+              ...[50, 99, 99.9].map((q) => fmt(percentile(fl, q), 3)),
+              fmt(fl[fl.length - 1], 3),
+              '-',
+              '-',
+            ],
+          ]
+        : []),
+    ],
   );
   const p99 = percentile(f, 99);
   console.log(
     `${p99 < 1 ? 'PASS' : 'MISS'} first-query p99 ${fmt(p99, 3)} ms (target < 1 ms; held p99 ${fmt(percentile(a, 99), 3)} ms in the same runs); ` +
-      `the gateway round trip adds p50 ${fmt(percentile(f, 50) - percentile(a, 50), 3)} ms (first/held p50 ratio ${fmt(percentile(f, 50) / percentile(a, 50), 2)})`,
+      `the gateway round trip adds p50 ${fmt(percentile(f, 50) - percentile(a, 50), 3)} ms (first/held p50 ratio ${fmt(percentile(f, 50) / percentile(a, 50), 2)})` +
+      (fl.length > 0
+        ? `; the machine's floor for those hops: p99 ${fmt(percentile(fl, 99), 3)} ms, ${fl.filter((x) => x > 1).length} of ${fl.length} over 1 ms (first queries: ${f.filter((x) => x > 1).length} of ${f.length})`
+        : ''),
   );
 }
 
