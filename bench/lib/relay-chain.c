@@ -24,22 +24,13 @@
 
 #define MAX_REPLY 65536
 
-static int readAll(int fd, char *buf, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = read(fd, buf + got, n - got);
+/* Reads (writing = 0) or writes exactly n bytes; -1 when the connection ends first. */
+static int exactly(int fd, char *buf, size_t n, int writing) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = writing ? write(fd, buf + done, n - done) : read(fd, buf + done, n - done);
     if (r <= 0) return -1;
-    got += (size_t)r;
-  }
-  return 0;
-}
-
-static int writeAll(int fd, const char *buf, size_t n) {
-  size_t put = 0;
-  while (put < n) {
-    ssize_t w = write(fd, buf + put, n - put);
-    if (w <= 0) return -1;
-    put += (size_t)w;
+    done += (size_t)r;
   }
   return 0;
 }
@@ -57,7 +48,7 @@ static void gateway(int conn, size_t replyBytes) {
     char *nl;
     while ((nl = memchr(in, '\n', have)) != NULL) {
       size_t line = (size_t)(nl - in) + 1;
-      if (writeAll(conn, reply, replyBytes) != 0) exit(0);
+      if (exactly(conn, reply, replyBytes, 1) != 0) exit(0);
       memmove(in, in + line, have - line);
       have -= line;
     }
@@ -110,13 +101,13 @@ int main(int argc, char **argv) {
   }
   static char reply[MAX_REPLY];
   unsigned char q[512];
-  const char line[] = "Q 1 SVC bench/svc-0\n"; /* a LOOKUP query's size */
+  char line[] = "Q 1 SVC bench/svc-0\n"; /* a LOOKUP query's size */
   for (;;) {
     struct sockaddr_in from;
     socklen_t fl = sizeof from;
     ssize_t n = recvfrom(us, q, sizeof q, 0, (struct sockaddr *)&from, &fl);
     if (n < 12) continue;
-    if (writeAll(up, line, sizeof line - 1) != 0 || readAll(up, reply, (size_t)replyBytes) != 0) {
+    if (exactly(up, line, sizeof line - 1, 1) != 0 || exactly(up, reply, (size_t)replyBytes, 0) != 0) {
       fprintf(stderr, "relay-chain: the gateway side closed: %s\n", strerror(errno));
       return 1;
     }
