@@ -68,7 +68,10 @@ async function gateway(side: 'a' | 'b', tree: string, port: number): Promise<voi
   const { MuxSession } = await import(join(tree, 'lib/tunnel/mux.ts'));
   const { serverOptions, connectTls } = await import(join(tree, 'lib/tunnel/tls.ts'));
   const { issueIdentity } = await import(join(tree, 'lib/tunnel/identity.ts'));
-  const { splice } = await import(join(tree, 'gateway/streams.ts'));
+  // The one splice is lib/splice.ts; trees before it had the gateway's own in streams.ts.
+  const { splice } = await import(join(tree, 'lib/splice.ts')).catch(
+    () => import(join(tree, 'gateway/streams.ts')),
+  );
   process.on('SIGTERM', () => process.exit(0)); // lets --cpu-prof write its profile
   const ca = JSON.parse(readFileSync(0, 'utf8'));
   const identity = issueIdentity(ca, { kind: 'node', name: `node-${side}` });

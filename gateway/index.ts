@@ -12,7 +12,6 @@ export {
   LocalDialer,
   type RemotePath,
   type StreamTarget,
-  splice,
   type Tunnel,
   type TunnelFactory,
 } from './streams.ts';

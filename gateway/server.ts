@@ -19,13 +19,14 @@ import { describeError, EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import { formatReply, type PathKind, parseRequest, type Request, takeLine } from '../lib/gateway-protocol.ts';
 import type { Logger } from '../lib/log.ts';
 import { LogGate } from '../lib/log-gate.ts';
+import { spliceUntilEnd } from '../lib/splice.ts';
 import { type Admission, type RefusalReason, sourceIP } from './admission.ts';
 import type { FeedHub } from './feed.ts';
 import { isEndpointOnNode } from './local-endpoint.ts';
 import type { LookupHub } from './lookup.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import type { PodMoves } from './pod-moves.ts';
-import { type LocalDialer, splice, type Tunnel } from './streams.ts';
+import type { LocalDialer, Tunnel } from './streams.ts';
 
 /** Absolute, from accept: a header trickled in a byte at a time does not extend it. */
 export const HEADER_TIMEOUT_MS = 10_000;
@@ -261,6 +262,6 @@ async function connect(
   socket.write(formatReply({ ok: true, path }));
   if (early.length > 0) stream.write(early);
   const started = Date.now();
-  await splice(socket, stream);
+  await spliceUntilEnd(socket, stream);
   opts.log.debug({ peer, ip: target.ip, port: target.port, path, ms: Date.now() - started }, 'stream closed');
 }

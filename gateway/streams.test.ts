@@ -3,8 +3,9 @@ import { type Duplex, duplexPair } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import { ErrorCodes } from '../lib/errors.ts';
+import { splice } from '../lib/splice.ts';
 import { MuxSession } from '../lib/tunnel/mux.ts';
-import { LocalDialer, splice } from './streams.ts';
+import { LocalDialer } from './streams.ts';
 import { echoServer, loopbackCatalog } from './test-fixtures.ts';
 
 async function readAll(s: Duplex): Promise<Buffer> {
@@ -53,7 +54,7 @@ describe('LocalDialer', () => {
       dialer.dial(target).then(
         (conn) => {
           stream.accept();
-          void splice(stream, conn);
+          splice(stream, conn);
         },
         (err) => stream.refuse(err.code === ErrorCodes.DIAL_REFUSED ? 1 : 2, err.message),
       );

@@ -207,33 +207,3 @@ export class InProcessTunnel implements Tunnel {
     return { stream: await far.dial(target), path: 'direct' };
   }
 }
-
-/**
- * Joins two streams both ways, carrying half-close (an end on one side ends the other's
- * writable side) and tearing both down when either fails. Resolves when both are closed.
- */
-export function splice(a: Duplex, b: Duplex): Promise<void> {
-  return new Promise((resolve) => {
-    let closed = 0;
-    const onClose = () => {
-      if (++closed === 2) resolve();
-    };
-    const fail = () => {
-      a.destroy();
-      b.destroy();
-    };
-    a.on('error', fail);
-    b.on('error', fail);
-    a.on('close', () => {
-      onClose();
-      // A side that closed without a clean end (reset) takes the other down.
-      if (!b.destroyed && !a.readableEnded) b.destroy();
-    });
-    b.on('close', () => {
-      onClose();
-      if (!a.destroyed && !b.readableEnded) a.destroy();
-    });
-    a.pipe(b);
-    b.pipe(a);
-  });
-}

@@ -3,9 +3,10 @@ import { duplexPair } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import { type EdgemeshError, ErrorCodes } from '../lib/errors.ts';
+import { splice } from '../lib/splice.ts';
 import { DatagramDecoder, encodeDatagram, ResetCode } from '../lib/tunnel/frame.ts';
 import { MuxSession } from '../lib/tunnel/mux.ts';
-import { LocalDialer, splice } from './streams.ts';
+import { LocalDialer } from './streams.ts';
 import { loopbackCatalog } from './test-fixtures.ts';
 import {
   DEFAULT_MAX_QUEUED_BYTES,
@@ -259,7 +260,7 @@ describe('UdpFlow', () => {
       dialer.dial(target).then(
         (conn) => {
           stream.accept();
-          void splice(stream, conn);
+          splice(stream, conn);
         },
         (err: EdgemeshError) =>
           stream.refuse(

@@ -1,7 +1,8 @@
 import { once } from 'node:events';
-import { type Duplex, duplexPair } from 'node:stream';
+import { duplexPair } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../lib/log.ts';
+import { readText } from '../lib/testing/streams.ts';
 import { RelaySplicer } from './relay-splice.ts';
 
 /** Two relay legs in memory: each gateway's end and the server's end of its connection. */
@@ -24,16 +25,6 @@ function splicer(charge?: (node: string, bytes: number) => number) {
   return { s, m };
 }
 
-async function read(stream: Duplex, bytes: number): Promise<string> {
-  let got = '';
-  while (got.length < bytes) {
-    const chunk = stream.read();
-    if (chunk) got += chunk.toString();
-    else await once(stream, 'readable');
-  }
-  return got;
-}
-
 describe('RelaySplicer', () => {
   it('carries bytes both ways and counts the session per node and the bytes', async () => {
     const { s, m } = splicer();
@@ -41,9 +32,9 @@ describe('RelaySplicer', () => {
     s.splice('edge-a', legA, 'edge-b', legB);
     expect([s.active('edge-a'), s.active('edge-b'), m.relays]).toEqual([1, 1, 1]);
     gwA.write('hello b');
-    expect(await read(gwB, 7)).toBe('hello b');
+    expect(await readText(gwB, 7)).toBe('hello b');
     gwB.write('hi a');
-    expect(await read(gwA, 4)).toBe('hi a');
+    expect(await readText(gwA, 4)).toBe('hi a');
     expect(m.bytes).toBe(11);
   });
 
@@ -52,12 +43,12 @@ describe('RelaySplicer', () => {
     const { gwA, legA, gwB, legB } = legs();
     s.splice('edge-a', legA, 'edge-b', legB);
     gwA.end('last from a');
-    expect(await read(gwB, 11)).toBe('last from a');
+    expect(await readText(gwB, 11)).toBe('last from a');
     const bEnded = once(gwB, 'end');
     gwB.read();
     await bEnded;
     gwB.write('still open');
-    expect(await read(gwA, 10)).toBe('still open');
+    expect(await readText(gwA, 10)).toBe('still open');
     expect(m.relays).toBe(1);
     const closed = once(legB, 'close');
     gwB.end();
@@ -88,9 +79,9 @@ describe('RelaySplicer', () => {
     const { gwA, legA, gwB, legB } = legs();
     s.splice('edge-a', legA, 'edge-b', legB);
     gwA.write('12345');
-    await read(gwB, 5);
+    await readText(gwB, 5);
     gwB.write('123');
-    await read(gwA, 3);
+    await readText(gwA, 3);
     expect(charged).toEqual([
       ['edge-a', 5],
       ['edge-b', 3],

@@ -9,13 +9,14 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
+import { splice } from '../../lib/splice.ts';
 import type { ReceiveBudget } from '../../lib/tunnel/budget.ts';
 import type { TlsRole } from '../../lib/tunnel/control.ts';
 import { ResetCode, type Target } from '../../lib/tunnel/frame.ts';
 import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
 import { MuxSession } from '../../lib/tunnel/mux.ts';
 import { acceptTls, connectTls } from '../../lib/tunnel/tls.ts';
-import { type PeerMessages, splice } from '../streams.ts';
+import type { PeerMessages } from '../streams.ts';
 
 export interface SessionsOptions {
   /** The certificate for new handshakes (replaced on renewal). */
@@ -68,7 +69,7 @@ export class Sessions {
           }
           stream.accept();
           stream.chargeSink(conn); // what waits for the target counts against the peer's budget
-          void splice(stream, conn);
+          splice(stream, conn);
         },
         (err: unknown) => {
           const refused = err instanceof EdgemeshError && err.code === ErrorCodes.DIAL_REFUSED;

@@ -1,15 +1,13 @@
 import type net from 'node:net';
+import { splice as joinStreams } from '../../lib/splice.ts';
 
 /**
- * Joins two sockets both ways, with backpressure (a full destination pauses its source until
- * it drains), half-close (a FIN is carried across while the other direction keeps flowing:
- * both sockets are half-open capable) and an idle timeout. An error or reset on either side
- * destroys both. `onClose` runs once when both are closed.
+ * A pod's connection joined with its upstream (lib/splice.ts: backpressure, half-close, a
+ * reset on either side ends both) plus the proxy's idle timeout. Both are TCP sockets, so a
+ * FIN that can go by close(2) does. `onClose` runs once when both are closed or destroyed.
  *
- * Client → upstream is a plain 'data' handler rather than `pipe()`: pipe registers and later
- * removes seven listeners and an unpipe path per connection, which showed at thousands of
- * short connections per second. Upstream → client is usually done already by the dialer
- * (`upstreamSinked`, dialer.ts forwardInto); then only its FIN is carried here.
+ * Upstream → client is usually done already by the dialer (`upstreamSinked`, dialer.ts
+ * forwardInto); then only its FIN is carried here.
  */
 export function splice(
   client: net.Socket,
@@ -19,65 +17,10 @@ export function splice(
   /** The upstream's bytes already flow into `client` (dialer.ts forwardInto): carry only its FIN. */
   upstreamSinked = false,
 ): void {
-  let open = 2;
-  const closed = () => {
-    if (--open === 0) onClose?.();
-  };
-  const destroyBoth = () => {
-    client.destroy();
-    upstream.destroy();
-  };
-  client.on('error', destroyBoth);
-  upstream.on('error', destroyBoth);
   const sweeper = idleMs > 0 ? idleSweeper(idleMs) : undefined;
   const watched = sweeper?.add(client, upstream);
-  client.once('close', (hadError) => {
-    if (watched) sweeper?.delete(watched);
-    // The client vanished while upstream still had data to send: nobody would read it.
-    if (hadError || !client.readableEnded) upstream.destroy();
-    closed();
-  });
-  upstream.once('close', (hadError) => {
-    if (hadError || !upstream.readableEnded) client.destroy();
-    closed();
-  });
-  forward(client, upstream);
-  if (upstreamSinked) carryFinAfterEnd(upstream, client);
-  else forward(upstream, client);
-}
-
-/** Bytes from `from` written to `to`; a full `to` pauses `from` until 'drain'. */
-function forward(from: net.Socket, to: net.Socket): void {
-  const resume = () => from.resume();
-  from.on('data', (chunk: Buffer) => {
-    if (!to.write(chunk)) {
-      from.pause();
-      to.once('drain', resume);
-    }
-  });
-  carryFinAfterEnd(from, to);
-  from.resume();
-}
-
-/**
- * Carries `from`'s FIN to `to` when `from` ends. A source that already ended (an upgraded HTTP
- * client that sent its FIN while the upstream was being dialled) has no 'end' left to emit:
- * its FIN goes now, as pipe() does.
- */
-function carryFinAfterEnd(from: net.Socket, to: net.Socket): void {
-  if (from.readableEnded) carryFin(to);
-  else from.once('end', () => carryFin(to));
-}
-
-/**
- * Sends a FIN on `to`. When `to` has already read its peer's FIN and holds no unsent bytes,
- * close(2) sends the same FIN (after whatever the kernel still has queued; nothing unread can
- * arrive after the peer's FIN, so no RST) and saves the shutdown(2) and its callback: for a
- * request/response connection, one of the two FINs goes this way.
- */
-function carryFin(to: net.Socket): void {
-  if (to.readableEnded && to.writableLength === 0) to.destroy();
-  else to.end();
+  if (watched) client.once('close', () => sweeper?.delete(watched));
+  joinStreams(client, upstream, { onEnd: onClose, bSinked: upstreamSinked, finByClose: true });
 }
 
 /**
