@@ -40,6 +40,8 @@ export interface UdpCounts {
   /** Gateway flows' datagrams the addon's thread dropped: connection full / ended (not yet reopened). */
   gatewayFull?: number;
   gatewayDown?: number;
+  /** Reports about flows that had left their fd, dropped by the addon (udp.c "Generations"). */
+  staleReports?: number;
 }
 
 export interface UdpMetrics {
@@ -47,6 +49,7 @@ export interface UdpMetrics {
   dropped: Counter<'reason'>;
   flows: Counter<'route'>;
   active: Gauge;
+  staleReports: Counter;
   activeSource: () => number;
   /** The proxy sets it: the hot path counts in C, without a metric call per datagram. */
   countsSource: () => UdpCounts;
@@ -93,6 +96,20 @@ export function createUdpMetrics(registry?: Registry): UdpMetrics {
       help: 'UDP flows started, by route (service, passthrough)',
       labelNames: ['route'],
       registers,
+    }),
+    staleReports: new Counter({
+      name: 'edgemesh_udp_stale_reports_total',
+      help:
+        'Reports of the UDP addon (flow active, ICMP error, gateway connection ended) about a flow the proxy had ' +
+        'already closed, dropped because a new flow had taken its socket number (udp.c "Generations"). Harmless, no ' +
+        'action needed: each one is a report kept from the wrong flow. It rises with flow churn (short idle ' +
+        'timeouts, ICMP errors, gateway reconnects); without the drop each would have ended or kept alive another flow',
+      registers,
+      collect() {
+        // The addon's own count since it started: set, as the datagram counts are.
+        this.reset();
+        this.inc(metrics.countsSource().staleReports ?? 0);
+      },
     }),
     active: new Gauge({
       name: 'edgemesh_udp_active_flows',

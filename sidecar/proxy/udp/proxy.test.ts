@@ -104,7 +104,7 @@ function fakeAddon({ carries = false } = {}) {
     close: (_e, fd) => {
       calls.push(`close ${fd}`);
     },
-    stats: () => (carries ? [7, 9, 2, 3, 4] : [7, 9, 2]),
+    stats: () => (carries ? [7, 9, 2, 3, 4, 5] : [7, 9, 2]),
     stop: () => {
       calls.push('stop');
     },
@@ -165,7 +165,12 @@ function setup(
       .find((l) => l.startsWith(`${name}{`) && l.includes(label));
     return line ? Number(line.split(' ').pop()) : 0;
   };
-  return { store, fake, proxy, metric };
+  /** A series that must be exported: its value, or undefined when it is missing. */
+  const series = async (name: string) => {
+    const line = (await registry.metrics()).split('\n').find((l) => l.startsWith(`${name}{`));
+    return line === undefined ? undefined : Number(line.split(' ').pop());
+  };
+  return { store, fake, proxy, metric, series };
 }
 
 describe('UdpRouteTable', () => {
@@ -260,7 +265,7 @@ describe('UdpProxy', () => {
   });
 
   it('ends a flow on an ICMP error from its endpoint, and counts failed sends', async () => {
-    const { fake, proxy, metric } = setup({ 'ns/dns': entry('dns', [VIP], [endpoint('10.1.0.1')]) });
+    const { fake, proxy, metric, series } = setup({ 'ns/dns': entry('dns', [VIP], [endpoint('10.1.0.1')]) });
     fake.deliver([APP, `${VIP}:53`, 'a']);
     fake.record(REC_ACTIVE, 102);
     fake.record(REC_ERROR, 102, 111);
@@ -273,6 +278,8 @@ describe('UdpProxy', () => {
     // Sent: 1 from JS + 7 by the addon; replies: the addon's 9.
     expect(await metric('edgemesh_udp_datagrams_total', 'direction="out"')).toBe(8);
     expect(await metric('edgemesh_udp_datagrams_total', 'direction="reply"')).toBe(9);
+    // A build without the stale count (stats() of 3): the series is there, at 0.
+    expect(await series('edgemesh_udp_stale_reports_total')).toBe(0);
   });
 
   it('close() ends every flow, closes the listener and stops the engine', () => {
@@ -419,6 +426,8 @@ describe('UdpProxy through the gateway', () => {
       expect(fake.calls.at(-1)).toBe('send 102 q3');
       expect(await metric('edgemesh_udp_datagrams_dropped_total', 'reason="gateway-full"')).toBe(3);
       expect(await metric('edgemesh_udp_datagrams_dropped_total', 'reason="gateway-unavailable"')).toBe(4);
+      // Reports the addon dropped as stale (stats()[5]): the series shows its count.
+      expect(await metric('edgemesh_udp_stale_reports_total')).toBe(5);
 
       // The addon reports the connection ended (e.g. a gateway restart): its fd is closed, the
       // flow stays, and its next datagram opens a new connection handed over the same way.

@@ -152,6 +152,7 @@ export class UdpProxy {
         fastFailed: c.failed,
         gatewayFull: c.gatewayFull,
         gatewayDown: c.gatewayDown,
+        staleReports: c.staleReports,
       };
     };
     this.#flows = new FlowTable<Upstream>(
