@@ -4,7 +4,7 @@
  * one forbidden read fails its own check and the others still run. Judgements are in
  * check-pre.ts and check-install.ts.
  */
-import { type ApiClient, ApiError } from '../gateway/kube/client.ts';
+import { type ApiClient, ApiError } from '../lib/kube/client.ts';
 import { INJECT_LABEL } from '../webhook/inject.ts';
 import { INJECTION_LABEL, WEBHOOK_CONFIG } from './check-install.ts';
 import { INSTALL_ACCESS, type Read } from './check-pre.ts';

@@ -4,7 +4,7 @@
  * naming what was read and why it failed (unreachable, no answer in time, forbidden with the
  * API's own words), so a user without cluster-wide `list pods` still sees the rest.
  */
-import { type ApiClient, ApiError } from '../gateway/kube/client.ts';
+import { type ApiClient, ApiError } from '../lib/kube/client.ts';
 import { type PodSummary, podListPage } from './pods.ts';
 import { PART_OF_SELECTOR } from './version-report.ts';
 

@@ -12,7 +12,7 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import type { ApiClient } from '../gateway/kube/client.ts';
+import type { ApiClient } from '../lib/kube/client.ts';
 import { defineCommand } from '../lib/cli.ts';
 import { configError, EdgemeshError, ErrorCodes } from '../lib/errors.ts';
 import { connectionCause } from '../webhook/tls/bootstrap.ts';

@@ -7,8 +7,8 @@
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
-import type { ApiClient } from '../gateway/kube/client.ts';
-import { apiFromKubeconfigFile, apiInCluster } from '../gateway/kube/kubeconfig.ts';
+import type { ApiClient } from '../lib/kube/client.ts';
+import { apiFromKubeconfigFile, apiInCluster } from '../lib/kube/kubeconfig.ts';
 import { configError } from '../lib/errors.ts';
 
 export type KubeconfigChoice =

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { ApiError } from '../gateway/kube/client.ts';
+import { ApiError } from '../lib/kube/client.ts';
 import { readinessAnswer } from '../gateway/readiness.ts';
 import { gatewayStatus } from '../gateway/status.ts';
 import type { TunnelReadiness } from '../gateway/streams.ts';

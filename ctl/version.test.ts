@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { ApiError } from '../gateway/kube/client.ts';
+import { ApiError } from '../lib/kube/client.ts';
 import { GoldenDir } from '../test/harness/golden.ts';
 import { describeApiFailure } from './cluster.ts';
 import { injectedImage } from './injected-image.ts';

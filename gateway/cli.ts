@@ -6,8 +6,8 @@ import { createLogger } from '../lib/log.ts';
 import { defaultMetricsHosts } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { startGateway } from './gateway.ts';
-import { type ApiClient, apiFromUrl } from './kube/client.ts';
-import { apiFromKubeconfigFile, apiInCluster } from './kube/kubeconfig.ts';
+import { type ApiClient, apiFromUrl } from '../lib/kube/client.ts';
+import { apiFromKubeconfigFile, apiInCluster } from '../lib/kube/kubeconfig.ts';
 import { readSettingsDir } from './settings.ts';
 // Not ./tunnel/index.ts: it loads the tunnel's modules (node-forge, node-datachannel) at start.
 import { parseServers } from './tunnel/servers.ts';

@@ -10,7 +10,7 @@ import { silentLogger } from '../lib/log.ts';
 import { ControlPlane } from '../test/cluster/control-plane.ts';
 import { NetnsLab, waitFor } from '../test/harness/netns.ts';
 import { type Gateway, startGateway } from './gateway.ts';
-import { type ApiClient, apiFromUrl } from './kube/client.ts';
+import { type ApiClient, apiFromUrl } from '../lib/kube/client.ts';
 import { loadCatalog } from './persist.ts';
 
 // The gateway's watcher against a real API server (etcd, kube-apiserver, controller-manager,

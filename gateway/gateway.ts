@@ -12,7 +12,7 @@ import type { Logger } from '../lib/log.ts';
 import { createRegistry, defaultMetricsHosts, serveMetricsOn } from '../lib/metrics.ts';
 import { Admission } from './admission.ts';
 import { FeedHub } from './feed.ts';
-import { type ApiClient, apiFromKubeConfig } from './kube/client.ts';
+import { type ApiClient, apiFromKubeConfig } from '../lib/kube/client.ts';
 import { LookupHub } from './lookup.ts';
 import { gatewayMetrics, tunnelStateMetrics } from './metrics.ts';
 import { CatalogPersister, loadCatalog } from './persist.ts';
@@ -30,7 +30,7 @@ export interface GatewayOptions {
   listenPort: number;
   clusterDomain: string;
   /**
-   * The API to watch: a client (kube/client.ts), or a KubeConfig to make one from. Absent: no
+   * The API to watch: a client (lib/kube/client.ts), or a KubeConfig to make one from. Absent: no
    * API watch (the gateway serves its persisted catalog only; used by tests).
    */
   api?: ApiClient;

@@ -8,7 +8,7 @@ import { CatalogStore } from '../lib/catalog/store.ts';
 import { silentLogger } from '../lib/log.ts';
 import { waitFor } from '../test/harness/netns.ts';
 import { startGateway } from './gateway.ts';
-import { apiFromUrl } from './kube/client.ts';
+import { apiFromUrl } from '../lib/kube/client.ts';
 import { CatalogPersister, loadCatalog, STATE_FILE, saveCatalog } from './persist.ts';
 import { STATE_FORMAT } from './state-file.ts';
 import { loopbackCatalog } from './test-fixtures.ts';

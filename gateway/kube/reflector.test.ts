@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../test/harness/netns.ts';
-import { ApiClient } from './client.ts';
+import { ApiClient } from '../../lib/kube/client.ts';
 import { type CacheEvent, ObjectCache } from './object-cache.ts';
 import { LIST_EVENTS_PER_TURN, Reflector } from './reflector.ts';
 

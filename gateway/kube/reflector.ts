@@ -22,7 +22,7 @@
  *   timeout is then the relist period.
  */
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
-import { type ApiClient, ApiError, cause } from './client.ts';
+import { type ApiClient, ApiError, cause } from '../../lib/kube/client.ts';
 import type { CacheEvent, ObjectCache } from './object-cache.ts';
 
 export const RETRY_INITIAL_MS = 1_000;

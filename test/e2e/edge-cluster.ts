@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
-import { apiFromKubeConfig } from '../../gateway/kube/client.ts';
+import { apiFromKubeConfig } from '../../lib/kube/client.ts';
 import { lastLine } from '../../manifests/testing/build-tool.ts';
 import { ControlPlane } from '../cluster/control-plane.ts';
 import { buildImages } from '../cluster/oci-images.ts';

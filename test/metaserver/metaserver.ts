@@ -59,7 +59,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type net from 'node:net';
-import type { ApiClient } from '../../gateway/kube/client.ts';
+import type { ApiClient } from '../../lib/kube/client.ts';
 import { ObjectCache } from '../../gateway/kube/object-cache.ts';
 import { Reflector } from '../../gateway/kube/reflector.ts';
 

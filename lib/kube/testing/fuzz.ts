@@ -1,5 +1,5 @@
 /**
- * The fuzz target of the LIST body decoder (gateway/kube/list-body.ts): list-body.fuzz.test.ts
+ * The fuzz target of the LIST body decoder (lib/kube/list-body.ts): list-body.fuzz.test.ts
  * runs a bounded count in CI, bench/fuzz.ts (`list-body`) a million or more.
  */
 import { isDeepStrictEqual } from 'node:util';
@@ -37,7 +37,7 @@ interface Input {
 }
 
 export const listBodyTarget: FuzzTarget<Input> = {
-  name: 'LIST body decoder (gateway/kube/list-body.ts)',
+  name: 'LIST body decoder (lib/kube/list-body.ts)',
   input(rng) {
     const doc = rng.pick(CORPUS);
     let text = rng.chance(0.7) ? mutateJson(rng, doc) : rng.pick(TEXTS);
