@@ -92,6 +92,31 @@ describe('FlowTable', () => {
     },
   );
 
+  it("retime: a flow takes its service's changed timeout from the next sweep", () => {
+    const { table, ended, advance } = setup({ idleMs: 700 });
+    table.lookup(A, VIP, route(['10.1.0.1:53'], 60_000));
+    table.lookup(B, VIP, route(['10.1.0.1:53'], 60_000));
+    const a = table.get(A, VIP) as Flow<string>;
+    advance(20_000);
+    // Shortened below how long it has been idle: ended at the next sweep, not 40 s later.
+    table.retime(a, 10_000);
+    expect(table.sweep()).toBe(1);
+    expect(ended).toEqual([[`${A}|${VIP}`, 'idle']]);
+    // Lengthened: kept past the 60 s the flow was created with.
+    const b = table.get(B, VIP) as Flow<string>;
+    table.retime(b, 120_000);
+    advance(50_000); // idle 70 s
+    expect(table.sweep()).toBe(0);
+    // Removed (undefined) or unusable: the table's default, measured from the last activity.
+    table.retime(b, Number.NaN);
+    expect(b.idleMs).toBe(700);
+    table.retime(b, 120_000);
+    table.retime(b, undefined);
+    expect(b.idleMs).toBe(700);
+    expect(table.sweep()).toBe(1);
+    expect(table.size).toBe(0);
+  });
+
   it('treats an idle flow not yet swept as gone: a new pick', () => {
     const { table, ended, advance } = setup({ idleMs: 100 });
     const r = route(['10.1.0.1:53', '10.1.0.2:53']);

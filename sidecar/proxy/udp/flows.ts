@@ -13,7 +13,8 @@
  *   #flows       Map in least-recently-active order (a touch moves the flow to the end), so
  *                eviction at the bound takes the first entry: O(1), no sorting.
  *   flow fields  client/dst/key fixed at creation; endpoint replaced on re-pick;
- *                lastActive updated on every datagram either way.
+ *                lastActive updated on every datagram either way; idleMs set at creation
+ *                and again when the service's annotation changes (retime).
  * Expiry runs on a coarse sweep the caller schedules (one interval for the whole table, e.g.
  * every 1 s), never a timer per flow: a timer per flow costs ~200 bytes and a heap operation
  * per datagram.
@@ -34,8 +35,11 @@ export interface Flow<V> {
   /** Chosen endpoint id (ip:port, as the balancer's Choice.id). */
   endpoint: string;
   lastActive: number;
-  /** This flow's idle timeout (the service's annotation, or the table default). */
-  readonly idleMs: number;
+  /**
+   * This flow's idle timeout (the service's annotation, or the table default); changed by
+   * `retime` when the service's annotation changes, read by the next sweep.
+   */
+  idleMs: number;
   /** The proxy's per-flow state (e.g. the upstream socket); undefined in pure use. */
   value: V | undefined;
 }
@@ -145,6 +149,16 @@ export class FlowTable<V = unknown> {
 
   get(client: string, dst: string): Flow<V> | undefined {
     return this.#flows.get(`${client}|${dst}`);
+  }
+
+  /**
+   * The flow's service changed its idle timeout (`ms` undefined: it dropped the annotation,
+   * back to the table's default). Applies from the next sweep, measured from the flow's last
+   * activity as before: a flow already idle longer than a shorter timeout ends then; a longer
+   * one keeps a flow the old one would have ended.
+   */
+  retime(flow: Flow<V>, ms: number | undefined): void {
+    flow.idleMs = usableIdle(ms) ?? this.#idleMs;
   }
 
   /** Drops a flow now (its upstream socket failed). */

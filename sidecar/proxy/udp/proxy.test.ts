@@ -4,11 +4,12 @@
  * counts, and how flows follow catalog changes. The kernel side is sidecar/udp.netns.test.ts.
  */
 import net from 'node:net';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CatalogStore } from '../../../lib/catalog/store.ts';
 import type { Catalog, Endpoint, ServiceEntry } from '../../../lib/catalog/types.ts';
 import { createRegistry } from '../../../lib/metrics.ts';
 import { DatagramDecoder, encodeDatagram } from '../../../lib/tunnel/frame.ts';
+import { DEFAULT_IDLE_MS } from './flows.ts';
 import { createUdpMetrics } from './metrics.ts';
 import {
   type OnBatch,
@@ -288,6 +289,74 @@ describe('UdpProxy', () => {
     fake.calls.length = 0;
     proxy.close();
     expect(fake.calls).toEqual(['close 100', 'close 102', 'close 101', 'stop']);
+  });
+});
+
+/** The entry with edgemesh.io/udp-idle-timeout as the catalog carries it (undefined: none). */
+function withIdle(e: ServiceEntry, ms: number | undefined): ServiceEntry {
+  if (ms !== undefined) e.service.udpIdleTimeoutMs = ms;
+  return e;
+}
+
+describe('UdpProxy: a changed udp-idle-timeout applies to open flows', () => {
+  const VIP2 = '10.96.0.60';
+  // The proxy's sweep runs on setInterval and its flow table reads Date.now: both faked.
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  /** ns/dns (fds: reply 101, flow 102) and ns/other (reply 103, flow 104), one flow each at t=0. */
+  function twoServices(dnsMs: number | undefined, otherMs: number | undefined) {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const t = setup({
+      'ns/dns': withIdle(entry('dns', [VIP], [endpoint('10.1.0.1')]), dnsMs),
+      'ns/other': withIdle(entry('other', [VIP2], [endpoint('10.1.0.2')]), otherMs),
+    });
+    t.fake.deliver([APP, `${VIP}:53`, 'a'], [APP, `${VIP2}:53`, 'b']);
+    expect(t.proxy.flows).toBe(2);
+    const setDns = (revision: number, ms: number | undefined) =>
+      t.store.apply({
+        type: 'service',
+        revision,
+        key: 'ns/dns',
+        entry: withIdle(entry('dns', [VIP], [endpoint('10.1.0.1')]), ms),
+      });
+    const closed = (fd: number) => t.fake.calls.includes(`close ${fd}`);
+    return { ...t, setDns, closed };
+  }
+
+  it("shortened: a flow idle longer than the new timeout ends at the next sweep; another Service's flow is kept", () => {
+    const { proxy, setDns, closed } = twoServices(60_000, 60_000);
+    vi.advanceTimersByTime(20_000); // both idle 20 s
+    setDns(2, 10_000);
+    expect(closed(102)).toBe(false); // not at the update: at the sweep
+    vi.advanceTimersByTime(1_000);
+    expect(closed(102)).toBe(true);
+    expect(closed(104)).toBe(false); // ns/other keeps its 60 s
+    expect(proxy.flows).toBe(1);
+    vi.advanceTimersByTime(40_000); // idle 61 s: its own timeout
+    expect(closed(104)).toBe(true);
+  });
+
+  it('lengthened: a flow is kept past the timeout it was opened with', () => {
+    const { proxy, setDns, closed } = twoServices(10_000, 10_000);
+    vi.advanceTimersByTime(5_000);
+    setDns(2, 60_000);
+    vi.advanceTimersByTime(25_000); // idle 30 s
+    expect(closed(104)).toBe(true); // ns/other: its 10 s
+    expect(closed(102)).toBe(false);
+    expect(proxy.flows).toBe(1);
+    vi.advanceTimersByTime(31_000); // idle 61 s
+    expect(closed(102)).toBe(true);
+  });
+
+  it("removed: the flow falls back to the proxy's default idle timeout", () => {
+    const { proxy, setDns, closed } = twoServices(120_000, 120_000);
+    setDns(2, undefined);
+    vi.advanceTimersByTime(DEFAULT_IDLE_MS + 1_000);
+    expect(closed(102)).toBe(true);
+    expect(closed(104)).toBe(false);
+    expect(proxy.flows).toBe(1);
   });
 });
 

@@ -243,6 +243,9 @@ export class UdpProxy {
    * every service): every flow whose endpoint left its service's ready set moves to a
    * new pick (same upstream socket, connected anew, so the app keeps its address); a flow
    * whose service has no direct endpoint left ends (its next datagram is dropped, counted).
+   * Every flow of the service takes its idle timeout as it is now (edgemesh.io/udp-idle-timeout
+   * changed or removed), from the next sweep: its datagrams reach JS no more, so this is
+   * where a live flow can learn it.
    */
   #onCatalog(keyPrefix: string | undefined): void {
     const table = this.#routes();
@@ -255,6 +258,7 @@ export class UdpProxy {
         this.#flows.remove(flow);
         continue;
       }
+      this.#flows.retime(flow, service.idleMs);
       if (service.ready.has(flow.endpoint)) continue;
       const balancer = this.#balancer(service, table);
       const next = balancer.pick({ clientIp: hostOf(flow.client) })?.id;
