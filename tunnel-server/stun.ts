@@ -1,3 +1,5 @@
+import { isIPv4 } from 'node:net';
+import { ipv4Bytes } from '../lib/ip.ts';
 import type { Address } from '../lib/tunnel/control.ts';
 
 /**
@@ -30,8 +32,8 @@ export function stunResponse(msg: Buffer, from: Address): Buffer | undefined {
   if (msg.readUInt16BE(0) !== BINDING_REQUEST || msg.readUInt32BE(4) !== MAGIC) return undefined;
   const attrLength = msg.readUInt16BE(2);
   if (attrLength % 4 !== 0 || 20 + attrLength !== msg.length) return undefined;
-  const v4 = from.ip.split('.').map(Number);
-  if (v4.length !== 4 || v4.some((o) => !(o >= 0 && o <= 255))) return undefined; // IPv4 only for now
+  if (!isIPv4(from.ip)) return undefined; // IPv4 only for now
+  const v4 = ipv4Bytes(from.ip);
   const out = Buffer.alloc(STUN_RESPONSE_LENGTH);
   out.writeUInt16BE(BINDING_SUCCESS, 0);
   out.writeUInt16BE(12, 2);
