@@ -11,12 +11,14 @@ import { loopbackCatalog } from './test-fixtures.ts';
 import {
   DEFAULT_MAX_QUEUED_BYTES,
   DEFAULT_MAX_QUEUED_DATAGRAMS,
+  DEFAULT_UDP_IDLE_MS,
   dialUdpFlow,
   FlowSweeper,
   REPLY_HIGH_WATER_BYTES,
   type UdpFlow,
   udpFlowCounters,
 } from './udp-flow.ts';
+import { followUdpIdle } from './udp-idle.ts';
 
 /** A UDP echo server on 127.0.0.3 answering "echo:<datagram>" (empty stays empty). */
 let echo: dgram.Socket;
@@ -167,6 +169,104 @@ describe('UdpFlow', () => {
     await plainEnded;
     expect(plain.readableEnded).toBe(true);
     plain.destroy();
+  });
+
+  describe('a changed udp-idle-timeout applies to open flows (followUdpIdle)', () => {
+    /**
+     * demo/echo (UDP `port`) and demo/other (UDP `port + 1`, same pod), annotated as given;
+     * one flow to each, dialled at `now`; the follower on the test's sweeper.
+     */
+    async function twoServices(echoMs: number | undefined, otherMs: number | undefined) {
+      const clock = { now: 1_000_000 };
+      const sweeper = new FlowSweeper(60_000, () => clock.now);
+      const catalog = loopbackUdpCatalog();
+      const other = structuredClone(catalog.services['demo/echo']);
+      other.service.name = 'other';
+      for (const e of other.endpoints) e.ports = [{ name: 'dns', port: port + 1, protocol: 'UDP' }];
+      catalog.services['demo/other'] = other;
+      const annotate = (entry: typeof other, ms: number | undefined) => {
+        const copy = structuredClone(entry);
+        delete copy.service.udpIdleTimeoutMs;
+        if (ms !== undefined) copy.service.udpIdleTimeoutMs = ms;
+        return copy;
+      };
+      catalog.services['demo/echo'] = annotate(catalog.services['demo/echo'], echoMs);
+      catalog.services['demo/other'] = annotate(other, otherMs);
+      const store = new CatalogStore();
+      store.apply({ type: 'snapshot', catalog });
+      const unfollow = followUdpIdle(store, { sweeper });
+      const local = new LocalDialer('far', store, 1000, undefined, { sweeper });
+      const echoFlow = await local.dialUdp({ ip: '127.0.0.3', port });
+      const otherFlow = await local.dialUdp({ ip: '127.0.0.3', port: port + 1 });
+      echoFlow.resume();
+      otherFlow.resume();
+      let revision = catalog.revision;
+      const setEcho = (ms: number | undefined) =>
+        store.apply({
+          type: 'service',
+          revision: ++revision,
+          key: 'demo/echo',
+          entry: annotate(store.current?.services['demo/echo'] as typeof other, ms),
+        });
+      /** One sweep at `now`, then a turn for the FIN to be read. */
+      const sweepAt = async (ms: number) => {
+        clock.now += ms;
+        sweeper.sweep();
+        await new Promise((r) => setImmediate(r));
+      };
+      const done = () => {
+        unfollow();
+        echoFlow.destroy();
+        otherFlow.destroy();
+      };
+      return { echoFlow, otherFlow, setEcho, sweepAt, done };
+    }
+
+    it("shortened: a flow idle longer than the new timeout ends at the next sweep; another Service's flow is kept", async () => {
+      const { echoFlow, otherFlow, setEcho, sweepAt, done } = await twoServices(60_000, 60_000);
+      try {
+        await sweepAt(20_000); // both idle 20 s
+        expect(echoFlow.readableEnded).toBe(false);
+        setEcho(10_000);
+        expect(echoFlow.idleMs).toBe(10_000);
+        await sweepAt(1_000);
+        expect(echoFlow.readableEnded).toBe(true);
+        expect(otherFlow.readableEnded).toBe(false); // demo/other keeps its 60 s
+        expect(otherFlow.idleMs).toBe(60_000);
+        await sweepAt(40_000); // idle 61 s
+        expect(otherFlow.readableEnded).toBe(true);
+      } finally {
+        done();
+      }
+    });
+
+    it('lengthened: a flow is kept past the timeout it was dialled with', async () => {
+      const { echoFlow, otherFlow, setEcho, sweepAt, done } = await twoServices(10_000, 10_000);
+      try {
+        await sweepAt(5_000);
+        setEcho(60_000);
+        await sweepAt(25_000); // idle 30 s
+        expect(otherFlow.readableEnded).toBe(true); // demo/other: its 10 s
+        expect(echoFlow.readableEnded).toBe(false);
+        await sweepAt(31_000); // idle 61 s
+        expect(echoFlow.readableEnded).toBe(true);
+      } finally {
+        done();
+      }
+    });
+
+    it("removed: the flow falls back to the dialer's default (30 s)", async () => {
+      const { echoFlow, otherFlow, setEcho, sweepAt, done } = await twoServices(120_000, 120_000);
+      try {
+        setEcho(undefined);
+        expect(echoFlow.idleMs).toBe(DEFAULT_UDP_IDLE_MS);
+        await sweepAt(DEFAULT_UDP_IDLE_MS + 1_000);
+        expect(echoFlow.readableEnded).toBe(true);
+        expect(otherFlow.readableEnded).toBe(false);
+      } finally {
+        done();
+      }
+    });
   });
 
   it('an opener that ends and a flow gone idle finish cleanly: destroyed, out of the sweep', async () => {

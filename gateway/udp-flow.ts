@@ -14,7 +14,8 @@
  *
  * Lifetime: a flow with no datagram either way for `idleMs` (30 s, the kernel's
  * nf_conntrack_udp_timeout that kube-proxy's UDP services rely on; LocalDialer gives a flow
- * its Service's edgemesh.io/udp-idle-timeout instead, udp-idle.ts) ends its readable side
+ * its Service's edgemesh.io/udp-idle-timeout instead, udp-idle.ts, and followUdpIdle keeps
+ * an open flow on that Service's current one) ends its readable side
  * (the stream's FIN tells the opener) and closes its socket; one that is still not finished
  * another `idleMs` later is destroyed. The opener ending its side (FIN) ends the flow at
  * once: nothing more will be sent and the opener reads no more replies. Expiry runs on one
@@ -69,7 +70,8 @@ export class UdpFlow extends Duplex {
   readonly target: { ip: string; port: number };
   readonly #socket: dgram.Socket;
   readonly #decoder = new DatagramDecoder();
-  readonly #idleMs: number;
+  /** Set at the dial, and again when the Service's annotation changes (retime, udp-idle.ts). */
+  #idleMs: number;
   readonly #maxQueued: number;
   readonly #maxQueuedDatagrams: number;
   /** Replies accepted since a push() returned false; undefined while the reader keeps up. */
@@ -133,6 +135,25 @@ export class UdpFlow extends Duplex {
     this.#replies.push(msg);
     this.#repliesBytes += msg.length + 2;
     if (this.#waiting !== undefined) this.#waiting++;
+  }
+
+  /** This flow's idle timeout now (ms). */
+  get idleMs(): number {
+    return this.#idleMs;
+  }
+
+  /**
+   * A new idle timeout for this open flow (its Service's edgemesh.io/udp-idle-timeout changed
+   * or was removed: udp-idle.ts followUdpIdle). Read by the next sweep against the last
+   * datagram as before: a flow idle longer than a shorter timeout ends then; a longer one
+   * keeps a flow the old one would have ended.
+   */
+  retime(ms: number): void {
+    if (!(ms > 0 && Number.isFinite(ms)))
+      throw new RangeError(
+        `udp flow to ${this.target.ip}:${this.target.port}: idle timeout must be > 0 ms, got ${ms}`,
+      );
+    this.#idleMs = ms;
   }
 
   /** Replies accepted since the readable side went over its high-water mark (undefined: it has not, or was read since). */
@@ -285,6 +306,11 @@ export class FlowSweeper {
     }
   }
 
+  /** The flows in the sweep (for followUdpIdle's walk on a catalog update). */
+  values(): IterableIterator<UdpFlow> {
+    return this.#flows.values();
+  }
+
   /** Runs one sweep now (the interval calls it; tests call it with a fake clock). */
   sweep(): void {
     const now = this.#now();
@@ -293,7 +319,8 @@ export class FlowSweeper {
 }
 
 let shared: FlowSweeper | undefined;
-const sharedSweeper = (): FlowSweeper => {
+/** The process's sweep: flows dialled without a `sweeper` option are in it. */
+export const sharedSweeper = (): FlowSweeper => {
   shared ??= new FlowSweeper();
   return shared;
 };

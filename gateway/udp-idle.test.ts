@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog, ServiceEntry } from '../lib/catalog/types.ts';
 import { loopbackCatalog } from './test-fixtures.ts';
-import { udpIdleFor } from './udp-idle.ts';
+import type { FlowSweeper } from './udp-flow.ts';
+import { followUdpIdle, retimeUdpFlows, udpIdleFor } from './udp-idle.ts';
 
 /** demo/echo with UDP 5683 on 127.0.0.3 (and TCP 7 beside it), plus `extra` services. */
 function catalogWith(echoIdleMs: number | undefined, extra: Record<string, ServiceEntry> = {}): Catalog {
@@ -64,5 +66,91 @@ describe('udpIdleFor', () => {
     after.services['demo/echo'].service.udpIdleTimeoutMs = 600_000;
     expect(udpIdleFor(after, '127.0.0.3', 5683)).toBe(600_000);
     expect(udpIdleFor(before, '127.0.0.3', 5683)).toBe(60_000);
+  });
+});
+
+/** A stand-in for an open UdpFlow: its target and the timeouts it was given. */
+function flowTo(ip: string, port: number) {
+  const flow = { target: { ip, port }, given: [] as number[], retime: (ms: number) => flow.given.push(ms) };
+  return flow;
+}
+
+describe('retimeUdpFlows', () => {
+  it("gives the flows to the named ports the catalog's timeout (the longest if shared), else the fallback", () => {
+    const base = catalogWith(60_000);
+    const c = catalogWith(60_000, { 'demo/echo-2': sharing(base, 'echo-2', 300_000) });
+    const shared = flowTo('127.0.0.3', 5683);
+    const unannotated = flowTo('127.0.0.3', 7000);
+    const elsewhere = flowTo('127.0.0.4', 5683);
+    const n = retimeUdpFlows(
+      c,
+      [shared, unannotated, elsewhere],
+      new Set(['127.0.0.3 5683', '127.0.0.3 7000']),
+      30_000,
+    );
+    expect(n).toBe(2);
+    expect(shared.given).toEqual([300_000]);
+    expect(unannotated.given).toEqual([30_000]);
+    expect(elsewhere.given).toEqual([]); // not a port of the changed Service: untouched
+  });
+});
+
+describe('followUdpIdle', () => {
+  /** A sweeper holding `flows`, counting the walks. */
+  function sweeperOf(flows: ReturnType<typeof flowTo>[]) {
+    const s = {
+      walks: 0,
+      size: flows.length,
+      values: () => {
+        s.walks++;
+        return flows.values();
+      },
+    };
+    return s;
+  }
+
+  it('walks the flows only for updates of annotated Services (before or after), re-reading each', () => {
+    const store = new CatalogStore();
+    const first = catalogWith(60_000, {
+      'demo/plain': sharing(catalogWith(60_000), 'plain', undefined, 6000),
+    });
+    store.apply({ type: 'snapshot', catalog: first });
+    const echo = flowTo('127.0.0.3', 5683);
+    const plain = flowTo('127.0.0.3', 6000);
+    const sweeper = sweeperOf([echo, plain]);
+    const unfollow = followUdpIdle(store, {
+      sweeper: sweeper as unknown as FlowSweeper,
+      defaultIdleMs: 30_000,
+    });
+    let revision = first.revision;
+    const update = (key: string, entry: ServiceEntry | null) =>
+      store.apply({ type: 'service', revision: ++revision, key, entry });
+
+    // A Service without the annotation before and after: nothing walked.
+    update('demo/plain', structuredClone(first.services['demo/plain']));
+    expect(sweeper.walks).toBe(0);
+    // The annotated one changes: its flows re-read, the other Service's flow untouched.
+    const echoEntry = structuredClone(first.services['demo/echo']);
+    echoEntry.service.udpIdleTimeoutMs = 10_000;
+    update('demo/echo', echoEntry);
+    expect(echo.given).toEqual([10_000]);
+    // Removed: the default; deleted while annotated: its old ports still re-read.
+    const removed = structuredClone(echoEntry);
+    delete removed.service.udpIdleTimeoutMs;
+    update('demo/echo', removed);
+    expect(echo.given).toEqual([10_000, 30_000]);
+    update('demo/echo', echoEntry);
+    update('demo/echo', null);
+    expect(echo.given).toEqual([10_000, 30_000, 10_000, 30_000]);
+    expect(plain.given).toEqual([]);
+    expect(sweeper.walks).toBe(4);
+    // A snapshot re-reads the flows of every Service annotated before or after it.
+    store.apply({ type: 'snapshot', catalog: catalogWith(90_000) });
+    expect(echo.given.at(-1)).toBe(90_000);
+    expect(plain.given).toEqual([]);
+    unfollow();
+    revision = store.current?.revision ?? 0;
+    expect(update('demo/echo', echoEntry)).toBe(true);
+    expect(echo.given.at(-1)).toBe(90_000); // unsubscribed: not re-read
   });
 });

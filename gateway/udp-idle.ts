@@ -11,8 +11,16 @@
  * Several Services sharing an endpoint port: the longest wins. The far gateway cannot tell
  * which Service the opener addressed (the stream names the endpoint, not the Service), and
  * ending a flow that one of them still expects is worse than holding a socket a while longer.
+ *
+ * Open flows follow a change (followUdpIdle): a catalog update that touches an annotated
+ * Service (annotation set, changed or removed; its endpoints changed while annotated) re-reads
+ * the timeout of the open flows to that Service's endpoint ports, old and new; the next sweep
+ * measures them against it. Updates of Services without the annotation, before and after,
+ * cost one map lookup and walk nothing; a datagram's path does no extra work.
  */
-import type { Catalog } from '../lib/catalog/types.ts';
+import type { CatalogStore } from '../lib/catalog/store.ts';
+import type { Catalog, ServiceEntry } from '../lib/catalog/types.ts';
+import { DEFAULT_UDP_IDLE_MS, type FlowSweeper, sharedSweeper, type UdpFlow } from './udp-flow.ts';
 
 const indexes = new WeakMap<Catalog, Map<string, number>>();
 
@@ -41,4 +49,77 @@ function idleIndex(catalog: Catalog): Map<string, number> {
  */
 export function udpIdleFor(catalog: Catalog, ip: string, port: number): number | undefined {
   return idleIndex(catalog).get(`${ip} ${port}`);
+}
+
+/** "ip port" of each UDP endpoint port of an annotated Service; undefined when it is not annotated. */
+function annotatedPorts(entry: ServiceEntry | null | undefined): Set<string> | undefined {
+  if (entry?.service.udpIdleTimeoutMs === undefined) return undefined;
+  const ports = new Set<string>();
+  for (const e of entry.endpoints) {
+    for (const p of e.ports) if (p.protocol === 'UDP') ports.add(`${e.ip} ${p.port}`);
+  }
+  return ports;
+}
+
+function annotatedServices(catalog: Catalog | undefined): Map<string, Set<string>> {
+  const all = new Map<string, Set<string>>();
+  for (const [key, entry] of Object.entries(catalog?.services ?? {})) {
+    const ports = annotatedPorts(entry);
+    if (ports) all.set(key, ports);
+  }
+  return all;
+}
+
+/**
+ * Gives each flow whose target ("ip port") is in `ports` the timeout `catalog` has for it, or
+ * `fallback` (the dialer's default) when no Service there sets one. Returns how many it set.
+ */
+export function retimeUdpFlows(
+  catalog: Catalog,
+  flows: Iterable<Pick<UdpFlow, 'target' | 'retime'>>,
+  ports: ReadonlySet<string>,
+  fallback: number,
+): number {
+  let retimed = 0;
+  for (const flow of flows) {
+    const { ip, port } = flow.target;
+    if (!ports.has(`${ip} ${port}`)) continue;
+    flow.retime(udpIdleFor(catalog, ip, port) ?? fallback);
+    retimed++;
+  }
+  return retimed;
+}
+
+/**
+ * Keeps the open flows of `sweeper` (default: the process's) on their Service's current
+ * timeout as `store` changes; `defaultIdleMs` is the dialer's default (LocalDialer's
+ * `udp.idleMs`, 30 s unless set), for a flow whose Service dropped the annotation. Returns
+ * the unsubscribe.
+ */
+export function followUdpIdle(
+  store: CatalogStore,
+  opts: { sweeper?: FlowSweeper; defaultIdleMs?: number } = {},
+): () => void {
+  const sweeper = opts.sweeper ?? sharedSweeper();
+  const fallback = opts.defaultIdleMs ?? DEFAULT_UDP_IDLE_MS;
+  // Annotated Services' endpoint ports as of the last catalog: an update's old ports are here
+  // (the store may have changed the previous catalog's records in place).
+  let annotated = annotatedServices(store.current);
+  return store.subscribe((catalog, update) => {
+    const touched = new Set<string>();
+    if (update.type === 'snapshot') {
+      const next = annotatedServices(catalog);
+      for (const ports of [...annotated.values(), ...next.values()]) for (const p of ports) touched.add(p);
+      annotated = next;
+    } else if (update.type === 'service') {
+      const before = annotated.get(update.key);
+      const after = annotatedPorts(update.entry);
+      if (!before && !after) return; // not annotated before or after: no flow's timeout changed
+      if (after) annotated.set(update.key, after);
+      else annotated.delete(update.key);
+      for (const p of before ?? []) touched.add(p);
+      for (const p of after ?? []) touched.add(p);
+    }
+    if (touched.size > 0 && sweeper.size > 0) retimeUdpFlows(catalog, sweeper.values(), touched, fallback);
+  });
 }
