@@ -133,6 +133,7 @@ describe('UdpFlow', () => {
     sweeper.sweep();
     expect(flow.destroyed).toBe(true);
     expect(sweeper.size).toBe(0);
+    expect(sweeper.flowsTo(flow.targetKey)).toBeUndefined(); // its index by target forgets it too
   });
 
   it("the dialer gives a flow its Service's idle (edgemesh.io/udp-idle-timeout): 60 s is alive after 31 s", async () => {
@@ -260,6 +261,9 @@ describe('UdpFlow', () => {
       try {
         setEcho(undefined);
         expect(echoFlow.idleMs).toBe(DEFAULT_UDP_IDLE_MS);
+        expect(() => echoFlow.retime(0)).toThrow(
+          /udp flow to 127\.0\.0\.3:\d+: idle timeout must be > 0 ms, got 0/,
+        );
         await sweepAt(DEFAULT_UDP_IDLE_MS + 1_000);
         expect(echoFlow.readableEnded).toBe(true);
         expect(otherFlow.readableEnded).toBe(false);

@@ -68,6 +68,8 @@ export const udpFlowCounters = {
 
 export class UdpFlow extends Duplex {
   readonly target: { ip: string; port: number };
+  /** "ip port", as udp-idle.ts keys endpoint ports: the sweeper's index of flows by target. */
+  readonly targetKey: string;
   readonly #socket: dgram.Socket;
   readonly #decoder = new DatagramDecoder();
   /** Set at the dial, and again when the Service's annotation changes (retime, udp-idle.ts). */
@@ -107,6 +109,7 @@ export class UdpFlow extends Duplex {
     super({ allowHalfOpen: true, readableHighWaterMark: REPLY_HIGH_WATER_BYTES });
     this.#socket = socket;
     this.target = target;
+    this.targetKey = `${target.ip} ${target.port}`;
     this.#idleMs = opts.idleMs ?? DEFAULT_UDP_IDLE_MS;
     this.#maxQueued = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
     this.#maxQueuedDatagrams = opts.maxQueuedDatagrams ?? DEFAULT_MAX_QUEUED_DATAGRAMS;
@@ -272,6 +275,12 @@ export function dialUdpFlow(
  */
 export class FlowSweeper {
   readonly #flows = new Set<UdpFlow>();
+  /**
+   * The same flows by target ("ip port"): a catalog update re-reads the timeout of the flows
+   * to the ports it touched (udp-idle.ts followUdpIdle), not of every flow. Kept on dial and
+   * close, never on a datagram.
+   */
+  readonly #byTarget = new Map<string, Set<UdpFlow>>();
   readonly #intervalMs: number;
   readonly #now: () => number;
   #timer: NodeJS.Timeout | undefined;
@@ -292,6 +301,9 @@ export class FlowSweeper {
 
   add(flow: UdpFlow): void {
     this.#flows.add(flow);
+    const same = this.#byTarget.get(flow.targetKey);
+    if (same) same.add(flow);
+    else this.#byTarget.set(flow.targetKey, new Set([flow]));
     if (!this.#timer) {
       this.#timer = setInterval(() => this.sweep(), this.#intervalMs);
       this.#timer.unref();
@@ -300,15 +312,17 @@ export class FlowSweeper {
 
   delete(flow: UdpFlow): void {
     this.#flows.delete(flow);
+    const same = this.#byTarget.get(flow.targetKey);
+    if (same?.delete(flow) && same.size === 0) this.#byTarget.delete(flow.targetKey);
     if (this.#flows.size === 0 && this.#timer) {
       clearInterval(this.#timer);
       this.#timer = undefined;
     }
   }
 
-  /** The flows in the sweep (for followUdpIdle's walk on a catalog update). */
-  values(): IterableIterator<UdpFlow> {
-    return this.#flows.values();
+  /** The open flows to `targetKey` ("ip port"), if any. */
+  flowsTo(targetKey: string): ReadonlySet<UdpFlow> | undefined {
+    return this.#byTarget.get(targetKey);
   }
 
   /** Runs one sweep now (the interval calls it; tests call it with a fake clock). */

@@ -71,7 +71,11 @@ describe('udpIdleFor', () => {
 
 /** A stand-in for an open UdpFlow: its target and the timeouts it was given. */
 function flowTo(ip: string, port: number) {
-  const flow = { target: { ip, port }, given: [] as number[], retime: (ms: number) => flow.given.push(ms) };
+  const flow = {
+    target: { ip, port },
+    given: [] as number[],
+    retime: (ms: number) => flow.given.push(ms),
+  };
   return flow;
 }
 
@@ -79,37 +83,47 @@ describe('retimeUdpFlows', () => {
   it("gives the flows to the named ports the catalog's timeout (the longest if shared), else the fallback", () => {
     const base = catalogWith(60_000);
     const c = catalogWith(60_000, { 'demo/echo-2': sharing(base, 'echo-2', 300_000) });
-    const shared = flowTo('127.0.0.3', 5683);
+    const shared = [flowTo('127.0.0.3', 5683), flowTo('127.0.0.3', 5683)];
     const unannotated = flowTo('127.0.0.3', 7000);
     const elsewhere = flowTo('127.0.0.4', 5683);
+    const open = byTarget([...shared, unannotated, elsewhere]);
     const n = retimeUdpFlows(
       c,
-      [shared, unannotated, elsewhere],
-      new Set(['127.0.0.3 5683', '127.0.0.3 7000']),
+      (k) => open.get(k),
+      ['127.0.0.3 5683', '127.0.0.3 7000', '127.0.0.9 1'],
       30_000,
     );
-    expect(n).toBe(2);
-    expect(shared.given).toEqual([300_000]);
+    expect(n).toBe(3);
+    expect(shared.map((f) => f.given)).toEqual([[300_000], [300_000]]);
     expect(unannotated.given).toEqual([30_000]);
     expect(elsewhere.given).toEqual([]); // not a port of the changed Service: untouched
   });
 });
 
+/** Flows by "ip port", as FlowSweeper.flowsTo finds them. */
+function byTarget(flows: ReturnType<typeof flowTo>[]): Map<string, ReturnType<typeof flowTo>[]> {
+  const m = new Map<string, ReturnType<typeof flowTo>[]>();
+  for (const f of flows)
+    m.set(`${f.target.ip} ${f.target.port}`, [...(m.get(`${f.target.ip} ${f.target.port}`) ?? []), f]);
+  return m;
+}
+
 describe('followUdpIdle', () => {
-  /** A sweeper holding `flows`, counting the walks. */
+  /** A sweeper holding `flows`, counting the look-ups by target. */
   function sweeperOf(flows: ReturnType<typeof flowTo>[]) {
+    const open = byTarget(flows);
     const s = {
-      walks: 0,
+      lookups: 0,
       size: flows.length,
-      values: () => {
-        s.walks++;
-        return flows.values();
+      flowsTo: (key: string) => {
+        s.lookups++;
+        return open.get(key);
       },
     };
     return s;
   }
 
-  it('walks the flows only for updates of annotated Services (before or after), re-reading each', () => {
+  it('re-reads the flows of annotated Services (before or after the update) only', () => {
     const store = new CatalogStore();
     const first = catalogWith(60_000, {
       'demo/plain': sharing(catalogWith(60_000), 'plain', undefined, 6000),
@@ -126,9 +140,9 @@ describe('followUdpIdle', () => {
     const update = (key: string, entry: ServiceEntry | null) =>
       store.apply({ type: 'service', revision: ++revision, key, entry });
 
-    // A Service without the annotation before and after: nothing walked.
+    // A Service without the annotation before and after: nothing looked up.
     update('demo/plain', structuredClone(first.services['demo/plain']));
-    expect(sweeper.walks).toBe(0);
+    expect(sweeper.lookups).toBe(0);
     // The annotated one changes: its flows re-read, the other Service's flow untouched.
     const echoEntry = structuredClone(first.services['demo/echo']);
     echoEntry.service.udpIdleTimeoutMs = 10_000;
@@ -143,7 +157,6 @@ describe('followUdpIdle', () => {
     update('demo/echo', null);
     expect(echo.given).toEqual([10_000, 30_000, 10_000, 30_000]);
     expect(plain.given).toEqual([]);
-    expect(sweeper.walks).toBe(4);
     // A snapshot re-reads the flows of every Service annotated before or after it.
     store.apply({ type: 'snapshot', catalog: catalogWith(90_000) });
     expect(echo.given.at(-1)).toBe(90_000);

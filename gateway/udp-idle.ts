@@ -14,9 +14,10 @@
  *
  * Open flows follow a change (followUdpIdle): a catalog update that touches an annotated
  * Service (annotation set, changed or removed; its endpoints changed while annotated) re-reads
- * the timeout of the open flows to that Service's endpoint ports, old and new; the next sweep
- * measures them against it. Updates of Services without the annotation, before and after,
- * cost one map lookup and walk nothing; a datagram's path does no extra work.
+ * the timeout of the open flows to that Service's endpoint ports, old and new (found by the
+ * sweeper's index by target, not by walking every flow); the next sweep measures them against
+ * it. Updates of Services without the annotation, before and after, cost one map lookup; a
+ * datagram's path does no extra work.
  */
 import type { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog, ServiceEntry } from '../lib/catalog/types.ts';
@@ -71,21 +72,24 @@ function annotatedServices(catalog: Catalog | undefined): Map<string, Set<string
 }
 
 /**
- * Gives each flow whose target ("ip port") is in `ports` the timeout `catalog` has for it, or
- * `fallback` (the dialer's default) when no Service there sets one. Returns how many it set.
+ * Gives the open flows to each of `ports` ("ip port"; `flowsTo` finds them) the timeout
+ * `catalog` has for that port, or `fallback` (the dialer's default) when no Service there
+ * sets one. Returns how many flows it set.
  */
 export function retimeUdpFlows(
   catalog: Catalog,
-  flows: Iterable<Pick<UdpFlow, 'target' | 'retime'>>,
-  ports: ReadonlySet<string>,
+  flowsTo: (port: string) => Iterable<Pick<UdpFlow, 'target' | 'retime'>> | undefined,
+  ports: Iterable<string>,
   fallback: number,
 ): number {
   let retimed = 0;
-  for (const flow of flows) {
-    const { ip, port } = flow.target;
-    if (!ports.has(`${ip} ${port}`)) continue;
-    flow.retime(udpIdleFor(catalog, ip, port) ?? fallback);
-    retimed++;
+  for (const key of ports) {
+    const flows = flowsTo(key);
+    if (!flows) continue;
+    for (const flow of flows) {
+      flow.retime(udpIdleFor(catalog, flow.target.ip, flow.target.port) ?? fallback);
+      retimed++;
+    }
   }
   return retimed;
 }
@@ -120,6 +124,7 @@ export function followUdpIdle(
       for (const p of before ?? []) touched.add(p);
       for (const p of after ?? []) touched.add(p);
     }
-    if (touched.size > 0 && sweeper.size > 0) retimeUdpFlows(catalog, sweeper.values(), touched, fallback);
+    if (touched.size > 0 && sweeper.size > 0)
+      retimeUdpFlows(catalog, (port) => sweeper.flowsTo(port), touched, fallback);
   });
 }
