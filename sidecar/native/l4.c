@@ -156,14 +156,24 @@ typedef struct {
   struct sockaddr_storage addr;
 } h_ep_t;
 
-typedef struct {
-  int fd;
-  uint32_t limit_ms; /* H_POOL_IDLE_MS, or 1 s short of the server's Keep-Alive: timeout */
-  uint64_t since;
-} h_idle_t;
+/* An upstream connection, apart from the client connection using it, so that it stays
+ * registered with epoll (EPOLLIN) while it idles in its pool: a server's FIN or stray bytes on
+ * an idle connection arrive as an event and close it then, instead of a MSG_PEEK per request
+ * when it is taken, and a request on a pooled connection changes no epoll interest (before:
+ * EPOLL_CTL_ADD when taken, EPOLL_CTL_DEL when given back, the peek: 3 of a keep-alive
+ * request's ~8 syscalls). epoll data points here; freed after the round (h_free_dead), which
+ * may still hold its event. */
+typedef struct h_up {
+  struct h_up *next_dead;
+  struct hconn *owner; /* the client connection using it; NULL while pooled */
+  int fd, id;          /* id: the endpoint's pool */
+  uint32_t mask;       /* epoll interest registered (0: none) */
+  uint32_t limit_ms;   /* pooled: H_POOL_IDLE_MS, or 1 s short of the server's Keep-Alive: timeout */
+  uint64_t since;      /* pooled: when it went idle */
+} h_up_t;
 
 typedef struct {
-  h_idle_t items[H_POOL_MAX];
+  h_up_t *items[H_POOL_MAX];
   int n;
 } h_pool_t;
 
@@ -178,8 +188,9 @@ enum { HR_HEAD = 0, HR_LENGTH = 1, HR_CHUNKED = 2, HR_UNTIL_CLOSE = 3, HR_DONE =
 
 typedef struct hconn {
   struct hconn *prev, *next;
-  int cfd, ufd, dead, state;
-  uint32_t cmask, umask;
+  int cfd, ufd, dead, state; /* ufd: up's fd, or -1 */
+  uint32_t cmask;
+  h_up_t *up;
   int svc, nep, ep, attempt, reused, connect_ms;
   uint32_t rr;
   uint64_t tried; /* endpoints tried for this request (bit per index) */
@@ -241,6 +252,7 @@ typedef struct {
   /* HTTP/1.1 connections: open and freed-this-round lists, shared upstream pools per endpoint
    * id, the parse scratch (a head's drop list is large), metrics (the lock: JS reads them). */
   hconn_t hopen, hdead;
+  h_up_t *hup_dead; /* upstream connections closed this round */
   size_t nh, npooled;
   uint32_t hrr;
   int h_draining;
@@ -835,31 +847,60 @@ static h_pool_t *h_pool(engine_t *e, int id) {
   return e->pools[id];
 }
 
-/* A pooled connection to endpoint `id` the server has not closed, or -1. */
-static int h_pool_take(engine_t *e, int id) {
-  h_pool_t *p = h_pool(e, id);
-  while (p && p->n > 0) {
-    h_idle_t it = p->items[--p->n];
-    e->npooled--;
-    char probe;
-    ssize_t n = recv(it.fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (e->now_ms - it.since < it.limit_ms && n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return it.fd;
-    close(it.fd); /* FIN, reset, stray bytes, or idle too long */
-  }
-  return -1;
+/* Closes an upstream connection (out of epoll first: a forked child may briefly share the
+ * socket, and epoll drops an item only when the last reference closes); freed after the round. */
+static void h_up_close(engine_t *e, h_up_t *u) {
+  if (u->fd < 0) return;
+  if (u->mask) epoll_ctl(e->epfd, EPOLL_CTL_DEL, u->fd, NULL);
+  close(u->fd);
+  u->fd = -1;
+  u->mask = 0;
+  u->owner = NULL;
+  u->next_dead = e->hup_dead;
+  e->hup_dead = u;
 }
 
-static void h_pool_give(engine_t *e, int id, int fd, int32_t limit_ms) {
+/* A pooled connection to endpoint `id` not idle too long, or NULL. One the server closed is
+ * gone already (h_pool_event), or fails its request as a reused connection (retried). */
+static h_up_t *h_pool_take(engine_t *e, int id) {
   h_pool_t *p = h_pool(e, id);
+  while (p && p->n > 0) {
+    h_up_t *u = p->items[--p->n];
+    e->npooled--;
+    if (e->now_ms - u->since < u->limit_ms) return u;
+    h_up_close(e, u);
+  }
+  return NULL;
+}
+
+static void h_pool_give(engine_t *e, int id, h_up_t *u, int32_t limit_ms) {
+  h_pool_t *p = h_pool(e, id);
+  u->owner = NULL;
   if (!p || p->n >= H_POOL_MAX || limit_ms <= 0) {
-    close(fd);
+    h_up_close(e, u);
     return;
   }
-  p->items[p->n].fd = fd;
-  p->items[p->n].limit_ms = (uint32_t)limit_ms;
-  p->items[p->n].since = e->now_ms;
-  p->n++;
+  /* Watched while idle: readable means the server closed it or broke framing. */
+  epoll_set(e, u->fd, &u->mask, EPOLLIN, (uintptr_t)u | TAG_HUP);
+  u->id = id;
+  u->limit_ms = (uint32_t)limit_ms;
+  u->since = e->now_ms;
+  p->items[p->n++] = u;
   e->npooled++;
+}
+
+/* An event on an idle pooled connection: a FIN, a reset or stray bytes; it is not reused. */
+static void h_pool_event(engine_t *e, h_up_t *u, uint32_t events) {
+  if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
+  h_pool_t *p = h_pool(e, u->id);
+  for (int k = 0; p && k < p->n; k++) {
+    if (p->items[k] != u) continue;
+    memmove(&p->items[k], &p->items[k + 1], (size_t)(p->n - k - 1) * sizeof p->items[0]);
+    p->n--;
+    e->npooled--;
+    break;
+  }
+  h_up_close(e, u);
 }
 
 static void h_pool_sweep(engine_t *e) {
@@ -868,8 +909,8 @@ static void h_pool_sweep(engine_t *e) {
     if (!p) continue;
     int kept = 0;
     for (int k = 0; k < p->n; k++) {
-      if (e->now_ms - p->items[k].since >= p->items[k].limit_ms) {
-        close(p->items[k].fd);
+      if (e->now_ms - p->items[k]->since >= p->items[k]->limit_ms) {
+        h_up_close(e, p->items[k]);
         e->npooled--;
       } else p->items[kept++] = p->items[k];
     }
@@ -881,7 +922,7 @@ static void h_pools_free(engine_t *e) {
   for (int id = 0; id < e->npools; id++) {
     h_pool_t *p = e->pools[id];
     if (!p) continue;
-    for (int k = 0; k < p->n; k++) close(p->items[k].fd);
+    for (int k = 0; k < p->n; k++) h_up_close(e, p->items[k]);
     free(p);
   }
   free(e->pools);
@@ -896,18 +937,18 @@ static void h_interest(engine_t *e, hconn_t *c) {
   if (!c->client_eof && c->in_len < H_IN_CAP && !body_blocked) cw |= EPOLLIN;
   if (c->state == HS_LINGER) cw = EPOLLIN;
   if (c->back_off < c->back_len) cw |= EPOLLOUT;
-  if (c->ufd >= 0) {
+  if (c->up) {
     if (c->state == HS_CONNECTING || c->out_off < c->out_len) uw |= EPOLLOUT;
     if (c->state == HS_EXCHANGE && c->back_off >= c->back_len) uw |= EPOLLIN;
   }
   epoll_set(e, c->cfd, &c->cmask, cw, (uintptr_t)c | TAG_HCLIENT);
-  if (c->ufd >= 0) epoll_set(e, c->ufd, &c->umask, uw, (uintptr_t)c | TAG_HUP);
+  if (c->up) epoll_set(e, c->up->fd, &c->up->mask, uw, (uintptr_t)c->up | TAG_HUP);
 }
 
 static void h_drop_upstream(engine_t *e, hconn_t *c) {
-  if (c->ufd < 0) return;
-  epoll_set(e, c->ufd, &c->umask, 0, 0);
-  close(c->ufd);
+  if (!c->up) return;
+  h_up_close(e, c->up);
+  c->up = NULL;
   c->ufd = -1;
 }
 
@@ -1111,9 +1152,11 @@ static void h_dispatch(engine_t *e, hconn_t *c) {
     c->attempt++;
     c->ep = pick;
     h_ep_t *ep = &c->eps[pick];
-    int fd = h_pool_take(e, ep->id);
-    if (fd >= 0) {
-      c->ufd = fd;
+    h_up_t *u = h_pool_take(e, ep->id);
+    if (u) {
+      u->owner = c;
+      c->up = u;
+      c->ufd = u->fd;
       c->reused = 1;
       c->state = HS_EXCHANGE;
       if (h_flush_upstream(c) < 0) {
@@ -1131,20 +1174,24 @@ static void h_dispatch(engine_t *e, hconn_t *c) {
       return;
     }
     c->reused = 0;
-    fd = socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int err = fd < 0 ? errno : 0;
     if (!err) {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       if (connect(fd, (struct sockaddr *)&ep->addr, ep->len) < 0 && errno != EINPROGRESS) err = errno;
     }
+    u = err ? NULL : calloc(1, sizeof(h_up_t));
+    if (!err && !u) err = ENOMEM;
     if (err) {
       if (fd >= 0) close(fd);
       h_connect_failed(c, err, 0);
       continue;
     }
+    u->fd = fd;
+    u->owner = c;
+    c->up = u;
     c->ufd = fd;
-    c->umask = 0;
     c->state = HS_CONNECTING;
     c->deadline_ms = e->now_ms + (uint64_t)c->connect_ms;
     h_interest(e, c);
@@ -1154,11 +1201,12 @@ static void h_dispatch(engine_t *e, hconn_t *c) {
 
 /* The response is complete: the upstream goes back to its pool (or closes); the next request. */
 static void h_finish(engine_t *e, hconn_t *c) {
-  if (c->ufd >= 0) {
-    epoll_set(e, c->ufd, &c->umask, 0, 0);
-    if (!c->resp_close && c->req_minor == 1 && c->req_remaining == 0) h_pool_give(e, c->eps[c->ep].id, c->ufd, c->idle_limit_ms);
-    else close(c->ufd);
+  if (c->up) {
+    h_up_t *u = c->up;
+    c->up = NULL;
     c->ufd = -1;
+    if (!c->resp_close && c->req_minor == 1 && c->req_remaining == 0) h_pool_give(e, c->eps[c->ep].id, u, c->idle_limit_ms);
+    else h_up_close(e, u);
   }
   c->state = HS_IDLE;
   c->resp_state = HR_DONE;
@@ -1166,28 +1214,33 @@ static void h_finish(engine_t *e, hconn_t *c) {
   h_next(e, c);
 }
 
-/* Body bytes of the response: framed, passed on. 0 done or waiting, -1 the connection is gone. */
-static int h_body(engine_t *e, hconn_t *c, const uint8_t *data, size_t len) {
+/* How many of `len` response body bytes belong to this response (*complete: its end is among
+ * them); -1 on bad chunked framing. */
+static int64_t h_body_frame(hconn_t *c, const uint8_t *data, size_t len, int *complete) {
   size_t end = len;
-  int complete = 0;
+  *complete = 0;
   if (c->resp_state == HR_LENGTH) {
     end = (uint64_t)c->resp_remaining < len ? (size_t)c->resp_remaining : len;
     c->resp_remaining -= (int64_t)end;
-    complete = c->resp_remaining == 0;
+    *complete = c->resp_remaining == 0;
   } else if (c->resp_state == HR_CHUNKED) {
     const char *why = NULL;
     int64_t at = h1_chunked_feed(&c->chunk, data, len, &why);
-    if (at == -2) {
-      h_free(e, c, 1);
-      return -1;
-    }
+    if (at == -2) return -1;
     if (at >= 0) {
       end = (size_t)at;
-      complete = 1;
+      *complete = 1;
     }
   }
   if (end < len) c->resp_close = 1; /* bytes past the response: the upstream broke framing */
-  if (h_to_client(c, data, end) < 0) {
+  return (int64_t)end;
+}
+
+/* Body bytes of the response: framed, passed on. 0 done or waiting, -1 the connection is gone. */
+static int h_body(engine_t *e, hconn_t *c, const uint8_t *data, size_t len) {
+  int complete;
+  int64_t end = h_body_frame(c, data, len, &complete);
+  if (end < 0 || h_to_client(c, data, (size_t)end) < 0) {
     h_free(e, c, 1);
     return -1;
   }
@@ -1246,43 +1299,43 @@ static void h_response(engine_t *e, hconn_t *c, const uint8_t *data, size_t len)
     int closes = c->req_close || h->until_close || c->client_eof || c->req_remaining > 0 || e->h_draining;
     if (closes) c->client_closes = 1;
     h_count(e, c, h->status, h_now_s() - ((double)c->started.tv_sec + (double)c->started.tv_nsec / 1e9));
-    static const char extra[] = "connection: close\r\n";
-    uint8_t *out = malloc(head_end + sizeof extra);
-    if (!out) {
-      h_free(e, c, 1);
-      return;
-    }
-    size_t n = h1_rewrite(c->resp, h, closes ? extra : NULL, closes ? sizeof extra - 1 : 0, out);
-    int failed = h_to_client(c, out, n) < 0;
-    free(out);
-    if (failed) {
-      h_free(e, c, 1);
-      return;
-    }
     c->resp_close = h->close;
     c->idle_limit_ms = H_POOL_IDLE_MS;
     if (h->keep_alive_ms >= 0 && h->keep_alive_ms - 1000 < c->idle_limit_ms) c->idle_limit_ms = h->keep_alive_ms - 1000;
     c->resp_state = h->chunked ? HR_CHUNKED : h->until_close ? HR_UNTIL_CLOSE : HR_LENGTH;
     c->resp_remaining = h->content_length > 0 ? h->content_length : 0;
     memset(&c->chunk, 0, sizeof c->chunk);
-    uint8_t *rest = c->resp;
+    uint8_t *rest = c->resp + head_end;
     uint32_t rest_len = c->resp_len - head_end;
-    c->resp = NULL;
-    c->resp_len = 0;
+    /* The body bytes read with the head go out in the same send as the head (one syscall, one
+     * segment for a small response, instead of two). */
+    int complete = 0;
+    int64_t body = 0;
     if (c->resp_state == HR_LENGTH && c->resp_remaining == 0) {
       if (rest_len > 0) c->resp_close = 1;
-      free(rest);
-      h_finish(e, c);
+      complete = 1;
+    } else if (rest_len > 0) {
+      body = h_body_frame(c, rest, rest_len, &complete);
+    }
+    static const char extra[] = "connection: close\r\n";
+    uint8_t *out = body >= 0 ? malloc(head_end + sizeof extra + (size_t)body) : NULL;
+    if (!out) {
+      h_free(e, c, 1);
       return;
     }
-    if (rest_len > 0) {
-      int rc2 = h_body(e, c, rest + head_end, rest_len);
-      free(rest);
-      if (rc2 == 0 && !c->dead && c->state == HS_EXCHANGE) h_interest(e, c);
+    size_t n = h1_rewrite(c->resp, h, closes ? extra : NULL, closes ? sizeof extra - 1 : 0, out);
+    memcpy(out + n, rest, (size_t)body);
+    int failed = h_to_client(c, out, n + (size_t)body) < 0;
+    free(out);
+    free(c->resp);
+    c->resp = NULL;
+    c->resp_len = 0;
+    if (failed) {
+      h_free(e, c, 1);
       return;
     }
-    free(rest);
-    h_interest(e, c);
+    if (complete) h_finish(e, c);
+    else h_interest(e, c);
     return;
   }
 }
@@ -1471,7 +1524,7 @@ static void h_upstream_event(engine_t *e, hconn_t *c, uint32_t events) {
     c->state = HS_EXCHANGE;
   }
   if (c->state != HS_EXCHANGE) return;
-  if (c->out_off < c->out_len && ((events & EPOLLOUT) || (c->umask & EPOLLOUT))) {
+  if (c->out_off < c->out_len && ((events & EPOLLOUT) || (c->up->mask & EPOLLOUT))) {
     if (h_flush_upstream(c) < 0) {
       if (!c->reused) c->tried |= 1ull << c->ep;
       h_upstream_failed(e, c, "upstream write failed");
@@ -1541,6 +1594,11 @@ static void h_free_dead(engine_t *e) {
     hconn_t *c = e->hdead.next;
     h_list_del(c);
     free(c);
+  }
+  while (e->hup_dead) {
+    h_up_t *u = e->hup_dead;
+    e->hup_dead = u->next_dead;
+    free(u);
   }
 }
 
@@ -1768,7 +1826,13 @@ static void *thread_main(void *arg) {
       void *ptr = (void *)(data & ~(uintptr_t)7);
       if (tag == TAG_WAKE) stop |= run_commands(e);
       else if (tag == TAG_LISTENER) accept_some(e, ptr);
-      else if (tag == TAG_HCLIENT || tag == TAG_HUP) h_event(e, ptr, tag == TAG_HUP, events[i].events);
+      else if (tag == TAG_HCLIENT) h_event(e, ptr, 0, events[i].events);
+      else if (tag == TAG_HUP) {
+        h_up_t *u = ptr;
+        if (u->fd < 0) continue; /* closed earlier in this round */
+        if (u->owner) h_event(e, u->owner, 1, events[i].events);
+        else h_pool_event(e, u, events[i].events);
+      }
       else conn_event(e, ptr, tag == TAG_UPSTREAM, events[i].events);
     }
     if (n < 0 && errno != EINTR) {
@@ -2136,13 +2200,16 @@ static napi_value js_stop(napi_env env, napi_callback_info info) {
 }
 
 
-/* httpTake(engine, fd, bytes, endpoints, svc, key, timeoutMs) → the engine's own fd for the
- * connection. `fd` stays JavaScript's (its net.Socket closes it; the connection lives on in
- * the duplicate). `bytes`: what JS already read from it (a Buffer, may be empty); `endpoints`:
- * [id, ip, port, ...] (id: JS's number for the endpoint, the shared pool's key); `svc`: the
- * metrics slot (httpStats); `key`: the service's name for 502 bodies. */
+/* httpTake(engine, fd, bytes, endpoints, svc, key, timeoutMs, own) → the engine's own fd for
+ * the connection. own false: `fd` stays JavaScript's (its net.Socket closes it; the connection
+ * lives on in a duplicate, made non-blocking). own true: the engine takes `fd` itself, which
+ * must be non-blocking (an fd the L4 engine accepted, not yet read: no dup, no fcntl, no close
+ * in JS: 4 syscalls of a `Connection: close` request). `bytes`: what JS already read from it
+ * (a Buffer, may be empty); `endpoints`: [id, ip, port, ...] (id: JS's number for the
+ * endpoint, the shared pool's key); `svc`: the metrics slot (httpStats); `key`: the service's
+ * name for 502 bodies. */
 static napi_value js_http_take(napi_env env, napi_callback_info info) {
-  ARGS(7)
+  ARGS(8)
   engine_t *e = get_engine(env, argv[0]);
   int fd, svc, timeout_ms;
   uint32_t n = 0;
@@ -2203,7 +2270,16 @@ static napi_value js_http_take(napi_env env, napi_callback_info info) {
     memcpy(cmd->hello, bytes, nbytes);
     cmd->hello_len = (uint32_t)nbytes;
   }
-  int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  bool own = false;
+  if (napi_get_value_bool(env, argv[7], &own) != napi_ok) {
+    free(cmd->hello);
+    free(cmd);
+    free(eps);
+    free(key);
+    napi_throw_type_error(env, NULL, "own must be a boolean");
+    return NULL;
+  }
+  int dup_fd = own ? fd : fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (dup_fd < 0) {
     int err = errno;
     free(cmd->hello);
@@ -2212,8 +2288,10 @@ static napi_value js_http_take(napi_env env, napi_callback_info info) {
     free(key);
     return throw_errno(env, "httpTake: dup", err);
   }
-  int flags = fcntl(dup_fd, F_GETFL);
-  if (flags >= 0) fcntl(dup_fd, F_SETFL, flags | O_NONBLOCK);
+  if (!own) {
+    int flags = fcntl(dup_fd, F_GETFL);
+    if (flags >= 0) fcntl(dup_fd, F_SETFL, flags | O_NONBLOCK);
+  }
   cmd->type = CMD_HTTP;
   cmd->fd = dup_fd;
   cmd->svc = svc;

@@ -7,6 +7,7 @@ import { Registry } from '../../lib/metrics.ts';
 import { RoutingDialer, SOCKET_HWM } from './dialer.ts';
 import { createProxyMetrics } from './metrics.ts';
 import { NativeHttp1 } from './native-http1.ts';
+import { NativeL4 } from './native-l4.ts';
 import { Router } from './router.ts';
 
 // The native engine's HTTP/1.1 path on loopback: which services it takes, a keep-alive
@@ -19,6 +20,7 @@ const fallbacks: string[] = [];
 /** Per fallback: whether the connection was taken from its fd, unread (takeFd). */
 const unsniffed: boolean[] = [];
 let directPort = 0;
+let l4: NativeL4 | undefined;
 let native: NativeHttp1;
 let router: Router;
 let backendPort = 0;
@@ -97,18 +99,29 @@ beforeAll(async () => {
         socket.destroy();
     }),
   );
-  // As proxy.ts with the native L4 engine: the fd goes over before JavaScript reads a byte.
-  directPort = await listen(
-    net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
-      const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
-      native.takeFd(fd, { dstIp: '10.96.1.1', dstPort: 80, clientIp: '127.0.0.1' });
-      socket.destroy(); // this copy of the fd only: the engine holds its duplicate
-    }),
-  );
+  // As proxy.ts with the native L4 engine: the fd it accepted goes over before JavaScript
+  // reads a byte, and the HTTP/1.1 engine owns it from then on (nobody here closes it).
+  const engine = new NativeL4({
+    idleTimeoutMs: 10_000,
+    onAccepted: (conn) => {
+      if (native.takeFd(conn.fd, { dstIp: '10.96.1.1', dstPort: 80, clientIp: '127.0.0.1' }))
+        engine.handedOver(conn.fd);
+      else engine.reset(conn.fd);
+    },
+    onAcceptError: (code) => {
+      throw new Error(`accept failed: ${code}`);
+    },
+  });
+  l4 = engine;
+  // A free port for the engine's listener: the kernel picks one, released at once.
+  directPort = await listen(net.createServer());
+  await new Promise((resolve) => servers.pop()?.close(resolve));
+  engine.listen('127.0.0.1', directPort, 64);
 });
 
 afterAll(() => {
   native?.stop();
+  l4?.stop();
   for (const s of servers) s.close();
 });
 

@@ -78,6 +78,7 @@ interface NativeAddon {
     svc: number,
     key: string,
     timeoutMs: number,
+    own: boolean,
   ): number;
   httpStats(engine: object): number[];
   httpDrain(engine: object): void;
@@ -191,7 +192,7 @@ export class NativeHttp1 {
       if (queued) socket.unshift(queued);
       return false;
     }
-    this.#give(fd, bytes, route, plan, ctx, false);
+    this.#give(fd, bytes, route, plan, ctx, false, false);
     ctx.handedOver?.();
     // The engine's duplicate keeps the connection: closing Node's fd sends nothing.
     socket.destroy();
@@ -199,10 +200,11 @@ export class NativeHttp1 {
   }
 
   /**
-   * Hands an accepted connection's `fd` to the engine before any byte of it was read (the
-   * engine reads the first head itself) when its service is eligible: no net.Socket for it,
-   * which is most of what a `Connection: close` request costs. The engine holds a duplicate;
-   * `fd` stays the caller's to close. False: nothing happened, the caller goes on as before.
+   * Hands an accepted connection's `fd` (non-blocking, as the L4 engine accepts) to the engine
+   * before any byte of it was read (the engine reads the first head itself) when its service is
+   * eligible: no net.Socket for it, which is most of what a `Connection: close` request costs.
+   * True: the engine owns `fd` from now on (the caller must not close it; no duplicate, so no
+   * dup, fcntl or close per connection). False: nothing happened, the caller goes on as before.
    * A first request the engine does not carry (the HTTP/2 preface among them) comes back with
    * `unsniffed` set (onFallback).
    */
@@ -211,15 +213,23 @@ export class NativeHttp1 {
     const route = this.#opts.router.resolve(ctx.dstIp, ctx.dstPort);
     const plan = this.#plan(route);
     if (typeof plan === 'string') return false;
-    this.#give(fd, NOTHING, route, plan, ctx, true);
+    this.#give(fd, NOTHING, route, plan, ctx, true, true);
     return true;
   }
 
   /**
-   * The engine takes (a duplicate of) `fd` with `bytes` already read and carries it for the
-   * route's plan; the connection is held until the engine reports it closed or given back.
+   * The engine takes `fd` (own) or a duplicate of it with `bytes` already read and carries it
+   * for the route's plan; the connection is held until the engine reports it closed or given back.
    */
-  #give(fd: number, bytes: Buffer, route: Route, plan: Plan, ctx: NativeContext, unsniffed: boolean): void {
+  #give(
+    fd: number,
+    bytes: Buffer,
+    route: Route,
+    plan: Plan,
+    ctx: NativeContext,
+    unsniffed: boolean,
+    own: boolean,
+  ): void {
     const engineFd = this.#addon.httpTake(
       this.#engine,
       fd,
@@ -228,6 +238,7 @@ export class NativeHttp1 {
       plan.slot,
       (route as ServiceRoute).key,
       this.#opts.connectTimeoutMs,
+      own,
     );
     this.#hold(engineFd, { ctx, stats: this.#stats[plan.slot] as ServiceStats, unsniffed, older: undefined });
   }
@@ -309,10 +320,12 @@ export class NativeHttp1 {
   }
 
   /**
-   * Records a connection the engine now holds on `fd` (its duplicate's number). The number may
-   * still have an entry: the engine closed an earlier connection on it and its CLOSED event is
-   * still on the way (the duplicate is made here, on this thread, so the number is free as soon
-   * as the engine closes it). Events of one fd come in order, so each takes the oldest entry.
+   * Records a connection the engine now holds on `fd` (its duplicate's number, or the accepted
+   * fd it took). The number may still have an entry: the engine closed an earlier connection
+   * on it and its CLOSED event is still on the way (the number is free as soon as the engine
+   * closes it: a duplicate made here or an accept of the L4 engine's thread may reuse it). The
+   * engine reports the earlier connection's end before it starts the later one, so events of
+   * one fd come in order and each takes the oldest entry.
    */
   #hold(fd: number, conn: Held): void {
     conn.older = this.#open.get(fd);

@@ -11,7 +11,6 @@
  * fds are the connections' ids: an fd is unique while open, and the engine's events arrive
  * in the order it produced them (a CLOSED fd is reported before an accept reuses its number).
  */
-import { closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { constants } from 'node:os';
@@ -185,14 +184,12 @@ export class NativeL4 {
   }
 
   /**
-   * The accepted `fd` went to the engine's HTTP/1.1 path, which holds a duplicate of it
-   * (native-http1.ts takeFd): this engine forgets it and this copy closes (no FIN: the
-   * duplicate keeps the connection open).
+   * The accepted `fd` went to the engine's HTTP/1.1 path, which owns it from now on
+   * (native-http1.ts takeFd): this engine forgets it; nobody here closes it.
    */
   handedOver(fd: number): void {
     this.#addon.detach(this.#engine, fd);
     this.#open--;
-    closeSync(fd);
   }
 
   /** Refuses the accepted `fd` with a reset, as a refused connect would. */
