@@ -8,11 +8,11 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import { compactWhenQuiet, keepHeapInBudget } from '../lib/heap.ts';
+import { type ApiClient, apiFromKubeConfig } from '../lib/kube/client.ts';
 import type { Logger } from '../lib/log.ts';
 import { createRegistry, defaultMetricsHosts, serveMetricsOn } from '../lib/metrics.ts';
 import { Admission } from './admission.ts';
 import { FeedHub } from './feed.ts';
-import { type ApiClient, apiFromKubeConfig } from '../lib/kube/client.ts';
 import { LookupHub } from './lookup.ts';
 import { gatewayMetrics, tunnelStateMetrics } from './metrics.ts';
 import { CatalogPersister, loadCatalog } from './persist.ts';
@@ -21,6 +21,7 @@ import { readinessAnswer } from './readiness.ts';
 import { startSidecarServer } from './server.ts';
 import { gatewayStatus } from './status.ts';
 import { InProcessTunnel, LocalDialer, type Tunnel, type TunnelFactory } from './streams.ts';
+import { followUdpIdle } from './udp-idle.ts';
 import { ClusterWatcher, type EndpointsSource } from './watcher.ts';
 
 export interface GatewayOptions {
@@ -119,6 +120,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     onLocalChange: (moves) => tunnel?.broadcast?.(podMovesMessage(moves)),
   });
   const dialer = new LocalDialer(opts.nodeName, store, undefined, (ip) => podMoves.translate(ip));
+  // Open UDP flows to a Service's endpoints follow a changed edgemesh.io/udp-idle-timeout.
+  const unfollowUdpIdle = followUdpIdle(store);
   const messages = {
     greeting: () => podMovesMessage(podMoves.local),
     receive: (peer: string, message: Record<string, unknown>) =>
@@ -209,6 +212,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     persister,
     async close() {
       compactor.stop();
+      unfollowUdpIdle();
       budget.stop();
       await watcher?.stop();
       feed.close();
