@@ -175,8 +175,9 @@ export class HttpProxy {
 
   /**
    * Takes over an accepted connection's `fd` before anything was read from it, when the native
-   * HTTP/1.1 engine carries its service (http1/fast.ts takeFd); `fd` stays the caller's to
-   * close. False: the caller makes a socket of it and calls handle().
+   * HTTP/1.1 engine carries its service (http1/fast.ts takeFd). True: the engine owns `fd` now
+   * (it closes it); the caller only forgets it. False: `fd` is still the caller's, which makes
+   * a socket of it and calls handle().
    */
   takeFd(fd: number, ctx: ConnContext): boolean {
     return this.#fast?.takeFd(fd, ctx) ?? false;

@@ -250,8 +250,8 @@ export class Http1Fast {
 
   /**
    * Takes over an accepted connection's `fd` (nothing read from it yet) when the native engine
-   * carries its service (../native-http1.ts takeFd); `fd` stays the caller's to close. False:
-   * the caller goes on with a socket (handle).
+   * carries its service (../native-http1.ts takeFd). True: the engine owns `fd` now (it closes
+   * it). False: `fd` is still the caller's, which goes on with a socket (handle).
    */
   takeFd(fd: number, ctx: FastContext): boolean {
     return this.#native?.takeFd(fd, ctx) ?? false;
