@@ -14,8 +14,8 @@
 //   node bench/fuzz.ts --replay <index> --seed N <name>     one input: shown, run, its error
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { listBodyTarget } from '../lib/kube/testing/fuzz.ts';
 import { catalogTarget, feedTarget } from '../lib/catalog/testing/fuzz.ts';
+import { listBodyTarget } from '../lib/kube/testing/fuzz.ts';
 import { headerTarget } from '../lib/testing/fuzz.ts';
 import { controlTarget, datagramTarget, frameTarget, muxTarget } from '../lib/tunnel/testing/fuzz.ts';
 import { dnsTarget } from '../sidecar/dns/testing/fuzz-target.ts';

@@ -12,9 +12,9 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import type { ApiClient } from '../lib/kube/client.ts';
 import { defineCommand } from '../lib/cli.ts';
 import { configError, EdgemeshError, ErrorCodes } from '../lib/errors.ts';
+import type { ApiClient } from '../lib/kube/client.ts';
 import { connectionCause } from '../webhook/tls/bootstrap.ts';
 import { CheckReader } from './check-read.ts';
 import {

@@ -7,9 +7,9 @@
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { configError } from '../lib/errors.ts';
 import type { ApiClient } from '../lib/kube/client.ts';
 import { apiFromKubeconfigFile, apiInCluster } from '../lib/kube/kubeconfig.ts';
-import { configError } from '../lib/errors.ts';
 
 export type KubeconfigChoice =
   | { kind: 'file'; file: string; source: string }

@@ -7,8 +7,9 @@
  * instead; the API server cannot dial nodes behind a NAT (KubeEdge edge nodes), so those are
  * the usual ones.
  */
-import { type ApiClient, ApiError } from '../lib/kube/client.ts';
+
 import { type GatewayStatus, MAX_DOCUMENT_BYTES, parseGatewayStatus } from '../lib/gateway-status.ts';
+import { type ApiClient, ApiError } from '../lib/kube/client.ts';
 import type { ClusterReader } from './cluster.ts';
 import type { PodSummary } from './pods.ts';
 

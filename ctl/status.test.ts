@@ -1,10 +1,10 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { ApiError } from '../lib/kube/client.ts';
 import { readinessAnswer } from '../gateway/readiness.ts';
 import { gatewayStatus } from '../gateway/status.ts';
 import type { TunnelReadiness } from '../gateway/streams.ts';
 import type { PeerStatus, TunnelStatus } from '../gateway/tunnel/status.ts';
 import { MAX_PEERS, parseGatewayStatus } from '../lib/gateway-status.ts';
+import { ApiError } from '../lib/kube/client.ts';
 import { GoldenDir } from '../test/harness/golden.ts';
 import { podSummary } from './pods.ts';
 import { bytes, duration, formatStatus } from './status-format.ts';

@@ -2,12 +2,12 @@ import { isIP } from 'node:net';
 import { defineCommand } from '../lib/cli.ts';
 import { configError } from '../lib/errors.ts';
 import { GATEWAY_PORT } from '../lib/gateway-protocol.ts';
+import { type ApiClient, apiFromUrl } from '../lib/kube/client.ts';
+import { apiFromKubeconfigFile, apiInCluster } from '../lib/kube/kubeconfig.ts';
 import { createLogger } from '../lib/log.ts';
 import { defaultMetricsHosts } from '../lib/metrics.ts';
 import { onShutdown } from '../lib/shutdown.ts';
 import { startGateway } from './gateway.ts';
-import { type ApiClient, apiFromUrl } from '../lib/kube/client.ts';
-import { apiFromKubeconfigFile, apiInCluster } from '../lib/kube/kubeconfig.ts';
 import { readSettingsDir } from './settings.ts';
 // Not ./tunnel/index.ts: it loads the tunnel's modules (node-forge, node-datachannel) at start.
 import { parseServers } from './tunnel/servers.ts';

@@ -7,11 +7,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayFeedSource } from '../lib/catalog/feed-source.ts';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog } from '../lib/catalog/types.ts';
+import { ApiError, apiFromKubeConfig, apiFromUrl } from '../lib/kube/client.ts';
 import { ControlPlane } from '../test/cluster/control-plane.ts';
 import { createPki, issueCert } from '../test/cluster/pki.ts';
 import { EDGEMESH_BIN, waitFor } from '../test/harness/netns.ts';
 import { MetaServer } from '../test/metaserver/metaserver.ts';
-import { ApiError, apiFromKubeConfig, apiFromUrl } from '../lib/kube/client.ts';
 
 // `edgemesh gateway --api-server http://…` (edge mode) against two edge APIs, both on
 // loopback in front of a real control plane: (a) `kubectl proxy` as the node's own identity

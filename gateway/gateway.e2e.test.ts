@@ -6,11 +6,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayFeedSource } from '../lib/catalog/feed-source.ts';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog } from '../lib/catalog/types.ts';
+import { type ApiClient, apiFromUrl } from '../lib/kube/client.ts';
 import { silentLogger } from '../lib/log.ts';
 import { ControlPlane } from '../test/cluster/control-plane.ts';
 import { NetnsLab, waitFor } from '../test/harness/netns.ts';
 import { type Gateway, startGateway } from './gateway.ts';
-import { type ApiClient, apiFromUrl } from '../lib/kube/client.ts';
 import { loadCatalog } from './persist.ts';
 
 // The gateway's watcher against a real API server (etcd, kube-apiserver, controller-manager,

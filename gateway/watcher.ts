@@ -30,8 +30,8 @@
 import { CatalogBuilder, diffCatalogs, type ObjectKind } from '../lib/catalog/from-objects.ts';
 import { trimObject } from '../lib/catalog/object-fields.ts';
 import { describeError, ErrorCodes } from '../lib/errors.ts';
-import type { Logger } from '../lib/log.ts';
 import type { ApiClient } from '../lib/kube/client.ts';
+import type { Logger } from '../lib/log.ts';
 import { type CacheEvent, holdsKubernetesService, nonEmpty, ObjectCache } from './kube/object-cache.ts';
 import { Reflector } from './kube/reflector.ts';
 import type { GatewayMetrics } from './metrics.ts';

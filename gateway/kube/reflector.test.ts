@@ -1,8 +1,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { waitFor } from '../../test/harness/netns.ts';
 import { ApiClient } from '../../lib/kube/client.ts';
+import { waitFor } from '../../test/harness/netns.ts';
 import { type CacheEvent, ObjectCache } from './object-cache.ts';
 import { LIST_EVENTS_PER_TURN, Reflector } from './reflector.ts';
 

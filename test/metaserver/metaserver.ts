@@ -59,9 +59,9 @@
 import http from 'node:http';
 import https from 'node:https';
 import type net from 'node:net';
-import type { ApiClient } from '../../lib/kube/client.ts';
 import { ObjectCache } from '../../gateway/kube/object-cache.ts';
 import { Reflector } from '../../gateway/kube/reflector.ts';
+import type { ApiClient } from '../../lib/kube/client.ts';
 
 type Obj = { metadata?: { name?: string; namespace?: string }; spec?: { nodeName?: string } };
 
