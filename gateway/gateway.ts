@@ -119,7 +119,14 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     nodeName: opts.nodeName,
     onLocalChange: (moves) => tunnel?.broadcast?.(podMovesMessage(moves)),
   });
-  const dialer = new LocalDialer(opts.nodeName, store, undefined, (ip) => podMoves.translate(ip));
+  const dialer = new LocalDialer(
+    opts.nodeName,
+    store,
+    undefined,
+    (ip) => podMoves.translate(ip),
+    undefined,
+    (ip) => lookup.servicesAt(ip),
+  );
   // Open UDP flows to a Service's endpoints follow a changed edgemesh.io/udp-idle-timeout.
   const unfollowUdpIdle = followUdpIdle(store);
   const messages = {

@@ -124,6 +124,14 @@ export class LookupHub {
     });
   }
 
+  /**
+   * The keys of the services with `ip` as a ClusterIP or an endpoint IP, as of the catalog the
+   * hub last applied (local-endpoint.ts checks a dial against them instead of walking the catalog).
+   */
+  servicesAt(ip: string): string[] {
+    return this.#index.servicesAt(ip, Number.MAX_SAFE_INTEGER);
+  }
+
   get clients(): number {
     return this.#clients.size;
   }

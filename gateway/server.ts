@@ -245,7 +245,9 @@ async function connect(
     // Ask the tunnel only for what the catalog says is there; the far end checks again.
     const catalog = opts.store.current;
     if (!catalog) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'gateway has no catalog yet');
-    if (!isEndpointOnNode(catalog, req.node, target.ip, target.port, udp ? 'UDP' : 'TCP')) {
+    const lookup = opts.lookup;
+    const at = lookup && ((ip: string) => lookup.servicesAt(ip));
+    if (!isEndpointOnNode(catalog, req.node, target.ip, target.port, udp ? 'UDP' : 'TCP', at)) {
       throw new EdgemeshError(
         ErrorCodes.DIAL_REFUSED,
         `${target.ip}:${target.port}${udp ? '/udp' : ''} is not an endpoint of a pod on node ${req.node}`,

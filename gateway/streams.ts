@@ -10,7 +10,7 @@ import type { Registry } from 'prom-client';
 import type { CatalogStore } from '../lib/catalog/store.ts';
 import { canonicalIP } from '../lib/catalog/validate.ts';
 import { EdgemeshError, ErrorCodes } from '../lib/errors.ts';
-import { isLocalPodEndpoint } from './local-endpoint.ts';
+import { isLocalPodEndpoint, type ServicesAt } from './local-endpoint.ts';
 import type { RemotePath, TunnelStatus } from './tunnel/status.ts';
 import { dialUdpFlow, type UdpFlow, type UdpFlowOptions } from './udp-flow.ts';
 import { udpIdleFor } from './udp-idle.ts';
@@ -96,6 +96,7 @@ export class LocalDialer {
   readonly #timeoutMs: number;
   readonly #translate: (ip: string) => string;
   readonly #udp: UdpFlowOptions;
+  readonly #servicesAt: ServicesAt | undefined;
 
   constructor(
     nodeName: string,
@@ -108,12 +109,15 @@ export class LocalDialer {
      * endpoint of a Service with edgemesh.io/udp-idle-timeout takes that Service's instead.
      */
     udp: UdpFlowOptions = {},
+    /** The services at an address, kept up to date (the lookup hub's index): each check reads only those. */
+    servicesAt?: ServicesAt,
   ) {
     this.nodeName = nodeName;
     this.#store = store;
     this.#timeoutMs = timeoutMs;
     this.#translate = translate;
     this.#udp = udp;
+    this.#servicesAt = servicesAt;
   }
 
   /**
@@ -125,7 +129,10 @@ export class LocalDialer {
     if (!catalog) throw new EdgemeshError(ErrorCodes.UNAVAILABLE, 'gateway has no catalog yet');
     const ip = canonicalIP(target.ip);
     const udp = target.transport === 'udp';
-    if (!ip || !isLocalPodEndpoint(catalog, this.nodeName, ip, target.port, udp ? 'UDP' : 'TCP')) {
+    if (
+      !ip ||
+      !isLocalPodEndpoint(catalog, this.nodeName, ip, target.port, udp ? 'UDP' : 'TCP', this.#servicesAt)
+    ) {
       throw new EdgemeshError(
         ErrorCodes.DIAL_REFUSED,
         `${target.ip}:${target.port}${udp ? '/udp' : ''} is not an endpoint of a pod on node ${this.nodeName}`,
