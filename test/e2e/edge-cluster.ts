@@ -724,7 +724,16 @@ export class EdgeCluster {
   }
 
   /** A gateway's Prometheus text (from its node's namespace). */
-  async gatewayMetrics(nodeName: string): Promise<string> {
+  gatewayMetrics(nodeName: string): Promise<string> {
+    return this.#gatewayGet(nodeName, '/metrics');
+  }
+
+  /** A gateway's /status document (JSON text: catalog, tunnel, peers and their paths). */
+  gatewayStatus(nodeName: string): Promise<string> {
+    return this.#gatewayGet(nodeName, '/status');
+  }
+
+  async #gatewayGet(nodeName: string, path: string): Promise<string> {
     const node = this.node(nodeName);
     return (
       await this.lab.exec(node.netns, [
@@ -732,7 +741,7 @@ export class EdgeCluster {
         '-sf',
         '--max-time',
         '3',
-        `http://127.0.0.1:${GATEWAY_METRICS_PORT}/metrics`,
+        `http://127.0.0.1:${GATEWAY_METRICS_PORT}${path}`,
       ])
     ).stdout;
   }

@@ -366,8 +366,48 @@ export async function offTheRelay(
     if (ok && paths.length > 0 && !paths.includes('relay')) return { paths, ms: Date.now() - started };
   }
   throw new Error(
-    `tunnels from ${clientNode} still use ${paths.join(', ') || 'no path'} after ${timeoutMs} ms`,
+    `tunnels from ${clientNode} still use ${paths.join(', ') || 'no path'} after ${timeoutMs} ms; ` +
+      `its gateway's tunnel status: ${await tunnelDiagnosis(cluster, clientNode)}`,
   );
+}
+
+/**
+ * What a gateway says of its tunnel when a path test fails: its /status (peers, their paths
+ * and searches) and its log lines about paths, punches and links, so a failure in CI says why
+ * (bounded; never throws).
+ */
+async function tunnelDiagnosis(cluster: EdgeCluster, node: string): Promise<string> {
+  const parts: string[] = [];
+  try {
+    parts.push((await cluster.gatewayStatus(node)).slice(0, 4_000));
+  } catch (err) {
+    parts.push(`(no /status: ${(err as Error).message})`);
+  }
+  try {
+    const pods = JSON.parse(
+      await cluster.kubectl([
+        '-n',
+        'edgemesh-system',
+        'get',
+        'pods',
+        '--field-selector',
+        `spec.nodeName=${node}`,
+        '-o',
+        'json',
+      ]),
+    ) as { items: { metadata: { name: string } }[] };
+    const gateway = pods.items.find((p) => p.metadata.name.startsWith('edgemesh-gateway'))?.metadata.name;
+    if (gateway) {
+      const log = await cluster.kubectl(['-n', 'edgemesh-system', 'logs', gateway, '--tail=400']);
+      const lines = log.split('\n').filter((l) => /punch|relay|path|UDP|link|tunnel-server|upgrade/i.test(l));
+      parts.push(
+        `log (${gateway}, last ${Math.min(lines.length, 40)} of ${lines.length} path lines):\n${lines.slice(-40).join('\n')}`,
+      );
+    }
+  } catch (err) {
+    parts.push(`(no log: ${(err as Error).message})`);
+  }
+  return parts.join('\n');
 }
 
 /**
