@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UPGRADE_RETRY_START_MS } from '../../gateway/tunnel/peer.ts';
 import { waitFor } from '../harness/netns.ts';
 import { EdgeCluster } from './edge-cluster.ts';
 import {
@@ -622,7 +623,10 @@ describe('edgemesh on a real control plane across NATs', () => {
   it('API server and tunnel-server killed: traffic and DNS keep working; both back, the gateways resync', async () => {
     expect((await curl(cluster)).code).toBe(0);
     const clientNode = (await livePods(cluster, 'app=client'))[0]?.spec.nodeName as string;
-    await offTheRelay(cluster, clientNode);
+    // The client's gateway was restarted during the previous test's cut: its search for a
+    // direct path runs when its relay opens and, if that finds none, again after 30 s and
+    // 60 s more (gateway/tunnel/peer.ts). Wait through the third search, not only the first.
+    await offTheRelay(cluster, clientNode, UPGRADE_RETRY_START_MS * 3 + 30_000);
     const pod = await clientRef(cluster); // named now: no API while it is down
     await cluster.crashCloud();
     try {
@@ -661,7 +665,7 @@ describe('edgemesh on a real control plane across NATs', () => {
       'back-svc reachable from site 1 after the restart',
     );
     expect(servedBy(r.stdout)?.pod).toMatch(/^nginx-/);
-  });
+  }, 300_000);
 
   it('a namespace without the label and a pod with the opt-out label are not injected (and their traffic is not captured)', async () => {
     const plainServer = { ...nginxDeployment(images(), 1), metadata: { name: 'nginx', namespace: 'plain' } };
