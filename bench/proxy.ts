@@ -21,7 +21,9 @@
  *
  * BENCH_HTTP1_PATH=native|js: the sidecar's EDGEMESH_HTTP1_PATH (native: HTTP/1.1 carried by
  * the native engine, sidecar/proxy/native-http1.ts; js: http1/fast.ts). Compare the two by
- * alternating whole runs: one sidecar per pod, so both cannot share a run.
+ * alternating whole runs: one sidecar per pod, so both cannot share a run. BENCH_L4_ADDON: a
+ * path to another build of the engine (the sidecar's EDGEMESH_L4_ADDON), e.g. the one before a
+ * change, to alternate with.
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -49,6 +51,8 @@ const HAPROXY_PORT = 18080;
 const HAPROXY_HTTP_PORT = 18081;
 const HTTP1_PATH = process.env.BENCH_HTTP1_PATH ?? 'js';
 if (HTTP1_PATH !== 'js' && HTTP1_PATH !== 'native') throw new Error('BENCH_HTTP1_PATH must be js or native');
+/** BENCH_L4_ADDON: the sidecar's EDGEMESH_L4_ADDON (a path to another build of sidecar/native's l4.node). */
+const L4_ADDON = process.env.BENCH_L4_ADDON ?? '';
 
 interface WrkResult {
   rps: number;
@@ -153,6 +157,8 @@ async function main(): Promise<void> {
     l.sidecar = await startSidecar(l, catalogFile, ['--metrics-port', '0'], {
       ...INJECTED_SIDECAR_ENV,
       EDGEMESH_HTTP1_PATH: HTTP1_PATH === 'native' ? 'native' : 'fast',
+      // Another build of the engine (e.g. the one before a change, for an alternated comparison).
+      ...(L4_ADDON ? { EDGEMESH_L4_ADDON: L4_ADDON } : {}),
     });
     const cfg = join(dir, 'haproxy.cfg');
     await writeFile(
@@ -275,7 +281,7 @@ async function main(): Promise<void> {
       );
     }
     printTable(
-      `bench/proxy: median of ${ROUNDS} × ${SECONDS} s per cell (paths interleaved), wrk -t1 in the pod namespace; ratio vs direct in the same run; HTTP/1.1 path ${HTTP1_PATH}; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
+      `bench/proxy: median of ${ROUNDS} × ${SECONDS} s per cell (paths interleaved), wrk -t1 in the pod namespace; ratio vs direct in the same run; HTTP/1.1 path ${HTTP1_PATH}${L4_ADDON ? ` (engine ${L4_ADDON})` : ''}; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
       [
         'scenario',
         'direct',

@@ -94,6 +94,7 @@ typedef struct {
   int type, fd, num; /* num: port (accepted), errno (failed), close reason (closed) */
   char dst[INET6_ADDRSTRLEN], peer[INET6_ADDRSTRLEN], local[INET6_ADDRSTRLEN];
   char *line; /* EV_REPLY: the reply line (malloc'd) */
+  int port;   /* EV_HTTP_FALLBACK of a connection this engine took at accept: its destination port */
   double sent, received; /* EV_CLOSED: bytes client → upstream and back (doubles: exact to 2^53) */
 } event_t;
 
@@ -178,7 +179,9 @@ typedef struct {
 } h_pool_t;
 
 typedef struct {
-  double classes[5], buckets[H_BUCKETS], sum, count, sent, received;
+  /* conns, sent, received: connections taken at accept (h_accept) and their bytes, which JS
+   * never hears of one by one (ProxyMetrics' connections and the service's bytes). */
+  double classes[5], buckets[H_BUCKETS], sum, count, conns, sent, received;
   int codes[H_CODES][2];
   int dirty;
 } h_stats_t;
@@ -207,7 +210,30 @@ typedef struct hconn {
   struct timespec started;
   uint64_t active_ms, deadline_ms, sent, received;
   char why[192]; /* the last attempt's failure, as fast.ts words it (502 bodies) */
+  /* Taken at accept from the route table (h_accept), not handed over by JS: its end is
+   * counted here, not reported; a fallback names its destination and peer (JS never saw it). */
+  int accepted;
+  struct sockaddr_storage odst, opeer;
 } hconn_t;
+
+/* The accept-time route table (httpRoutes): original destination → what httpTake would have
+ * been given. Open addressing over a power-of-two array, rebuilt whole by JS and swapped. */
+#define H_MAX_ROUTES 8192
+#define H_MAX_ROUTE_EPS 16384
+typedef struct {
+  uint8_t addr[16]; /* IPv4 as ::ffff:a.b.c.d */
+  uint16_t port;
+  uint8_t used;
+  int svc, nep;
+  h_ep_t *eps;
+  char *key;
+} h_route_t;
+
+typedef struct {
+  size_t cap, n;
+  int timeout_ms;
+  h_route_t *slots;
+} h_routes_t;
 
 typedef struct cmd {
   struct cmd *next;
@@ -262,6 +288,12 @@ typedef struct {
   h1_head_t hhead;
   h_stats_t *hstats;
   pthread_mutex_t hstats_lock;
+  /* The accept-time route table: JS swaps it (httpRoutes) under routes_lock, the thread looks
+   * up under it; nroutes lets an engine without one skip the lock. */
+  h_routes_t *routes;
+  pthread_mutex_t routes_lock;
+  atomic_int nroutes;
+  atomic_int h_accepted_open; /* connections taken at accept, open now (the active gauge) */
   char buf[READ_BUFFER];
 } engine_t;
 
@@ -318,6 +350,7 @@ static event_t *event_push(engine_t *e, int type, int fd, int num) {
   ev->num = num;
   ev->dst[0] = ev->peer[0] = ev->local[0] = 0;
   ev->line = NULL;
+  ev->port = 0;
   ev->sent = ev->received = 0;
   return ev;
 }
@@ -355,7 +388,7 @@ static void call_js(napi_env env, napi_value callback, void *context, void *data
     napi_get_undefined(env, &undefined);
     for (size_t i = 0; i < b->len; i++) {
       event_t *ev = &b->items[i];
-      napi_value argv[8];
+      napi_value argv[9];
       napi_create_int32(env, ev->type, &argv[0]);
       napi_create_int32(env, ev->fd, &argv[1]);
       napi_create_int32(env, ev->num, &argv[2]);
@@ -367,7 +400,8 @@ static void call_js(napi_env env, napi_value callback, void *context, void *data
       argv[5] = str_or_undefined(env, ev->local);
       napi_create_double(env, ev->sent, &argv[6]);
       napi_create_double(env, ev->received, &argv[7]);
-      if (napi_call_function(env, undefined, callback, 8, argv, NULL) == napi_pending_exception) {
+      napi_create_int32(env, ev->port, &argv[8]);
+      if (napi_call_function(env, undefined, callback, 9, argv, NULL) == napi_pending_exception) {
         /* A throwing handler must not lose the rest of the batch: report it, go on. */
         napi_value err;
         napi_get_and_clear_last_exception(env, &err);
@@ -983,13 +1017,26 @@ static void h_free(engine_t *e, hconn_t *c, int how /* 0 close, 1 reset, 2 keep 
   if (c->dead) return;
   h_drop_upstream(e, c);
   epoll_set(e, c->cfd, &c->cmask, 0, 0);
+  if (c->accepted) atomic_fetch_sub(&e->h_accepted_open, 1);
   if (how != 2) {
     if (how == 1) reset_close(c->cfd);
     else close(c->cfd);
-    event_t *ev = event_push(e, EV_HTTP_CLOSED, c->cfd, 0);
-    if (ev) {
-      ev->sent = (double)c->sent;
-      ev->received = (double)c->received;
+    if (c->accepted) {
+      /* No event: JS never held it; its bytes go with the next stats poll. */
+      pthread_mutex_lock(&e->hstats_lock);
+      h_stats_t *s = h_stats(e, c->svc);
+      if (s) {
+        s->sent += (double)c->sent;
+        s->received += (double)c->received;
+        s->dirty = 1;
+      }
+      pthread_mutex_unlock(&e->hstats_lock);
+    } else {
+      event_t *ev = event_push(e, EV_HTTP_CLOSED, c->cfd, 0);
+      if (ev) {
+        ev->sent = (double)c->sent;
+        ev->received = (double)c->received;
+      }
     }
   }
   free(c->in);
@@ -1021,6 +1068,12 @@ static void h_fallback(engine_t *e, hconn_t *c) {
   ev->line = copy;
   ev->sent = (double)c->sent;
   ev->received = (double)c->received;
+  if (c->accepted) {
+    /* JS has no context for it: the original destination (`local`, `port`) and the peer. */
+    format_addr(&c->opeer, ev->peer);
+    format_addr(&c->odst, ev->local);
+    ev->port = addr_port(&c->odst);
+  }
   h_free(e, c, 2);
 }
 
@@ -1602,30 +1655,33 @@ static void h_free_dead(engine_t *e) {
   }
 }
 
-static void h_start(engine_t *e, cmd_t *cmd) {
+/* A new HTTP connection on `fd` with its endpoints and key (both owned from here). */
+static hconn_t *h_new(engine_t *e, int fd, int svc, int nep, h_ep_t *eps, char *key, int timeout_ms) {
   hconn_t *c = calloc(1, sizeof(hconn_t));
-  if (!c) {
-    close(cmd->fd);
-    free(cmd->eps);
-    free(cmd->key);
-    cmd->eps = NULL;
-    cmd->key = NULL;
-    return;
-  }
+  if (!c) return NULL;
   c->prev = c->next = c;
-  c->cfd = cmd->fd;
+  c->cfd = fd;
   c->ufd = -1;
-  c->svc = cmd->svc;
-  c->nep = cmd->nep;
-  c->eps = cmd->eps;
-  c->key = cmd->key;
-  c->connect_ms = cmd->timeout_ms;
+  c->svc = svc;
+  c->nep = nep;
+  c->eps = eps;
+  c->key = key;
+  c->connect_ms = timeout_ms;
   c->rr = e->hrr++;
-  cmd->eps = NULL;
-  cmd->key = NULL;
   c->active_ms = e->now_ms;
   h_list_add(&e->hopen, c);
   e->nh++;
+  return c;
+}
+
+static void h_start(engine_t *e, cmd_t *cmd) {
+  hconn_t *c = h_new(e, cmd->fd, cmd->svc, cmd->nep, cmd->eps, cmd->key, cmd->timeout_ms);
+  if (!c) {
+    close(cmd->fd);
+    return; /* run_commands frees eps and key */
+  }
+  cmd->eps = NULL;
+  cmd->key = NULL;
   if (cmd->hello_len > 0) {
     if (cmd->hello_len > H_IN_CAP || h_in_room(c, cmd->hello_len) < 0) {
       h_free(e, c, 1);
@@ -1637,6 +1693,91 @@ static void h_start(engine_t *e, cmd_t *cmd) {
   int one = 1;
   setsockopt(c->cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   h_next(e, c);
+}
+
+/* ---------- the accept-time route table ---------- */
+
+static void h_route_key(const struct sockaddr_storage *sa, uint8_t out[16], uint16_t *port) {
+  memset(out, 0, 16);
+  if (sa->ss_family == AF_INET6) memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+  else {
+    out[10] = out[11] = 0xff;
+    memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+  }
+  *port = (uint16_t)addr_port(sa);
+}
+
+static size_t h_route_hash(const uint8_t addr[16], uint16_t port) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (int i = 0; i < 16; i++) h = (h ^ addr[i]) * 1099511628211ull;
+  h = (h ^ (port & 0xff)) * 1099511628211ull;
+  h = (h ^ (port >> 8)) * 1099511628211ull;
+  return (size_t)(h ^ (h >> 29));
+}
+
+/* The entry for addr:port (with probing), or the empty slot where it would go. */
+static h_route_t *h_route_slot(h_routes_t *t, const uint8_t addr[16], uint16_t port) {
+  size_t mask = t->cap - 1;
+  for (size_t i = h_route_hash(addr, port) & mask;; i = (i + 1) & mask) {
+    h_route_t *r = &t->slots[i];
+    if (!r->used || (r->port == port && !memcmp(r->addr, addr, 16))) return r;
+  }
+}
+
+static void h_routes_free(h_routes_t *t) {
+  if (!t) return;
+  for (size_t i = 0; i < t->cap; i++) {
+    free(t->slots[i].eps);
+    free(t->slots[i].key);
+  }
+  free(t->slots);
+  free(t);
+}
+
+/* A connection just accepted whose original destination is in the route table: this thread
+ * carries it as httpTake would have (no event, no hand-over to another thread). 0: not in the
+ * table (or no memory, or draining): it goes to JS as before. */
+static int h_accept(engine_t *e, int fd, const struct sockaddr_storage *dst, const struct sockaddr_storage *peer) {
+  if (e->h_draining) return 0;
+  uint8_t addr[16];
+  uint16_t port;
+  h_route_key(dst, addr, &port);
+  h_ep_t *eps = NULL;
+  char *key = NULL;
+  int svc = 0, nep = 0, timeout_ms = 0;
+  pthread_mutex_lock(&e->routes_lock);
+  h_routes_t *t = e->routes;
+  h_route_t *r = t ? h_route_slot(t, addr, port) : NULL;
+  if (r && r->used) {
+    eps = malloc((size_t)r->nep * sizeof *eps);
+    key = strdup(r->key);
+    if (eps) memcpy(eps, r->eps, (size_t)r->nep * sizeof *eps);
+    svc = r->svc;
+    nep = r->nep;
+    timeout_ms = t->timeout_ms;
+  }
+  pthread_mutex_unlock(&e->routes_lock);
+  hconn_t *c = eps && key ? h_new(e, fd, svc, nep, eps, key, timeout_ms) : NULL;
+  if (!c) {
+    free(eps);
+    free(key);
+    return 0;
+  }
+  c->accepted = 1;
+  c->odst = *dst;
+  c->opeer = *peer;
+  atomic_fetch_add(&e->h_accepted_open, 1);
+  pthread_mutex_lock(&e->hstats_lock);
+  h_stats_t *s = h_stats(e, svc);
+  if (s) {
+    s->conns++;
+    s->dirty = 1;
+  }
+  pthread_mutex_unlock(&e->hstats_lock);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  h_next(e, c);
+  return 1;
 }
 
 static void h_close_all(engine_t *e) {
@@ -1689,7 +1830,9 @@ static void accept_some(engine_t *e, listener_t *l) {
     int level = peer.ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP;
     int name = peer.ss_family == AF_INET6 ? IP6T_SO_ORIGINAL_DST : SO_ORIGINAL_DST;
     event_t *ev = NULL;
-    if (getsockopt(fd, level, name, &dst, &dst_len) == 0) ev = event_push(e, EV_ACCEPTED, fd, addr_port(&dst));
+    int have_dst = getsockopt(fd, level, name, &dst, &dst_len) == 0;
+    if (have_dst && atomic_load(&e->nroutes) > 0 && h_accept(e, fd, &dst, &peer)) continue;
+    if (have_dst) ev = event_push(e, EV_ACCEPTED, fd, addr_port(&dst));
     else ev = event_push(e, EV_ACCEPTED, fd, -errno); /* JS refuses it, with the reason */
     if (!ev) {
       close(fd);
@@ -1923,6 +2066,8 @@ static void engine_finalize(napi_env env, void *data, void *hint) {
   close(e->wakefd);
   pthread_mutex_destroy(&e->lock);
   pthread_mutex_destroy(&e->hstats_lock);
+  pthread_mutex_destroy(&e->routes_lock);
+  h_routes_free(e->routes);
   free(e->hstats);
   for (cmd_t *c = e->cmd_head, *next; c; c = next) {
     next = c->next;
@@ -2017,6 +2162,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   e->hdead.prev = e->hdead.next = &e->hdead;
   pthread_mutex_init(&e->lock, NULL);
   pthread_mutex_init(&e->hstats_lock, NULL);
+  pthread_mutex_init(&e->routes_lock, NULL);
   if (e->epfd < 0 || e->wakefd < 0) {
     int err = errno;
     if (e->epfd >= 0) close(e->epfd);
@@ -2305,8 +2451,128 @@ static napi_value js_http_take(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* httpStats(engine) → [svc, 1xx..5xx, 14 buckets, sum, count, then 8 × (code, count)] per
- * service slot with news since the last call (each 32 numbers); the engine's counts restart. */
+/* Throws a RangeError/TypeError with `code` and frees a half-built table. NULL. */
+static napi_value h_routes_refuse(napi_env env, h_routes_t *t, int range, const char *code, const char *msg) {
+  h_routes_free(t);
+  if (range) napi_throw_range_error(env, code, msg);
+  else napi_throw_type_error(env, code, msg);
+  return NULL;
+}
+
+/* httpRoutes(engine, entries, timeoutMs): the accept-time route table, replacing the one before
+ * (`entries` empty: none; every connection goes to JS as before). An entry is
+ * [ip, port, svc, key, endpoints] with httpTake's svc, key and endpoints: a connection this
+ * engine accepts whose original destination is ip:port is carried by its thread at once, no
+ * event. Bounded: H_MAX_ROUTES entries and H_MAX_ROUTE_EPS endpoints over all of them; past
+ * either the call throws and the table before stays (JS sends fewer). Once this returns, every
+ * accept after it sees the new table (the swap is under the lock the accept looks up under). */
+static napi_value js_http_routes(napi_env env, napi_callback_info info) {
+  ARGS(3)
+  engine_t *e = get_engine(env, argv[0]);
+  int timeout_ms;
+  uint32_t n = 0;
+  bool is_array = false;
+  if (!e || !get_int(env, argv[2], 1, 0x7fffffff, "timeoutMs", &timeout_ms)) return NULL;
+  if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[1], &n) != napi_ok)
+    return h_routes_refuse(env, NULL, 0, "ERR_INVALID_ROUTES", "entries must be an array");
+  if (n > H_MAX_ROUTES)
+    return h_routes_refuse(env, NULL, 1, "ERR_TOO_MANY_ROUTES", "at most 8192 route entries");
+  h_routes_t *t = NULL;
+  if (n > 0) {
+    t = calloc(1, sizeof *t);
+    size_t cap = 16;
+    while (cap < 2 * (size_t)n) cap *= 2;
+    if (t) t->slots = calloc(cap, sizeof(h_route_t));
+    if (!t || !t->slots) {
+      if (t) free(t);
+      return throw_errno(env, "httpRoutes", ENOMEM);
+    }
+    t->cap = cap;
+    t->timeout_ms = timeout_ms;
+  }
+  size_t total_eps = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value entry, v[5];
+    uint32_t len = 0, nv = 0;
+    is_array = false;
+    napi_get_element(env, argv[1], i, &entry);
+    if (napi_is_array(env, entry, &is_array) != napi_ok || !is_array ||
+        napi_get_array_length(env, entry, &len) != napi_ok || len != 5)
+      return h_routes_refuse(env, t, 0, "ERR_INVALID_ROUTES", "an entry must be [ip, port, svc, key, endpoints]");
+    for (uint32_t k = 0; k < 5; k++) napi_get_element(env, entry, k, &v[k]);
+    int port, svc;
+    struct sockaddr_storage dst;
+    socklen_t dst_len;
+    if (!get_int(env, v[1], 1, 65535, "port", &port) || !get_addr(env, v[0], port, &dst, &dst_len) ||
+        !get_int(env, v[2], 0, H_MAX_SVC - 1, "svc", &svc)) {
+      h_routes_free(t);
+      return NULL;
+    }
+    is_array = false;
+    if (napi_is_array(env, v[4], &is_array) != napi_ok || !is_array ||
+        napi_get_array_length(env, v[4], &nv) != napi_ok || nv == 0 || nv % 3 != 0 || nv / 3 > H_MAX_EP)
+      return h_routes_refuse(env, t, 0, "ERR_INVALID_ENDPOINTS",
+                             "endpoints must be [id, ip, port, ...] with 1 to 64 endpoints");
+    total_eps += nv / 3;
+    if (total_eps > H_MAX_ROUTE_EPS)
+      return h_routes_refuse(env, t, 1, "ERR_TOO_MANY_ROUTES", "at most 16384 endpoints over all route entries");
+    uint8_t addr[16];
+    uint16_t key_port;
+    h_route_key(&dst, addr, &key_port);
+    h_route_t *r = h_route_slot(t, addr, key_port);
+    if (r->used) return h_routes_refuse(env, t, 0, "ERR_INVALID_ROUTES", "the same ip and port twice");
+    r->used = 1;
+    memcpy(r->addr, addr, 16);
+    r->port = key_port;
+    r->svc = svc;
+    r->eps = calloc(nv / 3, sizeof(h_ep_t));
+    r->key = calloc(1, 256);
+    if (!r->eps || !r->key) {
+      h_routes_free(t);
+      return throw_errno(env, "httpRoutes", ENOMEM);
+    }
+    size_t key_len = 0;
+    if (napi_get_value_string_utf8(env, v[3], r->key, 256, &key_len) != napi_ok)
+      return h_routes_refuse(env, t, 0, "ERR_INVALID_ROUTES", "key must be a string");
+    for (uint32_t k = 0; k < nv / 3; k++) {
+      napi_value id, ip, p;
+      int id_n, port_n;
+      napi_get_element(env, v[4], 3 * k, &id);
+      napi_get_element(env, v[4], 3 * k + 1, &ip);
+      napi_get_element(env, v[4], 3 * k + 2, &p);
+      if (!get_int(env, id, 0, H_MAX_EPID - 1, "endpoint id", &id_n) || !get_int(env, p, 1, 65535, "port", &port_n) ||
+          !get_addr(env, ip, port_n, &r->eps[k].addr, &r->eps[k].len)) {
+        h_routes_free(t);
+        return NULL;
+      }
+      r->eps[k].id = id_n;
+    }
+    r->nep = (int)(nv / 3);
+    t->n++;
+  }
+  pthread_mutex_lock(&e->routes_lock);
+  h_routes_t *old = e->routes;
+  e->routes = t;
+  atomic_store(&e->nroutes, (int)n);
+  pthread_mutex_unlock(&e->routes_lock);
+  h_routes_free(old);
+  return NULL;
+}
+
+/* httpOpen(engine) → connections this engine took at accept and has not closed or given back. */
+static napi_value js_http_open(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  engine_t *e = get_engine_of(env, argv[0], 1);
+  if (!e) return NULL;
+  napi_value out;
+  napi_create_int32(env, atomic_load(&e->h_accepted_open), &out);
+  return out;
+}
+
+/* httpStats(engine) → [svc, 1xx..5xx, 14 buckets, sum, count, 8 × (code, count), then the
+ * connections taken at accept and their bytes sent, received] per service slot with news since
+ * the last call (each 41 numbers); the engine's counts restart. */
 static napi_value js_http_stats(napi_env env, napi_callback_info info) {
   ARGS(1)
   engine_t *e = get_engine_of(env, argv[0], 1);
@@ -2318,7 +2584,7 @@ static napi_value js_http_stats(napi_env env, napi_callback_info info) {
   for (int svc = 0; e->hstats && svc < H_MAX_SVC; svc++) {
     h_stats_t *s = &e->hstats[svc];
     if (!s->dirty) continue;
-    double row[1 + 5 + H_BUCKETS + 2 + 2 * H_CODES];
+    double row[1 + 5 + H_BUCKETS + 2 + 2 * H_CODES + 3];
     int k = 0;
     row[k++] = svc;
     for (int j = 0; j < 5; j++) row[k++] = s->classes[j];
@@ -2329,6 +2595,9 @@ static napi_value js_http_stats(napi_env env, napi_callback_info info) {
       row[k++] = s->codes[j][0];
       row[k++] = s->codes[j][1];
     }
+    row[k++] = s->conns;
+    row[k++] = s->sent;
+    row[k++] = s->received;
     for (int j = 0; j < k; j++) {
       napi_value v;
       napi_create_double(env, row[j], &v);
@@ -2474,6 +2743,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"httpTake", NULL, js_http_take, NULL, NULL, NULL, napi_default, NULL},
       {"httpStats", NULL, js_http_stats, NULL, NULL, NULL, napi_default, NULL},
       {"httpDrain", NULL, js_http_drain, NULL, NULL, NULL, napi_default, NULL},
+      {"httpRoutes", NULL, js_http_routes, NULL, NULL, NULL, napi_default, NULL},
+      {"httpOpen", NULL, js_http_open, NULL, NULL, NULL, napi_default, NULL},
       {"httpParse", NULL, js_http_parse, NULL, NULL, NULL, napi_default, NULL},
       {"httpChunked", NULL, js_http_chunked, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -24,6 +24,7 @@ import type { Dialer } from './dialer.ts';
 import { H2Proxy } from './h2/proxy.ts';
 import { type FastOptions, Http1Fast } from './http1/fast.ts';
 import type { ProxyMetrics } from './metrics.ts';
+import type { HttpAcceptor } from './native-l4.ts';
 import type { Target } from './route.ts';
 import type { Router, ServiceRoute } from './router.ts';
 import { splice } from './splice.ts';
@@ -181,6 +182,16 @@ export class HttpProxy {
    */
   takeFd(fd: number, ctx: ConnContext): boolean {
     return this.#fast?.takeFd(fd, ctx) ?? false;
+  }
+
+  /**
+   * Lets the accepting engine carry the connections the native HTTP/1.1 engine would, from a
+   * table of their destinations (../native-http1.ts attach). False: no native HTTP/1.1 engine.
+   */
+  attachAcceptor(acceptor: HttpAcceptor): boolean {
+    const native = this.#fast?.native;
+    native?.attach(acceptor);
+    return native !== undefined;
   }
 
   /** Open connections that left the accepting proxy's sockets (the native HTTP/1.1 engine's: http1/fast.ts). */

@@ -24,8 +24,8 @@
 import type net from 'node:net';
 import type { Dialer } from './dialer.ts';
 import type { ProxyMetrics } from './metrics.ts';
-import { loadAddon, socketForFd } from './native-l4.ts';
-import type { Route, Target } from './route.ts';
+import { type HttpAcceptor, type HttpRouteEntry, loadAddon, socketForFd } from './native-l4.ts';
+import { normalizeIp, type Route, type Target } from './route.ts';
 import type { Router } from './router.ts';
 import type { ServiceStats } from './service-metrics.ts';
 
@@ -40,8 +40,15 @@ const MAX_ENDPOINT_IDS = 65536;
 const NOTHING = Buffer.alloc(0);
 /** How often the engine's counts are added to the service metrics (a scrape sees them this late at most). */
 const STATS_MS = 1_000;
-/** One httpStats row: svc, 5 classes, 14 buckets, sum, count, 8 × (code, count). */
-const ROW = 1 + 5 + 14 + 2 + 16;
+/** One httpStats row: svc, 5 classes, 14 buckets, sum, count, 8 × (code, count), connections taken at accept, their bytes sent and received. */
+const ROW = 1 + 5 + 14 + 2 + 16 + 3;
+/**
+ * l4.c's bounds of the accept-time route table: entries (ClusterIP × port) and endpoints over
+ * all of them. Destinations past them are left out of the table: their connections go the way
+ * they went before it (an accept event, then takeFd).
+ */
+const MAX_ROUTES = 8192;
+const MAX_ROUTE_ENDPOINTS = 16384;
 
 export interface NativeContext {
   dstIp: string;
@@ -115,6 +122,12 @@ export class NativeHttp1 {
    */
   readonly #plans = new WeakMap<Route, string | Plan>();
   #stopped = false;
+  /** The engine that accepts, when it carries eligible destinations itself (attach). */
+  #acceptor: HttpAcceptor | undefined;
+  #unsubscribe: (() => void) | undefined;
+  #rebuild: NodeJS.Immediate | undefined;
+  /** The `http` child of the connections counter, bound once. */
+  readonly #httpConnections: { inc(n?: number): void };
 
   /** The engine, or why not (the addon is not built). */
   static create(opts: NativeHttp1Options): NativeHttp1 | Error {
@@ -143,16 +156,79 @@ export class NativeHttp1 {
       this.flushStats();
       return live.call(services);
     };
-    const counter = opts.metrics.httpRequests as unknown as { collect?: () => unknown };
-    const collect = counter.collect;
-    counter.collect = () => {
-      this.flushStats();
-      return collect?.call(counter);
-    };
+    for (const counter of [opts.metrics.httpRequests, opts.metrics.connections] as unknown as {
+      collect?: () => unknown;
+    }[]) {
+      const collect = counter.collect;
+      counter.collect = () => {
+        this.flushStats();
+        return collect?.call(counter);
+      };
+    }
+    this.#httpConnections = opts.metrics.connections.labels('http');
   }
 
+  /** Connections the engines hold: handed over by JavaScript, and taken at accept (attach). */
   get open(): number {
-    return this.#held;
+    return this.#held + (this.#acceptor?.httpOpen ?? 0);
+  }
+
+  /**
+   * The accepting engine (the L4 engine's listener) takes eligible connections itself: it gets
+   * a table of the destinations this engine would carry (ClusterIP:port → endpoints, metrics
+   * slot, key) and serves a connection to one of them on its own thread, with no event to
+   * JavaScript and no hand-over to this engine's thread. Everything else (not in the table,
+   * a table not built yet) comes to JavaScript as an accept event, as before.
+   *
+   * Ordering on a catalog change: the store calls its listeners synchronously in apply(), so
+   * the table is emptied before JavaScript routes any connection by the new catalog, and
+   * refilled from it at setImmediate (one rebuild per burst of updates). A connection the
+   * engine accepted while the old table stood keeps the old endpoints, as one handed over
+   * before the change does (a pod gone since fails its connect and the request moves on).
+   */
+  attach(acceptor: HttpAcceptor): void {
+    if (this.#stopped || this.#acceptor) return;
+    this.#acceptor = acceptor;
+    acceptor.onHttpEvent = (type, fd, _num, data, peer, local, _sent, _received, port) => {
+      if (type === EVENT_HTTP_FALLBACK) this.#acceptedFallback(fd, data as Buffer, peer, local, port);
+    };
+    this.#unsubscribe = this.#opts.router.subscribe(() => this.#catalogChanged());
+    this.#pushRoutes();
+  }
+
+  #catalogChanged(): void {
+    if (this.#stopped || !this.#acceptor) return;
+    this.#setRoutes([]);
+    this.#rebuild ??= setImmediate(() => {
+      this.#rebuild = undefined;
+      this.#pushRoutes();
+    });
+  }
+
+  /** The table from the current catalog: every eligible HTTP destination, up to the bounds. */
+  #pushRoutes(): void {
+    if (this.#stopped || !this.#acceptor) return;
+    const entries: HttpRouteEntry[] = [];
+    let endpoints = 0;
+    for (const { ip, port, route } of this.#opts.router.serviceDestinations()) {
+      // h2c ports keep JavaScript's sniff (as proxy.ts's takeFd); loopback is the loop check's.
+      if (route.l7 !== 'http' || ip === '127.0.0.1' || ip === '::1') continue;
+      const plan = this.#plan(route);
+      if (typeof plan === 'string') continue;
+      if (entries.length >= MAX_ROUTES || endpoints + plan.endpoints.length / 3 > MAX_ROUTE_ENDPOINTS) break;
+      endpoints += plan.endpoints.length / 3;
+      entries.push([ip, port, plan.slot, route.key, plan.endpoints]);
+    }
+    this.#setRoutes(entries);
+  }
+
+  #setRoutes(entries: HttpRouteEntry[]): void {
+    try {
+      this.#acceptor?.httpRoutes(entries, this.#opts.connectTimeoutMs);
+    } catch {
+      // Refused (cannot happen within the bounds above): no table, every connection via JavaScript.
+      this.#acceptor?.httpRoutes([], this.#opts.connectTimeoutMs);
+    }
   }
 
   /** Why `route` must stay in JavaScript, or undefined when the engine can carry it. */
@@ -262,7 +338,11 @@ export class NativeHttp1 {
   /** Adds what the engine counted since the last call to the service metrics. */
   flushStats(): void {
     if (this.#stopped) return;
-    const rows = this.#addon.httpStats(this.#engine);
+    this.#addStats(this.#addon.httpStats(this.#engine));
+    if (this.#acceptor) this.#addStats(this.#acceptor.httpStats());
+  }
+
+  #addStats(rows: number[]): void {
     for (let at = 0; at + ROW <= rows.length; at += ROW) {
       const stats = this.#stats[rows[at] as number];
       if (!stats) continue;
@@ -276,17 +356,33 @@ export class NativeHttp1 {
         const n = rows[k + 1] as number;
         if (code > 0 && n > 0) this.#opts.metrics.httpRequests.labels({ code }).inc(n);
       }
+      // Connections taken at accept: what proxy.ts counts on an accept event, and their bytes.
+      const conns = rows[k++] as number;
+      if (conns > 0) {
+        stats.connections += conns;
+        this.#httpConnections.inc(conns);
+      }
+      stats.bytes(rows[k++] as number, rows[k++] as number);
     }
   }
 
   /** Keep-alive ends: idle connections close now, busy ones after their response. */
   drain(): void {
-    if (!this.#stopped) this.#addon.httpDrain(this.#engine);
+    if (this.#stopped) return;
+    this.#addon.httpDrain(this.#engine);
+    this.#acceptor?.httpDrain();
   }
 
   stop(): void {
     if (this.#stopped) return;
     this.flushStats();
+    this.#unsubscribe?.();
+    if (this.#rebuild) clearImmediate(this.#rebuild);
+    try {
+      this.#acceptor?.httpRoutes([], this.#opts.connectTimeoutMs);
+    } catch {
+      // The accepting engine stopped first: it accepts nothing any more.
+    }
     this.#stopped = true;
     clearInterval(this.#timer);
     this.#addon.stop(this.#engine);
@@ -351,6 +447,16 @@ export class NativeHttp1 {
 
   #closed(fd: number, sent: number, received: number): void {
     this.#release(fd)?.stats.bytes(sent, received);
+  }
+
+  /** A connection taken at accept given back: JavaScript hears of it here first. */
+  #acceptedFallback(fd: number, bytes: Buffer, peer?: string, dstIp?: string, dstPort?: number): void {
+    const socket = socketForFd(fd);
+    if (this.#stopped || !dstIp || !dstPort) {
+      socket.destroy();
+      return;
+    }
+    this.#opts.onFallback(socket, { dstIp, dstPort, clientIp: normalizeIp(peer ?? '') }, bytes, true);
   }
 
   #fallback(fd: number, bytes: Buffer, _length: number): void {

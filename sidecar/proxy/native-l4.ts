@@ -24,6 +24,8 @@ const EVENT_CLOSED = 4;
 const EVENT_ACCEPT_ERROR = 5;
 const EVENT_FATAL = 6;
 const EVENT_REPLY = 7;
+/** 8 and 9: an HTTP/1.1 connection taken at accept given back, or closed (native-http1.ts). */
+const EVENT_HTTP_FALLBACK = 8;
 
 type Engine = object;
 /** One event from the engine's thread: `num` is a port, an errno or a close reason by type; CLOSED carries the bytes carried each way. */
@@ -36,6 +38,7 @@ type EngineEvent = (
   local?: string,
   sent?: number,
   received?: number,
+  port?: number,
 ) => void;
 interface Addon {
   create(onEvent: EngineEvent, idleMs: number): Engine;
@@ -51,7 +54,42 @@ interface Addon {
   /** The C HTTP/1.1 framing (http1.c), for the tests that hold it to parse.ts. */
   httpParse(buf: Buffer, response: boolean, headRequest: boolean): NativeHead | undefined;
   httpChunked(buf: Buffer, cuts: number[]): number | string;
+  /** The accept-time route table of the HTTP/1.1 path (native-http1.ts attach); absent in older builds. */
+  httpRoutes?(engine: Engine, entries: HttpRouteEntry[], timeoutMs: number): void;
+  httpOpen?(engine: Engine): number;
+  httpStats(engine: Engine): number[];
+  httpDrain(engine: Engine): void;
 }
+
+/** One accept-time route: original destination ip and port, metrics slot, service key, [id, ip, port, ...]. */
+export type HttpRouteEntry = [string, number, number, string, (string | number)[]];
+
+/**
+ * What the HTTP/1.1 path (native-http1.ts) needs of the engine that accepts: a table of
+ * destinations it carries at accept without telling JavaScript, their counts, and the
+ * events of those connections (a fallback names its destination: JavaScript never saw it).
+ */
+export interface HttpAcceptor {
+  httpRoutes(entries: HttpRouteEntry[], timeoutMs: number): void;
+  /** Connections taken at accept, open now. */
+  readonly httpOpen: number;
+  httpStats(): number[];
+  httpDrain(): void;
+  onHttpEvent: HttpEngineEvent | undefined;
+}
+
+/** An HTTP connection's event: FALLBACK carries its unhandled bytes (a Buffer) as `data`, and its destination as `local`, `port`. */
+export type HttpEngineEvent = (
+  type: number,
+  fd: number,
+  num: number,
+  data: unknown,
+  peer?: string,
+  local?: string,
+  sent?: number,
+  received?: number,
+  port?: number,
+) => void;
 
 /** What http1.c makes of a head: parse.ts's Head framing fields, or the refusal. */
 export type NativeHead =
@@ -125,7 +163,7 @@ interface Waiting {
   connected: boolean;
 }
 
-export class NativeL4 {
+export class NativeL4 implements HttpAcceptor {
   readonly #addon: Addon;
   readonly #engine: Engine;
   readonly #opts: NativeL4Options;
@@ -133,6 +171,8 @@ export class NativeL4 {
   readonly #waiting: (Waiting | undefined)[] = [];
   #open = 0;
   #stopped = false;
+  /** Events of HTTP connections this engine took at accept (types 8 and 9): native-http1.ts's. */
+  onHttpEvent: HttpEngineEvent | undefined;
 
   constructor(options: NativeL4Options) {
     const loaded = loadAddon();
@@ -140,8 +180,10 @@ export class NativeL4 {
     this.#addon = loaded;
     this.#opts = options;
     this.#engine = loaded.create(
-      (type, fd, num, dst, peer, local, sent, received) =>
-        this.#onEvent(type, fd, num, dst, peer, local, sent, received),
+      (type, fd, num, dst, peer, local, sent, received, port) =>
+        type >= EVENT_HTTP_FALLBACK
+          ? this.onHttpEvent?.(type, fd, num, dst, peer, local, sent, received, port)
+          : this.#onEvent(type, fd, num, dst, peer, local, sent, received),
       options.idleTimeoutMs,
     );
   }
@@ -149,6 +191,29 @@ export class NativeL4 {
   /** Connections accepted and not yet closed, reset or adopted. */
   get open(): number {
     return this.#open;
+  }
+
+  /** Whether this build has the accept-time route table (httpRoutes). */
+  get acceptsHttp(): boolean {
+    return typeof this.#addon.httpRoutes === 'function';
+  }
+
+  /** Replaces the accept-time route table (throws past its bounds; the table before stays). */
+  httpRoutes(entries: HttpRouteEntry[], timeoutMs: number): void {
+    if (!this.#stopped) this.#addon.httpRoutes?.(this.#engine, entries, timeoutMs);
+  }
+
+  get httpOpen(): number {
+    return this.#addon.httpOpen?.(this.#engine) ?? 0;
+  }
+
+  httpStats(): number[] {
+    return this.#addon.httpStats(this.#engine);
+  }
+
+  /** Keep-alive of the connections taken at accept ends; new ones go to JavaScript. */
+  httpDrain(): void {
+    if (!this.#stopped) this.#addon.httpDrain(this.#engine);
   }
 
   /** Binds now (throws with the errno's code, e.g. EADDRINUSE); the engine accepts from then on. */

@@ -114,6 +114,9 @@ export class OutboundProxy {
       log: this.#opts.log,
       metrics: this.#opts.metrics,
     });
+    // Connections to HTTP services the native HTTP/1.1 engine carries: taken by the accepting
+    // engine itself, with no accept event here (native-http1.ts attach; older addon builds: no).
+    if (this.#native?.acceptsHttp) this.#http.attachAcceptor(this.#native);
   }
 
   /** True once every listener is bound (the health endpoint reports it). */

@@ -6,7 +6,7 @@
 import type { CatalogStore } from '../../lib/catalog/store.ts';
 import type { Service } from '../../lib/catalog/types.ts';
 import { Balancer } from './lb.ts';
-import { type Route, RouteTable, type Target } from './route.ts';
+import { normalizeIp, type Route, RouteTable, type Target } from './route.ts';
 
 export type ServiceRoute = Extract<Route, { kind: 'service' }>;
 
@@ -42,6 +42,34 @@ export class Router {
     const table = this.table;
     if (table) return table.resolve(ip, port);
     return { kind: 'passthrough', target: { id: `${ip}:${port}`, ip, port } };
+  }
+
+  /**
+   * Calls `listener` after every catalog change. The store calls its listeners synchronously
+   * inside apply(), once the new catalog is current: before any connection is routed by it.
+   */
+  subscribe(listener: () => void): () => void {
+    return this.#store.subscribe(() => listener());
+  }
+
+  /**
+   * Every original destination that resolves to a service port (each ClusterIP × TCP port),
+   * with its route as resolve() returns it; empty until the catalog has synced.
+   */
+  serviceDestinations(): { ip: string; port: number; route: ServiceRoute }[] {
+    const table = this.table;
+    const catalog = this.#store.current;
+    if (!table || !catalog) return [];
+    const out: { ip: string; port: number; route: ServiceRoute }[] = [];
+    for (const { service } of Object.values(catalog.services)) {
+      for (const ip of service.clusterIPs) {
+        for (const port of service.ports) {
+          const route = table.resolve(ip, port.port);
+          if (route.kind === 'service') out.push({ ip: normalizeIp(ip), port: port.port, route });
+        }
+      }
+    }
+    return out;
   }
 
   /** The balancer of a service port, with its endpoint set brought up to date. */

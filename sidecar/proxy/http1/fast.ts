@@ -229,6 +229,11 @@ export class Http1Fast {
     this.#relayReuseMs = opts.pool?.relayReuseMs ?? RELAY_REUSE_MS;
   }
 
+  /** The native HTTP/1.1 engine, when switched on and built (proxy.ts attaches the accepting engine to it). */
+  get native(): NativeHttp1 | undefined {
+    return this.#native;
+  }
+
   get openConnections(): number {
     return this.#conns.size + (this.#native?.open ?? 0);
   }
