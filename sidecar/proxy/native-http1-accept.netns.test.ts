@@ -138,13 +138,15 @@ const accepts = globalThis.acceptEvents;
 const backend = http.createServer((req, res) => { req.resume(); req.on('end', () => res.end('hi ' + req.url)); });
 await new Promise((r) => backend.listen(0, '127.0.0.1', r));
 const svcPort = { name: 'http', port: 80, protocol: 'TCP' };
+const service = (name, ip, endpoints) => ({
+  service: { namespace: 'default', name, type: 'ClusterIP', clusterIPs: [ip], headless: false,
+    ports: [svcPort], sessionAffinity: { type: 'None' }, lbPolicy: 'round-robin', publishNotReadyAddresses: false },
+  endpoints: endpoints ? [{ ip: '127.0.0.1', ready: true, serving: true, terminating: false, ports: [{ ...svcPort, port: backend.address().port }] }] : [],
+});
+// 'idle' is in the table too, but nobody calls it: it must not show up on /metrics.
 const catalog = (revision, endpoints) => ({
   format: 1, revision, clusterDomain: 'cluster.local', pods: {}, nodes: {},
-  services: { 'default/web': {
-    service: { namespace: 'default', name: 'web', type: 'ClusterIP', clusterIPs: ['${VIP_PROXY}'], headless: false,
-      ports: [svcPort], sessionAffinity: { type: 'None' }, lbPolicy: 'round-robin', publishNotReadyAddresses: false },
-    endpoints: endpoints ? [{ ip: '127.0.0.1', ready: true, serving: true, terminating: false, ports: [{ ...svcPort, port: backend.address().port }] }] : [],
-  } },
+  services: { 'default/web': service('web', '${VIP_PROXY}', endpoints), 'default/idle': service('idle', '10.96.8.2', true) },
 });
 const store = new CatalogStore();
 store.apply({ type: 'snapshot', catalog: catalog(1, true) });
@@ -176,6 +178,7 @@ out.requests2xx = metric(text, /^edgemesh_proxy_service_requests_total\\{[^}]*cl
 // The engine closes the last connection once the client's FIN is in (lingering close).
 for (let i = 0; i < 100 && proxy.activeConnections > 0; i++) await sleep(10);
 out.active = proxy.activeConnections;
+out.idleSeries = text.includes('dst_service="idle"');
 // The endpoints go: the very next connection is JavaScript's (503), not the engine's.
 store.apply({ type: 'snapshot', catalog: catalog(2, false) });
 out.afterRemoval = await get('/gone');
@@ -334,6 +337,7 @@ describe('the accept-time route table', () => {
       serviceConnections: REQUESTS,
       requests2xx: REQUESTS,
       active: 0,
+      idleSeries: false,
       afterRemoval: expect.stringMatching(/^503 /),
       acceptsAfterRemoval: 1,
       back: '200 hi /back',

@@ -111,7 +111,11 @@ export class NativeHttp1 {
   readonly #engine: object;
   readonly #endpointIds = new Map<string, number>();
   readonly #slots = new Map<string, number>();
-  readonly #stats: ServiceStats[] = [];
+  /**
+   * Per metrics slot: its service port, whose stats are looked up when the engine's counts
+   * come (services.of): a table entry made for a service nobody calls adds no series to /metrics.
+   */
+  readonly #slotRoutes: ServiceRoute[] = [];
   /** Per engine fd: the connections on it whose last event has not come yet, newest first (#hold). */
   readonly #open = new Map<number, Held>();
   #held = 0;
@@ -316,7 +320,8 @@ export class NativeHttp1 {
       this.#opts.connectTimeoutMs,
       own,
     );
-    this.#hold(engineFd, { ctx, stats: this.#stats[plan.slot] as ServiceStats, unsniffed, older: undefined });
+    const stats = this.#opts.metrics.services.of(route as ServiceRoute);
+    this.#hold(engineFd, { ctx, stats, unsniffed, older: undefined });
   }
 
   /** The route's plan, cached per route object. */
@@ -344,8 +349,9 @@ export class NativeHttp1 {
 
   #addStats(rows: number[]): void {
     for (let at = 0; at + ROW <= rows.length; at += ROW) {
-      const stats = this.#stats[rows[at] as number];
-      if (!stats) continue;
+      const route = this.#slotRoutes[rows[at] as number];
+      if (!route) continue;
+      const stats = this.#opts.metrics.services.of(route);
       let k = at + 1;
       for (let c = 0; c < 5; c++) stats.classes[c] = (stats.classes[c] as number) + (rows[k++] as number);
       for (let b = 0; b < 14; b++) stats.buckets[b] = (stats.buckets[b] as number) + (rows[k++] as number);
@@ -403,7 +409,7 @@ export class NativeHttp1 {
     return out;
   }
 
-  /** The service's metrics slot in the engine (its stats object refreshed: the catalog may have replaced it). */
+  /** The service's metrics slot in the engine (its route refreshed: the catalog may have replaced it). */
   #slot(route: ServiceRoute): number {
     let slot = this.#slots.get(route.key);
     if (slot === undefined) {
@@ -411,7 +417,7 @@ export class NativeHttp1 {
       slot = this.#slots.size;
       this.#slots.set(route.key, slot);
     }
-    this.#stats[slot] = this.#opts.metrics.services.of(route);
+    this.#slotRoutes[slot] = route;
     return slot;
   }
 
