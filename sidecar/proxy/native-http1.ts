@@ -20,6 +20,11 @@
  *                                                on the 8th)
  * Endpoints are the route's at hand-over: a connection keeps them (a pod gone since fails its
  * connect and the request moves on, as a stale pooled connection in fast.ts would).
+ *
+ * Two ways in: JavaScript hands a connection over (take, takeFd: to this engine's thread), or,
+ * with an accepting engine attached (attach; proxy.ts does it for the native L4 engine), that
+ * engine takes connections to eligible destinations itself at accept, from a table this class
+ * keeps up to date with the catalog: no JavaScript at all per `Connection: close` request.
  */
 import type net from 'node:net';
 import type { Dialer } from './dialer.ts';
