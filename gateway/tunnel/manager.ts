@@ -25,6 +25,7 @@ import type { PeerInfo } from '../../lib/tunnel/control.ts';
 import type { Target } from '../../lib/tunnel/frame.ts';
 import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
+import { ResumeBook } from '../../lib/tunnel/resume.ts';
 import type { PeerMessages, Tunnel } from '../streams.ts';
 import { Birthdays } from './birthday.ts';
 import { realClock } from './clock.ts';
@@ -84,6 +85,8 @@ export class TunnelManager implements Tunnel {
   readonly #opts: TunnelManagerOptions;
   readonly #log: Logger;
   readonly #peers = new Map<string, Peer>();
+  /** Each peer's resumable streams (lib/tunnel/resume.ts), shared by its sessions. */
+  readonly #books = new Map<string, ResumeBook>();
   readonly #nat = new NatLog();
   readonly #sessions: Sessions;
   readonly #direct: DirectListener;
@@ -116,6 +119,7 @@ export class TunnelManager implements Tunnel {
       identity: () => this.#opts.identity,
       log,
       budgetOf: (peer) => this.#peer(peer).budget,
+      bookOf: (peer) => this.#book(peer),
       refused: (reason) => metrics.refused.inc({ reason }),
       dialTarget: opts.dialTarget,
       messages: opts.messages,
@@ -142,7 +146,10 @@ export class TunnelManager implements Tunnel {
       pathUp: (kind, session) => {
         this.#greet(session);
         metrics.paths.inc({ path: kind });
+        this.#books.get(session.peer)?.resumeOn(session);
       },
+      parkedStreams: (peer) => this.#books.get(peer)?.parkedCount ?? 0,
+      resumeOn: (session) => this.#books.get(session.peer)?.resumeOn(session),
       budgetReset: () => metrics.refused.inc({ reason: 'budget-reset' }),
       pathHealth: (kind, degraded) =>
         metrics.degraded.inc({ path: kind, verdict: degraded ? 'degraded' : 'recovered' }),
@@ -260,6 +267,7 @@ export class TunnelManager implements Tunnel {
   async close(): Promise<void> {
     this.#rendezvous?.close();
     for (const p of this.#peers.values()) p.close();
+    for (const b of this.#books.values()) b.close();
     this.#birthdays?.close();
     this.#udp?.close();
     await this.#direct.close();
@@ -328,6 +336,15 @@ export class TunnelManager implements Tunnel {
   #greet(session: MuxSession): void {
     const greeting = this.#opts.messages?.greeting();
     if (greeting) session.sendControl(greeting);
+  }
+
+  #book(peer: string): ResumeBook {
+    let book = this.#books.get(peer);
+    if (!book) {
+      book = new ResumeBook({ outcome: (result) => this.metrics.resumes.inc({ result }) });
+      this.#books.set(peer, book);
+    }
+    return book;
   }
 
   #peer(name: string): Peer {

@@ -44,6 +44,15 @@ export function tunnelMetrics(registry: Registry | undefined, peers: () => reado
       labelNames: ['path', 'verdict'],
       registers,
     }),
+    resumes: new Counter({
+      name: 'edgemesh_tunnel_stream_resumes_total',
+      help:
+        'Resumable streams whose path was lost, by outcome: parked (waiting for a new path), resumed ' +
+        '(carried on, no byte lost), expired (no new path in time: reset), refused (the peer no longer ' +
+        "had it), given-up (stopped being resumable: the peer's resend bound was full)",
+      labelNames: ['result'],
+      registers,
+    }),
     peers: new Gauge({
       name: 'edgemesh_tunnel_peers',
       help: 'Peers by current best path',

@@ -124,6 +124,10 @@ export interface PeerContext<S extends PathSession, L extends LinkRef> {
   budgetReset(): void;
   /** A path's health verdict changed (metrics); optional. */
   pathHealth?(kind: RemotePath, degraded: boolean): void;
+  /** Streams to `peer` parked for a new path (lib/tunnel/resume.ts); optional. */
+  parkedStreams?(peer: string): number;
+  /** A usable session the peer's parked streams may resume on; optional. */
+  resumeOn?(session: S): void;
 }
 
 interface PathEntry<S> {
@@ -265,8 +269,13 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
       },
       'tunnel path down',
     );
-    // Keep the peer reachable: a lost relay comes back through another replica at once.
-    if (!this.#closed && !this.best() && kind === 'relay') {
+    // Streams parked by this close carry on over what is left, if anything is.
+    const parked = ctx.parkedStreams?.(this.name) ?? 0;
+    const best = this.best();
+    if (!this.#closed && best && parked > 0) ctx.resumeOn?.(best);
+    // Keep the peer reachable: a lost relay comes back through another replica at once (so
+    // does any lost path that parked streams wait on; the new session resumes them, pathUp).
+    if (!this.#closed && !best && (kind === 'relay' || parked > 0)) {
       this.#preferred++;
       const delay = tlsRole(ctx.self, this.name) === 'client' ? 0 : FAILOVER_SERVER_SIDE_WAIT_MS;
       ctx.clock.setTimeout(() => {

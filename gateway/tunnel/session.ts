@@ -15,6 +15,7 @@ import type { TlsRole } from '../../lib/tunnel/control.ts';
 import { ResetCode, type Target } from '../../lib/tunnel/frame.ts';
 import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
 import { MuxSession } from '../../lib/tunnel/mux.ts';
+import type { ResumeBook } from '../../lib/tunnel/resume.ts';
 import { acceptTls, connectTls } from '../../lib/tunnel/tls.ts';
 import type { PeerMessages } from '../streams.ts';
 
@@ -24,6 +25,8 @@ export interface SessionsOptions {
   log: Logger;
   /** One budget for all of a peer's sessions: a peer could otherwise open more of them. */
   budgetOf(peer: string): ReceiveBudget;
+  /** One resume book per peer, as the budget: its streams outlive a lost path (resume.ts). */
+  bookOf?(peer: string): ResumeBook;
   /** A peer's stream or a frame refused (metrics: edgemesh_tunnel_refused_total). */
   refused(reason: 'budget' | 'not-allowed' | 'dial-failed'): void;
   dialTarget(target: Target): Promise<Duplex>;
@@ -56,6 +59,7 @@ export class Sessions {
       peer,
       log: opts.log,
       budget: opts.budgetOf(peer),
+      resume: opts.bookOf?.(peer),
       onBudgetRefused: () => opts.refused('budget'),
     });
     session.on('control', (message) => opts.messages?.receive(peer, message));

@@ -76,6 +76,30 @@ const table: { name: string; frame: Frame; hex: string }[] = [
     frame: { type: FrameType.CONTROL, stream: 0, message: { t: 'x' } },
     hex: '01 0a 0000 00000000 00000009 7b2274223a2278227d',
   },
+  {
+    name: 'RESUMABLE',
+    frame: {
+      type: FrameType.RESUMABLE,
+      stream: 3,
+      token: Buffer.from('00112233445566778899aabbccddeeff', 'hex'),
+    },
+    hex: '01 0c 0000 00000003 00000010 00112233445566778899aabbccddeeff',
+  },
+  {
+    name: 'RESUME',
+    frame: {
+      type: FrameType.RESUME,
+      stream: 5,
+      token: Buffer.from('00112233445566778899aabbccddeeff', 'hex'),
+      position: { received: 2 ** 32 + 5, credited: 7, finReceived: true },
+    },
+    hex: '01 0d 0000 00000005 00000021 00112233445566778899aabbccddeeff 0000000100000005 0000000000000007 01',
+  },
+  {
+    name: 'RESUMED',
+    frame: { type: FrameType.RESUMED, stream: 6, position: { received: 9, credited: 9, finReceived: false } },
+    hex: '01 0e 0000 00000006 00000011 0000000000000009 0000000000000009 00',
+  },
 ];
 
 const bytes = (hex: string) => Buffer.from(hex.replace(/ /g, ''), 'hex');
@@ -152,6 +176,32 @@ describe('frame codec', () => {
     { name: 'FIN with payload', hex: '01 05 0000 00000001 00000001 00', error: /must be empty/ },
     { name: 'CONTROL not JSON', hex: '01 0a 0000 00000000 00000001 7b', error: /not JSON/ },
     { name: 'CONTROL array', hex: '01 0a 0000 00000000 00000002 5b5d', error: /JSON object/ },
+    { name: 'short RESUMABLE token', hex: '01 0c 0000 00000001 00000002 0011', error: /16 bytes/ },
+    {
+      name: 'RESUMABLE on stream 0',
+      hex: '01 0c 0000 00000000 00000010 00112233445566778899aabbccddeeff',
+      error: /needs a stream id/,
+    },
+    {
+      name: 'short RESUME',
+      hex: '01 0d 0000 00000001 00000010 00112233445566778899aabbccddeeff',
+      error: /33 bytes/,
+    },
+    {
+      name: 'RESUMED credited past received',
+      hex: '01 0e 0000 00000002 00000011 0000000000000001 0000000000000002 00',
+      error: /credited <= received/,
+    },
+    {
+      name: 'RESUMED past 2^53',
+      hex: '01 0e 0000 00000002 00000011 0020000000000000 0000000000000000 00',
+      error: /2\^53/,
+    },
+    {
+      name: 'RESUMED odd flags',
+      hex: '01 0e 0000 00000002 00000011 0000000000000001 0000000000000001 02',
+      error: /flags 0 or 1/,
+    },
   ];
   for (const { name, hex, error } of bad) {
     it(`rejects ${name} with a FrameError`, () => {

@@ -59,6 +59,20 @@ export const FrameType = {
    * by closing the whole session, so it never sees one. Protocol version stays 1.
    */
   OPEN_DATAGRAM: 0x0b,
+  /**
+   * payload: token (RESUME_TOKEN_BYTES). Sent by a stream's opener right behind its OPEN: the
+   * stream may outlive this session (RESUME below). Only to a peer that announced the `resume`
+   * feature (mux.ts), as OPEN_DATAGRAM.
+   */
+  RESUMABLE: 0x0c,
+  /**
+   * payload: token, then the sender's position (ResumePosition: received u64, credited u64,
+   * flags u8). On a new stream id of another session to the same peer: the opener asks to
+   * carry on the stream `token` named, from where each side got to.
+   */
+  RESUME: 0x0d,
+  /** payload: the answering side's ResumePosition. The stream carries on under this id. */
+  RESUMED: 0x0e,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 const TYPE_NAMES = new Map<number, string>(Object.entries(FrameType).map(([k, v]) => [v, k]));
@@ -76,6 +90,22 @@ export const ResetCode = {
   LIMIT: 5,
 } as const;
 
+/** A resumable stream's name across sessions: random, known only to the two gateways. */
+export const RESUME_TOKEN_BYTES = 16;
+const POSITION_BYTES = 17;
+
+/**
+ * Where one side of a resumable stream got to: bytes it received (all of them are safe: its
+ * stream object outlives the session), bytes of those it credited back (WINDOW), and whether
+ * its peer's FIN arrived. The other side resends from `received` and sets its send window
+ * from `received - credited`.
+ */
+export interface ResumePosition {
+  received: number;
+  credited: number;
+  finReceived: boolean;
+}
+
 export interface Target {
   ip: string;
   port: number;
@@ -92,7 +122,10 @@ export type Frame =
   | { type: typeof FrameType.RESET; stream: number; code: number; reason: string }
   | { type: typeof FrameType.PING | typeof FrameType.PONG; stream: 0; opaque: Buffer }
   | { type: typeof FrameType.GOAWAY; stream: 0; reason: string }
-  | { type: typeof FrameType.CONTROL; stream: 0; message: Record<string, unknown> };
+  | { type: typeof FrameType.CONTROL; stream: 0; message: Record<string, unknown> }
+  | { type: typeof FrameType.RESUMABLE; stream: number; token: Buffer }
+  | { type: typeof FrameType.RESUME; stream: number; token: Buffer; position: ResumePosition }
+  | { type: typeof FrameType.RESUMED; stream: number; position: ResumePosition };
 
 export class FrameError extends EdgemeshError {
   constructor(message: string) {
@@ -158,9 +191,41 @@ function encodePayload(f: Frame): Buffer {
       return truncateUtf8(f.reason, MAX_REASON);
     case FrameType.CONTROL:
       return Buffer.from(JSON.stringify(f.message));
+    case FrameType.RESUMABLE:
+      return tokenBytes(f.token);
+    case FrameType.RESUME:
+      return Buffer.concat([tokenBytes(f.token), positionBytes(f.position)]);
+    case FrameType.RESUMED:
+      return positionBytes(f.position);
     default:
       return Buffer.alloc(0);
   }
+}
+
+function tokenBytes(token: Buffer): Buffer {
+  if (token.length !== RESUME_TOKEN_BYTES)
+    throw new FrameError(`resume token must be ${RESUME_TOKEN_BYTES} bytes`);
+  return token;
+}
+
+function positionBytes(p: ResumePosition): Buffer {
+  const ok = (n: number) => Number.isSafeInteger(n) && n >= 0;
+  if (!ok(p.received) || !ok(p.credited) || p.credited > p.received)
+    throw new FrameError('resume position must be 0 <= credited <= received < 2^53');
+  const b = Buffer.allocUnsafe(POSITION_BYTES);
+  b.writeBigUInt64BE(BigInt(p.received), 0);
+  b.writeBigUInt64BE(BigInt(p.credited), 8);
+  b[16] = p.finReceived ? 1 : 0;
+  return b;
+}
+
+function readPosition(p: Buffer, at: number, name: string): ResumePosition {
+  const received = p.readBigUInt64BE(at);
+  const credited = p.readBigUInt64BE(at + 8);
+  const flags = p[at + 16];
+  if (received > BigInt(Number.MAX_SAFE_INTEGER) || credited > received || flags > 1)
+    throw new FrameError(`${name} position must be credited <= received < 2^53, flags 0 or 1`);
+  return { received: Number(received), credited: Number(credited), finReceived: flags === 1 };
 }
 
 function truncateUtf8(text: string, max: number): Buffer {
@@ -216,6 +281,23 @@ export function decodeFrame(type: number, stream: number, p: Buffer): Frame {
     case FrameType.GOAWAY:
       if (p.length > MAX_REASON) throw new FrameError('GOAWAY reason too long');
       return { type, stream: 0, reason: p.toString('utf8') };
+    case FrameType.RESUMABLE:
+      if (p.length !== RESUME_TOKEN_BYTES)
+        throw new FrameError(`RESUMABLE payload must be ${RESUME_TOKEN_BYTES} bytes`);
+      return { type, stream, token: Buffer.from(p) };
+    case FrameType.RESUME:
+      if (p.length !== RESUME_TOKEN_BYTES + POSITION_BYTES)
+        throw new FrameError(`RESUME payload must be ${RESUME_TOKEN_BYTES + POSITION_BYTES} bytes`);
+      return {
+        type,
+        stream,
+        token: Buffer.from(p.subarray(0, RESUME_TOKEN_BYTES)),
+        position: readPosition(p, RESUME_TOKEN_BYTES, 'RESUME'),
+      };
+    case FrameType.RESUMED:
+      if (p.length !== POSITION_BYTES)
+        throw new FrameError(`RESUMED payload must be ${POSITION_BYTES} bytes`);
+      return { type, stream, position: readPosition(p, 0, 'RESUMED') };
     default: {
       let message: unknown;
       try {

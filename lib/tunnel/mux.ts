@@ -16,9 +16,12 @@ import {
   FrameType,
   MAX_DATA,
   MAX_DATAGRAM,
+  RESUME_TOKEN_BYTES,
   ResetCode,
+  type ResumePosition,
   type Target,
 } from './frame.ts';
+import type { ResumeBook } from './resume.ts';
 
 /**
  * Streams multiplexed over one byte stream (a TLS connection between two gateways, or a
@@ -71,6 +74,12 @@ export interface SessionOptions {
    * session that takes no datagram streams, as a peer from before them would not.
    */
   features?: readonly string[];
+  /**
+   * This peer's resumable streams (lib/tunnel/resume.ts), shared by its sessions. With it the
+   * session announces `resume`, and the byte streams it opens to a peer that announced it too
+   * outlive the session: parked when it closes, carried on by RESUME over another one.
+   */
+  resume?: ResumeBook;
 }
 
 /**
@@ -92,6 +101,12 @@ export interface SessionOptions {
  */
 export const MUX_FEATURES: readonly string[] = Object.freeze(['datagram']);
 export const DATAGRAM_CHANNEL_FEATURE = 'datagram-channel';
+/**
+ * `resume`: RESUMABLE, RESUME and RESUMED (frame.ts) — announced by a session with a resume
+ * book (SessionOptions.resume); asked at the session's start, so streams opened from the
+ * answer on are resumable (those opened before it are not).
+ */
+export const RESUME_FEATURE = 'resume';
 
 /**
  * What the mux needs of a session's datagram channel (gateway/tunnel/dgram-channel.ts's
@@ -173,6 +188,10 @@ export class MuxSession extends EventEmitter<{
   #channel: DatagramPath | undefined;
   /** The peer announced `datagram-channel` (in its question, answer or unasked). */
   #peerTakesChannel = false;
+  /** This peer's resumable streams, when this session makes and takes them. */
+  readonly #book: ResumeBook | undefined;
+  /** The peer announced `resume`: our byte streams to it are resumable. */
+  #peerResumes = false;
   readonly datagrams: DatagramCounters = {
     sent: 0,
     dropped: 0,
@@ -230,7 +249,8 @@ export class MuxSession extends EventEmitter<{
     this.#onSlowReader = opts.onSlowReader;
     this.budget = opts.budget ?? new ReceiveBudget();
     this.#onBudgetRefused = opts.onBudgetRefused;
-    this.#features = opts.features ?? MUX_FEATURES;
+    this.#book = opts.resume;
+    this.#features = [...(opts.features ?? MUX_FEATURES), ...(opts.resume ? [RESUME_FEATURE] : [])];
     this.#nextId = opts.role === 'client' ? 1 : 2;
     const pingEvery = opts.pingIntervalMs ?? 10_000;
     const idle = opts.idleTimeoutMs ?? 30_000;
@@ -251,6 +271,8 @@ export class MuxSession extends EventEmitter<{
       this.ping().catch(() => undefined);
     }, pingEvery);
     this.#timer.unref();
+    // Asked now, not at the first stream: a stream opened before the answer is not resumable.
+    if (this.#book) this.#askFeatures().catch(() => undefined);
   }
 
   get closed(): boolean {
@@ -326,6 +348,7 @@ export class MuxSession extends EventEmitter<{
     // Whatever the message, it is the peer's current list: a question carries it too, and an
     // unasked one says its channel was bound since.
     this.#peerTakesChannel = features.has(DATAGRAM_CHANNEL_FEATURE);
+    this.#peerResumes = features.has(RESUME_FEATURE);
     if (message.ask === true) this.sendControl({ t: FEATURES_MESSAGE, features: this.#announced() });
     else this.#onPeerFeatures?.(features);
   }
@@ -412,9 +435,60 @@ export class MuxSession extends EventEmitter<{
         resolve(stream);
       });
     });
-    // Listeners first: over an in-process pipe the answer can arrive inside send().
+    // Listeners first: over an in-process pipe the answer can arrive inside send(). A
+    // resumable stream's RESUMABLE goes in the same write as its OPEN: a path lost between
+    // the two would leave the opener counting on a resume the far end knows nothing of.
+    if (type === FrameType.OPEN && this.#book && this.#peerResumes) {
+      const token = randomBytes(RESUME_TOKEN_BYTES);
+      if (stream.makeResumable(this.#book, token, true)) {
+        this.#queue(encodeFrame({ type, stream: id, target }));
+        this.send({ type: FrameType.RESUMABLE, stream: id, token });
+        return answered;
+      }
+    }
     this.send({ type, stream: id, target });
     return answered;
+  }
+
+  /**
+   * Carries on a parked stream this side opened (ResumeBook.resumeOn): a new stream id here,
+   * RESUME with where we got to; the peer answers RESUMED with where it got to (then both
+   * resend what the other lacks) or RESET when it no longer has the stream (then it fails).
+   */
+  resume(stream: MuxStream): void {
+    if (!this.usable || !this.#book) return;
+    // A session just up may not have the peer's answer yet: resume once it has.
+    if (!this.#peerResumes) {
+      this.#askFeatures().then(() => {
+        if (this.#peerResumes) this.resume(stream);
+      });
+      return;
+    }
+    const token = stream.resumeToken;
+    if (!token || !stream.parked || this.#book.take(token.toString('hex')) !== stream) return;
+    const id = this.#nextId;
+    this.#nextId += 2;
+    stream.attach(this, id, 'resuming');
+    this.send({ type: FrameType.RESUME, stream: id, token, position: stream.position() });
+  }
+
+  /** @internal Takes a stream that moved here from another session (resume), under `id`. */
+  adopt(id: number, stream: MuxStream): void {
+    this.#streams.set(id, stream);
+  }
+
+  /**
+   * @internal A stream moving to another session (a RESUME came there before this one
+   * noticed its path died): forgotten here without a RESET, which would end it there too.
+   */
+  release(id: number, stream: MuxStream): void {
+    if (this.#streams.get(id) === stream) this.#streams.delete(id);
+    this.#blocked.delete(stream);
+  }
+
+  /** @internal Whether this session's peer book makes its streams resumable. */
+  get book(): ResumeBook | undefined {
+    return this.#book;
   }
 
   /** Sends one control message (tunnel-server control connections). */
@@ -465,8 +539,12 @@ export class MuxSession extends EventEmitter<{
     this.#outBytes = 0;
     this.#arrived = [];
     const streamErr = err ?? new EdgemeshError(ErrorCodes.UNAVAILABLE, `session to ${this.peer} closed`);
-    // A stream nobody listens to for errors is closed quietly rather than crash the process.
-    for (const s of this.#streams.values()) s.destroy(s.listenerCount('error') > 0 ? streamErr : undefined);
+    // A resumable stream waits for another session (resume.ts); any other one is reset. A
+    // stream nobody listens to for errors is closed quietly rather than crash the process.
+    for (const s of this.#streams.values()) {
+      if (s.park()) continue;
+      s.destroy(s.listenerCount('error') > 0 ? streamErr : undefined);
+    }
     this.#streams.clear();
     this.#blocked.clear();
     this.socket.destroy();
@@ -741,6 +819,35 @@ export class MuxSession extends EventEmitter<{
         }
         return;
       }
+      case FrameType.RESUMABLE: {
+        const stream = this.#streams.get(f.stream);
+        const theirs = (f.stream % 2 === 1) !== (this.role === 'client');
+        if (!theirs) throw new FrameError(`RESUMABLE on our stream ${f.stream}`);
+        // Without a book (or a full one) the stream simply is not resumable: a later RESUME
+        // for it is refused, and the opener's app sees the reset it would have seen anyway.
+        if (stream && this.#book) stream.makeResumable(this.#book, f.token, false);
+        return;
+      }
+      case FrameType.RESUME: {
+        const theirs = (f.stream % 2 === 1) !== (this.role === 'client');
+        if (!theirs || this.#streams.has(f.stream))
+          throw new FrameError(`RESUME reuses stream id ${f.stream}`);
+        const stream = this.#book?.take(f.token.toString('hex'));
+        if (!stream || stream.opener || stream.destroyed) {
+          this.#book?.counted('refused');
+          this.send({
+            type: FrameType.RESET,
+            stream: f.stream,
+            code: ResetCode.CANCELLED,
+            reason: 'no stream to resume (it ended, or waited too long)',
+          });
+          return;
+        }
+        stream.attach(this, f.stream, 'resumed');
+        this.send({ type: FrameType.RESUMED, stream: f.stream, position: stream.position() });
+        stream.resumeFrom(f.position);
+        return;
+      }
       default: {
         const stream = this.#streams.get(f.stream);
         // Frames for a stream we already closed are normal (they crossed our RESET/FIN).
@@ -757,9 +864,10 @@ export class MuxSession extends EventEmitter<{
 const EMPTY = Buffer.alloc(0);
 
 export class MuxStream extends Duplex implements BudgetHolder {
-  readonly id: number;
+  /** This stream's id on its session (a resumed stream gets a new one on the new session). */
+  id: number;
   readonly target: Target;
-  readonly #session: MuxSession;
+  #session: MuxSession;
   #sendWindow: number;
   #pending: { chunk: Buffer; callback: (err?: Error | null) => void } | undefined;
   /**
@@ -785,6 +893,27 @@ export class MuxStream extends Duplex implements BudgetHolder {
    * (undefined before), so decoding starts on a datagram boundary; null: written as bytes.
    */
   #datagrams: DatagramDecoder | null | undefined;
+
+  // --- resumable streams (lib/tunnel/resume.ts); offsets count this stream's bytes from 0 ---
+  /** 'parked': its session closed, waiting for another; 'resuming': RESUME sent, no answer yet. */
+  #state: 'live' | 'parked' | 'resuming' = 'live';
+  /** Set while resumable: the peer's book and the stream's name in it. */
+  #book: ResumeBook | undefined;
+  #token: Buffer | undefined;
+  #tokenHex = '';
+  #opener = false;
+  /** Bytes handed to the session as DATA, ever (a resume rewinds it to what the peer got). */
+  #sentTo = 0;
+  /** Credit the peer returned (WINDOW), counted from 0 as #sentTo is. */
+  #ackedTo = 0;
+  /** Sent bytes kept until credited, as views, starting at offset #unackedFrom. */
+  #unacked: Buffer[] = [];
+  #unackedFrom = 0;
+  #unackedBytes = 0;
+  /** After a resume: kept bytes the peer lacks, sent before any new write. */
+  #resend: Buffer[] = [];
+  /** After a resume: our FIN had not reached the peer; it follows the resent bytes. */
+  #refin = false;
 
   constructor(session: MuxSession, id: number, target: Target) {
     super({ readableHighWaterMark: session.window, writableHighWaterMark: MAX_DATA, allowHalfOpen: true });
@@ -819,6 +948,7 @@ export class MuxStream extends Duplex implements BudgetHolder {
         return;
       case FrameType.DATA:
         if (this.#finReceived) throw new FrameError(`DATA after FIN on stream ${this.id}`);
+        if (this.#state !== 'live') throw new FrameError(`DATA before RESUMED on stream ${this.id}`);
         if (this.#received - this.#credited + f.data.length > this.#session.window)
           throw new FrameError(`stream ${this.id} sent past its window`);
         this.#received += f.data.length;
@@ -835,7 +965,14 @@ export class MuxStream extends Duplex implements BudgetHolder {
         this.#sendWindow += f.increment;
         if (this.#sendWindow > 2 * this.#session.window)
           throw new FrameError(`stream ${this.id} window overflow`);
+        this.#ackedTo += f.increment;
+        if (this.#unackedBytes > 0) this.#trim(this.#ackedTo);
         this.#flush();
+        return;
+      case FrameType.RESUMED:
+        if (this.#state !== 'resuming')
+          throw new FrameError(`RESUMED on stream ${this.id}, which asked nothing`);
+        this.resumeFrom(f.position);
         return;
       case FrameType.FIN:
         this.deliver(); // what arrived before the FIN goes first
@@ -846,8 +983,10 @@ export class MuxStream extends Duplex implements BudgetHolder {
       case FrameType.RESET: {
         this.#reset = true;
         this.#session.forget(this.id);
+        if (this.#state === 'resuming') this.#book?.counted('refused');
         const code = f.code === ResetCode.REFUSED ? ErrorCodes.DIAL_REFUSED : ErrorCodes.UNAVAILABLE;
-        this.destroy(new EdgemeshError(code, `stream reset by ${this.#session.peer}: ${f.reason}`));
+        const what = this.#state === 'resuming' ? 'stream could not be resumed' : 'stream reset';
+        this.destroy(new EdgemeshError(code, `${what} by ${this.#session.peer}: ${f.reason}`));
         return;
       }
       default:
@@ -1015,15 +1154,26 @@ export class MuxStream extends Duplex implements BudgetHolder {
   }
 
   #flush(): void {
+    if (this.destroyed || this.#state !== 'live') return;
+    if (this.#resend.length > 0 && !this.#flushResend()) return;
+    if (this.#refin) {
+      this.#refin = false;
+      this.#session.send({ type: FrameType.FIN, stream: this.id });
+      this.#maybeDone();
+    }
     const p = this.#pending;
-    if (!p || this.destroyed) return;
+    if (!p) return;
     while (p.chunk.length > 0 && this.#sendWindow > 0 && !this.#session.congested(this)) {
       const n = Math.min(p.chunk.length, this.#sendWindow, MAX_DATA);
-      if (!this.#session.sendData(this.id, p.chunk.subarray(0, n))) {
+      const piece = p.chunk.subarray(0, n);
+      if (!this.#session.sendData(this.id, piece)) {
+        // A resumable stream keeps its write: the session's close parks it, a resume goes on.
+        if (this.#token) return;
         this.#pending = undefined;
         p.callback(new EdgemeshError(ErrorCodes.UNAVAILABLE, 'session closed'));
         return;
       }
+      this.#sent(piece);
       this.#sendWindow -= n;
       p.chunk = p.chunk.subarray(n);
     }
@@ -1031,6 +1181,181 @@ export class MuxStream extends Duplex implements BudgetHolder {
       this.#pending = undefined;
       p.callback();
     }
+  }
+
+  /** Resends what the peer lacked after a resume; true once all of it went. */
+  #flushResend(): boolean {
+    const queue = this.#resend;
+    while (queue.length > 0) {
+      if (this.#sendWindow <= 0 || this.#session.congested(this)) return false;
+      const chunk = queue[0];
+      const n = Math.min(chunk.length, this.#sendWindow, MAX_DATA);
+      const piece = chunk.subarray(0, n);
+      if (!this.#session.sendData(this.id, piece)) return false;
+      this.#sent(piece);
+      this.#sendWindow -= n;
+      if (n === chunk.length) queue.shift();
+      else queue[0] = chunk.subarray(n);
+    }
+    return true;
+  }
+
+  /** Counts bytes handed to the session; a resumable stream keeps them until credited. */
+  #sent(piece: Buffer): void {
+    this.#sentTo += piece.length;
+    const book = this.#book;
+    if (!book) return;
+    if (!book.fits(piece.length)) {
+      // Past the peer's retain bound: this stream stops being resumable rather than hold more.
+      this.#dropResumable();
+      book.counted('given-up');
+      return;
+    }
+    this.#unacked.push(piece);
+    this.#unackedBytes += piece.length;
+    book.retained += piece.length;
+  }
+
+  /** Drops kept bytes below offset `to` (credited, or received by the peer). */
+  #trim(to: number): void {
+    const book = this.#book;
+    while (this.#unackedFrom < to && this.#unacked.length > 0) {
+      const c = this.#unacked[0];
+      const drop = Math.min(c.length, to - this.#unackedFrom);
+      if (drop === c.length) this.#unacked.shift();
+      else this.#unacked[0] = c.subarray(drop);
+      this.#unackedFrom += drop;
+      this.#unackedBytes -= drop;
+      if (book) book.retained -= drop;
+    }
+    if (this.#unacked.length === 0) this.#unackedFrom = Math.max(this.#unackedFrom, to);
+  }
+
+  #dropResumable(): void {
+    if (this.#book) {
+      this.#book.retained -= this.#unackedBytes;
+      this.#book.remove(this.#tokenHex, this);
+    }
+    this.#unacked = [];
+    this.#unackedBytes = 0;
+    this.#book = undefined;
+    this.#token = undefined;
+  }
+
+  /**
+   * @internal Makes this byte stream resumable under `token` (the opener made it; the other
+   * side learned it from RESUMABLE). False for a datagram stream, or when the book is full.
+   * Bytes sent before this are not kept: a resume that needs them fails (the stream resets).
+   */
+  makeResumable(book: ResumeBook, token: Buffer, opener: boolean): boolean {
+    if (this.target.transport === 'udp' || this.destroyed || this.#token) return false;
+    const hex = token.toString('hex');
+    if (!book.add(hex, this)) return false;
+    this.#book = book;
+    this.#token = token;
+    this.#tokenHex = hex;
+    this.#opener = opener;
+    this.#unackedFrom = this.#sentTo;
+    return true;
+  }
+
+  /** Waiting for a new session (its last one closed). */
+  get parked(): boolean {
+    return this.#state === 'parked' && !this.destroyed;
+  }
+
+  /** Whether this side opened the stream (it asks for the resume). */
+  get opener(): boolean {
+    return this.#opener;
+  }
+
+  get resumeToken(): Buffer | undefined {
+    return this.#token;
+  }
+
+  /** @internal Where this side got to, for RESUME / RESUMED. */
+  position(): ResumePosition {
+    return { received: this.#received, credited: this.#credited, finReceived: this.#finReceived };
+  }
+
+  /**
+   * @internal Its session closed: wait in the book for another (true), or not resumable
+   * (false: the caller resets it). Only an accepted stream that has not finished both ways.
+   */
+  park(): boolean {
+    const book = this.#book;
+    if (!book || this.destroyed || this.#reset || !this.#accepted || (this.#finSent && this.#finReceived))
+      return false;
+    this.deliver(); // what arrived is ours: its bytes count in `received`
+    this.#state = 'parked';
+    book.park(this);
+    return true;
+  }
+
+  /** @internal Moves to `session` under `id`: 'resuming' (we sent RESUME) or 'resumed' (we got it). */
+  attach(session: MuxSession, id: number, how: 'resuming' | 'resumed'): void {
+    const old = this.#session;
+    if (old !== session) {
+      if (!old.closed) old.release(this.id, this);
+      if (old.budget !== session.budget) old.budget.release(this);
+    }
+    this.#session = session;
+    this.id = id;
+    this.#held = 0;
+    session.adopt(id, this);
+    this.#state = how === 'resuming' ? 'resuming' : 'parked';
+  }
+
+  /**
+   * @internal The other side's position (its RESUME or RESUMED): drop what it has, resend
+   * the rest, take its send window from what it holds uncredited, and carry on.
+   */
+  resumeFrom(peer: ResumePosition): void {
+    if (this.destroyed) return;
+    if (peer.received < this.#unackedFrom || peer.received > this.#sentTo) {
+      this.#reset = true;
+      this.#session.send({
+        type: FrameType.RESET,
+        stream: this.id,
+        code: ResetCode.PROTOCOL,
+        reason: `cannot resume from ${peer.received}: bytes ${this.#unackedFrom}..${this.#sentTo} are kept`,
+      });
+      this.#session.forget(this.id);
+      this.destroy(
+        new EdgemeshError(
+          ErrorCodes.UNAVAILABLE,
+          `stream to ${this.#session.peer} could not be resumed: the peer got ${peer.received} bytes, ` +
+            `${this.#unackedFrom}..${this.#sentTo} are kept`,
+        ),
+      );
+      return;
+    }
+    this.#trim(peer.received);
+    this.#resend = this.#unacked;
+    if (this.#book) this.#book.retained -= this.#unackedBytes;
+    this.#unacked = [];
+    this.#unackedBytes = 0;
+    this.#sentTo = peer.received;
+    this.#unackedFrom = peer.received;
+    this.#ackedTo = peer.credited;
+    this.#sendWindow = this.#session.window - (peer.received - peer.credited);
+    this.#refin = this.#finSent && !peer.finReceived;
+    this.#state = 'live';
+    this.#book?.counted('resumed');
+    this.#account();
+    this.#flush();
+    this.#grant();
+  }
+
+  /** @internal Parked too long (or the gateway stops): reset, as the lost path would have. */
+  expire(reason: string): void {
+    if (this.destroyed) return;
+    this.#reset = true;
+    const err = new EdgemeshError(
+      ErrorCodes.UNAVAILABLE,
+      `stream to ${this.#session.peer} lost its path: ${reason}`,
+    );
+    this.destroy(this.listenerCount('error') > 0 ? err : undefined);
   }
 
   override _final(callback: (err?: Error | null) => void): void {
@@ -1058,6 +1383,8 @@ export class MuxStream extends Duplex implements BudgetHolder {
     this.#session.budget.release(this);
     this.#inbox.length = 0;
     this.#inboxBytes = 0;
+    this.#dropResumable();
+    this.#resend = [];
     if (this.#pending) {
       this.#pending.callback(err ?? new EdgemeshError(ErrorCodes.UNAVAILABLE, 'stream destroyed'));
       this.#pending = undefined;

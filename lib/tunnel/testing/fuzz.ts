@@ -22,8 +22,10 @@ import {
   MAX_DATA,
   MAX_REASON,
   PROTOCOL_VERSION,
+  RESUME_TOKEN_BYTES,
 } from '../frame.ts';
 import { MuxSession, type MuxStream } from '../mux.ts';
+import { ResumeBook } from '../resume.ts';
 
 const isFrameError = (err: Error) => err instanceof FrameError;
 
@@ -56,7 +58,11 @@ const randomText = (rng: Rng, max: number) =>
 /** A well-formed frame with random fields (the round-trip side of the target). */
 export function randomFrame(rng: Rng): Frame {
   const stream = rng.pick([1, 2, 3, 0x7fffffff, 0xffffffff, 1 + rng.int(0xfffffffe)]);
-  switch (rng.int(10)) {
+  const position = () => {
+    const received = rng.pick([0, 1, 2 ** 32, Number.MAX_SAFE_INTEGER, rng.int(2 ** 40)]);
+    return { received, credited: rng.int(received + 1), finReceived: rng.chance(0.5) };
+  };
+  switch (rng.int(13)) {
     case 0:
       return { type: FrameType.OPEN, stream, target: { ip: randomIp(rng), port: 1 + rng.int(65535) } };
     case 1:
@@ -79,6 +85,12 @@ export function randomFrame(rng: Rng): Frame {
       return { type: FrameType.PONG, stream: 0, opaque: rng.bytes(8) };
     case 8:
       return { type: FrameType.GOAWAY, stream: 0, reason: randomText(rng, MAX_REASON) };
+    case 9:
+      return { type: FrameType.RESUMABLE, stream, token: rng.bytes(RESUME_TOKEN_BYTES) };
+    case 10:
+      return { type: FrameType.RESUME, stream, token: rng.bytes(RESUME_TOKEN_BYTES), position: position() };
+    case 11:
+      return { type: FrameType.RESUMED, stream, position: position() };
     default:
       return {
         type: FrameType.CONTROL,
@@ -108,6 +120,14 @@ export const FRAME_CORPUS: readonly Buffer[] = [
   { type: FrameType.PONG, stream: 0, opaque: Buffer.alloc(8, 2) },
   { type: FrameType.GOAWAY, stream: 0, reason: 'bye' },
   { type: FrameType.CONTROL, stream: 0, message: { t: 'register', lan: ['10.0.0.1'], port: 20006 } },
+  { type: FrameType.RESUMABLE, stream: 1, token: Buffer.alloc(RESUME_TOKEN_BYTES, 3) },
+  {
+    type: FrameType.RESUME,
+    stream: 3,
+    token: Buffer.alloc(RESUME_TOKEN_BYTES, 3),
+    position: { received: 70000, credited: 65536, finReceived: false },
+  },
+  { type: FrameType.RESUMED, stream: 4, position: { received: 5, credited: 0, finReceived: true } },
 ].map((f) => encodeFrame(f as Frame));
 
 /**
@@ -457,8 +477,9 @@ export const muxTarget: FuzzTarget<MuxScript> = {
     timeReads(a, timing);
     timeReads(b, timing);
     const opts = { window: script.window, pingIntervalMs: 60_000, openTimeoutMs: 60_000 };
-    const client = new MuxSession(a, { ...opts, role: 'client', peer: 'server' });
-    const server = new MuxSession(b, { ...opts, role: 'server', peer: 'client' });
+    // With resume books: hostile RESUMABLE / RESUME / RESUMED frames meet the code that acts on them.
+    const client = new MuxSession(a, { ...opts, role: 'client', peer: 'server', resume: new ResumeBook() });
+    const server = new MuxSession(b, { ...opts, role: 'server', peer: 'client', resume: new ResumeBook() });
     const sent: Buffer[][] = [];
     const atServer = new Map<number, Buffer[]>(); // by target port: 1000 + the client's index
     const echoed: Buffer[][] = [];
