@@ -273,6 +273,11 @@ export class TunnelLab {
     return parseGatewayStatus(JSON.parse(r.stdout), `${node.name} /gateway-status`);
   }
 
+  /** The tunnel node's Prometheus text (its registry: the tunnel's edgemesh_tunnel_* metrics). */
+  async metrics(node: LabNode): Promise<string> {
+    return (await this.lab.exec(node.ns, ['curl', '-sf', 'http://127.0.0.1:15091/metrics'])).stdout;
+  }
+
   async peerPath(from: LabNode, to: LabNode): Promise<string | undefined> {
     return (await this.status(from)).peers.find((p) => p.node === to.name)?.path;
   }

@@ -194,7 +194,7 @@ describe('tunnel in the NAT lab', () => {
     expect(results.control).toBe('ok');
   });
 
-  it('tunnel-server killed mid-transfer: direct streams finish, the relay comes back via the other replica', async () => {
+  it('tunnel-server killed mid-transfer: direct streams finish, the relayed one resumes via the other replica, not a byte lost', async () => {
     const relayed = n['node5-1'];
     const via =
       (await t.status(n['node2-1'])).peers.find((p) => p.node === relayed.name)?.paths.relay?.transport ?? '';
@@ -219,8 +219,16 @@ describe('tunnel in the NAT lab', () => {
     // The direct stream never touched the tunnel-server.
     expect(d.path).toBe('direct');
     intact(d, 600 * MB);
-    // The relayed stream was cut (its bytes went through the dead replica).
-    expect(rl.reply).not.toBe(`${rl.sha} ${600 * MB}`);
+    // The relayed stream's bytes went through the dead replica: it was parked at both
+    // gateways and carried on through the other replica (lib/tunnel/resume.ts), whole.
+    expect(rl.path).toBe('relay');
+    intact(rl, 600 * MB);
+    const resumed = async (node: LabNode) =>
+      (await t.metrics(node)).match(
+        /^edgemesh_tunnel_stream_resumes_total\{[^}]*result="resumed"[^}]*\} (\d+)/m,
+      )?.[1];
+    expect(await resumed(n['node2-1'])).toBe('1');
+    expect(await resumed(relayed)).toBe('1');
     await waitFor(
       async () => {
         const p = (await t.status(n['node2-1'])).peers.find((x) => x.node === relayed.name);
