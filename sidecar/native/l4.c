@@ -16,6 +16,8 @@
  *   thread → JS  CONNECTED / CONNECT_FAILED (the fd is JS's again: it may try another
  *                endpoint) / CLOSED (the balancer's slot can be released); with a hello,
  *                REPLY (the peer's answer line) first, and JS says proceed or abandon
+ *   JS → thread  httpRoutes: destinations whose connections this thread carries as HTTP/1.1
+ *                itself from accept on, with no ACCEPTED event ("the accept-time route table")
  * Routing and load balancing stay in JavaScript; this file only moves bytes.
  *
  * Splicing: level-triggered epoll; one shared 64 KiB read buffer; a write the kernel does
@@ -819,6 +821,12 @@ static void check_deadlines(engine_t *e) {
  *     stray bytes from the server: not reused)
  *   metrics: per service slot (JS's index), classes, the duration histogram with
  *     service-metrics.ts's buckets, status codes; JS takes the deltas (httpStats)
+ *   taken at accept (h_accept): the engine that accepts looks the original destination up in
+ *     the table JS gave it (httpRoutes) and starts the connection on its own thread: no event
+ *     to JS, no hand-over to another engine's thread (JS's wake-up and the hand-over were most
+ *     of a `Connection: close` request's cost above the exchange itself). Such a connection
+ *     counts itself and its bytes in the slot's stats (JS adds them at its poll) and is closed
+ *     without an event; a fallback names its destination and peer (JS never saw it)
  */
 
 static double h_now_s(void) {
