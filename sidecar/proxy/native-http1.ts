@@ -208,20 +208,31 @@ export class NativeHttp1 {
   #catalogChanged(): void {
     if (this.#stopped || !this.#acceptor) return;
     this.#setRoutes([]);
+    this.#scheduleRebuild();
+  }
+
+  #scheduleRebuild(): void {
+    if (this.#stopped || !this.#acceptor) return;
     this.#rebuild ??= setImmediate(() => {
       this.#rebuild = undefined;
       this.#pushRoutes();
     });
   }
 
-  /** The table from the current catalog: every eligible HTTP destination, up to the bounds. */
+  /**
+   * The table from the current catalog: every eligible HTTP destination of a service that has
+   * a metrics slot, up to the bounds. A slot is given on a service's first connection through
+   * JavaScript (which then asks for a rebuild): slots and endpoint ids are taken on first use,
+   * as before the table, not up front for every service the store holds, and the table holds
+   * what this pod calls.
+   */
   #pushRoutes(): void {
     if (this.#stopped || !this.#acceptor) return;
     const entries: HttpRouteEntry[] = [];
     let endpoints = 0;
     for (const { ip, port, route } of this.#opts.router.serviceDestinations()) {
       // h2c ports keep JavaScript's sniff (as proxy.ts's takeFd); loopback is the loop check's.
-      if (route.l7 !== 'http' || ip === '127.0.0.1' || ip === '::1') continue;
+      if (route.l7 !== 'http' || ip === '127.0.0.1' || ip === '::1' || !this.#slots.has(route.key)) continue;
       const plan = this.#plan(route);
       if (typeof plan === 'string') continue;
       if (entries.length >= MAX_ROUTES || endpoints + plan.endpoints.length / 3 > MAX_ROUTE_ENDPOINTS) break;
@@ -421,6 +432,7 @@ export class NativeHttp1 {
       if (this.#slots.size >= MAX_SERVICES) return -1;
       slot = this.#slots.size;
       this.#slots.set(route.key, slot);
+      this.#scheduleRebuild(); // its next connections can be taken at accept
     }
     this.#slotRoutes[slot] = route;
     return slot;
