@@ -47,7 +47,8 @@ export function tunnelMetrics(registry: Registry | undefined, peers: () => reado
     resumes: new Counter({
       name: 'edgemesh_tunnel_stream_resumes_total',
       help:
-        'Resumable streams whose path was lost, by outcome: parked (waiting for a new path), resumed ' +
+        'Resumable streams whose path was lost or left, by outcome: parked (its path was lost: waiting for ' +
+        'a new one), moved (left for a better path found since), resumed ' +
         '(carried on, no byte lost), expired (no new path in time: reset), refused (the peer no longer ' +
         "had it), given-up (stopped being resumable: the peer's resend bound was full)",
       labelNames: ['result'],

@@ -192,6 +192,12 @@ export class MuxSession extends EventEmitter<{
   readonly #book: ResumeBook | undefined;
   /** The peer announced `resume`: our byte streams to it are resumable. */
   #peerResumes = false;
+  /**
+   * Byte streams opened before the peer's answer (a session's first streams): made resumable
+   * when it says `resume` — late, so bytes they sent before that are not kept, and a resume
+   * that needs them fails as a lost path did before; once those are credited it cannot.
+   */
+  #lateResumable: MuxStream[] = [];
   readonly datagrams: DatagramCounters = {
     sent: 0,
     dropped: 0,
@@ -349,6 +355,11 @@ export class MuxSession extends EventEmitter<{
     // unasked one says its channel was bound since.
     this.#peerTakesChannel = features.has(DATAGRAM_CHANNEL_FEATURE);
     this.#peerResumes = features.has(RESUME_FEATURE);
+    if (this.#lateResumable.length > 0) {
+      const late = this.#lateResumable;
+      this.#lateResumable = [];
+      if (this.#peerResumes && this.#book) for (const stream of late) this.#makeResumable(stream);
+    }
     if (message.ask === true) this.sendControl({ t: FEATURES_MESSAGE, features: this.#announced() });
     else this.#onPeerFeatures?.(features);
   }
@@ -439,15 +450,22 @@ export class MuxSession extends EventEmitter<{
     // resumable stream's RESUMABLE goes in the same write as its OPEN: a path lost between
     // the two would leave the opener counting on a resume the far end knows nothing of.
     if (type === FrameType.OPEN && this.#book && this.#peerResumes) {
-      const token = randomBytes(RESUME_TOKEN_BYTES);
-      if (stream.makeResumable(this.#book, token, true)) {
-        this.#queue(encodeFrame({ type, stream: id, target }));
-        this.send({ type: FrameType.RESUMABLE, stream: id, token });
-        return answered;
-      }
+      this.#queue(encodeFrame({ type, stream: id, target }));
+      this.#makeResumable(stream);
+      this.#flushOut();
+      return answered;
     }
+    if (type === FrameType.OPEN && this.#book && this.#lateResumable.length < this.#maxStreams)
+      this.#lateResumable.push(stream);
     this.send({ type, stream: id, target });
     return answered;
+  }
+
+  /** Gives a stream we opened a token and tells the peer (RESUMABLE); nothing if it cannot be. */
+  #makeResumable(stream: MuxStream): void {
+    const token = randomBytes(RESUME_TOKEN_BYTES);
+    if (this.#book && stream.makeResumable(this.#book, token, true))
+      this.send({ type: FrameType.RESUMABLE, stream: stream.id, token });
   }
 
   /**
@@ -484,6 +502,34 @@ export class MuxSession extends EventEmitter<{
   release(id: number, stream: MuxStream): void {
     if (this.#streams.get(id) === stream) this.#streams.delete(id);
     this.#blocked.delete(stream);
+    if (this.#goingAway && this.#streams.size === 0) this.close();
+  }
+
+  /**
+   * Moves the resumable streams this side opened here to `to` (a better path to the same
+   * peer came up): each leaves this session at once, as if its path had died, and resumes
+   * there — what was in flight here is resent there, what arrives here for it afterwards is
+   * dropped (the far end resends it from our position). Only when `to` takes RESUME (asked
+   * first if not known yet); returns how many moved now.
+   */
+  moveStreams(to: MuxSession): number {
+    if (to === this || !to.usable || this.#book === undefined || to.#book !== this.#book) return 0;
+    // A session just up may not have the peer's answer yet: move once it has.
+    if (!to.#peerResumes) {
+      to.#askFeatures().then(() => {
+        if (to.#peerResumes) this.moveStreams(to);
+      });
+      return 0;
+    }
+    let moved = 0;
+    for (const stream of [...this.#streams.values()]) {
+      if (!stream.opener || !stream.leave()) continue;
+      this.#book.counted('moved');
+      to.resume(stream);
+      moved++;
+    }
+    if (moved > 0 && this.#goingAway && this.#streams.size === 0) this.close();
+    return moved;
   }
 
   /** @internal Whether this session's peer book makes its streams resumable. */
@@ -1289,6 +1335,21 @@ export class MuxStream extends Duplex implements BudgetHolder {
     this.deliver(); // what arrived is ours: its bytes count in `received`
     this.#state = 'parked';
     book.park(this);
+    return true;
+  }
+
+  /**
+   * @internal Leaves a live session for another (moveStreams): parked as a lost path would
+   * park it, but without waiting for this session to close. False when not resumable.
+   */
+  leave(): boolean {
+    const book = this.#book;
+    if (!book || this.#state !== 'live' || this.destroyed || this.#reset || !this.#accepted) return false;
+    if (this.#finSent && this.#finReceived) return false;
+    this.deliver();
+    this.#session.release(this.id, this);
+    this.#state = 'parked';
+    book.park(this, false);
     return true;
   }
 

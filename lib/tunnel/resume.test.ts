@@ -120,6 +120,51 @@ describe('resumable streams', () => {
     expect(a.book.retained).toBe(0);
   });
 
+  it('streams move to a better path while both are up: every byte once, the old path keeps no stream', async () => {
+    const a = side();
+    const b = side();
+    const relay = path(a, b, echo);
+    const direct = path(a, b, echo);
+    await featuresKnown();
+    const stream = await relay.client.openStream({ ip: '10.1.1.2', port: 80 });
+    const payload = randomBytes(4 * 1024 * 1024 + 5);
+    const back = collect(stream);
+    const half = 2 * 1024 * 1024;
+    let moved = -1;
+    stream.on('data', () => {
+      if (moved < 0 && back.bytes() > 512 * 1024) moved = relay.client.moveStreams(direct.client);
+    });
+    for (let at = 0; at < half; at += 64 * 1024 + 7)
+      stream.write(payload.subarray(at, Math.min(half, at + 64 * 1024 + 7)));
+    await until(() => moved >= 0);
+    expect(moved).toBe(1);
+    stream.end(payload.subarray(half));
+    const got = await back.done;
+    expect(sha(got)).toBe(sha(payload));
+    expect(relay.client.streamCount).toBe(0);
+    expect(relay.client.usable).toBe(true);
+    expect(a.outcomes).toEqual(['moved', 'resumed']);
+    expect(b.outcomes).toEqual(['resumed']);
+  });
+
+  it("a session's first stream, opened before the peer's answer, is made resumable once it comes", async () => {
+    const a = side();
+    const b = side();
+    const first = path(a, b, echo);
+    const stream = await first.client.openStream({ ip: '10.1.1.2', port: 80 });
+    const back = collect(stream);
+    stream.write(Buffer.from('before '));
+    await until(() => stream.resumeToken !== undefined);
+    // The far end has what was sent before the stream was resumable: a resume needs none of it.
+    await until(() => back.bytes() === 7);
+    first.cut();
+    await until(() => a.book.parkedCount === 1 && b.book.parkedCount === 1);
+    const second = path(a, b, echo);
+    a.book.resumeOn(second.client);
+    stream.end(Buffer.from('and after'));
+    expect((await back.done).toString()).toBe('before and after');
+  });
+
   it('a FIN lost with the path is sent again; one that arrived is not repeated', async () => {
     const a = side();
     const b = side();

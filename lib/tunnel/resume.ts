@@ -29,7 +29,7 @@ export const DEFAULT_RETAIN_LIMIT = 64 * 1024 * 1024;
 /** Resumable streams one peer may have (a session's maxStreams, times a few sessions). */
 export const MAX_RESUMABLE = 16_384;
 
-export type ResumeOutcome = 'parked' | 'resumed' | 'expired' | 'refused' | 'given-up';
+export type ResumeOutcome = 'parked' | 'moved' | 'resumed' | 'expired' | 'refused' | 'given-up';
 
 export interface ResumeBookOptions {
   waitMs?: number;
@@ -93,7 +93,7 @@ export class ResumeBook {
   }
 
   /** Its session closed: the stream waits here for a new one (or RESUME_WAIT_MS, then resets). */
-  park(stream: MuxStream): void {
+  park(stream: MuxStream, counted = true): void {
     if (this.#parked.has(stream)) return;
     const timer = setTimeout(() => {
       this.#parked.delete(stream);
@@ -102,7 +102,7 @@ export class ResumeBook {
     }, this.#waitMs);
     timer.unref();
     this.#parked.set(stream, timer);
-    this.#outcome('parked');
+    if (counted) this.#outcome('parked');
   }
 
   counted(what: ResumeOutcome): void {
