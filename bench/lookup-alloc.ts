@@ -32,6 +32,8 @@ const { values } = parseArgs({
     'no-parallel-scavenge': { type: 'boolean', default: false },
     /** Where the first queries allocate: V8's sampling heap profiler, collected objects included. */
     sites: { type: 'boolean', default: false },
+    /** How many allocation sites (and files) --sites lists. */
+    top: { type: 'string', default: '20' },
   },
 });
 const FIRST = Math.min(Math.max(Number(values.first), 100), 40_000);
@@ -165,9 +167,25 @@ function printSites(profile: { head: SamplingNode }, queries: number): void {
     for (const c of n.children) walk(c, f.url === '' ? caller : here);
   };
   walk(profile.head, '');
-  const top = [...sites].sort((a, b) => b[1] - a[1]).slice(0, 20);
+  // Per file too: which part of the sidecar a first query's bytes come from.
+  const byFile = new Map<string, number>();
+  for (const [where, bytes] of sites) {
+    const file = where.replace(/^.* (in )?/, '').replace(/:\d+$/, '');
+    byFile.set(file, (byFile.get(file) ?? 0) + bytes);
+  }
   printTable(
-    'where a first query allocates (sampling heap profiler, collected objects included)',
+    'where a first query allocates, by file',
+    ['file', 'bytes / query'],
+    [...byFile]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, Number(values.top) || 20)
+      .map(([file, bytes]) => [file || '(V8)', Math.round(bytes / queries)]),
+  );
+  const top = [...sites].sort((a, b) => b[1] - a[1]).slice(0, Number(values.top) || 20);
+  let sampled = 0;
+  for (const bytes of sites.values()) sampled += bytes;
+  printTable(
+    `where a first query allocates (sampling heap profiler, collected objects included; all sites ${Math.round(sampled / queries)} bytes / query)`,
     ['site', 'bytes / query'],
     top.map(([where, bytes]) => [where, Math.round(bytes / queries)]),
   );
