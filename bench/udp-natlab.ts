@@ -152,9 +152,13 @@ async function startGateway(t: TunnelLab, node: LabNode, cat: Catalog, dir: stri
   return child;
 }
 
+/** The gateway's /status; a busy gateway (a blast just ended, a loaded machine) gets 3 tries of 5 s. */
 async function status(t: TunnelLab, node: LabNode): Promise<GatewayStatus> {
-  const r = await t.lab.exec(node.ns, ['curl', '-sf', '-m', '2', 'http://127.0.0.1:15090/status']);
-  return parseGatewayStatus(JSON.parse(r.stdout), `${node.name} /status`);
+  for (let attempt = 1; ; attempt++) {
+    const r = await t.lab.run(node.ns, ['curl', '-sf', '-m', '5', 'http://127.0.0.1:15090/status']);
+    if (r.code === 0) return parseGatewayStatus(JSON.parse(r.stdout), `${node.name} /status`);
+    if (attempt === 3) throw new Error(`${node.name} /status: curl exit ${r.code} three times`);
+  }
 }
 
 /** node A's path to B and its datagram counters on it. */

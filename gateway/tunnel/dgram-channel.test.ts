@@ -57,12 +57,12 @@ class FakePort implements MessagePort {
 const exporterOf = (s: TLSSocket) => (n: number, label: string, ctx: Buffer) =>
   s.exportKeyingMaterial(n, label, ctx);
 
-async function pair() {
+async function pair(opts: { bundle?: boolean } = {}) {
   const tls = await session();
   const pa = new FakePort();
   const pb = new FakePort();
-  const a = new DatagramChannel(pa, exporterOf(tls.client), 'client');
-  const b = new DatagramChannel(pb, exporterOf(tls.server), 'server');
+  const a = new DatagramChannel(pa, exporterOf(tls.client), 'client', opts);
+  const b = new DatagramChannel(pb, exporterOf(tls.server), 'server', opts);
   const got: [string, number, string][] = [];
   a.onDatagram = (stream, p) => got.push(['a', stream, p.toString()]);
   b.onDatagram = (stream, p) => got.push(['b', stream, p.toString()]);
@@ -84,7 +84,7 @@ describe('DatagramChannel', () => {
       ['b', 1, 'three'],
       ['a', 1, 'reply'],
     ]);
-    expect(b.counters).toEqual({ sent: 1, received: 3, dropped: {} });
+    expect(b.counters).toEqual({ sent: 1, received: 3, bundles: 0, dropped: {} });
     tls.client.destroy();
     tls.server.destroy();
   });
@@ -132,7 +132,77 @@ describe('DatagramChannel', () => {
     pa.close();
     expect(a.open).toBe(false);
     expect(a.send(1, Buffer.from('gone'))).toBe(false);
-    expect(a.counters).toEqual({ sent: 0, received: 0, dropped: { full: 1, closed: 1 } });
+    expect(a.counters).toEqual({ sent: 0, received: 0, bundles: 0, dropped: { full: 1, closed: 1 } });
+    tls.client.destroy();
+    tls.server.destroy();
+  });
+
+  it("to a bundling peer: one turn's datagrams in one message, split at the size bound, opened one by one", async () => {
+    const { tls, pa, pb, a, b, got } = await pair({ bundle: true });
+    const big = 'x'.repeat(1500);
+    for (const [i, text] of ['one', 'two', big, big, big, 'six'].entries())
+      expect(a.send(1 + 2 * (i % 2), Buffer.from(text))).toBe(true);
+    // The third 1,500-byte datagram does not fit beside the first four (3,600 bytes of records).
+    expect(pa.sent.length).toBe(1);
+    await new Promise((r) => setImmediate(r));
+    expect(pa.sent.length).toBe(2);
+    expect(pa.sent.every((m) => m[0] === 2)).toBe(true);
+    // A datagram larger than a bundle goes alone, in version 1.
+    expect(a.send(5, Buffer.alloc(4000, 'y'))).toBe(true);
+    expect(pa.sent.length).toBe(3);
+    expect(pa.sent[2][0]).toBe(1);
+    // The second bundle arrives first (unordered channel): both open.
+    for (const i of [1, 0, 2]) pb.arrive(pa.sent[i]);
+    expect(got.map(([side, stream, p]) => [side, stream, p.length < 10 ? p : p.length])).toEqual([
+      ['b', 1, 1500],
+      ['b', 3, 'six'],
+      ['b', 1, 'one'],
+      ['b', 3, 'two'],
+      ['b', 1, 1500],
+      ['b', 3, 1500],
+      ['b', 5, 4000],
+    ]);
+    expect(a.counters).toEqual({ sent: 7, received: 0, bundles: 2, dropped: {} });
+    expect(b.counters).toEqual({ sent: 0, received: 7, bundles: 0, dropped: {} });
+    pb.arrive(pa.sent[0]); // a replayed bundle
+    expect(b.counters.dropped).toEqual({ replay: 1 });
+    tls.client.destroy();
+    tls.server.destroy();
+  });
+
+  it('bundles: the buffered bound is checked when one starts; a close before the turn drops it (counted)', async () => {
+    const { tls, pa, a } = await pair({ bundle: true });
+    pa.buffered = 300 * 1024;
+    expect(a.send(1, Buffer.from('late'))).toBe(false);
+    pa.buffered = 0;
+    expect(a.send(1, Buffer.from('queued'))).toBe(true);
+    pa.buffered = 300 * 1024; // joins the started bundle: one check per message
+    expect(a.send(1, Buffer.from('joins'))).toBe(true);
+    pa.isOpenNow = false;
+    await new Promise((r) => setImmediate(r));
+    expect(pa.sent.length).toBe(0);
+    expect(a.counters).toEqual({ sent: 0, received: 0, bundles: 0, dropped: { full: 1, closed: 2 } });
+    tls.client.destroy();
+    tls.server.destroy();
+  });
+
+  it('a peer that does not bundle gets version 1 only; every channel opens bundles', async () => {
+    const { tls, pa, pb, a, b, got } = await pair();
+    a.send(1, Buffer.from('v1'));
+    await new Promise((r) => setImmediate(r));
+    expect(pa.sent.map((m) => m[0])).toEqual([1]);
+    pb.arrive(pa.sent[0]);
+    // b's session from a bundling end (another port, the same keys): a, which did not say it bundles, still opens it.
+    const pc = new FakePort();
+    new DatagramChannel(pc, exporterOf(tls.server), 'server', { bundle: true }).send(1, Buffer.from('v2'));
+    await new Promise((r) => setImmediate(r));
+    expect(pc.sent.map((m) => m[0])).toEqual([2]);
+    pa.arrive(pc.sent[0]);
+    expect(got).toEqual([
+      ['b', 1, 'v1'],
+      ['a', 1, 'v2'],
+    ]);
+    expect(b.counters.dropped).toEqual({});
     tls.client.destroy();
     tls.server.destroy();
   });

@@ -16,17 +16,29 @@
  * channel (an older answerer would run TLS on any channel it is given). Without it, or while
  * the channel is not open, datagram streams stay framed on the stream (OPEN_DATAGRAM) as on
  * TCP and relay paths.
+ *
+ * Bundles: both ends also say `dgramBundle: 1` (DGRAM_BUNDLE_SIGNAL); to a peer that did, the
+ * datagrams of one event-loop turn go as one sealed message (dgram-seal.ts sealBundle; one
+ * cipher, one SCTP message, one DTLS record per turn instead of per datagram: those were most
+ * of a gateway's CPU per datagram on this path). Every end opens both versions; an older peer
+ * never says it, and gets one message per datagram as before.
  */
 import type { TlsRole } from '../../lib/tunnel/control.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
 import {
+  BUNDLE_MAX_RECORDS_BYTES,
+  BUNDLE_VERSION,
   type DirectionKey,
   type EpochKeys,
   EXPORTER_BYTES,
   EXPORTER_LABEL,
+  eachRecord,
   epochOf,
+  openBundle,
   openDatagram,
+  RECORD_HEADER_BYTES,
   ReplayWindow,
+  sealBundle,
   sealDatagram,
   splitExported,
 } from './dgram-seal.ts';
@@ -36,6 +48,8 @@ export const DGRAM_CHANNEL_LABEL = 'edgemesh-dgram';
 export const DGRAM_CHANNEL_INIT = { unordered: true, maxRetransmits: 0 } as const;
 /** The signal data field that offers (and in an answer, accepts) the channel. */
 export const DGRAM_CHANNEL_SIGNAL = 'dgramChannel';
+/** The signal data field that says this end opens bundles (and so may be sent them). */
+export const DGRAM_BUNDLE_SIGNAL = 'dgramBundle';
 /**
  * Messages waiting in the SCTP layer beyond this are dropped, not queued: a datagram late by
  * a queue is worse than one lost (the reliable channel's high-water mark is 1 MiB).
@@ -65,7 +79,8 @@ export type DropReason =
   | 'auth'
   | 'no-key'
   | 'replay'
-  | 'text';
+  | 'text'
+  | 'bundle';
 
 export class DatagramChannel {
   readonly #port: MessagePort;
@@ -77,14 +92,29 @@ export class DatagramChannel {
   #sendSeq = 0;
   #highestReceived = 0;
   #closed = false;
+  /** The peer opens bundles: this turn's datagrams wait in #pending (records) for one message. */
+  readonly #bundle: boolean;
+  /** One buffer per channel, reused: sealing copies the records out. */
+  readonly #pending: Buffer | undefined;
+  #pendingBytes = 0;
+  #pendingCount = 0;
+  #flushScheduled = false;
   /** Each datagram that opened: its stream (the session's numbering) and payload. */
   onDatagram: ((stream: number, payload: Buffer) => void) | undefined;
-  readonly counters = { sent: 0, received: 0, dropped: {} as Partial<Record<DropReason, number>> };
+  /** sent and received count datagrams; bundles, the messages that carried several. */
+  readonly counters = {
+    sent: 0,
+    received: 0,
+    bundles: 0,
+    dropped: {} as Partial<Record<DropReason, number>>,
+  };
 
-  constructor(port: MessagePort, exporter: KeyExporter, role: TlsRole) {
+  constructor(port: MessagePort, exporter: KeyExporter, role: TlsRole, opts: { bundle?: boolean } = {}) {
     this.#port = port;
     this.#exporter = exporter;
     this.#role = role;
+    this.#bundle = opts.bundle === true;
+    if (this.#bundle) this.#pending = Buffer.allocUnsafe(BUNDLE_MAX_RECORDS_BYTES);
     port.onMessage((msg) => this.#receive(msg));
     port.onClosed(() => {
       this.#closed = true;
@@ -96,9 +126,15 @@ export class DatagramChannel {
     return !this.#closed && this.#port.isOpen();
   }
 
-  /** Seals and sends one datagram of `stream`; false when it was dropped (counted). */
+  /**
+   * Seals and sends one datagram of `stream` (to a bundling peer: adds it to this turn's
+   * bundle, sent when full or on the next turn); false when it was dropped (counted). The
+   * buffered bound is checked once per message, for a bundle when it starts.
+   */
   send(stream: number, payload: Uint8Array): boolean {
     if (!this.open) return this.#drop('closed');
+    if (this.#bundle && RECORD_HEADER_BYTES + payload.length <= BUNDLE_MAX_RECORDS_BYTES)
+      return this.#add(stream, payload);
     if (this.#port.bufferedAmount() > MAX_BUFFERED) return this.#drop('full');
     const seq = this.#sendSeq++;
     const sealed = sealDatagram(this.#keys(epochOf(seq)).send, stream, seq, payload);
@@ -111,7 +147,55 @@ export class DatagramChannel {
     return true;
   }
 
+  #add(stream: number, payload: Uint8Array): boolean {
+    const size = RECORD_HEADER_BYTES + payload.length;
+    if (this.#pendingBytes + size > BUNDLE_MAX_RECORDS_BYTES) this.#flush();
+    if (this.#pendingCount === 0) {
+      if (this.#port.bufferedAmount() > MAX_BUFFERED) return this.#drop('full');
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        setImmediate(this.#flushSoon);
+      }
+    }
+    const buf = this.#pending as Buffer; // made with #bundle, which #add needs
+    const at = this.#pendingBytes;
+    buf.writeUInt32BE(stream, at);
+    buf.writeUInt16BE(payload.length, at + 4);
+    buf.set(payload, at + RECORD_HEADER_BYTES);
+    this.#pendingBytes += size;
+    this.#pendingCount++;
+    return true;
+  }
+
+  readonly #flushSoon = (): void => {
+    this.#flushScheduled = false;
+    this.#flush();
+  };
+
+  /** Sends the pending bundle; its datagrams count as sent, or as dropped when the channel closed since. */
+  #flush(): void {
+    const n = this.#pendingCount;
+    if (n === 0 || !this.#pending) return;
+    const records = this.#pending.subarray(0, this.#pendingBytes);
+    this.#pendingCount = 0;
+    this.#pendingBytes = 0;
+    if (!this.open) {
+      this.counters.dropped.closed = (this.counters.dropped.closed ?? 0) + n;
+      return;
+    }
+    const seq = this.#sendSeq++;
+    try {
+      this.#port.sendMessageBinary(sealBundle(this.#keys(epochOf(seq)).send, seq, records));
+    } catch {
+      this.counters.dropped.closed = (this.counters.dropped.closed ?? 0) + n;
+      return;
+    }
+    this.counters.sent += n;
+    this.counters.bundles++;
+  }
+
   close(): void {
+    if (this.open) this.#flush();
     this.#closed = true;
     try {
       this.#port.close();
@@ -126,6 +210,10 @@ export class DatagramChannel {
       return;
     }
     const bytes = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
+    if (bytes[0] === BUNDLE_VERSION) {
+      this.#receiveBundle(bytes);
+      return;
+    }
     const opened = openDatagram(this.#receiveKey, bytes);
     if (!opened.ok) {
       this.#drop(opened.reason);
@@ -138,6 +226,24 @@ export class DatagramChannel {
     if (opened.seq > this.#highestReceived) this.#highestReceived = opened.seq;
     this.counters.received++;
     this.onDatagram?.(opened.stream, opened.payload);
+  }
+
+  #receiveBundle(bytes: Buffer): void {
+    const opened = openBundle(this.#receiveKey, bytes);
+    if (!opened.ok) {
+      this.#drop(opened.reason);
+      return;
+    }
+    if (!this.#replay.accept(opened.seq)) {
+      this.#drop('replay');
+      return;
+    }
+    if (opened.seq > this.#highestReceived) this.#highestReceived = opened.seq;
+    const whole = eachRecord(opened.records, (stream, payload) => {
+      this.counters.received++;
+      this.onDatagram?.(stream, payload);
+    });
+    if (!whole) this.#drop('bundle');
   }
 
   /** The receive key of an epoch next to the newest one received; none for any other. */

@@ -1,12 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { fuzzSeed, runFuzz, summary } from '../../test/harness/fuzz.ts';
 import {
+  BUNDLE_MAX_RECORDS_BYTES,
   EPOCH_SEQS,
+  eachRecord,
   epochOf,
+  openBundle,
   openDatagram,
   REPLAY_WINDOW,
   ReplayWindow,
   SEAL_OVERHEAD,
+  sealBundle,
   sealDatagram,
   splitExported,
 } from './dgram-seal.ts';
@@ -94,6 +98,65 @@ describe('datagram channel seal: what does not open', () => {
 
   it('epochs: 2^24 datagrams per key', () => {
     expect([0, EPOCH_SEQS - 1, EPOCH_SEQS, 5 * EPOCH_SEQS + 3].map(epochOf)).toEqual([0, 0, 1, 5]);
+  });
+});
+
+describe('datagram channel seal: bundles (version 2)', () => {
+  const record = (stream: number, text: string) => {
+    const r = Buffer.alloc(6 + text.length);
+    r.writeUInt32BE(stream, 0);
+    r.writeUInt16BE(text.length, 4);
+    r.write(text, 6);
+    return r;
+  };
+  const records = Buffer.concat([record(3, 'one'), record(5, ''), record(3, 'three')]);
+  const sealed = sealBundle(client.send, 9, records);
+
+  it('opens to its records, in order, a zero-length one included', () => {
+    const opened = openBundle(epoch0, sealed);
+    expect(opened.ok).toBe(true);
+    if (!opened.ok) return;
+    expect(opened.seq).toBe(9);
+    const got: [number, string][] = [];
+    expect(eachRecord(opened.records, (s, p) => got.push([s, p.toString()]))).toBe(true);
+    expect(got).toEqual([
+      [3, 'one'],
+      [5, ''],
+      [3, 'three'],
+    ]);
+    // Not a version-1 message, and the other way round.
+    expect(openDatagram(epoch0, sealed)).toEqual({ ok: false, reason: 'version' });
+    expect(openBundle(epoch0, sealDatagram(client.send, 3, 10, Buffer.from('x')))).toEqual({
+      ok: false,
+      reason: 'version',
+    });
+  });
+
+  it('every changed byte fails; reflected, too long or a later epoch: refused with the reason', () => {
+    for (let i = 0; i < sealed.length; i++) {
+      const bad = Buffer.from(sealed);
+      bad[i] ^= 0x01;
+      expect(openBundle(epoch0, bad).ok, `byte ${i}`).toBe(false);
+    }
+    expect(openBundle(() => client.receive, sealed)).toEqual({ ok: false, reason: 'auth' });
+    expect(openBundle(epoch0, Buffer.alloc(BUNDLE_MAX_RECORDS_BYTES + 26, 2))).toEqual({
+      ok: false,
+      reason: 'too-long',
+    });
+    expect(openBundle(epoch0, sealBundle(client.send, 2 * EPOCH_SEQS, records))).toEqual({
+      ok: false,
+      reason: 'no-key',
+    });
+    expect(() => sealBundle(client.send, 1, Buffer.alloc(BUNDLE_MAX_RECORDS_BYTES + 1))).toThrow(/over 3600/);
+  });
+
+  it('records that do not parse: those before the fault are delivered, none after', () => {
+    const got: number[] = [];
+    const cut = Buffer.concat([record(3, 'one'), record(7, 'two').subarray(0, 8)]);
+    expect(eachRecord(cut, (s) => got.push(s))).toBe(false);
+    expect(eachRecord(Buffer.concat([record(0, 'zero'), record(9, 'x')]), (s) => got.push(s))).toBe(false);
+    expect(eachRecord(Buffer.alloc(3), (s) => got.push(s))).toBe(false);
+    expect(got).toEqual([3]);
   });
 });
 

@@ -11,6 +11,7 @@ import type { Birthdays, Pin } from './birthday.ts';
 import {
   attachDatagramChannel,
   DatagramChannel,
+  DGRAM_BUNDLE_SIGNAL,
   DGRAM_CHANNEL_INIT,
   DGRAM_CHANNEL_LABEL,
   DGRAM_CHANNEL_SIGNAL,
@@ -130,6 +131,8 @@ interface Attempt {
   dgram?: DC;
   /** Binds `dgram` to the session once both exist (whichever comes second calls it). */
   bindDgram?: () => void;
+  /** The peer said DGRAM_BUNDLE_SIGNAL: its channel opens bundles (dgram-channel.ts). */
+  peerBundles?: boolean;
 }
 
 export class UdpPaths {
@@ -195,6 +198,7 @@ export class UdpPaths {
         return;
       }
       attempt = this.#start(msg.id, link, peer, false, undefined, msg.data[DGRAM_CHANNEL_SIGNAL] === 1);
+      attempt.peerBundles = msg.data[DGRAM_BUNDLE_SIGNAL] === 1;
       attempt.done.catch((err) =>
         this.#log.debug({ peer: peer.name, err: describeError(err) }, 'UDP answer failed'),
       );
@@ -205,6 +209,7 @@ export class UdpPaths {
         attempt.pc.setRemoteDescription(data.sdp, data.type);
         if (data.type === 'answer' && data[DGRAM_CHANNEL_SIGNAL] === 1 && !attempt.dgram) {
           // The answerer takes the datagram channel: open it (an older one never says so).
+          attempt.peerBundles = data[DGRAM_BUNDLE_SIGNAL] === 1;
           attempt.dgram = attempt.pc.createDataChannel(DGRAM_CHANNEL_LABEL, DGRAM_CHANNEL_INIT);
           attempt.bindDgram?.();
         }
@@ -248,6 +253,7 @@ export class UdpPaths {
           { pin, birthday: birthday as string, added: false },
           msg.data[DGRAM_CHANNEL_SIGNAL] === 1,
         );
+        attempt.peerBundles = msg.data[DGRAM_BUNDLE_SIGNAL] === 1;
         pinned.attach(attempt.done);
         attempt.done.catch((err) =>
           this.#log.debug({ peer: peer.name, err: describeError(err) }, 'pinned UDP answer failed'),
@@ -278,8 +284,10 @@ export class UdpPaths {
     const signal = (data: Record<string, unknown>) => {
       const extra: Record<string, unknown> = {};
       if (pinning && offerer && data.type === 'offer') extra.birthday = pinning.birthday;
-      if ((offerer && data.type === 'offer') || (dgramOffered && data.type === 'answer'))
+      if ((offerer && data.type === 'offer') || (dgramOffered && data.type === 'answer')) {
         extra[DGRAM_CHANNEL_SIGNAL] = 1;
+        extra[DGRAM_BUNDLE_SIGNAL] = 1;
+      }
       link.send({ t: 'signal', id, peer: peer.name, data: { ...data, ...extra } });
     };
     const openTimeout = pinning ? PINNED_OPEN_TIMEOUT_MS : OPEN_TIMEOUT_MS;
@@ -355,7 +363,14 @@ export class UdpPaths {
     if (!dc || !(session.socket instanceof TLSSocket)) return;
     attempt.bindDgram = undefined;
     const tls = session.socket;
-    const channel = new DatagramChannel(dc, (n, label, ctx) => tls.exportKeyingMaterial(n, label, ctx), role);
+    const channel = new DatagramChannel(
+      dc,
+      (n, label, ctx) => tls.exportKeyingMaterial(n, label, ctx),
+      role,
+      {
+        bundle: attempt.peerBundles === true,
+      },
+    );
     attachDatagramChannel(session, channel);
     session.once('close', () => channel.close());
     this.#log.debug({ peer: attempt.peer }, 'UDP path: datagram channel bound to the session');
