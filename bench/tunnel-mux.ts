@@ -73,13 +73,21 @@ async function gateway(side: 'a' | 'b', tree: string, port: number): Promise<voi
     () => import(join(tree, 'gateway/streams.ts')),
   );
   process.on('SIGTERM', () => process.exit(0)); // lets --cpu-prof write its profile
+  // Trees with resumable streams (lib/tunnel/resume.ts) run as the gateway runs them: a book
+  // per peer, so the sender keeps what it sent until credited.
+  const resumeBook = () =>
+    import(join(tree, 'lib/tunnel/resume.ts')).then(
+      (m) => new m.ResumeBook(),
+      () => undefined,
+    );
   const ca = JSON.parse(readFileSync(0, 'utf8'));
   const identity = issueIdentity(ca, { kind: 'node', name: `node-${side}` });
+  const book = await resumeBook();
   if (side === 'b') {
     tls
       .createServer(serverOptions(identity), (socket) => {
         socket.setNoDelay(true);
-        const session = new MuxSession(socket, { role: 'server', peer: 'node-a' });
+        const session = new MuxSession(socket, { role: 'server', peer: 'node-a', resume: book });
         session.on(
           'stream',
           (
@@ -102,7 +110,7 @@ async function gateway(side: 'a' | 'b', tree: string, port: number): Promise<voi
   await new Promise((r) => tcp.once('connect', r));
   tcp.setNoDelay(true);
   const { socket } = await connectTls({ identity, expect: { kind: 'node', name: 'node-b' }, socket: tcp });
-  const session = new MuxSession(socket, { role: 'client', peer: 'node-b' });
+  const session = new MuxSession(socket, { role: 'client', peer: 'node-b', resume: book });
   // As test/natlab/bin/tunnel-node.ts joins a client connection to its stream.
   for (const [local, target] of [
     [port, SINK],
