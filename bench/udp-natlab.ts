@@ -319,9 +319,14 @@ async function main(): Promise<void> {
         const pHalf = await run('plain', half, size);
         const c0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuSeconds(p)]));
         const tHalf = await tunnelRun(half, size);
-        const per = (k: keyof typeof pids) =>
-          ((cpuSeconds(pids[k]) - c0[k]) * 1e6) / Math.max(tHalf.received, 1);
+        // Per reply received (what a carried datagram cost; rises with loss, as the lost ones
+        // cost something too) and per datagram the app sent (a lower bound under loss).
+        const used = Object.fromEntries(
+          Object.entries(pids).map(([k, p]) => [k, (cpuSeconds(p) - c0[k]) * 1e6]),
+        ) as Record<keyof typeof pids, number>;
+        const per = (k: keyof typeof pids) => used[k] / Math.max(tHalf.received, 1);
         const cpu = { sidecar: per('sidecar'), gwA: per('gwA'), gwB: per('gwB') };
+        const perSent = (k: keyof typeof pids) => (used[k] / Math.max(tHalf.sent, 1)).toFixed(1);
         await new Promise((res) => setTimeout(res, SECONDS * 1000));
         const pLow = await run('plain', LOW_RATE, size);
         const tLow = await tunnelRun(LOW_RATE, size);
@@ -339,7 +344,8 @@ async function main(): Promise<void> {
           `${size} B round ${round} (load ${r.load.at(-1)?.toFixed(2)}): max plain ${fmt(pRate)}/s ` +
             `(loss ${pct(loss(pMax))}) tunnel ${fmt(tRate)}/s (loss ${pct(loss(tMax))}) = ${(tRate / pRate).toFixed(2)}x; ` +
             `at ${fmt(half)}/s loss plain ${pct(loss(pHalf))} tunnel ${pct(loss(tHalf))}, CPU per datagram ` +
-            `sidecar ${cpu.sidecar.toFixed(1)} µs, gateway A ${cpu.gwA.toFixed(1)} µs, gateway B ${cpu.gwB.toFixed(1)} µs; ` +
+            `sidecar ${cpu.sidecar.toFixed(1)} µs, gateway A ${cpu.gwA.toFixed(1)} µs, gateway B ${cpu.gwB.toFixed(1)} µs ` +
+            `(per datagram sent: ${perSent('sidecar')} / ${perSent('gwA')} / ${perSent('gwB')} µs); ` +
             `at ${fmt(LOW_RATE)}/s p50 plain ${pLow.p50us} µs tunnel ${tLow.p50us} µs (loss ${pct(loss(tLow))})`,
         );
       }
