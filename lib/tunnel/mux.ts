@@ -198,6 +198,8 @@ export class MuxSession extends EventEmitter<{
    * that needs them fails as a lost path did before; once those are credited it cannot.
    */
   #lateResumable: MuxStream[] = [];
+  /** The peer's features are known (its answer, or its PONG without one: an older peer). */
+  #featuresSettled = false;
   readonly datagrams: DatagramCounters = {
     sent: 0,
     dropped: 0,
@@ -277,8 +279,13 @@ export class MuxSession extends EventEmitter<{
       this.ping().catch(() => undefined);
     }, pingEvery);
     this.#timer.unref();
-    // Asked now, not at the first stream: a stream opened before the answer is not resumable.
-    if (this.#book) this.#askFeatures().catch(() => undefined);
+    // Asked now, not at the first stream: streams opened before the answer are made
+    // resumable when it comes (#settleLate), or never, from a peer that does not resume.
+    if (this.#book)
+      this.#askFeatures().then(
+        () => this.#settleLate(),
+        () => this.#settleLate(),
+      );
   }
 
   get closed(): boolean {
@@ -355,11 +362,7 @@ export class MuxSession extends EventEmitter<{
     // unasked one says its channel was bound since.
     this.#peerTakesChannel = features.has(DATAGRAM_CHANNEL_FEATURE);
     this.#peerResumes = features.has(RESUME_FEATURE);
-    if (this.#lateResumable.length > 0) {
-      const late = this.#lateResumable;
-      this.#lateResumable = [];
-      if (this.#peerResumes && this.#book) for (const stream of late) this.#makeResumable(stream);
-    }
+    if (this.#peerResumes) this.#settleLate();
     if (message.ask === true) this.sendControl({ t: FEATURES_MESSAGE, features: this.#announced() });
     else this.#onPeerFeatures?.(features);
   }
@@ -455,10 +458,24 @@ export class MuxSession extends EventEmitter<{
       this.#flushOut();
       return answered;
     }
-    if (type === FrameType.OPEN && this.#book && this.#lateResumable.length < this.#maxStreams)
+    if (
+      type === FrameType.OPEN &&
+      this.#book &&
+      !this.#featuresSettled &&
+      this.#lateResumable.length < this.#maxStreams
+    )
       this.#lateResumable.push(stream);
     this.send({ type, stream: id, target });
     return answered;
+  }
+
+  /** The peer's features are known: the streams opened before are made resumable, or let go. */
+  #settleLate(): void {
+    this.#featuresSettled = true;
+    const late = this.#lateResumable;
+    this.#lateResumable = [];
+    if (this.#peerResumes && this.#book && !this.#closed)
+      for (const stream of late) this.#makeResumable(stream);
   }
 
   /** Gives a stream we opened a token and tells the peer (RESUMABLE); nothing if it cannot be. */
