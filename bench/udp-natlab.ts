@@ -41,7 +41,6 @@ import { startUdpSidecar } from '../sidecar/testing/udp-pod.ts';
 import { EDGEMESH_BIN, NetnsLab, waitFor } from '../test/harness/netns.ts';
 import type { LabNode } from '../test/natlab/lab.ts';
 import { TunnelLab } from '../test/natlab/tunnel-fixture.ts';
-import { forwardUdpPort } from '../test/natlab/udp-lab.ts';
 import { INJECTED_SIDECAR_ENV } from './lib/injected-env.ts';
 import { cpuSeconds } from './lib/proc-stats.ts';
 import { buildUdpTool, type LoadResult, parseLoad } from './lib/udp-tool.ts';
@@ -200,7 +199,8 @@ async function main(): Promise<void> {
       echoOut += d;
     });
     await waitFor(() => echoOut.includes('ready'), 10_000, 20, 'echo backend');
-    const plainAddr = await forwardUdpPort(t, t.lab.sites[1], {
+    const plainAddr = await t.lab.forwardPort(t.lab.sites[1], {
+      protocol: 'udp',
       publicPort: PUBLIC_PORT,
       to: B.pods[0].addr,
       port: PORT,

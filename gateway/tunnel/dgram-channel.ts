@@ -215,30 +215,28 @@ export class DatagramChannel {
       return;
     }
     const opened = openDatagram(this.#receiveKey, bytes);
-    if (!opened.ok) {
-      this.#drop(opened.reason);
-      return;
-    }
-    if (!this.#replay.accept(opened.seq)) {
-      this.#drop('replay');
-      return;
-    }
-    if (opened.seq > this.#highestReceived) this.#highestReceived = opened.seq;
+    if (!this.#admit(opened)) return;
     this.counters.received++;
     this.onDatagram?.(opened.stream, opened.payload);
   }
 
-  #receiveBundle(bytes: Buffer): void {
-    const opened = openBundle(this.#receiveKey, bytes);
+  /** A sealed message that opened and is not a replay (else counted as dropped, with why). */
+  #admit<T extends { ok: true; seq: number }>(opened: T | { ok: false; reason: DropReason }): opened is T {
     if (!opened.ok) {
       this.#drop(opened.reason);
-      return;
+      return false;
     }
     if (!this.#replay.accept(opened.seq)) {
       this.#drop('replay');
-      return;
+      return false;
     }
     if (opened.seq > this.#highestReceived) this.#highestReceived = opened.seq;
+    return true;
+  }
+
+  #receiveBundle(bytes: Buffer): void {
+    const opened = openBundle(this.#receiveKey, bytes);
+    if (!this.#admit(opened)) return;
     const whole = eachRecord(opened.records, (stream, payload) => {
       this.counters.received++;
       this.onDatagram?.(stream, payload);

@@ -469,7 +469,7 @@ export class EdgeCluster {
       '--to-destination',
       `${site.publicAddr}:${publicPort}`,
     ]);
-    await this.lab.forwardTcpPort(site, { publicPort, to: nodeAddr, port: 10250, from: this.cloud.addr });
+    await this.lab.forwardPort(site, { publicPort, to: nodeAddr, port: 10250, from: this.cloud.addr });
   }
 
   /** The load balancer: route the Service's address to the cloud node and report it in its status. */

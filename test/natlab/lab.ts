@@ -224,15 +224,17 @@ export class NatLab {
   }
 
   /**
-   * A TCP port forward on a site's NAT router: `publicPort` on its public address goes to
+   * A port forward on a site's NAT router: `publicPort` on its public address goes to
    * `to`:`port` on the LAN, past the router's drop/reject of unsolicited inbound; with
-   * `from`, only for that source. Returns the router's public address.
+   * `from`, only for that source. TCP unless `protocol` says UDP (plain UDP through the same
+   * NATs and hops as the tunnel: bench/udp-natlab.ts's baseline). Returns the router's
+   * public address.
    */
-  async forwardTcpPort(
+  async forwardPort(
     site: LabSite,
-    opts: { publicPort: number; to: string; port: number; from?: string },
+    opts: { publicPort: number; to: string; port: number; from?: string; protocol?: 'tcp' | 'udp' },
   ): Promise<string> {
-    const match = ['-i', 'wan', ...(opts.from ? ['-s', opts.from] : []), '-p', 'tcp'];
+    const match = ['-i', 'wan', ...(opts.from ? ['-s', opts.from] : []), '-p', opts.protocol ?? 'tcp'];
     await this.netns.exec(site.natNs, [
       'iptables',
       '-w',

@@ -257,7 +257,7 @@ export class TunnelLab {
       [19000, 9000],
       [19001, 9001],
     ] as const) {
-      await this.lab.forwardTcpPort(site, { publicPort, to: node.pods[0].addr, port });
+      await this.lab.forwardPort(site, { publicPort, to: node.pods[0].addr, port });
     }
     return site.publicAddr;
   }

@@ -2,7 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { GATEWAY_NODE_FLAGS } from '../../gateway/tunnel/node-flags.ts';
 import { waitFor } from '../harness/netns.ts';
-import type { LabNode, LabSite } from './lab.ts';
+import type { LabNode } from './lab.ts';
 import type { TunnelLab } from './tunnel-fixture.ts';
 
 /**
@@ -102,47 +102,4 @@ export function spawnDnsmasq(
     `--port=${port}`,
     `--address=/${name}/${answer}`,
   ]);
-}
-
-/**
- * A UDP port forward on a site's NAT router (`publicPort` on its public address → `to`:`port`
- * on the LAN), past its drop/reject of unsolicited inbound: plain UDP through the same NATs
- * and hops as the tunnel, the baseline of bench/udp-natlab.ts. Returns the public address.
- */
-export async function forwardUdpPort(
-  t: TunnelLab,
-  site: LabSite,
-  opts: { publicPort: number; to: string; port: number },
-): Promise<string> {
-  const match = ['-i', 'wan', '-p', 'udp'];
-  await t.lab.exec(site.natNs, [
-    'iptables',
-    '-w',
-    '-t',
-    'nat',
-    '-A',
-    'PREROUTING',
-    ...match,
-    '--dport',
-    String(opts.publicPort),
-    '-j',
-    'DNAT',
-    '--to-destination',
-    `${opts.to}:${opts.port}`,
-  ]);
-  await t.lab.exec(site.natNs, [
-    'iptables',
-    '-w',
-    '-I',
-    'FORWARD',
-    '1',
-    ...match,
-    '-d',
-    opts.to,
-    '--dport',
-    String(opts.port),
-    '-j',
-    'ACCEPT',
-  ]);
-  return site.publicAddr;
 }
