@@ -231,6 +231,10 @@ let ns: string;
 let dir: string;
 
 beforeAll(async () => {
+  // The sanitized build as proxy-engines.netns.test.ts makes it: a fresh clone has only l4.node.
+  execFileSync('sh', [join(import.meta.dirname, '../native/build.sh')], {
+    env: { ...process.env, EDGEMESH_NATIVE_SANITIZE: '1' },
+  });
   dir = await mkdtemp(join(tmpdir(), 'emha-'));
   await writeFile(join(dir, 'accept.cjs'), SCRIPT);
   await writeFile(join(dir, 'proxy.mts'), PROXY_SCRIPT);
