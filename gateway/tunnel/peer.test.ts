@@ -11,6 +11,7 @@ import {
   type PeerContext,
   RELAY_REPLACE_MIN_INTERVAL_MS,
   UPGRADE_RETRY_START_MS,
+  UPGRADE_SEARCH_MAX_MS,
 } from './peer.ts';
 
 // The per-peer path state machine (peer.ts) with fake sessions, fake tunnel-server links and a
@@ -89,7 +90,7 @@ function harness(self = 'node-a') {
     /** Tunnel-server links registered now. */
     servers: [SERVER_A, SERVER_B] as LinkRef[],
     /** What a TCP punch does. */
-    punch: 'fail' as 'fail' | 'connect',
+    punch: 'fail' as 'fail' | 'connect' | 'hang',
     relays: [] as FakeSession[],
     /** Relays made from now on answer PINGs (their health is judged). */
     pingingRelays: false,
@@ -120,6 +121,7 @@ function harness(self = 'node-a') {
         h.peer.add('punched', new FakeSession(), 'tcp');
         return;
       }
+      if (h.punch === 'hang') return new Promise<void>(() => undefined);
       throw new EdgemeshError(ErrorCodes.UNAVAILABLE, `${link.label} did not answer punch in 6000 ms`);
     },
     connectUdp: () => undefined,
@@ -215,6 +217,24 @@ describe('Peer: the search for a better path (c14aa9f)', () => {
     await h.clock.advance(250);
     expect(h.retries().at(-1)).toBe(UPGRADE_RETRY_START_MS);
     expect(h.clock.pending()).toEqual([h.clock.now() + UPGRADE_RETRY_START_MS]);
+  });
+
+  it('a search whose attempt never settles ends after UPGRADE_SEARCH_MAX_MS and plans the next (no peer left on the relay for good)', async () => {
+    const h = harness();
+    h.punch = 'hang';
+    await h.peer.session();
+    await h.clock.advance(0); // the search starts; its punch never answers
+    expect(h.peer.nextUpgradeAt).toBeUndefined();
+    await h.clock.advance(UPGRADE_SEARCH_MAX_MS);
+    expect(h.retries()).toEqual([UPGRADE_RETRY_START_MS]);
+    expect(h.peer.nextUpgradeAt).toBe(h.clock.now() + UPGRADE_RETRY_START_MS);
+    expect(h.lines.some((l) => l.msg === 'direct-path search cut short: an attempt did not settle')).toBe(
+      true,
+    );
+    // The next search runs, and finds the path once punching works again.
+    h.punch = 'connect';
+    await h.clock.advance(UPGRADE_RETRY_START_MS);
+    expect(h.peer.status().path).toBe('punched');
   });
 
   it('a server link coming up leaves a peer with a direct or punched path alone', async () => {

@@ -53,6 +53,13 @@ export const UPGRADE_RETRY_MAX_MS = 600_000;
  */
 export const LINK_UP_UPGRADE_SPREAD_MS = 1_000;
 /**
+ * A search ends after 20 s whatever its attempts do (TCP punch 3 s and UDP/ICE 8 s are their
+ * own bounds; the punch request waits for a server's answer): an attempt that never settles
+ * must not hold the peer on the relay for good, since no later search (nor linkUp()) starts
+ * while one is running. Seen as `nextUpgradeAt: null` on the relay in a real-cluster run.
+ */
+export const UPGRADE_SEARCH_MAX_MS = 20_000;
+/**
  * A lost relay: the TLS client end asks for a new one at once, the server end only if still
  * without a path 1 s later, so one relay (not two) replaces the lost one. Both ends notice
  * the loss within the same moment (the replica's death closes both legs).
@@ -412,7 +419,7 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
       // backoff does not double (linkUp() restarts the search when a server answers again).
       noServer = !link && (t.tcpPunch || t.udp);
       if (attempts.length > 0) {
-        await Promise.any(attempts).catch(() => undefined);
+        await this.#bounded(Promise.any(attempts));
         if (this.#sessions.has('punched')) return this.#upgraded();
       }
     } finally {
@@ -424,6 +431,30 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
       ctx.log.info({ peer: this.name, retryInMs: delay }, 'no direct path; staying on the relay');
       this.#scheduleUpgrade(delay);
     }
+  }
+
+  /** Settles when `work` does or UPGRADE_SEARCH_MAX_MS have passed, whichever is first; never rejects. */
+  #bounded(work: Promise<unknown>): Promise<void> {
+    const clock = this.#ctx.clock;
+    return new Promise<void>((resolve) => {
+      const timer = clock.setTimeout(() => {
+        this.#ctx.log.warn(
+          { peer: this.name, afterMs: UPGRADE_SEARCH_MAX_MS },
+          'direct-path search cut short: an attempt did not settle',
+        );
+        resolve();
+      }, UPGRADE_SEARCH_MAX_MS);
+      work.then(
+        () => {
+          clock.clearTimeout(timer);
+          resolve();
+        },
+        () => {
+          clock.clearTimeout(timer);
+          resolve();
+        },
+      );
+    });
   }
 
   #upgraded(): void {
