@@ -474,15 +474,26 @@ export class MuxSession extends EventEmitter<{
     this.#featuresSettled = true;
     const late = this.#lateResumable;
     this.#lateResumable = [];
-    if (this.#peerResumes && this.#book && !this.#closed)
-      for (const stream of late) this.#makeResumable(stream);
+    if (!this.#peerResumes || !this.#book || this.#closed) return;
+    const made = late.filter((stream) => this.#makeResumable(stream));
+    // The peer holds their tokens once it has read the RESUMABLEs: its PONG to a PING sent
+    // behind them says so (one ordered byte stream). Until then a RESUME on another session
+    // could overtake them and be refused, so these streams neither move nor park.
+    if (made.length > 0)
+      this.ping().then(
+        () => {
+          for (const stream of made) stream.confirmResumable();
+        },
+        () => undefined,
+      );
   }
 
-  /** Gives a stream we opened a token and tells the peer (RESUMABLE); nothing if it cannot be. */
-  #makeResumable(stream: MuxStream): void {
+  /** Gives a stream we opened a token and tells the peer (RESUMABLE); false if it cannot be. */
+  #makeResumable(stream: MuxStream): boolean {
     const token = randomBytes(RESUME_TOKEN_BYTES);
-    if (this.#book && stream.makeResumable(this.#book, token, true))
-      this.send({ type: FrameType.RESUMABLE, stream: stream.id, token });
+    if (!this.#book || !stream.makeResumable(this.#book, token, true)) return false;
+    this.send({ type: FrameType.RESUMABLE, stream: stream.id, token });
+    return true;
   }
 
   /**
@@ -965,6 +976,12 @@ export class MuxStream extends Duplex implements BudgetHolder {
   #token: Buffer | undefined;
   #tokenHex = '';
   #opener = false;
+  /**
+   * The far end holds our token: it read the RESUMABLE (sent with the OPEN: its ACCEPT says
+   * so; sent late: its PONG to a PING behind it). Only then may this stream park or move.
+   * The far end's own copy of a stream is confirmed from the start.
+   */
+  #resumeConfirmed = false;
   /** Bytes handed to the session as DATA, ever (a resume rewinds it to what the peer got). */
   #sentTo = 0;
   /** Credit the peer returned (WINDOW), counted from 0 as #sentTo is. */
@@ -1007,6 +1024,8 @@ export class MuxStream extends Duplex implements BudgetHolder {
     switch (f.type) {
       case FrameType.ACCEPT:
         this.#accepted = true;
+        // Its RESUMABLE went in the same write as the OPEN, read before this was sent.
+        if (this.#token) this.#resumeConfirmed = true;
         this.emit('accepted');
         return;
       case FrameType.DATA:
@@ -1318,8 +1337,19 @@ export class MuxStream extends Duplex implements BudgetHolder {
     this.#token = token;
     this.#tokenHex = hex;
     this.#opener = opener;
+    this.#resumeConfirmed = !opener;
     this.#unackedFrom = this.#sentTo;
     return true;
+  }
+
+  /** Resumable now: it has a token the far end is known to hold (it may park or move). */
+  get resumable(): boolean {
+    return this.#token !== undefined && this.#resumeConfirmed;
+  }
+
+  /** @internal The far end has read our late RESUMABLE (the session's PONG behind it). */
+  confirmResumable(): void {
+    if (this.#token) this.#resumeConfirmed = true;
   }
 
   /** Waiting for a new session (its last one closed). */
@@ -1347,8 +1377,8 @@ export class MuxStream extends Duplex implements BudgetHolder {
    */
   park(): boolean {
     const book = this.#book;
-    if (!book || this.destroyed || this.#reset || !this.#accepted || (this.#finSent && this.#finReceived))
-      return false;
+    if (!book || !this.#resumeConfirmed || this.destroyed || this.#reset || !this.#accepted) return false;
+    if (this.#finSent && this.#finReceived) return false;
     this.deliver(); // what arrived is ours: its bytes count in `received`
     this.#state = 'parked';
     book.park(this);
@@ -1361,8 +1391,9 @@ export class MuxStream extends Duplex implements BudgetHolder {
    */
   leave(): boolean {
     const book = this.#book;
-    if (!book || this.#state !== 'live' || this.destroyed || this.#reset || !this.#accepted) return false;
-    if (this.#finSent && this.#finReceived) return false;
+    if (!book || !this.#resumeConfirmed || this.#state !== 'live' || this.destroyed || this.#reset)
+      return false;
+    if (!this.#accepted || (this.#finSent && this.#finReceived)) return false;
     this.deliver();
     this.#session.release(this.id, this);
     this.#state = 'parked';

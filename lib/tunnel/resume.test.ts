@@ -155,6 +155,8 @@ describe('resumable streams', () => {
     const back = collect(stream);
     stream.write(Buffer.from('before '));
     await until(() => stream.resumeToken !== undefined);
+    // Not before the far end is known to hold the token (a PONG behind the RESUMABLE).
+    await until(() => stream.resumable);
     // The far end has what was sent before the stream was resumable: a resume needs none of it.
     await until(() => back.bytes() === 7);
     first.cut();
