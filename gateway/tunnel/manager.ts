@@ -150,10 +150,6 @@ export class TunnelManager implements Tunnel {
       },
       parkedStreams: (peer) => this.#books.get(peer)?.parkedCount ?? 0,
       resumeOn: (session) => this.#books.get(session.peer)?.resumeOn(session),
-      moveStreams: (from, to) => {
-        const moved = from.moveStreams(to);
-        if (moved > 0) log.info({ peer: to.peer, moved }, 'streams moved to the better path');
-      },
       budgetReset: () => metrics.refused.inc({ reason: 'budget-reset' }),
       pathHealth: (kind, degraded) =>
         metrics.degraded.inc({ path: kind, verdict: degraded ? 'degraded' : 'recovered' }),

@@ -135,8 +135,6 @@ export interface PeerContext<S extends PathSession, L extends LinkRef> {
   parkedStreams?(peer: string): number;
   /** A usable session the peer's parked streams may resume on; optional. */
   resumeOn?(session: S): void;
-  /** A better path is up: streams on `from` that can move to `to` do; optional. */
-  moveStreams?(from: S, to: S): void;
 }
 
 interface PathEntry<S> {
@@ -257,13 +255,10 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
       this.#planHealth(HEALTH_FIRST_PING_MS);
     }
     session.once('close', () => this.#onClose(kind, session));
-    // A direct path makes the relay idle: its resumable streams move over (lib/tunnel/resume.ts),
-    // the others finish there, then the relay is freed.
-    if (kind !== 'relay') {
-      const relay = this.#sessions.get('relay')?.session;
-      relay?.goAway('direct path found');
-      if (relay) ctx.moveStreams?.(relay, session);
-    }
+    // A direct path makes the relay idle: let its streams finish, then free the relay. (Moving
+    // them over, MuxSession.moveStreams, is not done yet: a stream the far end has finished is
+    // forgotten there before its last bytes are credited, and a move then loses them.)
+    if (kind !== 'relay') this.#sessions.get('relay')?.session.goAway('direct path found');
   }
 
   #onClose(kind: RemotePath, session: S): void {

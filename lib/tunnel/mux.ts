@@ -534,6 +534,8 @@ export class MuxSession extends EventEmitter<{
   }
 
   /**
+   * Not called by the gateway yet (peer.ts add() says why: a stream the far end has finished
+   * is forgotten there before its last bytes are credited, and a move would lose them).
    * Moves the resumable streams this side opened here to `to` (a better path to the same
    * peer came up): each leaves this session at once, as if its path had died, and resumes
    * there — what was in flight here is resent there, what arrives here for it afterwards is
