@@ -101,6 +101,11 @@ let ns: string;
 let dir: string;
 
 beforeAll(async () => {
+  // The sanitized build as proxy-engines.netns.test.ts makes it: a fresh clone has only
+  // udp.node, and this file must not count on another test having built it first.
+  execFileSync('sh', [join(import.meta.dirname, '../../native/build.sh')], {
+    env: { ...process.env, EDGEMESH_NATIVE_SANITIZE: '1' },
+  });
   dir = await mkdtemp(join(tmpdir(), 'emfr-'));
   await writeFile(join(dir, 'reuse.cjs'), SCRIPT);
   lab = new NetnsLab('emfr');
