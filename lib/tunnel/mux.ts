@@ -562,11 +562,6 @@ export class MuxSession extends EventEmitter<{
     return moved;
   }
 
-  /** @internal Whether this session's peer book makes its streams resumable. */
-  get book(): ResumeBook | undefined {
-    return this.#book;
-  }
-
   /** Sends one control message (tunnel-server control connections). */
   sendControl(message: Record<string, unknown>): void {
     this.send({ type: FrameType.CONTROL, stream: 0, message });
@@ -822,6 +817,11 @@ export class MuxSession extends EventEmitter<{
     this.close(err);
   }
 
+  /** A stream id the peer numbers (TLS clients odd, servers even): one it may open or resume. */
+  #peerNumbered(id: number): boolean {
+    return (id % 2 === 1) !== (this.role === 'client');
+  }
+
   #handle(f: Frame): void {
     switch (f.type) {
       case FrameType.PING:
@@ -848,8 +848,8 @@ export class MuxSession extends EventEmitter<{
         return;
       case FrameType.OPEN:
       case FrameType.OPEN_DATAGRAM: {
-        const ours = (f.stream % 2 === 1) === (this.role === 'client');
-        if (ours || this.#streams.has(f.stream)) throw new FrameError(`OPEN reuses stream id ${f.stream}`);
+        if (!this.#peerNumbered(f.stream) || this.#streams.has(f.stream))
+          throw new FrameError(`OPEN reuses stream id ${f.stream}`);
         if (f.type === FrameType.OPEN_DATAGRAM && !this.#features.includes('datagram')) {
           // Only a peer that ignored our answer gets here; refuse the stream, keep the session.
           this.send({
@@ -897,16 +897,14 @@ export class MuxSession extends EventEmitter<{
       }
       case FrameType.RESUMABLE: {
         const stream = this.#streams.get(f.stream);
-        const theirs = (f.stream % 2 === 1) !== (this.role === 'client');
-        if (!theirs) throw new FrameError(`RESUMABLE on our stream ${f.stream}`);
+        if (!this.#peerNumbered(f.stream)) throw new FrameError(`RESUMABLE on our stream ${f.stream}`);
         // Without a book (or a full one) the stream simply is not resumable: a later RESUME
         // for it is refused, and the opener's app sees the reset it would have seen anyway.
         if (stream && this.#book) stream.makeResumable(this.#book, f.token, false);
         return;
       }
       case FrameType.RESUME: {
-        const theirs = (f.stream % 2 === 1) !== (this.role === 'client');
-        if (!theirs || this.#streams.has(f.stream))
+        if (!this.#peerNumbered(f.stream) || this.#streams.has(f.stream))
           throw new FrameError(`RESUME reuses stream id ${f.stream}`);
         const stream = this.#book?.take(f.token.toString('hex'));
         if (!stream || stream.opener || stream.destroyed) {
@@ -1378,9 +1376,8 @@ export class MuxStream extends Duplex implements BudgetHolder {
    * (false: the caller resets it). Only an accepted stream that has not finished both ways.
    */
   park(): boolean {
-    const book = this.#book;
-    if (!book || !this.#resumeConfirmed || this.destroyed || this.#reset || !this.#accepted) return false;
-    if (this.#finSent && this.#finReceived) return false;
+    const book = this.#parkable();
+    if (!book) return false;
     this.deliver(); // what arrived is ours: its bytes count in `received`
     this.#state = 'parked';
     book.park(this);
@@ -1392,15 +1389,20 @@ export class MuxStream extends Duplex implements BudgetHolder {
    * park it, but without waiting for this session to close. False when not resumable.
    */
   leave(): boolean {
-    const book = this.#book;
-    if (!book || !this.#resumeConfirmed || this.#state !== 'live' || this.destroyed || this.#reset)
-      return false;
-    if (!this.#accepted || (this.#finSent && this.#finReceived)) return false;
+    const book = this.#parkable();
+    if (!book || this.#state !== 'live') return false;
     this.deliver();
     this.#session.release(this.id, this);
     this.#state = 'parked';
     book.park(this, false);
     return true;
+  }
+
+  /** Its book when it may wait for another session: a confirmed token, accepted, not finished or reset. */
+  #parkable(): ResumeBook | undefined {
+    if (!this.#resumeConfirmed || this.destroyed || this.#reset || !this.#accepted) return undefined;
+    if (this.#finSent && this.#finReceived) return undefined;
+    return this.#book;
   }
 
   /** @internal Moves to `session` under `id`: 'resuming' (we sent RESUME) or 'resumed' (we got it). */
