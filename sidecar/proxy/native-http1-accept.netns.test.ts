@@ -7,13 +7,13 @@
  * back naming its destination; bad tables are refused with clear errors. Run against the plain
  * and the ASan/UBSan build (its runtime preloaded: node is not built with it).
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetnsLab } from '../../test/harness/netns.ts';
+import { buildSanitizedAddons, sanitizerEnv } from '../testing/sanitized.ts';
 
 const BUILD = join(import.meta.dirname, '../native/build');
 const LISTEN_PORT = 15001;
@@ -231,10 +231,7 @@ let ns: string;
 let dir: string;
 
 beforeAll(async () => {
-  // The sanitized build as proxy-engines.netns.test.ts makes it: a fresh clone has only l4.node.
-  execFileSync('sh', [join(import.meta.dirname, '../native/build.sh')], {
-    env: { ...process.env, EDGEMESH_NATIVE_SANITIZE: '1' },
-  });
+  buildSanitizedAddons(); // a fresh clone has only the plain addons
   dir = await mkdtemp(join(tmpdir(), 'emha-'));
   await writeFile(join(dir, 'accept.cjs'), SCRIPT);
   await writeFile(join(dir, 'proxy.mts'), PROXY_SCRIPT);
@@ -271,15 +268,6 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-function sanitizerEnv(): string[] {
-  const libasan = execFileSync('gcc', ['-print-file-name=libasan.so']).toString().trim();
-  return [
-    `LD_PRELOAD=${libasan}`,
-    `ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:log_path=${dir}/asan`,
-    `UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=${dir}/ubsan`,
-  ];
-}
-
 describe('the accept-time route table', () => {
   it.each([
     { build: 'l4.node', sanitized: false },
@@ -288,9 +276,9 @@ describe('the accept-time route table', () => {
     'serves a destination in it with no JavaScript event, and the rest as before ($build)',
     async ({ build, sanitized }) => {
       const addon = join(BUILD, build);
-      // The sanitized build is made by EDGEMESH_NATIVE_SANITIZE=1 sh sidecar/native/build.sh.
+      // Built in beforeAll (sidecar/testing/sanitized.ts).
       expect(existsSync(addon), `${addon} not built`).toBe(true);
-      const env = sanitized ? sanitizerEnv() : [];
+      const env = sanitized ? sanitizerEnv(dir) : [];
       const r = await lab.run(ns, ['env', ...env, process.execPath, join(dir, 'accept.cjs'), addon], {
         timeoutMs: 60_000,
       });

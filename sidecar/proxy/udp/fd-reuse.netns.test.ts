@@ -12,13 +12,13 @@
  * attempt counts whether a stale report was made and dropped (stats()[5]), and the test asks
  * that at least one attempt was; none may let a stale report through.
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetnsLab } from '../../../test/harness/netns.ts';
+import { buildSanitizedAddons, sanitizerEnv } from '../../testing/sanitized.ts';
 
 const BUILD = join(import.meta.dirname, '../../native/build');
 const ATTEMPTS = 5;
@@ -101,11 +101,7 @@ let ns: string;
 let dir: string;
 
 beforeAll(async () => {
-  // The sanitized build as proxy-engines.netns.test.ts makes it: a fresh clone has only
-  // udp.node, and this file must not count on another test having built it first.
-  execFileSync('sh', [join(import.meta.dirname, '../../native/build.sh')], {
-    env: { ...process.env, EDGEMESH_NATIVE_SANITIZE: '1' },
-  });
+  buildSanitizedAddons(); // a fresh clone has only the plain addons
   dir = await mkdtemp(join(tmpdir(), 'emfr-'));
   await writeFile(join(dir, 'reuse.cjs'), SCRIPT);
   lab = new NetnsLab('emfr');
@@ -119,25 +115,15 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-/** The sanitized build's environment: its runtime preloaded, any report aborting into a log. */
-function sanitizerEnv(): string[] {
-  const libasan = execFileSync('gcc', ['-print-file-name=libasan.so']).toString().trim();
-  return [
-    `LD_PRELOAD=${libasan}`,
-    `ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:log_path=${dir}/asan`,
-    `UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=${dir}/ubsan`,
-  ];
-}
-
 describe('a report about a flow whose fd number was reused', () => {
   it.each([
     { build: 'udp.node', sanitized: false },
     { build: 'udp-sanitized.node', sanitized: true },
   ])('never reaches the new flow ($build)', async ({ build, sanitized }) => {
     const addon = join(BUILD, build);
-    // The sanitized build is made by EDGEMESH_NATIVE_SANITIZE=1 sh sidecar/native/build.sh.
+    // Built in beforeAll (sidecar/testing/sanitized.ts).
     expect(existsSync(addon), `${addon} not built`).toBe(true);
-    const env = sanitized ? sanitizerEnv() : [];
+    const env = sanitized ? sanitizerEnv(dir) : [];
     const r = await lab.run(ns, ['env', ...env, process.execPath, join(dir, 'reuse.cjs'), addon], {
       timeoutMs: 60_000,
     });
