@@ -124,9 +124,9 @@ export class HeldCatalog {
   /**
    * Records the answer to `key`: what it named is held (and subscribed at the gateway), or
    * it is a negative answer. Returns the topics no key holds any more (to unsubscribe).
+   * `k`: keyString(key), when the caller has it.
    */
-  answer(key: LookupKey, answer: Answer, now: number): string[] {
-    const k = keyString(key);
+  answer(key: LookupKey, answer: Answer, now: number, k = keyString(key)): string[] {
     this.#revision = Math.max(this.#revision, answer.revision);
     // The answer's records are held as they are (decodeReply checked them in place); no
     // intermediate arrays: a first DNS query's garbage is what the 1 MB young generation pays for.

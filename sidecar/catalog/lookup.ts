@@ -25,6 +25,17 @@ export interface CatalogLookup {
    * caller's slot for this key.
    */
   ensure(key: LookupKey, id?: string, memo?: LookupMemo): Promise<LookupResult> | undefined;
+  /**
+   * ensure() with a callback instead of a promise (the DNS resolver's first query: no promise,
+   * no reaction job, no second closure). False when the store answers `key` now; true when
+   * `done` will be called once, later, with the result. Optional: callers fall back to ensure().
+   */
+  ensureThen?(
+    key: LookupKey,
+    id: string,
+    memo: LookupMemo | undefined,
+    done: (r: LookupResult) => void,
+  ): boolean;
 }
 
 export const HOLDS_EVERYTHING: CatalogLookup = { ensure: () => undefined };

@@ -122,6 +122,42 @@ describe('on-demand catalog (sidecar ↔ gateway hub)', () => {
     expect(store.current!.revision).toBe(before + 1);
   });
 
+  it('calls ensureThen callers once each, after the store holds the answer, past a failing one', async () => {
+    const gwStore = new CatalogStore();
+    gwStore.apply({ type: 'snapshot', catalog: gatewayCatalog() });
+    const gw = await gateway(gwStore);
+    const { store, source } = await sidecar(gw.port);
+    const id = 'svc demo/web';
+    const calls: string[] = [];
+    const seen = (who: string) => (r: string) => {
+      calls.push(`${who} ${r} ${Object.keys(store.current!.services).join()}`);
+    };
+    expect(source.ensureThen(WEB, id, undefined, seen('a'))).toBe(true);
+    // A caller that throws: the others still run and the connection stays up.
+    expect(
+      source.ensureThen(WEB, id, undefined, () => {
+        throw new Error('caller bug');
+      }),
+    ).toBe(true);
+    expect(source.ensureThen(WEB, id, undefined, seen('c'))).toBe(true);
+    expect(calls).toEqual([]); // never from inside the call
+    await waitFor(() => calls.length === 2, 5000, 5, 'answered');
+    expect(calls).toEqual(['a found demo/web', 'c found demo/web']);
+    expect(gw.sent).toEqual(['Q 1 SVC demo/web']);
+    const memo = {};
+    expect(source.ensureThen(WEB, id, memo, seen('held'))).toBe(false); // held: no callback
+    expect(source.ensureThen(WEB, id, memo, seen('held'))).toBe(false); // by its ticket
+    expect(source.connected).toBe(true);
+    // Not connected: 'unavailable', still later than the call.
+    await gw.stop();
+    await waitFor(() => !source.connected, 5000, 5, 'disconnected');
+    const db = { kind: 'svc', namespace: 'demo', name: 'db' } as const;
+    expect(source.ensureThen(db, 'svc demo/db', undefined, seen('d'))).toBe(true);
+    expect(calls).toHaveLength(2);
+    await waitFor(() => calls.length === 3, 5000, 5, 'unavailable');
+    expect(calls[2]).toBe('d unavailable demo/web');
+  });
+
   it('caches negative answers briefly, then asks again', async () => {
     const gwStore = new CatalogStore();
     gwStore.apply({ type: 'snapshot', catalog: gatewayCatalog() });

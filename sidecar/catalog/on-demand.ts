@@ -45,10 +45,31 @@ import type { CatalogLookup, LookupMemo, LookupResult } from './lookup.ts';
 export const LOOKUP_TIMEOUT_MS = 2_000;
 const CLOCK_MS = 100;
 
-/** One question in flight: who waits for it and when it gives up (performance.now() ms). */
-interface Question {
-  callers: ((r: LookupResult) => void)[];
-  deadline: number;
+type Done = (r: LookupResult) => void;
+
+/**
+ * One question in flight: its key (object and text), who waits for it and when it gives up
+ * (performance.now() ms). The first caller is a field, later ones (coalesced misses, rare) an
+ * array: a first query allocates no array and no promise (docs/scale.md, round 10).
+ */
+class Question {
+  readonly key: LookupKey;
+  readonly k: string;
+  readonly deadline: number;
+  first: Done | undefined;
+  more: Done[] | undefined;
+  constructor(key: LookupKey, k: string, deadline: number, first: Done | undefined) {
+    this.key = key;
+    this.k = k;
+    this.deadline = deadline;
+    this.first = first;
+    this.more = undefined;
+  }
+  add(done: Done): void {
+    if (this.first === undefined) this.first = done;
+    else if (this.more === undefined) this.more = [done];
+    else this.more.push(done);
+  }
 }
 
 export interface OnDemandOptions {
@@ -96,7 +117,8 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
   /** The delay #timeoutTimer was made with (refresh() re-arms it with that one). */
   #timeoutTimerMs = 0;
   #nextId = 1;
-  readonly #inFlight = new Map<number, LookupKey>();
+  /** Query id → its question (a reconnect's re-ask has one that no caller waits for). */
+  readonly #inFlight = new Map<number, Question>();
   readonly #waiting = new Map<string, Question>();
   /** The time negative answers are checked against: Date.now() read at most every CLOCK_MS. */
   #coarseNow = 0;
@@ -144,36 +166,55 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
   }
 
   ensure(key: LookupKey, id?: string, memo?: LookupMemo): Promise<LookupResult> | undefined {
+    const k = id ?? keyString(key);
+    if (this.#answersNow(k, memo)) return undefined;
+    return new Promise((resolve) => this.#wait(key, k, resolve));
+  }
+
+  ensureThen(key: LookupKey, id: string, memo: LookupMemo | undefined, done: Done): boolean {
+    if (this.#answersNow(id, memo)) return false;
+    this.#wait(key, id, done);
+    return true;
+  }
+
+  /** Whether the store answers `k` now (held, or a cached negative answer); counts it. */
+  #answersNow(k: string, memo: LookupMemo | undefined): boolean {
     // The hot path: a held key the caller has asked for before is marked used where it lies.
     const ticket = memo?.held as HeldTicket | undefined;
     if (ticket?.live) {
       ticket.used = true;
       this.#counts.held++;
-      return undefined;
+      return true;
     }
-    const k = id ?? keyString(key);
     const state = this.#held.check(k, this.#clock);
     if (state === 'held') {
       if (memo) memo.held = this.#held.ticket(k);
       this.#counts.held++;
-      return undefined;
+      return true;
     }
     if (state === 'negative') {
       this.#counts.negative++;
-      return undefined;
+      return true;
     }
+    return false;
+  }
+
+  /** `done` is called once, later (never from inside this call), with the lookup's result. */
+  #wait(key: LookupKey, k: string, done: Done): void {
     const waiting = this.#waiting.get(k);
-    if (waiting) return new Promise((resolve) => waiting.callers.push(resolve));
+    if (waiting) {
+      waiting.add(done);
+      return;
+    }
     if (!this.#ready || !this.#socket) {
       this.#counts.unavailable++;
-      return Promise.resolve('unavailable');
+      queueMicrotask(() => done('unavailable'));
+      return;
     }
-    const question: Question = { callers: [], deadline: performance.now() + this.#timeoutMs };
+    const question = new Question(key, k, performance.now() + this.#timeoutMs, done);
     this.#waiting.set(k, question);
-    const promise = new Promise<LookupResult>((resolve) => question.callers.push(resolve));
-    this.#ask(key);
+    this.#ask(question);
     if (!this.#timeoutArmed) this.#armTimeout(this.#timeoutMs);
-    return promise;
   }
 
   get #timeoutMs(): number {
@@ -224,11 +265,11 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
     return this.#coarseNow;
   };
 
-  #ask(key: LookupKey): void {
+  #ask(question: Question): void {
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 2 ** 31 - 1 ? 1 : this.#nextId + 1;
-    this.#inFlight.set(id, key);
-    this.#socket?.write(formatQuery({ type: 'query', id, key }));
+    this.#inFlight.set(id, question);
+    this.#socket?.write(formatQuery({ type: 'query', id, key: question.key }));
   }
 
   #settle(k: string, result: LookupResult): void {
@@ -236,7 +277,18 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
     if (!question) return;
     this.#waiting.delete(k);
     this.#counts[result]++;
-    for (const resolve of question.callers) resolve(result);
+    // Callers run here, not in a later job: one failing must neither skip the others nor
+    // reach the socket's data handler (which would drop the connection).
+    if (question.first) this.#call(question.first, result);
+    if (question.more) for (const done of question.more) this.#call(done, result);
+  }
+
+  #call(done: Done, result: LookupResult): void {
+    try {
+      done(result);
+    } catch (err) {
+      this.#log.error({ err: (err as Error).message }, 'a lookup caller failed');
+    }
   }
 
   #unsubscribe(topics: string[]): void {
@@ -276,21 +328,21 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
 
   #onLine(line: ReplyLine): void {
     if (line.type === 'answer') {
-      const key = this.#inFlight.get(line.id);
-      if (!key) throw new Error(`answer to unknown query ${line.id}`);
+      const question = this.#inFlight.get(line.id);
+      if (!question) throw new Error(`answer to unknown query ${line.id}`);
       this.#inFlight.delete(line.id);
-      this.#unsubscribe(this.#held.answer(key, line, this.#now()));
+      this.#unsubscribe(this.#held.answer(question.key, line, this.#now(), question.k));
       this.#publish();
       const found = hasEntries(line.services) || hasEntries(line.pods) || hasEntries(line.namespaces);
-      this.#settle(keyString(key), found ? 'found' : 'missing');
+      this.#settle(question.k, found ? 'found' : 'missing');
       return;
     }
     if (line.type === 'error') {
       if (line.id === null) throw new Error(`gateway: ${line.message}`);
-      const key = this.#inFlight.get(line.id);
+      const question = this.#inFlight.get(line.id);
       this.#inFlight.delete(line.id);
-      this.#log.warn({ key: key && keyString(key), reason: line.message }, 'gateway refused a lookup');
-      if (key) this.#settle(keyString(key), 'unavailable');
+      this.#log.warn({ key: question?.k, reason: line.message }, 'gateway refused a lookup');
+      if (question) this.#settle(question.k, 'unavailable');
       return;
     }
     if (line.type === 'keepalive') return;
@@ -317,7 +369,7 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
       this.#ready = true;
       this.#attempt = 0;
       const again = this.#held.heldKeys();
-      for (const key of again) this.#ask(key);
+      for (const key of again) this.#ask(new Question(key, keyString(key), 0, undefined));
       this.#log.info({ held: again.length }, 'catalog lookups connected to the gateway');
       // The first connection makes the store synced: cluster names answer from now on.
       if (!this.#store?.synced) this.#publish();

@@ -6,7 +6,7 @@ import { describeError } from '../../lib/errors.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
 import type { Registry } from '../../lib/metrics.ts';
 import { keyForName } from '../catalog/keys.ts';
-import { type CatalogLookup, HOLDS_EVERYTHING } from '../catalog/lookup.ts';
+import { type CatalogLookup, HOLDS_EVERYTHING, type LookupResult } from '../catalog/lookup.ts';
 import { type CacheOptions, ResponseCache } from './cache.ts';
 import { Forwarder, type Upstream } from './forwarder.ts';
 import { inspectResponse } from './message.ts';
@@ -249,19 +249,26 @@ export class Resolver {
       if (this.#keys.size >= MAX_KEY_MEMO) this.#keys.clear();
       this.#keys.set(q.name, memo);
     }
-    const pending = memo && this.#lookup.ensure(memo.key, memo.id, memo);
+    if (!memo) return false;
+    const done = (result: LookupResult) => this.#asked(msg, q, limit, start, reply, result);
+    const lookup = this.#lookup;
+    if (lookup.ensureThen) return lookup.ensureThen(memo.key, memo.id, memo, done);
+    const pending = lookup.ensure(memo.key, memo.id, memo);
     if (!pending) return false;
-    pending.then((result) => {
-      let response: Buffer | undefined;
-      try {
-        response = this.#local(msg, q, limit, start, reply, result);
-      } catch (err) {
-        this.#log.error({ err: describeError(err), name: q.name }, 'DNS answer failed');
-        response = emptyResponse(msg, q, Rcode.SERVFAIL, limit);
-      }
-      if (response) this.#done(q, 'gateway', start, reply, response);
-    });
+    pending.then(done);
     return true;
+  }
+
+  /** Answers a query once the catalog lookup its name needed is done. */
+  #asked(msg: Buffer, q: Query, limit: number, start: number, reply: Reply, result: LookupResult): void {
+    let response: Buffer | undefined;
+    try {
+      response = this.#local(msg, q, limit, start, reply, result);
+    } catch (err) {
+      this.#log.error({ err: describeError(err), name: q.name }, 'DNS answer failed');
+      response = emptyResponse(msg, q, Rcode.SERVFAIL, limit);
+    }
+    if (response) this.#done(q, 'gateway', start, reply, response);
   }
 
   #cacheKey(q: Query): string {
