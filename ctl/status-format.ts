@@ -122,6 +122,14 @@ export function datagramNote(x: PathEntry | undefined): string | undefined {
   return parts.length === 0 ? undefined : `datagrams: ${parts.join(', ')}`;
 }
 
+/** The current path's datagram lane, when one was started: its state and where the peer is seen. */
+export function laneNote(x: PathEntry | undefined): string | undefined {
+  const l = x?.lane;
+  if (!l) return undefined;
+  const at = l.peer ? ` to ${l.peer}` : '';
+  return `datagram lane ${l.state}${at} (${l.sent} sent, ${l.probesTaken}/${l.probesSent} probes taken/sent)`;
+}
+
 function peerRow(p: PeerEntry, s: GatewayStatus): string[] {
   const now = s.now;
   const cur = p.paths.find((x) => x.path === p.path);
@@ -136,6 +144,8 @@ function peerRow(p: PeerEntry, s: GatewayStatus): string[] {
   if (birthdays) notes.push(birthdays);
   const datagrams = datagramNote(cur);
   if (datagrams) notes.push(datagrams);
+  const lane = laneNote(cur);
+  if (lane) notes.push(lane);
   return [
     p.node,
     pathWords(p),

@@ -139,6 +139,14 @@ export const gatewayCommand = defineCommand(
         min: 1,
         max: 65535,
       },
+      'dgram-lane': {
+        type: 'boolean',
+        default: true,
+        description:
+          "carry UDP Services' datagrams between gateways on a plain UDP socket pair beside each tunnel session, " +
+          'punched like the UDP path (docs/udp.md, The datagram lane); false (EDGEMESH_DGRAM_LANE=false): on the ' +
+          "session's own path",
+      },
       'settings-dir': {
         type: 'string',
         description:
@@ -197,6 +205,7 @@ export const gatewayCommand = defineCommand(
                 servers: tunnelServers,
                 lanAddresses: o.listen === '0.0.0.0' || o.listen === '::' ? [] : [o.listen],
                 listenPort: o['tunnel-port'],
+                techniques: { lane: o['dgram-lane'] },
                 dialTarget: (target) => dialer.dial(target),
                 messages,
                 // Same-site peers stay reachable on their LAN addresses with the cloud gone.

@@ -78,6 +78,18 @@ function peerEntry(p: PeerStatus): PeerEntry {
       bytesOut: x.bytesOut,
       health: x.health ? healthEntry(x.health) : null,
       ...(x.datagrams ? { datagrams: { ...x.datagrams } } : {}),
+      ...(x.lane
+        ? {
+            lane: {
+              state: x.lane.state,
+              peer: x.lane.peer ?? null,
+              sent: x.lane.counters.sent,
+              probesSent: x.lane.counters.probesSent,
+              probesTaken: x.lane.counters.probesTaken,
+              refused: Object.values(x.lane.counters.refused).reduce((n, k) => n + (k ?? 0), 0),
+            },
+          }
+        : {}),
     });
   }
   return {

@@ -18,7 +18,9 @@
  *                             "health": { "state": "degraded", "since": …, "lastRttMs": null,  since 15.5
  *                                         "why": { "kind": "loss", "lost": 2, "of": 5 } },
  *                             "datagrams": { "sent": 1200, "dropped": 3, "framed": 5,         since 18
- *                                            "received": 1190, "refused": 0, "overflow": 0 } }] }],
+ *                                            "received": 1190, "refused": 0, "overflow": 0 },
+ *                             "lane": { "state": "up", "peer": "203.0.113.9:40310",          since 18.2
+ *                                       "sent": 1150, "probesSent": 9, "probesTaken": 8, "refused": 0 } }] }],
  *     "omittedPeers": 0,
  *     "nat": { "probes": [{ "at": …, "server": "ts-0", "localPort": 40200, "observed": "203.0.113.70:40200" }],
  *              "punches": [{ "at": …, "peer": "edge-2", "transport": "tcp", "outcome": "refused",
@@ -27,7 +29,7 @@
  *              "birthdays": [{ "peer": "edge-3", "lastAt": …,                     since 15.5
  *                              "outcomes": { "connected": 1, "no-hit": 1 } }] } }
  *
- * Fields marked "since 15.5" or "since 18" are absent from older gateways' documents: the reader keeps them
+ * Fields marked "since 15.5", "since 18" or "since 18.2" are absent from older gateways' documents: the reader keeps them
  * undefined (shown as "—"), and null where the gateway says "not measured" (rttMs, lastRttMs,
  * class) or "not judged" (health: a path that is not pinged).
  *
@@ -63,7 +65,25 @@ export interface PathEntry {
   health?: PathHealthEntry | null;
   /** UDP Services' datagrams on this path so far; absent: none (or an older gateway). */
   datagrams?: DatagramEntry;
+  /** The datagram lane beside this path's session; absent: none started (or an older gateway). */
+  lane?: LaneEntry;
 }
+
+/**
+ * A path's datagram lane (gateway/tunnel/dgram-lane.ts): a plain UDP socket pair beside the
+ * session that carries its datagram channel's messages while `up`. `peer`: where the peer is
+ * seen from (null until a probe came through); `sent`: messages on the lane; `refused`:
+ * probes that did not authenticate or were replays.
+ */
+export interface LaneEntry {
+  state: 'punching' | 'up' | 'down' | 'closed';
+  peer: string | null;
+  sent: number;
+  probesSent: number;
+  probesTaken: number;
+  refused: number;
+}
+const LANE_STATES = ['punching', 'up', 'down', 'closed'] as const;
 
 /**
  * A path's datagrams (lib/tunnel/mux.ts DatagramCounters): on the UDP path's datagram channel
@@ -229,6 +249,18 @@ function readDatagrams(r: Reader, v: unknown, f: string): DatagramEntry {
   return out;
 }
 
+function readLane(r: Reader, v: unknown, f: string): LaneEntry {
+  const e = r.record(v, f);
+  return {
+    state: r.oneOf(e.state, `${f}.state`, LANE_STATES),
+    peer: r.textOrNull(e.peer, `${f}.peer`),
+    sent: r.count(e.sent, `${f}.sent`),
+    probesSent: r.count(e.probesSent, `${f}.probesSent`),
+    probesTaken: r.count(e.probesTaken, `${f}.probesTaken`),
+    refused: r.count(e.refused, `${f}.refused`),
+  };
+}
+
 function readHealth(r: Reader, v: unknown, f: string): PathHealthEntry | null {
   if (v === null) return null;
   const h = r.record(v, f);
@@ -351,6 +383,7 @@ export function parseGatewayStatus(doc: unknown, where: string): GatewayStatus {
           ...(q.datagrams === undefined
             ? {}
             : { datagrams: readDatagrams(r, q.datagrams, `${g}.datagrams`) }),
+          ...(q.lane === undefined ? {} : { lane: readLane(r, q.lane, `${g}.lane`) }),
         };
       }),
     };

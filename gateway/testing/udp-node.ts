@@ -9,7 +9,7 @@
 //   --udp-pods   JSON [{node, ip, port}]: the same, one UDP port each (shorter form)
 //   --forward    PORT/udp=node,ip,port;PORT/tcp=node,ip,port;...  on 127.0.0.1:PORT
 //                (PORT=node,ip,port: UDP)
-//   --techniques lan,tcp,udp (default all three): the tunnel's path techniques
+//   --techniques lan,tcp,udp,lane (default all four): the tunnel's path techniques (lane: the datagram lane)
 //
 // UDP: each client address:port is one flow on one datagram stream, replies sent back to the
 // client (what the sidecar's UDP proxy does for pods). TCP: each connection one tunnel stream.
@@ -42,7 +42,7 @@ const { values: a } = parseArgs({
     lan: { type: 'string' },
     'peer-addresses': { type: 'string', default: '' },
     'ready-timeout': { type: 'string', default: '15000' },
-    techniques: { type: 'string', default: 'lan,tcp,udp' },
+    techniques: { type: 'string', default: 'lan,tcp,udp,lane' },
     pods: { type: 'string', default: '[]' },
     'udp-pods': { type: 'string', default: '[]' },
     forward: { type: 'string', default: '' },
@@ -127,6 +127,7 @@ const tunnel = startGatewayTunnel({
     tcpPunch: techniques.includes('tcp'),
     udp: techniques.includes('udp'),
     birthday: false,
+    lane: techniques.includes('lane'),
   },
   log,
   registry: createRegistry('udp-node'),

@@ -206,4 +206,44 @@ describe('DatagramChannel', () => {
     tls.client.destroy();
     tls.server.destroy();
   });
+
+  it('prefers a second port (the datagram lane) while it is open, with its smaller bundles; both ports open the same way', async () => {
+    const { tls, pa, pb, a, b, got } = await pair({ bundle: true });
+    const lane = Object.assign(new FakePort(), { maxBundle: 1_200 });
+    lane.isOpenNow = false;
+    a.prefer(lane);
+    // Lane not up: the first port carries the bundle (one message for both datagrams).
+    a.send(1, Buffer.from('sctp-1'));
+    a.send(1, Buffer.from('sctp-2'));
+    await new Promise((r) => setImmediate(r));
+    expect([pa.sent.length, lane.sent.length]).toEqual([1, 0]);
+    lane.isOpenNow = true;
+    // Lane up: ten 500-byte datagrams go as bundles of at most 1,200 bytes of records (2 each).
+    for (let i = 0; i < 10; i++) a.send(3, Buffer.alloc(500, 48 + i));
+    await new Promise((r) => setImmediate(r));
+    expect(pa.sent.length).toBe(1);
+    expect(lane.sent.length).toBe(5);
+    expect(Math.max(...lane.sent.map((m) => m.length))).toBeLessThanOrEqual(1_200 + 25);
+    for (const m of [...pa.sent, ...lane.sent]) pb.arrive(m);
+    expect(got.filter(([side]) => side === 'b').length).toBe(12);
+    // What the peer's lane brings is opened too (the same keys, sequence and replay window).
+    const peerLane = new FakePort();
+    b.prefer(peerLane);
+    b.send(5, Buffer.from('back'));
+    await new Promise((r) => setImmediate(r));
+    lane.arrive(peerLane.sent[0]);
+    lane.arrive(peerLane.sent[0]); // a replay: dropped
+    expect(got.filter(([side]) => side === 'a')).toEqual([['a', 5, 'back']]);
+    expect(a.counters.dropped.replay).toBe(1);
+    // The lane closing does not close the channel: back to the first port.
+    lane.close();
+    expect(a.open).toBe(true);
+    a.send(1, Buffer.from('again'));
+    await new Promise((r) => setImmediate(r));
+    expect(pa.sent.length).toBe(2);
+    a.close();
+    b.close();
+    tls.client.destroy();
+    tls.server.destroy();
+  });
 });

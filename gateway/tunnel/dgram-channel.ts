@@ -22,6 +22,12 @@
  * cipher, one SCTP message, one DTLS record per turn instead of per datagram: those were most
  * of a gateway's CPU per datagram on this path). Every end opens both versions; an older peer
  * never says it, and gets one message per datagram as before.
+ *
+ * Ports: the channel seals and opens; a MessagePort carries its messages. On the UDP path the
+ * first port is the SCTP channel; a datagram lane (dgram-lane.ts, a plain UDP socket pair) can
+ * be preferred over it (`prefer`), or be the only port on a session of another path. Messages
+ * go on the preferred port while it is open, else on the first; what arrives on either opens
+ * with the same keys, sequence numbers and replay window.
  */
 import type { TlsRole } from '../../lib/tunnel/control.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
@@ -64,6 +70,8 @@ export interface MessagePort {
   onMessage(cb: (msg: string | Buffer | ArrayBuffer) => void): void;
   onClosed(cb: () => void): void;
   close(): void;
+  /** Largest bundle of records this port takes in one message (default BUNDLE_MAX_RECORDS_BYTES). */
+  readonly maxBundle?: number;
 }
 
 /** TLSSocket.exportKeyingMaterial of the session the channel is bound to. */
@@ -84,6 +92,8 @@ export type DropReason =
 
 export class DatagramChannel {
   readonly #port: MessagePort;
+  /** Used instead of #port while open (prefer): the datagram lane. */
+  #preferred: MessagePort | undefined;
   readonly #exporter: KeyExporter;
   readonly #role: TlsRole;
   /** Epoch keys derived so far: the current ones and their neighbours (#keys trims). */
@@ -123,7 +133,28 @@ export class DatagramChannel {
 
   /** Whether datagrams can go on the channel now (else the mux frames them on the stream). */
   get open(): boolean {
-    return !this.#closed && this.#port.isOpen();
+    return !this.#closed && (this.#preferred?.isOpen() === true || this.#port.isOpen());
+  }
+
+  /**
+   * Sends on `port` instead of the first one while it is open (a datagram lane); what arrives
+   * on it is opened as what arrives on the first. Once per channel; closed with it.
+   */
+  prefer(port: MessagePort): void {
+    if (this.#preferred || this.#closed) return;
+    this.#preferred = port;
+    port.onMessage((msg) => this.#receive(msg));
+  }
+
+  /** The port a message goes on now. */
+  #out(): MessagePort {
+    const p = this.#preferred;
+    return p?.isOpen() ? p : this.#port;
+  }
+
+  /** Bundle bytes the port now in use takes in one message. */
+  #bundleLimit(): number {
+    return Math.min(BUNDLE_MAX_RECORDS_BYTES, this.#out().maxBundle ?? BUNDLE_MAX_RECORDS_BYTES);
   }
 
   /**
@@ -133,13 +164,14 @@ export class DatagramChannel {
    */
   send(stream: number, payload: Uint8Array): boolean {
     if (!this.open) return this.#drop('closed');
-    if (this.#bundle && RECORD_HEADER_BYTES + payload.length <= BUNDLE_MAX_RECORDS_BYTES)
+    if (this.#bundle && RECORD_HEADER_BYTES + payload.length <= this.#bundleLimit())
       return this.#add(stream, payload);
-    if (this.#port.bufferedAmount() > MAX_BUFFERED) return this.#drop('full');
+    const port = this.#out();
+    if (port.bufferedAmount() > MAX_BUFFERED) return this.#drop('full');
     const seq = this.#sendSeq++;
     const sealed = sealDatagram(this.#keys(epochOf(seq)).send, stream, seq, payload);
     try {
-      this.#port.sendMessageBinary(sealed);
+      port.sendMessageBinary(sealed);
     } catch {
       return this.#drop('closed'); // closed under us: libdatachannel throws
     }
@@ -149,9 +181,9 @@ export class DatagramChannel {
 
   #add(stream: number, payload: Uint8Array): boolean {
     const size = RECORD_HEADER_BYTES + payload.length;
-    if (this.#pendingBytes + size > BUNDLE_MAX_RECORDS_BYTES) this.#flush();
+    if (this.#pendingBytes + size > this.#bundleLimit()) this.#flush();
     if (this.#pendingCount === 0) {
-      if (this.#port.bufferedAmount() > MAX_BUFFERED) return this.#drop('full');
+      if (this.#out().bufferedAmount() > MAX_BUFFERED) return this.#drop('full');
       if (!this.#flushScheduled) {
         this.#flushScheduled = true;
         setImmediate(this.#flushSoon);
@@ -185,7 +217,7 @@ export class DatagramChannel {
     }
     const seq = this.#sendSeq++;
     try {
-      this.#port.sendMessageBinary(sealBundle(this.#keys(epochOf(seq)).send, seq, records));
+      this.#out().sendMessageBinary(sealBundle(this.#keys(epochOf(seq)).send, seq, records));
     } catch {
       this.counters.dropped.closed = (this.counters.dropped.closed ?? 0) + n;
       return;
@@ -197,10 +229,12 @@ export class DatagramChannel {
   close(): void {
     if (this.open) this.#flush();
     this.#closed = true;
-    try {
-      this.#port.close();
-    } catch {
-      // already closed
+    for (const port of [this.#port, this.#preferred]) {
+      try {
+        port?.close();
+      } catch {
+        // already closed
+      }
     }
   }
 
@@ -295,4 +329,9 @@ export function attachDatagramChannel(
 export function datagramChannelOf(session: object): DatagramChannel | undefined {
   const ch = channels.get(session);
   return ch?.open ? ch : undefined;
+}
+
+/** The channel bound to `session`, open or not (a lane is preferred on it: lanes.ts). */
+export function boundChannelOf(session: object): DatagramChannel | undefined {
+  return channels.get(session);
 }

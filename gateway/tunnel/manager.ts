@@ -17,6 +17,7 @@
  * On every path the two gateways run their own TLS 1.3 with per-node certificates and
  * multiplex streams over it, so relays and NATs see only ciphertext.
  */
+import { networkInterfaces } from 'node:os';
 import type { Duplex } from 'node:stream';
 import type { Registry } from 'prom-client';
 import { describeError, EdgemeshError, ErrorCodes } from '../../lib/errors.ts';
@@ -25,11 +26,13 @@ import type { PeerInfo } from '../../lib/tunnel/control.ts';
 import type { Target } from '../../lib/tunnel/frame.ts';
 import type { TlsIdentity } from '../../lib/tunnel/identity.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
+import { lanAddressProblem } from '../../lib/tunnel/peer-address.ts';
 import { ResumeBook } from '../../lib/tunnel/resume.ts';
 import type { PeerMessages, Tunnel } from '../streams.ts';
 import { Birthdays } from './birthday.ts';
 import { realClock } from './clock.ts';
 import { DirectListener, dialLan, lanCandidates } from './direct.ts';
+import { Lanes } from './lanes.ts';
 import { type TunnelMetrics, tunnelMetrics } from './metrics.ts';
 import { NatLog } from './nat-log.ts';
 import { NatClassifier } from './nat-type.ts';
@@ -43,6 +46,15 @@ import { Sessions } from './session.ts';
 import type { BirthdayOutcome, BirthdayTally, RemotePath, TunnelStatus } from './status.ts';
 
 import { UdpPaths } from './udp.ts';
+
+/** This host's IPv4 addresses another host could reach (the gateway runs in the node's network). */
+function hostAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flat()
+    .filter((i) => i !== undefined && i.family === 'IPv4' && !i.internal)
+    .map((i) => (i as { address: string }).address)
+    .filter((ip) => lanAddressProblem(ip) === undefined);
+}
 
 /** /status lists the birthday outcomes of this many peers at most (lib/gateway-status.ts MAX_NAT_ENTRIES). */
 const MAX_BIRTHDAY_TALLIES = 64;
@@ -89,6 +101,8 @@ export class TunnelManager implements Tunnel {
   readonly #books = new Map<string, ResumeBook>();
   readonly #nat = new NatLog();
   readonly #sessions: Sessions;
+  /** UDP Services' datagram lanes beside sessions (lanes.ts); off with techniques.lane false. */
+  readonly #lanes: Lanes | undefined;
   readonly #direct: DirectListener;
   readonly #punch: TcpPunch;
   readonly #peerContext: PeerContext<MuxSession, ControlLink>;
@@ -111,10 +125,24 @@ export class TunnelManager implements Tunnel {
       tcpPunch: true,
       udp: true,
       birthday: true,
+      lane: true,
       ...opts.techniques,
     };
     this.metrics = tunnelMetrics(opts.registry, () => this.status().peers);
     const metrics = this.metrics;
+    this.#lanes = techniques.lane
+      ? new Lanes({
+          log,
+          clock: realClock,
+          stunServers: () =>
+            (this.#rendezvous?.linksUp() ?? []).map((l) => ({ ip: l.address.host, port: l.address.port })),
+          // A gateway listening on all addresses registers none: offer the node's own.
+          lanAddresses: () =>
+            this.#opts.lanAddresses.length > 0 ? this.#opts.lanAddresses : hostAddresses(),
+          bindHost: opts.listenHost,
+          onState: (state) => metrics.lanes.inc({ state }),
+        })
+      : undefined;
     this.#sessions = new Sessions({
       identity: () => this.#opts.identity,
       log,
@@ -123,6 +151,7 @@ export class TunnelManager implements Tunnel {
       refused: (reason) => metrics.refused.inc({ reason }),
       dialTarget: opts.dialTarget,
       messages: opts.messages,
+      lanes: this.#lanes,
     });
     this.#direct = new DirectListener({
       nodeName: opts.nodeName,
@@ -153,6 +182,7 @@ export class TunnelManager implements Tunnel {
       budgetReset: () => metrics.refused.inc({ reason: 'budget-reset' }),
       pathHealth: (kind, degraded) =>
         metrics.degraded.inc({ path: kind, verdict: degraded ? 'degraded' : 'recovered' }),
+      laneOf: (session) => this.#lanes?.statusOf(session),
     };
   }
 
@@ -226,6 +256,7 @@ export class TunnelManager implements Tunnel {
     const session = await peer.session();
     const path = peer.pathOf(session) ?? 'relay';
     const stream = await session.openStream(target);
+    if (target.transport === 'udp') this.#lanes?.want(session);
     this.metrics.streams.inc({ path });
     return { stream, path };
   }
@@ -270,6 +301,7 @@ export class TunnelManager implements Tunnel {
     for (const b of this.#books.values()) b.close();
     this.#birthdays?.close();
     this.#udp?.close();
+    this.#lanes?.close();
     await this.#direct.close();
   }
 

@@ -54,6 +54,15 @@ export function tunnelMetrics(registry: Registry | undefined, peers: () => reado
       labelNames: ['result'],
       registers,
     }),
+    lanes: new Counter({
+      name: 'edgemesh_tunnel_dgram_lane_changes_total',
+      help:
+        "Datagram lanes (UDP Services' datagrams on a plain UDP socket pair beside a session) by the state " +
+        'entered: up (an authenticated probe came through), down (none for 16 s: datagrams fall back to the ' +
+        "session's own way), closed (with its session)",
+      labelNames: ['state'],
+      registers,
+    }),
     peers: new Gauge({
       name: 'edgemesh_tunnel_peers',
       help: 'Peers by current best path',

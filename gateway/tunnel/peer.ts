@@ -36,7 +36,13 @@ import {
   rankByRtt,
 } from './path-choice.ts';
 import type { ControlLink } from './rendezvous.ts';
-import { PATH_ORDER, type PathHealthStatus, type PeerStatus, type RemotePath } from './status.ts';
+import {
+  type LaneStatus,
+  PATH_ORDER,
+  type PathHealthStatus,
+  type PeerStatus,
+  type RemotePath,
+} from './status.ts';
 
 // --- timeouts, each with its reason --------------------------------------------------------
 
@@ -78,6 +84,8 @@ export interface Techniques {
   udp: boolean;
   /** Birthday punching beside ICE when exactly one NAT is symmetric (birthday.ts); needs udp. */
   birthday: boolean;
+  /** UDP Services' datagrams on a datagram lane beside the session (lanes.ts); optional in fakes. */
+  lane?: boolean;
 }
 
 /** What the peer needs of a session (lib/tunnel/mux.ts MuxSession; a fake in tests). */
@@ -131,6 +139,8 @@ export interface PeerContext<S extends PathSession, L extends LinkRef> {
   budgetReset(): void;
   /** A path's health verdict changed (metrics); optional. */
   pathHealth?(kind: RemotePath, degraded: boolean): void;
+  /** The datagram lane beside a session, for status() (lanes.ts). */
+  laneOf?(session: S): LaneStatus | undefined;
   /** Streams to `peer` parked for a new path (lib/tunnel/resume.ts); optional. */
   parkedStreams?(peer: string): number;
   /** A usable session the peer's parked streams may resume on; optional. */
@@ -539,6 +549,7 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
         bytesOut: session.bytesOut,
         ...this.#healthOf(session),
         ...datagramsOf(session),
+        ...this.#laneOf(session),
       };
       // A session replaced but not yet closed is counted when it closes.
       bytesIn += session.bytesIn;
@@ -554,6 +565,11 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
       firstUseAt: this.#firstUseAt,
       nextUpgradeAt: this.nextUpgradeAt,
     };
+  }
+
+  #laneOf(session: S): { lane?: LaneStatus } {
+    const lane = this.#ctx.laneOf?.(session);
+    return lane ? { lane } : {};
   }
 
   /** A session's health for status(); nothing when it is not pinged. */

@@ -18,6 +18,7 @@ import { MuxSession } from '../../lib/tunnel/mux.ts';
 import type { ResumeBook } from '../../lib/tunnel/resume.ts';
 import { acceptTls, connectTls } from '../../lib/tunnel/tls.ts';
 import type { PeerMessages } from '../streams.ts';
+import type { Lanes } from './lanes.ts';
 
 export interface SessionsOptions {
   /** The certificate for new handshakes (replaced on renewal). */
@@ -31,6 +32,8 @@ export interface SessionsOptions {
   refused(reason: 'budget' | 'not-allowed' | 'dial-failed'): void;
   dialTarget(target: Target): Promise<Duplex>;
   messages?: PeerMessages;
+  /** Datagram lanes (lanes.ts): their CONTROL messages, and a lane for a session UDP flows use. */
+  lanes?: Pick<Lanes, 'onControl' | 'want'>;
 }
 
 export class Sessions {
@@ -62,8 +65,12 @@ export class Sessions {
       resume: opts.bookOf?.(peer),
       onBudgetRefused: () => opts.refused('budget'),
     });
-    session.on('control', (message) => opts.messages?.receive(peer, message));
+    session.on('control', (message) => {
+      if (opts.lanes?.onControl(session, message)) return;
+      opts.messages?.receive(peer, message);
+    });
     session.on('stream', (stream, target) => {
+      if (target.transport === 'udp') opts.lanes?.want(session);
       opts.dialTarget(target).then(
         (conn) => {
           // The opener may have given up (or the session died) while we dialed.

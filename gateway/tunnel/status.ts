@@ -30,6 +30,28 @@ export interface PathStatus {
   health?: PathHealthStatus;
   /** UDP Services' datagrams on this path (lib/tunnel/mux.ts); absent: none yet. */
   datagrams?: DatagramCounters;
+  /** The datagram lane beside this path's session (lanes.ts); absent: none started. */
+  lane?: LaneStatus;
+}
+
+/** A datagram lane's state (dgram-lane.ts): punching until a probe comes through, then up. */
+export type LaneState = 'punching' | 'up' | 'down' | 'closed';
+
+export interface LaneCounters {
+  probesSent: number;
+  probesTaken: number;
+  /** Probes and answers refused, by why (never answered). */
+  refused: Partial<Record<'short' | 'version' | 'kind' | 'auth' | 'stale', number>>;
+  /** Messages given to the socket, and send errors (ENETUNREACH, EPERM: counted, not thrown). */
+  sent: number;
+  sendErrors: number;
+}
+
+export interface LaneStatus {
+  state: LaneState;
+  /** Where the peer is seen from (the source of its newest probe). */
+  peer?: string;
+  counters: LaneCounters;
 }
 
 /** Why a path was judged degraded: PING loss in the window, or an RTT spike on its baseline. */
