@@ -6,7 +6,10 @@
  * the injected NODE_OPTIONS so the young generation is the pod's:
  *
  *   node --max-semi-space-size=1 --max-old-space-size=96 --v8-pool-size=1 \
- *     bench/lookup-alloc.ts [--first 10000] [--no-parallel-scavenge]
+ *     bench/lookup-alloc.ts [--first 10000] [--no-parallel-scavenge] [--format 2|1]
+ *
+ * `--format 1` makes the sidecar ask for JSON answers instead of the compact service answer
+ * (lib/catalog/lookup-compact.ts): the same build, each form measured against the other.
  *
  * Bytes allocated = the heap's growth over the phase plus what each collection freed
  * (v8.GCProfiler's before/after used sizes), so collected garbage is counted too; off-heap
@@ -34,8 +37,12 @@ const { values } = parseArgs({
     sites: { type: 'boolean', default: false },
     /** How many allocation sites (and files) --sites lists. */
     top: { type: 'string', default: '20' },
+    /** The LOOKUP answer format the sidecar asks for: 2 compact service answers, 1 JSON lines. */
+    format: { type: 'string', default: '2' },
   },
 });
+const FORMAT = values.format === '1' ? 1 : values.format === '2' ? 2 : undefined;
+if (FORMAT === undefined) throw new Error(`--format: ${values.format} is not 1 or 2`);
 const FIRST = Math.min(Math.max(Number(values.first), 100), 40_000);
 const WARM = 200;
 const SERVICES = FIRST + WARM;
@@ -69,7 +76,7 @@ async function main(): Promise<void> {
     worker.once('error', reject);
   });
   const store = new CatalogStore({ inPlace: true });
-  const od = new OnDemandCatalog({ host: '127.0.0.1', port, clusterDomain: 'cluster.local' });
+  const od = new OnDemandCatalog({ host: '127.0.0.1', port, clusterDomain: 'cluster.local', format: FORMAT });
   await od.start(store);
   while (!od.connected || !store.synced) await new Promise((r) => setTimeout(r, 5));
   const resolver = new Resolver({ store, lookup: od, upstreams: [] });
@@ -139,7 +146,7 @@ async function main(): Promise<void> {
     percentile(r.ms, 99).toFixed(3),
   ];
   printTable(
-    `bench/lookup-alloc: ${FIRST} names in one process, sidecar side (${values['no-parallel-scavenge'] ? '--no-parallel-scavenge' : 'parallel scavenge'}; NODE_OPTIONS ${process.execArgv.join(' ') || '(none)'})`,
+    `bench/lookup-alloc: ${FIRST} names in one process, sidecar side (${values['no-parallel-scavenge'] ? '--no-parallel-scavenge' : 'parallel scavenge'}; answer format ${FORMAT}; NODE_OPTIONS ${process.execArgv.join(' ') || '(none)'})`,
     ['query', 'bytes / query', 'scavenges / 1,000', 'ms / scavenge', 'p50 ms', 'p99 ms'],
     [row('first (asks the hub)', first), row('again (held, baseline)', held)],
   );

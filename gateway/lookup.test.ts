@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LineSplitter } from '../lib/catalog/feed.ts';
+import { decodeCompactAnswer } from '../lib/catalog/lookup-compact.ts';
 import { MAX_SUBSCRIPTIONS } from '../lib/catalog/lookup-protocol.ts';
 import { CatalogStore } from '../lib/catalog/store.ts';
 import type { Catalog, ServiceEntry } from '../lib/catalog/types.ts';
@@ -331,5 +332,89 @@ describe('LOOKUP through the gateway listener', () => {
     expect(metrics).toMatch(/^edgemesh_gateway_lookups_total\{kind="svc",result="found"[^}]*\} 1$/m);
     expect(metrics).toMatch(/^edgemesh_gateway_lookups_total\{kind="ns",result="missing"[^}]*\} 1$/m);
     expect(metrics).toMatch(/^edgemesh_gateway_lookup_subscriptions\{[^}]*\} 1$/m);
+  });
+});
+
+/** A raw client of the hub: sends lines, collects them as text. */
+async function rawClient(port: number) {
+  const socket = net.connect({ host: '127.0.0.1', port });
+  await new Promise((r) => socket.once('connect', r));
+  const lines: string[] = [];
+  const splitter = new LineSplitter();
+  socket.on('data', (c: Buffer) => lines.push(...splitter.push(c)));
+  let closed = false;
+  socket.on('close', () => {
+    closed = true;
+  });
+  cleanups.push(() => socket.destroy());
+  return {
+    lines,
+    send: (text: string) => socket.write(text),
+    closed: () => closed,
+    until: (n: number) => waitFor(() => lines.length >= n, 5000, 5, `${n} lines (have ${lines.join('|')})`),
+  };
+}
+
+describe('lookup hub: compact answers (format 2, lib/catalog/lookup-compact.ts)', () => {
+  it('after F 2 answers a found service in the compact form, the same entry; the rest stays JSON', async () => {
+    const store = new CatalogStore();
+    store.apply({ type: 'snapshot', catalog: catalog() });
+    const { port } = await hubServer(store);
+    const c = await rawClient(port);
+    c.send('F 2\nQ 1 SVC demo/web\nQ 2 SVC demo/nope\nQ 3 IP 10.244.1.7\nQ 4 SVC demo/web\n');
+    await c.until(5);
+    expect(c.lines[0]).toBe('F 2');
+    const b = Buffer.from(c.lines[1]);
+    expect(decodeCompactAnswer(b, 0, b.length)).toEqual({
+      id: 1,
+      revision: 10,
+      key: 'demo/web',
+      entry: store.current!.services['demo/web'],
+    });
+    expect(JSON.parse(c.lines[2])).toEqual({
+      type: 'answer',
+      id: 2,
+      revision: 10,
+      services: {},
+      pods: {},
+      namespaces: {},
+    });
+    expect(Object.keys(JSON.parse(c.lines[3]).services)).toEqual(['demo/web']);
+    // The entry's tail is kept: the second answer differs in its head only.
+    expect(c.lines[4]).toBe(c.lines[1].replace(/^S 1 /, 'S 4 '));
+    // Pushes stay feed lines.
+    store.apply({
+      type: 'service',
+      revision: 11,
+      key: 'demo/web',
+      entry: entry('demo', 'web', '10.96.0.10', []),
+    });
+    await c.until(6);
+    expect(JSON.parse(c.lines[5])).toMatchObject({ type: 'service', key: 'demo/web' });
+  });
+
+  it('grants format 1 to a sidecar that reads only that, and refuses a bad format line', async () => {
+    const store = new CatalogStore();
+    store.apply({ type: 'snapshot', catalog: catalog() });
+    const { port } = await hubServer(store);
+    const one = await rawClient(port);
+    one.send('F 1\nQ 1 SVC demo/web\n');
+    await one.until(2);
+    expect(one.lines[0]).toBe('F 1');
+    expect(JSON.parse(one.lines[1])).toMatchObject({ type: 'answer', id: 1 });
+    const later = await rawClient(port);
+    later.send('F 99\nQ 1 SVC demo/web\n');
+    await later.until(2);
+    expect(later.lines[0]).toBe('F 2'); // the highest it speaks
+    expect(later.lines[1]).toMatch(/^S 1 10 demo\/web /);
+    const bad = await rawClient(port);
+    bad.send('F two\n');
+    await bad.until(1);
+    expect(JSON.parse(bad.lines[0])).toEqual({
+      type: 'error',
+      id: null,
+      message: 'format line must be "F <1..99>", got "F two"',
+    });
+    await waitFor(bad.closed, 5000, 5, 'closed');
   });
 });

@@ -13,6 +13,12 @@
 import type { Socket } from 'node:net';
 import { encodeFeedLine, KEEPALIVE_INTERVAL_MS, LineSplitter } from '../lib/catalog/feed.ts';
 import {
+  COMPACT_FORMAT,
+  compactAnswerHead,
+  compactServiceTail,
+  parseFormatLine,
+} from '../lib/catalog/lookup-compact.ts';
+import {
   type Answer,
   answerHead,
   encodeAnswer,
@@ -59,6 +65,8 @@ interface Client {
   address: string;
   /** Topic strings this connection is subscribed to. */
   topics: Set<string>;
+  /** Found services are answered in the compact form (lookup-compact.ts): the sidecar asked `F 2`. */
+  compact: boolean;
 }
 
 interface HubMetrics {
@@ -92,6 +100,9 @@ export class LookupHub {
    */
   #serviceTail = new WeakMap<ServiceEntry, string>();
   #serviceTailCount = 0;
+  /** The same for the compact form (compactServiceTail), with the same bounds. */
+  #compactTail = new WeakMap<ServiceEntry, string>();
+  #compactTailCount = 0;
 
   constructor(store: CatalogStore, opts: LookupHubOptions = {}) {
     this.#store = store;
@@ -153,7 +164,7 @@ export class LookupHub {
 
   /** Takes over a connection whose LOOKUP header has been read; `early` is what came after it. */
   attach(socket: Socket, peer: string, early: Buffer = Buffer.alloc(0)): void {
-    const client: Client = { socket, address: socket.remoteAddress ?? '', topics: new Set() };
+    const client: Client = { socket, address: socket.remoteAddress ?? '', topics: new Set(), compact: false };
     this.#clients.add(client);
     this.#perAddress.set(client.address, (this.#perAddress.get(client.address) ?? 0) + 1);
     const lines = new LineSplitter(MAX_QUERY_LINE_BYTES);
@@ -194,6 +205,10 @@ export class LookupHub {
   }
 
   #onLine(client: Client, text: string): void {
+    if (text.startsWith('F ')) {
+      this.#format(client, text);
+      return;
+    }
     const line = parseQuery(text);
     if (line.type === 'unsubscribe') {
       const t = topicString(line.topic);
@@ -253,6 +268,10 @@ export class LookupHub {
     const topic = `svc ${key}`;
     if (entry && !client.topics.has(topic) && !this.#subscribe(client, [topic], 'svc', id)) return;
     this.#metrics?.lookups.inc({ kind: 'svc', result: entry ? 'found' : 'missing' });
+    if (entry && client.compact) {
+      this.#writeCompact(client, id, catalog.revision, key, entry);
+      return;
+    }
     const head = answerHead(id, catalog.revision);
     if (!entry) {
       this.#write(client, `${head}{},"pods":{},"namespaces":{}}\n`);
@@ -268,6 +287,29 @@ export class LookupHub {
       this.#serviceTail.set(entry, tail);
     }
     this.#write(client, head + tail);
+  }
+
+  /**
+   * `F <n>`: the sidecar reads formats up to n; the answer says which one this connection gets
+   * (lookup-compact.ts). Asked again, the last answer holds.
+   */
+  #format(client: Client, text: string): void {
+    client.compact = parseFormatLine(text) >= COMPACT_FORMAT;
+    this.#write(client, `F ${client.compact ? COMPACT_FORMAT : 1}\n`);
+  }
+
+  /** A found service's compact answer: the head and the entry's cached tail, one string. */
+  #writeCompact(client: Client, id: number, revision: number, key: string, entry: ServiceEntry): void {
+    let tail = this.#compactTail.get(entry);
+    if (tail === undefined) {
+      tail = compactServiceTail(key, entry);
+      if (++this.#compactTailCount > MAX_ENTRY_JSON) {
+        this.#compactTail = new WeakMap();
+        this.#compactTailCount = 1;
+      }
+      this.#compactTail.set(entry, tail);
+    }
+    this.#write(client, compactAnswerHead(id, revision) + tail);
   }
 
   readonly #encodeEntry = (entry: ServiceEntry): string => {

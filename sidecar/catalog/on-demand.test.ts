@@ -44,21 +44,38 @@ const gatewayCatalog = (): Catalog => ({
   },
 });
 
-/** A gateway stand-in made of the real hub; `sent` collects the sidecar's lines. */
-async function gateway(store: CatalogStore, port = 0) {
+/**
+ * A gateway stand-in made of the real hub; `sent` collects the sidecar's lines. `old`: as a
+ * gateway from before the compact format, whose hub refused a line it did not know (`F 2`)
+ * with an error line and closed the connection.
+ */
+async function gateway(store: CatalogStore, port = 0, opts: { old?: boolean } = {}) {
   const hub = new LookupHub(store, { keepaliveMs: 60_000 });
   const sent: string[] = [];
   const sockets = new Set<net.Socket>();
+  const counts = { connections: 0, refused: 0 };
   const server = net.createServer((socket) => {
     sockets.add(socket);
+    counts.connections++;
     // As the gateway's server does: the header line first, then the hub takes the rest.
     socket.once('data', (first: Buffer) => {
       const nl = first.indexOf(0x0a);
       expect(first.subarray(0, nl).toString()).toBe('EDGEMESH/1 LOOKUP');
       const tap = (c: Buffer) => sent.push(...c.toString().split('\n').filter(Boolean));
-      tap(first.subarray(nl + 1));
-      socket.on('data', tap);
-      hub.attach(socket, 'test', first.subarray(nl + 1));
+      const start = (early: Buffer) => {
+        tap(early);
+        socket.on('data', tap);
+        hub.attach(socket, 'test', early);
+      };
+      if (!opts.old) return start(first.subarray(nl + 1));
+      const body = (b: Buffer) => {
+        if (b.length === 0) return void socket.once('data', body);
+        if (!b.toString().startsWith('F ')) return start(b);
+        counts.refused++;
+        const message = 'expected "Q <id> SVC|NS|IP <arg>" or "U SVC|POD|NS <arg>"';
+        socket.end(`${JSON.stringify({ type: 'error', id: null, message })}\n`);
+      };
+      body(first.subarray(nl + 1));
     });
   });
   await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
@@ -68,7 +85,7 @@ async function gateway(store: CatalogStore, port = 0) {
     return new Promise<void>((r) => server.close(() => r()));
   };
   cleanups.push(stop);
-  return { hub, sent, port: (server.address() as net.AddressInfo).port, stop };
+  return { hub, sent, counts, port: (server.address() as net.AddressInfo).port, stop };
 }
 
 async function sidecar(
@@ -102,8 +119,10 @@ describe('on-demand catalog (sidecar ↔ gateway hub)', () => {
     expect(store.current?.services).toEqual({});
     const results = await Promise.all(Array.from({ length: 10 }, () => source.ensure(WEB)));
     expect(results).toEqual(Array(10).fill('found'));
-    expect(gw.sent).toEqual(['Q 1 SVC demo/web']);
+    expect(gw.sent).toEqual(['F 2', 'Q 1 SVC demo/web']);
     expect(Object.keys(store.current!.services)).toEqual(['demo/web']);
+    // Read from the compact answer: the gateway's entry.
+    expect(store.current!.services['demo/web']).toEqual(gwStore.current!.services['demo/web']);
     expect(source.ensure(WEB)).toBeUndefined(); // held: answered locally from now on
     // The address of a held service is a separate question; the answer shares the topic.
     expect(await source.ensure({ kind: 'ip', ip: '10.96.0.11' })).toBe('found');
@@ -143,7 +162,7 @@ describe('on-demand catalog (sidecar ↔ gateway hub)', () => {
     expect(calls).toEqual([]); // never from inside the call
     await waitFor(() => calls.length === 2, 5000, 5, 'answered');
     expect(calls).toEqual(['a found demo/web', 'c found demo/web']);
-    expect(gw.sent).toEqual(['Q 1 SVC demo/web']);
+    expect(gw.sent).toEqual(['F 2', 'Q 1 SVC demo/web']);
     const memo = {};
     expect(source.ensureThen(WEB, id, memo, seen('held'))).toBe(false); // held: no callback
     expect(source.ensureThen(WEB, id, memo, seen('held'))).toBe(false); // by its ticket
@@ -156,6 +175,25 @@ describe('on-demand catalog (sidecar ↔ gateway hub)', () => {
     expect(calls).toHaveLength(2);
     await waitFor(() => calls.length === 3, 5000, 5, 'unavailable');
     expect(calls[2]).toBe('d unavailable demo/web');
+  });
+
+  it('asks an older gateway in JSON lines once it refuses the compact format, and asks again later', async () => {
+    const gwStore = new CatalogStore();
+    gwStore.apply({ type: 'snapshot', catalog: gatewayCatalog() });
+    let gw = await gateway(gwStore, 0, { old: true });
+    const port = gw.port;
+    const { store, source } = await sidecar(port);
+    await waitFor(() => gw.counts.connections === 2 && source.connected, 5000, 5, 'reconnected');
+    expect(gw.counts.refused).toBe(1);
+    expect(await source.ensure(WEB)).toBe('found');
+    expect(gw.sent).toEqual(['Q 1 SVC demo/web']); // no F on the second connection
+    expect(store.current!.services['demo/web']).toEqual(gwStore.current!.services['demo/web']);
+    // The gateway restarts (upgraded, say): the connection after the JSON one asks again.
+    await gw.stop();
+    gw = await gateway(gwStore, port);
+    await waitFor(() => gw.sent.includes('F 2'), 5000, 5, 'asked again');
+    await waitFor(() => gw.sent.some((l) => /^Q \d+ SVC demo\/web$/.test(l)), 5000, 5, 're-asked');
+    expect(gw.sent[0]).toBe('F 2');
   });
 
   it('caches negative answers briefly, then asks again', async () => {

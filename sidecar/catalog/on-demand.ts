@@ -22,9 +22,18 @@
  * generation's collections and were copied into the old space (docs/scale.md, round 6).
  */
 import net from 'node:net';
-import { FEED_IDLE_TIMEOUT_MS, LineSplitter, MAX_FEED_LINE_BYTES } from '../../lib/catalog/feed.ts';
+import { FEED_IDLE_TIMEOUT_MS, MAX_FEED_LINE_BYTES } from '../../lib/catalog/feed.ts';
 import { RETRY_INITIAL_MS, RETRY_MAX_MS } from '../../lib/catalog/feed-source.ts';
 import {
+  ByteLines,
+  COMPACT_FORMAT,
+  type CompactAnswer,
+  decodeCompactAnswer,
+  isCompactAnswer,
+  parseFormatLine,
+} from '../../lib/catalog/lookup-compact.ts';
+import {
+  type Answer,
   decodeReply,
   formatQuery,
   hasEntries,
@@ -81,6 +90,11 @@ export interface OnDemandOptions {
    */
   path?: string;
   clusterDomain: string;
+  /**
+   * The highest answer format to ask for: 2 (default) the compact service answer
+   * (lib/catalog/lookup-compact.ts), 1 JSON lines only (benches comparing the two).
+   */
+  format?: 1 | 2;
   log?: Logger;
   registry?: Registry;
   idleMs?: number;
@@ -123,11 +137,18 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
   /** The time negative answers are checked against: Date.now() read at most every CLOCK_MS. */
   #coarseNow = 0;
   #coarseAt = 0;
+  /**
+   * Whether the next connection asks for compact answers (`F 2`, lib/catalog/lookup-compact.ts).
+   * False for one connection after a gateway refused the question (an older gateway); asked
+   * again on the connection after that, so an upgraded gateway is found.
+   */
+  #askCompact: boolean;
 
   constructor(opts: OnDemandOptions) {
     this.#opts = opts;
     this.#log = opts.log ?? silentLogger;
     this.#now = opts.now ?? Date.now;
+    this.#askCompact = opts.format !== 1;
     this.#held = new HeldCatalog({
       clusterDomain: opts.clusterDomain,
       idleMs: opts.idleMs,
@@ -355,8 +376,12 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
       ? net.connect({ path: this.#opts.path })
       : net.connect({ host: this.#opts.host, port: this.#opts.port ?? GATEWAY_PORT });
     this.#socket = socket;
-    const splitter = new LineSplitter(MAX_FEED_LINE_BYTES);
+    const lines = new ByteLines(MAX_FEED_LINE_BYTES);
     let reason = 'connection closed by the gateway';
+    const askCompact = this.#askCompact;
+    /** The format the gateway granted (`F <m>`); 0 until it says. */
+    let granted = 0;
+    let refusedFormat = false;
     const drop = (why: string) => {
       reason = why;
       socket.destroy();
@@ -366,6 +391,8 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
     socket.setTimeout(silenceMs, () => drop(`no data for ${silenceMs} ms`));
     socket.on('connect', () => {
       socket.write(formatRequest({ kind: 'lookup' }));
+      // Before any query: the gateway reads lines in order, so every answer after it is in that form.
+      if (askCompact) socket.write(`F ${COMPACT_FORMAT}\n`);
       this.#ready = true;
       this.#attempt = 0;
       const again = this.#held.heldKeys();
@@ -374,16 +401,32 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
       // The first connection makes the store synced: cluster names answer from now on.
       if (!this.#store?.synced) this.#publish();
     });
+    const onLine = (b: Buffer, start: number, end: number): void => {
+      if (socket.destroyed) return;
+      if (isCompactAnswer(b, start)) {
+        if (granted !== COMPACT_FORMAT) throw new Error('a compact answer before format 2 was granted');
+        this.#onLine(compactAnswer(decodeCompactAnswer(b, start, end)));
+        return;
+      }
+      const text = b.toString('utf8', start, end);
+      if (text.startsWith('F ')) {
+        granted = parseFormatLine(text);
+        if (!askCompact || (granted !== 1 && granted !== COMPACT_FORMAT))
+          throw new Error(`format ${granted} was not asked for`);
+        return;
+      }
+      if (text.startsWith('ERR ')) {
+        const reply = parseReply(text);
+        throw new Error(reply.ok ? 'malformed reply' : `gateway refused: ${reply.code} ${reply.message}`);
+      }
+      const line = decodeReply(text);
+      // An older gateway refuses `F 2` as a bad line and closes: ask in JSON next time.
+      if (line.type === 'error' && line.id === null && askCompact && granted === 0) refusedFormat = true;
+      this.#onLine(line);
+    };
     socket.on('data', (chunk: Buffer) => {
       try {
-        for (const text of splitter.push(chunk)) {
-          if (socket.destroyed) return;
-          if (text.startsWith('ERR ')) {
-            const reply = parseReply(text);
-            throw new Error(reply.ok ? 'malformed reply' : `gateway refused: ${reply.code} ${reply.message}`);
-          }
-          this.#onLine(decodeReply(text));
-        }
+        lines.push(chunk, onLine);
       } catch (err) {
         drop(`bad lookup line: ${(err as Error).message}`);
       }
@@ -393,6 +436,12 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
     });
     socket.on('close', () => {
       if (this.#socket === socket) this.#socket = undefined;
+      if (refusedFormat)
+        this.#log.warn(
+          {},
+          'the gateway does not know compact answers (an older gateway): asking in JSON lines',
+        );
+      this.#askCompact = !refusedFormat && this.#opts.format !== 1;
       this.#ready = false;
       this.#inFlight.clear();
       for (const k of [...this.#waiting.keys()]) this.#settle(k, 'unavailable');
@@ -449,4 +498,18 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
       },
     });
   }
+}
+
+const NONE: Record<string, never> = Object.freeze({}) as Record<string, never>;
+
+/** A compact answer as the answer it stands for: one service, no pods, no namespaces. */
+function compactAnswer(c: CompactAnswer): Answer {
+  return {
+    type: 'answer',
+    id: c.id,
+    revision: c.revision,
+    services: { [c.key]: c.entry },
+    pods: NONE,
+    namespaces: NONE,
+  };
 }
