@@ -12,6 +12,8 @@
  *                                    MAX_SERVICES_PER_IP) and the pod (PTR, pod DNS names, the
  *                                    proxy's ClusterIP:port and pod-IP routes)
  *   U SVC <namespace>/<name>         drop the subscription (also U POD <ip>, U NS <namespace>)
+ *   F <n>                            the highest answer format it reads (lookup-compact.ts: 2,
+ *                                    compact service answers; handled by the gateway's hub)
  *
  * Gateway → sidecar: JSON lines (UTF-8, at most MAX_FEED_LINE_BYTES):
  *
