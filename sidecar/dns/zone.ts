@@ -123,8 +123,15 @@ interface Negative {
   nxdomain: LocalAnswer;
 }
 
+/**
+ * A name's encoded answers. Most names have records of one type (a service's A, its SRV, a
+ * PTR): that answer is a field, not a one-entry Map (two Maps and their iterators per first
+ * query before, docs/scale.md round 10); `answers` only when there are several types.
+ */
 interface Encoded {
-  answers: Map<number, LocalAnswer>;
+  type: number;
+  answer: LocalAnswer | undefined;
+  answers: Map<number, LocalAnswer> | undefined;
   cname?: LocalAnswer;
   any?: LocalAnswer;
 }
@@ -299,7 +306,8 @@ export class ZoneTables implements Zone {
       e.any ??= { rcode: Rcode.NOERROR, answer: encodeSet(dedupe(n.records)) };
       return e.any;
     }
-    return e.answers.get(qtype) ?? e.cname ?? this.#soa().nodata[n.auth];
+    const typed = e.answers !== undefined ? e.answers.get(qtype) : qtype === e.type ? e.answer : undefined;
+    return typed ?? e.cname ?? this.#soa().nodata[n.auth];
   }
 
   /**
@@ -427,9 +435,20 @@ function dedupe(records: Contribution[]): Contribution[] {
 }
 
 function encodeNode(all: Contribution[]): Encoded {
+  const records = dedupe(all);
+  let oneType = true;
+  for (let i = 1; i < records.length; i++) if (records[i].type !== records[0].type) oneType = false;
+  if (oneType) {
+    if (records.length === 0) return { type: -1, answer: undefined, answers: undefined };
+    const type = records[0].type;
+    const answer: LocalAnswer = { rcode: Rcode.NOERROR, answer: encodeSet(records) };
+    if (type !== Type.CNAME) return { type, answer, answers: undefined };
+    const cname = { ...answer, cnameTarget: decodePlainName(records[0].rr.subarray(12)) };
+    return { type, answer: cname, answers: undefined, cname };
+  }
   const answers = new Map<number, LocalAnswer>();
   const byType = new Map<number, Contribution[]>();
-  for (const r of dedupe(all)) {
+  for (const r of records) {
     const list = byType.get(r.type);
     if (list) list.push(r);
     else byType.set(r.type, [r]);
@@ -442,7 +461,7 @@ function encodeNode(all: Contribution[]): Encoded {
     cname = { ...answers.get(Type.CNAME)!, cnameTarget: decodePlainName(cnameRecord.rr.subarray(12)) };
     answers.set(Type.CNAME, cname);
   }
-  return { answers, cname };
+  return { type: -1, answer: undefined, answers, cname };
 }
 
 function contribution(name: string, type: number, ttl: number, rdata: Buffer, glue?: Buffer[]): Contribution {
@@ -479,7 +498,7 @@ function serviceRecords(
     out.push(contribution(base, Type.CNAME, ttl, encodeName(target)));
     return out;
   }
-  const clusterIPs = svc.headless ? [] : svc.clusterIPs.filter((ip) => isIPv4(ip) || isIPv6(ip));
+  const clusterIPs = svc.headless ? [] : validIPs(svc.clusterIPs);
   if (!svc.headless && clusterIPs.length !== svc.clusterIPs.length) {
     problems.push(`service ${key}: invalid clusterIP in ${JSON.stringify(svc.clusterIPs)}`);
   }
@@ -526,11 +545,28 @@ function serviceRecords(
   return out;
 }
 
+/** The addresses that are IPs: `ips` itself when all are (no copy per first query). */
+function validIPs(ips: string[]): string[] {
+  for (const ip of ips) if (!isIPv4(ip) && !isIPv6(ip)) return ips.filter((a) => isIPv4(a) || isIPv6(a));
+  return ips;
+}
+
+const namedPort = (p: { name: string; port: number; protocol: string }): boolean =>
+  p.name !== '' &&
+  PORT_NAME.test(p.name) &&
+  p.port > 0 &&
+  p.port < 65536 &&
+  /^(TCP|UDP|SCTP)$/.test(p.protocol);
+
 function namedPorts<P extends { name: string; port: number; protocol: string }>(
   ports: P[],
   key: string,
   problems: string[],
 ): P[] {
+  // The usual list has every port named and valid: itself, not a filtered copy.
+  let all = true;
+  for (const p of ports) if (!namedPort(p)) all = false;
+  if (all) return ports;
   return ports.filter((p) => {
     if (p.name === '') return false; // unnamed ports get no SRV record (spec 1.1.0)
     const ok = PORT_NAME.test(p.name) && p.port > 0 && p.port < 65536 && /^(TCP|UDP|SCTP)$/.test(p.protocol);
@@ -544,7 +580,9 @@ const NO_GLUE = Buffer.alloc(0);
 function encodeSet(records: Contribution[]): RRSet {
   const bytes = records.length === 1 ? records[0].rr : Buffer.concat(records.map((r) => r.rr));
   // Most sets (A/AAAA, PTR, a ClusterIP service's SRV) have no glue: built on every first answer.
-  if (!records.some((r) => r.glue)) return { count: records.length, bytes, glueCount: 0, glue: NO_GLUE };
+  let glued = false;
+  for (const r of records) if (r.glue) glued = true;
+  if (!glued) return { count: records.length, bytes, glueCount: 0, glue: NO_GLUE };
   // Glue is per target name: several SRV records (ports) of one host share one A/AAAA.
   const glue = [
     ...new Map(records.flatMap((r) => r.glue ?? []).map((g) => [g.toString('latin1'), g])).values(),
