@@ -278,12 +278,16 @@ class Reader {
     const start = this.#next(what);
     const end = this.#tokenEnd;
     if (end - start === 1 && this.#b[start] === 0x2d) return [];
-    const out: string[] = [];
-    for (let s = start; s <= end; ) {
+    // Exact size: held as long as the service (push from [] reserves 17 slots).
+    let n = 1;
+    for (let i = start; i < end; i++) if (this.#b[i] === 0x2c) n++;
+    const out = new Array<string>(n);
+    let s = start;
+    for (let k = 0; k < n; k++) {
       let comma = this.#b.indexOf(0x2c, s);
       if (comma < 0 || comma > end) comma = end;
       if (comma === s) throw new Error(`compact answer: ${what} has an empty item`);
-      out.push(this.#text(s, comma, what));
+      out[k] = this.#text(s, comma, what);
       s = comma + 1;
     }
     return out;

@@ -89,6 +89,8 @@ export class HeldCatalog {
   readonly #topics = new Map<string, TopicState>();
   #revision = 0;
   #catalog: Catalog | undefined;
+  /** answer()'s list of the topics an answer names, reused (held as an exact-size copy). */
+  readonly #scratch: string[] = [];
   /** Topics whose held value changed since the last drain(), with that value (null: gone). */
   readonly #changed = new Map<string, Value>();
 
@@ -130,7 +132,8 @@ export class HeldCatalog {
     this.#revision = Math.max(this.#revision, answer.revision);
     // The answer's records are held as they are (decodeReply checked them in place); no
     // intermediate arrays: a first DNS query's garbage is what the 1 MB young generation pays for.
-    const topics: string[] = [];
+    const topics = this.#scratch;
+    topics.length = 0;
     for (const key in answer.services)
       this.#hold(topics, `svc ${key}`, {
         kind: 'svc',
@@ -231,12 +234,17 @@ export class HeldCatalog {
    * store's): the DNS zone applies them one by one instead of re-reading all that is held.
    */
   drain(revision: number): CatalogUpdate[] {
-    const out: CatalogUpdate[] = [];
+    // Exact size: one update per first query, and push from [] reserves 17 slots.
+    const out = new Array<CatalogUpdate>(this.#changed.size);
+    let i = 0;
     for (const v of this.#changed.values()) {
       revision++;
-      if (v.kind === 'svc') out.push({ type: 'service', revision, key: v.key, entry: v.value });
-      else if (v.kind === 'pod') out.push({ type: 'pod', revision, ip: v.ip, pod: v.value });
-      else out.push({ type: 'namespace', revision, name: v.name, namespace: v.value });
+      out[i++] =
+        v.kind === 'svc'
+          ? { type: 'service', revision, key: v.key, entry: v.value }
+          : v.kind === 'pod'
+            ? { type: 'pod', revision, ip: v.ip, pod: v.value }
+            : { type: 'namespace', revision, name: v.name, namespace: v.value };
     }
     this.#changed.clear();
     return out;

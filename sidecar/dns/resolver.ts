@@ -126,9 +126,14 @@ export class Resolver {
       else if (this.#pending === 'none') this.#pending = [update];
       else if (this.#pending.length >= MAX_INCREMENTS) this.#pending = 'full';
       else this.#pending.push(update);
-      if (wasClean) setImmediate(() => this.#currentZone());
+      if (wasClean) setImmediate(this.#rebuild);
     });
   }
+
+  /** One function for every scheduled rebuild (a first query schedules one). */
+  readonly #rebuild = (): void => {
+    this.#currentZone();
+  };
 
   close(): void {
     this.#unsubscribe();
