@@ -44,6 +44,7 @@ import {
 } from '../../lib/catalog/lookup-protocol.ts';
 import type { CatalogSource } from '../../lib/catalog/source.ts';
 import type { CatalogStore } from '../../lib/catalog/store.ts';
+import type { ServiceEntry } from '../../lib/catalog/types.ts';
 import { formatRequest, GATEWAY_PORT, parseReply } from '../../lib/gateway-protocol.ts';
 import { type Logger, silentLogger } from '../../lib/log.ts';
 import { Counter, Gauge, type Registry } from '../../lib/metrics.ts';
@@ -502,14 +503,14 @@ export class OnDemandCatalog implements CatalogSource, CatalogLookup {
 
 const NONE: Record<string, never> = Object.freeze({}) as Record<string, never>;
 
-/** A compact answer as the answer it stands for: one service, no pods, no namespaces. */
+/**
+ * A compact answer as the answer it stands for: one service, no pods, no namespaces. The
+ * services record is made without a prototype (V8 keeps it as a dictionary): a literal with
+ * the key as a property made a new hidden class per service name (1.7 % of the sidecar's CPU
+ * over 8,000 first queries, --cpu-prof).
+ */
 function compactAnswer(c: CompactAnswer): Answer {
-  return {
-    type: 'answer',
-    id: c.id,
-    revision: c.revision,
-    services: { [c.key]: c.entry },
-    pods: NONE,
-    namespaces: NONE,
-  };
+  const services: Record<string, ServiceEntry> = Object.create(null);
+  services[c.key] = c.entry;
+  return { type: 'answer', id: c.id, revision: c.revision, services, pods: NONE, namespaces: NONE };
 }
