@@ -14,6 +14,7 @@
 //   node bench/fuzz.ts --replay <index> --seed N <name>     one input: shown, run, its error
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
+import { offerTarget, probeTarget } from '../gateway/tunnel/testing/lane-fuzz.ts';
 import { catalogTarget, feedTarget } from '../lib/catalog/testing/fuzz.ts';
 import { listBodyTarget } from '../lib/kube/testing/fuzz.ts';
 import { headerTarget } from '../lib/testing/fuzz.ts';
@@ -56,6 +57,8 @@ const TARGETS: Record<string, FuzzTarget<never>> = {
   'h2-conn': h2ConnTarget as FuzzTarget<never>,
   'http1-native': h1HeadTarget as FuzzTarget<never>,
   'http1-native-chunked': h1ChunkedTarget as FuzzTarget<never>,
+  'lane-probe': probeTarget as FuzzTarget<never>,
+  'lane-offer': offerTarget as FuzzTarget<never>,
 };
 const STALL_MS = 10;
 

@@ -26,6 +26,7 @@
  * Medians over the rounds. Bounded: every run SECONDS long, every exec with a timeout.
  *
  *   node_modules/.bin/node bench/udp-natlab.ts [--rounds 3] [--seconds 2] [--sizes 512,1200]
+ *       [--lane on|off]    (the gateways' datagram lane, docs/udp.md; off: the SCTP channel)
  *       [--cpu-prof DIR]   (the gateways with --cpu-prof, written when they end)
  */
 import type { ChildProcess } from 'node:child_process';
@@ -51,8 +52,11 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '2' },
     sizes: { type: 'string', default: '512,1200' },
     'cpu-prof': { type: 'string' },
+    lane: { type: 'string', default: 'on' },
   },
 });
+if (args.lane !== 'on' && args.lane !== 'off') throw new Error('--lane on|off');
+const LANE = args.lane === 'on';
 const ROUNDS = Number(args.rounds);
 const SECONDS = Number(args.seconds);
 const SIZES = args.sizes.split(',').map(Number);
@@ -122,21 +126,25 @@ async function startGateway(t: TunnelLab, node: LabNode, cat: Catalog, dir: stri
   const prof = PROF_DIR
     ? ['--cpu-prof', `--cpu-prof-dir=${PROF_DIR}`, `--cpu-prof-name=gateway-${node.name}.cpuprofile`]
     : [];
-  const child = t.lab.spawn(node.ns, [
-    NODE,
-    ...GATEWAY_NODE_FLAGS,
-    ...prof,
-    MAIN,
-    'gateway',
-    `--node-name=${node.name}`,
-    `--state-dir=${stateDir}`,
-    `--listen=${node.addr}`,
-    '--api-server=http://127.0.0.1:1',
-    '--metrics-port=15090',
-    `--tunnel-servers=${t.serverList}`,
-    `--mesh-ca=${t.caFile}`,
-    `--enroll-token-file=${token}`,
-  ]);
+  const child = t.lab.spawn(
+    node.ns,
+    [
+      NODE,
+      ...GATEWAY_NODE_FLAGS,
+      ...prof,
+      MAIN,
+      'gateway',
+      `--node-name=${node.name}`,
+      `--state-dir=${stateDir}`,
+      `--listen=${node.addr}`,
+      '--api-server=http://127.0.0.1:1',
+      '--metrics-port=15090',
+      `--tunnel-servers=${t.serverList}`,
+      `--mesh-ca=${t.caFile}`,
+      `--enroll-token-file=${token}`,
+    ],
+    { env: { ...process.env, EDGEMESH_DGRAM_LANE: String(LANE) } },
+  );
   let log = '';
   child.stderr?.on('data', (c: Buffer) => {
     log = (log + c.toString()).slice(-20_000);
@@ -164,7 +172,12 @@ async function status(t: TunnelLab, node: LabNode): Promise<GatewayStatus> {
 async function pathTo(t: TunnelLab, a: LabNode, b: LabNode) {
   const peer = (await status(t, a)).peers.find((p) => p.node === b.name);
   const current = peer?.paths.find((p) => p.path === peer.path);
-  return { path: peer?.path, transport: current?.transport, datagrams: current?.datagrams };
+  return {
+    path: peer?.path,
+    transport: current?.transport,
+    datagrams: current?.datagrams,
+    lane: current?.lane,
+  };
 }
 
 const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
@@ -257,15 +270,18 @@ async function main(): Promise<void> {
       return p.datagrams;
     };
     /** Datagrams A put on B's UDP path's channel during a run, and those framed on streams. */
-    const channelUse = { sent: 0, dropped: 0, framed: 0 };
+    const channelUse = { sent: 0, dropped: 0, framed: 0, lane: 0 };
     const tunnelRun = async (rate: number, size: number) => {
       const before = await onUdpPath();
+      const laneBefore = (await pathTo(t, A, B)).lane?.sent;
       const r = await run('tunnel', rate, size);
       const after = await pathTo(t, A, B);
       if (after.path !== 'punched') demoted++;
-      const now = (await status(t, A)).peers
+      const punched = (await status(t, A)).peers
         .find((p) => p.node === B.name)
-        ?.paths.find((p) => p.path === 'punched')?.datagrams;
+        ?.paths.find((p) => p.path === 'punched');
+      const now = punched?.datagrams;
+      channelUse.lane += (punched?.lane?.sent ?? 0) - (laneBefore ?? 0);
       channelUse.sent += (now?.sent ?? 0) - (before?.sent ?? 0);
       channelUse.dropped += (now?.dropped ?? 0) - (before?.dropped ?? 0);
       channelUse.framed += (now?.framed ?? 0) - (before?.framed ?? 0);
@@ -365,11 +381,24 @@ async function main(): Promise<void> {
           `  p50 at ${fmt(LOW_RATE)}/s: plain ${span(r.plainP50, us)}, tunnel ${span(r.tunnelP50, us)}\n` +
           `  CPU per datagram there and back at 50 %: sidecar ${span(r.cpu.sidecar, us)}, gateway A ${span(r.cpu.gwA, us)}, gateway B ${span(r.cpu.gwB, us)}\n` +
           `  A's datagrams to B on the UDP path's datagram channel: ${onChannel} sent, ${channelUse.dropped - use0.dropped} dropped ` +
-          `(channel full or closed), ${framed} framed on streams; the path was demoted (degraded) by ${demoted - demoted0} of ` +
+          `(channel full or closed), ${framed} framed on streams; ${channelUse.lane - use0.lane} messages on the datagram lane ` +
+          `(${LANE ? 'on' : 'off'}); the path was demoted (degraded) by ${demoted - demoted0} of ` +
           `${3 * ROUNDS} tunnel runs (each started on it)`,
       );
     }
     console.log(`\npath A → B: punched udp at the start of every tunnel run\n${summary.join('\n')}`);
+    // Where the datagrams went: each side's channel (and lane) counters on its punched path.
+    for (const [x, y] of [
+      [A, B],
+      [B, A],
+    ] as const) {
+      const p = (await status(t, x)).peers
+        .find((q) => q.node === y.name)
+        ?.paths.find((q) => q.path === 'punched');
+      console.log(
+        `${x.name} → ${y.name} punched: datagrams ${JSON.stringify(p?.datagrams)} lane ${JSON.stringify(p?.lane)}`,
+      );
+    }
     if (PROF_DIR) {
       for (const p of [gwA, gwB]) p.kill('SIGTERM');
       await waitFor(
