@@ -11,6 +11,8 @@
  * `--format 1` makes the sidecar ask for JSON answers instead of the compact service answer
  * (lib/catalog/lookup-compact.ts): the same build, each form measured against the other.
  *
+ * The last column is the gateway's hub (its worker thread's heap) over the same phase.
+ *
  * Bytes allocated = the heap's growth over the phase plus what each collection freed
  * (v8.GCProfiler's before/after used sizes), so collected garbage is counted too; off-heap
  * Buffer contents are not (their JS wrappers are). `--no-parallel-scavenge` sets that V8
@@ -58,6 +60,25 @@ async function gateway(services: number): Promise<void> {
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  // The hub's own allocation over a phase, on the main thread's 'start' / 'stop' (the same
+  // count as the sidecar side's: heap growth plus what collections freed).
+  let profiler: v8.GCProfiler | undefined;
+  let used0 = 0;
+  parentPort?.on('message', (m: string) => {
+    if (m === 'start') {
+      used0 = v8.getHeapStatistics().used_heap_size;
+      profiler = new v8.GCProfiler();
+      profiler.start();
+      parentPort?.postMessage('started');
+    } else if (m === 'stop' && profiler) {
+      const used1 = v8.getHeapStatistics().used_heap_size;
+      const result = profiler.stop();
+      let freed = 0;
+      for (const st of result.statistics)
+        freed += st.beforeGC.heapStatistics.usedHeapSize - st.afterGC.heapStatistics.usedHeapSize;
+      parentPort?.postMessage({ bytes: used1 - used0 + freed, collections: result.statistics.length });
+    }
+  });
   parentPort?.postMessage((server.address() as net.AddressInfo).port);
 }
 
@@ -102,7 +123,13 @@ async function main(): Promise<void> {
   await series(warm);
   await series(warm);
 
+  const hub = <T>(message: string) =>
+    new Promise<T>((resolve) => {
+      worker.once('message', resolve);
+      worker.postMessage(message);
+    });
   const phase = async (names: string[]) => {
+    await hub('start');
     const used0 = v8.getHeapStatistics().used_heap_size;
     const profiler = new v8.GCProfiler();
     profiler.start();
@@ -120,7 +147,14 @@ async function main(): Promise<void> {
       }
     }
     ms.sort((a, b) => a - b);
-    return { bytes: (used1 - used0 + freed) / names.length, scavenges, scavengeMs, ms };
+    const gw = await hub<{ bytes: number }>('stop');
+    return {
+      bytes: (used1 - used0 + freed) / names.length,
+      gatewayBytes: gw.bytes / names.length,
+      scavenges,
+      scavengeMs,
+      ms,
+    };
   };
   const names = Array.from({ length: FIRST }, (_, i) => benchName(i));
   const session = values.sites ? new Session() : undefined;
@@ -144,10 +178,11 @@ async function main(): Promise<void> {
     r.scavenges ? (r.scavengeMs / r.scavenges).toFixed(3) : '-',
     percentile(r.ms, 50).toFixed(3),
     percentile(r.ms, 99).toFixed(3),
+    Math.round(r.gatewayBytes).toLocaleString('en'),
   ];
   printTable(
     `bench/lookup-alloc: ${FIRST} names in one process, sidecar side (${values['no-parallel-scavenge'] ? '--no-parallel-scavenge' : 'parallel scavenge'}; answer format ${FORMAT}; NODE_OPTIONS ${process.execArgv.join(' ') || '(none)'})`,
-    ['query', 'bytes / query', 'scavenges / 1,000', 'ms / scavenge', 'p50 ms', 'p99 ms'],
+    ['query', 'bytes / query', 'scavenges / 1,000', 'ms / scavenge', 'p50 ms', 'p99 ms', 'hub bytes / query'],
     [row('first (asks the hub)', first), row('again (held, baseline)', held)],
   );
   resolver.close();

@@ -91,18 +91,69 @@ export function escapeToken(s: string): string {
   return out;
 }
 
-const optional = (v: string | number | undefined): string =>
-  v === undefined ? '-' : `=${typeof v === 'number' ? v : escapeToken(v)}`;
+/**
+ * Writes a line's text into one reused byte buffer and returns it as one string: the tail of a
+ * 10-endpoint service is ~400 bytes written from ~130 pieces, and joining them as strings left
+ * a cons string per piece for the gateway's collector (docs/scale.md, round 10). Tokens are
+ * ASCII (escapeToken), so latin1 is their bytes.
+ */
+class LineWriter {
+  static #scratch = Buffer.allocUnsafe(16 * 1024);
+  #b = LineWriter.#scratch;
+  #n = 0;
 
-function portList(ports: readonly (ServicePort | EndpointPort)[]): string {
-  if (ports.length === 0) return '-';
-  let out = '';
-  for (const p of ports) {
-    if (out !== '') out += ',';
-    out += `${escapeToken(p.name)}/${p.port}/${PROTOCOL_CODES[p.protocol]}`;
-    if (p.appProtocol !== undefined) out += `/${escapeToken(p.appProtocol)}`;
+  #room(bytes: number): void {
+    if (this.#n + bytes <= this.#b.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.#b.length * 2, this.#n + bytes));
+    this.#b.copy(bigger, 0, 0, this.#n);
+    this.#b = bigger;
   }
-  return out;
+
+  /** An ASCII text (a code, a separator, an escaped token). */
+  text(t: string): this {
+    this.#room(t.length);
+    this.#n += this.#b.write(t, this.#n, 'latin1');
+    return this;
+  }
+
+  byte(c: number): this {
+    this.#room(1);
+    this.#b[this.#n++] = c;
+    return this;
+  }
+
+  number(v: number): this {
+    return this.text(String(v));
+  }
+
+  token(v: string): this {
+    return this.text(escapeToken(v));
+  }
+
+  /** ' -' when absent, ' =<value>' when present. */
+  optional(v: string | number | undefined): this {
+    if (v === undefined) return this.text(' -');
+    this.text(' =');
+    return typeof v === 'number' ? this.number(v) : this.token(v);
+  }
+
+  ports(ports: readonly (ServicePort | EndpointPort)[]): this {
+    if (ports.length === 0) return this.byte(0x2d);
+    for (let i = 0; i < ports.length; i++) {
+      const p = ports[i];
+      if (i > 0) this.byte(0x2c);
+      this.token(p.name).byte(0x2f).number(p.port).byte(0x2f).text(PROTOCOL_CODES[p.protocol]);
+      if (p.appProtocol !== undefined) this.byte(0x2f).token(p.appProtocol);
+    }
+    return this;
+  }
+
+  done(): string {
+    const line = this.#b.toString('latin1', 0, this.#n);
+    // A grown buffer is kept for the next line only up to 1 MiB (a huge entry is rare).
+    if (this.#b.length <= 1024 * 1024) LineWriter.#scratch = this.#b;
+    return line;
+  }
 }
 
 function samePorts(a: readonly EndpointPort[], b: readonly EndpointPort[]): boolean {
@@ -128,25 +179,41 @@ function samePorts(a: readonly EndpointPort[], b: readonly EndpointPort[]): bool
  */
 export function compactServiceTail(key: string, entry: ServiceEntry): string {
   const s = entry.service;
-  let flags = (s.headless ? 'h' : '') + (s.publishNotReadyAddresses ? 'p' : '');
-  if (flags === '') flags = '-';
-  const affinity = s.sessionAffinity.type === 'None' ? '-' : String(s.sessionAffinity.timeoutSeconds);
-  let out =
-    `${key.split('/').map(escapeToken).join('/')} ${TYPE_CODES[s.type]} ` +
-    `${s.clusterIPs.length === 0 ? '-' : s.clusterIPs.map(escapeToken).join(',')} ${flags} ${affinity} ` +
-    `${POLICY_CODES[s.lbPolicy]} ${optional(s.externalName)} ${optional(s.hashHeader)} ` +
-    `${optional(s.udpIdleTimeoutMs)} ${portList(s.ports)} ${entry.endpoints.length}`;
+  const w = new LineWriter();
+  const slash = key.indexOf('/');
+  if (slash < 0) w.token(key);
+  else
+    w.token(key.slice(0, slash))
+      .byte(0x2f)
+      .token(key.slice(slash + 1));
+  w.byte(0x20).text(TYPE_CODES[s.type]).byte(0x20);
+  if (s.clusterIPs.length === 0) w.byte(0x2d);
+  for (let i = 0; i < s.clusterIPs.length; i++) (i > 0 ? w.byte(0x2c) : w).token(s.clusterIPs[i]);
+  w.byte(0x20);
+  if (!s.headless && !s.publishNotReadyAddresses) w.byte(0x2d);
+  if (s.headless) w.byte(0x68);
+  if (s.publishNotReadyAddresses) w.byte(0x70);
+  w.byte(0x20);
+  if (s.sessionAffinity.type === 'None') w.byte(0x2d);
+  else w.number(s.sessionAffinity.timeoutSeconds);
+  w.byte(0x20).text(POLICY_CODES[s.lbPolicy]);
+  w.optional(s.externalName).optional(s.hashHeader).optional(s.udpIdleTimeoutMs);
+  w.byte(0x20).ports(s.ports).byte(0x20).number(entry.endpoints.length);
   let prev: EndpointPort[] | undefined;
-  for (const ep of entry.endpoints) {
-    let epFlags = (ep.ready ? 'r' : '') + (ep.serving ? 's' : '') + (ep.terminating ? 't' : '');
-    if (epFlags === '') epFlags = '-';
-    const ports = prev !== undefined && samePorts(prev, ep.ports) ? '^' : portList(ep.ports);
+  for (let i = 0; i < entry.endpoints.length; i++) {
+    const ep = entry.endpoints[i];
+    w.byte(0x20).token(ep.ip).byte(0x20);
+    if (!ep.ready && !ep.serving && !ep.terminating) w.byte(0x2d);
+    if (ep.ready) w.byte(0x72);
+    if (ep.serving) w.byte(0x73);
+    if (ep.terminating) w.byte(0x74);
+    w.byte(0x20);
+    if (prev !== undefined && samePorts(prev, ep.ports)) w.byte(0x5e);
+    else w.ports(ep.ports);
     prev = ep.ports;
-    out +=
-      ` ${escapeToken(ep.ip)} ${epFlags} ${ports} ${optional(ep.hostname)}` +
-      ` ${optional(ep.nodeName)} ${optional(ep.podName)}`;
+    w.optional(ep.hostname).optional(ep.nodeName).optional(ep.podName);
   }
-  return `${out}\n`;
+  return w.byte(0x0a).done();
 }
 
 export const compactAnswerHead = (id: number, revision: number): string => `S ${id} ${revision} `;
