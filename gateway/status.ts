@@ -87,6 +87,7 @@ function peerEntry(p: PeerStatus): PeerEntry {
               probesSent: x.lane.counters.probesSent,
               probesTaken: x.lane.counters.probesTaken,
               refused: Object.values(x.lane.counters.refused).reduce((n, k) => n + (k ?? 0), 0),
+              window: { ...x.lane.window },
             },
           }
         : {}),

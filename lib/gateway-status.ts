@@ -82,7 +82,25 @@ export interface LaneEntry {
   probesSent: number;
   probesTaken: number;
   refused: number;
+  /**
+   * Its congestion window (since 18.2, absent before the window): messages it may have out,
+   * out now, smoothed RTT (ms), messages the peer acknowledged, lost, and the window's cuts
+   * for loss, for a stall and for a queue.
+   */
+  window?: LaneWindowEntry;
 }
+
+export interface LaneWindowEntry {
+  size: number;
+  inFlight: number;
+  rttMs: number;
+  delivered: number;
+  lost: number;
+  decreases: number;
+  stalls: number;
+  queued: number;
+}
+const WINDOW_COUNTS = ['size', 'inFlight', 'delivered', 'lost', 'decreases', 'stalls', 'queued'] as const;
 const LANE_STATES = ['punching', 'up', 'down', 'closed'] as const;
 
 /**
@@ -258,7 +276,15 @@ function readLane(r: Reader, v: unknown, f: string): LaneEntry {
     probesSent: r.count(e.probesSent, `${f}.probesSent`),
     probesTaken: r.count(e.probesTaken, `${f}.probesTaken`),
     refused: r.count(e.refused, `${f}.refused`),
+    ...(e.window === undefined ? {} : { window: readLaneWindow(r, e.window, `${f}.window`) }),
   };
+}
+
+function readLaneWindow(r: Reader, v: unknown, f: string): LaneWindowEntry {
+  const e = r.record(v, f);
+  const out = { rttMs: r.msOrNull(e.rttMs, `${f}.rttMs`) ?? 0 } as LaneWindowEntry;
+  for (const k of WINDOW_COUNTS) out[k] = r.count(e[k], `${f}.${k}`);
+  return out;
 }
 
 function readHealth(r: Reader, v: unknown, f: string): PathHealthEntry | null {

@@ -72,6 +72,18 @@ export interface MessagePort {
   close(): void;
   /** Largest bundle of records this port takes in one message (default BUNDLE_MAX_RECORDS_BYTES). */
   readonly maxBundle?: number;
+  /** A port that limits its own rate (the lane's congestion window, lane-window.ts). */
+  readonly congestion?: PortCongestion;
+}
+
+/** What the channel tells a congestion-controlled port, and asks of it. */
+export interface PortCongestion {
+  /** Whether one more message may go out now; false: the datagram is dropped (`full`). */
+  admit(): boolean;
+  /** A sealed message with this sequence number went out on the port. */
+  sent(seq: number): void;
+  /** A message that came in on the port opened (authentic, not a replay) with this number. */
+  opened(seq: number): void;
 }
 
 /** TLSSocket.exportKeyingMaterial of the session the channel is bound to. */
@@ -125,7 +137,7 @@ export class DatagramChannel {
     this.#role = role;
     this.#bundle = opts.bundle === true;
     if (this.#bundle) this.#pending = Buffer.allocUnsafe(BUNDLE_MAX_RECORDS_BYTES);
-    port.onMessage((msg) => this.#receive(msg));
+    port.onMessage((msg) => this.#receive(msg, port));
     port.onClosed(() => {
       this.#closed = true;
     });
@@ -143,7 +155,7 @@ export class DatagramChannel {
   prefer(port: MessagePort): void {
     if (this.#preferred || this.#closed) return;
     this.#preferred = port;
-    port.onMessage((msg) => this.#receive(msg));
+    port.onMessage((msg) => this.#receive(msg, port));
   }
 
   /** The port a message goes on now. */
@@ -167,7 +179,7 @@ export class DatagramChannel {
     if (this.#bundle && RECORD_HEADER_BYTES + payload.length <= this.#bundleLimit())
       return this.#add(stream, payload);
     const port = this.#out();
-    if (port.bufferedAmount() > MAX_BUFFERED) return this.#drop('full');
+    if (port.bufferedAmount() > MAX_BUFFERED || port.congestion?.admit() === false) return this.#drop('full');
     const seq = this.#sendSeq++;
     const sealed = sealDatagram(this.#keys(epochOf(seq)).send, stream, seq, payload);
     try {
@@ -175,6 +187,7 @@ export class DatagramChannel {
     } catch {
       return this.#drop('closed'); // closed under us: libdatachannel throws
     }
+    port.congestion?.sent(seq);
     this.counters.sent++;
     return true;
   }
@@ -183,7 +196,9 @@ export class DatagramChannel {
     const size = RECORD_HEADER_BYTES + payload.length;
     if (this.#pendingBytes + size > this.#bundleLimit()) this.#flush();
     if (this.#pendingCount === 0) {
-      if (this.#out().bufferedAmount() > MAX_BUFFERED) return this.#drop('full');
+      const port = this.#out();
+      if (port.bufferedAmount() > MAX_BUFFERED || port.congestion?.admit() === false)
+        return this.#drop('full');
       if (!this.#flushScheduled) {
         this.#flushScheduled = true;
         setImmediate(this.#flushSoon);
@@ -216,12 +231,14 @@ export class DatagramChannel {
       return;
     }
     const seq = this.#sendSeq++;
+    const port = this.#out();
     try {
-      this.#out().sendMessageBinary(sealBundle(this.#keys(epochOf(seq)).send, seq, records));
+      port.sendMessageBinary(sealBundle(this.#keys(epochOf(seq)).send, seq, records));
     } catch {
       this.counters.dropped.closed = (this.counters.dropped.closed ?? 0) + n;
       return;
     }
+    port.congestion?.sent(seq);
     this.counters.sent += n;
     this.counters.bundles++;
   }
@@ -238,18 +255,19 @@ export class DatagramChannel {
     }
   }
 
-  #receive(msg: string | Buffer | ArrayBuffer): void {
+  #receive(msg: string | Buffer | ArrayBuffer, port: MessagePort): void {
     if (typeof msg === 'string') {
       this.#drop('text');
       return;
     }
     const bytes = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
     if (bytes[0] === BUNDLE_VERSION) {
-      this.#receiveBundle(bytes);
+      this.#receiveBundle(bytes, port);
       return;
     }
     const opened = openDatagram(this.#receiveKey, bytes);
     if (!this.#admit(opened)) return;
+    port.congestion?.opened(opened.seq);
     this.counters.received++;
     this.onDatagram?.(opened.stream, opened.payload);
   }
@@ -268,9 +286,10 @@ export class DatagramChannel {
     return true;
   }
 
-  #receiveBundle(bytes: Buffer): void {
+  #receiveBundle(bytes: Buffer, port: MessagePort): void {
     const opened = openBundle(this.#receiveKey, bytes);
     if (!this.#admit(opened)) return;
+    port.congestion?.opened(opened.seq);
     const whole = eachRecord(opened.records, (stream, payload) => {
       this.counters.received++;
       this.onDatagram?.(stream, payload);

@@ -2,7 +2,14 @@ import type dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { beforeEach, describe, expect, it } from 'vitest';
 import type { Address } from '../../lib/tunnel/control.ts';
-import { DatagramLane, DEAD_MS, KEEPALIVE_MS, PUNCH_INTERVAL_MS, PUNCH_MS } from './dgram-lane.ts';
+import {
+  ACK_DELAY_MS,
+  DatagramLane,
+  DEAD_MS,
+  KEEPALIVE_MS,
+  PUNCH_INTERVAL_MS,
+  PUNCH_MS,
+} from './dgram-lane.ts';
 import { FakeClock } from './fake-clock.ts';
 import { LANE_KEY_BYTES, laneKeys, ProbeKind, sealProbe } from './lane-probe.ts';
 
@@ -189,6 +196,27 @@ describe('datagram lane', () => {
     expect(sent).toBeLessThanOrEqual(2 * (rounds + 1));
     expect(sent).toBeGreaterThanOrEqual(2 * (PUNCH_MS / PUNCH_INTERVAL_MS));
     expect(a.state).toBe('punching');
+  });
+
+  it('acknowledges what it opened every ACK_EVERY messages or ACK_DELAY_MS after one: the far window moves', async () => {
+    a.probe([B_PUBLIC]);
+    b.probe([A_PUBLIC]);
+    await clock.advance(PUNCH_INTERVAL_MS);
+    for (let seq = 0; seq < 20; seq++) {
+      expect(a.congestion.admit()).toBe(true);
+      a.congestion.sent(seq);
+    }
+    expect(a.window.inFlight).toBe(20);
+    // The channel on B opened 17 of them (3 lost): an ACK at the 16th, one more 5 ms after the 17th.
+    for (const seq of [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]) b.congestion.opened(seq);
+    expect(a.window.inFlight).toBe(4);
+    b.congestion.opened(19);
+    expect(a.window.inFlight).toBe(4);
+    await clock.advance(ACK_DELAY_MS);
+    expect(a.window.inFlight).toBe(0);
+    expect(a.window.counters).toMatchObject({ delivered: 17, lost: 3 });
+    // ACKs neither move the lane nor count as probes taken.
+    expect(text(a.peer as Address)).toBe(text(B_PUBLIC));
   });
 
   it('closes with its socket and stops its timer', async () => {

@@ -17,13 +17,17 @@
  * of unreplied UDP last ~30 s in Linux conntrack); down after DEAD_MS without one, and the
  * channel falls back to the session's own way until a probe comes through again.
  *
+ * Congestion: the channel sends on the lane only what its window admits (lane-window.ts: TCP's
+ * rule for unreliable messages); the receiving side acknowledges what it opened with an ACK
+ * (lane-probe.ts) after every ACK_EVERY messages, or ACK_DELAY_MS after the last one.
+ *
  * This socket takes datagrams from anyone: what is not a probe goes to the channel, which
  * opens only what the peer sealed for this session (the rest is counted, never answered).
  */
 import type dgram from 'node:dgram';
 import type { Address } from '../../lib/tunnel/control.ts';
 import type { Clock } from './clock.ts';
-import type { MessagePort } from './dgram-channel.ts';
+import type { MessagePort, PortCongestion } from './dgram-channel.ts';
 import {
   LANE_VERSION,
   type LaneKeys,
@@ -32,6 +36,7 @@ import {
   ProbeKind,
   sealProbe,
 } from './lane-probe.ts';
+import { LaneWindow } from './lane-window.ts';
 import type { LaneCounters, LaneState } from './status.ts';
 
 /** Probes to every candidate this often while the lane is not up (a round: ≤ MAX_CANDIDATES packets). */
@@ -50,6 +55,10 @@ export const MAX_CANDIDATES = 8;
  * as large as the app sent it.
  */
 export const LANE_BUNDLE_BYTES = 1_200;
+/** An ACK after this many messages opened since the last one… */
+export const ACK_EVERY = 16;
+/** …or this long after the first one not yet acknowledged. */
+export const ACK_DELAY_MS = 5;
 
 export interface LaneOptions {
   /** Bound, owned by the lane from now on (closed with it). */
@@ -75,6 +84,12 @@ export class DatagramLane implements MessagePort {
   #lastProof = 0;
   #punchUntil = 0;
   #timer: ReturnType<Clock['setTimeout']> | undefined;
+  readonly window = new LaneWindow();
+  /** What this side opened from the lane, for its ACKs: highest sequence number, count. */
+  #rxHighest = 0;
+  #rxCount = 0;
+  #rxAcked = 0;
+  #ackTimer: ReturnType<Clock['setTimeout']> | undefined;
   #onMessage: ((msg: Buffer) => void) | undefined;
   readonly #onClosed: Array<() => void> = [];
 
@@ -117,6 +132,18 @@ export class DatagramLane implements MessagePort {
 
   // MessagePort (dgram-channel.ts): the channel's sealed messages.
 
+  readonly congestion: PortCongestion = {
+    admit: () => this.window.admit(this.#clock.now()),
+    sent: (seq) => this.window.sent(seq, this.#clock.now()),
+    opened: (seq) => {
+      if (seq > this.#rxHighest) this.#rxHighest = seq;
+      this.#rxCount++;
+      if (this.#rxCount - this.#rxAcked >= ACK_EVERY) this.#ack();
+      else if (this.#ackTimer === undefined)
+        this.#ackTimer = this.#clock.setTimeout(() => this.#ack(), ACK_DELAY_MS);
+    },
+  };
+
   isOpen(): boolean {
     return this.#state === 'up';
   }
@@ -151,6 +178,8 @@ export class DatagramLane implements MessagePort {
     this.#setState('closed');
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     this.#timer = undefined;
+    this.#clock.clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
     try {
       this.#socket.close();
     } catch {
@@ -175,8 +204,13 @@ export class DatagramLane implements MessagePort {
       return;
     }
     this.#highestTaken = opened.counter;
-    this.counters.probesTaken++;
     this.#lastProof = this.#clock.now();
+    if (opened.ack) {
+      // Only the window's: an ACK does not move the lane (probes and answers do).
+      this.window.onAck(opened.ack.highest, opened.ack.received, this.#lastProof);
+      return;
+    }
+    this.counters.probesTaken++;
     this.#peer = { ip: from.address, port: from.port };
     if (this.#state !== 'up') {
       this.#setState('up');
@@ -211,6 +245,17 @@ export class DatagramLane implements MessagePort {
   #send(kind: ProbeKind, to: Address): void {
     this.counters.probesSent++;
     this.#socket.send(sealProbe(this.#keys.send, kind, this.#counter++), to.port, to.ip);
+  }
+
+  /** Reports what this side opened from the lane (the peer's window moves on it). */
+  #ack(): void {
+    this.#clock.clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    const to = this.#peer;
+    if (this.#state === 'closed' || !to || this.#rxCount === this.#rxAcked) return;
+    this.#rxAcked = this.#rxCount;
+    const report = { highest: this.#rxHighest, received: this.#rxCount };
+    this.#socket.send(sealProbe(this.#keys.send, ProbeKind.ACK, this.#counter++, report), to.port, to.ip);
   }
 
   #setState(state: LaneState): void {

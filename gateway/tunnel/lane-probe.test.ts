@@ -25,6 +25,28 @@ describe('datagram lane probes', () => {
     expect(openProbe(server.receive, sealed)).toEqual({ ok: true, kind, counter });
   });
 
+  it('golden: an ACK carries its report, signed with the rest', () => {
+    const report = { highest: 0x1000000ff, received: 1234 };
+    const sealed = sealProbe(client.send, ProbeKind.ACK, 9, report);
+    // Checked independently with Python's hmac, as above.
+    expect(sealed.toString('hex')).toBe(
+      '0303000000000000000900000001000000ff00000000000004d2b258a98320e7bd850940a9c5e2777189',
+    );
+    expect(openProbe(server.receive, sealed)).toEqual({
+      ok: true,
+      kind: ProbeKind.ACK,
+      counter: 9,
+      ack: report,
+    });
+    for (let bit = 0; bit < sealed.length * 8; bit++) {
+      const bad = Buffer.from(sealed);
+      bad[bit >> 3] ^= 1 << (bit & 7);
+      expect(openProbe(server.receive, bad).ok, `bit ${bit}`).toBe(false);
+    }
+    expect(() => sealProbe(client.send, ProbeKind.ACK, 1)).toThrow('only an ACK, carries a report');
+    expect(() => sealProbe(client.send, ProbeKind.PROBE, 1, report)).toThrow('only an ACK, carries a report');
+  });
+
   it('the keys are split by direction: a side never takes its own probes back (reflection)', () => {
     expect(client.send).toEqual(server.receive);
     expect(client.receive).toEqual(server.send);
@@ -45,7 +67,8 @@ describe('datagram lane probes', () => {
       expect(opened.ok, `bit ${bit}`).toBe(false);
       if (!opened.ok) reasons.add(opened.reason);
     }
-    expect([...reasons].sort()).toEqual(['auth', 'kind', 'version']);
+    // A kind flipped to ACK's is refused for its length (an ACK is 42 bytes).
+    expect([...reasons].sort()).toEqual(['auth', 'kind', 'short', 'version']);
     expect(openProbe(client.receive, sealed.subarray(0, PROBE_BYTES - 1))).toEqual({
       ok: false,
       reason: 'short',

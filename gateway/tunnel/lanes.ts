@@ -35,6 +35,8 @@ import type { LaneState, LaneStatus } from './status.ts';
 import { stunMapped } from './stun-client.ts';
 
 export const LANE_MESSAGE = 'dgram-lane';
+/** Asked for each lane socket's receive and send buffers (the kernel caps it at net.core.[rw]mem_max). */
+export const LANE_SOCKET_BUFFER = 1024 * 1024;
 /** One tunnel-server's STUN answer (the lab answers in < 1 ms; 4 sends, 250 ms apart). */
 export const LANE_STUN_TIMEOUT_MS = 1_000;
 
@@ -130,6 +132,12 @@ export class Lanes {
       state: lane.state,
       ...(peer ? { peer: `${peer.ip}:${peer.port}` } : {}),
       counters: { ...lane.counters, refused: { ...lane.counters.refused } },
+      window: {
+        size: lane.window.window,
+        inFlight: lane.window.inFlight,
+        rttMs: Math.round(lane.window.rttMs * 1000) / 1000,
+        ...lane.window.counters,
+      },
     };
   }
 
@@ -153,7 +161,13 @@ export class Lanes {
 
   async #begin(session: MuxSession, tls: TLSSocket, entry: Entry, answering: boolean): Promise<void> {
     const opts = this.#opts;
-    const socket = dgram.createSocket('udp4');
+    // Bursts arrive faster than one event-loop turn reads them (a blast of a UDP Service, a GC
+    // pause): the kernel's default 208 KiB holds ~90 full-size datagrams, then drops.
+    const socket = dgram.createSocket({
+      type: 'udp4',
+      recvBufferSize: LANE_SOCKET_BUFFER,
+      sendBufferSize: LANE_SOCKET_BUFFER,
+    });
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
       socket.bind(0, opts.bindHost ?? '0.0.0.0', () => {

@@ -52,6 +52,17 @@ export interface LaneStatus {
   /** Where the peer is seen from (the source of its newest probe). */
   peer?: string;
   counters: LaneCounters;
+  /** Its congestion window (lane-window.ts): messages, in flight, smoothed RTT, what it counted. */
+  window: {
+    size: number;
+    inFlight: number;
+    rttMs: number;
+    delivered: number;
+    lost: number;
+    decreases: number;
+    stalls: number;
+    queued: number;
+  };
 }
 
 /** Why a path was judged degraded: PING loss in the window, or an RTT spike on its baseline. */

@@ -102,6 +102,40 @@ describe('datagram streams through the NAT lab', () => {
     expect(flows.every((f) => f.error === undefined)).toBe(true);
   });
 
+  interface LaneView {
+    state: string;
+    peer?: string;
+    counters: { sent: number; probesTaken: number };
+  }
+  /** `node`'s punched path to `peer`: its lane and datagram counters, from the gateway's status. */
+  async function punchedOf(node: LabNode, peer: LabNode) {
+    const r = await t.lab.exec(node.ns, ['curl', '-sf', 'http://127.0.0.1:15091/status']);
+    const status = JSON.parse(r.stdout) as {
+      peers: {
+        node: string;
+        paths: Record<string, { lane?: LaneView; datagrams?: { sent: number; received: number } }>;
+      }[];
+    };
+    return status.peers.find((x) => x.node === peer.name)?.paths.punched;
+  }
+
+  it('beside the punched TCP session the datagrams ride a datagram lane, both ways', async () => {
+    // The flow above started the lane on A's punched session to B (and B's, on A's offer).
+    await waitFor(async () => (await punchedOf(A, B))?.lane?.state === 'up', 15_000, 200, 'A → B lane up');
+    await waitFor(async () => (await punchedOf(B, A))?.lane?.state === 'up', 15_000, 200, 'B → A lane up');
+    const before = (await punchedOf(A, B))?.lane?.counters.sent ?? 0;
+    for (let i = 0; i < 5; i++) expect(await dig(16001, name(B))).toBe(answerOf(1));
+    const a = await punchedOf(A, B);
+    const b = await punchedOf(B, A);
+    // Queries went on A's lane, answers on B's: sealed by the channel, sent on the lane socket.
+    expect(a?.lane?.counters.sent).toBeGreaterThanOrEqual(before + 5);
+    expect(b?.lane?.counters.sent).toBeGreaterThanOrEqual(5);
+    expect(a?.datagrams?.received).toBeGreaterThanOrEqual(5);
+    // Each side sees the other at its site's public address (the NAT's), not at its LAN one.
+    expect(a?.lane?.peer?.split(':')[0]).toBe(t.lab.sites[1].publicAddr);
+    expect(b?.lane?.peer?.split(':')[0]).toBe(t.lab.sites[0].publicAddr);
+  });
+
   it('across a symmetric NAT the datagram stream runs on the relay', async () => {
     expect(await dig(16002, name(C))).toBe(answerOf(2));
     expect(await pathTo(C)).toBe('relay');

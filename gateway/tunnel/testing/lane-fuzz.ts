@@ -17,6 +17,7 @@ const PROBES = [
   sealProbe(server.send, ProbeKind.PROBE, 0),
   sealProbe(server.send, ProbeKind.ANSWER, 1),
   sealProbe(server.send, ProbeKind.PROBE, 2 ** 40 + 5),
+  sealProbe(server.send, ProbeKind.ACK, 7, { highest: 2 ** 33, received: 100 }),
 ];
 const VALID = new Set(PROBES.map((b) => b.toString('hex')));
 
@@ -36,7 +37,7 @@ export const probeTarget: FuzzTarget<{ bytes: Buffer }> = {
     check(opened.ok === exact, () => (exact ? 'a signed probe did not open' : 'a changed probe opened'));
     if (opened.ok)
       check(
-        sealProbe(server.send, opened.kind, opened.counter).equals(bytes),
+        sealProbe(server.send, opened.kind, opened.counter, opened.ack).equals(bytes),
         () => 're-signing changed the bytes',
       );
   },
