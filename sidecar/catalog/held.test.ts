@@ -67,6 +67,21 @@ describe('held catalog (pure)', () => {
     expect(compactEntry(svc('demo', 'none', '10.96.0.13')).endpoints).toEqual([]);
   });
 
+  it('holds a one-service answer (answerService) as answer() holds the same answer', () => {
+    const viaAnswer = new HeldCatalog({ clusterDomain: 'cluster.local' });
+    const viaService = new HeldCatalog({ clusterDomain: 'cluster.local' });
+    const other = svc('demo', 'other', '10.96.0.20');
+    expect(viaAnswer.answer(WEB, answer(1, { 'demo/web': web }, 7), 0)).toEqual([]);
+    expect(viaService.answerService(WEB, 'demo/web', web, 7, 0)).toEqual([]);
+    expect(viaService.catalog()).toEqual(viaAnswer.catalog());
+    expect(viaService.drain(0)).toEqual(viaAnswer.drain(0));
+    expect(viaService.check('svc demo/web', noClock)).toBe('held');
+    // Answered again with another service: the old topic is released, in both.
+    expect(viaService.answerService(WEB, 'demo/other', other, 8, 1)).toEqual(['svc demo/web']);
+    expect(viaAnswer.answer(WEB, answer(2, { 'demo/other': other }, 8), 1)).toEqual(['svc demo/web']);
+    expect(viaService.catalog()).toEqual(viaAnswer.catalog());
+  });
+
   it('holds what answers named until idle; two keys share a topic and release it together', () => {
     const held = new HeldCatalog({ clusterDomain: 'cluster.local', idleMs: 1000, negativeTtlMs: 100 });
     expect(held.check('svc demo/web', at(0))).toBe('miss');

@@ -144,6 +144,30 @@ export class HeldCatalog {
       this.#hold(topics, `pod ${ip}`, { kind: 'pod', ip, value: answer.pods[ip] });
     for (const name in answer.namespaces)
       this.#hold(topics, `ns ${name}`, { kind: 'ns', name, value: answer.namespaces[name] });
+    return this.#keep(key, k, topics, now);
+  }
+
+  /**
+   * answer() for an answer naming one service and nothing else (a compact answer,
+   * lib/catalog/lookup-compact.ts): no answer object and no for-in over its records.
+   */
+  answerService(
+    key: LookupKey,
+    serviceKey: string,
+    entry: ServiceEntry,
+    revision: number,
+    now: number,
+    k = keyString(key),
+  ): string[] {
+    this.#revision = Math.max(this.#revision, revision);
+    const topics = this.#scratch;
+    topics.length = 0;
+    this.#hold(topics, `svc ${serviceKey}`, { kind: 'svc', key: serviceKey, value: compactEntry(entry) });
+    return this.#keep(key, k, topics, now);
+  }
+
+  /** Holds `key` with the topics its answer named (none: a negative answer); returns the released ones. */
+  #keep(key: LookupKey, k: string, topics: string[], now: number): string[] {
     const prev = this.#keys.get(k);
     if (prev) prev.live = false;
     if (topics.length > 0) {
@@ -155,7 +179,7 @@ export class HeldCatalog {
       this.#keys.set(k, state);
     } else this.#keys.set(k, new KeyState(undefined, NO_TOPICS, now, now + this.#negativeTtlMs));
     this.#catalog = undefined;
-    return prev?.key !== undefined ? this.#release(prev.topics) : [];
+    return prev?.key !== undefined ? this.#release(prev.topics) : NO_TOPICS;
   }
 
   /** One topic an answer named (its text as topicOf makes it): held, or one more key on it. */

@@ -244,7 +244,7 @@ export class ZoneTables implements Zone {
     if (!entry) this.#replace(id, undefined);
     else if (this.#sources.get(id)?.from !== entry) {
       const problems: string[] = [];
-      // Exact size (serviceRecords pushes into an empty array): held as long as the service.
+      // An exact-size copy of serviceRecords' scratch list: held as long as the service.
       const records = serviceRecords(entry, key, this.domain, this.#ttl, problems).slice();
       // The namespace exists once it has a (valid) service: <ns>.svc.<zone> answers NODATA.
       const marks =
@@ -478,7 +478,12 @@ function addressContribution(name: string, ip: string, ttl: number): Contributio
     : contribution(name, Type.AAAA, ttl, ipv6Bytes(ip));
 }
 
-/** What one service puts in the zone (pure; problems are appended to `problems`). */
+const SCRATCH: Contribution[] = [];
+
+/**
+ * What one service puts in the zone (problems are appended to `problems`). The list returned
+ * is a scratch one, valid until the next call: copy it to keep it.
+ */
 function serviceRecords(
   entry: ServiceEntry,
   key: string,
@@ -487,7 +492,10 @@ function serviceRecords(
   problems: string[],
 ): Contribution[] {
   const svc = entry.service;
-  const out: Contribution[] = [];
+  // A scratch list (pure and not re-entered): the caller keeps an exact-size copy, and push
+  // onto a fresh [] reserved 17 slots per first query only to be copied and dropped.
+  const out = SCRATCH;
+  out.length = 0;
   if (!LABEL.test(svc.namespace) || !LABEL.test(svc.name)) {
     problems.push(`service ${key}: namespace/name is not a DNS label`);
     return out;
