@@ -91,9 +91,11 @@ describe('compact service answer (lib/catalog/lookup-compact.ts)', () => {
       [`S 7 9 ${key} C - - - r - - - ^ 0`, /ports is \^ with no previous list/],
       [`S 7 9 ${key} C - - - r - - - web/80/Q 0`, /protocol must be T, U or S/],
       [`S 7 9 ${key} C - - - r - - - web/80 0`, /name\/port\/protocol/],
-      [`S 7 9 ${key} C - - - r - - - - 2 10.0.0.1 rs - - - -`, /endpoint ip missing/],
+      [`S 7 9 ${key} C - - - r - - - - 1 10.0.0.1 rs`, /endpoint ports missing/],
       [`S 7 9 ${key} C - - - r - - - - 1 10.0.0.1 rs - =%ZZ - -`, /bad %-escape/],
       [`S 7 9 ${key} C - - - r - - - - 1 999.0.0.1 rs - - - -`, /ip/],
+      [`S 7 9 ${key} C - - - r - - - - 3 10.0.0.1 rs - - - -`, /endpoint count must be 0\.\.1/],
+      [`S 7 9 ${key} C - - - r - - - - 10001 10.0.0.1 rs - - - -`, /endpoint count must be/],
     ];
     for (const [text, message] of cases) expect(() => decode(text), text).toThrow(message);
     const b = Buffer.from(`${good.slice(0, 12)}\u00e9${good.slice(12)}`);

@@ -46,7 +46,7 @@ import type {
   ServiceEntry,
   ServicePort,
 } from './types.ts';
-import { checkServiceEntry } from './validate.ts';
+import { checkServiceEntry, LIMITS } from './validate.ts';
 
 /** The format this code reads and writes besides JSON (format 1). */
 export const COMPACT_FORMAT = 2;
@@ -256,6 +256,11 @@ class Reader {
 
   get done(): boolean {
     return this.#pos >= this.#end;
+  }
+
+  /** Bytes not read yet (with the separator before the next token). */
+  get left(): number {
+    return Math.max(0, this.#end - this.#pos + 1);
   }
 
   /** A decimal integer in [min, max]. */
@@ -492,7 +497,9 @@ export function decodeCompactAnswer(b: Buffer, start: number, end: number): Comp
   if (externalName !== undefined) service.externalName = externalName;
   if (hashHeader !== undefined) service.hashHeader = hashHeader;
   if (udpIdleTimeoutMs !== undefined) service.udpIdleTimeoutMs = udpIdleTimeoutMs;
-  const n = r.integer('endpoint count', 0, 100_000);
+  // At most the catalog's limit, and no more than the rest of the line can hold (an endpoint
+  // is six tokens, at least 12 bytes): a lying count allocates nothing.
+  const n = r.integer('endpoint count', 0, Math.min(LIMITS.endpointsPerService, Math.floor(r.left / 12)));
   const endpoints = new Array<Endpoint>(n);
   let prev: EndpointPort[] | undefined;
   for (let i = 0; i < n; i++) {
