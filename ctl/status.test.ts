@@ -83,6 +83,13 @@ const edge1 = received(
             health: { degraded: false, lastRttMs: 3.1234 },
             // A UDP Service's flow on the datagram channel: what went where, and the drops.
             datagrams: { sent: 1200, dropped: 3, framed: 5, received: 1190, refused: 2, overflow: 0 },
+            // …carried on the datagram lane beside the session.
+            lane: {
+              state: 'up',
+              peer: '203.0.113.9:40310',
+              counters: { probesSent: 9, probesTaken: 8, refused: {}, sent: 1150, sendErrors: 0 },
+              window: { size: 80, inFlight: 3, rttMs: 3.2, delivered: 1140, lost: 10, decreases: 1, stalls: 0, queued: 0 },
+            },
           },
         },
         bytesIn: 1_300_000,
@@ -243,6 +250,7 @@ function older(n: NodeStatus): NodeStatus {
     for (const x of p.paths) {
       delete x.health;
       delete x.datagrams;
+      delete x.lane;
     }
   delete d.nat.class;
   delete d.nat.birthdays;
@@ -407,6 +415,10 @@ describe('the gateway document', () => {
       'gateway g: peers[1].paths[0].datagrams.refused is not a non-negative integer',
     );
     expect(bad((d) => (d.peers[1].paths[0].datagrams = [1, 2]))).toThrow('peers[1].paths[0].datagrams');
+    expect(bad((d) => (d.peers[1].paths[0].lane.state = 'sideways'))).toThrow('peers[1].paths[0].lane.state');
+    expect(bad((d) => (d.peers[1].paths[0].lane.window.lost = -1))).toThrow(
+      'peers[1].paths[0].lane.window.lost is not a non-negative integer',
+    );
   });
 });
 
