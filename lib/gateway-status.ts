@@ -85,7 +85,7 @@ export interface LaneEntry {
   /**
    * Its congestion window (since 18.2, absent before the window): messages it may have out,
    * out now, smoothed RTT (ms), messages the peer acknowledged, lost, and the window's cuts
-   * for loss, for a stall and for a queue.
+   * for loss and for a stall.
    */
   window?: LaneWindowEntry;
 }
@@ -98,9 +98,8 @@ export interface LaneWindowEntry {
   lost: number;
   decreases: number;
   stalls: number;
-  queued: number;
 }
-const WINDOW_COUNTS = ['size', 'inFlight', 'delivered', 'lost', 'decreases', 'stalls', 'queued'] as const;
+const WINDOW_COUNTS = ['size', 'inFlight', 'delivered', 'lost', 'decreases', 'stalls'] as const;
 const LANE_STATES = ['punching', 'up', 'down', 'closed'] as const;
 
 /**

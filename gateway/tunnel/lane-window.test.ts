@@ -1,13 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  DELAY_BACKOFF,
-  INITIAL_WINDOW,
-  LaneWindow,
-  MAX_WINDOW,
-  MIN_WINDOW,
-  QUEUE_DELAY_MS,
-  STALL_MS,
-} from './lane-window.ts';
+import { INITIAL_WINDOW, LaneWindow, MAX_WINDOW, MIN_WINDOW, STALL_MS } from './lane-window.ts';
 
 /** Sends while the window admits, from sequence number `seq` on; returns the next one. */
 function fill(w: LaneWindow, seq: number, now: number): number {
@@ -68,20 +60,6 @@ describe('the lane congestion window', () => {
     expect(w.counters).toMatchObject({ lost: INITIAL_WINDOW, stalls: 1 });
     expect(w.window).toBe(MIN_WINDOW);
     expect(w.inFlight).toBe(0);
-  });
-
-  it('a round trip over the base by more than the allowance shrinks it (a queue), once per round trip', () => {
-    const w = new LaneWindow();
-    let seq = fill(w, 0, 0);
-    w.onAck(seq - 1, seq, 2); // base RTT 2 ms, no loss: slow start to 64
-    expect(w.window).toBe(2 * INITIAL_WINDOW);
-    const at = 100;
-    seq = fill(w, seq, at);
-    // Delivered, nothing lost, but 2 + QUEUE_DELAY_MS + 1 ms later: a queue.
-    w.onAck(seq - 1, seq, at + 2 + QUEUE_DELAY_MS + 1);
-    expect(w.counters.queued).toBe(1);
-    expect(w.window).toBe(Math.floor(2 * INITIAL_WINDOW * DELAY_BACKOFF));
-    expect(w.counters.lost).toBe(0);
   });
 
   it('an ACK older than one taken, or for nothing out, changes nothing', () => {

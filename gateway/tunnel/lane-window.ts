@@ -17,12 +17,12 @@
  * halves it (once per round trip); a stall (no ACK for STALL_MS while messages are out: the
  * peer or the path went away) takes everything out as lost and restarts from MIN_WINDOW.
  *
- * Loss alone would fill every queue on the way first: the receiving gateway's socket buffer
- * (MiBs, to ride out its GC pauses) holds seconds of a blast, and a UDP Service's datagrams
- * would wait there. So a queue is also a signal, as in TCP Vegas and LEDBAT (RFC 6817): an ACK
- * whose round trip exceeds the smallest seen (over the last MIN_RTT_WINDOW_MS) by more than
- * max(QUEUE_DELAY_MS, that smallest) shrinks the window to DELAY_BACKOFF of itself, once per
- * round trip, and does not grow it.
+ * Loss is the only signal. A queue signal as in TCP Vegas or LEDBAT (RFC 6817: a round trip
+ * over the base by more than an allowance shrinks the window) was built and measured, and not
+ * kept: a gateway on a busy 2-core node stalls its event loop for tens of milliseconds (GC,
+ * other processes), the sender's own stall reads as a queue, and the window sat at 70–80
+ * messages, or at its floor with a 10 ms allowance (433 replies/s at max; docs/udp.md). The
+ * receiving socket's buffer (lanes.ts, 1 MiB) bounds the queue a loss-based window builds.
  *
  * The peer's ACK (lane-probe.ts) reports the highest channel sequence number it opened from
  * the lane and how many messages it opened from it in all. Every message sent with a sequence
@@ -38,16 +38,6 @@ export const MAX_WINDOW = 4096;
 export const STALL_MS = 250;
 /** The first round trip's guess, until an ACK measures one. */
 const INITIAL_RTT_MS = 20;
-/**
- * Queueing this far above the base round trip is congestion. Not less: a gateway on a busy
- * 2-core node stalls its event loop for 10–30 ms (GC, other processes), and 10 ms here kept the
- * window at its floor in the NAT lab at load 6 (433 replies/s against 2.6k/s with 50 ms).
- */
-export const QUEUE_DELAY_MS = 50;
-export const DELAY_BACKOFF = 0.85;
-/** The base round trip is the smallest of this long: a path that changed is learned anew. */
-const MIN_RTT_WINDOW_MS = 10_000;
-
 export interface WindowCounters {
   /** Messages the peer's ACKs said it opened. */
   delivered: number;
@@ -56,8 +46,6 @@ export interface WindowCounters {
   /** Halvings for a loss, and restarts after a stall. */
   decreases: number;
   stalls: number;
-  /** Decreases for a queue (round trips over the base by more than the allowance). */
-  queued: number;
 }
 
 export class LaneWindow {
@@ -71,9 +59,7 @@ export class LaneWindow {
   #lastProgress = 0;
   #recoveryUntil = 0;
   #rttMs = INITIAL_RTT_MS;
-  #minRtt = Number.POSITIVE_INFINITY;
-  #minRttAt = 0;
-  readonly counters: WindowCounters = { delivered: 0, lost: 0, decreases: 0, stalls: 0, queued: 0 };
+  readonly counters: WindowCounters = { delivered: 0, lost: 0, decreases: 0, stalls: 0 };
 
   /** The window now, in messages. */
   get window(): number {
@@ -116,14 +102,12 @@ export class LaneWindow {
     }
     this.#compact();
     if (covered > 0 || delivered > 0) this.#lastProgress = now;
-    const queued = newestSentAt !== undefined && this.#sample(Math.max(0, now - newestSentAt), now);
+    if (newestSentAt !== undefined) this.#rttMs += (Math.max(0, now - newestSentAt) - this.#rttMs) / 8;
     this.counters.delivered += delivered;
     const lost = covered - delivered;
     if (lost > 0) {
       this.counters.lost += lost;
-      this.#decrease(now, 0.5);
-    } else if (queued) {
-      if (this.#decrease(now, DELAY_BACKOFF)) this.counters.queued++;
+      this.#decrease(now);
     } else if (delivered > 0) {
       // Slow start below ssthresh, then one message per window's worth delivered.
       this.#cwnd += this.#cwnd < this.#ssthresh ? delivered : delivered / this.#cwnd;
@@ -131,27 +115,13 @@ export class LaneWindow {
     }
   }
 
-  /** A round-trip sample: smoothed, the base kept; true when it says a queue is building. */
-  #sample(rtt: number, now: number): boolean {
-    this.#rttMs += (rtt - this.#rttMs) / 8;
-    if (rtt <= this.#minRtt || now - this.#minRttAt > MIN_RTT_WINDOW_MS) {
-      this.#minRtt = rtt;
-      this.#minRttAt = now;
-    }
-    return rtt > this.#minRtt + Math.max(QUEUE_DELAY_MS, this.#minRtt);
-  }
-
-  /**
-   * Once per round trip: the losses (or queue) of one window are one congestion event
-   * (RFC 5681 §3.1). False when one was taken in this round trip already.
-   */
-  #decrease(now: number, factor: number): boolean {
-    if (now < this.#recoveryUntil) return false;
-    this.#ssthresh = Math.max(MIN_WINDOW, this.#cwnd * factor);
+  /** Once per round trip: the losses of one window are one congestion event (RFC 5681 §3.1). */
+  #decrease(now: number): void {
+    if (now < this.#recoveryUntil) return;
+    this.#ssthresh = Math.max(MIN_WINDOW, this.#cwnd / 2);
     this.#cwnd = this.#ssthresh;
     this.#recoveryUntil = now + this.#rttMs;
-    if (factor === 0.5) this.counters.decreases++;
-    return true;
+    this.counters.decreases++;
   }
 
   #stall(): void {

@@ -61,7 +61,6 @@ export interface LaneStatus {
     lost: number;
     decreases: number;
     stalls: number;
-    queued: number;
   };
 }
 
