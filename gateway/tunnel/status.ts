@@ -5,6 +5,7 @@
  * (gateway/streams.ts) as well as the tunnel, so it imports nothing of either.
  */
 import type { PathKind } from '../../lib/gateway-protocol.ts';
+import type { LaneWindowEntry } from '../../lib/gateway-status.ts';
 import type { DatagramCounters } from '../../lib/tunnel/mux.ts';
 
 /**
@@ -52,16 +53,8 @@ export interface LaneStatus {
   /** Where the peer is seen from (the source of its newest probe). */
   peer?: string;
   counters: LaneCounters;
-  /** Its congestion window (lane-window.ts): messages, in flight, smoothed RTT, what it counted. */
-  window: {
-    size: number;
-    inFlight: number;
-    rttMs: number;
-    delivered: number;
-    lost: number;
-    decreases: number;
-    stalls: number;
-  };
+  /** Its congestion window (lane-window.ts), as /status reports it. */
+  window: LaneWindowEntry;
 }
 
 /** Why a path was judged degraded: PING loss in the window, or an RTT spike on its baseline. */
