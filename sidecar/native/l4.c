@@ -62,13 +62,17 @@
 #define CONNECT_CHECK_MS 20
 /* Empty pipes kept for bulk transfers: a pipe costs two fds and a pipe2(2) to make. */
 #define PIPE_POOL 64
-/* A pipe's capacity (new pipes are grown to it; the L4 splice still moves READ_BUFFER at a
- * time) and the most one splice of an HTTP body asks for: on this VM a syscall's entry and
- * exit are most of its cost, and a 1 MiB body then takes ~4 splices each way instead of 16+
- * (CPU per 1 MiB response -13% in bench/proxy.ts-like runs against 64 KiB). It bounds what a
- * slow reader can hold per direction in the kernel. F_SETPIPE_SZ may fail (the user's
- * pipe-user-pages-soft spent): such a pipe keeps its size and works, moving less per call. */
+/* The capacity a pipe carrying an HTTP body is grown to, and the most one splice of it asks
+ * for: on this VM a syscall's entry and exit are most of its cost, and a 1 MiB body then takes
+ * a few splices each way instead of 16+ (CPU per 1 MiB response 584-714 µs vs 803-862 with
+ * 64 KiB pipes in bench/proxy.ts, docs/proxy.md). It bounds what a slow reader holds per
+ * direction in a pipe. At most H_BIG_PIPES grown pipes per engine: the kernel charges a
+ * pipe's capacity to the user's pipe-user-pages-soft (16,384 pages by default) whether or not
+ * it holds bytes, and past that limit every new pipe (the L4 splice's too) gets 2 pages; 64 ×
+ * 64 pages is a quarter of it. Past the cap, or when F_SETPIPE_SZ fails, a pipe keeps its
+ * 64 KiB and works, moving less per call. */
 #define H_SPLICE_MAX (256 * 1024)
+#define H_BIG_PIPES 64
 
 enum {
   EV_ACCEPTED = 1,
@@ -121,6 +125,7 @@ typedef struct {
   uint8_t bulk;     /* a read filled the whole buffer: move the rest by splice(2) */
   uint8_t eof;      /* `from` sent its FIN */
   uint8_t fin;      /* ...and it was carried (shutdown on the other side) */
+  uint8_t big;      /* the pipe was grown to H_SPLICE_MAX (h_pipe_grow) */
   uint64_t moved;   /* bytes written to the other side: reported at close (per-service metrics) */
 } dir_t;
 
@@ -286,7 +291,9 @@ typedef struct {
   uint64_t now_ms, next_sweep_ms;
   batch_t *batch;
   int pipes[PIPE_POOL][2];
+  uint8_t pipe_big[PIPE_POOL];
   int npipes;
+  size_t nbig; /* grown pipes alive (pooled or in use), at most H_BIG_PIPES */
   /* HTTP/1.1 connections: open and freed-this-round lists, shared upstream pools per endpoint
    * id, the parse scratch (a head's drop list is large), metrics (the lock: JS reads them). */
   hconn_t hopen, hdead;
@@ -465,10 +472,11 @@ static int pipe_take(engine_t *e, dir_t *d) {
     e->npipes--;
     d->pipe[0] = e->pipes[e->npipes][0];
     d->pipe[1] = e->pipes[e->npipes][1];
+    d->big = e->pipe_big[e->npipes];
     return 1;
   }
   if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) != 0) return 0;
-  fcntl(d->pipe[1], F_SETPIPE_SZ, H_SPLICE_MAX);
+  d->big = 0;
   e->npipes_alive++;
   return 1;
 }
@@ -480,12 +488,15 @@ static void pipe_put(engine_t *e, dir_t *d) {
   if (d->in_pipe == 0 && e->npipes < PIPE_POOL) {
     e->pipes[e->npipes][0] = d->pipe[0];
     e->pipes[e->npipes][1] = d->pipe[1];
+    e->pipe_big[e->npipes] = d->big;
     e->npipes++;
   } else {
     close(d->pipe[0]);
     close(d->pipe[1]);
     e->npipes_alive--;
+    if (d->big) e->nbig--;
   }
+  d->big = 0;
   d->pipe[0] = d->pipe[1] = -1;
   d->in_pipe = 0;
 }
@@ -1551,9 +1562,20 @@ static void h_next(engine_t *e, hconn_t *c) {
  * their socket for the copy path that parses them. Backpressure as with copies: what the
  * destination does not take stays in the pipe, and the source is not read until it drains.
  */
+/* How much one splice into d's pipe may ask for: H_SPLICE_MAX once the pipe is grown (here,
+ * the first time it carries a body, while fewer than H_BIG_PIPES are), else READ_BUFFER. */
+static size_t h_pipe_grow(engine_t *e, dir_t *d) {
+  if (!d->big && e->nbig < H_BIG_PIPES && fcntl(d->pipe[1], F_SETPIPE_SZ, H_SPLICE_MAX) >= H_SPLICE_MAX) {
+    d->big = 1;
+    e->nbig++;
+  }
+  return d->big ? H_SPLICE_MAX : READ_BUFFER;
+}
+
 static void h_splice_request(engine_t *e, hconn_t *c) {
   for (int i = 0; i < 16; i++) {
-    size_t want = c->req_remaining < H_SPLICE_MAX ? (size_t)c->req_remaining : H_SPLICE_MAX;
+    size_t cap = h_pipe_grow(e, &c->sup);
+    size_t want = (uint64_t)c->req_remaining < cap ? (size_t)c->req_remaining : cap;
     ssize_t n = splice(c->cfd, NULL, c->sup.pipe[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) break;
@@ -1580,7 +1602,8 @@ static void h_splice_request(engine_t *e, hconn_t *c) {
 
 static void h_splice_response(engine_t *e, hconn_t *c) {
   for (int i = 0; i < 16; i++) {
-    size_t want = c->resp_remaining < H_SPLICE_MAX ? (size_t)c->resp_remaining : H_SPLICE_MAX;
+    size_t cap = h_pipe_grow(e, &c->sdown);
+    size_t want = (uint64_t)c->resp_remaining < cap ? (size_t)c->resp_remaining : cap;
     ssize_t n = splice(c->ufd, NULL, c->sdown.pipe[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
     if (n <= 0) {
