@@ -92,6 +92,8 @@ function harness(self = 'node-a') {
     /** What a TCP punch does. */
     punch: 'fail' as 'fail' | 'connect' | 'hang',
     relays: [] as FakeSession[],
+    /** Punched sessions made so far (punch 'connect'). */
+    punchedSessions: [] as FakeSession[],
     /** Relays made from now on answer PINGs (their health is judged). */
     pingingRelays: false,
     health: [] as string[],
@@ -118,7 +120,9 @@ function harness(self = 'node-a') {
     requestPunch: async (link, peer) => {
       h.requests.push(`punch ${peer} at ${link.label}`);
       if (h.punch === 'connect') {
-        h.peer.add('punched', new FakeSession(), 'tcp');
+        const session = new FakeSession();
+        h.punchedSessions.push(session);
+        h.peer.add('punched', session, 'tcp');
         return;
       }
       if (h.punch === 'hang') return new Promise<void>(() => undefined);
@@ -246,6 +250,36 @@ describe('Peer: the search for a better path (c14aa9f)', () => {
     h.peer.linkUp();
     expect(h.peer.nextUpgradeAt).toBeUndefined();
     expect(h.clock.pending()).toEqual([]);
+  });
+
+  it('a lost punched path with the relay still up plans a search again, and it finds the path', async () => {
+    const h = harness();
+    h.punch = 'connect';
+    await onRelayAfter(h, 1);
+    expect(h.peer.status().path).toBe('punched');
+    // A new stream needs the relay again (as after a cloud outage), then the punched path dies.
+    h.peer.add('relay', new FakeSession(), 'tcp via ts-0', 'ts-0');
+    expect(h.peer.status().paths.punched).toBeDefined();
+    const before = h.punches();
+    h.punchedSessions.at(-1)?.close();
+    expect(h.peer.nextUpgradeAt).toBeDefined();
+    await h.clock.advance(1_000);
+    expect(h.punches()).toBe(before + 1);
+    expect(h.peer.status().path).toBe('punched');
+  });
+
+  it('a search is not skipped for a punched session that no longer takes streams (closing, not yet closed)', async () => {
+    const h = harness();
+    h.punch = 'connect';
+    await onRelayAfter(h, 1);
+    const stale = h.punchedSessions.at(-1) as FakeSession;
+    stale.usable = false; // dead or going away; its close comes later
+    h.peer.add('relay', new FakeSession(), 'tcp via ts-0', 'ts-0');
+    h.peer.linkUp();
+    const before = h.punches();
+    await h.clock.advance(1_000);
+    expect(h.punches()).toBe(before + 1);
+    expect(h.peer.status().path).toBe('punched');
   });
 
   it('a punched path found: new streams take it, the relay is sent away, no search is planned', async () => {

@@ -292,6 +292,11 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
     const parked = ctx.parkedStreams?.(this.name) ?? 0;
     const best = this.best();
     if (!this.#closed && best && parked > 0) ctx.resumeOn?.(best);
+    // A lost direct or punched path with the relay still up: look for a direct path again
+    // soon (nothing else would plan it: the search is planned when a relay opens, on a failed
+    // search and when a tunnel-server link comes back).
+    if (!this.#closed && kind !== 'relay' && best && !this.#hasDirect())
+      this.#scheduleUpgrade(Math.floor(ctx.clock.random() * LINK_UP_UPGRADE_SPREAD_MS));
     // Keep the peer reachable: a lost relay comes back through another replica at once (so
     // does any lost path that parked streams wait on; the new session resumes them, pathUp).
     if (!this.#closed && !best && (kind === 'relay' || parked > 0)) {
@@ -364,7 +369,7 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
    */
   linkUp(): void {
     if (this.#closed || !this.#sessions.has('relay')) return;
-    if (this.#sessions.has('direct') || this.#sessions.has('punched')) return;
+    if (this.#hasDirect()) return;
     this.#upgradeDelay = UPGRADE_RETRY_START_MS;
     this.#scheduleUpgrade(Math.floor(this.#ctx.clock.random() * LINK_UP_UPGRADE_SPREAD_MS));
   }
@@ -391,7 +396,7 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
    * parallel. Bounded; nothing found reschedules with backoff.
    */
   async #upgrade(): Promise<void> {
-    if (this.#sessions.has('direct') || this.#sessions.has('punched')) return;
+    if (this.#hasDirect()) return;
     const ctx = this.#ctx;
     this.#upgrading = true;
     this.nextUpgradeAt = undefined;
@@ -430,12 +435,23 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
     } finally {
       this.#upgrading = false;
     }
-    if (!this.#sessions.has('direct') && !this.#sessions.has('punched')) {
+    if (!this.#hasDirect()) {
       const delay = this.#upgradeDelay;
       if (!noServer) this.#upgradeDelay = Math.min(UPGRADE_RETRY_MAX_MS, delay * 2);
       ctx.log.info({ peer: this.name, retryInMs: delay }, 'no direct path; staying on the relay');
       this.#scheduleUpgrade(delay);
     }
+  }
+
+  /**
+   * A direct or punched session that takes new streams. One that is closing (gone away, or
+   * dead and not yet noticed) does not count: a search skipped for it was never planned again
+   * once it closed, and the peer stayed on the relay (`nextUpgradeAt: null` in a real-cluster run).
+   */
+  #hasDirect(): boolean {
+    for (const kind of ['direct', 'punched'] as const)
+      if (this.#sessions.get(kind)?.session.usable) return true;
+    return false;
   }
 
   /** Settles when `work` does or UPGRADE_SEARCH_MAX_MS have passed, whichever is first; never rejects. */
