@@ -59,8 +59,9 @@ export interface FastOptions {
   pool?: { idleMs?: number; relayReuseMs?: number };
   /**
    * Connections of services the native engine can carry go there (../native-http1.ts).
-   * Default: env EDGEMESH_HTTP1_PATH=native (the sidecar container's env, read here as
-   * http-proxy.ts reads its 'node' value); off otherwise, and when the addon is not built.
+   * Default: on, unless env EDGEMESH_HTTP1_PATH (the sidecar container's, read here as
+   * http-proxy.ts reads its 'node' value) is `fast` (HTTP/1.1 in JavaScript) or `node`; off
+   * when the addon is not built (logged).
    */
   native?: boolean;
   /**
@@ -194,6 +195,15 @@ class ClientConn {
   }
 }
 
+/**
+ * The native engine carries HTTP/1.1 unless the sidecar is told otherwise: it measured at or
+ * under the JavaScript fast path's CPU and latency on every figure (docs/proxy.md, 2026-12-07).
+ */
+function nativeByDefault(): boolean {
+  const path = process.env.EDGEMESH_HTTP1_PATH;
+  return path !== 'fast' && path !== 'node';
+}
+
 export class Http1Fast {
   readonly #opts: FastOptions;
   readonly #pools = new Map<string, Upstream[]>();
@@ -216,7 +226,7 @@ export class Http1Fast {
 
   constructor(opts: FastOptions) {
     this.#opts = opts;
-    if (opts.native ?? process.env.EDGEMESH_HTTP1_PATH === 'native') {
+    if (opts.native ?? nativeByDefault()) {
       const native = NativeHttp1.create({
         ...opts,
         onFallback: (socket, ctx, buffered, unsniffed) => this.#takeBack(socket, ctx, buffered, unsniffed),
