@@ -156,7 +156,8 @@ class LineWriter {
   }
 }
 
-function samePorts(a: readonly EndpointPort[], b: readonly EndpointPort[]): boolean {
+/** Whether two endpoints' port lists are equal entry by entry (the compact line writes `^` for a repeat). */
+export function samePorts(a: readonly EndpointPort[], b: readonly EndpointPort[]): boolean {
   if (a === b) return true;
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {

@@ -15,6 +15,8 @@
  * just after is seen within that time). `catalog()` is the held part of the catalog, the
  * shape the DNS zone and the proxy's route table are built from.
  */
+
+import { samePorts } from '../../lib/catalog/lookup-compact.ts';
 import type { Answer, LookupKey } from '../../lib/catalog/lookup-protocol.ts';
 import { keyString, topicString } from '../../lib/catalog/lookup-protocol.ts';
 import {
@@ -330,22 +332,6 @@ export function compactEntry(entry: ServiceEntry): ServiceEntry {
     else shared = ports;
   }
   return entry;
-}
-
-function samePorts(a: EndpointPort[], b: EndpointPort[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) {
-    const p = a[i];
-    const q = b[i];
-    if (
-      p.port !== q.port ||
-      p.name !== q.name ||
-      p.protocol !== q.protocol ||
-      p.appProtocol !== q.appProtocol
-    )
-      return false;
-  }
-  return true;
 }
 
 function topicOf(v: Value): string {
