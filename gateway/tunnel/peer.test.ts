@@ -268,6 +268,17 @@ describe('Peer: the search for a better path (c14aa9f)', () => {
     expect(h.peer.status().path).toBe('punched');
   });
 
+  it('a relay the peer asked for plans a search here too, after the peer has had its turn', async () => {
+    const h = harness();
+    h.punch = 'connect';
+    // The peer's relay request joined here (manager.ts relay handler): no session() on this side.
+    h.peer.add('relay', new FakeSession(), 'tcp via ts-0', 'ts-0');
+    expect(h.peer.nextUpgradeAt).toBe(h.clock.now() + UPGRADE_RETRY_START_MS);
+    await h.clock.advance(UPGRADE_RETRY_START_MS);
+    expect(h.punches()).toBe(1);
+    expect(h.peer.status().path).toBe('punched');
+  });
+
   it('a search is not skipped for a punched session that no longer takes streams (closing, not yet closed)', async () => {
     const h = harness();
     h.punch = 'connect';

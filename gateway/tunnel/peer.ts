@@ -265,6 +265,13 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
       this.#planHealth(HEALTH_FIRST_PING_MS);
     }
     session.once('close', () => this.#onClose(kind, session));
+    // A relay the peer asked for (its streams, or streams it parked and resumes here) plans a
+    // search on this side too, after the peer's own search has had its turn: before, only the
+    // side that asked for a relay searched, and a peer whose search never came left both on
+    // the relay with nothing planned (nextUpgradeAt null in a real-cluster run). A search this
+    // side plans sooner (its own relay: at once) replaces this one.
+    if (kind === 'relay' && !this.#hasDirect()) this.#scheduleUpgrade(UPGRADE_RETRY_START_MS);
+    else if (kind !== 'relay') this.#cancelUpgrade();
     // A direct path makes the relay idle: let its streams finish, then free the relay. (Moving
     // them over, MuxSession.moveStreams, is not done yet: a stream the far end has finished is
     // forgotten there before its last bytes are credited, and a move then loses them.)
@@ -372,6 +379,13 @@ export class Peer<S extends PathSession = MuxSession, L extends LinkRef = Contro
     if (this.#hasDirect()) return;
     this.#upgradeDelay = UPGRADE_RETRY_START_MS;
     this.#scheduleUpgrade(Math.floor(this.#ctx.clock.random() * LINK_UP_UPGRADE_SPREAD_MS));
+  }
+
+  /** A direct or punched path is up: the search planned for it is not needed. */
+  #cancelUpgrade(): void {
+    this.#ctx.clock.clearTimeout(this.#upgradeTimer);
+    this.#upgradeTimer = undefined;
+    this.nextUpgradeAt = undefined;
   }
 
   #scheduleUpgrade(delayMs: number): void {
