@@ -29,6 +29,7 @@
  * go on the preferred port while it is open, else on the first; what arrives on either opens
  * with the same keys, sequence numbers and replay window.
  */
+import type { TLSSocket } from 'node:tls';
 import type { TlsRole } from '../../lib/tunnel/control.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
 import {
@@ -164,6 +165,11 @@ export class DatagramChannel {
     return p?.isOpen() ? p : this.#port;
   }
 
+  /** Past the port's buffered bound, or its congestion window (a lane) admits no more. */
+  #full(port: MessagePort): boolean {
+    return port.bufferedAmount() > MAX_BUFFERED || port.congestion?.admit() === false;
+  }
+
   /** Bundle bytes the port now in use takes in one message. */
   #bundleLimit(): number {
     return Math.min(BUNDLE_MAX_RECORDS_BYTES, this.#out().maxBundle ?? BUNDLE_MAX_RECORDS_BYTES);
@@ -179,7 +185,7 @@ export class DatagramChannel {
     if (this.#bundle && RECORD_HEADER_BYTES + payload.length <= this.#bundleLimit())
       return this.#add(stream, payload);
     const port = this.#out();
-    if (port.bufferedAmount() > MAX_BUFFERED || port.congestion?.admit() === false) return this.#drop('full');
+    if (this.#full(port)) return this.#drop('full');
     const seq = this.#sendSeq++;
     const sealed = sealDatagram(this.#keys(epochOf(seq)).send, stream, seq, payload);
     try {
@@ -196,9 +202,7 @@ export class DatagramChannel {
     const size = RECORD_HEADER_BYTES + payload.length;
     if (this.#pendingBytes + size > this.#bundleLimit()) this.#flush();
     if (this.#pendingCount === 0) {
-      const port = this.#out();
-      if (port.bufferedAmount() > MAX_BUFFERED || port.congestion?.admit() === false)
-        return this.#drop('full');
+      if (this.#full(this.#out())) return this.#drop('full');
       if (!this.#flushScheduled) {
         this.#flushScheduled = true;
         setImmediate(this.#flushSoon);
@@ -333,16 +337,27 @@ export class DatagramChannel {
 const channels = new WeakMap<object, DatagramChannel>();
 
 /**
- * Binds `channel` to `session`: the mux (lib/tunnel/mux.ts, bindDatagramChannel) sends its
- * datagram streams' datagrams on it once both ends announced it, and hands what arrives on it
- * to the open datagram stream with that id.
+ * A channel on `port`, keyed by the exporter of the session's TLS socket, bound to `session`:
+ * the mux (lib/tunnel/mux.ts, bindDatagramChannel) sends its datagram streams' datagrams on it
+ * once both ends announced it, and hands what arrives on it to the open datagram stream with
+ * that id. Closed with the session. The UDP path binds its SCTP channel, lanes.ts a lane.
  */
 export function attachDatagramChannel(
-  session: Pick<MuxSession, 'bindDatagramChannel'>,
-  channel: DatagramChannel,
-): void {
+  session: Pick<MuxSession, 'bindDatagramChannel' | 'role' | 'once'>,
+  tls: TLSSocket,
+  port: MessagePort,
+  opts: { bundle: boolean },
+): DatagramChannel {
+  const channel = new DatagramChannel(
+    port,
+    (n, label, ctx) => tls.exportKeyingMaterial(n, label, ctx),
+    session.role,
+    opts,
+  );
   channels.set(session, channel);
   session.bindDatagramChannel(channel);
+  session.once('close', () => channel.close());
+  return channel;
 }
 
 export function datagramChannelOf(session: object): DatagramChannel | undefined {

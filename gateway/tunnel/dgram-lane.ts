@@ -29,6 +29,7 @@ import type { Address } from '../../lib/tunnel/control.ts';
 import type { Clock } from './clock.ts';
 import type { MessagePort, PortCongestion } from './dgram-channel.ts';
 import {
+  type AckReport,
   LANE_VERSION,
   type LaneKeys,
   openProbe,
@@ -242,9 +243,10 @@ export class DatagramLane implements MessagePort {
     this.#schedule(fast ? PUNCH_INTERVAL_MS : KEEPALIVE_MS);
   }
 
-  #send(kind: ProbeKind, to: Address): void {
-    this.counters.probesSent++;
-    this.#socket.send(sealProbe(this.#keys.send, kind, this.#counter++), to.port, to.ip);
+  /** A probe or answer (counted as probes), or with `ack` an ACK; each takes the next counter. */
+  #send(kind: ProbeKind, to: Address, ack?: AckReport): void {
+    if (ack === undefined) this.counters.probesSent++;
+    this.#socket.send(sealProbe(this.#keys.send, kind, this.#counter++, ack), to.port, to.ip);
   }
 
   /** Reports what this side opened from the lane (the peer's window moves on it). */
@@ -254,8 +256,7 @@ export class DatagramLane implements MessagePort {
     const to = this.#peer;
     if (this.#state === 'closed' || !to || this.#rxCount === this.#rxAcked) return;
     this.#rxAcked = this.#rxCount;
-    const report = { highest: this.#rxHighest, received: this.#rxCount };
-    this.#socket.send(sealProbe(this.#keys.send, ProbeKind.ACK, this.#counter++, report), to.port, to.ip);
+    this.#send(ProbeKind.ACK, to, { highest: this.#rxHighest, received: this.#rxCount });
   }
 
   #setState(state: LaneState): void {

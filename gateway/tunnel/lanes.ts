@@ -28,7 +28,7 @@ import type { Address } from '../../lib/tunnel/control.ts';
 import type { MuxSession } from '../../lib/tunnel/mux.ts';
 import { lanAddressProblem } from '../../lib/tunnel/peer-address.ts';
 import type { Clock } from './clock.ts';
-import { attachDatagramChannel, boundChannelOf, DatagramChannel } from './dgram-channel.ts';
+import { attachDatagramChannel, boundChannelOf } from './dgram-channel.ts';
 import { DatagramLane, MAX_CANDIDATES } from './dgram-lane.ts';
 import { LANE_EXPORTER_LABEL, LANE_KEY_BYTES, laneKeys } from './lane-probe.ts';
 import type { LaneState, LaneStatus } from './status.ts';
@@ -203,13 +203,8 @@ export class Lanes {
     session.once('close', () => lane.close());
     const channel = boundChannelOf(session);
     if (channel) channel.prefer(lane);
-    else {
-      // A peer that speaks lanes opens bundles (both came with UDP Services across sites).
-      const exporter = (n: number, label: string, ctx: Buffer) => tls.exportKeyingMaterial(n, label, ctx);
-      const own = new DatagramChannel(lane, exporter, session.role, { bundle: true });
-      attachDatagramChannel(session, own);
-      session.once('close', () => own.close());
-    }
+    // A peer that speaks lanes opens bundles (both came with UDP Services across sites).
+    else attachDatagramChannel(session, tls, lane, { bundle: true });
     const port = lane.localPort;
     const addrs: Address[] = [];
     if (mapped) addrs.push(mapped);

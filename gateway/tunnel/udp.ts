@@ -10,7 +10,6 @@ import type { MuxSession } from '../../lib/tunnel/mux.ts';
 import type { Birthdays, Pin } from './birthday.ts';
 import {
   attachDatagramChannel,
-  DatagramChannel,
   DGRAM_BUNDLE_SIGNAL,
   DGRAM_CHANNEL_INIT,
   DGRAM_CHANNEL_LABEL,
@@ -314,7 +313,7 @@ export class UdpPaths {
             const role = tlsRole(nodeName, peer.name);
             const session = await sessions.secure(stream, peer.name, role);
             session.once('close', () => pc.close());
-            attempt.bindDgram = () => this.#bindDgram(attempt, session, role);
+            attempt.bindDgram = () => this.#bindDgram(attempt, session);
             attempt.bindDgram();
             peer.add('punched', session, 'udp');
             resolve(session);
@@ -358,21 +357,11 @@ export class UdpPaths {
    * Binds the attempt's datagram channel to its session once both exist: its keys are that
    * TLS session's exporter, and closing the session closes it (with the peer connection).
    */
-  #bindDgram(attempt: Attempt, session: MuxSession, role: 'client' | 'server'): void {
+  #bindDgram(attempt: Attempt, session: MuxSession): void {
     const dc = attempt.dgram;
     if (!dc || !(session.socket instanceof TLSSocket)) return;
     attempt.bindDgram = undefined;
-    const tls = session.socket;
-    const channel = new DatagramChannel(
-      dc,
-      (n, label, ctx) => tls.exportKeyingMaterial(n, label, ctx),
-      role,
-      {
-        bundle: attempt.peerBundles === true,
-      },
-    );
-    attachDatagramChannel(session, channel);
-    session.once('close', () => channel.close());
+    attachDatagramChannel(session, session.socket, dc, { bundle: attempt.peerBundles === true });
     this.#log.debug({ peer: attempt.peer }, 'UDP path: datagram channel bound to the session');
   }
 
